@@ -1,0 +1,95 @@
+"""What every backend is handed and what it reports: the backend protocol.
+
+A backend sees only plain values — never the DAG, a callable or a Future. The
+scheduler hands it ready jobs (:class:`Submission`) and reads back native
+states (:class:`Update`). Packing decisions use :meth:`Backend.capacity`:
+``None`` for a resource means the backend packs it itself (a cluster does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from ..spec import Resources
+from ..status import JobStatus
+
+__all__ = ["Submission", "Update", "Capacity", "Backend"]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One job, ready to run.
+
+    Exactly one of ``call`` (a pickled Python call, see
+    :mod:`corral.runtime.payload`) and ``argv`` (a command) is set.
+    """
+
+    job_id: int | str
+    name: str
+    jobdir: Path
+    resources: Resources
+    call: bytes | None = None
+    upstream: tuple[bytes, ...] = ()
+    argv: tuple[str, ...] = ()
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A change the backend saw. For a Python call, ``value``/``error`` carry the outcome.
+
+    ``value`` is the pickled return value of a completed call; ``error`` is a
+    packed exception (see :func:`corral.runtime.payload.loads_error`).
+    """
+
+    job_id: int | str
+    state: JobStatus
+    native_id: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    value: bytes | None = None
+    error: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What the backend can run at once. ``None`` means no limit that corral must pack."""
+
+    cores: int | None
+    memory_mb: int | None
+    gpus: int | None
+
+
+class Backend(Protocol):
+    """Where jobs run. Called from the scheduler's control-loop thread only, except
+    :meth:`wake`, which any thread may call."""
+
+    name: ClassVar[str]
+
+    def capacity(self) -> Capacity: ...
+
+    def check(self, resources: Resources) -> None:
+        """Raise ResourceError now for a request this backend can never satisfy."""
+
+    def submit(self, batch: Sequence[Submission]) -> list[str]:
+        """Start the jobs; return their native ids in order."""
+
+    def updates(self, timeout: float | None) -> list[Update]:
+        """Wait up to *timeout* seconds for changes; return early on :meth:`wake`."""
+
+    def wake(self) -> None:
+        """Make a blocked :meth:`updates` return now. Thread-safe."""
+
+    def kill(self, job_ids: Collection[int | str]) -> None:
+        """End the jobs now, with every process they started. Each is then
+        reported once more, as CANCELLED (or as what it finished with first)."""
+
+    def terminate(self, job_ids: Collection[int | str]) -> None:
+        """Ask the jobs to stop cleanly (abort); they may ignore it."""
+
+    def close(self) -> None:
+        """Kill whatever still runs and release every process and file."""

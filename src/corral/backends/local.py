@@ -1,0 +1,418 @@
+"""The local backend: real processes on this machine.
+
+* Python calls go to persistent worker processes (:mod:`corral.runtime.worker`)
+  over pipes, one job per worker at a time, so a small call costs a round trip,
+  not an interpreter start. A worker that dies fails only its own job
+  ("worker lost") and the next job gets a fresh worker.
+* Scripts and shell commands are started directly, in their own session, with
+  stdout/stderr going to files in the job's directory.
+* The control loop waits in :meth:`LocalBackend.updates` on one selector that
+  holds the wake-up pipe, every worker's reply pipe and a pidfd per command,
+  so a finished job is noticed at once, without polling.
+
+Packing (which job fits now) is the scheduler's; this module only hands out
+concrete GPU ids and sets ``CUDA_VISIBLE_DEVICES`` from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import selectors
+import signal
+import subprocess
+import sys
+from collections.abc import Collection, Sequence
+from typing import ClassVar
+
+from ..errors import BackendError, ResourceError
+from ..proctree import kill_tree, signal_group
+from ..spec import Resources
+from ..status import JobStatus
+from .base import Capacity, Submission, Update
+
+__all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus"]
+
+log = logging.getLogger(__name__)
+
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[4]); "
+    "from corral.runtime.worker import main; main()"
+)
+_OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def default_cores() -> int:
+    """All CPUs this process may use but one, and at least one."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    return max(1, usable - 1)
+
+
+def total_memory_mb() -> int:
+    """Physical memory of this machine in MB."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+
+
+def detect_gpus() -> int:
+    """GPUs visible to this process: CUDA_VISIBLE_DEVICES if set, else ``nvidia-smi -L``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([item for item in visible.split(",") if item.strip() and item.strip() != "-1"])
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    if listing.returncode != 0:
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exit code {returncode}"
+
+
+class _Worker:
+    """One persistent Python worker and the pipes to it."""
+
+    def __init__(self, process: subprocess.Popen, requests, replies, gpu_key: tuple[int, ...]):
+        self.process = process
+        self.requests = requests
+        self.replies = replies
+        self.gpu_key = gpu_key
+        self.job_id: int | str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class _Command:
+    """A running script or shell command."""
+
+    def __init__(self, process: subprocess.Popen, job_id: int | str, pidfd: int | None):
+        self.process = process
+        self.job_id = job_id
+        self.pidfd = pidfd
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class LocalBackend:
+    """Runs jobs as processes on this machine. See the module docstring."""
+
+    name: ClassVar[str] = "local"
+
+    def __init__(self, cores: int | None = None, memory: int | None = None,
+                 gpus: int | None = None, python: str = sys.executable) -> None:
+        self._capacity = Capacity(
+            cores=default_cores() if cores is None else cores,
+            memory_mb=total_memory_mb() if memory is None else memory,
+            gpus=detect_gpus() if gpus is None else gpus,
+        )
+        self._python = python
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._idle: list[_Worker] = []
+        self._running: dict[int | str, _Worker | _Command] = {}
+        self._gpus_held: dict[int | str, tuple[int, ...]] = {}
+        self._free_gpus = list(range(self._capacity.gpus or 0))
+        self._killed: set[int | str] = set()
+        self._pending: list[Update] = []
+        self._has_pidfd = hasattr(os, "pidfd_open")
+        self._closed = False
+
+    # -- what the scheduler asks -------------------------------------------------
+
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    def check(self, resources: Resources) -> None:
+        have = self._capacity
+        for what, asked, limit, knob in (
+            ("cores", resources.cores, have.cores, "cores"),
+            ("MB of memory", resources.memory_mb, have.memory_mb, "memory"),
+            ("GPUs", resources.gpus, have.gpus, "gpus"),
+        ):
+            if asked and limit is not None and asked > limit:
+                raise ResourceError(
+                    f"asks for {asked} {what} but the local backend has {limit}; "
+                    f"ask for less or raise Scheduler({knob}=...)"
+                )
+
+    def submit(self, batch: Sequence[Submission]) -> list[str]:
+        native_ids = []
+        for submission in batch:
+            gpus = self._take_gpus(submission)
+            try:
+                runner = (self._start_call(submission, gpus) if submission.call is not None
+                          else self._start_command(submission, gpus))
+            except OSError as error:
+                self._release_gpus(submission.job_id)
+                self._pending.append(Update(submission.job_id, JobStatus.FAILED,
+                                            reason=f"could not start: {error}"))
+                native_ids.append("")
+                continue
+            self._running[submission.job_id] = runner
+            native_ids.append(str(runner.pid))
+            self._pending.append(Update(submission.job_id, JobStatus.RUNNING,
+                                        native_id=str(runner.pid)))
+        return native_ids
+
+    def updates(self, timeout: float | None) -> list[Update]:
+        if self._pending:
+            timeout = 0
+        if not self._has_pidfd and any(isinstance(r, _Command) for r in self._running.values()):
+            timeout = 0.05 if timeout is None else min(timeout, 0.05)
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                self._drain_wake_pipe()
+            elif isinstance(key.data, _Worker):
+                self._read_reply(key.data)
+            else:
+                self._reap_command(key.data)
+        if not self._has_pidfd:
+            for runner in [r for r in self._running.values() if isinstance(r, _Command)]:
+                if runner.process.poll() is not None:
+                    self._reap_command(runner)
+        found, self._pending = self._pending, []
+        return found
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"\0")
+        except BlockingIOError:  # the pipe is full: a wake-up is already pending
+            pass
+
+    def kill(self, job_ids: Collection[int | str]) -> None:
+        for job_id in job_ids:
+            runner = self._running.get(job_id)
+            if runner is None:
+                continue
+            self._killed.add(job_id)
+            kill_tree(runner.pid)
+
+    def terminate(self, job_ids: Collection[int | str]) -> None:
+        for job_id in job_ids:
+            runner = self._running.get(job_id)
+            if isinstance(runner, _Worker):
+                os.kill(runner.pid, signal.SIGUSR1)
+            elif isinstance(runner, _Command):
+                signal_group(runner.pid, signal.SIGTERM)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for runner in list(self._running.values()):
+            kill_tree(runner.pid)
+        for worker in self._idle:
+            worker.requests.close()  # a clean EOF: the worker returns from main()
+        for runner in list(self._running.values()) + self._idle:
+            self._wait_gone(runner.process)
+            if isinstance(runner, _Worker):
+                runner.replies.close()
+                if not runner.requests.closed:
+                    runner.requests.close()
+            elif runner.pidfd is not None:
+                os.close(runner.pidfd)
+        self._running.clear()
+        self._idle.clear()
+        self._selector.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    # -- GPUs ----------------------------------------------------------------------
+
+    def _take_gpus(self, submission: Submission) -> tuple[int, ...]:
+        wanted = submission.resources.gpus
+        if not wanted:
+            return ()
+        if wanted > len(self._free_gpus):
+            raise BackendError(f"job {submission.job_id} was handed over without {wanted} free GPUs")
+        taken, self._free_gpus = tuple(self._free_gpus[:wanted]), self._free_gpus[wanted:]
+        self._gpus_held[submission.job_id] = taken
+        return taken
+
+    def _release_gpus(self, job_id: int | str) -> None:
+        self._free_gpus.extend(self._gpus_held.pop(job_id, ()))
+        self._free_gpus.sort()
+
+    def _gpu_environment(self, gpus: tuple[int, ...]) -> dict[str, str]:
+        if not self._capacity.gpus:
+            return {}
+        return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+
+    # -- Python calls ------------------------------------------------------------
+
+    def _start_call(self, submission: Submission, gpus: tuple[int, ...]) -> _Worker:
+        worker = self._idle_worker(gpus) or self._spawn_worker(gpus)
+        worker.job_id = submission.job_id
+        request = (submission.job_id, str(submission.jobdir), submission.call,
+                   submission.upstream, submission.env, submission.cwd)
+        try:
+            worker.requests.send_bytes(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
+        except OSError:  # died while idle: the reply pipe reports it as lost
+            pass
+        return worker
+
+    def _idle_worker(self, gpus: tuple[int, ...]) -> _Worker | None:
+        for index in range(len(self._idle) - 1, -1, -1):
+            if self._idle[index].gpu_key == gpus:
+                return self._idle.pop(index)
+        return None
+
+    def _spawn_worker(self, gpus: tuple[int, ...]) -> _Worker:
+        from multiprocessing.connection import Connection
+
+        limit = self._capacity.cores or 1
+        while self._idle and len(self._idle) + len(self._running) >= limit:
+            self._retire(self._idle.pop(0))
+        request_read, request_write = os.pipe2(os.O_CLOEXEC)
+        reply_read, reply_write = os.pipe2(os.O_CLOEXEC)
+        environment = dict(os.environ, **self._gpu_environment(gpus))
+        try:
+            process = subprocess.Popen(
+                [self._python, "-c", _BOOT, str(request_read), str(reply_write),
+                 str(os.getpid()), json.dumps(sys.path)],
+                pass_fds=(request_read, reply_write), stdin=subprocess.DEVNULL,
+                start_new_session=True, env=environment,
+            )
+        except OSError as error:
+            for fd in (request_read, request_write, reply_read, reply_write):
+                os.close(fd)
+            raise BackendError(f"cannot start a worker with {self._python}: {error}") from error
+        os.close(request_read)
+        os.close(reply_write)
+        worker = _Worker(process, Connection(request_write, readable=False),
+                         Connection(reply_read, writable=False), gpus)
+        self._selector.register(reply_read, selectors.EVENT_READ, worker)
+        log.debug("started worker %d", process.pid)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        self._selector.unregister(worker.replies.fileno())
+        worker.requests.close()
+        self._wait_gone(worker.process)
+        worker.replies.close()
+
+    def _read_reply(self, worker: _Worker) -> None:
+        job_id = worker.job_id
+        try:
+            message = worker.replies.recv_bytes()
+        except (EOFError, OSError):
+            self._worker_died(worker)
+            return
+        reply_id, ok, blob = pickle.loads(message)
+        if reply_id != job_id:
+            log.error("worker %d answered for job %r while running %r", worker.pid, reply_id, job_id)
+            return
+        if job_id in self._killed:  # finished just as we killed it: the worker is gone anyway
+            self._worker_died(worker)
+            return
+        worker.job_id = None
+        del self._running[job_id]
+        self._release_gpus(job_id)
+        self._idle.append(worker)
+        if ok:
+            self._pending.append(Update(job_id, JobStatus.COMPLETED, exit_code=0, value=blob))
+        else:
+            self._pending.append(Update(job_id, JobStatus.FAILED, exit_code=1, error=blob))
+
+    def _worker_died(self, worker: _Worker) -> None:
+        self._selector.unregister(worker.replies.fileno())
+        worker.replies.close()
+        worker.requests.close()
+        kill_tree(worker.pid)  # whatever the job had started goes with it
+        returncode = self._wait_gone(worker.process)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        job_id = worker.job_id
+        if job_id is None:
+            log.warning("idle worker %d died (%s)", worker.pid, _describe_exit(returncode))
+            return
+        del self._running[job_id]
+        self._release_gpus(job_id)
+        if job_id in self._killed:
+            self._killed.discard(job_id)
+            self._pending.append(Update(job_id, JobStatus.CANCELLED, reason="killed"))
+        else:
+            self._pending.append(Update(
+                job_id, JobStatus.FAILED, exit_code=returncode,
+                reason=f"worker lost: its process (pid {worker.pid}) was {_describe_exit(returncode)}",
+            ))
+
+    @staticmethod
+    def _wait_gone(process: subprocess.Popen) -> int:
+        try:
+            return process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            kill_tree(process.pid)
+            return process.wait()
+
+    # -- scripts and commands ----------------------------------------------------
+
+    def _start_command(self, submission: Submission, gpus: tuple[int, ...]) -> _Command:
+        try:
+            os.mkdir(submission.jobdir)
+        except FileExistsError:
+            pass
+        stdout = os.open(submission.jobdir / "stdout", _OUTPUT_FLAGS, 0o644)
+        stderr = os.open(submission.jobdir / "stderr", _OUTPUT_FLAGS, 0o644)
+        environment = dict(os.environ, CORRAL_JOB_ID=str(submission.job_id),
+                           **self._gpu_environment(gpus))
+        environment.update(submission.env)
+        try:
+            process = subprocess.Popen(
+                submission.argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                cwd=submission.cwd, env=environment, start_new_session=True,
+            )
+        finally:
+            os.close(stdout)
+            os.close(stderr)
+        pidfd = None
+        if self._has_pidfd:
+            pidfd = os.pidfd_open(process.pid)
+        command = _Command(process, submission.job_id, pidfd)
+        if pidfd is not None:
+            self._selector.register(pidfd, selectors.EVENT_READ, command)
+        return command
+
+    def _reap_command(self, command: _Command) -> None:
+        returncode = command.process.wait()
+        signal_group(command.pid, signal.SIGKILL)  # what it left in its session
+        if command.pidfd is not None:
+            self._selector.unregister(command.pidfd)
+            os.close(command.pidfd)
+        job_id = command.job_id
+        del self._running[job_id]
+        self._release_gpus(job_id)
+        if job_id in self._killed:
+            self._killed.discard(job_id)
+            self._pending.append(Update(job_id, JobStatus.CANCELLED, exit_code=returncode,
+                                        reason="killed"))
+        elif returncode == 0:
+            self._pending.append(Update(job_id, JobStatus.COMPLETED, exit_code=0))
+        else:
+            self._pending.append(Update(job_id, JobStatus.FAILED, exit_code=returncode,
+                                        reason=_describe_exit(returncode)))
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass

@@ -1,0 +1,528 @@
+"""The control loop: the one thread that owns every job's scheduling state.
+
+Other threads never touch that state; they post callables to the loop's inbox
+(:meth:`Engine.post`, or :meth:`Engine.call` to wait for the answer) and wake
+the backend. One iteration of the loop:
+
+1. run what the inbox holds (new jobs, cancel, pause, abort, ...);
+2. start the ready jobs that fit (see :mod:`corral.packing`);
+3. wait in ``backend.updates()`` until something happens or a deadline is due;
+4. apply the backend's updates: start timers, settle finished jobs (retry,
+   ``on_finish``, resolve the Future), release or cancel dependents;
+5. fire due deadlines: timeouts, and the end of an abort's grace period.
+
+Every state change goes through :meth:`Engine._move`, which checks it against
+the table in :mod:`corral.status` and emits one event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import pickle
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import (CorralError, JobFailed, JobTimedOut, RemoteTraceback, WorkerLost)
+from .events import Event
+from .job import Job, Result
+from .runtime.payload import Upstream, dumps_value, loads_error
+from .spec import Call, FunctionRef, Script, Shell
+from .status import ACTIVE, PENDING, JobStatus, check_transition
+from .units import format_duration
+
+if TYPE_CHECKING:
+    from .backends.base import Backend, Update
+    from .packing import Packer
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+_S = JobStatus
+_STDERR_TAIL_LINES = 5
+
+
+class _Reply:
+    """The answer to an :meth:`Engine.call`, filled in by the loop."""
+
+    __slots__ = ("done", "value", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class Engine:
+    """Owns scheduling state and runs the control loop on its own thread."""
+
+    def __init__(self, backend: Backend, packer: Packer, run_dir: Path,
+                 on_finish: Callable[[Job], Any] | None, abort_grace: float) -> None:
+        self.backend = backend
+        self.backend_name = backend.name
+        self.packer = packer
+        self.run_dir = run_dir
+        self.on_finish = on_finish
+        self.abort_grace = abort_grace
+        self.listeners: list[Callable[[Event], Any]] = []
+        self.results: deque[Result] = deque()
+        self.results_ready = threading.Condition()
+        self.unfinished = 0
+        self.paused = False
+        self._inbox: deque[tuple[Callable[..., Any], tuple, _Reply | None]] = deque()
+        self._live: dict[int, Job] = {}        # id(job) -> every job not yet final
+        self._active: dict[int | str, Job] = {}  # job.id -> handed to the backend, not ended
+        self._deadlines: list[tuple[float, int, str, Job, int]] = []
+        self._sequence = itertools.count()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    # -- talking to the loop from other threads ---------------------------------------
+
+    def post(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function(*args)`` on the loop thread soon; do not wait."""
+        self._inbox.append((function, args, None))
+        self._ensure_thread()
+        self.backend.wake()
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` on the loop thread and return its result.
+
+        Runs it directly when called from the loop thread itself (an event
+        callback) or when no loop runs (nothing dispatched yet, or closed).
+        """
+        thread = self._thread
+        if thread is None or thread is threading.current_thread() or self.stopped.is_set():
+            return function(*args)
+        reply = _Reply()
+        self._inbox.append((function, args, reply))
+        self.backend.wake()
+        while not reply.done.wait(0.5):
+            if self.stopped.is_set() and not reply.done.is_set():
+                raise CorralError("the scheduler stopped before it could answer")
+        if reply.error is not None:
+            raise reply.error
+        return reply.value
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._thread_lock:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="corral-control-loop",
+                                              daemon=True)
+                    thread.start()
+                    self._thread = thread
+
+    def close(self, wait: bool) -> None:
+        """Let the loop end once every job is final, then close the backend."""
+        if self._thread is None:
+            self.backend.close()
+            self.stopped.set()
+            return
+        self.post(self._begin_close)
+        if wait:
+            self._thread.join()
+
+    def _begin_close(self) -> None:
+        self._closing = True
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._handle_inbox()
+                if not self.paused:
+                    self._start_ready()
+                if self._closing and not self._live and not self._active:
+                    break
+                for update in self.backend.updates(self._wait_time()):
+                    self._apply(update)
+                self._fire_deadlines()
+        except BaseException as crash:  # a bug in corral: fail loudly, lose nothing silently
+            log.exception("corral's control loop crashed")
+            self._fail_everything(crash)
+        finally:
+            try:
+                self.backend.close()
+            finally:
+                self.stopped.set()
+                self._answer_leftover_calls()
+
+    def _handle_inbox(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            function, args, reply = inbox.popleft()
+            try:
+                value = function(*args)
+            except Exception as error:
+                if reply is None:
+                    log.exception("scheduler request %s failed", getattr(function, "__name__", function))
+                    continue
+                reply.error = error
+            else:
+                if reply is not None:
+                    reply.value = value
+            if reply is not None:
+                reply.done.set()
+
+    def _wait_time(self) -> float | None:
+        if self._inbox:
+            return 0
+        if self._deadlines:
+            return max(0.0, self._deadlines[0][0] - time.monotonic())
+        return None
+
+    # -- state changes -----------------------------------------------------------------
+
+    def _move(self, job: Job, new: JobStatus, reason: str | None = None) -> None:
+        old = job.status
+        check_transition(old, new)
+        job.status = new
+        job.reason = reason
+        if self.listeners:
+            self.emit("status", job, old, new, reason)
+
+    def emit(self, kind: str, job: Job, old: JobStatus | None = None,
+             new: JobStatus | None = None, reason: str | None = None) -> None:
+        event = Event(kind, job, old, new, reason, time.time())  # type: ignore[arg-type]
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event callback %r raised on %s", listener, event)
+
+    # -- adding jobs ---------------------------------------------------------------------
+
+    def add(self, jobs: list[Job]) -> None:
+        """Take in a batch in dependency order (loop thread)."""
+        for job in jobs:
+            self._live[id(job)] = job
+            self.unfinished += 1
+            if self.listeners:
+                self.emit("added", job)
+            unmet = 0
+            broken: Job | None = None
+            for dep in job._deps:
+                if dep._final:
+                    if dep.status is not _S.COMPLETED:
+                        broken = dep
+                        break
+                    continue
+                dep._dependents.append(job)
+                unmet += 1
+            if broken is not None:
+                self._move(job, _S.CANCELLED, _upstream_reason(broken))
+                self._finalize(job)
+                continue
+            job._unmet = unmet
+            if unmet:
+                self._move(job, _S.WAITING)
+            else:
+                self._move(job, _S.QUEUED)
+                self.packer.push(job)
+
+    # -- starting jobs -------------------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        chosen = self.packer.select(time.monotonic())
+        if not chosen:
+            return
+        submissions = []
+        for job in chosen:
+            job.attempts += 1
+            job._kill_intent = None
+            job._bypassed = 0
+            job.started = job.ended = job.exit_code = None
+            self._move(job, _S.SUBMITTED)
+            self._active[job.id] = job
+            submissions.append(self._submission(job))
+        try:
+            native_ids = self.backend.submit(submissions)
+        except Exception as error:
+            log.exception("the %s backend could not start %d jobs", self.backend_name, len(chosen))
+            from .backends.base import Update
+
+            for job in chosen:
+                self._apply(Update(job.id, _S.FAILED, reason=f"the backend could not start it: {error}"))
+            return
+        for job, native_id in zip(chosen, native_ids):
+            job.native_id = native_id or None
+
+    def _submission(self, job: Job):
+        from .backends.base import Submission
+
+        task = job.spec.task
+        job.jobdir = self.run_dir / str(job.id)
+        common = dict(job_id=job.id, name=job.name, jobdir=job.jobdir,
+                      resources=job.spec.resources, cwd=job.spec.cwd, env=job.spec.env)
+        if isinstance(task, (Call, FunctionRef)):
+            upstream = tuple(self._value_blob(dep) for dep in job._value_deps)
+            return Submission(call=job._payload, upstream=upstream, **common)
+        if isinstance(task, Shell) and isinstance(task.command, str):
+            argv: tuple[str, ...] = ("/bin/sh", "-c", task.command)
+        else:
+            words = job._argv_template
+            argv = tuple(self._argument_text(word, job) for word in words)
+            if isinstance(task, Script):
+                argv = (task.python, task.path) + argv
+        return Submission(argv=argv, **common)
+
+    @staticmethod
+    def _argument_text(word: Any, job: Job) -> str:
+        if isinstance(word, Upstream):
+            word = job._value_deps[word.index]._data
+        return str(word)
+
+    @staticmethod
+    def _value_blob(dep: Job) -> bytes:
+        if dep._value_bytes is None:
+            dep._value_bytes = dumps_value(dep._data)
+        return dep._value_bytes
+
+    # -- what the backend reports ----------------------------------------------------------
+
+    def _apply(self, update: Update) -> None:
+        job = self._active.get(update.job_id)
+        if job is None:
+            log.debug("update for a job no longer active: %s", update)
+            return
+        state = update.state
+        if state is _S.RUNNING:
+            if job.status is _S.SUBMITTED:
+                job.started = time.time()
+                job.native_id = update.native_id or job.native_id
+                self._move(job, _S.RUNNING)
+                limit = job.spec.kill_after_s
+                if limit is not None:
+                    self._add_deadline(limit, "timeout", job)
+            return
+        if state in ACTIVE:
+            return
+        del self._active[job.id]
+        self.packer.release(job)
+        job.ended = time.time()
+        if update.exit_code is not None:
+            job.exit_code = update.exit_code
+        if job._final:  # cancelled while it ran; its processes are gone now
+            return
+        self._settle(job, *self._outcome(job, update))
+
+    def _outcome(self, job: Job, update: Update) -> tuple[JobStatus, str | None, Any, BaseException | None]:
+        """Decide how an attempt ended: (status, reason, value, error)."""
+        intent = job._kill_intent
+        label = f"job {job.id} {job.name!r}"
+        if intent == "timeout":
+            limit = job.spec.kill_after_s or 0
+            reason = f"timed out after {format_duration(limit)}; killed with its child processes"
+            return _S.TIMED_OUT, reason, None, JobTimedOut(
+                f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
+        if intent == "abort":
+            value = pickle.loads(update.value) if update.value is not None else None
+            return _S.CANCELLED, "aborted", value, None
+        if update.state is _S.COMPLETED:
+            value = pickle.loads(update.value) if update.value is not None else None
+            if job._feeds_values:
+                job._value_bytes = update.value
+            return _S.COMPLETED, None, value, None
+        if update.state is _S.CANCELLED:
+            return _S.CANCELLED, update.reason or "cancelled", None, None
+        if update.state is _S.TIMED_OUT:
+            reason = update.reason or "ran past its walltime"
+            return _S.TIMED_OUT, reason, None, JobTimedOut(
+                f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
+        if update.error is not None:
+            error, traceback_text, summary = loads_error(update.error)
+            reason = f"raised {summary}"
+            if error is None:
+                error = JobFailed(f"{label} {reason}\n{traceback_text}", job_id=job.id,
+                                  status=_S.FAILED, reason=reason)
+            else:
+                error.__cause__ = RemoteTraceback(traceback_text)
+            return _S.FAILED, reason, None, error
+        reason = update.reason or f"exit code {update.exit_code}"
+        kind = WorkerLost if reason.startswith("worker lost") else JobFailed
+        message = f"{label} failed: {reason}"
+        tail = _tail(job, "stderr")
+        if tail:
+            message += f"\nlast lines of its stderr ({job.jobdir}/stderr):\n{tail}"
+        return _S.FAILED, reason, None, kind(message, job_id=job.id, status=_S.FAILED,
+                                             reason=reason, exit_code=update.exit_code)
+
+    def _settle(self, job: Job, status: JobStatus, reason: str | None, value: Any,
+                error: BaseException | None) -> None:
+        """Retry, run again for on_finish, or make the outcome final."""
+        if status in (_S.FAILED, _S.TIMED_OUT) and job.attempts <= job.spec.retries:
+            self._move(job, _S.QUEUED, f"retry {job.attempts} of {job.spec.retries} after: {reason}")
+            self.packer.push(job)
+            return
+        self._move(job, status, reason)
+        job._data = value
+        if self.on_finish is not None and status is not _S.CANCELLED:
+            try:
+                again = self.on_finish(job)
+            except Exception:
+                log.exception("on_finish callback raised for %r", job)
+                again = False
+            if again is True:
+                self._move(job, _S.QUEUED, "run again: on_finish asked for it")
+                self.packer.push(job)
+                return
+        self._finalize(job, error)
+
+    def _finalize(self, job: Job, error: BaseException | None = None, cascade: bool = True) -> None:
+        """Resolve the Future, publish the result and release or cancel dependents."""
+        status = job.status
+        if status is _S.COMPLETED:
+            job._resolve_value(job._data)
+        elif status is _S.CANCELLED:
+            job._resolve_cancelled()
+        else:
+            job._resolve_error(error or JobFailed(f"job {job.id} {job.name!r} {job.reason}"))
+        with self.results_ready:
+            self.results.append(job.record)
+            self.results_ready.notify_all()
+        self._live.pop(id(job), None)
+        self.unfinished -= 1
+        if cascade:
+            self._release_dependents(job)
+
+    def _release_dependents(self, job: Job) -> None:
+        """Queue dependents whose last dependency completed; cancel, transitively
+        and without recursion (chains are long), those of a job that did not."""
+        if job.status is _S.COMPLETED:
+            dependents, job._dependents = job._dependents, []
+            for dependent in dependents:
+                if dependent._final:
+                    continue
+                dependent._unmet -= 1
+                if dependent._unmet == 0 and dependent.status is _S.WAITING:
+                    self._move(dependent, _S.QUEUED)
+                    self.packer.push(dependent)
+            return
+        reason = _upstream_reason(job)  # the root cause, for the whole cascade
+        broken = [job]
+        while broken:
+            parent = broken.pop()
+            dependents, parent._dependents = parent._dependents, []
+            for dependent in dependents:
+                if not dependent._final and dependent.status in PENDING:
+                    self._move(dependent, _S.CANCELLED, reason)
+                    self._finalize(dependent, cascade=False)
+                    broken.append(dependent)
+
+    # -- deadlines -------------------------------------------------------------------------
+
+    def _add_deadline(self, delay: float, kind: str, job: Job) -> None:
+        entry = (time.monotonic() + delay, next(self._sequence), kind, job, job.attempts)
+        heapq.heappush(self._deadlines, entry)
+
+    def _fire_deadlines(self) -> None:
+        deadlines = self._deadlines
+        now = time.monotonic()
+        while deadlines and deadlines[0][0] <= now:
+            _, _, kind, job, attempt = heapq.heappop(deadlines)
+            if job._final or job.attempts != attempt or self._active.get(job.id) is not job:
+                continue
+            if kind == "timeout":
+                job._kill_intent = "timeout"
+            log.info("killing job %s %r: %s", job.id, job.name,
+                     "timeout" if kind == "timeout" else "abort grace period over")
+            self.backend.kill([job.id])
+
+    # -- control (loop thread) ---------------------------------------------------------------
+
+    def cancel(self, job: Job, reason: str) -> bool:
+        """Cancel *job* from any thread; True if it is cancelled now."""
+        return self.call(self._cancel, job, reason)
+
+    def _cancel(self, job: Job, reason: str) -> bool:
+        if job._final:
+            return job.status is _S.CANCELLED
+        if job.status in ACTIVE:
+            job._kill_intent = "cancel"
+            self.backend.kill([job.id])
+        self._move(job, _S.CANCELLED, reason)
+        self._finalize(job)
+        return True
+
+    def abort(self, job: Job | None) -> None:
+        """Ask running jobs (or one) to stop; kill them after the grace period."""
+        if job is not None and (job._final or job.status not in ACTIVE):
+            raise ValueError(
+                f"job {job.id} {job.name!r} is {job.status.name}, not running; abort() stops "
+                "running jobs, use cancel() or remove() for others")
+        targets = [job] if job is not None else [j for j in self._active.values() if not j._final]
+        for target in targets:
+            target._kill_intent = "abort"
+            self._add_deadline(self.abort_grace, "abort", target)
+        self.backend.terminate([target.id for target in targets])
+
+    def cancel_pending(self, reason: str) -> int:
+        """Cancel every job that has not started; return how many."""
+        pending = [job for job in self._live.values() if job.status in PENDING]
+        for job in pending:
+            self._cancel(job, reason)
+        return len(pending)
+
+    def interrupt(self) -> None:
+        """Cancel everything, running jobs included, now."""
+        for job in list(self._live.values()):
+            self._cancel(job, "interrupted")
+
+    def remove(self, job: Job) -> None:
+        if job._final or job.status.is_terminal:
+            raise ValueError(f"cannot remove job {job.id} {job.name!r}: it has already "
+                             f"finished ({job.status.name})")
+        if job.status in ACTIVE:
+            raise ValueError(f"cannot remove job {job.id} {job.name!r}: it is {job.status.name}; "
+                             "use cancel() or abort() to stop it")
+        self._cancel(job, "removed")
+        if self.listeners:
+            self.emit("removed", job)
+
+    # -- failure of the loop itself --------------------------------------------------------
+
+    def _fail_everything(self, crash: BaseException) -> None:
+        for job in list(self._live.values()):
+            if job._final:
+                continue
+            job.status = _S.FAILED
+            job.reason = f"corral's scheduler crashed: {crash!r}"
+            try:
+                job._resolve_error(CorralError(f"job {job.id} {job.name!r}: {job.reason}"))
+            except Exception:
+                pass
+        self._live.clear()
+        self._active.clear()
+        self.unfinished = 0
+        with self.results_ready:
+            self.results_ready.notify_all()
+
+    def _answer_leftover_calls(self) -> None:
+        while self._inbox:
+            _, _, reply = self._inbox.popleft()
+            if reply is not None:
+                reply.error = CorralError("the scheduler has stopped")
+                reply.done.set()
+
+
+def _upstream_reason(parent: Job) -> str:
+    what = {_S.FAILED: "failed", _S.CANCELLED: "was cancelled",
+            _S.TIMED_OUT: "timed out"}.get(parent.status, parent.status.name)
+    return f"upstream job {parent.id} {parent.name!r} {what}"
+
+
+def _tail(job: Job, stream: str) -> str:
+    text = job._read_output(stream).rstrip("\n")
+    if not text:
+        return ""
+    return "\n".join(text.splitlines()[-_STDERR_TAIL_LINES:])

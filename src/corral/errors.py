@@ -1,0 +1,91 @@
+"""corral's exceptions: what went wrong, to which job, and what to do next.
+
+::
+
+    CorralError
+    ├── JobError                  a job did not complete (has .job_id, .status, .reason)
+    │   ├── JobFailed             non-zero exit code, or an error that could not be re-raised
+    │   │   └── WorkerLost        the process running the job died under it
+    │   └── JobTimedOut           killed after its timeout or walltime
+    ├── ResourceError (ValueError)    a job asks for more than the backend can ever give
+    ├── DependencyError (ValueError)  a dependency cycle, or an unknown job name in after=
+    └── BackendError              the backend itself failed (cannot start workers, ...)
+
+A Python job that raises is re-raised with its *own* exception type from
+``Job.result()``; its traceback in the job's process is attached as the
+``__cause__`` (a :class:`RemoteTraceback`). Cancelled jobs raise
+``concurrent.futures.CancelledError`` with the reason in its message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorralError",
+    "JobError",
+    "JobFailed",
+    "WorkerLost",
+    "JobTimedOut",
+    "ResourceError",
+    "DependencyError",
+    "BackendError",
+    "RemoteTraceback",
+]
+
+
+class CorralError(Exception):
+    """Base of every error corral raises on purpose."""
+
+
+class JobError(CorralError):
+    """A job ended without a result. ``reason`` says why, in words."""
+
+    def __init__(self, message: str, *, job_id: object = None, status: object = None,
+                 reason: str | None = None, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.status = status
+        self.reason = reason
+        self.exit_code = exit_code
+
+    def __reduce__(self):  # keep the keyword fields when pickled
+        return (_rebuild_job_error, (type(self), str(self), self.job_id, self.status,
+                                     self.reason, self.exit_code))
+
+
+def _rebuild_job_error(cls, message, job_id, status, reason, exit_code):
+    return cls(message, job_id=job_id, status=status, reason=reason, exit_code=exit_code)
+
+
+class JobFailed(JobError):
+    """The job ran and failed: a non-zero exit code, or an unpicklable exception."""
+
+
+class WorkerLost(JobFailed):
+    """The worker process died while running the job (segfault, kill, out of memory)."""
+
+
+class JobTimedOut(JobError):
+    """The job ran past its ``timeout`` (or ``walltime``) and was killed with its children."""
+
+
+class ResourceError(CorralError, ValueError):
+    """A job asks for more cores, memory, GPUs or tokens than the scheduler has."""
+
+
+class DependencyError(CorralError, ValueError):
+    """Dependencies that can never be met: a cycle, or ``after=`` naming no known job."""
+
+
+class BackendError(CorralError):
+    """The backend could not do what was asked (start a worker, submit, query)."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised inside a job's process, as text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text

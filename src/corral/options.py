@@ -1,0 +1,163 @@
+"""The one registry of job options: names, parsers, defaults and help.
+
+Everything that accepts job options (``Job(...)``, ``Scheduler.options()``,
+``submit``/``shell``/``script``/``call``) validates them here, so an unknown
+name or a bad value gets the same message wherever it was typed, with a
+"did you mean" hint for typos.
+
+This module imports nothing of corral's but the other vocabulary modules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
+
+__all__ = ["Option", "JOB_OPTIONS", "parse_options", "unknown_option_message"]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One job option: how to read a value, its default, and a line of help."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    accepts: str
+
+
+def _int_at_least(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any, field: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{field}={value!r} must be an int >= {minimum}")
+        return value
+    return parse
+
+
+def _any_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{field}={value!r} must be an int (higher runs first)")
+    return value
+
+
+def _optional(parse: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    def parse_or_none(value: Any, field: str) -> Any:
+        return None if value is None else parse(value, field)
+    return parse_or_none
+
+
+def _name(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{field}={value!r} must be a non-empty string")
+    return value
+
+
+def _after(value: Any, field: str) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        value = (value,)
+    items = tuple(value)
+    for item in items:
+        if isinstance(item, bool) or not (isinstance(item, str) or hasattr(item, "_is_corral_job")):
+            raise ValueError(f"{field}: {item!r} is neither a Job nor the name of a job")
+    return items
+
+
+def _queue(value: Any, field: str) -> str | None:
+    return _name(value, field)
+
+
+def _cwd(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{field}={value!r} must be a directory path")
+    path = os.path.abspath(os.fspath(value))
+    if not os.path.isdir(path):
+        raise ValueError(f"{field}={value!r} is not an existing directory")
+    return path
+
+
+def _env(value: Any, field: str) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field}={value!r} must be a mapping of variable names to strings")
+    pairs = []
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key or not isinstance(item, str):
+            raise ValueError(
+                f"{field}: {key!r}={item!r} is not a valid environment variable "
+                "(names are non-empty strings without '=', values are strings)"
+            )
+        pairs.append((key, item))
+    return tuple(pairs)
+
+
+def _memory(value: Any, field: str) -> int | None:
+    return None if value is None else parse_memory(value, field)
+
+
+def _duration(value: Any, field: str) -> float | None:
+    return None if value is None else parse_duration(value, field)
+
+
+JOB_OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option("cores", _int_at_least(1), 1, "CPU cores the job uses", "an int >= 1"),
+        Option("memory", _memory, None, "memory the job needs (binary units)", MEMORY_FORMS),
+        Option("walltime", _duration, None,
+               "how long the job may run; the job is killed (TIMED_OUT) past it", DURATION_FORMS),
+        Option("gpus", _int_at_least(0), 0,
+               "GPUs the job uses; it sees them through CUDA_VISIBLE_DEVICES", "an int >= 0"),
+        Option("name", _name, None, "a name for people and for after=; need not be unique",
+               "a non-empty string"),
+        Option("after", _after, (), "jobs (or job names) that must complete first",
+               "a Job, a job name, or a list of them"),
+        Option("queue", _queue, None, "named queue whose capacity limits this job",
+               "a queue name given to Scheduler(queues=...)"),
+        Option("tokens", _int_at_least(0), 0, "tokens held from the scheduler's pool while running",
+               "an int >= 0"),
+        Option("priority", _any_int, 0, "higher runs first among ready jobs", "an int"),
+        Option("retries", _int_at_least(0), 0, "times a failed job is run again", "an int >= 0"),
+        Option("timeout", _duration, None,
+               "kill the job and its whole process tree after this long (TIMED_OUT)", DURATION_FORMS),
+        Option("cwd", _cwd, None, "directory the job runs in (default: the driver's)",
+               "an existing directory"),
+        Option("env", _env, (), "extra environment variables for the job", "a dict of str to str"),
+    )
+}
+
+
+def unknown_option_message(name: str, known: Iterable[str]) -> str:
+    """A one-line error for an unknown option, with the closest known name."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(known)}"
+    return f"unknown job option {name!r}{hint}"
+
+
+def parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate *options* and return them parsed (defaults not filled in).
+
+    Raises:
+        ValueError: an unknown option name (with a suggestion) or a bad value
+            (naming the option and the accepted forms).
+    """
+    parsed: dict[str, Any] = {}
+    for name, value in options.items():
+        option = JOB_OPTIONS.get(name)
+        if option is None:
+            raise ValueError(unknown_option_message(name, JOB_OPTIONS))
+        parsed[name] = option.parse(value, name)
+    return parsed

@@ -1,0 +1,170 @@
+"""Which ready jobs start now: priorities, capacity, queues, tokens and backfill.
+
+Ready jobs wait in one heap ordered by (higher priority, earlier submission).
+A pass pops jobs while there is room:
+
+* a job whose named queue is full is *parked* in that queue's own heap and
+  comes back when the queue frees a slot (so a long queue of io jobs does not
+  get rescanned on every pass);
+* the first job that does not fit for lack of cores, memory, GPUs or tokens
+  becomes the *head*; smaller jobs behind it may backfill around it, but only
+  while that cannot starve it: a job whose walltime ends before the head
+  could start anyway always may, any other job only until the head has been
+  passed over ``MAX_BYPASS`` times. After that the head's room is kept free.
+
+Only the control-loop thread uses a :class:`Packer`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .backends.base import Capacity
+    from .job import Job
+
+__all__ = ["Packer", "MAX_BYPASS", "BACKFILL_DEPTH"]
+
+MAX_BYPASS = 32
+"""How many later jobs may start ahead of a blocked job before its room is held."""
+
+BACKFILL_DEPTH = 256
+"""How far behind a blocked job one pass looks for jobs that fit."""
+
+_Entry = tuple[int, int, "Job"]
+
+
+class Packer:
+    """Tracks free resources and decides what starts. See the module docstring."""
+
+    def __init__(self, capacity: Capacity, max_jobs: int | None,
+                 queues: Mapping[str, int], tokens: int) -> None:
+        self.free_cores = math.inf if capacity.cores is None else capacity.cores
+        self.free_memory = math.inf if capacity.memory_mb is None else capacity.memory_mb
+        self.free_gpus = math.inf if capacity.gpus is None else capacity.gpus
+        self.free_tokens = tokens
+        self.max_jobs = math.inf if max_jobs is None else max_jobs
+        self.queue_limits = dict(queues)
+        self.queue_running = {name: 0 for name in queues}
+        self._parked: dict[str, list[_Entry]] = {name: [] for name in queues}
+        self._ready: list[_Entry] = []
+        self._sequence = itertools.count()
+        self.running: dict[int, Job] = {}  # by id(job): what holds resources now
+
+    def __len__(self) -> int:
+        return len(self._ready) + sum(len(parked) for parked in self._parked.values())
+
+    def push(self, job: Job) -> None:
+        """Make a QUEUED job a candidate."""
+        heapq.heappush(self._ready, (-job.spec.priority, next(self._sequence), job))
+
+    def select(self, now: float) -> list[Job]:
+        """Take resources for the jobs that start now and return them in order."""
+        started: list[Job] = []
+        put_back: list[_Entry] = []
+        head: Job | None = None
+        shadow: list[float | None] = []  # computed at most once per pass
+        looked_past_head = 0
+        ready = self._ready
+        while ready and len(self.running) < self.max_jobs and self.free_cores >= 1:
+            entry = heapq.heappop(ready)
+            job = entry[2]
+            if job.status is not JobStatus.QUEUED:
+                continue  # cancelled or removed while it waited
+            queue = job.spec.queue
+            if queue is not None and self.queue_running[queue] >= self.queue_limits[queue]:
+                heapq.heappush(self._parked[queue], entry)
+                continue
+            if self._fits(job):
+                if head is None or self._may_pass(job, head, now, shadow):
+                    self._take(job, now)
+                    started.append(job)
+                else:
+                    put_back.append(entry)
+            else:
+                head = head or job
+                put_back.append(entry)
+            if head is not None:
+                looked_past_head += 1
+                if looked_past_head >= BACKFILL_DEPTH or head._bypassed >= MAX_BYPASS:
+                    break
+        for entry in put_back:
+            heapq.heappush(ready, entry)
+        return started
+
+    def release(self, job: Job) -> None:
+        """Give back what *job* held; a parked job of its queue becomes a candidate."""
+        if self.running.pop(id(job), None) is None:
+            return
+        resources = job.spec.resources
+        self.free_cores += resources.cores
+        self.free_memory += resources.memory_mb or 0
+        self.free_gpus += resources.gpus
+        self.free_tokens += job.spec.tokens
+        queue = job.spec.queue
+        if queue is not None:
+            self.queue_running[queue] -= 1
+            parked = self._parked[queue]
+            while parked:
+                entry = heapq.heappop(parked)
+                if entry[2].status is JobStatus.QUEUED:
+                    heapq.heappush(self._ready, entry)
+                    break
+
+    def _fits(self, job: Job) -> bool:
+        resources = job.spec.resources
+        return (resources.cores <= self.free_cores
+                and (resources.memory_mb or 0) <= self.free_memory
+                and resources.gpus <= self.free_gpus
+                and job.spec.tokens <= self.free_tokens)
+
+    def _take(self, job: Job, now: float) -> None:
+        resources = job.spec.resources
+        self.free_cores -= resources.cores
+        self.free_memory -= resources.memory_mb or 0
+        self.free_gpus -= resources.gpus
+        self.free_tokens -= job.spec.tokens
+        if job.spec.queue is not None:
+            self.queue_running[job.spec.queue] += 1
+        job._taken_at = now
+        self.running[id(job)] = job
+
+    def _may_pass(self, job: Job, head: Job, now: float, shadow: list[float | None]) -> bool:
+        if not shadow:
+            shadow.append(self._head_start_estimate(head))
+        limit = job.spec.kill_after_s
+        if limit is not None and shadow[0] is not None and now + limit <= shadow[0]:
+            return True  # it ends before the head could start: it delays nobody
+        if head._bypassed < MAX_BYPASS:
+            head._bypassed += 1
+            return True
+        return False
+
+    def _head_start_estimate(self, head: Job) -> float | None:
+        """When enough running jobs will have ended for *head* to fit, if every
+        running job has a time limit; None when that cannot be known."""
+        ends = []
+        for job in self.running.values():
+            limit = job.spec.kill_after_s
+            if limit is None:
+                return None
+            ends.append((job._taken_at + limit, job))
+        need = head.spec.resources
+        cores, memory, gpus, tokens = (self.free_cores, self.free_memory,
+                                       self.free_gpus, self.free_tokens)
+        for end, job in sorted(ends, key=lambda pair: pair[0]):
+            held = job.spec.resources
+            cores += held.cores
+            memory += held.memory_mb or 0
+            gpus += held.gpus
+            tokens += job.spec.tokens
+            if (need.cores <= cores and (need.memory_mb or 0) <= memory
+                    and need.gpus <= gpus and head.spec.tokens <= tokens):
+                return end
+        return None

@@ -1,0 +1,61 @@
+"""Kill a process and every process it started, without letting one slip away.
+
+Used wherever corral ends a job early (timeout, cancel, abort, interrupt) and
+when a worker cleans up after a job. The tree is frozen with SIGSTOP first and
+re-listed until no new process appears, so a process forking in a loop cannot
+outrun the kill; then everything, and the root's process group, gets SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["kill_tree", "signal_group"]
+
+
+def kill_tree(pid: int, *, include_root: bool = True) -> None:
+    """SIGKILL *pid*'s descendants (and *pid* unless ``include_root=False``).
+
+    Never raises for processes that are already gone.
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.Error:
+        root = None
+    frozen: dict[int, psutil.Process] = {}
+    for _ in range(20):
+        found = []
+        if root is not None:
+            if include_root:
+                found.append(root)
+            try:
+                found.extend(root.children(recursive=True))
+            except psutil.Error:
+                pass
+        fresh = [process for process in found if process.pid not in frozen]
+        if not fresh:
+            break
+        for process in fresh:
+            frozen[process.pid] = process
+            try:
+                process.suspend()
+            except psutil.Error:
+                pass
+    for process in frozen.values():
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    if include_root:
+        signal_group(pid, signal.SIGKILL)
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Send *signum* to the process group led by *pid*, if it still exists."""
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

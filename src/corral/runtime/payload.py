@@ -1,0 +1,113 @@
+"""Pack a Python call for a worker, and pack what comes back.
+
+Arguments are pickled with cloudpickle (functions from ``__main__``, closures
+and lambdas travel by value). A dependency's result is not known when a job is
+submitted, so it travels as an :class:`Upstream` placeholder that the worker
+swaps for the real value just before the call.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any
+
+__all__ = ["Upstream", "dumps_call", "loads_call", "dumps_value", "dumps_error", "loads_error"]
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+class Upstream:
+    """Stands in for the result of dependency number ``index`` inside arguments."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self):
+        return (Upstream, (self.index,))
+
+    def __repr__(self) -> str:
+        return f"Upstream({self.index})"
+
+
+def dumps_call(target: Any, args: tuple, kwargs: dict, has_upstream: bool) -> bytes:
+    """Pickle a call; *target* is a callable or a ``"module:function"`` string."""
+    import cloudpickle
+
+    return cloudpickle.dumps((target, args, kwargs, has_upstream), protocol=_PROTOCOL)
+
+
+def loads_call(payload: bytes, upstream: tuple[bytes, ...]) -> tuple[Any, tuple, dict]:
+    """Unpickle a call and put the dependencies' results in place of their placeholders."""
+    target, args, kwargs, has_upstream = pickle.loads(payload)
+    if isinstance(target, str):
+        target = _import_function(target)
+    if has_upstream:
+        values = [pickle.loads(blob) for blob in upstream]
+        args = _substitute(args, values)
+        kwargs = _substitute(kwargs, values)
+    return target, args, kwargs
+
+
+def _import_function(reference: str) -> Any:
+    import importlib
+
+    module_name, _, attribute_path = reference.partition(":")
+    found: Any = importlib.import_module(module_name)
+    for attribute in attribute_path.split("."):
+        found = getattr(found, attribute)
+    return found
+
+
+def _substitute(value: Any, values: list[Any]) -> Any:
+    if isinstance(value, Upstream):
+        return values[value.index]
+    if type(value) is tuple:
+        return tuple(_substitute(item, values) for item in value)
+    if type(value) is list:
+        return [_substitute(item, values) for item in value]
+    if type(value) is dict:
+        return {key: _substitute(item, values) for key, item in value.items()}
+    if type(value) in (set, frozenset):
+        return type(value)(_substitute(item, values) for item in value)
+    return value
+
+
+def dumps_value(value: Any) -> bytes:
+    """Pickle a job's return value, falling back to cloudpickle for lambdas and the like."""
+    try:
+        return pickle.dumps(value, _PROTOCOL)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(value, protocol=_PROTOCOL)
+
+
+def dumps_error(error: BaseException) -> bytes:
+    """Pickle an exception raised by a job with its traceback text.
+
+    If the exception itself cannot be pickled (or unpickled), only its type
+    name and text travel, and the driver raises ``JobFailed`` with them.
+    """
+    text = "".join(traceback.format_exception(error))
+    summary = f"{type(error).__qualname__}: {error}"
+    try:
+        blob: bytes | None = dumps_value(error)
+        pickle.loads(blob)
+    except Exception:
+        blob = None
+    return pickle.dumps((blob, text, summary), _PROTOCOL)
+
+
+def loads_error(blob: bytes) -> tuple[BaseException | None, str, str]:
+    """Return (exception or None, traceback text, one-line summary)."""
+    exception_blob, text, summary = pickle.loads(blob)
+    error = None
+    if exception_blob is not None:
+        try:
+            error = pickle.loads(exception_blob)
+        except Exception:
+            error = None
+    return error, text, summary

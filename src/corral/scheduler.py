@@ -1,0 +1,494 @@
+"""The public face of corral: :class:`Scheduler` and its :class:`Submitter`.
+
+A Scheduler is a context manager and a ``concurrent.futures.Executor``. This
+module does what must happen in the caller's thread — validate, resolve
+dependencies, pickle calls, assign ids — and then hands jobs to the control
+loop (:mod:`corral.engine`), which owns everything that changes afterwards.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
+from concurrent.futures import wait as wait_futures
+from pathlib import Path
+from typing import Any
+
+from .backends import make_backend
+from .engine import Engine
+from .errors import ResourceError
+from .events import Event
+from .graph import plan_batch, replace_jobs
+from .job import Job, Result
+from .options import parse_options
+from .packing import Packer
+from .runtime.payload import dumps_call
+from .spec import Call, FunctionRef, Script, Shell, make_task
+from .status import ACTIVE, PENDING, TERMINAL, JobStatus
+from .units import parse_duration, parse_memory
+
+__all__ = ["Scheduler", "Submitter"]
+
+_STATUS_GROUPS: dict[str, frozenset[JobStatus]] = {
+    "pending": PENDING, "queued": PENDING, "active": ACTIVE,
+    "finished": TERMINAL, "history": TERMINAL, "done": TERMINAL,
+}
+
+
+class Submitter:
+    """Submits jobs with a set of default options; made by :meth:`Scheduler.options`.
+
+    Every method validates its options at once and raises ``ValueError``
+    (naming the option and the accepted forms) for a bad one.
+    """
+
+    def __init__(self, scheduler: Scheduler, defaults: Mapping[str, Any]) -> None:
+        self._scheduler = scheduler
+        self._defaults = dict(defaults)
+
+    def options(self, **options: Any) -> Submitter:
+        """A submitter whose defaults are these *options* on top of the current ones."""
+        parse_options(options)
+        return Submitter(self._scheduler, {**self._defaults, **options})
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Job:
+        """Run ``fn(*args, **kwargs)`` as a job (Executor semantics); return its Job.
+
+        A Job among the arguments is a dependency; its result is passed in its place.
+        """
+        return self._make(make_task(fn, args, kwargs), {})
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """Like ``Executor.map``: results in order, jobs run in parallel."""
+        return Executor.map(self, fn, *iterables, timeout=timeout, chunksize=chunksize)  # type: ignore[arg-type]
+
+    def shell(self, command: str | Iterable[Any], **options: Any) -> Job:
+        """Run a shell command: a string goes to ``/bin/sh -c``, a list runs without a shell."""
+        return self._make(make_task(Shell(command if isinstance(command, str) else tuple(command))),
+                          options)
+
+    def script(self, path: str | os.PathLike[str], *argv: Any, **options: Any) -> Job:
+        """Run ``python path argv…`` in a fresh interpreter."""
+        return self._make(make_task(Script(os.fspath(path), tuple(argv))), options)
+
+    def call(self, target: str, *args: Any, kwargs: Mapping[str, Any] | None = None,
+             **options: Any) -> Job:
+        """Import ``"package.module:function"`` in a worker and call it with *args*/*kwargs*."""
+        if not isinstance(target, str):
+            raise ValueError(f"call() takes 'package.module:function', not {target!r}; "
+                             "use submit() for a callable")
+        return self._make(make_task(FunctionRef(target, tuple(args), dict(kwargs or {}))), options)
+
+    def _make(self, task: Any, options: Mapping[str, Any]) -> Job:
+        job = Job._from_task(task, {**self._defaults, **options})
+        self._scheduler.dispatch([job])
+        return job
+
+
+class Scheduler(Executor):
+    """Runs jobs with resources and dependencies on a backend.
+
+    Args:
+        backend: where jobs run: ``"local"`` (this machine).
+        cores: cores to pack jobs into; default all CPUs but one (at least 1).
+        memory: memory to pack jobs into (``"16G"``, int MB); default all of it.
+        gpus: GPUs to hand out; default those visible (CUDA_VISIBLE_DEVICES or nvidia-smi).
+        max_jobs: at most this many jobs run at once, whatever their size.
+        queues: named queues and how many of their jobs may run at once, e.g. ``{"io": 2}``.
+        tokens: a pool of tokens; a job with ``tokens=k`` holds k of them while it runs.
+        workdir: directory for the jobs' files (``<workdir>/<job id>/stdout`` ...);
+            default a temporary one, removed at shutdown (outputs are kept in memory).
+        on_finish: called with each finished Job (not cancelled ones); return True
+            to run that job again.
+        abort_grace: seconds an aborted job gets to stop by itself before it is killed.
+
+    Raises:
+        ValueError: a bad argument, naming it and the accepted forms.
+    """
+
+    def __init__(self, backend: str = "local", cores: int | None = None,
+                 memory: int | str | None = None, gpus: int | None = None,
+                 max_jobs: int | None = None, queues: Mapping[str, int] | None = None,
+                 tokens: int | None = None, workdir: str | os.PathLike[str] | None = None,
+                 on_finish: Callable[[Job], Any] | None = None,
+                 abort_grace: float | str = 5.0) -> None:
+        if not isinstance(backend, str):
+            raise ValueError(f"backend={backend!r} must be a backend name such as 'local'; "
+                             "to set how many jobs run at once use Scheduler(cores=N)")
+        cores = _check_int("cores", cores, 1)
+        memory_mb = None if memory is None else parse_memory(memory, "memory")
+        gpus = _check_int("gpus", gpus, 0)
+        self._max_jobs = _check_int("max_jobs", max_jobs, 1)
+        self._queues = _check_queues(queues)
+        self._tokens = _check_int("tokens", tokens, 0) or 0
+        if on_finish is not None and not callable(on_finish):
+            raise ValueError(f"on_finish={on_finish!r} must be a callable taking a Job")
+        grace = parse_duration(abort_grace, "abort_grace")
+        self._backend = make_backend(backend, cores=cores, memory=memory_mb, gpus=gpus)
+        self._run_dir, self._temporary = _prepare_workdir(workdir)
+        packer = Packer(self._backend.capacity(), self._max_jobs, self._queues, self._tokens)
+        self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace)
+        self._plain = Submitter(self, {})
+        self._lock = threading.Lock()  # guards the registry below and shutdown
+        self._by_id: dict[int | str, Job] = {}
+        self._by_name: dict[str, list[Job]] = {}
+        self._ids = itertools.count(1)
+        self._shut = False
+        self._exit_hook_set = False
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def options(self, **options: Any) -> Submitter:
+        """A submitter that applies these job options to everything it submits."""
+        return self._plain.options(**options)
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Job:
+        """Run ``fn(*args, **kwargs)`` as a job and return its :class:`Job`."""
+        return self._plain.submit(fn, *args, **kwargs)
+
+    def shell(self, command: str | Iterable[Any], **options: Any) -> Job:
+        """Run a shell command (string: ``/bin/sh -c``; list: no shell)."""
+        return self._plain.shell(command, **options)
+
+    def script(self, path: str | os.PathLike[str], *argv: Any, **options: Any) -> Job:
+        """Run ``python path argv…`` in a fresh interpreter."""
+        return self._plain.script(path, *argv, **options)
+
+    def call(self, target: str, *args: Any, kwargs: Mapping[str, Any] | None = None,
+             **options: Any) -> Job:
+        """Call ``"package.module:function"`` in a worker."""
+        return self._plain.call(target, *args, kwargs=kwargs, **options)
+
+    def dispatch(self, jobs: Job | Iterable[Job]) -> list[Job]:
+        """Hand unsubmitted jobs to the scheduler without waiting; return them.
+
+        Dependencies that were never dispatched (Jobs among arguments or in
+        ``after=``) are dispatched with them.
+
+        Raises:
+            ValueError: a job was already dispatched, depends on another
+                scheduler's job, or asks for an unknown queue.
+            ResourceError: a job asks for more than this scheduler has.
+            DependencyError: a cycle, or ``after=`` naming no job.
+            RuntimeError: the scheduler was shut down.
+        """
+        given = [jobs] if isinstance(jobs, Job) else list(jobs)
+        for job in given:
+            if not isinstance(job, Job):
+                raise TypeError(f"dispatch() takes Jobs, not {job!r}")
+            if job._engine is not None:
+                raise ValueError(f"{job!r} was already dispatched")
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("cannot dispatch jobs after the scheduler was shut down")
+            batch = plan_batch(given, self._jobs_named, _value_deps)
+            ids = self._validate(batch)
+            for job, job_id in zip(batch, ids):
+                job.id = job_id
+                job._engine = self._engine
+                self._by_id[job_id] = job
+                self._by_name.setdefault(job.name, []).append(job)
+            self._set_exit_hook()
+        self._engine.post(self._engine.add, batch)
+        return given
+
+    def _validate(self, batch: list[Job]) -> list[int | str]:
+        """Check every job and pickle its call; assign nothing until all pass."""
+        ids: list[int | str] = []
+        taken: set[int | str] = set()
+        for job in batch:
+            for dep in job._deps:
+                if dep._engine is not None and dep._engine is not self._engine:
+                    raise ValueError(f"job {job.name!r} depends on {dep!r}, "
+                                     "which belongs to another scheduler")
+            try:
+                self._backend.check(job.spec.resources)
+            except ResourceError as error:
+                raise ResourceError(f"job {job.name!r} {error}") from None
+            self._check_queue_and_tokens(job)
+            job_id = job.id if job.id is not None else next(self._ids)
+            if job_id in self._by_id or job_id in taken:
+                raise ValueError(f"job id {job_id!r} is already used in this scheduler")
+            taken.add(job_id)
+            ids.append(job_id)
+            _pickle_call(job)
+        for job in batch:
+            for dep in job._value_deps:
+                dep._feeds_values = True
+        return ids
+
+    def _check_queue_and_tokens(self, job: Job) -> None:
+        queue = job.spec.queue
+        if queue is not None and queue not in self._queues:
+            known = sorted(self._queues)
+            close = difflib.get_close_matches(queue, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (
+                f"; known queues: {', '.join(known)}" if known else
+                "; this scheduler has no queues (Scheduler(queues={'name': capacity}))")
+            raise ValueError(f"job {job.name!r} asks for unknown queue {queue!r}{hint}")
+        if job.spec.tokens > self._tokens:
+            raise ResourceError(f"job {job.name!r} asks for {job.spec.tokens} tokens but the "
+                                f"scheduler's pool has {self._tokens} (Scheduler(tokens=N))")
+
+    def _jobs_named(self, name: str) -> list[Job]:
+        return list(self._by_name.get(name, ()))
+
+    def _set_exit_hook(self) -> None:
+        if not self._exit_hook_set:
+            self._exit_hook_set = True
+            # Like concurrent.futures: at interpreter exit, let submitted work finish.
+            threading._register_atexit(self._at_exit)  # type: ignore[attr-defined]
+
+    def _at_exit(self) -> None:
+        self.shutdown(wait=True)
+
+    # -- results ------------------------------------------------------------------------
+
+    def collect(self, n: int = 0, timeout: float | None = None) -> list[Result]:
+        """Return finished jobs' :class:`Result` records, each once, in finishing order.
+
+        With ``n <= 0`` return what is available now; otherwise wait until at
+        least *n* are available and return all of them.
+
+        Raises:
+            TimeoutError: *timeout* seconds passed before *n* results arrived.
+            ValueError: fewer than *n* results can ever arrive.
+        """
+        engine = self._engine
+        with engine.results_ready:
+            if n > 0:
+                def possible() -> int:
+                    return len(engine.results) + engine.unfinished
+
+                if possible() < n:
+                    raise ValueError(f"collect({n}) cannot be satisfied: {len(engine.results)} "
+                                     f"results are waiting and {engine.unfinished} jobs unfinished")
+                arrived = engine.results_ready.wait_for(
+                    lambda: len(engine.results) >= n or possible() < n, timeout)
+                if not arrived:
+                    raise TimeoutError(f"only {len(engine.results)} of {n} results arrived "
+                                       f"within {timeout} s")
+                if len(engine.results) < n:
+                    raise ValueError(f"collect({n}) cannot be satisfied any more: jobs were "
+                                     "removed or the scheduler stopped")
+            results = list(engine.results)
+            engine.results.clear()
+        return results
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every dispatched job is finished; False if *timeout* passed first."""
+        pending = [job for job in self.jobs() if not job.done()]
+        done, not_done = wait_futures(pending, timeout=timeout)
+        return not not_done
+
+    # -- looking at the queue ------------------------------------------------------------
+
+    def jobs(self, status: JobStatus | str | None = None) -> list[Job]:
+        """Jobs of this scheduler in submission order, optionally only those in *status*.
+
+        *status* is a :class:`JobStatus`, its name (``"running"``), or a group:
+        ``"pending"``/``"queued"`` (not started), ``"active"`` (submitted or
+        running), ``"finished"``/``"history"``/``"done"``.
+        """
+        with self._lock:
+            everything = list(self._by_id.values())
+        if status is None:
+            return everything
+        wanted = _status_set(status)
+        return [job for job in everything if job.status in wanted]
+
+    def qsize(self, status: JobStatus | str | None = None) -> int:
+        """How many jobs are in *status* (see :meth:`jobs`); all jobs when None."""
+        return len(self.jobs(status))
+
+    def on_event(self, callback: Callable[[Event], Any]) -> Callable[[Event], Any]:
+        """Call *callback* (on the control-loop thread) for every added, removed
+        and status-changed event. Returns *callback*, so it works as a decorator."""
+        if not callable(callback):
+            raise ValueError(f"on_event() takes a callable, not {callback!r}")
+        self._engine.listeners = self._engine.listeners + [callback]
+        return callback
+
+    # -- control ------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Start nothing new; running jobs finish. Undo with :meth:`resume`."""
+        self._engine.call(setattr, self._engine, "paused", True)
+
+    def resume(self) -> None:
+        """Start jobs again after :meth:`pause`."""
+        self._engine.post(setattr, self._engine, "paused", False)
+
+    @property
+    def paused(self) -> bool:
+        return self._engine.paused
+
+    def abort(self, job: Job | int | str | None = None) -> None:
+        """Stop the running job(s): ``corral.abort_requested()`` turns True in
+        them, and after ``abort_grace`` seconds they are killed. They end
+        CANCELLED with reason "aborted"; the queue goes on.
+
+        Raises:
+            ValueError: *job* is not running.
+        """
+        target = None if job is None else self._job(job)
+        self._engine.call(self._engine.abort, target)
+
+    def clear(self) -> int:
+        """Cancel every job that has not started; return how many."""
+        return self._engine.call(self._engine.cancel_pending, "cleared")
+
+    def remove(self, job: Job | int | str) -> None:
+        """Take a job that has not started out of the queue (it ends CANCELLED).
+
+        Raises:
+            ValueError: the job is running or finished, or unknown.
+        """
+        target = self._job(job)
+        self._engine.call(self._engine.remove, target)
+        with self._lock:
+            self._by_id.pop(target.id, None)
+            same_name = self._by_name.get(target.name, [])
+            if target in same_name:
+                same_name.remove(target)
+
+    def interrupt(self) -> None:
+        """Kill every running job and cancel every pending one, now."""
+        self._engine.call(self._engine.interrupt)
+
+    def _job(self, job: Job | int | str) -> Job:
+        if isinstance(job, Job):
+            if job._engine is not self._engine:
+                raise ValueError(f"{job!r} does not belong to this scheduler")
+            return job
+        with self._lock:
+            found = self._by_id.get(job)
+        if found is None:
+            raise ValueError(f"no job with id {job!r} in this scheduler")
+        return found
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking jobs; let the dispatched ones finish (or cancel the pending
+        ones with *cancel_futures*); then stop every worker process."""
+        with self._lock:
+            first = not self._shut
+            self._shut = True
+        if first and cancel_futures:
+            self._engine.call(self._engine.cancel_pending, "scheduler shut down")
+        if first:
+            self._engine.close(wait=False)
+        if wait:
+            try:
+                self._engine.stopped.wait()
+            except BaseException:
+                self.interrupt()
+                self._engine.stopped.wait()
+                raise
+            self._remove_temporary_files()
+
+    def close(self) -> None:
+        """Same as ``shutdown(wait=True)``."""
+        self.shutdown(wait=True)
+
+    def _remove_temporary_files(self) -> None:
+        if self._temporary and self._run_dir.exists():
+            for job in self.jobs():
+                job._keep_output()
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def __enter__(self) -> Scheduler:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:
+            self.interrupt()
+        self.shutdown(wait=True)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for job in self.jobs():
+            counts[job.status.name.lower()] = counts.get(job.status.name.lower(), 0) + 1
+        summary = ", ".join(f"{count} {name}" for name, count in counts.items()) or "no jobs"
+        return f"<Scheduler {self._backend.name}: {summary}>"
+
+
+def _value_deps(job: Job) -> list[Job]:
+    """Find the Jobs among a job's arguments and keep the arguments with placeholders."""
+    task = job.spec.task
+    found: list[Job] = []
+    if isinstance(task, (Call, FunctionRef)):
+        job._call_parts = (replace_jobs(task.args, found), replace_jobs(dict(task.kwargs), found))
+    elif isinstance(task, Script):
+        job._argv_template = replace_jobs(tuple(task.argv), found)
+    elif isinstance(task, Shell) and not isinstance(task.command, str):
+        job._argv_template = replace_jobs(task.command, found)
+    return found
+
+
+def _pickle_call(job: Job) -> None:
+    task = job.spec.task
+    if not isinstance(task, (Call, FunctionRef)):
+        return
+    args, kwargs = job._call_parts
+    target = task.fn if isinstance(task, Call) else task.target
+    try:
+        job._payload = dumps_call(target, args, kwargs, bool(job._value_deps))
+    except Exception as error:
+        raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "
+                         f"arguments cannot be pickled ({type(error).__name__}: {error})") from error
+
+
+def _status_set(status: JobStatus | str) -> frozenset[JobStatus]:
+    if isinstance(status, JobStatus):
+        return frozenset({status})
+    if isinstance(status, str):
+        key = status.strip().lower()
+        if key in _STATUS_GROUPS:
+            return _STATUS_GROUPS[key]
+        for member in JobStatus:
+            if member.value == key:
+                return frozenset({member})
+    choices = [member.value for member in JobStatus] + sorted(_STATUS_GROUPS)
+    raise ValueError(f"unknown status {status!r}; use a JobStatus or one of: {', '.join(choices)}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an int >= {minimum} (or None)")
+    return value
+
+
+def _check_queues(queues: Mapping[str, int] | None) -> dict[str, int]:
+    if queues is None:
+        return {}
+    if not isinstance(queues, Mapping):
+        raise ValueError(f"queues={queues!r} must be a dict of queue names to capacities")
+    for name, capacity in queues.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"queues: {name!r} is not a queue name (a non-empty string)")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"queues: capacity of {name!r} is {capacity!r}; it must be an int >= 1")
+    return dict(queues)
+
+
+def _prepare_workdir(workdir: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+    if workdir is None:
+        return Path(tempfile.mkdtemp(prefix="corral-")), True
+    if not isinstance(workdir, (str, os.PathLike)):
+        raise ValueError(f"workdir={workdir!r} must be a directory path")
+    path = Path(workdir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"workdir={os.fspath(workdir)!r} exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path, False

@@ -1,0 +1,82 @@
+"""Job states and the one table of legal moves between them.
+
+A job's life:
+
+    NEW → WAITING (dependencies unmet) → QUEUED (ready; waiting for room, or paused)
+        → SUBMITTED (the backend has it) → RUNNING
+        → COMPLETED | FAILED | CANCELLED | TIMED_OUT
+
+A finished attempt may go back to QUEUED: a retry after FAILED/TIMED_OUT, or a
+re-run asked for by an ``on_finish`` callback (also after COMPLETED). Every
+state change in corral goes through :func:`check_transition`, so an illegal
+move is a loud bug instead of a silently confused queue.
+
+This module imports nothing of corral's: it is vocabulary.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["JobStatus", "IllegalTransition", "check_transition", "TERMINAL", "PENDING", "ACTIVE"]
+
+
+class JobStatus(enum.Enum):
+    """Where a job is in its life. Compare members, never their strings."""
+
+    NEW = "new"
+    WAITING = "waiting"
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for COMPLETED, FAILED, CANCELLED and TIMED_OUT."""
+        return self in TERMINAL
+
+    @property
+    def is_pending(self) -> bool:
+        """True while the job has not been handed to a backend yet."""
+        return self in PENDING
+
+    def __str__(self) -> str:
+        return self.name
+
+
+TERMINAL = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
+)
+PENDING = frozenset({JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED})
+ACTIVE = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
+
+_S = JobStatus
+_LEGAL: dict[JobStatus, frozenset[JobStatus]] = {
+    _S.NEW: frozenset({_S.WAITING, _S.QUEUED, _S.CANCELLED}),
+    _S.WAITING: frozenset({_S.QUEUED, _S.CANCELLED}),
+    _S.QUEUED: frozenset({_S.SUBMITTED, _S.CANCELLED}),
+    # A backend may report the end of a job it never reported running (a
+    # short job between two polls), or give a job back before it started.
+    _S.SUBMITTED: frozenset(
+        {_S.RUNNING, _S.QUEUED, _S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMED_OUT}
+    ),
+    _S.RUNNING: frozenset({_S.QUEUED, _S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMED_OUT}),
+    _S.COMPLETED: frozenset({_S.QUEUED}),
+    _S.FAILED: frozenset({_S.QUEUED}),
+    _S.TIMED_OUT: frozenset({_S.QUEUED}),
+    _S.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A state change that the table refuses: a bug in corral, never user error."""
+
+
+def check_transition(old: JobStatus, new: JobStatus) -> None:
+    """Raise :class:`IllegalTransition` unless *old* → *new* is a legal move."""
+    if new not in _LEGAL[old]:
+        raise IllegalTransition(f"a job cannot go from {old.name} to {new.name}")
