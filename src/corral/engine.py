@@ -300,6 +300,7 @@ class Engine:
             if job.status is _S.SUBMITTED:
                 job.started = time.time()
                 job.native_id = update.native_id or job.native_id
+                job._live_output = update.live_output
                 self._move(job, _S.RUNNING)
                 limit = job.spec.kill_after_s
                 if limit is not None:
@@ -309,6 +310,7 @@ class Engine:
             return
         del self._active[job.id]
         self.packer.release(job)
+        job._live_output = None
         job.ended = time.time()
         if update.exit_code is not None:
             job.exit_code = update.exit_code
@@ -362,6 +364,7 @@ class Engine:
         """Retry, run again for on_finish, or make the outcome final."""
         if status in (_S.FAILED, _S.TIMED_OUT) and job.attempts <= job.spec.retries:
             self._move(job, _S.QUEUED, f"retry {job.attempts} of {job.spec.retries} after: {reason}")
+            _forget_output(job)
             self.packer.push(job)
             return
         self._move(job, status, reason)
@@ -519,6 +522,16 @@ def _upstream_reason(parent: Job) -> str:
     what = {_S.FAILED: "failed", _S.CANCELLED: "was cancelled",
             _S.TIMED_OUT: "timed out"}.get(parent.status, parent.status.name)
     return f"upstream job {parent.id} {parent.name!r} {what}"
+
+
+def _forget_output(job: Job) -> None:
+    """Remove a failed attempt's output files so the next attempt's stand alone."""
+    for stream in ("stdout", "stderr"):
+        if job.jobdir is not None:
+            try:
+                (job.jobdir / stream).unlink()
+            except FileNotFoundError:
+                pass
 
 
 def _tail(job: Job, stream: str) -> str:

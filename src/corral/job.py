@@ -102,6 +102,7 @@ class Job(Future):
         self._engine: Engine | None = None
         self._data: Any = None
         self._kept_output: dict[str, str] = {}
+        self._live_output: tuple[str, str] | None = None  # set while it runs in a worker
         # Filled in at dispatch, then owned by the control loop:
         self._deps: list[Job] = []          # every job this one waits for
         self._value_deps: list[Job] = []    # jobs whose results are its arguments
@@ -136,10 +137,15 @@ class Job(Future):
     def _read_output(self, stream: str) -> str:
         if stream in self._kept_output:
             return self._kept_output[stream]
-        if self.jobdir is None:
+        live = self._live_output
+        if live is not None:
+            path = live[0] if stream == "stdout" else live[1]
+        elif self.jobdir is not None:
+            path = self.jobdir / stream
+        else:
             return ""
         try:
-            with open(self.jobdir / stream, encoding="utf-8", errors="replace") as handle:
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 return handle.read()
         except FileNotFoundError:
             return ""

@@ -53,6 +53,7 @@ class Update:
     reason: str | None = None
     value: bytes | None = None
     error: bytes | None = None
+    live_output: tuple[str, str] | None = None  # stdout, stderr files while it runs
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pickle
 import traceback
+import types
+import weakref
 from typing import Any
 
 __all__ = ["Upstream", "dumps_call", "loads_call", "dumps_value", "dumps_error", "loads_error"]
@@ -34,21 +36,77 @@ class Upstream:
 
 def dumps_call(target: Any, args: tuple, kwargs: dict, has_upstream: bool) -> bytes:
     """Pickle a call; *target* is a callable or a ``"module:function"`` string."""
-    import cloudpickle
-
-    return cloudpickle.dumps((target, args, kwargs, has_upstream), protocol=_PROTOCOL)
+    return pickle.dumps((_dumps_function(target), dumps_value((args, kwargs)), has_upstream),
+                        _PROTOCOL)
 
 
 def loads_call(payload: bytes, upstream: tuple[bytes, ...]) -> tuple[Any, tuple, dict]:
     """Unpickle a call and put the dependencies' results in place of their placeholders."""
-    target, args, kwargs, has_upstream = pickle.loads(payload)
-    if isinstance(target, str):
-        target = _import_function(target)
+    function_blob, arguments_blob, has_upstream = pickle.loads(payload)
+    target = _loaded_functions.get(function_blob)
+    if target is None:
+        target = pickle.loads(function_blob)
+        if isinstance(target, str):
+            target = _import_function(target)
+        if len(_loaded_functions) >= _FUNCTION_CACHE_SIZE:
+            _loaded_functions.clear()
+        _loaded_functions[function_blob] = target
+    args, kwargs = pickle.loads(arguments_blob)
     if has_upstream:
         values = [pickle.loads(blob) for blob in upstream]
         args = _substitute(args, values)
         kwargs = _substitute(kwargs, values)
     return target, args, kwargs
+
+
+# A worker runs the same few functions many times: unpickle each once.
+_FUNCTION_CACHE_SIZE = 256
+_loaded_functions: dict[bytes, Any] = {}
+
+# The driver pickles a function defined in __main__, a closure or a lambda by
+# value (cloudpickle), which costs ~100 us; it is cached per function object and
+# re-pickled when a global it names or a closure cell is rebound. Mutating such
+# a global in place after the first submission is not seen by later jobs.
+_by_value: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], bytes]] = weakref.WeakKeyDictionary()
+
+
+def _dumps_function(target: Any) -> bytes:
+    if isinstance(target, str) or _importable(target):
+        try:
+            return pickle.dumps(target, _PROTOCOL)
+        except Exception:
+            pass
+    import cloudpickle
+
+    if not isinstance(target, types.FunctionType):
+        return cloudpickle.dumps(target, protocol=_PROTOCOL)
+    fingerprint = _fingerprint(target)
+    cached = _by_value.get(target)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    blob = cloudpickle.dumps(target, protocol=_PROTOCOL)
+    _by_value[target] = (fingerprint, blob)
+    return blob
+
+
+def _importable(target: Any) -> bool:
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", "")
+    return module not in (None, "__main__", "__mp_main__") and "<" not in qualname
+
+
+def _fingerprint(function: types.FunctionType) -> tuple[int, ...]:
+    names = function.__code__.co_names
+    namespace = function.__globals__
+    marks = [id(namespace.get(name)) for name in names]
+    marks.append(id(function.__defaults__))
+    marks.append(id(function.__kwdefaults__))
+    for cell in function.__closure__ or ():
+        try:
+            marks.append(id(cell.cell_contents))
+        except ValueError:  # an empty cell
+            marks.append(0)
+    return tuple(marks)
 
 
 def _import_function(reference: str) -> Any:

@@ -8,10 +8,11 @@ file descriptors. Each request is one framed pickle::
 and each reply is ``(job_id, ok, blob)`` where *blob* is the pickled return
 value or a packed exception (see :mod:`corral.runtime.payload`).
 
-Around every call the worker points file descriptors 1 and 2 at the job's
-``stdout``/``stderr`` files (so output of C extensions and child processes is
-caught too), applies the job's environment and directory, and afterwards kills
-any process the job left behind. It dies with its parent (``PR_SET_PDEATHSIG``)
+The worker's file descriptors 1 and 2 go to spool files (so output of C
+extensions and child processes is caught too); after each call what the job
+wrote moves to its ``stdout``/``stderr`` files. Around every call the worker
+applies the job's environment and directory, and afterwards kills any
+process the job left behind. It dies with its parent (``PR_SET_PDEATHSIG``)
 and adopts orphaned grandchildren (``PR_SET_CHILD_SUBREAPER``) so that no
 process of a job can outlive the scheduler.
 """
@@ -25,10 +26,10 @@ import sys
 
 from . import abort
 from .payload import dumps_error, dumps_value, loads_call
+from .spool import hand_over, open_spool
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-_OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
 def _prctl(option: int, value: int) -> None:
@@ -47,73 +48,58 @@ def _bind_to_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _child_pids() -> list[int]:
-    """Direct children of this process, read cheaply from /proc."""
-    pids: list[int] = []
-    try:
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/children") as handle:
-                pids.extend(int(pid) for pid in handle.read().split())
-    except OSError:
-        import psutil
-
-        pids = [child.pid for child in psutil.Process().children()]
-    return pids
-
-
 def _kill_leftovers() -> None:
-    """Kill what the job left running, then reap every zombie we adopted."""
-    children = _child_pids()
-    if children:
-        from ..proctree import kill_tree
+    """Kill what the job left running, then reap every zombie we adopted.
 
-        for pid in children:
-            kill_tree(pid)
-        for pid in children:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-    while True:  # orphans the job's children left and we adopted
+    The common case — the job started no process — costs one waitpid call.
+    """
+    while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            break
+            return  # no children at all
         if pid == 0:
+            break  # children are alive: kill them below
+    import psutil
+
+    from ..proctree import kill_tree
+
+    children = [child.pid for child in psutil.Process().children()]
+    for pid in children:
+        kill_tree(pid)
+    for pid in children:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    while True:  # orphans of the job's children that we adopted meanwhile
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
             break
 
 
-class _Redirected:
-    """Point fds 1 and 2 at the job's files for the duration of a call."""
+class _Spool:
+    """Fds 1 and 2 of the worker, pointed at spool files for good (see
+    :mod:`corral.runtime.spool`), so a job's output is caught whoever writes
+    it: Python, a C extension or a child process."""
 
-    def __init__(self, jobdir: str) -> None:
-        self.jobdir = jobdir
+    def __init__(self, prefix: str) -> None:
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            spool = open_spool(f"{prefix}.{name}")
+            os.dup2(spool, fd)  # dup2 clears FD_CLOEXEC: children inherit 1 and 2
+            os.close(spool)
 
-    def __enter__(self) -> None:
-        try:
-            os.mkdir(self.jobdir)
-        except FileExistsError:
-            pass
-        out = os.open(os.path.join(self.jobdir, "stdout"), _OUTPUT_FLAGS, 0o644)
-        err = os.open(os.path.join(self.jobdir, "stderr"), _OUTPUT_FLAGS, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.saved = (os.dup(1), os.dup(2))
-        os.dup2(out, 1)
-        os.dup2(err, 2)
-        os.close(out)
-        os.close(err)
-
-    def __exit__(self, *exc: object) -> None:
+    def hand_over(self, jobdir: str) -> None:
+        """Move what the last job wrote into *jobdir*."""
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-        os.dup2(self.saved[0], 1)
-        os.dup2(self.saved[1], 2)
-        os.close(self.saved[0])
-        os.close(self.saved[1])
+        hand_over(1, jobdir, "stdout")
+        hand_over(2, jobdir, "stderr")
 
 
 class _JobContext:
@@ -142,12 +128,12 @@ class _JobContext:
             os.chdir(self.home)
 
 
-def run_request(message: bytes, home: str) -> bytes:
+def run_request(message: bytes, home: str, spool: _Spool) -> bytes:
     """Run one request and return the reply, never raising."""
     job_id, jobdir, payload, upstream, env, cwd = pickle.loads(message)
     abort.reset()
     try:
-        with _Redirected(jobdir), _JobContext(job_id, env, cwd, home):
+        with _JobContext(job_id, env, cwd, home):
             try:
                 target, args, kwargs = loads_call(payload, upstream)
                 value = target(*args, **kwargs)
@@ -162,10 +148,13 @@ def run_request(message: bytes, home: str) -> bytes:
                 except Exception as error:
                     unpicklable = TypeError(f"the job's return value cannot be pickled: {error}")
                     reply = (job_id, False, dumps_error(unpicklable))
-    except Exception as error:  # cannot even set the job up (disk full, bad cwd)
+    except Exception as error:  # cannot even set the job up (a bad cwd)
         reply = (job_id, False, dumps_error(error))
-    finally:
-        _kill_leftovers()
+    _kill_leftovers()
+    try:
+        spool.hand_over(jobdir)
+    except OSError as error:
+        reply = (job_id, False, dumps_error(OSError(f"cannot save the job's output: {error}")))
     return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
 
 
@@ -175,6 +164,7 @@ def main() -> None:
 
     read_fd, write_fd, parent_pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     _bind_to_parent(parent_pid)
+    spool = _Spool(sys.argv[4])
     abort.listen(signal.SIGUSR1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     requests = Connection(read_fd, writable=False)
@@ -185,4 +175,4 @@ def main() -> None:
             message = requests.recv_bytes()
         except (EOFError, OSError):
             return
-        replies.send_bytes(run_request(message, home))
+        replies.send_bytes(run_request(message, home, spool))

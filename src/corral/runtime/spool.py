@@ -1,0 +1,43 @@
+"""Spool files: where a job's output goes while it runs.
+
+Creating two files and a directory per job costs hundreds of microseconds on
+an ordinary disk, more than running a small job. So output is written to spool
+files that are reused job after job, and only output that exists is moved to
+the job's own ``<jobdir>/stdout`` and ``<jobdir>/stderr`` when the job ends.
+A job that prints nothing costs no file operation at all.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["open_spool", "hand_over"]
+
+_OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def open_spool(path: str) -> int:
+    """Create (or empty) a spool file and return a descriptor that appends to it."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+
+def hand_over(spool: int, jobdir: str, name: str) -> None:
+    """Copy what *spool* holds to ``jobdir/name`` (if anything) and empty it."""
+    size = os.fstat(spool).st_size
+    if not size:
+        return
+    try:
+        os.mkdir(jobdir)
+    except FileExistsError:
+        pass
+    target = os.open(os.path.join(jobdir, name), _OUTPUT_FLAGS, 0o644)
+    try:
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(target, spool, offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+    finally:
+        os.close(target)
+    os.ftruncate(spool, 0)
