@@ -228,7 +228,7 @@ class Scheduler(Executor):
         queue = job.spec.queue
         if queue is not None and queue not in self._queues:
             known = sorted(self._queues)
-            close = difflib.get_close_matches(queue, known, n=1)
+            close = difflib.get_close_matches(queue, known, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else (
                 f"; known queues: {', '.join(known)}" if known else
                 "; this scheduler has no queues (Scheduler(queues={'name': capacity}))")

@@ -123,11 +123,9 @@ def _parse_duration_text(text: str, field: str) -> float:
 
 
 def format_memory(megabytes: int) -> str:
-    """Render megabytes compactly for people: 512M, 4G, 1.5G."""
+    """Render megabytes exactly and compactly: 512M, 4G, 1536M."""
     if megabytes >= 1024 and megabytes % 1024 == 0:
         return f"{megabytes // 1024}G"
-    if megabytes >= 1024:
-        return f"{megabytes / 1024:.1f}G"
     return f"{megabytes}M"
 
 

@@ -1,0 +1,145 @@
+"""Functions that tests run as jobs. They live in a module of their own so that
+workers import them by reference, as they would a user's library code."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import corral
+
+
+class CustomError(Exception):
+    """A user's own exception type, to show it comes back as itself."""
+
+
+class UnpicklableError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.handle = open(os.devnull)  # a file object cannot be pickled
+
+    def __reduce__(self):
+        raise TypeError("this error refuses to be pickled")
+
+
+def noop() -> None:
+    return None
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(*values: int) -> int:
+    return sum(values)
+
+
+def total(items: list[int]) -> int:
+    return sum(items)
+
+
+def identity(value):
+    return value
+
+
+def raise_custom(message: str) -> None:
+    raise CustomError(message)
+
+
+def raise_unpicklable() -> None:
+    raise UnpicklableError("cannot travel")
+
+
+def return_unpicklable():
+    import threading
+
+    return threading.Lock()
+
+
+def talk(text: str) -> str:
+    """Write to stdout and stderr from Python and from a child process."""
+    print(f"py-out {text}")
+    print(f"py-err {text}", file=sys.stderr)
+    subprocess.run(["sh", "-c", f"echo child-out {text}; echo child-err {text} >&2"], check=True)
+    return text
+
+
+def wait_for_file(path: str, value=None, say: str | None = None):
+    """Block until *path* exists: the test decides when this job may end."""
+    if say is not None:
+        print(say, flush=True)
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return value
+
+
+def report_environment(*names: str) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in names} | {"cwd": os.getcwd()}
+
+
+def die(how: str) -> None:
+    if how == "exit":
+        os._exit(3)
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "segfault":
+        ctypes.string_at(0)
+    raise ValueError(how)
+
+
+def write_pid_and_wait(pidfile: str, release: str) -> None:
+    Path(pidfile).write_text(str(os.getpid()))
+    wait_for_file(release)
+
+
+def spawn_tree_and_wait(pidfile: str) -> None:
+    """Start a child and a grandchild (one of them in its own session), note
+    their pids, then wait forever: a timeout or cancel must kill them all."""
+    child = subprocess.Popen(["sleep", "300"])
+    shell = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!; wait"], stdout=subprocess.PIPE,
+                             text=True)
+    grandchild = shell.stdout.readline().strip()
+    escaped = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    Path(pidfile).write_text(f"{os.getpid()} {child.pid} {shell.pid} {grandchild} {escaped.pid}")
+    while True:
+        time.sleep(0.05)
+
+
+def leave_background_process(pidfile: str) -> str:
+    child = subprocess.Popen(["sleep", "300"])
+    Path(pidfile).write_text(str(child.pid))
+    return "done"
+
+
+def count_attempts(counter: str, fail_times: int) -> int:
+    """Fail the first *fail_times* calls, counting calls in a file."""
+    path = Path(counter)
+    calls = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(calls))
+    if calls <= fail_times:
+        raise RuntimeError(f"failing on purpose, call {calls}")
+    return calls
+
+
+def stop_when_asked(marker: str, started: str) -> str:
+    Path(started).touch()
+    while not corral.abort_requested():
+        time.sleep(0.01)
+    Path(marker).write_text("stopped cleanly")
+    return "stopped"
+
+
+def ignore_abort(started: str) -> None:
+    Path(started).touch()
+    while True:
+        time.sleep(0.05)
+
+
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

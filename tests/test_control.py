@@ -1,0 +1,248 @@
+"""A person controlling a queue: pause, resume, abort, cancel, clear, remove,
+interrupt, retries, re-runs and events."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import pytest
+
+import corral
+from corral import Event, JobStatus
+
+import jobs
+from conftest import loop_barrier, pids_alive, wait_until
+
+
+def test_pause_lets_the_running_job_finish_and_starts_nothing_until_resume(tmp_path, release):
+    with corral.Scheduler(cores=1) as sched:
+        running = sched.submit(jobs.wait_for_file, str(release))
+        wait_until(running.running)
+        sched.pause()
+        assert sched.paused
+        waiting = [sched.submit(jobs.noop) for _ in range(3)]
+        release.touch()
+        running.result(timeout=30)
+        loop_barrier(sched)
+        assert [job.status for job in waiting] == [JobStatus.QUEUED] * 3
+        sched.resume()
+        assert sched.wait(timeout=30)
+    starts = [job.record.started for job in waiting]
+    assert starts == sorted(starts)  # in submission order once resumed
+
+
+def test_abort_asks_the_running_job_to_stop_and_the_queue_goes_on(tmp_path):
+    marker, started = tmp_path / "marker", tmp_path / "started"
+    with corral.Scheduler(cores=1, abort_grace=30) as sched:
+        polite = sched.submit(jobs.stop_when_asked, str(marker), str(started))
+        after = sched.submit(jobs.square, 3)
+        wait_until(started.exists)
+        sched.abort()
+        with pytest.raises(concurrent.futures.CancelledError, match="was cancelled: aborted"):
+            polite.result(timeout=30)
+        assert after.result(timeout=30) == 9
+    assert marker.read_text() == "stopped cleanly"
+    assert polite.status is JobStatus.CANCELLED and polite.reason == "aborted"
+    assert polite.record.data == "stopped"
+
+
+def test_a_job_that_ignores_abort_is_killed_after_the_grace_period(tmp_path):
+    started = tmp_path / "started"
+    with corral.Scheduler(cores=1, abort_grace=0.3) as sched:
+        stubborn = sched.submit(jobs.ignore_abort, str(started))
+        wait_until(started.exists)
+        sched.abort(stubborn)
+        with pytest.raises(concurrent.futures.CancelledError, match="aborted"):
+            stubborn.result(timeout=30)
+        assert sched.submit(jobs.square, 2).result(timeout=30) == 4
+
+
+def test_a_script_can_poll_abort_requested_too(tmp_path):
+    marker = tmp_path / "marker"
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "import sys, time, corral\n"
+        "corral.abort_requested()\n"
+        "print('ready', flush=True)\n"
+        "while not corral.abort_requested():\n"
+        "    time.sleep(0.01)\n"
+        f"open({str(marker)!r}, 'w').write('saved')\n")
+    with corral.Scheduler(cores=1, abort_grace=30) as sched:
+        job = sched.script(script)
+        wait_until(lambda: job.stdout == "ready\n")
+        sched.abort(job.id)
+        with pytest.raises(concurrent.futures.CancelledError, match="aborted"):
+            job.result(timeout=30)
+    assert marker.read_text() == "saved"
+
+
+def test_abort_of_a_job_that_is_not_running_is_refused(scheduler):
+    job = scheduler.submit(jobs.noop)
+    job.result(timeout=30)
+    with pytest.raises(ValueError, match=r"job 1 'noop' is COMPLETED, not running; abort\(\) stops running "
+                                         r"jobs, use cancel\(\) or remove\(\) for others"):
+        scheduler.abort(job)
+
+
+def test_clear_cancels_pending_jobs_and_leaves_the_running_one(tmp_path, release):
+    with corral.Scheduler(cores=1) as sched:
+        running = sched.submit(jobs.wait_for_file, str(release), value="kept")
+        wait_until(running.running)
+        pending = [sched.submit(jobs.noop) for _ in range(4)]
+        assert sched.clear() == 4
+        release.touch()
+        assert running.result(timeout=30) == "kept"
+    assert all(job.cancelled() and job.reason == "cleared" for job in pending)
+
+
+def test_remove_takes_a_pending_job_out_and_refuses_running_or_finished_ones(tmp_path, release):
+    seen: list[Event] = []
+    with corral.Scheduler(cores=1) as sched:
+        sched.on_event(seen.append)
+        running = sched.submit(jobs.wait_for_file, str(release))
+        wait_until(running.running)
+        pending = sched.submit(jobs.noop)
+        sched.remove(pending)
+        assert pending.cancelled() and pending.reason == "removed"
+        assert pending not in sched.jobs()
+        with pytest.raises(ValueError, match=r"cannot remove job 1 'wait_for_file': it is RUNNING; use "
+                                             r"cancel\(\) or abort\(\) to stop it"):
+            sched.remove(running)
+        release.touch()
+        running.result(timeout=30)
+        with pytest.raises(ValueError, match=r"it has already finished \(COMPLETED\)"):
+            sched.remove(running.id)
+        with pytest.raises(ValueError, match=r"no job with id 99 in this scheduler"):
+            sched.remove(99)
+    assert [event.kind for event in seen if event.job is pending][-1] == "removed"
+
+
+def test_cancel_kills_a_running_job_with_its_whole_process_tree(scheduler, tmp_path):
+    pidfile = tmp_path / "pids"
+    job = scheduler.submit(jobs.spawn_tree_and_wait, str(pidfile))
+    wait_until(pidfile.exists)
+    pids = [int(pid) for pid in pidfile.read_text().split()[1:]]
+    assert job.cancel() is True
+    assert job.status is JobStatus.CANCELLED and job.reason == "cancelled by user"
+    with pytest.raises(concurrent.futures.CancelledError, match="cancelled by user"):
+        job.result()
+    wait_until(lambda: not pids_alive(pids), message="the job's processes to die")
+    assert scheduler.submit(jobs.square, 5).result(timeout=30) == 25
+
+
+def test_cancelling_a_finished_job_returns_false(scheduler):
+    job = scheduler.submit(jobs.noop)
+    job.result(timeout=30)
+    assert job.cancel() is False and job.status is JobStatus.COMPLETED
+
+
+def test_a_timeout_kills_the_whole_process_tree_and_ends_timed_out(scheduler, tmp_path):
+    pidfile = tmp_path / "pids"
+    job = scheduler.options(timeout=1).submit(jobs.spawn_tree_and_wait, str(pidfile))
+    with pytest.raises(corral.JobTimedOut, match=r"timed out after 00:00:01; killed with its child processes"):
+        job.result(timeout=60)
+    assert job.status is JobStatus.TIMED_OUT
+    pids = [int(pid) for pid in pidfile.read_text().split()[1:]]
+    wait_until(lambda: not pids_alive(pids), message="the job's processes to die")
+
+
+def test_a_command_past_its_walltime_is_killed_with_its_children(scheduler, tmp_path):
+    pidfile = tmp_path / "pids"
+    job = scheduler.shell(f"sleep 300 & echo $! > {pidfile}; sleep 300", walltime="1s")
+    with pytest.raises(corral.JobTimedOut):
+        job.result(timeout=60)
+    wait_until(lambda: not pids_alive([int(pidfile.read_text())]))
+
+
+def test_interrupt_kills_running_jobs_and_cancels_pending_ones(tmp_path, release):
+    pidfile = tmp_path / "pid"
+    with corral.Scheduler(cores=1) as sched:
+        running = sched.submit(jobs.write_pid_and_wait, str(pidfile), str(release))
+        pending = sched.submit(jobs.noop)
+        wait_until(pidfile.exists)
+        sched.interrupt()
+        assert running.cancelled() and pending.cancelled()
+        assert running.reason == pending.reason == "interrupted"
+        assert sched.submit(jobs.square, 3).result(timeout=30) == 9  # still usable
+
+
+def test_an_exception_in_the_with_block_cancels_everything(tmp_path, release):
+    pidfile = tmp_path / "pid"
+    with pytest.raises(RuntimeError, match="analysis went wrong"):
+        with corral.Scheduler(cores=1) as sched:
+            running = sched.submit(jobs.write_pid_and_wait, str(pidfile), str(release))
+            pending = sched.submit(jobs.noop)
+            wait_until(pidfile.exists)
+            raise RuntimeError("analysis went wrong")
+    assert running.cancelled() and pending.cancelled()
+    assert not pids_alive([int(pidfile.read_text())])
+
+
+def test_a_python_job_leaves_no_background_process_behind(scheduler, tmp_path):
+    pidfile = tmp_path / "pid"
+    assert scheduler.submit(jobs.leave_background_process, str(pidfile)).result(timeout=30) == "done"
+    wait_until(lambda: not pids_alive([int(pidfile.read_text())]))
+
+
+def test_retries_run_a_failed_job_again(scheduler, tmp_path):
+    counter = tmp_path / "calls"
+    job = scheduler.options(retries=2).submit(jobs.count_attempts, str(counter), 2)
+    assert job.result(timeout=30) == 3
+    assert job.attempts == 3 and job.record.attempts == 3
+
+
+def test_a_job_that_fails_more_often_than_its_retries_fails(scheduler, tmp_path):
+    counter = tmp_path / "calls"
+    seen: list[Event] = []
+    scheduler.on_event(seen.append)
+    job = scheduler.options(retries=1).submit(jobs.count_attempts, str(counter), 5)
+    with pytest.raises(RuntimeError, match="failing on purpose, call 2"):
+        job.result(timeout=30)
+    assert job.attempts == 2
+    retry = [event for event in seen if event.new is JobStatus.QUEUED and event.old is JobStatus.RUNNING]
+    assert [event.reason for event in retry] == [
+        "retry 1 of 1 after: raised RuntimeError: failing on purpose, call 1"]
+
+
+def test_on_finish_can_ask_for_a_job_to_run_again(tmp_path):
+    counter = tmp_path / "calls"
+    finished: list[int] = []
+
+    def collect(job):
+        finished.append(job.record.data)
+        return job.record.data < 3
+
+    with corral.Scheduler(cores=1, on_finish=collect) as sched:
+        job = sched.submit(jobs.count_attempts, str(counter), 0)
+        assert job.result(timeout=30) == 3
+    assert finished == [1, 2, 3] and job.attempts == 3
+
+
+def test_events_tell_every_state_change_with_reasons(scheduler):
+    seen: list[Event] = []
+    lock = threading.Lock()
+
+    @scheduler.on_event
+    def remember(event: Event) -> None:
+        with lock:
+            seen.append(event)
+
+    job = scheduler.submit(jobs.noop)
+    job.result(timeout=30)
+    mine = [(event.kind, event.old, event.new) for event in seen if event.job is job]
+    S = JobStatus
+    assert mine == [("added", None, None), ("status", S.NEW, S.QUEUED), ("status", S.QUEUED, S.SUBMITTED),
+                    ("status", S.SUBMITTED, S.RUNNING), ("status", S.RUNNING, S.COMPLETED)]
+    assert str(seen[-1]) == "job 1 'noop': RUNNING -> COMPLETED"
+
+
+def test_a_failing_event_callback_does_not_stop_the_scheduler(scheduler, caplog):
+    scheduler.on_event(lambda event: 1 / 0)
+    assert scheduler.submit(jobs.square, 6).result(timeout=30) == 36
+    assert "event callback" in caplog.text
+
+
+def test_on_event_needs_a_callable(scheduler):
+    with pytest.raises(ValueError, match=r"on_event\(\) takes a callable, not 3"):
+        scheduler.on_event(3)

@@ -1,0 +1,147 @@
+"""DAGs: results flow along dependencies, failures stop what depends on them."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+import corral
+from corral import Job, JobStatus
+
+import jobs
+
+
+def test_a_job_passed_as_an_argument_is_a_dependency_and_its_result_is_passed(scheduler):
+    first = scheduler.submit(jobs.square, 3)
+    second = scheduler.submit(jobs.square, first)
+    combined = scheduler.submit(jobs.total, [first, second, 1])
+    assert combined.result(timeout=30) == 9 + 81 + 1
+
+
+def test_dependency_results_reach_commands_as_text(scheduler):
+    number = scheduler.submit(jobs.square, 5)
+    echo = scheduler.shell(["echo", "value", number])
+    echo.result(timeout=30)
+    assert echo.stdout == "value 25\n"
+
+
+def test_after_waits_for_jobs_and_names_without_passing_values(scheduler, tmp_path):
+    marker = tmp_path / "built"
+    build = scheduler.shell(f"sleep 0.2; touch {marker}", name="build")
+    check = scheduler.shell(f"test -e {marker}", after=["build"])
+    also = scheduler.options(after=build).submit(jobs.noop)
+    check.result(timeout=30)
+    also.result(timeout=30)
+    assert check.record.started >= build.record.ended
+
+
+def test_a_name_covers_every_job_that_has_it(scheduler, tmp_path):
+    parts = [scheduler.shell(f"sleep 0.1; touch {tmp_path / str(i)}", name="part") for i in range(3)]
+    gather = scheduler.shell(f"ls {tmp_path} | grep -c '^[0-9]$'", after="part")
+    gather.result(timeout=30)
+    assert gather.stdout == "3\n"
+    assert gather.record.started >= max(part.record.ended for part in parts)
+
+
+def test_a_failed_dependency_cancels_its_dependents_naming_it(scheduler):
+    broken = scheduler.options(name="prepare").submit(jobs.raise_custom, "no input")
+    middle = scheduler.submit(jobs.square, broken)
+    last = scheduler.submit(jobs.square, middle)
+    for job in (middle, last):
+        with pytest.raises(concurrent.futures.CancelledError,
+                           match=rf"job {job.id} 'square' was cancelled: upstream job 1 'prepare' failed"):
+            job.result(timeout=30)
+        assert job.status is JobStatus.CANCELLED
+        assert job.attempts == 0
+
+
+def test_depending_on_an_already_failed_job_cancels_at_once(scheduler):
+    broken = scheduler.submit(jobs.raise_custom, "x")
+    with pytest.raises(jobs.CustomError):
+        broken.result(timeout=30)
+    late = scheduler.submit(jobs.square, broken)
+    with pytest.raises(concurrent.futures.CancelledError, match="upstream job 1 'raise_custom' failed"):
+        late.result(timeout=30)
+
+
+def test_cancelling_a_job_cancels_its_dependents(scheduler, release):
+    blocker = scheduler.submit(jobs.wait_for_file, str(release))
+    child = scheduler.submit(jobs.identity, blocker)
+    assert blocker.cancel() is True
+    with pytest.raises(concurrent.futures.CancelledError, match="upstream job 1 'wait_for_file' was cancelled"):
+        child.result(timeout=30)
+
+
+def test_undispatched_dependencies_are_dispatched_with_their_dependents(scheduler):
+    first = Job(jobs.square, (2,), name="first")
+    second = Job(jobs.square, (first,), name="second")
+    third = Job(jobs.add, (second, 1), name="third", after=[first])
+    scheduler.dispatch([third])
+    assert third.result(timeout=30) == 17
+    assert {job.name for job in scheduler.jobs()} == {"first", "second", "third"}
+
+
+def test_a_cycle_through_names_is_refused_naming_the_jobs_in_it(scheduler):
+    a = Job(jobs.noop, name="a", after=["c"])
+    b = Job(jobs.noop, name="b", after=["a"])
+    c = Job(jobs.noop, name="c", after=["b"])
+    with pytest.raises(corral.DependencyError, match=r"dependency cycle: '(a|b|c)' -> .* -> '\1'"):
+        scheduler.dispatch([a, b, c])
+    assert scheduler.jobs() == []  # nothing of a refused batch runs
+
+
+def test_a_name_in_after_never_refers_to_the_job_itself(scheduler):
+    loop = Job(jobs.noop, name="loop", after=["loop"])
+    with pytest.raises(corral.DependencyError, match="after='loop', but no job has that name"):
+        scheduler.dispatch([loop])
+    earlier = scheduler.options(name="loop").submit(jobs.noop)
+    later = scheduler.options(name="loop", after="loop").submit(jobs.noop)
+    later.result(timeout=30)
+    assert later.record.started >= earlier.record.ended
+
+
+def test_after_an_unknown_name_is_refused(scheduler):
+    with pytest.raises(corral.DependencyError,
+                       match=r"job 'noop' waits for after='setup', but no job has that name"):
+        scheduler.options(after="setup").submit(jobs.noop)
+
+
+def test_a_dependency_on_another_schedulers_job_is_refused(scheduler):
+    with corral.Scheduler(cores=1) as other:
+        foreign = other.submit(jobs.noop)
+        with pytest.raises(ValueError, match="belongs to another scheduler"):
+            scheduler.submit(jobs.identity, foreign)
+
+
+def test_a_layered_dag_of_ten_thousand_calls_completes():
+    layers, width = 100, 100
+    with corral.Scheduler(cores=2) as sched:
+        previous: list[Job] = []
+        batch: list[Job] = []
+        for layer in range(layers):
+            current = [Job(jobs.noop, after=previous[i:i + 2] if previous else None)
+                       for i in range(width)]
+            batch.extend(current)
+            previous = current
+        sched.dispatch(batch)
+        assert sched.wait(timeout=300)
+    assert len(batch) == 10_000
+    assert all(job.status is JobStatus.COMPLETED for job in batch)
+    for layer in range(1, 3):  # spot-check that order followed the edges
+        for i in range(width - 1):
+            child = batch[layer * width + i]
+            for parent in batch[(layer - 1) * width + i:(layer - 1) * width + i + 2]:
+                assert child.record.started >= parent.record.ended
+
+
+def test_a_failure_at_the_root_of_a_long_chain_cancels_all_of_it_without_running_any():
+    with corral.Scheduler(cores=1) as sched:
+        chain = [Job(jobs.raise_custom, ("root",), name="root")]
+        for _ in range(5_000):
+            chain.append(Job(jobs.noop, after=[chain[-1]]))
+        sched.dispatch(chain)
+        sched.wait(timeout=120)
+    assert all(job.status is JobStatus.CANCELLED for job in chain[1:])
+    assert {job.reason for job in chain[1:]} == {"upstream job 1 'root' failed"}
+    assert all(job.attempts == 0 for job in chain[1:])

@@ -1,0 +1,181 @@
+"""Packing jobs by cores, memory, GPUs, queues and tokens, with priorities and backfill."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import corral
+from corral import Job, JobStatus
+from corral.backends.base import Capacity
+from corral.packing import MAX_BYPASS, Packer
+
+import jobs
+from conftest import loop_barrier, wait_until
+
+
+def ran_one_after_another(*handles: Job) -> bool:
+    ordered = sorted(handles, key=lambda job: job.record.started)
+    return all(later.record.started >= earlier.record.ended
+               for earlier, later in zip(ordered, ordered[1:]))
+
+
+def test_by_default_all_cpus_but_one_are_used():
+    with corral.Scheduler() as sched:
+        assert sched._backend.capacity().cores == max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def test_jobs_share_the_cores_they_fit_in(scheduler, release):
+    both = [scheduler.submit(jobs.wait_for_file, str(release)) for _ in range(2)]
+    third = scheduler.submit(jobs.noop)
+    wait_until(lambda: all(job.running() for job in both))
+    loop_barrier(scheduler)
+    assert third.status is JobStatus.QUEUED  # two cores, two running jobs
+    release.touch()
+    third.result(timeout=30)
+    for job in both:
+        job.result(timeout=30)
+    assert third.record.started >= min(job.record.ended for job in both)
+
+
+def test_a_job_larger_than_the_machine_is_refused_with_a_clear_error(scheduler):
+    with pytest.raises(corral.ResourceError, match=r"job 'noop' asks for 4 cores but the local backend "
+                                                   r"has 2; ask for less or raise Scheduler\(cores=...\)"):
+        scheduler.options(cores=4).submit(jobs.noop)
+    with pytest.raises(corral.ResourceError, match=r"asks for 1048576 MB of memory but the local backend has"):
+        scheduler.options(memory="1T").submit(jobs.noop)
+    with pytest.raises(corral.ResourceError, match=r"asks for 1 GPUs but the local backend has 0"):
+        scheduler.shell("true", gpus=1)
+
+
+def test_memory_is_packed_too(tmp_path, release):
+    with corral.Scheduler(cores=2, memory="1G") as sched:
+        big = sched.options(memory="800M").submit(jobs.wait_for_file, str(release))
+        other = sched.options(memory="400M").submit(jobs.noop)
+        wait_until(big.running)
+        loop_barrier(sched)
+        assert other.status is JobStatus.QUEUED
+        release.touch()
+    assert ran_one_after_another(big, other)
+
+
+def test_a_small_job_backfills_while_a_big_one_waits_for_room(scheduler, release):
+    long = scheduler.submit(jobs.wait_for_file, str(release))
+    wait_until(long.running)
+    big = scheduler.options(cores=2).submit(jobs.noop)
+    small = scheduler.submit(jobs.square, 2)
+    assert small.result(timeout=30) == 4
+    assert long.running() and big.status is JobStatus.QUEUED
+    release.touch()
+    big.result(timeout=30)
+    assert big.record.started >= long.record.ended
+
+
+def test_a_big_job_is_not_starved_by_a_stream_of_small_ones(scheduler, release):
+    long = scheduler.submit(jobs.wait_for_file, str(release))
+    wait_until(long.running)
+    big = scheduler.options(cores=2, name="big").submit(jobs.noop)
+    small = [scheduler.submit(jobs.noop) for _ in range(MAX_BYPASS + 10)]
+    wait_until(lambda: sum(job.done() for job in small) >= MAX_BYPASS)
+    loop_barrier(scheduler)
+    assert sum(job.done() for job in small) == MAX_BYPASS  # then the big job's room is held
+    assert big.status is JobStatus.QUEUED
+    release.touch()
+    assert scheduler.wait(timeout=60)
+    assert all(job.record.started >= big.record.ended for job in small[MAX_BYPASS:])
+
+
+def test_jobs_whose_walltime_ends_before_the_big_job_could_start_backfill_freely():
+    long, big, short, unknown = (Job(jobs.noop, cores=c, walltime=w) for c, w in
+                                 ((1, "1h"), (2, None), (1, "10m"), (1, None)))
+    packer = Packer(Capacity(cores=2, memory_mb=None, gpus=0), max_jobs=None, queues={}, tokens=0)
+    for job in (long, big, short, unknown):
+        job.status = JobStatus.QUEUED
+    packer.push(long)
+    assert packer.select(now=0.0) == [long]
+    packer.push(big)
+    packer.push(short)
+    assert packer.select(now=0.0) == [short]
+    assert big._bypassed == 0  # ends at 10 min, long before the big job's 1 h: delays nobody
+    packer.release(short)
+    packer.push(unknown)
+    assert packer.select(now=0.0) == [unknown]
+    assert big._bypassed == 1  # no walltime: it might delay the big job, so it counts
+
+
+def test_higher_priority_runs_first(tmp_path, release):
+    with corral.Scheduler(cores=1) as sched:
+        blocker = sched.submit(jobs.wait_for_file, str(release))
+        wait_until(blocker.running)
+        low = sched.options(priority=0).submit(jobs.noop)
+        high = sched.options(priority=5).submit(jobs.noop)
+        release.touch()
+    assert high.record.started <= low.record.started
+    assert ran_one_after_another(blocker, high, low)
+
+
+def test_a_named_queue_limits_how_many_of_its_jobs_run_at_once(tmp_path, release):
+    with corral.Scheduler(cores=2, queues={"io": 1}) as sched:
+        io_jobs = [sched.options(queue="io").submit(jobs.sleep_for, 0.05) for _ in range(3)]
+        free = sched.submit(jobs.wait_for_file, str(release))
+        wait_until(free.running)  # a job outside the queue still runs beside it
+        release.touch()
+    assert ran_one_after_another(*io_jobs)
+
+
+def test_an_unknown_queue_is_refused_with_a_suggestion(tmp_path):
+    with corral.Scheduler(cores=1, queues={"io": 2, "gpu": 1}) as sched:
+        with pytest.raises(ValueError, match=r"job 'noop' asks for unknown queue 'oi'; did you mean 'io'\?"):
+            sched.options(queue="oi").submit(jobs.noop)
+    with corral.Scheduler(cores=1) as sched:
+        with pytest.raises(ValueError, match=r"this scheduler has no queues"):
+            sched.options(queue="io").submit(jobs.noop)
+
+
+def test_tokens_are_held_while_a_job_runs(tmp_path):
+    with corral.Scheduler(cores=2, tokens=3) as sched:
+        heavy = [sched.options(tokens=2).submit(jobs.sleep_for, 0.05) for _ in range(3)]
+    assert ran_one_after_another(*heavy)
+
+
+def test_asking_for_more_tokens_than_the_pool_has_is_refused(scheduler):
+    with pytest.raises(corral.ResourceError, match=r"job 'noop' asks for 1 tokens but the scheduler's "
+                                                   r"pool has 0 \(Scheduler\(tokens=N\)\)"):
+        scheduler.options(tokens=1).submit(jobs.noop)
+
+
+def test_max_jobs_caps_running_jobs_whatever_their_size(tmp_path):
+    with corral.Scheduler(cores=2, max_jobs=1) as sched:
+        handles = [sched.submit(jobs.sleep_for, 0.05) for _ in range(3)]
+    assert ran_one_after_another(*handles)
+
+
+def test_gpu_jobs_see_only_the_gpus_they_hold(tmp_path, release):
+    with corral.Scheduler(cores=2, gpus=2) as sched:
+        holders = [sched.options(gpus=1).submit(jobs.wait_for_file, str(release), "held")
+                   for _ in range(2)]
+        wait_until(lambda: all(job.running() for job in holders))
+        seen = [sched.options(gpus=1).submit(jobs.report_environment, "CUDA_VISIBLE_DEVICES")
+                for _ in range(2)]
+        none = sched.submit(jobs.report_environment, "CUDA_VISIBLE_DEVICES")
+        command = sched.shell("echo $CUDA_VISIBLE_DEVICES", gpus=2)
+        release.touch()
+        assert sorted(job.result(timeout=30)["CUDA_VISIBLE_DEVICES"] for job in seen) in (
+            ["0", "0"], ["0", "1"], ["1", "1"])
+        assert none.result(timeout=30)["CUDA_VISIBLE_DEVICES"] == ""
+        command.result(timeout=30)
+        assert command.stdout == "0,1\n"
+        with pytest.raises(corral.ResourceError, match="asks for 3 GPUs but the local backend has 2"):
+            sched.options(gpus=3).submit(jobs.noop)
+
+
+def test_two_gpu_jobs_running_together_hold_different_gpus(tmp_path, tmp_path_factory):
+    gate = tmp_path / "gate"
+    with corral.Scheduler(cores=2, gpus=2) as sched:
+        command = ("echo $CUDA_VISIBLE_DEVICES; "
+                   f"while [ ! -e {gate} ]; do sleep 0.01; done")
+        pair = [sched.shell(command, gpus=1) for _ in range(2)]
+        wait_until(lambda: all(job.running() for job in pair))
+        gate.touch()
+    assert sorted(job.stdout for job in pair) == ["0\n", "1\n"]

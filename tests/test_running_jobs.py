@@ -1,0 +1,270 @@
+"""Running jobs and getting their results back, the way a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+
+import pytest
+
+import corral
+from corral import JobStatus
+
+import jobs
+from conftest import wait_until
+
+
+def test_submitted_calls_return_their_results(scheduler):
+    handles = [scheduler.submit(jobs.square, i) for i in range(20)]
+    assert [job.result(timeout=30) for job in handles] == [i * i for i in range(20)]
+    assert all(job.status is JobStatus.COMPLETED for job in handles)
+
+
+def test_map_returns_results_in_order(scheduler):
+    assert list(scheduler.map(jobs.add, range(5), range(5))) == [0, 2, 4, 6, 8]
+
+
+def test_closures_and_lambdas_from_the_script_run_too(scheduler):
+    offset = 10
+    assert scheduler.submit(lambda x: x + offset, 5).result(timeout=30) == 15
+
+
+def test_a_raised_exception_comes_back_as_itself_with_the_remote_traceback(scheduler):
+    job = scheduler.submit(jobs.raise_custom, "the sample was empty")
+    with pytest.raises(jobs.CustomError, match="the sample was empty") as caught:
+        job.result(timeout=30)
+    assert isinstance(caught.value.__cause__, corral.RemoteTraceback)
+    assert "raise_custom" in str(caught.value.__cause__)
+    assert job.status is JobStatus.FAILED
+    assert job.reason == "raised CustomError: the sample was empty"
+
+
+def test_an_exception_that_cannot_be_pickled_still_reports_what_happened(scheduler):
+    job = scheduler.submit(jobs.raise_unpicklable)
+    with pytest.raises(corral.JobFailed, match=r"raised UnpicklableError: cannot travel"):
+        job.result(timeout=30)
+
+
+def test_a_return_value_that_cannot_be_pickled_fails_the_job_clearly(scheduler):
+    job = scheduler.submit(jobs.return_unpicklable)
+    with pytest.raises(TypeError, match="the job's return value cannot be pickled"):
+        job.result(timeout=30)
+
+
+def test_shell_commands_and_argv_lists_run(scheduler, tmp_path):
+    target = tmp_path / "made"
+    ok = scheduler.shell(f"echo made > {target}")
+    listed = scheduler.shell(["sh", "-c", "echo $0", "arg zero"])
+    assert ok.result(timeout=30) is None and target.read_text() == "made\n"
+    listed.result(timeout=30)
+    assert listed.stdout == "arg zero\n"
+    assert ok.record.exit_code == 0
+
+
+def test_a_failing_command_reports_exit_code_and_stderr_tail(scheduler):
+    job = scheduler.shell("echo first >&2; echo 'disk full' >&2; exit 7", name="copy")
+    with pytest.raises(corral.JobFailed, match=r"job 1 'copy' failed: exit code 7\n"
+                                               r"last lines of its stderr .*\nfirst\ndisk full") as caught:
+        job.result(timeout=30)
+    assert caught.value.exit_code == 7
+    assert job.record.exit_code == 7 and job.reason == "exit code 7"
+
+
+def test_a_command_that_cannot_start_fails_with_the_reason(scheduler):
+    job = scheduler.shell(["/no/such/program"])
+    with pytest.raises(corral.JobFailed, match=r"could not start: .*No such file"):
+        job.result(timeout=30)
+
+
+def test_scripts_run_in_a_fresh_interpreter_with_argv(scheduler, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import sys\nprint(' '.join(sys.argv[1:]))\nsys.exit(int(sys.argv[1]))\n")
+    ok = scheduler.script(script, 0, "fine")
+    bad = scheduler.script(script, 3, "broken")
+    ok.result(timeout=30)
+    assert ok.stdout == "0 fine\n"
+    with pytest.raises(corral.JobFailed, match="exit code 3"):
+        bad.result(timeout=30)
+
+
+def test_module_functions_run_by_name(scheduler):
+    assert scheduler.call("json:dumps", [1, 2], kwargs={"indent": None}).result(timeout=30) == "[1, 2]"
+    assert scheduler.call("os.path:join", "a", "b").result(timeout=30) == "a/b"
+
+
+def test_stdout_and_stderr_of_python_and_its_children_go_to_the_job(scheduler):
+    job = scheduler.submit(jobs.talk, "hello")
+    job.result(timeout=30)
+    assert job.stdout == "py-out hello\nchild-out hello\n"
+    assert job.stderr == "py-err hello\nchild-err hello\n"
+    assert (job.jobdir / "stdout").read_text() == job.stdout
+    assert scheduler.submit(jobs.noop).stdout == ""
+
+
+def test_output_of_a_running_job_can_be_read_while_it_runs(scheduler, release):
+    job = scheduler.submit(jobs.wait_for_file, str(release), say="halfway")
+    command = scheduler.shell(f"echo step one; while [ ! -e {release} ]; do sleep 0.01; done")
+    wait_until(lambda: job.stdout == "halfway\n" and command.stdout == "step one\n")
+    release.touch()
+    job.result(timeout=30)
+    command.result(timeout=30)
+    assert job.stdout == "halfway\n" and command.stdout == "step one\n"
+
+
+def test_output_is_kept_after_a_temporary_workdir_is_removed():
+    with corral.Scheduler(cores=1) as sched:
+        job = sched.submit(jobs.talk, "kept")
+        job.result(timeout=30)
+        run_dir = sched._run_dir
+    assert not run_dir.exists()
+    assert job.stdout.startswith("py-out kept")
+
+
+def test_env_and_cwd_options_reach_python_calls_and_commands(scheduler, tmp_path):
+    call = scheduler.options(env={"STAGE": "two"}, cwd=tmp_path).submit(
+        jobs.report_environment, "STAGE", "CORRAL_JOB_ID")
+    assert call.result(timeout=30) == {"STAGE": "two", "CORRAL_JOB_ID": str(call.id), "cwd": str(tmp_path)}
+    command = scheduler.shell("echo $STAGE $(pwd)", env={"STAGE": "three"}, cwd=tmp_path)
+    command.result(timeout=30)
+    assert command.stdout == f"three {tmp_path}\n"
+    assert scheduler.submit(jobs.report_environment, "STAGE").result(timeout=30)["STAGE"] is None
+
+
+def test_the_record_describes_a_finished_job(scheduler):
+    job = scheduler.submit(jobs.square, 4)
+    job.result(timeout=30)
+    record = job.record
+    assert (record.id, record.name, record.data, record.status, record.exit_code, record.attempts) == (
+        job.id, "square", 16, JobStatus.COMPLETED, 0, 1)
+    assert record.started <= record.ended and record.ok
+
+
+def test_repr_tells_the_state_at_a_glance(scheduler, release):
+    job = scheduler.options(name="train").submit(jobs.wait_for_file, str(release))
+    wait_until(job.running)
+    assert repr(job) == f"<Job 1 'train' RUNNING on local:{job.native_id}>"
+    release.touch()
+    job.result(timeout=30)
+    assert repr(job) == "<Job 1 'train' COMPLETED>"
+    assert repr(scheduler) == "<Scheduler local: 1 completed>"
+
+
+def test_result_with_a_timeout_raises_timeout_error_and_the_job_goes_on(scheduler, release):
+    job = scheduler.submit(jobs.wait_for_file, str(release), value="late")
+    with pytest.raises(TimeoutError):
+        job.result(timeout=0.05)
+    release.touch()
+    assert job.result(timeout=30) == "late"
+
+
+def test_concurrent_futures_wait_and_as_completed_work_on_jobs(scheduler):
+    handles = [scheduler.submit(jobs.square, i) for i in range(6)]
+    done, not_done = concurrent.futures.wait(handles, timeout=30)
+    assert not not_done and len(done) == 6
+    assert sorted(job.result() for job in corral.as_completed(handles, timeout=30)) == [0, 1, 4, 9, 16, 25]
+
+
+def test_jobs_can_be_awaited_from_asyncio(scheduler):
+    async def main():
+        first = await scheduler.submit(jobs.square, 3)
+        second = await asyncio.wrap_future(scheduler.submit(jobs.square, 4))
+        return first, second
+
+    assert asyncio.run(main()) == (9, 16)
+
+
+def test_dispatch_then_collect_results_as_they_come(scheduler):
+    batch = [corral.Job(jobs.square, (i,), id=f"run-{i}") for i in range(5)]
+    scheduler.dispatch(batch)
+    results = scheduler.collect(5, timeout=30)
+    assert sorted((r.id, r.data) for r in results) == [(f"run-{i}", i * i) for i in range(5)]
+    assert scheduler.collect() == []  # each result is collected once
+
+
+def test_collect_times_out_when_results_are_late(scheduler, release):
+    scheduler.dispatch([corral.Job(jobs.wait_for_file, (str(release),))])
+    with pytest.raises(TimeoutError, match=r"only 0 of 1 results arrived within 0.05 s"):
+        scheduler.collect(1, timeout=0.05)
+    release.touch()
+    assert len(scheduler.collect(1, timeout=30)) == 1
+
+
+def test_collect_refuses_to_wait_for_results_that_can_never_come(scheduler):
+    scheduler.dispatch([corral.Job(jobs.noop)])
+    with pytest.raises(ValueError, match=r"collect\(3\) cannot be satisfied"):
+        scheduler.collect(3)
+
+
+def test_collect_also_reports_failures(scheduler):
+    scheduler.dispatch([corral.Job(jobs.raise_custom, ("bad",), id="x")])
+    [result] = scheduler.collect(1, timeout=30)
+    assert result.status is JobStatus.FAILED and result.reason == "raised CustomError: bad"
+    assert not result.ok
+
+
+def test_dispatching_a_job_twice_is_refused(scheduler):
+    job = corral.Job(jobs.noop)
+    scheduler.dispatch([job])
+    with pytest.raises(ValueError, match=r"<Job 1 'noop' .*> was already dispatched"):
+        scheduler.dispatch([job])
+
+
+def test_user_ids_must_be_unique(scheduler):
+    scheduler.dispatch([corral.Job(jobs.noop, id="a")])
+    with pytest.raises(ValueError, match=r"job id 'a' is already used in this scheduler"):
+        scheduler.dispatch([corral.Job(jobs.noop, id="a")])
+
+
+def test_leaving_the_with_block_waits_for_every_job(tmp_path):
+    with corral.Scheduler(cores=2) as sched:
+        handles = [sched.submit(jobs.sleep_for, 0.2) for _ in range(3)]
+    assert all(job.done() and job.result() == 0.2 for job in handles)
+
+
+def test_nothing_can_be_submitted_after_shutdown():
+    sched = corral.Scheduler(cores=1)
+    sched.shutdown()
+    with pytest.raises(RuntimeError, match="cannot dispatch jobs after the scheduler was shut down"):
+        sched.submit(jobs.noop)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"backend": 4}, r"backend=4 must be a backend name such as 'local'; to set how many jobs run "
+                     r"at once use Scheduler\(cores=N\)"),
+    ({"backend": "lokal"}, r"unknown backend 'lokal'; did you mean 'local'\?"),
+    ({"cores": 0}, r"cores=0 must be an int >= 1"),
+    ({"memory": "much"}, r"memory='much' is not a memory size"),
+    ({"queues": {"io": 0}}, r"queues: capacity of 'io' is 0; it must be an int >= 1"),
+    ({"queues": ["io"]}, r"queues=\['io'\] must be a dict of queue names to capacities"),
+    ({"tokens": -2}, r"tokens=-2 must be an int >= 0"),
+    ({"on_finish": "yes"}, r"on_finish='yes' must be a callable taking a Job"),
+    ({"abort_grace": "0"}, r"abort_grace='0' is ambiguous"),
+])
+def test_bad_scheduler_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        corral.Scheduler(**kwargs)
+
+
+def test_a_workdir_that_is_a_file_is_refused(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"workdir=.* exists and is not a directory"):
+        corral.Scheduler(workdir=path)
+
+
+def test_jobs_and_qsize_filter_by_status_or_group(scheduler, release):
+    blocker = scheduler.submit(jobs.wait_for_file, str(release))
+    done = scheduler.submit(jobs.noop)
+    done.result(timeout=30)
+    wait_until(blocker.running)
+    assert scheduler.jobs("running") == [blocker]
+    assert scheduler.qsize("history") == 1 and scheduler.qsize(JobStatus.COMPLETED) == 1
+    assert scheduler.qsize() == 2
+    with pytest.raises(ValueError, match=r"unknown status 'runing'; use a JobStatus or one of"):
+        scheduler.jobs("runing")
+    release.touch()
+
+
+def test_python_version_is_supported():
+    assert sys.version_info >= (3, 11)

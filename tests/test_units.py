@@ -1,0 +1,61 @@
+"""Memory sizes and durations as people write them, and the errors for the rest."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from corral.units import format_duration, format_memory, parse_duration, parse_memory
+
+
+@pytest.mark.parametrize("text, megabytes", [
+    (512, 512), ("512M", 512), ("512MB", 512), ("4G", 4096), ("4g", 4096), ("1.5GB", 1536),
+    ("2T", 2 * 1024 * 1024), ("1024K", 1), ("1500K", 2), ("1GiB", 1024), (" 8 G ", 8192),
+    ("100", 100), ("1048576B", 1),
+])
+def test_memory_sizes_people_write_become_megabytes(text, megabytes):
+    assert parse_memory(text) == megabytes
+
+
+@pytest.mark.parametrize("bad", ["4X", "G", "", "-1G", "0", 0, -5, "1.2.3G", True, None, [4]])
+def test_bad_memory_names_the_field_and_the_accepted_forms(bad):
+    with pytest.raises(ValueError, match=r"memory=.*'4G'"):
+        parse_memory(bad)
+
+
+@pytest.mark.parametrize("text, seconds", [
+    (90, 90), (1.5, 1.5), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400),
+    ("1h30m", 5400), ("1:30:00", 5400), ("30:00", 1800), ("2-00:00:00", 172800),
+    ("1-12", 129600), ("1-02:30", 95400), ("45 min", 2700), (timedelta(minutes=2), 120),
+])
+def test_durations_people_write_become_seconds(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_a_bare_number_in_a_string_is_refused_as_ambiguous():
+    with pytest.raises(ValueError, match=r"walltime='30' is ambiguous: write '30s' .* or '30m'"):
+        parse_duration("30")
+
+
+@pytest.mark.parametrize("bad", ["soon", "10x", "1:2:3:4", 0, -3, "", None, True])
+def test_bad_durations_name_the_field_and_the_accepted_forms(bad):
+    with pytest.raises(ValueError, match=r"timeout=.*('90s'|ambiguous|unknown time unit)"):
+        parse_duration(bad, "timeout")
+
+
+def test_unknown_time_unit_is_named():
+    with pytest.raises(ValueError, match="unknown time unit 'fortnights'"):
+        parse_duration("2fortnights")
+
+
+@given(st.integers(min_value=1, max_value=10**7))
+def test_formatted_durations_parse_back_to_the_same_seconds(seconds):
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@given(st.integers(min_value=1, max_value=10**6))
+def test_formatted_memory_parses_back_to_the_same_megabytes(megabytes):
+    assert parse_memory(format_memory(megabytes)) == megabytes
