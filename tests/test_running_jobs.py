@@ -268,3 +268,16 @@ def test_jobs_and_qsize_filter_by_status_or_group(scheduler, release):
 
 def test_python_version_is_supported():
     assert sys.version_info >= (3, 11)
+
+
+def test_a_fork_based_pool_in_the_same_program_does_not_disturb_corral(scheduler):
+    import multiprocessing
+
+    assert scheduler.submit(jobs.square, 2).result(timeout=30) == 4  # workers exist before the fork
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        assert list(pool.map(jobs.square, range(4))) == [0, 1, 4, 9]
+        commands = [scheduler.shell(["true"]) for _ in range(30)]
+        calls = [scheduler.submit(jobs.square, i) for i in range(30)]
+        assert [job.result(timeout=60) for job in calls] == [i * i for i in range(30)]
+        assert all(job.result(timeout=60) is None for job in commands)

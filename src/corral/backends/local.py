@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections.abc import Collection, Sequence
 from typing import ClassVar, NamedTuple
 
@@ -83,6 +84,18 @@ def _describe_exit(returncode: int) -> str:
             name = f"signal {-returncode}"
         return f"killed by {name}"
     return f"exit code {returncode}"
+
+
+_LIVE_BACKENDS: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_LIVE_BACKENDS):
+        if not backend._closed:
+            backend._forget_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _environment_bytes() -> dict[bytes, bytes]:
@@ -176,6 +189,7 @@ class LocalBackend:
         self._spool_numbers = itertools.count(1)
         self._free_spools: list[_CommandSpool] = []
         self._closed = False
+        _LIVE_BACKENDS.add(self)
 
     # -- what the scheduler asks -------------------------------------------------
 
@@ -504,6 +518,31 @@ class LocalBackend:
         else:
             self._pending.append(Update(job_id, JobStatus.FAILED, exit_code=returncode,
                                         reason=_describe_exit(returncode)))
+
+    def _forget_in_child(self) -> None:
+        """In a child forked from the driver (a fork-based pool of the user's),
+        close our descriptors: a copy of an epoll set, a pidfd or a worker's
+        pipe left open there confuses the parent's copy (stale events, no EOF)."""
+        descriptors = [self._wake_read, self._wake_write]
+        for runner in [*self._running.values(), *self._idle]:
+            if isinstance(runner, _Worker):
+                descriptors += [runner.requests.fileno(), runner.replies.fileno()]
+            else:
+                descriptors += [runner.spool.stdout, runner.spool.stderr]
+                if runner.pidfd is not None:
+                    descriptors.append(runner.pidfd)
+        for spool in self._free_spools:
+            descriptors += [spool.stdout, spool.stderr]
+        try:
+            descriptors.append(self._selector.fileno())
+        except (AttributeError, ValueError, OSError):
+            pass
+        for fd in descriptors:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._closed = True
 
     def _drain_wake_pipe(self) -> None:
         try:

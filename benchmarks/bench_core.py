@@ -1,0 +1,245 @@
+"""Core workloads: corral against the tools people would use instead, in the same run.
+
+Each workload runs corral and its peers alternately, several times, and reports
+the median time of each and the ratio peer/corral (above 1: corral is faster).
+Machines here are noisy; ratios from one run are what to compare, not times.
+
+    python benchmarks/bench_core.py                 # print the table
+    python benchmarks/bench_core.py --write         # also refresh benchmarks/RESULTS.md
+
+Workloads (all on 2 slots):
+  noop-1000     1,000 calls of a no-op function, pools already warm
+  true-200      200 runs of `true` as separate processes
+  dag-10000     a layered DAG of 10,000 no-op calls (100 layers x 100, 2 parents each)
+  latency       submit -> result of one no-op call, median of 200 in a row
+  sleep-100     100 calls of sleep(0.1): ideal is 5.0 s
+  import        `import corral` in a fresh interpreter, minus the interpreter's own start
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import graphlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import corral
+
+SLOTS = 2
+
+
+def noop() -> None:
+    return None
+
+
+def nap() -> None:
+    time.sleep(0.1)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+# -- the workloads, one function per tool ------------------------------------------------
+
+def noop_corral(scheduler: corral.Scheduler, count: int) -> None:
+    handles = [scheduler.submit(noop) for _ in range(count)]
+    for job in handles:
+        job.result()
+
+
+def noop_pool(pool: cf.ProcessPoolExecutor, count: int) -> None:
+    futures = [pool.submit(noop) for _ in range(count)]
+    for future in futures:
+        future.result()
+
+
+def noop_joblib(parallel, count: int) -> None:
+    from joblib import delayed
+
+    parallel(delayed(noop)() for _ in range(count))
+
+
+def true_corral(scheduler: corral.Scheduler, count: int) -> None:
+    handles = [scheduler.shell(["true"]) for _ in range(count)]
+    for job in handles:
+        job.result()
+
+
+def true_xargs(count: int) -> None:
+    subprocess.run(["xargs", f"-P{SLOTS}", "-n1", "true"], input="\n".join(["x"] * count),
+                   text=True, check=True)
+
+
+def layered_dag(layers: int = 100, width: int = 100) -> dict[int, list[int]]:
+    """node -> its parents: each node of a layer waits for two of the previous one."""
+    graph: dict[int, list[int]] = {}
+    for layer in range(layers):
+        for i in range(width):
+            node = layer * width + i
+            graph[node] = [] if layer == 0 else [(layer - 1) * width + j for j in (i, (i + 1) % width)]
+    return graph
+
+
+def dag_corral(scheduler: corral.Scheduler, graph: dict[int, list[int]]) -> None:
+    handles: dict[int, corral.Job] = {}
+    for node, parents in graph.items():
+        handles[node] = corral.Job(noop, after=[handles[p] for p in parents] or None)
+    scheduler.dispatch(handles.values())
+    for job in handles.values():
+        job.result()
+
+
+def dag_graphlib(pool: cf.ProcessPoolExecutor, graph: dict[int, list[int]]) -> None:
+    sorter = graphlib.TopologicalSorter(graph)
+    sorter.prepare()
+    running: dict[cf.Future, int] = {}
+    while sorter.is_active():
+        for node in sorter.get_ready():
+            running[pool.submit(noop)] = node
+        done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        for future in done:
+            future.result()
+            sorter.done(running.pop(future))
+
+
+def latency(submit: Callable[[], cf.Future], rounds: int = 200) -> float:
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        submit().result()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def sleep_corral(scheduler: corral.Scheduler) -> None:
+    for job in [scheduler.submit(nap) for _ in range(100)]:
+        job.result()
+
+
+def sleep_pool(pool: cf.ProcessPoolExecutor) -> None:
+    for future in [pool.submit(nap) for _ in range(100)]:
+        future.result()
+
+
+def import_time(rounds: int = 15) -> tuple[float, float]:
+    """Median wall time of `python -c 'import corral'` and of `python -c pass`."""
+    def run(code: str) -> float:
+        return timed(lambda: subprocess.run([sys.executable, "-c", code], check=True))
+    with_corral = statistics.median(run("import corral") for _ in range(rounds))
+    bare = statistics.median(run("pass") for _ in range(rounds))
+    return with_corral, bare
+
+
+# -- running them -------------------------------------------------------------------------
+
+def median_of(repeat: int, actions: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Run the actions alternately *repeat* times; the median time of each."""
+    samples: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeat):
+        for name, action in actions.items():
+            samples[name].append(timed(action))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each workload (median kept)")
+    parser.add_argument("--write", action="store_true", help="refresh benchmarks/RESULTS.md")
+    parser.add_argument("--skip-sleep", action="store_true", help="skip the 5 s sleep workload")
+    options = parser.parse_args()
+    from joblib import Parallel
+
+    rows: list[tuple[str, str, str, str]] = []
+    graph = layered_dag()
+    with corral.Scheduler(cores=SLOTS) as scheduler, \
+            cf.ProcessPoolExecutor(SLOTS) as pool, \
+            Parallel(n_jobs=SLOTS, backend="loky") as parallel:
+        noop_corral(scheduler, 50)  # warm every pool up: start-up is not what we compare
+        noop_pool(pool, 50)
+        noop_joblib(parallel, 50)
+
+        times = median_of(options.repeat, {
+            "corral": lambda: noop_corral(scheduler, 1000),
+            "ProcessPoolExecutor": lambda: noop_pool(pool, 1000),
+            "joblib (loky)": lambda: noop_joblib(parallel, 1000),
+        })
+        rows += ratio_rows("1,000 no-op calls", times)
+
+        times = median_of(options.repeat, {
+            "corral": lambda: true_corral(scheduler, 200),
+            "xargs -P2": lambda: true_xargs(200),
+        })
+        rows += ratio_rows("200 `true` commands", times)
+
+        times = median_of(max(3, options.repeat // 2), {
+            "corral": lambda: dag_corral(scheduler, graph),
+            "graphlib + ProcessPoolExecutor": lambda: dag_graphlib(pool, graph),
+        })
+        rows += ratio_rows("layered DAG, 10,000 no-op calls", times)
+
+        corral_latency = latency(lambda: scheduler.submit(noop))
+        pool_latency = latency(lambda: pool.submit(noop))
+        rows.append(("submit -> result, one call (median of 200)", "corral",
+                     f"{corral_latency * 1e3:.2f} ms", f"ProcessPoolExecutor {pool_latency * 1e3:.2f} ms"))
+
+        if not options.skip_sleep:
+            corral_sleep = timed(lambda: sleep_corral(scheduler))
+            pool_sleep = timed(lambda: sleep_pool(pool))
+            rows.append(("100 x sleep(0.1) on 2 slots (ideal 5.00 s)", "corral", f"{corral_sleep:.2f} s",
+                         f"{(corral_sleep / 5.0 - 1) * 100:+.1f} % vs ideal; "
+                         f"ProcessPoolExecutor {pool_sleep:.2f} s ({(pool_sleep / 5.0 - 1) * 100:+.1f} %)"))
+
+    with_corral, bare = import_time()
+    rows.append(("`import corral` (fresh interpreter)", "corral", f"{(with_corral - bare) * 1e3:.1f} ms",
+                 f"interpreter start {bare * 1e3:.1f} ms, both {with_corral * 1e3:.1f} ms"))
+
+    table = render(rows)
+    print(table)
+    if options.write:
+        write_results(table, options)
+
+
+def ratio_rows(workload: str, times: dict[str, float]) -> list[tuple[str, str, str, str]]:
+    mine = times["corral"]
+    rows = [(workload, "corral", f"{mine:.3f} s", "")]
+    for name, value in times.items():
+        if name != "corral":
+            rows.append(("", name, f"{value:.3f} s", f"peer/corral = {value / mine:.2f}"))
+    return rows
+
+
+def render(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["| workload | tool | median | comparison |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def write_results(table: str, options: argparse.Namespace) -> None:
+    path = Path(__file__).with_name("RESULTS.md")
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start, end = "<!-- core:start -->", "<!-- core:end -->"
+    command = "python benchmarks/bench_core.py --write" + (
+        f" --repeat {options.repeat}" if options.repeat != 5 else "")
+    section = (f"{start}\n## Core engine (local backend)\n\n"
+               f"Made by `{command}` on {time.strftime('%Y-%m-%d')}, "
+               f"{platform.python_implementation()} {platform.python_version()}, "
+               f"{os.cpu_count()} CPUs, {platform.machine()}.\n\n{table}\n{end}")
+    if start in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
