@@ -143,3 +143,10 @@ def ignore_abort(started: str) -> None:
 def sleep_for(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def run_code(code: str):
+    """Run *code* and return the variable ``result`` it sets."""
+    namespace: dict = {}
+    exec(code, namespace)
+    return namespace["result"]

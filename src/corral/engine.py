@@ -79,6 +79,7 @@ class Engine:
         self._live: dict[int, Job] = {}        # id(job) -> every job not yet final
         self._active: dict[int | str, Job] = {}  # job.id -> handed to the backend, not ended
         self._deadlines: list[tuple[float, int, str, Job, int]] = []
+        self._to_resolve: list[tuple[Job, BaseException | None]] = []
         self._sequence = itertools.count()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -101,7 +102,9 @@ class Engine:
         """
         thread = self._thread
         if thread is None or thread is threading.current_thread() or self.stopped.is_set():
-            return function(*args)
+            value = function(*args)
+            self._resolve_finished()
+            return value
         reply = _Reply()
         self._inbox.append((function, args, reply))
         self.backend.wake()
@@ -133,6 +136,10 @@ class Engine:
 
     def _begin_close(self) -> None:
         self._closing = True
+        if self.paused and self.packer:
+            log.warning("shutting down a paused scheduler: resuming to finish %d queued jobs",
+                        len(self.packer))
+        self.paused = False  # closing means finishing what was dispatched
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -142,11 +149,15 @@ class Engine:
                 self._handle_inbox()
                 if not self.paused:
                     self._start_ready()
+                self._resolve_finished()
                 if self._closing and not self._live and not self._active:
                     break
                 for update in self.backend.updates(self._wait_time()):
                     self._apply(update)
                 self._fire_deadlines()
+                if not self.paused:
+                    self._start_ready()  # workers get their next job before anyone is woken
+                self._resolve_finished()
         except BaseException as crash:  # a bug in corral: fail loudly, lose nothing silently
             log.exception("corral's control loop crashed")
             self._fail_everything(crash)
@@ -163,6 +174,7 @@ class Engine:
             function, args, reply = inbox.popleft()
             try:
                 value = function(*args)
+                self._resolve_finished()
             except Exception as error:
                 if reply is None:
                     log.exception("scheduler request %s failed", getattr(function, "__name__", function))
@@ -204,9 +216,8 @@ class Engine:
 
     def add(self, jobs: list[Job]) -> None:
         """Take in a batch in dependency order (loop thread)."""
-        for job in jobs:
+        for job in jobs:  # ``unfinished`` was counted by dispatch(), in the caller's thread
             self._live[id(job)] = job
-            self.unfinished += 1
             if self.listeners:
                 self.emit("added", job)
             unmet = 0
@@ -328,10 +339,13 @@ class Engine:
             return _S.TIMED_OUT, reason, None, JobTimedOut(
                 f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
         if intent == "abort":
-            value = pickle.loads(update.value) if update.value is not None else None
-            return _S.CANCELLED, "aborted", value, None
+            return _S.CANCELLED, "aborted", _unpickled(update.value)[0], None
         if update.state is _S.COMPLETED:
-            value = pickle.loads(update.value) if update.value is not None else None
+            value, problem = _unpickled(update.value)
+            if problem is not None:
+                reason = f"its return value cannot be unpickled here: {problem}"
+                return _S.FAILED, reason, None, JobFailed(f"{label} {reason}", job_id=job.id,
+                                                          status=_S.FAILED, reason=reason)
             if job._feeds_values:
                 job._value_bytes = update.value
             return _S.COMPLETED, None, value, None
@@ -362,8 +376,10 @@ class Engine:
     def _settle(self, job: Job, status: JobStatus, reason: str | None, value: Any,
                 error: BaseException | None) -> None:
         """Retry, run again for on_finish, or make the outcome final."""
-        if status in (_S.FAILED, _S.TIMED_OUT) and job.attempts <= job.spec.retries:
-            self._move(job, _S.QUEUED, f"retry {job.attempts} of {job.spec.retries} after: {reason}")
+        if status in (_S.FAILED, _S.TIMED_OUT):
+            job._failures += 1
+        if status in (_S.FAILED, _S.TIMED_OUT) and job._failures <= job.spec.retries:
+            self._move(job, _S.QUEUED, f"retry {job._failures} of {job.spec.retries} after: {reason}")
             _forget_output(job)
             self.packer.push(job)
             return
@@ -377,26 +393,39 @@ class Engine:
                 again = False
             if again is True:
                 self._move(job, _S.QUEUED, "run again: on_finish asked for it")
+                _forget_output(job)
                 self.packer.push(job)
                 return
         self._finalize(job, error)
 
     def _finalize(self, job: Job, error: BaseException | None = None, cascade: bool = True) -> None:
-        """Resolve the Future, publish the result and release or cancel dependents."""
-        status = job.status
-        if status is _S.COMPLETED:
-            job._resolve_value(job._data)
-        elif status is _S.CANCELLED:
-            job._resolve_cancelled()
-        else:
-            job._resolve_error(error or JobFailed(f"job {job.id} {job.name!r} {job.reason}"))
+        """Make the outcome final: publish the result, release or cancel dependents.
+
+        The Future itself is resolved a little later, in :meth:`_resolve_finished`,
+        after the loop has handed out the room this job freed: waking the
+        waiting thread first would make idle workers wait for it.
+        """
+        job._final = True
+        self._to_resolve.append((job, error))
         with self.results_ready:
             self.results.append(job.record)
+            self.unfinished -= 1
             self.results_ready.notify_all()
         self._live.pop(id(job), None)
-        self.unfinished -= 1
         if cascade:
             self._release_dependents(job)
+
+    def _resolve_finished(self) -> None:
+        """Resolve the Futures of the jobs made final since the last call."""
+        finished, self._to_resolve = self._to_resolve, []
+        for job, error in finished:
+            status = job.status
+            if status is _S.COMPLETED:
+                job._resolve_value(job._data)
+            elif status is _S.CANCELLED:
+                job._resolve_cancelled()
+            else:
+                job._resolve_error(error or JobFailed(f"job {job.id} {job.name!r} {job.reason}"))
 
     def _release_dependents(self, job: Job) -> None:
         """Queue dependents whose last dependency completed; cancel, transitively
@@ -495,6 +524,10 @@ class Engine:
     # -- failure of the loop itself --------------------------------------------------------
 
     def _fail_everything(self, crash: BaseException) -> None:
+        try:
+            self._resolve_finished()
+        except Exception:
+            log.exception("could not resolve finished jobs after the crash")
         for job in list(self._live.values()):
             if job._final:
                 continue
@@ -516,6 +549,16 @@ class Engine:
             if reply is not None:
                 reply.error = CorralError("the scheduler has stopped")
                 reply.done.set()
+
+
+def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
+    """(value, None), or (None, what went wrong) for a value this process cannot load."""
+    if blob is None:
+        return None, None
+    try:
+        return pickle.loads(blob), None
+    except Exception as error:
+        return None, f"{type(error).__name__}: {error}"
 
 
 def _upstream_reason(parent: Job) -> str:

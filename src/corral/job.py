@@ -114,6 +114,7 @@ class Job(Future):
         self._final = False
         self._kill_intent: str | None = None
         self._bypassed = 0
+        self._failures = 0  # failed attempts, counted against ``retries``
         self._taken_at = 0.0
         self._value_bytes: bytes | None = None
         self._feeds_values = False

@@ -72,6 +72,7 @@ class Packer:
         shadow: list[float | None] = []  # computed at most once per pass
         looked_past_head = 0
         ready = self._ready
+        self._unpark()
         while ready and len(self.running) < self.max_jobs and self.free_cores >= 1:
             entry = heapq.heappop(ready)
             job = entry[2]
@@ -107,15 +108,18 @@ class Packer:
         self.free_memory += resources.memory_mb or 0
         self.free_gpus += resources.gpus
         self.free_tokens += job.spec.tokens
-        queue = job.spec.queue
-        if queue is not None:
-            self.queue_running[queue] -= 1
-            parked = self._parked[queue]
-            while parked:
+        if job.spec.queue is not None:
+            self.queue_running[job.spec.queue] -= 1
+
+    def _unpark(self) -> None:
+        """Move parked jobs back, as many per queue as it has free slots."""
+        for queue, parked in self._parked.items():
+            room = self.queue_limits[queue] - self.queue_running[queue]
+            while parked and room > 0:
                 entry = heapq.heappop(parked)
-                if entry[2].status is JobStatus.QUEUED:
+                if entry[2].status is JobStatus.QUEUED:  # skip cancelled or removed ones
                     heapq.heappush(self._ready, entry)
-                    break
+                    room -= 1
 
     def _fits(self, job: Job) -> bool:
         resources = job.spec.resources

@@ -71,6 +71,8 @@ class Submitter:
 
     def shell(self, command: str | Iterable[Any], **options: Any) -> Job:
         """Run a shell command: a string goes to ``/bin/sh -c``, a list runs without a shell."""
+        if isinstance(command, (bytes, bytearray)) or not isinstance(command, (str, Iterable)):
+            raise ValueError(f"shell() takes a command string or a list of arguments, not {command!r}")
         return self._make(make_task(Shell(command if isinstance(command, str) else tuple(command))),
                           options)
 
@@ -142,6 +144,7 @@ class Scheduler(Executor):
         self._ids = itertools.count(1)
         self._shut = False
         self._exit_hook_set = False
+        self._owner_pid = os.getpid()
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -185,6 +188,8 @@ class Scheduler(Executor):
                 raise TypeError(f"dispatch() takes Jobs, not {job!r}")
             if job._engine is not None:
                 raise ValueError(f"{job!r} was already dispatched")
+            if job.status is not JobStatus.NEW or job.done():
+                raise ValueError(f"{job!r} cannot be dispatched: it is {job.status.name}")
         with self._lock:
             if self._shut:
                 raise RuntimeError("cannot dispatch jobs after the scheduler was shut down")
@@ -196,7 +201,10 @@ class Scheduler(Executor):
                 self._by_id[job_id] = job
                 self._by_name.setdefault(job.name, []).append(job)
             self._set_exit_hook()
-        self._engine.post(self._engine.add, batch)
+            with self._engine.results_ready:  # collect(n) may count them from now on
+                self._engine.unfinished += len(batch)
+            # Posted under the lock, so that a concurrent shutdown() is posted after it.
+            self._engine.post(self._engine.add, batch)
         return given
 
     def _validate(self, batch: list[Job]) -> list[int | str]:
@@ -204,6 +212,8 @@ class Scheduler(Executor):
         ids: list[int | str] = []
         taken: set[int | str] = set()
         for job in batch:
+            if job is not None and job.status is not JobStatus.NEW and job._engine is None:
+                raise ValueError(f"{job!r} cannot be dispatched: it is {job.status.name}")
             for dep in job._deps:
                 if dep._engine is not None and dep._engine is not self._engine:
                     raise ValueError(f"job {job.name!r} depends on {dep!r}, "
@@ -214,6 +224,10 @@ class Scheduler(Executor):
                 raise ResourceError(f"job {job.name!r} {error}") from None
             self._check_queue_and_tokens(job)
             job_id = job.id if job.id is not None else next(self._ids)
+            if isinstance(job_id, str) and (job_id in ("", ".", "..") or "/" in job_id
+                                            or "\0" in job_id):
+                raise ValueError(f"job id {job_id!r} cannot name a directory: use a non-empty "
+                                 "string without '/'")
             if job_id in self._by_id or job_id in taken:
                 raise ValueError(f"job id {job_id!r} is already used in this scheduler")
             taken.add(job_id)
@@ -247,7 +261,10 @@ class Scheduler(Executor):
             threading._register_atexit(self._at_exit)  # type: ignore[attr-defined]
 
     def _at_exit(self) -> None:
-        self.shutdown(wait=True)
+        # A child forked from this program (a fork-based pool) runs the same
+        # hooks when it ends; the scheduler is not its to wait for.
+        if os.getpid() == self._owner_pid:
+            self.shutdown(wait=True)
 
     # -- results ------------------------------------------------------------------------
 
@@ -262,6 +279,8 @@ class Scheduler(Executor):
             ValueError: fewer than *n* results can ever arrive.
         """
         engine = self._engine
+        if n > 0:
+            self._refuse_on_loop_thread("collect(n)")
         with engine.results_ready:
             if n > 0:
                 def possible() -> int:
@@ -284,6 +303,7 @@ class Scheduler(Executor):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every dispatched job is finished; False if *timeout* passed first."""
+        self._refuse_on_loop_thread("wait()")
         pending = [job for job in self.jobs() if not job.done()]
         done, not_done = wait_futures(pending, timeout=timeout)
         return not not_done
@@ -379,6 +399,8 @@ class Scheduler(Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking jobs; let the dispatched ones finish (or cancel the pending
         ones with *cancel_futures*); then stop every worker process."""
+        if wait:
+            self._refuse_on_loop_thread("shutdown(wait=True)")
         with self._lock:
             first = not self._shut
             self._shut = True
@@ -394,6 +416,11 @@ class Scheduler(Executor):
                 self._engine.stopped.wait()
                 raise
             self._remove_temporary_files()
+
+    def _refuse_on_loop_thread(self, what: str) -> None:
+        if threading.current_thread() is self._engine._thread:
+            raise RuntimeError(f"{what} cannot be called from an on_event, on_finish or "
+                               "done callback: it would wait for the thread that runs them")
 
     def close(self) -> None:
         """Same as ``shutdown(wait=True)``."""

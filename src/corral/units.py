@@ -30,6 +30,8 @@ DURATION_FORMS = (
     "'1:30:00', '30:00', '2-00:00:00'"
 )
 
+_MAX_MEGABYTES = 1024.0**4  # 1 EB: anything larger is a typo, not a request
+_MAX_SECONDS = 100 * 365 * 86400.0
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
 _MB_PER_PREFIX = {"": 1.0, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0**2, "p": 1024.0**3}
 
@@ -55,7 +57,10 @@ def parse_memory(value: object, field: str = "memory") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"{field}={value!r} is not a memory size; use {MEMORY_FORMS}")
     if isinstance(value, (int, float)):
-        megabytes = float(value)
+        try:
+            megabytes = float(value)
+        except OverflowError:
+            megabytes = math.inf
     else:
         match = _MEMORY.match(value)
         if match is None:
@@ -65,8 +70,9 @@ def parse_memory(value: object, field: str = "memory") -> int:
             megabytes = float(number) / (1024 * 1024)  # plain bytes, e.g. "1048576B"
         else:
             megabytes = float(number) * _MB_PER_PREFIX[prefix.lower()]
-    if not math.isfinite(megabytes) or megabytes <= 0:
-        raise ValueError(f"{field}={value!r} must be a positive memory size; use {MEMORY_FORMS}")
+    if not math.isfinite(megabytes) or megabytes <= 0 or megabytes > _MAX_MEGABYTES:
+        raise ValueError(f"{field}={value!r} must be a positive memory size below 1 EB; "
+                         f"use {MEMORY_FORMS}")
     return math.ceil(megabytes)
 
 
@@ -84,11 +90,15 @@ def parse_duration(value: object, field: str = "walltime") -> float:
     elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"{field}={value!r} is not a duration; use {DURATION_FORMS}")
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     else:
         seconds = _parse_duration_text(value, field)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{field}={value!r} must be a positive duration; use {DURATION_FORMS}")
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > _MAX_SECONDS:
+        raise ValueError(f"{field}={value!r} must be a positive duration of at most 100 years; "
+                         f"use {DURATION_FORMS}")
     return seconds
 
 

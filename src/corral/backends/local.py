@@ -212,11 +212,11 @@ class LocalBackend:
     def submit(self, batch: Sequence[Submission]) -> list[str]:
         native_ids = []
         for submission in batch:
-            gpus = self._take_gpus(submission)
             try:
+                gpus = self._take_gpus(submission)
                 runner = (self._start_call(submission, gpus) if submission.call is not None
                           else self._start_command(submission, gpus))
-            except OSError as error:
+            except Exception as error:  # this job cannot start; the others of the batch can
                 self._release_gpus(submission.job_id)
                 self._pending.append(Update(submission.job_id, JobStatus.FAILED,
                                             reason=f"could not start: {error}"))
@@ -236,8 +236,8 @@ class LocalBackend:
             timeout = 0.05 if timeout is None else min(timeout, 0.05)
         for key, _ in self._selector.select(timeout):
             if key.data is None:
-                self._wake_pending = False  # before draining: a later wake() writes again
                 self._drain_wake_pipe()
+                self._wake_pending = False  # after draining: a wake() from now on writes again
             elif isinstance(key.data, _Worker):
                 self._read_reply(key.data)
             else:
@@ -252,7 +252,7 @@ class LocalBackend:
     def wake(self) -> None:
         # One byte in the pipe is enough to wake the loop: skip the system call
         # (and the context switch it causes) while one is already on its way.
-        if self._wake_pending:
+        if self._wake_pending or self._closed:
             return
         self._wake_pending = True
         try:
@@ -380,8 +380,10 @@ class LocalBackend:
         return worker
 
     def _retire(self, worker: _Worker) -> None:
+        """Stop an idle worker (it runs no job: nothing is lost by killing it)."""
         self._selector.unregister(worker.replies.fileno())
         worker.requests.close()
+        kill_tree(worker.pid)
         self._wait_gone(worker.process)
         worker.replies.close()
 

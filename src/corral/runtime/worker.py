@@ -113,10 +113,11 @@ class _JobContext:
         self.home = home
 
     def __enter__(self) -> None:
+        self.moved = self.cwd != self.home
+        if self.moved:
+            os.chdir(self.cwd)  # first: if it fails, nothing needs undoing
         self.saved = {key: os.environ.get(key) for key in self.changes}
         os.environ.update(self.changes)
-        if self.cwd != self.home:
-            os.chdir(self.cwd)
 
     def __exit__(self, *exc: object) -> None:
         for key, value in self.saved.items():
@@ -124,7 +125,7 @@ class _JobContext:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if os.getcwd() != self.home:
+        if self.moved:  # also when the job's directory was deleted under it
             os.chdir(self.home)
 
 

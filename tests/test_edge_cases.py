@@ -1,0 +1,136 @@
+"""Corners found in review: each was a hang, a crash or a confusing message once."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+
+import pytest
+
+import corral
+from corral import Job, JobStatus
+
+import jobs
+from conftest import wait_until
+
+
+def test_collect_right_after_submit_waits_for_that_job(scheduler):
+    scheduler.dispatch([Job(jobs.square, (7,))])
+    [result] = scheduler.collect(1, timeout=30)
+    assert result.data == 49
+
+
+def test_a_job_cancelled_before_dispatch_is_refused(scheduler):
+    job = Job(jobs.noop)
+    job.cancel()
+    with pytest.raises(ValueError, match=r"cannot be dispatched: it is CANCELLED"):
+        scheduler.dispatch([job])
+
+
+def test_shutting_down_a_paused_scheduler_finishes_its_queued_jobs():
+    with corral.Scheduler(cores=1) as sched:
+        sched.pause()
+        queued = [sched.submit(jobs.square, i) for i in range(3)]
+    assert [job.result(timeout=0) for job in queued] == [0, 1, 4]
+
+
+def test_cancelling_the_next_job_of_a_full_queue_does_not_strand_the_rest(tmp_path, release):
+    with corral.Scheduler(cores=2, queues={"io": 1}) as sched:
+        first = sched.options(queue="io").submit(jobs.wait_for_file, str(release))
+        wait_until(first.running)
+        second = sched.options(queue="io").submit(jobs.noop)
+        third = sched.options(queue="io").submit(jobs.square, 3)
+        sched.pause()
+        release.touch()
+        first.result(timeout=30)
+        second.cancel()
+        sched.resume()
+        assert third.result(timeout=30) == 9
+
+
+def test_waiting_from_a_callback_is_refused_instead_of_hanging(scheduler):
+    problems: list[BaseException] = []
+
+    def impatient(event):
+        if event.new is JobStatus.COMPLETED:
+            try:
+                scheduler.wait()
+            except RuntimeError as error:
+                problems.append(error)
+
+    scheduler.on_event(impatient)
+    scheduler.submit(jobs.noop).result(timeout=30)
+    wait_until(lambda: problems)
+    assert "wait() cannot be called from an on_event, on_finish or done callback" in str(problems[0])
+
+
+def test_a_job_whose_directory_vanished_fails_without_leaking_its_environment(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    with corral.Scheduler(cores=1) as sched:
+        sched.submit(jobs.noop).result(timeout=30)
+        sched.pause()
+        doomed = sched.options(cwd=gone, env={"LEAK": "yes"}).submit(jobs.noop)
+        shutil.rmtree(gone)
+        sched.resume()
+        with pytest.raises(FileNotFoundError):
+            doomed.result(timeout=30)
+        assert sched.submit(jobs.report_environment, "LEAK").result(timeout=30)["LEAK"] is None
+
+
+def test_a_return_value_the_driver_cannot_load_fails_only_that_job(scheduler, tmp_path):
+    module_dir = tmp_path / "only_in_worker"
+    module_dir.mkdir()
+    (module_dir / "private_kind.py").write_text("class Thing:\n    pass\n")
+    code = (f"import sys; sys.path.insert(0, {str(module_dir)!r}); "
+            "import private_kind; result = private_kind.Thing()")
+    job = scheduler.submit(jobs.run_code, code)
+    with pytest.raises(corral.JobFailed, match=r"its return value cannot be unpickled here: "
+                                               r"ModuleNotFoundError"):
+        job.result(timeout=30)
+    assert scheduler.submit(jobs.square, 3).result(timeout=30) == 9
+
+
+@pytest.mark.parametrize("command, message", [
+    (b"ls", r"shell\(\) takes a command string or a list of arguments, not b'ls'"),
+    (5, r"shell\(\) takes a command string or a list of arguments, not 5"),
+    (None, r"shell\(\) takes a command string or a list of arguments, not None"),
+])
+def test_shell_refuses_what_is_not_a_command(scheduler, command, message):
+    with pytest.raises(ValueError, match=message):
+        scheduler.shell(command)
+
+
+@pytest.mark.parametrize("job_id", ["", ".", "..", "../x", "a/b"])
+def test_job_ids_that_would_escape_the_workdir_are_refused(scheduler, job_id):
+    with pytest.raises(ValueError, match=r"cannot name a directory"):
+        scheduler.dispatch([Job(jobs.noop, id=job_id)])
+
+
+def test_absurd_sizes_get_a_message_not_an_overflow():
+    with pytest.raises(ValueError, match=r"memory=.* must be a positive memory size below 1 EB"):
+        Job(jobs.noop, memory=10**400)
+    with pytest.raises(ValueError, match=r"timeout=.* must be a positive duration of at most 100 years"):
+        Job(jobs.noop, timeout=10**400)
+
+
+def test_cancel_from_an_event_callback_does_not_deadlock(scheduler, release):
+    cancelled: list[bool] = []
+
+    def cancel_on_start(event):
+        if event.new is JobStatus.RUNNING:
+            cancelled.append(event.job.cancel())
+
+    scheduler.on_event(cancel_on_start)
+    job = scheduler.submit(jobs.wait_for_file, str(release))
+    with pytest.raises(concurrent.futures.CancelledError):
+        job.result(timeout=30)
+    assert cancelled == [True]
+
+
+def test_a_job_that_deletes_its_own_directory_does_not_break_the_worker(tmp_path):
+    doomed = tmp_path / "doomed"
+    doomed.mkdir()
+    with corral.Scheduler(cores=1) as sched:
+        sched.options(cwd=doomed).submit(shutil.rmtree, str(doomed)).result(timeout=30)
+        assert sched.submit(jobs.report_environment).result(timeout=30)["cwd"] != str(doomed)
