@@ -114,11 +114,12 @@ def test_absurd_sizes_get_a_message_not_an_overflow():
         Job(jobs.noop, timeout=10**400)
 
 
-def test_cancel_from_an_event_callback_does_not_deadlock(scheduler, release):
+@pytest.mark.parametrize("moment", [JobStatus.SUBMITTED, JobStatus.RUNNING])
+def test_cancel_from_an_event_callback_does_not_deadlock(scheduler, release, moment):
     cancelled: list[bool] = []
 
     def cancel_on_start(event):
-        if event.new is JobStatus.RUNNING:
+        if event.new is moment and event.job.name == "wait_for_file":
             cancelled.append(event.job.cancel())
 
     scheduler.on_event(cancel_on_start)
@@ -126,6 +127,7 @@ def test_cancel_from_an_event_callback_does_not_deadlock(scheduler, release):
     with pytest.raises(concurrent.futures.CancelledError):
         job.result(timeout=30)
     assert cancelled == [True]
+    assert scheduler.submit(jobs.square, 2).result(timeout=30) == 4
 
 
 def test_a_job_that_deletes_its_own_directory_does_not_break_the_worker(tmp_path):

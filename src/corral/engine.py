@@ -247,15 +247,20 @@ class Engine:
         chosen = self.packer.select(time.monotonic())
         if not chosen:
             return
-        submissions = []
         for job in chosen:
             job.attempts += 1
             job._kill_intent = None
             job._bypassed = 0
             job.started = job.ended = job.exit_code = None
-            self._move(job, _S.SUBMITTED)
             self._active[job.id] = job
-            submissions.append(self._submission(job))
+            self._move(job, _S.SUBMITTED)
+        for job in [job for job in chosen if job._final]:  # an event callback cancelled it
+            del self._active[job.id]
+            self.packer.release(job)
+            chosen.remove(job)
+        if not chosen:
+            return
+        submissions = [self._submission(job) for job in chosen]
         try:
             native_ids = self.backend.submit(submissions)
         except Exception as error:
