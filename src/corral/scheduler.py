@@ -212,7 +212,7 @@ class Scheduler(Executor):
         ids: list[int | str] = []
         taken: set[int | str] = set()
         for job in batch:
-            if job is not None and job.status is not JobStatus.NEW and job._engine is None:
+            if job.status is not JobStatus.NEW and job._engine is None:  # a cancelled dependency
                 raise ValueError(f"{job!r} cannot be dispatched: it is {job.status.name}")
             for dep in job._deps:
                 if dep._engine is not None and dep._engine is not self._engine:
