@@ -48,8 +48,13 @@ def loop_barrier(scheduler: corral.Scheduler) -> None:
 
 @pytest.fixture
 def scheduler(tmp_path: Path) -> Iterator[corral.Scheduler]:
-    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as sched:
-        yield sched
+    sched = corral.Scheduler(cores=2, workdir=tmp_path / "run")
+    yield sched
+    finished = sched.wait(timeout=60)
+    if not finished:  # a failed test may leave a job blocked for good: do not hang on it
+        sched.interrupt()
+    sched.shutdown()
+    assert finished, "jobs were still unfinished 60 s after the test"
 
 
 @pytest.fixture

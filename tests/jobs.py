@@ -27,6 +27,13 @@ class UnpicklableError(Exception):
         raise TypeError("this error refuses to be pickled")
 
 
+def write_atomically(path: str, text: str) -> None:
+    """Tests wait for the file to exist and then read it: it must never be seen half-written."""
+    temporary = f"{path}.partial"
+    Path(temporary).write_text(text)
+    os.replace(temporary, path)
+
+
 def noop() -> None:
     return None
 
@@ -93,7 +100,7 @@ def die(how: str) -> None:
 
 
 def write_pid_and_wait(pidfile: str, release: str) -> None:
-    Path(pidfile).write_text(str(os.getpid()))
+    write_atomically(pidfile, str(os.getpid()))
     wait_for_file(release)
 
 
@@ -105,14 +112,14 @@ def spawn_tree_and_wait(pidfile: str) -> None:
                              text=True)
     grandchild = shell.stdout.readline().strip()
     escaped = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    Path(pidfile).write_text(f"{os.getpid()} {child.pid} {shell.pid} {grandchild} {escaped.pid}")
+    write_atomically(pidfile, f"{os.getpid()} {child.pid} {shell.pid} {grandchild} {escaped.pid}")
     while True:
         time.sleep(0.05)
 
 
 def leave_background_process(pidfile: str) -> str:
     child = subprocess.Popen(["sleep", "300"])
-    Path(pidfile).write_text(str(child.pid))
+    write_atomically(pidfile, str(child.pid))
     return "done"
 
 

@@ -123,6 +123,7 @@ def test_cancel_kills_a_running_job_with_its_whole_process_tree(scheduler, tmp_p
     job = scheduler.submit(jobs.spawn_tree_and_wait, str(pidfile))
     wait_until(pidfile.exists)
     pids = [int(pid) for pid in pidfile.read_text().split()[1:]]
+    assert len(pids) == 4  # child, shell, grandchild, and one in a session of its own
     assert job.cancel() is True
     assert job.status is JobStatus.CANCELLED and job.reason == "cancelled by user"
     with pytest.raises(concurrent.futures.CancelledError, match="cancelled by user"):
@@ -144,6 +145,7 @@ def test_a_timeout_kills_the_whole_process_tree_and_ends_timed_out(scheduler, tm
         job.result(timeout=60)
     assert job.status is JobStatus.TIMED_OUT
     pids = [int(pid) for pid in pidfile.read_text().split()[1:]]
+    assert len(pids) == 4  # child, shell, grandchild, and one in a session of its own
     wait_until(lambda: not pids_alive(pids), message="the job's processes to die")
 
 
