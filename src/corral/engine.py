@@ -38,7 +38,9 @@ from .units import format_duration
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Update
+    from .notify import Notifier
     from .packing import Packer
+    from .store import Journal
 
 __all__ = ["Engine"]
 
@@ -63,13 +65,16 @@ class Engine:
     """Owns scheduling state and runs the control loop on its own thread."""
 
     def __init__(self, backend: Backend, packer: Packer, run_dir: Path,
-                 on_finish: Callable[[Job], Any] | None, abort_grace: float) -> None:
+                 on_finish: Callable[[Job], Any] | None, abort_grace: float,
+                 journal: Journal | None = None, notifier: Notifier | None = None) -> None:
         self.backend = backend
         self.backend_name = backend.name
         self.packer = packer
         self.run_dir = run_dir
         self.on_finish = on_finish
         self.abort_grace = abort_grace
+        self.journal = journal
+        self.notifier = notifier
         self.listeners: list[Callable[[Event], Any]] = []
         self.results: deque[Result] = deque()
         self.results_ready = threading.Condition()
@@ -84,7 +89,9 @@ class Engine:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        self.stopped = threading.Event()
+        self.stopped = threading.Event()    # the loop ended: no more calls are answered
+        self.on_stopped: Callable[[], Any] | None = None  # cleanup, run after the loop
+        self.finished = threading.Event()   # ... and after on_stopped
 
     # -- talking to the loop from other threads ---------------------------------------
 
@@ -129,10 +136,17 @@ class Engine:
         if self._thread is None:
             self.backend.close()
             self.stopped.set()
+            self._run_on_stopped()
             return
         self.post(self._begin_close)
         if wait:
             self._thread.join()
+            self.finished.wait()
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if self.journal is not None:
+            self.journal.set_meta("paused", "1" if paused else "0")
 
     def _begin_close(self) -> None:
         self._closing = True
@@ -152,6 +166,8 @@ class Engine:
                 self._resolve_finished()
                 if self._closing and not self._live and not self._active:
                     break
+                if self.journal is not None:
+                    self.journal.flush()  # one transaction per iteration
                 for update in self.backend.updates(self._wait_time()):
                     self._apply(update)
                 self._fire_deadlines()
@@ -165,8 +181,26 @@ class Engine:
             try:
                 self.backend.close()
             finally:
+                self._flush_journal()
                 self.stopped.set()
                 self._answer_leftover_calls()
+                self._run_on_stopped()
+
+    def _run_on_stopped(self) -> None:
+        try:
+            if self.on_stopped is not None:
+                self.on_stopped()
+        except Exception:
+            log.exception("cleanup after the control loop failed")
+        finally:
+            self.finished.set()
+
+    def _flush_journal(self) -> None:
+        if self.journal is not None:
+            try:
+                self.journal.flush()
+            except Exception:
+                log.exception("could not write the journal")
 
     def _handle_inbox(self) -> None:
         inbox = self._inbox
@@ -200,6 +234,8 @@ class Engine:
         check_transition(old, new)
         job.status = new
         job.reason = reason
+        if self.journal is not None:
+            self.journal.moved(job, old, new, reason)
         if self.listeners:
             self.emit("status", job, old, new, reason)
 
@@ -218,8 +254,13 @@ class Engine:
         """Take in a batch in dependency order (loop thread)."""
         for job in jobs:  # ``unfinished`` was counted by dispatch(), in the caller's thread
             self._live[id(job)] = job
+            if self.journal is not None:
+                self.journal.added(job, *job._journal_entry)
             if self.listeners:
                 self.emit("added", job)
+            if job._restored is not None:
+                self._restore(job)
+                continue
             unmet = 0
             broken: Job | None = None
             for dep in job._deps:
@@ -241,6 +282,25 @@ class Engine:
                 self._move(job, _S.QUEUED)
                 self.packer.push(job)
 
+    def _restore(self, job: Job) -> None:
+        """Make a job final from a previous run's journal, without running it."""
+        stored = job._restored
+        job._restored = None
+        job.status = _S.COMPLETED  # NEW -> COMPLETED is legal only here: it ran before
+        job.reason = "completed in an earlier run (from the journal)"
+        job.exit_code, job.attempts = stored.exit_code, stored.attempts
+        job.started, job.ended, job.native_id = stored.started, stored.ended, stored.native_id
+        job.jobdir = self.run_dir / str(job.id)
+        job._result_blob = stored.result
+        job._data = _unpickled(stored.result)[0]
+        if job._feeds_values:
+            job._value_bytes = stored.result
+        if self.journal is not None:
+            self.journal.moved(job, _S.NEW, _S.COMPLETED, job.reason)
+        if self.listeners:
+            self.emit("status", job, _S.NEW, _S.COMPLETED, job.reason)
+        self._finalize(job)
+
     # -- starting jobs -------------------------------------------------------------------
 
     def _start_ready(self) -> None:
@@ -252,6 +312,7 @@ class Engine:
             job._kill_intent = None
             job._bypassed = 0
             job.started = job.ended = job.exit_code = None
+            job._result_blob = job._error_blob = None
             self._active[job.id] = job
             self._move(job, _S.SUBMITTED)
         for job in [job for job in chosen if job._final]:  # an event callback cancelled it
@@ -279,7 +340,8 @@ class Engine:
         task = job.spec.task
         job.jobdir = self.run_dir / str(job.id)
         common = dict(job_id=job.id, name=job.name, jobdir=job.jobdir,
-                      resources=job.spec.resources, cwd=job.spec.cwd, env=job.spec.env)
+                      resources=job.spec.resources, cwd=job.spec.cwd, env=job.spec.env,
+                      durable=self.journal is not None)
         if isinstance(task, (Call, FunctionRef)):
             upstream = tuple(self._value_blob(dep) for dep in job._value_deps)
             return Submission(call=job._payload, upstream=upstream, **common)
@@ -353,6 +415,8 @@ class Engine:
                                                           status=_S.FAILED, reason=reason)
             if job._feeds_values:
                 job._value_bytes = update.value
+            if self.journal is not None:
+                job._result_blob = update.value
             return _S.COMPLETED, None, value, None
         if update.state is _S.CANCELLED:
             return _S.CANCELLED, update.reason or "cancelled", None, None
@@ -361,6 +425,8 @@ class Engine:
             return _S.TIMED_OUT, reason, None, JobTimedOut(
                 f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
         if update.error is not None:
+            if self.journal is not None:
+                job._error_blob = update.error
             error, traceback_text, summary = loads_error(update.error)
             reason = f"raised {summary}"
             if error is None:
@@ -412,6 +478,8 @@ class Engine:
         """
         job._final = True
         self._to_resolve.append((job, error))
+        if job.spec.notify and self.notifier is not None:
+            self._notify(job)
         with self.results_ready:
             self.results.append(job.record)
             self.unfinished -= 1
@@ -419,6 +487,18 @@ class Engine:
         self._live.pop(id(job), None)
         if cascade:
             self._release_dependents(job)
+
+    def _notify(self, job: Job) -> None:
+        if job.spec.notify_on == "failure" and job.status not in (_S.FAILED, _S.TIMED_OUT):
+            return
+        from .notify import JobNotice
+
+        notice = JobNotice(
+            job_id=job.id, name=job.name, status=job.status.name, reason=job.reason,
+            exit_code=job.exit_code, started=job.started, ended=job.ended,
+            attempts=job.attempts, run_dir=None if self.journal is None else str(self.run_dir),
+            stderr_tail=_tail(job, "stderr"))
+        self.notifier.send(notice, job.spec.notify)
 
     def _resolve_finished(self) -> None:
         """Resolve the Futures of the jobs made final since the last call."""

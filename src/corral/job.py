@@ -23,6 +23,7 @@ from .status import JobStatus
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .store import StoredJob
 
 __all__ = ["Job", "Result"]
 
@@ -118,6 +119,12 @@ class Job(Future):
         self._taken_at = 0.0
         self._value_bytes: bytes | None = None
         self._feeds_values = False
+        # The journal's view (set at dispatch when the scheduler keeps one):
+        self._key: str | None = None
+        self._journal_entry: tuple[str, str, str, dict[str, Any]] = ("", "", "", {})
+        self._restored: StoredJob | None = None  # completed in an earlier run
+        self._result_blob: bytes | None = None
+        self._error_blob: bytes | None = None
 
     # -- what people read --------------------------------------------------------
 

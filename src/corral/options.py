@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
 
-__all__ = ["Option", "JOB_OPTIONS", "parse_options", "unknown_option_message"]
+__all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,13 @@ class Option:
     """One job option: how to read a value, its default, and a line of help."""
 
     name: str
-    parse: Callable[[Any], Any]
+    parse: Callable[[Any, str], Any]
     default: Any
     help: str
     accepts: str
+    units: str = ""
+    #: What the option becomes on each backend, for ``corral options``.
+    backends: Mapping[str, str] = field(default_factory=dict)
 
 
 def _int_at_least(minimum: int) -> Callable[[Any], int]:
@@ -103,6 +107,32 @@ def _env(value: Any, field: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+_ADDRESS = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
+
+
+def _addresses(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, (bytes, Mapping)) or not isinstance(items, Iterable):
+        raise ValueError(f"{field}={value!r} must be an e-mail address or a list of them")
+    addresses = tuple(items)
+    for address in addresses:
+        if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
+            raise ValueError(f"{field}: {address!r} is not an e-mail address (name@host)")
+    return tuple(address.strip() for address in addresses)
+
+
+NOTIFY_WHEN = ("failure", "end")
+
+
+def _notify_on(value: Any, field: str) -> str:
+    if value not in NOTIFY_WHEN:
+        raise ValueError(f"{field}={value!r} must be 'failure' (mail when a job fails or times "
+                         "out) or 'end' (mail whenever a job ends)")
+    return value
+
+
 def _memory(value: Any, field: str) -> int | None:
     return None if value is None else parse_memory(value, field)
 
@@ -111,30 +141,52 @@ def _duration(value: Any, field: str) -> float | None:
     return None if value is None else parse_duration(value, field)
 
 
+_LOCAL_ONLY = "not sent: the scheduler applies it"
+
 JOB_OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
-        Option("cores", _int_at_least(1), 1, "CPU cores the job uses", "an int >= 1"),
-        Option("memory", _memory, None, "memory the job needs (binary units)", MEMORY_FORMS),
+        Option("cores", _int_at_least(1), 1, "CPU cores the job uses", "an int >= 1", "cores",
+               {"local": "packed against Scheduler(cores=...)", "slurm": "--cpus-per-task=N"}),
+        Option("memory", _memory, None, "memory the job needs (binary units)", MEMORY_FORMS, "MB",
+               {"local": "packed against Scheduler(memory=...)", "slurm": "--mem=<MB>M"}),
         Option("walltime", _duration, None,
-               "how long the job may run; the job is killed (TIMED_OUT) past it", DURATION_FORMS),
+               "how long the job may run; the job is killed (TIMED_OUT) past it", DURATION_FORMS,
+               "seconds", {"local": "killed with its process tree past it",
+                           "slurm": "--time=<minutes, rounded up>"}),
         Option("gpus", _int_at_least(0), 0,
-               "GPUs the job uses; it sees them through CUDA_VISIBLE_DEVICES", "an int >= 0"),
+               "GPUs the job uses; it sees them through CUDA_VISIBLE_DEVICES", "an int >= 0",
+               "GPUs", {"local": "ids in CUDA_VISIBLE_DEVICES", "slurm": "--gres=gpu:N"}),
         Option("name", _name, None, "a name for people and for after=; need not be unique",
-               "a non-empty string"),
+               "a non-empty string", "",
+               {"local": "shown in status", "slurm": "--job-name (with the run's prefix)"}),
         Option("after", _after, (), "jobs (or job names) that must complete first",
-               "a Job, a job name, or a list of them"),
+               "a Job, a job name, or a list of them", "",
+               {"local": _LOCAL_ONLY, "slurm": "--dependency=afterok:ID while the parent is known"}),
         Option("queue", _queue, None, "named queue whose capacity limits this job",
-               "a queue name given to Scheduler(queues=...)"),
+               "a queue name given to Scheduler(queues=...)", "",
+               {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}),
         Option("tokens", _int_at_least(0), 0, "tokens held from the scheduler's pool while running",
-               "an int >= 0"),
-        Option("priority", _any_int, 0, "higher runs first among ready jobs", "an int"),
-        Option("retries", _int_at_least(0), 0, "times a failed job is run again", "an int >= 0"),
+               "an int >= 0", "tokens", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}),
+        Option("priority", _any_int, 0, "higher runs first among ready jobs", "an int", "",
+               {"local": _LOCAL_ONLY, "slurm": "order of submission"}),
+        Option("retries", _int_at_least(0), 0, "times a failed job is run again", "an int >= 0",
+               "times", {"local": _LOCAL_ONLY, "slurm": "a new sbatch per retry"}),
         Option("timeout", _duration, None,
-               "kill the job and its whole process tree after this long (TIMED_OUT)", DURATION_FORMS),
+               "kill the job and its whole process tree after this long (TIMED_OUT)",
+               DURATION_FORMS, "seconds",
+               {"local": "killed with its process tree", "slurm": "scancel after it"}),
         Option("cwd", _cwd, None, "directory the job runs in (default: the driver's)",
-               "an existing directory"),
-        Option("env", _env, (), "extra environment variables for the job", "a dict of str to str"),
+               "an existing directory", "", {"local": "chdir before the job starts",
+                                             "slurm": "--chdir=DIR"}),
+        Option("env", _env, (), "extra environment variables for the job", "a dict of str to str",
+               "", {"local": "set in the job's environment", "slurm": "exported in the batch script"}),
+        Option("notify", _addresses, (), "e-mail these addresses when the job fails (see notify_on)",
+               "an e-mail address or a list of them", "",
+               {"local": "sent by corral through the [smtp] settings",
+                "slurm": "sent by corral through the [smtp] settings"}),
+        Option("notify_on", _notify_on, "failure", "when to send the notify e-mail",
+               "'failure' or 'end'", "", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}),
     )
 }
 

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends import make_backend
+from .control import ControlServer
 from .engine import Engine
 from .errors import ResourceError
 from .events import Event
@@ -28,10 +29,18 @@ from .graph import plan_batch, replace_jobs
 from .job import Job, Result
 from .options import parse_options
 from .packing import Packer
+from .resume import Resumer
+from .run import Run
+from .runlog import attach_run_log
 from .runtime.payload import dumps_call
 from .spec import Call, FunctionRef, Script, Shell, make_task
 from .status import ACTIVE, PENDING, TERMINAL, JobStatus
+from .store import Journal
 from .units import parse_duration, parse_memory
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .notify import Notifier
 
 __all__ = ["Scheduler", "Submitter"]
 
@@ -110,6 +119,14 @@ class Scheduler(Executor):
         on_finish: called with each finished Job (not cancelled ones); return True
             to run that job again.
         abort_grace: seconds an aborted job gets to stop by itself before it is killed.
+        journal: a run directory to journal the run in (created private to the
+            user). Running the same script again with the same journal returns
+            the results of jobs that completed before instead of running them
+            again; ``corral --run DIR status`` shows the run from any terminal,
+            and ``corral --run DIR pause`` (resume, cancel, ...) controls it.
+            Job files go there too unless *workdir* says otherwise.
+        config: settings for e-mail notifications (``notify=`` job option);
+            default: read from the config files (see :mod:`corral.config`).
 
     Raises:
         ValueError: a bad argument, naming it and the accepted forms.
@@ -120,7 +137,9 @@ class Scheduler(Executor):
                  max_jobs: int | None = None, queues: Mapping[str, int] | None = None,
                  tokens: int | None = None, workdir: str | os.PathLike[str] | None = None,
                  on_finish: Callable[[Job], Any] | None = None,
-                 abort_grace: float | str = 5.0) -> None:
+                 abort_grace: float | str = 5.0,
+                 journal: str | os.PathLike[str] | None = None,
+                 config: Config | None = None, _owner: str = "script") -> None:
         if not isinstance(backend, str):
             raise ValueError(f"backend={backend!r} must be a backend name such as 'local'; "
                              "to set how many jobs run at once use Scheduler(cores=N)")
@@ -133,18 +152,43 @@ class Scheduler(Executor):
         if on_finish is not None and not callable(on_finish):
             raise ValueError(f"on_finish={on_finish!r} must be a callable taking a Job")
         grace = parse_duration(abort_grace, "abort_grace")
-        self._backend = make_backend(backend, cores=cores, memory=memory_mb, gpus=gpus)
-        self._run_dir, self._temporary = _prepare_workdir(workdir)
+        if journal is not None and not isinstance(journal, (str, os.PathLike)):
+            raise ValueError(f"journal={journal!r} must be a directory path")
+        self._config = config
+        self._journal: Journal | None = None
+        self._resumer: Resumer | None = None
+        self._control: ControlServer | None = None
+        self._detach_log: Callable[[], None] | None = None
+        if journal is not None:
+            self._journal = Journal(journal, kind=_owner)
+            self._resumer = Resumer(self._journal.previous, self._journal.run_dir)
+        try:
+            self._backend = make_backend(backend, cores=cores, memory=memory_mb, gpus=gpus)
+        except BaseException:
+            self._close_journal()
+            raise
+        if workdir is None and self._journal is not None:
+            self._run_dir, self._temporary = self._journal.run_dir, False
+        else:
+            self._run_dir, self._temporary = _prepare_workdir(workdir)
         packer = Packer(self._backend.capacity(), self._max_jobs, self._queues, self._tokens)
-        self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace)
+        self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace,
+                              journal=self._journal)
+        self._engine.on_stopped = self._finish_outside_loop
         self._plain = Submitter(self, {})
         self._lock = threading.Lock()  # guards the registry below and shutdown
         self._by_id: dict[int | str, Job] = {}
         self._by_name: dict[str, list[Job]] = {}
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(self._resumer.first_free_id if self._resumer else 1)
         self._shut = False
         self._exit_hook_set = False
         self._owner_pid = os.getpid()
+        self._owner_kind = _owner
+        if self._journal is not None:
+            self._detach_log = attach_run_log(self._journal.run_dir)
+            self._control = ControlServer(self, self._journal.run_dir)
+            self._control.start()
+            self._set_exit_hook()
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -223,20 +267,35 @@ class Scheduler(Executor):
             except ResourceError as error:
                 raise ResourceError(f"job {job.name!r} {error}") from None
             self._check_queue_and_tokens(job)
-            job_id = job.id if job.id is not None else next(self._ids)
+            job_id = job.id if job.id is not None or self._resumer else next(self._ids)
             if isinstance(job_id, str) and (job_id in ("", ".", "..") or "/" in job_id
                                             or "\0" in job_id):
                 raise ValueError(f"job id {job_id!r} cannot name a directory: use a non-empty "
                                  "string without '/'")
             if job_id in self._by_id or job_id in taken:
                 raise ValueError(f"job id {job_id!r} is already used in this scheduler")
-            taken.add(job_id)
+            if job_id is not None:
+                taken.add(job_id)
             ids.append(job_id)
             _pickle_call(job)
+            if job.spec.notify:
+                self._notifier()  # a bad [smtp] config is reported now, not at the first mail
+        if self._resumer is not None:
+            ids = self._resumer.plan(batch, lambda: next(self._ids))
         for job in batch:
             for dep in job._value_deps:
                 dep._feeds_values = True
         return ids
+
+    def _notifier(self) -> Notifier:
+        """The e-mail sender, made on first use from the [smtp] config."""
+        if self._engine.notifier is None:
+            from .config import load_config
+            from .notify import Notifier
+
+            config = self._config if self._config is not None else load_config()
+            self._engine.notifier = Notifier(config.smtp)
+        return self._engine.notifier
 
     def _check_queue_and_tokens(self, job: Job) -> None:
         queue = job.spec.queue
@@ -340,11 +399,11 @@ class Scheduler(Executor):
 
     def pause(self) -> None:
         """Start nothing new; running jobs finish. Undo with :meth:`resume`."""
-        self._engine.call(setattr, self._engine, "paused", True)
+        self._engine.call(self._engine.set_paused, True)
 
     def resume(self) -> None:
         """Start jobs again after :meth:`pause`."""
-        self._engine.post(setattr, self._engine, "paused", False)
+        self._engine.post(self._engine.set_paused, False)
 
     @property
     def paused(self) -> bool:
@@ -410,12 +469,45 @@ class Scheduler(Executor):
             self._engine.close(wait=False)
         if wait:
             try:
-                self._engine.stopped.wait()
+                self._engine.finished.wait()
             except BaseException:
                 self.interrupt()
-                self._engine.stopped.wait()
+                self._engine.finished.wait()
                 raise
             self._remove_temporary_files()
+
+    def _finish_outside_loop(self) -> None:
+        """After the loop stopped: stop serving, send queued mail, close the journal."""
+        if self._control is not None:
+            self._control.stop()
+        notifier = self._engine.notifier
+        if notifier is not None:
+            notifier.close()
+        self._close_journal()
+
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+        if self._detach_log is not None:
+            self._detach_log()
+            self._detach_log = None
+
+    @property
+    def run_dir(self) -> Path:
+        """The directory holding the jobs' files (and the journal, if any)."""
+        return self._run_dir
+
+    @staticmethod
+    def open(path: str | os.PathLike[str]) -> Run:
+        """Read a journaled run back: its jobs, statuses and results.
+
+        Starts no backend and takes no lock: a run that is still going can be
+        read while its driver works. See :class:`corral.Run`.
+
+        Raises:
+            FileNotFoundError: *path* holds no journal.
+        """
+        return Run(path)
 
     def _refuse_on_loop_thread(self, what: str) -> None:
         if threading.current_thread() is self._engine._thread:

@@ -112,6 +112,8 @@ class JobSpec:
     timeout_s: float | None = None
     cwd: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    notify: tuple[str, ...] = ()
+    notify_on: str = "failure"
 
     @property
     def kill_after_s(self) -> float | None:
@@ -203,5 +205,6 @@ def make_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
         task=task, resources=resources, name=values["name"] or task.label,
         after=values["after"], queue=values["queue"], tokens=values["tokens"],
         priority=values["priority"], retries=values["retries"], timeout_s=values["timeout"],
-        cwd=values["cwd"], env=values["env"],
+        cwd=values["cwd"], env=values["env"], notify=values["notify"],
+        notify_on=values["notify_on"],
     )

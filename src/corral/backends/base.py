@@ -36,6 +36,9 @@ class Submission:
     argv: tuple[str, ...] = ()
     cwd: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    #: Write the outcome to ``jobdir/result`` before reporting it, so that a
+    #: driver killed in between finds it on resume (journaled runs only).
+    durable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

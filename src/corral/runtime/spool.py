@@ -27,10 +27,10 @@ def hand_over(spool: int, jobdir: str, name: str) -> None:
     if not size:
         return
     try:
-        os.mkdir(jobdir)
+        os.mkdir(jobdir, 0o700)
     except FileExistsError:
         pass
-    target = os.open(os.path.join(jobdir, name), _OUTPUT_FLAGS, 0o644)
+    target = os.open(os.path.join(jobdir, name), _OUTPUT_FLAGS, 0o600)
     try:
         offset = 0
         while offset < size:

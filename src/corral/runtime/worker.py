@@ -3,10 +3,14 @@
 Started by the local backend as ``python -c ...worker.main()`` with two pipe
 file descriptors. Each request is one framed pickle::
 
-    (job_id, jobdir, payload, upstream, env, cwd)
+    (job_id, jobdir, payload, upstream, env, cwd, durable)
 
 and each reply is ``(job_id, ok, blob)`` where *blob* is the pickled return
-value or a packed exception (see :mod:`corral.runtime.payload`).
+value or a packed exception (see :mod:`corral.runtime.payload`). With
+*durable* set (a journaled run) the reply is also appended to the run's
+outcome log before it is sent (see :mod:`corral.runtime.outcomes`): a driver
+killed in between finds it there when it resumes, instead of running the
+job twice.
 
 The worker's file descriptors 1 and 2 go to spool files (so output of C
 extensions and child processes is caught too); after each call what the job
@@ -27,6 +31,7 @@ import sys
 from . import abort
 from .payload import dumps_error, dumps_value, loads_call
 from .spool import hand_over, open_spool
+from .outcomes import OutcomeLog
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -129,9 +134,9 @@ class _JobContext:
             os.chdir(self.home)
 
 
-def run_request(message: bytes, home: str, spool: _Spool) -> bytes:
+def run_request(message: bytes, home: str, spool: _Spool, outcomes: OutcomeLog) -> bytes:
     """Run one request and return the reply, never raising."""
-    job_id, jobdir, payload, upstream, env, cwd = pickle.loads(message)
+    job_id, jobdir, payload, upstream, env, cwd, durable = pickle.loads(message)
     abort.reset()
     try:
         with _JobContext(job_id, env, cwd, home):
@@ -156,7 +161,14 @@ def run_request(message: bytes, home: str, spool: _Spool) -> bytes:
         spool.hand_over(jobdir)
     except OSError as error:
         reply = (job_id, False, dumps_error(OSError(f"cannot save the job's output: {error}")))
-    return pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+    blob = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+    if durable:
+        try:
+            outcomes.append(jobdir, blob)
+        except OSError as error:
+            reply = (job_id, False, dumps_error(OSError(f"cannot record the job's outcome: {error}")))
+            blob = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+    return blob
 
 
 def main() -> None:
@@ -171,9 +183,10 @@ def main() -> None:
     requests = Connection(read_fd, writable=False)
     replies = Connection(write_fd, readable=False)
     home = os.getcwd()
+    outcomes = OutcomeLog()
     while True:
         try:
             message = requests.recv_bytes()
         except (EOFError, OSError):
             return
-        replies.send_bytes(run_request(message, home, spool))
+        replies.send_bytes(run_request(message, home, spool, outcomes))

@@ -1,0 +1,101 @@
+"""The journal's cost: the core workloads with ``journal=`` on and off, in the same run.
+
+The journal writes once per control-loop iteration (one SQLite transaction in
+WAL mode) and has the worker write each Python call's outcome to its job
+directory before reporting it. The target (issue 3): within 10 % of the
+figures without the journal.
+
+    python benchmarks/bench_journal.py            # print the table
+    python benchmarks/bench_journal.py --write    # also refresh benchmarks/RESULTS.md
+
+Both schedulers are warm and run the workloads alternately; each figure is
+the median of --repeat runs. A journaled run that is resumed would return
+every result from the journal, so each repetition uses a fresh run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import corral  # noqa: E402
+from bench_core import SLOTS, dag_corral, latency, layered_dag, noop, noop_corral, timed, true_corral  # noqa: E402
+
+
+def fresh(journal: bool, scratch: Path) -> corral.Scheduler:
+    if not journal:
+        return corral.Scheduler(cores=SLOTS)
+    return corral.Scheduler(cores=SLOTS, journal=tempfile.mkdtemp(dir=scratch))
+
+
+def measure(workload: Callable[[corral.Scheduler], object], journal: bool, scratch: Path) -> float:
+    """Time *workload* on a scheduler whose workers are already started."""
+    with fresh(journal, scratch) as scheduler:
+        noop_corral(scheduler, 20)  # warm: worker start-up is not what we compare
+        return timed(lambda: workload(scheduler))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--write", action="store_true")
+    options = parser.parse_args()
+    graph = layered_dag()
+    workloads: dict[str, Callable[[corral.Scheduler], object]] = {
+        "1,000 no-op calls": lambda s: noop_corral(s, 1000),
+        "200 `true` commands": lambda s: true_corral(s, 200),
+        "layered DAG, 10,000 no-op calls": lambda s: dag_corral(s, graph),
+        "submit -> result, one call (x200)": lambda s: latency(lambda: s.submit(noop)),
+    }
+    scratch = Path(tempfile.mkdtemp(prefix="corral-bench-journal-"))
+    rows = []
+    try:
+        for name, workload in workloads.items():
+            samples: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(options.repeat):
+                for journal in (False, True):
+                    samples[journal].append(measure(workload, journal, scratch))
+            off, on = (statistics.median(samples[flag]) for flag in (False, True))
+            rows.append((name, off, on))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    lines = ["| workload | journal off | journal on | on/off |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {off:.3f} s | {on:.3f} s | {on / off:.2f} |" for name, off, on in rows]
+    table = "\n".join(lines)
+    print(table)
+    if options.write:
+        write_results(table, options)
+
+
+def write_results(table: str, options: argparse.Namespace) -> None:
+    path = Path(__file__).with_name("RESULTS.md")
+    text = path.read_text()
+    start, end = "<!-- journal:start -->", "<!-- journal:end -->"
+    command = "python benchmarks/bench_journal.py --write" + (
+        f" --repeat {options.repeat}" if options.repeat != 5 else "")
+    section = (f"{start}\n## The journal's cost\n\n"
+               f"Made by `{command}` on {time.strftime('%Y-%m-%d')}, "
+               f"{platform.python_implementation()} {platform.python_version()}, "
+               f"{os.cpu_count()} CPUs. Same workloads as above, `Scheduler(journal=...)` on and "
+               f"off, alternating, medians of {options.repeat}. Target: on/off within 1.10.\n\n"
+               f"{table}\n{end}")
+    if start in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

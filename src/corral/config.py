@@ -1,0 +1,476 @@
+"""Config files and named profiles, read in one place.
+
+corral reads two TOML files: the user's (``$CORRAL_CONFIG``, else the
+platform's config folder) and ``corral.toml`` in the working directory, which
+overrides the first key by key. They hold the ``[smtp]`` settings used to mail
+job notices and ``[profiles.NAME]`` tables of job options, so that a set of
+options typed often (``walltime``, ``memory``, ``notify``...) gets a name.
+
+Everything is checked when the files are loaded, and every error is a
+:class:`ConfigError` that names the file, the line and the dotted key, so a
+typo in a profile is found before a job is submitted with it, and where it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from .errors import CorralError
+from .options import parse_options
+from .units import DURATION_FORMS, parse_duration
+
+__all__ = [
+    "CONFIG_NAME",
+    "Config",
+    "ConfigError",
+    "SmtpSettings",
+    "load_config",
+    "user_config_path",
+]
+
+#: The file name of both the user's config file and the local one.
+CONFIG_NAME = "corral.toml"
+
+_TABLES = ("smtp", "profiles")
+#: Options a profile may not hold, and why.
+_NOT_IN_PROFILES = {
+    "after": "after= names jobs of one run, so it cannot be part of a profile in a config "
+             "file; pass it when submitting",
+}
+
+
+class ConfigError(CorralError, ValueError):
+    """A config file that cannot be read or holds a wrong key or value.
+
+    ``str()`` is one line, ``PATH:LINE: KEY: PROBLEM``, the form editors and
+    terminals turn into a link; ``path``, ``line`` (int or None), ``key``
+    (dotted, e.g. ``profiles.short.memory``, or None) and ``problem`` are
+    also attributes.
+    """
+
+    def __init__(self, problem: str, *, path: str | os.PathLike[str],
+                 line: int | None = None, key: str | None = None) -> None:
+        self.problem = problem
+        self.path = Path(path)
+        self.line = line
+        self.key = key
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+    def __reduce__(self):  # keep the keyword fields when pickled
+        return (_rebuild_config_error, (self.problem, self.path, self.line, self.key))
+
+
+def _rebuild_config_error(problem: str, path: Path, line: int | None,
+                          key: str | None) -> ConfigError:
+    return ConfigError(problem, path=path, line=line, key=key)
+
+
+def _default_sender() -> str:
+    return f"corral@{socket.gethostname()}"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """How to reach the mail server that delivers job notices.
+
+    ``password`` is never read from a file: it comes from the environment
+    variable named by ``password_env`` in ``[smtp]``, and is left out of
+    ``repr()``.
+    """
+
+    host: str = "localhost"
+    port: int = 25
+    sender: str = field(default_factory=_default_sender)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: bool = False
+    ssl: bool = False
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the config files say: profiles, SMTP settings, and where it came from.
+
+    ``profiles`` maps a profile name to its job options exactly as written
+    (``"2G"`` stays ``"2G"``), ready for ``Scheduler.options(**profile)`` or the
+    command line. ``sources`` are the files actually read; ``searched`` all the
+    files looked for, read or not, so messages can say where to write.
+    """
+
+    profiles: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({}))
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    sources: tuple[Path, ...] = ()
+    searched: tuple[Path, ...] = ()
+
+    def profile(self, name: str) -> dict[str, Any]:
+        """Return a copy of the job options of profile *name*, as written.
+
+        Raises:
+            ValueError: no profile has that name; the message suggests the
+                closest name and says which files profiles come from.
+        """
+        if name in self.profiles:
+            return copy.deepcopy(dict(self.profiles[name]))
+        if not self.profiles:
+            where = " or ".join(str(path) for path in self.searched) or "a corral.toml file"
+            raise ValueError(f"unknown profile {name!r}: no profiles are defined; "
+                             f"add a [profiles.{_dotted((name,))}] table to {where}")
+        known = sorted(self.profiles)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"known profiles: {', '.join(known)}"
+        sources = ", ".join(str(path) for path in self.sources)
+        raise ValueError(f"unknown profile {name!r}; {hint} (profiles come from {sources})")
+
+
+def user_config_path() -> Path:
+    """Return the user's config file: ``$CORRAL_CONFIG``, else the platform's place.
+
+    The platform's place is ``platformdirs.user_config_path("corral")``, e.g.
+    ``~/.config/corral/corral.toml`` on Linux. The file need not exist.
+    """
+    override = os.environ.get("CORRAL_CONFIG")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs  # only needed when no override is set
+
+    return platformdirs.user_config_path("corral") / CONFIG_NAME
+
+
+def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
+    """Read the user's config file, then ``corral.toml`` in *cwd*, and check both.
+
+    *cwd* defaults to the current directory. A missing file counts as empty.
+    The local file overrides the user's: a profile in both is merged option by
+    option and ``[smtp]`` key by key, the local value winning. The SMTP password
+    is read from the environment variable named by ``smtp.password_env`` now.
+
+    Raises:
+        ConfigError: a file cannot be read or is not valid TOML, or holds an
+            unknown table, an unknown or invalid job option in a profile, or a
+            bad ``[smtp]`` key or value; the error names file, line and key.
+    """
+    local = Path(os.getcwd() if cwd is None else cwd) / CONFIG_NAME
+    searched = [user_config_path()]
+    if not _same_file(local, searched[0]):
+        searched.append(local)
+    profiles: dict[str, dict[str, Any]] = {}
+    smtp: dict[str, _Origin] = {}
+    sources = []
+    for path in searched:
+        layer = _read(path)
+        if layer is None:
+            continue
+        sources.append(path)
+        for name, options in layer.profiles().items():
+            profiles.setdefault(name, {}).update(options)
+        smtp.update(layer.smtp())
+    frozen = {name: MappingProxyType(options) for name, options in profiles.items()}
+    return Config(profiles=MappingProxyType(frozen), smtp=_smtp_settings(smtp),
+                  sources=tuple(sources), searched=tuple(searched))
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.samefile(second)
+    except OSError:
+        return False
+
+
+# -- one file ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """A raw value and where it was written, for errors found after merging."""
+
+    value: Any
+    path: Path
+    line: int | None
+
+
+class _Layer:
+    """One parsed config file, checked table by table."""
+
+    def __init__(self, path: Path, text: str, data: dict[str, Any]) -> None:
+        self.path = path
+        self._data = data
+        self._lines = _key_lines(text)
+        for table, value in data.items():
+            if table not in _TABLES:
+                self.fail((table,), _unknown("table", table, _TABLES))
+            if not isinstance(value, dict):
+                self.fail((table,), f"must be a table ([{table}]), not {_kind(value)}")
+
+    def fail(self, key: tuple[str, ...], problem: str) -> NoReturn:
+        raise ConfigError(problem, path=self.path, line=self.line(key), key=_dotted(key))
+
+    def line(self, key: tuple[str, ...]) -> int | None:
+        """The line that defines *key*, else the closest enclosing table's."""
+        for end in range(len(key), 0, -1):
+            line = self._lines.get(key[:end])
+            if line is not None:
+                return line
+        return None
+
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        checked = {}
+        for name, options in self._data.get("profiles", {}).items():
+            if not isinstance(options, dict):
+                self.fail(("profiles", name), f"a profile must be a table of job options "
+                                              f"([profiles.{_dotted((name,))}]), "
+                                              f"not {_kind(options)}")
+            for option, value in options.items():
+                key = ("profiles", name, option)
+                if option in _NOT_IN_PROFILES:
+                    self.fail(key, _NOT_IN_PROFILES[option])
+                try:
+                    parse_options({option: value})
+                except ValueError as error:
+                    self.fail(key, str(error))
+            checked[name] = options
+        return checked
+
+    def smtp(self) -> dict[str, _Origin]:
+        checked = {}
+        for name, value in self._data.get("smtp", {}).items():
+            key = ("smtp", name)
+            check = _SMTP_KEYS.get(name)
+            if check is None:
+                if name == "password":
+                    self.fail(key, "passwords are not stored in config files; put it in an "
+                                   "environment variable and name that with password_env")
+                self.fail(key, _unknown("smtp setting", name, _SMTP_KEYS))
+            try:
+                checked[name] = _Origin(check(value, name), self.path, self.line(key))
+            except ValueError as error:
+                self.fail(key, str(error))
+        return checked
+
+
+def _read(path: Path) -> _Layer | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file: {error.strerror or error}",
+                          path=path) from error
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text, as TOML must be", path=path, line=line) from error
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        at = _TOML_POSITION.search(message)
+        if at:
+            line, column = int(at["line"]), int(at["column"])
+            problem = f"invalid TOML at column {column}: {message[:at.start()].rstrip()}"
+        else:  # "(at end of document)"
+            line = text.count("\n") + (0 if text.endswith("\n") else 1)
+            problem = f"invalid TOML: {message}"
+        raise ConfigError(problem, path=path, line=line) from error
+    return _Layer(path, text, data)
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (?P<line>\d+), column (?P<column>\d+)\)")
+
+
+# -- [smtp] ----------------------------------------------------------------------------------
+
+def _string(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, not {_kind(value)}")
+    return value.strip()
+
+
+def _port(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{name}={value!r} must be an int from 1 to 65535 "
+                         "(25, or 587 with starttls, or 465 with ssl)")
+    return value
+
+
+def _sender(value: Any, name: str) -> str:
+    if not isinstance(value, str) or "@" not in parseaddr(value)[1]:
+        raise ValueError(f"{name}={value!r} must be an e-mail address such as "
+                         "'corral@lab.example.org'")
+    return value
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{name}={value!r} must be true or false")
+
+
+def _timeout(value: Any, name: str) -> float:
+    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return parse_duration(value, name)
+    raise ValueError(f"{name}={value!r} is not a duration; use {DURATION_FORMS}")
+
+
+def _env_name(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"{name}={value!r} must be the name of an environment variable, "
+                         "such as 'CORRAL_SMTP_PASSWORD'")
+    return value
+
+
+_SMTP_KEYS: dict[str, Callable[[Any, str], Any]] = {
+    "host": _string,
+    "port": _port,
+    "from": _sender,
+    "username": _string,
+    "password_env": _env_name,
+    "starttls": _bool,
+    "ssl": _bool,
+    "timeout": _timeout,
+}
+
+
+def _smtp_settings(keys: Mapping[str, _Origin]) -> SmtpSettings:
+    def fail(name: str, problem: str) -> NoReturn:
+        origin = keys[name]
+        raise ConfigError(problem, path=origin.path, line=origin.line, key=f"smtp.{name}")
+
+    values = {name: origin.value for name, origin in keys.items()}
+    if values.get("starttls") and values.get("ssl"):
+        fail("ssl", "ssl and starttls exclude each other: use ssl = true for a server that "
+                    "speaks TLS from the start (port 465), starttls = true for one that "
+                    "upgrades a plain connection (port 587)")
+    password = None
+    if "password_env" in values:
+        variable = values["password_env"]
+        if "username" not in values:
+            fail("password_env", "a password needs a username: set smtp.username too")
+        password = os.environ.get(variable)
+        if password is None:
+            fail("password_env", f"the environment variable {variable!r} is not set; "
+                                 "export it with the SMTP password")
+    settings = SmtpSettings()
+    return SmtpSettings(
+        host=values.get("host", settings.host),
+        port=values.get("port", settings.port),
+        sender=values.get("from", settings.sender),
+        username=values.get("username"),
+        password=password,
+        starttls=values.get("starttls", False),
+        ssl=values.get("ssl", False),
+        timeout=values.get("timeout", settings.timeout),
+    )
+
+
+# -- where keys are written ---------------------------------------------------------------
+
+_BARE = r"[A-Za-z0-9_-]+"
+_PART = rf"""(?:{_BARE}|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
+_DOTTED_KEY = rf"{_PART}(?:[ \t]*\.[ \t]*{_PART})*"
+_HEADER = re.compile(rf"\[\[?[ \t]*(?P<key>{_DOTTED_KEY})[ \t]*\]\]?")
+_KEY = re.compile(rf"(?P<key>{_DOTTED_KEY})[ \t]*=")
+_STRING = re.compile(
+    r'"{3}(?:[^\\]|\\.)*?"{3,5}'  # multi-line basic: it may end in up to 5 quotes
+    r"|'{3}.*?'{3,5}"  # multi-line literal
+    r'|"(?:[^"\\\n]|\\.)*"'  # basic
+    r"|'[^'\n]*'",  # literal
+    re.DOTALL,
+)
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map every key path (table headers, dotted and inline keys) to its first line.
+
+    tomllib keeps no positions, so this scans the text, which tomllib has
+    already accepted: it only needs to tell keys from values, not to judge.
+    """
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    last: tuple[str, ...] = ()  # the key whose value is being read
+    nesting: list[tuple[str, ...] | None] = []  # open inline tables (their key) and arrays (None)
+    expect_key = True
+    line, pos = 1, 0
+    while pos < len(text):
+        char = text[pos]
+        if char == "\n":
+            line += 1
+            expect_key = not nesting
+            pos += 1
+        elif char in " \t\r":
+            pos += 1
+        elif char == "#":
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+        elif expect_key and not nesting and (header := _HEADER.match(text, pos)):
+            table = _split_key(header["key"])
+            lines.setdefault(table, line)
+            expect_key = False
+            pos = header.end()
+        elif expect_key and (key := _KEY.match(text, pos)):
+            last = (nesting[-1] or ()) if nesting else table
+            last = last + _split_key(key["key"])
+            for end in range(len(table) + 1, len(last) + 1):
+                lines.setdefault(last[:end], line)
+            expect_key = False
+            pos = key.end()
+        elif string := _STRING.match(text, pos):
+            line += string.group().count("\n")
+            pos = string.end()
+        else:
+            if char == "{":
+                nesting.append(last)
+                expect_key = True
+            elif char == "[":
+                nesting.append(None)
+            elif char in "]}" and nesting:
+                nesting.pop()
+            elif char == ",":
+                expect_key = bool(nesting) and nesting[-1] is not None
+            pos += 1
+    return lines
+
+
+def _split_key(dotted: str) -> tuple[str, ...]:
+    return tuple(_unquote(part) for part in re.findall(_PART, dotted))
+
+
+def _unquote(part: str) -> str:
+    if part.startswith('"'):
+        return tomllib.loads(f"k = {part}")["k"]
+    if part.startswith("'"):
+        return part[1:-1]
+    return part
+
+
+def _dotted(key: Iterable[str]) -> str:
+    """Write a key path as TOML would: ``profiles.short.memory``, quoting odd parts."""
+    return ".".join(part if re.fullmatch(_BARE, part) else f'"{part}"' for part in key)
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+def _unknown(what: str, name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    return f"unknown {what} {name!r}; {hint}"
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+             list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)

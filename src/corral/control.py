@@ -1,0 +1,182 @@
+"""Control a journaled run from another process, over a Unix socket.
+
+The process that drives a run (a script's Scheduler or the daemon) serves
+``<run dir>/control.sock``; the ``corral`` command sends it one request per
+connection: a line of JSON such as ``{"verb": "pause"}``, answered by a line
+of JSON, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+
+Only the run's user may talk to it: the socket lives in the 0700 run
+directory, is itself 0600, and the server also checks the caller's uid
+(``SO_PEERCRED``) and refuses anyone else, root included.
+
+Unix socket paths are limited to 107 bytes; a deep run directory is reached
+through ``/proc/self/fd/<dir fd>/`` instead of its full path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CorralError
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+__all__ = ["SOCKET_FILE", "ControlServer", "NoDriver", "send_request"]
+
+log = logging.getLogger(__name__)
+
+SOCKET_FILE = "control.sock"
+_MAX_REQUEST = 1 << 20
+_SUN_PATH_MAX = 107
+
+
+class NoDriver(CorralError):
+    """No live process serves the run's control socket."""
+
+
+@contextlib.contextmanager
+def _socket_path(run_dir: Path) -> Iterator[str]:
+    path = os.fspath(run_dir / SOCKET_FILE)
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        yield path
+        return
+    directory = os.open(run_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{directory}/{SOCKET_FILE}"
+    finally:
+        os.close(directory)
+
+
+def _read_line(connection: socket.socket) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.endswith(b"\n") or size > _MAX_REQUEST:
+            break
+    return b"".join(chunks)
+
+
+def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
+                 timeout: float = 60.0) -> dict[str, Any]:
+    """Send one request to the run's driver and return its answer.
+
+    Raises:
+        NoDriver: nothing serves the run (no socket, or a stale one).
+        PermissionError: the run belongs to another user.
+        CorralError: the driver refused the request (its message says why).
+    """
+    run_dir = Path(run_dir)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(timeout)
+        with _socket_path(run_dir) as path:
+            try:
+                connection.connect(path)
+            except (FileNotFoundError, ConnectionRefusedError) as error:
+                raise NoDriver(f"no corral process drives the run at {run_dir}") from error
+        connection.sendall(json.dumps(request).encode() + b"\n")
+        answer = _read_line(connection)
+    if not answer:
+        raise CorralError(f"the process driving {run_dir} closed the connection without answering")
+    reply = json.loads(answer)
+    if not reply.get("ok"):
+        raise CorralError(reply.get("error") or "the request was refused")
+    return reply
+
+
+class ControlServer:
+    """Serves control requests for one Scheduler on a thread of its own."""
+
+    def __init__(self, scheduler: Scheduler, run_dir: Path) -> None:
+        self.scheduler = scheduler
+        self.run_dir = run_dir
+        self.last_request = 0.0  # time.monotonic() of the last request served
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            with _socket_path(self.run_dir) as path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # left by a driver that died; we hold the run's lock
+                listener.bind(path)
+        finally:
+            os.umask(old)
+        listener.listen(16)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._serve, name="corral-control", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        listener.close()
+        with contextlib.suppress(OSError), _socket_path(self.run_dir) as path:
+            os.unlink(path)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+
+    def _serve(self) -> None:
+        listener = self._listener
+        while not self._stopping and listener is not None:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                try:
+                    self._answer(connection)
+                except Exception:
+                    log.exception("control request failed")
+
+    def _answer(self, connection: socket.socket) -> None:
+        import time
+
+        connection.settimeout(30)
+        uid = _peer_uid(connection)
+        if uid != os.geteuid():
+            log.warning("refused a control request from uid %s", uid)
+            reply: dict[str, Any] = {"ok": False, "error": (
+                f"permission denied: this run belongs to uid {os.geteuid()}")}
+        else:
+            try:
+                request = json.loads(_read_line(connection) or b"{}")
+                reply = {"ok": True, **self._handle(request)}
+            except Exception as error:
+                reply = {"ok": False, "error": str(error) or type(error).__name__}
+        self.last_request = time.monotonic()
+        connection.sendall(json.dumps(reply).encode() + b"\n")
+
+    def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        from .control_verbs import handle
+
+        return handle(self.scheduler, request)
+
+
+def _peer_uid(connection: socket.socket) -> int:
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", credentials)
+    return uid

@@ -1,0 +1,133 @@
+"""What each control request does to the Scheduler that drives a run.
+
+Requests arrive from :mod:`corral.control` as plain dicts. A job that is not
+in the driver's memory any more (it finished in an earlier session) is looked
+up in the journal, so that ``corral cancel 3`` on a finished job says that it
+finished instead of "unknown job".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .errors import CorralError
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+__all__ = ["handle", "VERBS"]
+
+
+def _ping(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    return {"pid": os.getpid(), "kind": scheduler._owner_kind, "paused": scheduler.paused,
+            "unfinished": scheduler._engine.unfinished}
+
+
+def _live_or_stored(scheduler: Scheduler, job_id: Any):
+    """(live Job, None) or (None, the journal's record); CorralError if unknown."""
+    for key in (job_id, _as_int(job_id)):
+        if key is None:
+            continue
+        with scheduler._lock:
+            job = scheduler._by_id.get(key)
+        if job is not None:
+            return job, None
+    from .run import Run
+
+    try:
+        return None, Run(scheduler._journal.run_dir).job(job_id)
+    except KeyError:
+        raise CorralError(f"no job {job_id} in this run") from None
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    command = request.get("command")
+    if not command or not isinstance(command, (str, list)):
+        raise CorralError("submit needs a command")
+    options = dict(request.get("options") or {})
+    after = []
+    for parent_id in request.get("after") or []:
+        job, stored = _live_or_stored(scheduler, parent_id)
+        if job is not None:
+            after.append(job)
+        elif stored.status is not JobStatus.COMPLETED:
+            raise CorralError(f"job {stored.id} ended {stored.status.name}; a job after it "
+                              "would never run")
+    if after:
+        options["after"] = after
+    job = scheduler.shell(command, **options)
+    scheduler._engine.call(scheduler._journal.flush)  # the id we answer is on disk
+    return {"id": job.id}
+
+
+def _cancel(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    cancelled, problems = [], []
+    for job_id in request.get("ids") or []:
+        try:
+            job, stored = _live_or_stored(scheduler, job_id)
+        except CorralError as error:
+            problems.append(str(error))
+            continue
+        if job is not None and job.cancel():
+            cancelled.append(job.id)
+        else:
+            status = job.status if job is not None else stored.status
+            problems.append(f"job {job_id} already ended {status.name}")
+    return {"cancelled": cancelled, "problems": problems}
+
+
+def _pause(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    scheduler.pause()
+    return {"paused": True}
+
+
+def _resume(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    scheduler.resume()
+    return {"paused": False}
+
+
+def _abort(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    job_id = request.get("id")
+    if job_id is None:
+        running = scheduler.qsize("active")
+        scheduler.abort()
+        return {"aborted": running}
+    job, stored = _live_or_stored(scheduler, job_id)
+    if job is None:
+        raise CorralError(f"job {job_id} is not running: it ended {stored.status.name}")
+    scheduler.abort(job)
+    return {"aborted": 1}
+
+
+def _clear(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    return {"cleared": scheduler.clear()}
+
+
+def _stop(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    stop = getattr(scheduler, "_stop_requested", None)
+    if not isinstance(stop, threading.Event):
+        raise CorralError("this run is driven by a script; stop the script itself "
+                          "(or cancel its jobs)")
+    stop.set()
+    return {}
+
+
+VERBS = {"ping": _ping, "submit": _submit, "cancel": _cancel, "pause": _pause,
+         "resume": _resume, "abort": _abort, "clear": _clear, "stop": _stop}
+
+
+def handle(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+    verb = request.get("verb")
+    action = VERBS.get(verb)  # type: ignore[arg-type]
+    if action is None:
+        raise CorralError(f"unknown request {verb!r}; known: {', '.join(sorted(VERBS))}")
+    return action(scheduler, request)

@@ -1,0 +1,134 @@
+"""What identifies a job across runs, and how the journal describes it.
+
+Resuming a run means recognising, in a fresh process, the jobs that a previous
+process already ran. A job's *key* is therefore computed from what it does,
+never from memory addresses or submission times:
+
+* a job given an explicit ``id`` is keyed by that id;
+* otherwise by a digest of its task (function by module, qualified name and
+  bytecode; a ``module:function`` target, a script or a command by their text),
+  its arguments, name, directory and environment, and the keys of the jobs it
+  depends on. Identical jobs submitted several times are numbered in order
+  (``…#2``), so a deterministic script maps onto its previous run job by job.
+
+Resources, retries and priority are left out: asking for more memory does not
+change what a finished job computed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import marshal
+import pickle
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from .spec import Call, FunctionRef, Script, Shell
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["job_digest", "describe"]
+
+
+def _callable_identity(fn: Any) -> bytes:
+    try:
+        return _cached_identity(fn)
+    except TypeError:  # an unhashable callable object
+        return _identity(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_identity(fn: Any) -> bytes:
+    return _identity(fn)
+
+
+def _identity(fn: Any) -> bytes:
+    module = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return f"{module}:{name}:".encode() + marshal.dumps(code) + _stable_bytes(
+            getattr(fn, "__defaults__", None))
+    return f"{module}:{name}:".encode() + _stable_bytes(fn)
+
+
+def _stable_bytes(value: Any) -> bytes:
+    """Bytes that are equal for equal plain values across processes.
+
+    Plain pickle is deterministic for the data people pass as arguments; for
+    what it cannot pickle (lambdas, closures) cloudpickle is close enough: at
+    worst a job is not recognised and runs again, never the wrong way round.
+    """
+    try:
+        return pickle.dumps(value, 4)
+    except Exception:
+        try:
+            import cloudpickle
+
+            return cloudpickle.dumps(value, 4)
+        except Exception:
+            return repr(value).encode()
+
+
+def job_digest(job: Job) -> str:
+    """A digest of what *job* does (see the module docstring); without the
+    ``#n`` occurrence number, which the scheduler adds."""
+    task = job.spec.task
+    digest = hashlib.sha256()
+    if isinstance(task, Call):
+        args, kwargs = job._call_parts
+        digest.update(b"call\0" + _callable_identity(task.fn) + _stable_bytes((args, kwargs)))
+    elif isinstance(task, FunctionRef):
+        args, kwargs = job._call_parts
+        digest.update(b"function\0" + task.target.encode() + _stable_bytes((args, kwargs)))
+    elif isinstance(task, Script):
+        digest.update(b"script\0" + task.path.encode() + _stable_bytes(job._argv_template))
+    elif isinstance(task, Shell):
+        command = task.command if isinstance(task.command, str) else job._argv_template
+        digest.update(b"shell\0" + _stable_bytes(command))
+    spec = job.spec
+    digest.update(_stable_bytes((spec.name, spec.cwd, spec.env)))
+    for dep in job._deps:
+        digest.update(b"\0after\0" + str(dep._key).encode())
+    return digest.hexdigest()[:24]
+
+
+def describe(job: Job) -> tuple[str, str, dict[str, Any]]:
+    """``(kind, command line for people, spec)`` as the journal stores them.
+
+    The spec holds plain JSON values: resources in MB and seconds, the other
+    options, and for commands the task itself, so that the daemon can run a
+    ``corral submit`` job again after a restart.
+    """
+    task = job.spec.task
+    spec = job.spec
+    resources = spec.resources
+    record: dict[str, Any] = {
+        "cores": resources.cores, "memory_mb": resources.memory_mb,
+        "walltime_s": resources.walltime_s, "gpus": resources.gpus, "queue": spec.queue,
+        "tokens": spec.tokens, "priority": spec.priority, "retries": spec.retries,
+        "timeout_s": spec.timeout_s, "cwd": spec.cwd, "env": dict(spec.env),
+        "notify": list(spec.notify), "notify_on": spec.notify_on,
+    }
+    if isinstance(task, Call):
+        kind = "call"
+        name = getattr(task.fn, "__qualname__", None) or repr(task.fn)
+        command = f"{getattr(task.fn, '__module__', '?')}.{name}(…)"
+    elif isinstance(task, FunctionRef):
+        kind, command = "function", f"{task.target}(…)"
+    elif isinstance(task, Script):
+        kind = "script"
+        record["script"] = task.path
+        record["python"] = task.python
+        command = shlex.join([task.path, *map(str, task.argv)])
+    else:
+        kind = "shell"
+        if isinstance(task.command, str):
+            record["shell"] = task.command
+            command = task.command
+        else:
+            record["argv"] = [str(word) for word in task.command]
+            command = shlex.join(record["argv"])
+    return kind, command, record

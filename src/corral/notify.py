@@ -1,0 +1,264 @@
+"""E-mail a notice when a job ends, without ever holding up the scheduler.
+
+A job's ``notify=`` addresses get one message when it fails (or whenever it
+ends, with ``notify_on="end"``). A mail server can be slow or down, so
+:class:`Notifier` only queues messages; one background thread delivers them
+through the ``[smtp]`` settings of :mod:`corral.config`. A delivery that fails
+is logged on ``corral.notify`` and counted; it never raises into the code that
+asked for it, because a lost e-mail must not fail or stall a run.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from .config import SmtpSettings
+from .units import format_duration
+
+__all__ = ["JobNotice", "Notifier", "compose"]
+
+log = logging.getLogger(__name__)
+
+_SUBJECT_REASON_MAX = 120
+
+
+@dataclass(frozen=True, slots=True)
+class JobNotice:
+    """What a notice says about one job: plain values, so it travels anywhere.
+
+    ``started`` and ``ended`` are Unix timestamps; ``stderr_tail`` holds the
+    last lines of the job's stderr ("" when there were none).
+    """
+
+    job_id: int | str
+    name: str
+    status: str
+    reason: str | None = None
+    exit_code: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 1
+    run_dir: str | None = None
+    stderr_tail: str = ""
+    host: str = field(default_factory=socket.gethostname)
+
+
+def compose(record: JobNotice, sender: str, recipients: Sequence[str]) -> EmailMessage:
+    """Build the e-mail for *record*: a one-line subject and a plain-text body.
+
+    The subject reads ``[corral] job 12 'train' FAILED: exit code 3`` so a
+    mailbox list says what happened; the body adds times, host, the stderr
+    tail and the command that shows the whole logs.
+    """
+    message = EmailMessage()
+    message["Subject"] = _subject(record)
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid("corral", domain=record.host)  # getfqdn() may block
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
+    message["X-Corral-Job"] = str(record.job_id)
+    message.set_content(_body(record))
+    return message
+
+
+def _headline(record: JobNotice) -> str:
+    detail = record.reason
+    if not detail and record.exit_code not in (None, 0):
+        detail = f"exit code {record.exit_code}"
+    text = f"job {record.job_id} {record.name!r} {record.status}"
+    if detail:
+        first = " ".join(detail.split())  # a header is one line
+        if len(first) > _SUBJECT_REASON_MAX:
+            first = first[:_SUBJECT_REASON_MAX - 3] + "..."
+        text += f": {first}"
+    return text
+
+
+def _subject(record: JobNotice) -> str:
+    return f"[corral] {_headline(record)}"
+
+
+def _time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+
+
+def _body(record: JobNotice) -> str:
+    duration = "-"
+    if record.started is not None and record.ended is not None:
+        duration = format_duration(max(0.0, record.ended - record.started))
+    rows = [
+        ("status", record.status),
+        ("reason", record.reason or "-"),
+        ("exit code", "-" if record.exit_code is None else str(record.exit_code)),
+        ("attempts", str(record.attempts)),
+        ("started", _time(record.started)),
+        ("ended", _time(record.ended)),
+        ("duration", duration),
+        ("host", record.host),
+        ("run dir", record.run_dir or "-"),
+    ]
+    headline = _headline(record)
+    lines = [headline[0].upper() + headline[1:], ""]
+    lines += [f"  {label:<10} {value}" for label, value in rows]
+    lines.append("")
+    tail = record.stderr_tail.rstrip("\n")
+    if tail:
+        lines.append("Last lines of stderr:")
+        lines += [f"    {line}" for line in tail.splitlines()]
+    else:
+        lines.append("The job wrote nothing to stderr.")
+    if record.run_dir:
+        command = shlex.join(["corral", "--run", record.run_dir, "logs", str(record.job_id),
+                              "--stderr"])
+        lines += ["", "See the whole log with:", f"    {command}"]
+    lines += ["", "-- ", f"Sent by corral on {record.host}."]
+    return "\n".join(lines) + "\n"
+
+
+class Notifier:
+    """Deliver job notices in the background through one SMTP server.
+
+    :meth:`send` queues and returns at once; a daemon thread, started on the
+    first send, opens one SMTP connection per message. A failed delivery is
+    logged on ``corral.notify`` (naming server and recipients) and counted in
+    :attr:`failed`, never raised. :meth:`close` waits for the queue to drain.
+    All methods are thread-safe.
+    """
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self._settings = settings
+        self._condition = threading.Condition()
+        self._queue: collections.deque[tuple[EmailMessage, tuple[str, ...]]] = collections.deque()
+        self._busy = 0  # messages queued or being delivered
+        self._sent = 0
+        self._failed = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def sent(self) -> int:
+        """Messages the server accepted for every recipient."""
+        with self._condition:
+            return self._sent
+
+    @property
+    def failed(self) -> int:
+        """Messages not delivered to every recipient (each one was logged)."""
+        with self._condition:
+            return self._failed
+
+    def __repr__(self) -> str:
+        with self._condition:
+            state = "closed" if self._closed else "open"
+            return (f"<Notifier smtp://{self._settings.host}:{self._settings.port} {state} "
+                    f"sent={self._sent} failed={self._failed} queued={self._busy}>")
+
+    def send(self, notice: JobNotice, recipients: Sequence[str]) -> None:
+        """Queue the notice for *recipients* and return without waiting.
+
+        Raises:
+            ValueError: *recipients* is empty.
+            RuntimeError: the notifier was closed.
+        """
+        recipients = tuple(recipients)
+        if not recipients:
+            raise ValueError(f"no recipients for the notice of job {notice.job_id}")
+        message = compose(notice, self._settings.sender, recipients)
+        with self._condition:
+            if self._closed:
+                raise RuntimeError("the notifier is closed; no more notices can be sent")
+            self._queue.append((message, recipients))
+            self._busy += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._deliver_all,
+                                                name="corral-notify", daemon=True)
+                self._thread.start()
+            self._condition.notify_all()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Refuse new notices, wait up to *timeout* s for queued ones, stop the thread.
+
+        Messages still queued after *timeout* are logged as not sent; the
+        thread is a daemon, so it cannot keep the process alive. Calling
+        ``close`` again is harmless.
+        """
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+            drained = self._condition.wait_for(lambda: self._busy == 0, timeout)
+            left, thread = self._busy, self._thread
+        if not drained:
+            log.warning("%d job notice(s) not yet delivered through %s:%d after %.3g s; "
+                        "giving up on them", left, self._settings.host, self._settings.port,
+                        timeout)
+            return
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _deliver_all(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._queue or self._closed)
+                if not self._queue:
+                    return
+                message, recipients = self._queue.popleft()
+            delivered = self._deliver(message, recipients)
+            with self._condition:
+                self._busy -= 1
+                if delivered:
+                    self._sent += 1
+                else:
+                    self._failed += 1
+                self._condition.notify_all()
+
+    def _deliver(self, message: EmailMessage, recipients: tuple[str, ...]) -> bool:
+        settings = self._settings
+        server = f"{settings.host}:{settings.port}"
+        try:
+            refused = _smtp_send(settings, message, recipients)
+        except Exception as error:  # noqa: BLE001 - any failure is logged, never raised
+            log.error("could not e-mail %r to %s through SMTP server %s: %s: %s",
+                      message["Subject"], ", ".join(recipients), server,
+                      type(error).__name__, error)
+            return False
+        if refused:
+            log.error("SMTP server %s refused %s for %r: %s", server, ", ".join(refused),
+                      message["Subject"],
+                      "; ".join(f"{code} {reply!r}" for code, reply in refused.values()))
+            return False
+        return True
+
+
+def _smtp_send(settings: SmtpSettings, message: EmailMessage,
+               recipients: tuple[str, ...]) -> dict[str, tuple[int, bytes]]:
+    """Deliver over one connection; return the recipients the server refused."""
+    import smtplib  # loaded on first delivery: most runs never send mail
+    import ssl
+
+    if settings.ssl:
+        client: smtplib.SMTP = smtplib.SMTP_SSL(settings.host, settings.port,
+                                                timeout=settings.timeout,
+                                                context=ssl.create_default_context())
+    else:
+        client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+    with client:
+        if settings.starttls:
+            client.starttls(context=ssl.create_default_context())
+        if settings.username:
+            client.login(settings.username, settings.password or "")
+        return client.send_message(message, from_addr=settings.sender,
+                                   to_addrs=list(recipients))

@@ -1,0 +1,125 @@
+"""Match the jobs of a new run against what its journal remembers.
+
+When a script runs again on the same journal, each job it dispatches is looked
+up by its key (:mod:`corral.identity`):
+
+* COMPLETED before: it is not run again; its stored result is returned;
+* left unfinished by a driver that died: if the worker had already logged the
+  call's outcome (:mod:`corral.runtime.outcomes`), the job completed and is
+  treated so; otherwise it runs again (a command still running from the dead
+  driver is killed first, so that it cannot run twice at once);
+* anything else (failed, cancelled, never started): it runs again.
+
+A matched job keeps its old id, and so its job directory; new jobs get ids
+above every id the journal has seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .identity import describe, job_digest
+from .runtime.outcomes import read_outcomes
+from .status import ACTIVE, TERMINAL, JobStatus
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .store import StoredJob
+
+__all__ = ["Resumer"]
+
+log = logging.getLogger(__name__)
+
+_STALE_START_TOLERANCE_S = 5.0
+
+
+class Resumer:
+    """Keys, ids and restored outcomes for a journaled scheduler."""
+
+    def __init__(self, previous: dict[str, StoredJob], run_dir: Path) -> None:
+        self.previous = previous
+        self.run_dir = run_dir
+        self._outcomes = read_outcomes(run_dir) if previous else {}
+        self._occurrences: Counter[str] = Counter()
+        int_ids = [job.id for job in previous.values() if isinstance(job.id, int)]
+        self.first_free_id = max(int_ids, default=0) + 1
+
+    def plan(self, batch: list[Job], new_id) -> list[int | str]:
+        """Key every job of a validated batch (dependencies first) and return its ids.
+
+        *new_id* makes an id for a job the journal has never seen.
+        """
+        ids = []
+        for job in batch:
+            if job.id is not None:
+                key = f"id:{job.id}"
+            else:
+                digest = job_digest(job)
+                self._occurrences[digest] += 1
+                key = f"{digest}#{self._occurrences[digest]}"
+            job._key = key
+            job._journal_entry = (key, *describe(job))
+            stored = self.previous.get(key)
+            if stored is None:
+                ids.append(job.id if job.id is not None else new_id())
+                continue
+            ids.append(stored.id)
+            stored = self._settle_leftover(stored)
+            if stored.status is JobStatus.COMPLETED:
+                job._restored = stored
+            else:
+                self._clear_files(stored)
+        return ids
+
+    def _settle_leftover(self, stored: StoredJob) -> StoredJob:
+        """What became of a job that a dead driver left submitted or running."""
+        if stored.status in TERMINAL:
+            return stored
+        if stored.kind in ("call", "function"):
+            found = self._outcomes.get(str(stored.id))
+            if found is not None and found[0]:
+                return dataclasses.replace(stored, status=JobStatus.COMPLETED, result=found[1],
+                                           exit_code=0)
+        elif stored.status in ACTIVE:
+            _kill_stale_command(stored)
+        return stored
+
+    @staticmethod
+    def _clear_files(stored: StoredJob) -> None:
+        """A job that runs again starts with an empty job directory."""
+        if not stored.jobdir:
+            return
+        for name in ("stdout", "stderr"):
+            try:
+                os.unlink(os.path.join(stored.jobdir, name))
+            except FileNotFoundError:
+                pass
+
+
+def _kill_stale_command(stored: StoredJob) -> None:
+    """Kill a command a dead driver started, if it still runs: it is about to run again.
+
+    Its pid is trusted only if that process started when the journal says the
+    job did, so that a recycled pid is never killed.
+    """
+    if not stored.native_id or not stored.native_id.isdigit() or stored.started is None:
+        return
+    import psutil
+
+    pid = int(stored.native_id)
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return
+    if abs(created - stored.started) > _STALE_START_TOLERANCE_S:
+        return
+    log.warning("killing job %s's command (pid %d), left running by a driver that died; "
+                "it runs again", stored.id, pid)
+    from .proctree import kill_tree
+
+    kill_tree(pid)

@@ -1,0 +1,94 @@
+"""A journaled run read back: ``Scheduler.open(path)`` and the ``corral`` command.
+
+:class:`Run` only reads. It starts no backend, takes no lock and needs no
+live driver, so it works from another terminal while the run goes on, and
+tomorrow after it ended. Each call reads the journal afresh.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .job import Result
+from .status import JobStatus
+from .store import StoredJob, journal_path, owner_of, read_events, read_jobs, read_meta
+
+__all__ = ["Run"]
+
+_GROUPS = {
+    "pending": {JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED},
+    "active": {JobStatus.SUBMITTED, JobStatus.RUNNING},
+    "finished": {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT},
+}
+
+
+class Run:
+    """The jobs of a run directory as its journal records them.
+
+    Raises:
+        FileNotFoundError: *path* holds no journal (the message names it).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if not journal_path(self.path).exists():
+            read_meta(self.path)  # raises the FileNotFoundError that names the problem
+
+    def jobs(self, status: JobStatus | str | None = None) -> list[StoredJob]:
+        """Every job in dispatch order; only those in *status* (a JobStatus, its
+        name, or "pending"/"active"/"finished") when given."""
+        jobs = read_jobs(self.path)
+        if status is None:
+            return jobs
+        if isinstance(status, JobStatus):
+            wanted = {status}
+        else:
+            key = str(status).lower()
+            wanted = _GROUPS.get(key) or {member for member in JobStatus if member.value == key}
+            if not wanted:
+                choices = [member.value for member in JobStatus] + sorted(_GROUPS)
+                raise ValueError(f"unknown status {status!r}; use one of: {', '.join(choices)}")
+        return [job for job in jobs if job.status in wanted]
+
+    def job(self, job_id: int | str) -> StoredJob:
+        """The job with this id (``"7"`` finds job 7).
+
+        Raises:
+            KeyError: no such job in the run (the message says how many there are).
+        """
+        jobs = read_jobs(self.path)
+        for job in jobs:
+            if str(job.id) == str(job_id):
+                return job
+        raise KeyError(f"no job {job_id!r} in the run at {self.path} ({len(jobs)} jobs)")
+
+    def results(self) -> list[Result]:
+        """A :class:`corral.Result` for every finished job, with its value loaded."""
+        results = []
+        for job in self.jobs("finished"):
+            try:
+                data = job.result_value()
+            except Exception:
+                data = None
+            results.append(Result(id=job.id, name=job.name, data=data, status=job.status,
+                                  exit_code=job.exit_code, started=job.started, ended=job.ended,
+                                  attempts=job.attempts, reason=job.reason))
+        return results
+
+    def events(self, job_id: int | str | None = None) -> list[tuple[Any, ...]]:
+        """State changes ``(job id, time, old, new, reason)``, oldest first."""
+        return read_events(self.path, job_id)
+
+    @property
+    def paused(self) -> bool:
+        return read_meta(self.path).get("paused") == "1"
+
+    @property
+    def owner(self) -> dict[str, Any] | None:
+        """The live process driving the run (pid, kind), or None."""
+        return owner_of(self.path)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.path}>"

@@ -1,0 +1,53 @@
+"""The log of a journaled run: ``<run dir>/corral.log``, and the console.
+
+corral logs through the standard ``logging`` module under the ``corral``
+logger. A journaled run also keeps its own log file (INFO and up), which is
+what ``corral logs --run``-style questions ("why did the queue stop?") need
+after the terminal is gone. Adding a handler switches off Python's
+last-resort console output for corral's records, so warnings are then sent
+to stderr explicitly, unless the program configured logging itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["LOG_FILE", "attach_run_log"]
+
+LOG_FILE = "corral.log"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"
+
+
+def attach_run_log(run_dir: Path) -> Callable[[], None]:
+    """Send corral's log to ``run_dir/corral.log``; return what undoes it."""
+    logger = logging.getLogger("corral")
+    old = os.umask(0o077)
+    try:
+        file_handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    finally:
+        os.umask(old)
+    file_handler.setLevel(logging.INFO)
+    file_handler.setFormatter(logging.Formatter(_FORMAT))
+    handlers: list[logging.Handler] = [file_handler]
+    if not logging.getLogger().handlers and not any(
+            not isinstance(handler, logging.FileHandler) for handler in logger.handlers):
+        console = logging.StreamHandler()
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("corral: %(levelname)s: %(message)s"))
+        handlers.append(console)
+    old_level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    for handler in handlers:
+        logger.addHandler(handler)
+
+    def detach() -> None:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(old_level)
+
+    return detach

@@ -1,0 +1,483 @@
+"""The journal: one SQLite file (WAL mode) per run directory.
+
+It records every job's spec, every state change (one ``events`` row each, with
+time and reason), attempts, native ids and results, so that a run can be read
+from another process (``corral status``), resumed after its driver died, and
+inspected tomorrow.
+
+Two kinds of access:
+
+* :class:`Journal` — the writer, owned by the one process that drives the run
+  (a script's Scheduler or the daemon). It holds an exclusive lock file so a
+  second driver gets a clear error instead of a corrupted queue. It is called
+  from the control-loop thread only and writes in batches: the loop calls
+  :meth:`Journal.flush` once per iteration, which snapshots what changed and
+  hands it to a writer thread: one transaction per iteration, and the loop
+  never waits for the disk. (A synchronous commit per iteration tripled the
+  latency of a small call.) The journal therefore lags the loop by about a
+  transaction; what must not be lost in that gap — a call's outcome — the
+  worker has already appended to ``outcomes/`` (see :mod:`corral.runtime.outcomes`).
+* :func:`read_jobs` / :func:`read_events` — plain readers for any process of
+  the same user; WAL lets them read while the writer writes.
+
+Everything is private to the user: the run directory is 0700 and the files in
+it 0600 (the umask is narrowed while SQLite creates its ``-wal``/``-shm`` files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import queue
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CorralError
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["JOURNAL_FILE", "Journal", "StoredJob", "RunInUse", "private_run_dir",
+           "read_jobs", "read_events", "read_meta", "journal_path", "owner_of"]
+
+JOURNAL_FILE = "journal.db"
+LOCK_FILE = "owner.lock"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY, pid INTEGER, host TEXT, kind TEXT, argv TEXT,
+    started REAL, ended REAL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, int_id INTEGER, seq INTEGER, key TEXT, name TEXT, kind TEXT,
+    command TEXT, spec TEXT, deps TEXT, status TEXT, reason TEXT, exit_code INTEGER,
+    attempts INTEGER, native_id TEXT, started REAL, ended REAL, jobdir TEXT,
+    result BLOB, error BLOB, session INTEGER);
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (key);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, job_id TEXT, time REAL, old TEXT, new TEXT, reason TEXT);
+"""
+
+#: The writer waits this long after the first change of a quiet spell before it
+#: commits, so that a busy run costs one transaction per interval, not one per
+#: loop iteration. It is also how far the journal may lag the loop.
+_GROUP_COMMIT_S = 0.01
+
+_JOB_STATE_COLUMNS = ("status", "reason", "exit_code", "attempts", "native_id", "started",
+                      "ended", "jobdir", "result", "error")
+
+
+class RunInUse(CorralError):
+    """Another live process drives this run directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """One job as the journal last recorded it (plain values, no live process)."""
+
+    id: int | str
+    key: str
+    name: str
+    kind: str
+    command: str
+    spec: dict[str, Any]
+    deps: tuple[int | str, ...]
+    status: JobStatus
+    reason: str | None
+    exit_code: int | None
+    attempts: int
+    native_id: str | None
+    started: float | None
+    ended: float | None
+    jobdir: str | None
+    result: bytes | None
+    error: bytes | None
+    session: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is JobStatus.COMPLETED
+
+    def result_value(self) -> Any:
+        """The job's return value (None for commands and unfinished jobs).
+
+        Raises:
+            Exception: the job's own exception, if it raised one (with its
+                remote traceback as ``__cause__``); JobFailed if it ended
+                FAILED/TIMED_OUT/CANCELLED otherwise.
+        """
+        import pickle
+
+        from .errors import JobFailed, RemoteTraceback
+        from .runtime.payload import loads_error
+
+        if self.error is not None:
+            error, traceback_text, _ = loads_error(self.error)
+            if error is not None:
+                error.__cause__ = RemoteTraceback(traceback_text)
+                raise error
+        if self.status in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED):
+            raise JobFailed(f"job {self.id} {self.name!r} {self.status.name}: {self.reason}",
+                            job_id=self.id, status=self.status, reason=self.reason,
+                            exit_code=self.exit_code)
+        return None if self.result is None else pickle.loads(self.result)
+
+    def output(self, stream: str = "stdout") -> str:
+        """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing."""
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"stream={stream!r} must be 'stdout' or 'stderr'")
+        if not self.jobdir:
+            return ""
+        try:
+            with open(os.path.join(self.jobdir, stream), encoding="utf-8",
+                      errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+
+def journal_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / JOURNAL_FILE
+
+
+def private_run_dir(path: str | os.PathLike[str]) -> Path:
+    """Create (or check) a run directory only its user may enter.
+
+    Raises:
+        ValueError: the path exists and is not a directory, or belongs to
+            another user (corral never writes into someone else's run).
+    """
+    run_dir = Path(path).expanduser().resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run directory {os.fspath(path)!r} exists and is not a directory")
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = run_dir.stat()
+    if info.st_uid != os.geteuid():
+        raise ValueError(f"run directory {run_dir} belongs to another user (uid {info.st_uid})")
+    if info.st_mode & 0o077:
+        os.chmod(run_dir, 0o700)
+    return run_dir
+
+
+@contextlib.contextmanager
+def _private_files() -> Iterator[None]:
+    """Files created inside get mode 0600 (SQLite's -wal/-shm included)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _connect(path: Path, create: bool) -> sqlite3.Connection:
+    if not create and not path.exists():
+        raise FileNotFoundError(f"no corral journal at {path}")
+    with _private_files():
+        connection = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                     check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+    connection.execute("PRAGMA busy_timeout=30000")
+    return connection
+
+
+def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Who drives the run now: ``{"pid", "kind", "host", "socket"}``, or None.
+
+    Read from the lock file, and trusted only while its lock is held.
+    """
+    lock_path = Path(run_dir) / LOCK_FILE
+    try:
+        handle = open(lock_path, "r+")
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(handle.read() or "{}") or {"pid": None, "kind": "unknown"}
+            except ValueError:
+                return {"pid": None, "kind": "unknown"}
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+
+class Journal:
+    """The writing side of a run's journal. See the module docstring.
+
+    Raises:
+        RunInUse: another live process drives this run directory.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], kind: str = "script") -> None:
+        self.run_dir = private_run_dir(run_dir)
+        self._lock = self._take_lock(kind)
+        try:
+            self._db = _connect(self.run_dir / JOURNAL_FILE, create=True)
+            self._db.executescript(_SCHEMA)
+            self._setup_meta()
+            self.session = self._start_session(kind)
+            self.previous = {job.key: job for job in _rows_to_jobs(
+                self._db.execute("SELECT * FROM jobs ORDER BY seq"))}
+        except BaseException:
+            self._release_lock()
+            raise
+        self._seq = 1 + max((row[0] for row in self._db.execute("SELECT max(seq) FROM jobs")
+                             if row[0] is not None), default=0)
+        self._events: list[tuple] = []
+        self._new_jobs: list[tuple] = []
+        self._dirty: dict[int, Job] = {}
+        self.closed = False
+        self._batches: queue.SimpleQueue = queue.SimpleQueue()
+        self.write_error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_batches, name="corral-journal",
+                                        daemon=True)
+        self._writer.start()
+
+    # -- ownership -----------------------------------------------------------------------
+
+    def _take_lock(self, kind: str):
+        with _private_files():
+            handle = open(self.run_dir / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                owner = json.loads(handle.read() or "{}")
+            except ValueError:
+                owner = {}
+            handle.close()
+            raise RunInUse(
+                f"run directory {self.run_dir} is driven by another process "
+                f"({owner.get('kind', 'a corral scheduler')}, pid {owner.get('pid', '?')}); "
+                "control it with the corral command, or use another run directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "kind": kind, "host": socket.gethostname(),
+                                 "socket": "control.sock"}))
+        handle.flush()
+        return handle
+
+    def _release_lock(self) -> None:
+        handle, self._lock = self._lock, None
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.close()
+
+    def _setup_meta(self) -> None:
+        found = dict(self._db.execute("SELECT key, value FROM meta"))
+        version = int(found.get("version", SCHEMA_VERSION))
+        if version != SCHEMA_VERSION:
+            raise CorralError(f"journal {self.run_dir / JOURNAL_FILE} has format {version}; this "
+                              f"corral reads format {SCHEMA_VERSION}")
+        if not found:
+            self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("version", str(SCHEMA_VERSION)), ("created", repr(time.time())),
+                ("paused", "0")])
+
+    def _start_session(self, kind: str) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO sessions (pid, host, kind, argv, started) VALUES (?, ?, ?, ?, ?)",
+            (os.getpid(), socket.gethostname(), kind, json.dumps(sys.argv), time.time()))
+        return int(cursor.lastrowid)
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Record a run-wide setting (e.g. ``paused``), after what is already queued."""
+        self._batches.put(("meta", (key, value)))
+
+    # -- recording (control-loop thread) ------------------------------------------------------
+
+    def added(self, job: Job, key: str, kind: str, command: str, spec: dict[str, Any]) -> None:
+        """Record a new job; written at the next :meth:`flush`."""
+        deps = [dep.id for dep in job._deps]  # JSON-encoded by the writer thread
+        self._new_jobs.append((
+            str(job.id), job.id if isinstance(job.id, int) else None, self._seq, key, job.name,
+            kind, command, spec, deps, self.session))
+        self._seq += 1
+        self._dirty[id(job)] = job
+
+    def moved(self, job: Job, old: JobStatus | None, new: JobStatus, reason: str | None) -> None:
+        """Record a state change; written at the next :meth:`flush`."""
+        self._events.append((str(job.id), time.time(), old.value if old else None, new.value,
+                             reason))
+        self._dirty[id(job)] = job
+
+    def flush(self, wait: bool = False) -> None:
+        """Hand everything recorded since the last flush to the writer thread,
+        as one transaction; with *wait*, return once it is on disk."""
+        if self._events or self._dirty:
+            rows = [(job.status.value, job.reason, job.exit_code, job.attempts, job.native_id,
+                     job.started, job.ended, None if job.jobdir is None else os.fspath(job.jobdir),
+                     job._result_blob, job._error_blob, str(job.id))
+                    for job in self._dirty.values()]
+            self._batches.put(("jobs", (self._new_jobs, self._events, rows)))
+            self._new_jobs, self._events, self._dirty = [], [], {}
+        if wait:
+            written = threading.Event()
+            self._batches.put(("signal", written))
+            written.wait()
+            if self.write_error is not None:
+                raise CorralError(f"cannot write the journal: {self.write_error}")
+
+    def _write_batches(self) -> None:
+        """The writer thread: in order, and everything queued meanwhile in one
+        transaction (under load, batches pile up while one is written)."""
+        batches = self._batches
+        while True:
+            pending = [batches.get()]
+            if pending[0][0] == "jobs":
+                time.sleep(_GROUP_COMMIT_S)  # let more pile up: one commit for all of them
+            while not batches.empty():
+                pending.append(batches.get_nowait())
+            new_jobs: list[tuple] = []
+            events: list[tuple] = []
+            rows: dict[str, tuple] = {}
+            metas: list[tuple[str, str]] = []
+            signals = []
+            stop = False
+            for kind, payload in pending:
+                if kind == "jobs":
+                    new_jobs += payload[0]
+                    events += payload[1]
+                    rows.update((row[-1], row) for row in payload[2])  # the latest state wins
+                elif kind == "meta":
+                    metas.append(payload)
+                elif kind == "signal":
+                    signals.append(payload)
+                else:
+                    stop = True
+            try:
+                self._write(new_jobs, events, list(rows.values()), metas)
+            except Exception as error:  # keep the run going; say so loudly
+                if self.write_error is None:
+                    import logging
+
+                    logging.getLogger(__name__).exception("cannot write the journal")
+                self.write_error = error
+            for written in signals:
+                written.set()
+            if stop:
+                return
+
+    def _write(self, new_jobs: list[tuple], events: list[tuple], rows: list[tuple],
+               metas: list[tuple[str, str]]) -> None:
+        db = self._db
+        if not (new_jobs or events or rows or metas):
+            return
+        db.execute("BEGIN")
+        try:
+            if new_jobs:
+                db.executemany(
+                    "INSERT OR REPLACE INTO jobs (id, int_id, seq, key, name, kind, command, spec, "
+                    "deps, session) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*row[:7], json.dumps(row[7]), json.dumps(row[8]), row[9]) for row in new_jobs])
+            if events:
+                db.executemany("INSERT INTO events (job_id, time, old, new, reason) "
+                               "VALUES (?, ?, ?, ?, ?)", events)
+            if rows:
+                db.executemany(
+                    "UPDATE jobs SET status=?, reason=?, exit_code=?, attempts=?, native_id=?, "
+                    "started=?, ended=?, jobdir=?, result=?, error=? WHERE id=?", rows)
+            if metas:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", metas)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Flush, end the session and give up ownership of the run."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush()
+            self._batches.put(("stop", None))
+            self._writer.join()
+            self._db.execute("UPDATE sessions SET ended=? WHERE id=?", (time.time(), self.session))
+            self._db.close()
+            if self.write_error is None:
+                from .runtime.outcomes import discard_outcomes
+
+                discard_outcomes(self.run_dir)  # everything they held is in the journal now
+        finally:
+            self._release_lock()
+
+
+# -- reading (any process of the user) -------------------------------------------------------
+
+
+def _rows_to_jobs(cursor: sqlite3.Cursor) -> list[StoredJob]:
+    names = [column[0] for column in cursor.description]
+    jobs = []
+    for row in cursor:
+        record = dict(zip(names, row))
+        job_id = record["int_id"] if record["int_id"] is not None else record["id"]
+        jobs.append(StoredJob(
+            id=job_id, key=record["key"], name=record["name"], kind=record["kind"],
+            command=record["command"] or "", spec=json.loads(record["spec"] or "{}"),
+            deps=tuple(json.loads(record["deps"] or "[]")),
+            status=JobStatus(record["status"] or "new"), reason=record["reason"],
+            exit_code=record["exit_code"], attempts=record["attempts"] or 0,
+            native_id=record["native_id"], started=record["started"], ended=record["ended"],
+            jobdir=record["jobdir"], result=record["result"], error=record["error"],
+            session=record["session"]))
+    return jobs
+
+
+@contextlib.contextmanager
+def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
+    path = journal_path(run_dir)
+    if not path.exists():
+        if not Path(run_dir).exists():
+            raise FileNotFoundError(f"no run directory {os.fspath(run_dir)}")
+        raise FileNotFoundError(f"{os.fspath(run_dir)} holds no corral journal ({JOURNAL_FILE})")
+    connection = _connect(path, create=False)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def read_jobs(run_dir: str | os.PathLike[str], with_results: bool = True) -> list[StoredJob]:
+    """Every job of the run, in the order they were dispatched.
+
+    Raises:
+        FileNotFoundError: no journal there (the message names the path).
+    """
+    columns = "*" if with_results else (
+        "id, int_id, seq, key, name, kind, command, spec, deps, status, reason, exit_code, "
+        "attempts, native_id, started, ended, jobdir, NULL AS result, NULL AS error, session")
+    with _reading(run_dir) as db:
+        return _rows_to_jobs(db.execute(f"SELECT {columns} FROM jobs ORDER BY seq"))
+
+
+def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
+                ) -> list[tuple[str, float, str | None, str, str | None]]:
+    """State changes as ``(job id, time, old, new, reason)``, oldest first."""
+    with _reading(run_dir) as db:
+        if job_id is None:
+            cursor = db.execute("SELECT job_id, time, old, new, reason FROM events ORDER BY seq")
+        else:
+            cursor = db.execute("SELECT job_id, time, old, new, reason FROM events "
+                                "WHERE job_id=? ORDER BY seq", (str(job_id),))
+        return list(cursor)
+
+
+def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, str]:
+    with _reading(run_dir) as db:
+        return dict(db.execute("SELECT key, value FROM meta"))

@@ -1,0 +1,254 @@
+"""Config files and profiles: what is read, what wins, and errors that say where."""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from corral.config import ConfigError, SmtpSettings, load_config, user_config_path
+from corral.errors import CorralError
+
+
+@pytest.fixture
+def user_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user's config file, through $CORRAL_CONFIG (not written yet)."""
+    path = tmp_path / "home" / "corral.toml"
+    monkeypatch.setenv("CORRAL_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, user_file: Path) -> Path:
+    """A working directory whose corral.toml is the local file (not written yet)."""
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def test_local_file_overrides_the_user_file_key_by_key(user_file: Path, project: Path) -> None:
+    write(user_file, """
+        [smtp]
+        host = "mail.example.org"
+        port = 587
+        starttls = true
+        from = "me@example.org"
+
+        [profiles.short]
+        walltime = "30m"
+        memory = "2G"
+
+        [profiles.gpu]
+        gpus = 1
+    """)
+    local = write(project / "corral.toml", """
+        [smtp]
+        port = 2525
+        starttls = false
+        timeout = "1m"
+
+        [profiles.short]
+        memory = "4G"
+        cores = 2
+    """)
+
+    config = load_config(cwd=project)
+
+    assert config.profile("short") == {"walltime": "30m", "memory": "4G", "cores": 2}
+    assert config.profile("gpu") == {"gpus": 1}
+    assert config.smtp == SmtpSettings(host="mail.example.org", port=2525,
+                                       sender="me@example.org", starttls=False, timeout=60.0)
+    assert config.sources == (user_file, local)
+
+
+def test_local_file_is_read_from_the_current_directory(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(project / "corral.toml", '[profiles.quick]\nwalltime = "5m"\n')
+    monkeypatch.chdir(project)
+    assert load_config().profile("quick") == {"walltime": "5m"}
+
+
+def test_corral_config_names_the_user_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "elsewhere.toml", '[profiles.mine]\ncores = 3\n')
+    monkeypatch.setenv("CORRAL_CONFIG", str(path))
+
+    assert user_config_path() == path
+    assert load_config(cwd=tmp_path).profile("mine") == {"cores": 3}
+
+
+def test_without_corral_config_the_platform_folder_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platformdirs
+
+    monkeypatch.delenv("CORRAL_CONFIG", raising=False)
+    assert user_config_path() == platformdirs.user_config_path("corral") / "corral.toml"
+
+
+def test_no_files_give_an_empty_config_with_default_smtp(project: Path) -> None:
+    config = load_config(cwd=project)
+
+    assert dict(config.profiles) == {}
+    assert config.sources == ()
+    assert (config.smtp.host, config.smtp.port) == ("localhost", 25)
+    assert config.smtp.sender == f"corral@{socket.gethostname()}"
+    assert config.smtp.password is None
+
+
+def test_profile_values_pass_through_raw(project: Path) -> None:
+    write(project / "corral.toml", """
+        [profiles.night]
+        walltime = "1:30:00"
+        memory = "1.5GB"
+        notify = ["ann@example.org", "bob@example.org"]
+        notify_on = "end"
+        env = { OMP_NUM_THREADS = "4" }
+        priority = -2
+    """)
+    config = load_config(cwd=project)
+
+    night = config.profile("night")
+    assert night == {"walltime": "1:30:00", "memory": "1.5GB",
+                     "notify": ["ann@example.org", "bob@example.org"], "notify_on": "end",
+                     "env": {"OMP_NUM_THREADS": "4"}, "priority": -2}
+    night["notify"].append("eve@example.org")  # a copy: the config does not change
+    assert config.profile("night")["notify"] == ["ann@example.org", "bob@example.org"]
+
+
+def test_password_comes_from_the_named_environment_variable(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_TEST_SMTP_PASSWORD", "s3cret")
+    write(project / "corral.toml", """
+        [smtp]
+        username = "me"
+        password_env = "CORRAL_TEST_SMTP_PASSWORD"
+    """)
+    smtp = load_config(cwd=project).smtp
+
+    assert (smtp.username, smtp.password) == ("me", "s3cret")
+    assert "s3cret" not in repr(smtp)
+
+
+# Each bad file: its text, then the line, key and problem the error must name.
+BAD_FILES = {
+    "syntax error": (
+        '[profiles.short]\nwalltime = "30m"\nmemory = \n',
+        3, None, "invalid TOML at column 10: Invalid value"),
+    "unknown table": (
+        '[smpt]\nhost = "x"\n',
+        1, "smpt", "unknown table 'smpt'; did you mean 'smtp'?"),
+    "unknown option": (
+        '[smtp]\nport = 25\n\n[profiles.short]\nwalltime = "30m"\n\nmemroy = "2G"\n',
+        7, "profiles.short.memroy", "unknown job option 'memroy'; did you mean 'memory'?"),
+    "bad memory": (
+        '[profiles.short]\nmemory = "lots"\n',
+        2, "profiles.short.memory", "memory='lots' is not a memory size; use an int of "),
+    "profile not a table": (
+        '[profiles]\nshort = "30m"\n',
+        2, "profiles.short", "a profile must be a table of job options ([profiles.short])"),
+    "after in a profile": (
+        '[profiles.chain]\nafter = "prepare"\n',
+        2, "profiles.chain.after", "after= names jobs of one run, so it cannot be part of a"),
+    "inline table": (
+        '[profiles]\nquick = { walltime = "5m", cores = 0 }\n',
+        2, "profiles.quick.cores", "cores=0 must be an int >= 1"),
+    "dotted key": (
+        '[profiles]\nquick.walltime = "5m"\nquick.walltime2 = "5m"\n',
+        3, "profiles.quick.walltime2", "unknown job option 'walltime2'; did you mean 'walltime'?"),
+    "port too large": (
+        '[smtp]\nhost = "mail"\nport = 70000\n',
+        3, "smtp.port", "port=70000 must be an int from 1 to 65535"),
+    "port as a string": (
+        '[smtp]\nport = "25"\n',
+        2, "smtp.port", "port='25' must be an int from 1 to 65535"),
+    "unknown smtp key": (
+        '[smtp]\nhost = "mail"\nprot = 25\n',
+        3, "smtp.prot", "unknown smtp setting 'prot'; did you mean 'port'?"),
+    "password in the file": (
+        '[smtp]\nusername = "me"\npassword = "hunter2"\n',
+        3, "smtp.password", "passwords are not stored in config files"),
+    "missing password variable": (
+        '[smtp]\nusername = "me"\npassword_env = "CORRAL_TEST_NO_SUCH_VARIABLE"\n',
+        3, "smtp.password_env",
+        "the environment variable 'CORRAL_TEST_NO_SUCH_VARIABLE' is not set"),
+    "ssl with starttls": (
+        '[smtp]\nssl = true\nstarttls = true\n',
+        2, "smtp.ssl", "ssl and starttls exclude each other"),
+    "bad timeout": (
+        '[smtp]\ntimeout = "soon"\n',
+        2, "smtp.timeout", "timeout='soon' is not a duration"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
+def test_errors_name_file_line_and_key(case: str, project: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CORRAL_TEST_NO_SUCH_VARIABLE", raising=False)
+    text, line, key, problem = BAD_FILES[case]
+    path = write(project / "corral.toml", text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+
+    error = caught.value
+    assert (error.path, error.line, error.key) == (path, line, key)
+    prefix = f"{path}:{line}: {key}: " if key else f"{path}:{line}: "
+    assert str(error).startswith(prefix + problem)
+    assert "\n" not in str(error)
+
+
+def test_an_error_in_the_user_file_names_the_user_file(user_file: Path, project: Path) -> None:
+    write(user_file, '[profiles.short]\ncores = "two"\n')
+    write(project / "corral.toml", '[profiles.short]\ncores = 2\n')
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    assert str(caught.value).startswith(f"{user_file}:2: profiles.short.cores: cores='two' ")
+    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, CorralError)
+
+
+def test_an_unreadable_file_is_an_error(project: Path) -> None:
+    (project / "corral.toml").mkdir()  # a directory cannot be read as a file
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    assert str(caught.value) == (f"{project / 'corral.toml'}: cannot read the config file: "
+                                 f"{os.strerror(21)}")
+
+
+def test_unknown_profile_suggests_the_closest_name(user_file: Path, project: Path) -> None:
+    write(user_file, '[profiles.short]\nwalltime = "30m"\n')
+    local = write(project / "corral.toml", '[profiles.long]\nwalltime = "2d"\n')
+    config = load_config(cwd=project)
+
+    with pytest.raises(ValueError) as caught:
+        config.profile("shrot")
+    assert str(caught.value) == (f"unknown profile 'shrot'; did you mean 'short'? "
+                                 f"(profiles come from {user_file}, {local})")
+
+
+def test_unknown_profile_without_profiles_says_where_to_define_them(
+        user_file: Path, project: Path) -> None:
+    config = load_config(cwd=project)
+
+    with pytest.raises(ValueError) as caught:
+        config.profile("short")
+    assert str(caught.value) == (f"unknown profile 'short': no profiles are defined; add a "
+                                 f"[profiles.short] table to {user_file} or "
+                                 f"{project / 'corral.toml'}")
+
+
+def test_a_user_file_that_is_the_local_file_is_read_once(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    local = write(project / "corral.toml", '[profiles.quick]\nwalltime = "5m"\n')
+    monkeypatch.setenv("CORRAL_CONFIG", str(local))
+
+    assert load_config(cwd=project).sources == (local,)
