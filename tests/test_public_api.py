@@ -10,11 +10,11 @@ import corral
 
 def test_the_public_names_are_pinned():
     assert corral.__all__ == sorted([
-        "ALL_COMPLETED", "BackendError", "Call", "CancelledError", "CorralError",
+        "ALL_COMPLETED", "BackendError", "Call", "CancelledError", "ConfigError", "CorralError",
         "DependencyError", "Event", "FIRST_COMPLETED", "FIRST_EXCEPTION", "FunctionRef", "Job",
         "JobError", "JobFailed", "JobStatus", "JobTimedOut", "RemoteTraceback", "ResourceError",
-        "Resources", "Result", "Scheduler", "Script", "Shell", "Submitter", "WorkerLost",
-        "abort_requested", "as_completed", "wait",
+        "Resources", "Result", "Run", "RunInUse", "Scheduler", "Script", "Shell", "StoredJob",
+        "Submitter", "WorkerLost", "abort_requested", "as_completed", "wait",
     ])
     for name in corral.__all__:
         assert getattr(corral, name) is not None

@@ -24,6 +24,10 @@ _EXPORTS = {
     "Submitter": "scheduler",
     "Job": "job",
     "Result": "job",
+    "Run": "run",
+    "StoredJob": "store",
+    "RunInUse": "store",
+    "ConfigError": "config",
     "JobStatus": "status",
     "Event": "events",
     "Call": "spec",
@@ -70,7 +74,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .errors import (BackendError, CorralError, DependencyError, JobError, JobFailed,
                          JobTimedOut, RemoteTraceback, ResourceError, WorkerLost)
     from .events import Event
+    from .config import ConfigError
     from .job import Job, Result
+    from .run import Run
+    from .store import RunInUse, StoredJob
     from .runtime.abort import abort_requested
     from .scheduler import Scheduler, Submitter
     from .spec import Call, FunctionRef, Resources, Script, Shell

@@ -46,6 +46,7 @@ class Resumer:
         self.run_dir = run_dir
         self._outcomes = read_outcomes(run_dir) if previous else {}
         self._occurrences: Counter[str] = Counter()
+        self._by_id = {str(job.id): job for job in previous.values()}
         int_ids = [job.id for job in previous.values() if isinstance(job.id, int)]
         self.first_free_id = max(int_ids, default=0) + 1
 
@@ -65,6 +66,12 @@ class Resumer:
             job._key = key
             job._journal_entry = (key, *describe(job))
             stored = self.previous.get(key)
+            if stored is None and job.id is not None:
+                # An id chosen again for what may be other work: the daemon
+                # re-dispatching a command, or a script that names its jobs.
+                stored = self._by_id.get(str(job.id))
+                if stored is not None and stored.status is JobStatus.COMPLETED:
+                    stored = None if stored.key != key else stored
             if stored is None:
                 ids.append(job.id if job.id is not None else new_id())
                 continue

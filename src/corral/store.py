@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, int_id INTEGER, seq INTEGER, key TEXT, name TEXT, kind TEXT,
     command TEXT, spec TEXT, deps TEXT, status TEXT, reason TEXT, exit_code INTEGER,
     attempts INTEGER, native_id TEXT, started REAL, ended REAL, jobdir TEXT,
-    result BLOB, error BLOB, session INTEGER);
+    result BLOB, error BLOB, session INTEGER, live TEXT);
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (key);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, job_id TEXT, time REAL, old TEXT, new TEXT, reason TEXT);
@@ -104,7 +104,7 @@ class StoredJob:
     result: bytes | None
     error: bytes | None
     session: int | None
-
+    live: tuple[str, str] | None = None  # stdout, stderr files while it runs
     @property
     def ok(self) -> bool:
         return self.status is JobStatus.COMPLETED
@@ -133,15 +133,21 @@ class StoredJob:
                             exit_code=self.exit_code)
         return None if self.result is None else pickle.loads(self.result)
 
-    def output(self, stream: str = "stdout") -> str:
-        """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing."""
+    def output_path(self, stream: str = "stdout") -> str | None:
+        """Where *stream* is now: a spool file while the job runs, else its job file."""
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"stream={stream!r} must be 'stdout' or 'stderr'")
-        if not self.jobdir:
+        if self.live is not None and self.status is JobStatus.RUNNING:
+            return self.live[0] if stream == "stdout" else self.live[1]
+        return os.path.join(self.jobdir, stream) if self.jobdir else None
+
+    def output(self, stream: str = "stdout") -> str:
+        """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing."""
+        path = self.output_path(stream)
+        if path is None:
             return ""
         try:
-            with open(os.path.join(self.jobdir, stream), encoding="utf-8",
-                      errors="replace") as handle:
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 return handle.read()
         except FileNotFoundError:
             return ""
@@ -227,7 +233,7 @@ class Journal:
         try:
             self._db = _connect(self.run_dir / JOURNAL_FILE, create=True)
             self._db.executescript(_SCHEMA)
-            self._setup_meta()
+            self._setup_meta(kind)
             self.session = self._start_session(kind)
             self.previous = {job.key: job for job in _rows_to_jobs(
                 self._db.execute("SELECT * FROM jobs ORDER BY seq"))}
@@ -278,7 +284,7 @@ class Journal:
             handle.truncate()
             handle.close()
 
-    def _setup_meta(self) -> None:
+    def _setup_meta(self, kind: str) -> None:
         found = dict(self._db.execute("SELECT key, value FROM meta"))
         version = int(found.get("version", SCHEMA_VERSION))
         if version != SCHEMA_VERSION:
@@ -287,7 +293,7 @@ class Journal:
         if not found:
             self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
                 ("version", str(SCHEMA_VERSION)), ("created", repr(time.time())),
-                ("paused", "0")])
+                ("paused", "0"), ("origin", kind)])
 
     def _start_session(self, kind: str) -> int:
         cursor = self._db.execute(
@@ -322,7 +328,8 @@ class Journal:
         if self._events or self._dirty:
             rows = [(job.status.value, job.reason, job.exit_code, job.attempts, job.native_id,
                      job.started, job.ended, None if job.jobdir is None else os.fspath(job.jobdir),
-                     job._result_blob, job._error_blob, str(job.id))
+                     job._result_blob, job._error_blob,
+                     None if job._live_output is None else "\n".join(job._live_output), str(job.id))
                     for job in self._dirty.values()]
             self._batches.put(("jobs", (self._new_jobs, self._events, rows)))
             self._new_jobs, self._events, self._dirty = [], [], {}
@@ -391,7 +398,7 @@ class Journal:
             if rows:
                 db.executemany(
                     "UPDATE jobs SET status=?, reason=?, exit_code=?, attempts=?, native_id=?, "
-                    "started=?, ended=?, jobdir=?, result=?, error=? WHERE id=?", rows)
+                    "started=?, ended=?, jobdir=?, result=?, error=?, live=? WHERE id=?", rows)
             if metas:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", metas)
             db.execute("COMMIT")
@@ -435,7 +442,8 @@ def _rows_to_jobs(cursor: sqlite3.Cursor) -> list[StoredJob]:
             exit_code=record["exit_code"], attempts=record["attempts"] or 0,
             native_id=record["native_id"], started=record["started"], ended=record["ended"],
             jobdir=record["jobdir"], result=record["result"], error=record["error"],
-            session=record["session"]))
+            session=record["session"],
+            live=tuple(record["live"].split("\n", 1)) if record.get("live") else None))
     return jobs
 
 
@@ -461,7 +469,8 @@ def read_jobs(run_dir: str | os.PathLike[str], with_results: bool = True) -> lis
     """
     columns = "*" if with_results else (
         "id, int_id, seq, key, name, kind, command, spec, deps, status, reason, exit_code, "
-        "attempts, native_id, started, ended, jobdir, NULL AS result, NULL AS error, session")
+        "attempts, native_id, started, ended, jobdir, NULL AS result, NULL AS error, session, "
+        "live")
     with _reading(run_dir) as db:
         return _rows_to_jobs(db.execute(f"SELECT {columns} FROM jobs ORDER BY seq"))
 

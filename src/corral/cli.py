@@ -1,0 +1,404 @@
+"""The ``corral`` command: one verb per thing people do with a run.
+
+Read-only verbs (status, logs, wait, options, profiles) read the journal and
+config files directly, so they work with no driver alive. Control verbs
+(submit, cancel, pause, resume, abort, clear, stop) talk to the process that
+drives the run over its control socket; ``submit`` (and any control verb on a
+command-line run) starts the run's daemon first if none runs.
+
+Every failure is one line on stderr — ``corral: error: ...`` — never a
+traceback. Exit status: 0 fine, 1 a job listed failed (status, wait), 2 a
+usage error or bad input, 3 the run cannot be reached or controlled.
+
+The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
+``<user state dir>/corral/default``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .errors import CorralError
+from .options import JOB_OPTIONS, parse_options
+from .status import TERMINAL, JobStatus
+
+__all__ = ["main", "cli"]
+
+EXIT_FAILED_JOB = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+_FAILED = {JobStatus.FAILED, JobStatus.TIMED_OUT}
+
+
+class CommandError(Exception):
+    """A one-line error with its exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def default_run_dir() -> Path:
+    from platformdirs import user_state_path
+
+    return user_state_path("corral") / "default"
+
+
+def _run_dir(context: click.Context) -> Path:
+    return context.obj["run"]
+
+
+def _open_run(context: click.Context):
+    from .run import Run
+
+    run_dir = _run_dir(context)
+    try:
+        return Run(run_dir)
+    except FileNotFoundError:
+        raise CommandError(f"no corral run at {run_dir} (nothing was submitted there yet); "
+                           "choose one with --run DIR or $CORRAL_RUN") from None
+    except PermissionError:
+        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
+                           "user", EXIT_UNREACHABLE) from None
+
+
+def _control(context: click.Context, request: dict[str, Any], start: bool = True) -> dict[str, Any]:
+    """Send *request* to the run's driver, starting the daemon when the run is
+    the command line's own (a script's run is driven by the script only)."""
+    from .control import NoDriver, send_request
+    from .daemon import ensure_daemon
+    from .store import read_meta
+
+    run_dir = _run_dir(context)
+    try:
+        return send_request(run_dir, request)
+    except NoDriver:
+        pass
+    except PermissionError:
+        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
+                           "user", EXIT_UNREACHABLE) from None
+    except CorralError as error:
+        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    origin = None
+    try:
+        origin = read_meta(run_dir).get("origin")
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
+                           "user", EXIT_UNREACHABLE) from None
+    if origin not in (None, "daemon") or not start:
+        raise CommandError(
+            f"no process drives the run at {run_dir}: it was made by a script, which is not "
+            "running; run the script again to resume it", EXIT_UNREACHABLE)
+    try:
+        ensure_daemon(run_dir)
+        return send_request(run_dir, request)
+    except CorralError as error:
+        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+
+
+# -- the command group -----------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), envvar="CORRAL_RUN",
+              help="The run directory (default: $CORRAL_RUN, else the user's default run).")
+@click.version_option(package_name="corral", prog_name="corral")
+@click.pass_context
+def cli(context: click.Context, run_dir: Path | None) -> None:
+    """Run jobs with resources and dependencies, and watch or control a run from any
+    terminal."""
+    run = run_dir if run_dir is not None else default_run_dir()
+    context.obj = {"run": Path(run).expanduser().resolve()}
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.option("--cores", type=click.INT, help=JOB_OPTIONS["cores"].help)
+@click.option("--memory", help=f"{JOB_OPTIONS['memory'].help}: e.g. 4G, 512M")
+@click.option("--walltime", help=f"{JOB_OPTIONS['walltime'].help}: e.g. 90m, 2h, 1-00:00:00")
+@click.option("--gpus", type=click.INT, help=JOB_OPTIONS["gpus"].help)
+@click.option("--name", help=JOB_OPTIONS["name"].help)
+@click.option("--after", multiple=True, metavar="ID", help="a job id that must complete first "
+              "(repeatable)")
+@click.option("--queue", help=JOB_OPTIONS["queue"].help)
+@click.option("--retries", type=click.INT, help=JOB_OPTIONS["retries"].help)
+@click.option("--timeout", help=f"{JOB_OPTIONS['timeout'].help}: e.g. 10m")
+@click.option("--priority", type=click.INT, help=JOB_OPTIONS["priority"].help)
+@click.option("--notify", metavar="ADDRESS", help=JOB_OPTIONS["notify"].help)
+@click.option("--notify-on", type=click.Choice(["failure", "end"]), help=JOB_OPTIONS["notify_on"].help)
+@click.option("--profile", help="a named set of options from the config files (corral profiles)")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="directory the job runs in (default: the current one)")
+@click.argument("command", nargs=-1, required=True)
+@click.pass_context
+def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, ...],
+           profile: str | None, workdir: Path | None, **given: Any) -> None:
+    """Submit COMMAND as a job; print its id.
+
+    One argument runs through /bin/sh (corral submit -- 'make && make test');
+    several run as they are, without a shell (corral submit -- python train.py).
+    The job gets this terminal's environment and directory.
+    """
+    options: dict[str, Any] = {}
+    if profile is not None:
+        options.update(_profile_options(profile))
+    options.update({name: value for name, value in given.items() if value is not None})
+    options["cwd"] = os.fspath(workdir) if workdir is not None else os.getcwd()
+    options["env"] = dict(os.environ)
+    try:
+        parse_options(options)  # bad values are reported here, before the daemon starts
+    except ValueError as error:
+        raise CommandError(_as_flag_message(str(error))) from None
+    if workdir is not None and not workdir.is_dir():
+        raise CommandError(f"--workdir {workdir}: not an existing directory")
+    reply = _control(context, {"verb": "submit", "command": command[0] if len(command) == 1
+                               else list(command), "options": options, "after": list(after)})
+    click.echo(reply["id"])
+
+
+def _profile_options(name: str) -> dict[str, Any]:
+    from .config import load_config
+
+    try:
+        return load_config().profile(name)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def _as_flag_message(message: str) -> str:
+    """Turn option names in an API message into the flags typed here."""
+    for name in JOB_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        message = message.replace(f"{name}=", f"{flag} ").replace(f"'{name}'", f"'{flag}'")
+    return message
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="also list every finished job")
+@click.argument("ids", nargs=-1)
+@click.pass_context
+def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None:
+    """Show the run's jobs; exit 1 if a listed job failed.
+
+    Without IDs: unfinished jobs and the last 10 finished ones (all with --all).
+    """
+    from .cli_views import run_header, status_table
+
+    run = _open_run(context)
+    jobs = _select(run, ids)
+    if not ids and not show_all:
+        finished = [job for job in jobs if job.status in TERMINAL]
+        hidden = {id(job) for job in finished[:-10]}
+        jobs = [job for job in jobs if id(job) not in hidden]
+    console = _console()
+    console.print(run_header(run))
+    console.print(status_table(jobs))
+    if any(job.status in _FAILED for job in jobs):
+        context.exit(EXIT_FAILED_JOB)
+
+
+def _select(run, ids: tuple[str, ...]):
+    jobs = run.jobs()
+    if not ids:
+        return jobs
+    by_id = {str(job.id): job for job in jobs}
+    unknown = [job_id for job_id in ids if job_id not in by_id]
+    if unknown:
+        raise CommandError(f"no job {', '.join(unknown)} in the run at {run.path} "
+                           f"({len(jobs)} jobs; corral status --all lists them)")
+    return [by_id[job_id] for job_id in ids]
+
+
+def _console():
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
+    return Console(width=width, highlight=False, soft_wrap=False)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--stderr", "show_stderr", is_flag=True, help="show standard error instead")
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
+@click.pass_context
+def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -> None:
+    """Print what job ID wrote to its standard output (or error)."""
+    from .cli_views import follow_output
+
+    run = _open_run(context)
+    stream = "stderr" if show_stderr else "stdout"
+    _select(run, (job_id,))
+    follow_output(run, job_id, stream, follow, sys.stdout)
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--timeout", type=float, default=None, help="give up after this many seconds (exit 3)")
+@click.pass_context
+def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) -> None:
+    """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any failed."""
+    from .cli_views import wait_with_progress
+
+    run = _open_run(context)
+    _select(run, ids)
+    if any(job.status not in TERMINAL for job in _select(run, ids)) and run.owner is None:
+        _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
+    outcome = wait_with_progress(run, ids, timeout, sys.stderr.isatty())
+    if outcome == "timeout":
+        raise CommandError(f"jobs still unfinished after {timeout} s", EXIT_UNREACHABLE)
+    if outcome == "orphaned":
+        raise CommandError(f"no process drives the run at {run.path} any more; its unfinished "
+                           "jobs will not progress", EXIT_UNREACHABLE)
+    jobs = _select(run, ids)
+    failed = [job for job in jobs if job.status in _FAILED]
+    for job in failed:
+        click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}", err=True)
+    if failed:
+        context.exit(EXIT_FAILED_JOB)
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_context
+def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
+    """Cancel jobs, running or not (a running job's processes are killed)."""
+    reply = _control(context, {"verb": "cancel", "ids": list(ids)})
+    for job_id in reply["cancelled"]:
+        click.echo(f"cancelled {job_id}")
+    for problem in reply["problems"]:
+        click.echo(f"corral: {problem}", err=True)
+    if reply["problems"]:
+        context.exit(EXIT_USAGE)
+
+
+@cli.command()
+@click.pass_context
+def pause(context: click.Context) -> None:
+    """Start no new job; running ones finish."""
+    _control(context, {"verb": "pause"})
+    click.echo("paused")
+
+
+@cli.command()
+@click.pass_context
+def resume(context: click.Context) -> None:
+    """Start jobs again after pause."""
+    _control(context, {"verb": "resume"})
+    click.echo("resumed")
+
+
+@cli.command()
+@click.argument("job_id", metavar="[ID]", required=False)
+@click.pass_context
+def abort(context: click.Context, job_id: str | None) -> None:
+    """Stop the running job(s); the queue goes on. They get abort_requested() and
+    SIGTERM, then are killed after the grace period."""
+    request: dict[str, Any] = {"verb": "abort"}
+    if job_id is not None:
+        request["id"] = job_id
+    reply = _control(context, request, start=False)
+    click.echo(f"aborting {reply['aborted']} job(s)")
+
+
+@cli.command()
+@click.pass_context
+def clear(context: click.Context) -> None:
+    """Cancel every job that has not started."""
+    reply = _control(context, {"verb": "clear"})
+    click.echo(f"cleared {reply['cleared']} job(s)")
+
+
+@cli.command()
+@click.pass_context
+def stop(context: click.Context) -> None:
+    """Stop the run's daemon; its unfinished jobs are cancelled."""
+    _control(context, {"verb": "stop"}, start=False)
+    click.echo("stopping")
+
+
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="do not ask")
+@click.pass_context
+def clean(context: click.Context, yes: bool) -> None:
+    """Delete the files of finished jobs (their records stay in the journal)."""
+    run = _open_run(context)
+    targets = [Path(job.jobdir) for job in run.jobs("finished")
+               if job.jobdir and Path(job.jobdir).is_dir()]
+    if not targets:
+        click.echo("nothing to clean")
+        return
+    size = sum(entry.stat().st_size for target in targets for entry in target.iterdir()
+               if entry.is_file())
+    if not yes and not click.confirm(
+            f"delete the files of {len(targets)} finished job(s), {size / 1e6:.1f} MB, "
+            f"in {run.path}?", err=True):
+        raise CommandError("nothing deleted", EXIT_FAILED_JOB)
+    for target in targets:
+        shutil.rmtree(target, ignore_errors=True)
+    click.echo(f"deleted the files of {len(targets)} job(s), {size / 1e6:.1f} MB")
+
+
+@cli.command()
+def options() -> None:
+    """Every job option: what it accepts, its units, default, and what it becomes on
+    each backend."""
+    from .cli_views import options_table
+
+    _console().print(options_table())
+
+
+@cli.command()
+@click.argument("name", required=False)
+def profiles(name: str | None) -> None:
+    """List the profiles of the config files, or show profile NAME."""
+    from .cli_views import profiles_view
+    from .config import load_config
+
+    try:
+        config = load_config()
+        chosen = None if name is None else {name: config.profile(name)}
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    _console().print(profiles_view(config, chosen))
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    click.echo(f"corral: error: {message}", err=True)
+    sys.exit(status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command; every error becomes one line and an exit status."""
+    try:
+        status = cli.main(args=argv, prog_name="corral", standalone_mode=False)
+    except click.UsageError as error:
+        where = f"corral {error.ctx.info_name}" if error.ctx is not None and \
+            error.ctx.info_name != "corral" else "corral"
+        message = " ".join(error.format_message().split())
+        _fail(f"{message} (see '{where} --help')", EXIT_USAGE)
+    except click.Abort:
+        _fail("aborted", EXIT_FAILED_JOB)
+    except click.ClickException as error:
+        _fail(error.format_message(), error.exit_code)
+    except CommandError as error:
+        _fail(str(error), error.status)
+    except (CorralError, OSError) as error:
+        _fail(str(error), EXIT_UNREACHABLE)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

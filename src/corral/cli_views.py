@@ -1,0 +1,162 @@
+"""What the ``corral`` command shows: tables, followed logs, a progress bar.
+
+Kept apart from :mod:`corral.cli` (argument parsing and errors) so that each
+view is a function of plain data: a :class:`~corral.run.Run`, a list of
+:class:`~corral.store.StoredJob`, the option registry, a config.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+from rich.table import Table
+from rich.text import Text
+
+from .options import JOB_OPTIONS
+from .status import TERMINAL, JobStatus
+from .units import format_duration
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .run import Run
+    from .store import StoredJob
+
+__all__ = ["run_header", "status_table", "follow_output", "wait_with_progress",
+           "options_table", "profiles_view"]
+
+#: How often views that watch a run read its journal again.
+POLL_S = 0.2
+
+_STYLES = {
+    JobStatus.COMPLETED: "green", JobStatus.FAILED: "bold red", JobStatus.TIMED_OUT: "bold red",
+    JobStatus.CANCELLED: "yellow", JobStatus.RUNNING: "cyan", JobStatus.SUBMITTED: "cyan",
+}
+
+
+def run_header(run: Run) -> Text:
+    owner = run.owner
+    driver = "no driver running" if owner is None else (
+        f"driven by {owner.get('kind', '?')} pid {owner.get('pid', '?')}")
+    paused = ", PAUSED" if run.paused else ""
+    return Text(f"run {run.path}: {driver}{paused}")
+
+
+def _elapsed(job: StoredJob) -> str:
+    if job.started is None:
+        return ""
+    end = job.ended if job.ended is not None else time.time()
+    return format_duration(max(0.0, end - job.started))
+
+
+def status_table(jobs: Sequence[StoredJob]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "NAME", "STATUS", "TIME", "TRIES", "DETAIL", "COMMAND"):
+        table.add_column(column, no_wrap=column != "DETAIL", overflow="ellipsis")
+    for job in jobs:
+        detail = job.reason or ""
+        if job.exit_code not in (None, 0) and "exit code" not in detail:
+            detail = f"{detail} (exit code {job.exit_code})".strip()
+        table.add_row(str(job.id), job.name, Text(job.status.name, _STYLES.get(job.status, "")),
+                      _elapsed(job), str(job.attempts), detail, job.command)
+    if not jobs:
+        table.add_row("", "(no jobs)", "", "", "", "", "")
+    return table
+
+
+def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]) -> None:
+    """Print a job's output; with *follow*, keep printing until the job has ended.
+
+    While a job runs its output is in a spool file; when it ends the output is
+    moved to the job directory. Both hold the whole output, so one offset
+    carries over from the first to the second.
+    """
+    offset = 0
+    while True:
+        job = run.job(job_id)
+        offset = _print_from(job.output_path(stream), offset, out)
+        if not follow or job.status in TERMINAL:
+            if follow:  # the last words, moved to the job directory just now
+                _print_from(run.job(job_id).output_path(stream), offset, out)
+            return
+        time.sleep(POLL_S)  # another process writes the file; there is nothing to wait on
+
+
+def _print_from(path: str | None, offset: int, out: IO[str]) -> int:
+    if path is None:
+        return offset
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return offset
+    if data:
+        out.write(data.decode("utf-8", errors="replace"))
+        out.flush()
+    return offset + len(data)
+
+
+def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
+                       show: bool) -> str:
+    """Wait until the jobs (all of the run when *ids* is empty) have ended.
+
+    Returns "done", "timeout", or "orphaned" when no process drives the run
+    any more while jobs are unfinished.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    wanted = {str(job_id) for job_id in ids}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), disable=not show, transient=False) as progress:
+        bar = progress.add_task("waiting", total=None)
+        while True:
+            jobs = [job for job in run.jobs() if not wanted or str(job.id) in wanted]
+            done = sum(job.status in TERMINAL for job in jobs)
+            failed = sum(job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) for job in jobs)
+            progress.update(bar, total=len(jobs), completed=done,
+                            description=f"{len(jobs) - done} to go, {failed} failed")
+            if done == len(jobs):
+                return "done"
+            if deadline is not None and time.monotonic() > deadline:
+                return "timeout"
+            if run.owner is None and done < len(jobs):
+                jobs = [job for job in run.jobs() if not wanted or str(job.id) in wanted]
+                if any(job.status not in TERMINAL for job in jobs):
+                    return "orphaned"
+            time.sleep(POLL_S)  # the journal is written by another process
+
+
+def _default_text(value: Any) -> str:
+    if value in (None, (), {}):
+        return "-"
+    return str(value)
+
+
+def options_table() -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("OPTION", "ACCEPTS", "UNITS", "DEFAULT", "LOCAL", "SLURM", "WHAT IT DOES"):
+        table.add_column(column, overflow="fold")
+    for option in JOB_OPTIONS.values():
+        table.add_row(option.name, option.accepts, option.units or "-",
+                      _default_text(option.default), option.backends.get("local", "-"),
+                      option.backends.get("slurm", "-"), option.help)
+    return table
+
+
+def profiles_view(config: Config, chosen: dict[str, dict[str, Any]] | None) -> Table | Text:
+    profiles = chosen if chosen is not None else {name: dict(values)
+                                                   for name, values in config.profiles.items()}
+    sources = ", ".join(str(path) for path in config.sources) or "no config file found"
+    if not profiles:
+        searched = " or ".join(str(path) for path in config.searched)
+        return Text(f"no profiles defined; add a [profiles.NAME] table to {searched}")
+    table = Table(box=None, pad_edge=False, header_style="bold", title=f"from {sources}",
+                  title_justify="left")
+    table.add_column("PROFILE")
+    table.add_column("OPTIONS", overflow="fold")
+    for name, values in profiles.items():
+        table.add_row(name, ", ".join(f"{key}={value!r}" for key, value in values.items()))
+    return table

@@ -1,0 +1,195 @@
+"""The per-run daemon: what runs ``corral submit`` jobs after the command returns.
+
+``corral submit`` needs a live process to run the job once the command has
+exited. :func:`ensure_daemon` starts one on demand — detached, one per run
+directory (the run's lock makes a second one exit at once) — and waits until
+it answers on the control socket. The daemon hosts a journaled
+:class:`~corral.scheduler.Scheduler` on the local backend and:
+
+* on start, runs again the commands its journal left unfinished (a daemon that
+  was killed loses nothing that was submitted), paused if the run was paused;
+* serves control requests (:mod:`corral.control`);
+* exits once nothing is left to run and no request came for ``idle`` seconds
+  (``CORRAL_DAEMON_IDLE``, default 300), or on ``corral stop`` / SIGTERM,
+  which cancel what is unfinished. (A daemon that is killed outright cancels
+  nothing: the next one runs its unfinished jobs again.)
+
+Its own messages go to ``<run dir>/daemon.log`` and the run's ``corral.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .control import NoDriver, send_request
+from .errors import CorralError
+from .status import TERMINAL, JobStatus
+from .store import RunInUse, StoredJob, private_run_dir, read_jobs, read_meta
+
+__all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
+
+DAEMON_LOG = "daemon.log"
+_START_TIMEOUT_S = 20.0
+
+
+def idle_seconds() -> float:
+    value = os.environ.get("CORRAL_DAEMON_IDLE", "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise CorralError(f"CORRAL_DAEMON_IDLE={value!r} must be a number of seconds") from None
+    if seconds <= 0:
+        raise CorralError(f"CORRAL_DAEMON_IDLE={value!r} must be positive")
+    return seconds
+
+
+def ensure_daemon(run_dir: Path) -> dict[str, Any]:
+    """Return the ping answer of the run's driver, starting a daemon if none runs.
+
+    Raises:
+        CorralError: the daemon could not start (its log's last lines say why).
+    """
+    try:
+        return send_request(run_dir, {"verb": "ping"})
+    except NoDriver:
+        pass
+    run_dir = private_run_dir(run_dir)
+    old = os.umask(0o077)
+    try:
+        log = open(run_dir / DAEMON_LOG, "ab")
+    finally:
+        os.umask(old)
+    with log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "corral.daemon", os.fspath(run_dir),
+             "--idle", str(idle_seconds())],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            cwd=run_dir, env=os.environ.copy())
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while True:
+        try:
+            return send_request(run_dir, {"verb": "ping"})
+        except NoDriver:
+            pass
+        code = process.poll()
+        if code is not None:
+            try:  # lost a race with another daemon starting: that one answers
+                return send_request(run_dir, {"verb": "ping"})
+            except NoDriver:
+                raise CorralError(f"the corral daemon for {run_dir} exited ({code}) at start:\n"
+                                  f"{_tail(run_dir / DAEMON_LOG)}") from None
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise CorralError(f"the corral daemon for {run_dir} did not answer within "
+                              f"{_START_TIMEOUT_S:.0f} s; see {run_dir / DAEMON_LOG}")
+        time.sleep(0.02)  # polling a process we just started; nothing to wait on instead
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _unfinished_commands(run_dir: Path) -> list[StoredJob]:
+    try:
+        jobs = read_jobs(run_dir, with_results=False)
+    except FileNotFoundError:
+        return []
+    return [job for job in jobs if job.status not in TERMINAL and job.kind == "shell"]
+
+
+def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, JobStatus]):
+    """A Job for a command the journal left unfinished, with its old id."""
+    from .job import Job
+    from .spec import Shell
+
+    spec = stored.spec
+    command = spec.get("shell") if "shell" in spec else tuple(spec.get("argv") or ())
+    after = []
+    for dep in stored.deps:
+        if str(dep) in rebuilt:
+            after.append(rebuilt[str(dep)])
+        elif finished.get(str(dep)) is not JobStatus.COMPLETED:
+            return None  # its parent failed or vanished: it will never run
+    options = {
+        "cores": spec.get("cores", 1), "memory": spec.get("memory_mb"),
+        "walltime": spec.get("walltime_s"), "gpus": spec.get("gpus", 0), "name": stored.name,
+        "priority": spec.get("priority", 0), "retries": spec.get("retries", 0),
+        "timeout": spec.get("timeout_s"), "cwd": spec.get("cwd"), "env": spec.get("env") or None,
+        "notify": spec.get("notify") or None, "notify_on": spec.get("notify_on", "failure"),
+        "after": after or None,
+    }
+    if options["cwd"] is not None and not os.path.isdir(options["cwd"]):
+        options["cwd"] = None
+    return Job(Shell(command), id=stored.id, **options)
+
+
+def serve(run_dir: Path, idle: float) -> int:
+    """Run the daemon until idle or stopped; return the exit status."""
+    from .scheduler import Scheduler
+
+    try:
+        scheduler = Scheduler(journal=run_dir, _owner="daemon")
+    except RunInUse:
+        return 0  # another daemon won the race to start; it serves the run
+    stop = threading.Event()
+    scheduler._stop_requested = stop  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        if read_meta(run_dir).get("paused") == "1":
+            scheduler.pause()
+        _resubmit(scheduler, run_dir)
+        last_busy = time.monotonic()
+        while not stop.wait(min(1.0, idle / 4)):
+            now = time.monotonic()
+            if scheduler._engine.unfinished:
+                last_busy = now
+            quiet_since = max(last_busy, scheduler._control.last_request)
+            if now - quiet_since >= idle:
+                break
+    finally:
+        if stop.is_set():
+            scheduler.interrupt()
+        scheduler.shutdown(wait=True)
+    return 0
+
+
+def _resubmit(scheduler, run_dir: Path) -> None:
+    leftovers = _unfinished_commands(run_dir)
+    if not leftovers:
+        return
+    finished = {str(job.id): job.status for job in read_jobs(run_dir, with_results=False)
+                if job.status in TERMINAL}
+    rebuilt: dict[str, Any] = {}
+    for stored in leftovers:
+        job = _rebuild(stored, rebuilt, finished)
+        if job is not None:
+            rebuilt[str(stored.id)] = job
+    if rebuilt:
+        scheduler.dispatch(list(rebuilt.values()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m corral.daemon",
+                                     description="Serve one corral run directory.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--idle", type=float, default=300.0,
+                        help="exit after this many seconds with nothing to do")
+    options = parser.parse_args(argv)
+    return serve(options.run_dir, options.idle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
