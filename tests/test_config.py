@@ -252,3 +252,24 @@ def test_a_user_file_that_is_the_local_file_is_read_once(
     monkeypatch.setenv("CORRAL_CONFIG", str(local))
 
     assert load_config(cwd=project).sources == (local,)
+
+
+def test_the_api_applies_a_profile_beneath_the_options_given(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import corral
+
+    write(project / "corral.toml", """
+        [profiles.short]
+        timeout = "1s"
+        name = "quick"
+    """)
+    monkeypatch.chdir(project)
+    with corral.Scheduler(cores=1) as scheduler:
+        hung = scheduler.options(profile="short").shell("sleep 30")
+        named = scheduler.shell("true", profile="short", name="mine")
+        with pytest.raises(corral.JobTimedOut, match="timed out after 00:00:01"):
+            hung.result(timeout=30)
+        named.result(timeout=30)
+        assert (hung.name, named.name) == ("quick", "mine")
+        with pytest.raises(ValueError, match="unknown profile 'shrot'; did you mean 'short'"):
+            scheduler.options(profile="shrot")

@@ -22,6 +22,7 @@ import os
 import socket
 import struct
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,22 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
     return reply
 
 
+_SERVERS: weakref.WeakSet[ControlServer] = weakref.WeakSet()
+
+
+def _close_listeners_in_child() -> None:
+    """A forked child must not hold the listening socket: callers would queue
+    on it, unanswered, after the driver is gone."""
+    for server in list(_SERVERS):
+        listener, server._listener = server._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.close()
+
+
+os.register_at_fork(after_in_child=_close_listeners_in_child)
+
+
 class ControlServer:
     """Serves control requests for one Scheduler on a thread of its own."""
 
@@ -111,18 +128,18 @@ class ControlServer:
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            with _socket_path(self.run_dir) as path:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # left by a driver that died; we hold the run's lock
-                listener.bind(path)
-        finally:
-            os.umask(old)
+        with _socket_path(self.run_dir) as path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # left by a driver that died; we hold the run's lock
+            listener.bind(path)
+            # Not through the umask (process-wide, shared with the user's threads); the
+            # run directory (0700) already keeps others out while this is not yet done.
+            os.chmod(path, 0o600)
         listener.listen(16)
         self._listener = listener
         self._thread = threading.Thread(target=self._serve, name="corral-control", daemon=True)
         self._thread.start()
+        _SERVERS.add(self)
 
     def stop(self) -> None:
         listener, self._listener = self._listener, None

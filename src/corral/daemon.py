@@ -32,7 +32,7 @@ from typing import Any
 from .control import NoDriver, send_request
 from .errors import CorralError
 from .status import TERMINAL, JobStatus
-from .store import RunInUse, StoredJob, private_run_dir, read_jobs, read_meta
+from .store import RunInUse, StoredJob, private_file, private_run_dir, read_jobs, read_meta
 
 __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
 
@@ -62,12 +62,8 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
     except NoDriver:
         pass
     run_dir = private_run_dir(run_dir)
-    old = os.umask(0o077)
-    try:
-        log = open(run_dir / DAEMON_LOG, "ab")
-    finally:
-        os.umask(old)
-    with log:
+    private_file(run_dir / DAEMON_LOG)
+    with open(run_dir / DAEMON_LOG, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "corral.daemon", os.fspath(run_dir),
              "--idle", str(idle_seconds())],

@@ -1,6 +1,6 @@
 """corral's demo: a small word-statistics pipeline on the local backend.
 
-    python -m corral.demo
+    python -m corral.demo [--run DIR]
 
 It makes a few text files in parallel (Python calls), counts their words with
 `wc` (shell commands that depend on them), sums the counts (a call that takes
@@ -8,10 +8,15 @@ the other jobs' results as arguments), and shows what a run looks like when
 things go wrong: a flaky job that succeeds on a retry, a job killed by its
 timeout, and a job cancelled because the job it depends on failed. Then it
 prints every job's status, attempts and reason, and where its output went.
+
+The run is journaled: ``corral --run DIR status --all`` shows it from any
+terminal afterwards, and running the demo again with ``--run DIR`` returns
+the jobs that completed from the journal instead of running them again.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import tempfile
@@ -54,11 +59,16 @@ def missing_input() -> None:
     raise FileNotFoundError("calibration.csv")
 
 
-def main() -> int:
-    data = Path(tempfile.mkdtemp(prefix="corral-demo-"))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m corral.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="a run directory of an earlier demo to resume")
+    options = parser.parse_args(argv)
+    data = options.run.parent if options.run else Path(tempfile.mkdtemp(prefix="corral-demo-"))
+    run = options.run or data / "run"
     print(f"corral demo: files in {data}\n")
     events: list[corral.Event] = []
-    with corral.Scheduler(cores=2, workdir=data / "run") as scheduler:
+    with corral.Scheduler(cores=2, journal=run) as scheduler:
         scheduler.on_event(events.append)
         texts = [scheduler.options(name=f"write-{i}").submit(write_text, str(data / f"text-{i}.txt"),
                                                              1000 * (i + 1), i)
@@ -93,6 +103,11 @@ def main() -> int:
         print(f"{job.id:>3}  {job.name:<11} {job.status.name:<10} {job.attempts:>5}  {seconds:5.2f}  "
               f"{job.reason or ''}")
     print(f"\nstdout of write-0: {texts[0].stdout.strip()!r} (kept in {texts[0].jobdir}/stdout)")
+    restored = sum(1 for job in scheduler.jobs() if job.reason and "earlier run" in job.reason)
+    if restored:
+        print(f"{restored} jobs came from the journal of the earlier run, without running again")
+    print(f"\nlook at this run from any terminal:  corral --run {run} status --all")
+    print(f"resume it (finished jobs are not run again): python -m corral.demo --run {run}")
     return 0
 
 

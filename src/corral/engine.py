@@ -153,7 +153,8 @@ class Engine:
         if self.paused and self.packer:
             log.warning("shutting down a paused scheduler: resuming to finish %d queued jobs",
                         len(self.packer))
-        self.paused = False  # closing means finishing what was dispatched
+        if self.paused:
+            self.set_paused(False)  # closing means finishing what was dispatched
 
     # -- the loop ----------------------------------------------------------------------
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import marshal
 import pickle
 import shlex
+import types
 from typing import TYPE_CHECKING, Any
 
 from .spec import Call, FunctionRef, Script, Shell
@@ -49,9 +49,26 @@ def _identity(fn: Any) -> bytes:
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     code = getattr(fn, "__code__", None)
     if code is not None:
-        return f"{module}:{name}:".encode() + marshal.dumps(code) + _stable_bytes(
+        return f"{module}:{name}:".encode() + _code_bytes(code) + _stable_bytes(
             getattr(fn, "__defaults__", None))
     return f"{module}:{name}:".encode() + _stable_bytes(fn)
+
+
+def _code_bytes(code: types.CodeType) -> bytes:
+    """What a code object does, without where it is: its bytecode, names and
+    constants (nested functions alike), but not its file name or line
+    numbers, so that a comment added above a function keeps its jobs' keys."""
+    parts = [code.co_code, repr((code.co_names, code.co_varnames, code.co_freevars,
+                                 code.co_cellvars, code.co_argcount, code.co_kwonlyargcount,
+                                 code.co_posonlyargcount, code.co_flags)).encode()]
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            parts.append(_code_bytes(constant))
+        elif isinstance(constant, frozenset):  # set order depends on the hash seed
+            parts.append(repr(sorted(map(repr, constant))).encode())
+        else:
+            parts.append(repr(constant).encode())
+    return b"\0".join(parts)
 
 
 def _stable_bytes(value: Any) -> bytes:

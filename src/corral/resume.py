@@ -91,7 +91,7 @@ class Resumer:
             found = self._outcomes.get(str(stored.id))
             if found is not None and found[0]:
                 return dataclasses.replace(stored, status=JobStatus.COMPLETED, result=found[1],
-                                           exit_code=0)
+                                           exit_code=0, ended=found[2])
         elif stored.status in ACTIVE:
             _kill_stale_command(stored)
         return stored

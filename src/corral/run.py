@@ -12,17 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .job import Result
-from .status import JobStatus
+from .status import JobStatus, statuses_named
 from .store import StoredJob, journal_path, owner_of, read_events, read_jobs, read_meta
 
 __all__ = ["Run"]
-
-_GROUPS = {
-    "pending": {JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED},
-    "active": {JobStatus.SUBMITTED, JobStatus.RUNNING},
-    "finished": {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT},
-}
-
 
 class Run:
     """The jobs of a run directory as its journal records them.
@@ -37,19 +30,12 @@ class Run:
             read_meta(self.path)  # raises the FileNotFoundError that names the problem
 
     def jobs(self, status: JobStatus | str | None = None) -> list[StoredJob]:
-        """Every job in dispatch order; only those in *status* (a JobStatus, its
-        name, or "pending"/"active"/"finished") when given."""
+        """Every job in dispatch order; only those in *status* when given (a
+        JobStatus, its name, or a group as in :meth:`Scheduler.jobs`)."""
+        wanted = None if status is None else statuses_named(status)
         jobs = read_jobs(self.path)
-        if status is None:
+        if wanted is None:
             return jobs
-        if isinstance(status, JobStatus):
-            wanted = {status}
-        else:
-            key = str(status).lower()
-            wanted = _GROUPS.get(key) or {member for member in JobStatus if member.value == key}
-            if not wanted:
-                choices = [member.value for member in JobStatus] + sorted(_GROUPS)
-                raise ValueError(f"unknown status {status!r}; use one of: {', '.join(choices)}")
         return [job for job in jobs if job.status in wanted]
 
     def job(self, job_id: int | str) -> StoredJob:

@@ -11,7 +11,6 @@ to stderr explicitly, unless the program configured logging itself.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,11 +23,10 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"
 def attach_run_log(run_dir: Path) -> Callable[[], None]:
     """Send corral's log to ``run_dir/corral.log``; return what undoes it."""
     logger = logging.getLogger("corral")
-    old = os.umask(0o077)
-    try:
-        file_handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
-    finally:
-        os.umask(old)
+    from .store import private_file
+
+    private_file(run_dir / LOG_FILE)
+    file_handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
     file_handler.setLevel(logging.INFO)
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     handlers: list[logging.Handler] = [file_handler]

@@ -34,7 +34,7 @@ from .run import Run
 from .runlog import attach_run_log
 from .runtime.payload import dumps_call
 from .spec import Call, FunctionRef, Script, Shell, make_task
-from .status import ACTIVE, PENDING, TERMINAL, JobStatus
+from .status import JobStatus, statuses_named
 from .store import Journal
 from .units import parse_duration, parse_memory
 
@@ -43,11 +43,6 @@ if TYPE_CHECKING:
     from .notify import Notifier
 
 __all__ = ["Scheduler", "Submitter"]
-
-_STATUS_GROUPS: dict[str, frozenset[JobStatus]] = {
-    "pending": PENDING, "queued": PENDING, "active": ACTIVE,
-    "finished": TERMINAL, "history": TERMINAL, "done": TERMINAL,
-}
 
 
 class Submitter:
@@ -62,7 +57,12 @@ class Submitter:
         self._defaults = dict(defaults)
 
     def options(self, **options: Any) -> Submitter:
-        """A submitter whose defaults are these *options* on top of the current ones."""
+        """A submitter whose defaults are these *options* on top of the current ones.
+
+        ``profile="name"`` brings in a named set of options from the config
+        files (see :mod:`corral.config`); options given here win over it.
+        """
+        options = self._scheduler._with_profile(options)
         parse_options(options)
         return Submitter(self._scheduler, {**self._defaults, **options})
 
@@ -98,7 +98,7 @@ class Submitter:
         return self._make(make_task(FunctionRef(target, tuple(args), dict(kwargs or {}))), options)
 
     def _make(self, task: Any, options: Mapping[str, Any]) -> Job:
-        job = Job._from_task(task, {**self._defaults, **options})
+        job = Job._from_task(task, {**self._defaults, **self._scheduler._with_profile(options)})
         self._scheduler.dispatch([job])
         return job
 
@@ -287,14 +287,27 @@ class Scheduler(Executor):
                 dep._feeds_values = True
         return ids
 
+    def _with_profile(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """*options* with ``profile=`` replaced by the profile's options beneath them."""
+        if "profile" not in options:
+            return dict(options)
+        options = dict(options)
+        name = options.pop("profile")
+        return {**self._loaded_config().profile(name), **options}
+
+    def _loaded_config(self) -> Config:
+        if self._config is None:
+            from .config import load_config
+
+            self._config = load_config()
+        return self._config
+
     def _notifier(self) -> Notifier:
         """The e-mail sender, made on first use from the [smtp] config."""
         if self._engine.notifier is None:
-            from .config import load_config
             from .notify import Notifier
 
-            config = self._config if self._config is not None else load_config()
-            self._engine.notifier = Notifier(config.smtp)
+            self._engine.notifier = Notifier(self._loaded_config().smtp)
         return self._engine.notifier
 
     def _check_queue_and_tokens(self, job: Job) -> None:
@@ -380,7 +393,7 @@ class Scheduler(Executor):
             everything = list(self._by_id.values())
         if status is None:
             return everything
-        wanted = _status_set(status)
+        wanted = statuses_named(status)
         return [job for job in everything if job.status in wanted]
 
     def qsize(self, status: JobStatus | str | None = None) -> int:
@@ -564,20 +577,6 @@ def _pickle_call(job: Job) -> None:
     except Exception as error:
         raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "
                          f"arguments cannot be pickled ({type(error).__name__}: {error})") from error
-
-
-def _status_set(status: JobStatus | str) -> frozenset[JobStatus]:
-    if isinstance(status, JobStatus):
-        return frozenset({status})
-    if isinstance(status, str):
-        key = status.strip().lower()
-        if key in _STATUS_GROUPS:
-            return _STATUS_GROUPS[key]
-        for member in JobStatus:
-            if member.value == key:
-                return frozenset({member})
-    choices = [member.value for member in JobStatus] + sorted(_STATUS_GROUPS)
-    raise ValueError(f"unknown status {status!r}; use a JobStatus or one of: {', '.join(choices)}")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int | None:

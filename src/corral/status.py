@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["JobStatus", "IllegalTransition", "check_transition", "TERMINAL", "PENDING", "ACTIVE"]
+__all__ = ["JobStatus", "IllegalTransition", "check_transition", "TERMINAL", "PENDING", "ACTIVE",
+           "statuses_named"]
 
 
 class JobStatus(enum.Enum):
@@ -80,3 +81,29 @@ def check_transition(old: JobStatus, new: JobStatus) -> None:
     """Raise :class:`IllegalTransition` unless *old* → *new* is a legal move."""
     if new not in _LEGAL[old]:
         raise IllegalTransition(f"a job cannot go from {old.name} to {new.name}")
+
+
+#: Names of groups of states, for ``jobs(status)`` and ``qsize(status)``.
+STATUS_GROUPS: dict[str, frozenset[JobStatus]] = {
+    "pending": PENDING, "queued": PENDING, "active": ACTIVE,
+    "finished": TERMINAL, "history": TERMINAL, "done": TERMINAL,
+}
+
+
+def statuses_named(status: JobStatus | str) -> frozenset[JobStatus]:
+    """The states *status* stands for: one JobStatus, its name, or a group name.
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+    """
+    if isinstance(status, JobStatus):
+        return frozenset({status})
+    if isinstance(status, str):
+        key = status.strip().lower()
+        if key in STATUS_GROUPS:
+            return STATUS_GROUPS[key]
+        for member in JobStatus:
+            if member.value == key:
+                return frozenset({member})
+    choices = [member.value for member in JobStatus] + sorted(STATUS_GROUPS)
+    raise ValueError(f"unknown status {status!r}; use a JobStatus or one of: {', '.join(choices)}")

@@ -12,16 +12,20 @@ Two kinds of access:
   second driver gets a clear error instead of a corrupted queue. It is called
   from the control-loop thread only and writes in batches: the loop calls
   :meth:`Journal.flush` once per iteration, which snapshots what changed and
-  hands it to a writer thread: one transaction per iteration, and the loop
-  never waits for the disk. (A synchronous commit per iteration tripled the
-  latency of a small call.) The journal therefore lags the loop by about a
-  transaction; what must not be lost in that gap — a call's outcome — the
-  worker has already appended to ``outcomes/`` (see :mod:`corral.runtime.outcomes`).
+  pipes it to a writer process (:mod:`corral.journal_writer`), so the loop
+  never waits for the disk nor shares the GIL with SQLite. (A synchronous
+  commit per iteration tripled the latency of a small call; a writer thread
+  still slowed 1,000 small calls by half.) The journal therefore lags the loop
+  by a group-commit interval; what must not be lost in that gap — a call's
+  outcome — the worker has already appended to ``outcomes/`` (see
+  :mod:`corral.runtime.outcomes`), and a driver's death ends the pipe, after
+  which the writer commits everything it was sent.
 * :func:`read_jobs` / :func:`read_events` — plain readers for any process of
   the same user; WAL lets them read while the writer writes.
 
 Everything is private to the user: the run directory is 0700 and the files in
-it 0600 (the umask is narrowed while SQLite creates its ``-wal``/``-shm`` files).
+it 0600: the files are created with that mode before SQLite opens them, and
+SQLite gives its ``-wal``/``-shm`` files the mode of the database file.
 """
 
 from __future__ import annotations
@@ -30,24 +34,26 @@ import contextlib
 import fcntl
 import json
 import os
-import queue
+import pickle
 import socket
 import sqlite3
+import subprocess
 import sys
-import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorralError
+from .journal_writer import HEADER
 from .status import JobStatus
 
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ["JOURNAL_FILE", "Journal", "StoredJob", "RunInUse", "private_run_dir",
+__all__ = ["JOURNAL_FILE", "Journal", "StoredJob", "RunInUse", "private_run_dir", "private_file",
            "read_jobs", "read_events", "read_meta", "journal_path", "owner_of"]
 
 JOURNAL_FILE = "journal.db"
@@ -69,10 +75,8 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, job_id TEXT, time REAL, old TEXT, new TEXT, reason TEXT);
 """
 
-#: The writer waits this long after the first change of a quiet spell before it
-#: commits, so that a busy run costs one transaction per interval, not one per
-#: loop iteration. It is also how far the journal may lag the loop.
-_GROUP_COMMIT_S = 0.01
+_WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
+                "from corral.journal_writer import main; main()")
 
 _JOB_STATE_COLUMNS = ("status", "reason", "exit_code", "attempts", "native_id", "started",
                       "ended", "jobdir", "result", "error")
@@ -176,23 +180,24 @@ def private_run_dir(path: str | os.PathLike[str]) -> Path:
     return run_dir
 
 
-@contextlib.contextmanager
-def _private_files() -> Iterator[None]:
-    """Files created inside get mode 0600 (SQLite's -wal/-shm included)."""
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
+def private_file(path: str | os.PathLike[str]) -> None:
+    """Create *path* (if missing) readable and writable by its user only.
+
+    An explicit mode rather than a narrowed umask: the umask is process-wide,
+    and other threads of the user's program create files too.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.close(descriptor)
 
 
 def _connect(path: Path, create: bool) -> sqlite3.Connection:
     if not create and not path.exists():
         raise FileNotFoundError(f"no corral journal at {path}")
-    with _private_files():
-        connection = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                     check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
+    if create:
+        private_file(path)
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
     connection.execute("PRAGMA busy_timeout=30000")
     return connection
@@ -218,6 +223,25 @@ def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
                 return {"pid": None, "kind": "unknown"}
         fcntl.flock(handle, fcntl.LOCK_UN)
         return None
+
+
+_OPEN_JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _forget_locks_in_child() -> None:
+    """A child forked from the driver (a fork-based pool) must not keep the
+    run's lock, nor the writer's pipe, alive after the driver is gone; closing
+    its copies of the descriptors leaves the driver's in place."""
+    for journal in list(_OPEN_JOURNALS):
+        handle, journal._lock = journal._lock, None
+        for descriptor in (handle, getattr(journal, "_pipe", None)):
+            if descriptor is not None:
+                with contextlib.suppress(OSError):
+                    os.close(descriptor.fileno())
+        journal.closed = True
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 class Journal:
@@ -246,17 +270,17 @@ class Journal:
         self._new_jobs: list[tuple] = []
         self._dirty: dict[int, Job] = {}
         self.closed = False
-        self._batches: queue.SimpleQueue = queue.SimpleQueue()
-        self.write_error: BaseException | None = None
-        self._writer = threading.Thread(target=self._write_batches, name="corral-journal",
-                                        daemon=True)
-        self._writer.start()
+        self._broken = False
+        self._db.close()  # from here on, the writer process owns the writing
+        self._writer = self._start_writer()
+        self._pipe = self._writer.stdin
+        _OPEN_JOURNALS.add(self)
 
     # -- ownership -----------------------------------------------------------------------
 
     def _take_lock(self, kind: str):
-        with _private_files():
-            handle = open(self.run_dir / LOCK_FILE, "a+")
+        private_file(self.run_dir / LOCK_FILE)
+        handle = open(self.run_dir / LOCK_FILE, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -294,6 +318,8 @@ class Journal:
             self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
                 ("version", str(SCHEMA_VERSION)), ("created", repr(time.time())),
                 ("paused", "0"), ("origin", kind)])
+        elif kind != "daemon":  # a script starts unpaused, whatever a killed one left
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
 
     def _start_session(self, kind: str) -> int:
         cursor = self._db.execute(
@@ -303,7 +329,8 @@ class Journal:
 
     def set_meta(self, key: str, value: str) -> None:
         """Record a run-wide setting (e.g. ``paused``), after what is already queued."""
-        self._batches.put(("meta", (key, value)))
+        self.flush()
+        self._send(("meta", key, value))
 
     # -- recording (control-loop thread) ------------------------------------------------------
 
@@ -323,88 +350,52 @@ class Journal:
         self._dirty[id(job)] = job
 
     def flush(self, wait: bool = False) -> None:
-        """Hand everything recorded since the last flush to the writer thread,
-        as one transaction; with *wait*, return once it is on disk."""
+        """Send everything recorded since the last flush to the writer process,
+        as one batch; with *wait*, return once it is committed.
+
+        Raises:
+            CorralError: (with *wait*) the writer could not write the journal.
+        """
         if self._events or self._dirty:
             rows = [(job.status.value, job.reason, job.exit_code, job.attempts, job.native_id,
                      job.started, job.ended, None if job.jobdir is None else os.fspath(job.jobdir),
                      job._result_blob, job._error_blob,
                      None if job._live_output is None else "\n".join(job._live_output), str(job.id))
                     for job in self._dirty.values()]
-            self._batches.put(("jobs", (self._new_jobs, self._events, rows)))
+            self._send(("jobs", self._new_jobs, self._events, rows))
             self._new_jobs, self._events, self._dirty = [], [], {}
         if wait:
-            written = threading.Event()
-            self._batches.put(("signal", written))
-            written.wait()
-            if self.write_error is not None:
-                raise CorralError(f"cannot write the journal: {self.write_error}")
+            self._send(("sync",))
+            answer = self._writer.stdout.readline()
+            if answer != b"ok\n":
+                problem = answer.decode(errors="replace").strip() or "the writer process died"
+                raise CorralError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: "
+                                  f"{problem}")
 
-    def _write_batches(self) -> None:
-        """The writer thread: in order, and everything queued meanwhile in one
-        transaction (under load, batches pile up while one is written)."""
-        batches = self._batches
-        while True:
-            pending = [batches.get()]
-            if pending[0][0] == "jobs":
-                time.sleep(_GROUP_COMMIT_S)  # let more pile up: one commit for all of them
-            while not batches.empty():
-                pending.append(batches.get_nowait())
-            new_jobs: list[tuple] = []
-            events: list[tuple] = []
-            rows: dict[str, tuple] = {}
-            metas: list[tuple[str, str]] = []
-            signals = []
-            stop = False
-            for kind, payload in pending:
-                if kind == "jobs":
-                    new_jobs += payload[0]
-                    events += payload[1]
-                    rows.update((row[-1], row) for row in payload[2])  # the latest state wins
-                elif kind == "meta":
-                    metas.append(payload)
-                elif kind == "signal":
-                    signals.append(payload)
-                else:
-                    stop = True
-            try:
-                self._write(new_jobs, events, list(rows.values()), metas)
-            except Exception as error:  # keep the run going; say so loudly
-                if self.write_error is None:
-                    import logging
-
-                    logging.getLogger(__name__).exception("cannot write the journal")
-                self.write_error = error
-            for written in signals:
-                written.set()
-            if stop:
-                return
-
-    def _write(self, new_jobs: list[tuple], events: list[tuple], rows: list[tuple],
-               metas: list[tuple[str, str]]) -> None:
-        db = self._db
-        if not (new_jobs or events or rows or metas):
-            return
-        db.execute("BEGIN")
+    def _send(self, message: tuple) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         try:
-            if new_jobs:
-                db.executemany(
-                    "INSERT OR REPLACE INTO jobs (id, int_id, seq, key, name, kind, command, spec, "
-                    "deps, session) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*row[:7], json.dumps(row[7]), json.dumps(row[8]), row[9]) for row in new_jobs])
-            if events:
-                db.executemany("INSERT INTO events (job_id, time, old, new, reason) "
-                               "VALUES (?, ?, ?, ?, ?)", events)
-            if rows:
-                db.executemany(
-                    "UPDATE jobs SET status=?, reason=?, exit_code=?, attempts=?, native_id=?, "
-                    "started=?, ended=?, jobdir=?, result=?, error=?, live=? WHERE id=?", rows)
-            if metas:
-                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", metas)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            self._pipe.write(HEADER.pack(len(data)) + data)
+        except (BrokenPipeError, ValueError) as error:
+            if not self._broken:
+                self._broken = True
+                import logging
+
+                logging.getLogger(__name__).error(
+                    "the journal writer of %s is gone (%s): the journal stops here",
+                    self.run_dir, error)
+
+    def _start_writer(self) -> subprocess.Popen:
+        import json as _json
+
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITER_BOOT, os.fspath(self.run_dir / JOURNAL_FILE),
+             _json.dumps(sys.path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+            bufsize=0, close_fds=True)
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(writer.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        return writer
 
     def close(self) -> None:
         """Flush, end the session and give up ownership of the run."""
@@ -413,11 +404,16 @@ class Journal:
         self.closed = True
         try:
             self.flush()
-            self._batches.put(("stop", None))
-            self._writer.join()
-            self._db.execute("UPDATE sessions SET ended=? WHERE id=?", (time.time(), self.session))
-            self._db.close()
-            if self.write_error is None:
+            self._send(("stop", self.session, time.time()))
+            with contextlib.suppress(OSError):
+                self._pipe.close()
+            try:
+                code = self._writer.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._writer.kill()
+                code = self._writer.wait()
+            self._writer.stdout.close()
+            if code == 0:
                 from .runtime.outcomes import discard_outcomes
 
                 discard_outcomes(self.run_dir)  # everything they held is in the journal now
@@ -457,8 +453,16 @@ def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
     connection = _connect(path, create=False)
     try:
         yield connection
+    except sqlite3.OperationalError as error:
+        if "no such table" not in str(error):
+            raise
+        raise _NotCreatedYet from None  # its driver is creating it this instant
     finally:
         connection.close()
+
+
+class _NotCreatedYet(Exception):
+    pass
 
 
 def read_jobs(run_dir: str | os.PathLike[str], with_results: bool = True) -> list[StoredJob]:
@@ -471,22 +475,32 @@ def read_jobs(run_dir: str | os.PathLike[str], with_results: bool = True) -> lis
         "id, int_id, seq, key, name, kind, command, spec, deps, status, reason, exit_code, "
         "attempts, native_id, started, ended, jobdir, NULL AS result, NULL AS error, session, "
         "live")
-    with _reading(run_dir) as db:
-        return _rows_to_jobs(db.execute(f"SELECT {columns} FROM jobs ORDER BY seq"))
+    try:
+        with _reading(run_dir) as db:
+            return _rows_to_jobs(db.execute(f"SELECT {columns} FROM jobs ORDER BY seq"))
+    except _NotCreatedYet:
+        return []
 
 
 def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
                 ) -> list[tuple[str, float, str | None, str, str | None]]:
     """State changes as ``(job id, time, old, new, reason)``, oldest first."""
-    with _reading(run_dir) as db:
-        if job_id is None:
-            cursor = db.execute("SELECT job_id, time, old, new, reason FROM events ORDER BY seq")
-        else:
-            cursor = db.execute("SELECT job_id, time, old, new, reason FROM events "
-                                "WHERE job_id=? ORDER BY seq", (str(job_id),))
-        return list(cursor)
+    try:
+        with _reading(run_dir) as db:
+            if job_id is None:
+                cursor = db.execute("SELECT job_id, time, old, new, reason FROM events "
+                                    "ORDER BY seq")
+            else:
+                cursor = db.execute("SELECT job_id, time, old, new, reason FROM events "
+                                    "WHERE job_id=? ORDER BY seq", (str(job_id),))
+            return list(cursor)
+    except _NotCreatedYet:
+        return []
 
 
 def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, str]:
-    with _reading(run_dir) as db:
-        return dict(db.execute("SELECT key, value FROM meta"))
+    try:
+        with _reading(run_dir) as db:
+            return dict(db.execute("SELECT key, value FROM meta"))
+    except _NotCreatedYet:
+        return {}

@@ -8,7 +8,7 @@ run finds the outcome here and does not run the job a second time.
 One ``write()`` to a file the worker keeps open costs a few microseconds; a
 file per job (directory, temporary file, rename) cost ten times more and made
 small calls a third slower. Records are length-prefixed; a record torn by a
-kill is ignored. The files are removed once the journal holds everything
+kill is ignored; each carries the time the call ended. The files are removed once the journal holds everything
 (a clean shutdown).
 """
 
@@ -18,12 +18,13 @@ import os
 import pickle
 import shutil
 import struct
+import time
 from typing import Any
 
 __all__ = ["OUTCOMES_DIR", "OutcomeLog", "read_outcomes", "discard_outcomes"]
 
 OUTCOMES_DIR = "outcomes"
-_HEADER = struct.Struct("<I")
+_HEADER = struct.Struct("<Id")  # size of the reply, time the call ended
 
 
 class OutcomeLog:
@@ -44,12 +45,13 @@ class OutcomeLog:
             descriptor = os.open(os.path.join(directory, str(os.getpid())),
                                  os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._files[run_dir] = descriptor
-        os.write(descriptor, _HEADER.pack(len(reply)) + reply)
+        os.write(descriptor, _HEADER.pack(len(reply), time.time()) + reply)
 
 
-def read_outcomes(run_dir: str | os.PathLike[str]) -> dict[str, tuple[bool, bytes]]:
-    """``{str(job id): (ok, blob)}`` from every worker's log; the latest record wins."""
-    found: dict[str, tuple[bool, bytes]] = {}
+def read_outcomes(run_dir: str | os.PathLike[str]) -> dict[str, tuple[bool, bytes, float]]:
+    """``{str(job id): (ok, blob, ended)}`` from every worker's log; the latest
+    record wins."""
+    found: dict[str, tuple[bool, bytes, float]] = {}
     directory = os.path.join(run_dir, OUTCOMES_DIR)
     try:
         names = os.listdir(directory)
@@ -61,21 +63,21 @@ def read_outcomes(run_dir: str | os.PathLike[str]) -> dict[str, tuple[bool, byte
                 data = handle.read()
         except OSError:
             continue
-        for job_id, ok, blob in _records(data):
-            found[str(job_id)] = (ok, blob)
+        for (job_id, ok, blob), ended in _records(data):
+            found[str(job_id)] = (ok, blob, ended)
     return found
 
 
-def _records(data: bytes) -> list[tuple[Any, bool, bytes]]:
+def _records(data: bytes) -> list[tuple[tuple[Any, bool, bytes], float]]:
     records = []
     offset = 0
     while offset + _HEADER.size <= len(data):
-        (size,) = _HEADER.unpack_from(data, offset)
+        size, ended = _HEADER.unpack_from(data, offset)
         start = offset + _HEADER.size
         if start + size > len(data):
             break  # torn by a kill
         try:
-            records.append(pickle.loads(data[start:start + size]))
+            records.append((pickle.loads(data[start:start + size]), ended))
         except Exception:
             break
         offset = start + size
