@@ -65,7 +65,7 @@ def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
     if after:
         options["after"] = after
     job = scheduler.shell(command, **options)
-    scheduler._engine.call(scheduler._journal.flush)  # the id we answer is on disk
+    scheduler._engine.call(scheduler._journal.flush, True)  # the id we answer is on disk
     return {"id": job.id}
 
 

@@ -168,7 +168,7 @@ class Engine:
                 if self._closing and not self._live and not self._active:
                     break
                 if self.journal is not None:
-                    self.journal.flush()  # one transaction per iteration
+                    self.journal.flush()  # sent every few milliseconds, not every iteration
                 for update in self.backend.updates(self._wait_time()):
                     self._apply(update)
                 self._fire_deadlines()
@@ -199,7 +199,7 @@ class Engine:
     def _flush_journal(self) -> None:
         if self.journal is not None:
             try:
-                self.journal.flush()
+                self.journal.flush(force=True)
             except Exception:
                 log.exception("could not write the journal")
 
@@ -224,9 +224,14 @@ class Engine:
     def _wait_time(self) -> float | None:
         if self._inbox:
             return 0
+        wait = None
         if self._deadlines:
-            return max(0.0, self._deadlines[0][0] - time.monotonic())
-        return None
+            wait = max(0.0, self._deadlines[0][0] - time.monotonic())
+        if self.journal is not None:
+            due = self.journal.due_in()
+            if due is not None and (wait is None or due < wait):
+                wait = due
+        return wait
 
     # -- state changes -----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import pickle
 import shlex
 import types
@@ -112,23 +113,31 @@ def job_digest(job: Job) -> str:
     return digest.hexdigest()[:24]
 
 
-def describe(job: Job) -> tuple[str, str, dict[str, Any]]:
-    """``(kind, command line for people, spec)`` as the journal stores them.
+@functools.lru_cache(maxsize=64)
+def _options_json(resources: Any, queue: str | None, tokens: int, priority: int, retries: int,
+                  timeout_s: float | None, cwd: str | None, env: tuple, notify: tuple,
+                  notify_on: str) -> str:
+    """The JSON of a job's options; jobs submitted alike share one (cached)."""
+    return json.dumps({
+        "cores": resources.cores, "memory_mb": resources.memory_mb,
+        "walltime_s": resources.walltime_s, "gpus": resources.gpus, "queue": queue,
+        "tokens": tokens, "priority": priority, "retries": retries, "timeout_s": timeout_s,
+        "cwd": cwd, "env": dict(env), "notify": list(notify), "notify_on": notify_on,
+    })
 
-    The spec holds plain JSON values: resources in MB and seconds, the other
-    options, and for commands the task itself, so that the daemon can run a
-    ``corral submit`` job again after a restart.
+
+def describe(job: Job) -> tuple[str, str, str]:
+    """``(kind, command line for people, spec as JSON)`` as the journal stores them.
+
+    The spec holds resources in MB and seconds, the other options, and for
+    commands the task itself, so that the daemon can run a ``corral submit``
+    job again after a restart.
     """
     task = job.spec.task
     spec = job.spec
-    resources = spec.resources
-    record: dict[str, Any] = {
-        "cores": resources.cores, "memory_mb": resources.memory_mb,
-        "walltime_s": resources.walltime_s, "gpus": resources.gpus, "queue": spec.queue,
-        "tokens": spec.tokens, "priority": spec.priority, "retries": spec.retries,
-        "timeout_s": spec.timeout_s, "cwd": spec.cwd, "env": dict(spec.env),
-        "notify": list(spec.notify), "notify_on": spec.notify_on,
-    }
+    options = _options_json(spec.resources, spec.queue, spec.tokens, spec.priority, spec.retries,
+                            spec.timeout_s, spec.cwd, spec.env, spec.notify, spec.notify_on)
+    record: dict[str, Any] = {}
     if isinstance(task, Call):
         kind = "call"
         name = getattr(task.fn, "__qualname__", None) or repr(task.fn)
@@ -148,4 +157,6 @@ def describe(job: Job) -> tuple[str, str, dict[str, Any]]:
         else:
             record["argv"] = [str(word) for word in task.command]
             command = shlex.join(record["argv"])
-    return kind, command, record
+    if record:  # the task itself, for commands: add it to the shared options
+        return kind, command, json.dumps({**json.loads(options), **record})
+    return kind, command, options

@@ -121,7 +121,7 @@ class Job(Future):
         self._feeds_values = False
         # The journal's view (set at dispatch when the scheduler keeps one):
         self._key: str | None = None
-        self._journal_entry: tuple[str, str, str, dict[str, Any]] = ("", "", "", {})
+        self._journal_entry: tuple[str, str, str, str] = ("", "", "", "{}")
         self._restored: StoredJob | None = None  # completed in an earlier run
         self._result_blob: bytes | None = None
         self._error_blob: bytes | None = None

@@ -75,6 +75,13 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, job_id TEXT, time REAL, old TEXT, new TEXT, reason TEXT);
 """
 
+#: Changes are sent to the writer at most this often (and the loop wakes up to
+#: send them): one pipe write and one pickle per interval instead of one per
+#: loop iteration. With the writer's group commit, this bounds how far the
+#: journal lags the loop; a call's outcome is safe meanwhile in the outcome log.
+SEND_INTERVAL_S = 0.005
+_LARGE_BATCH = 5000
+
 _WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
                 "from corral.journal_writer import main; main()")
 
@@ -271,6 +278,7 @@ class Journal:
         self._dirty: dict[int, Job] = {}
         self.closed = False
         self._broken = False
+        self._last_send = 0.0
         self._db.close()  # from here on, the writer process owns the writing
         self._writer = self._start_writer()
         self._pipe = self._writer.stdin
@@ -334,9 +342,9 @@ class Journal:
 
     # -- recording (control-loop thread) ------------------------------------------------------
 
-    def added(self, job: Job, key: str, kind: str, command: str, spec: dict[str, Any]) -> None:
-        """Record a new job; written at the next :meth:`flush`."""
-        deps = [dep.id for dep in job._deps]  # JSON-encoded by the writer thread
+    def added(self, job: Job, key: str, kind: str, command: str, spec: str) -> None:
+        """Record a new job (*spec* is JSON); written at the next :meth:`flush`."""
+        deps = [dep.id for dep in job._deps]  # JSON-encoded by the writer process
         self._new_jobs.append((
             str(job.id), job.id if isinstance(job.id, int) else None, self._seq, key, job.name,
             kind, command, spec, deps, self.session))
@@ -349,14 +357,26 @@ class Journal:
                              reason))
         self._dirty[id(job)] = job
 
-    def flush(self, wait: bool = False) -> None:
-        """Send everything recorded since the last flush to the writer process,
-        as one batch; with *wait*, return once it is committed.
+    def due_in(self) -> float | None:
+        """Seconds until what was recorded must be sent; None if nothing waits."""
+        if not (self._events or self._dirty):
+            return None
+        return max(0.0, self._last_send + SEND_INTERVAL_S - time.monotonic())
+
+    def flush(self, wait: bool = False, force: bool = False) -> None:
+        """Send what was recorded to the writer process, as one batch: at once
+        with *wait* or *force*, otherwise once :data:`SEND_INTERVAL_S` has
+        passed since the last batch (the control loop calls this every
+        iteration, and wakes up for :meth:`due_in`). With *wait*, return once
+        everything is committed.
 
         Raises:
             CorralError: (with *wait*) the writer could not write the journal.
         """
-        if self._events or self._dirty:
+        if (self._events or self._dirty) and (
+                wait or force or len(self._events) >= _LARGE_BATCH
+                or time.monotonic() - self._last_send >= SEND_INTERVAL_S):
+            self._last_send = time.monotonic()
             rows = [(job.status.value, job.reason, job.exit_code, job.attempts, job.native_id,
                      job.started, job.ended, None if job.jobdir is None else os.fspath(job.jobdir),
                      job._result_blob, job._error_blob,
