@@ -72,20 +72,15 @@ def _open_run(context: click.Context):
 def _control(context: click.Context, request: dict[str, Any], start: bool = True) -> dict[str, Any]:
     """Send *request* to the run's driver, starting the daemon when the run is
     the command line's own (a script's run is driven by the script only)."""
-    from .control import NoDriver, send_request
+    from .control import NoDriver
     from .daemon import ensure_daemon
     from .store import read_meta
 
     run_dir = _run_dir(context)
     try:
-        return send_request(run_dir, request)
+        return _send(run_dir, request)
     except NoDriver:
         pass
-    except PermissionError:
-        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
-                           "user", EXIT_UNREACHABLE) from None
-    except CorralError as error:
-        raise CommandError(str(error), EXIT_UNREACHABLE) from None
     origin = None
     try:
         origin = read_meta(run_dir).get("origin")
@@ -94,13 +89,38 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     except PermissionError:
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
-    if origin not in (None, "daemon") or not start:
+    if origin not in (None, "daemon"):
         raise CommandError(
             f"no process drives the run at {run_dir}: it was made by a script, which is not "
             "running; run the script again to resume it", EXIT_UNREACHABLE)
+    if not start:
+        raise CommandError(f"no corral daemon runs for {run_dir}, so nothing runs there "
+                           f"to {request['verb']}", EXIT_UNREACHABLE)
     try:
         ensure_daemon(run_dir)
+    except CorralError as error:
+        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    try:
+        return _send(run_dir, request)
+    except NoDriver as error:
+        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+
+
+def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """send_request, with its failures turned into one-line errors (not NoDriver)."""
+    from .control import Denied, NoDriver, Refused, send_request
+
+    try:
         return send_request(run_dir, request)
+    except NoDriver:
+        raise
+    except Denied as error:
+        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    except PermissionError:
+        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
+                           "user", EXIT_UNREACHABLE) from None
+    except Refused as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
     except CorralError as error:
         raise CommandError(str(error), EXIT_UNREACHABLE) from None
 
@@ -109,7 +129,8 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), envvar="CORRAL_RUN",
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, readable=False),
+              envvar="CORRAL_RUN",
               help="The run directory (default: $CORRAL_RUN, else the user's default run).")
 @click.version_option(package_name="corral", prog_name="corral")
 @click.pass_context
@@ -151,14 +172,15 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     if profile is not None:
         options.update(_profile_options(profile))
     options.update({name: value for name, value in given.items() if value is not None})
-    options["cwd"] = os.fspath(workdir) if workdir is not None else os.getcwd()
+    if workdir is not None and not workdir.is_dir():
+        raise CommandError(f"--workdir {workdir}: not an existing directory")
+    # The daemon runs elsewhere: a relative directory means the one seen from here.
+    options["cwd"] = os.path.abspath(workdir) if workdir is not None else os.getcwd()
     options["env"] = dict(os.environ)
     try:
         parse_options(options)  # bad values are reported here, before the daemon starts
     except ValueError as error:
         raise CommandError(_as_flag_message(str(error))) from None
-    if workdir is not None and not workdir.is_dir():
-        raise CommandError(f"--workdir {workdir}: not an existing directory")
     reply = _control(context, {"verb": "submit", "command": command[0] if len(command) == 1
                                else list(command), "options": options, "after": list(after)})
     click.echo(reply["id"])
@@ -221,7 +243,8 @@ def _console():
     from rich.console import Console
 
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
-    return Console(width=width, highlight=False, soft_wrap=False)
+    # markup=False: names and commands are shown as typed, "[/]" and all
+    return Console(width=width, highlight=False, soft_wrap=False, markup=False)
 
 
 @cli.command()
@@ -274,7 +297,7 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
     for job_id in reply["cancelled"]:
         click.echo(f"cancelled {job_id}")
     for problem in reply["problems"]:
-        click.echo(f"corral: {problem}", err=True)
+        click.echo(f"corral: error: {problem}", err=True)
     if reply["problems"]:
         context.exit(EXIT_USAGE)
 

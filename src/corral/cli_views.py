@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -146,17 +147,16 @@ def options_table() -> Table:
     return table
 
 
-def profiles_view(config: Config, chosen: dict[str, dict[str, Any]] | None) -> Table | Text:
+def profiles_view(config: Config, chosen: dict[str, dict[str, Any]] | None) -> Group | Text:
     profiles = chosen if chosen is not None else {name: dict(values)
                                                    for name, values in config.profiles.items()}
     sources = ", ".join(str(path) for path in config.sources) or "no config file found"
     if not profiles:
         searched = " or ".join(str(path) for path in config.searched)
         return Text(f"no profiles defined; add a [profiles.NAME] table to {searched}")
-    table = Table(box=None, pad_edge=False, header_style="bold", title=f"from {sources}",
-                  title_justify="left")
+    table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("PROFILE")
     table.add_column("OPTIONS", overflow="fold")
     for name, values in profiles.items():
         table.add_row(name, ", ".join(f"{key}={value!r}" for key, value in values.items()))
-    return table
+    return Group(Text(f"from {sources}"), table)

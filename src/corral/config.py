@@ -417,7 +417,8 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
             pos = len(text) if end < 0 else end
         elif expect_key and not nesting and (header := _HEADER.match(text, pos)):
             table = _split_key(header["key"])
-            lines.setdefault(table, line)
+            for end in range(1, len(table) + 1):  # [profiles.x] also places "profiles"
+                lines.setdefault(table[:end], line)
             expect_key = False
             pos = header.end()
         elif expect_key and (key := _KEY.match(text, pos)):

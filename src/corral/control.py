@@ -32,7 +32,7 @@ from .errors import CorralError
 if TYPE_CHECKING:
     from .scheduler import Scheduler
 
-__all__ = ["SOCKET_FILE", "ControlServer", "NoDriver", "send_request"]
+__all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "send_request"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,14 @@ _SUN_PATH_MAX = 107
 
 class NoDriver(CorralError):
     """No live process serves the run's control socket."""
+
+
+class Denied(CorralError, PermissionError):
+    """The driver serves another user: it refused to hear the request."""
+
+
+class Refused(CorralError):
+    """The driver refused the request; the message says why (bad input)."""
 
 
 @contextlib.contextmanager
@@ -78,8 +86,10 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
 
     Raises:
         NoDriver: nothing serves the run (no socket, or a stale one).
-        PermissionError: the run belongs to another user.
-        CorralError: the driver refused the request (its message says why).
+        PermissionError: the run belongs to another user (``Denied`` when its
+            driver refused us, rather than the file system).
+        Refused: the driver refused the request (its message says why).
+        CorralError: the driver went away without answering.
     """
     run_dir = Path(run_dir)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -89,13 +99,21 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
                 connection.connect(path)
             except (FileNotFoundError, ConnectionRefusedError) as error:
                 raise NoDriver(f"no corral process drives the run at {run_dir}") from error
-        connection.sendall(json.dumps(request).encode() + b"\n")
-        answer = _read_line(connection)
+        try:
+            connection.sendall(json.dumps(request).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it read everything: its answer says why
+        try:
+            answer = _read_line(connection)
+        except ConnectionResetError:
+            answer = b""
     if not answer:
         raise CorralError(f"the process driving {run_dir} closed the connection without answering")
     reply = json.loads(answer)
+    if reply.get("denied"):
+        raise Denied(reply.get("error") or "permission denied")
     if not reply.get("ok"):
-        raise CorralError(reply.get("error") or "the request was refused")
+        raise Refused(reply.get("error") or "the request was refused")
     return reply
 
 
@@ -173,14 +191,14 @@ class ControlServer:
 
         connection.settimeout(30)
         uid = _peer_uid(connection)
+        line = _read_line(connection)  # also from a stranger: replying first breaks its pipe
         if uid != os.geteuid():
             log.warning("refused a control request from uid %s", uid)
-            reply: dict[str, Any] = {"ok": False, "error": (
+            reply: dict[str, Any] = {"ok": False, "denied": True, "error": (
                 f"permission denied: this run belongs to uid {os.geteuid()}")}
         else:
             try:
-                request = json.loads(_read_line(connection) or b"{}")
-                reply = {"ok": True, **self._handle(request)}
+                reply = {"ok": True, **self._handle(json.loads(line or b"{}"))}
             except Exception as error:
                 reply = {"ok": False, "error": str(error) or type(error).__name__}
         self.last_request = time.monotonic()

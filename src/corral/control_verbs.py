@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorralError
-from .status import JobStatus
+from .status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -57,11 +57,12 @@ def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
     after = []
     for parent_id in request.get("after") or []:
         job, stored = _live_or_stored(scheduler, parent_id)
+        status = job.status if job is not None else stored.status
+        if status in TERMINAL and status is not JobStatus.COMPLETED:
+            raise CorralError(f"job {parent_id} ended {status.name}; a job after it "
+                              "would never run")
         if job is not None:
             after.append(job)
-        elif stored.status is not JobStatus.COMPLETED:
-            raise CorralError(f"job {stored.id} ended {stored.status.name}; a job after it "
-                              "would never run")
     if after:
         options["after"] = after
     job = scheduler.shell(command, **options)
@@ -102,8 +103,10 @@ def _abort(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
         scheduler.abort()
         return {"aborted": running}
     job, stored = _live_or_stored(scheduler, job_id)
-    if job is None:
-        raise CorralError(f"job {job_id} is not running: it ended {stored.status.name}")
+    status = job.status if job is not None else stored.status
+    if job is None or status not in ACTIVE:
+        raise CorralError(f"job {job_id} is not running (it is {status.name}); abort stops "
+                          "running jobs: use corral cancel for others")
     scheduler.abort(job)
     return {"aborted": 1}
 

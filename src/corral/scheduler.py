@@ -162,8 +162,14 @@ class Scheduler(Executor):
         if journal is not None:
             self._journal = Journal(journal, kind=_owner)
             self._resumer = Resumer(self._journal.previous, self._journal.run_dir)
+        settings: dict[str, Any] = {}
+        if self._journal is not None and backend == "local":
+            # Spool files inside the run: a killed driver's are found (and removed) next time.
+            settings["spool_parent"] = os.fspath(self._journal.run_dir)
+            _remove_stale_spools(self._journal.run_dir)
         try:
-            self._backend = make_backend(backend, cores=cores, memory=memory_mb, gpus=gpus)
+            self._backend = make_backend(backend, cores=cores, memory=memory_mb, gpus=gpus,
+                                         **settings)
         except BaseException:
             self._close_journal()
             raise
@@ -577,6 +583,14 @@ def _pickle_call(job: Job) -> None:
     except Exception as error:
         raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "
                          f"arguments cannot be pickled ({type(error).__name__}: {error})") from error
+
+
+def _remove_stale_spools(run_dir: Path) -> None:
+    """Spool directories of dead sessions (this process holds the run's lock)."""
+    from .backends.local import SPOOL_PREFIX
+
+    for stale in run_dir.glob(f"{SPOOL_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int | None:

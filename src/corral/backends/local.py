@@ -38,7 +38,9 @@ from ..spec import Resources
 from ..status import JobStatus
 from .base import Capacity, Submission, Update
 
-__all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus"]
+__all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus", "SPOOL_PREFIX"]
+
+SPOOL_PREFIX = "corral-spool-"
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,8 @@ class LocalBackend:
     name: ClassVar[str] = "local"
 
     def __init__(self, cores: int | None = None, memory: int | None = None,
-                 gpus: int | None = None, python: str = sys.executable) -> None:
+                 gpus: int | None = None, python: str = sys.executable,
+                 spool_parent: str | None = None) -> None:
         self._capacity = Capacity(
             cores=default_cores() if cores is None else cores,
             memory_mb=total_memory_mb() if memory is None else memory,
@@ -186,6 +189,7 @@ class LocalBackend:
         self._has_pidfd = hasattr(os, "pidfd_open")
         self._wake_pending = False
         self._spool_dir: str | None = None
+        self._spool_parent = spool_parent  # default: the system's temporary directory
         self._spool_numbers = itertools.count(1)
         self._free_spools: list[_CommandSpool] = []
         self._closed = False
@@ -465,7 +469,7 @@ class LocalBackend:
 
     def _spool_directory(self) -> str:
         if self._spool_dir is None:
-            self._spool_dir = tempfile.mkdtemp(prefix="corral-spool-")
+            self._spool_dir = tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=self._spool_parent)
         return self._spool_dir
 
     def _spawn(self, submission: Submission, environment: dict[bytes, bytes],

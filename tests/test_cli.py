@@ -1,0 +1,588 @@
+"""The ``corral`` command, run as a user runs it: the real executable in a
+subprocess, a real daemon, real jobs.
+
+Most tests share one daemon (module fixture ``shared``; the ``cli`` fixture
+puts the run back to "nothing unfinished, not paused" after each test). Tests
+that need a run of their own (a whole-run ``wait``, a killed or idle daemon,
+``clean``) use ``fresh``. Every daemon started here is stopped at teardown.
+
+Daemons are started with one CPU, so they run one job at a time: a second job
+waits in the queue behind a running one on any machine (see cli_helpers).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.options import JOB_OPTIONS
+
+from cli_helpers import (Corral, assert_one_line_error, kill_and_wait, pid_gone, read_until)
+from conftest import wait_until
+
+
+def block(release: Path) -> str:
+    """Shell code that returns once *release* exists (the job's own polling)."""
+    return f"while [ ! -e {shlex.quote(os.fspath(release))} ]; do sleep 0.02; done"
+
+
+def q(path: Path) -> str:
+    return shlex.quote(os.fspath(path))
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Iterator[Corral]:
+    home = tmp_path_factory.mktemp("shared")
+    corral = Corral(home, home / "run")
+    yield corral
+    corral.stop_daemon()
+
+
+@pytest.fixture
+def cli(shared: Corral, tmp_path: Path) -> Iterator[Corral]:
+    """The shared run, with commands typed in this test's tmp_path."""
+    shared.cwd = tmp_path
+    yield shared
+    shared.cwd = shared.home
+    shared.settle()
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Corral]:
+    """A run (and daemon) of this test's own."""
+    corral = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
+    yield corral
+    corral.stop_daemon()
+
+
+SCRIPT_RUN = """
+import sys, corral
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    scheduler.shell("echo the first job fails; exit 4", name="first")
+    for number in range(2, 13):
+        scheduler.shell(f"echo job {number}", name=f"job{number}")
+"""
+
+
+@pytest.fixture(scope="module")
+def script_run(tmp_path_factory) -> Corral:
+    """A run of 12 finished jobs (the first FAILED) made by a Python script that
+    has exited: nothing drives it."""
+    home = tmp_path_factory.mktemp("script")
+    corral = Corral(home, home / "run")
+    subprocess.run([sys.executable, "-c", SCRIPT_RUN, os.fspath(corral.run)], env=corral.env,
+                   cwd=home, check=True, capture_output=True, timeout=60)
+    assert corral.daemon_pid() is None
+    return corral
+
+
+# -- submit, status, logs, wait ---------------------------------------------------------------
+
+
+def test_submit_prints_an_id_and_status_follows_the_job_from_running_to_completed(cli, tmp_path):
+    started, release = tmp_path / "started", tmp_path / "release"
+    job = cli.submit(f"touch {q(started)}; {block(release)}; echo finished")
+    wait_until(started.exists, message="the job to start")
+    cli.wait_for_status(job, "RUNNING")
+    running = cli("status", job)
+    assert running.status == 0
+    assert running.header.startswith(f"run {cli.run}: driven by daemon pid {cli.daemon_pid()}")
+    assert running.rows()[job]["TRIES"] == "1"
+    release.touch()
+    assert cli("wait", job).status == 0
+    done = cli("status", job)
+    assert done.status == 0
+    assert list(done.rows()) == [job]
+    assert done.rows()[job]["STATUS"] == "COMPLETED"
+    assert cli.ok("logs", job).out == "finished\n"
+
+
+def test_status_exits_1_only_when_a_listed_job_failed(cli):
+    good = cli.submit("true")
+    bad = cli.submit("echo about to fail; exit 7")
+    assert cli("wait", good, bad).status == 1
+    assert cli("status", good).status == 0
+    failed = cli("status", bad)
+    assert failed.status == 1
+    assert failed.rows()[bad]["STATUS"] == "FAILED"
+    assert "exit code 7" in failed.rows()[bad]["DETAIL"]
+    both = cli("status", good, bad)
+    assert both.status == 1
+    assert {job: row["STATUS"] for job, row in both.rows().items()} == {
+        good: "COMPLETED", bad: "FAILED"}
+
+
+def test_status_shows_the_last_ten_finished_jobs_unless_asked_for_all(script_run):
+    default = script_run("status")
+    assert default.header == f"run {script_run.run}: no driver running"
+    assert list(default.rows()) == [str(number) for number in range(3, 13)]
+    assert default.status == 0  # the failed job 1 is not listed
+    everything = script_run("status", "--all")
+    assert list(everything.rows()) == [str(number) for number in range(1, 13)]
+    assert everything.rows()["1"]["STATUS"] == "FAILED"
+    assert everything.status == 1
+
+
+def test_logs_prints_what_the_job_wrote_to_stdout_or_stderr(cli):
+    job = cli.submit("echo to the output; echo to the errors >&2")
+    assert cli("wait", job).status == 0
+    assert cli.ok("logs", job).out == "to the output\n"
+    assert cli.ok("logs", job, "--stderr").out == "to the errors\n"
+
+
+def test_logs_follow_prints_what_a_running_job_writes_later_and_returns_when_it_ends(cli, tmp_path):
+    release = tmp_path / "release"
+    job = cli.submit(f"echo before; {block(release)}; echo after")
+    cli.wait_for_status(job, "RUNNING")
+    follow = cli.popen("logs", job, "--follow")
+    try:
+        assert read_until(follow, b"before\n") == b"before\n"
+        assert follow.poll() is None, "logs --follow returned while the job still runs"
+        release.touch()
+        rest, errors = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+    assert (follow.returncode, rest, errors) == (0, b"after\n", b"")
+
+
+def test_wait_exits_0_when_every_job_completed_and_1_naming_the_failed_one(fresh):
+    first, second = fresh.submit("true"), fresh.submit("echo fine")
+    assert fresh("wait").status == 0
+    broken = fresh.submit("--name", "nightly-build", "echo oops; exit 5")
+    waited = fresh("wait")
+    assert waited.status == 1
+    assert waited.err == f"job {broken} 'nightly-build' FAILED: exit code 5\n"
+    rows = fresh("status").rows()
+    assert rows[broken]["NAME"] == "nightly-build"
+    assert [rows[job]["STATUS"] for job in (first, second, broken)] == [
+        "COMPLETED", "COMPLETED", "FAILED"]
+
+
+def test_wait_with_a_timeout_gives_up_on_a_blocked_job(cli, tmp_path):
+    job = cli.submit(block(tmp_path / "never"))
+    started = time.monotonic()
+    outcome = cli("wait", "--timeout", "0.5", job)
+    assert_one_line_error(outcome, 3, r"^corral: error: jobs still unfinished after 0\.5 s$")
+    assert time.monotonic() - started < 10
+    assert cli.status_of(job) in ("QUEUED", "SUBMITTED", "RUNNING")
+
+
+# -- what a submitted command sees ------------------------------------------------------------
+
+
+def test_one_argument_runs_through_the_shell(cli):
+    job = cli.submit("echo $HOME && exit 3")
+    waited = cli("wait", job)
+    assert waited.status == 1 and "FAILED: exit code 3" in waited.err
+    assert cli.ok("logs", job).out == f"{cli.home}\n"
+
+
+def test_several_arguments_run_as_they_are_without_a_shell(cli):
+    job = cli.submit("--", "printf", "%s|", "a b", ";", "$HOME", "&&", "exit 3")
+    assert cli("wait", job).status == 0
+    assert cli.ok("logs", job).out == "a b|;|$HOME|&&|exit 3|"
+
+
+def test_a_job_runs_in_the_current_directory_or_in_workdir(cli, tmp_path):
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    in_here = cli.submit("pwd", cwd=here)
+    in_elsewhere = cli.submit("--workdir", os.fspath(elsewhere), "pwd", cwd=here)
+    assert cli("wait", in_here, in_elsewhere).status == 0
+    assert cli.ok("logs", in_here).out == f"{here}\n"
+    assert cli.ok("logs", in_elsewhere).out == f"{elsewhere}\n"
+
+
+def test_a_relative_workdir_is_taken_from_the_current_directory(cli, tmp_path):
+    (tmp_path / "sub").mkdir()
+    outcome = cli("submit", "--workdir", "sub", "pwd", cwd=tmp_path)
+    assert outcome.status == 0, str(outcome)
+    job = outcome.out.strip()
+    assert cli("wait", job).status == 0
+    assert cli.ok("logs", job).out == f"{tmp_path / 'sub'}\n"
+
+
+def test_a_job_sees_the_environment_of_the_command_that_submitted_it(cli):
+    cli.ok("resume")  # the daemon runs already, started without the variable below
+    job = cli.submit('echo "[$ONLY_FOR_THIS_SUBMIT]"', env={"ONLY_FOR_THIS_SUBMIT": "from my shell"})
+    other = cli.submit('echo "[$ONLY_FOR_THIS_SUBMIT]"')
+    assert cli("wait", job, other).status == 0
+    assert cli.ok("logs", job).out == "[from my shell]\n"
+    assert cli.ok("logs", other).out == "[]\n"
+
+
+def test_after_waits_until_the_parent_completed(cli, tmp_path):
+    release = tmp_path / "release"
+    parent = cli.submit(f"{block(release)}; echo parent output > made-by-parent")
+    child = cli.submit("--after", parent, "cat made-by-parent")
+    cli.wait_for_status(parent, "RUNNING")
+    cli.wait_for_status(child, "WAITING")
+    assert not (tmp_path / "made-by-parent").exists()
+    release.touch()
+    assert cli("wait", child).status == 0
+    assert cli.ok("logs", child).out == "parent output\n"
+
+
+def test_after_a_failed_job_is_refused(cli):
+    failed = cli.submit("exit 1")
+    assert cli("wait", failed).status == 1
+    jobs_before = len(cli("status", "--all").rows())
+    outcome = cli("submit", "--after", failed, "echo never")
+    assert_one_line_error(
+        outcome, 2, rf"job {failed} ended FAILED; a job after it would never run")
+    assert len(cli("status", "--all").rows()) == jobs_before
+
+
+def test_after_an_unknown_job_is_refused(cli):
+    outcome = cli("submit", "--after", "424242", "true")
+    assert_one_line_error(outcome, 2, r"no job 424242 in this run")
+
+
+def test_retries_run_a_failing_job_again(cli, tmp_path):
+    job = cli.submit("--retries", "2",
+                     "n=$(cat count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > count; "
+                     "test $n -ge 3")
+    assert cli("wait", job).status == 0
+    row = cli("status", job).rows()[job]
+    assert (row["STATUS"], row["TRIES"]) == ("COMPLETED", "3")
+    assert (tmp_path / "count").read_text() == "3\n"
+
+
+def test_timeout_kills_a_job_that_runs_too_long(cli, tmp_path):
+    started = time.monotonic()
+    job = cli.submit("--timeout", "1s", "echo $$ > pid; exec sleep 60")
+    waited = cli("wait", job)
+    assert time.monotonic() - started < 20
+    assert waited.status == 1
+    assert f"job {job} 'echo' TIMED_OUT: timed out after 00:00:01" in waited.err
+    timed_out = cli("status", job)
+    assert (timed_out.rows()[job]["STATUS"], timed_out.status) == ("TIMED_OUT", 1)
+    assert pid_gone(int((tmp_path / "pid").read_text()))
+
+
+# -- pause, resume, cancel, clear, abort ---------------------------------------------------------
+
+
+def test_pause_keeps_queued_jobs_from_starting_until_resume(cli, tmp_path):
+    assert cli.ok("pause").out == "paused\n"
+    first = cli.submit("touch first-ran")
+    second = cli.submit("touch second-ran")
+    cli.ok("pause")  # one more request: the daemon has had its chance to start them
+    paused = cli("status", first, second)
+    assert paused.header.endswith(", PAUSED")
+    assert [row["STATUS"] for row in paused.rows().values()] == ["QUEUED", "QUEUED"]
+    assert not (tmp_path / "first-ran").exists() and not (tmp_path / "second-ran").exists()
+    assert cli.ok("resume").out == "resumed\n"
+    assert cli("wait", first, second).status == 0
+    assert (tmp_path / "first-ran").exists() and (tmp_path / "second-ran").exists()
+    assert "PAUSED" not in cli("status", first).header
+
+
+def test_cancel_stops_a_running_job_and_its_process(cli, tmp_path):
+    job = cli.submit("echo $$ > pid; exec sleep 60")
+    wait_until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip(),
+               message="the job to write its pid")
+    pid = int((tmp_path / "pid").read_text())
+    assert cli.ok("cancel", job).out == f"cancelled {job}\n"
+    wait_until(lambda: pid_gone(pid), message=f"the job's process {pid} to be gone")
+    cli.wait_for_status(job, "CANCELLED")
+
+
+def test_cancel_of_an_unknown_or_finished_job_says_why(cli):
+    done = cli.submit("true")
+    assert cli("wait", done).status == 0
+    unknown = cli("cancel", "424242")
+    assert (unknown.status, unknown.out, unknown.err) == (
+        2, "", "corral: error: no job 424242 in this run\n")
+    finished = cli("cancel", done)
+    assert (finished.status, finished.out, finished.err) == (
+        2, "", f"corral: error: job {done} already ended COMPLETED\n")
+
+
+def test_clear_cancels_every_job_that_has_not_started(cli, tmp_path):
+    release = tmp_path / "release"
+    running = cli.submit(f"{block(release)}; echo kept")
+    cli.wait_for_status(running, "RUNNING")
+    queued = [cli.submit(f"touch ran-{number}") for number in range(3)]
+    assert cli.ok("clear").out == "cleared 3 job(s)\n"
+    rows = cli("status", *queued).rows()
+    assert [(row["STATUS"], row["DETAIL"]) for row in rows.values()] == [("CANCELLED", "cleared")] * 3
+    assert cli.status_of(running) == "RUNNING"
+    release.touch()
+    assert cli("wait", running).status == 0
+    assert cli.ok("logs", running).out == "kept\n"
+    assert not list(tmp_path.glob("ran-*"))
+
+
+def test_abort_stops_the_running_job_and_the_queue_goes_on(cli, tmp_path):
+    stubborn = cli.submit(block(tmp_path / "never"))
+    cli.wait_for_status(stubborn, "RUNNING")
+    following = cli.submit("echo the queue goes on")
+    assert cli.status_of(following) == "QUEUED"
+    assert cli.ok("abort").out == "aborting 1 job(s)\n"
+    assert cli("wait", stubborn, following).status == 0
+    rows = cli("status", stubborn, following).rows()
+    assert rows[stubborn]["STATUS"] == "CANCELLED"
+    assert rows[stubborn]["DETAIL"].startswith("aborted")
+    assert rows[following]["STATUS"] == "COMPLETED"
+    assert cli.ok("logs", following).out == "the queue goes on\n"
+
+
+def test_clean_asks_first_and_deletes_only_the_files_of_finished_jobs(fresh, tmp_path):
+    release = tmp_path / "release"
+    finished = fresh.submit("echo kept in the journal")
+    assert fresh("wait", finished).status == 0
+    running = fresh.submit(f"{block(release)}; echo still running during clean")
+    fresh.wait_for_status(running, "RUNNING")
+    finished_dir = fresh.run / finished
+    assert finished_dir.is_dir()
+
+    refused = fresh("clean", input="n\n")
+    assert refused.status == 1 and "Traceback" not in refused.err
+    assert refused.err.startswith(f"delete the files of 1 finished job(s), 0.0 MB, in {fresh.run}?")
+    assert refused.err.endswith("corral: error: nothing deleted\n")
+    assert finished_dir.is_dir()
+
+    cleaned = fresh("clean", "--yes")
+    assert cleaned.status == 0
+    assert cleaned.out == "deleted the files of 1 job(s), 0.0 MB\n"
+    assert not finished_dir.exists()
+    assert fresh("status", finished).rows()[finished]["STATUS"] == "COMPLETED"
+
+    release.touch()
+    assert fresh("wait", running).status == 0
+    assert fresh.ok("logs", running).out == "still running during clean\n"
+
+
+# -- options and profiles -------------------------------------------------------------------------
+
+
+def test_options_lists_every_job_option_with_its_local_and_slurm_rendering(tmp_path):
+    shown = Corral(tmp_path, tmp_path / "run").ok("options").out
+    rows = {line.split()[0]: line for line in shown.splitlines()[1:] if line.strip()}
+    assert set(rows) == set(JOB_OPTIONS)
+    for name, option in JOB_OPTIONS.items():
+        assert option.backends["local"] in rows[name], (name, rows[name])
+        assert option.backends["slurm"] in rows[name], (name, rows[name])
+
+
+def _write_profiles(tmp_path: Path) -> tuple[Path, Path]:
+    user = tmp_path / "user.toml"
+    user.write_text('[profiles.quick]\nname = "quickie"\ntimeout = "1s"\n\n'
+                    '[profiles.big]\nmemory = "2G"\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "corral.toml").write_text('[profiles.quick]\nname = "local-quick"\n\n'
+                                         '[profiles.mine]\ncores = 1\n')
+    return user, project
+
+
+def test_profiles_lists_the_profiles_of_both_config_files_the_local_one_winning(tmp_path):
+    user, project = _write_profiles(tmp_path)
+    corral = Corral(tmp_path, tmp_path / "run", cwd=project, env={"CORRAL_CONFIG": os.fspath(user)})
+    listed = corral.ok("profiles").out
+    assert f"from{user},{project / 'corral.toml'}" in "".join(listed.split())
+    lines = {line.split()[0]: line.split(None, 1)[1].strip() for line in listed.splitlines()
+             if line.split() and line.split()[0] in ("quick", "big", "mine")}
+    assert lines == {"quick": "name='local-quick', timeout='1s'", "big": "memory='2G'",
+                     "mine": "cores=1"}
+    one = corral.ok("profiles", "quick").out
+    assert "name='local-quick', timeout='1s'" in one
+    assert "big" not in one and "mine" not in one
+
+
+def test_submit_with_a_profile_applies_it_and_flags_override_it(cli, tmp_path):
+    user, project = _write_profiles(tmp_path)
+    config = {"CORRAL_CONFIG": os.fspath(user)}
+    with_profile = cli.submit("--profile", "quick", "sleep 60", cwd=project, env=config)
+    overridden = cli.submit("--profile", "quick", "--name", "mine", "true", cwd=project, env=config)
+    assert cli("wait", with_profile, overridden).status == 1
+    rows = cli("status", with_profile, overridden).rows()
+    assert (rows[with_profile]["NAME"], rows[with_profile]["STATUS"]) == ("local-quick", "TIMED_OUT")
+    assert (rows[overridden]["NAME"], rows[overridden]["STATUS"]) == ("mine", "COMPLETED")
+
+
+# -- errors: one line, an exit status, no traceback ------------------------------------------------
+
+@pytest.mark.parametrize(("args", "status", "pattern"), [
+    (["submit", "--memroy", "4G", "true"], 2,
+     r"No such option '--memroy'\. Did you mean '--memory'\? \(see 'corral submit --help'\)$"),
+    (["submit", "--memory", "lots", "true"], 2,
+     r"--memory 'lots' is not a memory size; use an int of megabytes or a string such as '512M'"),
+    (["submit", "--cores", "x", "true"], 2,
+     r"Invalid value for '--cores': 'x' is not a valid integer"),
+    (["submit", "--cores", "0", "true"], 2, r"--cores 0 must be an int >= 1"),
+    (["submit", "--walltime", "30", "true"], 2,
+     r"--walltime '30' is ambiguous: write '30s' for seconds or '30m' for minutes"),
+    (["submit", "--timeout", "soon", "true"], 2, r"--timeout 'soon' is not a duration; use "),
+    (["submit", "--notify-on", "never", "true"], 2,
+     r"Invalid value for '--notify-on': 'never' is not one of 'failure', 'end'"),
+    (["stauts"], 2, r"No such command 'stauts'\. Did you mean 'status'\? \(see 'corral --help'\)$"),
+    (["submit"], 2, r"Missing argument 'COMMAND\.\.\.'\. \(see 'corral submit --help'\)$"),
+    (["submit", "--workdir", "no-such-dir", "true"], 2,
+     r"--workdir .*no-such-dir.*not an existing directory"),
+], ids=["unknown-option", "bad-memory", "bad-cores", "zero-cores", "ambiguous-walltime",
+        "bad-timeout", "bad-notify-on", "unknown-verb", "no-command", "missing-workdir"])
+def test_bad_input_is_one_line_with_exit_status_2_and_starts_no_daemon(tmp_path, args, status,
+                                                                        pattern):
+    corral = Corral(tmp_path, tmp_path / "run")
+    assert_one_line_error(corral(*args), status, pattern)
+    assert not corral.run.exists(), "bad input must be refused before a daemon starts"
+
+
+@pytest.mark.parametrize("args", [["status"], ["logs", "1"], ["wait"], ["clean", "--yes"]])
+@pytest.mark.parametrize("given", ["--run of an empty directory", "$CORRAL_RUN of no directory"])
+def test_a_run_directory_without_a_journal_is_reported(tmp_path, args, given):
+    run = tmp_path / "not-a-run"
+    corral = Corral(tmp_path, run)
+    if given.startswith("--run"):
+        run.mkdir()
+        corral.env["CORRAL_RUN"] = os.fspath(tmp_path / "unused")
+        args = ["--run", os.fspath(run), *args]
+    assert_one_line_error(corral(*args), 2,
+                          rf"^corral: error: no corral run at {re.escape(str(run))} \(nothing was "
+                          r"submitted there yet\); choose one with --run DIR or \$CORRAL_RUN$")
+
+
+def test_an_unknown_job_id_is_reported_by_status_logs_and_wait(script_run):
+    for args in (["status", "99"], ["status", "1", "99"], ["logs", "99"], ["wait", "99"]):
+        assert_one_line_error(script_run(*args), 2,
+                              rf"^corral: error: no job 99 in the run at {re.escape(str(script_run.run))} "
+                              r"\(12 jobs; corral status --all lists them\)$")
+
+
+def test_an_unknown_profile_is_reported_with_the_closest_name(tmp_path):
+    user, project = _write_profiles(tmp_path)
+    corral = Corral(tmp_path, tmp_path / "run", cwd=project, env={"CORRAL_CONFIG": os.fspath(user)})
+    for args in (["submit", "--profile", "quik", "true"], ["profiles", "quik"]):
+        assert_one_line_error(corral(*args), 2, r"unknown profile 'quik'; did you mean 'quick'\?")
+    assert not corral.run.exists()
+
+
+@pytest.mark.parametrize(("text", "where", "pattern"), [
+    ('[profiles.gpu]\ngpus = 1\nmemory = "lots"\n', 3,
+     r"profiles\.gpu\.memory: memory='lots' is not a memory size"),
+    ('[profiles.gpu]\ngpus = = 1\n', 2, r"invalid TOML at column \d+"),
+    ('[profile.gpu]\ngpus = 1\n', 1, r"profile: unknown table 'profile'; did you mean 'profiles'\?"),
+], ids=["bad-value", "bad-toml", "unknown-table"])
+def test_a_broken_config_file_is_reported_with_path_line_and_key(tmp_path, text, where, pattern):
+    config = tmp_path / "broken.toml"
+    config.write_text(text)
+    corral = Corral(tmp_path, tmp_path / "run", env={"CORRAL_CONFIG": os.fspath(config)})
+    for args in (["profiles"], ["submit", "--profile", "gpu", "true"]):
+        assert_one_line_error(corral(*args), 2,
+                              rf"^corral: error: {re.escape(str(config))}:{where}: {pattern}")
+    assert not corral.run.exists()
+
+
+@pytest.mark.parametrize("args", [["pause"], ["resume"], ["cancel", "1"], ["clear"], ["abort"],
+                                  ["stop"], ["submit", "true"]])
+def test_control_verbs_on_a_finished_script_run_say_no_process_drives_it(script_run, args):
+    outcome = script_run(*args)
+    assert_one_line_error(outcome, 3, rf"^corral: error: no process drives the run at "
+                                      rf"{re.escape(str(script_run.run))}: it was made by a "
+                                      r"script, which is not running; run the script again to "
+                                      r"resume it$")
+    assert script_run.daemon_pid() is None
+
+
+@pytest.mark.parametrize("verb", ["stop", "abort"])
+def test_stop_or_abort_without_a_daemon_does_not_blame_a_script(fresh, verb):
+    job = fresh.submit("true")
+    assert fresh("wait", job).status == 0
+    fresh.stop_daemon()
+    outcome = fresh(verb)
+    line = assert_one_line_error(
+        outcome, 3, rf"no corral daemon runs for {re.escape(str(fresh.run))}, so nothing runs "
+                    rf"there to {verb}$")
+    assert "script" not in line, "this run was made by corral submit, not by a script"
+
+
+def test_status_shows_names_and_commands_with_brackets_as_typed(fresh):
+    job = fresh.submit("--name", "[bold]nightly[/]", 'echo "[/] [red]done"')
+    assert fresh("wait", job).status == 0
+    outcome = fresh("status", job)
+    assert outcome.status == 0 and "Traceback" not in outcome.err, str(outcome)
+    row = outcome.rows()[job]
+    assert (row["NAME"], row["COMMAND"]) == ("[bold]nightly[/]", 'echo "[/] [red]done"')
+
+
+# -- the daemon ----------------------------------------------------------------------------------
+
+
+def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again(fresh, tmp_path):
+    release, pids = tmp_path / "release", tmp_path / "pids"
+    running = fresh.submit(f"echo $$ >> {q(pids)}; {block(release)}; echo finished at last")
+    queued = fresh.submit("echo the queued one")
+    wait_until(pids.exists, message="the first job to start")
+    fresh.wait_for_status(running, "RUNNING")
+    assert fresh.status_of(queued) == "QUEUED"
+    first_pid = int(pids.read_text())
+    daemon = fresh.daemon_pid()
+    waiter = None
+    try:
+        kill_and_wait(daemon)
+        orphaned = fresh("status")
+        assert orphaned.header == f"run {fresh.run}: no driver running"
+
+        waiter = fresh.popen("wait")  # the next command: it starts a new daemon
+        wait_until(lambda: len(pids.read_text().split()) == 2, message="the job to run again")
+        assert fresh.daemon_pid() not in (None, daemon)
+        wait_until(lambda: pid_gone(first_pid), 10, "the first run's process to be killed")
+        assert waiter.poll() is None
+        release.touch()
+        out, err = waiter.communicate(timeout=30)
+        assert (waiter.returncode, err) == (0, b""), err
+    finally:
+        release.touch()
+        if waiter is not None and waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
+        for pid in map(int, pids.read_text().split()):
+            if not pid_gone(pid):
+                os.killpg(pid, signal.SIGKILL)  # a job leaves its session with the daemon
+    rows = fresh("status").rows()
+    assert [rows[job]["STATUS"] for job in (running, queued)] == ["COMPLETED", "COMPLETED"]
+    assert fresh.ok("logs", running).out == "finished at last\n"
+    assert fresh.ok("logs", queued).out == "the queued one\n"
+
+
+def test_the_daemon_exits_by_itself_once_idle(tmp_path):
+    corral = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path, idle=1)
+    try:
+        job = corral.submit("true")
+        daemon = corral.daemon_pid()
+        assert daemon is not None
+        assert corral("wait", job).status == 0
+        wait_until(lambda: pid_gone(daemon), 15, "the idle daemon to exit")
+        assert corral("status").header == f"run {corral.run}: no driver running"
+    finally:
+        corral.stop_daemon()
+
+
+def test_the_id_submit_answers_is_already_in_the_journal(cli, tmp_path):
+    """``corral submit`` answers once the job is on disk, so whatever reads the
+    journal right after (a script, ``corral status`` in a tight loop) finds it."""
+    from corral import Run
+    from corral.control import send_request
+
+    cli.ok("pause")
+    missing = []
+    for _ in range(5):
+        reply = send_request(cli.run, {"verb": "submit", "command": "true",
+                                       "options": {"cwd": os.fspath(tmp_path)}, "after": []})
+        if str(reply["id"]) not in {str(job.id) for job in Run(cli.run).jobs()}:
+            missing.append(reply["id"])
+    assert missing == [], f"jobs {missing} were not in the journal when submit answered"
