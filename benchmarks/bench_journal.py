@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import corral  # noqa: E402
-from bench_core import SLOTS, dag_corral, latency, layered_dag, noop, noop_corral, timed, true_corral  # noqa: E402
+from bench_core import (SLOTS, dag_corral, latency, layered_dag, noop, noop_corral,  # noqa: E402
+                        sleep_corral, timed, true_corral)
 
 
 def fresh(journal: bool, scratch: Path) -> corral.Scheduler:
@@ -57,13 +58,15 @@ def main() -> None:
         "200 `true` commands": lambda s: true_corral(s, 200),
         "layered DAG, 10,000 no-op calls": lambda s: dag_corral(s, graph),
         "submit -> result, one call (x200)": lambda s: latency(lambda: s.submit(noop)),
+        "100 x sleep(0.1) on 2 slots": sleep_corral,
     }
     scratch = Path(tempfile.mkdtemp(prefix="corral-bench-journal-"))
     rows = []
     try:
         for name, workload in workloads.items():
             samples: dict[bool, list[float]] = {False: [], True: []}
-            for _ in range(options.repeat):
+            repeat = options.repeat if "sleep" not in name else max(2, options.repeat // 3)
+            for _ in range(repeat):
                 for journal in (False, True):
                     samples[journal].append(measure(workload, journal, scratch))
             off, on = (statistics.median(samples[flag]) for flag in (False, True))

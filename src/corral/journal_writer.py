@@ -25,11 +25,11 @@ import contextlib
 import json
 import os
 import pickle
-import select
 import signal
 import sqlite3
 import struct
 import sys
+import threading
 import time
 
 __all__ = ["HEADER", "main"]
@@ -42,23 +42,40 @@ GROUP_COMMIT_S = 0.01
 
 
 class _Reader:
-    """Length-prefixed messages from a file descriptor."""
+    """Length-prefixed messages from a file descriptor, drained by a thread of
+    its own: the pipe never fills while a transaction is being written, so the
+    driver's control loop never blocks on writing to it."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.buffer = bytearray()
         self.closed = False
+        self._chunks: list[bytes] = []
+        self._arrived = threading.Condition()
+        threading.Thread(target=self._drain, name="journal-pipe", daemon=True).start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except OSError:
+                chunk = b""
+            with self._arrived:
+                self._chunks.append(chunk)
+                self._arrived.notify()
+            if not chunk:
+                return
 
     def fill(self, block: bool) -> None:
-        if self.closed:
-            return
-        if not block and not select.select([self.fd], [], [], 0)[0]:
-            return
-        chunk = os.read(self.fd, 1 << 20)
-        if chunk:
-            self.buffer += chunk
-        else:
-            self.closed = True
+        with self._arrived:
+            if block:
+                self._arrived.wait_for(lambda: self._chunks)
+            chunks, self._chunks = self._chunks, []
+        for chunk in chunks:
+            if chunk:
+                self.buffer += chunk
+            else:
+                self.closed = True
 
     def messages(self) -> list[tuple]:
         found = []
