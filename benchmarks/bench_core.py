@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import graphlib
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import corral
 
@@ -225,20 +222,11 @@ def render(rows: list[tuple[str, str, str, str]]) -> str:
 
 
 def write_results(table: str, options: argparse.Namespace) -> None:
-    path = Path(__file__).with_name("RESULTS.md")
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start, end = "<!-- core:start -->", "<!-- core:end -->"
+    from results_file import machine_line, write_section
+
     command = "python benchmarks/bench_core.py --write" + (
         f" --repeat {options.repeat}" if options.repeat != 5 else "")
-    section = (f"{start}\n## Core engine (local backend)\n\n"
-               f"Made by `{command}` on {time.strftime('%Y-%m-%d')}, "
-               f"{platform.python_implementation()} {platform.python_version()}, "
-               f"{os.cpu_count()} CPUs, {platform.machine()}.\n\n{table}\n{end}")
-    if start in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_section("core", f"## Core engine (local backend)\n\n{machine_line(command)}\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -17,19 +17,17 @@ session are new jobs (their keys are numbered), so nothing is restored.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import corral  # noqa: E402
+from results_file import machine_line, write_section  # noqa: E402
 from bench_core import (SLOTS, dag_corral, latency, layered_dag, noop, noop_corral,  # noqa: E402
                         sleep_corral, timed, true_corral)
 
@@ -75,22 +73,11 @@ def main() -> None:
 
 
 def write_results(table: str, options: argparse.Namespace) -> None:
-    path = Path(__file__).with_name("RESULTS.md")
-    text = path.read_text()
-    start, end = "<!-- journal:start -->", "<!-- journal:end -->"
     command = "python benchmarks/bench_journal.py --write" + (
         f" --repeat {options.repeat}" if options.repeat != 5 else "")
-    section = (f"{start}\n## The journal's cost\n\n"
-               f"Made by `{command}` on {time.strftime('%Y-%m-%d')}, "
-               f"{platform.python_implementation()} {platform.python_version()}, "
-               f"{os.cpu_count()} CPUs. Same workloads as above, `Scheduler(journal=...)` on and "
-               f"off, alternating, medians of {options.repeat}. Target: on/off within 1.10.\n\n"
-               f"{table}\n{end}")
-    if start in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_section("journal", f"## The journal's cost\n\n{machine_line(command)} Same workloads "
+                  "as above, `Scheduler(journal=...)` on and off, alternating, medians of "
+                  f"{options.repeat}. Target: on/off within 1.10.\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .runtime.spool import read_output
 from .spec import JobSpec, Task, make_spec, make_task
 from .status import JobStatus
 
@@ -152,11 +153,7 @@ class Job(Future):
             path = self.jobdir / stream
         else:
             return ""
-        try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return ""
+        return read_output(path)
 
     def _keep_output(self) -> None:
         """Copy the output into memory before the job's files are deleted."""

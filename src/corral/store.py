@@ -154,14 +154,10 @@ class StoredJob:
 
     def output(self, stream: str = "stdout") -> str:
         """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing."""
+        from .runtime.spool import read_output
+
         path = self.output_path(stream)
-        if path is None:
-            return ""
-        try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return ""
+        return "" if path is None else read_output(path)
 
 
 def journal_path(run_dir: str | os.PathLike[str]) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["open_spool", "hand_over"]
+__all__ = ["open_spool", "hand_over", "read_output"]
 
 _OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
@@ -41,3 +41,12 @@ def hand_over(spool: int, jobdir: str, name: str) -> None:
     finally:
         os.close(target)
     os.ftruncate(spool, 0)
+
+
+def read_output(path: str | os.PathLike[str]) -> str:
+    """A job's output file as text ("" when it wrote nothing, so has no file)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
