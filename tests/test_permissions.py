@@ -24,7 +24,6 @@ import socket
 import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from pathlib import Path
 
 import pytest
 
-import corral
 from corral import Run
 from corral.control import send_request
 from corral.errors import CorralError
@@ -134,9 +132,7 @@ def other(base: Path) -> OtherUser:
     check = "import corral.cli, corral.daemon"
     if user.run([sys.executable, "-c", check], {}, base).returncode == 0:
         return OtherUser(entry.pw_name, entry.pw_uid, entry.pw_gid, (CORRAL,), {})
-    paths = dict.fromkeys([os.fspath(Path(corral.__file__).resolve().parents[1]),
-                           sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
-    env = {"PYTHONPATH": os.pathsep.join(paths)}
+    env = {"PYTHONPATH": _readable_copy(base)}
     version = user.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"], {}, base)
     if version.stdout.strip() != str(tuple(sys.version_info[:2])):
         return OtherUser(entry.pw_name, entry.pw_uid, entry.pw_gid, None, {},
@@ -148,6 +144,31 @@ def other(base: Path) -> OtherUser:
                          f"corral does not import under {SYSTEM_PYTHON}: {imported.stderr}")
     return OtherUser(entry.pw_name, entry.pw_uid, entry.pw_gid,
                      (SYSTEM_PYTHON, "-m", "corral.cli"), env)
+
+
+#: What ``corral.cli`` and ``corral.daemon`` import, corral included.
+_IMPORTED = ("corral", "cloudpickle", "psutil", "click", "rich", "platformdirs", "markdown_it",
+             "mdurl", "pygments")
+
+
+def _readable_copy(base: Path) -> str:
+    """A copy of corral and its dependencies that any user may read.
+
+    This checkout and its virtualenv may sit in a directory only root may
+    enter (a clean clone in a 0700 temporary directory, /root); the other
+    user's ``python3 -m corral.cli`` then imports this copy instead.
+    """
+    import importlib
+
+    target = base / "pythonpath"
+    if not target.exists():
+        target.mkdir(mode=0o755)
+        for name in _IMPORTED:
+            source = Path(importlib.import_module(name).__file__).resolve().parent
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [target, *target.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    return os.fspath(target)
 
 
 # -- a run of root's, seen by another user ----------------------------------------------------------
