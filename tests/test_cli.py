@@ -586,3 +586,35 @@ def test_the_id_submit_answers_is_already_in_the_journal(cli, tmp_path):
         if str(reply["id"]) not in {str(job.id) for job in Run(cli.run).jobs()}:
             missing.append(reply["id"])
     assert missing == [], f"jobs {missing} were not in the journal when submit answered"
+
+
+# -- the daemon's own settings: the [daemon] table ---------------------------------------------
+
+
+def test_the_daemon_packs_by_the_daemon_table_of_the_config(fresh, tmp_path):
+    fresh.config.write_text('[daemon]\ncores = 2\nqueues = { solo = 1 }\n')
+    release = tmp_path / "release"
+    first = fresh.submit("--queue", "solo", f"touch first-started; {block(release)}")
+    second = fresh.submit("--queue", "solo", "touch second-ran")
+    other = fresh.submit("touch other-ran")  # a second core is free for a job outside the queue
+    assert fresh("wait", other).status == 0
+    wait_until(lambda: (tmp_path / "first-started").exists(), message="the first job to start")
+    assert fresh.status_of(second) == "QUEUED"  # the queue holds one at a time
+    release.touch()
+    assert fresh("wait", first, second).status == 0
+    unknown = fresh("submit", "--queue", "sloo", "true")
+    assert_one_line_error(unknown, 2, r"asks for unknown queue 'sloo'; did you mean 'solo'\?$")
+
+
+def test_a_queue_without_a_daemon_table_says_where_queues_are_set(fresh):
+    outcome = fresh("submit", "--queue", "gpu", "true")
+    assert_one_line_error(outcome, 2, r"this scheduler has no queues \(set queues = \{name = 2\} "
+                                      r"in the \[daemon\] table of your corral\.toml\)$")
+
+
+def test_a_bad_daemon_table_is_one_line_naming_file_line_and_key(fresh):
+    fresh.config.write_text('[daemon]\ncores = 2\nqueues = { solo = 0 }\n')
+    outcome = fresh("submit", "true")
+    assert_one_line_error(outcome, 2, rf"^corral: error: {re.escape(str(fresh.config))}:3: "
+                                      r"daemon\.queues: queues\.solo=0 must be an int >= 1$")
+    assert fresh.daemon_pid() is None

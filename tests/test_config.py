@@ -184,6 +184,15 @@ BAD_FILES = {
     "bad timeout": (
         '[smtp]\ntimeout = "soon"\n',
         2, "smtp.timeout", "timeout='soon' is not a duration"),
+    "unknown daemon key": (
+        '[daemon]\ncores = 2\nqueue = { gpu = 1 }\n',
+        3, "daemon.queue", "unknown daemon setting 'queue'; did you mean 'queues'?"),
+    "daemon queue capacity": (
+        '[daemon]\nqueues = { gpu = 0 }\n',
+        2, "daemon.queues", "queues.gpu=0 must be an int >= 1"),
+    "daemon memory": (
+        '[daemon]\nmemory = "plenty"\n',
+        2, "daemon.memory", "memory='plenty' is not a memory size"),
 }
 
 
@@ -273,3 +282,21 @@ def test_the_api_applies_a_profile_beneath_the_options_given(
         assert (hung.name, named.name) == ("quick", "mine")
         with pytest.raises(ValueError, match="unknown profile 'shrot'; did you mean 'short'"):
             scheduler.options(profile="shrot")
+
+
+def test_the_daemon_table_sets_how_the_daemon_packs_jobs(user_file: Path, project: Path) -> None:
+    write(user_file, """
+        [daemon]
+        cores = 4
+        memory = "8G"
+        queues = { gpu = 1, io = 3 }
+        idle = "10m"
+    """)
+    write(project / "corral.toml", """
+        [daemon]
+        cores = 2
+    """)
+    settings = load_config(cwd=project).daemon
+    assert (settings.cores, settings.memory_mb, dict(settings.queues), settings.idle) == (
+        2, 8192, {"gpu": 1, "io": 3}, 600.0)
+    assert settings.gpus is None and settings.tokens == 0

@@ -89,6 +89,7 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     except PermissionError:
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
+    _check_config(run_dir)  # a bad config file is one line here, not a daemon that died
     if origin not in (None, "daemon"):
         raise CommandError(
             f"no process drives the run at {run_dir}: it was made by a script, which is not "
@@ -104,6 +105,15 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         return _send(run_dir, request)
     except NoDriver as error:
         raise CommandError(str(error), EXIT_UNREACHABLE) from None
+
+
+def _check_config(run_dir: Path) -> None:
+    from .config import load_config
+
+    try:
+        load_config(cwd=run_dir if run_dir.is_dir() else None)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
 
 
 def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
@@ -141,20 +151,24 @@ def cli(context: click.Context, run_dir: Path | None) -> None:
     context.obj = {"run": Path(run).expanduser().resolve()}
 
 
+def _job_option_flags(command):
+    """Give *command* a flag for every job option the registry offers to the
+    command line, with the registry's help: one list of options for the API,
+    this command and ``corral options``."""
+    from .options import NOTIFY_WHEN
+
+    types = {"int": click.INT, "text": click.STRING, "choice": click.Choice(NOTIFY_WHEN)}
+    for option in reversed(list(JOB_OPTIONS.values())):
+        if option.cli:
+            command = click.option(option.flag, option.name, type=types[option.cli],
+                                   help=f"{option.help} ({option.accepts})")(command)
+    return command
+
+
 @cli.command(context_settings={"ignore_unknown_options": False})
-@click.option("--cores", type=click.INT, help=JOB_OPTIONS["cores"].help)
-@click.option("--memory", help=f"{JOB_OPTIONS['memory'].help}: e.g. 4G, 512M")
-@click.option("--walltime", help=f"{JOB_OPTIONS['walltime'].help}: e.g. 90m, 2h, 1-00:00:00")
-@click.option("--gpus", type=click.INT, help=JOB_OPTIONS["gpus"].help)
-@click.option("--name", help=JOB_OPTIONS["name"].help)
+@_job_option_flags
 @click.option("--after", multiple=True, metavar="ID", help="a job id that must complete first "
               "(repeatable)")
-@click.option("--queue", help=JOB_OPTIONS["queue"].help)
-@click.option("--retries", type=click.INT, help=JOB_OPTIONS["retries"].help)
-@click.option("--timeout", help=f"{JOB_OPTIONS['timeout'].help}: e.g. 10m")
-@click.option("--priority", type=click.INT, help=JOB_OPTIONS["priority"].help)
-@click.option("--notify", metavar="ADDRESS", help=JOB_OPTIONS["notify"].help)
-@click.option("--notify-on", type=click.Choice(["failure", "end"]), help=JOB_OPTIONS["notify_on"].help)
 @click.option("--profile", help="a named set of options from the config files (corral profiles)")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="directory the job runs in (default: the current one)")
@@ -197,9 +211,9 @@ def _profile_options(name: str) -> dict[str, Any]:
 
 def _as_flag_message(message: str) -> str:
     """Turn option names in an API message into the flags typed here."""
-    for name in JOB_OPTIONS:
-        flag = "--" + name.replace("_", "-")
-        message = message.replace(f"{name}=", f"{flag} ").replace(f"'{name}'", f"'{flag}'")
+    for name, option in JOB_OPTIONS.items():
+        message = message.replace(f"{name}=", f"{option.flag} ").replace(
+            f"'{name}'", f"'{option.flag}'")
     return message
 
 

@@ -138,10 +138,13 @@ def _default_text(value: Any) -> str:
 
 def options_table() -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("OPTION", "ACCEPTS", "UNITS", "DEFAULT", "LOCAL", "SLURM", "WHAT IT DOES"):
+    for column in ("OPTION", "FLAG", "ACCEPTS", "UNITS", "DEFAULT", "LOCAL", "SLURM",
+                   "WHAT IT DOES"):
         table.add_column(column, overflow="fold")
+    flags = {"after": "--after ID", "cwd": "--workdir", "env": "(your shell's)"}
     for option in JOB_OPTIONS.values():
-        table.add_row(option.name, option.accepts, option.units or "-",
+        flag = option.flag if option.cli else flags.get(option.name, "-")
+        table.add_row(option.name, flag, option.accepts, option.units or "-",
                       _default_text(option.default), option.backends.get("local", "-"),
                       option.backends.get("slurm", "-"), option.help)
     return table

@@ -28,12 +28,13 @@ from typing import Any, NoReturn
 
 from .errors import CorralError
 from .options import parse_options
-from .units import DURATION_FORMS, parse_duration
+from .units import DURATION_FORMS, parse_duration, parse_memory
 
 __all__ = [
     "CONFIG_NAME",
     "Config",
     "ConfigError",
+    "DaemonSettings",
     "SmtpSettings",
     "load_config",
     "user_config_path",
@@ -42,7 +43,7 @@ __all__ = [
 #: The file name of both the user's config file and the local one.
 CONFIG_NAME = "corral.toml"
 
-_TABLES = ("smtp", "profiles")
+_TABLES = ("smtp", "profiles", "daemon")
 #: Options a profile may not hold, and why.
 _NOT_IN_PROFILES = {
     "after": "after= names jobs of one run, so it cannot be part of a profile in a config "
@@ -101,6 +102,22 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """How the daemon behind ``corral submit`` packs jobs (``[daemon]``).
+
+    None means the Scheduler's default (all CPUs but one, all memory, the
+    visible GPUs); ``idle`` is how long it stays with nothing to do.
+    """
+
+    cores: int | None = None
+    memory_mb: int | None = None
+    gpus: int | None = None
+    queues: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    tokens: int = 0
+    idle: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """What the config files say: profiles, SMTP settings, and where it came from.
 
@@ -113,6 +130,7 @@ class Config:
     profiles: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: MappingProxyType({}))
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
     sources: tuple[Path, ...] = ()
     searched: tuple[Path, ...] = ()
 
@@ -169,6 +187,7 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
         searched.append(local)
     profiles: dict[str, dict[str, Any]] = {}
     smtp: dict[str, _Origin] = {}
+    daemon: dict[str, Any] = {}
     sources = []
     for path in searched:
         layer = _read(path)
@@ -178,9 +197,11 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
         for name, options in layer.profiles().items():
             profiles.setdefault(name, {}).update(options)
         smtp.update(layer.smtp())
+        daemon.update(layer.daemon())
     frozen = {name: MappingProxyType(options) for name, options in profiles.items()}
     return Config(profiles=MappingProxyType(frozen), smtp=_smtp_settings(smtp),
-                  sources=tuple(sources), searched=tuple(searched))
+                  daemon=DaemonSettings(**daemon), sources=tuple(sources),
+                  searched=tuple(searched))
 
 
 def _same_file(first: Path, second: Path) -> bool:
@@ -241,6 +262,20 @@ class _Layer:
                 except ValueError as error:
                     self.fail(key, str(error))
             checked[name] = options
+        return checked
+
+    def daemon(self) -> dict[str, Any]:
+        checked: dict[str, Any] = {}
+        for name, value in self._data.get("daemon", {}).items():
+            key = ("daemon", name)
+            check = _DAEMON_KEYS.get(name)
+            if check is None:
+                self.fail(key, _unknown("daemon setting", name, _DAEMON_KEYS))
+            try:
+                field_name, parsed = check(value, name)
+            except ValueError as error:
+                self.fail(key, str(error))
+            checked[field_name] = parsed
         return checked
 
     def smtp(self) -> dict[str, _Origin]:
@@ -374,6 +409,44 @@ def _smtp_settings(keys: Mapping[str, _Origin]) -> SmtpSettings:
         ssl=values.get("ssl", False),
         timeout=values.get("timeout", settings.timeout),
     )
+
+
+# -- [daemon] ---------------------------------------------------------------------------------
+
+def _count(minimum: int) -> Callable[[Any, str], tuple[str, int]]:
+    def check(value: Any, name: str) -> tuple[str, int]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+        return name, value
+    return check
+
+
+def _daemon_memory(value: Any, name: str) -> tuple[str, int]:
+    return "memory_mb", parse_memory(value, name)
+
+
+def _daemon_idle(value: Any, name: str) -> tuple[str, float]:
+    return "idle", _timeout(value, name)
+
+
+def _queues(value: Any, name: str) -> tuple[str, Mapping[str, int]]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a table of queue names and how many of their jobs "
+                         "may run at once, e.g. queues = {{ gpu = 1, io = 4 }}")
+    for queue, capacity in value.items():
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"{name}.{queue}={capacity!r} must be an int >= 1")
+    return "queues", MappingProxyType(dict(value))
+
+
+_DAEMON_KEYS: dict[str, Callable[[Any, str], tuple[str, Any]]] = {
+    "cores": _count(1),
+    "memory": _daemon_memory,
+    "gpus": _count(0),
+    "queues": _queues,
+    "tokens": _count(0),
+    "idle": _daemon_idle,
+}
 
 
 # -- where keys are written ---------------------------------------------------------------

@@ -40,8 +40,11 @@ DAEMON_LOG = "daemon.log"
 _START_TIMEOUT_S = 20.0
 
 
-def idle_seconds() -> float:
-    value = os.environ.get("CORRAL_DAEMON_IDLE", "300")
+def idle_seconds(default: float = 300.0) -> float:
+    """``$CORRAL_DAEMON_IDLE`` if set, else *default* (the ``[daemon]`` idle setting)."""
+    value = os.environ.get("CORRAL_DAEMON_IDLE")
+    if value is None:
+        return default
     try:
         seconds = float(value)
     except ValueError:
@@ -65,8 +68,7 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
     private_file(run_dir / DAEMON_LOG)
     with open(run_dir / DAEMON_LOG, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "corral.daemon", os.fspath(run_dir),
-             "--idle", str(idle_seconds())],
+            [sys.executable, "-m", "corral.daemon", os.fspath(run_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             cwd=run_dir, env=os.environ.copy())
     deadline = time.monotonic() + _START_TIMEOUT_S
@@ -131,12 +133,23 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
     return Job(Shell(command), id=stored.id, **options)
 
 
-def serve(run_dir: Path, idle: float) -> int:
-    """Run the daemon until idle or stopped; return the exit status."""
+def serve(run_dir: Path, idle: float | None = None) -> int:
+    """Run the daemon until idle or stopped; return the exit status.
+
+    Its packing comes from the ``[daemon]`` table of the user's config (and of
+    ``corral.toml`` in the run directory).
+    """
+    from .config import load_config
     from .scheduler import Scheduler
 
+    config = load_config(cwd=run_dir)
+    settings = config.daemon
+    idle = idle if idle is not None else idle_seconds(settings.idle)
     try:
-        scheduler = Scheduler(journal=run_dir, _owner="daemon")
+        scheduler = Scheduler(journal=run_dir, _owner="daemon", config=config,
+                              cores=settings.cores, memory=settings.memory_mb,
+                              gpus=settings.gpus, queues=dict(settings.queues),
+                              tokens=settings.tokens)
     except RunInUse:
         return 0  # another daemon won the race to start; it serves the run
     stop = threading.Event()
@@ -181,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m corral.daemon",
                                      description="Serve one corral run directory.")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--idle", type=float, default=300.0,
-                        help="exit after this many seconds with nothing to do")
+    parser.add_argument("--idle", type=float, default=None,
+                        help="exit after this many seconds with nothing to do "
+                             "(default: $CORRAL_DAEMON_IDLE, else [daemon] idle, else 300)")
     options = parser.parse_args(argv)
     return serve(options.run_dir, options.idle)
 

@@ -34,6 +34,16 @@ class Option:
     units: str = ""
     #: What the option becomes on each backend, for ``corral options``.
     backends: Mapping[str, str] = field(default_factory=dict)
+    #: How ``corral submit`` takes it: "int", "text" or "choice" (of the values
+    #: in *accepts*), or "" when the command line supplies it otherwise (the
+    #: job's directory and environment are the submitting shell's; ``--after``
+    #: takes job ids).
+    cli: str = "text"
+
+    @property
+    def flag(self) -> str:
+        """The option's ``corral submit`` flag, e.g. ``--notify-on``."""
+        return "--" + self.name.replace("_", "-")
 
 
 def _int_at_least(minimum: int) -> Callable[[Any], int]:
@@ -147,7 +157,7 @@ JOB_OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
         Option("cores", _int_at_least(1), 1, "CPU cores the job uses", "an int >= 1", "cores",
-               {"local": "packed against Scheduler(cores=...)", "slurm": "--cpus-per-task=N"}),
+               {"local": "packed against Scheduler(cores=...)", "slurm": "--cpus-per-task=N"}, cli="int"),
         Option("memory", _memory, None, "memory the job needs (binary units)", MEMORY_FORMS, "MB",
                {"local": "packed against Scheduler(memory=...)", "slurm": "--mem=<MB>M"}),
         Option("walltime", _duration, None,
@@ -156,37 +166,37 @@ JOB_OPTIONS: dict[str, Option] = {
                            "slurm": "--time=<minutes, rounded up>"}),
         Option("gpus", _int_at_least(0), 0,
                "GPUs the job uses; it sees them through CUDA_VISIBLE_DEVICES", "an int >= 0",
-               "GPUs", {"local": "ids in CUDA_VISIBLE_DEVICES", "slurm": "--gres=gpu:N"}),
+               "GPUs", {"local": "ids in CUDA_VISIBLE_DEVICES", "slurm": "--gres=gpu:N"}, cli="int"),
         Option("name", _name, None, "a name for people and for after=; need not be unique",
                "a non-empty string", "",
                {"local": "shown in status", "slurm": "--job-name (with the run's prefix)"}),
         Option("after", _after, (), "jobs (or job names) that must complete first",
                "a Job, a job name, or a list of them", "",
-               {"local": _LOCAL_ONLY, "slurm": "--dependency=afterok:ID while the parent is known"}),
+               {"local": _LOCAL_ONLY, "slurm": "--dependency=afterok:ID while the parent is known"}, cli=""),
         Option("queue", _queue, None, "named queue whose capacity limits this job",
                "a queue name given to Scheduler(queues=...)", "",
                {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}),
         Option("tokens", _int_at_least(0), 0, "tokens held from the scheduler's pool while running",
-               "an int >= 0", "tokens", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}),
+               "an int >= 0", "tokens", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}, cli="int"),
         Option("priority", _any_int, 0, "higher runs first among ready jobs", "an int", "",
-               {"local": _LOCAL_ONLY, "slurm": "order of submission"}),
+               {"local": _LOCAL_ONLY, "slurm": "order of submission"}, cli="int"),
         Option("retries", _int_at_least(0), 0, "times a failed job is run again", "an int >= 0",
-               "times", {"local": _LOCAL_ONLY, "slurm": "a new sbatch per retry"}),
+               "times", {"local": _LOCAL_ONLY, "slurm": "a new sbatch per retry"}, cli="int"),
         Option("timeout", _duration, None,
                "kill the job and its whole process tree after this long (TIMED_OUT)",
                DURATION_FORMS, "seconds",
                {"local": "killed with its process tree", "slurm": "scancel after it"}),
         Option("cwd", _cwd, None, "directory the job runs in (default: the driver's)",
                "an existing directory", "", {"local": "chdir before the job starts",
-                                             "slurm": "--chdir=DIR"}),
+                                             "slurm": "--chdir=DIR"}, cli=""),
         Option("env", _env, (), "extra environment variables for the job", "a dict of str to str",
-               "", {"local": "set in the job's environment", "slurm": "exported in the batch script"}),
+               "", {"local": "set in the job's environment", "slurm": "exported in the batch script"}, cli=""),
         Option("notify", _addresses, (), "e-mail these addresses when the job fails (see notify_on)",
                "an e-mail address or a list of them", "",
                {"local": "sent by corral through the [smtp] settings",
                 "slurm": "sent by corral through the [smtp] settings"}),
         Option("notify_on", _notify_on, "failure", "when to send the notify e-mail",
-               "'failure' or 'end'", "", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}),
+               "'failure' or 'end'", "", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}, cli="choice"),
     )
 }
 

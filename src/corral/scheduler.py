@@ -321,13 +321,21 @@ class Scheduler(Executor):
         if queue is not None and queue not in self._queues:
             known = sorted(self._queues)
             close = difflib.get_close_matches(queue, known, n=1, cutoff=0.5)
+            where = self._where_set("queues", "{name = 2}", "Scheduler(queues={'name': capacity})")
             hint = f"; did you mean {close[0]!r}?" if close else (
                 f"; known queues: {', '.join(known)}" if known else
-                "; this scheduler has no queues (Scheduler(queues={'name': capacity}))")
+                f"; this scheduler has no queues ({where})")
             raise ValueError(f"job {job.name!r} asks for unknown queue {queue!r}{hint}")
         if job.spec.tokens > self._tokens:
+            where = self._where_set("tokens", "N", "Scheduler(tokens=N)")
             raise ResourceError(f"job {job.name!r} asks for {job.spec.tokens} tokens but the "
-                                f"scheduler's pool has {self._tokens} (Scheduler(tokens=N))")
+                                f"scheduler's pool has {self._tokens} ({where})")
+
+    def _where_set(self, setting: str, example: str, in_python: str) -> str:
+        """Where a person sets a scheduler setting: the daemon's come from the config."""
+        if self._owner_kind == "daemon":
+            return f"set {setting} = {example} in the [daemon] table of your corral.toml"
+        return in_python
 
     def _jobs_named(self, name: str) -> list[Job]:
         return list(self._by_name.get(name, ()))
