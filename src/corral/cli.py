@@ -108,10 +108,13 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
 
 
 def _check_config(run_dir: Path) -> None:
+    """Read the config as the run's daemon will: the user's file, and
+    ``corral.toml`` in the run directory (the daemon serves submissions from
+    any directory, so the submitting one's file is not its own)."""
     from .config import load_config
 
     try:
-        load_config(cwd=run_dir if run_dir.is_dir() else None)
+        load_config(cwd=run_dir)
     except ValueError as error:
         raise CommandError(str(error)) from None
 
@@ -147,8 +150,10 @@ def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
 def cli(context: click.Context, run_dir: Path | None) -> None:
     """Run jobs with resources and dependencies, and watch or control a run from any
     terminal."""
-    run = run_dir if run_dir is not None else default_run_dir()
-    context.obj = {"run": Path(run).expanduser().resolve()}
+    run = Path(run_dir if run_dir is not None else default_run_dir()).expanduser().resolve()
+    if run.exists() and not run.is_dir():
+        raise CommandError(f"--run {run}: not a directory (a run directory holds a journal)")
+    context.obj = {"run": run}
 
 
 def _job_option_flags(command):
@@ -236,7 +241,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         jobs = [job for job in jobs if id(job) not in hidden]
     console = _console()
     console.print(run_header(run))
-    console.print(status_table(jobs))
+    console.print(status_table(jobs, driver_alive=run.owner is not None))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
 
@@ -377,7 +382,8 @@ def clean(context: click.Context, yes: bool) -> None:
     if not yes and not click.confirm(
             f"delete the files of {len(targets)} finished job(s), {size / 1e6:.1f} MB, "
             f"in {run.path}?", err=True):
-        raise CommandError("nothing deleted", EXIT_FAILED_JOB)
+        click.echo("nothing deleted")
+        return
     for target in targets:
         shutil.rmtree(target, ignore_errors=True)
     click.echo(f"deleted the files of {len(targets)} job(s), {size / 1e6:.1f} MB")

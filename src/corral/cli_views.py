@@ -44,14 +44,16 @@ def run_header(run: Run) -> Text:
     return Text(f"run {run.path}: {driver}{paused}")
 
 
-def _elapsed(job: StoredJob) -> str:
+def _elapsed(job: StoredJob, driver_alive: bool) -> str:
     if job.started is None:
         return ""
+    if job.ended is None and not driver_alive:
+        return "?"  # its driver is gone: it is not running any more, whatever the journal says
     end = job.ended if job.ended is not None else time.time()
     return format_duration(max(0.0, end - job.started))
 
 
-def status_table(jobs: Sequence[StoredJob]) -> Table:
+def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("ID", "NAME", "STATUS", "TIME", "TRIES", "DETAIL", "COMMAND"):
         table.add_column(column, no_wrap=column != "DETAIL", overflow="ellipsis")
@@ -60,7 +62,7 @@ def status_table(jobs: Sequence[StoredJob]) -> Table:
         if job.exit_code not in (None, 0) and "exit code" not in detail:
             detail = f"{detail} (exit code {job.exit_code})".strip()
         table.add_row(str(job.id), job.name, Text(job.status.name, _STYLES.get(job.status, "")),
-                      _elapsed(job), str(job.attempts), detail, job.command)
+                      _elapsed(job, driver_alive), str(job.attempts), detail, job.command)
     if not jobs:
         table.add_row("", "(no jobs)", "", "", "", "", "")
     return table

@@ -9,10 +9,11 @@ finished instead of "unknown job".
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorralError
+from .job import Job
+from .spec import Shell
 from .status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
@@ -28,25 +29,22 @@ def _ping(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
 
 def _live_or_stored(scheduler: Scheduler, job_id: Any):
     """(live Job, None) or (None, the journal's record); CorralError if unknown."""
-    for key in (job_id, _as_int(job_id)):
-        if key is None:
-            continue
-        with scheduler._lock:
-            job = scheduler._by_id.get(key)
-        if job is not None:
-            return job, None
+    job = scheduler._lookup(job_id)
+    if job is not None:
+        return job, None
     from .run import Run
 
     try:
-        return None, Run(scheduler._journal.run_dir).job(job_id)
+        return None, Run(scheduler.run_dir).job(job_id)
     except KeyError:
         raise CorralError(f"no job {job_id} in this run") from None
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+def _ended(job_id: Any, status: JobStatus) -> str:
+    if status in TERMINAL:
+        return f"job {job_id} already ended {status.name}"
+    return (f"job {job_id} is {status.name} in the journal but no longer held by the process "
+            "that drives the run")
 
 
 def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
@@ -65,8 +63,13 @@ def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
             after.append(job)
     if after:
         options["after"] = after
-    job = scheduler.shell(command, **options)
-    scheduler._engine.call(scheduler._journal.flush, True)  # the id we answer is on disk
+    if options.get("env"):  # keep what differs from ours: no copy of every variable (or secret)
+        options["env"] = {name: value for name, value in options["env"].items()
+                          if os.environ.get(name) != value}
+    job = Job(Shell(command if isinstance(command, str) else tuple(command)), **options)
+    job._always_new = True  # the same command submitted again is new work
+    scheduler.dispatch([job])
+    scheduler._flush_journal_now()  # the id we answer is on disk
     return {"id": job.id}
 
 
@@ -81,8 +84,7 @@ def _cancel(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
         if job is not None and job.cancel():
             cancelled.append(job.id)
         else:
-            status = job.status if job is not None else stored.status
-            problems.append(f"job {job_id} already ended {status.name}")
+            problems.append(_ended(job_id, job.status if job is not None else stored.status))
     return {"cancelled": cancelled, "problems": problems}
 
 
@@ -116,11 +118,10 @@ def _clear(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stop(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
-    stop = getattr(scheduler, "_stop_requested", None)
-    if not isinstance(stop, threading.Event):
+    if scheduler._stop_requested is None:
         raise CorralError("this run is driven by a script; stop the script itself "
                           "(or cancel its jobs)")
-    stop.set()
+    scheduler._stop_requested.set()
     return {}
 
 

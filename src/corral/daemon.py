@@ -107,30 +107,41 @@ def _unfinished_commands(run_dir: Path) -> list[StoredJob]:
     return [job for job in jobs if job.status not in TERMINAL and job.kind == "shell"]
 
 
+def _command(stored: StoredJob) -> str | tuple[str, ...]:
+    spec = stored.spec
+    return spec["shell"] if "shell" in spec else tuple(spec.get("argv") or ("true",))
+
+
 def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, JobStatus]):
     """A Job for a command the journal left unfinished, with its old id."""
     from .job import Job
     from .spec import Shell
 
     spec = stored.spec
-    command = spec.get("shell") if "shell" in spec else tuple(spec.get("argv") or ())
+    command = _command(stored)
     after = []
+    doomed = None
     for dep in stored.deps:
         if str(dep) in rebuilt:
             after.append(rebuilt[str(dep)])
         elif finished.get(str(dep)) is not JobStatus.COMPLETED:
-            return None  # its parent failed or vanished: it will never run
+            # Its parent failed or was lost: it would never run; say so in the journal.
+            status = finished.get(str(dep))
+            doomed = f"upstream job {dep} {'was lost' if status is None else status.name}"
     options = {
         "cores": spec.get("cores", 1), "memory": spec.get("memory_mb"),
         "walltime": spec.get("walltime_s"), "gpus": spec.get("gpus", 0), "name": stored.name,
         "priority": spec.get("priority", 0), "retries": spec.get("retries", 0),
+        "queue": spec.get("queue"), "tokens": spec.get("tokens", 0),
         "timeout": spec.get("timeout_s"), "cwd": spec.get("cwd"), "env": spec.get("env") or None,
         "notify": spec.get("notify") or None, "notify_on": spec.get("notify_on", "failure"),
         "after": after or None,
     }
     if options["cwd"] is not None and not os.path.isdir(options["cwd"]):
         options["cwd"] = None
-    return Job(Shell(command), id=stored.id, **options)
+    job = Job(Shell(command), id=stored.id, **options)
+    job._doomed = doomed
+    return job
 
 
 def serve(run_dir: Path, idle: float | None = None) -> int:
@@ -153,7 +164,7 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
     except RunInUse:
         return 0  # another daemon won the race to start; it serves the run
     stop = threading.Event()
-    scheduler._stop_requested = stop  # type: ignore[attr-defined]
+    scheduler._stop_requested = stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -182,12 +193,18 @@ def _resubmit(scheduler, run_dir: Path) -> None:
     finished = {str(job.id): job.status for job in read_jobs(run_dir, with_results=False)
                 if job.status in TERMINAL}
     rebuilt: dict[str, Any] = {}
-    for stored in leftovers:
+    for stored in leftovers:  # in submission order: parents first
         job = _rebuild(stored, rebuilt, finished)
-        if job is not None:
-            rebuilt[str(stored.id)] = job
-    if rebuilt:
-        scheduler.dispatch(list(rebuilt.values()))
+        try:
+            scheduler.dispatch([job])
+        except ValueError as error:  # e.g. its queue left the [daemon] table meanwhile
+            from .job import Job
+            from .spec import Shell
+
+            job = Job(Shell(_command(stored)), id=stored.id, name=stored.name)  # options dropped
+            job._doomed = f"cannot run again after the daemon restarted: {error}"
+            scheduler.dispatch([job])
+        rebuilt[str(stored.id)] = job
 
 
 def main(argv: list[str] | None = None) -> int:

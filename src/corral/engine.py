@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (CorralError, JobFailed, JobTimedOut, RemoteTraceback, WorkerLost)
 from .events import Event
 from .job import Job, Result
+from .runtime.outcomes import outcomes_directory
 from .runtime.payload import Upstream, dumps_value, loads_error
 from .spec import Call, FunctionRef, Script, Shell
 from .status import ACTIVE, PENDING, JobStatus, check_transition
@@ -75,6 +76,7 @@ class Engine:
         self.abort_grace = abort_grace
         self.journal = journal
         self.notifier = notifier
+        self._outcomes_dir = None if journal is None else outcomes_directory(journal.run_dir)
         self.listeners: list[Callable[[Event], Any]] = []
         self.results: deque[Result] = deque()
         self.results_ready = threading.Condition()
@@ -267,6 +269,10 @@ class Engine:
             if job._restored is not None:
                 self._restore(job)
                 continue
+            if job._doomed is not None:
+                self._move(job, _S.CANCELLED, job._doomed)
+                self._finalize(job)
+                continue
             unmet = 0
             broken: Job | None = None
             for dep in job._deps:
@@ -305,7 +311,12 @@ class Engine:
             self.journal.moved(job, _S.NEW, _S.COMPLETED, job.reason)
         if self.listeners:
             self.emit("status", job, _S.NEW, _S.COMPLETED, job.reason)
-        self._finalize(job)
+        if self.on_finish is not None:  # it sees every finished job; running again is moot
+            try:
+                self.on_finish(job)
+            except Exception:
+                log.exception("on_finish callback raised for %r", job)
+        self._finalize(job, notify=False)  # its notice, if any, went out in its own run
 
     # -- starting jobs -------------------------------------------------------------------
 
@@ -347,7 +358,7 @@ class Engine:
         job.jobdir = self.run_dir / str(job.id)
         common = dict(job_id=job.id, name=job.name, jobdir=job.jobdir,
                       resources=job.spec.resources, cwd=job.spec.cwd, env=job.spec.env,
-                      durable=self.journal is not None)
+                      outcomes=self._outcomes_dir)
         if isinstance(task, (Call, FunctionRef)):
             upstream = tuple(self._value_blob(dep) for dep in job._value_deps)
             return Submission(call=job._payload, upstream=upstream, **common)
@@ -475,7 +486,8 @@ class Engine:
                 return
         self._finalize(job, error)
 
-    def _finalize(self, job: Job, error: BaseException | None = None, cascade: bool = True) -> None:
+    def _finalize(self, job: Job, error: BaseException | None = None, cascade: bool = True,
+                  notify: bool = True) -> None:
         """Make the outcome final: publish the result, release or cancel dependents.
 
         The Future itself is resolved a little later, in :meth:`_resolve_finished`,
@@ -484,7 +496,7 @@ class Engine:
         """
         job._final = True
         self._to_resolve.append((job, error))
-        if job.spec.notify and self.notifier is not None:
+        if notify and job.spec.notify and self.notifier is not None:
             self._notify(job)
         with self.results_ready:
             self.results.append(job.record)

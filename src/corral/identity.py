@@ -72,13 +72,29 @@ def _code_bytes(code: types.CodeType) -> bytes:
     return b"\0".join(parts)
 
 
+def _canonical(value: Any) -> Any:
+    """*value* with sets put in a fixed order: their iteration order depends on
+    the interpreter's hash seed, so pickling them as they are gives other
+    bytes in every run."""
+    kind = type(value)
+    if kind is set or kind is frozenset:
+        return (kind.__name__, tuple(sorted(_stable_bytes(item) for item in value)))
+    if kind is list or kind is tuple:
+        return kind(_canonical(item) for item in value)
+    if kind is dict:
+        return {key: _canonical(item) for key, item in value.items()}
+    return value
+
+
 def _stable_bytes(value: Any) -> bytes:
     """Bytes that are equal for equal plain values across processes.
 
-    Plain pickle is deterministic for the data people pass as arguments; for
-    what it cannot pickle (lambdas, closures) cloudpickle is close enough: at
-    worst a job is not recognised and runs again, never the wrong way round.
+    Plain pickle is deterministic for the data people pass as arguments (once
+    sets are ordered); for what it cannot pickle (lambdas, closures)
+    cloudpickle is close enough: at worst a job is not recognised and runs
+    again, never the wrong way round.
     """
+    value = _canonical(value)
     try:
         return pickle.dumps(value, 4)
     except Exception:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,14 +51,19 @@ class Resumer:
         int_ids = [job.id for job in previous.values() if isinstance(job.id, int)]
         self.first_free_id = max(int_ids, default=0) + 1
 
-    def plan(self, batch: list[Job], new_id) -> list[int | str]:
+    def plan(self, batch: list[Job], new_id, taken: set[str]) -> list[int | str]:
         """Key every job of a validated batch (dependencies first) and return its ids.
 
-        *new_id* makes an id for a job the journal has never seen.
+        *new_id* makes an id for a job the journal has never seen; *taken* holds
+        the ids (as text) already used in this session, and gets the new ones.
+        A previous job whose id is taken already (by an explicit ``id=``) is
+        not matched: its key now belongs to another job.
         """
         ids = []
         for job in batch:
-            if job.id is not None:
+            if job._always_new:
+                key = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
+            elif job.id is not None:
                 key = f"id:{job.id}"
             else:
                 digest = job_digest(job)
@@ -65,7 +71,9 @@ class Resumer:
                 key = f"{digest}#{self._occurrences[digest]}"
             job._key = key
             job._journal_entry = (key, *describe(job))
-            stored = self.previous.get(key)
+            stored = None if job._always_new else self.previous.get(key)
+            if stored is not None and str(stored.id) in taken:
+                stored = None
             if stored is None and job.id is not None:
                 # An id chosen again for what may be other work: the daemon
                 # re-dispatching a command, or a script that names its jobs.
@@ -74,8 +82,10 @@ class Resumer:
                     stored = None if stored.key != key else stored
             if stored is None:
                 ids.append(job.id if job.id is not None else new_id())
+                taken.add(str(ids[-1]))
                 continue
             ids.append(stored.id)
+            taken.add(str(stored.id))
             stored = self._settle_leftover(stored)
             if stored.status is JobStatus.COMPLETED:
                 job._restored = stored

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -155,6 +156,7 @@ class Scheduler(Executor):
         if journal is not None and not isinstance(journal, (str, os.PathLike)):
             raise ValueError(f"journal={journal!r} must be a directory path")
         self._config = config
+        _check_workdir(workdir)  # before anything is started that would need stopping
         self._journal: Journal | None = None
         self._resumer: Resumer | None = None
         self._control: ControlServer | None = None
@@ -173,28 +175,38 @@ class Scheduler(Executor):
         except BaseException:
             self._close_journal()
             raise
-        if workdir is None and self._journal is not None:
-            self._run_dir, self._temporary = self._journal.run_dir, False
-        else:
-            self._run_dir, self._temporary = _prepare_workdir(workdir)
-        packer = Packer(self._backend.capacity(), self._max_jobs, self._queues, self._tokens)
-        self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace,
-                              journal=self._journal)
-        self._engine.on_stopped = self._finish_outside_loop
-        self._plain = Submitter(self, {})
-        self._lock = threading.Lock()  # guards the registry below and shutdown
-        self._by_id: dict[int | str, Job] = {}
-        self._by_name: dict[str, list[Job]] = {}
-        self._ids = itertools.count(self._resumer.first_free_id if self._resumer else 1)
-        self._shut = False
-        self._exit_hook_set = False
-        self._owner_pid = os.getpid()
-        self._owner_kind = _owner
-        if self._journal is not None:
-            self._detach_log = attach_run_log(self._journal.run_dir)
-            self._control = ControlServer(self, self._journal.run_dir)
-            self._control.start()
-            self._set_exit_hook()
+        try:
+            if workdir is None and self._journal is not None:
+                self._run_dir, self._temporary = self._journal.run_dir, False
+            else:
+                self._run_dir, self._temporary = _prepare_workdir(workdir)
+            packer = Packer(self._backend.capacity(), self._max_jobs, self._queues, self._tokens)
+            self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace,
+                                  journal=self._journal)
+            self._engine.on_stopped = self._finish_outside_loop
+            self._plain = Submitter(self, {})
+            self._lock = threading.Lock()  # guards the registry below and shutdown
+            self._by_id: dict[int | str, Job] = {}
+            self._by_name: dict[str, list[Job]] = {}
+            self._taken_ids: set[str] = set()  # every id used in this session, as text
+            self._ids = itertools.count(self._resumer.first_free_id if self._resumer else 1)
+            self._shut = False
+            self._exit_hook_set = False
+            self._owner_pid = os.getpid()
+            self._owner_kind = _owner
+            #: Set by the daemon: a ``corral stop`` request sets it (scripts refuse it).
+            self._stop_requested: threading.Event | None = None
+            if self._journal is not None:
+                self._detach_log = attach_run_log(self._journal.run_dir)
+                self._control = ControlServer(self, self._journal.run_dir)
+                self._control.start()
+                self._set_exit_hook()
+        except BaseException:  # stop what was started, free the run for the next try
+            self._backend.close()
+            if self._control is not None:
+                self._control.stop()
+            self._close_journal()
+            raise
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -249,6 +261,7 @@ class Scheduler(Executor):
                 job.id = job_id
                 job._engine = self._engine
                 self._by_id[job_id] = job
+                self._taken_ids.add(str(job_id))
                 self._by_name.setdefault(job.name, []).append(job)
             self._set_exit_hook()
             with self._engine.results_ready:  # collect(n) may count them from now on
@@ -260,7 +273,7 @@ class Scheduler(Executor):
     def _validate(self, batch: list[Job]) -> list[int | str]:
         """Check every job and pickle its call; assign nothing until all pass."""
         ids: list[int | str] = []
-        taken: set[int | str] = set()
+        taken: set[str] = set()
         for job in batch:
             if job.status is not JobStatus.NEW and job._engine is None:  # a cancelled dependency
                 raise ValueError(f"{job!r} cannot be dispatched: it is {job.status.name}")
@@ -271,27 +284,43 @@ class Scheduler(Executor):
             try:
                 self._backend.check(job.spec.resources)
             except ResourceError as error:
-                raise ResourceError(f"job {job.name!r} {error}") from None
+                message = str(error)
+                if self._owner_kind == "daemon":  # its size is set in the config, not in Python
+                    message = re.sub(r"raise Scheduler\((\w+)=\.\.\.\)",
+                                     r"set \1 in the [daemon] table of your corral.toml", message)
+                raise ResourceError(f"job {job.name!r} {message}") from None
             self._check_queue_and_tokens(job)
-            job_id = job.id if job.id is not None or self._resumer else next(self._ids)
+            job_id = job.id
             if isinstance(job_id, str) and (job_id in ("", ".", "..") or "/" in job_id
                                             or "\0" in job_id):
                 raise ValueError(f"job id {job_id!r} cannot name a directory: use a non-empty "
                                  "string without '/'")
-            if job_id in self._by_id or job_id in taken:
-                raise ValueError(f"job id {job_id!r} is already used in this scheduler")
             if job_id is not None:
-                taken.add(job_id)
+                if str(job_id) in self._taken_ids or str(job_id) in taken:
+                    raise ValueError(f"job id {job_id!r} is already used in this scheduler "
+                                     "(ids name job directories: 7 and '7' are the same)")
+                taken.add(str(job_id))
             ids.append(job_id)
             _pickle_call(job)
             if job.spec.notify:
                 self._notifier()  # a bad [smtp] config is reported now, not at the first mail
         if self._resumer is not None:
-            ids = self._resumer.plan(batch, lambda: next(self._ids))
+            seen = taken | self._taken_ids
+            ids = self._resumer.plan(batch, lambda: self._new_id(seen), seen)
+        else:
+            ids = [self._new_id(taken) if job_id is None else job_id for job_id in ids]
         for job in batch:
             for dep in job._value_deps:
                 dep._feeds_values = True
         return ids
+
+    def _new_id(self, taken: set[str]) -> int:
+        """The next number not taken by an explicit ``id=`` (this batch's or earlier)."""
+        while True:
+            job_id = next(self._ids)
+            if str(job_id) not in self._taken_ids and str(job_id) not in taken:
+                taken.add(str(job_id))
+                return job_id
 
     def _with_profile(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """*options* with ``profile=`` replaced by the profile's options beneath them."""
@@ -469,6 +498,19 @@ class Scheduler(Executor):
         """Kill every running job and cancel every pending one, now."""
         self._engine.call(self._engine.interrupt)
 
+    def _lookup(self, job_id: object) -> Job | None:
+        """The live job with this id; ``"7"`` finds job 7 (ids come as text from outside)."""
+        with self._lock:
+            found = self._by_id.get(job_id)  # type: ignore[arg-type]
+            if found is None and isinstance(job_id, str) and job_id.isdigit():
+                found = self._by_id.get(int(job_id))
+        return found
+
+    def _flush_journal_now(self) -> None:
+        """Return once everything the loop recorded so far is in the journal."""
+        if self._journal is not None:
+            self._engine.call(self._journal.flush, True)
+
     def _job(self, job: Job | int | str) -> Job:
         if isinstance(job, Job):
             if job._engine is not self._engine:
@@ -622,13 +664,20 @@ def _check_queues(queues: Mapping[str, int] | None) -> dict[str, int]:
     return dict(queues)
 
 
+def _check_workdir(workdir: object) -> None:
+    if workdir is None:
+        return
+    if not isinstance(workdir, (str, os.PathLike)):
+        raise ValueError(f"workdir={workdir!r} must be a directory path")
+    if os.path.exists(os.path.expanduser(workdir)) and not os.path.isdir(
+            os.path.expanduser(workdir)):
+        raise ValueError(f"workdir={os.fspath(workdir)!r} exists and is not a directory")
+
+
 def _prepare_workdir(workdir: str | os.PathLike[str] | None) -> tuple[Path, bool]:
     if workdir is None:
         return Path(tempfile.mkdtemp(prefix="corral-")), True
-    if not isinstance(workdir, (str, os.PathLike)):
-        raise ValueError(f"workdir={workdir!r} must be a directory path")
+    _check_workdir(workdir)
     path = Path(workdir).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"workdir={os.fspath(workdir)!r} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path, False

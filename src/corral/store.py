@@ -200,10 +200,19 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
         private_file(path)
     connection = sqlite3.connect(path, timeout=30, isolation_level=None,
                                  check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
-    connection.execute("PRAGMA busy_timeout=30000")
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+        connection.execute("PRAGMA busy_timeout=30000")
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise _damaged(path, error) from None
     return connection
+
+
+def _damaged(path: Path, error: Exception) -> CorralError:
+    return CorralError(f"{path} is not a corral journal, or it is damaged ({error}); "
+                       "move it away to start the run afresh")
 
 
 def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -259,7 +268,10 @@ class Journal:
         self._lock = self._take_lock(kind)
         try:
             self._db = _connect(self.run_dir / JOURNAL_FILE, create=True)
-            self._db.executescript(_SCHEMA)
+            try:
+                self._db.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as error:
+                raise _damaged(self.run_dir / JOURNAL_FILE, error) from None
             self._setup_meta(kind)
             self.session = self._start_session(kind)
             self.previous = {job.key: job for job in _rows_to_jobs(
@@ -333,7 +345,7 @@ class Journal:
 
     def set_meta(self, key: str, value: str) -> None:
         """Record a run-wide setting (e.g. ``paused``), after what is already queued."""
-        self.flush()
+        self.flush(force=True)
         self._send(("meta", key, value))
 
     # -- recording (control-loop thread) ------------------------------------------------------
@@ -469,10 +481,10 @@ def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
     connection = _connect(path, create=False)
     try:
         yield connection
-    except sqlite3.OperationalError as error:
-        if "no such table" not in str(error):
-            raise
-        raise _NotCreatedYet from None  # its driver is creating it this instant
+    except sqlite3.DatabaseError as error:
+        if "no such table" in str(error):
+            raise _NotCreatedYet from None  # its driver is creating it this instant
+        raise _damaged(path, error) from None
     finally:
         connection.close()
 

@@ -36,9 +36,10 @@ class Submission:
     argv: tuple[str, ...] = ()
     cwd: str | None = None
     env: tuple[tuple[str, str], ...] = ()
-    #: Write the outcome to ``jobdir/result`` before reporting it, so that a
-    #: driver killed in between finds it on resume (journaled runs only).
-    durable: bool = False
+    #: A journaled run's outcome log directory: the runtime records a call's
+    #: outcome there before reporting it, so that a driver killed in between
+    #: finds it on resume (see corral.runtime.outcomes).
+    outcomes: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

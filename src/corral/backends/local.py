@@ -340,7 +340,7 @@ class LocalBackend:
         worker = self._idle_worker(gpus) or self._spawn_worker(gpus)
         worker.job_id = submission.job_id
         request = (submission.job_id, str(submission.jobdir), submission.call,
-                   submission.upstream, submission.env, submission.cwd, submission.durable)
+                   submission.upstream, submission.env, submission.cwd, submission.outcomes)
         try:
             worker.requests.send_bytes(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
         except OSError:  # died while idle: the reply pipe reports it as lost

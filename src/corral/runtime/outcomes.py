@@ -21,7 +21,8 @@ import struct
 import time
 from typing import Any
 
-__all__ = ["OUTCOMES_DIR", "OutcomeLog", "read_outcomes", "discard_outcomes"]
+__all__ = ["OUTCOMES_DIR", "OutcomeLog", "outcomes_directory", "read_outcomes",
+           "discard_outcomes"]
 
 OUTCOMES_DIR = "outcomes"
 _HEADER = struct.Struct("<Id")  # size of the reply, time the call ended
@@ -33,26 +34,30 @@ class OutcomeLog:
     def __init__(self) -> None:
         self._files: dict[str, int] = {}
 
-    def append(self, jobdir: str, reply: bytes) -> None:
-        run_dir = os.path.dirname(jobdir.rstrip("/"))
-        descriptor = self._files.get(run_dir)
+    def append(self, directory: str, reply: bytes) -> None:
+        """Append *reply* to this process's log in *directory* (made if missing)."""
+        descriptor = self._files.get(directory)
         if descriptor is None:
-            directory = os.path.join(run_dir, OUTCOMES_DIR)
             try:
                 os.mkdir(directory, 0o700)
             except FileExistsError:
                 pass
             descriptor = os.open(os.path.join(directory, str(os.getpid())),
                                  os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._files[run_dir] = descriptor
+            self._files[directory] = descriptor
         os.write(descriptor, _HEADER.pack(len(reply), time.time()) + reply)
 
 
+def outcomes_directory(run_dir: str | os.PathLike[str]) -> str:
+    """Where the outcome logs of the run journaled in *run_dir* go (whatever its workdir)."""
+    return os.path.join(run_dir, OUTCOMES_DIR)
+
+
 def read_outcomes(run_dir: str | os.PathLike[str]) -> dict[str, tuple[bool, bytes, float]]:
-    """``{str(job id): (ok, blob, ended)}`` from every worker's log; the latest
-    record wins."""
+    """``{str(job id): (ok, blob, ended)}`` from every worker's log; for a job
+    recorded more than once (retries), the record that ended last wins."""
     found: dict[str, tuple[bool, bytes, float]] = {}
-    directory = os.path.join(run_dir, OUTCOMES_DIR)
+    directory = outcomes_directory(run_dir)
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -64,7 +69,9 @@ def read_outcomes(run_dir: str | os.PathLike[str]) -> dict[str, tuple[bool, byte
         except OSError:
             continue
         for (job_id, ok, blob), ended in _records(data):
-            found[str(job_id)] = (ok, blob, ended)
+            earlier = found.get(str(job_id))
+            if earlier is None or ended >= earlier[2]:
+                found[str(job_id)] = (ok, blob, ended)
     return found
 
 
@@ -85,4 +92,4 @@ def _records(data: bytes) -> list[tuple[tuple[Any, bool, bytes], float]]:
 
 
 def discard_outcomes(run_dir: str | os.PathLike[str]) -> None:
-    shutil.rmtree(os.path.join(run_dir, OUTCOMES_DIR), ignore_errors=True)
+    shutil.rmtree(outcomes_directory(run_dir), ignore_errors=True)

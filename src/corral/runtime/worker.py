@@ -3,12 +3,12 @@
 Started by the local backend as ``python -c ...worker.main()`` with two pipe
 file descriptors. Each request is one framed pickle::
 
-    (job_id, jobdir, payload, upstream, env, cwd, durable)
+    (job_id, jobdir, payload, upstream, env, cwd, outcomes)
 
 and each reply is ``(job_id, ok, blob)`` where *blob* is the pickled return
 value or a packed exception (see :mod:`corral.runtime.payload`). With
-*durable* set (a journaled run) the reply is also appended to the run's
-outcome log before it is sent (see :mod:`corral.runtime.outcomes`): a driver
+*outcomes* set (a journaled run) the reply is also appended to the run's
+outcome log in that directory before it is sent (see :mod:`corral.runtime.outcomes`): a driver
 killed in between finds it there when it resumes, instead of running the
 job twice.
 
@@ -136,7 +136,7 @@ class _JobContext:
 
 def run_request(message: bytes, home: str, spool: _Spool, outcomes: OutcomeLog) -> bytes:
     """Run one request and return the reply, never raising."""
-    job_id, jobdir, payload, upstream, env, cwd, durable = pickle.loads(message)
+    job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = pickle.loads(message)
     abort.reset()
     try:
         with _JobContext(job_id, env, cwd, home):
@@ -162,9 +162,9 @@ def run_request(message: bytes, home: str, spool: _Spool, outcomes: OutcomeLog) 
     except OSError as error:
         reply = (job_id, False, dumps_error(OSError(f"cannot save the job's output: {error}")))
     blob = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
-    if durable:
+    if outcomes_dir is not None:
         try:
-            outcomes.append(jobdir, blob)
+            outcomes.append(outcomes_dir, blob)
         except OSError as error:
             reply = (job_id, False, dumps_error(OSError(f"cannot record the job's outcome: {error}")))
             blob = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
