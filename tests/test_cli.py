@@ -618,3 +618,24 @@ def test_a_bad_daemon_table_is_one_line_naming_file_line_and_key(fresh):
     assert_one_line_error(outcome, 2, rf"^corral: error: {re.escape(str(fresh.config))}:3: "
                                       r"daemon\.queues: queues\.solo=0 must be an int >= 1$")
     assert fresh.daemon_pid() is None
+
+
+def test_the_same_command_submitted_again_after_the_daemon_stopped_runs_again(fresh, tmp_path):
+    first = fresh.submit("echo ran >> runs")
+    assert fresh("wait", first).status == 0
+    fresh.stop_daemon()
+    second = fresh.submit("echo ran >> runs")
+    assert second != first
+    assert fresh("wait", second).status == 0
+    assert (tmp_path / "runs").read_text() == "ran\nran\n"
+    rows = fresh("status", "--all").rows()
+    assert [rows[job]["STATUS"] for job in (first, second)] == ["COMPLETED", "COMPLETED"]
+
+
+@pytest.mark.parametrize("verb", [["status"], ["logs", "1"], ["wait"], ["submit", "true"]])
+def test_a_damaged_journal_is_one_line_for_every_verb(fresh, verb):
+    fresh.run.mkdir(mode=0o700)
+    (fresh.run / "journal.db").write_bytes(b"not a database\n" * 200)
+    outcome = fresh(*verb)
+    assert_one_line_error(outcome, 3, rf"{re.escape(str(fresh.run / 'journal.db'))} is not a "
+                                      r"corral journal, or it is damaged")

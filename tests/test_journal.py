@@ -579,3 +579,107 @@ def test_a_failed_job_mails_its_recipients_and_a_completed_one_only_when_asked(
     assert failure.recipients == ("me@example.org",)
     assert failure.mail_from == "corral@lab.example.org"
     assert f"corral --run {run} logs {failed.id} --stderr" in failure.body
+
+
+# -- found in review: ids, outcome logs, damaged journals, restored jobs --------------------------
+
+
+def test_an_explicit_id_never_takes_over_a_restored_job_and_its_result(tmp_path):
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        assert sched.submit(jobs.square, 3).id == 1
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        named = corral.Job(jobs.add, (5, 6), id=1)  # id 1 belonged to square(3) before
+        sched.dispatch([named])
+        again = sched.submit(jobs.square, 3)
+        assert (named.result(timeout=30), again.result(timeout=30)) == (11, 9)
+        assert again.id != 1 and again.reason is None  # ran anew: its old id is taken
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        third = sched.submit(jobs.square, 3)
+        assert third.result(timeout=30) == 9 and third.reason == RESTORED
+    ids = [str(job.id) for job in corral.Scheduler.open(run).jobs()]
+    assert len(ids) == len(set(ids))
+
+
+def test_an_id_that_names_the_same_directory_as_another_is_refused(tmp_path):
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as sched:
+        first = sched.submit(jobs.square, 2)
+        with pytest.raises(ValueError, match=rf"job id '{first.id}' is already used in this "
+                                             r"scheduler \(ids name job directories"):
+            sched.dispatch([corral.Job(jobs.square, (3,), id=str(first.id))])
+        assert first.result(timeout=30) == 4
+
+
+def test_outcomes_are_logged_in_the_journal_even_with_a_workdir_elsewhere(tmp_path):
+    run, workdir = tmp_path / "run", tmp_path / "files"
+    with corral.Scheduler(cores=1, journal=run, workdir=workdir) as sched:
+        job = sched.submit(jobs.square, 7)
+        assert job.result(timeout=30) == 49
+        recorded = read_outcomes(run)  # read before shutdown, which discards them
+        assert recorded[str(job.id)][0] is True
+        assert not (workdir / "outcomes").exists()
+    assert not (run / "outcomes").exists()
+
+
+def test_a_damaged_journal_is_one_clear_error(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    (run / "journal.db").write_bytes(b"this is not a database, it is a grocery list\n" * 100)
+    message = rf"{run / 'journal.db'} is not a corral journal, or it is damaged"
+    with pytest.raises(CorralError, match=message):
+        corral.Scheduler(journal=run)
+    with pytest.raises(CorralError, match=message):
+        corral.Scheduler.open(run).jobs()
+    assert owner_of(run) is None  # the refused driver let go of the run
+
+
+def test_a_scheduler_that_fails_to_start_lets_go_of_its_run(tmp_path):
+    run, not_a_directory = tmp_path / "run", tmp_path / "file"
+    not_a_directory.write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        corral.Scheduler(journal=run, workdir=not_a_directory)
+    with corral.Scheduler(cores=1, journal=run) as sched:  # no RunInUse: nothing held it
+        assert sched.submit(jobs.square, 2).result(timeout=30) == 4
+
+
+def test_restored_jobs_are_shown_to_on_finish_and_mail_nobody_again(tmp_path, smtp_server):
+    run = tmp_path / "run"
+    config = Config(smtp=SmtpSettings(host=smtp_server.host, port=smtp_server.port,
+                                      sender="corral@lab.example.org", timeout=5.0))
+
+    def script() -> list[object]:
+        seen: list[object] = []
+        with corral.Scheduler(cores=1, journal=run, config=config,
+                              on_finish=lambda job: seen.append(job.record.data)) as sched:
+            sched.options(notify="me@example.org", notify_on="end").submit(jobs.square, 4)
+        return seen
+
+    assert script() == [16]
+    assert script() == [16]  # restored, and on_finish saw it
+    assert len(smtp_server.received) == 1
+
+
+SET_SCRIPT = """
+import sys, corral
+
+def count(log, words):
+    with open(log, "a") as handle:
+        handle.write(f"{len(words)}\\n")
+    return len(words)
+
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
+    job = sched.submit(count, sys.argv[2], {"alpha", "beta", "gamma", frozenset({"x", "y"})})
+    print(job.result(), job.reason)
+"""
+
+
+def test_a_job_with_set_arguments_is_recognised_whatever_the_hash_seed(tmp_path):
+    script, log = tmp_path / "sets.py", tmp_path / "log"
+    script.write_text(SET_SCRIPT)
+    for seed in ("1", "2", "3"):
+        done = subprocess.run(
+            [sys.executable, os.fspath(script), os.fspath(tmp_path / "run"), os.fspath(log)],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr
+    assert lines(log) == ["4"]  # it ran once, in the first run
