@@ -35,7 +35,7 @@ def _live_or_stored(scheduler: Scheduler, job_id: Any):
     from .run import Run
 
     try:
-        return None, Run(scheduler.run_dir).job(job_id)
+        return None, Run(scheduler._journal.run_dir).job(job_id)  # (not its workdir)
     except KeyError:
         raise CorralError(f"no job {job_id} in this run") from None
 

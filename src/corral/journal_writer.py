@@ -128,7 +128,7 @@ class _Writer:
             if metas:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", metas)
             db.execute("COMMIT")
-        except Exception as error:
+        except Exception as error:  # the batch is lost; the error is kept for the next sync
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if self.error is None:
