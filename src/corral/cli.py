@@ -247,7 +247,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
 
 
 def _select(run, ids: tuple[str, ...]):
-    jobs = run.jobs()
+    jobs = run.jobs(results=False)
     if not ids:
         return jobs
     by_id = {str(job.id): job for job in jobs}
@@ -372,7 +372,7 @@ def stop(context: click.Context) -> None:
 def clean(context: click.Context, yes: bool) -> None:
     """Delete the files of finished jobs (their records stay in the journal)."""
     run = _open_run(context)
-    targets = [Path(job.jobdir) for job in run.jobs("finished")
+    targets = [Path(job.jobdir) for job in run.jobs("finished", results=False)
                if job.jobdir and Path(job.jobdir).is_dir()]
     if not targets:
         click.echo("nothing to clean")

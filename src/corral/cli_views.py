@@ -50,7 +50,10 @@ def _elapsed(job: StoredJob, driver_alive: bool) -> str:
     if job.ended is None and not driver_alive:
         return "?"  # its driver is gone: it is not running any more, whatever the journal says
     end = job.ended if job.ended is not None else time.time()
-    return format_duration(max(0.0, end - job.started))
+    seconds = max(0.0, end - job.started)
+    if seconds < 60:  # short jobs: a clock rounded up to 00:00:01 would say nothing
+        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+    return format_duration(seconds)
 
 
 def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True) -> Table:
@@ -116,7 +119,7 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
                   TimeElapsedColumn(), disable=not show, transient=False) as progress:
         bar = progress.add_task("waiting", total=None)
         while True:
-            jobs = [job for job in run.jobs() if not wanted or str(job.id) in wanted]
+            jobs = [job for job in run.jobs(results=False) if not wanted or str(job.id) in wanted]
             done = sum(job.status in TERMINAL for job in jobs)
             failed = sum(job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) for job in jobs)
             progress.update(bar, total=len(jobs), completed=done,
@@ -126,7 +129,7 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
             if deadline is not None and time.monotonic() > deadline:
                 return "timeout"
             if run.owner is None and done < len(jobs):
-                jobs = [job for job in run.jobs() if not wanted or str(job.id) in wanted]
+                jobs = [job for job in run.jobs(results=False) if not wanted or str(job.id) in wanted]
                 if any(job.status not in TERMINAL for job in jobs):
                     return "orphaned"
             time.sleep(POLL_S)  # the journal is written by another process

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .job import Job
 
 __all__ = ["JOURNAL_FILE", "Journal", "StoredJob", "RunInUse", "private_run_dir", "private_file",
-           "read_jobs", "read_events", "read_meta", "journal_path", "owner_of"]
+           "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of"]
 
 JOURNAL_FILE = "journal.db"
 LOCK_FILE = "owner.lock"
@@ -508,6 +508,22 @@ def read_jobs(run_dir: str | os.PathLike[str], with_results: bool = True) -> lis
             return _rows_to_jobs(db.execute(f"SELECT {columns} FROM jobs ORDER BY seq"))
     except _NotCreatedYet:
         return []
+
+
+def read_job(run_dir: str | os.PathLike[str], job_id: int | str) -> StoredJob:
+    """One job, with its result.
+
+    Raises:
+        KeyError: no such job.
+    """
+    try:
+        with _reading(run_dir) as db:
+            found = _rows_to_jobs(db.execute("SELECT * FROM jobs WHERE id=?", (str(job_id),)))
+    except _NotCreatedYet:
+        found = []
+    if not found:
+        raise KeyError(job_id)
+    return found[0]
 
 
 def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
