@@ -21,6 +21,7 @@ import logging
 import os
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,13 +52,15 @@ class Resumer:
         int_ids = [job.id for job in previous.values() if isinstance(job.id, int)]
         self.first_free_id = max(int_ids, default=0) + 1
 
-    def plan(self, batch: list[Job], new_id, taken: set[str]) -> list[int | str]:
+    def plan(self, batch: list[Job], new_id: Callable[[], int], is_taken: Callable[[str], bool],
+             taken: set[str]) -> list[int | str]:
         """Key every job of a validated batch (dependencies first) and return its ids.
 
-        *new_id* makes an id for a job the journal has never seen; *taken* holds
-        the ids (as text) already used in this session, and gets the new ones.
-        A previous job whose id is taken already (by an explicit ``id=``) is
-        not matched: its key now belongs to another job.
+        *new_id* makes an id for a job the journal has never seen; *is_taken*
+        says whether an id (as text) is used in this session already, and
+        *taken* (this batch's ids) gets the ids chosen here. A previous job
+        whose id is taken already (by an explicit ``id=``) is not matched: its
+        key now belongs to another job.
         """
         ids = []
         for job in batch:
@@ -72,7 +75,7 @@ class Resumer:
             job._key = key
             job._journal_entry = (key, *describe(job))
             stored = None if job._always_new else self.previous.get(key)
-            if stored is not None and str(stored.id) in taken:
+            if stored is not None and is_taken(str(stored.id)):
                 stored = None
             if stored is None and job.id is not None:
                 # An id chosen again for what may be other work: the daemon

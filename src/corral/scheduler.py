@@ -305,8 +305,9 @@ class Scheduler(Executor):
             if job.spec.notify:
                 self._notifier()  # a bad [smtp] config is reported now, not at the first mail
         if self._resumer is not None:
-            seen = taken | self._taken_ids
-            ids = self._resumer.plan(batch, lambda: self._new_id(seen), seen)
+            ids = self._resumer.plan(batch, lambda: self._new_id(taken),
+                                     lambda job_id: job_id in taken or job_id in self._taken_ids,
+                                     taken)
         else:
             ids = [self._new_id(taken) if job_id is None else job_id for job_id in ids]
         for job in batch:
