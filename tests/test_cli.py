@@ -332,7 +332,8 @@ def test_abort_stops_the_running_job_and_the_queue_goes_on(cli, tmp_path):
     following = cli.submit("echo the queue goes on")
     assert cli.status_of(following) == "QUEUED"
     assert cli.ok("abort").out == "aborting 1 job(s)\n"
-    assert cli("wait", stubborn, following).status == 0
+    waited = cli("wait", stubborn, following)  # an aborted job did not complete: exit 1
+    assert (waited.status, waited.err) == (1, f"job {stubborn} 'while' CANCELLED: aborted\n")
     rows = cli("status", stubborn, following).rows()
     assert rows[stubborn]["STATUS"] == "CANCELLED"
     assert rows[stubborn]["DETAIL"].startswith("aborted")
@@ -639,3 +640,33 @@ def test_a_damaged_journal_is_one_line_for_every_verb(fresh, verb):
     outcome = fresh(*verb)
     assert_one_line_error(outcome, 3, rf"{re.escape(str(fresh.run / 'journal.db'))} is not a "
                                       r"corral journal, or it is damaged")
+
+
+def test_a_job_runs_without_a_variable_the_daemon_has_and_its_submitter_had_not(cli):
+    first = cli.submit('echo "[${DAEMON_ONLY-unset}]"', env={"DAEMON_ONLY": "set"})
+    assert cli("wait", first).status == 0  # the daemon may have started with the variable
+    second = cli.submit('echo "[${DAEMON_ONLY-unset}]"')
+    assert cli("wait", second).status == 0
+    assert cli.ok("logs", second).out == "[unset]\n"
+
+
+def test_waiting_for_a_job_cancelled_because_its_parent_failed_exits_1(cli, tmp_path):
+    release = tmp_path / "release"
+    parent = cli.submit(f"{block(release)}; exit 2")
+    child = cli.submit("--after", parent, "echo never")
+    release.touch()
+    waited = cli("wait", child)
+    assert (waited.status, waited.err) == (
+        1, f"job {child} 'echo' CANCELLED: upstream job {parent} 'while' failed\n")
+    assert cli("status", child).status == 1
+
+
+def test_status_keeps_every_column_for_a_very_long_or_multi_line_command(cli):
+    long = cli.submit("echo " + "a" * 5000)
+    multi = cli.submit("--name", "two\nlines", "echo one\necho two")
+    assert cli("wait", long, multi).status == 0
+    shown = cli("status", long, multi, env={"COLUMNS": "120"})
+    assert all(len(line) <= 120 for line in shown.out.splitlines())
+    rows = shown.rows()
+    assert rows[long]["STATUS"] == rows[multi]["STATUS"] == "COMPLETED"
+    assert rows[multi]["NAME"] == "two lines"

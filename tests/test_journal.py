@@ -683,3 +683,104 @@ def test_a_job_with_set_arguments_is_recognised_whatever_the_hash_seed(tmp_path)
             env={**os.environ, "PYTHONHASHSEED": seed})
         assert done.returncode == 0, done.stderr
     assert lines(log) == ["4"]  # it ran once, in the first run
+
+
+# -- found in the second review ---------------------------------------------------------------------
+
+CLOSURE_SCRIPT = """
+import sys, corral
+FACTOR = int(sys.argv[2])
+
+def make(k):
+    def times(x):
+        return x * k
+    return times
+
+plus = lambda x: x + FACTOR
+
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
+    made, read = sched.submit(make(FACTOR), 3), sched.submit(plus, 1)
+    print(made.result(), read.result(), made.reason is not None, read.reason is not None)
+"""
+
+
+def test_a_closure_or_a_global_with_another_value_is_other_work(tmp_path):
+    script = tmp_path / "closure.py"
+    script.write_text(CLOSURE_SCRIPT)
+
+    def run(factor: int) -> str:
+        done = subprocess.run([sys.executable, os.fspath(script), os.fspath(tmp_path / "run"),
+                               str(factor)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run(2) == "6 3 False False"
+    assert run(10) == "30 11 False False"  # not the stored 6 and 3
+    assert run(10) == "30 11 True True"    # and now these are stored
+
+
+def test_jobs_a_killed_driver_left_running_end_when_the_next_session_starts(tmp_path):
+    run, release = tmp_path / "run", tmp_path / "release"
+    driver = start_driver(tmp_path, "mixed", run, release)
+    def blocking_job_runs() -> bool:
+        try:
+            return any(job.status is JobStatus.RUNNING and job.name == "wait_for_file"
+                       for job in corral.Scheduler.open(run).jobs())
+        except FileNotFoundError:  # the driver has not made its journal yet
+            return False
+
+    try:
+        wait_until(blocking_job_runs, message="the blocking job to run")
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_until(lambda: owner_of(run) is None, message="the killed driver's lock to be free")
+    with corral.Scheduler(cores=1, journal=run) as sched:  # another script on the same run
+        assert sched.submit(jobs.square, 12).result(timeout=30) == 144
+        left = {job.name: job for job in corral.Scheduler.open(run).jobs()}
+        assert left["wait_for_file"].status is JobStatus.CANCELLED
+        assert left["wait_for_file"].reason.startswith("its driver ended before it did")
+        assert left["identity"].status is JobStatus.CANCELLED  # it waited for that one
+
+
+RERUN_SCRIPT = """
+import sys, time, corral
+from pathlib import Path
+
+def counted(counter, gate):
+    path = Path(counter)
+    number = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(number))
+    while number == 2 and not Path(gate).exists():  # the re-run waits to be killed
+        time.sleep(0.02)
+    return number
+
+with corral.Scheduler(cores=1, journal=sys.argv[1],
+                      on_finish=lambda job: job.record.data == 1) as sched:
+    print(sched.submit(counted, sys.argv[2], sys.argv[3]).result())
+"""
+
+
+def test_a_rerun_asked_for_by_on_finish_is_not_replaced_by_its_first_result(tmp_path):
+    script, run, counter = tmp_path / "rerun.py", tmp_path / "run", tmp_path / "counter"
+    script.write_text(RERUN_SCRIPT)
+    command = [sys.executable, os.fspath(script), os.fspath(run), os.fspath(counter),
+               os.fspath(tmp_path / "never")]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def rerun_recorded() -> bool:
+            try:
+                return any(new == "queued" and (reason or "").startswith("run again")
+                           for _, _, _, new, reason in corral.Scheduler.open(run).events())
+            except FileNotFoundError:
+                return False
+
+        wait_until(lambda: counter.exists() and counter.read_text() == "2" and rerun_recorded(),
+                   message="the re-run to start, recorded in the journal")
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_until(lambda: owner_of(run) is None, message="the killed driver's lock to be free")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3"  # ran again, not the first run's 1 from the outcome log

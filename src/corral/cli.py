@@ -34,7 +34,9 @@ EXIT_FAILED_JOB = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
-_FAILED = {JobStatus.FAILED, JobStatus.TIMED_OUT}
+#: Ended without doing its work: what makes status and wait exit 1 (a cancelled
+#: job too, so that ``corral wait ID && deploy`` does not deploy).
+_FAILED = {JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED}
 
 
 class CommandError(Exception):
@@ -227,7 +229,7 @@ def _as_flag_message(message: str) -> str:
 @click.argument("ids", nargs=-1)
 @click.pass_context
 def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None:
-    """Show the run's jobs; exit 1 if a listed job failed.
+    """Show the run's jobs; exit 1 if a listed job failed, timed out or was cancelled.
 
     Without IDs: unfinished jobs and the last 10 finished ones (all with --all).
     """
@@ -286,7 +288,8 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
 @click.option("--timeout", type=float, default=None, help="give up after this many seconds (exit 3)")
 @click.pass_context
 def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) -> None:
-    """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any failed."""
+    """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any did not
+    complete (failed, timed out or cancelled)."""
     from .cli_views import wait_with_progress
 
     run = _open_run(context)

@@ -58,17 +58,28 @@ def _elapsed(job: StoredJob, driver_alive: bool) -> str:
 
 def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "NAME", "STATUS", "TIME", "TRIES", "DETAIL", "COMMAND"):
-        table.add_column(column, no_wrap=column != "DETAIL", overflow="ellipsis")
+    # Every column keeps room: one 5,000-character command must not push ID and
+    # STATUS off the screen.
+    for column, width in (("ID", None), ("NAME", 24), ("STATUS", None), ("TIME", None),
+                          ("TRIES", None), ("DETAIL", 48), ("COMMAND", 64)):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
     for job in jobs:
         detail = job.reason or ""
         if job.exit_code not in (None, 0) and "exit code" not in detail:
             detail = f"{detail} (exit code {job.exit_code})".strip()
-        table.add_row(str(job.id), job.name, Text(job.status.name, _STYLES.get(job.status, "")),
-                      _elapsed(job, driver_alive), str(job.attempts), detail, job.command)
+        table.add_row(str(job.id), _one_line(job.name),
+                      Text(job.status.name, _STYLES.get(job.status, "")),
+                      _elapsed(job, driver_alive), str(job.attempts), _one_line(detail),
+                      _one_line(job.command))
     if not jobs:
         table.add_row("", "(no jobs)", "", "", "", "", "")
     return table
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """*text* on one line (newlines and tabs as spaces), at most *limit* characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]) -> None:

@@ -63,9 +63,13 @@ def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
             after.append(job)
     if after:
         options["after"] = after
-    if options.get("env"):  # keep what differs from ours: no copy of every variable (or secret)
-        options["env"] = {name: value for name, value in options["env"].items()
-                          if os.environ.get(name) != value}
+    if options.get("env") is not None:
+        # Exactly the submitter's environment, stored as what differs from ours
+        # (no copy of every variable, or secret): changes, and None to unset.
+        given = options["env"]
+        options["env"] = {**{name: value for name, value in given.items()
+                             if os.environ.get(name) != value},
+                          **{name: None for name in os.environ if name not in given}}
     job = Job(Shell(command if isinstance(command, str) else tuple(command)), **options)
     job._always_new = True  # the same command submitted again is new work
     scheduler.dispatch([job])

@@ -32,7 +32,7 @@ from typing import Any
 from .control import NoDriver, send_request
 from .errors import CorralError
 from .status import TERMINAL, JobStatus
-from .store import RunInUse, StoredJob, private_file, private_run_dir, read_jobs, read_meta
+from .store import RunInUse, StoredJob, private_file, private_run_dir, read_meta
 
 __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
 
@@ -99,12 +99,12 @@ def _tail(path: Path, lines: int = 8) -> str:
         return "(no log)"
 
 
-def _unfinished_commands(run_dir: Path) -> list[StoredJob]:
-    try:
-        jobs = read_jobs(run_dir, with_results=False)
-    except FileNotFoundError:
-        return []
-    return [job for job in jobs if job.status not in TERMINAL and job.kind == "shell"]
+def _unfinished_submissions(journal) -> list[StoredJob]:
+    """Commands that ``corral submit`` gave an earlier daemon and that did not
+    finish, in submission order. A script's jobs are the script's to run again."""
+    return [job for job in journal.previous.values()
+            if job.status not in TERMINAL and job.kind == "shell"
+            and journal.session_kinds.get(job.session) == "daemon"]
 
 
 def _command(stored: StoredJob) -> str | tuple[str, ...]:
@@ -187,10 +187,11 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
 
 
 def _resubmit(scheduler, run_dir: Path) -> None:
-    leftovers = _unfinished_commands(run_dir)
+    journal = scheduler._journal
+    leftovers = _unfinished_submissions(journal)
     if not leftovers:
         return
-    finished = {str(job.id): job.status for job in read_jobs(run_dir, with_results=False)
+    finished = {str(job.id): job.status for job in journal.previous.values()
                 if job.status in TERMINAL}
     rebuilt: dict[str, Any] = {}
     for stored in leftovers:  # in submission order: parents first

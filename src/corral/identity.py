@@ -34,10 +34,54 @@ __all__ = ["job_digest", "describe"]
 
 
 def _callable_identity(fn: Any) -> bytes:
+    """What a callable computes with: its code (cached per function) and the
+    values it reads besides its arguments — defaults, closure cells and the
+    plain-data globals it names — which are read afresh every time, since a
+    closure made with k=10 is another function than one made with k=2."""
     try:
-        return _cached_identity(fn)
+        code = _cached_identity(fn)
     except TypeError:  # an unhashable callable object
-        return _identity(fn)
+        code = _identity(fn)
+    if getattr(fn, "__code__", None) is None:
+        return code
+    cells = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            cells.append(None)
+    return code + _stable_bytes((getattr(fn, "__defaults__", None),
+                                 getattr(fn, "__kwdefaults__", None), tuple(cells),
+                                 _plain_globals(fn)))
+
+
+def _plain_globals(fn: Any) -> tuple:
+    """The globals *fn*'s code names whose values are plain data (numbers,
+    strings, containers of them): a constant at the top of a script that
+    changed means the job computes something else."""
+    names: set[str] = set()
+    pending = [fn.__code__]
+    while pending:
+        code = pending.pop()
+        names.update(code.co_names)
+        pending.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+    space = getattr(fn, "__globals__", {})
+    return tuple(sorted((name, space[name]) for name in names
+                        if name in space and _is_plain(space[name])))
+
+
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if depth < 3 and isinstance(value, (tuple, list, frozenset, set)):
+        return all(_is_plain(item, depth + 1) for item in value)
+    if depth < 3 and isinstance(value, dict):
+        return all(_is_plain(key, depth + 1) and _is_plain(item, depth + 1)
+                   for key, item in value.items())
+    return False
 
 
 @functools.lru_cache(maxsize=256)
@@ -50,8 +94,7 @@ def _identity(fn: Any) -> bytes:
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     code = getattr(fn, "__code__", None)
     if code is not None:
-        return f"{module}:{name}:".encode() + _code_bytes(code) + _stable_bytes(
-            getattr(fn, "__defaults__", None))
+        return f"{module}:{name}:".encode() + _code_bytes(code)
     return f"{module}:{name}:".encode() + _stable_bytes(fn)
 
 

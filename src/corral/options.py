@@ -101,17 +101,19 @@ def _cwd(value: Any, field: str) -> str | None:
     return path
 
 
-def _env(value: Any, field: str) -> tuple[tuple[str, str], ...]:
+def _env(value: Any, field: str) -> tuple[tuple[str, str | None], ...]:
     if value is None:
         return ()
     if not isinstance(value, Mapping):
         raise ValueError(f"{field}={value!r} must be a mapping of variable names to strings")
     pairs = []
     for key, item in value.items():
-        if not isinstance(key, str) or not key or "=" in key or not isinstance(item, str):
+        if not isinstance(key, str) or not key or "=" in key or not (
+                item is None or isinstance(item, str)):
             raise ValueError(
                 f"{field}: {key!r}={item!r} is not a valid environment variable "
-                "(names are non-empty strings without '=', values are strings)"
+                "(names are non-empty strings without '=', values are strings, or None to "
+                "unset the variable)"
             )
         pairs.append((key, item))
     return tuple(pairs)
@@ -189,7 +191,8 @@ JOB_OPTIONS: dict[str, Option] = {
         Option("cwd", _cwd, None, "directory the job runs in (default: the driver's)",
                "an existing directory", "", {"local": "chdir before the job starts",
                                              "slurm": "--chdir=DIR"}, cli=""),
-        Option("env", _env, (), "extra environment variables for the job", "a dict of str to str",
+        Option("env", _env, (), "extra environment variables for the job (None unsets one)",
+               "a dict of str to str or None",
                "", {"local": "set in the job's environment", "slurm": "exported in the batch script"}, cli=""),
         Option("notify", _addresses, (), "e-mail these addresses when the job fails (see notify_on)",
                "an e-mail address or a list of them", "",

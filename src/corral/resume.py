@@ -43,10 +43,15 @@ _STALE_START_TOLERANCE_S = 5.0
 class Resumer:
     """Keys, ids and restored outcomes for a journaled scheduler."""
 
-    def __init__(self, previous: dict[str, StoredJob], run_dir: Path) -> None:
+    def __init__(self, previous: dict[str, StoredJob], run_dir: Path,
+                 last_change: dict[str, float] | None = None) -> None:
         self.previous = previous
         self.run_dir = run_dir
         self._outcomes = read_outcomes(run_dir) if previous else {}
+        self._last_change = last_change or {}
+        for stored in previous.values():  # whether or not they are dispatched again
+            if stored.status in ACTIVE and stored.kind in ("shell", "script"):
+                _kill_stale_command(stored)
         self._occurrences: Counter[str] = Counter()
         self._by_id = {str(job.id): job for job in previous.values()}
         int_ids = [job.id for job in previous.values() if isinstance(job.id, int)]
@@ -102,11 +107,13 @@ class Resumer:
             return stored
         if stored.kind in ("call", "function"):
             found = self._outcomes.get(str(stored.id))
-            if found is not None and found[0]:
+            # Only an outcome the journal never heard of: one from before the
+            # job's last recorded change is an earlier attempt's (a retry, or a
+            # re-run that on_finish asked for).
+            if found is not None and found[0] and found[2] > self._last_change.get(
+                    str(stored.id), 0.0):
                 return dataclasses.replace(stored, status=JobStatus.COMPLETED, result=found[1],
                                            exit_code=0, ended=found[2])
-        elif stored.status in ACTIVE:
-            _kill_stale_command(stored)
         return stored
 
     @staticmethod

@@ -163,7 +163,8 @@ class Scheduler(Executor):
         self._detach_log: Callable[[], None] | None = None
         if journal is not None:
             self._journal = Journal(journal, kind=_owner)
-            self._resumer = Resumer(self._journal.previous, self._journal.run_dir)
+            self._resumer = Resumer(self._journal.previous, self._journal.run_dir,
+                                    self._journal.last_change)
         settings: dict[str, Any] = {}
         if self._journal is not None and backend == "local":
             # Spool files inside the run: a killed driver's are found (and removed) next time.

@@ -111,7 +111,7 @@ class JobSpec:
     retries: int = 0
     timeout_s: float | None = None
     cwd: str | None = None
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str | None], ...] = ()  # None: unset the variable
     notify: tuple[str, ...] = ()
     notify_on: str = "failure"
 

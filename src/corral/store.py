@@ -273,9 +273,17 @@ class Journal:
             except sqlite3.DatabaseError as error:
                 raise _damaged(self.run_dir / JOURNAL_FILE, error) from None
             self._setup_meta(kind)
+            #: Every earlier session's kind ("script", "daemon"), by session id.
+            self.session_kinds: dict[int, str] = dict(
+                self._db.execute("SELECT id, kind FROM sessions"))
             self.session = self._start_session(kind)
+            #: The jobs of earlier sessions, by key, as they were left.
             self.previous = {job.key: job for job in _rows_to_jobs(
                 self._db.execute("SELECT * FROM jobs ORDER BY seq"))}
+            #: When each job last changed, as far as the journal knows.
+            self.last_change: dict[str, float] = dict(
+                self._db.execute("SELECT job_id, max(time) FROM events GROUP BY job_id"))
+            self._close_orphans(kind)
         except BaseException:
             self._release_lock()
             raise
@@ -342,6 +350,31 @@ class Journal:
             "INSERT INTO sessions (pid, host, kind, argv, started) VALUES (?, ?, ?, ?, ?)",
             (os.getpid(), socket.gethostname(), kind, json.dumps(sys.argv), time.time()))
         return int(cursor.lastrowid)
+
+    def _close_orphans(self, kind: str) -> None:
+        """End the jobs that earlier sessions left unfinished: their drivers are
+        gone (this process holds the run's lock), so nothing runs them any more.
+        A job run again in this session gets its row back; the others stop
+        looking RUNNING to ``corral status`` and ``corral wait``. A daemon
+        keeps its predecessors' submissions as they are: it runs them again at
+        once, and a ``corral wait`` on them should not see them end meanwhile."""
+        now = time.time()
+        orphans = [job for job in self.previous.values()
+                   if job.status not in (JobStatus.COMPLETED, JobStatus.FAILED,
+                                         JobStatus.CANCELLED, JobStatus.TIMED_OUT)
+                   and not (kind == "daemon" and job.kind == "shell"
+                            and self.session_kinds.get(job.session) == "daemon")]
+        if not orphans:
+            return
+        reason = "its driver ended before it did (the next run of the script runs it again)"
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "UPDATE jobs SET status='cancelled', reason=?, ended=coalesce(ended, ?) WHERE id=?",
+            [(reason, now, str(job.id)) for job in orphans])
+        self._db.executemany(
+            "INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, 'cancelled', ?)",
+            [(str(job.id), now, job.status.value, reason) for job in orphans])
+        self._db.execute("COMMIT")
 
     def set_meta(self, key: str, value: str) -> None:
         """Record a run-wide setting (e.g. ``paused``), after what is already queued."""

@@ -35,7 +35,7 @@ class Submission:
     upstream: tuple[bytes, ...] = ()
     argv: tuple[str, ...] = ()
     cwd: str | None = None
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str | None], ...] = ()  # None: unset
     #: A journaled run's outcome log directory: the runtime records a call's
     #: outcome there before reporting it, so that a driver killed in between
     #: finds it on resume (see corral.runtime.outcomes).

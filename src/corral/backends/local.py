@@ -451,7 +451,10 @@ class LocalBackend:
         environment = _environment_bytes()
         environment[b"CORRAL_JOB_ID"] = str(submission.job_id).encode()
         for key, value in (*self._gpu_environment(gpus).items(), *submission.env):
-            environment[os.fsencode(key)] = os.fsencode(value)
+            if value is None:  # unset for this job
+                environment.pop(os.fsencode(key), None)
+            else:
+                environment[os.fsencode(key)] = os.fsencode(value)
         spool = self._free_spools.pop() if self._free_spools else self._new_spool()
         try:
             command = self._spawn(submission, environment, spool)

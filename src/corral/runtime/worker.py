@@ -110,7 +110,7 @@ class _Spool:
 class _JobContext:
     """Apply a job's environment and working directory, then put them back."""
 
-    def __init__(self, job_id: object, env: tuple[tuple[str, str], ...], cwd: str | None,
+    def __init__(self, job_id: object, env: tuple[tuple[str, str | None], ...], cwd: str | None,
                  home: str) -> None:
         self.changes = dict(env)
         self.changes["CORRAL_JOB_ID"] = str(job_id)
@@ -122,7 +122,11 @@ class _JobContext:
         if self.moved:
             os.chdir(self.cwd)  # first: if it fails, nothing needs undoing
         self.saved = {key: os.environ.get(key) for key in self.changes}
-        os.environ.update(self.changes)
+        for key, value in self.changes.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def __exit__(self, *exc: object) -> None:
         for key, value in self.saved.items():
