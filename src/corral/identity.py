@@ -59,15 +59,21 @@ def _plain_globals(fn: Any) -> tuple:
     """The globals *fn*'s code names whose values are plain data (numbers,
     strings, containers of them): a constant at the top of a script that
     changed means the job computes something else."""
-    names: set[str] = set()
-    pending = [fn.__code__]
-    while pending:
-        code = pending.pop()
-        names.update(code.co_names)
-        pending.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
     space = getattr(fn, "__globals__", {})
-    return tuple(sorted((name, space[name]) for name in names
-                        if name in space and _is_plain(space[name])))
+    return tuple((name, space[name]) for name in _global_names(fn.__code__)
+                 if name in space and _is_plain(space[name]))
+
+
+@functools.lru_cache(maxsize=256)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """Every name *code* (and the functions inside it) may read as a global, sorted."""
+    names: set[str] = set()
+    pending = [code]
+    while pending:
+        current = pending.pop()
+        names.update(current.co_names)
+        pending.extend(const for const in current.co_consts if isinstance(const, types.CodeType))
+    return tuple(sorted(names))
 
 
 _PLAIN = (int, float, complex, str, bytes, bool, type(None))
