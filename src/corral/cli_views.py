@@ -7,6 +7,7 @@ view is a function of plain data: a :class:`~corral.run.Run`, a list of
 
 from __future__ import annotations
 
+import codecs
 import time
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -87,32 +88,47 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
 
     While a job runs its output is in a spool file; when it ends the output is
     moved to the job directory. Both hold the whole output, so one offset
-    carries over from the first to the second.
+    carries over from the first to the second. A spool is reused by the next
+    job of the same worker as soon as this one ends, and the journal hears of
+    the end a few milliseconds late; so bytes read from a spool are printed
+    only if the journal, a poll later, still says the same attempt runs.
+    Otherwise they are dropped and read again from the job's own file.
     """
-    offset = 0
+    printed = 0
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # chunks split characters
     while True:
         job = run.job(job_id)
-        offset = _print_from(job.output_path(stream), offset, out)
-        if not follow or job.status in TERMINAL:
-            if follow:  # the last words, moved to the job directory just now
-                _print_from(run.job(job_id).output_path(stream), offset, out)
-            return
-        time.sleep(POLL_S)  # another process writes the file; there is nothing to wait on
+        if job.status is not JobStatus.RUNNING or job.live is None:
+            printed += _write(_read_from(job.output_path(stream), printed), out, decoder)
+            if job.status in TERMINAL or not follow:
+                return
+            time.sleep(POLL_S)  # another process writes the journal; nothing to wait on
+            continue
+        chunk = _read_from(job.output_path(stream), printed)
+        time.sleep(POLL_S)  # longer than the journal's lag: time for it to say if the job ended
+        later = run.job(job_id)
+        if (later.status, later.live, later.attempts) == (job.status, job.live, job.attempts):
+            printed += _write(chunk, out, decoder)
+            if not follow:
+                return
 
 
-def _print_from(path: str | None, offset: int, out: IO[str]) -> int:
+def _read_from(path: str | None, offset: int) -> bytes:
     if path is None:
-        return offset
+        return b""
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
-            data = handle.read()
+            return handle.read()
     except FileNotFoundError:
-        return offset
+        return b""
+
+
+def _write(data: bytes, out: IO[str], decoder: codecs.IncrementalDecoder) -> int:
     if data:
-        out.write(data.decode("utf-8", errors="replace"))
+        out.write(decoder.decode(data))
         out.flush()
-    return offset + len(data)
+    return len(data)
 
 
 def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
