@@ -784,3 +784,25 @@ def test_a_rerun_asked_for_by_on_finish_is_not_replaced_by_its_first_result(tmp_
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "3"  # ran again, not the first run's 1 from the outcome log
+
+
+def test_a_child_forked_from_the_driver_holds_neither_the_run_nor_its_socket(tmp_path):
+    """A fork-based pool's workers outlive the scheduler here: they must not keep
+    the run's lock (the next driver would be refused) nor its listening socket
+    (a ``corral`` command would wait on it, unanswered)."""
+    import multiprocessing
+
+    run = tmp_path / "run"
+    sched = corral.Scheduler(cores=1, journal=run)
+    assert sched.submit(jobs.square, 2).result(timeout=30) == 4
+    pool = multiprocessing.get_context("fork").Pool(1)
+    try:
+        assert pool.apply(jobs.square, (3,)) == 9  # the child exists, forked after the start
+        sched.shutdown()
+        with pytest.raises(NoDriver, match="no corral process drives the run"):
+            send_request(run, {"verb": "ping"}, timeout=5)
+        with corral.Scheduler(cores=1, journal=run) as again:  # not RunInUse
+            assert again.submit(jobs.square, 4).result(timeout=30) == 16
+    finally:
+        pool.terminate()
+        pool.join()
