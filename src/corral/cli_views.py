@@ -66,7 +66,8 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True) -> Table:
         table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
     for job in jobs:
         detail = job.reason or ""
-        if job.exit_code not in (None, 0) and "exit code" not in detail:
+        if job.exit_code not in (None, 0) and "exit code" not in detail and not \
+                detail.startswith("raised "):  # a Python job's exception says it all
             detail = f"{detail} (exit code {job.exit_code})".strip()
         table.add_row(str(job.id), _one_line(job.name),
                       Text(job.status.name, _STYLES.get(job.status, "")),
