@@ -126,7 +126,7 @@ def _close_listeners_in_child() -> None:
     for server in list(_SERVERS):
         listener, server._listener = server._listener, None
         if listener is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 listener.close()
 
 

@@ -247,8 +247,8 @@ def _forget_locks_in_child() -> None:
     for journal in list(_OPEN_JOURNALS):
         handle, journal._lock = journal._lock, None
         for descriptor in (handle, getattr(journal, "_pipe", None)):
-            if descriptor is not None:
-                with contextlib.suppress(OSError):
+            if descriptor is not None:  # (a closed one's fileno() raises ValueError)
+                with contextlib.suppress(OSError, ValueError):
                     os.close(descriptor.fileno())
         journal.closed = True
 
@@ -463,6 +463,7 @@ class Journal:
         if self.closed:
             return
         self.closed = True
+        _OPEN_JOURNALS.discard(self)
         try:
             self.flush()
             self._send(("stop", self.session, time.time()))
