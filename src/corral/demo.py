@@ -59,6 +59,17 @@ def missing_input() -> None:
     raise FileNotFoundError("calibration.csv")
 
 
+def _corral_command() -> str:
+    """``corral`` if it is on PATH, else its path beside this interpreter (a venv's bin)."""
+    import os
+    import shutil
+
+    beside = os.path.join(os.path.dirname(sys.executable), "corral")
+    if shutil.which("corral") == beside or not os.path.exists(beside):
+        return "corral"
+    return beside
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m corral.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     restored = sum(1 for job in scheduler.jobs() if job.reason and "earlier run" in job.reason)
     if restored:
         print(f"{restored} jobs came from the journal of the earlier run, without running again")
-    print(f"\nlook at this run from any terminal:  corral --run {run} status --all")
-    print(f"resume it (finished jobs are not run again): python -m corral.demo --run {run}")
+    command = _corral_command()
+    print(f"\nlook at this run from any terminal:  {command} --run {run} status --all")
+    print(f"resume it (finished jobs are not run again): {sys.executable} -m corral.demo "
+          f"--run {run}")
     return 0
 
 
