@@ -293,7 +293,6 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     from .cli_views import wait_with_progress
 
     run = _open_run(context)
-    _select(run, ids)
     if any(job.status not in TERMINAL for job in _select(run, ids)) and run.owner is None:
         _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
     outcome = wait_with_progress(run, ids, timeout, sys.stderr.isatty())

@@ -22,6 +22,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,8 +188,6 @@ class ControlServer:
                     log.exception("control request failed")
 
     def _answer(self, connection: socket.socket) -> None:
-        import time
-
         connection.settimeout(30)
         uid = _peer_uid(connection)
         line = _read_line(connection)  # also from a stranger: replying first breaks its pipe

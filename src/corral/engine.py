@@ -269,22 +269,18 @@ class Engine:
             if job._restored is not None:
                 self._restore(job)
                 continue
-            if job._doomed is not None:
-                self._move(job, _S.CANCELLED, job._doomed)
-                self._finalize(job)
-                continue
+            cancelled_because = job._doomed
             unmet = 0
-            broken: Job | None = None
-            for dep in job._deps:
+            for dep in () if cancelled_because else job._deps:
                 if dep._final:
                     if dep.status is not _S.COMPLETED:
-                        broken = dep
+                        cancelled_because = _upstream_reason(dep)
                         break
                     continue
                 dep._dependents.append(job)
                 unmet += 1
-            if broken is not None:
-                self._move(job, _S.CANCELLED, _upstream_reason(broken))
+            if cancelled_because is not None:
+                self._move(job, _S.CANCELLED, cancelled_because)
                 self._finalize(job)
                 continue
             job._unmet = unmet

@@ -69,7 +69,15 @@ class JobTimedOut(JobError):
 
 
 class ResourceError(CorralError, ValueError):
-    """A job asks for more cores, memory, GPUs or tokens than the scheduler has."""
+    """A job asks for more cores, memory, GPUs or tokens than the scheduler has.
+
+    ``setting`` names the scheduler setting that would make room (``"cores"``),
+    so that the message can say where the person running it sets it.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class DependencyError(CorralError, ValueError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -285,11 +284,10 @@ class Scheduler(Executor):
             try:
                 self._backend.check(job.spec.resources)
             except ResourceError as error:
-                message = str(error)
-                if self._owner_kind == "daemon":  # its size is set in the config, not in Python
-                    message = re.sub(r"raise Scheduler\((\w+)=\.\.\.\)",
-                                     r"set \1 in the [daemon] table of your corral.toml", message)
-                raise ResourceError(f"job {job.name!r} {message}") from None
+                hint = "" if error.setting is None else "; ask for less or " + self._where_set(
+                    error.setting, "N", f"raise Scheduler({error.setting}=...)")
+                raise ResourceError(f"job {job.name!r} {error}{hint}",
+                                    setting=error.setting) from None
             self._check_queue_and_tokens(job)
             job_id = job.id
             if isinstance(job_id, str) and (job_id in ("", ".", "..") or "/" in job_id

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CorralError
 from .journal_writer import HEADER
-from .status import JobStatus
+from .status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
     from .job import Job
@@ -84,9 +84,6 @@ _LARGE_BATCH = 5000
 
 _WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
                 "from corral.journal_writer import main; main()")
-
-_JOB_STATE_COLUMNS = ("status", "reason", "exit_code", "attempts", "native_id", "started",
-                      "ended", "jobdir", "result", "error")
 
 
 class RunInUse(CorralError):
@@ -198,8 +195,7 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
         raise FileNotFoundError(f"no corral journal at {path}")
     if create:
         private_file(path)
-    connection = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                 check_same_thread=False)
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
@@ -360,8 +356,7 @@ class Journal:
         once, and a ``corral wait`` on them should not see them end meanwhile."""
         now = time.time()
         orphans = [job for job in self.previous.values()
-                   if job.status not in (JobStatus.COMPLETED, JobStatus.FAILED,
-                                         JobStatus.CANCELLED, JobStatus.TIMED_OUT)
+                   if job.status not in TERMINAL
                    and not (kind == "daemon" and job.kind == "shell"
                             and self.session_kinds.get(job.session) == "daemon")]
         if not orphans:

@@ -208,10 +208,8 @@ class LocalBackend:
             ("GPUs", resources.gpus, have.gpus, "gpus"),
         ):
             if asked and limit is not None and asked > limit:
-                raise ResourceError(
-                    f"asks for {asked} {what} but the local backend has {limit}; "
-                    f"ask for less or raise Scheduler({knob}=...)"
-                )
+                raise ResourceError(f"asks for {asked} {what} but the local backend has {limit}",
+                                    setting=knob)
 
     def submit(self, batch: Sequence[Submission]) -> list[str]:
         native_ids = []
