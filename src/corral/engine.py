@@ -70,6 +70,10 @@ class Engine:
                  journal: Journal | None = None, notifier: Notifier | None = None) -> None:
         self.backend = backend
         self.backend_name = backend.name
+        #: A cluster backend holds dependents back itself (afterok) and ends
+        #: jobs at their walltime; see corral.backends.base.ClusterBackend.
+        self._chains = bool(getattr(backend, "chains_dependencies", False))
+        self._cluster_walltime = bool(getattr(backend, "enforces_walltime", False))
         self.packer = packer
         self.run_dir = run_dir
         self.on_finish = on_finish
@@ -146,7 +150,16 @@ class Engine:
             self.finished.wait()
 
     def set_paused(self, paused: bool) -> None:
-        self.paused = paused
+        was, self.paused = self.paused, paused
+        hold = getattr(self.backend, "hold" if paused else "release", None)
+        if hold is not None and was != paused:  # a cluster holds what it has not started
+            waiting = [job.id for job in self._active.values() if job.status is _S.SUBMITTED]
+            if waiting:
+                try:
+                    hold(waiting)
+                except Exception:
+                    log.exception("could not %s the jobs waiting in the %s backend",
+                                  "hold" if paused else "release", self.backend_name)
         if self.journal is not None:
             self.journal.set_meta("paused", "1" if paused else "0")
 
@@ -284,7 +297,7 @@ class Engine:
                 self._finalize(job)
                 continue
             job._unmet = unmet
-            if unmet:
+            if unmet and not self._may_go_early(job):
                 self._move(job, _S.WAITING)
             else:
                 self._move(job, _S.QUEUED)
@@ -334,9 +347,13 @@ class Engine:
             chosen.remove(job)
         if not chosen:
             return
+        attached = [job for job in chosen if job._reattach is not None]
+        if attached:
+            chosen = [job for job in chosen if job._reattach is None]
+            self._attach(attached)
         submissions = [self._submission(job) for job in chosen]
         try:
-            native_ids = self.backend.submit(submissions)
+            native_ids = self.backend.submit(submissions) if submissions else []
         except Exception as error:
             log.exception("the %s backend could not start %d jobs", self.backend_name, len(chosen))
             from .backends.base import Update
@@ -346,17 +363,71 @@ class Engine:
             return
         for job, native_id in zip(chosen, native_ids):
             job.native_id = native_id or None
+        if self._chains:
+            self._queue_chained(chosen + attached)
+
+    def _attach(self, jobs: list[Job]) -> None:
+        """Follow jobs an earlier driver left in the cluster's hands (by native id)."""
+        for job in jobs:
+            stored, job._reattach = job._reattach, None
+            job.native_id = stored.native_id
+            job.attempts = max(job.attempts - 1, stored.attempts)
+            log.info("job %s %r: attached to native job %s left by an earlier driver",
+                     job.id, job.name, stored.native_id)
+            self.backend.attach(self._submission(job), stored.native_id)
+
+    # -- dependencies the backend holds (a cluster's afterok) ---------------------------------
+
+    def _may_go_early(self, job: Job) -> bool:
+        """Whether a job whose dependencies are unfinished may still be handed
+        to the backend now, which then holds it until they complete: a job
+        attached again after a restart (it is in the cluster already), or one
+        whose unfinished dependencies the backend can chain (see
+        :meth:`_chainable`)."""
+        if job._reattach is not None:
+            return True
+        return self._chains and self._chainable(job)
+
+    def _chainable(self, job: Job) -> bool:
+        """A cluster may hold *job* back on its unfinished dependencies itself
+        when each runs there now, on its last try (a retry would be another
+        cluster job), and no callback may run one again; a command whose words
+        come from a dependency's result must wait for that result here."""
+        if self.on_finish is not None:
+            return False
+        if any(isinstance(word, Upstream) for word in job._argv_template):
+            return False
+        for dep in job._deps:
+            if dep._final:
+                if dep.status is not _S.COMPLETED:
+                    return False
+                continue
+            if (self._active.get(dep.id) is not dep or not dep.native_id
+                    or dep._failures < dep.spec.retries or not self.backend.can_chain(dep.id)):
+                return False
+        return True
+
+    def _queue_chained(self, submitted: list[Job]) -> None:
+        """After jobs went to the cluster, queue their waiting dependents that
+        the cluster can now hold back itself."""
+        for job in submitted:
+            for dependent in job._dependents:
+                if dependent.status is _S.WAITING and not dependent._final and self._chainable(dependent):
+                    self._move(dependent, _S.QUEUED, "held by the cluster until its dependencies complete")
+                    self.packer.push(dependent)
 
     def _submission(self, job: Job):
         from .backends.base import Submission
 
         task = job.spec.task
         job.jobdir = self.run_dir / str(job.id)
+        after = tuple(dep.id for dep in job._deps if not dep._final) if job._unmet else ()
         common = dict(job_id=job.id, name=job.name, jobdir=job.jobdir,
                       resources=job.spec.resources, cwd=job.spec.cwd, env=job.spec.env,
-                      outcomes=self._outcomes_dir)
+                      outcomes=self._outcomes_dir, placement=job.spec.placement, after=after)
         if isinstance(task, (Call, FunctionRef)):
-            upstream = tuple(self._value_blob(dep) for dep in job._value_deps)
+            upstream = tuple(dep.id if not dep._final else self._value_blob(dep)
+                             for dep in job._value_deps)
             return Submission(call=job._payload, upstream=upstream, **common)
         if isinstance(task, Shell) and isinstance(task.command, str):
             argv: tuple[str, ...] = ("/bin/sh", "-c", task.command)
@@ -393,7 +464,7 @@ class Engine:
                 job.native_id = update.native_id or job.native_id
                 job._live_output = update.live_output
                 self._move(job, _S.RUNNING)
-                limit = job.spec.kill_after_s
+                limit = job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s
                 if limit is not None:
                     self._add_deadline(limit, "timeout", job)
             return
@@ -442,6 +513,8 @@ class Engine:
                 job._error_blob = update.error
             error, traceback_text, summary = loads_error(update.error)
             reason = f"raised {summary}"
+            if update.reason:  # where it ran, e.g. the Slurm job
+                reason += f" ({update.reason})"
             if error is None:
                 error = JobFailed(f"{label} {reason}\n{traceback_text}", job_id=job.id,
                                   status=_S.FAILED, reason=reason)
@@ -545,7 +618,12 @@ class Engine:
             parent = broken.pop()
             dependents, parent._dependents = parent._dependents, []
             for dependent in dependents:
-                if not dependent._final and dependent.status in PENDING:
+                if dependent._final:
+                    continue
+                if dependent.status in ACTIVE:  # held by the cluster on this parent
+                    dependent._kill_intent = "cancel"
+                    self.backend.kill([dependent.id])
+                if dependent.status in PENDING or dependent.status in ACTIVE:
                     self._move(dependent, _S.CANCELLED, reason)
                     self._finalize(dependent, cascade=False)
                     broken.append(dependent)

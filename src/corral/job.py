@@ -124,6 +124,7 @@ class Job(Future):
         self._key: str | None = None
         self._journal_entry: tuple[str, str, str, str] = ("", "", "", "{}")
         self._restored: StoredJob | None = None  # completed in an earlier run
+        self._reattach: StoredJob | None = None  # still in the cluster's hands since an earlier run
         self._always_new = False   # never matched against earlier runs (corral submit)
         self._doomed: str | None = None  # cancelled as soon as it is added, with this reason
         self._result_blob: bytes | None = None

@@ -145,6 +145,55 @@ def _notify_on(value: Any, field: str) -> str:
     return value
 
 
+def _text(value: Any, field: str) -> str | None:
+    """A single-line string handed to the cluster as one argument."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "\n\r\0"):
+        raise ValueError(f"{field}={value!r} must be a non-empty string on one line")
+    return value
+
+
+def _lines(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, (bytes, Mapping)) or not isinstance(items, Iterable):
+        raise ValueError(f"{field}={value!r} must be a shell line or a list of them")
+    lines = tuple(items)
+    for line in lines:
+        if not isinstance(line, str) or "\0" in line:
+            raise ValueError(f"{field}: {line!r} is not a line of shell code (a string)")
+    return lines
+
+
+def _flags(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        import shlex
+
+        try:
+            value = shlex.split(value)
+        except ValueError as error:
+            raise ValueError(f"{field}={value!r} cannot be split into flags: {error}") from None
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ValueError(f"{field}={value!r} must be a list of flags such as ['--exclusive']")
+    flags = tuple(value)
+    for flag in flags:
+        if not isinstance(flag, str) or not flag.startswith("-") or "\n" in flag or "\0" in flag:
+            raise ValueError(f"{field}: {flag!r} is not a flag (one argument starting with '-')")
+    return flags
+
+
+def _python(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+        raise ValueError(f"{field}={value!r} must be the path (or name on PATH) of a Python interpreter")
+    return os.fspath(value)
+
+
 def _memory(value: Any, field: str) -> int | None:
     return None if value is None else parse_memory(value, field)
 
@@ -154,6 +203,7 @@ def _duration(value: Any, field: str) -> float | None:
 
 
 _LOCAL_ONLY = "not sent: the scheduler applies it"
+_CLUSTER_ONLY = "not used"
 
 JOB_OPTIONS: dict[str, Option] = {
     option.name: option
@@ -200,6 +250,27 @@ JOB_OPTIONS: dict[str, Option] = {
                 "slurm": "sent by corral through the [smtp] settings"}),
         Option("notify_on", _notify_on, "failure", "when to send the notify e-mail",
                "'failure' or 'end'", "", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}, cli="choice"),
+        Option("partition", _text, None, "cluster partition to run in", "a partition name", "",
+               {"local": _CLUSTER_ONLY, "slurm": "--partition=NAME"}),
+        Option("account", _text, None, "account charged for the job", "an account name", "",
+               {"local": _CLUSTER_ONLY, "slurm": "--account=NAME"}),
+        Option("qos", _text, None, "quality of service", "a QOS name", "",
+               {"local": _CLUSTER_ONLY, "slurm": "--qos=NAME"}),
+        Option("constraint", _text, None, "node features the job needs", "e.g. 'avx512&ib'", "",
+               {"local": _CLUSTER_ONLY, "slurm": "--constraint=EXPR"}),
+        Option("setup", _lines, (), "shell lines run before the job on the cluster "
+               "(module load, venv activation); they are code, run as given",
+               "a line or a list of lines", "",
+               {"local": _CLUSTER_ONLY, "slurm": "lines of the batch script"}),
+        Option("extra_flags", _flags, (), "more flags for the cluster's submit command",
+               "a list of flags, or one string split like a shell", "",
+               {"local": _CLUSTER_ONLY, "slurm": "added to sbatch"}),
+        Option("python", _python, None, "Python interpreter that runs Python calls on the cluster "
+               "(default: the driver's)", "a path or a name on PATH", "",
+               {"local": "the driver's", "slurm": "runs corral's runtime in the batch script"}),
+        Option("bundle", _int_at_least(1), 1, "up to this many calls dispatched together, "
+               "with equal options, share one cluster job", "an int >= 1", "calls",
+               {"local": _CLUSTER_ONLY, "slurm": "one array task runs them in turn"}, cli="int"),
     )
 }
 

@@ -8,6 +8,8 @@ up by its key (:mod:`corral.identity`):
   call's outcome (:mod:`corral.runtime.outcomes`), the job completed and is
   treated so; otherwise it runs again (a command still running from the dead
   driver is killed first, so that it cannot run twice at once);
+* left submitted to a cluster scheduler (Slurm) by a driver that died: it is
+  not submitted again; the backend attaches to it by its native id;
 * anything else (failed, cancelled, never started): it runs again.
 
 A matched job keeps its old id, and so its job directory; new jobs get ids
@@ -44,13 +46,17 @@ class Resumer:
     """Keys, ids and restored outcomes for a journaled scheduler."""
 
     def __init__(self, previous: dict[str, StoredJob], run_dir: Path,
-                 last_change: dict[str, float] | None = None) -> None:
+                 last_change: dict[str, float] | None = None,
+                 attachable: Callable[[StoredJob], bool] | None = None) -> None:
         self.previous = previous
+        #: Whether an unfinished job still runs in a cluster this run can attach to.
+        self._attachable = attachable or (lambda stored: False)
         self.run_dir = run_dir
         self._outcomes = read_outcomes(run_dir) if previous else {}
         self._last_change = last_change or {}
         for stored in previous.values():  # whether or not they are dispatched again
-            if stored.status in ACTIVE and stored.kind in ("shell", "script"):
+            if (stored.status in ACTIVE and stored.kind in ("shell", "script")
+                    and not self._attachable(stored)):
                 _kill_stale_command(stored)
         self._occurrences: Counter[str] = Counter()
         self._by_id = {str(job.id): job for job in previous.values()}
@@ -97,6 +103,8 @@ class Resumer:
             stored = self._settle_leftover(stored)
             if stored.status is JobStatus.COMPLETED:
                 job._restored = stored
+            elif stored.status not in TERMINAL and self._attachable(stored):
+                job._reattach = stored  # not submitted again: found by its native id
             else:
                 self._clear_files(stored)
         return ids

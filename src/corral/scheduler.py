@@ -20,7 +20,7 @@ from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends import make_backend
+from .backends import make_backend, resolve_backend
 from .control import ControlServer
 from .engine import Engine
 from .errors import ResourceError
@@ -35,7 +35,7 @@ from .runlog import attach_run_log
 from .runtime.payload import dumps_call
 from .spec import Call, FunctionRef, Script, Shell, make_task
 from .status import JobStatus, statuses_named
-from .store import Journal
+from .store import CLUSTER_BACKENDS, Journal, StoredJob
 from .units import parse_duration, parse_memory
 
 if TYPE_CHECKING:
@@ -107,7 +107,9 @@ class Scheduler(Executor):
     """Runs jobs with resources and dependencies on a backend.
 
     Args:
-        backend: where jobs run: ``"local"`` (this machine).
+        backend: where jobs run: ``"local"`` (this machine), ``"slurm"`` (a Slurm
+            cluster, through sbatch/squeue/scancel), or ``"auto"`` (Slurm when
+            its commands are on PATH and the controller answers, else local).
         cores: cores to pack jobs into; default all CPUs but one (at least 1).
         memory: memory to pack jobs into (``"16G"``, int MB); default all of it.
         gpus: GPUs to hand out; default those visible (CUDA_VISIBLE_DEVICES or nvidia-smi).
@@ -127,6 +129,9 @@ class Scheduler(Executor):
             Job files go there too unless *workdir* says otherwise.
         config: settings for e-mail notifications (``notify=`` job option);
             default: read from the config files (see :mod:`corral.config`).
+        backend_options: settings of the backend itself; for Slurm see
+            :class:`corral.backends.slurm.SlurmBackend` (``poll_interval``,
+            ``array_throttle``, ...).
 
     Raises:
         ValueError: a bad argument, naming it and the accepted forms.
@@ -139,10 +144,16 @@ class Scheduler(Executor):
                  on_finish: Callable[[Job], Any] | None = None,
                  abort_grace: float | str = 5.0,
                  journal: str | os.PathLike[str] | None = None,
-                 config: Config | None = None, _owner: str = "script") -> None:
+                 config: Config | None = None,
+                 backend_options: Mapping[str, Any] | None = None,
+                 _owner: str = "script") -> None:
         if not isinstance(backend, str):
             raise ValueError(f"backend={backend!r} must be a backend name such as 'local'; "
                              "to set how many jobs run at once use Scheduler(cores=N)")
+        backend = resolve_backend(backend)
+        if backend_options is not None and not isinstance(backend_options, Mapping):
+            raise ValueError(f"backend_options={backend_options!r} must be a dict of settings, "
+                             "e.g. {'array_throttle': 8}")
         cores = _check_int("cores", cores, 1)
         memory_mb = None if memory is None else parse_memory(memory, "memory")
         gpus = _check_int("gpus", gpus, 0)
@@ -161,9 +172,16 @@ class Scheduler(Executor):
         self._control: ControlServer | None = None
         self._detach_log: Callable[[], None] | None = None
         if journal is not None:
-            self._journal = Journal(journal, kind=_owner)
+            self._journal = Journal(journal, kind=_owner, backend=backend)
+            attachable = None
+            if backend in CLUSTER_BACKENDS:
+                current = self._journal
+
+                def attachable(stored: StoredJob) -> bool:
+                    return (current.outlives_driver(stored) and current.session_backends.get(
+                        stored.session or 0) == backend)
             self._resumer = Resumer(self._journal.previous, self._journal.run_dir,
-                                    self._journal.last_change)
+                                    self._journal.last_change, attachable)
         settings: dict[str, Any] = {}
         if self._journal is not None and backend == "local":
             # Spool files inside the run: a killed driver's are found (and removed) next time.
@@ -171,7 +189,7 @@ class Scheduler(Executor):
             _remove_stale_spools(self._journal.run_dir)
         try:
             self._backend = make_backend(backend, cores=cores, memory=memory_mb, gpus=gpus,
-                                         **settings)
+                                         options=dict(backend_options or {}), **settings)
         except BaseException:
             self._close_journal()
             raise
@@ -179,7 +197,8 @@ class Scheduler(Executor):
             if workdir is None and self._journal is not None:
                 self._run_dir, self._temporary = self._journal.run_dir, False
             else:
-                self._run_dir, self._temporary = _prepare_workdir(workdir)
+                self._run_dir, self._temporary = _prepare_workdir(
+                    workdir, getattr(self._backend, "workdir_parent", None))
             packer = Packer(self._backend.capacity(), self._max_jobs, self._queues, self._tokens)
             self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace,
                                   journal=self._journal)
@@ -674,9 +693,14 @@ def _check_workdir(workdir: object) -> None:
         raise ValueError(f"workdir={os.fspath(workdir)!r} exists and is not a directory")
 
 
-def _prepare_workdir(workdir: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+def _prepare_workdir(workdir: str | os.PathLike[str] | None,
+                     temporary_parent: str | None = None) -> tuple[Path, bool]:
+    """The run's directory and whether it is temporary. A backend whose jobs run
+    elsewhere names a *temporary_parent* they can reach (a shared filesystem)."""
     if workdir is None:
-        return Path(tempfile.mkdtemp(prefix="corral-")), True
+        if temporary_parent is not None:
+            os.makedirs(temporary_parent, mode=0o700, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="corral-", dir=temporary_parent)), True
     _check_workdir(workdir)
     path = Path(workdir).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)

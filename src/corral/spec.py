@@ -25,7 +25,7 @@ from typing import Any, Union
 
 from .options import JOB_OPTIONS, parse_options
 
-__all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "JobSpec",
+__all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "Placement", "JobSpec",
            "make_task", "make_spec"]
 
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*$")
@@ -98,6 +98,25 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class Placement:
+    """Where on a cluster a job goes and how its batch job starts.
+
+    The local backend ignores it, so a script written for a cluster runs
+    unchanged on a laptop. ``setup`` lines are shell code by intent; every
+    other value reaches the cluster as one argument, never through a shell.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: tuple[str, ...] = ()
+    extra_flags: tuple[str, ...] = ()
+    python: str | None = None
+    bundle: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """Everything a job is, validated. ``after`` holds Jobs and names, resolved later."""
 
@@ -114,6 +133,7 @@ class JobSpec:
     env: tuple[tuple[str, str | None], ...] = ()  # None: unset the variable
     notify: tuple[str, ...] = ()
     notify_on: str = "failure"
+    placement: Placement = Placement()
 
     @property
     def kill_after_s(self) -> float | None:
@@ -207,4 +227,8 @@ def make_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
         priority=values["priority"], retries=values["retries"], timeout_s=values["timeout"],
         cwd=values["cwd"], env=values["env"], notify=values["notify"],
         notify_on=values["notify_on"],
+        placement=Placement(
+            partition=values["partition"], account=values["account"], qos=values["qos"],
+            constraint=values["constraint"], setup=values["setup"],
+            extra_flags=values["extra_flags"], python=values["python"], bundle=values["bundle"]),
     )

@@ -252,6 +252,10 @@ def _forget_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
+#: Backends whose jobs keep running when the driver dies.
+CLUSTER_BACKENDS = frozenset({"slurm"})
+
+
 class Journal:
     """The writing side of a run's journal. See the module docstring.
 
@@ -259,7 +263,8 @@ class Journal:
         RunInUse: another live process drives this run directory.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], kind: str = "script") -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], kind: str = "script",
+                 backend: str = "local") -> None:
         self.run_dir = private_run_dir(run_dir)
         self._lock = self._take_lock(kind)
         try:
@@ -272,7 +277,12 @@ class Journal:
             #: Every earlier session's kind ("script", "daemon"), by session id.
             self.session_kinds: dict[int, str] = dict(
                 self._db.execute("SELECT id, kind FROM sessions"))
-            self.session = self._start_session(kind)
+            if "backend" not in {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}:
+                self._db.execute("ALTER TABLE sessions ADD COLUMN backend TEXT")
+            #: Every earlier session's backend ("local", "slurm"), by session id.
+            self.session_backends: dict[int, str] = dict(
+                self._db.execute("SELECT id, coalesce(backend, 'local') FROM sessions"))
+            self.session = self._start_session(kind, backend)
             #: The jobs of earlier sessions, by key, as they were left.
             self.previous = {job.key: job for job in _rows_to_jobs(
                 self._db.execute("SELECT * FROM jobs ORDER BY seq"))}
@@ -341,11 +351,17 @@ class Journal:
         elif kind != "daemon":  # a script starts unpaused, whatever a killed one left
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
 
-    def _start_session(self, kind: str) -> int:
+    def _start_session(self, kind: str, backend: str) -> int:
         cursor = self._db.execute(
-            "INSERT INTO sessions (pid, host, kind, argv, started) VALUES (?, ?, ?, ?, ?)",
-            (os.getpid(), socket.gethostname(), kind, json.dumps(sys.argv), time.time()))
+            "INSERT INTO sessions (pid, host, kind, argv, started, backend) VALUES (?, ?, ?, ?, ?, ?)",
+            (os.getpid(), socket.gethostname(), kind, json.dumps(sys.argv), time.time(), backend))
         return int(cursor.lastrowid)
+
+    def outlives_driver(self, job: StoredJob) -> bool:
+        """Whether an unfinished job lives on without its driver: one handed to
+        a cluster scheduler (it is found again by its native id), not a local process."""
+        return (job.native_id is not None
+                and self.session_backends.get(job.session or 0, "local") in CLUSTER_BACKENDS)
 
     def _close_orphans(self, kind: str) -> None:
         """End the jobs that earlier sessions left unfinished: their drivers are
@@ -357,6 +373,7 @@ class Journal:
         now = time.time()
         orphans = [job for job in self.previous.values()
                    if job.status not in TERMINAL
+                   and not self.outlives_driver(job)
                    and not (kind == "daemon" and job.kind == "shell"
                             and self.session_kinds.get(job.session) == "daemon")]
         if not orphans:

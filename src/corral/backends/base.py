@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from ..spec import Resources
+from ..spec import Placement, Resources
 from ..status import JobStatus
 
-__all__ = ["Submission", "Update", "Capacity", "Backend"]
+__all__ = ["Submission", "Update", "Capacity", "Backend", "ClusterBackend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,10 @@ class Submission:
     jobdir: Path
     resources: Resources
     call: bytes | None = None
-    upstream: tuple[bytes, ...] = ()
+    #: The results of the call's dependencies, in order: a pickled value, or
+    #: (only for a backend that :attr:`chains dependencies <Backend>`) the id of
+    #: a job still running there, whose result the runtime reads when it starts.
+    upstream: tuple[bytes | int | str, ...] = ()
     argv: tuple[str, ...] = ()
     cwd: str | None = None
     env: tuple[tuple[str, str | None], ...] = ()  # None: unset
@@ -40,6 +43,12 @@ class Submission:
     #: outcome there before reporting it, so that a driver killed in between
     #: finds it on resume (see corral.runtime.outcomes).
     outcomes: str | None = None
+    #: Where on a cluster it goes (partition, setup lines, bundling...); the
+    #: local backend ignores it.
+    placement: Placement = Placement()
+    #: Ids of jobs still running in this backend that must complete first: the
+    #: backend holds this job back itself (Slurm: ``--dependency=afterok``).
+    after: tuple[int | str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +107,27 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Kill whatever still runs and release every process and file."""
+
+
+class ClusterBackend(Backend, Protocol):
+    """A batch scheduler: jobs outlive the driver, so it also can attach to a
+    job an earlier driver submitted, chain dependencies itself, and hold jobs.
+
+    Its ``enforces_walltime`` is True: the cluster ends a job at its walltime,
+    so the scheduler arms only the ``timeout`` option.
+    """
+
+    enforces_walltime: ClassVar[bool]
+    chains_dependencies: ClassVar[bool]
+
+    def attach(self, submission: Submission, native_id: str) -> None:
+        """Follow a job submitted by an earlier driver, without submitting it again."""
+
+    def can_chain(self, job_id: int | str) -> bool:
+        """Whether a job may be submitted now with *job_id* in its ``after``."""
+
+    def hold(self, job_ids: Collection[int | str]) -> None:
+        """Keep pending jobs from starting (pause)."""
+
+    def release(self, job_ids: Collection[int | str]) -> None:
+        """Undo :meth:`hold` (resume)."""

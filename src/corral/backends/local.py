@@ -170,7 +170,10 @@ class LocalBackend:
 
     def __init__(self, cores: int | None = None, memory: int | None = None,
                  gpus: int | None = None, python: str = sys.executable,
-                 spool_parent: str | None = None) -> None:
+                 spool_parent: str | None = None, options: dict | None = None) -> None:
+        if options:
+            raise ValueError(f"the local backend takes no backend_options (got {sorted(options)}); "
+                             "set cores, memory and gpus on the Scheduler")
         self._capacity = Capacity(
             cores=default_cores() if cores is None else cores,
             memory_mb=total_memory_mb() if memory is None else memory,

@@ -29,7 +29,8 @@ import signal
 import sys
 
 from . import abort
-from .payload import dumps_error, dumps_value, loads_call
+from .execute import kill_leftovers, run_call
+from .payload import dumps_error
 from .spool import hand_over, open_spool
 from .outcomes import OutcomeLog
 
@@ -51,38 +52,6 @@ def _bind_to_parent(parent_pid: int) -> None:
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != parent_pid:  # the parent died before the prctl took effect
         os._exit(1)
-
-
-def _kill_leftovers() -> None:
-    """Kill what the job left running, then reap every zombie we adopted.
-
-    The common case — the job started no process — costs one waitpid call.
-    """
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return  # no children at all
-        if pid == 0:
-            break  # children are alive: kill them below
-    import psutil
-
-    from ..proctree import kill_tree
-
-    children = [child.pid for child in psutil.Process().children()]
-    for pid in children:
-        kill_tree(pid)
-    for pid in children:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    while True:  # orphans of the job's children that we adopted meanwhile
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                break
-        except ChildProcessError:
-            break
 
 
 class _Spool:
@@ -107,60 +76,12 @@ class _Spool:
         hand_over(2, jobdir, "stderr")
 
 
-class _JobContext:
-    """Apply a job's environment and working directory, then put them back."""
-
-    def __init__(self, job_id: object, env: tuple[tuple[str, str | None], ...], cwd: str | None,
-                 home: str) -> None:
-        self.changes = dict(env)
-        self.changes["CORRAL_JOB_ID"] = str(job_id)
-        self.cwd = cwd or home
-        self.home = home
-
-    def __enter__(self) -> None:
-        self.moved = self.cwd != self.home
-        if self.moved:
-            os.chdir(self.cwd)  # first: if it fails, nothing needs undoing
-        self.saved = {key: os.environ.get(key) for key in self.changes}
-        for key, value in self.changes.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-    def __exit__(self, *exc: object) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if self.moved:  # also when the job's directory was deleted under it
-            os.chdir(self.home)
-
-
 def run_request(message: bytes, home: str, spool: _Spool, outcomes: OutcomeLog) -> bytes:
     """Run one request and return the reply, never raising."""
     job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = pickle.loads(message)
-    abort.reset()
-    try:
-        with _JobContext(job_id, env, cwd, home):
-            try:
-                target, args, kwargs = loads_call(payload, upstream)
-                value = target(*args, **kwargs)
-            except BaseException as error:  # the job's failure, reported, not ours
-                if isinstance(error, SystemExit) and error.code in (None, 0):
-                    reply = (job_id, True, dumps_value(None))
-                else:
-                    reply = (job_id, False, dumps_error(error))
-            else:
-                try:
-                    reply = (job_id, True, dumps_value(value))
-                except Exception as error:
-                    unpicklable = TypeError(f"the job's return value cannot be pickled: {error}")
-                    reply = (job_id, False, dumps_error(unpicklable))
-    except Exception as error:  # cannot even set the job up (a bad cwd)
-        reply = (job_id, False, dumps_error(error))
-    _kill_leftovers()
+    ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
+    reply = (job_id, ok, blob)
+    kill_leftovers()
     try:
         spool.hand_over(jobdir)
     except OSError as error:
