@@ -13,6 +13,8 @@ import pytest
 
 import corral
 
+import slurm_cluster
+
 
 def wait_until(condition: Callable[[], object], timeout: float = 20.0, message: str = "") -> None:
     """Poll *condition* until it is true; fail the test after *timeout* seconds."""
@@ -74,3 +76,24 @@ def no_process_left_behind() -> Iterator[None]:
             break
         time.sleep(0.01)
     assert not left, f"processes left behind: {[(p.pid, p.cmdline()) for p in left]}"
+
+
+@pytest.fixture(scope="session", params=["accounting off", "accounting on"])
+def slurm(request: pytest.FixtureRequest) -> Iterator[slurm_cluster.Cluster]:
+    """A real one-node Slurm, once without accounting (sacct unavailable: the
+    backend decides from squeue and its result files) and once with slurmdbd.
+    SLURM_CONF points at it for the whole session of tests that use it."""
+    reason = slurm_cluster.why_slurm_cannot_run()
+    if reason is not None:
+        pytest.skip(f"NO SLURM TESTS: {reason}")
+    cluster = slurm_cluster.start(accounting=request.param == "accounting on")
+    saved = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = cluster.conf
+    try:
+        yield cluster
+    finally:
+        if saved is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = saved
+        slurm_cluster.stop(cluster)

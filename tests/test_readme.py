@@ -28,6 +28,8 @@ def test_the_python_examples_in_the_readme_run(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
     assert len(blocks) >= 2
     for number, block in enumerate(blocks):
+        if 'backend="slurm"' in block:
+            continue  # needs a cluster: see the test below
         example = tmp_path / f"example{number}.py"
         example.write_text(block)
         done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
@@ -35,6 +37,18 @@ def test_the_python_examples_in_the_readme_run(tmp_path):
         assert done.returncode == 0, done.stderr
         if number == 0:  # the tour
             assert "22.5" in done.stdout
+
+
+def test_the_slurm_example_in_the_readme_runs_on_slurm(slurm, tmp_path):
+    [block] = [block for block in re.findall(r"```python\n(.*?)```", README, re.S)
+               if 'backend="slurm"' in block]
+    example = tmp_path / "slurm_example.py"
+    example.write_text(block)
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "9900"
+    assert (tmp_path / "runs" / "sweep" / "journal.db").exists()
 
 
 def test_the_demo_runs_and_shows_what_went_right_and_wrong(tmp_path):

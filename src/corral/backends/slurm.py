@@ -260,7 +260,7 @@ class SlurmBackend:
             self._finish(task, Update(job_id, JobStatus.CANCELLED, task.native_id or None,
                                       reason="cancelled"))
         if to_cancel:
-            self._run("scancel", sorted(to_cancel))
+            self._run_quietly("scancel", sorted(to_cancel))
 
     def terminate(self, job_ids: Collection[int | str]) -> None:
         """Ask running jobs to stop: SIGUSR1 to the batch step, which sets
@@ -268,19 +268,19 @@ class SlurmBackend:
         natives = sorted({self._tasks[job_id].native_id for job_id in job_ids
                           if job_id in self._tasks and self._tasks[job_id].native_id})
         if natives:
-            self._run("scancel", ["--signal=USR1", "--batch", *natives])
+            self._run_quietly("scancel", ["--signal=USR1", "--batch", *natives])
 
     def hold(self, job_ids: Collection[int | str]) -> None:
         """Keep pending jobs from starting (``scontrol hold``); for pause."""
         natives = self._pending_natives(job_ids)
         if natives:
-            self._run("scontrol", ["hold", ",".join(natives)])
+            self._run_quietly("scontrol", ["hold", ",".join(natives)])
 
     def release(self, job_ids: Collection[int | str]) -> None:
         """Let held jobs start again (``scontrol release``); for resume."""
         natives = self._pending_natives(job_ids)
         if natives:
-            self._run("scontrol", ["release", ",".join(natives)])
+            self._run_quietly("scontrol", ["release", ",".join(natives)])
 
     def close(self) -> None:
         """Cancel what is still in Slurm's hands: a driver that stops cleanly
@@ -290,7 +290,7 @@ class SlurmBackend:
         self._closed = True
         natives = sorted({task.native_id for task in self._tasks.values() if task.native_id})
         if natives:
-            self._run("scancel", natives)
+            self._run_quietly("scancel", natives)
         self._tasks.clear()
         self._jobs.clear()
 
@@ -319,11 +319,14 @@ class SlurmBackend:
         script = directory / "job.sh"
         script.write_text(self._render(group, directory, max(len(b) for b in bundles)))
         is_array = len(bundles) > 1
-        log_name = "slurm-%A_%a.out" if is_array else "slurm-%j.out"
+        # One directory per sbatch, so the log needs no job id in its name; '%%'
+        # keeps a '%' in the run directory's path from being read as a pattern.
+        log_name = "slurm-%a.out" if is_array else "slurm.out"
+        log_pattern = os.fspath(directory).replace("%", "%%") + "/" + log_name
         argv = commands.sbatch_argv(
             script=os.fspath(script), name=_slurm_name(bundles[0][0].name, len(bundles)),
             resources=group.resources, placement=group.placement,
-            output=os.fspath(directory / log_name),
+            output=log_pattern,
             array_size=len(bundles) if is_array else None,
             throttle=self._settings["array_throttle"] if is_array else None,
             dependencies=group.after, time_limit_s=time_limit,
@@ -339,8 +342,7 @@ class SlurmBackend:
             return
         for index, members in enumerate(bundles):
             native_id = f"{slurm_id}_{index}" if is_array else slurm_id
-            log_path = os.fspath(directory / (f"slurm-{slurm_id}_{index}.out" if is_array
-                                              else f"slurm-{slurm_id}.out"))
+            log_path = os.fspath(directory / (f"slurm-{index}.out" if is_array else "slurm.out"))
             slurm_job = self._jobs[native_id] = _SlurmJob(native_id, log_path)
             for submission in members:
                 task = self._tasks.get(submission.job_id)
@@ -449,7 +451,7 @@ class SlurmBackend:
             final = JobStatus.FAILED
         else:
             return
-        self._run("scancel", [slurm_job.native_id])
+        self._run_quietly("scancel", [slurm_job.native_id])
         for task in list(slurm_job.tasks):
             self._finish(task, Update(task.job_id, final, slurm_job.native_id, reason=reason))
 
@@ -562,7 +564,7 @@ class SlurmBackend:
                 slurm_job.tasks.remove(task)
             if not slurm_job.tasks:
                 del self._jobs[task.native_id]
-        if not task.running and update.state is not JobStatus.CANCELLED:
+        if not task.running and _started_by_runtime(task.jobdir):  # it ran between two polls
             self._updates.append(Update(task.job_id, JobStatus.RUNNING, task.native_id or None))
         self._updates.append(update)
 
@@ -596,6 +598,14 @@ class SlurmBackend:
                                           or slurm_job.row.state == "PENDING"):
                 natives.add(task.native_id)
         return sorted(natives)
+
+    def _run_quietly(self, program: str, arguments: Sequence[str]) -> None:
+        """Run a control command whose failure is logged, not raised: the job
+        may have ended meanwhile, and the next poll tells what became of it."""
+        try:
+            self._run(program, arguments)
+        except BackendError as error:
+            log.warning("%s", error)
 
     def _run(self, program: str, arguments: Sequence[str]) -> str:
         """Run a Slurm command; return its stdout. Raises BackendError with its stderr."""
@@ -644,8 +654,8 @@ def _started_by_runtime(jobdir: str) -> bool:
 
 
 def _attached_log(jobdir: str) -> str:
-    """An attached job's Slurm log is not known for sure: look beside its task."""
-    return os.path.join(jobdir, "slurm.out")
+    """An attached job's batch log is not recorded; its stderr file tells most."""
+    return ""
 
 
 def _tail_text(jobdir: str, log_path: str) -> str:
