@@ -243,7 +243,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         jobs = [job for job in jobs if id(job) not in hidden]
     console = _console()
     console.print(run_header(run))
-    console.print(status_table(jobs, driver_alive=run.owner is not None))
+    console.print(status_table(jobs, driver_alive=run.owner is not None,
+                               cluster_jobs=run.cluster_jobs(jobs)))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
 

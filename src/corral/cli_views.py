@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Group
@@ -57,24 +57,35 @@ def _elapsed(job: StoredJob, driver_alive: bool) -> str:
     return format_duration(seconds)
 
 
-def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True) -> Table:
+def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
+                 cluster_jobs: Mapping[str, str] | None = None) -> Table:
+    """The jobs as a table; *cluster_jobs* (``{id: backend}``, see
+    :meth:`corral.Run.cluster_jobs`) adds a column with their cluster job ids."""
+    cluster_jobs = cluster_jobs or {}
+    cluster_column = (f"{sorted(set(cluster_jobs.values()))[0].upper()} ID"
+                      if cluster_jobs else None)
     table = Table(box=None, pad_edge=False, header_style="bold")
     # Every column keeps room: one 5,000-character command must not push ID and
     # STATUS off the screen.
-    for column, width in (("ID", None), ("NAME", 24), ("STATUS", None), ("TIME", None),
-                          ("TRIES", None), ("DETAIL", 48), ("COMMAND", 64)):
+    columns = [("ID", None), ("NAME", 24), ("STATUS", None), ("TIME", None), ("TRIES", None)]
+    if cluster_column:
+        columns.append((cluster_column, None))
+    for column, width in (*columns, ("DETAIL", 48), ("COMMAND", 64)):
         table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
     for job in jobs:
         detail = job.reason or ""
         if job.exit_code not in (None, 0) and "exit code" not in detail and not \
                 detail.startswith("raised "):  # a Python job's exception says it all
             detail = f"{detail} (exit code {job.exit_code})".strip()
-        table.add_row(str(job.id), _one_line(job.name),
-                      Text(job.status.name, _STYLES.get(job.status, "")),
-                      _elapsed(job, driver_alive), str(job.attempts), _one_line(detail),
-                      _one_line(job.command))
+        on_cluster = str(job.id) in cluster_jobs  # it runs on without a driver
+        cells = [str(job.id), _one_line(job.name),
+                 Text(job.status.name, _STYLES.get(job.status, "")),
+                 _elapsed(job, driver_alive or on_cluster), str(job.attempts)]
+        if cluster_column:
+            cells.append(job.native_id if on_cluster else "")
+        table.add_row(*cells, _one_line(detail), _one_line(job.command))
     if not jobs:
-        table.add_row("", "(no jobs)", "", "", "", "", "")
+        table.add_row("", "(no jobs)", *[""] * (len(columns) - 2), "", "")
     return table
 
 

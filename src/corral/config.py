@@ -115,6 +115,7 @@ class DaemonSettings:
     queues: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     tokens: int = 0
     idle: float = 300.0
+    backend: str = "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +440,15 @@ def _queues(value: Any, name: str) -> tuple[str, Mapping[str, int]]:
     return "queues", MappingProxyType(dict(value))
 
 
+_DAEMON_BACKENDS = ("local", "slurm", "auto")
+
+
+def _daemon_backend(value: Any, name: str) -> tuple[str, str]:
+    if value not in _DAEMON_BACKENDS:
+        raise ValueError(f"{name}={value!r} must be one of {', '.join(map(repr, _DAEMON_BACKENDS))}")
+    return "backend", value
+
+
 _DAEMON_KEYS: dict[str, Callable[[Any, str], tuple[str, Any]]] = {
     "cores": _count(1),
     "memory": _daemon_memory,
@@ -446,6 +456,7 @@ _DAEMON_KEYS: dict[str, Callable[[Any, str], tuple[str, Any]]] = {
     "queues": _queues,
     "tokens": _count(0),
     "idle": _daemon_idle,
+    "backend": _daemon_backend,
 }
 
 

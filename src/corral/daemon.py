@@ -157,7 +157,8 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
     settings = config.daemon
     idle = idle if idle is not None else idle_seconds(settings.idle)
     try:
-        scheduler = Scheduler(journal=run_dir, _owner="daemon", config=config,
+        scheduler = Scheduler(backend=settings.backend, journal=run_dir, _owner="daemon",
+                              config=config,
                               cores=settings.cores, memory=settings.memory_mb,
                               gpus=settings.gpus, queues=dict(settings.queues),
                               tokens=settings.tokens)

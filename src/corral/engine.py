@@ -74,6 +74,11 @@ class Engine:
         #: jobs at their walltime; see corral.backends.base.ClusterBackend.
         self._chains = bool(getattr(backend, "chains_dependencies", False))
         self._cluster_walltime = bool(getattr(backend, "enforces_walltime", False))
+        #: A backend with a costly submit (one sbatch) collects jobs that become
+        #: ready within this many seconds into one batch (one array).
+        self._gather_s = float(getattr(backend, "gather_s", 0.0))
+        self._gather_until: float | None = None
+        self._pushes_seen = 0
         self.packer = packer
         self.run_dir = run_dir
         self.on_finish = on_finish
@@ -242,6 +247,9 @@ class Engine:
         wait = None
         if self._deadlines:
             wait = max(0.0, self._deadlines[0][0] - time.monotonic())
+        if self._gather_until is not None:
+            gather = max(0.0, self._gather_until - time.monotonic())
+            wait = gather if wait is None else min(wait, gather)
         if self.journal is not None:
             due = self.journal.due_in()
             if due is not None and (wait is None or due < wait):
@@ -330,6 +338,8 @@ class Engine:
     # -- starting jobs -------------------------------------------------------------------
 
     def _start_ready(self) -> None:
+        if self._gather_s and self._still_gathering():
+            return
         chosen = self.packer.select(time.monotonic())
         if not chosen:
             return
@@ -365,6 +375,21 @@ class Engine:
             job.native_id = native_id or None
         if self._chains:
             self._queue_chained(chosen + attached)
+
+    def _still_gathering(self) -> bool:
+        """Whether to wait a moment for more jobs before submitting: a script
+        that submits in a loop then sends one array, not one job and then the rest."""
+        now = time.monotonic()
+        if self._gather_until is None:
+            if self.packer.pushes == self._pushes_seen or self._closing:
+                return False  # nothing new is ready
+            self._gather_until = now + self._gather_s
+            return True
+        if now < self._gather_until:
+            return True
+        self._gather_until = None
+        self._pushes_seen = self.packer.pushes
+        return False
 
     def _attach(self, jobs: list[Job]) -> None:
         """Follow jobs an earlier driver left in the cluster's hands (by native id)."""
@@ -460,7 +485,7 @@ class Engine:
         state = update.state
         if state is _S.RUNNING:
             if job.status is _S.SUBMITTED:
-                job.started = time.time()
+                job.started = update.at or time.time()
                 job.native_id = update.native_id or job.native_id
                 job._live_output = update.live_output
                 self._move(job, _S.RUNNING)
@@ -473,7 +498,7 @@ class Engine:
         del self._active[job.id]
         self.packer.release(job)
         job._live_output = None
-        job.ended = time.time()
+        job.ended = update.at or time.time()
         if update.exit_code is not None:
             job.exit_code = update.exit_code
         if job._final:  # cancelled while it ran; its processes are gone now
@@ -675,23 +700,37 @@ class Engine:
             self._add_deadline(self.abort_grace, "abort", target)
         self.backend.terminate([target.id for target in targets])
 
+    def _not_started(self, job: Job) -> bool:
+        """Pending in corral, or (on a cluster) still waiting in the cluster's queue."""
+        return job.status in PENDING or (self._chains and job.status is _S.SUBMITTED)
+
     def cancel_pending(self, reason: str) -> int:
         """Cancel every job that has not started; return how many."""
-        pending = [job for job in self._live.values() if job.status in PENDING]
-        for job in pending:
-            self._cancel(job, reason)
+        pending = [job for job in self._live.values() if self._not_started(job)]
+        self._cancel_all(pending, reason)
         return len(pending)
 
     def interrupt(self) -> None:
         """Cancel everything, running jobs included, now."""
-        for job in list(self._live.values()):
-            self._cancel(job, "interrupted")
+        self._cancel_all(list(self._live.values()), "interrupted")
+
+    def _cancel_all(self, jobs: list[Job], reason: str) -> None:
+        """Cancel *jobs*, killing the active ones with one backend call (one scancel)."""
+        active = [job for job in jobs if not job._final and job.status in ACTIVE]
+        for job in active:
+            job._kill_intent = "cancel"
+        if active:
+            self.backend.kill([job.id for job in active])
+        for job in jobs:
+            if not job._final:
+                self._move(job, _S.CANCELLED, reason)
+                self._finalize(job)
 
     def remove(self, job: Job) -> None:
         if job._final or job.status.is_terminal:
             raise ValueError(f"cannot remove job {job.id} {job.name!r}: it has already "
                              f"finished ({job.status.name})")
-        if job.status in ACTIVE:
+        if job.status in ACTIVE and not self._not_started(job):
             raise ValueError(f"cannot remove job {job.id} {job.name!r}: it is {job.status.name}; "
                              "use cancel() or abort() to stop it")
         self._cancel(job, "removed")

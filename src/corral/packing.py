@@ -56,12 +56,14 @@ class Packer:
         self._ready: list[_Entry] = []
         self._sequence = itertools.count()
         self.running: dict[int, Job] = {}  # by id(job): what holds resources now
+        self.pushes = 0  # jobs pushed so far: tells the engine something new is ready
 
     def __len__(self) -> int:
         return len(self._ready) + sum(len(parked) for parked in self._parked.values())
 
     def push(self, job: Job) -> None:
         """Make a QUEUED job a candidate."""
+        self.pushes += 1
         heapq.heappush(self._ready, (-job.spec.priority, next(self._sequence), job))
 
     def select(self, now: float) -> list[Job]:

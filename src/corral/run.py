@@ -13,7 +13,7 @@ from typing import Any
 
 from .job import Result
 from .status import JobStatus, statuses_named
-from .store import (StoredJob, journal_path, owner_of, read_events, read_job, read_jobs,
+from .store import (CLUSTER_BACKENDS, StoredJob, journal_path, owner_of, read_events, read_job, read_jobs, read_session_backends,
                     read_meta)
 
 __all__ = ["Run"]
@@ -69,6 +69,18 @@ class Run:
     def events(self, job_id: int | str | None = None) -> list[tuple[Any, ...]]:
         """State changes ``(job id, time, old, new, reason)``, oldest first."""
         return read_events(self.path, job_id)
+
+    def cluster_jobs(self, jobs: list[StoredJob]) -> dict[str, str]:
+        """``{job id: backend name}`` for those of *jobs* handed to a cluster
+        scheduler (their native ids are cluster job ids, and they run on
+        without a driver)."""
+        backends = read_session_backends(self.path)
+        found = {}
+        for job in jobs:
+            backend = backends.get(job.session or 0, "local")
+            if backend in CLUSTER_BACKENDS and job.native_id:
+                found[str(job.id)] = backend
+        return found
 
     @property
     def paused(self) -> bool:

@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from .job import Job
 
 __all__ = ["JOURNAL_FILE", "Journal", "StoredJob", "RunInUse", "private_run_dir", "private_file",
-           "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of"]
+           "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of",
+           "read_session_backends", "CLUSTER_BACKENDS"]
 
 JOURNAL_FILE = "journal.db"
 LOCK_FILE = "owner.lock"
@@ -586,6 +587,19 @@ def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
             return list(cursor)
     except _NotCreatedYet:
         return []
+
+
+def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str]:
+    """Which backend each session of the run used, by session id (journals
+    from before backends were recorded say ``local``)."""
+    try:
+        with _reading(run_dir) as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+            if "backend" not in columns:
+                return {row[0]: "local" for row in db.execute("SELECT id FROM sessions")}
+            return dict(db.execute("SELECT id, coalesce(backend, 'local') FROM sessions"))
+    except _NotCreatedYet:
+        return {}
 
 
 def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, str]:

@@ -67,6 +67,9 @@ class Update:
     value: bytes | None = None
     error: bytes | None = None
     live_output: tuple[str, str] | None = None  # stdout, stderr files while it runs
+    #: When it really started or ended (epoch seconds), where the backend learns
+    #: it later than it happened (a cluster's poll); else the time of the update.
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
