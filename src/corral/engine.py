@@ -156,6 +156,7 @@ class Engine:
 
     def set_paused(self, paused: bool) -> None:
         was, self.paused = self.paused, paused
+        self._gather_until = None  # paused, nothing is submitted: no window to wait for
         hold = getattr(self.backend, "hold" if paused else "release", None)
         if hold is not None and was != paused:  # a cluster holds what it has not started
             waiting = [job.id for job in self._active.values() if job.status is _S.SUBMITTED]
@@ -247,7 +248,7 @@ class Engine:
         wait = None
         if self._deadlines:
             wait = max(0.0, self._deadlines[0][0] - time.monotonic())
-        if self._gather_until is not None:
+        if self._gather_until is not None and not self.paused:
             gather = max(0.0, self._gather_until - time.monotonic())
             wait = gather if wait is None else min(wait, gather)
         if self.journal is not None:
@@ -400,6 +401,8 @@ class Engine:
             log.info("job %s %r: attached to native job %s left by an earlier driver",
                      job.id, job.name, stored.native_id)
             self.backend.attach(self._submission(job), stored.native_id)
+        if not self.paused:  # a driver killed while paused left them held
+            self.backend.release([job.id for job in jobs])
 
     # -- dependencies the backend holds (a cluster's afterok) ---------------------------------
 
@@ -509,8 +512,8 @@ class Engine:
         """Decide how an attempt ended: (status, reason, value, error)."""
         intent = job._kill_intent
         label = f"job {job.id} {job.name!r}"
-        if intent == "timeout":
-            limit = job.spec.kill_after_s or 0
+        if intent == "timeout":  # the limit that was armed (see _apply)
+            limit = (job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s) or 0
             reason = f"timed out after {format_duration(limit)}; killed with its child processes"
             return _S.TIMED_OUT, reason, None, JobTimedOut(
                 f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)

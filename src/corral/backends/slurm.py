@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import BackendError
-from ..runtime.batch import (CANCELLED_MARK, RESULT_FILE, STARTED_FILE, TASK_FILE,
+from ..runtime.batch import (CANCELLED_MARK, MARGIN_S, RESULT_FILE, STARTED_FILE, TASK_FILE,
                              claim_for_cancel, read_result)
 from ..spec import Placement, Resources
 from ..status import JobStatus
@@ -62,6 +62,7 @@ _TEMPLATE = Path(__file__).with_name("slurm_job.sh.template")
 _COMMAND_TIMEOUT_S = 60.0
 _LEFTOVER_TRIES = 3  # times a bundle's unstarted job is submitted again
 _TAIL_LINES = 3
+_HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 
 #: ``backend_options`` the Slurm backend takes, with their defaults and meaning.
 SLURM_OPTIONS: dict[str, tuple[Any, str]] = {
@@ -86,6 +87,7 @@ class _Task:
     running: bool = False
     leftovers: int = 0
     submitted_at: float = 0.0  # monotonic time of our sbatch; 0 for an attached job
+    release_if_held: bool = False  # attached while not paused: a dead driver's hold goes
 
 
 @dataclass(slots=True)
@@ -96,6 +98,9 @@ class _SlurmJob:
     log_path: str
     tasks: list[_Task] = field(default_factory=list)
     row: commands.SlurmRow | None = None
+    #: The runtime took at least one of its jobs: the batch job works, so jobs
+    #: it did not take were left (cancelled, out of time) and go out again.
+    runtime_ran: bool = False
 
 
 @dataclass(slots=True)
@@ -107,6 +112,9 @@ class _Group:
     after: tuple[str, ...]
     bundle: int
     submissions: list[Submission] = field(default_factory=list)
+    #: Job directories of the parents in ``after``: their results tell whether a
+    #: dependency Slurm calls never satisfied was in fact met.
+    after_jobdirs: tuple[str, ...] = ()
 
 
 def _settings(options: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +122,8 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         import difflib
 
-        close = difflib.get_close_matches(unknown[0], SLURM_OPTIONS, n=1)
+        close = [name for name in SLURM_OPTIONS if name.startswith(unknown[0])] or \
+            difflib.get_close_matches(unknown[0], SLURM_OPTIONS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown Slurm backend option {unknown[0]!r}{hint} "
                          f"(known: {', '.join(SLURM_OPTIONS)})")
@@ -186,14 +195,15 @@ class SlurmBackend:
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         groups: dict[tuple, _Group] = {}
         for submission in batch:
-            after = tuple(self._tasks[parent].native_id for parent in submission.after
-                          if parent in self._tasks)
+            parents = [self._tasks[parent] for parent in submission.after if parent in self._tasks]
+            after = tuple(parent.native_id for parent in parents)
             placement = submission.placement
             key = (submission.resources, placement, after)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(submission.resources, placement, after,
-                                             placement.bundle)
+                                             placement.bundle,
+                                             after_jobdirs=tuple(p.jobdir for p in parents))
             group.submissions.append(submission)
         for group in groups.values():
             self._submit_group(group, base)
@@ -257,12 +267,19 @@ class SlurmBackend:
             task = self._tasks.get(job_id)
             if task is None:
                 continue
+            slurm_job = self._jobs.get(task.native_id)
             if task.bundled and claim_for_cancel(task.jobdir):
                 pass  # its bundle will skip it
             elif task.native_id:
+                # Running: end its batch job. Its bundle's jobs that have not
+                # started are then submitted again (see _settle_ended).
                 to_cancel.add(task.native_id)
+                if slurm_job is not None:
+                    slurm_job.runtime_ran = True
             self._finish(task, Update(job_id, JobStatus.CANCELLED, task.native_id or None,
                                       reason="cancelled"))
+            if slurm_job is not None and not slurm_job.tasks:
+                to_cancel.add(slurm_job.native_id)  # nothing left for it to do
         if to_cancel:
             self._run_quietly("scancel", sorted(to_cancel))
 
@@ -281,8 +298,16 @@ class SlurmBackend:
             self._run_quietly("scontrol", ["hold", ",".join(natives)])
 
     def release(self, job_ids: Collection[int | str]) -> None:
-        """Let held jobs start again (``scontrol release``); for resume."""
-        natives = self._pending_natives(job_ids)
+        """Let held jobs start again (``scontrol release``); for resume. An
+        attached job not polled yet is released at its first poll if held (a
+        driver killed while paused left it so)."""
+        for job_id in job_ids:
+            task = self._tasks.get(job_id)
+            slurm_job = None if task is None else self._jobs.get(task.native_id)
+            if slurm_job is not None and slurm_job.row is None:
+                task.release_if_held = True
+        natives = [native for native in self._pending_natives(job_ids)
+                   if self._jobs[native].row is not None]
         if natives:
             self._run_quietly("scontrol", ["release", ",".join(natives)])
 
@@ -292,7 +317,8 @@ class SlurmBackend:
         if self._closed:
             return
         self._closed = True
-        natives = sorted({task.native_id for task in self._tasks.values() if task.native_id})
+        natives = sorted({task.native_id for task in self._tasks.values() if task.native_id}
+                         | set(self._jobs))
         if natives:
             self._run_quietly("scancel", natives)
         self._tasks.clear()
@@ -309,32 +335,31 @@ class SlurmBackend:
             self._submit_chunk(group, bundles[first:first + size], base)
 
     def _submit_chunk(self, group: _Group, bundles: list[list[Submission]], base: Path) -> None:
-        directory = base / str(next(self._group_numbers))
-        directory.mkdir(mode=0o700)
+        directory = self._new_directory(base)
         bundled = group.bundle > 1
         walltime = group.resources.walltime_s
-        time_limit = None if walltime is None else walltime * max(len(b) for b in bundles)
+        time_limit = None
+        if walltime is not None:  # Slurm's whole minutes, with room for the runtime's margin
+            wanted = walltime * max(len(b) for b in bundles) + (MARGIN_S if bundled else 0)
+            time_limit = 60.0 * commands.walltime_minutes(wanted)
         for index, members in enumerate(bundles):
             for submission in members:
-                self._write_task(submission, bundled)
+                self._write_task(submission)
             bundle = {"jobdirs": [os.fspath(s.jobdir) for s in members],
                       "time_limit_s": time_limit if bundled else None, "sys_path": sys.path}
             (directory / f"{index}.json").write_text(json.dumps(bundle))
         script = directory / "job.sh"
         script.write_text(self._render(group, directory, max(len(b) for b in bundles)))
         is_array = len(bundles) > 1
-        # One directory per sbatch, so the log needs no job id in its name; '%%'
-        # keeps a '%' in the run directory's path from being read as a pattern.
-        log_name = "slurm-%a.out" if is_array else "slurm.out"
-        log_pattern = os.fspath(directory).replace("%", "%%") + "/" + log_name
+        # The script sends its own output to its log (slurm-<array index>.out in
+        # its directory), so no path of ours goes through Slurm's %-patterns,
+        # which a '%' or a backslash in the run directory would break.
         argv = commands.sbatch_argv(
             script=os.fspath(script), name=_slurm_name(bundles[0][0].name, len(bundles)),
-            resources=group.resources, placement=group.placement,
-            output=log_pattern,
+            resources=group.resources, placement=group.placement, output="/dev/null",
             array_size=len(bundles) if is_array else None,
             throttle=self._settings["array_throttle"] if is_array else None,
-            dependencies=group.after, time_limit_s=time_limit,
-            workdir=os.getcwd())
+            dependencies=group.after, time_limit_s=time_limit)
         try:
             output = self._run("sbatch", argv[1:])
             slurm_id = commands.parse_sbatch(output)
@@ -346,7 +371,7 @@ class SlurmBackend:
             return
         for index, members in enumerate(bundles):
             native_id = f"{slurm_id}_{index}" if is_array else slurm_id
-            log_path = os.fspath(directory / (f"slurm-{index}.out" if is_array else "slurm.out"))
+            log_path = os.fspath(directory / f"slurm-{index}.out")
             slurm_job = self._jobs[native_id] = _SlurmJob(native_id, log_path)
             for submission in members:
                 task = self._tasks.get(submission.job_id)
@@ -359,7 +384,18 @@ class SlurmBackend:
                 task.submitted_at = time.monotonic()
                 slurm_job.tasks.append(task)
 
-    def _write_task(self, submission: Submission, bundled: bool) -> None:
+    def _new_directory(self, base: Path) -> Path:
+        """A fresh directory for one sbatch: numbered on from what earlier
+        drivers of the same run directory left."""
+        while True:
+            directory = base / str(next(self._group_numbers))
+            try:
+                directory.mkdir(mode=0o700)
+                return directory
+            except FileExistsError:
+                continue
+
+    def _write_task(self, submission: Submission) -> None:
         jobdir = os.fspath(submission.jobdir)
         os.makedirs(jobdir, mode=0o700, exist_ok=True)
         for stale in (STARTED_FILE, RESULT_FILE, "stdout", "stderr"):  # an earlier attempt's
@@ -367,13 +403,17 @@ class SlurmBackend:
                 os.unlink(os.path.join(jobdir, stale))
             except FileNotFoundError:
                 pass
-        upstream = [entry if isinstance(entry, bytes) else self._tasks[entry].jobdir
+        # A dependency still running here: the runtime reads its result file
+        # (job directories are siblings in the run directory).
+        upstream = [entry if isinstance(entry, bytes)
+                    else os.path.join(os.path.dirname(jobdir), str(entry))
                     for entry in submission.upstream]
         task = {"job_id": submission.job_id, "argv": list(submission.argv),
                 "payload": submission.call, "upstream": upstream, "env": list(submission.env),
                 "cwd": submission.cwd,
-                # In a bundle the runtime enforces each job's walltime; alone, Slurm does.
-                "walltime_s": submission.resources.walltime_s if bundled else None}
+                # The runtime enforces the walltime to the second; Slurm's --time,
+                # in whole minutes, is the backstop.
+                "walltime_s": submission.resources.walltime_s}
         with open(os.path.join(jobdir, TASK_FILE), "wb") as handle:
             pickle.dump(task, handle, pickle.HIGHEST_PROTOCOL)
 
@@ -446,6 +486,20 @@ class SlurmBackend:
 
     def _check_pending(self, slurm_job: _SlurmJob, row: commands.SlurmRow) -> None:
         never = commands.describe_pending(row.reason)
+        if row.reason in _HELD_REASONS and any(task.release_if_held for task in slurm_job.tasks):
+            for task in slurm_job.tasks:
+                task.release_if_held = False
+            self._run_quietly("scontrol", ["release", slurm_job.native_id])
+            return
+        if row.reason == commands.NEVER_REASON and self._parents_completed(slurm_job):
+            # Slurm judged a parent failed whose result says it completed (its
+            # batch job ended badly after writing it): run the job without it.
+            log.warning("Slurm job %s: its dependencies completed, but Slurm says %s; "
+                        "submitting it again without them", slurm_job.native_id, row.reason)
+            self._run_quietly("scancel", [slurm_job.native_id])
+            self._jobs.pop(slurm_job.native_id, None)
+            self._resubmit(slurm_job.tasks, count=False)
+            return
         if row.reason == commands.NEVER_REASON:
             reason = (f"a job it depends on did not complete (Slurm: {row.reason}; "
                       f"Slurm job {slurm_job.native_id} cancelled)")
@@ -465,7 +519,8 @@ class SlurmBackend:
         """The Slurm job is over: each task has a result, was cancelled, was left
         for lack of time (submitted again), or failed with the Slurm job."""
         leftovers = []
-        someone_ran = any(_started_by_runtime(task.jobdir) for task in slurm_job.tasks)
+        someone_ran = slurm_job.runtime_ran or any(
+            _started_by_runtime(task.jobdir) for task in slurm_job.tasks)
         for task in list(slurm_job.tasks):
             result = read_result(task.jobdir)
             if result is not None:
@@ -482,12 +537,25 @@ class SlurmBackend:
                 self._finish(task, self._from_slurm(task, slurm_job, status, words, row))
         self._jobs.pop(slurm_job.native_id, None)
         if leftovers:
-            self._resubmit(leftovers)
+            try:
+                self._resubmit(leftovers)
+            except Exception as error:  # a bug or a full disk must not stop the loop
+                log.exception("could not submit %d bundled jobs again", len(leftovers))
+                for task in leftovers:
+                    self._finish(task, Update(task.job_id, JobStatus.FAILED, task.native_id,
+                                              reason=f"could not be submitted again: {error}"))
 
-    def _resubmit(self, tasks: list[_Task]) -> None:
+    def _parents_completed(self, slurm_job: _SlurmJob) -> bool:
+        groups = {id(task.group): task.group for task in slurm_job.tasks}.values()
+        dirs = [jobdir for group in groups for jobdir in group.after_jobdirs]
+        return bool(dirs) and all((read_result(jobdir) or (False,))[0] for jobdir in dirs)
+
+    def _resubmit(self, tasks: list[_Task], count: bool = True) -> None:
+        """Submit again jobs that a batch job left (without dependencies: their
+        parents are over)."""
         by_group: dict[int, list[_Task]] = {}
-        for task in tasks:
-            task.leftovers += 1
+        for task in list(tasks):
+            task.leftovers += count
             by_group.setdefault(id(task.group), []).append(task)
         for members in by_group.values():
             old = members[0].group
@@ -496,8 +564,7 @@ class SlurmBackend:
                            [s for s in old.submissions if s.job_id in wanted])
             for task in members:
                 task.group = group
-            log.info("submitting %d bundled jobs again: their allocation ran out of time",
-                     len(members))
+            log.info("submitting %d jobs again that their batch job did not run", len(members))
             self._submit_group(group, Path(members[0].jobdir).parent / "slurm")
 
     def _decide_forgotten(self, forgotten: list[_SlurmJob]) -> None:
@@ -543,6 +610,10 @@ class SlurmBackend:
         if blob is not None and not task.is_command:
             return Update(task.job_id, JobStatus.FAILED, task.native_id, exit_code=exit_code,
                           error=blob, reason=where)
+        if reason is None and blob is not None:  # the runtime's own error, e.g. a bad env
+            from ..runtime.payload import loads_error
+
+            reason = loads_error(blob)[2]
         text = reason or f"exit code {exit_code}"
         return Update(task.job_id, JobStatus.FAILED, task.native_id, exit_code=exit_code,
                       reason=f"{text} ({where}){_tail_text(task.jobdir, '')}")

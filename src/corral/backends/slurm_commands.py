@@ -54,12 +54,13 @@ def array_ranges(count: int, limit: int) -> list[tuple[int, int]]:
 
 def sbatch_argv(*, script: str, name: str, resources: Resources, placement: Placement,
                 output: str, array_size: int | None, throttle: int | None,
-                dependencies: Sequence[str], time_limit_s: float | None,
-                workdir: str) -> list[str]:
+                dependencies: Sequence[str], time_limit_s: float | None) -> list[str]:
     """``sbatch`` with one flag per setting: every value is a single argument,
     never shell text, so no name or option can inject code."""
-    argv = ["sbatch", "--parsable", f"--job-name={name}", f"--output={output}",
-            f"--chdir={workdir}", f"--cpus-per-task={resources.cores}"]
+    # --no-requeue: a job Slurm requeued would run again in a directory that
+    # says it already ran; corral's retries run failed jobs again instead.
+    argv = ["sbatch", "--parsable", "--no-requeue", f"--job-name={name}", f"--output={output}",
+            f"--cpus-per-task={resources.cores}"]
     if resources.memory_mb is not None:
         argv.append(f"--mem={resources.memory_mb}M")
     if time_limit_s is not None:
@@ -195,7 +196,8 @@ def state_of(row: SlurmRow) -> tuple[JobStatus, str] | None:
     status, words = final
     if row.state == "FAILED":
         if row.signal:
-            words = f"killed by signal {row.signal} (Slurm FAILED)"
+            extra = f", reason {row.reason}" if row.reason and row.reason != "None" else ""
+            words = f"killed by signal {row.signal} (Slurm FAILED{extra})"
         elif row.exit_status:
             words = f"exit code {row.exit_status} (Slurm FAILED)"
         else:  # FAILED 0:0 — e.g. a launch failure; Slurm's reason says more

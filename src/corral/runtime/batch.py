@@ -15,11 +15,12 @@ each job the runtime:
 3. writes ``<jobdir>/result`` atomically: ``(ok, blob, exit_code, reason)``.
 
 The batch job exits non-zero when a job failed, so that a dependent handed
-to Slurm with ``afterok`` does not start. It is walltime-aware: the bundle file gives the allocation's time limit, and a
-job is started only if the time left covers its own walltime (or, without one,
-the longest job so far). What it leaves unclaimed the driver submits again.
-A job with a walltime that runs past it is killed by a watchdog, which records
-it as timed out and ends the bundle (its unclaimed jobs go back to the driver).
+to Slurm with ``afterok`` does not start. It is walltime-aware: the bundle file gives the allocation's time limit, and
+after the first job, a job is started only if the time left covers its own
+walltime (or, without one, the longest job so far). What it leaves unclaimed
+the driver submits again. A job that runs past its walltime is killed by a
+watchdog, to the second (Slurm's ``--time`` is in minutes), which records it as
+timed out and ends the batch job (unclaimed jobs go back to the driver).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 
 from . import abort
 from .execute import kill_leftovers, run_call
-from .payload import dumps_error
+from .payload import dumps_error, dumps_value
 
 __all__ = ["TASK_FILE", "STARTED_FILE", "RESULT_FILE", "CANCELLED_MARK", "main",
            "read_result", "claim_for_cancel"]
@@ -48,7 +49,9 @@ RESULT_FILE = "result"
 #: What the driver writes into ``started`` to cancel a job before it starts.
 CANCELLED_MARK = b"cancelled\n"
 _TIMED_OUT_EXIT = 124
-_MARGIN_S = 2.0  # kept free at the end of the allocation
+#: Seconds a bundle keeps free at the end of its allocation (the backend adds
+#: them to the time it asks for).
+MARGIN_S = 2.0
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -84,16 +87,35 @@ def claim_for_cancel(jobdir: str) -> bool:
 
 
 def _claim(jobdir: str) -> bool:
+    path = os.path.join(jobdir, STARTED_FILE)
     try:
-        descriptor = os.open(os.path.join(jobdir, STARTED_FILE),
-                             os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except (FileExistsError, FileNotFoundError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:
         return False
+    except FileExistsError:
+        if not _requeued_here(jobdir):
+            return False
+        descriptor = os.open(path, os.O_WRONLY | os.O_TRUNC)
     record = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
               "slurm_job": _slurm_job_id()}
     os.write(descriptor, json.dumps(record).encode() + b"\n")
     os.close(descriptor)
     return True
+
+
+def _requeued_here(jobdir: str) -> bool:
+    """Whether this job was claimed by an earlier run of this very Slurm job,
+    which Slurm requeued (node failure, preemption) before it left a result."""
+    if not int(os.environ.get("SLURM_RESTART_COUNT") or 0):
+        return False
+    if os.path.exists(os.path.join(jobdir, RESULT_FILE)):
+        return False
+    try:
+        with open(os.path.join(jobdir, STARTED_FILE), "rb") as handle:
+            record = json.loads(handle.read() or b"{}")
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("slurm_job") == _slurm_job_id()
 
 
 def _slurm_job_id() -> str | None:
@@ -134,9 +156,9 @@ def _upstream_values(entries: list[Any]) -> tuple[list[bytes], str | None]:
             values.append(entry)
             continue
         result = read_result(entry)
-        if result is None or not result[0] or result[1] is None:
+        if result is None or not result[0]:
             return [], f"the job it depends on ({entry}) left no result"
-        values.append(result[1])
+        values.append(result[1] if result[1] is not None else dumps_value(None))  # a command
     return values, None
 
 
@@ -151,7 +173,7 @@ def _run_command(task: dict[str, Any], home: str) -> tuple[bool, bytes | None, i
     try:
         process = subprocess.Popen(task["argv"], cwd=task["cwd"] or home, env=env,
                                    start_new_session=True)
-    except OSError as error:
+    except (OSError, ValueError, TypeError) as error:  # ValueError: a NUL in an argument
         return False, None, 127, f"cannot start it: {error}"
     try:
         code = process.wait()
@@ -220,7 +242,7 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
     and how many failed."""
     begun = time.monotonic()
     limit = bundle.get("time_limit_s")
-    deadline = None if limit is None else begun + limit - _MARGIN_S
+    deadline = None if limit is None else begun + limit - MARGIN_S
     home = os.getcwd()
     output = _Output()
     watchdog = _Watchdog()
@@ -234,7 +256,8 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
             continue  # removed by the driver
         walltime = task.get("walltime_s")
         needed = walltime if walltime is not None else longest
-        if deadline is not None and time.monotonic() + needed > deadline:
+        ran_one = longest > 0 or failed > 0
+        if deadline is not None and ran_one and time.monotonic() + needed > deadline:
             left += 1
             continue  # not enough time left: the driver submits it again
         if not _claim(jobdir):
@@ -251,7 +274,7 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
             watchdog.disarm()
             output.back()
         write_atomically(os.path.join(jobdir, RESULT_FILE), pickle.dumps(outcome))
-        longest = max(longest, time.monotonic() - started)
+        longest = max(longest, time.monotonic() - started, 1e-6)
         failed += not outcome[0]
     return left, failed
 
@@ -266,5 +289,11 @@ def main() -> None:
         print(f"corral: {left} jobs left for lack of time; the driver submits them again",
               file=sys.stderr)
     # Non-zero when a job failed, so that Slurm's afterok holds back its dependents
-    # even when no driver is watching.
-    sys.exit(1 if failed else 0)
+    # even when no driver is watching. os._exit: nothing the jobs left at exit
+    # (atexit handlers, threads) may change the status once the results are written.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(1 if failed else 0)
