@@ -92,6 +92,8 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
     _check_config(run_dir)  # a bad config file is one line here, not a daemon that died
+    if origin not in (None, "daemon") and request["verb"] in _CLUSTER_VERBS:
+        return _control_cluster_jobs(run_dir, request)
     if origin not in (None, "daemon"):
         raise CommandError(
             f"no process drives the run at {run_dir}: it was made by a script, which is not "
@@ -107,6 +109,57 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         return _send(run_dir, request)
     except NoDriver as error:
         raise CommandError(str(error), EXIT_UNREACHABLE) from None
+
+
+_CLUSTER_VERBS = ("cancel", "pause", "resume")
+
+
+def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """No driver runs, but jobs it handed to a cluster scheduler still do: act on
+    them there (scancel, hold, release). The script's next run attaches to them
+    and finds what became of them."""
+    from .run import Run
+    from .status import TERMINAL
+
+    run = Run(run_dir)
+    jobs = [job for job in run.jobs(results=False) if job.status not in TERMINAL]
+    if request["verb"] == "cancel":
+        wanted = set(request["ids"])
+        known = {str(job.id) for job in run.jobs(results=False)}
+        problems = [f"no job {job_id} in the run at {run_dir}" for job_id in request["ids"]
+                    if job_id not in known]
+        jobs = [job for job in jobs if str(job.id) in wanted]
+    else:
+        problems = []
+    on_cluster = run.cluster_jobs(jobs)
+    if not on_cluster:
+        raise CommandError(
+            f"no process drives the run at {run_dir}: it was made by a script, which is not "
+            "running, and none of its unfinished jobs is in a cluster's hands; run the script "
+            "again to resume it", EXIT_UNREACHABLE)
+    from .backends.slurm import control_without_driver
+    from .errors import BackendError
+
+    chosen = [job for job in jobs if str(job.id) in on_cluster]
+    if request["verb"] == "cancel":
+        from .runtime.batch import claim_for_cancel
+
+        for job in chosen:  # one that has not started never will, even if Slurm lags
+            if job.jobdir:
+                claim_for_cancel(job.jobdir)
+    try:
+        control_without_driver(request["verb"], [job.native_id for job in chosen])
+    except BackendError as error:
+        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    ids = [str(job.id) for job in chosen]
+    if request["verb"] == "cancel":
+        problems += [f"job {job_id} has already finished" for job_id in request["ids"]
+                     if job_id not in ids and not any(p.startswith(f"no job {job_id} ")
+                                                      for p in problems)]
+    click.echo(f"no driver runs: {request['verb']} sent to Slurm for "
+               f"{len(ids)} job(s) ({', '.join(ids)}); the script's next run records it",
+               err=True)
+    return {"cancelled": ids, "problems": problems}
 
 
 def _check_config(run_dir: Path) -> None:

@@ -54,7 +54,7 @@ from ..units import parse_duration
 from . import slurm_commands as commands
 from .base import Capacity, Submission, Update
 
-__all__ = ["SlurmBackend", "SLURM_OPTIONS"]
+__all__ = ["SlurmBackend", "SLURM_OPTIONS", "control_without_driver"]
 
 log = logging.getLogger(__name__)
 
@@ -441,17 +441,18 @@ class SlurmBackend:
         changed = False
         if rows is not None:
             self._last_poll = now
-            forgotten = []
+            # Forgotten jobs first: a parent Slurm dropped (a pending array task
+            # cancelled) must be reported before a child it let run.
+            forgotten = [job for job in self._jobs.values() if job.native_id not in rows]
+            if forgotten:
+                self._decide_forgotten(forgotten)
             for slurm_job in list(self._jobs.values()):
                 row = rows.get(slurm_job.native_id)
-                if row is None:
-                    forgotten.append(slurm_job)
+                if row is None or self._jobs.get(slurm_job.native_id) is not slurm_job:
                     continue
                 changed |= row != slurm_job.row
                 slurm_job.row = row
                 self._follow(slurm_job)
-            if forgotten:
-                self._decide_forgotten(forgotten)
         changed |= len(self._updates) > before
         if changed:
             self._interval = self._settings["poll_interval"]
@@ -584,10 +585,15 @@ class SlurmBackend:
             meaning = commands.state_of(row) if row is not None else None
             if meaning is None or meaning[0] in (JobStatus.SUBMITTED, JobStatus.RUNNING):
                 if slurm_job in undecided and row is None:
-                    meaning = (JobStatus.FAILED,
-                               "Slurm no longer knows the job and it left no result"
-                               + ("" if self._accounting() else
-                                  " (purged after MinJobAge; no accounting to ask)"))
+                    if not any(_started_by_runtime(task.jobdir) for task in slurm_job.tasks):
+                        meaning = (JobStatus.CANCELLED,
+                                   "Slurm no longer lists it and it never started (cancelled "
+                                   "outside corral, or ended without starting long ago)")
+                    else:
+                        meaning = (JobStatus.FAILED,
+                                   "Slurm no longer knows the job and it left no result"
+                                   + ("" if self._accounting() else
+                                      " (purged after MinJobAge; no accounting to ask)"))
                 else:
                     meaning = (JobStatus.COMPLETED, "")
                     if row is not None:  # sacct says it still runs: wait
@@ -689,16 +695,41 @@ class SlurmBackend:
     def _run(self, program: str, arguments: Sequence[str]) -> str:
         """Run a Slurm command; return its stdout. Raises BackendError with its stderr."""
         self.invocations[program] += 1
-        try:
-            done = subprocess.run([program, *arguments], capture_output=True, text=True,
-                                  timeout=_COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.SubprocessError) as error:
-            raise BackendError(f"{program} could not run: {error}") from None
-        if done.returncode != 0:
-            message = (done.stderr or done.stdout).strip().splitlines()
-            raise BackendError(f"{program} exited {done.returncode}: "
-                               f"{' '.join(message[-2:]) or 'no message'}")
-        return done.stdout
+        return _run_command([program, *arguments])
+
+
+def control_without_driver(verb: str, native_ids: Sequence[str]) -> str:
+    """Act on Slurm jobs directly, for the ``corral`` command when no driver runs:
+    ``cancel`` (scancel), ``pause`` (hold) or ``resume`` (release). Returns what
+    Slurm said. The next driver of the run finds the outcome when it attaches.
+
+    Raises:
+        BackendError: the Slurm command failed (its message included).
+    """
+    if verb != "cancel":  # hold/release only what Slurm still has pending
+        rows = commands.parse_squeue(_run_command(commands.squeue_argv(getpass.getuser())))
+        native_ids = [native for native in native_ids
+                      if native in rows and rows[native].state == "PENDING"]
+        if not native_ids:
+            return ""
+    arguments = {"cancel": ["scancel", *native_ids],
+                 "pause": ["scontrol", "hold", ",".join(native_ids)],
+                 "resume": ["scontrol", "release", ",".join(native_ids)]}[verb]
+    return _run_command(arguments)
+
+
+def _run_command(arguments: Sequence[str]) -> str:
+    """Run a Slurm command; return its stdout. Raises BackendError with its message."""
+    try:
+        done = subprocess.run(arguments, capture_output=True, text=True,
+                              timeout=_COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise BackendError(f"{arguments[0]} could not run: {error}") from None
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip().splitlines()
+        raise BackendError(f"{arguments[0]} exited {done.returncode}: "
+                           f"{' '.join(message[-2:]) or 'no message'}")
+    return done.stdout
 
 
 def _seconds(text: str) -> float:
