@@ -92,9 +92,11 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
     _check_config(run_dir)  # a bad config file is one line here, not a daemon that died
-    if origin not in (None, "daemon") and request["verb"] in _CLUSTER_VERBS:
-        return _control_cluster_jobs(run_dir, request)
     if origin not in (None, "daemon"):
+        if request["verb"] in _CLUSTER_VERBS:
+            reply = _control_cluster_jobs(run_dir, request)
+            if reply is not None:
+                return reply
         raise CommandError(
             f"no process drives the run at {run_dir}: it was made by a script, which is not "
             "running; run the script again to resume it", EXIT_UNREACHABLE)
@@ -114,10 +116,10 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
 _CLUSTER_VERBS = ("cancel", "pause", "resume")
 
 
-def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
+def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
     """No driver runs, but jobs it handed to a cluster scheduler still do: act on
-    them there (scancel, hold, release). The script's next run attaches to them
-    and finds what became of them."""
+    them there (scancel, hold, release); None if there are none. The script's
+    next run attaches to them and finds what became of them."""
     from .run import Run
     from .status import TERMINAL
 
@@ -133,10 +135,7 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
         problems = []
     on_cluster = run.cluster_jobs(jobs)
     if not on_cluster:
-        raise CommandError(
-            f"no process drives the run at {run_dir}: it was made by a script, which is not "
-            "running, and none of its unfinished jobs is in a cluster's hands; run the script "
-            "again to resume it", EXIT_UNREACHABLE)
+        return None
     from .backends.slurm import control_without_driver
     from .errors import BackendError
 

@@ -642,6 +642,8 @@ class SlurmBackend:
         del self._tasks[task.job_id]
         slurm_job = self._jobs.get(task.native_id)
         if slurm_job is not None:
+            if _started_by_runtime(task.jobdir):  # the batch job works: see _settle_ended
+                slurm_job.runtime_ran = True
             if task in slurm_job.tasks:
                 slurm_job.tasks.remove(task)
             if not slurm_job.tasks:
