@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import corral
+from journal_driver import fail_first_time  # noqa: F401  (a job of the Slurm tests too)
 
 #: A job that waits for a file gives up after this long, so that a failed
 #: test never leaves a job occupying the cluster for the following ones.
@@ -110,15 +111,6 @@ def say_then_wait(text: str, path: str) -> str:
 
 def where_and_env(*names: str) -> dict[str, str | None]:
     return {"cwd": os.getcwd(), **read_env(*names)}
-
-
-def fail_first_time(counter: str) -> str:
-    path = Path(counter)
-    calls = int(path.read_text()) + 1 if path.exists() else 1
-    path.write_text(str(calls))
-    if calls == 1:
-        raise RuntimeError("failing on purpose, first call")
-    return f"call {calls}"
 
 
 def stop_when_asked(marker: str, started: str) -> str:
