@@ -78,6 +78,17 @@ def no_process_left_behind() -> Iterator[None]:
     assert not left, f"processes left behind: {[(p.pid, p.cmdline()) for p in left]}"
 
 
+#: Fixtures that start a real cluster scheduler; a test using one is marked
+#: ``cluster`` so that ``pytest -m "not cluster"`` is the fast lane.
+CLUSTER_FIXTURES = {"slurm"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
+
+
 @pytest.fixture(scope="session", params=["accounting off", "accounting on"])
 def slurm(request: pytest.FixtureRequest) -> Iterator[slurm_cluster.Cluster]:
     """A real one-node Slurm, once without accounting (sacct unavailable: the
