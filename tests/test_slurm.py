@@ -964,11 +964,12 @@ def test_a_misspelt_backend_is_refused_with_a_suggestion():
     ({"partition": "a\nb"}, "partition='a\\nb' must be a non-empty string on one line"),
     ({"account": ""}, "account='' must be a non-empty string on one line"),
     ({"extra_flags": ["nodash"]},
-     "extra_flags: 'nodash' is not a flag (one argument starting with '-')"),
+     "extra_flags: 'nodash' is not a flag (one argument starting with '-', without NUL "
+     "characters)"),
     ({"extra_flags": "--comment='unclosed"}, "extra_flags=\"--comment='unclosed\" cannot be "
                                               "split into flags"),
     ({"bundle": 0}, "bundle=0 must be an int >= 1"),
-    ({"setup": [1]}, "setup: 1 is not a line of shell code (a string)"),
+    ({"setup": [1]}, "setup: 1 is not a line of shell code (a string without NUL characters)"),
 ], ids=["partition", "account", "extra_flags", "extra_flags_string", "bundle", "setup"])
 def test_bad_cluster_job_options_are_refused_at_submit(tmp_path, options, message):
     sched = corral.Scheduler(backend="slurm", workdir=tmp_path / "run")

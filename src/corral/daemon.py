@@ -107,18 +107,14 @@ def _unfinished_submissions(journal) -> list[StoredJob]:
             and journal.session_kinds.get(job.session) == "daemon"]
 
 
-def _command(stored: StoredJob) -> str | tuple[str, ...]:
-    spec = stored.spec
-    return spec["shell"] if "shell" in spec else tuple(spec.get("argv") or ("true",))
-
-
 def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, JobStatus]):
-    """A Job for a command the journal left unfinished, with its old id."""
+    """A Job for a command the journal left unfinished, with its old id and
+    every option it was submitted with (its journaled spec, decoded by the
+    same codec that encoded it); a job that cannot be made again is doomed,
+    with the reason, rather than run otherwise than it was submitted."""
     from .job import Job
-    from .spec import Shell
+    from .spec_codec import decode_spec
 
-    spec = stored.spec
-    command = _command(stored)
     after = []
     doomed = None
     for dep in stored.deps:
@@ -128,19 +124,26 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
             # Its parent failed or was lost: it would never run; say so in the journal.
             status = finished.get(str(dep))
             doomed = f"upstream job {dep} {'was lost' if status is None else status.name}"
-    options = {
-        "cores": spec.get("cores", 1), "memory": spec.get("memory_mb"),
-        "walltime": spec.get("walltime_s"), "gpus": spec.get("gpus", 0), "name": stored.name,
-        "priority": spec.get("priority", 0), "retries": spec.get("retries", 0),
-        "queue": spec.get("queue"), "tokens": spec.get("tokens", 0),
-        "timeout": spec.get("timeout_s"), "cwd": spec.get("cwd"), "env": spec.get("env") or None,
-        "notify": spec.get("notify") or None, "notify_on": spec.get("notify_on", "failure"),
-        "after": after or None,
-    }
-    if options["cwd"] is not None and not os.path.isdir(options["cwd"]):
-        options["cwd"] = None
-    job = Job(Shell(command), id=stored.id, **options)
+    try:
+        journaled = decode_spec(stored.spec)
+        if journaled.task is None:
+            raise ValueError("the journal holds no command for it")
+        job = Job(journaled.task, id=stored.id, **{**journaled.options, "after": after or None})
+    except (ValueError, TypeError) as error:  # a damaged spec, a directory removed since...
+        return _doomed_job(stored, f"cannot run again after the daemon restarted: {error}")
     job._doomed = doomed
+    return job
+
+
+def _doomed_job(stored: StoredJob, reason: str):
+    """A stand-in for a journaled job that cannot run again: dispatched only
+    to record, under its id and name, that it was cancelled and why."""
+    from .job import Job
+    from .spec import Shell
+
+    # Its command as the journal shows it (never run), so ``corral status`` still shows it.
+    job = Job(Shell(stored.command or "true"), id=stored.id, name=stored.name or "job")
+    job._doomed = reason
     return job
 
 
@@ -200,11 +203,7 @@ def _resubmit(scheduler, run_dir: Path) -> None:
         try:
             scheduler.dispatch([job])
         except ValueError as error:  # e.g. its queue left the [daemon] table meanwhile
-            from .job import Job
-            from .spec import Shell
-
-            job = Job(Shell(_command(stored)), id=stored.id, name=stored.name)  # options dropped
-            job._doomed = f"cannot run again after the daemon restarted: {error}"
+            job = _doomed_job(stored, f"cannot run again after the daemon restarted: {error}")
             scheduler.dispatch([job])
         rebuilt[str(stored.id)] = job
 

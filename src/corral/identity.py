@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import pickle
 import shlex
 import types
 from typing import TYPE_CHECKING, Any
 
 from .spec import Call, FunctionRef, Script, Shell
+from .spec_codec import encode_spec
 
 if TYPE_CHECKING:
     from .job import Job
@@ -178,31 +178,14 @@ def job_digest(job: Job) -> str:
     return digest.hexdigest()[:24]
 
 
-@functools.lru_cache(maxsize=64)
-def _options_json(resources: Any, queue: str | None, tokens: int, priority: int, retries: int,
-                  timeout_s: float | None, cwd: str | None, env: tuple, notify: tuple,
-                  notify_on: str) -> str:
-    """The JSON of a job's options; jobs submitted alike share one (cached)."""
-    return json.dumps({
-        "cores": resources.cores, "memory_mb": resources.memory_mb,
-        "walltime_s": resources.walltime_s, "gpus": resources.gpus, "queue": queue,
-        "tokens": tokens, "priority": priority, "retries": retries, "timeout_s": timeout_s,
-        "cwd": cwd, "env": dict(env), "notify": list(notify), "notify_on": notify_on,
-    })
-
-
 def describe(job: Job) -> tuple[str, str, str]:
     """``(kind, command line for people, spec as JSON)`` as the journal stores them.
 
-    The spec holds resources in MB and seconds, the other options, and for
-    commands the task itself, so that the daemon can run a ``corral submit``
-    job again after a restart.
+    The spec is :func:`corral.spec_codec.encode_spec`'s: every option and, for
+    commands and scripts, the task itself, so that the daemon can run a
+    ``corral submit`` job again after a restart exactly as it was submitted.
     """
     task = job.spec.task
-    spec = job.spec
-    options = _options_json(spec.resources, spec.queue, spec.tokens, spec.priority, spec.retries,
-                            spec.timeout_s, spec.cwd, spec.env, spec.notify, spec.notify_on)
-    record: dict[str, Any] = {}
     if isinstance(task, Call):
         kind = "call"
         name = getattr(task.fn, "__qualname__", None) or repr(task.fn)
@@ -211,17 +194,9 @@ def describe(job: Job) -> tuple[str, str, str]:
         kind, command = "function", f"{task.target}(…)"
     elif isinstance(task, Script):
         kind = "script"
-        record["script"] = task.path
-        record["python"] = task.python
         command = shlex.join([task.path, *map(str, task.argv)])
     else:
         kind = "shell"
-        if isinstance(task.command, str):
-            record["shell"] = task.command
-            command = task.command
-        else:
-            record["argv"] = [str(word) for word in task.command]
-            command = shlex.join(record["argv"])
-    if record:  # the task itself, for commands: add it to the shared options
-        return kind, command, json.dumps({**json.loads(options), **record})
-    return kind, command, options
+        command = (task.command if isinstance(task.command, str)
+                   else shlex.join(str(word) for word in task.command))
+    return kind, command, encode_spec(job.spec)

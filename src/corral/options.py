@@ -5,21 +5,36 @@ Everything that accepts job options (``Job(...)``, ``Scheduler.options()``,
 name or a bad value gets the same message wherever it was typed, with a
 "did you mean" hint for typos.
 
+Every parser raises ``ValueError`` whose message starts with the option's
+name and quotes the bad value through :func:`~corral.safe_repr.safe_repr`, so
+that no value, however hostile (a list nested 5,000 deep, an int of 5,000
+digits), turns the message itself into another error.
+
 This module imports nothing of corral's but the other vocabulary modules.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .safe_repr import safe_repr as _shown
 from .units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
 
-__all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message"]
+__all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
+           "os_text_problem", "bounded_tuple", "INT_LIMIT", "MAX_ITEMS"]
+
+#: Integer options (and int job ids) stay below this: SQLite stores 64-bit ints,
+#: and no count of cores or retries is larger.
+INT_LIMIT = 2**63
+#: A list given as an option (or as arguments) holds at most this many items:
+#: more is an endless iterator (``itertools.count()``) or a mistake, not a job.
+MAX_ITEMS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +61,48 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-def _int_at_least(minimum: int) -> Callable[[Any], int]:
+def os_text_problem(text: str) -> str | None:
+    """Why *text* cannot reach the operating system as an argument, a path or an
+    environment variable, or None if it can.
+
+    Checked when a job is made, because the OS refuses such text only when the
+    job starts, long after the line that made the job.
+    """
+    if "\0" in text:
+        return "contains a NUL character ('\\0'), which no argument, path or variable can hold"
+    try:
+        os.fsencode(text)
+    except UnicodeError:
+        return "holds characters that the file system encoding cannot write"
+    return None
+
+
+def bounded_tuple(items: Iterable[Any], field: str) -> tuple[Any, ...]:
+    """*items* as a tuple, refusing more than ``MAX_ITEMS`` of them (with a
+    message naming *field*) instead of filling memory with an endless iterator."""
+    if isinstance(items, (tuple, list)) and len(items) <= MAX_ITEMS:
+        return tuple(items)  # the usual case, without the cost of islice
+    kept = tuple(itertools.islice(items, MAX_ITEMS + 1))
+    if len(kept) > MAX_ITEMS:
+        raise ValueError(f"{field}={_shown(items)} holds more than {MAX_ITEMS:,} items")
+    return kept
+
+
+def _int_at_least(minimum: int) -> Callable[[Any, str], int]:
     def parse(value: Any, field: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{field}={value!r} must be an int >= {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                minimum <= value < INT_LIMIT):
+            raise ValueError(f"{field}={_shown(value)} must be an int >= {minimum} "
+                             "(and below 2**63)")
         return value
     return parse
 
 
 def _any_int(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field}={value!r} must be an int (higher runs first)")
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            -INT_LIMIT <= value < INT_LIMIT):
+        raise ValueError(f"{field}={_shown(value)} must be an int from -2**63 to 2**63 - 1 "
+                         "(higher runs first)")
     return value
 
 
@@ -67,22 +113,39 @@ def _optional(parse: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
 
 
 def _name(value: Any, field: str) -> str | None:
+    """A label for people, the journal and the cluster's job name."""
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{field}={value!r} must be a non-empty string")
+        raise ValueError(f"{field}={_shown(value)} must be a non-empty string")
+    problem = os_text_problem(value)
+    if problem is None and not _is_utf8(value):
+        problem = "cannot be written as UTF-8"
+    if problem:
+        raise ValueError(f"{field}={_shown(value)} {problem}; give a non-empty string "
+                         "without NUL characters")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _after(value: Any, field: str) -> tuple[Any, ...]:
     if value is None:
         return ()
+    if isinstance(value, Mapping):
+        raise ValueError(f"{field}={_shown(value)} must be a Job, a job name, or a list of them")
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         value = (value,)
-    items = tuple(value)
+    items = bounded_tuple(value, field)
     for item in items:
         if isinstance(item, bool) or not (isinstance(item, str) or hasattr(item, "_is_corral_job")):
-            raise ValueError(f"{field}: {item!r} is neither a Job nor the name of a job")
+            raise ValueError(f"{field}: {_shown(item)} is neither a Job nor the name of a job")
     return items
 
 
@@ -93,11 +156,26 @@ def _queue(value: Any, field: str) -> str | None:
 def _cwd(value: Any, field: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise ValueError(f"{field}={value!r} must be a directory path")
-    path = os.path.abspath(os.fspath(value))
+    path = _path_text(value, field, "a directory path (a string or os.PathLike)")
+    path = os.path.abspath(path)
     if not os.path.isdir(path):
-        raise ValueError(f"{field}={value!r} is not an existing directory")
+        raise ValueError(f"{field}={_shown(value)} is not an existing directory")
+    return path
+
+
+def _path_text(value: Any, field: str, accepts: str) -> str:
+    """*value* (a str or os.PathLike) as a str the OS can take, or a ValueError."""
+    path = None
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            path = os.fspath(value)
+        except TypeError:  # a __fspath__ that returns neither str nor bytes
+            path = None
+    if not isinstance(path, str):
+        raise ValueError(f"{field}={_shown(value)} must be {accepts}")
+    problem = os_text_problem(path)
+    if problem:
+        raise ValueError(f"{field}={_shown(value)} {problem}; give {accepts}")
     return path
 
 
@@ -105,21 +183,37 @@ def _env(value: Any, field: str) -> tuple[tuple[str, str | None], ...]:
     if value is None:
         return ()
     if not isinstance(value, Mapping):
-        raise ValueError(f"{field}={value!r} must be a mapping of variable names to strings")
+        raise ValueError(f"{field}={_shown(value)} must be a mapping of variable names to "
+                         "strings")
     pairs = []
     for key, item in value.items():
-        if not isinstance(key, str) or not key or "=" in key or not (
-                item is None or isinstance(item, str)):
+        problem = _variable_problem(key, item)
+        if problem:
             raise ValueError(
-                f"{field}: {key!r}={item!r} is not a valid environment variable "
-                "(names are non-empty strings without '=', values are strings, or None to "
-                "unset the variable)"
+                f"{field}: {_shown(key)}={_shown(item)} is not a valid environment variable: "
+                f"{problem} (names are non-empty strings without '=', values are strings, or "
+                "None to unset the variable; neither may hold a NUL character)"
             )
         pairs.append((key, item))
     return tuple(pairs)
 
 
-_ADDRESS = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
+def _variable_problem(key: Any, item: Any) -> str | None:
+    """Why ``key=item`` cannot be put in a process's environment, or None."""
+    if not isinstance(key, str) or not key:
+        return "its name is not a non-empty string"
+    if "=" in key:
+        return "its name holds '='"
+    if not (item is None or isinstance(item, str)):
+        return "its value is neither a string nor None"
+    problem = os_text_problem(key)
+    if problem:
+        return f"its name {problem}"
+    problem = None if item is None else os_text_problem(item)
+    return f"its value {problem}" if problem else None
+
+
+_ADDRESS = re.compile(r"^[^@\s,;<>\0]+@[^@\s,;<>\0]+$")
 
 
 def _addresses(value: Any, field: str) -> tuple[str, ...]:
@@ -127,11 +221,11 @@ def _addresses(value: Any, field: str) -> tuple[str, ...]:
         return ()
     items = [value] if isinstance(value, str) else value
     if isinstance(items, (bytes, Mapping)) or not isinstance(items, Iterable):
-        raise ValueError(f"{field}={value!r} must be an e-mail address or a list of them")
-    addresses = tuple(items)
+        raise ValueError(f"{field}={_shown(value)} must be an e-mail address or a list of them")
+    addresses = bounded_tuple(items, field)
     for address in addresses:
         if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
-            raise ValueError(f"{field}: {address!r} is not an e-mail address (name@host)")
+            raise ValueError(f"{field}: {_shown(address)} is not an e-mail address (name@host)")
     return tuple(address.strip() for address in addresses)
 
 
@@ -139,9 +233,9 @@ NOTIFY_WHEN = ("failure", "end")
 
 
 def _notify_on(value: Any, field: str) -> str:
-    if value not in NOTIFY_WHEN:
-        raise ValueError(f"{field}={value!r} must be 'failure' (mail when a job fails or times "
-                         "out) or 'end' (mail whenever a job ends)")
+    if not isinstance(value, str) or value not in NOTIFY_WHEN:
+        raise ValueError(f"{field}={_shown(value)} must be 'failure' (mail when a job fails or "
+                         "times out) or 'end' (mail whenever a job ends)")
     return value
 
 
@@ -149,8 +243,10 @@ def _text(value: Any, field: str) -> str | None:
     """A single-line string handed to the cluster as one argument."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or any(c in value for c in "\n\r\0"):
-        raise ValueError(f"{field}={value!r} must be a non-empty string on one line")
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "\n\r") or (
+            os_text_problem(value)):
+        raise ValueError(f"{field}={_shown(value)} must be a non-empty string on one line "
+                         "(without NUL characters)")
     return value
 
 
@@ -159,11 +255,12 @@ def _lines(value: Any, field: str) -> tuple[str, ...]:
         return ()
     items = [value] if isinstance(value, str) else value
     if isinstance(items, (bytes, Mapping)) or not isinstance(items, Iterable):
-        raise ValueError(f"{field}={value!r} must be a shell line or a list of them")
-    lines = tuple(items)
+        raise ValueError(f"{field}={_shown(value)} must be a shell line or a list of them")
+    lines = bounded_tuple(items, field)
     for line in lines:
-        if not isinstance(line, str) or "\0" in line:
-            raise ValueError(f"{field}: {line!r} is not a line of shell code (a string)")
+        if not isinstance(line, str) or os_text_problem(line):
+            raise ValueError(f"{field}: {_shown(line)} is not a line of shell code (a string "
+                             "without NUL characters)")
     return lines
 
 
@@ -176,22 +273,26 @@ def _flags(value: Any, field: str) -> tuple[str, ...]:
         try:
             value = shlex.split(value)
         except ValueError as error:
-            raise ValueError(f"{field}={value!r} cannot be split into flags: {error}") from None
+            raise ValueError(f"{field}={_shown(value)} cannot be split into flags: {error}") from None
     if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
-        raise ValueError(f"{field}={value!r} must be a list of flags such as ['--exclusive']")
-    flags = tuple(value)
+        raise ValueError(f"{field}={_shown(value)} must be a list of flags such as ['--exclusive']")
+    flags = bounded_tuple(value, field)
     for flag in flags:
-        if not isinstance(flag, str) or not flag.startswith("-") or "\n" in flag or "\0" in flag:
-            raise ValueError(f"{field}: {flag!r} is not a flag (one argument starting with '-')")
+        if not isinstance(flag, str) or not flag.startswith("-") or "\n" in flag or (
+                os_text_problem(flag)):
+            raise ValueError(f"{field}: {_shown(flag)} is not a flag (one argument starting "
+                             "with '-', without NUL characters)")
     return flags
 
 
 def _python(value: Any, field: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
-        raise ValueError(f"{field}={value!r} must be the path (or name on PATH) of a Python interpreter")
-    return os.fspath(value)
+    accepts = "the path (or name on PATH) of a Python interpreter"
+    path = _path_text(value, field, accepts)
+    if not path.strip():
+        raise ValueError(f"{field}={_shown(value)} must be {accepts}")
+    return path
 
 
 def _memory(value: Any, field: str) -> int | None:
@@ -277,6 +378,10 @@ JOB_OPTIONS: dict[str, Option] = {
 
 def unknown_option_message(name: str, known: Iterable[str]) -> str:
     """A one-line error for an unknown option, with the closest known name."""
+    if name == "profile":
+        return ("profile= names a set of options in the config files, which a Scheduler reads: "
+                "give it to scheduler.options(profile=...), shell/script/call(..., "
+                "profile=...) or corral submit --profile, not to a Job made on its own")
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(known)}"

@@ -19,14 +19,15 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .options import JOB_OPTIONS, parse_options
+from .options import INT_LIMIT, JOB_OPTIONS, bounded_tuple, os_text_problem, parse_options
+from .safe_repr import safe_repr as _shown
 
 __all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "Placement", "JobSpec",
-           "make_task", "make_spec"]
+           "make_task", "make_spec", "spec_options", "check_job_id", "MAX_ID_BYTES"]
 
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*$")
 
@@ -153,60 +154,149 @@ def make_task(task: object, args: Sequence[Any] = (), kwargs: Mapping[str, Any] 
         ValueError: the task is none of the accepted kinds, or names a script
             or module that does not exist.
     """
-    kwargs = dict(kwargs or {})
+    args, kwargs = _arguments(args), _keyword_arguments(kwargs)
     if isinstance(task, (Call, FunctionRef, Script, Shell)):
         if args or kwargs:
             raise ValueError(f"args/kwargs go inside the {type(task).__name__}(...) task itself")
         return _checked(task)
     if isinstance(task, (str, os.PathLike)):
-        text = os.fspath(task)
+        text = _task_text(task)
         if _FUNCTION_REF.match(text):
-            return _checked(FunctionRef(text, tuple(args), kwargs))
+            return _checked(FunctionRef(text, args, kwargs))
         if text.endswith(".py") or os.path.isfile(text):
             if kwargs:
-                raise ValueError(f"script {text!r} takes command-line arguments only, not kwargs")
-            return _checked(Script(text, tuple(args)))
+                raise ValueError(f"script {_shown(text)} takes command-line arguments only, "
+                                 "not kwargs")
+            return _checked(Script(text, args))
         raise ValueError(
-            f"task {text!r} is neither 'package.module:function' nor a path to a .py script; "
-            "for a shell command use corral.Shell(...) or Scheduler.shell(...)"
+            f"task {_shown(text)} is neither 'package.module:function' nor a path to a .py "
+            "script; for a shell command use corral.Shell(...) or Scheduler.shell(...)"
         )
     if callable(task):
-        return Call(task, tuple(args), kwargs)
+        return Call(task, args, kwargs)
     raise ValueError(
-        f"task {task!r} is not runnable: give a callable, 'package.module:function', "
+        f"task {_shown(task)} is not runnable: give a callable, 'package.module:function', "
         "a .py script path, or corral.Shell(command)"
     )
 
 
+def _arguments(args: object) -> tuple[Any, ...]:
+    """*args* as a tuple; a dict or a string is refused rather than iterated,
+    which would silently pass its keys or its characters as the arguments."""
+    if isinstance(args, (str, bytes, bytearray, Mapping)) or not isinstance(args, Iterable):
+        raise ValueError(
+            f"args={_shown(args)} must be a list or tuple of positional arguments (for a "
+            "script: its command-line words, e.g. ['--x', '1']); give keyword arguments of a "
+            "call as kwargs={...}")
+    return bounded_tuple(args, "args")
+
+
+def _keyword_arguments(kwargs: object) -> dict[str, Any]:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
+        raise ValueError(f"kwargs={_shown(kwargs)} must be a dict of keyword arguments with "
+                         "string keys")
+    return dict(kwargs)
+
+
+def _task_text(task: str | os.PathLike[str]) -> str:
+    try:
+        text = os.fspath(task)
+    except TypeError:
+        text = None
+    if not isinstance(text, str):
+        raise ValueError(f"task {_shown(task)} is a path that is not text; give a str path")
+    return text
+
+
 def _checked(task: Task) -> Task:
+    """*task* as given by the user, validated (and normalised: an absolute
+    script path, tuples of arguments)."""
     if isinstance(task, FunctionRef):
-        if not _FUNCTION_REF.match(task.target):
-            raise ValueError(f"function reference {task.target!r} must look like 'package.module:function'")
-        module = task.target.partition(":")[0]
-        try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            found = None
-        if found is None:
-            raise ValueError(f"function reference {task.target!r}: no module named {module!r} can be imported")
-    elif isinstance(task, Script):
-        path = os.path.abspath(task.path)
-        if not os.path.isfile(path):
-            raise ValueError(f"script {task.path!r} does not exist")
-        return Script(path, tuple(task.argv), task.python)
-    elif isinstance(task, Shell):
-        command = task.command
-        if isinstance(command, str):
-            if not command.strip():
-                raise ValueError("shell command is empty")
-        else:
-            if isinstance(command, (bytes, Mapping)) or not isinstance(command, Sequence):
-                raise ValueError(f"shell command {command!r} must be a string or a list of arguments")
-            command = tuple(command)
-            if not command:
-                raise ValueError("shell command is an empty argument list")
+        return _checked_function(task)
+    if isinstance(task, Call):
+        if not callable(task.fn):
+            raise ValueError(f"Call({_shown(task.fn)}, ...): the function is not callable")
+        return Call(task.fn, _arguments(task.args), _keyword_arguments(task.kwargs))
+    if isinstance(task, Script):
+        return _checked_script(task)
+    return _checked_shell(task)
+
+
+def _checked_function(task: FunctionRef) -> FunctionRef:
+    target = task.target
+    if not isinstance(target, str) or not _FUNCTION_REF.match(target):
+        raise ValueError(f"function reference {_shown(target)} must look like "
+                         "'package.module:function'")
+    module = target.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except Exception:  # importing its package failed: the same answer for the user
+        found = None
+    if found is None:
+        raise ValueError(f"function reference {_shown(target)}: no module named "
+                         f"{_shown(module)} can be imported")
+    return FunctionRef(target, _arguments(task.args), _keyword_arguments(task.kwargs))
+
+
+def _checked_script(task: Script) -> Script:
+    for what, text in (("script", task.path), ("script interpreter", task.python)):
+        problem = os_text_problem(text) if isinstance(text, str) else "is not a string path"
+        if problem:
+            raise ValueError(f"{what} {_shown(text)} {problem}")
+    path = os.path.abspath(task.path)
+    if not os.path.isfile(path):
+        raise ValueError(f"script {_shown(task.path)} does not exist")
+    argv = _arguments(task.argv)
+    _check_words(argv, f"script {_shown(task.path)}: argument")
+    return Script(path, argv, task.python)
+
+
+def _checked_shell(task: Shell) -> Shell:
+    command = task.command
+    if isinstance(command, str):
+        if not command.strip():
+            raise ValueError("shell command is empty")
+        problem = os_text_problem(command)
+        if problem:
+            raise ValueError(f"shell command {_shown(command)} {problem}")
         return Shell(command)
-    return task
+    if isinstance(command, (bytes, bytearray, Mapping)) or not isinstance(command, Sequence):
+        raise ValueError(f"shell command {_shown(command)} must be a string or a list of "
+                         "arguments")
+    command = bounded_tuple(command, "shell command")
+    if not command:
+        raise ValueError("shell command is an empty argument list")
+    _check_words(command, "shell command: word")
+    return Shell(command)
+
+
+def _check_words(words: tuple[Any, ...], what: str) -> None:
+    """Refuse command-line words the OS would refuse when the job starts.
+
+    A word is a string, a path, a number (any object whose ``str`` is the
+    word) or a Job, whose result is the word when it has run.
+    """
+    for index, word in enumerate(words):
+        problem = _word_problem(word)
+        if problem:
+            raise ValueError(f"{what} {index} ({_shown(word)}) {problem}; command words are "
+                             "strings, paths, numbers, or Jobs whose results are those")
+
+
+def _word_problem(word: Any) -> str | None:
+    if getattr(word, "_is_corral_job", False):
+        return None  # its result is known only once it has run
+    if word is None or isinstance(word, (bytes, bytearray, Mapping, list, tuple, set, frozenset)):
+        return f"is a {type(word).__name__}, not one word"
+    try:
+        text = os.fspath(word) if isinstance(word, os.PathLike) else str(word)
+    except Exception:  # a hostile __str__, an int too long to write out
+        return "cannot be written as text"
+    if not isinstance(text, str):
+        return "is a path that is not text"
+    return os_text_problem(text)
 
 
 def make_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
@@ -232,3 +322,73 @@ def make_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
             constraint=values["constraint"], setup=values["setup"],
             extra_flags=values["extra_flags"], python=values["python"], bundle=values["bundle"]),
     )
+
+
+
+def spec_options(spec: JobSpec) -> dict[str, Any]:
+    """The job options that make *spec* again: ``make_spec(spec.task,
+    spec_options(spec)) == spec``. The inverse of :func:`make_spec`, kept
+    beside it so that an option added to one is added to the other.
+
+    Options at their registry default are left out, and so is ``after``: it
+    holds Jobs, which only the run that made them can resolve (the journal
+    records dependencies by id instead). The name is left out when it is the
+    task's own label, which :func:`make_spec` gives it again.
+    """
+    resources, placement = spec.resources, spec.placement
+    values = {
+        "cores": resources.cores, "memory": resources.memory_mb,
+        "walltime": resources.walltime_s, "gpus": resources.gpus,
+        "name": None if spec.name == spec.task.label else spec.name,
+        "queue": spec.queue, "tokens": spec.tokens, "priority": spec.priority,
+        "retries": spec.retries, "timeout": spec.timeout_s, "cwd": spec.cwd,
+        "env": spec.env, "notify": spec.notify, "notify_on": spec.notify_on,
+        "partition": placement.partition, "account": placement.account, "qos": placement.qos,
+        "constraint": placement.constraint, "setup": placement.setup,
+        "extra_flags": placement.extra_flags, "python": placement.python,
+        "bundle": placement.bundle,
+    }
+    return {name: dict(value) if name == "env" else value for name, value in values.items()
+            if value != JOB_OPTIONS[name].default}
+
+#: A job's id names its directory: well below the 255 bytes a file name may have.
+MAX_ID_BYTES = 200
+
+
+def check_job_id(job_id: object) -> None:
+    """Refuse an ``id=`` that would fail only later: when the journal stores it
+    (an int beyond 64 bits) or when the job's directory is made (a name too
+    long, or one that is no single directory name).
+
+    Raises:
+        ValueError: naming the id and the forms accepted.
+    """
+    if job_id is None:
+        return
+    if isinstance(job_id, bool) or not isinstance(job_id, (int, str)):
+        raise ValueError(f"id={_shown(job_id)} must be an int or a string")
+    if isinstance(job_id, int):
+        if not -INT_LIMIT <= job_id < INT_LIMIT:
+            raise ValueError(f"id={_shown(job_id)} must be an int from -2**63 to 2**63 - 1 "
+                             "(the journal stores 64-bit ints); use a string for a larger id")
+        return
+    problem = _id_text_problem(job_id)
+    if problem:
+        raise ValueError(
+            f"id={_shown(job_id)} cannot name a directory (it {problem}): a string id is a "
+            f"non-empty name of at most {MAX_ID_BYTES} bytes of UTF-8, without '/' or NUL, "
+            "and neither '.' nor '..'")
+
+
+def _id_text_problem(text: str) -> str | None:
+    if text in ("", ".", ".."):
+        return "is empty, '.' or '..'"
+    if "/" in text or "\0" in text:
+        return "holds '/' or NUL"
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeError:
+        return "cannot be written as UTF-8"
+    if size > MAX_ID_BYTES:
+        return f"is too long ({size} bytes)"
+    return None

@@ -6,7 +6,7 @@ into those numbers and refuse anything else with a message that names the field
 and the forms it accepts. Memory prefixes are binary (1G = 1024M), as Slurm and
 most batch systems read them.
 
-This module imports nothing of corral's: it is vocabulary.
+This module imports nothing of corral's but :mod:`corral.safe_repr`: it is vocabulary.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 import re
 from datetime import timedelta
 
+from .safe_repr import safe_repr as _shown
+
 __all__ = [
     "MEMORY_FORMS",
     "DURATION_FORMS",
@@ -22,6 +24,7 @@ __all__ = [
     "parse_duration",
     "format_memory",
     "format_duration",
+    "format_span",
 ]
 
 MEMORY_FORMS = "an int of megabytes or a string such as '512M', '4G', '1.5GB', '2T'"
@@ -55,7 +58,7 @@ def parse_memory(value: object, field: str = "memory") -> int:
             the message names *field*.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{field}={value!r} is not a memory size; use {MEMORY_FORMS}")
+        raise ValueError(f"{field}={_shown(value)} is not a memory size; use {MEMORY_FORMS}")
     if isinstance(value, (int, float)):
         try:
             megabytes = float(value)
@@ -64,14 +67,14 @@ def parse_memory(value: object, field: str = "memory") -> int:
     else:
         match = _MEMORY.match(value)
         if match is None:
-            raise ValueError(f"{field}={value!r} is not a memory size; use {MEMORY_FORMS}")
+            raise ValueError(f"{field}={_shown(value)} is not a memory size; use {MEMORY_FORMS}")
         number, prefix, suffix = match.groups()
         if not prefix and suffix and suffix.lower() == "b":
             megabytes = float(number) / (1024 * 1024)  # plain bytes, e.g. "1048576B"
         else:
             megabytes = float(number) * _MB_PER_PREFIX[prefix.lower()]
     if not math.isfinite(megabytes) or megabytes <= 0 or megabytes > _MAX_MEGABYTES:
-        raise ValueError(f"{field}={value!r} must be a positive memory size below 1 EB; "
+        raise ValueError(f"{field}={_shown(value)} must be a positive memory size below 1 EB; "
                          f"use {MEMORY_FORMS}")
     return math.ceil(megabytes)
 
@@ -88,7 +91,7 @@ def parse_duration(value: object, field: str = "walltime") -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{field}={value!r} is not a duration; use {DURATION_FORMS}")
+        raise ValueError(f"{field}={_shown(value)} is not a duration; use {DURATION_FORMS}")
     elif isinstance(value, (int, float)):
         try:
             seconds = float(value)
@@ -97,39 +100,60 @@ def parse_duration(value: object, field: str = "walltime") -> float:
     else:
         seconds = _parse_duration_text(value, field)
     if not math.isfinite(seconds) or seconds <= 0 or seconds > _MAX_SECONDS:
-        raise ValueError(f"{field}={value!r} must be a positive duration of at most 100 years; "
+        raise ValueError(f"{field}={_shown(value)} must be a positive duration of at most 100 years; "
                          f"use {DURATION_FORMS}")
     return seconds
 
 
 def _parse_duration_text(text: str, field: str) -> float:
+    """Seconds in *text*, possibly inf (refused by the caller) but never an
+    OverflowError: a clock of 400 digits is a typo to report, not a crash."""
+    try:
+        return _duration_text_seconds(text, field)
+    except (OverflowError, _DigitsLimit):
+        return math.inf
+
+
+class _DigitsLimit(Exception):
+    """A number too long for ``int()`` (CPython refuses over 4,300 digits)."""
+
+
+def _whole(digits: str) -> int:
+    if len(digits) > 100:  # far past 100 years in any unit
+        raise _DigitsLimit(digits)
+    return int(digits)
+
+
+def _duration_text_seconds(text: str, field: str) -> float:
     if _UNIT_WHOLE.match(text):
         total = 0.0
         for number, unit in _UNIT_PART.findall(text):
             factor = _UNIT_SECONDS.get(unit.lower())
             if factor is None:
                 raise ValueError(
-                    f"{field}={text!r}: unknown time unit {unit!r}; use s, m, h or d "
+                    f"{field}={_shown(text)}: unknown time unit {_shown(unit)}; use s, m, h or d "
                     f"({DURATION_FORMS})"
                 )
             total += float(number) * factor
         return total
     match = _CLOCK.match(text)
     if match is None:
-        raise ValueError(f"{field}={text!r} is not a duration; use {DURATION_FORMS}")
+        raise ValueError(f"{field}={_shown(text)} is not a duration; use {DURATION_FORMS}")
     days, first, second, third = match.groups()
     if second is None and third is None:
         if days is None:
+            number = text.strip() if len(text) <= 40 else "N"  # only digits here
             raise ValueError(
-                f"{field}={text!r} is ambiguous: write '{text.strip()}s' for seconds "
-                f"or '{text.strip()}m' for minutes"
+                f"{field}={_shown(text)} is ambiguous: write '{number}s' for seconds "
+                f"or '{number}m' for minutes"
             )
-        return int(days) * 86400 + int(first) * 3600  # D-HH
+        return _whole(days) * 86400 + _whole(first) * 3600  # D-HH
     if third is None:
         if days is None:
-            return int(first) * 60 + float(second)  # MM:SS
-        return int(days) * 86400 + int(first) * 3600 + int(second) * 60  # D-HH:MM
-    return (int(days or 0) * 86400 + int(first) * 3600 + int(second) * 60 + float(third))
+            return _whole(first) * 60 + float(second)  # MM:SS
+        return _whole(days) * 86400 + _whole(first) * 3600 + _whole(second) * 60  # D-HH:MM
+    return (_whole(days or "0") * 86400 + _whole(first) * 3600 + _whole(second) * 60
+            + float(third))
 
 
 def format_memory(megabytes: int) -> str:
@@ -147,3 +171,20 @@ def format_duration(seconds: float) -> str:
     minutes, secs = divmod(rest, 60)
     clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
     return f"{days}-{clock}" if days else clock
+
+
+def format_span(seconds: float) -> str:
+    """A length of time as people read it, and as the ``corral`` command shows
+    it: ``0.4s``, ``59.9s``, ``1m17s``, ``2h03m``, ``3d04h``. Two units at most,
+    so a column of them reads at a glance; each form parses back as a duration
+    (rounded to its last unit)."""
+    if seconds < 59.95:
+        return f"{max(0.0, seconds):.1f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    minutes = round(seconds / 60)
+    if minutes < 24 * 60:
+        return f"{minutes // 60}h{minutes % 60:02d}m"
+    hours = round(seconds / 3600)
+    return f"{hours // 24}d{hours % 24:02d}h"

@@ -44,9 +44,14 @@ def hand_over(spool: int, jobdir: str, name: str) -> None:
 
 
 def read_output(path: str | os.PathLike[str]) -> str:
-    """A job's output file as text ("" when it wrote nothing, so has no file)."""
+    """A job's output file as text ("" when it wrote nothing, so has no file).
+
+    The bytes are decoded as written: a progress bar's ``\r`` stays ``\r``
+    and ``\r\n`` stays ``\r\n`` (no universal newlines), as ``corral logs``
+    shows them; bytes that are not UTF-8 become U+FFFD.
+    """
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""

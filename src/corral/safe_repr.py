@@ -1,0 +1,61 @@
+"""A bounded ``repr`` for error messages about values users typed.
+
+An error message that quotes the bad value is the most useful one, but
+quoting it must never fail or flood: ``repr`` of a list nested 5,000 deep
+raises RecursionError, ``repr`` of an int of 5,000 digits raises ValueError
+(CPython's limit on int-to-text conversion), and a 10 MB string would become a
+10 MB message. :func:`safe_repr` shows the start of such values and says what
+the rest is, so a validator can always raise the ValueError it means to.
+
+This module imports nothing of corral's: it is vocabulary.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+__all__ = ["safe_repr"]
+
+#: Ints longer than this many bits are described, not spelled out.
+_MAX_INT_BITS = 256
+
+
+class _Bounded(reprlib.Repr):
+    """reprlib's limits, wide enough for paths and commands, plus big ints."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = 100
+        self.maxother = 100
+        self.maxlong = 80
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 8
+        self.maxdict = 8
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > _MAX_INT_BITS:
+            sign = "-" if x < 0 else ""
+            return f"<{sign}int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            text = repr(x)
+        except Exception:  # a hostile __repr__ (or RecursionError) must not hide the error
+            return f"<{type(x).__name__} object>"
+        if len(text) > self.maxother:
+            keep = (self.maxother - 3) // 2
+            text = text[:keep] + "..." + text[-keep:]
+        return text
+
+
+_BOUNDED = _Bounded()
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)`` cut to a few hundred characters; never raises."""
+    try:
+        return _BOUNDED.repr(value)
+    except Exception:  # a message must always be made
+        return f"<{type(value).__name__} object>"

@@ -1,0 +1,416 @@
+"""Every bad input gets a clear error when the job is made (issue 9, item 4).
+
+Found by fuzzing every option: values that overflowed, that broke the error
+message itself, or that were accepted and failed only when the job ran. Each
+must now be a ValueError naming the option and the forms it accepts, raised by
+``Job(...)``, ``submit``/``shell``/``script``/``call``, ``options(...)`` and
+``corral submit`` alike; the hypothesis test at the end asserts exactly that for
+arbitrary values of every option in the registry.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import sys
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import corral
+from corral import Job, Shell
+from corral.config import Config
+from corral.options import JOB_OPTIONS
+
+import jobs
+from cli_helpers import Corral, assert_one_line_error
+
+TOO_LONG_CLOCK = "9" * 400 + ":00"
+
+
+def nested_list(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+DEEP = nested_list(5000)
+HUGE = 10**5000  # repr() of it raises ValueError: past CPython's 4,300-digit limit
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "show_argv.py"
+    path.write_text("import sys\nprint(sys.argv[1:])\n")
+    return path
+
+
+# -- numbers too large to compute with ------------------------------------------------------
+
+
+def test_a_clock_too_long_to_compute_is_refused_not_an_overflow():
+    with pytest.raises(ValueError, match=r"^walltime='9{47}\.\.\.9{45}:00' must be a positive "
+                       r"duration of at most 100 years; use an int of seconds or a string such as "
+                       r"'90s', '30m', '2h', '1h30m', '1:30:00', '30:00', '2-00:00:00'$"):
+        Job(jobs.noop, walltime=TOO_LONG_CLOCK)
+
+
+@pytest.mark.parametrize("option", ["walltime", "timeout"])
+@pytest.mark.parametrize("value", [TOO_LONG_CLOCK, "1:" + "9" * 400 + ":00", "9" * 5000 + ":00",
+                                   "1-" + "9" * 200, "9" * 5000 + "s", "1-" + "9" * 5000 + ":00"])
+def test_every_duration_too_long_to_compute_is_refused_naming_the_option(option, value):
+    with pytest.raises(ValueError, match=rf"^{option}='.*' must be a positive duration of at "
+                       "most 100 years"):
+        Job(jobs.noop, **{option: value})
+
+
+def test_huge_numbers_are_refused_with_a_readable_message():
+    with pytest.raises(ValueError, match=r"^timeout=<int of 16610 bits> must be a positive "
+                       r"duration of at most 100 years"):
+        Job(jobs.noop, timeout=HUGE)
+    with pytest.raises(ValueError, match=r"^cores=<int of 16610 bits> must be an int >= 1"):
+        Job(jobs.noop, cores=HUGE)
+    with pytest.raises(ValueError, match=r"^memory=<int of 16610 bits> must be a positive memory "
+                       "size below 1 EB"):
+        Job(jobs.noop, memory=HUGE)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("retries", 2**63, r"^retries=9223372036854775808 must be an int >= 0 \(and below 2\*\*63\)"),
+    ("priority", -2**63 - 1, r"^priority=-9223372036854775809 must be an int from -2\*\*63 to "
+                             r"2\*\*63 - 1"),
+    ("tokens", 2**70, r"^tokens=1180591620717411303424 must be an int >= 0 \(and below 2\*\*63\)"),
+])
+def test_int_options_stay_within_64_bits(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        Job(jobs.noop, **{option: value})
+    Job(jobs.noop, **{option: 2**63 - 1})
+
+
+def test_the_same_overflow_is_refused_by_every_way_of_making_a_job(scheduler, script):
+    too_long = {"walltime": TOO_LONG_CLOCK}
+    for make in (lambda: Job(jobs.noop, **too_long),
+                 lambda: scheduler.options(**too_long),
+                 lambda: scheduler.shell("true", **too_long),
+                 lambda: scheduler.script(script, **too_long),
+                 lambda: scheduler.call("os:getcwd", **too_long),
+                 lambda: scheduler.options(cores=1).shell("true", **too_long)):
+        with pytest.raises(ValueError, match=r"^walltime='9*\.\.\.9*:00' must be a positive "
+                           "duration"):
+            make()
+    assert scheduler.jobs() == []
+
+
+# -- profile= ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, shown", [(None, "None"), (3, "3"), (["short"], r"\['short'\]"),
+                                         ("", "''")])
+def test_a_profile_that_is_not_a_name_is_refused_naming_profile(tmp_path, name, shown):
+    config = Config(profiles={"short": {"cores": 1}})
+    with pytest.raises(ValueError, match=rf"^profile={shown} must be the name of a "
+                       r"\[profiles.NAME\] table of the config files \(known profiles: short\)"):
+        config.profile(name)
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run", config=config) as scheduler:
+        with pytest.raises(ValueError, match=rf"^profile={shown} must be the name"):
+            scheduler.options(profile=name)
+        with pytest.raises(ValueError, match=rf"^profile={shown} must be the name"):
+            scheduler.shell("true", profile=name)
+
+
+def test_a_profile_given_to_a_job_made_on_its_own_says_where_it_belongs():
+    with pytest.raises(ValueError, match=r"^profile= names a set of options in the config files, "
+                       r"which a Scheduler reads: give it to scheduler.options\(profile=...\)"):
+        Job(jobs.noop, profile="short")
+
+
+# -- text the operating system cannot take -----------------------------------------------------
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"GREETING": "hello\0world"}, r"^env: 'GREETING'='hello\\x00world' is not a valid "
+                                   r"environment variable: its value contains a NUL character"),
+    ({"GREET\0ING": "hello"}, r"^env: 'GREET\\x00ING'='hello' is not a valid environment "
+                              r"variable: its name contains a NUL character"),
+    ({"A=B": "hello"}, r"^env: 'A=B'='hello' is not a valid environment variable: its name "
+                       r"holds '='"),
+    ({"": "x"}, r"^env: ''='x' is not a valid environment variable: its name is not a "
+                r"non-empty string"),
+    ({"A": 1}, r"^env: 'A'=1 is not a valid environment variable: its value is neither a "
+               r"string nor None"),
+    ({"A": "\udc80\ud800"}, r"^env: 'A'=.* its value holds characters that the file system "
+                            r"encoding cannot write"),
+])
+def test_an_environment_the_os_would_refuse_is_refused_when_the_job_is_made(env, message):
+    with pytest.raises(ValueError, match=message):
+        Job(jobs.noop, env=env)
+
+
+def test_a_directory_with_a_nul_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"^cwd='/tmp\\x00/x' contains a NUL character .*; give "
+                       r"a directory path"):
+        Job(jobs.noop, cwd="/tmp\0/x")
+
+    class BytesPath:
+        def __fspath__(self):
+            return b"/tmp"
+    with pytest.raises(ValueError, match=r"^cwd=<.*BytesPath.*> must be a directory path"):
+        Job(jobs.noop, cwd=BytesPath())
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("name", "a\0b", r"^name='a\\x00b' contains a NUL character"),
+    ("queue", "io\0", r"^queue='io\\x00' contains a NUL character"),
+    ("notify", "me\0@example.org", r"^notify: 'me\\x00@example.org' is not an e-mail address"),
+    ("python", "python3\0", r"^python='python3\\x00' contains a NUL character"),
+    ("partition", "short\0", r"^partition='short\\x00' must be a non-empty string on one line"),
+    ("setup", ["module load\0 x"], r"^setup: 'module load\\x00 x' is not a line of shell code"),
+])
+def test_other_text_options_with_a_nul_are_refused(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        Job(jobs.noop, **{option: value})
+
+
+def test_command_words_with_a_nul_are_refused_when_the_job_is_made(scheduler, script):
+    with pytest.raises(ValueError, match=r"^shell command 'echo a\\x00b' contains a NUL"):
+        scheduler.shell("echo a\0b")
+    with pytest.raises(ValueError, match=r"^shell command: word 1 \('a\\x00b'\) contains a NUL "
+                       r"character .*; command words are strings, paths, numbers, or Jobs"):
+        scheduler.shell(["echo", "a\0b"])
+    with pytest.raises(ValueError, match=r"^script '.*show_argv.py': argument 0 \('a\\x00b'\) "
+                       r"contains a NUL character"):
+        scheduler.script(script, "a\0b")
+    with pytest.raises(ValueError, match=r"^script '/no\\x00such.py' contains a NUL character"):
+        Job(corral.Script("/no\0such.py"))
+    assert scheduler.jobs() == []
+
+
+@pytest.mark.parametrize("word, kind", [(None, "NoneType"), (b"bytes", "bytes"),
+                                        ({"x": 1}, "dict"), (["a", "b"], "list")])
+def test_a_command_word_that_is_not_one_word_is_refused(scheduler, script, word, kind):
+    """str() of these would run something else than was meant: 'None',
+    "b'bytes'", "{'x': 1}"."""
+    with pytest.raises(ValueError, match=rf"^shell command: word 1 \(.*\) is a {kind}, not one "
+                       "word"):
+        scheduler.shell(["echo", word])
+    with pytest.raises(ValueError, match=rf"^script .*: argument 0 \(.*\) is a {kind}, not one "
+                       "word"):
+        scheduler.script(script, word)
+
+
+# -- arguments --------------------------------------------------------------------------------
+
+
+def test_a_dict_given_as_a_scripts_arguments_is_refused_not_turned_into_its_keys(script, scheduler):
+    with pytest.raises(ValueError, match=r"^args=\{'x': 1\} must be a list or tuple of "
+                       r"positional arguments \(for a script: its command-line words, "
+                       r"e.g. \['--x', '1'\]\)"):
+        Job(script, {"x": 1})
+    with pytest.raises(ValueError, match=r"^args='abc' must be a list or tuple"):
+        Job(jobs.square, "abc")
+    with pytest.raises(ValueError, match=r"^args=\{'x': 1\} must be a list or tuple"):
+        Job(Shell("echo"), {"x": 1})
+    # The list of words the message asks for works:
+    job = scheduler.dispatch([Job(script, ["--x", "1"])])[0]
+    job.result(timeout=60)
+    assert job.stdout == "['--x', '1']\n"
+
+
+def test_keyword_arguments_must_have_string_keys():
+    with pytest.raises(ValueError, match=r"^kwargs=\{1: 2\} must be a dict of keyword arguments "
+                       "with string keys"):
+        Job(jobs.square, (), {1: 2})
+    with pytest.raises(ValueError, match=r"^kwargs=\['x'\] must be a dict"):
+        Job(jobs.square, (), ["x"])
+
+
+def test_an_endless_iterator_is_refused_instead_of_filling_memory():
+    with pytest.raises(ValueError, match=r"^after=count\(\d+\) holds more than 1,000,000 items"):
+        Job(jobs.noop, after=itertools.count())
+    with pytest.raises(ValueError, match=r"^args=range\(0, 1000000000000000000\) holds more than "
+                       "1,000,000 items"):
+        Job(jobs.add, range(10**18))
+
+
+# -- ids --------------------------------------------------------------------------------------
+
+
+def test_an_id_too_long_for_a_directory_name_is_refused_before_the_job_runs(scheduler):
+    with pytest.raises(ValueError, match=r"^id='xxxx*\.\.\.x*' cannot name a directory \(it is "
+                       r"too long \(300 bytes\)\): a string id is a non-empty name of at most 200 "
+                       r"bytes of UTF-8"):
+        Job(jobs.noop, id="x" * 300)
+    with pytest.raises(ValueError, match=r"it is too long \(201 bytes\)"):
+        Job(jobs.noop, id="é" * 100 + "x")  # 101 characters, 201 bytes
+    longest = scheduler.dispatch([Job(jobs.square, (3,), id="x" * 200)])[0]
+    assert longest.result(timeout=60) == 9
+
+
+@pytest.mark.parametrize("job_id", [2**63, -2**63 - 1, 10**30])
+def test_an_int_id_sqlite_cannot_store_is_refused(job_id):
+    with pytest.raises(ValueError, match=rf"^id={job_id} must be an int from -2\*\*63 to "
+                       r"2\*\*63 - 1 \(the journal stores 64-bit ints\); use a string for a larger "
+                       "id"):
+        Job(jobs.noop, id=job_id)
+    Job(jobs.noop, id=2**63 - 1)
+    Job(jobs.noop, id=-2**63)
+
+
+def test_an_id_that_is_neither_int_nor_string_is_refused():
+    with pytest.raises(ValueError, match=r"^id=\[\[\[\[\.\.\.\]\]\]\] must be an int or a string"):
+        Job(jobs.noop, id=DEEP)
+    with pytest.raises(ValueError, match=r"^id=True must be an int or a string"):
+        Job(jobs.noop, id=True)
+
+
+# -- messages about hostile values ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, message", [
+    ("after", r"^after: \[\[\[\[\.\.\.\]\]\]\] is neither a Job nor the name of a job$"),
+    ("env", r"^env=\[\[\[\[\.\.\.\]\]\]\] must be a mapping of variable names to strings$"),
+    ("cores", r"^cores=\[\[\[\[\.\.\.\]\]\]\] must be an int >= 1"),
+    ("walltime", r"^walltime=\[\[\[\[\.\.\.\]\]\]\] is not a duration"),
+    ("notify", r"^notify: \[\[\[\[\.\.\.\]\]\]\] is not an e-mail address"),
+])
+def test_a_value_nested_5000_deep_gets_a_short_message_not_a_recursion_error(option, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        Job(jobs.noop, **{option: DEEP})
+    assert len(str(caught.value)) < 400
+
+
+def test_a_value_whose_repr_fails_still_gets_the_message():
+    class Hostile:
+        def __repr__(self):
+            raise RuntimeError("no repr for you")
+
+    with pytest.raises(ValueError, match=r"^cores=<Hostile object> must be an int >= 1"):
+        Job(jobs.noop, cores=Hostile())
+
+
+def test_a_long_value_is_shortened_in_the_message():
+    with pytest.raises(ValueError) as caught:
+        Job(jobs.noop, queue=["q" * 100_000])
+    assert caught.value.args[0].startswith("queue=['qqq")
+    assert "..." in str(caught.value) and len(str(caught.value)) < 300
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--walltime", TOO_LONG_CLOCK), r"--walltime '9*\.\.\.9*:00' must be a positive duration of "
+                                     r"at most 100 years"),
+    (("--timeout", "9" * 5000 + ":00"), r"--timeout '9*\.\.\.9*:00' must be a positive duration"),
+    (("--priority", str(2**63)), r"--priority 9223372036854775808 must be an int from -2\*\*63"),
+])
+def test_corral_submit_prints_one_line_for_an_overflowing_value(tmp_path, flags, message):
+    corral_command = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
+    outcome = corral_command("submit", *flags, "--", "true")
+    assert_one_line_error(outcome, 2, message)
+    assert not (tmp_path / "run").exists(), "no daemon is started for a refused job"
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def test_stdout_keeps_carriage_returns_as_the_job_wrote_them(scheduler):
+    progress = scheduler.shell(r"printf 'step 1\rstep 2\r\nend\r\n'; printf 'oops\r' >&2")
+    progress.result(timeout=60)
+    assert progress.stdout == "step 1\rstep 2\r\nend\r\n"
+    assert progress.stderr == "oops\r"
+    call = scheduler.submit(jobs.talk, "a\rb")
+    call.result(timeout=60)
+    assert "a\rb" in call.stdout
+
+
+def test_kept_output_keeps_carriage_returns_after_the_files_are_gone(tmp_path):
+    with corral.Scheduler(cores=1) as scheduler:  # a temporary workdir, removed at shutdown
+        job = scheduler.shell(r"printf '50%%\r100%%\r\n'")
+    assert job.stdout == "50%\r100%\r\n"
+
+
+# -- any value of any option ------------------------------------------------------------------
+
+
+class _Weird:
+    """An object that is none of what any option accepts."""
+
+    def __str__(self) -> str:
+        return "weird"
+
+
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(),
+    st.integers(min_value=2**62, max_value=2**70), st.integers(min_value=-2**70, max_value=-2**62),
+    st.just(HUGE), st.just(-HUGE),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(), st.text(max_size=8).map(lambda text: text + "\0"), st.binary(),
+    st.sampled_from([TOO_LONG_CLOCK, "9" * 5000, "9" * 5000 + "s", "1:" + "9" * 400 + ":00",
+                     "4G", "1.5GB", "90s", "1:30:00", "2-00:00:00", "failure", "end",
+                     "a@b.org", "--exclusive", sys.executable, os.getcwd(), "/", "\udc80"]),
+    st.lists(st.text(max_size=5) | st.integers(), max_size=4),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5) | st.none() | st.integers(),
+                    max_size=3),
+    st.just(DEEP), st.builds(itertools.count),
+    st.timedeltas(), st.from_type(complex), st.from_type(Decimal), st.from_type(Fraction),
+    st.from_type(bytearray), st.frozensets(st.integers(), max_size=3),
+    st.tuples(st.text(max_size=3), st.integers()), st.builds(_Weird), st.just(math.inf),
+    st.just(Path("/")), st.just(range(10)),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          database=None)
+@given(option=st.sampled_from(sorted(JOB_OPTIONS) + ["id"]), value=ANY_VALUE)
+def test_any_value_of_any_option_is_accepted_or_refused_naming_the_option(option, value):
+    """Making a Job either succeeds or raises ValueError/TypeError whose short
+    message names the option: never OverflowError, RecursionError or a message
+    that does not say what was wrong."""
+    try:
+        Job(jobs.noop, **{option: value})
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        assert re.search(rf"\b{option}\b", message), message
+        assert len(message) < 1000, message
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(value=ANY_VALUE)
+def test_any_value_of_a_profile_is_accepted_or_refused_naming_profile(value):
+    config = Config(profiles={"short": {"cores": 1}})
+    try:
+        config.profile(value)
+    except ValueError as error:
+        assert "profile" in str(error)
+
+
+def test_arguments_nested_thousands_deep_are_refused_when_the_job_is_made(
+        scheduler: corral.Scheduler) -> None:
+    nested: list = []
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(ValueError, match="job 'len': its arguments are nested too deeply"):
+        scheduler.submit(len, nested)
+    assert scheduler.jobs() == []
+
+
+def test_a_hostile_command_or_target_is_refused_with_a_short_message(
+        scheduler: corral.Scheduler) -> None:
+    import itertools
+
+    with pytest.raises(ValueError, match=r"^shell\(\) takes a command string or a list of "
+                                         r"arguments, not <int of 16610 bits>$"):
+        scheduler.shell(10**5000)
+    with pytest.raises(ValueError, match=r"^call\(\) takes 'package.module:function', not "
+                                         r"<int of 16610 bits>"):
+        scheduler.call(10**5000)
+    with pytest.raises(ValueError, match=r"command=count\(.*\) holds more than 1,000,000 items"):
+        scheduler.shell(itertools.count())
