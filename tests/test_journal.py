@@ -366,8 +366,12 @@ def test_a_run_read_while_its_driver_creates_the_journal_has_no_jobs_yet(tmp_pat
     leaves an empty SQLite database; a reader polling then (`corral status`, or
     Scheduler.open) got ``sqlite3.OperationalError: no such table: jobs``. Seen
     for real while polling a starting driver; this recreates that moment."""
+    import fcntl
+
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
+    lock = open(run / "owner.lock", "w")  # the starting driver holds the run (else: damaged)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     database = sqlite3.connect(run / "journal.db")
     database.execute("PRAGMA journal_mode=WAL")
     database.close()
@@ -377,6 +381,7 @@ def test_a_run_read_while_its_driver_creates_the_journal_has_no_jobs_yet(tmp_pat
     assert starting.results() == []
     assert starting.events() == []
     assert starting.paused is False
+    lock.close()
 
 
 # -- 4. privacy -----------------------------------------------------------------------------
@@ -448,8 +453,8 @@ def test_a_second_driver_is_refused_while_the_first_lives_and_welcome_after(tmp_
 
     with corral.Scheduler(cores=1, journal=run) as second:
         assert owner_of(run)["pid"] == os.getpid()
-        assert second.submit(jobs.square, 3).result(timeout=30) == 9
-        assert second.jobs()[0].reason == RESTORED
+        restored = second.submit(jobs.square, 3)
+        assert restored.result(timeout=30) == 9 and restored.reason == RESTORED
     assert owner_of(run) is None
 
 

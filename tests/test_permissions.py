@@ -228,6 +228,25 @@ def test_corral_commands_of_another_user_fail_with_one_permission_line(root_run,
     assert len(Run(root_run.run).jobs()) == 1
 
 
+def test_status_of_another_user_on_a_run_directory_made_0755_is_one_permission_line(
+        root_run, other, base):
+    """BUG: with the directory open to others but journal.db still 0600, SQLite
+    said only "unable to open database file", as a traceback."""
+    home = base / "other-home"
+    home.mkdir(exist_ok=True)
+    os.chown(home, other.uid, other.gid)
+    root_run.run.chmod(0o755)
+    try:
+        outcome = other.corral_cmd(["status"], {
+            "HOME": os.fspath(home), "TMPDIR": os.fspath(home),
+            "CORRAL_RUN": os.fspath(root_run.run), "CORRAL_CONFIG": os.fspath(home / "none.toml")},
+            home)
+    finally:
+        root_run.run.chmod(0o700)
+    assert_one_line_error(outcome, 3, rf"^corral: error: permission denied: the run at "
+                                      rf"{re.escape(str(root_run.run))} belongs to another user$")
+
+
 # -- a run of the other user's, and root ---------------------------------------------------------------
 
 

@@ -10,9 +10,13 @@ Messages are length-prefixed pickles on stdin:
 
 * ``("jobs", new_jobs, events, rows)`` — new job rows, event rows, state rows;
 * ``("meta", key, value)`` — a run-wide setting;
-* ``("sync",)`` — answer ``b"ok\\n"`` (or ``b"error: ...\\n"``) on stdout once
-  everything before it is committed;
-* ``("stop", session, ended)`` — commit the rest, close the session, exit.
+* ``("sync",)`` — answer ``b"ok\\n"`` (or ``b"error: ...\\n"``, naming every
+  row that could not be written so far) on stdout once everything before it
+  is committed;
+* ``("stop", session, ended)`` — commit the rest, close the session, say
+  ``b"error: ...\\n"`` if anything could not be written, exit (1 then).
+
+Its arguments: the journal's path and the session it writes for.
 
 Everything that arrives within a short interval is committed in one
 transaction (group commit). If the driver dies, the pipe's end of file makes
@@ -31,8 +35,9 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 
-__all__ = ["HEADER", "main"]
+__all__ = ["HEADER", "WRITING_KEY", "main"]
 
 HEADER = struct.Struct("<I")
 
@@ -88,56 +93,154 @@ class _Reader:
         return found
 
 
+#: The ``meta`` key naming the session whose writer may hold commits only in
+#: the write-ahead log (see :mod:`corral.store`).
+WRITING_KEY = "writing"
+
+#: How many problems the writer keeps word of, for the driver.
+_PROBLEMS_KEPT = 20
+
+
 class _Writer:
-    def __init__(self, path: str) -> None:
+    """The SQLite side: one connection, one transaction per group of batches.
+
+    A value SQLite refuses (an integer beyond 64 bits, say) costs only its own
+    row: the batch is then written again row by row, and every row that
+    cannot be written is named in :attr:`problems`, which the driver hears of
+    (``sync`` and ``stop``). Nothing else of the batch is lost.
+    """
+
+    def __init__(self, path: str, session: int) -> None:
+        self.path = path
+        self.session = session
+        self.problems: list[str] = []
+        self._problem_count = 0
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.error: str | None = None
+        self._say_writing()
+
+    def _say_writing(self) -> None:
+        """Note in journal.db itself, before any commit that could sit only in
+        the write-ahead log, that this session writes: a reader that finds the
+        note but no log knows that the log was lost."""
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        (WRITING_KEY, str(self.session)))
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def write(self, messages: list[tuple]) -> None:
-        new_jobs: list[tuple] = []
-        events: list[tuple] = []
-        rows: dict[str, tuple] = {}
-        metas: list[tuple[str, str]] = []
-        for message in messages:
-            if message[0] == "jobs":
-                new_jobs += message[1]
-                events += message[2]
-                rows.update((row[-1], row) for row in message[3])  # the latest state wins
-            elif message[0] == "meta":
-                metas.append((message[1], message[2]))
-        if not (new_jobs or events or rows or metas):
+        groups = _statements(messages)
+        if not groups:
             return
-        db = self.db
         try:
-            db.execute("BEGIN")
-            if new_jobs:
-                db.executemany(
-                    "INSERT OR REPLACE INTO jobs (id, int_id, seq, key, name, kind, command, spec, "
-                    "deps, session) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*row[:8], json.dumps(row[8]), row[9]) for row in new_jobs])
-            if events:
-                db.executemany("INSERT INTO events (job_id, time, old, new, reason) "
-                               "VALUES (?, ?, ?, ?, ?)", events)
-            if rows:
-                db.executemany(
-                    "UPDATE jobs SET status=?, reason=?, exit_code=?, attempts=?, native_id=?, "
-                    "started=?, ended=?, jobdir=?, result=?, error=?, live=? WHERE id=?",
-                    list(rows.values()))
-            if metas:
-                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", metas)
-            db.execute("COMMIT")
-        except Exception as error:  # the batch is lost; the error is kept for the next sync
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if self.error is None:
-                print(f"corral: cannot write the journal: {error}", file=sys.stderr, flush=True)
-            self.error = str(error)
+            self._commit(groups, one_by_one=False)
+            return
+        except Exception:  # some row is refused: find it, keep the others
+            self._rollback()
+        try:
+            self._commit(groups, one_by_one=True)
+        except Exception as error:  # the commit itself failed: disk full, I/O error
+            self._rollback()
+            self._note(f"{sum(len(rows) for _, rows, _ in groups)} changes were lost: {error}")
 
-    def stop(self, session: int, ended: float) -> None:
-        self.db.execute("UPDATE sessions SET ended=? WHERE id=?", (ended, session))
+    def _commit(self, groups: list[tuple[str, list[tuple], Callable[[tuple], str]]],
+                one_by_one: bool) -> None:
+        db = self.db
+        db.execute("BEGIN")
+        for sql, rows, label in groups:
+            if not one_by_one:
+                db.executemany(sql, rows)
+                continue
+            for row in rows:
+                try:
+                    db.execute(sql, row)
+                except Exception as error:
+                    self._note(f"{label(row)} was not recorded: {type(error).__name__}: {error}")
+        if db.in_transaction:  # (an I/O error may have rolled it back already)
+            db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+
+    def _note(self, problem: str) -> None:
+        if self._problem_count == 0:  # at once, on the driver's stderr; the rest at sync/stop
+            print(f"corral: cannot write the journal {self.path}: {problem}", file=sys.stderr,
+                  flush=True)
+        self._problem_count += 1
+        if len(self.problems) < _PROBLEMS_KEPT:
+            self.problems.append(problem)
+
+    def report(self) -> str | None:
+        """All problems so far as one line, or None."""
+        if not self.problems:
+            return None
+        text = "; ".join(self.problems[:3])
+        if self._problem_count > 3:
+            text += f" (and {self._problem_count - 3} more problems)"
+        return text
+
+    def stop(self, session: int | None, ended: float | None) -> None:
+        """The last transaction: close the session (if the driver said it
+        ended), withdraw the note that this session writes; then close, which
+        moves the log into journal.db."""
+        self._rollback()
+        try:
+            self.db.execute("BEGIN")
+            if session is not None:
+                self.db.execute("UPDATE sessions SET ended=? WHERE id=?", (ended, session))
+            self.db.execute("DELETE FROM meta WHERE key=? AND value=?",
+                            (WRITING_KEY, str(self.session)))
+            self.db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            self._note(f"the end of the session was not recorded: {error}")
         self.db.close()
+
+
+def _statements(messages: list[tuple]) -> list[tuple[str, list[tuple], Callable[[tuple], str]]]:
+    """The SQL for a group of messages: ``(statement, rows, label of a row)``
+    in the order they must run."""
+    new_jobs: list[tuple] = []
+    events: list[tuple] = []
+    rows: dict[str, tuple] = {}
+    metas: list[tuple[str, str]] = []
+    for message in messages:
+        if message[0] == "jobs":
+            new_jobs += message[1]
+            events += message[2]
+            rows.update((row[-1], row) for row in message[3])  # the latest state wins
+        elif message[0] == "meta":
+            metas.append((message[1], message[2]))
+    groups: list[tuple[str, list[tuple], Callable[[tuple], str]]] = []
+    if new_jobs:
+        groups.append((
+            "INSERT OR REPLACE INTO jobs (id, int_id, seq, key, name, kind, command, spec, deps, "
+            "session) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*row[:8], _json_or_text(row[8]), row[9]) for row in new_jobs],
+            lambda row: f"job {row[0]}"))
+    if events:
+        groups.append(("INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, ?, ?)",
+                       events, lambda row: f"a state change of job {row[0]} (to {row[3]})"))
+    if rows:
+        groups.append((
+            "UPDATE jobs SET status=?, reason=?, exit_code=?, attempts=?, native_id=?, "
+            "started=?, ended=?, jobdir=?, result=?, error=?, live=? WHERE id=?",
+            list(rows.values()), lambda row: f"the state of job {row[-1]}"))
+    if metas:
+        groups.append(("INSERT OR REPLACE INTO meta VALUES (?, ?)", metas,
+                       lambda row: f"the run setting {row[0]!r}"))
+    return groups
+
+
+def _json_or_text(value: object) -> object:
+    """Dependencies as JSON; a value JSON refuses is passed on as it is, so
+    that SQLite refuses that one row (named) rather than the whole batch."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def main() -> None:
@@ -146,7 +249,7 @@ def main() -> None:
     # writer still gets its share, and the 1 MB pipe absorbs what it lags behind.
     with contextlib.suppress(OSError):
         os.nice(10)
-    writer = _Writer(sys.argv[1])
+    writer = _Writer(sys.argv[1], int(sys.argv[2]))
     reader = _Reader(sys.stdin.fileno())
     replies = sys.stdout.fileno()
     while True:
@@ -162,16 +265,27 @@ def main() -> None:
                 writer.write(batch)
                 batch = []
                 if message[0] == "sync":
-                    answer = b"ok\n" if writer.error is None else f"error: {writer.error}\n".encode()
-                    os.write(replies, answer)
+                    problems = writer.report()
+                    os.write(replies, b"ok\n" if problems is None else
+                             f"error: {problems}\n".encode(errors="replace"))
                 else:
-                    writer.stop(message[1], message[2])
-                    sys.exit(0 if writer.error is None else 1)
+                    _end(writer, replies, message[1], message[2])
             else:
                 batch.append(message)
         writer.write(batch)
         if reader.closed:  # the driver died: what it sent is written; nothing more comes
-            sys.exit(1)
+            _end(writer, replies, None, None, status=1)
+
+
+def _end(writer: _Writer, replies: int, session: int | None, ended: float | None,
+         status: int = 0) -> None:
+    """Finish the journal, tell the driver what could not be written, exit."""
+    writer.stop(session, ended)
+    problems = writer.report()
+    if problems is not None:
+        with contextlib.suppress(OSError):
+            os.write(replies, f"error: {problems}\n".encode(errors="replace"))
+    sys.exit(1 if problems is not None else status)
 
 
 if __name__ == "__main__":

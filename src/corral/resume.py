@@ -3,11 +3,14 @@
 When a script runs again on the same journal, each job it dispatches is looked
 up by its key (:mod:`corral.identity`):
 
-* COMPLETED before: it is not run again; its stored result is returned;
-* left unfinished by a driver that died: if the worker had already logged the
-  call's outcome (:mod:`corral.runtime.outcomes`), the job completed and is
-  treated so; otherwise it runs again (a command still running from the dead
-  driver is killed first, so that it cannot run twice at once);
+* COMPLETED before: it is not run again; its stored result is returned. (A
+  call that a dead driver left unfinished but whose worker had logged its
+  outcome was settled COMPLETED when the journal was opened: see
+  :meth:`corral.store.Journal._close_orphans`.) If the stored result cannot be
+  loaded, the journal is damaged there: the job runs again;
+* left unfinished by a driver that died: it runs again (a command still
+  running from the dead driver is killed first, so that it cannot run twice
+  at once);
 * left submitted to a cluster scheduler (Slurm) by a driver that died: it is
   not submitted again; the backend attaches to it by its native id;
 * anything else (failed, cancelled, never started): it runs again.
@@ -18,9 +21,9 @@ above every id the journal has seen.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
+import pickle
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -28,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .identity import describe, job_digest
-from .runtime.outcomes import read_outcomes
 from .status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
@@ -46,14 +48,11 @@ class Resumer:
     """Keys, ids and restored outcomes for a journaled scheduler."""
 
     def __init__(self, previous: dict[str, StoredJob], run_dir: Path,
-                 last_change: dict[str, float] | None = None,
                  attachable: Callable[[StoredJob], bool] | None = None) -> None:
         self.previous = previous
         #: Whether an unfinished job still runs in a cluster this run can attach to.
         self._attachable = attachable or (lambda stored: False)
         self.run_dir = run_dir
-        self._outcomes = read_outcomes(run_dir) if previous else {}
-        self._last_change = last_change or {}
         for stored in previous.values():  # whether or not they are dispatched again
             if (stored.status in ACTIVE and stored.kind in ("shell", "script")
                     and not self._attachable(stored)):
@@ -100,29 +99,13 @@ class Resumer:
                 continue
             ids.append(stored.id)
             taken.add(str(stored.id))
-            stored = self._settle_leftover(stored)
-            if stored.status is JobStatus.COMPLETED:
+            if stored.status is JobStatus.COMPLETED and _result_loads(stored):
                 job._restored = stored
             elif stored.status not in TERMINAL and self._attachable(stored):
                 job._reattach = stored  # not submitted again: found by its native id
             else:
                 self._clear_files(stored)
         return ids
-
-    def _settle_leftover(self, stored: StoredJob) -> StoredJob:
-        """What became of a job that a dead driver left submitted or running."""
-        if stored.status in TERMINAL:
-            return stored
-        if stored.kind in ("call", "function"):
-            found = self._outcomes.get(str(stored.id))
-            # Only an outcome the journal never heard of: one from before the
-            # job's last recorded change is an earlier attempt's (a retry, or a
-            # re-run that on_finish asked for).
-            if found is not None and found[0] and found[2] > self._last_change.get(
-                    str(stored.id), 0.0):
-                return dataclasses.replace(stored, status=JobStatus.COMPLETED, result=found[1],
-                                           exit_code=0, ended=found[2])
-        return stored
 
     @staticmethod
     def _clear_files(stored: StoredJob) -> None:
@@ -134,6 +117,21 @@ class Resumer:
                 os.unlink(os.path.join(stored.jobdir, name))
             except FileNotFoundError:
                 pass
+
+
+def _result_loads(stored: StoredJob) -> bool:
+    """Whether a completed job's stored result can be loaded; if not, the
+    journal is damaged there (or the value needs code gone since), and the
+    job must run again rather than hand its dependents None."""
+    if stored.result is None:
+        return True
+    try:
+        pickle.loads(stored.result)
+    except Exception as error:
+        log.warning("job %s %r: its stored result cannot be loaded (%s: %s); it runs again",
+                    stored.id, stored.name, type(error).__name__, error)
+        return False
+    return True
 
 
 def _kill_stale_command(stored: StoredJob) -> None:

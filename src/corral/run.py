@@ -13,8 +13,8 @@ from typing import Any
 
 from .job import Result
 from .status import JobStatus, statuses_named
-from .store import (CLUSTER_BACKENDS, StoredJob, journal_path, owner_of, read_events, read_job, read_jobs, read_session_backends,
-                    read_meta)
+from .store import (CLUSTER_BACKENDS, JournalError, StoredJob, owner_of, read_events, read_job,
+                    read_jobs, read_meta, read_session_backends)
 
 __all__ = ["Run"]
 
@@ -23,12 +23,14 @@ class Run:
 
     Raises:
         FileNotFoundError: *path* holds no journal (the message names it).
+        PermissionError: the journal may not be read (another user's run).
+        corral.store.JournalError: the journal is empty, damaged or lost what
+            its write-ahead log held; never shown as a run without jobs.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser().resolve()
-        if not journal_path(self.path).exists():
-            read_meta(self.path)  # raises the FileNotFoundError that names the problem
+        read_meta(self.path)  # opened once now, so that these errors come at once
 
     def jobs(self, status: JobStatus | str | None = None, *,
              results: bool = True) -> list[StoredJob]:
@@ -54,12 +56,20 @@ class Run:
         raise KeyError(f"no job {job_id!r} in the run at {self.path} ({len(jobs)} jobs)")
 
     def results(self) -> list[Result]:
-        """A :class:`corral.Result` for every finished job, with its value loaded."""
+        """A :class:`corral.Result` for every finished job, with its value loaded
+        (None for a job that did not complete).
+
+        Raises:
+            corral.store.JournalError: a stored result cannot be loaded; a
+                damaged value is never answered as None.
+        """
         results = []
         for job in self.jobs("finished"):
             try:
                 data = job.result_value()
-            except Exception:
+            except JournalError:
+                raise
+            except Exception:  # the job's own exception, or JobFailed: it has no value
                 data = None
             results.append(Result(id=job.id, name=job.name, data=data, status=job.status,
                                   exit_code=job.exit_code, started=job.started, ended=job.ended,

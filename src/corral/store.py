@@ -26,6 +26,21 @@ Two kinds of access:
 Everything is private to the user: the run directory is 0700 and the files in
 it 0600: the files are created with that mode before SQLite opens them, and
 SQLite gives its ``-wal``/``-shm`` files the mode of the database file.
+
+The journal is never silently wrong. A reader must never show a damaged file
+as a run with no jobs, so:
+
+* ``journal.db`` is made whole (schema and ``meta``, with its format version)
+  under another name and renamed into place: a file without them, or an empty
+  one, is never a journal being born, it is damaged;
+* the writer process records in ``meta`` (key :data:`WRITING_KEY`) that it may
+  hold commits only in the write-ahead log, and moves that note into
+  ``journal.db`` itself before it commits anything; it removes it when it
+  ends. Readers open the journal read-only, so they never checkpoint nor
+  remove ``journal.db-wal``. The note found with no log beside the file and no
+  driver alive therefore means the log, and what it held, was lost;
+* a row with a value corral cannot read raises :class:`JournalError` naming
+  the file, the job and the value.
 """
 
 from __future__ import annotations
@@ -41,19 +56,20 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorralError
-from .journal_writer import HEADER
+from .journal_writer import HEADER, WRITING_KEY
 from .status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ["JOURNAL_FILE", "Journal", "StoredJob", "RunInUse", "private_run_dir", "private_file",
+__all__ = ["JOURNAL_FILE", "Journal", "JournalError", "StoredJob", "RunInUse", "private_run_dir",
+           "private_file",
            "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of",
            "read_session_backends", "CLUSTER_BACKENDS"]
 
@@ -91,6 +107,20 @@ class RunInUse(CorralError):
     """Another live process drives this run directory."""
 
 
+class JournalError(CorralError):
+    """The journal cannot be read, or cannot be trusted: not a corral journal,
+    empty, missing what its write-ahead log held, a value corral cannot read,
+    or a write the writer process could not make. The message names the file
+    and what is wrong."""
+
+
+#: Why an unfinished job of a dead driver ends CANCELLED (README: "Unfinished work").
+ORPHANED = "its driver ended before it did (the next run of the script runs it again)"
+#: Why a call whose outcome only the outcome log knew ends COMPLETED or FAILED.
+FOUND_IN_OUTCOME_LOG = "found in the outcome log after its driver ended"
+_CALL_KINDS = ("call", "function")  # the jobs whose workers log their outcomes
+
+
 @dataclass(frozen=True, slots=True)
 class StoredJob:
     """One job as the journal last recorded it (plain values, no live process)."""
@@ -114,6 +144,9 @@ class StoredJob:
     error: bytes | None
     session: int | None
     live: tuple[str, str] | None = None  # stdout, stderr files while it runs
+    #: The journal file it was read from, for error messages.
+    journal: str | None = field(default=None, compare=False, repr=False)
+
     @property
     def ok(self) -> bool:
         return self.status is JobStatus.COMPLETED
@@ -125,14 +158,14 @@ class StoredJob:
             Exception: the job's own exception, if it raised one (with its
                 remote traceback as ``__cause__``); JobFailed if it ended
                 FAILED/TIMED_OUT/CANCELLED otherwise.
+            JournalError: the stored result (or error) cannot be loaded: a
+                damaged value is never answered as None.
         """
-        import pickle
-
         from .errors import JobFailed, RemoteTraceback
         from .runtime.payload import loads_error
 
         if self.error is not None:
-            error, traceback_text, _ = loads_error(self.error)
+            error, traceback_text, _ = self._load("error", loads_error, self.error)
             if error is not None:
                 error.__cause__ = RemoteTraceback(traceback_text)
                 raise error
@@ -140,7 +173,17 @@ class StoredJob:
             raise JobFailed(f"job {self.id} {self.name!r} {self.status.name}: {self.reason}",
                             job_id=self.id, status=self.status, reason=self.reason,
                             exit_code=self.exit_code)
-        return None if self.result is None else pickle.loads(self.result)
+        return None if self.result is None else self._load("result", pickle.loads, self.result)
+
+    def _load(self, what: str, load: Callable[[bytes], Any], blob: bytes) -> Any:
+        try:
+            return load(blob)
+        except Exception as problem:
+            where = f" in {self.journal}" if self.journal else ""
+            raise JournalError(
+                f"job {self.id} {self.name!r}: its stored {what}{where} cannot be loaded "
+                f"({type(problem).__name__}: {problem}); the journal is damaged, or the value "
+                "needs code this process cannot import") from None
 
     def output_path(self, stream: str = "stdout") -> str | None:
         """Where *stream* is now: a spool file while the job runs, else its job file."""
@@ -191,12 +234,17 @@ def private_file(path: str | os.PathLike[str]) -> None:
     os.close(descriptor)
 
 
-def _connect(path: Path, create: bool) -> sqlite3.Connection:
-    if not create and not path.exists():
-        raise FileNotFoundError(f"no corral journal at {path}")
-    if create:
-        private_file(path)
-    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = frozenset({"meta", "sessions", "jobs", "events"})
+_MOVE_AWAY = "move it away to start the run afresh"
+
+
+def _open_for_writing(path: Path) -> sqlite3.Connection:
+    """The driver's own connection (the writer process opens its own)."""
+    try:
+        connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    except sqlite3.Error as error:
+        raise _damaged(path, error) from None
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
@@ -207,9 +255,123 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
     return connection
 
 
-def _damaged(path: Path, error: Exception) -> CorralError:
-    return CorralError(f"{path} is not a corral journal, or it is damaged ({error}); "
-                       "move it away to start the run afresh")
+def _open_for_reading(path: Path) -> sqlite3.Connection:
+    """A read-only connection: it never checkpoints nor removes the
+    write-ahead log, whose presence is evidence (see the module docstring).
+
+    Raises:
+        PermissionError: the file may not be read (the message says why).
+        JournalError: the file is empty or no SQLite database.
+    """
+    _check_header(path)
+    try:
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30,
+                                     isolation_level=None)
+        connection.execute("PRAGMA busy_timeout=30000")
+    except sqlite3.Error as error:
+        raise _damaged(path, error) from None
+    return connection
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, before SQLite sees it, a file that cannot be a journal: SQLite
+    takes an empty file for an empty database, and says only "unable to open
+    database file" for one it may not read.
+
+    Raises:
+        PermissionError: the file may not be read (the message says why).
+        JournalError: the file is empty or no SQLite database.
+    """
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(len(_SQLITE_MAGIC))
+    except PermissionError:
+        raise PermissionError(_permission_message(path)) from None
+    if not start:
+        raise JournalError(f"{path} is empty (0 bytes): it was truncated, or is no corral "
+                           f"journal; {_MOVE_AWAY}")
+    if start != _SQLITE_MAGIC:
+        raise _damaged(path, "file is not a database")
+
+
+def _permission_message(path: Path) -> str:
+    run_dir = path.parent
+    try:
+        owner = run_dir.stat().st_uid
+    except OSError:
+        owner = None
+    if owner is not None and owner != os.geteuid():
+        return f"permission denied: the run at {run_dir} belongs to another user"
+    return f"permission denied: {path} may not be read"
+
+
+def _damaged(path: Path, error: object) -> JournalError:
+    return JournalError(f"{path} is not a corral journal, or it is damaged ({error}); "
+                        f"{_MOVE_AWAY}")
+
+
+def _log_missing(path: Path) -> bool:
+    """Whether journal.db has no write-ahead log beside it (or an empty one)."""
+    try:
+        return os.stat(f"{path}-wal").st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _checked_meta(db: sqlite3.Connection, path: Path,
+                  being_created: Callable[[], bool] = lambda: False) -> dict[str, str]:
+    """The journal's ``meta`` table, once it is known to be a whole journal.
+
+    Raises:
+        _NotCreatedYet: it has no tables and *being_created* says a live
+            driver is making it (a journal made by a corral from before
+            journals were made whole under another name).
+        JournalError: tables or the format version are missing, or the format
+            is another corral's.
+    """
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not _TABLES <= tables:
+        if not tables and being_created():
+            raise _NotCreatedYet
+        missing = ", ".join(sorted(_TABLES - tables))
+        raise JournalError(f"{path} is not a whole corral journal: it has no {missing} "
+                           f"table{'s' if len(_TABLES - tables) > 1 else ''}; {_MOVE_AWAY}")
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    if "version" not in meta:
+        raise JournalError(f"{path} is not a whole corral journal: its meta table has no "
+                           f"format version; {_MOVE_AWAY}")
+    if meta["version"] != str(SCHEMA_VERSION):
+        raise JournalError(f"journal {path} has format {meta['version']}; this corral reads "
+                           f"format {SCHEMA_VERSION}")
+    return meta
+
+
+def _log_lost(path: Path, session: str) -> JournalError:
+    """The error for a journal whose write-ahead log was lost while session
+    *session*'s writer may have held commits only there."""
+    return JournalError(
+        f"{path} is incomplete: its write-ahead log {path.name}-wal is missing or empty, but "
+        f"session {session} never closed the journal, so what it recorded there is lost; "
+        f"{_MOVE_AWAY}")
+
+
+def _create_journal(path: Path, kind: str) -> None:
+    """Make a whole journal (schema and meta) under another name and rename it
+    into place, so that no reader ever sees a journal.db without them."""
+    partial = path.with_name(f"{path.name}.partial")
+    for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    private_file(partial)
+    db = _open_for_writing(partial)
+    try:
+        db.executescript(_SCHEMA)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [
+            ("version", str(SCHEMA_VERSION)), ("created", repr(time.time())),
+            ("paused", "0"), ("origin", kind)])
+    finally:
+        db.close()  # the last connection: its log is moved into the file and removed
+    os.replace(partial, path)
 
 
 def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -262,36 +424,32 @@ class Journal:
 
     Raises:
         RunInUse: another live process drives this run directory.
+        JournalError: the journal is damaged, not whole, of another format,
+            or lost what its write-ahead log held.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], kind: str = "script",
                  backend: str = "local") -> None:
         self.run_dir = private_run_dir(run_dir)
         self._lock = self._take_lock(kind)
+        path = self.run_dir / JOURNAL_FILE
+        self._db: sqlite3.Connection | None = None
         try:
-            self._db = _connect(self.run_dir / JOURNAL_FILE, create=True)
+            if not path.exists():
+                _create_journal(path, kind)
+            _check_header(path)
+            log_was_missing = _log_missing(path)
+            self._db = _open_for_writing(path)
             try:
-                self._db.executescript(_SCHEMA)
+                meta = _checked_meta(self._db, path)
+                if log_was_missing and meta.get(WRITING_KEY):
+                    raise _log_lost(path, meta[WRITING_KEY])
+                self._open_session(kind, backend)
             except sqlite3.DatabaseError as error:
-                raise _damaged(self.run_dir / JOURNAL_FILE, error) from None
-            self._setup_meta(kind)
-            #: Every earlier session's kind ("script", "daemon"), by session id.
-            self.session_kinds: dict[int, str] = dict(
-                self._db.execute("SELECT id, kind FROM sessions"))
-            if "backend" not in {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}:
-                self._db.execute("ALTER TABLE sessions ADD COLUMN backend TEXT")
-            #: Every earlier session's backend ("local", "slurm"), by session id.
-            self.session_backends: dict[int, str] = dict(
-                self._db.execute("SELECT id, coalesce(backend, 'local') FROM sessions"))
-            self.session = self._start_session(kind, backend)
-            #: The jobs of earlier sessions, by key, as they were left.
-            self.previous = {job.key: job for job in _rows_to_jobs(
-                self._db.execute("SELECT * FROM jobs ORDER BY seq"))}
-            #: When each job last changed, as far as the journal knows.
-            self.last_change: dict[str, float] = dict(
-                self._db.execute("SELECT job_id, max(time) FROM events GROUP BY job_id"))
-            self._close_orphans(kind)
+                raise _damaged(path, error) from None
         except BaseException:
+            if self._db is not None:
+                self._db.close()
             self._release_lock()
             raise
         self._seq = 1 + max((row[0] for row in self._db.execute("SELECT max(seq) FROM jobs")
@@ -301,11 +459,34 @@ class Journal:
         self._dirty: dict[int, Job] = {}
         self.closed = False
         self._broken = False
+        self._failure: str | None = None
         self._last_send = 0.0
         self._db.close()  # from here on, the writer process owns the writing
         self._writer = self._start_writer()
         self._pipe = self._writer.stdin
         _OPEN_JOURNALS.add(self)
+
+    def _open_session(self, kind: str, backend: str) -> None:
+        """Record this session and settle what earlier ones left unfinished."""
+        if kind != "daemon":  # a script starts unpaused, whatever a killed one left
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
+        #: Every earlier session's kind ("script", "daemon"), by session id.
+        self.session_kinds: dict[int, str] = dict(
+            self._db.execute("SELECT id, kind FROM sessions"))
+        if "backend" not in {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}:
+            self._db.execute("ALTER TABLE sessions ADD COLUMN backend TEXT")
+        #: Every earlier session's backend ("local", "slurm"), by session id.
+        self.session_backends: dict[int, str] = dict(
+            self._db.execute("SELECT id, coalesce(backend, 'local') FROM sessions"))
+        self.session = self._start_session(kind, backend)
+        #: The jobs of earlier sessions, by key, as they were left (a call
+        #: settled from the outcome log as it ended).
+        self.previous = {job.key: job for job in _rows_to_jobs(
+            self._db.execute("SELECT * FROM jobs ORDER BY seq"), self.run_dir / JOURNAL_FILE)}
+        #: When each job last changed, as far as the journal knows.
+        self.last_change: dict[str, float] = dict(
+            self._db.execute("SELECT job_id, max(time) FROM events GROUP BY job_id"))
+        self._close_orphans(kind)
 
     # -- ownership -----------------------------------------------------------------------
 
@@ -339,19 +520,6 @@ class Journal:
             handle.truncate()
             handle.close()
 
-    def _setup_meta(self, kind: str) -> None:
-        found = dict(self._db.execute("SELECT key, value FROM meta"))
-        version = int(found.get("version", SCHEMA_VERSION))
-        if version != SCHEMA_VERSION:
-            raise CorralError(f"journal {self.run_dir / JOURNAL_FILE} has format {version}; this "
-                              f"corral reads format {SCHEMA_VERSION}")
-        if not found:
-            self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("version", str(SCHEMA_VERSION)), ("created", repr(time.time())),
-                ("paused", "0"), ("origin", kind)])
-        elif kind != "daemon":  # a script starts unpaused, whatever a killed one left
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
-
     def _start_session(self, kind: str, backend: str) -> int:
         cursor = self._db.execute(
             "INSERT INTO sessions (pid, host, kind, argv, started, backend) VALUES (?, ?, ?, ?, ?, ?)",
@@ -367,11 +535,16 @@ class Journal:
     def _close_orphans(self, kind: str) -> None:
         """End the jobs that earlier sessions left unfinished: their drivers are
         gone (this process holds the run's lock), so nothing runs them any more.
-        A job run again in this session gets its row back; the others stop
-        looking RUNNING to ``corral status`` and ``corral wait``. A daemon
-        keeps its predecessors' submissions as they are: it runs them again at
-        once, and a ``corral wait`` on them should not see them end meanwhile."""
-        now = time.time()
+
+        A call whose worker logged its outcome after the journal last heard of
+        it (:mod:`corral.runtime.outcomes`) ended: it becomes COMPLETED with its
+        result (or FAILED with its error). The others become CANCELLED. Both in
+        one transaction: were this session killed next, the one after must not
+        find a finished call CANCELLED and run it again. A job run again in
+        this session gets its row back; the others stop looking RUNNING to
+        ``corral status`` and ``corral wait``. A daemon keeps its
+        predecessors' submissions as they are: it runs them again at once, and
+        a ``corral wait`` on them should not see them end meanwhile."""
         orphans = [job for job in self.previous.values()
                    if job.status not in TERMINAL
                    and not self.outlives_driver(job)
@@ -379,15 +552,45 @@ class Journal:
                             and self.session_kinds.get(job.session) == "daemon")]
         if not orphans:
             return
-        reason = "its driver ended before it did (the next run of the script runs it again)"
+        now = time.time()
+        outcomes = {}
+        if any(job.kind in _CALL_KINDS for job in orphans):
+            from .runtime.outcomes import read_outcomes
+
+            outcomes = read_outcomes(self.run_dir)
+        ended = [self._settled(job, outcomes) or replace(
+            job, status=JobStatus.CANCELLED, reason=ORPHANED, ended=job.ended or now)
+            for job in orphans]
         self._db.execute("BEGIN")
         self._db.executemany(
-            "UPDATE jobs SET status='cancelled', reason=?, ended=coalesce(ended, ?) WHERE id=?",
-            [(reason, now, str(job.id)) for job in orphans])
+            "UPDATE jobs SET status=?, reason=?, exit_code=?, ended=?, result=?, error=?, "
+            "live=NULL WHERE id=?",
+            [(job.status.value, job.reason, job.exit_code, job.ended, job.result, job.error,
+              str(job.id)) for job in ended])
         self._db.executemany(
-            "INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, 'cancelled', ?)",
-            [(str(job.id), now, job.status.value, reason) for job in orphans])
+            "INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, ?, ?)",
+            [(str(job.id), now, old.status.value, job.status.value, job.reason)
+             for old, job in zip(orphans, ended)])
         self._db.execute("COMMIT")
+        for job in ended:
+            self.last_change[str(job.id)] = now
+            if job.status is not JobStatus.CANCELLED:  # the others stay as the Resumer must see them
+                self.previous[job.key] = job
+
+    def _settled(self, job: StoredJob, outcomes: dict[str, tuple[bool, bytes, float]]
+                 ) -> StoredJob | None:
+        """*job* as its logged outcome ended it, or None if the log holds none
+        newer than the journal's last word on it (an older one is an earlier
+        attempt's: a retry, or a re-run that on_finish asked for)."""
+        found = outcomes.get(str(job.id)) if job.kind in _CALL_KINDS else None
+        if found is None or found[2] <= self.last_change.get(str(job.id), 0.0):
+            return None
+        ok, blob, ended = found
+        if ok:
+            return replace(job, status=JobStatus.COMPLETED, reason=f"completed; {FOUND_IN_OUTCOME_LOG}",
+                           exit_code=0, ended=ended, result=blob, error=None)
+        return replace(job, status=JobStatus.FAILED, exit_code=None, ended=ended, result=None,
+                       error=blob, reason=f"raised {_error_summary(blob)}; {FOUND_IN_OUTCOME_LOG}")
 
     def set_meta(self, key: str, value: str) -> None:
         """Record a run-wide setting (e.g. ``paused``), after what is already queued."""
@@ -403,6 +606,11 @@ class Journal:
             str(job.id), job.id if isinstance(job.id, int) else None, self._seq, key, job.name,
             kind, command, spec, deps, self.session))
         self._seq += 1
+        self._dirty[id(job)] = job
+
+    def touched(self, job: Job) -> None:
+        """Record a change of *job*'s row without a state change (why a QUEUED
+        job waits); written at the next :meth:`flush`, no event row."""
         self._dirty[id(job)] = job
 
     def moved(self, job: Job, old: JobStatus | None, new: JobStatus, reason: str | None) -> None:
@@ -425,7 +633,8 @@ class Journal:
         everything is committed.
 
         Raises:
-            CorralError: (with *wait*) the writer could not write the journal.
+            JournalError: (with *wait*) the writer could not write something
+                (every such row is named; the rest of its batch is written).
         """
         if (self._events or self._dirty) and (
                 wait or force or len(self._events) >= _LARGE_BATCH
@@ -443,8 +652,8 @@ class Journal:
             answer = self._writer.stdout.readline()
             if answer != b"ok\n":
                 problem = answer.decode(errors="replace").strip() or "the writer process died"
-                raise CorralError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: "
-                                  f"{problem}")
+                raise JournalError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: "
+                                   f"{problem.removeprefix('error: ')}")
 
     def _send(self, message: tuple) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
@@ -464,7 +673,7 @@ class Journal:
 
         writer = subprocess.Popen(
             [sys.executable, "-c", _WRITER_BOOT, os.fspath(self.run_dir / JOURNAL_FILE),
-             _json.dumps(sys.path)],
+             _json.dumps(sys.path), str(self.session)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
             bufsize=0, close_fds=True)
         with contextlib.suppress(OSError, AttributeError):
@@ -472,13 +681,17 @@ class Journal:
         return writer
 
     def close(self) -> None:
-        """Flush, end the session and give up ownership of the run."""
+        """Flush, end the session and give up ownership of the run.
+
+        Never raises for what the writer could not write (it runs on the
+        control loop's thread): that is kept for :meth:`raise_if_failed`.
+        """
         if self.closed:
             return
         self.closed = True
         _OPEN_JOURNALS.discard(self)
         try:
-            self.flush()
+            self.flush(force=True)
             self._send(("stop", self.session, time.time()))
             with contextlib.suppress(OSError):
                 self._pipe.close()
@@ -487,57 +700,150 @@ class Journal:
             except subprocess.TimeoutExpired:
                 self._writer.kill()
                 code = self._writer.wait()
+            report = self._writer.stdout.read() or b""  # its last words: what it could not write
             self._writer.stdout.close()
-            if code == 0:
+            if code == 0 and not self._broken:
                 from .runtime.outcomes import discard_outcomes
 
                 discard_outcomes(self.run_dir)  # everything they held is in the journal now
+            else:
+                self._failure = _writer_failure(report, code)
         finally:
             self._release_lock()
+
+    def raise_if_failed(self) -> None:
+        """Raise, once, what the writer could not write during the session.
+
+        The driver calls this after :meth:`close`, from its own thread, so
+        that a journal that misses something never passes silently.
+
+        Raises:
+            JournalError: naming the journal, the job and the problem.
+        """
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise JournalError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: {failure}")
+
+
+def _writer_failure(report: bytes, code: int) -> str:
+    """What went wrong, from the writer's last words and its exit status."""
+    text = report.decode(errors="replace").strip().removeprefix("error: ")
+    if text:
+        return text
+    if code < 0:
+        return f"its writer process was killed by signal {-code}; the last changes may be missing"
+    return f"its writer process ended with status {code}; the last changes may be missing"
 
 
 # -- reading (any process of the user) -------------------------------------------------------
 
 
-def _rows_to_jobs(cursor: sqlite3.Cursor) -> list[StoredJob]:
+def _rows_to_jobs(cursor: sqlite3.Cursor, path: Path) -> list[StoredJob]:
+    """The jobs of a ``SELECT`` on the jobs table.
+
+    Raises:
+        JournalError: a row holds a value corral cannot read (naming the
+            file, the job and the value), never a traceback from deep inside.
+    """
     names = [column[0] for column in cursor.description]
-    jobs = []
-    for row in cursor:
-        record = dict(zip(names, row))
-        job_id = record["int_id"] if record["int_id"] is not None else record["id"]
-        jobs.append(StoredJob(
-            id=job_id, key=record["key"], name=record["name"], kind=record["kind"],
-            command=record["command"] or "", spec=json.loads(record["spec"] or "{}"),
-            deps=tuple(json.loads(record["deps"] or "[]")),
-            status=JobStatus(record["status"] or "new"), reason=record["reason"],
-            exit_code=record["exit_code"], attempts=record["attempts"] or 0,
-            native_id=record["native_id"], started=record["started"], ended=record["ended"],
-            jobdir=record["jobdir"], result=record["result"], error=record["error"],
-            session=record["session"],
-            live=tuple(record["live"].split("\n", 1)) if record.get("live") else None))
-    return jobs
+    return [_stored_job(dict(zip(names, row)), path) for row in cursor]
+
+
+_NUMBER = ((int, float), "number")
+#: Columns whose values must have these types, and what to call them (None is always allowed).
+_COLUMN_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "exit_code": ((int,), "integer"), "attempts": ((int,), "integer"), "started": _NUMBER,
+    "ended": _NUMBER, "session": ((int,), "integer"), "result": ((bytes,), "blob"),
+    "error": ((bytes,), "blob")}
+
+
+def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
+    job_id = record["int_id"] if record["int_id"] is not None else record["id"]
+
+    def damaged(what: str) -> JournalError:
+        return JournalError(f"{path} is damaged: job {job_id} has {what}; {_MOVE_AWAY}")
+
+    for column, (types, called) in _COLUMN_TYPES.items():
+        value = record.get(column)
+        if value is not None and not isinstance(value, types):
+            raise damaged(f"{column} {value!r}, which is no {called}")
+    try:
+        status = JobStatus(record["status"] or "new")
+    except ValueError:
+        raise damaged(f"the status {record['status']!r}, which is no job status") from None
+    spec = _json_column(record, "spec", dict, "{}", damaged)
+    deps = _json_column(record, "deps", list, "[]", damaged)
+    live = record.get("live")
+    return StoredJob(
+        id=job_id, key=record["key"], name=record["name"], kind=record["kind"],
+        command=record["command"] or "", spec=spec, deps=tuple(deps), status=status,
+        reason=record["reason"], exit_code=record["exit_code"], attempts=record["attempts"] or 0,
+        native_id=record["native_id"], started=record["started"], ended=record["ended"],
+        jobdir=record["jobdir"], result=record["result"], error=record["error"],
+        session=record["session"], live=tuple(live.split("\n", 1)) if live else None,
+        journal=os.fspath(path))
+
+
+def _json_column(record: dict[str, Any], column: str, kind: type, empty: str,
+                 damaged: Callable[[str], JournalError]) -> Any:
+    text = record[column] or empty
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, kind):
+        shown = text if len(str(text)) <= 40 else f"{str(text)[:40]}…"
+        raise damaged(f"a {column} that is no JSON {'object' if kind is dict else 'list'} "
+                      f"({shown!r})")
+    return value
+
+
+def _error_summary(blob: bytes) -> str:
+    """The one-line summary of a packed exception (see :mod:`corral.runtime.payload`)."""
+    from .runtime.payload import loads_error
+
+    try:
+        return loads_error(blob)[2]
+    except Exception:
+        return "an exception that cannot be read back here"
 
 
 @contextlib.contextmanager
 def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a journal known to be whole.
+
+    Raises:
+        FileNotFoundError: no run directory, or no journal in it.
+        PermissionError: the journal may not be read (another user's run).
+        JournalError: the file is empty, damaged, not whole, or lost what its
+            write-ahead log held.
+        _NotCreatedYet: a live driver is making it this instant.
+    """
     path = journal_path(run_dir)
     if not path.exists():
         if not Path(run_dir).exists():
             raise FileNotFoundError(f"no run directory {os.fspath(run_dir)}")
         raise FileNotFoundError(f"{os.fspath(run_dir)} holds no corral journal ({JOURNAL_FILE})")
-    connection = _connect(path, create=False)
+    log_was_missing = _log_missing(path)  # before connecting: a reader's connection makes one
+    connection = _open_for_reading(path)
     try:
-        yield connection
-    except sqlite3.DatabaseError as error:
-        if "no such table" in str(error):
-            raise _NotCreatedYet from None  # its driver is creating it this instant
-        raise _damaged(path, error) from None
+        driven = lambda: owner_of(run_dir) is not None  # noqa: E731
+        try:
+            meta = _checked_meta(connection, path, being_created=driven)
+            if log_was_missing and meta.get(WRITING_KEY) and not driven():
+                raise _log_lost(path, meta[WRITING_KEY])
+        except sqlite3.DatabaseError as error:
+            raise _damaged(path, error) from None
+        try:
+            yield connection
+        except sqlite3.DatabaseError as error:
+            raise _damaged(path, error) from None
     finally:
         connection.close()
 
 
 class _NotCreatedYet(Exception):
-    pass
+    """A journal without tables whose live driver is making it (see :func:`_checked_meta`)."""
 
 
 def read_jobs(run_dir: str | os.PathLike[str], with_results: bool = True) -> list[StoredJob]:
@@ -552,7 +858,8 @@ def read_jobs(run_dir: str | os.PathLike[str], with_results: bool = True) -> lis
         "live")
     try:
         with _reading(run_dir) as db:
-            return _rows_to_jobs(db.execute(f"SELECT {columns} FROM jobs ORDER BY seq"))
+            return _rows_to_jobs(db.execute(f"SELECT {columns} FROM jobs ORDER BY seq"),
+                                 journal_path(run_dir))
     except _NotCreatedYet:
         return []
 
@@ -565,7 +872,8 @@ def read_job(run_dir: str | os.PathLike[str], job_id: int | str) -> StoredJob:
     """
     try:
         with _reading(run_dir) as db:
-            found = _rows_to_jobs(db.execute("SELECT * FROM jobs WHERE id=?", (str(job_id),)))
+            found = _rows_to_jobs(db.execute("SELECT * FROM jobs WHERE id=?", (str(job_id),)),
+                                  journal_path(run_dir))
     except _NotCreatedYet:
         found = []
     if not found:

@@ -1,0 +1,256 @@
+"""The journal is never silently wrong (issue 9, items 2 and 3).
+
+A call that finished is never run again, however quickly its drivers are
+killed one after another; a row SQLite refuses costs only itself, and the
+driver says so; a damaged, empty or incomplete journal is one line naming the
+file and what is wrong (exit 3 from ``corral``), never a run without jobs; a
+damaged stored result runs its job again or raises, never answers None.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from cli_helpers import Corral, assert_one_line_error, pid_gone, read_until
+from conftest import pids_alive, wait_until
+from test_journal import RESTORED, finish, kill_while_a_finished_job_is_unseen, lines, start_driver
+
+import corral
+import journal_driver
+from corral import JobStatus
+from corral.store import JournalError
+
+DRIVERS = Path(__file__).with_name("integrity_drivers.py")
+MOVE_AWAY = "move it away to start the run afresh"
+
+
+def start_integrity_driver(*args: object) -> subprocess.Popen:
+    """Start integrity_drivers.py; it waits on its stdin until the test kills it."""
+    return subprocess.Popen([sys.executable, os.fspath(DRIVERS), *map(str, args)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def kill_once_ready(driver: subprocess.Popen, ready: bytes,
+                    first: Callable[[], None] | None = None) -> None:
+    """Once *driver* has printed *ready*, SIGKILL it (after *first*, if given)
+    and wait until every process it had started is gone too."""
+    started: list[int] = []
+    try:
+        read_until(driver, ready)
+        started = [process.pid for process in psutil.Process(driver.pid).children(recursive=True)]
+        if first is not None:
+            first()
+    finally:
+        driver.kill()
+        driver.wait(timeout=30)
+        driver.stdin.close()
+        driver.stdout.close()
+    wait_until(lambda: not pids_alive(started), 10, "the killed driver's processes to end")
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Corral:
+    """The real ``corral`` command on the run directory ``tmp_path/run``."""
+    return Corral(tmp_path / "home", tmp_path / "run")
+
+
+def completed_run(run: Path, log: Path) -> None:
+    """A run whose one call (job 1) completed; its journal closed cleanly."""
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        assert scheduler.submit(journal_driver.logged_square, str(log), 5).result(timeout=30) == 25
+
+
+def update_journal(run: Path, sql: str, *parameters: object) -> None:
+    database = sqlite3.connect(run / "journal.db")
+    database.execute(sql, parameters)
+    database.commit()
+    database.close()
+
+
+# -- 2. resume never re-runs a finished call --------------------------------------------------
+
+
+def test_a_call_that_finished_as_its_driver_died_never_runs_again_after_a_second_quick_kill(
+        tmp_path, cli):
+    """BUG: the second driver marked the call CANCELLED without reading the
+    outcome log; killed before it recorded the result, it left the third run
+    to run the call again (5 of 5 tries)."""
+    run, side, gates = tmp_path / "run", tmp_path / "side", tmp_path / "gates"
+    side.mkdir()
+    gates.mkdir()
+    args = ("squares", run, side, gates, 3, 1, 0.0)  # job 0 runs freely, 1 and 2 wait at gates
+    finished_unseen, killed_midway = kill_while_a_finished_job_is_unseen(tmp_path, args, 1)
+
+    second = start_integrity_driver("open", run)
+    kill_once_ready(second, b"opened\n")
+
+    rows = cli("status", "--all").rows()  # what the second session left, as people see it
+    stored = corral.Scheduler.open(run).jobs()  # job i of the script is the i-th dispatched
+    unseen = stored[finished_unseen]
+    assert (unseen.status, unseen.reason, unseen.result_value()) == (
+        JobStatus.COMPLETED, "completed; found in the outcome log after its driver ended",
+        finished_unseen ** 2)
+    assert rows[str(unseen.id)]["STATUS"] == "COMPLETED"
+    assert stored[killed_midway].status is JobStatus.CANCELLED
+    assert stored[killed_midway].reason.startswith("its driver ended before it did")
+
+    (gates / "all").touch()
+    printed = finish(start_driver(tmp_path, *args, output="third.out"), tmp_path,
+                     output="third.out")
+    assert json.loads(printed.splitlines()[-1]) == [0, 1, 4]
+    assert {path.name: len(lines(path)) for path in side.iterdir()} == {"0": 1, "1": 1, "2": 1}
+    third = corral.Scheduler.open(run).jobs()
+    assert [job.status for job in third] == [JobStatus.COMPLETED] * 3
+    assert third[finished_unseen].reason == RESTORED
+
+
+# -- 3. a write SQLite refuses ----------------------------------------------------------------
+
+
+def test_a_row_sqlite_refuses_loses_only_itself_and_the_driver_says_so(tmp_path, cli):
+    """BUG: one id SQLite cannot store lost the whole batch (the other jobs
+    too), the script ended well and ``corral status`` said "(no jobs)"."""
+    run, log = tmp_path / "run", tmp_path / "log"
+    refused = corral.Job(journal_driver.logged_square, (str(log), 2), id="refused")
+    refused.id = 2 ** 64  # job.py refuses such ids now: the writer must cope with any refused value
+    kept = [corral.Job(journal_driver.logged_square, (str(log), value)) for value in (3, 4)]
+
+    message = (f"cannot write the journal {run / 'journal.db'}: job {2 ** 64} was not recorded: "
+               "OverflowError: Python int too large to convert to SQLite INTEGER")
+    with pytest.raises(JournalError, match=f"^{re.escape(message)}$"):
+        with corral.Scheduler(cores=1, journal=run) as scheduler:
+            scheduler.dispatch([kept[0], refused, kept[1]])  # one batch for the writer
+            assert [job.result(timeout=30) for job in kept] == [9, 16]
+
+    status = cli("status")
+    assert status.status == 0, str(status)
+    assert {row["ID"]: row["STATUS"] for row in status.rows().values()} == {
+        str(kept[0].id): "COMPLETED", str(kept[1].id): "COMPLETED"}
+    assert [job.result_value() for job in corral.Scheduler.open(run).jobs()] == [9, 16]
+
+
+# -- 3. a damaged journal ----------------------------------------------------------------------
+
+
+def _bad_status(run: Path) -> str:
+    update_journal(run, "UPDATE jobs SET status='bogus' WHERE id='1'")
+    return (f"{run / 'journal.db'} is damaged: job 1 has the status 'bogus', which is no job "
+            f"status; {MOVE_AWAY}")
+
+
+def _bad_spec(run: Path) -> str:
+    update_journal(run, "UPDATE jobs SET spec='{not json' WHERE id='1'")
+    return (f"{run / 'journal.db'} is damaged: job 1 has a spec that is no JSON object "
+            f"('{{not json'); {MOVE_AWAY}")
+
+
+def _bad_time(run: Path) -> str:
+    update_journal(run, "UPDATE jobs SET ended='yesterday' WHERE id='1'")
+    return (f"{run / 'journal.db'} is damaged: job 1 has ended 'yesterday', which is no "
+            f"number; {MOVE_AWAY}")
+
+
+def _empty_file(run: Path) -> str:
+    (run / "journal.db").write_bytes(b"")
+    return (f"{run / 'journal.db'} is empty (0 bytes): it was truncated, or is no corral "
+            f"journal; {MOVE_AWAY}")
+
+
+def _no_tables(run: Path) -> str:
+    (run / "journal.db").unlink()
+    database = sqlite3.connect(run / "journal.db")
+    database.execute("PRAGMA journal_mode=WAL")
+    database.execute("PRAGMA user_version=1")  # a page is written: a database, with no tables
+    database.close()
+    return (f"{run / 'journal.db'} is not a whole corral journal: it has no events, jobs, meta, "
+            f"sessions tables; {MOVE_AWAY}")
+
+
+@pytest.mark.parametrize("damage", [_bad_status, _bad_spec, _bad_time, _empty_file, _no_tables],
+                         ids=["bad status", "bad spec", "bad time", "empty file", "no tables"])
+def test_a_damaged_journal_is_one_line_naming_the_file_and_what_is_wrong(tmp_path, cli, damage):
+    """BUG: a bad status or spec gave a traceback; an empty journal.db showed
+    "(no jobs)" with exit 0."""
+    run = tmp_path / "run"
+    completed_run(run, tmp_path / "log")
+    message = damage(run)
+
+    assert_one_line_error(cli("status"), 3, f"^corral: error: {re.escape(message)}$")
+    with pytest.raises(JournalError, match=f"^{re.escape(message)}$"):
+        corral.Scheduler.open(run).jobs()
+    with pytest.raises(JournalError, match=f"^{re.escape(message)}$"):
+        corral.Scheduler(cores=1, journal=run)  # a driver does not resume from it either
+
+
+def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp_path, cli):
+    """BUG: the rows of a live session sit in journal.db-wal; a crash that
+    lost that file left a journal that ``corral status`` showed as "(no jobs)"."""
+    run, log = tmp_path / "run", tmp_path / "log"
+    driver = start_integrity_driver("hold", run, log)
+
+    def kill_its_writer_first() -> None:
+        wait_until(lambda: [job.status for job in corral.Scheduler.open(run).jobs()]
+                   == [JobStatus.COMPLETED], message="the call recorded in the journal")
+        [writer] = [process for process in psutil.Process(driver.pid).children()
+                    if "corral.journal_writer" in " ".join(process.cmdline())]
+        writer.send_signal(signal.SIGKILL)
+        wait_until(lambda: pid_gone(writer.pid), 10, "the writer to die")  # (a zombie: dead)
+
+    kill_once_ready(driver, b"36\n", first=kill_its_writer_first)
+    wal = run / "journal.db-wal"
+    assert wal.stat().st_size > 0  # what the session recorded is there, and only there
+    wal.unlink()  # the crash that loses it
+    (run / "journal.db-shm").unlink()
+
+    message = (f"{run / 'journal.db'} is incomplete: its write-ahead log journal.db-wal is "
+               "missing or empty, but session 1 never closed the journal, so what it recorded "
+               f"there is lost; {MOVE_AWAY}")
+    assert_one_line_error(cli("status"), 3, f"^corral: error: {re.escape(message)}$")
+    with pytest.raises(JournalError, match=f"^{re.escape(message)}$"):
+        corral.Scheduler(cores=1, journal=run)
+    assert lines(log) == ["6"]
+
+
+def test_a_run_whose_driver_was_killed_but_whose_writer_finished_is_read_as_it_was(tmp_path, cli):
+    """The other side of the check above: a killed driver's writer commits what
+    it was sent and says it is done, so its journal is whole, not "incomplete"."""
+    run, log = tmp_path / "run", tmp_path / "log"
+    driver = start_integrity_driver("hold", run, log)
+    kill_once_ready(driver, b"36\n")
+    assert not (run / "journal.db-wal").exists()  # the writer moved its log into the file
+
+    status = cli("status")
+    assert status.status == 0, str(status)
+    assert [row["STATUS"] for row in status.rows().values()] == ["COMPLETED"]
+
+
+def test_a_damaged_stored_result_raises_when_read_and_runs_its_job_again_on_resume(tmp_path):
+    """BUG: a damaged result came back as None, from Run.results() and on resume."""
+    run, log = tmp_path / "run", tmp_path / "log"
+    completed_run(run, log)
+    update_journal(run, "UPDATE jobs SET result=? WHERE id='1'", b"\x80\x05not a pickle")
+
+    message = (rf"^job 1 'logged_square': its stored result in {re.escape(str(run))}/journal\.db "
+               r"cannot be loaded \(UnpicklingError: .+\); the journal is damaged, or the value "
+               r"needs code this process cannot import$")
+    with pytest.raises(JournalError, match=message):
+        corral.Scheduler.open(run).results()
+    with pytest.raises(JournalError, match=message):
+        corral.Scheduler.open(run).job(1).result_value()
+
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        again = scheduler.submit(journal_driver.logged_square, str(log), 5)
+        assert again.result(timeout=30) == 25
+    assert (again.id, again.reason) == (1, None)  # its own job, run again, not restored
+    assert lines(log) == ["5", "5"]
+    assert [result.data for result in corral.Scheduler.open(run).results()] == [25]
