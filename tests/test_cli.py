@@ -173,7 +173,7 @@ def test_wait_with_a_timeout_gives_up_on_a_blocked_job(cli, tmp_path):
     job = cli.submit(block(tmp_path / "never"))
     started = time.monotonic()
     outcome = cli("wait", "--timeout", "0.5", job)
-    assert_one_line_error(outcome, 3, r"^corral: error: jobs still unfinished after 0\.5 s$")
+    assert_one_line_error(outcome, 3, r"^corral: error: jobs still unfinished after 0\.5s$")
     assert time.monotonic() - started < 10
     assert cli.status_of(job) in ("QUEUED", "SUBMITTED", "RUNNING")
 
@@ -266,7 +266,7 @@ def test_timeout_kills_a_job_that_runs_too_long(cli, tmp_path):
     waited = cli("wait", job)
     assert time.monotonic() - started < 20
     assert waited.status == 1
-    assert f"job {job} 'echo' TIMED_OUT: timed out after 00:00:01" in waited.err
+    assert f"job {job} 'echo' TIMED_OUT: timed out after 1.0s" in waited.err
     timed_out = cli("status", job)
     assert (timed_out.rows()[job]["STATUS"], timed_out.status) == ("TIMED_OUT", 1)
     assert pid_gone(int((tmp_path / "pid").read_text()))
@@ -372,11 +372,18 @@ def test_clean_asks_first_and_deletes_only_the_files_of_finished_jobs(fresh, tmp
 
 def test_options_lists_every_job_option_with_its_local_and_slurm_rendering(tmp_path):
     shown = Corral(tmp_path, tmp_path / "run").ok("options").out
-    rows = {line.split()[0]: line for line in shown.splitlines()[1:] if line.strip()}
-    assert set(rows) == set(JOB_OPTIONS)
+    blocks: dict[str, dict[str, str]] = {}  # option: {"title": line, fact: value}
+    for line in shown.splitlines():
+        if line and not line[0].isspace():
+            current = blocks[line.split()[0]] = {"title": line}
+        elif line.strip():
+            fact, value = line.split(None, 1)
+            current[fact] = value.strip()
+    assert list(blocks) == list(JOB_OPTIONS)
     for name, option in JOB_OPTIONS.items():
-        assert option.backends["local"] in rows[name], (name, rows[name])
-        assert option.backends["slurm"] in rows[name], (name, rows[name])
+        assert blocks[name]["local"] == option.backends["local"], (name, blocks[name])
+        assert blocks[name]["slurm"] == option.backends["slurm"], (name, blocks[name])
+        assert option.help in blocks[name]["title"]
 
 
 def _write_profiles(tmp_path: Path) -> tuple[Path, Path]:

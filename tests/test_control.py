@@ -141,7 +141,7 @@ def test_cancelling_a_finished_job_returns_false(scheduler):
 def test_a_timeout_kills_the_whole_process_tree_and_ends_timed_out(scheduler, tmp_path):
     pidfile = tmp_path / "pids"
     job = scheduler.options(timeout=1).submit(jobs.spawn_tree_and_wait, str(pidfile))
-    with pytest.raises(corral.JobTimedOut, match=r"timed out after 00:00:01; killed with its child processes"):
+    with pytest.raises(corral.JobTimedOut, match=r"timed out after 1\.0s; killed with its child processes"):
         job.result(timeout=60)
     assert job.status is JobStatus.TIMED_OUT
     pids = [int(pid) for pid in pidfile.read_text().split()[1:]]

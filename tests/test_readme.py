@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -52,9 +53,11 @@ def test_the_slurm_example_in_the_readme_runs_on_slurm(slurm, tmp_path):
 
 
 def test_the_demo_runs_and_shows_what_went_right_and_wrong(tmp_path):
+    # Its temporary directory (kept, for the user to look at) goes in tmp_path, not /tmp.
     done = subprocess.run([sys.executable, "-m", "corral.demo"], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+                          timeout=120, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr
+    assert f"files in {tmp_path}{os.sep}corral-demo-" in done.stdout
     assert "total words: 10000" in done.stdout
     assert "after 2 attempts" in done.stdout
     assert "TIMED_OUT" in done.stdout and "upstream job 13 'calibrate' failed" in done.stdout

@@ -4,7 +4,8 @@ Read-only verbs (status, logs, wait, options, profiles) read the journal and
 config files directly, so they work with no driver alive. Control verbs
 (submit, cancel, pause, resume, abort, clear, stop) talk to the process that
 drives the run over its control socket; ``submit`` (and any control verb on a
-command-line run) starts the run's daemon first if none runs.
+command-line run) starts the run's daemon first if none runs. Only ``submit``
+creates a run: any other verb on a directory without a journal exits 3.
 
 Every failure is one line on stderr — ``corral: error: ...`` — never a
 traceback. Exit status: 0 fine, 1 a job listed failed (status, wait), 2 a
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from .errors import CorralError
 from .options import JOB_OPTIONS, parse_options
@@ -83,6 +85,8 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         return _send(run_dir, request)
     except NoDriver:
         pass
+    if request["verb"] not in _VERBS_THAT_MAKE_A_RUN:
+        _require_existing_run(run_dir)
     origin = None
     try:
         origin = read_meta(run_dir).get("origin")
@@ -114,6 +118,24 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
 
 
 _CLUSTER_VERBS = ("cancel", "pause", "resume")
+
+#: Only submit may create a run; a typo in ``--run`` with any other verb must
+#: not leave a directory and a daemon behind and report success.
+_VERBS_THAT_MAKE_A_RUN = ("submit",)
+
+
+def _require_existing_run(run_dir: Path) -> None:
+    """Refuse (exit 3) a control verb on a directory that holds no journal."""
+    from .store import journal_path
+
+    try:
+        exists = journal_path(run_dir).exists()
+    except PermissionError:
+        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
+                           "user", EXIT_UNREACHABLE) from None
+    if not exists:
+        raise CommandError(f"no corral run at {run_dir} (nothing was submitted there); "
+                           "choose one with --run DIR or $CORRAL_RUN", EXIT_UNREACHABLE)
 
 
 def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -226,8 +248,9 @@ def _job_option_flags(command):
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @_job_option_flags
-@click.option("--after", multiple=True, metavar="ID", help="a job id that must complete first "
-              "(repeatable)")
+@click.option("--after", multiple=True, metavar="ID|NAME",
+              help="a job (its id, or its name if no other job has it) that must complete "
+                   "first (repeatable)")
 @click.option("--profile", help="a named set of options from the config files (corral profiles)")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="directory the job runs in (default: the current one)")
@@ -285,20 +308,27 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
 
     Without IDs: unfinished jobs and the last 10 finished ones (all with --all).
     """
-    from .cli_views import run_header, status_table
+    from .cli_views import hidden_note, run_header, status_table
 
     run = _open_run(context)
     jobs = _select(run, ids)
+    hidden: set[int] = set()
     if not ids and not show_all:
         finished = [job for job in jobs if job.status in TERMINAL]
-        hidden = {id(job) for job in finished[:-10]}
+        hidden = {id(job) for job in finished[:-_FINISHED_SHOWN]}
         jobs = [job for job in jobs if id(job) not in hidden]
     console = _console()
     console.print(run_header(run))
+    if hidden:  # above the table, where it is seen before the list is read as complete
+        console.print(hidden_note(len(hidden)))
     console.print(status_table(jobs, driver_alive=run.owner is not None,
-                               cluster_jobs=run.cluster_jobs(jobs)))
+                               cluster_jobs=run.cluster_jobs(jobs), paused=run.paused))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
+
+
+#: How many finished jobs ``corral status`` lists without ``--all``.
+_FINISHED_SHOWN = 10
 
 
 def _select(run, ids: tuple[str, ...]):
@@ -330,9 +360,14 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
     """Print what job ID wrote to its standard output (or error)."""
     from .cli_views import follow_output
 
+    from .cli_views import was_cleaned
+
     run = _open_run(context)
     stream = "stderr" if show_stderr else "stdout"
-    _select(run, (job_id,))
+    [job] = _select(run, (job_id,))
+    if was_cleaned(run.path, job):
+        raise CommandError(f"job {job.id}'s output files were removed (corral clean)",
+                           EXIT_UNREACHABLE)
     follow_output(run, job_id, stream, follow, sys.stdout)
 
 
@@ -344,13 +379,15 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any did not
     complete (failed, timed out or cancelled)."""
     from .cli_views import wait_with_progress
+    from .units import format_span
 
     run = _open_run(context)
     if any(job.status not in TERMINAL for job in _select(run, ids)) and run.owner is None:
         _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
     outcome = wait_with_progress(run, ids, timeout, sys.stderr.isatty())
     if outcome == "timeout":
-        raise CommandError(f"jobs still unfinished after {timeout} s", EXIT_UNREACHABLE)
+        raise CommandError(f"jobs still unfinished after {format_span(timeout or 0)}",
+                           EXIT_UNREACHABLE)
     if outcome == "orphaned":
         raise CommandError(f"no process drives the run at {run.path} any more; its unfinished "
                            "jobs will not progress", EXIT_UNREACHABLE)
@@ -434,14 +471,31 @@ def clean(context: click.Context, yes: bool) -> None:
         return
     size = sum(entry.stat().st_size for target in targets for entry in target.iterdir()
                if entry.is_file())
-    if not yes and not click.confirm(
-            f"delete the files of {len(targets)} finished job(s), {size / 1e6:.1f} MB, "
-            f"in {run.path}?", err=True):
+    question = (f"delete the files of {len(targets)} finished job(s), {size / 1e6:.1f} MB, "
+                f"in {run.path}?")
+    if not yes and not _confirm(question):
         click.echo("nothing deleted")
         return
+    from .cli_views import note_cleaned
+
+    note_cleaned(run.path, [job for job in run.jobs("finished", results=False)
+                            if job.jobdir and Path(job.jobdir) in targets])
     for target in targets:
         shutil.rmtree(target, ignore_errors=True)
     click.echo(f"deleted the files of {len(targets)} job(s), {size / 1e6:.1f} MB")
+
+
+def _confirm(question: str) -> bool:
+    """Ask on stderr; with no answer to read (no terminal, input closed), refuse
+    with a message that says how to go on instead of a bare "aborted"."""
+    try:
+        return click.confirm(question, err=True)
+    except click.Abort:
+        if sys.stdin is not None and sys.stdin.isatty():
+            raise  # Ctrl-C or Ctrl-D at the prompt: the user chose to stop
+        click.echo("", err=True)  # end the prompt's line
+        raise CommandError("refusing to delete without confirmation: no terminal to ask; "
+                           "pass --yes") from None
 
 
 @cli.command()
@@ -480,6 +534,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command; every error becomes one line and an exit status."""
     try:
         status = cli.main(args=argv, prog_name="corral", standalone_mode=False)
+    except NoArgsIsHelpError as error:  # plain `corral`: the help is the answer, not an error
+        click.echo(error.ctx.get_help() if error.ctx is not None else cli.get_help(
+            click.Context(cli, info_name="corral")))
+        sys.exit(0)
     except click.UsageError as error:
         where = f"corral {error.ctx.info_name}" if error.ctx is not None and \
             error.ctx.info_name != "corral" else "corral"

@@ -8,25 +8,29 @@ view is a function of plain data: a :class:`~corral.run.Run`, a list of
 from __future__ import annotations
 
 import codecs
+import json
+import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Group
+from rich.progress import ProgressColumn, Task
 from rich.table import Table
 from rich.text import Text
 
 from .options import JOB_OPTIONS
 from .status import TERMINAL, JobStatus
-from .units import format_duration
+from .units import format_span
 
 if TYPE_CHECKING:
     from .config import Config
     from .run import Run
     from .store import StoredJob
 
-__all__ = ["run_header", "status_table", "follow_output", "wait_with_progress",
-           "options_table", "profiles_view"]
+__all__ = ["run_header", "status_table", "hidden_note", "follow_output",
+           "wait_with_progress", "options_table", "profiles_view", "note_cleaned", "was_cleaned"]
 
 #: How often views that watch a run read its journal again.
 POLL_S = 0.2
@@ -51,16 +55,29 @@ def _elapsed(job: StoredJob, driver_alive: bool) -> str:
     if job.ended is None and not driver_alive:
         return "?"  # its driver is gone: it is not running any more, whatever the journal says
     end = job.ended if job.ended is not None else time.time()
-    seconds = max(0.0, end - job.started)
-    if seconds < 60:  # short jobs: a clock rounded up to 00:00:01 would say nothing
-        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
-    return format_duration(seconds)
+    return format_span(max(0.0, end - job.started))
+
+
+#: What a QUEUED job of a paused run waits for, whatever else it lacks.
+PAUSED_REASON = "paused: starts after corral resume"
+
+
+def _detail(job: StoredJob, paused: bool) -> str:
+    """The DETAIL cell: why the job ended as it did, or why it still waits."""
+    if paused and job.status is JobStatus.QUEUED:
+        return PAUSED_REASON
+    detail = job.reason or ""
+    if job.exit_code not in (None, 0) and "exit code" not in detail and not \
+            detail.startswith("raised "):  # a Python job's exception says it all
+        detail = f"{detail} (exit code {job.exit_code})".strip()
+    return detail
 
 
 def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
-                 cluster_jobs: Mapping[str, str] | None = None) -> Table:
+                 cluster_jobs: Mapping[str, str] | None = None, paused: bool = False) -> Table:
     """The jobs as a table; *cluster_jobs* (``{id: backend}``, see
-    :meth:`corral.Run.cluster_jobs`) adds a column with their cluster job ids."""
+    :meth:`corral.Run.cluster_jobs`) adds a column with their cluster job ids;
+    *paused* (the run is) is what its QUEUED jobs wait for."""
     cluster_jobs = cluster_jobs or {}
     cluster_column = (f"{sorted(set(cluster_jobs.values()))[0].upper()} ID"
                       if cluster_jobs else None)
@@ -73,10 +90,7 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
     for column, width in (*columns, ("DETAIL", 48), ("COMMAND", 64)):
         table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
     for job in jobs:
-        detail = job.reason or ""
-        if job.exit_code not in (None, 0) and "exit code" not in detail and not \
-                detail.startswith("raised "):  # a Python job's exception says it all
-            detail = f"{detail} (exit code {job.exit_code})".strip()
+        detail = _detail(job, paused)
         on_cluster = str(job.id) in cluster_jobs  # it runs on without a driver
         cells = [str(job.id), _one_line(job.name),
                  Text(job.status.name, _STYLES.get(job.status, "")),
@@ -87,6 +101,12 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
     if not jobs:
         table.add_row("", "(no jobs)", *[""] * (len(columns) - 2), "", "")
     return table
+
+
+def hidden_note(count: int) -> Text:
+    """The line under a status table that left out older finished jobs."""
+    jobs = "job" if count == 1 else "jobs"
+    return Text(f"({count} older finished {jobs} hidden; --all shows them)")
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -150,12 +170,15 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
     Returns "done", "timeout", or "orphaned" when no process drives the run
     any more while jobs are unfinished.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     deadline = None if timeout is None else time.monotonic() + timeout
     wanted = {str(job_id) for job_id in ids}
+    # On stderr, where *show* was decided: stdout is for results, even in a terminal.
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), disable=not show, transient=False) as progress:
+                  _ElapsedColumn(), console=Console(stderr=True), disable=not show,
+                  transient=False) as progress:
         bar = progress.add_task("waiting", total=None)
         while True:
             jobs = [job for job in run.jobs(results=False) if not wanted or str(job.id) in wanted]
@@ -174,24 +197,85 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
             time.sleep(POLL_S)  # the journal is written by another process
 
 
+class _ElapsedColumn(ProgressColumn):
+    """Time since the wait began, in the command's one format (format_span)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(format_span(task.elapsed or 0.0), style="progress.elapsed")
+
+
 def _default_text(value: Any) -> str:
     if value in (None, (), {}):
         return "-"
     return str(value)
 
 
-def options_table() -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("OPTION", "FLAG", "ACCEPTS", "UNITS", "DEFAULT", "LOCAL", "SLURM",
-                   "WHAT IT DOES"):
-        table.add_column(column, overflow="fold")
-    flags = {"after": "--after ID", "cwd": "--workdir", "env": "(your shell's)"}
+#: How the options that have no flag of their own are given on the command line.
+_FLAGS_ELSEWHERE = {"after": "--after ID|NAME", "cwd": "--workdir", "env": "(your shell's)"}
+
+
+def options_table() -> Group:
+    """Every job option as a block of its own: a title line (name, flag, what it
+    does) and one line per fact. Blocks, not one wide table, so that at 80
+    columns text wraps only between words: a form like '1:30:00' or a flag
+    like '--cpus-per-task=N' is never broken across lines."""
+    blocks: list[Any] = []
     for option in JOB_OPTIONS.values():
-        flag = option.flag if option.cli else flags.get(option.name, "-")
-        table.add_row(option.name, flag, option.accepts, option.units or "-",
-                      _default_text(option.default), option.backends.get("local", "-"),
-                      option.backends.get("slurm", "-"), option.help)
-    return table
+        flag = option.flag if option.cli else _FLAGS_ELSEWHERE.get(option.name, "-")
+        title = Table.grid(padding=(0, 2), pad_edge=False)
+        title.add_column(no_wrap=True)
+        title.add_column(overflow="fold")
+        name = Text(option.name, style="bold")
+        name.append(f"  {flag}" if flag != "-" else "  (no flag)")
+        title.add_row(name, option.help)
+        facts = Table.grid(padding=(0, 2), pad_edge=False)
+        facts.add_column(width=2)  # the indent that shows what belongs to the title
+        facts.add_column(no_wrap=True, style="dim")
+        facts.add_column(overflow="fold")  # wraps between words; folds only a word wider than the screen
+        for label, value in (("accepts", option.accepts), ("units", option.units or "-"),
+                             ("default", _default_text(option.default)),
+                             ("local", option.backends.get("local", "-")),
+                             ("slurm", option.backends.get("slurm", "-"))):
+            facts.add_row("", label, value)
+        blocks += [title, facts, Text("")]
+    return Group(*blocks[:-1])
+
+
+#: Which jobs' files ``corral clean`` removed: ``{job id: its end time}``. A
+#: job that printed nothing has no files either, so without this record
+#: ``corral logs`` could not tell "removed" from "nothing written".
+CLEANED_FILE = "cleaned.json"
+
+
+def note_cleaned(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob]) -> None:
+    """Add *jobs* to the run's record of cleaned jobs (atomically: temp file, rename)."""
+    path = os.path.join(run_dir, CLEANED_FILE)
+    record = _cleaned(run_dir)
+    record.update({str(job.id): job.ended for job in jobs})
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        json.dump(record, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def was_cleaned(run_dir: str | os.PathLike[str], job: StoredJob) -> bool:
+    """Whether ``corral clean`` removed this attempt's files (a job run again
+    since then has a new end time and files of its own)."""
+    if job.status not in TERMINAL or job.jobdir is None or os.path.isdir(job.jobdir):
+        return False
+    ended = _cleaned(run_dir).get(str(job.id), math.nan)
+    return ended == job.ended
+
+
+def _cleaned(run_dir: str | os.PathLike[str]) -> dict[str, float | None]:
+    try:
+        with open(os.path.join(run_dir, CLEANED_FILE)) as handle:
+            record = json.load(handle)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def profiles_view(config: Config, chosen: dict[str, dict[str, Any]] | None) -> Group | Text:

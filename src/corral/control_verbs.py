@@ -47,13 +47,39 @@ def _ended(job_id: Any, status: JobStatus) -> str:
             "that drives the run")
 
 
+def _id_or_name(scheduler: Scheduler, given: Any) -> Any:
+    """The id of the job *given* names: a job id, else the name of exactly one
+    job of the run. An id wins over a name that looks like one.
+
+    Raises:
+        CorralError: no job has that id or name, or several have the name.
+    """
+    if scheduler._lookup(given) is not None:
+        return given
+    from .run import Run
+
+    stored = Run(scheduler._journal.run_dir).jobs(results=False)
+    if any(str(job.id) == str(given) for job in stored):
+        return given
+    named = {str(job.id) for job in stored if job.name == given}
+    named |= {str(job.id) for job in scheduler.jobs() if job.name == given}
+    if not named:
+        raise CorralError(f"no job {given} in this run (neither an id nor a job's name)")
+    if len(named) > 1:
+        ids = ", ".join(sorted(named, key=lambda text: (len(text), text)))
+        raise CorralError(f"the name {given!r} is ambiguous: jobs {ids} have it; "
+                          "give an id instead")
+    return named.pop()
+
+
 def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
     command = request.get("command")
     if not command or not isinstance(command, (str, list)):
         raise CorralError("submit needs a command")
     options = dict(request.get("options") or {})
     after = []
-    for parent_id in request.get("after") or []:
+    for parent in request.get("after") or []:
+        parent_id = _id_or_name(scheduler, parent)
         job, stored = _live_or_stored(scheduler, parent_id)
         status = job.status if job is not None else stored.status
         if status in TERMINAL and status is not JobStatus.COMPLETED:

@@ -12,6 +12,13 @@ A pass pops jobs while there is room:
   could start anyway always may, any other job only until the head has been
   passed over ``MAX_BYPASS`` times. After that the head's room is kept free.
 
+Every job a pass looks at and leaves waiting is told why (``on_waiting``):
+the resource it lacks, its full queue, the head it must not pass, or, for the
+next job in line when the pass stops early, all cores busy or ``max_jobs``
+reached. The callback fires only when that reason changes, so a job waiting
+through a thousand passes for the same cores is one journal update, not a
+thousand; jobs deeper in the heap that no pass looked at keep their reason.
+
 Only the control-loop thread uses a :class:`Packer`.
 """
 
@@ -20,10 +27,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from .status import JobStatus
+from .units import format_memory
 
 if TYPE_CHECKING:
     from .backends.base import Capacity
@@ -57,6 +65,9 @@ class Packer:
         self._sequence = itertools.count()
         self.running: dict[int, Job] = {}  # by id(job): what holds resources now
         self.pushes = 0  # jobs pushed so far: tells the engine something new is ready
+        #: Called as ``on_waiting(job, reason)`` when a QUEUED job's reason for
+        #: waiting changes (see the module docstring); set by the engine.
+        self.on_waiting: Callable[[Job, str], object] | None = None
 
     def __len__(self) -> int:
         return len(self._ready) + sum(len(parked) for parked in self._parked.values())
@@ -82,6 +93,7 @@ class Packer:
                 continue  # cancelled or removed while it waited
             queue = job.spec.queue
             if queue is not None and self.queue_running[queue] >= self.queue_limits[queue]:
+                self._tell(job, f"queue {queue!r} is full ({self.queue_limits[queue]} running)")
                 heapq.heappush(self._parked[queue], entry)
                 continue
             if self._fits(job):
@@ -89,8 +101,10 @@ class Packer:
                     self._take(job, now)
                     started.append(job)
                 else:
+                    self._tell(job, f"behind job {head.id}, which waits for room first")
                     put_back.append(entry)
             else:
+                self._tell(job, self._shortfall(job))
                 head = head or job
                 put_back.append(entry)
             if head is not None:
@@ -99,7 +113,40 @@ class Packer:
                     break
         for entry in put_back:
             heapq.heappush(ready, entry)
+        self._tell_next_in_line()
         return started
+
+    def _tell(self, job: Job, reason: str) -> None:
+        if self.on_waiting is not None and job.reason != reason:
+            self.on_waiting(job, reason)
+
+    def _tell_next_in_line(self) -> None:
+        """A pass that stopped for want of any core or job slot looked at no
+        one: the job first in line still learns why it waits (one job, O(1))."""
+        if not self._ready or self.on_waiting is None:
+            return
+        job = self._ready[0][2]
+        if job.status is not JobStatus.QUEUED:
+            return
+        if len(self.running) >= self.max_jobs:
+            self._tell(job, f"waiting for a job slot (max_jobs={self.max_jobs})")
+        elif self.free_cores < 1:
+            self._tell(job, self._shortfall(job))
+
+    def _shortfall(self, job: Job) -> str:
+        """What *job* lacks to start now, for its QUEUED reason. Free amounts
+        are left out on purpose: they change with every job that ends, and
+        each change of a reason is a journal update."""
+        need = job.spec.resources
+        if need.cores > self.free_cores:
+            return f"waiting for {_count(need.cores, 'free core')}"
+        if (need.memory_mb or 0) > self.free_memory:
+            return f"waiting for {format_memory(need.memory_mb or 0)} of free memory"
+        if need.gpus > self.free_gpus:
+            return f"waiting for {_count(need.gpus, 'free GPU')}"
+        if job.spec.tokens > self.free_tokens:
+            return f"waiting for {_count(job.spec.tokens, 'free token')}"
+        return "waiting for room"
 
     def release(self, job: Job) -> None:
         """Give back what *job* held; a parked job of its queue becomes a candidate."""
@@ -174,3 +221,8 @@ class Packer:
                     and need.gpus <= gpus and head.spec.tokens <= tokens):
                 return end
         return None
+
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"

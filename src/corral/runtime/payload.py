@@ -1,13 +1,16 @@
 """Pack a Python call for a worker, and pack what comes back.
 
 Arguments are pickled with cloudpickle (functions from ``__main__``, closures
-and lambdas travel by value). A dependency's result is not known when a job is
+and lambdas travel by value). Code that travels by value keeps its file name
+(cloudpickle would write ``<dynamic-code>``), so a remote traceback names the
+user's file and line, and shows the line when the file is readable there. A dependency's result is not known when a job is
 submitted, so it travels as an :class:`Upstream` placeholder that the worker
 swaps for the real value just before the call.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import traceback
 import types
@@ -76,17 +79,52 @@ def _dumps_function(target: Any) -> bytes:
             return pickle.dumps(target, _PROTOCOL)
         except Exception:
             pass
-    import cloudpickle
-
     if not isinstance(target, types.FunctionType):
-        return cloudpickle.dumps(target, protocol=_PROTOCOL)
+        return _dumps_by_value(target)
     fingerprint = _fingerprint(target)
     cached = _by_value.get(target)
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
-    blob = cloudpickle.dumps(target, protocol=_PROTOCOL)
+    blob = _dumps_by_value(target)
     _by_value[target] = (fingerprint, blob)
     return blob
+
+
+def _dumps_by_value(value: Any) -> bytes:
+    """cloudpickle, keeping the file name of every code object (see the module docstring)."""
+    buffer = io.BytesIO()
+    _pickler_keeping_file_names()(buffer, protocol=_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+_Pickler: type | None = None
+
+
+def _pickler_keeping_file_names() -> type:
+    """A cloudpickle Pickler whose code objects keep ``co_filename``; made on
+    first use, so that cloudpickle is imported only when something travels by value."""
+    global _Pickler
+    if _Pickler is None:
+        import cloudpickle
+        from cloudpickle import cloudpickle as internals
+
+        reduce_code = getattr(internals, "_code_reduce", None)
+
+        class Pickler(cloudpickle.Pickler):
+            if reduce_code is not None:  # else cloudpickle's own, file name lost
+                dispatch_table = {**cloudpickle.Pickler.dispatch_table,
+                                  types.CodeType: lambda code: (
+                                      _code_in_file, (reduce_code(code), code.co_filename))}
+
+        _Pickler = Pickler
+    return _Pickler
+
+
+def _code_in_file(reduced: tuple[Any, tuple], filename: str) -> types.CodeType:
+    """Rebuild a code object from cloudpickle's ``(constructor, args)``, under
+    the file name it had where it was pickled."""
+    constructor, args = reduced
+    return constructor(*args).replace(co_filename=filename)
 
 
 def _importable(target: Any) -> bool:
@@ -138,9 +176,7 @@ def dumps_value(value: Any) -> bytes:
     try:
         return pickle.dumps(value, _PROTOCOL)
     except Exception:
-        import cloudpickle
-
-        return cloudpickle.dumps(value, protocol=_PROTOCOL)
+        return _dumps_by_value(value)
 
 
 def dumps_error(error: BaseException) -> bytes:

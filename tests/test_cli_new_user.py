@@ -1,0 +1,315 @@
+"""What a new user meets first: the ``corral`` command's answers to typos, no
+arguments, a narrow terminal, names, an empty stdin, queued jobs, long lists,
+times and tracebacks (issue 9, item 6).
+
+Every command runs through the real ``corral`` executable (tests/cli_helpers.py);
+jobs run in real daemons and real worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import corral
+from corral.options import JOB_OPTIONS
+from corral.packing import Packer
+from corral.spec import Shell
+from corral.units import format_span, parse_duration
+
+from cli_helpers import CORRAL, Corral, assert_one_line_error
+from conftest import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def block(release: Path) -> str:
+    """Shell code that returns once *release* exists."""
+    return f"while [ ! -e {shlex.quote(os.fspath(release))} ]; do sleep 0.02; done"
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Corral]:
+    """A run (and daemon) of this test's own."""
+    corral_command = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
+    yield corral_command
+    corral_command.settle()
+    corral_command.stop_daemon()
+
+
+# -- a typo in --run ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["pause"], ["resume"], ["clear"], ["cancel", "1"], ["abort"],
+                                  ["stop"]], ids=lambda args: args[0])
+def test_a_control_verb_on_a_run_that_does_not_exist_exits_3_and_creates_nothing(tmp_path, args):
+    typo = tmp_path / "runs" / "nightyl"
+    command = Corral(tmp_path, tmp_path / "unused")
+    outcome = command("--run", os.fspath(typo), *args)
+    assert_one_line_error(outcome, 3, rf"^corral: error: no corral run at {re.escape(str(typo))} ")
+    assert not typo.exists(), "only submit may create a run"
+    assert command.daemon_pid() is None
+
+
+# -- no arguments -------------------------------------------------------------------------------
+
+
+def test_corral_without_arguments_prints_its_help_on_several_lines_and_exits_0(tmp_path):
+    outcome = Corral(tmp_path, tmp_path / "run")()
+    assert outcome.status == 0, str(outcome)
+    assert outcome.err == ""
+    lines = outcome.out.splitlines()
+    assert lines[0] == "Usage: corral [OPTIONS] COMMAND [ARGS]..."
+    assert "Commands:" in lines
+    listed = {line.split()[0] for line in lines[lines.index("Commands:") + 1:] if line.strip()}
+    assert {"submit", "status", "logs", "wait", "options", "clean"} <= listed
+
+
+# -- corral options at 80 columns ------------------------------------------------------------------
+
+
+def test_options_at_80_columns_never_breaks_a_word_of_the_registry(tmp_path):
+    shown = Corral(tmp_path, tmp_path / "run", env={"COLUMNS": "80"}).ok("options").out
+    assert max(len(line.rstrip()) for line in shown.splitlines()) <= 80
+    words = set(shown.split())
+    for name, option in JOB_OPTIONS.items():
+        texts = [name, option.flag if option.cli else "", option.accepts, option.units or "", option.help,
+                 *option.backends.values()]
+        for text in texts:
+            for word in text.split():
+                assert word in words, f"{word!r} of option {name!r} is broken across lines"
+    assert "'1:30:00'," in words and "--cpus-per-task=N" in words
+
+
+# -- --after NAME -----------------------------------------------------------------------------------
+
+
+def test_submit_after_accepts_a_job_name_and_refuses_an_ambiguous_or_unknown_one(fresh, tmp_path):
+    release = tmp_path / "release"
+    report = fresh.submit("--name", "report", f"{block(release)}; echo report > report.txt")
+    child = fresh.submit("--after", "report", "cat report.txt")
+    fresh.wait_for_status(child, "WAITING")
+    release.touch()
+    assert fresh("wait", child).status == 0
+    assert fresh.ok("logs", child).out == "report\n"
+
+    again = fresh.submit("--name", "report", "true")
+    ambiguous = fresh("submit", "--after", "report", "true")
+    assert_one_line_error(ambiguous, 2, rf"the name 'report' is ambiguous: jobs {report}, "
+                                        rf"{again} have it; give an id instead$")
+    unknown = fresh("submit", "--after", "reprot", "true")
+    assert_one_line_error(unknown, 2, r"no job reprot in this run \(neither an id nor a job's "
+                                      r"name\)$")
+
+
+# -- clean without a terminal, logs after clean ------------------------------------------------------
+
+
+def test_clean_without_a_terminal_says_to_pass_yes_and_logs_after_clean_says_why_it_is_empty(fresh):
+    talker = fresh.submit("echo something to keep")
+    silent = fresh.submit("true")
+    assert fresh("wait", talker, silent).status == 0
+
+    refused = fresh("clean")  # stdin is an empty pipe: nobody to answer the question
+    assert refused.status == 2, str(refused)
+    assert "Traceback" not in refused.err and refused.out == ""
+    assert refused.err.splitlines()[-1] == ("corral: error: refusing to delete without "
+                                            "confirmation: no terminal to ask; pass --yes")
+    assert (fresh.run / talker).is_dir()
+
+    assert fresh.ok("clean", "--yes").out.startswith("deleted the files of 1 job(s)")
+    assert_one_line_error(fresh("logs", talker), 3,
+                          rf"^corral: error: job {talker}'s output files were removed "
+                          r"\(corral clean\)$")
+    assert fresh.ok("logs", silent).out == ""  # it never wrote anything: nothing was removed
+
+
+# -- why a QUEUED job waits --------------------------------------------------------------------------
+
+
+def test_status_says_what_a_queued_job_waits_for_cores_a_queue_or_a_pause(fresh, tmp_path):
+    fresh.config.write_text('[daemon]\ncores = 1\nqueues = { solo = 1 }\n')
+    release = tmp_path / "release"
+    running = fresh.submit("--queue", "solo", block(release))
+    fresh.wait_for_status(running, "RUNNING")
+    behind_cores = fresh.submit("true")
+    wait_until(lambda: fresh("status", behind_cores).rows()[behind_cores]["DETAIL"]
+               == "waiting for 1 free core", message="the reason to be recorded")
+    fresh.ok("pause")
+    assert (fresh("status", behind_cores).rows()[behind_cores]["DETAIL"]
+            == "paused: starts after corral resume")
+    fresh.ok("resume")
+    release.touch()
+    assert fresh("wait", running, behind_cores).status == 0
+    assert fresh("status", behind_cores).rows()[behind_cores]["DETAIL"] == ""
+
+
+@pytest.mark.parametrize(("scheduler_options", "job_options", "reason"), [
+    ({"cores": 2, "memory": "1G"}, {"memory": "768M"}, "waiting for 768M of free memory"),
+    ({"cores": 2, "tokens": 1}, {"tokens": 1}, "waiting for 1 free token"),
+    ({"cores": 2, "max_jobs": 1}, {}, "waiting for a job slot (max_jobs=1)"),
+    ({"cores": 2, "queues": {"io": 1}}, {"queue": "io"}, "queue 'io' is full (1 running)"),
+    ({"cores": 2, "gpus": 1}, {"gpus": 1}, "waiting for 1 free GPU"),
+], ids=["memory", "tokens", "max_jobs", "queue", "gpus"])
+def test_job_reason_says_what_a_queued_job_waits_for(tmp_path, scheduler_options, job_options,
+                                                      reason):
+    release = tmp_path / "release"
+    with corral.Scheduler(workdir=tmp_path / "run", **scheduler_options) as scheduler:
+        first = scheduler.shell(block(release), **job_options)
+        wait_until(lambda: first.status is corral.JobStatus.RUNNING, message="the first to run")
+        second = scheduler.shell("true", **job_options)
+        wait_until(lambda: second.reason == reason, message=f"{reason!r} (got {second.reason!r})")
+        assert second.status is corral.JobStatus.QUEUED
+        release.touch()
+        second.result(timeout=30)
+    assert second.reason is None  # it ran: its waiting is over
+
+
+def test_a_job_waiting_through_many_passes_is_told_why_once():
+    """The journal hears of a reason when it changes, not on every loop pass."""
+    from corral.backends.base import Capacity
+
+    told: list[tuple[object, str]] = []
+    packer = Packer(Capacity(cores=2, memory_mb=None, gpus=None), None, {}, 0)
+    packer.on_waiting = lambda job, reason: (told.append((job.id, reason)),
+                                             setattr(job, "reason", reason))
+    big = corral.Job(Shell("true"), cores=2, id="big")
+    small = corral.Job(Shell("true"), cores=1, id="small")
+    for job in (small, big):
+        job.status = corral.JobStatus.QUEUED
+        packer.push(job)
+    assert packer.select(0.0) == [small]  # big no longer fits
+    for _ in range(1000):
+        assert packer.select(1.0) == []
+    assert told == [("big", "waiting for 2 free cores")]
+
+
+# -- status hides older finished jobs, and says so ------------------------------------------------
+
+
+SCRIPT = """
+import sys, corral
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    for number in range(13):
+        scheduler.shell("true", name=f"job{number}")
+"""
+
+
+def test_status_says_how_many_older_finished_jobs_it_hides(tmp_path):
+    command = Corral(tmp_path, tmp_path / "run")
+    subprocess.run([sys.executable, "-c", SCRIPT, os.fspath(command.run)], env=command.env,
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    default = command.ok("status")
+    assert len(default.rows()) == 10
+    assert default.out.splitlines()[1] == "(3 older finished jobs hidden; --all shows them)"
+    everything = command.ok("status", "--all")
+    assert len(everything.rows()) == 13 and "hidden" not in everything.out
+
+
+# -- one time format --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0.04, "0.0s"), (5.01, "5.0s"), (59.94, "59.9s"), (59.96, "1m00s"), (77, "1m17s"),
+    (3599.4, "59m59s"), (3599.6, "1h00m"), (7380, "2h03m"), (86400 + 4 * 3600, "1d04h")])
+def test_times_have_one_short_format_that_parses_back(seconds, shown):
+    assert format_span(seconds) == shown
+    if seconds >= 1:  # (a zero duration is no valid limit)
+        assert parse_duration(shown) == pytest.approx(seconds, abs=1800)
+
+
+def test_status_time_and_wait_timeout_use_the_short_format(fresh, tmp_path):
+    job = fresh.submit("true")
+    assert fresh("wait", job).status == 0
+    assert re.fullmatch(r"\d+\.\ds", fresh("status", job).rows()[job]["TIME"])
+    blocked = fresh.submit(block(tmp_path / "never"))
+    assert_one_line_error(fresh("wait", "--timeout", "0.5", blocked), 3,
+                          r"^corral: error: jobs still unfinished after 0\.5s$")
+
+
+# -- tracebacks name the user's file ---------------------------------------------------------------
+
+
+TRACEBACK_SCRIPT = """\
+import corral
+
+
+def broken(x):
+    raise ValueError(f"bad input {x}")
+
+
+with corral.Scheduler(cores=1) as scheduler:
+    job = scheduler.submit(broken, 7)
+    try:
+        job.result(timeout=60)
+    except ValueError as error:
+        print(error.__cause__)
+"""
+
+
+def test_a_remote_traceback_names_the_users_file_and_line(tmp_path):
+    script = tmp_path / "analysis.py"
+    script.write_text(TRACEBACK_SCRIPT)
+    done = subprocess.run([sys.executable, os.fspath(script)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert "<dynamic-code>" not in done.stdout, done.stdout
+    assert f'File "{script}", line 5, in broken' in done.stdout, done.stdout
+    assert 'raise ValueError(f"bad input {x}")' in done.stdout  # the line itself, read there
+
+
+# -- wait draws its bar where it decided to ---------------------------------------------------------
+
+
+def test_wait_draws_its_progress_bar_on_a_terminal_stderr_and_keeps_stdout_clean(fresh, tmp_path):
+    release = tmp_path / "release"
+    job = fresh.submit(block(release))
+    controller, terminal = pty.openpty()
+    try:
+        waiting = subprocess.Popen([CORRAL, "wait", job], cwd=fresh.cwd, env=fresh.env,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=terminal)
+        os.close(terminal)
+        terminal = -1
+        drawn = _read_terminal_until(controller, b"1 to go")
+        release.touch()
+        out, _ = waiting.communicate(timeout=30)
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
+        os.close(controller)
+    assert waiting.returncode == 0
+    assert b"1 to go" in drawn
+    assert out == b"", "the progress bar must not go to stdout"
+
+
+def _read_terminal_until(fd: int, wanted: bytes, timeout: float = 20) -> bytes:
+    import select
+    import time
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {wanted!r} on the terminal; got {seen!r}")
+        if select.select([fd], [], [], left)[0]:
+            seen += os.read(fd, 65536)
+    return seen
+
+
+# -- the README ------------------------------------------------------------------------------------
+
+
+def test_the_readme_says_where_corral_is_and_promises_nothing_already_there():
+    readme = (ROOT / "README.md").read_text()
+    assert "Still to come: the Slurm backend" not in readme
+    set_up = readme.split("## What corral is")[0]
+    assert "`corral` command in `.venv/bin`" in " ".join(set_up.split())
