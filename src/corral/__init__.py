@@ -44,6 +44,7 @@ _EXPORTS = {
     "ResourceError": "errors",
     "DependencyError": "errors",
     "BackendError": "errors",
+    "DriverTerminated": "errors",
     "RemoteTraceback": "errors",
 }
 _FROM_FUTURES = ("wait", "as_completed", "CancelledError", "FIRST_COMPLETED",
@@ -71,8 +72,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION,
                                     CancelledError, as_completed, wait)
 
-    from .errors import (BackendError, CorralError, DependencyError, JobError, JobFailed,
-                         JobTimedOut, RemoteTraceback, ResourceError, WorkerLost)
+    from .errors import (BackendError, CorralError, DependencyError, DriverTerminated, JobError,
+                         JobFailed, JobTimedOut, RemoteTraceback, ResourceError, WorkerLost)
     from .events import Event
     from .config import ConfigError
     from .job import Job, Result

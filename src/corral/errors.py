@@ -11,6 +11,9 @@
     ├── DependencyError (ValueError)  a dependency cycle, or an unknown job name in after=
     └── BackendError              the backend itself failed (cannot start workers, ...)
 
+    SystemExit
+    └── DriverTerminated          SIGTERM reached a driver with a live scheduler
+
 A Python job that raises is re-raised with its *own* exception type from
 ``Job.result()``; its traceback in the job's process is attached as the
 ``__cause__`` (a :class:`RemoteTraceback`). Cancelled jobs raise
@@ -29,6 +32,7 @@ __all__ = [
     "DependencyError",
     "BackendError",
     "RemoteTraceback",
+    "DriverTerminated",
 ]
 
 
@@ -97,3 +101,13 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.text
+
+
+class DriverTerminated(SystemExit):
+    """SIGTERM reached a program that runs a scheduler (see :mod:`corral.driver_signals`).
+
+    Raised in the main thread so that ``with Scheduler()`` blocks and
+    ``finally`` clauses run: unfinished jobs are cancelled, temporary files
+    removed. Uncaught, it ends the program with status 143 (128 + SIGTERM),
+    without a traceback, as the default action would have.
+    """

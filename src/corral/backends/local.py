@@ -4,11 +4,13 @@
   over pipes, one job per worker at a time, so a small call costs a round trip,
   not an interpreter start. A worker that dies fails only its own job
   ("worker lost") and the next job gets a fresh worker.
-* Scripts and shell commands are started directly, in their own session, with
-  stdout/stderr going to files in the job's directory.
+* Scripts and shell commands are started by the same workers, in a session
+  of their own (see :mod:`corral.runtime.command`): a worker adopts whatever
+  a command leaves behind and kills it when the command ends, and a worker
+  takes its whole tree with it when the driver dies.
 * The control loop waits in :meth:`LocalBackend.updates` on one selector that
-  holds the wake-up pipe, every worker's reply pipe and a pidfd per command,
-  so a finished job is noticed at once, without polling.
+  holds the wake-up pipe and every worker's reply pipe, so a finished job is
+  noticed at once, without polling.
 
 Packing (which job fits now) is the scheduler's; this module only hands out
 concrete GPU ids and sets ``CUDA_VISIBLE_DEVICES`` from them.
@@ -26,21 +28,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import weakref
 from collections.abc import Collection, Sequence
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 from ..errors import BackendError, ResourceError
-from ..proctree import kill_tree, signal_group
-from ..runtime.spool import hand_over, open_spool
+from ..proctree import kill_tree
 from ..spec import Resources
 from ..status import JobStatus
+from ..runtime.command import KILL, TERMINATE
+from ..tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from .base import Capacity, Submission, Update
 
 __all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus", "SPOOL_PREFIX"]
-
-SPOOL_PREFIX = "corral-spool-"
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,6 @@ def _environment_bytes() -> dict[bytes, bytes]:
     return dict(os.environb)
 
 
-def _wait_for_pid(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 class _Worker:
     """One persistent Python worker and the pipes to it."""
 
@@ -130,37 +123,11 @@ class _Worker:
         self.replies = replies
         self.gpu_key = gpu_key
         self.job_id: int | str | None = None
+        self.runs_command = False  # the running job is a script or command
 
     @property
     def pid(self) -> int:
         return self.process.pid
-
-
-class _CommandSpool(NamedTuple):
-    """A pair of reusable spool files for commands (see corral.runtime.spool)."""
-
-    stdout: int
-    stderr: int
-    paths: tuple[str, str]
-
-
-class _Command:
-    """A running script or shell command (``process`` only when Popen started it)."""
-
-    def __init__(self, pid: int, process: subprocess.Popen | None, job_id: int | str,
-                 pidfd: int | None, spool: _CommandSpool, jobdir: str):
-        self.spool = spool
-        self.jobdir = jobdir
-        self.pid = pid
-        self.process = process
-        self.job_id = job_id
-        self.pidfd = pidfd
-
-    def poll(self) -> bool:
-        """True once the command has ended (for systems without pidfd)."""
-        if self.process is not None:
-            return self.process.poll() is not None
-        return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 class LocalBackend:
@@ -184,17 +151,15 @@ class LocalBackend:
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._idle: list[_Worker] = []
-        self._running: dict[int | str, _Worker | _Command] = {}
+        self._running: dict[int | str, _Worker] = {}
         self._gpus_held: dict[int | str, tuple[int, ...]] = {}
         self._free_gpus = list(range(self._capacity.gpus or 0))
         self._killed: set[int | str] = set()
         self._pending: list[Update] = []
-        self._has_pidfd = hasattr(os, "pidfd_open")
         self._wake_pending = False
         self._spool_dir: str | None = None
         self._spool_parent = spool_parent  # default: the system's temporary directory
         self._spool_numbers = itertools.count(1)
-        self._free_spools: list[_CommandSpool] = []
         self._closed = False
         _LIVE_BACKENDS.add(self)
 
@@ -229,28 +194,19 @@ class LocalBackend:
                 continue
             self._running[submission.job_id] = runner
             native_ids.append(str(runner.pid))
-            live = runner.spool if isinstance(runner, _Worker) else runner.spool.paths
             self._pending.append(Update(submission.job_id, JobStatus.RUNNING,
-                                        native_id=str(runner.pid), live_output=live))
+                                        native_id=str(runner.pid), live_output=runner.spool))
         return native_ids
 
     def updates(self, timeout: float | None) -> list[Update]:
         if self._pending:
             timeout = 0
-        if not self._has_pidfd and any(isinstance(r, _Command) for r in self._running.values()):
-            timeout = 0.05 if timeout is None else min(timeout, 0.05)
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 self._drain_wake_pipe()
                 self._wake_pending = False  # after draining: a wake() from now on writes again
-            elif isinstance(key.data, _Worker):
-                self._read_reply(key.data)
             else:
-                self._reap_command(key.data)
-        if not self._has_pidfd:
-            for runner in [r for r in self._running.values() if isinstance(r, _Command)]:
-                if runner.poll():
-                    self._reap_command(runner)
+                self._read_reply(key.data)
         found, self._pending = self._pending, []
         return found
 
@@ -271,15 +227,18 @@ class LocalBackend:
             if runner is None:
                 continue
             self._killed.add(job_id)
-            kill_tree(runner.pid)
+            if runner.runs_command:  # the worker kills it, reports it killed and goes on
+                self._tell(runner, KILL, job_id)
+            else:  # a call runs in the worker itself
+                kill_tree(runner.pid)
 
     def terminate(self, job_ids: Collection[int | str]) -> None:
         for job_id in job_ids:
             runner = self._running.get(job_id)
-            if isinstance(runner, _Worker):
+            if runner is not None and runner.runs_command:  # SIGTERM to its process group
+                self._tell(runner, TERMINATE, job_id)
+            elif runner is not None:  # a call polls corral.abort_requested()
                 os.kill(runner.pid, signal.SIGUSR1)
-            elif isinstance(runner, _Command):
-                signal_group(runner.pid, signal.SIGTERM)
 
     def close(self) -> None:
         if self._closed:
@@ -290,25 +249,13 @@ class LocalBackend:
         for worker in self._idle:
             worker.requests.close()  # a clean EOF: the worker returns from main()
         for runner in list(self._running.values()) + self._idle:
-            if runner.process is not None:
-                self._wait_gone(runner.process)
-            else:
-                _wait_for_pid(runner.pid)
-            if isinstance(runner, _Worker):
-                runner.replies.close()
-                if not runner.requests.closed:
-                    runner.requests.close()
-            else:
-                if runner.pidfd is not None:
-                    os.close(runner.pidfd)
-                os.close(runner.spool.stdout)
-                os.close(runner.spool.stderr)
+            self._wait_gone(runner.process)
+            runner.replies.close()
+            if not runner.requests.closed:
+                runner.requests.close()
         self._running.clear()
         self._idle.clear()
         self._selector.close()
-        for command_spool in self._free_spools:
-            os.close(command_spool.stdout)
-            os.close(command_spool.stderr)
         if self._spool_dir is not None:
             shutil.rmtree(self._spool_dir, ignore_errors=True)
         os.close(self._wake_read)
@@ -339,18 +286,33 @@ class LocalBackend:
 
     def _start_call(self, submission: Submission, gpus: tuple[int, ...]) -> _Worker:
         worker = self._idle_worker(gpus) or self._spawn_worker(gpus)
-        worker.job_id = submission.job_id
-        request = (submission.job_id, str(submission.jobdir), submission.call,
+        request = ("call", submission.job_id, str(submission.jobdir), submission.call,
                    submission.upstream, submission.env, submission.cwd, submission.outcomes)
+        self._hand_to(worker, submission.job_id, request, runs_command=False)
+        return worker
+
+    def _hand_to(self, worker: _Worker, job_id: int | str, request: tuple,
+                 runs_command: bool) -> None:
+        worker.job_id = job_id
+        worker.runs_command = runs_command
         try:
             worker.requests.send_bytes(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
         except OSError:  # died while idle: the reply pipe reports it as lost
             pass
-        return worker
 
-    def _idle_worker(self, gpus: tuple[int, ...]) -> _Worker | None:
+    @staticmethod
+    def _tell(worker: _Worker, action: str, job_id: int | str) -> None:
+        """Ask *worker* to kill or terminate the command it runs for *job_id*."""
+        try:
+            worker.requests.send_bytes(pickle.dumps((action, job_id), pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the worker died: its reply pipe reports it
+            pass
+
+    def _idle_worker(self, gpus: tuple[int, ...] | None) -> _Worker | None:
+        """An idle worker started for *gpus* (any idle worker for None: a
+        command gets its environment, CUDA_VISIBLE_DEVICES included, with the request)."""
         for index in range(len(self._idle) - 1, -1, -1):
-            if self._idle[index].gpu_key == gpus:
+            if gpus is None or self._idle[index].gpu_key == gpus:
                 return self._idle.pop(index)
         return None
 
@@ -403,14 +365,16 @@ class LocalBackend:
         if reply_id != job_id:
             log.error("worker %d answered for job %r while running %r", worker.pid, reply_id, job_id)
             return
-        if job_id in self._killed:  # finished just as we killed it: the worker is gone anyway
-            self._worker_died(worker)
+        if job_id in self._killed and not worker.runs_command:
+            self._worker_died(worker)  # finished just as we killed it: the worker is gone anyway
             return
         worker.job_id = None
         del self._running[job_id]
         self._release_gpus(job_id)
         self._idle.append(worker)
-        if ok:
+        if ok is None:
+            self._pending.append(self._command_ended(job_id, *blob))
+        elif ok:
             self._pending.append(Update(job_id, JobStatus.COMPLETED, exit_code=0, value=blob))
         else:
             self._pending.append(Update(job_id, JobStatus.FAILED, exit_code=1, error=blob))
@@ -448,7 +412,7 @@ class LocalBackend:
 
     # -- scripts and commands ----------------------------------------------------
 
-    def _start_command(self, submission: Submission, gpus: tuple[int, ...]) -> _Command:
+    def _start_command(self, submission: Submission, gpus: tuple[int, ...]) -> _Worker:
         environment = _environment_bytes()
         environment[b"CORRAL_JOB_ID"] = str(submission.job_id).encode()
         for key, value in (*self._gpu_environment(gpus).items(), *submission.env):
@@ -456,78 +420,28 @@ class LocalBackend:
                 environment.pop(os.fsencode(key), None)
             else:
                 environment[os.fsencode(key)] = os.fsencode(value)
-        spool = self._free_spools.pop() if self._free_spools else self._new_spool()
-        try:
-            command = self._spawn(submission, environment, spool)
-        except BaseException:
-            self._free_spools.append(spool)
-            raise
-        if command.pidfd is not None:
-            self._selector.register(command.pidfd, selectors.EVENT_READ, command)
-        return command
-
-    def _new_spool(self) -> _CommandSpool:
-        prefix = os.path.join(self._spool_directory(), f"command-{next(self._spool_numbers)}")
-        paths = (prefix + ".stdout", prefix + ".stderr")
-        return _CommandSpool(open_spool(paths[0]), open_spool(paths[1]), paths)
+        worker = self._idle_worker(None) or self._spawn_worker(gpus)
+        request = ("command", submission.job_id, str(submission.jobdir), tuple(submission.argv),
+                   environment, submission.cwd)
+        self._hand_to(worker, submission.job_id, request, runs_command=True)
+        return worker
 
     def _spool_directory(self) -> str:
         if self._spool_dir is None:
-            self._spool_dir = tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=self._spool_parent)
+            self._spool_dir = make_owned_tempdir(SPOOL_PREFIX, self._spool_parent)
         return self._spool_dir
 
-    def _spawn(self, submission: Submission, environment: dict[bytes, bytes],
-               spool: _CommandSpool) -> _Command:
-        """Start a command in its own session, its output going to the job's files.
-
-        ``posix_spawn`` is several times cheaper than ``Popen`` here; Popen is
-        kept for what posix_spawn cannot do (change directory, a PATH of the
-        job's own).
-        """
-        argv = list(submission.argv)
-        process = None
-        if submission.cwd is None and "PATH" not in dict(submission.env):
-            pid = os.posix_spawnp(argv[0], argv, environment, setsid=True, file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, spool.stdout, 1),
-                (os.POSIX_SPAWN_DUP2, spool.stderr, 2),
-            ])
-        else:
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=spool.stdout, stderr=spool.stderr,
-                cwd=submission.cwd, env=environment, start_new_session=True,
-            )
-            pid = process.pid
-        pidfd = os.pidfd_open(pid) if self._has_pidfd else None
-        return _Command(pid, process, submission.job_id, pidfd, spool, str(submission.jobdir))
-
-    def _reap_command(self, command: _Command) -> None:
-        if command.process is not None:
-            returncode = command.process.wait()
-        else:
-            returncode = os.waitstatus_to_exitcode(os.waitpid(command.pid, 0)[1])
-        signal_group(command.pid, signal.SIGKILL)  # what it left in its session
-        try:
-            hand_over(command.spool.stdout, command.jobdir, "stdout")
-            hand_over(command.spool.stderr, command.jobdir, "stderr")
-        except OSError as error:
-            log.error("cannot save the output of job %s: %s", command.job_id, error)
-        self._free_spools.append(command.spool)
-        if command.pidfd is not None:
-            self._selector.unregister(command.pidfd)
-            os.close(command.pidfd)
-        job_id = command.job_id
-        del self._running[job_id]
-        self._release_gpus(job_id)
+    def _command_ended(self, job_id: int | str, returncode: int | None,
+                       not_started: str | None) -> Update:
         if job_id in self._killed:
             self._killed.discard(job_id)
-            self._pending.append(Update(job_id, JobStatus.CANCELLED, exit_code=returncode,
-                                        reason="killed"))
-        elif returncode == 0:
-            self._pending.append(Update(job_id, JobStatus.COMPLETED, exit_code=0))
-        else:
-            self._pending.append(Update(job_id, JobStatus.FAILED, exit_code=returncode,
-                                        reason=_describe_exit(returncode)))
+            return Update(job_id, JobStatus.CANCELLED, exit_code=returncode, reason="killed")
+        if not_started is not None:
+            return Update(job_id, JobStatus.FAILED, reason=f"could not start: {not_started}")
+        if returncode == 0:
+            return Update(job_id, JobStatus.COMPLETED, exit_code=0)
+        return Update(job_id, JobStatus.FAILED, exit_code=returncode,
+                      reason=_describe_exit(returncode))
 
     def _forget_in_child(self) -> None:
         """In a child forked from the driver (a fork-based pool of the user's),
@@ -535,14 +449,7 @@ class LocalBackend:
         pipe left open there confuses the parent's copy (stale events, no EOF)."""
         descriptors = [self._wake_read, self._wake_write]
         for runner in [*self._running.values(), *self._idle]:
-            if isinstance(runner, _Worker):
-                descriptors += [runner.requests.fileno(), runner.replies.fileno()]
-            else:
-                descriptors += [runner.spool.stdout, runner.spool.stderr]
-                if runner.pidfd is not None:
-                    descriptors.append(runner.pidfd)
-        for spool in self._free_spools:
-            descriptors += [spool.stdout, spool.stderr]
+            descriptors += [runner.requests.fileno(), runner.replies.fileno()]
         try:
             descriptors.append(self._selector.fileno())
         except (AttributeError, ValueError, OSError):

@@ -1,24 +1,29 @@
-"""A persistent worker process: runs Python calls one after another.
+"""A persistent worker process: runs jobs one after another.
 
 Started by the local backend as ``python -c ...worker.main()`` with two pipe
-file descriptors. Each request is one framed pickle::
+file descriptors. Each request is one framed pickle, a Python call::
 
-    (job_id, jobdir, payload, upstream, env, cwd, outcomes)
+    ("call", job_id, jobdir, payload, upstream, env, cwd, outcomes)
 
-and each reply is ``(job_id, ok, blob)`` where *blob* is the pickled return
-value or a packed exception (see :mod:`corral.runtime.payload`). With
-*outcomes* set (a journaled run) the reply is also appended to the run's
-outcome log in that directory before it is sent (see :mod:`corral.runtime.outcomes`): a driver
-killed in between finds it there when it resumes, instead of running the
-job twice.
+or a script or shell command (see :mod:`corral.runtime.command`)::
+
+    ("command", job_id, jobdir, argv, environment, cwd)
+
+A call's reply is ``(job_id, ok, blob)`` where *blob* is the pickled return
+value or a packed exception (see :mod:`corral.runtime.payload`); a command's is
+``(job_id, None, (exit status, why it could not start))``. With *outcomes* set
+(a journaled run) a call's reply is also appended to the run's outcome log in
+that directory before it is sent (see :mod:`corral.runtime.outcomes`): a
+driver killed in between finds it there when it resumes, instead of running
+the job twice.
 
 The worker's file descriptors 1 and 2 go to spool files (so output of C
-extensions and child processes is caught too); after each call what the job
+extensions and child processes is caught too); after each job what it
 wrote moves to its ``stdout``/``stderr`` files. Around every call the worker
-applies the job's environment and directory, and afterwards kills any
-process the job left behind. It dies with its parent (``PR_SET_PDEATHSIG``)
-and adopts orphaned grandchildren (``PR_SET_CHILD_SUBREAPER``) so that no
-process of a job can outlive the scheduler.
+applies the job's environment and directory, and after every job it kills
+any process the job left behind. It adopts orphaned grandchildren and dies,
+with all of them, when the driver dies (see :mod:`corral.runtime.guard`), so
+that no process of a job can outlive the scheduler.
 """
 
 from __future__ import annotations
@@ -27,32 +32,18 @@ import os
 import pickle
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from . import abort
+from .command import is_stale_message, run_command
 from .execute import kill_leftovers, run_call
+from .guard import become_subreaper, bind_to_parent
 from .payload import dumps_error
 from .spool import hand_over, open_spool
 from .outcomes import OutcomeLog
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def _prctl(option: int, value: int) -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the backend's kill path still works
-        pass
-
-
-def _bind_to_parent(parent_pid: int) -> None:
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    if os.getppid() != parent_pid:  # the parent died before the prctl took effect
-        os._exit(1)
-
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 class _Spool:
     """Fds 1 and 2 of the worker, pointed at spool files for good (see
@@ -76,11 +67,17 @@ class _Spool:
         hand_over(2, jobdir, "stderr")
 
 
-def run_request(message: bytes, home: str, spool: _Spool, outcomes: OutcomeLog) -> bytes:
+def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
+                requests: Connection) -> bytes:
     """Run one request and return the reply, never raising."""
-    job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = pickle.loads(message)
-    ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
-    reply = (job_id, ok, blob)
+    if request[0] == "command":
+        _, job_id, jobdir, argv, environment, cwd = request
+        reply: tuple = (job_id, None, run_command(job_id, argv, environment, cwd, home, requests))
+        outcomes_dir = None
+    else:
+        _, job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = request
+        ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
+        reply = (job_id, ok, blob)
     kill_leftovers()
     try:
         spool.hand_over(jobdir)
@@ -101,7 +98,8 @@ def main() -> None:
     from multiprocessing.connection import Connection
 
     read_fd, write_fd, parent_pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    _bind_to_parent(parent_pid)
+    become_subreaper()
+    bind_to_parent(parent_pid)
     spool = _Spool(sys.argv[4])
     abort.listen(signal.SIGUSR1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
@@ -114,4 +112,7 @@ def main() -> None:
             message = requests.recv_bytes()
         except (EOFError, OSError):
             return
-        replies.send_bytes(run_request(message, home, spool, outcomes))
+        request = pickle.loads(message)
+        if is_stale_message(request):  # about a command that has ended since
+            continue
+        replies.send_bytes(run_request(request, home, spool, outcomes, requests))

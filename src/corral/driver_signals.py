@@ -1,0 +1,63 @@
+"""SIGTERM and SIGINT end a driver the way an exception ends a ``with`` block.
+
+Python's default SIGTERM action ends the process at once: no ``finally``, no
+``__exit__``, so running jobs were never cancelled and temporary directories
+stayed. While a scheduler lives, and only if the program left the default
+handler in place, SIGTERM raises :class:`corral.errors.DriverTerminated` (a
+``SystemExit`` with status 143, so an uncaught one ends the program quietly
+with the status a shell expects). SIGINT keeps raising KeyboardInterrupt.
+
+Either signal also marks the process as *terminating*: a scheduler left open
+outside a ``with`` block then cancels its jobs at interpreter exit instead of
+waiting for them, as it would after a normal end of the program.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from .errors import DriverTerminated
+
+__all__ = ["install", "termination_reason", "reason_for"]
+
+_terminated_by: str | None = None
+_installed = False
+
+
+def install() -> None:
+    """Install the handlers (main thread only; handlers the program set are kept)."""
+    global _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
+        return
+    _installed = True
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    global _terminated_by
+    _terminated_by = "SIGTERM"
+    raise DriverTerminated(128 + signum)
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    global _terminated_by
+    _terminated_by = "SIGINT"
+    raise KeyboardInterrupt
+
+
+def termination_reason() -> str | None:
+    """Why unfinished jobs are cancelled if a signal ended the driver, else None."""
+    return None if _terminated_by is None else f"the driver was terminated ({_terminated_by})"
+
+
+def reason_for(error: BaseException | None) -> str:
+    """The reason given to jobs cancelled because *error* left a ``with`` block."""
+    if isinstance(error, DriverTerminated):
+        return "the driver was terminated (SIGTERM)"
+    if isinstance(error, KeyboardInterrupt):
+        return "the driver was terminated (SIGINT)"
+    return "interrupted"

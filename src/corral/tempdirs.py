@@ -1,0 +1,65 @@
+"""Temporary directories that name their owner, and the removal of dead owners' ones.
+
+A driver killed with SIGKILL cannot remove its temporary run directory or its
+spool directory. Each is therefore named after the process that made it
+(``corral-run-<pid>.<start time>-xxxxxxxx``), and every new scheduler removes
+the ones whose owner is gone, as long as they belong to the same user. The
+start time tells a dead owner from a new process that got the same pid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+
+__all__ = ["make_owned_tempdir", "remove_dead_owners_tempdirs", "RUN_PREFIX", "SPOOL_PREFIX"]
+
+RUN_PREFIX = "corral-run-"
+SPOOL_PREFIX = "corral-spool-"
+_OWNED = re.compile(r"^corral-(?:run|spool)-(\d+)\.(\d+)-")
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When *pid* started, in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def make_owned_tempdir(prefix: str, parent: str | None = None) -> str:
+    """A new private directory named after this process (see the module docstring)."""
+    pid = os.getpid()
+    return tempfile.mkdtemp(prefix=f"{prefix}{pid}.{_start_ticks(pid) or 0}-", dir=parent)
+
+
+def remove_dead_owners_tempdirs(parent: str | None = None) -> list[str]:
+    """Remove this user's corral directories in *parent* (default: the system's
+    temporary directory) whose owner process is gone; return their paths."""
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    uid = os.getuid()
+    for entry in entries:
+        match = _OWNED.match(entry.name)
+        if match is None:
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(
+                    follow_symlinks=False).st_uid != uid:
+                continue
+        except OSError:
+            continue
+        pid, started = int(match.group(1)), int(match.group(2))
+        if _start_ticks(pid) == started:
+            continue  # its owner still runs
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    return removed

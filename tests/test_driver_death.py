@@ -1,0 +1,219 @@
+"""Nothing a job started outlives its driver, however the driver ends, and
+nothing a command leaves behind outlives the command.
+
+Real drivers (``dying_driver.py``) are killed with real signals; survivors are
+counted with psutil.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import pids_alive, wait_until
+
+import corral
+
+HERE = Path(__file__).parent
+DRIVER_DEATH_LIMIT_S = 2.0  # the promise: no job process 2 s after the driver died
+
+
+def _read_pids(out: Path) -> dict[str, int]:
+    """Every process of the driver's jobs, by role."""
+    shell = int((out / "shell.pid").read_text())
+    worker, call_child = map(int, (out / "call.pid").read_text().split())
+    pids = {"shell": shell, "grandchild": int((out / "grandchild.pid").read_text()),
+            "call's worker": worker, "call's child": call_child}
+    for index, child in enumerate(psutil.Process(shell).children(recursive=True)):
+        pids[f"shell's child {index}"] = child.pid
+    return pids
+
+
+def _start_driver(mode: str, out: Path) -> subprocess.Popen:
+    environment = {**os.environ, "TMPDIR": os.fspath(out / "tmp")}
+    (out / "tmp").mkdir()
+    return subprocess.Popen([sys.executable, os.fspath(HERE / "dying_driver.py"), mode, os.fspath(out)],
+                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_jobs_to_run(driver: subprocess.Popen, out: Path) -> dict[str, int]:
+    def started() -> bool:
+        assert driver.poll() is None, driver.communicate()
+        return all((out / name).exists() for name in ("shell.pid", "grandchild.pid", "call.pid"))
+
+    wait_until(started, timeout=30, message="the driver's jobs to start their processes")
+    pids = _read_pids(out)
+    assert len(pids) >= 5 and not set(pids.values()) - set(pids_alive(list(pids.values())))
+    return pids
+
+
+def _assert_all_gone_soon(pids: dict[str, int]) -> None:
+    deadline = time.monotonic() + DRIVER_DEATH_LIMIT_S
+    while pids_alive(list(pids.values())) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    left = {role: pid for role, pid in pids.items() if pid in pids_alive(list(pids.values()))}
+    for pid in left.values():  # do not leave them to the next test
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"left running {DRIVER_DEATH_LIMIT_S} s after the driver died: {left}"
+
+
+@pytest.mark.parametrize("mode", ["plain", "journal"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_terminated_driver_cancels_its_jobs_kills_their_processes_and_tidies_up(
+        tmp_path: Path, mode: str, signum: int) -> None:
+    driver = _start_driver(mode, tmp_path)
+    pids = _wait_for_jobs_to_run(driver, tmp_path)
+    run_dir = Path((tmp_path / "run_dir").read_text())
+    driver.send_signal(signum)
+    _, stderr = driver.communicate(timeout=30)
+    _assert_all_gone_soon(pids)
+    # It ended as an exception in the with block ends it, with the usual exit status.
+    assert driver.returncode == (143 if signum == signal.SIGTERM else -signal.SIGINT), stderr
+    name = signal.Signals(signum).name
+    reason = f"the driver was terminated ({name})"
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report == {"shell": ["CANCELLED", reason], "call_with_a_child": ["CANCELLED", reason],
+                      "later": ["CANCELLED", reason]}
+    if mode == "plain":  # its temporary directories are gone
+        assert not run_dir.exists()
+        assert list((tmp_path / "tmp").iterdir()) == []
+    else:
+        journaled = {job.name: (job.status.name, job.reason)
+                     for job in corral.Scheduler.open(run_dir).jobs()}
+        assert journaled == {name: tuple(value) for name, value in report.items()}
+        assert not list(run_dir.glob("corral-spool-*"))
+
+
+@pytest.mark.parametrize("mode", ["plain", "journal"])
+def test_a_driver_killed_with_sigkill_leaves_no_process_and_its_files_go_next_time(
+        tmp_path: Path, mode: str) -> None:
+    driver = _start_driver(mode, tmp_path)
+    pids = _wait_for_jobs_to_run(driver, tmp_path)
+    run_dir = Path((tmp_path / "run_dir").read_text())
+    driver.kill()
+    driver.communicate(timeout=30)
+    _assert_all_gone_soon(pids)
+    left = sorted(path.name for path in (tmp_path / "tmp").iterdir())
+    if mode == "plain":
+        assert run_dir.exists() and left and all(name.startswith("corral-") for name in left)
+    # The next corral process that starts removes what the dead driver left.
+    tidy = ("import corral; s = corral.Scheduler(cores=1); print(s.submit(abs, -3).result()); "
+            "s.shutdown()")
+    subprocess.run([sys.executable, "-c", tidy], check=True, capture_output=True,
+                   env={**os.environ, "TMPDIR": os.fspath(tmp_path / "tmp")})
+    assert list((tmp_path / "tmp").iterdir()) == []
+    if mode == "journal":
+        assert run_dir.exists()  # a journal is the user's: only its stale spools go
+        corral.Scheduler(cores=1, journal=run_dir).shutdown()
+        assert not list(run_dir.glob("corral-spool-*"))
+
+
+def test_directories_of_live_drivers_and_other_files_are_kept(tmp_path: Path) -> None:
+    from corral.tempdirs import RUN_PREFIX, make_owned_tempdir, remove_dead_owners_tempdirs
+
+    mine = make_owned_tempdir(RUN_PREFIX, os.fspath(tmp_path))
+    dead = tmp_path / "corral-run-999999999.1-abcdefgh"  # no such pid
+    dead.mkdir()
+    reused = tmp_path / f"corral-spool-{os.getpid()}.1-abcdefgh"  # our pid, another start time
+    reused.mkdir()
+    unrelated = tmp_path / "corral-demo-keep"
+    unrelated.mkdir()
+    removed = remove_dead_owners_tempdirs(os.fspath(tmp_path))
+    assert sorted(removed) == sorted([os.fspath(dead), os.fspath(reused)])
+    assert Path(mine).exists() and unrelated.exists()
+
+
+# -- what a command or a call leaves behind ----------------------------------------------------
+
+DETACH = "( setsid sleep 4321 & echo $! > {pid_file}.partial ); mv {pid_file}.partial {pid_file}"
+
+
+def detach_a_grandchild(pid_file: str, then: str) -> None:
+    subprocess.run(DETACH.format(pid_file=pid_file), shell=True, check=True)
+    if then == "sleep":
+        time.sleep(1000)
+
+
+def _grandchild(pid_file: Path) -> int:
+    wait_until(pid_file.exists, timeout=20, message="the detached grandchild to start")
+    pid = int(pid_file.read_text())
+    assert pids_alive([pid]) == [pid]
+    return pid
+
+
+@pytest.mark.parametrize("kind", ["command", "call"])
+@pytest.mark.parametrize("ending", ["normal end", "timeout", "cancel"])
+def test_a_detached_grandchild_dies_with_its_job(scheduler: corral.Scheduler, tmp_path: Path,
+                                                 kind: str, ending: str) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    then = "return" if ending == "normal end" else "sleep"
+    options = {"timeout": 1.5} if ending == "timeout" else {}
+    if kind == "command":
+        tail = "true" if then == "return" else "sleep 1000"
+        job = scheduler.options(**options).shell(DETACH.format(pid_file=pid_file) + "; " + tail)
+    else:
+        job = scheduler.options(**options).submit(detach_a_grandchild, os.fspath(pid_file), then)
+    grandchild = _grandchild(pid_file)
+    if ending == "cancel":
+        assert job.cancel()
+    corral.wait([job], timeout=30)
+    expected = {"normal end": "COMPLETED", "timeout": "TIMED_OUT", "cancel": "CANCELLED"}[ending]
+    assert job.status.name == expected, job.reason
+    wait_until(lambda: not pids_alive([grandchild]), timeout=5,
+               message=f"the grandchild {grandchild} to be killed")
+
+
+def test_an_aborted_command_gets_sigterm_and_its_grace(scheduler: corral.Scheduler,
+                                                      tmp_path: Path) -> None:
+    marker = tmp_path / "trapped"
+    job = scheduler.shell(f"trap 'echo bye > {marker}; exit 0' TERM; "
+                          f"touch {tmp_path}/ready; while :; do sleep 0.05; done")
+    wait_until((tmp_path / "ready").exists, message="the command to set its trap")
+    scheduler.abort(job)
+    corral.wait([job], timeout=30)
+    assert marker.read_text() == "bye\n"
+    assert (job.status.name, job.reason) == ("CANCELLED", "aborted")
+
+
+def test_a_command_that_cannot_start_fails_with_the_reason(scheduler: corral.Scheduler) -> None:
+    job = scheduler.shell(["no-such-program-here", "x"])
+    with pytest.raises(corral.JobFailed, match="could not start: .*No such file or directory"):
+        job.result(timeout=30)
+
+
+def test_a_command_finds_its_program_on_the_path_it_is_given(scheduler: corral.Scheduler,
+                                                            tmp_path: Path) -> None:
+    tool = tmp_path / "bin" / "my-tool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho tool ran in $(pwd)\n")
+    tool.chmod(0o755)
+    job = scheduler.shell(["my-tool"], env={"PATH": f"{tool.parent}:/usr/bin:/bin"},
+                          cwd=tmp_path)
+    job.result(timeout=30)
+    assert job.stdout == f"tool ran in {tmp_path}\n"
+
+
+def test_a_command_cancelled_the_moment_it_was_handed_over_never_runs_on(
+        scheduler: corral.Scheduler, tmp_path: Path) -> None:
+    """The kill may reach the worker before the command exists: it must still stop it."""
+    for round_number in range(20):
+        job = scheduler.shell(f"touch {tmp_path}/{round_number}; sleep 1000")
+        assert job.cancel()
+        assert job.status.name == "CANCELLED"
+    assert scheduler.wait(timeout=30)
+    me = psutil.Process()
+    wait_until(lambda: not [child for child in me.children(recursive=True)
+                            if child.name() == "sleep" and child.status() != psutil.STATUS_ZOMBIE],
+               timeout=5, message="every cancelled command to be gone")
+    # The workers survived the kills and still run jobs.
+    assert scheduler.shell("echo still here").result(timeout=30) is None
