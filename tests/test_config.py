@@ -92,11 +92,18 @@ def test_without_corral_config_the_platform_folder_is_used(monkeypatch: pytest.M
     assert user_config_path() == platformdirs.user_config_path("corral") / "corral.toml"
 
 
-def test_no_files_give_an_empty_config_with_default_smtp(project: Path) -> None:
+def test_no_files_give_an_empty_config_without_smtp(project: Path) -> None:
     config = load_config(cwd=project)
 
     assert dict(config.profiles) == {}
     assert config.sources == ()
+    assert config.smtp is None  # notify= is refused: see test_job_endings
+
+
+def test_an_empty_smtp_table_gives_the_default_smtp(project: Path) -> None:
+    write(project / "corral.toml", "[smtp]\n")
+    config = load_config(cwd=project)
+
     assert (config.smtp.host, config.smtp.port) == ("localhost", 25)
     assert config.smtp.sender == f"corral@{socket.gethostname()}"
     assert config.smtp.password is None
@@ -276,7 +283,7 @@ def test_the_api_applies_a_profile_beneath_the_options_given(
     with corral.Scheduler(cores=1) as scheduler:
         hung = scheduler.options(profile="short").shell("sleep 30")
         named = scheduler.shell("true", profile="short", name="mine")
-        with pytest.raises(corral.JobTimedOut, match="timed out after 00:00:01"):
+        with pytest.raises(corral.JobTimedOut, match="timed out after 1.0s"):
             hung.result(timeout=30)
         named.result(timeout=30)
         assert (hung.name, named.name) == ("quick", "mine")

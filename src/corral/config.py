@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from .errors import CorralError
 from .options import parse_options
+from .safe_repr import safe_repr
 from .units import DURATION_FORMS, parse_duration, parse_memory
 
 __all__ = [
@@ -126,33 +127,46 @@ class Config:
     (``"2G"`` stays ``"2G"``), ready for ``Scheduler.options(**profile)`` or the
     command line. ``sources`` are the files actually read; ``searched`` all the
     files looked for, read or not, so messages can say where to write.
+    ``smtp`` is None when no file has an ``[smtp]`` table: ``notify=`` is then
+    refused when the job is made, rather than its mail lost at the first failure.
     """
 
     profiles: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: MappingProxyType({}))
-    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    smtp: SmtpSettings | None = None  # None: no [smtp] table, so no mail can be sent
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     sources: tuple[Path, ...] = ()
     searched: tuple[Path, ...] = ()
+
+    def where_to_set_smtp(self) -> str:
+        """Where a person sets the mail server, for an error that needs one."""
+        user_file = self.searched[0] if self.searched else user_config_path()
+        return (f'set [smtp] host in {user_file} (e.g. host = "smtp.example.org", '
+                f"port = 587)")
 
     def profile(self, name: str) -> dict[str, Any]:
         """Return a copy of the job options of profile *name*, as written.
 
         Raises:
             ValueError: no profile has that name; the message suggests the
-                closest name and says which files profiles come from.
+                closest name and says which files profiles come from; or
+                *name* is not a string (``profile=None``, a number).
         """
+        if not isinstance(name, str) or not name:
+            known = ", ".join(sorted(self.profiles)) or "none are defined"
+            raise ValueError(f"profile={safe_repr(name)} must be the name of a [profiles.NAME] "
+                             f"table of the config files (known profiles: {known})")
         if name in self.profiles:
             return copy.deepcopy(dict(self.profiles[name]))
         if not self.profiles:
             where = " or ".join(str(path) for path in self.searched) or "a corral.toml file"
-            raise ValueError(f"unknown profile {name!r}: no profiles are defined; "
+            raise ValueError(f"unknown profile {safe_repr(name)}: no profiles are defined; "
                              f"add a [profiles.{_dotted((name,))}] table to {where}")
         known = sorted(self.profiles)
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else f"known profiles: {', '.join(known)}"
         sources = ", ".join(str(path) for path in self.sources)
-        raise ValueError(f"unknown profile {name!r}; {hint} (profiles come from {sources})")
+        raise ValueError(f"unknown profile {safe_repr(name)}; {hint} (profiles come from {sources})")
 
 
 def user_config_path() -> Path:
@@ -188,6 +202,7 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
         searched.append(local)
     profiles: dict[str, dict[str, Any]] = {}
     smtp: dict[str, _Origin] = {}
+    smtp_table = False  # an empty [smtp] table still means "the defaults: localhost:25"
     daemon: dict[str, Any] = {}
     sources = []
     for path in searched:
@@ -198,9 +213,11 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
         for name, options in layer.profiles().items():
             profiles.setdefault(name, {}).update(options)
         smtp.update(layer.smtp())
+        smtp_table = smtp_table or layer.has_table("smtp")
         daemon.update(layer.daemon())
     frozen = {name: MappingProxyType(options) for name, options in profiles.items()}
-    return Config(profiles=MappingProxyType(frozen), smtp=_smtp_settings(smtp),
+    return Config(profiles=MappingProxyType(frozen),
+                  smtp=_smtp_settings(smtp) if smtp_table else None,
                   daemon=DaemonSettings(**daemon), sources=tuple(sources),
                   searched=tuple(searched))
 
@@ -235,6 +252,9 @@ class _Layer:
                 self.fail((table,), _unknown("table", table, _TABLES))
             if not isinstance(value, dict):
                 self.fail((table,), f"must be a table ([{table}]), not {_kind(value)}")
+
+    def has_table(self, table: str) -> bool:
+        return table in self._data
 
     def fail(self, key: tuple[str, ...], problem: str) -> NoReturn:
         raise ConfigError(problem, path=self.path, line=self.line(key), key=_dotted(key))

@@ -23,6 +23,7 @@ import logging
 import pickle
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,8 @@ from .runtime.outcomes import outcomes_directory
 from .runtime.payload import Upstream, dumps_value, loads_error
 from .spec import Call, FunctionRef, Script, Shell
 from .status import ACTIVE, PENDING, JobStatus, check_transition
-from .units import format_duration
+from .summary import RunTally
+from .units import format_span
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Update
@@ -80,27 +82,39 @@ class Engine:
         self._gather_until: float | None = None
         self._pushes_seen = 0
         self.packer = packer
+        packer.on_waiting = self._note_waiting  # why QUEUED jobs wait, for status
         self.run_dir = run_dir
         self.on_finish = on_finish
         self.abort_grace = abort_grace
         self.journal = journal
         self.notifier = notifier
+        #: The run directory is deleted at shutdown: messages must not point into it.
+        self.files_are_temporary = False
+        self.tally = RunTally()  # how finished jobs ended, for the run's closing line
         self._outcomes_dir = None if journal is None else outcomes_directory(journal.run_dir)
         self.listeners: list[Callable[[Event], Any]] = []
+        #: Results of finished jobs that were handed over with dispatch(), for
+        #: Scheduler.collect(); jobs from submit() and the like are not kept here.
         self.results: deque[Result] = deque()
         self.results_ready = threading.Condition()
         self.unfinished = 0
+        self.uncollected = 0  # unfinished jobs whose Result will go to ``results``
+        #: Told of every job made final (loop thread), e.g. the scheduler's registry.
+        self.on_final: Callable[[Job], Any] | None = None
         self.paused = False
         self._inbox: deque[tuple[Callable[..., Any], tuple, _Reply | None]] = deque()
         self._live: dict[int, Job] = {}        # id(job) -> every job not yet final
         self._active: dict[int | str, Job] = {}  # job.id -> handed to the backend, not ended
-        self._deadlines: list[tuple[float, int, str, Job, int]] = []
+        #: (when, sequence, kind, job, attempt); the job held weakly, so that a
+        #: long timeout does not keep a job that finished early alive.
+        self._deadlines: list[tuple[float, int, str, weakref.ref[Job], int]] = []
         self._to_resolve: list[tuple[Job, BaseException | None]] = []
         self._sequence = itertools.count()
         self._closing = False
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self.stopped = threading.Event()    # the loop ended: no more calls are answered
+        self._inbox_closed = threading.Event()  # ... and it answered those it had
         self.on_stopped: Callable[[], Any] | None = None  # cleanup, run after the loop
         self.finished = threading.Event()   # ... and after on_stopped
 
@@ -124,11 +138,32 @@ class Engine:
             self._resolve_finished()
             return value
         reply = _Reply()
-        self._inbox.append((function, args, reply))
+        request = (function, args, reply)
+        self._inbox.append(request)
         self.backend.wake()
         while not reply.done.wait(0.5):
-            if self.stopped.is_set() and not reply.done.is_set():
-                raise CorralError("the scheduler stopped before it could answer")
+            if self.stopped.is_set():
+                return self._answer_after_stop(request)
+        if reply.error is not None:
+            raise reply.error
+        return reply.value
+
+    def _answer_after_stop(self, request: tuple[Callable[..., Any], tuple, _Reply]) -> Any:
+        """Answer a call the loop ended without seeing: once the loop has
+        answered its last calls it owns no state any more, so run it here, as
+        :meth:`call` does for a loop that has stopped. (Not a join: the loop
+        thread's last act, on_stopped, may wait for the calling thread.)"""
+        function, args, reply = request
+        self._inbox_closed.wait()
+        if not reply.done.is_set():
+            try:
+                self._inbox.remove(request)
+            except ValueError:  # the loop's last round answered it after all
+                pass
+            else:
+                reply.value = function(*args)
+                reply.done.set()
+        reply.done.wait()
         if reply.error is not None:
             raise reply.error
         return reply.value
@@ -209,9 +244,12 @@ class Engine:
                 self._run_on_stopped()
 
     def _run_on_stopped(self) -> None:
+        # Once only, and let go of it: a Job the program keeps holds this
+        # engine, and must not keep the Scheduler behind the callback alive.
+        on_stopped, self.on_stopped = self.on_stopped, None
         try:
-            if self.on_stopped is not None:
-                self.on_stopped()
+            if on_stopped is not None:
+                on_stopped()
         except Exception:
             log.exception("cleanup after the control loop failed")
         finally:
@@ -262,12 +300,22 @@ class Engine:
     def _move(self, job: Job, new: JobStatus, reason: str | None = None) -> None:
         old = job.status
         check_transition(old, new)
+        if new.is_terminal and job.ended is None:
+            # A cancelled job ends now, not when the backend reports its processes gone.
+            job.ended = time.time()
         job.status = new
         job.reason = reason
         if self.journal is not None:
             self.journal.moved(job, old, new, reason)
         if self.listeners:
             self.emit("status", job, old, new, reason)
+
+    def _note_waiting(self, job: Job, reason: str) -> None:
+        """Record why a QUEUED job has not started (the packer calls this only
+        when the reason changes): ``job.reason`` and the journal's row."""
+        job.reason = reason
+        if self.journal is not None:
+            self.journal.touched(job)
 
     def emit(self, kind: str, job: Job, old: JobStatus | None = None,
              new: JobStatus | None = None, reason: str | None = None) -> None:
@@ -501,11 +549,11 @@ class Engine:
         del self._active[job.id]
         self.packer.release(job)
         job._live_output = None
+        if job._final:  # cancelled while it ran: it ended then (see _move); its processes now
+            return
         job.ended = update.at or time.time()
         if update.exit_code is not None:
             job.exit_code = update.exit_code
-        if job._final:  # cancelled while it ran; its processes are gone now
-            return
         self._settle(job, *self._outcome(job, update))
 
     def _outcome(self, job: Job, update: Update) -> tuple[JobStatus, str | None, Any, BaseException | None]:
@@ -514,7 +562,7 @@ class Engine:
         label = f"job {job.id} {job.name!r}"
         if intent == "timeout":  # the limit that was armed (see _apply)
             limit = (job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s) or 0
-            reason = f"timed out after {format_duration(limit)}; killed with its child processes"
+            reason = f"timed out after {format_span(limit)}; killed with its child processes"
             return _S.TIMED_OUT, reason, None, JobTimedOut(
                 f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
         if intent == "abort":
@@ -554,7 +602,9 @@ class Engine:
         message = f"{label} failed: {reason}"
         tail = _tail(job, "stderr")
         if tail:
-            message += f"\nlast lines of its stderr ({job.jobdir}/stderr):\n{tail}"
+            where = ("all of it is in job.stderr" if self.files_are_temporary
+                     else f"{job.jobdir}/stderr")
+            message += f"\nlast lines of its stderr ({where}):\n{tail}"
         return _S.FAILED, reason, None, kind(message, job_id=job.id, status=_S.FAILED,
                                              reason=reason, exit_code=update.exit_code)
 
@@ -563,6 +613,7 @@ class Engine:
         """Retry, run again for on_finish, or make the outcome final."""
         if status in (_S.FAILED, _S.TIMED_OUT):
             job._failures += 1
+            _log_failure(job, status, reason)
         if status in (_S.FAILED, _S.TIMED_OUT) and job._failures <= job.spec.retries:
             self._move(job, _S.QUEUED, f"retry {job._failures} of {job.spec.retries} after: {reason}")
             _forget_output(job)
@@ -593,15 +644,21 @@ class Engine:
         """
         job._final = True
         self._to_resolve.append((job, error))
+        self.tally.count(job)
         if notify and job.spec.notify and self.notifier is not None:
             self._notify(job)
         with self.results_ready:
-            self.results.append(job.record)
+            if job._collectable:
+                self.results.append(job.record)
+                self.uncollected -= 1
             self.unfinished -= 1
             self.results_ready.notify_all()
         self._live.pop(id(job), None)
         if cascade:
             self._release_dependents(job)
+        if self.on_final is not None:
+            self.on_final(job)
+        job._release_run_state()
 
     def _notify(self, job: Job) -> None:
         if job.spec.notify_on == "failure" and job.status not in (_S.FAILED, _S.TIMED_OUT):
@@ -659,15 +716,17 @@ class Engine:
     # -- deadlines -------------------------------------------------------------------------
 
     def _add_deadline(self, delay: float, kind: str, job: Job) -> None:
-        entry = (time.monotonic() + delay, next(self._sequence), kind, job, job.attempts)
+        entry = (time.monotonic() + delay, next(self._sequence), kind, weakref.ref(job),
+                 job.attempts)
         heapq.heappush(self._deadlines, entry)
 
     def _fire_deadlines(self) -> None:
         deadlines = self._deadlines
         now = time.monotonic()
         while deadlines and deadlines[0][0] <= now:
-            _, _, kind, job, attempt = heapq.heappop(deadlines)
-            if job._final or job.attempts != attempt or self._active.get(job.id) is not job:
+            _, _, kind, job_ref, attempt = heapq.heappop(deadlines)
+            job = job_ref()
+            if job is None or job._final or job.attempts != attempt or self._active.get(job.id) is not job:
                 continue
             if kind == "timeout":
                 job._kill_intent = "timeout"
@@ -713,9 +772,9 @@ class Engine:
         self._cancel_all(pending, reason)
         return len(pending)
 
-    def interrupt(self) -> None:
+    def interrupt(self, reason: str = "interrupted") -> None:
         """Cancel everything, running jobs included, now."""
-        self._cancel_all(list(self._live.values()), "interrupted")
+        self._cancel_all(list(self._live.values()), reason)
 
     def _cancel_all(self, jobs: list[Job], reason: str) -> None:
         """Cancel *jobs*, killing the active ones with one backend call (one scancel)."""
@@ -724,10 +783,12 @@ class Engine:
             job._kill_intent = "cancel"
         if active:
             self.backend.kill([job.id for job in active])
-        for job in jobs:
-            if not job._final:
-                self._move(job, _S.CANCELLED, reason)
-                self._finalize(job)
+        cancelled = [job for job in jobs if not job._final]
+        for job in cancelled:  # each with this reason, not "upstream ... was cancelled"
+            self._move(job, _S.CANCELLED, reason)
+            self._finalize(job, cascade=False)
+        for job in cancelled:  # then whatever waited on them and was not among them
+            self._release_dependents(job)
 
     def remove(self, job: Job) -> None:
         if job._final or job.status.is_terminal:
@@ -758,16 +819,26 @@ class Engine:
                 pass
         self._live.clear()
         self._active.clear()
-        self.unfinished = 0
+        self.unfinished = self.uncollected = 0
         with self.results_ready:
             self.results_ready.notify_all()
 
     def _answer_leftover_calls(self) -> None:
-        while self._inbox:
-            _, _, reply = self._inbox.popleft()
-            if reply is not None:
-                reply.error = CorralError("the scheduler has stopped")
+        """Answer the calls that came after the loop's last round, as the loop
+        would have (``cancel()`` of a job that just finished returns False);
+        posted requests that expected a running loop are dropped."""
+        try:
+            while self._inbox:
+                function, args, reply = self._inbox.popleft()
+                if reply is None:
+                    continue
+                try:
+                    reply.value = function(*args)
+                except Exception as error:
+                    reply.error = error
                 reply.done.set()
+        finally:
+            self._inbox_closed.set()
 
 
 def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
@@ -784,6 +855,15 @@ def _upstream_reason(parent: Job) -> str:
     what = {_S.FAILED: "failed", _S.CANCELLED: "was cancelled",
             _S.TIMED_OUT: "timed out"}.get(parent.status, parent.status.name)
     return f"upstream job {parent.id} {parent.name!r} {what}"
+
+
+def _log_failure(job: Job, status: JobStatus, reason: str | None) -> None:
+    """One line in the run's log (corral.log) for every failed attempt."""
+    retry = (f"; retry {job._failures} of {job.spec.retries} follows"
+             if job._failures <= job.spec.retries else "")
+    what = "timed out" if status is _S.TIMED_OUT else "failed"
+    log.info("job %s %r %s: %s%s", job.id, job.name, what,
+             " ".join((reason or "no reason given").split()), retry)
 
 
 def _forget_output(job: Job) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .runtime.spool import read_output
-from .spec import JobSpec, Task, make_spec, make_task
+from .spec import JobSpec, Task, check_job_id, make_spec, make_task
 from .status import JobStatus
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .store import StoredJob
 
 __all__ = ["Job", "Result"]
+
+_NO_JOURNAL_ENTRY = ("", "", "", "{}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,7 @@ class Job(Future):
         return job
 
     def _setup(self, spec: JobSpec, id: int | str | None, meta: Any) -> None:
-        if id is not None and (isinstance(id, bool) or not isinstance(id, (int, str))):
-            raise ValueError(f"id={id!r} must be an int or a string")
+        check_job_id(id)
         self.spec = spec
         self.id: int | str | None = id
         self.meta = meta
@@ -122,13 +123,14 @@ class Job(Future):
         self._feeds_values = False
         # The journal's view (set at dispatch when the scheduler keeps one):
         self._key: str | None = None
-        self._journal_entry: tuple[str, str, str, str] = ("", "", "", "{}")
+        self._journal_entry: tuple[str, str, str, str] = _NO_JOURNAL_ENTRY
         self._restored: StoredJob | None = None  # completed in an earlier run
         self._reattach: StoredJob | None = None  # still in the cluster's hands since an earlier run
         self._always_new = False   # never matched against earlier runs (corral submit)
         self._doomed: str | None = None  # cancelled as soon as it is added, with this reason
         self._result_blob: bytes | None = None
         self._error_blob: bytes | None = None
+        self._collectable = False  # dispatch()ed: its Result goes to Scheduler.collect()
 
     # -- what people read --------------------------------------------------------
 
@@ -231,6 +233,8 @@ class Job(Future):
         Returns True if the job is now cancelled, False if it had already
         finished otherwise. Blocks only for the scheduler to take note (ms).
         """
+        if self.done():  # as Future.cancel: no need to ask a scheduler that may have stopped
+            return self.cancelled()
         if self._engine is not None:
             return self._engine.cancel(self, "cancelled by user")
         if self._final or self.done():
@@ -241,6 +245,21 @@ class Job(Future):
         return True
 
     # -- called by the control loop only -------------------------------------------
+
+    def _release_run_state(self) -> None:
+        """Drop what only running the job needed, once it is final: the pickled
+        call, the arguments with placeholders, the links to its dependencies
+        (its dependents are let go by the control loop as it releases them).
+
+        A finished job the program still holds then keeps only what it shows
+        (spec, status, result); one it dropped is freed with all of that.
+        """
+        self._payload = None
+        self._call_parts = ((), {})
+        self._argv_template = ()
+        self._deps = []
+        self._value_deps = []
+        self._journal_entry = _NO_JOURNAL_ENTRY
 
     def _resolve_value(self, value: Any) -> None:
         self._final = True

@@ -4,7 +4,8 @@ A job's ``notify=`` addresses get one message when it fails (or whenever it
 ends, with ``notify_on="end"``). A mail server can be slow or down, so
 :class:`Notifier` only queues messages; one background thread delivers them
 through the ``[smtp]`` settings of :mod:`corral.config`. A delivery that fails
-is logged on ``corral.notify`` and counted; it never raises into the code that
+is logged on ``corral.notify`` (so in a journaled run's ``corral.log``, as is
+every message delivered) and counted; it never raises into the code that
 asked for it, because a lost e-mail must not fail or stall a run.
 """
 
@@ -233,13 +234,15 @@ class Notifier:
         except Exception as error:  # noqa: BLE001 - any failure is logged, never raised
             log.error("could not e-mail %r to %s through SMTP server %s: %s: %s",
                       message["Subject"], ", ".join(recipients), server,
-                      type(error).__name__, error)
+                      type(error).__name__, " ".join(str(error).split()))  # one line
             return False
         if refused:
             log.error("SMTP server %s refused %s for %r: %s", server, ", ".join(refused),
                       message["Subject"],
                       "; ".join(f"{code} {reply!r}" for code, reply in refused.values()))
             return False
+        log.info("e-mailed %r to %s through SMTP server %s", message["Subject"],
+                 ", ".join(recipients), server)
         return True
 
 

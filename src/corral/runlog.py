@@ -11,10 +11,11 @@ to stderr explicitly, unless the program configured logging itself.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["LOG_FILE", "attach_run_log"]
+__all__ = ["LOG_FILE", "attach_run_log", "warn_user"]
 
 LOG_FILE = "corral.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"
@@ -49,3 +50,18 @@ def attach_run_log(run_dir: Path) -> Callable[[], None]:
         logger.setLevel(old_level)
 
     return detach
+
+
+def warn_user(message: str) -> None:
+    """Log a warning a person must see, such as the run's closing summary.
+
+    It goes through corral's log (``corral.log`` and the console handler of
+    :func:`attach_run_log`, or the program's own logging). With no handler
+    anywhere, Python would print the bare message; this prints it as
+    ``corral: message`` instead, so the reader knows where it comes from.
+    """
+    logger = logging.getLogger("corral")
+    if logger.hasHandlers():
+        logger.warning(message)
+    elif logger.isEnabledFor(logging.WARNING) and logging.lastResort is not None:
+        print(f"corral: {message}", file=sys.stderr, flush=True)

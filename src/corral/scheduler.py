@@ -9,17 +9,17 @@ loop (:mod:`corral.engine`), which owns everything that changes afterwards.
 from __future__ import annotations
 
 import difflib
-import itertools
 import os
 import shutil
-import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
+from . import driver_signals
 from .backends import make_backend, resolve_backend
 from .control import ControlServer
 from .engine import Engine
@@ -27,15 +27,19 @@ from .errors import ResourceError
 from .events import Event
 from .graph import plan_batch, replace_jobs
 from .job import Job, Result
-from .options import parse_options
+from .options import bounded_tuple, parse_options
 from .packing import Packer
+from .registry import JobRegistry
+from .queued import P, QueuedFunction, R, queue_with
 from .resume import Resumer
 from .run import Run
-from .runlog import attach_run_log
+from .runlog import attach_run_log, warn_user
 from .runtime.payload import dumps_call
+from .safe_repr import safe_repr
 from .spec import Call, FunctionRef, Script, Shell, make_task
 from .status import JobStatus, statuses_named
 from .store import CLUSTER_BACKENDS, Journal, StoredJob
+from .tempdirs import RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir, remove_dead_owners_tempdirs
 from .units import parse_duration, parse_memory
 
 if TYPE_CHECKING:
@@ -73,6 +77,26 @@ class Submitter:
         """
         return self._make(make_task(fn, args, kwargs), {})
 
+    @overload
+    def job(self, func: Callable[P, R], /, **options: Any) -> QueuedFunction[P, R]: ...
+
+    @overload
+    def job(self, func: None = None, /, **options: Any
+            ) -> Callable[[Callable[P, R]], QueuedFunction[P, R]]: ...
+
+    def job(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Decorate a function so that calling it submits it as a job.
+
+        ``@submitter.job`` or ``@submitter.job(cores=2, walltime="1h")``: a call
+        of the decorated function returns its :class:`Job` at once; the plain
+        function stays reachable as ``.func``. See :mod:`corral.queued`.
+
+        Raises:
+            ValueError: a bad option, at decoration time, naming it.
+            TypeError: what is decorated is not callable.
+        """
+        return queue_with(self, func, options)
+
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
         """Like ``Executor.map``: results in order, jobs run in parallel."""
@@ -81,8 +105,9 @@ class Submitter:
     def shell(self, command: str | Iterable[Any], **options: Any) -> Job:
         """Run a shell command: a string goes to ``/bin/sh -c``, a list runs without a shell."""
         if isinstance(command, (bytes, bytearray)) or not isinstance(command, (str, Iterable)):
-            raise ValueError(f"shell() takes a command string or a list of arguments, not {command!r}")
-        return self._make(make_task(Shell(command if isinstance(command, str) else tuple(command))),
+            raise ValueError(f"shell() takes a command string or a list of arguments, not {safe_repr(command)}")
+        return self._make(make_task(Shell(command if isinstance(command, str)
+                                                 else bounded_tuple(command, "command"))),
                           options)
 
     def script(self, path: str | os.PathLike[str], *argv: Any, **options: Any) -> Job:
@@ -93,13 +118,13 @@ class Submitter:
              **options: Any) -> Job:
         """Import ``"package.module:function"`` in a worker and call it with *args*/*kwargs*."""
         if not isinstance(target, str):
-            raise ValueError(f"call() takes 'package.module:function', not {target!r}; "
+            raise ValueError(f"call() takes 'package.module:function', not {safe_repr(target)}; "
                              "use submit() for a callable")
         return self._make(make_task(FunctionRef(target, tuple(args), dict(kwargs or {}))), options)
 
     def _make(self, task: Any, options: Mapping[str, Any]) -> Job:
         job = Job._from_task(task, {**self._defaults, **self._scheduler._with_profile(options)})
-        self._scheduler.dispatch([job])
+        self._scheduler._dispatch([job], collectable=False)
         return job
 
 
@@ -167,6 +192,10 @@ class Scheduler(Executor):
             raise ValueError(f"journal={journal!r} must be a directory path")
         self._config = config
         _check_workdir(workdir)  # before anything is started that would need stopping
+        _watch_interpreter_exit()
+        _refuse_after_interpreter_exit()  # before anything is started
+        _tidy_after_dead_drivers()
+        driver_signals.install()
         self._journal: Journal | None = None
         self._resumer: Resumer | None = None
         self._control: ControlServer | None = None
@@ -180,8 +209,7 @@ class Scheduler(Executor):
                 def attachable(stored: StoredJob) -> bool:
                     return (current.outlives_driver(stored) and current.session_backends.get(
                         stored.session or 0) == backend)
-            self._resumer = Resumer(self._journal.previous, self._journal.run_dir,
-                                    self._journal.last_change, attachable)
+            self._resumer = Resumer(self._journal.previous, self._journal.run_dir, attachable)
         settings: dict[str, Any] = {}
         if self._journal is not None and backend == "local":
             # Spool files inside the run: a killed driver's are found (and removed) next time.
@@ -203,14 +231,14 @@ class Scheduler(Executor):
             self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace,
                                   journal=self._journal)
             self._engine.on_stopped = self._finish_outside_loop
+            self._engine.files_are_temporary = self._temporary
             self._plain = Submitter(self, {})
-            self._lock = threading.Lock()  # guards the registry below and shutdown
-            self._by_id: dict[int | str, Job] = {}
-            self._by_name: dict[str, list[Job]] = {}
-            self._taken_ids: set[str] = set()  # every id used in this session, as text
-            self._ids = itertools.count(self._resumer.first_free_id if self._resumer else 1)
+            self._lock = threading.Lock()  # guards dispatching, the registry's ids and shutdown
+            self._registry = JobRegistry(
+                self._engine, self._resumer.first_free_id if self._resumer else 1,
+                keep_each_finished=self._resumer is not None)
+            self._engine.on_final = self._registry.finished
             self._shut = False
-            self._exit_hook_set = False
             self._owner_pid = os.getpid()
             self._owner_kind = _owner
             #: Set by the daemon: a ``corral stop`` request sets it (scripts refuse it).
@@ -219,7 +247,7 @@ class Scheduler(Executor):
                 self._detach_log = attach_run_log(self._journal.run_dir)
                 self._control = ControlServer(self, self._journal.run_dir)
                 self._control.start()
-                self._set_exit_hook()
+            _open_schedulers.add(self)  # shut down at interpreter exit
         except BaseException:  # stop what was started, free the run for the next try
             self._backend.close()
             if self._control is not None:
@@ -236,6 +264,18 @@ class Scheduler(Executor):
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Job:
         """Run ``fn(*args, **kwargs)`` as a job and return its :class:`Job`."""
         return self._plain.submit(fn, *args, **kwargs)
+
+    @overload
+    def job(self, func: Callable[P, R], /, **options: Any) -> QueuedFunction[P, R]: ...
+
+    @overload
+    def job(self, func: None = None, /, **options: Any
+            ) -> Callable[[Callable[P, R]], QueuedFunction[P, R]]: ...
+
+    def job(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Decorate a function so that calling it submits it as a job (see
+        :meth:`Submitter.job`): ``@scheduler.job`` or ``@scheduler.job(cores=2)``."""
+        return self._plain.job(func, **options)
 
     def shell(self, command: str | Iterable[Any], **options: Any) -> Job:
         """Run a shell command (string: ``/bin/sh -c``; list: no shell)."""
@@ -261,8 +301,13 @@ class Scheduler(Executor):
                 scheduler's job, or asks for an unknown queue.
             ResourceError: a job asks for more than this scheduler has.
             DependencyError: a cycle, or ``after=`` naming no job.
-            RuntimeError: the scheduler was shut down.
+            RuntimeError: the scheduler was shut down, or the interpreter is exiting.
         """
+        return self._dispatch(jobs, collectable=True)
+
+    def _dispatch(self, jobs: Job | Iterable[Job], collectable: bool) -> list[Job]:
+        """:meth:`dispatch`; *collectable* jobs' Results go to :meth:`collect`
+        (those of submit() and the like do not: nobody would collect them)."""
         given = [jobs] if isinstance(jobs, Job) else list(jobs)
         for job in given:
             if not isinstance(job, Job):
@@ -272,25 +317,34 @@ class Scheduler(Executor):
             if job.status is not JobStatus.NEW or job.done():
                 raise ValueError(f"{job!r} cannot be dispatched: it is {job.status.name}")
         with self._lock:
+            _refuse_after_interpreter_exit()  # before anything is registered
             if self._shut:
                 raise RuntimeError("cannot dispatch jobs after the scheduler was shut down")
-            batch = plan_batch(given, self._jobs_named, _value_deps)
-            ids = self._validate(batch)
+            batch = plan_batch(given, self._registry.named, _value_deps)
+            first_number = self._registry.next_number
+            numbered: set[str] = set()
+            try:
+                ids = self._validate(batch, numbered)
+            except BaseException:
+                self._registry.next_number = first_number  # the numbers stay free
+                raise
             for job, job_id in zip(batch, ids):
                 job.id = job_id
                 job._engine = self._engine
-                self._by_id[job_id] = job
-                self._taken_ids.add(str(job_id))
-                self._by_name.setdefault(job.name, []).append(job)
-            self._set_exit_hook()
+                job._collectable = collectable
+            self._registry.register(batch, numbered)
             with self._engine.results_ready:  # collect(n) may count them from now on
                 self._engine.unfinished += len(batch)
+                if collectable:
+                    self._engine.uncollected += len(batch)
             # Posted under the lock, so that a concurrent shutdown() is posted after it.
             self._engine.post(self._engine.add, batch)
         return given
 
-    def _validate(self, batch: list[Job]) -> list[int | str]:
-        """Check every job and pickle its call; assign nothing until all pass."""
+    def _validate(self, batch: list[Job], numbered: set[str]) -> list[int | str]:
+        """Check every job and pickle its call; assign nothing until all pass.
+        The ids numbered here (not chosen by the caller or the journal) are
+        added to *numbered*."""
         ids: list[int | str] = []
         taken: set[str] = set()
         for job in batch:
@@ -314,32 +368,38 @@ class Scheduler(Executor):
                 raise ValueError(f"job id {job_id!r} cannot name a directory: use a non-empty "
                                  "string without '/'")
             if job_id is not None:
-                if str(job_id) in self._taken_ids or str(job_id) in taken:
+                if self._registry.id_taken(str(job_id)) or str(job_id) in taken:
                     raise ValueError(f"job id {job_id!r} is already used in this scheduler "
                                      "(ids name job directories: 7 and '7' are the same)")
                 taken.add(str(job_id))
             ids.append(job_id)
             _pickle_call(job)
             if job.spec.notify:
-                self._notifier()  # a bad [smtp] config is reported now, not at the first mail
+                self._notifier(job)  # a missing [smtp] table is reported now, not at the first mail
         if self._resumer is not None:
-            ids = self._resumer.plan(batch, lambda: self._new_id(taken),
-                                     lambda job_id: job_id in taken or job_id in self._taken_ids,
-                                     taken)
+            ids = self._resumer.plan(batch, lambda: self._new_id(taken, numbered),
+                                     lambda job_id: job_id in taken
+                                     or self._registry.id_taken(job_id), taken)
         else:
-            ids = [self._new_id(taken) if job_id is None else job_id for job_id in ids]
+            ids = [self._new_id(taken, numbered) if job_id is None else job_id
+                   for job_id in ids]
         for job in batch:
             for dep in job._value_deps:
                 dep._feeds_values = True
         return ids
 
-    def _new_id(self, taken: set[str]) -> int:
+    def _new_id(self, taken: set[str], numbered: set[str]) -> int:
         """The next number not taken by an explicit ``id=`` (this batch's or earlier)."""
+        registry = self._registry
         while True:
-            job_id = next(self._ids)
-            if str(job_id) not in self._taken_ids and str(job_id) not in taken:
-                taken.add(str(job_id))
-                return job_id
+            job_id = registry.next_number
+            if registry.id_taken(str(job_id)) or str(job_id) in taken:
+                registry.next_number += 1
+                continue
+            registry.next_number += 1
+            taken.add(str(job_id))
+            numbered.add(str(job_id))
+            return job_id
 
     def _with_profile(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """*options* with ``profile=`` replaced by the profile's options beneath them."""
@@ -356,12 +416,20 @@ class Scheduler(Executor):
             self._config = load_config()
         return self._config
 
-    def _notifier(self) -> Notifier:
-        """The e-mail sender, made on first use from the [smtp] config."""
+    def _notifier(self, job: Job) -> Notifier:
+        """The e-mail sender, made on first use from the [smtp] config.
+
+        Raises:
+            ValueError: *job* asks for mail and the config has no ``[smtp]`` table.
+        """
         if self._engine.notifier is None:
             from .notify import Notifier
 
-            self._engine.notifier = Notifier(self._loaded_config().smtp)
+            config = self._loaded_config()
+            if config.smtp is None:
+                raise ValueError(f"job {job.name!r}: notify= needs a mail server and none is "
+                                 f"configured; {config.where_to_set_smtp()}")
+            self._engine.notifier = Notifier(config.smtp)
         return self._engine.notifier
 
     def _check_queue_and_tokens(self, job: Job) -> None:
@@ -385,25 +453,23 @@ class Scheduler(Executor):
             return f"set {setting} = {example} in the [daemon] table of your corral.toml"
         return in_python
 
-    def _jobs_named(self, name: str) -> list[Job]:
-        return list(self._by_name.get(name, ()))
-
-    def _set_exit_hook(self) -> None:
-        if not self._exit_hook_set:
-            self._exit_hook_set = True
-            # Like concurrent.futures: at interpreter exit, let submitted work finish.
-            threading._register_atexit(self._at_exit)  # type: ignore[attr-defined]
-
     def _at_exit(self) -> None:
         # A child forked from this program (a fork-based pool) runs the same
         # hooks when it ends; the scheduler is not its to wait for.
         if os.getpid() == self._owner_pid:
+            reason = driver_signals.termination_reason()
+            if reason is not None:  # SIGTERM/SIGINT ended the program: do not wait for jobs
+                self._engine.call(self._engine.interrupt, reason)
             self.shutdown(wait=True)
 
     # -- results ------------------------------------------------------------------------
 
     def collect(self, n: int = 0, timeout: float | None = None) -> list[Result]:
         """Return finished jobs' :class:`Result` records, each once, in finishing order.
+
+        Only jobs handed over with :meth:`dispatch` are collected: a job from
+        :meth:`submit` (and the like) is read through its Job, and keeping its
+        Result here until someone collects it would keep it forever.
 
         With ``n <= 0`` return what is available now; otherwise wait until at
         least *n* are available and return all of them.
@@ -418,11 +484,12 @@ class Scheduler(Executor):
         with engine.results_ready:
             if n > 0:
                 def possible() -> int:
-                    return len(engine.results) + engine.unfinished
+                    return len(engine.results) + engine.uncollected
 
                 if possible() < n:
                     raise ValueError(f"collect({n}) cannot be satisfied: {len(engine.results)} "
-                                     f"results are waiting and {engine.unfinished} jobs unfinished")
+                                     f"results are waiting and {engine.uncollected} dispatched "
+                                     "jobs unfinished")
                 arrived = engine.results_ready.wait_for(
                     lambda: len(engine.results) >= n or possible() < n, timeout)
                 if not arrived:
@@ -447,19 +514,23 @@ class Scheduler(Executor):
     def jobs(self, status: JobStatus | str | None = None) -> list[Job]:
         """Jobs of this scheduler in submission order, optionally only those in *status*.
 
+        Listed are the unfinished jobs and the finished ones the program still
+        holds: a finished Job nobody references any more is freed (its record
+        stays in the journal, if any), as ``concurrent.futures`` frees its futures.
+
         *status* is a :class:`JobStatus`, its name (``"running"``), or a group:
         ``"pending"``/``"queued"`` (not started), ``"active"`` (submitted or
         running), ``"finished"``/``"history"``/``"done"``.
         """
-        with self._lock:
-            everything = list(self._by_id.values())
+        everything = self._registry.live()
         if status is None:
             return everything
         wanted = statuses_named(status)
         return [job for job in everything if job.status in wanted]
 
     def qsize(self, status: JobStatus | str | None = None) -> int:
-        """How many jobs are in *status* (see :meth:`jobs`); all jobs when None."""
+        """How many jobs are in *status* (see :meth:`jobs`: unfinished, or
+        finished and still held); all of those when None."""
         return len(self.jobs(status))
 
     def on_event(self, callback: Callable[[Event], Any]) -> Callable[[Event], Any]:
@@ -507,22 +578,17 @@ class Scheduler(Executor):
         """
         target = self._job(job)
         self._engine.call(self._engine.remove, target)
-        with self._lock:
-            self._by_id.pop(target.id, None)
-            same_name = self._by_name.get(target.name, [])
-            if target in same_name:
-                same_name.remove(target)
+        self._registry.forget(target)
 
     def interrupt(self) -> None:
         """Kill every running job and cancel every pending one, now."""
-        self._engine.call(self._engine.interrupt)
+        self._engine.call(self._engine.interrupt, "interrupted")
 
     def _lookup(self, job_id: object) -> Job | None:
         """The live job with this id; ``"7"`` finds job 7 (ids come as text from outside)."""
-        with self._lock:
-            found = self._by_id.get(job_id)  # type: ignore[arg-type]
-            if found is None and isinstance(job_id, str) and job_id.isdigit():
-                found = self._by_id.get(int(job_id))
+        found = self._registry.get(job_id)
+        if found is None and isinstance(job_id, str) and job_id.isdigit():
+            found = self._registry.get(int(job_id))
         return found
 
     def _flush_journal_now(self) -> None:
@@ -535,8 +601,10 @@ class Scheduler(Executor):
             if job._engine is not self._engine:
                 raise ValueError(f"{job!r} does not belong to this scheduler")
             return job
-        with self._lock:
-            found = self._by_id.get(job)
+        found = self._registry.get(job)
+        if found is None and self._registry.id_taken(str(job)):
+            raise ValueError(f"job {job!r} has finished and this program no longer holds it; "
+                             "pass the Job itself to act on a finished job")
         if found is None:
             raise ValueError(f"no job with id {job!r} in this scheduler")
         return found
@@ -563,6 +631,9 @@ class Scheduler(Executor):
                 self._engine.finished.wait()
                 raise
             self._remove_temporary_files()
+            _open_schedulers.discard(self)  # (after shutdown(wait=False), exit waits for it)
+            if self._journal is not None:
+                self._journal.raise_if_failed()  # a journal that misses a row never passes silently
 
     def _finish_outside_loop(self) -> None:
         """After the loop stopped: stop serving, send queued mail, close the journal."""
@@ -571,6 +642,9 @@ class Scheduler(Executor):
         notifier = self._engine.notifier
         if notifier is not None:
             notifier.close()
+        summary = self._engine.tally.summary()
+        if summary is not None:  # else a failure nobody asked about would pass unseen
+            warn_user(summary)
         self._close_journal()
 
     def _close_journal(self) -> None:
@@ -616,8 +690,8 @@ class Scheduler(Executor):
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is not None:
-            self.interrupt()
+        if exc_type is not None:  # SIGTERM and Ctrl-C arrive here too (see driver_signals)
+            self._engine.call(self._engine.interrupt, driver_signals.reason_for(exc))
         self.shutdown(wait=True)
 
     def __repr__(self) -> str:
@@ -628,16 +702,64 @@ class Scheduler(Executor):
         return f"<Scheduler {self._backend.name}: {summary}>"
 
 
+#: Schedulers to shut down when the interpreter exits, as concurrent.futures
+#: does with its pools. Held weakly: a shut-down Scheduler the program dropped
+#: is garbage, and one still open is kept alive by its control loop anyway.
+_open_schedulers: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+_interpreter_exiting = False
+
+
+def _watch_interpreter_exit() -> None:
+    """Once per process: at interpreter exit, shut down the open schedulers
+    (waiting for their jobs) and refuse new jobs from then on.
+
+    The hook runs with threading's own exit hooks, before ``atexit``
+    handlers, like the one of ``concurrent.futures.thread``.
+    """
+    global _exit_hook_registered, _interpreter_exiting
+    with _exit_hook_lock:
+        if not _exit_hook_registered:
+            try:
+                threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
+            except RuntimeError:  # threading is already shutting down
+                _interpreter_exiting = True
+            else:
+                _exit_hook_registered = True
+
+
+def _at_interpreter_exit() -> None:
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    for scheduler in list(_open_schedulers):
+        scheduler._at_exit()
+
+
+def _refuse_after_interpreter_exit() -> None:
+    """Raise RuntimeError once the interpreter has begun to exit: workers and
+    threads cannot be started any more, and nothing would wait for the job.
+    Checked before a job is registered anywhere, so a refused job leaves no trace."""
+    if _interpreter_exiting:
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
 def _value_deps(job: Job) -> list[Job]:
     """Find the Jobs among a job's arguments and keep the arguments with placeholders."""
     task = job.spec.task
     found: list[Job] = []
-    if isinstance(task, (Call, FunctionRef)):
-        job._call_parts = (replace_jobs(task.args, found), replace_jobs(dict(task.kwargs), found))
-    elif isinstance(task, Script):
-        job._argv_template = replace_jobs(tuple(task.argv), found)
-    elif isinstance(task, Shell) and not isinstance(task.command, str):
-        job._argv_template = replace_jobs(task.command, found)
+    try:
+        if isinstance(task, (Call, FunctionRef)):
+            job._call_parts = (replace_jobs(task.args, found),
+                               replace_jobs(dict(task.kwargs), found))
+        elif isinstance(task, Script):
+            job._argv_template = replace_jobs(tuple(task.argv), found)
+        elif isinstance(task, Shell) and not isinstance(task.command, str):
+            job._argv_template = replace_jobs(task.command, found)
+    except RecursionError:
+        raise ValueError(f"job {job.name!r}: its arguments are nested too deeply to be sent to "
+                         "a worker (lists or dicts inside each other thousands of levels deep)"
+                         ) from None
     return found
 
 
@@ -654,10 +776,20 @@ def _pickle_call(job: Job) -> None:
                          f"arguments cannot be pickled ({type(error).__name__}: {error})") from error
 
 
+_tidied = False
+
+
+def _tidy_after_dead_drivers() -> None:
+    """Once per process: remove temporary and spool directories that drivers
+    killed with SIGKILL left in the system's temporary directory."""
+    global _tidied
+    if not _tidied:
+        _tidied = True
+        remove_dead_owners_tempdirs()
+
+
 def _remove_stale_spools(run_dir: Path) -> None:
     """Spool directories of dead sessions (this process holds the run's lock)."""
-    from .backends.local import SPOOL_PREFIX
-
     for stale in run_dir.glob(f"{SPOOL_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -700,7 +832,7 @@ def _prepare_workdir(workdir: str | os.PathLike[str] | None,
     if workdir is None:
         if temporary_parent is not None:
             os.makedirs(temporary_parent, mode=0o700, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="corral-", dir=temporary_parent)), True
+        return Path(make_owned_tempdir(RUN_PREFIX, temporary_parent)), True
     _check_workdir(workdir)
     path = Path(workdir).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)

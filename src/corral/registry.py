@@ -1,0 +1,160 @@
+"""What a Scheduler remembers of its jobs, without keeping finished ones alive.
+
+A Scheduler finds its jobs by id (``corral cancel 7``, ``abort(7)``), by name
+(``after="prepare"``) and lists them (``jobs()``, ``qsize()``). Holding a
+strong reference for each of those would keep every Job, with its callable,
+arguments and result, until the program ends: 200,000 small calls would cost
+about a gigabyte. So, as ``concurrent.futures`` does, the registry holds jobs
+only weakly. An unfinished job stays alive anyway (the control loop holds it),
+and a finished one lives exactly as long as the program holds it.
+
+What must outlive a finished job is small and kept apart:
+
+* its name, with how the jobs of that name ended (:class:`FinishedJob`),
+  so that ``after="prepare"`` still waits for, or is cancelled by, jobs of
+  that name that finished and were dropped. With a journal, one FinishedJob
+  per finished job is kept instead (about 150 bytes), in dispatch order: the job keys of jobs after that name are
+  made from their keys, and must not depend on when the jobs finished;
+* its id, so that no later job takes it (ids name job directories). Numbers
+  handed out in this session form one range; only ids chosen otherwise (by
+  the caller, or kept from an earlier run of a journal) are stored one by one.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .job import Job
+
+__all__ = ["JobRegistry", "FinishedJob"]
+
+
+class FinishedJob:
+    """Stands, among a new job's dependencies, for a finished job that may be gone.
+
+    It answers what the control loop asks of a finished dependency (``_final``,
+    ``status``, ``id`` and ``name`` for a cancellation's reason, ``_key`` for
+    the journal's job key). Without a journal one stands for all the finished
+    jobs of a name: COMPLETED if they all completed, else the first that did
+    not, so a job ``after=`` that name is cancelled as it would have been.
+    """
+
+    __slots__ = ("id", "name", "status", "_key", "_engine", "_final", "_dependents")
+
+    def __init__(self, job: Job, engine: Engine) -> None:
+        self.id = job.id
+        self.name = job.name
+        self.status = job.status
+        self._key = job._key
+        self._engine = engine
+        self._final = True
+        self._dependents: list[Job] = []  # never filled: a final job releases nobody
+
+    def __repr__(self) -> str:
+        return f"<finished job {self.id} {self.name!r} {self.status.name}>"
+
+
+class JobRegistry:
+    """The jobs of one Scheduler by id and by name, and the ids it has used.
+
+    Thread-safe: dispatching threads register jobs, the control loop reports
+    them finished (:meth:`finished`), any thread looks them up.
+
+    Args:
+        keep_each_finished: keep a :class:`FinishedJob` per finished job, in
+            dispatch order, so that a dependency on a name hashes the same
+            whenever it is dispatched (a journal's job keys need this);
+            otherwise one per name.
+    """
+
+    def __init__(self, engine: Engine, first_number: int, keep_each_finished: bool) -> None:
+        self._engine = engine
+        self._keep_each = keep_each_finished
+        self._lock = threading.Lock()
+        self._by_id: weakref.WeakValueDictionary[int | str, Job] = weakref.WeakValueDictionary()
+        #: name -> {job id: the job while unfinished, then (with keep_each) its FinishedJob}
+        self._by_name: dict[str, dict[int | str, Job | FinishedJob]] = {}
+        self._finished_by_name: dict[str, FinishedJob] = {}  # without keep_each
+        self._first_number = first_number
+        self.next_number = first_number  # every number below it (from the first) is used
+        self._chosen_ids: set[str] = set()  # ids used that were not numbered here
+
+    # -- ids -----------------------------------------------------------------------------
+
+    def id_taken(self, text: str) -> bool:
+        """Whether an id (as text: 7 and "7" name the same directory) is used."""
+        if text in self._chosen_ids:
+            return True
+        return (text.isdigit() and text == str(int(text))
+                and self._first_number <= int(text) < self.next_number)
+
+    # -- the jobs ------------------------------------------------------------------------
+
+    def register(self, jobs: Iterable[Job], numbered: set[str]) -> None:
+        """Remember dispatched jobs; *numbered* are the ids this session numbered."""
+        with self._lock:
+            for job in jobs:
+                self._by_id[job.id] = job  # type: ignore[index]
+                if str(job.id) not in numbered:
+                    self._chosen_ids.add(str(job.id))
+                self._by_name.setdefault(job.name, {})[job.id] = job  # type: ignore[index]
+
+    def finished(self, job: Job) -> None:
+        """Note that *job* was made final (control-loop thread)."""
+        with self._lock:
+            namesakes = self._by_name.get(job.name)
+            if namesakes is None or namesakes.get(job.id) is not job:
+                return  # removed, or not dispatched through this registry
+            if self._keep_each:
+                namesakes[job.id] = FinishedJob(job, self._engine)
+                return
+            del namesakes[job.id]
+            if not namesakes:
+                del self._by_name[job.name]
+            known = self._finished_by_name.get(job.name)
+            if known is None or (known.status is JobStatus.COMPLETED
+                                 and job.status is not JobStatus.COMPLETED):
+                self._finished_by_name[job.name] = FinishedJob(job, self._engine)
+
+    def forget(self, job: Job) -> None:
+        """Take a removed job out of the listing and the names (its id stays used)."""
+        with self._lock:
+            if self._by_id.get(job.id) is job:  # type: ignore[arg-type]
+                del self._by_id[job.id]  # type: ignore[arg-type]
+            namesakes = self._by_name.get(job.name, {})
+            entry = namesakes.get(job.id)
+            if entry is job or (isinstance(entry, FinishedJob) and entry.id == job.id):
+                del namesakes[job.id]
+            known = self._finished_by_name.get(job.name)
+            if known is not None and known.id == job.id:
+                del self._finished_by_name[job.name]
+
+    # -- looking up ----------------------------------------------------------------------
+
+    def get(self, job_id: object) -> Job | None:
+        """The job with this id, if it is unfinished or still held by the program."""
+        with self._lock:
+            return self._by_id.get(job_id)  # type: ignore[arg-type]
+
+    def named(self, name: str) -> list[Job]:
+        """What a job ``after=name`` waits for: the jobs of that name, a
+        :class:`FinishedJob` standing for those that finished."""
+        with self._lock:
+            found: list = list(self._by_name.get(name, {}).values())
+            finished = self._finished_by_name.get(name)
+        if finished is not None:
+            found.append(finished)
+        return found
+
+    def live(self) -> list[Job]:
+        """Every job that is unfinished or still held by the program, in
+        dispatch order."""
+        with self._lock:
+            return list(self._by_id.values())

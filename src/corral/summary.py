@@ -1,0 +1,83 @@
+"""The one line a run ends with when some of its jobs did not complete.
+
+A failed job whose result nobody asks for raises nowhere, so a script would
+end with exit status 0 and no word about it. Like asyncio's "exception was
+never retrieved", the scheduler therefore reports, when its run ends, how many
+jobs failed, timed out or were cancelled, with a few examples of each:
+
+    3 of 10 jobs did not complete: 1 failed (job 3 'train': exit code 1),
+    2 cancelled (job 4 'eval': upstream job 3 'train' failed; job 5 ...)
+
+(one line). :class:`RunTally` counts finished jobs as the control loop makes
+them final and keeps only a few examples, so a run of a million jobs costs a
+few hundred bytes here and its line stays short.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["RunTally"]
+
+#: How each way of not completing is written, in the order the line lists them.
+_NOT_COMPLETED = {JobStatus.FAILED: "failed", JobStatus.TIMED_OUT: "timed out",
+                  JobStatus.CANCELLED: "cancelled"}
+_EXAMPLES = 3          # examples kept per status
+_REASON_CHARS = 100    # an example's reason is cut after this many characters
+_NAME_CHARS = 40
+
+
+class RunTally:
+    """Counts of finished jobs by status, with the first few that did not complete.
+
+    Written by the control-loop thread only; read once the loop has ended.
+    """
+
+    __slots__ = ("finished", "_counts", "_examples")
+
+    def __init__(self) -> None:
+        self.finished = 0
+        self._counts: dict[JobStatus, int] = {}
+        self._examples: dict[JobStatus, list[str]] = {}
+
+    def count(self, job: Job) -> None:
+        """Note a job made final (each job once)."""
+        self.finished += 1
+        status = job.status
+        self._counts[status] = self._counts.get(status, 0) + 1
+        if status in _NOT_COMPLETED:
+            examples = self._examples.setdefault(status, [])
+            if len(examples) < _EXAMPLES:
+                examples.append(_example(job))
+
+    def summary(self) -> str | None:
+        """The line to report, or None when every finished job completed."""
+        parts = []
+        missed = 0
+        for status, word in _NOT_COMPLETED.items():
+            count = self._counts.get(status, 0)
+            if not count:
+                continue
+            missed += count
+            examples = self._examples[status]
+            more = f"; and {count - len(examples)} more" if count > len(examples) else ""
+            parts.append(f"{count} {word} ({'; '.join(examples)}{more})")
+        if not missed:
+            return None
+        noun = "job" if self.finished == 1 else "jobs"
+        return f"{missed} of {self.finished} {noun} did not complete: {', '.join(parts)}"
+
+
+def _example(job: Job) -> str:
+    return f"job {job.id} {_short(job.name, _NAME_CHARS)!r}: {_short(job.reason or '?', _REASON_CHARS)}"
+
+
+def _short(text: str, limit: int) -> str:
+    """*text* on one line, cut to *limit* characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."

@@ -1,0 +1,152 @@
+"""A run never ends silently with jobs that did not complete, and its log says
+what failed and what was mailed.
+
+The closing line is checked as a user sees it: a driver script run with
+subprocess, its stderr read whole.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import corral
+from corral.config import Config, SmtpSettings
+
+import jobs
+from smtp_server import SmtpServer
+
+DRIVER_HEAD = "import corral, sys\n"
+
+TEN_JOBS_ONE_FAILS = DRIVER_HEAD + '''
+with corral.Scheduler(cores=2) as scheduler:
+    train = scheduler.shell("echo diverged >&2; exit 1", name="train")
+    scheduler.shell(["echo", train], name="eval")         # needs train's result
+    for number in range(8):
+        scheduler.submit(abs, -number)
+print("the script went on")
+'''
+
+ALL_COMPLETE = DRIVER_HEAD + '''
+with corral.Scheduler(cores=2) as scheduler:
+    scheduler.shell("echo fine >&2", name="noisy-but-fine")
+    for number in range(5):
+        scheduler.submit(abs, -number)
+'''
+
+SHUTDOWN_WAIT = DRIVER_HEAD + '''
+scheduler = corral.Scheduler(cores=1)
+scheduler.shell("sleep 5", name="slow", timeout="0.2s")
+scheduler.shutdown(wait=True)
+print("after shutdown")
+'''
+
+MANY_FAILURES = DRIVER_HEAD + '''
+def fail(number):
+    raise RuntimeError(f"failure number {number}, with a long explanation " + "x" * 500)
+
+with corral.Scheduler(cores=2) as scheduler:
+    for number in range(300):
+        scheduler.submit(fail, number)
+'''
+
+
+def run_driver(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "driver.py"
+    script.write_text(code)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+
+
+def test_a_script_whose_failed_job_nobody_asked_about_ends_with_one_line_naming_it(tmp_path):
+    done = run_driver(tmp_path, TEN_JOBS_ONE_FAILS)
+
+    assert done.returncode == 0 and done.stdout == "the script went on\n", done
+    assert done.stderr == (
+        "corral: 2 of 10 jobs did not complete: 1 failed (job 1 'train': exit code 1), "
+        "1 cancelled (job 2 'eval': upstream job 1 'train' failed)\n")
+
+
+def test_nothing_is_said_when_every_job_completed(tmp_path):
+    done = run_driver(tmp_path, ALL_COMPLETE)
+
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_shutdown_with_wait_reports_a_timed_out_job_before_the_script_goes_on(tmp_path):
+    done = run_driver(tmp_path, SHUTDOWN_WAIT)
+
+    assert done.stdout == "after shutdown\n", done
+    assert done.stderr == ("corral: 1 of 1 job did not complete: 1 timed out (job 1 'slow': "
+                           "timed out after 0.2s; killed with its child processes)\n")
+
+
+def test_three_hundred_failures_make_one_short_line(tmp_path):
+    done = run_driver(tmp_path, MANY_FAILURES)
+
+    [line] = done.stderr.splitlines()
+    example = r"job \d+ 'fail': raised RuntimeError: failure number \d+, with a long explanation x+\.\.\."
+    assert re.fullmatch(rf"corral: 300 of 300 jobs did not complete: 300 failed "
+                        rf"\({example}; {example}; {example}; and 297 more\)", line), line
+    assert len(line) < 500
+
+
+def read_log(run: Path) -> str:
+    return (run / "corral.log").read_text()
+
+
+def test_a_journaled_run_logs_every_failure_and_its_closing_line_in_corral_log(tmp_path,
+                                                                              caplog):
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as scheduler:
+        flaky = scheduler.shell("echo 'no space\nleft' >&2; exit 3", name="flaky", retries=1)
+        scheduler.submit(jobs.square, 3)
+        flaky.exception(timeout=30)
+
+    log = read_log(run)
+    assert "INFO corral.engine" in log
+    assert log.count(f"job {flaky.id} 'flaky' failed: exit code 3") == 2
+    assert f"job {flaky.id} 'flaky' failed: exit code 3; retry 1 of 1 follows" in log
+    assert "WARNING corral [pid" in log
+    assert (f"1 of 2 jobs did not complete: 1 failed (job {flaky.id} 'flaky': exit code 3)"
+            in log)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+def test_every_mail_sent_or_failed_is_in_corral_log(tmp_path, smtp_server):
+    sent_run, lost_run = tmp_path / "sent", tmp_path / "lost"
+    working = Config(smtp=SmtpSettings(host=smtp_server.host, port=smtp_server.port,
+                                       sender="corral@lab.example.org", timeout=5.0))
+    broken = Config(smtp=SmtpSettings(host="127.0.0.1", port=closed_port(), timeout=5.0))
+
+    for run, config in ((sent_run, working), (lost_run, broken)):
+        with corral.Scheduler(cores=1, journal=run, config=config) as scheduler:
+            scheduler.options(notify="me@example.org").submit(jobs.raise_custom, "disk full")
+
+    subject = repr("[corral] job 1 'raise_custom' FAILED: raised CustomError: disk full")
+    assert "INFO corral.notify [pid " in read_log(sent_run)
+    assert (f"e-mailed {subject} to me@example.org through SMTP server "
+            f"{smtp_server.host}:{smtp_server.port}") in read_log(sent_run)
+    assert len(smtp_server.received) == 1
+    assert "ERROR corral.notify [pid " in read_log(lost_run)
+    assert (f"could not e-mail {subject} to me@example.org through SMTP server "
+            f"127.0.0.1:{broken.smtp.port}: ConnectionRefusedError") in read_log(lost_run)
