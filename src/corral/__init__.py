@@ -27,6 +27,7 @@ _EXPORTS = {
     "Run": "run",
     "StoredJob": "store",
     "RunInUse": "store",
+    "JournalError": "store",
     "ConfigError": "config",
     "JobStatus": "status",
     "Event": "events",
@@ -78,7 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .config import ConfigError
     from .job import Job, Result
     from .run import Run
-    from .store import RunInUse, StoredJob
+    from .store import JournalError, RunInUse, StoredJob
     from .runtime.abort import abort_requested
     from .scheduler import Scheduler, Submitter
     from .spec import Call, FunctionRef, Resources, Script, Shell

@@ -9,7 +9,9 @@
     │   └── JobTimedOut           killed after its timeout or walltime
     ├── ResourceError (ValueError)    a job asks for more than the backend can ever give
     ├── DependencyError (ValueError)  a dependency cycle, or an unknown job name in after=
-    └── BackendError              the backend itself failed (cannot start workers, ...)
+    ├── BackendError              the backend itself failed (cannot start workers, ...)
+    ├── JournalError              a run's journal is damaged or could not record a row (store.py)
+    └── RunInUse                  another driver holds the run (store.py)
 
     SystemExit
     └── DriverTerminated          SIGTERM reached a driver with a live scheduler
