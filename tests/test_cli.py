@@ -459,7 +459,7 @@ def test_a_run_directory_without_a_journal_is_reported(tmp_path, args, given):
         run.mkdir()
         corral.env["CORRAL_RUN"] = os.fspath(tmp_path / "unused")
         args = ["--run", os.fspath(run), *args]
-    assert_one_line_error(corral(*args), 2,
+    assert_one_line_error(corral(*args), 3,  # the run cannot be reached, as for control verbs
                           rf"^corral: error: no corral run at {re.escape(str(run))} \(nothing was "
                           r"submitted there yet\); choose one with --run DIR or \$CORRAL_RUN$")
 

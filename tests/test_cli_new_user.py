@@ -313,3 +313,61 @@ def test_the_readme_says_where_corral_is_and_promises_nothing_already_there():
     assert "Still to come: the Slurm backend" not in readme
     set_up = readme.split("## What corral is")[0]
     assert "`corral` command in `.venv/bin`" in " ".join(set_up.split())
+
+
+LONG_NAMES = """
+import sys, corral
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    for number in range(4):
+        scheduler.shell(f"echo {number}; exit {number % 2}", name=f"a-rather-long-job-name-{number}")
+"""
+
+
+@pytest.mark.parametrize("columns", [50, 80, 120])
+def test_status_keeps_ids_statuses_times_and_tries_whole_on_a_narrow_terminal(tmp_path, columns):
+    command = Corral(tmp_path, tmp_path / "run")
+    subprocess.run([sys.executable, "-c", LONG_NAMES, os.fspath(command.run)], env=command.env,
+                   cwd=tmp_path, capture_output=True, timeout=60)
+    shown = command("status", env={"COLUMNS": str(columns)})
+    lines = shown.out.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("ID "))
+    assert lines[header].split()[:5] == ["ID", "NAME", "STATUS", "TIME", "TRIES"]
+    for number, line in enumerate(lines[header + 1:header + 5], start=1):
+        assert len(line.rstrip()) <= columns
+        words = line.split()
+        assert words[0] == str(number)
+        assert words[2] == ("COMPLETED" if number % 2 else "FAILED")
+        assert re.fullmatch(r"\d+\.\ds", words[3]) and words[4] == "1"
+
+
+# -- corral submit's own options and its first job ------------------------------------------------
+
+
+def test_submit_takes_its_options_only_before_the_command(fresh):
+    job = fresh.submit("echo", "hi", "--name", "x")
+    fresh.wait_for_status(job, "COMPLETED")
+    assert fresh.ok("logs", job).out == "hi --name x\n"
+    assert fresh.ok("status").rows()[job]["NAME"] == "echo"
+
+
+@pytest.mark.parametrize("flags", [["--cores", "99"], ["--notify", "me@example.org"]],
+                         ids=["too many cores", "notify without smtp"])
+def test_a_refused_first_submit_leaves_no_run_and_no_daemon(tmp_path, flags):
+    command = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
+    outcome = command("submit", *flags, "--", "true")
+    assert_one_line_error(outcome, 2, r"^corral: error: job 'true'")
+    assert not command.run.exists()
+    assert command.daemon_pid() is None
+
+
+def test_submit_refuses_a_directory_that_holds_other_files(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir(mode=0o755)
+    (project / "data.csv").write_text("1,2\n")
+    command = Corral(tmp_path / "home", project, cwd=tmp_path)
+    outcome = command("submit", "--", "true")
+    assert_one_line_error(outcome, 2, rf"^corral: error: {re.escape(str(project))} is not a "
+                                      "corral run but holds other files; give --run a new or "
+                                      "empty directory")
+    assert sorted(path.name for path in project.iterdir()) == ["data.csv"]
+    assert project.stat().st_mode & 0o777 == 0o755

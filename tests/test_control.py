@@ -248,3 +248,23 @@ def test_a_failing_event_callback_does_not_stop_the_scheduler(scheduler, caplog)
 def test_on_event_needs_a_callable(scheduler):
     with pytest.raises(ValueError, match=r"on_event\(\) takes a callable, not 3"):
         scheduler.on_event(3)
+
+
+def test_an_exception_leaving_the_with_block_names_itself_in_the_cancelled_jobs(tmp_path, release):
+    with pytest.raises(ZeroDivisionError):
+        with corral.Scheduler(cores=1) as sched:
+            waiting = sched.submit(jobs.wait_for_file, str(release))
+            1 / 0
+    assert waiting.cancelled()
+    assert waiting.reason == "interrupted: the with block raised ZeroDivisionError"
+
+
+def test_a_waiting_job_says_which_jobs_it_waits_for(tmp_path, release):
+    with corral.Scheduler(cores=1) as sched:
+        first = sched.submit(jobs.wait_for_file, str(release))
+        second = sched.options(name="second").submit(jobs.noop)
+        child = sched.options(after=[first, second]).submit(jobs.noop)
+        loop_barrier(sched)
+        assert child.status is corral.JobStatus.WAITING
+        assert child.reason == f"after jobs {first.id} 'wait_for_file', {second.id} 'second'"
+        release.touch()

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from cli_helpers import CORRAL
 from conftest import pids_alive, wait_until
 
 import corral
+from corral.cli_views import ORPHANED_REASON
 
 HERE = Path(__file__).parent
 DRIVER_DEATH_LIMIT_S = 2.0  # the promise: no job process 2 s after the driver died
@@ -104,6 +106,11 @@ def test_a_driver_killed_with_sigkill_leaves_no_process_and_its_files_go_next_ti
     driver.communicate(timeout=30)
     _assert_all_gone_soon(pids)
     left = sorted(path.name for path in (tmp_path / "tmp").iterdir())
+    if mode == "journal":  # readers see that nothing runs these jobs any more
+        shown = subprocess.run([CORRAL, "--run", os.fspath(run_dir), "status"],
+                               capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+        orphaned = [line for line in shown.stdout.splitlines() if ORPHANED_REASON in line]
+        assert len(orphaned) == 3, shown.stdout
     if mode == "plain":
         assert run_dir.exists() and left and all(name.startswith("corral-") for name in left)
     # The next corral process that starts removes what the dead driver left.

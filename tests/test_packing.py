@@ -45,7 +45,7 @@ def test_a_job_larger_than_the_machine_is_refused_with_a_clear_error(scheduler):
         scheduler.options(cores=4).submit(jobs.noop)
     with pytest.raises(corral.ResourceError, match=r"asks for 1048576 MB of memory but the local backend has"):
         scheduler.options(memory="1T").submit(jobs.noop)
-    with pytest.raises(corral.ResourceError, match=r"asks for 1 GPUs but the local backend has 0"):
+    with pytest.raises(corral.ResourceError, match=r"asks for 1 GPU but the local backend has 0"):
         scheduler.shell("true", gpus=1)
 
 

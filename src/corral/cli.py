@@ -67,7 +67,7 @@ def _open_run(context: click.Context):
         return Run(run_dir)
     except FileNotFoundError:
         raise CommandError(f"no corral run at {run_dir} (nothing was submitted there yet); "
-                           "choose one with --run DIR or $CORRAL_RUN") from None
+                           "choose one with --run DIR or $CORRAL_RUN", EXIT_UNREACHABLE) from None
     except PermissionError:
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
@@ -246,7 +246,8 @@ def _job_option_flags(command):
     return command
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
+@cli.command(context_settings={"ignore_unknown_options": False,
+                              "allow_interspersed_args": False})
 @_job_option_flags
 @click.option("--after", multiple=True, metavar="ID|NAME",
               help="a job (its id, or its name if no other job has it) that must complete "
@@ -277,9 +278,48 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         parse_options(options)  # bad values are reported here, before the daemon starts
     except ValueError as error:
         raise CommandError(_as_flag_message(str(error))) from None
-    reply = _control(context, {"verb": "submit", "command": command[0] if len(command) == 1
-                               else list(command), "options": options, "after": list(after)})
+    run_dir = _run_dir(context)
+    new_run = _check_new_run_dir(run_dir)
+    try:
+        reply = _control(context, {"verb": "submit", "command": command[0] if len(command) == 1
+                                   else list(command), "options": options, "after": list(after)})
+    except CommandError:
+        if new_run:  # a refused first job leaves no run and no daemon behind
+            _undo_new_run(run_dir)
+        raise
     click.echo(reply["id"])
+
+
+def _check_new_run_dir(run_dir: Path) -> bool:
+    """Whether *run_dir* holds no run yet (this submit makes it); refuse a
+    directory with other files in it, which corral would make private and fill."""
+    from .store import journal_path
+
+    if journal_path(run_dir).exists():
+        return False
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise CommandError(f"{run_dir} is not a corral run but holds other files; give --run "
+                           "a new or empty directory (corral makes it private to you)")
+    return True
+
+
+def _undo_new_run(run_dir: Path) -> None:
+    """Stop the daemon this submit started and remove the run it made."""
+    import shutil
+    import time
+
+    from .control import NoDriver
+    from .store import owner_of
+
+    try:
+        _send(run_dir, {"verb": "stop"})
+    except (NoDriver, CommandError, OSError):
+        pass
+    deadline = time.monotonic() + 10
+    while owner_of(run_dir) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the daemon closes its journal, then lets go of the run
+    if owner_of(run_dir) is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _profile_options(name: str) -> dict[str, Any]:
@@ -322,7 +362,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     if hidden:  # above the table, where it is seen before the list is read as complete
         console.print(hidden_note(len(hidden)))
     console.print(status_table(jobs, driver_alive=run.owner is not None,
-                               cluster_jobs=run.cluster_jobs(jobs), paused=run.paused))
+                               cluster_jobs=run.cluster_jobs(jobs), paused=run.paused,
+                               width=console.width))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
 

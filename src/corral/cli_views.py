@@ -62,8 +62,16 @@ def _elapsed(job: StoredJob, driver_alive: bool) -> str:
 PAUSED_REASON = "paused: starts after corral resume"
 
 
-def _detail(job: StoredJob, paused: bool) -> str:
+#: What an unfinished job of a run whose driver is gone shows: the journal
+#: still says RUNNING or QUEUED, but nothing will run it until a driver opens
+#: the run again (which settles it: CANCELLED, or COMPLETED from the outcome log).
+ORPHANED_REASON = "its driver is gone: nothing runs it now"
+
+
+def _detail(job: StoredJob, paused: bool, orphaned: bool = False) -> str:
     """The DETAIL cell: why the job ended as it did, or why it still waits."""
+    if orphaned and job.status not in TERMINAL:
+        return ORPHANED_REASON
     if paused and job.status is JobStatus.QUEUED:
         return PAUSED_REASON
     detail = job.reason or ""
@@ -74,33 +82,64 @@ def _detail(job: StoredJob, paused: bool) -> str:
 
 
 def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
-                 cluster_jobs: Mapping[str, str] | None = None, paused: bool = False) -> Table:
-    """The jobs as a table; *cluster_jobs* (``{id: backend}``, see
-    :meth:`corral.Run.cluster_jobs`) adds a column with their cluster job ids;
-    *paused* (the run is) is what its QUEUED jobs wait for."""
+                 cluster_jobs: Mapping[str, str] | None = None, paused: bool = False,
+                 width: int = 160) -> Table:
+    """The jobs as a table fitting *width* characters; *cluster_jobs* (``{id:
+    backend}``, see :meth:`corral.Run.cluster_jobs`) adds a column with their
+    cluster job ids; *paused* (the run is) is what its QUEUED jobs wait for."""
     cluster_jobs = cluster_jobs or {}
     cluster_column = (f"{sorted(set(cluster_jobs.values()))[0].upper()} ID"
                       if cluster_jobs else None)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    # Every column keeps room: one 5,000-character command must not push ID and
-    # STATUS off the screen.
-    columns = [("ID", None), ("NAME", 24), ("STATUS", None), ("TIME", None), ("TRIES", None)]
-    if cluster_column:
-        columns.append((cluster_column, None))
-    for column, width in (*columns, ("DETAIL", 48), ("COMMAND", 64)):
-        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
+    rows = []
     for job in jobs:
-        detail = _detail(job, paused)
         on_cluster = str(job.id) in cluster_jobs  # it runs on without a driver
+        detail = _detail(job, paused, orphaned=not driver_alive and not on_cluster)
         cells = [str(job.id), _one_line(job.name),
                  Text(job.status.name, _STYLES.get(job.status, "")),
                  _elapsed(job, driver_alive or on_cluster), str(job.attempts)]
         if cluster_column:
             cells.append(job.native_id if on_cluster else "")
-        table.add_row(*cells, _one_line(detail), _one_line(job.command))
+        rows.append([*cells, _one_line(detail), _one_line(job.command)])
+    names = ["ID", "NAME", "STATUS", "TIME", "TRIES"] + ([cluster_column] if cluster_column else [])
+    names += ["DETAIL", "COMMAND"]
+    widths = _column_widths(names, rows, width)
+    for column in names:
+        table.add_column(column, no_wrap=True, overflow="ellipsis", width=widths[column])
+    for row in rows:
+        table.add_row(*row)
     if not jobs:
-        table.add_row("", "(no jobs)", *[""] * (len(columns) - 2), "", "")
+        table.add_row("", "(no jobs)", *[""] * (len(names) - 2))
     return table
+
+
+#: Columns that give way on a narrow terminal, in the order they do, and the
+#: least each keeps; every other column keeps its whole content.
+_SHRINKING = {"COMMAND": 4, "DETAIL": 4, "NAME": 10}
+#: The most each of them takes on a wide one: one 5,000-character command must
+#: not push the other columns off the screen.
+_CAPS = {"NAME": 24, "DETAIL": 48, "COMMAND": 64}
+_COLUMN_GAP = 2
+
+
+def _column_widths(names: list[str], rows: list[list], width: int) -> dict[str, int]:
+    """Widths that keep ID, STATUS, TIME and TRIES whole within *width*.
+
+    (rich's own collapsing squeezes every column in proportion, so at 80
+    columns the ids and statuses were the first to vanish.)
+    """
+    wanted = {}
+    for index, column in enumerate(names):
+        widest = max([len(column)] + [len(str(row[index])) for row in rows])
+        wanted[column] = min(widest, _CAPS.get(column, widest))
+    excess = sum(wanted.values()) + _COLUMN_GAP * (len(names) - 1) - width
+    for column, least in _SHRINKING.items():
+        if excess <= 0:
+            break
+        give = min(excess, max(0, wanted[column] - least))
+        wanted[column] -= give
+        excess -= give
+    return wanted
 
 
 def hidden_note(count: int) -> Text:

@@ -60,4 +60,4 @@ def reason_for(error: BaseException | None) -> str:
         return "the driver was terminated (SIGTERM)"
     if isinstance(error, KeyboardInterrupt):
         return "the driver was terminated (SIGINT)"
-    return "interrupted"
+    return f"interrupted: the with block raised {type(error).__name__}"

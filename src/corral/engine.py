@@ -355,7 +355,7 @@ class Engine:
                 continue
             job._unmet = unmet
             if unmet and not self._may_go_early(job):
-                self._move(job, _S.WAITING)
+                self._move(job, _S.WAITING, _waiting_reason(job))
             else:
                 self._move(job, _S.QUEUED)
                 self.packer.push(job)
@@ -855,6 +855,14 @@ def _upstream_reason(parent: Job) -> str:
     what = {_S.FAILED: "failed", _S.CANCELLED: "was cancelled",
             _S.TIMED_OUT: "timed out"}.get(parent.status, parent.status.name)
     return f"upstream job {parent.id} {parent.name!r} {what}"
+
+
+def _waiting_reason(job: Job) -> str:
+    """Which unfinished jobs a WAITING job waits for (at most three named)."""
+    parents = [dep for dep in job._deps if not dep._final]
+    named = ", ".join(f"{dep.id} {dep.name!r}" for dep in parents[:3])
+    more = f" and {len(parents) - 3} more" if len(parents) > 3 else ""
+    return f"after job{'s' if len(parents) > 1 else ''} {named}{more}"
 
 
 def _log_failure(job: Job, status: JobStatus, reason: str | None) -> None:

@@ -35,7 +35,7 @@ def attach_run_log(run_dir: Path) -> Callable[[], None]:
             not isinstance(handler, logging.FileHandler) for handler in logger.handlers):
         console = logging.StreamHandler()
         console.setLevel(logging.WARNING)
-        console.setFormatter(logging.Formatter("corral: %(levelname)s: %(message)s"))
+        console.setFormatter(_ConsoleFormatter())
         handlers.append(console)
     old_level = logger.level
     if logger.getEffectiveLevel() > logging.INFO:
@@ -50,6 +50,15 @@ def attach_run_log(run_dir: Path) -> Callable[[], None]:
         logger.setLevel(old_level)
 
     return detach
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """``corral: message`` for warnings, ``corral: error: message`` above them:
+    the same lines a run without a journal prints (see :func:`warn_user`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "corral: error: " if record.levelno >= logging.ERROR else "corral: "
+        return prefix + super().format(record)
 
 
 def warn_user(message: str) -> None:

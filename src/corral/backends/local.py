@@ -176,6 +176,8 @@ class LocalBackend:
             ("GPUs", resources.gpus, have.gpus, "gpus"),
         ):
             if asked and limit is not None and asked > limit:
+                if asked == 1:  # "1 GPU", "1 core"
+                    what = what.rstrip("s")
                 raise ResourceError(f"asks for {asked} {what} but the local backend has {limit}",
                                     setting=knob)
 
