@@ -414,3 +414,11 @@ def test_a_hostile_command_or_target_is_refused_with_a_short_message(
         scheduler.call(10**5000)
     with pytest.raises(ValueError, match=r"command=count\(.*\) holds more than 1,000,000 items"):
         scheduler.shell(itertools.count())
+
+
+def test_an_environment_value_linux_cannot_pass_is_refused_when_the_job_is_made(
+        scheduler: corral.Scheduler) -> None:
+    with pytest.raises(ValueError, match=r"env: 'BIG'=.* is not a valid environment variable: "
+                                         r"NAME=value is longer than the 128 KiB Linux allows"):
+        scheduler.shell("true", env={"BIG": "x" * 3_000_000})
+    assert scheduler.shell("true", env={"FINE": "x" * 100_000}).result(timeout=30) is None

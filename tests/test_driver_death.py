@@ -224,3 +224,79 @@ def test_a_command_cancelled_the_moment_it_was_handed_over_never_runs_on(
                timeout=5, message="every cancelled command to be gone")
     # The workers survived the kills and still run jobs.
     assert scheduler.shell("echo still here").result(timeout=30) is None
+
+
+# -- found by the attack review: workers that die, hold the GIL or stop ----------------------------
+
+STUBBORN_DRIVER = """
+import os, signal, subprocess, sys, time
+import corral
+
+def child_then(out, how):
+    child = subprocess.Popen(["sleep", "4311"], start_new_session=True)
+    with open(out + ".partial", "w") as handle:
+        handle.write(f"{os.getpid()} {child.pid}")
+    os.replace(out + ".partial", out)
+    if how == "gil":
+        sum(range(10 ** 11))  # C code that never lets the guard thread run
+    else:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+out = sys.argv[1]
+with corral.Scheduler(cores=2) as scheduler:
+    jobs = [scheduler.submit(child_then, f"{out}/{how}", how) for how in ("gil", "stop")]
+    print("submitted", flush=True)
+    corral.wait(jobs)
+"""
+
+
+def test_jobs_whose_worker_cannot_act_still_die_with_the_driver(tmp_path: Path) -> None:
+    """A call holding the GIL in C, or one that stopped its own worker, leaves
+    the worker's guard thread unable to run: the reaper kills them instead."""
+    driver = subprocess.Popen([sys.executable, "-c", STUBBORN_DRIVER, os.fspath(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: (tmp_path / "gil").exists() and (tmp_path / "stop").exists(), timeout=30,
+               message="both calls to start their children")
+    pids = {}
+    for how in ("gil", "stop"):
+        worker, child = map(int, (tmp_path / how).read_text().split())
+        pids[f"{how} worker"], pids[f"{how} child"] = worker, child
+    wait_until(lambda: psutil.Process(pids["stop worker"]).status() == psutil.STATUS_STOPPED,
+               message="the worker to stop itself")
+    driver.kill()
+    driver.communicate(timeout=30)
+    _assert_all_gone_soon(pids)
+
+
+def orphan_a_child_and_die(pid_file: str) -> None:
+    child = subprocess.Popen(["sleep", "4312"], start_new_session=True)
+    Path(pid_file + ".partial").write_text(str(child.pid))
+    os.replace(pid_file + ".partial", pid_file)
+    os._exit(7)  # as a segfault or the OOM killer would end it
+
+
+@pytest.mark.parametrize("kind", ["call", "command"])
+def test_a_worker_that_dies_under_its_job_fails_it_and_leaves_nothing(
+        scheduler: corral.Scheduler, tmp_path: Path, kind: str) -> None:
+    pid_file = tmp_path / "child.pid"
+    if kind == "call":
+        job = scheduler.submit(orphan_a_child_and_die, os.fspath(pid_file))
+    else:  # the command kills its own worker
+        job = scheduler.shell(f"setsid sleep 4313 & echo $! > {pid_file}.partial; "
+                              f"mv {pid_file}.partial {pid_file}; kill -9 $PPID; sleep 1000")
+    with pytest.raises(corral.WorkerLost, match="worker lost: its process"):
+        job.result(timeout=30)
+    child = int(pid_file.read_text())
+    wait_until(lambda: not pids_alive([child]), timeout=5,
+               message=f"the dead worker's orphan {child} to be killed")
+    assert scheduler.submit(abs, -4).result(timeout=30) == 4  # a new worker takes over
+
+
+def test_the_corral_command_also_removes_what_dead_drivers_left(tmp_path: Path) -> None:
+    dead = tmp_path / "corral-run-999999999.1-abcdefgh"
+    dead.mkdir()
+    unknown_start = tmp_path / "corral-spool-999999999.0-abcdefgh"  # kept: cannot tell
+    unknown_start.mkdir()
+    subprocess.run([CORRAL, "options"], check=True, capture_output=True,
+                   env={**os.environ, "TMPDIR": os.fspath(tmp_path)})
+    assert not dead.exists() and unknown_start.exists()

@@ -148,6 +148,11 @@ def _bad_status(run: Path) -> str:
             f"status; {MOVE_AWAY}")
 
 
+def _no_status(run: Path) -> str:
+    update_journal(run, "UPDATE jobs SET status=NULL WHERE id='1'")
+    return f"{run / 'journal.db'} is damaged: job 1 has no status; {MOVE_AWAY}"
+
+
 def _bad_spec(run: Path) -> str:
     update_journal(run, "UPDATE jobs SET spec='{not json' WHERE id='1'")
     return (f"{run / 'journal.db'} is damaged: job 1 has a spec that is no JSON object "
@@ -176,8 +181,10 @@ def _no_tables(run: Path) -> str:
             f"sessions tables; {MOVE_AWAY}")
 
 
-@pytest.mark.parametrize("damage", [_bad_status, _bad_spec, _bad_time, _empty_file, _no_tables],
-                         ids=["bad status", "bad spec", "bad time", "empty file", "no tables"])
+@pytest.mark.parametrize("damage", [_bad_status, _no_status, _bad_spec, _bad_time, _empty_file,
+                                    _no_tables],
+                         ids=["bad status", "no status", "bad spec", "bad time", "empty file",
+                              "no tables"])
 def test_a_damaged_journal_is_one_line_naming_the_file_and_what_is_wrong(tmp_path, cli, damage):
     """BUG: a bad status or spec gave a traceback; an empty journal.db showed
     "(no jobs)" with exit 0."""
@@ -254,3 +261,23 @@ def test_a_damaged_stored_result_raises_when_read_and_runs_its_job_again_on_resu
     assert (again.id, again.reason) == (1, None)  # its own job, run again, not restored
     assert lines(log) == ["5", "5"]
     assert [result.data for result in corral.Scheduler.open(run).results()] == [25]
+
+
+def test_a_call_that_ended_before_its_driver_stamped_it_running_is_still_found(tmp_path, cli):
+    """BUG (review): the outcome counted only if it ended after the job's last
+    event; the driver stamps RUNNING after it has handed the call over, so a
+    fast call could end first and resume ran it again."""
+    run, side, gates = tmp_path / "run", tmp_path / "side", tmp_path / "gates"
+    side.mkdir()
+    gates.mkdir()
+    args = ("squares", run, side, gates, 3, 1, 0.0)
+    finished_unseen, _ = kill_while_a_finished_job_is_unseen(tmp_path, args, 1)
+    job_id = corral.Scheduler.open(run).jobs()[finished_unseen].id
+    update_journal(run, f"UPDATE events SET time = time + 3600 WHERE job_id = '{job_id}' "
+                        f"AND new IN ('{JobStatus.SUBMITTED.value}', '{JobStatus.RUNNING.value}')")
+
+    (gates / "all").touch()
+    printed = finish(start_driver(tmp_path, *args, output="second.out"), tmp_path,
+                     output="second.out")
+    assert json.loads(printed.splitlines()[-1]) == [0, 1, 4]
+    assert {path.name: len(lines(path)) for path in side.iterdir()} == {"0": 1, "1": 1, "2": 1}

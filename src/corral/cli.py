@@ -573,6 +573,9 @@ def _fail(message: str, status: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command; every error becomes one line and an exit status."""
+    from .tempdirs import remove_dead_owners_tempdirs
+
+    remove_dead_owners_tempdirs()  # what drivers killed with SIGKILL left in /tmp
     try:
         status = cli.main(args=argv, prog_name="corral", standalone_mode=False)
     except NoArgsIsHelpError as error:  # plain `corral`: the help is the answer, not an error

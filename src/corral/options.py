@@ -210,7 +210,18 @@ def _variable_problem(key: Any, item: Any) -> str | None:
     if problem:
         return f"its name {problem}"
     problem = None if item is None else os_text_problem(item)
-    return f"its value {problem}" if problem else None
+    if problem:
+        return f"its value {problem}"
+    if item is not None and len(key) + 1 + len(item.encode("utf-8", "surrogateescape")) >= \
+            _MAX_ENVIRONMENT_STRING:
+        return (f"NAME=value is longer than the {_MAX_ENVIRONMENT_STRING // 1024} KiB Linux "
+                "allows one environment string; pass large data in a file")
+    return None
+
+
+#: Linux's MAX_ARG_STRLEN: no single "NAME=value" (or argument) may be longer,
+#: or the job fails to start with "Argument list too long".
+_MAX_ENVIRONMENT_STRING = 128 * 1024
 
 
 _ADDRESS = re.compile(r"^[^@\s,;<>\0]+@[^@\s,;<>\0]+$")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["kill_tree", "signal_group"]
+__all__ = ["kill_tree", "signal_group", "kill_marked"]
 
 
 def kill_tree(pid: int, *, include_root: bool = True) -> None:
@@ -59,3 +59,53 @@ def signal_group(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def kill_marked(variable: str, prefix: str) -> int:
+    """SIGKILL every process of this user whose environment has *variable*
+    starting with *prefix*; return how many.
+
+    The last resort for processes whose parent chain no longer leads to
+    anything corral holds: the children of a worker that died (re-parented
+    to init), or a whole driver's jobs once the driver is gone. A process
+    inherits the mark from its worker unless it rebuilt its environment.
+    Each round freezes what it finds first, so a forking process cannot
+    outrun it.
+    """
+    import psutil
+
+    needle = f"{variable}={prefix}".encode()
+    me = os.getpid()
+    frozen: dict[int, psutil.Process] = {}
+    for _ in range(20):
+        fresh = [pid for pid in _pids_marked(needle) if pid != me and pid not in frozen]
+        if not fresh:
+            break
+        for pid in fresh:
+            try:
+                process = psutil.Process(pid)
+                process.suspend()
+            except psutil.Error:
+                continue
+            frozen[pid] = process
+    for process in frozen.values():
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    return len(frozen)
+
+
+def _pids_marked(needle: bytes) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                variables = environ.read()
+        except OSError:  # gone, or another user's
+            continue
+        if variables.startswith(needle) or b"\0" + needle in variables:
+            found.append(int(name))
+    return found

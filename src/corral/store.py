@@ -483,9 +483,13 @@ class Journal:
         #: settled from the outcome log as it ended).
         self.previous = {job.key: job for job in _rows_to_jobs(
             self._db.execute("SELECT * FROM jobs ORDER BY seq"), self.run_dir / JOURNAL_FILE)}
-        #: When each job last changed, as far as the journal knows.
-        self.last_change: dict[str, float] = dict(
-            self._db.execute("SELECT job_id, max(time) FROM events GROUP BY job_id"))
+        #: When each job's latest attempt was queued, as far as the journal
+        #: knows: a logged outcome that ended later is that attempt's. (Not the
+        #: job's last event: the driver stamps RUNNING after it has handed the
+        #: call over, and a fast call can end before that stamp.)
+        self.last_change: dict[str, float] = dict(self._db.execute(
+            "SELECT job_id, max(time) FROM events WHERE new IN (?, ?) GROUP BY job_id",
+            (JobStatus.NEW.value, JobStatus.QUEUED.value)))
         self._close_orphans(kind)
 
     # -- ownership -----------------------------------------------------------------------
@@ -767,8 +771,10 @@ def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
         value = record.get(column)
         if value is not None and not isinstance(value, types):
             raise damaged(f"{column} {value!r}, which is no {called}")
+    if record["status"] is None:  # every job is written with its first state
+        raise damaged("no status")
     try:
-        status = JobStatus(record["status"] or "new")
+        status = JobStatus(record["status"])
     except ValueError:
         raise damaged(f"the status {record['status']!r}, which is no job status") from None
     spec = _json_column(record, "spec", dict, "{}", damaged)

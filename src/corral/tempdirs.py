@@ -58,8 +58,8 @@ def remove_dead_owners_tempdirs(parent: str | None = None) -> list[str]:
         except OSError:
             continue
         pid, started = int(match.group(1)), int(match.group(2))
-        if _start_ticks(pid) == started:
-            continue  # its owner still runs
+        if started == 0 or _start_ticks(pid) == started:
+            continue  # its owner still runs (or its start time could not be read: keep it)
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(entry.path)
     return removed

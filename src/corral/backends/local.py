@@ -33,10 +33,11 @@ from collections.abc import Collection, Sequence
 from typing import ClassVar
 
 from ..errors import BackendError, ResourceError
-from ..proctree import kill_tree
+from ..proctree import kill_marked, kill_tree
 from ..spec import Resources
 from ..status import JobStatus
 from ..runtime.command import KILL, TERMINATE
+from ..runtime.reaper import FAREWELL, MARK_VARIABLE
 from ..tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from .base import Capacity, Submission, Update
 
@@ -44,6 +45,10 @@ __all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus", "S
 
 log = logging.getLogger(__name__)
 
+_REAPER_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[3]); "
+    "from corral.runtime.reaper import main; main()"
+)
 _BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[5]); "
     "from corral.runtime.worker import main; main()"
@@ -113,10 +118,14 @@ def _environment_bytes() -> dict[bytes, bytes]:
 
 
 class _Worker:
-    """One persistent Python worker and the pipes to it."""
+    """One persistent Python worker, the pipes to it, a pidfd that says when it
+    has died, and the mark its processes carry (see corral.runtime.reaper)."""
 
     def __init__(self, process: subprocess.Popen, requests, replies, gpu_key: tuple[int, ...],
-                 spool: tuple[str, str]):
+                 spool: tuple[str, str], mark: str):
+        self.mark = mark
+        self.ended = os.pidfd_open(process.pid)
+        self.gone = False  # forgotten by the backend
         self.spool = spool  # where a running job's output can be read
         self.process = process
         self.requests = requests
@@ -160,6 +169,10 @@ class LocalBackend:
         self._spool_dir: str | None = None
         self._spool_parent = spool_parent  # default: the system's temporary directory
         self._spool_numbers = itertools.count(1)
+        #: Marks this backend's workers and everything they start (see corral.runtime.reaper).
+        self._token = f"{os.getpid()}-{os.urandom(6).hex()}"
+        self._worker_numbers = itertools.count(1)
+        self._reaper: subprocess.Popen | None = None
         self._closed = False
         _LIVE_BACKENDS.add(self)
 
@@ -207,8 +220,12 @@ class LocalBackend:
             if key.data is None:
                 self._drain_wake_pipe()
                 self._wake_pending = False  # after draining: a wake() from now on writes again
-            else:
-                self._read_reply(key.data)
+            elif not key.data.gone:
+                worker = key.data
+                if key.fd == worker.ended and not worker.replies.poll(0):
+                    self._worker_died(worker)  # and no reply of its last job is waiting
+                else:
+                    self._read_reply(worker)  # a reply, or the end of the pipe
         found, self._pending = self._pending, []
         return found
 
@@ -252,9 +269,8 @@ class LocalBackend:
             worker.requests.close()  # a clean EOF: the worker returns from main()
         for runner in list(self._running.values()) + self._idle:
             self._wait_gone(runner.process)
-            runner.replies.close()
-            if not runner.requests.closed:
-                runner.requests.close()
+            self._forget(runner)
+        self._stop_reaper()
         self._running.clear()
         self._idle.clear()
         self._selector.close()
@@ -327,7 +343,9 @@ class LocalBackend:
         spool = os.path.join(self._spool_directory(), f"worker-{next(self._spool_numbers)}")
         request_read, request_write = os.pipe2(os.O_CLOEXEC)
         reply_read, reply_write = os.pipe2(os.O_CLOEXEC)
-        environment = dict(os.environ, **self._gpu_environment(gpus))
+        self._start_reaper()
+        mark = f"{self._token}.{next(self._worker_numbers)}"
+        environment = dict(os.environ, **self._gpu_environment(gpus), **{MARK_VARIABLE: mark})
         try:
             process = subprocess.Popen(
                 [self._python, "-c", _BOOT, str(request_read), str(reply_write),
@@ -343,18 +361,47 @@ class LocalBackend:
         os.close(reply_write)
         worker = _Worker(process, Connection(request_write, readable=False),
                          Connection(reply_read, writable=False), gpus,
-                         (spool + ".stdout", spool + ".stderr"))
+                         (spool + ".stdout", spool + ".stderr"), mark)
         self._selector.register(reply_read, selectors.EVENT_READ, worker)
+        # The reply pipe's end alone may not tell: a process the job forked
+        # may hold a copy of it after the worker died.
+        self._selector.register(worker.ended, selectors.EVENT_READ, worker)
         log.debug("started worker %d", process.pid)
         return worker
 
+    def _start_reaper(self) -> None:
+        """Start the process that kills our jobs' processes if we die (once)."""
+        if self._reaper is not None:
+            return
+        self._reaper = subprocess.Popen(
+            [self._python, "-c", _REAPER_BOOT, str(os.getpid()), self._token, json.dumps(sys.path)],
+            stdin=subprocess.PIPE, start_new_session=True)
+
+    def _stop_reaper(self) -> None:
+        if self._reaper is None:
+            return
+        try:
+            self._reaper.stdin.write(FAREWELL)
+            self._reaper.stdin.close()
+        except OSError:
+            pass
+        self._wait_gone(self._reaper)
+
     def _retire(self, worker: _Worker) -> None:
         """Stop an idle worker (it runs no job: nothing is lost by killing it)."""
-        self._selector.unregister(worker.replies.fileno())
-        worker.requests.close()
+        self._forget(worker)
         kill_tree(worker.pid)
         self._wait_gone(worker.process)
+
+    def _forget(self, worker: _Worker) -> None:
+        """Stop listening to *worker* and close what we hold of it."""
+        worker.gone = True
+        self._selector.unregister(worker.replies.fileno())
+        self._selector.unregister(worker.ended)
+        os.close(worker.ended)
         worker.replies.close()
+        if not worker.requests.closed:
+            worker.requests.close()
 
     def _read_reply(self, worker: _Worker) -> None:
         job_id = worker.job_id
@@ -382,11 +429,12 @@ class LocalBackend:
             self._pending.append(Update(job_id, JobStatus.FAILED, exit_code=1, error=blob))
 
     def _worker_died(self, worker: _Worker) -> None:
-        self._selector.unregister(worker.replies.fileno())
-        worker.replies.close()
-        worker.requests.close()
+        self._forget(worker)
         kill_tree(worker.pid)  # whatever the job had started goes with it
         returncode = self._wait_gone(worker.process)
+        if worker.job_id is not None and worker.job_id not in self._killed:
+            # It died under its job: what the job had started went to init. Find it by its mark.
+            kill_marked(MARK_VARIABLE, worker.mark)
         if worker in self._idle:
             self._idle.remove(worker)
         job_id = worker.job_id
@@ -423,6 +471,7 @@ class LocalBackend:
             else:
                 environment[os.fsencode(key)] = os.fsencode(value)
         worker = self._idle_worker(None) or self._spawn_worker(gpus)
+        environment[MARK_VARIABLE.encode()] = worker.mark.encode()  # after the job's own env
         request = ("command", submission.job_id, str(submission.jobdir), tuple(submission.argv),
                    environment, submission.cwd)
         self._hand_to(worker, submission.job_id, request, runs_command=True)

@@ -98,6 +98,8 @@ def main() -> None:
     from multiprocessing.connection import Connection
 
     read_fd, write_fd, parent_pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    for fd in (read_fd, write_fd):  # a job's processes must not hold our pipes open
+        os.set_inheritable(fd, False)
     become_subreaper()
     bind_to_parent(parent_pid)
     spool = _Spool(sys.argv[4])

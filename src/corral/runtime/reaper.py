@@ -1,0 +1,58 @@
+"""The last line of defence: kill every process of a driver's jobs once the driver is gone.
+
+Each worker kills its own tree when the driver dies (see
+:mod:`corral.runtime.guard`), but a worker cannot act while a job holds the
+GIL in C code, or has stopped it with SIGSTOP, and the children of a worker
+that died before the driver were re-parented away from corral. So every
+local backend also starts this small process, which runs no job code: it
+waits on a pidfd of the driver and on a pipe from it. When the driver dies it
+kills every process carrying the driver's mark in its environment
+(:func:`corral.proctree.kill_marked`). When the driver closes the pipe on a
+clean shutdown, it just exits.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+
+__all__ = ["main", "MARK_VARIABLE", "FAREWELL"]
+
+#: What the driver writes to the pipe when it shuts down cleanly.
+FAREWELL = b"q"
+
+#: The environment variable that marks a worker and everything it starts:
+#: ``<driver token>.<worker number>``.
+MARK_VARIABLE = "CORRAL_WORKER_MARK"
+
+
+def main() -> None:
+    driver_pid, driver_token = int(sys.argv[1]), sys.argv[2]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's
+    try:
+        driver = os.pidfd_open(driver_pid)
+    except OSError:  # no pidfds: the pipe's end is all there is to go by
+        driver = None
+    if os.getppid() != driver_pid:
+        _reap(driver_token)
+        return
+    watched = [0] if driver is None else [driver, 0]
+    while True:
+        ready, _, _ = select.select(watched, [], [])
+        if driver is not None and driver in ready:
+            _reap(driver_token)
+            return
+        said = os.read(0, 4096)
+        if FAREWELL in said:  # a clean shutdown: the driver has stopped its workers itself
+            return
+        if not said:  # the pipe closed without a farewell: the driver died
+            _reap(driver_token)
+            return
+
+
+def _reap(driver_token: str) -> None:
+    from ..proctree import kill_marked
+
+    kill_marked(MARK_VARIABLE, driver_token + ".")
