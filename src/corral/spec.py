@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .options import INT_LIMIT, JOB_OPTIONS, bounded_tuple, os_text_problem, parse_options
+from .options import (INT_LIMIT, JOB_OPTIONS, MAX_ITEMS, bounded_tuple, os_text_problem,
+                      parse_options)
 from .safe_repr import safe_repr as _shown
 
 __all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "Placement", "JobSpec",
@@ -183,6 +184,8 @@ def make_task(task: object, args: Sequence[Any] = (), kwargs: Mapping[str, Any] 
 def _arguments(args: object) -> tuple[Any, ...]:
     """*args* as a tuple; a dict or a string is refused rather than iterated,
     which would silently pass its keys or its characters as the arguments."""
+    if type(args) is tuple and len(args) <= MAX_ITEMS:  # submit()'s *args: the hot path
+        return args
     if isinstance(args, (str, bytes, bytearray, Mapping)) or not isinstance(args, Iterable):
         raise ValueError(
             f"args={_shown(args)} must be a list or tuple of positional arguments (for a "
@@ -192,7 +195,7 @@ def _arguments(args: object) -> tuple[Any, ...]:
 
 
 def _keyword_arguments(kwargs: object) -> dict[str, Any]:
-    if kwargs is None:
+    if kwargs is None or (type(kwargs) is dict and not kwargs):
         return {}
     if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
         raise ValueError(f"kwargs={_shown(kwargs)} must be a dict of keyword arguments with "

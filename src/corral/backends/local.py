@@ -126,6 +126,7 @@ class _Worker:
         self.mark = mark
         self.ended = os.pidfd_open(process.pid)
         self.gone = False  # forgotten by the backend
+        self.sent_environment: dict[bytes, bytes] | None = None  # the last command's
         self.spool = spool  # where a running job's output can be read
         self.process = process
         self.requests = requests
@@ -472,8 +473,11 @@ class LocalBackend:
                 environment[os.fsencode(key)] = os.fsencode(value)
         worker = self._idle_worker(None) or self._spawn_worker(gpus)
         environment[MARK_VARIABLE.encode()] = worker.mark.encode()  # after the job's own env
+        # Most commands share one environment: send it only when it changed.
+        same = environment == worker.sent_environment
+        worker.sent_environment = environment
         request = ("command", submission.job_id, str(submission.jobdir), tuple(submission.argv),
-                   environment, submission.cwd)
+                   None if same else environment, submission.cwd)
         self._hand_to(worker, submission.job_id, request, runs_command=True)
         return worker
 

@@ -91,6 +91,19 @@ def _signal_group(pid: int, signum: int) -> None:
         pass
 
 
+#: Programs found on a PATH before: a stat per PATH entry saved per command.
+_found: dict[tuple[str, str], str] = {}
+
+
+def _look_up(program: str, search: str) -> str:
+    found = shutil.which(program, path=search)
+    if found is None:
+        raise FileNotFoundError(2, "No such file or directory", program)
+    if len(_found) < 1024:
+        _found[(program, search)] = found
+    return found
+
+
 def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, home: str) -> int:
     """Start *argv* in a new session with stdin from /dev/null.
 
@@ -102,10 +115,7 @@ def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, ho
     program = argv[0]
     if "/" not in program:
         search = os.fsdecode(environment.get(b"PATH", os.fsencode(os.defpath)))
-        found = shutil.which(program, path=search)
-        if found is None:
-            raise FileNotFoundError(2, "No such file or directory", program)
-        program = found
+        program = _found.get((program, search)) or _look_up(program, search)
     if cwd is not None:
         os.chdir(cwd)
     try:

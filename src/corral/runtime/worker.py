@@ -67,11 +67,18 @@ class _Spool:
         hand_over(2, jobdir, "stderr")
 
 
+#: The environment of the last command, which the driver does not send again.
+_last_environment: list[dict[bytes, bytes]] = [{}]
+
+
 def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
                 requests: Connection) -> bytes:
     """Run one request and return the reply, never raising."""
     if request[0] == "command":
         _, job_id, jobdir, argv, environment, cwd = request
+        if environment is None:  # the same as the last command's
+            environment = _last_environment[0]
+        _last_environment[0] = environment
         reply: tuple = (job_id, None, run_command(job_id, argv, environment, cwd, home, requests))
         outcomes_dir = None
     else:

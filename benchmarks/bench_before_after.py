@@ -1,0 +1,101 @@
+"""This checkout's corral against an earlier revision's, in the same run.
+
+Peers' ratios move with the machine's mood (ProcessPoolExecutor was 0.099 s
+in one run and 0.112 s in another on the same 1,000 calls), so "did this
+change make corral slower?" is answered here directly: the earlier revision
+is checked out in a temporary git worktree and both run the same workloads,
+alternating, each in a fresh interpreter.
+
+    python benchmarks/bench_before_after.py REV            # print the table
+    python benchmarks/bench_before_after.py REV --write    # also refresh RESULTS.md
+
+Workloads (2 slots, pools warm): 1,000 no-op calls (and the submit() calls
+alone), 200 ``true`` commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE.parent / "src"
+
+WORKLOAD = r"""
+import json, time, corral
+
+def noop():
+    return None
+
+with corral.Scheduler(cores=2) as scheduler:
+    for job in [scheduler.submit(noop) for _ in range(200)] + [scheduler.shell(["true"]) for _ in range(20)]:
+        job.result()
+    start = time.perf_counter()
+    jobs = [scheduler.submit(noop) for _ in range(1000)]
+    submitted = time.perf_counter() - start
+    for job in jobs:
+        job.result()
+    calls = time.perf_counter() - start
+    start = time.perf_counter()
+    for job in [scheduler.shell(["true"]) for _ in range(200)]:
+        job.result()
+    commands = time.perf_counter() - start
+print(json.dumps({"calls": calls, "submit": submitted, "commands": commands}))
+"""
+
+ROWS = (("calls", "1,000 no-op calls"), ("submit", "... of which the 1,000 submit() calls"),
+        ("commands", "200 `true` commands"))
+
+
+def measure(source: Path) -> dict[str, float]:
+    environment = {**os.environ, "PYTHONPATH": os.fspath(source)}
+    done = subprocess.run([sys.executable, "-c", WORKLOAD], env=environment, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("revision", help="the earlier revision (a commit, tag or branch)")
+    parser.add_argument("--repeat", type=int, default=7, help="runs of each (median kept)")
+    parser.add_argument("--write", action="store_true", help="refresh benchmarks/RESULTS.md")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="corral-before-") as scratch:
+        tree = Path(scratch) / "tree"
+        subprocess.run(["git", "-C", os.fspath(HERE.parent), "worktree", "add", "--detach", "-q",
+                        os.fspath(tree), options.revision], check=True)
+        try:
+            runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+            for _ in range(options.repeat):
+                runs["before"].append(measure(tree / "src"))
+                runs["after"].append(measure(SOURCE))
+        finally:
+            subprocess.run(["git", "-C", os.fspath(HERE.parent), "worktree", "remove", "--force",
+                            os.fspath(tree)], check=True)
+    lines = [f"| workload | {options.revision} | this checkout | after/before |",
+             "| --- | --- | --- | --- |"]
+    for key, label in ROWS:
+        before = statistics.median(run[key] for run in runs["before"])
+        after = statistics.median(run[key] for run in runs["after"])
+        lines.append(f"| {label} | {before:.3f} s | {after:.3f} s | {after / before:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    if options.write:
+        sys.path.insert(0, os.fspath(HERE))
+        from results_file import machine_line, write_section
+
+        command = f"python benchmarks/bench_before_after.py {options.revision} --write"
+        write_section("before-after", "## This change against an earlier revision\n\n"
+                      f"{machine_line(command)} Medians of {options.repeat} alternating runs, "
+                      f"each in a fresh interpreter.\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()
