@@ -151,10 +151,11 @@ def detach_a_grandchild(pid_file: str, then: str) -> None:
         time.sleep(1000)
 
 
-def _grandchild(pid_file: Path) -> int:
+def _grandchild(pid_file: Path, still_running: bool) -> int:
     wait_until(pid_file.exists, timeout=20, message="the detached grandchild to start")
     pid = int(pid_file.read_text())
-    assert pids_alive([pid]) == [pid]
+    if still_running:  # (after a normal end it may be killed already, as it should)
+        assert pids_alive([pid]) == [pid]
     return pid
 
 
@@ -170,7 +171,7 @@ def test_a_detached_grandchild_dies_with_its_job(scheduler: corral.Scheduler, tm
         job = scheduler.options(**options).shell(DETACH.format(pid_file=pid_file) + "; " + tail)
     else:
         job = scheduler.options(**options).submit(detach_a_grandchild, os.fspath(pid_file), then)
-    grandchild = _grandchild(pid_file)
+    grandchild = _grandchild(pid_file, still_running=ending != "normal end")
     if ending == "cancel":
         assert job.cancel()
     corral.wait([job], timeout=30)
@@ -300,3 +301,43 @@ def test_the_corral_command_also_removes_what_dead_drivers_left(tmp_path: Path) 
     subprocess.run([CORRAL, "options"], check=True, capture_output=True,
                    env={**os.environ, "TMPDIR": os.fspath(tmp_path)})
     assert not dead.exists() and unknown_start.exists()
+
+
+def test_one_workers_mark_never_matches_anothers(tmp_path: Path) -> None:
+    """Found by review: worker 1's orphans were looked up by prefix, which also
+    matched workers 10-19 and killed their jobs."""
+    from corral.proctree import kill_marked
+    from corral.runtime.reaper import MARK_VARIABLE
+
+    token = f"test-{os.getpid()}-{os.urandom(4).hex()}"
+    first, twelfth = (subprocess.Popen(["sleep", "4314"], env={**os.environ, MARK_VARIABLE: mark})
+                      for mark in (f"{token}.1.", f"{token}.12."))
+    try:
+        assert kill_marked(MARK_VARIABLE, f"{token}.1.") == 1
+        assert first.wait(timeout=10) == -signal.SIGKILL
+        assert twelfth.poll() is None
+        assert kill_marked(MARK_VARIABLE, f"{token}.") == 1  # the driver's sweep takes all
+        assert twelfth.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for process in (first, twelfth):
+            process.kill()
+            process.wait()
+
+
+def test_a_child_forked_from_a_driver_dies_of_sigterm_as_usual(scheduler: corral.Scheduler) -> None:
+    """A fork-based pool's worker must not turn its parent's SIGTERM into an exception."""
+    assert scheduler.submit(abs, -1).result(timeout=30) == 1
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: say it runs, then wait to be terminated
+        try:
+            os.write(ready_write, b"!")
+            signal.pause()
+        finally:
+            os._exit(0)  # only reached if SIGTERM raised instead of ending it
+    os.close(ready_write)
+    assert os.read(ready_read, 1) == b"!"
+    os.close(ready_read)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM

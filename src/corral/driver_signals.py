@@ -14,6 +14,7 @@ waiting for them, as it would after a normal end of the program.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -35,6 +36,16 @@ def install() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+    os.register_at_fork(after_in_child=_restore_in_child)
+
+
+def _restore_in_child() -> None:
+    """A child forked from the driver (a fork-based pool) is not a driver:
+    SIGTERM must end it, as its parent's pool expects."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is _on_sigint:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -98,7 +98,11 @@ def kill_marked(variable: str, prefix: str) -> int:
 
 def _pids_marked(needle: bytes) -> list[int]:
     found = []
-    for name in os.listdir("/proc"):
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # no /proc here: nothing can be found by its mark
+        return found
+    for name in names:
         if not name.isdigit():
             continue
         try:

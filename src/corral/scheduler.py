@@ -9,6 +9,7 @@ loop (:mod:`corral.engine`), which owns everything that changes afterwards.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import shutil
 import threading
@@ -733,7 +734,10 @@ def _at_interpreter_exit() -> None:
     global _interpreter_exiting
     _interpreter_exiting = True
     for scheduler in list(_open_schedulers):
-        scheduler._at_exit()
+        try:  # one scheduler's failure must not leave the others running
+            scheduler._at_exit()
+        except Exception:
+            logging.getLogger(__name__).exception("could not shut %r down at exit", scheduler)
 
 
 def _refuse_after_interpreter_exit() -> None:

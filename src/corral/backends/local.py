@@ -345,7 +345,8 @@ class LocalBackend:
         request_read, request_write = os.pipe2(os.O_CLOEXEC)
         reply_read, reply_write = os.pipe2(os.O_CLOEXEC)
         self._start_reaper()
-        mark = f"{self._token}.{next(self._worker_numbers)}"
+        # Ends with a dot: worker 1's mark must not be a prefix of worker 12's.
+        mark = f"{self._token}.{next(self._worker_numbers)}."
         environment = dict(os.environ, **self._gpu_environment(gpus), **{MARK_VARIABLE: mark})
         try:
             process = subprocess.Popen(
@@ -433,7 +434,7 @@ class LocalBackend:
         self._forget(worker)
         kill_tree(worker.pid)  # whatever the job had started goes with it
         returncode = self._wait_gone(worker.process)
-        if worker.job_id is not None and worker.job_id not in self._killed:
+        if worker.job_id is not None and (worker.runs_command or worker.job_id not in self._killed):
             # It died under its job: what the job had started went to init. Find it by its mark.
             kill_marked(MARK_VARIABLE, worker.mark)
         if worker in self._idle:

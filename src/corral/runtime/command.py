@@ -49,16 +49,22 @@ def run_command(job_id: object, argv: Sequence[str], environment: Mapping[bytes,
         pid = _spawn(list(argv), dict(environment), cwd, home)
     except OSError as error:
         return None, str(error)
-    ended = os.pidfd_open(pid)
+    try:
+        ended = os.pidfd_open(pid)
+    except OSError:  # cannot watch it: wait for it, kills still reach it through the tree
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), None
+    watched: list = [ended, requests]
     try:
         while True:
-            ready, _, _ = select.select([ended, requests], [], [])
+            ready, _, _ = select.select(watched, [], [])
             if ended in ready:
                 break
             try:
                 action, about = pickle.loads(requests.recv_bytes())
             except (EOFError, OSError):  # the driver is gone: so is the command
                 action, about = KILL, job_id
+                watched = [ended]  # the pipe stays at its end: do not read it again
             if about != job_id:
                 continue
             if action == KILL:

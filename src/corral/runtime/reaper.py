@@ -24,7 +24,7 @@ __all__ = ["main", "MARK_VARIABLE", "FAREWELL"]
 FAREWELL = b"q"
 
 #: The environment variable that marks a worker and everything it starts:
-#: ``<driver token>.<worker number>``.
+#: ``<driver token>.<worker number>.``.
 MARK_VARIABLE = "CORRAL_WORKER_MARK"
 
 
@@ -45,7 +45,8 @@ def main() -> None:
             _reap(driver_token)
             return
         said = os.read(0, 4096)
-        if FAREWELL in said:  # a clean shutdown: the driver has stopped its workers itself
+        if FAREWELL in said:  # a clean shutdown: the driver has stopped its workers; sweep
+            _reap(driver_token)  # up what a worker that died under a job left (rare, cheap)
             return
         if not said:  # the pipe closed without a farewell: the driver died
             _reap(driver_token)
