@@ -4,7 +4,9 @@ interrupt, retries, re-runs and events."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
+import time
 
 import pytest
 
@@ -268,3 +270,23 @@ def test_a_waiting_job_says_which_jobs_it_waits_for(tmp_path, release):
         assert child.status is corral.JobStatus.WAITING
         assert child.reason == f"after jobs {first.id} 'wait_for_file', {second.id} 'second'"
         release.touch()
+
+
+def abort_aware(release: str) -> bool:
+    """Return whether an abort was asked of this call (waiting for one, or for *release*)."""
+    while not corral.abort_requested() and not os.path.exists(release):
+        time.sleep(0.01)
+    return corral.abort_requested()
+
+
+def test_an_abort_is_not_carried_over_to_the_next_call_of_the_same_worker(tmp_path, release):
+    """Found by review: the worker never reset the abort flag, so every later
+    call on that worker saw abort_requested() turn True at once."""
+    with corral.Scheduler(cores=1, abort_grace=30) as sched:
+        aborted = sched.submit(abort_aware, str(release))
+        wait_until(lambda: aborted.status is corral.JobStatus.RUNNING)
+        sched.abort(aborted)
+        corral.wait([aborted], timeout=30)
+        assert (aborted.status.name, aborted.reason) == ("CANCELLED", "aborted")
+        release.touch()
+        assert sched.submit(abort_aware, str(release)).result(timeout=30) is False

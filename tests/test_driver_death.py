@@ -22,6 +22,7 @@ from conftest import pids_alive, wait_until
 
 import corral
 from corral.cli_views import ORPHANED_REASON
+from corral.tempdirs import machine_tag
 
 HERE = Path(__file__).parent
 DRIVER_DEATH_LIMIT_S = 2.0  # the promise: no job process 2 s after the driver died
@@ -129,15 +130,18 @@ def test_directories_of_live_drivers_and_other_files_are_kept(tmp_path: Path) ->
     from corral.tempdirs import RUN_PREFIX, make_owned_tempdir, remove_dead_owners_tempdirs
 
     mine = make_owned_tempdir(RUN_PREFIX, os.fspath(tmp_path))
-    dead = tmp_path / "corral-run-999999999.1-abcdefgh"  # no such pid
+    here = machine_tag()
+    dead = tmp_path / f"corral-run-{here}.999999999.1-abcdefgh"  # no such pid
     dead.mkdir()
-    reused = tmp_path / f"corral-spool-{os.getpid()}.1-abcdefgh"  # our pid, another start time
+    reused = tmp_path / f"corral-spool-{here}.{os.getpid()}.1-abcdefgh"  # our pid, another start
+    elsewhere = tmp_path / "corral-run-0badf00d.999999999.1-abcdefgh"  # another host's: kept
+    elsewhere.mkdir()
     reused.mkdir()
     unrelated = tmp_path / "corral-demo-keep"
     unrelated.mkdir()
     removed = remove_dead_owners_tempdirs(os.fspath(tmp_path))
     assert sorted(removed) == sorted([os.fspath(dead), os.fspath(reused)])
-    assert Path(mine).exists() and unrelated.exists()
+    assert Path(mine).exists() and unrelated.exists() and elsewhere.exists()
 
 
 # -- what a command or a call leaves behind ----------------------------------------------------
@@ -294,9 +298,10 @@ def test_a_worker_that_dies_under_its_job_fails_it_and_leaves_nothing(
 
 
 def test_the_corral_command_also_removes_what_dead_drivers_left(tmp_path: Path) -> None:
-    dead = tmp_path / "corral-run-999999999.1-abcdefgh"
+    here = machine_tag()
+    dead = tmp_path / f"corral-run-{here}.999999999.1-abcdefgh"
     dead.mkdir()
-    unknown_start = tmp_path / "corral-spool-999999999.0-abcdefgh"  # kept: cannot tell
+    unknown_start = tmp_path / f"corral-spool-{here}.999999999.0-abcdefgh"  # kept: cannot tell
     unknown_start.mkdir()
     subprocess.run([CORRAL, "options"], check=True, capture_output=True,
                    env={**os.environ, "TMPDIR": os.fspath(tmp_path)})

@@ -2,7 +2,7 @@
 
 A driver killed with SIGKILL cannot remove its temporary run directory or its
 spool directory. Each is therefore named after the process that made it
-(``corral-run-<pid>.<start time>-xxxxxxxx``), and every new scheduler removes
+(``corral-run-<machine>.<pid>.<start time>-xxxxxxxx``), and every new scheduler removes
 the ones whose owner is gone, as long as they belong to the same user. The
 start time tells a dead owner from a new process that got the same pid.
 """
@@ -14,11 +14,27 @@ import re
 import shutil
 import tempfile
 
-__all__ = ["make_owned_tempdir", "remove_dead_owners_tempdirs", "RUN_PREFIX", "SPOOL_PREFIX"]
+__all__ = ["make_owned_tempdir", "remove_dead_owners_tempdirs", "machine_tag", "RUN_PREFIX",
+           "SPOOL_PREFIX"]
 
 RUN_PREFIX = "corral-run-"
 SPOOL_PREFIX = "corral-spool-"
-_OWNED = re.compile(r"^corral-(?:run|spool)-(\d+)\.(\d+)-")
+_OWNED = re.compile(r"^corral-(?:run|spool)-([0-9a-f]{8})\.(\d+)\.(\d+)-")
+
+
+def machine_tag() -> str:
+    """This machine since its last boot, in 8 hex digits: a temporary directory
+    shared with other hosts (a scratch file system) holds their drivers'
+    directories too, and their pids mean nothing here."""
+    import hashlib
+    import socket
+
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            boot_id = boot.read().strip()
+    except OSError:
+        boot_id = ""
+    return hashlib.sha1(f"{socket.gethostname()}/{boot_id}".encode()).hexdigest()[:8]
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -34,7 +50,8 @@ def _start_ticks(pid: int) -> int | None:
 def make_owned_tempdir(prefix: str, parent: str | None = None) -> str:
     """A new private directory named after this process (see the module docstring)."""
     pid = os.getpid()
-    return tempfile.mkdtemp(prefix=f"{prefix}{pid}.{_start_ticks(pid) or 0}-", dir=parent)
+    return tempfile.mkdtemp(prefix=f"{prefix}{machine_tag()}.{pid}.{_start_ticks(pid) or 0}-",
+                            dir=parent)
 
 
 def remove_dead_owners_tempdirs(parent: str | None = None) -> list[str]:
@@ -47,6 +64,7 @@ def remove_dead_owners_tempdirs(parent: str | None = None) -> list[str]:
     except OSError:
         return removed
     uid = os.getuid()
+    here = machine_tag()
     for entry in entries:
         match = _OWNED.match(entry.name)
         if match is None:
@@ -57,8 +75,8 @@ def remove_dead_owners_tempdirs(parent: str | None = None) -> list[str]:
                 continue
         except OSError:
             continue
-        pid, started = int(match.group(1)), int(match.group(2))
-        if started == 0 or _start_ticks(pid) == started:
+        machine, pid, started = match.group(1), int(match.group(2)), int(match.group(3))
+        if machine != here or started == 0 or _start_ticks(pid) == started:
             continue  # its owner still runs (or its start time could not be read: keep it)
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(entry.path)

@@ -83,6 +83,7 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
         outcomes_dir = None
     else:
         _, job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = request
+        abort.reset()  # an abort of the previous job is not this one's
         ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
         reply = (job_id, ok, blob)
     kill_leftovers()
