@@ -422,3 +422,41 @@ def test_an_environment_value_linux_cannot_pass_is_refused_when_the_job_is_made(
                                          r"NAME=value is longer than the 128 KiB Linux allows"):
         scheduler.shell("true", env={"BIG": "x" * 3_000_000})
     assert scheduler.shell("true", env={"FINE": "x" * 100_000}).result(timeout=30) is None
+
+
+class _RaisingIterable:
+    def __iter__(self):
+        raise RuntimeError("boom")
+
+
+class _RaisingPath:
+    def __fspath__(self):
+        raise RuntimeError("boom")
+
+
+class _RaisingMapping(dict):
+    def items(self):
+        raise RuntimeError("boom")
+
+
+class _RaisingText(str):
+    def __eq__(self, other):
+        raise RuntimeError("boom")
+
+    __hash__ = str.__hash__
+
+
+@pytest.mark.parametrize("name, value", [
+    ("after", _RaisingIterable()), ("notify", _RaisingIterable()), ("setup", _RaisingIterable()),
+    ("extra_flags", _RaisingIterable()), ("cwd", _RaisingPath()), ("python", _RaisingPath()),
+    ("env", _RaisingMapping(a="1")), ("notify_on", _RaisingText("end")),
+])
+def test_a_value_whose_own_methods_raise_is_refused_naming_the_option(name, value):
+    """Found by the attack review: these let a RuntimeError out of Job()."""
+    with pytest.raises(ValueError, match=rf"^{name}=.* cannot be read as .*\(RuntimeError: boom\)$"):
+        Job("platform:node", **{name: value})
+
+
+def test_a_task_whose_fspath_raises_is_refused():
+    with pytest.raises(ValueError, match=r"is a path that cannot be read as text; give a str path"):
+        Job(_RaisingPath())

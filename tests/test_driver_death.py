@@ -318,6 +318,9 @@ def test_one_workers_mark_never_matches_anothers(tmp_path: Path) -> None:
     first, twelfth = (subprocess.Popen(["sleep", "4314"], env={**os.environ, MARK_VARIABLE: mark})
                       for mark in (f"{token}.1.", f"{token}.12."))
     try:
+        for process, mark in ((first, f"{token}.1."), (twelfth, f"{token}.12.")):
+            wait_until(lambda: psutil.Process(process.pid).environ().get(MARK_VARIABLE) == mark,
+                       message="the marked process to have started")  # exec'd, with its mark
         assert kill_marked(MARK_VARIABLE, f"{token}.1.") == 1
         assert first.wait(timeout=10) == -signal.SIGKILL
         assert twelfth.poll() is None
@@ -346,3 +349,25 @@ def test_a_child_forked_from_a_driver_dies_of_sigterm_as_usual(scheduler: corral
     os.kill(pid, signal.SIGTERM)
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def test_the_signal_handlers_are_corrals_only_while_a_scheduler_is_open() -> None:
+    program = """
+import signal, corral
+first = corral.Scheduler(cores=1)
+second = corral.Scheduler(cores=1)
+assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+first.shutdown()
+assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the second is still open
+second.shutdown()
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+mine = lambda *_: None
+signal.signal(signal.SIGTERM, mine)
+corral.Scheduler(cores=1).shutdown()
+assert signal.getsignal(signal.SIGTERM) is mine  # a program's own handler is never touched
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == "ok\n", done.stderr

@@ -20,10 +20,11 @@ import threading
 
 from .errors import DriverTerminated
 
-__all__ = ["install", "termination_reason", "reason_for"]
+__all__ = ["install", "uninstall", "termination_reason", "reason_for"]
 
 _terminated_by: str | None = None
 _installed = False
+_fork_hook_set = False
 
 
 def install() -> None:
@@ -36,11 +37,25 @@ def install() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
-    os.register_at_fork(after_in_child=_restore_in_child)
+    global _fork_hook_set
+    if not _fork_hook_set:
+        _fork_hook_set = True
+        os.register_at_fork(after_in_child=_restore_in_child)
+
+
+def uninstall() -> None:
+    """Give the program back Python's defaults once no scheduler is open (main
+    thread only; a handler the program set since is left alone)."""
+    global _installed
+    if not _installed or threading.current_thread() is not threading.main_thread():
+        return
+    _installed = False
+    _restore_in_child()
 
 
 def _restore_in_child() -> None:
-    """A child forked from the driver (a fork-based pool) is not a driver:
+    """Python's default handlers where ours are installed. Also run in a
+    child forked from the driver (a fork-based pool), which is no driver:
     SIGTERM must end it, as its parent's pool expects."""
     if signal.getsignal(signal.SIGTERM) is _on_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

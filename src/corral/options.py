@@ -411,5 +411,11 @@ def parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
         option = JOB_OPTIONS.get(name)
         if option is None:
             raise ValueError(unknown_option_message(name, JOB_OPTIONS))
-        parsed[name] = option.parse(value, name)
+        try:
+            parsed[name] = option.parse(value, name)
+        except (ValueError, TypeError):
+            raise
+        except Exception as error:  # a hostile value: its __iter__, __fspath__, ... raised
+            raise ValueError(f"{name}={_shown(value)} cannot be read as {option.accepts} "
+                             f"({type(error).__name__}: {error})") from None
     return parsed

@@ -72,13 +72,17 @@ def kill_marked(variable: str, prefix: str) -> int:
     Each round freezes what it finds first, so a forking process cannot
     outrun it.
     """
-    import psutil
-
     needle = f"{variable}={prefix}".encode()
     me = os.getpid()
+    fresh = [pid for pid in _pids_marked(needle) if pid != me]
+    if not fresh:  # the usual case, without the cost of importing psutil
+        return 0
+    import psutil
+
     frozen: dict[int, psutil.Process] = {}
-    for _ in range(20):
-        fresh = [pid for pid in _pids_marked(needle) if pid != me and pid not in frozen]
+    for round_number in range(20):
+        if round_number:
+            fresh = [pid for pid in _pids_marked(needle) if pid != me and pid not in frozen]
         if not fresh:
             break
         for pid in fresh:

@@ -633,6 +633,8 @@ class Scheduler(Executor):
                 raise
             self._remove_temporary_files()
             _open_schedulers.discard(self)  # (after shutdown(wait=False), exit waits for it)
+            if not _open_schedulers:
+                driver_signals.uninstall()  # the program's signals are its own again
             if self._journal is not None:
                 self._journal.raise_if_failed()  # a journal that misses a row never passes silently
 

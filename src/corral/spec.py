@@ -206,10 +206,11 @@ def _keyword_arguments(kwargs: object) -> dict[str, Any]:
 def _task_text(task: str | os.PathLike[str]) -> str:
     try:
         text = os.fspath(task)
-    except TypeError:
+    except Exception:  # a bytes path's TypeError, or a hostile __fspath__
         text = None
     if not isinstance(text, str):
-        raise ValueError(f"task {_shown(task)} is a path that is not text; give a str path")
+        raise ValueError(f"task {_shown(task)} is a path that cannot be read as text; give a "
+                         "str path")
     return text
 
 

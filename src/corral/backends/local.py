@@ -37,7 +37,7 @@ from ..proctree import kill_marked, kill_tree
 from ..spec import Resources
 from ..status import JobStatus
 from ..runtime.command import KILL, TERMINATE
-from ..runtime.reaper import FAREWELL, MARK_VARIABLE
+from ..runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from ..tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from .base import Capacity, Submission, Update
 
@@ -174,6 +174,7 @@ class LocalBackend:
         self._token = f"{os.getpid()}-{os.urandom(6).hex()}"
         self._worker_numbers = itertools.count(1)
         self._reaper: subprocess.Popen | None = None
+        self._worker_lost = False  # a worker died under a job: sweep once more at the end
         self._closed = False
         _LIVE_BACKENDS.add(self)
 
@@ -383,7 +384,7 @@ class LocalBackend:
         if self._reaper is None:
             return
         try:
-            self._reaper.stdin.write(FAREWELL)
+            self._reaper.stdin.write(SWEEP_AND_GO if self._worker_lost else FAREWELL)
             self._reaper.stdin.close()
         except OSError:
             pass
@@ -437,6 +438,7 @@ class LocalBackend:
         if worker.job_id is not None and (worker.runs_command or worker.job_id not in self._killed):
             # It died under its job: what the job had started went to init. Find it by its mark.
             kill_marked(MARK_VARIABLE, worker.mark)
+            self._worker_lost = True
         if worker in self._idle:
             self._idle.remove(worker)
         job_id = worker.job_id

@@ -18,10 +18,12 @@ import select
 import signal
 import sys
 
-__all__ = ["main", "MARK_VARIABLE", "FAREWELL"]
+__all__ = ["main", "MARK_VARIABLE", "FAREWELL", "SWEEP_AND_GO"]
 
-#: What the driver writes to the pipe when it shuts down cleanly.
+#: What the driver writes to the pipe when it shuts down cleanly; the second
+#: also asks for a last sweep (a worker died under a job in this run).
 FAREWELL = b"q"
+SWEEP_AND_GO = b"s"
 
 #: The environment variable that marks a worker and everything it starts:
 #: ``<driver token>.<worker number>.``.
@@ -45,8 +47,10 @@ def main() -> None:
             _reap(driver_token)
             return
         said = os.read(0, 4096)
-        if FAREWELL in said:  # a clean shutdown: the driver has stopped its workers; sweep
-            _reap(driver_token)  # up what a worker that died under a job left (rare, cheap)
+        if SWEEP_AND_GO in said:  # a clean shutdown after a worker died under its job:
+            _reap(driver_token)   # sweep up what it may have left
+            return
+        if FAREWELL in said:  # a clean shutdown: the driver has stopped its workers itself
             return
         if not said:  # the pipe closed without a farewell: the driver died
             _reap(driver_token)
