@@ -726,7 +726,8 @@ class Engine:
         while deadlines and deadlines[0][0] <= now:
             _, _, kind, job_ref, attempt = heapq.heappop(deadlines)
             job = job_ref()
-            if job is None or job._final or job.attempts != attempt or self._active.get(job.id) is not job:
+            if (job is None or job._final or job.attempts != attempt
+                    or self._active.get(job.id) is not job):
                 continue
             if kind == "timeout":
                 job._kill_intent = "timeout"

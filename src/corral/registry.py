@@ -13,8 +13,9 @@ What must outlive a finished job is small and kept apart:
 * its name, with how the jobs of that name ended (:class:`FinishedJob`),
   so that ``after="prepare"`` still waits for, or is cancelled by, jobs of
   that name that finished and were dropped. With a journal, one FinishedJob
-  per finished job is kept instead (about 150 bytes), in dispatch order: the job keys of jobs after that name are
-  made from their keys, and must not depend on when the jobs finished;
+  per finished job is kept instead (about 150 bytes), in dispatch order: the
+  job keys of jobs after that name are made from their keys, and must not
+  depend on when the jobs finished;
 * its id, so that no later job takes it (ids name job directories). Numbers
   handed out in this session form one range; only ids chosen otherwise (by
   the caller, or kept from an earlier run of a journal) are stored one by one.

@@ -106,7 +106,8 @@ class Submitter:
     def shell(self, command: str | Iterable[Any], **options: Any) -> Job:
         """Run a shell command: a string goes to ``/bin/sh -c``, a list runs without a shell."""
         if isinstance(command, (bytes, bytearray)) or not isinstance(command, (str, Iterable)):
-            raise ValueError(f"shell() takes a command string or a list of arguments, not {safe_repr(command)}")
+            raise ValueError("shell() takes a command string or a list of arguments, not "
+                             f"{safe_repr(command)}")
         return self._make(make_task(Shell(command if isinstance(command, str)
                                                  else bounded_tuple(command, "command"))),
                           options)
