@@ -107,7 +107,7 @@ def pid_gone(pid: int) -> bool:
 
 def owner_pid(run_dir: Path) -> int | None:
     """The pid in the run's lock file while a live driver holds the lock, else None."""
-    from corral.store import owner_of
+    from corral.journal.store import owner_of
 
     owner = owner_of(run_dir)
     return None if owner is None else owner.get("pid")

@@ -584,7 +584,7 @@ def test_the_id_submit_answers_is_already_in_the_journal(cli, tmp_path):
     """``corral submit`` answers once the job is on disk, so whatever reads the
     journal right after (a script, ``corral status`` in a tight loop) finds it."""
     from corral import Run
-    from corral.control import send_request
+    from corral.control.server import send_request
 
     cli.ok("pause")
     missing = []

@@ -21,7 +21,7 @@ import pytest
 
 import corral
 from corral.options import JOB_OPTIONS
-from corral.packing import Packer
+from corral.core.packing import Packer
 from corral.spec import Shell
 from corral.units import format_span, parse_duration
 

@@ -21,8 +21,8 @@ from cli_helpers import CORRAL
 from conftest import pids_alive, wait_until
 
 import corral
-from corral.cli_views import ORPHANED_REASON
-from corral.tempdirs import machine_tag
+from corral.cli.views import ORPHANED_REASON
+from corral.runtime.tempdirs import machine_tag
 
 HERE = Path(__file__).parent
 DRIVER_DEATH_LIMIT_S = 2.0  # the promise: no job process 2 s after the driver died
@@ -127,7 +127,7 @@ def test_a_driver_killed_with_sigkill_leaves_no_process_and_its_files_go_next_ti
 
 
 def test_directories_of_live_drivers_and_other_files_are_kept(tmp_path: Path) -> None:
-    from corral.tempdirs import RUN_PREFIX, make_owned_tempdir, remove_dead_owners_tempdirs
+    from corral.runtime.tempdirs import RUN_PREFIX, make_owned_tempdir, remove_dead_owners_tempdirs
 
     mine = make_owned_tempdir(RUN_PREFIX, os.fspath(tmp_path))
     here = machine_tag()
@@ -311,7 +311,7 @@ def test_the_corral_command_also_removes_what_dead_drivers_left(tmp_path: Path) 
 def test_one_workers_mark_never_matches_anothers(tmp_path: Path) -> None:
     """Found by review: worker 1's orphans were looked up by prefix, which also
     matched workers 10-19 and killed their jobs."""
-    from corral.proctree import kill_marked
+    from corral.runtime.proctree import kill_marked
     from corral.runtime.reaper import MARK_VARIABLE
 
     token = f"test-{os.getpid()}-{os.urandom(4).hex()}"

@@ -26,10 +26,10 @@ from smtp_server import SmtpServer
 import corral
 from corral import JobStatus
 from corral.config import Config, SmtpSettings
-from corral.control import NoDriver, send_request
+from corral.control.server import NoDriver, send_request
 from corral.errors import CorralError, RemoteTraceback
 from corral.runtime.outcomes import read_outcomes
-from corral.store import RunInUse, owner_of
+from corral.journal.store import RunInUse, owner_of
 
 DRIVER = Path(__file__).with_name("journal_driver.py")
 RESTORED = "completed in an earlier run (from the journal)"
@@ -462,7 +462,7 @@ def test_a_second_driver_is_refused_while_the_first_lives_and_welcome_after(tmp_
 
 
 def request_from_another_process(run: Path, request: dict) -> dict:
-    code = ("import json, sys\nfrom corral.control import send_request\n"
+    code = ("import json, sys\nfrom corral.control.server import send_request\n"
             "print(json.dumps(send_request(sys.argv[1], json.loads(sys.argv[2]))))")
     done = subprocess.run([sys.executable, "-c", code, str(run), json.dumps(request)],
                           capture_output=True, text=True, timeout=60, check=False)

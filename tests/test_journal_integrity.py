@@ -28,7 +28,7 @@ from test_journal import RESTORED, finish, kill_while_a_finished_job_is_unseen, 
 import corral
 import journal_driver
 from corral import JobStatus
-from corral.store import JournalError
+from corral.journal.store import JournalError
 
 DRIVERS = Path(__file__).with_name("integrity_drivers.py")
 MOVE_AWAY = "move it away to start the run afresh"
@@ -209,7 +209,7 @@ def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp
         wait_until(lambda: [job.status for job in corral.Scheduler.open(run).jobs()]
                    == [JobStatus.COMPLETED], message="the call recorded in the journal")
         [writer] = [process for process in psutil.Process(driver.pid).children()
-                    if "corral.journal_writer" in " ".join(process.cmdline())]
+                    if "corral.journal.writer" in " ".join(process.cmdline())]
         writer.send_signal(signal.SIGKILL)
         wait_until(lambda: pid_gone(writer.pid), 10, "the writer to die")  # (a zombie: dead)
 

@@ -12,7 +12,7 @@ import pytest
 from smtp_server import SmtpServer
 
 from corral.config import SmtpSettings
-from corral.notify import JobNotice, Notifier, compose
+from corral.core.notify import JobNotice, Notifier, compose
 
 SENDER = "corral@lab.example.org"
 

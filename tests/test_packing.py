@@ -9,7 +9,7 @@ import pytest
 import corral
 from corral import Job, JobStatus
 from corral.backends.base import Capacity
-from corral.packing import MAX_BYPASS, Packer
+from corral.core.packing import MAX_BYPASS, Packer
 
 import jobs
 from conftest import loop_barrier, wait_until

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from corral import Run
-from corral.control import send_request
+from corral.control.server import send_request
 from corral.errors import CorralError
 
 from cli_helpers import (CORRAL, Corral, Outcome, assert_one_line_error, kill_and_wait, owner_pid,
@@ -129,7 +129,7 @@ def other(base: Path) -> OtherUser:
     if probe.returncode != 0:
         pytest.skip(f"!!! SKIPPED: {OTHER_USER} cannot run {SYSTEM_PYTHON} in {base}: "
                     f"{probe.stderr.strip()} !!!")
-    check = "import corral.cli, corral.daemon"
+    check = "import corral.cli.main, corral.control.daemon"
     if user.run([sys.executable, "-c", check], {}, base).returncode == 0:
         return OtherUser(entry.pw_name, entry.pw_uid, entry.pw_gid, (CORRAL,), {})
     env = {"PYTHONPATH": _readable_copy(base)}
@@ -146,7 +146,7 @@ def other(base: Path) -> OtherUser:
                      (SYSTEM_PYTHON, "-m", "corral.cli"), env)
 
 
-#: What ``corral.cli`` and ``corral.daemon`` import, corral included.
+#: What ``corral.cli.main`` and ``corral.control.daemon`` import, corral included.
 _IMPORTED = ("corral", "cloudpickle", "psutil", "click", "rich", "platformdirs", "markdown_it",
              "mdurl", "pygments")
 

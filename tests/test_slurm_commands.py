@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from corral.backends import slurm_commands as commands
-from corral.backends.slurm import SlurmBackend
+from corral.backends.batch.slurm import commands
+from corral.backends.batch.slurm.backend import SlurmBackend
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
 

@@ -1,8 +1,8 @@
 """One codec for a job's spec to and from JSON (issue 9, item 6, last bullet).
 
-The journal stores every job's spec through :func:`corral.spec_codec.encode_spec`
+The journal stores every job's spec through :func:`corral.journal.codec.encode_spec`
 and the daemon makes a ``corral submit`` job again from it after a restart
-through :func:`~corral.spec_codec.decode_spec`. Before, the two disagreed: the
+through :func:`~corral.journal.codec.decode_spec`. Before, the two disagreed: the
 journal left out a job's placement (partition, account, qos, constraint, setup,
 extra flags, python, bundle), so a job submitted with ``--partition X`` and run
 again by a restarted daemon went to the default partition.
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from corral import Run
 from corral.options import JOB_OPTIONS
 from corral.spec import Script, Shell, make_spec, make_task
-from corral.spec_codec import JournaledSpec, decode_spec, encode_spec, rebuild_spec
+from corral.journal.codec import JournaledSpec, decode_spec, encode_spec, rebuild_spec
 
 import jobs
 from cli_helpers import Corral, kill_and_wait

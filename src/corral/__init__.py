@@ -20,14 +20,14 @@ TYPE_CHECKING = False  # `typing` costs ~10 ms to import; type checkers read the
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Scheduler": "scheduler",
-    "Submitter": "scheduler",
-    "Job": "job",
-    "Result": "job",
-    "Run": "run",
-    "StoredJob": "store",
-    "RunInUse": "store",
-    "JournalError": "store",
+    "Scheduler": "core.scheduler",
+    "Submitter": "core.scheduler",
+    "Job": "core.job",
+    "Result": "core.job",
+    "Run": "journal.run",
+    "StoredJob": "journal.store",
+    "RunInUse": "journal.store",
+    "JournalError": "journal.store",
     "ConfigError": "config",
     "JobStatus": "status",
     "Event": "events",
@@ -73,14 +73,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION,
                                     CancelledError, as_completed, wait)
 
-    from .errors import (BackendError, CorralError, DependencyError, DriverTerminated, JobError,
+    from corral.errors import (BackendError, CorralError, DependencyError, DriverTerminated, JobError,
                          JobFailed, JobTimedOut, RemoteTraceback, ResourceError, WorkerLost)
-    from .events import Event
-    from .config import ConfigError
-    from .job import Job, Result
-    from .run import Run
-    from .store import JournalError, RunInUse, StoredJob
-    from .runtime.abort import abort_requested
-    from .scheduler import Scheduler, Submitter
-    from .spec import Call, FunctionRef, Resources, Script, Shell
-    from .status import JobStatus
+    from corral.events import Event
+    from corral.config import ConfigError
+    from corral.core.job import Job, Result
+    from corral.journal.run import Run
+    from corral.journal.store import JournalError, RunInUse, StoredJob
+    from corral.runtime.abort import abort_requested
+    from corral.core.scheduler import Scheduler, Submitter
+    from corral.spec import Call, FunctionRef, Resources, Script, Shell
+    from corral.status import JobStatus

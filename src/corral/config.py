@@ -26,10 +26,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-from .errors import CorralError
-from .options import parse_options
-from .safe_repr import safe_repr
-from .units import DURATION_FORMS, parse_duration, parse_memory
+from corral.errors import CorralError
+from corral.options import parse_options
+from corral.safe_repr import safe_repr
+from corral.units import DURATION_FORMS, parse_duration, parse_memory
 
 __all__ = [
     "CONFIG_NAME",

@@ -106,7 +106,7 @@ class RemoteTraceback(Exception):
 
 
 class DriverTerminated(SystemExit):
-    """SIGTERM reached a program that runs a scheduler (see :mod:`corral.driver_signals`).
+    """SIGTERM reached a program that runs a scheduler (see :mod:`corral.core.driver_signals`).
 
     Raised in the main thread so that ``with Scheduler()`` blocks and
     ``finally`` clauses run: unfinished jobs are cancelled, temporary files

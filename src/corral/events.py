@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from .status import JobStatus
+from corral.status import JobStatus
 
 if TYPE_CHECKING:
-    from .job import Job
+    from corral.core.job import Job
 
 __all__ = ["Event"]
 

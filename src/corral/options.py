@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .safe_repr import safe_repr as _shown
-from .units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
+from corral.safe_repr import safe_repr as _shown
+from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
            "os_text_problem", "bounded_tuple", "INT_LIMIT", "MAX_ITEMS"]

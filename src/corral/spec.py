@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .options import (INT_LIMIT, JOB_OPTIONS, MAX_ITEMS, bounded_tuple, os_text_problem,
+from corral.options import (INT_LIMIT, JOB_OPTIONS, MAX_ITEMS, bounded_tuple, os_text_problem,
                       parse_options)
-from .safe_repr import safe_repr as _shown
+from corral.safe_repr import safe_repr as _shown
 
 __all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "Placement", "JobSpec",
            "make_task", "make_spec", "spec_options", "check_job_id", "MAX_ID_BYTES"]

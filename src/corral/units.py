@@ -15,7 +15,7 @@ import math
 import re
 from datetime import timedelta
 
-from .safe_repr import safe_repr as _shown
+from corral.safe_repr import safe_repr as _shown
 
 __all__ = [
     "MEMORY_FORMS",

@@ -44,12 +44,12 @@ def slurm_answers(timeout: float = 5.0) -> bool:
 def make_backend(name: str, **settings):
     """Build the backend called *name* (already resolved) with the scheduler's settings."""
     if name == "local":
-        from .local import LocalBackend
+        from corral.backends.local.backend import LocalBackend
 
         settings.pop("slurm", None)
         return LocalBackend(**settings)
     if name == "slurm":
-        from .slurm import SlurmBackend
+        from corral.backends.batch.slurm.backend import SlurmBackend
 
         settings.pop("spool_parent", None)
         return SlurmBackend(**settings)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from ..spec import Placement, Resources
-from ..status import JobStatus
+from corral.spec import Placement, Resources
+from corral.status import JobStatus
 
 __all__ = ["Submission", "Update", "Capacity", "Backend", "ClusterBackend"]
 

@@ -36,9 +36,9 @@ import threading
 import time
 from typing import Any
 
-from . import abort
-from .execute import kill_leftovers, run_call
-from .payload import dumps_error, dumps_value
+from corral.runtime import abort
+from corral.runtime.execute import kill_leftovers, run_call
+from corral.runtime.payload import dumps_error, dumps_value
 
 __all__ = ["TASK_FILE", "STARTED_FILE", "RESULT_FILE", "CANCELLED_MARK", "main",
            "read_result", "claim_for_cancel"]
@@ -178,7 +178,7 @@ def _run_command(task: dict[str, Any], home: str) -> tuple[bool, bytes | None, i
     try:
         code = process.wait()
     except BaseException:
-        from ..proctree import kill_tree
+        from corral.runtime.proctree import kill_tree
 
         kill_tree(process.pid)
         raise
@@ -229,7 +229,7 @@ class _Watchdog:
             write_atomically(os.path.join(jobdir, RESULT_FILE),
                              pickle.dumps((False, None, None, "timed out: " + reason)))
         finally:
-            from ..proctree import kill_tree
+            from corral.runtime.proctree import kill_tree
             import psutil
 
             for child in psutil.Process().children():

@@ -85,7 +85,7 @@ def is_stale_message(message: object) -> bool:
 def _kill_everything_we_started() -> None:
     """Kill the command's tree and whatever it orphaned: all of it is the
     worker's own tree, since the worker adopts orphans."""
-    from ..proctree import kill_tree
+    from corral.runtime.proctree import kill_tree
 
     kill_tree(os.getpid(), include_root=False)
 

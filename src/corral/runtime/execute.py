@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .payload import dumps_error, dumps_value, loads_call
+from corral.runtime.payload import dumps_error, dumps_value, loads_call
 
 __all__ = ["run_call", "kill_leftovers"]
 
@@ -86,7 +86,7 @@ def kill_leftovers() -> None:
             break  # children are alive: kill them below
     import psutil
 
-    from ..proctree import kill_tree
+    from corral.runtime.proctree import kill_tree
 
     children = [child.pid for child in psutil.Process().children()]
     for pid in children:

@@ -56,7 +56,7 @@ def bind_to_parent(parent_pid: int) -> None:
 def _die_with(parent: int) -> None:
     select.select([parent], [], [])  # readable once the parent has exited
     try:
-        from ..proctree import kill_tree
+        from corral.runtime.proctree import kill_tree
 
         kill_tree(os.getpid(), include_root=False)
     finally:

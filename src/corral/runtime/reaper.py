@@ -7,7 +7,7 @@ that died before the driver were re-parented away from corral. So every
 local backend also starts this small process, which runs no job code: it
 waits on a pidfd of the driver and on a pipe from it. When the driver dies it
 kills every process carrying the driver's mark in its environment
-(:func:`corral.proctree.kill_marked`). When the driver closes the pipe on a
+(:func:`corral.runtime.proctree.kill_marked`). When the driver closes the pipe on a
 clean shutdown, it just exits.
 """
 
@@ -58,6 +58,6 @@ def main() -> None:
 
 
 def _reap(driver_token: str) -> None:
-    from ..proctree import kill_marked
+    from corral.runtime.proctree import kill_marked
 
     kill_marked(MARK_VARIABLE, driver_token + ".")

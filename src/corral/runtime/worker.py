@@ -34,13 +34,13 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from . import abort
-from .command import is_stale_message, run_command
-from .execute import kill_leftovers, run_call
-from .guard import become_subreaper, bind_to_parent
-from .payload import dumps_error
-from .spool import hand_over, open_spool
-from .outcomes import OutcomeLog
+from corral.runtime import abort
+from corral.runtime.command import is_stale_message, run_command
+from corral.runtime.execute import kill_leftovers, run_call
+from corral.runtime.guard import become_subreaper, bind_to_parent
+from corral.runtime.payload import dumps_error
+from corral.runtime.spool import hand_over, open_spool
+from corral.runtime.outcomes import OutcomeLog
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

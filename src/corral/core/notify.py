@@ -4,7 +4,7 @@ A job's ``notify=`` addresses get one message when it fails (or whenever it
 ends, with ``notify_on="end"``). A mail server can be slow or down, so
 :class:`Notifier` only queues messages; one background thread delivers them
 through the ``[smtp]`` settings of :mod:`corral.config`. A delivery that fails
-is logged on ``corral.notify`` (so in a journaled run's ``corral.log``, as is
+is logged on ``corral.core.notify`` (so in a journaled run's ``corral.log``, as is
 every message delivered) and counted; it never raises into the code that
 asked for it, because a lost e-mail must not fail or stall a run.
 """
@@ -23,12 +23,12 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from .config import SmtpSettings
-from .units import format_duration
+from corral.config import SmtpSettings
+from corral.units import format_duration
 
 __all__ = ["JobNotice", "Notifier", "compose"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("corral.notify")  # the name users filter on; kept when modules move
 
 _SUBJECT_REASON_MAX = 120
 
@@ -134,7 +134,7 @@ class Notifier:
 
     :meth:`send` queues and returns at once; a daemon thread, started on the
     first send, opens one SMTP connection per message. A failed delivery is
-    logged on ``corral.notify`` (naming server and recipients) and counted in
+    logged on ``corral.core.notify`` (naming server and recipients) and counted in
     :attr:`failed`, never raised. :meth:`close` waits for the queue to drain.
     All methods are thread-safe.
     """

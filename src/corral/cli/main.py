@@ -26,9 +26,9 @@ from typing import Any, NoReturn
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from .errors import CorralError
-from .options import JOB_OPTIONS, parse_options
-from .status import TERMINAL, JobStatus
+from corral.errors import CorralError
+from corral.options import JOB_OPTIONS, parse_options
+from corral.status import TERMINAL, JobStatus
 
 __all__ = ["main", "cli"]
 
@@ -60,7 +60,7 @@ def _run_dir(context: click.Context) -> Path:
 
 
 def _open_run(context: click.Context):
-    from .run import Run
+    from corral.journal.run import Run
 
     run_dir = _run_dir(context)
     try:
@@ -76,9 +76,9 @@ def _open_run(context: click.Context):
 def _control(context: click.Context, request: dict[str, Any], start: bool = True) -> dict[str, Any]:
     """Send *request* to the run's driver, starting the daemon when the run is
     the command line's own (a script's run is driven by the script only)."""
-    from .control import NoDriver
-    from .daemon import ensure_daemon
-    from .store import read_meta
+    from corral.control.server import NoDriver
+    from corral.control.daemon import ensure_daemon
+    from corral.journal.store import read_meta
 
     run_dir = _run_dir(context)
     try:
@@ -126,7 +126,7 @@ _VERBS_THAT_MAKE_A_RUN = ("submit",)
 
 def _require_existing_run(run_dir: Path) -> None:
     """Refuse (exit 3) a control verb on a directory that holds no journal."""
-    from .store import journal_path
+    from corral.journal.store import journal_path
 
     try:
         exists = journal_path(run_dir).exists()
@@ -142,8 +142,8 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     """No driver runs, but jobs it handed to a cluster scheduler still do: act on
     them there (scancel, hold, release); None if there are none. The script's
     next run attaches to them and finds what became of them."""
-    from .run import Run
-    from .status import TERMINAL
+    from corral.journal.run import Run
+    from corral.status import TERMINAL
 
     run = Run(run_dir)
     jobs = [job for job in run.jobs(results=False) if job.status not in TERMINAL]
@@ -158,12 +158,12 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     on_cluster = run.cluster_jobs(jobs)
     if not on_cluster:
         return None
-    from .backends.slurm import control_without_driver
-    from .errors import BackendError
+    from corral.backends.batch.slurm.backend import control_without_driver
+    from corral.errors import BackendError
 
     chosen = [job for job in jobs if str(job.id) in on_cluster]
     if request["verb"] == "cancel":
-        from .runtime.batch import claim_for_cancel
+        from corral.runtime.batch import claim_for_cancel
 
         for job in chosen:  # one that has not started never will, even if Slurm lags
             if job.jobdir:
@@ -187,7 +187,7 @@ def _check_config(run_dir: Path) -> None:
     """Read the config as the run's daemon will: the user's file, and
     ``corral.toml`` in the run directory (the daemon serves submissions from
     any directory, so the submitting one's file is not its own)."""
-    from .config import load_config
+    from corral.config import load_config
 
     try:
         load_config(cwd=run_dir)
@@ -197,7 +197,7 @@ def _check_config(run_dir: Path) -> None:
 
 def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
     """send_request, with its failures turned into one-line errors (not NoDriver)."""
-    from .control import Denied, NoDriver, Refused, send_request
+    from corral.control.server import Denied, NoDriver, Refused, send_request
 
     try:
         return send_request(run_dir, request)
@@ -236,7 +236,7 @@ def _job_option_flags(command):
     """Give *command* a flag for every job option the registry offers to the
     command line, with the registry's help: one list of options for the API,
     this command and ``corral options``."""
-    from .options import NOTIFY_WHEN
+    from corral.options import NOTIFY_WHEN
 
     types = {"int": click.INT, "text": click.STRING, "choice": click.Choice(NOTIFY_WHEN)}
     for option in reversed(list(JOB_OPTIONS.values())):
@@ -293,7 +293,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
 def _check_new_run_dir(run_dir: Path) -> bool:
     """Whether *run_dir* holds no run yet (this submit makes it); refuse a
     directory with other files in it, which corral would make private and fill."""
-    from .store import journal_path
+    from corral.journal.store import journal_path
 
     if journal_path(run_dir).exists():
         return False
@@ -308,8 +308,8 @@ def _undo_new_run(run_dir: Path) -> None:
     import shutil
     import time
 
-    from .control import NoDriver
-    from .store import owner_of
+    from corral.control.server import NoDriver
+    from corral.journal.store import owner_of
 
     try:
         _send(run_dir, {"verb": "stop"})
@@ -323,7 +323,7 @@ def _undo_new_run(run_dir: Path) -> None:
 
 
 def _profile_options(name: str) -> dict[str, Any]:
-    from .config import load_config
+    from corral.config import load_config
 
     try:
         return load_config().profile(name)
@@ -348,7 +348,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
 
     Without IDs: unfinished jobs and the last 10 finished ones (all with --all).
     """
-    from .cli_views import hidden_note, run_header, status_table
+    from corral.cli.views import hidden_note, run_header, status_table
 
     run = _open_run(context)
     jobs = _select(run, ids)
@@ -399,9 +399,9 @@ def _console():
 @click.pass_context
 def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -> None:
     """Print what job ID wrote to its standard output (or error)."""
-    from .cli_views import follow_output
+    from corral.cli.views import follow_output
 
-    from .cli_views import was_cleaned
+    from corral.cli.views import was_cleaned
 
     run = _open_run(context)
     stream = "stderr" if show_stderr else "stdout"
@@ -419,8 +419,8 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
 def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) -> None:
     """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any did not
     complete (failed, timed out or cancelled)."""
-    from .cli_views import wait_with_progress
-    from .units import format_span
+    from corral.cli.views import wait_with_progress
+    from corral.units import format_span
 
     run = _open_run(context)
     if any(job.status not in TERMINAL for job in _select(run, ids)) and run.owner is None:
@@ -517,7 +517,7 @@ def clean(context: click.Context, yes: bool) -> None:
     if not yes and not _confirm(question):
         click.echo("nothing deleted")
         return
-    from .cli_views import note_cleaned
+    from corral.cli.views import note_cleaned
 
     note_cleaned(run.path, [job for job in run.jobs("finished", results=False)
                             if job.jobdir and Path(job.jobdir) in targets])
@@ -543,7 +543,7 @@ def _confirm(question: str) -> bool:
 def options() -> None:
     """Every job option: what it accepts, its units, default, and what it becomes on
     each backend."""
-    from .cli_views import options_table
+    from corral.cli.views import options_table
 
     _console().print(options_table())
 
@@ -552,8 +552,8 @@ def options() -> None:
 @click.argument("name", required=False)
 def profiles(name: str | None) -> None:
     """List the profiles of the config files, or show profile NAME."""
-    from .cli_views import profiles_view
-    from .config import load_config
+    from corral.cli.views import profiles_view
+    from corral.config import load_config
 
     try:
         config = load_config()
@@ -573,7 +573,7 @@ def _fail(message: str, status: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command; every error becomes one line and an exit status."""
-    from .tempdirs import remove_dead_owners_tempdirs
+    from corral.runtime.tempdirs import remove_dead_owners_tempdirs
 
     remove_dead_owners_tempdirs()  # what drivers killed with SIGKILL left in /tmp
     try:

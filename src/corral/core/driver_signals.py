@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 
-from .errors import DriverTerminated
+from corral.errors import DriverTerminated
 
 __all__ = ["install", "uninstall", "termination_reason", "reason_for"]
 

@@ -1,7 +1,7 @@
 """Slurm's command lines and what they print: pure builders and parsers.
 
 Nothing here runs a process, so every function is tested against output
-recorded from a real Slurm 22.05. The backend (:mod:`corral.backends.slurm`)
+recorded from a real Slurm 22.05. The backend (:mod:`corral.backends.batch.slurm.backend`)
 runs the commands; this module knows their flags and formats.
 
 Facts that shaped it (seen on 22.05):
@@ -19,8 +19,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..spec import Placement, Resources
-from ..status import JobStatus
+from corral.spec import Placement, Resources
+from corral.status import JobStatus
 
 __all__ = ["SlurmRow", "sbatch_argv", "parse_sbatch", "squeue_argv", "parse_squeue",
            "sacct_argv", "parse_sacct", "parse_config", "walltime_minutes", "state_of",

@@ -32,18 +32,18 @@ import weakref
 from collections.abc import Collection, Sequence
 from typing import ClassVar
 
-from ..errors import BackendError, ResourceError
-from ..proctree import kill_marked, kill_tree
-from ..spec import Resources
-from ..status import JobStatus
-from ..runtime.command import KILL, TERMINATE
-from ..runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
-from ..tempdirs import SPOOL_PREFIX, make_owned_tempdir
-from .base import Capacity, Submission, Update
+from corral.errors import BackendError, ResourceError
+from corral.runtime.proctree import kill_marked, kill_tree
+from corral.spec import Resources
+from corral.status import JobStatus
+from corral.runtime.command import KILL, TERMINATE
+from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
+from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
+from corral.backends.base import Capacity, Submission, Update
 
 __all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus", "SPOOL_PREFIX"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("corral.backends.local")
 
 _REAPER_BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[3]); "

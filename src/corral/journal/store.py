@@ -12,7 +12,7 @@ Two kinds of access:
   second driver gets a clear error instead of a corrupted queue. It is called
   from the control-loop thread only and writes in batches: the loop calls
   :meth:`Journal.flush` once per iteration, which snapshots what changed and
-  pipes it to a writer process (:mod:`corral.journal_writer`), so the loop
+  pipes it to a writer process (:mod:`corral.journal.writer`), so the loop
   never waits for the disk nor shares the GIL with SQLite. (A synchronous
   commit per iteration tripled the latency of a small call; a writer thread
   still slowed 1,000 small calls by half.) The journal therefore lags the loop
@@ -61,12 +61,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorralError
-from .journal_writer import HEADER, WRITING_KEY
-from .status import TERMINAL, JobStatus
+from corral.errors import CorralError
+from corral.journal.writer import HEADER, WRITING_KEY
+from corral.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
-    from .job import Job
+    from corral.core.job import Job
 
 __all__ = ["JOURNAL_FILE", "Journal", "JournalError", "StoredJob", "RunInUse", "private_run_dir",
            "private_file",
@@ -100,7 +100,7 @@ SEND_INTERVAL_S = 0.005
 _LARGE_BATCH = 5000
 
 _WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
-                "from corral.journal_writer import main; main()")
+                "from corral.journal.writer import main; main()")
 
 
 class RunInUse(CorralError):
@@ -161,8 +161,8 @@ class StoredJob:
             JournalError: the stored result (or error) cannot be loaded: a
                 damaged value is never answered as None.
         """
-        from .errors import JobFailed, RemoteTraceback
-        from .runtime.payload import loads_error
+        from corral.errors import JobFailed, RemoteTraceback
+        from corral.runtime.payload import loads_error
 
         if self.error is not None:
             error, traceback_text, _ = self._load("error", loads_error, self.error)
@@ -195,7 +195,7 @@ class StoredJob:
 
     def output(self, stream: str = "stdout") -> str:
         """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing."""
-        from .runtime.spool import read_output
+        from corral.runtime.spool import read_output
 
         path = self.output_path(stream)
         return "" if path is None else read_output(path)
@@ -559,7 +559,7 @@ class Journal:
         now = time.time()
         outcomes = {}
         if any(job.kind in _CALL_KINDS for job in orphans):
-            from .runtime.outcomes import read_outcomes
+            from corral.runtime.outcomes import read_outcomes
 
             outcomes = read_outcomes(self.run_dir)
         ended = [self._settled(job, outcomes) or replace(
@@ -707,7 +707,7 @@ class Journal:
             report = self._writer.stdout.read() or b""  # its last words: what it could not write
             self._writer.stdout.close()
             if code == 0 and not self._broken:
-                from .runtime.outcomes import discard_outcomes
+                from corral.runtime.outcomes import discard_outcomes
 
                 discard_outcomes(self.run_dir)  # everything they held is in the journal now
             else:
@@ -806,7 +806,7 @@ def _json_column(record: dict[str, Any], column: str, kind: type, empty: str,
 
 def _error_summary(blob: bytes) -> str:
     """The one-line summary of a packed exception (see :mod:`corral.runtime.payload`)."""
-    from .runtime.payload import loads_error
+    from corral.runtime.payload import loads_error
 
     try:
         return loads_error(blob)[2]

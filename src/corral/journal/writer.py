@@ -94,7 +94,7 @@ class _Reader:
 
 
 #: The ``meta`` key naming the session whose writer may hold commits only in
-#: the write-ahead log (see :mod:`corral.store`).
+#: the write-ahead log (see :mod:`corral.journal.store`).
 WRITING_KEY = "writing"
 
 #: How many problems the writer keeps word of, for the driver.

@@ -28,14 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorralError
+from corral.errors import CorralError
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
+    from corral.core.scheduler import Scheduler
 
 __all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "send_request"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("corral.control")
 
 SOCKET_FILE = "control.sock"
 _MAX_REQUEST = 1 << 20
@@ -204,7 +204,7 @@ class ControlServer:
         connection.sendall(json.dumps(reply).encode() + b"\n")
 
     def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        from .control_verbs import handle
+        from corral.control.verbs import handle
 
         return handle(self.scheduler, request)
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .runtime.spool import read_output
-from .spec import JobSpec, Task, check_job_id, make_spec, make_task
-from .status import JobStatus
+from corral.runtime.spool import read_output
+from corral.spec import JobSpec, Task, check_job_id, make_spec, make_task
+from corral.status import JobStatus
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .store import StoredJob
+    from corral.core.engine import Engine
+    from corral.journal.store import StoredJob
 
 __all__ = ["Job", "Result"]
 

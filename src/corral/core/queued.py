@@ -26,8 +26,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
-    from .job import Job
-    from .scheduler import Submitter
+    from corral.core.job import Job
+    from corral.core.scheduler import Submitter
 
 __all__ = ["QueuedFunction"]
 

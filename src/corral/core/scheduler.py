@@ -3,7 +3,7 @@
 A Scheduler is a context manager and a ``concurrent.futures.Executor``. This
 module does what must happen in the caller's thread — validate, resolve
 dependencies, pickle calls, assign ids — and then hands jobs to the control
-loop (:mod:`corral.engine`), which owns everything that changes afterwards.
+loop (:mod:`corral.core.engine`), which owns everything that changes afterwards.
 """
 
 from __future__ import annotations
@@ -20,32 +20,32 @@ from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from . import driver_signals
-from .backends import make_backend, resolve_backend
-from .control import ControlServer
-from .engine import Engine
-from .errors import ResourceError
-from .events import Event
-from .graph import plan_batch, replace_jobs
-from .job import Job, Result
-from .options import bounded_tuple, parse_options
-from .packing import Packer
-from .registry import JobRegistry
-from .queued import P, QueuedFunction, R, queue_with
-from .resume import Resumer
-from .run import Run
-from .runlog import attach_run_log, warn_user
-from .runtime.payload import dumps_call
-from .safe_repr import safe_repr
-from .spec import Call, FunctionRef, Script, Shell, make_task
-from .status import JobStatus, statuses_named
-from .store import CLUSTER_BACKENDS, Journal, StoredJob
-from .tempdirs import RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir, remove_dead_owners_tempdirs
-from .units import parse_duration, parse_memory
+from corral.core import driver_signals
+from corral.backends import make_backend, resolve_backend
+from corral.control.server import ControlServer
+from corral.core.engine import Engine
+from corral.errors import ResourceError
+from corral.events import Event
+from corral.core.graph import plan_batch, replace_jobs
+from corral.core.job import Job, Result
+from corral.options import bounded_tuple, parse_options
+from corral.core.packing import Packer
+from corral.core.registry import JobRegistry
+from corral.core.queued import P, QueuedFunction, R, queue_with
+from corral.core.resume import Resumer
+from corral.journal.run import Run
+from corral.runlog import attach_run_log, warn_user
+from corral.runtime.payload import dumps_call
+from corral.safe_repr import safe_repr
+from corral.spec import Call, FunctionRef, Script, Shell, make_task
+from corral.status import JobStatus, statuses_named
+from corral.journal.store import CLUSTER_BACKENDS, Journal, StoredJob
+from corral.runtime.tempdirs import RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir, remove_dead_owners_tempdirs
+from corral.units import parse_duration, parse_memory
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .notify import Notifier
+    from corral.config import Config
+    from corral.core.notify import Notifier
 
 __all__ = ["Scheduler", "Submitter"]
 
@@ -90,7 +90,7 @@ class Submitter:
 
         ``@submitter.job`` or ``@submitter.job(cores=2, walltime="1h")``: a call
         of the decorated function returns its :class:`Job` at once; the plain
-        function stays reachable as ``.func``. See :mod:`corral.queued`.
+        function stays reachable as ``.func``. See :mod:`corral.core.queued`.
 
         Raises:
             ValueError: a bad option, at decoration time, naming it.
@@ -157,7 +157,7 @@ class Scheduler(Executor):
         config: settings for e-mail notifications (``notify=`` job option);
             default: read from the config files (see :mod:`corral.config`).
         backend_options: settings of the backend itself; for Slurm see
-            :class:`corral.backends.slurm.SlurmBackend` (``poll_interval``,
+            :class:`corral.backends.batch.slurm.backend.SlurmBackend` (``poll_interval``,
             ``array_throttle``, ...).
 
     Raises:
@@ -413,7 +413,7 @@ class Scheduler(Executor):
 
     def _loaded_config(self) -> Config:
         if self._config is None:
-            from .config import load_config
+            from corral.config import load_config
 
             self._config = load_config()
         return self._config
@@ -425,7 +425,7 @@ class Scheduler(Executor):
             ValueError: *job* asks for mail and the config has no ``[smtp]`` table.
         """
         if self._engine.notifier is None:
-            from .notify import Notifier
+            from corral.core.notify import Notifier
 
             config = self._loaded_config()
             if config.smtp is None:
@@ -740,7 +740,7 @@ def _at_interpreter_exit() -> None:
         try:  # one scheduler's failure must not leave the others running
             scheduler._at_exit()
         except Exception:
-            logging.getLogger(__name__).exception("could not shut %r down at exit", scheduler)
+            logging.getLogger("corral.scheduler").exception("could not shut %r down at exit", scheduler)
 
 
 def _refuse_after_interpreter_exit() -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import DependencyError
-from .job import Job
-from .runtime.payload import Upstream
+from corral.errors import DependencyError
+from corral.core.job import Job
+from corral.runtime.payload import Upstream
 
 __all__ = ["replace_jobs", "plan_batch"]
 

@@ -1,6 +1,6 @@
 """What each control request does to the Scheduler that drives a run.
 
-Requests arrive from :mod:`corral.control` as plain dicts. A job that is not
+Requests arrive from :mod:`corral.control.server` as plain dicts. A job that is not
 in the driver's memory any more (it finished in an earlier session) is looked
 up in the journal, so that ``corral cancel 3`` on a finished job says that it
 finished instead of "unknown job".
@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorralError
-from .job import Job
-from .spec import Shell
-from .status import ACTIVE, TERMINAL, JobStatus
+from corral.errors import CorralError
+from corral.core.job import Job
+from corral.spec import Shell
+from corral.status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
+    from corral.core.scheduler import Scheduler
 
 __all__ = ["handle", "VERBS"]
 
@@ -32,7 +32,7 @@ def _live_or_stored(scheduler: Scheduler, job_id: Any):
     job = scheduler._lookup(job_id)
     if job is not None:
         return job, None
-    from .run import Run
+    from corral.journal.run import Run
 
     try:
         return None, Run(scheduler._journal.run_dir).job(job_id)  # (not its workdir)
@@ -56,7 +56,7 @@ def _id_or_name(scheduler: Scheduler, given: Any) -> Any:
     """
     if scheduler._lookup(given) is not None:
         return given
-    from .run import Run
+    from corral.journal.run import Run
 
     stored = Run(scheduler._journal.run_dir).jobs(results=False)
     if any(str(job.id) == str(given) for job in stored):

@@ -1,12 +1,12 @@
 """Match the jobs of a new run against what its journal remembers.
 
 When a script runs again on the same journal, each job it dispatches is looked
-up by its key (:mod:`corral.identity`):
+up by its key (:mod:`corral.core.identity`):
 
 * COMPLETED before: it is not run again; its stored result is returned. (A
   call that a dead driver left unfinished but whose worker had logged its
   outcome was settled COMPLETED when the journal was opened: see
-  :meth:`corral.store.Journal._close_orphans`.) If the stored result cannot be
+  :meth:`corral.journal.store.Journal._close_orphans`.) If the stored result cannot be
   loaded, the journal is damaged there: the job runs again;
 * left unfinished by a driver that died: it runs again (a command still
   running from the dead driver is killed first, so that it cannot run twice
@@ -30,16 +30,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .identity import describe, job_digest
-from .status import ACTIVE, TERMINAL, JobStatus
+from corral.core.identity import describe, job_digest
+from corral.status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
-    from .job import Job
-    from .store import StoredJob
+    from corral.core.job import Job
+    from corral.journal.store import StoredJob
 
 __all__ = ["Resumer"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("corral.resume")
 
 _STALE_START_TOLERANCE_S = 5.0
 
@@ -153,6 +153,6 @@ def _kill_stale_command(stored: StoredJob) -> None:
         return
     log.warning("killing job %s's command (pid %d), left running by a driver that died; "
                 "it runs again", stored.id, pid)
-    from .proctree import kill_tree
+    from corral.runtime.proctree import kill_tree
 
     kill_tree(pid)

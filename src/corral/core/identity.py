@@ -24,11 +24,11 @@ import shlex
 import types
 from typing import TYPE_CHECKING, Any
 
-from .spec import Call, FunctionRef, Script, Shell
-from .spec_codec import encode_spec
+from corral.spec import Call, FunctionRef, Script, Shell
+from corral.journal.codec import encode_spec
 
 if TYPE_CHECKING:
-    from .job import Job
+    from corral.core.job import Job
 
 __all__ = ["job_digest", "describe"]
 
@@ -181,7 +181,7 @@ def job_digest(job: Job) -> str:
 def describe(job: Job) -> tuple[str, str, str]:
     """``(kind, command line for people, spec as JSON)`` as the journal stores them.
 
-    The spec is :func:`corral.spec_codec.encode_spec`'s: every option and, for
+    The spec is :func:`corral.journal.codec.encode_spec`'s: every option and, for
     commands and scripts, the task itself, so that the daemon can run a
     ``corral submit`` job again after a restart exactly as it was submitted.
     """

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .status import JobStatus
+from corral.status import JobStatus
 
 if TYPE_CHECKING:
-    from .job import Job
+    from corral.core.job import Job
 
 __all__ = ["RunTally"]
 

@@ -30,12 +30,12 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from .status import JobStatus
-from .units import format_memory
+from corral.status import JobStatus
+from corral.units import format_memory
 
 if TYPE_CHECKING:
-    from .backends.base import Capacity
-    from .job import Job
+    from corral.backends.base import Capacity
+    from corral.core.job import Job
 
 __all__ = ["Packer", "MAX_BYPASS", "BACKFILL_DEPTH"]
 

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .job import Result
-from .status import JobStatus, statuses_named
-from .store import (CLUSTER_BACKENDS, JournalError, StoredJob, owner_of, read_events, read_job,
+from corral.core.job import Result
+from corral.status import JobStatus, statuses_named
+from corral.journal.store import (CLUSTER_BACKENDS, JournalError, StoredJob, owner_of, read_events, read_job,
                     read_jobs, read_meta, read_session_backends)
 
 __all__ = ["Run"]

@@ -28,11 +28,11 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .status import JobStatus
+from corral.status import JobStatus
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .job import Job
+    from corral.core.engine import Engine
+    from corral.core.job import Job
 
 __all__ = ["JobRegistry", "FinishedJob"]
 

@@ -45,20 +45,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BackendError
-from ..runtime.batch import (CANCELLED_MARK, MARGIN_S, RESULT_FILE, STARTED_FILE, TASK_FILE,
+from corral.errors import BackendError
+from corral.runtime.batch import (CANCELLED_MARK, MARGIN_S, RESULT_FILE, STARTED_FILE, TASK_FILE,
                              claim_for_cancel, read_result)
-from ..spec import Placement, Resources
-from ..status import JobStatus
-from ..units import parse_duration
-from . import slurm_commands as commands
-from .base import Capacity, Submission, Update
+from corral.spec import Placement, Resources
+from corral.status import JobStatus
+from corral.units import parse_duration
+from corral.backends.batch.slurm import commands
+from corral.backends.base import Capacity, Submission, Update
 
 __all__ = ["SlurmBackend", "SLURM_OPTIONS", "control_without_driver"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("corral.backends.slurm")
 
-_TEMPLATE = Path(__file__).with_name("slurm_job.sh.template")
+_TEMPLATE = Path(__file__).with_name("job.sh.template")
 _COMMAND_TIMEOUT_S = 60.0
 _LEFTOVER_TRIES = 3  # times a bundle's unstarted job is submitted again
 _TAIL_LINES = 3
@@ -617,7 +617,7 @@ class SlurmBackend:
             return Update(task.job_id, JobStatus.FAILED, task.native_id, exit_code=exit_code,
                           error=blob, reason=where)
         if reason is None and blob is not None:  # the runtime's own error, e.g. a bad env
-            from ..runtime.payload import loads_error
+            from corral.runtime.payload import loads_error
 
             reason = loads_error(blob)[2]
         text = reason or f"exit code {exit_code}"

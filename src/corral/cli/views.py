@@ -1,8 +1,8 @@
 """What the ``corral`` command shows: tables, followed logs, a progress bar.
 
-Kept apart from :mod:`corral.cli` (argument parsing and errors) so that each
-view is a function of plain data: a :class:`~corral.run.Run`, a list of
-:class:`~corral.store.StoredJob`, the option registry, a config.
+Kept apart from :mod:`corral.cli.main` (argument parsing and errors) so that each
+view is a function of plain data: a :class:`~corral.journal.run.Run`, a list of
+:class:`~corral.journal.store.StoredJob`, the option registry, a config.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from rich.progress import ProgressColumn, Task
 from rich.table import Table
 from rich.text import Text
 
-from .options import JOB_OPTIONS
-from .status import TERMINAL, JobStatus
-from .units import format_span
+from corral.options import JOB_OPTIONS
+from corral.status import TERMINAL, JobStatus
+from corral.units import format_span
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .run import Run
-    from .store import StoredJob
+    from corral.config import Config
+    from corral.journal.run import Run
+    from corral.journal.store import StoredJob
 
 __all__ = ["run_header", "status_table", "hidden_note", "follow_output",
            "wait_with_progress", "options_table", "profiles_view", "note_cleaned", "was_cleaned"]

@@ -4,11 +4,11 @@
 exited. :func:`ensure_daemon` starts one on demand — detached, one per run
 directory (the run's lock makes a second one exit at once) — and waits until
 it answers on the control socket. The daemon hosts a journaled
-:class:`~corral.scheduler.Scheduler` on the local backend and:
+:class:`~corral.core.scheduler.Scheduler` on the local backend and:
 
 * on start, runs again the commands its journal left unfinished (a daemon that
   was killed loses nothing that was submitted), paused if the run was paused;
-* serves control requests (:mod:`corral.control`);
+* serves control requests (:mod:`corral.control.server`);
 * exits once nothing is left to run and no request came for ``idle`` seconds
   (``CORRAL_DAEMON_IDLE``, default 300), or on ``corral stop`` / SIGTERM,
   which cancel what is unfinished. (A daemon that is killed outright cancels
@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .control import NoDriver, send_request
-from .errors import CorralError
-from .status import TERMINAL, JobStatus
-from .store import RunInUse, StoredJob, private_file, private_run_dir, read_meta
+from corral.control.server import NoDriver, send_request
+from corral.errors import CorralError
+from corral.status import TERMINAL, JobStatus
+from corral.journal.store import RunInUse, StoredJob, private_file, private_run_dir, read_meta
 
 __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
 
@@ -68,7 +68,7 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
     private_file(run_dir / DAEMON_LOG)
     with open(run_dir / DAEMON_LOG, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "corral.daemon", os.fspath(run_dir)],
+            [sys.executable, "-m", "corral.control.daemon", os.fspath(run_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             cwd=run_dir, env=os.environ.copy())
     deadline = time.monotonic() + _START_TIMEOUT_S
@@ -112,8 +112,8 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
     every option it was submitted with (its journaled spec, decoded by the
     same codec that encoded it); a job that cannot be made again is doomed,
     with the reason, rather than run otherwise than it was submitted."""
-    from .job import Job
-    from .spec_codec import decode_spec
+    from corral.core.job import Job
+    from corral.journal.codec import decode_spec
 
     after = []
     doomed = None
@@ -138,8 +138,8 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
 def _doomed_job(stored: StoredJob, reason: str):
     """A stand-in for a journaled job that cannot run again: dispatched only
     to record, under its id and name, that it was cancelled and why."""
-    from .job import Job
-    from .spec import Shell
+    from corral.core.job import Job
+    from corral.spec import Shell
 
     # Its command as the journal shows it (never run), so ``corral status`` still shows it.
     job = Job(Shell(stored.command or "true"), id=stored.id, name=stored.name or "job")
@@ -153,8 +153,8 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
     Its packing comes from the ``[daemon]`` table of the user's config (and of
     ``corral.toml`` in the run directory).
     """
-    from .config import load_config
-    from .scheduler import Scheduler
+    from corral.config import load_config
+    from corral.core.scheduler import Scheduler
 
     config = load_config(cwd=run_dir)
     settings = config.daemon
@@ -209,7 +209,7 @@ def _resubmit(scheduler, run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m corral.daemon",
+    parser = argparse.ArgumentParser(prog="python -m corral.control.daemon",
                                      description="Serve one corral run directory.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--idle", type=float, default=None,

@@ -29,8 +29,8 @@ from json.encoder import encode_basestring_ascii as _quoted
 from dataclasses import dataclass
 from typing import Any
 
-from .safe_repr import safe_repr
-from .spec import (Call, FunctionRef, JobSpec, Script, Shell, Task, make_spec, make_task,
+from corral.safe_repr import safe_repr
+from corral.spec import (Call, FunctionRef, JobSpec, Script, Shell, Task, make_spec, make_task,
                    spec_options)
 
 __all__ = ["JournaledSpec", "encode_spec", "decode_spec", "rebuild_spec"]

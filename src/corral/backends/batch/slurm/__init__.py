@@ -1,0 +1,1 @@
+"""Slurm: ``sbatch``/``squeue``/``sacct``/``scancel`` and the batch script template."""

@@ -1,0 +1,2 @@
+"""The local backend: persistent worker processes on this machine, packed by cores,
+memory and GPUs."""

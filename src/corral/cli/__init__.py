@@ -1,0 +1,1 @@
+"""The ``corral`` command: ``main`` parses and dispatches, ``views`` renders plain data."""

@@ -1,0 +1,5 @@
+"""``python -m corral.cli``: the ``corral`` command without its console script."""
+
+from corral.cli.main import main
+
+main()
