@@ -23,7 +23,7 @@ _EXPORTS = {
     "Scheduler": "core.scheduler",
     "Submitter": "core.scheduler",
     "Job": "core.job",
-    "Result": "core.job",
+    "Result": "result",
     "Run": "journal.run",
     "StoredJob": "journal.store",
     "RunInUse": "journal.store",
@@ -70,17 +70,38 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION,
-                                    CancelledError, as_completed, wait)
+    # `X as X` marks a re-export (PEP 484), so linters do not call these imports unused.
+    from concurrent.futures import ALL_COMPLETED as ALL_COMPLETED
+    from concurrent.futures import FIRST_COMPLETED as FIRST_COMPLETED
+    from concurrent.futures import FIRST_EXCEPTION as FIRST_EXCEPTION
+    from concurrent.futures import CancelledError as CancelledError
+    from concurrent.futures import as_completed as as_completed
+    from concurrent.futures import wait as wait
 
-    from corral.errors import (BackendError, CorralError, DependencyError, DriverTerminated, JobError,
-                         JobFailed, JobTimedOut, RemoteTraceback, ResourceError, WorkerLost)
-    from corral.events import Event
-    from corral.config import ConfigError
-    from corral.core.job import Job, Result
-    from corral.journal.run import Run
-    from corral.journal.store import JournalError, RunInUse, StoredJob
-    from corral.runtime.abort import abort_requested
-    from corral.core.scheduler import Scheduler, Submitter
-    from corral.spec import Call, FunctionRef, Resources, Script, Shell
-    from corral.status import JobStatus
+    from corral.config import ConfigError as ConfigError
+    from corral.core.job import Job as Job
+    from corral.result import Result as Result
+    from corral.core.scheduler import Scheduler as Scheduler
+    from corral.core.scheduler import Submitter as Submitter
+    from corral.errors import BackendError as BackendError
+    from corral.errors import CorralError as CorralError
+    from corral.errors import DependencyError as DependencyError
+    from corral.errors import DriverTerminated as DriverTerminated
+    from corral.errors import JobError as JobError
+    from corral.errors import JobFailed as JobFailed
+    from corral.errors import JobTimedOut as JobTimedOut
+    from corral.errors import RemoteTraceback as RemoteTraceback
+    from corral.errors import ResourceError as ResourceError
+    from corral.errors import WorkerLost as WorkerLost
+    from corral.events import Event as Event
+    from corral.journal.run import Run as Run
+    from corral.journal.store import JournalError as JournalError
+    from corral.journal.store import RunInUse as RunInUse
+    from corral.journal.store import StoredJob as StoredJob
+    from corral.runtime.abort import abort_requested as abort_requested
+    from corral.spec import Call as Call
+    from corral.spec import FunctionRef as FunctionRef
+    from corral.spec import Resources as Resources
+    from corral.spec import Script as Script
+    from corral.spec import Shell as Shell
+    from corral.status import JobStatus as JobStatus

@@ -24,14 +24,11 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from corral.errors import CorralError
-
-if TYPE_CHECKING:
-    from corral.core.scheduler import Scheduler
 
 __all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "send_request"]
 
@@ -137,8 +134,10 @@ os.register_at_fork(after_in_child=_close_listeners_in_child)
 class ControlServer:
     """Serves control requests for one Scheduler on a thread of its own."""
 
-    def __init__(self, scheduler: Scheduler, run_dir: Path) -> None:
-        self.scheduler = scheduler
+    def __init__(self, handler: Callable[[dict[str, Any]], dict[str, Any]], run_dir: Path) -> None:
+        #: Answers one request (see :func:`corral.control.verbs.handle`); given
+        #: by the Scheduler, bound to itself, so that this module imports neither.
+        self.handler = handler
         self.run_dir = run_dir
         self.last_request = 0.0  # time.monotonic() of the last request served
         self._listener: socket.socket | None = None
@@ -204,9 +203,7 @@ class ControlServer:
         connection.sendall(json.dumps(reply).encode() + b"\n")
 
     def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        from corral.control.verbs import handle
-
-        return handle(self.scheduler, request)
+        return self.handler(request)
 
 
 def _peer_uid(connection: socket.socket) -> int:

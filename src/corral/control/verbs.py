@@ -9,25 +9,63 @@ finished instead of "unknown job".
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.errors import CorralError
-from corral.core.job import Job
 from corral.spec import Shell
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
-    from corral.core.scheduler import Scheduler
+    from corral.core.job import Job
+    from corral.spec import Task
 
-__all__ = ["handle", "VERBS"]
+__all__ = ["handle", "VERBS", "Driver"]
 
 
-def _ping(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+class Driver(Protocol):
+    """What the verbs need of the :class:`corral.Scheduler` that drives the run.
+
+    A protocol, not an import: the Scheduler starts the control server and
+    hands it ``handle`` bound to itself, so control imports nothing of it.
+    """
+
+    _owner_kind: str
+    _stop_requested: threading.Event | None
+    _journal: Any   # its Journal (run_dir)
+    _engine: Any    # its Engine (unfinished)
+
+    @property
+    def paused(self) -> bool: ...
+
+    def _lookup(self, job_id: object) -> Job | None: ...
+
+    def _flush_journal_now(self) -> None: ...
+
+    def _submit_from_outside(self, task: Task, options: dict[str, Any]) -> Job: ...
+
+    def jobs(self, status: JobStatus | str | None = None) -> list[Job]: ...
+
+    def dispatch(self, jobs: Job | Iterable[Job]) -> list[Job]: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def qsize(self, status: JobStatus | str | None = None) -> int: ...
+
+    def abort(self, job: Job | int | str | None = None) -> None: ...
+
+    def clear(self) -> int: ...
+
+
+def _ping(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     return {"pid": os.getpid(), "kind": scheduler._owner_kind, "paused": scheduler.paused,
             "unfinished": scheduler._engine.unfinished}
 
 
-def _live_or_stored(scheduler: Scheduler, job_id: Any):
+def _live_or_stored(scheduler: Driver, job_id: Any):
     """(live Job, None) or (None, the journal's record); CorralError if unknown."""
     job = scheduler._lookup(job_id)
     if job is not None:
@@ -47,7 +85,7 @@ def _ended(job_id: Any, status: JobStatus) -> str:
             "that drives the run")
 
 
-def _id_or_name(scheduler: Scheduler, given: Any) -> Any:
+def _id_or_name(scheduler: Driver, given: Any) -> Any:
     """The id of the job *given* names: a job id, else the name of exactly one
     job of the run. An id wins over a name that looks like one.
 
@@ -72,7 +110,7 @@ def _id_or_name(scheduler: Scheduler, given: Any) -> Any:
     return named.pop()
 
 
-def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     command = request.get("command")
     if not command or not isinstance(command, (str, list)):
         raise CorralError("submit needs a command")
@@ -96,14 +134,12 @@ def _submit(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
         options["env"] = {**{name: value for name, value in given.items()
                              if os.environ.get(name) != value},
                           **{name: None for name in os.environ if name not in given}}
-    job = Job(Shell(command if isinstance(command, str) else tuple(command)), **options)
-    job._always_new = True  # the same command submitted again is new work
-    scheduler.dispatch([job])
-    scheduler._flush_journal_now()  # the id we answer is on disk
+    job = scheduler._submit_from_outside(
+        Shell(command if isinstance(command, str) else tuple(command)), options)
     return {"id": job.id}
 
 
-def _cancel(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     cancelled, problems = [], []
     for job_id in request.get("ids") or []:
         try:
@@ -118,17 +154,17 @@ def _cancel(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
     return {"cancelled": cancelled, "problems": problems}
 
 
-def _pause(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     scheduler.pause()
     return {"paused": True}
 
 
-def _resume(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+def _resume(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     scheduler.resume()
     return {"paused": False}
 
 
-def _abort(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     job_id = request.get("id")
     if job_id is None:
         running = scheduler.qsize("active")
@@ -143,11 +179,11 @@ def _abort(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
     return {"aborted": 1}
 
 
-def _clear(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+def _clear(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     return {"cleared": scheduler.clear()}
 
 
-def _stop(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+def _stop(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     if scheduler._stop_requested is None:
         raise CorralError("this run is driven by a script; stop the script itself "
                           "(or cancel its jobs)")
@@ -159,7 +195,7 @@ VERBS = {"ping": _ping, "submit": _submit, "cancel": _cancel, "pause": _pause,
          "resume": _resume, "abort": _abort, "clear": _clear, "stop": _stop}
 
 
-def handle(scheduler: Scheduler, request: dict[str, Any]) -> dict[str, Any]:
+def handle(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     verb = request.get("verb")
     action = VERBS.get(verb)  # type: ignore[arg-type]
     if action is None:

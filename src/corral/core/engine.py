@@ -11,8 +11,14 @@ the backend. One iteration of the loop:
    ``on_finish``, resolve the Future), release or cancel dependents;
 5. fire due deadlines: timeouts, and the end of an abort's grace period.
 
-Every state change goes through :meth:`Engine._move`, which checks it against
-the table in :mod:`corral.status` and emits one event.
+The loop works on the engine's own records of jobs
+(:class:`corral.core.record.JobRecord`; named ``job`` in this module), never
+on the users' :class:`~corral.Job` handles, which it only resolves (through
+``record.future``) and hands to callbacks and events.
+
+Every state change goes through :meth:`Engine._move` (and so through
+:meth:`JobRecord.move`, which checks it against the table in
+:mod:`corral.status`) and emits one event.
 """
 
 from __future__ import annotations
@@ -27,20 +33,24 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from corral.core.record import DeadlineKind, JobRecord, KillIntent
+from corral.result import Result
 from corral.errors import (CorralError, JobFailed, JobTimedOut, RemoteTraceback, WorkerLost)
+from corral.backends import backend_info
 from corral.events import Event
-from corral.core.job import Job, Result
 from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
 from corral.spec import Call, FunctionRef, Script, Shell
-from corral.status import ACTIVE, PENDING, JobStatus, check_transition
+from corral.status import ACTIVE, PENDING, JobStatus
 from corral.core.summary import RunTally
 from corral.units import format_span
 
 if TYPE_CHECKING:
-    from corral.backends.base import Backend, Update
+    from corral.backends.base import (Backend, Capabilities, ClusterBackend, Submission,
+                                      Update)
+    from corral.core.job import Job
     from corral.core.notify import Notifier
     from corral.core.packing import Packer
     from corral.journal.store import Journal
@@ -69,13 +79,21 @@ class Engine:
 
     def __init__(self, backend: Backend, packer: Packer, run_dir: Path,
                  on_finish: Callable[[Job], Any] | None, abort_grace: float,
-                 journal: Journal | None = None, notifier: Notifier | None = None) -> None:
+                 journal: Journal | None = None, notifier: Notifier | None = None,
+                 capabilities: Capabilities | None = None) -> None:
         self.backend = backend
         self.backend_name = backend.name
-        #: A cluster backend holds dependents back itself (afterok) and ends
-        #: jobs at their walltime; see corral.backends.base.ClusterBackend.
-        self._chains = bool(getattr(backend, "chains_dependencies", False))
-        self._cluster_walltime = bool(getattr(backend, "enforces_walltime", False))
+        #: What the backend does, as registered (see corral.backends.base.Capabilities):
+        #: the engine acts on these flags, never on the backend's name or class.
+        self.capabilities = capabilities or backend_info(backend.name).capabilities
+        self._chains = self.capabilities.chains_dependencies
+        #: The same backend where it chains, holds or outlives its driver: it then
+        #: answers ClusterBackend's calls (can_chain, hold/release, attach).
+        caps = self.capabilities
+        self._cluster: ClusterBackend | None = (
+            cast("ClusterBackend", backend)
+            if caps.chains_dependencies or caps.outlives_driver or caps.holds else None)
+        self._cluster_walltime = self.capabilities.enforces_walltime
         #: A backend with a costly submit (one sbatch) collects jobs that become
         #: ready within this many seconds into one batch (one array).
         self._gather_s = float(getattr(backend, "gather_s", 0.0))
@@ -100,15 +118,15 @@ class Engine:
         self.unfinished = 0
         self.uncollected = 0  # unfinished jobs whose Result will go to ``results``
         #: Told of every job made final (loop thread), e.g. the scheduler's registry.
-        self.on_final: Callable[[Job], Any] | None = None
+        self.on_final: Callable[[JobRecord], Any] | None = None
         self.paused = False
         self._inbox: deque[tuple[Callable[..., Any], tuple, _Reply | None]] = deque()
-        self._live: dict[int, Job] = {}        # id(job) -> every job not yet final
-        self._active: dict[int | str, Job] = {}  # job.id -> handed to the backend, not ended
+        self._live: dict[int, JobRecord] = {}        # id(job) -> every job not yet final
+        self._active: dict[int | str, JobRecord] = {}  # job.id -> handed to the backend, not ended
         #: (when, sequence, kind, job, attempt); the job held weakly, so that a
         #: long timeout does not keep a job that finished early alive.
-        self._deadlines: list[tuple[float, int, str, weakref.ref[Job], int]] = []
-        self._to_resolve: list[tuple[Job, BaseException | None]] = []
+        self._deadlines: list[tuple[float, int, DeadlineKind, weakref.ref[JobRecord], int]] = []
+        self._to_resolve: list[tuple[JobRecord, BaseException | None]] = []
         self._sequence = itertools.count()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -192,7 +210,8 @@ class Engine:
     def set_paused(self, paused: bool) -> None:
         was, self.paused = self.paused, paused
         self._gather_until = None  # paused, nothing is submitted: no window to wait for
-        hold = getattr(self.backend, "hold" if paused else "release", None)
+        hold = (getattr(self._cluster, "hold" if paused else "release")
+                if self.capabilities.holds and self._cluster is not None else None)
         if hold is not None and was != paused:  # a cluster holds what it has not started
             waiting = [job.id for job in self._active.values() if job.status is _S.SUBMITTED]
             if waiting:
@@ -271,7 +290,8 @@ class Engine:
                 self._resolve_finished()
             except Exception as error:
                 if reply is None:
-                    log.exception("scheduler request %s failed", getattr(function, "__name__", function))
+                    log.exception("scheduler request %s failed",
+                                  getattr(function, "__name__", function))
                     continue
                 reply.error = error
             else:
@@ -297,29 +317,25 @@ class Engine:
 
     # -- state changes -----------------------------------------------------------------
 
-    def _move(self, job: Job, new: JobStatus, reason: str | None = None) -> None:
-        old = job.status
-        check_transition(old, new)
-        if new.is_terminal and job.ended is None:
-            # A cancelled job ends now, not when the backend reports its processes gone.
-            job.ended = time.time()
-        job.status = new
-        job.reason = reason
+    def _move(self, job: JobRecord, new: JobStatus, reason: str | None = None) -> None:
+        old = job.move(new, reason)
         if self.journal is not None:
             self.journal.moved(job, old, new, reason)
         if self.listeners:
             self.emit("status", job, old, new, reason)
 
-    def _note_waiting(self, job: Job, reason: str) -> None:
+    def _note_waiting(self, job: JobRecord, reason: str) -> None:
         """Record why a QUEUED job has not started (the packer calls this only
         when the reason changes): ``job.reason`` and the journal's row."""
         job.reason = reason
         if self.journal is not None:
             self.journal.touched(job)
 
-    def emit(self, kind: str, job: Job, old: JobStatus | None = None,
+    def emit(self, kind: str, job: JobRecord | Job, old: JobStatus | None = None,
              new: JobStatus | None = None, reason: str | None = None) -> None:
-        event = Event(kind, job, old, new, reason, time.time())  # type: ignore[arg-type]
+        """Tell the listeners; *job* is a record (whose Job they get) or the Job itself."""
+        handle = _job_of(job) if isinstance(job, JobRecord) else job
+        event = Event(kind, handle, old, new, reason, time.time())  # type: ignore[arg-type]
         for listener in list(self.listeners):
             try:
                 listener(event)
@@ -328,60 +344,61 @@ class Engine:
 
     # -- adding jobs ---------------------------------------------------------------------
 
-    def add(self, jobs: list[Job]) -> None:
+    def add(self, jobs: list[JobRecord]) -> None:
         """Take in a batch in dependency order (loop thread)."""
         for job in jobs:  # ``unfinished`` was counted by dispatch(), in the caller's thread
             self._live[id(job)] = job
             if self.journal is not None:
-                self.journal.added(job, *job._journal_entry)
+                self.journal.added(job, *job.journal_entry)
             if self.listeners:
                 self.emit("added", job)
-            if job._restored is not None:
+            if job.restored is not None:
                 self._restore(job)
                 continue
-            cancelled_because = job._doomed
+            cancelled_because = job.doomed
             unmet = 0
-            for dep in () if cancelled_because else job._deps:
-                if dep._final:
+            for dep in () if cancelled_because else job.deps:
+                if dep.final:
                     if dep.status is not _S.COMPLETED:
                         cancelled_because = _upstream_reason(dep)
                         break
                     continue
-                dep._dependents.append(job)
+                dep.dependents.append(job)
                 unmet += 1
             if cancelled_because is not None:
                 self._move(job, _S.CANCELLED, cancelled_because)
                 self._finalize(job)
                 continue
-            job._unmet = unmet
+            job.unmet = unmet
             if unmet and not self._may_go_early(job):
                 self._move(job, _S.WAITING, _waiting_reason(job))
             else:
                 self._move(job, _S.QUEUED)
                 self.packer.push(job)
 
-    def _restore(self, job: Job) -> None:
+    def _restore(self, job: JobRecord) -> None:
         """Make a job final from a previous run's journal, without running it."""
-        stored = job._restored
-        job._restored = None
-        job.status = _S.COMPLETED  # NEW -> COMPLETED is legal only here: it ran before
-        job.reason = "completed in an earlier run (from the journal)"
+        stored = job.restored
+        assert stored is not None
+        job.restored = None
         job.exit_code, job.attempts = stored.exit_code, stored.attempts
         job.started, job.ended, job.native_id = stored.started, stored.ended, stored.native_id
         job.jobdir = self.run_dir / str(job.id)
-        job._result_blob = stored.result
-        job._data = _unpickled(stored.result)[0]
-        if job._feeds_values:
-            job._value_bytes = stored.result
+        job.result_blob = stored.result
+        job.data = _unpickled(stored.result)[0]
+        if job.feeds_values:
+            job.value_bytes = stored.result
+        # NEW -> COMPLETED is legal only here: it ran before
+        job.move(_S.COMPLETED, "completed in an earlier run (from the journal)", checked=False)
         if self.journal is not None:
             self.journal.moved(job, _S.NEW, _S.COMPLETED, job.reason)
         if self.listeners:
             self.emit("status", job, _S.NEW, _S.COMPLETED, job.reason)
         if self.on_finish is not None:  # it sees every finished job; running again is moot
             try:
-                self.on_finish(job)
+                self.on_finish(_job_of(job))
             except Exception:
-                log.exception("on_finish callback raised for %r", job)
+                log.exception("on_finish callback raised for %r", job.future)
         self._finalize(job, notify=False)  # its notice, if any, went out in its own run
 
     # -- starting jobs -------------------------------------------------------------------
@@ -394,21 +411,21 @@ class Engine:
             return
         for job in chosen:
             job.attempts += 1
-            job._kill_intent = None
-            job._bypassed = 0
+            job.kill_intent = None
+            job.bypassed = 0
             job.started = job.ended = job.exit_code = None
-            job._result_blob = job._error_blob = None
-            self._active[job.id] = job
+            job.result_blob = job.error_blob = None
+            self._active[job.dispatched_id] = job
             self._move(job, _S.SUBMITTED)
-        for job in [job for job in chosen if job._final]:  # an event callback cancelled it
-            del self._active[job.id]
+        for job in [job for job in chosen if job.final]:  # an event callback cancelled it
+            del self._active[job.dispatched_id]
             self.packer.release(job)
             chosen.remove(job)
         if not chosen:
             return
-        attached = [job for job in chosen if job._reattach is not None]
+        attached = [job for job in chosen if job.reattach is not None]
         if attached:
-            chosen = [job for job in chosen if job._reattach is None]
+            chosen = [job for job in chosen if job.reattach is None]
             self._attach(attached)
         submissions = [self._submission(job) for job in chosen]
         try:
@@ -418,9 +435,10 @@ class Engine:
             from corral.backends.base import Update
 
             for job in chosen:
-                self._apply(Update(job.id, _S.FAILED, reason=f"the backend could not start it: {error}"))
+                self._apply(Update(job.dispatched_id, _S.FAILED,
+                                   reason=f"the backend could not start it: {error}"))
             return
-        for job, native_id in zip(chosen, native_ids):
+        for job, native_id in zip(chosen, native_ids, strict=False):
             job.native_id = native_id or None
         if self._chains:
             self._queue_chained(chosen + attached)
@@ -440,91 +458,113 @@ class Engine:
         self._pushes_seen = self.packer.pushes
         return False
 
-    def _attach(self, jobs: list[Job]) -> None:
-        """Follow jobs an earlier driver left in the cluster's hands (by native id)."""
+    def _attach(self, jobs: list[JobRecord]) -> None:
+        """Follow jobs an earlier driver left in the cluster's hands (by native id).
+
+        Only jobs whose ``reattach`` is set come here, and the resumer sets it
+        only for a backend whose jobs outlive their driver: a cluster.
+        """
+        cluster = self._cluster
+        if cluster is None:
+            raise RuntimeError(f"the {self.backend_name} backend cannot attach to jobs an "
+                               "earlier driver left (a bug in corral)")
         for job in jobs:
-            stored, job._reattach = job._reattach, None
+            stored, job.reattach = job.reattach, None
+            # The resumer attaches only to a stored job with a native id to find it by.
+            assert stored is not None and stored.native_id is not None
             job.native_id = stored.native_id
             job.attempts = max(job.attempts - 1, stored.attempts)
             log.info("job %s %r: attached to native job %s left by an earlier driver",
                      job.id, job.name, stored.native_id)
-            self.backend.attach(self._submission(job), stored.native_id)
-        if not self.paused:  # a driver killed while paused left them held
-            self.backend.release([job.id for job in jobs])
+            cluster.attach(self._submission(job), stored.native_id)
+        if not self.paused and self.capabilities.holds:  # a driver killed while paused
+            cluster.release([job.dispatched_id for job in jobs])
 
     # -- dependencies the backend holds (a cluster's afterok) ---------------------------------
 
-    def _may_go_early(self, job: Job) -> bool:
+    def _may_go_early(self, job: JobRecord) -> bool:
         """Whether a job whose dependencies are unfinished may still be handed
         to the backend now, which then holds it until they complete: a job
         attached again after a restart (it is in the cluster already), or one
         whose unfinished dependencies the backend can chain (see
         :meth:`_chainable`)."""
-        if job._reattach is not None:
+        if job.reattach is not None:
             return True
         return self._chains and self._chainable(job)
 
-    def _chainable(self, job: Job) -> bool:
+    def _chainable(self, job: JobRecord) -> bool:
         """A cluster may hold *job* back on its unfinished dependencies itself
         when each runs there now, on its last try (a retry would be another
         cluster job), and no callback may run one again; a command whose words
         come from a dependency's result must wait for that result here."""
-        if self.on_finish is not None:
+        cluster = self._cluster
+        if cluster is None or self.on_finish is not None:
             return False
-        if any(isinstance(word, Upstream) for word in job._argv_template):
+        if any(isinstance(word, Upstream) for word in job.argv_template):
             return False
-        for dep in job._deps:
-            if dep._final:
+        for dep in job.deps:
+            if dep.final:
                 if dep.status is not _S.COMPLETED:
                     return False
                 continue
-            if (self._active.get(dep.id) is not dep or not dep.native_id
-                    or dep._failures < dep.spec.retries or not self.backend.can_chain(dep.id)):
+            if not self._may_wait_in_cluster_on(dep, cluster):
                 return False
         return True
 
-    def _queue_chained(self, submitted: list[Job]) -> None:
+    def _may_wait_in_cluster_on(self, dep: JobRecord, cluster: ClusterBackend) -> bool:
+        """Whether a job may wait in *cluster* on *dep*, an unfinished dependency:
+        it runs there now, with a native id, on its last try, and the cluster can chain on it."""
+        return (self._active.get(dep.dispatched_id) is dep and bool(dep.native_id)
+                and dep.failures >= dep.spec.retries and cluster.can_chain(dep.dispatched_id))
+
+    def _queue_chained(self, submitted: list[JobRecord]) -> None:
         """After jobs went to the cluster, queue their waiting dependents that
         the cluster can now hold back itself."""
         for job in submitted:
-            for dependent in job._dependents:
-                if dependent.status is _S.WAITING and not dependent._final and self._chainable(dependent):
-                    self._move(dependent, _S.QUEUED, "held by the cluster until its dependencies complete")
+            for dependent in job.dependents:
+                if (dependent.status is _S.WAITING and not dependent.final
+                        and self._chainable(dependent)):
+                    self._move(dependent, _S.QUEUED,
+                               "held by the cluster until its dependencies complete")
                     self.packer.push(dependent)
 
-    def _submission(self, job: Job):
+    def _submission(self, job: JobRecord) -> Submission:
+        """What the backend is handed for *job*: a pickled call with its
+        upstream values (or ids of parents still running), or a command line."""
         from corral.backends.base import Submission
 
         task = job.spec.task
         job.jobdir = self.run_dir / str(job.id)
-        after = tuple(dep.id for dep in job._deps if not dep._final) if job._unmet else ()
-        common = dict(job_id=job.id, name=job.name, jobdir=job.jobdir,
-                      resources=job.spec.resources, cwd=job.spec.cwd, env=job.spec.env,
-                      outcomes=self._outcomes_dir, placement=job.spec.placement, after=after)
+        after = tuple(dep.id for dep in job.deps if not dep.final) if job.unmet else ()
+        call: bytes | None = None
+        upstream: tuple[bytes | int | str, ...] = ()
+        argv: tuple[str, ...] = ()
         if isinstance(task, (Call, FunctionRef)):
-            upstream = tuple(dep.id if not dep._final else self._value_blob(dep)
-                             for dep in job._value_deps)
-            return Submission(call=job._payload, upstream=upstream, **common)
-        if isinstance(task, Shell) and isinstance(task.command, str):
-            argv: tuple[str, ...] = ("/bin/sh", "-c", task.command)
+            call = job.payload
+            upstream = tuple(dep.dispatched_id if not dep.final else self._value_blob(dep)
+                             for dep in job.value_deps)
+        elif isinstance(task, Shell) and isinstance(task.command, str):
+            argv = ("/bin/sh", "-c", task.command)
         else:
-            words = job._argv_template
-            argv = tuple(self._argument_text(word, job) for word in words)
+            argv = tuple(self._argument_text(word, job) for word in job.argv_template)
             if isinstance(task, Script):
-                argv = (task.python, task.path) + argv
-        return Submission(argv=argv, **common)
+                argv = (task.python, task.path, *argv)
+        return Submission(job_id=job.dispatched_id, name=job.name, jobdir=job.jobdir,
+                          resources=job.spec.resources, call=call, upstream=upstream, argv=argv,
+                          cwd=job.spec.cwd, env=job.spec.env, outcomes=self._outcomes_dir,
+                          placement=job.spec.placement, after=after)
 
     @staticmethod
-    def _argument_text(word: Any, job: Job) -> str:
+    def _argument_text(word: Any, job: JobRecord) -> str:
         if isinstance(word, Upstream):
-            word = job._value_deps[word.index]._data
+            word = job.value_deps[word.index].data
         return str(word)
 
     @staticmethod
-    def _value_blob(dep: Job) -> bytes:
-        if dep._value_bytes is None:
-            dep._value_bytes = dumps_value(dep._data)
-        return dep._value_bytes
+    def _value_blob(dep: JobRecord) -> bytes:
+        if dep.value_bytes is None:
+            dep.value_bytes = dumps_value(dep.data)
+        return dep.value_bytes
 
     # -- what the backend reports ----------------------------------------------------------
 
@@ -538,34 +578,35 @@ class Engine:
             if job.status is _S.SUBMITTED:
                 job.started = update.at or time.time()
                 job.native_id = update.native_id or job.native_id
-                job._live_output = update.live_output
+                job.live_output = update.live_output
                 self._move(job, _S.RUNNING)
                 limit = job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s
                 if limit is not None:
-                    self._add_deadline(limit, "timeout", job)
+                    self._add_deadline(limit, DeadlineKind.TIMEOUT, job)
             return
         if state in ACTIVE:
             return
-        del self._active[job.id]
+        del self._active[job.dispatched_id]
         self.packer.release(job)
-        job._live_output = None
-        if job._final:  # cancelled while it ran: it ended then (see _move); its processes now
+        job.live_output = None
+        if job.final:  # cancelled while it ran: it ended then (see _move); its processes now
             return
         job.ended = update.at or time.time()
         if update.exit_code is not None:
             job.exit_code = update.exit_code
         self._settle(job, *self._outcome(job, update))
 
-    def _outcome(self, job: Job, update: Update) -> tuple[JobStatus, str | None, Any, BaseException | None]:
+    def _outcome(self, job: JobRecord, update: Update
+                 ) -> tuple[JobStatus, str | None, Any, BaseException | None]:
         """Decide how an attempt ended: (status, reason, value, error)."""
-        intent = job._kill_intent
+        intent = job.kill_intent
         label = f"job {job.id} {job.name!r}"
-        if intent == "timeout":  # the limit that was armed (see _apply)
+        if intent is KillIntent.TIMEOUT:  # the limit that was armed (see _apply)
             limit = (job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s) or 0
             reason = f"timed out after {format_span(limit)}; killed with its child processes"
             return _S.TIMED_OUT, reason, None, JobTimedOut(
                 f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
-        if intent == "abort":
+        if intent is KillIntent.ABORT:
             return _S.CANCELLED, "aborted", _unpickled(update.value)[0], None
         if update.state is _S.COMPLETED:
             value, problem = _unpickled(update.value)
@@ -573,10 +614,10 @@ class Engine:
                 reason = f"its return value cannot be unpickled here: {problem}"
                 return _S.FAILED, reason, None, JobFailed(f"{label} {reason}", job_id=job.id,
                                                           status=_S.FAILED, reason=reason)
-            if job._feeds_values:
-                job._value_bytes = update.value
+            if job.feeds_values:
+                job.value_bytes = update.value
             if self.journal is not None:
-                job._result_blob = update.value
+                job.result_blob = update.value
             return _S.COMPLETED, None, value, None
         if update.state is _S.CANCELLED:
             return _S.CANCELLED, update.reason or "cancelled", None, None
@@ -586,7 +627,7 @@ class Engine:
                 f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
         if update.error is not None:
             if self.journal is not None:
-                job._error_blob = update.error
+                job.error_blob = update.error
             error, traceback_text, summary = loads_error(update.error)
             reason = f"raised {summary}"
             if update.reason:  # where it ran, e.g. the Slurm job
@@ -608,24 +649,25 @@ class Engine:
         return _S.FAILED, reason, None, kind(message, job_id=job.id, status=_S.FAILED,
                                              reason=reason, exit_code=update.exit_code)
 
-    def _settle(self, job: Job, status: JobStatus, reason: str | None, value: Any,
+    def _settle(self, job: JobRecord, status: JobStatus, reason: str | None, value: Any,
                 error: BaseException | None) -> None:
         """Retry, run again for on_finish, or make the outcome final."""
         if status in (_S.FAILED, _S.TIMED_OUT):
-            job._failures += 1
+            job.failures += 1
             _log_failure(job, status, reason)
-        if status in (_S.FAILED, _S.TIMED_OUT) and job._failures <= job.spec.retries:
-            self._move(job, _S.QUEUED, f"retry {job._failures} of {job.spec.retries} after: {reason}")
+        if status in (_S.FAILED, _S.TIMED_OUT) and job.failures <= job.spec.retries:
+            self._move(job, _S.QUEUED,
+                       f"retry {job.failures} of {job.spec.retries} after: {reason}")
             _forget_output(job)
             self.packer.push(job)
             return
         self._move(job, status, reason)
-        job._data = value
+        job.data = value
         if self.on_finish is not None and status is not _S.CANCELLED:
             try:
-                again = self.on_finish(job)
+                again = self.on_finish(_job_of(job))
             except Exception:
-                log.exception("on_finish callback raised for %r", job)
+                log.exception("on_finish callback raised for %r", job.future)
                 again = False
             if again is True:
                 self._move(job, _S.QUEUED, "run again: on_finish asked for it")
@@ -634,7 +676,7 @@ class Engine:
                 return
         self._finalize(job, error)
 
-    def _finalize(self, job: Job, error: BaseException | None = None, cascade: bool = True,
+    def _finalize(self, job: JobRecord, error: BaseException | None = None, cascade: bool = True,
                   notify: bool = True) -> None:
         """Make the outcome final: publish the result, release or cancel dependents.
 
@@ -642,14 +684,14 @@ class Engine:
         after the loop has handed out the room this job freed: waking the
         waiting thread first would make idle workers wait for it.
         """
-        job._final = True
+        job.final = True
         self._to_resolve.append((job, error))
         self.tally.count(job)
         if notify and job.spec.notify and self.notifier is not None:
-            self._notify(job)
+            self._notify(job, self.notifier)
         with self.results_ready:
-            if job._collectable:
-                self.results.append(job.record)
+            if job.collectable:
+                self.results.append(job.result_view())
                 self.uncollected -= 1
             self.unfinished -= 1
             self.results_ready.notify_all()
@@ -658,42 +700,38 @@ class Engine:
             self._release_dependents(job)
         if self.on_final is not None:
             self.on_final(job)
-        job._release_run_state()
+        job.release_run_state()
 
-    def _notify(self, job: Job) -> None:
+    def _notify(self, job: JobRecord, notifier: Notifier) -> None:
         if job.spec.notify_on == "failure" and job.status not in (_S.FAILED, _S.TIMED_OUT):
             return
         from corral.core.notify import JobNotice
 
         notice = JobNotice(
-            job_id=job.id, name=job.name, status=job.status.name, reason=job.reason,
+            job_id=job.dispatched_id, name=job.name, status=job.status.name, reason=job.reason,
             exit_code=job.exit_code, started=job.started, ended=job.ended,
             attempts=job.attempts, run_dir=None if self.journal is None else str(self.run_dir),
             stderr_tail=_tail(job, "stderr"))
-        self.notifier.send(notice, job.spec.notify)
+        notifier.send(notice, job.spec.notify)
 
     def _resolve_finished(self) -> None:
         """Resolve the Futures of the jobs made final since the last call."""
         finished, self._to_resolve = self._to_resolve, []
         for job, error in finished:
-            status = job.status
-            if status is _S.COMPLETED:
-                job._resolve_value(job._data)
-            elif status is _S.CANCELLED:
-                job._resolve_cancelled()
-            else:
-                job._resolve_error(error or JobFailed(f"job {job.id} {job.name!r} {job.reason}"))
+            if error is None and job.status not in (_S.COMPLETED, _S.CANCELLED):
+                error = JobFailed(f"job {job.id} {job.name!r} {job.reason}")
+            job.resolve(error)
 
-    def _release_dependents(self, job: Job) -> None:
+    def _release_dependents(self, job: JobRecord) -> None:
         """Queue dependents whose last dependency completed; cancel, transitively
         and without recursion (chains are long), those of a job that did not."""
         if job.status is _S.COMPLETED:
-            dependents, job._dependents = job._dependents, []
+            dependents, job.dependents = job.dependents, []
             for dependent in dependents:
-                if dependent._final:
+                if dependent.final:
                     continue
-                dependent._unmet -= 1
-                if dependent._unmet == 0 and dependent.status is _S.WAITING:
+                dependent.unmet -= 1
+                if dependent.unmet == 0 and dependent.status is _S.WAITING:
                     self._move(dependent, _S.QUEUED)
                     self.packer.push(dependent)
             return
@@ -701,13 +739,13 @@ class Engine:
         broken = [job]
         while broken:
             parent = broken.pop()
-            dependents, parent._dependents = parent._dependents, []
+            dependents, parent.dependents = parent.dependents, []
             for dependent in dependents:
-                if dependent._final:
+                if dependent.final:
                     continue
                 if dependent.status in ACTIVE:  # held by the cluster on this parent
-                    dependent._kill_intent = "cancel"
-                    self.backend.kill([dependent.id])
+                    dependent.kill_intent = KillIntent.CANCEL
+                    self.backend.kill([dependent.dispatched_id])
                 if dependent.status in PENDING or dependent.status in ACTIVE:
                     self._move(dependent, _S.CANCELLED, reason)
                     self._finalize(dependent, cascade=False)
@@ -715,7 +753,7 @@ class Engine:
 
     # -- deadlines -------------------------------------------------------------------------
 
-    def _add_deadline(self, delay: float, kind: str, job: Job) -> None:
+    def _add_deadline(self, delay: float, kind: DeadlineKind, job: JobRecord) -> None:
         entry = (time.monotonic() + delay, next(self._sequence), kind, weakref.ref(job),
                  job.attempts)
         heapq.heappush(self._deadlines, entry)
@@ -726,44 +764,44 @@ class Engine:
         while deadlines and deadlines[0][0] <= now:
             _, _, kind, job_ref, attempt = heapq.heappop(deadlines)
             job = job_ref()
-            if (job is None or job._final or job.attempts != attempt
-                    or self._active.get(job.id) is not job):
+            if (job is None or job.final or job.attempts != attempt
+                    or self._active.get(job.dispatched_id) is not job):
                 continue
-            if kind == "timeout":
-                job._kill_intent = "timeout"
+            if kind is DeadlineKind.TIMEOUT:
+                job.kill_intent = KillIntent.TIMEOUT
             log.info("killing job %s %r: %s", job.id, job.name,
-                     "timeout" if kind == "timeout" else "abort grace period over")
-            self.backend.kill([job.id])
+                     "timeout" if kind is DeadlineKind.TIMEOUT else "abort grace period over")
+            self.backend.kill([job.dispatched_id])
 
     # -- control (loop thread) ---------------------------------------------------------------
 
-    def cancel(self, job: Job, reason: str) -> bool:
+    def cancel(self, job: JobRecord, reason: str) -> bool:
         """Cancel *job* from any thread; True if it is cancelled now."""
         return self.call(self._cancel, job, reason)
 
-    def _cancel(self, job: Job, reason: str) -> bool:
-        if job._final:
+    def _cancel(self, job: JobRecord, reason: str) -> bool:
+        if job.final:
             return job.status is _S.CANCELLED
         if job.status in ACTIVE:
-            job._kill_intent = "cancel"
-            self.backend.kill([job.id])
+            job.kill_intent = KillIntent.CANCEL
+            self.backend.kill([job.dispatched_id])
         self._move(job, _S.CANCELLED, reason)
         self._finalize(job)
         return True
 
-    def abort(self, job: Job | None) -> None:
+    def abort(self, job: JobRecord | None) -> None:
         """Ask running jobs (or one) to stop; kill them after the grace period."""
-        if job is not None and (job._final or job.status not in ACTIVE):
+        if job is not None and (job.final or job.status not in ACTIVE):
             raise ValueError(
                 f"job {job.id} {job.name!r} is {job.status.name}, not running; abort() stops "
                 "running jobs, use cancel() or remove() for others")
-        targets = [job] if job is not None else [j for j in self._active.values() if not j._final]
+        targets = [job] if job is not None else [j for j in self._active.values() if not j.final]
         for target in targets:
-            target._kill_intent = "abort"
-            self._add_deadline(self.abort_grace, "abort", target)
-        self.backend.terminate([target.id for target in targets])
+            target.kill_intent = KillIntent.ABORT
+            self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
+        self.backend.terminate([target.dispatched_id for target in targets])
 
-    def _not_started(self, job: Job) -> bool:
+    def _not_started(self, job: JobRecord) -> bool:
         """Pending in corral, or (on a cluster) still waiting in the cluster's queue."""
         return job.status in PENDING or (self._chains and job.status is _S.SUBMITTED)
 
@@ -777,30 +815,31 @@ class Engine:
         """Cancel everything, running jobs included, now."""
         self._cancel_all(list(self._live.values()), reason)
 
-    def _cancel_all(self, jobs: list[Job], reason: str) -> None:
+    def _cancel_all(self, jobs: list[JobRecord], reason: str) -> None:
         """Cancel *jobs*, killing the active ones with one backend call (one scancel)."""
-        active = [job for job in jobs if not job._final and job.status in ACTIVE]
+        active = [job for job in jobs if not job.final and job.status in ACTIVE]
         for job in active:
-            job._kill_intent = "cancel"
+            job.kill_intent = KillIntent.CANCEL
         if active:
-            self.backend.kill([job.id for job in active])
-        cancelled = [job for job in jobs if not job._final]
+            self.backend.kill([job.dispatched_id for job in active])
+        cancelled = [job for job in jobs if not job.final]
         for job in cancelled:  # each with this reason, not "upstream ... was cancelled"
             self._move(job, _S.CANCELLED, reason)
             self._finalize(job, cascade=False)
         for job in cancelled:  # then whatever waited on them and was not among them
             self._release_dependents(job)
 
-    def remove(self, job: Job) -> None:
-        if job._final or job.status.is_terminal:
+    def remove(self, job: JobRecord) -> None:
+        if job.final or job.status.is_terminal:
             raise ValueError(f"cannot remove job {job.id} {job.name!r}: it has already "
                              f"finished ({job.status.name})")
         if job.status in ACTIVE and not self._not_started(job):
             raise ValueError(f"cannot remove job {job.id} {job.name!r}: it is {job.status.name}; "
                              "use cancel() or abort() to stop it")
+        handle = job.future  # let go of once the job is resolved
         self._cancel(job, "removed")
         if self.listeners:
-            self.emit("removed", job)
+            self.emit("removed", cast("Job", handle))
 
     # -- failure of the loop itself --------------------------------------------------------
 
@@ -810,12 +849,12 @@ class Engine:
         except Exception:
             log.exception("could not resolve finished jobs after the crash")
         for job in list(self._live.values()):
-            if job._final:
+            if job.final:
                 continue
-            job.status = _S.FAILED
-            job.reason = f"corral's scheduler crashed: {crash!r}"
+            # Unchecked: a crash may end a job in any state.
+            job.move(_S.FAILED, f"corral's scheduler crashed: {crash!r}", checked=False)
             try:
-                job._resolve_error(CorralError(f"job {job.id} {job.name!r}: {job.reason}"))
+                job.resolve(CorralError(f"job {job.id} {job.name!r}: {job.reason}"))
             except Exception:
                 pass
         self._live.clear()
@@ -842,6 +881,11 @@ class Engine:
             self._inbox_closed.set()
 
 
+def _job_of(job: JobRecord) -> Job:
+    """The user's Job of a record the loop has not resolved yet (it holds it until then)."""
+    return cast("Job", job.future)
+
+
 def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
     """(value, None), or (None, what went wrong) for a value this process cannot load."""
     if blob is None:
@@ -852,30 +896,30 @@ def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
         return None, f"{type(error).__name__}: {error}"
 
 
-def _upstream_reason(parent: Job) -> str:
+def _upstream_reason(parent: JobRecord) -> str:
     what = {_S.FAILED: "failed", _S.CANCELLED: "was cancelled",
             _S.TIMED_OUT: "timed out"}.get(parent.status, parent.status.name)
     return f"upstream job {parent.id} {parent.name!r} {what}"
 
 
-def _waiting_reason(job: Job) -> str:
+def _waiting_reason(job: JobRecord) -> str:
     """Which unfinished jobs a WAITING job waits for (at most three named)."""
-    parents = [dep for dep in job._deps if not dep._final]
+    parents = [dep for dep in job.deps if not dep.final]
     named = ", ".join(f"{dep.id} {dep.name!r}" for dep in parents[:3])
     more = f" and {len(parents) - 3} more" if len(parents) > 3 else ""
     return f"after job{'s' if len(parents) > 1 else ''} {named}{more}"
 
 
-def _log_failure(job: Job, status: JobStatus, reason: str | None) -> None:
+def _log_failure(job: JobRecord, status: JobStatus, reason: str | None) -> None:
     """One line in the run's log (corral.log) for every failed attempt."""
-    retry = (f"; retry {job._failures} of {job.spec.retries} follows"
-             if job._failures <= job.spec.retries else "")
+    retry = (f"; retry {job.failures} of {job.spec.retries} follows"
+             if job.failures <= job.spec.retries else "")
     what = "timed out" if status is _S.TIMED_OUT else "failed"
     log.info("job %s %r %s: %s%s", job.id, job.name, what,
              " ".join((reason or "no reason given").split()), retry)
 
 
-def _forget_output(job: Job) -> None:
+def _forget_output(job: JobRecord) -> None:
     """Remove a failed attempt's output files so the next attempt's stand alone."""
     for stream in ("stdout", "stderr"):
         if job.jobdir is not None:
@@ -885,8 +929,8 @@ def _forget_output(job: Job) -> None:
                 pass
 
 
-def _tail(job: Job, stream: str) -> str:
-    text = job._read_output(stream).rstrip("\n")
+def _tail(job: JobRecord, stream: str) -> str:
+    text = job.read_output(stream).rstrip("\n")
     if not text:
         return ""
     return "\n".join(text.splitlines()[-_STDERR_TAIL_LINES:])

@@ -10,11 +10,14 @@ an order where every job comes after its dependencies.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corral.errors import DependencyError
 from corral.core.job import Job
+from corral.errors import DependencyError
 from corral.runtime.payload import Upstream
+
+if TYPE_CHECKING:
+    from corral.core.record import JobRecord
 
 __all__ = ["replace_jobs", "plan_batch"]
 
@@ -42,72 +45,81 @@ def replace_jobs(value: Any, found: list[Job]) -> Any:
     return value
 
 
-def plan_batch(jobs: Iterable[Job], jobs_named: Callable[[str], list[Job]],
-               value_deps: Callable[[Job], list[Job]]) -> list[Job]:
+def plan_batch(jobs: Iterable[Job], records_named: Callable[[str], list[Any]],
+               value_deps: Callable[[JobRecord], list[Job]]) -> list[Job]:
     """Resolve dependencies of *jobs* and return them, and any undispatched
     dependency, in dependency order.
 
+    The dependencies are written into the jobs' records (``deps``,
+    ``value_deps``), as records: the control loop never follows a Job.
+
     Args:
-        jobs_named: the already-dispatched jobs with a given name.
-        value_deps: the jobs found among a job's arguments (computed once each).
+        records_named: the records of the already-dispatched jobs with a
+            given name (a finished one may be a stand-in, see
+            :class:`corral.core.registry.FinishedJob`).
+        value_deps: the Jobs found among a job's arguments (computed once each).
 
     Raises:
         DependencyError: ``after=`` names no known job, or the batch has a cycle.
     """
     batch: list[Job] = []
-    members: set[int] = set()
+    members: set[int] = set()  # id() of the batch's records
     pending = list(jobs)
     while pending:  # pull in undispatched dependencies passed as Jobs
         job = pending.pop()
-        if id(job) in members:
+        record = job._record
+        if id(record) in members:
             continue
-        members.add(id(job))
+        members.add(id(record))
         batch.append(job)
-        job._value_deps = value_deps(job)
-        for dep in job._value_deps + [item for item in job.spec.after if isinstance(item, Job)]:
-            if dep._engine is None and id(dep) not in members:
+        found = value_deps(record)
+        record.value_deps = [dep._record for dep in found]
+        for dep in found + [item for item in job.spec.after if isinstance(item, Job)]:
+            if dep._record.owner is None and id(dep._record) not in members:
                 pending.append(dep)
     batch.reverse()
 
-    named_here: dict[str, list[Job]] = {}
+    named_here: dict[str, list[JobRecord]] = {}
     for job in batch:
-        named_here.setdefault(job.name, []).append(job)
+        named_here.setdefault(job.name, []).append(job._record)
     for job in batch:
-        deps: list[Job] = []
+        record = job._record
+        deps: list[Any] = []
         seen: set[int] = set()
-        for dep in _after_jobs(job, named_here, jobs_named) + job._value_deps:
+        for dep in _after_records(record, named_here, records_named) + record.value_deps:
             if id(dep) not in seen:
                 seen.add(id(dep))
                 deps.append(dep)
-        job._deps = deps
-    return _dependency_order(batch, members)
+        record.deps = deps
+    job_of = {id(job._record): job for job in batch}
+    ordered = _dependency_order([job._record for job in batch], members)
+    return [job_of[id(record)] for record in ordered]
 
 
-def _after_jobs(job: Job, named_here: dict[str, list[Job]],
-                jobs_named: Callable[[str], list[Job]]) -> list[Job]:
-    found: list[Job] = []
-    for item in job.spec.after:
+def _after_records(record: JobRecord, named_here: dict[str, list[JobRecord]],
+                   records_named: Callable[[str], list[Any]]) -> list[Any]:
+    found: list[Any] = []
+    for item in record.spec.after:
         if isinstance(item, Job):
-            found.append(item)
+            found.append(item._record)
             continue
-        matches = [other for other in named_here.get(item, []) if other is not job]
-        matches += jobs_named(item)
+        matches: list[Any] = [other for other in named_here.get(item, []) if other is not record]
+        matches += records_named(item)
         if not matches:
             raise DependencyError(
-                f"job {job.name!r} waits for after={item!r}, but no job has that name; "
+                f"job {record.name!r} waits for after={item!r}, but no job has that name; "
                 "dispatch that job first or in the same batch"
             )
         found.extend(matches)
     return found
 
 
-def _dependency_order(batch: list[Job], members: set[int]) -> list[Job]:
+def _dependency_order(batch: list[JobRecord], members: set[int]) -> list[JobRecord]:
     """Kahn's algorithm over the batch; what is left over contains a cycle."""
-    inside = {id(job): job for job in batch}
     unmet = {id(job): 0 for job in batch}
-    dependents: dict[int, list[Job]] = {}
+    dependents: dict[int, list[JobRecord]] = {}
     for job in batch:
-        for dep in job._deps:
+        for dep in job.deps:
             if id(dep) in members:
                 unmet[id(job)] += 1
                 dependents.setdefault(id(dep), []).append(job)
@@ -119,18 +131,18 @@ def _dependency_order(batch: list[Job], members: set[int]) -> list[Job]:
                 ordered.append(dependent)
     if len(ordered) < len(batch):
         stuck = [job for job in batch if unmet[id(job)] > 0]
-        raise DependencyError(f"dependency cycle: {_describe_cycle(stuck, inside)}")
+        raise DependencyError(f"dependency cycle: {_describe_cycle(stuck)}")
     return ordered
 
 
-def _describe_cycle(stuck: list[Job], inside: dict[int, Job]) -> str:
+def _describe_cycle(stuck: list[JobRecord]) -> str:
     stuck_ids = {id(job) for job in stuck}
-    path: list[Job] = []
+    path: list[JobRecord] = []
     position: dict[int, int] = {}
     job = stuck[0]
     while id(job) not in position:
         position[id(job)] = len(path)
         path.append(job)
-        job = next(dep for dep in job._deps if id(dep) in stuck_ids)
-    cycle = path[position[id(job)]:] + [job]
+        job = next(dep for dep in job.deps if id(dep) in stuck_ids)
+    cycle = [*path[position[id(job)]:], job]
     return " -> ".join(repr(member.name) for member in cycle)

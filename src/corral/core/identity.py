@@ -28,7 +28,7 @@ from corral.spec import Call, FunctionRef, Script, Shell
 from corral.journal.codec import encode_spec
 
 if TYPE_CHECKING:
-    from corral.core.job import Job
+    from corral.core.record import JobRecord
 
 __all__ = ["job_digest", "describe"]
 
@@ -155,30 +155,30 @@ def _stable_bytes(value: Any) -> bytes:
             return repr(value).encode()
 
 
-def job_digest(job: Job) -> str:
+def job_digest(job: JobRecord) -> str:
     """A digest of what *job* does (see the module docstring); without the
     ``#n`` occurrence number, which the scheduler adds."""
     task = job.spec.task
     digest = hashlib.sha256()
     if isinstance(task, Call):
-        args, kwargs = job._call_parts
+        args, kwargs = job.call_parts
         digest.update(b"call\0" + _callable_identity(task.fn) + _stable_bytes((args, kwargs)))
     elif isinstance(task, FunctionRef):
-        args, kwargs = job._call_parts
+        args, kwargs = job.call_parts
         digest.update(b"function\0" + task.target.encode() + _stable_bytes((args, kwargs)))
     elif isinstance(task, Script):
-        digest.update(b"script\0" + task.path.encode() + _stable_bytes(job._argv_template))
+        digest.update(b"script\0" + task.path.encode() + _stable_bytes(job.argv_template))
     elif isinstance(task, Shell):
-        command = task.command if isinstance(task.command, str) else job._argv_template
+        command = task.command if isinstance(task.command, str) else job.argv_template
         digest.update(b"shell\0" + _stable_bytes(command))
     spec = job.spec
     digest.update(_stable_bytes((spec.name, spec.cwd, spec.env)))
-    for dep in job._deps:
-        digest.update(b"\0after\0" + str(dep._key).encode())
+    for dep in job.deps:
+        digest.update(b"\0after\0" + str(dep.key).encode())
     return digest.hexdigest()[:24]
 
 
-def describe(job: Job) -> tuple[str, str, str]:
+def describe(job: JobRecord) -> tuple[str, str, str]:
     """``(kind, command line for people, spec as JSON)`` as the journal stores them.
 
     The spec is :func:`corral.journal.codec.encode_spec`'s: every option and, for

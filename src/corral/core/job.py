@@ -1,9 +1,11 @@
-"""The job handle: a ``concurrent.futures.Future`` that knows what it runs.
+"""The job handle: a ``concurrent.futures.Future`` and a read-only view of its job.
 
 A :class:`Job` works with ``concurrent.futures.wait``/``as_completed`` and
-``asyncio.wrap_future`` (or plain ``await job``) unchanged. Its scheduling
-fields (``status``, ``reason``, ``attempts``, ...) are written only by the
-scheduler's control-loop thread; reading them from any thread is safe.
+``asyncio.wrap_future`` (or plain ``await job``) unchanged. What it shows
+(``status``, ``reason``, ``attempts``, ...) it reads from the engine's own
+record of the job (:class:`corral.core.record.JobRecord`), which only the
+scheduler's control-loop thread writes; reading from any thread is safe, and
+assigning to those properties raises ``AttributeError``.
 
 The Future stays internally *pending* until the job is final, so that
 ``cancel()`` can stop a running job too (``Future.cancel`` alone cannot).
@@ -11,47 +13,17 @@ The Future stays internally *pending* until the job is final, so that
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from corral.runtime.spool import read_output
+from corral.core.record import JobRecord, cancel_future
+from corral.result import Result
 from corral.spec import JobSpec, Task, check_job_id, make_spec, make_task
 from corral.status import JobStatus
 
-if TYPE_CHECKING:
-    from corral.core.engine import Engine
-    from corral.journal.store import StoredJob
-
 __all__ = ["Job", "Result"]
-
-_NO_JOURNAL_ENTRY = ("", "", "", "{}")
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What a finished job left behind, as a plain record.
-
-    ``data`` is the return value of a Python call (None for commands, or for
-    a job that did not complete); ``reason`` says why it ended as it did.
-    """
-
-    id: int | str
-    name: str
-    data: Any
-    status: JobStatus
-    exit_code: int | None
-    started: float | None
-    ended: float | None
-    attempts: int
-    reason: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is JobStatus.COMPLETED
 
 
 class Job(Future):
@@ -80,113 +52,98 @@ class Job(Future):
                  kwargs: Mapping[str, Any] | None = None, *, id: int | str | None = None,
                  meta: Any = None, **options: Any) -> None:
         super().__init__()
-        self._setup(make_spec(make_task(task, args, kwargs), options), id, meta)
+        spec = make_spec(make_task(task, args, kwargs), options)
+        check_job_id(id)
+        self._record = JobRecord(spec, id=id, meta=meta)
 
     @classmethod
     def _from_task(cls, task: Task, options: Mapping[str, Any]) -> Job:
         job = cls.__new__(cls)
         Future.__init__(job)
-        job._setup(make_spec(task, options), None, None)
+        job._record = JobRecord(make_spec(task, options))
         return job
 
-    def _setup(self, spec: JobSpec, id: int | str | None, meta: Any) -> None:
-        check_job_id(id)
-        self.spec = spec
-        self.id: int | str | None = id
-        self.meta = meta
-        self.status = JobStatus.NEW
-        self.reason: str | None = None
-        self.exit_code: int | None = None
-        self.native_id: str | None = None
-        self.started: float | None = None
-        self.ended: float | None = None
-        self.attempts = 0
-        self.jobdir: Path | None = None
-        self._engine: Engine | None = None
-        self._data: Any = None
-        self._kept_output: dict[str, str] = {}
-        self._live_output: tuple[str, str] | None = None  # set while it runs in a worker
-        # Filled in at dispatch, then owned by the control loop:
-        self._deps: list[Job] = []          # every job this one waits for
-        self._value_deps: list[Job] = []    # jobs whose results are its arguments
-        self._payload: bytes | None = None  # the pickled call
-        self._call_parts: tuple[tuple, dict] = ((), {})  # arguments, Jobs replaced
-        self._argv_template: tuple[Any, ...] = ()        # command words, Jobs replaced
-        self._dependents: list[Job] = []
-        self._unmet = 0
-        self._final = False
-        self._kill_intent: str | None = None
-        self._bypassed = 0
-        self._failures = 0  # failed attempts, counted against ``retries``
-        self._taken_at = 0.0
-        self._value_bytes: bytes | None = None
-        self._feeds_values = False
-        # The journal's view (set at dispatch when the scheduler keeps one):
-        self._key: str | None = None
-        self._journal_entry: tuple[str, str, str, str] = _NO_JOURNAL_ENTRY
-        self._restored: StoredJob | None = None  # completed in an earlier run
-        self._reattach: StoredJob | None = None  # still in the cluster's hands since an earlier run
-        self._always_new = False   # never matched against earlier runs (corral submit)
-        self._doomed: str | None = None  # cancelled as soon as it is added, with this reason
-        self._result_blob: bytes | None = None
-        self._error_blob: bytes | None = None
-        self._collectable = False  # dispatch()ed: its Result goes to Scheduler.collect()
+    # -- what people read (the record's, never written here) --------------------------
 
-    # -- what people read --------------------------------------------------------
+    @property
+    def id(self) -> int | str | None:
+        """The job's id: yours, or a number given at dispatch (None before)."""
+        return self._record.id
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self._record.spec.name
+
+    @property
+    def spec(self) -> JobSpec:
+        """The validated description of the job (task and options)."""
+        return self._record.spec
+
+    @property
+    def meta(self) -> Any:
+        """What was given as ``meta=``; corral does not look at it."""
+        return self._record.meta
+
+    @property
+    def status(self) -> JobStatus:
+        return self._record.status
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job is in its status (why it waits, or why it ended so)."""
+        return self._record.reason
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._record.exit_code
+
+    @property
+    def native_id(self) -> str | None:
+        """The backend's id of the job (a pid, a Slurm job id), once it has one."""
+        return self._record.native_id
+
+    @property
+    def started(self) -> float | None:
+        return self._record.started
+
+    @property
+    def ended(self) -> float | None:
+        return self._record.ended
+
+    @property
+    def attempts(self) -> int:
+        return self._record.attempts
+
+    @property
+    def jobdir(self) -> Path | None:
+        """The directory of the job's files (stdout, stderr), once it started."""
+        return self._record.jobdir
 
     @property
     def stdout(self) -> str:
         """Everything the job has written to standard output so far."""
-        return self._read_output("stdout")
+        return self._record.read_output("stdout")
 
     @property
     def stderr(self) -> str:
         """Everything the job has written to standard error so far."""
-        return self._read_output("stderr")
-
-    def _read_output(self, stream: str) -> str:
-        if stream in self._kept_output:
-            return self._kept_output[stream]
-        live = self._live_output
-        if live is not None:
-            path = live[0] if stream == "stdout" else live[1]
-        elif self.jobdir is not None:
-            path = self.jobdir / stream
-        else:
-            return ""
-        return read_output(path)
-
-    def _keep_output(self) -> None:
-        """Copy the output into memory before the job's files are deleted."""
-        for stream in ("stdout", "stderr"):
-            path = None if self.jobdir is None else self.jobdir / stream
-            try:
-                if path is not None and os.path.getsize(path):
-                    self._kept_output[stream] = self._read_output(stream)
-                else:
-                    self._kept_output[stream] = ""
-            except OSError:
-                self._kept_output[stream] = ""
+        return self._record.read_output("stderr")
 
     @property
     def record(self) -> Result:
         """A :class:`Result` describing the job as it stands now."""
-        return Result(id=self.id, name=self.name, data=self._data, status=self.status,
-                      exit_code=self.exit_code, started=self.started, ended=self.ended,
-                      attempts=self.attempts, reason=self.reason)
+        return self._record.result_view()
 
     def running(self) -> bool:
-        return self.status is JobStatus.RUNNING
+        return self._record.status is JobStatus.RUNNING
 
     def __repr__(self) -> str:
-        where = f" on {self._engine.backend_name}:{self.native_id}" if (
-            self.native_id and self._engine is not None and not self.status.is_terminal) else ""
-        ident = "?" if self.id is None else self.id
-        return f"<Job {ident} {self.name!r} {self.status.name}{where}>"
+        record = self._record
+        owner = record.owner
+        where = f" on {owner.backend_name}:{record.native_id}" if (
+            record.native_id and owner is not None and not record.status.is_terminal) else ""
+        ident = "?" if record.id is None else record.id
+        return f"<Job {ident} {self.name!r} {record.status.name}{where}>"
 
     # -- waiting -----------------------------------------------------------------
 
@@ -235,42 +192,12 @@ class Job(Future):
         """
         if self.done():  # as Future.cancel: no need to ask a scheduler that may have stopped
             return self.cancelled()
-        if self._engine is not None:
-            return self._engine.cancel(self, "cancelled by user")
-        if self._final or self.done():
+        record = self._record
+        if record.owner is not None:
+            return record.owner.cancel(record, "cancelled by user")
+        if record.final:
             return self.cancelled()
-        self.status = JobStatus.CANCELLED
-        self.reason = "cancelled by user"
-        self._resolve_cancelled()
+        record.move(JobStatus.CANCELLED, "cancelled by user")  # never dispatched: no engine
+        record.final = True
+        cancel_future(self)
         return True
-
-    # -- called by the control loop only -------------------------------------------
-
-    def _release_run_state(self) -> None:
-        """Drop what only running the job needed, once it is final: the pickled
-        call, the arguments with placeholders, the links to its dependencies
-        (its dependents are let go by the control loop as it releases them).
-
-        A finished job the program still holds then keeps only what it shows
-        (spec, status, result); one it dropped is freed with all of that.
-        """
-        self._payload = None
-        self._call_parts = ((), {})
-        self._argv_template = ()
-        self._deps = []
-        self._value_deps = []
-        self._journal_entry = _NO_JOURNAL_ENTRY
-
-    def _resolve_value(self, value: Any) -> None:
-        self._final = True
-        self._data = value
-        self.set_result(value)
-
-    def _resolve_error(self, error: BaseException) -> None:
-        self._final = True
-        self.set_exception(error)
-
-    def _resolve_cancelled(self) -> None:
-        self._final = True
-        Future.cancel(self)
-        Future.set_running_or_notify_cancel(self)

@@ -231,7 +231,7 @@ class Notifier:
         server = f"{settings.host}:{settings.port}"
         try:
             refused = _smtp_send(settings, message, recipients)
-        except Exception as error:  # noqa: BLE001 - any failure is logged, never raised
+        except Exception as error:  # any failure is logged, never raised
             log.error("could not e-mail %r to %s through SMTP server %s: %s: %s",
                       message["Subject"], ", ".join(recipients), server,
                       type(error).__name__, " ".join(str(error).split()))  # one line

@@ -35,7 +35,7 @@ from corral.units import format_memory
 
 if TYPE_CHECKING:
     from corral.backends.base import Capacity
-    from corral.core.job import Job
+    from corral.core.record import JobRecord
 
 __all__ = ["Packer", "MAX_BYPASS", "BACKFILL_DEPTH"]
 
@@ -45,7 +45,7 @@ MAX_BYPASS = 32
 BACKFILL_DEPTH = 256
 """How far behind a blocked job one pass looks for jobs that fit."""
 
-_Entry = tuple[int, int, "Job"]
+_Entry = tuple[int, int, "JobRecord"]
 
 
 class Packer:
@@ -63,25 +63,25 @@ class Packer:
         self._parked: dict[str, list[_Entry]] = {name: [] for name in queues}
         self._ready: list[_Entry] = []
         self._sequence = itertools.count()
-        self.running: dict[int, Job] = {}  # by id(job): what holds resources now
+        self.running: dict[int, JobRecord] = {}  # by id(job): what holds resources now
         self.pushes = 0  # jobs pushed so far: tells the engine something new is ready
         #: Called as ``on_waiting(job, reason)`` when a QUEUED job's reason for
         #: waiting changes (see the module docstring); set by the engine.
-        self.on_waiting: Callable[[Job, str], object] | None = None
+        self.on_waiting: Callable[[JobRecord, str], object] | None = None
 
     def __len__(self) -> int:
         return len(self._ready) + sum(len(parked) for parked in self._parked.values())
 
-    def push(self, job: Job) -> None:
+    def push(self, job: JobRecord) -> None:
         """Make a QUEUED job a candidate."""
         self.pushes += 1
         heapq.heappush(self._ready, (-job.spec.priority, next(self._sequence), job))
 
-    def select(self, now: float) -> list[Job]:
+    def select(self, now: float) -> list[JobRecord]:
         """Take resources for the jobs that start now and return them in order."""
-        started: list[Job] = []
+        started: list[JobRecord] = []
         put_back: list[_Entry] = []
-        head: Job | None = None
+        head: JobRecord | None = None
         shadow: list[float | None] = []  # computed at most once per pass
         looked_past_head = 0
         ready = self._ready
@@ -109,14 +109,14 @@ class Packer:
                 put_back.append(entry)
             if head is not None:
                 looked_past_head += 1
-                if looked_past_head >= BACKFILL_DEPTH or head._bypassed >= MAX_BYPASS:
+                if looked_past_head >= BACKFILL_DEPTH or head.bypassed >= MAX_BYPASS:
                     break
         for entry in put_back:
             heapq.heappush(ready, entry)
         self._tell_next_in_line()
         return started
 
-    def _tell(self, job: Job, reason: str) -> None:
+    def _tell(self, job: JobRecord, reason: str) -> None:
         if self.on_waiting is not None and job.reason != reason:
             self.on_waiting(job, reason)
 
@@ -133,7 +133,7 @@ class Packer:
         elif self.free_cores < 1:
             self._tell(job, self._shortfall(job))
 
-    def _shortfall(self, job: Job) -> str:
+    def _shortfall(self, job: JobRecord) -> str:
         """What *job* lacks to start now, for its QUEUED reason. Free amounts
         are left out on purpose: they change with every job that ends, and
         each change of a reason is a journal update."""
@@ -148,7 +148,7 @@ class Packer:
             return f"waiting for {_count(job.spec.tokens, 'free token')}"
         return "waiting for room"
 
-    def release(self, job: Job) -> None:
+    def release(self, job: JobRecord) -> None:
         """Give back what *job* held; a parked job of its queue becomes a candidate."""
         if self.running.pop(id(job), None) is None:
             return
@@ -170,14 +170,14 @@ class Packer:
                     heapq.heappush(self._ready, entry)
                     room -= 1
 
-    def _fits(self, job: Job) -> bool:
+    def _fits(self, job: JobRecord) -> bool:
         resources = job.spec.resources
         return (resources.cores <= self.free_cores
                 and (resources.memory_mb or 0) <= self.free_memory
                 and resources.gpus <= self.free_gpus
                 and job.spec.tokens <= self.free_tokens)
 
-    def _take(self, job: Job, now: float) -> None:
+    def _take(self, job: JobRecord, now: float) -> None:
         resources = job.spec.resources
         self.free_cores -= resources.cores
         self.free_memory -= resources.memory_mb or 0
@@ -185,21 +185,22 @@ class Packer:
         self.free_tokens -= job.spec.tokens
         if job.spec.queue is not None:
             self.queue_running[job.spec.queue] += 1
-        job._taken_at = now
+        job.taken_at = now
         self.running[id(job)] = job
 
-    def _may_pass(self, job: Job, head: Job, now: float, shadow: list[float | None]) -> bool:
+    def _may_pass(self, job: JobRecord, head: JobRecord, now: float,
+                  shadow: list[float | None]) -> bool:
         if not shadow:
             shadow.append(self._head_start_estimate(head))
         limit = job.spec.kill_after_s
         if limit is not None and shadow[0] is not None and now + limit <= shadow[0]:
             return True  # it ends before the head could start: it delays nobody
-        if head._bypassed < MAX_BYPASS:
-            head._bypassed += 1
+        if head.bypassed < MAX_BYPASS:
+            head.bypassed += 1
             return True
         return False
 
-    def _head_start_estimate(self, head: Job) -> float | None:
+    def _head_start_estimate(self, head: JobRecord) -> float | None:
         """When enough running jobs will have ended for *head* to fit, if every
         running job has a time limit; None when that cannot be known."""
         ends = []
@@ -207,7 +208,7 @@ class Packer:
             limit = job.spec.kill_after_s
             if limit is None:
                 return None
-            ends.append((job._taken_at + limit, job))
+            ends.append((job.taken_at + limit, job))
         need = head.spec.resources
         cores, memory, gpus, tokens = (self.free_cores, self.free_memory,
                                        self.free_gpus, self.free_tokens)

@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from corral.core.job import Job
-    from corral.core.scheduler import Submitter
 
-__all__ = ["QueuedFunction"]
+__all__ = ["QueuedFunction", "SubmitsJobs"]
+
+
+class SubmitsJobs(Protocol):
+    """What a QueuedFunction needs of :class:`corral.Submitter` (a protocol,
+    so that this module, which the scheduler imports, does not import it)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Job: ...
+
+    def options(self, **options: Any) -> SubmitsJobs: ...
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,7 +51,7 @@ class QueuedFunction(Generic[P, R]):
     plain function as :attr:`func`. Thread-safe as ``Scheduler.submit`` is.
     """
 
-    def __init__(self, func: Callable[P, R], submitter: Submitter) -> None:
+    def __init__(self, func: Callable[P, R], submitter: SubmitsJobs) -> None:
         self.func = func
         self._submitter = submitter
         functools.update_wrapper(self, func)
@@ -70,7 +78,7 @@ def _plain(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def queue_with(submitter: Submitter, func: Any, options: dict[str, Any]) -> Any:
+def queue_with(submitter: SubmitsJobs, func: Any, options: dict[str, Any]) -> Any:
     """``Submitter.job``'s body: a QueuedFunction, or a decorator making one.
 
     *options* are checked now, so a typo fails at the decoration, not at the
@@ -88,7 +96,7 @@ def queue_with(submitter: Submitter, func: Any, options: dict[str, Any]) -> Any:
     return _queued(configured, func)
 
 
-def _queued(submitter: Submitter, func: Any) -> QueuedFunction[Any, Any]:
+def _queued(submitter: SubmitsJobs, func: Any) -> QueuedFunction[Any, Any]:
     if isinstance(func, QueuedFunction):
         func = func.func
     if not callable(func):

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 from corral.status import JobStatus
 
 if TYPE_CHECKING:
-    from corral.core.engine import Engine
     from corral.core.job import Job
+    from corral.core.record import JobRecord, Owner
 
 __all__ = ["JobRegistry", "FinishedJob"]
 
@@ -40,23 +40,24 @@ __all__ = ["JobRegistry", "FinishedJob"]
 class FinishedJob:
     """Stands, among a new job's dependencies, for a finished job that may be gone.
 
-    It answers what the control loop asks of a finished dependency (``_final``,
-    ``status``, ``id`` and ``name`` for a cancellation's reason, ``_key`` for
-    the journal's job key). Without a journal one stands for all the finished
-    jobs of a name: COMPLETED if they all completed, else the first that did
-    not, so a job ``after=`` that name is cancelled as it would have been.
+    It answers what the control loop asks of a finished dependency's record
+    (``final``, ``status``, ``id`` and ``name`` for a cancellation's reason,
+    ``key`` for the journal's job key, ``owner`` for the scheduler it belongs
+    to). Without a journal one stands for all the finished jobs of a name:
+    COMPLETED if they all completed, else the first that did not, so a job
+    ``after=`` that name is cancelled as it would have been.
     """
 
-    __slots__ = ("id", "name", "status", "_key", "_engine", "_final", "_dependents")
+    __slots__ = ("id", "name", "status", "key", "owner", "final", "dependents")
 
-    def __init__(self, job: Job, engine: Engine) -> None:
-        self.id = job.id
-        self.name = job.name
-        self.status = job.status
-        self._key = job._key
-        self._engine = engine
-        self._final = True
-        self._dependents: list[Job] = []  # never filled: a final job releases nobody
+    def __init__(self, record: JobRecord, owner: Owner) -> None:
+        self.id = record.id
+        self.name = record.name
+        self.status = record.status
+        self.key = record.key
+        self.owner = owner
+        self.final = True
+        self.dependents: list[JobRecord] = []  # never filled: a final job releases nobody
 
     def __repr__(self) -> str:
         return f"<finished job {self.id} {self.name!r} {self.status.name}>"
@@ -75,13 +76,15 @@ class JobRegistry:
             otherwise one per name.
     """
 
-    def __init__(self, engine: Engine, first_number: int, keep_each_finished: bool) -> None:
+    def __init__(self, engine: Owner, first_number: int, keep_each_finished: bool) -> None:
         self._engine = engine
         self._keep_each = keep_each_finished
         self._lock = threading.Lock()
         self._by_id: weakref.WeakValueDictionary[int | str, Job] = weakref.WeakValueDictionary()
-        #: name -> {job id: the job while unfinished, then (with keep_each) its FinishedJob}
-        self._by_name: dict[str, dict[int | str, Job | FinishedJob]] = {}
+        #: name -> {job id: the job's record while unfinished, then (with
+        #: keep_each) its FinishedJob}; the control loop holds unfinished
+        #: records anyway, so this keeps nothing alive that would be freed.
+        self._by_name: dict[str, dict[int | str, JobRecord | FinishedJob]] = {}
         self._finished_by_name: dict[str, FinishedJob] = {}  # without keep_each
         self._first_number = first_number
         self.next_number = first_number  # every number below it (from the first) is used
@@ -102,21 +105,23 @@ class JobRegistry:
         """Remember dispatched jobs; *numbered* are the ids this session numbered."""
         with self._lock:
             for job in jobs:
-                self._by_id[job.id] = job  # type: ignore[index]
-                if str(job.id) not in numbered:
-                    self._chosen_ids.add(str(job.id))
-                self._by_name.setdefault(job.name, {})[job.id] = job  # type: ignore[index]
+                job_id = job._record.dispatched_id
+                self._by_id[job_id] = job
+                if str(job_id) not in numbered:
+                    self._chosen_ids.add(str(job_id))
+                self._by_name.setdefault(job.name, {})[job_id] = job._record
 
-    def finished(self, job: Job) -> None:
+    def finished(self, job: JobRecord) -> None:
         """Note that *job* was made final (control-loop thread)."""
         with self._lock:
             namesakes = self._by_name.get(job.name)
-            if namesakes is None or namesakes.get(job.id) is not job:
+            job_id = job.dispatched_id
+            if namesakes is None or namesakes.get(job_id) is not job:
                 return  # removed, or not dispatched through this registry
             if self._keep_each:
-                namesakes[job.id] = FinishedJob(job, self._engine)
+                namesakes[job_id] = FinishedJob(job, self._engine)
                 return
-            del namesakes[job.id]
+            del namesakes[job_id]
             if not namesakes:
                 del self._by_name[job.name]
             known = self._finished_by_name.get(job.name)
@@ -126,27 +131,33 @@ class JobRegistry:
 
     def forget(self, job: Job) -> None:
         """Take a removed job out of the listing and the names (its id stays used)."""
+        job_id = job._record.dispatched_id
         with self._lock:
-            if self._by_id.get(job.id) is job:  # type: ignore[arg-type]
-                del self._by_id[job.id]  # type: ignore[arg-type]
+            if self._by_id.get(job_id) is job:
+                del self._by_id[job_id]
             namesakes = self._by_name.get(job.name, {})
-            entry = namesakes.get(job.id)
-            if entry is job or (isinstance(entry, FinishedJob) and entry.id == job.id):
-                del namesakes[job.id]
+            entry = namesakes.get(job_id)
+            if entry is job._record or (isinstance(entry, FinishedJob) and entry.id == job_id):
+                del namesakes[job_id]
             known = self._finished_by_name.get(job.name)
-            if known is not None and known.id == job.id:
+            if known is not None and known.id == job_id:
                 del self._finished_by_name[job.name]
 
     # -- looking up ----------------------------------------------------------------------
 
     def get(self, job_id: object) -> Job | None:
-        """The job with this id, if it is unfinished or still held by the program."""
-        with self._lock:
-            return self._by_id.get(job_id)  # type: ignore[arg-type]
+        """The job with this id, if it is unfinished or still held by the program.
 
-    def named(self, name: str) -> list[Job]:
-        """What a job ``after=name`` waits for: the jobs of that name, a
-        :class:`FinishedJob` standing for those that finished."""
+        Any value may be asked (ids come from outside, e.g. the control
+        socket's JSON): one of no id's type finds nothing.
+        """
+        with self._lock:
+            # Typed for int | str keys; a lookup with another type is what is meant here.
+            return self._by_id.get(job_id)  # type: ignore[call-overload]
+
+    def named(self, name: str) -> list[JobRecord | FinishedJob]:
+        """What a job ``after=name`` waits for: the records of the jobs of
+        that name, a :class:`FinishedJob` standing for those that finished."""
         with self._lock:
             found: list = list(self._by_name.get(name, {}).values())
             finished = self._finished_by_name.get(name)

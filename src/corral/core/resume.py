@@ -34,7 +34,7 @@ from corral.core.identity import describe, job_digest
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
-    from corral.core.job import Job
+    from corral.core.record import JobRecord
     from corral.journal.store import StoredJob
 
 __all__ = ["Resumer"]
@@ -62,8 +62,8 @@ class Resumer:
         int_ids = [job.id for job in previous.values() if isinstance(job.id, int)]
         self.first_free_id = max(int_ids, default=0) + 1
 
-    def plan(self, batch: list[Job], new_id: Callable[[], int], is_taken: Callable[[str], bool],
-             taken: set[str]) -> list[int | str]:
+    def plan(self, batch: list[JobRecord], new_id: Callable[[], int],
+             is_taken: Callable[[str], bool], taken: set[str]) -> list[int | str]:
         """Key every job of a validated batch (dependencies first) and return its ids.
 
         *new_id* makes an id for a job the journal has never seen; *is_taken*
@@ -74,7 +74,7 @@ class Resumer:
         """
         ids = []
         for job in batch:
-            if job._always_new:
+            if job.always_new:
                 key = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
             elif job.id is not None:
                 key = f"id:{job.id}"
@@ -82,9 +82,9 @@ class Resumer:
                 digest = job_digest(job)
                 self._occurrences[digest] += 1
                 key = f"{digest}#{self._occurrences[digest]}"
-            job._key = key
-            job._journal_entry = (key, *describe(job))
-            stored = None if job._always_new else self.previous.get(key)
+            job.key = key
+            job.journal_entry = (key, *describe(job))
+            stored = None if job.always_new else self.previous.get(key)
             if stored is not None and is_taken(str(stored.id)):
                 stored = None
             if stored is None and job.id is not None:
@@ -100,9 +100,9 @@ class Resumer:
             ids.append(stored.id)
             taken.add(str(stored.id))
             if stored.status is JobStatus.COMPLETED and _result_loads(stored):
-                job._restored = stored
+                job.restored = stored
             elif stored.status not in TERMINAL and self._attachable(stored):
-                job._reattach = stored  # not submitted again: found by its native id
+                job.reattach = stored  # not submitted again: found by its native id
             else:
                 self._clear_files(stored)
         return ids

@@ -8,7 +8,7 @@ loop (:mod:`corral.core.engine`), which owns everything that changes afterwards.
 
 from __future__ import annotations
 
-import difflib
+import functools
 import logging
 import os
 import shutil
@@ -21,26 +21,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from corral.core import driver_signals
-from corral.backends import make_backend, resolve_backend
+from corral.backends import (DEFAULT_BACKEND, backend_info, make_backend, outlives_driver,
+                             resolve_backend)
+from corral.suggest import did_you_mean
 from corral.control.server import ControlServer
+from corral.control.verbs import handle as handle_request
 from corral.core.engine import Engine
 from corral.errors import ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result
+from corral.core.record import JobRecord
 from corral.options import bounded_tuple, parse_options
 from corral.core.packing import Packer
 from corral.core.registry import JobRegistry
 from corral.core.queued import P, QueuedFunction, R, queue_with
 from corral.core.resume import Resumer
 from corral.journal.run import Run
-from corral.runlog import attach_run_log, warn_user
+from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.payload import dumps_call
 from corral.safe_repr import safe_repr
-from corral.spec import Call, FunctionRef, Script, Shell, make_task
+from corral.spec import Call, FunctionRef, Script, Shell, Task, make_task
 from corral.status import JobStatus, statuses_named
-from corral.journal.store import CLUSTER_BACKENDS, Journal, StoredJob
-from corral.runtime.tempdirs import RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir, remove_dead_owners_tempdirs
+from corral.journal.store import Journal, StoredJob
+from corral.runtime.tempdirs import (RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir,
+                                     remove_dead_owners_tempdirs)
 from corral.units import parse_duration, parse_memory
 
 if TYPE_CHECKING:
@@ -156,15 +161,15 @@ class Scheduler(Executor):
             Job files go there too unless *workdir* says otherwise.
         config: settings for e-mail notifications (``notify=`` job option);
             default: read from the config files (see :mod:`corral.config`).
-        backend_options: settings of the backend itself; for Slurm see
-            :class:`corral.backends.batch.slurm.backend.SlurmBackend` (``poll_interval``,
+        backend_options: settings of the backend itself; for batch schedulers see
+            :mod:`corral.backends.batch.settings` (``poll_interval``,
             ``array_throttle``, ...).
 
     Raises:
         ValueError: a bad argument, naming it and the accepted forms.
     """
 
-    def __init__(self, backend: str = "local", cores: int | None = None,
+    def __init__(self, backend: str = DEFAULT_BACKEND, cores: int | None = None,
                  memory: int | str | None = None, gpus: int | None = None,
                  max_jobs: int | None = None, queues: Mapping[str, int] | None = None,
                  tokens: int | None = None, workdir: str | os.PathLike[str] | None = None,
@@ -175,8 +180,9 @@ class Scheduler(Executor):
                  backend_options: Mapping[str, Any] | None = None,
                  _owner: str = "script") -> None:
         if not isinstance(backend, str):
-            raise ValueError(f"backend={backend!r} must be a backend name such as 'local'; "
-                             "to set how many jobs run at once use Scheduler(cores=N)")
+            raise ValueError(f"backend={backend!r} must be a backend name such as "
+                             f"{DEFAULT_BACKEND!r}; to set how many jobs run at once use "
+                             "Scheduler(cores=N)")
         backend = resolve_backend(backend)
         if backend_options is not None and not isinstance(backend_options, Mapping):
             raise ValueError(f"backend_options={backend_options!r} must be a dict of settings, "
@@ -205,7 +211,7 @@ class Scheduler(Executor):
         if journal is not None:
             self._journal = Journal(journal, kind=_owner, backend=backend)
             attachable = None
-            if backend in CLUSTER_BACKENDS:
+            if outlives_driver(backend):
                 current = self._journal
 
                 def attachable(stored: StoredJob) -> bool:
@@ -213,7 +219,7 @@ class Scheduler(Executor):
                         stored.session or 0) == backend)
             self._resumer = Resumer(self._journal.previous, self._journal.run_dir, attachable)
         settings: dict[str, Any] = {}
-        if self._journal is not None and backend == "local":
+        if self._journal is not None and backend_info(backend).capabilities.packs_locally:
             # Spool files inside the run: a killed driver's are found (and removed) next time.
             settings["spool_parent"] = os.fspath(self._journal.run_dir)
             _remove_stale_spools(self._journal.run_dir)
@@ -231,7 +237,8 @@ class Scheduler(Executor):
                     workdir, getattr(self._backend, "workdir_parent", None))
             packer = Packer(self._backend.capacity(), self._max_jobs, self._queues, self._tokens)
             self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace,
-                                  journal=self._journal)
+                                  journal=self._journal,
+                                  capabilities=backend_info(backend).capabilities)
             self._engine.on_stopped = self._finish_outside_loop
             self._engine.files_are_temporary = self._temporary
             self._plain = Submitter(self, {})
@@ -247,7 +254,8 @@ class Scheduler(Executor):
             self._stop_requested: threading.Event | None = None
             if self._journal is not None:
                 self._detach_log = attach_run_log(self._journal.run_dir)
-                self._control = ControlServer(self, self._journal.run_dir)
+                self._control = ControlServer(functools.partial(handle_request, self),
+                                              self._journal.run_dir)
                 self._control.start()
             _open_schedulers.add(self)  # shut down at interpreter exit
         except BaseException:  # stop what was started, free the run for the next try
@@ -314,7 +322,7 @@ class Scheduler(Executor):
         for job in given:
             if not isinstance(job, Job):
                 raise TypeError(f"dispatch() takes Jobs, not {job!r}")
-            if job._engine is not None:
+            if job._record.owner is not None:
                 raise ValueError(f"{job!r} was already dispatched")
             if job.status is not JobStatus.NEW or job.done():
                 raise ValueError(f"{job!r} cannot be dispatched: it is {job.status.name}")
@@ -323,38 +331,40 @@ class Scheduler(Executor):
             if self._shut:
                 raise RuntimeError("cannot dispatch jobs after the scheduler was shut down")
             batch = plan_batch(given, self._registry.named, _value_deps)
+            records = [job._record for job in batch]
             first_number = self._registry.next_number
             numbered: set[str] = set()
             try:
-                ids = self._validate(batch, numbered)
+                ids = self._validate(records, numbered)
             except BaseException:
                 self._registry.next_number = first_number  # the numbers stay free
                 raise
-            for job, job_id in zip(batch, ids):
-                job.id = job_id
-                job._engine = self._engine
-                job._collectable = collectable
+            for job, record, job_id in zip(batch, records, ids, strict=True):
+                record.id = job_id
+                record.future = job  # the loop resolves it, and keeps it alive until then
+                record.owner = self._engine
+                record.collectable = collectable
             self._registry.register(batch, numbered)
             with self._engine.results_ready:  # collect(n) may count them from now on
                 self._engine.unfinished += len(batch)
                 if collectable:
                     self._engine.uncollected += len(batch)
             # Posted under the lock, so that a concurrent shutdown() is posted after it.
-            self._engine.post(self._engine.add, batch)
+            self._engine.post(self._engine.add, records)
         return given
 
-    def _validate(self, batch: list[Job], numbered: set[str]) -> list[int | str]:
+    def _validate(self, batch: list[JobRecord], numbered: set[str]) -> list[int | str]:
         """Check every job and pickle its call; assign nothing until all pass.
         The ids numbered here (not chosen by the caller or the journal) are
         added to *numbered*."""
-        ids: list[int | str] = []
+        chosen: list[int | str | None] = []  # the caller's id, or None: one is made below
         taken: set[str] = set()
         for job in batch:
-            if job.status is not JobStatus.NEW and job._engine is None:  # a cancelled dependency
-                raise ValueError(f"{job!r} cannot be dispatched: it is {job.status.name}")
-            for dep in job._deps:
-                if dep._engine is not None and dep._engine is not self._engine:
-                    raise ValueError(f"job {job.name!r} depends on {dep!r}, "
+            if job.status is not JobStatus.NEW and job.owner is None:  # a cancelled dependency
+                raise ValueError(f"{_label(job)} cannot be dispatched: it is {job.status.name}")
+            for dep in job.deps:
+                if dep.owner is not None and dep.owner is not self._engine:
+                    raise ValueError(f"job {job.name!r} depends on {_label(dep)}, "
                                      "which belongs to another scheduler")
             try:
                 self._backend.check(job.spec.resources)
@@ -374,20 +384,21 @@ class Scheduler(Executor):
                     raise ValueError(f"job id {job_id!r} is already used in this scheduler "
                                      "(ids name job directories: 7 and '7' are the same)")
                 taken.add(str(job_id))
-            ids.append(job_id)
+            chosen.append(job_id)
             _pickle_call(job)
             if job.spec.notify:
                 self._notifier(job)  # a missing [smtp] table is reported now, not at the first mail
+        ids: list[int | str]
         if self._resumer is not None:
             ids = self._resumer.plan(batch, lambda: self._new_id(taken, numbered),
                                      lambda job_id: job_id in taken
                                      or self._registry.id_taken(job_id), taken)
         else:
             ids = [self._new_id(taken, numbered) if job_id is None else job_id
-                   for job_id in ids]
+                   for job_id in chosen]
         for job in batch:
-            for dep in job._value_deps:
-                dep._feeds_values = True
+            for dep in job.value_deps:
+                dep.feeds_values = True
         return ids
 
     def _new_id(self, taken: set[str], numbered: set[str]) -> int:
@@ -418,7 +429,7 @@ class Scheduler(Executor):
             self._config = load_config()
         return self._config
 
-    def _notifier(self, job: Job) -> Notifier:
+    def _notifier(self, job: JobRecord) -> Notifier:
         """The e-mail sender, made on first use from the [smtp] config.
 
         Raises:
@@ -434,15 +445,14 @@ class Scheduler(Executor):
             self._engine.notifier = Notifier(config.smtp)
         return self._engine.notifier
 
-    def _check_queue_and_tokens(self, job: Job) -> None:
+    def _check_queue_and_tokens(self, job: JobRecord) -> None:
         queue = job.spec.queue
         if queue is not None and queue not in self._queues:
             known = sorted(self._queues)
-            close = difflib.get_close_matches(queue, known, n=1, cutoff=0.5)
             where = self._where_set("queues", "{name = 2}", "Scheduler(queues={'name': capacity})")
-            hint = f"; did you mean {close[0]!r}?" if close else (
-                f"; known queues: {', '.join(known)}" if known else
-                f"; this scheduler has no queues ({where})")
+            hint = "; " + did_you_mean(queue, known, cutoff=0.5, otherwise=(
+                f"known queues: {', '.join(known)}" if known else
+                f"this scheduler has no queues ({where})"))
             raise ValueError(f"job {job.name!r} asks for unknown queue {queue!r}{hint}")
         if job.spec.tokens > self._tokens:
             where = self._where_set("tokens", "N", "Scheduler(tokens=N)")
@@ -508,7 +518,7 @@ class Scheduler(Executor):
         """Wait until every dispatched job is finished; False if *timeout* passed first."""
         self._refuse_on_loop_thread("wait()")
         pending = [job for job in self.jobs() if not job.done()]
-        done, not_done = wait_futures(pending, timeout=timeout)
+        _, not_done = wait_futures(pending, timeout=timeout)
         return not not_done
 
     # -- looking at the queue ------------------------------------------------------------
@@ -540,7 +550,7 @@ class Scheduler(Executor):
         and status-changed event. Returns *callback*, so it works as a decorator."""
         if not callable(callback):
             raise ValueError(f"on_event() takes a callable, not {callback!r}")
-        self._engine.listeners = self._engine.listeners + [callback]
+        self._engine.listeners = [*self._engine.listeners, callback]
         return callback
 
     # -- control ------------------------------------------------------------------------
@@ -565,7 +575,7 @@ class Scheduler(Executor):
         Raises:
             ValueError: *job* is not running.
         """
-        target = None if job is None else self._job(job)
+        target = None if job is None else self._job(job)._record
         self._engine.call(self._engine.abort, target)
 
     def clear(self) -> int:
@@ -579,7 +589,7 @@ class Scheduler(Executor):
             ValueError: the job is running or finished, or unknown.
         """
         target = self._job(job)
-        self._engine.call(self._engine.remove, target)
+        self._engine.call(self._engine.remove, target._record)
         self._registry.forget(target)
 
     def interrupt(self) -> None:
@@ -593,6 +603,17 @@ class Scheduler(Executor):
             found = self._registry.get(int(job_id))
         return found
 
+    def _submit_from_outside(self, task: Task, options: dict[str, Any]) -> Job:
+        """Make and dispatch a job that ``corral submit`` sent over the control
+        socket, and return once its id is in the journal (the id answered to
+        the command is on disk). The same command submitted again is new work:
+        it is never matched against earlier runs."""
+        job = Job(task, **options)
+        job._record.always_new = True
+        self.dispatch([job])
+        self._flush_journal_now()
+        return job
+
     def _flush_journal_now(self) -> None:
         """Return once everything the loop recorded so far is in the journal."""
         if self._journal is not None:
@@ -600,7 +621,7 @@ class Scheduler(Executor):
 
     def _job(self, job: Job | int | str) -> Job:
         if isinstance(job, Job):
-            if job._engine is not self._engine:
+            if job._record.owner is not self._engine:
                 raise ValueError(f"{job!r} does not belong to this scheduler")
             return job
         found = self._registry.get(job)
@@ -687,7 +708,7 @@ class Scheduler(Executor):
     def _remove_temporary_files(self) -> None:
         if self._temporary and self._run_dir.exists():
             for job in self.jobs():
-                job._keep_output()
+                job._record.keep_output()
             shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def __enter__(self) -> Scheduler:
@@ -740,7 +761,8 @@ def _at_interpreter_exit() -> None:
         try:  # one scheduler's failure must not leave the others running
             scheduler._at_exit()
         except Exception:
-            logging.getLogger("corral.scheduler").exception("could not shut %r down at exit", scheduler)
+            logging.getLogger("corral.scheduler").exception("could not shut %r down at exit",
+                                                            scheduler)
 
 
 def _refuse_after_interpreter_exit() -> None:
@@ -751,18 +773,24 @@ def _refuse_after_interpreter_exit() -> None:
         raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
 
-def _value_deps(job: Job) -> list[Job]:
+def _label(job: JobRecord) -> str:
+    """A job as its Job's repr shows it (``<Job 3 'train' RUNNING>``), for messages."""
+    return repr(job.future) if job.future is not None else (
+        f"<Job {'?' if job.id is None else job.id} {job.name!r} {job.status.name}>")
+
+
+def _value_deps(job: JobRecord) -> list[Job]:
     """Find the Jobs among a job's arguments and keep the arguments with placeholders."""
     task = job.spec.task
     found: list[Job] = []
     try:
         if isinstance(task, (Call, FunctionRef)):
-            job._call_parts = (replace_jobs(task.args, found),
+            job.call_parts = (replace_jobs(task.args, found),
                                replace_jobs(dict(task.kwargs), found))
         elif isinstance(task, Script):
-            job._argv_template = replace_jobs(tuple(task.argv), found)
+            job.argv_template = replace_jobs(tuple(task.argv), found)
         elif isinstance(task, Shell) and not isinstance(task.command, str):
-            job._argv_template = replace_jobs(task.command, found)
+            job.argv_template = replace_jobs(task.command, found)
     except RecursionError:
         raise ValueError(f"job {job.name!r}: its arguments are nested too deeply to be sent to "
                          "a worker (lists or dicts inside each other thousands of levels deep)"
@@ -770,17 +798,18 @@ def _value_deps(job: Job) -> list[Job]:
     return found
 
 
-def _pickle_call(job: Job) -> None:
+def _pickle_call(job: JobRecord) -> None:
     task = job.spec.task
     if not isinstance(task, (Call, FunctionRef)):
         return
-    args, kwargs = job._call_parts
+    args, kwargs = job.call_parts
     target = task.fn if isinstance(task, Call) else task.target
     try:
-        job._payload = dumps_call(target, args, kwargs, bool(job._value_deps))
+        job.payload = dumps_call(target, args, kwargs, bool(job.value_deps))
     except Exception as error:
         raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "
-                         f"arguments cannot be pickled ({type(error).__name__}: {error})") from error
+                         f"arguments cannot be pickled ({type(error).__name__}: {error})"
+                         ) from error
 
 
 _tidied = False
@@ -818,7 +847,8 @@ def _check_queues(queues: Mapping[str, int] | None) -> dict[str, int]:
         if not isinstance(name, str) or not name:
             raise ValueError(f"queues: {name!r} is not a queue name (a non-empty string)")
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"queues: capacity of {name!r} is {capacity!r}; it must be an int >= 1")
+            raise ValueError(f"queues: capacity of {name!r} is {capacity!r}; "
+                             "it must be an int >= 1")
     return dict(queues)
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from corral.status import JobStatus
 
 if TYPE_CHECKING:
-    from corral.core.job import Job
+    from corral.core.record import JobRecord
 
 __all__ = ["RunTally"]
 
@@ -45,7 +45,7 @@ class RunTally:
         self._counts: dict[JobStatus, int] = {}
         self._examples: dict[JobStatus, list[str]] = {}
 
-    def count(self, job: Job) -> None:
+    def count(self, job: JobRecord) -> None:
         """Note a job made final (each job once)."""
         self.finished += 1
         status = job.status
@@ -73,8 +73,9 @@ class RunTally:
         return f"{missed} of {self.finished} {noun} did not complete: {', '.join(parts)}"
 
 
-def _example(job: Job) -> str:
-    return f"job {job.id} {_short(job.name, _NAME_CHARS)!r}: {_short(job.reason or '?', _REASON_CHARS)}"
+def _example(job: JobRecord) -> str:
+    reason = _short(job.reason or "?", _REASON_CHARS)
+    return f"job {job.id} {_short(job.name, _NAME_CHARS)!r}: {reason}"
 
 
 def _short(text: str, limit: int) -> str:

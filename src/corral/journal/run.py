@@ -11,10 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from corral.core.job import Result
+from corral.backends import outlives_driver
+from corral.result import Result
+from corral.journal.store import (JournalError, StoredJob, owner_of, read_events, read_job,
+                                  read_jobs, read_meta, read_session_backends)
 from corral.status import JobStatus, statuses_named
-from corral.journal.store import (CLUSTER_BACKENDS, JournalError, StoredJob, owner_of, read_events, read_job,
-                    read_jobs, read_meta, read_session_backends)
 
 __all__ = ["Run"]
 
@@ -24,7 +25,7 @@ class Run:
     Raises:
         FileNotFoundError: *path* holds no journal (the message names it).
         PermissionError: the journal may not be read (another user's run).
-        corral.store.JournalError: the journal is empty, damaged or lost what
+        corral.JournalError: the journal is empty, damaged or lost what
             its write-ahead log held; never shown as a run without jobs.
     """
 
@@ -60,7 +61,7 @@ class Run:
         (None for a job that did not complete).
 
         Raises:
-            corral.store.JournalError: a stored result cannot be loaded; a
+            corral.JournalError: a stored result cannot be loaded; a
                 damaged value is never answered as None.
         """
         results = []
@@ -81,14 +82,14 @@ class Run:
         return read_events(self.path, job_id)
 
     def cluster_jobs(self, jobs: list[StoredJob]) -> dict[str, str]:
-        """``{job id: backend name}`` for those of *jobs* handed to a cluster
-        scheduler (their native ids are cluster job ids, and they run on
-        without a driver)."""
+        """``{job id: backend name}`` for those of *jobs* handed to a backend
+        whose jobs outlive the driver, a cluster scheduler (their native ids
+        are its job ids, and they run on without a driver)."""
         backends = read_session_backends(self.path)
         found = {}
         for job in jobs:
-            backend = backends.get(job.session or 0, "local")
-            if backend in CLUSTER_BACKENDS and job.native_id:
+            backend = backends.get(job.session or 0)
+            if backend is not None and outlives_driver(backend) and job.native_id:
                 found[str(job.id)] = backend
         return found
 

@@ -59,19 +59,41 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
+from corral.backends import outlives_driver
 from corral.errors import CorralError
 from corral.journal.writer import HEADER, WRITING_KEY
 from corral.status import TERMINAL, JobStatus
 
-if TYPE_CHECKING:
-    from corral.core.job import Job
-
 __all__ = ["JOURNAL_FILE", "Journal", "JournalError", "StoredJob", "RunInUse", "private_run_dir",
            "private_file",
            "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of",
-           "read_session_backends", "CLUSTER_BACKENDS"]
+           "read_session_backends", "JournaledJob"]
+
+
+class JournaledJob(Protocol):
+    """What the journal reads of a job it records: the engine's record
+    (:class:`corral.core.record.JobRecord`) fits it. A protocol, so that the
+    journal, which the core writes through, imports nothing of the core."""
+
+    id: Any
+    deps: Any  # its dependencies, each with an ``id``
+    status: JobStatus
+    reason: str | None
+    exit_code: int | None
+    attempts: int
+    native_id: str | None
+    started: float | None
+    ended: float | None
+    jobdir: Path | None
+    result_blob: bytes | None
+    error_blob: bytes | None
+    live_output: tuple[str, str] | None
+
+    @property
+    def name(self) -> str: ...
+
 
 JOURNAL_FILE = "journal.db"
 LOCK_FILE = "owner.lock"
@@ -330,7 +352,7 @@ def _checked_meta(db: sqlite3.Connection, path: Path,
             is another corral's.
     """
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not _TABLES <= tables:
+    if not tables >= _TABLES:
         if not tables and being_created():
             raise _NotCreatedYet
         missing = ", ".join(sorted(_TABLES - tables))
@@ -379,21 +401,24 @@ def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 
     Read from the lock file, and trusted only while its lock is held.
     """
-    lock_path = Path(run_dir) / LOCK_FILE
     try:
-        handle = open(lock_path, "r+")
+        with open(Path(run_dir) / LOCK_FILE, "r+") as handle:
+            return _owner_while_locked(handle)
     except FileNotFoundError:
         return None
-    with handle:
+
+
+def _owner_while_locked(handle: IO[str]) -> dict[str, Any] | None:
+    """What the open lock file says of its owner, if a live process holds its lock."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                return json.loads(handle.read() or "{}") or {"pid": None, "kind": "unknown"}
-            except ValueError:
-                return {"pid": None, "kind": "unknown"}
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return None
+            return json.loads(handle.read() or "{}") or {"pid": None, "kind": "unknown"}
+        except ValueError:
+            return {"pid": None, "kind": "unknown"}
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 _OPEN_JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()
@@ -415,10 +440,6 @@ def _forget_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
-#: Backends whose jobs keep running when the driver dies.
-CLUSTER_BACKENDS = frozenset({"slurm"})
-
-
 class Journal:
     """The writing side of a run's journal. See the module docstring.
 
@@ -429,74 +450,75 @@ class Journal:
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], kind: str = "script",
-                 backend: str = "local") -> None:
+                 backend: str | None = None) -> None:
         self.run_dir = private_run_dir(run_dir)
         self._lock = self._take_lock(kind)
         path = self.run_dir / JOURNAL_FILE
-        self._db: sqlite3.Connection | None = None
+        db: sqlite3.Connection | None = None
         try:
             if not path.exists():
                 _create_journal(path, kind)
             _check_header(path)
             log_was_missing = _log_missing(path)
-            self._db = _open_for_writing(path)
+            db = _open_for_writing(path)
             try:
-                meta = _checked_meta(self._db, path)
+                meta = _checked_meta(db, path)
                 if log_was_missing and meta.get(WRITING_KEY):
                     raise _log_lost(path, meta[WRITING_KEY])
-                self._open_session(kind, backend)
+                self._open_session(db, kind, backend)
             except sqlite3.DatabaseError as error:
                 raise _damaged(path, error) from None
         except BaseException:
-            if self._db is not None:
-                self._db.close()
+            if db is not None:
+                db.close()
             self._release_lock()
             raise
-        self._seq = 1 + max((row[0] for row in self._db.execute("SELECT max(seq) FROM jobs")
+        self._seq = 1 + max((row[0] for row in db.execute("SELECT max(seq) FROM jobs")
                              if row[0] is not None), default=0)
         self._events: list[tuple] = []
         self._new_jobs: list[tuple] = []
-        self._dirty: dict[int, Job] = {}
+        self._dirty: dict[int, JournaledJob] = {}
         self.closed = False
         self._broken = False
         self._failure: str | None = None
         self._last_send = 0.0
-        self._db.close()  # from here on, the writer process owns the writing
-        self._writer = self._start_writer()
-        self._pipe = self._writer.stdin
+        db.close()  # from here on, the writer process owns the writing
+        self._writer, self._pipe, self._answers = self._start_writer()
         _OPEN_JOURNALS.add(self)
 
-    def _open_session(self, kind: str, backend: str) -> None:
-        """Record this session and settle what earlier ones left unfinished."""
+    def _open_session(self, db: sqlite3.Connection, kind: str, backend: str | None) -> None:
+        """Record this session and settle what earlier ones left unfinished, through
+        *db*: the one connection the driver opens, before the writer takes over."""
         if kind != "daemon":  # a script starts unpaused, whatever a killed one left
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
         #: Every earlier session's kind ("script", "daemon"), by session id.
-        self.session_kinds: dict[int, str] = dict(
-            self._db.execute("SELECT id, kind FROM sessions"))
-        if "backend" not in {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}:
-            self._db.execute("ALTER TABLE sessions ADD COLUMN backend TEXT")
-        #: Every earlier session's backend ("local", "slurm"), by session id.
-        self.session_backends: dict[int, str] = dict(
-            self._db.execute("SELECT id, coalesce(backend, 'local') FROM sessions"))
-        self.session = self._start_session(kind, backend)
+        self.session_kinds: dict[int, str] = dict(db.execute("SELECT id, kind FROM sessions"))
+        if "backend" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
+            db.execute("ALTER TABLE sessions ADD COLUMN backend TEXT")
+        #: Every earlier session's backend by session id (None: not recorded, as
+        #: in journals from before backends were).
+        self.session_backends: dict[int, str | None] = dict(
+            db.execute("SELECT id, backend FROM sessions"))
+        self.session = self._start_session(db, kind, backend)
         #: The jobs of earlier sessions, by key, as they were left (a call
         #: settled from the outcome log as it ended).
         self.previous = {job.key: job for job in _rows_to_jobs(
-            self._db.execute("SELECT * FROM jobs ORDER BY seq"), self.run_dir / JOURNAL_FILE)}
+            db.execute("SELECT * FROM jobs ORDER BY seq"), self.run_dir / JOURNAL_FILE)}
         #: When each job's latest attempt was queued, as far as the journal
         #: knows: a logged outcome that ended later is that attempt's. (Not the
         #: job's last event: the driver stamps RUNNING after it has handed the
         #: call over, and a fast call can end before that stamp.)
-        self.last_change: dict[str, float] = dict(self._db.execute(
+        self.last_change: dict[str, float] = dict(db.execute(
             "SELECT job_id, max(time) FROM events WHERE new IN (?, ?) GROUP BY job_id",
             (JobStatus.NEW.value, JobStatus.QUEUED.value)))
-        self._close_orphans(kind)
+        self._close_orphans(db, kind)
 
     # -- ownership -----------------------------------------------------------------------
 
     def _take_lock(self, kind: str):
         private_file(self.run_dir / LOCK_FILE)
-        handle = open(self.run_dir / LOCK_FILE, "a+")
+        # Not in a with-block: the open file is the lock, held until the session ends.
+        handle = open(self.run_dir / LOCK_FILE, "a+")  # noqa: SIM115
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -524,19 +546,22 @@ class Journal:
             handle.truncate()
             handle.close()
 
-    def _start_session(self, kind: str, backend: str) -> int:
-        cursor = self._db.execute(
-            "INSERT INTO sessions (pid, host, kind, argv, started, backend) VALUES (?, ?, ?, ?, ?, ?)",
+    def _start_session(self, db: sqlite3.Connection, kind: str, backend: str | None) -> int:
+        cursor = db.execute(
+            "INSERT INTO sessions (pid, host, kind, argv, started, backend) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (os.getpid(), socket.gethostname(), kind, json.dumps(sys.argv), time.time(), backend))
-        return int(cursor.lastrowid)
+        session = cursor.lastrowid
+        assert session is not None, "sqlite3 sets lastrowid after every INSERT"
+        return session
 
     def outlives_driver(self, job: StoredJob) -> bool:
         """Whether an unfinished job lives on without its driver: one handed to
         a cluster scheduler (it is found again by its native id), not a local process."""
         return (job.native_id is not None
-                and self.session_backends.get(job.session or 0, "local") in CLUSTER_BACKENDS)
+                and outlives_driver(self.session_backends.get(job.session or 0)))
 
-    def _close_orphans(self, kind: str) -> None:
+    def _close_orphans(self, db: sqlite3.Connection, kind: str) -> None:
         """End the jobs that earlier sessions left unfinished: their drivers are
         gone (this process holds the run's lock), so nothing runs them any more.
 
@@ -552,7 +577,7 @@ class Journal:
         orphans = [job for job in self.previous.values()
                    if job.status not in TERMINAL
                    and not self.outlives_driver(job)
-                   and not (kind == "daemon" and job.kind == "shell"
+                   and not (kind == "daemon" and job.kind == "shell" and job.session is not None
                             and self.session_kinds.get(job.session) == "daemon")]
         if not orphans:
             return
@@ -565,20 +590,20 @@ class Journal:
         ended = [self._settled(job, outcomes) or replace(
             job, status=JobStatus.CANCELLED, reason=ORPHANED, ended=job.ended or now)
             for job in orphans]
-        self._db.execute("BEGIN")
-        self._db.executemany(
+        db.execute("BEGIN")
+        db.executemany(
             "UPDATE jobs SET status=?, reason=?, exit_code=?, ended=?, result=?, error=?, "
             "live=NULL WHERE id=?",
             [(job.status.value, job.reason, job.exit_code, job.ended, job.result, job.error,
               str(job.id)) for job in ended])
-        self._db.executemany(
+        db.executemany(
             "INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, ?, ?)",
             [(str(job.id), now, old.status.value, job.status.value, job.reason)
-             for old, job in zip(orphans, ended)])
-        self._db.execute("COMMIT")
+             for old, job in zip(orphans, ended, strict=True)])
+        db.execute("COMMIT")
         for job in ended:
             self.last_change[str(job.id)] = now
-            if job.status is not JobStatus.CANCELLED:  # the others stay as the Resumer must see them
+            if job.status is not JobStatus.CANCELLED:  # the Resumer must see the others as they are
                 self.previous[job.key] = job
 
     def _settled(self, job: StoredJob, outcomes: dict[str, tuple[bool, bytes, float]]
@@ -591,8 +616,8 @@ class Journal:
             return None
         ok, blob, ended = found
         if ok:
-            return replace(job, status=JobStatus.COMPLETED, reason=f"completed; {FOUND_IN_OUTCOME_LOG}",
-                           exit_code=0, ended=ended, result=blob, error=None)
+            return replace(job, status=JobStatus.COMPLETED, exit_code=0, ended=ended, result=blob,
+                           error=None, reason=f"completed; {FOUND_IN_OUTCOME_LOG}")
         return replace(job, status=JobStatus.FAILED, exit_code=None, ended=ended, result=None,
                        error=blob, reason=f"raised {_error_summary(blob)}; {FOUND_IN_OUTCOME_LOG}")
 
@@ -603,21 +628,22 @@ class Journal:
 
     # -- recording (control-loop thread) ------------------------------------------------------
 
-    def added(self, job: Job, key: str, kind: str, command: str, spec: str) -> None:
+    def added(self, job: JournaledJob, key: str, kind: str, command: str, spec: str) -> None:
         """Record a new job (*spec* is JSON); written at the next :meth:`flush`."""
-        deps = [dep.id for dep in job._deps]  # JSON-encoded by the writer process
+        deps = [dep.id for dep in job.deps]  # JSON-encoded by the writer process
         self._new_jobs.append((
             str(job.id), job.id if isinstance(job.id, int) else None, self._seq, key, job.name,
             kind, command, spec, deps, self.session))
         self._seq += 1
         self._dirty[id(job)] = job
 
-    def touched(self, job: Job) -> None:
+    def touched(self, job: JournaledJob) -> None:
         """Record a change of *job*'s row without a state change (why a QUEUED
         job waits); written at the next :meth:`flush`, no event row."""
         self._dirty[id(job)] = job
 
-    def moved(self, job: Job, old: JobStatus | None, new: JobStatus, reason: str | None) -> None:
+    def moved(self, job: JournaledJob, old: JobStatus | None, new: JobStatus,
+              reason: str | None) -> None:
         """Record a state change; written at the next :meth:`flush`."""
         self._events.append((str(job.id), time.time(), old.value if old else None, new.value,
                              reason))
@@ -646,14 +672,14 @@ class Journal:
             self._last_send = time.monotonic()
             rows = [(job.status.value, job.reason, job.exit_code, job.attempts, job.native_id,
                      job.started, job.ended, None if job.jobdir is None else os.fspath(job.jobdir),
-                     job._result_blob, job._error_blob,
-                     None if job._live_output is None else "\n".join(job._live_output), str(job.id))
+                     job.result_blob, job.error_blob,
+                     None if job.live_output is None else "\n".join(job.live_output), str(job.id))
                     for job in self._dirty.values()]
             self._send(("jobs", self._new_jobs, self._events, rows))
             self._new_jobs, self._events, self._dirty = [], [], {}
         if wait:
             self._send(("sync",))
-            answer = self._writer.stdout.readline()
+            answer = self._answers.readline()
             if answer != b"ok\n":
                 problem = answer.decode(errors="replace").strip() or "the writer process died"
                 raise JournalError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: "
@@ -672,7 +698,8 @@ class Journal:
                     "the journal writer of %s is gone (%s): the journal stops here",
                     self.run_dir, error)
 
-    def _start_writer(self) -> subprocess.Popen:
+    def _start_writer(self) -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
+        """Start the writer process; return it, the pipe to it and the pipe of its answers."""
         import json as _json
 
         writer = subprocess.Popen(
@@ -680,9 +707,11 @@ class Journal:
              _json.dumps(sys.path), str(self.session)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
             bufsize=0, close_fds=True)
-        with contextlib.suppress(OSError, AttributeError):
-            fcntl.fcntl(writer.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-        return writer
+        requests, answers = writer.stdin, writer.stdout
+        assert requests is not None and answers is not None, "both were asked for as pipes"
+        with contextlib.suppress(OSError, AttributeError):  # (F_SETPIPE_SZ: Linux only)
+            fcntl.fcntl(requests.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        return writer, requests, answers
 
     def close(self) -> None:
         """Flush, end the session and give up ownership of the run.
@@ -704,8 +733,8 @@ class Journal:
             except subprocess.TimeoutExpired:
                 self._writer.kill()
                 code = self._writer.wait()
-            report = self._writer.stdout.read() or b""  # its last words: what it could not write
-            self._writer.stdout.close()
+            report = self._answers.read() or b""  # its last words: what it could not write
+            self._answers.close()
             if code == 0 and not self._broken:
                 from corral.runtime.outcomes import discard_outcomes
 
@@ -750,7 +779,7 @@ def _rows_to_jobs(cursor: sqlite3.Cursor, path: Path) -> list[StoredJob]:
             file, the job and the value), never a traceback from deep inside.
     """
     names = [column[0] for column in cursor.description]
-    return [_stored_job(dict(zip(names, row)), path) for row in cursor]
+    return [_stored_job(dict(zip(names, row, strict=True)), path) for row in cursor]
 
 
 _NUMBER = ((int, float), "number")
@@ -903,15 +932,15 @@ def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
         return []
 
 
-def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str]:
-    """Which backend each session of the run used, by session id (journals
-    from before backends were recorded say ``local``)."""
+def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str | None]:
+    """Which backend each session of the run used, by session id (None in
+    journals from before backends were recorded: they ran on this machine)."""
     try:
         with _reading(run_dir) as db:
             columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
             if "backend" not in columns:
-                return {row[0]: "local" for row in db.execute("SELECT id FROM sessions")}
-            return dict(db.execute("SELECT id, coalesce(backend, 'local') FROM sessions"))
+                return {row[0]: None for row in db.execute("SELECT id FROM sessions")}
+            return dict(db.execute("SELECT id, backend FROM sessions"))
     except _NotCreatedYet:
         return {}
 

@@ -1,0 +1,250 @@
+"""The engine's own record of one job, kept apart from the user's :class:`~corral.Job`.
+
+As ``concurrent.futures`` keeps its ``_WorkItem`` apart from the ``Future`` it
+resolves, corral keeps what scheduling needs (dependencies, the unmet count,
+bypasses, kill intent, the journal's entry, ...) in a :class:`JobRecord`, and
+the :class:`~corral.Job` a user holds is a Future plus a read-only view of it::
+
+    user's thread                  control-loop thread
+    Job (Future, read-only view) ──> JobRecord <── Engine, Packer, Journal, ...
+         ^                              │
+         └──── resolved through ────────┘  (record.future, until it is resolved)
+
+Who writes what: the scheduler fills a record in while it dispatches the job
+(the caller's thread, before the control loop knows it); from then on only
+the control-loop thread writes it. Any thread may read it. A job's status
+changes only through :meth:`JobRecord.move`.
+
+The links are made so that a finished job the program dropped is freed, with
+its record, by reference counting alone: the record holds its Job only from
+dispatch until the Future is resolved (the control loop must keep an
+unfinished job alive, a finished one must not be kept), and it never holds
+anything that holds it back.
+
+This module imports only vocabulary (spec, status) and the output reader.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from corral.runtime.spool import read_output
+from corral.spec import JobSpec
+from corral.result import Result
+from corral.status import JobStatus, check_transition
+
+if TYPE_CHECKING:
+    from corral.journal.store import StoredJob
+
+__all__ = ["JobRecord", "KillIntent", "DeadlineKind", "Owner", "NO_JOURNAL_ENTRY",
+           "cancel_future"]
+
+NO_JOURNAL_ENTRY = ("", "", "", "{}")
+
+
+class KillIntent(enum.Enum):
+    """Why corral asked the backend to kill a job: it decides how the job ends."""
+
+    CANCEL = "cancel"    # cancelled (by the user, a failed parent, clear(), ...)
+    TIMEOUT = "timeout"  # its ``timeout`` ran out: it ends TIMED_OUT
+    ABORT = "abort"      # abort(): asked to stop, killed after the grace period
+
+
+class DeadlineKind(enum.Enum):
+    """What the control loop does when one of its deadlines comes due."""
+
+    TIMEOUT = "timeout"      # kill the job: its time limit is over
+    ABORT_GRACE = "abort"    # kill the aborted job: its grace period is over
+
+
+class Owner(Protocol):
+    """What a dispatched job's record needs of the engine that owns it."""
+
+    backend_name: str
+
+    def cancel(self, record: JobRecord, reason: str) -> bool:
+        """Cancel the job from any thread; True if it is cancelled now."""
+        ...
+
+
+@dataclass(slots=True, eq=False, weakref_slot=True)
+class JobRecord:
+    """Everything corral knows about one job; see the module docstring.
+
+    Deadlines hold records weakly (``weakref_slot``), so that a long timeout
+    does not keep a job that finished early alive.
+    """
+
+    spec: JobSpec
+    id: int | str | None = None
+    meta: Any = None
+
+    # -- the state users read through their Job ------------------------------------
+    status: JobStatus = JobStatus.NEW
+    reason: str | None = None
+    exit_code: int | None = None
+    native_id: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 0
+    jobdir: Path | None = None
+    data: Any = None  # a completed call's value
+    kept_output: dict[str, str] | None = None  # copied in before a temporary run dir goes
+    live_output: tuple[str, str] | None = None  # (stdout, stderr) files while a worker runs it
+
+    # -- the link to the Job and the engine ------------------------------------------------
+    future: Future[Any] | None = None  # the Job to resolve: from dispatch until resolved
+    owner: Owner | None = None         # the engine, once dispatched
+
+    # -- filled in at dispatch, then owned by the control loop ------------------------------
+    deps: list[Any] = field(default_factory=list)        # records (or FinishedJobs) it waits for
+    value_deps: list[JobRecord] = field(default_factory=list)  # whose results are its arguments
+    dependents: list[JobRecord] = field(default_factory=list)
+    payload: bytes | None = None                # the pickled call
+    call_parts: tuple[tuple, dict] = ((), {})   # arguments, Jobs replaced by placeholders
+    argv_template: tuple[Any, ...] = ()         # command words, Jobs replaced
+    unmet: int = 0
+    final: bool = False
+    kill_intent: KillIntent | None = None
+    bypassed: int = 0       # how often the packer let a later job pass it
+    failures: int = 0       # failed attempts, counted against ``retries``
+    taken_at: float = 0.0   # when the packer gave it room (monotonic)
+    value_bytes: bytes | None = None  # its pickled result, for the jobs it feeds
+    feeds_values: bool = False
+    collectable: bool = False  # dispatch()ed: its Result goes to Scheduler.collect()
+
+    # -- the journal's view (set at dispatch when the scheduler keeps one) --------------------
+    key: str | None = None
+    journal_entry: tuple[str, str, str, str] = NO_JOURNAL_ENTRY
+    restored: StoredJob | None = None   # completed in an earlier run
+    reattach: StoredJob | None = None   # still in the cluster's hands since an earlier run
+    always_new: bool = False            # never matched against earlier runs (corral submit)
+    doomed: str | None = None           # cancelled as soon as it is added, with this reason
+    result_blob: bytes | None = None
+    error_blob: bytes | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dispatched_id(self) -> int | str:
+        """The id, for code that sees only dispatched jobs (the engine, the registry).
+
+        ``id`` is None until dispatch gives the job one (or keeps the caller's),
+        and dispatch does that before any such code sees the record; so a job
+        without one here is a bug in corral, reported as such.
+
+        Raises:
+            RuntimeError: the job was never dispatched.
+        """
+        job_id = self.id
+        if job_id is None:
+            raise RuntimeError(f"job {self.name!r} has no id: it was never dispatched "
+                               "(a bug in corral)")
+        return job_id
+
+    # -- the one way a status changes -------------------------------------------------------
+
+    def move(self, new: JobStatus, reason: str | None = None, *, checked: bool = True
+             ) -> JobStatus:
+        """Set the status (and its reason) and return the old one.
+
+        Checked against :func:`corral.status.check_transition`; only two
+        callers pass ``checked=False``: a job restored from the journal (NEW
+        to COMPLETED: it ran in an earlier run) and the control loop failing
+        every job after it crashed. A job that becomes final now ends now (a
+        cancelled job does not wait for the backend to report its processes gone).
+
+        Raises:
+            IllegalTransition: the table refuses the move (a bug in corral).
+        """
+        old = self.status
+        if checked:
+            check_transition(old, new)
+        if new.is_terminal and self.ended is None:
+            self.ended = time.time()
+        self.status = new
+        self.reason = reason
+        return old
+
+    # -- what people read -------------------------------------------------------------------
+
+    def result_view(self) -> Result:
+        """A :class:`Result` describing the job as it stands now."""
+        return Result(id=self.id, name=self.name, data=self.data,  # type: ignore[arg-type]
+                      status=self.status, exit_code=self.exit_code, started=self.started,
+                      ended=self.ended, attempts=self.attempts, reason=self.reason)
+
+    def read_output(self, stream: str) -> str:
+        """What the job wrote to *stream* (``"stdout"``/``"stderr"``) so far."""
+        if self.kept_output is not None and stream in self.kept_output:
+            return self.kept_output[stream]
+        live = self.live_output
+        if live is not None:
+            path: Path | str = live[0] if stream == "stdout" else live[1]
+        elif self.jobdir is not None:
+            path = self.jobdir / stream
+        else:
+            return ""
+        return read_output(path)
+
+    def keep_output(self) -> None:
+        """Copy the output into memory before the job's files are deleted."""
+        kept: dict[str, str] = {}
+        for stream in ("stdout", "stderr"):
+            path = None if self.jobdir is None else self.jobdir / stream
+            try:
+                kept[stream] = (self.read_output(stream)
+                                if path is not None and os.path.getsize(path) else "")
+            except OSError:
+                kept[stream] = ""
+        self.kept_output = kept
+
+    # -- once final -------------------------------------------------------------------------
+
+    def release_run_state(self) -> None:
+        """Drop what only running the job needed, once it is final: the pickled
+        call, the arguments with placeholders, the links to its dependencies
+        (its dependents are let go by the control loop as it releases them).
+
+        A finished job the program still holds then keeps only what it shows
+        (spec, status, result); one it dropped is freed with all of that.
+        """
+        self.payload = None
+        self.call_parts = ((), {})
+        self.argv_template = ()
+        self.deps = []
+        self.value_deps = []
+        self.journal_entry = NO_JOURNAL_ENTRY
+
+    def resolve(self, error: BaseException | None) -> None:
+        """Resolve the Job as the (final) status says, then let go of it."""
+        future, self.future = self.future, None
+        self.final = True
+        if future is None:
+            return
+        if future.done():
+            # A program called the Future's executor-side set_result/set_exception
+            # itself (a Job is a Future and keeps them): its word stands, and the
+            # loop that resolves every job must not fail on this one.
+            return
+        if self.status is JobStatus.COMPLETED:
+            future.set_result(self.data)
+        elif self.status is JobStatus.CANCELLED:
+            cancel_future(future)
+        else:
+            future.set_exception(error)
+
+
+def cancel_future(future: Future[Any]) -> None:
+    """Resolve *future* as cancelled, even though corral kept it pending while
+    the job ran (``Future.cancel`` alone refuses a running future)."""
+    Future.cancel(future)
+    Future.set_running_or_notify_cancel(future)

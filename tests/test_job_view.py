@@ -1,0 +1,224 @@
+"""A Job is a Future and a read-only view; the engine keeps its own record.
+
+As ``concurrent.futures`` keeps its ``_WorkItem`` apart from the ``Future``,
+what corral needs to schedule a job lives in a :class:`JobRecord` that only
+the control loop writes; the user's Job reads from it. These tests pin the
+wall between the two, and the import graph that wall made acyclic.
+"""
+
+from __future__ import annotations
+
+import ast
+import weakref
+from concurrent.futures import CancelledError, Future
+from pathlib import Path
+
+import pytest
+
+import corral
+from corral import Job, JobStatus
+from corral.core.record import DeadlineKind, JobRecord, KillIntent
+from corral.status import IllegalTransition
+
+import jobs
+from support.waiting import wait_until
+
+SRC = Path(corral.__file__).resolve().parent
+
+#: What a Job may keep in its own ``__dict__``: the Future's fields and the
+#: link to its record. Everything else is the engine's business.
+FUTURE_FIELDS = set(vars(Future()))
+READ_ONLY = ("id", "name", "spec", "meta", "status", "reason", "exit_code", "native_id",
+             "started", "ended", "attempts", "jobdir", "stdout", "stderr", "record")
+
+
+@pytest.mark.parametrize("attribute", READ_ONLY)
+def test_assigning_to_what_a_job_shows_is_refused(attribute):
+    job = Job(jobs.noop)
+    with pytest.raises(AttributeError,
+                       match=f"property '{attribute}' of 'Job' object has no setter"):
+        setattr(job, attribute, None)
+
+
+def test_a_job_holds_no_scheduling_fields_of_its_own(scheduler):
+    waiting = Job(jobs.square, (3,))
+    assert set(vars(waiting)) == FUTURE_FIELDS | {"_record"}
+    parent = scheduler.submit(jobs.square, 2)
+    child = scheduler.submit(jobs.add, parent, 1)
+    assert child.result(timeout=30) == 5
+    for job in (parent, child):
+        assert set(vars(job)) == FUTURE_FIELDS | {"_record"}
+        assert isinstance(job._record, JobRecord)
+
+
+def test_what_a_job_shows_is_read_from_its_record(scheduler):
+    job = scheduler.submit(jobs.square, 4)
+    assert job.result(timeout=30) == 16
+    record = job._record
+    assert (job.id, job.name, job.status, job.attempts, job.exit_code) == (
+        record.id, record.name, JobStatus.COMPLETED, 1, 0)
+    assert job.record.data == 16 and job.record.status is JobStatus.COMPLETED
+    assert repr(job) == f"<Job {job.id} 'square' COMPLETED>"
+
+
+def test_the_engine_reads_a_dispatched_jobs_id_and_an_undispatched_one_is_a_bug(scheduler):
+    """The engine and the registry key jobs by ``dispatched_id``: the id dispatch
+    gave (or kept), never a None that would file every job under one key."""
+    mine, numbered = scheduler.dispatch([Job(jobs.square, (3,), id="mine"), Job(jobs.square, (5,))])
+    assert (mine._record.dispatched_id, numbered._record.dispatched_id) == ("mine", numbered.id)
+    assert isinstance(numbered.id, int)
+    with pytest.raises(RuntimeError, match=r"^job 'noop' has no id: it was never dispatched "
+                                           r"\(a bug in corral\)$"):
+        _ = Job(jobs.noop)._record.dispatched_id
+    assert (mine.result(timeout=30), numbered.result(timeout=30)) == (9, 25)
+
+
+def test_an_illegal_status_change_is_refused_by_the_one_transition_function():
+    record = Job(jobs.noop)._record
+    with pytest.raises(IllegalTransition, match="a job cannot go from NEW to RUNNING"):
+        record.move(JobStatus.RUNNING)
+    assert record.status is JobStatus.NEW
+
+
+def test_an_unsubmitted_job_cancelled_goes_through_the_transition_function_and_stays_out(
+        scheduler):
+    job = Job(jobs.noop)
+    assert job.cancel() is True
+    assert job.status is JobStatus.CANCELLED and job.reason == "cancelled by user"
+    with pytest.raises(CancelledError, match=r"job None 'noop' was cancelled: cancelled by user"):
+        job.result(timeout=0)
+    with pytest.raises(ValueError, match=r"<Job \? 'noop' CANCELLED> cannot be dispatched: "
+                                         r"it is CANCELLED"):
+        scheduler.dispatch([job])
+
+
+def test_a_cancelled_running_job_was_killed_with_the_cancel_intent(scheduler, release):
+    job = scheduler.submit(jobs.wait_for_file, str(release))
+    wait_until(job.running)
+    assert job.cancel() is True
+    assert job._record.kill_intent is KillIntent.CANCEL
+    assert job.status is JobStatus.CANCELLED
+
+
+def test_kill_intents_and_deadline_kinds_are_enums_not_strings():
+    assert {intent.name for intent in KillIntent} == {"CANCEL", "TIMEOUT", "ABORT"}
+    assert {kind.name for kind in DeadlineKind} == {"TIMEOUT", "ABORT_GRACE"}
+    assert KillIntent.TIMEOUT != "timeout"  # compared as members, never as text
+
+
+def test_a_finished_job_dropped_by_the_program_frees_its_record_without_the_collector(
+        scheduler):
+    """The record lets go of its Job once it is resolved: no cycle, so
+    reference counting alone frees both (200,000 dropped calls stay flat)."""
+    job = scheduler.submit(jobs.square, 7)
+    assert job.result(timeout=30) == 49
+    record_ref = weakref.ref(job._record)
+    assert job._record.future is None  # resolved: the record holds its Job no longer
+    del job
+    assert record_ref() is None
+
+
+def test_an_unfinished_job_the_program_dropped_is_still_listed(scheduler, release):
+    scheduler.submit(jobs.wait_for_file, str(release))  # the Job is dropped at once
+    wait_until(lambda: scheduler.qsize("running") == 1)
+    [listed] = scheduler.jobs()
+    assert listed._record.future is listed  # the record keeps it alive until resolved
+    release.touch()
+    assert listed.result(timeout=30) is None
+
+
+# -- the import graph -------------------------------------------------------------------------
+
+
+def _imports_of(path: Path, module: str, modules: set[str]) -> set[str]:
+    """The corral modules *module* imports anywhere in its file, under
+    ``if TYPE_CHECKING:`` and inside functions too."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name in modules and name != module)
+    return found
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_core_control_and_journal_import_each_other_without_cycles():
+    """The cycles engine → job → store/packing/events/summary → job → engine and
+    control.server → control.verbs → core.scheduler → control.server are gone,
+    counting imports made only for type checking too."""
+    files = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        files[module] = path
+    modules = set(files)
+    watched = ("corral.core", "corral.control", "corral.journal", "corral.events")
+    graph = {module: {name for name in _imports_of(path, module, modules)
+                      if name.startswith(watched)}
+             for module, path in files.items() if module.startswith(watched)}
+    assert _cycles(graph) == []
+
+
+@pytest.mark.parametrize("call", [lambda job: job.set_result(42),
+                                  lambda job: job.set_exception(ValueError("from outside"))])
+def test_a_job_resolved_by_the_program_itself_does_not_stop_the_scheduler(call):
+    """A Job is a Future, so a program may resolve one itself (CPython's Future tests
+    do); the scheduler then keeps the program's word for it instead of crashing its
+    loop, and the other jobs go on."""
+    with corral.Scheduler(cores=1) as scheduler:
+        first = scheduler.submit(pow, 2, 5)
+        call(first)
+        second = scheduler.submit(pow, 3, 3)
+        assert second.result(timeout=60) == 27
+        wait_until(lambda: first.status is corral.JobStatus.COMPLETED, timeout=60,
+                   message="the job the program resolved itself still runs to its end")
