@@ -1,11 +1,11 @@
 """Shared fixtures: a real scheduler per test, and a check that no process
-outlives a test."""
+outlives a test. Helpers that tests import by name live in ``tests/support/``."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -14,38 +14,6 @@ import pytest
 import corral
 
 import slurm_cluster
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 20.0, message: str = "") -> None:
-    """Poll *condition* until it is true; fail the test after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message or condition}")
-        time.sleep(0.005)
-
-
-def pids_alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def loop_barrier(scheduler: corral.Scheduler) -> None:
-    """Return once the control loop has finished a whole iteration after now.
-
-    A request is answered in the first step of an iteration; answering a
-    second one proves the iteration that answered the first has finished
-    (and so, for example, has started whatever it was going to start).
-    """
-    for _ in range(2):
-        scheduler.qsize()
-        scheduler._engine.call(lambda: None)
 
 
 @pytest.fixture
@@ -71,7 +39,8 @@ def no_process_left_behind() -> Iterator[None]:
     me = psutil.Process(os.getpid())
     deadline = time.monotonic() + 10
     while True:
-        left = [child for child in me.children(recursive=True) if child.status() != psutil.STATUS_ZOMBIE]
+        left = [child for child in me.children(recursive=True)
+                if child.status() != psutil.STATUS_ZOMBIE]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.01)

@@ -7,7 +7,7 @@ that need a run of their own (a whole-run ``wait``, a killed or idle daemon,
 ``clean``) use ``fresh``. Every daemon started here is stopped at teardown.
 
 Daemons are started with one CPU, so they run one job at a time: a second job
-waits in the queue behind a running one on any machine (see cli_helpers).
+waits in the queue behind a running one on any machine (see support/cli.py).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from corral.backends import backend_info
 from corral.options import JOB_OPTIONS
 
-from cli_helpers import (Corral, assert_one_line_error, kill_and_wait, pid_gone, read_until)
-from conftest import wait_until
+from support.cli import (Corral, assert_one_line_error, kill_and_wait, pid_gone, read_until)
+from support.waiting import wait_until
 
 
 def block(release: Path) -> str:
@@ -216,7 +217,8 @@ def test_a_relative_workdir_is_taken_from_the_current_directory(cli, tmp_path):
 
 def test_a_job_sees_the_environment_of_the_command_that_submitted_it(cli):
     cli.ok("resume")  # the daemon runs already, started without the variable below
-    job = cli.submit('echo "[$ONLY_FOR_THIS_SUBMIT]"', env={"ONLY_FOR_THIS_SUBMIT": "from my shell"})
+    job = cli.submit('echo "[$ONLY_FOR_THIS_SUBMIT]"',
+                     env={"ONLY_FOR_THIS_SUBMIT": "from my shell"})
     other = cli.submit('echo "[$ONLY_FOR_THIS_SUBMIT]"')
     assert cli("wait", job, other).status == 0
     assert cli.ok("logs", job).out == "[from my shell]\n"
@@ -318,7 +320,8 @@ def test_clear_cancels_every_job_that_has_not_started(cli, tmp_path):
     queued = [cli.submit(f"touch ran-{number}") for number in range(3)]
     assert cli.ok("clear").out == "cleared 3 job(s)\n"
     rows = cli("status", *queued).rows()
-    assert [(row["STATUS"], row["DETAIL"]) for row in rows.values()] == [("CANCELLED", "cleared")] * 3
+    assert ([(row["STATUS"], row["DETAIL"]) for row in rows.values()]
+            == [("CANCELLED", "cleared")] * 3)
     assert cli.status_of(running) == "RUNNING"
     release.touch()
     assert cli("wait", running).status == 0
@@ -381,8 +384,9 @@ def test_options_lists_every_job_option_with_its_local_and_slurm_rendering(tmp_p
             current[fact] = value.strip()
     assert list(blocks) == list(JOB_OPTIONS)
     for name, option in JOB_OPTIONS.items():
-        assert blocks[name]["local"] == option.backends["local"], (name, blocks[name])
-        assert blocks[name]["slurm"] == option.backends["slurm"], (name, blocks[name])
+        for backend in ("local", "slurm"):
+            assert blocks[name][backend] == backend_info(backend).option_help[name], (
+                name, blocks[name])
         assert option.help in blocks[name]["title"]
 
 
@@ -418,7 +422,8 @@ def test_submit_with_a_profile_applies_it_and_flags_override_it(cli, tmp_path):
     overridden = cli.submit("--profile", "quick", "--name", "mine", "true", cwd=project, env=config)
     assert cli("wait", with_profile, overridden).status == 1
     rows = cli("status", with_profile, overridden).rows()
-    assert (rows[with_profile]["NAME"], rows[with_profile]["STATUS"]) == ("local-quick", "TIMED_OUT")
+    shown = rows[with_profile]
+    assert (shown["NAME"], shown["STATUS"]) == ("local-quick", "TIMED_OUT")
     assert (rows[overridden]["NAME"], rows[overridden]["STATUS"]) == ("mine", "COMPLETED")
 
 
@@ -466,8 +471,9 @@ def test_a_run_directory_without_a_journal_is_reported(tmp_path, args, given):
 
 def test_an_unknown_job_id_is_reported_by_status_logs_and_wait(script_run):
     for args in (["status", "99"], ["status", "1", "99"], ["logs", "99"], ["wait", "99"]):
+        run = re.escape(str(script_run.run))
         assert_one_line_error(script_run(*args), 2,
-                              rf"^corral: error: no job 99 in the run at {re.escape(str(script_run.run))} "
+                              rf"^corral: error: no job 99 in the run at {run} "
                               r"\(12 jobs; corral status --all lists them\)$")
 
 
@@ -483,7 +489,8 @@ def test_an_unknown_profile_is_reported_with_the_closest_name(tmp_path):
     ('[profiles.gpu]\ngpus = 1\nmemory = "lots"\n', 3,
      r"profiles\.gpu\.memory: memory='lots' is not a memory size"),
     ('[profiles.gpu]\ngpus = = 1\n', 2, r"invalid TOML at column \d+"),
-    ('[profile.gpu]\ngpus = 1\n', 1, r"profile: unknown table 'profile'; did you mean 'profiles'\?"),
+    ('[profile.gpu]\ngpus = 1\n', 1,
+     r"profile: unknown table 'profile'; did you mean 'profiles'\?"),
 ], ids=["bad-value", "bad-toml", "unknown-table"])
 def test_a_broken_config_file_is_reported_with_path_line_and_key(tmp_path, text, where, pattern):
     config = tmp_path / "broken.toml"
@@ -551,7 +558,7 @@ def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again
         wait_until(lambda: pid_gone(first_pid), 10, "the first run's process to be killed")
         assert waiter.poll() is None
         release.touch()
-        out, err = waiter.communicate(timeout=30)
+        _, err = waiter.communicate(timeout=30)
         assert (waiter.returncode, err) == (0, b""), err
     finally:
         release.touch()

@@ -2,7 +2,7 @@
 arguments, a narrow terminal, names, an empty stdin, queued jobs, long lists,
 times and tracebacks (issue 9, item 6).
 
-Every command runs through the real ``corral`` executable (tests/cli_helpers.py);
+Every command runs through the real ``corral`` executable (tests/support/cli.py);
 jobs run in real daemons and real worker processes.
 """
 
@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 
 import corral
+from corral.backends import backend_info, backend_names
 from corral.options import JOB_OPTIONS
 from corral.core.packing import Packer
 from corral.spec import Shell
 from corral.units import format_span, parse_duration
 
-from cli_helpers import CORRAL, Corral, assert_one_line_error
-from conftest import wait_until
+from support.cli import CORRAL, Corral, assert_one_line_error
+from support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,15 +82,16 @@ def test_options_at_80_columns_never_breaks_a_word_of_the_registry(tmp_path):
     assert max(len(line.rstrip()) for line in shown.splitlines()) <= 80
     words = set(shown.split())
     for name, option in JOB_OPTIONS.items():
-        texts = [name, option.flag if option.cli else "", option.accepts, option.units or "", option.help,
-                 *option.backends.values()]
+        texts = [name, option.flag if option.cli else "", option.accepts, option.units or "",
+                 option.help, *(backend_info(backend).option_help[name]
+                                for backend in backend_names())]
         for text in texts:
             for word in text.split():
                 assert word in words, f"{word!r} of option {name!r} is broken across lines"
     assert "'1:30:00'," in words and "--cpus-per-task=N" in words
 
 
-# -- --after NAME -----------------------------------------------------------------------------------
+# -- --after NAME ----------------------------------------------------------------------------------
 
 
 def test_submit_after_accepts_a_job_name_and_refuses_an_ambiguous_or_unknown_one(fresh, tmp_path):
@@ -110,7 +112,7 @@ def test_submit_after_accepts_a_job_name_and_refuses_an_ambiguous_or_unknown_one
                                       r"name\)$")
 
 
-# -- clean without a terminal, logs after clean ------------------------------------------------------
+# -- clean without a terminal, logs after clean ----------------------------------------------------
 
 
 def test_clean_without_a_terminal_says_to_pass_yes_and_logs_after_clean_says_why_it_is_empty(fresh):
@@ -132,7 +134,7 @@ def test_clean_without_a_terminal_says_to_pass_yes_and_logs_after_clean_says_why
     assert fresh.ok("logs", silent).out == ""  # it never wrote anything: nothing was removed
 
 
-# -- why a QUEUED job waits --------------------------------------------------------------------------
+# -- why a QUEUED job waits ------------------------------------------------------------------------
 
 
 def test_status_says_what_a_queued_job_waits_for_cores_a_queue_or_a_pause(fresh, tmp_path):
@@ -181,10 +183,10 @@ def test_a_job_waiting_through_many_passes_is_told_why_once():
     packer = Packer(Capacity(cores=2, memory_mb=None, gpus=None), None, {}, 0)
     packer.on_waiting = lambda job, reason: (told.append((job.id, reason)),
                                              setattr(job, "reason", reason))
-    big = corral.Job(Shell("true"), cores=2, id="big")
-    small = corral.Job(Shell("true"), cores=1, id="small")
+    big = corral.Job(Shell("true"), cores=2, id="big")._record  # the packer works on records
+    small = corral.Job(Shell("true"), cores=1, id="small")._record
     for job in (small, big):
-        job.status = corral.JobStatus.QUEUED
+        job.move(corral.JobStatus.QUEUED)
         packer.push(job)
     assert packer.select(0.0) == [small]  # big no longer fits
     for _ in range(1000):
@@ -214,7 +216,7 @@ def test_status_says_how_many_older_finished_jobs_it_hides(tmp_path):
     assert len(everything.rows()) == 13 and "hidden" not in everything.out
 
 
-# -- one time format --------------------------------------------------------------------------------
+# -- one time format -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [
@@ -265,7 +267,7 @@ def test_a_remote_traceback_names_the_users_file_and_line(tmp_path):
     assert 'raise ValueError(f"bad input {x}")' in done.stdout  # the line itself, read there
 
 
-# -- wait draws its bar where it decided to ---------------------------------------------------------
+# -- wait draws its bar where it decided to --------------------------------------------------------
 
 
 def test_wait_draws_its_progress_bar_on_a_terminal_stderr_and_keeps_stdout_clean(fresh, tmp_path):
@@ -319,7 +321,8 @@ LONG_NAMES = """
 import sys, corral
 with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
     for number in range(4):
-        scheduler.shell(f"echo {number}; exit {number % 2}", name=f"a-rather-long-job-name-{number}")
+        scheduler.shell(f"echo {number}; exit {number % 2}",
+                        name=f"a-rather-long-job-name-{number}")
 """
 
 

@@ -283,7 +283,7 @@ def test_the_api_applies_a_profile_beneath_the_options_given(
     with corral.Scheduler(cores=1) as scheduler:
         hung = scheduler.options(profile="short").shell("sleep 30")
         named = scheduler.shell("true", profile="short", name="mine")
-        with pytest.raises(corral.JobTimedOut, match="timed out after 1.0s"):
+        with pytest.raises(corral.JobTimedOut, match=r"timed out after 1\.0s"):
             hung.result(timeout=30)
         named.result(timeout=30)
         assert (hung.name, named.name) == ("quick", "mine")
@@ -307,3 +307,29 @@ def test_the_daemon_table_sets_how_the_daemon_packs_jobs(user_file: Path, projec
     assert (settings.cores, settings.memory_mb, dict(settings.queues), settings.idle) == (
         2, 8192, {"gpu": 1, "io": 3}, 600.0)
     assert settings.gpus is None and settings.tokens == 0
+
+
+def test_the_daemon_backend_is_any_registered_backend(user_file: Path, project: Path) -> None:
+    """The names come from the backend registry, so a site's own backend is accepted."""
+    from corral.backends import BackendInfo, Capabilities, register_backend, unregister_backend
+
+    register_backend(BackendInfo(
+        name="sitequeue", title="SiteQueue", description="a site's scheduler",
+        capabilities=Capabilities(outlives_driver=False, chains_dependencies=False, holds=False,
+                                  enforces_walltime=False, packs_locally=True),
+        factory="corral.backends.local.backend:LocalBackend"))
+    try:
+        write(project / "corral.toml", '[daemon]\nbackend = "sitequeue"\n')
+        assert load_config(cwd=project).daemon.backend == "sitequeue"
+    finally:
+        unregister_backend("sitequeue")
+
+
+def test_an_unknown_daemon_backend_lists_the_registered_ones_and_the_closest(user_file: Path,
+                                                            project: Path) -> None:
+    write(project / "corral.toml", '[daemon]\nbackend = "slrum"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    assert str(caught.value) == (f"{project / 'corral.toml'}:2: daemon.backend: "
+                                 "backend='slrum' must be one of 'local', 'slurm', 'auto'; "
+                                 "did you mean 'slurm'?")

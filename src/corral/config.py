@@ -14,7 +14,6 @@ typo in a profile is found before a job is submitted with it, and where it is.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 import socket
@@ -26,9 +25,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from corral.backends import AUTO, DEFAULT_BACKEND, backend_names
 from corral.errors import CorralError
 from corral.options import parse_options
 from corral.safe_repr import safe_repr
+from corral.suggest import did_you_mean
 from corral.units import DURATION_FORMS, parse_duration, parse_memory
 
 __all__ = [
@@ -116,7 +117,8 @@ class DaemonSettings:
     queues: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     tokens: int = 0
     idle: float = 300.0
-    backend: str = "local"
+    #: A registered backend's name, or "auto" (see corral.backends).
+    backend: str = DEFAULT_BACKEND
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +164,11 @@ class Config:
             where = " or ".join(str(path) for path in self.searched) or "a corral.toml file"
             raise ValueError(f"unknown profile {safe_repr(name)}: no profiles are defined; "
                              f"add a [profiles.{_dotted((name,))}] table to {where}")
-        known = sorted(self.profiles)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}?" if close else f"known profiles: {', '.join(known)}"
+        names = sorted(self.profiles)
+        hint = did_you_mean(name, names, otherwise=f"known profiles: {', '.join(names)}")
         sources = ", ".join(str(path) for path in self.sources)
-        raise ValueError(f"unknown profile {safe_repr(name)}; {hint} (profiles come from {sources})")
+        raise ValueError(f"unknown profile {safe_repr(name)}; {hint} "
+                         f"(profiles come from {sources})")
 
 
 def user_config_path() -> Path:
@@ -196,10 +198,10 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
             unknown table, an unknown or invalid job option in a profile, or a
             bad ``[smtp]`` key or value; the error names file, line and key.
     """
-    local = Path(os.getcwd() if cwd is None else cwd) / CONFIG_NAME
+    in_cwd = Path(os.getcwd() if cwd is None else cwd) / CONFIG_NAME
     searched = [user_config_path()]
-    if not _same_file(local, searched[0]):
-        searched.append(local)
+    if not _same_file(in_cwd, searched[0]):
+        searched.append(in_cwd)
     profiles: dict[str, dict[str, Any]] = {}
     smtp: dict[str, _Origin] = {}
     smtp_table = False  # an empty [smtp] table still means "the defaults: localhost:25"
@@ -460,12 +462,12 @@ def _queues(value: Any, name: str) -> tuple[str, Mapping[str, int]]:
     return "queues", MappingProxyType(dict(value))
 
 
-_DAEMON_BACKENDS = ("local", "slurm", "auto")
-
-
 def _daemon_backend(value: Any, name: str) -> tuple[str, str]:
-    if value not in _DAEMON_BACKENDS:
-        raise ValueError(f"{name}={value!r} must be one of {', '.join(map(repr, _DAEMON_BACKENDS))}")
+    known = (*backend_names(), AUTO)  # those registered now, sites' own included
+    if not isinstance(value, str) or value not in known:
+        hint = did_you_mean(value, known)
+        raise ValueError(f"{name}={value!r} must be one of {', '.join(map(repr, known))}"
+                         + (f"; {hint}" if hint else ""))
     return "backend", value
 
 
@@ -570,8 +572,7 @@ def _dotted(key: Iterable[str]) -> str:
 
 def _unknown(what: str, name: str, known: Iterable[str]) -> str:
     known = list(known)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    hint = did_you_mean(name, known, otherwise=f"known: {', '.join(known)}")
     return f"unknown {what} {name!r}; {hint}"
 
 

@@ -10,20 +10,23 @@ name and quotes the bad value through :func:`~corral.safe_repr.safe_repr`, so
 that no value, however hostile (a list nested 5,000 deep, an int of 5,000
 digits), turns the message itself into another error.
 
+What an option becomes on each backend (``--mem`` on Slurm...) is the
+backend's to say: see ``BackendInfo.option_help`` in :mod:`corral.backends`.
+
 This module imports nothing of corral's but the other vocabulary modules.
 """
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from corral.safe_repr import safe_repr as _shown
+from corral.suggest import did_you_mean
 from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
@@ -47,8 +50,6 @@ class Option:
     help: str
     accepts: str
     units: str = ""
-    #: What the option becomes on each backend, for ``corral options``.
-    backends: Mapping[str, str] = field(default_factory=dict)
     #: How ``corral submit`` takes it: "int", "text" or "choice" (of the values
     #: in *accepts*), or "" when the command line supplies it otherwise (the
     #: job's directory and environment are the submitting shell's; ``--after``
@@ -104,12 +105,6 @@ def _any_int(value: Any, field: str) -> int:
         raise ValueError(f"{field}={_shown(value)} must be an int from -2**63 to 2**63 - 1 "
                          "(higher runs first)")
     return value
-
-
-def _optional(parse: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
-    def parse_or_none(value: Any, field: str) -> Any:
-        return None if value is None else parse(value, field)
-    return parse_or_none
 
 
 def _name(value: Any, field: str) -> str | None:
@@ -284,7 +279,8 @@ def _flags(value: Any, field: str) -> tuple[str, ...]:
         try:
             value = shlex.split(value)
         except ValueError as error:
-            raise ValueError(f"{field}={_shown(value)} cannot be split into flags: {error}") from None
+            raise ValueError(f"{field}={_shown(value)} cannot be split into flags: "
+                             f"{error}") from None
     if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
         raise ValueError(f"{field}={_shown(value)} must be a list of flags such as ['--exclusive']")
     flags = bounded_tuple(value, field)
@@ -314,75 +310,55 @@ def _duration(value: Any, field: str) -> float | None:
     return None if value is None else parse_duration(value, field)
 
 
-_LOCAL_ONLY = "not sent: the scheduler applies it"
-_CLUSTER_ONLY = "not used"
-
 JOB_OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
         Option("cores", _int_at_least(1), 1, "CPU cores the job uses", "an int >= 1", "cores",
-               {"local": "packed against Scheduler(cores=...)", "slurm": "--cpus-per-task=N"}, cli="int"),
-        Option("memory", _memory, None, "memory the job needs (binary units)", MEMORY_FORMS, "MB",
-               {"local": "packed against Scheduler(memory=...)", "slurm": "--mem=<MB>M"}),
+               cli="int"),
+        Option("memory", _memory, None, "memory the job needs (binary units)", MEMORY_FORMS, "MB"),
         Option("walltime", _duration, None,
                "how long the job may run; the job is killed (TIMED_OUT) past it", DURATION_FORMS,
-               "seconds", {"local": "killed with its process tree past it",
-                           "slurm": "--time=<minutes, rounded up>"}),
+               "seconds"),
         Option("gpus", _int_at_least(0), 0,
                "GPUs the job uses; it sees them through CUDA_VISIBLE_DEVICES", "an int >= 0",
-               "GPUs", {"local": "ids in CUDA_VISIBLE_DEVICES", "slurm": "--gres=gpu:N"}, cli="int"),
+               "GPUs", cli="int"),
         Option("name", _name, None, "a name for people and for after=; need not be unique",
-               "a non-empty string", "",
-               {"local": "shown in status", "slurm": "--job-name (with the run's prefix)"}),
+               "a non-empty string", ""),
         Option("after", _after, (), "jobs (or job names) that must complete first",
-               "a Job, a job name, or a list of them", "",
-               {"local": _LOCAL_ONLY, "slurm": "--dependency=afterok:ID while the parent is known"}, cli=""),
+               "a Job, a job name, or a list of them", "", cli=""),
         Option("queue", _queue, None, "named queue whose capacity limits this job",
-               "a queue name given to Scheduler(queues=...)", "",
-               {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}),
+               "a queue name given to Scheduler(queues=...)", ""),
         Option("tokens", _int_at_least(0), 0, "tokens held from the scheduler's pool while running",
-               "an int >= 0", "tokens", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}, cli="int"),
+               "an int >= 0", "tokens", cli="int"),
         Option("priority", _any_int, 0, "higher runs first among ready jobs", "an int", "",
-               {"local": _LOCAL_ONLY, "slurm": "order of submission"}, cli="int"),
+               cli="int"),
         Option("retries", _int_at_least(0), 0, "times a failed job is run again", "an int >= 0",
-               "times", {"local": _LOCAL_ONLY, "slurm": "a new sbatch per retry"}, cli="int"),
+               "times", cli="int"),
         Option("timeout", _duration, None,
                "kill the job and its whole process tree after this long (TIMED_OUT)",
-               DURATION_FORMS, "seconds",
-               {"local": "killed with its process tree", "slurm": "scancel after it"}),
+               DURATION_FORMS, "seconds"),
         Option("cwd", _cwd, None, "directory the job runs in (default: the driver's)",
-               "an existing directory", "", {"local": "chdir before the job starts",
-                                             "slurm": "--chdir=DIR"}, cli=""),
+               "an existing directory", "", cli=""),
         Option("env", _env, (), "extra environment variables for the job (None unsets one)",
-               "a dict of str to str or None",
-               "", {"local": "set in the job's environment", "slurm": "exported in the batch script"}, cli=""),
-        Option("notify", _addresses, (), "e-mail these addresses when the job fails (see notify_on)",
-               "an e-mail address or a list of them", "",
-               {"local": "sent by corral through the [smtp] settings",
-                "slurm": "sent by corral through the [smtp] settings"}),
+               "a dict of str to str or None", "", cli=""),
+        Option("notify", _addresses, (),
+               "e-mail these addresses when the job fails (see notify_on)",
+               "an e-mail address or a list of them", ""),
         Option("notify_on", _notify_on, "failure", "when to send the notify e-mail",
-               "'failure' or 'end'", "", {"local": _LOCAL_ONLY, "slurm": _LOCAL_ONLY}, cli="choice"),
-        Option("partition", _text, None, "cluster partition to run in", "a partition name", "",
-               {"local": _CLUSTER_ONLY, "slurm": "--partition=NAME"}),
-        Option("account", _text, None, "account charged for the job", "an account name", "",
-               {"local": _CLUSTER_ONLY, "slurm": "--account=NAME"}),
-        Option("qos", _text, None, "quality of service", "a QOS name", "",
-               {"local": _CLUSTER_ONLY, "slurm": "--qos=NAME"}),
-        Option("constraint", _text, None, "node features the job needs", "e.g. 'avx512&ib'", "",
-               {"local": _CLUSTER_ONLY, "slurm": "--constraint=EXPR"}),
+               "'failure' or 'end'", "", cli="choice"),
+        Option("partition", _text, None, "cluster partition to run in", "a partition name", ""),
+        Option("account", _text, None, "account charged for the job", "an account name", ""),
+        Option("qos", _text, None, "quality of service", "a QOS name", ""),
+        Option("constraint", _text, None, "node features the job needs", "e.g. 'avx512&ib'", ""),
         Option("setup", _lines, (), "shell lines run before the job on the cluster "
                "(module load, venv activation); they are code, run as given",
-               "a line or a list of lines", "",
-               {"local": _CLUSTER_ONLY, "slurm": "lines of the batch script"}),
+               "a line or a list of lines", ""),
         Option("extra_flags", _flags, (), "more flags for the cluster's submit command",
-               "a list of flags, or one string split like a shell", "",
-               {"local": _CLUSTER_ONLY, "slurm": "added to sbatch"}),
+               "a list of flags, or one string split like a shell", ""),
         Option("python", _python, None, "Python interpreter that runs Python calls on the cluster "
-               "(default: the driver's)", "a path or a name on PATH", "",
-               {"local": "the driver's", "slurm": "runs corral's runtime in the batch script"}),
+               "(default: the driver's)", "a path or a name on PATH", ""),
         Option("bundle", _int_at_least(1), 1, "up to this many calls dispatched together, "
-               "with equal options, share one cluster job", "an int >= 1", "calls",
-               {"local": _CLUSTER_ONLY, "slurm": "one array task runs them in turn"}, cli="int"),
+               "with equal options, share one cluster job", "an int >= 1", "calls", cli="int"),
     )
 }
 
@@ -394,9 +370,8 @@ def unknown_option_message(name: str, known: Iterable[str]) -> str:
                 "give it to scheduler.options(profile=...), shell/script/call(..., "
                 "profile=...) or corral submit --profile, not to a Job made on its own")
     known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(known)}"
-    return f"unknown job option {name!r}{hint}"
+    hint = did_you_mean(name, known, otherwise=f"known options: {', '.join(known)}")
+    return f"unknown job option {name!r}; {hint}"
 
 
 def parse_options(options: Mapping[str, Any]) -> dict[str, Any]:

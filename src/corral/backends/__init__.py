@@ -1,56 +1,211 @@
-"""Where jobs run. ``base`` defines the protocol; one module per backend."""
+"""Where jobs run: the registry of backends.
+
+``base`` defines the protocol; each backend is a package (``local/``,
+``batch/slurm/``) whose light ``__init__`` declares a :class:`BackendInfo`
+named ``BACKEND``: its name, its :class:`Capabilities`, its help per job
+option, how to tell whether it answers here, and where its code is. Nothing
+outside ``backends/`` names a backend: it asks this registry.
+
+A site adds a backend that every corral process knows (the ``corral`` command
+and the daemon too) through the entry-point group :data:`ENTRY_POINT_GROUP`;
+a program or a test adds one for itself with :func:`register_backend`.
+"""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import importlib
+import logging
+import threading
+from typing import Any
 
-__all__ = ["make_backend", "resolve_backend", "BACKENDS"]
+from corral.backends.base import Backend, BackendInfo, Capabilities
+from corral.suggest import did_you_mean
 
-BACKENDS = ("local", "slurm", "auto")
+__all__ = ["AUTO", "DEFAULT_BACKEND", "BackendInfo", "Capabilities", "backend_info",
+           "backend_names", "register_backend", "unregister_backend", "resolve_backend",
+           "make_backend", "outlives_driver"]
+
+#: The name that stands for "the first registered backend that answers here".
+AUTO = "auto"
+#: The backend used when none is named, and by "auto" when no other answers.
+DEFAULT_BACKEND = "local"
+
+#: The packages of the backends corral ships, each with a ``BACKEND`` info.
+_BUILT_IN = ("corral.backends.local", "corral.backends.batch.slurm")
+
+_lock = threading.Lock()
+_registry: dict[str, BackendInfo] = {}
+_loaded = False
+
+
+#: The entry-point group through which an installed package adds a backend that
+#: every corral process knows (the ``corral`` command and the daemon included), not
+#: only the program that called :func:`register_backend`. Each entry point names a
+#: :class:`BackendInfo`, e.g. in the site package's pyproject.toml::
+#:
+#:     [project.entry-points."corral.backends"]
+#:     oursched = "oursched.corral_backend:BACKEND"
+ENTRY_POINT_GROUP = "corral.backends"
+
+
+def _backends() -> dict[str, BackendInfo]:
+    """The registry, with the built-in backends and the installed ones declared on
+    first use (their packages import this module, so they cannot be imported at
+    its top)."""
+    global _loaded
+    with _lock:
+        if not _loaded:
+            for package in _BUILT_IN:
+                info = importlib.import_module(package).BACKEND
+                _registry.setdefault(info.name, info)
+            for info in _installed_backends():
+                _registry.setdefault(info.name, info)
+            _loaded = True
+        return _registry
+
+
+def _installed_backends() -> list[BackendInfo]:
+    """The backends installed packages declare under :data:`ENTRY_POINT_GROUP`. One
+    that cannot be loaded is logged and left out: a broken plug-in must not stop
+    runs on every other backend."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            info = entry.load()
+        except Exception:
+            logging.getLogger("corral").exception("could not load the backend %r (%s)",
+                                                  entry.name, entry.value)
+            continue
+        if isinstance(info, BackendInfo):
+            found.append(info)
+        else:
+            logging.getLogger("corral").error(
+                "the entry point %r (%s) is not a corral BackendInfo but %s; left out",
+                entry.name, entry.value, type(info).__name__)
+    return found
+
+
+def register_backend(info: BackendInfo) -> None:
+    """Make a backend known by its name to the Scheduler, the config and the CLI.
+
+    Raises:
+        ValueError: the name is taken, or is not a lowercase word; or its jobs
+            outlive the driver but it gives no ``driverless_control``, which
+            ``corral cancel`` needs when no driver runs.
+    """
+    if not isinstance(info, BackendInfo):
+        raise ValueError(f"register_backend takes a BackendInfo, not {type(info).__name__}")
+    if (not isinstance(info.name, str) or not info.name.isidentifier()
+            or info.name != info.name.lower() or info.name == AUTO):
+        raise ValueError(f"backend name {info.name!r} must be a lowercase word other than "
+                         f"{AUTO!r} (letters, digits and '_')")
+    for field_name in ("factory", "driverless_control"):
+        target = getattr(info, field_name)
+        if (field_name == "factory" or target is not None) and not _is_target(target):
+            raise ValueError(f"backend {info.name!r}: {field_name}={target!r} must be "
+                             f"'module:{'Class' if field_name == 'factory' else 'function'}'")
+    if not isinstance(info.capabilities, Capabilities):
+        raise ValueError(f"backend {info.name!r}: capabilities={info.capabilities!r} must be "
+                         "a corral.backends.Capabilities")
+    if info.answers is not None and not callable(info.answers):
+        raise ValueError(f"backend {info.name!r}: answers={info.answers!r} must be a function "
+                         "taking no argument and returning whether the backend works here")
+    if info.capabilities.outlives_driver and info.driverless_control is None:
+        raise ValueError(f"backend {info.name!r}: its jobs outlive the driver, so it needs a "
+                         "driverless_control ('module:function') for corral cancel/pause/resume")
+    backends = _backends()
+    with _lock:
+        if info.name in backends:
+            raise ValueError(f"a backend named {info.name!r} is already registered")
+        backends[info.name] = info
+
+
+def _is_target(target: object) -> bool:
+    """Whether *target* reads as ``"package.module:name"``."""
+    if not isinstance(target, str) or target.count(":") != 1:
+        return False
+    module, name = target.split(":")
+    return all(part.isidentifier() for part in module.split(".")) and name.isidentifier()
+
+
+def _answers_here(info: BackendInfo) -> bool:
+    """The backend's own probe for ``"auto"``; a probe that fails counts as no: a
+    site's broken probe must not stop a program that would run on this machine."""
+    try:
+        return bool(info.answers and info.answers())
+    except Exception:
+        logging.getLogger("corral").exception("the %s backend's probe failed; taken as "
+                                              "not answering", info.name)
+        return False
+
+
+def unregister_backend(name: str) -> None:
+    """Forget a backend added with :func:`register_backend` (tests clean up with it).
+
+    Raises:
+        KeyError: no backend has that name.
+        ValueError: *name* is one of corral's own backends, which stay.
+    """
+    backends = _backends()
+    if name in {_declared_name(package) for package in _BUILT_IN}:
+        raise ValueError(f"the {name} backend is corral's own and cannot be unregistered")
+    with _lock:
+        del backends[name]
+
+
+def _declared_name(package: str) -> str:
+    return str(importlib.import_module(package).BACKEND.name)
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every registered backend's name, in the order they were registered."""
+    return tuple(_backends())
+
+
+def backend_info(name: str) -> BackendInfo:
+    """The registered backend called *name* (``"auto"`` resolved first).
+
+    Raises:
+        ValueError: no backend has that name (the message suggests the closest).
+    """
+    return _backends()[resolve_backend(name)]
+
+
+def outlives_driver(name: str | None) -> bool:
+    """Whether jobs of the backend *name* keep running without a driver. A name
+    not registered here (a journal written where another backend was added)
+    counts as not: nothing here could reach its jobs."""
+    info = _backends().get(name) if isinstance(name, str) else None
+    return info is not None and info.capabilities.outlives_driver
 
 
 def resolve_backend(name: str) -> str:
-    """The backend *name* stands for: ``"auto"`` is ``"slurm"`` when ``sbatch`` is
-    on PATH and the cluster answers (``sbatch --version`` and ``squeue --me``
-    succeed within a few seconds), else ``"local"``.
+    """The registered backend *name* stands for.
+
+    ``"auto"`` asks each registered backend that has an ``answers`` probe, in
+    order, whether it can be used here (Slurm: ``sbatch`` and ``squeue`` are
+    on PATH and ``squeue --me`` answers within a few seconds), and takes the
+    first that does; else :data:`DEFAULT_BACKEND`.
 
     Raises:
-        ValueError: *name* is not a known backend.
+        ValueError: *name* is not a registered backend (nor ``"auto"``).
     """
-    if name == "auto":
-        return "slurm" if slurm_answers() else "local"
-    if name in BACKENDS:
+    backends = _backends()
+    if name == AUTO:
+        for info in list(backends.values()):
+            if info.answers is not None and _answers_here(info):
+                return info.name
+        return DEFAULT_BACKEND
+    if isinstance(name, str) and name in backends:
         return name
-    import difflib
-
-    close = difflib.get_close_matches(name, BACKENDS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown backend {name!r}{hint} (known: {', '.join(BACKENDS)})")
-
-
-def slurm_answers(timeout: float = 5.0) -> bool:
-    """Whether a Slurm controller answers this machine's client commands."""
-    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
-        return False
-    try:
-        probe = subprocess.run(["squeue", "--noheader", "--me", "--states=all", "--format=%i"],
-                               capture_output=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
+    known = (*backends, AUTO)
+    hint = did_you_mean(name, known)
+    raise ValueError(f"unknown backend {name!r}{'; ' + hint if hint else ''} "
+                     f"(known: {', '.join(known)})")
 
 
-def make_backend(name: str, **settings):
+def make_backend(name: str, **settings: Any) -> Backend:
     """Build the backend called *name* (already resolved) with the scheduler's settings."""
-    if name == "local":
-        from corral.backends.local.backend import LocalBackend
-
-        settings.pop("slurm", None)
-        return LocalBackend(**settings)
-    if name == "slurm":
-        from corral.backends.batch.slurm.backend import SlurmBackend
-
-        settings.pop("spool_parent", None)
-        return SlurmBackend(**settings)
-    raise ValueError(f"unknown backend {name!r}")
+    return backend_info(name).backend_class()(**settings)

@@ -4,19 +4,123 @@ A backend sees only plain values — never the DAG, a callable or a Future. The
 scheduler hands it ready jobs (:class:`Submission`) and reads back native
 states (:class:`Update`). Packing decisions use :meth:`Backend.capacity`:
 ``None`` for a resource means the backend packs it itself (a cluster does).
+
+What the rest of corral may assume of a backend is in its :class:`Capabilities`,
+never in its name; :class:`BackendInfo` describes a backend without importing
+it, for the registry in :mod:`corral.backends`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+import importlib
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol
 
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
-__all__ = ["Submission", "Update", "Capacity", "Backend", "ClusterBackend"]
+__all__ = ["Capabilities", "BackendInfo", "Submission", "Update", "Capacity", "Backend",
+           "ClusterBackend"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend does, which the engine, the journal and the CLI act on.
+
+    Each is a question the code used to answer by comparing the backend's
+    name; a new backend answers them once, here.
+    """
+
+    #: Its jobs keep running when the driver dies. The journal then counts an
+    #: unfinished job as still running, not lost; a resumed run attaches to it
+    #: instead of running it again; ``corral status`` shows its native id and
+    #: keeps its clock going; and ``corral cancel``/``pause``/``resume`` with no
+    #: driver alive act on the backend directly (:attr:`BackendInfo.driverless_control`).
+    outlives_driver: bool
+    #: It can hold a job back until jobs it already runs complete (Slurm's
+    #: ``afterok``): the engine submits a child while its parent still runs, with
+    #: the parent in :attr:`Submission.after`, instead of waiting for the parent.
+    chains_dependencies: bool
+    #: It can keep its pending jobs from starting and let them go again: pause
+    #: holds what the backend has not started (resume releases it), on top of
+    #: the engine's own stop on dispatching.
+    holds: bool
+    #: It ends a job at the job's walltime itself, so the engine arms only the
+    #: ``timeout`` option; otherwise the engine also kills a job at its walltime.
+    enforces_walltime: bool
+    #: Its jobs run on this machine, packed by corral against the cores, memory
+    #: and GPUs the Scheduler was given (a job that can never fit is refused when
+    #: it is made); otherwise the backend's own scheduler places them.
+    packs_locally: bool
+
+
+#: The verbs a backend's driverless control accepts (see BackendInfo.driverless_control).
+DRIVERLESS_VERBS = ("cancel", "pause", "resume")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """A backend as the registry knows it, without importing its code.
+
+    Declared in the backend's own package ``__init__`` (light: no heavy
+    imports), so that ``corral options``, config checks and ``backend="auto"``
+    can ask about every backend without starting or importing any.
+    """
+
+    #: What ``Scheduler(backend=...)`` and the config's ``[daemon] backend`` take.
+    name: str
+    #: How people call it in messages: "sent to Slurm", the "SLURM ID" column.
+    title: str
+    #: One line for listings.
+    description: str
+    capabilities: Capabilities
+    #: ``"module:Class"`` of the backend, imported only when one is made.
+    factory: str
+    #: What each job option becomes on this backend, for ``corral options``:
+    #: ``{option name: one line}``; an option not listed shows as "-".
+    option_help: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Whether the backend can be used from this machine now, for
+    #: ``backend="auto"``; None: never chosen by "auto".
+    answers: Callable[[], bool] | None = None
+    #: ``"module:function"`` taking ``(verb, native_ids)`` (a verb of
+    #: DRIVERLESS_VERBS) that acts on jobs with no driver alive and returns what
+    #: the backend said; needed when its jobs outlive the driver.
+    driverless_control: str | None = None
+
+    @property
+    def native_id_column(self) -> str:
+        """The title of ``corral status``'s column of this backend's job ids."""
+        return f"{self.title.upper()} ID"
+
+    def backend_class(self) -> Callable[..., Backend]:
+        """Import the backend's class (the first call pays for its imports)."""
+        return _load(self.factory)
+
+    def control_without_driver(self, verb: str, native_ids: Sequence[str]) -> str:
+        """Cancel, pause or resume jobs of this backend with no driver alive.
+
+        Raises:
+            ValueError: the backend's jobs do not outlive a driver, so there
+                is nothing to act on without one, or *verb* is not one of
+                DRIVERLESS_VERBS.
+            corral.errors.BackendError: the backend's command failed.
+        """
+        if self.driverless_control is None:
+            raise ValueError(f"the {self.name} backend's jobs end with their driver: "
+                             "there is nothing to control without one")
+        if verb not in DRIVERLESS_VERBS:
+            raise ValueError(f"{verb!r} cannot be done without a driver; "
+                             f"only {', '.join(DRIVERLESS_VERBS)}")
+        return str(_load(self.driverless_control)(verb, list(native_ids)))
+
+
+def _load(target: str) -> Any:
+    """The object a ``"module:name"`` string names."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +149,7 @@ class Submission:
     outcomes: str | None = None
     #: Where on a cluster it goes (partition, setup lines, bundling...); the
     #: local backend ignores it.
-    placement: Placement = Placement()
+    placement: Placement = field(default_factory=Placement)
     #: Ids of jobs still running in this backend that must complete first: the
     #: backend holds this job back itself (Slurm: ``--dependency=afterok``).
     after: tuple[int | str, ...] = ()

@@ -68,7 +68,7 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
     private_file(run_dir / DAEMON_LOG)
     with open(run_dir / DAEMON_LOG, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "corral.control.daemon", os.fspath(run_dir)],
+            [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             cwd=run_dir, env=os.environ.copy())
     deadline = time.monotonic() + _START_TIMEOUT_S
@@ -131,7 +131,7 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
         job = Job(journaled.task, id=stored.id, **{**journaled.options, "after": after or None})
     except (ValueError, TypeError) as error:  # a damaged spec, a directory removed since...
         return _doomed_job(stored, f"cannot run again after the daemon restarted: {error}")
-    job._doomed = doomed
+    job._record.doomed = doomed
     return job
 
 
@@ -143,7 +143,7 @@ def _doomed_job(stored: StoredJob, reason: str):
 
     # Its command as the journal shows it (never run), so ``corral status`` still shows it.
     job = Job(Shell(stored.command or "true"), id=stored.id, name=stored.name or "job")
-    job._doomed = reason
+    job._record.doomed = reason
     return job
 
 
@@ -175,12 +175,14 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
         if read_meta(run_dir).get("paused") == "1":
             scheduler.pause()
         _resubmit(scheduler, run_dir)
+        control = scheduler._control
+        assert control is not None, "a scheduler with a journal serves its control socket"
         last_busy = time.monotonic()
         while not stop.wait(min(1.0, idle / 4)):
             now = time.monotonic()
             if scheduler._engine.unfinished:
                 last_busy = now
-            quiet_since = max(last_busy, scheduler._control.last_request)
+            quiet_since = max(last_busy, control.last_request)
             if now - quiet_since >= idle:
                 break
     finally:
@@ -209,7 +211,7 @@ def _resubmit(scheduler, run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m corral.control.daemon",
+    parser = argparse.ArgumentParser(prog="python -m corral.cli.daemon",
                                      description="Serve one corral run directory.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--idle", type=float, default=None,

@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.exceptions import NoArgsIsHelpError
@@ -29,6 +29,9 @@ from click.exceptions import NoArgsIsHelpError
 from corral.errors import CorralError
 from corral.options import JOB_OPTIONS, parse_options
 from corral.status import TERMINAL, JobStatus
+
+if TYPE_CHECKING:
+    from corral.journal.store import StoredJob
 
 __all__ = ["main", "cli"]
 
@@ -77,7 +80,7 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     """Send *request* to the run's driver, starting the daemon when the run is
     the command line's own (a script's run is driven by the script only)."""
     from corral.control.server import NoDriver
-    from corral.control.daemon import ensure_daemon
+    from corral.cli.daemon import ensure_daemon
     from corral.journal.store import read_meta
 
     run_dir = _run_dir(context)
@@ -158,29 +161,47 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     on_cluster = run.cluster_jobs(jobs)
     if not on_cluster:
         return None
-    from corral.backends.batch.slurm.backend import control_without_driver
-    from corral.errors import BackendError
-
     chosen = [job for job in jobs if str(job.id) in on_cluster]
     if request["verb"] == "cancel":
         from corral.runtime.batch import claim_for_cancel
 
-        for job in chosen:  # one that has not started never will, even if Slurm lags
+        for job in chosen:  # one that has not started never will, even if the scheduler lags
             if job.jobdir:
                 claim_for_cancel(job.jobdir)
-    try:
-        control_without_driver(request["verb"], [job.native_id for job in chosen])
-    except BackendError as error:
-        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    for backend, members in _by_backend(chosen, on_cluster).items():
+        _control_in_backend(backend, request["verb"], members)
     ids = [str(job.id) for job in chosen]
     if request["verb"] == "cancel":
         problems += [f"job {job_id} has already finished" for job_id in request["ids"]
                      if job_id not in ids and not any(p.startswith(f"no job {job_id} ")
                                                       for p in problems)]
-    click.echo(f"no driver runs: {request['verb']} sent to Slurm for "
+    return {"cancelled": ids, "problems": problems}
+
+
+def _by_backend(jobs: list[StoredJob], backends: dict[str, str]) -> dict[str, list[StoredJob]]:
+    """The jobs grouped by the backend that runs them (each session of a run
+    may have used another one)."""
+    grouped: dict[str, list[StoredJob]] = {}
+    for job in jobs:
+        grouped.setdefault(backends[str(job.id)], []).append(job)
+    return grouped
+
+
+def _control_in_backend(backend: str, verb: str, jobs: list[StoredJob]) -> None:
+    """Cancel, pause or resume *jobs* in their backend itself, as no driver can,
+    and say so on stderr."""
+    from corral.backends import backend_info
+    from corral.errors import BackendError
+
+    info = backend_info(backend)
+    try:
+        info.control_without_driver(verb, [str(job.native_id) for job in jobs])
+    except BackendError as error:
+        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    ids = [str(job.id) for job in jobs]
+    click.echo(f"no driver runs: {verb} sent to {info.title} for "
                f"{len(ids)} job(s) ({', '.join(ids)}); the script's next run records it",
                err=True)
-    return {"cancelled": ids, "problems": problems}
 
 
 def _check_config(run_dir: Path) -> None:
@@ -414,7 +435,8 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
 
 @cli.command()
 @click.argument("ids", nargs=-1)
-@click.option("--timeout", type=float, default=None, help="give up after this many seconds (exit 3)")
+@click.option("--timeout", type=float, default=None,
+              help="give up after this many seconds (exit 3)")
 @click.pass_context
 def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) -> None:
     """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any did not

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Group
@@ -20,6 +20,7 @@ from rich.progress import ProgressColumn, Task
 from rich.table import Table
 from rich.text import Text
 
+from corral.backends import backend_info, backend_names
 from corral.options import JOB_OPTIONS
 from corral.status import TERMINAL, JobStatus
 from corral.units import format_span
@@ -88,10 +89,9 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
     backend}``, see :meth:`corral.Run.cluster_jobs`) adds a column with their
     cluster job ids; *paused* (the run is) is what its QUEUED jobs wait for."""
     cluster_jobs = cluster_jobs or {}
-    cluster_column = (f"{sorted(set(cluster_jobs.values()))[0].upper()} ID"
-                      if cluster_jobs else None)
+    cluster_column = _native_id_column(cluster_jobs.values()) if cluster_jobs else None
     table = Table(box=None, pad_edge=False, header_style="bold")
-    rows = []
+    rows: list[list[Any]] = []
     for job in jobs:
         on_cluster = str(job.id) in cluster_jobs  # it runs on without a driver
         detail = _detail(job, paused, orphaned=not driver_alive and not on_cluster)
@@ -111,6 +111,16 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
     if not jobs:
         table.add_row("", "(no jobs)", *[""] * (len(names) - 2))
     return table
+
+
+def _native_id_column(backends: Iterable[str]) -> str:
+    """The title of the column of native job ids: the backend's own word for
+    them ("SLURM ID"), or a plain one for a backend not registered here."""
+    name = sorted(set(backends))[0]
+    try:
+        return backend_info(name).native_id_column
+    except ValueError:  # a run made where a site registered a backend this process lacks
+        return f"{name.upper()} ID"
 
 
 #: Columns that give way on a narrow terminal, in the order they do, and the
@@ -230,7 +240,8 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
             if deadline is not None and time.monotonic() > deadline:
                 return "timeout"
             if run.owner is None and done < len(jobs):
-                jobs = [job for job in run.jobs(results=False) if not wanted or str(job.id) in wanted]
+                jobs = [job for job in run.jobs(results=False)
+                        if not wanted or str(job.id) in wanted]
                 if any(job.status not in TERMINAL for job in jobs):
                     return "orphaned"
             time.sleep(POLL_S)  # the journal is written by another process
@@ -253,6 +264,12 @@ def _default_text(value: Any) -> str:
 _FLAGS_ELSEWHERE = {"after": "--after ID|NAME", "cwd": "--workdir", "env": "(your shell's)"}
 
 
+def _on_each_backend(option: str) -> list[tuple[str, str]]:
+    """``(backend name, what *option* becomes there)`` for every registered
+    backend: each backend says it in its own BackendInfo.option_help."""
+    return [(name, backend_info(name).option_help.get(option, "-")) for name in backend_names()]
+
+
 def options_table() -> Group:
     """Every job option as a block of its own: a title line (name, flag, what it
     does) and one line per fact. Blocks, not one wide table, so that at 80
@@ -270,11 +287,11 @@ def options_table() -> Group:
         facts = Table.grid(padding=(0, 2), pad_edge=False)
         facts.add_column(width=2)  # the indent that shows what belongs to the title
         facts.add_column(no_wrap=True, style="dim")
-        facts.add_column(overflow="fold")  # wraps between words; folds only a word wider than the screen
+        # Wraps between words; folds only a word wider than the screen.
+        facts.add_column(overflow="fold")
         for label, value in (("accepts", option.accepts), ("units", option.units or "-"),
                              ("default", _default_text(option.default)),
-                             ("local", option.backends.get("local", "-")),
-                             ("slurm", option.backends.get("slurm", "-"))):
+                             *_on_each_backend(option.name)):
             facts.add_row("", label, value)
         blocks += [title, facts, Text("")]
     return Group(*blocks[:-1])

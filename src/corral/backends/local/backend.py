@@ -39,7 +39,8 @@ from corral.status import JobStatus
 from corral.runtime.command import KILL, TERMINATE
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
-from corral.backends.base import Capacity, Submission, Update
+from corral.backends.base import Capabilities, Capacity, Submission, Update
+from corral.backends.local import BACKEND
 
 __all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus", "SPOOL_PREFIX"]
 
@@ -143,7 +144,8 @@ class _Worker:
 class LocalBackend:
     """Runs jobs as processes on this machine. See the module docstring."""
 
-    name: ClassVar[str] = "local"
+    name: ClassVar[str] = BACKEND.name
+    capabilities: ClassVar[Capabilities] = BACKEND.capabilities
 
     def __init__(self, cores: int | None = None, memory: int | None = None,
                  gpus: int | None = None, python: str = sys.executable,
@@ -288,7 +290,8 @@ class LocalBackend:
         if not wanted:
             return ()
         if wanted > len(self._free_gpus):
-            raise BackendError(f"job {submission.job_id} was handed over without {wanted} free GPUs")
+            raise BackendError(f"job {submission.job_id} was handed over without {wanted} "
+                               "free GPUs")
         taken, self._free_gpus = tuple(self._free_gpus[:wanted]), self._free_gpus[wanted:]
         self._gpus_held[submission.job_id] = taken
         return taken
@@ -381,14 +384,16 @@ class LocalBackend:
             stdin=subprocess.PIPE, start_new_session=True)
 
     def _stop_reaper(self) -> None:
-        if self._reaper is None:
+        reaper = self._reaper
+        if reaper is None:
             return
+        assert reaper.stdin is not None, "the reaper is started with a pipe on its stdin"
         try:
-            self._reaper.stdin.write(SWEEP_AND_GO if self._worker_lost else FAREWELL)
-            self._reaper.stdin.close()
+            reaper.stdin.write(SWEEP_AND_GO if self._worker_lost else FAREWELL)
+            reaper.stdin.close()
         except OSError:
             pass
-        self._wait_gone(self._reaper)
+        self._wait_gone(reaper)
 
     def _retire(self, worker: _Worker) -> None:
         """Stop an idle worker (it runs no job: nothing is lost by killing it)."""
@@ -414,8 +419,9 @@ class LocalBackend:
             self._worker_died(worker)
             return
         reply_id, ok, blob = pickle.loads(message)
-        if reply_id != job_id:
-            log.error("worker %d answered for job %r while running %r", worker.pid, reply_id, job_id)
+        if reply_id != job_id or job_id is None:  # (a reply's id is never None)
+            log.error("worker %d answered for job %r while running %r", worker.pid, reply_id,
+                      job_id)
             return
         if job_id in self._killed and not worker.runs_command:
             self._worker_died(worker)  # finished just as we killed it: the worker is gone anyway
@@ -453,7 +459,8 @@ class LocalBackend:
         else:
             self._pending.append(Update(
                 job_id, JobStatus.FAILED, exit_code=returncode,
-                reason=f"worker lost: its process (pid {worker.pid}) was {_describe_exit(returncode)}",
+                reason=(f"worker lost: its process (pid {worker.pid}) was "
+                        f"{_describe_exit(returncode)}"),
             ))
 
     @staticmethod
@@ -491,10 +498,12 @@ class LocalBackend:
 
     def _command_ended(self, job_id: int | str, returncode: int | None,
                        not_started: str | None) -> Update:
+        """The update for a command's end; *returncode* and *not_started* are what
+        :func:`corral.runtime.command.run_command` returned: one of them is None."""
         if job_id in self._killed:
             self._killed.discard(job_id)
             return Update(job_id, JobStatus.CANCELLED, exit_code=returncode, reason="killed")
-        if not_started is not None:
+        if returncode is None:  # it never started: *not_started* says why
             return Update(job_id, JobStatus.FAILED, reason=f"could not start: {not_started}")
         if returncode == 0:
             return Update(job_id, JobStatus.COMPLETED, exit_code=0)

@@ -1,1 +1,70 @@
-"""Slurm: ``sbatch``/``squeue``/``sacct``/``scancel`` and the batch script template."""
+"""Slurm: ``sbatch``/``squeue``/``sacct``/``scancel`` and the batch script template.
+
+This file declares the backend for the registry (:mod:`corral.backends`) and
+holds the probe ``backend="auto"`` runs; the backend's code, in
+:mod:`corral.backends.batch.slurm.backend`, is imported when one is made.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from types import MappingProxyType
+
+from corral.backends.base import BackendInfo, Capabilities
+
+__all__ = ["BACKEND", "answers"]
+
+
+def answers(timeout: float = 5.0) -> bool:
+    """Whether a Slurm controller answers this machine's client commands:
+    ``sbatch`` and ``squeue`` are on PATH and ``squeue --me`` succeeds within
+    *timeout* seconds."""
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        return False
+    try:
+        probe = subprocess.run(["squeue", "--noheader", "--me", "--states=all", "--format=%i"],
+                               capture_output=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
+
+
+_APPLIED_BY_CORRAL = "not sent: the scheduler applies it"
+_NOT_USED = "not used"
+
+BACKEND = BackendInfo(
+    name="slurm",
+    title="Slurm",
+    description="batch jobs on a Slurm cluster (sbatch, squeue, sacct, scancel)",
+    capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
+                              enforces_walltime=True, packs_locally=False),
+    factory="corral.backends.batch.slurm.backend:SlurmBackend",
+    option_help=MappingProxyType({
+        "cores": "--cpus-per-task=N",
+        "memory": "--mem=<MB>M",
+        "walltime": "--time=<minutes, rounded up>",
+        "gpus": "--gres=gpu:N",
+        "name": "--job-name (an array: the first job's name and '(+N)')",
+        "after": "--dependency=afterok:ID while the parent is known",
+        "queue": _APPLIED_BY_CORRAL,
+        "tokens": _APPLIED_BY_CORRAL,
+        "priority": "order of submission",
+        "retries": "a new sbatch per retry",
+        "timeout": "scancel after it",
+        "cwd": "corral's runtime changes to it on the node",
+        "env": "set by corral's runtime on the node",
+        "notify": "sent by corral through the [smtp] settings",
+        "notify_on": _APPLIED_BY_CORRAL,
+        "partition": "--partition=NAME",
+        "account": "--account=NAME",
+        "qos": "--qos=NAME",
+        "constraint": "--constraint=EXPR",
+        "setup": "lines of the batch script",
+        "extra_flags": "added to sbatch",
+        "python": "runs corral's runtime in the batch script",
+        "bundle": "one array task runs them in turn",
+    }),
+    answers=answers,
+    driverless_control="corral.backends.batch.slurm.backend:control_without_driver",
+)

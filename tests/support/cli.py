@@ -16,11 +16,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import psutil
 
-from conftest import wait_until
+from support.waiting import wait_until
 
 #: The console script installed next to the interpreter running the tests.
 CORRAL = os.fspath(Path(sys.executable).with_name("corral"))
@@ -75,8 +76,8 @@ def status_rows(text: str) -> dict[str, dict[str, str]]:
     last: dict[str, str] | None = None
     for line in lines[titles + 1:]:
         cells = [line[start:end].strip() for start, end in
-                 zip(starts, [*starts[1:], None])]
-        row = dict(zip(names, cells))
+                 zip(starts, [*starts[1:], None], strict=True)]
+        row = dict(zip(names, cells, strict=True))
         if row["ID"]:
             rows[row["ID"]] = last = row
         elif last is not None:  # a wrapped cell
@@ -226,7 +227,7 @@ class Corral:
             self("stop")
         for pid in sorted(self.daemons):
             try:
-                wait_until(lambda: pid_gone(pid), timeout, f"daemon {pid} to exit")
+                wait_until(partial(pid_gone, pid), timeout, f"daemon {pid} to exit")
             except AssertionError:
                 kill_and_wait(pid)
                 raise
