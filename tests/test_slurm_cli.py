@@ -12,8 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from cli_helpers import CORRAL
-from conftest import wait_until
+from support.cli import CORRAL
+from support.waiting import wait_until
 
 DRIVER = textwrap.dedent("""
     import json, os, sys, time

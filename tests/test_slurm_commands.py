@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from corral.backends.batch import arrays
 from corral.backends.batch.slurm import commands
 from corral.backends.batch.slurm.backend import SlurmBackend
 from corral.spec import Placement, Resources
@@ -53,7 +54,8 @@ def test_sacct_parsable_output_keeps_the_real_exit_code():
     assert rows["12"].exit_status == 7 and rows["12"].signal is None
     assert rows["13"].state == "CANCELLED" and rows["13"].signal == 15
     assert commands.state_of(rows["14_3"])[0] is JobStatus.TIMED_OUT
-    assert commands.state_of(rows["15"]) == (JobStatus.FAILED, "out of memory (Slurm OUT_OF_MEMORY)")
+    assert commands.state_of(rows["15"]) == (JobStatus.FAILED,
+                                             "out of memory (Slurm OUT_OF_MEMORY)")
 
 
 @pytest.mark.parametrize("state, expected", [
@@ -71,7 +73,8 @@ def test_failure_reasons_say_how_it_failed():
     assert commands.state_of(commands.SlurmRow("1", "FAILED", "NonZeroExitCode", 7))[1] == \
         "exit code 7 (Slurm FAILED)"
     killed = commands.SlurmRow("1", "FAILED", "JobLaunchFailure", 0, 9)
-    assert commands.state_of(killed)[1] == "killed by signal 9 (Slurm FAILED, reason JobLaunchFailure)"
+    assert commands.state_of(killed)[1] == \
+        "killed by signal 9 (Slurm FAILED, reason JobLaunchFailure)"
     assert commands.exit_code_of(killed) == -9
     assert "NODE_FAIL" in commands.state_of(commands.SlurmRow("1", "NODE_FAIL"))[1]
     assert "PREEMPTED" in commands.state_of(commands.SlurmRow("1", "PREEMPTED"))[1]
@@ -95,7 +98,8 @@ def test_sbatch_gets_one_argument_per_setting():
         output="/runs/x/slurm.out", array_size=10, throttle=3, dependencies=("7", "8_1"),
         time_limit_s=90.0)
     assert argv[0] == "sbatch" and argv[-1] == "/runs/x/job.sh"
-    for flag in ('--job-name=a"; rm -rf / #', "--no-requeue", "--cpus-per-task=4", "--mem=2048M", "--time=2",
+    for flag in ('--job-name=a"; rm -rf / #', "--no-requeue", "--cpus-per-task=4", "--mem=2048M",
+                 "--time=2",
                  "--gres=gpu:1", "--partition=short", "--account=lab", "--qos=high",
                  "--constraint=avx", "--array=0-9%3", "--dependency=afterok:7:8_1",
                  "--exclusive"):
@@ -110,8 +114,8 @@ def test_walltime_is_rounded_up_to_whole_minutes():
 
 
 def test_arrays_are_split_below_the_limit():
-    assert commands.array_ranges(5, 2) == [(0, 2), (2, 2), (4, 1)]
-    assert commands.array_ranges(3, 10) == [(0, 3)]
+    assert arrays.array_ranges(5, 2) == [(0, 2), (2, 2), (4, 1)]
+    assert arrays.array_ranges(3, 10) == [(0, 3)]
 
 
 def test_sbatch_output_without_an_id_is_an_error():

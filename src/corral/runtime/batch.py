@@ -12,15 +12,21 @@ each job the runtime:
 1. claims it by creating ``<jobdir>/started`` exclusively (the driver
    cancels a job that has not started the same way, so exactly one wins);
 2. sends fds 1 and 2 to ``<jobdir>/stdout`` and ``stderr``;
-3. writes ``<jobdir>/result`` atomically: ``(ok, blob, exit_code, reason)``.
+3. writes ``<jobdir>/result`` atomically and durably (fsync, then rename: job
+   directories live on network filesystems, read from another machine): a
+   pickled :class:`BatchOutcome`.
 
-The batch job exits non-zero when a job failed, so that a dependent handed
-to Slurm with ``afterok`` does not start. It is walltime-aware: the bundle file gives the allocation's time limit, and
+The batch job exits with ``$CORRAL_FAILED_EXIT_STATUS`` when a job failed, so
+that a dependent handed to the scheduler ("after this one ends well") does not
+start. The runtime never names a scheduler's variable: the batch script exports
+the names of the ones it needs (see :data:`SCHEDULER_VARIABLES`).
+
+It is walltime-aware: the bundle file gives the allocation's time limit, and
 after the first job, a job is started only if the time left covers its own
 walltime (or, without one, the longest job so far). What it leaves unclaimed
 the driver submits again. A job that runs past its walltime is killed by a
-watchdog, to the second (Slurm's ``--time`` is in minutes), which records it as
-timed out and ends the batch job (unclaimed jobs go back to the driver).
+watchdog, to the second (a scheduler's time limit may be in minutes), which
+records it as timed out and ends the batch job (unclaimed jobs go back to the driver).
 """
 
 from __future__ import annotations
@@ -34,14 +40,16 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from corral.runtime import abort
 from corral.runtime.execute import kill_leftovers, run_call
 from corral.runtime.payload import dumps_error, dumps_value
 
-__all__ = ["TASK_FILE", "STARTED_FILE", "RESULT_FILE", "CANCELLED_MARK", "main",
-           "read_result", "claim_for_cancel"]
+__all__ = ["TASK_FILE", "STARTED_FILE", "RESULT_FILE", "CANCELLED_MARK", "BatchOutcome",
+           "SCHEDULER_VARIABLES", "FAILED_EXIT_STATUS_VAR", "main", "read_result",
+           "write_atomically", "claim_for_cancel"]
 
 TASK_FILE = "task"
 STARTED_FILE = "started"
@@ -53,23 +61,73 @@ _TIMED_OUT_EXIT = 124
 #: them to the time it asks for).
 MARGIN_S = 2.0
 
+#: The runtime's table of a scheduler's variables: for each thing it needs to
+#: know, the variable in which the batch script puts the *name* of the
+#: scheduler's own variable, e.g. ``export CORRAL_ARRAY_INDEX_VAR=<its array index variable>``.
+SCHEDULER_VARIABLES = {
+    "job_id": "CORRAL_BATCH_JOB_ID_VAR",
+    "array_job_id": "CORRAL_ARRAY_JOB_ID_VAR",
+    "array_index": "CORRAL_ARRAY_INDEX_VAR",
+    "restart_count": "CORRAL_RESTART_COUNT_VAR",
+}
+#: Where the batch script says with which status to end when a job failed.
+FAILED_EXIT_STATUS_VAR = "CORRAL_FAILED_EXIT_STATUS"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """How one job of a bundle ended: what the runtime leaves in its result file.
+
+    ``blob`` is the pickled return value of a call that completed, or a packed
+    exception (:func:`corral.runtime.payload.loads_error`) of one that failed;
+    None for a command. ``reason`` says why a job failed when no exception does.
+    """
+
+    ok: bool
+    blob: bytes | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    #: Killed by the runtime's watchdog for running past its walltime.
+    timed_out: bool = False
+
 
 def write_atomically(path: str, data: bytes) -> None:
+    """Write *data* to *path* so that a reader sees all of it or nothing, even
+    after the machine crashes: temporary file, fsync, rename, fsync of the
+    directory (on a network filesystem another node reads it next)."""
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "wb") as handle:
         handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
+    try:
+        directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(directory)
+    except OSError:  # some filesystems cannot sync a directory; the rename stands
+        pass
+    finally:
+        os.close(directory)
 
 
-def read_result(jobdir: str) -> tuple[bool, bytes | None, int | None, str | None] | None:
-    """``(ok, blob, exit_code, reason)`` of a finished job, or None if it has none yet."""
+def read_result(jobdir: str) -> BatchOutcome | None:
+    """The outcome of a finished job, or None if it has none yet."""
     try:
         with open(os.path.join(jobdir, RESULT_FILE), "rb") as handle:
-            return pickle.load(handle)
+            outcome = pickle.load(handle)
     except FileNotFoundError:
         return None
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        return False, None, None, f"its result file cannot be read: {error}"
+    except Exception as error:  # a job wrote this file: anything may be in it
+        # (a module the driver lacks, a class whose unpickling raises): that job
+        # fails, never the driver's loop that reads it.
+        return BatchOutcome(False, reason=f"its result file cannot be read: "
+                                          f"{type(error).__name__}: {error}")
+    if not isinstance(outcome, BatchOutcome):
+        return BatchOutcome(False, reason="its result file holds no outcome corral knows")
+    return outcome
 
 
 def claim_for_cancel(jobdir: str) -> bool:
@@ -97,16 +155,17 @@ def _claim(jobdir: str) -> bool:
             return False
         descriptor = os.open(path, os.O_WRONLY | os.O_TRUNC)
     record = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-              "slurm_job": _slurm_job_id()}
+              "batch_job": _batch_job_id()}
     os.write(descriptor, json.dumps(record).encode() + b"\n")
     os.close(descriptor)
     return True
 
 
 def _requeued_here(jobdir: str) -> bool:
-    """Whether this job was claimed by an earlier run of this very Slurm job,
-    which Slurm requeued (node failure, preemption) before it left a result."""
-    if not int(os.environ.get("SLURM_RESTART_COUNT") or 0):
+    """Whether this job was claimed by an earlier run of this very batch job,
+    which the scheduler requeued (node failure, preemption) before it left a result."""
+    restarts = _scheduler_value("restart_count") or "0"
+    if not (restarts.isdigit() and int(restarts)):
         return False
     if os.path.exists(os.path.join(jobdir, RESULT_FILE)):
         return False
@@ -115,14 +174,27 @@ def _requeued_here(jobdir: str) -> bool:
             record = json.loads(handle.read() or b"{}")
     except (OSError, ValueError):
         return False
-    return isinstance(record, dict) and record.get("slurm_job") == _slurm_job_id()
+    return isinstance(record, dict) and record.get("batch_job") == _batch_job_id()
 
 
-def _slurm_job_id() -> str | None:
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
+def _scheduler_value(what: str) -> str | None:
+    """The value of the scheduler's variable for *what* (a key of
+    :data:`SCHEDULER_VARIABLES`), through the name the batch script exported."""
+    name = os.environ.get(SCHEDULER_VARIABLES[what])
+    return os.environ.get(name) or None if name else None
+
+
+def _batch_job_id() -> str | None:
+    """This batch job (or array task), the same in every run of it."""
+    array_job, index = _scheduler_value("array_job_id"), _scheduler_value("array_index")
+    if array_job and index:
+        return f"{array_job}_{index}"
+    return _scheduler_value("job_id")
+
+
+def _failed_exit_status() -> int:
+    text = os.environ.get(FAILED_EXIT_STATUS_VAR, "")
+    return int(text) if text.isdigit() and 0 < int(text) < 256 else 1
 
 
 class _Output:
@@ -156,13 +228,13 @@ def _upstream_values(entries: list[Any]) -> tuple[list[bytes], str | None]:
             values.append(entry)
             continue
         result = read_result(entry)
-        if result is None or not result[0]:
+        if result is None or not result.ok:
             return [], f"the job it depends on ({entry}) left no result"
-        values.append(result[1] if result[1] is not None else dumps_value(None))  # a command
+        values.append(result.blob if result.blob is not None else dumps_value(None))  # a command
     return values, None
 
 
-def _run_command(task: dict[str, Any], home: str) -> tuple[bool, bytes | None, int | None, str | None]:
+def _run_command(task: dict[str, Any], home: str) -> BatchOutcome:
     env = dict(os.environ)
     env["CORRAL_JOB_ID"] = str(task["job_id"])
     for key, value in task["env"]:
@@ -174,7 +246,7 @@ def _run_command(task: dict[str, Any], home: str) -> tuple[bool, bytes | None, i
         process = subprocess.Popen(task["argv"], cwd=task["cwd"] or home, env=env,
                                    start_new_session=True)
     except (OSError, ValueError, TypeError) as error:  # ValueError: a NUL in an argument
-        return False, None, 127, f"cannot start it: {error}"
+        return BatchOutcome(False, exit_code=127, reason=f"cannot start it: {error}")
     try:
         code = process.wait()
     except BaseException:
@@ -183,26 +255,26 @@ def _run_command(task: dict[str, Any], home: str) -> tuple[bool, bytes | None, i
         kill_tree(process.pid)
         raise
     if code == 0:
-        return True, None, 0, None
+        return BatchOutcome(True, exit_code=0)
     if code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        return False, None, code, f"killed by {name}"
-    return False, None, code, f"exit code {code}"
+        return BatchOutcome(False, exit_code=code, reason=f"killed by {name}")
+    return BatchOutcome(False, exit_code=code, reason=f"exit code {code}")
 
 
-def _run_task(task: dict[str, Any], home: str) -> tuple[bool, bytes | None, int | None, str | None]:
+def _run_task(task: dict[str, Any], home: str) -> BatchOutcome:
     if task["argv"]:
         return _run_command(task, home)
     upstream, problem = _upstream_values(task["upstream"])
     if problem is not None:
-        return False, dumps_error(RuntimeError(problem)), None, None
+        return BatchOutcome(False, dumps_error(RuntimeError(problem)))
     ok, blob = run_call(task["job_id"], task["payload"], upstream, tuple(task["env"]),
                         task["cwd"], home)
     kill_leftovers()
-    return ok, blob, 0 if ok else 1, None
+    return BatchOutcome(ok, blob, 0 if ok else 1)
 
 
 class _Watchdog:
@@ -227,7 +299,7 @@ class _Watchdog:
         reason = f"ran past its walltime of {walltime:g} s; killed with its child processes"
         try:
             write_atomically(os.path.join(jobdir, RESULT_FILE),
-                             pickle.dumps((False, None, None, "timed out: " + reason)))
+                             pickle.dumps(BatchOutcome(False, reason=reason, timed_out=True)))
         finally:
             from corral.runtime.proctree import kill_tree
             import psutil
@@ -269,13 +341,13 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
         try:
             outcome = _run_task(task, home)
         except BaseException as error:  # our failure, not the job's: still record it
-            outcome = (False, dumps_error(error), None, None)
+            outcome = BatchOutcome(False, dumps_error(error))
         finally:
             watchdog.disarm()
             output.back()
         write_atomically(os.path.join(jobdir, RESULT_FILE), pickle.dumps(outcome))
         longest = max(longest, time.monotonic() - started, 1e-6)
-        failed += not outcome[0]
+        failed += not outcome.ok
     return left, failed
 
 
@@ -288,12 +360,12 @@ def main() -> None:
     if left:
         print(f"corral: {left} jobs left for lack of time; the driver submits them again",
               file=sys.stderr)
-    # Non-zero when a job failed, so that Slurm's afterok holds back its dependents
-    # even when no driver is watching. os._exit: nothing the jobs left at exit
+    # The scheduler's failure status when a job failed, so that it holds back
+    # its dependents even when no driver is watching. os._exit: nothing the jobs left at exit
     # (atexit handlers, threads) may change the status once the results are written.
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(1 if failed else 0)
+    os._exit(_failed_exit_status() if failed else 0)

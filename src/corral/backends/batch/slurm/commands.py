@@ -1,8 +1,10 @@
-"""Slurm's command lines and what they print: pure builders and parsers.
+"""Slurm's command lines and what they print: pure builders and parsers, and
+the tables of what Slurm's states and pending reasons mean.
 
 Nothing here runs a process, so every function is tested against output
-recorded from a real Slurm 22.05. The backend (:mod:`corral.backends.batch.slurm.backend`)
-runs the commands; this module knows their flags and formats.
+recorded from a real Slurm 22.05. The batch base (:mod:`corral.backends.batch.base`)
+runs the commands, through :class:`corral.backends.batch.slurm.scheduler.SlurmScheduler`;
+this module knows their flags and formats.
 
 Facts that shaped it (seen on 22.05):
 
@@ -17,39 +19,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
+from corral.backends.batch.scheduler import NativeRow
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
 __all__ = ["SlurmRow", "sbatch_argv", "parse_sbatch", "squeue_argv", "parse_squeue",
            "sacct_argv", "parse_sacct", "parse_config", "walltime_minutes", "state_of",
            "exit_code_of", "describe_pending", "IMPOSSIBLE_REASONS", "NEVER_REASON",
-           "array_ranges"]
+           "HELD_REASONS"]
 
 _SQUEUE_FIELDS = ("JobID", "ArrayJobID", "ArrayTaskID", "State", "Reason", "exit_code")
 
-
-@dataclass(frozen=True, slots=True)
-class SlurmRow:
-    """One Slurm job (or array task) as a status query saw it."""
-
-    native_id: str  # "123" or, for an array task, "123_4"
-    state: str  # Slurm's word: PENDING, RUNNING, COMPLETED, TIMEOUT, ...
-    reason: str = ""
-    exit_status: int | None = None  # a wait status (squeue) or an exit code (sacct)
-    signal: int | None = None
+#: One Slurm job (or array task) as squeue or sacct saw it: native id "123" or,
+#: for an array task, "123_4"; state Slurm's word (PENDING, RUNNING, TIMEOUT...).
+SlurmRow = NativeRow
 
 
 def walltime_minutes(seconds: float) -> int:
     """Slurm's ``--time`` in whole minutes, rounded up, at least one."""
     return max(1, math.ceil(seconds / 60))
-
-
-def array_ranges(count: int, limit: int) -> list[tuple[int, int]]:
-    """Split ``count`` array tasks into ``(first, size)`` chunks of at most *limit*
-    tasks (a cluster's MaxArraySize bounds the highest index: chunks restart at 0)."""
-    return [(first, min(limit, count - first)) for first in range(0, count, limit)]
 
 
 def sbatch_argv(*, script: str, name: str, resources: Resources, placement: Placement,
@@ -223,6 +212,10 @@ IMPOSSIBLE_REASONS: Mapping[str, str] = {
 }
 #: A child whose parent failed: pends forever without ``kill_invalid_depend``.
 NEVER_REASON = "DependencyNeverSatisfied"
+
+
+#: Pending reasons of a held job.
+HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 
 
 def describe_pending(reason: str) -> str | None:

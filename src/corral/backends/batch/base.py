@@ -1,0 +1,612 @@
+"""The batch backend every scheduler shares: jobs become batch jobs.
+
+How a dispatch goes out:
+
+* Each job's request is written to ``<jobdir>/task``; jobs dispatched together
+  with equal resources and placement go out as **one** array (chunked below
+  the cluster's array limit, optionally throttled) — see
+  :mod:`~corral.backends.batch.arrays`. With the ``bundle=N`` job option, up to
+  N jobs share one array task, run in turn by :mod:`corral.runtime.batch` —
+  the same runtime code the local workers use (see
+  :mod:`~corral.backends.batch.bundles`).
+* The batch script is rendered from the scheduler's template
+  (:mod:`~corral.backends.batch.taskfiles`); every user value reaches the
+  scheduler as one argument of its submit command, never through a shell; only
+  ``setup`` lines are shell code, by intent. A refused submission fails its jobs
+  with the scheduler's message.
+* A dependency on a job that the scheduler still has pending or running is
+  handed to it too, so the chain goes on without the driver — never on a job
+  it may have forgotten, where a forgotten dependency counts as met (Slurm) or
+  is refused (PBS).
+
+How state comes back: one status query per poll for all of the user's jobs,
+polled more slowly while nothing changes (:mod:`~corral.backends.batch.polling`);
+a query that fails or prints what cannot be read is asked again later, and
+jobs fail only once its output stayed unreadable for
+:data:`UNREADABLE_STATUS_LIMIT` answers in a row. A poll reports a parent's
+outcome before its children's.
+A job's outcome is its result file when the runtime wrote one; otherwise the
+scheduler's state, from the status query, or from accounting when the query
+has forgotten the job (:mod:`~corral.backends.batch.forgotten`). Jobs that can
+never start are cancelled with a clear reason.
+
+A scheduler supplies only pure pieces: see
+:class:`corral.backends.batch.scheduler.BatchScheduler`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from corral.backends.base import Capacity, Submission, Update
+from corral.backends.batch import arrays, bundles, forgotten, outcomes, taskfiles
+from corral.backends.batch.invoke import run_command
+from corral.backends.batch.polling import PollClock
+from corral.backends.batch.records import BatchJob, Group, TaskRecord
+from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
+                                             NeverKind, SubmitRequest)
+from corral.backends.batch.settings import parse_settings
+from corral.errors import BackendError
+from corral.runtime.batch import CANCELLED_MARK, claim_for_cancel, read_result
+from corral.status import JobStatus
+
+__all__ = ["BatchBackend", "UNREADABLE_STATUS_LIMIT"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Status answers in a row that cannot be read before the jobs fail: one is a
+#: glitch (polled again, backing off), this many a command that stays broken,
+#: and jobs nobody can follow must not wait forever.
+UNREADABLE_STATUS_LIMIT = 5
+
+
+class BatchBackend:
+    """Runs jobs as batch jobs of :attr:`scheduler`. See the module docstring.
+
+    A scheduler's backend is a subclass that sets :attr:`name` and
+    :attr:`scheduler`; a test may instead pass ``scheduler=`` to the constructor.
+    Called from the scheduler's control-loop thread only, except :meth:`wake`.
+    """
+
+    name: ClassVar[str]
+    #: The scheduler's pure pieces (argv, parsers, tables, template).
+    scheduler: ClassVar[BatchScheduler]
+    #: The cluster ends a job at its time limit; the scheduler only arms ``timeout``.
+    enforces_walltime: ClassVar[bool] = True
+    #: Dependencies between running jobs may be handed over (see :meth:`can_chain`).
+    chains_dependencies: ClassVar[bool] = True
+    #: A submission costs ~10 ms and schedulers start jobs on ~1 s ticks: waiting
+    #: 50 ms for more jobs makes a loop of submits one array instead of one job
+    #: and the rest.
+    gather_s: ClassVar[float] = 0.05
+
+    def __init__(self, cores: int | None = None, memory: int | None = None,
+                 gpus: int | None = None, python: str = sys.executable,
+                 options: dict[str, Any] | None = None,
+                 scheduler: BatchScheduler | None = None) -> None:
+        if scheduler is not None:
+            self.scheduler = scheduler  # type: ignore[misc]
+        self._settings = parse_settings(options or {}, self.scheduler.title)
+        self._capacity = Capacity(cores, memory, gpus)  # None: the cluster packs
+        self._python = python
+        self._user = self._settings.user or getpass.getuser()
+        self._wake = threading.Event()
+        self._tasks: dict[int | str, TaskRecord] = {}
+        self._jobs: dict[str, BatchJob] = {}
+        self._updates: list[Update] = []
+        self._limits: ClusterLimits | None = None
+        self._directory_numbers = itertools.count(1)
+        self._clock = PollClock(self._settings.poll_interval, self._settings.max_poll_interval)
+        self._closed = False
+        #: Status answers in a row that could not be read (see _unreadable_status).
+        self._unreadable_answers = 0
+        #: Where a temporary run directory goes: jobs run on other nodes, so not /tmp.
+        from platformdirs import user_cache_dir
+
+        self.workdir_parent = os.path.join(user_cache_dir("corral"), "runs")
+
+    # -- what the scheduler asks -------------------------------------------------------
+
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    def check(self, resources: Any) -> None:
+        """Nothing to check up front: the cluster decides what fits, and a request
+        it can never satisfy is found by its pending reason (see
+        :meth:`BatchScheduler.never_starts`)."""
+
+    def submit(self, batch: Sequence[Submission]) -> list[str]:
+        if not batch:
+            return []
+        for group in arrays.group_submissions(batch, self._tasks):
+            self._submit_group(group)
+        self._clock.soon()
+        return [self._tasks[s.job_id].native_id if s.job_id in self._tasks else ""
+                for s in batch]
+
+    def attach(self, submission: Submission, native_id: str) -> None:
+        """Follow a job an earlier driver submitted, by its native id, without submitting it."""
+        group = Group(submission.resources, submission.placement, (), submission.placement.bundle)
+        group.submissions.append(submission)
+        task = TaskRecord(submission.job_id, os.fspath(submission.jobdir), bool(submission.argv),
+                          submission.placement.bundle > 1, group, native_id,
+                          name=submission.name)
+        job = self._jobs.get(native_id)
+        if job is None:
+            job = self._jobs[native_id] = BatchJob(native_id, taskfiles.batch_log_of(task.jobdir))
+        job.tasks.append(task)
+        self._tasks[task.job_id] = task
+        self._clock.soon()
+
+    def can_chain(self, job_id: int | str) -> bool:
+        """Whether a dependency on *job_id* may be handed to the scheduler now:
+        only on a job it surely still knows (unbundled, and seen pending or
+        running by a poll, or submitted, less than half the forget time ago).
+
+        A scheduler that forgot the parent either counts the dependency as met
+        (Slurm: the child would run after a failed parent) or refuses the
+        submission (PBS: the child would fail): both are avoided alike. A child
+        not chained waits for its parent's result and goes out unchained."""
+        task = self._tasks.get(job_id)
+        if task is None or task.bundled or not task.native_id:
+            return False
+        job = self._jobs.get(task.native_id)
+        if job is None or read_result(task.jobdir) is not None:
+            return False
+        safe_for = self._cluster_limits().forget_after_s / 2
+        if job.row is None:  # not polled yet: known to the scheduler if we just submitted it
+            return task.submitted_at > 0 and time.monotonic() - task.submitted_at < safe_for
+        meaning = self.scheduler.meaning(job.row)
+        if meaning is None or meaning[0] not in (JobStatus.SUBMITTED, JobStatus.RUNNING):
+            return False
+        return time.monotonic() - self._clock.last_answer < safe_for
+
+    def updates(self, timeout: float | None) -> list[Update]:
+        if not self._updates:
+            wait = timeout
+            if self._jobs:
+                until_poll = self._clock.seconds_left()
+                wait = until_poll if wait is None else min(wait, until_poll)
+            if wait is None or wait > 0:
+                self._wake.wait(wait)
+            self._wake.clear()
+            if self._jobs and self._clock.due():
+                self._poll()
+        found, self._updates = self._updates, []
+        return found
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def kill(self, job_ids: Collection[int | str]) -> None:
+        """Cancel the jobs now (a bundled job that has not started is just
+        marked, so its bundle skips it); each is reported CANCELLED."""
+        to_cancel: set[str] = set()
+        for job_id in job_ids:
+            task = self._tasks.get(job_id)
+            if task is None:
+                continue
+            job = self._jobs.get(task.native_id)
+            if task.bundled and claim_for_cancel(task.jobdir):
+                pass  # its bundle will skip it
+            elif task.native_id:
+                # Running: end its batch job. Its bundle's jobs that have not
+                # started are then submitted again (see _settle_ended).
+                to_cancel.add(task.native_id)
+                if job is not None:
+                    job.runtime_ran = True
+            self._finish(task, Update(job_id, JobStatus.CANCELLED, task.native_id or None,
+                                      reason="cancelled"))
+            if job is not None and not job.tasks:
+                to_cancel.add(job.native_id)  # nothing left for it to do
+        if to_cancel:
+            self._run_quietly(self.scheduler.cancel_argv(sorted(to_cancel)))
+
+    def terminate(self, job_ids: Collection[int | str]) -> None:
+        """Ask running jobs to stop: SIGUSR1 to the batch script's runtime,
+        which sets :func:`corral.abort_requested` in the job."""
+        natives = sorted({self._tasks[job_id].native_id for job_id in job_ids
+                          if job_id in self._tasks and self._tasks[job_id].native_id})
+        if natives:
+            self._run_quietly(self.scheduler.signal_argv(natives))
+
+    def hold(self, job_ids: Collection[int | str]) -> None:
+        """Keep pending jobs from starting; for pause."""
+        natives = self._pending_natives(job_ids)
+        if natives:
+            self._run_quietly(self.scheduler.hold_argv(natives))
+
+    def release(self, job_ids: Collection[int | str]) -> None:
+        """Let held jobs start again; for resume. An attached job not polled yet
+        is released at its first poll if held (a driver killed while paused left it so)."""
+        for job_id in job_ids:
+            task = self._tasks.get(job_id)
+            job = None if task is None else self._jobs.get(task.native_id)
+            if task is not None and job is not None and job.row is None:
+                task.release_if_held = True
+        natives = [native for native in self._pending_natives(job_ids)
+                   if self._jobs[native].row is not None]
+        if natives:
+            self._run_quietly(self.scheduler.release_argv(natives))
+
+    def close(self) -> None:
+        """Cancel what is still in the scheduler's hands: a driver that stops
+        cleanly leaves nothing running (one killed outright is found again by its journal)."""
+        if self._closed:
+            return
+        self._closed = True
+        natives = sorted({task.native_id for task in self._tasks.values() if task.native_id}
+                         | set(self._jobs))
+        if natives:
+            self._run_quietly(self.scheduler.cancel_argv(natives))
+        self._tasks.clear()
+        self._jobs.clear()
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def _submit_group(self, group: Group) -> None:
+        base = Path(group.submissions[0].jobdir).parent / self.scheduler.name
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        split = bundles.split_into_bundles(group.submissions, group.bundle)
+        limit = self._settings.max_array_size or self._cluster_limits().max_array_tasks
+        for first, size in arrays.array_ranges(len(split), limit):
+            self._submit_chunk(group, split[first:first + size], base)
+
+    def _submit_chunk(self, group: Group, chunk: list[list[Submission]], base: Path) -> None:
+        scheduler = self.scheduler
+        directory = taskfiles.new_directory(base, self._directory_numbers)
+        bundled = group.bundle > 1
+        time_limit = bundles.time_limit_s(group.resources.walltime_s, chunk, bundled,
+                                          scheduler.granted_time_s)
+        is_array = len(chunk) > 1
+        indexes = [scheduler.array_index_base + i if is_array else 0 for i in range(len(chunk))]
+        for index, members in zip(indexes, chunk, strict=True):
+            log_path = taskfiles.log_path(directory, scheduler.name, index)
+            for submission in members:
+                taskfiles.write_task(submission, log_path)
+            taskfiles.write_bundle(directory, index, [os.fspath(s.jobdir) for s in members],
+                                   time_limit if bundled else None)
+        script = directory / "job.sh"
+        script.write_text(taskfiles.script_for(
+            scheduler, directory=directory, tasks=max(len(members) for members in chunk),
+            setup=group.placement.setup, python=group.placement.python or self._python))
+        # The script sends its own output to its log in its directory, so no
+        # path of ours goes through the scheduler's %-patterns, which a '%' or
+        # a backslash in the run directory would break.
+        argv = scheduler.submit_argv(SubmitRequest(
+            script=os.fspath(script), name=_job_name(chunk[0][0].name, len(chunk)),
+            resources=group.resources, placement=group.placement, output="/dev/null",
+            array_size=len(chunk) if is_array else None,
+            throttle=self._settings.array_throttle if is_array else None,
+            dependencies=group.after, time_limit_s=time_limit))
+        try:
+            job_id = _parsed(scheduler.parse_submit, self._run(argv))
+        except (BackendError, ValueError) as error:
+            for members in chunk:
+                for submission in members:
+                    self._updates.append(Update(submission.job_id, JobStatus.FAILED,
+                                                reason=f"{argv[0]} refused it: {error}"))
+            return
+        for index, members in zip(indexes, chunk, strict=True):
+            native_id = scheduler.array_task_id(job_id, index) if is_array else job_id
+            job = self._jobs[native_id] = BatchJob(
+                native_id, taskfiles.log_path(directory, scheduler.name, index))
+            for submission in members:
+                self._follow_submitted(submission, group, bundled, job)
+
+    def _follow_submitted(self, submission: Submission, group: Group, bundled: bool,
+                          job: BatchJob) -> None:
+        task = self._tasks.get(submission.job_id)
+        if task is None:
+            task = TaskRecord(submission.job_id, os.fspath(submission.jobdir),
+                              bool(submission.argv), bundled, group, name=submission.name)
+            self._tasks[submission.job_id] = task
+        task.native_id = job.native_id
+        task.running = False
+        task.submitted_at = time.monotonic()
+        job.tasks.append(task)
+
+    # -- polling -----------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        before = len(self._updates)
+        depths = {job_id: task.group.depth for job_id, task in self._tasks.items()
+                  if task.group.depth}
+        rows = self._query_status()
+        now = time.monotonic()
+        changed = False
+        if rows is not None:
+            # Forgotten jobs first: a parent the scheduler dropped (a pending
+            # array task cancelled) must be reported before a child it let run.
+            lost = [job for job in self._jobs.values() if job.native_id not in rows]
+            if lost:
+                self._decide_forgotten(lost)
+            for job in list(self._jobs.values()):
+                row = rows.get(job.native_id)
+                if row is None or self._jobs.get(job.native_id) is not job:
+                    continue
+                changed |= row != job.row
+                job.row = row
+                self._follow(job)
+        changed |= len(self._updates) > before
+        if depths:
+            self._updates[before:] = sorted(self._updates[before:],
+                                            key=lambda update: depths.get(update.job_id, 0))
+        self._clock.polled(now, answered=rows is not None, changed=changed)
+
+    def _query_status(self) -> dict[str, NativeRow] | None:
+        """One status query for every job; None when it failed or printed what
+        cannot be read (logged: the poll clock backs off and asks again)."""
+        argv = self.scheduler.status_argv(self._user)
+        try:
+            output = self._run(argv)
+        except BackendError as error:
+            log.warning("the status query failed, trying again later: %s", error)
+            return None
+        try:
+            rows = _parsed(self.scheduler.parse_status, output)
+        except ValueError as error:
+            self._unreadable_status(argv[0], output, error)
+            return None
+        self._unreadable_answers = 0
+        return rows
+
+    def _unreadable_status(self, program: str, output: str, error: ValueError) -> None:
+        """A status answer corral cannot read (a login banner, a changed format).
+        Once :data:`UNREADABLE_STATUS_LIMIT` come in a row the command stays
+        broken: every job is decided by its result file, or else fails with
+        the output quoted, and its batch job is cancelled (nobody could follow it)."""
+        self._unreadable_answers += 1
+        count = self._unreadable_answers
+        log.warning("%s printed what corral cannot read (%d of %d in a row before its jobs "
+                    "fail): %s", program, count, UNREADABLE_STATUS_LIMIT, error)
+        if count < UNREADABLE_STATUS_LIMIT:
+            return
+        self._unreadable_answers = 0
+        reason = (f"{program} printed what corral cannot read {count} times in a row, so the "
+                  f"job could not be followed (its batch job is cancelled): {_quoted(output)}")
+        natives = sorted(set(self._jobs) | {task.native_id for task in self._tasks.values()
+                                            if task.native_id})
+        for task in list(self._tasks.values()):
+            result = read_result(task.jobdir)
+            self._finish(task, outcomes.from_result(task, result, self.scheduler.title)
+                         if result is not None else
+                         Update(task.job_id, JobStatus.FAILED, task.native_id or None,
+                                reason=reason))
+        self._jobs.clear()
+        if natives:
+            self._run_quietly(self.scheduler.cancel_argv(natives))
+
+    def _follow(self, job: BatchJob) -> None:
+        """Turn what the status query says of one batch job into updates for its tasks."""
+        row = job.row
+        if row is None:
+            return
+        meaning = self.scheduler.meaning(row)
+        if meaning is None:
+            log.warning("%s job %s is in a state corral does not know: %r; still polling",
+                        self.scheduler.title, job.native_id, row.state)
+            return
+        status, words = meaning
+        if status is JobStatus.SUBMITTED:
+            self._check_pending(job, row)
+            return
+        for task in list(job.tasks):
+            result = read_result(task.jobdir)
+            if result is not None:
+                self._finish(task, outcomes.from_result(task, result, self.scheduler.title))
+            elif status is JobStatus.RUNNING and not task.running and self._has_started(task):
+                task.running = True
+                self._updates.append(Update(task.job_id, JobStatus.RUNNING, task.native_id,
+                                            live_output=taskfiles.live_files(task.jobdir),
+                                            at=taskfiles.start_time(task.jobdir)))
+        if status is not JobStatus.RUNNING:
+            self._settle_ended(job, status, words, row)
+
+    def _check_pending(self, job: BatchJob, row: NativeRow) -> None:
+        scheduler = self.scheduler
+        if scheduler.is_held(row) and any(task.release_if_held for task in job.tasks):
+            for task in job.tasks:
+                task.release_if_held = False
+            self._run_quietly(scheduler.release_argv([job.native_id]))
+            return
+        never = scheduler.never_starts(row)
+        if never is None:
+            return
+        if never.kind is NeverKind.DEPENDENCY_FAILED and self._parents_completed(job):
+            # The scheduler judged a parent failed whose result says it completed
+            # (its batch job ended badly after writing it): run the job without it.
+            log.warning("%s job %s: its dependencies completed, but %s says %s; "
+                        "submitting it again without them", scheduler.title, job.native_id,
+                        scheduler.title, row.reason)
+            self._run_quietly(scheduler.cancel_argv([job.native_id]))
+            self._jobs.pop(job.native_id, None)
+            self._resubmit(job.tasks, count=False)
+            return
+        if never.kind is NeverKind.DEPENDENCY_FAILED:
+            reason = (f"a job it depends on did not complete ({scheduler.title}: {row.reason}; "
+                      f"{scheduler.title} job {job.native_id} cancelled)")
+            final = JobStatus.CANCELLED
+        else:
+            reason = (f"{scheduler.title} can never start it: {never.words} ({scheduler.title} "
+                      f"reason {row.reason}; {scheduler.title} job {job.native_id} cancelled)")
+            final = JobStatus.FAILED
+        self._run_quietly(scheduler.cancel_argv([job.native_id]))
+        for task in list(job.tasks):
+            self._finish(task, Update(task.job_id, final, job.native_id, reason=reason))
+
+    def _settle_ended(self, job: BatchJob, status: JobStatus, words: str,
+                      row: NativeRow | None) -> None:
+        """The batch job is over: each task has a result, was cancelled, was left
+        for lack of time (submitted again), or failed with the batch job."""
+        leftovers = []
+        someone_ran = job.runtime_ran or any(
+            taskfiles.started_by_runtime(task.jobdir) for task in job.tasks)
+        for task in list(job.tasks):
+            result = read_result(task.jobdir)
+            if result is not None:
+                self._finish(task, outcomes.from_result(task, result, self.scheduler.title))
+                continue
+            started = taskfiles.read_started(task.jobdir)
+            if started == CANCELLED_MARK:
+                self._finish(task, Update(task.job_id, JobStatus.CANCELLED, task.native_id,
+                                          reason="cancelled"))
+            elif bundles.is_leftover(task, started, someone_ran, status):
+                leftovers.append(task)
+            else:
+                self._finish(task, outcomes.from_scheduler(task, job, status, words, row,
+                                                           self.scheduler))
+        self._jobs.pop(job.native_id, None)
+        if leftovers:
+            try:
+                self._resubmit(leftovers)
+            except Exception as error:  # a bug or a full disk must not stop the loop
+                log.exception("could not submit %d bundled jobs again", len(leftovers))
+                for task in leftovers:
+                    self._finish(task, Update(task.job_id, JobStatus.FAILED, task.native_id,
+                                              reason=f"could not be submitted again: {error}"))
+
+    def _parents_completed(self, job: BatchJob) -> bool:
+        groups = {id(task.group): task.group for task in job.tasks}.values()
+        dirs = [jobdir for group in groups for jobdir in group.after_jobdirs]
+        return bool(dirs) and all(getattr(read_result(jobdir), "ok", False) for jobdir in dirs)
+
+    def _resubmit(self, tasks: list[TaskRecord], count: bool = True) -> None:
+        """Submit again jobs that a batch job left (without dependencies: their
+        parents are over)."""
+        by_group: dict[int, list[TaskRecord]] = {}
+        for task in list(tasks):
+            task.leftovers += count
+            by_group.setdefault(id(task.group), []).append(task)
+        for members in by_group.values():
+            old = members[0].group
+            wanted = {task.job_id for task in members}
+            group = Group(old.resources, old.placement, (), old.bundle,
+                          [s for s in old.submissions if s.job_id in wanted],
+                          parents=old.parents, depth=old.depth)
+            for task in members:
+                task.group = group
+            log.info("submitting %d jobs again that their batch job did not run", len(members))
+            self._submit_group(group)
+
+    def _decide_forgotten(self, lost: list[BatchJob]) -> None:
+        """Jobs the status query no longer lists: see :mod:`~corral.backends.batch.forgotten`."""
+        rows: dict[str, NativeRow] = {}
+        undecided = forgotten.undecided(lost)
+        accounting = self._cluster_limits().accounting
+        argv = self.scheduler.accounting_argv([job.native_id for job in undecided]) \
+            if undecided and accounting else None
+        if argv is not None:
+            try:
+                rows = _parsed(self.scheduler.parse_accounting, self._run(argv))
+            except (BackendError, ValueError) as error:
+                log.warning("the accounting query failed: %s", error)
+        for job in lost:
+            row = rows.get(job.native_id)
+            meaning = forgotten.verdict(job, job in undecided, row, self.scheduler, accounting)
+            if meaning is None:
+                job.row = row  # accounting says it still runs: wait
+                continue
+            self._settle_ended(job, meaning[0], meaning[1], row)
+
+    def _finish(self, task: TaskRecord, update: Update) -> None:
+        """Report a task's final update, once, and stop following it."""
+        if self._tasks.get(task.job_id) is not task:
+            return
+        del self._tasks[task.job_id]
+        job = self._jobs.get(task.native_id)
+        started = taskfiles.started_by_runtime(task.jobdir)
+        if job is not None:
+            if started:  # the batch job works: see _settle_ended
+                job.runtime_ran = True
+            if task in job.tasks:
+                job.tasks.remove(task)
+            if not job.tasks:
+                del self._jobs[task.native_id]
+        if not task.running and started:  # it ran between two polls
+            self._updates.append(Update(task.job_id, JobStatus.RUNNING, task.native_id or None,
+                                        at=taskfiles.start_time(task.jobdir)))
+        if update.at is None and update.state is not JobStatus.CANCELLED:
+            update = dataclasses.replace(update, at=taskfiles.end_time(task.jobdir))
+        self._updates.append(update)
+
+    @staticmethod
+    def _has_started(task: TaskRecord) -> bool:
+        return not task.bundled or taskfiles.started_by_runtime(task.jobdir)
+
+    # -- the cluster ---------------------------------------------------------------------------
+
+    def _cluster_limits(self) -> ClusterLimits:
+        """The cluster's limits, read once (its defaults if they cannot be read)."""
+        if self._limits is None:
+            argv = self.scheduler.limits_argv()
+            self._limits = self.scheduler.default_limits
+            if argv is not None:
+                try:
+                    self._limits = _parsed(self.scheduler.parse_limits, self._run(argv))
+                except (BackendError, ValueError) as error:
+                    log.warning("cannot read %s's configuration (%s); assuming defaults",
+                                self.scheduler.title, error)
+        return self._limits
+
+    def _pending_natives(self, job_ids: Collection[int | str]) -> list[str]:
+        natives = set()
+        for job_id in job_ids:
+            task = self._tasks.get(job_id)
+            if task is None or not task.native_id or task.running:
+                continue
+            job = self._jobs.get(task.native_id)
+            if job is not None and (job.row is None or self.scheduler.is_pending(job.row)):
+                natives.add(task.native_id)
+        return sorted(natives)
+
+    def _run_quietly(self, argv: Sequence[str]) -> None:
+        """Run a control command whose failure is logged, not raised: the job
+        may have ended meanwhile, and the next poll tells what became of it."""
+        try:
+            self._run(argv)
+        except BackendError as error:
+            log.warning("%s", error)
+
+    def _run(self, argv: Sequence[str]) -> str:
+        """Run a scheduler command; return its stdout. Raises BackendError with its message."""
+        return run_command(argv)
+
+
+def _parsed(parse: Callable[[str], _T], output: str) -> _T:
+    """*parse* (a scheduler's parser) of a command's *output*. A parser meets
+    output nobody recorded (a banner, a new version's format): whatever it
+    raises becomes a ValueError quoting the output, which the caller handles
+    like a failed command, so that the poller never stops on a traceback."""
+    try:
+        return parse(output)
+    except ValueError:
+        raise
+    except Exception as error:
+        log.debug("a parser failed", exc_info=True)
+        raise ValueError(f"{type(error).__name__}: {error} in {_quoted(output)}") from None
+
+
+def _quoted(output: str, limit: int = 300) -> str:
+    """A command's output for a message: stripped, cut at *limit* characters, repr-quoted."""
+    text = output.strip()
+    return repr(text[:limit]) + (f" (and {len(text) - limit} more characters)"
+                                 if len(text) > limit else "")
+
+
+def _job_name(name: str, count: int) -> str:
+    """The batch job's name: the first job's, and how many more the array holds."""
+    text = taskfiles.printable(name)[:100]
+    return text if count == 1 else f"{text} (+{count - 1})"

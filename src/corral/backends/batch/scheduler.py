@@ -1,0 +1,222 @@
+"""What one batch scheduler (Slurm, PBS, SGE, LSF, ...) supplies to the shared base.
+
+:class:`corral.backends.batch.base.BatchBackend` owns everything every batch
+scheduler needs — grouping into arrays, bundles and leftovers, task files,
+polling with back-off, forgotten jobs, reattach, hold/release. A scheduler is a
+small :class:`BatchScheduler` subclass of *pure* pieces: argv builders and
+parsers of the scheduler's output, its state and reason tables, and its batch
+script template. Nothing in a scheduler runs a process, so each piece is tested
+on output recorded from the real scheduler.
+
+The contract between the rendered script and the base (every template keeps it):
+
+* The template is a :class:`string.Template` (``$$`` is a literal ``$``). The
+  base substitutes ``${tasks}`` (jobs per array task), ``${bundle_dir}`` (the
+  shell-quoted directory of this submission), ``${bundle_dir_comment}`` (the
+  same, printable, for a comment), ``${setup}`` (the user's setup lines, shell
+  code by intent), ``${python}`` (the quoted interpreter) and
+  ``${failed_exit_status}`` (:attr:`BatchScheduler.failed_exit_status`).
+* The script sends its own output to ``<bundle dir>/<name>-<array index>.out``
+  and runs ``corral.runtime.batch.main`` on ``<bundle dir>/<array index>.json``,
+  where the index is the scheduler's own (from :attr:`array_index_base`), and
+  ``0`` for a job that is not an array.
+* It exports the runtime's table of the scheduler's variables
+  (:data:`corral.runtime.batch.SCHEDULER_VARIABLES`): the *names* of the
+  variables holding the job id, the array job id, the array index and the
+  restart count, e.g. ``CORRAL_ARRAY_INDEX_VAR=SLURM_ARRAY_TASK_ID``, and
+  ``CORRAL_FAILED_EXIT_STATUS``. The runtime never names a scheduler's variable.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from corral.spec import Placement, Resources
+from corral.status import JobStatus
+
+__all__ = ["BatchScheduler", "NativeRow", "SubmitRequest", "ClusterLimits", "NeverStarts",
+           "NeverKind", "Meaning"]
+
+#: What corral makes of a scheduler's state: a status and the words of a reason.
+Meaning = tuple[JobStatus, str]
+
+
+@dataclass(frozen=True, slots=True)
+class NativeRow:
+    """One batch job (or array task) as a status or accounting query saw it."""
+
+    native_id: str  # as :meth:`BatchScheduler.array_task_id` spells it for an array task
+    state: str  # the scheduler's own word: PENDING, R, Q, RUN, ...
+    reason: str = ""  # why it pends or ended, in the scheduler's words ("" for none)
+    exit_status: int | None = None  # the batch job's exit code, when known
+    signal: int | None = None  # the signal that killed it, when known
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """One submission: a batch script, maybe an array of it, with what it needs.
+
+    Every value becomes one argument of the submit command, never shell text.
+    """
+
+    script: str
+    name: str  # printable, at most 100 characters
+    resources: Resources
+    placement: Placement
+    output: str  # where the scheduler puts the script's own output (the script logs itself)
+    array_size: int | None  # None: not an array; else indexes array_index_base.. onwards
+    throttle: int | None  # at most this many array tasks at once (None: no limit)
+    dependencies: tuple[str, ...]  # native ids that must end well first
+    time_limit_s: float | None  # already granted by :meth:`BatchScheduler.granted_time_s`
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLimits:
+    """What the base must know of the cluster's configuration."""
+
+    #: The most tasks one array may have (arrays are split below it).
+    max_array_tasks: int
+    #: How long the status query still lists a finished job (Slurm's MinJobAge).
+    forget_after_s: float
+    #: Whether :meth:`BatchScheduler.accounting_argv` can tell about forgotten jobs.
+    accounting: bool
+
+
+class NeverKind(enum.Enum):
+    """Why a pending job will never start."""
+
+    #: A job it depends on did not end well: it ends CANCELLED.
+    DEPENDENCY_FAILED = "dependency failed"
+    #: The cluster can never satisfy its request: it ends FAILED.
+    IMPOSSIBLE = "impossible"
+
+
+@dataclass(frozen=True, slots=True)
+class NeverStarts:
+    """A pending job the scheduler will never start, and why in words."""
+
+    kind: NeverKind
+    words: str
+
+
+class BatchScheduler(ABC):
+    """The pure pieces of one batch scheduler. Subclasses set the class
+    attributes and implement the abstract methods; none may run a process.
+
+    Output a parser does not understand is skipped (a row) or a ``ValueError``
+    (a submission), never an assertion: a new state code must not crash the poller.
+    """
+
+    #: The backend's name and the folder of the scheduler ("slurm").
+    name: ClassVar[str]
+    #: How users call it, in reasons: "Slurm job 123".
+    title: ClassVar[str]
+    #: The batch script template (see the module docstring for its contract).
+    template: ClassVar[Path]
+    #: The first index of an array: 0 for Slurm, 1 for SGE, PBS and LSF.
+    array_index_base: ClassVar[int] = 0
+    #: The exit status with which the batch job ends when a job in it failed,
+    #: chosen so that the scheduler holds back dependents (Slurm ``afterok``:
+    #: any non-zero; SGE: 100).
+    failed_exit_status: ClassVar[int] = 1
+    #: What :meth:`parse_limits` would say when the configuration cannot be read.
+    default_limits: ClassVar[ClusterLimits] = ClusterLimits(1000, 300.0, False)
+
+    # -- submitting ------------------------------------------------------------------------
+
+    @abstractmethod
+    def submit_argv(self, request: SubmitRequest) -> list[str]:
+        """The command that submits *request*."""
+
+    @abstractmethod
+    def parse_submit(self, stdout: str) -> str:
+        """The job id from the submit command's output. Raises ValueError naming
+        what was printed when there is none."""
+
+    def array_task_id(self, job_id: str, index: int) -> str:
+        """The native id of array task *index* of *job_id* (Slurm: ``123_4``)."""
+        return f"{job_id}_{index}"
+
+    def granted_time_s(self, seconds: float) -> float:
+        """The time limit the scheduler grants for a request of *seconds*
+        (Slurm rounds up to whole minutes); the runtime plans with it."""
+        return seconds
+
+    # -- watching --------------------------------------------------------------------------
+
+    @abstractmethod
+    def status_argv(self, user: str) -> list[str]:
+        """One query for every job of *user*, recently finished ones included if
+        the scheduler can, one row per array task."""
+
+    @abstractmethod
+    def parse_status(self, stdout: str) -> dict[str, NativeRow]:
+        """Rows by native id from :meth:`status_argv`'s output."""
+
+    def accounting_argv(self, native_ids: Sequence[str]) -> list[str] | None:
+        """A query of finished jobs the status query forgot; None: no accounting."""
+        return None
+
+    def parse_accounting(self, stdout: str) -> dict[str, NativeRow]:
+        """Rows by native id from :meth:`accounting_argv`'s output."""
+        return {}
+
+    def limits_argv(self) -> list[str] | None:
+        """The command that prints the cluster's configuration; None: use
+        :attr:`default_limits`."""
+        return None
+
+    def parse_limits(self, stdout: str) -> ClusterLimits:
+        """:class:`ClusterLimits` from :meth:`limits_argv`'s output."""
+        return self.default_limits
+
+    # -- meaning ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def meaning(self, row: NativeRow) -> Meaning | None:
+        """corral's status for a row and a reason's words ("" while active);
+        None for a state corral does not know (the base logs it and polls on).
+        SUBMITTED means pending, RUNNING running, anything else ended."""
+
+    def exit_code(self, row: NativeRow) -> int | None:
+        """The job's exit code: minus the signal when one killed it."""
+        return -row.signal if row.signal else row.exit_status
+
+    @abstractmethod
+    def never_starts(self, row: NativeRow) -> NeverStarts | None:
+        """For a pending row: why the scheduler will never start it, or None."""
+
+    @abstractmethod
+    def is_pending(self, row: NativeRow) -> bool:
+        """Whether the job waits to start, so that a hold applies to it."""
+
+    @abstractmethod
+    def is_held(self, row: NativeRow) -> bool:
+        """Whether the job is held (by a user or an admin)."""
+
+    #: Why the status query no longer lists a finished job, for a reason shown
+    #: when nothing else tells how it ended (Slurm: "purged after MinJobAge").
+    forgotten_words: ClassVar[str] = "forgotten once it ended"
+
+    # -- control ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def cancel_argv(self, native_ids: Sequence[str]) -> list[str]:
+        """End these jobs, running or pending."""
+
+    @abstractmethod
+    def signal_argv(self, native_ids: Sequence[str]) -> list[str]:
+        """Send SIGUSR1 to the batch script's runtime of these running jobs (abort)."""
+
+    @abstractmethod
+    def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
+        """Keep these pending jobs from starting."""
+
+    @abstractmethod
+    def release_argv(self, native_ids: Sequence[str]) -> list[str]:
+        """Let these held jobs start again."""

@@ -1,0 +1,169 @@
+"""The files a batch job is made of, and what the base reads back from them.
+
+Per corral job, in its job directory: ``task`` (what to run, written here),
+``started``, ``result``, ``stdout`` and ``stderr`` (written by
+:mod:`corral.runtime.batch`). Per submission, in a numbered directory under
+``<run dir>/<scheduler name>/``: ``job.sh`` (rendered from the scheduler's
+template), one bundle file ``<array index>.json`` per array task, and the
+script's own log ``<scheduler name>-<array index>.out``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pickle
+import shlex
+import string
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from corral.backends.base import Submission
+from corral.backends.batch.scheduler import BatchScheduler
+from corral.runtime.batch import CANCELLED_MARK, RESULT_FILE, STARTED_FILE, TASK_FILE
+
+__all__ = ["write_task", "write_bundle", "new_directory", "render_script", "script_for", "log_path",
+           "read_started", "started_by_runtime", "start_time", "end_time", "live_files",
+           "batch_log_of", "tail_text", "printable"]
+
+_TAIL_LINES = 3
+#: The key of the task file that says where its batch job logs, for a later driver.
+_LOG_KEY = "batch_log"
+
+
+def printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def new_directory(base: Path, numbers: itertools.count) -> Path:
+    """A fresh directory for one submission: numbered on from what earlier
+    drivers of the same run directory left."""
+    while True:
+        directory = base / str(next(numbers))
+        try:
+            directory.mkdir(mode=0o700)
+            return directory
+        except FileExistsError:
+            continue
+
+
+def log_path(directory: Path, scheduler_name: str, index: int) -> str:
+    """Where the batch script of array task *index* logs (the template's contract)."""
+    return os.fspath(directory / f"{scheduler_name}-{index}.out")
+
+
+def write_task(submission: Submission, batch_log: str) -> None:
+    """Write what the runtime runs for *submission*, clearing an earlier attempt's files."""
+    jobdir = os.fspath(submission.jobdir)
+    os.makedirs(jobdir, mode=0o700, exist_ok=True)
+    for stale in (STARTED_FILE, RESULT_FILE, "stdout", "stderr"):  # an earlier attempt's
+        try:
+            os.unlink(os.path.join(jobdir, stale))
+        except FileNotFoundError:
+            pass
+    # A dependency still running here: the runtime reads its result file
+    # (job directories are siblings in the run directory).
+    upstream = [entry if isinstance(entry, bytes)
+                else os.path.join(os.path.dirname(jobdir), str(entry))
+                for entry in submission.upstream]
+    task = {"job_id": submission.job_id, "argv": list(submission.argv),
+            "payload": submission.call, "upstream": upstream, "env": list(submission.env),
+            "cwd": submission.cwd,
+            # The runtime enforces the walltime to the second; the scheduler's
+            # limit (maybe in whole minutes) is the backstop.
+            "walltime_s": submission.resources.walltime_s,
+            _LOG_KEY: batch_log}
+    with open(os.path.join(jobdir, TASK_FILE), "wb") as handle:
+        pickle.dump(task, handle, pickle.HIGHEST_PROTOCOL)
+
+
+def write_bundle(directory: Path, index: int, jobdirs: Sequence[str],
+                 time_limit_s: float | None) -> None:
+    """The bundle file of array task *index*: its jobs, in the order they run."""
+    bundle = {"jobdirs": list(jobdirs), "time_limit_s": time_limit_s, "sys_path": sys.path}
+    (directory / f"{index}.json").write_text(json.dumps(bundle))
+
+
+def render_script(template: str, *, directory: Path, tasks: int, setup: Sequence[str],
+                  python: str, failed_exit_status: int) -> str:
+    """The batch script from a scheduler's *template* (see
+    :mod:`corral.backends.batch.scheduler` for the names it may use). Every
+    value but the setup lines is quoted here, once."""
+    return string.Template(template).substitute(
+        tasks=tasks, bundle_dir_comment=printable(os.fspath(directory)),
+        setup="\n".join(setup), python=shlex.quote(python),
+        bundle_dir=shlex.quote(os.fspath(directory)), failed_exit_status=failed_exit_status)
+
+
+def script_for(scheduler: BatchScheduler, *, directory: Path, tasks: int,
+               setup: Sequence[str], python: str) -> str:
+    """The batch script of one submission of *scheduler*, from its template."""
+    return render_script(scheduler.template.read_text(), directory=directory, tasks=tasks,
+                         setup=setup, python=python,
+                         failed_exit_status=scheduler.failed_exit_status)
+
+
+def read_started(jobdir: str) -> bytes | None:
+    try:
+        with open(os.path.join(jobdir, STARTED_FILE), "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def started_by_runtime(jobdir: str) -> bool:
+    started = read_started(jobdir)
+    return bool(started) and started != CANCELLED_MARK
+
+
+def start_time(jobdir: str) -> float | None:
+    """When the runtime took the job, from its ``started`` record."""
+    try:
+        return float(json.loads(read_started(jobdir) or b"{}").get("time"))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def end_time(jobdir: str) -> float | None:
+    """When the runtime wrote the job's result (its file's time)."""
+    try:
+        return os.stat(os.path.join(jobdir, RESULT_FILE)).st_mtime
+    except OSError:
+        return None
+
+
+def live_files(jobdir: str) -> tuple[str, str]:
+    return os.path.join(jobdir, "stdout"), os.path.join(jobdir, "stderr")
+
+
+def batch_log_of(jobdir: str) -> str:
+    """The log of the batch script that runs the job, as its task file records
+    it: a later driver that attaches to the job reads failures there too. ""
+    when the task file is gone or older than this record."""
+    try:
+        with open(os.path.join(jobdir, TASK_FILE), "rb") as handle:
+            task = pickle.load(handle)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError):
+        return ""
+    found = task.get(_LOG_KEY, "") if isinstance(task, dict) else ""
+    return found if isinstance(found, str) else ""
+
+
+def tail_text(jobdir: str, batch_log: str) -> str:
+    """The last lines of the job's stderr (or else of its batch log), for a reason."""
+    for path in (os.path.join(jobdir, "stderr"), batch_log):
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 2000))
+                lines = handle.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            continue
+        if lines:
+            tail = " | ".join(line.strip() for line in lines[-_TAIL_LINES:])
+            return f"; stderr ends: {tail[-300:]}"
+    return ""

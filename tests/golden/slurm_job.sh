@@ -1,0 +1,18 @@
+#!/bin/bash
+# A corral batch job: 3 job(s) per array task, listed in the bundle files of
+# /home/ann/runs/it's 100%/slurm/7
+# Each job's output goes to stdout/stderr in its own job directory; this batch job's
+# own output (setup errors, the runtime's messages) goes to slurm-<array index>.out here.
+exec >>'/home/ann/runs/it'"'"'s 100%/slurm/7'/"slurm-${SLURM_ARRAY_TASK_ID:-0}.out" 2>&1
+# corral's runtime reads Slurm's variables through these names, and ends with the
+# failure status when a job failed, so that afterok holds back the job's dependents.
+export CORRAL_BATCH_JOB_ID_VAR=SLURM_JOB_ID CORRAL_ARRAY_JOB_ID_VAR=SLURM_ARRAY_JOB_ID \
+    CORRAL_ARRAY_INDEX_VAR=SLURM_ARRAY_TASK_ID CORRAL_RESTART_COUNT_VAR=SLURM_RESTART_COUNT \
+    CORRAL_FAILED_EXIT_STATUS=1
+set -e
+trap 'echo "corral: a setup line failed (exit status $?); the job did not start" >&2' ERR
+module load python/3.11
+export OMP_NUM_THREADS=1
+trap - ERR
+set +e
+exec '/opt/my python/bin/python3' -c 'import json, sys; sys.path[:0] = json.load(open(sys.argv[1]))["sys_path"]; from corral.runtime.batch import main; main()' '/home/ann/runs/it'"'"'s 100%/slurm/7'/"${SLURM_ARRAY_TASK_ID:-0}".json

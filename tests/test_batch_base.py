@@ -1,0 +1,169 @@
+"""The batch base's own pieces, without a scheduler: arrays, bundles, polling,
+forgotten jobs, outcomes, control with no driver, and Slurm's pieces on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from corral.backends.base import Submission
+from corral.backends.batch import arrays, bundles, control, forgotten, outcomes, taskfiles
+from corral.backends.batch.polling import PollClock
+from corral.backends.batch.records import BatchJob, Group, TaskRecord
+from corral.backends.batch.scheduler import ClusterLimits, NativeRow, NeverKind
+from corral.backends.batch.slurm.backend import SlurmBackend
+from corral.backends.batch.slurm.scheduler import SlurmScheduler
+from corral.runtime.batch import BatchOutcome
+from corral.spec import Placement, Resources
+from corral.status import JobStatus
+
+SLURM = SlurmScheduler()
+
+
+def submission(job_id, tmp_path: Path, cores=1, bundle=1, after=(), walltime=None) -> Submission:
+    return Submission(job_id, f"job{job_id}", tmp_path / str(job_id),
+                      Resources(cores, walltime_s=walltime), argv=("true",),
+                      placement=Placement(bundle=bundle), after=after)
+
+
+def task_of(sub: Submission, native_id: str = "9") -> TaskRecord:
+    group = Group(sub.resources, sub.placement, (), sub.placement.bundle, [sub])
+    return TaskRecord(sub.job_id, os.fspath(sub.jobdir), True, sub.placement.bundle > 1, group,
+                      native_id)
+
+
+def test_equal_jobs_make_one_group_and_a_followed_parent_becomes_a_dependency(tmp_path):
+    parent = task_of(submission("p", tmp_path), native_id="41_2")
+    batch = [submission(1, tmp_path), submission(2, tmp_path, cores=4),
+             submission(3, tmp_path), submission(4, tmp_path, after=("p",))]
+    groups = arrays.group_submissions(batch, {"p": parent})
+    assert [[s.job_id for s in group.submissions] for group in groups] == [[1, 3], [2], [4]]
+    assert groups[2].after == ("41_2",)
+    assert groups[2].after_jobdirs == (parent.jobdir,)
+
+
+def test_a_bundle_asks_for_the_time_of_all_its_jobs_as_slurm_grants_it(tmp_path):
+    jobs = [submission(i, tmp_path, bundle=4, walltime=3.0) for i in range(6)]
+    split = bundles.split_into_bundles(jobs, 4)
+    assert [len(members) for members in split] == [4, 2]
+    # 4 jobs x 3 s and the runtime's 2 s margin: 14 s, one whole minute in Slurm.
+    assert bundles.time_limit_s(3.0, split, True, SLURM.granted_time_s) == 60.0
+    assert bundles.time_limit_s(None, split, True, SLURM.granted_time_s) is None
+
+
+def test_polling_backs_off_while_nothing_changes_and_comes_back_on_a_change():
+    clock = PollClock(0.5, 2.0)
+    waits = []
+    for at in range(6):
+        clock.polled(float(at), answered=True, changed=False)
+        waits.append(clock._next - at)
+    assert waits == [0.75, 1.125, 1.6875, 2.0, 2.0, 2.0]
+    clock.polled(10.0, answered=True, changed=True)
+    assert clock._next == 10.5 and clock.last_answer == 10.0
+    clock.polled(11.0, answered=False, changed=False)
+    assert clock.last_answer == 10.0  # a failed query proves nothing about the jobs
+
+
+def test_a_forgotten_job_is_decided_by_results_then_accounting_then_its_files(tmp_path):
+    sub = submission(1, tmp_path)
+    taskfiles.write_task(sub, batch_log="")
+    job = BatchJob("9", "", [task_of(sub)])
+    never_ran = forgotten.verdict(job, True, None, SLURM, accounting=False)
+    assert never_ran == (JobStatus.CANCELLED, "Slurm no longer lists it and it never started "
+                         "(cancelled outside corral, or ended without starting long ago)")
+    (sub.jobdir / "started").write_text('{"time": 1}')
+    assert forgotten.verdict(job, True, None, SLURM, accounting=False) == (
+        JobStatus.FAILED, "Slurm no longer knows the job and it left no result "
+                          "(purged after MinJobAge; no accounting to ask)")
+    assert forgotten.verdict(job, True, NativeRow("9", "CANCELLED"), SLURM, accounting=True) == (
+        JobStatus.CANCELLED, "cancelled in Slurm")
+    assert forgotten.verdict(job, True, NativeRow("9", "RUNNING"), SLURM, True) is None
+    assert forgotten.verdict(job, False, None, SLURM, False) == (JobStatus.COMPLETED, "")
+
+
+def test_a_forgotten_job_whose_upstream_failed_is_cancelled_naming_the_root_cause(tmp_path):
+    """PBS removes the children of a failed job at once: a grandchild that
+    never started names the grandparent that failed, as the engine would."""
+    import pickle
+
+    from corral.runtime.batch import RESULT_FILE, write_atomically
+
+    subs = [submission(i, tmp_path, after=(i - 1,) if i > 1 else ()) for i in (1, 2, 3)]
+    for sub in subs:
+        taskfiles.write_task(sub, batch_log="")
+    grandparent = task_of(subs[0], native_id="7")
+    grandparent.name = "train"
+    [parent_group] = arrays.group_submissions([subs[1]], {1: grandparent})
+    parent = TaskRecord(2, os.fspath(subs[1].jobdir), False, False, parent_group, "8", name="eval")
+    [child_group] = arrays.group_submissions([subs[2]], {2: parent})
+    child = TaskRecord(3, os.fspath(subs[2].jobdir), False, False, child_group, "9")
+    assert (parent_group.depth, child_group.depth) == (1, 2)
+    job = BatchJob("9", "", [child])
+    assert forgotten.verdict(job, True, None, SLURM, accounting=False)[1].startswith(
+        "Slurm no longer lists it")  # no result says why yet
+    write_atomically(os.path.join(grandparent.jobdir, RESULT_FILE),
+                     pickle.dumps(BatchOutcome(False, exit_code=1, reason="exit code 1")))
+    assert forgotten.verdict(job, True, None, SLURM, accounting=False) == (
+        JobStatus.CANCELLED, "upstream job 1 'train' failed")
+
+
+def test_a_timed_out_outcome_becomes_timed_out_naming_the_batch_job(tmp_path):
+    task = task_of(submission(1, tmp_path), native_id="12_0")
+    update = outcomes.from_result(task, BatchOutcome(False, reason="ran past its walltime of "
+                                                     "3 s", timed_out=True), "Slurm")
+    assert (update.state, update.reason) == (JobStatus.TIMED_OUT,
+                                             "ran past its walltime of 3 s (Slurm job 12_0)")
+    # A reason that merely starts like the old marker is no timeout.
+    update = outcomes.from_result(task, BatchOutcome(False, exit_code=2, reason="timed out: x"),
+                                  "Slurm")
+    assert update.state is JobStatus.FAILED
+
+
+def test_a_job_attached_by_a_later_driver_reports_its_batch_scripts_log(tmp_path):
+    sub = submission(1, tmp_path)
+    log = tmp_path / "slurm-0.out"
+    log.write_text("corral: a setup line failed (exit status 127); the job did not start\n")
+    taskfiles.write_task(sub, batch_log=os.fspath(log))
+    backend = SlurmBackend()
+    try:
+        backend.attach(sub, "88")
+        job = backend._jobs["88"]
+        update = outcomes.from_scheduler(job.tasks[0], job, JobStatus.FAILED, "failed", None,
+                                         SLURM)
+    finally:
+        backend._closed = True  # nothing was submitted: no scancel to run
+    assert update.reason == ("failed (Slurm job 88); stderr ends: corral: a setup line failed "
+                             "(exit status 127); the job did not start")
+
+
+def test_slurm_limits_come_from_its_configuration_and_default_when_unreadable():
+    text = ("Configuration data as of 2026-11-25T19:12:50\n"
+            "AccountingStorageType   = accounting_storage/slurmdbd\n"
+            "MaxArraySize            = 10001\nMinJobAge               = 300 sec\n")
+    assert SLURM.parse_limits(text) == ClusterLimits(10000, 300.0, True)
+    assert SLURM.parse_limits("garbage\n") == ClusterLimits(1000, 300.0, False)
+
+
+def test_slurm_tells_which_pending_jobs_will_never_start():
+    never = SLURM.never_starts(NativeRow("1", "PENDING", "DependencyNeverSatisfied"))
+    assert never is not None and never.kind is NeverKind.DEPENDENCY_FAILED
+    impossible = SLURM.never_starts(NativeRow("1", "PENDING", "PartitionConfig"))
+    assert impossible is not None and impossible.kind is NeverKind.IMPOSSIBLE
+    assert SLURM.never_starts(NativeRow("1", "PENDING", "Priority")) is None
+    assert SLURM.is_held(NativeRow("1", "PENDING", "JobHeldUser"))
+
+
+def test_control_without_a_driver_refuses_an_unknown_verb():
+    with pytest.raises(ValueError) as caught:
+        control.control_without_driver(SLURM, "stop", ["1"])
+    assert str(caught.value) == ("unknown verb 'stop' for batch jobs with no driver "
+                                 "(known: cancel, pause, resume)")
+
+
+def test_bad_options_name_the_scheduler():
+    with pytest.raises(ValueError) as caught:
+        SlurmBackend(options={"poll": 1})
+    assert str(caught.value).startswith("unknown Slurm backend option 'poll'; "
+                                        "did you mean 'poll_interval'?")
