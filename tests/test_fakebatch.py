@@ -1,0 +1,372 @@
+"""The fake batch scheduler the tests ship (tests/support/fakebatch): each
+command against real processes, as the batch backend will use it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from support.processes import pids_alive
+from support.waiting import wait_until
+from support.fakebatch.cluster import FakeBatch
+from support.fakebatch.scheduler import BIN, FakeBatchScheduler, registered
+
+import corral
+from corral.backends.batch.base import UNREADABLE_STATUS_LIMIT
+from corral.backends.batch.scheduler import NativeRow, SubmitRequest
+from corral.spec import Placement, Resources
+from corral.status import JobStatus
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[FakeBatch]:
+    fake = FakeBatch(tmp_path / "fakebatch", forget_s=30.0)
+    fake.root.mkdir()
+    yield fake
+    fake.stop()
+
+
+def script(tmp_path: Path, body: str, name: str = "job.sh") -> str:
+    path = tmp_path / name
+    path.write_text(body)
+    return os.fspath(path)
+
+
+def submit(cluster: FakeBatch, *argv: str) -> str:
+    done = cluster.run("qsub", *argv)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def ended(cluster: FakeBatch, native: str) -> dict:
+    wait_until(lambda: cluster.qstat(native).get(native, {}).get("state") == "F",
+               message=f"fakebatch job {native} to end")
+    return cluster.qstat(native)[native]
+
+
+def test_a_submitted_script_runs_as_a_real_process_with_its_variables(cluster, tmp_path):
+    job = submit(cluster, "-N", "hello", "-o", os.fspath(tmp_path / "out"),
+                 script(tmp_path, "echo job $FAKEBATCH_JOBID index ${FAKEBATCH_ARRAY_INDEX-none}\n"
+                                  "exit 3\n"))
+    task = ended(cluster, job)
+    assert (task["name"], task["exit_status"], task["signal"]) == ("hello", 3, None)
+    assert (tmp_path / "out").read_text() == f"job {job} index none\n"
+    assert cluster.calls("qsub") == [("qsub", cluster.calls()[0][1],
+                                      ["-N", "hello", "-o", os.fspath(tmp_path / "out"),
+                                       os.fspath(tmp_path / "job.sh")])]
+
+
+def test_qdel_kills_a_running_job_with_every_process_it_started(cluster, tmp_path):
+    pids = tmp_path / "pids"
+    job = submit(cluster, script(tmp_path, f"(setsid sleep 300 & echo $! >> {pids})\n"
+                                           f"sleep 300 & echo $! >> {pids}\nwait\n"))
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2)
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert cluster.qstat(job)[job]["state"] == "R"
+    assert cluster.run("qdel", job).returncode == 0
+    task = cluster.qstat(job)[job]
+    assert (task["state"], task["reason"], task["signal"]) == ("F", "deleted", 9)
+    wait_until(lambda: not pids_alive(started), timeout=5, message="the job's processes to die")
+
+
+def test_an_array_runs_each_index_from_one_and_one_qstat_lists_every_task(cluster, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    job = submit(cluster, "-t", "1-5%2", "-o", os.fspath(out / "%I"),
+                 script(tmp_path, "echo $FAKEBATCH_TASKID\n"))
+    natives = [f"{job}_{index}" for index in range(1, 6)]
+    wait_until(lambda: all(task["state"] == "F" for task in cluster.qstat(job).values()))
+    assert sorted(cluster.qstat(job)) == natives == sorted(cluster.qstat(*natives))
+    assert {path.name: path.read_text() for path in out.iterdir()} == {
+        str(index): f"{job}_{index}\n" for index in range(1, 6)}
+
+
+def test_a_child_waits_for_its_parent_and_a_failed_parents_children_are_removed(
+        cluster, tmp_path):
+    gate, doom, log = tmp_path / "gate", tmp_path / "doom", tmp_path / "log"
+    parent = submit(cluster, script(tmp_path, f"while [ ! -e {gate} ]; do sleep 0.01; done\n"
+                                              f"echo parent >> {log}\n", "parent.sh"))
+    child = submit(cluster, "-W", f"depend=afterok:{parent}",
+                   script(tmp_path, f"echo child >> {log}\n", "child.sh"))
+    doomed = submit(cluster, "-t", "1-2", script(
+        tmp_path, f"while [ ! -e {doom} ]; do sleep 0.01; done\nexit $FAKEBATCH_ARRAY_INDEX\n",
+        "doomed.sh"))
+    orphan = submit(cluster, "-W", f"depend=afterok:{doomed}_2:{parent}",
+                    script(tmp_path, f"echo orphan >> {log}\n", "orphan.sh"))
+    grandchild = submit(cluster, "-W", f"depend=afterok:{orphan}",
+                        script(tmp_path, f"echo grandchild >> {log}\n", "grandchild.sh"))
+    assert cluster.qstat(child)[child]["state"] == "Q"
+    doom.touch()
+    wait_until(lambda: orphan not in cluster.qstat(), message="the failed parent's child to go")
+    assert grandchild not in cluster.qstat()
+    gate.touch()
+    assert ended(cluster, child)["exit_status"] == 0
+    assert log.read_text() == "parent\nchild\n"
+
+
+def test_a_held_job_waits_until_released_and_a_running_one_cannot_be_held(tmp_path):
+    cluster = FakeBatch(tmp_path / "fakebatch", slots=1)
+    cluster.root.mkdir()
+    try:
+        gate = tmp_path / "gate"
+        hog = submit(cluster, script(tmp_path, f"while [ ! -e {gate} ]; do sleep 0.01; done\n",
+                                     "hog.sh"))
+        waiting = submit(cluster, script(tmp_path, "true\n", "waiting.sh"))
+        wait_until(lambda: cluster.qstat(hog)[hog]["state"] == "R")
+        assert cluster.run("qhold", waiting).returncode == 0
+        refused = cluster.run("qhold", hog)
+        assert (refused.returncode, refused.stderr) == (
+            1, f"qhold: Request invalid for state of job {hog}\n")
+        gate.touch()
+        ended(cluster, hog)
+        assert cluster.qstat(waiting)[waiting]["state"] == "H"  # a free slot, still held
+        assert cluster.run("qrls", waiting).returncode == 0
+        assert ended(cluster, waiting)["exit_status"] == 0
+    finally:
+        cluster.stop()
+
+
+def test_a_job_past_its_walltime_is_killed(cluster, tmp_path):
+    job = submit(cluster, "-l", "walltime=0.3", script(tmp_path, "sleep 300\n"))
+    task = ended(cluster, job)
+    assert (task["reason"], task["signal"]) == ("walltime", 9)
+
+
+def test_qsig_signals_the_running_script(cluster, tmp_path):
+    marker = tmp_path / "marker"
+    job = submit(cluster, script(tmp_path, f"trap 'echo got it > {marker}; exit 0' USR1\n"
+                                           f"touch {marker}.ready\n"
+                                           "while true; do sleep 0.01; done\n"))
+    wait_until(lambda: Path(f"{marker}.ready").exists())
+    assert cluster.run("qsig", "-s", "USR1", job).returncode == 0
+    assert ended(cluster, job)["exit_status"] == 0
+    assert marker.read_text() == "got it\n"
+
+
+def test_finished_jobs_are_forgotten_after_a_while(tmp_path):
+    cluster = FakeBatch(tmp_path / "fakebatch", forget_s=0.5)
+    cluster.root.mkdir()
+    try:
+        job = submit(cluster, script(tmp_path, "true\n"))
+        ended(cluster, job)
+        wait_until(lambda: job not in cluster.qstat(), timeout=10,
+                   message="the finished job to be forgotten")
+        refused = cluster.run("qsub", "-W", f"depend=afterok:{job}", script(tmp_path, "true\n"))
+        assert (refused.returncode, refused.stderr) == (1, f"qsub: Unknown Job Id {job}\n")
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-t", "5-1"], "qsub: bad array '5-1': 1 to 1000 tasks\n"),
+    (["-t", "a-b"], "qsub: bad array 'a-b': expected FIRST-LAST[%THROTTLE]\n"),
+    (["-W", "depend=afterany:1"], "qsub: bad dependency 'depend=afterany:1': "
+                                  "expected depend=afterok:ID[:ID]\n"),
+    (["-l", "walltime=soon"], "qsub: bad resource value: could not convert string to float: "
+                              "'soon'\n"),
+    (["-l", "colour=red"], "qsub: unknown resource 'colour'\n"),
+    (["-l", "ncpus=65"], "qsub: Job exceeds queue resource limits (ncpus=65 > 64)\n"),
+    (["--bogus"], "qsub: unknown argument '--bogus'\n"),
+])
+def test_qsub_refuses_bad_input_with_a_message(cluster, tmp_path, argv, message):
+    refused = cluster.run("qsub", *argv, script(tmp_path, "true\n"))
+    assert refused.stderr == message and refused.returncode in (1, 2)
+    assert cluster.qstat() == {}
+
+
+def test_a_command_without_its_state_file_says_so(tmp_path):
+    cluster = FakeBatch(tmp_path)
+    done = cluster.run("env", "-u", "FAKEBATCH_STATE", "qstat")
+    assert (done.returncode, done.stderr) == (2, "qstat: FAKEBATCH_STATE is not set\n")
+
+
+# -- corral's side: the pure pieces of FakeBatchScheduler ------------------------------------
+
+
+def test_the_scheduler_builds_qsub_arguments_from_a_request():
+    request = SubmitRequest(script="/run/1/job.sh", name="train", output="/run/1/out",
+                            resources=Resources(cores=2, memory_mb=512, walltime_s=61),
+                            placement=Placement(extra_flags=("-p", "5")), array_size=50,
+                            throttle=8, dependencies=("7", "8_2"), time_limit_s=63.5)
+    assert FakeBatchScheduler().submit_argv(request) == [
+        "qsub", "-N", "train", "-o", "/run/1/out", "-l", "ncpus=2", "-l", "mem=512",
+        "-l", "walltime=64", "-t", "1-50%8", "-W", "depend=afterok:7:8_2", "-p", "5",
+        "/run/1/job.sh"]
+
+
+def test_the_scheduler_reads_qstat_rows_and_what_they_mean():
+    fake = FakeBatchScheduler()
+    rows = fake.parse_status('{"3": {"state": "F", "exit_status": 0, "signal": null, '
+                             '"reason": ""}, "4_1": {"state": "F", "exit_status": null, '
+                             '"signal": 9, "reason": "walltime"}, "5": {"state": "H"}, '
+                             '"6": {"state": "Z"}, "7": "garbage"}')
+    assert sorted(rows) == ["3", "4_1", "5", "6"]
+    assert fake.meaning(rows["3"]) == (JobStatus.COMPLETED, "")
+    assert fake.meaning(rows["4_1"])[0] is JobStatus.TIMED_OUT
+    assert fake.meaning(rows["5"]) == (JobStatus.SUBMITTED, "") and fake.is_held(rows["5"])
+    assert fake.meaning(rows["6"]) is None  # an unknown state is skipped, never a crash
+    assert fake.meaning(NativeRow("8", "F", "", 2)) == (JobStatus.FAILED, "exit status 2")
+    with pytest.raises(ValueError, match="qstat printed no JSON: 'oops'"):
+        fake.parse_status("oops")
+    with pytest.raises(ValueError, match="qsub printed no job id: 'qsub: down'"):
+        fake.parse_submit("qsub: down\n")
+
+
+# -- the batch base on the fake: what a user of a batch backend notices ----------------------
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(*values: int) -> int:
+    return sum(values)
+
+
+def wait_for(path: str, value: int, limit: float = 60.0) -> int:
+    """Block until *path* exists (at most *limit* s, so a failed test frees its slot)."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return value
+
+
+@contextmanager
+def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: float = 30.0,
+                 shadows: dict[str, str] | None = None
+                 ) -> Iterator[tuple[FakeBatch, corral.Scheduler]]:
+    """A fake cluster, and a Scheduler of this process on it that polls often;
+    *shadows* break some of its commands for the driver (see :func:`shadow`)."""
+    cluster = FakeBatch(tmp_path / "fakebatch", forget_s=forget_s)
+    cluster.root.mkdir()
+    for name, value in cluster.environ().items():
+        monkeypatch.setenv(name, value)
+    for command, shell in (shadows or {}).items():
+        shadow(tmp_path, monkeypatch, command, shell)
+    try:
+        with registered(), corral.Scheduler(
+                backend="fakebatch", workdir=tmp_path / "run",
+                backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1}) as sched:
+            yield cluster, sched
+    finally:
+        cluster.stop()
+
+
+def shadow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, shell: str) -> None:
+    """Put a *command* first on the driver's PATH that runs *shell* and then
+    the fake's own command (unless *shell* exits first): a broken cluster.
+    The test's own calls (:meth:`FakeBatch.run`) still reach the real one."""
+    folder = tmp_path / "shadow"
+    folder.mkdir(exist_ok=True)
+    script = folder / command
+    script.write_text(f"#!/bin/sh\n{shell}\nexec {shlex.quote(os.fspath(BIN / command))} \"$@\"\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_status_query_printing_garbage_is_asked_again_and_the_job_goes_on(
+        tmp_path, monkeypatch, caplog):
+    answers = tmp_path / "answers"
+    banners_then_answers = (
+        f"echo answer >> {answers}\n"
+        f"if [ $(wc -l < {answers}) -le 2 ]; then echo 'Welcome to the cluster!'; exit 0; fi")
+    caplog.set_level(logging.WARNING, logger="corral")
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qstat": banners_then_answers}) as (_, sched):
+        assert sched.submit(square, 6).result(timeout=60) == 36
+    assert (f"qstat printed what corral cannot read (1 of {UNREADABLE_STATUS_LIMIT} in a row "
+            "before its jobs fail): qstat printed no JSON: 'Welcome to the cluster!") in caplog.text
+
+
+def test_a_status_query_that_keeps_printing_garbage_fails_the_jobs_quoting_it(
+        tmp_path, monkeypatch):
+    banner = "echo 'Welcome to the cluster!'; exit 0"
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qstat": banner}) as (cluster, sched):
+        job = sched.submit(wait_for, os.fspath(tmp_path / "never"), 1)
+        with pytest.raises(corral.JobFailed):
+            job.result(timeout=60)
+        native = job.native_id
+    assert job.status is JobStatus.FAILED
+    assert job.reason == (f"qstat printed what corral cannot read {UNREADABLE_STATUS_LIMIT} "
+                          "times in a row, so the job could not be followed (its batch job is "
+                          "cancelled): 'Welcome to the cluster!'")
+    assert cluster.qstat(native)[native]["reason"] == "deleted"  # not left running unseen
+
+
+def test_a_configuration_that_cannot_be_read_means_the_schedulers_defaults(
+        tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="corral")
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qmgr": "echo '{}'; exit 0"}) as (_, sched):
+        assert sched.submit(square, 3).result(timeout=60) == 9
+    assert ("cannot read fakebatch's configuration (KeyError: 'max_array_size' in '{}'); "
+            "assuming defaults") in caplog.text
+
+
+def test_pausing_with_no_driver_when_qstat_prints_garbage_says_so(tmp_path, monkeypatch):
+    from corral.backends.batch.control import control_without_driver
+    from corral.errors import BackendError
+
+    cluster = FakeBatch(tmp_path / "fakebatch")
+    for name, value in cluster.environ().items():
+        monkeypatch.setenv(name, value)
+    shadow(tmp_path, monkeypatch, "qstat", "echo 'Welcome to the cluster!'; exit 0")
+    with pytest.raises(BackendError) as caught:
+        control_without_driver(FakeBatchScheduler(), "pause", ["1"])
+    assert str(caught.value) == ("qstat printed what corral cannot read (qstat printed no JSON: "
+                                 "'Welcome to the cluster!\\n'): 'Welcome to the cluster!'")
+
+
+def test_a_submission_that_prints_no_job_id_fails_its_jobs_with_the_output(
+        tmp_path, monkeypatch):
+    no_id = "echo 'your job is welcome'; exit 0"
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": no_id}) as (cluster, sched):
+        job = sched.submit(square, 2)
+        with pytest.raises(corral.JobFailed):
+            job.result(timeout=60)
+    assert job.reason == "qsub refused it: qsub printed no job id: 'your job is welcome'"
+    assert cluster.qstat() == {}
+
+
+def die_when(path: str) -> None:
+    """Wait for *path*, then die as a crashed node would: no result file."""
+    wait_for(path, 0)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_child_is_not_chained_to_a_parent_the_scheduler_may_have_forgotten(
+        tmp_path, monkeypatch):
+    """The fake refuses a dependency on a job it forgot, as PBS does. Polling
+    last saw the parent running long before it died (leaving no result) and
+    was forgotten: the child waits for the parent's outcome instead of being
+    refused, and is cancelled for it as on every backend."""
+    down, release = tmp_path / "down", tmp_path / "release"
+    unreachable = f"if [ -e {down} ]; then echo 'qstat: cannot connect' >&2; exit 1; fi"
+    with on_fakebatch(tmp_path, monkeypatch, forget_s=0.5,
+                      shadows={"qstat": unreachable}) as (cluster, sched):
+        parent = sched.submit(die_when, os.fspath(release))
+        wait_until(lambda: parent.status is JobStatus.RUNNING, timeout=60,
+                   message="the parent to run")
+        down.touch()  # the driver's status queries fail from now on
+        release.touch()
+        native = parent.native_id
+        wait_until(lambda: native not in cluster.qstat(), timeout=30,
+                   message="fakebatch to forget the parent")
+        child = sched.submit(add, parent, 1)
+        # Held back by corral (WAITING), or sent chained and refused: nothing between.
+        wait_until(lambda: child.status is JobStatus.WAITING or child.done(), timeout=30,
+                   message="the child to wait for its parent or to end")
+        down.unlink()
+        with pytest.raises(corral.CancelledError):
+            child.result(timeout=60)
+    assert parent.status is JobStatus.FAILED
+    assert (child.status, child.reason) == (JobStatus.CANCELLED,
+                                            f"upstream job {parent.id} 'die_when' failed")
+    assert not [argv for _, _, argv in cluster.calls("qsub") if f"depend=afterok:{native}" in argv]
