@@ -34,7 +34,9 @@ def noop():
     return None
 
 with corral.Scheduler(cores=2) as scheduler:
-    for job in [scheduler.submit(noop) for _ in range(200)] + [scheduler.shell(["true"]) for _ in range(20)]:
+    warm_up = [scheduler.submit(noop) for _ in range(200)]
+    warm_up += [scheduler.shell(["true"]) for _ in range(20)]
+    for job in warm_up:
         job.result()
     start = time.perf_counter()
     jobs = [scheduler.submit(noop) for _ in range(1000)]

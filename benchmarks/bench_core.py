@@ -83,7 +83,8 @@ def layered_dag(layers: int = 100, width: int = 100) -> dict[int, list[int]]:
     for layer in range(layers):
         for i in range(width):
             node = layer * width + i
-            graph[node] = [] if layer == 0 else [(layer - 1) * width + j for j in (i, (i + 1) % width)]
+            parents = (i, (i + 1) % width)
+            graph[node] = [] if layer == 0 else [(layer - 1) * width + j for j in parents]
     return graph
 
 
@@ -149,7 +150,8 @@ def median_of(repeat: int, actions: dict[str, Callable[[], object]]) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="runs of each workload (median kept)")
     parser.add_argument("--write", action="store_true", help="refresh benchmarks/RESULTS.md")
     parser.add_argument("--skip-sleep", action="store_true", help="skip the 5 s sleep workload")
@@ -187,17 +189,21 @@ def main() -> None:
         corral_latency = latency(lambda: scheduler.submit(noop))
         pool_latency = latency(lambda: pool.submit(noop))
         rows.append(("submit -> result, one call (median of 200)", "corral",
-                     f"{corral_latency * 1e3:.2f} ms", f"ProcessPoolExecutor {pool_latency * 1e3:.2f} ms"))
+                     f"{corral_latency * 1e3:.2f} ms",
+                     f"ProcessPoolExecutor {pool_latency * 1e3:.2f} ms"))
 
         if not options.skip_sleep:
             corral_sleep = timed(lambda: sleep_corral(scheduler))
             pool_sleep = timed(lambda: sleep_pool(pool))
-            rows.append(("100 x sleep(0.1) on 2 slots (ideal 5.00 s)", "corral", f"{corral_sleep:.2f} s",
+            rows.append(("100 x sleep(0.1) on 2 slots (ideal 5.00 s)", "corral",
+                         f"{corral_sleep:.2f} s",
                          f"{(corral_sleep / 5.0 - 1) * 100:+.1f} % vs ideal; "
-                         f"ProcessPoolExecutor {pool_sleep:.2f} s ({(pool_sleep / 5.0 - 1) * 100:+.1f} %)"))
+                         f"ProcessPoolExecutor {pool_sleep:.2f} s "
+                         f"({(pool_sleep / 5.0 - 1) * 100:+.1f} %)"))
 
     with_corral, bare = import_time()
-    rows.append(("`import corral` (fresh interpreter)", "corral", f"{(with_corral - bare) * 1e3:.1f} ms",
+    rows.append(("`import corral` (fresh interpreter)", "corral",
+                 f"{(with_corral - bare) * 1e3:.1f} ms",
                  f"interpreter start {bare * 1e3:.1f} ms, both {with_corral * 1e3:.1f} ms"))
 
     table = render(rows)

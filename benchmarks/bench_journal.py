@@ -22,14 +22,15 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import corral  # noqa: E402
-from results_file import machine_line, write_section  # noqa: E402
-from bench_core import (SLOTS, dag_corral, latency, layered_dag, noop, noop_corral,  # noqa: E402
-                        sleep_corral, timed, true_corral)
+import corral
+from bench_core import (SLOTS, dag_corral, latency, layered_dag, noop, noop_corral, sleep_corral,
+                        timed, true_corral)
+from results_file import machine_line, write_section
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
                 repeat = options.repeat if "sleep" not in name else max(2, options.repeat // 3)
                 for _ in range(repeat):
                     for journal, scheduler in ((False, plain), (True, journaled)):
-                        samples[journal].append(timed(lambda: workload(scheduler)))
+                        samples[journal].append(timed(partial(workload, scheduler)))
                 off, on = (statistics.median(samples[flag]) for flag in (False, True))
                 rows.append((name, off, on))
     finally:

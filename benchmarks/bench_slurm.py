@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -112,9 +113,11 @@ def main() -> None:
         expected = list(range(options.calls))
         rows = []
         for label, runner in (
-                ("corral, one Slurm job per call", lambda: run_corral(options.calls, 1, scratch / "one")),
+                ("corral, one Slurm job per call",
+                 lambda: run_corral(options.calls, 1, scratch / "one")),
                 ("corral, bundle=50", lambda: run_corral(options.calls, 50, scratch / "bundled")),
-                ("submitit map_array (peer)", lambda: run_submitit(options.calls, scratch / "submitit"))):
+                ("submitit map_array (peer)",
+                 lambda: run_submitit(options.calls, scratch / "submitit"))):
             outcome = runner()
             if outcome is None:
                 continue
@@ -127,14 +130,15 @@ def main() -> None:
         logged = calls.take()
         counts = Counter(name for name, _ in logged)
         squeue_times = sorted(t for name, t in logged if name == "squeue")
-        gaps = [b - a for a, b in zip(squeue_times, squeue_times[1:])]
+        gaps = [b - a for a, b in pairwise(squeue_times)]
         print(f"200 calls: {two_hundred:.1f} s {dict(counts)} min squeue gap "
               f"{min(gaps) if gaps else 0:.2f} s", flush=True)
     finally:
         slurm_cluster.stop(cluster)
         shutil.rmtree(scratch, ignore_errors=True)
     bundled = next(seconds for label, seconds, _ in rows if "bundle" in label)
-    table = ["| 400 × 10 ms calls | time | vs corral bundle=50 | sbatch | squeue | sacct | scontrol |",
+    table = ["| 400 × 10 ms calls | time | vs corral bundle=50 "
+             "| sbatch | squeue | sacct | scontrol |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, seconds, counted in rows:
         table.append(f"| {label} | {seconds:.1f} s | {seconds / bundled:.1f}× | "

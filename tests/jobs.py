@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ class CustomError(Exception):
 class UnpicklableError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.handle = open(os.devnull)  # a file object cannot be pickled
+        self.handle = threading.Lock()  # a lock cannot be pickled (and holds no descriptor)
 
     def __reduce__(self):
         raise TypeError("this error refuses to be pickled")

@@ -29,7 +29,7 @@ from corral.config import Config
 from corral.options import JOB_OPTIONS
 
 import jobs
-from cli_helpers import Corral, assert_one_line_error
+from support.cli import Corral, assert_one_line_error
 
 TOO_LONG_CLOCK = "9" * 400 + ":00"
 
@@ -369,7 +369,7 @@ ANY_VALUE = st.one_of(
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           database=None)
-@given(option=st.sampled_from(sorted(JOB_OPTIONS) + ["id"]), value=ANY_VALUE)
+@given(option=st.sampled_from([*sorted(JOB_OPTIONS), "id"]), value=ANY_VALUE)
 def test_any_value_of_any_option_is_accepted_or_refused_naming_the_option(option, value):
     """Making a Job either succeeds or raises ValueError/TypeError whose short
     message names the option: never OverflowError, RecursionError or a message
@@ -453,7 +453,8 @@ class _RaisingText(str):
 ])
 def test_a_value_whose_own_methods_raise_is_refused_naming_the_option(name, value):
     """Found by the attack review: these let a RuntimeError out of Job()."""
-    with pytest.raises(ValueError, match=rf"^{name}=.* cannot be read as .*\(RuntimeError: boom\)$"):
+    with pytest.raises(ValueError,
+                       match=rf"^{name}=.* cannot be read as .*\(RuntimeError: boom\)$"):
         Job("platform:node", **{name: value})
 
 

@@ -14,7 +14,8 @@ import corral
 from corral import Event, JobStatus
 
 import jobs
-from conftest import loop_barrier, pids_alive, wait_until
+from support.processes import pids_alive
+from support.waiting import loop_barrier, wait_until
 
 
 def test_pause_lets_the_running_job_finish_and_starts_nothing_until_resume(tmp_path, release):
@@ -82,8 +83,9 @@ def test_a_script_can_poll_abort_requested_too(tmp_path):
 def test_abort_of_a_job_that_is_not_running_is_refused(scheduler):
     job = scheduler.submit(jobs.noop)
     job.result(timeout=30)
-    with pytest.raises(ValueError, match=r"job 1 'noop' is COMPLETED, not running; abort\(\) stops running "
-                                         r"jobs, use cancel\(\) or remove\(\) for others"):
+    with pytest.raises(ValueError, match=r"job 1 'noop' is COMPLETED, not running; abort\(\) "
+                                         r"stops running jobs, use cancel\(\) or remove\(\) "
+                                         r"for others"):
         scheduler.abort(job)
 
 
@@ -108,8 +110,8 @@ def test_remove_takes_a_pending_job_out_and_refuses_running_or_finished_ones(tmp
         sched.remove(pending)
         assert pending.cancelled() and pending.reason == "removed"
         assert pending not in sched.jobs()
-        with pytest.raises(ValueError, match=r"cannot remove job 1 'wait_for_file': it is RUNNING; use "
-                                             r"cancel\(\) or abort\(\) to stop it"):
+        with pytest.raises(ValueError, match=r"cannot remove job 1 'wait_for_file': it is "
+                                             r"RUNNING; use cancel\(\) or abort\(\) to stop it"):
             sched.remove(running)
         release.touch()
         running.result(timeout=30)
@@ -143,7 +145,8 @@ def test_cancelling_a_finished_job_returns_false(scheduler):
 def test_a_timeout_kills_the_whole_process_tree_and_ends_timed_out(scheduler, tmp_path):
     pidfile = tmp_path / "pids"
     job = scheduler.options(timeout=1).submit(jobs.spawn_tree_and_wait, str(pidfile))
-    with pytest.raises(corral.JobTimedOut, match=r"timed out after 1\.0s; killed with its child processes"):
+    with pytest.raises(corral.JobTimedOut,
+                       match=r"timed out after 1\.0s; killed with its child processes"):
         job.result(timeout=60)
     assert job.status is JobStatus.TIMED_OUT
     pids = [int(pid) for pid in pidfile.read_text().split()[1:]]
@@ -173,19 +176,20 @@ def test_interrupt_kills_running_jobs_and_cancels_pending_ones(tmp_path, release
 
 def test_an_exception_in_the_with_block_cancels_everything(tmp_path, release):
     pidfile = tmp_path / "pid"
-    with pytest.raises(RuntimeError, match="analysis went wrong"):
-        with corral.Scheduler(cores=1) as sched:
-            running = sched.submit(jobs.write_pid_and_wait, str(pidfile), str(release))
-            pending = sched.submit(jobs.noop)
-            wait_until(pidfile.exists)
-            raise RuntimeError("analysis went wrong")
+    with (pytest.raises(RuntimeError, match="analysis went wrong"),
+          corral.Scheduler(cores=1) as sched):
+        running = sched.submit(jobs.write_pid_and_wait, str(pidfile), str(release))
+        pending = sched.submit(jobs.noop)
+        wait_until(pidfile.exists)
+        raise RuntimeError("analysis went wrong")
     assert running.cancelled() and pending.cancelled()
     assert not pids_alive([int(pidfile.read_text())])
 
 
 def test_a_python_job_leaves_no_background_process_behind(scheduler, tmp_path):
     pidfile = tmp_path / "pid"
-    assert scheduler.submit(jobs.leave_background_process, str(pidfile)).result(timeout=30) == "done"
+    job = scheduler.submit(jobs.leave_background_process, str(pidfile))
+    assert job.result(timeout=30) == "done"
     wait_until(lambda: not pids_alive([int(pidfile.read_text())]))
 
 
@@ -204,7 +208,8 @@ def test_a_job_that_fails_more_often_than_its_retries_fails(scheduler, tmp_path)
     with pytest.raises(RuntimeError, match="failing on purpose, call 2"):
         job.result(timeout=30)
     assert job.attempts == 2
-    retry = [event for event in seen if event.new is JobStatus.QUEUED and event.old is JobStatus.RUNNING]
+    retry = [event for event in seen
+             if event.new is JobStatus.QUEUED and event.old is JobStatus.RUNNING]
     assert [event.reason for event in retry] == [
         "retry 1 of 1 after: raised RuntimeError: failing on purpose, call 1"]
 
@@ -236,8 +241,9 @@ def test_events_tell_every_state_change_with_reasons(scheduler):
     job.result(timeout=30)
     mine = [(event.kind, event.old, event.new) for event in seen if event.job is job]
     S = JobStatus
-    assert mine == [("added", None, None), ("status", S.NEW, S.QUEUED), ("status", S.QUEUED, S.SUBMITTED),
-                    ("status", S.SUBMITTED, S.RUNNING), ("status", S.RUNNING, S.COMPLETED)]
+    assert mine == [("added", None, None), ("status", S.NEW, S.QUEUED),
+                    ("status", S.QUEUED, S.SUBMITTED), ("status", S.SUBMITTED, S.RUNNING),
+                    ("status", S.RUNNING, S.COMPLETED)]
     assert str(seen[-1]) == "job 1 'noop': RUNNING -> COMPLETED"
 
 
@@ -253,10 +259,9 @@ def test_on_event_needs_a_callable(scheduler):
 
 
 def test_an_exception_leaving_the_with_block_names_itself_in_the_cancelled_jobs(tmp_path, release):
-    with pytest.raises(ZeroDivisionError):
-        with corral.Scheduler(cores=1) as sched:
-            waiting = sched.submit(jobs.wait_for_file, str(release))
-            1 / 0
+    with pytest.raises(ZeroDivisionError), corral.Scheduler(cores=1) as sched:
+        waiting = sched.submit(jobs.wait_for_file, str(release))
+        raise ZeroDivisionError("division by zero")
     assert waiting.cancelled()
     assert waiting.reason == "interrupted: the with block raised ZeroDivisionError"
 

@@ -37,7 +37,8 @@ def test_after_waits_for_jobs_and_names_without_passing_values(scheduler, tmp_pa
 
 
 def test_a_name_covers_every_job_that_has_it(scheduler, tmp_path):
-    parts = [scheduler.shell(f"sleep 0.1; touch {tmp_path / str(i)}", name="part") for i in range(3)]
+    parts = [scheduler.shell(f"sleep 0.1; touch {tmp_path / str(i)}", name="part")
+             for i in range(3)]
     gather = scheduler.shell(f"ls {tmp_path} | grep -c '^[0-9]$'", after="part")
     gather.result(timeout=30)
     assert gather.stdout == "3\n"
@@ -50,7 +51,8 @@ def test_a_failed_dependency_cancels_its_dependents_naming_it(scheduler):
     last = scheduler.submit(jobs.square, middle)
     for job in (middle, last):
         with pytest.raises(concurrent.futures.CancelledError,
-                           match=rf"job {job.id} 'square' was cancelled: upstream job 1 'prepare' failed"):
+                           match=rf"job {job.id} 'square' was cancelled: "
+                                 r"upstream job 1 'prepare' failed"):
             job.result(timeout=30)
         assert job.status is JobStatus.CANCELLED
         assert job.attempts == 0
@@ -61,7 +63,8 @@ def test_depending_on_an_already_failed_job_cancels_at_once(scheduler):
     with pytest.raises(jobs.CustomError):
         broken.result(timeout=30)
     late = scheduler.submit(jobs.square, broken)
-    with pytest.raises(concurrent.futures.CancelledError, match="upstream job 1 'raise_custom' failed"):
+    with pytest.raises(concurrent.futures.CancelledError,
+                       match="upstream job 1 'raise_custom' failed"):
         late.result(timeout=30)
 
 
@@ -69,7 +72,8 @@ def test_cancelling_a_job_cancels_its_dependents(scheduler, release):
     blocker = scheduler.submit(jobs.wait_for_file, str(release))
     child = scheduler.submit(jobs.identity, blocker)
     assert blocker.cancel() is True
-    with pytest.raises(concurrent.futures.CancelledError, match="upstream job 1 'wait_for_file' was cancelled"):
+    with pytest.raises(concurrent.futures.CancelledError,
+                       match="upstream job 1 'wait_for_file' was cancelled"):
         child.result(timeout=30)
 
 
@@ -119,7 +123,7 @@ def test_a_layered_dag_of_ten_thousand_calls_completes():
     with corral.Scheduler(cores=2) as sched:
         previous: list[Job] = []
         batch: list[Job] = []
-        for layer in range(layers):
+        for _ in range(layers):
             current = [Job(jobs.noop, after=previous[i:i + 2] if previous else None)
                        for i in range(width)]
             batch.extend(current)

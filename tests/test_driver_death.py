@@ -17,8 +17,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cli_helpers import CORRAL
-from conftest import pids_alive, wait_until
+from support.cli import CORRAL
+from support.processes import pids_alive
+from support.waiting import wait_until
 
 import corral
 from corral.cli.views import ORPHANED_REASON
@@ -42,7 +43,8 @@ def _read_pids(out: Path) -> dict[str, int]:
 def _start_driver(mode: str, out: Path) -> subprocess.Popen:
     environment = {**os.environ, "TMPDIR": os.fspath(out / "tmp")}
     (out / "tmp").mkdir()
-    return subprocess.Popen([sys.executable, os.fspath(HERE / "dying_driver.py"), mode, os.fspath(out)],
+    driver = os.fspath(HERE / "dying_driver.py")
+    return subprocess.Popen([sys.executable, driver, mode, os.fspath(out)],
                             env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -199,7 +201,7 @@ def test_an_aborted_command_gets_sigterm_and_its_grace(scheduler: corral.Schedul
 
 def test_a_command_that_cannot_start_fails_with_the_reason(scheduler: corral.Scheduler) -> None:
     job = scheduler.shell(["no-such-program-here", "x"])
-    with pytest.raises(corral.JobFailed, match="could not start: .*No such file or directory"):
+    with pytest.raises(corral.JobFailed, match=r"could not start: .*No such file or directory"):
         job.result(timeout=30)
 
 
@@ -319,7 +321,8 @@ def test_one_workers_mark_never_matches_anothers(tmp_path: Path) -> None:
                       for mark in (f"{token}.1.", f"{token}.12."))
     try:
         for process, mark in ((first, f"{token}.1."), (twelfth, f"{token}.12.")):
-            wait_until(lambda: psutil.Process(process.pid).environ().get(MARK_VARIABLE) == mark,
+            wait_until(lambda pid=process.pid, mark=mark:
+                       psutil.Process(pid).environ().get(MARK_VARIABLE) == mark,
                        message="the marked process to have started")  # exec'd, with its mark
         assert kill_marked(MARK_VARIABLE, f"{token}.1.") == 1
         assert first.wait(timeout=10) == -signal.SIGKILL

@@ -11,7 +11,7 @@ import corral
 from corral import Job, JobStatus
 
 import jobs
-from conftest import wait_until
+from support.waiting import wait_until
 
 
 def test_collect_right_after_submit_waits_for_that_job(scheduler):
@@ -61,7 +61,8 @@ def test_waiting_from_a_callback_is_refused_instead_of_hanging(scheduler):
     scheduler.on_event(impatient)
     scheduler.submit(jobs.noop).result(timeout=30)
     wait_until(lambda: problems)
-    assert "wait() cannot be called from an on_event, on_finish or done callback" in str(problems[0])
+    refusal = "wait() cannot be called from an on_event, on_finish or done callback"
+    assert refusal in str(problems[0])
 
 
 def test_a_job_whose_directory_vanished_fails_without_leaking_its_environment(tmp_path):
@@ -110,7 +111,8 @@ def test_job_ids_that_would_escape_the_workdir_are_refused(scheduler, job_id):
 def test_absurd_sizes_get_a_message_not_an_overflow():
     with pytest.raises(ValueError, match=r"memory=.* must be a positive memory size below 1 EB"):
         Job(jobs.noop, memory=10**400)
-    with pytest.raises(ValueError, match=r"timeout=.* must be a positive duration of at most 100 years"):
+    with pytest.raises(ValueError,
+                       match=r"timeout=.* must be a positive duration of at most 100 years"):
         Job(jobs.noop, timeout=10**400)
 
 

@@ -49,7 +49,7 @@ from corral import Job, JobStatus
 
 import cpython_futures
 import jobs
-from conftest import wait_until
+from support.waiting import wait_until
 
 TESTS = Path(__file__).resolve().parent
 
@@ -107,9 +107,15 @@ class CorralMixin(cpython_util.ExecutorMixin):
 
 class CorralExecutorTest(CorralMixin, ExecutorTest, cpython_util.BaseTestCase):
     test_max_workers_negative = _skip_pool_constructor(ExecutorTest.test_max_workers_negative)
+    # map(timeout=5) must give up after its 5 s; a copy is marked, not CPython's function.
+    test_map_timeout = pytest.mark.slow(_rebound(ExecutorTest.test_map_timeout))
 
 
 _in_scripts = {"assert_python_ok": _run_with_corral}
+# The thread pool's own context-manager and shutdown(wait=False[, cancel_futures]) tests.
+_as_the_pool = {"futures": types.SimpleNamespace(**{**vars(futures),
+                                                    "ThreadPoolExecutor": CorralPool}),
+                **_in_scripts}
 
 
 class CorralShutdownTest(CorralMixin, ExecutorShutdownTest, cpython_util.BaseTestCase):
@@ -119,13 +125,10 @@ class CorralShutdownTest(CorralMixin, ExecutorShutdownTest, cpython_util.BaseTes
         ExecutorShutdownTest.test_submit_after_interpreter_shutdown, **_in_scripts)
     test_hang_gh83386 = _rebound(ExecutorShutdownTest.test_hang_gh83386, **_in_scripts)
 
-    # The thread pool's own context-manager and shutdown(wait=False[, cancel_futures]) tests.
-    _as_the_pool = {"futures": types.SimpleNamespace(**{**vars(futures),
-                                                        "ThreadPoolExecutor": CorralPool}),
-                    **_in_scripts}
-    test_context_manager_shutdown = _rebound(cpython_shutdown.ThreadPoolShutdownTest.test_context_manager_shutdown,
-                                             **_as_the_pool)
-    test_shutdown_no_wait = _rebound(cpython_shutdown.ThreadPoolShutdownTest.test_shutdown_no_wait, **_as_the_pool)
+    test_context_manager_shutdown = _rebound(
+        cpython_shutdown.ThreadPoolShutdownTest.test_context_manager_shutdown, **_as_the_pool)
+    test_shutdown_no_wait = _rebound(
+        cpython_shutdown.ThreadPoolShutdownTest.test_shutdown_no_wait, **_as_the_pool)
     test_cancel_futures_wait_false = _rebound(
         cpython_shutdown.ThreadPoolShutdownTest.test_cancel_futures_wait_false, **_as_the_pool)
 
@@ -282,7 +285,7 @@ def test_a_shut_down_scheduler_is_garbage_even_while_its_jobs_are_held(tmp_path)
 
 def test_submit_results_are_not_kept_for_collect_but_dispatched_ones_are(scheduler):
     submitted = scheduler.submit(jobs.square, 2)
-    [dispatched] = scheduler.dispatch([Job(jobs.square, (3,))])
+    scheduler.dispatch([Job(jobs.square, (3,))])
     assert [result.data for result in scheduler.collect(1, timeout=30)] == [9]
     assert submitted.result(timeout=30) == 4
     assert scheduler.collect() == []

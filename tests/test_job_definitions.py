@@ -19,7 +19,8 @@ def test_a_job_can_be_made_unsubmitted_with_its_resources_parsed():
     assert job.status is JobStatus.NEW
     assert job.name == "sq" and job.meta == {"k": 1}
     resources = job.spec.resources
-    assert (resources.cores, resources.memory_mb, resources.walltime_s, resources.gpus) == (2, 1536, 5400, 1)
+    assert (resources.cores, resources.memory_mb, resources.walltime_s, resources.gpus) == (
+        2, 1536, 5400, 1)
     assert job.spec.kill_after_s == 90
     assert repr(job) == "<Job ? 'sq' NEW>"
 
@@ -90,7 +91,7 @@ def test_jobs_are_futures():
 
 
 def test_unpicklable_arguments_are_refused_at_submission(scheduler):
-    with pytest.raises(ValueError, match=r"job 'identity' cannot be sent to a worker: its function or "
-                                         r"arguments cannot be pickled \(TypeError"):
+    with pytest.raises(ValueError, match=r"job 'identity' cannot be sent to a worker: its "
+                                         r"function or arguments cannot be pickled \(TypeError"):
         scheduler.submit(jobs.identity, threading.Lock())
     assert scheduler.jobs() == []

@@ -14,8 +14,8 @@ import corral
 from corral import JobStatus
 from corral.config import Config, load_config, user_config_path
 
-from cli_helpers import Corral
-from conftest import wait_until
+from support.cli import Corral
+from support.waiting import wait_until
 
 
 def corral_status_time(corral_cli: Corral, job_id: str) -> str:
@@ -89,9 +89,10 @@ def test_notify_without_an_smtp_table_is_refused_when_the_job_is_made(tmp_path, 
 
 
 def test_a_config_given_without_smtp_names_the_user_config_file(tmp_path):
-    with corral.Scheduler(cores=1, config=Config()) as scheduler:
-        with pytest.raises(ValueError, match=rf"set \[smtp\] host in {re.escape(str(user_config_path()))} "):
-            scheduler.shell("true", notify="me@example.org")
+    config_file = re.escape(str(user_config_path()))
+    with (corral.Scheduler(cores=1, config=Config()) as scheduler,
+          pytest.raises(ValueError, match=rf"set \[smtp\] host in {config_file} ")):
+        scheduler.shell("true", notify="me@example.org")
 
 
 def test_corral_submit_with_notify_and_no_smtp_is_one_line_naming_the_key(tmp_path):

@@ -20,7 +20,8 @@ import jobs
 import journal_driver
 import psutil
 import pytest
-from conftest import loop_barrier, pids_alive, wait_until
+from support.processes import pids_alive
+from support.waiting import loop_barrier, wait_until
 from smtp_server import SmtpServer
 
 import corral
@@ -305,8 +306,8 @@ def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(
         assert [job.id for job in mid.jobs("pending")] == [5]
         assert [job.id for job in mid.jobs("RUNNING")] == [4]
         assert [job.id for job in mid.jobs(JobStatus.FAILED)] == [2]
-        with pytest.raises(ValueError, match=r"unknown status 'bogus'; use a JobStatus or one of: new, waiting, "
-                                             r".*finished"):
+        with pytest.raises(ValueError, match=r"unknown status 'bogus'; use a JobStatus or one "
+                                             r"of: new, waiting, .*finished"):
             mid.jobs("bogus")
 
         assert mid.job(1).result_value() == 49 and mid.job("1").name == "square"
@@ -370,18 +371,18 @@ def test_a_run_read_while_its_driver_creates_the_journal_has_no_jobs_yet(tmp_pat
 
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
-    lock = open(run / "owner.lock", "w")  # the starting driver holds the run (else: damaged)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    database = sqlite3.connect(run / "journal.db")
-    database.execute("PRAGMA journal_mode=WAL")
-    database.close()
+    # The starting driver holds the run (else: damaged).
+    with open(run / "owner.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        database = sqlite3.connect(run / "journal.db")
+        database.execute("PRAGMA journal_mode=WAL")
+        database.close()
 
-    starting = corral.Scheduler.open(run)
-    assert starting.jobs() == []
-    assert starting.results() == []
-    assert starting.events() == []
-    assert starting.paused is False
-    lock.close()
+        starting = corral.Scheduler.open(run)
+        assert starting.jobs() == []
+        assert starting.results() == []
+        assert starting.events() == []
+        assert starting.paused is False
 
 
 # -- 4. privacy -----------------------------------------------------------------------------
@@ -498,7 +499,7 @@ def test_the_control_socket_pauses_resumes_and_cancels_a_live_run(tmp_path, rele
         assert [job.result(timeout=30) for job in queued[1:]] == [4, 9]
         wait_until(lambda: not corral.Scheduler.open(run).paused)
 
-        with pytest.raises(CorralError, match="unknown request 'frobnicate'; known: .*cancel"
+        with pytest.raises(CorralError, match=r"unknown request 'frobnicate'; known: .*cancel"
                                               ".*pause.*resume") as refused:
             send_request(run, {"verb": "frobnicate"})
         assert not isinstance(refused.value, NoDriver)
@@ -690,7 +691,7 @@ def test_a_job_with_set_arguments_is_recognised_whatever_the_hash_seed(tmp_path)
     assert lines(log) == ["4"]  # it ran once, in the first run
 
 
-# -- found in the second review ---------------------------------------------------------------------
+# -- found in the second review -------------------------------------------------------------
 
 CLOSURE_SCRIPT = """
 import sys, corral

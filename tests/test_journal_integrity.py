@@ -21,8 +21,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cli_helpers import Corral, assert_one_line_error, pid_gone, read_until
-from conftest import pids_alive, wait_until
+from support.cli import Corral, assert_one_line_error, pid_gone, read_until
+from support.processes import pids_alive
+from support.waiting import wait_until
 from test_journal import RESTORED, finish, kill_while_a_finished_job_is_unseen, lines, start_driver
 
 import corral
@@ -122,15 +123,16 @@ def test_a_row_sqlite_refuses_loses_only_itself_and_the_driver_says_so(tmp_path,
     too), the script ended well and ``corral status`` said "(no jobs)"."""
     run, log = tmp_path / "run", tmp_path / "log"
     refused = corral.Job(journal_driver.logged_square, (str(log), 2), id="refused")
-    refused.id = 2 ** 64  # job.py refuses such ids now: the writer must cope with any refused value
+    # job.py refuses such ids now: the writer must cope with any refused value
+    refused._record.id = 2 ** 64
     kept = [corral.Job(journal_driver.logged_square, (str(log), value)) for value in (3, 4)]
 
     message = (f"cannot write the journal {run / 'journal.db'}: job {2 ** 64} was not recorded: "
                "OverflowError: Python int too large to convert to SQLite INTEGER")
-    with pytest.raises(JournalError, match=f"^{re.escape(message)}$"):
-        with corral.Scheduler(cores=1, journal=run) as scheduler:
-            scheduler.dispatch([kept[0], refused, kept[1]])  # one batch for the writer
-            assert [job.result(timeout=30) for job in kept] == [9, 16]
+    with (pytest.raises(JournalError, match=f"^{re.escape(message)}$"),
+          corral.Scheduler(cores=1, journal=run) as scheduler):
+        scheduler.dispatch([kept[0], refused, kept[1]])  # one batch for the writer
+        assert [job.result(timeout=30) for job in kept] == [9, 16]
 
     status = cli("status")
     assert status.status == 0, str(status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 
 import pytest
 
@@ -12,13 +13,13 @@ from corral.backends.base import Capacity
 from corral.core.packing import MAX_BYPASS, Packer
 
 import jobs
-from conftest import loop_barrier, wait_until
+from support.waiting import loop_barrier, wait_until
 
 
 def ran_one_after_another(*handles: Job) -> bool:
     ordered = sorted(handles, key=lambda job: job.record.started)
     return all(later.record.started >= earlier.record.ended
-               for earlier, later in zip(ordered, ordered[1:]))
+               for earlier, later in pairwise(ordered))
 
 
 def test_by_default_all_cpus_but_one_are_used():
@@ -40,10 +41,12 @@ def test_jobs_share_the_cores_they_fit_in(scheduler, release):
 
 
 def test_a_job_larger_than_the_machine_is_refused_with_a_clear_error(scheduler):
-    with pytest.raises(corral.ResourceError, match=r"job 'noop' asks for 4 cores but the local backend "
-                                                   r"has 2; ask for less or raise Scheduler\(cores=...\)"):
+    with pytest.raises(corral.ResourceError,
+                       match=r"job 'noop' asks for 4 cores but the local backend has 2; "
+                             r"ask for less or raise Scheduler\(cores=...\)"):
         scheduler.options(cores=4).submit(jobs.noop)
-    with pytest.raises(corral.ResourceError, match=r"asks for 1048576 MB of memory but the local backend has"):
+    with pytest.raises(corral.ResourceError,
+                       match=r"asks for 1048576 MB of memory but the local backend has"):
         scheduler.options(memory="1T").submit(jobs.noop)
     with pytest.raises(corral.ResourceError, match=r"asks for 1 GPU but the local backend has 0"):
         scheduler.shell("true", gpus=1)
@@ -87,21 +90,21 @@ def test_a_big_job_is_not_starved_by_a_stream_of_small_ones(scheduler, release):
 
 
 def test_jobs_whose_walltime_ends_before_the_big_job_could_start_backfill_freely():
-    long, big, short, unknown = (Job(jobs.noop, cores=c, walltime=w) for c, w in
+    long, big, short, unknown = (Job(jobs.noop, cores=c, walltime=w)._record for c, w in
                                  ((1, "1h"), (2, None), (1, "10m"), (1, None)))
     packer = Packer(Capacity(cores=2, memory_mb=None, gpus=0), max_jobs=None, queues={}, tokens=0)
     for job in (long, big, short, unknown):
-        job.status = JobStatus.QUEUED
+        job.move(JobStatus.QUEUED)  # the packer works on the engine's records
     packer.push(long)
     assert packer.select(now=0.0) == [long]
     packer.push(big)
     packer.push(short)
     assert packer.select(now=0.0) == [short]
-    assert big._bypassed == 0  # ends at 10 min, long before the big job's 1 h: delays nobody
+    assert big.bypassed == 0  # ends at 10 min, long before the big job's 1 h: delays nobody
     packer.release(short)
     packer.push(unknown)
     assert packer.select(now=0.0) == [unknown]
-    assert big._bypassed == 1  # no walltime: it might delay the big job, so it counts
+    assert big.bypassed == 1  # no walltime: it might delay the big job, so it counts
 
 
 def test_higher_priority_runs_first(tmp_path, release):
@@ -125,12 +128,13 @@ def test_a_named_queue_limits_how_many_of_its_jobs_run_at_once(tmp_path, release
 
 
 def test_an_unknown_queue_is_refused_with_a_suggestion(tmp_path):
-    with corral.Scheduler(cores=1, queues={"io": 2, "gpu": 1}) as sched:
-        with pytest.raises(ValueError, match=r"job 'noop' asks for unknown queue 'oi'; did you mean 'io'\?"):
-            sched.options(queue="oi").submit(jobs.noop)
-    with corral.Scheduler(cores=1) as sched:
-        with pytest.raises(ValueError, match=r"this scheduler has no queues"):
-            sched.options(queue="io").submit(jobs.noop)
+    with (corral.Scheduler(cores=1, queues={"io": 2, "gpu": 1}) as sched,
+          pytest.raises(ValueError,
+                        match=r"job 'noop' asks for unknown queue 'oi'; did you mean 'io'\?")):
+        sched.options(queue="oi").submit(jobs.noop)
+    with (corral.Scheduler(cores=1) as sched,
+          pytest.raises(ValueError, match=r"this scheduler has no queues")):
+        sched.options(queue="io").submit(jobs.noop)
 
 
 def test_tokens_are_held_while_a_job_runs(tmp_path):
@@ -140,8 +144,9 @@ def test_tokens_are_held_while_a_job_runs(tmp_path):
 
 
 def test_asking_for_more_tokens_than_the_pool_has_is_refused(scheduler):
-    with pytest.raises(corral.ResourceError, match=r"job 'noop' asks for 1 tokens but the scheduler's "
-                                                   r"pool has 0 \(Scheduler\(tokens=N\)\)"):
+    with pytest.raises(corral.ResourceError,
+                       match=r"job 'noop' asks for 1 tokens but the scheduler's "
+                             r"pool has 0 \(Scheduler\(tokens=N\)\)"):
         scheduler.options(tokens=1).submit(jobs.noop)
 
 
@@ -166,7 +171,8 @@ def test_gpu_jobs_see_only_the_gpus_they_hold(tmp_path, release):
         assert none.result(timeout=30)["CUDA_VISIBLE_DEVICES"] == ""
         command.result(timeout=30)
         assert command.stdout == "0,1\n"
-        with pytest.raises(corral.ResourceError, match="asks for 3 GPUs but the local backend has 2"):
+        with pytest.raises(corral.ResourceError,
+                           match="asks for 3 GPUs but the local backend has 2"):
             sched.options(gpus=3).submit(jobs.noop)
 
 

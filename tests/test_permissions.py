@@ -35,9 +35,9 @@ from corral import Run
 from corral.control.server import send_request
 from corral.errors import CorralError
 
-from cli_helpers import (CORRAL, Corral, Outcome, assert_one_line_error, kill_and_wait, owner_pid,
+from support.cli import (CORRAL, Corral, Outcome, assert_one_line_error, kill_and_wait, owner_pid,
                          pid_gone)
-from conftest import wait_until
+from support.waiting import wait_until
 
 OTHER_USER = "corraltest"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -129,7 +129,7 @@ def other(base: Path) -> OtherUser:
     if probe.returncode != 0:
         pytest.skip(f"!!! SKIPPED: {OTHER_USER} cannot run {SYSTEM_PYTHON} in {base}: "
                     f"{probe.stderr.strip()} !!!")
-    check = "import corral.cli.main, corral.control.daemon"
+    check = "import corral.cli.main, corral.cli.daemon"
     if user.run([sys.executable, "-c", check], {}, base).returncode == 0:
         return OtherUser(entry.pw_name, entry.pw_uid, entry.pw_gid, (CORRAL,), {})
     env = {"PYTHONPATH": _readable_copy(base)}
@@ -146,7 +146,7 @@ def other(base: Path) -> OtherUser:
                      (SYSTEM_PYTHON, "-m", "corral.cli"), env)
 
 
-#: What ``corral.cli.main`` and ``corral.control.daemon`` import, corral included.
+#: What ``corral.cli.main`` and ``corral.cli.daemon`` import, corral included.
 _IMPORTED = ("corral", "cloudpickle", "psutil", "click", "rich", "platformdirs", "markdown_it",
              "mdurl", "pygments")
 
@@ -171,7 +171,7 @@ def _readable_copy(base: Path) -> str:
     return os.fspath(target)
 
 
-# -- a run of root's, seen by another user ----------------------------------------------------------
+# -- a run of root's, seen by another user --------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_status_of_another_user_on_a_run_directory_made_0755_is_one_permission_l
                                       rf"{re.escape(str(root_run.run))} belongs to another user$")
 
 
-# -- a run of the other user's, and root ---------------------------------------------------------------
+# -- a run of the other user's, and root ---------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,8 @@ def test_three_hundred_failures_make_one_short_line(tmp_path):
     done = run_driver(tmp_path, MANY_FAILURES)
 
     [line] = done.stderr.splitlines()
-    example = r"job \d+ 'fail': raised RuntimeError: failure number \d+, with a long explanation x+\.\.\."
+    example = (r"job \d+ 'fail': raised RuntimeError: failure number \d+, "
+               r"with a long explanation x+\.\.\.")
     assert re.fullmatch(rf"corral: 300 of 300 jobs did not complete: 300 failed "
                         rf"\({example}; {example}; {example}; and 297 more\)", line), line
     assert len(line) < 500

@@ -12,7 +12,7 @@ import corral
 from corral import JobStatus
 
 import jobs
-from conftest import wait_until
+from support.waiting import wait_until
 
 
 def test_submitted_calls_return_their_results(scheduler):
@@ -64,8 +64,9 @@ def test_shell_commands_and_argv_lists_run(scheduler, tmp_path):
 
 def test_a_failing_command_reports_exit_code_and_stderr_tail(scheduler):
     job = scheduler.shell("echo first >&2; echo 'disk full' >&2; exit 7", name="copy")
-    with pytest.raises(corral.JobFailed, match=r"job 1 'copy' failed: exit code 7\n"
-                                               r"last lines of its stderr .*\nfirst\ndisk full") as caught:
+    with pytest.raises(corral.JobFailed,
+                       match=r"job 1 'copy' failed: exit code 7\n"
+                             r"last lines of its stderr .*\nfirst\ndisk full") as caught:
         job.result(timeout=30)
     assert caught.value.exit_code == 7
     assert job.record.exit_code == 7 and job.reason == "exit code 7"
@@ -89,7 +90,8 @@ def test_scripts_run_in_a_fresh_interpreter_with_argv(scheduler, tmp_path):
 
 
 def test_module_functions_run_by_name(scheduler):
-    assert scheduler.call("json:dumps", [1, 2], kwargs={"indent": None}).result(timeout=30) == "[1, 2]"
+    dumped = scheduler.call("json:dumps", [1, 2], kwargs={"indent": None})
+    assert dumped.result(timeout=30) == "[1, 2]"
     assert scheduler.call("os.path:join", "a", "b").result(timeout=30) == "a/b"
 
 
@@ -124,7 +126,8 @@ def test_output_is_kept_after_a_temporary_workdir_is_removed():
 def test_env_and_cwd_options_reach_python_calls_and_commands(scheduler, tmp_path):
     call = scheduler.options(env={"STAGE": "two"}, cwd=tmp_path).submit(
         jobs.report_environment, "STAGE", "CORRAL_JOB_ID")
-    assert call.result(timeout=30) == {"STAGE": "two", "CORRAL_JOB_ID": str(call.id), "cwd": str(tmp_path)}
+    assert call.result(timeout=30) == {"STAGE": "two", "CORRAL_JOB_ID": str(call.id),
+                                       "cwd": str(tmp_path)}
     command = scheduler.shell("echo $STAGE $(pwd)", env={"STAGE": "three"}, cwd=tmp_path)
     command.result(timeout=30)
     assert command.stdout == f"three {tmp_path}\n"
@@ -135,8 +138,8 @@ def test_the_record_describes_a_finished_job(scheduler):
     job = scheduler.submit(jobs.square, 4)
     job.result(timeout=30)
     record = job.record
-    assert (record.id, record.name, record.data, record.status, record.exit_code, record.attempts) == (
-        job.id, "square", 16, JobStatus.COMPLETED, 0, 1)
+    assert (record.id, record.name, record.data, record.status, record.exit_code,
+            record.attempts) == (job.id, "square", 16, JobStatus.COMPLETED, 0, 1)
     assert record.started <= record.ended and record.ok
 
 
@@ -162,7 +165,8 @@ def test_concurrent_futures_wait_and_as_completed_work_on_jobs(scheduler):
     handles = [scheduler.submit(jobs.square, i) for i in range(6)]
     done, not_done = concurrent.futures.wait(handles, timeout=30)
     assert not not_done and len(done) == 6
-    assert sorted(job.result() for job in corral.as_completed(handles, timeout=30)) == [0, 1, 4, 9, 16, 25]
+    finished = corral.as_completed(handles, timeout=30)
+    assert sorted(job.result() for job in finished) == [0, 1, 4, 9, 16, 25]
 
 
 def test_jobs_can_be_awaited_from_asyncio(scheduler):
@@ -225,7 +229,8 @@ def test_leaving_the_with_block_waits_for_every_job(tmp_path):
 def test_nothing_can_be_submitted_after_shutdown():
     sched = corral.Scheduler(cores=1)
     sched.shutdown()
-    with pytest.raises(RuntimeError, match="cannot dispatch jobs after the scheduler was shut down"):
+    with pytest.raises(RuntimeError,
+                       match="cannot dispatch jobs after the scheduler was shut down"):
         sched.submit(jobs.noop)
 
 

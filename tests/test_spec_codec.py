@@ -27,8 +27,8 @@ from corral.spec import Script, Shell, make_spec, make_task
 from corral.journal.codec import JournaledSpec, decode_spec, encode_spec, rebuild_spec
 
 import jobs
-from cli_helpers import Corral, kill_and_wait
-from conftest import wait_until
+from support.cli import Corral, kill_and_wait
+from support.waiting import wait_until
 
 _TEXT = st.text(min_size=1, max_size=12).filter(lambda text: text.strip() and "\0" not in text)
 _LINE = _TEXT.filter(lambda text: "\n" not in text and "\r" not in text)

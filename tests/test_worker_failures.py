@@ -11,7 +11,7 @@ import corral
 from corral import JobStatus
 
 import jobs
-from conftest import wait_until
+from support.waiting import wait_until
 
 
 @pytest.mark.parametrize("how, killed_by", [

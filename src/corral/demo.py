@@ -25,7 +25,8 @@ from pathlib import Path
 
 import corral
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+         "lambda", "mu"]
 
 
 def write_text(path: str, words: int, seed: int) -> str:
@@ -81,16 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     events: list[corral.Event] = []
     with corral.Scheduler(cores=2, journal=run) as scheduler:
         scheduler.on_event(events.append)
-        texts = [scheduler.options(name=f"write-{i}").submit(write_text, str(data / f"text-{i}.txt"),
-                                                             1000 * (i + 1), i)
+        texts = [scheduler.options(name=f"write-{i}").submit(
+                     write_text, str(data / f"text-{i}.txt"), 1000 * (i + 1), i)
                  for i in range(4)]
         counted = [str(data / f"count-{i}.txt") for i in range(4)]
         counts = [scheduler.shell(f"wc -w < {data / f'text-{i}.txt'} > {counted[i]}",
                                   name=f"count-{i}", after=[text])
                   for i, text in enumerate(texts)]
         total = scheduler.options(name="total", after=counts).submit(add_counts, counted)
-        top = scheduler.shell(f"cat {data}/text-*.txt | tr ' ' '\\n' | sort | uniq -c | sort -rn | head -3",
-                              name="top-words", after=texts)
+        top = scheduler.shell(f"cat {data}/text-*.txt | tr ' ' '\\n' | sort | uniq -c "
+                              "| sort -rn | head -3", name="top-words", after=texts)
         retried = scheduler.options(name="flaky", retries=1).submit(flaky, str(data / "marker"))
         hung = scheduler.options(name="stuck", timeout="1s").submit(stuck)
         broken = scheduler.options(name="calibrate").submit(missing_input)
@@ -111,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'id':>3}  {'name':<11} {'status':<10} {'tries':>5}  {'secs':>5}  reason")
     for job in scheduler.jobs():
         seconds = (job.ended - job.started) if job.started and job.ended else 0.0
-        print(f"{job.id:>3}  {job.name:<11} {job.status.name:<10} {job.attempts:>5}  {seconds:5.2f}  "
-              f"{job.reason or ''}")
+        print(f"{job.id:>3}  {job.name:<11} {job.status.name:<10} {job.attempts:>5}  "
+              f"{seconds:5.2f}  {job.reason or ''}")
     print(f"\nstdout of write-0: {texts[0].stdout.strip()!r} (kept in {texts[0].jobdir}/stdout)")
     restored = sum(1 for job in scheduler.jobs() if job.reason and "earlier run" in job.reason)
     if restored:

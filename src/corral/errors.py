@@ -10,8 +10,8 @@
     ├── ResourceError (ValueError)    a job asks for more than the backend can ever give
     ├── DependencyError (ValueError)  a dependency cycle, or an unknown job name in after=
     ├── BackendError              the backend itself failed (cannot start workers, ...)
-    ├── JournalError              a run's journal is damaged or could not record a row (store.py)
-    └── RunInUse                  another driver holds the run (store.py)
+    ├── JournalError              a run's journal is damaged or lost a row (journal/store.py)
+    └── RunInUse                  another driver holds the run (journal/store.py)
 
     SystemExit
     └── DriverTerminated          SIGTERM reached a driver with a live scheduler

@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from corral.options import (INT_LIMIT, JOB_OPTIONS, MAX_ITEMS, bounded_tuple, os_text_problem,
                       parse_options)
@@ -30,7 +30,8 @@ from corral.safe_repr import safe_repr as _shown
 __all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "Placement", "JobSpec",
            "make_task", "make_spec", "spec_options", "check_job_id", "MAX_ID_BYTES"]
 
-_FUNCTION_REF = re.compile(r"^[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*$")
+_DOTTED_NAME = r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*"
+_FUNCTION_REF = re.compile(rf"^{_DOTTED_NAME}:{_DOTTED_NAME}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ class Shell:
         return os.path.basename(str(self.command[0]))
 
 
-Task = Union[Call, FunctionRef, Script, Shell]
+Task = Call | FunctionRef | Script | Shell
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,8 @@ class JobSpec:
         return min(limits) if limits else None
 
 
-def make_task(task: object, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Task:
+def make_task(task: object, args: Sequence[Any] = (),
+              kwargs: Mapping[str, Any] | None = None) -> Task:
     """Turn what a user passed as a task into one of the four task kinds.
 
     A string is a ``"package.module:function"`` or a path to a ``.py`` script;
@@ -340,7 +342,7 @@ def spec_options(spec: JobSpec) -> dict[str, Any]:
     task's own label, which :func:`make_spec` gives it again.
     """
     resources, placement = spec.resources, spec.placement
-    values = {
+    values: dict[str, Any] = {
         "cores": resources.cores, "memory": resources.memory_mb,
         "walltime": resources.walltime_s, "gpus": resources.gpus,
         "name": None if spec.name == spec.task.label else spec.name,

@@ -100,8 +100,8 @@ def parse_duration(value: object, field: str = "walltime") -> float:
     else:
         seconds = _parse_duration_text(value, field)
     if not math.isfinite(seconds) or seconds <= 0 or seconds > _MAX_SECONDS:
-        raise ValueError(f"{field}={_shown(value)} must be a positive duration of at most 100 years; "
-                         f"use {DURATION_FORMS}")
+        raise ValueError(f"{field}={_shown(value)} must be a positive duration of at most "
+                         f"100 years; use {DURATION_FORMS}")
     return seconds
 
 

@@ -77,7 +77,7 @@ if FOUND_AT is None:
                "install one, e.g. Debian's libpython3.11-testsuite")
 else:
     _fill_in_test_support()
-    __path__.append(os.fspath(FOUND_AT))  # type: ignore[name-defined]  # noqa: F821
+    __path__.append(os.fspath(FOUND_AT))  # type: ignore[name-defined]
 
 
 class CorralPool(corral.Scheduler):

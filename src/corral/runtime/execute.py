@@ -17,7 +17,8 @@ __all__ = ["run_call", "kill_leftovers"]
 
 
 def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
-             env: tuple[tuple[str, str | None], ...], cwd: str | None, home: str) -> tuple[bool, bytes]:
+             env: tuple[tuple[str, str | None], ...], cwd: str | None,
+             home: str) -> tuple[bool, bytes]:
     """Run a pickled call; return ``(ok, blob)``, never raising.
 
     *blob* is the pickled return value when *ok*, else a packed exception

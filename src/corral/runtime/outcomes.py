@@ -8,7 +8,8 @@ run finds the outcome here and does not run the job a second time.
 One ``write()`` to a file the worker keeps open costs a few microseconds; a
 file per job (directory, temporary file, rename) cost ten times more and made
 small calls a third slower. Records are length-prefixed; a record torn by a
-kill is ignored; each carries the time the call ended. The files are removed once the journal holds everything
+kill is ignored; each carries the time the call ended. The files are removed once the
+journal holds everything
 (a clean shutdown).
 """
 

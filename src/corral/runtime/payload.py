@@ -3,9 +3,10 @@
 Arguments are pickled with cloudpickle (functions from ``__main__``, closures
 and lambdas travel by value). Code that travels by value keeps its file name
 (cloudpickle would write ``<dynamic-code>``), so a remote traceback names the
-user's file and line, and shows the line when the file is readable there. A dependency's result is not known when a job is
-submitted, so it travels as an :class:`Upstream` placeholder that the worker
-swaps for the real value just before the call.
+user's file and line, and shows the line when the file is readable there. A
+dependency's result is not known when a job is submitted, so it travels as an
+:class:`Upstream` placeholder that the worker swaps for the real value just
+before the call.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ _loaded_functions: dict[bytes, Any] = {}
 # value (cloudpickle), which costs ~100 us; it is cached per function object and
 # re-pickled when a global it names or a closure cell is rebound. Mutating such
 # a global in place after the first submission is not seen by later jobs.
-_by_value: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], bytes]] = weakref.WeakKeyDictionary()
+_by_value: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], bytes]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _dumps_function(target: Any) -> bytes:
@@ -187,9 +189,11 @@ def dumps_error(error: BaseException) -> bytes:
     """
     text = "".join(traceback.format_exception(error))
     summary = f"{type(error).__qualname__}: {error}"
+    blob: bytes | None
     try:
-        blob: bytes | None = dumps_value(error)
-        pickle.loads(blob)
+        pickled = dumps_value(error)
+        pickle.loads(pickled)  # one that cannot be loaded again travels as text only
+        blob = pickled
     except Exception:
         blob = None
     return pickle.dumps((blob, text, summary), _PROTOCOL)

@@ -101,7 +101,7 @@ def kill_marked(variable: str, prefix: str) -> int:
 
 
 def _pids_marked(needle: bytes) -> list[int]:
-    found = []
+    found: list[int] = []
     try:
         names = os.listdir("/proc")
     except OSError:  # no /proc here: nothing can be found by its mark

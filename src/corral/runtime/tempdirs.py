@@ -58,7 +58,7 @@ def remove_dead_owners_tempdirs(parent: str | None = None) -> list[str]:
     """Remove this user's corral directories in *parent* (default: the system's
     temporary directory) whose owner process is gone; return their paths."""
     parent = parent or tempfile.gettempdir()
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(parent))
     except OSError:

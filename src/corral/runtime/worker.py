@@ -96,7 +96,8 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
         try:
             outcomes.append(outcomes_dir, blob)
         except OSError as error:
-            reply = (job_id, False, dumps_error(OSError(f"cannot record the job's outcome: {error}")))
+            unrecorded = OSError(f"cannot record the job's outcome: {error}")
+            reply = (job_id, False, dumps_error(unrecorded))
             blob = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
     return blob
 
