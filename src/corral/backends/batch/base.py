@@ -341,7 +341,8 @@ class BatchBackend:
                 job.row = row
                 self._follow(job)
         changed |= len(self._updates) > before
-        if depths:
+        if depths:  # parents first: the engine then cancels their children for the
+            # root cause, as on every backend (fakebatch drops them in the same poll)
             self._updates[before:] = sorted(self._updates[before:],
                                             key=lambda update: depths.get(update.job_id, 0))
         self._clock.polled(now, answered=rows is not None, changed=changed)
