@@ -9,6 +9,7 @@ edit in the engine, the journal or the CLI.
 from __future__ import annotations
 
 import ast
+import sqlite3
 import os
 import subprocess
 import sys
@@ -20,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
+import corral
+
 from corral.backends import (BackendInfo, Capabilities, backend_info, backend_names,
                              make_backend, outlives_driver, register_backend, resolve_backend,
                              unregister_backend)
+from corral.backends.local.backend import LocalBackend
 from corral.cli.views import status_table
 from corral.journal.store import StoredJob
 from corral.options import JOB_OPTIONS
@@ -132,12 +136,18 @@ def test_local_jobs_end_with_their_driver_and_slurm_jobs_do_not():
     assert not outlives_driver(None)
 
 
+class FakeSchedBackend(LocalBackend):
+    """The local backend under another name: a registered backend for these tests."""
+
+    name = "fakesched"
+
+
 def _fake_info(name: str = "fakesched", **changes) -> BackendInfo:
     values = dict(name=name, title="FakeSched", description="a scheduler for tests",
                   capabilities=Capabilities(outlives_driver=False, chains_dependencies=True,
                                             holds=False, enforces_walltime=False,
                                             packs_locally=True),
-                  factory="corral.backends.local.backend:LocalBackend",
+                  factory="test_architecture:FakeSchedBackend",
                   answers=lambda: True)
     values.update(changes)
     return BackendInfo(**values)
@@ -354,9 +364,10 @@ def test_a_probe_that_fails_counts_as_not_answering_and_auto_goes_on(monkeypatch
     def broken_probe() -> bool:
         raise OSError("the site's command is missing")
 
+    monkeypatch.setenv("PATH", "/nonexistent")  # no sbatch: Slurm (registered first) is silent
     register_backend(_fake_info(answers=broken_probe))
     try:
-        assert resolve_backend("auto") in ("local", "slurm")
+        assert resolve_backend("auto") == "local"
     finally:
         unregister_backend("fakesched")
     assert "the fakesched backend's probe failed; taken as not answering" in caplog.text
@@ -367,3 +378,55 @@ def test_corrals_own_backends_cannot_be_unregistered():
                                          r"unregistered$"):
         unregister_backend("local")
     assert "local" in backend_names()
+
+
+def test_a_backend_whose_class_calls_itself_otherwise_is_refused_when_made():
+    """A copied backend renamed in one place only would write its jobs, files and
+    journal rows under the other name."""
+    register_backend(_fake_info(name="copied"))
+    try:
+        with pytest.raises(ValueError, match=r"^backend 'copied': its class FakeSchedBackend "
+                                             r"calls itself 'fakesched'; give both the same "
+                                             r"name$"):
+            make_backend("copied", cores=1)
+    finally:
+        unregister_backend("copied")
+
+
+# -- a run whose backend is not installed here -------------------------------------------------
+
+def _run_left_to_an_unknown_backend(tmp_path: Path) -> Path:
+    """A journaled run whose one job an earlier session handed to a backend
+    'oursched' that this process does not know, and which was still running."""
+    run_dir = tmp_path / "run"
+    with corral.Scheduler(journal=run_dir, cores=1) as scheduler:
+        scheduler.shell("echo done", name="step")
+    with sqlite3.connect(run_dir / "journal.db") as db:
+        db.execute("UPDATE jobs SET status='running', native_id='q.7', ended=NULL")
+        db.execute("UPDATE sessions SET backend='oursched'")
+    return run_dir
+
+
+def test_status_says_a_job_of_a_backend_not_installed_here_may_still_run(tmp_path):
+    """Not "its driver is gone: nothing runs it now": its scheduler may run it still."""
+    run_dir = _run_left_to_an_unknown_backend(tmp_path)
+    shown = subprocess.run([sys.executable, "-m", "corral.cli", "--run", os.fspath(run_dir),
+                            "status"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert "may still run on 'oursched' (not installed here)" in shown.stdout, \
+        shown.stdout + shown.stderr
+    assert "nothing runs it now" not in shown.stdout
+
+
+def test_resuming_a_run_of_a_backend_not_installed_here_warns_that_it_may_still_run(
+        tmp_path, caplog):
+    run_dir = _run_left_to_an_unknown_backend(tmp_path)
+    with corral.Scheduler(journal=run_dir, cores=1) as scheduler:
+        job = scheduler.shell("echo done", name="step")  # the script, run again
+        assert job.result(timeout=60) is None  # run again here, as the log says
+    assert ("job 1 'step' was handed to the 'oursched' backend, which is not installed here; "
+            "it may still run there (native id q.7) and this run will run it again") in caplog.text
+    reasons = [event[4] for event in corral.Scheduler.open(run_dir).events(1)]
+    assert ("its driver ended before it did; it was handed to the 'oursched' backend, which is "
+            "not installed here, and may still run there as q.7 (the next run of the script "
+            "runs it again)") in reasons

@@ -7,6 +7,7 @@ import logging
 import os
 import shlex
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -370,3 +371,81 @@ def test_a_child_is_not_chained_to_a_parent_the_scheduler_may_have_forgotten(
     assert (child.status, child.reason) == (JobStatus.CANCELLED,
                                             f"upstream job {parent.id} 'die_when' failed")
     assert not [argv for _, _, argv in cluster.calls("qsub") if f"depend=afterok:{native}" in argv]
+
+
+def test_a_running_job_missing_from_a_status_answer_sooner_than_the_forget_time_goes_on(
+        tmp_path, monkeypatch):
+    """A scheduler lists a job for its forget time after the job ends, so a job that
+    is missing sooner was dropped by a bad answer (an empty or cut-off listing, a
+    controller restarting), not forgotten: corral asks again instead of failing a
+    job that still runs (it once ended FAILED "no longer knows the job")."""
+    armed, emptied, empties = (tmp_path / name for name in ("armed", "emptied", "empties"))
+    three_empty_answers_once_armed = (
+        f"if [ -e {armed} ] && [ ! -e {emptied} ]; then echo x >> {empties}; "
+        f"if [ $(wc -l < {empties}) -ge 3 ]; then touch {emptied}; fi; echo '{{}}'; exit 0; fi")
+    go = tmp_path / "go"
+    with on_fakebatch(tmp_path, monkeypatch, forget_s=30,
+                      shadows={"qstat": three_empty_answers_once_armed}) as (_, sched):
+        job = sched.submit(wait_for, os.fspath(go), 7)
+        wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
+        armed.touch()
+        wait_until(emptied.exists, timeout=60, message="qstat gave its three empty answers")
+        assert job.status is JobStatus.RUNNING, job.reason
+        go.touch()
+        assert job.result(timeout=60) == 7
+
+
+def test_a_cancel_is_not_held_up_by_a_status_query_that_hangs(tmp_path, monkeypatch):
+    """The status query runs beside the control loop: a controller that does not
+    answer delays the news, not a cancel (which once waited for the query's
+    60 s time-out, and so did pause and every other request)."""
+    hang, hanging = tmp_path / "hang", tmp_path / "hanging"
+    hangs_while_told = (f"if [ -e {hang} ]; then touch {hanging}; "
+                        f"while [ -e {hang} ]; do sleep 0.05; done; fi")
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qstat": hangs_while_told}) as (_, sched):
+        job = sched.submit(wait_for, os.fspath(tmp_path / "never"), 1)
+        wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
+        hang.touch()
+        wait_until(hanging.exists, timeout=60, message="a status query hangs")
+        try:
+            # From another thread: a cancel waits for the loop to take note, and
+            # this test must see the loop free while qstat hangs (up to 60 s).
+            threading.Thread(target=job.cancel, daemon=True).start()
+            wait_until(job.done, timeout=20, message="the cancel went through while qstat hangs")
+            assert job.status is JobStatus.CANCELLED
+            assert hang.exists()  # the query still hangs: the cancel did not wait for it
+        finally:
+            hang.unlink()
+
+
+REFUSES_CHAINS = ('case "$*" in *depend=*) echo "qsub: Unknown Job Id 99" >&2; exit 1;; esac')
+
+
+def test_a_chained_child_the_scheduler_refuses_waits_for_its_parent_and_runs_unchained(
+        tmp_path, monkeypatch, caplog):
+    """A scheduler refuses a child chained to a job it dropped or forgot; the child
+    is not failed for that: it waits for its parent's result and goes out again."""
+    caplog.set_level(logging.INFO, logger="corral")
+    go = tmp_path / "go"
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": REFUSES_CHAINS}) as (_, sched):
+        parent = sched.submit(wait_for, os.fspath(go), 5)
+        child = sched.submit(add, parent, 1)
+        wait_until(lambda: "wait for their parents here" in caplog.text, timeout=60,
+                   message="the chained child was refused and held back")
+        go.touch()
+        assert child.result(timeout=60) == 6
+    assert ("qsub refused it: qsub exited 1: qsub: Unknown Job Id 99; 1 job(s) chained to "
+            f"{parent.native_id} wait for their parents here") in caplog.text
+
+
+def test_a_held_back_child_can_be_cancelled(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="corral")
+    go = tmp_path / "go"
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": REFUSES_CHAINS}) as (_, sched):
+        parent = sched.submit(wait_for, os.fspath(go), 5)
+        child = sched.submit(add, parent, 1)
+        wait_until(lambda: "wait for their parents here" in caplog.text, timeout=60)
+        assert child.cancel()
+        assert child.status is JobStatus.CANCELLED
+        go.touch()
+        assert parent.result(timeout=60) == 5

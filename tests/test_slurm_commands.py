@@ -43,6 +43,17 @@ def test_squeue_rows_are_keyed_by_the_id_corral_records():
     assert rows["2_0"].reason == ""  # "None" means no reason
 
 
+def test_squeue_output_with_lines_but_no_row_is_refused_not_read_as_no_jobs():
+    """Read as "no jobs", a banner would end every job early; an empty answer is
+    still "no jobs" and a banner beside rows is skipped."""
+    with pytest.raises(ValueError, match=r"^squeue printed no row corral can read: "
+                                         r"'Welcome to the cluster!'$"):
+        commands.parse_squeue("Welcome to the cluster!\n\n")
+    assert commands.parse_squeue("") == {}
+    assert set(commands.parse_squeue("Welcome!\n" + SQUEUE)) == set(
+        commands.parse_squeue(SQUEUE))
+
+
 def test_squeue_asks_once_for_every_job_of_the_user_with_finished_ones():
     argv = commands.squeue_argv("alice")
     assert argv[0] == "squeue" and "--user=alice" in argv and "--states=all" in argv

@@ -207,5 +207,17 @@ def resolve_backend(name: str) -> str:
 
 
 def make_backend(name: str, **settings: Any) -> Backend:
-    """Build the backend called *name* (already resolved) with the scheduler's settings."""
-    return backend_info(name).backend_class()(**settings)
+    """Build the backend called *name* (already resolved) with the scheduler's settings.
+
+    Raises:
+        ValueError: the registered class calls itself by another name (a copied
+            backend renamed in one place only: its jobs, files and journal rows
+            would carry the other name).
+    """
+    info = backend_info(name)
+    backend_class = info.backend_class()
+    own_name = getattr(backend_class, "name", name)
+    if own_name != name:
+        raise ValueError(f"backend {name!r}: its class {backend_class.__name__} calls itself "
+                         f"{own_name!r}; give both the same name")
+    return backend_class(**settings)

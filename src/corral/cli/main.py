@@ -384,7 +384,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         console.print(hidden_note(len(hidden)))
     console.print(status_table(jobs, driver_alive=run.owner is not None,
                                cluster_jobs=run.cluster_jobs(jobs), paused=run.paused,
-                               width=console.width))
+                               width=console.width,
+                               unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
 

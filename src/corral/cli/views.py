@@ -69,8 +69,16 @@ PAUSED_REASON = "paused: starts after corral resume"
 ORPHANED_REASON = "its driver is gone: nothing runs it now"
 
 
-def _detail(job: StoredJob, paused: bool, orphaned: bool = False) -> str:
+def unknown_backend_reason(backend: str) -> str:
+    """The DETAIL of an unfinished job of a backend not installed where status runs."""
+    return f"may still run on {backend!r} (not installed here)"
+
+
+def _detail(job: StoredJob, paused: bool, orphaned: bool = False,
+            unknown_backend: str | None = None) -> str:
     """The DETAIL cell: why the job ended as it did, or why it still waits."""
+    if unknown_backend is not None and job.status not in TERMINAL:
+        return unknown_backend_reason(unknown_backend)
     if orphaned and job.status not in TERMINAL:
         return ORPHANED_REASON
     if paused and job.status is JobStatus.QUEUED:
@@ -84,17 +92,22 @@ def _detail(job: StoredJob, paused: bool, orphaned: bool = False) -> str:
 
 def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
                  cluster_jobs: Mapping[str, str] | None = None, paused: bool = False,
-                 width: int = 160) -> Table:
+                 width: int = 160, unknown_backend_jobs: Mapping[str, str] | None = None
+                 ) -> Table:
     """The jobs as a table fitting *width* characters; *cluster_jobs* (``{id:
     backend}``, see :meth:`corral.Run.cluster_jobs`) adds a column with their
-    cluster job ids; *paused* (the run is) is what its QUEUED jobs wait for."""
+    cluster job ids; *paused* (the run is) is what its QUEUED jobs wait for;
+    *unknown_backend_jobs* (``{id: backend}``) were handed to backends not
+    installed here."""
     cluster_jobs = cluster_jobs or {}
+    unknown_backend_jobs = unknown_backend_jobs or {}
     cluster_column = _native_id_column(cluster_jobs.values()) if cluster_jobs else None
     table = Table(box=None, pad_edge=False, header_style="bold")
     rows: list[list[Any]] = []
     for job in jobs:
         on_cluster = str(job.id) in cluster_jobs  # it runs on without a driver
-        detail = _detail(job, paused, orphaned=not driver_alive and not on_cluster)
+        detail = _detail(job, paused, orphaned=not driver_alive and not on_cluster,
+                         unknown_backend=unknown_backend_jobs.get(str(job.id)))
         cells = [str(job.id), _one_line(job.name),
                  Text(job.status.name, _STYLES.get(job.status, "")),
                  _elapsed(job, driver_alive or on_cluster), str(job.attempts)]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from corral.backends import outlives_driver
+from corral.backends import backend_names, outlives_driver
 from corral.result import Result
 from corral.journal.store import (JournalError, StoredJob, owner_of, read_events, read_job,
                                   read_jobs, read_meta, read_session_backends)
@@ -90,6 +90,19 @@ class Run:
         for job in jobs:
             backend = backends.get(job.session or 0)
             if backend is not None and outlives_driver(backend) and job.native_id:
+                found[str(job.id)] = backend
+        return found
+
+    def jobs_of_unknown_backends(self, jobs: list[StoredJob]) -> dict[str, str]:
+        """``{job id: backend name}`` for those of *jobs* handed to a backend that is
+        not registered in this process (a site's backend not installed here):
+        nothing here can tell whether they still run, nor reach them."""
+        backends = read_session_backends(self.path)
+        known = set(backend_names())
+        found = {}
+        for job in jobs:
+            backend = backends.get(job.session or 0)
+            if backend is not None and backend not in known and job.native_id:
                 found[str(job.id)] = backend
         return found
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import pickle
 import socket
@@ -61,7 +62,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from corral.backends import outlives_driver
+from corral.backends import backend_names, outlives_driver
 from corral.errors import CorralError
 from corral.journal.writer import HEADER, WRITING_KEY
 from corral.status import TERMINAL, JobStatus
@@ -561,6 +562,21 @@ class Journal:
         return (job.native_id is not None
                 and outlives_driver(self.session_backends.get(job.session or 0)))
 
+    def _orphaned_reason(self, job: StoredJob) -> str:
+        """Why an unfinished job of an earlier session is closed. One handed to a
+        backend not installed here may still run there: said in its reason and
+        logged, since the next run of the script runs it again here."""
+        backend = self.session_backends.get(job.session or 0)
+        if backend is None or job.native_id is None or backend in backend_names():
+            return ORPHANED
+        logging.getLogger("corral").warning(
+            "job %s %r was handed to the %r backend, which is not installed here; it may "
+            "still run there (native id %s) and this run will run it again", job.id, job.name,
+            backend, job.native_id)
+        return (f"its driver ended before it did; it was handed to the {backend!r} backend, "
+                f"which is not installed here, and may still run there as {job.native_id} "
+                "(the next run of the script runs it again)")
+
     def _close_orphans(self, db: sqlite3.Connection, kind: str) -> None:
         """End the jobs that earlier sessions left unfinished: their drivers are
         gone (this process holds the run's lock), so nothing runs them any more.
@@ -588,8 +604,8 @@ class Journal:
 
             outcomes = read_outcomes(self.run_dir)
         ended = [self._settled(job, outcomes) or replace(
-            job, status=JobStatus.CANCELLED, reason=ORPHANED, ended=job.ended or now)
-            for job in orphans]
+            job, status=JobStatus.CANCELLED, reason=self._orphaned_reason(job),
+            ended=job.ended or now) for job in orphans]
         db.execute("BEGIN")
         db.executemany(
             "UPDATE jobs SET status=?, reason=?, exit_code=?, ended=?, result=?, error=?, "

@@ -17,5 +17,4 @@ __all__ = ["FakeBatchBackend"]
 
 
 class FakeBatchBackend(BatchBackend):
-    name: ClassVar[str] = "fakebatch"
     scheduler: ClassVar[BatchScheduler] = FakeBatchScheduler()

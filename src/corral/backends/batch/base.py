@@ -50,7 +50,7 @@ from typing import Any, ClassVar, TypeVar
 
 from corral.backends.base import Capacity, Submission, Update
 from corral.backends.batch import arrays, bundles, forgotten, outcomes, taskfiles
-from corral.backends.batch.invoke import run_command
+from corral.backends.batch.invoke import CommandInFlight, run_command
 from corral.backends.batch.polling import PollClock
 from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
@@ -80,9 +80,16 @@ class BatchBackend:
     Called from the scheduler's control-loop thread only, except :meth:`wake`.
     """
 
+    #: The backend's name: its scheduler's (set for each subclass, so that the
+    #: name is written once, in the BatchScheduler).
     name: ClassVar[str]
     #: The scheduler's pure pieces (argv, parsers, tables, template).
     scheduler: ClassVar[BatchScheduler]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "scheduler" in cls.__dict__:
+            cls.name = cls.scheduler.name
     #: The cluster ends a job at its time limit; the scheduler only arms ``timeout``.
     enforces_walltime: ClassVar[bool] = True
     #: Dependencies between running jobs may be handed over (see :meth:`can_chain`).
@@ -112,6 +119,10 @@ class BatchBackend:
         self._closed = False
         #: Status answers in a row that could not be read (see _unreadable_status).
         self._unreadable_answers = 0
+        #: The status query running now, if any (one at a time).
+        self._query: CommandInFlight | None = None
+        #: Chained jobs the scheduler refused, waiting for their parents (see _hold_back).
+        self._held_back: list[Group] = []
         #: Where a temporary run directory goes: jobs run on other nodes, so not /tmp.
         from platformdirs import user_cache_dir
 
@@ -174,16 +185,28 @@ class BatchBackend:
         return time.monotonic() - self._clock.last_answer < safe_for
 
     def updates(self, timeout: float | None) -> list[Update]:
+        """What happened since the last call. The status query runs on a thread
+        of its own (see :class:`CommandInFlight`): a slow controller delays the
+        news, never the loop's next request (a cancel, a pause)."""
         if not self._updates:
             wait = timeout
-            if self._jobs:
+            if self._jobs and self._query is None:
                 until_poll = self._clock.seconds_left()
                 wait = until_poll if wait is None else min(wait, until_poll)
+            if self._held_back:  # their parents' result files are read at this pace
+                shortest = self._settings.poll_interval
+                wait = shortest if wait is None else min(wait, shortest)
             if wait is None or wait > 0:
                 self._wake.wait(wait)
             self._wake.clear()
-            if self._jobs and self._clock.due():
-                self._poll()
+            if self._jobs and self._query is None and self._clock.due():
+                self._query = CommandInFlight(self.scheduler.status_argv(self._user), self._wake)
+            if self._query is not None and self._query.finished:
+                query, self._query = self._query, None
+                if self._jobs:
+                    self._poll(query)
+            if self._held_back:
+                self._release_held_back()
         found, self._updates = self._updates, []
         return found
 
@@ -194,6 +217,7 @@ class BatchBackend:
         """Cancel the jobs now (a bundled job that has not started is just
         marked, so its bundle skips it); each is reported CANCELLED."""
         to_cancel: set[str] = set()
+        self._drop_held_back(set(job_ids))
         for job_id in job_ids:
             task = self._tasks.get(job_id)
             if task is None:
@@ -247,6 +271,9 @@ class BatchBackend:
         if self._closed:
             return
         self._closed = True
+        if self._query is not None:
+            self._query.abandon()
+            self._query = None
         natives = sorted({task.native_id for task in self._tasks.values() if task.native_id}
                          | set(self._jobs))
         if natives:
@@ -294,6 +321,9 @@ class BatchBackend:
         try:
             job_id = _parsed(scheduler.parse_submit, self._run(argv))
         except (BackendError, ValueError) as error:
+            if group.after and group.parents:
+                self._hold_back(group, chunk, f"{argv[0]} refused it: {error}")
+                return
             for members in chunk:
                 for submission in members:
                     self._updates.append(Update(submission.job_id, JobStatus.FAILED,
@@ -302,9 +332,48 @@ class BatchBackend:
         for index, members in zip(indexes, chunk, strict=True):
             native_id = scheduler.array_task_id(job_id, index) if is_array else job_id
             job = self._jobs[native_id] = BatchJob(
-                native_id, taskfiles.log_path(directory, scheduler.name, index))
+                native_id, taskfiles.log_path(directory, scheduler.name, index),
+                last_seen=time.monotonic())
             for submission in members:
                 self._follow_submitted(submission, group, bundled, job)
+
+    def _hold_back(self, group: Group, chunk: list[list[Submission]], refusal: str) -> None:
+        """Keep chained jobs the scheduler refused until their parents' outcome is
+        known. A scheduler that drops the children of a failed job at once (PBS)
+        refuses a child chained to one of them: the parent failed meanwhile, and
+        the child must end CANCELLED naming it, as on every backend; a refusal for
+        another cause comes again, unchained, once the parents completed."""
+        submissions = [submission for members in chunk for submission in members]
+        log.info("%s; %d job(s) chained to %s wait for their parents here", refusal,
+                 len(submissions), ", ".join(group.after))
+        self._held_back.append(Group(group.resources, group.placement, (), group.bundle,
+                                     submissions, parents=group.parents, depth=group.depth))
+
+    def _drop_held_back(self, job_ids: set[int | str]) -> None:
+        """Cancel held-back jobs among *job_ids*: the scheduler never had them."""
+        for group in self._held_back:
+            dropped = [s for s in group.submissions if s.job_id in job_ids]
+            if dropped:
+                group.submissions = [s for s in group.submissions if s.job_id not in job_ids]
+                self._updates.extend(Update(s.job_id, JobStatus.CANCELLED, reason="cancelled")
+                                     for s in dropped)
+        self._held_back = [group for group in self._held_back if group.submissions]
+
+    def _release_held_back(self) -> None:
+        """Cancel held-back jobs whose parent did not complete (naming it); submit,
+        unchained, those whose parents all completed; keep the others."""
+        waiting, self._held_back = self._held_back, []
+        for group in waiting:
+            upstream = forgotten.upstream_failure(group.parents)
+            if upstream is not None:
+                self._updates.extend(Update(submission.job_id, JobStatus.CANCELLED,
+                                            reason=upstream)
+                                     for submission in group.submissions)
+            elif all(getattr(read_result(parent.jobdir), "ok", False)
+                     for parent in group.parents):
+                self._submit_group(group)
+            else:
+                self._held_back.append(group)
 
     def _follow_submitted(self, submission: Submission, group: Group, bundled: bool,
                           job: BatchJob) -> None:
@@ -320,17 +389,20 @@ class BatchBackend:
 
     # -- polling -----------------------------------------------------------------------------
 
-    def _poll(self) -> None:
+    def _poll(self, query: CommandInFlight) -> None:
+        """Act on a status query's answer. It tells the state as of when it was
+        asked: a job submitted since is not in it, and is left for the next."""
         before = len(self._updates)
         depths = {job_id: task.group.depth for job_id, task in self._tasks.items()
                   if task.group.depth}
-        rows = self._query_status()
-        now = time.monotonic()
+        rows = self._query_status(query)
+        asked = query.started
         changed = False
         if rows is not None:
             # Forgotten jobs first: a parent the scheduler dropped (a pending
             # array task cancelled) must be reported before a child it let run.
-            lost = [job for job in self._jobs.values() if job.native_id not in rows]
+            lost = [job for job in self._jobs.values()
+                    if job.native_id not in rows and job.last_seen <= asked]
             if lost:
                 self._decide_forgotten(lost)
             for job in list(self._jobs.values()):
@@ -339,20 +411,21 @@ class BatchBackend:
                     continue
                 changed |= row != job.row
                 job.row = row
+                job.last_seen = asked
                 self._follow(job)
         changed |= len(self._updates) > before
         if depths:  # parents first: the engine then cancels their children for the
             # root cause, as on every backend (fakebatch drops them in the same poll)
             self._updates[before:] = sorted(self._updates[before:],
                                             key=lambda update: depths.get(update.job_id, 0))
-        self._clock.polled(now, answered=rows is not None, changed=changed)
+        self._clock.polled(asked, answered=rows is not None, changed=changed)
 
-    def _query_status(self) -> dict[str, NativeRow] | None:
-        """One status query for every job; None when it failed or printed what
-        cannot be read (logged: the poll clock backs off and asks again)."""
-        argv = self.scheduler.status_argv(self._user)
+    def _query_status(self, query: CommandInFlight) -> dict[str, NativeRow] | None:
+        """The rows of the status query for every job; None when it failed or
+        printed what cannot be read (logged: the poll clock backs off and asks again)."""
+        argv = query.argv
         try:
-            output = self._run(argv)
+            output = query.answer()
         except BackendError as error:
             log.warning("the status query failed, trying again later: %s", error)
             return None
@@ -514,11 +587,20 @@ class BatchBackend:
                 rows = _parsed(self.scheduler.parse_accounting, self._run(argv))
             except (BackendError, ValueError) as error:
                 log.warning("the accounting query failed: %s", error)
+        forget_after = self._cluster_limits().forget_after_s
+        now = time.monotonic()
         for job in lost:
             row = rows.get(job.native_id)
             meaning = forgotten.verdict(job, job in undecided, row, self.scheduler, accounting)
             if meaning is None:
                 job.row = row  # accounting says it still runs: wait
+                continue
+            if forgotten.is_a_guess(job, job in undecided, row) and \
+                    now - job.last_seen < forget_after:
+                log.info("%s job %s is missing from the status answer %.0f s after it was "
+                         "listed, sooner than the scheduler forgets jobs (%.0f s): waiting",
+                         self.scheduler.title, job.native_id, now - job.last_seen,
+                         forget_after)
                 continue
             self._settle_ended(job, meaning[0], meaning[1], row)
 

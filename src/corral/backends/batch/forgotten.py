@@ -19,7 +19,7 @@ from corral.backends.batch.taskfiles import read_started, started_by_runtime
 from corral.runtime.batch import CANCELLED_MARK, read_result
 from corral.status import JobStatus
 
-__all__ = ["undecided", "verdict", "failed_upstream"]
+__all__ = ["undecided", "verdict", "is_a_guess", "failed_upstream", "upstream_failure"]
 
 _ACTIVE = (JobStatus.SUBMITTED, JobStatus.RUNNING)
 
@@ -53,6 +53,11 @@ def verdict(job: BatchJob, is_undecided: bool, row: NativeRow | None,
     return JobStatus.COMPLETED, ""  # every job has its result
 
 
+def is_a_guess(job: BatchJob, is_undecided: bool, row: NativeRow | None) -> bool:
+    """Whether :func:`verdict` would only guess for *job*: no result file, no
+    accounting row and no failed upstream job tell how it ended."""
+    return is_undecided and row is None and failed_upstream(job.tasks) is None
+
 
 def failed_upstream(tasks: Iterable[TaskRecord]) -> str | None:
     """Why jobs that never started cannot run: the engine's words for the
@@ -63,8 +68,13 @@ def failed_upstream(tasks: Iterable[TaskRecord]) -> str | None:
     The words are the engine's (``corral.core.engine._upstream_reason``), so a
     child reads the same whichever of the engine or the scheduler dropped it.
     """
+    return upstream_failure([parent for task in tasks for parent in task.group.parents])
+
+
+def upstream_failure(parents: Iterable[TaskRecord]) -> str | None:
+    """:func:`failed_upstream` for jobs whose followed parents are *parents*."""
     seen: set[int] = set()
-    stack = [parent for task in tasks for parent in reversed(task.group.parents)]
+    stack = list(reversed(list(parents)))
     while stack:
         parent = stack.pop()
         if id(parent) in seen:

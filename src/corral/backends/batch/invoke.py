@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 
 from corral.errors import BackendError
 
-__all__ = ["run_command", "COMMAND_TIMEOUT_S"]
+__all__ = ["run_command", "CommandInFlight", "COMMAND_TIMEOUT_S"]
 
 #: A scheduler command that takes longer is hung (a controller that is down):
 #: the caller logs it and tries again at the next poll.
@@ -26,8 +28,80 @@ def run_command(argv: Sequence[str]) -> str:
                               timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as error:
         raise BackendError(f"{argv[0]} could not run: {error}") from None
-    if done.returncode != 0:
-        message = (done.stderr or done.stdout).strip().splitlines()
-        raise BackendError(f"{argv[0]} exited {done.returncode}: "
+    return _stdout_of(argv, done.returncode, done.stdout, done.stderr)
+
+
+def _stdout_of(argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> str:
+    if returncode != 0:
+        message = (stderr or stdout).strip().splitlines()
+        raise BackendError(f"{argv[0]} exited {returncode}: "
                            f"{' '.join(message[-2:]) or 'no message'}")
-    return done.stdout
+    return stdout
+
+
+class CommandInFlight:
+    """A scheduler command run on a thread of its own, for the status query: a
+    controller that answers slowly (or hangs until :data:`COMMAND_TIMEOUT_S`)
+    then delays only the news, never the control loop that must act on a
+    cancel, a pause or a submission meanwhile. *done* is called (from that
+    thread) once :meth:`answer` has its answer.
+    """
+
+    def __init__(self, argv: Sequence[str], done: threading.Event) -> None:
+        self.argv = list(argv)
+        #: Monotonic time the command was started: what it answers is as of then.
+        self.started = time.monotonic()
+        self._finished = threading.Event()
+        self._output = ""
+        self._error: BackendError | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        threading.Thread(target=self._run, args=(done,), name=f"corral {self.argv[0]}",
+                         daemon=True).start()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def answer(self) -> str:
+        """What the command printed, once :attr:`finished`.
+
+        Raises:
+            BackendError: it could not start, timed out or exited non-zero.
+        """
+        if self._error is not None:
+            raise self._error
+        return self._output
+
+    def abandon(self) -> None:
+        """Kill the command if it still runs (the backend closes): nothing is
+        left behind waiting for a controller that does not answer."""
+        with self._lock:
+            self._abandoned = True
+            if self._process is not None and self._process.poll() is None:
+                self._process.kill()
+
+    def _run(self, done: threading.Event) -> None:
+        try:
+            with self._lock:
+                if self._abandoned:
+                    raise BackendError(f"{self.argv[0]} was abandoned")
+                self._process = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+            try:
+                stdout, stderr = self._process.communicate(timeout=COMMAND_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.communicate()
+                raise BackendError(f"{self.argv[0]} could not run: it did not answer within "
+                                   f"{COMMAND_TIMEOUT_S:.0f} s") from None
+            self._output = _stdout_of(self.argv, self._process.returncode, stdout, stderr)
+        except BackendError as error:
+            self._error = error
+        except (OSError, subprocess.SubprocessError, ValueError) as error:
+            self._error = BackendError(f"{self.argv[0]} could not run: {error}")
+        finally:
+            self._finished.set()
+            done.set()

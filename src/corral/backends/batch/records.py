@@ -67,3 +67,8 @@ class BatchJob:
     #: The runtime took at least one of its jobs: the batch job works, so jobs
     #: it did not take were left (cancelled, out of time) and go out again.
     runtime_ran: bool = False
+    #: When a status answer last listed it, or it was submitted (monotonic); 0
+    #: for a job attached from an earlier driver, which this one never saw. A
+    #: scheduler lists a job for its forget time after it ends, so one missing
+    #: sooner is a bad answer (an empty or cut-off listing), not a forgotten job.
+    last_seen: float = 0.0

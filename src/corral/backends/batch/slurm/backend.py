@@ -25,7 +25,6 @@ __all__ = ["SlurmBackend", "control_without_driver"]
 class SlurmBackend(BatchBackend):
     """Runs jobs as Slurm batch jobs. See the module docstring."""
 
-    name: ClassVar[str] = "slurm"
     scheduler: ClassVar[BatchScheduler] = SlurmScheduler()
 
 

@@ -89,11 +89,19 @@ def squeue_argv(user: str) -> list[str]:
 
 
 def parse_squeue(stdout: str) -> dict[str, SlurmRow]:
-    """Rows by native id from :func:`squeue_argv`'s output; bad lines are skipped."""
+    """Rows by native id from :func:`squeue_argv`'s output; bad lines are skipped.
+
+    Raises:
+        ValueError: the output has lines but not one row (a login banner, a
+            changed format): read as "no jobs", it would end every job early.
+    """
     rows = {}
+    unreadable = []
     for line in stdout.splitlines():
         parts = line.split("|")
         if len(parts) < len(_SQUEUE_FIELDS):
+            if line.strip():
+                unreadable.append(line)
             continue
         job_id, array_job, array_task, state, reason, exit_code = (
             part.strip() for part in parts[:len(_SQUEUE_FIELDS)])
@@ -105,6 +113,8 @@ def parse_squeue(stdout: str) -> dict[str, SlurmRow]:
         code, signal = (None, None) if status is None else _split_wait_status(status)
         rows[native_id] = SlurmRow(native_id, state.split()[0] if state else "",
                                    "" if reason in ("None", "(null)") else reason, code, signal)
+    if unreadable and not rows:
+        raise ValueError(f"squeue printed no row corral can read: {unreadable[0][:200]!r}")
     return rows
 
 
