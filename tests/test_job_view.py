@@ -222,3 +222,29 @@ def test_a_job_resolved_by_the_program_itself_does_not_stop_the_scheduler(call):
         assert second.result(timeout=60) == 27
         wait_until(lambda: first.status is corral.JobStatus.COMPLETED, timeout=60,
                    message="the job the program resolved itself still runs to its end")
+
+
+def test_after_the_control_loop_crashed_a_new_job_is_refused_not_left_pending(caplog):
+    """A bug that kills the control loop fails the jobs it had; a job submitted
+    after that once waited for ever (nothing would run it). The bug is injected:
+    every real way to crash the loop found so far is fixed."""
+    scheduler = corral.Scheduler(cores=1)
+    try:
+        first = scheduler.submit(pow, 2, 5)
+        assert first.result(timeout=60) == 32
+
+        def broken_updates(timeout):
+            raise RuntimeError("a bug in a backend")
+
+        scheduler._backend.updates = broken_updates  # type: ignore[method-assign]
+        doomed = scheduler.submit(pow, 3, 3)
+        with pytest.raises(corral.CorralError, match="corral's scheduler crashed: "
+                                                    r"RuntimeError\('a bug in a backend'\)"):
+            doomed.result(timeout=60)
+        refusal = (r"^cannot dispatch jobs: this scheduler's control loop crashed "
+                   r"\(RuntimeError\('a bug in a backend'\); see the log\); make a new "
+                   r"Scheduler$")
+        with pytest.raises(corral.BackendError, match=refusal):
+            scheduler.submit(pow, 4, 2)
+    finally:
+        scheduler.shutdown(wait=True)

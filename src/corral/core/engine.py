@@ -83,6 +83,8 @@ class Engine:
                  capabilities: Capabilities | None = None) -> None:
         self.backend = backend
         self.backend_name = backend.name
+        #: Why the control loop stopped for good, if it crashed: no job can run any more.
+        self.crash: BaseException | None = None
         #: What the backend does, as registered (see corral.backends.base.Capabilities):
         #: the engine acts on these flags, never on the backend's name or class.
         self.capabilities = capabilities or backend_info(backend.name).capabilities
@@ -844,6 +846,7 @@ class Engine:
     # -- failure of the loop itself --------------------------------------------------------
 
     def _fail_everything(self, crash: BaseException) -> None:
+        self.crash = crash
         try:
             self._resolve_finished()
         except Exception:

@@ -27,7 +27,7 @@ from corral.suggest import did_you_mean
 from corral.control.server import ControlServer
 from corral.control.verbs import handle as handle_request
 from corral.core.engine import Engine
-from corral.errors import ResourceError
+from corral.errors import BackendError, ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result
@@ -330,6 +330,10 @@ class Scheduler(Executor):
             _refuse_after_interpreter_exit()  # before anything is registered
             if self._shut:
                 raise RuntimeError("cannot dispatch jobs after the scheduler was shut down")
+            if self._engine.crash is not None:  # nothing would ever run them
+                raise BackendError(f"cannot dispatch jobs: this scheduler's control loop "
+                                   f"crashed ({self._engine.crash!r}; see the log); make a "
+                                   "new Scheduler")
             batch = plan_batch(given, self._registry.named, _value_deps)
             records = [job._record for job in batch]
             first_number = self._registry.next_number
