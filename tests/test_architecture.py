@@ -13,6 +13,7 @@ import sqlite3
 import os
 import subprocess
 import sys
+import threading
 import io
 import re
 import tokenize
@@ -370,7 +371,8 @@ def test_a_probe_that_fails_counts_as_not_answering_and_auto_goes_on(monkeypatch
         assert resolve_backend("auto") == "local"
     finally:
         unregister_backend("fakesched")
-    assert "the fakesched backend's probe failed; taken as not answering" in caplog.text
+    assert ("the fakesched backend's probe failed (OSError: the site's command is missing); "
+            "taken as not answering") in caplog.text
 
 
 def test_corrals_own_backends_cannot_be_unregistered():
@@ -430,3 +432,19 @@ def test_resuming_a_run_of_a_backend_not_installed_here_warns_that_it_may_still_
     assert ("its driver ended before it did; it was handed to the 'oursched' backend, which is "
             "not installed here, and may still run there as q.7 (the next run of the script "
             "runs it again)") in reasons
+
+
+def test_a_probe_that_hangs_counts_as_not_answering_and_auto_goes_on(monkeypatch, caplog):
+    import corral.backends as registry
+
+    release = threading.Event()
+    monkeypatch.setattr(registry, "PROBE_TIMEOUT_S", 0.2)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no sbatch: Slurm (registered first) is silent
+    register_backend(_fake_info(answers=release.wait))
+    try:
+        assert resolve_backend("auto") == "local"
+    finally:
+        release.set()
+        unregister_backend("fakesched")
+    assert "the fakesched backend's probe did not answer within 0 s; taken as not answering" \
+        in caplog.text

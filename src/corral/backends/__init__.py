@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import queue
 import threading
 from typing import Any
 
@@ -130,15 +131,36 @@ def _is_target(target: object) -> bool:
     return all(part.isidentifier() for part in module.split(".")) and name.isidentifier()
 
 
+#: Seconds a backend's ``answers`` probe may take before "auto" goes on without it.
+PROBE_TIMEOUT_S = 10.0
+
+
 def _answers_here(info: BackendInfo) -> bool:
-    """The backend's own probe for ``"auto"``; a probe that fails counts as no: a
-    site's broken probe must not stop a program that would run on this machine."""
-    try:
-        return bool(info.answers and info.answers())
-    except Exception:
-        logging.getLogger("corral").exception("the %s backend's probe failed; taken as "
-                                              "not answering", info.name)
+    """The backend's own probe for ``"auto"``. A probe that fails, or takes more
+    than :data:`PROBE_TIMEOUT_S`, counts as no: a site's broken probe must not stop
+    (or hang) a program that would run on this machine."""
+    if info.answers is None:
         return False
+    probe, answer = info.answers, queue.SimpleQueue[object]()
+
+    def ask() -> None:
+        try:
+            answer.put(bool(probe()))
+        except Exception as error:
+            answer.put(error)
+
+    threading.Thread(target=ask, name=f"corral probe {info.name}", daemon=True).start()
+    try:
+        said = answer.get(timeout=PROBE_TIMEOUT_S)
+    except queue.Empty:
+        logging.getLogger("corral").error("the %s backend's probe did not answer within %.0f s; "
+                                          "taken as not answering", info.name, PROBE_TIMEOUT_S)
+        return False
+    if isinstance(said, Exception):
+        logging.getLogger("corral").error("the %s backend's probe failed (%s: %s); taken as "
+                                          "not answering", info.name, type(said).__name__, said)
+        return False
+    return bool(said)
 
 
 def unregister_backend(name: str) -> None:
