@@ -466,7 +466,8 @@ def test_a_run_directory_without_a_journal_is_reported(tmp_path, args, given):
         args = ["--run", os.fspath(run), *args]
     assert_one_line_error(corral(*args), 3,  # the run cannot be reached, as for control verbs
                           rf"^corral: error: no corral run at {re.escape(str(run))} \(nothing was "
-                          r"submitted there yet\); choose one with --run DIR or \$CORRAL_RUN$")
+                          r"submitted there yet\); choose one with corral --run DIR COMMAND or "
+                          r"\$CORRAL_RUN$")
 
 
 def test_an_unknown_job_id_is_reported_by_status_logs_and_wait(script_run):

@@ -70,7 +70,8 @@ def _open_run(context: click.Context):
         return Run(run_dir)
     except FileNotFoundError:
         raise CommandError(f"no corral run at {run_dir} (nothing was submitted there yet); "
-                           "choose one with --run DIR or $CORRAL_RUN", EXIT_UNREACHABLE) from None
+                           "choose one with corral --run DIR COMMAND or $CORRAL_RUN",
+                           EXIT_UNREACHABLE) from None
     except PermissionError:
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
@@ -138,7 +139,8 @@ def _require_existing_run(run_dir: Path) -> None:
                            "user", EXIT_UNREACHABLE) from None
     if not exists:
         raise CommandError(f"no corral run at {run_dir} (nothing was submitted there); "
-                           "choose one with --run DIR or $CORRAL_RUN", EXIT_UNREACHABLE)
+                           "choose one with corral --run DIR COMMAND or $CORRAL_RUN",
+                           EXIT_UNREACHABLE)
 
 
 def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
