@@ -449,3 +449,88 @@ def test_a_held_back_child_can_be_cancelled(tmp_path, monkeypatch, caplog):
         assert child.status is JobStatus.CANCELLED
         go.touch()
         assert parent.result(timeout=60) == 5
+
+
+def test_a_held_back_child_stays_back_while_the_run_is_paused(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="corral")
+    go = tmp_path / "go"
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": REFUSES_CHAINS}) as (_, sched):
+        parent = sched.submit(wait_for, os.fspath(go), 5)
+        child = sched.submit(add, parent, 1)
+        wait_until(lambda: "wait for their parents here" in caplog.text, timeout=60)
+        sched.pause()
+        go.touch()
+        assert parent.result(timeout=60) == 5
+        wait_until(lambda: "may go out now, but the run is paused" in caplog.text, timeout=60)
+        assert child.status is JobStatus.SUBMITTED and child.native_id is None
+        sched.resume()
+        assert child.result(timeout=60) == 6
+
+
+def test_a_running_job_missing_from_one_answer_long_after_it_was_listed_goes_on(
+        tmp_path, monkeypatch):
+    """Also past the forget time (a controller that was down, a resumed driver's
+    first answer), one answer that lacks a job decides nothing: it must be
+    missing from two in a row."""
+    answers, armed, emptied = (tmp_path / name for name in ("answers", "armed", "emptied"))
+    one_empty_answer_once_armed = (
+        f"echo x >> {answers}; "
+        f"if [ -e {armed} ] && [ ! -e {emptied} ]; then touch {emptied}; echo '{{}}'; exit 0; fi")
+    go = tmp_path / "go"
+    with on_fakebatch(tmp_path, monkeypatch, forget_s=0.5,
+                      shadows={"qstat": one_empty_answer_once_armed}) as (_, sched):
+        job = sched.submit(wait_for, os.fspath(go), 7)
+        wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
+        listed_since = len(answers.read_text().splitlines())
+        # Past the forget time: twenty more answers at 0.05-0.1 s each.
+        wait_until(lambda: len(answers.read_text().splitlines()) > listed_since + 20, timeout=60)
+        armed.touch()
+        wait_until(emptied.exists, timeout=60)
+        count = len(answers.read_text().splitlines())
+        wait_until(lambda: len(answers.read_text().splitlines()) > count + 2, timeout=60,
+                   message="the next answers, which list the job again, came")
+        assert job.status is JobStatus.RUNNING, job.reason
+        go.touch()
+        assert job.result(timeout=60) == 7
+
+
+def hanging_wrapper(armed: Path, pids: Path) -> str:
+    """A site's qstat wrapper that, once *armed*, starts a child holding its output
+    and waits for it (a hung controller seen through a script)."""
+    return f"if [ -e {armed} ]; then sleep 300 & echo $! >> {pids}; wait; fi"
+
+
+def test_a_status_query_past_its_time_limit_is_killed_with_what_it_started(
+        tmp_path, monkeypatch):
+    from corral.backends.batch import invoke
+
+    monkeypatch.setattr(invoke, "COMMAND_TIMEOUT_S", 1.0)
+    armed, pids, go = tmp_path / "armed", tmp_path / "pids", tmp_path / "go"
+    with on_fakebatch(tmp_path, monkeypatch,
+                      shadows={"qstat": hanging_wrapper(armed, pids)}) as (_, sched):
+        job = sched.submit(wait_for, os.fspath(go), 3)
+        wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
+        armed.touch()
+        wait_until(pids.exists, timeout=60, message="a status query hangs")
+        armed.unlink()
+        go.touch()
+        # Once killed with its child, the next query answers: the job's end is seen
+        # (it once waited for the child to let go of the pipe, 300 s).
+        assert job.result(timeout=30) == 3
+        first = int(pids.read_text().split()[0])
+        wait_until(lambda: not pids_alive([first]), timeout=10,
+                   message="the hung query's child was killed with it")
+
+
+def test_closing_while_a_status_query_hangs_leaves_nothing_of_it_running(tmp_path, monkeypatch):
+    armed, pids = tmp_path / "armed", tmp_path / "pids"
+    with on_fakebatch(tmp_path, monkeypatch,
+                      shadows={"qstat": hanging_wrapper(armed, pids)}) as (_, sched):
+        job = sched.submit(wait_for, os.fspath(tmp_path / "never"), 3)
+        wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
+        armed.touch()
+        wait_until(pids.exists, timeout=60, message="a status query hangs")
+        job.cancel()
+    child = int(pids.read_text().split()[0])
+    wait_until(lambda: not pids_alive([child]), timeout=10,
+               message="closing killed the hung query and its child")

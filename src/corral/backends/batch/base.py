@@ -123,6 +123,8 @@ class BatchBackend:
         self._query: CommandInFlight | None = None
         #: Chained jobs the scheduler refused, waiting for their parents (see _hold_back).
         self._held_back: list[Group] = []
+        #: Held-back jobs a pause holds: not submitted until released.
+        self._paused_held_back: set[int | str] = set()
         #: Where a temporary run directory goes: jobs run on other nodes, so not /tmp.
         from platformdirs import user_cache_dir
 
@@ -156,7 +158,8 @@ class BatchBackend:
                           name=submission.name)
         job = self._jobs.get(native_id)
         if job is None:
-            job = self._jobs[native_id] = BatchJob(native_id, taskfiles.batch_log_of(task.jobdir))
+            job = self._jobs[native_id] = BatchJob(native_id, taskfiles.batch_log_of(task.jobdir),
+                                                   last_seen=time.monotonic())
         job.tasks.append(task)
         self._tasks[task.job_id] = task
         self._clock.soon()
@@ -247,7 +250,9 @@ class BatchBackend:
             self._run_quietly(self.scheduler.signal_argv(natives))
 
     def hold(self, job_ids: Collection[int | str]) -> None:
-        """Keep pending jobs from starting; for pause."""
+        """Keep pending jobs from starting; for pause (held-back jobs stay back)."""
+        self._paused_held_back |= {s.job_id for group in self._held_back
+                                   for s in group.submissions} & set(job_ids)
         natives = self._pending_natives(job_ids)
         if natives:
             self._run_quietly(self.scheduler.hold_argv(natives))
@@ -255,6 +260,7 @@ class BatchBackend:
     def release(self, job_ids: Collection[int | str]) -> None:
         """Let held jobs start again; for resume. An attached job not polled yet
         is released at its first poll if held (a driver killed while paused left it so)."""
+        self._paused_held_back -= set(job_ids)
         for job_id in job_ids:
             task = self._tasks.get(job_id)
             job = None if task is None else self._jobs.get(task.native_id)
@@ -351,6 +357,7 @@ class BatchBackend:
 
     def _drop_held_back(self, job_ids: set[int | str]) -> None:
         """Cancel held-back jobs among *job_ids*: the scheduler never had them."""
+        self._paused_held_back -= job_ids
         for group in self._held_back:
             dropped = [s for s in group.submissions if s.job_id in job_ids]
             if dropped:
@@ -361,19 +368,34 @@ class BatchBackend:
 
     def _release_held_back(self) -> None:
         """Cancel held-back jobs whose parent did not complete (naming it); submit,
-        unchained, those whose parents all completed; keep the others."""
+        unchained, those whose parents all completed (alike ones as one array),
+        unless a pause holds them; keep the others."""
         waiting, self._held_back = self._held_back, []
+        ready: dict[tuple[object, ...], Group] = {}
         for group in waiting:
             upstream = forgotten.upstream_failure(group.parents)
             if upstream is not None:
                 self._updates.extend(Update(submission.job_id, JobStatus.CANCELLED,
                                             reason=upstream)
                                      for submission in group.submissions)
-            elif all(getattr(read_result(parent.jobdir), "ok", False)
-                     for parent in group.parents):
-                self._submit_group(group)
-            else:
+            elif not all(getattr(read_result(parent.jobdir), "ok", False)
+                         for parent in group.parents):
                 self._held_back.append(group)
+            elif any(s.job_id in self._paused_held_back for s in group.submissions):
+                if not group.pause_noted:
+                    group.pause_noted = True
+                    log.info("%d held-back job(s) may go out now, but the run is paused",
+                             len(group.submissions))
+                self._held_back.append(group)
+            else:
+                key = (group.resources, group.placement, group.bundle)
+                merged = ready.setdefault(key, Group(group.resources, group.placement, (),
+                                                     group.bundle, depth=group.depth))
+                merged.submissions.extend(group.submissions)
+                merged.parents += group.parents
+                merged.depth = max(merged.depth, group.depth)
+        for group in ready.values():
+            self._submit_group(group)
 
     def _follow_submitted(self, submission: Submission, group: Group, bundled: bool,
                           job: BatchJob) -> None:
@@ -403,6 +425,8 @@ class BatchBackend:
             # array task cancelled) must be reported before a child it let run.
             lost = [job for job in self._jobs.values()
                     if job.native_id not in rows and job.last_seen <= asked]
+            for job in lost:
+                job.missing += 1
             if lost:
                 self._decide_forgotten(lost)
             for job in list(self._jobs.values()):
@@ -412,6 +436,7 @@ class BatchBackend:
                 changed |= row != job.row
                 job.row = row
                 job.last_seen = asked
+                job.missing = 0
                 self._follow(job)
         changed |= len(self._updates) > before
         if depths:  # parents first: the engine then cancels their children for the
@@ -595,13 +620,18 @@ class BatchBackend:
             if meaning is None:
                 job.row = row  # accounting says it still runs: wait
                 continue
-            if forgotten.is_a_guess(job, job in undecided, row) and \
-                    now - job.last_seen < forget_after:
-                log.info("%s job %s is missing from the status answer %.0f s after it was "
-                         "listed, sooner than the scheduler forgets jobs (%.0f s): waiting",
-                         self.scheduler.title, job.native_id, now - job.last_seen,
-                         forget_after)
+            guess = forgotten.is_a_guess(job, job in undecided, row)
+            if guess and (now - job.last_seen < forget_after or job.missing < 2):
+                log.info("%s job %s is missing from %d status answer(s), %.0f s after it was "
+                         "last listed (or followed); the scheduler forgets jobs after %.0f s: "
+                         "waiting", self.scheduler.title, job.native_id, job.missing,
+                         now - job.last_seen, forget_after)
                 continue
+            if guess:  # in case it runs on unseen: nobody could follow it any more
+                try:
+                    self._run(self.scheduler.cancel_argv([job.native_id]))
+                except BackendError as error:  # the usual answer: it is gone indeed
+                    log.debug("%s", error)
             self._settle_ended(job, meaning[0], meaning[1], row)
 
     def _finish(self, task: TaskRecord, update: Update) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -75,26 +77,31 @@ class CommandInFlight:
         return self._output
 
     def abandon(self) -> None:
-        """Kill the command if it still runs (the backend closes): nothing is
-        left behind waiting for a controller that does not answer."""
+        """Kill the command and whatever it started if it still runs (the backend
+        closes): nothing is left behind waiting for a controller that does not answer."""
         with self._lock:
             self._abandoned = True
-            if self._process is not None and self._process.poll() is None:
-                self._process.kill()
+            if self._process is not None and not self._finished.is_set():
+                _kill_group(self._process)  # still being waited for: its group is alive
 
     def _run(self, done: threading.Event) -> None:
         try:
             with self._lock:
                 if self._abandoned:
                     raise BackendError(f"{self.argv[0]} was abandoned")
+                # A session of its own: a site's wrapper script may start children
+                # that hold its output open, and a time-out must end them too.
                 self._process = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, text=True)
+                    stderr=subprocess.PIPE, text=True, start_new_session=True)
             try:
                 stdout, stderr = self._process.communicate(timeout=COMMAND_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.communicate()
+                _kill_group(self._process)
+                try:
+                    self._process.communicate(timeout=5)
+                except subprocess.TimeoutExpired:  # a child that left the group holds the pipes
+                    pass
                 raise BackendError(f"{self.argv[0]} could not run: it did not answer within "
                                    f"{COMMAND_TIMEOUT_S:.0f} s") from None
             self._output = _stdout_of(self.argv, self._process.returncode, stdout, stderr)
@@ -105,3 +112,11 @@ class CommandInFlight:
         finally:
             self._finished.set()
             done.set()
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGKILL *process* and every process of its session (it leads one)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -32,6 +32,8 @@ class Group:
     #: How many followed parents deep it is (0: none): a poll reports a
     #: parent's outcome before its children's, as the engine would decide them.
     depth: int = 0
+    #: Held back and ready to go, but a pause holds it: said once in the log.
+    pause_noted: bool = field(default=False, compare=False)
 
     @property
     def after_jobdirs(self) -> tuple[str, ...]:
@@ -67,8 +69,10 @@ class BatchJob:
     #: The runtime took at least one of its jobs: the batch job works, so jobs
     #: it did not take were left (cancelled, out of time) and go out again.
     runtime_ran: bool = False
-    #: When a status answer last listed it, or it was submitted (monotonic); 0
-    #: for a job attached from an earlier driver, which this one never saw. A
-    #: scheduler lists a job for its forget time after it ends, so one missing
-    #: sooner is a bad answer (an empty or cut-off listing), not a forgotten job.
+    #: When a status answer last listed it, or it was submitted or attached
+    #: (monotonic). A scheduler lists a job for its forget time after it ends,
+    #: so one missing sooner is a bad answer (an empty or cut-off listing, a
+    #: controller that restarted), not a forgotten job.
     last_seen: float = 0.0
+    #: Status answers in a row that did not list it: a single one never decides.
+    missing: int = 0
