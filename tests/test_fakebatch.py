@@ -421,10 +421,12 @@ def test_a_cancel_is_not_held_up_by_a_status_query_that_hangs(tmp_path, monkeypa
 REFUSES_CHAINS = ('case "$*" in *depend=*) echo "qsub: Unknown Job Id 99" >&2; exit 1;; esac')
 
 
-def test_a_chained_child_the_scheduler_refuses_waits_for_its_parent_and_runs_unchained(
-        tmp_path, monkeypatch, caplog):
-    """A scheduler refuses a child chained to a job it dropped or forgot; the child
-    is not failed for that: it waits for its parent's result and goes out again."""
+@contextmanager
+def held_back_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    caplog: pytest.LogCaptureFixture
+                    ) -> Iterator[tuple[corral.Scheduler, corral.Job, corral.Job, Path]]:
+    """A scheduler that refuses every chained submission, a parent that waits for
+    the file *go* (not made yet), and its child, refused and held back by corral."""
     caplog.set_level(logging.INFO, logger="corral")
     go = tmp_path / "go"
     with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": REFUSES_CHAINS}) as (_, sched):
@@ -432,6 +434,14 @@ def test_a_chained_child_the_scheduler_refuses_waits_for_its_parent_and_runs_unc
         child = sched.submit(add, parent, 1)
         wait_until(lambda: "wait for their parents here" in caplog.text, timeout=60,
                    message="the chained child was refused and held back")
+        yield sched, parent, child, go
+
+
+def test_a_chained_child_the_scheduler_refuses_waits_for_its_parent_and_runs_unchained(
+        tmp_path, monkeypatch, caplog):
+    """A scheduler refuses a child chained to a job it dropped or forgot; the child
+    is not failed for that: it waits for its parent's result and goes out again."""
+    with held_back_child(tmp_path, monkeypatch, caplog) as (_, parent, child, go):
         go.touch()
         assert child.result(timeout=60) == 6
     assert ("qsub refused it: qsub exited 1: qsub: Unknown Job Id 99; 1 job(s) chained to "
@@ -439,12 +449,7 @@ def test_a_chained_child_the_scheduler_refuses_waits_for_its_parent_and_runs_unc
 
 
 def test_a_held_back_child_can_be_cancelled(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="corral")
-    go = tmp_path / "go"
-    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": REFUSES_CHAINS}) as (_, sched):
-        parent = sched.submit(wait_for, os.fspath(go), 5)
-        child = sched.submit(add, parent, 1)
-        wait_until(lambda: "wait for their parents here" in caplog.text, timeout=60)
+    with held_back_child(tmp_path, monkeypatch, caplog) as (_, parent, child, go):
         assert child.cancel()
         assert child.status is JobStatus.CANCELLED
         go.touch()
@@ -452,12 +457,7 @@ def test_a_held_back_child_can_be_cancelled(tmp_path, monkeypatch, caplog):
 
 
 def test_a_held_back_child_stays_back_while_the_run_is_paused(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="corral")
-    go = tmp_path / "go"
-    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": REFUSES_CHAINS}) as (_, sched):
-        parent = sched.submit(wait_for, os.fspath(go), 5)
-        child = sched.submit(add, parent, 1)
-        wait_until(lambda: "wait for their parents here" in caplog.text, timeout=60)
+    with held_back_child(tmp_path, monkeypatch, caplog) as (sched, parent, child, go):
         sched.pause()
         go.touch()
         assert parent.result(timeout=60) == 5
