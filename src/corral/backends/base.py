@@ -23,7 +23,7 @@ from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
 __all__ = ["Capabilities", "BackendInfo", "Submission", "Update", "Capacity", "Backend",
-           "ClusterBackend"]
+           "ClusterBackend", "option_help", "APPLIED_BY_CORRAL", "NOT_USED"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,25 @@ class Capabilities:
 
 #: The verbs a backend's driverless control accepts (see BackendInfo.driverless_control).
 DRIVERLESS_VERBS = ("cancel", "pause", "resume")
+
+#: The help of an option the engine applies before the backend sees the job.
+APPLIED_BY_CORRAL = "not sent: the scheduler applies it"
+#: The help of an option the backend ignores.
+NOT_USED = "not used"
+#: Options corral applies itself, alike on every backend.
+_SAME_ON_EVERY_BACKEND = {
+    "queue": APPLIED_BY_CORRAL,
+    "tokens": APPLIED_BY_CORRAL,
+    "notify": "sent by corral through the [smtp] settings",
+    "notify_on": APPLIED_BY_CORRAL,
+}
+
+
+def option_help(own: Mapping[str, str], not_used: Sequence[str] = ()) -> Mapping[str, str]:
+    """A backend's :attr:`BackendInfo.option_help`: its *own* words per option, the
+    options it ignores (*not_used*), and those corral applies alike everywhere."""
+    return MappingProxyType({**_SAME_ON_EVERY_BACKEND, **dict.fromkeys(not_used, NOT_USED),
+                             **own})
 
 
 @dataclass(frozen=True, slots=True)

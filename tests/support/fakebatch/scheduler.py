@@ -15,10 +15,9 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import MappingProxyType
 from typing import ClassVar
 
-from corral.backends.base import BackendInfo, Capabilities
+from corral.backends.base import BackendInfo, Capabilities, option_help
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, Meaning, NativeRow,
                                              NeverStarts, SubmitRequest)
 from corral.status import JobStatus
@@ -26,9 +25,6 @@ from corral.status import JobStatus
 __all__ = ["FakeBatchScheduler", "BACKEND", "register", "registered", "control_without_driver"]
 
 BIN = Path(__file__).with_name("bin")
-
-_APPLIED_BY_CORRAL = "not sent: the scheduler applies it"
-_NOT_USED = "not used"
 
 #: The fake's task states (see qlib.py), and what a finished task's reason means.
 _ACTIVE: dict[str, Meaning] = {"Q": (JobStatus.SUBMITTED, ""), "H": (JobStatus.SUBMITTED, ""),
@@ -146,31 +142,23 @@ BACKEND = BackendInfo(
     capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
                               enforces_walltime=True, packs_locally=False),
     factory="support.fakebatch.backend:FakeBatchBackend",
-    option_help=MappingProxyType({
+    option_help=option_help({
         "cores": "-l ncpus=N",
         "memory": "-l mem=MB",
         "walltime": "-l walltime=<seconds, rounded up>",
         "gpus": "-l ngpus=N",
         "name": "-N (an array: the first job's name and '(+N)')",
         "after": "-W depend=afterok:ID while the parent is surely known",
-        "queue": _APPLIED_BY_CORRAL,
-        "tokens": _APPLIED_BY_CORRAL,
         "priority": "order of submission",
         "retries": "a new qsub per retry",
         "timeout": "qdel after it",
         "cwd": "corral's runtime changes to it",
         "env": "set by corral's runtime",
-        "notify": "sent by corral through the [smtp] settings",
-        "notify_on": _APPLIED_BY_CORRAL,
-        "partition": _NOT_USED,
-        "account": _NOT_USED,
-        "qos": _NOT_USED,
-        "constraint": _NOT_USED,
         "setup": "lines of the batch script",
         "extra_flags": "added to qsub",
         "python": "runs corral's runtime in the batch script",
         "bundle": "one array task runs them in turn",
-    }),
+    }, not_used=("partition", "account", "qos", "constraint")),
     driverless_control="support.fakebatch.scheduler:control_without_driver",
 )
 

@@ -7,14 +7,10 @@ its code, in :mod:`corral.backends.local.backend`, is imported when one is made.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 
-from corral.backends.base import BackendInfo, Capabilities
+from corral.backends.base import APPLIED_BY_CORRAL, BackendInfo, Capabilities, option_help
 
 __all__ = ["BACKEND"]
-
-_APPLIED_BY_CORRAL = "not sent: the scheduler applies it"
-_NOT_USED = "not used"
 
 BACKEND = BackendInfo(
     name="local",
@@ -31,29 +27,18 @@ BACKEND = BackendInfo(
         packs_locally=True,
     ),
     factory="corral.backends.local.backend:LocalBackend",
-    option_help=MappingProxyType({
+    option_help=option_help({
         "cores": "packed against Scheduler(cores=...)",
         "memory": "packed against Scheduler(memory=...)",
         "walltime": "killed with its process tree past it",
         "gpus": "ids in CUDA_VISIBLE_DEVICES",
         "name": "shown in status",
-        "after": _APPLIED_BY_CORRAL,
-        "queue": _APPLIED_BY_CORRAL,
-        "tokens": _APPLIED_BY_CORRAL,
-        "priority": _APPLIED_BY_CORRAL,
-        "retries": _APPLIED_BY_CORRAL,
+        "after": APPLIED_BY_CORRAL,
+        "priority": APPLIED_BY_CORRAL,
+        "retries": APPLIED_BY_CORRAL,
         "timeout": "killed with its process tree",
         "cwd": "chdir before the job starts",
         "env": "set in the job's environment",
-        "notify": "sent by corral through the [smtp] settings",
-        "notify_on": _APPLIED_BY_CORRAL,
-        "partition": _NOT_USED,
-        "account": _NOT_USED,
-        "qos": _NOT_USED,
-        "constraint": _NOT_USED,
-        "setup": _NOT_USED,
-        "extra_flags": _NOT_USED,
         "python": "the driver's",
-        "bundle": _NOT_USED,
-    }),
+    }, not_used=("partition", "account", "qos", "constraint", "setup", "extra_flags", "bundle")),
 )

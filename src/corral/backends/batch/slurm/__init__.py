@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from types import MappingProxyType
 
-from corral.backends.base import BackendInfo, Capabilities
+from corral.backends.base import BackendInfo, Capabilities, option_help
 
 __all__ = ["BACKEND", "answers"]
 
@@ -30,9 +29,6 @@ def answers(timeout: float = 5.0) -> bool:
     return probe.returncode == 0
 
 
-_APPLIED_BY_CORRAL = "not sent: the scheduler applies it"
-_NOT_USED = "not used"
-
 BACKEND = BackendInfo(
     name="slurm",
     title="Slurm",
@@ -40,22 +36,18 @@ BACKEND = BackendInfo(
     capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
                               enforces_walltime=True, packs_locally=False),
     factory="corral.backends.batch.slurm.backend:SlurmBackend",
-    option_help=MappingProxyType({
+    option_help=option_help({
         "cores": "--cpus-per-task=N",
         "memory": "--mem=<MB>M",
         "walltime": "--time=<minutes, rounded up>",
         "gpus": "--gres=gpu:N",
         "name": "--job-name (an array: the first job's name and '(+N)')",
         "after": "--dependency=afterok:ID while the parent is known",
-        "queue": _APPLIED_BY_CORRAL,
-        "tokens": _APPLIED_BY_CORRAL,
         "priority": "order of submission",
         "retries": "a new sbatch per retry",
         "timeout": "scancel after it",
         "cwd": "corral's runtime changes to it on the node",
         "env": "set by corral's runtime on the node",
-        "notify": "sent by corral through the [smtp] settings",
-        "notify_on": _APPLIED_BY_CORRAL,
         "partition": "--partition=NAME",
         "account": "--account=NAME",
         "qos": "--qos=NAME",
