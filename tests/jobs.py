@@ -77,11 +77,15 @@ def talk(text: str) -> str:
     return text
 
 
-def wait_for_file(path: str, value=None, say: str | None = None):
-    """Block until *path* exists: the test decides when this job may end."""
+def wait_for_file(path: str, value=None, say: str | None = None, limit: float = 120.0):
+    """Block until *path* exists: the test decides when this job may end (at most
+    *limit* s, so that a failed test frees the job's slot)."""
     if say is not None:
         print(say, flush=True)
+    deadline = time.monotonic() + limit
     while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
     return value
 

@@ -36,6 +36,7 @@ HERE = Path(__file__).parent
 if os.fspath(HERE) not in sys.path:  # run as a script: tests/ holds the support package
     sys.path.insert(0, os.fspath(HERE))
 
+from jobs import add, square, wait_for_file  # noqa: E402
 from support.fakebatch import scheduler as fakebatch  # noqa: E402
 from support.processes import pids_alive  # noqa: E402
 from support.waiting import loop_barrier, wait_until  # noqa: E402
@@ -50,12 +51,8 @@ RESTORED = "completed in an earlier run (from the journal)"
 # -- job functions (imported by reference by workers and batch runtimes) ---------------------
 
 
-def square(x: int) -> int:
-    return x * x
 
 
-def add(*values: int) -> int:
-    return sum(values)
 
 
 def talk(text: str) -> str:
@@ -68,14 +65,6 @@ def raise_lookup(message: str) -> None:
     raise LookupError(message)
 
 
-def wait_for(path: str, value: Any = None, limit: float = 120.0) -> Any:
-    """Block until *path* exists (at most *limit* s, so a failed test frees its slot)."""
-    deadline = time.monotonic() + limit
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-    return value
 
 
 def logged(side: str, name: str, value: int) -> int:
@@ -89,7 +78,7 @@ def mark_then_wait(pid_file: str, release: str, side: str, name: str, value: int
     """Say it runs (its pid in *pid_file*), wait for *release*, then log and return."""
     Path(pid_file + ".partial").write_text(str(os.getpid()))
     os.replace(pid_file + ".partial", pid_file)
-    wait_for(release)
+    wait_for_file(release)
     return logged(side, name, value)
 
 
@@ -286,7 +275,7 @@ def test_cancelling_a_running_job_ends_it_and_its_process(backend, tmp_path, rel
 
 
 def test_a_job_past_its_timeout_is_timed_out(backend, release):
-    job = backend.scheduler().options(timeout=1).submit(wait_for, os.fspath(release))
+    job = backend.scheduler().options(timeout=1).submit(wait_for_file, os.fspath(release))
     with pytest.raises(corral.JobTimedOut):
         job.result(timeout=60)
     assert job.status is JobStatus.TIMED_OUT
@@ -416,7 +405,7 @@ def drive(name: str, run: str, release: str, side: str, mode: str) -> None:
                                side, "b", 2)
         if mode == "kill":
             done.result(timeout=60)
-            wait_for(os.path.join(side, "b.pid"), limit=60)
+            wait_for_file(os.path.join(side, "b.pid"), limit=60)
             stored = _journaled_status(run, waiting.id, JobStatus.RUNNING)
             print(json.dumps({"running": waiting.native_id, "journaled": stored}), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)

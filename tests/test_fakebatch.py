@@ -8,12 +8,12 @@ import os
 import shlex
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from jobs import add, square, wait_for_file
 from support.processes import pids_alive
 from support.waiting import wait_until
 from support.fakebatch.cluster import FakeBatch
@@ -223,22 +223,10 @@ def test_the_scheduler_reads_qstat_rows_and_what_they_mean():
 # -- the batch base on the fake: what a user of a batch backend notices ----------------------
 
 
-def square(x: int) -> int:
-    return x * x
 
 
-def add(*values: int) -> int:
-    return sum(values)
 
 
-def wait_for(path: str, value: int, limit: float = 60.0) -> int:
-    """Block until *path* exists (at most *limit* s, so a failed test frees its slot)."""
-    deadline = time.monotonic() + limit
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-    return value
 
 
 @contextmanager
@@ -291,7 +279,7 @@ def test_a_status_query_that_keeps_printing_garbage_fails_the_jobs_quoting_it(
         tmp_path, monkeypatch):
     banner = "echo 'Welcome to the cluster!'; exit 0"
     with on_fakebatch(tmp_path, monkeypatch, shadows={"qstat": banner}) as (cluster, sched):
-        job = sched.submit(wait_for, os.fspath(tmp_path / "never"), 1)
+        job = sched.submit(wait_for_file, os.fspath(tmp_path / "never"), 1)
         with pytest.raises(corral.JobFailed):
             job.result(timeout=60)
         native = job.native_id
@@ -338,7 +326,7 @@ def test_a_submission_that_prints_no_job_id_fails_its_jobs_with_the_output(
 
 def die_when(path: str) -> None:
     """Wait for *path*, then die as a crashed node would: no result file."""
-    wait_for(path, 0)
+    wait_for_file(path, 0)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -386,7 +374,7 @@ def test_a_running_job_missing_from_a_status_answer_sooner_than_the_forget_time_
     go = tmp_path / "go"
     with on_fakebatch(tmp_path, monkeypatch, forget_s=30,
                       shadows={"qstat": three_empty_answers_once_armed}) as (_, sched):
-        job = sched.submit(wait_for, os.fspath(go), 7)
+        job = sched.submit(wait_for_file, os.fspath(go), 7)
         wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
         armed.touch()
         wait_until(emptied.exists, timeout=60, message="qstat gave its three empty answers")
@@ -403,7 +391,7 @@ def test_a_cancel_is_not_held_up_by_a_status_query_that_hangs(tmp_path, monkeypa
     hangs_while_told = (f"if [ -e {hang} ]; then touch {hanging}; "
                         f"while [ -e {hang} ]; do sleep 0.05; done; fi")
     with on_fakebatch(tmp_path, monkeypatch, shadows={"qstat": hangs_while_told}) as (_, sched):
-        job = sched.submit(wait_for, os.fspath(tmp_path / "never"), 1)
+        job = sched.submit(wait_for_file, os.fspath(tmp_path / "never"), 1)
         wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
         hang.touch()
         wait_until(hanging.exists, timeout=60, message="a status query hangs")
@@ -430,7 +418,7 @@ def held_back_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog.set_level(logging.INFO, logger="corral")
     go = tmp_path / "go"
     with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": REFUSES_CHAINS}) as (_, sched):
-        parent = sched.submit(wait_for, os.fspath(go), 5)
+        parent = sched.submit(wait_for_file, os.fspath(go), 5)
         child = sched.submit(add, parent, 1)
         wait_until(lambda: "wait for their parents here" in caplog.text, timeout=60,
                    message="the chained child was refused and held back")
@@ -479,7 +467,7 @@ def test_a_running_job_missing_from_one_answer_long_after_it_was_listed_goes_on(
     go = tmp_path / "go"
     with on_fakebatch(tmp_path, monkeypatch, forget_s=0.5,
                       shadows={"qstat": one_empty_answer_once_armed}) as (_, sched):
-        job = sched.submit(wait_for, os.fspath(go), 7)
+        job = sched.submit(wait_for_file, os.fspath(go), 7)
         wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
         listed_since = len(answers.read_text().splitlines())
         # Past the forget time: twenty more answers at 0.05-0.1 s each.
@@ -508,7 +496,7 @@ def test_a_status_query_past_its_time_limit_is_killed_with_what_it_started(
     armed, pids, go = tmp_path / "armed", tmp_path / "pids", tmp_path / "go"
     with on_fakebatch(tmp_path, monkeypatch,
                       shadows={"qstat": hanging_wrapper(armed, pids)}) as (_, sched):
-        job = sched.submit(wait_for, os.fspath(go), 3)
+        job = sched.submit(wait_for_file, os.fspath(go), 3)
         wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
         armed.touch()
         wait_until(pids.exists, timeout=60, message="a status query hangs")
@@ -526,7 +514,7 @@ def test_closing_while_a_status_query_hangs_leaves_nothing_of_it_running(tmp_pat
     armed, pids = tmp_path / "armed", tmp_path / "pids"
     with on_fakebatch(tmp_path, monkeypatch,
                       shadows={"qstat": hanging_wrapper(armed, pids)}) as (_, sched):
-        job = sched.submit(wait_for, os.fspath(tmp_path / "never"), 3)
+        job = sched.submit(wait_for_file, os.fspath(tmp_path / "never"), 3)
         wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60)
         armed.touch()
         wait_until(pids.exists, timeout=60, message="a status query hangs")
