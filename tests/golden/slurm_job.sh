@@ -15,4 +15,4 @@ module load python/3.11
 export OMP_NUM_THREADS=1
 trap - ERR
 set +e
-exec '/opt/my python/bin/python3' -c 'import json, sys; sys.path[:0] = json.load(open(sys.argv[1]))["sys_path"]; from corral.runtime.batch import main; main()' '/home/ann/runs/it'"'"'s 100%/slurm/7'/"${SLURM_ARRAY_TASK_ID:-0}".json
+exec '/opt/my python/bin/python3' -c 'import json, sys; sys.path[:0] = json.load(open(sys.argv[1]))["sys_path"]; from corral.runtime.batch import main; main()' '/home/ann/runs/it'"'"'s 100%/slurm/7'/"${!CORRAL_ARRAY_INDEX_VAR:-0}".json

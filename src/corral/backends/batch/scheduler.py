@@ -14,12 +14,14 @@ The contract between the rendered script and the base (every template keeps it):
   base substitutes ``${tasks}`` (jobs per array task), ``${bundle_dir}`` (the
   shell-quoted directory of this submission), ``${bundle_dir_comment}`` (the
   same, printable, for a comment), ``${setup}`` (the user's setup lines, shell
-  code by intent), ``${python}`` (the quoted interpreter) and
-  ``${failed_exit_status}`` (:attr:`BatchScheduler.failed_exit_status`).
-* The script sends its own output to ``<bundle dir>/<name>-<array index>.out``
-  and runs ``corral.runtime.batch.main`` on ``<bundle dir>/<array index>.json``,
-  where the index is the scheduler's own (from :attr:`array_index_base`), and
-  ``0`` for a job that is not an array.
+  code by intent), ``${python}`` (the quoted interpreter),
+  ``${failed_exit_status}`` (:attr:`BatchScheduler.failed_exit_status`) and
+  ``${run_corral}``, the lines every script ends with: the setup lines, then
+  ``corral.runtime.batch.main`` on ``<bundle dir>/<array index>.json``
+  (:data:`corral.backends.batch.taskfiles.RUN_CORRAL`), where the index is the
+  scheduler's own (from :attr:`array_index_base`), and ``0`` for a job that is
+  not an array.
+* The script sends its own output to ``<bundle dir>/<name>-<array index>.out``.
 * It exports the runtime's table of the scheduler's variables
   (:data:`corral.runtime.batch.SCHEDULER_VARIABLES`): the *names* of the
   variables holding the job id, the array job id, the array index and the

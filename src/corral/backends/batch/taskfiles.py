@@ -86,15 +86,32 @@ def write_bundle(directory: Path, index: int, jobdirs: Sequence[str],
     (directory / f"{index}.json").write_text(json.dumps(bundle))
 
 
+#: How every batch script ends, whatever its scheduler: the user's setup lines (a
+#: failing one stops the job, saying so), then corral's runtime on this array
+#: task's bundle file, its index read through the name the template exported.
+RUN_CORRAL = """\
+set -e
+trap 'echo "corral: a setup line failed (exit status $$?); the job did not start" >&2' ERR
+${setup}
+trap - ERR
+set +e
+exec ${python} -c 'import json, sys; sys.path[:0] = json.load(open(sys.argv[1]))["sys_path"]; \
+from corral.runtime.batch import main; main()' ${bundle_dir}/"$${!CORRAL_ARRAY_INDEX_VAR:-0}".json
+"""
+
+
 def render_script(template: str, *, directory: Path, tasks: int, setup: Sequence[str],
                   python: str, failed_exit_status: int) -> str:
     """The batch script from a scheduler's *template* (see
-    :mod:`corral.backends.batch.scheduler` for the names it may use). Every
-    value but the setup lines is quoted here, once."""
+    :mod:`corral.backends.batch.scheduler` for the names it may use), its
+    ``${run_corral}`` being :data:`RUN_CORRAL`. Every value but the setup lines
+    is quoted here, once."""
+    values = dict(tasks=tasks, bundle_dir_comment=printable(os.fspath(directory)),
+                  setup="\n".join(setup), python=shlex.quote(python),
+                  bundle_dir=shlex.quote(os.fspath(directory)),
+                  failed_exit_status=failed_exit_status)
     return string.Template(template).substitute(
-        tasks=tasks, bundle_dir_comment=printable(os.fspath(directory)),
-        setup="\n".join(setup), python=shlex.quote(python),
-        bundle_dir=shlex.quote(os.fspath(directory)), failed_exit_status=failed_exit_status)
+        values, run_corral=string.Template(RUN_CORRAL).substitute(values).rstrip("\n"))
 
 
 def script_for(scheduler: BatchScheduler, *, directory: Path, tasks: int,
