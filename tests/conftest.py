@@ -14,6 +14,11 @@ import pytest
 import corral
 
 import slurm_cluster
+from support.harnesses import harness_modules
+
+#: Each backend's harness module may define the fixtures its harness asks for
+#: (a real cluster per session): load them all as plugins.
+pytest_plugins = harness_modules()
 
 
 @pytest.fixture
@@ -48,8 +53,9 @@ def no_process_left_behind() -> Iterator[None]:
 
 
 #: Fixtures that start a real cluster scheduler; a test using one is marked
-#: ``cluster`` so that ``pytest -m "not cluster"`` is the fast lane.
-CLUSTER_FIXTURES = {"slurm"}
+#: ``cluster`` so that ``pytest -m "not cluster"`` is the fast lane. (A module of
+#: tests on another real scheduler marks itself: ``pytestmark = pytest.mark.cluster``.)
+CLUSTER_FIXTURES = {"slurm", "contract_slurm"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

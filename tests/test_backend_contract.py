@@ -2,11 +2,11 @@
 
 Each story takes the ``backend`` fixture, a :class:`Harness` for one backend:
 ``local``, ``fakebatch`` (the fake batch scheduler the tests ship, see
-``tests/support/fakebatch``) and ``slurm`` (a real one-node cluster, marked
-``cluster``). A new backend gets the whole suite by adding one entry to
-:data:`HARNESSES`. A story that needs something only some backends do says so
-with :func:`needs` and a capability name; backends without it do not get the
-story at all (never a skip).
+``tests/support/fakebatch``), ``slurm`` (a real one-node cluster, marked
+``cluster``) and every other module of ``tests/support/harnesses``. A new backend
+gets the whole suite by adding one module there. A story that needs something
+only some backends do says so with :func:`needs` and a capability name; backends
+without it do not get the story at all (never a skip).
 
 Run as a script, this file is a user's journaled driver, for the stories that
 SIGKILL a driver and run it again::
@@ -23,9 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -37,14 +35,10 @@ if os.fspath(HERE) not in sys.path:  # run as a script: tests/ holds the support
     sys.path.insert(0, os.fspath(HERE))
 
 from jobs import add, square, wait_for_file  # noqa: E402
-from support.fakebatch import scheduler as fakebatch  # noqa: E402
+from support.harnesses import POLL_S, Harness, harnesses, info_of, scheduler_options  # noqa: E402
 from support.processes import pids_alive  # noqa: E402
 from support.waiting import loop_barrier, wait_until  # noqa: E402
 
-from corral.backends import BackendInfo, backend_info  # noqa: E402
-
-#: Seconds between a batch backend's status queries (backing off to twice that).
-POLL_S = 0.1
 RESTORED = "completed in an earlier run (from the journal)"
 
 
@@ -82,104 +76,7 @@ def mark_then_wait(pid_file: str, release: str, side: str, name: str, value: int
     return logged(side, name, value)
 
 
-# -- the backends ----------------------------------------------------------------------------
-
-
-@dataclass
-class Harness:
-    """One backend as the stories use it."""
-
-    name: str
-    root: Path
-    #: Variables every process of the story needs (a fake scheduler's PATH...).
-    environ: dict[str, str] = field(default_factory=dict)
-    #: How many status queries the backend ran so far, as a user could count
-    #: them; None where it runs none (local) or they cannot be counted.
-    status_queries: Callable[[], int] | None = None
-    made: list[corral.Scheduler] = field(default_factory=list)
-
-    def scheduler(self, **options: Any) -> corral.Scheduler:
-        """A Scheduler on this backend, shut down at the end of the story."""
-        made = corral.Scheduler(**scheduler_options(self.name),
-                                workdir=self.root / f"run{len(self.made)}", **options)
-        self.made.append(made)
-        return made
-
-    def close(self) -> None:
-        for made in self.made:
-            if not made.wait(timeout=30):
-                made.interrupt()
-            made.shutdown()
-
-
-def info_of(name: str) -> BackendInfo:
-    """The backend *name*: one the tests ship is registered only while a story
-    uses it (see :data:`TEST_BACKENDS`), so it is described from here."""
-    return TEST_BACKENDS.get(name) or backend_info(name)
-
-
-def scheduler_options(name: str) -> dict[str, Any]:
-    """What a Scheduler on *name* is given: room for a few jobs where corral
-    packs them, quick polls where a batch scheduler is asked."""
-    if info_of(name).capabilities.packs_locally:
-        return {"backend": name, "cores": 4}
-    return {"backend": name, "backend_options": {"poll_interval": POLL_S,
-                                                 "max_poll_interval": 2 * POLL_S}}
-
-
-def local_harness(request: pytest.FixtureRequest, root: Path) -> Iterator[Harness]:
-    yield Harness("local", root)
-
-
-def fakebatch_harness(request: pytest.FixtureRequest, root: Path) -> Iterator[Harness]:
-    from support.fakebatch.cluster import FakeBatch
-
-    cluster = FakeBatch(root / "fakebatch", forget_s=3.0)
-    cluster.root.mkdir()
-    monkeypatch = request.getfixturevalue("monkeypatch")
-    for name, value in cluster.environ().items():
-        monkeypatch.setenv(name, value)
-    try:
-        with fakebatch.registered():
-            yield Harness("fakebatch", root, cluster.environ(),
-                          status_queries=lambda: len(cluster.calls("qstat")))
-    finally:
-        cluster.stop()
-
-
-def slurm_harness(request: pytest.FixtureRequest, root: Path) -> Iterator[Harness]:
-    cluster = request.getfixturevalue("contract_slurm")
-    request.getfixturevalue("monkeypatch").setenv("SLURM_CONF", cluster.conf)
-    yield Harness("slurm", root, {"SLURM_CONF": cluster.conf})
-
-
-#: Every backend the stories run on, and how a story gets one. Add a backend here.
-HARNESSES: dict[str, Callable[[pytest.FixtureRequest, Path], Iterator[Harness]]] = {
-    "local": local_harness,
-    "fakebatch": fakebatch_harness,
-    "slurm": slurm_harness,
-}
-#: Backends that need a real cluster: the fast lane (-m "not cluster") leaves them out.
-NEEDS_A_CLUSTER = {"slurm"}
-#: Backends the tests ship, registered only while a story runs on one (and in
-#: this file's driver process), so that no other test sees them.
-TEST_BACKENDS: dict[str, BackendInfo] = {"fakebatch": fakebatch.BACKEND}
-
-
-@pytest.fixture(scope="session")
-def contract_slurm() -> Iterator[Any]:
-    """A real one-node Slurm without accounting for the stories (the session's
-    ``slurm`` fixture is parametrized, so a story cannot ask for it per backend)."""
-    import slurm_cluster
-
-    reason = slurm_cluster.why_slurm_cannot_run()
-    if reason is not None:  # as conftest's slurm fixture does: the cluster lane says why
-        pytest.skip(f"NO SLURM TESTS: {reason}")
-    cluster = slurm_cluster.start(accounting=False)
-    try:
-        yield cluster
-    finally:
-        slurm_cluster.stop(cluster)
+# -- the backends (one module each in tests/support/harnesses) --------------------------------
 
 
 def needs(*capabilities: str) -> Callable[[Callable], Callable]:
@@ -195,15 +92,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     wanted = getattr(metafunc.function, "needs", ())
     params = [pytest.param(name, id=name,
-                           marks=[pytest.mark.cluster] if name in NEEDS_A_CLUSTER else [])
-              for name in HARNESSES
+                           marks=[pytest.mark.cluster] if spec.needs_cluster else [])
+              for name, spec in harnesses().items()
               if all(getattr(info_of(name).capabilities, c) for c in wanted)]
     metafunc.parametrize("backend", params, indirect=True)
 
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    making = HARNESSES[request.param](request, tmp_path)
+    making = harnesses()[request.param].start(request, tmp_path)
     harness = next(making)
     try:
         yield harness
@@ -345,7 +242,8 @@ def start_driver(backend: Harness, tmp_path: Path, mode: str) -> subprocess.Pope
             [sys.executable, __file__, backend.name, os.fspath(tmp_path / "journal"),
              os.fspath(tmp_path / "release"), os.fspath(tmp_path / "side"), mode],
             stdout=sink, stderr=subprocess.STDOUT,
-            env={**os.environ, **backend.environ, "TMPDIR": os.fspath(tmp_path)})
+            env={**os.environ, **backend.environ, "TMPDIR": os.fspath(tmp_path),
+                 "CORRAL_TEST_BACKEND_OPTIONS": json.dumps(backend.backend_options)})
 
 
 def driver_report(driver: subprocess.Popen, tmp_path: Path, mode: str) -> dict:
@@ -399,7 +297,11 @@ def drive(name: str, run: str, release: str, side: str, mode: str) -> None:
     ``finish`` it prints every job's outcome."""
     import test_backend_contract as stories  # jobs go by reference, not as __main__
 
-    with corral.Scheduler(**scheduler_options(name), journal=run) as sched:
+    spec = harnesses()[name]
+    if spec.prepare_driver is not None:  # this driver's own process: nothing to leave clean
+        spec.prepare_driver()
+    options = json.loads(os.environ.get("CORRAL_TEST_BACKEND_OPTIONS", "{}"))
+    with corral.Scheduler(**scheduler_options(name, options), journal=run) as sched:
         done = sched.submit(stories.logged, side, "a", 1)
         waiting = sched.submit(stories.mark_then_wait, os.path.join(side, "b.pid"), release,
                                side, "b", 2)
@@ -432,5 +334,4 @@ def _journaled_status(run: str, job_id: object, wanted: JobStatus, limit: float 
 
 
 if __name__ == "__main__":
-    fakebatch.register()  # this driver's own process: nothing else to leave clean
     drive(*sys.argv[1:])

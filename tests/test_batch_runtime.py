@@ -32,11 +32,12 @@ def write_job(run: Path, name: str, argv: list[str], walltime_s: float | None = 
     return jobdir
 
 
-def run_runtime(run: Path, jobdirs: list[Path], env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_runtime(run: Path, jobdirs: list[Path], env: dict[str, str],
+                time_limit_s: float | None = None) -> subprocess.CompletedProcess:
     """Run the runtime on a bundle of *jobdirs*, as a batch script would."""
     bundle = run / "0.json"
     bundle.write_text(json.dumps({"jobdirs": [os.fspath(d) for d in jobdirs],
-                                  "time_limit_s": None, "sys_path": sys.path}))
+                                  "time_limit_s": time_limit_s, "sys_path": sys.path}))
     clean = {key: value for key, value in os.environ.items()
              if not key.startswith(("SLURM_", "CORRAL_"))}
     return subprocess.run([sys.executable, "-c", "from corral.runtime.batch import main; main()",
@@ -88,6 +89,18 @@ def test_a_job_past_its_walltime_leaves_a_timed_out_outcome(tmp_path):
     assert outcome is not None and outcome.timed_out and not outcome.ok
     assert outcome.reason == ("ran past its walltime of 0.5 s; killed with its child "
                               "processes")
+
+
+def test_a_job_as_long_as_its_batch_jobs_limit_is_ended_by_corral_before_the_scheduler_does(
+        tmp_path):
+    # The scheduler's clock started before the interpreter did: waiting the whole walltime
+    # would let the scheduler kill the job first, leaving no result file and no reason.
+    jobdir = write_job(tmp_path, "slow", ["sleep", "60"], walltime_s=30)
+    done = run_runtime(tmp_path, [jobdir], PBS_LIKE, time_limit_s=3)
+    assert done.returncode == 124, done.stderr
+    outcome = read_result(os.fspath(jobdir))
+    assert outcome is not None and outcome.timed_out
+    assert outcome.reason == "ran past its walltime of 30 s; killed with its child processes"
 
 
 def test_a_result_file_is_synced_to_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):

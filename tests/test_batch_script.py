@@ -9,22 +9,44 @@ the whole script. After a deliberate change, regenerate the files with::
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from corral.backends import backend_info, backend_names
 from corral.backends.batch.scheduler import BatchScheduler
-from corral.backends.batch.slurm.scheduler import SlurmScheduler
 from corral.backends.batch.taskfiles import script_for
-from support.fakebatch.scheduler import FakeBatchScheduler
+from support.fakebatch.scheduler import FakeBatchScheduler  # noqa: F401 (a scheduler too)
 
 GOLDEN = Path(__file__).with_name("golden")
 REGENERATE = os.environ.get("CORRAL_REGENERATE_GOLDEN") == "1"
-#: Every scheduler corral ships, and the fake one the tests ship; a new one
-#: adds itself here and a golden file.
-SCHEDULERS = [SlurmScheduler(), FakeBatchScheduler()]
+
+
+def every_scheduler() -> list[BatchScheduler]:
+    """Every scheduler corral ships (each registered backend's, and its dialects:
+    every concrete subclass) and the fake one the tests ship. A new one needs only
+    its golden file, ``golden/<name>_<template file's stem>``. A scheduler built
+    from more than its options (one described in settings) sets ``golden = False``
+    and pins its scripts in its own tests."""
+    for name in backend_names():
+        backend_info(name).backend_class()  # imports its scheduler
+    found, todo = [], list(BatchScheduler.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        todo += cls.__subclasses__()
+        if not inspect.isabstract(cls) and cls.__dict__.get("golden", True):
+            found.append(cls())
+    return sorted(found, key=golden_name)
+
+
+def golden_name(scheduler: BatchScheduler) -> str:
+    return f"{scheduler.name}_{scheduler.template.name.removesuffix('.template')}"
+
+
+SCHEDULERS = every_scheduler()
 
 
 def render_fixed_job(scheduler: BatchScheduler) -> str:
@@ -36,9 +58,9 @@ def render_fixed_job(scheduler: BatchScheduler) -> str:
                       python="/opt/my python/bin/python3")
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=lambda scheduler: scheduler.name)
+@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=golden_name)
 def test_the_rendered_batch_script_matches_its_golden_file(scheduler):
-    golden = GOLDEN / f"{scheduler.name}_job.sh"
+    golden = GOLDEN / golden_name(scheduler)
     rendered = render_fixed_job(scheduler)
     if REGENERATE:
         golden.write_text(rendered)
@@ -50,7 +72,7 @@ def test_the_rendered_batch_script_matches_its_golden_file(scheduler):
                       "(if meant, set CORRAL_REGENERATE_GOLDEN=1 and run this test again)")
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=lambda scheduler: scheduler.name)
+@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=golden_name)
 def test_the_rendered_batch_script_is_valid_shell(scheduler, tmp_path):
     script = tmp_path / "job.sh"
     script.write_text(render_fixed_job(scheduler))
@@ -58,7 +80,7 @@ def test_the_rendered_batch_script_is_valid_shell(scheduler, tmp_path):
     assert checked.returncode == 0, checked.stderr
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=lambda scheduler: scheduler.name)
+@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=golden_name)
 def test_the_batch_script_names_the_schedulers_variables_for_the_runtime(scheduler):
     from corral.runtime.batch import FAILED_EXIT_STATUS_VAR, SCHEDULER_VARIABLES
 

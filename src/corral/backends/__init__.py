@@ -19,12 +19,12 @@ import queue
 import threading
 from typing import Any
 
-from corral.backends.base import Backend, BackendInfo, Capabilities
+from corral.backends.base import Backend, BackendInfo, Capabilities, Probe
 from corral.suggest import did_you_mean
 
 __all__ = ["AUTO", "DEFAULT_BACKEND", "BackendInfo", "Capabilities", "backend_info",
            "backend_names", "register_backend", "unregister_backend", "resolve_backend",
-           "make_backend", "outlives_driver"]
+           "make_backend", "outlives_driver", "probe_backend", "Probe"]
 
 #: The name that stands for "the first registered backend that answers here".
 AUTO = "auto"
@@ -32,7 +32,8 @@ AUTO = "auto"
 DEFAULT_BACKEND = "local"
 
 #: The packages of the backends corral ships, each with a ``BACKEND`` info.
-_BUILT_IN = ("corral.backends.local", "corral.backends.batch.slurm")
+_BUILT_IN = ("corral.backends.local", "corral.backends.batch.slurm", "corral.backends.batch.sge",
+             "corral.backends.batch.pbs", "corral.backends.batch.lsf")
 
 _lock = threading.Lock()
 _registry: dict[str, BackendInfo] = {}
@@ -135,17 +136,23 @@ def _is_target(target: object) -> bool:
 PROBE_TIMEOUT_S = 10.0
 
 
-def _answers_here(info: BackendInfo) -> bool:
-    """The backend's own probe for ``"auto"``. A probe that fails, or takes more
+def probe_backend(name: str) -> Probe:
+    """Ask the backend *name* whether it can be used here, and why (for
+    ``backend="auto"`` and ``corral backends``). A probe that fails, or takes more
     than :data:`PROBE_TIMEOUT_S`, counts as no: a site's broken probe must not stop
-    (or hang) a program that would run on this machine."""
+    (or hang) a program that would run on this machine.
+
+    Raises:
+        ValueError: no backend has that name.
+    """
+    info = backend_info(name)
     if info.answers is None:
-        return False
+        return Probe(False, "it is never chosen by 'auto' (it has no probe)")
     probe, answer = info.answers, queue.SimpleQueue[object]()
 
     def ask() -> None:
         try:
-            answer.put(bool(probe()))
+            answer.put(probe())
         except Exception as error:
             answer.put(error)
 
@@ -155,12 +162,14 @@ def _answers_here(info: BackendInfo) -> bool:
     except queue.Empty:
         logging.getLogger("corral").error("the %s backend's probe did not answer within %.0f s; "
                                           "taken as not answering", info.name, PROBE_TIMEOUT_S)
-        return False
+        return Probe(False, f"its probe did not answer within {PROBE_TIMEOUT_S:.0f} s")
     if isinstance(said, Exception):
         logging.getLogger("corral").error("the %s backend's probe failed (%s: %s); taken as "
                                           "not answering", info.name, type(said).__name__, said)
-        return False
-    return bool(said)
+        return Probe(False, f"its probe failed ({type(said).__name__}: {said})")
+    if isinstance(said, Probe):
+        return said
+    return Probe(bool(said), "its probe said " + ("yes" if said else "no"))
 
 
 def unregister_backend(name: str) -> None:
@@ -217,7 +226,7 @@ def resolve_backend(name: str) -> str:
     backends = _backends()
     if name == AUTO:
         for info in list(backends.values()):
-            if info.answers is not None and _answers_here(info):
+            if info.answers is not None and probe_backend(info.name).answers:
                 return info.name
         return DEFAULT_BACKEND
     if isinstance(name, str) and name in backends:

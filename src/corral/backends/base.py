@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
-__all__ = ["Capabilities", "BackendInfo", "Submission", "Update", "Capacity", "Backend",
+__all__ = ["Capabilities", "BackendInfo", "Probe", "Submission", "Update", "Capacity", "Backend",
            "ClusterBackend", "option_help", "APPLIED_BY_CORRAL", "NOT_USED"]
 
 
@@ -81,6 +81,16 @@ def option_help(own: Mapping[str, str], not_used: Sequence[str] = ()) -> Mapping
 
 
 @dataclass(frozen=True, slots=True)
+class Probe:
+    """What a backend's probe found here: whether it can be used, and why, in words
+    a user checks (``corral backends`` prints them): "qstat -help says SGE 8.1.9",
+    "sbatch is not on PATH"."""
+
+    answers: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class BackendInfo:
     """A backend as the registry knows it, without importing its code.
 
@@ -102,8 +112,12 @@ class BackendInfo:
     #: ``{option name: one line}``; an option not listed shows as "-".
     option_help: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Whether the backend can be used from this machine now, for
-    #: ``backend="auto"``; None: never chosen by "auto".
-    answers: Callable[[], bool] | None = None
+    #: ``backend="auto"`` and ``corral backends``: a :class:`Probe` (or a bare
+    #: bool). It must tell schedulers apart by what answers, never by a command's
+    #: name (SGE's and PBS's ``qsub`` differ). None: never chosen by "auto".
+    answers: Callable[[], Probe | bool] | None = None
+    #: The ``backend_options`` it takes, for ``corral backends``: ``{name: one line}``.
+    backend_options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: ``"module:function"`` taking ``(verb, native_ids)`` (a verb of
     #: DRIVERLESS_VERBS) that acts on jobs with no driver alive and returns what
     #: the backend said; needed when its jobs outlive the driver.

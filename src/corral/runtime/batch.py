@@ -278,16 +278,28 @@ def _run_task(task: dict[str, Any], home: str) -> BatchOutcome:
 
 
 class _Watchdog:
-    """Ends the bundle when the running job passes its walltime, recording why."""
+    """Ends the bundle when the running job passes its walltime, recording why.
+
+    It also fires a little before the batch job's own time limit: the scheduler's clock
+    started before this interpreter did, and a job the scheduler kills leaves no result
+    file, only the scheduler's word for why."""
 
     def __init__(self) -> None:
         self._timer: threading.Timer | None = None
 
-    def arm(self, jobdir: str, walltime: float | None) -> None:
-        if walltime is not None:
-            self._timer = threading.Timer(walltime, self._expire, (jobdir, walltime))
-            self._timer.daemon = True
-            self._timer.start()
+    def arm(self, jobdir: str, walltime: float | None, time_left: float | None) -> None:
+        if walltime is None and time_left is None:
+            return
+        if time_left is not None and (walltime is None or time_left < walltime):
+            delay = max(time_left, 0.0)
+            reason = (f"ran past its walltime of {walltime:g} s" if walltime is not None
+                      else "ran until its batch job's time limit")
+        else:
+            assert walltime is not None
+            delay, reason = walltime, f"ran past its walltime of {walltime:g} s"
+        self._timer = threading.Timer(delay, self._expire, (jobdir, reason))
+        self._timer.daemon = True
+        self._timer.start()
 
     def disarm(self) -> None:
         if self._timer is not None:
@@ -295,8 +307,8 @@ class _Watchdog:
             self._timer = None
 
     @staticmethod
-    def _expire(jobdir: str, walltime: float) -> None:
-        reason = f"ran past its walltime of {walltime:g} s; killed with its child processes"
+    def _expire(jobdir: str, why: str) -> None:
+        reason = f"{why}; killed with its child processes"
         try:
             write_atomically(os.path.join(jobdir, RESULT_FILE),
                              pickle.dumps(BatchOutcome(False, reason=reason, timed_out=True)))
@@ -337,7 +349,8 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
         abort.reset()
         started = time.monotonic()
         output.to_job(jobdir)
-        watchdog.arm(jobdir, walltime)
+        watchdog.arm(jobdir, walltime,
+                     None if deadline is None else deadline - time.monotonic())
         try:
             outcome = _run_task(task, home)
         except BaseException as error:  # our failure, not the job's: still record it

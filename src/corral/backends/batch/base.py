@@ -55,7 +55,7 @@ from corral.backends.batch.polling import PollClock
 from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
                                              NeverKind, SubmitRequest)
-from corral.backends.batch.settings import parse_settings
+from corral.backends.batch.settings import parse_settings, split_options
 from corral.errors import BackendError
 from corral.runtime.batch import CANCELLED_MARK, claim_for_cancel, read_result
 from corral.status import JobStatus
@@ -105,7 +105,11 @@ class BatchBackend:
                  scheduler: BatchScheduler | None = None) -> None:
         if scheduler is not None:
             self.scheduler = scheduler  # type: ignore[misc]
-        self._settings = parse_settings(options or {}, self.scheduler.title)
+        shared, own = split_options(options or {}, self.scheduler.own_options,
+                                    self.scheduler.title)
+        if own:  # the scheduler's own options: a scheduler of its own, configured
+            self.scheduler = self.scheduler.with_settings(own)  # type: ignore[misc]
+        self._settings = parse_settings(shared, self.scheduler.title)
         self._capacity = Capacity(cores, memory, gpus)  # None: the cluster packs
         self._python = python
         self._user = self._settings.user or getpass.getuser()

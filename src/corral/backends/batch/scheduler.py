@@ -36,7 +36,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
@@ -128,6 +128,31 @@ class BatchScheduler(ABC):
     failed_exit_status: ClassVar[int] = 1
     #: What :meth:`parse_limits` would say when the configuration cannot be read.
     default_limits: ClassVar[ClusterLimits] = ClusterLimits(1000, 300.0, False)
+    #: ``backend_options`` of this scheduler alone, beyond every batch backend's
+    #: (:data:`corral.backends.batch.settings.BATCH_OPTIONS`): ``{name: (default,
+    #: what it means)}``, e.g. SGE's parallel environment. Their values are in
+    #: :attr:`settings`.
+    own_options: ClassVar[dict[str, tuple[Any, str]]] = {}
+
+    def __init__(self, **settings: Any) -> None:
+        """Keep this scheduler's own ``backend_options`` (defaults for those not
+        given). A subclass checks their values in its ``__init__`` after this one.
+
+        Raises:
+            ValueError: an option this scheduler does not have.
+        """
+        unknown = sorted(set(settings) - set(self.own_options))
+        if unknown:
+            raise ValueError(f"unknown {self.title} backend option {unknown[0]!r} "
+                             f"(its own: {', '.join(self.own_options) or 'none'})")
+        self.settings: dict[str, Any] = {name: default for name, (default, _)
+                                         in self.own_options.items()}
+        self.settings.update(settings)
+
+    def with_settings(self, settings: dict[str, Any]) -> BatchScheduler:
+        """A scheduler like this one with *settings* among its own options (a
+        subclass built from more than its options overrides this)."""
+        return type(self)(**{**self.settings, **settings})
 
     # -- submitting ------------------------------------------------------------------------
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from corral.suggest import closest
 from corral.units import parse_duration
 
-__all__ = ["BATCH_OPTIONS", "BatchSettings", "parse_settings"]
+__all__ = ["BATCH_OPTIONS", "BatchSettings", "parse_settings", "split_options", "options_help"]
 
 #: ``backend_options`` of a batch backend, with their defaults and meaning.
 BATCH_OPTIONS: dict[str, tuple[Any, str]] = {
@@ -18,6 +20,17 @@ BATCH_OPTIONS: dict[str, tuple[Any, str]] = {
     "max_array_size": (None, "split arrays below this many tasks (default: the cluster's limit)"),
     "user": (None, "whose jobs the status query lists (default: this user)"),
 }
+
+
+def options_help(own: Mapping[str, tuple[Any, str]] | None = None) -> Mapping[str, str]:
+    """A batch backend's :attr:`~corral.backends.base.BackendInfo.backend_options`:
+    the options every batch backend takes and the scheduler's *own*, each with its
+    meaning and its default."""
+    def line(default: Any, meaning: str) -> str:
+        return meaning if default is None else f"{meaning} (default: {default!r})"
+
+    return MappingProxyType({name: line(default, meaning) for name, (default, meaning)
+                             in {**BATCH_OPTIONS, **(own or {})}.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,19 +44,34 @@ class BatchSettings:
     user: str | None = None
 
 
+def split_options(options: dict[str, Any], own: Collection[str],
+                  title: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """*options* of a backend on the scheduler *title* ("Slurm"), split into those
+    every batch backend takes and those of the scheduler alone (names in *own*).
+
+    Raises:
+        ValueError: an option neither knows, with a "did you mean" and the known ones.
+    """
+    known = [*BATCH_OPTIONS, *own]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        close = closest(unknown[0], known, prefix_first=True)
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise ValueError(f"unknown {title} backend option {unknown[0]!r}{hint} "
+                         f"(known: {', '.join(known)})")
+    return ({name: value for name, value in options.items() if name in BATCH_OPTIONS},
+            {name: value for name, value in options.items() if name not in BATCH_OPTIONS})
+
+
 def parse_settings(options: dict[str, Any], title: str) -> BatchSettings:
-    """Check *options* for a backend on the scheduler *title* ("Slurm").
+    """Check *options* (those every batch backend takes) for a backend on the
+    scheduler *title* ("Slurm").
 
     Raises:
         ValueError: an unknown option (with a "did you mean") or a bad value,
             naming the option and what it accepts.
     """
-    unknown = sorted(set(options) - set(BATCH_OPTIONS))
-    if unknown:
-        close = closest(unknown[0], BATCH_OPTIONS, prefix_first=True)
-        hint = f"; did you mean {close!r}?" if close else ""
-        raise ValueError(f"unknown {title} backend option {unknown[0]!r}{hint} "
-                         f"(known: {', '.join(BATCH_OPTIONS)})")
+    split_options(options, (), title)
     values = {name: default for name, (default, _) in BATCH_OPTIONS.items()}
     values.update(options)
     for name in ("poll_interval", "max_poll_interval"):

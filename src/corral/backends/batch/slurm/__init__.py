@@ -10,23 +10,30 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from corral.backends.base import BackendInfo, Capabilities, option_help
+from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
+from corral.backends.batch.settings import options_help
 
 __all__ = ["BACKEND", "answers"]
 
 
-def answers(timeout: float = 5.0) -> bool:
+def answers(timeout: float = 5.0) -> Probe:
     """Whether a Slurm controller answers this machine's client commands:
     ``sbatch`` and ``squeue`` are on PATH and ``squeue --me`` succeeds within
     *timeout* seconds."""
-    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
-        return False
+    missing = [name for name in ("sbatch", "squeue") if shutil.which(name) is None]
+    if missing:
+        return Probe(False, f"{missing[0]} is not on PATH")
     try:
         probe = subprocess.run(["squeue", "--noheader", "--me", "--states=all", "--format=%i"],
-                               capture_output=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
+                               capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Probe(False, f"squeue --me did not answer within {timeout:g} s")
+    except (OSError, subprocess.SubprocessError) as error:
+        return Probe(False, f"squeue could not run ({error})")
+    if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
+        return Probe(False, f"squeue --me failed: {said[:200]}")
+    return Probe(True, "squeue --me answered")
 
 
 BACKEND = BackendInfo(
@@ -57,6 +64,7 @@ BACKEND = BackendInfo(
         "python": "runs corral's runtime in the batch script",
         "bundle": "one array task runs them in turn",
     }),
+    backend_options=options_help(),
     answers=answers,
     driverless_control="corral.backends.batch.slurm.backend:control_without_driver",
 )
