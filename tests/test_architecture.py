@@ -116,7 +116,11 @@ def test_each_backend_declares_help_for_every_job_option():
             assert set(backend_info(name).option_help) == set(JOB_OPTIONS), name
 
 
-@pytest.mark.parametrize("name", ["local", "slurm"])
+#: corral's own backends, in the order the registry declares them.
+CORRALS_OWN = ["local", "slurm", "sge", "pbs", "lsf"]
+
+
+@pytest.mark.parametrize("name", CORRALS_OWN)
 def test_a_backend_class_agrees_with_its_registered_capabilities(name):
     """The engine reads the class's flags; the journal and CLI read the
     registry: both must tell the same story."""
@@ -351,13 +355,13 @@ def test_a_backend_an_installed_package_declares_is_known_to_every_corral_proces
     would call register_backend: an installed site backend reaches them by its entry point."""
     _installed_plugin(tmp_path, "oursched_backend:BACKEND")
     shown = _names_in_fresh_process(tmp_path)
-    assert shown.stdout.split() == ["local", "slurm", "oursched"], shown.stderr
+    assert shown.stdout.split() == [*CORRALS_OWN, "oursched"], shown.stderr
 
 
 def test_a_broken_backend_entry_point_is_logged_and_the_others_still_work(tmp_path):
     _installed_plugin(tmp_path, "oursched_backend:NO_SUCH_NAME")
     shown = _names_in_fresh_process(tmp_path)
-    assert shown.stdout.split() == ["local", "slurm"]
+    assert shown.stdout.split() == CORRALS_OWN
     assert "could not load the backend 'oursched' (oursched_backend:NO_SUCH_NAME)" in shown.stderr
 
 

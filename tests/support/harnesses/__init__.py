@@ -24,7 +24,7 @@ import pytest
 import corral
 from corral.backends import BackendInfo, backend_info
 
-__all__ = ["Harness", "HarnessSpec", "harnesses", "harness_modules", "info_of",
+__all__ = ["Harness", "HarnessSpec", "harnesses", "harness_modules", "info_of", "backend_of",
            "scheduler_options", "POLL_S"]
 
 #: Seconds between a batch backend's status queries (backing off to twice that).
@@ -35,6 +35,7 @@ POLL_S = 0.1
 class Harness:
     """One backend as the stories use it."""
 
+    #: The harness's name (a story's id); its spec tells the backend's where they differ.
     name: str
     root: Path
     #: Variables every process of the story needs (a fake scheduler's PATH...).
@@ -72,6 +73,8 @@ class HarnessSpec:
     #: A backend the tests ship (not registered in corral): its info, for the
     #: stories' choice by capability, registered by the harness while a story runs.
     test_backend: BackendInfo | None = None
+    #: The backend's name, where it is not the harness's (two harnesses for PBS's dialects).
+    backend: str | None = None
     #: Called in a story's own driver process before it makes a Scheduler there
     #: (registers a backend the tests ship); None: nothing to do.
     prepare_driver: Callable[[], None] | None = None
@@ -100,19 +103,27 @@ def harnesses() -> dict[str, HarnessSpec]:
     return specs
 
 
-def info_of(name: str) -> BackendInfo:
-    """The backend *name*: one the tests ship is registered only while a story
-    uses it, so it is described from its harness."""
-    spec = harnesses().get(name)
+def backend_of(harness: str) -> str:
+    """The name of the backend the harness *harness* runs."""
+    spec = harnesses().get(harness)
+    return spec.backend or harness if spec is not None else harness
+
+
+def info_of(harness: str) -> BackendInfo:
+    """The backend of the harness *harness*: one the tests ship is registered only
+    while a story uses it, so it is described from its harness."""
+    spec = harnesses().get(harness)
     if spec is not None and spec.test_backend is not None:
         return spec.test_backend
-    return backend_info(name)
+    return backend_info(backend_of(harness))
 
 
-def scheduler_options(name: str, backend_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a Scheduler on *name* is given: room for a few jobs where corral
-    packs them, quick polls where a batch scheduler is asked."""
-    if info_of(name).capabilities.packs_locally:
+def scheduler_options(harness: str,
+                      backend_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a Scheduler of the harness *harness* is given: room for a few jobs
+    where corral packs them, quick polls where a batch scheduler is asked."""
+    name = backend_of(harness)
+    if info_of(harness).capabilities.packs_locally:
         return {"backend": name, "cores": 4}
     return {"backend": name, "backend_options": {"poll_interval": POLL_S,
                                                  "max_poll_interval": 2 * POLL_S,
