@@ -565,12 +565,61 @@ def _confirm(question: str) -> bool:
 
 
 @cli.command()
-def options() -> None:
+@click.option("--backend", "backends", multiple=True, metavar="NAME",
+              help="Show only what the options become on this backend (repeatable).")
+def options(backends: tuple[str, ...]) -> None:
     """Every job option: what it accepts, its units, default, and what it becomes on
     each backend."""
+    from corral.backends import backend_names
     from corral.cli.views import options_table
 
-    _console().print(options_table())
+    _register_configured_backends()
+    for name in backends:
+        if name not in backend_names():
+            raise CommandError(_unknown_backend(name))
+    _console().print(options_table(backends or None))
+
+
+@cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+def backends(names: tuple[str, ...]) -> None:
+    """Every backend (or those NAMEd): whether it answers here and why, what it
+    does, its backend options and what each job option becomes there; and the
+    one backend="auto" chooses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from corral.backends import AUTO, DEFAULT_BACKEND, Probe, backend_names, probe_backend
+    from corral.cli.views import backends_view
+
+    _register_configured_backends()
+    for name in names:
+        if name not in backend_names():
+            raise CommandError(_unknown_backend(name))
+    every = backend_names()
+    with ThreadPoolExecutor(max_workers=len(every)) as pool:  # probes wait on commands
+        probes = dict(zip(every, pool.map(probe_backend, every), strict=True))
+    probes[DEFAULT_BACKEND] = Probe(True, "always: worker processes on this machine; "
+                                          f"{AUTO!r} falls back to it")
+    auto = next((name for name in every if name != DEFAULT_BACKEND and probes[name].answers),
+                DEFAULT_BACKEND)
+    shown = {name: probes[name] for name in (names or every)}
+    _console().print(backends_view(shown, auto))
+
+
+def _unknown_backend(name: str) -> str:
+    from corral.backends import resolve_backend
+
+    try:
+        resolve_backend(name)
+    except ValueError as error:
+        return str(error)
+    return f"unknown backend {name!r}"  # "auto": not a backend of its own
+
+
+def _register_configured_backends() -> None:
+    """Make the schedulers the config files describe known here (a hook for
+    ``[schedulers.NAME]``)."""
+    return None
 
 
 @cli.command()

@@ -1,0 +1,92 @@
+"""``corral backends``: what answers here and why, and what each backend takes;
+``corral options --backend``. Run as a user would: the real ``corral`` command,
+with PATH holding only the scheduler commands a test gives it."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from support.cli import Corral, assert_one_line_error
+
+from corral.backends import backend_info, backend_names
+
+
+def blocks(shown: str) -> dict[str, dict[str, str]]:
+    """``corral backends``' output as ``{backend: {fact: value}}``; the closing
+    line under the key ``""``."""
+    found: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in shown.splitlines():
+        if line.startswith('backend="auto"'):
+            found[""] = {"auto": line}
+        elif line and not line[0].isspace():
+            current = found[line.split()[0]] = {"title": line}
+        elif line.strip():
+            fact, _, value = line.strip().partition(" ")
+            current[fact] = value.strip()
+    return found
+
+
+def commands(directory: Path, scripts: dict[str, str]) -> str:
+    """A PATH of only *scripts* (name: shell body): no scheduler installed here
+    answers through it."""
+    directory.mkdir()
+    for name, body in scripts.items():
+        path = directory / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return os.fspath(directory)
+
+
+def test_backends_says_for_each_backend_whether_it_answers_here_and_why(tmp_path):
+    shown = Corral(tmp_path, tmp_path / "run", env={"PATH": commands(tmp_path / "bin", {})})
+    listed = blocks(shown.ok("backends").out)
+    assert set(listed) == {*backend_names(), ""}
+    assert listed["local"]["here"].startswith("answers: always")
+    assert listed["slurm"]["here"] == "not here: sbatch is not on PATH"
+    assert listed[""]["auto"].startswith('backend="auto" chooses local here.')
+
+
+def test_backends_names_the_scheduler_that_answers_and_auto_chooses_it(tmp_path):
+    path = commands(tmp_path / "bin", {"sbatch": "exit 0", "squeue": "exit 0"})
+    listed = blocks(Corral(tmp_path, tmp_path / "run", env={"PATH": path}).ok("backends").out)
+    assert listed["slurm"]["here"] == "answers: squeue --me answered"
+    assert listed[""]["auto"].startswith('backend="auto" chooses slurm here.')
+
+
+def test_a_scheduler_whose_status_command_fails_is_not_here_with_its_message(tmp_path):
+    path = commands(tmp_path / "bin", {"sbatch": "exit 0",
+                                       "squeue": "echo 'squeue: error: Invalid user' >&2; exit 1"})
+    listed = blocks(Corral(tmp_path, tmp_path / "run", env={"PATH": path}).ok("backends").out)
+    assert listed["slurm"]["here"] == "not here: squeue --me failed: squeue: error: Invalid user"
+
+
+def test_backends_shows_the_options_a_backend_takes_in_its_own_words(tmp_path):
+    shown = Corral(tmp_path, tmp_path / "run").ok("backends", "slurm").out
+    listed = blocks(shown)
+    assert list(listed) == ["slurm", ""]
+    slurm = listed["slurm"]
+    for option, meaning in backend_info("slurm").backend_options.items():
+        assert slurm[option] == meaning
+    assert slurm["cores"] == "--cpus-per-task=N"
+    assert slurm["walltime"] == "--time=<minutes, rounded up>"
+    assert "queue" not in slurm  # corral applies it, on every backend alike
+
+
+def test_backends_of_an_unknown_name_says_which_exist(tmp_path):
+    outcome = Corral(tmp_path, tmp_path / "run")("backends", "slrum")
+    assert_one_line_error(outcome, 2, r"unknown backend 'slrum'; did you mean 'slurm'\?")
+
+
+def test_options_for_one_backend_shows_only_its_form_of_each_option(tmp_path):
+    shown = Corral(tmp_path, tmp_path / "run").ok("options", "--backend", "slurm").out
+    facts = [line.split()[0] for line in shown.splitlines() if line.startswith("    ")]
+    assert "slurm" in facts and "local" not in facts
+    assert "    slurm    --cpus-per-task=N" in shown.splitlines()
+
+
+def test_options_for_an_unknown_backend_is_an_error_naming_it(tmp_path):
+    outcome = Corral(tmp_path, tmp_path / "run")("options", "--backend", "nope")
+    assert_one_line_error(outcome, 2, r"unknown backend 'nope' \(known: local, slurm")
