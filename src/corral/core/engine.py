@@ -215,7 +215,10 @@ class Engine:
         hold = (getattr(self._cluster, "hold" if paused else "release")
                 if self.capabilities.holds and self._cluster is not None else None)
         if hold is not None and was != paused:  # a cluster holds what it has not started
-            waiting = [job.id for job in self._active.values() if job.status is _S.SUBMITTED]
+            # Release asks about running jobs too: a hold that reached a job as it
+            # started may have stopped it running (LSF), and the backend knows which.
+            asked = (_S.SUBMITTED,) if paused else (_S.SUBMITTED, _S.RUNNING)
+            waiting = [job.id for job in self._active.values() if job.status in asked]
             if waiting:
                 try:
                     hold(waiting)

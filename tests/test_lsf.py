@@ -1,0 +1,237 @@
+"""``backend="lsf"`` on the fake LSF the tests ship (``tests/support/fakelsf``):
+what a user of an LSF cluster notices, beyond the contract suite's stories.
+LSF itself is closed source; its output formats are tested in test_lsf_commands.py."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from jobs import add, raise_custom, square, wait_for_file
+from support.fakelsf.cluster import FakeLsf
+from support.waiting import wait_until
+
+import corral
+from corral.backends.batch.lsf.backend import control_without_driver
+from corral.status import JobStatus
+
+POLL = {"poll_interval": 0.05, "max_poll_interval": 0.1}
+
+
+@contextmanager
+def fake_lsf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings) -> Iterator[FakeLsf]:
+    """A fake LSF on this process's PATH, stopped at the end (nothing left running)."""
+    cluster = FakeLsf(tmp_path / "fakelsf", **settings)
+    cluster.root.mkdir()
+    for name, value in cluster.environ().items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def lsf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLsf]:
+    """A fake LSF with a CLEAN_PERIOD of 30 s and a minute of 0.5 s (bsub -W)."""
+    with fake_lsf(tmp_path, monkeypatch, forget_s=30.0, minute_s=0.5) as cluster:
+        yield cluster
+
+
+@contextmanager
+def scheduler(tmp_path: Path, **options) -> Iterator[corral.Scheduler]:
+    with corral.Scheduler(backend="lsf", workdir=tmp_path / "run",
+                          backend_options={**POLL, **options}) as sched:
+        yield sched
+
+
+def submitted(lsf: FakeLsf) -> list[list[str]]:
+    return [args for _, _, args in lsf.calls("bsub")]
+
+
+def test_jobs_dispatched_together_go_out_as_one_array_numbered_from_one(lsf, tmp_path):
+    with scheduler(tmp_path) as sched:
+        jobs = [corral.Job(square, (i,), name="sq") for i in range(3)]
+        sched.dispatch(jobs)
+        assert [job.result(timeout=60) for job in jobs] == [0, 1, 4]
+    (bsub,) = submitted(lsf)
+    assert bsub[bsub.index("-J") + 1] == "sq (+2)[1-3]"
+    array = jobs[0].native_id.split("[")[0]
+    assert [job.native_id for job in jobs] == [f"{array}[{i}]" for i in (1, 2, 3)]
+    assert {native: r["STAT"] for native, r in lsf.bjobs().items()} == {
+        job.native_id: "DONE" for job in jobs}
+
+
+def test_two_hundred_jobs_cost_one_bsub_per_array_chunk_and_one_bjobs_per_poll(lsf, tmp_path):
+    """200 calls, 10 to an array element, at most 5 elements to an array:
+    4 submissions; every poll one bjobs for all of them."""
+    with scheduler(tmp_path, max_array_size=5) as sched:
+        begun = time.monotonic()
+        jobs = [corral.Job(square, (i,), bundle=10) for i in range(200)]
+        sched.dispatch(jobs)
+        assert [job.result(timeout=120) for job in jobs] == [i * i for i in range(200)]
+        elapsed = time.monotonic() - begun
+    assert [args[args.index("-J") + 1].rsplit("[", 1)[1] for args in submitted(lsf)] == \
+        ["1-5]"] * 4
+    polls = len(lsf.calls("bjobs"))
+    assert 1 <= polls <= elapsed / POLL["poll_interval"] + 2, (polls, elapsed)
+
+
+def test_a_child_of_a_failed_parent_is_chained_with_done_then_killed_naming_the_parent(
+        lsf, tmp_path):
+    gate = tmp_path / "gate"
+    with scheduler(tmp_path) as sched:
+        parent = sched.submit(wait_for_file, os.fspath(gate), None, None)
+        doomed = sched.options(after=[parent]).submit(raise_custom, "broken")
+        child = sched.submit(add, doomed, 1)
+        wait_until(lambda: child.native_id, message="the child to go to LSF")
+        gate.touch()
+        with pytest.raises(corral.CancelledError):
+            child.result(timeout=60)
+    chained = [args for args in submitted(lsf) if "-w" in args]
+    assert [args[args.index("-w") + 1] for args in chained] == [
+        f"done({parent.native_id})", f"done({doomed.native_id})"]
+    assert child.reason == f"upstream job {doomed.id} 'raise_custom' failed"
+    record = lsf.bjobs(child.native_id)[child.native_id]
+    assert (record["STAT"], record["EXIT_REASON"]) == ("EXIT", "TERM_OWNER: job killed by owner")
+    assert any(child.native_id in args for _, _, args in lsf.calls("bkill"))
+
+
+def test_a_job_past_its_run_limit_is_timed_out_by_lsf(lsf, tmp_path):
+    """bsub -W 1 (a minute of 0.5 s on this fake): LSF kills it, TERM_RUNLIMIT."""
+    with scheduler(tmp_path) as sched:
+        job = sched.options(walltime="50s").submit(wait_for_file,
+                                                    os.fspath(tmp_path / "never"), None, None)
+        with pytest.raises(corral.JobTimedOut):
+            job.result(timeout=60)
+    assert job.status is JobStatus.TIMED_OUT
+    assert job.reason.startswith(f"ran past its run limit (LSF TERM_RUNLIMIT) "
+                                 f"(LSF job {job.native_id})")
+    args = submitted(lsf)[0]
+    assert args[args.index("-W") + 1] == "1"
+
+
+def test_pause_stops_a_pending_job_in_lsf_and_resume_lets_it_run(tmp_path, monkeypatch):
+    gate = tmp_path / "gate"
+    with fake_lsf(tmp_path, monkeypatch, slots=1) as cluster:
+        with scheduler(tmp_path) as sched:
+            hog = sched.submit(wait_for_file, os.fspath(gate), None, None)
+            waiting = sched.submit(square, 4)
+            wait_until(lambda: hog.status is JobStatus.RUNNING and waiting.native_id)
+            sched.pause()
+            wait_until(lambda: cluster.bjobs(waiting.native_id)[waiting.native_id]["STAT"]
+                       == "PSUSP", message="bstop to hold the pending job")
+            gate.touch()
+            assert hog.result(timeout=60) is None
+            assert cluster.bjobs(waiting.native_id)[waiting.native_id]["STAT"] == "PSUSP"
+            assert waiting.status is JobStatus.SUBMITTED  # a free slot, still held
+            sched.resume()
+            assert waiting.result(timeout=60) == 16
+        assert [args for _, _, args in cluster.calls("bstop")] == [[waiting.native_id]]
+        assert [args for _, _, args in cluster.calls("bresume")] == [[waiting.native_id]]
+
+
+def test_a_job_stopped_as_it_started_is_resumed_by_resume(tmp_path, monkeypatch):
+    """bstop reaching a job that started since the last poll suspends it running
+    (USUSP): resume must let it go on, or it would stay frozen for good."""
+    gate = tmp_path / "gate"
+    with fake_lsf(tmp_path, monkeypatch) as cluster:
+        with scheduler(tmp_path) as sched:
+            job = sched.submit(wait_for_file, os.fspath(gate), None, None)
+            wait_until(lambda: job.status is JobStatus.RUNNING)
+            sched.pause()
+            assert cluster.run("bstop", job.native_id).returncode == 0  # the race, made sure
+            polls = len(cluster.calls("bjobs"))
+            wait_until(lambda: len(cluster.calls("bjobs")) >= polls + 2,
+                       message="corral to poll the suspended job")
+            sched.resume()
+            wait_until(lambda: cluster.bjobs(job.native_id)[job.native_id]["STAT"] == "RUN",
+                       message="resume to bresume the job")
+            gate.touch()
+            assert job.result(timeout=60) is None
+
+
+def test_with_no_driver_pause_stops_only_pending_jobs_and_cancel_kills(tmp_path, monkeypatch):
+    """bstop would suspend a running job (USUSP): the corral command holds only
+    what LSF still has pending."""
+    gate = tmp_path / "gate"
+    with fake_lsf(tmp_path, monkeypatch, slots=1) as cluster:
+        hog = bsub(cluster, f"while [ ! -e {gate} ]; do sleep 0.01; done")
+        waiting = bsub(cluster, "true")
+        wait_until(lambda: cluster.bjobs(hog)[hog]["STAT"] == "RUN")
+        control_without_driver("pause", [hog, waiting])
+        assert {n: r["STAT"] for n, r in cluster.bjobs().items()} == {hog: "RUN",
+                                                                      waiting: "PSUSP"}
+        control_without_driver("resume", [hog, waiting])
+        assert cluster.bjobs(waiting)[waiting]["STAT"] == "PEND"
+        said = control_without_driver("cancel", [waiting])
+        assert said == f"Job <{waiting}> is being terminated\n"
+        assert cluster.bjobs(waiting)[waiting]["EXIT_REASON"] == "TERM_OWNER: job killed by owner"
+        gate.touch()
+        wait_until(lambda: cluster.bjobs(hog)[hog]["STAT"] == "DONE")
+
+
+# -- the fake itself: LSF's behaviour where corral relies on it --------------------------------
+
+
+def bsub(cluster: FakeLsf, command: str, *options: str) -> str:
+    done = cluster.run("bsub", *options, command)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("<")[1].split(">")[0]
+
+
+def test_bstop_suspends_a_running_job_and_bresume_continues_it(lsf, tmp_path):
+    ticks, gate = tmp_path / "ticks", tmp_path / "gate"
+    job = bsub(lsf, f"while [ ! -e {gate} ]; do echo x >> {ticks}; sleep 0.01; done")
+    wait_until(ticks.exists)
+    assert lsf.run("bstop", job).stdout == f"Job <{job}> is being stopped\n"
+    assert lsf.bjobs(job)[job]["STAT"] == "USUSP"
+    size = ticks.stat().st_size
+    wait_until(lambda: lsf.bjobs(job)[job]["STAT"] == "USUSP")  # still stopped after a poll
+    assert ticks.stat().st_size == size
+    lsf.run("bresume", job)
+    wait_until(lambda: ticks.stat().st_size > size, message="the job to go on")
+    gate.touch()
+    wait_until(lambda: lsf.bjobs(job)[job]["STAT"] == "DONE")
+
+
+def test_an_array_sees_lsb_jobindex_and_done_waits_for_every_element(lsf, tmp_path):
+    log = tmp_path / "log"
+    array = bsub(lsf, f"echo $LSB_JOBID $LSB_JOBINDEX >> {log}", "-J", "a[1-3]%1")
+    child = bsub(lsf, f"echo child >> {log}", "-w", f"done({array})")
+    wait_until(lambda: lsf.bjobs(child)[child]["STAT"] == "DONE")
+    assert log.read_text() == "".join(f"{array} {i}\n" for i in (1, 2, 3)) + "child\n"
+
+
+def test_finished_jobs_are_forgotten_after_the_clean_period(tmp_path, monkeypatch):
+    with fake_lsf(tmp_path, monkeypatch, forget_s=0.3) as cluster:
+        job = bsub(cluster, "true")
+        wait_until(lambda: job not in cluster.bjobs(), message="the job to be forgotten")
+        refused = cluster.run("bsub", "-w", f"done({job})", "true")
+        assert (refused.returncode, refused.stderr) == (
+            255, f"{job}: No matching job found. Job not submitted.\n")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-J", "a[3-1]", "true"], "a[3-1]: Bad job array index list. Job not submitted.\n"),
+    (["-w", "ended(1)", "true"], "ended(1): Bad dependency expression. Job not submitted.\n"),
+    (["-W", "soon", "true"], "Bad argument for option -W or -n. Job not submitted.\n"),
+    (["-x", "1", "true"], "-x: Illegal option. Job not submitted.\n"),
+    (["-n", "2"], "No command specified. Job not submitted.\n"),
+])
+def test_the_fake_bsub_refuses_bad_input_as_lsf_words_it(lsf, argv, message):
+    refused = lsf.run("bsub", *argv)
+    assert (refused.returncode, refused.stderr) == (255, message)
+    assert lsf.bjobs() == {}
+
+
+def test_bkill_of_unknown_or_finished_jobs_says_so(lsf):
+    job = bsub(lsf, "true")
+    wait_until(lambda: lsf.bjobs(job)[job]["STAT"] == "DONE")
+    refused = lsf.run("bkill", job, "999")
+    assert (refused.returncode, refused.stderr) == (
+        255, f"Job <999>: No matching job found\nJob <{job}>: Job has already finished\n")
