@@ -4,7 +4,11 @@ corral reads two TOML files: the user's (``$CORRAL_CONFIG``, else the
 platform's config folder) and ``corral.toml`` in the working directory, which
 overrides the first key by key. They hold the ``[smtp]`` settings used to mail
 job notices and ``[profiles.NAME]`` tables of job options, so that a set of
-options typed often (``walltime``, ``memory``, ``notify``...) gets a name.
+options typed often (``walltime``, ``memory``, ``notify``...) gets a name, and
+``[schedulers.NAME]`` tables, each a batch scheduler described in settings that
+becomes the backend NAME (see :mod:`corral.backends.batch.described`): loading
+the config registers them, so that every corral process that reads the config
+(a Scheduler, the ``corral`` command, the daemon) knows them.
 
 Everything is checked when the files are loaded, and every error is a
 :class:`ConfigError` that names the file, the line and the dotted key, so a
@@ -25,7 +29,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-from corral.backends import AUTO, DEFAULT_BACKEND, backend_names
+from corral.backends import (AUTO, DEFAULT_BACKEND, BackendInfo, backend_info, backend_names,
+                             register_backend, unregister_backend)
 from corral.errors import CorralError
 from corral.options import parse_options
 from corral.safe_repr import safe_repr
@@ -39,13 +44,14 @@ __all__ = [
     "DaemonSettings",
     "SmtpSettings",
     "load_config",
+    "register_schedulers",
     "user_config_path",
 ]
 
 #: The file name of both the user's config file and the local one.
 CONFIG_NAME = "corral.toml"
 
-_TABLES = ("smtp", "profiles", "daemon")
+_TABLES = ("smtp", "profiles", "daemon", "schedulers")
 #: Options a profile may not hold, and why.
 _NOT_IN_PROFILES = {
     "after": "after= names jobs of one run, so it cannot be part of a profile in a config "
@@ -137,6 +143,9 @@ class Config:
         default_factory=lambda: MappingProxyType({}))
     smtp: SmtpSettings | None = None  # None: no [smtp] table, so no mail can be sent
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    #: The backends of the ``[schedulers.NAME]`` tables, by name (the local file's
+    #: table replaces the user's of the same name whole).
+    schedulers: Mapping[str, BackendInfo] = field(default_factory=lambda: MappingProxyType({}))
     sources: tuple[Path, ...] = ()
     searched: tuple[Path, ...] = ()
 
@@ -193,10 +202,16 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
     option and ``[smtp]`` key by key, the local value winning. The SMTP password
     is read from the environment variable named by ``smtp.password_env`` now.
 
+    The ``[schedulers.NAME]`` tables are registered as backends (again: no-op;
+    a table that changed replaces the one registered before), before ``[daemon]
+    backend`` is checked, which may name one.
+
     Raises:
         ConfigError: a file cannot be read or is not valid TOML, or holds an
-            unknown table, an unknown or invalid job option in a profile, or a
-            bad ``[smtp]`` key or value; the error names file, line and key.
+            unknown table, an unknown or invalid job option in a profile, a
+            bad ``[smtp]`` key or value, or a bad scheduler table (or one named
+            as a backend that is not described in settings); the error names
+            file, line and key.
     """
     in_cwd = Path(os.getcwd() if cwd is None else cwd) / CONFIG_NAME
     searched = [user_config_path()]
@@ -207,10 +222,13 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
     smtp_table = False  # an empty [smtp] table still means "the defaults: localhost:25"
     daemon: dict[str, Any] = {}
     sources = []
-    for path in searched:
-        layer = _read(path)
-        if layer is None:
-            continue
+    layers = [layer for layer in map(_read, searched) if layer is not None]
+    schedulers: dict[str, _Origin] = {}
+    for layer in layers:
+        schedulers.update(layer.schedulers())
+    _register(schedulers)
+    for layer in layers:
+        path = layer.path
         sources.append(path)
         for name, options in layer.profiles().items():
             profiles.setdefault(name, {}).update(options)
@@ -220,8 +238,39 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
     frozen = {name: MappingProxyType(options) for name, options in profiles.items()}
     return Config(profiles=MappingProxyType(frozen),
                   smtp=_smtp_settings(smtp) if smtp_table else None,
-                  daemon=DaemonSettings(**daemon), sources=tuple(sources),
+                  daemon=DaemonSettings(**daemon),
+                  schedulers=MappingProxyType({name: origin.value
+                                               for name, origin in schedulers.items()}),
+                  sources=tuple(sources),
                   searched=tuple(searched))
+
+
+def register_schedulers(config: Config) -> None:
+    """Register the backends of *config*'s ``[schedulers.NAME]`` tables again where
+    they are not (load_config did, but a test or a program may have unregistered
+    them since). A name registered meanwhile by something else is left as it is."""
+    for name, info in config.schedulers.items():
+        if name not in backend_names():
+            register_backend(info)
+
+
+def _register(schedulers: Mapping[str, _Origin]) -> None:
+    """Register each described scheduler, replacing one described earlier under
+    its name with another table; refuse a name any other backend has."""
+    from corral.backends.batch.described import table_of
+
+    for name, origin in schedulers.items():
+        info: BackendInfo = origin.value
+        if name in backend_names():
+            known = backend_info(name)
+            if table_of(known) is None:
+                raise ConfigError(f"{name!r} is already a backend ({known.description}); "
+                                  "give the scheduler another name",
+                                  path=origin.path, line=origin.line, key=f"schedulers.{name}")
+            if table_of(known) == table_of(info):
+                continue
+            unregister_backend(name)
+        register_backend(info)
 
 
 def _same_file(first: Path, second: Path) -> bool:
@@ -300,6 +349,27 @@ class _Layer:
                 self.fail(key, str(error))
             checked[field_name] = parsed
         return checked
+
+    def schedulers(self) -> dict[str, _Origin]:
+        """Each ``[schedulers.NAME]`` table as its (unregistered) backend."""
+        from corral.backends.batch.described import TableError, describe
+
+        described = {}
+        for name, table in self._data.get("schedulers", {}).items():
+            key = ("schedulers", name)
+            if not isinstance(table, dict):
+                self.fail(key, f"a scheduler must be a table ([schedulers.{_dotted((name,))}]), "
+                               f"not {_kind(table)}")
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or name == AUTO:
+                self.fail(key, f"a scheduler's name is a backend name: a lowercase word other "
+                               f"than {AUTO!r} (letters, digits and '_'), not {name!r}")
+            try:
+                info = describe(name, table)
+            except ValueError as error:
+                problem = error.problem if isinstance(error, TableError) else str(error)
+                self.fail(key + getattr(error, "key", ()), problem)
+            described[name] = _Origin(info, self.path, self.line(key))
+        return described
 
     def smtp(self) -> dict[str, _Origin]:
         checked = {}

@@ -253,6 +253,7 @@ def cli(context: click.Context, run_dir: Path | None) -> None:
     if run.exists() and not run.is_dir():
         raise CommandError(f"--run {run}: not a directory (a run directory holds a journal)")
     context.obj = {"run": run}
+    _register_configured_backends(strict=False)  # a run on one shows its ids, is controlled
 
 
 def _job_option_flags(command):
@@ -616,10 +617,17 @@ def _unknown_backend(name: str) -> str:
     return f"unknown backend {name!r}"  # "auto": not a backend of its own
 
 
-def _register_configured_backends() -> None:
-    """Make the schedulers the config files describe known here (a hook for
-    ``[schedulers.NAME]``)."""
-    return None
+def _register_configured_backends(strict: bool = True) -> None:
+    """Make the schedulers the config files describe (``[schedulers.NAME]``) known
+    here. A config file with a mistake is an error when *strict*; otherwise it is
+    left to the commands that read the config, which say what is wrong."""
+    from corral.config import load_config
+
+    try:
+        load_config()  # registers them
+    except ValueError as error:
+        if strict:
+            raise CommandError(str(error)) from None
 
 
 @cli.command()

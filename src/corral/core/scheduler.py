@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from corral.core import driver_signals
-from corral.backends import (DEFAULT_BACKEND, backend_info, make_backend, outlives_driver,
-                             resolve_backend)
+from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, make_backend,
+                             outlives_driver, resolve_backend)
 from corral.suggest import did_you_mean
 from corral.control.server import ControlServer
 from corral.control.verbs import handle as handle_request
@@ -183,6 +183,11 @@ class Scheduler(Executor):
             raise ValueError(f"backend={backend!r} must be a backend name such as "
                              f"{DEFAULT_BACKEND!r}; to set how many jobs run at once use "
                              "Scheduler(cores=N)")
+        self._config = config
+        if backend == AUTO or backend not in backend_names():  # maybe one the settings describe
+            from corral.config import register_schedulers
+
+            register_schedulers(self._loaded_config())
         backend = resolve_backend(backend)
         if backend_options is not None and not isinstance(backend_options, Mapping):
             raise ValueError(f"backend_options={backend_options!r} must be a dict of settings, "
@@ -198,7 +203,6 @@ class Scheduler(Executor):
         grace = parse_duration(abort_grace, "abort_grace")
         if journal is not None and not isinstance(journal, (str, os.PathLike)):
             raise ValueError(f"journal={journal!r} must be a directory path")
-        self._config = config
         _check_workdir(workdir)  # before anything is started that would need stopping
         _watch_interpreter_exit()
         _refuse_after_interpreter_exit()  # before anything is started

@@ -221,7 +221,13 @@ def fail(command: str, message: str, status: int = 1) -> None:
 
 def qsub(args: list[str]) -> None:
     """``qsub [-N name] [-o path] [-d dir] [-t 1-N[%K]] [-W depend=afterok:ID[:ID]]
-    [-l walltime=SECONDS] [-l ncpus=N] [-l mem=MB] [-l ngpus=N] script``: print the job id."""
+    [-l walltime=SECONDS] [-l ncpus=N] [-l mem=MB] [-l ngpus=N] script``: print the job id.
+
+    As PBS does, ``#PBS`` lines at the top of the script give options too (split
+    as a shell would); those of the command line win."""
+    script = next((word for word in reversed(args) if not word.startswith("-")), None)
+    if script is not None and os.path.isfile(script):
+        args = directives(script) + args
     options, script = {"-N": "job", "-o": os.devnull, "-d": os.getcwd()}, None
     limits: dict[str, str] = {}
     words = iter(args)
@@ -271,6 +277,20 @@ def qsub(args: list[str]) -> None:
     print(job)
 
 
+def directives(script: str) -> list[str]:
+    """The options of the ``#PBS`` lines of *script*'s first comment block."""
+    import shlex
+
+    found: list[str] = []
+    with open(script, errors="replace") as handle:
+        for line in handle:
+            if not line.startswith("#"):
+                break
+            if line.startswith("#PBS "):
+                found += shlex.split(line[len("#PBS "):])
+    return found
+
+
 def parse_array(text: str | None) -> tuple[list[int | None], int | None]:
     """``-t FIRST-LAST[%THROTTLE]`` (indexes from FIRST, e.g. 1): indexes and throttle."""
     if text is None:
@@ -303,16 +323,31 @@ def user() -> str:
 
 
 def qstat(args: list[str]) -> None:
-    """``qstat [-u USER] [ID...]``: one JSON object of the tasks, by task id;
-    ids it does not know (any more) are left out."""
+    """``qstat [-u USER] [-F json|text] [ID...]``: the tasks, by task id; ids it
+    does not know (any more) are left out. ``json`` (the default): one JSON
+    object. ``text``: a header line, then ``ID STATE EXIT SIGNAL REASON`` per
+    task, ``-`` for no value; a task killed at its walltime shows state ``W``,
+    one deleted ``D``, another finished one ``F``."""
+    valued = ("-u", "-F")
     owner = args[args.index("-u") + 1] if "-u" in args else None
-    ids = [a for i, a in enumerate(args) if a != "-u" and (i == 0 or args[i - 1] != "-u")]
+    form = args[args.index("-F") + 1] if "-F" in args else "json"
+    ids = [a for i, a in enumerate(args)
+           if a not in valued and (i == 0 or args[i - 1] not in valued)]
     with locked_state() as state:
         chosen = select(state, ids) if ids else dict(state["tasks"])
+    chosen = {native: task for native, task in chosen.items()
+              if owner is None or task["owner"] == owner}
+    if form == "text":
+        print("ID STATE EXIT SIGNAL REASON")
+        for native, task in chosen.items():
+            shown = {"walltime": "W", "deleted": "D"}.get(task["reason"], task["state"]) \
+                if task["state"] == FINISHED else task["state"]
+            print(native, shown, *("-" if task[key] in (None, "") else task[key]
+                                   for key in ("exit_status", "signal", "reason")))
+        return
     fields = ("job", "index", "name", "state", "exit_status", "signal", "reason")
     print(json.dumps({native: {key: task[key] for key in fields}
-                      for native, task in chosen.items()
-                      if owner is None or task["owner"] == owner}))
+                      for native, task in chosen.items()}))
 
 
 def qdel(args: list[str]) -> None:

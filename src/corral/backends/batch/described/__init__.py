@@ -1,0 +1,194 @@
+"""A batch scheduler described in settings: a ``[schedulers.NAME]`` table of a
+``corral.toml`` becomes the backend ``NAME``, on the same batch base as Slurm
+(arrays, bundles, reattach, pause/resume, the CLI with no driver).
+
+A site whose scheduler is not built in, or that wraps one in its own commands,
+writes what corral needs to know as a table; ``Scheduler(backend="NAME")``,
+``[daemon] backend = "NAME"`` and ``backend="auto"`` then use it. An example, the
+fake PBS-like scheduler the tests ship::
+
+    [schedulers.fakeq]
+    title = "fakeq"                                # in messages and `corral status`
+    submit = ["qsub", "-o", "{output}"]            # {name} {output} {script}
+    job_id = '^(\\d+)'                             # one group: the id in qsub's output
+    status = ["qstat", "-u", "{user}", "-F", "text"]      # one query for all jobs
+    status_columns = ["id", "state", "exit_status", "signal", "reason"]
+    status_skip = 1                                # header lines
+    states = { Q = "pending", H = "held", R = "running", F = "ended",
+               W = "timed_out", D = "cancelled" }
+    cancel = ["qdel", "{ids}"]
+    hold = ["qhold", "{ids}"]                      # hold and release: pause/resume
+    release = ["qrls", "{ids}"]
+    signal = ["qsig", "-s", "USR1", "{ids}"]       # abort (else only the cancel after it)
+    directive_prefix = "#PBS"                      # directives go in the script's header
+    memory_unit = "MB"
+    walltime_format = "seconds"
+    dependency = ["-W", "depend=afterok:{ids}"]    # ids joined by dependency_separator
+    job_id_variable = "FAKEBATCH_JOBID"
+    failed_exit_status = 1
+    forget_after = "3s"                            # how long qstat lists ended jobs
+
+    [schedulers.fakeq.directives]
+    cores = ["-l", "ncpus={cores}"]
+    memory = ["-l", "mem={memory}"]
+    walltime = ["-l", "walltime={walltime}"]
+    name = ["-N", "{name}"]
+
+    [schedulers.fakeq.array]
+    argument = ["-t", "{first}-{last}{throttle}"]  # {first} {last} {size} {throttle}
+    throttle = "%{limit}"
+    index_variable = "FAKEBATCH_ARRAY_INDEX"
+    first_index = 1
+    task_id = "{job}_{index}"                      # how the status query spells a task
+
+The keys:
+
+* Commands are lists of strings (never a shell) with placeholders in ``{}``
+  (``{{`` for a brace): ``submit`` (``{name}``, ``{output}``, ``{script}``; the
+  script goes last unless placed), ``status`` (``{user}``), ``cancel``, ``hold``,
+  ``release``, ``signal`` and ``accounting`` (``{ids}``: alone in an element one
+  argument per id, else the ids joined by ``ids_separator``, default ``,``).
+  Required: ``submit``, ``job_id``, ``status``, ``states``, ``cancel``,
+  ``job_id_variable``.
+* Reading the status (and ``accounting``) output: ``status_columns`` names its
+  whitespace-separated columns in order (``id``, ``state``, ``reason``,
+  ``exit_status``, ``signal``, ``-`` for one not read; the last takes the rest
+  of the line), or ``status_regex`` has the same names as groups; ``status_skip``
+  header lines are skipped; ``-`` or nothing means no value. ``accounting_*``
+  default to the ``status_*`` keys.
+* ``states`` maps each state word to ``pending``, ``held``, ``running``,
+  ``completed``, ``failed``, ``cancelled``, ``timed_out`` or ``ended`` (completed or
+  failed, as the exit status and signal say). A word not in it is logged and
+  polled again, never an error. ``never_starts`` maps a pending reason to
+  ``dependency`` (a parent failed: the job ends CANCELLED) or ``impossible``.
+* Resources: ``directives`` gives per resource (``cores``, ``memory`` in
+  ``memory_unit`` KB/MB/GB, ``walltime`` in ``walltime_format`` seconds/minutes/
+  hh:mm:ss, ``gpus``, ``partition``, ``account``, ``qos``, ``constraint``,
+  ``name``) the arguments that ask for it, with the resource's placeholder. With
+  ``directive_prefix`` they are lines of the script's header, else arguments of
+  the submit command. A resource with no directive is not sent; with no
+  ``walltime`` directive corral ends a job at its walltime itself.
+* ``array = false`` (the default): one submission per job. Else a table:
+  ``argument``, ``index_variable`` (set in each task, unset outside arrays),
+  ``first_index`` (default 1), ``task_id``, ``max_size`` (default 1000),
+  ``throttle`` (``{limit}``; without it ``array_throttle`` is not applied) and
+  ``job_id_variable`` (the array's id, default the job's).
+* ``dependency``: the submit arguments that make a job wait for others to end
+  well (``{ids}`` joined by ``dependency_separator``, default ``:``). Without it a
+  child waits in corral for its parents and is submitted once they completed.
+* ``job_id_variable``/``restart_count_variable``: the variables the scheduler sets
+  in a job; ``failed_exit_status`` (default 1): the batch job's exit status when a
+  job in it failed; ``forget_after`` (default 5 minutes): how long the status query
+  still lists an ended job.
+
+This package is light: the table is checked here (:func:`describe`); the
+scheduler's code is imported when a backend is made.
+"""
+
+from __future__ import annotations
+
+import getpass
+import itertools
+import shutil
+import subprocess
+from collections.abc import Mapping
+from typing import Any
+
+from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
+from corral.backends.batch.described.table import Table, TableError, parse_table
+from corral.backends.batch.settings import options_help
+
+__all__ = ["describe", "table_of", "table_for_key", "TableError", "Table"]
+
+_MODULE = "corral.backends.batch.described.backend"
+_tables: dict[str, Table] = {}
+_keys = itertools.count(1)
+
+
+def describe(name: str, raw: Mapping[str, Any]) -> BackendInfo:
+    """The backend the table *raw* describes, called *name*; not registered
+    (:func:`corral.backends.register_backend` does that).
+
+    Raises:
+        TableError: the table is wrong; its ``key`` says where.
+    """
+    table = parse_table(name, raw)
+    key = f"{name}_{next(_keys)}"
+    _tables[key] = table
+    hold = table.hold is not None
+    return BackendInfo(
+        name=name, title=table.title, description=table.description,
+        capabilities=Capabilities(outlives_driver=True,
+                                  chains_dependencies=table.dependency is not None, holds=hold,
+                                  enforces_walltime="walltime" in table.directives,
+                                  packs_locally=False),
+        factory=f"{_MODULE}:backend_{key}", option_help=_option_help(table),
+        answers=lambda: _answers(table), backend_options=options_help(),
+        driverless_control=f"{_MODULE}:control_{key}")
+
+
+def table_for_key(key: str) -> Table:
+    """The table :func:`describe` kept under *key* (named in a BackendInfo's factory).
+
+    Raises:
+        AttributeError: no table has that key in this process.
+    """
+    try:
+        return _tables[key]
+    except KeyError:
+        raise AttributeError(f"no scheduler described in settings has the key {key!r}") \
+            from None
+
+
+def table_of(info: BackendInfo) -> Table | None:
+    """The table *info* was described from, or None for any other backend."""
+    module, _, target = info.factory.partition(":")
+    return _tables.get(target.removeprefix("backend_")) if module == _MODULE else None
+
+
+def _answers(table: Table, timeout: float = 5.0) -> Probe:
+    """Whether the table's status command answers with exit status 0 within *timeout*."""
+    argv = [part.format(user=getpass.getuser()) for part in table.status]
+    if shutil.which(argv[0]) is None:
+        return Probe(False, f"{argv[0]} is not on PATH")
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return Probe(False, f"{argv[0]} did not answer within {timeout:g} s")
+    except (OSError, subprocess.SubprocessError) as error:
+        return Probe(False, f"{argv[0]} could not run ({error})")
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return Probe(False, f"{' '.join(argv)} failed: {said[:200]}")
+    return Probe(True, f"{' '.join(argv)} answered ([schedulers.{table.name}] of the settings)")
+
+
+def _option_help(table: Table) -> Mapping[str, str]:
+    where = f" in the script header ({table.directive_prefix})" if table.directive_prefix \
+        else ""
+    sent = {resource: " ".join(pieces) + where for resource, pieces in table.directives.items()}
+    if "walltime" not in sent:
+        sent["walltime"] = "not sent: corral ends the job at it"
+    submit, array = table.submit[0], table.array is not None
+    own = {
+        **sent,
+        "after": (" ".join(table.dependency) + " while the parent is surely known"
+                  if table.dependency else "the child waits in corral, then goes out"),
+        "priority": "order of submission",
+        "retries": f"a new {submit} per retry",
+        "timeout": f"{table.cancel[0]} after it",
+        "cwd": "corral's runtime changes to it",
+        "env": "set by corral's runtime",
+        "setup": "lines of the batch script",
+        "extra_flags": f"added to {submit}",
+        "python": "runs corral's runtime in the batch script",
+        "bundle": "one array task runs them in turn" if array
+        else "one batch job runs them in turn",
+    }
+    unused = [option for option in ("cores", "memory", "gpus", "partition", "account", "qos",
+                                    "constraint", "name") if option not in own]
+    return option_help(own, not_used=unused) if unused else option_help(own)
+
+
+

@@ -1,0 +1,342 @@
+"""A ``[schedulers.NAME]`` table, checked once: :func:`parse_table` turns the raw
+TOML values into a frozen :class:`Table`, or raises :class:`TableError` naming
+the key (a path inside the table) so that the config can point at its line.
+
+Nothing here runs a process; the table's meaning is in the package docstring.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from corral.suggest import did_you_mean
+from corral.units import parse_duration
+
+__all__ = ["Table", "Parser", "ArraySyntax", "StateWord", "TableError", "parse_table",
+           "DIRECTIVES", "WALLTIME_FORMATS", "MEMORY_UNITS"]
+
+
+class StateWord(enum.Enum):
+    """What a scheduler's state word means to corral (the values of ``states``)."""
+
+    PENDING = "pending"
+    HELD = "held"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    ENDED = "ended"  # completed or failed, as the exit status and signal say
+
+
+class TableError(ValueError):
+    """A bad key of a table: *key* is its path inside the table, ``("array", "argument")``."""
+
+    def __init__(self, key: tuple[str, ...], problem: str) -> None:
+        super().__init__(f"{'.'.join(key)}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+#: Each resource directive and the placeholder its value fills.
+DIRECTIVES = ("cores", "memory", "walltime", "gpus", "partition", "account", "qos",
+              "constraint", "name")
+WALLTIME_FORMATS = ("seconds", "minutes", "hh:mm:ss")
+#: Megabytes per unit of ``memory_unit`` (a value is rounded up to a whole unit).
+MEMORY_UNITS = {"KB": 1 / 1024, "MB": 1, "GB": 1024}
+#: Names of the columns (or regex groups) the status parser reads; ``-`` skips a column.
+COLUMNS = ("id", "state", "reason", "exit_status", "signal")
+_IDS = ("ids",)
+
+
+@dataclass(frozen=True, slots=True)
+class Parser:
+    """How to read rows from a command's output: whitespace columns or a regex."""
+
+    columns: tuple[str, ...] | None
+    regex: re.Pattern[str] | None
+    skip: int  # header lines
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySyntax:
+    argument: tuple[str, ...]
+    index_variable: str
+    first_index: int
+    job_id_variable: str | None
+    task_id: str
+    max_size: int
+    throttle: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One scheduler described in settings, checked."""
+
+    name: str
+    title: str
+    description: str
+    submit: tuple[str, ...]
+    job_id: re.Pattern[str]
+    status: tuple[str, ...]
+    status_parser: Parser
+    states: Mapping[str, StateWord]
+    cancel: tuple[str, ...]
+    hold: tuple[str, ...] | None
+    release: tuple[str, ...] | None
+    signal: tuple[str, ...] | None
+    accounting: tuple[str, ...] | None
+    accounting_parser: Parser
+    never_starts: Mapping[str, str]  # reason -> "dependency" | "impossible"
+    directive_prefix: str | None
+    directives: Mapping[str, tuple[str, ...]]
+    memory_unit: str
+    walltime_format: str
+    array: ArraySyntax | None
+    dependency: tuple[str, ...] | None
+    dependency_separator: str
+    ids_separator: str
+    job_id_variable: str
+    restart_count_variable: str | None
+    failed_exit_status: int
+    forget_after_s: float
+
+
+# -- checking one value ------------------------------------------------------------------------
+
+def _fail(key: tuple[str, ...], problem: str) -> NoReturn:
+    raise TableError(key, problem)
+
+
+def _text(value: Any, key: tuple[str, ...], *, blank: bool = False) -> str:
+    """A non-empty string (*blank*: one of spaces is fine, a separator)."""
+    if not isinstance(value, str) or not (value if blank else value.strip()):
+        _fail(key, f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def _argv(value: Any, key: tuple[str, ...], placeholders: tuple[str, ...]) -> tuple[str, ...]:
+    """A command as a list of strings whose ``{placeholders}`` are all known."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        _fail(key, f"must be a command as a list of strings, such as [\"qstat\", \"-u\", "
+                   f"\"{{user}}\"], not {value!r}")
+    for part in value:
+        _check_fields(part, key, placeholders)
+    return tuple(value)
+
+
+def _check_fields(text: str, key: tuple[str, ...], placeholders: tuple[str, ...]) -> None:
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+    except ValueError as error:
+        _fail(key, f"{text!r}: {error} (write a literal brace as {{{{ or }}}})")
+    for field in fields:
+        if field not in placeholders:
+            known = ", ".join(f"{{{p}}}" for p in placeholders) or "none"
+            hint = did_you_mean(field, placeholders)
+            _fail(key, f"unknown placeholder {{{field}}} in {text!r}"
+                       f"{'; ' + hint if hint else ''} (known here: {known})")
+
+
+def _int(value: Any, key: tuple[str, ...], low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low \
+            or (high is not None and value > high):
+        _fail(key, f"must be an int from {low}{f' to {high}' if high else ' up'}, not {value!r}")
+    return value
+
+
+def _variable(value: Any, key: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        _fail(key, f"must be the name of an environment variable, not {value!r}")
+    return value
+
+
+def _choice(value: Any, key: tuple[str, ...], known: Any) -> str:
+    if value not in known:
+        hint = did_you_mean(value, known)
+        _fail(key, f"{value!r} is not one of {', '.join(map(repr, known))}"
+                   f"{'; ' + hint if hint else ''}")
+    return str(value)
+
+
+def _regex(value: Any, key: tuple[str, ...]) -> re.Pattern[str]:
+    try:
+        return re.compile(_text(value, key), re.MULTILINE)
+    except re.error as error:
+        return _fail(key, f"not a regular expression: {error}")
+
+
+def _parser(raw: Mapping[str, Any], prefix: str, default: Parser | None) -> Parser:
+    """``<prefix>_columns`` or ``<prefix>_regex``, and ``<prefix>_skip``."""
+    columns_key, regex_key = (f"{prefix}_columns",), (f"{prefix}_regex",)
+    skip = _int(raw.get(f"{prefix}_skip", default.skip if default else 0), (f"{prefix}_skip",), 0)
+    if columns_key[0] in raw and regex_key[0] in raw:
+        _fail(regex_key, f"give {columns_key[0]} or {regex_key[0]}, not both")
+    if columns_key[0] in raw:
+        columns = raw[columns_key[0]]
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            _fail(columns_key, f"must be a list of column names, not {columns!r}")
+        for column in columns:
+            if column != "-" and column not in COLUMNS:
+                _fail(columns_key, f"unknown column {column!r}; "
+                      + did_you_mean(column, COLUMNS, otherwise=f"known: {', '.join(COLUMNS)}")
+                      + " ('-' for a column corral does not read)")
+        return _check_parser(Parser(tuple(columns), None, skip), columns_key, set(columns))
+    if regex_key[0] in raw:
+        regex = _regex(raw[regex_key[0]], regex_key)
+        for group in regex.groupindex:
+            if group not in COLUMNS:
+                _fail(regex_key, f"unknown group (?P<{group}>...); "
+                      + did_you_mean(group, COLUMNS, otherwise=f"known: {', '.join(COLUMNS)}"))
+        return _check_parser(Parser(None, regex, skip), regex_key, set(regex.groupindex))
+    if default is None:
+        _fail(columns_key, f"missing: say how to read the {prefix} output with {columns_key[0]} "
+                           f"(names of its columns) or {regex_key[0]} (named groups)")
+    return Parser(default.columns, default.regex, skip)
+
+
+def _check_parser(parser: Parser, key: tuple[str, ...], names: set[str]) -> Parser:
+    missing = [name for name in ("id", "state") if name not in names]
+    if missing:
+        _fail(key, f"missing {missing[0]!r}: the job id and its state must be read from each line")
+    return parser
+
+
+# -- the whole table ---------------------------------------------------------------------------
+
+_KEYS = ("title", "description", "submit", "job_id", "status", "status_columns", "status_regex",
+         "status_skip", "states", "cancel", "hold", "release", "signal", "accounting",
+         "accounting_columns", "accounting_regex", "accounting_skip", "never_starts",
+         "directive_prefix", "directives", "memory_unit", "walltime_format", "array",
+         "dependency", "dependency_separator", "ids_separator", "job_id_variable",
+         "restart_count_variable", "failed_exit_status", "forget_after")
+_ARRAY_KEYS = ("argument", "index_variable", "first_index", "job_id_variable", "task_id",
+               "max_size", "throttle")
+_REQUIRED = ("submit", "job_id", "status", "states", "cancel", "job_id_variable")
+
+
+def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
+    """Check the table of the scheduler *name*.
+
+    Raises:
+        TableError: a key is unknown (with a "did you mean"), missing or wrong.
+    """
+    for key in raw:
+        if key not in _KEYS:
+            _fail((key,), "unknown key; " + did_you_mean(
+                key, _KEYS, otherwise="known: " + ", ".join(_KEYS)))
+    for key in _REQUIRED:
+        if key not in raw:
+            _fail((key,), "missing: every scheduler table needs " + ", ".join(_REQUIRED))
+    if ("hold" in raw) != ("release" in raw):
+        present, absent = ("hold", "release") if "hold" in raw else ("release", "hold")
+        _fail((present,), f"{absent} is missing: give both (pause holds, resume releases) "
+                          "or neither")
+    optional = {key: _argv(raw[key], (key,), _IDS) for key in
+                ("hold", "release", "signal", "accounting") if key in raw}
+    states = raw["states"]
+    if not isinstance(states, dict) or not states:
+        _fail(("states",), "must be a table of the scheduler's state words, e.g. "
+                           "{ Q = \"pending\", R = \"running\" }")
+    words = [word.value for word in StateWord]
+    never = raw.get("never_starts", {})
+    if not isinstance(never, dict):
+        _fail(("never_starts",), "must be a table of pending reasons, each \"dependency\" "
+                                 "or \"impossible\"")
+    status_parser = _parser(raw, "status", None)
+    return Table(
+        name=name, title=_text(raw.get("title", name), ("title",)),
+        description=_text(raw.get("description", f"the scheduler [schedulers.{name}] of the "
+                                                  "config files"), ("description",)),
+        submit=_argv(raw["submit"], ("submit",), ("name", "output", "script")),
+        job_id=_job_id(raw["job_id"]),
+        status=_argv(raw["status"], ("status",), ("user",)), status_parser=status_parser,
+        states=MappingProxyType({word: StateWord(_choice(meaning, ("states", word), words))
+                                 for word, meaning in states.items()}),
+        cancel=_argv(raw["cancel"], ("cancel",), _IDS),
+        hold=optional.get("hold"), release=optional.get("release"),
+        signal=optional.get("signal"), accounting=optional.get("accounting"),
+        accounting_parser=_parser(raw, "accounting", status_parser),
+        never_starts=MappingProxyType({
+            reason: _choice(kind, ("never_starts", reason), ("dependency", "impossible"))
+            for reason, kind in never.items()}),
+        directive_prefix=_text(raw["directive_prefix"], ("directive_prefix",))
+        if "directive_prefix" in raw else None,
+        directives=_directives(raw.get("directives", {})),
+        memory_unit=_choice(raw.get("memory_unit", "MB"), ("memory_unit",), tuple(MEMORY_UNITS)),
+        walltime_format=_choice(raw.get("walltime_format", "seconds"), ("walltime_format",),
+                                WALLTIME_FORMATS),
+        array=_array(raw.get("array", False)),
+        dependency=_argv(raw["dependency"], ("dependency",), _IDS) if "dependency" in raw
+        else None,
+        dependency_separator=_text(raw.get("dependency_separator", ":"),
+                                   ("dependency_separator",), blank=True),
+        ids_separator=_text(raw.get("ids_separator", ","), ("ids_separator",), blank=True),
+        job_id_variable=_variable(raw["job_id_variable"], ("job_id_variable",)),
+        restart_count_variable=_variable(raw["restart_count_variable"],
+                                         ("restart_count_variable",))
+        if "restart_count_variable" in raw else None,
+        failed_exit_status=_int(raw.get("failed_exit_status", 1), ("failed_exit_status",), 1, 255),
+        forget_after_s=_forget_after(raw.get("forget_after", "5m")),
+    )
+
+
+def _job_id(value: Any) -> re.Pattern[str]:
+    regex = _regex(value, ("job_id",))
+    if regex.groups != 1:
+        _fail(("job_id",), f"must have exactly one group, the id, such as '^(\\d+)', "
+                           f"not {regex.groups}")
+    return regex
+
+
+def _forget_after(value: Any) -> float:
+    try:
+        return parse_duration(value, "forget_after")
+    except ValueError as error:
+        return _fail(("forget_after",), str(error))
+
+
+def _directives(raw: Any) -> Mapping[str, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        _fail(("directives",), "must be a table of resource directives, e.g. "
+                               "{ cores = [\"-l\", \"ncpus={cores}\"] }")
+    for resource in raw:
+        _choice(resource, ("directives", resource), DIRECTIVES)
+    return MappingProxyType({resource: _argv(pieces, ("directives", resource), (resource,))
+                             for resource, pieces in raw.items()})
+
+
+def _array(raw: Any) -> ArraySyntax | None:
+    if raw is False:
+        return None
+    if not isinstance(raw, dict):
+        _fail(("array",), "must be false (no arrays) or a table with argument and "
+                          "index_variable")
+    for key in raw:
+        if key not in _ARRAY_KEYS:
+            _fail(("array", key), "unknown key; " + did_you_mean(
+                key, _ARRAY_KEYS, otherwise="known: " + ", ".join(_ARRAY_KEYS)))
+    for key in ("argument", "index_variable"):
+        if key not in raw:
+            _fail(("array", key), "missing: an array needs argument (e.g. [\"-t\", "
+                                  "\"{first}-{last}{throttle}\"]) and index_variable")
+    task_id = _text(raw.get("task_id", "{job}_{index}"), ("array", "task_id"))
+    _check_fields(task_id, ("array", "task_id"), ("job", "index"))
+    throttle = raw.get("throttle")
+    if throttle is not None:
+        _check_fields(_text(throttle, ("array", "throttle")), ("array", "throttle"), ("limit",))
+    return ArraySyntax(
+        argument=_argv(raw["argument"], ("array", "argument"),
+                       ("first", "last", "size", "throttle")),
+        index_variable=_variable(raw["index_variable"], ("array", "index_variable")),
+        first_index=_int(raw.get("first_index", 1), ("array", "first_index"), 0),
+        job_id_variable=_variable(raw["job_id_variable"], ("array", "job_id_variable"))
+        if "job_id_variable" in raw else None,
+        task_id=task_id, max_size=_int(raw.get("max_size", 1000), ("array", "max_size"), 1),
+        throttle=throttle)

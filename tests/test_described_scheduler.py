@@ -1,0 +1,498 @@
+"""A scheduler described in settings: a ``[schedulers.NAME]`` table of corral.toml
+becomes a backend; a bad table is refused naming file, line and key.
+
+The contract suite runs every user story on the fake scheduler configured by such
+a table (``tests/support/harnesses/described.py``, ``-k "[described]"``); here are
+the table's errors, its parsers on recorded output, and what changes with it
+(arrays or none, dependencies or none, holds or none, states it does not know).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import corral
+from corral.backends import backend_info, backend_names, probe_backend, unregister_backend
+from corral.backends.batch.described import describe
+from corral.backends.batch.scheduler import NativeRow, SubmitRequest
+from corral.backends.batch.taskfiles import script_for
+from corral.backends.base import NOT_USED
+from corral.config import ConfigError, load_config
+from corral.errors import BackendError
+from corral.spec import Placement, Resources
+from corral.status import JobStatus
+from support.fakebatch.cluster import FakeBatch
+from support.harnesses.described import TABLE
+
+GOLDEN = Path(__file__).with_name("golden") / "described_fakeq_job.sh"
+
+#: ``qstat -u root -F text`` of the fake scheduler (tests/support/fakebatch/qlib.py),
+#: recorded: a job that ended well, one that exited 3, one killed at its walltime,
+#: one deleted while running, an array of two, one running, one queued, one held.
+RECORDED_QSTAT = """\
+ID STATE EXIT SIGNAL REASON
+1 F 0 - -
+2 F 3 - -
+3 W - 9 walltime
+4 D - 9 deleted
+5_1 F 0 - -
+5_2 F 0 - -
+8 R - - -
+9 Q - - -
+10 H - - -
+"""
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A working directory whose corral.toml a test writes; no user file; the
+    schedulers the test's config registered are forgotten afterwards."""
+    monkeypatch.setenv("CORRAL_CONFIG", os.fspath(tmp_path / "no-user-file.toml"))
+    monkeypatch.chdir(tmp_path)
+    before = set(backend_names())
+    yield tmp_path
+    for name in set(backend_names()) - before:
+        unregister_backend(name)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = FakeBatch(tmp_path / "fakebatch")
+    fake.root.mkdir()
+    for name, value in fake.environ().items():
+        monkeypatch.setenv(name, value)
+    yield fake
+    fake.stop()
+
+
+def table(**changes: str | None) -> str:
+    """The harness's table with top-level keys replaced (a TOML value) or removed (None)."""
+    lines = TABLE.splitlines()
+    out = []
+    for line in lines:
+        key = line.split("=", 1)[0].strip()
+        if key in changes and not line.startswith("["):
+            value = changes.pop(key)
+            if value is not None:
+                out.append(f"{key} = {value}")
+            continue
+        out.append(line)
+    head = out.index("[schedulers.fakeq.directives]")
+    out[head:head] = [f"{key} = {value}" for key, value in changes.items() if value is not None]
+    return "\n".join(out) + "\n"
+
+
+def fakeq(text: str = TABLE):
+    return describe("fakeq", __import__("tomllib").loads(text)["schedulers"]["fakeq"])
+
+
+def scheduler_of(text: str = TABLE):
+    return fakeq(text).backend_class().scheduler
+
+
+def on_fakeq(config_dir: Path, **settings) -> corral.Scheduler:
+    """A Scheduler on the backend ``fakeq``, known only from the config files."""
+    settings.setdefault("backend_options", {"poll_interval": 0.05})
+    return corral.Scheduler(backend="fakeq", workdir=config_dir / "run", **settings)
+
+
+def request(**changes) -> SubmitRequest:
+    values = dict(script="/runs/1/job.sh", name="train (+2)",
+                  resources=Resources(cores=4, memory_mb=1500, walltime_s=90.5, gpus=1),
+                  placement=Placement(partition="gpu", extra_flags=("-V",)), output="/dev/null",
+                  array_size=3, throttle=2, dependencies=("7", "8_1"), time_limit_s=90.5)
+    return SubmitRequest(**{**values, **changes})
+
+
+# -- a table becomes a backend ----------------------------------------------------------------
+
+
+def test_a_table_in_corral_toml_becomes_a_backend_that_says_what_the_table_set(config_dir):
+    (config_dir / "corral.toml").write_text(TABLE + '\n[daemon]\nbackend = "fakeq"\n')
+    config = load_config()
+    assert config.daemon.backend == "fakeq"
+    info = backend_info("fakeq")
+    assert info.description == "the fake batch scheduler of the tests, described in settings"
+    assert info.native_id_column == "FAKEQ ID"
+    caps = info.capabilities
+    assert (caps.outlives_driver, caps.chains_dependencies, caps.holds,
+            caps.enforces_walltime, caps.packs_locally) == (True, True, True, True, False)
+    assert info.option_help["cores"] == "-l ncpus={cores} in the script header (#PBS)"
+    assert info.option_help["after"] == "-W depend=afterok:{ids} while the parent is surely known"
+    assert info.option_help["partition"] == NOT_USED
+    assert "poll_interval" in info.backend_options
+    load_config()  # read again: the same table is no new backend
+    assert backend_info("fakeq") is info
+
+
+def test_a_changed_table_replaces_the_one_registered_before(config_dir):
+    (config_dir / "corral.toml").write_text(TABLE)
+    load_config()
+    (config_dir / "corral.toml").write_text(table(hold=None, release=None, dependency=None,
+                                                  title='"our queue"'))
+    load_config()
+    info = backend_info("fakeq")
+    assert (info.title, info.capabilities.holds, info.capabilities.chains_dependencies) == \
+        ("our queue", False, False)
+    backend_class = info.backend_class()  # the class agrees with the registry
+    assert backend_class.hold is None and backend_class.chains_dependencies is False
+
+
+def test_a_scheduler_made_by_name_reads_the_config_that_describes_it(config_dir, cluster):
+    (config_dir / "corral.toml").write_text(TABLE)
+    assert "fakeq" not in backend_names()
+    with on_fakeq(config_dir) as sched:
+        job = sched.options(memory="2G", walltime="10m", name="first").submit(abs, -3)
+        assert job.result(timeout=60) == 3
+    script = next((config_dir / "run").rglob("job.sh")).read_text()
+    assert script.startswith("#!/bin/bash\n#PBS -l ncpus=1\n#PBS -l mem=2048\n"
+                             "#PBS -l walltime=600\n#PBS -N first\n")
+
+
+def test_the_probe_answers_when_the_status_command_does(config_dir, cluster, monkeypatch):
+    (config_dir / "corral.toml").write_text(TABLE)
+    load_config()
+    said = probe_backend("fakeq")
+    assert said.answers and said.why == (f"qstat -u {__import__('getpass').getuser()} -F text "
+                                         "answered ([schedulers.fakeq] of the settings)")
+    with monkeypatch.context() as patched:
+        patched.setenv("PATH", "/nonexistent")
+        assert probe_backend("fakeq") == corral.backends.Probe(False, "qstat is not on PATH")
+
+
+# -- bad tables -------------------------------------------------------------------------------
+
+BAD = [
+    (table(stauts='["qstat"]'), 22, "schedulers.fakeq.stauts",
+     "unknown key; did you mean 'status'?"),
+    (table(status_columns='["id", "exit_status"]'), 7, "schedulers.fakeq.status_columns",
+     "missing 'state': the job id and its state must be read from each line"),
+    (table(status_columns='["id", "state", "exitstatus"]'), 7, "schedulers.fakeq.status_columns",
+     "unknown column 'exitstatus'; did you mean 'exit_status'? ('-' for a column corral does "
+     "not read)"),
+    (table(states='{ Q = "pending", R = "runing" }'), 9, "schedulers.fakeq.states.R",
+     "'runing' is not one of 'pending', 'held', 'running', 'completed', 'failed', "
+     "'cancelled', 'timed_out', 'ended'; did you mean 'running'?"),
+    (table(submit='["qsub", "-N", "{nmae}"]'), 4, "schedulers.fakeq.submit",
+     "unknown placeholder {nmae} in '{nmae}'; did you mean 'name'? (known here: {name}, "
+     "{output}, {script})"),
+    (table(job_id="'^\\d+$'"), 5, "schedulers.fakeq.job_id",
+     "must have exactly one group, the id, such as '^(\\d+)', not 0"),
+    (table(status_regex="'(?P<id>\\S+'"), 22, "schedulers.fakeq.status_regex",
+     "give status_columns or status_regex, not both"),
+    (table(status_columns=None, status_regex="'(?P<id>\\S+'"), 21,
+     "schedulers.fakeq.status_regex", "not a regular expression: missing ), unterminated "
+     "subpattern at position 0"),
+    (table(status_columns=None), 1, "schedulers.fakeq.status_columns",
+     "missing: say how to read the status output with status_columns (names of its columns) "
+     "or status_regex (named groups)"),
+    (table(release=None), 11, "schedulers.fakeq.hold",
+     "release is missing: give both (pause holds, resume releases) or neither"),
+    (table(cancel=None), 1, "schedulers.fakeq.cancel",
+     "missing: every scheduler table needs submit, job_id, status, states, cancel, "
+     "job_id_variable"),
+    (table(cancel='"qdel {ids}"'), 10, "schedulers.fakeq.cancel",
+     "must be a command as a list of strings, such as [\"qstat\", \"-u\", \"{user}\"], not "
+     "'qdel {ids}'"),
+    (table(walltime_format='"hours"'), 15, "schedulers.fakeq.walltime_format",
+     "'hours' is not one of 'seconds', 'minutes', 'hh:mm:ss'"),
+    (table(forget_after='"soon"'), 20, "schedulers.fakeq.forget_after",
+     "forget_after='soon' is not a duration"),
+    (TABLE.replace('gpus = ["-l"', 'cpus = ["-l"'), 26, "schedulers.fakeq.directives.cpus",
+     "'cpus' is not one of 'cores', 'memory', 'walltime', 'gpus', 'partition', 'account', "
+     "'qos', 'constraint', 'name'; did you mean 'gpus'?"),
+    (TABLE.replace('index_variable = "FAKEBATCH_ARRAY_INDEX"\n', ""), 29,
+     "schedulers.fakeq.array.index_variable",
+     "missing: an array needs argument (e.g. [\"-t\", \"{first}-{last}{throttle}\"]) and "
+     "index_variable"),
+    (TABLE.replace("[schedulers.fakeq]", "[schedulers.slurm]").replace("schedulers.fakeq.",
+                                                                       "schedulers.slurm."),
+     1, "schedulers.slurm", "'slurm' is already a backend (batch jobs on a Slurm cluster "
+                            "(sbatch, squeue, sacct, scancel)); give the scheduler another name"),
+    (TABLE.replace("fakeq", "Fake-Q"), 1, "schedulers.Fake-Q",
+     "a scheduler's name is a backend name: a lowercase word other than 'auto' (letters, "
+     "digits and '_'), not 'Fake-Q'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "key", "problem"), BAD,
+                         ids=[bad[2].rsplit(".", 1)[-1] + f"-{n}" for n, bad in enumerate(BAD)])
+def test_a_bad_table_is_refused_naming_file_line_and_key(config_dir, text, line, key, problem):
+    path = config_dir / "corral.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config()
+    error = raised.value
+    assert (error.path, error.line, error.key) == (path, line, key), str(error)
+    assert error.problem.startswith(problem), error.problem
+    assert str(error).startswith(f"{path}:{line}: {key}: {problem}")
+
+
+# -- building commands ------------------------------------------------------------------------
+
+
+def test_directives_go_to_the_header_with_a_prefix_and_to_submit_without_one():
+    with_prefix = scheduler_of()
+    assert with_prefix.submit_argv(request()) == [
+        "qsub", "-o", "/dev/null", "-t", "1-3%2", "-W", "depend=afterok:7:8_1", "-V",
+        "/runs/1/job.sh"]
+    plain = scheduler_of(table(directive_prefix=None, walltime_format='"hh:mm:ss"',
+                               memory_unit='"GB"',
+                               submit='["qsub", "{script}", "--out={output}"]'))
+    assert plain.submit_argv(request(array_size=None, dependencies=())) == [
+        "qsub", "-l", "ncpus=4", "-l", "mem=2", "-l", "walltime=00:01:31", "-l", "ngpus=1",
+        "-N", "train (+2)", "-V", "/runs/1/job.sh", "--out=/dev/null"]
+    assert plain.granted_time_s(90.5) == 91.0
+    minutes = scheduler_of(table(walltime_format='"minutes"'))
+    assert minutes.granted_time_s(61) == 120.0
+
+
+def test_ids_are_one_argument_each_or_joined_inside_a_longer_one():
+    sched = scheduler_of(table(hold='["qhold", "--jobs={ids}"]', ids_separator='" "'))
+    assert sched.cancel_argv(["7", "8_1"]) == ["qdel", "7", "8_1"]
+    assert sched.hold_argv(["7", "8_1"]) == ["qhold", "--jobs=7 8_1"]
+    assert sched.status_argv("ann") == ["qstat", "-u", "ann", "-F", "text"]
+    assert sched.array_task_id("12", 3) == "12_3"
+
+
+def test_the_rendered_script_of_the_test_table_matches_its_golden_file():
+    rendered = script_for(scheduler_of(), directory=Path("/home/ann/runs/it's 100%/fakeq/7"),
+                          tasks=3, setup=("module load python/3.11",),
+                          python="/opt/my python/bin/python3",
+                          request=request(name="it's $HOME\n; rm -rf ~"))
+    if os.environ.get("CORRAL_REGENERATE_GOLDEN") == "1":
+        GOLDEN.write_text(rendered)
+    assert rendered == GOLDEN.read_text()
+    assert "#PBS -N 'it'\"'\"'s $HOME?; rm -rf ~'\n" in rendered  # one quoted line, no code
+
+
+def test_the_job_id_is_read_by_the_table_regex_or_the_output_is_quoted():
+    sched = scheduler_of(table(job_id="'Job <(\\d+)> is submitted'"))
+    assert sched.parse_submit("Job <42> is submitted to queue <normal>.\n") == "42"
+    with pytest.raises(ValueError) as raised:
+        sched.parse_submit("qsub: cannot reach the server\n")
+    assert str(raised.value) == ("qsub printed no job id that job_id 'Job <(\\\\d+)> is "
+                                 "submitted' finds: 'qsub: cannot reach the server'")
+
+
+# -- reading states ---------------------------------------------------------------------------
+
+
+def test_recorded_status_rows_and_what_each_state_means():
+    sched = scheduler_of()
+    rows = sched.parse_status(RECORDED_QSTAT)
+    assert list(rows) == ["1", "2", "3", "4", "5_1", "5_2", "8", "9", "10"]
+    assert rows["3"] == NativeRow("3", "W", "walltime", None, 9)
+    meanings = {native: sched.meaning(row) for native, row in rows.items()}
+    assert meanings == {
+        "1": (JobStatus.COMPLETED, ""),
+        "2": (JobStatus.FAILED, "exit status 3 (fakeq state F)"),
+        "3": (JobStatus.TIMED_OUT, "ran past its walltime (fakeq state W, walltime)"),
+        "4": (JobStatus.CANCELLED, "cancelled in fakeq (fakeq state D, deleted)"),
+        "5_1": (JobStatus.COMPLETED, ""), "5_2": (JobStatus.COMPLETED, ""),
+        "8": (JobStatus.RUNNING, ""), "9": (JobStatus.SUBMITTED, ""),
+        "10": (JobStatus.SUBMITTED, "")}
+    assert [sched.is_pending(rows[n]) for n in ("8", "9", "10")] == [False, True, True]
+    assert [sched.is_held(rows[n]) for n in ("8", "9", "10")] == [False, False, True]
+
+
+def test_a_regex_reads_rows_and_a_reason_maps_to_never_starting():
+    sched = scheduler_of(table(
+        status_columns=None, status_skip=None,
+        status_regex="'^(?P<id>\\d+(?:_\\d+)?)\\|(?P<state>\\w+)\\|(?P<reason>[^|]*)$'",
+        never_starts='{ DependencyNeverSatisfied = "dependency", BadConstraints = '
+                     '"impossible" }'))
+    rows = sched.parse_status("7|Q|DependencyNeverSatisfied\n8_2|Q|BadConstraints\n9|Q|\n")
+    assert sched.never_starts(rows["7"]).words == "a job it depends on failed"
+    assert sched.never_starts(rows["8_2"]).words == "fakeq says BadConstraints"
+    assert sched.never_starts(rows["9"]) is None
+
+
+def test_a_state_word_the_table_lacks_means_nothing_and_output_without_rows_is_an_error():
+    sched = scheduler_of()
+    assert sched.meaning(NativeRow("8", "S")) is None  # the base logs it and polls on
+    assert sched.parse_status("ID STATE EXIT SIGNAL REASON\n") == {}  # no jobs
+    with pytest.raises(ValueError) as raised:
+        sched.parse_status("ID STATE EXIT SIGNAL REASON\nUnauthorized\n")
+    assert str(raised.value) == "qstat printed no row corral can read: 'Unauthorized'"
+
+
+def test_a_running_state_the_table_does_not_know_is_logged_and_the_job_still_ends(
+        config_dir, cluster, caplog):
+    caplog.set_level(logging.WARNING, logger="corral")
+    (config_dir / "corral.toml").write_text(
+        table(states='{ Q = "pending", H = "held", F = "ended" }'))
+    with on_fakeq(config_dir) as sched:
+        release = config_dir / "release"
+        job = sched.submit(_wait_for, os.fspath(release))
+        from support.waiting import wait_until
+
+        wait_until(lambda: "in a state corral does not know: 'R'" in caplog.text, timeout=30,
+                   message="the unknown state to be logged")
+        release.touch()
+        assert job.result(timeout=60) == "released"
+
+
+def _wait_for(path: str) -> str:
+    from jobs import wait_for_file
+
+    wait_for_file(path)
+    return "released"
+
+
+# -- arrays, dependencies and holds, or none --------------------------------------------------
+
+
+@pytest.mark.parametrize(("arrays", "submits"), [(True, [["-t", "1-3"]]),
+                                                  (False, [[], [], []])])
+def test_jobs_dispatched_together_are_one_array_or_one_submission_each(
+        config_dir, cluster, arrays, submits):
+    text = TABLE if arrays else table(array="false").split("[schedulers.fakeq.array]")[0]
+    (config_dir / "corral.toml").write_text(text)
+    with on_fakeq(config_dir) as sched:
+        jobs = [sched.submit(abs, -n) for n in (1, 2, 3)]
+        assert [job.result(timeout=60) for job in jobs] == [1, 2, 3]
+    assert [args[args.index("-t"):args.index("-t") + 2] if "-t" in args else []
+            for _, _, args in cluster.calls("qsub")] == submits
+    assert backend_info("fakeq").option_help["bundle"] == (
+        "one array task runs them in turn" if arrays else "one batch job runs them in turn")
+
+
+def test_without_a_dependency_syntax_a_child_waits_in_corral(config_dir, cluster):
+    (config_dir / "corral.toml").write_text(table(dependency=None))
+    with on_fakeq(config_dir) as sched:
+        parent = sched.submit(abs, -2)
+        child = sched.options(after=[parent]).submit(abs, -5)
+        assert (parent.result(timeout=60), child.result(timeout=60)) == (2, 5)
+    assert not any("-W" in call[2] for call in cluster.calls("qsub"))
+    assert backend_info("fakeq").option_help["after"] == \
+        "the child waits in corral, then goes out"
+
+
+def test_without_hold_commands_pause_cannot_act_with_no_driver(config_dir):
+    (config_dir / "corral.toml").write_text(table(hold=None, release=None))
+    load_config()
+    info = backend_info("fakeq")
+    assert not info.capabilities.holds
+    with pytest.raises(BackendError) as raised:
+        info.control_without_driver("pause", ["7"])
+    assert str(raised.value) == ("[schedulers.fakeq] has no hold and release commands: pause "
+                                 "cannot act on its jobs without a driver")
+
+
+def test_with_no_driver_cancel_reaches_the_scheduler_through_the_table(config_dir, cluster):
+    (config_dir / "corral.toml").write_text(TABLE)
+    load_config()
+    script = config_dir / "slow.sh"
+    script.write_text("#!/bin/bash\nsleep 60\n")
+    job_id = cluster.run("qsub", os.fspath(script)).stdout.strip()
+    backend_info("fakeq").control_without_driver("pause", [job_id])  # running: not pending
+    backend_info("fakeq").control_without_driver("cancel", [job_id])
+    assert cluster.qstat(job_id)[job_id]["reason"] == "deleted"
+
+
+def test_the_architecture_rule_holds_for_a_described_backend(config_dir):
+    (config_dir / "corral.toml").write_text(TABLE)
+    load_config()
+    info = backend_info("fakeq")
+    backend_class = info.backend_class()
+    assert backend_class.name == "fakeq"
+    assert backend_class.enforces_walltime is info.capabilities.enforces_walltime
+    assert callable(backend_class.hold) is info.capabilities.holds
+
+
+@pytest.mark.parametrize(("text", "options", "message"), [
+    (table(array="false").split("[schedulers.fakeq.array]")[0], {"max_array_size": 10},
+     "max_array_size=10: [schedulers.fakeq] has no arrays (array = false), so each job is one "
+     "submission"),
+    (TABLE.replace('throttle = "%{limit}"\n', ""), {"array_throttle": 2},
+     "array_throttle=2: [schedulers.fakeq] says no way to throttle an array (add throttle to "
+     "its array table, e.g. throttle = \"%{limit}\")"),
+])
+def test_array_options_the_table_cannot_send_are_refused(config_dir, text, options, message):
+    (config_dir / "corral.toml").write_text(text)
+    with pytest.raises(ValueError) as raised:
+        on_fakeq(config_dir, backend_options=options)
+    assert str(raised.value) == message
+
+
+def test_the_local_files_table_replaces_the_users_whole(config_dir, monkeypatch):
+    user = config_dir / "user.toml"
+    user.write_text(table(title='"from the user file"'))
+    monkeypatch.setenv("CORRAL_CONFIG", os.fspath(user))
+    (config_dir / "corral.toml").write_text(table(title='"from the project"', hold=None,
+                                                  release=None) + '[daemon]\nbackend = "fakeq"\n')
+    config = load_config()
+    assert backend_info("fakeq").title == "from the project"
+    assert not config.schedulers["fakeq"].capabilities.holds
+
+
+def test_a_scheduler_given_a_config_registers_its_schedulers_again(config_dir, cluster):
+    (config_dir / "corral.toml").write_text(TABLE)
+    config = load_config()
+    unregister_backend("fakeq")
+    with on_fakeq(config_dir, config=config) as sched:
+        assert sched.submit(abs, -4).result(timeout=60) == 4
+
+
+def test_corral_backends_shows_a_described_scheduler_and_a_bad_table_is_one_error_line(
+        config_dir, cluster):
+    from support.cli import CORRAL
+
+    (config_dir / "corral.toml").write_text(TABLE)
+    shown = subprocess.run([CORRAL, "backends", "fakeq"], capture_output=True, text=True,
+                           timeout=60, cwd=config_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert "answers: qstat -u" in shown.stdout
+    assert "-l ncpus={cores} in the script header (#PBS)" in shown.stdout
+    (config_dir / "corral.toml").write_text(table(states='{ Q = "queued" }'))
+    refused = subprocess.run([CORRAL, "options", "--backend", "fakeq"], capture_output=True,
+                             text=True, timeout=60, cwd=config_dir)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == (f"corral: error: {config_dir / 'corral.toml'}:9: "
+                              "schedulers.fakeq.states.Q: 'queued' is not one of 'pending', "
+                              "'held', 'running', 'completed', 'failed', 'cancelled', "
+                              "'timed_out', 'ended'\n")
+
+
+_DYING_DRIVER = """
+import os, signal, sys, time, corral
+with corral.Scheduler(backend="fakeq", journal=sys.argv[1],
+                      backend_options={"poll_interval": 0.05}) as sched:
+    job = sched.shell("sleep 60")
+    while job.status is not corral.JobStatus.RUNNING and not job.done():
+        time.sleep(0.01)
+    print(job.native_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver(
+        config_dir, cluster):
+    from support.cli import CORRAL
+
+    (config_dir / "corral.toml").write_text(TABLE)
+    run = config_dir / "journal"
+    died = subprocess.run([sys.executable, "-c", _DYING_DRIVER, os.fspath(run)],
+                          capture_output=True, text=True, timeout=60, cwd=config_dir)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    native = died.stdout.strip()
+
+    def corral_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
+                              text=True, timeout=60, cwd=config_dir)
+
+    listing = corral_command("status")
+    assert listing.returncode == 0, listing.stderr
+    assert "FAKEQ ID" in listing.stdout and native in listing.stdout.split()
+    cancelled = corral_command("cancel", "1")
+    assert (cancelled.returncode, cancelled.stdout.strip()) == (0, "cancelled 1"), cancelled
+    assert "no driver runs: cancel sent to fakeq" in cancelled.stderr
+    assert cluster.qstat(native)[native]["reason"] == "deleted"
