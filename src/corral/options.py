@@ -284,8 +284,11 @@ def _flags(value: Any, field: str) -> tuple[str, ...]:
     if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
         raise ValueError(f"{field}={_shown(value)} must be a list of flags such as ['--exclusive']")
     flags = bounded_tuple(value, field)
-    for flag in flags:
-        if not isinstance(flag, str) or not flag.startswith("-") or "\n" in flag or (
+    # After the first, an argument may be a flag's value: SGE's, PBS's and LSF's
+    # flags take it apart ("-l", "h_rt=60").
+    for position, flag in enumerate(flags):
+        if not isinstance(flag, str) or (position == 0 and not flag.startswith("-")) or (
+                "\n" in flag) or (
                 os_text_problem(flag)):
             raise ValueError(f"{field}: {_shown(flag)} is not a flag (one argument starting "
                              "with '-', without NUL characters)")

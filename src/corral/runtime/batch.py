@@ -56,7 +56,6 @@ STARTED_FILE = "started"
 RESULT_FILE = "result"
 #: What the driver writes into ``started`` to cancel a job before it starts.
 CANCELLED_MARK = b"cancelled\n"
-_TIMED_OUT_EXIT = 124
 #: Seconds a bundle keeps free at the end of its allocation (the backend adds
 #: them to the time it asks for).
 MARGIN_S = 2.0
@@ -318,7 +317,9 @@ class _Watchdog:
 
             for child in psutil.Process().children():
                 kill_tree(child.pid)
-            os._exit(_TIMED_OUT_EXIT)
+            # The failure status, as for any failed job: SGE releases the
+            # -hold_jid dependents of a batch job that ends with any other.
+            os._exit(_failed_exit_status())
 
 
 def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:

@@ -129,6 +129,9 @@ class BatchBackend:
         self._held_back: list[Group] = []
         #: Held-back jobs a pause holds: not submitted until released.
         self._paused_held_back: set[int | str] = set()
+        #: Batch jobs in which a job failed, which the scheduler keeps until they
+        #: are deleted (see BatchScheduler.failed_jobs_stay).
+        self._kept: set[str] = set()
         #: Where a temporary run directory goes: jobs run on other nodes, so not /tmp.
         from platformdirs import user_cache_dir
 
@@ -270,10 +273,13 @@ class BatchBackend:
             job = None if task is None else self._jobs.get(task.native_id)
             if task is not None and job is not None and job.row is None:
                 task.release_if_held = True
-        natives = [native for native in self._pending_natives(job_ids)
-                   if self._jobs[native].row is not None]
+        natives = {native for native in self._pending_natives(job_ids)
+                   if self._jobs[native].row is not None}
+        # A hold that reached a job just as it started stops a running job where the
+        # scheduler can (LSF's bstop: USUSP): the scheduler calls it held, so it goes too.
+        natives |= self._held_natives(job_ids)
         if natives:
-            self._run_quietly(self.scheduler.release_argv(natives))
+            self._run_quietly(self.scheduler.release_argv(sorted(natives)))
 
     def close(self) -> None:
         """Cancel what is still in the scheduler's hands: a driver that stops
@@ -288,6 +294,11 @@ class BatchBackend:
                          | set(self._jobs))
         if natives:
             self._run_quietly(self.scheduler.cancel_argv(natives))
+        if self._kept - set(natives):  # after their dependents, which they hold back
+            try:
+                self._run(self.scheduler.cancel_argv(sorted(self._kept - set(natives))))
+            except BackendError as error:  # one the scheduler killed is gone already
+                log.debug("%s", error)
         self._tasks.clear()
         self._jobs.clear()
 
@@ -316,28 +327,31 @@ class BatchBackend:
             taskfiles.write_bundle(directory, index, [os.fspath(s.jobdir) for s in members],
                                    time_limit if bundled else None)
         script = directory / "job.sh"
-        script.write_text(taskfiles.script_for(
-            scheduler, directory=directory, tasks=max(len(members) for members in chunk),
-            setup=group.placement.setup, python=group.placement.python or self._python))
         # The script sends its own output to its log in its directory, so no
         # path of ours goes through the scheduler's %-patterns, which a '%' or
         # a backslash in the run directory would break.
-        argv = scheduler.submit_argv(SubmitRequest(
+        request = SubmitRequest(
             script=os.fspath(script), name=_job_name(chunk[0][0].name, len(chunk)),
             resources=group.resources, placement=group.placement, output="/dev/null",
             array_size=len(chunk) if is_array else None,
             throttle=self._settings.array_throttle if is_array else None,
-            dependencies=group.after, time_limit_s=time_limit))
+            dependencies=group.after, time_limit_s=time_limit)
+        script.write_text(taskfiles.script_for(
+            scheduler, directory=directory, tasks=max(len(members) for members in chunk),
+            setup=group.placement.setup, python=group.placement.python or self._python,
+            request=request))
+        argv = scheduler.submit_argv(request)
         try:
             job_id = _parsed(scheduler.parse_submit, self._run(argv))
         except (BackendError, ValueError) as error:
+            refusal = f"{argv[0]} refused it: {scheduler.explain_refusal(request, str(error))}"
             if group.after and group.parents:
-                self._hold_back(group, chunk, f"{argv[0]} refused it: {error}")
+                self._hold_back(group, chunk, refusal)
                 return
             for members in chunk:
                 for submission in members:
                     self._updates.append(Update(submission.job_id, JobStatus.FAILED,
-                                                reason=f"{argv[0]} refused it: {error}"))
+                                                reason=refusal))
             return
         for index, members in zip(indexes, chunk, strict=True):
             native_id = scheduler.array_task_id(job_id, index) if is_array else job_id
@@ -643,6 +657,9 @@ class BatchBackend:
         if self._tasks.get(task.job_id) is not task:
             return
         del self._tasks[task.job_id]
+        if (self.scheduler.failed_jobs_stay and task.native_id
+                and update.state in (JobStatus.FAILED, JobStatus.TIMED_OUT)):
+            self._kept.add(task.native_id)
         job = self._jobs.get(task.native_id)
         started = taskfiles.started_by_runtime(task.jobdir)
         if job is not None:
@@ -688,6 +705,16 @@ class BatchBackend:
             if job is not None and (job.row is None or self.scheduler.is_pending(job.row)):
                 natives.add(task.native_id)
         return sorted(natives)
+
+    def _held_natives(self, job_ids: Collection[int | str]) -> set[str]:
+        """The native ids of these jobs that the last poll saw held, running or not."""
+        natives = set()
+        for job_id in job_ids:
+            task = self._tasks.get(job_id)
+            job = None if task is None or not task.native_id else self._jobs.get(task.native_id)
+            if job is not None and job.row is not None and self.scheduler.is_held(job.row):
+                natives.add(job.native_id)
+        return natives
 
     def _run_quietly(self, argv: Sequence[str]) -> None:
         """Run a control command whose failure is logged, not raised: the job

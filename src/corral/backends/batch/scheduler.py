@@ -126,6 +126,10 @@ class BatchScheduler(ABC):
     #: chosen so that the scheduler holds back dependents (Slurm ``afterok``:
     #: any non-zero; SGE: 100).
     failed_exit_status: ClassVar[int] = 1
+    #: A batch job that ends with :attr:`failed_exit_status` stays listed until
+    #: it is deleted (SGE's error state, which holds back its dependents): the
+    #: base deletes such jobs when it closes, after the jobs it still follows.
+    failed_jobs_stay: ClassVar[bool] = False
     #: What :meth:`parse_limits` would say when the configuration cannot be read.
     default_limits: ClassVar[ClusterLimits] = ClusterLimits(1000, 300.0, False)
     #: ``backend_options`` of this scheduler alone, beyond every batch backend's
@@ -165,9 +169,21 @@ class BatchScheduler(ABC):
         """The job id from the submit command's output. Raises ValueError naming
         what was printed when there is none."""
 
+    def explain_refusal(self, request: SubmitRequest, message: str) -> str:
+        """What a refused submission's jobs say after "qsub refused it: ": the
+        scheduler's *message*, which a subclass may complete with what was asked
+        (SGE says only "no suitable queues")."""
+        return message
+
     def array_task_id(self, job_id: str, index: int) -> str:
         """The native id of array task *index* of *job_id* (Slurm: ``123_4``)."""
         return f"{job_id}_{index}"
+
+    def script_template(self, request: SubmitRequest | None) -> str:
+        """The template text of *request*'s batch script (None: a sample, for a
+        golden file): the :attr:`template` file. A scheduler whose script depends
+        on more (one described in settings) builds it here."""
+        return self.template.read_text()
 
     def granted_time_s(self, seconds: float) -> float:
         """The time limit the scheduler grants for a request of *seconds*

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from corral.backends.base import Submission
-from corral.backends.batch.scheduler import BatchScheduler
+from corral.backends.batch.scheduler import BatchScheduler, SubmitRequest
 from corral.runtime.batch import CANCELLED_MARK, RESULT_FILE, STARTED_FILE, TASK_FILE
 
 __all__ = ["write_task", "write_bundle", "new_directory", "render_script", "script_for", "log_path",
@@ -115,9 +115,10 @@ def render_script(template: str, *, directory: Path, tasks: int, setup: Sequence
 
 
 def script_for(scheduler: BatchScheduler, *, directory: Path, tasks: int,
-               setup: Sequence[str], python: str) -> str:
-    """The batch script of one submission of *scheduler*, from its template."""
-    return render_script(scheduler.template.read_text(), directory=directory, tasks=tasks,
+               setup: Sequence[str], python: str,
+               request: SubmitRequest | None = None) -> str:
+    """The batch script of one submission (*request*) of *scheduler*, from its template."""
+    return render_script(scheduler.script_template(request), directory=directory, tasks=tasks,
                          setup=setup, python=python,
                          failed_exit_status=scheduler.failed_exit_status)
 

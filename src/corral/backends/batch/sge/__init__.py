@@ -1,26 +1,99 @@
-"""Grid Engine: a placeholder until its scheduler is built (see issue 11)."""
+"""Grid Engine (SGE, UGE, OGS): ``qsub``/``qstat -xml``/``qacct``/``qdel`` and the
+batch script template.
+
+This file declares the backend for the registry (:mod:`corral.backends`) and
+holds the probe ``backend="auto"`` runs; the backend's code, in
+:mod:`corral.backends.batch.sge.backend`, is imported when one is made.
+"""
 
 from __future__ import annotations
+
+import getpass
+import shutil
+import subprocess
+from typing import Any
 
 from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
 from corral.backends.batch.settings import options_help
 
-__all__ = ["BACKEND", "answers"]
+__all__ = ["BACKEND", "answers", "OWN_OPTIONS"]
+
+#: Words the first line of ``qstat -help`` starts with on a Grid Engine
+#: (PBS's and Slurm's qstat print no such line).
+_GRID_ENGINES = ("SGE", "GE", "UGE", "OGS", "Univa", "Altair Grid Engine")
+
+#: Grid Engine's own ``backend_options`` (also in the scheduler, checked there).
+OWN_OPTIONS: dict[str, tuple[Any, str]] = {
+    "parallel_environment": ("smp", "the parallel environment a job of several cores asks "
+                                    "for (qsub -pe NAME N)"),
+    "memory_resource": ("h_vmem", "the resource a job's memory is asked as, per slot "
+                                  "(qsub -l NAME=<memory / cores>M): h_vmem, mem_free..."),
+    "gpu_resource": ("gpu", "the consumable resource GPUs are asked as (qsub -l NAME=N)"),
+}
 
 
-def answers() -> Probe:
-    return Probe(False, "not built yet")
+def _run(argv: list[str], timeout: float) -> tuple[subprocess.CompletedProcess | None, str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL), ""
+    except subprocess.TimeoutExpired:
+        return None, f"{' '.join(argv)} did not answer within {timeout:g} s"
+    except (OSError, subprocess.SubprocessError) as error:
+        return None, f"{argv[0]} could not run ({error})"
+
+
+def answers(timeout: float = 5.0) -> Probe:
+    """Whether a Grid Engine answers here: ``qsub`` and ``qstat`` are on PATH,
+    ``qstat -help`` names a Grid Engine (PBS's ``qstat`` has the same name) and
+    ``qstat`` reaches the qmaster within *timeout* seconds."""
+    missing = [name for name in ("qsub", "qstat") if shutil.which(name) is None]
+    if missing:
+        return Probe(False, f"{missing[0]} is not on PATH")
+    done, why = _run(["qstat", "-help"], timeout)
+    if done is None:
+        return Probe(False, why)
+    first = (done.stdout.strip().splitlines() or [""])[0].strip()
+    if first.split(" ", 1)[0] not in _GRID_ENGINES:
+        return Probe(False, f"qstat -help does not name a Grid Engine (it begins "
+                            f"{first[:60]!r})")
+    done, why = _run(["qstat", "-u", getpass.getuser()], timeout)
+    if done is None:
+        return Probe(False, why)
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return Probe(False, f"qstat -help says {first}, but qstat failed: {said[:200]}")
+    return Probe(True, f"qstat -help says {first}")
 
 
 BACKEND = BackendInfo(
     name="sge",
-    title="Grid Engine",
-    description="batch jobs on Grid Engine (being built)",
+    title="SGE",
+    description="batch jobs on Grid Engine: SGE, UGE, OGS (qsub, qstat, qacct, qdel)",
     capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
                               enforces_walltime=True, packs_locally=False),
     factory="corral.backends.batch.sge.backend:SgeBackend",
-    option_help=option_help({}),
-    backend_options=options_help(),
+    option_help=option_help({
+        "cores": "-pe <parallel_environment> N (none for 1 core)",
+        "memory": "-l <memory_resource>=<MB / cores, rounded up>M: SGE counts it per slot",
+        "walltime": "-l h_rt=<seconds>",
+        "gpus": "-l <gpu_resource>=N",
+        "name": "-N (letters, digits and _.+-,()[] kept; an array: the first job's name "
+                "and '(+N)')",
+        "after": "-hold_jid ID while the parent is known (a whole array for one of its tasks)",
+        "priority": "order of submission",
+        "retries": "a new qsub per retry",
+        "timeout": "qdel after it",
+        "cwd": "corral's runtime changes to it on the node",
+        "env": "set by corral's runtime on the node (the job also gets the driver's, -V)",
+        "partition": "-q QUEUE",
+        "account": "-P PROJECT",
+        "constraint": "-l EXPR (a resource request, e.g. arch=lx-amd64)",
+        "setup": "lines of the batch script",
+        "extra_flags": "added to qsub",
+        "python": "runs corral's runtime in the batch script",
+        "bundle": "one array task runs them in turn",
+    }, not_used=("qos",)),
+    backend_options=options_help(OWN_OPTIONS),
     answers=answers,
     driverless_control="corral.backends.batch.sge.backend:control_without_driver",
 )

@@ -1,0 +1,179 @@
+"""Grid Engine's command lines and what they print: pure builders and parsers,
+and the table of what its state letters mean.
+
+Nothing here runs a process; every parser is tested on output recorded from
+a real Son of Grid Engine 8.1.9 (``tests/recorded/sge/``). Facts that shaped it:
+
+* ``qsub -terse`` prints ``ID`` or, for an array, ``ID.1-N:1``.
+* ``qstat -xml -g d`` prints one ``job_list`` per array task (``<tasks>``
+  holds its index), pending ones too; ``-r`` adds ``<predecessor_jobs>``.
+  Finished jobs are gone from it at once.
+* A state is a word of letters (``qw``, ``hqw``, ``r``, ``Rr``, ``t``, ``s``,
+  ``Eqw``, ``dr``...): ``E`` is an error state the job never leaves by itself.
+* ``-hold_jid`` releases the children of a parent that ended in any way but
+  exit status 100, which puts the parent itself in ``Eqw`` and keeps its
+  children waiting for ever; deleting that parent then releases them.
+* ``qacct -j ID`` knows jobs that ran (``failed`` 37: killed at ``h_rt``;
+  100 with exit status 137: deleted while running), never a job deleted
+  while pending.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
+
+from corral.backends.batch.scheduler import Meaning, NativeRow
+from corral.status import JobStatus
+
+__all__ = ["job_number", "parse_qsub", "qstat_argv", "parse_qstat", "qacct_argv",
+           "parse_qacct", "parse_sconf", "meaning_of", "per_slot_mb", "job_name",
+           "PREDECESSOR_FAILED", "FINISHED"]
+
+#: The reason :func:`parse_qstat` gives a waiting job whose predecessor is in error.
+PREDECESSOR_FAILED = "predecessor in error state"
+#: The state of a row from accounting: the job is over.
+FINISHED = "finished"
+#: The letters of SGE's states that corral knows.
+_LETTERS = frozenset("qwhrtRsSTEd")
+#: ``failed`` codes of qacct and what they mean (others: a failure to start).
+_FAILED_CODES: Mapping[int, Meaning] = {
+    37: (JobStatus.TIMED_OUT, "killed by SGE at its h_rt limit (qacct failed 37)"),
+    100: (JobStatus.CANCELLED, "deleted (qdel) while running (qacct failed 100)"),
+}
+
+
+def job_number(native_id: str) -> str:
+    """The job of a native id: ``"12"`` of ``"12.3"`` (SGE's task notation)."""
+    return native_id.split(".", 1)[0]
+
+
+def per_slot_mb(memory_mb: int, cores: int) -> int:
+    """SGE multiplies a memory request by the slots of a parallel job: each of
+    *cores* slots asks for its share of *memory_mb*, rounded up."""
+    return math.ceil(memory_mb / max(cores, 1))
+
+
+def job_name(name: str) -> str:
+    """A name qsub accepts: ASCII letters, digits and ``_.+-,()[]`` (it refuses
+    white space and ``/:@\\*?``; others garble its answer), not starting with a digit."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.+,()\[\]-]+", "_", name).strip("_") or "corral"
+    return f"c{cleaned}" if cleaned[0].isdigit() else cleaned
+
+
+def parse_qsub(stdout: str) -> str:
+    """The job id from ``qsub -terse`` (``ID``, or ``ID.1-N:1`` for an array)."""
+    line = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    job_id = job_number(line.strip())
+    if not job_id.isdigit():
+        raise ValueError(f"qsub printed no job id: {stdout.strip()!r}")
+    return job_id
+
+
+def qstat_argv(user: str) -> list[str]:
+    """One query for every pending and running job of *user*, one row per array
+    task, with each job's predecessors."""
+    return ["qstat", "-xml", "-r", "-g", "d", "-u", user]
+
+
+def parse_qstat(stdout: str) -> dict[str, NativeRow]:
+    """Rows by native id (``ID`` or ``ID.TASK``) from :func:`qstat_argv`'s output.
+    A job waiting for a predecessor in error state gets :data:`PREDECESSOR_FAILED`
+    as its reason.
+
+    Raises:
+        ValueError: the output is not qstat's XML (a banner, a changed format).
+    """
+    try:
+        root = ElementTree.fromstring(stdout)
+    except ElementTree.ParseError as error:
+        raise ValueError(f"qstat printed no XML ({error}): {stdout.strip()[:200]!r}") from None
+    if root.tag != "job_info":
+        raise ValueError(f"qstat printed XML without job_info: {stdout.strip()[:200]!r}")
+    listed: list[tuple[str, str, list[str]]] = []
+    for entry in root.iter("job_list"):
+        number = (entry.findtext("JB_job_number") or "").strip()
+        if not number.isdigit():
+            continue
+        task = (entry.findtext("tasks") or "").strip()
+        native = f"{number}.{task}" if task.isdigit() else number
+        before = [text.strip() for text in (e.text for e in entry.iter("predecessor_jobs"))
+                  if text]
+        listed.append((native, (entry.findtext("state") or "").strip(), before))
+    in_error = {job_number(native) for native, state, _ in listed if "E" in state}
+    rows = {}
+    for native, state, before in listed:
+        failed = any(job_number(parent) in in_error
+                     for text in before for parent in text.replace(",", " ").split())
+        rows[native] = NativeRow(native, state, PREDECESSOR_FAILED if failed else "")
+    return rows
+
+
+def qacct_argv(job: str) -> list[str]:
+    """Accounting of one job (every task of an array)."""
+    return ["qacct", "-j", job_number(job)]
+
+
+def parse_qacct(stdout: str) -> dict[str, NativeRow]:
+    """Rows from ``qacct -j``: one per record, state :data:`FINISHED`, the
+    reason ``failed`` (``"37  : qmaster enforced h_rt..."``)."""
+    rows = {}
+    for block in re.split(r"^=+\s*$", stdout, flags=re.MULTILINE):
+        fields = {}
+        for line in block.splitlines():
+            key, _, value = line.strip().partition(" ")
+            if key:
+                fields[key] = value.strip()
+        number, task = fields.get("jobnumber", ""), fields.get("taskid", "undefined")
+        if not number.isdigit():
+            continue
+        native = f"{number}.{task}" if task.isdigit() else number
+        status_text = fields.get("exit_status", "").split(" ", 1)[0]
+        status = int(status_text) if status_text.isdigit() else None
+        # Killed by a signal: the shell's convention 128 + signal.
+        signal = status - 128 if status is not None and 128 < status < 160 else None
+        rows[native] = NativeRow(native, FINISHED, fields.get("failed", ""),
+                                 None if signal else status, signal)
+    return rows
+
+
+def parse_sconf(stdout: str) -> dict[str, str]:
+    """``qconf -sconf`` as a dict, its ``\\`` continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", stdout)
+    settings = {}
+    for line in joined.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and not key.startswith("#"):
+            settings[key] = value.strip()
+    return settings
+
+
+def _failed_code(reason: str) -> int:
+    text = reason.split(":", 1)[0].strip()
+    return int(text) if text.isdigit() else 0
+
+
+def meaning_of(row: NativeRow) -> Meaning | None:
+    """corral's status and words for a row of qstat or qacct; None for a state
+    with letters corral does not know (the base logs it and polls on)."""
+    state = row.state
+    if state == FINISHED:
+        code = _failed_code(row.reason)
+        if code in _FAILED_CODES:
+            return _FAILED_CODES[code]
+        if code:
+            return JobStatus.FAILED, f"SGE could not run it (qacct failed {row.reason})"
+        if row.signal:
+            return JobStatus.FAILED, f"killed by signal {row.signal}"
+        if row.exit_status:
+            return JobStatus.FAILED, f"exit code {row.exit_status}"
+        return JobStatus.COMPLETED, ""
+    if not state or set(state) - _LETTERS:
+        return None
+    if "E" in state:
+        return JobStatus.FAILED, f"SGE put it in error state ({state})"
+    if set(state) & set("rtsSTR") and "q" not in state:
+        return JobStatus.RUNNING, ""
+    return JobStatus.SUBMITTED, ""

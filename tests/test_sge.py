@@ -1,0 +1,330 @@
+"""corral on a real Grid Engine (SGE 8.1.9, one node of 4 slots, started once per
+session by ``tests/support/harnesses/sge.py``): what a user sees beyond the
+contract stories, and the traps of SGE the backend must handle — arrays from
+1, ``-w e`` refusals, ``-hold_jid`` children of a failed job, ``h_rt``, jobs gone
+from ``qstat`` the moment they end, and the command line with no driver.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from jobs import add, sleep_for, square, wait_for_file
+from support.cli import CORRAL
+from support.waiting import wait_until
+
+import corral
+from corral import JobStatus
+
+pytestmark = pytest.mark.cluster
+
+SGE_COMMANDS = ("qsub", "qstat", "qacct", "qdel", "qhold", "qrls", "qconf")
+
+
+def fail_after(release: str) -> None:
+    wait_for_file(release)
+    raise RuntimeError("the parent failed on purpose")
+
+
+def sge_states() -> dict[str, str]:
+    """State of every job of this user in SGE, by native id (``ID`` or ``ID.TASK``)."""
+    done = subprocess.run(["qstat", "-g", "d", "-u", "root"], capture_output=True, text=True,
+                          timeout=30)
+    states = {}
+    for line in done.stdout.splitlines()[2:]:
+        parts = line.split()
+        task = parts[-1] if parts[-1].isdigit() and len(parts) > 8 else ""
+        states[f"{parts[0]}.{task}" if task else parts[0]] = parts[4]
+    return states
+
+
+def predecessors(native_id: str) -> str:
+    done = subprocess.run(["qstat", "-j", native_id], capture_output=True, text=True, timeout=30)
+    for line in done.stdout.splitlines():
+        if line.startswith("jid_predecessor_list:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+@pytest.fixture
+def make(contract_sge, tmp_path: Path, release: Path) -> Iterator[Callable[..., corral.Scheduler]]:
+    """Schedulers on the SGE backend. At the end every blocked job is released,
+    everything is shut down, and no job the test submitted is left in SGE."""
+    made: list[corral.Scheduler] = []
+
+    def build(**options) -> corral.Scheduler:
+        sched = corral.Scheduler(backend="sge", workdir=tmp_path / f"run{len(made)}",
+                                 backend_options={"poll_interval": 0.2, **options})
+        made.append(sched)
+        return sched
+
+    yield build
+    release.touch()
+    natives = set()
+    for sched in made:
+        if not sched.wait(timeout=30):
+            sched.interrupt()
+        natives |= {job.native_id.split(".")[0] for job in sched.jobs() if job.native_id}
+        sched.shutdown()
+    wait_until(lambda: not {n.split(".")[0] for n in sge_states()} & natives, timeout=30,
+               message=f"the test's SGE jobs {sorted(natives)} to leave SGE")
+
+
+@pytest.fixture
+def counted_commands(tmp_path: Path, monkeypatch) -> Path:
+    """Wrappers first on PATH that log each SGE command's name and time."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "commands.log"
+    bin_dir.mkdir()
+    for name in SGE_COMMANDS:
+        real = shutil.which(name)
+        assert real is not None, f"{name} is not on PATH"
+        (bin_dir / name).write_text(f"#!/bin/sh\necho \"{name} $(date +%s.%N)\" >> '{log}'\n"
+                                    f"exec '{real}' \"$@\"\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def counts_of(log: Path) -> Counter:
+    return Counter(line.split()[0] for line in log.read_text().splitlines() if line)
+
+
+def submit_together(sched: corral.Scheduler, count: int, fn=square, *args,
+                    **options) -> list[corral.Job]:
+    """``fn(i, *args)`` for i < *count*, in one dispatch."""
+    sched.pause()
+    jobs = [sched.options(**options).submit(fn, i, *args) if options else
+            sched.submit(fn, i, *args) for i in range(count)]
+    sched.resume()
+    return jobs
+
+
+# -- arrays, dependencies, refusals, time limits ------------------------------------------------
+
+
+def test_calls_dispatched_together_are_one_array_from_task_one(make, counted_commands):
+    sched = make()
+    jobs = submit_together(sched, 5)
+    assert [job.result(timeout=60) for job in jobs] == [0, 1, 4, 9, 16]
+    array = jobs[0].native_id.split(".")[0]
+    assert [job.native_id for job in jobs] == [f"{array}.{task}" for task in range(1, 6)]
+    assert counts_of(counted_commands)["qsub"] == 1
+
+
+def test_a_lone_job_is_no_array_and_sees_sges_variables(make):
+    """SGE_TASK_ID is "undefined" outside an array: the job still runs (as index 0)."""
+    from jobs import report_environment
+
+    job = make().submit(report_environment, "JOB_ID", "SGE_TASK_ID")
+    seen = job.result(timeout=60)
+    assert "." not in job.native_id
+    assert (seen["JOB_ID"], seen["SGE_TASK_ID"]) == (job.native_id, "undefined")
+
+
+def test_a_child_waits_in_sge_on_its_parent_and_is_cancelled_when_the_parent_fails(
+        make, release):
+    sched = make()
+    parent = sched.submit(fail_after, str(release))
+    child = sched.submit(add, parent, 1)
+    wait_until(lambda: child.native_id is not None, timeout=30, message="the child in SGE")
+    assert predecessors(child.native_id) == parent.native_id  # -hold_jid: chained in SGE
+    assert sge_states()[child.native_id] == "hqw"
+    release.touch()
+    with pytest.raises(corral.CancelledError):
+        child.result(timeout=60)
+    assert child.reason == f"upstream job {parent.id} 'fail_after' failed"
+    assert parent.status is JobStatus.FAILED and "on purpose" in str(parent.exception())
+    # The parent ended with exit status 100 (so that SGE held the child): SGE
+    # keeps it in error state (Eqw) until corral deletes it, when the driver closes.
+    sched.shutdown()
+    wait_until(lambda: parent.native_id not in sge_states(), timeout=30,
+               message="the failed parent deleted from SGE")
+
+
+def test_a_request_no_queue_can_satisfy_is_refused_at_submit(make):
+    sched = make()
+    big = sched.options(cores=64, memory="1G").submit(square, 2)
+    with pytest.raises(corral.JobFailed):
+        big.result(timeout=60)
+    assert big.reason == ("qsub refused it: no queue can ever run it as asked (64 cores (-pe smp)"
+                          ", 1024 MB (h_vmem)): qsub exited 1: Unable to run job: error: no "
+                          "suitable queues Exiting.")
+    gpu = sched.options(gpus=1).submit(square, 2)
+    with pytest.raises(corral.JobFailed):
+        gpu.result(timeout=60)
+    assert gpu.reason == ('qsub refused it: qsub exited 1: Unable to run job: unknown resource '
+                          '"gpu" Exiting.')
+
+
+def test_a_job_past_its_walltime_is_timed_out_by_the_runtime_or_else_by_sge(make):
+    sched = make()
+    by_runtime = sched.options(walltime="2s").submit(sleep_for, 30)
+    # A limit only SGE knows (the runtime was not told): SGE kills the job at
+    # h_rt, it leaves no result, and qacct tells why.
+    by_sge = sched.options(extra_flags="-l h_rt=2").submit(sleep_for, 30)
+    for job in (by_runtime, by_sge):
+        with pytest.raises(corral.JobTimedOut):
+            job.result(timeout=60)
+    assert by_runtime.reason.startswith("ran past its walltime of 2 s")
+    assert by_sge.reason.startswith(f"killed by SGE at its h_rt limit (qacct failed 37) "
+                                    f"(SGE job {by_sge.native_id})")
+
+
+def test_bundled_calls_share_array_tasks_and_keep_their_own_outcomes(make, counted_commands):
+    sched = make()
+    jobs = submit_together(sched, 40, bundle=10)
+    assert [job.result(timeout=90) for job in jobs] == [i * i for i in range(40)]
+    assert len({job.native_id for job in jobs}) == 4  # four array tasks of ten calls
+    assert counts_of(counted_commands)["qsub"] == 1
+
+
+# -- what it costs -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_two_hundred_calls_cost_one_qsub_per_array_chunk_and_one_qstat_per_poll(
+        make, counted_commands, tmp_path):
+    begun = time.monotonic()
+    sched = make(poll_interval=0.5, max_array_size=64)
+    jobs = submit_together(sched, 200)
+    assert [job.result(timeout=240) for job in jobs] == [i * i for i in range(200)]
+    elapsed = time.monotonic() - begun
+    logged = [line.split() for line in counted_commands.read_text().splitlines()]
+    counts = Counter(name for name, _ in logged)
+    qstat_times = [float(stamp) for name, stamp in logged if name == "qstat"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(qstat_times)]
+    report = {"calls": 200, "elapsed_s": round(elapsed, 2),
+              "counts": {name: counts.get(name, 0) for name in SGE_COMMANDS},
+              "min_qstat_gap_s": round(min(gaps), 3) if gaps else None}
+    print(json.dumps(report))
+    assert counts["qsub"] == math.ceil(200 / 64) == 4, report
+    assert len({job.native_id.split(".")[0] for job in jobs}) == 4
+    assert counts["qstat"] <= elapsed / 0.5 + 2, report
+    assert min(gaps) >= 0.4, report
+
+
+# -- a driver that died, and the command line -----------------------------------------------------
+
+DRIVER = textwrap.dedent("""
+    import json, os, sys, time
+    import corral
+
+    def slow(release, value):
+        while not os.path.exists(release):
+            time.sleep(0.05)
+        return value
+
+    def fail_when(release):
+        slow(release, None)
+        raise RuntimeError("failed with no driver")
+
+    def add(a, b):
+        return a + b
+
+    run_dir, release, mode, story = sys.argv[1:5]
+    with corral.Scheduler(backend="sge", journal=run_dir,
+                          backend_options={"poll_interval": 0.2}) as scheduler:
+        if story == "sum":
+            first = scheduler.submit(slow, release, 1)
+            second = scheduler.submit(slow, release, 2)
+        else:
+            first = scheduler.submit(fail_when, release)
+            second = scheduler.submit(slow, release, 2)
+        total = scheduler.submit(add, first, second)
+        jobs = [first, second, total]
+        if mode == "die":
+            while any(job.native_id is None for job in jobs):
+                time.sleep(0.02)
+            print(json.dumps([job.native_id for job in jobs]), flush=True)
+            os.kill(os.getpid(), 9)
+        import concurrent.futures
+        concurrent.futures.wait(jobs, timeout=120)
+        print(json.dumps([[job.status.name, job.reason] for job in jobs]), flush=True)
+""")
+
+
+def corral_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CORRAL, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def run_driver(tmp_path: Path, mode: str, story: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    return subprocess.run([sys.executable, str(script), str(tmp_path / "run"),
+                           str(tmp_path / "release"), mode, story],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+
+
+def test_without_a_driver_the_command_line_acts_on_the_jobs_in_sge(contract_sge, tmp_path):
+    died = run_driver(tmp_path, "die", "sum")
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    natives = json.loads(died.stdout)
+    run = ["--run", str(tmp_path / "run")]
+
+    listing = corral_command(*run, "status")
+    assert listing.returncode == 0, listing.stderr
+    assert "SGE ID" in listing.stdout
+    for native in natives:
+        assert native in listing.stdout
+
+    wait_until(lambda: all(sge_states().get(n) == "r" for n in natives[:2]), 30,
+               "the parents running in SGE")
+    paused = corral_command(*run, "pause")
+    assert paused.returncode == 0, paused.stderr
+    assert "no driver runs: pause sent to SGE" in paused.stderr
+    child = natives[2]  # waits in SGE for its parents (-hold_jid); a pause holds it
+    wait_until(lambda: sge_states().get(child) == "hqw", 30, "the pending child held in SGE")
+    assert predecessors(child) == natives[0].split(".")[0]  # the parents' array, as a whole
+    resumed = corral_command(*run, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+    cancelled = corral_command(*run, "cancel", "1")
+    assert cancelled.stdout.strip() == "cancelled 1", cancelled.stderr
+    wait_until(lambda: natives[0] not in sge_states(), 30, "job 1 deleted in SGE")
+
+    (tmp_path / "release").touch()
+    again = run_driver(tmp_path, "finish", "sum")
+    assert again.returncode == 0, again.stderr
+    (first, second, total) = json.loads(again.stdout)
+    assert first == ["CANCELLED", f"deleted (qdel) while running (qacct failed 100) "
+                                  f"(SGE job {natives[0]})"]
+    assert second == ["COMPLETED", None]
+    assert total[0] == "CANCELLED" and "upstream job 1" in total[1]
+    wait_until(lambda: not set(natives) & set(sge_states()), 30,
+               "the run's jobs to leave SGE (a finished task lingers a moment)")
+
+
+def test_a_parent_that_fails_with_no_driver_holds_its_child_until_the_rerun_cancels_it(
+        contract_sge, tmp_path):
+    """SGE keeps a -hold_jid child waiting for ever once its parent exited 100
+    (error state, Eqw); the next driver cancels the child with the reason and
+    deletes both from SGE."""
+    died = run_driver(tmp_path, "die", "fail")
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    failing, fine, child = json.loads(died.stdout)
+    (tmp_path / "release").touch()
+    wait_until(lambda: sge_states().get(failing) == "Eqw" and fine not in sge_states(), 60,
+               "the parent in error state and its sibling done")
+    assert sge_states()[child] == "hqw"  # SGE will never start it
+    again = run_driver(tmp_path, "finish", "fail")
+    assert again.returncode == 0, again.stderr
+    (first, second, total) = json.loads(again.stdout)
+    assert first[0] == "FAILED" and "failed with no driver" in first[1]
+    assert second == ["COMPLETED", None]
+    assert total[0] == "CANCELLED" and total[1] == "upstream job 1 'fail_when' failed"
+    wait_until(lambda: not {failing, fine, child} & set(sge_states()), 30,
+               "the run's jobs, the failed one included, to leave SGE")
