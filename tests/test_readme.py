@@ -52,6 +52,20 @@ def test_the_slurm_example_in_the_readme_runs_on_slurm(slurm, tmp_path):
     assert (tmp_path / "runs" / "sweep" / "journal.db").exists()
 
 
+def test_the_scheduler_table_in_the_readme_is_one_corral_accepts_and_uses(tmp_path):
+    """The README's ``[schedulers.ourq]`` example, written to a corral.toml, is
+    listed by ``corral backends`` with what the table set."""
+    [table] = re.findall(r"```toml\n(\[schedulers\..*?)```", README, re.S)
+    (tmp_path / "corral.toml").write_text(table)
+    env = {**os.environ, "CORRAL_CONFIG": os.fspath(tmp_path / "no-user-file.toml")}
+    done = subprocess.run([os.fspath(Path(sys.executable).with_name("corral")), "backends",
+                           "ourq"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert "holds pending jobs on pause" in done.stdout
+    assert "-l ncpus={cores}" in done.stdout
+
+
 def test_the_demo_runs_and_shows_what_went_right_and_wrong(tmp_path):
     # Its temporary directory (kept, for the user to look at) goes in tmp_path, not /tmp.
     done = subprocess.run([sys.executable, "-m", "corral.demo"], capture_output=True, text=True,
