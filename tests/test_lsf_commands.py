@@ -156,7 +156,8 @@ def test_pending_and_held_are_told_apart():
     rows = LSF.parse_status(recorded("bjobs_states.json"))
     assert [n for n, row in rows.items() if LSF.is_pending(row)] == [
         "22001", "22002", "22003", "22004", "22020[3]"]
-    assert [n for n, row in rows.items() if LSF.is_held(row)] == ["22004"]
+    # USUSP too: a running job bstop reached (resume must bresume it).
+    assert [n for n, row in rows.items() if LSF.is_held(row)] == ["22004", "22006"]
 
 
 def test_no_job_found_is_no_jobs_but_other_text_is_refused():

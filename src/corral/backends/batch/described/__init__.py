@@ -89,12 +89,11 @@ from __future__ import annotations
 
 import getpass
 import itertools
-import shutil
-import subprocess
 from collections.abc import Mapping
 from typing import Any
 
 from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
+from corral.backends.batch import probing
 from corral.backends.batch.described.table import Table, TableError, parse_table
 from corral.backends.batch.settings import options_help
 
@@ -149,18 +148,13 @@ def table_of(info: BackendInfo) -> Table | None:
 def _answers(table: Table, timeout: float = 5.0) -> Probe:
     """Whether the table's status command answers with exit status 0 within *timeout*."""
     argv = [part.format(user=getpass.getuser()) for part in table.status]
-    if shutil.which(argv[0]) is None:
-        return Probe(False, f"{argv[0]} is not on PATH")
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return Probe(False, f"{argv[0]} did not answer within {timeout:g} s")
-    except (OSError, subprocess.SubprocessError) as error:
-        return Probe(False, f"{argv[0]} could not run ({error})")
+    if (absent := probing.missing(argv[0])) is not None:
+        return absent
+    done = probing.ask(argv, timeout)
+    if isinstance(done, Probe):
+        return done
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        return Probe(False, f"{' '.join(argv)} failed: {said[:200]}")
+        return probing.failed(done, " ".join(argv))
     return Probe(True, f"{' '.join(argv)} answered ([schedulers.{table.name}] of the settings)")
 
 

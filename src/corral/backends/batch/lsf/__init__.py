@@ -7,11 +7,10 @@ holds the probe ``backend="auto"`` runs; the backend's code, in
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from typing import Any
 
 from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
+from corral.backends.batch import probing
 from corral.backends.batch.settings import options_help
 
 __all__ = ["BACKEND", "OWN_OPTIONS", "answers"]
@@ -27,23 +26,17 @@ OWN_OPTIONS: dict[str, tuple[Any, str]] = {
 def answers(timeout: float = 5.0) -> Probe:
     """Whether an LSF cluster answers here: ``bsub`` and ``lsid`` are on PATH
     and ``lsid`` names IBM Spectrum LSF (or Platform LSF) within *timeout* seconds."""
-    missing = [name for name in ("bsub", "bjobs", "lsid") if shutil.which(name) is None]
-    if missing:
-        return Probe(False, f"{missing[0]} is not on PATH")
-    try:
-        probe = subprocess.run(["lsid"], capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return Probe(False, f"lsid did not answer within {timeout:g} s")
-    except (OSError, subprocess.SubprocessError) as error:
-        return Probe(False, f"lsid could not run ({error})")
-    said = (probe.stdout.strip().splitlines() or probe.stderr.strip().splitlines()
-            or [f"exit status {probe.returncode}"])
-    if probe.returncode != 0:
-        return Probe(False, f"lsid failed: {said[-1][:200]}")
-    if "LSF" not in said[0]:
-        return Probe(False, f"lsid does not name LSF: {said[0][:200]}")
-    return Probe(True, f"lsid says {said[0][:200]}")
+    if (absent := probing.missing("bsub", "bjobs", "lsid")) is not None:
+        return absent
+    done = probing.ask(["lsid"], timeout)
+    if isinstance(done, Probe):
+        return done
+    if done.returncode != 0:
+        return probing.failed(done, "lsid")
+    said = (done.stdout.strip().splitlines() or [""])[0]
+    if "LSF" not in said:
+        return Probe(False, f"lsid does not name LSF: {said[:200]}")
+    return Probe(True, f"lsid says {said[:200]}")
 
 
 BACKEND = BackendInfo(

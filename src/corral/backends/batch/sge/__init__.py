@@ -9,11 +9,10 @@ holds the probe ``backend="auto"`` runs; the backend's code, in
 from __future__ import annotations
 
 import getpass
-import shutil
-import subprocess
 from typing import Any
 
 from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
+from corral.backends.batch import probing
 from corral.backends.batch.settings import options_help
 
 __all__ = ["BACKEND", "answers", "OWN_OPTIONS"]
@@ -32,36 +31,24 @@ OWN_OPTIONS: dict[str, tuple[Any, str]] = {
 }
 
 
-def _run(argv: list[str], timeout: float) -> tuple[subprocess.CompletedProcess | None, str]:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL), ""
-    except subprocess.TimeoutExpired:
-        return None, f"{' '.join(argv)} did not answer within {timeout:g} s"
-    except (OSError, subprocess.SubprocessError) as error:
-        return None, f"{argv[0]} could not run ({error})"
-
-
 def answers(timeout: float = 5.0) -> Probe:
     """Whether a Grid Engine answers here: ``qsub`` and ``qstat`` are on PATH,
     ``qstat -help`` names a Grid Engine (PBS's ``qstat`` has the same name) and
     ``qstat`` reaches the qmaster within *timeout* seconds."""
-    missing = [name for name in ("qsub", "qstat") if shutil.which(name) is None]
-    if missing:
-        return Probe(False, f"{missing[0]} is not on PATH")
-    done, why = _run(["qstat", "-help"], timeout)
-    if done is None:
-        return Probe(False, why)
+    if (absent := probing.missing("qsub", "qstat")) is not None:
+        return absent
+    done = probing.ask(["qstat", "-help"], timeout)
+    if isinstance(done, Probe):
+        return done
     first = (done.stdout.strip().splitlines() or [""])[0].strip()
     if first.split(" ", 1)[0] not in _GRID_ENGINES:
         return Probe(False, f"qstat -help does not name a Grid Engine (it begins "
                             f"{first[:60]!r})")
-    done, why = _run(["qstat", "-u", getpass.getuser()], timeout)
-    if done is None:
-        return Probe(False, why)
+    done = probing.ask(["qstat", "-u", getpass.getuser()], timeout)
+    if isinstance(done, Probe):
+        return done
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        return Probe(False, f"qstat -help says {first}, but qstat failed: {said[:200]}")
+        return probing.failed(done, f"qstat -help says {first}, but qstat")
     return Probe(True, f"qstat -help says {first}")
 
 

@@ -7,10 +7,8 @@ holds the probe ``backend="auto"`` runs; the backend's code, in
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
+from corral.backends.batch import probing
 from corral.backends.batch.settings import options_help
 
 __all__ = ["BACKEND", "answers"]
@@ -20,19 +18,14 @@ def answers(timeout: float = 5.0) -> Probe:
     """Whether a Slurm controller answers this machine's client commands:
     ``sbatch`` and ``squeue`` are on PATH and ``squeue --me`` succeeds within
     *timeout* seconds."""
-    missing = [name for name in ("sbatch", "squeue") if shutil.which(name) is None]
-    if missing:
-        return Probe(False, f"{missing[0]} is not on PATH")
-    try:
-        probe = subprocess.run(["squeue", "--noheader", "--me", "--states=all", "--format=%i"],
-                               capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return Probe(False, f"squeue --me did not answer within {timeout:g} s")
-    except (OSError, subprocess.SubprocessError) as error:
-        return Probe(False, f"squeue could not run ({error})")
-    if probe.returncode != 0:
-        said = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
-        return Probe(False, f"squeue --me failed: {said[:200]}")
+    if (absent := probing.missing("sbatch", "squeue")) is not None:
+        return absent
+    argv = ["squeue", "--noheader", "--me", "--states=all", "--format=%i"]
+    done = probing.ask(argv, timeout)
+    if isinstance(done, Probe):
+        return done
+    if done.returncode != 0:
+        return probing.failed(done, "squeue --me")
     return Probe(True, "squeue --me answered")
 
 
