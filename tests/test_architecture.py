@@ -419,7 +419,7 @@ def test_status_says_a_job_of_a_backend_not_installed_here_may_still_run(tmp_pat
     shown = subprocess.run([sys.executable, "-m", "corral.cli", "--run", os.fspath(run_dir),
                             "status"], capture_output=True, text=True, timeout=60,
                            env={**os.environ, "COLUMNS": "200"})
-    assert "may still run on 'oursched' (not installed here)" in shown.stdout, \
+    assert "may still run on 'oursched' (unknown here)" in shown.stdout, \
         shown.stdout + shown.stderr
     assert "nothing runs it now" not in shown.stdout
 

@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 
 from support.cli import Corral, assert_one_line_error
+from support.processes import pids_alive
+from support.waiting import wait_until
 
 from corral.backends import backend_info, backend_names
 
@@ -90,3 +92,17 @@ def test_options_for_one_backend_shows_only_its_form_of_each_option(tmp_path):
 def test_options_for_an_unknown_backend_is_an_error_naming_it(tmp_path):
     outcome = Corral(tmp_path, tmp_path / "run")("options", "--backend", "nope")
     assert_one_line_error(outcome, 2, r"unknown backend 'nope' \(known: local, slurm")
+
+
+def test_a_probe_that_hangs_is_given_up_and_leaves_no_process_behind(tmp_path):
+    pids = tmp_path / "pids"
+    path = commands(tmp_path / "bin", {
+        "qsub": "exit 0",
+        # A hung qstat with a child of its own, as a wrapper script stuck on its server.
+        "qstat": f"/bin/sleep 300 & echo $! >> {pids}\necho $$ >> {pids}\nwait"})
+    shown = Corral(tmp_path, tmp_path / "run", env={"PATH": path}).ok("backends", "sge").out
+    assert blocks(shown)["sge"]["here"] == "not here: qstat -help did not answer within 5 s"
+    started = [int(pid) for pid in pids.read_text().split()]  # PBS's probe asks qstat too
+    assert started and len(started) % 2 == 0
+    wait_until(lambda: not pids_alive(started), timeout=10,
+               message=f"the hung probe's processes {started} to be gone")

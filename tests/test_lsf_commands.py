@@ -69,6 +69,9 @@ def test_a_bad_unit_for_limits_is_refused_naming_what_it_accepts():
                                          r"LSF_UNIT_FOR_LIMITS unit \(one of KB, MB, GB, TB, "
                                          r"PB, EB\)$"):
         LsfScheduler(unit_for_limits="bytes")
+    for wrong in (["MB"], {"MB": 1}, 7):  # not a string, not hashable: the same message
+        with pytest.raises(ValueError, match=r"^unit_for_limits=.* is not an LSF_UNIT"):
+            LsfScheduler(unit_for_limits=wrong)
     with pytest.raises(ValueError, match="unknown LSF backend option 'unit_for_limit'; did "
                                          "you mean 'unit_for_limits'"):
         corral.Scheduler(backend="lsf", backend_options={"unit_for_limit": "MB"})

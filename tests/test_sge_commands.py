@@ -250,3 +250,17 @@ def test_a_script_maps_sges_undefined_task_id_to_index_zero(tmp_path):
 def test_a_row_from_accounting_of_a_job_killed_by_a_signal():
     row = NativeRow("9", commands.FINISHED, "0", None, 15)
     assert SgeScheduler().meaning(row) == (JobStatus.FAILED, "killed by signal 15")
+
+
+@pytest.mark.parametrize("odd", ["²", "٣", "9" * 5000, "--1"])
+def test_a_number_field_that_is_no_ascii_number_is_absent_not_a_crash(odd):
+    """One odd field must not make the whole answer unreadable (or end the loop)."""
+    record = (f"==============\njobnumber 5\ntaskid undefined\nfailed {odd}  : x\n"
+              f"exit_status {odd}\n==============\njobnumber 6\ntaskid undefined\n"
+              "failed 0\nexit_status 0\n")
+    rows = commands.parse_qacct(record)
+    assert rows["5"].exit_status is None and rows["6"].exit_status == 0
+    assert commands.meaning_of(rows["5"]) is not None
+    assert commands.meaning_of(rows["6"]) == (JobStatus.COMPLETED, "")
+    with pytest.raises(ValueError, match="qsub printed no job id"):
+        commands.parse_qsub(f"{odd}\n")

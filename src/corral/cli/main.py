@@ -161,6 +161,10 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     else:
         problems = []
     on_cluster = run.cluster_jobs(jobs)
+    unknown = run.jobs_of_unknown_backends(jobs)
+    if unknown:  # a scheduler described in a config file not read here, or one with a mistake
+        _register_configured_backends(strict=True)
+        raise CommandError(_unreachable(unknown), EXIT_UNREACHABLE)
     if not on_cluster:
         return None
     chosen = [job for job in jobs if str(job.id) in on_cluster]
@@ -178,6 +182,17 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
                      if job_id not in ids and not any(p.startswith(f"no job {job_id} ")
                                                       for p in problems)]
     return {"cancelled": ids, "problems": problems}
+
+
+def _unreachable(unknown: dict[str, str]) -> str:
+    """Why no driver and nothing here can act on jobs of backends unknown here."""
+    backends = sorted(set(unknown.values()))
+    ids = sorted(unknown, key=lambda job_id: (len(job_id), job_id))
+    return (f"no driver runs, and job(s) {', '.join(ids)} went to the "
+            f"backend {', '.join(map(repr, backends))}, unknown here: corral cannot reach "
+            "them. A scheduler described in a corral.toml is known where that file is read "
+            "(the user's file, or corral.toml in the current directory); a site's backend, "
+            "where its package is installed")
 
 
 def _by_backend(jobs: list[StoredJob], backends: dict[str, str]) -> dict[str, list[StoredJob]]:

@@ -73,7 +73,7 @@ ORPHANED_REASON = "its driver is gone: nothing runs it now"
 
 def unknown_backend_reason(backend: str) -> str:
     """The DETAIL of an unfinished job of a backend not installed where status runs."""
-    return f"may still run on {backend!r} (not installed here)"
+    return f"may still run on {backend!r} (unknown here)"
 
 
 def _detail(job: StoredJob, paused: bool, orphaned: bool = False,

@@ -4,7 +4,10 @@ in its own words. Light on purpose: a scheduler's package ``__init__`` imports i
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 
@@ -22,15 +25,23 @@ def missing(*commands: str) -> Probe | None:
 
 
 def ask(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str] | Probe:
-    """Run *argv* (no stdin) and return what it did; a Probe saying no when it
-    cannot run or does not answer within *timeout* seconds."""
+    """Run *argv* (no stdin, in a session of its own) and return what it did; a
+    Probe saying no when it cannot run or does not answer within *timeout* seconds,
+    after killing it and whatever it started (a hung wrapper's children too)."""
     try:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return Probe(False, f"{' '.join(argv)} did not answer within {timeout:g} s")
+        process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
     except (OSError, subprocess.SubprocessError) as error:
         return Probe(False, f"{argv[0]} could not run ({error})")
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # one that left the session
+            process.communicate(timeout=2)  # may hold the pipes: not waited for further
+        return Probe(False, f"{' '.join(argv)} did not answer within {timeout:g} s")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def failed(done: subprocess.CompletedProcess[str], what: str) -> Probe:

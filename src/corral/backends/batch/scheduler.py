@@ -32,6 +32,7 @@ The contract between the rendered script and the base (every template keeps it):
 from __future__ import annotations
 
 import enum
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +43,23 @@ from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
 __all__ = ["BatchScheduler", "NativeRow", "SubmitRequest", "ClusterLimits", "NeverStarts",
-           "NeverKind", "Meaning"]
+           "NeverKind", "Meaning", "number"]
 
 #: What corral makes of a scheduler's state: a status and the words of a reason.
 Meaning = tuple[JobStatus, str]
+
+_NUMBER = re.compile(r"-?[0-9]{1,18}")
+
+
+def number(text: str, signed: bool = False) -> int | None:
+    """The integer a scheduler printed, or None for anything else. ASCII digits
+    only, and not too many: ``str.isdigit`` accepts "¹" and 5,000 digits, which
+    ``int`` then refuses or chokes on, and one odd field must not make a whole
+    status answer unreadable."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text) or (text.startswith("-") and not signed):
+        return None
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from corral.backends.batch.scheduler import Meaning, NativeRow, SubmitRequest
+from corral.backends.batch.scheduler import Meaning, NativeRow, SubmitRequest, number
 from corral.status import JobStatus
 
 __all__ = ["UNITS", "BJOBS_FIELDS", "bsub_argv", "parse_bsub", "bjobs_argv", "parse_bjobs",
@@ -137,8 +137,7 @@ def parse_bjobs(stdout: str) -> dict[str, NativeRow]:
             continue
         native = f"{job_id}[{index}]" if index not in ("", "0") and "[" not in job_id \
             else job_id
-        code = str(record.get("EXIT_CODE", "")).strip()
-        exit_status = int(code) if code.isdigit() else None
+        exit_status = number(str(record.get("EXIT_CODE", "")))
         ended = str(record.get("EXIT_REASON", "")).strip()
         pending = str(record.get("PEND_REASON", "")).strip().rstrip(";")
         rows[native] = NativeRow(native, str(record.get("STAT", "")).strip(), ended or pending,

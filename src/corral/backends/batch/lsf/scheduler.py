@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from corral.backends.batch.lsf import OWN_OPTIONS, commands
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
-                                             NeverKind, NeverStarts, SubmitRequest)
+                                             NeverKind, NeverStarts, SubmitRequest, number)
 
 __all__ = ["LsfScheduler"]
 
@@ -32,9 +32,9 @@ class LsfScheduler(BatchScheduler):
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         unit = self.settings["unit_for_limits"]
-        canonical = unit.upper() if isinstance(unit, str) else unit
+        canonical = unit.upper() if isinstance(unit, str) else None
         canonical = {"K": "KB", "M": "MB", "G": "GB", "T": "TB", "P": "PB", "E": "EB"}.get(
-            canonical, canonical)
+            canonical or "", canonical)
         if canonical not in commands.UNITS:
             raise ValueError(f"unit_for_limits={unit!r} is not an LSF_UNIT_FOR_LIMITS unit "
                              f"(one of {', '.join(commands.UNITS)})")
@@ -63,9 +63,9 @@ class LsfScheduler(BatchScheduler):
         size, clean = params.get("MAX_JOB_ARRAY_SIZE", ""), params.get("CLEAN_PERIOD", "")
         default = self.default_limits
         return ClusterLimits(
-            max_array_tasks=int(size) if size.isdigit() and int(size) > 0
-            else default.max_array_tasks,
-            forget_after_s=float(clean) if clean.isdigit() else default.forget_after_s,
+            max_array_tasks=number(size) or default.max_array_tasks,
+            forget_after_s=float(seconds) if (seconds := number(clean)) is not None
+            else default.forget_after_s,
             accounting=False)
 
     def never_starts(self, row: NativeRow) -> NeverStarts | None:

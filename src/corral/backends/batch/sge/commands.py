@@ -25,7 +25,7 @@ import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
 
-from corral.backends.batch.scheduler import Meaning, NativeRow
+from corral.backends.batch.scheduler import Meaning, NativeRow, number
 from corral.status import JobStatus
 
 __all__ = ["job_number", "parse_qsub", "qstat_argv", "parse_qstat", "qacct_argv",
@@ -67,7 +67,7 @@ def parse_qsub(stdout: str) -> str:
     """The job id from ``qsub -terse`` (``ID``, or ``ID.1-N:1`` for an array)."""
     line = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     job_id = job_number(line.strip())
-    if not job_id.isdigit():
+    if number(job_id) is None:
         raise ValueError(f"qsub printed no job id: {stdout.strip()!r}")
     return job_id
 
@@ -94,11 +94,11 @@ def parse_qstat(stdout: str) -> dict[str, NativeRow]:
         raise ValueError(f"qstat printed XML without job_info: {stdout.strip()[:200]!r}")
     listed: list[tuple[str, str, list[str]]] = []
     for entry in root.iter("job_list"):
-        number = (entry.findtext("JB_job_number") or "").strip()
-        if not number.isdigit():
+        job = number(entry.findtext("JB_job_number") or "")
+        if job is None:
             continue
-        task = (entry.findtext("tasks") or "").strip()
-        native = f"{number}.{task}" if task.isdigit() else number
+        task = number(entry.findtext("tasks") or "")
+        native = f"{job}.{task}" if task is not None else str(job)
         before = [text.strip() for text in (e.text for e in entry.iter("predecessor_jobs"))
                   if text]
         listed.append((native, (entry.findtext("state") or "").strip(), before))
@@ -126,12 +126,11 @@ def parse_qacct(stdout: str) -> dict[str, NativeRow]:
             key, _, value = line.strip().partition(" ")
             if key:
                 fields[key] = value.strip()
-        number, task = fields.get("jobnumber", ""), fields.get("taskid", "undefined")
-        if not number.isdigit():
+        job, task = number(fields.get("jobnumber", "")), number(fields.get("taskid", ""))
+        if job is None:
             continue
-        native = f"{number}.{task}" if task.isdigit() else number
-        status_text = fields.get("exit_status", "").split(" ", 1)[0]
-        status = int(status_text) if status_text.isdigit() else None
+        native = f"{job}.{task}" if task is not None else str(job)
+        status = number(fields.get("exit_status", "").split(" ", 1)[0])
         # Killed by a signal: the shell's convention 128 + signal.
         signal = status - 128 if status is not None and 128 < status < 160 else None
         rows[native] = NativeRow(native, FINISHED, fields.get("failed", ""),
@@ -151,8 +150,7 @@ def parse_sconf(stdout: str) -> dict[str, str]:
 
 
 def _failed_code(reason: str) -> int:
-    text = reason.split(":", 1)[0].strip()
-    return int(text) if text.isdigit() else 0
+    return number(reason.split(":", 1)[0]) or 0
 
 
 def meaning_of(row: NativeRow) -> Meaning | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, Meaning, NativeRow,
-                                             NeverKind, NeverStarts, SubmitRequest)
+                                             NeverKind, NeverStarts, SubmitRequest, number)
 from corral.backends.batch.sge import OWN_OPTIONS, commands
 
 __all__ = ["SgeScheduler"]
@@ -122,7 +122,7 @@ class SgeScheduler(BatchScheduler):
         flush = max(_seconds(reporting.get(key, "")) for key in
                     ("flush_time", "accounting_flush_time"))
         return ClusterLimits(
-            max_array_tasks=int(tasks) if tasks.isdigit() and int(tasks) else 75000,
+            max_array_tasks=number(tasks) or 75000,
             # The query forgets at once; qacct knows a job once accounting is flushed.
             forget_after_s=flush + 5.0,
             accounting=reporting.get("accounting", "true").lower() == "true")
@@ -158,7 +158,7 @@ class SgeScheduler(BatchScheduler):
 
 def _seconds(text: str) -> float:
     """Seconds of SGE's ``HH:MM:SS`` (0 if unreadable)."""
-    parts = text.split(":")
-    if not all(part.isdigit() for part in parts) or not text:
+    parts = [number(part) for part in text.split(":")]
+    if any(part is None for part in parts):
         return 0.0
-    return float(sum(int(part) * 60 ** i for i, part in enumerate(reversed(parts))))
+    return float(sum(part * 60 ** i for i, part in enumerate(reversed(parts)) if part))

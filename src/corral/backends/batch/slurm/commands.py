@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from corral.backends.batch.scheduler import NativeRow
+from corral.backends.batch.scheduler import NativeRow, number
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
@@ -109,7 +109,7 @@ def parse_squeue(stdout: str) -> dict[str, SlurmRow]:
             native_id = f"{array_job}_{array_task}"
         else:
             native_id = job_id
-        status = int(exit_code) if exit_code.lstrip("-").isdigit() else None
+        status = number(exit_code, signed=True)
         code, signal = (None, None) if status is None else _split_wait_status(status)
         rows[native_id] = SlurmRow(native_id, state.split()[0] if state else "",
                                    "" if reason in ("None", "(null)") else reason, code, signal)
@@ -139,8 +139,8 @@ def parse_sacct(stdout: str) -> dict[str, SlurmRow]:
         native_id, state, exit_code = parts[0].strip(), parts[1].strip(), parts[2].strip()
         reason = parts[3].strip() if len(parts) > 3 else ""
         code_text, _, signal_text = exit_code.partition(":")
-        code = int(code_text) if code_text.isdigit() else None
-        signal = int(signal_text) if signal_text.isdigit() and int(signal_text) else None
+        code = number(code_text)
+        signal = number(signal_text) or None
         rows[native_id] = SlurmRow(native_id, state.split()[0] if state else "",
                                    "" if reason in ("None", "(null)") else reason, code, signal)
     return rows

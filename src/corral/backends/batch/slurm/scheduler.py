@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
-                                             NeverKind, NeverStarts, SubmitRequest)
+                                             NeverKind, NeverStarts, SubmitRequest, number)
 from corral.backends.batch.slurm import commands
 
 __all__ = ["SlurmScheduler"]
@@ -57,7 +57,7 @@ class SlurmScheduler(BatchScheduler):
         size = config.get("MaxArraySize", "")
         return ClusterLimits(
             # MaxArraySize bounds the highest index, which starts at 0.
-            max_array_tasks=max(1, int(size) - 1) if size.isdigit() else 1000,
+            max_array_tasks=max(1, size_value - 1) if (size_value := number(size)) else 1000,
             forget_after_s=_seconds(config.get("MinJobAge", "300")),
             accounting=config.get("AccountingStorageType", _NO_ACCOUNTING[0]) not in _NO_ACCOUNTING)
 
