@@ -219,6 +219,21 @@ BAD = [
     (TABLE.replace("fakeq", "Fake-Q"), 1, "schedulers.Fake-Q",
      "a scheduler's name is a backend name: a lowercase word other than 'auto' (letters, "
      "digits and '_'), not 'Fake-Q'"),
+    # a conversion or format spec would fail only when filled: a poll, a cancel, a task id
+    (table(cancel='["qdel", "x{ids:d}"]'), 10, "schedulers.fakeq.cancel",
+     "{ids:d} in 'x{ids:d}': a placeholder takes no conversion or format spec; write {ids}"),
+    (table(status='["qstat", "-u", "{user:{nope}}"]'), 6, "schedulers.fakeq.status",
+     "{user:{nope}} in '{user:{nope}}': a placeholder takes no conversion or format spec; "
+     "write {user}"),
+    (table(submit='["qsub", "-o", "{output!a}"]'), 4, "schedulers.fakeq.submit",
+     "{output!a} in '{output!a}': a placeholder takes no conversion or format spec; "
+     "write {output}"),
+    (TABLE.replace('task_id = "{job}_{index}"', 'task_id = "{job}_{index:{nope}}"'), 34,
+     "schedulers.fakeq.array.task_id", "{index:{nope}} in '{job}_{index:{nope}}': a "
+     "placeholder takes no conversion or format spec; write {index}"),
+    (TABLE.replace("ncpus={cores}", "ncpus={cores:s}"), 23, "schedulers.fakeq.directives.cores",
+     "{cores:s} in 'ncpus={cores:s}': a placeholder takes no conversion or format spec; "
+     "write {cores}"),
 ]
 
 
@@ -260,6 +275,36 @@ def test_ids_are_one_argument_each_or_joined_inside_a_longer_one():
     assert sched.hold_argv(["7", "8_1"]) == ["qhold", "--jobs=7 8_1"]
     assert sched.status_argv("ann") == ["qstat", "-u", "ann", "-F", "text"]
     assert sched.array_task_id("12", 3) == "12_3"
+
+
+def test_a_template_that_cannot_be_filled_fails_naming_its_key():
+    """Defence in depth: a table the load check let through (built here by hand)
+    fails with the key named, never a KeyError or ValueError from str.format."""
+    from dataclasses import replace
+
+    from corral.backends.batch.described.scheduler import scheduler_class
+
+    checked = fakeq().backend_class().scheduler.table
+    assert checked.array is not None
+    broken = scheduler_class(replace(
+        checked, cancel=("qdel", "x{ids:d}"), status=("qstat", "-u", "{user:{nope}}"),
+        array=replace(checked.array, task_id="{job}_{index!a}")))()
+    for call, words in [
+            (lambda: broken.cancel_argv(["7"]), "schedulers.fakeq.cancel: cannot fill "
+             "'x{ids:d}': {ids} is not a bare placeholder of ['ids']"),
+            (lambda: broken.status_argv("ann"), "schedulers.fakeq.status: cannot fill "
+             "'{user:{nope}}': {user} is not a bare placeholder of ['user']"),
+            (lambda: broken.array_task_id("12", 3), "schedulers.fakeq.array.task_id: cannot "
+             "fill '{job}_{index!a}': {index} is not a bare placeholder of ['index', 'job']")]:
+        with pytest.raises(BackendError) as raised:
+            call()
+        assert str(raised.value) == words
+
+
+def test_a_literal_brace_is_no_placeholder_so_the_script_still_goes_last():
+    sched = scheduler_of(table(submit='["qsub", "--tag={{script}}"]'))
+    assert sched.submit_argv(request(array_size=None, dependencies=())) == [
+        "qsub", "--tag={script}", "-V", "/runs/1/job.sh"]
 
 
 def test_the_rendered_script_of_the_test_table_matches_its_golden_file():
@@ -322,6 +367,55 @@ def test_a_state_word_the_table_lacks_means_nothing_and_output_without_rows_is_a
     with pytest.raises(ValueError) as raised:
         sched.parse_status("ID STATE EXIT SIGNAL REASON\nUnauthorized\n")
     assert str(raised.value) == "qstat printed no row corral can read: 'Unauthorized'"
+
+
+@pytest.mark.parametrize(("skip", "output", "message"), [
+    ("50", "ID STATE EXIT SIGNAL REASON\n1 R - - -\n",
+     "qstat printed '1 R - - -', which reads as a job, but status_skip = 50 skips it as a "
+     "header line"),
+    ("2", "ID STATE EXIT SIGNAL REASON\n8 R - - -\n9 Q - - -\n",
+     "qstat printed '8 R - - -', which reads as a job, but status_skip = 2 skips it as a "
+     "header line"),
+    ("3", "ID STATE EXIT SIGNAL REASON\n",
+     "qstat printed 1 line(s) and no row, fewer than the 3 header lines of status_skip: "
+     "'ID STATE EXIT SIGNAL REASON'"),
+], ids=["skips-every-line", "skips-a-job", "fewer-lines-than-the-header"])
+def test_a_status_skip_that_hides_jobs_is_an_unreadable_answer_not_no_jobs(skip, output,
+                                                                          message):
+    sched = scheduler_of(table(status_skip=skip))
+    with pytest.raises(ValueError) as raised:
+        sched.parse_status(output)
+    assert str(raised.value) == message
+    header_only = scheduler_of(table(status_skip="2"))  # a header and a rule: no jobs
+    assert header_only.parse_status("ID STATE EXIT SIGNAL REASON\n-- ----- ----\n") == {}
+    assert header_only.parse_status("") == {}
+
+
+def test_a_job_hidden_by_status_skip_fails_with_the_output_quoted_and_is_cancelled(
+        config_dir, cluster):
+    (config_dir / "corral.toml").write_text(table(status_skip="50"))
+    with on_fakeq(config_dir) as sched:
+        job = sched.shell("sleep 60")
+        with pytest.raises(corral.JobFailed):
+            job.result(timeout=60)
+    assert job.reason.startswith("qstat printed what corral cannot read 5 times in a row, so "
+                                 "the job could not be followed (its batch job is cancelled): "
+                                 "'ID STATE EXIT SIGNAL REASON\\n1 R - - -'"), job.reason
+    assert cluster.qstat(job.native_id)[job.native_id]["reason"] == "deleted"
+
+
+def test_a_number_corral_cannot_read_is_no_value_said_once_and_the_rows_are_read(caplog):
+    caplog.set_level(logging.WARNING, logger="corral")
+    rows = scheduler_of().parse_status(
+        "ID STATE EXIT SIGNAL REASON\n1 F --1 - -\n2 F \u00b9 - -\n3 F " + "9" * 5000
+        + " - -\n4 F 0 99999999999 -\n5 F -2 15 -\n6 R - - -\n")
+    assert [(row.exit_status, row.signal) for row in rows.values()] == [
+        (None, None), (None, None), (None, None), (0, None), (-2, 15), (None, None)]
+    assert [record.getMessage() for record in caplog.records] == [
+        "qstat printed '--1' as exit_status, not a number corral reads (-?[0-9]{1,9}): read "
+        "as no value (said once)",
+        "qstat printed '99999999999' as signal, not a number corral reads (-?[0-9]{1,9}): "
+        "read as no value (said once)"]
 
 
 def test_a_running_state_the_table_does_not_know_is_logged_and_the_job_still_ends(
@@ -496,3 +590,34 @@ def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver
     assert (cancelled.returncode, cancelled.stdout.strip()) == (0, "cancelled 1"), cancelled
     assert "no driver runs: cancel sent to fakeq" in cancelled.stderr
     assert cluster.qstat(native)[native]["reason"] == "deleted"
+
+
+def test_with_no_driver_a_run_on_a_table_not_read_here_says_so_and_a_broken_table_why(
+        config_dir, cluster, tmp_path):
+    from support.cli import CORRAL
+
+    (config_dir / "corral.toml").write_text(TABLE)
+    run = config_dir / "journal"
+    died = subprocess.run([sys.executable, "-c", _DYING_DRIVER, os.fspath(run)],
+                          capture_output=True, text=True, timeout=60, cwd=config_dir)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    native = died.stdout.strip()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    refused = subprocess.run([CORRAL, "--run", os.fspath(run), "cancel", "1"],
+                             capture_output=True, text=True, timeout=60, cwd=elsewhere)
+    assert refused.returncode == 3, refused
+    assert refused.stderr == (
+        "corral: error: no driver runs, and job(s) 1 went to the backend 'fakeq', unknown "
+        "here: corral cannot reach them. A scheduler described in a corral.toml is known "
+        "where that file is read (the user's file, or corral.toml in the current directory); "
+        "a site's backend, where its package is installed\n")
+    (config_dir / "corral.toml").write_text(TABLE.replace('forget_after = "3s"',
+                                                          'forget_after = "3 parsecs"'))
+    broken = subprocess.run([CORRAL, "--run", os.fspath(run), "cancel", "1"],
+                            capture_output=True, text=True, timeout=60, cwd=config_dir)
+    assert broken.returncode == 2, broken
+    assert broken.stderr.startswith(f"corral: error: {config_dir / 'corral.toml'}:")
+    assert "schedulers.fakeq.forget_after" in broken.stderr
+    assert cluster.qstat(native)[native]["state"] == "R"  # nothing reached it
+    cluster.run("qdel", native)

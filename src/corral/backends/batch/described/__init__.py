@@ -44,18 +44,27 @@ fake PBS-like scheduler the tests ship::
 The keys:
 
 * Commands are lists of strings (never a shell) with placeholders in ``{}``
-  (``{{`` for a brace): ``submit`` (``{name}``, ``{output}``, ``{script}``; the
-  script goes last unless placed), ``status`` (``{user}``), ``cancel``, ``hold``,
-  ``release``, ``signal`` and ``accounting`` (``{ids}``: alone in an element one
-  argument per id, else the ids joined by ``ids_separator``, default ``,``).
+  (``{{`` for a brace; a placeholder is bare, ``{ids}``: a conversion or format
+  spec such as ``{ids:d}`` or ``{output!r}`` is refused): ``submit`` (``{name}``,
+  ``{output}``, ``{script}``; the script goes last unless placed), ``status``
+  (``{user}``), ``cancel``, ``hold``, ``release``, ``signal`` and ``accounting``
+  (``{ids}``: alone in an element one argument per id, else the ids joined by
+  ``ids_separator``, default ``,``).
   Required: ``submit``, ``job_id``, ``status``, ``states``, ``cancel``,
   ``job_id_variable``.
 * Reading the status (and ``accounting``) output: ``status_columns`` names its
   whitespace-separated columns in order (``id``, ``state``, ``reason``,
   ``exit_status``, ``signal``, ``-`` for one not read; the last takes the rest
   of the line), or ``status_regex`` has the same names as groups; ``status_skip``
-  header lines are skipped; ``-`` or nothing means no value. ``accounting_*``
-  default to the ``status_*`` keys.
+  header lines are skipped; ``-`` or nothing means no value; ``exit_status`` and
+  ``signal`` are read where they are ``-?[0-9]{1,9}`` (else no value, logged).
+  ``accounting_*`` default to the ``status_*`` keys. With no jobs the command
+  prints nothing or its header; other output with no row (lines after the
+  header, fewer lines than ``status_skip``, a header line that reads as a job
+  of a known state) is an answer corral cannot read, never "no jobs". The regex
+  runs on every line of every poll, in the control loop: keep it linear (no
+  nested repeats such as ``(a+)+``, which can take forever on a line it does
+  not match); corral cannot time it out.
 * ``states`` maps each state word to ``pending``, ``held``, ``running``,
   ``completed``, ``failed``, ``cancelled``, ``timed_out`` or ``ended`` (completed or
   failed, as the exit status and signal say). A word not in it is logged and
@@ -94,7 +103,7 @@ from typing import Any
 
 from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
 from corral.backends.batch import probing
-from corral.backends.batch.described.table import Table, TableError, parse_table
+from corral.backends.batch.described.table import Table, TableError, parse_table, render
 from corral.backends.batch.settings import options_help
 
 __all__ = ["describe", "table_of", "table_for_key", "TableError", "Table"]
@@ -147,7 +156,8 @@ def table_of(info: BackendInfo) -> Table | None:
 
 def _answers(table: Table, timeout: float = 5.0) -> Probe:
     """Whether the table's status command answers with exit status 0 within *timeout*."""
-    argv = [part.format(user=getpass.getuser()) for part in table.status]
+    argv = [render(part, {"user": getpass.getuser()}, f"schedulers.{table.name}.status")
+            for part in table.status]
     if (absent := probing.missing(argv[0])) is not None:
         return absent
     done = probing.ask(argv, timeout)

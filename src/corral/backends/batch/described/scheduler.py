@@ -6,14 +6,17 @@ base runs the commands."""
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import shlex
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from corral.backends.batch.described.table import MEMORY_UNITS, Parser, StateWord, Table
+from corral.backends.batch.described.table import (MEMORY_UNITS, Parser, StateWord, Table,
+                                                   fields_of, render)
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, Meaning, NativeRow,
                                              NeverKind, NeverStarts, SubmitRequest)
 from corral.backends.batch.taskfiles import printable
@@ -21,6 +24,9 @@ from corral.errors import BackendError
 from corral.status import JobStatus
 
 __all__ = ["DescribedScheduler", "scheduler_class"]
+
+log = logging.getLogger(__name__)
+_NUMBER = re.compile("-?[0-9]{1,9}")
 
 _ACTIVE = {StateWord.PENDING: JobStatus.SUBMITTED, StateWord.HELD: JobStatus.SUBMITTED,
            StateWord.RUNNING: JobStatus.RUNNING, StateWord.COMPLETED: JobStatus.COMPLETED}
@@ -36,6 +42,8 @@ class DescribedScheduler(BatchScheduler):
     template: ClassVar[Path] = Path(__file__).with_name("job.sh.template")
     #: Its script depends on its table: pinned by the tests of the described scheduler.
     golden: ClassVar[bool] = False
+    #: (program, column) whose numbers could not be read, logged already (one set per table).
+    odd_numbers: ClassVar[set[tuple[str, str]]]
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -47,20 +55,26 @@ class DescribedScheduler(BatchScheduler):
         if request.array_size is not None and table.array is not None:
             last = table.array.first_index + request.array_size - 1
             limit = "" if request.throttle is None or table.array.throttle is None \
-                else table.array.throttle.format(limit=request.throttle)
-            extra += [part.format(first=table.array.first_index, last=last,
-                                  size=request.array_size, throttle=limit)
+                else render(table.array.throttle, {"limit": request.throttle},
+                            self._key("array", "throttle"))
+            values = {"first": table.array.first_index, "last": last,
+                      "size": request.array_size, "throttle": limit}
+            extra += [render(part, values, self._key("array", "argument"))
                       for part in table.array.argument]
         if request.dependencies:
             extra += _with_ids(table.dependency or (), request.dependencies,
-                               table.dependency_separator)
+                               table.dependency_separator, self._key("dependency"))
         extra += request.placement.extra_flags
-        submit = table.submit if any("{script}" in part for part in table.submit) \
-            else (*table.submit, "{script}")
-        at = next(i for i, part in enumerate(submit) if "{script}" in part)
+        placed = [i for i, part in enumerate(table.submit) if "script" in fields_of(part)]
+        submit = table.submit if placed else (*table.submit, "{script}")
+        at = placed[0] if placed else len(table.submit)
         values = {"name": request.name, "output": request.output, "script": request.script}
-        argv = [part.format(**values) for part in submit]
+        argv = [render(part, values, self._key("submit")) for part in submit]
         return [*argv[:at], *extra, *argv[at:]]
+
+    def _key(self, *key: str) -> str:
+        """Where a template is in the config files, for an error filling it."""
+        return ".".join(("schedulers", self.table.name, *key))
 
     def _directives(self, request: SubmitRequest) -> list[list[str]]:
         """Each resource directive the request sets, filled in."""
@@ -74,7 +88,8 @@ class DescribedScheduler(BatchScheduler):
             values["memory"] = math.ceil(resources.memory_mb / MEMORY_UNITS[table.memory_unit])
         if request.time_limit_s is not None:
             values["walltime"] = _walltime(request.time_limit_s, table.walltime_format)
-        return [[part.format(**{resource: values[resource]}) for part in pieces]
+        return [[render(part, {resource: values[resource]}, self._key("directives", resource))
+                 for part in pieces]
                 for resource, pieces in table.directives.items()
                 if values.get(resource) is not None]
 
@@ -87,7 +102,7 @@ class DescribedScheduler(BatchScheduler):
 
     def array_task_id(self, job_id: str, index: int) -> str:
         form = self.table.array.task_id if self.table.array else "{job}_{index}"
-        return form.format(job=job_id, index=index)
+        return render(form, {"job": job_id, "index": index}, self._key("array", "task_id"))
 
     def granted_time_s(self, seconds: float) -> float:
         if self.table.walltime_format == "minutes":
@@ -114,19 +129,22 @@ class DescribedScheduler(BatchScheduler):
     # -- watching --------------------------------------------------------------------------
 
     def status_argv(self, user: str) -> list[str]:
-        return [part.format(user=user) for part in self.table.status]
+        return [render(part, {"user": user}, self._key("status")) for part in self.table.status]
 
     def parse_status(self, stdout: str) -> dict[str, NativeRow]:
-        return _rows(self.table.status_parser, stdout, self.table.status[0])
+        return _rows(self.table.status_parser, stdout, self.table.status[0], self.table.states,
+                     "status_skip", self.odd_numbers)
 
     def accounting_argv(self, native_ids: Sequence[str]) -> list[str] | None:
         if self.table.accounting is None:
             return None
-        return _with_ids(self.table.accounting, native_ids, self.table.ids_separator)
+        return _with_ids(self.table.accounting, native_ids, self.table.ids_separator,
+                         self._key("accounting"))
 
     def parse_accounting(self, stdout: str) -> dict[str, NativeRow]:
         program = self.table.accounting[0] if self.table.accounting else "accounting"
-        return _rows(self.table.accounting_parser, stdout, program)
+        return _rows(self.table.accounting_parser, stdout, program, self.table.states,
+                     "accounting_skip", self.odd_numbers)
 
     # -- meaning ---------------------------------------------------------------------------
 
@@ -166,7 +184,8 @@ class DescribedScheduler(BatchScheduler):
     # -- control ---------------------------------------------------------------------------
 
     def cancel_argv(self, native_ids: Sequence[str]) -> list[str]:
-        return _with_ids(self.table.cancel, native_ids, self.table.ids_separator)
+        return _with_ids(self.table.cancel, native_ids, self.table.ids_separator,
+                         self._key("cancel"))
 
     def signal_argv(self, native_ids: Sequence[str]) -> list[str]:
         return self._optional("signal", native_ids)
@@ -181,7 +200,7 @@ class DescribedScheduler(BatchScheduler):
         argv = getattr(self.table, command)
         if argv is None:
             raise BackendError(f"[schedulers.{self.name}] has no {command} command")
-        return _with_ids(argv, native_ids, self.table.ids_separator)
+        return _with_ids(argv, native_ids, self.table.ids_separator, self._key(command))
 
 
 def scheduler_class(table: Table) -> type[DescribedScheduler]:
@@ -189,6 +208,7 @@ def scheduler_class(table: Table) -> type[DescribedScheduler]:
     array = table.array
     return type(f"DescribedScheduler_{table.name}", (DescribedScheduler,), {
         "table": table, "name": table.name, "title": table.title, "golden": False,
+        "odd_numbers": set(),
         "array_index_base": array.first_index if array else 0,
         "failed_exit_status": table.failed_exit_status,
         "default_limits": ClusterLimits(array.max_size if array else 1, table.forget_after_s,
@@ -212,7 +232,8 @@ def _walltime(seconds: float, form: str) -> str:
     return str(whole)
 
 
-def _with_ids(argv: Sequence[str], native_ids: Sequence[str], separator: str) -> list[str]:
+def _with_ids(argv: Sequence[str], native_ids: Sequence[str], separator: str,
+              where: str) -> list[str]:
     """*argv* with ``{ids}``: an element that is just ``{ids}`` becomes one argument
     per id; in a longer element the ids are joined by *separator*."""
     filled: list[str] = []
@@ -220,19 +241,29 @@ def _with_ids(argv: Sequence[str], native_ids: Sequence[str], separator: str) ->
         if part == "{ids}":
             filled += native_ids
         else:
-            filled.append(part.format(ids=separator.join(native_ids)))
+            filled.append(render(part, {"ids": separator.join(native_ids)}, where))
     return filled
 
 
-def _rows(parser: Parser, stdout: str, program: str) -> dict[str, NativeRow]:
-    """Rows by native id; lines that cannot be read are skipped.
+def _rows(parser: Parser, stdout: str, program: str, states: Mapping[str, StateWord],
+          skip_key: str, logged: set[tuple[str, str]]) -> dict[str, NativeRow]:
+    """Rows by native id; lines that cannot be read are skipped, and so is a
+    number that is not ``-?[0-9]{1,9}`` (logged once; read as no value).
 
     Raises:
-        ValueError: there were lines but not one row (a banner, a changed format):
-            read as "no jobs", it would end every job early.
+        ValueError: output that is not what the table describes, which read as
+            "no jobs" would end every job early: lines after the header but not
+            one row (a banner, a changed format); fewer lines than the header and
+            no row; or a header line that reads as a job (*skip_key* too large).
     """
+    lines = stdout.rstrip().splitlines()
+    for line in lines[:parser.skip]:
+        fields = _fields(parser, line)
+        if fields.get("state") in states and re.search("[0-9]", fields.get("id", "")):
+            raise ValueError(f"{program} printed {line.strip()[:200]!r}, which reads as a job, "
+                             f"but {skip_key} = {parser.skip} skips it as a header line")
     rows, unreadable = {}, []
-    for line in stdout.splitlines()[parser.skip:]:
+    for line in lines[parser.skip:]:
         if not line.strip():
             continue
         fields = _fields(parser, line)
@@ -240,10 +271,16 @@ def _rows(parser: Parser, stdout: str, program: str) -> dict[str, NativeRow]:
             unreadable.append(line)
             continue
         rows[fields["id"]] = NativeRow(fields["id"], fields["state"], fields.get("reason", ""),
-                                       _number(fields.get("exit_status")),
-                                       _number(fields.get("signal")) or None)
+                                       _number(fields.get("exit_status"), program, "exit_status",
+                                               logged),
+                                       _number(fields.get("signal"), program, "signal", logged)
+                                       or None)
     if unreadable and not rows:
         raise ValueError(f"{program} printed no row corral can read: {unreadable[0][:200]!r}")
+    if not rows and len(lines) < parser.skip and any(line.strip() for line in lines):
+        raise ValueError(f"{program} printed {len(lines)} line(s) and no row, fewer than the "
+                         f"{parser.skip} header lines of {skip_key}: "
+                         f"{next(line for line in lines if line.strip())[:200]!r}")
     return rows
 
 
@@ -258,5 +295,15 @@ def _fields(parser: Parser, line: str) -> dict[str, str]:
             if value is not None and value.strip() not in ("", "-")}
 
 
-def _number(text: str | None) -> int | None:
-    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+def _number(text: str | None, program: str, column: str,
+            logged: set[tuple[str, str]]) -> int | None:
+    """*text* as an int when it is ``-?[0-9]{1,9}``, else None (logged once per column)."""
+    if text is None:
+        return None
+    if _NUMBER.fullmatch(text):
+        return int(text)
+    if (program, column) not in logged:
+        logged.add((program, column))
+        log.warning("%s printed %r as %s, not a number corral reads (-?[0-9]{1,9}): read as "
+                    "no value (said once)", program, text[:40], column)
+    return None

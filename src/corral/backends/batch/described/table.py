@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from corral.errors import BackendError
 from corral.suggest import did_you_mean
 from corral.units import parse_duration
 
 __all__ = ["Table", "Parser", "ArraySyntax", "StateWord", "TableError", "parse_table",
-           "DIRECTIVES", "WALLTIME_FORMATS", "MEMORY_UNITS"]
+           "DIRECTIVES", "WALLTIME_FORMATS", "MEMORY_UNITS", "render", "fields_of"]
 
 
 class StateWord(enum.Enum):
@@ -53,6 +54,7 @@ MEMORY_UNITS = {"KB": 1 / 1024, "MB": 1, "GB": 1024}
 #: Names of the columns (or regex groups) the status parser reads; ``-`` skips a column.
 COLUMNS = ("id", "state", "reason", "exit_status", "signal")
 _IDS = ("ids",)
+_FORMATTER = string.Formatter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +134,53 @@ def _argv(value: Any, key: tuple[str, ...], placeholders: tuple[str, ...]) -> tu
 
 
 def _check_fields(text: str, key: tuple[str, ...], placeholders: tuple[str, ...]) -> None:
+    """Each ``{field}`` of *text* is one of *placeholders*, bare: a conversion or
+    format spec (``{ids:d}``, ``{output!r}``, ``{index:{x}}``) is refused here, or it
+    would fail only when filled (a cancel that never runs, a poll that crashes)."""
     try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+        fields = [(field, spec, conversion) for _, field, spec, conversion
+                  in _FORMATTER.parse(text) if field is not None]
     except ValueError as error:
         _fail(key, f"{text!r}: {error} (write a literal brace as {{{{ or }}}})")
-    for field in fields:
+    for field, spec, conversion in fields:
         if field not in placeholders:
             known = ", ".join(f"{{{p}}}" for p in placeholders) or "none"
             hint = did_you_mean(field, placeholders)
             _fail(key, f"unknown placeholder {{{field}}} in {text!r}"
                        f"{'; ' + hint if hint else ''} (known here: {known})")
+        if spec or conversion:
+            written = f"{{{field}{'!' + conversion if conversion else ''}" \
+                      f"{':' + spec if spec else ''}}}"
+            _fail(key, f"{written} in {text!r}: a placeholder takes no conversion or format "
+                       f"spec; write {{{field}}}")
+
+
+def fields_of(text: str) -> list[str]:
+    """The placeholders of a checked template, in order."""
+    return [field for _, field, _, _ in _FORMATTER.parse(text) if field is not None]
+
+
+def render(text: str, values: Mapping[str, object], where: str) -> str:
+    """A checked template with its placeholders filled from *values* (each by
+    ``str``), as ``str.format`` would; ``{{`` and ``}}`` are literal braces.
+
+    Raises:
+        BackendError: the template is not one :func:`parse_table` accepts (a
+            placeholder missing from *values*, a conversion or format spec);
+            *where* (the table's key, ``schedulers.NAME.cancel``) opens its message.
+    """
+    filled: list[str] = []
+    try:
+        for literal, field, spec, conversion in _FORMATTER.parse(text):
+            filled.append(literal)
+            if field is None:
+                continue
+            if spec or conversion or field not in values:
+                raise ValueError(f"{{{field}}} is not a bare placeholder of {sorted(values)}")
+            filled.append(str(values[field]))
+    except ValueError as error:
+        raise BackendError(f"{where}: cannot fill {text!r}: {error}") from None
+    return "".join(filled)
 
 
 def _int(value: Any, key: tuple[str, ...], low: int, high: int | None = None) -> int:
