@@ -139,20 +139,19 @@ def test_a_job_stopped_as_it_started_is_resumed_by_resume(tmp_path, monkeypatch)
     """bstop reaching a job that started since the last poll suspends it running
     (USUSP): resume must let it go on, or it would stay frozen for good."""
     gate = tmp_path / "gate"
-    with fake_lsf(tmp_path, monkeypatch) as cluster:
-        with scheduler(tmp_path) as sched:
-            job = sched.submit(wait_for_file, os.fspath(gate), None, None)
-            wait_until(lambda: job.status is JobStatus.RUNNING)
-            sched.pause()
-            assert cluster.run("bstop", job.native_id).returncode == 0  # the race, made sure
-            polls = len(cluster.calls("bjobs"))
-            wait_until(lambda: len(cluster.calls("bjobs")) >= polls + 2,
-                       message="corral to poll the suspended job")
-            sched.resume()
-            wait_until(lambda: cluster.bjobs(job.native_id)[job.native_id]["STAT"] == "RUN",
-                       message="resume to bresume the job")
-            gate.touch()
-            assert job.result(timeout=60) is None
+    with fake_lsf(tmp_path, monkeypatch) as cluster, scheduler(tmp_path) as sched:
+        job = sched.submit(wait_for_file, os.fspath(gate), None, None)
+        wait_until(lambda: job.status is JobStatus.RUNNING)
+        sched.pause()
+        assert cluster.run("bstop", job.native_id).returncode == 0  # the race, made sure
+        polls = len(cluster.calls("bjobs"))
+        wait_until(lambda: len(cluster.calls("bjobs")) >= polls + 2,
+                   message="corral to poll the suspended job")
+        sched.resume()
+        wait_until(lambda: cluster.bjobs(job.native_id)[job.native_id]["STAT"] == "RUN",
+                   message="resume to bresume the job")
+        gate.touch()
+        assert job.result(timeout=60) is None
 
 
 def test_with_no_driver_pause_stops_only_pending_jobs_and_cancel_kills(tmp_path, monkeypatch):

@@ -210,6 +210,7 @@ class BatchBackend:
                 self._wake.wait(wait)
             self._wake.clear()
             if self._jobs and self._query is None and self._clock.due():
+                self._cluster_limits()  # read once, first: a status query may depend on it
                 self._query = CommandInFlight(self.scheduler.status_argv(self._user), self._wake)
             if self._query is not None and self._query.finished:
                 query, self._query = self._query, None
