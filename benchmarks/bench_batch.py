@@ -39,6 +39,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 import corral  # noqa: E402
 from results_file import machine_line, write_section  # noqa: E402
+from support.commandlog import logged_calls, wrap_commands  # noqa: E402
 
 POLL_S = 0.5
 
@@ -102,32 +103,6 @@ BENCHES = {
 }
 
 
-class CommandLog:
-    """Wrappers for the scheduler's commands that log each call, first on PATH."""
-
-    def __init__(self, directory: Path, commands: tuple[str, ...]) -> None:
-        self.log = directory / "calls.log"
-        bin_dir = directory / "bin"
-        bin_dir.mkdir()
-        for name in commands:
-            real = shutil.which(name)
-            if real is None:
-                continue  # a command this scheduler does not have here
-            wrapper = bin_dir / name
-            wrapper.write_text(f'#!/bin/sh\necho "{name} $(date +%s.%N)" >> "{self.log}"\n'
-                               f'exec "{real}" "$@"\n')
-            wrapper.chmod(0o755)
-        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
-
-    def take(self) -> list[tuple[str, float]]:
-        """The calls logged since the last take."""
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text().split("\n")
-        self.log.unlink()
-        return [(line.split()[0], float(line.split()[1])) for line in lines if line.strip()]
-
-
 def run_corral(backend: str, count: int, bundle: int, workdir: Path) -> tuple[float, list[int]]:
     started = time.perf_counter()
     with corral.Scheduler(backend=backend, workdir=workdir,
@@ -142,7 +117,8 @@ def run_corral(backend: str, count: int, bundle: int, workdir: Path) -> tuple[fl
 
 def measure(bench: Bench, calls: int, scratch: Path) -> tuple[list, float, list]:
     """The rows of the bundling table, and the 200-call run's time and logged calls."""
-    log = CommandLog(scratch, bench.commands)
+    log, path = wrap_commands(scratch / "counted", bench.commands, os.environ["PATH"])
+    os.environ["PATH"] = path
     expected = list(range(calls))
     runners: list[tuple[str, Callable[[], tuple[float, list[int]] | None]]] = [
         (f"corral, one {bench.title} job per call",
@@ -158,11 +134,11 @@ def measure(bench: Bench, calls: int, scratch: Path) -> tuple[list, float, list]
             continue
         seconds, results = outcome
         assert results == expected, f"{label}: wrong results"
-        counts = Counter(name for name, _ in log.take())
+        counts = Counter(name for name, _ in logged_calls(log, take=True))
         rows.append((label, seconds, counts))
         print(f"{label}: {seconds:.1f} s {dict(counts)}", flush=True)
     two_hundred, _ = run_corral(bench.backend, 200, 1, scratch / "two-hundred")
-    return rows, two_hundred, log.take()
+    return rows, two_hundred, logged_calls(log, take=True)
 
 
 def tables(bench: Bench, calls: int, rows: list, two_hundred: float, logged: list) -> str:

@@ -621,3 +621,17 @@ def test_with_no_driver_a_run_on_a_table_not_read_here_says_so_and_a_broken_tabl
     assert "schedulers.fakeq.forget_after" in broken.stderr
     assert cluster.qstat(native)[native]["state"] == "R"  # nothing reached it
     cluster.run("qdel", native)
+
+
+def test_a_job_whose_status_command_is_missing_is_not_submitted(config_dir, cluster):
+    """Submitted, it would run where corral could never follow it (and nothing would
+    end the run): refused at once, saying why."""
+    (config_dir / "corral.toml").write_text(TABLE.replace('status = ["qstat",',
+                                                          'status = ["qstat-nowhere",'))
+    with on_fakeq(config_dir) as sched:
+        job = sched.submit(abs, -2)
+        with pytest.raises(corral.JobFailed):
+            job.result(timeout=60)
+    assert job.reason == ("qsub refused it: qstat-nowhere, the status command, is not on "
+                          "PATH: not submitted, since corral could never follow it")
+    assert cluster.calls("qsub") == []

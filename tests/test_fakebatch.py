@@ -320,8 +320,10 @@ def test_a_submission_that_prints_no_job_id_fails_its_jobs_with_the_output(
         job = sched.submit(square, 2)
         with pytest.raises(corral.JobFailed):
             job.result(timeout=60)
-    assert job.reason == "qsub refused it: qsub printed no job id: 'your job is welcome'"
-    assert cluster.qstat() == {}
+    assert job.reason.startswith(
+        "qsub ran, but qsub printed no job id: 'your job is welcome'; if it submitted the "
+        "job, corral cannot follow it: look for it in fakebatch (its script: ")
+    assert job.reason.endswith("/job.sh)") and cluster.qstat() == {}
 
 
 def die_when(path: str) -> None:

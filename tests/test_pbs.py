@@ -6,13 +6,10 @@ commands a large run costs, the dialect probe and control without a driver).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
-import shutil
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
@@ -25,6 +22,7 @@ from corral.backends import backend_info
 from corral.backends.batch.pbs import backend as pbs_backend
 from corral.backends.batch.pbs.scheduler import PbsProScheduler
 from jobs import sleep_for, square, wait_for_file
+from support.commandlog import counts_of, gaps_between, wrap_commands
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -162,16 +160,8 @@ def test_pause_and_resume_without_a_driver_hold_and_release_a_queued_job(pbs_pat
 @pytest.fixture
 def counted_commands(pbs_path, tmp_path: Path, monkeypatch) -> Path:
     """Wrappers first on PATH that log each PBS command's name and time."""
-    bin_dir, log = tmp_path / "counted", tmp_path / "commands.log"
-    bin_dir.mkdir()
-    for name in PBS_COMMANDS:
-        real = shutil.which(name)
-        assert real is not None, f"{name} is not on PATH"
-        wrapper = bin_dir / name
-        wrapper.write_text(f"#!/bin/sh\necho \"{name} $(date +%s.%N)\" >> '{log}'\n"
-                           f"exec '{real}' \"$@\"\n")
-        wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    log, path = wrap_commands(tmp_path / "counted", PBS_COMMANDS, os.environ["PATH"])
+    monkeypatch.setenv("PATH", path)
     return log
 
 
@@ -183,10 +173,8 @@ def test_two_hundred_calls_cost_four_qsub_and_one_qstat_per_poll(make, counted_c
     jobs = submit_together(sched, 200)
     assert [job.result(timeout=240) for job in jobs] == [i * i for i in range(200)]
     elapsed = time.monotonic() - begun
-    logged = [line.split() for line in counted_commands.read_text().splitlines()]
-    counts = Counter(name for name, _ in logged)
-    qstat_times = [float(stamp) for name, stamp in logged if name == "qstat"]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(qstat_times)]
+    counts = counts_of(counted_commands)
+    gaps = gaps_between(counted_commands, "qstat")
     report = {"calls": 200, "elapsed_s": round(elapsed, 2),
               "counts": {name: counts.get(name, 0) for name in PBS_COMMANDS},
               "min_qstat_gap_s": round(min(gaps), 3) if gaps else None}
@@ -210,5 +198,4 @@ def test_four_hundred_short_calls_bundled_by_fifty_go_out_as_eight_array_tasks(m
     assert [job.result(timeout=240) for job in jobs] == [0.01] * 400
     base = jobs[0].native_id.split("[")[0]
     assert {job.native_id for job in jobs} == {f"{base}[{i}].pbshost" for i in range(8)}
-    assert Counter(line.split()[0] for line in
-                   counted_commands.read_text().splitlines())["qsub"] == 1
+    assert counts_of(counted_commands)["qsub"] == 1

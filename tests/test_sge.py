@@ -7,23 +7,21 @@ from ``qstat`` the moment they end, and the command line with no driver.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from jobs import add, sleep_for, square, wait_for_file
 from support.cli import CORRAL
+from support.commandlog import counts_of, gaps_between, wrap_commands
 from support.waiting import wait_until
 
 import corral
@@ -86,20 +84,10 @@ def make(contract_sge, tmp_path: Path, release: Path) -> Iterator[Callable[..., 
 @pytest.fixture
 def counted_commands(tmp_path: Path, monkeypatch) -> Path:
     """Wrappers first on PATH that log each SGE command's name and time."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "commands.log"
-    bin_dir.mkdir()
-    for name in SGE_COMMANDS:
-        real = shutil.which(name)
-        assert real is not None, f"{name} is not on PATH"
-        (bin_dir / name).write_text(f"#!/bin/sh\necho \"{name} $(date +%s.%N)\" >> '{log}'\n"
-                                    f"exec '{real}' \"$@\"\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    log, path = wrap_commands(tmp_path / "counted", SGE_COMMANDS, os.environ["PATH"])
+    monkeypatch.setenv("PATH", path)
     return log
 
-
-def counts_of(log: Path) -> Counter:
-    return Counter(line.split()[0] for line in log.read_text().splitlines() if line)
 
 
 def submit_together(sched: corral.Scheduler, count: int, fn=square, *args,
@@ -202,10 +190,8 @@ def test_two_hundred_calls_cost_one_qsub_per_array_chunk_and_one_qstat_per_poll(
     jobs = submit_together(sched, 200)
     assert [job.result(timeout=240) for job in jobs] == [i * i for i in range(200)]
     elapsed = time.monotonic() - begun
-    logged = [line.split() for line in counted_commands.read_text().splitlines()]
-    counts = Counter(name for name, _ in logged)
-    qstat_times = [float(stamp) for name, stamp in logged if name == "qstat"]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(qstat_times)]
+    counts = counts_of(counted_commands)
+    gaps = gaps_between(counted_commands, "qstat")
     report = {"calls": 200, "elapsed_s": round(elapsed, 2),
               "counts": {name: counts.get(name, 0) for name in SGE_COMMANDS},
               "min_qstat_gap_s": round(min(gaps), 3) if gaps else None}
@@ -328,3 +314,19 @@ def test_a_parent_that_fails_with_no_driver_holds_its_child_until_the_rerun_canc
     assert total[0] == "CANCELLED" and total[1] == "upstream job 1 'fail_when' failed"
     wait_until(lambda: not {failing, fine, child} & set(sge_states()), 30,
                "the run's jobs, the failed one included, to leave SGE")
+
+
+def test_abort_deletes_the_sge_job_once(contract_sge, tmp_path, counted_commands, release,
+                                        caplog):
+    """SGE cannot signal a job: abort deletes it, and the cancel after the abort's
+    grace does not delete it again (a second qdel only prints "does not exist")."""
+    with corral.Scheduler(backend="sge", workdir=tmp_path / "run", abort_grace=0.5,
+                          backend_options={"poll_interval": 0.2}) as sched:
+        job = sched.submit(wait_for_file, str(release))
+        wait_until(lambda: job.status is JobStatus.RUNNING, timeout=60,
+                   message="the job to run in SGE")
+        sched.abort(job)
+        with pytest.raises(corral.CancelledError):
+            job.result(timeout=60)
+    assert counts_of(counted_commands)["qdel"] == 1
+    assert "does not exist" not in caplog.text

@@ -10,22 +10,20 @@ an impossible request pend forever unless corral acts.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import slurm_cluster
+from support.commandlog import counts_of, gaps_between, wrap_commands
 from support.waiting import wait_until
 from slurm_drivers import (add, fail_first_time, logged, maybe_fail, raise_lookup, read_env,
                            say_then_wait, sleep_for, square, stop_when_asked, talk, wait_for,
@@ -864,23 +862,14 @@ SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 @pytest.fixture
 def counted_commands(tmp_path: Path, monkeypatch) -> Path:
     """Wrappers first on PATH that log each Slurm command's name and time."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "commands.log"
-    bin_dir.mkdir()
-    for name in SLURM_COMMANDS:
-        real = shutil.which(name)
-        assert real is not None, f"{name} is not on PATH"
-        wrapper = bin_dir / name
-        wrapper.write_text(f"#!/bin/sh\necho \"{name} $(date +%s.%N)\" >> '{log}'\n"
-                           f"exec '{real}' \"$@\"\n")
-        wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    log, path = wrap_commands(tmp_path / "counted", SLURM_COMMANDS, os.environ["PATH"])
+    monkeypatch.setenv("PATH", path)
     return log
 
 
 def commands_run(log: Path, name: str) -> int:
     """How many times the Slurm command *name* ran, by the wrappers' log."""
-    text = log.read_text() if log.exists() else ""
-    return sum(line.split()[0] == name for line in text.splitlines() if line)
+    return counts_of(log)[name]
 
 
 @pytest.mark.timeout(300)
@@ -892,10 +881,8 @@ def test_two_hundred_calls_cost_four_sbatch_and_one_squeue_per_poll(slurm, make,
     jobs = submit_together(sched, 200)
     assert [job.result(timeout=240) for job in jobs] == [i * i for i in range(200)]
     elapsed = time.monotonic() - begun
-    logged = [line.split() for line in counted_commands.read_text().splitlines()]
-    counts = Counter(name for name, _ in logged)
-    squeue_times = [float(stamp) for name, stamp in logged if name == "squeue"]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(squeue_times)]
+    counts = counts_of(counted_commands)
+    gaps = gaps_between(counted_commands, "squeue")
     report = {"mode": mode, "calls": 200, "elapsed_s": round(elapsed, 2),
               "counts": {name: counts.get(name, 0) for name in SLURM_COMMANDS},
               "min_squeue_gap_s": round(min(gaps), 3) if gaps else None}

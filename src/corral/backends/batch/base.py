@@ -41,6 +41,7 @@ import getpass
 import itertools
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -125,6 +126,8 @@ class BatchBackend:
         self._unreadable_answers = 0
         #: The status query running now, if any (one at a time).
         self._query: CommandInFlight | None = None
+        #: Batch jobs an abort ended (see BatchScheduler.signal_ends_job).
+        self._ended_by_signal: set[str] = set()
         #: Chained jobs the scheduler refused, waiting for their parents (see _hold_back).
         self._held_back: list[Group] = []
         #: Held-back jobs a pause holds: not submitted until released.
@@ -246,6 +249,7 @@ class BatchBackend:
                                       reason="cancelled"))
             if job is not None and not job.tasks:
                 to_cancel.add(job.native_id)  # nothing left for it to do
+        to_cancel -= self._ended_by_signal  # deleted already: a second delete only errs
         if to_cancel:
             self._run_quietly(self.scheduler.cancel_argv(sorted(to_cancel)))
 
@@ -256,6 +260,8 @@ class BatchBackend:
                           if job_id in self._tasks and self._tasks[job_id].native_id})
         if natives:
             self._run_quietly(self.scheduler.signal_argv(natives))
+            if self.scheduler.signal_ends_job:
+                self._ended_by_signal.update(natives)
 
     def hold(self, job_ids: Collection[int | str]) -> None:
         """Keep pending jobs from starting; for pause (held-back jobs stay back)."""
@@ -343,9 +349,22 @@ class BatchBackend:
             request=request))
         argv = scheduler.submit_argv(request)
         try:
-            job_id = _parsed(scheduler.parse_submit, self._run(argv))
-        except (BackendError, ValueError) as error:
+            status = scheduler.status_argv(self._user)[0]
+            if shutil.which(status) is None:  # submitted, it could never be followed
+                raise BackendError(f"{status}, the status command, is not on PATH: not "
+                                   "submitted, since corral could never follow it")
+            printed = self._run(argv)
+        except BackendError as error:
             refusal = f"{argv[0]} refused it: {scheduler.explain_refusal(request, str(error))}"
+        else:
+            try:
+                job_id = _parsed(scheduler.parse_submit, printed)
+                refusal = ""
+            except ValueError as error:  # it may run all the same: say so, and where to look
+                refusal = (f"{argv[0]} ran, but {error}; if it submitted the job, corral "
+                           f"cannot follow it: look for it in {scheduler.title} "
+                           f"(its script: {script})")
+        if refusal:
             if group.after and group.parents:
                 self._hold_back(group, chunk, refusal)
                 return

@@ -271,6 +271,10 @@ class BatchScheduler(ABC):
     def signal_argv(self, native_ids: Sequence[str]) -> list[str]:
         """Send SIGUSR1 to the batch script's runtime of these running jobs (abort)."""
 
+    #: :meth:`signal_argv` ends the jobs instead (SGE cannot signal one): the
+    #: cancel after the abort's grace has nothing left to delete.
+    signal_ends_job: ClassVar[bool] = False
+
     @abstractmethod
     def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
         """Keep these pending jobs from starting."""

@@ -149,6 +149,8 @@ class SgeScheduler(BatchScheduler):
         # would make every qdel wait the queue's notify time: abort deletes.
         return ["qdel", *native_ids]
 
+    signal_ends_job: ClassVar[bool] = True
+
     def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["qhold", *native_ids]
 
