@@ -586,6 +586,7 @@ def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver
     listing = corral_command("status")
     assert listing.returncode == 0, listing.stderr
     assert "FAKEQ ID" in listing.stdout and native in listing.stdout.split()
+    assert "as last seen (no driver)" in listing.stdout  # not what fakeq says now
     cancelled = corral_command("cancel", "1")
     assert (cancelled.returncode, cancelled.stdout.strip()) == (0, "cancelled 1"), cancelled
     assert "no driver runs: cancel sent to fakeq" in cancelled.stderr

@@ -69,6 +69,9 @@ PAUSED_REASON = "paused: starts after corral resume"
 #: still says RUNNING or QUEUED, but nothing will run it until a driver opens
 #: the run again (which settles it: CANCELLED, or COMPLETED from the outcome log).
 ORPHANED_REASON = "its driver is gone: nothing runs it now"
+#: What an unfinished job of a cluster scheduler shows when no driver follows it:
+#: its state is the journal's last word, and the cluster may have moved on since.
+UNFOLLOWED_REASON = "as last seen (no driver)"
 
 
 def unknown_backend_reason(backend: str) -> str:
@@ -77,12 +80,14 @@ def unknown_backend_reason(backend: str) -> str:
 
 
 def _detail(job: StoredJob, paused: bool, orphaned: bool = False,
-            unknown_backend: str | None = None) -> str:
+            unknown_backend: str | None = None, unfollowed: bool = False) -> str:
     """The DETAIL cell: why the job ended as it did, or why it still waits."""
     if unknown_backend is not None and job.status not in TERMINAL:
         return unknown_backend_reason(unknown_backend)
     if orphaned and job.status not in TERMINAL:
         return ORPHANED_REASON
+    if unfollowed and job.status not in TERMINAL:
+        return UNFOLLOWED_REASON
     if paused and job.status is JobStatus.QUEUED:
         return PAUSED_REASON
     detail = job.reason or ""
@@ -109,7 +114,8 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
     for job in jobs:
         on_cluster = str(job.id) in cluster_jobs  # it runs on without a driver
         detail = _detail(job, paused, orphaned=not driver_alive and not on_cluster,
-                         unknown_backend=unknown_backend_jobs.get(str(job.id)))
+                         unknown_backend=unknown_backend_jobs.get(str(job.id)),
+                         unfollowed=not driver_alive and on_cluster)
         cells = [str(job.id), _one_line(job.name),
                  Text(job.status.name, _STYLES.get(job.status, "")),
                  _elapsed(job, driver_alive or on_cluster), str(job.attempts)]
