@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from corral.backends.base import Probe
 
-__all__ = ["missing", "ask", "failed"]
+__all__ = ["missing", "ask", "failed", "answered"]
 
 
 def missing(*commands: str) -> Probe | None:
@@ -49,3 +49,15 @@ def failed(done: subprocess.CompletedProcess[str], what: str) -> Probe:
     said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines()
             or [f"exit status {done.returncode}"])[-1]
     return Probe(False, f"{what} failed: {said[:200]}")
+
+
+def answered(argv: Sequence[str], timeout: float,
+             what: str | None = None) -> subprocess.CompletedProcess[str] | Probe:
+    """What *argv* printed when it ran and succeeded within *timeout* seconds; else a
+    Probe saying no, and why (*what* names the command in it: default, its argv)."""
+    done = ask(argv, timeout)
+    if isinstance(done, Probe):
+        return done
+    if done.returncode != 0:
+        return failed(done, what or " ".join(argv))
+    return done

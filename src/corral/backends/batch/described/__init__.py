@@ -160,11 +160,9 @@ def _answers(table: Table, timeout: float = 5.0) -> Probe:
             for part in table.status]
     if (absent := probing.missing(argv[0])) is not None:
         return absent
-    done = probing.ask(argv, timeout)
+    done = probing.answered(argv, timeout)
     if isinstance(done, Probe):
         return done
-    if done.returncode != 0:
-        return probing.failed(done, " ".join(argv))
     return Probe(True, f"{' '.join(argv)} answered ([schedulers.{table.name}] of the settings)")
 
 

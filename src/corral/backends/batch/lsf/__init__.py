@@ -28,11 +28,9 @@ def answers(timeout: float = 5.0) -> Probe:
     and ``lsid`` names IBM Spectrum LSF (or Platform LSF) within *timeout* seconds."""
     if (absent := probing.missing("bsub", "bjobs", "lsid")) is not None:
         return absent
-    done = probing.ask(["lsid"], timeout)
+    done = probing.answered(["lsid"], timeout)
     if isinstance(done, Probe):
         return done
-    if done.returncode != 0:
-        return probing.failed(done, "lsid")
     said = (done.stdout.strip().splitlines() or [""])[0]
     if "LSF" not in said:
         return Probe(False, f"lsid does not name LSF: {said[:200]}")

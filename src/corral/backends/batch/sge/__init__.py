@@ -44,11 +44,10 @@ def answers(timeout: float = 5.0) -> Probe:
     if first.split(" ", 1)[0] not in _GRID_ENGINES:
         return Probe(False, f"qstat -help does not name a Grid Engine (it begins "
                             f"{first[:60]!r})")
-    done = probing.ask(["qstat", "-u", getpass.getuser()], timeout)
+    done = probing.answered(["qstat", "-u", getpass.getuser()], timeout,
+                            f"qstat -help says {first}, but qstat")
     if isinstance(done, Probe):
         return done
-    if done.returncode != 0:
-        return probing.failed(done, f"qstat -help says {first}, but qstat")
     return Probe(True, f"qstat -help says {first}")
 
 

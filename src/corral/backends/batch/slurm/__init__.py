@@ -21,11 +21,9 @@ def answers(timeout: float = 5.0) -> Probe:
     if (absent := probing.missing("sbatch", "squeue")) is not None:
         return absent
     argv = ["squeue", "--noheader", "--me", "--states=all", "--format=%i"]
-    done = probing.ask(argv, timeout)
+    done = probing.answered(argv, timeout, "squeue --me")
     if isinstance(done, Probe):
         return done
-    if done.returncode != 0:
-        return probing.failed(done, "squeue --me")
     return Probe(True, "squeue --me answered")
 
 
