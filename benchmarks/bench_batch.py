@@ -55,17 +55,18 @@ class Bench:
     cluster_module: str
     why_not: str
     start: Callable[[Any, int], Any]  # (module, cpus) -> cluster
-    #: Its commands: submit, status, accounting, configuration.
+    #: Its commands: submit, status, accounting (None: it has none), configuration.
     submit: str
     status: str
-    accounting: str
+    accounting: str | None
     configuration: str
     described: str  # the cluster, for the section's header
     peer: Callable[[int, Path], tuple[float, list[int]] | None] | None = None
 
     @property
-    def commands(self) -> tuple[str, str, str, str]:
-        return (self.submit, self.status, self.accounting, self.configuration)
+    def commands(self) -> tuple[str, ...]:
+        return tuple(name for name in (self.submit, self.status, self.accounting,
+                                       self.configuration) if name is not None)
 
 
 def ten_ms(index: int) -> int:
@@ -98,7 +99,7 @@ BENCHES = {
                  "One-node Son of Grid Engine 8.1.9, accounting on."),
     "openpbs": Bench("pbs", "OpenPBS", "openpbs_cluster", "why_openpbs_cannot_run",
                      lambda module, cpus: module.start(cpus=cpus),
-                     "qsub", "qstat", "tracejob", "qmgr",
+                     "qsub", "qstat", None, "qmgr",
                      "One-node OpenPBS 23.06 (built from source), job history on."),
 }
 
@@ -142,12 +143,13 @@ def measure(bench: Bench, calls: int, scratch: Path) -> tuple[list, float, list]
 
 
 def tables(bench: Bench, calls: int, rows: list, two_hundred: float, logged: list) -> str:
-    submit, status, accounting, configuration = bench.commands
+    submit, status, accounting, configuration = (bench.submit, bench.status, bench.accounting,
+                                                 bench.configuration)
     counts = Counter(name for name, _ in logged)
     gaps = [b - a for a, b in pairwise(sorted(t for name, t in logged if name == status))]
     bundled = next(seconds for label, seconds, _ in rows if "bundle" in label)
     table = [f"| {calls} × 10 ms calls | time | vs corral bundle=50 | "
-             + " | ".join(bench.commands) + " |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             + " | ".join(bench.commands) + " |", "| --- " * (3 + len(bench.commands)) + "|"]
     for label, seconds, counted in rows:
         table.append(f"| {label} | {seconds:.1f} s | {seconds / bundled:.1f}× | "
                      + " | ".join(str(counted.get(name, 0)) for name in bench.commands) + " |")
@@ -160,8 +162,8 @@ def tables(bench: Bench, calls: int, rows: list, two_hundred: float, logged: lis
               f"| shortest gap between two {status} calls | {min(gaps) if gaps else 0:.2f} s |",
               f"| {submit} calls | {counts.get(submit, 0)} (arrays of up to the cluster's "
               "limit) |",
-              f"| {accounting} calls | {counts.get(accounting, 0)} (only for jobs without a "
-              "result file) |",
+              *([f"| {accounting} calls | {counts.get(accounting, 0)} (only for jobs without "
+                 "a result file) |"] if accounting else []),
               f"| {configuration} calls | {counts.get(configuration, 0)} (cluster settings, "
               "read once) |"]
     return "\n".join(table)

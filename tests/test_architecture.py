@@ -452,3 +452,16 @@ def test_a_probe_that_hangs_counts_as_not_answering_and_auto_goes_on(monkeypatch
         unregister_backend("fakesched")
     assert "the fakesched backend's probe did not answer within 0 s; taken as not answering" \
         in caplog.text
+
+
+def test_every_batch_script_template_is_package_data():
+    """A template left out of package data is missing from a non-editable install:
+    its scheduler fails at its first submission."""
+    import tomllib
+
+    shipped = tomllib.loads((SOURCE.parent.parent / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]
+    for template in SOURCE.rglob("*.template"):
+        package = ".".join(template.parent.relative_to(SOURCE.parent).parts)
+        assert any(template.match(pattern) for pattern in shipped.get(package, ())), (
+            f"{template.relative_to(SOURCE.parent)} is not in [tool.setuptools.package-data]")
