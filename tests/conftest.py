@@ -58,10 +58,15 @@ def no_process_left_behind() -> Iterator[None]:
 CLUSTER_FIXTURES = {"slurm", "contract_slurm"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)
+        if item.get_closest_marker("cluster") is not None:
+            # One worker runs them all, in order: each cluster starts once per session,
+            # and two real schedulers never compete for this machine's two cores.
+            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 @pytest.fixture(scope="session", params=["accounting off", "accounting on"])

@@ -308,6 +308,9 @@ def drive(name: str, run: str, release: str, side: str, mode: str) -> None:
         if mode == "kill":
             done.result(timeout=60)
             wait_for_file(os.path.join(side, "b.pid"), limit=60)
+            # Both as the journal holds them, or the kill could land before the writer
+            # committed a's completion (then a is found in the backend, not restored).
+            _journaled_status(run, done.id, JobStatus.COMPLETED)
             stored = _journaled_status(run, waiting.id, JobStatus.RUNNING)
             print(json.dumps({"running": waiting.native_id, "journaled": stored}), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)

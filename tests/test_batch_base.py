@@ -4,6 +4,7 @@ forgotten jobs, outcomes, control with no driver, and Slurm's pieces on it."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import ClusterLimits, NativeRow, NeverKind
 from corral.backends.batch.slurm.backend import SlurmBackend
 from corral.backends.batch.slurm.scheduler import SlurmScheduler
+from corral.errors import BackendError
 from corral.runtime.batch import BatchOutcome
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
@@ -167,3 +169,37 @@ def test_bad_options_name_the_scheduler():
         SlurmBackend(options={"poll": 1})
     assert str(caught.value).startswith("unknown Slurm backend option 'poll'; "
                                         "did you mean 'poll_interval'?")
+
+
+def test_a_scheduler_answer_that_is_not_utf8_is_read_with_the_bytes_replaced():
+    """Another user's job in a Latin-1 directory must not blind every poll."""
+    from corral.backends.batch.invoke import run_command
+
+    printed = run_command([sys.executable, "-c", "import sys; "
+                           "sys.stdout.buffer.write(b'job 7 in /home/\\xe9t\\xe9\\n')"])
+    assert printed == "job 7 in /home/\ufffdt\ufffd\n"
+
+
+def test_a_failed_command_whose_output_is_still_an_answer_is_read():
+    from corral.backends.batch.invoke import run_command
+
+    argv = [sys.executable, "-c", "import sys; print('rows'); print('qstat: Unknown Job Id "
+                                  "9', file=sys.stderr); sys.exit(153)"]
+    with pytest.raises(BackendError, match="exited 153: qstat: Unknown Job Id 9"):
+        run_command(argv)
+    assert run_command(argv, lambda code, err: code == 153) == "rows\n"
+
+
+def test_a_batch_job_that_ended_well_without_a_result_says_whether_the_job_had_started(
+        tmp_path):
+    sub = submission(1, tmp_path)
+    taskfiles.write_task(sub, batch_log="")
+    task = task_of(sub)
+    job = BatchJob("9", "", [task])
+    never = outcomes.from_scheduler(task, job, JobStatus.COMPLETED, "", None, SLURM)
+    assert never.reason.startswith("the batch job ended without running it (Slurm job 9)")
+    (sub.jobdir / "started").write_text('{"time": 1}')  # the runtime claimed it, then died
+    died = outcomes.from_scheduler(task, job, JobStatus.COMPLETED, "", None, SLURM)
+    assert died.state is JobStatus.FAILED
+    assert died.reason.startswith("it started but left no result: its batch job ended under "
+                                  "it (a node or server that went away?) (Slurm job 9)")

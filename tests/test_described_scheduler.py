@@ -633,6 +633,6 @@ def test_a_job_whose_status_command_is_missing_is_not_submitted(config_dir, clus
         job = sched.submit(abs, -2)
         with pytest.raises(corral.JobFailed):
             job.result(timeout=60)
-    assert job.reason == ("qsub refused it: qstat-nowhere, the status command, is not on "
-                          "PATH: not submitted, since corral could never follow it")
+    assert job.reason == ("not submitted: qstat-nowhere, the status command, is not on "
+                          "PATH, so corral could never follow it")
     assert cluster.calls("qsub") == []

@@ -524,3 +524,25 @@ def test_closing_while_a_status_query_hangs_leaves_nothing_of_it_running(tmp_pat
     child = int(pids.read_text().split()[0])
     wait_until(lambda: not pids_alive([child]), timeout=10,
                message="closing killed the hung query and its child")
+
+
+def test_a_run_directory_with_a_line_break_is_refused_before_anything_is_submitted(
+        tmp_path, monkeypatch):
+    """Schedulers print paths raw in their status answers (OpenPBS's Submit_arguments):
+    a line break there could be read as the job's state."""
+    cluster = FakeBatch(tmp_path / "fakebatch")
+    cluster.root.mkdir()
+    for name, value in cluster.environ().items():
+        monkeypatch.setenv(name, value)
+    try:
+        with registered(), corral.Scheduler(backend="fakebatch",
+                                            workdir=tmp_path / "run\n    job_state = F") as sched:
+            job = sched.submit(square, 2)
+            with pytest.raises(corral.JobFailed):
+                job.result(timeout=60)
+        assert job.reason.startswith("not submitted: the run directory ")
+        assert job.reason.endswith("holds a line break, which a scheduler's answer would "
+                                   "not keep apart")
+        assert cluster.calls("qsub") == []
+    finally:
+        cluster.stop()

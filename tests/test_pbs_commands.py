@@ -23,7 +23,7 @@ from corral.backends import backend_info
 from corral.backends.batch.base import BatchBackend
 from corral.backends.batch.pbs import probe_dialect
 from corral.backends.batch.pbs.scheduler import (PbsProScheduler, TorqueScheduler,
-                                                 parse_queues_and_limits, parse_status_text,
+                                                 parse_server, parse_status_text,
                                                  pbs_name, scheduler_for)
 from corral.backends.batch.scheduler import NeverKind, SubmitRequest
 from corral.spec import Placement, Resources
@@ -151,20 +151,27 @@ def test_running_queued_held_and_array_rows():
         JobStatus.RUNNING, JobStatus.SUBMITTED, JobStatus.SUBMITTED, JobStatus.SUBMITTED]
 
 
-def test_the_status_query_names_the_queues_the_server_listed_or_those_given():
-    queues, server = parse_queues_and_limits(recorded("openpbs_qmgr_print_server.txt"))
-    assert queues == ("workq", "q2")
+def test_the_status_query_names_the_runs_jobs_an_array_by_its_parent():
+    argv = PRO.status_argv_for("ann", ["7.pbshost", "9[2].pbshost", "9[0].pbshost"])
+    assert argv == ["qstat", "-f", "-x", "-t", "7.pbshost", "9[].pbshost"]
+    assert TORQUE.status_argv_for("ann", ["7"]) == ["qstat", "-f"]
+
+
+def test_a_job_the_server_forgot_leaves_the_others_answer_usable():
+    assert PRO.status_answer_usable(153, "qstat: Unknown Job Id 99.pbshost\n")
+    assert not PRO.status_answer_usable(2, "qstat: cannot connect to server pbshost\n")
+
+
+def test_a_child_is_chained_in_pbs_only_to_a_whole_job():
+    """PBS refuses afterok on a subjob ("illegal -W value"): its child waits in corral."""
+    assert PRO.chains_on("7.pbshost") and not PRO.chains_on("9[2].pbshost")
+
+
+def test_the_servers_limits_come_from_qmgr():
+    server = parse_server(recorded("openpbs_qmgr_print_server.txt"))
     assert server["job_history_duration"] == "24:00:00"
-    scheduler = PbsProScheduler()
-    assert scheduler.status_argv("ann") == ["qstat", "-f", "-x", "-t"]  # not read yet
-    limits = scheduler.parse_limits(recorded("openpbs_qmgr_print_server.txt"))
-    assert scheduler.status_argv("ann") == ["qstat", "-f", "-x", "-t", "workq", "q2"]
+    limits = PRO.parse_limits(recorded("openpbs_qmgr_print_server.txt"))
     assert (limits.max_array_tasks, limits.forget_after_s) == (10000, 86400.0)
-    given = PbsProScheduler(queues=["long"])
-    given.parse_limits(recorded("openpbs_qmgr_print_server.txt"))
-    assert given.status_argv("ann")[-1:] == ["long"]
-    with pytest.raises(ValueError, match=r"^queues='workq' must be a list of queue names$"):
-        PbsProScheduler(queues="workq")
 
 
 def test_a_request_no_node_can_hold_never_starts():
@@ -232,7 +239,7 @@ def test_the_dialect_option_picks_the_scheduler():
         is TorqueScheduler
     assert type(BatchBackend(scheduler=TORQUE, options={"dialect": "pro"}).scheduler) \
         is PbsProScheduler
-    assert TorqueScheduler().settings == {"dialect": "torque", "queues": None}
+    assert TorqueScheduler().settings == {"dialect": "torque"}
 
 
 def test_a_bad_dialect_is_refused_naming_what_is_accepted(tmp_path):

@@ -264,3 +264,10 @@ def test_a_number_field_that_is_no_ascii_number_is_absent_not_a_crash(odd):
     assert commands.meaning_of(rows["6"]) == (JobStatus.COMPLETED, "")
     with pytest.raises(ValueError, match="qsub printed no job id"):
         commands.parse_qsub(f"{odd}\n")
+
+
+def test_a_child_is_chained_in_sge_only_to_a_whole_job():
+    """-hold_jid names whole jobs: a child of one array task waits in corral instead
+    of for (and failing with) every task of the array."""
+    sge = SgeScheduler()
+    assert sge.chains_on("12") and not sge.chains_on("12.3")

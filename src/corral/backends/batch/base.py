@@ -186,6 +186,8 @@ class BatchBackend:
         task = self._tasks.get(job_id)
         if task is None or task.bundled or not task.native_id:
             return False
+        if not self.scheduler.chains_on(task.native_id):
+            return False
         job = self._jobs.get(task.native_id)
         if job is None or read_result(task.jobdir) is not None:
             return False
@@ -214,7 +216,9 @@ class BatchBackend:
             self._wake.clear()
             if self._jobs and self._query is None and self._clock.due():
                 self._cluster_limits()  # read once, first: a status query may depend on it
-                self._query = CommandInFlight(self.scheduler.status_argv(self._user), self._wake)
+                self._query = CommandInFlight(
+                    self.scheduler.status_argv_for(self._user, sorted(self._jobs)), self._wake,
+                    self.scheduler.status_answer_usable)
             if self._query is not None and self._query.finished:
                 query, self._query = self._query, None
                 if self._jobs:
@@ -347,24 +351,8 @@ class BatchBackend:
             scheduler, directory=directory, tasks=max(len(members) for members in chunk),
             setup=group.placement.setup, python=group.placement.python or self._python,
             request=request))
-        argv = scheduler.submit_argv(request)
-        try:
-            status = scheduler.status_argv(self._user)[0]
-            if shutil.which(status) is None:  # submitted, it could never be followed
-                raise BackendError(f"{status}, the status command, is not on PATH: not "
-                                   "submitted, since corral could never follow it")
-            printed = self._run(argv)
-        except BackendError as error:
-            refusal = f"{argv[0]} refused it: {scheduler.explain_refusal(request, str(error))}"
-        else:
-            try:
-                job_id = _parsed(scheduler.parse_submit, printed)
-                refusal = ""
-            except ValueError as error:  # it may run all the same: say so, and where to look
-                refusal = (f"{argv[0]} ran, but {error}; if it submitted the job, corral "
-                           f"cannot follow it: look for it in {scheduler.title} "
-                           f"(its script: {script})")
-        if refusal:
+        job_id, refusal = self._submit_script(request, directory)
+        if job_id is None:
             if group.after and group.parents:
                 self._hold_back(group, chunk, refusal)
                 return
@@ -380,6 +368,30 @@ class BatchBackend:
                 last_seen=time.monotonic())
             for submission in members:
                 self._follow_submitted(submission, group, bundled, job)
+
+    def _submit_script(self, request: SubmitRequest, directory: Path) -> tuple[str | None, str]:
+        """Submit *request*: its job id, or None and why not. A job is submitted only
+        where corral can follow it; one whose id corral cannot read may run all the
+        same, which its reason says, with where to look."""
+        scheduler = self.scheduler
+        status = scheduler.status_argv(self._user)[0]
+        if shutil.which(status) is None:
+            return None, (f"not submitted: {status}, the status command, is not on PATH, "
+                          "so corral could never follow it")
+        if "\n" in os.fspath(directory):  # schedulers print paths raw in their answers
+            return None, (f"not submitted: the run directory {os.fspath(directory)!r} holds "
+                          "a line break, which a scheduler's answer would not keep apart")
+        argv = scheduler.submit_argv(request)
+        try:
+            printed = self._run(argv)
+        except BackendError as error:
+            return None, f"{argv[0]} refused it: {scheduler.explain_refusal(request, str(error))}"
+        try:
+            return _parsed(scheduler.parse_submit, printed), ""
+        except ValueError as error:
+            return None, (f"{argv[0]} ran, but {error}; if it submitted the job, corral cannot "
+                          f"follow it: look for it in {scheduler.title} (its script: "
+                          f"{request.script})")
 
     def _hold_back(self, group: Group, chunk: list[list[Submission]], refusal: str) -> None:
         """Keep chained jobs the scheduler refused until their parents' outcome is

@@ -37,8 +37,8 @@ def control_without_driver(scheduler: BatchScheduler, verb: Verb | str,
         raise ValueError(f"unknown verb {verb!r} for batch jobs with no driver "
                          f"(known: {', '.join(v.value for v in Verb)})") from None
     if verb is not Verb.CANCEL:  # hold/release only what the scheduler still has pending
-        argv = scheduler.status_argv(getpass.getuser())
-        output = run_command(argv)
+        argv = scheduler.status_argv_for(getpass.getuser(), list(native_ids))
+        output = run_command(argv, scheduler.status_answer_usable)
         try:
             rows = scheduler.parse_status(output)
         except Exception as error:  # the scheduler's parser on output nobody recorded

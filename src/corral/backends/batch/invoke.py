@@ -7,34 +7,44 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from corral.errors import BackendError
 
-__all__ = ["run_command", "CommandInFlight", "COMMAND_TIMEOUT_S"]
+__all__ = ["run_command", "CommandInFlight", "COMMAND_TIMEOUT_S", "Usable"]
 
 #: A scheduler command that takes longer is hung (a controller that is down):
 #: the caller logs it and tries again at the next poll.
 COMMAND_TIMEOUT_S = 60.0
 
 
-def run_command(argv: Sequence[str]) -> str:
+#: A failed command whose output is still an answer: ``usable(returncode, stderr)``
+#: (PBS's qstat of several jobs, one of which it forgot, exits 153 and lists the rest).
+Usable = Callable[[int, str], bool]
+
+
+def run_command(argv: Sequence[str], usable: Usable | None = None) -> str:
     """Run a scheduler command (an argv list, never a shell); return its stdout.
+    Bytes that are not UTF-8 (another user's job in a Latin-1 directory) are
+    replaced, never a reason the whole answer is lost.
 
     Raises:
-        BackendError: it could not start, timed out or exited non-zero; the
-            message names the program and ends with what it printed.
+        BackendError: it could not start, timed out or exited non-zero (unless
+            *usable* says its output is an answer all the same); the message
+            names the program and ends with what it printed.
     """
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True,
-                              timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(list(argv), capture_output=True, encoding="utf-8",
+                              errors="replace", timeout=COMMAND_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as error:
         raise BackendError(f"{argv[0]} could not run: {error}") from None
-    return _stdout_of(argv, done.returncode, done.stdout, done.stderr)
+    return _stdout_of(argv, done.returncode, done.stdout, done.stderr, usable)
 
 
-def _stdout_of(argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> str:
-    if returncode != 0:
+def _stdout_of(argv: Sequence[str], returncode: int, stdout: str, stderr: str,
+               usable: Usable | None = None) -> str:
+    if returncode != 0 and not (usable is not None and usable(returncode, stderr)):
         message = (stderr or stdout).strip().splitlines()
         raise BackendError(f"{argv[0]} exited {returncode}: "
                            f"{' '.join(message[-2:]) or 'no message'}")
@@ -49,8 +59,10 @@ class CommandInFlight:
     thread) once :meth:`answer` has its answer.
     """
 
-    def __init__(self, argv: Sequence[str], done: threading.Event) -> None:
+    def __init__(self, argv: Sequence[str], done: threading.Event,
+                 usable: Usable | None = None) -> None:
         self.argv = list(argv)
+        self._usable = usable
         #: Monotonic time the command was started: what it answers is as of then.
         self.started = time.monotonic()
         self._finished = threading.Event()
@@ -93,7 +105,8 @@ class CommandInFlight:
                 # that hold its output open, and a time-out must end them too.
                 self._process = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+                    stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+                    start_new_session=True)
             try:
                 stdout, stderr = self._process.communicate(timeout=COMMAND_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -104,7 +117,8 @@ class CommandInFlight:
                     pass
                 raise BackendError(f"{self.argv[0]} could not run: it did not answer within "
                                    f"{COMMAND_TIMEOUT_S:.0f} s") from None
-            self._output = _stdout_of(self.argv, self._process.returncode, stdout, stderr)
+            self._output = _stdout_of(self.argv, self._process.returncode, stdout, stderr,
+                                      self._usable)
         except BackendError as error:
             self._error = error
         except (OSError, subprocess.SubprocessError, ValueError) as error:

@@ -4,11 +4,13 @@ job 123") so that a user can look it up."""
 
 from __future__ import annotations
 
+import os
+
 from corral.backends.base import Update
 from corral.backends.batch.records import BatchJob, TaskRecord
 from corral.backends.batch.scheduler import BatchScheduler, NativeRow
 from corral.backends.batch.taskfiles import tail_text
-from corral.runtime.batch import BatchOutcome
+from corral.runtime.batch import STARTED_FILE, BatchOutcome
 from corral.status import JobStatus
 
 __all__ = ["from_result", "from_scheduler"]
@@ -44,7 +46,10 @@ def from_scheduler(task: TaskRecord, job: BatchJob, status: JobStatus, words: st
     exit_code = None if row is None else scheduler.exit_code(row)
     if status is JobStatus.COMPLETED:  # ended well, yet the runtime wrote nothing
         status = JobStatus.FAILED
-        words = "the batch job ended without running it"
+        started = os.path.exists(os.path.join(task.jobdir, STARTED_FILE))
+        words = ("it started but left no result: its batch job ended under it (a node or "
+                 "server that went away?)" if started
+                 else "the batch job ended without running it")
     reason = f"{words} ({scheduler.title} job {job.native_id})"
     if status is not JobStatus.CANCELLED:
         reason += tail_text(task.jobdir, job.log_path)

@@ -193,6 +193,13 @@ class BatchScheduler(ABC):
         """The native id of array task *index* of *job_id* (Slurm: ``123_4``)."""
         return f"{job_id}_{index}"
 
+    def chains_on(self, native_id: str) -> bool:
+        """Whether a dependency on the job *native_id* may be handed to the
+        scheduler. One that depends only on whole arrays says no for an array task
+        (PBS refuses it; SGE would wait for, and fail with, the whole array): the
+        child then waits in corral for its own parent."""
+        return True
+
     def script_template(self, request: SubmitRequest | None) -> str:
         """The template text of *request*'s batch script (None: a sample, for a
         golden file): the :attr:`template` file. A scheduler whose script depends
@@ -214,6 +221,17 @@ class BatchScheduler(ABC):
     @abstractmethod
     def parse_status(self, stdout: str) -> dict[str, NativeRow]:
         """Rows by native id from :meth:`status_argv`'s output."""
+
+    def status_argv_for(self, user: str, native_ids: Sequence[str]) -> list[str]:
+        """The status query for the jobs corral follows (*native_ids*, never
+        empty): :meth:`status_argv` of *user*. A scheduler that cannot list one
+        user's jobs, or whose server-wide query is unsafe, names the jobs (PBS)."""
+        return self.status_argv(user)
+
+    def status_answer_usable(self, returncode: int, stderr: str) -> bool:
+        """Whether a status query that exited *returncode* still printed an answer
+        (PBS's qstat of several jobs exits 153 when it forgot one, listing the rest)."""
+        return False
 
     def accounting_argv(self, native_ids: Sequence[str]) -> list[str] | None:
         """A query of finished jobs the status query forgot; None: no accounting."""

@@ -29,8 +29,6 @@ OWN_OPTIONS: dict[str, tuple[Any, str]] = {
     "dialect": ("auto", "PBS's dialect: 'pro' (OpenPBS, PBS Pro: -l select, -J arrays, qstat "
                         "-f -x -t), 'torque' (-l nodes=1:ppn, -t arrays, Torque's qstat -f), "
                         "or 'auto' (asks qstat --version)"),
-    "queues": (None, "the queues the status query names (default: every queue of the server, "
-                     "read once with qmgr; OpenPBS cannot list its whole history unnamed)"),
 }
 
 

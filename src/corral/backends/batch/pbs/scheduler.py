@@ -1,7 +1,7 @@
 """PBS's pieces for the batch base, in its two dialects.
 
 :class:`PbsProScheduler` speaks OpenPBS / PBS Pro (``-l select=``, ``-J`` arrays,
-``qstat -f -x -t`` of the server's queues, exit statuses in the status answer);
+``qstat -f -x -t`` of the run's jobs, exit statuses in the status answer);
 :class:`TorqueScheduler` speaks Torque (``-l nodes=1:ppn=``, ``-t`` arrays,
 ``qstat -f`` in Torque's text), as Torque itself and Slurm's Torque wrappers do.
 Both share the control commands (``qdel``, ``qhold``, ``qrls``, ``qsig``) and the
@@ -22,7 +22,7 @@ from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, Mean
 from corral.status import JobStatus
 
 __all__ = ["PbsProScheduler", "TorqueScheduler", "scheduler_for", "pbs_name", "hhmmss",
-           "parse_status_text", "parse_queues_and_limits"]
+           "parse_status_text", "parse_server"]
 
 _PENDING = ("Q", "H", "W", "T")  # queued, held, waiting for its start time, in transit
 _ACTIVE: Mapping[str, JobStatus] = {
@@ -83,11 +83,6 @@ class PbsProScheduler(BatchScheduler):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
-        self._queues: tuple[str, ...] = ()
-        queues = self.settings.get("queues")
-        if queues is not None and (isinstance(queues, str) or not all(
-                isinstance(queue, str) and queue.strip() for queue in queues)):
-            raise ValueError(f"queues={queues!r} must be a list of queue names")
         dialect = self.settings["dialect"]
         if dialect not in DIALECTS:
             raise ValueError(f"dialect={dialect!r} is not a PBS dialect "
@@ -142,28 +137,32 @@ class PbsProScheduler(BatchScheduler):
     # -- watching ------------------------------------------------------------------------
 
     def status_argv(self, user: str) -> list[str]:
-        # -x: finished jobs too (with job_history_enable), -t: each subjob. The queues
-        # are named: OpenPBS 23.06's qstat -x -t of the whole server repeats its history
-        # without end (gigabytes in seconds, past a few hundred subjobs), and its JSON
-        # form (-F json) lists only the first of several named queues.
-        return ["qstat", "-f", "-x", "-t", *self.queues]
+        # -x: finished jobs too (with job_history_enable), -t: each subjob.
+        return ["qstat", "-f", "-x", "-t"]
+
+    def status_argv_for(self, user: str, native_ids: Sequence[str]) -> list[str]:
+        # PBS's qstat -f cannot take -u, and the server's whole list is every user's
+        # jobs of the history's length (OpenPBS 23.06's qstat -x -t of it has been seen
+        # repeating itself without end): the run's jobs are named, an array by its
+        # parent. The text form, since the JSON one lists only the first job named.
+        return [*self.status_argv(user), *sorted({_job_of(native) for native in native_ids})]
+
+    def status_answer_usable(self, returncode: int, stderr: str) -> bool:
+        # A job named that the server no longer knows: said on stderr, the rest listed.
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        return all(line.startswith("qstat: Unknown Job Id") for line in lines)
+
+    def chains_on(self, native_id: str) -> bool:
+        return _job_of(native_id) == native_id  # PBS refuses afterok on one subjob
 
     def parse_status(self, stdout: str) -> dict[str, NativeRow]:
         return parse_status_text(stdout)
-
-    @property
-    def queues(self) -> tuple[str, ...]:
-        """The queues the status query names: the ``queues`` option, else those the
-        server listed when its limits were read (none yet: the whole server)."""
-        given = self.settings.get("queues")
-        return tuple(given) if given else self._queues
 
     def limits_argv(self) -> list[str] | None:
         return ["qmgr", "-c", "print server"]
 
     def parse_limits(self, stdout: str) -> ClusterLimits:
-        queues, server = parse_queues_and_limits(stdout)
-        self._queues = queues
+        server = parse_server(stdout)
         size = number(server.get("max_array_size", ""))
         history = server.get("job_history_enable", "").lower() == "true"
         kept = _hhmmss_seconds(server.get("job_history_duration", "")) if history else 0.0
@@ -245,7 +244,10 @@ class TorqueScheduler(PbsProScheduler):
         return ["-t", *super().array_args(request)[1:]] if request.array_size else []
 
     def status_argv(self, user: str) -> list[str]:
-        return ["qstat", "-f", *self.queues]  # Slurm's wrappers know neither -x nor -t
+        return ["qstat", "-f"]  # Slurm's wrappers know neither -x nor -t
+
+    def status_argv_for(self, user: str, native_ids: Sequence[str]) -> list[str]:
+        return self.status_argv(user)  # the wrappers list the user's jobs alone
 
     def limits_argv(self) -> list[str] | None:
         return None  # Torque's qmgr says nothing of arrays corral could use here
@@ -323,13 +325,16 @@ def parse_status_text(stdout: str) -> dict[str, NativeRow]:
     return {native_id: _row(native_id, job) for native_id, job in jobs.items()}
 
 
-def parse_queues_and_limits(stdout: str) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The queues and the server's attributes from ``qmgr -c "print server"``."""
-    queues, server = [], {}
+def parse_server(stdout: str) -> dict[str, str]:
+    """The server's attributes from ``qmgr -c "print server"``."""
+    server = {}
     for line in stdout.splitlines():
         words = line.split()
-        if words[:2] == ["create", "queue"] and len(words) >= 3:
-            queues.append(words[2])
-        elif words[:2] == ["set", "server"] and len(words) >= 5 and words[3] == "=":
+        if words[:2] == ["set", "server"] and len(words) >= 5 and words[3] == "=":
             server[words[2]] = " ".join(words[4:])
-    return tuple(queues), server
+    return server
+
+
+def _job_of(native_id: str) -> str:
+    """The job a subjob belongs to (``12[3].host`` → ``12[].host``); a job's own id."""
+    return re.sub(r"\[\d+\]", "[]", native_id, count=1)

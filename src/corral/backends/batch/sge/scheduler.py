@@ -151,6 +151,11 @@ class SgeScheduler(BatchScheduler):
 
     signal_ends_job: ClassVar[bool] = True
 
+    def chains_on(self, native_id: str) -> bool:
+        # -hold_jid names whole jobs: a child of one array task would wait for (and
+        # fail with) every task of the array, so it waits for its own parent in corral.
+        return "." not in native_id
+
     def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["qhold", *native_ids]
 
