@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,15 +59,23 @@ def no_process_left_behind() -> Iterator[None]:
 CLUSTER_FIXTURES = {"slurm", "contract_slurm"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from support.xdist_cluster import is_cluster_test
+
     for item in items:
         if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)
-        if item.get_closest_marker("cluster") is not None:
-            # One worker runs them all, in order: each cluster starts once per session,
-            # and two real schedulers never compete for this machine's two cores.
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+        if item.get_closest_marker("cluster") and not is_cluster_test(item.nodeid):
+            raise pytest.UsageError(
+                f"{item.nodeid} runs on a real cluster, but support/xdist_cluster.py would "
+                "send it to either worker: add its module or parameter there")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Every test on a real cluster in one worker, one at a time (support.xdist_cluster)."""
+    from support.xdist_cluster import make_scheduler
+
+    return make_scheduler(config, log)
 
 
 @pytest.fixture(scope="session", params=["accounting off", "accounting on"])

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -928,6 +929,11 @@ def test_auto_picks_local_when_slurm_commands_exist_but_no_controller_answers(
     conf.write_text(Path(slurm.conf).read_text().replace(
         "SlurmctldPort=", "SlurmctldPort=1").replace("SlurmctldHost=", "SlurmctldHost=nohost"))
     monkeypatch.setenv("SLURM_CONF", str(conf))
+    only_slurm = tmp_path / "bin"  # no other scheduler answers (Grid Engine may run here)
+    only_slurm.mkdir()
+    for name in ("sbatch", "squeue"):
+        (only_slurm / name).symlink_to(shutil.which(name))
+    monkeypatch.setenv("PATH", str(only_slurm))
     sched = corral.Scheduler(backend="auto", cores=1, workdir=tmp_path / "run")
     try:
         assert sched._backend.name == "local"
