@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from corral.backends.base import BackendInfo, Capabilities, option_help
+from corral.backends.batch import BATCH_CAPABILITIES
+from corral.backends.base import BackendInfo, option_help
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, Meaning, NativeRow,
                                              NeverStarts, SubmitRequest)
 from corral.status import JobStatus
@@ -139,8 +140,7 @@ BACKEND = BackendInfo(
     name="fakebatch",
     title="fakebatch",
     description="the fake batch scheduler the tests ship (tests/support/fakebatch)",
-    capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
-                              enforces_walltime=True, packs_locally=False),
+    capabilities=BATCH_CAPABILITIES,
     factory="support.fakebatch.backend:FakeBatchBackend",
     option_help=option_help({
         "cores": "-l ncpus=N",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
-from corral.backends.batch import probing
+from corral.backends.base import BackendInfo, Probe, option_help
+from corral.backends.batch import BATCH_CAPABILITIES, probing
 from corral.backends.batch.settings import options_help
 
 __all__ = ["BACKEND", "OWN_OPTIONS", "answers"]
@@ -41,8 +41,7 @@ BACKEND = BackendInfo(
     name="lsf",
     title="LSF",
     description="batch jobs on an IBM Spectrum LSF cluster (bsub, bjobs, bkill, bstop)",
-    capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
-                              enforces_walltime=True, packs_locally=False),
+    capabilities=BATCH_CAPABILITIES,
     factory="corral.backends.batch.lsf.backend:LsfBackend",
     option_help=option_help({
         "cores": "-n N, and -R span[hosts=1] above one",

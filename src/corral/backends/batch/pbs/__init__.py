@@ -15,8 +15,8 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
-from corral.backends.batch import probing
+from corral.backends.base import BackendInfo, Probe, option_help
+from corral.backends.batch import BATCH_CAPABILITIES, probing
 from corral.backends.batch.settings import options_help
 
 __all__ = ["BACKEND", "answers", "probe_dialect", "DialectProbe", "DIALECTS",
@@ -98,8 +98,7 @@ BACKEND = BackendInfo(
     name="pbs",
     title="PBS",
     description="batch jobs on OpenPBS, PBS Pro or Torque (qsub, qstat, qdel, qhold, qrls)",
-    capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
-                              enforces_walltime=True, packs_locally=False),
+    capabilities=BATCH_CAPABILITIES,
     factory="corral.backends.batch.pbs.backend:PbsBackend",
     option_help=option_help({
         "cores": "-l select=1:ncpus=N (Torque: -l nodes=1:ppn=N)",

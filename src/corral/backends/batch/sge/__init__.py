@@ -11,8 +11,8 @@ from __future__ import annotations
 import getpass
 from typing import Any
 
-from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
-from corral.backends.batch import probing
+from corral.backends.base import BackendInfo, Probe, option_help
+from corral.backends.batch import BATCH_CAPABILITIES, probing
 from corral.backends.batch.settings import options_help
 
 __all__ = ["BACKEND", "answers", "OWN_OPTIONS"]
@@ -55,8 +55,7 @@ BACKEND = BackendInfo(
     name="sge",
     title="SGE",
     description="batch jobs on Grid Engine: SGE, UGE, OGS (qsub, qstat, qacct, qdel)",
-    capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
-                              enforces_walltime=True, packs_locally=False),
+    capabilities=BATCH_CAPABILITIES,
     factory="corral.backends.batch.sge.backend:SgeBackend",
     option_help=option_help({
         "cores": "-pe <parallel_environment> N (none for 1 core)",

@@ -7,8 +7,8 @@ holds the probe ``backend="auto"`` runs; the backend's code, in
 
 from __future__ import annotations
 
-from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
-from corral.backends.batch import probing
+from corral.backends.base import BackendInfo, Probe, option_help
+from corral.backends.batch import BATCH_CAPABILITIES, probing
 from corral.backends.batch.settings import options_help
 
 __all__ = ["BACKEND", "answers"]
@@ -31,8 +31,7 @@ BACKEND = BackendInfo(
     name="slurm",
     title="Slurm",
     description="batch jobs on a Slurm cluster (sbatch, squeue, sacct, scancel)",
-    capabilities=Capabilities(outlives_driver=True, chains_dependencies=True, holds=True,
-                              enforces_walltime=True, packs_locally=False),
+    capabilities=BATCH_CAPABILITIES,
     factory="corral.backends.batch.slurm.backend:SlurmBackend",
     option_help=option_help({
         "cores": "--cpus-per-task=N",
