@@ -215,7 +215,6 @@ class BatchBackend:
                 self._wake.wait(wait)
             self._wake.clear()
             if self._jobs and self._query is None and self._clock.due():
-                self._cluster_limits()  # read once, first: a status query may depend on it
                 self._query = CommandInFlight(
                     self.scheduler.status_argv_for(self._user, sorted(self._jobs)), self._wake,
                     self.scheduler.status_answer_usable)

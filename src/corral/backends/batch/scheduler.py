@@ -242,9 +242,8 @@ class BatchScheduler(ABC):
         return {}
 
     def limits_argv(self) -> list[str] | None:
-        """The command that prints the cluster's configuration, run once before
-        the first status query (which may depend on what it said: PBS names the
-        queues it read); None: use :attr:`default_limits`."""
+        """The command that prints the cluster's configuration, run once when
+        first needed; None: use :attr:`default_limits`."""
         return None
 
     def parse_limits(self, stdout: str) -> ClusterLimits:
