@@ -97,3 +97,14 @@ def slurm(request: pytest.FixtureRequest) -> Iterator[slurm_cluster.Cluster]:
         else:
             os.environ["SLURM_CONF"] = saved
         slurm_cluster.stop(cluster)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A real headless Chromium (installed by the tests' set-up when missing), quit
+    after the test so that no process is left behind."""
+    from support.browser import close_browser, start_browser
+
+    driver = start_browser()
+    yield driver
+    close_browser(driver)

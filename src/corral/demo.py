@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{restored} jobs came from the journal of the earlier run, without running again")
     command = _corral_command()
     print(f"\nlook at this run from any terminal:  {command} --run {run} status --all")
+    print(f"see it as a page with a timeline:    {command} --run {run} report -o report.html")
     print(f"resume it (finished jobs are not run again): {sys.executable} -m corral.demo "
           f"--run {run}")
     return 0

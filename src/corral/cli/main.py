@@ -580,6 +580,84 @@ def _confirm(question: str) -> bool:
                            "pass --yes") from None
 
 
+def _run_here(context: click.Context, run_dir: Path | None) -> None:
+    """A command's own ``--run`` (``corral report --run DIR``) wins over the group's."""
+    if run_dir is not None:
+        run = run_dir.expanduser().resolve()
+        if run.exists() and not run.is_dir():
+            raise CommandError(f"--run {run}: not a directory (a run directory holds a journal)")
+        context.obj["run"] = run
+
+
+_RUN_HERE = click.option("--run", "run_dir", type=click.Path(path_type=Path, readable=False),
+                         default=None, help="The run directory (as corral --run DIR).")
+
+
+@cli.command()
+@_RUN_HERE
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="where to write it (default report.html, or report.svg; - for stdout)")
+@click.option("--format", "format_", type=click.Choice(["html", "svg"]), default=None,
+              help="html: the whole report (default); svg: the timeline as a picture")
+@click.pass_context
+def report(context: click.Context, run_dir: Path | None, output: Path | None,
+           format_: str | None) -> None:
+    """Write the run's report: one HTML file with a summary, the jobs that did not
+    complete and a timeline, viewable with no network; or the timeline as SVG."""
+    from corral.report import choose_format, report_text, write_report
+
+    _run_here(context, run_dir)
+    run = _open_run(context)
+    chosen = choose_format(output if output is not None and str(output) != "-" else None,
+                           format_)
+    if output is not None and str(output) == "-":
+        sys.stdout.write(report_text(run, chosen))
+        return
+    target = output if output is not None else Path(f"report.{chosen}")
+    if target.parent != Path() and not target.parent.expanduser().is_dir():
+        raise CommandError(f"-o {target}: no directory {target.parent}")
+    try:
+        written = write_report(run, target, chosen)
+    except OSError as error:
+        raise CommandError(f"-o {target}: cannot write it ({error.strerror or error})") from None
+    click.echo(f"wrote {written}")
+
+
+@cli.command()
+@_RUN_HERE
+@click.option("--port", type=click.IntRange(0, 65535), default=0,
+              help="the port to listen on (default: any free one)")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="the address to listen on; anything but loopback exposes your runs "
+                   "to whoever reaches it and has the token")
+@click.pass_context
+def dashboard(context: click.Context, run_dir: Path | None, port: int, host: str) -> None:
+    """Serve a live page of the run (and of the others in your state directory) on
+    this machine; prints its URL with the token it needs. Ctrl-C stops it."""
+    from corral.web import MISSING_EXTRA
+
+    _run_here(context, run_dir)
+    _open_run(context)  # a wrong --run is one line now, not a page that says so
+    try:
+        from corral.web.app import serve
+    except ImportError as error:
+        if getattr(error, "name", "") and str(error.name).split(".")[0] == "aiohttp":
+            raise CommandError(MISSING_EXTRA) from None
+        raise
+    state_dir = default_run_dir().parent
+
+    def ready(url: str) -> None:
+        click.echo(f"corral dashboard of {_run_dir(context)}\n  {url}\n"
+                   "(the token in the URL is the key: share it with no one; Ctrl-C stops)",
+                   err=False)
+        sys.stdout.flush()
+
+    try:
+        serve(_run_dir(context), state_dir, host=host, port=port, ready=ready)
+    except OSError as error:
+        raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
 @cli.command()
 @click.option("--backend", "backends", multiple=True, metavar="NAME",
               help="Show only what the options become on this backend (repeatable).")

@@ -239,7 +239,10 @@ class Scheduler(Executor):
             else:
                 self._run_dir, self._temporary = _prepare_workdir(
                     workdir, getattr(self._backend, "workdir_parent", None))
-            packer = Packer(self._backend.capacity(), self._max_jobs, self._queues, self._tokens)
+            capacity = self._backend.capacity()
+            if self._journal is not None:
+                self._journal.record_capacity(capacity.cores, capacity.memory_mb, capacity.gpus)
+            packer = Packer(capacity, self._max_jobs, self._queues, self._tokens)
             self._engine = Engine(self._backend, packer, self._run_dir, on_finish, grace,
                                   journal=self._journal,
                                   capabilities=backend_info(backend).capabilities)

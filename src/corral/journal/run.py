@@ -13,8 +13,9 @@ from typing import Any
 
 from corral.backends import backend_names, outlives_driver
 from corral.result import Result
-from corral.journal.store import (JournalError, StoredJob, owner_of, read_events, read_job,
-                                  read_jobs, read_meta, read_session_backends)
+from corral.journal.store import (JournalError, StoredJob, StoredSession, owner_of, read_events,
+                                  read_job, read_jobs, read_meta, read_session_backends,
+                                  read_sessions)
 from corral.status import JobStatus, statuses_named
 
 __all__ = ["Run"]
@@ -105,6 +106,28 @@ class Run:
             if backend is not None and backend not in known and job.native_id:
                 found[str(job.id)] = backend
         return found
+
+    def sessions(self) -> list[StoredSession]:
+        """Each driver session of the run (script or daemon), oldest first, with
+        its backend and what that backend could run at once."""
+        return read_sessions(self.path)
+
+    def meta(self) -> dict[str, str]:
+        """The run-wide settings the journal keeps (``paused``, ``origin``, ...)."""
+        return read_meta(self.path)
+
+    def report(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
+        """Write the run's report to *path* and return where it went: a
+        self-contained HTML page (summary, failures, timeline) or, with
+        ``format="svg"`` or a ``.svg`` path, the timeline as one SVG picture.
+        Works while the run goes on (it shows the moment it was written).
+
+        Raises:
+            ValueError: *format* is neither ``"html"`` nor ``"svg"``.
+        """
+        from corral.report import write_report
+
+        return write_report(self, path, format)
 
     @property
     def paused(self) -> bool:

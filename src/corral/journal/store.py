@@ -70,7 +70,7 @@ from corral.status import TERMINAL, JobStatus
 __all__ = ["JOURNAL_FILE", "Journal", "JournalError", "StoredJob", "RunInUse", "private_run_dir",
            "private_file",
            "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of",
-           "read_session_backends", "JournaledJob"]
+           "read_session_backends", "read_sessions", "StoredSession", "JournaledJob"]
 
 
 class JournaledJob(Protocol):
@@ -637,6 +637,13 @@ class Journal:
         return replace(job, status=JobStatus.FAILED, exit_code=None, ended=ended, result=None,
                        error=blob, reason=f"raised {_error_summary(blob)}; {FOUND_IN_OUTCOME_LOG}")
 
+    def record_capacity(self, cores: int | None, memory_mb: int | None,
+                        gpus: int | None) -> None:
+        """Note what this session's backend can run at once, for the report's
+        utilisation (busy core-seconds against those available)."""
+        self.set_meta(CAPACITY_KEY.format(session=self.session),
+                      json.dumps({"cores": cores, "memory_mb": memory_mb, "gpus": gpus}))
+
     def set_meta(self, key: str, value: str) -> None:
         """Record a run-wide setting (e.g. ``paused``), after what is already queued."""
         self.flush(force=True)
@@ -959,6 +966,49 @@ def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str | No
             return dict(db.execute("SELECT id, backend FROM sessions"))
     except _NotCreatedYet:
         return {}
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """One driver session of a run: who drove it, on which backend, and what
+    that backend could run at once (``cores`` None: unknown, or a cluster that
+    packs on its own)."""
+
+    id: int
+    kind: str
+    backend: str | None
+    started: float | None
+    ended: float | None
+    cores: int | None
+
+
+#: The ``meta`` key under which a session records its backend's capacity (JSON).
+CAPACITY_KEY = "capacity.{session}"
+
+
+def read_sessions(run_dir: str | os.PathLike[str]) -> list[StoredSession]:
+    """Every session of the run, oldest first."""
+    try:
+        with _reading(run_dir) as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+            backend = "backend" if "backend" in columns else "NULL"
+            rows = list(db.execute(f"SELECT id, kind, {backend}, started, ended FROM sessions "
+                                   "ORDER BY id"))
+            meta = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'capacity.%'"))
+    except _NotCreatedYet:
+        return []
+    sessions = []
+    for session, kind, backend_name, started, ended in rows:
+        try:
+            cores = json.loads(meta.get(CAPACITY_KEY.format(session=session), "{}")).get("cores")
+        except (ValueError, AttributeError):
+            cores = None  # a note corral did not write: the capacity stays unknown
+        sessions.append(StoredSession(
+            int(session), str(kind), backend_name,
+            started if isinstance(started, (int, float)) else None,
+            ended if isinstance(ended, (int, float)) else None,
+            cores if isinstance(cores, int) and not isinstance(cores, bool) else None))
+    return sessions
 
 
 def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, str]:

@@ -1,0 +1,57 @@
+"""A run, shown: the self-contained HTML report and the SVG timeline.
+
+``corral report`` and ``Run.report(path)`` come here; the live dashboard
+(:mod:`corral.web`) draws the same page from the same data. Nothing here needs
+more than the core install.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from corral.report.html import render_page
+from corral.report.model import RunSource, RunView, page_data, read_view
+from corral.report.svg import render_svg
+
+__all__ = ["write_report", "report_text", "FORMATS", "RunView", "read_view", "page_data"]
+
+FORMATS = ("html", "svg")
+
+
+def choose_format(path: str | os.PathLike[str] | None, format: str | None) -> str:
+    """The format asked for, else the one *path*'s suffix names, else HTML.
+
+    Raises:
+        ValueError: a format corral does not write (the message lists those it does).
+    """
+    if format is None:
+        suffix = Path(os.fspath(path)).suffix.lower() if path is not None else ""
+        return "svg" if suffix == ".svg" else "html"
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}: corral writes a report as "
+                         f"{' or '.join(map(repr, FORMATS))}")
+    return format
+
+
+def report_text(run: RunSource, format: str = "html") -> str:
+    """The report of *run* as it stands now, as text in *format*."""
+    view = read_view(run)
+    if format == "svg":
+        return render_svg(view)
+    return render_page(page_data(view), f"corral · {view.path.name}")
+
+
+def write_report(run: RunSource, path: str | os.PathLike[str],
+                 format: str | None = None) -> Path:
+    """Write the report of *run* to *path* (whole or not at all) and return it."""
+    chosen = choose_format(path, format)
+    text = report_text(run, chosen)
+    target = Path(path).expanduser()
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target.resolve()

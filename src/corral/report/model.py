@@ -1,0 +1,346 @@
+"""What the report and the dashboard show of a run, computed once from its journal.
+
+:func:`read_view` reads a run (anything shaped like :class:`corral.Run`) into a
+:class:`RunView`: the jobs, their attempts in lanes, and the summary — jobs by
+state, wall time, utilisation, retries, backends. :func:`page_data` turns a view
+into the compact JSON the page draws from (columns of numbers and strings, times
+in milliseconds from the run's start), small enough for a 10,000-job run.
+
+This package sits below the journal and imports nothing of it: it reads a run
+through :class:`RunSource`, so that ``Run.report()`` can call down into it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from corral.report.timeline import Attempt, Outcome, assign_lanes, attempts_from_events
+from corral.status import TERMINAL, JobStatus
+
+__all__ = ["RunSource", "RunView", "Summary", "read_view", "page_data", "stderr_tail"]
+
+#: Characters of stderr kept per job: more for the jobs that did not complete,
+#: whose reason is often in it, and a total so a big run's page stays small.
+FAILED_TAIL_CHARS = 2000
+OTHER_TAIL_CHARS = 300
+TAIL_BUDGET_CHARS = 1_500_000
+#: Commands longer than this are cut in the page (the journal keeps them whole).
+COMMAND_CHARS = 400
+SLOWEST_SHOWN = 10
+_NOT_COMPLETED = (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED)
+
+
+class StoredJobLike(Protocol):
+    """What the report reads of a job: :class:`corral.journal.store.StoredJob` fits it."""
+
+    @property
+    def id(self) -> int | str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...
+    @property
+    def deps(self) -> tuple[int | str, ...]: ...
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def native_id(self) -> str | None: ...
+    @property
+    def ended(self) -> float | None: ...
+
+    def output_path(self, stream: str = "stdout") -> str | None: ...
+
+
+class SessionLike(Protocol):
+    """A driver session of the run: :class:`corral.journal.store.StoredSession` fits it."""
+
+    @property
+    def backend(self) -> str | None: ...
+    @property
+    def started(self) -> float | None: ...
+    @property
+    def ended(self) -> float | None: ...
+    @property
+    def cores(self) -> int | None: ...
+
+
+class RunSource(Protocol):
+    """What the report reads of a run: :class:`corral.Run` fits it."""
+
+    @property
+    def path(self) -> Path: ...
+
+    def jobs(self, status: Any = None, *, results: bool = True) -> Sequence[StoredJobLike]: ...
+
+    def events(self, job_id: Any = None) -> list[tuple[Any, ...]]: ...
+
+    def sessions(self) -> Sequence[SessionLike]: ...
+
+
+@dataclass
+class Summary:
+    """The run in numbers, as the page's first panel shows them."""
+
+    jobs: int
+    by_status: dict[str, int]
+    #: From the first job made to the last attempt's end (or now, while it runs).
+    first: float | None
+    last: float | None
+    #: Core-seconds the attempts held: each attempt's duration times its cores.
+    busy_core_seconds: float
+    #: Core-seconds the backend offered over the same span, where it packs on
+    #: this machine and said its cores; None on a cluster (it packs on its own).
+    available_core_seconds: float | None
+    #: The most cores held at one moment.
+    peak_cores: int
+    retries: int
+    attempts: int
+    backends: list[str]
+    native_ids: int
+
+    @property
+    def wall_seconds(self) -> float:
+        return 0.0 if self.first is None or self.last is None else max(0.0, self.last - self.first)
+
+    @property
+    def utilisation(self) -> float | None:
+        if not self.available_core_seconds:
+            return None
+        return self.busy_core_seconds / self.available_core_seconds
+
+
+@dataclass
+class RunView:
+    """A run as read at one moment: jobs in dispatch order, attempts in lanes."""
+
+    path: Path
+    jobs: list[StoredJobLike]
+    attempts: list[Attempt]
+    lanes: int
+    summary: Summary
+    read_at: float
+    live: bool = False
+    index: dict[str, int] = field(default_factory=dict)
+
+
+def cores_of(job: StoredJobLike) -> int:
+    cores = job.spec.get("options", {}).get("cores", 1) if isinstance(job.spec, dict) else 1
+    return cores if isinstance(cores, int) and cores > 0 else 1
+
+
+def read_view(run: RunSource, now: float | None = None, live: bool = False) -> RunView:
+    """Read *run* once: its jobs (without results), events and sessions."""
+    now = time.time() if now is None else now
+    jobs = list(run.jobs(results=False))
+    attempts = attempts_from_events(run.events())
+    lanes = assign_lanes(attempts)
+    sessions = list(run.sessions())
+    index = {str(job.id): number for number, job in enumerate(jobs)}
+    summary = _summarise(jobs, attempts, sessions, index, now)
+    return RunView(run.path, jobs, attempts, lanes, summary, now, live, index)
+
+
+def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Sequence[SessionLike],
+               index: dict[str, int], now: float) -> Summary:
+    by_status = Counter(job.status.name for job in jobs)
+    starts = [a.queued if a.queued is not None else a.start for a in attempts]
+    ends = [a.end if a.end is not None else now for a in attempts]
+    ended = [job.ended for job in jobs if job.ended is not None]
+    first = min(starts, default=None)
+    last = max([*ends, *ended], default=None)
+    cores = [cores_of(jobs[index[a.job]]) if a.job in index else 1 for a in attempts]
+    busy = sum(((a.end if a.end is not None else now) - a.start) * c
+               for a, c in zip(attempts, cores, strict=True))
+    available = _available_core_seconds(sessions, first, last, now)
+    return Summary(
+        jobs=len(jobs), by_status=dict(by_status), first=first, last=last,
+        busy_core_seconds=max(0.0, busy), available_core_seconds=available,
+        peak_cores=_peak(attempts, cores, now),
+        retries=sum(1 for a in attempts if a.outcome in (Outcome.RETRIED, Outcome.REQUEUED)),
+        attempts=len(attempts),
+        backends=sorted({s.backend for s in sessions if s.backend}),  # None: not recorded
+        native_ids=len({job.native_id for job in jobs if job.native_id}))
+
+
+def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None,
+                            last: float | None, now: float) -> float | None:
+    """Each session's cores over the part of the run's span it drove; None when a
+    session that ran jobs did not say its cores (a cluster, an older journal)."""
+    if first is None or last is None:
+        return None
+    total = 0.0
+    for session in sessions:
+        begin = max(first, session.started if session.started is not None else first)
+        end = min(last, session.ended if session.ended is not None else now)
+        if end <= begin:
+            continue
+        if session.cores is None:
+            return None
+        total += session.cores * (end - begin)
+    return total or None
+
+
+def _peak(attempts: list[Attempt], cores: list[int], now: float) -> int:
+    changes = sorted([(a.start, c) for a, c in zip(attempts, cores, strict=True)]
+                     + [(a.end if a.end is not None else now, -c)
+                        for a, c in zip(attempts, cores, strict=True)],
+                     key=lambda change: (change[0], change[1]))
+    held = peak = 0
+    for _, delta in changes:
+        held += delta
+        peak = max(peak, held)
+    return peak
+
+
+def stderr_tail(job: StoredJobLike, chars: int) -> str:
+    """The last *chars* characters of what the job wrote to stderr ("" if none)."""
+    path = job.output_path("stderr")
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - chars * 4))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return text[-chars:]
+
+
+def _resources(job: StoredJobLike) -> str:
+    options = job.spec.get("options", {}) if isinstance(job.spec, dict) else {}
+    parts = [f"{cores_of(job)} core{'s' if cores_of(job) != 1 else ''}"]
+    if isinstance(options.get("memory"), int):
+        parts.append(f"{options['memory']} MB")
+    if options.get("gpus"):
+        parts.append(f"{options['gpus']} GPU")
+    if isinstance(options.get("walltime"), (int, float)):
+        parts.append(f"walltime {_seconds(options['walltime'])}")
+    if isinstance(options.get("timeout"), (int, float)):
+        parts.append(f"timeout {_seconds(options['timeout'])}")
+    if options.get("queue"):
+        parts.append(f"queue {options['queue']}")
+    return ", ".join(parts)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s" if value < 120 else f"{value / 60:g}m"
+
+
+def page_data(view: RunView, tails: bool = True) -> dict[str, Any]:
+    """The JSON the page draws: see the module docstring. *tails* embeds each
+    job's stderr tail (the report); the dashboard asks for a job's output instead."""
+    summary = view.summary
+    origin = summary.first if summary.first is not None else view.read_at
+
+    def ms(moment: float | None) -> int | None:
+        return None if moment is None else round((moment - origin) * 1000)
+
+    jobs = view.jobs
+    index = view.index
+    attempts = sorted(view.attempts, key=lambda a: (a.start, a.lane))
+    outcome_code = {name: number for number, name in enumerate(Outcome.ALL)}
+    data: dict[str, Any] = {
+        "path": str(view.path),
+        "title": view.path.name,
+        "generated": view.read_at,
+        "live": view.live,
+        "origin": origin,
+        "now": ms(view.read_at),
+        "lanes": view.lanes,
+        "outcomes": list(Outcome.ALL),
+        "summary": {
+            "jobs": summary.jobs, "by_status": summary.by_status,
+            "wall_seconds": summary.wall_seconds,
+            "busy_core_seconds": summary.busy_core_seconds,
+            "available_core_seconds": summary.available_core_seconds,
+            "utilisation": summary.utilisation, "peak_cores": summary.peak_cores,
+            "retries": summary.retries, "attempts": summary.attempts,
+            "backends": summary.backends, "native_ids": summary.native_ids,
+        },
+        "jobs": {
+            "id": [str(job.id) for job in jobs],
+            "name": [job.name for job in jobs],
+            "status": [job.status.name for job in jobs],
+            "reason": [job.reason for job in jobs],
+            "exit": [job.exit_code for job in jobs],
+            "command": [_cut(job.command) for job in jobs],
+            "res": [_resources(job) for job in jobs],
+            "native": [job.native_id for job in jobs],
+            "attempts": [job.attempts for job in jobs],
+            "deps": [[index[str(dep)] for dep in job.deps if str(dep) in index] for job in jobs],
+            "ended": [ms(job.ended) for job in jobs],
+        },
+        "bars": {
+            "job": [index.get(a.job, -1) for a in attempts],
+            "n": [a.number for a in attempts],
+            "lane": [a.lane for a in attempts],
+            "q": [ms(a.queued) for a in attempts],
+            "s": [ms(a.start) for a in attempts],
+            "e": [ms(a.end) for a in attempts],
+            "o": [outcome_code[a.outcome] for a in attempts],
+            "why": [a.reason if a.outcome != Outcome.COMPLETED else None for a in attempts],
+        },
+        "failures": _failures(jobs),
+        "slowest": _slowest(view),
+    }
+    if tails:
+        data["stderr"] = _tails(jobs)
+    return data
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= COMMAND_CHARS else text[:COMMAND_CHARS - 1] + "…"
+
+
+def _failures(jobs: list[StoredJobLike]) -> list[int]:
+    """Jobs that did not complete: failed and timed out first, then cancelled,
+    each group in the order they ended."""
+    order = {JobStatus.FAILED: 0, JobStatus.TIMED_OUT: 1, JobStatus.CANCELLED: 2}
+    found = [(order[job.status], job.ended or 0.0, number)
+             for number, job in enumerate(jobs) if job.status in order]
+    return [number for *_, number in sorted(found)]
+
+
+def _slowest(view: RunView) -> list[int]:
+    longest: dict[int, float] = {}
+    for attempt in view.attempts:
+        number = view.index.get(attempt.job)
+        if number is None:
+            continue
+        end = attempt.end if attempt.end is not None else view.read_at
+        longest[number] = max(longest.get(number, 0.0), end - attempt.start)
+    return sorted(longest, key=lambda number: -longest[number])[:SLOWEST_SHOWN]
+
+
+def _tails(jobs: list[StoredJobLike]) -> dict[str, str]:
+    """stderr tails by job index, those that did not complete first, within a budget."""
+    tails: dict[str, str] = {}
+    budget = TAIL_BUDGET_CHARS
+    ranked = sorted(range(len(jobs)), key=lambda n: jobs[n].status not in _NOT_COMPLETED)
+    for number in ranked:
+        job = jobs[number]
+        if job.status not in TERMINAL and job.status is not JobStatus.RUNNING:
+            continue
+        chars = FAILED_TAIL_CHARS if job.status in _NOT_COMPLETED else OTHER_TAIL_CHARS
+        if budget < chars:
+            break
+        tail = stderr_tail(job, chars)
+        if tail:
+            tails[str(number)] = tail
+            budget -= len(tail)
+    return tails

@@ -1,0 +1,527 @@
+/* corral's run page: the report, and the dashboard's base.
+ * Written for corral, no library: it draws the data that corral.report.model.page_data
+ * writes (columns; times in ms from the run's start). Every text from the run goes in
+ * through textContent, never as HTML. */
+(function () {
+  'use strict';
+  const Corral = (window.Corral = window.Corral || {});
+  const COLOURS = {};
+  const OUTCOME_LABEL = {
+    completed: 'completed', failed: 'failed', timed_out: 'timed out', cancelled: 'cancelled',
+    retried: 'failed, retried', requeued: 'given back', running: 'running',
+  };
+  const STATUS_OUTCOME = {
+    COMPLETED: 'completed', FAILED: 'failed', TIMED_OUT: 'timed_out', CANCELLED: 'cancelled',
+    RUNNING: 'running', SUBMITTED: 'requeued',
+  };
+  const AXIS = 22, GUTTER = 56, STRIP = 44;
+  let data = null;
+  let view = null;           // [from, to] in ms
+  let selected = -1;         // job index
+  let byLane = [];           // lane -> bar indices sorted by start
+  let end = 1;               // the last moment drawn (ms)
+  let laneHeight = 16;
+  let wired = false;
+  let moved = false;         // the user zoomed or panned: updates keep their view
+  const listeners = [];
+
+  const $ = (id) => document.getElementById(id);
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    if (attrs) for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+  function colour(name) {
+    if (!COLOURS[name]) {
+      COLOURS[name] = getComputedStyle(document.documentElement).getPropertyValue('--' + name).trim() || '#888';
+    }
+    return COLOURS[name];
+  }
+  function chip(status) {
+    const c = el('span', { class: 'chip' }, status.toLowerCase().replace('_', ' '));
+    c.style.background = colour(STATUS_OUTCOME[status] || 'pending');
+    return c;
+  }
+  function seconds(ms) {
+    if (ms === null || ms === undefined) return '–';
+    const s = ms / 1000;
+    if (s < 1) return Math.round(ms) + ' ms';
+    if (s < 120) return s.toFixed(s < 10 ? 2 : 1) + ' s';
+    if (s < 7200) return (s / 60).toFixed(1) + ' min';
+    return (s / 3600).toFixed(2) + ' h';
+  }
+  function coreSeconds(value) {
+    return value < 10 ? value.toFixed(2) : value < 1000 ? value.toFixed(1) : Math.round(value).toLocaleString();
+  }
+  function clock(ms) {
+    return new Date(data.origin * 1000 + ms).toLocaleTimeString();
+  }
+  Corral.seconds = seconds;
+  const quoted = (name) => '"' + name + '"';
+
+  // -- summary, failures, slowest ---------------------------------------------------------
+  function card(label, value, sub) {
+    const c = el('div', { class: 'card' });
+    c.append(el('div', { class: 'label' }, label), el('div', { class: 'value' }, value));
+    if (sub) c.append(el('div', { class: 'sub' }, sub));
+    return c;
+  }
+  function drawSummary() {
+    const s = data.summary;
+    const box = $('summary');
+    box.replaceChildren();
+    const states = el('div', { class: 'sub' });
+    for (const [status, n] of Object.entries(s.by_status)) {
+      const c = chip(status);
+      c.textContent = n + ' ' + c.textContent;
+      c.dataset.status = status;
+      states.append(c);
+    }
+    const jobs = card('jobs', s.jobs);
+    jobs.append(states);
+    jobs.id = 'card-jobs';
+    box.append(jobs);
+    box.append(card('wall time', seconds(s.wall_seconds * 1000), data.live ? 'so far' : ''));
+    const util = s.utilisation === null ? '–' : (100 * s.utilisation).toFixed(0) + ' %';
+    const utilSub = s.available_core_seconds === null
+      ? coreSeconds(s.busy_core_seconds) + ' core-s busy (the backend did not say its cores)'
+      : coreSeconds(s.busy_core_seconds) + ' of ' + coreSeconds(s.available_core_seconds) + ' core-s busy';
+    box.append(card('utilisation', util, utilSub));
+    box.append(card('peak cores', s.peak_cores));
+    box.append(card('attempts', s.attempts, s.retries + ' retried or given back'));
+    box.append(card('backend', s.backends.join(', ') || '–', s.native_ids + ' native ids'));
+  }
+  function jobLink(n) {
+    const a = el('a', { class: 'job', tabindex: '0' }, 'job ' + data.jobs.id[n] + ' ' + quoted(data.jobs.name[n]));
+    a.addEventListener('click', (e) => { e.stopPropagation(); select(n, true); });
+    return a;
+  }
+  function drawFailures() {
+    const box = $('failures');
+    box.replaceChildren();
+    $('failures-count').textContent = '(' + data.failures.length + ')';
+    if (!data.failures.length) box.append(el('div', { class: 'muted' }, 'every job completed or is still going'));
+    const shown = data.failures.slice(0, 500);
+    for (const n of shown) {
+      const status = data.jobs.status[n];
+      const item = el('div', { class: 'failure ' + status, 'data-job': data.jobs.id[n] });
+      const head = el('div');
+      head.append(chip(status), jobLink(n));
+      item.append(head, el('div', { class: 'reason' }, data.jobs.reason[n] || '(no reason recorded)'));
+      const tail = data.stderr && data.stderr[n];
+      if (tail) item.append(el('pre', { class: 'stderr' }, tail));
+      item.addEventListener('click', () => select(n, true));
+      box.append(item);
+    }
+    if (data.failures.length > shown.length) {
+      box.append(el('div', { class: 'muted' }, (data.failures.length - shown.length) + ' more: corral status --all'));
+    }
+  }
+  function drawSlowest() {
+    const table = $('slowest');
+    table.replaceChildren();
+    const head = el('tr');
+    for (const h of ['job', 'status', 'longest attempt', 'resources']) head.append(el('th', null, h));
+    table.append(head);
+    const longest = longestAttempts();
+    for (const n of data.slowest) {
+      const row = el('tr');
+      const cell = el('td');
+      cell.append(jobLink(n));
+      const status = el('td');
+      status.append(chip(data.jobs.status[n]));
+      row.append(cell, status, el('td', null, seconds(longest[n])), el('td', null, data.jobs.res[n]));
+      table.append(row);
+    }
+  }
+  function longestAttempts() {
+    const b = data.bars, out = {};
+    for (let i = 0; i < b.job.length; i++) {
+      const e = b.e[i] === null ? data.now : b.e[i];
+      out[b.job[i]] = Math.max(out[b.job[i]] || 0, e - b.s[i]);
+    }
+    return out;
+  }
+
+  // -- the timeline -----------------------------------------------------------------------
+  function index() {
+    const b = data.bars;
+    byLane = Array.from({ length: data.lanes }, () => []);
+    end = 1;
+    for (let i = 0; i < b.job.length; i++) {
+      byLane[b.lane[i]].push(i);
+      end = Math.max(end, b.e[i] === null ? data.now : b.e[i]);
+    }
+    for (const lane of byLane) lane.sort((x, y) => b.s[x] - b.s[y]);
+  }
+  function legend() {
+    const box = $('legend');
+    box.replaceChildren();
+    for (const name of data.outcomes) {
+      const item = el('span', { class: 'legend-item' });
+      const sw = el('span', { class: 'swatch' });
+      sw.style.background = colour(name);
+      item.append(sw, document.createTextNode(OUTCOME_LABEL[name] || name));
+      box.append(item);
+    }
+    const item = el('span', { class: 'legend-item' });
+    const sw = el('span', { class: 'swatch' });
+    sw.style.background = colour('queued');
+    sw.style.height = '3px';
+    item.append(sw, document.createTextNode('waiting to start'));
+    box.append(item);
+  }
+  function geometry() {
+    const canvas = $('timeline');
+    const width = canvas.parentElement.clientWidth || 800;
+    laneHeight = Math.max(3, Math.min(20, Math.floor(520 / Math.max(1, data.lanes))));
+    const height = AXIS + Math.max(1, data.lanes) * laneHeight + STRIP + 6;
+    return { width, height, plot: width - GUTTER - 8 };
+  }
+  function draw() {
+    const canvas = $('timeline');
+    const g = geometry();
+    const ratio = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(g.width * ratio) || canvas.height !== Math.round(g.height * ratio)) {
+      canvas.width = Math.round(g.width * ratio);
+      canvas.height = Math.round(g.height * ratio);
+      canvas.style.height = g.height + 'px';
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, g.width, g.height);
+    const [from, to] = view;
+    const scale = g.plot / Math.max(1e-9, to - from);
+    const X = (t) => GUTTER + (t - from) * scale;
+    axis(ctx, g, from, to, X);
+    const b = data.bars;
+    const top = AXIS;
+    // waits first, under the bars
+    ctx.strokeStyle = colour('queued');
+    ctx.lineWidth = Math.max(1, Math.min(3, laneHeight / 5));
+    ctx.beginPath();
+    for (let i = 0; i < b.job.length; i++) {
+      const q = b.q[i];
+      if (q === null || q >= b.s[i]) continue;
+      const x0 = X(q), x1 = X(b.s[i]);
+      if (x1 < GUTTER || x0 > g.width) continue;
+      const y = top + b.lane[i] * laneHeight + laneHeight / 2;
+      ctx.moveTo(Math.max(GUTTER, x0), y);
+      ctx.lineTo(Math.min(g.width, x1), y);
+    }
+    ctx.stroke();
+    let drawn = 0;
+    const gap = laneHeight > 6 ? 1 : 0;
+    const byColour = {};
+    for (let i = 0; i < b.job.length; i++) {
+      const e = b.e[i] === null ? data.now : b.e[i];
+      const x0 = X(b.s[i]), x1 = X(e);
+      if (x1 < GUTTER || x0 > g.width) continue;
+      drawn++;
+      const name = data.outcomes[b.o[i]];
+      (byColour[name] = byColour[name] || []).push(i);
+    }
+    for (const [name, bars] of Object.entries(byColour)) {
+      ctx.fillStyle = colour(name);
+      for (const i of bars) {
+        const e = b.e[i] === null ? data.now : b.e[i];
+        const x0 = Math.max(GUTTER, X(b.s[i])), x1 = Math.min(g.width, X(e));
+        const width = x1 - x0 > 4 ? x1 - x0 - 1 : Math.max(1, x1 - x0);  // a seam between neighbours
+        ctx.fillRect(x0, top + b.lane[i] * laneHeight + gap, width, laneHeight - 2 * gap);
+      }
+    }
+    if (selected >= 0) outlineJob(ctx, X, top);
+    strip(ctx, g, X, from, to);
+    canvas.dataset.bars = String(drawn);
+    canvas.dataset.total = String(b.job.length);
+    if (!Corral.firstDrawMs) Corral.firstDrawMs = performance.now();
+  }
+  function outlineJob(ctx, X, top) {
+    const b = data.bars;
+    const parents = new Set(data.jobs.deps[selected]);
+    for (let i = 0; i < b.job.length; i++) {
+      const job = b.job[i];
+      if (job !== selected && !parents.has(job)) continue;
+      const e = b.e[i] === null ? data.now : b.e[i];
+      const x0 = X(b.s[i]), x1 = X(e);
+      ctx.setLineDash(job === selected ? [] : [3, 2]);
+      ctx.strokeStyle = '#111';
+      ctx.lineWidth = job === selected ? 2 : 1;
+      ctx.strokeRect(x0, top + b.lane[i] * laneHeight + 0.5, Math.max(2, x1 - x0), laneHeight - 1);
+    }
+    ctx.setLineDash([]);
+  }
+  function niceStep(range, pixels) {
+    const raw = range / Math.max(1, pixels / 90);
+    const steps = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 15000, 30000,
+      60000, 120000, 300000, 600000, 900000, 1800000, 3600000, 7200000, 14400000, 43200000, 86400000];
+    for (const s of steps) if (s >= raw) return s;
+    return steps[steps.length - 1] * Math.ceil(raw / steps[steps.length - 1]);
+  }
+  function axis(ctx, g, from, to, X) {
+    const step = niceStep(to - from, g.plot);
+    ctx.fillStyle = '#66707a';
+    ctx.strokeStyle = '#e6e9ec';
+    ctx.lineWidth = 1;
+    ctx.font = '11px system-ui, sans-serif';
+    ctx.textBaseline = 'middle';
+    const bottom = AXIS + data.lanes * laneHeight;
+    for (let t = Math.ceil(from / step) * step; t <= to; t += step) {
+      const x = Math.round(X(t)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(x, AXIS - 4);
+      ctx.lineTo(x, bottom + STRIP);
+      ctx.stroke();
+      ctx.fillText('+' + seconds(t), x + 3, AXIS / 2);
+    }
+    ctx.textAlign = 'right';
+    const every = Math.ceil(12 / laneHeight);
+    for (let lane = 0; lane < data.lanes; lane += every) {
+      ctx.fillText('slot ' + (lane + 1), GUTTER - 6, AXIS + lane * laneHeight + laneHeight / 2);
+    }
+    ctx.fillText('cores', GUTTER - 6, bottom + STRIP / 2 + 2);
+    ctx.textAlign = 'left';
+  }
+  function strip(ctx, g, X, from, to) {
+    // cores held over time, under the lanes
+    const b = data.bars;
+    const changes = [];
+    for (let i = 0; i < b.job.length; i++) {
+      const cores = coresOf(b.job[i]);
+      changes.push([b.s[i], cores], [b.e[i] === null ? data.now : b.e[i], -cores]);
+    }
+    changes.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    const top = AXIS + data.lanes * laneHeight + 4;
+    const height = STRIP - 8;
+    const peak = Math.max(1, data.summary.peak_cores);
+    ctx.fillStyle = 'rgba(31, 111, 229, 0.25)';
+    ctx.strokeStyle = colour('running');
+    ctx.beginPath();
+    ctx.moveTo(GUTTER, top + height);
+    let held = 0;
+    let lastX = GUTTER;
+    for (const [t, delta] of changes) {
+      const x = Math.min(g.width, Math.max(GUTTER, X(t)));
+      ctx.lineTo(x, top + height - (held / peak) * height);
+      held += delta;
+      ctx.lineTo(x, top + height - (held / peak) * height);
+      lastX = x;
+    }
+    ctx.lineTo(Math.max(lastX, GUTTER), top + height);
+    ctx.closePath();
+    ctx.fill();
+    ctx.fillStyle = '#66707a';
+    ctx.fillText(String(peak), 4, top + 6);
+  }
+  const coreCache = {};
+  function coresOf(job) {
+    if (coreCache[job] !== undefined) return coreCache[job];
+    const m = /^(\d+) core/.exec(data.jobs.res[job] || '');
+    return (coreCache[job] = m ? Number(m[1]) : 1);
+  }
+  function barAt(px, py) {
+    const [from, to] = view;
+    const g = geometry();
+    const lane = Math.floor((py - AXIS) / laneHeight);
+    if (lane < 0 || lane >= data.lanes || px < GUTTER) return -1;
+    const t = from + ((px - GUTTER) / g.plot) * (to - from);
+    const slack = (3 / g.plot) * (to - from);
+    const b = data.bars, bars = byLane[lane];
+    let lo = 0, hi = bars.length - 1, found = -1;
+    while (lo <= hi) {           // the last bar starting before t + slack
+      const mid = (lo + hi) >> 1;
+      if (b.s[bars[mid]] <= t + slack) { found = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    for (let k = found; k >= 0 && k >= found - 3; k--) {
+      const i = bars[k];
+      const e = b.e[i] === null ? data.now : b.e[i];
+      if (e >= t - slack) return i;
+    }
+    return -1;
+  }
+  function tip(i, px, py) {
+    const box = $('tip');
+    if (i < 0) { box.hidden = true; return; }
+    const b = data.bars, n = b.job[i];
+    box.replaceChildren();
+    const e = b.e[i] === null ? data.now : b.e[i];
+    box.append(el('div', null, 'job ' + data.jobs.id[n] + ' ' + quoted(data.jobs.name[n]) + ' · attempt ' + b.n[i]));
+    box.append(el('div', null, OUTCOME_LABEL[data.outcomes[b.o[i]]] + ' after ' + seconds(e - b.s[i])
+      + (b.q[i] !== null && b.q[i] < b.s[i] ? ' · waited ' + seconds(b.s[i] - b.q[i]) : '')));
+    box.append(el('div', null, data.jobs.command[n]));
+    box.append(el('div', null, data.jobs.res[n] + (data.jobs.native[n] ? ' · native id ' + data.jobs.native[n] : '')));
+    if (b.why[i]) box.append(el('div', null, b.why[i]));
+    const tail = data.stderr && data.stderr[n];
+    if (tail) box.append(el('div', { class: 'tail' }, tail.split('\n').slice(-6).join('\n')));
+    box.hidden = false;
+    const wrap = $('timeline-wrap').getBoundingClientRect();
+    const w = box.offsetWidth, h = box.offsetHeight;
+    box.style.left = Math.max(0, Math.min(px + 14, wrap.width - w - 4)) + 'px';
+    box.style.top = Math.max(0, py + 14 + h > wrap.height ? py - h - 10 : py + 14) + 'px';
+  }
+  function wire() {
+    const canvas = $('timeline');
+    let drag = null;
+    canvas.addEventListener('wheel', (ev) => {
+      ev.preventDefault();
+      const g = geometry();
+      const rect = canvas.getBoundingClientRect();
+      const [from, to] = view;
+      const at = from + ((ev.clientX - rect.left - GUTTER) / g.plot) * (to - from);
+      const factor = Math.exp(ev.deltaY * 0.0015);
+      const span = Math.max(1, Math.min(end * 4 + 1000, (to - from) * factor));
+      const left = (at - from) / (to - from);
+      view = [at - left * span, at + (1 - left) * span];
+      moved = true;
+      schedule();
+    }, { passive: false });
+    canvas.addEventListener('mousedown', (ev) => {
+      drag = { x: ev.clientX, view: view.slice(), moved: false };
+      canvas.classList.add('dragging');
+    });
+    window.addEventListener('mouseup', (ev) => {
+      if (!drag) return;
+      canvas.classList.remove('dragging');
+      const moved = drag.moved;
+      drag = null;
+      if (moved) return;
+      const rect = canvas.getBoundingClientRect();
+      const i = barAt(ev.clientX - rect.left, ev.clientY - rect.top);
+      if (i >= 0) select(data.bars.job[i], false);
+    });
+    canvas.addEventListener('mousemove', (ev) => {
+      const rect = canvas.getBoundingClientRect();
+      const px = ev.clientX - rect.left, py = ev.clientY - rect.top;
+      if (drag) {
+        const dx = ev.clientX - drag.x;
+        if (Math.abs(dx) > 2) drag.moved = true;
+        const g = geometry();
+        const shift = (dx / g.plot) * (drag.view[1] - drag.view[0]);
+        view = [drag.view[0] - shift, drag.view[1] - shift];
+        moved = true;
+        schedule();
+        tip(-1);
+        return;
+      }
+      tip(barAt(px, py), px, py);
+    });
+    canvas.addEventListener('mouseleave', () => tip(-1));
+    canvas.addEventListener('dblclick', () => { moved = false; resetView(); });
+    $('btn-reset').addEventListener('click', () => { moved = false; resetView(); });
+    window.addEventListener('resize', schedule);
+  }
+  function resetView() {
+    const pad = Math.max(1, end * 0.02);
+    view = [-pad, end + pad];
+    schedule();
+  }
+  let pending = false;
+  function schedule() {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; draw(); });
+  }
+
+  // -- the selected job -------------------------------------------------------------------
+  function select(n, scroll) {
+    selected = n;
+    drawDetails();
+    schedule();
+    for (const listener of listeners) listener(n);
+    if (scroll) $('details-section').scrollIntoView({ block: 'nearest' });
+  }
+  function drawDetails() {
+    const box = $('details');
+    box.replaceChildren();
+    if (selected < 0 || selected >= data.jobs.id.length) {
+      $('details-title').textContent = '(click a bar or a job)';
+      return;
+    }
+    const n = selected, j = data.jobs;
+    $('details-title').textContent = j.id[n] + ' ' + quoted(j.name[n]);
+    const table = el('table', { id: 'job-table' });
+    const row = (label, value) => {
+      const r = el('tr');
+      const cell = el('td');
+      if (value instanceof Node) cell.append(value); else cell.textContent = value === null || value === undefined ? '–' : String(value);
+      r.append(el('td', null, label), cell);
+      table.append(r);
+    };
+    row('status', chip(j.status[n]));
+    row('reason', j.reason[n]);
+    row('command', j.command[n]);
+    row('resources', j.res[n]);
+    row('attempts', j.attempts[n]);
+    row('exit code', j.exit[n]);
+    row('native id', j.native[n]);
+    const b = data.bars;
+    const times = [];
+    for (let i = 0; i < b.job.length; i++) {
+      if (b.job[i] !== n) continue;
+      const e = b.e[i];
+      times.push('#' + b.n[i] + ' ' + OUTCOME_LABEL[data.outcomes[b.o[i]]] + ': ' + clock(b.s[i]) + ' → '
+        + (e === null ? 'now' : clock(e)) + ' (' + seconds((e === null ? data.now : e) - b.s[i]) + ')');
+    }
+    row('attempt times', times.join('\n') || 'never started');
+    const parents = el('span');
+    for (const p of j.deps[n]) { parents.append(jobLink(p), document.createTextNode(' ')); }
+    row('after (parents)', j.deps[n].length ? parents : 'none');
+    const children = el('span');
+    let count = 0;
+    for (let c = 0; c < j.deps.length && count < 50; c++) {
+      if (j.deps[c].includes(n)) { children.append(jobLink(c), document.createTextNode(' ')); count++; }
+    }
+    row('before (children)', count ? children : 'none');
+    box.append(table);
+    const tail = data.stderr && data.stderr[n];
+    if (tail) {
+      box.append(el('div', { class: 'muted' }, 'stderr (tail)'), el('pre', { class: 'stderr' }, tail));
+    }
+  }
+
+  // -- entry points -----------------------------------------------------------------------
+  Corral.onSelect = (listener) => listeners.push(listener);
+  Corral.selected = () => selected;
+  Corral.data = () => data;
+  Corral.show = function (next) {
+    data = next;
+    $('run-title').textContent = data.title;
+    $('run-path').textContent = data.path + (data.live ? '' : ' · as of ' + new Date(data.generated * 1000).toLocaleString());
+    document.title = 'corral · ' + data.title;
+    index();
+    if (!wired) { wire(); wired = true; }
+    if (!view || !moved) resetView();   // a live run grows: show all of it unless zoomed
+    if (selected >= data.jobs.id.length) selected = -1;
+    drawSummary();
+    drawFailures();
+    drawSlowest();
+    legend();
+    drawDetails();
+    schedule();
+  };
+  /** A live page moves the clock between readings: running bars grow. */
+  Corral.tick = function (nowMs) {
+    if (!data) return;
+    data.now = nowMs;
+    index();
+    if (!moved) resetView(); else schedule();
+  };
+  /** Where bar *i* is drawn, in the canvas's CSS pixels (null when out of view). */
+  Corral.barCentre = function (i) {
+    const g = geometry();
+    const b = data.bars, [from, to] = view;
+    const e = b.e[i] === null ? data.now : b.e[i];
+    const X = (t) => GUTTER + ((t - from) / (to - from)) * g.plot;
+    const x0 = Math.max(GUTTER, X(b.s[i])), x1 = Math.min(g.width, X(e));
+    if (x1 < GUTTER || x0 > g.width) return null;
+    return { x: (x0 + x1) / 2, y: AXIS + b.lane[i] * laneHeight + laneHeight / 2 };
+  };
+  Corral.reset = function () { data = null; view = null; selected = -1; moved = false; };
+  Corral.select = select;
+
+  const embedded = document.getElementById('corral-data');
+  if (embedded && embedded.textContent.trim() && embedded.textContent.trim() !== 'null') {
+    Corral.show(JSON.parse(embedded.textContent));
+  }
+})();

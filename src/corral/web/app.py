@@ -1,0 +1,227 @@
+"""The dashboard's server: the page, a JSON API, and nothing else.
+
+Routes (all behind :class:`corral.web.guard.Guard`):
+
+* ``GET /`` the page, with the token and the first run written into it;
+* ``GET /api/runs`` the runs it may show;
+* ``GET /api/state?run=PATH`` a run's page data and control note (ETag; 304 when
+  unchanged, which is most of the page's polls);
+* ``GET /api/output?run=PATH&job=ID&stream=stdout&offset=N`` what the job wrote
+  from byte N on (the running job's spool file, or its job file once it ended);
+* ``POST /api/control`` ``{"run", "verb", "id"}``: pause, resume, cancel, abort,
+  sent to the run's driver through its control socket.
+
+Reading the journal and talking to the control socket block, so they run in
+threads: a big run being read never stalls another request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from importlib import resources
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from corral.control.server import Denied, NoDriver, Refused, send_request
+from corral.errors import CorralError
+from corral.journal.run import Run
+from corral.journal.store import JournalError
+from corral.report.html import render_page, script_json
+from corral.web.guard import Guard, cookie_name
+from corral.web.runs import RunList
+
+__all__ = ["make_app", "serve", "OUTPUT_CHUNK"]
+
+#: The most bytes of a job's output one request returns; the page asks again.
+OUTPUT_CHUNK = 256 * 1024
+_VERBS = ("pause", "resume", "cancel", "abort")
+_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def make_app(guard: Guard, runs: RunList) -> web.Application:
+    @web.middleware
+    async def checked(request: web.Request, handler: Handler) -> web.StreamResponse:
+        why = guard.refusal(request.method, request.headers, request.query, request.cookies)
+        if why is not None:
+            return web.Response(status=403, text=why + "\n")
+        response = await handler(request)
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def page(request: web.Request) -> web.Response:
+        config = {"token": guard.token, "run": str(runs.first)}
+        script = ("\nwindow.Corral.dashboard = " + script_json(config) + ";\n"
+                  + resources.files("corral.web").joinpath("static", "dashboard.js")
+                  .read_text("utf-8"))
+        response = web.Response(text=render_page(None, "corral dashboard", script),
+                                content_type="text/html")
+        response.set_cookie(cookie_name(guard.port), guard.token, httponly=True,
+                            samesite="Strict", path="/")
+        return response
+
+    def chosen(request: web.Request) -> Path:
+        path = runs.allowed(request.query.get("run", str(runs.first)))
+        if path is None:
+            raise web.HTTPNotFound(text="not a run this dashboard shows\n")
+        return path
+
+    async def list_runs(request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(runs.runs))
+
+    async def state(request: web.Request) -> web.Response:
+        path = chosen(request)
+        try:
+            current = await asyncio.to_thread(runs.state, path)
+        except FileNotFoundError as error:
+            return _error(404, f"{error}")
+        except PermissionError:
+            return _error(403, f"the run at {path} belongs to another user")
+        except JournalError as error:
+            return _error(500, str(error))
+        if request.headers.get("If-None-Match") == current.etag:
+            return web.Response(status=304, headers={"ETag": current.etag})
+        body = json.dumps(current.data, separators=(",", ":"), allow_nan=False)
+        return web.Response(text=body, content_type="application/json",
+                            headers={"ETag": current.etag})
+
+    async def output(request: web.Request) -> web.Response:
+        path = chosen(request)
+        stream = request.query.get("stream", "stdout")
+        if stream not in ("stdout", "stderr"):
+            return _error(400, f"stream={stream!r} must be stdout or stderr")
+        try:
+            offset = max(0, int(request.query.get("offset", "0")))
+        except ValueError:
+            return _error(400, "offset must be a whole number of bytes")
+        try:
+            answer = await asyncio.to_thread(read_output, path, request.query.get("job", ""),
+                                             stream, offset)
+        except KeyError as error:
+            return _error(404, str(error.args[0]) if error.args else "no such job")
+        return web.json_response(answer)
+
+    async def control(request: web.Request) -> web.Response:
+        try:
+            asked = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "the request must be JSON")
+        if not isinstance(asked, dict) or asked.get("verb") not in _VERBS:
+            return _error(400, f"verb must be one of {', '.join(_VERBS)}")
+        path = runs.allowed(str(asked.get("run", runs.first)))
+        if path is None:
+            return _error(404, "not a run this dashboard shows")
+        message: dict[str, Any] = {"verb": asked["verb"]}
+        job = asked.get("id")
+        if asked["verb"] == "cancel":
+            if job is None:
+                return _error(400, "cancel needs the id of a job")
+            message["ids"] = [str(job)]
+        elif asked["verb"] == "abort" and job is not None:
+            message["id"] = str(job)
+        try:
+            reply = await asyncio.to_thread(send_request, path, message, 30.0)
+        except NoDriver:
+            return _error(409, "no corral process drives this run now, so nothing can act "
+                               "on it from here")
+        except (Denied, PermissionError):
+            return _error(403, f"the run at {path} belongs to another user")
+        except Refused as error:
+            return _error(409, str(error))
+        except CorralError as error:
+            return _error(502, str(error))
+        problems = reply.get("problems") or []
+        if problems:
+            return _error(409, "; ".join(map(str, problems)))
+        return web.json_response({"ok": True, "reply": reply})
+
+    app = web.Application(middlewares=[checked], client_max_size=64 * 1024)
+    app.add_routes([web.get("/", page), web.get("/api/runs", list_runs),
+                    web.get("/api/state", state), web.get("/api/output", output),
+                    web.post("/api/control", control)])
+    return app
+
+
+def read_output(run_dir: Path, job_id: str, stream: str, offset: int) -> dict[str, Any]:
+    """What job *job_id* wrote to *stream* from byte *offset* on, as text.
+
+    A running job writes to a spool file that becomes its job file when it
+    ends; if the file is now shorter than *offset* it is read from the start
+    (``"reset": true``)."""
+    job = Run(run_dir).job(job_id)
+    where = job.output_path(stream)
+    answer: dict[str, Any] = {"status": job.status.name, "text": "", "offset": offset,
+                              "reset": False, "done": job.status.is_terminal}
+    if where is None:
+        return answer
+    try:
+        with open(where, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size < offset:
+                offset, answer["reset"] = 0, True
+            handle.seek(offset)
+            chunk = handle.read(OUTPUT_CHUNK)
+    except OSError:
+        return answer
+    cut = len(chunk)
+    if not answer["done"]:  # never split a character the job is still writing
+        try:
+            chunk.decode("utf-8")
+        except UnicodeDecodeError as error:
+            if error.reason == "unexpected end of data":
+                cut = error.start
+    answer["text"] = chunk[:cut].decode("utf-8", errors="replace")
+    answer["offset"] = offset + cut
+    answer["more"] = offset + cut < size
+    return answer
+
+
+async def _serve(guard: Guard, runs: RunList, ready: Callable[[str], None],
+                 stop: asyncio.Event | None) -> None:
+    runner = web.AppRunner(make_app(guard, runs), access_log=None, handle_signals=False)
+    await runner.setup()
+    family = socket.AF_INET6 if ":" in guard.host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((guard.host, guard.port))
+    except OSError:
+        listening.close()
+        await runner.cleanup()
+        raise
+    guard.port = listening.getsockname()[1]
+    site = web.SockSite(runner, listening)
+    await site.start()
+    host = f"[{guard.host}]" if ":" in guard.host else guard.host
+    ready(f"http://{host}:{guard.port}/?token={guard.token}")
+    try:
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()
+
+
+def serve(run_dir: Path, state_dir: Path | None, host: str = "127.0.0.1", port: int = 0,
+          ready: Callable[[str], None] = print) -> None:
+    """Serve the dashboard until interrupted; *ready* gets its URL (with the token)."""
+    guard = Guard(host, port)
+    runs = RunList(run_dir, state_dir)
+    try:
+        asyncio.run(_serve(guard, runs, ready, None))
+    except KeyboardInterrupt:
+        pass

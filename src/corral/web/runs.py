@@ -1,0 +1,112 @@
+"""The runs a dashboard shows, and each one's state, read again only when it changed.
+
+A dashboard shows the run it was started for and the runs in the user's state
+directory (where ``corral submit`` keeps them), and no other path: the API never
+opens a directory a request names unless it is one of these.
+
+Reading a 10,000-job run takes a fraction of a second, and the page asks twice a
+second; so each run's page data is kept with the signature of its journal files
+(size and modification time of ``journal.db`` and its write-ahead log, the
+driver's lock, the pause note) and read again only when that changes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corral.journal.run import Run
+from corral.journal.store import JOURNAL_FILE
+from corral.report import page_data, read_view
+
+__all__ = ["RunList", "RunState", "driver_note"]
+
+
+def _signature(path: Path) -> tuple:
+    parts: list[Any] = []
+    for name in (JOURNAL_FILE, f"{JOURNAL_FILE}-wal", "owner.lock"):
+        try:
+            info = os.stat(path / name)
+            parts.append((info.st_size, info.st_mtime_ns))
+        except OSError:
+            parts.append(None)
+    return tuple(parts)
+
+
+@dataclass
+class RunState:
+    """What the page gets for one run at one moment."""
+
+    data: dict[str, Any]
+    etag: str
+
+
+def driver_note(run: Run) -> dict[str, Any]:
+    """Whether the page's controls can act, and why not."""
+    owner = run.owner
+    if owner is None:
+        return {"driven": False, "paused": run.paused,
+                "why": "read-only: no corral process drives this run now (it ended, or its "
+                       "driver was stopped); the controls act through that process"}
+    return {"driven": True, "paused": run.paused, "kind": owner.get("kind"),
+            "pid": owner.get("pid"), "why": None}
+
+
+class RunList:
+    """The runs one may look at: *first* and those under *state_dir*."""
+
+    def __init__(self, first: Path, state_dir: Path | None) -> None:
+        self.first = first.resolve()
+        self.state_dir = state_dir
+        self._cache: dict[Path, tuple[tuple, RunState]] = {}
+        self._lock = threading.Lock()
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run to list: name, path, when it last changed, whether it is driven."""
+        found = {self.first}
+        if self.state_dir is not None and self.state_dir.is_dir():
+            try:
+                found.update(entry.resolve() for entry in self.state_dir.iterdir()
+                             if (entry / JOURNAL_FILE).is_file())
+            except OSError:
+                pass
+        listed = []
+        for path in sorted(found, key=lambda p: (p != self.first, str(p))):
+            try:
+                changed = os.stat(path / JOURNAL_FILE).st_mtime
+            except OSError:
+                changed = None
+            listed.append({"path": str(path), "name": path.name, "changed": changed,
+                           "first": path == self.first})
+        return listed
+
+    def allowed(self, path: str) -> Path | None:
+        """*path* if it is one of the runs listed, else None."""
+        wanted = Path(path)
+        for run in self.runs():
+            if Path(run["path"]) == wanted:
+                return wanted
+        return None
+
+    def state(self, path: Path) -> RunState:
+        """The run's page data (without stderr tails) and its control note.
+
+        Raises:
+            FileNotFoundError, PermissionError, corral.JournalError: as Run does.
+        """
+        signature = _signature(path)
+        with self._lock:
+            cached = self._cache.get(path)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        run = Run(path)
+        control = driver_note(run)
+        data = page_data(read_view(run, live=control["driven"]), tails=False)
+        data["control"] = control
+        state = RunState(data, f'"{hash((signature, control["driven"], control["paused"]))}"')
+        with self._lock:
+            self._cache[path] = (signature, state)
+        return state

@@ -1,0 +1,208 @@
+"""``corral report`` and ``Run.report()``: what the page and the SVG say of a run.
+
+The page itself is drawn in a real Chromium in tests/test_report_browser.py;
+these tests read the model and the files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+import corral
+import jobs
+from report_runs import BROKEN_MESSAGE, EXPECTED_BARS, EXPECTED_STATUS, mixed_run
+from support.cli import Corral, assert_one_line_error
+from support.waiting import wait_until
+
+from corral.report.model import page_data, read_view
+from corral.report.timeline import Outcome, assign_lanes, attempts_from_events
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("mixed")
+    return mixed_run(base / "run", base)
+
+
+def embedded_data(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="corral-data">(.*?)</script>',
+                      page, re.S)
+    assert found, "the page embeds its data"
+    return json.loads(found.group(1))
+
+
+def test_each_attempt_becomes_a_bar_with_its_outcome(mixed: Path) -> None:
+    view = read_view(corral.Run(mixed))
+    outcomes: dict[str, list[str]] = {}
+    names = {str(job.id): job.name for job in view.jobs}
+    for attempt in sorted(view.attempts, key=lambda a: (a.job, a.number)):
+        outcomes.setdefault(names[attempt.job], []).append(attempt.outcome)
+    assert outcomes == {"fine": [Outcome.COMPLETED],
+                        "flaky": [Outcome.RETRIED, Outcome.COMPLETED],
+                        "broken": [Outcome.FAILED],
+                        "slowpoke": [Outcome.TIMED_OUT],
+                        "stuck": [Outcome.CANCELLED]}
+    assert len(view.attempts) == EXPECTED_BARS
+    assert {job.name: job.status.name for job in view.jobs} == EXPECTED_STATUS
+    assert 1 <= view.lanes <= 2, "two cores never run more than two jobs at once"
+    by_lane: dict[int, list] = {}
+    for attempt in view.attempts:
+        by_lane.setdefault(attempt.lane, []).append(attempt)
+    for lane in by_lane.values():
+        lane.sort(key=lambda a: a.start)
+        for before, after in itertools.pairwise(lane):
+            assert before.end <= after.start, "a lane never holds two attempts at once"
+
+
+def test_the_summary_counts_states_retries_and_utilisation(mixed: Path) -> None:
+    summary = read_view(corral.Run(mixed)).summary
+    assert summary.by_status == {"COMPLETED": 2, "FAILED": 1, "CANCELLED": 2, "TIMED_OUT": 1}
+    assert summary.retries == 1 and summary.attempts == EXPECTED_BARS
+    assert summary.backends == ["local"]
+    assert summary.available_core_seconds == pytest.approx(2 * summary.wall_seconds, rel=0.05)
+    assert 0 < summary.utilisation <= 1
+    assert summary.peak_cores in (1, 2)
+
+
+def test_corral_report_writes_one_page_with_the_failures_and_their_stderr(
+        mixed: Path, tmp_path: Path) -> None:
+    cli = Corral(tmp_path, mixed)
+    outcome = cli.ok("report", "-o", str(tmp_path / "out.html"))
+    assert outcome.out.strip() == f"wrote {tmp_path / 'out.html'}"
+    page = (tmp_path / "out.html").read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "nothing is fetched"
+    data = embedded_data(page)
+    assert len(data["bars"]["job"]) == EXPECTED_BARS
+    failures = [(data["jobs"]["name"][n], data["jobs"]["reason"][n]) for n in data["failures"]]
+    assert [name for name, _ in failures] == ["broken", "slowpoke", "downstream", "stuck"], (
+        "failed and timed out first, then cancelled")
+    reasons = dict(failures)
+    assert reasons["broken"] == "exit code 3"
+    assert reasons["downstream"] == "upstream job 3 'broken' failed"
+    broken = data["jobs"]["name"].index("broken")
+    assert BROKEN_MESSAGE in data["stderr"][str(broken)]
+    assert data["jobs"]["deps"][data["jobs"]["name"].index("downstream")] == [broken]
+
+
+def test_report_goes_to_stdout_or_to_the_named_run(mixed: Path, tmp_path: Path) -> None:
+    cli = Corral(tmp_path, tmp_path / "elsewhere")
+    outcome = cli.ok("report", "--run", str(mixed), "-o", "-")
+    assert embedded_data(outcome.out)["path"] == str(mixed)
+    assert not list(tmp_path.glob("report.*")), "-o - writes no file"
+    cli.ok("report", "--run", str(mixed), cwd=tmp_path)
+    assert (tmp_path / "report.html").exists(), "the default name, in the current directory"
+
+
+def test_svg_timeline_has_one_rect_per_attempt(mixed: Path, tmp_path: Path) -> None:
+    cli = Corral(tmp_path, mixed)
+    cli.ok("report", "--format", "svg", "-o", str(tmp_path / "timeline.svg"))
+    root = ElementTree.parse(tmp_path / "timeline.svg").getroot()
+    bars = [rect for rect in root.iter("{http://www.w3.org/2000/svg}rect")
+            if rect.find("{http://www.w3.org/2000/svg}title") is not None]
+    assert len(bars) == EXPECTED_BARS
+    assert any("broken" in bar.find("{http://www.w3.org/2000/svg}title").text for bar in bars)
+    assert corral.Run(mixed).report(tmp_path / "again.svg").read_text().startswith("<svg")
+
+
+def test_scheduler_open_report_from_python(mixed: Path, tmp_path: Path) -> None:
+    written = corral.Scheduler.open(mixed).report(tmp_path / "r.html")
+    assert written == (tmp_path / "r.html").resolve()
+    assert len(embedded_data(written.read_text())["bars"]["s"]) == EXPECTED_BARS
+
+
+def test_report_bad_input_is_one_line(mixed: Path, tmp_path: Path) -> None:
+    cli = Corral(tmp_path, mixed)
+    assert_one_line_error(cli("report", "--run", str(tmp_path / "nothing")), 3,
+                          r"no corral run at .*nothing")
+    assert_one_line_error(cli("report", "-o", str(tmp_path / "no" / "such" / "r.html")), 2,
+                          r"-o .*r\.html: no directory .*no/such")
+    outcome = cli("report", "--format", "pdf")
+    assert outcome.status == 2 and "'pdf' is not one of 'html', 'svg'" in outcome.err
+    with pytest.raises(ValueError,
+                       match=r"format='pdf': corral writes a report as 'html' or 'svg'"):
+        corral.Run(mixed).report(tmp_path / "r.pdf", format="pdf")
+
+
+def test_a_hostile_job_name_cannot_end_the_pages_script(tmp_path: Path) -> None:
+    hostile = "</script><script>window.owned=1</script><!--"
+    run = tmp_path / "run"
+    with corral.Scheduler(journal=run, cores=1) as scheduler:
+        scheduler.shell("echo '</script><b>' >&2; exit 1", name=hostile).exception()
+    page = corral.Run(run).report(tmp_path / "r.html").read_text()
+    assert hostile not in page
+    assert page.count("</script>") == 2, "the data's and the code's own ends only"
+    assert embedded_data(page)["jobs"]["name"] == [hostile]
+
+
+def test_the_report_of_a_run_still_going_shows_the_running_job(
+        tmp_path: Path, release: Path) -> None:
+    run = tmp_path / "run"
+    with corral.Scheduler(journal=run, cores=1) as scheduler:
+        job = scheduler.options(name="busy").submit(jobs.wait_for_file, str(release))
+        wait_until(lambda: [job.status for job in corral.Run(run).jobs()]
+                   == [corral.JobStatus.RUNNING], 20, "the job to be journaled running")
+        data = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
+        release.touch()
+        job.result(timeout=30)
+    assert data["jobs"]["status"] == ["RUNNING"]
+    assert data["outcomes"][data["bars"]["o"][0]] == Outcome.RUNNING
+    assert data["bars"]["e"] == [None]
+
+
+def test_attempts_from_events_handles_cluster_shaped_histories() -> None:
+    """A cluster reports a short job's end without its start, gives a job back, and a
+    job cancelled while waiting never ran."""
+    events = [("1", 0.0, "new", "queued", None), ("1", 1.0, "queued", "submitted", None),
+              ("1", 5.0, "submitted", "completed", None),
+              ("2", 0.0, "new", "queued", None), ("2", 1.0, "queued", "submitted", None),
+              ("2", 2.0, "submitted", "running", None),
+              ("2", 3.0, "running", "queued", "the node went away"),
+              ("2", 4.0, "queued", "submitted", None), ("2", 6.0, "submitted", "running", None),
+              ("3", 0.0, "new", "waiting", None), ("3", 7.0, "waiting", "cancelled", "upstream")]
+    attempts = attempts_from_events(events)
+    assert [(a.job, a.number, a.start, a.end, a.outcome) for a in attempts] == [
+        ("1", 1, 1.0, 5.0, Outcome.COMPLETED),
+        ("2", 1, 2.0, 3.0, Outcome.REQUEUED),
+        ("2", 2, 6.0, None, Outcome.RUNNING)]
+    assert attempts[2].queued == 3.0, "the wait of the second attempt starts at its requeue"
+    assert assign_lanes(attempts) == 2
+
+
+def test_page_data_of_an_empty_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with corral.Scheduler(journal=run, cores=1):
+        pass
+    data = page_data(read_view(corral.Run(run)))
+    assert data["jobs"]["id"] == [] and data["bars"]["job"] == [] and data["lanes"] == 0
+    assert data["summary"]["utilisation"] is None and data["failures"] == []
+    written = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
+    assert written["jobs"]["id"] == [] and written["lanes"] == 0
+
+
+def test_import_corral_loads_neither_the_report_nor_the_dashboard() -> None:
+    code = ("import sys, corral; print(sorted(m for m in sys.modules if m.startswith("
+            "('corral.report', 'corral.web', 'aiohttp'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_report_needs_no_web_extra(mixed: Path, tmp_path: Path) -> None:
+    """With aiohttp unimportable, the report is written and the dashboard says what
+    to install."""
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "aiohttp.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'aiohttp'\", name='aiohttp')\n")
+    cli = Corral(tmp_path, mixed, env={"PYTHONPATH": f"{blocker}:{Path(jobs.__file__).parent}"})
+    cli.ok("report", "-o", str(tmp_path / "r.html"))
+    assert_one_line_error(
+        cli("dashboard"), 2,
+        r"needs the web extra, which is not installed: pip install 'corral\[web\]'")
