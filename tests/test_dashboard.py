@@ -197,14 +197,23 @@ def test_the_page_follows_a_running_script_and_its_buttons_act_on_it(
     screenshot(browser, "dashboard-finished")
 
 
-def test_cancel_a_job_from_the_page(browser, dashboard: Dashboard, driven, cli: Corral) -> None:
+def test_a_queued_job_is_found_in_the_job_list_and_cancelled_from_the_page(
+        browser, dashboard: Dashboard, driven, cli: Corral) -> None:
     browser.get(dashboard.url)
-    wait_until(lambda: job_status_shown(browser, "gate") == "running", 10, "gate shown running")
+    job_list = browser.find_element(By.ID, "job-list")
+    wait_until(lambda: 'job 3 "later"' in job_list.text, 10, "the queued job listed")
+    assert "queued" in job_list.text
+    job_list.find_element(By.PARTIAL_LINK_TEXT, 'job 3 "later"').click()
+    wait_until(lambda: "later" in browser.find_element(By.ID, "details-title").text, 5,
+               "the queued job selected")
     browser.find_element(By.ID, "btn-cancel-job").click()
-    wait_until(lambda: cli("status", "--all").rows()["1"]["STATUS"] == "CANCELLED", 10,
-               "corral status to show the job cancelled")
-    wait_until(lambda: job_status_shown(browser, "gate") == "cancelled", 10,
+    wait_until(lambda: cli("status", "--all").rows()["3"]["STATUS"] == "CANCELLED", 10,
+               "corral status to show the queued job cancelled")
+    wait_until(lambda: job_status_shown(browser, "later") == "cancelled", 10,
                "the page to show it cancelled")
+    browser.find_element(By.ID, "job-filter").send_keys("cancelled")
+    wait_until(lambda: browser.find_element(By.ID, "jobs-count").text == "(1 found)", 5,
+               "the finder to find the cancelled job by its status")
 
 
 def test_the_runs_of_the_state_directory_can_be_switched_to(

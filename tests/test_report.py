@@ -123,6 +123,10 @@ def test_report_bad_input_is_one_line(mixed: Path, tmp_path: Path) -> None:
                           r"no corral run at .*nothing")
     assert_one_line_error(cli("report", "-o", str(tmp_path / "no" / "such" / "r.html")), 2,
                           r"-o .*r\.html: no directory .*no/such")
+    assert_one_line_error(cli("report", "-o", str(tmp_path / "r.pdf")), 2,
+                          r"-o .*r\.pdf: corral writes a report as \.html or \.svg")
+    assert_one_line_error(cli("report", "--run", str(mixed.parent)), 3,
+                          rf"no corral run at {mixed.parent} .*did you mean {mixed}\?")
     outcome = cli("report", "--format", "pdf")
     assert outcome.status == 2 and "'pdf' is not one of 'html', 'svg'" in outcome.err
     with pytest.raises(ValueError,
@@ -206,3 +210,78 @@ def test_the_report_needs_no_web_extra(mixed: Path, tmp_path: Path) -> None:
     assert_one_line_error(
         cli("dashboard"), 2,
         r"needs the web extra, which is not installed: pip install 'corral\[web\]'")
+
+
+def test_the_report_of_a_run_on_a_batch_cluster(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster the lanes are its jobs' slots, the native ids are its job ids, and
+    utilisation is not made up: the cluster packs, corral does not know its cores."""
+    from support.fakebatch.cluster import FakeBatch
+    from support.fakebatch.scheduler import registered
+
+    cluster = FakeBatch(tmp_path / "fakebatch", forget_s=30.0)
+    cluster.root.mkdir()
+    for name, value in cluster.environ().items():
+        monkeypatch.setenv(name, value)
+    run = tmp_path / "run"
+    try:
+        with registered(), corral.Scheduler(
+                backend="fakebatch", journal=run,
+                backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1}) as sched:
+            done = sched.shell("echo fine", name="fine")
+            failed = sched.shell("echo 'no licence' >&2; exit 4", name="broken")
+            corral.wait([done, failed])
+        data = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
+    finally:
+        cluster.stop()
+    assert data["summary"]["backends"] == ["fakebatch"]
+    assert data["summary"]["utilisation"] is None
+    assert data["summary"]["available_core_seconds"] is None
+    assert len(data["bars"]["job"]) == 2
+    assert all(re.fullmatch(r"\d+(_\d+)?", native) for native in data["jobs"]["native"]), (
+        "each job shows the cluster's own job id")
+    broken = data["jobs"]["name"].index("broken")
+    assert "no licence" in data["stderr"][str(broken)]
+
+
+def test_the_report_of_a_daemon_run(tmp_path: Path) -> None:
+    cli = Corral(tmp_path / "home", tmp_path / "run")
+    try:
+        first = cli.submit("--name", "hello", "--", "echo hello")
+        second = cli.submit("--name", "oops", "--", "echo 'bad flag' >&2; exit 2")
+        cli("wait", first, second)
+        outcome = cli.ok("report", "-o", "-")
+    finally:
+        cli.stop_daemon()
+    data = embedded_data(outcome.out)
+    assert data["jobs"]["name"] == ["hello", "oops"]
+    assert data["jobs"]["status"] == ["COMPLETED", "FAILED"]
+    assert "bad flag" in data["stderr"]["1"]
+    assert data["summary"]["utilisation"] is not None, "the daemon said its cores"
+
+
+def test_a_killed_drivers_jobs_are_not_drawn_running_forever(tmp_path: Path) -> None:
+    """SIGKILL the driver while its jobs run: their processes die with it, so the
+    report ends their bars at the run's last recorded moment, as 'no driver: end
+    unknown', and shows their status as last seen."""
+    import os
+    import signal
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    run = tmp_path / "run"
+    tests = Path(__file__).resolve().parent
+    driver = subprocess.Popen([sys.executable, str(tests / "dashboard_driver.py"), str(run),
+                               str(scratch)], env={**os.environ, "PYTHONPATH": str(tests)})
+    try:
+        wait_until(lambda: (run / "journal.db").exists() and sum(
+            job.status is corral.JobStatus.RUNNING for job in corral.Run(run).jobs()) == 2,
+            30, "both jobs to run")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    data = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
+    outcomes = [data["outcomes"][code] for code in data["bars"]["o"]]
+    assert outcomes == [Outcome.UNKNOWN, Outcome.UNKNOWN]
+    assert None not in data["bars"]["e"], "no bar runs on to the time of reading"
+    assert data["live"] is False

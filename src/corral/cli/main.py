@@ -69,9 +69,11 @@ def _open_run(context: click.Context):
     try:
         return Run(run_dir)
     except FileNotFoundError:
-        raise CommandError(f"no corral run at {run_dir} (nothing was submitted there yet); "
-                           "choose one with corral --run DIR COMMAND or $CORRAL_RUN",
-                           EXIT_UNREACHABLE) from None
+        below = sorted(str(path.parent) for path in run_dir.glob("*/journal.db"))[:3]
+        hint = (f"; did you mean {' or '.join(below)}?" if below else
+                "; choose one with corral --run DIR COMMAND or $CORRAL_RUN")
+        raise CommandError(f"no corral run at {run_dir} (nothing was submitted there yet)"
+                           f"{hint}", EXIT_UNREACHABLE) from None
     except PermissionError:
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
@@ -608,8 +610,12 @@ def report(context: click.Context, run_dir: Path | None, output: Path | None,
 
     _run_here(context, run_dir)
     run = _open_run(context)
-    chosen = choose_format(output if output is not None and str(output) != "-" else None,
-                           format_)
+    try:
+        chosen = choose_format(output if output is not None and str(output) != "-" else None,
+                               format_)
+    except ValueError:
+        raise CommandError(f"-o {output}: corral writes a report as .html or .svg; name the "
+                           "file so, or add --format html or --format svg") from None
     if output is not None and str(output) == "-":
         sys.stdout.write(report_text(run, chosen))
         return

@@ -208,6 +208,18 @@ class StoredJob:
                 f"({type(problem).__name__}: {problem}); the journal is damaged, or the value "
                 "needs code this process cannot import") from None
 
+    def traceback_text(self) -> str | None:
+        """The remote traceback of the exception the job raised, as text; None if it
+        raised none (or its record was read without results, or cannot be read)."""
+        from corral.runtime.payload import error_traceback
+
+        if self.error is None:
+            return None
+        try:
+            return error_traceback(self.error)
+        except Exception:
+            return None
+
     def output_path(self, stream: str = "stdout") -> str | None:
         """Where *stream* is now: a spool file while the job runs, else its job file."""
         if stream not in ("stdout", "stderr"):

@@ -27,7 +27,10 @@ def choose_format(path: str | os.PathLike[str] | None, format: str | None) -> st
     """
     if format is None:
         suffix = Path(os.fspath(path)).suffix.lower() if path is not None else ""
-        return "svg" if suffix == ".svg" else "html"
+        if suffix in ("", ".html", ".htm", ".svg"):
+            return "svg" if suffix == ".svg" else "html"
+        raise ValueError(f"{os.fspath(path)}: corral writes a report as .html or .svg; "
+                         "name the file so, or say format='html' or 'svg'")
     if format not in FORMATS:
         raise ValueError(f"format={format!r}: corral writes a report as "
                          f"{' or '.join(map(repr, FORMATS))}")

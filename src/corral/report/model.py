@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from corral.backends import backend_info, outlives_driver
 from corral.report.timeline import Attempt, Outcome, assign_lanes, attempts_from_events
 from corral.status import TERMINAL, JobStatus
 
@@ -32,7 +33,12 @@ OTHER_TAIL_CHARS = 300
 TAIL_BUDGET_CHARS = 1_500_000
 #: Commands longer than this are cut in the page (the journal keeps them whole).
 COMMAND_CHARS = 400
+#: Failed jobs whose traceback is read (one journal row each), and how much of each.
+TRACEBACKS_READ = 200
+TRACEBACK_CHARS = 4000
 SLOWEST_SHOWN = 10
+#: Failures whose stderr tail the dashboard's data carries (it reads others on demand).
+DASHBOARD_TAILS = 50
 _NOT_COMPLETED = (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED)
 
 
@@ -61,13 +67,19 @@ class StoredJobLike(Protocol):
     def native_id(self) -> str | None: ...
     @property
     def ended(self) -> float | None: ...
+    @property
+    def session(self) -> int | None: ...
 
     def output_path(self, stream: str = "stdout") -> str | None: ...
+
+    def traceback_text(self) -> str | None: ...
 
 
 class SessionLike(Protocol):
     """A driver session of the run: :class:`corral.journal.store.StoredSession` fits it."""
 
+    @property
+    def id(self) -> int: ...
     @property
     def backend(self) -> str | None: ...
     @property
@@ -86,9 +98,14 @@ class RunSource(Protocol):
 
     def jobs(self, status: Any = None, *, results: bool = True) -> Sequence[StoredJobLike]: ...
 
+    def job(self, job_id: Any) -> StoredJobLike: ...
+
     def events(self, job_id: Any = None) -> list[tuple[Any, ...]]: ...
 
     def sessions(self) -> Sequence[SessionLike]: ...
+
+    @property
+    def owner(self) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -111,6 +128,8 @@ class Summary:
     attempts: int
     backends: list[str]
     native_ids: int
+    #: What the native ids are: worker process ids on this machine, or a cluster's job ids.
+    native_kind: str = "native ids"
 
     @property
     def wall_seconds(self) -> float:
@@ -135,6 +154,8 @@ class RunView:
     read_at: float
     live: bool = False
     index: dict[str, int] = field(default_factory=dict)
+    #: The remote tracebacks of jobs that raised, by job id (the first failures only).
+    tracebacks: dict[str, str] = field(default_factory=dict)
 
 
 def cores_of(job: StoredJobLike) -> int:
@@ -142,16 +163,47 @@ def cores_of(job: StoredJobLike) -> int:
     return cores if isinstance(cores, int) and cores > 0 else 1
 
 
-def read_view(run: RunSource, now: float | None = None, live: bool = False) -> RunView:
-    """Read *run* once: its jobs (without results), events and sessions."""
+def read_view(run: RunSource, now: float | None = None,
+              tracebacks: int = TRACEBACKS_READ) -> RunView:
+    """Read *run* once: its jobs (without results), events and sessions, and the
+    tracebacks of its first *tracebacks* failed jobs."""
     now = time.time() if now is None else now
+    driven = run.owner is not None
     jobs = list(run.jobs(results=False))
-    attempts = attempts_from_events(run.events())
-    lanes = assign_lanes(attempts)
+    events = run.events()
+    attempts = attempts_from_events(events)
     sessions = list(run.sessions())
+    if not driven:
+        _settle_unknown_ends(attempts, jobs, sessions, max((e[1] for e in events), default=now))
+    lanes = assign_lanes(attempts)
     index = {str(job.id): number for number, job in enumerate(jobs)}
     summary = _summarise(jobs, attempts, sessions, index, now)
-    return RunView(run.path, jobs, attempts, lanes, summary, now, live, index)
+    view = RunView(run.path, jobs, attempts, lanes, summary, now, driven, index)
+    for number in _failures(jobs)[:tracebacks]:
+        job = jobs[number]
+        if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+            try:
+                text = run.job(job.id).traceback_text()
+            except KeyError:  # gone between the two reads: the next read has it
+                text = None
+            if text:
+                view.tracebacks[str(job.id)] = text[-TRACEBACK_CHARS:]
+    return view
+
+
+def _settle_unknown_ends(attempts: list[Attempt], jobs: list[StoredJobLike],
+                         sessions: Sequence[SessionLike], last_sign: float) -> None:
+    """No driver runs the run: an attempt the journal shows running on a backend
+    whose jobs die with their driver ended when it died; draw it to the run's
+    last recorded moment, as UNKNOWN (``corral status`` says "?" for it)."""
+    backends = {session.id: session.backend for session in sessions}
+    session_of = {str(job.id): job.session for job in jobs}
+    for attempt in attempts:
+        if attempt.end is None and not outlives_driver(backends.get(
+                session_of.get(attempt.job) or 0)):
+            attempt.end = max(attempt.start, last_sign)
+            attempt.outcome = Outcome.UNKNOWN
+            attempt.reason = "its driver is gone; when it stopped was not recorded"
 
 
 def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Sequence[SessionLike],
@@ -173,7 +225,19 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
         retries=sum(1 for a in attempts if a.outcome in (Outcome.RETRIED, Outcome.REQUEUED)),
         attempts=len(attempts),
         backends=sorted({s.backend for s in sessions if s.backend}),  # None: not recorded
-        native_ids=len({job.native_id for job in jobs if job.native_id}))
+        native_ids=len({job.native_id for job in jobs if job.native_id}),
+        native_kind=_native_kind(sessions))
+
+
+def _native_kind(sessions: Sequence[SessionLike]) -> str:
+    """Worker pids where every session packed on this machine, else cluster job ids."""
+    local = True
+    for session in sessions:
+        try:
+            local = local and backend_info(session.backend or "local").capabilities.packs_locally
+        except ValueError:  # a backend not registered here: a site's, or a described one
+            local = False
+    return "worker pids" if local else "cluster job ids"
 
 
 def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None,
@@ -241,14 +305,16 @@ def _seconds(value: float) -> str:
     return f"{value:g}s" if value < 120 else f"{value / 60:g}m"
 
 
-def page_data(view: RunView, tails: bool = True) -> dict[str, Any]:
-    """The JSON the page draws: see the module docstring. *tails* embeds each
-    job's stderr tail (the report); the dashboard asks for a job's output instead."""
+def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
+    """The JSON the page draws: see the module docstring. *tails* says whose
+    stderr tails to embed: ``"all"`` jobs' (the report, within a budget) or only
+    the first ``"failures"``' (the dashboard, which reads the others on demand)."""
     summary = view.summary
     origin = summary.first if summary.first is not None else view.read_at
 
-    def ms(moment: float | None) -> int | None:
-        return None if moment is None else round((moment - origin) * 1000)
+    def ms(moment: float | None) -> float | None:
+        # a tenth of a millisecond: a call that fails in 0.3 ms is still a bar
+        return None if moment is None else round((moment - origin) * 1000, 1)
 
     jobs = view.jobs
     index = view.index
@@ -271,6 +337,7 @@ def page_data(view: RunView, tails: bool = True) -> dict[str, Any]:
             "utilisation": summary.utilisation, "peak_cores": summary.peak_cores,
             "retries": summary.retries, "attempts": summary.attempts,
             "backends": summary.backends, "native_ids": summary.native_ids,
+            "native_kind": summary.native_kind,
         },
         "jobs": {
             "id": [str(job.id) for job in jobs],
@@ -297,9 +364,10 @@ def page_data(view: RunView, tails: bool = True) -> dict[str, Any]:
         },
         "failures": _failures(jobs),
         "slowest": _slowest(view),
+        "traceback": {str(index[job_id]): text for job_id, text in view.tracebacks.items()
+                      if job_id in index},
+        "stderr": _tails(jobs, only_failures=DASHBOARD_TAILS if tails == "failures" else None),
     }
-    if tails:
-        data["stderr"] = _tails(jobs)
     return data
 
 
@@ -327,11 +395,13 @@ def _slowest(view: RunView) -> list[int]:
     return sorted(longest, key=lambda number: -longest[number])[:SLOWEST_SHOWN]
 
 
-def _tails(jobs: list[StoredJobLike]) -> dict[str, str]:
-    """stderr tails by job index, those that did not complete first, within a budget."""
+def _tails(jobs: list[StoredJobLike], only_failures: int | None = None) -> dict[str, str]:
+    """stderr tails by job index, those that did not complete first, within a
+    budget; with *only_failures*, of that many failures only."""
     tails: dict[str, str] = {}
     budget = TAIL_BUDGET_CHARS
-    ranked = sorted(range(len(jobs)), key=lambda n: jobs[n].status not in _NOT_COMPLETED)
+    ranked = (_failures(jobs)[:only_failures] if only_failures is not None else
+              sorted(range(len(jobs)), key=lambda n: jobs[n].status not in _NOT_COMPLETED))
     for number in ranked:
         job = jobs[number]
         if job.status not in TERMINAL and job.status is not JobStatus.RUNNING:

@@ -17,11 +17,11 @@ __all__ = ["render_svg"]
 COLOURS = {Outcome.COMPLETED: "#3b9a5d", Outcome.FAILED: "#d4423e",
            Outcome.TIMED_OUT: "#e38b0c", Outcome.CANCELLED: "#8a9199",
            Outcome.RETRIED: "#a35cc9", Outcome.REQUEUED: "#5b8ed6",
-           Outcome.RUNNING: "#1f6fe5"}
+           Outcome.RUNNING: "#1f6fe5", Outcome.UNKNOWN: "#a3946a"}
 LABELS = {Outcome.COMPLETED: "completed", Outcome.FAILED: "failed",
           Outcome.TIMED_OUT: "timed out", Outcome.CANCELLED: "cancelled",
           Outcome.RETRIED: "failed, retried", Outcome.REQUEUED: "given back",
-          Outcome.RUNNING: "running"}
+          Outcome.RUNNING: "running", Outcome.UNKNOWN: "no driver: end unknown"}
 WIDTH = 1000
 GUTTER = 60
 TOP = 44
@@ -35,6 +35,8 @@ def _step(span: float) -> float:
 
 
 def _label(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
     if seconds < 120:
         return f"+{seconds:g}s"
     if seconds < 7200:
@@ -62,11 +64,12 @@ def render_svg(view: RunView) -> str:
            f'{escape(view.path.name)}: {view.summary.jobs} jobs, '
            f'{view.summary.attempts} attempts, {view.summary.wall_seconds:.1f} s</text>']
     legend_x = float(GUTTER)
-    for outcome in Outcome.ALL:
+    present = {attempt.outcome for attempt in view.attempts}
+    for outcome in (outcome for outcome in Outcome.ALL if outcome in present):
         out.append(f'<rect x="{legend_x}" y="20" width="10" height="10" '
                    f'fill="{COLOURS[outcome]}"/><text x="{legend_x + 13}" y="29">'
                    f'{LABELS[outcome]}</text>')
-        legend_x += 22 + 6.5 * len(LABELS[outcome])
+        legend_x += 24 + 6.2 * len(LABELS[outcome])
     step = _step(end)
     tick = 0.0
     while tick <= end + 1e-9:

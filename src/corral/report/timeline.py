@@ -37,8 +37,11 @@ class Outcome:
     REQUEUED = "requeued"
     #: Still going when the journal was read.
     RUNNING = "running"
+    #: Shown as running, but no driver runs the run and its backend's jobs die with
+    #: the driver: it ended when the driver did, at a moment nobody recorded.
+    UNKNOWN = "unknown"
 
-    ALL = (COMPLETED, FAILED, TIMED_OUT, CANCELLED, RETRIED, REQUEUED, RUNNING)
+    ALL = (COMPLETED, FAILED, TIMED_OUT, CANCELLED, RETRIED, REQUEUED, RUNNING, UNKNOWN)
 
 
 _ENDINGS = {JobStatus.COMPLETED.value: Outcome.COMPLETED,

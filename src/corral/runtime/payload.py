@@ -18,7 +18,8 @@ import types
 import weakref
 from typing import Any
 
-__all__ = ["Upstream", "dumps_call", "loads_call", "dumps_value", "dumps_error", "loads_error"]
+__all__ = ["Upstream", "dumps_call", "loads_call", "dumps_value", "dumps_error", "loads_error",
+           "error_traceback"]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -197,6 +198,12 @@ def dumps_error(error: BaseException) -> bytes:
     except Exception:
         blob = None
     return pickle.dumps((blob, text, summary), _PROTOCOL)
+
+
+def error_traceback(blob: bytes) -> str:
+    """The traceback text of a packed exception, without loading the exception
+    itself (which may need the job's own modules)."""
+    return str(pickle.loads(blob)[1])
 
 
 def loads_error(blob: bytes) -> tuple[BaseException | None, str, str]:

@@ -16,4 +16,4 @@ __all__ = ["MISSING_EXTRA"]
 
 #: What ``corral dashboard`` says when aiohttp is not installed.
 MISSING_EXTRA = ("corral dashboard needs the web extra, which is not installed: "
-                 "pip install 'corral[web]'")
+                 "pip install 'corral[web]' (in a checkout: pip install -e '.[web]')")

@@ -9,7 +9,10 @@
   const OUTCOME_LABEL = {
     completed: 'completed', failed: 'failed', timed_out: 'timed out', cancelled: 'cancelled',
     retried: 'failed, retried', requeued: 'given back', running: 'running',
+    unknown: 'no driver: end unknown',
   };
+  const PENDING = ['NEW', 'WAITING', 'QUEUED'];
+  const ENDED = ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT'];
   const STATUS_OUTCOME = {
     COMPLETED: 'completed', FAILED: 'failed', TIMED_OUT: 'timed_out', CANCELLED: 'cancelled',
     RUNNING: 'running', SUBMITTED: 'requeued',
@@ -39,9 +42,14 @@
     return COLOURS[name];
   }
   function chip(status) {
-    const c = el('span', { class: 'chip' }, status.toLowerCase().replace('_', ' '));
-    c.style.background = colour(STATUS_OUTCOME[status] || 'pending');
+    const pending = PENDING.includes(status);
+    const c = el('span', { class: pending ? 'chip pending' : 'chip' }, status.toLowerCase().replace('_', ' '));
+    if (!pending) c.style.background = colour(STATUS_OUTCOME[status] || 'pending');
     return c;
+  }
+  function lastLines(text, n) {
+    const lines = text.replace(/\n+$/, '').split('\n');
+    return lines.slice(-n).join('\n');
   }
   function seconds(ms) {
     if (ms === null || ms === undefined) return '–';
@@ -90,7 +98,8 @@
     box.append(card('utilisation', util, utilSub));
     box.append(card('peak cores', s.peak_cores));
     box.append(card('attempts', s.attempts, s.retries + ' retried or given back'));
-    box.append(card('backend', s.backends.join(', ') || '–', s.native_ids + ' native ids'));
+    box.append(card('backend', s.backends.join(', ') || '–',
+      s.native_ids + ' ' + (s.native_ids === 1 ? s.native_kind.replace(/s$/, '') : s.native_kind)));
   }
   function jobLink(n) {
     const a = el('a', { class: 'job', tabindex: '0' }, 'job ' + data.jobs.id[n] + ' ' + quoted(data.jobs.name[n]));
@@ -109,6 +118,8 @@
       const head = el('div');
       head.append(chip(status), jobLink(n));
       item.append(head, el('div', { class: 'reason' }, data.jobs.reason[n] || '(no reason recorded)'));
+      const trace = data.traceback && data.traceback[n];
+      if (trace) item.append(el('pre', { class: 'traceback' }, lastLines(trace, 8)));
       const tail = data.stderr && data.stderr[n];
       if (tail) item.append(el('pre', { class: 'stderr' }, tail));
       item.addEventListener('click', () => select(n, true));
@@ -135,6 +146,27 @@
       table.append(row);
     }
   }
+  function drawJobList() {
+    const box = $('job-list');
+    const wanted = $('job-filter').value.trim().toLowerCase();
+    const j = data.jobs, found = [];
+    const rank = (n) => (j.status[n] === 'RUNNING' ? 0 : j.status[n] === 'SUBMITTED' ? 1 : PENDING.includes(j.status[n]) ? 2 : 3);
+    for (let n = 0; n < j.id.length; n++) {
+      if (!wanted ? ENDED.includes(j.status[n]) : !(j.id[n] === wanted || j.name[n].toLowerCase().includes(wanted)
+          || j.status[n].toLowerCase().replace('_', ' ') === wanted)) continue;
+      found.push(n);
+    }
+    found.sort((x, y) => rank(x) - rank(y) || x - y);
+    $('jobs-count').textContent = wanted ? '(' + found.length + ' found)' : '(' + j.id.length + '; unfinished below, find any)';
+    box.replaceChildren();
+    for (const n of found.slice(0, 200)) {
+      const row = el('div', { class: 'row' });
+      row.append(chip(j.status[n]), jobLink(n));
+      box.append(row);
+    }
+    if (found.length > 200) box.append(el('div', { class: 'muted' }, (found.length - 200) + ' more: narrow the search'));
+    if (!found.length) box.append(el('div', { class: 'muted' }, wanted ? 'no job matches' : 'no unfinished job'));
+  }
   function longestAttempts() {
     const b = data.bars, out = {};
     for (let i = 0; i < b.job.length; i++) {
@@ -158,7 +190,9 @@
   function legend() {
     const box = $('legend');
     box.replaceChildren();
-    for (const name of data.outcomes) {
+    const present = new Set(data.bars.o);
+    for (const [code, name] of data.outcomes.entries()) {
+      if (!present.has(code)) continue;
       const item = el('span', { class: 'legend-item' });
       const sw = el('span', { class: 'swatch' });
       sw.style.background = colour(name);
@@ -224,10 +258,11 @@
     }
     for (const [name, bars] of Object.entries(byColour)) {
       ctx.fillStyle = colour(name);
+      const least = name === 'completed' || name === 'running' ? 1 : 3;  // a short failure still shows
       for (const i of bars) {
         const e = b.e[i] === null ? data.now : b.e[i];
         const x0 = Math.max(GUTTER, X(b.s[i])), x1 = Math.min(g.width, X(e));
-        const width = x1 - x0 > 4 ? x1 - x0 - 1 : Math.max(1, x1 - x0);  // a seam between neighbours
+        const width = x1 - x0 > 4 ? x1 - x0 - 1 : Math.max(least, x1 - x0);  // a seam between neighbours
         ctx.fillRect(x0, top + b.lane[i] * laneHeight + gap, width, laneHeight - 2 * gap);
       }
     }
@@ -243,6 +278,16 @@
     for (let i = 0; i < b.job.length; i++) {
       const job = b.job[i];
       if (job !== selected && !parents.has(job)) continue;
+      if (job === selected && b.q[i] !== null && b.q[i] < b.s[i]) {   // its wait, over the others
+        const y = top + b.lane[i] * laneHeight + laneHeight / 2;
+        ctx.setLineDash([4, 3]);
+        ctx.strokeStyle = '#111';
+        ctx.lineWidth = 2;
+        ctx.beginPath();
+        ctx.moveTo(Math.max(GUTTER, X(b.q[i])), y);
+        ctx.lineTo(X(b.s[i]), y);
+        ctx.stroke();
+      }
       const e = b.e[i] === null ? data.now : b.e[i];
       const x0 = X(b.s[i]), x1 = X(e);
       ctx.setLineDash(job === selected ? [] : [3, 2]);
@@ -273,14 +318,14 @@
       ctx.moveTo(x, AXIS - 4);
       ctx.lineTo(x, bottom + STRIP);
       ctx.stroke();
-      ctx.fillText('+' + seconds(t), x + 3, AXIS / 2);
+      ctx.fillText(t === 0 ? '0' : (t < 0 ? '−' : '+') + seconds(Math.abs(t)), x + 3, AXIS / 2);
     }
     ctx.textAlign = 'right';
     const every = Math.ceil(12 / laneHeight);
     for (let lane = 0; lane < data.lanes; lane += every) {
       ctx.fillText('slot ' + (lane + 1), GUTTER - 6, AXIS + lane * laneHeight + laneHeight / 2);
     }
-    ctx.fillText('cores', GUTTER - 6, bottom + STRIP / 2 + 2);
+    ctx.fillText('cores held', GUTTER - 6, bottom + STRIP / 2 + 2);
     ctx.textAlign = 'left';
   }
   function strip(ctx, g, X, from, to) {
@@ -313,6 +358,31 @@
     ctx.fill();
     ctx.fillStyle = '#66707a';
     ctx.fillText(String(peak), 4, top + 6);
+    // jobs waiting to start, as a line over the cores
+    const waits = [];
+    for (let i = 0; i < b.job.length; i++) {
+      if (b.q[i] !== null && b.q[i] < b.s[i]) waits.push([b.q[i], 1], [b.s[i], -1]);
+    }
+    if (!waits.length) return;
+    waits.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    let waiting = 0, most = 0;
+    for (const [, d] of waits) { waiting += d; most = Math.max(most, waiting); }
+    ctx.strokeStyle = '#c26d00';
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    ctx.moveTo(GUTTER, top + height);
+    waiting = 0;
+    for (const [t, d] of waits) {
+      const x = Math.min(g.width, Math.max(GUTTER, X(t)));
+      ctx.lineTo(x, top + height - (waiting / most) * height);
+      waiting += d;
+      ctx.lineTo(x, top + height - (waiting / most) * height);
+    }
+    ctx.stroke();
+    ctx.fillStyle = '#c26d00';
+    ctx.textAlign = 'right';
+    ctx.fillText(most + ' waiting', g.width - 4, top + 6);
+    ctx.textAlign = 'left';
   }
   const coreCache = {};
   function coresOf(job) {
@@ -352,8 +422,10 @@
     box.append(el('div', null, data.jobs.command[n]));
     box.append(el('div', null, data.jobs.res[n] + (data.jobs.native[n] ? ' · native id ' + data.jobs.native[n] : '')));
     if (b.why[i]) box.append(el('div', null, b.why[i]));
+    const trace = data.traceback && data.traceback[n];
+    if (trace) box.append(el('div', { class: 'tail' }, lastLines(trace, 4)));
     const tail = data.stderr && data.stderr[n];
-    if (tail) box.append(el('div', { class: 'tail' }, tail.split('\n').slice(-6).join('\n')));
+    if (tail) box.append(el('div', { class: 'tail' }, lastLines(tail, 6)));
     box.hidden = false;
     const wrap = $('timeline-wrap').getBoundingClientRect();
     const w = box.offsetWidth, h = box.offsetHeight;
@@ -409,6 +481,7 @@
     canvas.addEventListener('mouseleave', () => tip(-1));
     canvas.addEventListener('dblclick', () => { moved = false; resetView(); });
     $('btn-reset').addEventListener('click', () => { moved = false; resetView(); });
+    $('job-filter').addEventListener('input', drawJobList);
     window.addEventListener('resize', schedule);
   }
   function resetView() {
@@ -448,7 +521,12 @@
       r.append(el('td', null, label), cell);
       table.append(r);
     };
-    row('status', chip(j.status[n]));
+    const state = el('span');
+    state.append(chip(j.status[n]));
+    if (!data.live && (j.status[n] === 'RUNNING' || j.status[n] === 'SUBMITTED')) {
+      state.append(document.createTextNode(' as last seen: no driver runs the run now'));
+    }
+    row('status', state);
     row('reason', j.reason[n]);
     row('command', j.command[n]);
     row('resources', j.res[n]);
@@ -474,6 +552,8 @@
     }
     row('before (children)', count ? children : 'none');
     box.append(table);
+    const trace = data.traceback && data.traceback[n];
+    if (trace) box.append(el('div', { class: 'muted' }, 'traceback'), el('pre', { class: 'traceback' }, trace));
     const tail = data.stderr && data.stderr[n];
     if (tail) {
       box.append(el('div', { class: 'muted' }, 'stderr (tail)'), el('pre', { class: 'stderr' }, tail));
@@ -495,6 +575,7 @@
     if (selected >= data.jobs.id.length) selected = -1;
     drawSummary();
     drawFailures();
+    drawJobList();
     drawSlowest();
     legend();
     drawDetails();

@@ -52,7 +52,7 @@
         received = Date.now();
       }
     } catch (error) {
-      $('updated').textContent = 'the dashboard server does not answer (' + error + ')';
+      $('updated').textContent = 'the dashboard server does not answer: is corral dashboard still running?';
     }
   }
   async function loop() {
@@ -161,6 +161,7 @@
       }
       follow.offset = reply.offset;
       follow.done = reply.done && !reply.more;
+      if (follow.done && !pre.textContent) pre.textContent = '(no output on ' + stream + ')';
       $('output-note').textContent = reply.done ? (reply.more ? 'reading…' : 'the job has ended')
         : 'following as it is written';
       if (reply.more) await followOutput();
