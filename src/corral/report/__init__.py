@@ -29,7 +29,7 @@ def choose_format(path: str | os.PathLike[str] | None, format: str | None) -> st
         suffix = Path(os.fspath(path)).suffix.lower() if path is not None else ""
         if suffix in ("", ".html", ".htm", ".svg"):
             return "svg" if suffix == ".svg" else "html"
-        raise ValueError(f"{os.fspath(path)}: corral writes a report as .html or .svg; "
+        raise ValueError(f"{path}: corral writes a report as .html or .svg; "
                          "name the file so, or say format='html' or 'svg'")
     if format not in FORMATS:
         raise ValueError(f"format={format!r}: corral writes a report as "
