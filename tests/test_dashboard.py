@@ -127,6 +127,9 @@ def test_requests_without_the_token_are_refused(dashboard: Dashboard) -> None:
     assert fetch(dashboard.base + "/api/state")[0] == 403
     assert fetch(dashboard.base + "/api/state?token=wrong")[0] == 403
     assert fetch(dashboard.url)[0] == 200
+    with urllib.request.urlopen(dashboard.url, timeout=10) as page:
+        assert page.headers.get("Set-Cookie") is None, (
+            "no cookie: a browser would send one for 127.0.0.1 to every local port")
     state_status, state = fetch(f"{dashboard.base}/api/state?token={dashboard.token}")
     assert state_status == 200 and json.loads(state)["control"]["driven"] is True
 

@@ -228,7 +228,7 @@ def test_the_report_of_a_run_on_a_batch_cluster(tmp_path: Path,
         with registered(), corral.Scheduler(
                 backend="fakebatch", journal=run,
                 backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1}) as sched:
-            done = sched.shell("echo fine", name="fine")
+            done = sched.shell("sleep 0.4; echo fine", name="fine")
             failed = sched.shell("echo 'no licence' >&2; exit 4", name="broken")
             corral.wait([done, failed])
         data = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
@@ -242,6 +242,9 @@ def test_the_report_of_a_run_on_a_batch_cluster(tmp_path: Path,
         "each job shows the cluster's own job id")
     broken = data["jobs"]["name"].index("broken")
     assert "no licence" in data["stderr"][str(broken)]
+    fine = data["bars"]["job"].index(data["jobs"]["name"].index("fine"))
+    assert data["bars"]["e"][fine] - data["bars"]["s"][fine] >= 350, (
+        "the bar spans the job's own start and end, not the poll that saw both")
 
 
 def test_the_report_of_a_daemon_run(tmp_path: Path) -> None:
@@ -285,3 +288,29 @@ def test_a_killed_drivers_jobs_are_not_drawn_running_forever(tmp_path: Path) -> 
     assert outcomes == [Outcome.UNKNOWN, Outcome.UNKNOWN]
     assert None not in data["bars"]["e"], "no bar runs on to the time of reading"
     assert data["live"] is False
+
+
+def test_what_a_run_holds_never_breaks_the_svg_or_the_page(tmp_path: Path) -> None:
+    """A terminal colour code in a name is no XML; a run directory called like one of
+    the page's own markers is just a name."""
+    run = tmp_path / "weird@@JS@@"
+    with corral.Scheduler(journal=run, cores=1) as scheduler:
+        scheduler.shell("exit 1", name="\x1b[31mred\x1b[0m <b>&").exception()
+        scheduler.shell("true", name="after").result()
+    svg = corral.Run(run).report(tmp_path / "t.svg")
+    titles = [title.text for title in ElementTree.parse(svg).getroot().iter(
+        "{http://www.w3.org/2000/svg}title")]
+    assert titles == ["job 1 \ufffd[31mred\ufffd[0m <b>& #1", "job 2 after #1"]
+    page = corral.Run(run).report(tmp_path / "r.html").read_text()
+    assert embedded_data(page)["title"] == "weird@@JS@@"
+    assert page.count("Corral.show") >= 1 and page.count("<script>") == 1
+
+
+def test_report_through_a_symlink_writes_its_target(mixed: Path, tmp_path: Path) -> None:
+    target = tmp_path / "kept" / "report.html"
+    target.parent.mkdir()
+    target.write_text("old")
+    (tmp_path / "link.html").symlink_to(target)
+    Corral(tmp_path, mixed).ok("report", "-o", str(tmp_path / "link.html"))
+    assert (tmp_path / "link.html").is_symlink(), "the link stays a link"
+    assert embedded_data(target.read_text())["path"] == str(mixed)

@@ -51,10 +51,15 @@ def write_report(run: RunSource, path: str | os.PathLike[str],
     chosen = choose_format(path, format)
     text = report_text(run, chosen)
     target = Path(path).expanduser()
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        # a link, /dev/stdout, a pipe: written through, never replaced
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return target.absolute()
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
         partial.write_text(text, encoding="utf-8")
-        os.replace(partial, target)
+        os.replace(partial, target)  # whole or not at all
     finally:
         partial.unlink(missing_ok=True)
     return target.resolve()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -30,10 +31,8 @@ def script_json(data: Any) -> str:
 
 def render_page(data: Any, title: str, extra_script: str = "") -> str:
     """The page with *data* embedded (``None``: filled later by *extra_script*)."""
-    page = page_asset("page.html")
-    # Each marker replaced once, the data last: nothing inside the data is ever read
-    # as a marker.
-    page = page.replace("@@TITLE@@", html.escape(title), 1)
-    page = page.replace("@@CSS@@", page_asset("page.css"), 1)
-    page = page.replace("@@JS@@", page_asset("page.js") + extra_script, 1)
-    return page.replace("@@DATA@@", script_json(data), 1)
+    parts = {"@@TITLE@@": html.escape(title), "@@CSS@@": page_asset("page.css"),
+             "@@JS@@": page_asset("page.js") + extra_script, "@@DATA@@": script_json(data)}
+    # One pass: what goes in (a run called "@@JS@@", a job's name) is never read as a marker.
+    return re.sub("@@(TITLE|CSS|JS|DATA)@@", lambda found: parts[found.group(0)],
+                  page_asset("page.html"))

@@ -33,6 +33,7 @@ OTHER_TAIL_CHARS = 300
 TAIL_BUDGET_CHARS = 1_500_000
 #: Commands longer than this are cut in the page (the journal keeps them whole).
 COMMAND_CHARS = 400
+NAME_CHARS = 200
 #: Failed jobs whose traceback is read (one journal row each), and how much of each.
 TRACEBACKS_READ = 200
 TRACEBACK_CHARS = 4000
@@ -65,6 +66,8 @@ class StoredJobLike(Protocol):
     def attempts(self) -> int: ...
     @property
     def native_id(self) -> str | None: ...
+    @property
+    def started(self) -> float | None: ...
     @property
     def ended(self) -> float | None: ...
     @property
@@ -171,12 +174,16 @@ def read_view(run: RunSource, now: float | None = None,
     driven = run.owner is not None
     jobs = list(run.jobs(results=False))
     events = run.events()
-    attempts = attempts_from_events(events)
+    # a row with a damaged time is left out, not a traceback
+    attempts = attempts_from_events(event for event in events
+                                    if isinstance(event[1], (int, float)))
+    _use_recorded_times(attempts, jobs)
     sessions = list(run.sessions())
     if not driven:
         _settle_unknown_ends(attempts, jobs, sessions, max((e[1] for e in events), default=now))
-    lanes = assign_lanes(attempts)
     index = {str(job.id): number for number, job in enumerate(jobs)}
+    attempts = [attempt for attempt in attempts if attempt.job in index]  # no row: not drawn
+    lanes = assign_lanes(attempts)
     summary = _summarise(jobs, attempts, sessions, index, now)
     view = RunView(run.path, jobs, attempts, lanes, summary, now, driven, index)
     for number in _failures(jobs)[:tracebacks]:
@@ -189,6 +196,32 @@ def read_view(run: RunSource, now: float | None = None,
             if text:
                 view.tracebacks[str(job.id)] = text[-TRACEBACK_CHARS:]
     return view
+
+
+def _use_recorded_times(attempts: list[Attempt], jobs: list[StoredJobLike]) -> None:
+    """A job's row holds when its last attempt really started and ended, where a
+    cluster backend learns it after the fact (its poll stamps the events of a
+    short job together): those times win for that attempt."""
+    last: dict[str, Attempt] = {}
+    for each in attempts:
+        if each.job not in last or each.number > last[each.job].number:
+            last[each.job] = each
+    for job in jobs:
+        found = last.get(str(job.id))
+        started = job.started
+        if found is None or not isinstance(started, (int, float)):
+            continue
+        attempt = found
+        ended = job.ended if isinstance(job.ended, (int, float)) else None
+        if attempt.end is None and attempt.outcome == Outcome.RUNNING:
+            attempt.start = started
+        elif attempt.end is not None and ended is not None and started <= ended and \
+                attempt.outcome not in (Outcome.RETRIED, Outcome.REQUEUED):
+            attempt.start, attempt.end = started, ended
+        else:
+            continue
+        if attempt.queued is not None:
+            attempt.queued = min(attempt.queued, attempt.start)
 
 
 def _settle_unknown_ends(attempts: list[Attempt], jobs: list[StoredJobLike],
@@ -231,13 +264,15 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
 
 def _native_kind(sessions: Sequence[SessionLike]) -> str:
     """Worker pids where every session packed on this machine, else cluster job ids."""
-    local = True
     for session in sessions:
+        if session.backend is None:  # an older journal: it ran on this machine
+            continue
         try:
-            local = local and backend_info(session.backend or "local").capabilities.packs_locally
+            if not backend_info(session.backend).capabilities.packs_locally:
+                return "cluster job ids"
         except ValueError:  # a backend not registered here: a site's, or a described one
-            local = False
-    return "worker pids" if local else "cluster job ids"
+            return "cluster job ids"
+    return "worker pids"
 
 
 def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None,
@@ -341,7 +376,7 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
         },
         "jobs": {
             "id": [str(job.id) for job in jobs],
-            "name": [job.name for job in jobs],
+            "name": [_cut(job.name, NAME_CHARS) for job in jobs],
             "status": [job.status.name for job in jobs],
             "reason": [job.reason for job in jobs],
             "exit": [job.exit_code for job in jobs],
@@ -371,8 +406,8 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
     return data
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= COMMAND_CHARS else text[:COMMAND_CHARS - 1] + "…"
+def _cut(text: str, most: int = COMMAND_CHARS) -> str:
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 def _failures(jobs: list[StoredJobLike]) -> list[int]:

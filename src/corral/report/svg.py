@@ -7,7 +7,8 @@ elsewhere, so any viewer or editor opens it.
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape, quoteattr
+import re
+from xml.sax.saxutils import escape
 
 from corral.report.model import RunView
 from corral.report.timeline import Outcome
@@ -25,13 +26,24 @@ LABELS = {Outcome.COMPLETED: "completed", Outcome.FAILED: "failed",
 WIDTH = 1000
 GUTTER = 60
 TOP = 44
+#: Characters XML 1.0 does not allow anywhere: a job name may hold them (a terminal
+#: colour code), an SVG may not.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: The most axis ticks drawn, whatever the times (a damaged clock).
+_MOST_TICKS = 40
 _STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120,
           300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 
 
 def _step(span: float) -> float:
     wanted = span / 10
-    return next((step for step in _STEPS if step >= wanted), _STEPS[-1])
+    step = next((step for step in _STEPS if step >= wanted), _STEPS[-1])
+    return max(step, span / _MOST_TICKS)
+
+
+def _text(value: str) -> str:
+    """*value* as SVG text: escaped, and without what XML cannot hold."""
+    return escape(_NOT_XML.sub("\ufffd", value))
 
 
 def _label(seconds: float) -> str:
@@ -61,7 +73,7 @@ def render_svg(view: RunView) -> str:
            f'viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">',
            f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
            f'<text x="{GUTTER}" y="14" font-size="13" font-weight="bold">'
-           f'{escape(view.path.name)}: {view.summary.jobs} jobs, '
+           f'{_text(view.path.name)}: {view.summary.jobs} jobs, '
            f'{view.summary.attempts} attempts, {view.summary.wall_seconds:.1f} s</text>']
     legend_x = float(GUTTER)
     present = {attempt.outcome for attempt in view.attempts}
@@ -86,10 +98,10 @@ def render_svg(view: RunView) -> str:
     for attempt in view.attempts:
         start = attempt.start - origin
         stop = (attempt.end if attempt.end is not None else view.read_at) - origin
-        title = quoteattr(f"job {attempt.job} {names.get(attempt.job, '')} #{attempt.number}")
+        title = _text(f"job {attempt.job} {names.get(attempt.job, '')[:200]} #{attempt.number}")
         out.append(f'<rect x="{x(start)}" y="{TOP + attempt.lane * lane_height + 1}" '
                    f'width="{max(0.5, round((stop - start) * scale, 2))}" '
                    f'height="{max(1, lane_height - 2)}" fill="{COLOURS[attempt.outcome]}">'
-                   f'<title>{escape(title[1:-1])}</title></rect>')
+                   f'<title>{title}</title></rect>')
     out.append("</svg>")
     return "\n".join(out)

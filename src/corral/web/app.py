@@ -33,7 +33,7 @@ from corral.errors import CorralError
 from corral.journal.run import Run
 from corral.journal.store import JournalError
 from corral.report.html import render_page, script_json
-from corral.web.guard import Guard, cookie_name
+from corral.web.guard import Guard
 from corral.web.runs import RunList
 
 __all__ = ["make_app", "serve", "OUTPUT_CHUNK"]
@@ -55,7 +55,7 @@ def _error(status: int, message: str) -> web.Response:
 def make_app(guard: Guard, runs: RunList) -> web.Application:
     @web.middleware
     async def checked(request: web.Request, handler: Handler) -> web.StreamResponse:
-        why = guard.refusal(request.method, request.headers, request.query, request.cookies)
+        why = guard.refusal(request.method, request.headers, request.query)
         if why is not None:
             return web.Response(status=403, text=why + "\n")
         response = await handler(request)
@@ -70,11 +70,8 @@ def make_app(guard: Guard, runs: RunList) -> web.Application:
         script = ("\nwindow.Corral.dashboard = " + script_json(config) + ";\n"
                   + resources.files("corral.web").joinpath("static", "dashboard.js")
                   .read_text("utf-8"))
-        response = web.Response(text=render_page(None, "corral dashboard", script),
-                                content_type="text/html")
-        response.set_cookie(cookie_name(guard.port), guard.token, httponly=True,
-                            samesite="Strict", path="/")
-        return response
+        return web.Response(text=render_page(None, "corral dashboard", script),
+                            content_type="text/html")
 
     def chosen(request: web.Request) -> Path:
         path = runs.allowed(request.query.get("run", str(runs.first)))
@@ -108,13 +105,20 @@ def make_app(guard: Guard, runs: RunList) -> web.Application:
             return _error(400, f"stream={stream!r} must be stdout or stderr")
         try:
             offset = max(0, int(request.query.get("offset", "0")))
+            tail = int(request.query["tail"]) if "tail" in request.query else None
         except ValueError:
-            return _error(400, "offset must be a whole number of bytes")
+            return _error(400, "offset and tail must be whole numbers of bytes")
         try:
             answer = await asyncio.to_thread(read_output, path, request.query.get("job", ""),
-                                             stream, offset)
+                                             stream, offset, tail)
         except KeyError as error:
             return _error(404, str(error.args[0]) if error.args else "no such job")
+        except FileNotFoundError as error:
+            return _error(404, str(error))
+        except PermissionError:
+            return _error(403, f"the run at {path} belongs to another user")
+        except JournalError as error:
+            return _error(500, str(error))
         return web.json_response(answer)
 
     async def control(request: web.Request) -> web.Response:
@@ -158,37 +162,51 @@ def make_app(guard: Guard, runs: RunList) -> web.Application:
     return app
 
 
-def read_output(run_dir: Path, job_id: str, stream: str, offset: int) -> dict[str, Any]:
-    """What job *job_id* wrote to *stream* from byte *offset* on, as text.
+def read_output(run_dir: Path, job_id: str, stream: str, offset: int,
+                tail: int | None = None) -> dict[str, Any]:
+    """What job *job_id* wrote to *stream* from byte *offset* on (with *tail*: its
+    last *tail* bytes instead), as text, at most :data:`OUTPUT_CHUNK` bytes.
 
     A running job writes to a spool file that becomes its job file when it
     ends; if the file is now shorter than *offset* it is read from the start
-    (``"reset": true``)."""
+    (``"reset": true``). A character cut by the chunk's end, or still being
+    written, is left for the next request; ``"more"`` says the file holds
+    more than was answered."""
     job = Run(run_dir).job(job_id)
     where = job.output_path(stream)
     answer: dict[str, Any] = {"status": job.status.name, "text": "", "offset": offset,
-                              "reset": False, "done": job.status.is_terminal}
+                              "reset": False, "done": job.status.is_terminal, "more": False,
+                              "skipped": 0}
     if where is None:
         return answer
     try:
         with open(where, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
-            if size < offset:
+            if tail is not None:
+                offset = max(0, size - max(0, tail))
+                answer["skipped"] = offset
+            elif size < offset:
                 offset, answer["reset"] = 0, True
             handle.seek(offset)
             chunk = handle.read(OUTPUT_CHUNK)
     except OSError:
         return answer
-    cut = len(chunk)
-    if not answer["done"]:  # never split a character the job is still writing
+    start = 0
+    if tail is not None:  # begin on a character, not inside one
+        while start < min(4, len(chunk)) and chunk[start] & 0xC0 == 0x80:
+            start += 1
+    end = len(chunk)
+    at_the_end = offset + len(chunk) >= size
+    if not (at_the_end and answer["done"]):
         try:
-            chunk.decode("utf-8")
+            chunk[start:].decode("utf-8")
         except UnicodeDecodeError as error:
             if error.reason == "unexpected end of data":
-                cut = error.start
-    answer["text"] = chunk[:cut].decode("utf-8", errors="replace")
-    answer["offset"] = offset + cut
-    answer["more"] = offset + cut < size
+                end = start + error.start
+    answer["text"] = chunk[start:end].decode("utf-8", errors="replace")
+    answer["offset"] = offset + end
+    answer["skipped"] = answer["skipped"] + start if tail is not None else 0
+    answer["more"] = not at_the_end
     return answer
 
 

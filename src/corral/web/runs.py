@@ -76,6 +76,9 @@ class RunList:
         self.state_dir = state_dir
         self._cache: dict[Path, tuple[tuple, RunState]] = {}
         self._lock = threading.Lock()
+        #: One reader per run at a time: requests that arrive while it reads
+        #: wait for its answer instead of reading the same journal again.
+        self._reading: dict[Path, threading.Lock] = {}
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run to list: name, path, when it last changed, whether it is driven."""
@@ -110,6 +113,12 @@ class RunList:
         Raises:
             FileNotFoundError, PermissionError, corral.JournalError: as Run does.
         """
+        with self._lock:
+            reading = self._reading.setdefault(path, threading.Lock())
+        with reading:
+            return self._fresh_state(path)
+
+    def _fresh_state(self, path: Path) -> RunState:
         signature = _signature(path)
         with self._lock:
             cached = self._cache.get(path)

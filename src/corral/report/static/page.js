@@ -92,7 +92,7 @@
     box.append(jobs);
     box.append(card('wall time', seconds(s.wall_seconds * 1000), data.live ? 'so far' : ''));
     const util = s.utilisation === null ? '–' : (100 * s.utilisation).toFixed(0) + ' %';
-    const utilSub = s.available_core_seconds === null
+    const utilSub = s.attempts === 0 ? 'no job has run yet' : s.available_core_seconds === null
       ? coreSeconds(s.busy_core_seconds) + ' core-s busy (the backend did not say its cores)'
       : coreSeconds(s.busy_core_seconds) + ' of ' + coreSeconds(s.available_core_seconds) + ' core-s busy';
     box.append(card('utilisation', util, utilSub));
@@ -403,12 +403,15 @@
       const mid = (lo + hi) >> 1;
       if (b.s[bars[mid]] <= t + slack) { found = mid; lo = mid + 1; } else hi = mid - 1;
     }
-    for (let k = found; k >= 0 && k >= found - 3; k--) {
+    let best = -1, nearest = slack;    // the bar under the pointer, else the nearest one
+    for (let k = found; k >= 0 && k >= found - 4; k--) {
       const i = bars[k];
       const e = b.e[i] === null ? data.now : b.e[i];
-      if (e >= t - slack) return i;
+      const distance = t < b.s[i] ? b.s[i] - t : t > e ? t - e : 0;
+      if (distance < nearest || (distance === 0 && best < 0)) { best = i; nearest = distance; }
+      if (distance === 0) break;
     }
-    return -1;
+    return best;
   }
   function tip(i, px, py) {
     const box = $('tip');
@@ -597,6 +600,19 @@
     const x0 = Math.max(GUTTER, X(b.s[i])), x1 = Math.min(g.width, X(e));
     if (x1 < GUTTER || x0 > g.width) return null;
     return { x: (x0 + x1) / 2, y: AXIS + b.lane[i] * laneHeight + laneHeight / 2 };
+  };
+  /** An empty page for the run at *path* (switched to, not read yet, or unreadable). */
+  Corral.clear = function (path) {
+    const empty = {
+      path, title: path.split('/').filter(Boolean).pop() || path, generated: Date.now() / 1000,
+      live: false, origin: Date.now() / 1000, now: 0, lanes: 0, outcomes: [],
+      summary: { jobs: 0, by_status: {}, wall_seconds: 0, busy_core_seconds: 0, available_core_seconds: null,
+        utilisation: null, peak_cores: 0, retries: 0, attempts: 0, backends: [], native_ids: 0, native_kind: 'native ids' },
+      jobs: { id: [], name: [], status: [], reason: [], exit: [], command: [], res: [], native: [], attempts: [], deps: [], ended: [] },
+      bars: { job: [], n: [], lane: [], q: [], s: [], e: [], o: [], why: [] },
+      failures: [], slowest: [], traceback: {}, stderr: {},
+    };
+    Corral.show(empty);
   };
   Corral.reset = function () { data = null; view = null; selected = -1; moved = false; };
   Corral.select = select;

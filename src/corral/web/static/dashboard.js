@@ -13,7 +13,7 @@
   let control = null;
   let whyShown = false;       // the note says why the controls are off
   let stream = 'stdout';
-  let follow = { job: null, offset: 0, done: false };
+  let follow = { job: null, offset: null, done: false };
   let generation = 0;         // bumped on a run switch: late answers are dropped
 
   async function api(path, options) {
@@ -116,9 +116,10 @@
     run = path;
     generation++;
     etag = null;
-    follow = { job: null, offset: 0, done: false };
+    follow = { job: null, offset: null, done: false };
     $('output-text').textContent = '';
     Corral.reset();
+    Corral.clear(run);
     poll();
   }
 
@@ -138,34 +139,49 @@
     $('btn-abort-job').disabled = job.status !== 'RUNNING';
     $('btn-abort-job').title = job.status !== 'RUNNING' ? 'only a running job can be aborted' : '';
   }
+  const FIRST_TAIL = 262144;   // a job's output is shown from its last 256 KB on
+  const KEPT_CHARS = 1000000;   // and the panel keeps at most this much of it
+  let following = false;        // one reader at a time: two would append the same bytes
   async function followOutput() {
     const job = selectedJob();
-    if (!job) return;
+    if (!job || following) return;
     if (follow.job !== job.id || follow.stream !== stream) {
-      follow = { job: job.id, stream, offset: 0, done: false };
+      follow = { job: job.id, stream, offset: null, done: false, cut: false };
       $('output-text').textContent = '';
+      $('output-note').textContent = '';
     }
     if (follow.done) return;
+    following = true;
     const mine = generation, wanted = follow;
     try {
-      const answer = await api('/api/output?' + query({ run, job: job.id, stream, offset: follow.offset }));
-      if (mine !== generation || wanted !== follow) return;
-      const reply = await answer.json();
-      if (!answer.ok) { $('output-note').textContent = reply.error || ''; return; }
-      const pre = $('output-text');
-      if (reply.reset) pre.textContent = '';
-      if (reply.text) {
-        const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-        pre.textContent = (pre.textContent + reply.text).slice(-1000000);
-        if (atBottom) pre.scrollTop = pre.scrollHeight;
+      for (let round = 0; round < 8; round++) {     // then the state poll gets its turn
+        const where = wanted.offset === null ? { tail: FIRST_TAIL } : { offset: wanted.offset };
+        const answer = await api('/api/output?' + query(Object.assign({ run, job: job.id, stream }, where)));
+        if (mine !== generation || wanted !== follow) return;
+        const reply = await answer.json();
+        if (!answer.ok) { $('output-note').textContent = reply.error || ''; return; }
+        const pre = $('output-text');
+        if (reply.reset) pre.textContent = '';
+        if (reply.skipped) wanted.cut = true;
+        if (reply.text) {
+          const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+          let text = pre.textContent + reply.text;
+          if (text.length > KEPT_CHARS) { text = text.slice(-KEPT_CHARS); wanted.cut = true; }
+          pre.textContent = text;
+          if (atBottom) pre.scrollTop = pre.scrollHeight;
+        }
+        const progressed = wanted.offset === null || reply.offset > wanted.offset || reply.reset;
+        wanted.offset = reply.offset;
+        wanted.done = reply.done && !reply.more;
+        if (wanted.done && !pre.textContent) pre.textContent = '(no output on ' + stream + ')';
+        const state = reply.done ? (reply.more ? 'reading…' : 'the job has ended') : 'following as it is written';
+        $('output-note').textContent = state + (wanted.cut
+          ? ' · earlier output not shown: corral logs ' + job.id + (stream === 'stderr' ? ' --stderr' : '') + ' has all of it' : '');
+        if (!reply.more || !progressed) break;
       }
-      follow.offset = reply.offset;
-      follow.done = reply.done && !reply.more;
-      if (follow.done && !pre.textContent) pre.textContent = '(no output on ' + stream + ')';
-      $('output-note').textContent = reply.done ? (reply.more ? 'reading…' : 'the job has ended')
-        : 'following as it is written';
-      if (reply.more) await followOutput();
-    } catch (error) { /* the next poll tries again */ }
+    } catch (error) { /* the next poll tries again */ } finally {
+      following = false;
+    }
   }
   function setStream(next) {
     stream = next;
