@@ -325,7 +325,7 @@
     for (let lane = 0; lane < data.lanes; lane += every) {
       ctx.fillText('slot ' + (lane + 1), GUTTER - 6, AXIS + lane * laneHeight + laneHeight / 2);
     }
-    ctx.fillText('cores held', GUTTER - 6, bottom + STRIP / 2 + 2);
+    ctx.fillText('cores', GUTTER - 6, bottom + STRIP / 2 + 2);
     ctx.textAlign = 'left';
   }
   function strip(ctx, g, X, from, to) {
