@@ -76,6 +76,17 @@ def test_a_finished_job_ending_inside_a_character_shows_a_replacement(tmp_path: 
     assert answer["text"] == "abc\ufffd" and answer["done"] and not answer["more"]
 
 
+def test_a_cut_character_after_a_bad_byte_still_waits(tmp_path: Path, release: Path) -> None:
+    run = tmp_path / "run"
+    with corral.Scheduler(journal=run, cores=1) as scheduler:
+        job = scheduler.shell(f"printf 'caf\\351 \\342\\202'; while [ ! -e {release} ]; do "
+                              "sleep 0.05; done; printf '\\254 end'")
+        wait_until(lambda: offset_now(run) == 5, 20, "the job's first bytes")
+        release.touch()
+        job.result(timeout=30)
+    assert read_all(run, "1") == "caf\ufffd \u20ac end"
+
+
 def test_output_of_an_unknown_job_says_so(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with corral.Scheduler(journal=run, cores=1) as scheduler:

@@ -51,7 +51,12 @@ def _start_driver(mode: str, out: Path) -> subprocess.Popen:
 def _wait_for_jobs_to_run(driver: subprocess.Popen, out: Path) -> dict[str, int]:
     def started() -> bool:
         assert driver.poll() is None, driver.communicate()
-        return all((out / name).exists() for name in ("shell.pid", "grandchild.pid", "call.pid"))
+        if not all((out / name).exists() for name in ("shell.pid", "grandchild.pid", "call.pid")):
+            return False
+        try:  # the shell writes its pid file before it starts its last child
+            return bool(psutil.Process(int((out / "shell.pid").read_text())).children())
+        except psutil.NoSuchProcess:
+            return False
 
     wait_until(started, timeout=30, message="the driver's jobs to start their processes")
     pids = _read_pids(out)

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from support.cli import Corral, assert_one_line_error
 from support.waiting import wait_until
 
 from corral.report.model import page_data, read_view
-from corral.report.timeline import Outcome, assign_lanes, attempts_from_events
+from corral.report.timeline import Outcome, assign_lanes, attempts_from_events, waiting_since
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +170,11 @@ def test_attempts_from_events_handles_cluster_shaped_histories() -> None:
               ("2", 2.0, "submitted", "running", None),
               ("2", 3.0, "running", "queued", "the node went away"),
               ("2", 4.0, "queued", "submitted", None), ("2", 6.0, "submitted", "running", None),
-              ("3", 0.0, "new", "waiting", None), ("3", 7.0, "waiting", "cancelled", "upstream")]
+              ("3", 0.0, "new", "waiting", None), ("3", 7.0, "waiting", "cancelled", "upstream"),
+              ("4", 0.0, "new", "queued", None), ("4", 1.0, "queued", "submitted", None)]
     attempts = attempts_from_events(events)
+    assert waiting_since(events) == {"4": 0.0}, (
+        "a job in the cluster's queue waits: it is no running bar")
     assert [(a.job, a.number, a.start, a.end, a.outcome) for a in attempts] == [
         ("1", 1, 1.0, 5.0, Outcome.COMPLETED),
         ("2", 1, 2.0, 3.0, Outcome.REQUEUED),
@@ -263,10 +267,11 @@ def test_the_report_of_a_daemon_run(tmp_path: Path) -> None:
     assert data["summary"]["utilisation"] is not None, "the daemon said its cores"
 
 
-def test_a_killed_drivers_jobs_are_not_drawn_running_forever(tmp_path: Path) -> None:
-    """SIGKILL the driver while its jobs run: their processes die with it, so the
-    report ends their bars at the run's last recorded moment, as 'no driver: end
-    unknown', and shows their status as last seen."""
+def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path: Path) -> None:
+    """SIGKILL the driver while its jobs run: their processes die with it. With no
+    driver, the report ends their bars at the last sign of life (the journal's and
+    their output's last write), as 'no driver: end unknown'; once the script runs
+    again (a while later), the closed attempts still end when the driver died."""
     import os
     import signal
 
@@ -274,43 +279,34 @@ def test_a_killed_drivers_jobs_are_not_drawn_running_forever(tmp_path: Path) -> 
     scratch.mkdir()
     run = tmp_path / "run"
     tests = Path(__file__).resolve().parent
-    driver = subprocess.Popen([sys.executable, str(tests / "dashboard_driver.py"), str(run),
-                               str(scratch)], env={**os.environ, "PYTHONPATH": str(tests)})
+    environment = {**os.environ, "PYTHONPATH": str(tests)}
+    argv = [sys.executable, str(tests / "dashboard_driver.py"), str(run), str(scratch)]
+    driver = subprocess.Popen(argv, env=environment)
     try:
         wait_until(lambda: (run / "journal.db").exists() and sum(
             job.status is corral.JobStatus.RUNNING for job in corral.Run(run).jobs()) == 2,
             30, "both jobs to run")
+        talker = corral.Run(run).jobs()[1]
+        wait_until(lambda: talker.output().count("tick") >= 6, 20, "the talker to talk a while")
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
+    killed_at = time.time()
     data = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
     outcomes = [data["outcomes"][code] for code in data["bars"]["o"]]
     assert outcomes == [Outcome.UNKNOWN, Outcome.UNKNOWN]
     assert None not in data["bars"]["e"], "no bar runs on to the time of reading"
+    talking = data["bars"]["job"].index(data["jobs"]["name"].index("talker"))
+    assert data["bars"]["e"][talking] - data["bars"]["s"][talking] >= 500, (
+        "the talker's bar spans the half second it talked")
     assert data["live"] is False
 
-
-def test_what_a_run_holds_never_breaks_the_svg_or_the_page(tmp_path: Path) -> None:
-    """A terminal colour code in a name is no XML; a run directory called like one of
-    the page's own markers is just a name."""
-    run = tmp_path / "weird@@JS@@"
-    with corral.Scheduler(journal=run, cores=1) as scheduler:
-        scheduler.shell("exit 1", name="\x1b[31mred\x1b[0m <b>&").exception()
-        scheduler.shell("true", name="after").result()
-    svg = corral.Run(run).report(tmp_path / "t.svg")
-    titles = [title.text for title in ElementTree.parse(svg).getroot().iter(
-        "{http://www.w3.org/2000/svg}title")]
-    assert titles == ["job 1 \ufffd[31mred\ufffd[0m <b>& #1", "job 2 after #1"]
-    page = corral.Run(run).report(tmp_path / "r.html").read_text()
-    assert embedded_data(page)["title"] == "weird@@JS@@"
-    assert page.count("Corral.show") >= 1 and page.count("<script>") == 1
-
-
-def test_report_through_a_symlink_writes_its_target(mixed: Path, tmp_path: Path) -> None:
-    target = tmp_path / "kept" / "report.html"
-    target.parent.mkdir()
-    target.write_text("old")
-    (tmp_path / "link.html").symlink_to(target)
-    Corral(tmp_path, mixed).ok("report", "-o", str(tmp_path / "link.html"))
-    assert (tmp_path / "link.html").is_symlink(), "the link stays a link"
-    assert embedded_data(target.read_text())["path"] == str(mixed)
+    wait_until(lambda: time.time() > killed_at + 2, 5, "a downtime worth seeing")
+    for name in ("open-gate", "stop-talking"):
+        (scratch / name).touch()
+    subprocess.run(argv, env=environment, check=True, timeout=60, capture_output=True)
+    view = read_view(corral.Run(run))
+    first = {a.job: a for a in view.attempts if a.number == 1}
+    for job in ("1", "2"):
+        assert first[job].outcome == Outcome.CANCELLED
+        assert first[job].end < killed_at + 1, "it ended when its driver died, not at the resume"

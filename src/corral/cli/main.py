@@ -18,6 +18,7 @@ The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -69,7 +70,8 @@ def _open_run(context: click.Context):
     try:
         return Run(run_dir)
     except FileNotFoundError:
-        below = sorted(str(path.parent) for path in run_dir.glob("*/journal.db"))[:3]
+        below = sorted(shlex.quote(str(path.parent))
+                       for path in run_dir.glob("*/journal.db"))[:3]
         hint = (f"; did you mean {' or '.join(below)}?" if below else
                 "; choose one with corral --run DIR COMMAND or $CORRAL_RUN")
         raise CommandError(f"no corral run at {run_dir} (nothing was submitted there yet)"

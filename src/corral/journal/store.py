@@ -236,6 +236,17 @@ class StoredJob:
         return "" if path is None else read_output(path)
 
 
+def _last_written(path: Path) -> float | None:
+    """The newest modification time of the journal file and its write-ahead log."""
+    times = []
+    for each in (path, path.with_name(path.name + "-wal")):
+        try:
+            times.append(each.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=None)
+
+
 def journal_path(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / JOURNAL_FILE
 
@@ -471,6 +482,8 @@ class Journal:
         try:
             if not path.exists():
                 _create_journal(path, kind)
+            #: The last sign of an earlier driver's life: when it last wrote here.
+            self._last_written = _last_written(path)
             _check_header(path)
             log_was_missing = _log_missing(path)
             db = _open_for_writing(path)
@@ -617,7 +630,7 @@ class Journal:
             outcomes = read_outcomes(self.run_dir)
         ended = [self._settled(job, outcomes) or replace(
             job, status=JobStatus.CANCELLED, reason=self._orphaned_reason(job),
-            ended=job.ended or now) for job in orphans]
+            ended=job.ended or self._died_at(job, now)) for job in orphans]
         db.execute("BEGIN")
         db.executemany(
             "UPDATE jobs SET status=?, reason=?, exit_code=?, ended=?, result=?, error=?, "
@@ -626,13 +639,22 @@ class Journal:
               str(job.id)) for job in ended])
         db.executemany(
             "INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, ?, ?)",
-            [(str(job.id), now, old.status.value, job.status.value, job.reason)
-             for old, job in zip(orphans, ended, strict=True)])
+            [(str(job.id), job.ended if job.ended is not None else now, old.status.value,
+              job.status.value, job.reason) for old, job in zip(orphans, ended, strict=True)])
         db.execute("COMMIT")
         for job in ended:
             self.last_change[str(job.id)] = now
             if job.status is not JobStatus.CANCELLED:  # the Resumer must see the others as they are
                 self.previous[job.key] = job
+
+    def _died_at(self, job: StoredJob, now: float) -> float:
+        """When an orphan stopped: its processes died with its driver, whose last
+        sign of life is its journal's last write. The event that records the end
+        is stamped then too, as a backend stamps an end it learns late."""
+        last = self._last_written
+        if last is None or last > now or (job.started is not None and last < job.started):
+            return now
+        return last
 
     def _settled(self, job: StoredJob, outcomes: dict[str, tuple[bool, bytes, float]]
                  ) -> StoredJob | None:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from corral.backends import backend_info, outlives_driver
-from corral.report.timeline import Attempt, Outcome, assign_lanes, attempts_from_events
+from corral.report.timeline import (Attempt, Outcome, assign_lanes, attempts_from_events,
+                                   waiting_since)
 from corral.status import TERMINAL, JobStatus
 
 __all__ = ["RunSource", "RunView", "Summary", "read_view", "page_data", "stderr_tail"]
@@ -34,6 +35,7 @@ TAIL_BUDGET_CHARS = 1_500_000
 #: Commands longer than this are cut in the page (the journal keeps them whole).
 COMMAND_CHARS = 400
 NAME_CHARS = 200
+REASON_CHARS = 2000
 #: Failed jobs whose traceback is read (one journal row each), and how much of each.
 TRACEBACKS_READ = 200
 TRACEBACK_CHARS = 4000
@@ -41,6 +43,7 @@ SLOWEST_SHOWN = 10
 #: Failures whose stderr tail the dashboard's data carries (it reads others on demand).
 DASHBOARD_TAILS = 50
 _NOT_COMPLETED = (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED)
+PENDING_OR_SUBMITTED = (JobStatus.QUEUED, JobStatus.SUBMITTED)
 
 
 class StoredJobLike(Protocol):
@@ -110,6 +113,8 @@ class RunSource(Protocol):
     @property
     def owner(self) -> dict[str, Any] | None: ...
 
+    def last_written(self) -> float | None: ...
+
 
 @dataclass
 class Summary:
@@ -159,6 +164,8 @@ class RunView:
     index: dict[str, int] = field(default_factory=dict)
     #: The remote tracebacks of jobs that raised, by job id (the first failures only).
     tracebacks: dict[str, str] = field(default_factory=dict)
+    #: Jobs ready to start and not started, by job id, with when they became ready.
+    waiting: dict[str, float] = field(default_factory=dict)
 
 
 def cores_of(job: StoredJobLike) -> int:
@@ -180,12 +187,17 @@ def read_view(run: RunSource, now: float | None = None,
     _use_recorded_times(attempts, jobs)
     sessions = list(run.sessions())
     if not driven:
-        _settle_unknown_ends(attempts, jobs, sessions, max((e[1] for e in events), default=now))
+        last_sign = max([e[1] for e in events if isinstance(e[1], (int, float))]
+                        + [run.last_written() or 0.0], default=now)
+        _settle_unknown_ends(attempts, jobs, sessions, last_sign)
     index = {str(job.id): number for number, job in enumerate(jobs)}
     attempts = [attempt for attempt in attempts if attempt.job in index]  # no row: not drawn
     lanes = assign_lanes(attempts)
     summary = _summarise(jobs, attempts, sessions, index, now)
     view = RunView(run.path, jobs, attempts, lanes, summary, now, driven, index)
+    view.waiting = {} if not driven else {job: since for job, since in waiting_since(
+        event for event in events if isinstance(event[1], (int, float))).items()
+        if job in index and jobs[index[job]].status in PENDING_OR_SUBMITTED}
     for number in _failures(jobs)[:tracebacks]:
         job = jobs[number]
         if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
@@ -227,16 +239,31 @@ def _use_recorded_times(attempts: list[Attempt], jobs: list[StoredJobLike]) -> N
 def _settle_unknown_ends(attempts: list[Attempt], jobs: list[StoredJobLike],
                          sessions: Sequence[SessionLike], last_sign: float) -> None:
     """No driver runs the run: an attempt the journal shows running on a backend
-    whose jobs die with their driver ended when it died; draw it to the run's
-    last recorded moment, as UNKNOWN (``corral status`` says "?" for it)."""
+    whose jobs die with their driver ended when it died, at a moment nobody
+    recorded; draw it to the last sign of life (the journal's last write, or the
+    job's own output's), as UNKNOWN (``corral status`` says "?" for it)."""
     backends = {session.id: session.backend for session in sessions}
-    session_of = {str(job.id): job.session for job in jobs}
+    by_id = {str(job.id): job for job in jobs}
     for attempt in attempts:
-        if attempt.end is None and not outlives_driver(backends.get(
-                session_of.get(attempt.job) or 0)):
-            attempt.end = max(attempt.start, last_sign)
-            attempt.outcome = Outcome.UNKNOWN
-            attempt.reason = "its driver is gone; when it stopped was not recorded"
+        job = by_id.get(attempt.job)
+        if attempt.end is not None or job is None or outlives_driver(
+                backends.get(job.session or 0)):
+            continue
+        attempt.end = max(attempt.start, last_sign, *_written_at(job))
+        attempt.outcome = Outcome.UNKNOWN
+        attempt.reason = "its driver is gone; when it stopped was not recorded"
+
+
+def _written_at(job: StoredJobLike) -> list[float]:
+    times = []
+    for stream in ("stdout", "stderr"):
+        path = job.output_path(stream)
+        if path:
+            try:
+                times.append(os.stat(path).st_mtime)
+            except OSError:
+                pass
+    return times
 
 
 def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Sequence[SessionLike],
@@ -378,7 +405,8 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
             "id": [str(job.id) for job in jobs],
             "name": [_cut(job.name, NAME_CHARS) for job in jobs],
             "status": [job.status.name for job in jobs],
-            "reason": [job.reason for job in jobs],
+            "reason": [None if job.reason is None else _cut(job.reason, REASON_CHARS)
+                       for job in jobs],
             "exit": [job.exit_code for job in jobs],
             "command": [_cut(job.command) for job in jobs],
             "res": [_resources(job) for job in jobs],
@@ -395,8 +423,10 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
             "s": [ms(a.start) for a in attempts],
             "e": [ms(a.end) for a in attempts],
             "o": [outcome_code[a.outcome] for a in attempts],
-            "why": [a.reason if a.outcome != Outcome.COMPLETED else None for a in attempts],
+            "why": [_cut(a.reason, REASON_CHARS) if a.reason and a.outcome != Outcome.COMPLETED
+                    else None for a in attempts],
         },
+        "waiting": [[index[job], ms(since)] for job, since in view.waiting.items()],
         "failures": _failures(jobs),
         "slowest": _slowest(view),
         "traceback": {str(index[job_id]): text for job_id, text in view.tracebacks.items()

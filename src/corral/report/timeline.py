@@ -1,10 +1,11 @@
 """A run's attempts rebuilt from its journal's state changes, and laid out in lanes.
 
 The journal keeps one row per state change of every job (``events``), not one
-per attempt: an attempt is what lies between the job being handed to its backend
-(SUBMITTED, or RUNNING when the backend says so) and the change that ends it — a
-final state, or QUEUED again (a retry, or a job given back before it ran). The
-job's own row remembers only its last attempt, so the timeline reads the events.
+per attempt: an attempt is what lies between the job starting (RUNNING; or, for a
+short job a cluster reported ended without having seen it run, its SUBMITTED) and
+the change that ends it — a final state, or QUEUED again (a retry, or a job given
+back). A job SUBMITTED and not running waits in its backend's queue: no bar yet.
+The job's own row remembers only its last attempt, so the timeline reads the events.
 
 Lanes stand for the slots jobs ran in: each attempt goes to the lowest-numbered
 lane free when it starts, so a lane never holds two attempts at once and a
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from corral.status import JobStatus
 
-__all__ = ["Attempt", "Outcome", "attempts_from_events", "assign_lanes"]
+__all__ = ["Attempt", "Outcome", "attempts_from_events", "assign_lanes", "waiting_since"]
 
 
 class Outcome:
@@ -93,13 +94,13 @@ def attempts_from_events(
         if track is None:
             track = tracks[job] = _JobTrack()
         if new == JobStatus.QUEUED.value:
-            if old in _HANDED_OVER:
-                outcome = (Outcome.RETRIED if (reason or "").startswith("retry")
-                           else Outcome.REQUEUED)
-                _close(attempts, job, track, time, outcome, reason)
-            elif old in _ENDINGS:  # a finished job asked to run again: that attempt is closed
-                pass
+            retried = (reason or "").startswith("retry")
+            if old == JobStatus.RUNNING.value or (old == JobStatus.SUBMITTED.value and retried):
+                _close(attempts, job, track, time,
+                       Outcome.RETRIED if retried else Outcome.REQUEUED, reason)
+            # (given back before it ran, or a finished job asked to run again: no new bar)
             track.queued = time
+            track.submitted = track.running = None
         elif new == JobStatus.SUBMITTED.value:
             track.submitted = time
         elif new == JobStatus.RUNNING.value:
@@ -109,12 +110,25 @@ def attempts_from_events(
                 _close(attempts, job, track, time, _ENDINGS[new], reason)
             track.queued = track.submitted = track.running = None
     for job, track in tracks.items():
-        begun = track.running if track.running is not None else track.submitted
-        if begun is not None:
+        if track.running is not None:  # only SUBMITTED: it waits in its backend's queue
             track.count += 1
-            attempts.append(Attempt(job, track.count, track.queued, begun, None,
+            attempts.append(Attempt(job, track.count, track.queued, track.running, None,
                                     Outcome.RUNNING, None))
     return attempts
+
+
+def waiting_since(events: Iterable[tuple[str, float, str | None, str, str | None]]
+                  ) -> dict[str, float]:
+    """The jobs ready to start but not started yet (QUEUED, or SUBMITTED to a
+    backend that has not started them), each with when it became ready."""
+    since: dict[str, float] = {}
+    for job_id, time, _old, new, _reason in events:
+        job = str(job_id)
+        if new == JobStatus.QUEUED.value:
+            since[job] = time
+        elif new != JobStatus.SUBMITTED.value:
+            since.pop(job, None)
+    return since
 
 
 def _close(attempts: list[Attempt], job: str, track: _JobTrack, time: float, outcome: str,

@@ -73,8 +73,8 @@ def make_app(guard: Guard, runs: RunList) -> web.Application:
         return web.Response(text=render_page(None, "corral dashboard", script),
                             content_type="text/html")
 
-    def chosen(request: web.Request) -> Path:
-        path = runs.allowed(request.query.get("run", str(runs.first)))
+    async def chosen(request: web.Request) -> Path:
+        path = await asyncio.to_thread(runs.allowed, request.query.get("run", str(runs.first)))
         if path is None:
             raise web.HTTPNotFound(text="not a run this dashboard shows\n")
         return path
@@ -83,7 +83,7 @@ def make_app(guard: Guard, runs: RunList) -> web.Application:
         return web.json_response(await asyncio.to_thread(runs.runs))
 
     async def state(request: web.Request) -> web.Response:
-        path = chosen(request)
+        path = await chosen(request)
         try:
             current = await asyncio.to_thread(runs.state, path)
         except FileNotFoundError as error:
@@ -99,7 +99,7 @@ def make_app(guard: Guard, runs: RunList) -> web.Application:
                             headers={"ETag": current.etag})
 
     async def output(request: web.Request) -> web.Response:
-        path = chosen(request)
+        path = await chosen(request)
         stream = request.query.get("stream", "stdout")
         if stream not in ("stdout", "stderr"):
             return _error(400, f"stream={stream!r} must be stdout or stderr")
@@ -128,7 +128,7 @@ def make_app(guard: Guard, runs: RunList) -> web.Application:
             return _error(400, "the request must be JSON")
         if not isinstance(asked, dict) or asked.get("verb") not in _VERBS:
             return _error(400, f"verb must be one of {', '.join(_VERBS)}")
-        path = runs.allowed(str(asked.get("run", runs.first)))
+        path = await asyncio.to_thread(runs.allowed, str(asked.get("run", runs.first)))
         if path is None:
             return _error(404, "not a run this dashboard shows")
         message: dict[str, Any] = {"verb": asked["verb"]}
@@ -195,19 +195,25 @@ def read_output(run_dir: Path, job_id: str, stream: str, offset: int,
     if tail is not None:  # begin on a character, not inside one
         while start < min(4, len(chunk)) and chunk[start] & 0xC0 == 0x80:
             start += 1
-    end = len(chunk)
     at_the_end = offset + len(chunk) >= size
-    if not (at_the_end and answer["done"]):
-        try:
-            chunk[start:].decode("utf-8")
-        except UnicodeDecodeError as error:
-            if error.reason == "unexpected end of data":
-                end = start + error.start
+    end = len(chunk) if at_the_end and answer["done"] else _whole_characters(chunk)
     answer["text"] = chunk[start:end].decode("utf-8", errors="replace")
     answer["offset"] = offset + end
     answer["skipped"] = answer["skipped"] + start if tail is not None else 0
     answer["more"] = not at_the_end
     return answer
+
+
+def _whole_characters(chunk: bytes) -> int:
+    """How much of *chunk* to answer so as not to cut its last UTF-8 character
+    (what is not UTF-8 at all is answered as is, and shown replaced)."""
+    for back in range(1, min(3, len(chunk)) + 1):
+        byte = chunk[-back]
+        if byte & 0xC0 != 0x80:  # the last byte that starts a character (or is ASCII)
+            needed = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else \
+                4 if byte & 0xF8 == 0xF0 else 1
+            return len(chunk) - back if needed > back else len(chunk)
+    return len(chunk)
 
 
 async def _serve(guard: Guard, runs: RunList, ready: Callable[[str], None],

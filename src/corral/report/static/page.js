@@ -25,6 +25,7 @@
   let end = 1;               // the last moment drawn (ms)
   let laneHeight = 16;
   let wired = false;
+  const hovered = { failures: false, 'job-list': false };  // lists under the pointer stay still
   let moved = false;         // the user zoomed or panned: updates keep their view
   const listeners = [];
 
@@ -54,6 +55,7 @@
   function seconds(ms) {
     if (ms === null || ms === undefined) return '–';
     const s = ms / 1000;
+    if (ms > 0 && ms < 1) return 'under 1 ms';
     if (s < 1) return Math.round(ms) + ' ms';
     if (s < 120) return s.toFixed(s < 10 ? 2 : 1) + ' s';
     if (s < 7200) return (s / 60).toFixed(1) + ' min';
@@ -107,10 +109,11 @@
     return a;
   }
   function drawFailures() {
+    if (hovered.failures) return;
     const box = $('failures');
     box.replaceChildren();
     $('failures-count').textContent = '(' + data.failures.length + ')';
-    if (!data.failures.length) box.append(el('div', { class: 'muted' }, 'every job completed or is still going'));
+    if (!data.failures.length) box.append(el('div', { class: 'muted' }, 'no job failed, timed out or was cancelled'));
     const shown = data.failures.slice(0, 500);
     for (const n of shown) {
       const status = data.jobs.status[n];
@@ -146,14 +149,15 @@
       table.append(row);
     }
   }
-  function drawJobList() {
+  function drawJobList(force) {
+    if (hovered['job-list'] && force !== true) return;
     const box = $('job-list');
     const wanted = $('job-filter').value.trim().toLowerCase();
     const j = data.jobs, found = [];
     const rank = (n) => (j.status[n] === 'RUNNING' ? 0 : j.status[n] === 'SUBMITTED' ? 1 : PENDING.includes(j.status[n]) ? 2 : 3);
     for (let n = 0; n < j.id.length; n++) {
       if (!wanted ? ENDED.includes(j.status[n]) : !(j.id[n] === wanted || j.name[n].toLowerCase().includes(wanted)
-          || j.status[n].toLowerCase().replace('_', ' ') === wanted)) continue;
+          || j.status[n].toLowerCase() === wanted.replace(/[ -]/g, '_'))) continue;
       found.push(n);
     }
     found.sort((x, y) => rank(x) - rank(y) || x - y);
@@ -199,6 +203,8 @@
       item.append(sw, document.createTextNode(OUTCOME_LABEL[name] || name));
       box.append(item);
     }
+    const b = data.bars;
+    if (!(data.waiting || []).length && !b.q.some((q, i) => q !== null && q < b.s[i])) return;
     const item = el('span', { class: 'legend-item' });
     const sw = el('span', { class: 'swatch' });
     sw.style.background = colour('queued');
@@ -363,6 +369,9 @@
     for (let i = 0; i < b.job.length; i++) {
       if (b.q[i] !== null && b.q[i] < b.s[i]) waits.push([b.q[i], 1], [b.s[i], -1]);
     }
+    for (const [, since] of data.waiting || []) {   // still waiting: up to now
+      if (since !== null && since < data.now) waits.push([since, 1], [data.now, -1]);
+    }
     if (!waits.length) return;
     waits.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
     let waiting = 0, most = 0;
@@ -484,7 +493,13 @@
     canvas.addEventListener('mouseleave', () => tip(-1));
     canvas.addEventListener('dblclick', () => { moved = false; resetView(); });
     $('btn-reset').addEventListener('click', () => { moved = false; resetView(); });
-    $('job-filter').addEventListener('input', drawJobList);
+    $('job-filter').addEventListener('input', () => drawJobList(true));
+    // A live page redraws its lists as jobs change: not while the pointer is on one,
+    // where a row moving under a click would select another job.
+    for (const [id, draw] of [['failures', drawFailures], ['job-list', drawJobList]]) {
+      $(id).addEventListener('mouseenter', () => { hovered[id] = true; });
+      $(id).addEventListener('mouseleave', () => { hovered[id] = false; draw(); });
+    }
     window.addEventListener('resize', schedule);
   }
   function resetView() {
@@ -587,8 +602,23 @@
   /** A live page moves the clock between readings: running bars grow. */
   Corral.tick = function (nowMs) {
     if (!data) return;
+    const delta = (nowMs - data.now) / 1000;
+    const s = data.summary;
+    if (delta > 0) {       // the clock moves on for what runs: the numbers too
+      let held = 0;
+      for (let i = 0; i < data.bars.job.length; i++) if (data.bars.e[i] === null) held += coresOf(data.bars.job[i]);
+      const rate = s.available_core_seconds && s.wall_seconds ? s.available_core_seconds / s.wall_seconds : null;
+      if (held || (data.waiting || []).length) {
+        s.wall_seconds += delta;
+        s.busy_core_seconds += held * delta;
+        if (rate !== null) s.available_core_seconds += rate * delta;
+        s.utilisation = s.available_core_seconds ? s.busy_core_seconds / s.available_core_seconds : null;
+      }
+    }
     data.now = nowMs;
     index();
+    drawSummary();
+    drawSlowest();
     if (!moved) resetView(); else schedule();
   };
   /** Where bar *i* is drawn, in the canvas's CSS pixels (null when out of view). */

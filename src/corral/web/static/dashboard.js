@@ -174,7 +174,11 @@
         wanted.offset = reply.offset;
         wanted.done = reply.done && !reply.more;
         if (wanted.done && !pre.textContent) pre.textContent = '(no output on ' + stream + ')';
-        const state = reply.done ? (reply.more ? 'reading…' : 'the job has ended') : 'following as it is written';
+        const data = Corral.data();
+        const state = reply.done ? (reply.more ? 'reading…' : 'the job has ended')
+          : ['NEW', 'WAITING', 'QUEUED'].includes(reply.status) ? 'the job has not started'
+          : data && !data.live ? 'no driver runs the run: the job is not running'
+          : 'following as it is written';
         $('output-note').textContent = state + (wanted.cut
           ? ' · earlier output not shown: corral logs ' + job.id + (stream === 'stderr' ? ' --stderr' : '') + ' has all of it' : '');
         if (!reply.more || !progressed) break;
