@@ -52,7 +52,7 @@ def test_the_report_shows_every_attempt_and_why_jobs_failed(browser, mixed_repor
     screenshot(browser, "report-mixed-run")
 
 
-def test_hovering_a_bar_tells_its_job_and_a_click_shows_its_dependencies(
+def test_hover_tells_a_bars_job_a_click_shows_its_dependencies_and_the_wheel_zooms(
         browser, mixed_report: Path) -> None:
     browser.get(mixed_report.as_uri())
     wait_until(lambda: bars_drawn(browser) == EXPECTED_BARS, 10, "the timeline to draw")
@@ -72,10 +72,6 @@ def test_hovering_a_bar_tells_its_job_and_a_click_shows_its_dependencies(
     assert "echo 'about to fail'" in details
     screenshot(browser, "report-job-selected")
 
-
-def test_the_wheel_zooms_in_and_show_all_zooms_out(browser, mixed_report: Path) -> None:
-    browser.get(mixed_report.as_uri())
-    wait_until(lambda: bars_drawn(browser) == EXPECTED_BARS, 10, "the timeline to draw")
     canvas = browser.find_element(By.ID, "timeline")
     origin = ScrollOrigin.from_element(canvas, -canvas.size["width"] // 2 + 70, 0)
     for _ in range(6):
