@@ -53,19 +53,30 @@ def offset_now(run: Path) -> int | None:
         return None
 
 
-def test_a_character_still_being_written_waits_for_the_next_read(
-        tmp_path: Path, release: Path) -> None:
-    run = tmp_path / "run"
+def write_in_two(run: Path, release: Path, first: str, rest: str, first_bytes: int) -> str:
+    """Run a command that prints *first* (printf escapes), waits for *release*, then
+    prints *rest*; check what is answered while it waits; return all it wrote."""
     with corral.Scheduler(journal=run, cores=1) as scheduler:
-        job = scheduler.shell(f"printf 'abc\\342\\202'; while [ ! -e {release} ]; do sleep 0.05;"
-                              " done; printf '\\254 done'")
-        wait_until(lambda: offset_now(run) == 3, 20, "the job's first bytes")
+        job = scheduler.shell(f"printf '{first}'; while [ ! -e {release} ]; do sleep 0.05; "
+                              f"done; printf '{rest}'")
+        wait_until(lambda: offset_now(run) == first_bytes, 20, "the job's first bytes")
         answer = read_output(run, "1", "stdout", 0)
-        assert (answer["text"], answer["more"], answer["done"]) == ("abc", False, False), (
-            "the half-written euro sign is not answered, and there is nothing more to ask for")
+        assert (answer["more"], answer["done"]) == (False, False), (
+            "the half-written character is not answered, and there is nothing more to ask for")
         release.touch()
         job.result(timeout=30)
-    assert read_all(run, "1") == "abc€ done"
+    return read_all(run, "1")
+
+
+def test_a_character_still_being_written_waits_for_the_next_read(
+        tmp_path: Path, release: Path) -> None:
+    assert write_in_two(tmp_path / "run", release, "abc\\342\\202", "\\254 done", 3) == (
+        "abc€ done")
+
+
+def test_a_cut_character_after_a_bad_byte_still_waits(tmp_path: Path, release: Path) -> None:
+    assert write_in_two(tmp_path / "run", release, "caf\\351 \\342\\202", "\\254 end", 5) == (
+        "caf\ufffd € end")
 
 
 def test_a_finished_job_ending_inside_a_character_shows_a_replacement(tmp_path: Path) -> None:
@@ -74,17 +85,6 @@ def test_a_finished_job_ending_inside_a_character_shows_a_replacement(tmp_path: 
         scheduler.shell("printf 'abc\\342\\202'").result()
     answer = read_output(run, "1", "stdout", 0)
     assert answer["text"] == "abc\ufffd" and answer["done"] and not answer["more"]
-
-
-def test_a_cut_character_after_a_bad_byte_still_waits(tmp_path: Path, release: Path) -> None:
-    run = tmp_path / "run"
-    with corral.Scheduler(journal=run, cores=1) as scheduler:
-        job = scheduler.shell(f"printf 'caf\\351 \\342\\202'; while [ ! -e {release} ]; do "
-                              "sleep 0.05; done; printf '\\254 end'")
-        wait_until(lambda: offset_now(run) == 5, 20, "the job's first bytes")
-        release.touch()
-        job.result(timeout=30)
-    assert read_all(run, "1") == "caf\ufffd \u20ac end"
 
 
 def test_output_of_an_unknown_job_says_so(tmp_path: Path) -> None:
