@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -182,7 +183,10 @@ def test_two_hundred_calls_cost_four_qsub_and_one_qstat_per_poll(make, counted_c
     assert counts["qsub"] == math.ceil(200 / 64) == 4
     assert len({job.native_id.split("[")[0] for job in jobs}) == 4
     assert counts["qstat"] <= elapsed / 0.5 + 2, report
-    assert min(gaps) >= 0.4, report
+    # Each call is stamped when its process has started, which a loaded machine
+    # delays by up to a few tenths: a gap is the interval less that jitter. Two
+    # queries in one poll would be a few milliseconds apart.
+    assert min(gaps) >= 0.25 and statistics.median(gaps) >= 0.45, report
 
 
 @pytest.mark.timeout(300)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -201,7 +202,10 @@ def test_two_hundred_calls_cost_one_qsub_per_array_chunk_and_one_qstat_per_poll(
     assert counts["qsub"] == math.ceil(200 / 64) == 4, report
     assert len({job.native_id.split(".")[0] for job in jobs}) == 4
     assert counts["qstat"] <= elapsed / 0.5 + 2, report
-    assert min(gaps) >= 0.4, report
+    # Each call is stamped when its process has started, which a loaded machine
+    # delays by up to a few tenths: a gap is the interval less that jitter. Two
+    # queries in one poll would be a few milliseconds apart.
+    assert min(gaps) >= 0.25 and statistics.median(gaps) >= 0.45, report
 
 
 # -- a driver that died, and the command line -----------------------------------------------------

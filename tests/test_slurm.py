@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -893,7 +894,10 @@ def test_two_hundred_calls_cost_four_sbatch_and_one_squeue_per_poll(slurm, make,
     assert counts["sbatch"] == math.ceil(200 / 64) == 4
     assert {slurm_base(job.native_id) for job in jobs}.__len__() == 4
     assert counts["squeue"] <= elapsed / 0.5 + 2, report
-    assert min(gaps) >= 0.4, report
+    # Each call is stamped when its process has started, which a loaded machine
+    # delays by up to a few tenths: a gap is the interval less that jitter. Two
+    # queries in one poll would be a few milliseconds apart.
+    assert min(gaps) >= 0.25 and statistics.median(gaps) >= 0.45, report
     if not slurm.accounting:
         assert counts["sacct"] == 0
 

@@ -619,6 +619,9 @@
     index();
     drawSummary();
     drawSlowest();
+    if (selected >= 0 && data.bars.job.some((job, i) => job === selected && data.bars.e[i] === null)) {
+      drawDetails();   // its running attempt's length
+    }
     if (!moved) resetView(); else schedule();
   };
   /** Where bar *i* is drawn, in the canvas's CSS pixels (null when out of view). */
