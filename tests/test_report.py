@@ -171,10 +171,12 @@ def test_attempts_from_events_handles_cluster_shaped_histories() -> None:
               ("2", 3.0, "running", "queued", "the node went away"),
               ("2", 4.0, "queued", "submitted", None), ("2", 6.0, "submitted", "running", None),
               ("3", 0.0, "new", "waiting", None), ("3", 7.0, "waiting", "cancelled", "upstream"),
-              ("4", 0.0, "new", "queued", None), ("4", 1.0, "queued", "submitted", None)]
+              ("4", 0.0, "new", "queued", None), ("4", 1.0, "queued", "submitted", None),
+              ("5", 0.0, "new", "queued", None), ("5", 1.0, "queued", "submitted", None),
+              ("5", 8.0, "submitted", "cancelled", "cancelled by user")]
     attempts = attempts_from_events(events)
     assert waiting_since(events) == {"4": 0.0}, (
-        "a job in the cluster's queue waits: it is no running bar")
+        "a job in the cluster's queue waits: it is no running bar (nor, cancelled there, a bar)")
     assert [(a.job, a.number, a.start, a.end, a.outcome) for a in attempts] == [
         ("1", 1, 1.0, 5.0, Outcome.COMPLETED),
         ("2", 1, 2.0, 3.0, Outcome.REQUEUED),
@@ -291,7 +293,12 @@ def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path:
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
+    # Its journal writer outlives it for a moment: it commits what it was sent, then
+    # removes the write-ahead log. A reader after that makes an empty one, at its own
+    # time, which must not count as the driver's last sign of life.
+    wait_until(lambda: not (run / "journal.db-wal").exists(), 10, "the writer to finish")
     killed_at = time.time()
+    wait_until(lambda: time.time() > killed_at + 1, 5, "a downtime worth seeing")
     data = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
     outcomes = [data["outcomes"][code] for code in data["bars"]["o"]]
     assert outcomes == [Outcome.UNKNOWN, Outcome.UNKNOWN]
@@ -299,9 +306,10 @@ def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path:
     talking = data["bars"]["job"].index(data["jobs"]["name"].index("talker"))
     assert data["bars"]["e"][talking] - data["bars"]["s"][talking] >= 500, (
         "the talker's bar spans the half second it talked")
+    assert data["origin"] + data["bars"]["e"][talking] / 1000 < killed_at + 0.5, (
+        "and ends when the driver died, not when the report was read")
     assert data["live"] is False
 
-    wait_until(lambda: time.time() > killed_at + 1, 5, "a downtime worth seeing")
     for name in ("open-gate", "stop-talking"):
         (scratch / name).touch()
     subprocess.run(argv, env=environment, check=True, timeout=60, capture_output=True)

@@ -14,7 +14,7 @@ from typing import Any
 from corral.backends import backend_names, outlives_driver
 from corral.result import Result
 from corral.journal.store import (JOURNAL_FILE, JournalError, StoredJob, StoredSession, owner_of,
-                                  read_events,
+                                  last_written, read_events,
                                   read_job, read_jobs, read_meta, read_session_backends,
                                   read_sessions)
 from corral.status import JobStatus, statuses_named
@@ -116,13 +116,7 @@ class Run:
     def last_written(self) -> float | None:
         """When the journal was last written (its files' modification time): after
         a driver was killed, the last sign of its life."""
-        times = []
-        for name in (JOURNAL_FILE, f"{JOURNAL_FILE}-wal"):
-            try:
-                times.append(os.stat(self.path / name).st_mtime)
-            except OSError:
-                pass
-        return max(times, default=None)
+        return last_written(self.path / JOURNAL_FILE)
 
     def meta(self) -> dict[str, str]:
         """The run-wide settings the journal keeps (``paused``, ``origin``, ...)."""

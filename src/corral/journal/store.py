@@ -70,7 +70,8 @@ from corral.status import TERMINAL, JobStatus
 __all__ = ["JOURNAL_FILE", "Journal", "JournalError", "StoredJob", "RunInUse", "private_run_dir",
            "private_file",
            "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of",
-           "read_session_backends", "read_sessions", "StoredSession", "JournaledJob"]
+           "read_session_backends", "read_sessions", "StoredSession", "JournaledJob",
+           "last_written"]
 
 
 class JournaledJob(Protocol):
@@ -228,6 +229,18 @@ class StoredJob:
             return self.live[0] if stream == "stdout" else self.live[1]
         return os.path.join(self.jobdir, stream) if self.jobdir else None
 
+    def output_written_at(self) -> float | None:
+        """When the job last wrote to its stdout or stderr file (None: no file)."""
+        times = []
+        for stream in ("stdout", "stderr"):
+            path = self.output_path(stream)
+            if path:
+                try:
+                    times.append(os.stat(path).st_mtime)
+                except OSError:
+                    pass
+        return max(times, default=None)
+
     def output(self, stream: str = "stdout") -> str:
         """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing."""
         from corral.runtime.spool import read_output
@@ -236,14 +249,18 @@ class StoredJob:
         return "" if path is None else read_output(path)
 
 
-def _last_written(path: Path) -> float | None:
-    """The newest modification time of the journal file and its write-ahead log."""
+def last_written(path: Path) -> float | None:
+    """When journal file *path* was last written: the newest modification time of
+    it and of its write-ahead log. An empty log is left out: a reader makes one
+    when it opens a journal whose writer has gone, and that is no write."""
     times = []
     for each in (path, path.with_name(path.name + "-wal")):
         try:
-            times.append(each.stat().st_mtime)
+            info = each.stat()
         except OSError:
-            pass
+            continue
+        if info.st_size > 0:
+            times.append(info.st_mtime)
     return max(times, default=None)
 
 
@@ -483,7 +500,7 @@ class Journal:
             if not path.exists():
                 _create_journal(path, kind)
             #: The last sign of an earlier driver's life: when it last wrote here.
-            self._last_written = _last_written(path)
+            self._last_written = last_written(path)
             _check_header(path)
             log_was_missing = _log_missing(path)
             db = _open_for_writing(path)
@@ -649,10 +666,12 @@ class Journal:
 
     def _died_at(self, job: StoredJob, now: float) -> float:
         """When an orphan stopped: its processes died with its driver, whose last
-        sign of life is its journal's last write. The event that records the end
-        is stamped then too, as a backend stamps an end it learns late."""
-        last = self._last_written
-        if last is None or last > now or (job.started is not None and last < job.started):
+        sign of life is its journal's last write (or the job's own output's, when
+        the writer died too). The event that records the end is stamped then too,
+        as a backend stamps an end it learns late."""
+        last = max(self._last_written or 0.0, job.output_written_at() or 0.0)
+        known = max(job.started or 0.0, self.last_change.get(str(job.id), 0.0))
+        if not last or last > now or last < known:  # a clock that cannot be right
             return now
         return last
 

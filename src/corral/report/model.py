@@ -78,6 +78,8 @@ class StoredJobLike(Protocol):
 
     def output_path(self, stream: str = "stdout") -> str | None: ...
 
+    def output_written_at(self) -> float | None: ...
+
     def traceback_text(self) -> str | None: ...
 
 
@@ -249,21 +251,9 @@ def _settle_unknown_ends(attempts: list[Attempt], jobs: list[StoredJobLike],
         if attempt.end is not None or job is None or outlives_driver(
                 backends.get(job.session or 0)):
             continue
-        attempt.end = max(attempt.start, last_sign, *_written_at(job))
+        attempt.end = max(attempt.start, last_sign, job.output_written_at() or 0.0)
         attempt.outcome = Outcome.UNKNOWN
         attempt.reason = "its driver is gone; when it stopped was not recorded"
-
-
-def _written_at(job: StoredJobLike) -> list[float]:
-    times = []
-    for stream in ("stdout", "stderr"):
-        path = job.output_path(stream)
-        if path:
-            try:
-                times.append(os.stat(path).st_mtime)
-            except OSError:
-                pass
-    return times
 
 
 def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Sequence[SessionLike],

@@ -106,7 +106,11 @@ def attempts_from_events(
         elif new == JobStatus.RUNNING.value:
             track.running = time
         elif new in _ENDINGS:
-            if old in _HANDED_OVER:
+            # A job that ended from SUBMITTED ran too briefly for a RUNNING stamp (a
+            # fast call, a short cluster job) - unless it was cancelled: then it was
+            # still waiting in its backend's queue, and never ran.
+            if old == JobStatus.RUNNING.value or (
+                    old == JobStatus.SUBMITTED.value and new != JobStatus.CANCELLED.value):
                 _close(attempts, job, track, time, _ENDINGS[new], reason)
             track.queued = track.submitted = track.running = None
     for job, track in tracks.items():

@@ -26,6 +26,7 @@
   let laneHeight = 16;
   let wired = false;
   const hovered = { failures: false, 'job-list': false };  // lists under the pointer stay still
+  const HELD = ' · held still while the pointer is on it';
   let moved = false;         // the user zoomed or panned: updates keep their view
   const listeners = [];
 
@@ -140,7 +141,7 @@
     table.append(head);
     const longest = longestAttempts();
     for (const n of data.slowest) {
-      const row = el('tr');
+      const row = el('tr', { 'data-job': String(n) });
       const cell = el('td');
       cell.append(jobLink(n));
       const status = el('td');
@@ -149,8 +150,14 @@
       table.append(row);
     }
   }
+  /** The running jobs' lengths move on in place: rows rebuilt under a reader's
+   * pointer, selection or keyboard focus would lose them. */
+  function updateSlowest() {
+    const longest = longestAttempts();
+    const rows = $('slowest').querySelectorAll('tr[data-job]');
+    rows.forEach((row) => { row.children[2].textContent = seconds(longest[Number(row.dataset.job)]); });
+  }
   function drawJobList(force) {
-    if (hovered['job-list'] && force !== true) return;
     const box = $('job-list');
     const wanted = $('job-filter').value.trim().toLowerCase();
     const j = data.jobs, found = [];
@@ -161,7 +168,9 @@
       found.push(n);
     }
     found.sort((x, y) => rank(x) - rank(y) || x - y);
-    $('jobs-count').textContent = wanted ? '(' + found.length + ' found)' : '(' + j.id.length + '; unfinished below, find any)';
+    $('jobs-count').textContent = (wanted ? '(' + found.length + ' found)' : '(' + j.id.length + '; unfinished below, find any)')
+      + (hovered['job-list'] && force !== true ? HELD : '');
+    if (hovered['job-list'] && force !== true) return;
     box.replaceChildren();
     for (const n of found.slice(0, 200)) {
       const row = el('div', { class: 'row' });
@@ -522,6 +531,16 @@
     for (const listener of listeners) listener(n);
     if (scroll) $('details-section').scrollIntoView({ block: 'nearest' });
   }
+  function attemptTimes(n) {
+    const b = data.bars, times = [];
+    for (let i = 0; i < b.job.length; i++) {
+      if (b.job[i] !== n) continue;
+      const e = b.e[i];
+      times.push('#' + b.n[i] + ' ' + OUTCOME_LABEL[data.outcomes[b.o[i]]] + ': ' + clock(b.s[i]) + ' → '
+        + (e === null ? 'now' : clock(e)) + ' (' + seconds((e === null ? data.now : e) - b.s[i]) + ')');
+    }
+    return times.join('\n') || 'never started';
+  }
   function drawDetails() {
     const box = $('details');
     box.replaceChildren();
@@ -551,15 +570,8 @@
     row('attempts', j.attempts[n]);
     row('exit code', j.exit[n]);
     row('native id', j.native[n]);
-    const b = data.bars;
-    const times = [];
-    for (let i = 0; i < b.job.length; i++) {
-      if (b.job[i] !== n) continue;
-      const e = b.e[i];
-      times.push('#' + b.n[i] + ' ' + OUTCOME_LABEL[data.outcomes[b.o[i]]] + ': ' + clock(b.s[i]) + ' → '
-        + (e === null ? 'now' : clock(e)) + ' (' + seconds((e === null ? data.now : e) - b.s[i]) + ')');
-    }
-    row('attempt times', times.join('\n') || 'never started');
+    const times = el('span', { id: 'attempt-times' }, attemptTimes(n));
+    row('attempt times', times);
     const parents = el('span');
     for (const p of j.deps[n]) { parents.append(jobLink(p), document.createTextNode(' ')); }
     row('after (parents)', j.deps[n].length ? parents : 'none');
@@ -618,9 +630,10 @@
     data.now = nowMs;
     index();
     drawSummary();
-    drawSlowest();
-    if (selected >= 0 && data.bars.job.some((job, i) => job === selected && data.bars.e[i] === null)) {
-      drawDetails();   // its running attempt's length
+    updateSlowest();
+    const times = $('attempt-times');
+    if (times && selected >= 0 && data.bars.job.some((job, i) => job === selected && data.bars.e[i] === null)) {
+      times.textContent = attemptTimes(selected);   // its running attempt's length, in place
     }
     if (!moved) resetView(); else schedule();
   };
