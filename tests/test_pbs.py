@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +22,9 @@ from corral.backends import backend_info
 from corral.backends.batch.pbs import backend as pbs_backend
 from corral.backends.batch.pbs.scheduler import PbsProScheduler
 from jobs import sleep_for, square, wait_for_file
-from support.commandlog import counts_of, gaps_between, wrap_commands
+from support.cluster_jobs import (spaced_like_polls, submit_together, two_hundred_calls,
+                                  wait_for_status)
+from support.commandlog import counts_of, wrap_commands
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -63,19 +64,8 @@ def qstat_job(cluster, native_id: str) -> dict:
     return json.loads(done.stdout, strict=False)["Jobs"][native_id]
 
 
-def submit_together(sched: corral.Scheduler, count: int, fn=square, *args) -> list[corral.Job]:
-    sched.pause()
-    jobs = [sched.submit(fn, i, *args) for i in range(count)]
-    sched.resume()
-    return jobs
 
 
-def wait_for_status(job: corral.Job, status: JobStatus, timeout: float = 60) -> None:
-    try:
-        wait_until(lambda: job.status is status, timeout=timeout)
-    except AssertionError:
-        raise AssertionError(f"{job!r} never became {status.name} (reason: {job.reason})") \
-            from None
 
 
 def fail_after(path: str) -> None:
@@ -169,24 +159,11 @@ def counted_commands(pbs_path, tmp_path: Path, monkeypatch) -> Path:
 @pytest.mark.timeout(300)
 def test_two_hundred_calls_cost_four_qsub_and_one_qstat_per_poll(make, counted_commands,
                                                                 tmp_path):
-    begun = time.monotonic()
-    sched = make(poll_interval=0.5, max_array_size=64)
-    jobs = submit_together(sched, 200)
-    assert [job.result(timeout=240) for job in jobs] == [i * i for i in range(200)]
-    elapsed = time.monotonic() - begun
-    counts = counts_of(counted_commands)
-    gaps = gaps_between(counted_commands, "qstat")
-    report = {"calls": 200, "elapsed_s": round(elapsed, 2),
-              "counts": {name: counts.get(name, 0) for name in PBS_COMMANDS},
-              "min_qstat_gap_s": round(min(gaps), 3) if gaps else None}
-    print(json.dumps(report))
-    assert counts["qsub"] == math.ceil(200 / 64) == 4
-    assert len({job.native_id.split("[")[0] for job in jobs}) == 4
-    assert counts["qstat"] <= elapsed / 0.5 + 2, report
-    # Each call is stamped when its process has started, which a loaded machine
-    # delays by up to a few tenths: a gap is the interval less that jitter. Two
-    # queries in one poll would be a few milliseconds apart.
-    assert min(gaps) >= 0.25 and statistics.median(gaps) >= 0.45, report
+    cost = two_hundred_calls(make, counted_commands, "qstat", PBS_COMMANDS)
+    assert cost.counts["qsub"] == math.ceil(200 / 64) == 4
+    assert len({job.native_id.split("[")[0] for job in cost.jobs}) == 4
+    assert cost.counts["qstat"] <= cost.elapsed / 0.5 + 2, cost.report
+    assert spaced_like_polls(cost.gaps), cost.report
 
 
 @pytest.mark.timeout(300)

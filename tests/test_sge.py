@@ -11,18 +11,17 @@ import json
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from jobs import add, sleep_for, square, wait_for_file
 from support.cli import CORRAL
-from support.commandlog import counts_of, gaps_between, wrap_commands
+from support.cluster_jobs import spaced_like_polls, submit_together, two_hundred_calls
+from support.commandlog import counts_of, wrap_commands
 from support.waiting import wait_until
 
 import corral
@@ -93,14 +92,6 @@ def counted_commands(tmp_path: Path, monkeypatch) -> Path:
 
 
 
-def submit_together(sched: corral.Scheduler, count: int, fn=square, *args,
-                    **options) -> list[corral.Job]:
-    """``fn(i, *args)`` for i < *count*, in one dispatch."""
-    sched.pause()
-    jobs = [sched.options(**options).submit(fn, i, *args) if options else
-            sched.submit(fn, i, *args) for i in range(count)]
-    sched.resume()
-    return jobs
 
 
 # -- arrays, dependencies, refusals, time limits ------------------------------------------------
@@ -188,24 +179,11 @@ def test_bundled_calls_share_array_tasks_and_keep_their_own_outcomes(make, count
 @pytest.mark.timeout(300)
 def test_two_hundred_calls_cost_one_qsub_per_array_chunk_and_one_qstat_per_poll(
         make, counted_commands, tmp_path):
-    begun = time.monotonic()
-    sched = make(poll_interval=0.5, max_array_size=64)
-    jobs = submit_together(sched, 200)
-    assert [job.result(timeout=240) for job in jobs] == [i * i for i in range(200)]
-    elapsed = time.monotonic() - begun
-    counts = counts_of(counted_commands)
-    gaps = gaps_between(counted_commands, "qstat")
-    report = {"calls": 200, "elapsed_s": round(elapsed, 2),
-              "counts": {name: counts.get(name, 0) for name in SGE_COMMANDS},
-              "min_qstat_gap_s": round(min(gaps), 3) if gaps else None}
-    print(json.dumps(report))
-    assert counts["qsub"] == math.ceil(200 / 64) == 4, report
-    assert len({job.native_id.split(".")[0] for job in jobs}) == 4
-    assert counts["qstat"] <= elapsed / 0.5 + 2, report
-    # Each call is stamped when its process has started, which a loaded machine
-    # delays by up to a few tenths: a gap is the interval less that jitter. Two
-    # queries in one poll would be a few milliseconds apart.
-    assert min(gaps) >= 0.25 and statistics.median(gaps) >= 0.45, report
+    cost = two_hundred_calls(make, counted_commands, "qstat", SGE_COMMANDS)
+    assert cost.counts["qsub"] == math.ceil(200 / 64) == 4, cost.report
+    assert len({job.native_id.split(".")[0] for job in cost.jobs}) == 4
+    assert cost.counts["qstat"] <= cost.elapsed / 0.5 + 2, cost.report
+    assert spaced_like_polls(cost.gaps), cost.report
 
 
 # -- a driver that died, and the command line -----------------------------------------------------

@@ -16,16 +16,16 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import slurm_cluster
-from support.commandlog import counts_of, gaps_between, wrap_commands
+from support.cluster_jobs import (spaced_like_polls, submit_together, two_hundred_calls,
+                                  wait_for_status)
+from support.commandlog import counts_of, wrap_commands
 from support.waiting import wait_until
 from slurm_drivers import (add, fail_first_time, logged, maybe_fail, raise_lookup, read_env,
                            say_then_wait, sleep_for, square, stop_when_asked, talk, wait_for,
@@ -81,12 +81,6 @@ def wait_for_slurm_state(cluster, native_id: str, state: str, reason: str | None
                              f"not {(state, reason)}") from None
 
 
-def wait_for_status(job: corral.Job, status: JobStatus, timeout: float = 60) -> None:
-    try:
-        wait_until(lambda: job.status is status, timeout=timeout)
-    except AssertionError:
-        raise AssertionError(f"{job!r} never became {status.name} (reason: {job.reason})") \
-            from None
 
 
 def slurm_base(native_id: str) -> str:
@@ -288,12 +282,6 @@ def test_hostile_names_env_values_paths_and_flags_are_passed_verbatim(slurm, tmp
 # -- 4. arrays --------------------------------------------------------------------------------
 
 
-def submit_together(sched: corral.Scheduler, count: int, fn=square, *args) -> list[corral.Job]:
-    """Submit ``fn(i, *args)`` for i < *count*, calls that go out in the same dispatch."""
-    sched.pause()
-    jobs = [sched.submit(fn, i, *args) for i in range(count)]
-    sched.resume()
-    return jobs
 
 
 def test_equal_jobs_dispatched_together_go_out_as_one_array(slurm, make, counted_commands):
@@ -878,28 +866,16 @@ def commands_run(log: Path, name: str) -> int:
 def test_two_hundred_calls_cost_four_sbatch_and_one_squeue_per_poll(slurm, make, counted_commands,
                                                                    tmp_path):
     mode = "acct" if slurm.accounting else "noacct"
-    begun = time.monotonic()
-    sched = make(poll_interval=0.5, max_array_size=64)
-    jobs = submit_together(sched, 200)
-    assert [job.result(timeout=240) for job in jobs] == [i * i for i in range(200)]
-    elapsed = time.monotonic() - begun
-    counts = counts_of(counted_commands)
-    gaps = gaps_between(counted_commands, "squeue")
-    report = {"mode": mode, "calls": 200, "elapsed_s": round(elapsed, 2),
-              "counts": {name: counts.get(name, 0) for name in SLURM_COMMANDS},
-              "min_squeue_gap_s": round(min(gaps), 3) if gaps else None}
-    print(json.dumps(report))
-    (tmp_path / f"slurm_invocations_{mode}.json").write_text(json.dumps(report, indent=2) + "\n")
+    cost = two_hundred_calls(make, counted_commands, "squeue", SLURM_COMMANDS, mode=mode)
+    (tmp_path / f"slurm_invocations_{mode}.json").write_text(
+        json.dumps(cost.report, indent=2) + "\n")
 
-    assert counts["sbatch"] == math.ceil(200 / 64) == 4
-    assert {slurm_base(job.native_id) for job in jobs}.__len__() == 4
-    assert counts["squeue"] <= elapsed / 0.5 + 2, report
-    # Each call is stamped when its process has started, which a loaded machine
-    # delays by up to a few tenths: a gap is the interval less that jitter. Two
-    # queries in one poll would be a few milliseconds apart.
-    assert min(gaps) >= 0.25 and statistics.median(gaps) >= 0.45, report
+    assert cost.counts["sbatch"] == math.ceil(200 / 64) == 4
+    assert {slurm_base(job.native_id) for job in cost.jobs}.__len__() == 4
+    assert cost.counts["squeue"] <= cost.elapsed / 0.5 + 2, cost.report
+    assert spaced_like_polls(cost.gaps), cost.report
     if not slurm.accounting:
-        assert counts["sacct"] == 0
+        assert cost.counts["sacct"] == 0
 
 
 # -- 11. backend="auto" -----------------------------------------------------------------------

@@ -182,24 +182,22 @@ def read_view(run: RunSource, now: float | None = None,
     now = time.time() if now is None else now
     driven = run.owner is not None
     jobs = list(run.jobs(results=False))
-    events = run.events()
     # a row with a damaged time is left out, not a traceback
-    attempts = attempts_from_events(event for event in events
-                                    if isinstance(event[1], (int, float)))
+    events = [event for event in run.events() if isinstance(event[1], (int, float))]
+    attempts = attempts_from_events(events)
     _use_recorded_times(attempts, jobs)
     sessions = list(run.sessions())
     if not driven:
-        last_sign = max([e[1] for e in events if isinstance(e[1], (int, float))]
-                        + [run.last_written() or 0.0], default=now)
+        last_sign = max([event[1] for event in events] + [run.last_written() or 0.0])
         _settle_unknown_ends(attempts, jobs, sessions, last_sign)
     index = {str(job.id): number for number, job in enumerate(jobs)}
     attempts = [attempt for attempt in attempts if attempt.job in index]  # no row: not drawn
     lanes = assign_lanes(attempts)
     summary = _summarise(jobs, attempts, sessions, index, now)
     view = RunView(run.path, jobs, attempts, lanes, summary, now, driven, index)
-    view.waiting = {} if not driven else {job: since for job, since in waiting_since(
-        event for event in events if isinstance(event[1], (int, float))).items()
-        if job in index and jobs[index[job]].status in PENDING_OR_SUBMITTED}
+    if driven:
+        view.waiting = {job: since for job, since in waiting_since(events).items()
+                        if job in index and jobs[index[job]].status in PENDING_OR_SUBMITTED}
     for number in _failures(jobs)[:tracebacks]:
         job = jobs[number]
         if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
@@ -339,7 +337,8 @@ def stderr_tail(job: StoredJobLike, chars: int) -> str:
 
 def _resources(job: StoredJobLike) -> str:
     options = job.spec.get("options", {}) if isinstance(job.spec, dict) else {}
-    parts = [f"{cores_of(job)} core{'s' if cores_of(job) != 1 else ''}"]
+    cores = cores_of(job)
+    parts = [f"{cores} core{'s' if cores != 1 else ''}"]
     if isinstance(options.get("memory"), int):
         parts.append(f"{options['memory']} MB")
     if options.get("gpus"):
@@ -400,6 +399,7 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
             "exit": [job.exit_code for job in jobs],
             "command": [_cut(job.command) for job in jobs],
             "res": [_resources(job) for job in jobs],
+            "cores": [cores_of(job) for job in jobs],
             "native": [job.native_id for job in jobs],
             "attempts": [job.attempts for job in jobs],
             "deps": [[index[str(dep)] for dep in job.deps if str(dep) in index] for job in jobs],

@@ -348,7 +348,7 @@
     const b = data.bars;
     const changes = [];
     for (let i = 0; i < b.job.length; i++) {
-      const cores = coresOf(b.job[i]);
+      const cores = data.jobs.cores[b.job[i]];
       changes.push([b.s[i], cores], [b.e[i] === null ? data.now : b.e[i], -cores]);
     }
     changes.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
@@ -401,12 +401,6 @@
     ctx.textAlign = 'right';
     ctx.fillText(most + ' waiting', g.width - 4, top + 6);
     ctx.textAlign = 'left';
-  }
-  const coreCache = {};
-  function coresOf(job) {
-    if (coreCache[job] !== undefined) return coreCache[job];
-    const m = /^(\d+) core/.exec(data.jobs.res[job] || '');
-    return (coreCache[job] = m ? Number(m[1]) : 1);
   }
   function barAt(px, py) {
     const [from, to] = view;
@@ -618,7 +612,7 @@
     const s = data.summary;
     if (delta > 0) {       // the clock moves on for what runs: the numbers too
       let held = 0;
-      for (let i = 0; i < data.bars.job.length; i++) if (data.bars.e[i] === null) held += coresOf(data.bars.job[i]);
+      for (let i = 0; i < data.bars.job.length; i++) if (data.bars.e[i] === null) held += data.jobs.cores[data.bars.job[i]];
       const rate = s.available_core_seconds && s.wall_seconds ? s.available_core_seconds / s.wall_seconds : null;
       if (held || (data.waiting || []).length) {
         s.wall_seconds += delta;
@@ -654,7 +648,7 @@
       live: false, origin: Date.now() / 1000, now: 0, lanes: 0, outcomes: [],
       summary: { jobs: 0, by_status: {}, wall_seconds: 0, busy_core_seconds: 0, available_core_seconds: null,
         utilisation: null, peak_cores: 0, retries: 0, attempts: 0, backends: [], native_ids: 0, native_kind: 'native ids' },
-      jobs: { id: [], name: [], status: [], reason: [], exit: [], command: [], res: [], native: [], attempts: [], deps: [], ended: [] },
+      jobs: { id: [], name: [], status: [], reason: [], exit: [], command: [], res: [], cores: [], native: [], attempts: [], deps: [], ended: [] },
       bars: { job: [], n: [], lane: [], q: [], s: [], e: [], o: [], why: [] },
       failures: [], slowest: [], traceback: {}, stderr: {},
     };
