@@ -15,6 +15,7 @@ import pytest
 import corral
 
 import slurm_cluster
+from support.processes import outside_session_processes
 from support.harnesses import harness_modules
 
 #: Each backend's harness module may define the fixtures its harness asks for
@@ -45,12 +46,28 @@ def no_process_left_behind() -> Iterator[None]:
     me = psutil.Process(os.getpid())
     deadline = time.monotonic() + 10
     while True:
-        left = [child for child in me.children(recursive=True)
-                if child.status() != psutil.STATUS_ZOMBIE]
+        left = [child for child in outside_session_processes(me.children(recursive=True))
+                if _alive(child) and child.pid != _resource_tracker()]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.01)
     assert not left, f"processes left behind: {[(p.pid, p.cmdline()) for p in left]}"
+
+
+def _resource_tracker() -> int | None:
+    """The pid of this process's multiprocessing resource tracker, if it started
+    one: the standard library's helper for the whole process (a Dask LocalCluster
+    starts it), which lives as long as the process and ends with it."""
+    from multiprocessing import resource_tracker
+
+    return getattr(resource_tracker._resource_tracker, "_pid", None)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 #: Fixtures that start a real cluster scheduler; a test using one is marked

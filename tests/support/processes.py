@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import psutil
 
-__all__ = ["pids_alive"]
+__all__ = ["pids_alive", "SESSION_PROCESSES", "outside_session_processes"]
+
+#: Processes a session-wide fixture started on purpose (a Dask cluster), which
+#: the check that no test leaves a process behind must not count, nor their
+#: descendants (a Dask worker's processes belong to the cluster).
+SESSION_PROCESSES: set[int] = set()
 
 
 def pids_alive(pids: list[int]) -> list[int]:
@@ -17,3 +22,18 @@ def pids_alive(pids: list[int]) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def outside_session_processes(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of *processes* that are not, nor descend from, a :data:`SESSION_PROCESSES`."""
+    if not SESSION_PROCESSES:
+        return processes
+    kept = []
+    for process in processes:
+        try:
+            lineage = {process.pid, *(parent.pid for parent in process.parents())}
+        except psutil.Error:
+            continue
+        if not lineage & SESSION_PROCESSES:
+            kept.append(process)
+    return kept

@@ -15,7 +15,7 @@ from typing import Any
 
 #: Modules every test of which runs on a real cluster (or near one, in order).
 CLUSTER_MODULES = ("tests/test_slurm.py", "tests/test_slurm_cli.py", "tests/test_sge.py",
-                   "tests/test_pbs.py", "tests/test_pbs_torque.py")
+                   "tests/test_pbs.py", "tests/test_pbs_torque.py", "tests/test_dask.py")
 
 
 def cluster_parameters() -> tuple[str, ...]:

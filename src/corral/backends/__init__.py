@@ -33,7 +33,7 @@ DEFAULT_BACKEND = "local"
 
 #: The packages of the backends corral ships, each with a ``BACKEND`` info.
 _BUILT_IN = ("corral.backends.local", "corral.backends.batch.slurm", "corral.backends.batch.sge",
-             "corral.backends.batch.pbs", "corral.backends.batch.lsf")
+             "corral.backends.batch.pbs", "corral.backends.batch.lsf", "corral.backends.dask")
 
 _lock = threading.Lock()
 _registry: dict[str, BackendInfo] = {}

@@ -163,7 +163,10 @@ class Scheduler(Executor):
             default: read from the config files (see :mod:`corral.config`).
         backend_options: settings of the backend itself; for batch schedulers see
             :mod:`corral.backends.batch.settings` (``poll_interval``,
-            ``array_throttle``, ...).
+            ``array_throttle``, ...); for Dask ``address``, ``client``, ``n_workers``.
+        address: where the backend's own scheduler listens, for a backend that
+            connects to one: Dask's ``"tcp://host:8786"``, or a
+            ``distributed.Client`` or cluster object (LocalCluster, dask-jobqueue).
 
     Raises:
         ValueError: a bad argument, naming it and the accepted forms.
@@ -178,6 +181,7 @@ class Scheduler(Executor):
                  journal: str | os.PathLike[str] | None = None,
                  config: Config | None = None,
                  backend_options: Mapping[str, Any] | None = None,
+                 address: Any = None,
                  _owner: str = "script") -> None:
         if not isinstance(backend, str):
             raise ValueError(f"backend={backend!r} must be a backend name such as "
@@ -192,6 +196,7 @@ class Scheduler(Executor):
         if backend_options is not None and not isinstance(backend_options, Mapping):
             raise ValueError(f"backend_options={backend_options!r} must be a dict of settings, "
                              "e.g. {'array_throttle': 8}")
+        backend_options = _with_address(backend, address, backend_options)
         cores = _check_int("cores", cores, 1)
         memory_mb = None if memory is None else parse_memory(memory, "memory")
         gpus = _check_int("gpus", gpus, 0)
@@ -839,6 +844,20 @@ def _remove_stale_spools(run_dir: Path) -> None:
     """Spool directories of dead sessions (this process holds the run's lock)."""
     for stale in run_dir.glob(f"{SPOOL_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _with_address(backend: str, address: Any,
+                  backend_options: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """*backend_options* with ``address`` in it, for a backend that takes one."""
+    if address is None:
+        return backend_options
+    if "address" not in backend_info(backend).backend_options:
+        raise ValueError(f"address={address!r} is for a backend that connects to a scheduler "
+                         f"of its own (such as dask); the {backend} backend takes none")
+    if backend_options and ("address" in backend_options or "client" in backend_options):
+        raise ValueError("give the address once: address= or backend_options['address'], "
+                         "not both")
+    return {**(backend_options or {}), "address": address}
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int | None:

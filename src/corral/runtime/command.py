@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["run_command", "KILL", "TERMINATE"]
+__all__ = ["run_command", "describe_exit", "KILL", "TERMINATE"]
 
 #: Messages the driver sends about a running command: ``(KILL, job_id)``.
 KILL = "kill"
@@ -75,6 +75,17 @@ def run_command(job_id: object, argv: Sequence[str], environment: Mapping[bytes,
         os.close(ended)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), None
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, in a job's reason: "exit code 3", "killed by SIGKILL"."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exit code {returncode}"
 
 
 def is_stale_message(message: object) -> bool:

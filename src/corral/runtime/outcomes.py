@@ -1,7 +1,8 @@
 """The outcome log: a worker's record of every call it finished, kept on disk.
 
 In a journaled run the worker appends each reply ``(job_id, ok, blob)`` to
-``<run dir>/outcomes/<worker pid>`` *before* it sends the reply. If the driver
+``<run dir>/outcomes/<host>-<worker pid>`` *before* it sends the reply (the
+host, because Dask workers on several machines may share the run directory). If the driver
 is killed after a job finished but before the journal recorded it, the next
 run finds the outcome here and does not run the job a second time.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import socket
 import struct
 import time
 from typing import Any
@@ -43,7 +45,8 @@ class OutcomeLog:
                 os.mkdir(directory, 0o700)
             except FileExistsError:
                 pass
-            descriptor = os.open(os.path.join(directory, str(os.getpid())),
+            name = f"{socket.gethostname()}-{os.getpid()}"
+            descriptor = os.open(os.path.join(directory, name),
                                  os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._files[directory] = descriptor
         os.write(descriptor, _HEADER.pack(len(reply), time.time()) + reply)

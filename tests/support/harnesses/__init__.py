@@ -123,8 +123,11 @@ def scheduler_options(harness: str,
     """What a Scheduler of the harness *harness* is given: room for a few jobs
     where corral packs them, quick polls where a batch scheduler is asked."""
     name = backend_of(harness)
-    if info_of(harness).capabilities.packs_locally:
+    info = info_of(harness)
+    if info.capabilities.packs_locally:
         return {"backend": name, "cores": 4}
+    if "poll_interval" not in info.backend_options:  # it is told, it does not poll
+        return {"backend": name, "backend_options": dict(backend_options or {})}
     return {"backend": name, "backend_options": {"poll_interval": POLL_S,
                                                  "max_poll_interval": 2 * POLL_S,
                                                  **(backend_options or {})}}

@@ -36,9 +36,11 @@ from corral.errors import BackendError, ResourceError
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.spec import Resources
 from corral.status import JobStatus
-from corral.runtime.command import KILL, TERMINATE
+from corral.runtime.command import KILL, TERMINATE, describe_exit
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
+from corral.runtime.worker_process import (WorkerStartError, call_request, command_request,
+                                           start_worker)
 from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.local import BACKEND
 
@@ -49,10 +51,6 @@ log = logging.getLogger("corral.backends.local")
 _REAPER_BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[3]); "
     "from corral.runtime.reaper import main; main()"
-)
-_BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[5]); "
-    "from corral.runtime.worker import main; main()"
 )
 
 
@@ -83,15 +81,6 @@ def detect_gpus() -> int:
         return 0
     return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
 
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
-    return f"exit code {returncode}"
 
 
 _LIVE_BACKENDS: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
@@ -309,8 +298,9 @@ class LocalBackend:
 
     def _start_call(self, submission: Submission, gpus: tuple[int, ...]) -> _Worker:
         worker = self._idle_worker(gpus) or self._spawn_worker(gpus)
-        request = ("call", submission.job_id, str(submission.jobdir), submission.call,
-                   submission.upstream, submission.env, submission.cwd, submission.outcomes)
+        request = call_request(submission.job_id, str(submission.jobdir), submission.call,
+                               submission.upstream, submission.env, submission.cwd,
+                               submission.outcomes)
         self._hand_to(worker, submission.job_id, request, runs_command=False)
         return worker
 
@@ -340,39 +330,25 @@ class LocalBackend:
         return None
 
     def _spawn_worker(self, gpus: tuple[int, ...]) -> _Worker:
-        from multiprocessing.connection import Connection
-
         limit = self._capacity.cores or 1
         while self._idle and len(self._idle) + len(self._running) >= limit:
             self._retire(self._idle.pop(0))
         spool = os.path.join(self._spool_directory(), f"worker-{next(self._spool_numbers)}")
-        request_read, request_write = os.pipe2(os.O_CLOEXEC)
-        reply_read, reply_write = os.pipe2(os.O_CLOEXEC)
         self._start_reaper()
         # Ends with a dot: worker 1's mark must not be a prefix of worker 12's.
         mark = f"{self._token}.{next(self._worker_numbers)}."
         environment = dict(os.environ, **self._gpu_environment(gpus), **{MARK_VARIABLE: mark})
         try:
-            process = subprocess.Popen(
-                [self._python, "-c", _BOOT, str(request_read), str(reply_write),
-                 str(os.getpid()), spool, json.dumps(sys.path)],
-                pass_fds=(request_read, reply_write), stdin=subprocess.DEVNULL,
-                start_new_session=True, env=environment,
-            )
-        except OSError as error:
-            for fd in (request_read, request_write, reply_read, reply_write):
-                os.close(fd)
-            raise BackendError(f"cannot start a worker with {self._python}: {error}") from error
-        os.close(request_read)
-        os.close(reply_write)
-        worker = _Worker(process, Connection(request_write, readable=False),
-                         Connection(reply_read, writable=False), gpus,
-                         (spool + ".stdout", spool + ".stderr"), mark)
-        self._selector.register(reply_read, selectors.EVENT_READ, worker)
+            started = start_worker(self._python, spool, environment)
+        except WorkerStartError as error:
+            raise BackendError(str(error)) from error
+        worker = _Worker(started.process, started.requests, started.replies, gpus,
+                         started.spool, mark)
+        self._selector.register(started.replies.fileno(), selectors.EVENT_READ, worker)
         # The reply pipe's end alone may not tell: a process the job forked
         # may hold a copy of it after the worker died.
         self._selector.register(worker.ended, selectors.EVENT_READ, worker)
-        log.debug("started worker %d", process.pid)
+        log.debug("started worker %d", started.pid)
         return worker
 
     def _start_reaper(self) -> None:
@@ -449,7 +425,7 @@ class LocalBackend:
             self._idle.remove(worker)
         job_id = worker.job_id
         if job_id is None:
-            log.warning("idle worker %d died (%s)", worker.pid, _describe_exit(returncode))
+            log.warning("idle worker %d died (%s)", worker.pid, describe_exit(returncode))
             return
         del self._running[job_id]
         self._release_gpus(job_id)
@@ -460,7 +436,7 @@ class LocalBackend:
             self._pending.append(Update(
                 job_id, JobStatus.FAILED, exit_code=returncode,
                 reason=(f"worker lost: its process (pid {worker.pid}) was "
-                        f"{_describe_exit(returncode)}"),
+                        f"{describe_exit(returncode)}"),
             ))
 
     @staticmethod
@@ -486,8 +462,8 @@ class LocalBackend:
         # Most commands share one environment: send it only when it changed.
         same = environment == worker.sent_environment
         worker.sent_environment = environment
-        request = ("command", submission.job_id, str(submission.jobdir), tuple(submission.argv),
-                   None if same else environment, submission.cwd)
+        request = command_request(submission.job_id, str(submission.jobdir), submission.argv,
+                                  None if same else environment, submission.cwd)
         self._hand_to(worker, submission.job_id, request, runs_command=True)
         return worker
 
@@ -508,7 +484,7 @@ class LocalBackend:
         if returncode == 0:
             return Update(job_id, JobStatus.COMPLETED, exit_code=0)
         return Update(job_id, JobStatus.FAILED, exit_code=returncode,
-                      reason=_describe_exit(returncode))
+                      reason=describe_exit(returncode))
 
     def _forget_in_child(self) -> None:
         """In a child forked from the driver (a fork-based pool of the user's),

@@ -1,0 +1,55 @@
+"""The Dask backend: corral's jobs as tasks of a ``distributed`` cluster.
+
+This file only declares the backend for the registry (:mod:`corral.backends`);
+the driver's side is :mod:`corral.backends.dask.backend` and what runs inside a
+Dask worker is :mod:`corral.backends.dask.task`, both imported only when a
+Scheduler uses Dask (``pip install 'corral[dask]'``): ``import corral`` never
+imports dask.
+"""
+
+from __future__ import annotations
+
+from corral.backends.base import APPLIED_BY_CORRAL, BackendInfo, Capabilities, option_help
+
+__all__ = ["BACKEND", "INSTALL_HINT"]
+
+#: What a user without ``distributed`` is told to run.
+INSTALL_HINT = "pip install 'corral[dask]'"
+
+BACKEND = BackendInfo(
+    name="dask",
+    title="Dask",
+    description="tasks of a Dask distributed cluster (an address, a Client, or a LocalCluster)",
+    capabilities=Capabilities(
+        # A Dask scheduler forgets a client's tasks when the client goes, and
+        # corral then kills what they had started.
+        outlives_driver=False,
+        # A child goes to Dask with its parents' futures: Dask starts it.
+        chains_dependencies=True,
+        holds=False,
+        # Dask has no walltime: the engine's deadline kills a job past it.
+        enforces_walltime=False,
+        packs_locally=False,
+    ),
+    factory="corral.backends.dask.backend:DaskBackend",
+    option_help=option_help({
+        "cores": "Dask resource 'cores' where workers declare it",
+        "memory": "Dask resource 'memory' (bytes) where workers declare it",
+        "walltime": "killed with its process tree past it",
+        "gpus": "Dask resource 'GPU': a worker must declare it",
+        "name": "shown in status",
+        "after": "chained in Dask (the parents' futures)",
+        "priority": APPLIED_BY_CORRAL,
+        "retries": APPLIED_BY_CORRAL,
+        "timeout": "killed with its process tree",
+        "cwd": "chdir before the job starts",
+        "env": "set in the job's environment",
+        "python": "the Dask worker's",
+    }, not_used=("partition", "account", "qos", "constraint", "setup", "extra_flags", "bundle")),
+    backend_options={
+        "address": "the Dask scheduler's address (tcp://host:8786); none: a LocalCluster",
+        "client": "a distributed.Client, or a cluster object (LocalCluster, dask-jobqueue)",
+        "n_workers": "worker processes of the LocalCluster started without an address",
+        "connect_timeout": "seconds to wait for the scheduler (default 10)",
+    },
+)

@@ -1,0 +1,515 @@
+"""The driver's side of the Dask backend.
+
+Jobs go to a ``distributed`` scheduler as tasks running
+:func:`corral.backends.dask.task.run_job`, one ``Client.map`` per batch and
+resource request. A chained job goes with its parents' futures among its
+arguments, so Dask starts it when they finish, without a round trip through
+the driver; the task then looks at its parents' outcomes and runs nothing if
+one did not complete (the engine cancels it, naming the parent).
+
+What comes back, and from which thread:
+
+* a task's "started" event (``Worker.log_event`` on a topic of this backend's
+  own), and the scheduler's ``remove-worker`` events: on the client's event loop;
+* a future that finished, failed or was cancelled: ``add_done_callback``, on
+  the client's callback thread.
+
+Both only put what they got in :attr:`DaskBackend._inbox` and wake the control
+loop; :meth:`DaskBackend.updates` turns it into updates there, gathering the
+results of every future finished meanwhile in one round trip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from corral.backends.base import Capabilities, Capacity, Submission, Update
+from corral.backends.dask import BACKEND, INSTALL_HINT
+from corral.backends.dask.resources import (CORES, GPU, MEMORY, WorkerCapacity, dask_resources,
+                                            refusal)
+from corral.backends.dask.task import CLAIMS, Ending, TaskOutcome, TaskSpec, run_job, terminate_job
+from corral.errors import BackendError
+from corral.runtime.command import describe_exit
+from corral.spec import Resources
+from corral.status import JobStatus
+
+__all__ = ["DaskBackend"]
+
+log = logging.getLogger("corral.backends.dask")
+
+#: Seconds a scheduler's description of its workers is reused by the submit check.
+_WORKERS_TTL_S = 2.0
+_OPTIONS = ("address", "client", "n_workers", "connect_timeout")
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as error:
+        raise BackendError(f"the Dask backend needs the distributed package, which is not "
+                           f"installed here ({error}); install it with: {INSTALL_HINT}") from error
+    return distributed
+
+
+class DaskBackend:
+    """Runs jobs as tasks of a Dask cluster. See the module docstring."""
+
+    name: ClassVar[str] = BACKEND.name
+    capabilities: ClassVar[Capabilities] = BACKEND.capabilities
+
+    def __init__(self, cores: int | None = None, memory: int | None = None,
+                 gpus: int | None = None, options: dict[str, Any] | None = None,
+                 **_ignored: Any) -> None:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise ValueError(f"the Dask backend takes no backend option {', '.join(unknown)} "
+                             f"(it takes {', '.join(_OPTIONS)})")
+        distributed = _import_distributed()
+        self._token = os.urandom(5).hex()
+        self._topic = f"corral-{self._token}"
+        self._host = socket.gethostname()
+        self._owned_cluster: Any = None
+        self._owns_client = True
+        self._client = self._connect(distributed, options, cores, memory, gpus)
+        self.address = str(self._client.scheduler.address)
+        self._inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._woken = threading.Event()
+        self._pending: list[Update] = []
+        self._futures: dict[int | str, Any] = {}       # job id -> its future, until it ends
+        self._keys: dict[int | str, str] = {}           # job id -> its current attempt's key
+        self._job_of: dict[str, int | str] = {}         # key -> job id, for live keys
+        self._started: dict[str, str] = {}              # key -> the worker it started on
+        self._jobdirs: dict[int | str, Path] = {}       # job id -> its directory, until it ends
+        self._attempts = itertools.count(1)
+        self._shares: set[Path] = set()
+        self._workers: list[WorkerCapacity] = []
+        self._workers_read = float("-inf")
+        self._gone: str | None = None  # why the scheduler cannot be used any more
+        self._closed = False
+        self._client.subscribe_topic(self._topic, self._event)
+        self._client.subscribe_topic("all", self._scheduler_event)
+
+    # -- connecting --------------------------------------------------------------------------
+
+    def _connect(self, distributed: Any, options: dict[str, Any], cores: int | None,
+                 memory: int | None, gpus: int | None) -> Any:
+        timeout = options.get("connect_timeout", 10)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"connect_timeout={timeout!r} must be a number of seconds > 0")
+        given = options.get("client", options.get("address"))
+        if isinstance(given, distributed.Client):
+            self._owns_client = False
+            return given
+        if given is not None and hasattr(given, "scheduler_address"):  # a cluster object
+            return self._client_for(distributed, given, timeout)
+        if given is not None and not isinstance(given, str):
+            raise ValueError(f"address={given!r} must be a Dask scheduler's address "
+                             "('tcp://host:8786'), a distributed.Client or a cluster object")
+        if given:
+            return self._client_for(distributed, given, timeout)
+        self._owned_cluster = _local_cluster(distributed, options, cores, memory, gpus)
+        return self._client_for(distributed, self._owned_cluster, timeout)
+
+    @staticmethod
+    def _client_for(distributed: Any, target: Any, timeout: float) -> Any:
+        where = getattr(target, "scheduler_address", target)
+        try:
+            return distributed.Client(target, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as error:
+            raise BackendError(f"cannot reach the Dask scheduler at {where} within "
+                               f"{timeout:g} s: {error}") from error
+
+    # -- what the scheduler asks --------------------------------------------------------------
+
+    def capacity(self) -> Capacity:
+        return Capacity(None, None, None)  # Dask places the jobs
+
+    def check(self, resources: Resources) -> None:
+        refused = refusal(resources, self._current_workers())
+        if refused is not None:
+            raise refused
+
+    def submit(self, batch: Sequence[Submission]) -> list[str]:
+        keys = [self._new_key(submission.job_id) for submission in batch]
+        if self._gone is not None:
+            for submission in batch:
+                self._pending.append(Update(submission.job_id, JobStatus.FAILED,
+                                            reason=self._gone))
+            return keys
+        workers = self._current_workers()
+        groups: dict[tuple, list[tuple[Submission, str]]] = {}
+        for submission, key in zip(batch, keys, strict=True):
+            wanted = dask_resources(submission.resources, workers)
+            groups.setdefault(tuple(sorted(wanted.items())), []).append((submission, key))
+        for wanted_items, members in groups.items():
+            self._map(members, dict(wanted_items))
+        return keys
+
+    def _map(self, members: list[tuple[Submission, str]], resources: dict[str, float]) -> None:
+        specs, parents = [], []
+        for submission, key in members:
+            spec, inputs = self._task(submission, key)
+            specs.append(spec)
+            parents.append(inputs)
+        try:
+            futures = self._client.map(run_job, specs, parents, key=[spec.key for spec in specs],
+                                       resources=resources or None, pure=False, retries=0)
+        except Exception as error:  # the scheduler refused or is gone: these jobs fail
+            for submission, _ in members:
+                self._pending.append(Update(submission.job_id, JobStatus.FAILED,
+                                            reason=f"could not send it to Dask: {error}"))
+            return
+        for (submission, _), future in zip(members, futures, strict=True):
+            self._futures[submission.job_id] = future
+            self._jobdirs[submission.job_id] = submission.jobdir
+            future.add_done_callback(self._finished)
+
+    def _task(self, submission: Submission, key: str) -> tuple[TaskSpec, list[Any]]:
+        """The task's spec, and the parents' futures it takes as arguments."""
+        inputs: list[Any] = []
+        parent_ids: list[int | str] = []
+
+        def parent(job_id: int | str) -> int:
+            if job_id not in parent_ids:
+                parent_ids.append(job_id)
+                inputs.append(self._futures[job_id])
+            return parent_ids.index(job_id)
+
+        upstream = tuple(item if isinstance(item, bytes) else parent(item)
+                         for item in submission.upstream)
+        for job_id in submission.after:
+            parent(job_id)
+        share = self._share(submission.jobdir.parent)
+        spec = TaskSpec(key=key, job_id=submission.job_id, jobdir=str(submission.jobdir),
+                        share=str(share), topic=self._topic, call=submission.call,
+                        upstream=upstream, argv=submission.argv, env=submission.env,
+                        cwd=submission.cwd, outcomes=submission.outcomes,
+                        parent_ids=tuple(parent_ids))
+        return spec, inputs
+
+    def _new_key(self, job_id: int | str) -> str:
+        key = f"corral-{self._token}-{job_id}-{next(self._attempts)}"
+        old = self._keys.get(job_id)
+        if old is not None:
+            self._job_of.pop(old, None)
+        self._keys[job_id] = key
+        self._job_of[key] = job_id
+        return key
+
+    def _share(self, run_dir: Path) -> Path:
+        """This backend's directory in the run: the attempts' claims (see
+        corral.backends.dask.task); a worker that finds it sees the run directory."""
+        share = run_dir / f".dask-{self._token}"
+        if run_dir not in self._shares:
+            (share / CLAIMS).mkdir(parents=True, exist_ok=True)
+            self._shares.add(run_dir)
+        return share
+
+    def can_chain(self, job_id: int | str) -> bool:
+        return self._gone is None and job_id in self._futures
+
+    def attach(self, submission: Submission, native_id: str) -> None:  # never outlives a driver
+        raise BackendError("the Dask backend cannot follow a job of an earlier driver")
+
+    def hold(self, job_ids: Collection[int | str]) -> None:  # pragma: no cover - holds=False
+        pass
+
+    def release(self, job_ids: Collection[int | str]) -> None:  # pragma: no cover - holds=False
+        pass
+
+    # -- what comes back ------------------------------------------------------------------------
+
+    def _event(self, event: tuple[float, Any]) -> None:
+        """A task's "started" event (client's event loop)."""
+        self._inbox.put(("event", event[1]))
+        self.wake()
+
+    def _scheduler_event(self, event: tuple[float, Any]) -> None:
+        """The scheduler's events: a worker removed loses the jobs it ran."""
+        message = event[1]
+        if isinstance(message, dict) and message.get("action") == "remove-worker":
+            self._inbox.put(("removed", message))
+            self.wake()
+
+    def _finished(self, future: Any) -> None:
+        """A future finished, failed or was cancelled (client's callback thread)."""
+        self._inbox.put(("done", future))
+        self.wake()
+
+    def updates(self, timeout: float | None) -> list[Update]:
+        if not self._pending:
+            self._woken.wait(timeout)
+        self._woken.clear()
+        finished: list[Any] = []
+        while True:
+            try:
+                kind, item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "event":
+                self._started_event(item)
+            elif kind == "removed":
+                self._worker_removed(item)
+            elif item.status == "finished":
+                finished.append(item)
+            else:
+                self._ended_without_result(item)
+        if finished:
+            self._collect(finished)
+        found, self._pending = self._pending, []
+        return found
+
+    def _started_event(self, message: Any) -> None:
+        _, key, started, host, worker, spool = message
+        job_id = self._job_of.get(key)
+        if job_id is None or key in self._started:
+            return
+        self._started[key] = worker
+        self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=key, at=started,
+                                    live_output=tuple(spool) if host == self._host else None))
+
+    def _worker_removed(self, message: dict) -> None:
+        """Fail the jobs that ran on a worker that went away; Dask would run them again."""
+        worker = message.get("worker")
+        lost = [key for key in message.get("processing-tasks", ()) if key in self._job_of]
+        lost += [key for key, where in self._started.items()
+                 if where == worker and key in self._job_of and key not in lost]
+        futures = []
+        for key in lost:
+            job_id = self._job_of.pop(key)
+            future = self._futures.pop(job_id, None)
+            if future is not None:
+                futures.append(future)
+            self._pending.append(Update(job_id, JobStatus.FAILED, reason=(
+                f"worker lost: the Dask worker {worker} went away while it ran")))
+        if futures:
+            self._cancel(futures)
+
+    def _collect(self, futures: list[Any]) -> None:
+        live = [future for future in futures if future.key in self._job_of]
+        try:
+            outcomes = self._client.gather(live, errors="skip") if live else []
+        except Exception as error:
+            for future in live:
+                self._settle(future.key, Update(self._job_of[future.key], JobStatus.FAILED,
+                                                reason=f"its result could not be read: {error}"))
+            return
+        if len(outcomes) != len(live):  # a result lost on the way: read one by one
+            outcomes = [self._one_result(future) for future in live]
+        for future, outcome in zip(live, outcomes, strict=True):
+            job_id = self._job_of[future.key]
+            if future.key not in self._started and isinstance(outcome, TaskOutcome):
+                # Its "started" event is still on its way (or was lost): the
+                # engine learns when it started from the outcome.
+                self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=future.key,
+                                            at=outcome.started or None))
+            self._settle(future.key, self._outcome_update(job_id, outcome))
+
+    def _one_result(self, future: Any) -> TaskOutcome | BaseException:
+        try:
+            return future.result(timeout=30)
+        except BaseException as error:
+            return error
+
+    def _outcome_update(self, job_id: int | str, outcome: Any) -> Update:
+        if not isinstance(outcome, TaskOutcome):
+            return Update(job_id, JobStatus.FAILED, reason=f"its result could not be read: "
+                                                            f"{outcome!r}")
+        self._save_output(job_id, outcome)
+        at = outcome.ended or None
+        ending = outcome.ending
+        if ending is Ending.CALL:
+            if outcome.ok:
+                return Update(job_id, JobStatus.COMPLETED, exit_code=0, value=outcome.blob,
+                              at=at)
+            return Update(job_id, JobStatus.FAILED, exit_code=1, error=outcome.blob, at=at)
+        if ending is Ending.COMMAND:
+            code = outcome.returncode
+            if code is None:
+                return Update(job_id, JobStatus.FAILED, reason=f"could not start: {outcome.reason}",
+                              at=at)
+            if code == 0:
+                return Update(job_id, JobStatus.COMPLETED, exit_code=0, at=at)
+            return Update(job_id, JobStatus.FAILED, exit_code=code, reason=describe_exit(code),
+                          at=at)
+        if ending is Ending.UPSTREAM:
+            return Update(job_id, JobStatus.CANCELLED, reason=outcome.reason, at=at)
+        if ending is Ending.KILLED:
+            return Update(job_id, JobStatus.CANCELLED, reason="killed", at=at)
+        return Update(job_id, JobStatus.FAILED, reason=outcome.reason, at=at)
+
+    def _save_output(self, job_id: int | str, outcome: TaskOutcome) -> None:
+        """Write output the task sent back (its worker did not see the run directory)."""
+        if outcome.stdout is None and outcome.stderr is None:
+            return
+        jobdir = self._jobdirs.get(job_id)
+        if jobdir is None:
+            return
+        jobdir.mkdir(parents=True, exist_ok=True)
+        for name, data in (("stdout", outcome.stdout), ("stderr", outcome.stderr)):
+            if data:
+                (jobdir / name).write_bytes(data)
+
+    def _ended_without_result(self, future: Any) -> None:
+        key = future.key
+        job_id = self._job_of.get(key)
+        if job_id is None:
+            return
+        if future.status == "cancelled":
+            reason = self._cancel_reason(future)
+            if reason is None:
+                self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="cancelled in Dask"))
+            else:
+                self._settle(key, Update(job_id, JobStatus.FAILED, reason=reason))
+            return
+        try:
+            error = future.exception(timeout=10)
+        except BaseException as failed:
+            error = failed
+        if type(error).__name__ == "KilledWorker":
+            reason = f"worker lost: Dask gave up on it after its workers died ({error})"
+        else:
+            reason = f"Dask could not run it: {type(error).__name__}: {error}"
+        self._settle(key, Update(job_id, JobStatus.FAILED, reason=reason))
+
+    def _cancel_reason(self, future: Any) -> str | None:
+        """Why Dask cancelled a future corral did not kill: the scheduler went
+        away (a reason for the job, and every job after it), or None (someone
+        cancelled it in Dask)."""
+        try:
+            future.result(timeout=0)
+        except BaseException as error:
+            said = str(error)
+        else:
+            said = ""
+        status = getattr(self._client, "status", "running")
+        if "scheduler-connection-lost" in said or status not in ("running", "connecting"):
+            self._gone = f"the Dask scheduler at {self.address} went away"
+            return self._gone
+        return None
+
+    def _settle(self, key: str, update: Update) -> None:
+        """Report a job's last update and forget its future."""
+        job_id = self._job_of.pop(key, None)
+        if job_id is None:
+            return
+        self._started.pop(key, None)
+        self._futures.pop(job_id, None)
+        self._jobdirs.pop(job_id, None)
+        self._pending.append(update)
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    # -- ending jobs --------------------------------------------------------------------------
+
+    def kill(self, job_ids: Collection[int | str]) -> None:
+        futures = []
+        for job_id in job_ids:
+            key = self._keys.get(job_id)
+            if key is None or key not in self._job_of:
+                continue
+            future = self._futures.get(job_id)
+            if future is not None:
+                futures.append(future)
+            # Reported now, before Dask cancels the job's dependents too: the engine
+            # then names this job as their cause.
+            self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="killed"))
+        if futures:
+            self._cancel(futures)
+
+    def _cancel(self, futures: list[Any]) -> None:
+        try:
+            self._client.cancel(futures, reason="cancelled by corral")
+        except Exception as error:  # the scheduler is gone: nothing runs there any more
+            log.debug("could not cancel %d Dask futures: %s", len(futures), error)
+
+    def terminate(self, job_ids: Collection[int | str]) -> None:
+        for job_id in job_ids:
+            key = self._keys.get(job_id)
+            worker = self._started.get(key) if key is not None else None
+            if worker is None:
+                continue
+            threading.Thread(target=self._terminate_on, args=(key, worker), daemon=True,
+                             name=f"corral dask terminate {key}").start()
+
+    def _terminate_on(self, key: str, worker: str) -> None:
+        try:
+            self._client.run(terminate_job, key, workers=[worker])
+        except Exception as error:
+            log.debug("could not ask %s to stop %s: %s", worker, key, error)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        live = list(self._futures.values())
+        self._futures.clear()
+        if live and self._gone is None:
+            self._cancel(live)
+        _quietly(lambda: self._client.unsubscribe_topic(self._topic))
+        _quietly(lambda: self._client.unsubscribe_topic("all"))
+        if self._owns_client:
+            _quietly(lambda: self._client.close(timeout=10))
+        if self._owned_cluster is not None:
+            _quietly(lambda: self._owned_cluster.close(timeout=10))
+        for run_dir in self._shares:
+            shutil.rmtree(run_dir / f".dask-{self._token}", ignore_errors=True)
+
+    # -- the workers --------------------------------------------------------------------------
+
+    def _current_workers(self) -> list[WorkerCapacity]:
+        now = time.monotonic()
+        if now - self._workers_read > _WORKERS_TTL_S and self._gone is None:
+            try:
+                info = self._client.scheduler_info(n_workers=-1)
+            except TypeError:  # an older distributed: no n_workers
+                info = self._client.scheduler_info()
+            except Exception as error:
+                log.debug("could not read the Dask workers: %s", error)
+                return self._workers
+            self._workers = [WorkerCapacity.from_info(address, described)
+                             for address, described in info.get("workers", {}).items()]
+            self._workers_read = now
+        return self._workers
+
+
+def _local_cluster(distributed: Any, options: dict[str, Any], cores: int | None,
+                   memory: int | None, gpus: int | None) -> Any:
+    """A LocalCluster sized like the local backend: *cores* threads (all CPUs but
+    one), declaring cores, memory and GPUs as resources, so Dask packs jobs as
+    the local backend would; ``n_workers`` worker processes share them."""
+    from corral.backends.local.backend import default_cores, detect_gpus, total_memory_mb
+
+    n_workers = options.get("n_workers", 1)
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise ValueError(f"n_workers={n_workers!r} must be an int >= 1")
+    cores = cores or default_cores()
+    memory = memory or total_memory_mb()
+    gpus = detect_gpus() if gpus is None else gpus
+    threads = max(1, cores // n_workers)
+    resources = {CORES: threads, MEMORY: memory * 1024 * 1024 // n_workers}
+    if gpus:
+        resources[GPU] = max(1, gpus // n_workers)
+    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads,
+                                    processes=True, host="127.0.0.1", dashboard_address=None,
+                                    resources=resources, silence_logs=logging.ERROR)
+
+
+
+def _quietly(action: Any) -> None:
+    try:
+        action()
+    except Exception as error:
+        log.debug("while closing the Dask backend: %s", error)

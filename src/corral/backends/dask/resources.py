@@ -1,0 +1,126 @@
+"""A job's cores, memory and GPUs as Dask worker resources, and the check that
+some worker can ever meet them.
+
+Dask places a task with ``resources={"GPU": 1}`` only on a worker started with
+``--resources "GPU=1"``, and a task no worker can meet waits for ever. So a
+request is sent only for what the workers declare (``cores``, ``memory`` in
+bytes, ``GPU``), and a job no current worker could ever run is refused when it
+is made, naming each worker's capacities. What the workers do not declare is
+not enforced: a 4-core job on workers without a ``cores`` resource takes one
+thread like any task, except GPUs, which a worker must declare. With no
+worker at all (an adaptive cluster that has not started any) nothing is
+refused: workers may come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from corral.errors import ResourceError
+from corral.spec import Resources
+from corral.units import format_memory
+
+__all__ = ["WorkerCapacity", "dask_resources", "refusal", "CORES", "MEMORY", "GPU"]
+
+CORES, MEMORY, GPU = "cores", "memory", "GPU"
+_BYTES_PER_MB = 1024 * 1024
+#: Workers named in a refusal before "and N more".
+_LISTED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCapacity:
+    """One Dask worker as ``Client.scheduler_info()`` describes it."""
+
+    address: str
+    nthreads: int
+    memory_limit: int  # bytes; 0: none
+    resources: Mapping[str, float]
+
+    @classmethod
+    def from_info(cls, address: str, info: Mapping[str, object]) -> WorkerCapacity:
+        resources = info.get("resources") or {}
+        return cls(address, int(info.get("nthreads") or 0),  # type: ignore[call-overload]
+                   int(info.get("memory_limit") or 0),  # type: ignore[call-overload]
+                   dict(resources))  # type: ignore[call-overload]
+
+    def describe(self) -> str:
+        declared = ", ".join(f"{name}={_amount(name, value)}"
+                             for name, value in sorted(self.resources.items()))
+        return (f"{self.address} has {declared or 'no resources declared'} "
+                f"({self.nthreads} threads"
+                + (f", memory limit {format_memory(self.memory_limit // _BYTES_PER_MB)})"
+                   if self.memory_limit else ")"))
+
+
+def _amount(name: str, value: float) -> str:
+    if name == MEMORY:
+        return format_memory(int(value) // _BYTES_PER_MB)
+    return f"{value:g}"
+
+
+def _wanted(resources: Resources) -> dict[str, float]:
+    wanted: dict[str, float] = {CORES: resources.cores}
+    if resources.memory_mb:
+        wanted[MEMORY] = float(resources.memory_mb * _BYTES_PER_MB)
+    if resources.gpus:
+        wanted[GPU] = resources.gpus
+    return wanted
+
+
+def dask_resources(resources: Resources, workers: list[WorkerCapacity]) -> dict[str, float]:
+    """What to ask Dask for: the job's request in the resources any worker
+    declares (empty: Dask places it on any thread)."""
+    declared = {name for worker in workers for name in worker.resources}
+    return {name: amount for name, amount in _wanted(resources).items() if name in declared}
+
+
+def refusal(resources: Resources, workers: list[WorkerCapacity]) -> ResourceError | None:
+    """Why no worker of *workers* can ever run a job asking *resources*, or None."""
+    if not workers:
+        return None
+    wanted = _wanted(resources)
+    declared = {name for worker in workers for name in worker.resources}
+    if GPU in wanted and GPU not in declared:
+        return ResourceError(
+            f"asks for {_count(resources.gpus, 'GPU')} but no Dask worker declares a GPU "
+            f"resource (start one with --resources \"GPU=1\"): {_listing(workers)}",
+            setting="gpus")
+    sent = {name: amount for name, amount in wanted.items() if name in declared}
+    if any(all(worker.resources.get(name, 0) >= amount for name, amount in sent.items())
+           for worker in workers):
+        if MEMORY not in sent and resources.memory_mb:
+            return _memory_limit_refusal(resources.memory_mb, workers)
+        return None
+    what = ", ".join(_ask(name, amount) for name, amount in sent.items())
+    setting = "gpus" if GPU in sent else "memory" if MEMORY in sent else "cores"
+    return ResourceError(f"asks for {what} but no Dask worker has that much: "
+                         f"{_listing(workers)}", setting=setting)
+
+
+def _memory_limit_refusal(memory_mb: int, workers: list[WorkerCapacity]) -> ResourceError | None:
+    """Without a declared memory resource, a job larger than every worker's
+    memory limit would be killed by Dask's memory guard: refuse it now."""
+    limits = [worker.memory_limit for worker in workers]
+    if any(limit == 0 for limit in limits) or max(limits) >= memory_mb * _BYTES_PER_MB:
+        return None
+    return ResourceError(f"asks for {format_memory(memory_mb)} of memory but the largest "
+                         f"Dask worker's memory limit is "
+                         f"{format_memory(max(limits) // _BYTES_PER_MB)}", setting="memory")
+
+
+def _ask(name: str, amount: float) -> str:
+    if name == MEMORY:
+        return f"{format_memory(int(amount) // _BYTES_PER_MB)} of memory"
+    return _count(int(amount), "core" if name == CORES else "GPU")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _listing(workers: list[WorkerCapacity]) -> str:
+    shown = "; ".join(worker.describe() for worker in workers[:_LISTED])
+    more = len(workers) - _LISTED
+    return shown + (f"; and {more} more" if more > 0 else "")

@@ -1,0 +1,417 @@
+"""What runs inside a Dask worker for one corral job.
+
+A Dask task cannot be killed: it is a thread of the worker. So the task does not
+run the job itself; it hands the job to a corral worker process
+(:mod:`corral.runtime.worker`, the one the local backend uses), one per Dask
+worker thread, started on the first job and reused, and waits for its reply.
+That buys every backend's semantics at the cost of a pipe round trip: result
+and packed exception, output caught at the file-descriptor level, environment
+and directory per job, whatever a job left behind killed when it ends, and a
+process tree that can be killed on cancel or timeout and that dies with the
+Dask worker.
+
+While it waits, the task looks every :data:`WATCH_S` seconds at its own
+state in the Dask worker. Dask marks a
+running task ``cancelled`` when its client cancels it or goes away (a driver
+killed), and the task then kills the job's process tree.
+
+Dask re-runs a task whose worker died (its nanny restarts the worker and the
+scheduler reschedules the task), a retry corral must decide on, per the job's
+``retries``. Each attempt therefore claims itself first, with a file in the
+run's directory when the worker sees it: a task that finds its claim taken
+returns "worker lost" without running anything. (Where the workers do not see
+the run directory, the driver learns of the lost worker from the scheduler's
+``remove-worker`` event and cancels the re-run, a few milliseconds late.)
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import pickle
+from dataclasses import dataclass, field
+
+from corral.runtime.command import KILL, TERMINATE, describe_exit
+from corral.runtime.proctree import kill_marked, kill_tree
+from corral.runtime.reaper import MARK_VARIABLE
+from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
+from corral.runtime.worker_process import (WorkerProcess, WorkerStartError, call_request,
+                                           command_request, start_worker)
+
+__all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "CLAIMS",
+           "WATCH_S", "OUTPUT_LIMIT"]
+
+#: Seconds between two looks at whether Dask still wants the running task.
+WATCH_S = 0.05
+#: The sub-directory of the run's Dask directory that holds the attempts' claims.
+CLAIMS = "claims"
+#: Bytes of each output stream sent back where the run directory is not visible.
+OUTPUT_LIMIT = 16 * 1024 * 1024
+
+
+class Ending(enum.Enum):
+    """How a task ended."""
+
+    CALL = "call"            # a Python call returned or raised: ``ok`` and ``blob``
+    COMMAND = "command"      # a command exited (``returncode``) or could not start (``reason``)
+    LOST = "lost"            # a worker died under it, or under a parent's result
+    UPSTREAM = "upstream"    # a parent did not complete: nothing ran
+    KILLED = "killed"        # cancelled in Dask while it ran
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One job as the driver sends it to Dask: plain values only."""
+
+    key: str
+    job_id: int | str
+    jobdir: str
+    #: The backend's directory inside the run (claims), as the driver sees it.
+    share: str
+    #: The topic the driver listens on for "started" events.
+    topic: str
+    call: bytes | None = None
+    #: Per value the call takes: a pickled value, or the index of a parent in
+    #: the task's *parents* whose result it is.
+    upstream: tuple[bytes | int, ...] = ()
+    argv: tuple[str, ...] = ()
+    env: tuple[tuple[str, str | None], ...] = ()
+    cwd: str | None = None
+    outcomes: str | None = None
+    #: The corral ids of the parents passed to the task, for messages.
+    parent_ids: tuple[int | str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """What a task returns to Dask, and Dask to the driver (or to a child)."""
+
+    ending: Ending
+    ok: bool = False
+    blob: bytes | None = None
+    returncode: int | None = None
+    reason: str | None = None
+    started: float = 0.0
+    ended: float = 0.0
+    #: The job's output, where the workers do not see the run directory.
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+    where: str = field(default="")
+
+    @property
+    def completed(self) -> bool:
+        if self.ending is Ending.CALL:
+            return self.ok
+        return self.ending is Ending.COMMAND and self.returncode == 0
+
+
+def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
+    """The Dask task: run one corral job in this thread's corral worker. Never raises."""
+    started = time.time()
+    for index, parent in enumerate(parents):
+        parent_id = spec.parent_ids[index] if index < len(spec.parent_ids) else "?"
+        if parent.ending is Ending.LOST:
+            return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=(
+                f"worker lost: the result of job {parent_id} was lost with its Dask worker"))
+        if not parent.completed:
+            return TaskOutcome(Ending.UPSTREAM, started=started, ended=time.time(),
+                               reason=f"upstream job {parent_id} did not complete")
+    where = _where_am_i()
+    visible = _sees(spec.share)
+    if visible:
+        taken_by = _claim(spec.share, spec.key, where)
+        if taken_by is not None:
+            return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=(
+                f"worker lost: it was running on {taken_by}, which went away"))
+    try:
+        runner = _runner()
+        _announce(spec, started, runner)
+        return _run(spec, parents, runner, visible, started, where)
+    except WorkerStartError as error:
+        return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=str(error))
+    except Exception as error:  # a bug of ours must not turn into Dask's own retries
+        return TaskOutcome(Ending.LOST, started=started, ended=time.time(),
+                           reason=f"the Dask task failed: {type(error).__name__}: {error}")
+
+
+def terminate_job(key: str) -> bool:
+    """Ask the job running as *key* in this worker to stop cleanly (an abort);
+    run by the driver through ``Client.run``. Whether it runs here."""
+    runner = _RUNNING.get(key)
+    if runner is None:
+        return False
+    if runner.runs_command:
+        runner.tell(TERMINATE, runner.job_id)
+    else:  # a call polls corral.abort_requested()
+        try:
+            os.kill(runner.worker.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+    return True
+
+
+# -- where the task runs --------------------------------------------------------------------
+
+_visible: dict[str, bool] = {}
+
+
+def _sees(share: str) -> bool:
+    """Whether this worker sees the driver's run directory (cached per run): the
+    backend's directory has a random name, so finding it is finding the same one."""
+    seen = _visible.get(share)
+    if seen is None:
+        seen = _visible[share] = os.path.isdir(os.path.join(share, CLAIMS))
+    return seen
+
+
+def _claim(share: str, key: str, where: str) -> str | None:
+    """Claim the attempt *key*; None, or who claimed it first (a worker that died)."""
+    path = os.path.join(share, CLAIMS, key)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        try:
+            with open(path) as handle:
+                return handle.read() or "another Dask worker"
+        except OSError:
+            return "another Dask worker"
+    try:
+        os.write(descriptor, where.encode())
+    finally:
+        os.close(descriptor)
+    return None
+
+
+def _where_am_i() -> str:
+    try:
+        from distributed import get_worker
+
+        address = get_worker().address
+    except Exception:  # not in a worker (called directly)
+        address = socket.gethostname()
+    return f"Dask worker {address} (pid {os.getpid()})"
+
+
+def _announce(spec: TaskSpec, started: float, runner: _Runner) -> None:
+    """Tell the driver the job started, where, and where its output can be read
+    while it runs (the driver reads it only on the same machine)."""
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(spec.topic, ("start", spec.key, started, socket.gethostname(),
+                                            get_worker().address, runner.worker.spool))
+    except Exception:  # the driver then learns the start from the outcome
+        pass
+
+
+def _still_wanted(key: str) -> bool:
+    """Whether Dask still wants the task *key* run (not cancelled, client alive)."""
+    try:
+        from distributed import get_worker
+
+        task = get_worker().state.tasks.get(key)
+    except Exception:
+        return True
+    return task is not None and task.state in ("executing", "long-running")
+
+
+# -- the corral worker process serving this thread ----------------------------------------------
+
+_RUNNERS: dict[int, _Runner] = {}
+_RUNNING: dict[str, _Runner] = {}  # key -> the runner running it, for terminate_job
+_numbers = itertools.count(1)
+_token = f"dask-{os.getpid()}-{os.urandom(4).hex()}"
+_spool_root: list[str] = []
+_lock = threading.Lock()
+
+
+class _Runner:
+    """One corral worker process, serving one Dask worker thread."""
+
+    def __init__(self) -> None:
+        number = next(_numbers)
+        # Ends with a dot: runner 1's mark must not be a prefix of runner 12's.
+        self.mark = f"{_token}.{number}."
+        environment = dict(os.environ, **{MARK_VARIABLE: self.mark})
+        self.worker: WorkerProcess = start_worker(
+            sys.executable, os.path.join(_spool_directory(), f"runner-{number}"), environment)
+        self.ended = os.pidfd_open(self.worker.pid)
+        self.pipe_lock = threading.Lock()  # the task's thread and terminate_job both write
+        self.runs_command = False
+        self.job_id: int | str | None = None
+        self.sent_environment: dict[bytes, bytes] | None = None
+
+    def send(self, request: tuple) -> None:
+        with self.pipe_lock:
+            self.worker.requests.send_bytes(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
+
+    def tell(self, action: str, job_id: object) -> None:
+        try:
+            self.send((action, job_id))
+        except OSError:  # it died: the task notices
+            pass
+
+    def close(self) -> None:
+        kill_tree(self.worker.pid)
+        try:
+            self.worker.process.wait(timeout=5)
+        except Exception:
+            pass
+        kill_marked(MARK_VARIABLE, self.mark)  # what it started that left its tree
+        for closing in (self.worker.requests.close, self.worker.replies.close,
+                        lambda: os.close(self.ended)):
+            try:
+                closing()
+            except OSError:
+                pass
+
+
+def _spool_directory() -> str:
+    with _lock:
+        if not _spool_root:
+            _spool_root.append(make_owned_tempdir(SPOOL_PREFIX))
+        return _spool_root[0]
+
+
+def _runner() -> _Runner:
+    """This thread's corral worker, started on first use or after it died."""
+    thread = threading.get_ident()
+    runner = _RUNNERS.get(thread)
+    if runner is None or runner.worker.process.poll() is not None:
+        if runner is not None:
+            runner.close()
+        runner = _RUNNERS[thread] = _Runner()
+    return runner
+
+
+def _retire(runner: _Runner) -> None:
+    """Stop *runner* for good (it was killed with a job): the next job starts another."""
+    if _RUNNERS.get(threading.get_ident()) is runner:
+        del _RUNNERS[threading.get_ident()]
+    runner.close()
+
+
+# -- running one job -----------------------------------------------------------------------------
+
+def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: bool,
+         started: float, where: str) -> TaskOutcome:
+    jobdir = spec.jobdir if visible else tempfile.mkdtemp(dir=_spool_directory())
+    try:
+        if spec.call is not None:
+            upstream = [parents[item].blob or b"" if isinstance(item, int) else item
+                        for item in spec.upstream]
+            request = call_request(spec.job_id, jobdir, spec.call, upstream, spec.env,
+                                   spec.cwd, spec.outcomes if visible else None)
+        else:
+            request = command_request(spec.job_id, jobdir, spec.argv,
+                                      _command_environment(spec, runner), spec.cwd)
+        runner.job_id, runner.runs_command = spec.job_id, spec.call is None
+        _RUNNING[spec.key] = runner
+        try:
+            runner.send(request)
+            reply = _wait_for_reply(spec, runner)
+        finally:
+            _RUNNING.pop(spec.key, None)
+        ended = time.time()
+        output: dict[str, bytes | None] = {}
+        if not visible:
+            output = {name: _read_output(os.path.join(jobdir, name))
+                      for name in ("stdout", "stderr")}
+        if reply is None:  # cancelled in Dask: killed
+            return TaskOutcome(Ending.KILLED, started=started, ended=ended, where=where,
+                               **output)
+        if isinstance(reply, str):  # the runner died under the job
+            return TaskOutcome(Ending.LOST, reason=reply, started=started, ended=ended,
+                               where=where, **output)
+        _, ok, blob = reply
+        if ok is None:  # a command: (exit status, why it could not start)
+            returncode, not_started = blob
+            return TaskOutcome(Ending.COMMAND, returncode=returncode, reason=not_started,
+                               started=started, ended=ended, where=where, **output)
+        return TaskOutcome(Ending.CALL, ok=bool(ok), blob=blob, started=started, ended=ended,
+                           where=where, **output)
+    finally:
+        if not visible:
+            shutil.rmtree(jobdir, ignore_errors=True)
+
+
+def _command_environment(spec: TaskSpec, runner: _Runner) -> dict[bytes, bytes] | None:
+    """The command's environment: this worker's, the job's own, and the
+    runner's mark; None when it is the one the runner's last command had."""
+    environment = dict(os.environb)
+    environment[b"CORRAL_JOB_ID"] = str(spec.job_id).encode()
+    for key, value in spec.env:
+        if value is None:
+            environment.pop(os.fsencode(key), None)
+        else:
+            environment[os.fsencode(key)] = os.fsencode(value)
+    environment[MARK_VARIABLE.encode()] = runner.mark.encode()
+    if environment == runner.sent_environment:
+        return None
+    runner.sent_environment = environment
+    return environment
+
+
+def _wait_for_reply(spec: TaskSpec, runner: _Runner) -> tuple | str | None:
+    """The runner's reply; None once Dask cancelled the task (the job is then
+    killed); or why the runner died (a string)."""
+    replies = runner.worker.replies
+    while True:
+        ready, _, _ = select.select([replies, runner.ended], [], [], WATCH_S)
+        if replies in ready or (runner.ended in ready and replies.poll(0)):
+            try:
+                return pickle.loads(replies.recv_bytes())
+            except (EOFError, OSError):
+                return _runner_died(runner)
+        if runner.ended in ready:
+            return _runner_died(runner)
+        if not _still_wanted(spec.key):
+            _kill(runner)
+            return None
+
+
+def _kill(runner: _Runner) -> None:
+    """Kill the running job with every process it started."""
+    if runner.runs_command:  # the runner kills the command's tree and replies
+        runner.tell(KILL, runner.job_id)
+        ready, _, _ = select.select([runner.worker.replies], [], [], 5)
+        if ready:
+            try:
+                runner.worker.replies.recv_bytes()
+                return
+            except (EOFError, OSError):
+                pass
+    _retire(runner)  # a call runs in the runner itself: it goes with its tree
+
+
+def _runner_died(runner: _Runner) -> str:
+    pid = runner.worker.pid
+    _retire(runner)
+    code = runner.worker.process.returncode
+    how = "gone" if code is None else describe_exit(code)
+    return f"worker lost: its process (pid {pid}) was {how}"
+
+
+def _read_output(path: str) -> bytes | None:
+    """A job's output file, its last :data:`OUTPUT_LIMIT` bytes (None: none)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size > OUTPUT_LIMIT:
+                handle.seek(size - OUTPUT_LIMIT)
+                note = f"[corral: the first {size - OUTPUT_LIMIT} bytes were left on the worker]\n"
+                return note.encode() + handle.read()
+            handle.seek(0)
+            return handle.read()
+    except FileNotFoundError:
+        return None
+

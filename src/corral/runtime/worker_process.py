@@ -1,0 +1,92 @@
+"""Start a persistent worker (:mod:`corral.runtime.worker`) and speak its protocol.
+
+The local backend keeps a pool of these next to the driver; the Dask backend's
+task starts one per Dask worker thread, inside the Dask worker. Both start it
+and word its requests here, so a job runs the same way wherever it lands: the
+worker's spool, its subreaper, its kill of whatever a job left behind, and its
+death with its parent process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+__all__ = ["WorkerProcess", "start_worker", "call_request", "command_request",
+           "WorkerStartError"]
+
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[5]); "
+    "from corral.runtime.worker import main; main()"
+)
+
+
+class WorkerStartError(OSError):
+    """The worker's interpreter could not be started."""
+
+
+@dataclass
+class WorkerProcess:
+    """A started worker: its process and the two pipes to it."""
+
+    process: subprocess.Popen
+    requests: Connection
+    replies: Connection
+    #: Where a running job's output can be read: the spool's stdout and stderr files.
+    spool: tuple[str, str]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str]) -> WorkerProcess:
+    """Start a worker with *python* in a session of its own, tied to this process
+    (it dies, with its jobs' processes, when this process dies).
+
+    Raises:
+        WorkerStartError: *python* cannot be started.
+    """
+    from multiprocessing.connection import Connection
+
+    request_read, request_write = os.pipe2(os.O_CLOEXEC)
+    reply_read, reply_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        process = subprocess.Popen(
+            [python, "-c", _BOOT, str(request_read), str(reply_write), str(os.getpid()),
+             spool_prefix, json.dumps(sys.path)],
+            pass_fds=(request_read, reply_write), stdin=subprocess.DEVNULL,
+            start_new_session=True, env=dict(environment),
+        )
+    except OSError as error:
+        for fd in (request_read, request_write, reply_read, reply_write):
+            os.close(fd)
+        raise WorkerStartError(f"cannot start a worker with {python}: {error}") from error
+    os.close(request_read)
+    os.close(reply_write)
+    return WorkerProcess(process, Connection(request_write, readable=False),
+                         Connection(reply_read, writable=False),
+                         (spool_prefix + ".stdout", spool_prefix + ".stderr"))
+
+
+def call_request(job_id: object, jobdir: str, payload: bytes,
+                 upstream: Sequence[bytes | int | str],
+                 env: tuple[tuple[str, str | None], ...], cwd: str | None,
+                 outcomes: str | None) -> tuple:
+    """The request that runs a pickled Python call (see :mod:`corral.runtime.worker`)."""
+    return ("call", job_id, jobdir, payload, tuple(upstream), env, cwd, outcomes)
+
+
+def command_request(job_id: object, jobdir: str, argv: Sequence[str],
+                    environment: Mapping[bytes, bytes] | None, cwd: str | None) -> tuple:
+    """The request that runs a script or shell command; *environment* None: the
+    same as the worker's previous command's."""
+    return ("command", job_id, jobdir, tuple(argv), environment, cwd)
