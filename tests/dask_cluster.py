@@ -40,18 +40,26 @@ class DaskCluster:
 _TESTS = str(Path(__file__).parent)
 
 
-def _dask(*arguments: str, log: Path) -> subprocess.Popen:
+def _dask(*arguments: str, log: Path, hide: Path | None = None) -> subprocess.Popen:
+    """Start ``dask ARGUMENTS``; with *hide*, in a mount namespace of its own where an
+    empty tmpfs covers *hide*: a worker on another machine, without the shared filesystem."""
     path = os.pathsep.join(filter(None, (_TESTS, os.environ.get("PYTHONPATH"))))
+    command = [os.path.join(os.path.dirname(sys.executable), "dask"), *arguments]
+    if hide is not None:
+        hide.mkdir(parents=True, exist_ok=True)
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs corral-hidden "$0" && exec "$@"', str(hide), *command]
     with open(log, "ab") as sink:
-        return subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "dask"),
-                                 *arguments], stdout=sink, env={**os.environ, "PYTHONPATH": path}, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": path})
 
 
 def start(directory: Path, workers: tuple[str | None, ...] = (WITH_RESOURCES, None),
-          timeout: float = 60) -> DaskCluster:
+          timeout: float = 60, hide: Path | None = None) -> DaskCluster:
     """Start a scheduler and one worker per item of *workers* (its ``--resources``,
-    or None), all listening on 127.0.0.1 only."""
+    or None), all listening on 127.0.0.1 only; with *hide*, workers that do not see
+    that directory (see :func:`_dask`; needs root)."""
     directory.mkdir(parents=True, exist_ok=True)
     scheduler_file = directory / "scheduler.json"
     scheduler_file.unlink(missing_ok=True)
@@ -59,8 +67,8 @@ def start(directory: Path, workers: tuple[str | None, ...] = (WITH_RESOURCES, No
     cluster = DaskCluster("", directory)
     started = cluster.processes
     started.append(_dask("scheduler", "--host", "127.0.0.1", "--port", "0",
-                                   "--no-dashboard", "--scheduler-file", str(scheduler_file),
-                                   log=log))
+                         "--dashboard-address", "127.0.0.1:0", "--no-dashboard",
+                         "--scheduler-file", str(scheduler_file), log=log))
     try:
         cluster.address = _read_address(scheduler_file, cluster.processes[0], log, timeout)
         for resources in workers:
@@ -68,7 +76,7 @@ def start(directory: Path, workers: tuple[str | None, ...] = (WITH_RESOURCES, No
                          "--host", "127.0.0.1", "--local-directory", str(directory / "space")]
             if resources:
                 arguments += ["--resources", resources]
-            started.append(_dask(*arguments, log=log))
+            started.append(_dask(*arguments, log=log, hide=hide))
         SESSION_PROCESSES.update(process.pid for process in started)
         _wait_for_workers(cluster, len(workers), timeout)
     except BaseException:

@@ -117,7 +117,7 @@ def test_each_backend_declares_help_for_every_job_option():
 
 
 #: corral's own backends, in the order the registry declares them.
-CORRALS_OWN = ["local", "slurm", "sge", "pbs", "lsf"]
+CORRALS_OWN = ["local", "slurm", "sge", "pbs", "lsf", "dask"]
 
 
 @pytest.mark.parametrize("name", CORRALS_OWN)

@@ -332,4 +332,4 @@ def test_an_unknown_daemon_backend_lists_the_registered_ones_and_the_closest(use
         load_config(cwd=project)
     assert str(caught.value) == (f"{project / 'corral.toml'}:2: daemon.backend: "
                                  "backend='slrum' must be one of 'local', 'slurm', 'sge', "
-                                 "'pbs', 'lsf', 'auto'; did you mean 'slurm'?")
+                                 "'pbs', 'lsf', 'dask', 'auto'; did you mean 'slurm'?")

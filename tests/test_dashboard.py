@@ -192,10 +192,12 @@ def test_the_page_follows_a_running_script_and_its_buttons_act_on_it(
 
     (scratch / "stop-talking").touch()
     wait_until(lambda: corral.Run(cli.run).owner is None, 30, "the script to end")
-    wait_until(lambda: browser.find_element(By.ID, "btn-pause").get_attribute("disabled"), 10,
-               "the controls to be disabled once no driver runs")
-    note = browser.find_element(By.ID, "control-note").text
-    assert "read-only: no corral process drives this run now" in note
+    # The note first: the pause button is also disabled while the page still shows
+    # the run paused, before its next poll.
+    wait_until(lambda: "read-only: no corral process drives this run now"
+               in browser.find_element(By.ID, "control-note").text, 10,
+               "the page to say no driver runs")
+    assert browser.find_element(By.ID, "btn-pause").get_attribute("disabled")
     assert job_status_shown(browser, "later") == "completed"
     screenshot(browser, "dashboard-finished")
 

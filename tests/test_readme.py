@@ -38,6 +38,8 @@ def test_the_python_examples_in_the_readme_run(tmp_path):
         assert done.returncode == 0, done.stderr
         if number == 0:  # the tour
             assert "22.5" in done.stdout
+        if 'backend="dask"' in block:  # a LocalCluster of its own
+            assert done.stdout == "CORRAL ON DASK None 3\n", done.stdout
 
 
 def test_the_slurm_example_in_the_readme_runs_on_slurm(slurm, tmp_path):

@@ -942,7 +942,7 @@ def test_bad_backend_options_are_refused_with_a_message(tmp_path, options, messa
 def test_a_misspelt_backend_is_refused_with_a_suggestion():
     with pytest.raises(ValueError, match=re.escape(
             "unknown backend 'slrum'; did you mean 'slurm'? "
-            "(known: local, slurm, sge, pbs, lsf, auto)")):
+            "(known: local, slurm, sge, pbs, lsf, dask, auto)")):
         corral.Scheduler(backend="slrum")
 
 

@@ -125,6 +125,10 @@ class DaemonSettings:
     idle: float = 300.0
     #: A registered backend's name, or "auto" (see corral.backends).
     backend: str = DEFAULT_BACKEND
+    #: Where that backend's own scheduler listens (Dask: "tcp://host:8786").
+    address: str | None = None
+    #: The backend's settings, as ``Scheduler(backend_options=...)`` takes them.
+    backend_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,6 +545,20 @@ def _daemon_backend(value: Any, name: str) -> tuple[str, str]:
     return "backend", value
 
 
+def _daemon_address(value: Any, name: str) -> tuple[str, str]:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}={value!r} must be a scheduler's address, e.g. "
+                         "\"tcp://host:8786\"")
+    return "address", value.strip()
+
+
+def _daemon_backend_options(value: Any, name: str) -> tuple[str, Mapping[str, Any]]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a table of the backend's settings, e.g. "
+                         "backend_options = { n_workers = 2 }")
+    return "backend_options", MappingProxyType(dict(value))
+
+
 _DAEMON_KEYS: dict[str, Callable[[Any, str], tuple[str, Any]]] = {
     "cores": _count(1),
     "memory": _daemon_memory,
@@ -549,6 +567,8 @@ _DAEMON_KEYS: dict[str, Callable[[Any, str], tuple[str, Any]]] = {
     "tokens": _count(0),
     "idle": _daemon_idle,
     "backend": _daemon_backend,
+    "address": _daemon_address,
+    "backend_options": _daemon_backend_options,
 }
 
 

@@ -164,7 +164,8 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
                               config=config,
                               cores=settings.cores, memory=settings.memory_mb,
                               gpus=settings.gpus, queues=dict(settings.queues),
-                              tokens=settings.tokens)
+                              tokens=settings.tokens, address=settings.address,
+                              backend_options=dict(settings.backend_options) or None)
     except RunInUse:
         return 0  # another daemon won the race to start; it serves the run
     stop = threading.Event()

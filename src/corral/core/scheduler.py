@@ -163,7 +163,7 @@ class Scheduler(Executor):
             default: read from the config files (see :mod:`corral.config`).
         backend_options: settings of the backend itself; for batch schedulers see
             :mod:`corral.backends.batch.settings` (``poll_interval``,
-            ``array_throttle``, ...); for Dask ``address``, ``client``, ``n_workers``.
+            ``array_throttle``, ...); ``corral backends`` lists each backend's.
         address: where the backend's own scheduler listens, for a backend that
             connects to one: Dask's ``"tcp://host:8786"``, or a
             ``distributed.Client`` or cluster object (LocalCluster, dask-jobqueue).
@@ -852,8 +852,10 @@ def _with_address(backend: str, address: Any,
     if address is None:
         return backend_options
     if "address" not in backend_info(backend).backend_options:
+        takers = [name for name in backend_names()
+                  if "address" in backend_info(name).backend_options]
         raise ValueError(f"address={address!r} is for a backend that connects to a scheduler "
-                         f"of its own (such as dask); the {backend} backend takes none")
+                         f"of its own ({', '.join(takers)}); the {backend} backend takes none")
     if backend_options and ("address" in backend_options or "client" in backend_options):
         raise ValueError("give the address once: address= or backend_options['address'], "
                          "not both")

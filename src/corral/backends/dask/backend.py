@@ -66,6 +66,8 @@ class DaskBackend:
 
     name: ClassVar[str] = BACKEND.name
     capabilities: ClassVar[Capabilities] = BACKEND.capabilities
+    chains_dependencies: ClassVar[bool] = True
+    enforces_walltime: ClassVar[bool] = False
 
     def __init__(self, cores: int | None = None, memory: int | None = None,
                  gpus: int | None = None, options: dict[str, Any] | None = None,
@@ -218,15 +220,6 @@ class DaskBackend:
 
     def can_chain(self, job_id: int | str) -> bool:
         return self._gone is None and job_id in self._futures
-
-    def attach(self, submission: Submission, native_id: str) -> None:  # never outlives a driver
-        raise BackendError("the Dask backend cannot follow a job of an earlier driver")
-
-    def hold(self, job_ids: Collection[int | str]) -> None:  # pragma: no cover - holds=False
-        pass
-
-    def release(self, job_ids: Collection[int | str]) -> None:  # pragma: no cover - holds=False
-        pass
 
     # -- what comes back ------------------------------------------------------------------------
 
@@ -387,14 +380,9 @@ class DaskBackend:
         """Why Dask cancelled a future corral did not kill: the scheduler went
         away (a reason for the job, and every job after it), or None (someone
         cancelled it in Dask)."""
-        try:
-            future.result(timeout=0)
-        except BaseException as error:
-            said = str(error)
-        else:
-            said = ""
-        status = getattr(self._client, "status", "running")
-        if "scheduler-connection-lost" in said or status not in ("running", "connecting"):
+        state = getattr(future, "_state", None)  # distributed keeps the reason there only
+        said = str(getattr(state, "exception", "") or "")
+        if "scheduler-connection-lost" in said or self._client.status != "running":
             self._gone = f"the Dask scheduler at {self.address} went away"
             return self._gone
         return None
@@ -489,7 +477,9 @@ def _local_cluster(distributed: Any, options: dict[str, Any], cores: int | None,
                    memory: int | None, gpus: int | None) -> Any:
     """A LocalCluster sized like the local backend: *cores* threads (all CPUs but
     one), declaring cores, memory and GPUs as resources, so Dask packs jobs as
-    the local backend would; ``n_workers`` worker processes share them."""
+    the local backend would; ``n_workers`` worker processes share them. Everything
+    listens on 127.0.0.1 only, its HTTP server on a free port (Dask's default,
+    8787, may be taken by another cluster)."""
     from corral.backends.local.backend import default_cores, detect_gpus, total_memory_mb
 
     n_workers = options.get("n_workers", 1)
@@ -503,8 +493,9 @@ def _local_cluster(distributed: Any, options: dict[str, Any], cores: int | None,
     if gpus:
         resources[GPU] = max(1, gpus // n_workers)
     return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads,
-                                    processes=True, host="127.0.0.1", dashboard_address=None,
-                                    resources=resources, silence_logs=logging.ERROR)
+                                    processes=True, host="127.0.0.1",
+                                    dashboard_address="127.0.0.1:0", resources=resources,
+                                    silence_logs=logging.ERROR)
 
 
 

@@ -5,7 +5,8 @@ Dask places a task with ``resources={"GPU": 1}`` only on a worker started with
 ``--resources "GPU=1"``, and a task no worker can meet waits for ever. So a
 request is sent only for what the workers declare (``cores``, ``memory`` in
 bytes, ``GPU``), and a job no current worker could ever run is refused when it
-is made, naming each worker's capacities. What the workers do not declare is
+is made, naming each worker's capacities (the workers' settings, not the
+Scheduler's, make room: no ``setting`` is named). What the workers do not declare is
 not enforced: a 4-core job on workers without a ``cores`` resource takes one
 thread like any task, except GPUs, which a worker must declare. With no
 worker at all (an adaptive cluster that has not started any) nothing is
@@ -85,18 +86,17 @@ def refusal(resources: Resources, workers: list[WorkerCapacity]) -> ResourceErro
     if GPU in wanted and GPU not in declared:
         return ResourceError(
             f"asks for {_count(resources.gpus, 'GPU')} but no Dask worker declares a GPU "
-            f"resource (start one with --resources \"GPU=1\"): {_listing(workers)}",
-            setting="gpus")
+            f"resource (start one with --resources \"GPU=1\"): {_listing(workers)}")
     sent = {name: amount for name, amount in wanted.items() if name in declared}
     if any(all(worker.resources.get(name, 0) >= amount for name, amount in sent.items())
            for worker in workers):
         if MEMORY not in sent and resources.memory_mb:
             return _memory_limit_refusal(resources.memory_mb, workers)
         return None
-    what = ", ".join(_ask(name, amount) for name, amount in sent.items())
-    setting = "gpus" if GPU in sent else "memory" if MEMORY in sent else "cores"
+    what = ", ".join(_ask(name, amount) for name, amount in sent.items()
+                     if not (name == CORES and amount == 1))
     return ResourceError(f"asks for {what} but no Dask worker has that much: "
-                         f"{_listing(workers)}", setting=setting)
+                         f"{_listing(workers)}")
 
 
 def _memory_limit_refusal(memory_mb: int, workers: list[WorkerCapacity]) -> ResourceError | None:
@@ -107,7 +107,7 @@ def _memory_limit_refusal(memory_mb: int, workers: list[WorkerCapacity]) -> Reso
         return None
     return ResourceError(f"asks for {format_memory(memory_mb)} of memory but the largest "
                          f"Dask worker's memory limit is "
-                         f"{format_memory(max(limits) // _BYTES_PER_MB)}", setting="memory")
+                         f"{format_memory(max(limits) // _BYTES_PER_MB)}")
 
 
 def _ask(name: str, amount: float) -> str:

@@ -39,6 +39,7 @@ import threading
 import time
 import pickle
 from dataclasses import dataclass, field
+from typing import Any
 
 from corral.runtime.command import KILL, TERMINATE, describe_exit
 from corral.runtime.proctree import kill_marked, kill_tree
@@ -322,23 +323,24 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
         finally:
             _RUNNING.pop(spec.key, None)
         ended = time.time()
-        output: dict[str, bytes | None] = {}
-        if not visible:
-            output = {name: _read_output(os.path.join(jobdir, name))
-                      for name in ("stdout", "stderr")}
+        stdout = stderr = None
+        if not visible:  # sent back with the outcome
+            stdout = _read_output(os.path.join(jobdir, "stdout"))
+            stderr = _read_output(os.path.join(jobdir, "stderr"))
         if reply is None:  # cancelled in Dask: killed
             return TaskOutcome(Ending.KILLED, started=started, ended=ended, where=where,
-                               **output)
+                               stdout=stdout, stderr=stderr)
         if isinstance(reply, str):  # the runner died under the job
             return TaskOutcome(Ending.LOST, reason=reply, started=started, ended=ended,
-                               where=where, **output)
+                               where=where, stdout=stdout, stderr=stderr)
         _, ok, blob = reply
         if ok is None:  # a command: (exit status, why it could not start)
             returncode, not_started = blob
             return TaskOutcome(Ending.COMMAND, returncode=returncode, reason=not_started,
-                               started=started, ended=ended, where=where, **output)
+                               started=started, ended=ended, where=where, stdout=stdout,
+                               stderr=stderr)
         return TaskOutcome(Ending.CALL, ok=bool(ok), blob=blob, started=started, ended=ended,
-                           where=where, **output)
+                           where=where, stdout=stdout, stderr=stderr)
     finally:
         if not visible:
             shutil.rmtree(jobdir, ignore_errors=True)
@@ -365,8 +367,9 @@ def _wait_for_reply(spec: TaskSpec, runner: _Runner) -> tuple | str | None:
     """The runner's reply; None once Dask cancelled the task (the job is then
     killed); or why the runner died (a string)."""
     replies = runner.worker.replies
+    watched: list[Any] = [replies, runner.ended]
     while True:
-        ready, _, _ = select.select([replies, runner.ended], [], [], WATCH_S)
+        ready, _, _ = select.select(watched, [], [], WATCH_S)
         if replies in ready or (runner.ended in ready and replies.poll(0)):
             try:
                 return pickle.loads(replies.recv_bytes())

@@ -297,6 +297,7 @@ class LocalBackend:
     # -- Python calls ------------------------------------------------------------
 
     def _start_call(self, submission: Submission, gpus: tuple[int, ...]) -> _Worker:
+        assert submission.call is not None, "a call's submission carries its payload"
         worker = self._idle_worker(gpus) or self._spawn_worker(gpus)
         request = call_request(submission.job_id, str(submission.jobdir), submission.call,
                                submission.upstream, submission.env, submission.cwd,

@@ -1,0 +1,141 @@
+"""corral on Dask against raw Dask, on the same cluster, in the same run.
+
+Both drive one ``distributed.LocalCluster`` (worker processes on loopback), each
+through a Client of its own: raw Dask with ``client.submit`` / ``client.map`` as a
+user would write it, corral with ``Scheduler(backend="dask", address=cluster)``.
+Each workload runs them alternately, several times; the table gives medians and
+the ratio corral/raw (below 1.3 meets the target for calls; at most 1.0 for the DAG).
+
+    python benchmarks/bench_dask.py              # print the table
+    python benchmarks/bench_dask.py --write      # also refresh benchmarks/RESULTS.md
+
+Workloads:
+  noop-1000   1,000 calls of a no-op function
+  dag-10000   a layered DAG of 10,000 no-op calls (100 layers x 100, 2 parents each)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+import corral
+
+WORKERS, THREADS = 2, 1
+
+
+def noop(*parents: object) -> None:
+    return None
+
+
+def layered_dag(layers: int = 100, width: int = 100) -> dict[int, list[int]]:
+    """node -> its parents: each node of a layer waits for two of the previous one."""
+    graph: dict[int, list[int]] = {}
+    for layer in range(layers):
+        for i in range(width):
+            parents = (i, (i + 1) % width)
+            graph[layer * width + i] = ([] if layer == 0
+                                        else [(layer - 1) * width + j for j in parents])
+    return graph
+
+
+def noop_corral(scheduler: corral.Scheduler, count: int) -> None:
+    for job in [scheduler.submit(noop) for _ in range(count)]:
+        job.result()
+
+
+def noop_dask_submit(client, count: int) -> None:
+    client.gather([client.submit(noop, pure=False) for _ in range(count)])
+
+
+def noop_dask_map(client, count: int) -> None:
+    client.gather(client.map(noop, range(count), pure=False))
+
+
+def dag_corral(scheduler: corral.Scheduler, graph: dict[int, list[int]]) -> None:
+    handles: dict[int, corral.Job] = {}
+    for node, parents in graph.items():
+        handles[node] = corral.Job(noop, after=[handles[p] for p in parents] or None)
+    scheduler.dispatch(handles.values())
+    for job in handles.values():
+        job.result()
+
+
+def dag_dask(client, graph: dict[int, list[int]]) -> None:
+    """The whole graph at once, each node a submit with its parents' futures."""
+    futures: dict[int, object] = {}
+    for node, parents in graph.items():
+        futures[node] = client.submit(noop, *[futures[p] for p in parents], pure=False)
+    client.gather(list(futures.values()))
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def median_of(repeat: int, actions: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {name: [] for name in actions}
+    for _ in range(repeat):
+        for name, action in actions.items():
+            samples[name].append(timed(action))
+    return samples
+
+
+def rows_for(workload: str, samples: dict[str, list[float]]) -> list[str]:
+    mine = statistics.median(samples["corral"])
+    rows = []
+    for name, values in samples.items():
+        median = statistics.median(values)
+        spread = f"{min(values):.2f}-{max(values):.2f} s"
+        ratio = "" if name == "corral" else f"corral/raw = {mine / median:.2f}"
+        rows.append(f"| {workload if name == 'corral' else ''} | {name} | {median:.3f} s "
+                    f"| {spread} | {ratio} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each workload")
+    parser.add_argument("--write", action="store_true", help="refresh benchmarks/RESULTS.md")
+    options = parser.parse_args()
+    from distributed import Client, LocalCluster
+
+    graph = layered_dag()
+    rows = ["| workload | tool | median | range | ratio |", "| --- | --- | --- | --- | --- |"]
+    with LocalCluster(n_workers=WORKERS, threads_per_worker=THREADS, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      silence_logs=logging.ERROR) as cluster, \
+            Client(cluster, set_as_default=False) as client, \
+            corral.Scheduler(backend="dask", address=cluster) as scheduler:
+        noop_corral(scheduler, 50)  # warm up: corral's worker processes, imports
+        noop_dask_submit(client, 50)
+        rows += rows_for("1,000 no-op calls", median_of(options.repeat, {
+            "corral": lambda: noop_corral(scheduler, 1000),
+            "raw client.submit": lambda: noop_dask_submit(client, 1000),
+            "raw client.map": lambda: noop_dask_map(client, 1000),
+        }))
+        rows += rows_for("layered DAG, 10,000 no-op calls", median_of(
+            max(3, options.repeat // 2), {
+                "corral": lambda: dag_corral(scheduler, graph),
+                "raw client.submit": lambda: dag_dask(client, graph),
+            }))
+    table = "\n".join(rows)
+    print(table)
+    if options.write:
+        from results_file import machine_line, write_section
+
+        command = "python benchmarks/bench_dask.py --write" + (
+            f" --repeat {options.repeat}" if options.repeat != 5 else "")
+        write_section("dask", f"## Dask backend against raw Dask (same LocalCluster: "
+                              f"{WORKERS} worker processes x {THREADS} thread)\n\n"
+                              f"{machine_line(command)}\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()

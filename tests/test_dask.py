@@ -1,0 +1,286 @@
+"""The Dask backend on a real ``dask scheduler`` with two ``dask worker`` processes on
+loopback (``tests/dask_cluster.py``: the first declares ``cores=2,GPU=1``, the second
+nothing), and on LocalClusters. The user stories every backend passes are in
+``test_backend_contract.py``; these are what is Dask's own: connecting, resources,
+chaining in Dask, a worker or the scheduler dying, and the daemon on Dask."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import corral
+import dask_cluster
+from corral import JobStatus
+from jobs import (add, raise_custom, report_environment, spawn_tree_and_wait, square, talk,
+                  wait_for_file, write_pid_and_wait)
+from support.cli import Corral
+from support.processes import pids_alive
+from support.waiting import loop_barrier, wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster(contract_dask: dask_cluster.DaskCluster) -> dask_cluster.DaskCluster:
+    """The session's Dask cluster (shared with the contract stories)."""
+    return contract_dask
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[dask_cluster.DaskCluster]:
+    """A cluster of this test's own, for a test that kills part of it."""
+    started = dask_cluster.start(tmp_path / "own-dask")
+    try:
+        yield started
+    finally:
+        dask_cluster.stop(started)
+
+
+def on(cluster: dask_cluster.DaskCluster, tmp_path: Path, **options) -> corral.Scheduler:
+    return corral.Scheduler(backend="dask", address=cluster.address, workdir=tmp_path / "run",
+                            **options)
+
+
+def dask_worker_of(job_pid: int) -> int:
+    """The Dask worker process that ran a job: the parent of the job's process."""
+    return psutil.Process(job_pid).ppid()
+
+
+def worker_with_gpu(cluster: dask_cluster.DaskCluster) -> int:
+    from distributed import Client
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        address = next(address for address, info in workers.items() if info["resources"])
+        return int(client.run(os.getpid, workers=[address])[address])
+
+
+# -- connecting -------------------------------------------------------------------------------
+
+
+def test_a_job_sees_its_env_cwd_and_id_and_a_failure_keeps_its_remote_traceback(cluster,
+                                                                                 tmp_path):
+    with on(cluster, tmp_path) as sched:
+        seen = sched.options(env={"GREETING": "hi"}, cwd=tmp_path).submit(
+            report_environment, "GREETING", "CORRAL_JOB_ID")
+        failing = sched.submit(raise_custom, "no such sample")
+        assert seen.result(timeout=60) == {"GREETING": "hi", "CORRAL_JOB_ID": str(seen.id),
+                                           "cwd": os.fspath(tmp_path)}
+        with pytest.raises(Exception, match="no such sample") as raised:
+            failing.result(timeout=60)
+    assert "raise_custom" in str(raised.value.__cause__)  # the worker's traceback
+    assert failing.status is JobStatus.FAILED
+
+
+def test_a_client_the_user_made_is_used_and_left_open(cluster, tmp_path):
+    from distributed import Client
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as client:
+        with corral.Scheduler(backend="dask", address=client, workdir=tmp_path / "run") as sched:
+            assert sched.submit(square, 6).result(timeout=60) == 36
+        assert client.status == "running"
+        assert client.submit(square, 5, pure=False).result(timeout=30) == 25
+
+
+def test_without_an_address_a_local_cluster_runs_the_jobs_and_goes_at_shutdown(tmp_path):
+    with corral.Scheduler(backend="dask", cores=2, workdir=tmp_path / "run") as sched:
+        pid_file = tmp_path / "pid"
+        job = sched.submit(write_pid_and_wait, os.fspath(pid_file), os.fspath(tmp_path / "go"))
+        wait_until(pid_file.exists, timeout=60, message="the job to start")
+        worker = dask_worker_of(int(pid_file.read_text()))
+        (tmp_path / "go").touch()
+        job.result(timeout=60)
+        assert job.native_id.startswith("corral-")
+    wait_until(lambda: not pids_alive([worker]), timeout=30,
+               message="the LocalCluster's worker to end with the scheduler")
+
+
+def test_a_cluster_object_is_connected_to_and_left_running(tmp_path):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as dask_cluster_object:
+        with corral.Scheduler(backend="dask", address=dask_cluster_object,
+                              workdir=tmp_path / "run") as sched:
+            assert sched.shell("echo from a LocalCluster").result(timeout=60) is None
+        with Client(dask_cluster_object, set_as_default=False) as client:
+            assert len(client.scheduler_info()["workers"]) == 1
+
+
+def test_corral_submit_runs_on_dask_when_the_daemon_table_says_so(cluster, tmp_path):
+    cli = Corral(tmp_path / "home", tmp_path / "journal")
+    cli.config.write_text(f'[daemon]\nbackend = "dask"\naddress = "{cluster.address}"\n')
+    job = cli.submit("echo on dask")
+    assert cli("wait", job).status == 0
+    assert cli.ok("logs", job).out == "on dask\n"
+    assert cli.ok("status", "--all").rows()[job]["STATUS"] == "COMPLETED"
+    cli.ok("stop")
+
+
+# -- resources --------------------------------------------------------------------------------
+
+
+def test_a_gpu_job_runs_on_the_worker_that_declares_a_gpu(cluster, tmp_path):
+    gpu_worker = worker_with_gpu(cluster)
+    with on(cluster, tmp_path) as sched:
+        jobs = [sched.options(gpus=1).submit(os.getppid) for _ in range(4)]
+        assert {job.result(timeout=60) for job in jobs} == {gpu_worker}
+
+
+def test_a_request_no_worker_can_ever_meet_is_refused_naming_each_worker(cluster, tmp_path):
+    with on(cluster, tmp_path) as sched:
+        for options, asked in (({"gpus": 2}, "2 GPUs"), ({"cores": 3}, "3 cores"),
+                               ({"cores": 2, "gpus": 2}, "2 cores, 2 GPUs")):
+            with pytest.raises(corral.ResourceError) as refused:
+                sched.options(**options).submit(square, 1)
+            message = str(refused.value)
+            assert f"asks for {asked} but no Dask worker has that much: " in message
+            assert re.search(r"tcp://127\.0\.0\.1:\d+ has GPU=1, cores=2 \(2 threads", message)
+            assert re.search(r"tcp://127\.0\.0\.1:\d+ has no resources declared", message)
+        with pytest.raises(corral.ResourceError,
+                           match=r"asks for 1024G of memory but the largest Dask worker's memory "
+                                 r"limit is \d"):
+            sched.options(memory="1T").submit(square, 1)
+
+
+def test_a_gpu_request_where_no_worker_declares_gpus_is_refused(tmp_path):
+    refused = pytest.raises(corral.ResourceError,
+                            match=r"asks for 1 GPU but no Dask worker declares a GPU resource "
+                                  r"\(start one with --resources \"GPU=1\"\): tcp://")
+    with corral.Scheduler(backend="dask", cores=1, gpus=0, workdir=tmp_path / "run") as sched, \
+            refused:
+        sched.options(gpus=1).submit(square, 1)
+
+
+# -- dependencies -----------------------------------------------------------------------------
+
+
+def test_a_child_waits_for_its_parent_in_dask_not_in_corral(cluster, tmp_path):
+    release = tmp_path / "release"
+    with on(cluster, tmp_path) as sched:
+        parent = sched.submit(wait_for_file, os.fspath(release), 3)
+        child = sched.submit(add, parent, 1)
+        wait_until(lambda: parent.status is JobStatus.RUNNING, timeout=60,
+                   message="the parent to run")
+        loop_barrier(sched)
+        # Handed to Dask already, with the parent's future: no round trip when it ends.
+        assert child.status is JobStatus.SUBMITTED and child.native_id.startswith("corral-")
+        release.touch()
+        assert child.result(timeout=60) == 4
+
+
+# -- killing ----------------------------------------------------------------------------------
+
+
+def test_a_commands_grandchildren_are_killed_on_timeout(cluster, tmp_path):
+    pids = tmp_path / "pids"
+    command = (f"sleep 300 & echo $! >> {pids}; setsid sleep 300 & echo $! >> {pids}; "
+               f"sh -c 'sleep 300 & echo $! >> {pids}; wait' & wait")
+    with on(cluster, tmp_path) as sched:
+        job = sched.options(timeout=2).shell(command)
+        with pytest.raises(corral.JobTimedOut):
+            job.result(timeout=60)
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 3
+    wait_until(lambda: not pids_alive(started), timeout=10,
+               message="the command's whole tree to be killed")
+
+
+def test_a_calls_process_tree_is_killed_on_timeout(cluster, tmp_path):
+    pid_file = tmp_path / "pids"
+    with on(cluster, tmp_path) as sched:
+        job = sched.options(timeout=2).submit(spawn_tree_and_wait, os.fspath(pid_file))
+        with pytest.raises(corral.JobTimedOut):
+            job.result(timeout=60)
+    started = [int(pid) for pid in pid_file.read_text().split()]
+    wait_until(lambda: not pids_alive(started), timeout=10,
+               message="the call's process and its children to be killed")
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def test_a_sigkilled_worker_fails_its_job_as_worker_lost_and_the_rest_finish(own_cluster,
+                                                                               tmp_path):
+    release = tmp_path / "release"
+    with on(own_cluster, tmp_path) as sched:
+        victim = sched.submit(write_pid_and_wait, os.fspath(tmp_path / "victim"),
+                              os.fspath(release))
+        retried = sched.options(retries=1).submit(write_pid_and_wait,
+                                                  os.fspath(tmp_path / "retried"),
+                                                  os.fspath(release))
+        for pid_file in ("victim", "retried"):
+            wait_until((tmp_path / pid_file).exists, timeout=60, message=f"{pid_file} to start")
+        job_pids = [int((tmp_path / name).read_text()) for name in ("victim", "retried")]
+        workers = {dask_worker_of(pid) for pid in job_pids}
+        for worker in workers:
+            os.kill(worker, signal.SIGKILL)
+        others = [sched.submit(square, i) for i in range(20)]
+        with pytest.raises(corral.WorkerLost, match="worker lost"):
+            victim.result(timeout=60)
+        assert victim.status is JobStatus.FAILED and victim.reason.startswith("worker lost")
+        release.touch()
+        assert retried.result(timeout=60) is None and retried.attempts == 2
+        assert [job.result(timeout=60) for job in others] == [i * i for i in range(20)]
+    wait_until(lambda: not pids_alive(job_pids), timeout=10,
+               message="the lost jobs' processes to die with their worker")
+
+
+def test_a_scheduler_that_goes_away_fails_the_unfinished_jobs_instead_of_hanging(own_cluster,
+                                                                                   tmp_path):
+    release = tmp_path / "release"
+    sched = on(own_cluster, tmp_path)
+    try:
+        running = sched.submit(wait_for_file, os.fspath(release))
+        waiting = sched.submit(add, running, 1)
+        wait_until(lambda: running.status is JobStatus.RUNNING, timeout=60,
+                   message="the job to run")
+        scheduler_process = own_cluster.processes[0]
+        scheduler_process.send_signal(signal.SIGKILL)
+        scheduler_process.wait()
+        with pytest.raises(corral.JobFailed) as failed:
+            running.result(timeout=60)
+        assert re.fullmatch(rf"the Dask scheduler at {own_cluster.address} went away",
+                            running.reason), running.reason
+        assert failed.value.status is JobStatus.FAILED
+        with pytest.raises(corral.CancelledError):
+            waiting.result(timeout=60)
+        later = sched.submit(square, 2)
+        with pytest.raises(corral.JobFailed, match="went away"):
+            later.result(timeout=30)
+    finally:
+        release.touch()
+        sched.shutdown()
+
+
+# -- workers without the shared filesystem ----------------------------------------------------
+
+
+def test_workers_that_do_not_see_the_run_directory_send_the_output_back(tmp_path):
+    """Workers in a mount namespace where the run directory is covered by an empty
+    tmpfs, as on machines without the driver's filesystem: output travels with the
+    result, and nothing of the run is written on the workers' side."""
+    hidden = tmp_path / "shared"
+    cluster = dask_cluster.start(tmp_path / "dask", workers=(None,), hide=hidden)
+    try:
+        with corral.Scheduler(backend="dask", address=cluster.address,
+                              workdir=hidden / "run") as sched:
+            call = sched.submit(talk, "far away")
+            command = sched.shell("echo command out; echo command err >&2; exit 4")
+            assert call.result(timeout=60) == "far away"
+            with pytest.raises(corral.JobFailed, match="exit code 4"):
+                command.result(timeout=60)
+            assert call.stdout == "py-out far away\nchild-out far away\n"
+            assert call.stderr == "py-err far away\nchild-err far away\n"
+            assert (command.stdout, command.stderr) == ("command out\n", "command err\n")
+            first = sched.submit(square, 3)
+            assert sched.submit(add, first, 1).result(timeout=60) == 10
+    finally:
+        dask_cluster.stop(cluster)
