@@ -122,3 +122,31 @@ def test_a_refusal_lists_four_workers_and_counts_the_rest() -> None:
                               "tcp://w0:1 has cores=1 (1 threads)")
     assert message.endswith("; and 3 more") and message.count("tcp://") == 4
     assert re.search(r"tcp://w3:1 has cores=1", message)
+
+
+# -- the attempts' claims (what a Dask worker process writes and reads) ------------------------
+
+
+def test_an_attempt_another_process_started_is_found_with_where_it_ran(tmp_path) -> None:
+    """Dask re-runs a task whose worker died: the re-run must find the first
+    attempt's claim, written by another process, and run nothing."""
+    from corral.backends.dask.task import _ClaimLog
+
+    died, alive = _ClaimLog(str(tmp_path)), _ClaimLog(str(tmp_path))
+    assert died.claim("corral-ab12-7-12", 12, "Dask worker tcp://a:1 (pid 5)") is None
+    assert alive.claim("corral-ab12-8-13", 13, "Dask worker tcp://b:1 (pid 6)") is None
+    assert alive.claim("corral-ab12-7-12", 12, "Dask worker tcp://b:1 (pid 6)") == \
+        "Dask worker tcp://a:1 (pid 5)"
+    assert alive.claim("corral-ab12-7-14", 14, "Dask worker tcp://b:1 (pid 6)") is None  # a retry
+
+
+def test_a_claim_line_read_half_written_is_finished_on_the_next_look(tmp_path) -> None:
+    from corral.backends.dask.task import _ClaimLog
+
+    reader = _ClaimLog(str(tmp_path))
+    other = tmp_path / "elsewhere-1-abc"
+    other.write_bytes(b"corral-ab12-3-9")  # the rest of the line is not written yet
+    assert reader.claim("corral-ab12-4-10", 10, "here") is None
+    with open(other, "ab") as handle:
+        handle.write(b" Dask worker tcp://c:1 (pid 7)\n")
+    assert reader.claim("corral-ab12-3-9", 9, "here") == "Dask worker tcp://c:1 (pid 7)"

@@ -12,11 +12,12 @@ What comes back, and from which thread:
 * a task's "started" event (``Worker.log_event`` on a topic of this backend's
   own), and the scheduler's ``remove-worker`` events: on the client's event loop;
 * a future that finished, failed or was cancelled: ``add_done_callback``, on
-  the client's callback thread.
+  the client's callback thread, hands it to the backend's reader thread, which
+  gathers the results of every future finished meanwhile in one round trip.
 
-Both only put what they got in :attr:`DaskBackend._inbox` and wake the control
-loop; :meth:`DaskBackend.updates` turns it into updates there, gathering the
-results of every future finished meanwhile in one round trip.
+They only put what they got in :attr:`DaskBackend._inbox` and wake the control
+loop; :meth:`DaskBackend.updates` turns it into updates there, so the control
+loop never waits on Dask.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ __all__ = ["DaskBackend"]
 
 log = logging.getLogger("corral.backends.dask")
 
+#: Tells the reader thread to stop.
+_STOP_READING = object()
 #: Seconds a scheduler's description of its workers is reused by the submit check.
 _WORKERS_TTL_S = 2.0
 _OPTIONS = ("address", "client", "n_workers", "connect_timeout")
@@ -68,6 +71,10 @@ class DaskBackend:
     capabilities: ClassVar[Capabilities] = BACKEND.capabilities
     chains_dependencies: ClassVar[bool] = True
     enforces_walltime: ClassVar[bool] = False
+    #: Jobs that become ready within this many seconds go to Dask together: one
+    #: graph message (a ``client.map``) instead of one per job, which the Dask
+    #: scheduler pays for (a script submitting in a loop).
+    gather_s: ClassVar[float] = 0.005
 
     def __init__(self, cores: int | None = None, memory: int | None = None,
                  gpus: int | None = None, options: dict[str, Any] | None = None,
@@ -93,14 +100,19 @@ class DaskBackend:
         self._job_of: dict[str, int | str] = {}         # key -> job id, for live keys
         self._started: dict[str, str] = {}              # key -> the worker it started on
         self._jobdirs: dict[int | str, Path] = {}       # job id -> its directory, until it ends
+        self._to_read: queue.SimpleQueue[Any] = queue.SimpleQueue()  # for the reader thread
         self._attempts = itertools.count(1)
         self._shares: set[Path] = set()
         self._workers: list[WorkerCapacity] = []
         self._workers_read = float("-inf")
         self._gone: str | None = None  # why the scheduler cannot be used any more
         self._closed = False
+        self._watched_workers: set[str] = set()  # whose removal we are told of
         self._client.subscribe_topic(self._topic, self._event)
-        self._client.subscribe_topic("all", self._scheduler_event)
+        self._current_workers()
+        self._reader = threading.Thread(target=self._read_results, daemon=True,
+                                        name="corral dask results")
+        self._reader.start()
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -193,14 +205,16 @@ class DaskBackend:
         for job_id in submission.after:
             parent(job_id)
         share = self._share(submission.jobdir.parent)
-        spec = TaskSpec(key=key, job_id=submission.job_id, jobdir=str(submission.jobdir),
-                        share=str(share), topic=self._topic, call=submission.call,
+        spec = TaskSpec(key=key, attempt=int(key.rsplit("-", 1)[1]), job_id=submission.job_id,
+                        jobdir=str(submission.jobdir), share=str(share), topic=self._topic, call=submission.call,
                         upstream=upstream, argv=submission.argv, env=submission.env,
                         cwd=submission.cwd, outcomes=submission.outcomes,
                         parent_ids=tuple(parent_ids))
         return spec, inputs
 
     def _new_key(self, job_id: int | str) -> str:
+        """The Dask key of the job's next attempt: ``corral-TOKEN-JOB-ATTEMPT``, the
+        attempt numbered across the run (the workers' claims read that number)."""
         key = f"corral-{self._token}-{job_id}-{next(self._attempts)}"
         old = self._keys.get(job_id)
         if old is not None:
@@ -228,23 +242,23 @@ class DaskBackend:
         self._inbox.put(("event", event[1]))
         self.wake()
 
-    def _scheduler_event(self, event: tuple[float, Any]) -> None:
-        """The scheduler's events: a worker removed loses the jobs it ran."""
+    def _scheduler_event(self, worker: str, event: tuple[float, Any]) -> None:
+        """The scheduler's events about *worker* (its topic is its address): a
+        worker removed loses the jobs it ran."""
         message = event[1]
         if isinstance(message, dict) and message.get("action") == "remove-worker":
-            self._inbox.put(("removed", message))
+            self._inbox.put(("removed", (worker, message)))
             self.wake()
 
     def _finished(self, future: Any) -> None:
-        """A future finished, failed or was cancelled (client's callback thread)."""
-        self._inbox.put(("done", future))
-        self.wake()
+        """A future finished, failed or was cancelled (client's callback thread):
+        for the reader thread, which reads its result."""
+        self._to_read.put(future)
 
     def updates(self, timeout: float | None) -> list[Update]:
         if not self._pending:
             self._woken.wait(timeout)
         self._woken.clear()
-        finished: list[Any] = []
         while True:
             try:
                 kind, item = self._inbox.get_nowait()
@@ -253,28 +267,82 @@ class DaskBackend:
             if kind == "event":
                 self._started_event(item)
             elif kind == "removed":
-                self._worker_removed(item)
-            elif item.status == "finished":
-                finished.append(item)
+                self._worker_removed(*item)
+            elif kind == "results":
+                self._results(item)
             else:
-                self._ended_without_result(item)
-        if finished:
-            self._collect(finished)
+                self._ended_without_result(*item)
         found, self._pending = self._pending, []
         return found
+
+    # -- the reader thread ----------------------------------------------------------------------
+
+    def _read_results(self) -> None:
+        """Read the results of finished futures, in batches, off the engine's thread.
+
+        A gather is a round trip through a busy Dask scheduler (20 ms and more):
+        made by the control loop, it held back every submit and kill meanwhile.
+        Here, futures that finish during a gather are read together by the next.
+        """
+        while True:
+            batch = [self._to_read.get()]
+            while True:
+                try:
+                    batch.append(self._to_read.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP_READING in batch:
+                return
+            finished = [future for future in batch if future.status == "finished"]
+            if finished:
+                self._inbox.put(("results", list(zip(finished, self._gather(finished),
+                                                     strict=True))))
+            for future in batch:
+                if future.status != "finished":
+                    self._inbox.put(("ended", (future, self._why_ended(future))))
+            self.wake()
+
+    def _gather(self, futures: list[Any]) -> list[Any]:
+        """Each future's result, or the exception that stood in for it."""
+        try:
+            outcomes = self._client.gather(futures, errors="skip")
+        except Exception:
+            outcomes = []
+        if len(outcomes) == len(futures):
+            return list(outcomes)
+        found = []
+        for future in futures:  # one was lost on the way: read them one by one
+            try:
+                found.append(future.result(timeout=30))
+            except BaseException as error:
+                found.append(error)
+        return found
+
+    def _why_ended(self, future: Any) -> str:
+        """What Dask said of a future that ended without a result."""
+        if future.status == "cancelled":
+            state = getattr(future, "_state", None)  # distributed keeps the reason only there
+            return str(getattr(state, "exception", "") or "")
+        try:
+            error = future.exception(timeout=10)
+        except BaseException as failed:
+            error = failed
+        return f"{type(error).__name__}: {error}"
+
+    # -- turning it into updates (the engine's thread) -----------------------------------------
 
     def _started_event(self, message: Any) -> None:
         _, key, started, host, worker, spool = message
         job_id = self._job_of.get(key)
         if job_id is None or key in self._started:
             return
+        self._watch(worker)
         self._started[key] = worker
         self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=key, at=started,
                                     live_output=tuple(spool) if host == self._host else None))
 
-    def _worker_removed(self, message: dict) -> None:
+    def _worker_removed(self, worker: str, message: dict) -> None:
         """Fail the jobs that ran on a worker that went away; Dask would run them again."""
-        worker = message.get("worker")
         lost = [key for key in message.get("processing-tasks", ()) if key in self._job_of]
         lost += [key for key, where in self._started.items()
                  if where == worker and key in self._job_of and key not in lost]
@@ -289,31 +357,17 @@ class DaskBackend:
         if futures:
             self._cancel(futures)
 
-    def _collect(self, futures: list[Any]) -> None:
-        live = [future for future in futures if future.key in self._job_of]
-        try:
-            outcomes = self._client.gather(live, errors="skip") if live else []
-        except Exception as error:
-            for future in live:
-                self._settle(future.key, Update(self._job_of[future.key], JobStatus.FAILED,
-                                                reason=f"its result could not be read: {error}"))
-            return
-        if len(outcomes) != len(live):  # a result lost on the way: read one by one
-            outcomes = [self._one_result(future) for future in live]
-        for future, outcome in zip(live, outcomes, strict=True):
-            job_id = self._job_of[future.key]
+    def _results(self, read: list[tuple[Any, Any]]) -> None:
+        for future, outcome in read:
+            job_id = self._job_of.get(future.key)
+            if job_id is None:  # killed or lost meanwhile: reported then
+                continue
             if future.key not in self._started and isinstance(outcome, TaskOutcome):
-                # Its "started" event is still on its way (or was lost): the
-                # engine learns when it started from the outcome.
+                # Short jobs are not announced: the engine learns from the
+                # outcome when it started.
                 self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=future.key,
                                             at=outcome.started or None))
             self._settle(future.key, self._outcome_update(job_id, outcome))
-
-    def _one_result(self, future: Any) -> TaskOutcome | BaseException:
-        try:
-            return future.result(timeout=30)
-        except BaseException as error:
-            return error
 
     def _outcome_update(self, job_id: int | str, outcome: Any) -> Update:
         if not isinstance(outcome, TaskOutcome):
@@ -354,38 +408,23 @@ class DaskBackend:
             if data:
                 (jobdir / name).write_bytes(data)
 
-    def _ended_without_result(self, future: Any) -> None:
+    def _ended_without_result(self, future: Any, said: str) -> None:
         key = future.key
         job_id = self._job_of.get(key)
         if job_id is None:
             return
         if future.status == "cancelled":
-            reason = self._cancel_reason(future)
-            if reason is None:
+            if "scheduler-connection-lost" in said or self._client.status != "running":
+                self._gone = f"the Dask scheduler at {self.address} went away"
+                self._settle(key, Update(job_id, JobStatus.FAILED, reason=self._gone))
+            else:  # someone cancelled it in Dask
                 self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="cancelled in Dask"))
-            else:
-                self._settle(key, Update(job_id, JobStatus.FAILED, reason=reason))
-            return
-        try:
-            error = future.exception(timeout=10)
-        except BaseException as failed:
-            error = failed
-        if type(error).__name__ == "KilledWorker":
-            reason = f"worker lost: Dask gave up on it after its workers died ({error})"
+        elif said.startswith("KilledWorker"):
+            self._settle(key, Update(job_id, JobStatus.FAILED, reason=(
+                f"worker lost: Dask gave up on it after its workers died ({said})")))
         else:
-            reason = f"Dask could not run it: {type(error).__name__}: {error}"
-        self._settle(key, Update(job_id, JobStatus.FAILED, reason=reason))
-
-    def _cancel_reason(self, future: Any) -> str | None:
-        """Why Dask cancelled a future corral did not kill: the scheduler went
-        away (a reason for the job, and every job after it), or None (someone
-        cancelled it in Dask)."""
-        state = getattr(future, "_state", None)  # distributed keeps the reason there only
-        said = str(getattr(state, "exception", "") or "")
-        if "scheduler-connection-lost" in said or self._client.status != "running":
-            self._gone = f"the Dask scheduler at {self.address} went away"
-            return self._gone
-        return None
+            self._settle(key, Update(job_id, JobStatus.FAILED,
+                                     reason=f"Dask could not run it: {said}"))
 
     def _settle(self, key: str, update: Update) -> None:
         """Report a job's last update and forget its future."""
@@ -446,8 +485,10 @@ class DaskBackend:
         self._futures.clear()
         if live and self._gone is None:
             self._cancel(live)
-        _quietly(lambda: self._client.unsubscribe_topic(self._topic))
-        _quietly(lambda: self._client.unsubscribe_topic("all"))
+        for topic in (self._topic, *self._watched_workers):
+            _quietly(lambda topic=topic: self._client.unsubscribe_topic(topic))
+        self._to_read.put(_STOP_READING)
+        self._reader.join(timeout=30)
         if self._owns_client:
             _quietly(lambda: self._client.close(timeout=10))
         if self._owned_cluster is not None:
@@ -470,7 +511,17 @@ class DaskBackend:
             self._workers = [WorkerCapacity.from_info(address, described)
                              for address, described in info.get("workers", {}).items()]
             self._workers_read = now
+            for worker in self._workers:
+                self._watch(worker.address)
         return self._workers
+
+    def _watch(self, worker: str) -> None:
+        """Be told when *worker* goes: the scheduler logs its removal on the
+        worker's own topic (not on "all", which also carries an event per gather)."""
+        if worker not in self._watched_workers:
+            self._watched_workers.add(worker)
+            self._client.subscribe_topic(
+                worker, lambda event: self._scheduler_event(worker, event))
 
 
 def _local_cluster(distributed: Any, options: dict[str, Any], cores: int | None,

@@ -17,11 +17,12 @@ killed), and the task then kills the job's process tree.
 
 Dask re-runs a task whose worker died (its nanny restarts the worker and the
 scheduler reschedules the task), a retry corral must decide on, per the job's
-``retries``. Each attempt therefore claims itself first, with a file in the
-run's directory when the worker sees it: a task that finds its claim taken
-returns "worker lost" without running anything. (Where the workers do not see
-the run directory, the driver learns of the lost worker from the scheduler's
-``remove-worker`` event and cancels the re-run, a few milliseconds late.)
+``retries``. Each attempt therefore claims itself first, in the run's
+directory when the worker sees it (see :class:`_ClaimLog`): a task that finds
+its attempt claimed returns "worker lost" without running anything. (Where the
+workers do not see the run directory, the driver learns of the lost worker from
+the scheduler's ``remove-worker`` event and cancels the re-run, a few
+milliseconds late.)
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ __all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "CLA
 
 #: Seconds between two looks at whether Dask still wants the running task.
 WATCH_S = 0.05
+#: A job still running after this many seconds is announced to the driver as
+#: started (with the time it started). Shorter ones are not: each event costs the
+#: scheduler and the driver as much as a small task, and the outcome carries the
+#: start time anyway.
+ANNOUNCE_AFTER_S = 0.02
 #: The sub-directory of the run's Dask directory that holds the attempts' claims.
 CLAIMS = "claims"
 #: Bytes of each output stream sent back where the run directory is not visible.
@@ -74,6 +80,8 @@ class TaskSpec:
     """One job as the driver sends it to Dask: plain values only."""
 
     key: str
+    #: The attempt's number, unique in the run (the last part of *key*).
+    attempt: int
     job_id: int | str
     jobdir: str
     #: The backend's directory inside the run (claims), as the driver sees it.
@@ -129,14 +137,12 @@ def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
     where = _where_am_i()
     visible = _sees(spec.share)
     if visible:
-        taken_by = _claim(spec.share, spec.key, where)
+        taken_by = _claim(spec.share, spec, where)
         if taken_by is not None:
             return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=(
                 f"worker lost: it was running on {taken_by}, which went away"))
     try:
-        runner = _runner()
-        _announce(spec, started, runner)
-        return _run(spec, parents, runner, visible, started, where)
+        return _run(spec, parents, _runner(), visible, started, where)
     except WorkerStartError as error:
         return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=str(error))
     except Exception as error:  # a bug of ours must not turn into Dask's own retries
@@ -174,22 +180,99 @@ def _sees(share: str) -> bool:
     return seen
 
 
-def _claim(share: str, key: str, where: str) -> str | None:
-    """Claim the attempt *key*; None, or who claimed it first (a worker that died)."""
-    path = os.path.join(share, CLAIMS, key)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
+def _claim(share: str, spec: TaskSpec, where: str) -> str | None:
+    """Claim the attempt *spec*; None, or who claimed it first (a worker that died)."""
+    log = _claim_logs.get(share)
+    if log is None:
+        with _lock:
+            log = _claim_logs.setdefault(share, _ClaimLog(os.path.join(share, CLAIMS)))
+    return log.claim(spec.key, spec.attempt, where)
+
+
+class _ClaimLog:
+    """The attempts this process started in one run, and those the others did.
+
+    Each Dask worker process appends one line per attempt it starts to a file of
+    its own in the run's claims directory (a 1 us write; a file per attempt cost
+    80 us and left a million files in a big run), and before each start reads
+    what the other processes' files gained since it last looked. An attempt found
+    there was started by a process that died: Dask is running it again. Attempts
+    are numbered by the driver, so what was seen is one bit per attempt.
+
+    On NFS, a line written by a node that lost power may never reach the server;
+    the driver's cancel on the scheduler's ``remove-worker`` event is then what
+    stops the re-run, a few milliseconds after it started.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.descriptor = os.open(os.path.join(directory, self.name),
+                                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.listed_at = -1
+        self.others: list[str] = []
+        self.read_up_to: dict[str, int] = {}
+        self.partial: dict[str, bytes] = {}
+        self.seen = bytearray()
+        self.lock = threading.Lock()  # the worker's threads claim at once
+
+    def claim(self, key: str, attempt: int, where: str) -> str | None:
+        with self.lock:
+            self._read_others()
+            if attempt < len(self.seen) * 8 and self.seen[attempt >> 3] & (1 << (attempt & 7)):
+                return self._who_started(key)
+            os.write(self.descriptor, f"{key} {where}\n".encode())
+        return None
+
+    def _read_others(self) -> None:
+        changed = os.stat(self.directory).st_mtime_ns
+        # Listed again when a file was added, and while the last change is recent:
+        # a filesystem with coarse times (NFS, 1 s) may show two additions as one.
+        if changed != self.listed_at or time.time() - changed / 1e9 < 2:
+            self.listed_at = changed
+            self.others = [name for name in os.listdir(self.directory) if name != self.name]
+        for name in self.others:
+            path = os.path.join(self.directory, name)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            offset = self.read_up_to.get(name, 0)
+            if size <= offset:
+                continue
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                data = self.partial.pop(name, b"") + handle.read(size - offset)
+            self.read_up_to[name] = size
+            lines = data.split(b"\n")
+            if lines[-1]:
+                self.partial[name] = lines[-1]  # written as we read: finished next time
+            for line in lines[:-1]:
+                self._mark(line.split(b" ", 1)[0])
+
+    def _mark(self, key: bytes) -> None:
         try:
-            with open(path) as handle:
-                return handle.read() or "another Dask worker"
-        except OSError:
-            return "another Dask worker"
-    try:
-        os.write(descriptor, where.encode())
-    finally:
-        os.close(descriptor)
-    return None
+            attempt = int(key.rsplit(b"-", 1)[1])
+        except (IndexError, ValueError):
+            return
+        if attempt >= len(self.seen) * 8:
+            self.seen.extend(bytes(max(attempt // 8 + 1 - len(self.seen), len(self.seen))))
+        self.seen[attempt >> 3] |= 1 << (attempt & 7)
+
+    def _who_started(self, key: str) -> str:
+        for name in self.others:
+            try:
+                with open(os.path.join(self.directory, name), "rb") as handle:
+                    for line in handle:
+                        found, _, where = line.decode(errors="replace").partition(" ")
+                        if found == key:
+                            return where.strip() or "another Dask worker"
+            except OSError:
+                continue
+        return "another Dask worker"
+
+
+_claim_logs: dict[str, _ClaimLog] = {}
 
 
 def _where_am_i() -> str:
@@ -214,12 +297,14 @@ def _announce(spec: TaskSpec, started: float, runner: _Runner) -> None:
         pass
 
 
-def _still_wanted(key: str) -> bool:
-    """Whether Dask still wants the task *key* run (not cancelled, client alive)."""
+def _still_wanted() -> bool:
+    """Whether Dask still wants the task this thread runs (not cancelled, its
+    client alive)."""
     try:
         from distributed import get_worker
+        from distributed.worker import thread_state
 
-        task = get_worker().state.tasks.get(key)
+        task = get_worker().state.tasks.get(thread_state.key)
     except Exception:
         return True
     return task is not None and task.state in ("executing", "long-running")
@@ -319,7 +404,7 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
         _RUNNING[spec.key] = runner
         try:
             runner.send(request)
-            reply = _wait_for_reply(spec, runner)
+            reply = _wait_for_reply(spec, runner, started)
         finally:
             _RUNNING.pop(spec.key, None)
         ended = time.time()
@@ -363,13 +448,16 @@ def _command_environment(spec: TaskSpec, runner: _Runner) -> dict[bytes, bytes] 
     return environment
 
 
-def _wait_for_reply(spec: TaskSpec, runner: _Runner) -> tuple | str | None:
+def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> tuple | str | None:
     """The runner's reply; None once Dask cancelled the task (the job is then
-    killed); or why the runner died (a string)."""
+    killed); or why the runner died (a string). The job is announced once it has
+    run :data:`ANNOUNCE_AFTER_S`."""
     replies = runner.worker.replies
     watched: list[Any] = [replies, runner.ended]
+    wait = ANNOUNCE_AFTER_S
+    announced = False
     while True:
-        ready, _, _ = select.select(watched, [], [], WATCH_S)
+        ready, _, _ = select.select(watched, [], [], wait)
         if replies in ready or (runner.ended in ready and replies.poll(0)):
             try:
                 return pickle.loads(replies.recv_bytes())
@@ -377,7 +465,10 @@ def _wait_for_reply(spec: TaskSpec, runner: _Runner) -> tuple | str | None:
                 return _runner_died(runner)
         if runner.ended in ready:
             return _runner_died(runner)
-        if not _still_wanted(spec.key):
+        if not announced:
+            _announce(spec, started, runner)
+            announced, wait = True, WATCH_S
+        if not _still_wanted():
             _kill(runner)
             return None
 
