@@ -1,13 +1,17 @@
 """corral on Dask against raw Dask, on the same cluster, in the same run.
 
-Both drive one ``distributed.LocalCluster`` (worker processes on loopback), each
-through a Client of its own: raw Dask with ``client.submit`` / ``client.map`` as a
-user would write it, corral with ``Scheduler(backend="dask", address=cluster)``.
+Both drive one cluster, each through a Client of its own: raw Dask with
+``client.submit`` / ``client.map`` as a user would write it, corral with
+``Scheduler(backend="dask", address=...)``. The cluster is a
+``distributed.LocalCluster`` (its scheduler runs in this process, as a user's
+LocalCluster does) or, with ``--processes``, a ``dask scheduler`` and ``dask worker``
+commands of their own (as on a real cluster), two workers either way, on loopback.
 Each workload runs them alternately, several times; the table gives medians and
 the ratio corral/raw (below 1.3 meets the target for calls; at most 1.0 for the DAG).
 
     python benchmarks/bench_dask.py              # print the table
     python benchmarks/bench_dask.py --write      # also refresh benchmarks/RESULTS.md
+    python benchmarks/bench_dask.py --processes --write
 
 Workloads:
   noop-1000   1,000 calls of a no-op function
@@ -17,10 +21,14 @@ Workloads:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import corral
 
@@ -103,38 +111,69 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="runs of each workload")
     parser.add_argument("--write", action="store_true", help="refresh benchmarks/RESULTS.md")
+    parser.add_argument("--processes", action="store_true",
+                        help="a dask scheduler and workers of their own, not a LocalCluster")
     options = parser.parse_args()
-    from distributed import Client, LocalCluster
+    with (commands_cluster() if options.processes else local_cluster()) as address:
+        table = run_workloads(address, options.repeat)
+    print(table)
+    if options.write:
+        from results_file import machine_line, write_section
+
+        name, kind = (("dask-processes", "`dask scheduler` and 2 `dask worker` processes")
+                      if options.processes else
+                      ("dask", f"a LocalCluster, {WORKERS} worker processes x {THREADS} thread"))
+        command = "python benchmarks/bench_dask.py --write" + (
+            " --processes" if options.processes else "") + (
+            f" --repeat {options.repeat}" if options.repeat != 5 else "")
+        write_section(name, f"## Dask backend against raw Dask, on {kind}\n\n"
+                            f"{machine_line(command)}\n\n{table}")
+
+
+@contextlib.contextmanager
+def local_cluster() -> Iterator[object]:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=WORKERS, threads_per_worker=THREADS, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      silence_logs=logging.ERROR) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def commands_cluster() -> Iterator[str]:
+    """``dask scheduler`` and ``dask worker`` started as commands (see tests/dask_cluster.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import dask_cluster
+
+    with tempfile.TemporaryDirectory() as directory:
+        cluster = dask_cluster.start(Path(directory), workers=(None,) * WORKERS)
+        try:
+            yield cluster.address
+        finally:
+            dask_cluster.stop(cluster)
+
+
+def run_workloads(address: object, repeat: int) -> str:
+    from distributed import Client
 
     graph = layered_dag()
     rows = ["| workload | tool | median | range | ratio |", "| --- | --- | --- | --- | --- |"]
-    with LocalCluster(n_workers=WORKERS, threads_per_worker=THREADS, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                      silence_logs=logging.ERROR) as cluster, \
-            Client(cluster, set_as_default=False) as client, \
-            corral.Scheduler(backend="dask", address=cluster) as scheduler:
+    with Client(address, set_as_default=False) as client, \
+            corral.Scheduler(backend="dask", address=address) as scheduler:
         noop_corral(scheduler, 50)  # warm up: corral's worker processes, imports
         noop_dask_submit(client, 50)
-        rows += rows_for("1,000 no-op calls", median_of(options.repeat, {
+        rows += rows_for("1,000 no-op calls", median_of(repeat, {
             "corral": lambda: noop_corral(scheduler, 1000),
             "raw client.submit": lambda: noop_dask_submit(client, 1000),
             "raw client.map": lambda: noop_dask_map(client, 1000),
         }))
         rows += rows_for("layered DAG, 10,000 no-op calls", median_of(
-            max(3, options.repeat // 2), {
+            max(3, repeat // 2), {
                 "corral": lambda: dag_corral(scheduler, graph),
                 "raw client.submit": lambda: dag_dask(client, graph),
             }))
-    table = "\n".join(rows)
-    print(table)
-    if options.write:
-        from results_file import machine_line, write_section
-
-        command = "python benchmarks/bench_dask.py --write" + (
-            f" --repeat {options.repeat}" if options.repeat != 5 else "")
-        write_section("dask", f"## Dask backend against raw Dask (same LocalCluster: "
-                              f"{WORKERS} worker processes x {THREADS} thread)\n\n"
-                              f"{machine_line(command)}\n\n{table}")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
