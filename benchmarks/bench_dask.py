@@ -31,23 +31,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import corral
+from bench_core import layered_dag  # the same graph as the local backend's benchmark
 
 WORKERS, THREADS = 2, 1
 
 
 def noop(*parents: object) -> None:
     return None
-
-
-def layered_dag(layers: int = 100, width: int = 100) -> dict[int, list[int]]:
-    """node -> its parents: each node of a layer waits for two of the previous one."""
-    graph: dict[int, list[int]] = {}
-    for layer in range(layers):
-        for i in range(width):
-            parents = (i, (i + 1) % width)
-            graph[layer * width + i] = ([] if layer == 0
-                                        else [(layer - 1) * width + j for j in parents])
-    return graph
 
 
 def noop_corral(scheduler: corral.Scheduler, count: int) -> None:
