@@ -176,6 +176,23 @@ def test_a_child_waits_for_its_parent_in_dask_not_in_corral(cluster, tmp_path):
         assert child.result(timeout=60) == 4
 
 
+def test_fifty_equal_jobs_dispatched_together_go_to_dask_as_one_graph(cluster, tmp_path):
+    """One ``client.map``: the Dask scheduler logs one graph update for all fifty."""
+    from distributed import Client
+
+    def graph_updates(client) -> int:
+        return sum(1 for _, event in client.get_events("scheduler")
+                   if isinstance(event, dict) and event.get("action") == "update-graph")
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as watcher, \
+            on(cluster, tmp_path) as sched:
+        before = graph_updates(watcher)
+        jobs = [corral.Job(square, (i,)) for i in range(50)]
+        sched.dispatch(jobs)
+        assert [job.result(timeout=60) for job in jobs] == [i * i for i in range(50)]
+        assert graph_updates(watcher) - before == 1
+
+
 # -- killing ----------------------------------------------------------------------------------
 
 
