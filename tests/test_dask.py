@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,6 +224,30 @@ def test_a_calls_process_tree_is_killed_on_timeout(cluster, tmp_path):
 
 
 # -- faults -----------------------------------------------------------------------------------
+
+
+def test_a_sigkilled_drivers_jobs_are_killed_on_the_workers(cluster, tmp_path):
+    """The Dask scheduler forgets a client that went away; the task sees its key
+    cancelled and kills the job's tree: nothing of the run keeps running."""
+    pid_file = tmp_path / "pids"
+    driver_code = (
+        "import corral, sys, time\n"
+        f"s = corral.Scheduler(backend='dask', address={cluster.address!r}, "
+        f"workdir={str(tmp_path / 'run')!r})\n"
+        f"s.shell('sleep 300 & echo $! >> {pid_file}; sleep 300 & echo $! >> {pid_file}; wait')\n"
+        "time.sleep(600)\n")
+    driver = subprocess.Popen([sys.executable, "-c", driver_code])
+    try:
+        wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2,
+                   timeout=60, message="the command to start its children")
+        started = [int(pid) for pid in pid_file.read_text().split()]
+        driver.kill()
+        driver.wait()
+        wait_until(lambda: not pids_alive(started), timeout=20,
+                   message="the dead driver's command to be killed on the worker")
+    finally:
+        driver.kill()
+        driver.wait()
 
 
 def test_a_sigkilled_worker_fails_its_job_as_worker_lost_and_the_rest_finish(own_cluster,
