@@ -5,6 +5,7 @@ with PATH holding only the scheduler commands a test gives it."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def test_backends_says_for_each_backend_whether_it_answers_here_and_why(tmp_path
     assert set(listed) == {*backend_names(), ""}
     assert listed["local"]["here"].startswith("answers: always")
     assert listed["slurm"]["here"] == "not here: sbatch is not on PATH"
+    # Dask answers wherever distributed is installed, but "auto" never starts a
+    # LocalCluster of its own: it is chosen by its name.
+    assert re.fullmatch(r"answers: distributed [\d.]+ is installed; chosen by its name only, "
+                        r"never by 'auto'", listed["dask"]["here"])
     assert listed[""]["auto"].startswith('backend="auto" chooses local here.')
 
 

@@ -99,7 +99,7 @@ def test_without_an_address_a_local_cluster_runs_the_jobs_and_goes_at_shutdown(t
         worker = dask_worker_of(int(pid_file.read_text()))
         (tmp_path / "go").touch()
         job.result(timeout=60)
-        assert job.native_id.startswith("corral-")
+        assert job.native_id.startswith("write_pid_and_wait-")
     wait_until(lambda: not pids_alive([worker]), timeout=30,
                message="the LocalCluster's worker to end with the scheduler")
 
@@ -161,6 +161,26 @@ def test_a_gpu_request_where_no_worker_declares_gpus_is_refused(tmp_path):
         sched.options(gpus=1).submit(square, 1)
 
 
+def test_plain_jobs_use_the_worker_that_declares_nothing_too(cluster, tmp_path):
+    """A one-core job must not be kept to the workers that declare ``cores``."""
+    from distributed import Client
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as client:
+        workers = {int(pid) for pid in client.run(os.getpid).values()}
+    release = tmp_path / "release"
+    with on(cluster, tmp_path) as sched:
+        # Four jobs held until all four run: two threads per worker, so both workers.
+        jobs = [sched.submit(write_pid_and_wait, os.fspath(tmp_path / f"pid{i}"),
+                             os.fspath(release)) for i in range(4)]
+        wait_until(lambda: all((tmp_path / f"pid{i}").exists() for i in range(4)), timeout=60,
+                   message="four jobs to run at once")
+        ran_on = {dask_worker_of(int((tmp_path / f"pid{i}").read_text())) for i in range(4)}
+        release.touch()
+        for job in jobs:
+            job.result(timeout=60)
+    assert ran_on == workers
+
+
 # -- dependencies -----------------------------------------------------------------------------
 
 
@@ -173,7 +193,7 @@ def test_a_child_waits_for_its_parent_in_dask_not_in_corral(cluster, tmp_path):
                    message="the parent to run")
         loop_barrier(sched)
         # Handed to Dask already, with the parent's future: no round trip when it ends.
-        assert child.status is JobStatus.SUBMITTED and child.native_id.startswith("corral-")
+        assert child.status is JobStatus.SUBMITTED and child.native_id.startswith("add-")
         release.touch()
         assert child.result(timeout=60) == 4
 
@@ -281,10 +301,12 @@ def test_a_scheduler_that_goes_away_fails_the_unfinished_jobs_instead_of_hanging
     release = tmp_path / "release"
     sched = on(own_cluster, tmp_path)
     try:
-        running = sched.submit(wait_for_file, os.fspath(release))
+        running = sched.submit(write_pid_and_wait, os.fspath(tmp_path / "pid"),
+                               os.fspath(release))
         waiting = sched.submit(add, running, 1)
         wait_until(lambda: running.status is JobStatus.RUNNING, timeout=60,
                    message="the job to run")
+        wait_until((tmp_path / "pid").exists, timeout=60, message="the job's pid")
         scheduler_process = own_cluster.processes[0]
         scheduler_process.send_signal(signal.SIGKILL)
         scheduler_process.wait()
@@ -298,9 +320,37 @@ def test_a_scheduler_that_goes_away_fails_the_unfinished_jobs_instead_of_hanging
         later = sched.submit(square, 2)
         with pytest.raises(corral.JobFailed, match="went away"):
             later.result(timeout=30)
+        # The worker, its scheduler gone, closes: the job must not run on unseen.
+        wait_until(lambda: not pids_alive([int((tmp_path / "pid").read_text())]), timeout=30,
+                   message="the job's process to end with its worker")
     finally:
         release.touch()
         sched.shutdown()
+
+
+# -- one cluster, many runs -------------------------------------------------------------------
+
+
+def test_a_later_run_on_the_same_workers_runs_the_code_as_it_is_now(tmp_path, monkeypatch):
+    """Each run gets corral worker processes of its own in the Dask workers, which
+    import the run's modules afresh: an edited module is not served stale."""
+    code = tmp_path / "code"
+    code.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        filter(None, (str(code), os.environ.get("PYTHONPATH")))))
+    monkeypatch.syspath_prepend(str(code))
+    module = code / "edited_job.py"
+    started = dask_cluster.start(tmp_path / "dask", workers=(None,))
+    try:
+        for version in ("first", "second"):
+            module.write_text(f"def which():\n    return {version!r}\n")
+            sys.modules.pop("edited_job", None)
+            import edited_job
+
+            with on(started, tmp_path / version) as sched:
+                assert sched.submit(edited_job.which).result(timeout=60) == version
+    finally:
+        dask_cluster.stop(started)
 
 
 # -- workers without the shared filesystem ----------------------------------------------------

@@ -110,6 +110,12 @@ def test_only_what_some_worker_declares_is_asked_of_dask() -> None:
     assert dask_resources(asked, [PLAIN_WORKER]) == {}
 
 
+def test_a_one_core_job_asks_for_cores_only_where_every_worker_declares_them() -> None:
+    """Else the workers that declare nothing would never get a job."""
+    assert dask_resources(Resources(), [GPU_WORKER, PLAIN_WORKER]) == {}
+    assert dask_resources(Resources(), [GPU_WORKER]) == {"cores": 1}
+
+
 def test_with_no_worker_yet_nothing_is_refused() -> None:
     """An adaptive cluster may start its workers later."""
     assert refusal(Resources(cores=64, gpus=8), []) is None
@@ -150,3 +156,23 @@ def test_a_claim_line_read_half_written_is_finished_on_the_next_look(tmp_path) -
     with open(other, "ab") as handle:
         handle.write(b" Dask worker tcp://c:1 (pid 7)\n")
     assert reader.claim("corral-ab12-3-9", 9, "here") == "Dask worker tcp://c:1 (pid 7)"
+
+
+def test_a_daemon_that_cannot_reach_its_dask_scheduler_says_so_in_one_line(tmp_path) -> None:
+    from support.cli import Corral, assert_one_line_error
+
+    cli = Corral(tmp_path / "home", tmp_path / "run")
+    cli.config.write_text('[daemon]\nbackend = "dask"\naddress = "tcp://127.0.0.1:1"\n'
+                          'backend_options = { connect_timeout = 1 }\n')
+    outcome = cli("submit", "true")
+    assert_one_line_error(outcome, 3, r"the corral daemon for .* could not start: cannot reach "
+                                      r"the Dask scheduler at tcp://127\.0\.0\.1:1 within 1 s: ")
+
+
+def test_auto_never_chooses_dask_though_it_is_installed(monkeypatch) -> None:
+    """Dask's probe answers here, but "auto" would then start a LocalCluster."""
+    from corral.backends import probe_backend, resolve_backend
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # no batch scheduler answers either
+    assert probe_backend("dask").answers
+    assert resolve_backend("auto") == "local"

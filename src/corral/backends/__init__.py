@@ -226,7 +226,7 @@ def resolve_backend(name: str) -> str:
     backends = _backends()
     if name == AUTO:
         for info in list(backends.values()):
-            if info.answers is not None and probe_backend(info.name).answers:
+            if info.auto and info.answers is not None and probe_backend(info.name).answers:
                 return info.name
         return DEFAULT_BACKEND
     if isinstance(name, str) and name in backends:

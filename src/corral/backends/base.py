@@ -61,7 +61,7 @@ class Capabilities:
 DRIVERLESS_VERBS = ("cancel", "pause", "resume")
 
 #: The help of an option the engine applies before the backend sees the job.
-APPLIED_BY_CORRAL = "not sent: the scheduler applies it"
+APPLIED_BY_CORRAL = "not sent: corral applies it"
 #: The help of an option the backend ignores.
 NOT_USED = "not used"
 #: Options corral applies itself, alike on every backend.
@@ -122,6 +122,10 @@ class BackendInfo:
     #: DRIVERLESS_VERBS) that acts on jobs with no driver alive and returns what
     #: the backend said; needed when its jobs outlive the driver.
     driverless_control: str | None = None
+    #: Whether ``backend="auto"`` may choose it when its probe answers. A backend
+    #: that would start machinery of its own to run anything (Dask without an
+    #: address starts a LocalCluster) is chosen only by its name.
+    auto: bool = True
 
     @property
     def native_id_column(self) -> str:

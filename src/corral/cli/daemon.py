@@ -38,6 +38,10 @@ __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
 
 DAEMON_LOG = "daemon.log"
 _START_TIMEOUT_S = 20.0
+#: The daemon's exit status when its settings or its backend refused to start: its
+#: log then holds one line saying why.
+_REFUSED = 2
+_REFUSAL_MARK = "corral daemon: cannot start: "
 
 
 def idle_seconds(default: float = 300.0) -> float:
@@ -67,6 +71,7 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
     run_dir = private_run_dir(run_dir)
     private_file(run_dir / DAEMON_LOG)
     with open(run_dir / DAEMON_LOG, "ab") as log:
+        written_before = log.seek(0, os.SEEK_END)
         process = subprocess.Popen(
             [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
@@ -82,6 +87,10 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
             try:  # lost a race with another daemon starting: that one answers
                 return send_request(run_dir, {"verb": "ping"})
             except NoDriver:
+                said = _refusal(run_dir / DAEMON_LOG, written_before)
+                if code == _REFUSED and said:
+                    raise CorralError(f"the corral daemon for {run_dir} could not start: "
+                                      f"{said}") from None
                 raise CorralError(f"the corral daemon for {run_dir} exited ({code}) at start:\n"
                                   f"{_tail(run_dir / DAEMON_LOG)}") from None
         if time.monotonic() > deadline:
@@ -90,6 +99,20 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
             raise CorralError(f"the corral daemon for {run_dir} did not answer within "
                               f"{_START_TIMEOUT_S:.0f} s; see {run_dir / DAEMON_LOG}")
         time.sleep(0.02)  # polling a process we just started; nothing to wait on instead
+
+
+def _refusal(path: Path, offset: int) -> str:
+    """Why the daemon refused to start, from what it wrote to its log after
+    *offset* (a backend's own log lines may come before it); "" if it did not say."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            written = handle.read(256 * 1024).decode(errors="replace")
+    except OSError:
+        return ""
+    said = [line[len(_REFUSAL_MARK):] for line in written.splitlines()
+            if line.startswith(_REFUSAL_MARK)]
+    return said[-1] if said else ""
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -168,6 +191,9 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
                               backend_options=dict(settings.backend_options) or None)
     except RunInUse:
         return 0  # another daemon won the race to start; it serves the run
+    except (CorralError, ValueError) as error:  # its settings, or its backend refused
+        print(f"{_REFUSAL_MARK}{error}", file=sys.stderr, flush=True)
+        return _REFUSED
     stop = threading.Event()
     scheduler._stop_requested = stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -690,7 +690,8 @@ def backends(names: tuple[str, ...]) -> None:
     one backend="auto" chooses."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from corral.backends import AUTO, DEFAULT_BACKEND, Probe, backend_names, probe_backend
+    from corral.backends import (AUTO, DEFAULT_BACKEND, Probe, backend_info, backend_names,
+                                 probe_backend)
     from corral.cli.views import backends_view
 
     _register_configured_backends()
@@ -702,8 +703,8 @@ def backends(names: tuple[str, ...]) -> None:
         probes = dict(zip(every, pool.map(probe_backend, every), strict=True))
     probes[DEFAULT_BACKEND] = Probe(True, "always: worker processes on this machine; "
                                           f"{AUTO!r} falls back to it")
-    auto = next((name for name in every if name != DEFAULT_BACKEND and probes[name].answers),
-                DEFAULT_BACKEND)
+    auto = next((name for name in every if name != DEFAULT_BACKEND and probes[name].answers
+                 and backend_info(name).auto), DEFAULT_BACKEND)
     shown = {name: probes[name] for name in (names or every)}
     _console().print(backends_view(shown, auto))
 

@@ -278,15 +278,17 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
 
 
 def _native_kind(sessions: Sequence[SessionLike]) -> str:
-    """Worker pids where every session packed on this machine, else cluster job ids."""
+    """Worker pids where every session packed on this machine, else the backend's ids
+    ("Slurm ids", "Dask ids")."""
     for session in sessions:
         if session.backend is None:  # an older journal: it ran on this machine
             continue
         try:
-            if not backend_info(session.backend).capabilities.packs_locally:
-                return "cluster job ids"
+            info = backend_info(session.backend)
         except ValueError:  # a backend not registered here: a site's, or a described one
             return "cluster job ids"
+        if not info.capabilities.packs_locally:
+            return f"{info.title} ids"
     return "worker pids"
 
 

@@ -45,6 +45,10 @@ from corral.runtime.outcomes import OutcomeLog
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
+#: Seconds a worker waits for its next request before it exits, where set (the
+#: Dask backend's workers outlive the run that started them otherwise).
+IDLE_EXIT_VARIABLE = "CORRAL_WORKER_IDLE_EXIT_S"
+
 class _Spool:
     """Fds 1 and 2 of the worker, pointed at spool files for good (see
     :mod:`corral.runtime.spool`), so a job's output is caught whoever writes
@@ -118,8 +122,11 @@ def main() -> None:
     replies = Connection(write_fd, readable=False)
     home = os.getcwd()
     outcomes = OutcomeLog()
+    idle_exit = float(os.environ.get(IDLE_EXIT_VARIABLE) or 0) or None
     while True:
         try:
+            if idle_exit is not None and not requests.poll(idle_exit):
+                return  # unused for that long: whoever started it has moved on
             message = requests.recv_bytes()
         except (EOFError, OSError):
             return

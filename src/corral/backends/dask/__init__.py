@@ -9,12 +9,26 @@ imports dask.
 
 from __future__ import annotations
 
-from corral.backends.base import APPLIED_BY_CORRAL, BackendInfo, Capabilities, option_help
+from corral.backends.base import APPLIED_BY_CORRAL, BackendInfo, Capabilities, Probe, option_help
 
 __all__ = ["BACKEND", "INSTALL_HINT"]
 
 #: What a user without ``distributed`` is told to run.
 INSTALL_HINT = "pip install 'corral[dask]'"
+
+def _installed() -> Probe:
+    """Whether ``distributed`` is installed here (found, not imported: it is heavy)."""
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    if find_spec("distributed") is None:
+        return Probe(False, f"the distributed package is not installed: {INSTALL_HINT}")
+    try:
+        found = f"distributed {version('distributed')} is installed"
+    except PackageNotFoundError:
+        found = "distributed is importable"
+    return Probe(True, f"{found}; chosen by its name only, never by 'auto'")
+
 
 BACKEND = BackendInfo(
     name="dask",
@@ -42,10 +56,12 @@ BACKEND = BackendInfo(
         "priority": APPLIED_BY_CORRAL,
         "retries": APPLIED_BY_CORRAL,
         "timeout": "killed with its process tree",
-        "cwd": "chdir before the job starts",
-        "env": "set in the job's environment",
+        "cwd": "chdir before it starts (default: the driver's, where the worker has it)",
+        "env": "set on top of the Dask worker's environment",
         "python": "the Dask worker's",
     }, not_used=("partition", "account", "qos", "constraint", "setup", "extra_flags", "bundle")),
+    answers=_installed,
+    auto=False,
     backend_options={
         "address": "the Dask scheduler's address (tcp://host:8786); none: a LocalCluster",
         "client": "a distributed.Client, or a cluster object (LocalCluster, dask-jobqueue)",

@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import queue
+import re
 import shutil
 import socket
 import threading
@@ -38,7 +39,8 @@ from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.dask import BACKEND, INSTALL_HINT
 from corral.backends.dask.resources import (CORES, GPU, MEMORY, WorkerCapacity, dask_resources,
                                             refusal)
-from corral.backends.dask.task import CLAIMS, Ending, TaskOutcome, TaskSpec, run_job, terminate_job
+from corral.backends.dask.task import (CLAIMS, Ending, TaskOutcome, TaskSpec, end_run, run_job,
+                                       terminate_job)
 from corral.errors import BackendError
 from corral.runtime.command import describe_exit
 from corral.spec import Resources
@@ -48,6 +50,8 @@ __all__ = ["DaskBackend"]
 
 log = logging.getLogger("corral.backends.dask")
 
+#: What a job name keeps in a Dask key (letters, digits and ``_``).
+_KEY_NAME = re.compile(r"[^A-Za-z0-9_]+")
 #: Tells the reader thread to stop.
 _STOP_READING = object()
 #: Seconds a scheduler's description of its workers is reused by the submit check.
@@ -88,6 +92,8 @@ class DaskBackend:
         self._token = os.urandom(5).hex()
         self._topic = f"corral-{self._token}"
         self._host = socket.gethostname()
+        #: A job's directory where it gives none and the worker sees this one.
+        self._cwd = os.getcwd()
         self._owned_cluster: Any = None
         self._owns_client = True
         self._client = self._connect(distributed, options, cores, memory, gpus)
@@ -155,7 +161,7 @@ class DaskBackend:
             raise refused
 
     def submit(self, batch: Sequence[Submission]) -> list[str]:
-        keys = [self._new_key(submission.job_id) for submission in batch]
+        keys = [self._new_key(submission) for submission in batch]
         if self._gone is not None:
             for submission in batch:
                 self._pending.append(Update(submission.job_id, JobStatus.FAILED,
@@ -206,16 +212,19 @@ class DaskBackend:
             parent(job_id)
         share = self._share(submission.jobdir.parent)
         spec = TaskSpec(key=key, attempt=int(key.rsplit("-", 1)[1]), job_id=submission.job_id,
-                        jobdir=str(submission.jobdir), share=str(share), topic=self._topic, call=submission.call,
-                        upstream=upstream, argv=submission.argv, env=submission.env,
-                        cwd=submission.cwd, outcomes=submission.outcomes,
-                        parent_ids=tuple(parent_ids))
+                        jobdir=str(submission.jobdir), share=str(share), topic=self._topic,
+                        call=submission.call, upstream=upstream, argv=submission.argv,
+                        env=submission.env, cwd=submission.cwd, default_cwd=self._cwd,
+                        outcomes=submission.outcomes, parent_ids=tuple(parent_ids))
         return spec, inputs
 
-    def _new_key(self, job_id: int | str) -> str:
-        """The Dask key of the job's next attempt: ``corral-TOKEN-JOB-ATTEMPT``, the
-        attempt numbered across the run (the workers' claims read that number)."""
-        key = f"corral-{self._token}-{job_id}-{next(self._attempts)}"
+    def _new_key(self, submission: Submission) -> str:
+        """The Dask key of the job's next attempt: ``NAME-TOKEN-JOB-ATTEMPT``, the
+        attempt numbered across the run (the workers' claims read that number),
+        the name the job's own (Dask's dashboard groups tasks by it)."""
+        job_id = submission.job_id
+        name = _KEY_NAME.sub("_", submission.name)[:40].strip("_") or "corral"
+        key = f"{name}-{self._token}-{job_id}-{next(self._attempts)}"
         old = self._keys.get(job_id)
         if old is not None:
             self._job_of.pop(old, None)
@@ -225,10 +234,13 @@ class DaskBackend:
 
     def _share(self, run_dir: Path) -> Path:
         """This backend's directory in the run: the attempts' claims (see
-        corral.backends.dask.task); a worker that finds it sees the run directory."""
+        corral.backends.dask.task); a worker that finds it sees the run directory.
+        Removed at close; a killed driver's is small (a file per Dask worker
+        process) and left: another driver may be using the same directory."""
         share = run_dir / f".dask-{self._token}"
         if run_dir not in self._shares:
-            (share / CLAIMS).mkdir(parents=True, exist_ok=True)
+            share.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (share / CLAIMS).mkdir(mode=0o700, exist_ok=True)
             self._shares.add(run_dir)
         return share
 
@@ -487,6 +499,7 @@ class DaskBackend:
             self._cancel(live)
         for topic in (self._topic, *self._watched_workers):
             _quietly(lambda topic=topic: self._client.unsubscribe_topic(topic))
+        self._end_run_on_workers()
         self._to_read.put(_STOP_READING)
         self._reader.join(timeout=30)
         if self._owns_client:
@@ -495,6 +508,22 @@ class DaskBackend:
             _quietly(lambda: self._owned_cluster.close(timeout=10))
         for run_dir in self._shares:
             shutil.rmtree(run_dir / f".dask-{self._token}", ignore_errors=True)
+
+    def _end_run_on_workers(self) -> None:
+        """Close the run's corral workers and claim logs in every Dask worker now,
+        rather than when they have been idle for a while (best effort: a few
+        seconds at most)."""
+        if self._gone is not None or not self._shares:
+            return
+        shares = [str(run_dir / f".dask-{self._token}") for run_dir in self._shares]
+
+        def end() -> None:
+            for share in shares:
+                _quietly(lambda share=share: self._client.run(end_run, self._topic, share))
+
+        ending = threading.Thread(target=end, daemon=True, name="corral dask end run")
+        ending.start()
+        ending.join(timeout=5)
 
     # -- the workers --------------------------------------------------------------------------
 

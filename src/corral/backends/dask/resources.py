@@ -71,10 +71,17 @@ def _wanted(resources: Resources) -> dict[str, float]:
 
 
 def dask_resources(resources: Resources, workers: list[WorkerCapacity]) -> dict[str, float]:
-    """What to ask Dask for: the job's request in the resources any worker
-    declares (empty: Dask places it on any thread)."""
+    """What to ask Dask for: the job's request in the resources some worker
+    declares (empty: Dask places it on any thread). A task that asks for a
+    resource runs only where it is declared, so a one-core job asks for
+    ``cores`` only when every worker declares them: else the workers that
+    declare nothing would never get one."""
     declared = {name for worker in workers for name in worker.resources}
-    return {name: amount for name, amount in _wanted(resources).items() if name in declared}
+    everywhere = set.intersection(*(set(worker.resources) for worker in workers)) \
+        if workers else set()
+    return {name: amount for name, amount in _wanted(resources).items()
+            if name in declared and not (name == CORES and amount == 1
+                                         and CORES not in everywhere)}
 
 
 def refusal(resources: Resources, workers: list[WorkerCapacity]) -> ResourceError | None:
@@ -87,7 +94,7 @@ def refusal(resources: Resources, workers: list[WorkerCapacity]) -> ResourceErro
         return ResourceError(
             f"asks for {_count(resources.gpus, 'GPU')} but no Dask worker declares a GPU "
             f"resource (start one with --resources \"GPU=1\"): {_listing(workers)}")
-    sent = {name: amount for name, amount in wanted.items() if name in declared}
+    sent = dask_resources(resources, workers)
     if any(all(worker.resources.get(name, 0) >= amount for name, amount in sent.items())
            for worker in workers):
         if MEMORY not in sent and resources.memory_mb:

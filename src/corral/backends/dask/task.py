@@ -46,10 +46,11 @@ from corral.runtime.command import KILL, TERMINATE, describe_exit
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
+from corral.runtime.worker import IDLE_EXIT_VARIABLE
 from corral.runtime.worker_process import (WorkerProcess, WorkerStartError, call_request,
                                            command_request, start_worker)
 
-__all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "CLAIMS",
+__all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "end_run", "CLAIMS",
            "WATCH_S", "OUTPUT_LIMIT"]
 
 #: Seconds between two looks at whether Dask still wants the running task.
@@ -95,6 +96,9 @@ class TaskSpec:
     argv: tuple[str, ...] = ()
     env: tuple[tuple[str, str | None], ...] = ()
     cwd: str | None = None
+    #: The driver's directory: the job's own where it gives none and this worker
+    #: has it (else the job runs in the worker's).
+    default_cwd: str | None = None
     outcomes: str | None = None
     #: The corral ids of the parents passed to the task, for messages.
     parent_ids: tuple[int | str, ...] = ()
@@ -142,7 +146,7 @@ def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
             return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=(
                 f"worker lost: it was running on {taken_by}, which went away"))
     try:
-        return _run(spec, parents, _runner(), visible, started, where)
+        return _run(spec, parents, _runner(spec.topic), visible, started, where)
     except WorkerStartError as error:
         return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=str(error))
     except Exception as error:  # a bug of ours must not turn into Dask's own retries
@@ -182,10 +186,11 @@ def _sees(share: str) -> bool:
 
 def _claim(share: str, spec: TaskSpec, where: str) -> str | None:
     """Claim the attempt *spec*; None, or who claimed it first (a worker that died)."""
-    log = _claim_logs.get(share)
-    if log is None:
-        with _lock:
-            log = _claim_logs.setdefault(share, _ClaimLog(os.path.join(share, CLAIMS)))
+    with _lock:
+        log = _claim_logs.get(share)
+        if log is None:
+            log = _claim_logs[share] = _ClaimLog(os.path.join(share, CLAIMS))
+    log.last_used = time.monotonic()
     return log.claim(spec.key, spec.attempt, where)
 
 
@@ -215,6 +220,11 @@ class _ClaimLog:
         self.partial: dict[str, bytes] = {}
         self.seen = bytearray()
         self.lock = threading.Lock()  # the worker's threads claim at once
+        self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        with self.lock:
+            os.close(self.descriptor)
 
     def claim(self, key: str, attempt: int, where: str) -> str | None:
         with self.lock:
@@ -298,13 +308,18 @@ def _announce(spec: TaskSpec, started: float, runner: _Runner) -> None:
 
 
 def _still_wanted() -> bool:
-    """Whether Dask still wants the task this thread runs (not cancelled, its
-    client alive)."""
+    """Whether Dask still wants the task this thread runs: not cancelled, its
+    client alive, its worker not closing (a worker that lost its scheduler closes
+    once its running tasks end: they must end)."""
     try:
         from distributed import get_worker
+        from distributed.core import Status
         from distributed.worker import thread_state
 
-        task = get_worker().state.tasks.get(thread_state.key)
+        worker = get_worker()
+        if worker.status in (Status.closing, Status.closed, Status.failed):
+            return False  # its scheduler went away, or it is being stopped
+        task = worker.state.tasks.get(thread_state.key)
     except Exception:
         return True
     return task is not None and task.state in ("executing", "long-running")
@@ -312,22 +327,35 @@ def _still_wanted() -> bool:
 
 # -- the corral worker process serving this thread ----------------------------------------------
 
-_RUNNERS: dict[int, _Runner] = {}
+#: (thread, run) -> the corral worker serving that Dask worker thread for that run.
+_RUNNERS: dict[tuple[int, str], _Runner] = {}
 _RUNNING: dict[str, _Runner] = {}  # key -> the runner running it, for terminate_job
 _numbers = itertools.count(1)
 _token = f"dask-{os.getpid()}-{os.urandom(4).hex()}"
 _spool_root: list[str] = []
 _lock = threading.Lock()
+#: A runner (or a run's claim log) unused this long is closed when its thread next
+#: works: a run that ended without saying so (its driver was killed) leaves nothing.
+IDLE_S = 120.0
+#: ... and a runner exits by itself after this long without a request, should its
+#: Dask worker thread never work again.
+RUNNER_IDLE_EXIT_S = 180.0
 
 
 class _Runner:
-    """One corral worker process, serving one Dask worker thread."""
+    """One corral worker process, serving one Dask worker thread for one run.
 
-    def __init__(self) -> None:
+    Runners are not shared between runs: a runner imports the run's modules, and
+    a later run of edited code must not get the old ones.
+    """
+
+    def __init__(self, run: str) -> None:
         number = next(_numbers)
+        self.run = run
         # Ends with a dot: runner 1's mark must not be a prefix of runner 12's.
         self.mark = f"{_token}.{number}."
-        environment = dict(os.environ, **{MARK_VARIABLE: self.mark})
+        environment = dict(os.environ, **{MARK_VARIABLE: self.mark,
+                                          IDLE_EXIT_VARIABLE: str(RUNNER_IDLE_EXIT_S)})
         self.worker: WorkerProcess = start_worker(
             sys.executable, os.path.join(_spool_directory(), f"runner-{number}"), environment)
         self.ended = os.pidfd_open(self.worker.pid)
@@ -335,6 +363,8 @@ class _Runner:
         self.runs_command = False
         self.job_id: int | str | None = None
         self.sent_environment: dict[bytes, bytes] | None = None
+        self.last_used = time.monotonic()
+        self.closed = False
 
     def send(self, request: tuple) -> None:
         with self.pipe_lock:
@@ -347,6 +377,9 @@ class _Runner:
             pass
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         kill_tree(self.worker.pid)
         try:
             self.worker.process.wait(timeout=5)
@@ -368,22 +401,61 @@ def _spool_directory() -> str:
         return _spool_root[0]
 
 
-def _runner() -> _Runner:
-    """This thread's corral worker, started on first use or after it died."""
+def _runner(run: str) -> _Runner:
+    """This thread's corral worker for *run*, started on first use or after it
+    died; this thread's runners that have been idle for :data:`IDLE_S` go."""
     thread = threading.get_ident()
-    runner = _RUNNERS.get(thread)
-    if runner is None or runner.worker.process.poll() is not None:
+    now = time.monotonic()
+    with _lock:
+        stale = [(place, runner) for place, runner in _RUNNERS.items()
+                 if place[0] == thread and now - runner.last_used > IDLE_S]
+        for place, _ in stale:
+            del _RUNNERS[place]
+        runner = _RUNNERS.get((thread, run))
+    for _, old in stale:
+        old.close()
+    _close_idle_claim_logs(now)
+    if runner is None or runner.closed or runner.worker.process.poll() is not None:
         if runner is not None:
             runner.close()
-        runner = _RUNNERS[thread] = _Runner()
+        runner = _Runner(run)
+        with _lock:
+            _RUNNERS[(thread, run)] = runner
+    runner.last_used = now
     return runner
+
+
+def _close_idle_claim_logs(now: float) -> None:
+    with _lock:
+        idle = [share for share, log in _claim_logs.items() if now - log.last_used > IDLE_S]
+        closing = [_claim_logs.pop(share) for share in idle]
+    for log in closing:
+        log.close()
 
 
 def _retire(runner: _Runner) -> None:
     """Stop *runner* for good (it was killed with a job): the next job starts another."""
-    if _RUNNERS.get(threading.get_ident()) is runner:
-        del _RUNNERS[threading.get_ident()]
+    with _lock:
+        for place, known in list(_RUNNERS.items()):
+            if known is runner:
+                del _RUNNERS[place]
     runner.close()
+
+
+def end_run(run: str, share: str) -> int:
+    """Close this worker's runners of the run *run* and its claim log (*share*);
+    run by the driver through ``Client.run`` when it shuts down. How many closed.
+    (A runner still busy, its task cancelled a moment ago, goes once idle.)"""
+    with _lock:
+        idle = [place for place, runner in _RUNNERS.items()
+                if runner.run == run and runner not in _RUNNING.values()]
+        closing = [_RUNNERS.pop(place) for place in idle]
+        log = _claim_logs.pop(share, None)
+    for runner in closing:
+        runner.close()
+    if log is not None:
+        log.close()
+    return len(closing)
 
 
 # -- running one job -----------------------------------------------------------------------------
@@ -391,15 +463,18 @@ def _retire(runner: _Runner) -> None:
 def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: bool,
          started: float, where: str) -> TaskOutcome:
     jobdir = spec.jobdir if visible else tempfile.mkdtemp(dir=_spool_directory())
+    cwd = spec.cwd
+    if cwd is None and spec.default_cwd is not None and os.path.isdir(spec.default_cwd):
+        cwd = spec.default_cwd
     try:
         if spec.call is not None:
             upstream = [parents[item].blob or b"" if isinstance(item, int) else item
                         for item in spec.upstream]
             request = call_request(spec.job_id, jobdir, spec.call, upstream, spec.env,
-                                   spec.cwd, spec.outcomes if visible else None)
+                                   cwd, spec.outcomes if visible else None)
         else:
             request = command_request(spec.job_id, jobdir, spec.argv,
-                                      _command_environment(spec, runner), spec.cwd)
+                                      _command_environment(spec, runner), cwd)
         runner.job_id, runner.runs_command = spec.job_id, spec.call is None
         _RUNNING[spec.key] = runner
         try:
@@ -407,6 +482,7 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
             reply = _wait_for_reply(spec, runner, started)
         finally:
             _RUNNING.pop(spec.key, None)
+            runner.last_used = time.monotonic()
         ended = time.time()
         stdout = stderr = None
         if not visible:  # sent back with the outcome
