@@ -162,3 +162,11 @@ def run_code(code: str):
     namespace: dict = {}
     exec(code, namespace)
     return namespace["result"]
+
+
+def hold_the_gil_after_a_child(pidfile: str) -> None:
+    """Start a child in its own session, note both pids, then run C code that never
+    lets another thread of this process run (a worker's guard thread included)."""
+    child = subprocess.Popen(["sleep", "4311"], start_new_session=True)
+    write_atomically(pidfile, f"{os.getpid()} {child.pid}")
+    sum(range(10 ** 13))

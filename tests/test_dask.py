@@ -20,8 +20,8 @@ import pytest
 import corral
 import dask_cluster
 from corral import JobStatus
-from jobs import (add, raise_custom, report_environment, spawn_tree_and_wait, square, talk,
-                  wait_for_file, write_pid_and_wait)
+from jobs import (add, hold_the_gil_after_a_child, raise_custom, report_environment,
+                  spawn_tree_and_wait, square, talk, wait_for_file, write_pid_and_wait)
 from support.cli import Corral
 from support.processes import pids_alive
 from support.waiting import loop_barrier, wait_until
@@ -138,7 +138,7 @@ def test_a_gpu_job_runs_on_the_worker_that_declares_a_gpu(cluster, tmp_path):
 
 def test_a_request_no_worker_can_ever_meet_is_refused_naming_each_worker(cluster, tmp_path):
     with on(cluster, tmp_path) as sched:
-        for options, asked in (({"gpus": 2}, "2 GPUs"), ({"cores": 3}, "3 cores"),
+        for options, asked in (({"gpus": 2}, "2 GPUs"), ({"cores": 3, "gpus": 1}, "3 cores, 1 GPU"),
                                ({"cores": 2, "gpus": 2}, "2 cores, 2 GPUs")):
             with pytest.raises(corral.ResourceError) as refused:
                 sched.options(**options).submit(square, 1)
@@ -294,6 +294,40 @@ def test_a_sigkilled_worker_fails_its_job_as_worker_lost_and_the_rest_finish(own
         assert [job.result(timeout=60) for job in others] == [i * i for i in range(20)]
     wait_until(lambda: not pids_alive(job_pids), timeout=10,
                message="the lost jobs' processes to die with their worker")
+
+
+def test_a_call_holding_the_gil_dies_with_its_sigkilled_dask_worker(own_cluster, tmp_path):
+    """Its corral worker cannot notice its parent's death (its guard thread never
+    gets the GIL): the Dask worker's reaper process kills it and its child."""
+    pid_file = tmp_path / "pids"
+    with on(own_cluster, tmp_path) as sched:
+        job = sched.submit(hold_the_gil_after_a_child, os.fspath(pid_file))
+        wait_until(pid_file.exists, timeout=60, message="the job to start")
+        pids = [int(pid) for pid in pid_file.read_text().split()]
+        os.kill(dask_worker_of(pids[0]), signal.SIGKILL)
+        with pytest.raises(corral.WorkerLost):
+            job.result(timeout=60)
+        wait_until(lambda: not pids_alive(pids), timeout=20,
+                   message="the GIL-holding job and its child to be killed")
+
+
+def test_jobs_only_assigned_to_a_worker_that_dies_run_when_it_is_back(own_cluster, tmp_path):
+    """Dask assigns GPU jobs to the one GPU worker at once, queued behind each other:
+    when it dies, only the job it was running is lost; the queued ones run later."""
+    release = tmp_path / "release"
+    with on(own_cluster, tmp_path) as sched:
+        running = sched.options(gpus=1).submit(write_pid_and_wait, os.fspath(tmp_path / "pid"),
+                                               os.fspath(release))
+        queued = [sched.options(gpus=1).submit(square, i) for i in range(3)]
+        wait_until((tmp_path / "pid").exists, timeout=60, message="the GPU job to start")
+        wait_until(lambda: running.status is JobStatus.RUNNING, timeout=60,
+                   message="the GPU job to be seen running")
+        os.kill(dask_worker_of(int((tmp_path / "pid").read_text())), signal.SIGKILL)
+        with pytest.raises(corral.WorkerLost):
+            running.result(timeout=60)
+        assert [job.result(timeout=90) for job in queued] == [0, 1, 4]
+        assert [job.attempts for job in queued] == [1, 1, 1]
+    release.touch()
 
 
 def test_a_scheduler_that_goes_away_fails_the_unfinished_jobs_instead_of_hanging(own_cluster,

@@ -107,13 +107,30 @@ PLAIN_WORKER = WorkerCapacity("tcp://b:1", 2, 0, {})
 def test_only_what_some_worker_declares_is_asked_of_dask() -> None:
     asked = Resources(cores=2, memory_mb=1024, gpus=1)
     assert dask_resources(asked, [GPU_WORKER, PLAIN_WORKER]) == {"cores": 2, "GPU": 1}
-    assert dask_resources(asked, [PLAIN_WORKER]) == {}
+    assert dask_resources(Resources(cores=2, memory_mb=1024), [PLAIN_WORKER]) == {}
 
 
 def test_a_one_core_job_asks_for_cores_only_where_every_worker_declares_them() -> None:
     """Else the workers that declare nothing would never get a job."""
     assert dask_resources(Resources(), [GPU_WORKER, PLAIN_WORKER]) == {}
     assert dask_resources(Resources(), [GPU_WORKER]) == {"cores": 1}
+
+
+def test_a_request_fits_one_worker_not_the_names_all_workers_declare() -> None:
+    """Dask runs a task only on a worker declaring every resource it asks for."""
+    cores_only = WorkerCapacity("tcp://c:1", 1, 0, {"cores": 1})
+    gpu_only = WorkerCapacity("tcp://g:1", 1, 0, {"GPU": 1})
+    assert dask_resources(Resources(gpus=1), [cores_only, gpu_only]) == {"GPU": 1}
+    assert refusal(Resources(gpus=1), [cores_only, gpu_only]) is None
+    # More cores than any worker declares: runs where cores are not declared.
+    assert dask_resources(Resources(cores=8), [GPU_WORKER, PLAIN_WORKER]) == {}
+    assert refusal(Resources(cores=8), [GPU_WORKER, PLAIN_WORKER]) is None
+    assert str(refusal(Resources(cores=8, gpus=1), [GPU_WORKER, PLAIN_WORKER])).startswith(
+        "asks for 8 cores, 1 GPU but no Dask worker has that much: tcp://a:1 has GPU=1, cores=4")
+
+
+def test_with_no_worker_yet_a_gpu_job_still_waits_for_a_gpu_worker() -> None:
+    assert dask_resources(Resources(cores=4, memory_mb=1024, gpus=2), []) == {"GPU": 2}
 
 
 def test_with_no_worker_yet_nothing_is_refused() -> None:

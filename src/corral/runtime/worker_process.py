@@ -20,13 +20,29 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["WorkerProcess", "start_worker", "call_request", "command_request",
+__all__ = ["WorkerProcess", "start_worker", "start_reaper", "call_request", "command_request",
            "WorkerStartError"]
 
 _BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[5]); "
     "from corral.runtime.worker import main; main()"
 )
+
+
+_REAPER_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[3]); "
+    "from corral.runtime.reaper import main; main()"
+)
+
+
+def start_reaper(python: str, token: str) -> subprocess.Popen:
+    """Start the process that kills every process marked ``<token>.`` once this
+    process dies (see :mod:`corral.runtime.reaper`): the backstop for a worker
+    that cannot kill its own tree, its GIL held by a job's C code. Its stdin is
+    the pipe through which this process says farewell."""
+    return subprocess.Popen([python, "-c", _REAPER_BOOT, str(os.getpid()), token,
+                             json.dumps(sys.path)], stdin=subprocess.PIPE,
+                            start_new_session=True)
 
 
 class WorkerStartError(OSError):

@@ -31,7 +31,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -113,8 +113,9 @@ class DaskBackend:
         self._workers_read = float("-inf")
         self._gone: str | None = None  # why the scheduler cannot be used any more
         self._closed = False
-        self._watched_workers: set[str] = set()  # whose removal we are told of
-        self._client.subscribe_topic(self._topic, self._event)
+        #: The workers whose removal we are told of, and the handler of each.
+        self._watched_workers: dict[str, Callable[[tuple[float, Any]], None]] = {}
+        _topics.subscribe(self._client, self._topic, self._event)
         self._current_workers()
         self._reader = threading.Thread(target=self._read_results, daemon=True,
                                         name="corral dask results")
@@ -296,23 +297,29 @@ class DaskBackend:
         made by the control loop, it held back every submit and kill meanwhile.
         Here, futures that finish during a gather are read together by the next.
         """
+        while self._read_a_batch():
+            pass
+
+    def _read_a_batch(self) -> bool:
+        """Read what finished since the last batch; False once told to stop. (A
+        function of its own so that it holds no future while it waits: Dask
+        computes again a lost result that a client still holds.)"""
+        batch = [self._to_read.get()]
         while True:
-            batch = [self._to_read.get()]
-            while True:
-                try:
-                    batch.append(self._to_read.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP_READING in batch:
-                return
-            finished = [future for future in batch if future.status == "finished"]
-            if finished:
-                self._inbox.put(("results", list(zip(finished, self._gather(finished),
-                                                     strict=True))))
-            for future in batch:
-                if future.status != "finished":
-                    self._inbox.put(("ended", (future, self._why_ended(future))))
-            self.wake()
+            try:
+                batch.append(self._to_read.get_nowait())
+            except queue.Empty:
+                break
+        if _STOP_READING in batch:
+            return False
+        finished = [future for future in batch if future.status == "finished"]
+        if finished:
+            self._inbox.put(("results", list(zip(finished, self._gather(finished), strict=True))))
+        for future in batch:
+            if future.status != "finished":
+                self._inbox.put(("ended", (future, self._why_ended(future))))
+        self.wake()
+        return True
 
     def _gather(self, futures: list[Any]) -> list[Any]:
         """Each future's result, or the exception that stood in for it."""
@@ -354,13 +361,16 @@ class DaskBackend:
                                     live_output=tuple(spool) if host == self._host else None))
 
     def _worker_removed(self, worker: str, message: dict) -> None:
-        """Fail the jobs that ran on a worker that went away; Dask would run them again."""
-        lost = [key for key in message.get("processing-tasks", ()) if key in self._job_of]
-        lost += [key for key, where in self._started.items()
-                 if where == worker and key in self._job_of and key not in lost]
+        """Fail the jobs that were running on a worker that went away; Dask would run
+        them again. Only those announced as started there: Dask also counts as the
+        worker's the tasks merely assigned to it, which it now runs elsewhere. (A job
+        lost before it was announced, in its first 20 ms, is found by its claim.)"""
+        lost = [key for key, where in self._started.items()
+                if where == worker and key in self._job_of]
         futures = []
         for key in lost:
             job_id = self._job_of.pop(key)
+            self._started.pop(key, None)
             future = self._futures.pop(job_id, None)
             if future is not None:
                 futures.append(future)
@@ -497,8 +507,10 @@ class DaskBackend:
         self._futures.clear()
         if live and self._gone is None:
             self._cancel(live)
-        for topic in (self._topic, *self._watched_workers):
-            _quietly(lambda topic=topic: self._client.unsubscribe_topic(topic))
+        _quietly(lambda: _topics.unsubscribe(self._client, self._topic, self._event))
+        for worker, handler in self._watched_workers.items():
+            _quietly(lambda worker=worker, handler=handler:
+                     _topics.unsubscribe(self._client, worker, handler))
         self._end_run_on_workers()
         self._to_read.put(_STOP_READING)
         self._reader.join(timeout=30)
@@ -548,9 +560,52 @@ class DaskBackend:
         """Be told when *worker* goes: the scheduler logs its removal on the
         worker's own topic (not on "all", which also carries an event per gather)."""
         if worker not in self._watched_workers:
-            self._watched_workers.add(worker)
-            self._client.subscribe_topic(
-                worker, lambda event: self._scheduler_event(worker, event))
+            def handler(event: tuple[float, Any]) -> None:
+                self._scheduler_event(worker, event)
+
+            self._watched_workers[worker] = handler
+            _topics.subscribe(self._client, worker, handler)
+
+
+class _TopicHandlers:
+    """Event handlers per Client and topic. A Client keeps one handler per topic,
+    so two Schedulers on one user's Client would replace each other's: each
+    topic gets one handler here, which calls every Scheduler's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handlers: dict[tuple[int, str], list[Callable[[Any], None]]] = {}
+
+    def subscribe(self, client: Any, topic: str, handler: Callable[[Any], None]) -> None:
+        place = (id(client), topic)
+        with self._lock:
+            handlers = self._handlers.get(place)
+            if handlers is not None:
+                handlers.append(handler)
+                return
+            handlers = self._handlers[place] = [handler]
+
+        def every(event: Any) -> None:
+            with self._lock:
+                called = list(handlers)
+            for each in called:
+                each(event)
+
+        client.subscribe_topic(topic, every)
+
+    def unsubscribe(self, client: Any, topic: str, handler: Callable[[Any], None]) -> None:
+        place = (id(client), topic)
+        with self._lock:
+            handlers = self._handlers.get(place, [])
+            if handler in handlers:
+                handlers.remove(handler)
+            if handlers:
+                return
+            self._handlers.pop(place, None)
+        client.unsubscribe_topic(topic)
+
+
+_topics = _TopicHandlers()
 
 
 def _local_cluster(distributed: Any, options: dict[str, Any], cores: int | None,

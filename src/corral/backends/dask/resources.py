@@ -1,5 +1,5 @@
 """A job's cores, memory and GPUs as Dask worker resources, and the check that
-some worker can ever meet them.
+some worker can ever run it.
 
 Dask places a task with ``resources={"GPU": 1}`` only on a worker started with
 ``--resources "GPU=1"``, and a task no worker can meet waits for ever. So a
@@ -71,17 +71,41 @@ def _wanted(resources: Resources) -> dict[str, float]:
 
 
 def dask_resources(resources: Resources, workers: list[WorkerCapacity]) -> dict[str, float]:
-    """What to ask Dask for: the job's request in the resources some worker
-    declares (empty: Dask places it on any thread). A task that asks for a
-    resource runs only where it is declared, so a one-core job asks for
-    ``cores`` only when every worker declares them: else the workers that
-    declare nothing would never get one."""
-    declared = {name for worker in workers for name in worker.resources}
-    everywhere = set.intersection(*(set(worker.resources) for worker in workers)) \
-        if workers else set()
-    return {name: amount for name, amount in _wanted(resources).items()
-            if name in declared and not (name == CORES and amount == 1
-                                         and CORES not in everywhere)}
+    """What to ask Dask for (empty: Dask places the job on any thread).
+
+    Dask runs a task that asks for resources only on a worker that declares
+    every one of them, so each worker declares its own set and a request is
+    built to fit some worker: GPUs always (no worker without them may run the
+    job), then ``cores`` and ``memory`` each where some worker declares it,
+    together with what is already asked, in that amount. A one-core job asks
+    for ``cores`` only when every worker declares them: else the workers that
+    declare nothing would never get one. With no worker yet (an adaptive
+    cluster), only GPUs are asked for.
+    """
+    wanted = _wanted(resources)
+    sent = {GPU: wanted[GPU]} if GPU in wanted else {}
+    if not workers:
+        return sent
+    everywhere = set.intersection(*(set(worker.resources) for worker in workers))
+    for name in (CORES, MEMORY):
+        if name not in wanted or (name == CORES and wanted[name] == 1
+                                  and CORES not in everywhere):
+            continue
+        trying = {**sent, name: wanted[name]}
+        if any(_declares(worker, trying) for worker in workers):
+            sent = trying
+    return sent
+
+
+def _declares(worker: WorkerCapacity, asked: dict[str, float]) -> bool:
+    return all(worker.resources.get(name, 0) >= amount for name, amount in asked.items())
+
+
+def _could_run(worker: WorkerCapacity, wanted: dict[str, float]) -> bool:
+    """What a worker declares it must have enough of; what it does not declare is
+    not enforced there, except GPUs."""
+    return all(worker.resources[name] >= amount if name in worker.resources else name != GPU
+               for name, amount in wanted.items())
 
 
 def refusal(resources: Resources, workers: list[WorkerCapacity]) -> ResourceError | None:
@@ -94,16 +118,14 @@ def refusal(resources: Resources, workers: list[WorkerCapacity]) -> ResourceErro
         return ResourceError(
             f"asks for {_count(resources.gpus, 'GPU')} but no Dask worker declares a GPU "
             f"resource (start one with --resources \"GPU=1\"): {_listing(workers)}")
-    sent = dask_resources(resources, workers)
-    if any(all(worker.resources.get(name, 0) >= amount for name, amount in sent.items())
-           for worker in workers):
-        if MEMORY not in sent and resources.memory_mb:
-            return _memory_limit_refusal(resources.memory_mb, workers)
-        return None
-    what = ", ".join(_ask(name, amount) for name, amount in sent.items()
-                     if not (name == CORES and amount == 1))
-    return ResourceError(f"asks for {what} but no Dask worker has that much: "
-                         f"{_listing(workers)}")
+    if not any(_could_run(worker, wanted) for worker in workers):
+        what = ", ".join(_ask(name, amount) for name, amount in wanted.items()
+                         if not (name == CORES and amount == 1))
+        return ResourceError(f"asks for {what} but no Dask worker has that much: "
+                             f"{_listing(workers)}")
+    if MEMORY not in declared and resources.memory_mb:
+        return _memory_limit_refusal(resources.memory_mb, workers)
+    return None
 
 
 def _memory_limit_refusal(memory_mb: int, workers: list[WorkerCapacity]) -> ResourceError | None:

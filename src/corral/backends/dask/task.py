@@ -34,6 +34,7 @@ import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,7 +49,7 @@ from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker import IDLE_EXIT_VARIABLE
 from corral.runtime.worker_process import (WorkerProcess, WorkerStartError, call_request,
-                                           command_request, start_worker)
+                                           command_request, start_reaper, start_worker)
 
 __all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "end_run", "CLAIMS",
            "WATCH_S", "OUTPUT_LIMIT"]
@@ -141,7 +142,10 @@ def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
     where = _where_am_i()
     visible = _sees(spec.share)
     if visible:
-        taken_by = _claim(spec.share, spec, where)
+        try:
+            taken_by = _claim(spec.share, spec, where)
+        except OSError:  # the run's claims directory was removed under it: run unclaimed
+            taken_by = None
         if taken_by is not None:
             return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=(
                 f"worker lost: it was running on {taken_by}, which went away"))
@@ -350,6 +354,7 @@ class _Runner:
     """
 
     def __init__(self, run: str) -> None:
+        _start_reaper()
         number = next(_numbers)
         self.run = run
         # Ends with a dot: runner 1's mark must not be a prefix of runner 12's.
@@ -399,6 +404,18 @@ def _spool_directory() -> str:
         if not _spool_root:
             _spool_root.append(make_owned_tempdir(SPOOL_PREFIX))
         return _spool_root[0]
+
+
+_reaper: list[subprocess.Popen] = []
+
+
+def _start_reaper() -> None:
+    """Once per Dask worker process: the process that kills every runner and what
+    it started if this Dask worker dies (a runner whose job holds the GIL in C
+    code cannot notice by itself)."""
+    with _lock:
+        if not _reaper:
+            _reaper.append(start_reaper(sys.executable, _token))
 
 
 def _runner(run: str) -> _Runner:
@@ -578,7 +595,8 @@ def _read_output(path: str) -> bytes | None:
             size = handle.seek(0, os.SEEK_END)
             if size > OUTPUT_LIMIT:
                 handle.seek(size - OUTPUT_LIMIT)
-                note = f"[corral: the first {size - OUTPUT_LIMIT} bytes were left on the worker]\n"
+                note = (f"[corral: the first {size - OUTPUT_LIMIT} bytes were dropped: the Dask "
+                        f"worker does not see the run directory]\n")
                 return note.encode() + handle.read()
             handle.seek(0)
             return handle.read()

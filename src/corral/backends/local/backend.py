@@ -19,7 +19,6 @@ concrete GPU ids and sets ``CUDA_VISIBLE_DEVICES`` from them.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import pickle
@@ -40,19 +39,13 @@ from corral.runtime.command import KILL, TERMINATE, describe_exit
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker_process import (WorkerStartError, call_request, command_request,
-                                           start_worker)
+                                           start_reaper, start_worker)
 from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.local import BACKEND
 
 __all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus", "SPOOL_PREFIX"]
 
 log = logging.getLogger("corral.backends.local")
-
-_REAPER_BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[3]); "
-    "from corral.runtime.reaper import main; main()"
-)
-
 
 def default_cores() -> int:
     """All CPUs this process may use but one, and at least one."""
@@ -356,9 +349,7 @@ class LocalBackend:
         """Start the process that kills our jobs' processes if we die (once)."""
         if self._reaper is not None:
             return
-        self._reaper = subprocess.Popen(
-            [self._python, "-c", _REAPER_BOOT, str(os.getpid()), self._token, json.dumps(sys.path)],
-            stdin=subprocess.PIPE, start_new_session=True)
+        self._reaper = start_reaper(self._python, self._token)
 
     def _stop_reaper(self) -> None:
         reaper = self._reaper
