@@ -96,7 +96,12 @@ class DaskBackend:
         self._cwd = os.getcwd()
         self._owned_cluster: Any = None
         self._owns_client = True
-        self._client = self._connect(distributed, options, cores, memory, gpus)
+        try:
+            self._client = self._connect(distributed, options, cores, memory, gpus)
+        except BaseException:  # a LocalCluster started for a Client that failed
+            if self._owned_cluster is not None:
+                _quietly(lambda: self._owned_cluster.close(timeout=10))
+            raise
         self.address = str(self._client.scheduler.address)
         self._inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._woken = threading.Event()
@@ -140,6 +145,9 @@ class DaskBackend:
         if given:
             return self._client_for(distributed, given, timeout)
         self._owned_cluster = _local_cluster(distributed, options, cores, memory, gpus)
+        log.info("started a Dask LocalCluster at %s (dashboard: %s)",
+                 self._owned_cluster.scheduler_address,
+                 getattr(self._owned_cluster, "dashboard_link", "none"))
         return self._client_for(distributed, self._owned_cluster, timeout)
 
     @staticmethod
