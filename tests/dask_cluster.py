@@ -56,7 +56,7 @@ def _dask(*arguments: str, log: Path, hide: Path | None = None) -> subprocess.Po
 
 
 def start(directory: Path, workers: tuple[str | None, ...] = (WITH_RESOURCES, None),
-          timeout: float = 60, hide: Path | None = None) -> DaskCluster:
+          timeout: float = 60, hide: Path | None = None, nthreads: int = 2) -> DaskCluster:
     """Start a scheduler and one worker per item of *workers* (its ``--resources``,
     or None), all listening on 127.0.0.1 only; with *hide*, workers that do not see
     that directory (see :func:`_dask`; needs root)."""
@@ -72,7 +72,7 @@ def start(directory: Path, workers: tuple[str | None, ...] = (WITH_RESOURCES, No
     try:
         cluster.address = _read_address(scheduler_file, cluster.processes[0], log, timeout)
         for resources in workers:
-            arguments = ["worker", cluster.address, "--nthreads", "2", "--no-dashboard",
+            arguments = ["worker", cluster.address, "--nthreads", str(nthreads), "--no-dashboard",
                          "--host", "127.0.0.1", "--local-directory", str(directory / "space")]
             if resources:
                 arguments += ["--resources", resources]

@@ -170,3 +170,12 @@ def hold_the_gil_after_a_child(pidfile: str) -> None:
     child = subprocess.Popen(["sleep", "4311"], start_new_session=True)
     write_atomically(pidfile, f"{os.getpid()} {child.pid}")
     sum(range(10 ** 13))
+
+
+def touch(path: str) -> None:
+    Path(path).touch()
+
+
+def append_line(path: str, line: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(line + "\n")

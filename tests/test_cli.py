@@ -157,6 +157,49 @@ def test_logs_follow_prints_what_a_running_job_writes_later_and_returns_when_it_
     assert (follow.returncode, rest, errors) == (0, b"after\n", b"")
 
 
+def test_logs_follow_across_a_retry_prints_each_attempts_output_whole(cli, tmp_path):
+    """A retry writes its output anew: it is printed from its start, under a marker,
+    not from where the first attempt's left off."""
+    first, second, ran = tmp_path / "first", tmp_path / "second", tmp_path / "ran"
+    job = cli.submit("--retries", "1",
+                     f"if [ -e {q(ran)} ]; then echo second try; {block(second)}; echo done; "
+                     f"else touch {q(ran)}; echo first try with more words; {block(first)}; "
+                     "exit 3; fi")
+    cli.wait_for_status(job, "RUNNING")
+    follow = cli.popen("logs", job, "--follow")
+    try:
+        assert read_until(follow, b"first try with more words\n") == \
+            b"first try with more words\n"
+        first.touch()
+        second.touch()
+        rest, errors = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+    assert (follow.returncode, rest, errors) == (0, b"\n[corral: attempt 2]\nsecond try\ndone\n",
+                                                 b"")
+
+
+def test_logs_follow_of_a_job_whose_driver_was_killed_returns(tmp_path):
+    """Nothing will end the job: following it must not wait for ever."""
+    run = tmp_path / "run"
+    driver = subprocess.Popen([sys.executable, "-c", (
+        "import corral, sys, time\n"
+        f"s = corral.Scheduler(journal={str(run)!r})\n"
+        "s.shell('echo said before; sleep 300')\n"
+        "time.sleep(600)\n")])
+    cli = Corral(tmp_path / "home", run)
+    try:
+        wait_until(lambda: cli("logs", "1").out == "said before\n", timeout=30,
+                   message="the job to run and say something")
+    finally:
+        driver.kill()
+        driver.wait()
+    followed = cli("logs", "1", "--follow", timeout=30)
+    assert (followed.status, followed.out) == (0, "said before\n")
+
+
 def test_wait_exits_0_when_every_job_completed_and_1_naming_the_failed_one(fresh):
     first, second = fresh.submit("true"), fresh.submit("echo fine")
     assert fresh("wait").status == 0

@@ -21,7 +21,8 @@ import corral
 import dask_cluster
 from corral import JobStatus
 from jobs import (add, hold_the_gil_after_a_child, raise_custom, report_environment,
-                  spawn_tree_and_wait, square, talk, wait_for_file, write_pid_and_wait)
+                  spawn_tree_and_wait, square, talk, touch, wait_for_file, write_pid_and_wait,
+                  append_line)
 from support.cli import Corral
 from support.processes import pids_alive
 from support.waiting import loop_barrier, wait_until
@@ -213,6 +214,64 @@ def test_fifty_equal_jobs_dispatched_together_go_to_dask_as_one_graph(cluster, t
         sched.dispatch(jobs)
         assert [job.result(timeout=60) for job in jobs] == [i * i for i in range(50)]
         assert graph_updates(watcher) - before == 1
+
+
+# -- pause and priority -----------------------------------------------------------------------
+
+
+def test_pause_holds_what_waits_in_dask_and_resume_runs_it(cluster, tmp_path):
+    """Four running parents fill the cluster's four threads; a chained child and a
+    plain job wait in Dask. Paused, neither runs when the threads come free."""
+    from distributed import Client
+
+    gate = tmp_path / "gate"
+    with on(cluster, tmp_path) as sched, \
+            Client(cluster.address, timeout=30, set_as_default=False) as watcher:
+        parents = [sched.submit(write_pid_and_wait, os.fspath(tmp_path / f"p{i}"),
+                                os.fspath(gate)) for i in range(4)]
+        wait_until(lambda: all((tmp_path / f"p{i}").exists() for i in range(4)), timeout=60,
+                   message="the parents to fill every thread")
+        child = sched.options(after=[parents[0]]).submit(add, 1, 1)
+        waiting = sched.submit(touch, os.fspath(tmp_path / "waiting-ran"))
+        wait_until(lambda: (child.status, waiting.status) == (JobStatus.SUBMITTED,) * 2,
+                   timeout=30, message="both to be handed to Dask")
+        sched.pause()
+        gate.touch()
+        for parent in parents:
+            parent.result(timeout=60)
+        # Dask starts what it was given before what it is given later: once a task of
+        # the watcher's ran, the held ones came to their turn.
+        assert watcher.submit(square, 2, pure=False).result(timeout=60) == 4
+        loop_barrier(sched)
+        assert not (tmp_path / "waiting-ran").exists()
+        assert (child.status, waiting.status) == (JobStatus.SUBMITTED, JobStatus.SUBMITTED)
+        sched.resume()
+        assert child.result(timeout=60) == 2 and waiting.result(timeout=60) is None
+        assert (tmp_path / "waiting-ran").exists()
+
+
+def test_dask_starts_the_higher_priority_jobs_first(tmp_path):
+    """One worker thread, busy: of the jobs waiting in Dask, the higher priority
+    ones start first, whatever the order they were submitted in."""
+    started = dask_cluster.start(tmp_path / "dask", workers=(None,), nthreads=1)
+    order = tmp_path / "order"
+    try:
+        with on(started, tmp_path) as sched:
+            gate = sched.submit(write_pid_and_wait, os.fspath(tmp_path / "pid"),
+                                os.fspath(tmp_path / "gate"))
+            wait_until((tmp_path / "pid").exists, timeout=60, message="the gate to run")
+            jobs = [sched.options(priority=priority, name=f"{name}").submit(
+                        append_line, os.fspath(order), name)
+                    for name, priority in (("low1", 0), ("low2", 0), ("high1", 5), ("high2", 9))]
+            wait_until(lambda: all(job.status is JobStatus.SUBMITTED for job in jobs),
+                       timeout=30, message="every job to be handed to Dask")
+            (tmp_path / "gate").touch()
+            gate.result(timeout=60)
+            for job in jobs:
+                job.result(timeout=60)
+        assert order.read_text().split() == ["high2", "high1", "low1", "low2"]
+    finally:
+        dask_cluster.stop(started)
 
 
 # -- killing ----------------------------------------------------------------------------------

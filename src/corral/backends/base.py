@@ -190,6 +190,9 @@ class Submission:
     #: Ids of jobs still running in this backend that must complete first: the
     #: backend holds this job back itself (Slurm: ``--dependency=afterok``).
     after: tuple[int | str, ...] = ()
+    #: The job's priority (higher first), for a backend that orders what it was
+    #: handed by its own rules (Dask).
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,11 +198,17 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
     """
     printed = 0
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # chunks split characters
+    attempt = run.job(job_id).attempts
     while True:
         job = run.job(job_id)
+        if job.attempts != attempt and follow:  # a retry writes its output anew
+            attempt, printed = job.attempts, 0
+            decoder.reset()
+            out.write(f"\n[corral: attempt {attempt}]\n")
+            out.flush()
         if job.status is not JobStatus.RUNNING or job.live is None:
             printed += _write(_read_from(job.output_path(stream), printed), out, decoder)
-            if job.status in TERMINAL or not follow:
+            if job.status in TERMINAL or not follow or _orphaned(run, job):
                 return
             time.sleep(POLL_S)  # another process writes the journal; nothing to wait on
             continue
@@ -211,8 +217,14 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
         later = run.job(job_id)
         if (later.status, later.live, later.attempts) == (job.status, job.live, job.attempts):
             printed += _write(chunk, out, decoder)
-            if not follow:
+            if not follow or _orphaned(run, later):  # its driver died: it will not go on
                 return
+
+
+def _orphaned(run: Run, job: StoredJob) -> bool:
+    """Whether nothing will ever end *job*: no process drives the run, and its
+    backend's jobs do not run on without one."""
+    return run.owner is None and str(job.id) not in run.cluster_jobs([job])
 
 
 def _read_from(path: str | None, offset: int) -> bytes:

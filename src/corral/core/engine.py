@@ -249,8 +249,7 @@ class Engine:
                     break
                 if self.journal is not None:
                     self.journal.flush()  # sent every few milliseconds, not every iteration
-                for update in self.backend.updates(self._wait_time()):
-                    self._apply(update)
+                self._apply_all(self.backend.updates(self._wait_time()))
                 self._fire_deadlines()
                 if not self.paused:
                     self._start_ready()  # workers get their next job before anyone is woken
@@ -557,7 +556,8 @@ class Engine:
         return Submission(job_id=job.dispatched_id, name=job.name, jobdir=job.jobdir,
                           resources=job.spec.resources, call=call, upstream=upstream, argv=argv,
                           cwd=job.spec.cwd, env=job.spec.env, outcomes=self._outcomes_dir,
-                          placement=job.spec.placement, after=after)
+                          placement=job.spec.placement, after=after,
+                          priority=job.spec.priority)
 
     @staticmethod
     def _argument_text(word: Any, job: JobRecord) -> str:
@@ -572,6 +572,12 @@ class Engine:
         return dep.value_bytes
 
     # -- what the backend reports ----------------------------------------------------------
+
+    def _apply_all(self, updates: list[Update]) -> None:
+        """Apply the backend's updates. (A function of its own: a loop variable left
+        in the loop would keep the last job's pickled result alive while it waits.)"""
+        for update in updates:
+            self._apply(update)
 
     def _apply(self, update: Update) -> None:
         job = self._active.get(update.job_id)

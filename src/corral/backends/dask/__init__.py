@@ -40,7 +40,9 @@ BACKEND = BackendInfo(
         outlives_driver=False,
         # A child goes to Dask with its parents' futures: Dask starts it.
         chains_dependencies=True,
-        holds=False,
+        # Pause: a task that starts finds the run's pause mark and runs nothing;
+        # the backend sends it again at resume.
+        holds=True,
         # Dask has no walltime: the engine's deadline kills a job past it.
         enforces_walltime=False,
         packs_locally=False,
@@ -53,7 +55,7 @@ BACKEND = BackendInfo(
         "gpus": "Dask resource 'GPU': a worker must declare it",
         "name": "shown in status",
         "after": "chained in Dask (the parents' futures)",
-        "priority": APPLIED_BY_CORRAL,
+        "priority": "Dask's task priority (higher first)",
         "retries": APPLIED_BY_CORRAL,
         "timeout": "killed with its process tree",
         "cwd": "chdir before it starts (default: the driver's, where the worker has it)",

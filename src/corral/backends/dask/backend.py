@@ -22,6 +22,7 @@ loop never waits on Dask.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -32,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,8 +41,8 @@ from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.dask import BACKEND, INSTALL_HINT
 from corral.backends.dask.resources import (CORES, GPU, MEMORY, WorkerCapacity, dask_resources,
                                             refusal)
-from corral.backends.dask.task import (CLAIMS, Ending, TaskOutcome, TaskSpec, end_run, run_job,
-                                       terminate_job)
+from corral.backends.dask.task import (CLAIMS, PAUSED, Ending, TaskOutcome, TaskSpec, end_run,
+                                       run_job, terminate_job)
 from corral.errors import BackendError
 from corral.runtime.command import describe_exit
 from corral.spec import Resources
@@ -59,6 +61,19 @@ _WORKERS_TTL_S = 2.0
 _OPTIONS = ("address", "client", "n_workers", "connect_timeout")
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """A task as it went to Dask, kept until its job ends: to send it again
+    after a pause, with the parents' futures it takes (which stay alive with it)."""
+
+    job_id: int | str
+    spec: TaskSpec
+    inputs: list[Any]
+    resources: tuple[tuple[str, float], ...]
+    priority: int
+    jobdir: Path
+
+
 def _import_distributed() -> Any:
     try:
         import distributed
@@ -75,6 +90,7 @@ class DaskBackend:
     capabilities: ClassVar[Capabilities] = BACKEND.capabilities
     chains_dependencies: ClassVar[bool] = True
     enforces_walltime: ClassVar[bool] = False
+    holds: ClassVar[bool] = True
     #: Jobs that become ready within this many seconds go to Dask together: one
     #: graph message (a ``client.map``) instead of one per job, which the Dask
     #: scheduler pays for (a script submitting in a loop).
@@ -110,7 +126,9 @@ class DaskBackend:
         self._keys: dict[int | str, str] = {}           # job id -> its current attempt's key
         self._job_of: dict[str, int | str] = {}         # key -> job id, for live keys
         self._started: dict[str, str] = {}              # key -> the worker it started on
-        self._jobdirs: dict[int | str, Path] = {}       # job id -> its directory, until it ends
+        self._sent: dict[int | str, _Sent] = {}         # job id -> what went to Dask, until it ends
+        self._held: list[_Sent] = []                    # tasks that found the run paused
+        self._paused = False
         self._to_read: queue.SimpleQueue[Any] = queue.SimpleQueue()  # for the reader thread
         self._attempts = itertools.count(1)
         self._shares: set[Path] = set()
@@ -177,32 +195,36 @@ class DaskBackend:
                                             reason=self._gone))
             return keys
         workers = self._current_workers()
-        groups: dict[tuple, list[tuple[Submission, str]]] = {}
+        sending = []
         for submission, key in zip(batch, keys, strict=True):
-            wanted = dask_resources(submission.resources, workers)
-            groups.setdefault(tuple(sorted(wanted.items())), []).append((submission, key))
-        for wanted_items, members in groups.items():
-            self._map(members, dict(wanted_items))
+            spec, inputs = self._task(submission, key)
+            sent = _Sent(submission.job_id, spec, inputs,
+                         tuple(sorted(dask_resources(submission.resources, workers).items())),
+                         submission.priority, submission.jobdir)
+            self._sent[submission.job_id] = sent
+            sending.append(sent)
+        self._send(sending)
         return keys
 
-    def _map(self, members: list[tuple[Submission, str]], resources: dict[str, float]) -> None:
-        specs, parents = [], []
-        for submission, key in members:
-            spec, inputs = self._task(submission, key)
-            specs.append(spec)
-            parents.append(inputs)
-        try:
-            futures = self._client.map(run_job, specs, parents, key=[spec.key for spec in specs],
-                                       resources=resources or None, pure=False, retries=0)
-        except Exception as error:  # the scheduler refused or is gone: these jobs fail
-            for submission, _ in members:
-                self._pending.append(Update(submission.job_id, JobStatus.FAILED,
-                                            reason=f"could not send it to Dask: {error}"))
-            return
-        for (submission, _), future in zip(members, futures, strict=True):
-            self._futures[submission.job_id] = future
-            self._jobdirs[submission.job_id] = submission.jobdir
-            future.add_done_callback(self._finished)
+    def _send(self, sending: list[_Sent]) -> None:
+        """Hand tasks to Dask: one ``client.map`` per resource request and priority."""
+        groups: dict[tuple, list[_Sent]] = {}
+        for sent in sending:
+            groups.setdefault((sent.resources, sent.priority), []).append(sent)
+        for (resources, priority), members in groups.items():
+            try:
+                futures = self._client.map(
+                    run_job, [sent.spec for sent in members], [sent.inputs for sent in members],
+                    key=[sent.spec.key for sent in members], resources=dict(resources) or None,
+                    priority=priority, pure=False, retries=0)
+            except Exception as error:  # the scheduler refused or is gone: these jobs fail
+                for sent in members:
+                    self._pending.append(Update(sent.job_id, JobStatus.FAILED,
+                                                reason=f"could not send it to Dask: {error}"))
+                continue
+            for sent, future in zip(members, futures, strict=True):
+                self._futures[sent.job_id] = future
+                future.add_done_callback(self._finished)
 
     def _task(self, submission: Submission, key: str) -> tuple[TaskSpec, list[Any]]:
         """The task's spec, and the parents' futures it takes as arguments."""
@@ -231,8 +253,10 @@ class DaskBackend:
         """The Dask key of the job's next attempt: ``NAME-TOKEN-JOB-ATTEMPT``, the
         attempt numbered across the run (the workers' claims read that number),
         the name the job's own (Dask's dashboard groups tasks by it)."""
-        job_id = submission.job_id
         name = _KEY_NAME.sub("_", submission.name)[:40].strip("_") or "corral"
+        return self._keyed(submission.job_id, name)
+
+    def _keyed(self, job_id: int | str, name: str) -> str:
         key = f"{name}-{self._token}-{job_id}-{next(self._attempts)}"
         old = self._keys.get(job_id)
         if old is not None:
@@ -252,6 +276,43 @@ class DaskBackend:
             (share / CLAIMS).mkdir(mode=0o700, exist_ok=True)
             self._shares.add(run_dir)
         return share
+
+    # -- pause -----------------------------------------------------------------------------
+
+    def hold(self, job_ids: Collection[int | str]) -> None:
+        """Pause: a task that starts from now on finds the run's pause mark and
+        returns at once, running nothing; the backend keeps it and sends it again
+        at :meth:`release`. (Dask cannot hold a task it was given; where the workers
+        do not see the run directory, what Dask was given still runs.)"""
+        self._paused = True
+        for share in self._share_dirs():
+            (share / PAUSED).touch()
+
+    def release(self, job_ids: Collection[int | str]) -> None:
+        self._paused = False
+        for share in self._share_dirs():
+            (share / PAUSED).unlink(missing_ok=True)
+        held, self._held = self._held, []
+        self._send_again(held)
+
+    def _send_again(self, held: list[_Sent]) -> None:
+        """Send held tasks again, each as a new attempt (its own key and claim)."""
+        again = []
+        for sent in held:
+            if self._job_of.get(sent.spec.key) != sent.job_id:
+                continue  # cancelled meanwhile
+            name = sent.spec.key.split("-", 1)[0]
+            del self._job_of[sent.spec.key]
+            key = self._keyed(sent.job_id, name)
+            sent = dataclasses.replace(sent, spec=dataclasses.replace(
+                sent.spec, key=key, attempt=int(key.rsplit("-", 1)[1])))
+            self._sent[sent.job_id] = sent
+            again.append(sent)
+        if again:
+            self._send(again)
+
+    def _share_dirs(self) -> list[Path]:
+        return [run_dir / f".dask-{self._token}" for run_dir in self._shares]
 
     def can_chain(self, job_id: int | str) -> bool:
         return self._gone is None and job_id in self._futures
@@ -392,6 +453,14 @@ class DaskBackend:
             job_id = self._job_of.get(future.key)
             if job_id is None:  # killed or lost meanwhile: reported then
                 continue
+            if isinstance(outcome, TaskOutcome) and outcome.ending is Ending.HELD:
+                self._futures.pop(job_id, None)
+                sent = self._sent[job_id]
+                if self._paused:
+                    self._held.append(sent)
+                else:  # released while it was on its way back
+                    self._send_again([sent])
+                continue
             if future.key not in self._started and isinstance(outcome, TaskOutcome):
                 # Short jobs are not announced: the engine learns from the
                 # outcome when it started.
@@ -430,7 +499,8 @@ class DaskBackend:
         """Write output the task sent back (its worker did not see the run directory)."""
         if outcome.stdout is None and outcome.stderr is None:
             return
-        jobdir = self._jobdirs.get(job_id)
+        sent = self._sent.get(job_id)
+        jobdir = sent.jobdir if sent is not None else None
         if jobdir is None:
             return
         jobdir.mkdir(parents=True, exist_ok=True)
@@ -463,7 +533,7 @@ class DaskBackend:
             return
         self._started.pop(key, None)
         self._futures.pop(job_id, None)
-        self._jobdirs.pop(job_id, None)
+        self._sent.pop(job_id, None)
         self._pending.append(update)
 
     def wake(self) -> None:

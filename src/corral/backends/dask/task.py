@@ -52,6 +52,7 @@ from corral.runtime.worker_process import (WorkerProcess, WorkerStartError, call
                                            command_request, start_reaper, start_worker)
 
 __all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "end_run", "CLAIMS",
+           "PAUSED",
            "WATCH_S", "OUTPUT_LIMIT"]
 
 #: Seconds between two looks at whether Dask still wants the running task.
@@ -63,6 +64,8 @@ WATCH_S = 0.05
 ANNOUNCE_AFTER_S = 0.02
 #: The sub-directory of the run's Dask directory that holds the attempts' claims.
 CLAIMS = "claims"
+#: The file in the run's Dask directory that says the run is paused.
+PAUSED = "paused"
 #: Bytes of each output stream sent back where the run directory is not visible.
 OUTPUT_LIMIT = 16 * 1024 * 1024
 
@@ -75,6 +78,7 @@ class Ending(enum.Enum):
     LOST = "lost"            # a worker died under it, or under a parent's result
     UPSTREAM = "upstream"    # a parent did not complete: nothing ran
     KILLED = "killed"        # cancelled in Dask while it ran
+    HELD = "held"            # the run was paused when it came to start: nothing ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,8 @@ def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
                                reason=f"upstream job {parent_id} did not complete")
     where = _where_am_i()
     visible = _sees(spec.share)
+    if visible and os.path.exists(os.path.join(spec.share, PAUSED)):
+        return TaskOutcome(Ending.HELD, started=started, ended=time.time())
     if visible:
         try:
             taken_by = _claim(spec.share, spec, where)
@@ -184,6 +190,8 @@ def _sees(share: str) -> bool:
     backend's directory has a random name, so finding it is finding the same one."""
     seen = _visible.get(share)
     if seen is None:
+        if len(_visible) >= 256:  # runs come and go on a long-lived worker
+            _visible.clear()
         seen = _visible[share] = os.path.isdir(os.path.join(share, CLAIMS))
     return seen
 
@@ -425,7 +433,9 @@ def _runner(run: str) -> _Runner:
     now = time.monotonic()
     with _lock:
         stale = [(place, runner) for place, runner in _RUNNERS.items()
-                 if place[0] == thread and now - runner.last_used > IDLE_S]
+                 if (place[0] == thread and now - runner.last_used > IDLE_S)
+                 or (runner not in _RUNNING.values()  # idle, and exited by itself: reaped
+                     and runner.worker.process.poll() is not None)]
         for place, _ in stale:
             del _RUNNERS[place]
         runner = _RUNNERS.get((thread, run))
