@@ -68,6 +68,18 @@ def worker_with_gpu(cluster: dask_cluster.DaskCluster) -> int:
 # -- connecting -------------------------------------------------------------------------------
 
 
+def test_the_dask_example_in_the_readme_runs_on_a_local_cluster(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [block] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+               if 'backend="dask"' in block]
+    example = tmp_path / "dask_example.py"
+    example.write_text(block)
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "CORRAL ON DASK None 3\n"
+
+
 def test_a_job_sees_its_env_cwd_and_id_and_a_failure_keeps_its_remote_traceback(cluster,
                                                                                  tmp_path):
     with on(cluster, tmp_path) as sched:
@@ -470,3 +482,64 @@ def test_workers_that_do_not_see_the_run_directory_send_the_output_back(tmp_path
             assert sched.submit(add, first, 1).result(timeout=60) == 10
     finally:
         dask_cluster.stop(cluster)
+
+
+# -- found by the second review -----------------------------------------------------------------
+
+
+def test_jobs_waiting_for_a_worker_that_left_for_good_fail_naming_why(own_cluster, tmp_path):
+    """The only GPU worker is retired: the GPU jobs waiting for it would wait in Dask
+    for ever. A while later (a killed worker comes back by then) they fail."""
+    from distributed import Client
+
+    release = tmp_path / "release"
+    with on(own_cluster, tmp_path) as sched, \
+            Client(own_cluster.address, timeout=30, set_as_default=False) as admin:
+        running = sched.options(gpus=1).submit(write_pid_and_wait, os.fspath(tmp_path / "pid"),
+                                               os.fspath(release))
+        waiting = sched.options(gpus=1).submit(square, 3)
+        wait_until(lambda: running.status is JobStatus.RUNNING, timeout=60,
+                   message="the GPU job to run")
+        gpu_worker = next(address for address, info
+                          in admin.scheduler_info(n_workers=-1)["workers"].items()
+                          if info["resources"])
+        release.touch()
+        admin.retire_workers([gpu_worker], close_workers=True)
+        with pytest.raises(corral.JobFailed, match=r"no Dask worker left can run it: it asks "
+                                                   r"for 1 GPU but no Dask worker declares a GPU"):
+            waiting.result(timeout=60)
+
+
+def test_an_address_that_is_not_a_dask_scheduler_is_an_error_not_a_hang(tmp_path):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        with pytest.raises(corral.BackendError, match=rf"^no Dask scheduler answered at "
+                                                      rf"{address} within 1 s"):
+            corral.Scheduler(backend="dask", address=address,
+                             backend_options={"connect_timeout": 1}, workdir=tmp_path / "run")
+    finally:
+        silent.close()
+
+
+def test_a_child_that_dropped_its_environment_dies_with_a_sigkilled_worker(own_cluster,
+                                                                            tmp_path):
+    """`env -i` removes the mark the reaper finds processes by: it kills the marked
+    processes' descendants too, frozen first, so none is orphaned on the way."""
+    pids = tmp_path / "pids"
+    with on(own_cluster, tmp_path) as sched:
+        job = sched.shell(f"env -i setsid sleep 4319 & echo $! >> {pids}; "
+                          f"env -i sleep 4320 & echo $! >> {pids}; echo $$ >> {pids}; wait")
+        wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 3, timeout=60,
+                   message="the job's children to start")
+        started = [int(pid) for pid in pids.read_text().split()]
+        runner = dask_worker_of(started[2])  # the shell's parent: corral's worker process
+        os.kill(dask_worker_of(runner), signal.SIGKILL)
+        with pytest.raises(corral.WorkerLost):
+            job.result(timeout=60)
+    wait_until(lambda: not pids_alive(started), timeout=20,
+               message="every process of the job to be killed")

@@ -191,9 +191,10 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
                               backend_options=dict(settings.backend_options) or None)
     except RunInUse:
         return 0  # another daemon won the race to start; it serves the run
-    except (CorralError, ValueError) as error:  # its settings, or its backend refused
+    except Exception as error:  # its settings, or its backend, refused
         print(f"{_REFUSAL_MARK}{error}", file=sys.stderr, flush=True)
-        return _REFUSED
+        # Now: a half-made client of a backend's may take its time to close at exit.
+        os._exit(_REFUSED)
     stop = threading.Event()
     scheduler._stop_requested = stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = ["kill_tree", "signal_group", "kill_marked"]
 
@@ -83,6 +88,10 @@ def kill_marked(variable: str, prefix: str) -> int:
     for round_number in range(20):
         if round_number:
             fresh = [pid for pid in _pids_marked(needle) if pid != me and pid not in frozen]
+            # A frozen process's descendants too: one that rebuilt its environment
+            # (env -i) carries no mark, and would be orphaned once its parent dies.
+            fresh += [pid for pid in _descendants(frozen.values())
+                      if pid != me and pid not in frozen and pid not in fresh]
         if not fresh:
             break
         for pid in fresh:
@@ -98,6 +107,16 @@ def kill_marked(variable: str, prefix: str) -> int:
         except psutil.Error:
             pass
     return len(frozen)
+
+
+def _descendants(processes: Iterable[psutil.Process]) -> list[int]:
+    found: list[int] = []
+    for process in processes:
+        try:
+            found += [child.pid for child in process.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return found
 
 
 def _pids_marked(needle: bytes) -> list[int]:

@@ -54,6 +54,9 @@ log = logging.getLogger("corral.backends.dask")
 
 #: What a job name keeps in a Dask key (letters, digits and ``_``).
 _KEY_NAME = re.compile(r"[^A-Za-z0-9_]+")
+#: Seconds after a worker went away that the jobs waiting in Dask are checked
+#: against the workers left (a killed worker's nanny brings it back before).
+RECHECK_AFTER_S = 10.0
 #: Tells the reader thread to stop.
 _STOP_READING = object()
 #: Seconds a scheduler's description of its workers is reused by the submit check.
@@ -72,6 +75,7 @@ class _Sent:
     resources: tuple[tuple[str, float], ...]
     priority: int
     jobdir: Path
+    asked: Resources
 
 
 def _import_distributed() -> Any:
@@ -128,6 +132,7 @@ class DaskBackend:
         self._started: dict[str, str] = {}              # key -> the worker it started on
         self._sent: dict[int | str, _Sent] = {}         # job id -> what went to Dask, until it ends
         self._held: list[_Sent] = []                    # tasks that found the run paused
+        self._recheck_at: float | None = None           # when to look for unrunnable jobs
         self._paused = False
         self._to_read: queue.SimpleQueue[Any] = queue.SimpleQueue()  # for the reader thread
         self._attempts = itertools.count(1)
@@ -170,12 +175,29 @@ class DaskBackend:
 
     @staticmethod
     def _client_for(distributed: Any, target: Any, timeout: float) -> Any:
+        """A Client of *target*, made within *timeout* seconds. Dask's own timeout
+        covers the connection, not an answer: a server that accepts and says
+        nothing (not a Dask scheduler) would hold it for ever. So the Client is
+        made on a thread of its own, and given up on (left to finish there)."""
         where = getattr(target, "scheduler_address", target)
+        made: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def connect() -> None:
+            try:
+                made.put(distributed.Client(target, timeout=timeout, set_as_default=False))
+            except BaseException as error:
+                made.put(error)
+
+        threading.Thread(target=connect, daemon=True, name="corral dask connect").start()
         try:
-            return distributed.Client(target, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as error:
+            client = made.get(timeout=timeout + 5)
+        except queue.Empty:
+            raise BackendError(f"no Dask scheduler answered at {where} within {timeout:g} s "
+                               "(is it a Dask scheduler's address?)") from None
+        if isinstance(client, BaseException):
             raise BackendError(f"cannot reach the Dask scheduler at {where} within "
-                               f"{timeout:g} s: {error}") from error
+                               f"{timeout:g} s: {client}") from client
+        return client
 
     # -- what the scheduler asks --------------------------------------------------------------
 
@@ -200,7 +222,7 @@ class DaskBackend:
             spec, inputs = self._task(submission, key)
             sent = _Sent(submission.job_id, spec, inputs,
                          tuple(sorted(dask_resources(submission.resources, workers).items())),
-                         submission.priority, submission.jobdir)
+                         submission.priority, submission.jobdir, submission.resources)
             self._sent[submission.job_id] = sent
             sending.append(sent)
         self._send(sending)
@@ -338,9 +360,17 @@ class DaskBackend:
         self._to_read.put(future)
 
     def updates(self, timeout: float | None) -> list[Update]:
+        if self._recheck_at is not None:
+            until = max(0.0, self._recheck_at - time.monotonic())
+            timeout = until if timeout is None else min(timeout, until)
         if not self._pending:
             self._woken.wait(timeout)
         self._woken.clear()
+        if self._recheck_at is not None and time.monotonic() >= self._recheck_at:
+            self._recheck_at = None
+            unrunnable = self._fail_the_unrunnable()
+            if unrunnable:
+                self._cancel(unrunnable)
         while True:
             try:
                 kind, item = self._inbox.get_nowait()
@@ -447,6 +477,29 @@ class DaskBackend:
                 f"worker lost: the Dask worker {worker} went away while it ran")))
         if futures:
             self._cancel(futures)
+        # A worker killed is often back in a moment (its nanny restarts it): only then
+        # is what waits for it looked at again.
+        self._recheck_at = time.monotonic() + RECHECK_AFTER_S
+
+    def _fail_the_unrunnable(self) -> list[Any]:
+        """Fail the jobs waiting in Dask that no worker left can ever run (the only
+        GPU worker went): Dask would keep them waiting for ever. Their futures,
+        to cancel. (With no worker left at all, an adaptive cluster's, they wait.)"""
+        self._workers_read = float("-inf")
+        workers = self._current_workers()
+        futures = []
+        for sent in list(self._sent.values()):
+            if sent.spec.key in self._started or self._job_of.get(sent.spec.key) != sent.job_id:
+                continue
+            refused = refusal(sent.asked, workers)
+            if refused is None:
+                continue
+            future = self._futures.pop(sent.job_id, None)
+            if future is not None:
+                futures.append(future)
+            reason = f"no Dask worker left can run it: it {refused}"
+            self._settle(sent.spec.key, Update(sent.job_id, JobStatus.FAILED, reason=reason))
+        return futures
 
     def _results(self, read: list[tuple[Any, Any]]) -> None:
         for future, outcome in read:

@@ -92,7 +92,9 @@ def dask_resources(resources: Resources, workers: list[WorkerCapacity]) -> dict[
                                   and CORES not in everywhere):
             continue
         trying = {**sent, name: wanted[name]}
-        if any(_declares(worker, trying) for worker in workers):
+        # Only where a worker declaring it all could run the whole job: a worker
+        # declaring too few cores must not be the one chosen for its memory.
+        if any(_declares(worker, trying) and _could_run(worker, wanted) for worker in workers):
             sent = trying
     return sent
 
@@ -120,7 +122,7 @@ def refusal(resources: Resources, workers: list[WorkerCapacity]) -> ResourceErro
             f"resource (start one with --resources \"GPU=1\"): {_listing(workers)}")
     if not any(_could_run(worker, wanted) for worker in workers):
         what = ", ".join(_ask(name, amount) for name, amount in wanted.items()
-                         if not (name == CORES and amount == 1))
+                         if not (name == CORES and amount == 1 and len(wanted) > 1))
         return ResourceError(f"asks for {what} but no Dask worker has that much: "
                              f"{_listing(workers)}")
     if MEMORY not in declared and resources.memory_mb:
