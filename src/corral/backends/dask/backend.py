@@ -234,11 +234,15 @@ class DaskBackend:
         for sent in sending:
             groups.setdefault((sent.resources, sent.priority), []).append(sent)
         for (resources, priority), members in groups.items():
+            # Each option becomes an annotation of every task, which the Dask scheduler
+            # pays for: none is passed where it would say nothing.
+            options: dict[str, Any] = {"priority": priority} if priority else {}
+            if resources:
+                options["resources"] = dict(resources)
             try:
                 futures = self._client.map(
                     run_job, [sent.spec for sent in members], [sent.inputs for sent in members],
-                    key=[sent.spec.key for sent in members], resources=dict(resources) or None,
-                    priority=priority, pure=False, retries=0)
+                    key=[sent.spec.key for sent in members], pure=False, **options)
             except Exception as error:  # the scheduler refused or is gone: these jobs fail
                 for sent in members:
                     self._pending.append(Update(sent.job_id, JobStatus.FAILED,
@@ -275,8 +279,8 @@ class DaskBackend:
         """The Dask key of the job's next attempt: ``NAME-TOKEN-JOB-ATTEMPT``, the
         attempt numbered across the run (the workers' claims read that number),
         the name the job's own (Dask's dashboard groups tasks by it)."""
-        name = _KEY_NAME.sub("_", submission.name)[:40].strip("_") or "corral"
-        return self._keyed(submission.job_id, name)
+        name = _KEY_NAME.sub("_", submission.name)[:40].strip("_") or "job"
+        return self._keyed(submission.job_id, f"corral_{name}")
 
     def _keyed(self, job_id: int | str, name: str) -> str:
         key = f"{name}-{self._token}-{job_id}-{next(self._attempts)}"
