@@ -88,10 +88,12 @@ def layered_dag(layers: int = 100, width: int = 100) -> dict[int, list[int]]:
     return graph
 
 
-def dag_corral(scheduler: corral.Scheduler, graph: dict[int, list[int]]) -> None:
+def dag_corral(scheduler: corral.Scheduler, graph: dict[int, list[int]],
+               task: Callable[[], object] = noop) -> None:
+    """The graph as corral jobs of *task*, dispatched at once, each waited for."""
     handles: dict[int, corral.Job] = {}
     for node, parents in graph.items():
-        handles[node] = corral.Job(noop, after=[handles[p] for p in parents] or None)
+        handles[node] = corral.Job(task, after=[handles[p] for p in parents] or None)
     scheduler.dispatch(handles.values())
     for job in handles.values():
         job.result()
