@@ -112,7 +112,7 @@ def test_without_an_address_a_local_cluster_runs_the_jobs_and_goes_at_shutdown(t
         worker = dask_worker_of(int(pid_file.read_text()))
         (tmp_path / "go").touch()
         job.result(timeout=60)
-        assert job.native_id.startswith("write_pid_and_wait-")
+        assert job.native_id.startswith("corral_write_pid_and_wait-")
     wait_until(lambda: not pids_alive([worker]), timeout=30,
                message="the LocalCluster's worker to end with the scheduler")
 
@@ -206,7 +206,7 @@ def test_a_child_waits_for_its_parent_in_dask_not_in_corral(cluster, tmp_path):
                    message="the parent to run")
         loop_barrier(sched)
         # Handed to Dask already, with the parent's future: no round trip when it ends.
-        assert child.status is JobStatus.SUBMITTED and child.native_id.startswith("add-")
+        assert child.status is JobStatus.SUBMITTED and child.native_id.startswith("corral_add-")
         release.touch()
         assert child.result(timeout=60) == 4
 
