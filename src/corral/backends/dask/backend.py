@@ -296,7 +296,7 @@ class DaskBackend:
         corral.backends.dask.task); a worker that finds it sees the run directory.
         Removed at close; a killed driver's is small (a file per Dask worker
         process) and left: another driver may be using the same directory."""
-        share = run_dir / f".dask-{self._token}"
+        share = self._share_of(run_dir)
         if run_dir not in self._shares:
             share.mkdir(mode=0o700, parents=True, exist_ok=True)
             (share / CLAIMS).mkdir(mode=0o700, exist_ok=True)
@@ -337,8 +337,11 @@ class DaskBackend:
         if again:
             self._send(again)
 
+    def _share_of(self, run_dir: Path) -> Path:
+        return run_dir / f".dask-{self._token}"
+
     def _share_dirs(self) -> list[Path]:
-        return [run_dir / f".dask-{self._token}" for run_dir in self._shares]
+        return [self._share_of(run_dir) for run_dir in self._shares]
 
     def can_chain(self, job_id: int | str) -> bool:
         return self._gone is None and job_id in self._futures
@@ -653,8 +656,8 @@ class DaskBackend:
             _quietly(lambda: self._client.close(timeout=10))
         if self._owned_cluster is not None:
             _quietly(lambda: self._owned_cluster.close(timeout=10))
-        for run_dir in self._shares:
-            shutil.rmtree(run_dir / f".dask-{self._token}", ignore_errors=True)
+        for share in self._share_dirs():
+            shutil.rmtree(share, ignore_errors=True)
 
     def _end_run_on_workers(self) -> None:
         """Close the run's corral workers and claim logs in every Dask worker now,
@@ -662,7 +665,7 @@ class DaskBackend:
         seconds at most)."""
         if self._gone is not None or not self._shares:
             return
-        shares = [str(run_dir / f".dask-{self._token}") for run_dir in self._shares]
+        shares = [str(share) for share in self._share_dirs()]
 
         def end() -> None:
             for share in shares:

@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from corral.runtime.command import KILL, TERMINATE, describe_exit
@@ -123,7 +123,6 @@ class TaskOutcome:
     #: The job's output, where the workers do not see the run directory.
     stdout: bytes | None = None
     stderr: bytes | None = None
-    where: str = field(default="")
 
     @property
     def completed(self) -> bool:
@@ -143,20 +142,19 @@ def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
         if not parent.completed:
             return TaskOutcome(Ending.UPSTREAM, started=started, ended=time.time(),
                                reason=f"upstream job {parent_id} did not complete")
-    where = _where_am_i()
     visible = _sees(spec.share)
     if visible and os.path.exists(os.path.join(spec.share, PAUSED)):
         return TaskOutcome(Ending.HELD, started=started, ended=time.time())
     if visible:
         try:
-            taken_by = _claim(spec.share, spec, where)
+            taken_by = _claim(spec.share, spec, _where_am_i())
         except OSError:  # the run's claims directory was removed under it: run unclaimed
             taken_by = None
         if taken_by is not None:
             return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=(
                 f"worker lost: it was running on {taken_by}, which went away"))
     try:
-        return _run(spec, parents, _runner(spec.topic), visible, started, where)
+        return _run(spec, parents, _runner(spec.topic), visible, started)
     except WorkerStartError as error:
         return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=str(error))
     except Exception as error:  # a bug of ours must not turn into Dask's own retries
@@ -488,7 +486,7 @@ def end_run(run: str, share: str) -> int:
 # -- running one job -----------------------------------------------------------------------------
 
 def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: bool,
-         started: float, where: str) -> TaskOutcome:
+         started: float) -> TaskOutcome:
     jobdir = spec.jobdir if visible else tempfile.mkdtemp(dir=_spool_directory())
     cwd = spec.cwd
     if cwd is None and spec.default_cwd is not None and os.path.isdir(spec.default_cwd):
@@ -515,20 +513,20 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
         if not visible:  # sent back with the outcome
             stdout = _read_output(os.path.join(jobdir, "stdout"))
             stderr = _read_output(os.path.join(jobdir, "stderr"))
+
+        def outcome(ending: Ending, **fields: Any) -> TaskOutcome:
+            return TaskOutcome(ending, started=started, ended=ended, stdout=stdout,
+                               stderr=stderr, **fields)
+
         if reply is None:  # cancelled in Dask: killed
-            return TaskOutcome(Ending.KILLED, started=started, ended=ended, where=where,
-                               stdout=stdout, stderr=stderr)
+            return outcome(Ending.KILLED)
         if isinstance(reply, str):  # the runner died under the job
-            return TaskOutcome(Ending.LOST, reason=reply, started=started, ended=ended,
-                               where=where, stdout=stdout, stderr=stderr)
+            return outcome(Ending.LOST, reason=reply)
         _, ok, blob = reply
         if ok is None:  # a command: (exit status, why it could not start)
             returncode, not_started = blob
-            return TaskOutcome(Ending.COMMAND, returncode=returncode, reason=not_started,
-                               started=started, ended=ended, where=where, stdout=stdout,
-                               stderr=stderr)
-        return TaskOutcome(Ending.CALL, ok=bool(ok), blob=blob, started=started, ended=ended,
-                           where=where, stdout=stdout, stderr=stderr)
+            return outcome(Ending.COMMAND, returncode=returncode, reason=not_started)
+        return outcome(Ending.CALL, ok=bool(ok), blob=blob)
     finally:
         if not visible:
             shutil.rmtree(jobdir, ignore_errors=True)
