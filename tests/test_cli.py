@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -140,21 +140,30 @@ def test_logs_prints_what_the_job_wrote_to_stdout_or_stderr(cli):
     assert cli.ok("logs", job, "--stderr").out == "to the errors\n"
 
 
-def test_logs_follow_prints_what_a_running_job_writes_later_and_returns_when_it_ends(cli, tmp_path):
-    release = tmp_path / "release"
-    job = cli.submit(f"echo before; {block(release)}; echo after")
-    cli.wait_for_status(job, "RUNNING")
+def follow_until_the_end(cli: Corral, job: str, first: bytes,
+                         then: Callable[[], object]) -> tuple[int, bytes, bytes]:
+    """``corral logs JOB --follow``: read until *first* was printed (and check the
+    command still follows), call *then*, and return how it ended and what it printed
+    after *first*."""
     follow = cli.popen("logs", job, "--follow")
     try:
-        assert read_until(follow, b"before\n") == b"before\n"
+        assert read_until(follow, first) == first
         assert follow.poll() is None, "logs --follow returned while the job still runs"
-        release.touch()
+        then()
         rest, errors = follow.communicate(timeout=30)
     finally:
         if follow.poll() is None:
             follow.kill()
             follow.communicate()
-    assert (follow.returncode, rest, errors) == (0, b"after\n", b"")
+    return follow.returncode, rest, errors
+
+
+def test_logs_follow_prints_what_a_running_job_writes_later_and_returns_when_it_ends(cli, tmp_path):
+    release = tmp_path / "release"
+    job = cli.submit(f"echo before; {block(release)}; echo after")
+    cli.wait_for_status(job, "RUNNING")
+    returncode, rest, errors = follow_until_the_end(cli, job, b"before\n", release.touch)
+    assert (returncode, rest, errors) == (0, b"after\n", b"")
 
 
 def test_logs_follow_across_a_retry_prints_each_attempts_output_whole(cli, tmp_path):
@@ -166,19 +175,9 @@ def test_logs_follow_across_a_retry_prints_each_attempts_output_whole(cli, tmp_p
                      f"else touch {q(ran)}; echo first try with more words; {block(first)}; "
                      "exit 3; fi")
     cli.wait_for_status(job, "RUNNING")
-    follow = cli.popen("logs", job, "--follow")
-    try:
-        assert read_until(follow, b"first try with more words\n") == \
-            b"first try with more words\n"
-        first.touch()
-        second.touch()
-        rest, errors = follow.communicate(timeout=30)
-    finally:
-        if follow.poll() is None:
-            follow.kill()
-            follow.communicate()
-    assert (follow.returncode, rest, errors) == (0, b"\n[corral: attempt 2]\nsecond try\ndone\n",
-                                                 b"")
+    returncode, rest, errors = follow_until_the_end(
+        cli, job, b"first try with more words\n", lambda: (first.touch(), second.touch()))
+    assert (returncode, rest, errors) == (0, b"\n[corral: attempt 2]\nsecond try\ndone\n", b"")
 
 
 def test_logs_follow_of_a_job_whose_driver_was_killed_returns(tmp_path):

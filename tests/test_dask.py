@@ -24,6 +24,7 @@ from jobs import (add, hold_the_gil_after_a_child, raise_custom, report_environm
                   spawn_tree_and_wait, square, talk, touch, wait_for_file, write_pid_and_wait,
                   append_line)
 from support.cli import Corral
+from support.readme import example_blocks, run_example
 from support.processes import pids_alive
 from support.waiting import loop_barrier, wait_until
 
@@ -69,14 +70,8 @@ def worker_with_gpu(cluster: dask_cluster.DaskCluster) -> int:
 
 
 def test_the_dask_example_in_the_readme_runs_on_a_local_cluster(tmp_path):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    [block] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
-               if 'backend="dask"' in block]
-    example = tmp_path / "dask_example.py"
-    example.write_text(block)
-    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    [block] = [block for block in example_blocks() if 'backend="dask"' in block]
+    done = run_example(block, tmp_path, "dask_example")
     assert done.stdout == "CORRAL ON DASK None 3\n"
 
 

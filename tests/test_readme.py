@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from support.readme import example_blocks, run_example
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -41,13 +43,8 @@ def test_the_python_examples_in_the_readme_run(tmp_path):
 
 
 def test_the_slurm_example_in_the_readme_runs_on_slurm(slurm, tmp_path):
-    [block] = [block for block in re.findall(r"```python\n(.*?)```", README, re.S)
-               if 'backend="slurm"' in block]
-    example = tmp_path / "slurm_example.py"
-    example.write_text(block)
-    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    [block] = [block for block in example_blocks() if 'backend="slurm"' in block]
+    done = run_example(block, tmp_path, "slurm_example", timeout=300)
     assert done.stdout.strip() == "9900"
     assert (tmp_path / "runs" / "sweep" / "journal.db").exists()
 
