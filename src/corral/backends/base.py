@@ -23,7 +23,7 @@ from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
 __all__ = ["Capabilities", "BackendInfo", "Probe", "Submission", "Update", "Capacity", "Backend",
-           "ClusterBackend", "option_help", "APPLIED_BY_CORRAL", "NOT_USED"]
+           "ClusterBackend", "QueuingBackend", "option_help", "APPLIED_BY_CORRAL", "NOT_USED"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,12 @@ class Capabilities:
     #: and GPUs the Scheduler was given (a job that can never fit is refused when
     #: it is made); otherwise the backend's own scheduler places them.
     packs_locally: bool
+    #: A worker can be handed jobs to run after the one it runs now
+    #: (:attr:`Submission.follows`), so that it never idles while the driver
+    #: catches up. They count as SUBMITTED until they start; the backend gives
+    #: them back unstarted (an update to QUEUED) when asked
+    #: (``give_back``), when the job before runs long, or when the worker is lost.
+    queues_ahead: bool = False
 
 
 #: The verbs a backend's driverless control accepts (see BackendInfo.driverless_control).
@@ -193,6 +199,9 @@ class Submission:
     #: The job's priority (higher first), for a backend that orders what it was
     #: handed by its own rules (Dask).
     priority: int = 0
+    #: The id of a job the backend has now, after which this one runs on the
+    #: same worker (only for a backend that :attr:`~Capabilities.queues_ahead`).
+    follows: int | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +223,10 @@ class Update:
     #: When it really started or ended (epoch seconds), where the backend learns
     #: it later than it happened (a cluster's poll); else the time of the update.
     at: float | None = None
+    #: For an end: when the job's own code began, where the backend measured
+    #: it (a worker's clock, without the hand-over): how long jobs of its
+    #: kind take, for queueing ahead (see corral.core.ahead).
+    began: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +267,14 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Kill whatever still runs and release every process and file."""
+
+
+class QueuingBackend(Backend, Protocol):
+    """A backend whose workers take jobs ahead (:attr:`Capabilities.queues_ahead`)."""
+
+    def give_back(self, job_ids: Collection[int | str]) -> None:
+        """Take these jobs back from the workers' queues if they have not
+        started: each is then reported QUEUED (or, started meanwhile, runs on)."""
 
 
 class ClusterBackend(Backend, Protocol):

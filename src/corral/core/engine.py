@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from corral.core.ahead import AheadPolicy
 from corral.core.record import DeadlineKind, JobRecord, KillIntent
 from corral.result import Result
 from corral.errors import (CorralError, JobFailed, JobTimedOut, RemoteTraceback, WorkerLost)
@@ -48,8 +49,8 @@ from corral.core.summary import RunTally
 from corral.units import format_span
 
 if TYPE_CHECKING:
-    from corral.backends.base import (Backend, Capabilities, ClusterBackend, Submission,
-                                      Update)
+    from corral.backends.base import (Backend, Capabilities, ClusterBackend, QueuingBackend,
+                                      Submission, Update)
     from corral.core.job import Job
     from corral.core.notify import Notifier
     from corral.core.packing import Packer
@@ -101,6 +102,9 @@ class Engine:
         self._gather_s = float(getattr(backend, "gather_s", 0.0))
         self._gather_until: float | None = None
         self._pushes_seen = 0
+        #: How many jobs to queue behind a running one, where workers take them
+        #: ahead (see corral.core.ahead); None where the backend does not.
+        self._pace = AheadPolicy() if self.capabilities.queues_ahead else None
         self.packer = packer
         packer.on_waiting = self._note_waiting  # why QUEUED jobs wait, for status
         self.run_dir = run_dir
@@ -212,6 +216,11 @@ class Engine:
     def set_paused(self, paused: bool) -> None:
         was, self.paused = self.paused, paused
         self._gather_until = None  # paused, nothing is submitted: no window to wait for
+        if paused and self._pace is not None:  # what waits in a worker's queue comes back
+            queued = [job.dispatched_id for job in self._active.values()
+                      if job.status is _S.SUBMITTED]
+            if queued:
+                cast("QueuingBackend", self.backend).give_back(queued)
         hold = (getattr(self._cluster, "hold" if paused else "release")
                 if self.capabilities.holds and self._cluster is not None else None)
         if hold is not None and was != paused:  # a cluster holds what it has not started
@@ -411,6 +420,12 @@ class Engine:
         if self._gather_s and self._still_gathering():
             return
         chosen = self.packer.select(time.monotonic())
+        behind: dict[int, JobRecord] = {}  # id(job) -> the job it is queued after
+        if self._pace is not None:
+            for job, leader in self.packer.select_ahead(self._pace.depth,
+                                                             self._pace.ends_soon):
+                chosen.append(job)
+                behind[id(job)] = leader
         if not chosen:
             return
         for job in chosen:
@@ -431,7 +446,7 @@ class Engine:
         if attached:
             chosen = [job for job in chosen if job.reattach is None]
             self._attach(attached)
-        submissions = [self._submission(job) for job in chosen]
+        submissions = [self._submission(job, behind.get(id(job))) for job in chosen]
         try:
             native_ids = self.backend.submit(submissions) if submissions else []
         except Exception as error:
@@ -532,9 +547,10 @@ class Engine:
                                "held by the cluster until its dependencies complete")
                     self.packer.push(dependent)
 
-    def _submission(self, job: JobRecord) -> Submission:
+    def _submission(self, job: JobRecord, leader: JobRecord | None = None) -> Submission:
         """What the backend is handed for *job*: a pickled call with its
-        upstream values (or ids of parents still running), or a command line."""
+        upstream values (or ids of parents still running), or a command line;
+        to run after *leader* on its worker, if given."""
         from corral.backends.base import Submission
 
         task = job.spec.task
@@ -557,7 +573,8 @@ class Engine:
                           resources=job.spec.resources, call=call, upstream=upstream, argv=argv,
                           cwd=job.spec.cwd, env=job.spec.env, outcomes=self._outcomes_dir,
                           placement=job.spec.placement, after=after,
-                          priority=job.spec.priority)
+                          priority=job.spec.priority,
+                          follows=None if leader is None else leader.dispatched_id)
 
     @staticmethod
     def _argument_text(word: Any, job: JobRecord) -> str:
@@ -587,15 +604,25 @@ class Engine:
         state = update.state
         if state is _S.RUNNING:
             if job.status is _S.SUBMITTED:
-                job.started = update.at or time.time()
+                now = time.time()
+                job.started = update.at or now
                 job.native_id = update.native_id or job.native_id
                 job.live_output = update.live_output
                 self._move(job, _S.RUNNING)
                 limit = job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s
-                if limit is not None:
-                    self._add_deadline(limit, DeadlineKind.TIMEOUT, job)
+                if limit is not None:  # counted from when it started, not from this update
+                    self._add_deadline(max(0.0, limit - (now - job.started)),
+                                       DeadlineKind.TIMEOUT, job)
             return
         if state in ACTIVE:
+            return
+        if state is _S.QUEUED:  # handed ahead and given back unstarted
+            del self._active[job.dispatched_id]
+            self.packer.release(job)
+            if not job.final:
+                job.attempts -= 1
+                self._move(job, _S.QUEUED, update.reason)
+                self.packer.push(job)
             return
         del self._active[job.dispatched_id]
         self.packer.release(job)
@@ -605,6 +632,10 @@ class Engine:
         job.ended = update.at or time.time()
         if update.exit_code is not None:
             job.exit_code = update.exit_code
+        if self._pace is not None and job.kill_intent is None:
+            began = update.began or job.started
+            if began is not None:
+                self._pace.observe(job, job.ended - began)
         self._settle(job, *self._outcome(job, update))
 
     def _outcome(self, job: JobRecord, update: Update
@@ -802,19 +833,25 @@ class Engine:
 
     def abort(self, job: JobRecord | None) -> None:
         """Ask running jobs (or one) to stop; kill them after the grace period."""
-        if job is not None and (job.final or job.status not in ACTIVE):
+        if job is not None and (job.final or job.status not in ACTIVE or self._queued_ahead(job)):
             raise ValueError(
                 f"job {job.id} {job.name!r} is {job.status.name}, not running; abort() stops "
                 "running jobs, use cancel() or remove() for others")
-        targets = [job] if job is not None else [j for j in self._active.values() if not j.final]
+        targets = [job] if job is not None else [
+            j for j in self._active.values() if not j.final and not self._queued_ahead(j)]
         for target in targets:
             target.kill_intent = KillIntent.ABORT
             self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
         self.backend.terminate([target.dispatched_id for target in targets])
 
+    def _queued_ahead(self, job: JobRecord) -> bool:
+        """Waiting in a worker's queue, handed ahead (not running)."""
+        return self._pace is not None and job.status is _S.SUBMITTED
+
     def _not_started(self, job: JobRecord) -> bool:
-        """Pending in corral, or (on a cluster) still waiting in the cluster's queue."""
-        return job.status in PENDING or (self._chains and job.status is _S.SUBMITTED)
+        """Pending in corral, or still waiting in a cluster's or a worker's queue."""
+        return job.status in PENDING or (
+            (self._chains or self._pace is not None) and job.status is _S.SUBMITTED)
 
     def cancel_pending(self, reason: str) -> int:
         """Cancel every job that has not started; return how many."""

@@ -19,6 +19,14 @@ reached. The callback fires only when that reason changes, so a job waiting
 through a thousand passes for the same cores is one journal update, not a
 thousand; jobs deeper in the heap that no pass looked at keep their reason.
 
+A backend whose workers take jobs ahead (``queues_ahead``) is handed, once
+every core is busy, jobs to run after a running one (:meth:`Packer.select_ahead`):
+only the job first in line, and only behind a running job that asks for the
+very same room (cores, memory, tokens, queue; no GPUs). Such a job takes no
+room of its own; when the job before it ends it inherits that job's room.
+So no job passes one that waits for room, priorities keep their order, and
+the packing is the same as if the job had started a moment later.
+
 Only the control-loop thread uses a :class:`Packer`.
 """
 
@@ -27,6 +35,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -64,6 +74,9 @@ class Packer:
         self._ready: list[_Entry] = []
         self._sequence = itertools.count()
         self.running: dict[int, JobRecord] = {}  # by id(job): what holds resources now
+        #: Jobs handed ahead: by id(job), the line it is in: a running job
+        #: first, then those queued behind it, each taking the room next.
+        self._line_of: dict[int, deque[JobRecord]] = {}
         self.pushes = 0  # jobs pushed so far: tells the engine something new is ready
         #: Called as ``on_waiting(job, reason)`` when a QUEUED job's reason for
         #: waiting changes (see the module docstring); set by the engine.
@@ -148,10 +161,59 @@ class Packer:
             return f"waiting for {_count(job.spec.tokens, 'free token')}"
         return "waiting for room"
 
+    def select_ahead(self, depth: Callable[[JobRecord], int],
+                     ends_soon: Callable[[JobRecord], bool]) -> list[tuple[JobRecord, JobRecord]]:
+        """Jobs to queue behind running ones, as ``(job, the job it runs after)``
+        in order (see the module docstring): at most ``depth(job)`` behind each
+        running job that ``ends_soon``."""
+        chosen: list[tuple[JobRecord, JobRecord]] = []
+        ready = self._ready
+        shortest: dict[tuple, list[tuple[int, int, JobRecord]]] = {}  # room -> heap of lines
+        while ready:
+            job = ready[0][2]
+            if job.status is not JobStatus.QUEUED:
+                heapq.heappop(ready)  # cancelled or removed while it waited
+                continue
+            limit = depth(job)
+            room = _room(job)
+            if limit <= 0 or room is None:
+                break
+            heap = shortest.get(room)
+            if heap is None:
+                heap = shortest[room] = [
+                    (len(self._line_of.get(id(holder), "x")) - 1, index, holder)
+                    for index, holder in enumerate(self.running.values())
+                    if _room(holder) == room and ends_soon(holder)]
+                heapq.heapify(heap)
+            if not heap or heap[0][0] >= limit:
+                break
+            queued, index, holder = heap[0]
+            heapq.heapreplace(heap, (queued + 1, index, holder))
+            heapq.heappop(ready)
+            line = self._line_of.get(id(holder))
+            if line is None:
+                line = self._line_of[id(holder)] = deque((holder,))
+            chosen.append((job, line[-1]))
+            line.append(job)
+            self._line_of[id(job)] = line
+        return chosen
+
     def release(self, job: JobRecord) -> None:
-        """Give back what *job* held; a parked job of its queue becomes a candidate."""
+        """Give back what *job* held; a parked job of its queue becomes a candidate.
+        A job queued behind it takes its room instead (see :meth:`select_ahead`)."""
+        line = self._line_of.pop(id(job), None)
+        if line is not None and line[0] is not job:  # queued, it held nothing: leave the line
+            line.remove(job)
+            return
         if self.running.pop(id(job), None) is None:
             return
+        if line is not None:
+            line.popleft()
+            if line:  # the next job of the line starts in its room
+                successor = line[0]
+                successor.taken_at = time.monotonic()
+                self.running[id(successor)] = successor
+                return
         resources = job.spec.resources
         self.free_cores += resources.cores
         self.free_memory += resources.memory_mb or 0
@@ -223,6 +285,15 @@ class Packer:
                 return end
         return None
 
+
+
+def _room(job: JobRecord) -> tuple | None:
+    """What a job holds while it runs, to match jobs queued behind it; None for
+    a job that never queues behind another (GPUs are handed out per job)."""
+    spec = job.spec
+    if spec.resources.gpus:
+        return None
+    return (spec.resources.cores, spec.resources.memory_mb, spec.tokens, spec.queue)
 
 
 def _count(number: int, thing: str) -> str:

@@ -10,40 +10,71 @@ escaped every kill.
 
 The command inherits the worker's descriptors 1 and 2 (its spool files) and
 runs in a session of its own. While it runs, the worker waits on the
-command's pidfd and on its request pipe at once: the driver asks it to kill
-or terminate (abort) the command with a message on that pipe, never with a
-signal, so a request can neither arrive before the command exists nor be
-taken for the next job's (the pipe keeps the order of what the driver sent).
+command's pidfd and on its :class:`StopRequests` at once: the driver asks it
+to kill or terminate (abort) the command with a message on the request pipe,
+never with a signal, so a request can neither arrive before the command
+exists nor be taken for the next job's (the pipe keeps the order of what the
+driver sent; the worker's reader thread passes it on, tagged with the job).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import select
 import shutil
 import signal
+import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
-__all__ = ["run_command", "describe_exit", "KILL", "TERMINATE"]
+__all__ = ["run_command", "describe_exit", "KILL", "TERMINATE", "StopRequests"]
 
 #: Messages the driver sends about a running command: ``(KILL, job_id)``.
 KILL = "kill"
 TERMINATE = "terminate"
 
 
+class StopRequests:
+    """Kill and terminate requests for the running command, passed from the
+    thread that reads the driver's pipe to the one that waits for the command:
+    a pipe to wake it, and the requests, each tagged with its job."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[object, str]] = []
+
+    def fileno(self) -> int:
+        return self._read
+
+    def post(self, job_id: object, action: str) -> None:
+        with self._lock:
+            self._pending.append((job_id, action))
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:  # full: a wake-up is pending anyway
+            pass
+
+    def take(self, job_id: object) -> list[str]:
+        """The requests about *job_id* (those about earlier jobs are stale: dropped)."""
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return [action for about, action in pending if about == job_id]
+
+
 def run_command(job_id: object, argv: Sequence[str], environment: Mapping[bytes, bytes],
-                cwd: str | None, home: str, requests: Connection) -> tuple[int | None, str | None]:
+                cwd: str | None, home: str, stop_requests: StopRequests,
+                ) -> tuple[int | None, str | None]:
     """Run *argv* to its end; return ``(exit status, None)`` or ``(None, why it could not start)``.
 
     The exit status is negative for a command killed by a signal, as in
     :mod:`subprocess`. *home* is the worker's own directory, restored after
-    a *cwd* of the job's own. *requests* is the worker's request pipe, read
-    for kill and terminate messages about this job.
+    a *cwd* of the job's own. *stop_requests* brings the driver's kill and
+    terminate requests about this job.
     """
     try:
         pid = _spawn(list(argv), dict(environment), cwd, home)
@@ -54,23 +85,16 @@ def run_command(job_id: object, argv: Sequence[str], environment: Mapping[bytes,
     except OSError:  # cannot watch it: wait for it, kills still reach it through the tree
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status), None
-    watched: list = [ended, requests]
     try:
         while True:
-            ready, _, _ = select.select(watched, [], [])
+            ready, _, _ = select.select([ended, stop_requests.fileno()], [], [])
             if ended in ready:
                 break
-            try:
-                action, about = pickle.loads(requests.recv_bytes())
-            except (EOFError, OSError):  # the driver is gone: so is the command
-                action, about = KILL, job_id
-                watched = [ended]  # the pipe stays at its end: do not read it again
-            if about != job_id:
-                continue
-            if action == KILL:
-                _kill_everything_we_started()
-            elif action == TERMINATE:
-                _signal_group(pid, signal.SIGTERM)
+            for action in stop_requests.take(job_id):
+                if action == KILL:
+                    _kill_everything_we_started()
+                elif action == TERMINATE:
+                    _signal_group(pid, signal.SIGTERM)
     finally:
         os.close(ended)
     _, status = os.waitpid(pid, 0)
@@ -88,8 +112,9 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def is_stale_message(message: object) -> bool:
-    """A kill or terminate request that reached an idle worker: its command had ended."""
+def is_kill_or_terminate(message: object) -> bool:
+    """A kill or terminate request about a command (one that reaches a worker
+    between commands is stale: its command has ended)."""
     return isinstance(message, tuple) and len(message) == 2 and message[0] in (KILL, TERMINATE)
 
 

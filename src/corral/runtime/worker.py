@@ -1,7 +1,9 @@
 """A persistent worker process: runs jobs one after another.
 
 Started by the local backend as ``python -c ...worker.main()`` with two pipe
-file descriptors. Each request is one framed pickle, a Python call::
+file descriptors. Each message on the request pipe is one framed pickle: a
+request, a list of requests to run in that order, or ``(DROP, job ids)``.
+A request is a Python call::
 
     ("call", job_id, jobdir, payload, upstream, env, cwd, outcomes)
 
@@ -9,13 +11,20 @@ or a script or shell command (see :mod:`corral.runtime.command`)::
 
     ("command", job_id, jobdir, argv, environment, cwd)
 
-A call's reply is ``(job_id, ok, blob)`` where *blob* is the pickled return
-value or a packed exception (see :mod:`corral.runtime.payload`); a command's is
-``(job_id, None, (exit status, why it could not start))``. With *outcomes* set
-(a journaled run) a call's reply is also appended to the run's outcome log in
-that directory before it is sent (see :mod:`corral.runtime.outcomes`): a
-driver killed in between finds it there when it resumes, instead of running
-the job twice.
+Requests the worker has not started wait in its queue (see :class:`_Queue`);
+the driver counts them as SUBMITTED. Each job's end is one message
+(:func:`corral.runtime.worker_process.reply_message`): when it started and
+ended, the pickled ``(job_id, ok, blob)``, and which queued job starts now.
+A queued job that starts when no reply could say so (the worker had gone
+idle before it arrived) is announced by a message of its own.
+*blob* is a call's pickled return value or a packed exception (see
+:mod:`corral.runtime.payload`), or a command's ``(exit status, why it could
+not start)`` (*ok* None). Queued jobs that will not run here are sent back
+in one :class:`~corral.runtime.worker_process.GivenBack` message. With *outcomes* set
+(a journaled run) a call's ``(job_id, ok, blob)`` is also appended to the run's
+outcome log in that directory before it is sent (see
+:mod:`corral.runtime.outcomes`): a driver killed in between finds it there
+when it resumes, instead of running the job twice.
 
 The worker's file descriptors 1 and 2 go to spool files (so output of C
 extensions and child processes is caught too); after each job what it
@@ -32,15 +41,20 @@ import os
 import pickle
 import signal
 import sys
+import threading
+import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from corral.runtime import abort
-from corral.runtime.command import is_stale_message, run_command
+from corral.runtime.command import KILL, StopRequests, is_kill_or_terminate, run_command
 from corral.runtime.execute import kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper, bind_to_parent
 from corral.runtime.payload import dumps_error
 from corral.runtime.spool import hand_over, open_spool
 from corral.runtime.outcomes import OutcomeLog
+from corral.runtime.worker_process import (DROP, given_back_message, reply_message,
+                                           started_message)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -71,19 +85,172 @@ class _Spool:
         hand_over(2, jobdir, "stderr")
 
 
-#: The environment of the last command, which the driver does not send again.
-_last_environment: list[dict[bytes, bytes]] = [{}]
+#: How long a job may run before the jobs queued behind it are given back to
+#: the driver, which hands them to a worker that is free (see :class:`_Queue`).
+PATIENCE_S = 0.02
+#: Overrides PATIENCE_S where set (tests hold queued jobs in a worker with it).
+PATIENCE_VARIABLE = "CORRAL_WORKER_PATIENCE_S"
+
+
+class _Queue:
+    """Requests received and not started yet, in order; the thread that reads
+    them from the driver; and the lookout that gives them back when the job
+    before them runs long.
+
+    The driver hands a worker its next jobs before the current one ends (they
+    are SUBMITTED, not RUNNING), so that it never idles while the driver
+    catches up. A reader thread files every message as it arrives, also while
+    a job runs, so queued jobs can always be asked back (:data:`DROP`) and a
+    running command killed. Queued jobs must not wait behind a slow one: the
+    lookout thread gives them back once the running job has run
+    :data:`PATIENCE_S`. One lock keeps the queue, the running job and the
+    reply pipe: a job is either started or given back, never both, and
+    messages are never interleaved. (A job that holds the GIL in C code for
+    long holds both threads up too.)
+    """
+
+    def __init__(self, requests: Connection, replies: Connection,
+                 patience: float = PATIENCE_S) -> None:
+        self.patience = patience
+        #: (request, whether its start must be announced): a job queued behind
+        #: another is SUBMITTED for the driver until told it started.
+        self.requests: deque[tuple[tuple, bool]] = deque()
+        self.replies = replies
+        self.lock = threading.Lock()
+        self._arrived = threading.Condition(self.lock)
+        self._watch = threading.Condition(self.lock)
+        self._watching = False
+        self._closed = False  # the driver's pipe has ended
+        #: The job running now (set when it is taken from the queue).
+        self.running: tuple | None = None
+        self._current: tuple[object, float] | None = None  # (job id, since): the lookout's
+        #: The environment of the last command received (the driver sends a
+        #: command's environment only when it differs from the previous one's).
+        self._environment: dict[bytes, bytes] = {}
+        self._lookout: threading.Thread | None = None
+        #: Queued commands the driver killed or terminated before they started.
+        self.stopped: dict[object, str] = {}
+        #: Kills and terminates of the running command, for run_command.
+        self.stop_requests = StopRequests()
+        threading.Thread(target=self._read, args=(requests,), daemon=True,
+                         name="corral-requests").start()
+
+    def _read(self, requests: Connection) -> None:
+        try:
+            while True:
+                self._take(pickle.loads(requests.recv_bytes()))
+        except (EOFError, OSError):
+            with self.lock:
+                self._closed = True
+                if self.running is not None and self.running[0] == "command":
+                    self.stop_requests.post(self.running[1], KILL)  # the driver is gone
+                self._arrived.notify_all()
+
+    def _take(self, message: object) -> None:
+        """File one message from the driver: a request, a list of them, a drop,
+        or a kill or terminate of a command (one that has not started yet is
+        then answered as killed without starting; one about no command here
+        is about one that ended since)."""
+        if is_kill_or_terminate(message):
+            action: str = message[0]  # type: ignore[index]
+            about: object = message[1]  # type: ignore[index]
+            with self.lock:
+                if self.running is not None and self.running[1] == about:
+                    self.stop_requests.post(about, action)
+                elif any(entry[0][1] == about for entry in self.requests):
+                    self.stopped[about] = action
+            return
+        assert isinstance(message, (tuple, list)), "the driver sends tuples and lists"
+        if isinstance(message, tuple) and message[0] == DROP:
+            self._give_back(set(message[1]))
+            return
+        queued = isinstance(message, list)  # else one job for an idle worker: known running
+        with self.lock:
+            for request in (message if queued else (message,)):
+                if request[0] == "command":  # resolved now: a dropped one may have set it
+                    if request[4] is None:
+                        request = (*request[:4], self._environment, request[5])
+                    self._environment = request[4]
+                self.requests.append((request, queued))
+            self._arrived.notify()
+
+    def next(self, wait: bool, idle_exit: float | None = None) -> tuple[tuple, bool] | None:
+        """The request to run now and whether its start must be announced; None
+        when there is none (*wait*: none before the pipe ended or *idle_exit*
+        seconds passed). From now on it runs: it cannot be given back."""
+        with self.lock:
+            if wait:
+                deadline = None if idle_exit is None else time.monotonic() + idle_exit
+                while not self.requests and not self._closed:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    self._arrived.wait(left)
+            if not self.requests:
+                return None
+            entry = self.requests.popleft()
+            self.running = entry[0]
+            return entry
+
+    def started(self, job_id: object) -> None:
+        """The job now running; the lookout watches it while others wait behind it."""
+        self._current = (job_id, time.monotonic())
+        if self.requests and not self._watching:
+            with self._watch:
+                self._watching = True
+                if self._lookout is None:
+                    self._lookout = threading.Thread(target=self._look_out, daemon=True,
+                                                     name="corral-lookout")
+                    self._lookout.start()
+                self._watch.notify()
+
+    def ended(self) -> None:
+        with self.lock:
+            self._current = self.running = None
+
+    def send(self, message: bytes) -> None:
+        with self.lock:
+            self.replies.send_bytes(message)
+
+    def _give_back(self, wanted: set[object] | None) -> None:
+        """Give back the queued jobs in *wanted* (None: all of them)."""
+        with self.lock:
+            kept: deque[tuple[tuple, bool]] = deque()
+            returned = []
+            for entry in self.requests:
+                if wanted is None or entry[0][1] in wanted:
+                    returned.append(entry[0][1])
+                    self.stopped.pop(entry[0][1], None)
+                else:
+                    kept.append(entry)
+            self.requests = kept
+            if returned:
+                self.replies.send_bytes(given_back_message(returned))
+
+    def _look_out(self) -> None:
+        while True:
+            with self._watch:
+                while not (self._watching and self.requests and self._current is not None):
+                    self._watching = False
+                    self._watch.wait()
+            current = self._current
+            if current is None:
+                continue
+            late = current[1] + self.patience - time.monotonic()
+            if late > 0:
+                time.sleep(late)
+                continue
+            if self._current is current:
+                self._give_back(None)
 
 
 def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
-                requests: Connection) -> bytes:
-    """Run one request and return the reply, never raising."""
+                stop_requests: StopRequests) -> bytes:
+    """Run one request and return the pickled ``(job_id, ok, blob)``, never raising."""
     if request[0] == "command":
         _, job_id, jobdir, argv, environment, cwd = request
-        if environment is None:  # the same as the last command's
-            environment = _last_environment[0]
-        _last_environment[0] = environment
-        reply: tuple = (job_id, None, run_command(job_id, argv, environment, cwd, home, requests))
+        reply: tuple = (job_id, None, run_command(job_id, argv, environment, cwd, home,
+                                                  stop_requests))
         outcomes_dir = None
     else:
         _, job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = request
@@ -106,6 +273,13 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
     return blob
 
 
+def _stopped_before_start(request: tuple, action: str) -> bytes:
+    """The reply for a command killed or terminated before it started: as if
+    it had been killed by that signal at once."""
+    signum = signal.SIGKILL if action == KILL else signal.SIGTERM
+    return pickle.dumps((request[1], None, (-signum, None)), pickle.HIGHEST_PROTOCOL)
+
+
 def main() -> None:
     """Serve requests until the request pipe closes."""
     from multiprocessing.connection import Connection
@@ -118,19 +292,30 @@ def main() -> None:
     spool = _Spool(sys.argv[4])
     abort.listen(signal.SIGUSR1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    requests = Connection(read_fd, writable=False)
-    replies = Connection(write_fd, readable=False)
+    queue = _Queue(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
+                   float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
     home = os.getcwd()
     outcomes = OutcomeLog()
     idle_exit = float(os.environ.get(IDLE_EXIT_VARIABLE) or 0) or None
-    while True:
-        try:
-            if idle_exit is not None and not requests.poll(idle_exit):
-                return  # unused for that long: whoever started it has moved on
-            message = requests.recv_bytes()
-        except (EOFError, OSError):
-            return
-        request = pickle.loads(message)
-        if is_stale_message(request):  # about a command that has ended since
-            continue
-        replies.send_bytes(run_request(request, home, spool, outcomes, requests))
+    entry = None
+    try:
+        while True:
+            if entry is None:  # idle: wait for work
+                entry = queue.next(wait=True, idle_exit=idle_exit)
+                if entry is None:
+                    return  # the driver is gone, or has not used us for that long
+                if entry[1]:  # queued, and no reply said it starts: say so
+                    queue.send(started_message(entry[0][1], time.time()))
+            request = entry[0]
+            queue.started(request[1])
+            started = time.time()
+            stopped = queue.stopped.pop(request[1], None)
+            blob = (run_request(request, home, spool, outcomes, queue.stop_requests)
+                    if stopped is None else _stopped_before_start(request, stopped))
+            ended = time.time()
+            queue.ended()
+            entry = queue.next(wait=False)
+            queue.send(reply_message(blob, started, ended,
+                                     None if entry is None else entry[0][1]))
+    except OSError:  # the reply pipe is gone: so is the driver
+        return

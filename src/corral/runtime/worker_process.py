@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import struct
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,7 +23,15 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = ["WorkerProcess", "start_worker", "start_reaper", "call_request", "command_request",
-           "WorkerStartError"]
+           "drop_request", "WorkerStartError", "Reply", "Started", "GivenBack",
+           "reply_message", "started_message", "given_back_message", "read_message", "DROP"]
+
+#: ``(DROP, job ids)``: give back these queued jobs if they have not started.
+DROP = "drop"
+
+#: A reply's fixed part: when the job started and ended (epoch seconds), and
+#: the size of the pickled ``(job_id, ok, blob)`` that follows.
+_REPLY_HEAD = struct.Struct("<ddI")
 
 _BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[5]); "
@@ -106,3 +116,68 @@ def command_request(job_id: object, jobdir: str, argv: Sequence[str],
     """The request that runs a script or shell command; *environment* None: the
     same as the worker's previous command's."""
     return ("command", job_id, jobdir, tuple(argv), environment, cwd)
+
+
+def drop_request(job_ids: Sequence[object]) -> tuple:
+    """The request that takes back queued jobs the worker has not started: it
+    answers with a :class:`GivenBack` of those it still had."""
+    return (DROP, tuple(job_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A job's end, as the worker reports it."""
+
+    job_id: object
+    #: True: *blob* is the pickled value; False: a packed exception; None: a
+    #: command, and *blob* is ``(exit status, why it could not start)``.
+    ok: bool | None
+    blob: object
+    started: float
+    ended: float
+    #: The queued job the worker starts now, if any: from this reply on it runs.
+    next_id: object
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A queued job started with no reply to say so: the worker was idle when it came."""
+
+    job_id: object
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GivenBack:
+    """Queued jobs the worker will not run: asked back (:func:`drop_request`) or
+    given back because the job before them ran long."""
+
+    job_ids: tuple
+
+
+def reply_message(reply: bytes, started: float, ended: float, next_id: object) -> bytes:
+    """A :class:`Reply` as sent; *reply* is the pickled ``(job_id, ok, blob)``
+    the outcome log keeps too, so it is pickled once."""
+    return (b"R" + _REPLY_HEAD.pack(started, ended, len(reply)) + reply
+            + pickle.dumps(next_id, pickle.HIGHEST_PROTOCOL))
+
+
+def started_message(job_id: object, at: float) -> bytes:
+    return b"S" + pickle.dumps((job_id, at), pickle.HIGHEST_PROTOCOL)
+
+
+def given_back_message(job_ids: Sequence[object]) -> bytes:
+    return b"B" + pickle.dumps(tuple(job_ids), pickle.HIGHEST_PROTOCOL)
+
+
+def read_message(data: bytes) -> Reply | Started | GivenBack:
+    """What a worker sent: a :class:`Reply`, :class:`Started` or :class:`GivenBack`."""
+    view = memoryview(data)
+    if view[:1] == b"B":
+        return GivenBack(pickle.loads(view[1:]))
+    if view[:1] == b"S":
+        return Started(*pickle.loads(view[1:]))
+    started, ended, size = _REPLY_HEAD.unpack_from(view, 1)
+    start = 1 + _REPLY_HEAD.size
+    job_id, ok, blob = pickle.loads(view[start:start + size])
+    return Reply(job_id, ok, blob, started, ended, pickle.loads(view[start + size:]))

@@ -41,15 +41,16 @@ import threading
 import time
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from corral.runtime.command import KILL, TERMINATE, describe_exit
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker import IDLE_EXIT_VARIABLE
-from corral.runtime.worker_process import (WorkerProcess, WorkerStartError, call_request,
-                                           command_request, start_reaper, start_worker)
+from corral.runtime.worker_process import (Reply, WorkerProcess, WorkerStartError, call_request,
+                                           command_request, read_message, start_reaper,
+                                           start_worker)
 
 __all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "end_run", "CLAIMS",
            "PAUSED",
@@ -522,9 +523,9 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
             return outcome(Ending.KILLED)
         if isinstance(reply, str):  # the runner died under the job
             return outcome(Ending.LOST, reason=reply)
-        _, ok, blob = reply
+        ok, blob = reply.ok, reply.blob
         if ok is None:  # a command: (exit status, why it could not start)
-            returncode, not_started = blob
+            returncode, not_started = cast("tuple[int | None, str | None]", blob)
             return outcome(Ending.COMMAND, returncode=returncode, reason=not_started)
         return outcome(Ending.CALL, ok=bool(ok), blob=blob)
     finally:
@@ -549,7 +550,7 @@ def _command_environment(spec: TaskSpec, runner: _Runner) -> dict[bytes, bytes] 
     return environment
 
 
-def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> tuple | str | None:
+def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> Reply | str | None:
     """The runner's reply; None once Dask cancelled the task (the job is then
     killed); or why the runner died (a string). The job is announced once it has
     run :data:`ANNOUNCE_AFTER_S`."""
@@ -561,7 +562,7 @@ def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> tuple | 
         ready, _, _ = select.select(watched, [], [], wait)
         if replies in ready or (runner.ended in ready and replies.poll(0)):
             try:
-                return pickle.loads(replies.recv_bytes())
+                return _reply(replies.recv_bytes())
             except (EOFError, OSError):
                 return _runner_died(runner)
         if runner.ended in ready:
@@ -572,6 +573,13 @@ def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> tuple | 
         if not _still_wanted():
             _kill(runner)
             return None
+
+
+def _reply(message: bytes) -> Reply:
+    """The runner's reply (it is sent one job at a time, so never gives any back)."""
+    reply = read_message(message)
+    assert isinstance(reply, Reply), "a runner sent one job at a time queues none"
+    return reply
 
 
 def _kill(runner: _Runner) -> None:

@@ -25,6 +25,8 @@ BACKEND = BackendInfo(
         # only kills what it is told to.
         enforces_walltime=False,
         packs_locally=True,
+        # A worker gets its next jobs while it runs one (see backend.py).
+        queues_ahead=True,
     ),
     factory="corral.backends.local.backend:LocalBackend",
     option_help=option_help({

@@ -1,9 +1,15 @@
 """The local backend: real processes on this machine.
 
 * Python calls go to persistent worker processes (:mod:`corral.runtime.worker`)
-  over pipes, one job per worker at a time, so a small call costs a round trip,
-  not an interpreter start. A worker that dies fails only its own job
-  ("worker lost") and the next job gets a fresh worker.
+  over pipes, so a small call costs a message, not an interpreter start. A
+  worker that dies fails only its own job ("worker lost") and the next job
+  gets a fresh worker.
+* A worker may be handed jobs to run after its current one (the engine
+  chooses them, :attr:`Submission.follows`), sent in one message: they are
+  SUBMITTED until the worker's reply for the job before says it starts them,
+  and come back unstarted (an update to QUEUED) when asked for
+  (:meth:`LocalBackend.give_back`, a kill), when the job before them runs
+  long, or when the worker dies.
 * Scripts and shell commands are started by the same workers, in a session
   of their own (see :mod:`corral.runtime.command`): a worker adopts whatever
   a command leaves behind and kills it when the command ends, and a worker
@@ -27,9 +33,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import weakref
+from collections import deque
 from collections.abc import Collection, Sequence
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from corral.errors import BackendError, ResourceError
 from corral.runtime.proctree import kill_marked, kill_tree
@@ -38,7 +46,8 @@ from corral.status import JobStatus
 from corral.runtime.command import KILL, TERMINATE, describe_exit
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
-from corral.runtime.worker_process import (WorkerStartError, call_request, command_request,
+from corral.runtime.worker_process import (GivenBack, Started, WorkerStartError, call_request,
+                                           command_request, drop_request, read_message,
                                            start_reaper, start_worker)
 from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.local import BACKEND
@@ -115,12 +124,20 @@ class _Worker:
         self.requests = requests
         self.replies = replies
         self.gpu_key = gpu_key
+        #: (job id, is a script or command) of the jobs it has, in order: the
+        #: first may run (see job_id), the others wait in its queue.
+        self.handed: deque[tuple[int | str, bool]] = deque()
+        #: The job it runs now: the first one handed, once known started.
         self.job_id: int | str | None = None
-        self.runs_command = False  # the running job is a script or command
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def runs_command(self) -> bool:
+        """Whether the job it runs now is a script or command."""
+        return self.job_id is not None and self.handed[0][1]
 
 
 class LocalBackend:
@@ -145,6 +162,8 @@ class LocalBackend:
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
+        #: Every job handed over and not ended, running or queued, and its worker.
         self._running: dict[int | str, _Worker] = {}
         self._gpus_held: dict[int | str, tuple[int, ...]] = {}
         self._free_gpus = list(range(self._capacity.gpus or 0))
@@ -182,7 +201,12 @@ class LocalBackend:
 
     def submit(self, batch: Sequence[Submission]) -> list[str]:
         native_ids = []
+        queued: dict[_Worker, list[tuple]] = {}  # per worker: requests for its queue
         for submission in batch:
+            if submission.follows is not None:
+                native_ids.append(self._queue_behind(submission, queued))
+                continue
+            sent_at = time.time()  # before it is sent: it may end before we look again
             try:
                 gpus = self._take_gpus(submission)
                 runner = (self._start_call(submission, gpus) if submission.call is not None
@@ -196,8 +220,16 @@ class LocalBackend:
             self._running[submission.job_id] = runner
             native_ids.append(str(runner.pid))
             self._pending.append(Update(submission.job_id, JobStatus.RUNNING,
-                                        native_id=str(runner.pid), live_output=runner.spool))
+                                        native_id=str(runner.pid), live_output=runner.spool,
+                                        at=sent_at))
+        for worker, requests in queued.items():
+            self._send(worker, requests)
         return native_ids
+
+    def give_back(self, job_ids: Collection[int | str]) -> None:
+        """Ask for these jobs back if they wait in a worker's queue; each then
+        comes back as QUEUED, or, if it started meanwhile, runs on."""
+        self._drop(job_ids)
 
     def updates(self, timeout: float | None) -> list[Update]:
         if self._pending:
@@ -227,37 +259,61 @@ class LocalBackend:
             pass
 
     def kill(self, job_ids: Collection[int | str]) -> None:
+        queued = []
         for job_id in job_ids:
             runner = self._running.get(job_id)
             if runner is None:
                 continue
             self._killed.add(job_id)
-            if runner.runs_command:  # the worker kills it, reports it killed and goes on
-                self._tell(runner, KILL, job_id)
-            else:  # a call runs in the worker itself
-                kill_tree(runner.pid)
+            if runner.job_id != job_id:  # not started: taken back, then reported killed
+                queued.append(job_id)
+            else:
+                self._kill_running(runner, job_id)
+        self._drop(queued)
+
+    def _kill_running(self, runner: _Worker, job_id: int | str) -> None:
+        if runner.runs_command:  # the worker kills it, reports it killed and goes on
+            self._tell(runner, KILL, job_id)
+        else:  # a call runs in the worker itself
+            kill_tree(runner.pid)
 
     def terminate(self, job_ids: Collection[int | str]) -> None:
+        queued = []
         for job_id in job_ids:
             runner = self._running.get(job_id)
-            if runner is not None and runner.runs_command:  # SIGTERM to its process group
+            if runner is not None and runner.job_id != job_id:
+                queued.append(job_id)  # not started: nothing to ask to stop
+            elif runner is not None and runner.runs_command:  # SIGTERM to its process group
                 self._tell(runner, TERMINATE, job_id)
             elif runner is not None:  # a call polls corral.abort_requested()
                 os.kill(runner.pid, signal.SIGUSR1)
+        self._drop(queued)
+
+    def _drop(self, job_ids: Collection[int | str]) -> None:
+        """Ask the workers for these queued jobs back (one message per worker)."""
+        by_worker: dict[_Worker, list[int | str]] = {}
+        for job_id in job_ids:
+            worker = self._running.get(job_id)
+            if worker is not None and worker.job_id != job_id:
+                by_worker.setdefault(worker, []).append(job_id)
+        for worker, dropped in by_worker.items():
+            self._send(worker, drop_request(dropped))
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for runner in list(self._running.values()):
+        busy = list(self._busy)
+        for runner in busy:
             kill_tree(runner.pid)
         for worker in self._idle:
             worker.requests.close()  # a clean EOF: the worker returns from main()
-        for runner in list(self._running.values()) + self._idle:
+        for runner in busy + self._idle:
             self._wait_gone(runner.process)
             self._forget(runner)
         self._stop_reaper()
         self._running.clear()
+        self._busy.clear()
         self._idle.clear()
         self._selector.close()
         if self._spool_dir is not None:
@@ -292,28 +348,51 @@ class LocalBackend:
     def _start_call(self, submission: Submission, gpus: tuple[int, ...]) -> _Worker:
         assert submission.call is not None, "a call's submission carries its payload"
         worker = self._idle_worker(gpus) or self._spawn_worker(gpus)
-        request = call_request(submission.job_id, str(submission.jobdir), submission.call,
-                               submission.upstream, submission.env, submission.cwd,
-                               submission.outcomes)
-        self._hand_to(worker, submission.job_id, request, runs_command=False)
+        self._hand_to(worker, submission.job_id, self._call_request(submission),
+                      runs_command=False)
         return worker
+
+    @staticmethod
+    def _call_request(submission: Submission) -> tuple:
+        assert submission.call is not None, "a call's submission carries its payload"
+        return call_request(submission.job_id, str(submission.jobdir), submission.call,
+                            submission.upstream, submission.env, submission.cwd,
+                            submission.outcomes)
 
     def _hand_to(self, worker: _Worker, job_id: int | str, request: tuple,
                  runs_command: bool) -> None:
+        worker.handed.append((job_id, runs_command))
         worker.job_id = job_id
-        worker.runs_command = runs_command
-        try:
-            worker.requests.send_bytes(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
-        except OSError:  # died while idle: the reply pipe reports it as lost
-            pass
+        self._busy.add(worker)
+        self._send(worker, request)
 
     @staticmethod
-    def _tell(worker: _Worker, action: str, job_id: int | str) -> None:
-        """Ask *worker* to kill or terminate the command it runs for *job_id*."""
+    def _send(worker: _Worker, message: object) -> None:
         try:
-            worker.requests.send_bytes(pickle.dumps((action, job_id), pickle.HIGHEST_PROTOCOL))
-        except OSError:  # the worker died: its reply pipe reports it
+            worker.requests.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        except OSError:  # it died: its reply pipe reports it
             pass
+
+    def _queue_behind(self, submission: Submission, queued: dict[_Worker, list[tuple]]) -> str:
+        """Queue a job on the worker that has *submission.follows*: it starts
+        there when the jobs before it end. Returns its native id (the worker's pid)."""
+        worker = self._running.get(submission.follows)  # type: ignore[arg-type]
+        if worker is None or worker.gone:
+            self._pending.append(Update(submission.job_id, JobStatus.QUEUED,
+                                        reason="the job it was to follow has ended"))
+            return ""
+        if submission.call is not None:
+            request = self._call_request(submission)
+        else:
+            request = self._command_request(submission, worker, ())
+        worker.handed.append((submission.job_id, submission.call is None))
+        self._running[submission.job_id] = worker
+        queued.setdefault(worker, []).append(request)
+        return str(worker.pid)
+
+    def _tell(self, worker: _Worker, action: str, job_id: int | str) -> None:
+        """Ask *worker* to kill or terminate the command it runs for *job_id*."""
+        self._send(worker, (action, job_id))
 
     def _idle_worker(self, gpus: tuple[int, ...] | None) -> _Worker | None:
         """An idle worker started for *gpus* (any idle worker for None: a
@@ -325,7 +404,7 @@ class LocalBackend:
 
     def _spawn_worker(self, gpus: tuple[int, ...]) -> _Worker:
         limit = self._capacity.cores or 1
-        while self._idle and len(self._idle) + len(self._running) >= limit:
+        while self._idle and len(self._idle) + len(self._busy) >= limit:
             self._retire(self._idle.pop(0))
         spool = os.path.join(self._spool_directory(), f"worker-{next(self._spool_numbers)}")
         self._start_reaper()
@@ -380,30 +459,76 @@ class LocalBackend:
             worker.requests.close()
 
     def _read_reply(self, worker: _Worker) -> None:
-        job_id = worker.job_id
         try:
-            message = worker.replies.recv_bytes()
+            message = read_message(worker.replies.recv_bytes())
         except (EOFError, OSError):
             self._worker_died(worker)
             return
-        reply_id, ok, blob = pickle.loads(message)
-        if reply_id != job_id or job_id is None:  # (a reply's id is never None)
-            log.error("worker %d answered for job %r while running %r", worker.pid, reply_id,
-                      job_id)
+        if isinstance(message, GivenBack):
+            self._taken_back(worker, message.job_ids)
+            return
+        if isinstance(message, Started):
+            self._started(worker, message.job_id, message.at)
+            return
+        job_id = worker.job_id
+        if message.job_id != job_id or job_id is None:  # (a reply's id is never None)
+            log.error("worker %d answered for job %r while running %r", worker.pid,
+                      message.job_id, job_id)
             return
         if job_id in self._killed and not worker.runs_command:
             self._worker_died(worker)  # finished just as we killed it: the worker is gone anyway
             return
+        worker.handed.popleft()
         worker.job_id = None
         del self._running[job_id]
         self._release_gpus(job_id)
-        self._idle.append(worker)
+        ok, blob, ended = message.ok, message.blob, message.ended
         if ok is None:
-            self._pending.append(self._command_ended(job_id, *blob))
+            returncode, not_started = cast("tuple[int | None, str | None]", blob)
+            update = self._command_ended(job_id, returncode, not_started, ended,
+                                         message.started)
         elif ok:
-            self._pending.append(Update(job_id, JobStatus.COMPLETED, exit_code=0, value=blob))
+            update = Update(job_id, JobStatus.COMPLETED, exit_code=0, at=ended,
+                            began=message.started, value=blob)  # type: ignore[arg-type]
         else:
-            self._pending.append(Update(job_id, JobStatus.FAILED, exit_code=1, error=blob))
+            update = Update(job_id, JobStatus.FAILED, exit_code=1, at=ended,
+                            began=message.started, error=blob)  # type: ignore[arg-type]
+        self._pending.append(update)
+        if message.next_id is not None:
+            self._started(worker, message.next_id, message.ended)
+        elif not worker.handed:
+            self._busy.discard(worker)
+            self._idle.append(worker)
+        # else: what it was handed next had not reached it yet; it says when it starts it
+
+    def _started(self, worker: _Worker, job_id: object, at: float) -> None:
+        """The worker started the first job of its queue."""
+        if not worker.handed or worker.handed[0][0] != job_id:
+            log.error("worker %d started job %r, which it was not handed next", worker.pid,
+                      job_id)
+            return
+        worker.job_id = job_id = worker.handed[0][0]
+        self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=str(worker.pid),
+                                    live_output=worker.spool, at=at))
+        if job_id in self._killed:  # a kill that came too late to take it back
+            self._kill_running(worker, job_id)
+
+    def _taken_back(self, worker: _Worker, job_ids: tuple) -> None:
+        """Queued jobs the worker gave back unstarted."""
+        returned = set(job_ids)
+        worker.handed = deque(entry for entry in worker.handed if entry[0] not in returned)
+        for job_id in job_ids:
+            if self._running.pop(job_id, None) is None:
+                continue
+            if job_id in self._killed:
+                self._killed.discard(job_id)
+                self._pending.append(Update(job_id, JobStatus.CANCELLED, reason="killed"))
+            else:
+                self._pending.append(Update(job_id, JobStatus.QUEUED,
+                                            reason="given back unstarted by its worker"))
+        if worker.job_id is None and not worker.handed and not worker.gone:
+            self._busy.discard(worker)
+            self._idle.append(worker)
 
     def _worker_died(self, worker: _Worker) -> None:
         self._forget(worker)
@@ -415,7 +540,9 @@ class LocalBackend:
             self._worker_lost = True
         if worker in self._idle:
             self._idle.remove(worker)
+        self._busy.discard(worker)
         job_id = worker.job_id
+        self._taken_back(worker, tuple(entry[0] for entry in worker.handed if entry[0] != job_id))
         if job_id is None:
             log.warning("idle worker %d died (%s)", worker.pid, describe_exit(returncode))
             return
@@ -442,6 +569,15 @@ class LocalBackend:
     # -- scripts and commands ----------------------------------------------------
 
     def _start_command(self, submission: Submission, gpus: tuple[int, ...]) -> _Worker:
+        worker = self._idle_worker(None) or self._spawn_worker(gpus)
+        self._hand_to(worker, submission.job_id, self._command_request(submission, worker, gpus),
+                      runs_command=True)
+        return worker
+
+    def _command_request(self, submission: Submission, worker: _Worker,
+                         gpus: tuple[int, ...]) -> tuple:
+        """The request for a command on *worker*, with its whole environment
+        only when it differs from the last one sent there (most commands share one)."""
         environment = _environment_bytes()
         environment[b"CORRAL_JOB_ID"] = str(submission.job_id).encode()
         for key, value in (*self._gpu_environment(gpus).items(), *submission.env):
@@ -449,15 +585,11 @@ class LocalBackend:
                 environment.pop(os.fsencode(key), None)
             else:
                 environment[os.fsencode(key)] = os.fsencode(value)
-        worker = self._idle_worker(None) or self._spawn_worker(gpus)
         environment[MARK_VARIABLE.encode()] = worker.mark.encode()  # after the job's own env
-        # Most commands share one environment: send it only when it changed.
         same = environment == worker.sent_environment
         worker.sent_environment = environment
-        request = command_request(submission.job_id, str(submission.jobdir), submission.argv,
-                                  None if same else environment, submission.cwd)
-        self._hand_to(worker, submission.job_id, request, runs_command=True)
-        return worker
+        return command_request(submission.job_id, str(submission.jobdir), submission.argv,
+                               None if same else environment, submission.cwd)
 
     def _spool_directory(self) -> str:
         if self._spool_dir is None:
@@ -465,25 +597,27 @@ class LocalBackend:
         return self._spool_dir
 
     def _command_ended(self, job_id: int | str, returncode: int | None,
-                       not_started: str | None) -> Update:
+                       not_started: str | None, ended: float, began: float) -> Update:
         """The update for a command's end; *returncode* and *not_started* are what
         :func:`corral.runtime.command.run_command` returned: one of them is None."""
         if job_id in self._killed:
             self._killed.discard(job_id)
-            return Update(job_id, JobStatus.CANCELLED, exit_code=returncode, reason="killed")
+            return Update(job_id, JobStatus.CANCELLED, exit_code=returncode, reason="killed",
+                          at=ended)
         if returncode is None:  # it never started: *not_started* says why
-            return Update(job_id, JobStatus.FAILED, reason=f"could not start: {not_started}")
+            return Update(job_id, JobStatus.FAILED, reason=f"could not start: {not_started}",
+                          at=ended)
         if returncode == 0:
-            return Update(job_id, JobStatus.COMPLETED, exit_code=0)
+            return Update(job_id, JobStatus.COMPLETED, exit_code=0, at=ended, began=began)
         return Update(job_id, JobStatus.FAILED, exit_code=returncode,
-                      reason=describe_exit(returncode))
+                      reason=describe_exit(returncode), at=ended, began=began)
 
     def _forget_in_child(self) -> None:
         """In a child forked from the driver (a fork-based pool of the user's),
         close our descriptors: a copy of an epoll set, a pidfd or a worker's
         pipe left open there confuses the parent's copy (stale events, no EOF)."""
         descriptors = [self._wake_read, self._wake_write]
-        for runner in [*self._running.values(), *self._idle]:
+        for runner in [*self._busy, *self._idle]:
             descriptors += [runner.requests.fileno(), runner.replies.fileno()]
         try:
             descriptors.append(self._selector.fileno())

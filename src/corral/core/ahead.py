@@ -1,0 +1,83 @@
+"""How many jobs to queue behind a running one, where workers take jobs ahead.
+
+A worker that gets its next job only after the driver has read its last
+reply idles for a round trip per job: for calls of a few microseconds that
+round trip *is* the run time. So a backend that queues ahead
+(:attr:`corral.backends.base.Capabilities.queues_ahead`) is handed, per
+running job, a line of jobs to run after it, in one message; this module
+sizes the line.
+
+The size adapts to how long jobs of the same kind (same function, script or
+program) took so far, as joblib sizes its batches: enough queued work per
+worker to cover the driver's round trip (:data:`QUEUED_WORK_S`). Nothing is
+queued before a job of the kind has ended (its length is unknown), none for
+jobs long enough that a round trip does not matter (:data:`LONG_S`), and none
+behind a job that is not known to be short or has already run that long. A
+job that turns out slow does not hold up the line behind it: its worker
+gives the line back after :data:`corral.runtime.worker.PATIENCE_S`, and the
+engine hands it to a worker that is free. Each queued job keeps its own
+status, result, output and journal rows: only the hand-over is shared.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corral.core.record import JobRecord
+
+__all__ = ["AheadPolicy", "QUEUED_WORK_S", "LONG_S", "MAX_DEPTH"]
+
+#: Work to keep queued per running job: a few round trips of the driver.
+QUEUED_WORK_S = 0.002
+#: Jobs that typically take this long get nothing queued behind them: a round
+#: trip is under 3 % of their time, and a line would wait behind them.
+LONG_S = 0.01
+#: The longest line behind one running job.
+MAX_DEPTH = 64
+#: Weight of the newest duration in a kind's running mean.
+_WEIGHT = 0.2
+#: Kinds remembered at most (a run with ever new names must not grow this).
+_KINDS_KEPT = 1024
+
+
+class AheadPolicy:
+    """Keeps a running mean of job durations per kind and sizes lines from it.
+
+    Used by the control loop only.
+    """
+
+    def __init__(self) -> None:
+        self._typical: dict[tuple[type, str], float] = {}
+
+    def depth(self, job: JobRecord) -> int:
+        """How many jobs like *job* may wait behind one running job."""
+        typical = self._typical.get(_kind(job))
+        if typical is None or typical >= LONG_S:
+            return 0
+        return max(1, min(MAX_DEPTH, int(QUEUED_WORK_S / max(typical, 1e-6))))
+
+    def ends_soon(self, running: JobRecord) -> bool:
+        """Whether jobs may queue behind *running*: it is not of a kind that runs
+        long, and has not run long itself (its worker would give them back)."""
+        if time.monotonic() - running.taken_at >= LONG_S:
+            return False
+        typical = self._typical.get(_kind(running))
+        return typical is not None and typical < LONG_S
+
+    def observe(self, job: JobRecord, seconds: float) -> None:
+        """Learn from an attempt of *job* that ran *seconds*."""
+        kind = _kind(job)
+        typical = self._typical.get(kind)
+        if typical is None:
+            if len(self._typical) >= _KINDS_KEPT:
+                self._typical.clear()
+            self._typical[kind] = max(seconds, 0.0)
+        else:
+            self._typical[kind] = typical + _WEIGHT * (max(seconds, 0.0) - typical)
+
+
+def _kind(job: JobRecord) -> tuple[type, str]:
+    task = job.spec.task
+    return (type(task), task.label)
