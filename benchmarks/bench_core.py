@@ -8,7 +8,10 @@ Machines here are noisy; ratios from one run are what to compare, not times.
     python benchmarks/bench_core.py --write         # also refresh benchmarks/RESULTS.md
 
 Workloads (all on 2 slots):
-  noop-1000     1,000 calls of a no-op function, pools already warm
+  noop-1000     1,000 calls of a no-op function, pools already warm, one submit() each
+  map-1000      the same through map() (corral, ProcessPoolExecutor) and joblib.Parallel
+  map-100000    100,000 no-op calls through map() and joblib; the floor of making
+                100,000 concurrent.futures.Future objects is printed beside them
   true-200      200 runs of `true` as separate processes
   dag-10000     a layered DAG of 10,000 no-op calls (100 layers x 100, 2 parents each)
   latency       submit -> result of one no-op call, median of 200 in a row
@@ -64,6 +67,36 @@ def noop_joblib(parallel, count: int) -> None:
     from joblib import delayed
 
     parallel(delayed(noop)() for _ in range(count))
+
+
+def identity(value: int) -> int:
+    return value
+
+
+def map_corral(scheduler: corral.Scheduler, count: int) -> None:
+    for _ in scheduler.map(identity, range(count)):
+        pass
+
+
+def map_pool(pool: cf.ProcessPoolExecutor, count: int) -> None:
+    for _ in pool.map(identity, range(count)):
+        pass
+
+
+def map_joblib(parallel, count: int) -> None:
+    from joblib import delayed
+
+    parallel(delayed(identity)(number) for number in range(count))
+
+
+def futures_floor(count: int) -> float:
+    """Seconds to make *count* bare Futures and set their results: what one
+    Future per call costs at least, whatever runs the calls."""
+    start = time.perf_counter()
+    futures = [cf.Future() for _ in range(count)]
+    for future in futures:
+        future.set_result(None)
+    return time.perf_counter() - start
 
 
 def true_corral(scheduler: corral.Scheduler, count: int) -> None:
@@ -142,13 +175,19 @@ def import_time(rounds: int = 15) -> tuple[float, float]:
 
 # -- running them -------------------------------------------------------------------------
 
+#: Per workload run: each tool's time in that run, for the spread of the ratios.
+_RUNS: dict[str, list[dict[str, float]]] = {}
+
+
 def median_of(repeat: int, actions: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Run the actions alternately *repeat* times; the median time of each."""
-    samples: dict[str, list[float]] = {name: [] for name in actions}
+    """Run the actions alternately *repeat* times; the median time of each.
+    The runs are kept (see :func:`ratio_rows`) for the spread of the ratios."""
+    runs = []
     for _ in range(repeat):
-        for name, action in actions.items():
-            samples[name].append(timed(action))
-    return {name: statistics.median(values) for name, values in samples.items()}
+        runs.append({name: timed(action) for name, action in actions.items()})
+    medians = {name: statistics.median(run[name] for run in runs) for name in actions}
+    _RUNS[repr(medians)] = runs
+    return medians
 
 
 def main() -> None:
@@ -157,6 +196,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each workload (median kept)")
     parser.add_argument("--write", action="store_true", help="refresh benchmarks/RESULTS.md")
     parser.add_argument("--skip-sleep", action="store_true", help="skip the 5 s sleep workload")
+    parser.add_argument("--skip-large", action="store_true",
+                        help="skip the 100,000-call map workload (about a minute)")
     options = parser.parse_args()
     from joblib import Parallel
 
@@ -175,6 +216,23 @@ def main() -> None:
             "joblib (loky)": lambda: noop_joblib(parallel, 1000),
         })
         rows += ratio_rows("1,000 no-op calls", times)
+
+        times = median_of(options.repeat, {
+            "corral": lambda: map_corral(scheduler, 1000),
+            "ProcessPoolExecutor": lambda: map_pool(pool, 1000),
+            "joblib (loky)": lambda: map_joblib(parallel, 1000),
+        })
+        rows += ratio_rows("1,000 no-op calls through map()", times)
+
+        if not options.skip_large:
+            times = median_of(options.repeat, {
+                "corral": lambda: map_corral(scheduler, 100_000),
+                "joblib (loky)": lambda: map_joblib(parallel, 100_000),
+            })
+            rows += ratio_rows("100,000 no-op calls through map()", times)
+            floor = statistics.median(futures_floor(100_000) for _ in range(options.repeat))
+            rows.append(("", "floor: 100,000 bare Futures made and set", f"{floor:.3f} s",
+                         f"floor/corral = {floor / times['corral']:.3f}"))
 
         times = median_of(options.repeat, {
             "corral": lambda: true_corral(scheduler, 200),
@@ -215,11 +273,16 @@ def main() -> None:
 
 
 def ratio_rows(workload: str, times: dict[str, float]) -> list[tuple[str, str, str, str]]:
+    """Rows of a workload: corral's median, each peer's, and peer/corral of
+    the medians with its spread over the runs (each run's own ratio)."""
     mine = times["corral"]
-    rows = [(workload, "corral", f"{mine:.3f} s", "")]
+    runs = _RUNS.get(repr(times), [])
+    rows = [(workload, "corral", f"{mine:.3f} s", f"{len(runs)} runs")]
     for name, value in times.items():
         if name != "corral":
-            rows.append(("", name, f"{value:.3f} s", f"peer/corral = {value / mine:.2f}"))
+            ratios = sorted(run[name] / run["corral"] for run in runs)
+            spread = f" (runs: {ratios[0]:.2f}–{ratios[-1]:.2f})" if ratios else ""
+            rows.append(("", name, f"{value:.3f} s", f"peer/corral = {value / mine:.2f}{spread}"))
     return rows
 
 

@@ -389,21 +389,26 @@ def _as_flag_message(message: str) -> str:
 def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None:
     """Show the run's jobs; exit 1 if a listed job failed, timed out or was cancelled.
 
-    Without IDs: unfinished jobs and the last 10 finished ones (all with --all).
+    Without IDs: the first 100 unfinished jobs and the last 10 finished ones,
+    with counts of the others (all of them with --all).
     """
-    from corral.cli.views import hidden_note, run_header, status_table
+    from corral.cli.views import hidden_note, run_header, status_table, unlisted_note
 
     run = _open_run(context)
-    jobs = _select(run, ids)
-    hidden: set[int] = set()
-    if not ids and not show_all:
-        finished = [job for job in jobs if job.status in TERMINAL]
-        hidden = {id(job) for job in finished[:-_FINISHED_SHOWN]}
-        jobs = [job for job in jobs if id(job) not in hidden]
+    notes = []
+    if not ids and not show_all:  # a million-job run answers as fast as a small one
+        overview = run.overview(_UNFINISHED_SHOWN, _FINISHED_SHOWN)
+        jobs = overview.unfinished + overview.finished
+        if overview.finished_left_out:
+            notes.append(hidden_note(overview.finished_left_out))
+        if overview.unfinished_left_out:
+            notes.append(unlisted_note(overview.unfinished_left_out, overview.counts))
+    else:
+        jobs = _select(run, ids)
     console = _console()
     console.print(run_header(run))
-    if hidden:  # above the table, where it is seen before the list is read as complete
-        console.print(hidden_note(len(hidden)))
+    for note in notes:  # above the table, where it is seen before the list is read as complete
+        console.print(note)
     console.print(status_table(jobs, driver_alive=run.owner is not None,
                                cluster_jobs=run.cluster_jobs(jobs), paused=run.paused,
                                width=console.width,
@@ -414,6 +419,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
 
 #: How many finished jobs ``corral status`` lists without ``--all``.
 _FINISHED_SHOWN = 10
+#: How many unfinished jobs it lists without ``--all`` (the others are counted).
+_UNFINISHED_SHOWN = 100
 
 
 def _select(run, ids: tuple[str, ...]):

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from corral.journal.run import Run
     from corral.journal.store import StoredJob
 
-__all__ = ["run_header", "status_table", "hidden_note", "follow_output",
+__all__ = ["run_header", "status_table", "hidden_note", "unlisted_note", "follow_output",
            "wait_with_progress", "options_table", "backends_view", "profiles_view",
            "note_cleaned", "was_cleaned"]
 
@@ -177,6 +177,15 @@ def hidden_note(count: int) -> Text:
     """The line under a status table that left out older finished jobs."""
     jobs = "job" if count == 1 else "jobs"
     return Text(f"({count} older finished {jobs} hidden; --all shows them)")
+
+
+def unlisted_note(count: int, counts: Mapping[JobStatus, int]) -> Text:
+    """The line over a status table that lists only the first unfinished jobs."""
+    jobs = "job" if count == 1 else "jobs"
+    unfinished = ", ".join(f"{number:,} {status.name}" for status, number in counts.items()
+                           if not status.is_terminal and number)
+    return Text(f"({count:,} more unfinished {jobs} not listed; --all lists them; "
+                f"unfinished: {unfinished})")
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -58,9 +58,14 @@ class Job(Future):
 
     @classmethod
     def _from_task(cls, task: Task, options: Mapping[str, Any]) -> Job:
+        return cls._from_spec(make_spec(task, options))
+
+    @classmethod
+    def _from_spec(cls, spec: JobSpec) -> Job:
+        """A job of an already validated spec (no option is checked again)."""
         job = cls.__new__(cls)
         Future.__init__(job)
-        job._record = JobRecord(make_spec(task, options))
+        job._record = JobRecord(spec)
         return job
 
     # -- what people read (the record's, never written here) --------------------------

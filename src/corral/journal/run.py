@@ -13,7 +13,8 @@ from typing import Any
 
 from corral.backends import backend_names, outlives_driver
 from corral.result import Result
-from corral.journal.store import (JOURNAL_FILE, JournalError, StoredJob, StoredSession, owner_of,
+from corral.journal.store import (JOURNAL_FILE, JournalError, Overview, StoredJob, StoredSession,
+                                  owner_of, read_overview,
                                   last_written, read_events,
                                   read_job, read_jobs, read_meta, read_session_backends,
                                   read_sessions)
@@ -45,6 +46,11 @@ class Run:
         if wanted is None:
             return jobs
         return [job for job in jobs if job.status in wanted]
+
+    def overview(self, unfinished: int, finished: int) -> Overview:
+        """Counts per status, the first *unfinished* unfinished jobs and the last
+        *finished* finished ones, without reading every row (big runs)."""
+        return read_overview(self.path, unfinished, finished)
 
     def job(self, job_id: int | str) -> StoredJob:
         """The job with this id (``"7"`` finds job 7).
