@@ -281,7 +281,7 @@ def ratio_rows(workload: str, times: dict[str, float]) -> list[tuple[str, str, s
     for name, value in times.items():
         if name != "corral":
             ratios = sorted(run[name] / run["corral"] for run in runs)
-            spread = f" (runs: {ratios[0]:.2f}–{ratios[-1]:.2f})" if ratios else ""
+            spread = f" (runs: {ratios[0]:.2f} to {ratios[-1]:.2f})" if ratios else ""
             rows.append(("", name, f"{value:.3f} s", f"peer/corral = {value / mine:.2f}{spread}"))
     return rows
 

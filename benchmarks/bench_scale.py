@@ -59,7 +59,8 @@ def status_seconds(run_dir: str) -> tuple[float, str]:
     shown = subprocess.run([sys.executable, "-m", "corral.cli", "--run", run_dir, "status"],
                            capture_output=True, text=True, timeout=120)
     took = time.perf_counter() - start
-    return took, (shown.stdout or shown.stderr).splitlines()[0] if (shown.stdout or shown.stderr) else ""
+    lines = (shown.stdout or shown.stderr).splitlines()
+    return took, lines[0] if lines else ""
 
 
 def rate(scheduler: corral.Scheduler, count: int) -> float:

@@ -26,6 +26,7 @@ from corral.core.packing import Packer
 from corral.spec import Shell
 from corral.units import format_span, parse_duration
 
+import jobs
 from support.cli import CORRAL, Corral, assert_one_line_error
 from support.waiting import wait_until
 
@@ -214,6 +215,26 @@ def test_status_says_how_many_older_finished_jobs_it_hides(tmp_path):
     assert default.out.splitlines()[1] == "(3 older finished jobs hidden; --all shows them)"
     everything = command.ok("status", "--all")
     assert len(everything.rows()) == 13 and "hidden" not in everything.out
+
+
+def test_status_of_a_big_run_lists_the_first_unfinished_jobs_and_counts_the_rest(tmp_path,
+                                                                                  release):
+    command = Corral(tmp_path / "home", tmp_path / "run")
+    with corral.Scheduler(journal=command.run, cores=1) as scheduler:
+        done = [scheduler.shell("true", name=f"done{number}") for number in range(12)]
+        corral.wait(done, timeout=60)
+        blocker = scheduler.submit(jobs.wait_for_file, str(release))
+        waiting = [scheduler.shell("true", name=f"waits{number}") for number in range(130)]
+        wait_until(blocker.running, message="the blocker to run")
+        shown = command.ok("status")
+        release.touch()
+    rows = shown.rows()
+    assert list(rows) == [str(job.id) for job in (*[blocker, *waiting][:100], *done[2:])]
+    assert shown.out.splitlines()[1:3] == [
+        "(2 older finished jobs hidden; --all shows them)",
+        "(31 more unfinished jobs not listed; --all lists them; unfinished: 130 QUEUED, "
+        "1 RUNNING)"]
+    assert len(command.ok("status", "--all").rows()) == 12 + 1 + 130
 
 
 # -- one time format -------------------------------------------------------------------------------

@@ -27,9 +27,12 @@ _S = JobStatus
 
 @pytest.fixture
 def patient_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers that keep queued jobs however long the job before them runs, so
-    that a test can act on jobs while they wait in a worker's queue."""
+    """Workers that keep queued jobs however long the job before them runs, and
+    a driver that counts jobs of up to 10 s as short (a loaded machine makes
+    a process start slow), so that a test can act on jobs while they wait in
+    a worker's queue."""
     monkeypatch.setenv("CORRAL_WORKER_PATIENCE_S", "600")
+    monkeypatch.setattr("corral.core.ahead.LONG_S", 10.0)
 
 
 def known_to_be_short(scheduler: corral.Scheduler, tmp_path: Path) -> None:
@@ -99,10 +102,14 @@ def test_pause_takes_back_the_jobs_waiting_in_a_worker(tmp_path: Path, patient_w
         scheduler.dispatch([blocker, after])
         wait_until(lambda: blocker.running() and after.status is _S.SUBMITTED,
                    message="the second job to be queued in the worker")
-        scheduler.pause()  # asks for it back; the worker answers between two jobs
+        history: list[tuple] = []
+        scheduler.on_event(lambda event: history.append((event.job.id, event.new, event.reason)))
+        scheduler.pause()  # returns once it is back: it cannot start after the blocker
+        assert after.status is _S.QUEUED
         release.touch()
         blocker.result(timeout=30)
-        wait_until(lambda: after.status is _S.QUEUED, message="the queued job to come back")
+        wait_until(lambda: after.status is _S.QUEUED,
+                   message=f"the queued job to come back (events: {history})")
         assert after.record.reason == "given back unstarted by its worker"
         loop_barrier(scheduler)
         assert after.status is _S.QUEUED and not (tmp_path / "ran").exists()
@@ -156,3 +163,150 @@ def test_a_slow_call_gives_back_the_tiny_calls_queued_behind_it(tmp_path: Path):
     late = [job for job in batch if job is not slow and job.ended > slow.ended]
     assert not late, f"{len(late)} tiny calls waited behind the slow one"
     assert all(job.status is _S.COMPLETED and job.attempts == 1 for job in batch)
+
+
+# -- map: batches of calls, results in order -----------------------------------------------------
+
+
+def test_map_dispatches_in_windows_reads_its_input_lazily_and_keeps_the_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 7)
+    read = []
+
+    def numbers():
+        for number in range(30):
+            read.append(number)
+            yield number
+
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        results = scheduler.map(jobs.square, numbers())
+        assert len(read) <= 21  # the first window, and at most the next two
+        assert next(results) == 0
+        assert list(results) == [number * number for number in range(1, 30)]
+        assert list(scheduler.map(jobs.add, [1, 2, 3], [10, 20])) == [11, 22]
+        assert list(scheduler.map(jobs.square, [])) == []
+
+
+def test_every_call_of_a_map_runs_even_if_no_result_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """BUG (cold review): only the first batches ran when nobody read the results."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        scheduler.map(jobs.touch, [str(marks / str(number)) for number in range(40)])
+    assert len(list(marks.iterdir())) == 40
+
+
+def test_leaving_a_map_early_cancels_the_calls_not_read(tmp_path: Path, release):
+    ended: list[JobStatus] = []
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        scheduler.on_event(lambda event: ended.append(event.new)
+                           if event.new is not None and event.new.is_terminal else None)
+        never = [str(tmp_path / f"never-{number}") for number in range(4)]
+        results = scheduler.map(jobs.wait_for_file, [str(release), *never])
+        release.touch()
+        assert next(results) is None
+        results.close()
+        assert scheduler.wait(timeout=30)
+    assert sorted(status.name for status in ended) == ["CANCELLED"] * 4 + ["COMPLETED"]
+
+
+def test_a_map_result_late_past_its_timeout_raises_timeout_error(tmp_path: Path, release):
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        results = scheduler.map(jobs.wait_for_file, [str(release)], timeout=0.2)
+        with pytest.raises(TimeoutError):
+            next(results)
+        release.touch()
+
+
+def test_map_takes_a_function_by_name_and_refuses_what_is_not_a_function(tmp_path: Path):
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        assert list(scheduler.map("operator:neg", [1, 2])) == [-1, -2]
+        with pytest.raises(ValueError, match=r"^map\(\) takes a callable or "
+                                             r"'package.module:function', not Shell"):
+            scheduler.map(corral.Shell("true"), [1])
+        with pytest.raises(ValueError, match=r"is not runnable"):
+            scheduler.map(42, [1])
+
+
+# -- found by the attack review ---------------------------------------------------------------
+
+
+def test_cancelling_queued_jobs_while_thousands_flow_never_runs_a_job_twice(tmp_path: Path):
+    """BUG: a kill that came too late killed the worker with the replies of
+    jobs it had finished unread: they ran again."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    stop = threading.Event()
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        handles = [scheduler.submit(jobs.append_line, str(marks / str(number)), "x")
+                   for number in range(1500)]
+
+        def cancel_queued() -> None:
+            while not stop.is_set():
+                for job in handles[::7]:
+                    if job.status is _S.SUBMITTED:
+                        job.cancel()
+
+        canceller = threading.Thread(target=cancel_queued)
+        canceller.start()
+        try:
+            corral.wait(handles, timeout=120)
+        finally:
+            stop.set()
+            canceller.join()
+    twice = [path.name for path in marks.iterdir() if len(path.read_text().splitlines()) > 1]
+    assert twice == []
+    for job in handles:
+        if job.status is _S.COMPLETED:
+            assert (marks / str(handles.index(job))).exists()
+
+
+def test_jobs_queued_behind_a_job_after_it_started_are_given_back_when_it_runs_long(
+        tmp_path: Path):
+    """BUG: the lookout watched only jobs queued when the slow one started."""
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        corral.wait([scheduler.submit(jobs.sleep_for, 0) for _ in range(50)], timeout=60)
+        seconds = [1.0 if number == 100 else 0 for number in range(600)]
+        handles = [scheduler.submit(jobs.sleep_for, value) for value in seconds]
+        corral.wait(handles, timeout=60)
+    slow = handles[100]
+    late = [job for job in handles if job is not slow and job.ended > slow.ended]
+    assert not late, f"{len(late)} tiny calls waited behind a slow one"
+
+
+def test_calls_holding_no_gpu_never_see_one_even_queued_on_a_gpu_worker(tmp_path: Path):
+    """BUG: a call queued behind a command on a worker started for a GPU saw that GPU."""
+    with corral.Scheduler(cores=2, gpus=1, workdir=tmp_path / "run") as scheduler:
+        scheduler.options(gpus=1).submit(jobs.report_environment,
+                                         "CUDA_VISIBLE_DEVICES").result(timeout=30)
+        seen = []
+        for _ in range(20):
+            batch = [scheduler.shell("true") for _ in range(10)]
+            batch += [scheduler.submit(jobs.report_environment, "CUDA_VISIBLE_DEVICES")
+                      for _ in range(10)]
+            corral.wait(batch, timeout=60)
+            seen += [job.result()["CUDA_VISIBLE_DEVICES"] for job in batch[10:]]
+    assert set(seen) == {""}
+
+
+def test_a_job_aborted_the_moment_it_was_handed_to_an_idle_worker_is_aborted(tmp_path: Path):
+    """BUG: a job sent to an idle worker was taken for one queued ahead until
+    the worker's first update, and abort() refused it. (Asked before the job
+    reached its worker, the abort ends it after the grace period.)"""
+    marker, started = tmp_path / "marker", tmp_path / "started"
+    refused: list[Exception] = []
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run", abort_grace=1) as scheduler:
+        def abort_at_once(event: corral.Event) -> None:
+            if event.new is _S.SUBMITTED:
+                try:
+                    scheduler.abort(event.job)
+                except ValueError as error:
+                    refused.append(error)
+
+        scheduler.on_event(abort_at_once)
+        job = scheduler.submit(jobs.stop_when_asked, str(marker), str(started))
+        assert scheduler.wait(timeout=30)
+    assert refused == []
+    assert job.status is _S.CANCELLED and job.record.reason == "aborted"

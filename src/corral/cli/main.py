@@ -424,15 +424,21 @@ _UNFINISHED_SHOWN = 100
 
 
 def _select(run, ids: tuple[str, ...]):
-    jobs = run.jobs(results=False)
+    """The jobs named by *ids* (each read by its key: a big run costs no more),
+    or every job."""
     if not ids:
-        return jobs
-    by_id = {str(job.id): job for job in jobs}
-    unknown = [job_id for job_id in ids if job_id not in by_id]
+        return run.jobs(results=False)
+    found, unknown = [], []
+    for job_id in ids:
+        try:
+            found.append(run.job(job_id))
+        except KeyError:
+            unknown.append(job_id)
     if unknown:
+        count = len(run.jobs(results=False))
         raise CommandError(f"no job {', '.join(unknown)} in the run at {run.path} "
-                           f"({len(jobs)} jobs; corral status --all lists them)")
-    return [by_id[job_id] for job_id in ids]
+                           f"({count} jobs; corral status --all lists them)")
+    return found
 
 
 def _console():

@@ -182,8 +182,8 @@ def hidden_note(count: int) -> Text:
 def unlisted_note(count: int, counts: Mapping[JobStatus, int]) -> Text:
     """The line over a status table that lists only the first unfinished jobs."""
     jobs = "job" if count == 1 else "jobs"
-    unfinished = ", ".join(f"{number:,} {status.name}" for status, number in counts.items()
-                           if not status.is_terminal and number)
+    unfinished = ", ".join(f"{counts[status]:,} {status.name}" for status in JobStatus
+                           if not status.is_terminal and counts.get(status))
     return Text(f"({count:,} more unfinished {jobs} not listed; --all lists them; "
                 f"unfinished: {unfinished})")
 

@@ -213,12 +213,15 @@ class Engine:
             self._thread.join()
             self.finished.wait()
 
-    def set_paused(self, paused: bool) -> None:
+    def set_paused(self, paused: bool) -> list[int | str]:
+        """Pause or resume; return the ids of the jobs asked back from the
+        workers' queues (see :meth:`still_queued_ahead`)."""
         was, self.paused = self.paused, paused
         self._gather_until = None  # paused, nothing is submitted: no window to wait for
+        queued: list[int | str] = []
         if paused and self._pace is not None:  # what waits in a worker's queue comes back
             queued = [job.dispatched_id for job in self._active.values()
-                      if job.status is _S.SUBMITTED]
+                      if self._queued_ahead(job)]
             if queued:
                 cast("QueuingBackend", self.backend).give_back(queued)
         hold = (getattr(self._cluster, "hold" if paused else "release")
@@ -236,6 +239,13 @@ class Engine:
                                   "hold" if paused else "release", self.backend_name)
         if self.journal is not None:
             self.journal.set_meta("paused", "1" if paused else "0")
+        return queued
+
+    def still_queued_ahead(self, job_ids: list[int | str]) -> list[int | str]:
+        """Those of *job_ids* still waiting in a worker's queue: neither given
+        back nor started."""
+        return [job_id for job_id in job_ids
+                if (job := self._active.get(job_id)) is not None and self._queued_ahead(job)]
 
     def _begin_close(self) -> None:
         self._closing = True
@@ -426,6 +436,8 @@ class Engine:
                                                              self._pace.ends_soon):
                 chosen.append(job)
                 behind[id(job)] = leader
+        for job in chosen:
+            job.handed_ahead = id(job) in behind
         if not chosen:
             return
         for job in chosen:
@@ -608,6 +620,7 @@ class Engine:
                 job.started = update.at or now
                 job.native_id = update.native_id or job.native_id
                 job.live_output = update.live_output
+                job.handed_ahead = False
                 self._move(job, _S.RUNNING)
                 limit = job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s
                 if limit is not None:  # counted from when it started, not from this update
@@ -622,7 +635,7 @@ class Engine:
             if not job.final:
                 job.attempts -= 1
                 self._move(job, _S.QUEUED, update.reason)
-                self.packer.push(job)
+                self.packer.push(job, keep_place=True)
             return
         del self._active[job.dispatched_id]
         self.packer.release(job)
@@ -846,12 +859,12 @@ class Engine:
 
     def _queued_ahead(self, job: JobRecord) -> bool:
         """Waiting in a worker's queue, handed ahead (not running)."""
-        return self._pace is not None and job.status is _S.SUBMITTED
+        return self._pace is not None and job.status is _S.SUBMITTED and job.handed_ahead
 
     def _not_started(self, job: JobRecord) -> bool:
         """Pending in corral, or still waiting in a cluster's or a worker's queue."""
-        return job.status in PENDING or (
-            (self._chains or self._pace is not None) and job.status is _S.SUBMITTED)
+        return job.status in PENDING or (self._chains and job.status is _S.SUBMITTED) or (
+            self._queued_ahead(job))
 
     def cancel_pending(self, reason: str) -> int:
         """Cancel every job that has not started; return how many."""

@@ -85,10 +85,13 @@ class Packer:
     def __len__(self) -> int:
         return len(self._ready) + sum(len(parked) for parked in self._parked.values())
 
-    def push(self, job: JobRecord) -> None:
-        """Make a QUEUED job a candidate."""
+    def push(self, job: JobRecord, keep_place: bool = False) -> None:
+        """Make a QUEUED job a candidate; *keep_place*: where it was in line
+        before (a job given back unstarted), else behind every job queued so far."""
         self.pushes += 1
-        heapq.heappush(self._ready, (-job.spec.priority, next(self._sequence), job))
+        if not keep_place:
+            job.place = next(self._sequence)
+        heapq.heappush(self._ready, (-job.spec.priority, job.place, job))
 
     def select(self, now: float) -> list[JobRecord]:
         """Take resources for the jobs that start now and return them in order."""

@@ -115,6 +115,8 @@ class JobRecord:
     bypassed: int = 0       # how often the packer let a later job pass it
     failures: int = 0       # failed attempts, counted against ``retries``
     taken_at: float = 0.0   # when the packer gave it room (monotonic)
+    handed_ahead: bool = False  # waits in a worker's queue behind another job (SUBMITTED)
+    place: int = 0          # its place in the packer's line (see Packer.push)
     value_bytes: bytes | None = None  # its pickled result, for the jobs it feeds
     feeds_values: bool = False
     collectable: bool = False  # dispatch()ed: its Result goes to Scheduler.collect()

@@ -9,7 +9,6 @@ loop (:mod:`corral.core.engine`), which owns everything that changes afterwards.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
 import shutil
@@ -34,6 +33,7 @@ from corral.errors import BackendError, ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result
+from corral.core.mapping import MapFeed
 from corral.core.record import JobRecord
 from corral.options import bounded_tuple, parse_options
 from corral.core.packing import Packer
@@ -59,6 +59,8 @@ __all__ = ["Scheduler", "Submitter", "MAP_WINDOW"]
 
 #: Calls that :meth:`Submitter.map` makes and dispatches as one batch.
 MAP_WINDOW = 10_000
+#: How long pause() waits for the workers to give back the jobs queued in them.
+_GIVE_BACK_WAIT_S = 1.0
 
 
 class Submitter:
@@ -114,38 +116,40 @@ class Submitter:
         """Like ``Executor.map``: results in order, jobs run in parallel.
 
         Every call is a job of its own (status, result, output, journal row),
-        made and dispatched in batches: the options are checked once and each
-        batch of up to :data:`MAP_WINDOW` calls is handed over in one step, so
-        a map of many tiny calls costs a fraction of as many submit() calls.
-        At most two batches are out ahead of the results read so far, so a
-        map over millions of items runs in flat memory (the iterables are
-        read as the batches are made, not all at once as ``Executor.map``
-        does). *chunksize* is accepted for compatibility and not needed: tiny
-        calls already travel to the workers in batches (see
-        :mod:`corral.core.ahead`). Leaving the iterator early cancels the
-        jobs whose results were not read.
+        made and dispatched in batches of up to :data:`MAP_WINDOW` calls (the
+        options are checked once per map), at most two batches unfinished at
+        a time; the iterables are read as batches are made, not all at once
+        as ``Executor.map`` does, so a map over millions of items whose
+        results are read runs in flat memory (see :mod:`corral.core.mapping`).
+        Every call runs whether its result is read or not. *chunksize* is
+        accepted for compatibility and not needed: tiny calls travel to the
+        workers in batches anyway (see :mod:`corral.core.ahead`). Leaving the
+        iterator early cancels the jobs whose results were not read.
 
         Raises:
-            ValueError: *fn* is not callable, or a bad option (when called).
+            ValueError: *fn* is neither a callable nor ``"package.module:function"``,
+                or a bad option (when called).
             TimeoutError: from the iterator, when a result is not there
                 *timeout* seconds after this call.
         """
-        if not callable(fn):
-            raise ValueError(f"map() takes a callable, not {safe_repr(fn)}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        template = make_spec(make_task(fn, (), {}), {**self._defaults,
-                                                     **self._scheduler._with_profile({})})
-        calls = zip(*iterables, strict=False)
+        task = make_task(fn, (), {})
+        if not isinstance(task, (Call, FunctionRef)):
+            raise ValueError(f"map() takes a callable or 'package.module:function', not "
+                             f"{safe_repr(fn)}")
+        template = make_spec(task, {**self._defaults, **self._scheduler._with_profile({})})
+        scheduler = self._scheduler
 
-        def next_batch() -> list[Job]:
-            handles = [Job._from_spec(replace(template, task=Call(fn, arguments)))
-                       for arguments in itertools.islice(calls, MAP_WINDOW)]
-            if handles:
-                self._scheduler._dispatch(handles, collectable=False)
-            return handles
+        def dispatch(batch: list[Job]) -> None:
+            if batch:
+                scheduler._dispatch(batch, collectable=False)
 
-        batches = [next_batch(), next_batch()]  # two out: the second runs while the first is read
-        return _results_in_order(batches, next_batch, deadline)
+        def make(arguments: tuple) -> Job:
+            return Job._from_spec(replace(template, task=replace(task, args=arguments)))
+
+        feed = MapFeed(make, dispatch, zip(*iterables, strict=False), MAP_WINDOW)
+        scheduler._feeds.add(feed)
+        return feed.results(deadline)
 
     def shell(self, command: str | Iterable[Any], **options: Any) -> Job:
         """Run a shell command: a string goes to ``/bin/sh -c``, a list runs without a shell."""
@@ -293,6 +297,8 @@ class Scheduler(Executor):
             self._engine.on_stopped = self._finish_outside_loop
             self._engine.files_are_temporary = self._temporary
             self._plain = Submitter(self, {})
+            #: The feeders of map() calls that may still dispatch (see corral.core.mapping).
+            self._feeds: weakref.WeakSet[MapFeed] = weakref.WeakSet()
             self._lock = threading.Lock()  # guards dispatching, the registry's ids and shutdown
             self._registry = JobRegistry(
                 self._engine, self._resumer.first_free_id if self._resumer else 1,
@@ -617,8 +623,18 @@ class Scheduler(Executor):
     # -- control ------------------------------------------------------------------------
 
     def pause(self) -> None:
-        """Start nothing new; running jobs finish. Undo with :meth:`resume`."""
-        self._engine.call(self._engine.set_paused, True)
+        """Start nothing new; running jobs finish. Undo with :meth:`resume`.
+
+        Jobs handed ahead to a worker are taken back; this returns once each
+        is back in the queue or has started (the worker had begun it), so no
+        job starts after pause() returns (at most a second is waited for a
+        worker whose job holds the GIL and so cannot answer).
+        """
+        asked = self._engine.call(self._engine.set_paused, True)
+        deadline = time.monotonic() + _GIVE_BACK_WAIT_S
+        while asked and time.monotonic() < deadline:
+            time.sleep(0.002)
+            asked = self._engine.call(self._engine.still_queued_ahead, asked)
 
     def resume(self) -> None:
         """Start jobs again after :meth:`pause`."""
@@ -700,6 +716,11 @@ class Scheduler(Executor):
         ones with *cancel_futures*); then stop every worker process."""
         if wait:
             self._refuse_on_loop_thread("shutdown(wait=True)")
+        feeds = list(self._feeds)
+        for feed in feeds:  # a map's calls not dispatched yet: all of them, or none
+            if not wait or cancel_futures:
+                feed.stop()
+            feed.join()
         with self._lock:
             first = not self._shut
             self._shut = True
@@ -832,35 +853,6 @@ def _refuse_after_interpreter_exit() -> None:
     Checked before a job is registered anywhere, so a refused job leaves no trace."""
     if _interpreter_exiting:
         raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-
-
-def _results_in_order(batches: list[list[Job]], next_batch: Callable[[], list[Job]],
-                      deadline: float | None) -> Iterator[Any]:
-    """The results of the jobs of *batches* in order, as ``Executor.map``
-    yields them, dispatching a new batch (``next_batch()``) each time one has
-    been read: a result not there by *deadline* raises TimeoutError, and the
-    jobs whose results were not read are cancelled when the iterator is left."""
-    for batch in batches:
-        batch.reverse()  # popped from the end: each job is let go once read
-    try:
-        while batches and batches[0]:
-            handles = batches[0]
-            job = handles[-1]
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                value = job.result(left)
-            except TimeoutError:
-                job.cancel()
-                raise
-            handles.pop()
-            if not handles:
-                batches.pop(0)
-                batches.append(next_batch())
-            yield value
-    finally:
-        for handles in batches:
-            for job in handles:
-                job.cancel()
 
 
 def _label(job: JobRecord) -> str:

@@ -1007,9 +1007,15 @@ def read_overview(run_dir: str | os.PathLike[str], unfinished: int, finished: in
                "NULL AS error, session, live")
     try:
         with _reading(run_dir) as db:
-            counts = {JobStatus(status): count for status, count in db.execute(
-                "SELECT status, COUNT(*) FROM jobs GROUP BY status")}
             path = journal_path(run_dir)
+            known = tuple(status.value for status in JobStatus)
+            counts = {JobStatus(status): count for status, count in db.execute(
+                "SELECT status, COUNT(*) FROM jobs GROUP BY status") if status in known}
+            # A row whose status is not one: read it as every reader does, which
+            # names the file, the job and the value.
+            _rows_to_jobs(db.execute(
+                f"SELECT {columns} FROM jobs WHERE status IS NULL OR status NOT IN "
+                f"({', '.join('?' * len(known))}) LIMIT 1", known), path)
             first = _rows_to_jobs(db.execute(
                 f"SELECT {columns} FROM jobs WHERE status NOT IN ({marks}) ORDER BY rowid "
                 "LIMIT ?", (*terminal, unfinished)), path)

@@ -156,6 +156,8 @@ class _Queue:
             about: object = message[1]  # type: ignore[index]
             with self.lock:
                 if self.running is not None and self.running[1] == about:
+                    if self.running[0] != "command":  # a call: it dies with its worker
+                        _die_with_everything()
                     self.stop_requests.post(about, action)
                 elif any(entry[0][1] == about for entry in self.requests):
                     self.stopped[about] = action
@@ -173,19 +175,20 @@ class _Queue:
                     self._environment = request[4]
                 self.requests.append((request, queued))
             self._arrived.notify()
+            if self._current is not None:  # they arrived behind a running job: watch it
+                self._arm_lookout()
 
-    def next(self, wait: bool, idle_exit: float | None = None) -> tuple[tuple, bool] | None:
-        """The request to run now and whether its start must be announced; None
-        when there is none (*wait*: none before the pipe ended or *idle_exit*
-        seconds passed). From now on it runs: it cannot be given back."""
+    def next(self, idle_exit: float | None = None) -> tuple[tuple, bool] | None:
+        """Wait for the request to run now; return it and whether its start
+        must be announced, or None when the pipe ended or nothing came for
+        *idle_exit* seconds. From now on it runs: it cannot be given back."""
         with self.lock:
-            if wait:
-                deadline = None if idle_exit is None else time.monotonic() + idle_exit
-                while not self.requests and not self._closed:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        break
-                    self._arrived.wait(left)
+            deadline = None if idle_exit is None else time.monotonic() + idle_exit
+            while not self.requests and not self._closed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._arrived.wait(left)
             if not self.requests:
                 return None
             entry = self.requests.popleft()
@@ -197,16 +200,31 @@ class _Queue:
         self._current = (job_id, time.monotonic())
         if self.requests and not self._watching:
             with self._watch:
-                self._watching = True
-                if self._lookout is None:
-                    self._lookout = threading.Thread(target=self._look_out, daemon=True,
-                                                     name="corral-lookout")
-                    self._lookout.start()
-                self._watch.notify()
+                self._arm_lookout()
 
-    def ended(self) -> None:
+    def _arm_lookout(self) -> None:
+        """Make the lookout watch the running job (the lock is held)."""
+        if self._watching:
+            return
+        self._watching = True
+        if self._lookout is None:
+            self._lookout = threading.Thread(target=self._look_out, daemon=True,
+                                             name="corral-lookout")
+            self._lookout.start()
+        self._watch.notify()
+
+    def finish(self, blob: bytes, started: float, ended: float) -> tuple[tuple, bool] | None:
+        """Send the reply of the job that ended and take the next one from the
+        queue, as one step: a kill of the next job must find either this reply
+        sent or that job still queued, never the finished job's reply unsent
+        (killed with it, the job would be given back and run again)."""
         with self.lock:
-            self._current = self.running = None
+            entry = self.requests.popleft() if self.requests else None
+            self.running = None if entry is None else entry[0]
+            self._current = None
+            self.replies.send_bytes(reply_message(blob, started, ended,
+                                                  None if entry is None else entry[0][1]))
+            return entry
 
     def send(self, message: bytes) -> None:
         with self.lock:
@@ -273,6 +291,15 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
     return blob
 
 
+def _die_with_everything() -> None:
+    """Kill this worker and every process its job started: the one way to stop
+    a call (it runs in this process)."""
+    from corral.runtime.proctree import kill_tree
+
+    kill_tree(os.getpid(), include_root=False)  # (it would stop itself before its killing)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _stopped_before_start(request: tuple, action: str) -> bytes:
     """The reply for a command killed or terminated before it started: as if
     it had been killed by that signal at once."""
@@ -301,7 +328,7 @@ def main() -> None:
     try:
         while True:
             if entry is None:  # idle: wait for work
-                entry = queue.next(wait=True, idle_exit=idle_exit)
+                entry = queue.next(idle_exit)
                 if entry is None:
                     return  # the driver is gone, or has not used us for that long
                 if entry[1]:  # queued, and no reply said it starts: say so
@@ -312,10 +339,6 @@ def main() -> None:
             stopped = queue.stopped.pop(request[1], None)
             blob = (run_request(request, home, spool, outcomes, queue.stop_requests)
                     if stopped is None else _stopped_before_start(request, stopped))
-            ended = time.time()
-            queue.ended()
-            entry = queue.next(wait=False)
-            queue.send(reply_message(blob, started, ended,
-                                     None if entry is None else entry[0][1]))
+            entry = queue.finish(blob, started, time.time())
     except OSError:  # the reply pipe is gone: so is the driver
         return

@@ -46,7 +46,8 @@ from corral.status import JobStatus
 from corral.runtime.command import KILL, TERMINATE, describe_exit
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
-from corral.runtime.worker_process import (GivenBack, Started, WorkerStartError, call_request,
+from corral.runtime.worker_process import (GivenBack, Reply, Started, WorkerStartError,
+                                           call_request,
                                            command_request, drop_request, read_message,
                                            start_reaper, start_worker)
 from corral.backends.base import Capabilities, Capacity, Submission, Update
@@ -55,6 +56,10 @@ from corral.backends.local import BACKEND
 __all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus", "SPOOL_PREFIX"]
 
 log = logging.getLogger("corral.backends.local")
+
+#: Seconds a worker gets to kill the call it runs itself, when jobs wait
+#: behind it, before the backend kills the whole worker.
+_KILL_GRACE_S = 1.0
 
 def default_cores() -> int:
     """All CPUs this process may use but one, and at least one."""
@@ -129,6 +134,8 @@ class _Worker:
         self.handed: deque[tuple[int | str, bool]] = deque()
         #: The job it runs now: the first one handed, once known started.
         self.job_id: int | str | None = None
+        #: We killed it (a call cannot be killed otherwise): its end is near.
+        self.doomed = False
 
     @property
     def pid(self) -> int:
@@ -168,6 +175,8 @@ class LocalBackend:
         self._gpus_held: dict[int | str, tuple[int, ...]] = {}
         self._free_gpus = list(range(self._capacity.gpus or 0))
         self._killed: set[int | str] = set()
+        #: Workers asked to kill the call they run, and when to kill them instead.
+        self._kill_later: dict[_Worker, tuple[int | str, float]] = {}
         self._pending: list[Update] = []
         self._wake_pending = False
         self._spool_dir: str | None = None
@@ -234,6 +243,10 @@ class LocalBackend:
     def updates(self, timeout: float | None) -> list[Update]:
         if self._pending:
             timeout = 0
+        if self._kill_later:
+            self._kill_overdue()
+            soonest = min(due for _, due in self._kill_later.values()) - time.monotonic()
+            timeout = max(0.0, soonest) if timeout is None else min(timeout, max(0.0, soonest))
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 self._drain_wake_pipe()
@@ -272,10 +285,31 @@ class LocalBackend:
         self._drop(queued)
 
     def _kill_running(self, runner: _Worker, job_id: int | str) -> None:
+        """Kill the job *runner* runs (as far as its messages read so far say)."""
         if runner.runs_command:  # the worker kills it, reports it killed and goes on
             self._tell(runner, KILL, job_id)
-        else:  # a call runs in the worker itself
+        elif len(runner.handed) == 1:  # a call runs in the worker itself: it dies with it
+            runner.doomed = True
             kill_tree(runner.pid)
+        else:
+            # Jobs wait behind it, and the worker may have gone on to them
+            # since its last message: take them back, and let the worker
+            # kill itself only if this job still runs. A call that holds the
+            # GIL keeps the worker from acting: it is killed a moment later.
+            self._drop([entry[0] for entry in runner.handed if entry[0] != job_id])
+            self._tell(runner, KILL, job_id)
+            self._kill_later[runner] = (job_id, time.monotonic() + _KILL_GRACE_S)
+
+    def _kill_overdue(self) -> None:
+        """Kill the workers still running a job they were asked to kill."""
+        now = time.monotonic()
+        for worker, (job_id, due) in list(self._kill_later.items()):
+            if worker.gone or worker.job_id != job_id:
+                del self._kill_later[worker]
+            elif due <= now:
+                del self._kill_later[worker]
+                worker.doomed = True
+                kill_tree(worker.pid)
 
     def terminate(self, job_ids: Collection[int | str]) -> None:
         queued = []
@@ -377,12 +411,17 @@ class LocalBackend:
         """Queue a job on the worker that has *submission.follows*: it starts
         there when the jobs before it end. Returns its native id (the worker's pid)."""
         worker = self._running.get(submission.follows)  # type: ignore[arg-type]
-        if worker is None or worker.gone:
+        if worker is None or worker.gone or worker.doomed or worker in self._kill_later:
             self._pending.append(Update(submission.job_id, JobStatus.QUEUED,
                                         reason="the job it was to follow has ended"))
             return ""
         if submission.call is not None:
             request = self._call_request(submission)
+            if worker.gpu_key:  # a worker started for GPUs: this call holds none
+                request = call_request(submission.job_id, str(submission.jobdir),
+                                       submission.call, submission.upstream,
+                                       (*submission.env, ("CUDA_VISIBLE_DEVICES", "")),
+                                       submission.cwd, submission.outcomes)
         else:
             request = self._command_request(submission, worker, ())
         worker.handed.append((submission.job_id, submission.call is None))
@@ -464,6 +503,11 @@ class LocalBackend:
         except (EOFError, OSError):
             self._worker_died(worker)
             return
+        self._handle(worker, message)
+
+    def _handle(self, worker: _Worker, message: Reply | Started | GivenBack,
+                dying: bool = False) -> None:
+        """Act on one message of *worker*; *dying*: read after it died."""
         if isinstance(message, GivenBack):
             self._taken_back(worker, message.job_ids)
             return
@@ -475,7 +519,7 @@ class LocalBackend:
             log.error("worker %d answered for job %r while running %r", worker.pid,
                       message.job_id, job_id)
             return
-        if job_id in self._killed and not worker.runs_command:
+        if job_id in self._killed and worker.doomed and not dying and len(worker.handed) == 1:
             self._worker_died(worker)  # finished just as we killed it: the worker is gone anyway
             return
         worker.handed.popleft()
@@ -483,7 +527,10 @@ class LocalBackend:
         del self._running[job_id]
         self._release_gpus(job_id)
         ok, blob, ended = message.ok, message.blob, message.ended
-        if ok is None:
+        if job_id in self._killed and ok is not None:  # a call that ended before its kill did
+            self._killed.discard(job_id)
+            update = Update(job_id, JobStatus.CANCELLED, reason="killed", at=ended)
+        elif ok is None:
             returncode, not_started = cast("tuple[int | None, str | None]", blob)
             update = self._command_ended(job_id, returncode, not_started, ended,
                                          message.started)
@@ -496,7 +543,7 @@ class LocalBackend:
         self._pending.append(update)
         if message.next_id is not None:
             self._started(worker, message.next_id, message.ended)
-        elif not worker.handed:
+        elif not worker.handed and not dying:
             self._busy.discard(worker)
             self._idle.append(worker)
         # else: what it was handed next had not reached it yet; it says when it starts it
@@ -531,6 +578,13 @@ class LocalBackend:
             self._idle.append(worker)
 
     def _worker_died(self, worker: _Worker) -> None:
+        # What it sent before it died counts: jobs it finished must not run again.
+        worker.doomed = True
+        try:
+            while worker.job_id is not None and worker.replies.poll(0):
+                self._handle(worker, read_message(worker.replies.recv_bytes()), dying=True)
+        except (EOFError, OSError):
+            pass
         self._forget(worker)
         kill_tree(worker.pid)  # whatever the job had started goes with it
         returncode = self._wait_gone(worker.process)

@@ -1,0 +1,122 @@
+"""``Scheduler.map``: every call a job of its own, made and dispatched in batches.
+
+``Executor.map`` makes a Future per item before it returns, which for a
+million items is gigabytes. Here the first batch of calls is made and
+dispatched by ``map()`` itself (so a bad option or an argument that cannot
+be pickled raises there), and a feeder thread makes and dispatches the next
+batch each time the one before the last has finished: at most two batches
+run or wait at once, the iterables are read as the batches are made, and
+every call runs whether or not its result is ever read (the Scheduler waits
+for its feeders when it shuts down). Results come in order, each job let go
+once read, so a map whose results are read runs in flat memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import wait as wait_futures
+from typing import Any
+
+from corral.core.job import Job
+
+__all__ = ["MapFeed"]
+
+_END = None  # put on the queue of batches after the last one
+
+
+def _take_result(handles: list[Job], deadline: float | None) -> Any:
+    """The result of the last job of *handles*, which is then let go; a job
+    whose result is not there by *deadline* is cancelled (TimeoutError)."""
+    job = handles[-1]
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        value = job.result(left)
+    except TimeoutError:
+        job.cancel()
+        raise
+    handles.pop()
+    return value
+
+
+class MapFeed:
+    """The batches of one ``map()`` call and the thread that dispatches them."""
+
+    def __init__(self, make: Callable[[tuple], Job], dispatch: Callable[[list[Job]], object],
+                 calls: Iterator[tuple], window: int) -> None:
+        self._make = make
+        self._dispatch = dispatch
+        self._calls = calls
+        self._window = window
+        self._batches: queue.Queue[list[Job] | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        first = self._next_batch()  # in the caller's thread: its errors are the caller's
+        self._dispatch(first)
+        self._batches.put(first)
+        self._thread = threading.Thread(target=self._feed, args=(first,), daemon=True,
+                                        name="corral-map-feeder")
+        self._thread.start()
+
+    def _next_batch(self) -> list[Job]:
+        return [self._make(arguments) for arguments in itertools.islice(self._calls, self._window)]
+
+    def _feed(self, previous: list[Job]) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self._next_batch()
+                if not batch:
+                    break
+                self._dispatch(batch)
+                self._batches.put(batch)
+                if self._stop.is_set():  # the reader left meanwhile: nobody wants them
+                    for job in batch:
+                        job.cancel()
+                    break
+                while not self._stop.is_set() and wait_futures(previous, timeout=0.2).not_done:
+                    pass
+                previous = batch
+        except BaseException as error:  # told to the reader when it gets there
+            self._error = error
+        finally:
+            self._batches.put(_END)
+
+    def stop(self) -> None:
+        """Dispatch nothing more."""
+        self._stop.set()
+
+    def join(self) -> None:
+        """Wait until every call is dispatched."""
+        self._thread.join()
+
+    def results(self, deadline: float | None) -> Iterator[Any]:
+        """The results in order, as ``Executor.map`` yields them: a result not
+        there by *deadline* raises TimeoutError, and the jobs whose results
+        were not read are cancelled when the iterator is left."""
+        handles: list[Job] = []
+        try:
+            while True:
+                while not handles:
+                    got = self._batches.get()
+                    if got is _END:
+                        if self._error is not None:
+                            raise self._error
+                        return
+                    handles = got
+                    got = None
+                    handles.reverse()  # popped from the end: each job let go once read
+                yield _take_result(handles, deadline)  # (not kept here while the caller holds it)
+        finally:
+            self._stop.set()
+            for job in handles:
+                job.cancel()
+            while True:  # and those dispatched but not read at all
+                try:
+                    batch = self._batches.get_nowait()
+                except queue.Empty:
+                    break
+                for job in batch or ():
+                    job.cancel()
