@@ -126,11 +126,13 @@ def test_a_job_cancelled_while_queued_in_a_worker_never_runs(tmp_path: Path, pat
         command = corral.Job(corral.Shell(f"touch {tmp_path}/command-ran"))
         call = corral.Job(jobs.touch, (str(tmp_path / "call-ran"),))
         scheduler.dispatch([blocker, command, call])
+        history: list[tuple] = []
+        scheduler.on_event(lambda event: history.append((event.job.id, event.new, event.reason)))
         wait_until(lambda: command.status is _S.SUBMITTED, message="the command to be queued")
         assert command.cancel() and command.status is _S.CANCELLED
         release.touch()
         call.result(timeout=30)
-    assert not (tmp_path / "command-ran").exists()
+    assert not (tmp_path / "command-ran").exists(), history
     assert (tmp_path / "call-ran").exists()
 
 

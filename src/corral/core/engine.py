@@ -831,8 +831,39 @@ class Engine:
     # -- control (loop thread) ---------------------------------------------------------------
 
     def cancel(self, job: JobRecord, reason: str) -> bool:
-        """Cancel *job* from any thread; True if it is cancelled now."""
-        return self.call(self._cancel, job, reason)
+        """Cancel *job* from any thread; True if it is cancelled now. One that
+        waited in a worker's queue is taken back before this returns."""
+        cancelled, queued = self.call(self._cancel_noting_queued, job, reason)
+        self.wait_taken_back(queued, until_ended=True)
+        return cancelled
+
+    def _cancel_noting_queued(self, job: JobRecord, reason: str
+                              ) -> tuple[bool, list[int | str]]:
+        queued = [job.dispatched_id] if self._queued_ahead(job) else []
+        return self._cancel(job, reason), queued
+
+    def queued_ahead_ids(self) -> list[int | str]:
+        """The jobs waiting in a worker's queue now."""
+        return [job.dispatched_id for job in self._active.values() if self._queued_ahead(job)]
+
+    def wait_taken_back(self, job_ids: list[int | str], until_ended: bool,
+                        limit: float = 1.0) -> None:
+        """Return once each of *job_ids* — jobs that waited in a worker's queue
+        when they were asked back — is back in corral's queue or has started
+        (*until_ended*: has been reported ended, for a cancelled one), so that
+        none starts after the pause or cancel returned; or after *limit*
+        seconds (a worker whose job holds the GIL cannot answer). From any
+        thread but the loop's (there it returns at once)."""
+        if threading.current_thread() is self._thread:
+            return
+        still = self._still_active if until_ended else self.still_queued_ahead
+        deadline = time.monotonic() + limit
+        while job_ids and time.monotonic() < deadline and not self.stopped.is_set():
+            time.sleep(0.002)
+            job_ids = self.call(still, job_ids)
+
+    def _still_active(self, job_ids: list[int | str]) -> list[int | str]:
+        return [job_id for job_id in job_ids if job_id in self._active]
 
     def _cancel(self, job: JobRecord, reason: str) -> bool:
         if job.final:

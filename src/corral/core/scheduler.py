@@ -59,8 +59,6 @@ __all__ = ["Scheduler", "Submitter", "MAP_WINDOW"]
 
 #: Calls that :meth:`Submitter.map` makes and dispatches as one batch.
 MAP_WINDOW = 10_000
-#: How long pause() waits for the workers to give back the jobs queued in them.
-_GIVE_BACK_WAIT_S = 1.0
 
 
 class Submitter:
@@ -631,10 +629,7 @@ class Scheduler(Executor):
         worker whose job holds the GIL and so cannot answer).
         """
         asked = self._engine.call(self._engine.set_paused, True)
-        deadline = time.monotonic() + _GIVE_BACK_WAIT_S
-        while asked and time.monotonic() < deadline:
-            time.sleep(0.002)
-            asked = self._engine.call(self._engine.still_queued_ahead, asked)
+        self._engine.wait_taken_back(asked, until_ended=False)
 
     def resume(self) -> None:
         """Start jobs again after :meth:`pause`."""
@@ -656,8 +651,12 @@ class Scheduler(Executor):
         self._engine.call(self._engine.abort, target)
 
     def clear(self) -> int:
-        """Cancel every job that has not started; return how many."""
-        return self._engine.call(self._engine.cancel_pending, "cleared")
+        """Cancel every job that has not started; return how many. Jobs that
+        waited in a worker's queue are taken back before this returns."""
+        queued = self._engine.call(self._engine.queued_ahead_ids)
+        count = self._engine.call(self._engine.cancel_pending, "cleared")
+        self._engine.wait_taken_back(queued, until_ended=True)
+        return int(count)
 
     def remove(self, job: Job | int | str) -> None:
         """Take a job that has not started out of the queue (it ends CANCELLED).
@@ -666,7 +665,11 @@ class Scheduler(Executor):
             ValueError: the job is running or finished, or unknown.
         """
         target = self._job(job)
+        queued = self._engine.call(self._engine.queued_ahead_ids)
         self._engine.call(self._engine.remove, target._record)
+        self._engine.wait_taken_back([job_id for job_id in queued
+                                      if job_id == target._record.dispatched_id],
+                                     until_ended=True)
         self._registry.forget(target)
 
     def interrupt(self) -> None:
