@@ -48,7 +48,11 @@ class FinishedJob:
     ``after=`` that name is cancelled as it would have been.
     """
 
-    __slots__ = ("id", "name", "status", "key", "owner", "final", "dependents")
+    # A journaled run keeps one per finished job: the fewer bytes, the better.
+    __slots__ = ("id", "name", "status", "key", "owner")
+    final = True
+    #: Never filled (only an unfinished job gets dependents), so shared by all.
+    dependents: tuple[JobRecord, ...] = ()
 
     def __init__(self, record: JobRecord, owner: Owner) -> None:
         self.id = record.id
@@ -56,8 +60,6 @@ class FinishedJob:
         self.status = record.status
         self.key = record.key
         self.owner = owner
-        self.final = True
-        self.dependents: list[JobRecord] = []  # never filled: a final job releases nobody
 
     def __repr__(self) -> str:
         return f"<finished job {self.id} {self.name!r} {self.status.name}>"
