@@ -155,6 +155,12 @@ def _no_status(run: Path) -> str:
     return f"{run / 'journal.db'} is damaged: job 1 has no status; {MOVE_AWAY}"
 
 
+def _no_name(run: Path) -> str:
+    update_journal(run, "UPDATE jobs SET name=NULL WHERE id='1'")
+    return (f"{run / 'journal.db'} is damaged: job 1 has the name None, which is no text; "
+            f"{MOVE_AWAY}")
+
+
 def _bad_spec(run: Path) -> str:
     update_journal(run, "UPDATE jobs SET spec='{not json' WHERE id='1'")
     return (f"{run / 'journal.db'} is damaged: job 1 has a spec that is no JSON object "
@@ -183,10 +189,10 @@ def _no_tables(run: Path) -> str:
             f"sessions tables; {MOVE_AWAY}")
 
 
-@pytest.mark.parametrize("damage", [_bad_status, _no_status, _bad_spec, _bad_time, _empty_file,
-                                    _no_tables],
-                         ids=["bad status", "no status", "bad spec", "bad time", "empty file",
-                              "no tables"])
+@pytest.mark.parametrize("damage", [_bad_status, _no_status, _no_name, _bad_spec, _bad_time,
+                                    _empty_file, _no_tables],
+                         ids=["bad status", "no status", "no name", "bad spec", "bad time",
+                              "empty file", "no tables"])
 def test_a_damaged_journal_is_one_line_naming_the_file_and_what_is_wrong(tmp_path, cli, damage):
     """BUG: a bad status or spec gave a traceback; an empty journal.db showed
     "(no jobs)" with exit 0."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import CancelledError
 import threading
 from collections import defaultdict
 from itertools import pairwise
@@ -312,3 +313,26 @@ def test_a_job_aborted_the_moment_it_was_handed_to_an_idle_worker_is_aborted(tmp
         assert scheduler.wait(timeout=30)
     assert refused == []
     assert job.status is _S.CANCELLED and job.record.reason == "aborted"
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "shutdown"])
+def test_a_map_cut_short_by_the_scheduler_says_so_and_dispatches_nothing_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str):
+    """BUG (second attack review): after interrupt() a map went on dispatching;
+    after shutdown(wait=False) its iterator just ended, as if complete."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    scheduler = corral.Scheduler(cores=2, workdir=tmp_path / "run")
+    results = scheduler.map(jobs.touch, [str(marks / str(number)) for number in range(200)])
+    next(results)
+    if stop == "interrupt":
+        scheduler.interrupt()
+    else:
+        scheduler.shutdown(wait=False)
+    with pytest.raises(CancelledError):
+        for _ in results:
+            pass
+    scheduler.shutdown()
+    ran = len(list(marks.iterdir()))
+    assert ran <= 20, f"{ran} calls ran after the map was stopped at the first window"

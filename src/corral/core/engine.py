@@ -842,6 +842,14 @@ class Engine:
         queued = [job.dispatched_id] if self._queued_ahead(job) else []
         return self._cancel(job, reason), queued
 
+    def cancel_many(self, jobs: list[JobRecord], reason: str) -> list[int | str]:
+        """Cancel those of *jobs* this engine owns that are not final; return
+        the ids of those that waited in a worker's queue (see wait_taken_back)."""
+        mine = [job for job in jobs if job.owner is self and not job.final]
+        queued = [job.dispatched_id for job in mine if self._queued_ahead(job)]
+        self._cancel_all(mine, reason)
+        return queued
+
     def queued_ahead_ids(self) -> list[int | str]:
         """The jobs waiting in a worker's queue now."""
         return [job.dispatched_id for job in self._active.values() if self._queued_ahead(job)]

@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from concurrent.futures import wait as wait_futures
 from typing import Any
 
@@ -46,9 +47,11 @@ class MapFeed:
     """The batches of one ``map()`` call and the thread that dispatches them."""
 
     def __init__(self, make: Callable[[tuple], Job], dispatch: Callable[[list[Job]], object],
-                 calls: Iterator[tuple], window: int) -> None:
+                 cancel: Callable[[list[Job]], object], calls: Iterator[tuple],
+                 window: int) -> None:
         self._make = make
         self._dispatch = dispatch
+        self._cancel = cancel
         self._calls = calls
         self._window = window
         self._batches: queue.Queue[list[Job] | None] = queue.Queue()
@@ -68,13 +71,12 @@ class MapFeed:
         try:
             while not self._stop.is_set():
                 batch = self._next_batch()
-                if not batch:
+                if not batch or self._stop.is_set():
                     break
                 self._dispatch(batch)
                 self._batches.put(batch)
-                if self._stop.is_set():  # the reader left meanwhile: nobody wants them
-                    for job in batch:
-                        job.cancel()
+                if self._stop.is_set():  # stopped meanwhile: nobody wants them
+                    self._cancel(batch)
                     break
                 while not self._stop.is_set() and wait_futures(previous, timeout=0.2).not_done:
                     pass
@@ -84,8 +86,12 @@ class MapFeed:
         finally:
             self._batches.put(_END)
 
-    def stop(self) -> None:
-        """Dispatch nothing more."""
+    def stop(self, why: str | None = None) -> None:
+        """Dispatch nothing more; *why* (the scheduler's shutdown or interrupt)
+        is raised by the iterator where the calls not dispatched would have
+        come, so that a map cut short never looks complete."""
+        if why is not None and self._error is None:
+            self._error = CancelledError(f"map(): {why} before every call was dispatched")
         self._stop.set()
 
     def join(self) -> None:
@@ -111,12 +117,12 @@ class MapFeed:
                 yield _take_result(handles, deadline)  # (not kept here while the caller holds it)
         finally:
             self._stop.set()
-            for job in handles:
-                job.cancel()
+            unread = handles
             while True:  # and those dispatched but not read at all
                 try:
                     batch = self._batches.get_nowait()
                 except queue.Empty:
                     break
-                for job in batch or ():
-                    job.cancel()
+                unread += batch or []
+            if unread:
+                self._cancel(unread)  # at once: one by one is a round trip each

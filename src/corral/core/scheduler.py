@@ -145,7 +145,10 @@ class Submitter:
         def make(arguments: tuple) -> Job:
             return Job._from_spec(replace(template, task=replace(task, args=arguments)))
 
-        feed = MapFeed(make, dispatch, zip(*iterables, strict=False), MAP_WINDOW)
+        def cancel(jobs: list[Job]) -> None:
+            scheduler._cancel_many(jobs, "the map's results were no longer read")
+
+        feed = MapFeed(make, dispatch, cancel, zip(*iterables, strict=False), MAP_WINDOW)
         scheduler._feeds.add(feed)
         return feed.results(deadline)
 
@@ -673,8 +676,17 @@ class Scheduler(Executor):
         self._registry.forget(target)
 
     def interrupt(self) -> None:
-        """Kill every running job and cancel every pending one, now."""
+        """Kill every running job and cancel every pending one, now (also the
+        calls of a map not dispatched yet)."""
+        for feed in list(self._feeds):
+            feed.stop("the scheduler was interrupted")
         self._engine.call(self._engine.interrupt, "interrupted")
+
+    def _cancel_many(self, jobs: list[Job], reason: str) -> None:
+        """Cancel *jobs* in one step of the control loop (not one round trip each)."""
+        queued = self._engine.call(self._engine.cancel_many, [job._record for job in jobs],
+                                   reason)
+        self._engine.wait_taken_back(queued, until_ended=True)
 
     def _lookup(self, job_id: object) -> Job | None:
         """The live job with this id; ``"7"`` finds job 7 (ids come as text from outside)."""
@@ -719,11 +731,11 @@ class Scheduler(Executor):
         ones with *cancel_futures*); then stop every worker process."""
         if wait:
             self._refuse_on_loop_thread("shutdown(wait=True)")
-        feeds = list(self._feeds)
-        for feed in feeds:  # a map's calls not dispatched yet: all of them, or none
-            if not wait or cancel_futures:
-                feed.stop()
-            feed.join()
+        for feed in list(self._feeds):  # a map's calls not dispatched yet: all, or none
+            if wait and not cancel_futures:
+                feed.join()
+            else:
+                feed.stop("the scheduler was shut down")
         with self._lock:
             first = not self._shut
             self._shut = True

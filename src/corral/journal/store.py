@@ -879,6 +879,8 @@ def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
             raise damaged(f"{column} {value!r}, which is no {called}")
     if record["status"] is None:  # every job is written with its first state
         raise damaged("no status")
+    if not isinstance(record["name"], str):
+        raise damaged(f"the name {record['name']!r}, which is no text")
     try:
         status = JobStatus(record["status"])
     except ValueError:

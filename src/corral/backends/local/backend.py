@@ -245,6 +245,7 @@ class LocalBackend:
             timeout = 0
         if self._kill_later:
             self._kill_overdue()
+        if self._kill_later:  # (the overdue ones are gone from it now)
             soonest = min(due for _, due in self._kill_later.values()) - time.monotonic()
             timeout = max(0.0, soonest) if timeout is None else min(timeout, max(0.0, soonest))
         for key, _ in self._selector.select(timeout):
