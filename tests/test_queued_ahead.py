@@ -130,6 +130,7 @@ def test_a_job_cancelled_while_queued_in_a_worker_never_runs(tmp_path: Path, pat
         history: list[tuple] = []
         scheduler.on_event(lambda event: history.append((event.job.id, event.new, event.reason)))
         wait_until(lambda: command.status is _S.SUBMITTED, message="the command to be queued")
+        assert command.record.reason == f"queued in a worker after job {blocker.id}"
         assert command.cancel() and command.status is _S.CANCELLED
         release.touch()
         call.result(timeout=30)

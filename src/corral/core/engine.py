@@ -447,7 +447,9 @@ class Engine:
             job.started = job.ended = job.exit_code = None
             job.result_blob = job.error_blob = None
             self._active[job.dispatched_id] = job
-            self._move(job, _S.SUBMITTED)
+            ahead_of = behind.get(id(job))
+            self._move(job, _S.SUBMITTED, None if ahead_of is None
+                       else f"queued in a worker after job {ahead_of.id}")
         for job in [job for job in chosen if job.final]:  # an event callback cancelled it
             del self._active[job.dispatched_id]
             self.packer.release(job)
