@@ -217,6 +217,24 @@ def test_status_says_how_many_older_finished_jobs_it_hides(tmp_path):
     assert len(everything.rows()) == 13 and "hidden" not in everything.out
 
 
+FAILURES_AMONG_OLD_JOBS = """
+import sys, corral
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    scheduler.shell("exit 3", name="broken")
+    for number in range(12):
+        scheduler.shell("true", name=f"job{number}")
+"""
+
+
+def test_status_counts_the_failures_among_the_finished_jobs_it_hides(tmp_path):
+    command = Corral(tmp_path, tmp_path / "run")
+    subprocess.run([sys.executable, "-c", FAILURES_AMONG_OLD_JOBS, os.fspath(command.run)],
+                   env=command.env, cwd=tmp_path, capture_output=True, timeout=60)
+    default = command("status")
+    assert default.out.splitlines()[1] == (
+        "(3 older finished jobs hidden, of them 1 FAILED; --all shows them)")
+
+
 def test_status_of_a_big_run_lists_the_first_unfinished_jobs_and_counts_the_rest(tmp_path,
                                                                                   release):
     command = Corral(tmp_path / "home", tmp_path / "run")

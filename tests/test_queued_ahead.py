@@ -316,7 +316,7 @@ def test_a_job_aborted_the_moment_it_was_handed_to_an_idle_worker_is_aborted(tmp
     assert job.status is _S.CANCELLED and job.record.reason == "aborted"
 
 
-@pytest.mark.parametrize("stop", ["interrupt", "shutdown"])
+@pytest.mark.parametrize("stop", ["interrupt", "shutdown", "clear"])
 def test_a_map_cut_short_by_the_scheduler_says_so_and_dispatches_nothing_more(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str):
     """BUG (second attack review): after interrupt() a map went on dispatching;
@@ -329,6 +329,8 @@ def test_a_map_cut_short_by_the_scheduler_says_so_and_dispatches_nothing_more(
     next(results)
     if stop == "interrupt":
         scheduler.interrupt()
+    elif stop == "clear":
+        scheduler.clear()
     else:
         scheduler.shutdown(wait=False)
     with pytest.raises(CancelledError):
@@ -337,3 +339,19 @@ def test_a_map_cut_short_by_the_scheduler_says_so_and_dispatches_nothing_more(
     scheduler.shutdown()
     ran = len(list(marks.iterdir()))
     assert ran <= 20, f"{ran} calls ran after the map was stopped at the first window"
+
+
+def test_an_exception_in_the_with_block_stops_an_unread_map(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """BUG (second cold review): leaving the block by an exception cancelled the
+    calls already dispatched, then ran all the others."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with pytest.raises(RuntimeError, match="stop here"), \
+            corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        results = scheduler.map(jobs.touch, [str(marks / str(number)) for number in range(200)])
+        raise RuntimeError("stop here")
+    assert len(list(marks.iterdir())) <= 20
+    with pytest.raises(CancelledError):
+        list(results)

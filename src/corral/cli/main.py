@@ -17,6 +17,7 @@ The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 
 from __future__ import annotations
 
+from collections import Counter
 import os
 import shlex
 import shutil
@@ -400,7 +401,11 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         overview = run.overview(_UNFINISHED_SHOWN, _FINISHED_SHOWN)
         jobs = overview.unfinished + overview.finished
         if overview.finished_left_out:
-            notes.append(hidden_note(overview.finished_left_out))
+            shown = Counter(job.status for job in overview.finished)
+            notes.append(hidden_note(overview.finished_left_out, {
+                status: overview.counts.get(status, 0) - shown[status]
+                for status in JobStatus
+                if status in TERMINAL and status is not JobStatus.COMPLETED}))
         if overview.unfinished_left_out:
             notes.append(unlisted_note(overview.unfinished_left_out, overview.counts))
     else:

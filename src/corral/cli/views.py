@@ -173,10 +173,15 @@ def _column_widths(names: list[str], rows: list[list], width: int) -> dict[str, 
     return wanted
 
 
-def hidden_note(count: int) -> Text:
-    """The line under a status table that left out older finished jobs."""
+def hidden_note(count: int, not_completed: Mapping[JobStatus, int] | None = None) -> Text:
+    """The line over a status table that left out older finished jobs; it
+    counts those that did not complete (*not_completed*), which must not
+    pass unseen."""
     jobs = "job" if count == 1 else "jobs"
-    return Text(f"({count} older finished {jobs} hidden; --all shows them)")
+    failed = ", ".join(f"{number:,} {status.name}" for status, number in
+                       (not_completed or {}).items() if number)
+    of_them = f", of them {failed}" if failed else ""
+    return Text(f"({count:,} older finished {jobs} hidden{of_them}; --all shows them)")
 
 
 def unlisted_note(count: int, counts: Mapping[JobStatus, int]) -> Text:

@@ -656,6 +656,7 @@ class Scheduler(Executor):
     def clear(self) -> int:
         """Cancel every job that has not started; return how many. Jobs that
         waited in a worker's queue are taken back before this returns."""
+        self._stop_maps("the queue was cleared")
         queued = self._engine.call(self._engine.queued_ahead_ids)
         count = self._engine.call(self._engine.cancel_pending, "cleared")
         self._engine.wait_taken_back(queued, until_ended=True)
@@ -678,9 +679,13 @@ class Scheduler(Executor):
     def interrupt(self) -> None:
         """Kill every running job and cancel every pending one, now (also the
         calls of a map not dispatched yet)."""
-        for feed in list(self._feeds):
-            feed.stop("the scheduler was interrupted")
+        self._stop_maps("the scheduler was interrupted")
         self._engine.call(self._engine.interrupt, "interrupted")
+
+    def _stop_maps(self, why: str) -> None:
+        """Dispatch no more calls of any map (its iterator raises CancelledError)."""
+        for feed in list(self._feeds):
+            feed.stop(why)
 
     def _cancel_many(self, jobs: list[Job], reason: str) -> None:
         """Cancel *jobs* in one step of the control loop (not one round trip each)."""
@@ -813,6 +818,7 @@ class Scheduler(Executor):
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         if exc_type is not None:  # SIGTERM and Ctrl-C arrive here too (see driver_signals)
+            self._stop_maps("the with block was left by an exception")
             self._engine.call(self._engine.interrupt, driver_signals.reason_for(exc))
         self.shutdown(wait=True)
 
