@@ -57,6 +57,8 @@ class MapFeed:
         self._batches: queue.Queue[list[Job] | None] = queue.Queue()
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._cut_short: str | None = None  # why it was stopped, if it was
+        self._exhausted = False  # every call has been made
         first = self._next_batch()  # in the caller's thread: its errors are the caller's
         self._dispatch(first)
         self._batches.put(first)
@@ -65,7 +67,11 @@ class MapFeed:
         self._thread.start()
 
     def _next_batch(self) -> list[Job]:
-        return [self._make(arguments) for arguments in itertools.islice(self._calls, self._window)]
+        batch = [self._make(arguments)
+                 for arguments in itertools.islice(self._calls, self._window)]
+        if len(batch) < self._window:
+            self._exhausted = True
+        return batch
 
     def _feed(self, previous: list[Job]) -> None:
         try:
@@ -90,8 +96,8 @@ class MapFeed:
         """Dispatch nothing more; *why* (the scheduler's shutdown or interrupt)
         is raised by the iterator where the calls not dispatched would have
         come, so that a map cut short never looks complete."""
-        if why is not None and self._error is None:
-            self._error = CancelledError(f"map(): {why} before every call was dispatched")
+        if why is not None:
+            self._cut_short = why
         self._stop.set()
 
     def join(self) -> None:
@@ -110,6 +116,9 @@ class MapFeed:
                     if got is _END:
                         if self._error is not None:
                             raise self._error
+                        if self._cut_short is not None and not self._exhausted:
+                            raise CancelledError(f"map(): {self._cut_short} before every "
+                                                 "call was dispatched")
                         return
                     handles = got
                     got = None
