@@ -227,6 +227,8 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
             time.sleep(POLL_S)  # another process writes the journal; nothing to wait on
             continue
         chunk = _read_from(job.output_path(stream), printed)
+        if not chunk and job.jobdir:  # moved out of the spool by a worker that was ending
+            chunk = _read_from(os.path.join(job.jobdir, stream), printed)
         time.sleep(POLL_S)  # longer than the journal's lag: time for it to say if the job ended
         later = run.job(job_id)
         if (later.status, later.live, later.attempts) == (job.status, job.live, job.attempts):
