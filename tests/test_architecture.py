@@ -88,6 +88,16 @@ def test_no_backend_name_outside_backends():
                        + "\n".join(found))
 
 
+def test_only_the_core_touches_the_engines_record_of_a_job():
+    """``Job`` is the user's read-only view: the engine's record behind it
+    (``job._record``) is written by the core alone."""
+    found = [f"src/corral/{path.relative_to(SOURCE)}:{number}"
+             for path in SOURCE.rglob("*.py") if path.relative_to(SOURCE).parts[0] != "core"
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if "._record" in line]
+    assert not found, "the engine's job record is used outside corral/core/:\n" + "\n".join(found)
+
+
 @pytest.mark.parametrize(("code", "lines"), [
     ('if backend == "slurm":\n    pass\n', [1]),
     ('count = 3\nmessage = f"sent to Slurm for {count} jobs"\n', [2]),

@@ -135,7 +135,7 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
     every option it was submitted with (its journaled spec, decoded by the
     same codec that encoded it); a job that cannot be made again is doomed,
     with the reason, rather than run otherwise than it was submitted."""
-    from corral.core.job import Job
+    from corral.core.job import Job, doom
     from corral.journal.codec import decode_spec
 
     after = []
@@ -154,20 +154,18 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
         job = Job(journaled.task, id=stored.id, **{**journaled.options, "after": after or None})
     except (ValueError, TypeError) as error:  # a damaged spec, a directory removed since...
         return _doomed_job(stored, f"cannot run again after the daemon restarted: {error}")
-    job._record.doomed = doomed
-    return job
+    return job if doomed is None else doom(job, doomed)
 
 
 def _doomed_job(stored: StoredJob, reason: str):
     """A stand-in for a journaled job that cannot run again: dispatched only
     to record, under its id and name, that it was cancelled and why."""
-    from corral.core.job import Job
+    from corral.core.job import Job, doom
     from corral.spec import Shell
 
     # Its command as the journal shows it (never run), so ``corral status`` still shows it.
     job = Job(Shell(stored.command or "true"), id=stored.id, name=stored.name or "job")
-    job._record.doomed = reason
-    return job
+    return doom(job, reason)
 
 
 def serve(run_dir: Path, idle: float | None = None) -> int:

@@ -206,3 +206,12 @@ class Job(Future):
         record.final = True
         cancel_future(self)
         return True
+
+
+def doom(job: Job, reason: str) -> Job:
+    """Mark *job*, not dispatched yet, as one that must not run: the engine
+    records it CANCELLED with *reason* as soon as it is dispatched. The daemon
+    uses it for a journaled job it cannot make again, so the journal still
+    says what became of it."""
+    job._record.doomed = reason
+    return job
