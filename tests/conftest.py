@@ -88,6 +88,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 "send it to either worker: add its module or parameter there")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Two workers (``-n auto`` in pyproject.toml), three in the fast lane.
+
+    With real clusters, one worker runs the cluster tests one at a time and must
+    not be starved of CPU (their walltime and polling stories run on the clock).
+    Without them, the tests mostly wait on the processes they start, so a third
+    worker on two cores shortens the lane by about a sixth.
+    """
+    expression = (config.option.markexpr or "").replace(" ", "")
+    return 3 if "notcluster" in expression else 2
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Every test on a real cluster in one worker, one at a time (support.xdist_cluster)."""
     from support.xdist_cluster import make_scheduler

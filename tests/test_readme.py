@@ -30,16 +30,21 @@ def test_ci_runs_the_readme_test_command():
 def test_the_python_examples_in_the_readme_run(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
     assert len(blocks) >= 2
+    running = {}  # all at once: each one mostly waits on its own jobs
     for number, block in enumerate(blocks):
         if 'backend="slurm"' in block or 'backend="dask"' in block:
             continue  # needs a cluster (a LocalCluster is one): see below and test_dask.py
-        example = tmp_path / f"example{number}.py"
+        (tmp_path / f"example{number}").mkdir()
+        example = tmp_path / f"example{number}" / "example.py"
         example.write_text(block)
-        done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
-                              timeout=120, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
+        running[number] = subprocess.Popen(
+            [sys.executable, str(example)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd=example.parent)
+    for number, example_process in running.items():
+        out, err = example_process.communicate(timeout=120)
+        assert example_process.returncode == 0, f"example {number}:\n{err}"
         if number == 0:  # the tour
-            assert "22.5" in done.stdout
+            assert "22.5" in out
 
 
 def test_the_slurm_example_in_the_readme_runs_on_slurm(slurm, tmp_path):
