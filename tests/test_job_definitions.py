@@ -64,6 +64,12 @@ def test_bad_options_name_the_option_and_what_it_accepts(options, message):
     ("ls -l", r"task 'ls -l' is neither 'package.module:function' nor a path to a .py script; "
               r"for a shell command use corral.Shell"),
     ("no_such_module_xyz:run", r"no module named 'no_such_module_xyz' can be imported"),
+    # A module this process has imported is looked into (jobs is, above): a typo fails here.
+    ("jobs:nop", r"function reference 'jobs:nop': module 'jobs' has no attribute 'nop'; "
+                 r"did you mean 'noop'\?"),
+    ("jobs:CustomError.add_not", r"'jobs:CustomError' has no attribute 'add_not'; "
+                                 r"did you mean 'add_note'\?"),
+    ("jobs:__doc__", r"function reference 'jobs:__doc__' is not callable"),
     ("missing_script.py", r"script 'missing_script.py' does not exist"),
     (Shell(""), r"shell command is empty"),
     (Shell([]), r"shell command is an empty argument list"),

@@ -232,6 +232,9 @@ def test_map_takes_a_function_by_name_and_refuses_what_is_not_a_function(tmp_pat
             scheduler.map(corral.Shell("true"), [1])
         with pytest.raises(ValueError, match=r"is not runnable"):
             scheduler.map(42, [1])
+        with pytest.raises(ValueError, match=r"^function reference 'operator:nag': module "
+                                             r"'operator' has no attribute 'nag'; did you mean"):
+            scheduler.map("operator:nag", range(1000))  # one error, not a thousand failed jobs
 
 
 # -- found by the attack review ---------------------------------------------------------------

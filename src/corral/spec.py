@@ -26,6 +26,7 @@ from typing import Any
 from corral.options import (INT_LIMIT, JOB_OPTIONS, MAX_ITEMS, bounded_tuple, os_text_problem,
                       parse_options)
 from corral.safe_repr import safe_repr as _shown
+from corral.suggest import did_you_mean
 
 __all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "Placement", "JobSpec",
            "make_task", "make_spec", "spec_options", "check_job_id", "MAX_ID_BYTES"]
@@ -243,7 +244,30 @@ def _checked_function(task: FunctionRef) -> FunctionRef:
     if found is None:
         raise ValueError(f"function reference {_shown(target)}: no module named "
                          f"{_shown(module)} can be imported")
+    _check_function_name(target, sys.modules.get(module))
     return FunctionRef(target, _arguments(task.args), _keyword_arguments(task.kwargs))
+
+
+def _check_function_name(target: str, module: Any) -> None:
+    """Refuse a function name that *module* (when this process has imported it
+    already) does not have: a typo then fails here, once, not in every job.
+    A module not imported yet is not imported here, for its side effects and
+    its cost; its jobs fail if the name is wrong."""
+    if module is None:
+        return
+    found, walked = module, []
+    for part in target.partition(":")[2].split("."):
+        try:
+            found = getattr(found, part)
+        except Exception:  # AttributeError, or a property that raised
+            owner = (_shown(f"{module.__name__}:{'.'.join(walked)}") if walked
+                     else f"module {_shown(module.__name__)}")
+            hint = did_you_mean(part, (name for name in dir(found) if not name.startswith("_")))
+            raise ValueError(f"function reference {_shown(target)}: {owner} has no attribute "
+                             f"{_shown(part)}" + (f"; {hint}" if hint else "")) from None
+        walked.append(part)
+    if not callable(found):
+        raise ValueError(f"function reference {_shown(target)} is not callable")
 
 
 def _checked_script(task: Script) -> Script:
