@@ -122,6 +122,10 @@ CREATE TABLE IF NOT EXISTS events (
 #: loop iteration. With the writer's group commit, this bounds how far the
 #: journal lags the loop; a call's outcome is safe meanwhile in the outcome log.
 SEND_INTERVAL_S = 0.005
+
+#: Each status as the journal writes it (an enum's ``.value`` is a property
+#: call, paid several times for every job).
+_TEXT = {status: status.value for status in JobStatus}
 _LARGE_BATCH = 5000
 
 _WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
@@ -722,7 +726,7 @@ class Journal:
     def moved(self, job: JournaledJob, old: JobStatus | None, new: JobStatus,
               reason: str | None) -> None:
         """Record a state change; written at the next :meth:`flush`."""
-        self._events.append((str(job.id), time.time(), old.value if old else None, new.value,
+        self._events.append((str(job.id), time.time(), None if old is None else _TEXT[old], _TEXT[new],
                              reason))
         self._dirty[id(job)] = job
 
@@ -747,7 +751,7 @@ class Journal:
                 wait or force or len(self._events) >= _LARGE_BATCH
                 or time.monotonic() - self._last_send >= SEND_INTERVAL_S):
             self._last_send = time.monotonic()
-            rows = [(job.status.value, job.reason, job.exit_code, job.attempts, job.native_id,
+            rows = [(_TEXT[job.status], job.reason, job.exit_code, job.attempts, job.native_id,
                      job.started, job.ended, None if job.jobdir is None else os.fspath(job.jobdir),
                      job.result_blob, job.error_blob,
                      None if job.live_output is None else "\n".join(job.live_output), str(job.id))
