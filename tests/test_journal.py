@@ -812,3 +812,18 @@ def test_a_child_forked_from_the_driver_holds_neither_the_run_nor_its_socket(tmp
     finally:
         pool.terminate()
         pool.join()
+
+
+@pytest.mark.parametrize(("job", "key"), [
+    (lambda: corral.Job(corral.Shell("echo hi && ls"), env={"A": "1"}), "ec3f7267fd8d5449e581611d"),
+    (lambda: corral.Job("json:dumps", args=(1, {3, 1, 2}), kwargs={"y": {"b": [1.5, None]}},
+                        name="n"), "5d0ac7c4d5a1d7d78a6e4ed0"),
+    (lambda: corral.Job(corral.Shell(["python", "x.py", "--k", "3"])), "b5abc51b88d05209eb51b3e5"),
+], ids=["shell line", "function reference with a set and a dict", "argument list"])
+def test_a_jobs_key_is_the_one_earlier_versions_of_corral_gave_it(job, key):
+    """Keys match a new run's jobs to the journal's: if they changed with corral's
+    version, a script resumed after an upgrade would run every finished job again.
+    (A call's key also hashes its function's bytecode, which changes with Python.)"""
+    from corral.core.identity import job_digest
+
+    assert job_digest(job()._record) == key

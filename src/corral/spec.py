@@ -255,7 +255,7 @@ def _check_function_name(target: str, module: Any) -> None:
     its cost; its jobs fail if the name is wrong."""
     if module is None:
         return
-    found, walked = module, []
+    found, walked = module, list[str]()
     for part in target.partition(":")[2].split("."):
         try:
             found = getattr(found, part)

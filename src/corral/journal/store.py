@@ -726,8 +726,8 @@ class Journal:
     def moved(self, job: JournaledJob, old: JobStatus | None, new: JobStatus,
               reason: str | None) -> None:
         """Record a state change; written at the next :meth:`flush`."""
-        self._events.append((str(job.id), time.time(), None if old is None else _TEXT[old], _TEXT[new],
-                             reason))
+        self._events.append((str(job.id), time.time(), None if old is None else _TEXT[old],
+                             _TEXT[new], reason))
         self._dirty[id(job)] = job
 
     def due_in(self) -> float | None:
