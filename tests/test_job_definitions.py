@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 
 import pytest
@@ -101,3 +102,41 @@ def test_unpicklable_arguments_are_refused_at_submission(scheduler):
                                          r"function or arguments cannot be pickled \(TypeError"):
         scheduler.submit(jobs.identity, threading.Lock())
     assert scheduler.jobs() == []
+
+
+def test_a_function_reference_is_checked_without_running_the_modules_code(tmp_path, monkeypatch):
+    """Only what surely is not there is refused when the job is made: a name a
+    module's __getattr__ or a property may give is left to the job, and the
+    module's own code (a __getattr__, a property, a __dir__) does not run here."""
+    (tmp_path / "lazy_names.py").write_text(
+        "def __getattr__(name):\n    raise RuntimeError('ran in the driver')\n")
+    (tmp_path / "odd_names.py").write_text(
+        "def __dir__():\n    raise RuntimeError('ran in the driver')\n"
+        "class K:\n    @property\n    def made(self):\n        raise RuntimeError('ran')\n"
+        "    @staticmethod\n    def static(x):\n        return x\n"
+        "instance = K()\n")
+    for written in tmp_path.iterdir():  # as if written before this process started
+        os.utime(written, (0, 0))
+    monkeypatch.syspath_prepend(tmp_path)
+    import lazy_names  # noqa: F401
+    import odd_names  # noqa: F401
+
+    Job("lazy_names:anything")  # its __getattr__ may make it: the job will tell
+    Job("odd_names:instance.made")  # a property: not evaluated here
+    Job("odd_names:K.static")
+    with pytest.raises(ValueError, match=r"^function reference 'odd_names:nothing': module "
+                                         r"'odd_names' has no attribute 'nothing'$"):
+        Job("odd_names:nothing")  # (its __dir__ raises: no hint, and no other error)
+
+
+def test_a_module_changed_since_the_driver_started_is_not_checked(tmp_path, monkeypatch):
+    """A long-lived driver (a notebook) imported the module before the function was
+    added to its file; the workers import the file afresh, so the job can run."""
+    module = tmp_path / "edited_later.py"
+    module.write_text("def first():\n    return 1\n")
+    os.utime(module, (0, 0))
+    monkeypatch.syspath_prepend(tmp_path)
+    import edited_later  # noqa: F401
+
+    module.write_text("def first():\n    return 1\n\ndef second():\n    return 2\n")
+    Job("edited_later:second")

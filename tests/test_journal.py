@@ -814,16 +814,43 @@ def test_a_child_forked_from_the_driver_holds_neither_the_run_nor_its_socket(tmp
         pool.join()
 
 
+EMPTY: dict = {}
+
+
 @pytest.mark.parametrize(("job", "key"), [
     (lambda: corral.Job(corral.Shell("echo hi && ls"), env={"A": "1"}), "ec3f7267fd8d5449e581611d"),
     (lambda: corral.Job("json:dumps", args=(1, {3, 1, 2}), kwargs={"y": {"b": [1.5, None]}},
-                        name="n"), "5d0ac7c4d5a1d7d78a6e4ed0"),
-    (lambda: corral.Job(corral.Shell(["python", "x.py", "--k", "3"])), "b5abc51b88d05209eb51b3e5"),
-], ids=["shell line", "function reference with a set and a dict", "argument list"])
+                        name="n"), "4573a82831db3b4b46a35268"),
+    (lambda: corral.Job(corral.Shell(["python", "x.py", "--k", "3"])), "8d0d0e442c34df0eb58581d4"),
+    (lambda: corral.Job("json:dumps", args=([[]] * 3, {"a": EMPTY, "b": EMPTY})),
+     "76383db745739be73eb76968"),
+], ids=["shell line", "function reference with a set and a dict", "argument list",
+        "the same empty list and dict given twice"])
 def test_a_jobs_key_is_the_one_earlier_versions_of_corral_gave_it(job, key):
     """Keys match a new run's jobs to the journal's: if they changed with corral's
     version, a script resumed after an upgrade would run every finished job again.
     (A call's key also hashes its function's bytecode, which changes with Python.)"""
     from corral.core.identity import job_digest
+    from corral.core.scheduler import _value_deps
 
-    assert job_digest(job()._record) == key
+    record = job()._record
+    _value_deps(record)  # (as dispatch does: the arguments, any Job in them replaced)
+    assert job_digest(record) == key
+
+
+def test_a_failure_quoting_undecodable_bytes_is_journaled_with_the_job(tmp_path):
+    """A reason may quote a file name's raw bytes (a lone surrogate), which
+    SQLite cannot store as text: it is written escaped, and the job's row, its
+    state and its events are all kept."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        warm = scheduler.submit(jobs.noop)
+        warm.result(timeout=30)  # so the failure's row and state travel to the writer together
+        failing = scheduler.submit(jobs.raise_custom, "no file b'caf\udce9'")
+        with pytest.raises(jobs.CustomError):
+            failing.result(timeout=30)
+    [stored] = [job for job in corral.Run(run).jobs() if job.id == failing.id]
+    assert stored.status is corral.JobStatus.FAILED
+    assert stored.reason == "raised CustomError: no file b'caf\\udce9'"
+    changes = [(old, new) for _, _, old, new, _ in corral.Run(run).events(failing.id)]
+    assert changes[-1][1] == "failed", changes

@@ -15,7 +15,7 @@ from __future__ import annotations
 import reprlib
 from typing import Any
 
-__all__ = ["safe_repr"]
+__all__ = ["safe_repr", "writable_text"]
 
 #: Ints longer than this many bits are described, not spelled out.
 _MAX_INT_BITS = 256
@@ -59,3 +59,16 @@ def safe_repr(value: Any) -> str:
         return _BOUNDED.repr(value)
     except Exception:  # a message must always be made
         return f"<{type(value).__name__} object>"
+
+
+def writable_text(text: str) -> str:
+    """*text*, with any lone surrogate (the raw bytes of an undecodable file
+    name, as Python keeps them) written as ``\\udcff``: such a string cannot be
+    stored in SQLite, sent between processes as UTF-8 or logged to a file."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

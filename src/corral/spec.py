@@ -16,9 +16,12 @@ This module imports nothing of corral's but the other vocabulary modules.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import sys
+import time
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +35,7 @@ __all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "Place
            "make_task", "make_spec", "spec_options", "check_job_id", "MAX_ID_BYTES"]
 
 _DOTTED_NAME = r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*"
-_FUNCTION_REF = re.compile(rf"^{_DOTTED_NAME}:{_DOTTED_NAME}$")
+_FUNCTION_REF = re.compile(rf"{_DOTTED_NAME}:{_DOTTED_NAME}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,7 @@ def make_task(task: object, args: Sequence[Any] = (),
         return _checked(task)
     if isinstance(task, (str, os.PathLike)):
         text = _task_text(task)
-        if _FUNCTION_REF.match(text):
+        if _FUNCTION_REF.fullmatch(text):
             return _checked(FunctionRef(text, args, kwargs))
         if text.endswith(".py") or os.path.isfile(text):
             if kwargs:
@@ -233,7 +236,7 @@ def _checked(task: Task) -> Task:
 
 def _checked_function(task: FunctionRef) -> FunctionRef:
     target = task.target
-    if not isinstance(target, str) or not _FUNCTION_REF.match(target):
+    if not isinstance(target, str) or not _FUNCTION_REF.fullmatch(target):
         raise ValueError(f"function reference {_shown(target)} must look like "
                          "'package.module:function'")
     module = target.partition(":")[0]
@@ -250,24 +253,74 @@ def _checked_function(task: FunctionRef) -> FunctionRef:
 
 def _check_function_name(target: str, module: Any) -> None:
     """Refuse a function name that *module* (when this process has imported it
-    already) does not have: a typo then fails here, once, not in every job.
-    A module not imported yet is not imported here, for its side effects and
-    its cost; its jobs fail if the name is wrong."""
-    if module is None:
+    already) surely does not have: a typo then fails here, once, not in every job.
+
+    Nothing of the module's runs here: names are looked up without calling a
+    module's or a class's ``__getattr__`` or a property, and where one of those
+    could make the name, the job tells. A module not imported yet is not
+    imported here (for its side effects and its cost), nor is one whose file
+    changed since this process started (the workers import it afresh).
+    """
+    if module is None or _changed_since_start(module):
         return
+    module_name, _, path = target.partition(":")
     found, walked = module, list[str]()
-    for part in target.partition(":")[2].split("."):
+    for part in path.split("."):
         try:
-            found = getattr(found, part)
-        except Exception:  # AttributeError, or a property that raised
-            owner = (_shown(f"{module.__name__}:{'.'.join(walked)}") if walked
-                     else f"module {_shown(module.__name__)}")
-            hint = did_you_mean(part, (name for name in dir(found) if not name.startswith("_")))
+            found = inspect.getattr_static(found, part)
+        except AttributeError:
+            if _answers_dynamically(found):
+                return
+            owner = (_shown(f"{module_name}:{'.'.join(walked)}") if walked
+                     else f"module {_shown(module_name)}")
+            hint = did_you_mean(part, _public_names(found))
             raise ValueError(f"function reference {_shown(target)}: {owner} has no attribute "
                              f"{_shown(part)}" + (f"; {hint}" if hint else "")) from None
+        if isinstance(found, (staticmethod, classmethod)):
+            found = found.__func__
+        elif not callable(found) and hasattr(type(found), "__get__"):
+            return  # a property or another descriptor: what it gives is not looked at here
         walked.append(part)
     if not callable(found):
         raise ValueError(f"function reference {_shown(target)} is not callable")
+
+
+#: When this module was first imported: a module file changed since may differ
+#: from what this process imported.
+_STARTED = time.time()
+
+
+def _changed_since_start(module: Any) -> bool:
+    path = getattr(module, "__file__", None)
+    try:
+        return isinstance(path, str) and os.stat(path).st_mtime >= _STARTED
+    except OSError:
+        return True
+
+
+def _answers_dynamically(owner: Any) -> bool:
+    """Whether *owner* may have names its ``__dict__`` does not show: a module's
+    ``__getattr__`` (PEP 562), or one of its type's."""
+    if isinstance(owner, types.ModuleType):
+        return "__getattr__" in vars(owner)
+    try:
+        inspect.getattr_static(type(owner), "__getattr__")
+    except AttributeError:
+        return False
+    return True
+
+
+#: Names offered as "did you mean" at most (difflib over 300,000 takes seconds).
+_HINT_NAMES = 5000
+
+
+def _public_names(owner: Any) -> list[str]:
+    try:
+        names = dir(owner)
+    except Exception:  # a __dir__ that raises
+        return []
+    return [name for name in names[:_HINT_NAMES * 2]
+            if isinstance(name, str) and not name.startswith("_")][:_HINT_NAMES]
 
 
 def _checked_script(task: Script) -> Script:

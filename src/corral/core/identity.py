@@ -138,10 +138,12 @@ def _canonical(value: Any) -> Any:
         return value
     if kind is set or kind is frozenset:
         return (kind.__name__, tuple(sorted(_stable_bytes(item) for item in value)))
+    # (An empty one is made anew, as a copy would be: the same empty list given
+    # twice must pickle as two lists, or keys of earlier versions would change.)
     if kind is list or kind is tuple:
-        return kind(_canonical(item) for item in value) if value else value
+        return kind(_canonical(item) for item in value) if value else kind()
     if kind is dict:
-        return {key: _canonical(item) for key, item in value.items()} if value else value
+        return {key: _canonical(item) for key, item in value.items()} if value else {}
     return value
 
 

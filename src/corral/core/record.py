@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from corral.runtime.spool import read_output
 from corral.spec import JobSpec
 from corral.result import Result
+from corral.safe_repr import writable_text
 from corral.status import JobStatus, check_transition
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class JobRecord:
         if new.is_terminal and self.ended is None:
             self.ended = time.time()
         self.status = new
-        self.reason = reason
+        self.reason = reason if reason is None else writable_text(reason)
         return old
 
     # -- what people read -------------------------------------------------------------------

@@ -129,7 +129,7 @@ class _Writer:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def write(self, messages: list[tuple]) -> None:
-        groups = _statements(messages)
+        groups = _statements(messages, fold=True)
         if not groups:
             return
         try:
@@ -137,8 +137,8 @@ class _Writer:
             return
         except Exception:  # some row is refused: find it, keep the others
             self._rollback()
-        try:
-            self._commit(groups, one_by_one=True)
+        try:  # (a state refused must not take its job's row with it: not folded)
+            self._commit(_statements(messages, fold=False), one_by_one=True)
         except Exception as error:  # the commit itself failed: disk full, I/O error
             self._rollback()
             self._note(f"{sum(len(rows) for _, rows, _ in groups)} changes were lost: {error}")
@@ -154,10 +154,18 @@ class _Writer:
             for row in rows:
                 try:
                     db.execute(sql, row)
+                except UnicodeEncodeError:  # text with lone surrogates (a file name's bytes)
+                    self._execute_or_note(sql, _escaped(row), label(row))
                 except Exception as error:
                     self._note(f"{label(row)} was not recorded: {type(error).__name__}: {error}")
         if db.in_transaction:  # (an I/O error may have rolled it back already)
             db.execute("COMMIT")
+
+    def _execute_or_note(self, sql: str, row: tuple, label: str) -> None:
+        try:
+            self.db.execute(sql, row)
+        except Exception as error:
+            self._note(f"{label} was not recorded: {type(error).__name__}: {error}")
 
     def _rollback(self) -> None:
         if self.db.in_transaction:
@@ -199,9 +207,11 @@ class _Writer:
         self.db.close()
 
 
-def _statements(messages: list[tuple]) -> list[tuple[str, list[tuple], Callable[[tuple], str]]]:
+def _statements(messages: list[tuple], fold: bool
+                ) -> list[tuple[str, list[tuple], Callable[[tuple], str]]]:
     """The SQL for a group of messages: ``(statement, rows, label of a row)``
-    in the order they must run."""
+    in the order they must run; with *fold*, a new job's latest state goes into
+    its INSERT (an UPDATE of each new row cost the writer more than the insert)."""
     new_jobs: list[tuple] = []
     events: list[tuple] = []
     rows: dict[str, tuple] = {}
@@ -215,25 +225,22 @@ def _statements(messages: list[tuple]) -> list[tuple[str, list[tuple], Callable[
             metas.append((message[1], message[2]))
     groups: list[tuple[str, list[tuple], Callable[[tuple], str]]] = []
     if new_jobs:
-        # A new job's state goes into its insert: an UPDATE of each new row
-        # cost the writer more than the insert itself.
+        columns = _JOB_COLUMNS + (_STATE_COLUMNS if fold else ())
         groups.append((
-            "INSERT OR REPLACE INTO jobs (id, int_id, seq, key, name, kind, command, spec, deps, "
-            "session, status, reason, exit_code, attempts, native_id, started, ended, jobdir, "
-            "result, error, live) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?, ?)",
-            [(*row[:8], _json_or_text(row[8]), row[9], *rows.get(row[0], _NO_STATE)[:-1])
-             for row in new_jobs],
+            f"INSERT OR REPLACE INTO jobs ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})",
+            [(*row[:8], _json_or_text(row[8]), row[9],
+              *(rows.get(row[0], _NO_STATE)[:-1] if fold else ())) for row in new_jobs],
             lambda row: f"job {row[0]}"))
-        for row in new_jobs:
-            rows.pop(row[0], None)
+        if fold:
+            for row in new_jobs:
+                rows.pop(row[0], None)
     if events:
         groups.append(("INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, ?, ?)",
                        events, lambda row: f"a state change of job {row[0]} (to {row[3]})"))
     if rows:
         groups.append((
-            "UPDATE jobs SET status=?, reason=?, exit_code=?, attempts=?, native_id=?, "
-            "started=?, ended=?, jobdir=?, result=?, error=?, live=? WHERE id=?",
+            f"UPDATE jobs SET {', '.join(f'{column}=?' for column in _STATE_COLUMNS)} WHERE id=?",
             list(rows.values()), lambda row: f"the state of job {row[-1]}"))
     if metas:
         groups.append(("INSERT OR REPLACE INTO meta VALUES (?, ?)", metas,
@@ -241,8 +248,20 @@ def _statements(messages: list[tuple]) -> list[tuple[str, list[tuple], Callable[
     return groups
 
 
-#: The state columns of a job whose state is not known yet (all NULL), and its id.
-_NO_STATE = (None,) * 12
+#: A job's columns as written when it is added, and those of its state.
+_JOB_COLUMNS = ("id", "int_id", "seq", "key", "name", "kind", "command", "spec", "deps",
+                "session")
+_STATE_COLUMNS = ("status", "reason", "exit_code", "attempts", "native_id", "started", "ended",
+                  "jobdir", "result", "error", "live")
+#: The state of a job not known yet (all NULL), and its id.
+_NO_STATE = (None,) * (len(_STATE_COLUMNS) + 1)
+
+
+def _escaped(row: tuple) -> tuple:
+    """*row* with every lone surrogate in its text written as ``\\udcff``:
+    SQLite stores UTF-8 only, and a reason may quote a file name's raw bytes."""
+    return tuple(value.encode("utf-8", "backslashreplace").decode("utf-8")
+                 if isinstance(value, str) else value for value in row)
 
 
 def _json_or_text(value: object) -> object:

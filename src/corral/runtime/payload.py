@@ -18,6 +18,8 @@ import types
 import weakref
 from typing import Any
 
+from corral.safe_repr import writable_text
+
 __all__ = ["Upstream", "dumps_call", "loads_call", "dumps_value", "dumps_error", "loads_error",
            "error_traceback"]
 
@@ -188,8 +190,8 @@ def dumps_error(error: BaseException) -> bytes:
     If the exception itself cannot be pickled (or unpickled), only its type
     name and text travel, and the driver raises ``JobFailed`` with them.
     """
-    text = "".join(traceback.format_exception(error))
-    summary = f"{type(error).__qualname__}: {error}"
+    text = writable_text("".join(traceback.format_exception(error)))
+    summary = writable_text(f"{type(error).__qualname__}: {error}")
     blob: bytes | None
     try:
         pickled = dumps_value(error)
