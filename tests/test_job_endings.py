@@ -62,6 +62,8 @@ def test_corral_cancel_and_corral_stop_record_when_running_commands_ended(two_co
     cli.stop_daemon()  # ``corral stop``: cancels the other one
 
     assert cli.status_of(stopped) == "CANCELLED"
+    stored = {str(job.id): job for job in corral.Scheduler.open(cli.run).jobs()}
+    assert stored[stopped].reason == "the daemon was stopped (corral stop or a signal)"
     # No driver any more: an end time never recorded would show "?".
     for job_id in (cancelled, stopped):
         assert corral_status_time(cli, job_id) not in ("", "?")

@@ -213,7 +213,7 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
                 break
     finally:
         if stop.is_set():
-            scheduler.interrupt()
+            scheduler.interrupt("the daemon was stopped (corral stop or a signal)")
         scheduler.shutdown(wait=True)
     return 0
 

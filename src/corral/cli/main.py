@@ -440,7 +440,7 @@ def _select(run, ids: tuple[str, ...]):
         except KeyError:
             unknown.append(job_id)
     if unknown:
-        count = len(run.jobs(results=False))
+        count = sum(run.overview(0, 0).counts.values())  # (counted, not read: a big run)
         raise CommandError(f"no job {', '.join(unknown)} in the run at {run.path} "
                            f"({count} jobs; corral status --all lists them)")
     return found

@@ -183,9 +183,10 @@ class Scheduler(Executor):
     """Runs jobs with resources and dependencies on a backend.
 
     Args:
-        backend: where jobs run: ``"local"`` (this machine), ``"slurm"`` (a Slurm
-            cluster, through sbatch/squeue/scancel), or ``"auto"`` (Slurm when
-            its commands are on PATH and the controller answers, else local).
+        backend: where jobs run: ``"local"`` (this machine), a cluster scheduler
+            (``"slurm"``, ``"sge"``, ``"pbs"``, ``"lsf"``, or one described in
+            the settings), ``"dask"``, or ``"auto"``: the first scheduler that
+            answers here, else local (``corral backends`` lists them and why).
         cores: cores to pack jobs into; default all CPUs but one (at least 1).
         memory: memory to pack jobs into (``"16G"``, int MB); default all of it.
         gpus: GPUs to hand out; default those visible (CUDA_VISIBLE_DEVICES or nvidia-smi).
@@ -676,11 +677,11 @@ class Scheduler(Executor):
                                      until_ended=True)
         self._registry.forget(target)
 
-    def interrupt(self) -> None:
+    def interrupt(self, reason: str = "interrupted") -> None:
         """Kill every running job and cancel every pending one, now (also the
-        calls of a map not dispatched yet)."""
-        self._stop_maps("the scheduler was interrupted")
-        self._engine.call(self._engine.interrupt, "interrupted")
+        calls of a map not dispatched yet); *reason* is what their status says."""
+        self._stop_maps(f"the scheduler was interrupted ({reason})")
+        self._engine.call(self._engine.interrupt, reason)
 
     def _stop_maps(self, why: str) -> None:
         """Dispatch no more calls of any map (its iterator raises CancelledError)."""
