@@ -13,9 +13,9 @@ it, for the registry in :mod:`corral.backends`.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
@@ -176,7 +176,7 @@ class Submission:
 
     job_id: int | str
     name: str
-    jobdir: Path
+    jobdir: str | os.PathLike[str]
     resources: Resources
     call: bytes | None = None
     #: The results of the call's dependencies, in order: a pickled value, or

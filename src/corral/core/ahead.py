@@ -49,14 +49,12 @@ class AheadPolicy:
     """
 
     def __init__(self) -> None:
-        self._typical: dict[tuple[type, str], float] = {}
+        self._typical: dict[tuple, float] = {}
+        self._depth: dict[tuple, int] = {}  # what depth() answers, made when learnt
 
     def depth(self, job: JobRecord) -> int:
         """How many jobs like *job* may wait behind one running job."""
-        typical = self._typical.get(_kind(job))
-        if typical is None or typical >= LONG_S:
-            return 0
-        return max(1, min(MAX_DEPTH, int(QUEUED_WORK_S / max(typical, 1e-6))))
+        return self._depth.get(_kind(job), 0)
 
     def ends_soon(self, running: JobRecord) -> bool:
         """Whether jobs may queue behind *running*: it is not of a kind that runs
@@ -73,11 +71,20 @@ class AheadPolicy:
         if typical is None:
             if len(self._typical) >= _KINDS_KEPT:
                 self._typical.clear()
-            self._typical[kind] = max(seconds, 0.0)
+                self._depth.clear()
+            typical = max(seconds, 0.0)
         else:
-            self._typical[kind] = typical + _WEIGHT * (max(seconds, 0.0) - typical)
+            typical += _WEIGHT * (max(seconds, 0.0) - typical)
+        self._typical[kind] = typical
+        self._depth[kind] = (0 if typical >= LONG_S
+                             else max(1, min(MAX_DEPTH, int(QUEUED_WORK_S / max(typical, 1e-6)))))
 
 
-def _kind(job: JobRecord) -> tuple[type, str]:
-    task = job.spec.task
-    return (type(task), task.label)
+def _kind(job: JobRecord) -> tuple:
+    """Which jobs are alike: the same task type and label (asked several times
+    per job, so kept on the record)."""
+    kind = job.kind
+    if kind is None:
+        task = job.spec.task
+        kind = job.kind = (type(task), task.label)
+    return kind

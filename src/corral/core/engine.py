@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import pickle
 import threading
 import time
@@ -40,6 +41,7 @@ from corral.core.record import DeadlineKind, JobRecord, KillIntent
 from corral.result import Result
 from corral.errors import (CorralError, JobFailed, JobTimedOut, RemoteTraceback, WorkerLost)
 from corral.backends import backend_info
+from corral.backends.base import Submission, Update
 from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
@@ -49,8 +51,7 @@ from corral.core.summary import RunTally
 from corral.units import format_span
 
 if TYPE_CHECKING:
-    from corral.backends.base import (Backend, Capabilities, ClusterBackend, QueuingBackend,
-                                      Submission, Update)
+    from corral.backends.base import Backend, Capabilities, ClusterBackend, QueuingBackend
     from corral.core.job import Job
     from corral.core.notify import Notifier
     from corral.core.packing import Packer
@@ -108,6 +109,7 @@ class Engine:
         self.packer = packer
         packer.on_waiting = self._note_waiting  # why QUEUED jobs wait, for status
         self.run_dir = run_dir
+        self._run_dir_text = os.path.join(run_dir, "")  # job directories: this + id
         self.on_finish = on_finish
         self.abort_grace = abort_grace
         self.journal = journal
@@ -406,7 +408,7 @@ class Engine:
         job.restored = None
         job.exit_code, job.attempts = stored.exit_code, stored.attempts
         job.started, job.ended, job.native_id = stored.started, stored.ended, stored.native_id
-        job.jobdir = self.run_dir / str(job.id)
+        job.jobdir = f"{self._run_dir_text}{job.id}"
         job.result_blob = stored.result
         job.data = _unpickled(stored.result)[0]
         if job.feeds_values:
@@ -465,8 +467,6 @@ class Engine:
             native_ids = self.backend.submit(submissions) if submissions else []
         except Exception as error:
             log.exception("the %s backend could not start %d jobs", self.backend_name, len(chosen))
-            from corral.backends.base import Update
-
             for job in chosen:
                 self._apply(Update(job.dispatched_id, _S.FAILED,
                                    reason=f"the backend could not start it: {error}"))
@@ -565,10 +565,8 @@ class Engine:
         """What the backend is handed for *job*: a pickled call with its
         upstream values (or ids of parents still running), or a command line;
         to run after *leader* on its worker, if given."""
-        from corral.backends.base import Submission
-
         task = job.spec.task
-        job.jobdir = self.run_dir / str(job.id)
+        job.jobdir = f"{self._run_dir_text}{job.id}"
         after = tuple(dep.id for dep in job.deps if not dep.final) if job.unmet else ()
         call: bytes | None = None
         upstream: tuple[bytes | int | str, ...] = ()
@@ -1027,7 +1025,7 @@ def _forget_output(job: JobRecord) -> None:
     for stream in ("stdout", "stderr"):
         if job.jobdir is not None:
             try:
-                (job.jobdir / stream).unlink()
+                os.unlink(os.path.join(job.jobdir, stream))
             except FileNotFoundError:
                 pass
 

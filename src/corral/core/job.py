@@ -122,7 +122,8 @@ class Job(Future):
     @property
     def jobdir(self) -> Path | None:
         """The directory of the job's files (stdout, stderr), once it started."""
-        return self._record.jobdir
+        jobdir = self._record.jobdir
+        return None if jobdir is None else Path(jobdir)
 
     @property
     def stdout(self) -> str:

@@ -78,6 +78,11 @@ class Packer:
         #: first, then those queued behind it, each taking the room next.
         self._line_of: dict[int, deque[JobRecord]] = {}
         self.pushes = 0  # jobs pushed so far: tells the engine something new is ready
+        #: Bumped whenever room is taken or given back or a line grows; with the
+        #: job first in line, it says when select_ahead found nothing and nothing
+        #: has changed since (the control loop asks at every turn).
+        self._changes = 0
+        self._nothing_ahead: tuple[int, int] | None = None
         #: Called as ``on_waiting(job, reason)`` when a QUEUED job's reason for
         #: waiting changes (see the module docstring); set by the engine.
         self.on_waiting: Callable[[JobRecord, str], object] | None = None
@@ -89,6 +94,7 @@ class Packer:
         """Make a QUEUED job a candidate; *keep_place*: where it was in line
         before (a job given back unstarted), else behind every job queued so far."""
         self.pushes += 1
+        self._changes += 1
         if not keep_place:
             job.place = next(self._sequence)
         heapq.heappush(self._ready, (-job.spec.priority, job.place, job))
@@ -171,6 +177,8 @@ class Packer:
         running job that ``ends_soon``."""
         chosen: list[tuple[JobRecord, JobRecord]] = []
         ready = self._ready
+        if not ready or self._nothing_ahead == (self._changes, id(ready[0][2])):
+            return chosen  # (time only makes running jobs less likely to end soon)
         shortest: dict[tuple, list[tuple[int, int, JobRecord]]] = {}  # room -> heap of lines
         while ready:
             job = ready[0][2]
@@ -199,11 +207,16 @@ class Packer:
             chosen.append((job, line[-1]))
             line.append(job)
             self._line_of[id(job)] = line
+        if chosen:
+            self._changes += 1
+        elif ready:
+            self._nothing_ahead = (self._changes, id(ready[0][2]))
         return chosen
 
     def release(self, job: JobRecord) -> None:
         """Give back what *job* held; a parked job of its queue becomes a candidate.
         A job queued behind it takes its room instead (see :meth:`select_ahead`)."""
+        self._changes += 1
         line = self._line_of.pop(id(job), None)
         if line is not None and line[0] is not job:  # queued, it held nothing: leave the line
             line.remove(job)
@@ -252,6 +265,7 @@ class Packer:
             self.queue_running[job.spec.queue] += 1
         job.taken_at = now
         self.running[id(job)] = job
+        self._changes += 1
 
     def _may_pass(self, job: JobRecord, head: JobRecord, now: float,
                   shadow: list[float | None]) -> bool:

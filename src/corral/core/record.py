@@ -94,7 +94,7 @@ class JobRecord:
     started: float | None = None
     ended: float | None = None
     attempts: int = 0
-    jobdir: Path | None = None
+    jobdir: str | None = None  # text: made for every job, a Path only when asked for
     data: Any = None  # a completed call's value
     kept_output: dict[str, str] | None = None  # copied in before a temporary run dir goes
     live_output: tuple[str, str] | None = None  # (stdout, stderr) files while a worker runs it
@@ -118,6 +118,7 @@ class JobRecord:
     taken_at: float = 0.0   # when the packer gave it room (monotonic)
     handed_ahead: bool = False  # waits in a worker's queue behind another job (SUBMITTED)
     place: int = 0          # its place in the packer's line (see Packer.push)
+    kind: tuple | None = None  # (task type, label): alike jobs, for core/ahead.py (cached)
     value_bytes: bytes | None = None  # its pickled result, for the jobs it feeds
     feeds_values: bool = False
     collectable: bool = False  # dispatch()ed: its Result goes to Scheduler.collect()
@@ -193,7 +194,7 @@ class JobRecord:
         if live is not None:
             path: Path | str = live[0] if stream == "stdout" else live[1]
         elif self.jobdir is not None:
-            path = self.jobdir / stream
+            path = os.path.join(self.jobdir, stream)
         else:
             return ""
         return read_output(path)
@@ -202,7 +203,7 @@ class JobRecord:
         """Copy the output into memory before the job's files are deleted."""
         kept: dict[str, str] = {}
         for stream in ("stdout", "stderr"):
-            path = None if self.jobdir is None else self.jobdir / stream
+            path = None if self.jobdir is None else os.path.join(self.jobdir, stream)
             try:
                 kept[stream] = (self.read_output(stream)
                                 if path is not None and os.path.getsize(path) else "")

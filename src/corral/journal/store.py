@@ -88,7 +88,7 @@ class JournaledJob(Protocol):
     native_id: str | None
     started: float | None
     ended: float | None
-    jobdir: Path | None
+    jobdir: str | None
     result_blob: bytes | None
     error_blob: bytes | None
     live_output: tuple[str, str] | None
@@ -752,7 +752,7 @@ class Journal:
                 or time.monotonic() - self._last_send >= SEND_INTERVAL_S):
             self._last_send = time.monotonic()
             rows = [(_TEXT[job.status], job.reason, job.exit_code, job.attempts, job.native_id,
-                     job.started, job.ended, None if job.jobdir is None else os.fspath(job.jobdir),
+                     job.started, job.ended, job.jobdir,
                      job.result_blob, job.error_blob,
                      None if job.live_output is None else "\n".join(job.live_output), str(job.id))
                     for job in self._dirty.values()]

@@ -222,7 +222,7 @@ class DaskBackend:
             spec, inputs = self._task(submission, key)
             sent = _Sent(submission.job_id, spec, inputs,
                          tuple(sorted(dask_resources(submission.resources, workers).items())),
-                         submission.priority, submission.jobdir, submission.resources)
+                         submission.priority, Path(submission.jobdir), submission.resources)
             self._sent[submission.job_id] = sent
             sending.append(sent)
         self._send(sending)
@@ -267,7 +267,7 @@ class DaskBackend:
                          for item in submission.upstream)
         for job_id in submission.after:
             parent(job_id)
-        share = self._share(submission.jobdir.parent)
+        share = self._share(Path(submission.jobdir).parent)
         spec = TaskSpec(key=key, attempt=int(key.rsplit("-", 1)[1]), job_id=submission.job_id,
                         jobdir=str(submission.jobdir), share=str(share), topic=self._topic,
                         call=submission.call, upstream=upstream, argv=submission.argv,
