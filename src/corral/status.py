@@ -48,6 +48,11 @@ class JobStatus(enum.Enum):
     def __str__(self) -> str:
         return self.name
 
+    #: Members are singletons compared by identity, so the identity hash is
+    #: theirs: Enum's own hashes the name in Python, and every job's status is
+    #: looked up in sets and tables several times per transition.
+    __hash__ = object.__hash__
+
 
 TERMINAL = frozenset(
     {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
