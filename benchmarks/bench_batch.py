@@ -15,7 +15,9 @@ Workloads, in the same run:
 * 400 calls of a 10 ms function: corral one batch job (array task) per call,
   corral with ``bundle=50``, and, on Slurm, submitit's ``map_array`` (the peer);
 * a 200-call run (one job per call): how many submit, status, accounting and
-  configuration commands it made, against the number of poll intervals it lasted.
+  configuration commands it made, against the number of poll intervals it lasted;
+* with ``--pairs N`` (Slurm): corral one batch job per call and submitit, alternately,
+  N times (``--pair-calls`` each), since one run of each is no comparison here.
 """
 
 from __future__ import annotations
@@ -142,6 +144,25 @@ def measure(bench: Bench, calls: int, scratch: Path) -> tuple[list, float, list]
     return rows, two_hundred, logged_calls(log, take=True)
 
 
+def paired(bench: Bench, calls: int, pairs: int, scratch: Path) -> str:
+    """corral (one batch job per call) and the peer, alternately, *pairs* times:
+    the scheduler's start rate drifts by half from one minute to the next on this
+    one-node cluster, so only runs side by side say which start-up costs more."""
+    assert bench.peer is not None, "only schedulers with a peer are paired"
+    lines = [f"| round ({calls} × 10 ms calls, one batch job each) | corral | "
+             "submitit map_array | submitit/corral |", "| --- | --- | --- | --- |"]
+    ratios = []
+    for round_ in range(1, pairs + 1):
+        ours, _ = run_corral(bench.backend, calls, 1, scratch / f"pair-corral-{round_}")
+        outcome = bench.peer(calls, scratch / f"pair-peer-{round_}")
+        assert outcome is not None, "the peer is installed (it ran above)"
+        ratios.append(outcome[0] / ours)
+        lines.append(f"| {round_} | {ours:.1f} s | {outcome[0]:.1f} s | {ratios[-1]:.2f} |")
+        print(lines[-1], flush=True)
+    lines.append(f"| median | | | {sorted(ratios)[len(ratios) // 2]:.2f} |")
+    return "\n".join(lines)
+
+
 def tables(bench: Bench, calls: int, rows: list, two_hundred: float, logged: list) -> str:
     submit, status, accounting, configuration = (bench.submit, bench.status, bench.accounting,
                                                  bench.configuration)
@@ -175,6 +196,9 @@ def main() -> None:
     parser.add_argument("scheduler", choices=sorted(BENCHES))
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="also run corral and the peer alternately this many times")
+    parser.add_argument("--pair-calls", type=int, default=200)
     options = parser.parse_args()
     bench = BENCHES[options.scheduler]
     module = importlib.import_module(bench.cluster_module)
@@ -187,13 +211,18 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f"corral-bench-{options.scheduler}-"))
     try:
         rows, two_hundred, logged = measure(bench, options.calls, scratch)
+        pairs = (paired(bench, options.pair_calls, options.pairs, scratch)
+                 if options.pairs and bench.peer is not None else None)
     finally:
         module.stop(cluster)
         shutil.rmtree(scratch, ignore_errors=True)
     text = tables(bench, options.calls, rows, two_hundred, logged)
+    if pairs:
+        text += "\n\nSide by side, alternating (`--pairs`):\n\n" + pairs
     print(text)
     if options.write:
-        command = f"python benchmarks/bench_batch.py {options.scheduler} --write"
+        pairing = f" --pairs {options.pairs}" if pairs else ""
+        command = f"python benchmarks/bench_batch.py {options.scheduler}{pairing} --write"
         header = (f"## {bench.title} backend\n\n{machine_line(command)} {bench.described} "
                   f"{cpus} CPU slots.\n\n")
         write_section(options.scheduler, header + text)
