@@ -289,3 +289,41 @@ def test_a_call_that_ended_before_its_driver_stamped_it_running_is_still_found(t
                      output="second.out")
     assert json.loads(printed.splitlines()[-1]) == [0, 1, 4]
     assert {path.name: len(lines(path)) for path in side.iterdir()} == {"0": 1, "1": 1, "2": 1}
+
+
+def _writer_with_one_job(tmp_path: Path, jobdir: str, result: bytes):
+    """A journal writer (in this process) that has written one new job and, in a
+    second batch, that job's end: the state row a refusal test looks at."""
+    from corral.journal.store import _create_journal
+    from corral.journal.writer import _Writer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _create_journal(run / "journal.db", "script")
+    writer = _Writer(os.fspath(run / "journal.db"), 1)
+    writer.db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # a result "too big", cheaply
+    writer.write([("jobs", [("1", 1, 0, "key#1", "big", "call", "m.big(…)", "{}", [], 1)], [],
+                   [("running", None, None, 1, "pid 7", 1.0, None, jobdir, None, None, None,
+                     "1")])])
+    writer.write([("jobs", [], [("1", 2.0, "running", "completed", None)],
+                   [("completed", None, None, 1, "pid 7", 1.0, 2.0, jobdir, result, None, None,
+                     "1")])])
+    return run, writer
+
+
+def test_a_result_too_big_for_the_journal_costs_the_result_not_the_jobs_status(tmp_path):
+    run, writer = _writer_with_one_job(tmp_path, os.fspath(tmp_path / "run" / "1"),
+                                       b"x" * 20_000)
+    [job] = corral.Run(run).jobs()
+    assert (job.status, job.result) == (JobStatus.COMPLETED, None)  # not left RUNNING
+    assert writer.problems == [
+        "the state of job 1: its result, error or output was not recorded (DataError: "
+        "string or blob too big); its status was"]
+
+
+def test_a_job_directory_whose_name_is_no_utf8_is_journaled_as_it_is(tmp_path):
+    jobdir = os.fsdecode(os.fsencode(str(tmp_path / "run")) + b"/caf\xe9/1")
+    run, writer = _writer_with_one_job(tmp_path, jobdir, b"result")
+    [job] = corral.Run(run).jobs()
+    assert (job.status, job.jobdir) == (JobStatus.COMPLETED, jobdir)
+    assert writer.problems == []

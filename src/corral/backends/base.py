@@ -176,6 +176,8 @@ class Submission:
 
     job_id: int | str
     name: str
+    #: The job's directory, as text (``os.fspath``-able; a Path costs the control
+    #: loop microseconds per job): wrap it in ``Path()`` to join paths.
     jobdir: str | os.PathLike[str]
     resources: Resources
     call: bytes | None = None

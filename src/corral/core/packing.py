@@ -79,10 +79,10 @@ class Packer:
         self._line_of: dict[int, deque[JobRecord]] = {}
         self.pushes = 0  # jobs pushed so far: tells the engine something new is ready
         #: Bumped whenever room is taken or given back or a line grows; with the
-        #: job first in line, it says when select_ahead found nothing and nothing
-        #: has changed since (the control loop asks at every turn).
+        #: job first in line and its status (cancelled?), it says when select_ahead
+        #: found nothing and nothing has changed since (the loop asks at every turn).
         self._changes = 0
-        self._nothing_ahead: tuple[int, int] | None = None
+        self._nothing_ahead: tuple[int, int, JobStatus] | None = None
         #: Called as ``on_waiting(job, reason)`` when a QUEUED job's reason for
         #: waiting changes (see the module docstring); set by the engine.
         self.on_waiting: Callable[[JobRecord, str], object] | None = None
@@ -177,7 +177,8 @@ class Packer:
         running job that ``ends_soon``."""
         chosen: list[tuple[JobRecord, JobRecord]] = []
         ready = self._ready
-        if not ready or self._nothing_ahead == (self._changes, id(ready[0][2])):
+        if not ready or self._nothing_ahead == (self._changes, id(ready[0][2]),
+                                                ready[0][2].status):
             return chosen  # (time only makes running jobs less likely to end soon)
         shortest: dict[tuple, list[tuple[int, int, JobRecord]]] = {}  # room -> heap of lines
         while ready:
@@ -210,7 +211,7 @@ class Packer:
         if chosen:
             self._changes += 1
         elif ready:
-            self._nothing_ahead = (self._changes, id(ready[0][2]))
+            self._nothing_ahead = (self._changes, id(ready[0][2]), ready[0][2].status)
         return chosen
 
     def release(self, job: JobRecord) -> None:

@@ -891,15 +891,20 @@ def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
         raise damaged(f"the status {record['status']!r}, which is no job status") from None
     spec = _json_column(record, "spec", dict, "{}", damaged)
     deps = _json_column(record, "deps", list, "[]", damaged)
-    live = record.get("live")
+    live = _path_text(record.get("live"))
     return StoredJob(
         id=job_id, key=record["key"], name=record["name"], kind=record["kind"],
         command=record["command"] or "", spec=spec, deps=tuple(deps), status=status,
         reason=record["reason"], exit_code=record["exit_code"], attempts=record["attempts"] or 0,
         native_id=record["native_id"], started=record["started"], ended=record["ended"],
-        jobdir=record["jobdir"], result=record["result"], error=record["error"],
+        jobdir=_path_text(record["jobdir"]), result=record["result"], error=record["error"],
         session=record["session"], live=tuple(live.split("\n", 1)) if live else None,
         journal=os.fspath(path))
+
+
+def _path_text(value: object) -> Any:
+    """A path column as text: the writer keeps a path that is no UTF-8 as bytes."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 def _json_column(record: dict[str, Any], column: str, kind: type, empty: str,

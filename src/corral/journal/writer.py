@@ -154,18 +154,25 @@ class _Writer:
             for row in rows:
                 try:
                     db.execute(sql, row)
-                except UnicodeEncodeError:  # text with lone surrogates (a file name's bytes)
-                    self._execute_or_note(sql, _escaped(row), label(row))
                 except Exception as error:
-                    self._note(f"{label(row)} was not recorded: {type(error).__name__}: {error}")
+                    self._write_refused(sql, row, label(row), error)
         if db.in_transaction:  # (an I/O error may have rolled it back already)
             db.execute("COMMIT")
 
-    def _execute_or_note(self, sql: str, row: tuple, label: str) -> None:
-        try:
-            self.db.execute(sql, row)
-        except Exception as error:
-            self._note(f"{label} was not recorded: {type(error).__name__}: {error}")
+    def _write_refused(self, sql: str, row: tuple, label: str, error: Exception) -> None:
+        """Write what SQLite can of a refused row: its text made storable, then,
+        for a job's state, the state without its result, error and output (too
+        big): a job's status must never stay behind its events."""
+        for number, attempt in enumerate(_lighter(sql, row)):
+            try:
+                self.db.execute(sql, attempt)
+            except Exception:
+                continue
+            if number:  # what was left out is said, at once and at the end
+                self._note(f"{label}: its result, error or output was not recorded "
+                           f"({type(error).__name__}: {error}); its status was")
+            return
+        self._note(f"{label} was not recorded: {type(error).__name__}: {error}")
 
     def _rollback(self) -> None:
         if self.db.in_transaction:
@@ -257,11 +264,34 @@ _STATE_COLUMNS = ("status", "reason", "exit_code", "attempts", "native_id", "sta
 _NO_STATE = (None,) * (len(_STATE_COLUMNS) + 1)
 
 
-def _escaped(row: tuple) -> tuple:
-    """*row* with every lone surrogate in its text written as ``\\udcff``:
-    SQLite stores UTF-8 only, and a reason may quote a file name's raw bytes."""
-    return tuple(value.encode("utf-8", "backslashreplace").decode("utf-8")
-                 if isinstance(value, str) else value for value in row)
+#: Where a job's directory and its live output files are, in a state row: paths,
+#: kept as bytes when they are no UTF-8 (the reader decodes them back).
+_PATH_COLUMNS = (_STATE_COLUMNS.index("jobdir"), _STATE_COLUMNS.index("live"))
+_BLOB_COLUMNS = tuple(_STATE_COLUMNS.index(name) for name in ("result", "error", "live"))
+
+
+def _lighter(sql: str, row: tuple) -> list[tuple]:
+    """What to try instead of a refused *row*, in order: its text storable
+    (SQLite stores UTF-8 only, and a reason may quote a file name's raw
+    bytes), then for a state row the same without its blobs."""
+    state = sql.startswith("UPDATE jobs")
+    storable = tuple(_storable(value, state and index in _PATH_COLUMNS)
+                     for index, value in enumerate(row))
+    if not state:
+        return [storable]
+    return [storable, tuple(None if index in _BLOB_COLUMNS else value
+                            for index, value in enumerate(storable))]
+
+
+def _storable(value: object, path: bool) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: undecodable bytes Python kept
+        return os.fsencode(value) if path else value.encode(
+            "utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _json_or_text(value: object) -> object:
