@@ -222,8 +222,7 @@ class Engine:
         self._gather_until = None  # paused, nothing is submitted: no window to wait for
         queued: list[int | str] = []
         if paused and self._pace is not None:  # what waits in a worker's queue comes back
-            queued = [job.dispatched_id for job in self._active.values()
-                      if self._queued_ahead(job)]
+            queued = self.queued_ahead_ids()
             if queued:
                 cast("QueuingBackend", self.backend).give_back(queued)
         hold = (getattr(self._cluster, "hold" if paused else "release")

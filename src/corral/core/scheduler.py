@@ -670,11 +670,10 @@ class Scheduler(Executor):
             ValueError: the job is running or finished, or unknown.
         """
         target = self._job(job)
-        queued = self._engine.call(self._engine.queued_ahead_ids)
+        queued = self._engine.call(self._engine.still_queued_ahead,
+                                   [target._record.dispatched_id])
         self._engine.call(self._engine.remove, target._record)
-        self._engine.wait_taken_back([job_id for job_id in queued
-                                      if job_id == target._record.dispatched_id],
-                                     until_ended=True)
+        self._engine.wait_taken_back(queued, until_ended=True)
         self._registry.forget(target)
 
     def interrupt(self, reason: str = "interrupted") -> None:

@@ -388,11 +388,12 @@ class LocalBackend:
         return worker
 
     @staticmethod
-    def _call_request(submission: Submission) -> tuple:
+    def _call_request(submission: Submission, extra_env: tuple = ()) -> tuple:
         assert submission.call is not None, "a call's submission carries its payload"
         return call_request(submission.job_id, str(submission.jobdir), submission.call,
-                            submission.upstream, submission.env, submission.cwd,
-                            submission.outcomes)
+                            submission.upstream,
+                            (*submission.env, *extra_env) if extra_env else submission.env,
+                            submission.cwd, submission.outcomes)
 
     def _hand_to(self, worker: _Worker, job_id: int | str, request: tuple,
                  runs_command: bool) -> None:
@@ -416,13 +417,9 @@ class LocalBackend:
             self._pending.append(Update(submission.job_id, JobStatus.QUEUED,
                                         reason="the job it was to follow has ended"))
             return ""
-        if submission.call is not None:
-            request = self._call_request(submission)
-            if worker.gpu_key:  # a worker started for GPUs: this call holds none
-                request = call_request(submission.job_id, str(submission.jobdir),
-                                       submission.call, submission.upstream,
-                                       (*submission.env, ("CUDA_VISIBLE_DEVICES", "")),
-                                       submission.cwd, submission.outcomes)
+        if submission.call is not None:  # (on a worker started for GPUs, it holds none)
+            request = self._call_request(
+                submission, (("CUDA_VISIBLE_DEVICES", ""),) if worker.gpu_key else ())
         else:
             request = self._command_request(submission, worker, ())
         worker.handed.append((submission.job_id, submission.call is None))
