@@ -4,6 +4,7 @@ process, controlled over its socket, private to its user, logged and mailed."""
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import json
 import logging
 import os
@@ -457,6 +458,51 @@ def test_a_second_driver_is_refused_while_the_first_lives_and_welcome_after(tmp_
         restored = second.submit(jobs.square, 3)
         assert restored.result(timeout=30) == 9 and restored.reason == RESTORED
     assert owner_of(run) is None
+
+
+def test_after_a_name_whose_jobs_finished_and_were_dropped_resumes_onto_the_same_job(tmp_path):
+    """A job after a name is keyed by the keys of that name's finished jobs,
+    which the registry keeps when nobody holds the jobs: the next run of the
+    same script recognises it."""
+    def script() -> tuple[int, str | None]:
+        with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+            for value in (1, 2):
+                scheduler.options(name="prepare").submit(jobs.square, value).result(timeout=30)
+            gc.collect()  # both "prepare" jobs are gone: only what the registry kept is left
+            final = scheduler.options(after="prepare").submit(jobs.square, 3)
+            return final.result(timeout=30), final.reason
+
+    assert script() == (9, None)  # ran
+    assert script() == (9, RESTORED)
+
+
+def test_after_a_name_in_a_journaled_run_is_cancelled_by_a_dropped_failed_job(tmp_path):
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        scheduler.options(name="prepare").submit(jobs.square, 2).result(timeout=30)
+        failed = scheduler.options(name="prepare").submit(jobs.raise_custom, "no input")
+        failed_id = failed.id
+        assert isinstance(failed.exception(timeout=30), Exception)
+        del failed
+        gc.collect()
+        final = scheduler.options(after="prepare").submit(jobs.square, 3)
+        with pytest.raises(concurrent.futures.CancelledError):
+            final.result(timeout=30)
+        assert final.status is JobStatus.CANCELLED
+        assert final.reason == f"upstream job {failed_id} 'prepare' failed"
+
+
+def test_a_long_journaled_run_keeps_nothing_per_finished_job_the_garbage_collector_walks(tmp_path):
+    """Every full collection walks every object the collector tracks: one
+    kept per finished job made a million-call run slower the longer it ran."""
+    def tracked_after(scheduler: corral.Scheduler, calls: int) -> int:
+        assert list(scheduler.map(jobs.square, range(calls))) == [n * n for n in range(calls)]
+        gc.collect()
+        return len(gc.get_objects())
+
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        before = tracked_after(scheduler, 200)
+        after = tracked_after(scheduler, 2000)
+    assert after - before < 200, f"{after - before} more tracked objects after 2,000 calls"
 
 
 # -- 6. the control socket --------------------------------------------------------------------

@@ -12,10 +12,13 @@ What must outlive a finished job is small and kept apart:
 
 * its name, with how the jobs of that name ended (:class:`FinishedJob`),
   so that ``after="prepare"`` still waits for, or is cancelled by, jobs of
-  that name that finished and were dropped. With a journal, one FinishedJob
-  per finished job is kept instead (about 150 bytes), in dispatch order: the
-  job keys of jobs after that name are made from their keys, and must not
-  depend on when the jobs finished;
+  that name that finished and were dropped. With a journal, each finished
+  job is kept instead, in dispatch order: the job keys of jobs after that
+  name are made from their keys, and must not depend on when the jobs
+  finished. Each is one string in a dict of strings, which the garbage
+  collector does not track: a million objects, or one dict holding a million
+  of them, would be walked by every full collection, and made a long run
+  slower the longer it ran;
 * its id, so that no later job takes it (ids name job directories). Numbers
   handed out in this session form one range; only ids chosen otherwise (by
   the caller, or kept from an earlier run of a journal) are stored one by one.
@@ -61,8 +64,30 @@ class FinishedJob:
         self.key = record.key
         self.owner = owner
 
+    @classmethod
+    def from_entry(cls, job_id: int | str, name: str, entry: str, owner: Owner) -> FinishedJob:
+        """The stand-in for a finished job that a journaled run's registry kept
+        as *entry* (see :func:`_finished_entry`)."""
+        job = cls.__new__(cls)
+        status, _, key = entry.partition("\0")
+        job.id, job.name, job.status, job.key, job.owner = (
+            job_id, name, _STATUS_BY_TEXT[status], key or None, owner)
+        return job
+
     def __repr__(self) -> str:
         return f"<finished job {self.id} {self.name!r} {self.status.name}>"
+
+
+#: What a name's table holds for a job still unfinished (its record is in
+#: the registry's table of unfinished jobs).
+_UNFINISHED = ""
+_STATUS_BY_TEXT = {status.value: status for status in JobStatus}
+
+
+def _finished_entry(record: JobRecord) -> str:
+    """A finished job as a journaled run's registry keeps it: its status and
+    key in one string, which the garbage collector does not track."""
+    return f"{record.status.value}\0{record.key or ''}"
 
 
 class JobRegistry:
@@ -83,10 +108,12 @@ class JobRegistry:
         self._keep_each = keep_each_finished
         self._lock = threading.Lock()
         self._by_id: weakref.WeakValueDictionary[int | str, Job] = weakref.WeakValueDictionary()
-        #: name -> {job id: the job's record while unfinished, then (with
-        #: keep_each) its FinishedJob}; the control loop holds unfinished
+        #: name -> {job id: _UNFINISHED, then (with keep_each) its
+        #: _finished_entry}, in dispatch order. Only strings: see the module's doc.
+        self._by_name: dict[str, dict[int | str, str]] = {}
+        #: job id -> record, while unfinished: the control loop holds unfinished
         #: records anyway, so this keeps nothing alive that would be freed.
-        self._by_name: dict[str, dict[int | str, JobRecord | FinishedJob]] = {}
+        self._unfinished: dict[int | str, JobRecord] = {}
         self._finished_by_name: dict[str, FinishedJob] = {}  # without keep_each
         self._first_number = first_number
         self.next_number = first_number  # every number below it (from the first) is used
@@ -111,17 +138,19 @@ class JobRegistry:
                 self._by_id[job_id] = job
                 if str(job_id) not in numbered:
                     self._chosen_ids.add(str(job_id))
-                self._by_name.setdefault(job.name, {})[job_id] = job._record
+                self._by_name.setdefault(job.name, {})[job_id] = _UNFINISHED
+                self._unfinished[job_id] = job._record
 
     def finished(self, job: JobRecord) -> None:
         """Note that *job* was made final (control-loop thread)."""
         with self._lock:
-            namesakes = self._by_name.get(job.name)
             job_id = job.dispatched_id
-            if namesakes is None or namesakes.get(job_id) is not job:
+            if self._unfinished.get(job_id) is not job:
                 return  # removed, or not dispatched through this registry
+            del self._unfinished[job_id]
+            namesakes = self._by_name[job.name]
             if self._keep_each:
-                namesakes[job_id] = FinishedJob(job, self._engine)
+                namesakes[job_id] = _finished_entry(job)
                 return
             del namesakes[job_id]
             if not namesakes:
@@ -137,10 +166,11 @@ class JobRegistry:
         with self._lock:
             if self._by_id.get(job_id) is job:
                 del self._by_id[job_id]
-            namesakes = self._by_name.get(job.name, {})
-            entry = namesakes.get(job_id)
-            if entry is job._record or (isinstance(entry, FinishedJob) and entry.id == job_id):
-                del namesakes[job_id]
+            if self._unfinished.get(job_id) is job._record:
+                del self._unfinished[job_id]
+                del self._by_name[job.name][job_id]
+            elif self._by_name.get(job.name, {}).get(job_id, _UNFINISHED) != _UNFINISHED:
+                del self._by_name[job.name][job_id]  # a finished one kept for its name
             known = self._finished_by_name.get(job.name)
             if known is not None and known.id == job_id:
                 del self._finished_by_name[job.name]
@@ -161,7 +191,10 @@ class JobRegistry:
         """What a job ``after=name`` waits for: the records of the jobs of
         that name, a :class:`FinishedJob` standing for those that finished."""
         with self._lock:
-            found: list = list(self._by_name.get(name, {}).values())
+            found: list = [
+                self._unfinished[job_id] if entry == _UNFINISHED
+                else FinishedJob.from_entry(job_id, name, entry, self._engine)
+                for job_id, entry in self._by_name.get(name, {}).items()]
             finished = self._finished_by_name.get(name)
         if finished is not None:
             found.append(finished)

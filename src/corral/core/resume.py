@@ -25,7 +25,6 @@ import logging
 import os
 import pickle
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,7 +56,10 @@ class Resumer:
             if (stored.status in ACTIVE and stored.kind in ("shell", "script")
                     and not self._attachable(stored)):
                 _kill_stale_command(stored)
-        self._occurrences: Counter[str] = Counter()
+        #: How often each digest was seen this session. A plain dict of
+        #: strings and ints, which the garbage collector does not track (a
+        #: Counter it would walk, a million entries, at every full collection).
+        self._occurrences: dict[str, int] = {}
         self._by_id = {str(job.id): job for job in previous.values()}
         int_ids = [job.id for job in previous.values() if isinstance(job.id, int)]
         self.first_free_id = max(int_ids, default=0) + 1
@@ -80,8 +82,8 @@ class Resumer:
                 key = f"id:{job.id}"
             else:
                 digest = job_digest(job)
-                self._occurrences[digest] += 1
-                key = f"{digest}#{self._occurrences[digest]}"
+                seen = self._occurrences[digest] = self._occurrences.get(digest, 0) + 1
+                key = f"{digest}#{seen}"
             job.key = key
             job.journal_entry = (key, *describe(job))
             stored = None if job.always_new else self.previous.get(key)

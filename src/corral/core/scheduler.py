@@ -57,8 +57,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheduler", "Submitter", "MAP_WINDOW"]
 
-#: Calls that :meth:`Submitter.map` makes and dispatches as one batch.
-MAP_WINDOW = 10_000
+#: Calls that :meth:`Submitter.map` makes and dispatches as one batch (at
+#: most two batches are unfinished at a time). Small enough that a map's
+#: unfinished jobs stay a small heap: each is about twenty objects the garbage
+#: collector tracks, and its full collections walk all of them. With 10,000 a
+#: journaled million-call map spent a fifth of its time in them; with 1,000,
+#: 2 %, at the same rate on 50,000 calls without a journal.
+MAP_WINDOW = 1_000
 
 
 class Submitter:
@@ -114,7 +119,7 @@ class Submitter:
         """Like ``Executor.map``: results in order, jobs run in parallel.
 
         Every call is a job of its own (status, result, output, journal row),
-        made and dispatched in batches of up to :data:`MAP_WINDOW` calls (the
+        made and dispatched in batches of up to :data:`MAP_WINDOW` (1,000) calls (the
         options are checked once per map), at most two batches unfinished at
         a time; the iterables are read as batches are made, not all at once
         as ``Executor.map`` does, so a map over millions of items whose
