@@ -1014,7 +1014,7 @@ def read_overview(run_dir: str | os.PathLike[str], unfinished: int, finished: in
     counts and finds the unfinished rows; rows are stored in dispatch order,
     so the table's own order serves for the rest)."""
     terminal = tuple(status.value for status in JobStatus if status.is_terminal)
-    marks = ", ".join("?" * len(terminal))
+    unfinished_statuses = tuple(status.value for status in JobStatus if not status.is_terminal)
     columns = ("id, int_id, seq, key, name, kind, command, spec, deps, status, reason, "
                "exit_code, attempts, native_id, started, ended, jobdir, NULL AS result, "
                "NULL AS error, session, live")
@@ -1022,22 +1022,31 @@ def read_overview(run_dir: str | os.PathLike[str], unfinished: int, finished: in
         with _reading(run_dir) as db:
             path = journal_path(run_dir)
             known = tuple(status.value for status in JobStatus)
-            counts = {JobStatus(status): count for status, count in db.execute(
-                "SELECT status, COUNT(*) FROM jobs GROUP BY status") if status in known}
-            # A row whose status is not one: read it as every reader does, which
-            # names the file, the job and the value.
-            _rows_to_jobs(db.execute(
-                f"SELECT {columns} FROM jobs WHERE status IS NULL OR status NOT IN "
-                f"({', '.join('?' * len(known))}) LIMIT 1", known), path)
+            found = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
+            if any(status not in known for status in found):
+                # A row whose status is not one: read it as every reader does,
+                # which names the file, the job and the value. (Asked only then:
+                # the question reads the whole table.)
+                _rows_to_jobs(db.execute(
+                    f"SELECT {columns} FROM jobs WHERE status IS NULL OR status NOT IN "
+                    f"({_marks(known)}) LIMIT 1", known), path)
+            counts = {JobStatus(status): count for status, count in found.items()}
+            # (IN the unfinished statuses, not NOT IN the others: the index on
+            # status then finds the rows in order, where NOT IN reads the table.)
             first = _rows_to_jobs(db.execute(
-                f"SELECT {columns} FROM jobs WHERE status NOT IN ({marks}) ORDER BY rowid "
-                "LIMIT ?", (*terminal, unfinished)), path)
+                f"SELECT {columns} FROM jobs WHERE status IN ({_marks(unfinished_statuses)}) "
+                "ORDER BY rowid LIMIT ?", (*unfinished_statuses, unfinished)), path)
             last = _rows_to_jobs(db.execute(
-                f"SELECT {columns} FROM jobs WHERE status IN ({marks}) ORDER BY rowid DESC "
-                "LIMIT ?", (*terminal, finished)), path)
+                f"SELECT {columns} FROM jobs WHERE status IN ({_marks(terminal)}) "
+                "ORDER BY rowid DESC LIMIT ?", (*terminal, finished)), path)
     except _NotCreatedYet:
         return Overview({}, [], [])
     return Overview(counts, first, last[::-1])
+
+
+def _marks(values: tuple) -> str:
+    """One SQL parameter mark per value: ``?, ?, ?``."""
+    return ", ".join("?" * len(values))
 
 
 def read_job(run_dir: str | os.PathLike[str], job_id: int | str) -> StoredJob:
