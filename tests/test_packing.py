@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from itertools import pairwise
 
 import pytest
@@ -105,6 +106,29 @@ def test_jobs_whose_walltime_ends_before_the_big_job_could_start_backfill_freely
     packer.push(unknown)
     assert packer.select(now=0.0) == [unknown]
     assert big.bypassed == 1  # no walltime: it might delay the big job, so it counts
+
+
+def test_a_line_behind_a_running_job_is_refilled_in_bulk_once_it_is_down_to_half():
+    """Jobs handed ahead go in batches: one pass and one message to a worker
+    carry many of them, not one job after every job that ends."""
+    records = [Job(jobs.noop)._record for _ in range(30)]
+    packer = Packer(Capacity(cores=1, memory_mb=None, gpus=0), max_jobs=None, queues={}, tokens=0)
+    for job in records:
+        job.move(JobStatus.QUEUED)
+        packer.push(job)
+    first = packer.select(now=0.0)
+    assert first == records[:1]
+    first[0].taken_at = time.monotonic()
+
+    def ahead() -> list:
+        return [job for job, _ in packer.select_ahead(lambda job: 8, lambda holder: True)]
+
+    assert ahead() == records[1:9]  # a full line of 8 behind the running job
+    for number, ended in enumerate(records[:4]):  # 4 end: 4 queued, half the line
+        packer.release(ended)
+        assert ahead() == ([] if number < 3 else records[9:13]), number
+    packer.release(records[4])
+    assert ahead() == []  # 7 queued: more than half
 
 
 def test_higher_priority_runs_first(tmp_path, release):

@@ -192,10 +192,16 @@ class Packer:
                 break
             heap = shortest.get(room)
             if heap is None:
+                # Only lines down to half their length are filled (up to the
+                # full length): lines refilled in bulk, not by one job after
+                # every job that ends, make one pass and one message to a
+                # worker carry many jobs.
+                low = limit // 2
                 heap = shortest[room] = [
-                    (len(self._line_of.get(id(holder), "x")) - 1, index, holder)
+                    (queued, index, holder)
                     for index, holder in enumerate(self.running.values())
-                    if _room(holder) == room and ends_soon(holder)]
+                    if (queued := len(self._line_of.get(id(holder), "x")) - 1) <= low
+                    and _room(holder) == room and ends_soon(holder)]
                 heapq.heapify(heap)
             if not heap or heap[0][0] >= limit:
                 break
