@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = ["HEADER", "WRITING_KEY", "main"]
 
@@ -303,8 +304,30 @@ def _json_or_text(value: object) -> object:
         return value
 
 
+_Bound = TypeVar("_Bound", None, bytes)
+
+
+def _as_it_is(value: _Bound) -> _Bound:
+    return value
+
+
+def _bind_none_and_bytes_quickly() -> None:
+    """Have :mod:`sqlite3` bind ``None`` and ``bytes`` through an adapter
+    that returns them as they are (this process's own setting: it is the
+    writer's, and the writer's alone).
+
+    sqlite3 binds int, float and str directly, but for every other value it
+    looks for an adapter, then for ``__adapt__`` and ``__conform__``; a miss,
+    the usual case for a NULL column, costs about 0.2 µs per value. A state
+    row is mostly NULLs: this took a third of the writer's statement time.
+    """
+    sqlite3.register_adapter(type(None), _as_it_is)
+    sqlite3.register_adapter(bytes, _as_it_is)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when we stop
+    _bind_none_and_bytes_quickly()
     # Background work: on a busy machine the jobs and the driver come first. The
     # writer still gets its share, and the 1 MB pipe absorbs what it lags behind.
     with contextlib.suppress(OSError):
