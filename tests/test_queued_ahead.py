@@ -358,3 +358,34 @@ def test_an_exception_in_the_with_block_stops_an_unread_map(
     assert len(list(marks.iterdir())) <= 20
     with pytest.raises(CancelledError):
         list(results)
+
+
+def test_the_replies_a_worker_sent_meanwhile_are_all_read_in_one_turn_of_the_loop(
+        tmp_path: Path, patient_workers, release):
+    """A worker running a line of tiny jobs sends a reply per job; the control
+    loop reads every reply waiting in its pipe at once, not one per turn (a
+    turn per job was most of the driver's time on tiny calls)."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        known_to_be_short(scheduler, tmp_path)
+        blocker = scheduler.submit(jobs.wait_for_file, str(release))
+        files = [tmp_path / f"done-{number}" for number in range(8)]
+        line = [scheduler.submit(jobs.touch, str(path)) for path in files]
+        wait_until(lambda: blocker.running() and all(job.status is _S.SUBMITTED for job in line),
+                   message="the 8 jobs to be queued in the worker behind the blocker")
+        completed_per_turn: list[int] = []
+        read = scheduler._engine.backend.updates
+
+        def counting(timeout: float | None) -> list:
+            found = read(timeout)
+            completed_per_turn.append(sum(update.state is _S.COMPLETED for update in found))
+            return found
+
+        gate = threading.Event()
+        scheduler._engine.backend.updates = counting  # type: ignore[method-assign]
+        scheduler._engine.post(gate.wait)  # the loop reads nothing until the line has run
+        release.touch()
+        wait_until(lambda: all(path.exists() for path in files),
+                   message="the worker to run the whole line")
+        gate.set()
+        assert [job.result(timeout=60) for job in line] == [None] * len(line)
+    assert max(completed_per_turn) >= 6, completed_per_turn

@@ -60,6 +60,9 @@ log = logging.getLogger("corral.backends.local")
 #: Seconds a worker gets to kill the call it runs itself, when jobs wait
 #: behind it, before the backend kills the whole worker.
 _KILL_GRACE_S = 1.0
+#: Messages of one worker read in one turn of the control loop, at most: all
+#: that are waiting, unless a worker floods the pipe (the others' turn comes).
+_READ_AT_ONCE = 64
 
 def default_cores() -> int:
     """All CPUs this process may use but one, and at least one."""
@@ -496,12 +499,19 @@ class LocalBackend:
             worker.requests.close()
 
     def _read_reply(self, worker: _Worker) -> None:
-        try:
-            message = read_message(worker.replies.recv_bytes())
-        except (EOFError, OSError):
-            self._worker_died(worker)
-            return
-        self._handle(worker, message)
+        """Read what *worker* has sent: every message already waiting in its
+        pipe (up to :data:`_READ_AT_ONCE`), so that a worker running a line of
+        tiny jobs costs the control loop one turn per handful of jobs, not
+        one per job."""
+        for _ in range(_READ_AT_ONCE):
+            try:
+                message = read_message(worker.replies.recv_bytes())
+            except (EOFError, OSError):
+                self._worker_died(worker)
+                return
+            self._handle(worker, message)
+            if worker.gone or not worker.replies.poll(0):
+                return
 
     def _handle(self, worker: _Worker, message: Reply | Started | GivenBack,
                 dying: bool = False) -> None:
