@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 import threading
 
@@ -140,3 +141,20 @@ def test_a_module_changed_since_the_driver_started_is_not_checked(tmp_path, monk
 
     module.write_text("def first():\n    return 1\n\ndef second():\n    return 2\n")
     Job("edited_later:second")
+
+
+@pytest.mark.parametrize("task", [corral.spec.Call(jobs.add, (0,), {"b": 1}),
+                                  corral.spec.FunctionRef("jobs:add", (0,), {"b": 1})],
+                         ids=["callable", "module:function"])
+def test_each_call_of_a_map_has_the_maps_spec_with_its_own_arguments(task):
+    template = corral.spec.make_spec(task, {"cores": 2, "name": "adder", "env": {"A": "1"},
+                                            "priority": 3, "walltime": "1h"})
+    made = corral.spec.spec_maker(template)((7,))
+    assert made == dataclasses.replace(template, task=dataclasses.replace(task, args=(7,)))
+    assert made.task.args == (7,) and made.task.kwargs == {"b": 1}
+
+
+def test_spec_maker_refuses_a_command_spec():
+    template = corral.spec.make_spec(corral.spec.make_task(Shell("true")), {})
+    with pytest.raises(TypeError, match="spec_maker\\(\\) takes a call's spec, not Shell's"):
+        corral.spec.spec_maker(template)

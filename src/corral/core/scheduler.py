@@ -18,7 +18,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from concurrent.futures import wait as wait_futures
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -44,7 +43,7 @@ from corral.journal.run import Run
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.payload import dumps_call
 from corral.safe_repr import safe_repr
-from corral.spec import Call, FunctionRef, Script, Shell, Task, make_spec, make_task
+from corral.spec import Call, FunctionRef, Script, Shell, Task, make_spec, make_task, spec_maker
 from corral.status import JobStatus, statuses_named
 from corral.journal.store import Journal, StoredJob
 from corral.runtime.tempdirs import (RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir,
@@ -140,7 +139,8 @@ class Submitter:
         if not isinstance(task, (Call, FunctionRef)):
             raise ValueError(f"map() takes a callable or 'package.module:function', not "
                              f"{safe_repr(fn)}")
-        template = make_spec(task, {**self._defaults, **self._scheduler._with_profile({})})
+        spec_for = spec_maker(make_spec(task, {**self._defaults,
+                                               **self._scheduler._with_profile({})}))
         scheduler = self._scheduler
 
         def dispatch(batch: list[Job]) -> None:
@@ -148,7 +148,7 @@ class Submitter:
                 scheduler._dispatch(batch, collectable=False)
 
         def make(arguments: tuple) -> Job:
-            return Job._from_spec(replace(template, task=replace(task, args=arguments)))
+            return Job._from_spec(spec_for(arguments))
 
         def cancel(jobs: list[Job]) -> None:
             scheduler._cancel_many(jobs, "the map's results were no longer read")
