@@ -158,3 +158,15 @@ def test_spec_maker_refuses_a_command_spec():
     template = corral.spec.make_spec(corral.spec.make_task(Shell("true")), {})
     with pytest.raises(TypeError, match="spec_maker\\(\\) takes a call's spec, not Shell's"):
         corral.spec.spec_maker(template)
+
+
+@pytest.mark.parametrize("task", [corral.spec.Call(jobs.add, (1, 2)), corral.spec.Shell("true"),
+                                  corral.spec.FunctionRef("jobs:add", (1, 2)),
+                                  corral.spec.Script("train.py", ("--fast",))],
+                         ids=["callable", "shell", "module:function", "script"])
+def test_a_job_without_options_has_every_options_default_and_its_tasks_name(task):
+    plain = corral.spec.make_spec(task, {})
+    assert plain == corral.spec._checked_spec(task, {})  # the shared fields are the defaults
+    assert plain.task is task and plain.name == task.label
+    named = corral.spec.make_spec(task, {"name": "other"})
+    assert named.name == "other" and corral.spec.make_spec(task, {}).name == task.label

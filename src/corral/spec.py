@@ -15,6 +15,7 @@ This module imports nothing of corral's but the other vocabulary modules.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import os
@@ -388,6 +389,21 @@ def make_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
     Raises:
         ValueError: an unknown option (with a suggestion) or a bad value.
     """
+    if not options:  # submit()'s usual case: every field but the task's own is shared
+        resources, _, *rest = _plain_fields()
+        return JobSpec(task, resources, task.label, *rest)
+    return _checked_spec(task, options)
+
+
+@functools.cache
+def _plain_fields() -> tuple[Any, ...]:
+    """The fields after ``task`` of a spec made without options (its
+    ``name``, the task's label, is made anew for each task)."""
+    plain = _checked_spec(Call(print), {})
+    return tuple(getattr(plain, name) for name in _FIELDS_AFTER_TASK)
+
+
+def _checked_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
     values = {name: option.default for name, option in JOB_OPTIONS.items()}
     values.update(parse_options(options))
     resources = Resources(

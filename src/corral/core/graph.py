@@ -62,9 +62,16 @@ def plan_batch(jobs: Iterable[Job], records_named: Callable[[str], list[Any]],
     Raises:
         DependencyError: ``after=`` names no known job, or the batch has a cycle.
     """
+    pending = list(jobs)
+    found_before: dict[int, list[Job]] = {}  # id() of a record -> its value_deps()
+    if len(pending) == 1 and not pending[0].spec.after:  # submit()'s usual case
+        record = pending[0]._record
+        found_before[id(record)] = value_deps(record)
+        if not found_before[id(record)]:
+            record.value_deps, record.deps = [], []
+            return pending
     batch: list[Job] = []
     members: set[int] = set()  # id() of the batch's records
-    pending = list(jobs)
     while pending:  # pull in undispatched dependencies passed as Jobs
         job = pending.pop()
         record = job._record
@@ -72,7 +79,7 @@ def plan_batch(jobs: Iterable[Job], records_named: Callable[[str], list[Any]],
             continue
         members.add(id(record))
         batch.append(job)
-        found = value_deps(record)
+        found = found_before.pop(id(record)) if id(record) in found_before else value_deps(record)
         record.value_deps = [dep._record for dep in found]
         for dep in found + [item for item in job.spec.after if isinstance(item, Job)]:
             if dep._record.owner is None and id(dep._record) not in members:

@@ -167,6 +167,7 @@ class LocalBackend:
             memory_mb=total_memory_mb() if memory is None else memory,
             gpus=detect_gpus() if gpus is None else gpus,
         )
+        self._checked: Resources | None = None  # the last resources check() passed
         self._python = python
         self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -199,6 +200,8 @@ class LocalBackend:
         return self._capacity
 
     def check(self, resources: Resources) -> None:
+        if resources is self._checked:  # jobs submitted alike share their Resources
+            return
         have = self._capacity
         for what, asked, limit, knob in (
             ("cores", resources.cores, have.cores, "cores"),
@@ -210,6 +213,7 @@ class LocalBackend:
                     what = what.rstrip("s")
                 raise ResourceError(f"asks for {asked} {what} but the local backend has {limit}",
                                     setting=knob)
+        self._checked = resources
 
     def submit(self, batch: Sequence[Submission]) -> list[str]:
         native_ids = []
