@@ -188,3 +188,12 @@ def test_a_submitted_jobs_placement_survives_a_daemon_restart(tmp_path):
         "bundle": 4, "memory": 64, "walltime": 3600.0, "retries": 2}
     assert journaled.options["cwd"] == os.fspath(tmp_path)
     assert user.ok("logs", placed).out == "placed\n"
+
+
+def test_jobs_journaled_one_after_another_each_get_their_own_options():
+    """The options' JSON of the job before is reused only when the options are the same."""
+    task = make_task(print, ("x",), {})
+    plain, big, renamed = (make_spec(task, options) for options in
+                           ({}, {"cores": 2, "memory": "1G"}, {"name": "other"}))
+    texts = [json.loads(encode_spec(spec))["options"] for spec in (plain, big, plain, renamed)]
+    assert texts == [{}, {"cores": 2, "memory": 1024}, {}, {"name": "other"}]

@@ -24,7 +24,7 @@ import shlex
 import types
 from typing import TYPE_CHECKING, Any
 
-from corral.spec import Call, FunctionRef, Script, Shell
+from corral.spec import Call, FunctionRef, JobSpec, Script, Shell
 from corral.journal.codec import encode_spec
 
 if TYPE_CHECKING:
@@ -170,6 +170,22 @@ def _stable_bytes(value: Any) -> bytes:
 _READS_NOTHING_BYTES = _stable_bytes(_READS_NOTHING)
 
 
+def _setting_bytes(spec: JobSpec) -> bytes:
+    """The stable bytes of a job's name, directory and environment: those of
+    the job before when they are the same (as in a loop of submits)."""
+    global _last_setting
+    setting = (spec.name, spec.cwd, spec.env)
+    last, made = _last_setting
+    if setting != last:
+        made = _stable_bytes(setting)
+        _last_setting = (setting, made)
+    return made
+
+
+#: The setting and bytes :func:`_setting_bytes` gave last (one tuple: threads swap it whole).
+_last_setting: tuple[tuple | None, bytes] = (None, b"")
+
+
 def job_digest(job: JobRecord) -> str:
     """A digest of what *job* does (see the module docstring); without the
     ``#n`` occurrence number, which the scheduler adds."""
@@ -186,8 +202,7 @@ def job_digest(job: JobRecord) -> str:
     elif isinstance(task, Shell):
         command = task.command if isinstance(task.command, str) else job.argv_template
         digest.update(b"shell\0" + _stable_bytes(command))
-    spec = job.spec
-    digest.update(_stable_bytes((spec.name, spec.cwd, spec.env)))
+    digest.update(_setting_bytes(job.spec))
     for dep in job.deps:
         digest.update(b"\0after\0" + str(dep.key).encode())
     return digest.hexdigest()[:24]

@@ -167,15 +167,24 @@ _options_cache: dict[tuple[Any, ...], str] = {}
 def _options_json(spec: JobSpec) -> str:
     """The options part of the JSON; jobs submitted alike share one (cached),
     since a run journals thousands of jobs with the same options."""
+    global _last_options
     key = (spec.resources, spec.placement, spec.name, spec.task.label, spec.queue, spec.tokens,
            spec.priority, spec.retries, spec.timeout_s, spec.cwd, spec.env, spec.notify,
            spec.notify_on)
-    text = _options_cache.get(key)
+    last_key, last_text = _last_options
+    if key == last_key:  # the previous job's: compared item by item, mostly by identity
+        return last_text
+    text = _options_cache.get(key)  # (hashing Resources and Placement is Python code)
     if text is None:
         if len(_options_cache) >= _CACHE_SIZE:
             _options_cache.clear()
         text = _options_cache[key] = json.dumps(spec_options(spec))
+    _last_options = (key, text)
     return text
+
+
+#: The key and text :func:`_options_json` gave last (one tuple: threads swap it whole).
+_last_options: tuple[tuple | None, str] = (None, "")
 
 
 #: Earlier flat records: the key they used, and the registry option it is.
