@@ -476,6 +476,23 @@ def test_after_a_name_whose_jobs_finished_and_were_dropped_resumes_onto_the_same
     assert script() == (9, RESTORED)
 
 
+@pytest.mark.parametrize("twice", ["name twice", "name and job"])
+def test_a_job_named_twice_in_after_is_one_dependency_and_the_rerun_recognises_its_dependent(
+        tmp_path, twice):
+    """BUG (attack review): a finished job reached twice (its name twice, or its
+    name and itself) counted as two dependencies, but as one while it ran: the
+    dependent's key then depended on timing, and the rerun ran it again."""
+    def script() -> tuple[int, str | None]:
+        with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+            prepare = scheduler.options(name="prep").submit(jobs.square, 2)
+            after = ["prep", "prep"] if twice == "name twice" else ["prep", prepare]
+            final = scheduler.options(after=after).submit(jobs.square, 3)
+            return final.result(timeout=30), final.reason
+
+    assert script() == (9, None)  # ran, its dependency unfinished when it was made
+    assert script() == (9, RESTORED)  # its dependency restored: finished at once
+
+
 def test_after_a_name_in_a_journaled_run_is_cancelled_by_a_dropped_failed_job(tmp_path):
     with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
         scheduler.options(name="prepare").submit(jobs.square, 2).result(timeout=30)

@@ -184,7 +184,7 @@ def test_map_dispatches_in_windows_reads_its_input_lazily_and_keeps_the_order(
 
     with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
         results = scheduler.map(jobs.square, numbers())
-        assert len(read) <= 21  # the first window, and at most the next two
+        assert len(read) <= 22  # the first window, at most the next two, and one item ahead
         assert next(results) == 0
         assert list(results) == [number * number for number in range(1, 30)]
         assert list(scheduler.map(jobs.add, [1, 2, 3], [10, 20])) == [11, 22]
@@ -389,3 +389,65 @@ def test_the_replies_a_worker_sent_meanwhile_are_all_read_in_one_turn_of_the_loo
         gate.set()
         assert [job.result(timeout=60) for job in line] == [None] * len(line)
     assert max(completed_per_turn) >= 6, completed_per_turn
+
+
+@pytest.mark.parametrize("how", ["clear", "cancel", "interrupt"])
+def test_jobs_a_worker_already_ran_are_not_cancelled_with_their_replies_still_unread(
+        tmp_path: Path, patient_workers, release, how):
+    """A job handed ahead that its worker has run, its reply still in the pipe,
+    completed: cancelling it then must not record it CANCELLED (a journaled
+    rerun would run it a second time)."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        known_to_be_short(scheduler, tmp_path)
+        blocker = scheduler.submit(jobs.wait_for_file, str(release))
+        files = [tmp_path / f"done-{number}" for number in range(6)]
+        line = [scheduler.submit(jobs.touch, str(path)) for path in files]
+        sentinel = scheduler.submit(jobs.touch, str(tmp_path / "last"))  # runs after each reply
+        wait_until(lambda: blocker.running() and all(job.status is _S.SUBMITTED
+                                                     for job in [*line, sentinel]),
+                   message="the jobs to be queued in the worker behind the blocker")
+        gate = threading.Event()
+        scheduler._engine.post(gate.wait)  # the loop reads no reply until the cancel is asked
+        asking = threading.Thread(target={"clear": scheduler.clear,
+                                          "cancel": line[-1].cancel,
+                                          "interrupt": scheduler.interrupt}[how])
+        asking.start()
+        wait_until(lambda: len(scheduler._engine._inbox) >= 1,
+                   message="the cancel to wait behind the gate")
+        release.touch()
+        wait_until((tmp_path / "last").exists,  # so the line's replies were all sent
+                   message="the worker to run the whole line")
+        gate.set()
+        asking.join(timeout=30)
+        corral.wait([*line, sentinel], timeout=30)
+    assert [(job.status, job.reason) for job in line] == [(_S.COMPLETED, None)] * len(line)
+
+
+def test_a_map_whose_input_ends_with_a_full_batch_is_complete_after_a_shutdown_without_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """BUG (attack review): a map whose last batch was full was taken for one cut
+    short by shutdown(wait=False), and raised CancelledError after its last result."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+    scheduler = corral.Scheduler(cores=1, workdir=tmp_path / "run")
+    try:
+        results = scheduler.map(jobs.sleep_for, [0.05] * 10)
+        wait_until(lambda: len(scheduler.jobs()) == 10, message="both batches to be dispatched")
+        scheduler.shutdown(wait=False)
+        assert list(results) == [0.05] * 10
+    finally:
+        scheduler.shutdown()
+
+
+def test_an_input_that_fails_right_after_a_full_batch_fails_after_that_batchs_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+
+    def numbers():
+        yield from range(5)
+        raise KeyError("the input broke")
+
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        results = scheduler.map(jobs.square, numbers())
+        assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+        with pytest.raises(KeyError, match="the input broke"):
+            next(results)

@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -838,12 +838,14 @@ class Engine:
 
     def _cancel_noting_queued(self, job: JobRecord, reason: str
                               ) -> tuple[bool, list[int | str]]:
+        self._read_ended_first([job])
         queued = [job.dispatched_id] if self._queued_ahead(job) else []
         return self._cancel(job, reason), queued
 
     def cancel_many(self, jobs: list[JobRecord], reason: str) -> list[int | str]:
         """Cancel those of *jobs* this engine owns that are not final; return
         the ids of those that waited in a worker's queue (see wait_taken_back)."""
+        self._read_ended_first(jobs)
         mine = [job for job in jobs if job.owner is self and not job.final]
         queued = [job.dispatched_id for job in mine if self._queued_ahead(job)]
         self._cancel_all(mine, reason)
@@ -871,6 +873,17 @@ class Engine:
 
     def _still_active(self, job_ids: list[int | str]) -> list[int | str]:
         return [job_id for job_id in job_ids if job_id in self._active]
+
+    def _read_ended_first(self, jobs: Iterable[JobRecord]) -> None:
+        """Apply the replies already waiting unread, before cancelling *jobs*.
+
+        A job handed ahead to a worker may have run already, its reply still
+        in the pipe (the loop reads a worker's replies in bulk): it completed
+        (or failed), and must not be recorded CANCELLED, which a journaled
+        run's rerun would take as a reason to run it again.
+        """
+        if any(self._queued_ahead(job) for job in jobs):
+            self._apply_all(self.backend.updates(0))
 
     def _cancel(self, job: JobRecord, reason: str) -> bool:
         if job.final:
@@ -906,12 +919,14 @@ class Engine:
 
     def cancel_pending(self, reason: str) -> int:
         """Cancel every job that has not started; return how many."""
+        self._read_ended_first(self._live.values())
         pending = [job for job in self._live.values() if self._not_started(job)]
         self._cancel_all(pending, reason)
         return len(pending)
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Cancel everything, running jobs included, now."""
+        self._read_ended_first(self._live.values())
         self._cancel_all(list(self._live.values()), reason)
 
     def _cancel_all(self, jobs: list[JobRecord], reason: str) -> None:
@@ -929,6 +944,7 @@ class Engine:
             self._release_dependents(job)
 
     def remove(self, job: JobRecord) -> None:
+        self._read_ended_first([job])
         if job.final or job.status.is_terminal:
             raise ValueError(f"cannot remove job {job.id} {job.name!r}: it has already "
                              f"finished ({job.status.name})")

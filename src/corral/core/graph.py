@@ -92,15 +92,23 @@ def plan_batch(jobs: Iterable[Job], records_named: Callable[[str], list[Any]],
     for job in batch:
         record = job._record
         deps: list[Any] = []
-        seen: set[int] = set()
+        seen: set[tuple] = set()
         for dep in _after_records(record, named_here, records_named) + record.value_deps:
-            if id(dep) not in seen:
-                seen.add(id(dep))
+            if _which_job(dep) not in seen:
+                seen.add(_which_job(dep))
                 deps.append(dep)
         record.deps = deps
     job_of = {id(job._record): job for job in batch}
     ordered = _dependency_order([job._record for job in batch], members)
     return [job_of[id(record)] for record in ordered]
+
+
+def _which_job(dep: Any) -> tuple:
+    """What tells one dependency from another: its id once dispatched (a
+    finished job's stand-in is made anew at every lookup, and may meet the
+    job's own record), else the record itself. A job named twice in
+    ``after=`` is one dependency, as its key must not depend on timing."""
+    return ("object", id(dep)) if dep.id is None else ("id", str(dep.id))
 
 
 def _after_records(record: JobRecord, named_here: dict[str, list[JobRecord]],

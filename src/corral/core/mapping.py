@@ -59,6 +59,8 @@ class MapFeed:
         self._error: BaseException | None = None
         self._cut_short: str | None = None  # why it was stopped, if it was
         self._exhausted = False  # every call has been made
+        self._ahead: list[tuple] = []  # the input's next item, read ahead (see _next_batch)
+        self._input_error: Exception | None = None  # the input's, raised with the next batch
         first = self._next_batch()  # in the caller's thread: its errors are the caller's
         self._dispatch(first)
         self._batches.put(first)
@@ -67,10 +69,25 @@ class MapFeed:
         self._thread.start()
 
     def _next_batch(self) -> list[Job]:
-        batch = [self._make(arguments)
-                 for arguments in itertools.islice(self._calls, self._window)]
+        """The next batch's jobs. The input is read one item ahead, so that a
+        map stopped after its last full batch is known to be complete, not cut
+        short; an error the input raises for that item is raised with the
+        batch it belongs to, after the results before it."""
+        if self._input_error is not None:
+            error, self._input_error = self._input_error, None
+            raise error
+        ahead, self._ahead = self._ahead, []
+        batch = [self._make(arguments) for arguments in itertools.chain(
+            ahead, itertools.islice(self._calls, self._window - len(ahead)))]
         if len(batch) < self._window:
             self._exhausted = True
+            return batch
+        try:
+            self._ahead = [next(self._calls)]
+        except StopIteration:
+            self._exhausted = True
+        except Exception as error:
+            self._input_error = error
         return batch
 
     def _feed(self, previous: list[Job]) -> None:
