@@ -154,6 +154,7 @@ def test_a_job_restored_from_the_outcome_log_keeps_an_end_time(tmp_path, squares
     [job] = [job for job in corral.Scheduler.open(args[1]).jobs()
              if job.result_value() == finished_unseen ** 2]
     assert (job.status, job.reason, job.exit_code) == (JobStatus.COMPLETED, RESTORED, 0)
+    assert job.attempts >= 1  # it ran, whether or not the journal heard of its start
     assert job.started is not None
     assert job.ended is not None and job.ended >= job.started
 

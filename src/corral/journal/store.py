@@ -689,11 +689,15 @@ class Journal:
         if found is None or found[2] <= self.last_change.get(str(job.id), 0.0):
             return None
         ok, blob, ended = found
+        # It ran at least once, whether or not the journal heard of its start.
+        attempts = max(job.attempts, 1)
         if ok:
             return replace(job, status=JobStatus.COMPLETED, exit_code=0, ended=ended, result=blob,
-                           error=None, reason=f"completed; {FOUND_IN_OUTCOME_LOG}")
+                           error=None, attempts=attempts,
+                           reason=f"completed; {FOUND_IN_OUTCOME_LOG}")
         return replace(job, status=JobStatus.FAILED, exit_code=None, ended=ended, result=None,
-                       error=blob, reason=f"raised {_error_summary(blob)}; {FOUND_IN_OUTCOME_LOG}")
+                       error=blob, attempts=attempts,
+                       reason=f"raised {_error_summary(blob)}; {FOUND_IN_OUTCOME_LOG}")
 
     def record_capacity(self, cores: int | None, memory_mb: int | None,
                         gpus: int | None) -> None:
