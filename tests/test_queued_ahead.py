@@ -451,3 +451,22 @@ def test_an_input_that_fails_right_after_a_full_batch_fails_after_that_batchs_re
         assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
         with pytest.raises(KeyError, match="the input broke"):
             next(results)
+
+
+def test_a_line_of_jobs_that_turned_out_slower_is_given_back_and_a_higher_priority_goes_first(
+        tmp_path: Path):
+    """BUG (attack review): jobs handed ahead as tiny that each took 15 ms ran
+    to the end of their line (each under the 20 ms patience) while a job of
+    higher priority waited; now the line goes back once its next job has
+    waited the patience, and the urgent job goes before most of it."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        corral.wait([scheduler.submit(jobs.sleep_for, 0) for _ in range(20)], timeout=60)
+        batch = [corral.Job(jobs.sleep_for, (0.015,)) for _ in range(30)]
+        scheduler.dispatch(batch)  # one worker: a line of them waits in it
+        wait_until(lambda: sum(job.status is _S.SUBMITTED for job in batch) >= 5,
+                   message="a line of jobs handed ahead to the worker")
+        line = [job for job in batch if job.status is _S.SUBMITTED]
+        urgent = scheduler.options(priority=10).submit(jobs.sleep_for, 0)
+        corral.wait([*batch, urgent], timeout=60)
+    ran_after_it = [job for job in line if job.started > urgent.started]
+    assert len(ran_after_it) >= len(line) // 2, (len(ran_after_it), len(line))

@@ -103,7 +103,9 @@ class _Queue:
     a job runs, so queued jobs can always be asked back (:data:`DROP`) and a
     running command killed. Queued jobs must not wait behind a slow one: the
     lookout thread gives them back once the running job has run
-    :data:`PATIENCE_S`. One lock keeps the queue, the running job and the
+    :data:`PATIENCE_S`, or the job next in line has waited that long (a line
+    of jobs of a kind that became slower, each shorter than the patience).
+    One lock keeps the queue, the running job and the
     reply pipe: a job is either started or given back, never both, and
     messages are never interleaved. (A job that holds the GIL in C code for
     long holds both threads up too.)
@@ -112,9 +114,9 @@ class _Queue:
     def __init__(self, requests: Connection, replies: Connection,
                  patience: float = PATIENCE_S) -> None:
         self.patience = patience
-        #: (request, whether its start must be announced): a job queued behind
-        #: another is SUBMITTED for the driver until told it started.
-        self.requests: deque[tuple[tuple, bool]] = deque()
+        #: (request, whether its start must be announced, when it arrived): a
+        #: job queued behind another is SUBMITTED for the driver until told it started.
+        self.requests: deque[tuple[tuple, bool, float]] = deque()
         self.replies = replies
         self.lock = threading.Lock()
         self._arrived = threading.Condition(self.lock)
@@ -167,18 +169,19 @@ class _Queue:
             self._give_back(set(message[1]))
             return
         queued = isinstance(message, list)  # else one job for an idle worker: known running
+        arrived = time.monotonic()
         with self.lock:
             for request in (message if queued else (message,)):
                 if request[0] == "command":  # resolved now: a dropped one may have set it
                     if request[4] is None:
                         request = (*request[:4], self._environment, request[5])
                     self._environment = request[4]
-                self.requests.append((request, queued))
+                self.requests.append((request, queued, arrived))
             self._arrived.notify()
             if self._current is not None:  # they arrived behind a running job: watch it
                 self._arm_lookout()
 
-    def next(self, idle_exit: float | None = None) -> tuple[tuple, bool] | None:
+    def next(self, idle_exit: float | None = None) -> tuple[tuple, bool, float] | None:
         """Wait for the request to run now; return it and whether its start
         must be announced, or None when the pipe ended or nothing came for
         *idle_exit* seconds. From now on it runs: it cannot be given back."""
@@ -213,7 +216,8 @@ class _Queue:
             self._lookout.start()
         self._watch.notify()
 
-    def finish(self, blob: bytes, started: float, ended: float) -> tuple[tuple, bool] | None:
+    def finish(self, blob: bytes, started: float, ended: float
+               ) -> tuple[tuple, bool, float] | None:
         """Send the reply of the job that ended and take the next one from the
         queue, as one step: a kill of the next job must find either this reply
         sent or that job still queued, never the finished job's reply unsent
@@ -233,7 +237,7 @@ class _Queue:
     def _give_back(self, wanted: set[object] | None) -> None:
         """Give back the queued jobs in *wanted* (None: all of them)."""
         with self.lock:
-            kept: deque[tuple[tuple, bool]] = deque()
+            kept: deque[tuple[tuple, bool, float]] = deque()
             returned = []
             for entry in self.requests:
                 if wanted is None or entry[0][1] in wanted:
@@ -254,7 +258,11 @@ class _Queue:
             current = self._current
             if current is None:
                 continue
-            late = current[1] + self.patience - time.monotonic()
+            try:
+                waiting_since = min(current[1], self.requests[0][2])
+            except IndexError:  # emptied meanwhile
+                waiting_since = current[1]
+            late = waiting_since + self.patience - time.monotonic()
             if late > 0:
                 time.sleep(late)
                 continue
