@@ -256,8 +256,8 @@ def _running_job(native_id: str) -> StoredJob:
                      error=None, session=1)
 
 
-def _column_titles(table) -> list[str]:
-    return [str(column.header) for column in table.columns]
+def _column_titles(listing) -> list[str]:
+    return list(listing.names)
 
 
 def test_status_names_the_native_id_column_after_the_backend_that_runs_the_job():

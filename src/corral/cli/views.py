@@ -12,10 +12,13 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Group
+from rich.cells import cell_len, set_cell_size
+from rich.console import Console, ConsoleOptions, Group
+from rich.segment import Segment
+from rich.style import Style
 from rich.progress import ProgressColumn, Task
 from rich.table import Table
 from rich.text import Text
@@ -100,7 +103,7 @@ def _detail(job: StoredJob, paused: bool, orphaned: bool = False,
 def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
                  cluster_jobs: Mapping[str, str] | None = None, paused: bool = False,
                  width: int = 160, unknown_backend_jobs: Mapping[str, str] | None = None
-                 ) -> Table:
+                 ) -> Listing:
     """The jobs as a table fitting *width* characters; *cluster_jobs* (``{id:
     backend}``, see :meth:`corral.Run.cluster_jobs`) adds a column with their
     cluster job ids; *paused* (the run is) is what its QUEUED jobs wait for;
@@ -109,7 +112,6 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
     cluster_jobs = cluster_jobs or {}
     unknown_backend_jobs = unknown_backend_jobs or {}
     cluster_column = _native_id_column(cluster_jobs.values()) if cluster_jobs else None
-    table = Table(box=None, pad_edge=False, header_style="bold")
     rows: list[list[Any]] = []
     for job in jobs:
         on_cluster = str(job.id) in cluster_jobs  # it runs on without a driver
@@ -124,14 +126,46 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
         rows.append([*cells, _one_line(detail), _one_line(job.command)])
     names = ["ID", "NAME", "STATUS", "TIME", "TRIES"] + ([cluster_column] if cluster_column else [])
     names += ["DETAIL", "COMMAND"]
-    widths = _column_widths(names, rows, width)
-    for column in names:
-        table.add_column(column, no_wrap=True, overflow="ellipsis", width=widths[column])
-    for row in rows:
-        table.add_row(*row)
     if not jobs:
-        table.add_row("", "(no jobs)", *[""] * (len(names) - 2))
-    return table
+        rows.append(["", "(no jobs)", *[""] * (len(names) - 2)])
+    return Listing(names, rows, _column_widths(names, rows, width))
+
+
+class Listing:
+    """A table of one line per row, columns of fixed widths, cut with "…":
+    what ``corral status`` prints, as rich's ``Table(box=None, pad_edge=False)``
+    would print it, line by line.
+
+    rich's Table measures and lays out every cell of every row first: ``corral
+    status --all`` on 50,000 jobs took 22 s, and printed nothing until then.
+    """
+
+    def __init__(self, names: list[str], rows: list[list[Any]], widths: dict[str, int]) -> None:
+        self.names = names
+        self.rows = rows
+        self.widths = [widths[name] for name in names]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        bold = Style(bold=True)
+        yield from self._line(self.names, bold)
+        for row in self.rows:
+            yield from self._line(row, None)
+
+    def _line(self, cells: list[Any], header: Style | None) -> Iterator[Segment]:
+        last = len(cells) - 1
+        for index, (cell, width) in enumerate(zip(cells, self.widths, strict=True)):
+            style: Style | None
+            if isinstance(cell, Text):
+                text = cell.plain
+                style = Style.parse(cell.style) if isinstance(cell.style, str) else cell.style
+            else:
+                text, style = cell, header
+            if cell_len(text) > width:
+                text = set_cell_size(text, width - 1) + "…"
+            yield Segment(set_cell_size(text, width), style or None)
+            if index < last:  # (rich gives a header's gap the header's style)
+                yield from (Segment("  "),) if header is None else (Segment(" ", header),) * 2
+        yield Segment.line()
 
 
 def _native_id_column(backends: Iterable[str]) -> str:
