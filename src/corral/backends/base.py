@@ -166,12 +166,15 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Submission:
     """One job, ready to run.
 
     Exactly one of ``call`` (a pickled Python call, see
     :mod:`corral.runtime.payload`) and ``argv`` (a command) is set.
+
+    Not frozen only for speed, like :class:`Update`: nothing changes one once
+    it is made.
     """
 
     job_id: int | str
@@ -206,12 +209,16 @@ class Submission:
     follows: int | str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Update:
     """A change the backend saw. For a Python call, ``value``/``error`` carry the outcome.
 
     ``value`` is the pickled return value of a completed call; ``error`` is a
     packed exception (see :func:`corral.runtime.payload.loads_error`).
+
+    Not frozen only for speed: one or two are made for every job on the control
+    loop's path, and a frozen dataclass's constructor (an ``object.__setattr__``
+    per field) took 3.1 µs against 0.6 µs. Nothing changes one once it is made.
     """
 
     job_id: int | str
