@@ -470,3 +470,33 @@ def test_a_line_of_jobs_that_turned_out_slower_is_given_back_and_a_higher_priori
         corral.wait([*batch, urgent], timeout=60)
     ran_after_it = [job for job in line if job.started > urgent.started]
     assert len(ran_after_it) >= len(line) // 2, (len(ran_after_it), len(line))
+
+
+def test_a_map_whose_last_batch_was_made_but_not_dispatched_when_stopped_says_it_was_cut_short(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """BUG (attack review, round 2): the input ran out while the feeder made a
+    batch that shutdown(wait=False) then kept from being dispatched; the map
+    ended silently, its last calls missing, as if complete."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+    reading, go_on = threading.Event(), threading.Event()
+
+    def numbers():
+        for number in range(15):
+            if number == 11:  # read while the third batch is made
+                reading.set()
+                go_on.wait(30)
+            yield number
+
+    scheduler = corral.Scheduler(cores=1, workdir=tmp_path / "run")
+    try:
+        results = scheduler.map(jobs.square, numbers())
+        assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+        assert reading.wait(30)
+        scheduler.shutdown(wait=False)
+        go_on.set()
+        assert [next(results) for _ in range(5)] == [25, 36, 49, 64, 81]
+        with pytest.raises(CancelledError, match="shut down before every call was dispatched"):
+            next(results)
+    finally:
+        go_on.set()
+        scheduler.shutdown()

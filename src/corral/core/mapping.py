@@ -58,12 +58,14 @@ class MapFeed:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._cut_short: str | None = None  # why it was stopped, if it was
-        self._exhausted = False  # every call has been made
+        self._input_done = False  # the input has no more items
+        self._complete = False  # every call has been dispatched
         self._ahead: list[tuple] = []  # the input's next item, read ahead (see _next_batch)
         self._input_error: Exception | None = None  # the input's, raised with the next batch
         first = self._next_batch()  # in the caller's thread: its errors are the caller's
         self._dispatch(first)
         self._batches.put(first)
+        self._complete = self._input_done
         self._thread = threading.Thread(target=self._feed, args=(first,), daemon=True,
                                         name="corral-map-feeder")
         self._thread.start()
@@ -80,12 +82,12 @@ class MapFeed:
         batch = [self._make(arguments) for arguments in itertools.chain(
             ahead, itertools.islice(self._calls, self._window - len(ahead)))]
         if len(batch) < self._window:
-            self._exhausted = True
+            self._input_done = True
             return batch
         try:
             self._ahead = [next(self._calls)]
         except StopIteration:
-            self._exhausted = True
+            self._input_done = True
         except Exception as error:
             self._input_error = error
         return batch
@@ -94,13 +96,17 @@ class MapFeed:
         try:
             while not self._stop.is_set():
                 batch = self._next_batch()
-                if not batch or self._stop.is_set():
+                if not batch:
+                    self._complete = self._input_done  # (an input that raised is not)
+                    break
+                if self._stop.is_set():  # made but not dispatched: the map is cut short
                     break
                 self._dispatch(batch)
                 self._batches.put(batch)
                 if self._stop.is_set():  # stopped meanwhile: nobody wants them
                     self._cancel(batch)
                     break
+                self._complete = self._input_done
                 while not self._stop.is_set() and wait_futures(previous, timeout=0.2).not_done:
                     pass
                 previous = batch
@@ -133,7 +139,7 @@ class MapFeed:
                     if got is _END:
                         if self._error is not None:
                             raise self._error
-                        if self._cut_short is not None and not self._exhausted:
+                        if self._cut_short is not None and not self._complete:
                             raise CancelledError(f"map(): {self._cut_short} before every "
                                                  "call was dispatched")
                         return
