@@ -103,8 +103,10 @@ class _Queue:
     a job runs, so queued jobs can always be asked back (:data:`DROP`) and a
     running command killed. Queued jobs must not wait behind a slow one: the
     lookout thread gives them back once the running job has run
-    :data:`PATIENCE_S`, or the job next in line has waited that long (a line
-    of jobs of a kind that became slower, each shorter than the patience).
+    :data:`PATIENCE_S`, or the jobs run since the next one in line arrived
+    have taken that long together (a line of a kind that became slower, each
+    job shorter than the patience). Time spent blocked sending replies to a
+    busy driver does not count: that is not the line's work.
     One lock keeps the queue, the running job and the
     reply pipe: a job is either started or given back, never both, and
     messages are never interleaved. (A job that holds the GIL in C code for
@@ -114,9 +116,12 @@ class _Queue:
     def __init__(self, requests: Connection, replies: Connection,
                  patience: float = PATIENCE_S) -> None:
         self.patience = patience
-        #: (request, whether its start must be announced, when it arrived): a
-        #: job queued behind another is SUBMITTED for the driver until told it started.
+        #: (request, whether its start must be announced, :attr:`work_done` when
+        #: it arrived): a job queued behind another is SUBMITTED for the driver
+        #: until told it started.
         self.requests: deque[tuple[tuple, bool, float]] = deque()
+        #: Seconds the jobs run here so far took, in all (for the lookout).
+        self.work_done = 0.0
         self.replies = replies
         self.lock = threading.Lock()
         self._arrived = threading.Condition(self.lock)
@@ -169,8 +174,8 @@ class _Queue:
             self._give_back(set(message[1]))
             return
         queued = isinstance(message, list)  # else one job for an idle worker: known running
-        arrived = time.monotonic()
         with self.lock:
+            arrived = self.work_done
             for request in (message if queued else (message,)):
                 if request[0] == "command":  # resolved now: a dropped one may have set it
                     if request[4] is None:
@@ -225,6 +230,8 @@ class _Queue:
         with self.lock:
             entry = self.requests.popleft() if self.requests else None
             self.running = None if entry is None else entry[0]
+            if self._current is not None:
+                self.work_done += time.monotonic() - self._current[1]
             self._current = None
             self.replies.send_bytes(reply_message(blob, started, ended,
                                                   None if entry is None else entry[0][1]))
@@ -258,11 +265,12 @@ class _Queue:
             current = self._current
             if current is None:
                 continue
-            try:
-                waiting_since = min(current[1], self.requests[0][2])
+            running_for = time.monotonic() - current[1]
+            try:  # and the jobs that ran while the next one in line waited
+                running_for += self.work_done - self.requests[0][2]
             except IndexError:  # emptied meanwhile
-                waiting_since = current[1]
-            late = waiting_since + self.patience - time.monotonic()
+                pass
+            late = self.patience - running_for
             if late > 0:
                 time.sleep(late)
                 continue
