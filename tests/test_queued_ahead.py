@@ -500,3 +500,23 @@ def test_a_map_whose_last_batch_was_made_but_not_dispatched_when_stopped_says_it
     finally:
         go_on.set()
         scheduler.shutdown()
+
+
+def test_clear_while_workers_run_their_lines_cancels_only_jobs_that_never_ran(tmp_path: Path):
+    """BUG (attack review, round 2): jobs handed ahead were made CANCELLED at
+    once when cleared, but a worker could start some before the request to
+    give them back reached it: they ran, recorded CANCELLED (and a journaled
+    rerun ran them again). Now they end CANCELLED only when given back."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        handles = [scheduler.submit(jobs.touch, str(marks / str(number)))
+                   for number in range(2000)]
+        wait_until(lambda: sum(job.done() for job in handles) >= 600,
+                   message="a good part of the jobs to have run")
+        scheduler.clear()
+        corral.wait(handles, timeout=60)
+    ran = {int(path.name) for path in marks.iterdir()}
+    cancelled = {number for number, job in enumerate(handles) if job.status is _S.CANCELLED}
+    assert ran.isdisjoint(cancelled), sorted(ran & cancelled)[:10]
+    assert ran | cancelled == set(range(2000))

@@ -614,6 +614,7 @@ class Engine:
             return
         state = update.state
         if state is _S.RUNNING:
+            job.cancel_reason = None  # its worker started it before being asked back: it runs
             if job.status is _S.SUBMITTED:
                 now = time.time()
                 job.started = update.at or now
@@ -674,7 +675,7 @@ class Engine:
                 job.result_blob = update.value
             return _S.COMPLETED, None, value, None
         if update.state is _S.CANCELLED:
-            return _S.CANCELLED, update.reason or "cancelled", None, None
+            return _S.CANCELLED, job.cancel_reason or update.reason or "cancelled", None, None
         if update.state is _S.TIMED_OUT:
             reason = update.reason or "ran past its walltime"
             return _S.TIMED_OUT, reason, None, JobTimedOut(
@@ -833,8 +834,10 @@ class Engine:
         """Cancel *job* from any thread; True if it is cancelled now. One that
         waited in a worker's queue is taken back before this returns."""
         cancelled, queued = self.call(self._cancel_noting_queued, job, reason)
+        if not queued:
+            return cancelled
         self.wait_taken_back(queued, until_ended=True)
-        return cancelled
+        return job.status is _S.CANCELLED  # or it had started: it ran to its end
 
     def _cancel_noting_queued(self, job: JobRecord, reason: str
                               ) -> tuple[bool, list[int | str]]:
@@ -885,9 +888,24 @@ class Engine:
         if any(self._queued_ahead(job) for job in jobs):
             self._apply_all(self.backend.updates(0))
 
+    def _withdraw(self, jobs: list[JobRecord], reason: str) -> None:
+        """Ask the workers for *jobs*, handed ahead and not known to have
+        started. Each ends CANCELLED with *reason* once its worker gives it
+        back; one the worker had started before the request came runs to its
+        end and keeps its outcome. (Made CANCELLED at once, such a job ran all
+        the same, and a journaled run's rerun ran it a second time.)"""
+        asked = [job for job in jobs if job.cancel_reason is None]
+        for job in asked:
+            job.cancel_reason = reason
+        if asked:
+            self.backend.kill([job.dispatched_id for job in asked])
+
     def _cancel(self, job: JobRecord, reason: str) -> bool:
         if job.final:
             return job.status is _S.CANCELLED
+        if self._queued_ahead(job):
+            self._withdraw([job], reason)
+            return True
         if job.status in ACTIVE:
             job.kill_intent = KillIntent.CANCEL
             self.backend.kill([job.dispatched_id])
@@ -931,7 +949,10 @@ class Engine:
 
     def _cancel_all(self, jobs: list[JobRecord], reason: str) -> None:
         """Cancel *jobs*, killing the active ones with one backend call (one scancel)."""
-        active = [job for job in jobs if not job.final and job.status in ACTIVE]
+        handed_ahead = [job for job in jobs if not job.final and self._queued_ahead(job)]
+        self._withdraw(handed_ahead, reason)
+        jobs = [job for job in jobs if not (job.final or self._queued_ahead(job))]
+        active = [job for job in jobs if job.status in ACTIVE]
         for job in active:
             job.kill_intent = KillIntent.CANCEL
         if active:

@@ -117,6 +117,10 @@ class JobRecord:
     failures: int = 0       # failed attempts, counted against ``retries``
     taken_at: float = 0.0   # when the packer gave it room (monotonic)
     handed_ahead: bool = False  # waits in a worker's queue behind another job (SUBMITTED)
+    #: Why it was cancelled while handed ahead: it ends CANCELLED so once its
+    #: worker gives it back (see Engine._withdraw), or runs to its end if the
+    #: worker had started it.
+    cancel_reason: str | None = None
     place: int = 0          # its place in the packer's line (see Packer.push)
     kind: tuple | None = None  # (task type, label): alike jobs, for core/ahead.py (cached)
     value_bytes: bytes | None = None  # its pickled result, for the jobs it feeds

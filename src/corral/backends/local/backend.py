@@ -179,6 +179,9 @@ class LocalBackend:
         self._gpus_held: dict[int | str, tuple[int, ...]] = {}
         self._free_gpus = list(range(self._capacity.gpus or 0))
         self._killed: set[int | str] = set()
+        #: Jobs killed while they waited in a worker's queue: cancelled when given
+        #: back; one the worker started meanwhile runs on (its outcome is real).
+        self._withdrawn: set[int | str] = set()
         #: Workers asked to kill the call they run, and when to kill them instead.
         self._kill_later: dict[_Worker, tuple[int | str, float]] = {}
         self._pending: list[Update] = []
@@ -285,10 +288,11 @@ class LocalBackend:
             runner = self._running.get(job_id)
             if runner is None:
                 continue
-            self._killed.add(job_id)
             if runner.job_id != job_id:  # not started: taken back, then reported killed
+                self._withdrawn.add(job_id)
                 queued.append(job_id)
             else:
+                self._killed.add(job_id)
                 self._kill_running(runner, job_id)
         self._drop(queued)
 
@@ -569,6 +573,7 @@ class LocalBackend:
         worker.job_id = job_id = worker.handed[0][0]
         self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=str(worker.pid),
                                     live_output=worker.spool, at=at))
+        self._withdrawn.discard(job_id)  # it started before being asked back: it runs on
         if job_id in self._killed:  # a kill that came too late to take it back
             self._kill_running(worker, job_id)
 
@@ -579,8 +584,9 @@ class LocalBackend:
         for job_id in job_ids:
             if self._running.pop(job_id, None) is None:
                 continue
-            if job_id in self._killed:
+            if job_id in self._killed or job_id in self._withdrawn:
                 self._killed.discard(job_id)
+                self._withdrawn.discard(job_id)
                 self._pending.append(Update(job_id, JobStatus.CANCELLED, reason="killed"))
             else:
                 self._pending.append(Update(job_id, JobStatus.QUEUED,
