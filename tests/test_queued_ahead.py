@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from concurrent.futures import CancelledError
 import threading
 from collections import defaultdict
@@ -520,3 +522,26 @@ def test_clear_while_workers_run_their_lines_cancels_only_jobs_that_never_ran(tm
     cancelled = {number for number, job in enumerate(handles) if job.status is _S.CANCELLED}
     assert ran.isdisjoint(cancelled), sorted(ran & cancelled)[:10]
     assert ran | cancelled == set(range(2000))
+
+
+def test_large_arguments_and_results_through_a_map_never_deadlock_the_driver_and_a_worker(
+        tmp_path: Path):
+    """BUG (attack review, round 2): the driver blocked writing a line of 100 KB
+    requests to a worker whose reader thread waited for the queue's lock,
+    held by the worker's main thread blocked writing a 100 KB reply the
+    driver did not read: both waited forever. The driver now never blocks
+    writing to a worker."""
+    script = tmp_path / "big_map.py"
+    script.write_text(
+        "import sys\n"
+        "import corral, jobs\n"
+        "payload = bytes(100_000)\n"
+        "with corral.Scheduler(cores=2) as scheduler:\n"
+        "    count = sum(len(value) == 100_000\n"
+        "                for value in scheduler.map(jobs.identity, [payload] * 3000))\n"
+        "print(count)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(jobs.__file__).parent), *sys.path]))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "3000"), done.stderr[-2000:]

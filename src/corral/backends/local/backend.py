@@ -31,13 +31,14 @@ import pickle
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
 import weakref
 from collections import deque
 from collections.abc import Collection, Sequence
-from typing import ClassVar, cast
+from typing import ClassVar, NamedTuple, cast
 
 from corral.errors import BackendError, ResourceError
 from corral.runtime.proctree import kill_marked, kill_tree
@@ -117,6 +118,12 @@ def _environment_bytes() -> dict[bytes, bytes]:
     return dict(os.environb)
 
 
+class _Outbox(NamedTuple):
+    """The selector's note that *worker*'s request pipe has room for its outbox."""
+
+    worker: _Worker
+
+
 class _Worker:
     """One persistent Python worker, the pipes to it, a pidfd that says when it
     has died, and the mark its processes carry (see corral.runtime.reaper)."""
@@ -139,6 +146,9 @@ class _Worker:
         self.job_id: int | str | None = None
         #: We killed it (a call cannot be killed otherwise): its end is near.
         self.doomed = False
+        #: What is still to be written to its request pipe, in order (see
+        #: LocalBackend._send): the loop writes only what the pipe takes.
+        self.outbox: deque[memoryview] = deque()
 
     @property
     def pid(self) -> int:
@@ -259,7 +269,10 @@ class LocalBackend:
             soonest = min(due for _, due in self._kill_later.values()) - time.monotonic()
             timeout = max(0.0, soonest) if timeout is None else min(timeout, max(0.0, soonest))
         for key, _ in self._selector.select(timeout):
-            if key.data is None:
+            if isinstance(key.data, _Outbox):
+                if not key.data.worker.gone:
+                    self._write_outbox(key.data.worker)
+            elif key.data is None:
                 self._drain_wake_pipe()
                 self._wake_pending = False  # after draining: a wake() from now on writes again
             elif not key.data.gone:
@@ -413,12 +426,50 @@ class LocalBackend:
         self._busy.add(worker)
         self._send(worker, request)
 
-    @staticmethod
-    def _send(worker: _Worker, message: object) -> None:
+    def _send(self, worker: _Worker, message: object) -> None:
+        """Send *message* to *worker*, framed as ``Connection.send_bytes`` frames it.
+
+        Never blocks: what the pipe does not take now waits in the worker's
+        outbox, and the loop writes it when the pipe has room. A blocking
+        write could wait forever: a worker that sends a large reply while
+        its reader thread waits for the queue's lock reads no request until
+        the driver reads its replies, and the driver would be stuck writing.
+        """
+        if worker.gone:
+            return
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        header = (struct.pack("!i", len(data)) if len(data) <= 0x7FFFFFFF
+                  else struct.pack("!iQ", -1, len(data)))
+        worker.outbox.append(memoryview(header + data))
+        if len(worker.outbox) == 1:
+            self._write_outbox(worker)
+
+    def _write_outbox(self, worker: _Worker) -> None:
+        """Write as much of *worker*'s outbox as its pipe takes; have the loop
+        wait for room for the rest."""
+        descriptor = worker.requests.fileno()
         try:
-            worker.requests.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-        except OSError:  # it died: its reply pipe reports it
+            while worker.outbox:
+                head = worker.outbox[0]
+                written = os.write(descriptor, head)
+                if written < len(head):
+                    worker.outbox[0] = head[written:]
+                    break
+                worker.outbox.popleft()
+        except BlockingIOError:
             pass
+        except OSError:  # it died: its reply pipe reports it
+            worker.outbox.clear()
+        waiting = _Outbox(worker)
+        try:
+            self._selector.get_key(descriptor)
+            registered = True
+        except KeyError:
+            registered = False
+        if worker.outbox and not registered:
+            self._selector.register(descriptor, selectors.EVENT_WRITE, waiting)
+        elif registered and not worker.outbox:
+            self._selector.unregister(descriptor)
 
     def _queue_behind(self, submission: Submission, queued: dict[_Worker, list[tuple]]) -> str:
         """Queue a job on the worker that has *submission.follows*: it starts
@@ -465,6 +516,7 @@ class LocalBackend:
             raise BackendError(str(error)) from error
         worker = _Worker(started.process, started.requests, started.replies, gpus,
                          started.spool, mark)
+        os.set_blocking(started.requests.fileno(), False)  # see _send
         self._selector.register(started.replies.fileno(), selectors.EVENT_READ, worker)
         # The reply pipe's end alone may not tell: a process the job forked
         # may hold a copy of it after the worker died.
@@ -499,6 +551,9 @@ class LocalBackend:
     def _forget(self, worker: _Worker) -> None:
         """Stop listening to *worker* and close what we hold of it."""
         worker.gone = True
+        if worker.outbox:
+            worker.outbox.clear()
+            self._selector.unregister(worker.requests.fileno())
         self._selector.unregister(worker.replies.fileno())
         self._selector.unregister(worker.ended)
         os.close(worker.ended)
