@@ -194,7 +194,9 @@ class Job(Future):
         """Cancel the job, even if it is running (its process tree is killed).
 
         Returns True if the job is now cancelled, False if it had already
-        finished otherwise. Blocks only for the scheduler to take note (ms).
+        finished otherwise, or if a worker that had it queued started it
+        before the request to give it back came (it then runs to its end).
+        Blocks only for the scheduler to take note (ms).
         """
         if self.done():  # as Future.cancel: no need to ask a scheduler that may have stopped
             return self.cancelled()
