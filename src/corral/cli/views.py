@@ -138,6 +138,8 @@ class Listing:
 
     rich's Table measures and lays out every cell of every row first: ``corral
     status --all`` on 50,000 jobs took 22 s, and printed nothing until then.
+    On a terminal too narrow for the columns' least widths, rich's Table is
+    used after all: it squeezes every column, where lines would be cropped.
     """
 
     def __init__(self, names: list[str], rows: list[list[Any]], widths: dict[str, int]) -> None:
@@ -145,11 +147,23 @@ class Listing:
         self.rows = rows
         self.widths = [widths[name] for name in names]
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+    def __rich_console__(self, console: Console, options: ConsoleOptions
+                         ) -> Iterator[Segment | Table]:
+        if sum(self.widths) + _COLUMN_GAP * (len(self.widths) - 1) > options.max_width:
+            yield self._table()
+            return
         bold = Style(bold=True)
         yield from self._line(self.names, bold)
         for row in self.rows:
             yield from self._line(row, None)
+
+    def _table(self) -> Table:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for name, width in zip(self.names, self.widths, strict=True):
+            table.add_column(name, no_wrap=True, overflow="ellipsis", width=width)
+        for row in self.rows:
+            table.add_row(*row)
+        return table
 
     def _line(self, cells: list[Any], header: Style | None) -> Iterator[Segment]:
         last = len(cells) - 1
