@@ -762,3 +762,23 @@ def test_the_status_listing_prints_what_richs_table_would_print(color, width):
 
     assert printed(Listing(names, rows, widths)) == printed(table)
     assert ("a name to…" if width == 100 else "…") in printed(Listing(names, rows, widths))
+
+
+def test_a_name_in_wide_characters_is_shown_whole_where_the_terminal_has_room():
+    """BUG (attack review, round 2): columns were sized by characters, not by
+    the cells a terminal gives them, so "日本語の名前です" was cut at 200 columns."""
+    import io
+
+    from rich.console import Console
+
+    from corral import JobStatus
+    from corral.cli.views import status_table
+    from corral.journal.store import StoredJob
+
+    job = StoredJob(id=1, key="k", name="日本語の名前です", kind="shell", command="true", spec={},
+                    deps=(), status=JobStatus.COMPLETED, reason=None, exit_code=0, attempts=1,
+                    native_id=None, started=1.0, ended=2.0, jobdir=None, result=None,
+                    error=None, session=1)
+    out = io.StringIO()
+    Console(file=out, width=200, markup=False).print(status_table([job], driver_alive=False))
+    assert "日本語の名前です " in out.getvalue()

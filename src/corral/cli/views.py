@@ -209,7 +209,7 @@ def _column_widths(names: list[str], rows: list[list], width: int) -> dict[str, 
     """
     wanted = {}
     for index, column in enumerate(names):
-        widest = max([len(column)] + [len(str(row[index])) for row in rows])
+        widest = max([cell_len(column)] + [cell_len(str(row[index])) for row in rows])
         wanted[column] = min(widest, _CAPS.get(column, widest))
     excess = sum(wanted.values()) + _COLUMN_GAP * (len(names) - 1) - width
     for column, least in _SHRINKING.items():
