@@ -137,6 +137,7 @@ class _Worker:
         self.spool = spool  # where a running job's output can be read
         self.process = process
         self.requests = requests
+        self.request_fd: int = requests.fileno()  # (known also once requests is closed)
         self.replies = replies
         self.gpu_key = gpu_key
         #: (job id, is a script or command) of the jobs it has, in order: the
@@ -447,7 +448,7 @@ class LocalBackend:
     def _write_outbox(self, worker: _Worker) -> None:
         """Write as much of *worker*'s outbox as its pipe takes; have the loop
         wait for room for the rest."""
-        descriptor = worker.requests.fileno()
+        descriptor = worker.request_fd
         try:
             while worker.outbox:
                 head = worker.outbox[0]
@@ -553,7 +554,7 @@ class LocalBackend:
         worker.gone = True
         if worker.outbox:
             worker.outbox.clear()
-            self._selector.unregister(worker.requests.fileno())
+            self._selector.unregister(worker.request_fd)
         self._selector.unregister(worker.replies.fileno())
         self._selector.unregister(worker.ended)
         os.close(worker.ended)
