@@ -4,20 +4,25 @@ forgotten jobs, outcomes, control with no driver, and Slurm's pieces on it."""
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from corral.backends.base import Submission
 from corral.backends.batch import arrays, bundles, control, forgotten, outcomes, taskfiles
+from corral.backends.batch.invoke import CommandInFlight, run_command
 from corral.backends.batch.polling import PollClock
+from corral.backends.batch.probing import ask
 from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import ClusterLimits, NativeRow, NeverKind
 from corral.backends.batch.slurm.backend import SlurmBackend
 from corral.backends.batch.slurm.scheduler import SlurmScheduler
 from corral.errors import BackendError
 from corral.runtime.batch import BatchOutcome
+from corral.runtime.threads import start_thread
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
@@ -203,3 +208,24 @@ def test_a_batch_job_that_ended_well_without_a_result_says_whether_the_job_had_s
     assert died.state is JobStatus.FAILED
     assert died.reason.startswith("it started but left no result: its batch job ended under "
                                   "it (a node or server that went away?) (Slurm job 9)")
+
+
+def test_scheduler_commands_started_from_corrals_threads_can_be_ended_by_sigterm() -> None:
+    """corral's threads block SIGINT and SIGTERM (they are the main thread's), and a
+    program inherits its starter's mask. A site's submit wrapper that starts a
+    daemon, or a hung probe, must still end when it is sent SIGTERM."""
+    unblocked = "SigBlk:\t0000000000000000\n"
+    argv = ["grep", "SigBlk", "/proc/self/status"]
+    said: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def from_a_corral_thread() -> None:
+        said.put(run_command(argv))
+        probed = ask(argv, timeout=30)
+        said.put(getattr(probed, "stdout", repr(probed)))
+        done = threading.Event()
+        in_flight = CommandInFlight(argv, done)
+        done.wait(30)
+        said.put(in_flight.answer())
+
+    start_thread(from_a_corral_thread, name="corral test").join(60)
+    assert [said.get_nowait() for _ in range(3)] == [unblocked] * 3

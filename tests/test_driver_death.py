@@ -12,7 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -23,6 +25,7 @@ from support.waiting import wait_until
 
 import corral
 from corral.cli.views import ORPHANED_REASON
+from corral.core.scheduler import MAP_WINDOW
 from corral.runtime.tempdirs import machine_tag
 
 HERE = Path(__file__).parent
@@ -379,3 +382,53 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout == "ok\n", done.stderr
+
+
+def _blocked_signals(status_file: str) -> set[int]:
+    """The signals a thread or process blocks, from its /proc status."""
+    with open(status_file) as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigBlk:"))
+    return {signum for signum in (signal.SIGINT, signal.SIGTERM) if mask >> (signum - 1) & 1}
+
+
+def test_ctrl_c_and_sigterm_can_only_land_on_the_drivers_main_thread(tmp_path: Path,
+                                                                     release: Path) -> None:
+    """Python runs handlers in the main thread, and only a signal the kernel gives
+    that thread wakes it from ``job.result()``: one handed to the control loop's
+    thread was lost until the awaited job ended. So corral's threads block both
+    signals; the main thread, the workers and the jobs' programs do not."""
+    def numbers_then_wait() -> Iterator[int]:
+        """A map's input that keeps the map's feeder thread waiting in it."""
+        yield from range(MAP_WINDOW + 1)
+        wait_until(release.exists, timeout=60, message="the test to read the masks")
+        yield -1
+
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as sched:
+        mapped = sched.map(abs, numbers_then_wait())
+        command = sched.shell("grep SigBlk /proc/self/status", name="mask")
+        call_mask = sched.submit(_blocked_signals, "/proc/self/status")
+        corral.wait([command, call_mask], timeout=30)
+        threads = {thread.name: _blocked_signals(f"/proc/self/task/{thread.native_id}/status")
+                   for thread in threading.enumerate() if thread.name.startswith("corral")}
+        release.touch()
+        assert sum(mapped) == sum(range(MAP_WINDOW + 1)) + 1
+    assert {"corral-control-loop", "corral-control", "corral-map-feeder"} <= set(threads)
+    assert {name: blocked for name, blocked in threads.items()
+            if blocked != {signal.SIGINT, signal.SIGTERM}} == {}
+    assert _blocked_signals(f"/proc/self/task/{threading.main_thread().native_id}/status") \
+        == set()
+    assert call_mask.result() == set()  # the worker: abort() and cancels end jobs with SIGTERM
+    assert command.stdout == "SigBlk:\t0000000000000000\n"
+
+
+def test_a_command_starts_with_the_signals_a_shell_would_give_it(
+        scheduler: corral.Scheduler) -> None:
+    """The worker ignores SIGINT and, as Python does, SIGPIPE; an ignored signal
+    stays ignored across exec, so ``yes | head`` said "Broken pipe" and a
+    command's own SIGINT trap never fired."""
+    piped = scheduler.shell("yes | head -n 2")
+    trapped = scheduler.shell("trap 'echo caught INT; exit 0' INT; kill -INT $$; sleep 5; "
+                              "echo not caught")
+    corral.wait([piped, trapped], timeout=30)
+    assert (piped.stdout, piped.stderr) == ("y\ny\n", "")
+    assert trapped.stdout == "caught INT\n"

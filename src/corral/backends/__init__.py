@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 from corral.backends.base import Backend, BackendInfo, Capabilities, Probe
+from corral.runtime.threads import start_thread
 from corral.suggest import did_you_mean
 
 __all__ = ["AUTO", "DEFAULT_BACKEND", "BackendInfo", "Capabilities", "backend_info",
@@ -156,7 +157,7 @@ def probe_backend(name: str) -> Probe:
         except Exception as error:
             answer.put(error)
 
-    threading.Thread(target=ask, name=f"corral probe {info.name}", daemon=True).start()
+    start_thread(ask, name=f"corral probe {info.name}")
     try:
         said = answer.get(timeout=PROBE_TIMEOUT_S)
     except queue.Empty:

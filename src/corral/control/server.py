@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import CorralError
+from corral.runtime.threads import start_thread
 
 __all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "send_request"]
 
@@ -155,8 +156,7 @@ class ControlServer:
             os.chmod(path, 0o600)
         listener.listen(16)
         self._listener = listener
-        self._thread = threading.Thread(target=self._serve, name="corral-control", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._serve, name="corral-control")
         _SERVERS.add(self)
 
     def stop(self) -> None:

@@ -45,6 +45,7 @@ from corral.backends.base import Submission, Update
 from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
+from corral.runtime.threads import start_thread
 from corral.spec import Call, FunctionRef, Script, Shell
 from corral.status import ACTIVE, PENDING, JobStatus
 from corral.core.summary import RunTally
@@ -198,10 +199,7 @@ class Engine:
         if self._thread is None:
             with self._thread_lock:
                 if self._thread is None:
-                    thread = threading.Thread(target=self._run, name="corral-control-loop",
-                                              daemon=True)
-                    thread.start()
-                    self._thread = thread
+                    self._thread = start_thread(self._run, name="corral-control-loop")
 
     def close(self, wait: bool) -> None:
         """Let the loop end once every job is final, then close the backend."""

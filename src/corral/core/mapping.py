@@ -23,6 +23,7 @@ from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from corral.core.job import Job
+from corral.runtime.threads import start_thread
 
 __all__ = ["MapFeed"]
 
@@ -66,9 +67,7 @@ class MapFeed:
         self._dispatch(first)
         self._batches.put(first)
         self._complete = self._input_done
-        self._thread = threading.Thread(target=self._feed, args=(first,), daemon=True,
-                                        name="corral-map-feeder")
-        self._thread.start()
+        self._thread = start_thread(self._feed, args=(first,), name="corral-map-feeder")
 
     def _next_batch(self) -> list[Job]:
         """The next batch's jobs. The input is read one item ahead, so that a

@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from corral.config import SmtpSettings
+from corral.runtime.threads import start_thread
 from corral.units import format_duration
 
 __all__ = ["JobNotice", "Notifier", "compose"]
@@ -184,9 +185,7 @@ class Notifier:
             self._queue.append((message, recipients))
             self._busy += 1
             if self._thread is None:
-                self._thread = threading.Thread(target=self._deliver_all,
-                                                name="corral-notify", daemon=True)
-                self._thread.start()
+                self._thread = start_thread(self._deliver_all, name="corral-notify")
             self._condition.notify_all()
 
     def close(self, timeout: float = 10.0) -> None:

@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from corral.runtime.threads import allow_signals
+
 __all__ = ["HEADER", "WRITING_KEY", "main"]
 
 HEADER = struct.Struct("<I")
@@ -327,6 +329,7 @@ def _bind_none_and_bytes_quickly() -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when we stop
+    allow_signals()  # SIGTERM ends us, whichever thread of the driver started us
     _bind_none_and_bytes_quickly()
     # Background work: on a busy machine the jobs and the driver come first. The
     # writer still gets its share, and the 1 MB pipe absorbs what it lags behind.

@@ -146,6 +146,11 @@ def _look_up(program: str, search: str) -> str:
     return found
 
 
+#: The signals a command starts with their default action (see :func:`_spawn`).
+_DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGPIPE", "SIGXFSZ")
+                         if hasattr(signal, name))
+
+
 def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, home: str) -> int:
     """Start *argv* in a new session with stdin from /dev/null.
 
@@ -153,6 +158,11 @@ def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, ho
     Python. It would look the program up in the worker's own PATH, so the
     program is looked up here in the job's; a job directory of its own is
     entered around the spawn (the worker runs one job at a time).
+
+    The program gets the signals a shell would give it: an ignored signal
+    stays ignored across ``exec``, and the worker ignores SIGINT (Ctrl-C is
+    the driver's) and, as Python does, SIGPIPE and SIGXFSZ. A ``yes | head``
+    would otherwise end with "Broken pipe" and a job's own SIGINT trap never fire.
     """
     program = argv[0]
     if "/" not in program:
@@ -161,7 +171,8 @@ def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, ho
     if cwd is not None:
         os.chdir(cwd)
     try:
-        return os.posix_spawn(program, argv, environment, setsid=True, file_actions=[
+        return os.posix_spawn(program, argv, environment, setsid=True,
+                              setsigdef=_DEFAULT_SIGNALS, setsigmask=(), file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         ])
     finally:

@@ -18,6 +18,8 @@ import select
 import signal
 import sys
 
+from corral.runtime.threads import allow_signals
+
 __all__ = ["main", "MARK_VARIABLE", "FAREWELL", "SWEEP_AND_GO"]
 
 #: What the driver writes to the pipe when it shuts down cleanly; the second
@@ -33,6 +35,7 @@ MARK_VARIABLE = "CORRAL_WORKER_MARK"
 def main() -> None:
     driver_pid, driver_token = int(sys.argv[1]), sys.argv[2]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's
+    allow_signals()  # SIGTERM ends us, whichever thread of the driver started us
     try:
         driver = os.pidfd_open(driver_pid)
     except OSError:  # no pidfds: the pipe's end is all there is to go by

@@ -52,6 +52,7 @@ from corral.runtime.execute import kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper, bind_to_parent
 from corral.runtime.payload import dumps_error
 from corral.runtime.spool import hand_over, open_spool
+from corral.runtime.threads import allow_signals
 from corral.runtime.outcomes import OutcomeLog
 from corral.runtime.worker_process import (DROP, given_back_message, reply_message,
                                            started_message)
@@ -335,6 +336,7 @@ def main() -> None:
     spool = _Spool(sys.argv[4])
     abort.listen(signal.SIGUSR1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    allow_signals()  # started by a thread that leaves them to the driver's main thread
     queue = _Queue(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
                    float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
     home = os.getcwd()

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from corral.errors import BackendError
+from corral.runtime.threads import signals_allowed, start_thread
 
 __all__ = ["run_command", "CommandInFlight", "COMMAND_TIMEOUT_S", "Usable"]
 
@@ -34,9 +35,10 @@ def run_command(argv: Sequence[str], usable: Usable | None = None) -> str:
             names the program and ends with what it printed.
     """
     try:
-        done = subprocess.run(list(argv), capture_output=True, encoding="utf-8",
-                              errors="replace", timeout=COMMAND_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL)
+        with signals_allowed():
+            done = subprocess.run(list(argv), capture_output=True, encoding="utf-8",
+                                  errors="replace", timeout=COMMAND_TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as error:
         raise BackendError(f"{argv[0]} could not run: {error}") from None
     return _stdout_of(argv, done.returncode, done.stdout, done.stderr, usable)
@@ -71,8 +73,7 @@ class CommandInFlight:
         self._process: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
         self._abandoned = False
-        threading.Thread(target=self._run, args=(done,), name=f"corral {self.argv[0]}",
-                         daemon=True).start()
+        start_thread(self._run, args=(done,), name=f"corral {self.argv[0]}")
 
     @property
     def finished(self) -> bool:
@@ -103,10 +104,11 @@ class CommandInFlight:
                     raise BackendError(f"{self.argv[0]} was abandoned")
                 # A session of its own: a site's wrapper script may start children
                 # that hold its output open, and a time-out must end them too.
-                self._process = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
-                    start_new_session=True)
+                with signals_allowed():
+                    self._process = subprocess.Popen(
+                        self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+                        start_new_session=True)
             try:
                 stdout, stderr = self._process.communicate(timeout=COMMAND_TIMEOUT_S)
             except subprocess.TimeoutExpired:

@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Sequence
 
 from corral.backends.base import Probe
+from corral.runtime.threads import signals_allowed
 
 __all__ = ["missing", "ask", "failed", "answered"]
 
@@ -29,8 +30,10 @@ def ask(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]
     Probe saying no when it cannot run or does not answer within *timeout* seconds,
     after killing it and whatever it started (a hung wrapper's children too)."""
     try:
-        process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        with signals_allowed():
+            process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       start_new_session=True)
     except (OSError, subprocess.SubprocessError) as error:
         return Probe(False, f"{argv[0]} could not run ({error})")
     try:

@@ -45,6 +45,7 @@ from corral.backends.dask.task import (CLAIMS, PAUSED, Ending, TaskOutcome, Task
                                        run_job, terminate_job)
 from corral.errors import BackendError
 from corral.runtime.command import describe_exit
+from corral.runtime.threads import start_thread
 from corral.spec import Resources
 from corral.status import JobStatus
 
@@ -145,9 +146,7 @@ class DaskBackend:
         self._watched_workers: dict[str, Callable[[tuple[float, Any]], None]] = {}
         _topics.subscribe(self._client, self._topic, self._event)
         self._current_workers()
-        self._reader = threading.Thread(target=self._read_results, daemon=True,
-                                        name="corral dask results")
-        self._reader.start()
+        self._reader = start_thread(self._read_results, name="corral dask results")
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -188,7 +187,7 @@ class DaskBackend:
             except BaseException as error:
                 made.put(error)
 
-        threading.Thread(target=connect, daemon=True, name="corral dask connect").start()
+        start_thread(connect, name="corral dask connect")
         try:
             client = made.get(timeout=timeout + 5)
         except queue.Empty:
@@ -628,8 +627,8 @@ class DaskBackend:
             worker = self._started.get(key) if key is not None else None
             if worker is None:
                 continue
-            threading.Thread(target=self._terminate_on, args=(key, worker), daemon=True,
-                             name=f"corral dask terminate {key}").start()
+            start_thread(self._terminate_on, args=(key, worker),
+                         name=f"corral dask terminate {key}")
 
     def _terminate_on(self, key: str, worker: str) -> None:
         try:
@@ -671,9 +670,7 @@ class DaskBackend:
             for share in shares:
                 _quietly(lambda share=share: self._client.run(end_run, self._topic, share))
 
-        ending = threading.Thread(target=end, daemon=True, name="corral dask end run")
-        ending.start()
-        ending.join(timeout=5)
+        start_thread(end, name="corral dask end run").join(timeout=5)
 
     # -- the workers --------------------------------------------------------------------------
 

@@ -1,0 +1,75 @@
+"""corral's own threads leave SIGINT and SIGTERM to the main thread.
+
+Python runs signal handlers only in the main thread. A signal the kernel hands
+to another thread still sets the flag, but a main thread blocked in a lock wait
+(``job.result()``, ``wait()``) is woken only by a signal delivered to that
+thread itself. The kernel usually picks the main thread, but not always: a
+Ctrl-C that landed on the control loop's thread waited for the awaited job to
+end, or for ever behind a ``sleep 1000``. So every long-lived thread corral
+starts in the driver blocks both signals (:func:`start_thread`), which leaves
+the main thread as the only one the kernel can hand them to.
+
+A process inherits its parent thread's blocked mask across ``exec``. So
+corral's own child processes (workers, the reaper, the journal writer) unblock
+both signals first thing (:func:`allow_signals`), and an outside program
+started from such a thread (``sbatch``, a probe) is started with them allowed
+for the moment of its start (:func:`signals_allowed`): ``abort()`` and a
+scheduler's cancel end them with SIGTERM, which must not wait in a mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["DRIVER_SIGNALS", "start_thread", "allow_signals", "signals_allowed"]
+
+#: The signals that end a driver, and that only its main thread should receive.
+DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+#: The threads :func:`start_thread` started.
+_quiet_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def start_thread(target: Callable[..., Any], *, name: str, args: tuple[Any, ...] = (),
+                 daemon: bool = True) -> threading.Thread:
+    """Start a thread that never receives SIGINT or SIGTERM, and return it.
+
+    A new thread starts with its creator's mask: the signals are blocked here
+    for the moment of the start, then restored. One that arrives meanwhile
+    waits, and is delivered to this thread as the mask is restored.
+    """
+    thread = threading.Thread(target=target, name=name, args=args, daemon=daemon)
+    _quiet_threads.add(thread)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DRIVER_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return thread
+
+
+def allow_signals() -> None:
+    """Unblock SIGINT and SIGTERM in this process's calling thread: the first act
+    of a corral child process, which a thread of :func:`start_thread` may have started."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, DRIVER_SIGNALS)
+
+
+@contextlib.contextmanager
+def signals_allowed() -> Iterator[None]:
+    """Allow SIGINT and SIGTERM in the calling thread while the block runs: around
+    the start of an outside program, which would otherwise inherit them blocked.
+    The window is the start's few milliseconds. In a thread :func:`start_thread`
+    did not start it changes nothing: a mask the program set is the program's."""
+    if threading.current_thread() not in _quiet_threads:
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, DRIVER_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
