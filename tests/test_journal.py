@@ -356,6 +356,71 @@ def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(
     assert after.events(2)[-1][3:] == ("failed", "raised CustomError: bad input")
 
 
+def _as_an_older_journal(run: Path) -> int:
+    """Rewrite *run*'s journal as corral wrote it before batches of changes:
+    one ``events`` row per change, no ``event_batches`` table; return the rows."""
+    from corral.journal import eventlog
+
+    database = sqlite3.connect(run / "journal.db")
+    changes = list(eventlog.read_events_from(database))
+    database.executemany("INSERT INTO events (job_id, time, old, new, reason) "
+                         "VALUES (?, ?, ?, ?, ?)", changes)
+    database.execute("DROP TABLE event_batches")
+    database.commit()
+    database.close()
+    return len(changes)
+
+
+def test_an_older_journals_changes_are_read_and_a_new_session_adds_its_own_after_them(
+        tmp_path):
+    """Journals kept every change as a row of its own before changes were
+    batched; a new corral reads them, resumes from them, and appends."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        for value in range(12):  # ids 1..12: "1" is inside "11" and "12" as text
+            sched.submit(abs, -value)
+    assert _as_an_older_journal(run) == 12 * 4
+    older = corral.Scheduler.open(run)
+    assert [(old, new) for _, _, old, new, _ in older.events(1)] == [
+        ("new", "queued"), ("queued", "submitted"), ("submitted", "running"),
+        ("running", "completed")]
+
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        again = [sched.submit(abs, -value) for value in range(12)]
+        added = corral.Job(abs, (-12,), id="added")
+        sched.dispatch(added)
+    assert [job.result() for job in again] == list(range(12))
+    assert {job.reason for job in again} == {RESTORED}  # nothing ran twice
+    assert added.result() == 12
+    after = corral.Scheduler.open(run)
+    events = after.events()
+    assert {row[0] for row in events[:48]} == {str(number) for number in range(1, 13)}
+    later = events[48:]  # this session's: the restorations, and the new job's four
+    assert sorted((job_id, old, new, reason) for job_id, _, old, new, reason in later
+                  if job_id != "added") == sorted(
+        (str(number), "new", "completed", RESTORED) for number in range(1, 13))
+    assert len(later) == 12 + 4
+    assert [job_id for job_id, *_ in after.events(1)] == ["1"] * 5  # not 11's, nor 12's
+    assert [new for _, _, _, new, _ in after.events("added")] == [
+        "queued", "submitted", "running", "completed"]
+
+
+def test_a_damaged_batch_of_changes_is_named_not_misread(tmp_path):
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.submit(abs, -1).result()
+    database = sqlite3.connect(run / "journal.db")
+    database.execute("UPDATE event_batches SET moves = substr(moves, 2) "  # a byte short
+                     "WHERE seq = (SELECT min(seq) FROM event_batches)")
+    database.commit()
+    database.close()
+    with pytest.raises(corral.JournalError,
+                       match=f"^{run / 'journal.db'}: a batch of state changes is damaged: "
+                             r"(\d+) jobs, \1 times, \d+ status bytes; move it away"):
+        corral.Scheduler.open(run).events()
+    assert corral.Scheduler.open(run).jobs()[0].status is JobStatus.COMPLETED  # the rest reads
+
+
 def test_opening_a_path_without_a_journal_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"no run directory {tmp_path / 'nowhere'}"):
         corral.Scheduler.open(tmp_path / "nowhere")

@@ -29,6 +29,7 @@ from test_journal import RESTORED, finish, kill_while_a_finished_job_is_unseen, 
 import corral
 import journal_driver
 from corral import JobStatus
+from corral.journal import eventlog
 from corral.journal.store import JournalError
 
 DRIVERS = Path(__file__).with_name("integrity_drivers.py")
@@ -76,6 +77,26 @@ def update_journal(run: Path, sql: str, *parameters: object) -> None:
     database.execute(sql, parameters)
     database.commit()
     database.close()
+
+
+def _shift_event_times(run: Path, job_id: str, to: set[JobStatus], seconds: float) -> int:
+    """Move the times of *job_id*'s changes to the statuses *to* by *seconds*
+    in the journal's batches of changes; return how many were moved."""
+    database = sqlite3.connect(run / "journal.db")
+    moved = 0
+    for seq, *row in database.execute(
+            "SELECT seq, jobs, times, moves, reasons FROM event_batches").fetchall():
+        changes = list(eventlog.unpack(tuple(row)))
+        kept = eventlog.EventColumns()
+        for changed, at, old, new, reason in changes:
+            if changed == job_id and JobStatus(new) in to:
+                at, moved = at + seconds, moved + 1
+            kept.add(changed, at, None if old is None else JobStatus(old), JobStatus(new), reason)
+        database.execute("UPDATE event_batches SET jobs=?, times=?, moves=?, reasons=? "
+                         "WHERE seq=?", (*eventlog.batch_row(*kept.message()), seq))
+    database.commit()
+    database.close()
+    return moved
 
 
 # -- 2. resume never re-runs a finished call --------------------------------------------------
@@ -281,8 +302,9 @@ def test_a_call_that_ended_before_its_driver_stamped_it_running_is_still_found(t
     args = ("squares", run, side, gates, 3, 1, 0.0)
     finished_unseen, _ = kill_while_a_finished_job_is_unseen(tmp_path, args, 1)
     job_id = corral.Scheduler.open(run).jobs()[finished_unseen].id
-    update_journal(run, f"UPDATE events SET time = time + 3600 WHERE job_id = '{job_id}' "
-                        f"AND new IN ('{JobStatus.SUBMITTED.value}', '{JobStatus.RUNNING.value}')")
+    shifted = _shift_event_times(run, str(job_id), {JobStatus.SUBMITTED, JobStatus.RUNNING},
+                                 3600.0)
+    assert shifted == 2
 
     (gates / "all").touch()
     printed = finish(start_driver(tmp_path, *args, output="second.out"), tmp_path,
@@ -294,6 +316,7 @@ def test_a_call_that_ended_before_its_driver_stamped_it_running_is_still_found(t
 def _writer_with_one_job(tmp_path: Path, jobdir: str, result: bytes):
     """A journal writer (in this process) that has written one new job and, in a
     second batch, that job's end: the state row a refusal test looks at."""
+    from corral.journal.eventlog import EventColumns
     from corral.journal.store import _create_journal
     from corral.journal.writer import _Writer
 
@@ -302,10 +325,12 @@ def _writer_with_one_job(tmp_path: Path, jobdir: str, result: bytes):
     _create_journal(run / "journal.db", "script")
     writer = _Writer(os.fspath(run / "journal.db"), 1)
     writer.db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # a result "too big", cheaply
-    writer.write([("jobs", [("1", 1, 0, "key#1", "big", "call", "m.big(…)", "{}", [], 1)], [],
+    writer.write([("jobs", [("1", 1, 0, "key#1", "big", "call", "m.big(…)", "{}", [], 1)], None,
                    [("running", None, None, 1, "pid 7", 1.0, None, jobdir, None, None, None,
                      "1")])])
-    writer.write([("jobs", [], [("1", 2.0, "running", "completed", None)],
+    ended = EventColumns()
+    ended.add("1", 2.0, JobStatus.RUNNING, JobStatus.COMPLETED, None)
+    writer.write([("jobs", [], ended.message(),
                    [("completed", None, None, 1, "pid 7", 1.0, 2.0, jobdir, result, None, None,
                      "1")])])
     return run, writer

@@ -64,6 +64,7 @@ from typing import IO, Any, Protocol
 
 from corral.backends import backend_names, outlives_driver
 from corral.errors import CorralError
+from corral.journal import eventlog
 from corral.journal.writer import HEADER, WRITING_KEY
 from corral.status import TERMINAL, JobStatus
 
@@ -115,7 +116,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (key);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, job_id TEXT, time REAL, old TEXT, new TEXT, reason TEXT);
-"""
+""" + eventlog.CREATE_TABLE + ";\n"
 
 #: Changes are sent to the writer at most this often (and the loop wakes up to
 #: send them): one pipe write and one pickle per interval instead of one per
@@ -523,9 +524,13 @@ class Journal:
             raise
         self._seq = 1 + max((row[0] for row in db.execute("SELECT max(seq) FROM jobs")
                              if row[0] is not None), default=0)
-        self._events: list[tuple] = []
+        self._events = eventlog.EventColumns()
         self._new_jobs: list[tuple] = []
         self._dirty: dict[int, JournaledJob] = {}
+        #: The jobs of :attr:`_dirty` added since the last batch (their row must go now).
+        self._added_now: set[int] = set()
+        #: Jobs whose passing state was held back at the last batch (see :meth:`flush`).
+        self._held: dict[int, JournaledJob] = {}
         self.closed = False
         self._broken = False
         self._failure: str | None = None
@@ -543,6 +548,7 @@ class Journal:
         self.session_kinds: dict[int, str] = dict(db.execute("SELECT id, kind FROM sessions"))
         if "backend" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
             db.execute("ALTER TABLE sessions ADD COLUMN backend TEXT")
+        db.execute(eventlog.CREATE_TABLE)  # (journals from before it: their events stay)
         #: Every earlier session's backend by session id (None: not recorded, as
         #: in journals from before backends were).
         self.session_backends: dict[int, str | None] = dict(
@@ -556,9 +562,7 @@ class Journal:
         #: knows: a logged outcome that ended later is that attempt's. (Not the
         #: job's last event: the driver stamps RUNNING after it has handed the
         #: call over, and a fast call can end before that stamp.)
-        self.last_change: dict[str, float] = dict(db.execute(
-            "SELECT job_id, max(time) FROM events WHERE new IN (?, ?) GROUP BY job_id",
-            (JobStatus.NEW.value, JobStatus.QUEUED.value)))
+        self.last_change: dict[str, float] = eventlog.last_queued(db)
         self._close_orphans(db, kind)
 
     # -- ownership -----------------------------------------------------------------------
@@ -659,10 +663,9 @@ class Journal:
             "live=NULL WHERE id=?",
             [(job.status.value, job.reason, job.exit_code, job.ended, job.result, job.error,
               str(job.id)) for job in ended])
-        db.executemany(
-            "INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, ?, ?)",
-            [(str(job.id), job.ended if job.ended is not None else now, old.status.value,
-              job.status.value, job.reason) for old, job in zip(orphans, ended, strict=True)])
+        db.execute(eventlog.INSERT, eventlog.pack(
+            (str(job.id), job.ended if job.ended is not None else now, old.status, job.status,
+             job.reason) for old, job in zip(orphans, ended, strict=True)))
         db.execute("COMMIT")
         for job in ended:
             self.last_change[str(job.id)] = now
@@ -721,6 +724,7 @@ class Journal:
             kind, command, spec, deps, self.session))
         self._seq += 1
         self._dirty[id(job)] = job
+        self._added_now.add(id(job))
 
     def touched(self, job: JournaledJob) -> None:
         """Record a change of *job*'s row without a state change (why a QUEUED
@@ -730,13 +734,12 @@ class Journal:
     def moved(self, job: JournaledJob, old: JobStatus | None, new: JobStatus,
               reason: str | None) -> None:
         """Record a state change; written at the next :meth:`flush`."""
-        self._events.append((str(job.id), time.time(), None if old is None else _TEXT[old],
-                             _TEXT[new], reason))
+        self._events.add(str(job.id), time.time(), old, new, reason)
         self._dirty[id(job)] = job
 
     def due_in(self) -> float | None:
         """Seconds until what was recorded must be sent; None if nothing waits."""
-        if not (self._events or self._dirty):
+        if not (self._events or self._dirty or self._held):
             return None
         return max(0.0, self._last_send + SEND_INTERVAL_S - time.monotonic())
 
@@ -747,21 +750,43 @@ class Journal:
         iteration, and wakes up for :meth:`due_in`). With *wait*, return once
         everything is committed.
 
+        Every state change goes into the batch as an event. A job's row gets its
+        new state in the batch if the job is new or has ended; a passing state
+        (SUBMITTED, RUNNING) waits for the next batch, and goes unwritten if the
+        job has moved on by then. A tiny call passes through three states
+        within one interval: its row was written three times, each an UPDATE
+        that cost the writer about 5 µs. The row now lags by at most two
+        intervals (10 ms) while the job is under way; an end is written at once,
+        as before, since a command's end is what a killed driver's rerun goes by.
+
         Raises:
             JournalError: (with *wait*) the writer could not write something
                 (every such row is named; the rest of its batch is written).
         """
-        if (self._events or self._dirty) and (
+        if (self._events or self._dirty or self._held) and (
                 wait or force or len(self._events) >= _LARGE_BATCH
                 or time.monotonic() - self._last_send >= SEND_INTERVAL_S):
             self._last_send = time.monotonic()
+            written, held = self._held, {}
+            if wait or force:
+                written.update(self._dirty)
+            else:
+                added = self._added_now
+                for key, job in self._dirty.items():
+                    if key in added or job.status in TERMINAL or key in written:
+                        written[key] = job
+                    else:
+                        held[key] = job
             rows = [(_TEXT[job.status], job.reason, job.exit_code, job.attempts, job.native_id,
                      job.started, job.ended, job.jobdir,
                      job.result_blob, job.error_blob,
                      None if job.live_output is None else "\n".join(job.live_output), str(job.id))
-                    for job in self._dirty.values()]
-            self._send(("jobs", self._new_jobs, self._events, rows))
-            self._new_jobs, self._events, self._dirty = [], [], {}
+                    for job in written.values()]
+            self._send(("jobs", self._new_jobs, self._events.message() if self._events else None,
+                        rows))
+            self._new_jobs, self._dirty, self._held = [], {}, held
+            self._events = eventlog.EventColumns()
+            self._added_now = set()
         if wait:
             self._send(("sync",))
             answer = self._answers.readline()
@@ -1072,18 +1097,19 @@ def read_job(run_dir: str | os.PathLike[str], job_id: int | str) -> StoredJob:
 
 def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
                 ) -> list[tuple[str, float, str | None, str, str | None]]:
-    """State changes as ``(job id, time, old, new, reason)``, oldest first."""
+    """State changes as ``(job id, time, old, new, reason)``, oldest first
+    (see :mod:`corral.journal.eventlog`).
+
+    Raises:
+        JournalError: a batch of changes is damaged.
+    """
     try:
         with _reading(run_dir) as db:
-            if job_id is None:
-                cursor = db.execute("SELECT job_id, time, old, new, reason FROM events "
-                                    "ORDER BY seq")
-            else:
-                cursor = db.execute("SELECT job_id, time, old, new, reason FROM events "
-                                    "WHERE job_id=? ORDER BY seq", (str(job_id),))
-            return list(cursor)
+            return list(eventlog.read_events_from(db, None if job_id is None else str(job_id)))
     except _NotCreatedYet:
         return []
+    except ValueError as error:
+        raise JournalError(f"{journal_path(run_dir)}: {error}; {_MOVE_AWAY}") from None
 
 
 def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str | None]:

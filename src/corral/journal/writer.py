@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from corral.journal import eventlog
+
 from corral.runtime.threads import allow_signals
 
 __all__ = ["HEADER", "WRITING_KEY", "main"]
@@ -223,13 +225,14 @@ def _statements(messages: list[tuple], fold: bool
     in the order they must run; with *fold*, a new job's latest state goes into
     its INSERT (an UPDATE of each new row cost the writer more than the insert)."""
     new_jobs: list[tuple] = []
-    events: list[tuple] = []
+    events: list[tuple] = []  # one row per batch the driver sent
     rows: dict[str, tuple] = {}
     metas: list[tuple[str, str]] = []
     for message in messages:
         if message[0] == "jobs":
             new_jobs += message[1]
-            events += message[2]
+            if message[2] is not None:
+                events.append(eventlog.batch_row(*message[2]))
             rows.update((row[-1], row) for row in message[3])  # the latest state wins
         elif message[0] == "meta":
             metas.append((message[1], message[2]))
@@ -246,8 +249,8 @@ def _statements(messages: list[tuple], fold: bool
             for row in new_jobs:
                 rows.pop(row[0], None)
     if events:
-        groups.append(("INSERT INTO events (job_id, time, old, new, reason) VALUES (?, ?, ?, ?, ?)",
-                       events, lambda row: f"a state change of job {row[0]} (to {row[3]})"))
+        groups.append((eventlog.INSERT, events,
+                       lambda row: f"a batch of {len(row[2]) // 2} state changes"))
     if rows:
         groups.append((
             f"UPDATE jobs SET {', '.join(f'{column}=?' for column in _STATE_COLUMNS)} WHERE id=?",
