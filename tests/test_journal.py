@@ -966,8 +966,12 @@ EMPTY: dict = {}
     (lambda: corral.Job(corral.Shell(["python", "x.py", "--k", "3"])), "8d0d0e442c34df0eb58581d4"),
     (lambda: corral.Job("json:dumps", args=([[]] * 3, {"a": EMPTY, "b": EMPTY})),
      "76383db745739be73eb76968"),
+    (lambda: corral.Job("json:dumps", args=(1, "two", None, 2.5, True, b"six"),
+                        kwargs={"indent": 2, "sort_keys": False}), "de296846704ac4a6078bfbec"),
+    (lambda: corral.Job("json:dumps", args=("same", "same")), "ea1cb4db9445090870c45b71"),
 ], ids=["shell line", "function reference with a set and a dict", "argument list",
-        "the same empty list and dict given twice"])
+        "the same empty list and dict given twice", "plain arguments (hashed sooner)",
+        "one string given twice"])
 def test_a_jobs_key_is_the_one_earlier_versions_of_corral_gave_it(job, key):
     """Keys match a new run's jobs to the journal's: if they changed with corral's
     version, a script resumed after an upgrade would run every finished job again.
