@@ -440,6 +440,30 @@ def test_a_map_whose_input_ends_with_a_full_batch_is_complete_after_a_shutdown_w
         scheduler.shutdown()
 
 
+def test_a_shutdown_without_wait_just_as_a_batch_is_dispatched_lets_that_batch_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """BUG (seen under load): a shutdown(wait=False) that came between a batch's
+    dispatch and the feeder's next look took the batch for one nobody wanted,
+    and cancelled it: the map raised CancelledError ("the map's results were no
+    longer read") although every call had been dispatched. The moment is made
+    here by shutting down from within the last batch's dispatch."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+    scheduler = corral.Scheduler(cores=1, workdir=tmp_path / "run")
+    dispatch, batches = scheduler._dispatch, []
+
+    def dispatch_then_shut_down(batch: list, **options: object) -> None:
+        dispatch(batch, **options)
+        batches.append(batch)
+        if len(batches) == 3:  # (by then the map is known to the scheduler)
+            scheduler.shutdown(wait=False)
+
+    monkeypatch.setattr(scheduler, "_dispatch", dispatch_then_shut_down)
+    try:
+        assert list(scheduler.map(jobs.square, range(15))) == [n * n for n in range(15)]
+    finally:
+        scheduler.shutdown()
+
+
 def test_an_input_that_fails_right_after_a_full_batch_fails_after_that_batchs_results(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)

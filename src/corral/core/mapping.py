@@ -102,9 +102,11 @@ class MapFeed:
                     break
                 self._dispatch(batch)
                 self._batches.put(batch)
-                if self._stop.is_set():  # stopped meanwhile: nobody wants them
-                    self._cancel(batch)
+                if self._stop.is_set() and self._cut_short is None:
+                    self._cancel(batch)  # the reader left meanwhile: nobody wants them
                     break
+                # (Stopped meanwhile by a shutdown without wait: the batch was
+                # dispatched, so it runs and its results are read.)
                 self._complete = self._input_done
                 while not self._stop.is_set() and wait_futures(previous, timeout=0.2).not_done:
                     pass
