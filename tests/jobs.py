@@ -179,3 +179,10 @@ def touch(path: str) -> None:
 def append_line(path: str, line: str) -> None:
     with open(path, "a") as handle:
         handle.write(line + "\n")
+
+
+def note_run_when_released(release: str, log: str, value: int) -> int:
+    """Wait for *release*, note this run as a line of *log*, return *value*."""
+    wait_for_file(release)
+    append_line(log, str(value))
+    return value

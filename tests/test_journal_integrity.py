@@ -27,9 +27,11 @@ from support.waiting import wait_until
 from test_journal import RESTORED, finish, kill_while_a_finished_job_is_unseen, lines, start_driver
 
 import corral
+import jobs
 import journal_driver
 from corral import JobStatus
 from corral.journal import eventlog
+from corral.core.record import COMPLETED_ALL_THE_SAME
 from corral.journal.store import JournalError
 
 DRIVERS = Path(__file__).with_name("integrity_drivers.py")
@@ -97,6 +99,78 @@ def _shift_event_times(run: Path, job_id: str, to: set[JobStatus], seconds: floa
     database.commit()
     database.close()
     return moved
+
+
+def _submit_noted(sched: corral.Scheduler, kind: str, release: Path, log: Path) -> corral.Job:
+    """A job that runs once *release* exists and notes each run in *log*."""
+    if kind == "call":
+        return sched.submit(jobs.note_run_when_released, str(release), str(log), 7)
+    return sched.shell(f"while [ ! -e '{release}' ]; do sleep 0.01; done; echo 7 >> '{log}'")
+
+
+def _in_the_loop_once_it_has_answered(sched: corral.Scheduler, job: corral.Job,
+                                      release: Path, then: Callable[[], object]) -> object:
+    """Let *job* end, and once its worker's answer waits unread in the pipe, do
+    *then* on the control loop's thread (before the loop reads the answer): the
+    moment a cancel can meet a job that has just ended."""
+    import select
+
+    engine, record = sched._engine, job._record
+
+    def when_answered() -> object:
+        release.touch()
+        worker = engine.backend._running[record.dispatched_id]
+        ready, _, _ = select.select([worker.replies], [], [], 30)
+        assert ready, "the worker never answered"
+        return then()
+
+    wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
+    return engine.call(when_answered)
+
+
+@pytest.mark.parametrize("kind", ["call", "command"])
+def test_cancelling_a_job_whose_end_waits_unread_finds_it_completed(tmp_path, kind):
+    """The loop reads a worker's answers in bulk: a job may have ended, its answer
+    still in the pipe, when cancel() comes. It is not made CANCELLED (a rerun
+    would run it again): cancel() says False, and the job keeps its outcome."""
+    release, log = tmp_path / "release", tmp_path / "runs"
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as sched:
+        job = _submit_noted(sched, kind, release, log)
+        record = job._record
+        cancelled, _ = _in_the_loop_once_it_has_answered(
+            sched, job, release,
+            lambda: sched._engine._cancel_noting_queued(record, "cancelled by the test"))
+        assert cancelled is False
+        assert (job.status, job.cancel()) == (JobStatus.COMPLETED, False)
+        assert job.result(timeout=30) == (7 if kind == "call" else None)
+
+
+@pytest.mark.parametrize("kind", ["call", "command"])
+def test_a_job_cancelled_as_it_completed_keeps_its_outcome_and_is_not_run_again(tmp_path,
+                                                                                 kind):
+    """BUG (review): a cancel that crossed the job's end on its way made the job
+    CANCELLED and dropped its outcome: a journaled rerun ran it a second time
+    (1 to 2 of 3,000 calls, after leaving a map early). It stays CANCELLED, as
+    cancel() said, but keeps its exit code and result, and the rerun takes it."""
+    run, release, log = tmp_path / "run", tmp_path / "release", tmp_path / "runs"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        job = _submit_noted(sched, kind, release, log)
+        record = job._record
+        assert _in_the_loop_once_it_has_answered(
+            sched, job, release,
+            lambda: sched._engine._cancel(record, "cancelled by the test")) is True
+        wait_until(lambda: COMPLETED_ALL_THE_SAME in (job.reason or ""),
+                   message="the job's own end to be read")
+    assert job.status is JobStatus.CANCELLED
+    assert job.reason == f"cancelled by the test; {COMPLETED_ALL_THE_SAME}"
+    [stored] = corral.Scheduler.open(run).jobs()
+    assert (stored.status, stored.exit_code) == (JobStatus.CANCELLED, 0)
+
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        again = _submit_noted(sched, kind, release, log)
+        assert again.result(timeout=30) == (7 if kind == "call" else None)
+    assert again.reason == RESTORED
+    assert lines(log) == ["7"]  # it ran once
 
 
 # -- 2. resume never re-runs a finished call --------------------------------------------------

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from corral.core.ahead import AheadPolicy
-from corral.core.record import DeadlineKind, JobRecord, KillIntent
+from corral.core.record import COMPLETED_ALL_THE_SAME, DeadlineKind, JobRecord, KillIntent
 from corral.result import Result
 from corral.errors import (CorralError, JobFailed, JobTimedOut, RemoteTraceback, WorkerLost)
 from corral.backends import backend_info
@@ -639,6 +639,8 @@ class Engine:
         self.packer.release(job)
         job.live_output = None
         if job.final:  # cancelled while it ran: it ended then (see _move); its processes now
+            if state is _S.COMPLETED and job.status is _S.CANCELLED:
+                self._completed_all_the_same(job, update)
             return
         job.ended = update.at or time.time()
         if update.exit_code is not None:
@@ -648,6 +650,18 @@ class Engine:
             if began is not None:
                 self._pace.observe(job, job.ended - began)
         self._settle(job, *self._outcome(job, update))
+
+    def _completed_all_the_same(self, job: JobRecord, update: Update) -> None:
+        """*job* was cancelled while its worker was finishing it: its completion
+        was already on its way. It stays CANCELLED (``cancel()`` said so, and its
+        Future is cancelled), but its row keeps the exit code and the result,
+        and says so: a resumed run then takes it as completed (see
+        :func:`corral.core.resume.completed_before`) instead of running it again."""
+        job.exit_code = 0 if update.exit_code is None else update.exit_code
+        job.reason = f"{job.reason}; {COMPLETED_ALL_THE_SAME}"
+        if self.journal is not None:
+            job.result_blob = update.value
+            self.journal.touched(job)
 
     def _outcome(self, job: JobRecord, update: Update
                  ) -> tuple[JobStatus, str | None, Any, BaseException | None]:
@@ -878,12 +892,14 @@ class Engine:
     def _read_ended_first(self, jobs: Iterable[JobRecord]) -> None:
         """Apply the replies already waiting unread, before cancelling *jobs*.
 
-        A job handed ahead to a worker may have run already, its reply still
-        in the pipe (the loop reads a worker's replies in bulk): it completed
-        (or failed), and must not be recorded CANCELLED, which a journaled
-        run's rerun would take as a reason to run it again.
+        A job handed ahead to a worker, or running there, may have ended
+        already, its reply still in the pipe (the loop reads a worker's
+        replies in bulk): it completed (or failed), and must not be recorded
+        CANCELLED, which a journaled run's rerun would take as a reason to
+        run it again. (Only where workers answer at once: a cluster's
+        backend would ask its controller.)
         """
-        if any(self._queued_ahead(job) for job in jobs):
+        if self._pace is not None and any(job.status in ACTIVE for job in jobs):
             self._apply_all(self.backend.updates(0))
 
     def _withdraw(self, jobs: list[JobRecord], reason: str) -> None:

@@ -44,9 +44,13 @@ if TYPE_CHECKING:
     from corral.journal.store import StoredJob
 
 __all__ = ["JobRecord", "KillIntent", "DeadlineKind", "Owner", "NO_JOURNAL_ENTRY",
-           "cancel_future"]
+           "COMPLETED_ALL_THE_SAME", "cancel_future"]
 
 NO_JOURNAL_ENTRY = ("", "", "", "{}")
+
+#: Ends the reason of a job cancelled while its worker was finishing it: it
+#: completed all the same, and a resumed run does not run it again.
+COMPLETED_ALL_THE_SAME = "it had completed before the cancel reached it"
 
 
 class KillIntent(enum.Enum):

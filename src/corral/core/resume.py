@@ -6,8 +6,9 @@ up by its key (:mod:`corral.core.identity`):
 * COMPLETED before: it is not run again; its stored result is returned. (A
   call that a dead driver left unfinished but whose worker had logged its
   outcome was settled COMPLETED when the journal was opened: see
-  :meth:`corral.journal.store.Journal._close_orphans`.) If the stored result cannot be
-  loaded, the journal is damaged there: the job runs again;
+  :meth:`corral.journal.store.Journal._close_orphans`. So was a job cancelled as
+  its worker was finishing it: it stays CANCELLED, with its result.) If the stored
+  result cannot be loaded, the journal is damaged there: the job runs again;
 * left unfinished by a driver that died: it runs again (a command still
   running from the dead driver is killed first, so that it cannot run twice
   at once);
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corral.core.identity import describe, job_digest
+from corral.core.record import COMPLETED_ALL_THE_SAME
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
@@ -93,7 +95,7 @@ class Resumer:
                 # An id chosen again for what may be other work: the daemon
                 # re-dispatching a command, or a script that names its jobs.
                 stored = self._by_id.get(str(job.id))
-                if stored is not None and stored.status is JobStatus.COMPLETED:
+                if stored is not None and completed_before(stored):
                     stored = None if stored.key != key else stored
             if stored is None:
                 ids.append(job.id if job.id is not None else new_id())
@@ -101,7 +103,7 @@ class Resumer:
                 continue
             ids.append(stored.id)
             taken.add(str(stored.id))
-            if stored.status is JobStatus.COMPLETED and _result_loads(stored):
+            if completed_before(stored) and _result_loads(stored):
                 job.restored = stored
             elif stored.status not in TERMINAL and self._attachable(stored):
                 job.reattach = stored  # not submitted again: found by its native id
@@ -119,6 +121,14 @@ class Resumer:
                 os.unlink(os.path.join(stored.jobdir, name))
             except FileNotFoundError:
                 pass
+
+
+def completed_before(stored: StoredJob) -> bool:
+    """Whether an earlier run's job completed: COMPLETED, or CANCELLED as its
+    worker was finishing it, its result kept (see ``Engine._completed_all_the_same``)."""
+    return stored.status is JobStatus.COMPLETED or (
+        stored.status is JobStatus.CANCELLED and stored.exit_code == 0
+        and (stored.reason or "").endswith(COMPLETED_ALL_THE_SAME))
 
 
 def _result_loads(stored: StoredJob) -> bool:

@@ -592,20 +592,24 @@ class LocalBackend:
                       message.job_id, job_id)
             return
         if job_id in self._killed and worker.doomed and not dying and len(worker.handed) == 1:
-            self._worker_died(worker)  # finished just as we killed it: the worker is gone anyway
+            # It finished just as we killed it: its end counts, and the worker is gone anyway.
+            self._handle(worker, message, dying=True)
+            self._worker_died(worker, killed=True)
             return
         worker.handed.popleft()
         worker.job_id = None
         del self._running[job_id]
         self._release_gpus(job_id)
         ok, blob, ended = message.ok, message.blob, message.ended
-        if job_id in self._killed and ok is not None:  # a call that ended before its kill did
-            self._killed.discard(job_id)
-            update = Update(job_id, JobStatus.CANCELLED, reason="killed", at=ended)
-        elif ok is None:
+        # A job killed as it ended is reported as it ended: the engine knows
+        # why it killed it (a timeout, a cancel) and what that makes of the
+        # outcome; a cancelled call that completed all the same keeps its result.
+        killed = job_id in self._killed
+        self._killed.discard(job_id)
+        if ok is None:
             returncode, not_started = cast("tuple[int | None, str | None]", blob)
             update = self._command_ended(job_id, returncode, not_started, ended,
-                                         message.started)
+                                         message.started, killed)
         elif ok:
             update = Update(job_id, JobStatus.COMPLETED, exit_code=0, at=ended,
                             began=message.started, value=blob)  # type: ignore[arg-type]
@@ -651,7 +655,8 @@ class LocalBackend:
             self._busy.discard(worker)
             self._idle.append(worker)
 
-    def _worker_died(self, worker: _Worker) -> None:
+    def _worker_died(self, worker: _Worker, killed: bool = False) -> None:
+        """Settle what *worker* ran or held, once it died (*killed*: by us, once idle)."""
         # What it sent before it died counts: jobs it finished must not run again.
         worker.doomed = True
         try:
@@ -672,7 +677,8 @@ class LocalBackend:
         job_id = worker.job_id
         self._taken_back(worker, tuple(entry[0] for entry in worker.handed if entry[0] != job_id))
         if job_id is None:
-            log.warning("idle worker %d died (%s)", worker.pid, describe_exit(returncode))
+            if not killed:
+                log.warning("idle worker %d died (%s)", worker.pid, describe_exit(returncode))
             return
         del self._running[job_id]
         self._release_gpus(job_id)
@@ -725,11 +731,12 @@ class LocalBackend:
         return self._spool_dir
 
     def _command_ended(self, job_id: int | str, returncode: int | None,
-                       not_started: str | None, ended: float, began: float) -> Update:
+                       not_started: str | None, ended: float, began: float,
+                       killed: bool) -> Update:
         """The update for a command's end; *returncode* and *not_started* are what
-        :func:`corral.runtime.command.run_command` returned: one of them is None."""
-        if job_id in self._killed:
-            self._killed.discard(job_id)
+        :func:`corral.runtime.command.run_command` returned: one of them is None.
+        One *killed* that had exited 0 first completed."""
+        if killed and returncode != 0:
             return Update(job_id, JobStatus.CANCELLED, exit_code=returncode, reason="killed",
                           at=ended)
         if returncode is None:  # it never started: *not_started* says why
