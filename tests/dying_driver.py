@@ -37,6 +37,7 @@ def call_with_a_child(pid_file: str) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     mode, out = sys.argv[1], Path(sys.argv[2])
+    waits_in = sys.argv[3] if len(sys.argv) > 3 else "result"  # or "with": its implicit wait
     journal = out / "run" if mode == "journal" else None
     jobs: list[corral.Job] = []
     try:
@@ -50,7 +51,7 @@ def main() -> None:
             call = scheduler.submit(call_with_a_child, f"{out}/call.pid")
             later = scheduler.shell("sleep 1000", after=[shell], name="later")
             jobs += [shell, call, later]
-            for job in jobs:
+            for job in jobs if waits_in == "result" else ():
                 job.result()
     except BaseException:
         report = {job.name: [job.status.name, job.reason] for job in jobs}

@@ -27,7 +27,8 @@ import pytest
 from corral.backends import backend_info
 from corral.options import JOB_OPTIONS
 
-from support.cli import (Corral, assert_one_line_error, kill_and_wait, pid_gone, read_until)
+from support.cli import (Corral, assert_one_line_error, kill_and_wait, pid_gone, read_until,
+                         status_rows)
 from support.waiting import wait_until
 
 
@@ -131,6 +132,47 @@ def test_status_shows_the_last_ten_finished_jobs_unless_asked_for_all(script_run
     assert list(everything.rows()) == [str(number) for number in range(1, 13)]
     assert everything.rows()["1"]["STATUS"] == "FAILED"
     assert everything.status == 1
+
+
+FAILING_CALL = """
+import sys, corral
+
+def check_calibration():
+    raise RuntimeError("this job fails on purpose")
+
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    scheduler.submit(check_calibration)
+    scheduler.shell("echo done", name="fine")
+"""
+
+
+def test_status_of_a_failed_call_shows_the_traceback_it_raised(tmp_path):
+    """A failed Python job's traceback was in the journal but only the report
+    showed it (cold review): `corral status ID` prints it under the table."""
+    (tmp_path / "failing.py").write_text(FAILING_CALL)
+    corral = Corral(tmp_path, tmp_path / "run")
+    subprocess.run([sys.executable, "failing.py", os.fspath(corral.run)], env=corral.env,
+                   cwd=tmp_path, capture_output=True, timeout=60)
+    shown = corral("status", "1", "2")
+    assert shown.status == 1
+    table, _, below = shown.out.partition("\njob 1 'check_calibration' raised:\n")
+    assert status_rows(table)["1"]["STATUS"] == "FAILED"
+    assert below.startswith("Traceback (most recent call last):\n")
+    assert below.endswith('    raise RuntimeError("this job fails on purpose")\n'
+                          "RuntimeError: this job fails on purpose\n")
+    assert "raised:" not in corral("status").out  # the listing of the run stays a table
+
+
+def test_logs_of_a_job_that_has_not_started_says_so(cli, tmp_path):
+    release = tmp_path / "release"
+    blocker = cli.submit(block(release))
+    waiting = cli.submit("--after", blocker, "--name", "later", "echo later")
+    shown = cli("logs", waiting)
+    assert (shown.status, shown.out) == (0, "")
+    assert shown.err == (f"corral: job {waiting} 'later' has not started (WAITING): "
+                         "no output yet (--follow waits for it)\n")
+    release.touch()
+    assert cli("wait", blocker, waiting).status == 0
 
 
 def test_logs_prints_what_the_job_wrote_to_stdout_or_stderr(cli):

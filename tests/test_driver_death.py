@@ -43,11 +43,11 @@ def _read_pids(out: Path) -> dict[str, int]:
     return pids
 
 
-def _start_driver(mode: str, out: Path) -> subprocess.Popen:
+def _start_driver(mode: str, out: Path, waits_in: str = "result") -> subprocess.Popen:
     environment = {**os.environ, "TMPDIR": os.fspath(out / "tmp")}
     (out / "tmp").mkdir()
     driver = os.fspath(HERE / "dying_driver.py")
-    return subprocess.Popen([sys.executable, driver, mode, os.fspath(out)],
+    return subprocess.Popen([sys.executable, driver, mode, os.fspath(out), waits_in],
                             env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -82,9 +82,12 @@ def _assert_all_gone_soon(pids: dict[str, int]) -> None:
 
 @pytest.mark.parametrize("mode", ["plain", "journal"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("waits_in", ["result", "with"], ids=["in result()", "in with"])
 def test_a_terminated_driver_cancels_its_jobs_kills_their_processes_and_tidies_up(
-        tmp_path: Path, mode: str, signum: int) -> None:
-    driver = _start_driver(mode, tmp_path)
+        tmp_path: Path, mode: str, signum: int, waits_in: str) -> None:
+    """The driver waits in job.result(), or in the with block's own wait (there
+    the jobs' reason said only "interrupted": cold review)."""
+    driver = _start_driver(mode, tmp_path, waits_in)
     pids = _wait_for_jobs_to_run(driver, tmp_path)
     run_dir = Path((tmp_path / "run_dir").read_text())
     driver.send_signal(signum)

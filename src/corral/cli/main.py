@@ -393,6 +393,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     Without IDs: the first 100 unfinished jobs and the last 10 finished ones,
     with counts of the others (all of them with --all).
     """
+    from rich.text import Text
+
     from corral.cli.views import hidden_note, run_header, status_table, unlisted_note
 
     run = _open_run(context)
@@ -418,6 +420,10 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                cluster_jobs=run.cluster_jobs(jobs), paused=run.paused,
                                width=console.width,
                                unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)))
+    for job in jobs if ids else ():  # the jobs asked for by id: what their Python raised
+        traceback = job.traceback_text()
+        if traceback:
+            console.print(Text(f"\njob {job.id} {job.name!r} raised:\n{traceback.rstrip()}"))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
 
@@ -471,6 +477,10 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
     if was_cleaned(run.path, job):
         raise CommandError(f"job {job.id}'s output files were removed (corral clean)",
                            EXIT_UNREACHABLE)
+    if not follow and job.status in (JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED,
+                                     JobStatus.SUBMITTED):
+        click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
+                   "no output yet (--follow waits for it)", err=True)
     follow_output(run, job_id, stream, follow, sys.stdout)
 
 

@@ -756,8 +756,8 @@ class Scheduler(Executor):
         if wait:
             try:
                 self._engine.finished.wait()
-            except BaseException:
-                self.interrupt()
+            except BaseException as error:  # Ctrl-C or SIGTERM while it waited: say which
+                self.interrupt(driver_signals.reason_for(error))
                 self._engine.finished.wait()
                 raise
             self._remove_temporary_files()
