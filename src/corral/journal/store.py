@@ -1,9 +1,9 @@
 """The journal: one SQLite file (WAL mode) per run directory.
 
 It records every job's spec, every state change (with time and reason, in one
-``event_batches`` row per batch the driver sends: :mod:`corral.journal.eventlog`), attempts, native ids and results, so that a run can be read
-from another process (``corral status``), resumed after its driver died, and
-inspected tomorrow.
+``event_batches`` row per batch the driver sends: :mod:`corral.journal.eventlog`),
+attempts, native ids and results, so that a run can be read from another process
+(``corral status``), resumed after its driver died, and inspected tomorrow.
 
 Two kinds of access:
 
