@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -366,6 +367,7 @@ def _as_an_older_journal(run: Path) -> int:
     database.executemany("INSERT INTO events (job_id, time, old, new, reason) "
                          "VALUES (?, ?, ?, ?, ?)", changes)
     database.execute("DROP TABLE event_batches")
+    database.execute("DELETE FROM meta WHERE key = 'events'")
     database.commit()
     database.close()
     return len(changes)
@@ -405,20 +407,58 @@ def test_an_older_journals_changes_are_read_and_a_new_session_adds_its_own_after
         "queued", "submitted", "running", "completed"]
 
 
-def test_a_damaged_batch_of_changes_is_named_not_misread(tmp_path):
+@pytest.mark.parametrize(("damage", "said"), [
+    ("moves = substr(moves, 2)", r"is damaged: (\d+) jobs, \1 times, \d+ status bytes"),
+    ("jobs = '[]'", r"is damaged: 0 jobs, \d+ times, \d+ status bytes"),
+    ("jobs = NULL", "is damaged: its columns hold NoneType, bytes and bytes, not text, blob "
+                    "and blob"),
+    ("moves = 42", "is damaged: its columns hold str, bytes and int, not text, blob and blob"),
+    ("jobs = '[\"1\", '", "does not decode: Expecting value"),
+    ("jobs = '[1]'", "is damaged: its job ids are not a list of strings"),
+    ("times = substr(times, 1, 13)", "does not decode: bytes length not a multiple of item size"),
+    ("moves = CAST(x'09' || substr(moves, 2) AS BLOB)", "has an unknown status code 9"),
+    ("reasons = '[1'", "has reasons that do not decode"),
+], ids=["a status byte short", "no ids", "ids NULL", "moves a number", "ids not JSON",
+        "ids not text", "times cut", "an unknown status", "reasons not JSON"])
+def test_a_damaged_batch_of_changes_is_named_when_read_and_when_resumed(tmp_path, damage, said):
+    """Attack review: a damaged batch stopped a resumed run with a raw
+    TypeError or IndexError, and a report with one; a NULL id list was skipped
+    when one job's changes were read, so its timeline lost a change silently."""
     run = tmp_path / "run"
     with corral.Scheduler(cores=1, journal=run) as sched:
         sched.submit(abs, -1).result()
     database = sqlite3.connect(run / "journal.db")
-    database.execute("UPDATE event_batches SET moves = substr(moves, 2) "  # a byte short
+    database.execute(f"UPDATE event_batches SET {damage} "
                      "WHERE seq = (SELECT min(seq) FROM event_batches)")
     database.commit()
     database.close()
-    with pytest.raises(corral.JournalError,
-                       match=f"^{run / 'journal.db'}: a batch of state changes is damaged: "
-                             r"(\d+) jobs, \1 times, \d+ status bytes; move it away"):
+    named = f"^{re.escape(str(run / 'journal.db'))}: a batch of state changes {said}"
+    with pytest.raises(corral.JournalError, match=named + ".*; move it away to start the run "
+                                                          "afresh$"):
         corral.Scheduler.open(run).events()
+    with pytest.raises(corral.JournalError, match=named):
+        corral.Scheduler.open(run).events(1)
+    with pytest.raises(corral.JournalError, match=named):
+        corral.Scheduler(cores=1, journal=run)  # a rerun: nothing runs on a misread history
     assert corral.Scheduler.open(run).jobs()[0].status is JobStatus.COMPLETED  # the rest reads
+
+
+def test_a_journal_that_lost_its_table_of_changes_is_refused(tmp_path):
+    """Attack review: a new journal without its event_batches table was read as
+    one from before batches (no changes at all), and a rerun made the table anew."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.submit(abs, -1).result()
+    database = sqlite3.connect(run / "journal.db")
+    database.execute("DROP TABLE event_batches")
+    database.commit()
+    database.close()
+    message = (f"^{re.escape(str(run / 'journal.db'))} is not a whole corral journal: it keeps "
+               "its state changes in batches, and has no event_batches table; move it away")
+    with pytest.raises(corral.JournalError, match=message):
+        corral.Scheduler.open(run).events()
+    with pytest.raises(corral.JournalError, match=message):
+        corral.Scheduler(cores=1, journal=run)
 
 
 def test_opening_a_path_without_a_journal_says_what_is_missing(tmp_path):

@@ -28,8 +28,8 @@ from typing import Any
 
 from corral.status import JobStatus
 
-__all__ = ["STATUS_CODES", "NO_STATUS", "CREATE_TABLE", "INSERT", "EventColumns", "batch_row",
-           "pack", "unpack", "read_events_from", "last_queued"]
+__all__ = ["STATUS_CODES", "NO_STATUS", "CREATE_TABLE", "INSERT", "META_KEY", "META_VALUE",
+           "EventColumns", "batch_row", "pack", "unpack", "read_events_from", "last_queued"]
 
 #: Each status's number in ``moves``. Only ever appended to: journals store these.
 STATUS_CODES: dict[JobStatus, int] = {status: code for code, status in enumerate((
@@ -39,9 +39,14 @@ STATUS_CODES: dict[JobStatus, int] = {status: code for code, status in enumerate
 NO_STATUS = 255
 _NAMES = {code: status.value for status, code in STATUS_CODES.items()}
 _NAMES[NO_STATUS] = None  # type: ignore[assignment]
+_KNOWN_CODES = bytes(_NAMES)
 
 CREATE_TABLE = ("CREATE TABLE IF NOT EXISTS event_batches ("
                 "seq INTEGER PRIMARY KEY, jobs TEXT, times BLOB, moves BLOB, reasons TEXT)")
+
+#: The ``meta`` row of a journal whose changes are in ``event_batches`` (one
+#: without it, from before, may lack the table: its ``events`` rows are read).
+META_KEY, META_VALUE = "events", "batches"
 
 INSERT = "INSERT INTO event_batches (jobs, times, moves, reasons) VALUES (?, ?, ?, ?)"
 
@@ -115,12 +120,22 @@ def read_events_from(db: sqlite3.Connection, job_id: str | None = None
     if job_id is None:
         rows = db.execute("SELECT jobs, times, moves, reasons FROM event_batches ORDER BY seq")
     else:
-        rows = db.execute("SELECT jobs, times, moves, reasons FROM event_batches "
-                          "WHERE instr(jobs, ?) ORDER BY seq", (json.dumps(job_id),))
-    for row in rows:
-        for event in unpack(row):
-            if job_id is None or event[0] == job_id:
-                yield event
+        # The batches that name the job, and those damaged in a way that could
+        # hide that they do (read, so that their damage is told, not skipped).
+        rows = db.execute(
+            "SELECT jobs, times, moves, reasons FROM event_batches WHERE instr(jobs, ?) IS NOT 0 "
+            "OR typeof(jobs) != 'text' OR typeof(times) != 'blob' OR typeof(moves) != 'blob' "
+            "OR length(times) != 8 * json_array_length(jobs) "
+            "OR length(moves) != 2 * json_array_length(jobs) ORDER BY seq", (json.dumps(job_id),))
+    try:
+        for row in rows:
+            for event in unpack(row):
+                if job_id is None or event[0] == job_id:
+                    yield event
+    except sqlite3.OperationalError as error:
+        if "JSON" not in str(error):
+            raise
+        raise ValueError(f"a batch of state changes does not decode: {error}") from None
 
 
 def unpack(row: tuple[Any, Any, Any, Any]
@@ -128,52 +143,72 @@ def unpack(row: tuple[Any, Any, Any, Any]
     """The changes of one ``event_batches`` row.
 
     Raises:
-        ValueError: the row is damaged (its columns disagree or do not decode).
+        ValueError: the row is damaged (see :func:`_columns`).
+    """
+    jobs, times, moves, reasons = _columns(row)
+    names = _NAMES
+    for index, (job_id, at) in enumerate(zip(jobs, times, strict=True)):
+        yield (job_id, at, names[moves[2 * index]], names[moves[2 * index + 1]],
+               reasons.get(index))
+
+
+def _columns(row: tuple[Any, Any, Any, Any]
+             ) -> tuple[list[str], array, bytes, dict[int, str | None]]:
+    """A row's job ids, times, status bytes and reasons, checked against each other.
+
+    Raises:
+        ValueError: the row is damaged: a column of the wrong type, JSON that
+            does not decode, or columns that disagree on how many changes it holds.
     """
     jobs_text, times_bytes, moves, reasons_text = row
+    if not (isinstance(jobs_text, str) and isinstance(times_bytes, bytes)
+            and isinstance(moves, bytes)):
+        raise ValueError("a batch of state changes is damaged: its columns hold "
+                         f"{type(jobs_text).__name__}, {type(times_bytes).__name__} and "
+                         f"{type(moves).__name__}, not text, blob and blob")
     try:
         jobs = json.loads(jobs_text)
         times = array("d")
         times.frombytes(times_bytes)
-        reasons = {int(index): reason for index, reason in
-                   (json.loads(reasons_text) if reasons_text else {}).items()}
-    except (TypeError, ValueError, AttributeError) as error:
+    except ValueError as error:
         raise ValueError(f"a batch of state changes does not decode: {error}") from None
     if sys.byteorder != "little":
         times.byteswap()
-    if not (isinstance(jobs, list) and len(jobs) == len(times) and len(moves) == 2 * len(jobs)):
+    if not (isinstance(jobs, list) and all(isinstance(job_id, str) for job_id in jobs)):
+        raise ValueError("a batch of state changes is damaged: its job ids are not a list "
+                         "of strings")
+    if not (len(jobs) == len(times) and len(moves) == 2 * len(jobs)):
         raise ValueError(f"a batch of state changes is damaged: {len(jobs)} jobs, "
                          f"{len(times)} times, {len(moves)} status bytes")
-    names = _NAMES
+    unknown = moves.translate(None, _KNOWN_CODES)
+    if unknown:
+        raise ValueError(f"a batch of state changes has an unknown status code {unknown[0]}")
     try:
-        for index, (job_id, at) in enumerate(zip(jobs, times, strict=True)):
-            yield (job_id, at, names[moves[2 * index]], names[moves[2 * index + 1]],
-                   reasons.get(index))
-    except KeyError as error:
-        raise ValueError(f"a batch of state changes has an unknown status code {error}") from None
+        reasons = {int(index): reason for index, reason in
+                   (json.loads(reasons_text) if reasons_text is not None else {}).items()}
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"a batch of state changes has reasons that do not decode: "
+                         f"{error}") from None
+    return jobs, times, moves, reasons
 
 
 def last_queued(db: sqlite3.Connection) -> dict[str, float]:
     """When each job was last made NEW or QUEUED (its latest attempt's start, as
-    far as the journal knows), by job id."""
+    far as the journal knows), by job id.
+
+    Raises:
+        ValueError: a batch of changes is damaged.
+    """
     wanted = (JobStatus.NEW.value, JobStatus.QUEUED.value)
     found: dict[str, float] = dict(db.execute(
         "SELECT job_id, max(time) FROM events WHERE new IN (?, ?) GROUP BY job_id", wanted))
     if not _has_batches(db):
         return found
     codes = {STATUS_CODES[JobStatus.NEW], STATUS_CODES[JobStatus.QUEUED]}
-    for jobs_text, times_bytes, moves, _ in db.execute(
-            "SELECT jobs, times, moves, NULL FROM event_batches ORDER BY seq"):
-        jobs = None
-        news = moves[1::2]
-        for index, code in enumerate(news):
+    for row in db.execute("SELECT jobs, times, moves, reasons FROM event_batches ORDER BY seq"):
+        jobs, times, moves, _ = _columns(row)
+        for index, code in enumerate(moves[1::2]):
             if code in codes:
-                if jobs is None:
-                    jobs = json.loads(jobs_text)
-                    times = array("d")
-                    times.frombytes(times_bytes)
-                    if sys.byteorder != "little":
-                        times.byteswap()
                 job_id, at = jobs[index], times[index]
                 if at > found.get(job_id, 0.0):
                     found[job_id] = at

@@ -406,6 +406,9 @@ def _checked_meta(db: sqlite3.Connection, path: Path,
         raise JournalError(f"{path} is not a whole corral journal: it has no {missing} "
                            f"table{'s' if len(_TABLES - tables) > 1 else ''}; {_MOVE_AWAY}")
     meta = dict(db.execute("SELECT key, value FROM meta"))
+    if meta.get(eventlog.META_KEY) == eventlog.META_VALUE and "event_batches" not in tables:
+        raise JournalError(f"{path} is not a whole corral journal: it keeps its state changes "
+                           f"in batches, and has no event_batches table; {_MOVE_AWAY}")
     if "version" not in meta:
         raise JournalError(f"{path} is not a whole corral journal: its meta table has no "
                            f"format version; {_MOVE_AWAY}")
@@ -437,7 +440,7 @@ def _create_journal(path: Path, kind: str) -> None:
         db.executescript(_SCHEMA)
         db.executemany("INSERT INTO meta VALUES (?, ?)", [
             ("version", str(SCHEMA_VERSION)), ("created", repr(time.time())),
-            ("paused", "0"), ("origin", kind)])
+            ("paused", "0"), ("origin", kind), (eventlog.META_KEY, eventlog.META_VALUE)])
     finally:
         db.close()  # the last connection: its log is moved into the file and removed
     os.replace(partial, path)
@@ -514,7 +517,7 @@ class Journal:
                 meta = _checked_meta(db, path)
                 if log_was_missing and meta.get(WRITING_KEY):
                     raise _log_lost(path, meta[WRITING_KEY])
-                self._open_session(db, kind, backend)
+                self._open_session(db, kind, backend, meta)
             except sqlite3.DatabaseError as error:
                 raise _damaged(path, error) from None
         except BaseException:
@@ -539,7 +542,8 @@ class Journal:
         self._writer, self._pipe, self._answers = self._start_writer()
         _OPEN_JOURNALS.add(self)
 
-    def _open_session(self, db: sqlite3.Connection, kind: str, backend: str | None) -> None:
+    def _open_session(self, db: sqlite3.Connection, kind: str, backend: str | None,
+                      meta: dict[str, str]) -> None:
         """Record this session and settle what earlier ones left unfinished, through
         *db*: the one connection the driver opens, before the writer takes over."""
         if kind != "daemon":  # a script starts unpaused, whatever a killed one left
@@ -548,7 +552,10 @@ class Journal:
         self.session_kinds: dict[int, str] = dict(db.execute("SELECT id, kind FROM sessions"))
         if "backend" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
             db.execute("ALTER TABLE sessions ADD COLUMN backend TEXT")
-        db.execute(eventlog.CREATE_TABLE)  # (journals from before it: their events stay)
+        if meta.get(eventlog.META_KEY) != eventlog.META_VALUE:  # a journal from before batches:
+            db.execute(eventlog.CREATE_TABLE)  # its event rows stay, and are read first
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                       (eventlog.META_KEY, eventlog.META_VALUE))
         #: Every earlier session's backend by session id (None: not recorded, as
         #: in journals from before backends were).
         self.session_backends: dict[int, str | None] = dict(
@@ -562,7 +569,10 @@ class Journal:
         #: knows: a logged outcome that ended later is that attempt's. (Not the
         #: job's last event: the driver stamps RUNNING after it has handed the
         #: call over, and a fast call can end before that stamp.)
-        self.last_change: dict[str, float] = eventlog.last_queued(db)
+        try:
+            self.last_change: dict[str, float] = eventlog.last_queued(db)
+        except ValueError as error:
+            raise JournalError(f"{self.run_dir / JOURNAL_FILE}: {error}; {_MOVE_AWAY}") from None
         self._close_orphans(db, kind)
 
     # -- ownership -----------------------------------------------------------------------
