@@ -186,3 +186,11 @@ def note_run_when_released(release: str, log: str, value: int) -> int:
     wait_for_file(release)
     append_line(log, str(value))
     return value
+
+
+def run_shell(command: str) -> str:
+    """Run *command* with /bin/sh from within a call job; return what it printed."""
+    import subprocess
+
+    return subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
+                          check=False).stdout

@@ -24,6 +24,8 @@ from support.processes import pids_alive
 from support.waiting import wait_until
 
 import corral
+import jobs
+from corral import JobStatus
 from corral.cli.views import ORPHANED_REASON
 from corral.core.scheduler import MAP_WINDOW
 from corral.runtime.tempdirs import machine_tag
@@ -400,21 +402,17 @@ def test_ctrl_c_and_sigterm_can_only_land_on_the_drivers_main_thread(tmp_path: P
     that thread wakes it from ``job.result()``: one handed to the control loop's
     thread was lost until the awaited job ended. So corral's threads block both
     signals; the main thread, the workers and the jobs' programs do not."""
-    def numbers_then_wait() -> Iterator[int]:
-        """A map's input that keeps the map's feeder thread waiting in it."""
-        yield from range(MAP_WINDOW + 1)
-        wait_until(release.exists, timeout=60, message="the test to read the masks")
-        yield -1
-
     with corral.Scheduler(cores=2, journal=tmp_path / "run") as sched:
-        mapped = sched.map(abs, numbers_then_wait())
         command = sched.shell("grep SigBlk /proc/self/status", name="mask")
         call_mask = sched.submit(_blocked_signals, "/proc/self/status")
         corral.wait([command, call_mask], timeout=30)
+        # Its first batch waits for the release: its feeder thread waits on that batch.
+        mapped = sched.map(jobs.wait_for_file, [str(release)] * (MAP_WINDOW + 1))
+        wait_until(lambda: len(sched.jobs()) > MAP_WINDOW + 2, message="the map's first batch")
         threads = {thread.name: _blocked_signals(f"/proc/self/task/{thread.native_id}/status")
                    for thread in threading.enumerate() if thread.name.startswith("corral")}
         release.touch()
-        assert sum(mapped) == sum(range(MAP_WINDOW + 1)) + 1
+        assert list(mapped) == [None] * (MAP_WINDOW + 1)
     assert {"corral-control-loop", "corral-control", "corral-map-feeder"} <= set(threads)
     assert {name: blocked for name, blocked in threads.items()
             if blocked != {signal.SIGINT, signal.SIGTERM}} == {}
@@ -435,3 +433,48 @@ def test_a_command_starts_with_the_signals_a_shell_would_give_it(
     corral.wait([piped, trapped], timeout=30)
     assert (piped.stdout, piped.stderr) == ("y\ny\n", "")
     assert trapped.stdout == "caught INT\n"
+
+
+def _mask_of_a_child() -> str:
+    """The SigBlk line of a process started here."""
+    return subprocess.run(["grep", "SigBlk", "/proc/self/status"], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_what_the_programs_own_callbacks_and_map_input_start_gets_a_plain_mask(
+        tmp_path: Path) -> None:
+    """corral runs the program's callbacks and a map's input on its own threads,
+    which block SIGINT and SIGTERM; a process started there inherited that mask,
+    and then ignored Ctrl-C, terminate() and kill (attack review)."""
+    seen: dict[str, str] = {}
+
+    def numbers() -> Iterator[int]:
+        yield from range(MAP_WINDOW + 1)  # the first batch, and one read ahead: by the caller
+        seen["map input"] = _mask_of_a_child()  # by the map's feeder thread
+        yield MAP_WINDOW + 1
+
+    def on_event(event: corral.Event) -> None:
+        if event.new is JobStatus.COMPLETED and "on_event" not in seen:
+            seen["on_event"] = _mask_of_a_child()
+
+    def on_finish(job: corral.Job) -> None:
+        seen.setdefault("on_finish", _mask_of_a_child())
+
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run", on_finish=on_finish) as sched:
+        sched.on_event(on_event)
+        job = sched.submit(abs, -1)
+        job.add_done_callback(lambda _: seen.setdefault("done callback", _mask_of_a_child()))
+        assert sum(sched.map(abs, numbers())) == sum(range(MAP_WINDOW + 2))
+        corral.wait([job], timeout=30)
+    unblocked = "SigBlk:\t0000000000000000\n"
+    assert seen == {"map input": unblocked, "on_event": unblocked, "on_finish": unblocked,
+                    "done callback": unblocked}
+
+
+def test_a_process_a_call_job_starts_gets_sigint_back_at_its_default(
+        scheduler: corral.Scheduler) -> None:
+    """The worker ignored SIGINT, and an ignored signal stays ignored across exec:
+    a call job's `bash -c "trap ... INT"` never fired (attack review)."""
+    job = scheduler.submit(jobs.run_shell, "trap 'echo got INT; exit 0' INT; kill -INT $$; "
+                                           "sleep 5; echo not caught")
+    assert job.result(timeout=30) == "got INT\n"

@@ -45,7 +45,7 @@ from corral.backends.base import Submission, Update
 from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
-from corral.runtime.threads import start_thread
+from corral.runtime.threads import signals_allowed, start_thread
 from corral.spec import Call, FunctionRef, Script, Shell
 from corral.status import ACTIVE, PENDING, JobStatus
 from corral.core.summary import RunTally
@@ -358,11 +358,12 @@ class Engine:
         """Tell the listeners; *job* is a record (whose Job they get) or the Job itself."""
         handle = _job_of(job) if isinstance(job, JobRecord) else job
         event = Event(kind, handle, old, new, reason, time.time())  # type: ignore[arg-type]
-        for listener in list(self.listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event callback %r raised on %s", listener, event)
+        with signals_allowed():  # the program's code: what it starts gets a plain mask
+            for listener in list(self.listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("event callback %r raised on %s", listener, event)
 
     # -- adding jobs ---------------------------------------------------------------------
 
@@ -418,7 +419,8 @@ class Engine:
             self.emit("status", job, _S.NEW, _S.COMPLETED, job.reason)
         if self.on_finish is not None:  # it sees every finished job; running again is moot
             try:
-                self.on_finish(_job_of(job))
+                with signals_allowed():
+                    self.on_finish(_job_of(job))
             except Exception:
                 log.exception("on_finish callback raised for %r", job.future)
         self._finalize(job, notify=False)  # its notice, if any, went out in its own run
@@ -732,7 +734,8 @@ class Engine:
         job.data = value
         if self.on_finish is not None and status is not _S.CANCELLED:
             try:
-                again = self.on_finish(_job_of(job))
+                with signals_allowed():
+                    again = self.on_finish(_job_of(job))
             except Exception:
                 log.exception("on_finish callback raised for %r", job.future)
                 again = False

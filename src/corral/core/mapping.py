@@ -23,7 +23,7 @@ from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from corral.core.job import Job
-from corral.runtime.threads import start_thread
+from corral.runtime.threads import signals_allowed, start_thread
 
 __all__ = ["MapFeed"]
 
@@ -78,13 +78,15 @@ class MapFeed:
             error, self._input_error = self._input_error, None
             raise error
         ahead, self._ahead = self._ahead, []
-        batch = [self._make(arguments) for arguments in itertools.chain(
-            ahead, itertools.islice(self._calls, self._window - len(ahead)))]
+        with signals_allowed():  # the program's input: what it starts gets a plain mask
+            ahead += itertools.islice(self._calls, self._window - len(ahead))
+        batch = [self._make(arguments) for arguments in ahead]
         if len(batch) < self._window:
             self._input_done = True
             return batch
         try:
-            self._ahead = [next(self._calls)]
+            with signals_allowed():
+                self._ahead = [next(self._calls)]
         except StopIteration:
             self._input_done = True
         except Exception as error:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from corral.runtime.spool import read_output
 from corral.spec import JobSpec
 from corral.result import Result
+from corral.runtime.threads import signals_allowed
 from corral.safe_repr import writable_text
 from corral.status import JobStatus, check_transition
 
@@ -247,6 +248,13 @@ class JobRecord:
             # itself (a Job is a Future and keeps them): its word stands, and the
             # loop that resolves every job must not fail on this one.
             return
+        if getattr(future, "_done_callbacks", True):  # the program's code runs from them,
+            with signals_allowed():  # here: what it starts gets a plain mask (runtime.threads)
+                self._settle_future(future, error)
+        else:
+            self._settle_future(future, error)
+
+    def _settle_future(self, future: Future[Any], error: BaseException | None) -> None:
         if self.status is JobStatus.COMPLETED:
             future.set_result(self.data)
         elif self.status is JobStatus.CANCELLED:

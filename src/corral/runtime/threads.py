@@ -15,6 +15,14 @@ both signals first thing (:func:`allow_signals`), and an outside program
 started from such a thread (``sbatch``, a probe) is started with them allowed
 for the moment of its start (:func:`signals_allowed`): ``abort()`` and a
 scheduler's cancel end them with SIGTERM, which must not wait in a mask.
+
+The program's own code that corral runs on these threads (``on_event`` and
+``on_finish`` callbacks, a Job's done callbacks, a map's input) runs with both
+signals allowed too (:func:`signals_allowed`): what it starts (an uploader, a
+notifier) must end on Ctrl-C and ``terminate()`` as it would anywhere else. A
+signal that lands on the thread in such a moment waits, as before this module,
+until the main thread wakes; that is rare, and the price of the program's
+children behaving.
 """
 
 from __future__ import annotations

@@ -324,6 +324,13 @@ def _stopped_before_start(request: tuple, action: str) -> bytes:
     return pickle.dumps((request[1], None, (-signum, None)), pickle.HIGHEST_PROTOCOL)
 
 
+def _pass_ctrl_c(signum: int, frame: object) -> None:
+    """SIGINT does nothing to a worker: Ctrl-C is the driver's to handle. A
+    handler rather than SIG_IGN, because an ignored signal stays ignored in
+    what a call job starts (its ``bash -c "trap ... INT"`` never fired); a
+    handled one is back to its default there."""
+
+
 def main() -> None:
     """Serve requests until the request pipe closes."""
     from multiprocessing.connection import Connection
@@ -335,7 +342,7 @@ def main() -> None:
     bind_to_parent(parent_pid)
     spool = _Spool(sys.argv[4])
     abort.listen(signal.SIGUSR1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    signal.signal(signal.SIGINT, _pass_ctrl_c)  # Ctrl-C is the driver's to handle
     allow_signals()  # started by a thread that leaves them to the driver's main thread
     queue = _Queue(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
                    float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
