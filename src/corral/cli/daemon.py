@@ -125,7 +125,7 @@ def _tail(path: Path, lines: int = 8) -> str:
 def _unfinished_submissions(journal) -> list[StoredJob]:
     """Commands that ``corral submit`` gave an earlier daemon and that did not
     finish, in submission order. A script's jobs are the script's to run again."""
-    return [job for job in journal.previous.values()
+    return [job for job in journal.previous.unfinished()
             if job.status not in TERMINAL and job.kind == "shell"
             and journal.session_kinds.get(job.session) == "daemon"]
 
@@ -223,8 +223,9 @@ def _resubmit(scheduler, run_dir: Path) -> None:
     leftovers = _unfinished_submissions(journal)
     if not leftovers:
         return
-    finished = {str(job.id): job.status for job in journal.previous.values()
-                if job.status in TERMINAL}
+    upstream = {str(dep) for stored in leftovers for dep in stored.deps}
+    finished = {job_id: status for job_id, status in journal.previous.statuses(upstream).items()
+                if status in TERMINAL}
     rebuilt: dict[str, Any] = {}
     for stored in leftovers:  # in submission order: parents first
         job = _rebuild(stored, rebuilt, finished)

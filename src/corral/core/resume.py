@@ -36,6 +36,7 @@ from corral.status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
+    from corral.journal.previous import PreviousJobs
     from corral.journal.store import StoredJob
 
 __all__ = ["Resumer"]
@@ -48,13 +49,13 @@ _STALE_START_TOLERANCE_S = 5.0
 class Resumer:
     """Keys, ids and restored outcomes for a journaled scheduler."""
 
-    def __init__(self, previous: dict[str, StoredJob], run_dir: Path,
+    def __init__(self, previous: PreviousJobs[StoredJob], run_dir: Path,
                  attachable: Callable[[StoredJob], bool] | None = None) -> None:
         self.previous = previous
         #: Whether an unfinished job still runs in a cluster this run can attach to.
         self._attachable = attachable or (lambda stored: False)
         self.run_dir = run_dir
-        for stored in previous.values():  # whether or not they are dispatched again
+        for stored in previous.unfinished():  # whether or not they are dispatched again
             if (stored.status in ACTIVE and stored.kind in ("shell", "script")
                     and not self._attachable(stored)):
                 _kill_stale_command(stored)
@@ -62,9 +63,7 @@ class Resumer:
         #: strings and ints, which the garbage collector does not track (a
         #: Counter it would walk, a million entries, at every full collection).
         self._occurrences: dict[str, int] = {}
-        self._by_id = {str(job.id): job for job in previous.values()}
-        int_ids = [job.id for job in previous.values() if isinstance(job.id, int)]
-        self.first_free_id = max(int_ids, default=0) + 1
+        self.first_free_id = previous.max_int_id + 1
 
     def plan(self, batch: list[JobRecord], new_id: Callable[[], int],
              is_taken: Callable[[str], bool], taken: set[str]) -> list[int | str]:
@@ -94,7 +93,7 @@ class Resumer:
             if stored is None and job.id is not None:
                 # An id chosen again for what may be other work: the daemon
                 # re-dispatching a command, or a script that names its jobs.
-                stored = self._by_id.get(str(job.id))
+                stored = self.previous.by_id(str(job.id))
                 if stored is not None and completed_before(stored):
                     stored = None if stored.key != key else stored
             if stored is None:

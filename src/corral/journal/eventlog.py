@@ -192,16 +192,18 @@ def _columns(row: tuple[Any, Any, Any, Any]
     return jobs, times, moves, reasons
 
 
-def last_queued(db: sqlite3.Connection) -> dict[str, float]:
-    """When each job was last made NEW or QUEUED (its latest attempt's start, as
-    far as the journal knows), by job id.
+def last_queued(db: sqlite3.Connection, only: set[str]) -> dict[str, float]:
+    """When each job of *only* (ids as text) was last made NEW or QUEUED (its
+    latest attempt's start, as far as the journal knows), by job id. Every
+    batch is read (and checked), but only those jobs are kept.
 
     Raises:
         ValueError: a batch of changes is damaged.
     """
     wanted = (JobStatus.NEW.value, JobStatus.QUEUED.value)
-    found: dict[str, float] = dict(db.execute(
-        "SELECT job_id, max(time) FROM events WHERE new IN (?, ?) GROUP BY job_id", wanted))
+    found: dict[str, float] = {job_id: at for job_id, at in db.execute(
+        "SELECT job_id, max(time) FROM events WHERE new IN (?, ?) GROUP BY job_id", wanted)
+        if job_id in only}
     if not _has_batches(db):
         return found
     codes = {STATUS_CODES[JobStatus.NEW], STATUS_CODES[JobStatus.QUEUED]}
@@ -209,9 +211,9 @@ def last_queued(db: sqlite3.Connection) -> dict[str, float]:
         jobs, times, moves, _ = _columns(row)
         for index, code in enumerate(moves[1::2]):
             if code in codes:
-                job_id, at = jobs[index], times[index]
-                if at > found.get(job_id, 0.0):
-                    found[job_id] = at
+                job_id = jobs[index]
+                if job_id in only and times[index] > found.get(job_id, 0.0):
+                    found[job_id] = times[index]
     return found
 
 

@@ -65,6 +65,7 @@ from typing import IO, Any, Protocol
 from corral.backends import backend_names, outlives_driver
 from corral.errors import CorralError
 from corral.journal import eventlog
+from corral.journal.previous import PreviousJobs
 from corral.journal.writer import HEADER, WRITING_KEY
 from corral.status import TERMINAL, JobStatus
 
@@ -561,16 +562,18 @@ class Journal:
         self.session_backends: dict[int, str | None] = dict(
             db.execute("SELECT id, backend FROM sessions"))
         self.session = self._start_session(db, kind, backend)
+        path = self.run_dir / JOURNAL_FILE
+        _check_rows(db, path)  # (the finished jobs are read whole only when matched)
         #: The jobs of earlier sessions, by key, as they were left (a call
         #: settled from the outcome log as it ended).
-        self.previous = {job.key: job for job in _rows_to_jobs(
-            db.execute("SELECT * FROM jobs ORDER BY seq"), self.run_dir / JOURNAL_FILE)}
-        #: When each job's latest attempt was queued, as far as the journal
-        #: knows: a logged outcome that ended later is that attempt's. (Not the
-        #: job's last event: the driver stamps RUNNING after it has handed the
-        #: call over, and a fast call can end before that stamp.)
+        self.previous: PreviousJobs[StoredJob] = PreviousJobs(db, path, _rows_to_jobs)
+        #: When each unfinished job's latest attempt was queued, as far as the
+        #: journal knows: a logged outcome that ended later is that attempt's.
+        #: (Not the job's last event: the driver stamps RUNNING after it has
+        #: handed the call over, and a fast call can end before that stamp.)
         try:
-            self.last_change: dict[str, float] = eventlog.last_queued(db)
+            self.last_change: dict[str, float] = eventlog.last_queued(
+                db, {str(job.id) for job in self.previous.unfinished()})
         except ValueError as error:
             raise JournalError(f"{self.run_dir / JOURNAL_FILE}: {error}; {_MOVE_AWAY}") from None
         self._close_orphans(db, kind)
@@ -651,7 +654,7 @@ class Journal:
         ``corral status`` and ``corral wait``. A daemon keeps its
         predecessors' submissions as they are: it runs them again at once, and
         a ``corral wait`` on them should not see them end meanwhile."""
-        orphans = [job for job in self.previous.values()
+        orphans = [job for job in self.previous.unfinished()
                    if job.status not in TERMINAL
                    and not self.outlives_driver(job)
                    and not (kind == "daemon" and job.kind == "shell" and job.session is not None
@@ -680,7 +683,7 @@ class Journal:
         for job in ended:
             self.last_change[str(job.id)] = now
             if job.status is not JobStatus.CANCELLED:  # the Resumer must see the others as they are
-                self.previous[job.key] = job
+                self.previous.replace(job)
 
     def _died_at(self, job: StoredJob, now: float) -> float:
         """When an orphan stopped: its processes died with its driver, whose last
@@ -843,6 +846,7 @@ class Journal:
             return
         self.closed = True
         _OPEN_JOURNALS.discard(self)
+        self.previous.close()
         try:
             self.flush(force=True)
             self._send(("stop", self.session, time.time()))
@@ -908,6 +912,30 @@ _COLUMN_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "exit_code": ((int,), "integer"), "attempts": ((int,), "integer"), "started": _NUMBER,
     "ended": _NUMBER, "session": ((int,), "integer"), "result": ((bytes,), "blob"),
     "error": ((bytes,), "blob")}
+
+
+#: How SQLite names the types of :data:`_COLUMN_TYPES` (``typeof``).
+_SQLITE_TYPES = {int: "integer", float: "real", bytes: "blob"}
+
+
+def _check_rows(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a journal with a job row corral cannot read, as reading it whole
+    would (:func:`_stored_job`): SQLite finds the rows that may be damaged, and
+    only those are read here.
+
+    Raises:
+        JournalError: the first damaged row, named as :func:`_stored_job` names it.
+    """
+    types = [f"typeof({column}) NOT IN ('null', "
+             + ", ".join(f"'{_SQLITE_TYPES[kind]}'" for kind in kinds) + ")"
+             for column, (kinds, _) in _COLUMN_TYPES.items()]
+    known = ", ".join(f"'{status.value}'" for status in JobStatus)
+    suspects = db.execute(
+        "SELECT * FROM jobs WHERE status IS NULL OR status NOT IN (" + known + ") "
+        "OR typeof(name) != 'text' OR " + " OR ".join(types) + " "
+        "OR (spec != '' AND (json_valid(spec) = 0 OR json_type(spec) != 'object')) "
+        "OR (deps != '' AND (json_valid(deps) = 0 OR json_type(deps) != 'array')) LIMIT 20")
+    _rows_to_jobs(suspects, path)  # raises for a row that is damaged indeed
 
 
 def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
