@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -161,6 +162,14 @@ def test_status_of_a_failed_call_shows_the_traceback_it_raised(tmp_path):
     assert below.endswith('    raise RuntimeError("this job fails on purpose")\n'
                           "RuntimeError: this job fails on purpose\n")
     assert "raised:" not in corral("status").out  # the listing of the run stays a table
+
+    database = sqlite3.connect(corral.run / "journal.db")
+    database.execute("UPDATE jobs SET error = x'00ff1234' WHERE id = '1'")
+    database.commit()
+    database.close()
+    damaged = corral("status", "1")
+    assert damaged.out.endswith("\njob 1 'check_calibration': the traceback it raised cannot be "
+                                "read from the journal (its record of it is damaged)\n")
 
 
 def test_logs_of_a_job_that_has_not_started_says_so(cli, tmp_path):

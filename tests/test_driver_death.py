@@ -478,3 +478,36 @@ def test_a_process_a_call_job_starts_gets_sigint_back_at_its_default(
     job = scheduler.submit(jobs.run_shell, "trap 'echo got INT; exit 0' INT; kill -INT $$; "
                                            "sleep 5; echo not caught")
     assert job.result(timeout=30) == "got INT\n"
+
+
+@pytest.mark.parametrize("waits_in", ["job.result()", "Scheduler.wait()", "the with block"])
+def test_a_ctrl_c_another_thread_received_still_stops_the_waiting_driver(waits_in: str) -> None:
+    """A signal the kernel hands to a thread other than the main one does not
+    wake the main thread from its wait; Python runs the handler only when the
+    main thread runs again. It waited for the job to end (30 s here); it now
+    waits in slices, so the Ctrl-C is handled within a moment (round-2 review:
+    1 in 25 Ctrl-Cs was held while an on_event callback ran)."""
+    program = f"""
+import signal, threading, time, corral
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+
+def poke(job):  # Ctrl-C, delivered to this thread of the program's
+    while job.status is not corral.JobStatus.RUNNING:
+        time.sleep(0.01)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+started = time.monotonic()
+try:
+    with corral.Scheduler(cores=1) as scheduler:
+        job = scheduler.shell("sleep 30")
+        threading.Thread(target=poke, args=(job,), daemon=True).start()
+        if {waits_in!r} == "job.result()":
+            job.result()
+        elif {waits_in!r} == "Scheduler.wait()":
+            scheduler.wait()
+except KeyboardInterrupt:
+    print(f"interrupted, {{job.status.name}}, {{time.monotonic() - started < 10}}")
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == "interrupted, CANCELLED, True\n", done.stderr

@@ -418,8 +418,14 @@ def test_an_older_journals_changes_are_read_and_a_new_session_adds_its_own_after
     ("times = substr(times, 1, 13)", "does not decode: bytes length not a multiple of item size"),
     ("moves = CAST(x'09' || substr(moves, 2) AS BLOB)", "has an unknown status code 9"),
     ("reasons = '[1'", "has reasons that do not decode"),
+    ("moves = CAST(substr(moves, 1, 1) || x'ff' || substr(moves, 3) AS BLOB)",
+     "has an unknown status code 255"),
+    ("reasons = '{\"0\": 5}'", "is damaged: a reason is not text"),
+    ("times = CAST(substr(times, 1, 8) || x'000000000000f07f' || substr(times, 17) AS BLOB)",
+     "is damaged: a time is not a number"),
 ], ids=["a status byte short", "no ids", "ids NULL", "moves a number", "ids not JSON",
-        "ids not text", "times cut", "an unknown status", "reasons not JSON"])
+        "ids not text", "times cut", "an unknown status", "reasons not JSON",
+        "no status as the new one", "a reason not text", "an infinite time"])
 def test_a_damaged_batch_of_changes_is_named_when_read_and_when_resumed(tmp_path, damage, said):
     """Attack review: a damaged batch stopped a resumed run with a raw
     TypeError or IndexError, and a report with one; a NULL id list was skipped
@@ -441,6 +447,22 @@ def test_a_damaged_batch_of_changes_is_named_when_read_and_when_resumed(tmp_path
     with pytest.raises(corral.JournalError, match=named):
         corral.Scheduler(cores=1, journal=run)  # a rerun: nothing runs on a misread history
     assert corral.Scheduler.open(run).jobs()[0].status is JobStatus.COMPLETED  # the rest reads
+
+
+def test_a_journal_that_keeps_its_changes_in_a_way_unknown_here_is_refused(tmp_path):
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.submit(abs, -1).result()
+    database = sqlite3.connect(run / "journal.db")
+    database.execute("UPDATE meta SET value = 'rows' WHERE key = 'events'")
+    database.commit()
+    database.close()
+    message = (f"^{re.escape(str(run / 'journal.db'))} keeps its state changes as 'rows', which "
+               r"this corral does not read \(a newer corral's journal, or a damaged one\)$")
+    with pytest.raises(corral.JournalError, match=message):
+        corral.Scheduler.open(run).events()
+    with pytest.raises(corral.JournalError, match=message):
+        corral.Scheduler(cores=1, journal=run)
 
 
 def test_a_journal_that_lost_its_table_of_changes_is_refused(tmp_path):

@@ -424,6 +424,9 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         traceback = job.traceback_text()
         if traceback:
             console.print(Text(f"\njob {job.id} {job.name!r} raised:\n{traceback.rstrip()}"))
+        elif traceback is None and job.error is not None:
+            console.print(Text(f"\njob {job.id} {job.name!r}: the traceback it raised cannot be "
+                               "read from the journal (its record of it is damaged)"))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
 from corral.core.record import JobRecord, cancel_future
 from corral.result import Result
+from corral.runtime.threads import wait_in_slices
 from corral.spec import JobSpec, Task, check_job_id, make_spec, make_task
 from corral.status import JobStatus
 
@@ -165,7 +167,8 @@ class Job(Future):
                 for commands, timeouts and crashed workers.
         """
         try:
-            return super().result(timeout)
+            self._wait_done(timeout)
+            return super().result(0)  # (TimeoutError if it is not done yet)
         except CancelledError:
             raise CancelledError(self._cancel_message()) from None
 
@@ -176,9 +179,19 @@ class Job(Future):
             TimeoutError, concurrent.futures.CancelledError: as :meth:`result`.
         """
         try:
-            return super().exception(timeout)
+            self._wait_done(timeout)
+            return super().exception(0)
         except CancelledError:
             raise CancelledError(self._cancel_message()) from None
+
+    def _wait_done(self, timeout: float | None) -> bool:
+        """Whether the job is done, within *timeout* (in slices in the main
+        thread: a Ctrl-C is never held until the job ends, see
+        :func:`corral.runtime.threads.wait_in_slices`)."""
+        if self.done():
+            return True
+        return wait_in_slices(lambda seconds: not wait_futures([self], seconds).not_done,
+                              timeout)
 
     def _cancel_message(self) -> str:
         return f"job {self.id} {self.name!r} was cancelled: {self.reason or 'cancelled'}"

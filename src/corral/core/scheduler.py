@@ -42,6 +42,7 @@ from corral.core.resume import Resumer
 from corral.journal.run import Run
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.payload import dumps_call
+from corral.runtime.threads import wait_in_slices
 from corral.safe_repr import safe_repr
 from corral.spec import Call, FunctionRef, Script, Shell, Task, make_spec, make_task, spec_maker
 from corral.status import JobStatus, statuses_named
@@ -592,8 +593,8 @@ class Scheduler(Executor):
         """Wait until every dispatched job is finished; False if *timeout* passed first."""
         self._refuse_on_loop_thread("wait()")
         pending = [job for job in self.jobs() if not job.done()]
-        _, not_done = wait_futures(pending, timeout=timeout)
-        return not not_done
+        return wait_in_slices(lambda seconds: not wait_futures(pending, timeout=seconds).not_done,
+                              timeout)
 
     # -- looking at the queue ------------------------------------------------------------
 
@@ -755,7 +756,7 @@ class Scheduler(Executor):
             self._engine.close(wait=False)
         if wait:
             try:
-                self._engine.finished.wait()
+                wait_in_slices(self._engine.finished.wait, None)
             except BaseException as error:  # Ctrl-C or SIGTERM while it waited: say which
                 self.interrupt(driver_signals.reason_for(error))
                 self._engine.finished.wait()

@@ -20,6 +20,7 @@ format keep their ``events`` rows, which are read first (they are older).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 from array import array
@@ -180,15 +181,20 @@ def _columns(row: tuple[Any, Any, Any, Any]
     if not (len(jobs) == len(times) and len(moves) == 2 * len(jobs)):
         raise ValueError(f"a batch of state changes is damaged: {len(jobs)} jobs, "
                          f"{len(times)} times, {len(moves)} status bytes")
-    unknown = moves.translate(None, _KNOWN_CODES)
+    unknown = moves.translate(None, _KNOWN_CODES) or (
+        bytes((NO_STATUS,)) if NO_STATUS in moves[1::2] else b"")  # (no status: as old only)
     if unknown:
         raise ValueError(f"a batch of state changes has an unknown status code {unknown[0]}")
+    if not all(map(math.isfinite, times)):
+        raise ValueError("a batch of state changes is damaged: a time is not a number")
     try:
         reasons = {int(index): reason for index, reason in
                    (json.loads(reasons_text) if reasons_text is not None else {}).items()}
     except (TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"a batch of state changes has reasons that do not decode: "
                          f"{error}") from None
+    if not all(isinstance(reason, str) for reason in reasons.values()):
+        raise ValueError("a batch of state changes is damaged: a reason is not text")
     return jobs, times, moves, reasons
 
 

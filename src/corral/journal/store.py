@@ -407,7 +407,11 @@ def _checked_meta(db: sqlite3.Connection, path: Path,
         raise JournalError(f"{path} is not a whole corral journal: it has no {missing} "
                            f"table{'s' if len(_TABLES - tables) > 1 else ''}; {_MOVE_AWAY}")
     meta = dict(db.execute("SELECT key, value FROM meta"))
-    if meta.get(eventlog.META_KEY) == eventlog.META_VALUE and "event_batches" not in tables:
+    events = meta.get(eventlog.META_KEY)
+    if events is not None and events != eventlog.META_VALUE:
+        raise JournalError(f"{path} keeps its state changes as {events!r}, which this corral "
+                           f"does not read (a newer corral's journal, or a damaged one)")
+    if events == eventlog.META_VALUE and "event_batches" not in tables:
         raise JournalError(f"{path} is not a whole corral journal: it keeps its state changes "
                            f"in batches, and has no event_batches table; {_MOVE_AWAY}")
     if "version" not in meta:

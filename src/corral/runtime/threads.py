@@ -20,9 +20,9 @@ The program's own code that corral runs on these threads (``on_event`` and
 ``on_finish`` callbacks, a Job's done callbacks, a map's input) runs with both
 signals allowed too (:func:`signals_allowed`): what it starts (an uploader, a
 notifier) must end on Ctrl-C and ``terminate()`` as it would anywhere else. A
-signal that lands on the thread in such a moment waits, as before this module,
-until the main thread wakes; that is rare, and the price of the program's
-children behaving.
+signal that lands on the thread in such a moment is handled once the main
+thread runs again: its waits for jobs last at most a quarter of a second at a
+stretch (:func:`wait_in_slices`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["DRIVER_SIGNALS", "start_thread", "allow_signals", "signals_allowed"]
+__all__ = ["DRIVER_SIGNALS", "SLICE_S", "start_thread", "allow_signals", "signals_allowed",
+           "wait_in_slices"]
 
 #: The signals that end a driver, and that only its main thread should receive.
 DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -81,3 +83,30 @@ def signals_allowed() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+#: The longest the main thread waits at a stretch (see :func:`wait_in_slices`).
+SLICE_S = 0.25
+
+
+def wait_in_slices(wait: Callable[[float | None], bool], timeout: float | None) -> bool:
+    """Call *wait* (an ``Event.wait``: it returns True once what it waits for has
+    happened) until it returns True or *timeout* seconds have passed; return its
+    last answer.
+
+    In the main thread it waits at most :data:`SLICE_S` at a time. A signal
+    the kernel handed to another thread (a thread of the program's, or one of
+    corral's while it runs the program's callbacks) does not wake a waiting
+    main thread, but Python runs its handler as soon as the main thread runs
+    again: between two slices, so a Ctrl-C is late by at most that much,
+    instead of waiting for the job to end.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return wait(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = SLICE_S if deadline is None else min(SLICE_S, deadline - time.monotonic())
+        if wait(max(left, 0.0)):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
