@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future
-from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +189,15 @@ class Job(Future):
         :func:`corral.runtime.threads.wait_in_slices`)."""
         if self.done():
             return True
-        return wait_in_slices(lambda seconds: not wait_futures([self], seconds).not_done,
-                              timeout)
+        return wait_in_slices(self._wait_once, timeout)
+
+    def _wait_once(self, seconds: float | None) -> bool:
+        """Wait up to *seconds* for the job to be done, as ``Future.result`` waits
+        (on the Future's own condition: no waiter to install and remove)."""
+        with self._condition:
+            if not self.done():
+                self._condition.wait(seconds)
+            return self.done()
 
     def _cancel_message(self) -> str:
         return f"job {self.id} {self.name!r} was cancelled: {self.reason or 'cancelled'}"
