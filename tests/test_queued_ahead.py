@@ -540,12 +540,13 @@ def test_clear_while_workers_run_their_lines_cancels_only_jobs_that_never_ran(tm
                    for number in range(2000)]
         wait_until(lambda: sum(job.done() for job in handles) >= 600,
                    message="a good part of the jobs to have run")
-        scheduler.clear()
+        cleared = scheduler.clear()
         corral.wait(handles, timeout=60)
     ran = {int(path.name) for path in marks.iterdir()}
     cancelled = {number for number, job in enumerate(handles) if job.status is _S.CANCELLED}
     assert ran.isdisjoint(cancelled), sorted(ran & cancelled)[:10]
     assert ran | cancelled == set(range(2000))
+    assert cleared == len(cancelled)  # not one more for a job that had started (round 2)
 
 
 def test_large_arguments_and_results_through_a_map_never_deadlock_the_driver_and_a_worker(

@@ -952,12 +952,13 @@ class Engine:
         return job.status in PENDING or (self._chains and job.status is _S.SUBMITTED) or (
             self._queued_ahead(job))
 
-    def cancel_pending(self, reason: str) -> int:
-        """Cancel every job that has not started; return how many."""
+    def cancel_pending(self, reason: str) -> list[JobRecord]:
+        """Cancel every job that has not started; return them. (One that
+        waited in a worker's queue may have started meanwhile: it runs on.)"""
         self._read_ended_first(self._live.values())
         pending = [job for job in self._live.values() if self._not_started(job)]
         self._cancel_all(pending, reason)
-        return len(pending)
+        return pending
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Cancel everything, running jobs included, now."""

@@ -665,9 +665,10 @@ class Scheduler(Executor):
         waited in a worker's queue are taken back before this returns."""
         self._stop_maps("the queue was cleared")
         queued = self._engine.call(self._engine.queued_ahead_ids)
-        count = self._engine.call(self._engine.cancel_pending, "cleared")
+        asked = self._engine.call(self._engine.cancel_pending, "cleared")
         self._engine.wait_taken_back(queued, until_ended=True)
-        return int(count)
+        # (not one a worker had started as it was asked back: that one runs on)
+        return sum(1 for record in asked if record.status is JobStatus.CANCELLED)
 
     def remove(self, job: Job | int | str) -> None:
         """Take a job that has not started out of the queue (it ends CANCELLED).
