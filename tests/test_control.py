@@ -295,3 +295,50 @@ def test_an_abort_is_not_carried_over_to_the_next_call_of_the_same_worker(tmp_pa
         assert (aborted.status.name, aborted.reason) == ("CANCELLED", "aborted")
         release.touch()
         assert sched.submit(abort_aware, str(release)).result(timeout=30) is False
+
+
+@pytest.fixture
+def slow_starting_workers(tmp_path, monkeypatch: pytest.MonkeyPatch) -> float:
+    """Workers (every Python process this test starts) that take a second to
+    start: a sitecustomize module on their path sleeps first. Returns that time."""
+    slow = tmp_path / "slow_start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import time\ntime.sleep(1.0)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(slow), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    return 1.0
+
+
+def test_a_job_on_a_starting_worker_runs_from_when_the_worker_started_it(
+        tmp_path, slow_starting_workers, release):
+    """BUG (round-2 review): a job handed to a worker that was still starting
+    (its interpreter and imports) was RUNNING from when it was sent. Its
+    timeout counted the worker's start-up: a 0.2 s call with a 0.25 s limit
+    timed out, and each timeout's dead worker made the next call start cold."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as sched:
+        sent = time.time()
+        quick = sched.options(timeout=slow_starting_workers / 2).submit(jobs.sleep_for, 0.1)
+        assert quick.result(timeout=30) == 0.1  # its limit counts from its start
+        assert quick.started is not None and quick.started - sent > slow_starting_workers
+        held = sched.submit(jobs.wait_for_file, str(release))
+        wait_until(lambda: held.status is JobStatus.RUNNING, message="the job to run")
+        assert held.started is not None and held.started >= quick.ended  # (a warm worker)
+        release.touch()
+
+
+def test_an_abort_of_a_job_whose_worker_is_still_starting_stops_it_without_killing_the_worker(
+        tmp_path, slow_starting_workers):
+    """BUG (round-2 review): the abort's SIGUSR1 reached a worker before it
+    had set its handler for it: the worker died of it (exit -10)."""
+    marker, started = tmp_path / "marker", tmp_path / "started"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run", abort_grace=30) as sched:
+        job = sched.submit(jobs.stop_when_asked, str(marker), str(started))
+        wait_until(lambda: job.native_id, message="the job to be handed to its worker")
+        worker = int(job.native_id)
+        assert job.status is JobStatus.SUBMITTED  # its worker is still starting
+        sched.abort(job)
+        corral.wait([job], timeout=30)
+        assert (job.status, job.reason) == (JobStatus.CANCELLED, "aborted")
+        assert not started.exists()  # stopped before it ran
+        assert pids_alive([worker]) == [worker]  # its worker lives on, and serves the next job
+        assert sched.submit(abs, -3).result(timeout=30) == 3

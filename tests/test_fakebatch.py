@@ -47,9 +47,17 @@ def submit(cluster: FakeBatch, *argv: str) -> str:
 
 
 def ended(cluster: FakeBatch, native: str) -> dict:
-    wait_until(lambda: cluster.qstat(native).get(native, {}).get("state") == "F",
-               message=f"fakebatch job {native} to end")
-    return cluster.qstat(native)[native]
+    """The job's qstat record once it says it ended (as seen then: a cluster that
+    forgets finished jobs soon may have forgotten it by the next look)."""
+    seen: dict = {}
+
+    def finished() -> bool:
+        seen.clear()
+        seen.update(cluster.qstat(native).get(native, {}))
+        return seen.get("state") == "F"
+
+    wait_until(finished, message=f"fakebatch job {native} to end")
+    return seen
 
 
 def test_a_submitted_script_runs_as_a_real_process_with_its_variables(cluster, tmp_path):
