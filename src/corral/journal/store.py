@@ -570,7 +570,8 @@ class Journal:
         _check_rows(db, path)  # (the finished jobs are read whole only when matched)
         #: The jobs of earlier sessions, by key, as they were left (a call
         #: settled from the outcome log as it ended).
-        self.previous: PreviousJobs[StoredJob] = PreviousJobs(db, path, _rows_to_jobs)
+        self.previous: PreviousJobs[StoredJob] = PreviousJobs(
+            db, path, _rows_to_jobs, lambda error: _damaged(path, error))
         #: When each unfinished job's latest attempt was queued, as far as the
         #: journal knows: a logged outcome that ended later is that attempt's.
         #: (Not the job's last event: the driver stamps RUNNING after it has
@@ -938,8 +939,10 @@ def _check_rows(db: sqlite3.Connection, path: Path) -> None:
         "SELECT * FROM jobs WHERE status IS NULL OR status NOT IN (" + known + ") "
         "OR typeof(name) != 'text' OR " + " OR ".join(types) + " "
         "OR (spec != '' AND (json_valid(spec) = 0 OR json_type(spec) != 'object')) "
-        "OR (deps != '' AND (json_valid(deps) = 0 OR json_type(deps) != 'array')) LIMIT 20")
-    _rows_to_jobs(suspects, path)  # raises for a row that is damaged indeed
+        "OR (deps != '' AND (json_valid(deps) = 0 OR json_type(deps) != 'array'))")
+    names = [column[0] for column in suspects.description]
+    for row in suspects:  # read one by one: SQLite's JSON is stricter (a NaN is no damage)
+        _stored_job(dict(zip(names, row, strict=True)), path)  # raises for a damaged one
 
 
 def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
