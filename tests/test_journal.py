@@ -15,7 +15,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import jobs
@@ -407,6 +407,21 @@ def test_an_older_journals_changes_are_read_and_a_new_session_adds_its_own_after
         "queued", "submitted", "running", "completed"]
 
 
+def _damaged_journal(tmp_path: Path, *statements: str, values: Sequence[int] = (-1,)) -> Path:
+    """A run of ``abs(value)`` calls, one per value (ids 1, 2...), all finished,
+    whose journal *statements* (SQL) then damage; returns the run directory."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        for value in values:
+            sched.submit(abs, value).result()
+    database = sqlite3.connect(run / "journal.db")
+    for statement in statements:
+        database.execute(statement)
+    database.commit()
+    database.close()
+    return run
+
+
 @pytest.mark.parametrize(("damage", "said"), [
     ("moves = substr(moves, 2)", r"is damaged: (\d+) jobs, \1 times, \d+ status bytes"),
     ("jobs = '[]'", r"is damaged: 0 jobs, \d+ times, \d+ status bytes"),
@@ -430,14 +445,8 @@ def test_a_damaged_batch_of_changes_is_named_when_read_and_when_resumed(tmp_path
     """Attack review: a damaged batch stopped a resumed run with a raw
     TypeError or IndexError, and a report with one; a NULL id list was skipped
     when one job's changes were read, so its timeline lost a change silently."""
-    run = tmp_path / "run"
-    with corral.Scheduler(cores=1, journal=run) as sched:
-        sched.submit(abs, -1).result()
-    database = sqlite3.connect(run / "journal.db")
-    database.execute(f"UPDATE event_batches SET {damage} "
-                     "WHERE seq = (SELECT min(seq) FROM event_batches)")
-    database.commit()
-    database.close()
+    run = _damaged_journal(tmp_path, f"UPDATE event_batches SET {damage} "
+                                     "WHERE seq = (SELECT min(seq) FROM event_batches)")
     named = f"^{re.escape(str(run / 'journal.db'))}: a batch of state changes {said}"
     with pytest.raises(corral.JournalError, match=named + ".*; move it away to start the run "
                                                           "afresh$"):
@@ -450,13 +459,7 @@ def test_a_damaged_batch_of_changes_is_named_when_read_and_when_resumed(tmp_path
 
 
 def test_a_journal_that_keeps_its_changes_in_a_way_unknown_here_is_refused(tmp_path):
-    run = tmp_path / "run"
-    with corral.Scheduler(cores=1, journal=run) as sched:
-        sched.submit(abs, -1).result()
-    database = sqlite3.connect(run / "journal.db")
-    database.execute("UPDATE meta SET value = 'rows' WHERE key = 'events'")
-    database.commit()
-    database.close()
+    run = _damaged_journal(tmp_path, "UPDATE meta SET value = 'rows' WHERE key = 'events'")
     message = (f"^{re.escape(str(run / 'journal.db'))} keeps its state changes as 'rows', which "
                r"this corral does not read \(a newer corral's journal, or a damaged one\)$")
     with pytest.raises(corral.JournalError, match=message):
@@ -468,13 +471,7 @@ def test_a_journal_that_keeps_its_changes_in_a_way_unknown_here_is_refused(tmp_p
 def test_a_journal_that_lost_its_table_of_changes_is_refused(tmp_path):
     """Attack review: a new journal without its event_batches table was read as
     one from before batches (no changes at all), and a rerun made the table anew."""
-    run = tmp_path / "run"
-    with corral.Scheduler(cores=1, journal=run) as sched:
-        sched.submit(abs, -1).result()
-    database = sqlite3.connect(run / "journal.db")
-    database.execute("DROP TABLE event_batches")
-    database.commit()
-    database.close()
+    run = _damaged_journal(tmp_path, "DROP TABLE event_batches")
     message = (f"^{re.escape(str(run / 'journal.db'))} is not a whole corral journal: it keeps "
                "its state changes in batches, and has no event_batches table; move it away")
     with pytest.raises(corral.JournalError, match=message):
@@ -1081,14 +1078,8 @@ def test_damage_the_open_cannot_see_is_named_when_the_job_is_matched(tmp_path):
     """Round-3 review: text that is no UTF-8 in a finished job's row is found
     only when that row is read, as a new job matches it: the error names the
     file, as corral status does, instead of a raw sqlite3 error."""
-    run = tmp_path / "run"
-    with corral.Scheduler(cores=1, journal=run) as sched:
-        sched.submit(abs, -1)
-        sched.submit(abs, -2)
-    database = sqlite3.connect(run / "journal.db")
-    database.execute("UPDATE jobs SET name = CAST(x'6162ff' AS TEXT) WHERE id = '2'")
-    database.commit()
-    database.close()
+    run = _damaged_journal(tmp_path, "UPDATE jobs SET name = CAST(x'6162ff' AS TEXT) "
+                                     "WHERE id = '2'", values=(-1, -2))
     with corral.Scheduler(cores=1, journal=run) as sched:
         assert sched.submit(abs, -1).result() == 1
         with pytest.raises(corral.JournalError,
@@ -1101,14 +1092,8 @@ def test_a_damaged_row_behind_many_rows_sqlite_doubts_is_still_refused_at_open(t
     """Round-3 review: the rows SQLite doubts (its JSON is stricter than
     Python's: a NaN) were read only up to 20, so a damaged row behind them
     passed the open and failed the run later."""
-    run = tmp_path / "run"
-    with corral.Scheduler(cores=1, journal=run) as sched:
-        for number in range(25):
-            sched.submit(abs, -number)
-    database = sqlite3.connect(run / "journal.db")
-    database.execute("""UPDATE jobs SET spec = '{"task": {}, "options": {"x": NaN}}'""")
-    database.execute("UPDATE jobs SET name = NULL WHERE id = '25'")
-    database.commit()
-    database.close()
+    run = _damaged_journal(
+        tmp_path, """UPDATE jobs SET spec = '{"task": {}, "options": {"x": NaN}}'""",
+        "UPDATE jobs SET name = NULL WHERE id = '25'", values=range(0, -25, -1))
     with pytest.raises(corral.JournalError, match="job 25 has the name None, which is no text"):
         corral.Scheduler(cores=1, journal=run)
