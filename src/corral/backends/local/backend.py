@@ -147,8 +147,6 @@ class _Worker:
         self.job_id: int | str | None = None
         #: We killed it (a call cannot be killed otherwise): its end is near.
         self.doomed = False
-        #: Still starting: it has not said it started a job yet (see LocalBackend._booting).
-        self.booting = True
         #: What is still to be written to its request pipe, in order (see
         #: LocalBackend._send): the loop writes only what the pipe takes.
         self.outbox: deque[memoryview] = deque()
@@ -195,10 +193,6 @@ class LocalBackend:
         #: Jobs killed while they waited in a worker's queue: cancelled when given
         #: back; one the worker started meanwhile runs on (its outcome is real).
         self._withdrawn: set[int | str] = set()
-        #: Jobs handed to a worker still starting (its interpreter and imports,
-        #: about 0.1 s): RUNNING only once it says it started them, so that a
-        #: timeout counts from then, and an abort finds a job it can stop.
-        self._booting: set[int | str] = set()
         #: Workers asked to kill the call they run, and when to kill them instead.
         self._kill_later: dict[_Worker, tuple[int | str, float]] = {}
         self._pending: list[Update] = []
@@ -255,10 +249,9 @@ class LocalBackend:
                 continue
             self._running[submission.job_id] = runner
             native_ids.append(str(runner.pid))
-            if submission.job_id not in self._booting:  # (else: when the worker says it started)
-                self._pending.append(Update(submission.job_id, JobStatus.RUNNING,
-                                            native_id=str(runner.pid), live_output=runner.spool,
-                                            at=sent_at))
+            self._pending.append(Update(submission.job_id, JobStatus.RUNNING,
+                                        native_id=str(runner.pid), live_output=runner.spool,
+                                        at=sent_at))
         for worker, requests in queued.items():
             self._send(worker, requests)
         return native_ids
@@ -310,9 +303,7 @@ class LocalBackend:
             if runner is None:
                 continue
             if runner.job_id != job_id:  # not started: taken back, then reported killed
-                # (one handed to a starting worker was never queued ahead: if it
-                # starts before it is taken back, it is killed, as a running one)
-                (self._killed if job_id in self._booting else self._withdrawn).add(job_id)
+                self._withdrawn.add(job_id)
                 queued.append(job_id)
             else:
                 self._killed.add(job_id)
@@ -352,8 +343,6 @@ class LocalBackend:
             runner = self._running.get(job_id)
             if runner is not None and runner.job_id != job_id:
                 queued.append(job_id)  # not started: nothing to ask to stop
-                if job_id in self._booting:  # not queued ahead: stopped, not put back in line
-                    self._killed.add(job_id)
             elif runner is not None and runner.runs_command:  # SIGTERM to its process group
                 self._tell(runner, TERMINATE, job_id)
             elif runner is not None:  # a call polls corral.abort_requested()
@@ -434,13 +423,9 @@ class LocalBackend:
     def _hand_to(self, worker: _Worker, job_id: int | str, request: tuple,
                  runs_command: bool) -> None:
         worker.handed.append((job_id, runs_command))
+        worker.job_id = job_id
         self._busy.add(worker)
-        if worker.booting:  # in its queue: it says when it starts it (see _booting)
-            self._booting.add(job_id)
-            self._send(worker, [request])
-        else:
-            worker.job_id = job_id
-            self._send(worker, request)
+        self._send(worker, request)
 
     def _send(self, worker: _Worker, message: object) -> None:
         """Send *message* to *worker*, framed as ``Connection.send_bytes`` frames it.
@@ -646,8 +631,6 @@ class LocalBackend:
                       job_id)
             return
         worker.job_id = job_id = worker.handed[0][0]
-        worker.booting = False
-        self._booting.discard(job_id)
         self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=str(worker.pid),
                                     live_output=worker.spool, at=at))
         self._withdrawn.discard(job_id)  # it started before being asked back: it runs on
@@ -661,9 +644,6 @@ class LocalBackend:
         for job_id in job_ids:
             if self._running.pop(job_id, None) is None:
                 continue
-            if job_id in self._booting:  # handed to it as it started: it held no other
-                self._booting.discard(job_id)
-                self._release_gpus(job_id)
             if job_id in self._killed or job_id in self._withdrawn:
                 self._killed.discard(job_id)
                 self._withdrawn.discard(job_id)
@@ -695,16 +675,6 @@ class LocalBackend:
             self._idle.remove(worker)
         self._busy.discard(worker)
         job_id = worker.job_id
-        for entry in list(worker.handed):  # it died starting: never in line, not put back
-            if entry[0] in self._booting and entry[0] not in self._killed:
-                self._booting.discard(entry[0])
-                worker.handed.remove(entry)
-                del self._running[entry[0]]
-                self._release_gpus(entry[0])
-                self._pending.append(Update(
-                    entry[0], JobStatus.FAILED, exit_code=returncode,
-                    reason=(f"worker lost: its process (pid {worker.pid}) was "
-                            f"{describe_exit(returncode)} as it started")))
         self._taken_back(worker, tuple(entry[0] for entry in worker.handed if entry[0] != job_id))
         if job_id is None:
             if not killed:
