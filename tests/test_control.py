@@ -295,3 +295,35 @@ def test_an_abort_is_not_carried_over_to_the_next_call_of_the_same_worker(tmp_pa
         assert (aborted.status.name, aborted.reason) == ("CANCELLED", "aborted")
         release.touch()
         assert sched.submit(abort_aware, str(release)).result(timeout=30) is False
+
+
+@pytest.fixture
+def slow_starting_workers(tmp_path, monkeypatch: pytest.MonkeyPatch) -> float:
+    """Workers (every Python process this test starts) that take a second to
+    start: a sitecustomize module on their path sleeps first. Returns that time."""
+    slow = tmp_path / "slow_start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import time\ntime.sleep(1.0)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(slow), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    return 1.0
+
+
+def test_an_abort_that_reaches_a_worker_still_starting_stops_its_first_job(
+        tmp_path, slow_starting_workers):
+    """BUG (round-2 review): the abort's SIGUSR1 reached a worker before it had
+    set its handler for it, and the worker died of it (exit -10): the job
+    never ran. Workers now start with SIGUSR1 blocked and take it once they
+    listen for it; the job then sees the abort at once."""
+    marker, started = tmp_path / "marker", tmp_path / "started"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run", abort_grace=30) as sched:
+        job = sched.submit(jobs.stop_when_asked, str(marker), str(started))
+        wait_until(lambda: job.native_id, message="the job to be handed to its worker")
+        worker = int(job.native_id)
+        assert not started.exists()  # its worker is still starting
+        sched.abort(job)
+        corral.wait([job], timeout=30)
+        assert (job.status, job.reason) == (JobStatus.CANCELLED, "aborted")
+        assert marker.read_text() == "stopped cleanly"
+        assert pids_alive([worker]) == [worker]  # its worker lives on, and serves the next job
+        assert sched.submit(abs, -3).result(timeout=30) == 3

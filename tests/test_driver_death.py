@@ -58,9 +58,11 @@ def _wait_for_jobs_to_run(driver: subprocess.Popen, out: Path) -> dict[str, int]
         assert driver.poll() is None, driver.communicate()
         if not all((out / name).exists() for name in ("shell.pid", "grandchild.pid", "call.pid")):
             return False
-        try:  # the shell writes its pid file before it starts its last child
-            return bool(psutil.Process(int((out / "shell.pid").read_text())).children())
-        except psutil.NoSuchProcess:
+        try:  # the shell writes its pid file before it starts its last child (a `mv`
+            # may be its child a moment before: that one is not it)
+            return any(child.cmdline() == ["sleep", "1000"] for child in
+                       psutil.Process(int((out / "shell.pid").read_text())).children())
+        except psutil.Error:
             return False
 
     wait_until(started, timeout=30, message="the driver's jobs to start their processes")

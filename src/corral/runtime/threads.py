@@ -40,6 +40,11 @@ __all__ = ["DRIVER_SIGNALS", "SLICE_S", "start_thread", "allow_signals", "signal
 
 #: The signals that end a driver, and that only its main thread should receive.
 DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+#: What corral's threads block: those, and SIGUSR1, which asks a worker's call to
+#: stop (``abort()``). A worker these threads start inherits it blocked, so one
+#: sent while the worker still starts waits until it listens for it, instead
+#: of killing it (SIGUSR1's default).
+_BLOCKED = DRIVER_SIGNALS | {signal.SIGUSR1}
 
 #: The threads :func:`start_thread` started.
 _quiet_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
@@ -55,7 +60,7 @@ def start_thread(target: Callable[..., Any], *, name: str, args: tuple[Any, ...]
     """
     thread = threading.Thread(target=target, name=name, args=args, daemon=daemon)
     _quiet_threads.add(thread)
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DRIVER_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
     try:
         thread.start()
     finally:
@@ -64,9 +69,10 @@ def start_thread(target: Callable[..., Any], *, name: str, args: tuple[Any, ...]
 
 
 def allow_signals() -> None:
-    """Unblock SIGINT and SIGTERM in this process's calling thread: the first act
-    of a corral child process, which a thread of :func:`start_thread` may have started."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, DRIVER_SIGNALS)
+    """Unblock SIGINT, SIGTERM and SIGUSR1 in this process's calling thread: the
+    first act of a corral child process, which a thread of :func:`start_thread`
+    may have started (a worker: once it listens for SIGUSR1)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
 
 
 @contextlib.contextmanager
@@ -78,7 +84,7 @@ def signals_allowed() -> Iterator[None]:
     if threading.current_thread() not in _quiet_threads:
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, DRIVER_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
     try:
         yield
     finally:

@@ -280,7 +280,7 @@ class _Queue:
 
 
 def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
-                stop_requests: StopRequests) -> bytes:
+                stop_requests: StopRequests, aborted_already: bool = False) -> bytes:
     """Run one request and return the pickled ``(job_id, ok, blob)``, never raising."""
     if request[0] == "command":
         _, job_id, jobdir, argv, environment, cwd = request
@@ -289,7 +289,8 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
         outcomes_dir = None
     else:
         _, job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = request
-        abort.reset()  # an abort of the previous job is not this one's
+        if not aborted_already:
+            abort.reset()  # an abort of the previous job is not this one's
         ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
         reply = (job_id, ok, blob)
     kill_leftovers()
@@ -344,6 +345,9 @@ def main() -> None:
     abort.listen(signal.SIGUSR1)
     signal.signal(signal.SIGINT, _pass_ctrl_c)  # Ctrl-C is the driver's to handle
     allow_signals()  # started by a thread that leaves them to the driver's main thread
+    # An abort that came while we started (SIGUSR1, held blocked until now) is
+    # the first job's: the driver sends it only for the job it handed us.
+    aborted_while_starting = abort.abort_requested()
     queue = _Queue(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
                    float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
     home = os.getcwd()
@@ -362,8 +366,10 @@ def main() -> None:
             queue.started(request[1])
             started = time.time()
             stopped = queue.stopped.pop(request[1], None)
-            blob = (run_request(request, home, spool, outcomes, queue.stop_requests)
+            blob = (run_request(request, home, spool, outcomes, queue.stop_requests,
+                                aborted_while_starting)
                     if stopped is None else _stopped_before_start(request, stopped))
+            aborted_while_starting = False
             entry = queue.finish(blob, started, time.time())
     except OSError:  # the reply pipe is gone: so is the driver
         return
