@@ -535,10 +535,6 @@ class Journal:
         self._events = eventlog.EventColumns()
         self._new_jobs: list[tuple] = []
         self._dirty: dict[int, JournaledJob] = {}
-        #: The jobs of :attr:`_dirty` added since the last batch (their row must go now).
-        self._added_now: set[int] = set()
-        #: Jobs whose passing state was held back at the last batch (see :meth:`flush`).
-        self._held: dict[int, JournaledJob] = {}
         self.closed = False
         self._broken = False
         self._failure: str | None = None
@@ -742,7 +738,6 @@ class Journal:
             kind, command, spec, deps, self.session))
         self._seq += 1
         self._dirty[id(job)] = job
-        self._added_now.add(id(job))
 
     def touched(self, job: JournaledJob) -> None:
         """Record a change of *job*'s row without a state change (why a QUEUED
@@ -757,7 +752,7 @@ class Journal:
 
     def due_in(self) -> float | None:
         """Seconds until what was recorded must be sent; None if nothing waits."""
-        if not (self._events or self._dirty or self._held):
+        if not (self._events or self._dirty):
             return None
         return max(0.0, self._last_send + SEND_INTERVAL_S - time.monotonic())
 
@@ -768,43 +763,29 @@ class Journal:
         iteration, and wakes up for :meth:`due_in`). With *wait*, return once
         everything is committed.
 
-        Every state change goes into the batch as an event. A job's row gets its
-        new state in the batch if the job is new or has ended; a passing state
-        (SUBMITTED, RUNNING) waits for the next batch, and goes unwritten if the
-        job has moved on by then. A tiny call passes through three states
-        within one interval: its row was written three times, each an UPDATE
-        that cost the writer about 5 µs. The row now lags by at most two
-        intervals (10 ms) while the job is under way; an end is written at once,
-        as before, since a command's end is what a killed driver's rerun goes by.
+        Every job whose row changed gets its row in the batch, whatever its
+        state: a passing one (SUBMITTED with a cluster's job id) is what the
+        ``corral`` command acts on once the driver is gone. (Holding passing
+        states back one batch saved the writer about 5 µs a job, and lost them
+        when the driver was killed in between: see benchmarks/RESULTS.md.)
 
         Raises:
             JournalError: (with *wait*) the writer could not write something
                 (every such row is named; the rest of its batch is written).
         """
-        if (self._events or self._dirty or self._held) and (
+        if (self._events or self._dirty) and (
                 wait or force or len(self._events) >= _LARGE_BATCH
                 or time.monotonic() - self._last_send >= SEND_INTERVAL_S):
             self._last_send = time.monotonic()
-            written, held = self._held, {}
-            if wait or force:
-                written.update(self._dirty)
-            else:
-                added = self._added_now
-                for key, job in self._dirty.items():
-                    if key in added or job.status in TERMINAL or key in written:
-                        written[key] = job
-                    else:
-                        held[key] = job
             rows = [(_TEXT[job.status], job.reason, job.exit_code, job.attempts, job.native_id,
                      job.started, job.ended, job.jobdir,
                      job.result_blob, job.error_blob,
                      None if job.live_output is None else "\n".join(job.live_output), str(job.id))
-                    for job in written.values()]
+                    for job in self._dirty.values()]
             self._send(("jobs", self._new_jobs, self._events.message() if self._events else None,
                         rows))
-            self._new_jobs, self._dirty, self._held = [], {}, held
+            self._new_jobs, self._dirty = [], {}
             self._events = eventlog.EventColumns()
-            self._added_now = set()
         if wait:
             self._send(("sync",))
             answer = self._answers.readline()
