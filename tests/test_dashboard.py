@@ -240,7 +240,9 @@ def test_the_runs_of_the_state_directory_can_be_switched_to(
         select.select_by_value(str(other.resolve()))
         wait_until(lambda: browser.find_element(By.ID, "run-title").text == "nightly", 10,
                    "the other run shown")
-        assert browser.execute_script("return Corral.data().jobs.name") == ["nightly-job"]
+        # (its title shows at once, on an empty page; its jobs come with the next poll)
+        wait_until(lambda: browser.execute_script("return Corral.data().jobs.name")
+                   == ["nightly-job"], 10, "the other run's jobs shown")
         status, text = fetch(f"{served.base}/api/state?token={served.token}&run=/etc")
         assert status == 404 and "not a run this dashboard shows" in text
     finally:
