@@ -45,6 +45,7 @@ from corral.runtime.proctree import kill_marked, kill_tree
 from corral.spec import Resources
 from corral.status import JobStatus
 from corral.runtime.command import KILL, TERMINATE, describe_exit
+from corral.runtime.frames import FrameReader
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker_process import (GivenBack, Reply, Started, WorkerStartError,
@@ -61,9 +62,6 @@ log = logging.getLogger("corral.backends.local")
 #: Seconds a worker gets to kill the call it runs itself, when jobs wait
 #: behind it, before the backend kills the whole worker.
 _KILL_GRACE_S = 1.0
-#: Messages of one worker read in one turn of the control loop, at most: all
-#: that are waiting, unless a worker floods the pipe (the others' turn comes).
-_READ_AT_ONCE = 64
 
 def default_cores() -> int:
     """All CPUs this process may use but one, and at least one."""
@@ -139,6 +137,8 @@ class _Worker:
         self.requests = requests
         self.request_fd: int = requests.fileno()  # (known also once requests is closed)
         self.replies = replies
+        #: Its messages, read many at a time (see corral.runtime.frames).
+        self.reader = FrameReader(replies.fileno())
         self.gpu_key = gpu_key
         #: (job id, is a script or command) of the jobs it has, in order: the
         #: first may run (see job_id), the others wait in its queue.
@@ -278,10 +278,11 @@ class LocalBackend:
                 self._wake_pending = False  # after draining: a wake() from now on writes again
             elif not key.data.gone:
                 worker = key.data
-                if key.fd == worker.ended and not worker.replies.poll(0):
-                    self._worker_died(worker)  # and no reply of its last job is waiting
-                else:
-                    self._read_reply(worker)  # a reply, or the end of the pipe
+                # Its pidfd says it died, or its pipe has messages (or ended):
+                # what it sent before it died is read first, either way.
+                self._read_reply(worker)
+                if key.fd == worker.ended and not worker.gone:
+                    self._worker_died(worker)
         found, self._pending = self._pending, []
         return found
 
@@ -563,19 +564,18 @@ class LocalBackend:
             worker.requests.close()
 
     def _read_reply(self, worker: _Worker) -> None:
-        """Read what *worker* has sent: every message already waiting in its
-        pipe (up to :data:`_READ_AT_ONCE`), so that a worker running a line of
-        tiny jobs costs the control loop one turn per handful of jobs, not
-        one per job."""
-        for _ in range(_READ_AT_ONCE):
-            try:
-                message = read_message(worker.replies.recv_bytes())
-            except (EOFError, OSError):
-                self._worker_died(worker)
-                return
-            self._handle(worker, message)
-            if worker.gone or not worker.replies.poll(0):
-                return
+        """Act on what *worker* has sent: every message its pipe holds, read
+        at once, so that a worker running a line of tiny jobs costs the
+        control loop one turn per handful of jobs, not one per job."""
+        reader = worker.reader
+        reader.fill()
+        while not worker.gone:
+            data = reader.next_message()
+            if data is None:
+                break
+            self._handle(worker, read_message(data))
+        if reader.ended and not worker.gone:
+            self._worker_died(worker)
 
     def _handle(self, worker: _Worker, message: Reply | Started | GivenBack,
                 dying: bool = False) -> None:
@@ -659,11 +659,14 @@ class LocalBackend:
         """Settle what *worker* ran or held, once it died (*killed*: by us, once idle)."""
         # What it sent before it died counts: jobs it finished must not run again.
         worker.doomed = True
-        try:
-            while worker.job_id is not None and worker.replies.poll(0):
-                self._handle(worker, read_message(worker.replies.recv_bytes()), dying=True)
-        except (EOFError, OSError):
-            pass
+        reader = worker.reader
+        while worker.job_id is not None:
+            data = reader.next_message()
+            if data is None and reader.fill():
+                continue
+            if data is None:
+                break
+            self._handle(worker, read_message(data), dying=True)
         self._forget(worker)
         kill_tree(worker.pid)  # whatever the job had started goes with it
         returncode = self._wait_gone(worker.process)
@@ -766,8 +769,10 @@ class LocalBackend:
         self._closed = True
 
     def _drain_wake_pipe(self) -> None:
+        # A read of a pipe returns what it holds: one that comes back short
+        # emptied it, and a second read would only fail with EAGAIN.
         try:
-            while os.read(self._wake_read, 4096):
+            while len(os.read(self._wake_read, 4096)) == 4096:
                 pass
         except BlockingIOError:
             pass
