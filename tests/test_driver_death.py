@@ -125,10 +125,13 @@ def test_a_driver_killed_with_sigkill_leaves_no_process_and_its_files_go_next_ti
     _assert_all_gone_soon(pids)
     left = sorted(path.name for path in (tmp_path / "tmp").iterdir())
     if mode == "journal":  # readers see that nothing runs these jobs any more
+        assert list(run_dir.glob("corral-spool-*"))
         shown = subprocess.run([CORRAL, "--run", os.fspath(run_dir), "status"],
                                capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
         orphaned = [line for line in shown.stdout.splitlines() if ORPHANED_REASON in line]
         assert len(orphaned) == 3, shown.stdout
+        # and the corral command removes the spool the driver left in the run (cold review)
+        assert not list(run_dir.glob("corral-spool-*"))
     if mode == "plain":
         assert run_dir.exists() and left and all(name.startswith("corral-") for name in left)
     # The next corral process that starts removes what the dead driver left.
@@ -513,3 +516,38 @@ except KeyboardInterrupt:
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout == "interrupted, CANCELLED, True\n", done.stderr
+
+
+MAP_DRIVER = """
+import signal, sys, time
+from pathlib import Path
+import corral
+
+def nap(out, number):
+    Path(out, f"started-{number}").touch()
+    time.sleep(1000)
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+with corral.Scheduler(cores=2, journal=Path(sys.argv[1], "run")) as scheduler:
+    for _ in scheduler.map(nap, [sys.argv[1]] * 6, range(6)):
+        pass
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_calls_of_a_map_cut_short_by_a_signal_name_the_signal(tmp_path: Path,
+                                                                  signum: int) -> None:
+    """The map cancels its unread calls itself, before the with block's exit
+    does: they said "the map's results were no longer read", and the journal
+    did not tell that the driver had been terminated (cold review)."""
+    driver = subprocess.Popen([sys.executable, "-c", MAP_DRIVER, os.fspath(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2, timeout=30,
+               message="two calls of the map to run")
+    driver.send_signal(signum)
+    _, stderr = driver.communicate(timeout=30)
+    assert driver.returncode == (143 if signum == signal.SIGTERM else -signal.SIGINT), stderr
+    jobs = corral.Scheduler.open(tmp_path / "run").jobs()
+    name = signal.Signals(signum).name
+    assert [(job.status.name, job.reason) for job in jobs] == [
+        ("CANCELLED", f"the driver was terminated ({name})")] * 6

@@ -121,6 +121,24 @@ def test_pause_takes_back_the_jobs_waiting_in_a_worker(tmp_path: Path, patient_w
     assert (tmp_path / "ran").exists() and after.attempts == 1
 
 
+def test_abort_counts_and_stops_the_running_job_not_those_queued_behind_it(
+        tmp_path: Path, patient_workers, release):
+    """`corral abort` said "aborting 6 job(s)" when two ran and four waited in
+    the workers' queues (cold review): those are not running, and go on."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run", abort_grace=0.2) as scheduler:
+        known_to_be_short(scheduler, tmp_path)
+        blocker = corral.Job(jobs.wait_for_file, (str(release),))
+        after = corral.Job(jobs.touch, (str(tmp_path / "ran"),))
+        scheduler.dispatch([blocker, after])
+        wait_until(lambda: blocker.running() and after.status is _S.SUBMITTED,
+                   message="the second job to be queued in the worker")
+        assert scheduler.abort() == 1
+        with pytest.raises(CancelledError, match="aborted"):
+            blocker.result(timeout=30)
+        after.result(timeout=30)
+    assert (tmp_path / "ran").exists()
+
+
 def test_a_job_cancelled_while_queued_in_a_worker_never_runs(tmp_path: Path, patient_workers,
                                                             release):
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
@@ -216,6 +234,23 @@ def test_leaving_a_map_early_cancels_the_calls_not_read(tmp_path: Path, release)
         results.close()
         assert scheduler.wait(timeout=30)
     assert sorted(status.name for status in ended) == ["CANCELLED"] * 4 + ["COMPLETED"]
+
+
+def test_the_calls_a_map_leaves_unread_say_why_it_was_left(tmp_path: Path, release):
+    """A map that raises at a cancelled call cancels the calls after it, and
+    says that the loop ended with that error, not only that nobody read them."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        never = [str(tmp_path / f"never-{number}") for number in range(3)]
+        results = scheduler.map(jobs.wait_for_file, [str(release), *never])
+        wait_until(lambda: scheduler.jobs()[0].status is JobStatus.RUNNING, timeout=30,
+                   message="the map's first call to run")
+        scheduler.jobs()[0].cancel()
+        with pytest.raises(CancelledError, match="cancelled by user"):
+            next(results)
+        assert scheduler.wait(timeout=30)
+        reasons = [job.reason for job in scheduler.jobs()]
+    assert reasons[1:] == ["the map's results were no longer read: the loop reading them "
+                           "ended with CancelledError"] * 3
 
 
 def test_a_map_result_late_past_its_timeout_raises_timeout_error(tmp_path: Path, release):

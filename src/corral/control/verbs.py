@@ -55,7 +55,7 @@ class Driver(Protocol):
 
     def qsize(self, status: JobStatus | str | None = None) -> int: ...
 
-    def abort(self, job: Job | int | str | None = None) -> None: ...
+    def abort(self, job: Job | int | str | None = None) -> int: ...
 
     def clear(self) -> int: ...
 
@@ -166,10 +166,8 @@ def _resume(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 
 def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     job_id = request.get("id")
-    if job_id is None:
-        running = scheduler.qsize("active")
-        scheduler.abort()
-        return {"aborted": running}
+    if job_id is None:  # (not those queued ahead in a worker: they are not running)
+        return {"aborted": scheduler.abort()}
     job, stored = _live_or_stored(scheduler, job_id)
     status = job.status if job is not None else stored.status
     if job is None or status not in ACTIVE:

@@ -20,7 +20,7 @@ import threading
 
 from corral.errors import DriverTerminated
 
-__all__ = ["install", "uninstall", "termination_reason", "reason_for"]
+__all__ = ["install", "uninstall", "termination_reason", "reason_for", "unread_reason"]
 
 _terminated_by: str | None = None
 _installed = False
@@ -87,3 +87,24 @@ def reason_for(error: BaseException | None) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "the driver was terminated (SIGINT)"
     return f"interrupted: the with block raised {type(error).__name__}"
+
+
+#: The reason of a map's calls cancelled because nobody reads their results.
+UNREAD = "the map's results were no longer read"
+
+
+def unread_reason(left_by: BaseException | None) -> str:
+    """The reason given to a map's unread calls, cancelled when the loop
+    reading them ended; *left_by* is what ended it, as the map saw it: the
+    exception raised while it waited for a result, GeneratorExit when the
+    caller's loop was left (by a ``break`` or an exception of the caller's
+    own, which the map cannot see), or None. A signal that ended the driver
+    is named: the map's own cancel comes before the ``with`` block's."""
+    if isinstance(left_by, (DriverTerminated, KeyboardInterrupt)):
+        return reason_for(left_by)
+    terminated = termination_reason()
+    if terminated is not None:
+        return terminated
+    if left_by is None or isinstance(left_by, GeneratorExit):
+        return UNREAD
+    return f"{UNREAD}: the loop reading them ended with {type(left_by).__name__}"

@@ -930,8 +930,9 @@ class Engine:
         self._finalize(job)
         return True
 
-    def abort(self, job: JobRecord | None) -> None:
-        """Ask running jobs (or one) to stop; kill them after the grace period."""
+    def abort(self, job: JobRecord | None) -> int:
+        """Ask running jobs (or one) to stop; kill them after the grace period.
+        Returns how many were asked (not those queued ahead in a worker)."""
         if job is not None and (job.final or job.status not in ACTIVE or self._queued_ahead(job)):
             raise ValueError(
                 f"job {job.id} {job.name!r} is {job.status.name}, not running; abort() stops "
@@ -942,6 +943,7 @@ class Engine:
             target.kill_intent = KillIntent.ABORT
             self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
         self.backend.terminate([target.dispatched_id for target in targets])
+        return len(targets)
 
     def _queued_ahead(self, job: JobRecord) -> bool:
         """Waiting in a worker's queue, handed ahead (not running)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,11 +49,14 @@ class MapFeed:
     """The batches of one ``map()`` call and the thread that dispatches them."""
 
     def __init__(self, make: Callable[[tuple], Job], dispatch: Callable[[list[Job]], object],
-                 cancel: Callable[[list[Job]], object], calls: Iterator[tuple],
-                 window: int) -> None:
+                 cancel: Callable[[list[Job], BaseException | None], object],
+                 calls: Iterator[tuple], window: int) -> None:
         self._make = make
         self._dispatch = dispatch
+        #: Cancels jobs whose results nobody will read, given the exception
+        #: that ended the reading, if one did (its reason names it).
         self._cancel = cancel
+        self._left_by: BaseException | None = None
         self._calls = calls
         self._window = window
         self._batches: queue.Queue[list[Job] | None] = queue.Queue()
@@ -105,7 +109,7 @@ class MapFeed:
                 self._dispatch(batch)
                 self._batches.put(batch)
                 if self._stop.is_set() and self._cut_short is None:
-                    self._cancel(batch)  # the reader left meanwhile: nobody wants them
+                    self._cancel(batch, self._left_by)  # the reader left meanwhile
                     break
                 # (Stopped meanwhile by a shutdown without wait: the batch was
                 # dispatched, so it runs and its results are read.)
@@ -151,6 +155,10 @@ class MapFeed:
                     handles.reverse()  # popped from the end: each job let go once read
                 yield _take_result(handles, deadline)  # (not kept here while the caller holds it)
         finally:
+            # What ended the reading, if anything did: an exception raised here
+            # (a cancelled call's), or GeneratorExit when the caller's loop
+            # was left, by an exception of its own or a break.
+            self._left_by = sys.exc_info()[1]
             self._stop.set()
             unread = handles
             while True:  # and those dispatched but not read at all
@@ -160,4 +168,4 @@ class MapFeed:
                     break
                 unread += batch or []
             if unread:
-                self._cancel(unread)  # at once: one by one is a round trip each
+                self._cancel(unread, self._left_by)  # at once, not one by one

@@ -150,8 +150,8 @@ class Submitter:
         def make(arguments: tuple) -> Job:
             return Job._from_spec(spec_for(arguments))
 
-        def cancel(jobs: list[Job]) -> None:
-            scheduler._cancel_many(jobs, "the map's results were no longer read")
+        def cancel(jobs: list[Job], left_by: BaseException | None) -> None:
+            scheduler._cancel_many(jobs, driver_signals.unread_reason(left_by))
 
         feed = MapFeed(make, dispatch, cancel, zip(*iterables, strict=False), MAP_WINDOW)
         scheduler._feeds.add(feed)
@@ -653,16 +653,18 @@ class Scheduler(Executor):
     def paused(self) -> bool:
         return self._engine.paused
 
-    def abort(self, job: Job | int | str | None = None) -> None:
+    def abort(self, job: Job | int | str | None = None) -> int:
         """Stop the running job(s): ``corral.abort_requested()`` turns True in
         them, and after ``abort_grace`` seconds they are killed. They end
-        CANCELLED with reason "aborted"; the queue goes on.
+        CANCELLED with reason "aborted"; the queue goes on (jobs handed ahead
+        to a worker, not started, are not running: they stay). Returns how
+        many jobs were asked to stop.
 
         Raises:
             ValueError: *job* is not running.
         """
         target = None if job is None else self._job(job)._record
-        self._engine.call(self._engine.abort, target)
+        return self._engine.call(self._engine.abort, target)
 
     def clear(self) -> int:
         """Cancel every job that has not started; return how many. Jobs that
