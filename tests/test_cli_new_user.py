@@ -75,6 +75,15 @@ def test_corral_without_arguments_prints_its_help_on_several_lines_and_exits_0(t
     assert {"submit", "status", "logs", "wait", "options", "clean"} <= listed
 
 
+def test_python_dash_m_corral_is_the_corral_command(tmp_path):
+    """Without the console script on PATH, `python -m corral` is the way in (cold review:
+    it said "corral is a package and cannot be directly executed")."""
+    shown = subprocess.run([sys.executable, "-m", "corral", "--help"], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == "Usage: corral [OPTIONS] COMMAND [ARGS]..."
+
+
 # -- corral options at 80 columns ------------------------------------------------------------------
 
 
