@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -152,6 +153,48 @@ def test_a_timeout_kills_the_whole_process_tree_and_ends_timed_out(scheduler, tm
     pids = [int(pid) for pid in pidfile.read_text().split()[1:]]
     assert len(pids) == 4  # child, shell, grandchild, and one in a session of its own
     wait_until(lambda: not pids_alive(pids), message="the job's processes to die")
+
+
+SLOW_START = """import os, time
+if os.environ.get("CORRAL_TEST_SLOW_START"):  # a worker's interpreter, slow to start
+    time.sleep(1.0)
+"""
+
+
+def test_a_timeout_counts_from_the_jobs_start_not_from_its_workers_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker started for a job may take a while to start (a busy machine,
+    a slow file system); that time was counted against the job's timeout, and
+    a job well within its limit was killed (round-2 review). Here workers
+    take a second to start, by a sitecustomize that sleeps."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_START)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv("CORRAL_TEST_SLOW_START", "1")
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        handed = time.time()
+        job = scheduler.options(timeout=0.8).submit(jobs.sleep_for, 0.3)
+        assert job.result(timeout=60) == 0.3
+        assert job.started is not None and job.started >= handed + 1.0
+        # The worker, started now, still holds a job to its limit.
+        late = scheduler.options(timeout=0.3).submit(jobs.sleep_for, 30)
+        with pytest.raises(corral.JobTimedOut, match=r"timed out after 0\.3s"):
+            late.result(timeout=60)
+
+
+def test_a_worker_whose_start_up_hangs_is_still_bounded_by_the_jobs_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timeout waits for the worker to start the job, but not for ever: a
+    start-up longer than the timeout plus an allowance ends it TIMED_OUT."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_START)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv("CORRAL_TEST_SLOW_START", "1")
+    monkeypatch.setattr("corral.core.engine.WORKER_START_ALLOWANCE_S", 0.2)
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        job = scheduler.options(timeout=0.2).submit(jobs.sleep_for, 0.01)
+        with pytest.raises(corral.JobTimedOut, match=r"timed out after 0\.2s"):
+            job.result(timeout=60)
 
 
 def test_a_command_past_its_walltime_is_killed_with_its_children(scheduler, tmp_path):

@@ -125,6 +125,10 @@ def _in_the_loop_once_it_has_answered(sched: corral.Scheduler, job: corral.Job,
         return then()
 
     wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
+    # A worker started for the job first says when it starts it: that message
+    # must be read, so that the next one waiting is the job's end.
+    wait_until(lambda: not engine.backend._running[record.dispatched_id].starting,
+               message="the worker to say it started the job")
     return engine.call(when_answered)
 
 

@@ -236,6 +236,10 @@ class Update:
     #: it (a worker's clock, without the hand-over): how long jobs of its
     #: kind take, for queueing ahead (see corral.core.ahead).
     began: float | None = None
+    #: A RUNNING update sent as the job was handed to a worker still starting:
+    #: a second RUNNING update says when its code really began, and its
+    #: timeout counts from then (a worker's start-up is not the job's time).
+    starting: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,11 @@ log = logging.getLogger("corral.engine")  # the name users filter on; kept when 
 
 _S = JobStatus
 _STDERR_TAIL_LINES = 5
+#: Seconds a job handed to a worker still starting may wait for it, on top of
+#: its timeout, before the timeout kills it anyway: the worker says when the
+#: job really starts, and the timeout counts from then (see Update.starting);
+#: one that never does (a start-up that hangs) is bounded all the same.
+WORKER_START_ALLOWANCE_S = 30.0
 
 
 class _Reply:
@@ -616,16 +621,18 @@ class Engine:
         if state is _S.RUNNING:
             job.cancel_reason = None  # its worker started it before being asked back: it runs
             if job.status is _S.SUBMITTED:
-                now = time.time()
-                job.started = update.at or now
+                job.started = update.at or time.time()
                 job.native_id = update.native_id or job.native_id
                 job.live_output = update.live_output
                 job.handed_ahead = False
                 self._move(job, _S.RUNNING)
-                limit = job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s
-                if limit is not None:  # counted from when it started, not from this update
-                    self._add_deadline(max(0.0, limit - (now - job.started)),
-                                       DeadlineKind.TIMEOUT, job)
+                self._arm_timeout(job, WORKER_START_ALLOWANCE_S if update.starting else 0.0)
+            elif (job.status is _S.RUNNING and update.at is not None and job.started is not None
+                  and update.at > job.started):
+                # Its worker, started for it, says when it really began: its
+                # start-up does not count against its timeout.
+                job.started = update.at
+                self._arm_timeout(job)
             return
         if state in ACTIVE:
             return
@@ -823,19 +830,31 @@ class Engine:
 
     # -- deadlines -------------------------------------------------------------------------
 
-    def _add_deadline(self, delay: float, kind: DeadlineKind, job: JobRecord) -> None:
-        entry = (time.monotonic() + delay, next(self._sequence), kind, weakref.ref(job),
-                 job.attempts)
-        heapq.heappush(self._deadlines, entry)
+    def _arm_timeout(self, job: JobRecord, allowance: float = 0.0) -> None:
+        """Kill *job* once its time limit, counted from ``job.started``, is over,
+        plus *allowance* (a timeout armed for it before no longer counts)."""
+        limit = job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s
+        if limit is not None:
+            ran = time.time() - (job.started or time.time())
+            job.timeout_deadline = self._add_deadline(max(0.0, limit + allowance - ran),
+                                                      DeadlineKind.TIMEOUT, job)
+
+    def _add_deadline(self, delay: float, kind: DeadlineKind, job: JobRecord) -> int:
+        """Add a deadline; return its sequence number."""
+        sequence = next(self._sequence)
+        heapq.heappush(self._deadlines, (time.monotonic() + delay, sequence, kind,
+                                         weakref.ref(job), job.attempts))
+        return sequence
 
     def _fire_deadlines(self) -> None:
         deadlines = self._deadlines
         now = time.monotonic()
         while deadlines and deadlines[0][0] <= now:
-            _, _, kind, job_ref, attempt = heapq.heappop(deadlines)
+            _, sequence, kind, job_ref, attempt = heapq.heappop(deadlines)
             job = job_ref()
             if (job is None or job.final or job.attempts != attempt
-                    or self._active.get(job.dispatched_id) is not job):
+                    or self._active.get(job.dispatched_id) is not job
+                    or (kind is DeadlineKind.TIMEOUT and sequence != job.timeout_deadline)):
                 continue
             if kind is DeadlineKind.TIMEOUT:
                 job.kill_intent = KillIntent.TIMEOUT

@@ -118,6 +118,9 @@ class JobRecord:
     unmet: int = 0
     final: bool = False
     kill_intent: KillIntent | None = None
+    #: The sequence number of its timeout's deadline now: an earlier one,
+    #: counted from before its worker really started it, no longer counts.
+    timeout_deadline: int = 0
     bypassed: int = 0       # how often the packer let a later job pass it
     failures: int = 0       # failed attempts, counted against ``retries``
     taken_at: float = 0.0   # when the packer gave it room (monotonic)

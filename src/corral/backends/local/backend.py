@@ -147,6 +147,8 @@ class _Worker:
         self.job_id: int | str | None = None
         #: We killed it (a call cannot be killed otherwise): its end is near.
         self.doomed = False
+        #: Started for the job it is handed first, and not heard from yet.
+        self.starting = True
         #: What is still to be written to its request pipe, in order (see
         #: LocalBackend._send): the loop writes only what the pipe takes.
         self.outbox: deque[memoryview] = deque()
@@ -251,7 +253,7 @@ class LocalBackend:
             native_ids.append(str(runner.pid))
             self._pending.append(Update(submission.job_id, JobStatus.RUNNING,
                                         native_id=str(runner.pid), live_output=runner.spool,
-                                        at=sent_at))
+                                        at=sent_at, starting=runner.starting))
         for worker, requests in queued.items():
             self._send(worker, requests)
         return native_ids
@@ -423,10 +425,16 @@ class LocalBackend:
 
     def _hand_to(self, worker: _Worker, job_id: int | str, request: tuple,
                  runs_command: bool) -> None:
+        """Give *worker*, idle, the job it runs now. A worker still starting
+        gets it as a queue of one, so that it says when it really starts it
+        (:meth:`_started`): its interpreter's start-up (a tenth of a second,
+        more on a busy machine) is not the job's time, which its timeout
+        counts. The job is RUNNING from now on all the same: it is killed,
+        aborted and paused as a running job."""
         worker.handed.append((job_id, runs_command))
         worker.job_id = job_id
         self._busy.add(worker)
-        self._send(worker, request)
+        self._send(worker, [request] if worker.starting else request)
 
     def _send(self, worker: _Worker, message: object) -> None:
         """Send *message* to *worker*, framed as ``Connection.send_bytes`` frames it.
@@ -580,6 +588,7 @@ class LocalBackend:
     def _handle(self, worker: _Worker, message: Reply | Started | GivenBack,
                 dying: bool = False) -> None:
         """Act on one message of *worker*; *dying*: read after it died."""
+        worker.starting = False
         if isinstance(message, GivenBack):
             self._taken_back(worker, message.job_ids)
             return
@@ -629,6 +638,10 @@ class LocalBackend:
         if not worker.handed or worker.handed[0][0] != job_id:
             log.error("worker %d started job %r, which it was not handed next", worker.pid,
                       job_id)
+            return
+        if worker.job_id == job_id:  # its first job, handed as it started (see _hand_to)
+            self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=str(worker.pid),
+                                        live_output=worker.spool, at=at))
             return
         worker.job_id = job_id = worker.handed[0][0]
         self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=str(worker.pid),
