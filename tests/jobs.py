@@ -188,6 +188,13 @@ def note_run_when_released(release: str, log: str, value: int) -> int:
     return value
 
 
+def note_run_then_wait(log: str, release: str, value: int) -> int:
+    """Note this run as a line of *log* at once, then wait for *release*; return *value*."""
+    append_line(log, str(value))
+    wait_for_file(release)
+    return value
+
+
 def run_shell(command: str) -> str:
     """Run *command* with /bin/sh from within a call job; return what it printed."""
     import subprocess

@@ -9,6 +9,7 @@ damaged stored result runs its job again or raises, never answers None.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -430,3 +432,84 @@ def test_a_job_directory_whose_name_is_no_utf8_is_journaled_as_it_is(tmp_path):
     [job] = corral.Run(run).jobs()
     assert (job.status, job.jobdir) == (JobStatus.COMPLETED, jobdir)
     assert writer.problems == []
+
+
+# -- a killed driver's journal writer, still behind (attack review) ---------------------------
+
+LAGGING_WRITER_DRIVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import psutil
+import corral, jobs
+
+out = Path(sys.argv[1])
+with corral.Scheduler(cores=1, journal=out / "run") as scheduler:
+    writer = next(process for process in psutil.Process().children()
+                  if "corral.journal.writer" in " ".join(process.cmdline()))
+    print(writer.pid, flush=True)
+    sys.stdin.readline()  # the test has stopped the writer: it falls behind
+    scheduler.submit(jobs.note_run_then_wait, str(out / "runs"), str(out / "release"), 7).result()
+"""
+
+
+def _the_job(scheduler: corral.Scheduler, out: Path) -> corral.Job:
+    return scheduler.submit(jobs.note_run_then_wait, str(out / "runs"), str(out / "release"), 7)
+
+
+def _driver_with_a_lagging_writer(out: Path) -> tuple[subprocess.Popen, psutil.Process]:
+    """A driver whose writer is stopped (as if far behind) while its job runs;
+    the job has noted its run. Returns the driver and its writer."""
+    driver = subprocess.Popen([sys.executable, "-c", LAGGING_WRITER_DRIVER, os.fspath(out),
+                               os.fspath(Path(jobs.__file__).parent)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert driver.stdin is not None and driver.stdout is not None
+    writer = psutil.Process(int(driver.stdout.readline()))
+    writer.suspend()
+    driver.stdin.write("go\n")
+    driver.stdin.flush()
+    wait_until(lambda: (out / "runs").exists(), timeout=30, message="the job to run")
+    return driver, writer
+
+
+def test_a_killed_drivers_lagging_writer_never_overwrites_the_next_session(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dead driver's writer committed its rows after the next session had
+    run the job to its end, and made it RUNNING again: a third session ran it
+    once more. The next session waits for that writer; one that does not
+    finish (here: stopped for good) is killed, its rows lost as if it had died."""
+    monkeypatch.setattr("corral.journal.writer_lock.EARLIER_WRITER_PATIENCE_S", 0.5)
+    driver, writer = _driver_with_a_lagging_writer(tmp_path)
+    driver.kill()
+    driver.wait(timeout=30)
+    (tmp_path / "release").touch()
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as again:
+        assert _the_job(again, tmp_path).result(timeout=30) == 7
+    with contextlib.suppress(psutil.NoSuchProcess):  # (had it lived on, it would write now)
+        writer.resume()
+        writer.wait(timeout=30)
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as third:
+        job = _the_job(third, tmp_path)
+        assert job.result(timeout=30) == 7
+    assert job.reason == RESTORED
+    assert len(lines(tmp_path / "runs")) == 2
+
+
+def test_the_next_session_waits_for_a_killed_drivers_writer_to_write_what_it_holds(
+        tmp_path: Path) -> None:
+    driver, writer = _driver_with_a_lagging_writer(tmp_path)
+    (tmp_path / "release").touch()
+    wait_until(lambda: (tmp_path / "run" / "outcomes").exists(), timeout=30,
+               message="the job to end and its outcome to be logged")
+    driver.kill()
+    driver.wait(timeout=30)
+    resumer = threading.Timer(0.5, writer.resume)  # it catches up while the next one waits
+    resumer.start()
+    try:
+        with corral.Scheduler(cores=1, journal=tmp_path / "run") as again:
+            assert pid_gone(writer.pid)
+            job = _the_job(again, tmp_path)
+            assert job.result(timeout=30) == 7
+    finally:
+        resumer.join()
+    assert job.reason == RESTORED and len(lines(tmp_path / "runs")) == 1

@@ -67,6 +67,7 @@ from corral.errors import CorralError
 from corral.journal import eventlog
 from corral.journal.previous import PreviousJobs
 from corral.journal.writer import HEADER, WRITING_KEY
+from corral.journal.writer_lock import note_writer, take_writer_lock
 from corral.status import TERMINAL, JobStatus
 
 __all__ = ["JOURNAL_FILE", "Journal", "JournalError", "StoredJob", "RunInUse", "private_run_dir",
@@ -510,7 +511,10 @@ class Journal:
         self._lock = self._take_lock(kind)
         path = self.run_dir / JOURNAL_FILE
         db: sqlite3.Connection | None = None
+        writer_lock: IO[str] | None = None
         try:
+            # A killed driver's writer may still be writing: its rows come first.
+            writer_lock = take_writer_lock(self.run_dir)
             if not path.exists():
                 _create_journal(path, kind)
             #: The last sign of an earlier driver's life: when it last wrote here.
@@ -528,6 +532,8 @@ class Journal:
         except BaseException:
             if db is not None:
                 db.close()
+            if writer_lock is not None:
+                writer_lock.close()
             self._release_lock()
             raise
         self._seq = 1 + max((row[0] for row in db.execute("SELECT max(seq) FROM jobs")
@@ -540,7 +546,10 @@ class Journal:
         self._failure: str | None = None
         self._last_send = 0.0
         db.close()  # from here on, the writer process owns the writing
-        self._writer, self._pipe, self._answers = self._start_writer()
+        try:
+            self._writer, self._pipe, self._answers = self._start_writer(writer_lock)
+        finally:
+            writer_lock.close()  # the writer holds it now (or none was started)
         _OPEN_JOURNALS.add(self)
 
     def _open_session(self, db: sqlite3.Connection, kind: str, backend: str | None,
@@ -807,15 +816,20 @@ class Journal:
                     "the journal writer of %s is gone (%s): the journal stops here",
                     self.run_dir, error)
 
-    def _start_writer(self) -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
-        """Start the writer process; return it, the pipe to it and the pipe of its answers."""
+    def _start_writer(self, lock: IO[str]) -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
+        """Start the writer process; return it, the pipe to it and the pipe of its answers.
+
+        It inherits the locked *lock* (see :mod:`corral.journal.writer_lock`) and
+        so holds it as long as it lives, also after its driver was killed.
+        """
         import json as _json
 
         writer = subprocess.Popen(
             [sys.executable, "-c", _WRITER_BOOT, os.fspath(self.run_dir / JOURNAL_FILE),
              _json.dumps(sys.path), str(self.session)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
-            bufsize=0, close_fds=True)
+            bufsize=0, close_fds=True, pass_fds=(lock.fileno(),))
+        note_writer(lock, writer.pid)
         requests, answers = writer.stdin, writer.stdout
         assert requests is not None and answers is not None, "both were asked for as pipes"
         with contextlib.suppress(OSError, AttributeError):  # (F_SETPIPE_SZ: Linux only)

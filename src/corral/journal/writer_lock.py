@@ -1,0 +1,121 @@
+"""One journal writer at a time, across sessions.
+
+A journaled driver hands its rows to a writer process (:mod:`corral.journal.writer`),
+which outlives it for a moment when the driver is killed: it still commits what
+the driver had sent. The run's own lock is the driver's, so a driver started
+right after could take the run, read the journal and write its own rows while
+the dead driver's writer was still behind: its late rows then overwrote the new
+session's (a job completed, then shown SUBMITTED, ran once more).
+
+So each session locks ``writer.lock`` before it reads the journal, and hands
+the locked file to its writer process, which holds it (an inherited descriptor:
+the lock is the open file's) for as long as it lives, however its driver ends.
+The next session waits for that lock: a writer that is merely behind finishes
+its rows first; one that does not finish within :data:`EARLIER_WRITER_PATIENCE_S`
+(stopped, or stuck on a dead disk) is killed, and what it had not committed is
+lost, as it would be had it died with its driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import IO
+
+__all__ = ["WRITER_LOCK_FILE", "take_writer_lock", "note_writer"]
+
+WRITER_LOCK_FILE = "writer.lock"
+#: Seconds a new session waits for an earlier session's writer to finish.
+EARLIER_WRITER_PATIENCE_S = 10.0
+#: What an earlier writer's command line holds (its boot code names the module).
+_WRITER_MARK = "corral.journal.writer"
+
+log = logging.getLogger("corral.journal")
+
+
+def _open(run_dir: Path) -> IO[str]:
+    descriptor = os.open(run_dir / WRITER_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
+    return os.fdopen(descriptor, "r+")
+
+
+def take_writer_lock(run_dir: Path, patience: float | None = None) -> IO[str]:
+    """The lock of the journal in *run_dir*, once no earlier session's writer
+    holds it (the caller holds the run's own lock, so no new one starts).
+    Pass the returned file to the writer process and note its pid with
+    :func:`note_writer`; close it here once the writer has it.
+
+    Raises:
+        TimeoutError: an earlier writer holds it still, even once killed.
+    """
+    patience = EARLIER_WRITER_PATIENCE_S if patience is None else patience
+    handle = _open(run_dir)
+    try:
+        if _locked_within(handle, 0.0):
+            return handle
+        log.info("waiting for the journal writer of an earlier session of %s to finish",
+                 run_dir)
+        if _locked_within(handle, patience):
+            return handle
+        handle.seek(0)
+        pid = handle.read().strip()
+        log.warning("the journal writer of an earlier session of %s (pid %s) did not finish "
+                    "within %.0f s: killing it (what it had not written is lost)", run_dir,
+                    pid or "?", patience)
+        _kill_writer(pid, run_dir)
+        if _locked_within(handle, patience):
+            return handle
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    raise TimeoutError(f"the journal writer of an earlier session of {run_dir} (pid "
+                       f"{pid or '?'}) still holds {WRITER_LOCK_FILE}")
+
+
+def note_writer(handle: IO[str], pid: int) -> None:
+    """Write the pid of the writer that holds the lock, for a later session
+    that may have to kill it."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(pid))
+    handle.flush()
+
+
+def _locked_within(handle: IO[str], seconds: float) -> bool:
+    """Take the lock within *seconds*; whether it could be taken."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+            continue
+        return True
+
+
+def _kill_writer(pid_text: str, run_dir: Path) -> None:
+    """Kill the process *pid_text* names if it is the journal writer of the
+    run in *run_dir* (a pid may have been reused since it was written)."""
+    if not pid_text.isdigit():
+        return
+    import psutil
+
+    inside = os.fspath(run_dir) + os.sep
+    try:
+        process = psutil.Process(int(pid_text))
+        words = process.cmdline()
+    except psutil.Error:
+        return
+    if _WRITER_MARK not in " ".join(words) or not any(word.startswith(inside)
+                                                      for word in words):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(process.pid, signal.SIGKILL)
