@@ -1097,3 +1097,44 @@ def test_a_damaged_row_behind_many_rows_sqlite_doubts_is_still_refused_at_open(t
         "UPDATE jobs SET name = NULL WHERE id = '25'", values=range(0, -25, -1))
     with pytest.raises(corral.JournalError, match="job 25 has the name None, which is no text"):
         corral.Scheduler(cores=1, journal=run)
+
+
+def test_an_outcome_written_in_pieces_is_logged_whole_and_so_are_those_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One write() moves at most 2 GiB: the log kept the first 2 GiB of a bigger
+    result, and the reader, taking the short record for one torn by a kill,
+    lost it and every record after it (attack review). A write that moves part
+    of a record is simulated here: 1,000 bytes at a time."""
+    import pickle
+
+    from corral.runtime import outcomes
+
+    real_write = os.write
+    monkeypatch.setattr(outcomes.os, "write",
+                        lambda descriptor, data: real_write(descriptor, bytes(data[:1000])))
+    log = outcomes.OutcomeLog()
+    directory = os.fspath(outcomes.outcomes_directory(tmp_path))
+    for job_id, value in ((1, b"small"), (2, b"x" * 50_000), (3, b"after")):
+        log.append(directory, pickle.dumps((job_id, True, value)))
+    found = read_outcomes(tmp_path)
+    assert {job_id: len(blob) for job_id, (ok, blob, _) in found.items()} == {
+        "1": 5, "2": 50_000, "3": 5}
+
+
+def test_a_result_too_large_for_a_reply_becomes_the_jobs_failure_saying_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply's size is 32 bits: a result of 4 GiB or more broke the reply's
+    header, and the worker with it (attack review). Here the limit is 1,000 bytes."""
+    import pickle
+
+    from corral.runtime import worker
+    from corral.runtime.payload import loads_error
+
+    monkeypatch.setattr(worker, "MAX_REPLY_BYTES", 1000)
+    assert pickle.loads(worker.reply_blob((7, True, b"small"))) == (7, True, b"small")
+    job_id, ok, blob = pickle.loads(worker.reply_blob((7, True, b"x" * 5000)))
+    assert (job_id, ok) == (7, False)
+    error, _, _ = loads_error(blob)
+    assert isinstance(error, ValueError)
+    assert re.match(r"^the job's result is too large to send back: 5,\d{3} bytes pickled, "
+                    r"at most 1,000; write it to a file and return the path$", str(error))

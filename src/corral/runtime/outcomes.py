@@ -49,7 +49,9 @@ class OutcomeLog:
             descriptor = os.open(os.path.join(directory, name),
                                  os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._files[directory] = descriptor
-        os.write(descriptor, _HEADER.pack(len(reply), time.time()) + reply)
+        record = memoryview(_HEADER.pack(len(reply), time.time()) + reply)
+        while record:  # one write() moves at most 2 GiB: a bigger record takes several
+            record = record[os.write(descriptor, record):]
 
 
 def outcomes_directory(run_dir: str | os.PathLike[str]) -> str:

@@ -54,8 +54,8 @@ from corral.runtime.payload import dumps_error
 from corral.runtime.spool import hand_over, open_spool
 from corral.runtime.threads import allow_signals
 from corral.runtime.outcomes import OutcomeLog
-from corral.runtime.worker_process import (DROP, given_back_message, reply_message,
-                                           started_message)
+from corral.runtime.worker_process import (DROP, MAX_REPLY_BYTES, given_back_message,
+                                           reply_message, started_message)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -298,7 +298,7 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
         spool.hand_over(jobdir)
     except OSError as error:
         reply = (job_id, False, dumps_error(OSError(f"cannot save the job's output: {error}")))
-    blob = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+    blob = reply_blob(reply)
     if outcomes_dir is not None:
         try:
             outcomes.append(outcomes_dir, blob)
@@ -307,6 +307,18 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
             reply = (job_id, False, dumps_error(unrecorded))
             blob = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
     return blob
+
+
+def reply_blob(reply: tuple) -> bytes:
+    """The pickled ``(job_id, ok, blob)``, or, for one too large for a reply's
+    header (4 GiB), the job's failure that says so."""
+    blob = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+    if len(blob) <= MAX_REPLY_BYTES:
+        return blob
+    too_large = ValueError(f"the job's result is too large to send back: {len(blob):,} bytes "
+                           f"pickled, at most {MAX_REPLY_BYTES:,}; write it to a file and "
+                           "return the path")
+    return pickle.dumps((reply[0], False, dumps_error(too_large)), pickle.HIGHEST_PROTOCOL)
 
 
 def _die_with_everything() -> None:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkerProcess", "start_worker", "start_reaper", "call_request", "command_request",
            "drop_request", "WorkerStartError", "Reply", "Started", "GivenBack",
-           "reply_message", "started_message", "given_back_message", "read_message", "DROP"]
+           "reply_message", "started_message", "given_back_message", "read_message", "DROP",
+           "MAX_REPLY_BYTES"]
 
 #: ``(DROP, job ids)``: give back these queued jobs if they have not started.
 DROP = "drop"
@@ -32,6 +33,8 @@ DROP = "drop"
 #: A reply's fixed part: when the job started and ended (epoch seconds), and
 #: the size of the pickled ``(job_id, ok, blob)`` that follows.
 _REPLY_HEAD = struct.Struct("<ddI")
+#: The largest pickled ``(job_id, ok, blob)`` a reply carries (its size is 32 bits).
+MAX_REPLY_BYTES = 2 ** 32 - 1
 
 _BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[5]); "
