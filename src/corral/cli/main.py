@@ -67,11 +67,9 @@ def _run_dir(context: click.Context) -> Path:
 def _open_run(context: click.Context):
     from corral.journal.run import Run
 
-    from corral.runtime.tempdirs import remove_dead_owners_tempdirs
-
     run_dir = _run_dir(context)
     try:
-        run = Run(run_dir)
+        return Run(run_dir)
     except FileNotFoundError:
         below = sorted(shlex.quote(str(path.parent))
                        for path in run_dir.glob("*/journal.db"))[:3]
@@ -82,9 +80,6 @@ def _open_run(context: click.Context):
     except PermissionError:
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
-    # The spool directories its drivers killed with SIGKILL left in it, as in /tmp (main()).
-    remove_dead_owners_tempdirs(os.fspath(run_dir))
-    return run
 
 
 def _control(context: click.Context, request: dict[str, Any], start: bool = True) -> dict[str, Any]:
