@@ -97,14 +97,22 @@ def test_commands_queued_in_one_worker_each_get_their_own_environment(tmp_path: 
                                                for number, job in enumerate(handles)]
 
 
+def queued_behind_a_blocker(scheduler: corral.Scheduler, tmp_path: Path,
+                            release: Path) -> tuple[corral.Job, corral.Job]:
+    """A job that runs until *release* exists, and one queued behind it in its
+    worker (SUBMITTED), which touches ``tmp_path/ran`` when it runs."""
+    known_to_be_short(scheduler, tmp_path)
+    blocker = corral.Job(jobs.wait_for_file, (str(release),))
+    after = corral.Job(jobs.touch, (str(tmp_path / "ran"),))
+    scheduler.dispatch([blocker, after])
+    wait_until(lambda: blocker.running() and after.status is _S.SUBMITTED,
+               message="the second job to be queued in the worker")
+    return blocker, after
+
+
 def test_pause_takes_back_the_jobs_waiting_in_a_worker(tmp_path: Path, patient_workers, release):
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
-        known_to_be_short(scheduler, tmp_path)
-        blocker = corral.Job(jobs.wait_for_file, (str(release),))
-        after = corral.Job(jobs.touch, (str(tmp_path / "ran"),))
-        scheduler.dispatch([blocker, after])
-        wait_until(lambda: blocker.running() and after.status is _S.SUBMITTED,
-                   message="the second job to be queued in the worker")
+        blocker, after = queued_behind_a_blocker(scheduler, tmp_path, release)
         history: list[tuple] = []
         scheduler.on_event(lambda event: history.append((event.job.id, event.new, event.reason)))
         scheduler.pause()  # returns once it is back: it cannot start after the blocker
@@ -126,12 +134,7 @@ def test_abort_counts_and_stops_the_running_job_not_those_queued_behind_it(
     """`corral abort` said "aborting 6 job(s)" when two ran and four waited in
     the workers' queues (cold review): those are not running, and go on."""
     with corral.Scheduler(cores=1, workdir=tmp_path / "run", abort_grace=0.2) as scheduler:
-        known_to_be_short(scheduler, tmp_path)
-        blocker = corral.Job(jobs.wait_for_file, (str(release),))
-        after = corral.Job(jobs.touch, (str(tmp_path / "ran"),))
-        scheduler.dispatch([blocker, after])
-        wait_until(lambda: blocker.running() and after.status is _S.SUBMITTED,
-                   message="the second job to be queued in the worker")
+        blocker, after = queued_behind_a_blocker(scheduler, tmp_path, release)
         assert scheduler.abort() == 1
         with pytest.raises(CancelledError, match="aborted"):
             blocker.result(timeout=30)
