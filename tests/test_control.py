@@ -182,19 +182,26 @@ def test_a_timeout_counts_from_the_jobs_start_not_from_its_workers_start(
             late.result(timeout=60)
 
 
+@pytest.mark.parametrize("kind", ["call", "command"])
 def test_a_worker_whose_start_up_hangs_is_still_bounded_by_the_jobs_timeout(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     """The timeout waits for the worker to start the job, but not for ever: a
-    start-up longer than the timeout plus an allowance ends it TIMED_OUT."""
+    start-up longer than the timeout plus an allowance ends it TIMED_OUT, on
+    time. (A command's was asked of the worker, which reads nothing before it
+    has started: it ended only once the worker had; round-3 review.)"""
     (tmp_path / "sitecustomize.py").write_text(SLOW_START)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
     monkeypatch.setenv("CORRAL_TEST_SLOW_START", "1")
     monkeypatch.setattr("corral.core.engine.WORKER_START_ALLOWANCE_S", 0.2)
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
-        job = scheduler.options(timeout=0.2).submit(jobs.sleep_for, 0.01)
+        handed = time.monotonic()
+        job = (scheduler.options(timeout=0.2).submit(jobs.sleep_for, 0.01) if kind == "call"
+               else scheduler.shell(f"touch {tmp_path / 'ran'}", timeout=0.2))
         with pytest.raises(corral.JobTimedOut, match=r"timed out after 0\.2s"):
             job.result(timeout=60)
+        assert time.monotonic() - handed < 0.9  # before the worker (1 s) could start it
+    assert not (tmp_path / "ran").exists()
 
 
 def test_a_command_past_its_walltime_is_killed_with_its_children(scheduler, tmp_path):

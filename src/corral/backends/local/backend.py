@@ -315,7 +315,13 @@ class LocalBackend:
 
     def _kill_running(self, runner: _Worker, job_id: int | str) -> None:
         """Kill the job *runner* runs (as far as its messages read so far say)."""
-        if runner.runs_command:  # the worker kills it, reports it killed and goes on
+        if runner.starting:
+            # It reads no message before it has started, which may take long
+            # (or never end): it dies, and the job with it, which had not begun
+            # (those handed behind it come back).
+            runner.doomed = True
+            kill_tree(runner.pid)
+        elif runner.runs_command:  # the worker kills it, reports it killed and goes on
             self._tell(runner, KILL, job_id)
         elif len(runner.handed) == 1:  # a call runs in the worker itself: it dies with it
             runner.doomed = True
