@@ -552,3 +552,43 @@ def test_the_calls_of_a_map_cut_short_by_a_signal_name_the_signal(tmp_path: Path
     name = signal.Signals(signum).name
     assert [(job.status.name, job.reason) for job in jobs] == [
         ("CANCELLED", f"the driver was terminated ({name})")] * 6
+
+
+CAUGHT_CTRL_C_DRIVER = """
+import json, os, signal, time
+import corral
+
+def nap(number):
+    time.sleep(0.05)
+    return number
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+cancelled = []
+with corral.Scheduler(cores=2) as scheduler:
+    scheduler.on_event(lambda event: cancelled.append((event.job.id, event.reason))
+                       if event.new is corral.JobStatus.CANCELLED else None)
+    try:
+        for index, _ in enumerate(scheduler.map(nap, range(20))):
+            if index == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+    except KeyboardInterrupt:
+        pass  # a REPL or notebook user goes on
+    for index, _ in enumerate(scheduler.map(nap, range(20))):
+        if index == 1:
+            break
+    scheduler.wait()
+print(json.dumps([sorted({reason for job_id, reason in cancelled if (job_id <= 20) == first})
+                  for first in (True, False)]))
+"""
+
+
+def test_a_caught_ctrl_c_is_not_blamed_for_a_later_map_left_early() -> None:
+    """The first map's unread calls name the Ctrl-C; the second map, left by a
+    break after the program caught it and went on, named it too (round-3 review)."""
+    done = subprocess.run([sys.executable, "-c", CAUGHT_CTRL_C_DRIVER], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    first, second = json.loads(done.stdout)
+    assert first == ["the driver was terminated (SIGINT)"]
+    assert second == ["the map's results were no longer read"]

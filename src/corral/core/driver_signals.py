@@ -17,12 +17,15 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 from corral.errors import DriverTerminated
 
 __all__ = ["install", "uninstall", "termination_reason", "reason_for", "unread_reason"]
 
 _terminated_by: str | None = None
+#: When the last of them came (monotonic seconds): see :func:`unread_reason`.
+_signalled_at = float("-inf")
 _installed = False
 _fork_hook_set = False
 
@@ -64,15 +67,19 @@ def _restore_in_child() -> None:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    global _terminated_by
-    _terminated_by = "SIGTERM"
+    _note("SIGTERM")
     raise DriverTerminated(128 + signum)
 
 
 def _on_sigint(signum: int, frame: object) -> None:
-    global _terminated_by
-    _terminated_by = "SIGINT"
+    _note("SIGINT")
     raise KeyboardInterrupt
+
+
+def _note(name: str) -> None:
+    global _terminated_by, _signalled_at
+    _terminated_by = name
+    _signalled_at = time.monotonic()
 
 
 def termination_reason() -> str | None:
@@ -93,17 +100,26 @@ def reason_for(error: BaseException | None) -> str:
 UNREAD = "the map's results were no longer read"
 
 
-def unread_reason(left_by: BaseException | None) -> str:
+#: Seconds after a signal within which a map left by an exception it cannot
+#: see (GeneratorExit) is taken to have been left by the signal's.
+_SIGNAL_JUST_NOW_S = 1.0
+
+
+def unread_reason(left_by: BaseException | None, map_started: float) -> str:
     """The reason given to a map's unread calls, cancelled when the loop
     reading them ended; *left_by* is what ended it, as the map saw it: the
     exception raised while it waited for a result, GeneratorExit when the
     caller's loop was left (by a ``break`` or an exception of the caller's
     own, which the map cannot see), or None. A signal that ended the driver
-    is named: the map's own cancel comes before the ``with`` block's."""
+    is named (the map's own cancel comes before the ``with`` block's): one
+    raised in the caller's loop shows as GeneratorExit, and counts if it
+    came since the map began (*map_started*, monotonic) and just now. A
+    Ctrl-C that the program caught and went on from is not a later map's."""
     if isinstance(left_by, (DriverTerminated, KeyboardInterrupt)):
         return reason_for(left_by)
     terminated = termination_reason()
-    if terminated is not None:
+    if (terminated is not None and _signalled_at >= map_started
+            and time.monotonic() - _signalled_at < _SIGNAL_JUST_NOW_S):
         return terminated
     if left_by is None or isinstance(left_by, GeneratorExit):
         return UNREAD

@@ -49,14 +49,16 @@ class MapFeed:
     """The batches of one ``map()`` call and the thread that dispatches them."""
 
     def __init__(self, make: Callable[[tuple], Job], dispatch: Callable[[list[Job]], object],
-                 cancel: Callable[[list[Job], BaseException | None], object],
+                 cancel: Callable[[list[Job], BaseException | None, float], object],
                  calls: Iterator[tuple], window: int) -> None:
         self._make = make
         self._dispatch = dispatch
         #: Cancels jobs whose results nobody will read, given the exception
-        #: that ended the reading, if one did (its reason names it).
+        #: that ended the reading, if one did, and when the map began (their
+        #: reason names what ended it: see driver_signals.unread_reason).
         self._cancel = cancel
         self._left_by: BaseException | None = None
+        self.started = time.monotonic()
         self._calls = calls
         self._window = window
         self._batches: queue.Queue[list[Job] | None] = queue.Queue()
@@ -109,7 +111,7 @@ class MapFeed:
                 self._dispatch(batch)
                 self._batches.put(batch)
                 if self._stop.is_set() and self._cut_short is None:
-                    self._cancel(batch, self._left_by)  # the reader left meanwhile
+                    self._cancel(batch, self._left_by, self.started)  # the reader left
                     break
                 # (Stopped meanwhile by a shutdown without wait: the batch was
                 # dispatched, so it runs and its results are read.)
@@ -168,4 +170,4 @@ class MapFeed:
                     break
                 unread += batch or []
             if unread:
-                self._cancel(unread, self._left_by)  # at once, not one by one
+                self._cancel(unread, self._left_by, self.started)  # at once, not one by one

@@ -150,8 +150,8 @@ class Submitter:
         def make(arguments: tuple) -> Job:
             return Job._from_spec(spec_for(arguments))
 
-        def cancel(jobs: list[Job], left_by: BaseException | None) -> None:
-            scheduler._cancel_many(jobs, driver_signals.unread_reason(left_by))
+        def cancel(jobs: list[Job], left_by: BaseException | None, began: float) -> None:
+            scheduler._cancel_many(jobs, driver_signals.unread_reason(left_by, began))
 
         feed = MapFeed(make, dispatch, cancel, zip(*iterables, strict=False), MAP_WINDOW)
         scheduler._feeds.add(feed)
