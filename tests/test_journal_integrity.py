@@ -473,7 +473,8 @@ def _driver_with_a_lagging_writer(out: Path) -> tuple[subprocess.Popen, psutil.P
 
 
 def test_a_killed_drivers_lagging_writer_never_overwrites_the_next_session(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The dead driver's writer committed its rows after the next session had
     run the job to its end, and made it RUNNING again: a third session ran it
     once more. The next session waits for that writer; one that does not
@@ -485,6 +486,12 @@ def test_a_killed_drivers_lagging_writer_never_overwrites_the_next_session(
     (tmp_path / "release").touch()
     with corral.Scheduler(cores=1, journal=tmp_path / "run") as again:
         assert _the_job(again, tmp_path).result(timeout=30) == 7
+    told = [record.getMessage() for record in caplog.records if record.name == "corral.journal"]
+    assert told == [
+        f"waiting up to 0.5 s for the journal writer of an earlier session of {tmp_path / 'run'}"
+        f" (pid {writer.pid}, its driver gone) to write what it holds",
+        f"the journal writer of an earlier session of {tmp_path / 'run'} (pid {writer.pid}) "
+        "did not finish within 0.5 s: killing it (what it had not written is lost)"]
     with contextlib.suppress(psutil.NoSuchProcess):  # (had it lived on, it would write now)
         writer.resume()
         writer.wait(timeout=30)
@@ -513,3 +520,22 @@ def test_the_next_session_waits_for_a_killed_drivers_writer_to_write_what_it_hol
     finally:
         resumer.join()
     assert job.reason == RESTORED and len(lines(tmp_path / "runs")) == 1
+
+
+@pytest.mark.parametrize("broken", ["a directory", "a dangling link", "a pipe"])
+def test_a_broken_writer_lock_is_refused_in_one_line_naming_it(tmp_path: Path,
+                                                               broken: str) -> None:
+    run = tmp_path / "run"
+    corral.Scheduler(cores=1, journal=run).shutdown()
+    lock = run / "writer.lock"
+    lock.unlink()
+    if broken == "a directory":
+        lock.mkdir()
+    elif broken == "a dangling link":
+        lock.symlink_to(tmp_path / "nowhere")
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(JournalError, match=rf"^cannot use {re.escape(str(lock))} as the "
+                                           r"journal writer's lock: .+; remove it$"):
+        corral.Scheduler(cores=1, journal=run)
+    assert corral.Scheduler(cores=1, journal=tmp_path / "other").shutdown() is None

@@ -514,7 +514,10 @@ class Journal:
         writer_lock: IO[str] | None = None
         try:
             # A killed driver's writer may still be writing: its rows come first.
-            writer_lock = take_writer_lock(self.run_dir)
+            try:
+                writer_lock = take_writer_lock(self.run_dir)
+            except OSError as error:  # (a broken lock file, or a writer that never let go)
+                raise JournalError(error.strerror or str(error)) from None
             if not path.exists():
                 _create_journal(path, kind)
             #: The last sign of an earlier driver's life: when it last wrote here.

@@ -19,10 +19,12 @@ lost, as it would be had it died with its driver.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 from typing import IO
@@ -32,6 +34,8 @@ __all__ = ["WRITER_LOCK_FILE", "take_writer_lock", "note_writer"]
 WRITER_LOCK_FILE = "writer.lock"
 #: Seconds a new session waits for an earlier session's writer to finish.
 EARLIER_WRITER_PATIENCE_S = 10.0
+#: Seconds waited for an earlier writer before the user is told.
+_QUIET_WAIT_S = 0.5
 #: What an earlier writer's command line holds (its boot code names the module).
 _WRITER_MARK = "corral.journal.writer"
 
@@ -39,8 +43,23 @@ log = logging.getLogger("corral.journal")
 
 
 def _open(run_dir: Path) -> IO[str]:
-    descriptor = os.open(run_dir / WRITER_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                         0o600)
+    """The lock file, opened (made if missing).
+
+    Raises:
+        OSError: it cannot be a lock (a directory, a dangling link, a pipe),
+            with a message that names it.
+    """
+    path = run_dir / WRITER_LOCK_FILE
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                             | os.O_NONBLOCK, 0o600)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot use {path} as the journal writer's lock: "
+                                   f"{error.strerror}; remove it") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, f"cannot use {path} as the journal writer's lock: not a "
+                                    "regular file; remove it")
     return os.fdopen(descriptor, "r+")
 
 
@@ -56,16 +75,17 @@ def take_writer_lock(run_dir: Path, patience: float | None = None) -> IO[str]:
     patience = EARLIER_WRITER_PATIENCE_S if patience is None else patience
     handle = _open(run_dir)
     try:
-        if _locked_within(handle, 0.0):
-            return handle
-        log.info("waiting for the journal writer of an earlier session of %s to finish",
-                 run_dir)
-        if _locked_within(handle, patience):
+        if _locked_within(handle, _QUIET_WAIT_S):  # (one finishing its last rows: no word)
             return handle
         handle.seek(0)
         pid = handle.read().strip()
+        log.warning("waiting up to %g s for the journal writer of an earlier session of %s "
+                    "(pid %s, its driver gone) to write what it holds", patience, run_dir,
+                    pid or "?")
+        if _locked_within(handle, patience):
+            return handle
         log.warning("the journal writer of an earlier session of %s (pid %s) did not finish "
-                    "within %.0f s: killing it (what it had not written is lost)", run_dir,
+                    "within %g s: killing it (what it had not written is lost)", run_dir,
                     pid or "?", patience)
         _kill_writer(pid, run_dir)
         if _locked_within(handle, patience):
