@@ -91,6 +91,20 @@ def script_run(tmp_path_factory) -> Corral:
 # -- submit, status, logs, wait ---------------------------------------------------------------
 
 
+def test_submits_started_at_once_on_a_new_run_all_land(fresh):
+    """Four `corral submit &` on a new run: one lost its job to "the corral
+    daemon exited (0) at start" (its daemon lost the race and left), another to
+    "is not a corral run but holds other files" (the files the winner had
+    made so far). Round-3 review."""
+    launched = [fresh.popen("submit", "--", f"echo {number}") for number in range(4)]
+    outcomes = [(process.wait(timeout=90), *process.communicate()) for process in launched]
+    fresh._note_daemon()
+    assert [(status, err) for status, _, err in outcomes] == [(0, b"")] * 4
+    ids = sorted(int(out) for _, out, _ in outcomes)
+    assert ids == [1, 2, 3, 4]
+    assert fresh("wait").status == 0
+
+
 def test_submit_prints_an_id_and_status_follows_the_job_from_running_to_completed(cli, tmp_path):
     started, release = tmp_path / "started", tmp_path / "release"
     job = cli.submit(f"touch {q(started)}; {block(release)}; echo finished")

@@ -539,3 +539,42 @@ def test_a_broken_writer_lock_is_refused_in_one_line_naming_it(tmp_path: Path,
                                            r"journal writer's lock: .+; remove it$"):
         corral.Scheduler(cores=1, journal=run)
     assert corral.Scheduler(cores=1, journal=tmp_path / "other").shutdown() is None
+
+
+WAITING_DRIVER = """
+import sys
+import corral
+
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
+    sys.stdin.readline()
+"""
+
+
+def test_the_corral_command_waits_for_a_driver_that_waits_for_an_earlier_writer(
+        tmp_path: Path) -> None:
+    """While a script waited for a killed driver's writer, `corral pause` said
+    "no process drives the run: it was made by a script, which is not
+    running" (round-3 review). The command waits for the script to serve."""
+    from corral.journal.store import owner_of
+
+    first, writer = _driver_with_a_lagging_writer(tmp_path)
+    first.kill()
+    first.wait(timeout=30)
+    (tmp_path / "release").touch()
+    run = tmp_path / "run"
+    script = subprocess.Popen([sys.executable, "-c", WAITING_DRIVER, os.fspath(run)],
+                              stdin=subprocess.PIPE, text=True)
+    resumer = threading.Timer(1.0, writer.resume)  # the script waits for it until then
+    try:
+        wait_until(lambda: (owner_of(run) or {}).get("pid") == script.pid, timeout=30,
+                   message="the script to take the run")
+        resumer.start()
+        paused = Corral(tmp_path / "home", run)("pause")
+        assert (paused.status, paused.err) == (0, "")
+        assert pid_gone(writer.pid)
+    finally:
+        resumer.cancel()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            writer.resume()
+        script.communicate("done\n", timeout=30)
+    assert script.returncode == 0

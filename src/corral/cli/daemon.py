@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral.control.server import NoDriver, send_request
+from corral.control.server import NoDriver, send_request, send_when_served
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.journal.store import RunInUse, StoredJob, private_file, private_run_dir, read_meta
@@ -64,8 +64,8 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
     Raises:
         CorralError: the daemon could not start (its log's last lines say why).
     """
-    try:
-        return send_request(run_dir, {"verb": "ping"})
+    try:  # (one starting, another command's daemon or a script, is waited for)
+        return send_when_served(run_dir, {"verb": "ping"})
     except NoDriver:
         pass
     run_dir = private_run_dir(run_dir)
@@ -84,8 +84,8 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
             pass
         code = process.poll()
         if code is not None:
-            try:  # lost a race with another daemon starting: that one answers
-                return send_request(run_dir, {"verb": "ping"})
+            try:  # lost a race with another daemon starting: that one answers once started
+                return send_when_served(run_dir, {"verb": "ping"})
             except NoDriver:
                 said = _refusal(run_dir / DAEMON_LOG, written_before)
                 if code == _REFUSED and said:

@@ -240,10 +240,10 @@ def _check_config(run_dir: Path) -> None:
 
 def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
     """send_request, with its failures turned into one-line errors (not NoDriver)."""
-    from corral.control.server import Denied, NoDriver, Refused, send_request
+    from corral.control.server import Denied, NoDriver, Refused, send_when_served
 
     try:
-        return send_request(run_dir, request)
+        return send_when_served(run_dir, request)
     except NoDriver:
         raise
     except Denied as error:
@@ -341,10 +341,24 @@ def _check_new_run_dir(run_dir: Path) -> bool:
 
     if journal_path(run_dir).exists():
         return False
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and any(not _made_by_corral(entry.name)
+                                for entry in os.scandir(run_dir)):
         raise CommandError(f"{run_dir} is not a corral run but holds other files; give --run "
                            "a new or empty directory (corral makes it private to you)")
     return True
+
+
+def _made_by_corral(name: str) -> bool:
+    """Whether a file of a run directory is one corral makes as a run starts: what
+    another `corral submit` started at the same moment has made so far."""
+    from corral.cli.daemon import DAEMON_LOG
+    from corral.control.server import SOCKET_FILE
+    from corral.core.runlog import LOG_FILE
+    from corral.journal.store import JOURNAL_FILE, LOCK_FILE
+    from corral.journal.writer_lock import WRITER_LOCK_FILE
+
+    return (name in (DAEMON_LOG, SOCKET_FILE, LOG_FILE, LOCK_FILE, WRITER_LOCK_FILE)
+            or name.startswith(JOURNAL_FILE))
 
 
 def _undo_new_run(run_dir: Path) -> None:

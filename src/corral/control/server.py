@@ -116,6 +116,29 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
     return reply
 
 
+#: Seconds :func:`send_when_served` waits for a driver that holds the run but
+#: does not answer yet: it is starting, and may first wait up to 10 s for an
+#: earlier session's journal writer (see corral.journal.writer_lock).
+STARTING_DRIVER_PATIENCE_S = 30.0
+
+
+def send_when_served(run_dir: str | os.PathLike[str], request: dict[str, Any],
+                     patience: float = STARTING_DRIVER_PATIENCE_S) -> dict[str, Any]:
+    """:func:`send_request`, waiting up to *patience* seconds while a live
+    process holds the run but has not opened its socket yet (a driver or
+    daemon starting); NoDriver at once when no process holds it."""
+    from corral.journal.store import owner_of
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return send_request(run_dir, request)
+        except NoDriver:
+            if owner_of(run_dir) is None or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.05)  # polling a socket another process is about to open
+
+
 _SERVERS: weakref.WeakSet[ControlServer] = weakref.WeakSet()
 
 
