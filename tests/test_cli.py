@@ -105,6 +105,23 @@ def test_submits_started_at_once_on_a_new_run_all_land(fresh):
     assert fresh("wait").status == 0
 
 
+def test_a_refused_submit_racing_good_ones_on_a_new_run_leaves_their_run(fresh):
+    """A refused first submit undoes the run it made, daemon and directory: it
+    did so also when other submits started at the same moment had their jobs
+    in it, and deleted them (4 of 5 tries; round-4 review)."""
+    good = [fresh.popen("submit", "--", f"echo {number}") for number in range(3)]
+    bad = fresh.popen("submit", "--after", "nosuchjob", "--", "echo bad")
+    outcomes = [(process.wait(timeout=90), *process.communicate()) for process in good]
+    refused = (bad.wait(timeout=90), *bad.communicate())
+    fresh._note_daemon()
+    assert refused[0] != 0 and b"no job nosuchjob" in refused[2]
+    assert [(status, err) for status, _, err in outcomes] == [(0, b"")] * 3
+    assert fresh("wait").status == 0
+    rows = fresh("status").rows()
+    assert sorted(rows[out.decode().strip()]["STATUS"] for _, out, _ in outcomes) == [
+        "COMPLETED"] * 3
+
+
 def test_submit_prints_an_id_and_status_follows_the_job_from_running_to_completed(cli, tmp_path):
     started, release = tmp_path / "started", tmp_path / "release"
     job = cli.submit(f"touch {q(started)}; {block(release)}; echo finished")

@@ -85,15 +85,24 @@ def _open_run(context: click.Context):
 def _control(context: click.Context, request: dict[str, Any], start: bool = True) -> dict[str, Any]:
     """Send *request* to the run's driver, starting the daemon when the run is
     the command line's own (a script's run is driven by the script only)."""
+    from corral.control import server
     from corral.control.server import NoDriver
     from corral.cli.daemon import ensure_daemon
     from corral.journal.store import read_meta
+
+    from corral.journal.store import owner_of
 
     run_dir = _run_dir(context)
     try:
         return _send(run_dir, request)
     except NoDriver:
         pass
+    holder = owner_of(run_dir)
+    if holder is not None:  # (send_when_served waited for it to serve)
+        raise CommandError(
+            f"process {holder.get('pid', '?')} ({holder.get('kind', 'a corral driver')}) "
+            f"holds the run at {run_dir} but has not answered within "
+            f"{server.STARTING_DRIVER_PATIENCE_S:g} s", EXIT_UNREACHABLE)
     if request["verb"] not in _VERBS_THAT_MAKE_A_RUN:
         _require_existing_run(run_dir)
     origin = None
@@ -362,22 +371,47 @@ def _made_by_corral(name: str) -> bool:
 
 
 def _undo_new_run(run_dir: Path) -> None:
-    """Stop the daemon this submit started and remove the run it made."""
+    """Stop the daemon this submit started and remove the run it made, unless
+    another submit started at the same moment on the new run has a job in it:
+    then the run is that one's too, and stays."""
+    import fcntl
     import shutil
     import time
 
     from corral.control.server import NoDriver
-    from corral.journal.store import owner_of
+    from corral.journal.store import LOCK_FILE, owner_of
 
     try:
-        _send(run_dir, {"verb": "stop"})
-    except (NoDriver, CommandError, OSError):
+        _send(run_dir, {"verb": "stop", "unless_used": True})
+    except (NoDriver, OSError):
         pass
+    except CommandError:  # it has another submit's jobs
+        return
     deadline = time.monotonic() + 10
     while owner_of(run_dir) is not None and time.monotonic() < deadline:
         time.sleep(0.02)  # the daemon closes its journal, then lets go of the run
-    if owner_of(run_dir) is None:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    try:  # held while the run goes: a submit racing this one cannot take it meanwhile
+        lock = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115
+    except OSError:
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another submit's daemon drives it now
+        if not _has_jobs(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _has_jobs(run_dir: Path) -> bool:
+    from corral.journal.run import Run
+
+    try:
+        return bool(Run(run_dir).jobs(results=False))
+    except FileNotFoundError:  # no journal was made
+        return False
+    except Exception:  # unreadable: not ours to remove
+        return True
 
 
 def _profile_options(name: str) -> dict[str, Any]:

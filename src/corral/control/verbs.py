@@ -185,6 +185,10 @@ def _stop(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     if scheduler._stop_requested is None:
         raise CorralError("this run is driven by a script; stop the script itself "
                           "(or cancel its jobs)")
+    if request.get("unless_used") and scheduler.jobs():
+        # A refused first submit undoes the run it made, unless another submit
+        # started at the same moment has a job in it already.
+        raise CorralError("the run has jobs of another submit: it stays")
     scheduler._stop_requested.set()
     return {}
 
