@@ -422,3 +422,70 @@ def test_submit_refuses_a_directory_that_holds_other_files(tmp_path):
                                       "empty directory")
     assert sorted(path.name for path in project.iterdir()) == ["data.csv"]
     assert project.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_process_that_holds_the_run_but_never_answers_is_named(tmp_path, monkeypatch, capsys):
+    """The command waits for a driver that holds the run and is starting; one that
+    never answers was reported as "a script, which is not running" after 30 s, or
+    after 90 s as a daemon that "exited (0) at start" (round-4 review)."""
+    import fcntl
+    import json
+
+    from corral.cli.main import main
+
+    monkeypatch.setattr("corral.control.server.STARTING_DRIVER_PATIENCE_S", 0.3)
+    run = tmp_path / "run"
+    corral.Scheduler(cores=1, journal=run).shutdown()
+    with open(run / "owner.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write(json.dumps({"pid": 4242, "kind": "script"}))
+        lock.flush()
+        with pytest.raises(SystemExit) as ended:
+            main(["--run", str(run), "pause"])
+    assert ended.value.code == 3
+    assert capsys.readouterr().err == (
+        f"corral: error: process 4242 (script) holds the run at {run} but has not answered "
+        "within 0.3 s\n")
+
+
+def test_a_driver_whose_queue_of_connections_is_full_is_tried_again(tmp_path):
+    """Twenty `corral submit &` at once: two failed with "[Errno 11] Resource
+    temporarily unavailable", the daemon's queue of connections being full
+    (round-4 review). A full queue is waited on; one never emptied is said so."""
+    import socket
+    import threading
+
+    from corral.control.server import SOCKET_FILE, send_request
+    from corral.errors import CorralError
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(os.fspath(tmp_path / SOCKET_FILE))
+        listener.listen(0)
+        waiting: list[socket.socket] = []
+        while True:  # fill the queue: a connection that cannot wait in it is refused
+            filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            try:
+                filler.connect(os.fspath(tmp_path / SOCKET_FILE))
+            except BlockingIOError:
+                filler.close()
+                break
+            waiting.append(filler)
+        with pytest.raises(CorralError, match=r"^the process driving .+ takes no connection: "
+                                              r"it is too busy$"):
+            send_request(tmp_path, {"verb": "ping"}, timeout=0.3)
+
+        def serve_one() -> None:
+            for _ in waiting:
+                listener.accept()[0].close()
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(1024)
+                connection.sendall(b'{"ok": true}\n')
+
+        server = threading.Timer(0.2, serve_one)
+        server.start()
+        assert send_request(tmp_path, {"verb": "ping"}, timeout=5) == {"ok": True}
+        server.join()
+        for filler in waiting:
+            filler.close()

@@ -94,10 +94,18 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.settimeout(timeout)
         with _socket_path(run_dir) as path:
-            try:
-                connection.connect(path)
-            except (FileNotFoundError, ConnectionRefusedError) as error:
-                raise NoDriver(f"no corral process drives the run at {run_dir}") from error
+            busy_until = time.monotonic() + timeout
+            while True:
+                try:
+                    connection.connect(path)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError) as error:
+                    raise NoDriver(f"no corral process drives the run at {run_dir}") from error
+                except BlockingIOError:  # its queue of connections is full: it is busy
+                    if time.monotonic() >= busy_until:
+                        raise CorralError(f"the process driving {run_dir} takes no "
+                                          "connection: it is too busy") from None
+                    time.sleep(0.01)
         try:
             connection.sendall(json.dumps(request).encode() + b"\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -123,13 +131,14 @@ STARTING_DRIVER_PATIENCE_S = 30.0
 
 
 def send_when_served(run_dir: str | os.PathLike[str], request: dict[str, Any],
-                     patience: float = STARTING_DRIVER_PATIENCE_S) -> dict[str, Any]:
-    """:func:`send_request`, waiting up to *patience* seconds while a live
-    process holds the run but has not opened its socket yet (a driver or
-    daemon starting); NoDriver at once when no process holds it."""
+                     patience: float | None = None) -> dict[str, Any]:
+    """:func:`send_request`, waiting up to *patience* seconds (default
+    :data:`STARTING_DRIVER_PATIENCE_S`) while a live process holds the run but
+    has not opened its socket yet (a driver or daemon starting); NoDriver at
+    once when no process holds it."""
     from corral.journal.store import owner_of
 
-    deadline = time.monotonic() + patience
+    deadline = time.monotonic() + (STARTING_DRIVER_PATIENCE_S if patience is None else patience)
     while True:
         try:
             return send_request(run_dir, request)
@@ -177,7 +186,7 @@ class ControlServer:
             # Not through the umask (process-wide, shared with the user's threads); the
             # run directory (0700) already keeps others out while this is not yet done.
             os.chmod(path, 0o600)
-        listener.listen(16)
+        listener.listen(128)  # (many `corral submit &` at once connect together)
         self._listener = listener
         self._thread = start_thread(self._serve, name="corral-control")
         _SERVERS.add(self)
