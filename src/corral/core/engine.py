@@ -479,6 +479,12 @@ class Engine:
             job.native_id = native_id or None
         if self._chains:
             self._queue_chained(chosen + attached)
+        if self.journal is not None and self.capabilities.outlives_driver and chosen:
+            # Its cluster ids go to the journal now, not within the next few
+            # milliseconds: a driver killed meanwhile left jobs running in the
+            # cluster that no journal row named, which `corral cancel` and the
+            # next run could not find (a program may act on job.native_id at once).
+            self.journal.flush(force=True)
 
     def _still_gathering(self) -> bool:
         """Whether to wait a moment for more jobs before submitting: a script
