@@ -282,6 +282,31 @@ def test_a_run_whose_driver_was_sigkilled_resumes_and_runs_each_job_once(backend
 
 
 @needs("outlives_driver")
+def test_a_jobs_cluster_id_is_in_the_journal_as_soon_as_it_is_submitted(
+        backend, release, tmp_path, monkeypatch):
+    """The id waited for the journal's next batch: a driver killed as its
+    program saw job.native_id left a job in the cluster that no journal row
+    named (test_sge, once in CI). Here batches are a minute apart."""
+    monkeypatch.setattr("corral.journal.store.SEND_INTERVAL_S", 60.0)
+    run = tmp_path / "journaled"
+    sched = corral.Scheduler(**scheduler_options(backend.name, backend.backend_options),
+                             journal=run)
+    try:
+        job = sched.submit(wait_for_file, str(release))
+        wait_until(lambda: job.native_id is not None, timeout=60, message="the job's cluster id")
+
+        def journaled() -> bool:
+            return any(stored.native_id == job.native_id
+                       for stored in corral.Scheduler.open(run).jobs(results=False))
+
+        wait_until(journaled, timeout=10, message="the cluster id in the journal")
+    finally:
+        release.touch()
+        sched.wait(timeout=60)
+        sched.shutdown()
+
+
+@needs("outlives_driver")
 def test_a_job_outlives_its_killed_driver_and_the_next_driver_attaches_to_it(backend, tmp_path):
     (tmp_path / "side").mkdir()
     first = driver_report(start_driver(backend, tmp_path, "kill"), tmp_path, "kill")
