@@ -76,10 +76,22 @@ def _alive(process: psutil.Process) -> bool:
 CLUSTER_FIXTURES = {"slurm", "contract_slurm"}
 
 
+#: The time limit of a test that may be the first to use the OpenPBS cluster: it
+#: builds OpenPBS from source when /opt/pbs has none (apt for its build tools, then
+#: the compile: 2 to 5 minutes on a fresh machine, more than the usual 180 s).
+OPENPBS_FIRST_USE_TIMEOUT_S = 900
+
+
+def _may_build_openpbs(item: pytest.Item) -> bool:
+    return "openpbs" in getattr(item, "fixturenames", ()) or "[openpbs]" in item.nodeid
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     from support.xdist_cluster import is_cluster_test
 
     for item in items:
+        if _may_build_openpbs(item) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(OPENPBS_FIRST_USE_TIMEOUT_S))
         if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)
         if item.get_closest_marker("cluster") and not is_cluster_test(item.nodeid):
