@@ -88,9 +88,7 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     from corral.control import server
     from corral.control.server import NoDriver
     from corral.cli.daemon import ensure_daemon
-    from corral.journal.store import read_meta
-
-    from corral.journal.store import owner_of
+    from corral.journal.store import owner_of, read_meta
 
     run_dir = _run_dir(context)
     try:

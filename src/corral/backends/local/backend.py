@@ -645,13 +645,12 @@ class LocalBackend:
             log.error("worker %d started job %r, which it was not handed next", worker.pid,
                       job_id)
             return
-        if worker.job_id == job_id:  # its first job, handed as it started (see _hand_to)
-            self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=str(worker.pid),
-                                        live_output=worker.spool, at=at))
-            return
+        handed_as_it_started = worker.job_id == job_id  # its first job (see _hand_to)
         worker.job_id = job_id = worker.handed[0][0]
         self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=str(worker.pid),
                                     live_output=worker.spool, at=at))
+        if handed_as_it_started:  # RUNNING already: this says when it began, no more
+            return
         self._withdrawn.discard(job_id)  # it started before being asked back: it runs on
         if job_id in self._killed:  # a kill that came too late to take it back
             self._kill_running(worker, job_id)
