@@ -86,6 +86,18 @@ def test_undispatched_dependencies_are_dispatched_with_their_dependents(schedule
     assert {job.name for job in scheduler.jobs()} == {"first", "second", "third"}
 
 
+def test_a_job_listed_twice_in_one_dispatch_runs_once(scheduler):
+    job = Job(jobs.square, args=(4,))
+    other = Job(jobs.square, args=(5,))
+    scheduler.dispatch([job, other, job])
+    results = sorted(result.data for result in scheduler.collect(2, timeout=30))
+    assert results == [16, 25]
+    assert job.result(timeout=30) == 16
+    assert len(scheduler.jobs()) == 2
+    with pytest.raises(ValueError, match="cannot be satisfied"):  # no third result on its way
+        scheduler.collect(1, timeout=5)
+
+
 def test_a_cycle_through_names_is_refused_naming_the_jobs_in_it(scheduler):
     a = Job(jobs.noop, name="a", after=["c"])
     b = Job(jobs.noop, name="b", after=["a"])

@@ -682,20 +682,19 @@ class Engine:
                  ) -> tuple[JobStatus, str | None, Any, BaseException | None]:
         """Decide how an attempt ended: (status, reason, value, error)."""
         intent = job.kill_intent
-        label = f"job {job.id} {job.name!r}"
         if intent is KillIntent.TIMEOUT:  # the limit that was armed (see _apply)
             limit = (job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s) or 0
             reason = f"timed out after {format_span(limit)}; killed with its child processes"
             return _S.TIMED_OUT, reason, None, JobTimedOut(
-                f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
+                f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
         if intent is KillIntent.ABORT:
             return _S.CANCELLED, "aborted", _unpickled(update.value)[0], None
         if update.state is _S.COMPLETED:
             value, problem = _unpickled(update.value)
             if problem is not None:
                 reason = f"its return value cannot be unpickled here: {problem}"
-                return _S.FAILED, reason, None, JobFailed(f"{label} {reason}", job_id=job.id,
-                                                          status=_S.FAILED, reason=reason)
+                return _S.FAILED, reason, None, JobFailed(
+                    f"{_label(job)} {reason}", job_id=job.id, status=_S.FAILED, reason=reason)
             if job.feeds_values:
                 job.value_bytes = update.value
             if self.journal is not None:
@@ -706,7 +705,7 @@ class Engine:
         if update.state is _S.TIMED_OUT:
             reason = update.reason or "ran past its walltime"
             return _S.TIMED_OUT, reason, None, JobTimedOut(
-                f"{label} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
+                f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
         if update.error is not None:
             if self.journal is not None:
                 job.error_blob = update.error
@@ -715,14 +714,14 @@ class Engine:
             if update.reason:  # where it ran, e.g. the Slurm job
                 reason += f" ({update.reason})"
             if error is None:
-                error = JobFailed(f"{label} {reason}\n{traceback_text}", job_id=job.id,
+                error = JobFailed(f"{_label(job)} {reason}\n{traceback_text}", job_id=job.id,
                                   status=_S.FAILED, reason=reason)
             else:
                 error.__cause__ = RemoteTraceback(traceback_text)
             return _S.FAILED, reason, None, error
         reason = update.reason or f"exit code {update.exit_code}"
         kind = WorkerLost if reason.startswith("worker lost") else JobFailed
-        message = f"{label} failed: {reason}"
+        message = f"{_label(job)} failed: {reason}"
         tail = _tail(job, "stderr")
         if tail:
             where = ("all of it is in job.stderr" if self.files_are_temporary
@@ -1066,6 +1065,11 @@ class Engine:
 def _job_of(job: JobRecord) -> Job:
     """The user's Job of a record the loop has not resolved yet (it holds it until then)."""
     return cast("Job", job.future)
+
+
+def _label(job: JobRecord) -> str:
+    """A job as errors name it: ``job 7 'train'`` (made only when an error is)."""
+    return f"job {job.id} {job.name!r}"
 
 
 def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:

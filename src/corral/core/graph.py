@@ -64,11 +64,15 @@ def plan_batch(jobs: Iterable[Job], records_named: Callable[[str], list[Any]],
     """
     pending = list(jobs)
     found_before: dict[int, list[Job]] = {}  # id() of a record -> its value_deps()
-    if len(pending) == 1 and not pending[0].spec.after:  # submit()'s usual case
-        record = pending[0]._record
-        found_before[id(record)] = value_deps(record)
-        if not found_before[id(record)]:
-            record.value_deps, record.deps = [], []
+    if not any(job.spec.after for job in pending):  # submit()'s and map()'s usual case
+        for job in pending:
+            record = job._record
+            found_before[id(record)] = value_deps(record)
+        if not any(found_before.values()) and len(found_before) == len(pending):
+            # no job depends on another, and none is there twice: as they came
+            for job in pending:
+                record = job._record
+                record.value_deps, record.deps = [], []
             return pending
     batch: list[Job] = []
     members: set[int] = set()  # id() of the batch's records

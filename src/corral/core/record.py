@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import os
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -246,11 +246,6 @@ class JobRecord:
         self.final = True
         if future is None:
             return
-        if future.done():
-            # A program called the Future's executor-side set_result/set_exception
-            # itself (a Job is a Future and keeps them): its word stands, and the
-            # loop that resolves every job must not fail on this one.
-            return
         if getattr(future, "_done_callbacks", True):  # the program's code runs from them,
             with signals_allowed():  # here: what it starts gets a plain mask (runtime.threads)
                 self._settle_future(future, error)
@@ -258,12 +253,21 @@ class JobRecord:
             self._settle_future(future, error)
 
     def _settle_future(self, future: Future[Any], error: BaseException | None) -> None:
-        if self.status is JobStatus.COMPLETED:
-            future.set_result(self.data)
-        elif self.status is JobStatus.CANCELLED:
-            cancel_future(future)
-        else:
-            future.set_exception(error)
+        # A program may have called the Future's executor-side set_result or
+        # set_exception itself (a Job is a Future and keeps them): its word
+        # stands, and the loop that resolves every job must not fail on this
+        # one. (Asked by trying, not by done() first: that is one lock less
+        # per job.)
+        try:
+            if self.status is JobStatus.COMPLETED:
+                future.set_result(self.data)
+            elif self.status is JobStatus.CANCELLED:
+                if not future.done():
+                    cancel_future(future)
+            else:
+                future.set_exception(error)
+        except InvalidStateError:
+            pass
 
 
 def cancel_future(future: Future[Any]) -> None:

@@ -40,7 +40,7 @@ from corral.core.queued import P, QueuedFunction, R, queue_with
 from corral.core.resume import Resumer
 from corral.journal.run import Run
 from corral.core.runlog import attach_run_log, warn_user
-from corral.runtime.payload import dumps_call
+from corral.runtime.payload import dumps_call, dumps_function
 from corral.runtime.threads import wait_in_slices
 from corral.safe_repr import safe_repr
 from corral.spec import Call, FunctionRef, Script, Shell, Task, make_spec, make_task, spec_maker
@@ -433,6 +433,7 @@ class Scheduler(Executor):
         added to *numbered*."""
         chosen: list[int | str | None] = []  # the caller's id, or None: one is made below
         taken: set[str] = set()
+        functions: dict[int, tuple[Any, bytes]] = {}  # pickled once per batch
         for job in batch:
             if job.status is not JobStatus.NEW and job.owner is None:  # a cancelled dependency
                 raise ValueError(f"{_label(job)} cannot be dispatched: it is {job.status.name}")
@@ -459,7 +460,7 @@ class Scheduler(Executor):
                                      "(ids name job directories: 7 and '7' are the same)")
                 taken.add(str(job_id))
             chosen.append(job_id)
-            _pickle_call(job)
+            _pickle_call(job, functions)
             if job.spec.notify:
                 self._notifier(job)  # a missing [smtp] table is reported now, not at the first mail
         ids: list[int | str]
@@ -914,14 +915,21 @@ def _value_deps(job: JobRecord) -> list[Job]:
     return found
 
 
-def _pickle_call(job: JobRecord) -> None:
+def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> None:
+    """Pickle *job*'s call into its payload. *functions* holds the functions
+    this batch pickled so far, by ``id``, each with the object itself (which
+    keeps its ``id`` from being reused meanwhile): a map's thousand calls of
+    one function pickle it once."""
     task = job.spec.task
     if not isinstance(task, (Call, FunctionRef)):
         return
     args, kwargs = job.call_parts
     target = task.fn if isinstance(task, Call) else task.target
     try:
-        job.payload = dumps_call(target, args, kwargs, bool(job.value_deps))
+        known = functions.get(id(target))
+        if known is None:
+            known = functions[id(target)] = (target, dumps_function(target))
+        job.payload = dumps_call(target, args, kwargs, bool(job.value_deps), known[1])
     except Exception as error:
         raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "
                          f"arguments cannot be pickled ({type(error).__name__}: {error})"

@@ -764,7 +764,7 @@ class Journal:
 
     def due_in(self) -> float | None:
         """Seconds until what was recorded must be sent; None if nothing waits."""
-        if not (self._events or self._dirty):
+        if not self._dirty:  # (every recorded change marks its job dirty)
             return None
         return max(0.0, self._last_send + SEND_INTERVAL_S - time.monotonic())
 
@@ -785,7 +785,7 @@ class Journal:
             JournalError: (with *wait*) the writer could not write something
                 (every such row is named; the rest of its batch is written).
         """
-        if (self._events or self._dirty) and (
+        if self._dirty and (
                 wait or force or len(self._events) >= _LARGE_BATCH
                 or time.monotonic() - self._last_send >= SEND_INTERVAL_S):
             self._last_send = time.monotonic()
@@ -794,8 +794,8 @@ class Journal:
                      job.result_blob, job.error_blob,
                      None if job.live_output is None else "\n".join(job.live_output), str(job.id))
                     for job in self._dirty.values()]
-            self._send(("jobs", self._new_jobs, self._events.message() if self._events else None,
-                        rows))
+            events = self._events.message() if self._events.jobs else None
+            self._send(("jobs", self._new_jobs, events, rows))
             self._new_jobs, self._dirty = [], {}
             self._events = eventlog.EventColumns()
         if wait:

@@ -20,8 +20,8 @@ from typing import Any
 
 from corral.safe_repr import writable_text
 
-__all__ = ["Upstream", "dumps_call", "loads_call", "dumps_value", "dumps_error", "loads_error",
-           "error_traceback"]
+__all__ = ["Upstream", "dumps_call", "dumps_function", "loads_call", "dumps_value", "dumps_error",
+           "loads_error", "error_traceback"]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -41,10 +41,14 @@ class Upstream:
         return f"Upstream({self.index})"
 
 
-def dumps_call(target: Any, args: tuple, kwargs: dict, has_upstream: bool) -> bytes:
-    """Pickle a call; *target* is a callable or a ``"module:function"`` string."""
-    return pickle.dumps((_dumps_function(target), dumps_value((args, kwargs)), has_upstream),
-                        _PROTOCOL)
+def dumps_call(target: Any, args: tuple, kwargs: dict, has_upstream: bool,
+               function_blob: bytes | None = None) -> bytes:
+    """Pickle a call; *target* is a callable or a ``"module:function"`` string.
+    *function_blob* is :func:`dumps_function`'s for *target*, made already (a
+    batch of calls of one function pickles it once)."""
+    if function_blob is None:
+        function_blob = dumps_function(target)
+    return pickle.dumps((function_blob, dumps_value((args, kwargs)), has_upstream), _PROTOCOL)
 
 
 def loads_call(payload: bytes, upstream: tuple[bytes, ...]) -> tuple[Any, tuple, dict]:
@@ -78,7 +82,9 @@ _by_value: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], bytes]] = (
     weakref.WeakKeyDictionary())
 
 
-def _dumps_function(target: Any) -> bytes:
+def dumps_function(target: Any) -> bytes:
+    """The function part of :func:`dumps_call`'s payload: a reference by name
+    when the worker can import it, else the function by value."""
     if isinstance(target, str) or _importable(target):
         try:
             return pickle.dumps(target, _PROTOCOL)
