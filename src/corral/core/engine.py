@@ -149,6 +149,13 @@ class Engine:
         self._inbox_closed = threading.Event()  # ... and it answered those it had
         self.on_stopped: Callable[[], Any] | None = None  # cleanup, run after the loop
         self.finished = threading.Event()   # ... and after on_stopped
+        #: Counts the loop's turns that applied the backend's updates, for the
+        #: threads that wait for a job to come back (:meth:`wait_taken_back`);
+        #: told only while one waits (``_progress_waiters``), so that a loop
+        #: nobody watches takes no lock for it.
+        self._progress = threading.Condition()
+        self._progress_turns = 0
+        self._progress_waiters = 0
 
     # -- talking to the loop from other threads ---------------------------------------
 
@@ -286,6 +293,7 @@ class Engine:
             finally:
                 self._flush_journal()
                 self.stopped.set()
+                self._tell_progress()  # nothing will come back now
                 self._answer_leftover_calls()
                 self._run_on_stopped()
 
@@ -617,6 +625,13 @@ class Engine:
         in the loop would keep the last job's pickled result alive while it waits.)"""
         for update in updates:
             self._apply(update)
+        if updates and self._progress_waiters:
+            self._tell_progress()
+
+    def _tell_progress(self) -> None:
+        with self._progress:
+            self._progress_turns += 1
+            self._progress.notify_all()
 
     def _apply(self, update: Update) -> None:
         job = self._active.get(update.job_id)
@@ -909,9 +924,21 @@ class Engine:
             return
         still = self._still_active if until_ended else self.still_queued_ahead
         deadline = time.monotonic() + limit
-        while job_ids and time.monotonic() < deadline and not self.stopped.is_set():
-            time.sleep(0.002)
-            job_ids = self.call(still, job_ids)
+        with self._progress:
+            self._progress_waiters += 1
+        try:
+            while job_ids and not self.stopped.is_set():
+                turns = self._progress_turns  # read before asking: no turn goes unseen
+                job_ids = self.call(still, job_ids)
+                left = deadline - time.monotonic()
+                if not job_ids or left <= 0:
+                    return
+                with self._progress:  # until the loop has applied updates again
+                    self._progress.wait_for(
+                        lambda: self._progress_turns != turns or self.stopped.is_set(), left)
+        finally:
+            with self._progress:
+                self._progress_waiters -= 1
 
     def _still_active(self, job_ids: list[int | str]) -> list[int | str]:
         return [job_id for job_id in job_ids if job_id in self._active]
