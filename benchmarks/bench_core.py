@@ -10,8 +10,11 @@ Machines here are noisy; ratios from one run are what to compare, not times.
 Workloads (all on 2 slots):
   noop-1000     1,000 calls of a no-op function, pools already warm, one submit() each
   map-1000      the same through map() (corral, ProcessPoolExecutor) and joblib.Parallel
+  map-chunks    1,000 no-op calls through map(chunksize=100) (corral, ProcessPoolExecutor)
+                and joblib.Parallel, which sizes its own batches
   map-100000    100,000 no-op calls through map() and joblib; the floor of making
-                100,000 concurrent.futures.Future objects is printed beside them
+                100,000 concurrent.futures.Future objects is printed beside them; then
+                the same through map(chunksize=1000) (corral, ProcessPoolExecutor) and joblib
   true-200      200 runs of `true` as separate processes
   dag-10000     a layered DAG of 10,000 no-op calls (100 layers x 100, 2 parents each)
   latency       submit -> result of one no-op call, median of 200 in a row
@@ -73,13 +76,13 @@ def identity(value: int) -> int:
     return value
 
 
-def map_corral(scheduler: corral.Scheduler, count: int) -> None:
-    for _ in scheduler.map(identity, range(count)):
+def map_corral(scheduler: corral.Scheduler, count: int, chunksize: int = 1) -> None:
+    for _ in scheduler.map(identity, range(count), chunksize=chunksize):
         pass
 
 
-def map_pool(pool: cf.ProcessPoolExecutor, count: int) -> None:
-    for _ in pool.map(identity, range(count)):
+def map_pool(pool: cf.ProcessPoolExecutor, count: int, chunksize: int = 1) -> None:
+    for _ in pool.map(identity, range(count), chunksize=chunksize):
         pass
 
 
@@ -224,6 +227,14 @@ def main() -> None:
         })
         rows += ratio_rows("1,000 no-op calls through map()", times)
 
+        times = median_of(options.repeat, {
+            "corral": lambda: map_corral(scheduler, 1000, chunksize=100),
+            "ProcessPoolExecutor": lambda: map_pool(pool, 1000, chunksize=100),
+            "joblib (loky)": lambda: map_joblib(parallel, 1000),
+        })
+        rows += ratio_rows("1,000 no-op calls through map(chunksize=100) (joblib: its own "
+                           "batches)", times)
+
         if not options.skip_large:
             times = median_of(options.repeat, {
                 "corral": lambda: map_corral(scheduler, 100_000),
@@ -233,6 +244,13 @@ def main() -> None:
             floor = statistics.median(futures_floor(100_000) for _ in range(options.repeat))
             rows.append(("", "floor: 100,000 bare Futures made and set", f"{floor:.3f} s",
                          f"floor/corral = {floor / times['corral']:.3f}"))
+            times = median_of(options.repeat, {
+                "corral": lambda: map_corral(scheduler, 100_000, chunksize=1000),
+                "ProcessPoolExecutor": lambda: map_pool(pool, 100_000, chunksize=1000),
+                "joblib (loky)": lambda: map_joblib(parallel, 100_000),
+            })
+            rows += ratio_rows("100,000 no-op calls through map(chunksize=1,000) (joblib: its "
+                               "own batches)", times)
 
         times = median_of(options.repeat, {
             "corral": lambda: true_corral(scheduler, 200),

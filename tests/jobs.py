@@ -201,3 +201,24 @@ def run_shell(command: str) -> str:
 
     return subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
                           check=False).stdout
+
+
+def square_unless_negative(x: int) -> int:
+    """x squared; a negative x raises ValueError naming it."""
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x * x
+
+
+def note_and_square(log: str, x: int) -> int:
+    """Note *x* as a line of *log* (one line per run of the call), then
+    :func:`square_unless_negative` it."""
+    append_line(log, str(x))
+    return square_unless_negative(x)
+
+
+def raise_unpicklable_on(x: int) -> int:
+    """Raise an exception that cannot be pickled when *x* is negative; else return x."""
+    if x < 0:
+        raise_unpicklable()
+    return x

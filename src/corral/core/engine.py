@@ -33,6 +33,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -934,11 +935,14 @@ class Engine:
                 if not job_ids or left <= 0:
                     return
                 with self._progress:  # until the loop has applied updates again
-                    self._progress.wait_for(
-                        lambda: self._progress_turns != turns or self.stopped.is_set(), left)
+                    self._progress.wait_for(partial(self._moved_on, turns), left)
         finally:
             with self._progress:
                 self._progress_waiters -= 1
+
+    def _moved_on(self, turns: int) -> bool:
+        """Whether the loop applied updates since its count was *turns*, or ended."""
+        return self._progress_turns != turns or self.stopped.is_set()
 
     def _still_active(self, job_ids: list[int | str]) -> list[int | str]:
         return [job_id for job_id in job_ids if job_id in self._active]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.spec import Call, FunctionRef, JobSpec, Script, Shell
 from corral.journal.codec import encode_spec
+from corral.runtime.chunks import ChunkRunner
 
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
@@ -205,7 +206,13 @@ def job_digest(job: JobRecord) -> str:
     ``#n`` occurrence number, which the scheduler adds."""
     task = job.spec.task
     digest = hashlib.sha256()
-    if isinstance(task, Call):
+    if isinstance(task, Call) and isinstance(task.fn, ChunkRunner):  # map(chunksize=N)
+        args, kwargs = job.call_parts  # (its calls' arguments, the first one's number)
+        inner = task.fn.fn
+        digest.update(b"chunk\0" + (b"function\0" + inner.encode() if isinstance(inner, str)
+                                     else _callable_identity(inner))
+                      + _arguments_bytes(args, kwargs))
+    elif isinstance(task, Call):
         args, kwargs = job.call_parts
         digest.update(b"call\0" + _callable_identity(task.fn) + _arguments_bytes(args, kwargs))
     elif isinstance(task, FunctionRef):
@@ -234,6 +241,9 @@ def describe(job: JobRecord) -> tuple[str, str, str]:
         kind = "call"
         name = getattr(task.fn, "__qualname__", None) or repr(task.fn)
         command = f"{getattr(task.fn, '__module__', '?')}.{name}(…)"
+        if isinstance(task.fn, ChunkRunner):
+            calls, first = task.args
+            command += f" ×{len(calls)}: calls {first}-{first + len(calls) - 1} of a map"
     elif isinstance(task, FunctionRef):
         kind, command = "function", f"{task.target}(…)"
     elif isinstance(task, Script):

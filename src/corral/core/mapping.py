@@ -24,9 +24,10 @@ from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from corral.core.job import Job
+from corral.runtime.chunks import ChunkFailed
 from corral.runtime.threads import signals_allowed, start_thread
 
-__all__ = ["MapFeed"]
+__all__ = ["MapFeed", "chunked", "unchunked"]
 
 _END = None  # put on the queue of batches after the last one
 
@@ -171,3 +172,35 @@ class MapFeed:
                 unread += batch or []
             if unread:
                 self._cancel(unread, self._left_by, self.started)  # at once, not one by one
+
+
+def chunked(calls: Iterator[tuple], size: int) -> Iterator[tuple[list[tuple], int]]:
+    """The argument tuples of *calls* in lists of *size* (the last one
+    shorter), each with the map's number of its first call: the arguments of
+    a :class:`corral.runtime.chunks.ChunkRunner` job."""
+    first = 0
+    while True:
+        chunk: list[tuple] = []
+        try:
+            chunk.extend(itertools.islice(calls, size))
+        except Exception:  # the input's: raised after the calls read before it
+            if chunk:
+                yield chunk, first
+            raise
+        if not chunk:
+            return
+        yield chunk, first
+        first += len(chunk)
+
+
+def unchunked(results: Iterator[list[Any]]) -> Iterator[Any]:
+    """Each call's result from the results of chunk jobs, in order; where a
+    call raised, the results before it and then its exception, as an
+    unchunked map yields them (see :mod:`corral.runtime.chunks`)."""
+    try:
+        for values in results:
+            yield from values
+    except ChunkFailed as failed:
+        index, error = failed.first_failure()
+        yield from failed.values[:index]
+        raise error from error.__cause__

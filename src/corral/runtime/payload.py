@@ -21,7 +21,7 @@ from typing import Any
 from corral.safe_repr import writable_text
 
 __all__ = ["Upstream", "dumps_call", "dumps_function", "loads_call", "dumps_value", "dumps_error",
-           "loads_error", "error_traceback"]
+           "loads_error", "error_traceback", "import_function"]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -58,7 +58,7 @@ def loads_call(payload: bytes, upstream: tuple[bytes, ...]) -> tuple[Any, tuple,
     if target is None:
         target = pickle.loads(function_blob)
         if isinstance(target, str):
-            target = _import_function(target)
+            target = import_function(target)
         if len(_loaded_functions) >= _FUNCTION_CACHE_SIZE:
             _loaded_functions.clear()
         _loaded_functions[function_blob] = target
@@ -158,7 +158,8 @@ def _fingerprint(function: types.FunctionType) -> tuple[int, ...]:
     return tuple(marks)
 
 
-def _import_function(reference: str) -> Any:
+def import_function(reference: str) -> Any:
+    """The function ``"package.module:function"`` names, imported."""
     import importlib
 
     module_name, _, attribute_path = reference.partition(":")

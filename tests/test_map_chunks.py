@@ -1,0 +1,152 @@
+"""``map(..., chunksize=N)``: every N calls one job, each call still its own result.
+
+For calls of microseconds a job per call costs more than the call; chunks
+are what ``ProcessPoolExecutor.map(chunksize=...)`` and joblib run. The map
+must still yield every call's result in order and raise a call's own
+exception at its place.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import corral
+from corral import JobStatus
+from corral.journal.store import read_jobs
+
+import jobs
+
+
+def test_a_chunked_map_yields_every_result_in_order_from_one_job_per_chunk(tmp_path: Path):
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        assert list(scheduler.map(jobs.square, range(10), chunksize=4)) == [
+            number * number for number in range(10)]
+        assert list(scheduler.map(jobs.add, [1, 2, 3], [10, 20, 30], chunksize=2)) == [11, 22, 33]
+        assert list(scheduler.map(jobs.square, [], chunksize=3)) == []
+        assert list(scheduler.map("operator:neg", [1, 2, 3], chunksize=2)) == [-1, -2, -3]
+    stored = read_jobs(tmp_path / "run")
+    # 3 chunks of squares (4 + 4 + 2), 2 of additions, 2 of negations
+    assert len(stored) == 7
+    assert {job.status for job in stored} == {JobStatus.COMPLETED}
+    assert {job.name for job in stored} == {"square", "add", "neg"}
+
+
+def test_a_call_that_raises_gives_the_results_before_it_then_its_own_exception(tmp_path: Path):
+    log = tmp_path / "ran"
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        got = []
+        results = scheduler.map(jobs.square_unless_negative, [1, 2, -3, 4, -5, 6, 7], chunksize=5)
+        with pytest.raises(ValueError, match=r"^negative: -3$") as raised:
+            for value in results:
+                got.append(value)
+        assert got == [1, 4]
+        assert isinstance(raised.value.__cause__, corral.RemoteTraceback)
+        assert "square_unless_negative" in str(raised.value.__cause__)
+        # every call of the chunk ran, also those after the one that raised
+        with pytest.raises(ValueError, match=r"^negative: -2$"):
+            list(scheduler.map(jobs.note_and_square, [str(log)] * 4, [1, -2, 3, 4],
+                               chunksize=4))
+        assert log.read_text().split() == ["1", "-2", "3", "4"]
+
+
+def test_the_failed_chunk_says_which_call_raised_what(tmp_path: Path):
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler, \
+            pytest.raises(ValueError):
+        list(scheduler.map(jobs.square_unless_negative, [0, 1, 2, -3, 4, -5], chunksize=3))
+    failed = [job for job in read_jobs(tmp_path / "run") if job.status is JobStatus.FAILED]
+    assert [job.reason for job in failed] == [
+        "raised ChunkFailed: call 3 of the map raised ValueError: negative: -3 "
+        "(1 more of its calls raised)"]
+
+
+def test_an_exception_that_cannot_travel_is_raised_as_job_failed_naming_the_call(
+        tmp_path: Path):
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        got = []
+        with pytest.raises(corral.JobFailed, match=r"^call 2 of the map raised UnpicklableError"):
+            for value in scheduler.map(jobs.raise_unpicklable_on, [5, 6, -7, 8], chunksize=4):
+                got.append(value)
+        assert got == [5, 6]
+
+
+def test_chunksize_must_be_a_whole_number_of_at_least_one(tmp_path: Path):
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        for bad in (0, -2, 2.5, True, "10", None):
+            with pytest.raises(ValueError, match=r"^map\(\): chunksize must be a whole number "
+                                                 r"of calls per job, at least 1 \(1: a job per "
+                                                 r"call\), not "):
+                scheduler.map(jobs.square, [1, 2], chunksize=bad)
+        assert list(scheduler.map(jobs.square, [1, 2], chunksize=1)) == [1, 4]
+
+
+def test_an_input_that_raises_gives_the_results_read_before_it_then_its_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("corral.core.scheduler.CHUNK_WINDOW", 1)  # a chunk per batch
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 2)
+
+    def numbers():
+        yield from (1, 2, 3)
+        raise KeyError("input broke")
+
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        got = []
+        with pytest.raises(KeyError, match="input broke"):
+            for value in scheduler.map(jobs.square, numbers(), chunksize=2):
+                got.append(value)
+    assert got == [1, 4, 9]
+
+
+def test_a_lambda_and_a_closure_travel_by_value_in_chunks(tmp_path: Path):
+    offset = 100
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        assert list(scheduler.map(lambda x: x + offset, range(5), chunksize=2)) == [
+            100, 101, 102, 103, 104]
+
+
+def test_leaving_a_chunked_map_early_cancels_the_chunks_not_read(tmp_path: Path, release):
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        waits = [str(release)] * 2 + [str(tmp_path / f"never-{n}") for n in range(4)]
+        results = scheduler.map(jobs.wait_for_file, waits, chunksize=2)
+        release.touch()
+        assert next(results) is None
+        results.close()
+        assert scheduler.wait(timeout=30)
+    statuses = sorted(job.status.name for job in read_jobs(tmp_path / "run"))
+    assert statuses == ["CANCELLED", "CANCELLED", "COMPLETED"]
+
+
+def test_a_journaled_rerun_runs_only_the_chunks_that_did_not_complete(tmp_path: Path):
+    log = tmp_path / "ran"
+    script = tmp_path / "squares.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        import corral
+        import jobs
+
+        numbers = [1, 2, 3, -4, 5, 6, 7] if sys.argv[1] == "first" else [1, 2, 3, 4, 5, 6, 7]
+        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
+            try:
+                print(list(scheduler.map(jobs.note_and_square, [{str(log)!r}] * 7, numbers,
+                                         chunksize=3)))
+            except ValueError as error:
+                print("raised", error)
+    """))
+    tests = str(Path(__file__).parent)
+    env_path = f"{tests}:{Path(corral.__file__).parent.parent}"
+
+    def run(which: str) -> str:
+        return subprocess.run([sys.executable, str(script), which], capture_output=True,
+                              text=True, check=True, timeout=120,
+                              env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}).stdout
+
+    assert run("first") == "raised negative: -4\n"
+    assert sorted(log.read_text().split(), key=int) == ["-4", "1", "2", "3", "5", "6", "7"]
+    log.write_text("")
+    # The second run's middle chunk is other work (4, not -4): only it runs.
+    assert run("second") == "[1, 4, 9, 16, 25, 36, 49]\n"
+    assert sorted(log.read_text().split(), key=int) == ["4", "5", "6"]
