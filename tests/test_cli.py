@@ -371,6 +371,41 @@ def test_after_a_failed_job_is_refused(cli):
     assert len(cli("status", "--all").rows()) == jobs_before
 
 
+def test_after_a_failed_job_the_journal_has_not_caught_up_with_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """BUG (attack review): a parent that had failed and been let go, its
+    FAILED not yet in the journal (which lags the control loop by a batch), was
+    looked up in the journal, found RUNNING, and silently left out of the new
+    job's dependencies: the job ran."""
+    import gc
+
+    import corral
+    from corral.control.verbs import handle
+    from corral.errors import CorralError
+    from corral.journal.store import read_jobs
+
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        release = tmp_path / "release"
+        parent = scheduler.shell(f"until test -e {release}; do sleep 0.01; done; exit 1",
+                                 name="fails")
+        parent_id = parent.id
+        wait_until(lambda: [job.status.name for job in read_jobs(tmp_path / "run")] == ["RUNNING"],
+                   timeout=30)
+        monkeypatch.setattr(scheduler._journal, "flush", lambda *args, **kwargs: None)  # lags
+        release.touch()
+        with pytest.raises(corral.JobFailed):
+            parent.result(timeout=30)
+        del parent
+        gc.collect()  # the program let it go: only the registry knows how it ended
+        assert read_jobs(tmp_path / "run")[0].status.name == "RUNNING"
+        for given in ("fails", str(parent_id)):
+            with pytest.raises(CorralError, match=rf"^job {parent_id} ended FAILED; a job "
+                                                  r"after it would never run$"):
+                handle(scheduler, {"verb": "submit", "command": "echo never", "after": [given]})
+        monkeypatch.undo()  # the journal gets what it missed as the run closes
+        assert len(scheduler.jobs()) == 0
+
+
 def test_after_an_unknown_job_is_refused(cli):
     outcome = cli("submit", "--after", "424242", "true")
     assert_one_line_error(outcome, 2, r"no job 424242 in this run")
@@ -770,6 +805,66 @@ def test_the_same_command_submitted_again_after_the_daemon_stopped_runs_again(fr
     assert (tmp_path / "runs").read_text() == "ran\nran\n"
     rows = fresh("status", "--all").rows()
     assert [rows[job]["STATUS"] for job in (first, second)] == ["COMPLETED", "COMPLETED"]
+
+
+def test_a_stopping_driver_takes_no_job_and_its_client_waits_until_it_is_gone(tmp_path: Path):
+    """BUG (attack review): a job submitted while `corral stop` was being
+    carried out went to the stopping daemon, which cancelled it. A stopping
+    driver now refuses it, and the client waits for the driver to let go of
+    the run (`corral submit` then starts a new daemon)."""
+    import threading
+
+    import corral
+    from corral.control.server import Stopping, send_request, send_when_served
+    from corral.journal.store import owner_of
+
+    scheduler = corral.Scheduler(cores=1, journal=tmp_path / "run")
+    scheduler._stop_requested = threading.Event()
+    scheduler._stop_requested.set()  # as `corral stop` leaves a daemon
+    request = {"verb": "submit", "command": "echo never", "after": []}
+    with pytest.raises(Stopping, match=rf"^the daemon of {re.escape(str(tmp_path / 'run'))} "
+                                       r"is stopping$"):
+        send_request(tmp_path / "run", request)
+    closer = threading.Timer(0.5, scheduler.shutdown)
+    closer.start()
+    try:
+        with pytest.raises(Stopping):
+            send_when_served(tmp_path / "run", request)
+        assert owner_of(tmp_path / "run") is None  # it waited until the run was free
+    finally:
+        closer.join()
+    assert scheduler.jobs() == []
+
+
+def test_a_daemon_whose_run_was_moved_away_as_it_started_settles_in_the_new_run(
+        fresh, tmp_path):
+    """BUG (attack review): a refused first submit moves its new run away
+    while another submit's daemon may be starting in it; that daemon made the
+    run anew but kept the old directory as its working directory and its log,
+    removed under it, and every job it ran failed: "worker lost"."""
+    import shutil
+
+    fresh.run.mkdir(mode=0o700)
+    gone = tmp_path / "gone"
+    with (fresh.run / "daemon.log").open("ab") as log:  # as `corral submit` starts a daemon
+        fresh.run.rename(gone)
+        daemon = subprocess.Popen([sys.executable, "-m", "corral.cli.daemon", os.fspath(fresh.run)],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=gone,
+                                  env=fresh.env, start_new_session=True)
+    shutil.rmtree(gone)
+    try:
+        wait_until(lambda: fresh.daemon_pid() == daemon.pid, 30, "the daemon to take the run")
+        job = fresh.submit("echo settled")
+        assert fresh("wait", job).status == 0
+        assert fresh.ok("logs", job).out == "settled\n"
+        for stream in (1, 2):  # it logs to the new run's daemon.log, not to a removed file
+            assert os.readlink(f"/proc/{daemon.pid}/fd/{stream}") == str(fresh.run / "daemon.log")
+        assert os.readlink(f"/proc/{daemon.pid}/cwd") == str(fresh.run)
+        fresh.ok("stop")
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            kill_and_wait(daemon.pid)
 
 
 @pytest.mark.parametrize("verb", [["status"], ["logs", "1"], ["wait"], ["submit", "true"]])

@@ -15,13 +15,14 @@ from support.waiting import wait_until
 
 
 @pytest.mark.parametrize("how, killed_by", [
-    ("exit", "exit code 3"), ("sigkill", "killed by SIGKILL"), ("segfault", "killed by SIGSEGV"),
+    ("exit", "exited with code 3"), ("sigkill", "was killed by SIGKILL"),
+    ("segfault", "was killed by SIGSEGV"),
 ])
 def test_a_worker_that_dies_fails_only_its_job(scheduler, how, killed_by):
     victim = scheduler.submit(jobs.die, how)
     others = [scheduler.submit(jobs.square, i) for i in range(8)]
     with pytest.raises(corral.WorkerLost, match=rf"job 1 'die' failed: worker lost: its process "
-                                                rf"\(pid \d+\) was {killed_by}"):
+                                                rf"\(pid \d+\) {killed_by}"):
         victim.result(timeout=30)
     assert [job.result(timeout=30) for job in others] == [i * i for i in range(8)]
     assert victim.status is JobStatus.FAILED and victim.reason.startswith("worker lost")

@@ -38,6 +38,9 @@ __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
 
 DAEMON_LOG = "daemon.log"
 _START_TIMEOUT_S = 20.0
+#: Daemons started at most by one command: one that finds the run held and
+#: nobody serving it (see :func:`ensure_daemon`) is followed by another.
+_START_ATTEMPTS = 3
 #: The daemon's exit status when its settings or its backend refused to start: its
 #: log then holds one line saying why.
 _REFUSED = 2
@@ -64,18 +67,46 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
     Raises:
         CorralError: the daemon could not start (its log's last lines say why).
     """
-    try:  # (one starting, another command's daemon or a script, is waited for)
-        return send_when_served(run_dir, {"verb": "ping"})
-    except NoDriver:
-        pass
-    run_dir = private_run_dir(run_dir)
-    private_file(run_dir / DAEMON_LOG)
-    with open(run_dir / DAEMON_LOG, "ab") as log:
-        written_before = log.seek(0, os.SEEK_END)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            cwd=run_dir, env=os.environ.copy())
+    for attempt in range(_START_ATTEMPTS):
+        try:  # (one starting, another command's daemon or a script, is waited for)
+            return send_when_served(run_dir, {"verb": "ping"})
+        except NoDriver:
+            pass
+        run_dir = private_run_dir(run_dir)
+        private_file(run_dir / DAEMON_LOG)
+        with open(run_dir / DAEMON_LOG, "ab") as log:
+            written_before = log.seek(0, os.SEEK_END)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                cwd=run_dir, env=os.environ.copy())
+        started = _wait_started(run_dir, process)
+        if not isinstance(started, int):
+            return started
+        code = started
+        try:  # lost a race with another daemon starting: that one answers once started
+            return send_when_served(run_dir, {"verb": "ping"})
+        except NoDriver:
+            said = _refusal(run_dir / DAEMON_LOG, written_before)
+            if code == _REFUSED and said:
+                raise CorralError(f"the corral daemon for {run_dir} could not start: "
+                                  f"{said}") from None
+            if code == 0 and attempt + 1 < _START_ATTEMPTS:
+                # It found the run held (another daemon starting, or a refused
+                # first submit taking its new run away), and nobody serves it now.
+                continue
+            raise CorralError(f"the corral daemon for {run_dir} exited ({code}) at start:\n"
+                              f"{_tail(run_dir / DAEMON_LOG)}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _wait_started(run_dir: Path, process: subprocess.Popen[bytes]) -> dict[str, Any] | int:
+    """Wait until the daemon just started answers (its ping answer) or exits
+    (its exit code).
+
+    Raises:
+        CorralError: it did neither within :data:`_START_TIMEOUT_S` (it is killed).
+    """
     deadline = time.monotonic() + _START_TIMEOUT_S
     while True:
         try:
@@ -84,15 +115,7 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
             pass
         code = process.poll()
         if code is not None:
-            try:  # lost a race with another daemon starting: that one answers once started
-                return send_when_served(run_dir, {"verb": "ping"})
-            except NoDriver:
-                said = _refusal(run_dir / DAEMON_LOG, written_before)
-                if code == _REFUSED and said:
-                    raise CorralError(f"the corral daemon for {run_dir} could not start: "
-                                      f"{said}") from None
-                raise CorralError(f"the corral daemon for {run_dir} exited ({code}) at start:\n"
-                                  f"{_tail(run_dir / DAEMON_LOG)}") from None
+            return code
         if time.monotonic() > deadline:
             process.kill()
             process.wait()
@@ -193,6 +216,7 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
         print(f"{_REFUSAL_MARK}{error}", file=sys.stderr, flush=True)
         # Now: a half-made client of a backend's may take its time to close at exit.
         os._exit(_REFUSED)
+    _settle_in(run_dir)
     stop = threading.Event()
     scheduler._stop_requested = stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -216,6 +240,29 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
             scheduler.interrupt("the daemon was stopped (corral stop or a signal)")
         scheduler.shutdown(wait=True)
     return 0
+
+
+def _settle_in(run_dir: Path) -> None:
+    """Work in, and log to, the run directory that this daemon holds now.
+
+    The command that started it opened the log and chose the working
+    directory before the daemon took the run; a refused first submit may have
+    moved that run away meanwhile (``corral.cli.main._undo_new_run``), and this
+    daemon then made the run anew. Its workers must not start in a removed
+    directory, nor its log lines go to a removed file.
+    """
+    os.chdir(run_dir)
+    log = run_dir / DAEMON_LOG
+    try:
+        same = os.path.samestat(os.fstat(sys.stderr.fileno()), os.stat(log))
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        private_file(log)
+        descriptor = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(descriptor, sys.stdout.fileno())
+        os.dup2(descriptor, sys.stderr.fileno())
+        os.close(descriptor)
 
 
 def _resubmit(scheduler, run_dir: Path) -> None:

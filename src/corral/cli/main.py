@@ -123,14 +123,21 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     if not start:
         raise CommandError(f"no corral daemon runs for {run_dir}, so nothing runs there "
                            f"to {request['verb']}", EXIT_UNREACHABLE)
-    try:
-        ensure_daemon(run_dir)
-    except CorralError as error:
-        raise CommandError(str(error), EXIT_UNREACHABLE) from None
-    try:
-        return _send(run_dir, request)
-    except NoDriver as error:
-        raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    for attempt in range(_DAEMON_ROUNDS):
+        try:
+            ensure_daemon(run_dir)
+        except CorralError as error:
+            raise CommandError(str(error), EXIT_UNREACHABLE) from None
+        try:
+            return _send(run_dir, request)
+        except NoDriver as error:  # it stopped meanwhile (corral stop, idle): start another
+            if attempt + 1 == _DAEMON_ROUNDS:
+                raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    raise AssertionError("unreachable: the last round returns or raises")
+
+
+#: Daemons one command starts at most when the one it reached stops meanwhile.
+_DAEMON_ROUNDS = 3
 
 
 _CLUSTER_VERBS = ("cancel", "pause", "resume")
@@ -397,8 +404,18 @@ def _undo_new_run(run_dir: Path) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return  # another submit's daemon drives it now
-        if not _has_jobs(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if _has_jobs(run_dir):
+            return
+        # Moved out of the way first, and removed after: a daemon that another
+        # submit starts from now on makes the run anew, and nothing it writes is
+        # removed with this one. (Removed in place, a daemon that started while
+        # the removal ran lost its files under it.)
+        gone = run_dir.with_name(f".{run_dir.name}.removed-{os.getpid()}")
+        try:
+            os.rename(run_dir, gone)
+        except OSError:
+            return
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def _has_jobs(run_dir: Path) -> bool:

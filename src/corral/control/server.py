@@ -31,7 +31,8 @@ from typing import Any
 from corral.errors import CorralError
 from corral.runtime.threads import start_thread
 
-__all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "send_request"]
+__all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "Stopping",
+           "send_request"]
 
 log = logging.getLogger("corral.control")
 
@@ -50,6 +51,15 @@ class Denied(CorralError, PermissionError):
 
 class Refused(CorralError):
     """The driver refused the request; the message says why (bad input)."""
+
+
+class Stopping(NoDriver):
+    """The driver is stopping (``corral stop``, or idle): it takes no new jobs.
+
+    Raised by a verb in the driver; the client that gets it waits for the
+    driver to let go of the run and then sees no driver (:class:`NoDriver`), so
+    that ``corral submit`` starts a new daemon instead of handing a job to one
+    that would cancel it."""
 
 
 @contextlib.contextmanager
@@ -119,6 +129,8 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
     reply = json.loads(answer)
     if reply.get("denied"):
         raise Denied(reply.get("error") or "permission denied")
+    if reply.get("stopping"):
+        raise Stopping(reply.get("error") or f"the process driving {run_dir} is stopping")
     if not reply.get("ok"):
         raise Refused(reply.get("error") or "the request was refused")
     return reply
@@ -142,6 +154,10 @@ def send_when_served(run_dir: str | os.PathLike[str], request: dict[str, Any],
     while True:
         try:
             return send_request(run_dir, request)
+        except Stopping:
+            while owner_of(run_dir) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)  # polling a lock another process is about to let go
+            raise
         except NoDriver:
             if owner_of(run_dir) is None or time.monotonic() >= deadline:
                 raise
@@ -229,6 +245,8 @@ class ControlServer:
         else:
             try:
                 reply = {"ok": True, **self._handle(json.loads(line or b"{}"))}
+            except Stopping as error:
+                reply = {"ok": False, "stopping": True, "error": str(error)}
             except Exception as error:
                 reply = {"ok": False, "error": str(error) or type(error).__name__}
         self.last_request = time.monotonic()

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from corral.control.server import Stopping
 from corral.errors import CorralError
 from corral.spec import Shell
 from corral.status import ACTIVE, TERMINAL, JobStatus
@@ -33,6 +34,7 @@ class Driver(Protocol):
 
     _owner_kind: str
     _stop_requested: threading.Event | None
+    _shut: bool     # shut down: it takes no more jobs
     _journal: Any   # its Journal (run_dir)
     _engine: Any    # its Engine (unfinished)
 
@@ -44,6 +46,8 @@ class Driver(Protocol):
     def _flush_journal_now(self) -> None: ...
 
     def _submit_from_outside(self, task: Task, options: dict[str, Any]) -> Job: ...
+
+    def _ended_as(self, job_id: int | str, name: str) -> JobStatus | None: ...
 
     def jobs(self, status: JobStatus | str | None = None) -> list[Job]: ...
 
@@ -114,17 +118,23 @@ def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     command = request.get("command")
     if not command or not isinstance(command, (str, list)):
         raise CorralError("submit needs a command")
+    _refuse_when_stopping(scheduler)
     options = dict(request.get("options") or {})
     after = []
     for parent in request.get("after") or []:
         parent_id = _id_or_name(scheduler, parent)
         job, stored = _live_or_stored(scheduler, parent_id)
-        status = job.status if job is not None else stored.status
+        if job is not None:
+            status = job.status
+        else:  # ended, in this session or before: the loop knows how before the journal does
+            status = scheduler._ended_as(stored.id, stored.name) or stored.status
         if status in TERMINAL and status is not JobStatus.COMPLETED:
             raise CorralError(f"job {parent_id} ended {status.name}; a job after it "
                               "would never run")
         if job is not None:
             after.append(job)
+        elif status is not JobStatus.COMPLETED:  # nothing would ever end it
+            raise CorralError(f"{_ended(parent_id, status)}; a job after it would never run")
     if after:
         options["after"] = after
     if options.get("env") is not None:
@@ -134,9 +144,21 @@ def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         options["env"] = {**{name: value for name, value in given.items()
                              if os.environ.get(name) != value},
                           **{name: None for name in os.environ if name not in given}}
-    job = scheduler._submit_from_outside(
-        Shell(command if isinstance(command, str) else tuple(command)), options)
+    try:
+        job = scheduler._submit_from_outside(
+            Shell(command if isinstance(command, str) else tuple(command)), options)
+    except RuntimeError:  # shut down meanwhile
+        _refuse_when_stopping(scheduler)
+        raise
     return {"id": job.id}
+
+
+def _refuse_when_stopping(scheduler: Driver) -> None:
+    """Take no job a stopping daemon would cancel (``corral stop``) or could
+    not run (shut down once idle): the submitter then starts a new daemon."""
+    stop = scheduler._stop_requested
+    if (stop is not None and stop.is_set()) or scheduler._shut:
+        raise Stopping(f"the daemon of {scheduler._journal.run_dir} is stopping")
 
 
 def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:

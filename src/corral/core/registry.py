@@ -200,6 +200,25 @@ class JobRegistry:
             found.append(finished)
         return found
 
+    def ended_as(self, job_id: int | str, name: str) -> JobStatus | None:
+        """How the job *job_id* (named *name*) ended, if it was made final in
+        this session (as the control loop knows it: the journal may not have
+        it yet); None if not, or no longer known (a run without a journal
+        keeps, per name, only the first that did not complete)."""
+        forms: list[int | str] = [job_id]
+        if isinstance(job_id, str) and job_id.isdigit():
+            forms.append(int(job_id))
+        with self._lock:
+            namesakes = self._by_name.get(name, {})
+            for form in forms:
+                entry = namesakes.get(form)
+                if entry is not None and entry != _UNFINISHED:
+                    return _STATUS_BY_TEXT[entry.partition("\0")[0]]
+            known = self._finished_by_name.get(name)
+        if known is not None and str(known.id) == str(job_id):
+            return known.status
+        return None
+
     def live(self) -> list[Job]:
         """Every job that is unfinished or still held by the program, in
         dispatch order."""

@@ -736,6 +736,11 @@ class Scheduler(Executor):
             found = self._registry.get(int(job_id))
         return found
 
+    def _ended_as(self, job_id: int | str, name: str) -> JobStatus | None:
+        """How a job of this session that the program no longer holds ended
+        (see :meth:`JobRegistry.ended_as`); None if it did not end here."""
+        return self._registry.ended_as(job_id, name)
+
     def _submit_from_outside(self, task: Task, options: dict[str, Any]) -> Job:
         """Make and dispatch a job that ``corral submit`` sent over the control
         socket, and return once its id is in the journal (the id answered to

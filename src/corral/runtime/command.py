@@ -112,6 +112,16 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+def how_it_ended(returncode: int | None) -> str:
+    """How a process ended, as the end of a sentence about it: "exited with
+    code 3", "was killed by SIGKILL" ("is gone" when that is all we know)."""
+    if returncode is None:
+        return "is gone"
+    if returncode < 0:
+        return f"was {describe_exit(returncode)}"
+    return f"exited with code {returncode}"
+
+
 def is_kill_or_terminate(message: object) -> bool:
     """A kill or terminate request about a command (one that reaches a worker
     between commands is stale: its command has ended)."""

@@ -43,7 +43,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, cast
 
-from corral.runtime.command import KILL, TERMINATE, describe_exit
+from corral.runtime.command import KILL, TERMINATE, how_it_ended
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
@@ -599,9 +599,7 @@ def _kill(runner: _Runner) -> None:
 def _runner_died(runner: _Runner) -> str:
     pid = runner.worker.pid
     _retire(runner)
-    code = runner.worker.process.returncode
-    how = "gone" if code is None else describe_exit(code)
-    return f"worker lost: its process (pid {pid}) was {how}"
+    return f"worker lost: its process (pid {pid}) {how_it_ended(runner.worker.process.returncode)}"
 
 
 def _read_output(path: str) -> bytes | None:

@@ -44,7 +44,7 @@ from corral.errors import BackendError, ResourceError
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.spec import Resources
 from corral.status import JobStatus
-from corral.runtime.command import KILL, TERMINATE, describe_exit
+from corral.runtime.command import KILL, TERMINATE, describe_exit, how_it_ended
 from corral.runtime.frames import FrameReader
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
@@ -709,8 +709,7 @@ class LocalBackend:
         else:
             self._pending.append(Update(
                 job_id, JobStatus.FAILED, exit_code=returncode,
-                reason=(f"worker lost: its process (pid {worker.pid}) was "
-                        f"{describe_exit(returncode)}"),
+                reason=f"worker lost: its process (pid {worker.pid}) {how_it_ended(returncode)}",
             ))
 
     @staticmethod
