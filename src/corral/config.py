@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 
 from corral.backends import (AUTO, DEFAULT_BACKEND, BackendInfo, backend_info, backend_names,
                              register_backend, unregister_backend)
+from corral.config_files import CONFIG_NAME, user_config_path
 from corral.errors import CorralError
 from corral.options import parse_options
 from corral.safe_repr import safe_repr
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 #: The file name of both the user's config file and the local one.
-CONFIG_NAME = "corral.toml"
 
 _TABLES = ("smtp", "profiles", "daemon", "schedulers")
 #: Options a profile may not hold, and why.
@@ -182,20 +182,6 @@ class Config:
         sources = ", ".join(str(path) for path in self.sources)
         raise ValueError(f"unknown profile {safe_repr(name)}; {hint} "
                          f"(profiles come from {sources})")
-
-
-def user_config_path() -> Path:
-    """Return the user's config file: ``$CORRAL_CONFIG``, else the platform's place.
-
-    The platform's place is ``platformdirs.user_config_path("corral")``, e.g.
-    ``~/.config/corral/corral.toml`` on Linux. The file need not exist.
-    """
-    override = os.environ.get("CORRAL_CONFIG")
-    if override:
-        return Path(override).expanduser()
-    import platformdirs  # only needed when no override is set
-
-    return platformdirs.user_config_path("corral") / CONFIG_NAME
 
 
 def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:

@@ -558,7 +558,7 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
 def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) -> None:
     """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any did not
     complete (failed, timed out or cancelled)."""
-    from corral.cli.views import wait_with_progress
+    from corral.cli.waiting import wait_with_progress
     from corral.units import format_span
 
     run = _open_run(context)
@@ -817,6 +817,10 @@ def _register_configured_backends(strict: bool = True) -> None:
     """Make the schedulers the config files describe (``[schedulers.NAME]``) known
     here. A config file with a mistake is an error when *strict*; otherwise it is
     left to the commands that read the config, which say what is wrong."""
+    from corral.config_files import config_files_in
+
+    if not config_files_in():  # nothing to register: not worth importing what reads them
+        return
     from corral.config import load_config
 
     try:

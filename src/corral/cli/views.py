@@ -19,7 +19,6 @@ from rich.cells import cell_len, set_cell_size
 from rich.console import Console, ConsoleOptions, Group
 from rich.segment import Segment
 from rich.style import Style
-from rich.progress import ProgressColumn, Task
 from rich.table import Table
 from rich.text import Text
 
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from corral.journal.store import StoredJob
 
 __all__ = ["run_header", "status_table", "hidden_note", "unlisted_note", "follow_output",
-           "wait_with_progress", "options_table", "backends_view", "profiles_view",
+           "options_table", "backends_view", "profiles_view",
            "note_cleaned", "was_cleaned"]
 
 #: How often views that watch a run read its journal again.
@@ -307,48 +306,6 @@ def _write(data: bytes, out: IO[str], decoder: codecs.IncrementalDecoder) -> int
         out.write(decoder.decode(data))
         out.flush()
     return len(data)
-
-
-def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
-                       show: bool) -> str:
-    """Wait until the jobs (all of the run when *ids* is empty) have ended.
-
-    Returns "done", "timeout", or "orphaned" when no process drives the run
-    any more while jobs are unfinished.
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    wanted = {str(job_id) for job_id in ids}
-    # On stderr, where *show* was decided: stdout is for results, even in a terminal.
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  _ElapsedColumn(), console=Console(stderr=True), disable=not show,
-                  transient=False) as progress:
-        bar = progress.add_task("waiting", total=None)
-        while True:
-            jobs = [job for job in run.jobs(results=False) if not wanted or str(job.id) in wanted]
-            done = sum(job.status in TERMINAL for job in jobs)
-            failed = sum(job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) for job in jobs)
-            progress.update(bar, total=len(jobs), completed=done,
-                            description=f"{len(jobs) - done} to go, {failed} failed")
-            if done == len(jobs):
-                return "done"
-            if deadline is not None and time.monotonic() > deadline:
-                return "timeout"
-            if run.owner is None and done < len(jobs):
-                jobs = [job for job in run.jobs(results=False)
-                        if not wanted or str(job.id) in wanted]
-                if any(job.status not in TERMINAL for job in jobs):
-                    return "orphaned"
-            time.sleep(POLL_S)  # the journal is written by another process
-
-
-class _ElapsedColumn(ProgressColumn):
-    """Time since the wait began, in the command's one format (format_span)."""
-
-    def render(self, task: Task) -> Text:
-        return Text(format_span(task.elapsed or 0.0), style="progress.elapsed")
 
 
 def _default_text(value: Any) -> str:
