@@ -517,6 +517,26 @@ def test_an_input_that_fails_right_after_a_full_batch_fails_after_that_batchs_re
             next(results)
 
 
+@pytest.mark.parametrize("items", [0, 3, 4, 6, 7])
+def test_an_input_that_fails_anywhere_gives_every_result_read_before_it_then_its_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, items: int):
+    """BUG: the calls read for a batch before the input raised were dropped,
+    not run: with batches of 5, an input of 3 items and an error raised at
+    map() and ran nothing; one of 7 gave 5 results."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+
+    def numbers():
+        yield from range(items)
+        raise KeyError("the input broke")
+
+    got = []
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler, \
+            pytest.raises(KeyError, match="the input broke"):
+        for value in scheduler.map(jobs.square, numbers()):
+            got.append(value)
+    assert got == [n * n for n in range(items)]
+
+
 def test_a_line_of_jobs_that_turned_out_slower_is_given_back_and_a_higher_priority_goes_first(
         tmp_path: Path):
     """BUG (attack review): jobs handed ahead as tiny that each took 15 ms ran

@@ -85,8 +85,15 @@ class MapFeed:
             error, self._input_error = self._input_error, None
             raise error
         ahead, self._ahead = self._ahead, []
-        with signals_allowed():  # the program's input: what it starts gets a plain mask
-            ahead += itertools.islice(self._calls, self._window - len(ahead))
+        try:
+            with signals_allowed():  # the program's input: what it starts gets a plain mask
+                ahead += itertools.islice(self._calls, self._window - len(ahead))
+        except Exception as error:
+            if not ahead:
+                raise
+            # The calls read before it run, and their results come first.
+            self._input_error = error
+            return [self._make(arguments) for arguments in ahead]
         batch = [self._make(arguments) for arguments in ahead]
         if len(batch) < self._window:
             self._input_done = True
