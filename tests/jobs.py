@@ -222,3 +222,33 @@ def raise_unpicklable_on(x: int) -> int:
     if x < 0:
         raise_unpicklable()
     return x
+
+
+def exit_on(x: int) -> int:
+    """Raise SystemExit(7) when *x* is 2; else return x."""
+    if x == 2:
+        raise SystemExit(7)
+    return x
+
+
+def lock_on(x: int):
+    """A lock (which cannot be pickled) when *x* is 2; else x."""
+    if x == 2:
+        import threading
+
+        return threading.Lock()
+    return x
+
+
+def raise_if_negative_else_wait(x: int, release: str) -> int:
+    """Raise ValueError for a negative *x*; else wait for *release* and return x."""
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    wait_for_file(release)
+    return x
+
+
+def note_then_sleep(log: str, seconds: float) -> None:
+    """Note a line in *log*, then sleep *seconds*."""
+    append_line(log, "ran")
+    time.sleep(seconds)

@@ -287,6 +287,30 @@ def test_a_comment_added_at_the_top_of_a_script_does_not_run_its_jobs_again(tmp_
     assert lines(log) == ["2", "3"], "the edited script ran its completed jobs again"
 
 
+def test_a_partial_of_an_edited_function_runs_again(tmp_path):
+    """BUG (attack review): a functools.partial was keyed by its pickle, which
+    names its function only: after the function's body changed, a rerun
+    restored the results of the old code."""
+    module, run = tmp_path / "steps.py", tmp_path / "run"
+    script = ("import functools, sys\nimport corral, steps\n"
+              "with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:\n"
+              "    print(scheduler.submit(functools.partial(steps.scale, 2), 5).result())\n")
+    (tmp_path / "driver.py").write_text(script)
+
+    def run_with(body: str) -> str:
+        module.write_text(f"def scale(factor, value):\n    return {body}\n")
+        done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(run)],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+                                   "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"})
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run_with("factor * value") == "10\n"
+    assert run_with("factor * value") == "10\n"
+    assert run_with("factor + value") == "7\n"
+
+
 # -- 3. reading a run: Scheduler.open ---------------------------------------------------------
 
 

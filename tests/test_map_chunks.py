@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import CancelledError
 import textwrap
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 import corral
 from corral import JobStatus
+from support.waiting import wait_until
 from corral.journal.store import read_jobs
 
 import jobs
@@ -64,6 +66,20 @@ def test_the_failed_chunk_says_which_call_raised_what(tmp_path: Path):
         "(1 more of its calls raised)"]
 
 
+def test_the_chunks_a_failed_chunk_leaves_unread_name_the_calls_exception(tmp_path: Path,
+                                                                           release):
+    """BUG (cold review): their reason said the loop ended with ChunkFailed,
+    corral's own type, where the program saw ValueError."""
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        with pytest.raises(ValueError):
+            list(scheduler.map(jobs.raise_if_negative_else_wait, [-1, -2, 3, 4],
+                               [str(release)] * 4, chunksize=2))
+        release.touch()
+    reasons = [(job.status, job.reason) for job in read_jobs(tmp_path / "run")]
+    assert reasons[1] == (JobStatus.CANCELLED, "the map's results were no longer read: the "
+                                               "loop reading them ended with ValueError")
+
+
 def test_an_exception_that_cannot_travel_is_raised_as_job_failed_naming_the_call(
         tmp_path: Path):
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
@@ -76,10 +92,10 @@ def test_an_exception_that_cannot_travel_is_raised_as_job_failed_naming_the_call
 
 def test_chunksize_must_be_a_whole_number_of_at_least_one(tmp_path: Path):
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
-        for bad in (0, -2, 2.5, True, "10", None):
+        for bad in (0, -2, 2.5, True, "10", None, sys.maxsize + 1, 10**30):
             with pytest.raises(ValueError, match=r"^map\(\): chunksize must be a whole number "
-                                                 r"of calls per job, at least 1 \(1: a job per "
-                                                 r"call\), not "):
+                                                 r"of calls per job, from 1 \(a job per call\) "
+                                                 rf"to {sys.maxsize}, not "):
                 scheduler.map(jobs.square, [1, 2], chunksize=bad)
         assert list(scheduler.map(jobs.square, [1, 2], chunksize=1)) == [1, 4]
 
@@ -150,3 +166,99 @@ def test_a_journaled_rerun_runs_only_the_chunks_that_did_not_complete(tmp_path: 
     # The second run's middle chunk is other work (4, not -4): only it runs.
     assert run("second") == "[1, 4, 9, 16, 25, 36, 49]\n"
     assert sorted(log.read_text().split(), key=int) == ["4", "5", "6"]
+
+
+def test_a_call_raising_system_exit_fails_after_the_results_before_it(tmp_path: Path):
+    """Attack review: SystemExit skipped the chunk's other calls and lost the
+    results before it."""
+    got = []
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler, \
+            pytest.raises(SystemExit) as raised:
+        for value in scheduler.map(jobs.exit_on, range(6), chunksize=6):
+            got.append(value)
+    assert (got, raised.value.code) == ([0, 1], 7)
+
+
+def test_a_result_that_cannot_travel_fails_its_own_call_not_the_results_before_it(
+        tmp_path: Path):
+    """BUG (attack review): the chunk's results were pickled together, so one
+    lock among them lost every result of the chunk and was blamed on its
+    first call."""
+    got = []
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler, \
+            pytest.raises(TypeError, match=r"^call 2's return value cannot be pickled: "
+                                           r"TypeError: cannot pickle '_thread.lock' object$"):
+        for value in scheduler.map(jobs.lock_on, range(6), chunksize=3):
+            got.append(value)
+    assert got == [0, 1]
+    failed = [job for job in read_jobs(tmp_path / "run") if job.status is JobStatus.FAILED]
+    assert [job.reason for job in failed] == [
+        "raised ChunkFailed: call 2 of the map raised TypeError: call 2's return value cannot "
+        "be pickled: TypeError: cannot pickle '_thread.lock' object"]
+
+
+def test_the_failed_chunks_traceback_shows_the_call_that_raised(tmp_path: Path):
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler, \
+            pytest.raises(ValueError):
+        list(scheduler.map(jobs.square_unless_negative, [1, -2], chunksize=2))
+    shown = subprocess.run([sys.executable, "-m", "corral", "--run", str(tmp_path / "run"),
+                            "status", "1"], capture_output=True, text=True, timeout=60)
+    assert 'raise ValueError(f"negative: {x}")' in shown.stdout
+    assert "ValueError: negative: -2" in shown.stdout
+
+
+def test_chunks_of_a_callable_without_a_name_are_named_as_its_jobs_are(tmp_path: Path):
+    import functools
+
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        assert list(scheduler.map(functools.partial(jobs.add, 10), [1, 2, 3],
+                                  chunksize=2)) == [11, 12, 13]
+    assert {job.name for job in read_jobs(tmp_path / "run")} == {"partial"}
+    assert {job.command.split("(")[0] for job in read_jobs(tmp_path / "run")} == {
+        "functools.partial"}
+
+
+def test_a_chunked_map_reads_its_input_no_further_than_its_workers_need(
+        tmp_path: Path, release):
+    """BUG (attack review): at least 32 chunks were made at once, whatever
+    their size: 3 million calls in chunks of 100,000 held the whole input."""
+    read = []
+
+    def paths():
+        for number in range(100_000):
+            read.append(number)
+            yield str(release)
+
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        results = scheduler.map(jobs.wait_for_file, paths(), range(100_000), chunksize=1000)
+        release.touch()
+        assert next(results) == 0
+        # two batches of two chunks (two per core), and one chunk read ahead
+        assert len(read) <= 5 * 1000
+        results.close()
+
+
+def test_a_result_late_past_the_maps_timeout_cancels_its_chunk_naming_the_timeout(
+        tmp_path: Path, release):
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        results = scheduler.map(jobs.wait_for_file, [str(release)] * 4, timeout=0.3,
+                                chunksize=2)
+        with pytest.raises(TimeoutError):
+            next(results)
+        release.touch()
+        assert scheduler.wait(timeout=30)
+    reasons = {job.reason for job in read_jobs(tmp_path / "run")}
+    assert reasons == {"the map's results were no longer read: the loop reading them ended "
+                       "with TimeoutError"}
+
+
+def test_an_abort_ends_a_chunk_after_the_call_that_runs(tmp_path: Path):
+    log = tmp_path / "ran"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run", abort_grace=60) as scheduler:
+        results = scheduler.map(jobs.note_then_sleep, [str(log)] * 40, [0.05] * 40,
+                                chunksize=40)
+        wait_until(lambda: log.exists(), timeout=30, message="the chunk to start")
+        assert scheduler.abort() == 1
+        with pytest.raises(CancelledError):
+            list(results)
+    assert len(log.read_text().split()) < 40  # not every call: it stopped, not killed

@@ -123,4 +123,6 @@ def unread_reason(left_by: BaseException | None, map_started: float) -> str:
         return terminated
     if left_by is None or isinstance(left_by, GeneratorExit):
         return UNREAD
-    return f"{UNREAD}: the loop reading them ended with {type(left_by).__name__}"
+    # (An exception that stands for another, as a failed chunk for its call's, names that.)
+    name = getattr(left_by, "stands_for", None) or type(left_by).__name__
+    return f"{UNREAD}: the loop reading them ended with {name}"

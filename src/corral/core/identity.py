@@ -38,7 +38,13 @@ def _callable_identity(fn: Any) -> bytes:
     """What a callable computes with: its code (cached per function) and the
     values it reads besides its arguments — defaults, closure cells and the
     plain-data globals it names — which are read afresh every time, since a
-    closure made with k=10 is another function than one made with k=2."""
+    closure made with k=10 is another function than one made with k=2. A
+    ``functools.partial`` is its function's identity with the arguments it
+    binds (pickled, it names its function only, so an edit of the function's
+    body went unseen and a rerun restored results of the old code)."""
+    if type(fn) is functools.partial:
+        return (b"partial\0" + _callable_identity(fn.func)
+                + _arguments_bytes(fn.args, dict(fn.keywords)))
     try:
         code = _cached_identity(fn)
     except TypeError:  # an unhashable callable object

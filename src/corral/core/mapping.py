@@ -33,15 +33,12 @@ _END = None  # put on the queue of batches after the last one
 
 
 def _take_result(handles: list[Job], deadline: float | None) -> Any:
-    """The result of the last job of *handles*, which is then let go; a job
-    whose result is not there by *deadline* is cancelled (TimeoutError)."""
+    """The result of the last job of *handles*, which is then let go. One not
+    there by *deadline* raises TimeoutError, and is cancelled with the others
+    not read (:meth:`MapFeed.results`), its reason naming the timeout."""
     job = handles[-1]
     left = None if deadline is None else max(0.0, deadline - time.monotonic())
-    try:
-        value = job.result(left)
-    except TimeoutError:
-        job.cancel()
-        raise
+    value = job.result(left)
     handles.pop()
     return value
 

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 import weakref
@@ -64,8 +65,8 @@ __all__ = ["Scheduler", "Submitter", "MAP_WINDOW", "CHUNK_WINDOW"]
 #: journaled million-call map spent a fifth of its time in them; with 1,000,
 #: 2 %, at the same rate on 50,000 calls without a journal.
 MAP_WINDOW = 1_000
-#: The fewest chunk jobs of a ``map(chunksize=N)`` made and dispatched at once
-#: (a batch of MAP_WINDOW calls in chunks of 500 would keep four workers busy).
+#: The most chunk jobs of a ``map(chunksize=N)`` made and dispatched at once for
+#: the sake of keeping workers busy (two per core, where the backend has cores).
 CHUNK_WINDOW = 32
 
 
@@ -147,9 +148,9 @@ class Submitter:
                 *timeout* seconds after this call.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if type(chunksize) is not int or chunksize < 1:
-            raise ValueError(f"map(): chunksize must be a whole number of calls per job, at "
-                             f"least 1 (1: a job per call), not {safe_repr(chunksize)}")
+        if type(chunksize) is not int or not 1 <= chunksize <= sys.maxsize:
+            raise ValueError(f"map(): chunksize must be a whole number of calls per job, from "
+                             f"1 (a job per call) to {sys.maxsize}, not {safe_repr(chunksize)}")
         task = make_task(fn, (), {})
         if not isinstance(task, (Call, FunctionRef)):
             raise ValueError(f"map() takes a callable or 'package.module:function', not "
@@ -159,7 +160,10 @@ class Submitter:
         if chunksize > 1:
             task = make_task(ChunkRunner(task.fn if isinstance(task, Call) else task.target))
             calls = chunked(calls, chunksize)
-            window = max(CHUNK_WINDOW, MAP_WINDOW // chunksize)
+            # Enough chunks at once to keep every slot busy, at least MAP_WINDOW
+            # calls' worth; not more: the driver holds each chunk's calls.
+            slots = self._scheduler._slots or CHUNK_WINDOW
+            window = max(-(-MAP_WINDOW // chunksize), min(CHUNK_WINDOW, 2 * slots))
         spec_for = spec_maker(make_spec(task, {**self._defaults,
                                                **self._scheduler._with_profile({})}))
         scheduler = self._scheduler
@@ -317,6 +321,8 @@ class Scheduler(Executor):
                 self._run_dir, self._temporary = _prepare_workdir(
                     workdir, getattr(self._backend, "workdir_parent", None))
             capacity = self._backend.capacity()
+            #: Jobs of one core that may run at once (None: the backend does not say).
+            self._slots = capacity.cores
             if self._journal is not None:
                 self._journal.record_capacity(capacity.cores, capacity.memory_mb, capacity.gpus)
             packer = Packer(capacity, self._max_jobs, self._queues, self._tokens)

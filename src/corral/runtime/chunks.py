@@ -9,20 +9,23 @@ row, one retry unit), and the map still yields each call's own result, and
 raises each call's own exception at its place.
 
 Every call of a chunk runs, also after one of them raised (as every call of an
-unchunked map runs whether or not its result is read). A chunk in which a
-call raised fails as a whole, with :class:`ChunkFailed`: the job's status
-then says which call raised what, and the map yields the results before that
-call and raises its exception (see :func:`corral.core.mapping.unchunked`).
+unchunked map runs whether or not its result is read), SystemExit and
+KeyboardInterrupt included; a call whose return value cannot be pickled fails
+as such, alone. A chunk in which a call failed fails as a whole, with
+:class:`ChunkFailed`: the job's status then says which call raised what (its
+traceback shows the call's), and the map yields the results before that call
+and raises its exception (see :func:`corral.core.mapping.unchunked`). An abort
+(:func:`corral.abort_requested`) ends a chunk after the call that runs.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from corral.errors import JobFailed, RemoteTraceback
-from corral.runtime.payload import dumps_error, import_function, loads_error
+from corral.runtime.abort import abort_requested
+from corral.runtime.payload import dumps_error, dumps_value, import_function, loads_error
 
 __all__ = ["ChunkRunner", "ChunkFailed"]
 
@@ -45,31 +48,67 @@ class ChunkRunner:
             module, _, path = fn.partition(":")
             self.__module__, self.__qualname__ = module, path
             self.__name__ = path.rpartition(".")[2]
-        else:
-            functools.update_wrapper(self, fn, updated=())
+        else:  # as a job of the function itself is named (corral.spec.Call.label)
+            self.__module__ = getattr(fn, "__module__", None) or type(fn).__module__
+            self.__qualname__ = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+            self.__name__ = getattr(fn, "__name__", None) or type(fn).__name__
 
     def __call__(self, calls: Sequence[tuple[Any, ...]], first: int) -> list[Any]:
         """The results of ``fn(*arguments)`` for each of *calls*, the map's
-        items *first*, *first* + 1, ...
+        items *first*, *first* + 1, ...; fewer if the job was asked to abort
+        (:func:`corral.abort_requested`), which makes it CANCELLED.
 
         Raises:
-            ChunkFailed: a call raised (after every call of the chunk ran).
+            ChunkFailed: a call raised, even SystemExit or KeyboardInterrupt,
+                or returned what cannot travel back (after every call ran).
         """
         values: list[Any] = []
         failures: dict[int, bytes] = {}
+        first_error: tuple[int, BaseException] | None = None  # the cause ChunkFailed names
         fn = import_function(self.fn) if isinstance(self.fn, str) else self.fn
         for index, arguments in enumerate(calls):
             try:
                 values.append(fn(*arguments))
-            except Exception as error:
+            except BaseException as error:  # the call's own, as an unchunked call's would be
                 values.append(None)
                 failures[index] = dumps_error(error)
-        if failures:
-            raise ChunkFailed.of(values, failures, first)
+                first_error = first_error or (index, error)
+            if abort_requested():
+                break
+        unsendable = _fail_unsendable(values, failures, first)
+        if unsendable is not None and (first_error is None or unsendable[0] < first_error[0]):
+            first_error = unsendable
+        if first_error is not None:
+            raise ChunkFailed.of(values, failures, first) from first_error[1]
         return values
 
     def __repr__(self) -> str:
-        return f"<chunks of {getattr(self.fn, '__qualname__', self.fn)!r}>"
+        return f"<chunks of {self.__qualname__}>"
+
+
+def _fail_unsendable(values: list[Any], failures: dict[int, bytes], first: int
+                     ) -> tuple[int, BaseException] | None:
+    """Fail each call whose value cannot travel back, as a call whose return
+    value cannot be pickled fails (its place in *values* becomes None); return
+    the first such call's place and error, if any."""
+    try:
+        dumps_value(values)
+        return None
+    except Exception:
+        pass
+    found = None
+    for index, value in enumerate(values):
+        if index in failures:
+            continue
+        try:
+            dumps_value(value)
+        except Exception as error:
+            problem = TypeError(f"call {first + index}'s return value cannot be pickled: "
+                                f"{type(error).__name__}: {error}")
+            values[index] = None
+            failures[index] = dumps_error(problem)
+            found = found or (index, problem)
+    return found
 
 
 class ChunkFailed(Exception):
@@ -94,6 +133,13 @@ class ChunkFailed(Exception):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    @property
+    def stands_for(self) -> str:
+        """The name of the exception the map raises for this chunk (its first
+        failed call's), which is what people read of it, e.g. in the reason of
+        the calls a map left unread."""
+        return loads_error(self.failures[min(self.failures)])[2].partition(":")[0]
 
     def first_failure(self) -> tuple[int, BaseException]:
         """The position in the chunk of its first call that raised, and that
