@@ -155,11 +155,14 @@ def test_status_exits_1_only_when_a_listed_job_failed(cli):
         good: "COMPLETED", bad: "FAILED"}
 
 
-def test_status_shows_the_last_ten_finished_jobs_unless_asked_for_all(script_run):
+def test_status_shows_the_last_ten_finished_jobs_and_the_failed_ones_unless_asked_for_all(
+        script_run):
     default = script_run("status")
     assert default.header == f"run {script_run.run}: no driver running"
-    assert list(default.rows()) == [str(number) for number in range(3, 13)]
-    assert default.status == 0  # the failed job 1 is not listed
+    # the failed job 1, however old (cold review: it hid among the counts), then the last ten
+    assert list(default.rows()) == ["1", *(str(number) for number in range(3, 13))]
+    assert default.out.splitlines()[1] == "(1 older finished job hidden; --all shows them)"
+    assert default.status == 1
     everything = script_run("status", "--all")
     assert list(everything.rows()) == [str(number) for number in range(1, 13)]
     assert everything.rows()["1"]["STATUS"] == "FAILED"
@@ -189,6 +192,9 @@ def test_status_of_a_failed_call_shows_the_traceback_it_raised(tmp_path):
     assert shown.status == 1
     table, _, below = shown.out.partition("\njob 1 'check_calibration' raised:\n")
     assert status_rows(table)["1"]["STATUS"] == "FAILED"
+    # the whole reason, which the table's DETAIL column cuts (cold review)
+    assert ("\njob 1 'check_calibration' FAILED: raised RuntimeError: this job fails on "
+            "purpose\n") in table
     assert below.startswith("Traceback (most recent call last):\n")
     assert below.endswith('    raise RuntimeError("this job fails on purpose")\n'
                           "RuntimeError: this job fails on purpose\n")

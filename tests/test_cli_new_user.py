@@ -235,13 +235,30 @@ with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
 """
 
 
-def test_status_counts_the_failures_among_the_finished_jobs_it_hides(tmp_path):
+def test_status_lists_the_first_failures_and_counts_those_it_hides(tmp_path):
     command = Corral(tmp_path, tmp_path / "run")
     subprocess.run([sys.executable, "-c", FAILURES_AMONG_OLD_JOBS, os.fspath(command.run)],
                    env=command.env, cwd=tmp_path, capture_output=True, timeout=60)
     default = command("status")
-    assert default.out.splitlines()[1] == (
-        "(3 older finished jobs hidden, of them 1 FAILED; --all shows them)")
+    assert default.out.splitlines()[1] == "(2 older finished jobs hidden; --all shows them)"
+    assert default.rows()["1"]["STATUS"] == "FAILED"  # listed, however old
+    assert default.status == 1
+    many = tmp_path / "many"  # more failures than it lists: the others are counted
+    subprocess.run([sys.executable, "-c", MANY_FAILURES, os.fspath(many)],
+                   env=command.env, cwd=tmp_path, capture_output=True, timeout=60)
+    crowded = command("--run", os.fspath(many), "status")
+    assert crowded.out.splitlines()[1] == (
+        "(4 older finished jobs hidden, of them 4 FAILED; --all shows them)")
+    assert list(crowded.rows()) == [str(number) for number in range(1, 25)
+                                    if number not in (11, 12, 13, 14)]
+
+
+MANY_FAILURES = """
+import sys, corral
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    for number in range(24):
+        scheduler.shell("exit 1" if number < 14 else "true", name=f"job{number}")
+"""
 
 
 def test_status_of_a_big_run_lists_the_first_unfinished_jobs_and_counts_the_rest(tmp_path,

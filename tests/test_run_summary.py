@@ -98,6 +98,24 @@ def test_three_hundred_failures_make_one_short_line(tmp_path):
     assert len(line) < 500
 
 
+SHARED_REASON = """
+import corral
+with corral.Scheduler(cores=1) as scheduler:
+    root = scheduler.shell("exit 1", name="root")
+    for _ in range(5):
+        scheduler.shell("true", name="leaf", after=[root])
+"""
+
+
+def test_jobs_that_share_a_reason_are_named_together_and_it_is_said_once(tmp_path):
+    """Cold review: the line said one reason three times, once per example."""
+    done = run_driver(tmp_path, SHARED_REASON)
+
+    assert done.stderr == (
+        "corral: 6 of 6 jobs did not complete: 1 failed (job 1 'root': exit code 1), "
+        "5 cancelled (jobs 2, 3, 4 'leaf': upstream job 1 'root' failed; and 2 more)\n")
+
+
 def read_log(run: Path) -> str:
     return (run / "corral.log").read_text()
 

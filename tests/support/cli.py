@@ -65,7 +65,9 @@ def status_rows(text: str) -> dict[str, dict[str, str]]:
     """Parse the job table printed by ``corral status``.
 
     Columns are found by the positions of their titles in the title line; a
-    line with an empty ID cell continues the row above (a wrapped DETAIL).
+    line with an empty ID cell continues the row above (a wrapped DETAIL). The
+    table ends at the first empty line (what follows it, for jobs asked for by
+    id, is their whole reason and traceback).
     """
     lines = text.splitlines()
     titles = next(index for index, line in enumerate(lines) if line.startswith("ID "))
@@ -75,6 +77,8 @@ def status_rows(text: str) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, str]] = {}
     last: dict[str, str] | None = None
     for line in lines[titles + 1:]:
+        if not line.strip():
+            break
         cells = [line[start:end].strip() for start, end in
                  zip(starts, [*starts[1:], None], strict=True)]
         row = dict(zip(names, cells, strict=True))

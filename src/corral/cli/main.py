@@ -453,8 +453,9 @@ def _as_flag_message(message: str) -> str:
 def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None:
     """Show the run's jobs; exit 1 if a listed job failed, timed out or was cancelled.
 
-    Without IDs: the first 100 unfinished jobs and the last 10 finished ones,
-    with counts of the others (all of them with --all).
+    Without IDs: the first 100 unfinished jobs, the first 10 that failed or
+    timed out, and the last 10 finished ones, with counts of the others (all
+    of them with --all).
     """
     from rich.text import Text
 
@@ -463,7 +464,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     run = _open_run(context)
     notes = []
     if not ids and not show_all:  # a million-job run answers as fast as a small one
-        overview = run.overview(_UNFINISHED_SHOWN, _FINISHED_SHOWN)
+        overview = run.overview(_UNFINISHED_SHOWN, _FINISHED_SHOWN, _FAILED_SHOWN)
         jobs = overview.unfinished + overview.finished
         if overview.finished_left_out:
             shown = Counter(job.status for job in overview.finished)
@@ -483,7 +484,9 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                cluster_jobs=run.cluster_jobs(jobs), paused=run.paused,
                                width=console.width,
                                unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)))
-    for job in jobs if ids else ():  # the jobs asked for by id: what their Python raised
+    for job in jobs if ids else ():  # the jobs asked for by id: their whole reason, and
+        if job.reason:               # what their Python raised
+            console.print(Text(f"\njob {job.id} {job.name!r} {job.status.name}: {job.reason}"))
         traceback = job.traceback_text()
         if traceback:
             console.print(Text(f"\njob {job.id} {job.name!r} raised:\n{traceback.rstrip()}"))
@@ -498,6 +501,9 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
 _FINISHED_SHOWN = 10
 #: How many unfinished jobs it lists without ``--all`` (the others are counted).
 _UNFINISHED_SHOWN = 100
+#: How many of the jobs that failed or timed out it lists without ``--all``, the
+#: first ones, however old (the others are counted).
+_FAILED_SHOWN = 10
 
 
 def _select(run, ids: tuple[str, ...]):

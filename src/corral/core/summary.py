@@ -6,7 +6,7 @@ never retrieved", the scheduler therefore reports, when its run ends, how many
 jobs failed, timed out or were cancelled, with a few examples of each:
 
     3 of 10 jobs did not complete: 1 failed (job 3 'train': exit code 1),
-    2 cancelled (job 4 'eval': upstream job 3 'train' failed; job 5 ...)
+    2 cancelled (jobs 4, 5 'eval': upstream job 3 'train' failed)
 
 (one line). :class:`RunTally` counts finished jobs as the control loop makes
 them final and keeps only a few examples, so a run of a million jobs costs a
@@ -43,7 +43,7 @@ class RunTally:
     def __init__(self) -> None:
         self.finished = 0
         self._counts: dict[JobStatus, int] = {}
-        self._examples: dict[JobStatus, list[str]] = {}
+        self._examples: dict[JobStatus, list[tuple[object, str, str]]] = {}
 
     def count(self, job: JobRecord) -> None:
         """Note a job made final (each job once)."""
@@ -66,16 +66,27 @@ class RunTally:
             missed += count
             examples = self._examples[status]
             more = f"; and {count - len(examples)} more" if count > len(examples) else ""
-            parts.append(f"{count} {word} ({'; '.join(examples)}{more})")
+            parts.append(f"{count} {word} ({'; '.join(_grouped(examples))}{more})")
         if not missed:
             return None
         noun = "job" if self.finished == 1 else "jobs"
         return f"{missed} of {self.finished} {noun} did not complete: {', '.join(parts)}"
 
 
-def _example(job: JobRecord) -> str:
-    reason = _short(job.reason or "?", _REASON_CHARS)
-    return f"job {job.id} {_short(job.name, _NAME_CHARS)!r}: {reason}"
+def _example(job: JobRecord) -> tuple[object, str, str]:
+    return job.id, _short(job.name, _NAME_CHARS), _short(job.reason or "?", _REASON_CHARS)
+
+
+def _grouped(examples: list[tuple[object, str, str]]) -> list[str]:
+    """The examples as the line says them: jobs of one name and one reason
+    together (``jobs 4, 5 'eval': upstream job 3 'train' failed``), so that a
+    reason many jobs share is said once."""
+    together: dict[tuple[str, str], list[object]] = {}
+    for job_id, name, reason in examples:
+        together.setdefault((name, reason), []).append(job_id)
+    return [f"job {ids[0]} {name!r}: {reason}" if len(ids) == 1 else
+            f"jobs {', '.join(map(str, ids))} {name!r}: {reason}"
+            for (name, reason), ids in together.items()]
 
 
 def _short(text: str, limit: int) -> str:

@@ -47,10 +47,11 @@ class Run:
             return jobs
         return [job for job in jobs if job.status in wanted]
 
-    def overview(self, unfinished: int, finished: int) -> Overview:
+    def overview(self, unfinished: int, finished: int, failed: int = 0) -> Overview:
         """Counts per status, the first *unfinished* unfinished jobs and the last
-        *finished* finished ones, without reading every row (big runs)."""
-        return read_overview(self.path, unfinished, finished)
+        *finished* finished ones, after the first *failed* that failed or timed
+        out, without reading every row (big runs)."""
+        return read_overview(self.path, unfinished, finished, failed)
 
     def job(self, job_id: int | str) -> StoredJob:
         """The job with this id (``"7"`` finds job 7).

@@ -1079,12 +1079,15 @@ class Overview:
                    if status.is_terminal) - len(self.finished)
 
 
-def read_overview(run_dir: str | os.PathLike[str], unfinished: int, finished: int) -> Overview:
+def read_overview(run_dir: str | os.PathLike[str], unfinished: int, finished: int,
+                  failed: int = 0) -> Overview:
     """Counts per status, the first *unfinished* unfinished jobs in dispatch
-    order, and the last *finished* finished ones: queries that stay well under
-    a second on a run of a million jobs (the index on status answers the
-    counts and finds the unfinished rows; rows are stored in dispatch order,
-    so the table's own order serves for the rest)."""
+    order, and the last *finished* finished ones with, before them, the first
+    *failed* that failed or timed out (what went wrong must not hide among the
+    counts): queries that stay well under a second on a run of a million jobs
+    (the index on status answers the counts and finds the unfinished and
+    failed rows; rows are stored in dispatch order, so the table's own order
+    serves for the rest)."""
     terminal = tuple(status.value for status in JobStatus if status.is_terminal)
     unfinished_statuses = tuple(status.value for status in JobStatus if not status.is_terminal)
     columns = ("id, int_id, seq, key, name, kind, command, spec, deps, status, reason, "
@@ -1110,10 +1113,24 @@ def read_overview(run_dir: str | os.PathLike[str], unfinished: int, finished: in
                 "ORDER BY rowid LIMIT ?", (*unfinished_statuses, unfinished)), path)
             last = _rows_to_jobs(db.execute(
                 f"SELECT {columns} FROM jobs WHERE status IN ({_marks(terminal)}) "
-                "ORDER BY rowid DESC LIMIT ?", (*terminal, finished)), path)
+                "ORDER BY rowid DESC LIMIT ?", (*terminal, finished)), path)[::-1]
+            failures: list[StoredJob] = []
+            for status in (JobStatus.FAILED, JobStatus.TIMED_OUT):  # (one each: the index
+                failures += _rows_to_jobs(db.execute(                # serves them in order)
+                    f"SELECT {columns} FROM jobs WHERE status = ? ORDER BY rowid LIMIT ?",
+                    (status.value, failed)), path)
     except _NotCreatedYet:
         return Overview({}, [], [])
-    return Overview(counts, first, last[::-1])
+    listed = {str(job.id) for job in last}
+    failures = sorted((job for job in failures if str(job.id) not in listed),
+                      key=_dispatch_order)[:failed]
+    return Overview(counts, first, failures + last)
+
+
+def _dispatch_order(job: StoredJob) -> tuple[int, int | str]:
+    """Numbered jobs in the order they were numbered (dispatch order), then the
+    others (ids chosen by the program) by id."""
+    return (0, job.id) if isinstance(job.id, int) else (1, str(job.id))
 
 
 def _marks(values: tuple) -> str:
