@@ -262,3 +262,10 @@ def test_an_abort_ends_a_chunk_after_the_call_that_runs(tmp_path: Path):
         with pytest.raises(CancelledError):
             list(results)
     assert len(log.read_text().split()) < 40  # not every call: it stopped, not killed
+
+
+def test_a_job_among_a_chunks_arguments_is_its_dependency(tmp_path: Path):
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        first = scheduler.submit(jobs.square, 4)
+        assert list(scheduler.map(jobs.add, [first, 1, 2], [1, 2, 3], chunksize=2)) == [
+            17, 3, 5]

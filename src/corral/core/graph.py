@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.core.job import Job
 from corral.errors import DependencyError
+from corral.runtime.chunks import PlainCalls
 from corral.runtime.payload import Upstream
 
 if TYPE_CHECKING:
@@ -24,7 +25,10 @@ __all__ = ["replace_jobs", "plan_batch"]
 
 def replace_jobs(value: Any, found: list[Job]) -> Any:
     """Return *value* with every Job inside (lists, tuples, dicts, sets) replaced
-    by an :class:`Upstream` placeholder; the jobs are appended to *found*."""
+    by an :class:`Upstream` placeholder; the jobs are appended to *found*. A
+    chunk's :class:`PlainCalls` holds none."""
+    if type(value) is PlainCalls:
+        return value
     if isinstance(value, Job):
         for index, job in enumerate(found):
             if job is value:

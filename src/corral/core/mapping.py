@@ -24,7 +24,7 @@ from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from corral.core.job import Job
-from corral.runtime.chunks import ChunkFailed
+from corral.runtime.chunks import PLAIN_TYPES, ChunkFailed, PlainCalls
 from corral.runtime.threads import signals_allowed, start_thread
 
 __all__ = ["MapFeed", "chunked", "unchunked"]
@@ -193,6 +193,8 @@ def chunked(calls: Iterator[tuple], size: int) -> Iterator[tuple[list[tuple], in
             raise
         if not chunk:
             return
+        if all(type(argument) in PLAIN_TYPES for arguments in chunk for argument in arguments):
+            chunk = PlainCalls(chunk)
         yield chunk, first
         first += len(chunk)
 

@@ -27,7 +27,22 @@ from corral.errors import JobFailed, RemoteTraceback
 from corral.runtime.abort import abort_requested
 from corral.runtime.payload import dumps_error, dumps_value, import_function, loads_error
 
-__all__ = ["ChunkRunner", "ChunkFailed"]
+__all__ = ["ChunkRunner", "ChunkFailed", "PlainCalls", "PLAIN_TYPES"]
+
+
+#: The types of argument that hold nothing else: no Job (a dependency) to look
+#: for inside, no set whose order differs between processes.
+PLAIN_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
+class PlainCalls(list):
+    """A chunk's calls whose arguments are all of :data:`PLAIN_TYPES`, as
+    :func:`corral.core.mapping.chunked` finds them while it reads the input:
+    the driver then need not walk a thousand tuples per chunk for Jobs among
+    them (it spent most of a chunked map's time there), nor put them in a
+    canonical form for the journal's key."""
+
+    __slots__ = ()
 
 
 class ChunkRunner:
