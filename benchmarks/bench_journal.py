@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import corral
-from bench_core import (SLOTS, dag_corral, latency, layered_dag, noop, noop_corral, sleep_corral,
-                        timed, true_corral)
+from bench_core import (SLOTS, dag_corral, latency, layered_dag, map_corral, noop, noop_corral,
+                        sleep_corral, timed, true_corral)
 from results_file import machine_line, write_section
 
 
@@ -42,6 +42,7 @@ def main() -> None:
     graph = layered_dag()
     workloads: dict[str, Callable[[corral.Scheduler], object]] = {
         "1,000 no-op calls": lambda s: noop_corral(s, 1000),
+        "100,000 no-op calls, map(chunksize=1,000)": lambda s: map_corral(s, 100_000, 1000),
         "200 `true` commands": lambda s: true_corral(s, 200),
         "layered DAG, 10,000 no-op calls": lambda s: dag_corral(s, graph),
         "submit -> result, one call (x200)": lambda s: latency(lambda: s.submit(noop)),
