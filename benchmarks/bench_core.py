@@ -92,6 +92,17 @@ def map_joblib(parallel, count: int) -> None:
     parallel(delayed(identity)(number) for number in range(count))
 
 
+def map_peers(scheduler: corral.Scheduler, pool: cf.ProcessPoolExecutor, parallel,
+              count: int, chunksize: int = 1) -> dict[str, Callable[[], object]]:
+    """The map workload of *count* calls for corral and ProcessPoolExecutor (in
+    chunks of *chunksize*) and joblib (which sizes its own batches)."""
+    return {
+        "corral": lambda: map_corral(scheduler, count, chunksize),
+        "ProcessPoolExecutor": lambda: map_pool(pool, count, chunksize),
+        "joblib (loky)": lambda: map_joblib(parallel, count),
+    }
+
+
 def futures_floor(count: int) -> float:
     """Seconds to make *count* bare Futures and set their results: what one
     Future per call costs at least, whatever runs the calls."""
@@ -220,18 +231,10 @@ def main() -> None:
         })
         rows += ratio_rows("1,000 no-op calls", times)
 
-        times = median_of(options.repeat, {
-            "corral": lambda: map_corral(scheduler, 1000),
-            "ProcessPoolExecutor": lambda: map_pool(pool, 1000),
-            "joblib (loky)": lambda: map_joblib(parallel, 1000),
-        })
+        times = median_of(options.repeat, map_peers(scheduler, pool, parallel, 1000))
         rows += ratio_rows("1,000 no-op calls through map()", times)
 
-        times = median_of(options.repeat, {
-            "corral": lambda: map_corral(scheduler, 1000, chunksize=100),
-            "ProcessPoolExecutor": lambda: map_pool(pool, 1000, chunksize=100),
-            "joblib (loky)": lambda: map_joblib(parallel, 1000),
-        })
+        times = median_of(options.repeat, map_peers(scheduler, pool, parallel, 1000, 100))
         rows += ratio_rows("1,000 no-op calls through map(chunksize=100) (joblib: its own "
                            "batches)", times)
 
@@ -244,11 +247,8 @@ def main() -> None:
             floor = statistics.median(futures_floor(100_000) for _ in range(options.repeat))
             rows.append(("", "floor: 100,000 bare Futures made and set", f"{floor:.3f} s",
                          f"floor/corral = {floor / times['corral']:.3f}"))
-            times = median_of(options.repeat, {
-                "corral": lambda: map_corral(scheduler, 100_000, chunksize=1000),
-                "ProcessPoolExecutor": lambda: map_pool(pool, 100_000, chunksize=1000),
-                "joblib (loky)": lambda: map_joblib(parallel, 100_000),
-            })
+            times = median_of(options.repeat,
+                              map_peers(scheduler, pool, parallel, 100_000, 1000))
             rows += ratio_rows("100,000 no-op calls through map(chunksize=1,000) (joblib: its "
                                "own batches)", times)
 
