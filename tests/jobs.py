@@ -252,3 +252,36 @@ def note_then_sleep(log: str, seconds: float) -> None:
     """Note a line in *log*, then sleep *seconds*."""
     append_line(log, "ran")
     time.sleep(seconds)
+
+
+class UnprintableError(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def raise_unprintable_on(x: int) -> int:
+    """Raise :class:`UnprintableError` when *x* is 1; else return x."""
+    if x == 1:
+        raise UnprintableError()
+    return x
+
+
+def _cannot_load(x: int):
+    raise ValueError(f"cannot load {x}")
+
+
+class LoadsNowhere:
+    """Pickles, but raises when loaded."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __reduce__(self):
+        return _cannot_load, (self.x,)
+
+
+def unloadable_on(x: int):
+    """A value that cannot be loaded when *x* is 2; else x."""
+    return LoadsNowhere(x) if x == 2 else x

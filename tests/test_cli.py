@@ -412,6 +412,16 @@ def test_after_a_failed_job_the_journal_has_not_caught_up_with_is_refused(
         assert len(scheduler.jobs()) == 0
 
 
+def test_status_escapes_the_control_characters_of_names_and_reasons(cli):
+    """Attack review, round 2: ESC sequences in a job's name or reason reached
+    the terminal raw (clearing the screen, retitling the window)."""
+    job = cli.submit("--name", "\x1b[2Jx", "printf '\\033]0;pwned\\007' >&2; exit 3")
+    cli("wait", job)
+    shown = cli("status", job)
+    assert "\x1b" not in shown.out and "\x07" not in shown.out
+    assert shown.rows()[job]["NAME"] == "\\x1b[2Jx"
+
+
 def test_after_an_unknown_job_is_refused(cli):
     outcome = cli("submit", "--after", "424242", "true")
     assert_one_line_error(outcome, 2, r"no job 424242 in this run")
@@ -840,6 +850,60 @@ def test_a_stopping_driver_takes_no_job_and_its_client_waits_until_it_is_gone(tm
     finally:
         closer.join()
     assert scheduler.jobs() == []
+
+
+def test_requests_queued_when_a_driver_stops_are_told_it_is_stopping(tmp_path: Path):
+    """BUG (attack review, round 2): a `corral submit` queued on the control
+    socket as `corral stop` ended the daemon found the connection closed
+    ("closed the connection without answering", exit 3) instead of being
+    told to start a new daemon."""
+    import threading
+
+    import json
+    import socket
+
+    from corral.control.server import ControlServer, _socket_path, send_request
+
+    tmp_path.chmod(0o700)
+    busy, release = threading.Event(), threading.Event()
+
+    def handler(request: dict) -> dict:
+        busy.set()
+        release.wait(30)
+        return {"served": request["n"]}
+
+    server = ControlServer(handler, tmp_path)
+    server.start()
+    answers: dict[int, object] = {}
+
+    def ask(number: int) -> None:
+        try:
+            answers[number] = send_request(tmp_path, {"n": number})
+        except Exception as error:
+            answers[number] = error
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    assert busy.wait(30)
+    queued = []
+    with _socket_path(tmp_path) as path:
+        for number in (1, 2):  # in the listener's queue once connect() returns
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.settimeout(30)
+            client.connect(path)
+            client.sendall(json.dumps({"n": number}).encode() + b"\n")
+            queued.append(client)
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    replies = []
+    for client in queued:
+        with client:
+            replies.append(json.loads(client.makefile("rb").readline()))
+    release.set()
+    first.join(30)
+    stopper.join(30)
+    assert answers[0]["served"] == 0
+    assert [reply.get("stopping") for reply in replies] == [True, True], replies
 
 
 def test_a_daemon_whose_run_was_moved_away_as_it_started_settles_in_the_new_run(

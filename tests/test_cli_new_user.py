@@ -253,6 +253,23 @@ def test_status_lists_the_first_failures_and_counts_those_it_hides(tmp_path):
                                     if number not in (11, 12, 13, 14)]
 
 
+NAMED_FAILURE_FIRST = """
+import sys, corral
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    scheduler.dispatch([corral.Job(corral.Shell("exit 1"), id="zz")])
+    for number in range(12):
+        scheduler.shell("exit 1" if number < 11 else "true")
+"""
+
+
+def test_the_failures_status_lists_are_the_first_dispatched_whatever_their_ids(tmp_path):
+    """Attack review, round 2: ids a program chose were sorted after numbered ones."""
+    command = Corral(tmp_path, tmp_path / "run")
+    subprocess.run([sys.executable, "-c", NAMED_FAILURE_FIRST, os.fspath(command.run)],
+                   env=command.env, cwd=tmp_path, capture_output=True, timeout=60)
+    assert next(iter(command("status").rows())) == "zz"
+
+
 MANY_FAILURES = """
 import sys, corral
 with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:

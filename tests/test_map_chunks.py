@@ -269,3 +269,29 @@ def test_a_job_among_a_chunks_arguments_is_its_dependency(tmp_path: Path):
         first = scheduler.submit(jobs.square, 4)
         assert list(scheduler.map(jobs.add, [first, 1, 2], [1, 2, 3], chunksize=2)) == [
             17, 3, 5]
+
+
+@pytest.mark.parametrize("chunksize", [1, 5])
+def test_a_result_the_driver_cannot_load_fails_its_own_call(tmp_path: Path, chunksize: int):
+    """BUG (attack review, round 2): the chunk's results were loaded together,
+    so one that the driver could not load lost every result of the chunk."""
+    got = []
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler, \
+            pytest.raises(corral.JobFailed, match="cannot be unpickled here: ValueError: "
+                                                  "cannot load 2"):
+        for value in scheduler.map(jobs.unloadable_on, range(5), chunksize=chunksize):
+            got.append(value)
+    assert got == [0, 1]
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_an_exception_whose_str_raises_is_still_the_calls_own(tmp_path: Path, chunksize: int):
+    """BUG (attack review, round 2): its str() raised inside the worker's
+    packing of it: the chunk's other calls did not run, and the map raised
+    the RuntimeError of str() instead (unchunked too)."""
+    got = []
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler, \
+            pytest.raises(jobs.UnprintableError):
+        for value in scheduler.map(jobs.raise_unprintable_on, range(4), chunksize=chunksize):
+            got.append(value)
+    assert got == [0]

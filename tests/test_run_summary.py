@@ -169,3 +169,26 @@ def test_every_mail_sent_or_failed_is_in_corral_log(tmp_path, smtp_server):
     assert "ERROR corral.notify [pid " in read_log(lost_run)
     assert (f"could not e-mail {subject} to me@example.org through SMTP server "
             f"127.0.0.1:{broken.smtp.port}: ConnectionRefusedError") in read_log(lost_run)
+
+
+ESCAPES_AND_LONG_REASONS = """
+import corral
+with corral.Scheduler(cores=1) as scheduler:
+    scheduler.shell("exit 1", name="\\x1b]0;pwned\\x07")
+    for _ in range(2):
+        scheduler.shell("true", name="same", after=["\\x1b]0;pwned\\x07"])
+    for last in "12":
+        scheduler.shell("exit 1", name="a" * 50 + last)
+"""
+
+
+def test_the_line_escapes_control_characters_and_groups_only_what_is_the_same(tmp_path):
+    """Attack review, round 2: a name or reason with ESC sequences reached the
+    terminal raw; jobs whose long names differed only after the cut were
+    named as one."""
+    done = run_driver(tmp_path, ESCAPES_AND_LONG_REASONS)
+
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr
+    assert "job 1 '\\x1b]0;pwned\\x07': exit code 1" in done.stderr
+    assert "jobs 2, 3 'same': upstream job 1" in done.stderr
+    assert "; job 4 'aaa" in done.stderr and "; job 5 'aaa" in done.stderr

@@ -15,7 +15,7 @@ from __future__ import annotations
 import reprlib
 from typing import Any
 
-__all__ = ["safe_repr", "writable_text"]
+__all__ = ["safe_repr", "writable_text", "printable"]
 
 #: Ints longer than this many bits are described, not spelled out.
 _MAX_INT_BITS = 256
@@ -72,3 +72,16 @@ def writable_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+#: Control characters (C0 but tab and newline, DEL, C1) as ``\xNN``: a reason or
+#: name that carries ESC sequences must not clear the screen or retitle the
+#: terminal of the person reading it.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))
+             if code not in (0x09, 0x0a)}
+
+
+def printable(text: str) -> str:
+    """*text* with its control characters escaped (see :data:`_CONTROLS`),
+    for a terminal; tabs and newlines stay."""
+    return text.translate(_CONTROLS)

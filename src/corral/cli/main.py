@@ -460,6 +460,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     from rich.text import Text
 
     from corral.cli.views import hidden_note, run_header, status_table, unlisted_note
+    from corral.safe_repr import printable
 
     run = _open_run(context)
     notes = []
@@ -486,7 +487,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)))
     for job in jobs if ids else ():  # the jobs asked for by id: their whole reason, and
         if job.reason:               # what their Python raised
-            console.print(Text(f"\njob {job.id} {job.name!r} {job.status.name}: {job.reason}"))
+            console.print(Text(printable(f"\njob {job.id} {job.name!r} {job.status.name}: "
+                                         f"{job.reason}")))
         traceback = job.traceback_text()
         if traceback:
             console.print(Text(f"\njob {job.id} {job.name!r} raised:\n{traceback.rstrip()}"))

@@ -25,6 +25,7 @@ from rich.text import Text
 from corral.backends import Capabilities, Probe, backend_info, backend_names
 from corral.backends.base import APPLIED_BY_CORRAL, NOT_USED
 from corral.options import JOB_OPTIONS
+from corral.safe_repr import printable
 from corral.status import TERMINAL, JobStatus
 from corral.units import format_span
 
@@ -242,7 +243,7 @@ def unlisted_note(count: int, counts: Mapping[JobStatus, int]) -> Text:
 
 def _one_line(text: str, limit: int = 300) -> str:
     """*text* on one line (newlines and tabs as spaces), at most *limit* characters."""
-    flat = " ".join(text.split())
+    flat = printable(" ".join(text.split()))
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 

@@ -208,15 +208,29 @@ class ControlServer:
         _SERVERS.add(self)
 
     def stop(self) -> None:
+        """Stop serving. A request already waiting for its turn is answered
+        that this driver is stopping (its client then waits for the run to be
+        let go: see :class:`Stopping`), not left to find the connection closed."""
         listener, self._listener = self._listener, None
         if listener is None:
             return
         self._stopping = True
+        with contextlib.suppress(OSError), _socket_path(self.run_dir) as path:
+            os.unlink(path)  # no new connection from now on
+        listener.settimeout(0)
+        while True:  # those queued already
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # (none left)
+                break
+            with connection:
+                try:
+                    self._answer(connection)
+                except Exception:
+                    log.exception("control request failed")
         with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         listener.close()
-        with contextlib.suppress(OSError), _socket_path(self.run_dir) as path:
-            os.unlink(path)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
@@ -244,6 +258,8 @@ class ControlServer:
                 f"permission denied: this run belongs to uid {os.geteuid()}")}
         else:
             try:
+                if self._stopping:
+                    raise Stopping(f"the process driving {self.run_dir} is stopping")
                 reply = {"ok": True, **self._handle(json.loads(line or b"{}"))}
             except Stopping as error:
                 reply = {"ok": False, "stopping": True, "error": str(error)}

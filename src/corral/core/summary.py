@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from corral.safe_repr import printable
 from corral.status import JobStatus
 
 if TYPE_CHECKING:
@@ -74,19 +75,24 @@ class RunTally:
 
 
 def _example(job: JobRecord) -> tuple[object, str, str]:
-    return job.id, _short(job.name, _NAME_CHARS), _short(job.reason or "?", _REASON_CHARS)
+    return job.id, job.name, job.reason or "?"
 
 
 def _grouped(examples: list[tuple[object, str, str]]) -> list[str]:
     """The examples as the line says them: jobs of one name and one reason
     together (``jobs 4, 5 'eval': upstream job 3 'train' failed``), so that a
-    reason many jobs share is said once."""
+    reason many jobs share is said once (the same whole name and reason, not
+    only the same beginning)."""
     together: dict[tuple[str, str], list[object]] = {}
     for job_id, name, reason in examples:
         together.setdefault((name, reason), []).append(job_id)
-    return [f"job {ids[0]} {name!r}: {reason}" if len(ids) == 1 else
-            f"jobs {', '.join(map(str, ids))} {name!r}: {reason}"
-            for (name, reason), ids in together.items()]
+    said = []
+    for (name, reason), ids in together.items():
+        jobs = f"job {ids[0]}" if len(ids) == 1 else f"jobs {', '.join(map(str, ids))}"
+        # (repr() escapes a name's control characters; a reason's are escaped here)
+        said.append(f"{jobs} {_short(name, _NAME_CHARS)!r}: "
+                    f"{printable(_short(reason, _REASON_CHARS))}")
+    return said
 
 
 def _short(text: str, limit: int) -> str:

@@ -1114,23 +1114,20 @@ def read_overview(run_dir: str | os.PathLike[str], unfinished: int, finished: in
             last = _rows_to_jobs(db.execute(
                 f"SELECT {columns} FROM jobs WHERE status IN ({_marks(terminal)}) "
                 "ORDER BY rowid DESC LIMIT ?", (*terminal, finished)), path)[::-1]
-            failures: list[StoredJob] = []
+            failures: list[tuple[int, StoredJob]] = []  # (rowid: dispatch order, job)
             for status in (JobStatus.FAILED, JobStatus.TIMED_OUT):  # (one each: the index
-                failures += _rows_to_jobs(db.execute(                # serves them in order)
-                    f"SELECT {columns} FROM jobs WHERE status = ? ORDER BY rowid LIMIT ?",
-                    (status.value, failed)), path)
+                cursor = db.execute(                                 # serves them in order)
+                    f"SELECT rowid, {columns} FROM jobs WHERE status = ? ORDER BY rowid "
+                    "LIMIT ?", (status.value, failed))
+                names = [column[0] for column in cursor.description][1:]
+                failures += [(row[0], _stored_job(dict(zip(names, row[1:], strict=True)), path))
+                             for row in cursor]
     except _NotCreatedYet:
         return Overview({}, [], [])
     listed = {str(job.id) for job in last}
-    failures = sorted((job for job in failures if str(job.id) not in listed),
-                      key=_dispatch_order)[:failed]
-    return Overview(counts, first, failures + last)
-
-
-def _dispatch_order(job: StoredJob) -> tuple[int, int | str]:
-    """Numbered jobs in the order they were numbered (dispatch order), then the
-    others (ids chosen by the program) by id."""
-    return (0, job.id) if isinstance(job.id, int) else (1, str(job.id))
+    failures.sort(key=lambda found: found[0])
+    return Overview(counts, first,
+                    [job for _, job in failures if str(job.id) not in listed][:failed] + last)
 
 
 def _marks(values: tuple) -> str:

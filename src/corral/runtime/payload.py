@@ -198,7 +198,7 @@ def dumps_error(error: BaseException) -> bytes:
     name and text travel, and the driver raises ``JobFailed`` with them.
     """
     text = writable_text("".join(traceback.format_exception(error)))
-    summary = writable_text(f"{type(error).__qualname__}: {error}")
+    summary = writable_text(f"{type(error).__qualname__}: {_text_of(error)}")
     blob: bytes | None
     try:
         pickled = dumps_value(error)
@@ -207,6 +207,15 @@ def dumps_error(error: BaseException) -> bytes:
     except Exception:
         blob = None
     return pickle.dumps((blob, text, summary), _PROTOCOL)
+
+
+def _text_of(error: BaseException) -> str:
+    """``str(error)``, or what says that it failed: an exception whose
+    ``__str__`` raises is still the job's own failure, not the worker's."""
+    try:
+        return str(error)
+    except Exception as problem:
+        return f"<its str() raised {type(problem).__name__}>"
 
 
 def error_traceback(blob: bytes) -> str:
