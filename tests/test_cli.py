@@ -887,6 +887,8 @@ def test_requests_queued_when_a_driver_stops_are_told_it_is_stopping(tmp_path: P
     assert busy.wait(30)
     queued = []
     with _socket_path(tmp_path) as path:
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # connects, sends nothing
+        silent.connect(path)
         for number in (1, 2):  # in the listener's queue once connect() returns
             client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             client.settimeout(30)
@@ -901,7 +903,9 @@ def test_requests_queued_when_a_driver_stops_are_told_it_is_stopping(tmp_path: P
             replies.append(json.loads(client.makefile("rb").readline()))
     release.set()
     first.join(30)
-    stopper.join(30)
+    stopper.join(10)
+    assert not stopper.is_alive(), "a client that sent nothing held the driver's stop up"
+    silent.close()
     assert answers[0]["served"] == 0
     assert [reply.get("stopping") for reply in replies] == [True, True], replies
 

@@ -180,6 +180,12 @@ def _close_listeners_in_child() -> None:
 os.register_at_fork(after_in_child=_close_listeners_in_child)
 
 
+#: Seconds a stopping driver waits for each request queued on its socket: a
+#: client sends its request as soon as it is connected, and one that does not
+#: must not hold the driver's exit up.
+_DRAIN_PATIENCE_S = 1.0
+
+
 class ControlServer:
     """Serves control requests for one Scheduler on a thread of its own."""
 
@@ -225,7 +231,7 @@ class ControlServer:
                 break
             with connection:
                 try:
-                    self._answer(connection)
+                    self._answer(connection, patience=_DRAIN_PATIENCE_S)
                 except Exception:
                     log.exception("control request failed")
         with contextlib.suppress(OSError):
@@ -248,10 +254,16 @@ class ControlServer:
                 except Exception:
                     log.exception("control request failed")
 
-    def _answer(self, connection: socket.socket) -> None:
-        connection.settimeout(30)
+    def _answer(self, connection: socket.socket, patience: float = 30.0) -> None:
+        """Read one request from *connection* (waiting at most *patience*
+        seconds for it) and answer it."""
+        connection.settimeout(patience)
         uid = _peer_uid(connection)
-        line = _read_line(connection)  # also from a stranger: replying first breaks its pipe
+        try:
+            line = _read_line(connection)  # also from a stranger: replying first breaks its pipe
+        except TimeoutError:
+            log.info("a control client sent no request within %g s", patience)
+            return
         if uid != os.geteuid():
             log.warning("refused a control request from uid %s", uid)
             reply: dict[str, Any] = {"ok": False, "denied": True, "error": (
