@@ -285,3 +285,37 @@ class LoadsNowhere:
 def unloadable_on(x: int):
     """A value that cannot be loaded when *x* is 2; else x."""
     return LoadsNowhere(x) if x == 2 else x
+
+
+SHARED_RESULT = [b"y" * 100_000]
+
+
+def shared_result(x: int) -> list[bytes]:
+    """The same list object, whatever *x*."""
+    return SHARED_RESULT
+
+
+class _UnprintableOnLoad:
+    def __reduce__(self):
+        return _raise_unprintable, ()
+
+
+def _raise_unprintable():
+    raise UnprintableError()
+
+
+def _exit_on_load():
+    raise SystemExit(3)
+
+
+class _ExitsOnLoad:
+    def __reduce__(self):
+        return _exit_on_load, ()
+
+
+def hostile_on_load(x: int, how: str):
+    """A value whose loading raises an UnprintableError ("unprintable") or
+    SystemExit ("exit") when *x* is 2; else x."""
+    if x != 2:
+        return x
+    return _UnprintableOnLoad() if how == "unprintable" else _ExitsOnLoad()

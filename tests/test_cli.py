@@ -415,11 +415,34 @@ def test_after_a_failed_job_the_journal_has_not_caught_up_with_is_refused(
 def test_status_escapes_the_control_characters_of_names_and_reasons(cli):
     """Attack review, round 2: ESC sequences in a job's name or reason reached
     the terminal raw (clearing the screen, retitling the window)."""
-    job = cli.submit("--name", "\x1b[2Jx", "printf '\\033]0;pwned\\007' >&2; exit 3")
+    job = cli.submit("--name", "\x1b[2Jx\u202eexe.txt", "exit 3")
     cli("wait", job)
     shown = cli("status", job)
-    assert "\x1b" not in shown.out and "\x07" not in shown.out
-    assert shown.rows()[job]["NAME"] == "\\x1b[2Jx"
+    assert "\x1b" not in shown.out and "\u202e" not in shown.out
+    assert shown.rows()[job]["NAME"] == "\\x1b[2Jx\\u202eexe.txt"
+
+
+HOSTILE_ERROR = """
+import sys, corral
+
+def fails():
+    raise ValueError("\\x1b]0;PWNED\\x07\\x1b[2J evil\\u202etxt.exe")
+
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    scheduler.submit(fails)
+"""
+
+
+def test_status_of_a_job_escapes_the_control_characters_of_its_traceback(tmp_path):
+    """Attack review, round 3: the traceback below the table printed them raw."""
+    (tmp_path / "hostile.py").write_text(HOSTILE_ERROR)
+    corral = Corral(tmp_path, tmp_path / "run")
+    subprocess.run([sys.executable, "hostile.py", os.fspath(corral.run)], env=corral.env,
+                   cwd=tmp_path, capture_output=True, timeout=60)
+    shown = corral("status", "1")
+    assert "raised:" in shown.out
+    assert not {"\x1b", "\x07", "\u202e"} & set(shown.out)
+    assert "ValueError: \\x1b]0;PWNED\\x07\\x1b[2J evil\\u202etxt.exe" in shown.out
 
 
 def test_after_an_unknown_job_is_refused(cli):

@@ -271,17 +271,39 @@ def test_a_job_among_a_chunks_arguments_is_its_dependency(tmp_path: Path):
             17, 3, 5]
 
 
-@pytest.mark.parametrize("chunksize", [1, 5])
-def test_a_result_the_driver_cannot_load_fails_its_own_call(tmp_path: Path, chunksize: int):
-    """BUG (attack review, round 2): the chunk's results were loaded together,
-    so one that the driver could not load lost every result of the chunk."""
+@pytest.mark.parametrize("chunksize, before", [(1, [0, 1]), (5, [])])
+def test_a_result_the_driver_cannot_load_fails_its_call_or_its_chunk(
+        tmp_path: Path, chunksize: int, before: list[int]):
+    """A chunk's results travel together (see the next test), so one that the
+    driver cannot load fails the whole chunk, as the README says."""
     got = []
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler, \
             pytest.raises(corral.JobFailed, match="cannot be unpickled here: ValueError: "
                                                   "cannot load 2"):
         for value in scheduler.map(jobs.unloadable_on, range(5), chunksize=chunksize):
             got.append(value)
-    assert got == [0, 1]
+    assert got == before
+
+
+def test_an_object_many_calls_of_a_chunk_return_travels_once(tmp_path: Path):
+    """Attack review, round 3: results pickled one by one came back as a copy
+    per call (a 1 MB list returned by 50 calls: 50 MB in the journal)."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        results = list(scheduler.map(jobs.shared_result, range(20), chunksize=20))
+    assert all(result is results[0] for result in results)
+
+
+@pytest.mark.parametrize("how, chunksize", [("unprintable", 1), ("unprintable", 5),
+                                            ("exit", 1), ("exit", 5)])
+def test_a_result_whose_loading_raises_anything_fails_the_job_not_the_scheduler(
+        tmp_path: Path, how: str, chunksize: int):
+    """Attack review, round 3: loading a result that raised SystemExit, or an
+    exception whose str() raises, crashed the control loop."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        with pytest.raises(corral.JobFailed, match=r"cannot be unpickled here: "
+                                                   r"(UnprintableError|SystemExit)"):
+            list(scheduler.map(jobs.hostile_on_load, range(5), [how] * 5, chunksize=chunksize))
+        assert scheduler.submit(jobs.square, 3).result(timeout=30) == 9  # it goes on
 
 
 @pytest.mark.parametrize("chunksize", [1, 4])

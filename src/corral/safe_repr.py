@@ -15,7 +15,7 @@ from __future__ import annotations
 import reprlib
 from typing import Any
 
-__all__ = ["safe_repr", "writable_text", "printable"]
+__all__ = ["safe_repr", "writable_text", "printable", "describe_error"]
 
 #: Ints longer than this many bits are described, not spelled out.
 _MAX_INT_BITS = 256
@@ -61,6 +61,16 @@ def safe_repr(value: Any) -> str:
         return f"<{type(value).__name__} object>"
 
 
+def describe_error(error: BaseException) -> str:
+    """``"ValueError: bad x"``; never raises, also for an exception whose
+    ``__str__`` does (that would turn the job's failure into corral's)."""
+    try:
+        text = str(error)
+    except Exception as problem:
+        text = f"<its str() raised {type(problem).__name__}>"
+    return f"{type(error).__qualname__}: {text}"
+
+
 def writable_text(text: str) -> str:
     """*text*, with any lone surrogate (the raw bytes of an undecodable file
     name, as Python keeps them) written as ``\\udcff``: such a string cannot be
@@ -79,6 +89,11 @@ def writable_text(text: str) -> str:
 #: terminal of the person reading it.
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))
              if code not in (0x09, 0x0a)}
+#: ... and the invisible characters that reorder or hide text (bidirectional
+#: overrides and isolates, zero-width marks), as ``\uNNNN``: "evil\u202etxt.exe"
+#: must not read as "evilexe.txt".
+_CONTROLS.update({code: f"\\u{code:04x}" for code in (
+    *range(0x200b, 0x2010), *range(0x202a, 0x202f), *range(0x2066, 0x206a), 0xfeff)})
 
 
 def printable(text: str) -> str:

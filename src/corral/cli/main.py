@@ -491,7 +491,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                          f"{job.reason}")))
         traceback = job.traceback_text()
         if traceback:
-            console.print(Text(f"\njob {job.id} {job.name!r} raised:\n{traceback.rstrip()}"))
+            console.print(Text(printable(f"\njob {job.id} {job.name!r} raised:\n"
+                                         f"{traceback.rstrip()}")))
         elif traceback is None and job.error is not None:
             console.print(Text(f"\njob {job.id} {job.name!r}: the traceback it raised cannot be "
                                "read from the journal (its record of it is damaged)"))

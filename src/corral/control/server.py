@@ -180,9 +180,12 @@ def _close_listeners_in_child() -> None:
 os.register_at_fork(after_in_child=_close_listeners_in_child)
 
 
-#: Seconds a stopping driver waits for each request queued on its socket: a
-#: client sends its request as soon as it is connected, and one that does not
-#: must not hold the driver's exit up.
+#: Seconds the driver waits for a connected client's request. A client sends it
+#: as soon as it is connected; requests are served one at a time, so one that
+#: sends nothing holds the others up this long.
+_READ_PATIENCE_S = 5.0
+#: The same, for each request queued on the socket of a driver that stops: one
+#: that sends nothing must not hold its exit up.
 _DRAIN_PATIENCE_S = 1.0
 
 
@@ -254,7 +257,7 @@ class ControlServer:
                 except Exception:
                     log.exception("control request failed")
 
-    def _answer(self, connection: socket.socket, patience: float = 30.0) -> None:
+    def _answer(self, connection: socket.socket, patience: float = _READ_PATIENCE_S) -> None:
         """Read one request from *connection* (waiting at most *patience*
         seconds for it) and answer it."""
         connection.settimeout(patience)

@@ -48,6 +48,7 @@ from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
 from corral.runtime.threads import signals_allowed, start_thread
 from corral.spec import Call, FunctionRef, Script, Shell
+from corral.safe_repr import describe_error
 from corral.status import ACTIVE, PENDING, JobStatus
 from corral.core.summary import RunTally
 from corral.units import format_span
@@ -1109,8 +1110,8 @@ def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
         return None, None
     try:
         return pickle.loads(blob), None
-    except Exception as error:
-        return None, f"{type(error).__name__}: {error}"
+    except BaseException as error:  # what loading it raised, SystemExit too, is the job's
+        return None, describe_error(error)
 
 
 def _upstream_reason(parent: JobRecord) -> str:

@@ -24,7 +24,7 @@ from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from corral.core.job import Job
-from corral.runtime.chunks import PLAIN_TYPES, ChunkFailed, LoadedValues, PlainCalls
+from corral.runtime.chunks import PLAIN_TYPES, ChunkFailed, PlainCalls
 from corral.runtime.threads import signals_allowed, start_thread
 
 __all__ = ["MapFeed", "chunked", "unchunked"]
@@ -205,19 +205,8 @@ def unchunked(results: Iterator[list[Any]]) -> Iterator[Any]:
     unchunked map yields them (see :mod:`corral.runtime.chunks`)."""
     try:
         for values in results:
-            yield from _loadable(values, len(values))
+            yield from values
     except ChunkFailed as failed:
         index, error = failed.first_failure()
-        yield from _loadable(failed.values, index)
+        yield from failed.values[:index]
         raise error from error.__cause__
-
-
-def _loadable(values: list[Any], end: int) -> Iterator[Any]:
-    """``values[:end]``, raising at the first that could not be loaded here
-    (see :class:`corral.runtime.chunks.LoadedValues`)."""
-    if isinstance(values, LoadedValues) and values.unloadable:
-        bad = min(values.unloadable)
-        if bad < end:
-            yield from values[:bad]
-            raise values.error_at(bad)
-    yield from values if end == len(values) else values[:end]

@@ -11,7 +11,9 @@ raises each call's own exception at its place.
 Every call of a chunk runs, also after one of them raised (as every call of an
 unchunked map runs whether or not its result is read), SystemExit and
 KeyboardInterrupt included; a call whose return value cannot be pickled fails
-as such, alone. A chunk in which a call failed fails as a whole, with
+as such, alone. (The results travel back together, pickled as one list, so that
+one object returned by many calls travels once: a result the driver cannot load
+fails the whole chunk.) A chunk in which a call failed fails as a whole, with
 :class:`ChunkFailed`: the job's status then says which call raised what (its
 traceback shows the call's), and the map yields the results before that call
 and raises its exception (see :func:`corral.core.mapping.unchunked`). An abort
@@ -20,16 +22,15 @@ and raises its exception (see :func:`corral.core.mapping.unchunked`). An abort
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from corral.errors import JobFailed, RemoteTraceback
 from corral.runtime.abort import abort_requested
 from corral.runtime.payload import dumps_error, dumps_value, import_function, loads_error
+from corral.safe_repr import describe_error
 
-__all__ = ["ChunkRunner", "ChunkFailed", "ChunkValues", "LoadedValues", "PlainCalls",
-           "PLAIN_TYPES"]
+__all__ = ["ChunkRunner", "ChunkFailed", "PlainCalls", "PLAIN_TYPES"]
 
 
 #: The types of argument that hold nothing else: no Job (a dependency) to look
@@ -45,58 +46,6 @@ class PlainCalls(list):
     canonical form for the journal's key."""
 
     __slots__ = ()
-
-
-class ChunkValues(list):
-    """A chunk's results, as they travel back to the driver.
-
-    All of :data:`PLAIN_TYPES`, they travel as a plain list. Otherwise each
-    travels pickled on its own, so that one the driver cannot load (its class
-    is not importable there, its ``__reduce__`` fails) spoils only its own
-    call: the others arrive, and the map raises that call's error at its place
-    (:class:`LoadedValues`), as it does for an unchunked call whose result
-    cannot be loaded.
-    """
-
-    __slots__ = ("first",)
-
-    def __init__(self, first: int) -> None:
-        super().__init__()
-        self.first = first  # the map's number of the chunk's first call
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        if all(type(value) in PLAIN_TYPES for value in self):
-            return list, (list(self),)
-        return _loaded_each, ([dumps_value(value) for value in self], self.first)
-
-
-class LoadedValues(list):
-    """A chunk's results loaded one by one; ``unloadable`` holds, by position,
-    why each that could not be loaded here could not."""
-
-    __slots__ = ("first", "unloadable")
-
-    def __init__(self, first: int) -> None:
-        super().__init__()
-        self.first = first
-        self.unloadable: dict[int, str] = {}
-
-    def error_at(self, index: int) -> JobFailed:
-        """The error the map raises for the call at *index*, which could not be loaded."""
-        reason = (f"call {self.first + index}'s return value cannot be unpickled here: "
-                  f"{self.unloadable[index]}")
-        return JobFailed(reason, reason=reason)
-
-
-def _loaded_each(blobs: list[bytes], first: int) -> LoadedValues:
-    values = LoadedValues(first)
-    for index, blob in enumerate(blobs):
-        try:
-            values.append(pickle.loads(blob))
-        except Exception as error:
-            values.append(None)
-            values.unloadable[index] = f"{type(error).__name__}: {error}"
-    return values
 
 
 class ChunkRunner:
@@ -131,7 +80,7 @@ class ChunkRunner:
             ChunkFailed: a call raised, even SystemExit or KeyboardInterrupt,
                 or returned what cannot travel back (after every call ran).
         """
-        values = ChunkValues(first)
+        values: list[Any] = []
         failures: dict[int, bytes] = {}
         first_error: tuple[int, BaseException] | None = None  # the cause ChunkFailed names
         fn = import_function(self.fn) if isinstance(self.fn, str) else self.fn
@@ -173,7 +122,7 @@ def _fail_unsendable(values: list[Any], failures: dict[int, bytes], first: int
             dumps_value(value)
         except Exception as error:
             problem = TypeError(f"call {first + index}'s return value cannot be pickled: "
-                                f"{type(error).__name__}: {error}")
+                                f"{describe_error(error)}")
             values[index] = None
             failures[index] = dumps_error(problem)
             found = found or (index, problem)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 
 from corral.runtime.payload import dumps_error, dumps_value, loads_call
+from corral.safe_repr import describe_error
 
 __all__ = ["run_call", "kill_leftovers"]
 
@@ -36,8 +37,8 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
             try:
                 return True, dumps_value(value)
             except Exception as error:
-                return False, dumps_error(
-                    TypeError(f"the job's return value cannot be pickled: {error}"))
+                return False, dumps_error(TypeError(
+                    f"the job's return value cannot be pickled: {describe_error(error)}"))
     except Exception as error:  # cannot even set the job up (a bad cwd)
         return False, dumps_error(error)
 

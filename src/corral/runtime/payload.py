@@ -18,7 +18,7 @@ import types
 import weakref
 from typing import Any
 
-from corral.safe_repr import writable_text
+from corral.safe_repr import describe_error, writable_text
 
 __all__ = ["Upstream", "dumps_call", "dumps_function", "loads_call", "dumps_value", "dumps_error",
            "loads_error", "error_traceback", "import_function"]
@@ -198,7 +198,7 @@ def dumps_error(error: BaseException) -> bytes:
     name and text travel, and the driver raises ``JobFailed`` with them.
     """
     text = writable_text("".join(traceback.format_exception(error)))
-    summary = writable_text(f"{type(error).__qualname__}: {_text_of(error)}")
+    summary = writable_text(describe_error(error))
     blob: bytes | None
     try:
         pickled = dumps_value(error)
@@ -207,15 +207,6 @@ def dumps_error(error: BaseException) -> bytes:
     except Exception:
         blob = None
     return pickle.dumps((blob, text, summary), _PROTOCOL)
-
-
-def _text_of(error: BaseException) -> str:
-    """``str(error)``, or what says that it failed: an exception whose
-    ``__str__`` raises is still the job's own failure, not the worker's."""
-    try:
-        return str(error)
-    except Exception as problem:
-        return f"<its str() raised {type(problem).__name__}>"
 
 
 def error_traceback(blob: bytes) -> str:
