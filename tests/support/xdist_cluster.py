@@ -33,8 +33,14 @@ def is_cluster_test(nodeid: str) -> bool:
 
 
 def make_scheduler(config: Any, log: Any) -> Any:
-    """xdist's load scheduling, with the cluster tests one unit of work."""
-    from xdist.scheduler import LoadScopeScheduling
+    """xdist's load scheduling, with the cluster tests one unit of work; in the
+    fast lane (``-m "not cluster"``) work stealing, whose idle workers take
+    tests from busy ones, so that the lane does not end waiting on one worker's
+    long tail."""
+    from xdist.scheduler import LoadScopeScheduling, WorkStealingScheduling
+
+    if "notcluster" in (config.option.markexpr or "").replace(" ", ""):
+        return WorkStealingScheduling(config, log)
 
     class ClusterTestsTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
