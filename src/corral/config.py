@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 from corral.backends import (AUTO, DEFAULT_BACKEND, BackendInfo, backend_info, backend_names,
                              register_backend, unregister_backend)
-from corral.config_files import CONFIG_NAME, user_config_path
+from corral.config_files import CONFIG_NAME, config_paths, user_config_path
 from corral.errors import CorralError
 from corral.options import parse_options
 from corral.safe_repr import safe_repr
@@ -203,9 +203,9 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
             as a backend that is not described in settings); the error names
             file, line and key.
     """
-    in_cwd = Path(os.getcwd() if cwd is None else cwd) / CONFIG_NAME
-    searched = [user_config_path()]
-    if not _same_file(in_cwd, searched[0]):
+    user_file, in_cwd = config_paths(cwd)
+    searched = [user_file]
+    if not _same_file(in_cwd, user_file):
         searched.append(in_cwd)
     profiles: dict[str, dict[str, Any]] = {}
     smtp: dict[str, _Origin] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CONFIG_NAME", "user_config_path", "config_files_in"]
+__all__ = ["CONFIG_NAME", "user_config_path", "config_paths", "config_files_in"]
 
 CONFIG_NAME = "corral.toml"
 
@@ -29,8 +29,12 @@ def user_config_path() -> Path:
     return platformdirs.user_config_path("corral") / CONFIG_NAME
 
 
+def config_paths(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """The files :func:`corral.config.load_config` reads for *cwd* (default: the
+    current directory), whether or not they exist: the user's, then the local one."""
+    return user_config_path(), Path(os.getcwd() if cwd is None else cwd) / CONFIG_NAME
+
+
 def config_files_in(cwd: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The config files that exist of those :func:`corral.config.load_config`
-    reads for *cwd* (default: the current directory)."""
-    in_cwd = Path(os.getcwd() if cwd is None else cwd) / CONFIG_NAME
-    return [path for path in (user_config_path(), in_cwd) if path.exists()]
+    """Those of :func:`config_paths` that exist."""
+    return [path for path in config_paths(cwd) if path.exists()]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.spec import Call, FunctionRef, JobSpec, Script, Shell
 from corral.journal.codec import encode_spec
-from corral.runtime.chunks import ChunkRunner, PlainCalls
+from corral.runtime.chunks import ChunkRunner
 
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
@@ -145,7 +145,7 @@ def _canonical(value: Any) -> Any:
     the interpreter's hash seed, so pickling them as they are gives other
     bytes in every run."""
     kind = type(value)
-    if kind in _ATOMS or kind is PlainCalls:  # (a chunk's calls of atoms: as they are)
+    if kind in _ATOMS:
         return value
     if kind is set or kind is frozenset:
         return (kind.__name__, tuple(sorted(_stable_bytes(item) for item in value)))

@@ -69,9 +69,9 @@ class FinishedJob:
         """The stand-in for a finished job that a journaled run's registry kept
         as *entry* (see :func:`_finished_entry`)."""
         job = cls.__new__(cls)
-        status, _, key = entry.partition("\0")
+        key = entry.partition("\0")[2]
         job.id, job.name, job.status, job.key, job.owner = (
-            job_id, name, _STATUS_BY_TEXT[status], key or None, owner)
+            job_id, name, _entry_status(entry), key or None, owner)
         return job
 
     def __repr__(self) -> str:
@@ -82,6 +82,11 @@ class FinishedJob:
 #: the registry's table of unfinished jobs).
 _UNFINISHED = ""
 _STATUS_BY_TEXT = {status.value: status for status in JobStatus}
+
+
+def _entry_status(entry: str) -> JobStatus:
+    """The status a :func:`_finished_entry` holds."""
+    return _STATUS_BY_TEXT[entry.partition("\0")[0]]
 
 
 def _finished_entry(record: JobRecord) -> str:
@@ -213,7 +218,7 @@ class JobRegistry:
             for form in forms:
                 entry = namesakes.get(form)
                 if entry is not None and entry != _UNFINISHED:
-                    return _STATUS_BY_TEXT[entry.partition("\0")[0]]
+                    return _entry_status(entry)
             known = self._finished_by_name.get(name)
         if known is not None and str(known.id) == str(job_id):
             return known.status
