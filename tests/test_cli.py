@@ -46,6 +46,9 @@ def q(path: Path) -> str:
 def shared(tmp_path_factory) -> Iterator[Corral]:
     home = tmp_path_factory.mktemp("shared")
     corral = Corral(home, home / "run")
+    # The run and its daemon exist whichever of its tests a worker runs first
+    # (some begin with `corral pause`, which makes no run).
+    assert corral("wait", corral.submit("true")).status == 0
     yield corral
     corral.stop_daemon()
 
