@@ -12,13 +12,15 @@ Workloads (all on 2 slots):
   map-1000      the same through map() (corral, ProcessPoolExecutor) and joblib.Parallel
   map-chunks    1,000 no-op calls through map(chunksize=100) (corral, ProcessPoolExecutor)
                 and joblib.Parallel, which sizes its own batches
+  map-auto      1,000 no-op calls through map(chunksize="auto") and joblib.Parallel
   map-100000    100,000 no-op calls through map() and joblib; the floor of making
                 100,000 concurrent.futures.Future objects is printed beside them; then
-                the same through map(chunksize=1000) (corral, ProcessPoolExecutor) and joblib
+                the same through map(chunksize=1000) (corral, ProcessPoolExecutor) and joblib,
+                and through map(chunksize="auto") and joblib
   true-200      200 runs of `true` as separate processes
   dag-10000     a layered DAG of 10,000 no-op calls (100 layers x 100, 2 parents each)
   latency       submit -> result of one no-op call, median of 200 in a row
-  sleep-100     100 calls of sleep(0.1): ideal is 5.0 s
+  sleep-100     100 calls of sleep(0.1): ideal is 5.0 s; also through map(chunksize="auto")
   import        `import corral` in a fresh interpreter, minus the interpreter's own start
 """
 
@@ -42,7 +44,7 @@ def noop() -> None:
     return None
 
 
-def nap() -> None:
+def nap(*_: object) -> None:
     time.sleep(0.1)
 
 
@@ -76,7 +78,7 @@ def identity(value: int) -> int:
     return value
 
 
-def map_corral(scheduler: corral.Scheduler, count: int, chunksize: int = 1) -> None:
+def map_corral(scheduler: corral.Scheduler, count: int, chunksize: int | str = 1) -> None:
     for _ in scheduler.map(identity, range(count), chunksize=chunksize):
         pass
 
@@ -173,6 +175,13 @@ def sleep_corral(scheduler: corral.Scheduler) -> None:
         job.result()
 
 
+def sleep_corral_auto(scheduler: corral.Scheduler) -> None:
+    """The sleeps through map(chunksize="auto"): each is longer than a chunk's
+    time, so each should keep a job of its own and the slots stay full."""
+    for _ in scheduler.map(nap, range(100), chunksize="auto"):
+        pass
+
+
 def sleep_pool(pool: cf.ProcessPoolExecutor) -> None:
     for future in [pool.submit(nap) for _ in range(100)]:
         future.result()
@@ -238,6 +247,13 @@ def main() -> None:
         rows += ratio_rows("1,000 no-op calls through map(chunksize=100) (joblib: its own "
                            "batches)", times)
 
+        times = median_of(options.repeat, {
+            "corral": lambda: map_corral(scheduler, 1000, "auto"),
+            "joblib (loky)": lambda: map_joblib(parallel, 1000),
+        })
+        rows += ratio_rows('1,000 no-op calls through map(chunksize="auto") (joblib: its own '
+                           'batches)', times)
+
         if not options.skip_large:
             times = median_of(options.repeat, {
                 "corral": lambda: map_corral(scheduler, 100_000),
@@ -251,6 +267,12 @@ def main() -> None:
                               map_peers(scheduler, pool, parallel, 100_000, 1000))
             rows += ratio_rows("100,000 no-op calls through map(chunksize=1,000) (joblib: its "
                                "own batches)", times)
+            times = median_of(options.repeat, {
+                "corral": lambda: map_corral(scheduler, 100_000, "auto"),
+                "joblib (loky)": lambda: map_joblib(parallel, 100_000),
+            })
+            rows += ratio_rows('100,000 no-op calls through map(chunksize="auto") (joblib: '
+                               'its own batches)', times)
 
         times = median_of(options.repeat, {
             "corral": lambda: true_corral(scheduler, 200),
@@ -277,11 +299,14 @@ def main() -> None:
         if not options.skip_sleep:
             corral_sleep = timed(lambda: sleep_corral(scheduler))
             pool_sleep = timed(lambda: sleep_pool(pool))
+            auto_sleep = timed(lambda: sleep_corral_auto(scheduler))
             rows.append(("100 x sleep(0.1) on 2 slots (ideal 5.00 s)", "corral",
                          f"{corral_sleep:.2f} s",
                          f"{(corral_sleep / 5.0 - 1) * 100:+.1f} % vs ideal; "
                          f"ProcessPoolExecutor {pool_sleep:.2f} s "
                          f"({(pool_sleep / 5.0 - 1) * 100:+.1f} %)"))
+            rows.append(('the same through map(chunksize="auto")', "corral",
+                         f"{auto_sleep:.2f} s", f"{(auto_sleep / 5.0 - 1) * 100:+.1f} % vs ideal"))
 
     with_corral, bare = import_time()
     rows.append(("`import corral` (fresh interpreter)", "corral",

@@ -319,3 +319,10 @@ def hostile_on_load(x: int, how: str):
     if x != 2:
         return x
     return _UnprintableOnLoad() if how == "unprintable" else _ExitsOnLoad()
+
+
+def pid_after(seconds: float) -> int:
+    """The worker's pid, after sleeping *seconds* (none for 0)."""
+    if seconds:
+        time.sleep(seconds)
+    return os.getpid()

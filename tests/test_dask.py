@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 import corral
+from corral.journal.store import read_jobs
 import dask_cluster
 from corral import JobStatus
 from jobs import (add, hold_the_gil_after_a_child, raise_custom, report_environment,
@@ -221,6 +222,14 @@ def test_fifty_equal_jobs_dispatched_together_go_to_dask_as_one_graph(cluster, t
         sched.dispatch(jobs)
         assert [job.result(timeout=60) for job in jobs] == [i * i for i in range(50)]
         assert graph_updates(watcher) - before == 1
+
+
+def test_an_automatic_map_runs_tiny_calls_in_chunks_on_dask(cluster, tmp_path):
+    with corral.Scheduler(backend="dask", address=cluster.address,
+                          journal=tmp_path / "run") as sched:
+        assert list(sched.map(square, range(5000), chunksize="auto")) == [
+            i * i for i in range(5000)]
+    assert len(read_jobs(tmp_path / "run")) < 500  # a job per call would be 5,000
 
 
 # -- pause and priority -----------------------------------------------------------------------

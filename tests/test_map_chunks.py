@@ -95,7 +95,7 @@ def test_chunksize_must_be_a_whole_number_of_at_least_one(tmp_path: Path):
         for bad in (0, -2, 2.5, True, "10", None, sys.maxsize + 1, 10**30):
             with pytest.raises(ValueError, match=r"^map\(\): chunksize must be a whole number "
                                                  r"of calls per job, from 1 \(a job per call\) "
-                                                 rf"to {sys.maxsize}, not "):
+                                                 rf"to {sys.maxsize}, or 'auto', not "):
                 scheduler.map(jobs.square, [1, 2], chunksize=bad)
         assert list(scheduler.map(jobs.square, [1, 2], chunksize=1)) == [1, 4]
 

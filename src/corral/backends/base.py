@@ -61,6 +61,12 @@ class Capabilities:
     #: them back unstarted (an update to QUEUED) when asked
     #: (``give_back``), when the job before runs long, or when the worker is lost.
     queues_ahead: bool = False
+    #: How long ``map(..., chunksize="auto")`` aims for one chunk of calls to
+    #: run: long enough that what a job costs besides its calls (a round trip
+    #: through the driver, a task's hand-over, a cluster's queue) is a small
+    #: share of it (see :mod:`corral.core.chunk_sizes`). A minute for a cluster,
+    #: whose jobs take seconds to start.
+    chunk_seconds: float = 60.0
 
 
 #: The verbs a backend's driverless control accepts (see BackendInfo.driverless_control).

@@ -19,15 +19,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import wait as wait_futures
-from typing import Any
+from typing import Any, Protocol
 
 from corral.core.job import Job
-from corral.runtime.chunks import PLAIN_TYPES, ChunkFailed, PlainCalls
+from corral.core.chunk_sizes import as_chunk
+from corral.runtime.chunks import ChunkFailed
 from corral.runtime.threads import signals_allowed, start_thread
 
-__all__ = ["MapFeed", "chunked", "unchunked"]
+__all__ = ["MapFeed", "FollowUp", "chunked", "unchunked"]
 
 _END = None  # put on the queue of batches after the last one
 
@@ -43,13 +44,38 @@ def _take_result(handles: list[Job], deadline: float | None) -> Any:
     return value
 
 
+class FollowUp(Protocol):
+    """What a map whose jobs may stop short (``chunksize="auto"``, see
+    :mod:`corral.core.chunk_sizes`) does about it."""
+
+    def learn(self, job: Job) -> None:
+        """*job* ended (the feeder thread)."""
+
+    def rest(self, job: Job) -> list[Job]:
+        """Jobs (made, not dispatched) for the calls *job* left undone; [] for none."""
+
+    def stops_short(self, job: Job, value: Any) -> bool:
+        """Whether *job*, whose result is *value*, left calls undone."""
+
+
 class MapFeed:
-    """The batches of one ``map()`` call and the thread that dispatches them."""
+    """The batches of one ``map()`` call and the thread that dispatches them.
+
+    With a :class:`FollowUp`, the feeder also watches every job end, and
+    dispatches jobs for what one left undone; the reader, reaching a job that
+    stopped short, reads those next, in its place.
+    """
 
     def __init__(self, make: Callable[[tuple], Job], dispatch: Callable[[list[Job]], object],
                  cancel: Callable[[list[Job], BaseException | None, float], object],
-                 calls: Iterator[tuple], window: int) -> None:
+                 calls: Iterator[tuple], window: int, follow_up: FollowUp | None = None
+                 ) -> None:
         self._make = make
+        self._follow_up = follow_up
+        #: The jobs dispatched for what a job left undone, until the reader
+        #: takes them (guarded by the condition, as the stopping is).
+        self._followers: dict[Job, list[Job]] = {}
+        self._followed = threading.Condition()
         self._dispatch = dispatch
         #: Cancels jobs whose results nobody will read, given the exception
         #: that ended the reading, if one did, and when the map began (their
@@ -71,7 +97,8 @@ class MapFeed:
         self._dispatch(first)
         self._batches.put(first)
         self._complete = self._input_done
-        self._thread = start_thread(self._feed, args=(first,), name="corral-map-feeder")
+        feed = self._feed if follow_up is None else self._feed_following
+        self._thread = start_thread(feed, args=(first,), name="corral-map-feeder")
 
     def _next_batch(self) -> list[Job]:
         """The next batch's jobs. The input is read one item ahead, so that a
@@ -104,23 +131,31 @@ class MapFeed:
             self._input_error = error
         return batch
 
+    def _send_batch(self) -> list[Job] | None:
+        """Make and dispatch the next batch; None when none was sent: the
+        input ended, or the map was stopped or left meanwhile."""
+        batch = self._next_batch()
+        if not batch:
+            self._complete = self._input_done  # (an input that raised is not)
+            return None
+        if self._stop.is_set():  # made but not dispatched: the map is cut short
+            return None
+        self._dispatch(batch)
+        self._batches.put(batch)
+        if self._stop.is_set() and self._cut_short is None:
+            self._cancel(batch, self._left_by, self.started)  # the reader left
+            return None
+        # (Stopped meanwhile by a shutdown without wait: the batch was
+        # dispatched, so it runs and its results are read.)
+        self._complete = self._input_done
+        return batch
+
     def _feed(self, previous: list[Job]) -> None:
         try:
             while not self._stop.is_set():
-                batch = self._next_batch()
-                if not batch:
-                    self._complete = self._input_done  # (an input that raised is not)
+                batch = self._send_batch()
+                if batch is None:
                     break
-                if self._stop.is_set():  # made but not dispatched: the map is cut short
-                    break
-                self._dispatch(batch)
-                self._batches.put(batch)
-                if self._stop.is_set() and self._cut_short is None:
-                    self._cancel(batch, self._left_by, self.started)  # the reader left
-                    break
-                # (Stopped meanwhile by a shutdown without wait: the batch was
-                # dispatched, so it runs and its results are read.)
-                self._complete = self._input_done
                 while not self._stop.is_set() and wait_futures(previous, timeout=0.2).not_done:
                     pass
                 previous = batch
@@ -128,6 +163,59 @@ class MapFeed:
             self._error = error
         finally:
             self._batches.put(_END)
+
+    def _feed_following(self, first: list[Job]) -> None:
+        """:meth:`_feed` for a map with a :class:`FollowUp`: the next batch once
+        no more than a batch's worth of the input's jobs is unfinished, and
+        each job, as it ends, learnt from and followed up. It ends when every
+        job has ended (or the map is stopped)."""
+        assert self._follow_up is not None
+        ended: queue.SimpleQueue[tuple[Job, bool]] = queue.SimpleQueue()
+
+        def watch(jobs: list[Job], of_input: bool) -> None:
+            def tell(done: Future) -> None:
+                ended.put((done, of_input))  # type: ignore[arg-type]
+
+            for job in jobs:
+                job.add_done_callback(tell)
+
+        input_left = unfinished = len(first)  # of the input's jobs; of all
+        watch(first, True)
+        try:
+            while not self._stop.is_set():
+                while not self._complete and input_left <= self._window:
+                    batch = self._send_batch()
+                    if batch is None:
+                        break
+                    input_left += len(batch)
+                    unfinished += len(batch)
+                    watch(batch, True)
+                if unfinished == 0 or self._stop.is_set():
+                    break
+                try:
+                    job, of_input = ended.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                unfinished -= 1
+                input_left -= of_input
+                self._follow_up.learn(job)
+                with self._followed:
+                    if self._stop.is_set():
+                        break
+                    rest = self._follow_up.rest(job)
+                    if rest:
+                        self._dispatch(rest)
+                        self._followers[job] = rest
+                        self._followed.notify_all()
+                del job
+                unfinished += len(rest)
+                watch(rest, False)
+        except BaseException as error:  # told to the reader when it gets there
+            self._error = error
+        finally:
+            self._batches.put(_END)
+            with self._followed:
+                self._followed.notify_all()  # a reader waiting for followers: there are none
 
     def stop(self, why: str | None = None) -> None:
         """Dispatch nothing more; *why* (the scheduler's shutdown or interrupt)
@@ -160,14 +248,19 @@ class MapFeed:
                     handles = got
                     got = None
                     handles.reverse()  # popped from the end: each job let go once read
-                yield _take_result(handles, deadline)  # (not kept here while the caller holds it)
+                if self._follow_up is None:
+                    yield _take_result(handles, deadline)  # (not kept while the caller holds it)
+                else:
+                    yield self._take_following(handles, deadline)
         finally:
             # What ended the reading, if anything did: an exception raised here
             # (a cancelled call's), or GeneratorExit when the caller's loop
             # was left, by an exception of its own or a break.
             self._left_by = sys.exc_info()[1]
-            self._stop.set()
-            unread = handles
+            with self._followed:  # (no follower is dispatched after this)
+                self._stop.set()
+                unread = handles + [job for rest in self._followers.values() for job in rest]
+                self._followers.clear()
             while True:  # and those dispatched but not read at all
                 try:
                     batch = self._batches.get_nowait()
@@ -176,6 +269,33 @@ class MapFeed:
                 unread += batch or []
             if unread:
                 self._cancel(unread, self._left_by, self.started)  # at once, not one by one
+
+
+    def _take_following(self, handles: list[Job], deadline: float | None) -> Any:
+        """:func:`_take_result`, and where that job stopped short, the jobs
+        that finish its work put next in line."""
+        job = handles[-1]
+        value = _take_result(handles, deadline)
+        assert self._follow_up is not None
+        if self._follow_up.stops_short(job, value):
+            handles.extend(reversed(self._followers_of(job, deadline)))
+        return value
+
+    def _followers_of(self, job: Job, deadline: float | None) -> list[Job]:
+        """The jobs dispatched for what *job* left undone, once the feeder has
+        dispatched them (it watches every job end)."""
+        with self._followed:
+            while job not in self._followers:
+                if not self._thread.is_alive():  # stopped, or failed, before it got there
+                    if self._error is not None:
+                        raise self._error
+                    raise CancelledError(f"map(): {self._cut_short or 'the map was stopped'} "
+                                         "before every call was dispatched")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError("map(): a result was not there in time")
+                self._followed.wait(0.2 if left is None else min(0.2, left))
+            return self._followers.pop(job)
 
 
 def chunked(calls: Iterator[tuple], size: int) -> Iterator[tuple[list[tuple], int]]:
@@ -193,8 +313,7 @@ def chunked(calls: Iterator[tuple], size: int) -> Iterator[tuple[list[tuple], in
             raise
         if not chunk:
             return
-        if all(type(argument) in PLAIN_TYPES for arguments in chunk for argument in arguments):
-            chunk = PlainCalls(chunk)
+        chunk = as_chunk(chunk)
         yield chunk, first
         first += len(chunk)
 

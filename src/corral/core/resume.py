@@ -110,6 +110,17 @@ class Resumer:
                 self._clear_files(stored)
         return ids
 
+    def would_restore(self, job: JobRecord) -> bool:
+        """Whether :meth:`plan` would restore *job* if it were dispatched now: an
+        earlier run completed a job of the same key, whose result loads. Nothing
+        is counted or taken (an automatic map tries chunk sizes with it)."""
+        if not len(self.previous) or job.always_new or job.id is not None:
+            return False
+        digest = job_digest(job)
+        key = f"{digest}#{self._occurrences.get(digest, 0) + 1}"
+        stored = self.previous.get(key)
+        return stored is not None and completed_before(stored) and _result_loads(stored)
+
     @staticmethod
     def _clear_files(stored: StoredJob) -> None:
         """A job that runs again starts with an empty job directory."""

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from corral.core import driver_signals
 from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, make_backend,
@@ -32,6 +32,7 @@ from corral.errors import BackendError, ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result
+from corral.core.chunk_sizes import AutoChunks, ChunkSizer, as_chunk, sizes_to_try
 from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
 from corral.options import bounded_tuple, parse_options
@@ -68,6 +69,9 @@ MAP_WINDOW = 1_000
 #: The most chunk jobs of a ``map(chunksize=N)`` made and dispatched at once for
 #: the sake of keeping workers busy (two per core, where the backend has cores).
 CHUNK_WINDOW = 32
+#: An automatic chunk (``chunksize="auto"``) that has run this many times the
+#: backend's chunk time ends after the call that runs; other jobs take the rest.
+AUTO_CHUNK_BUDGET = 4
 
 
 class Submitter:
@@ -119,7 +123,7 @@ class Submitter:
         return queue_with(self, func, options)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1) -> Iterator[Any]:
+            chunksize: int | Literal["auto"] = 1) -> Iterator[Any]:
         """Like ``Executor.map``: results in order, jobs run in parallel.
 
         Every call is a job of its own (status, result, output, journal row),
@@ -138,32 +142,36 @@ class Submitter:
         chunk has one status, one output and one journal row, and is retried,
         cancelled and resumed as a whole (see :mod:`corral.runtime.chunks`).
         For calls of microseconds, where a job per call costs more than the
-        call, this is many times faster.
+        call, this is many times faster. With ``"auto"``, the size of each
+        chunk is learnt from how long the calls before it took: calls of
+        microseconds go thousands to a job, calls that take longer than the
+        backend's chunk time (5 ms locally) one to a job (see
+        :mod:`corral.core.chunk_sizes`).
 
         Raises:
             ValueError: *fn* is neither a callable nor ``"package.module:function"``,
-                *chunksize* is not a whole number of at least 1, or a bad option
-                (when called).
+                *chunksize* is neither a whole number of at least 1 nor ``"auto"``,
+                or a bad option (when called).
             TimeoutError: from the iterator, when a result is not there
                 *timeout* seconds after this call.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if type(chunksize) is not int or not 1 <= chunksize <= sys.maxsize:
+        automatic = isinstance(chunksize, str) and chunksize == "auto"
+        if not automatic and (type(chunksize) is not int or not 1 <= chunksize <= sys.maxsize):
             raise ValueError(f"map(): chunksize must be a whole number of calls per job, from "
-                             f"1 (a job per call) to {sys.maxsize}, not {safe_repr(chunksize)}")
+                             f"1 (a job per call) to {sys.maxsize}, or 'auto', not "
+                             f"{safe_repr(chunksize)}")
         task = make_task(fn, (), {})
         if not isinstance(task, (Call, FunctionRef)):
             raise ValueError(f"map() takes a callable or 'package.module:function', not "
                              f"{safe_repr(fn)}")
         calls: Iterator[tuple] = zip(*iterables, strict=False)
         window = MAP_WINDOW
-        if chunksize > 1:
-            task = make_task(ChunkRunner(task.fn if isinstance(task, Call) else task.target))
-            calls = chunked(calls, chunksize)
-            # Enough chunks at once to keep every slot busy, at least MAP_WINDOW
-            # calls' worth; not more: the driver holds each chunk's calls.
-            slots = self._scheduler._slots or CHUNK_WINDOW
-            window = max(-(-MAP_WINDOW // chunksize), min(CHUNK_WINDOW, 2 * slots))
+        chunks = automatic or chunksize > 1  # type: ignore[operator]
+        chunk_seconds = self._scheduler._engine.capabilities.chunk_seconds
+        if chunks:
+            task = make_task(ChunkRunner(task.fn if isinstance(task, Call) else task.target,
+                                         AUTO_CHUNK_BUDGET * chunk_seconds if automatic else None))
         spec_for = spec_maker(make_spec(task, {**self._defaults,
                                                **self._scheduler._with_profile({})}))
         scheduler = self._scheduler
@@ -178,10 +186,23 @@ class Submitter:
         def cancel(jobs: list[Job], left_by: BaseException | None, began: float) -> None:
             scheduler._cancel_many(jobs, driver_signals.unread_reason(left_by, began))
 
-        feed = MapFeed(make, dispatch, cancel, calls, window)
+        follow_up = None
+        if chunks:
+            # Enough chunks at once to keep every slot busy (at least MAP_WINDOW
+            # calls' worth of a fixed size); not more: the driver holds each chunk's calls.
+            slots = scheduler._slots or CHUNK_WINDOW
+            if automatic:
+                follow_up = AutoChunks(ChunkSizer(chunk_seconds), make,
+                                       scheduler._completed_chunks(make))
+                calls = follow_up.chunks(calls)
+                window = min(CHUNK_WINDOW, max(4, 2 * slots))
+            else:
+                calls = chunked(calls, chunksize)  # type: ignore[arg-type]
+                window = max(-(-MAP_WINDOW // chunksize), min(CHUNK_WINDOW, 2 * slots))  # type: ignore[operator]
+        feed = MapFeed(make, dispatch, cancel, calls, window, follow_up)
         scheduler._feeds.add(feed)
         results = feed.results(deadline)
-        return unchunked(results) if chunksize > 1 else results
+        return unchunked(results) if chunks else results
 
     def shell(self, command: str | Iterable[Any], **options: Any) -> Job:
         """Run a shell command: a string goes to ``/bin/sh -c``, a list runs without a shell."""
@@ -368,9 +389,10 @@ class Scheduler(Executor):
         return self._plain.submit(fn, *args, **kwargs)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1) -> Iterator[Any]:
+            chunksize: int | Literal["auto"] = 1) -> Iterator[Any]:
         """``fn`` over the *iterables*, each call a job (each *chunksize* calls,
-        above 1), results in order (see :meth:`Submitter.map`)."""
+        above 1; as many as take about 5 ms locally with ``"auto"``), results in
+        order (see :meth:`Submitter.map`)."""
         return self._plain.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
 
     @overload
@@ -412,6 +434,27 @@ class Scheduler(Executor):
             RuntimeError: the scheduler was shut down, or the interpreter is exiting.
         """
         return self._dispatch(jobs, collectable=True)
+
+    def _completed_chunks(self, make: Callable[[tuple], Job]
+                          ) -> Callable[[list[tuple], int], int | None] | None:
+        """For an automatic map (``chunksize="auto"``) of a journaled rerun: what
+        gives the size of the chunk an earlier run completed at a place, found
+        by trying each size the earlier run may have chosen there; None when
+        there is no earlier run. (A chunk with Jobs among its arguments is keyed
+        with theirs, known only when it is dispatched: it is not looked for.)"""
+        resumer = self._resumer
+        if resumer is None or not len(resumer.previous):
+            return None
+
+        def completed_size(ahead: list[tuple], first: int) -> int | None:
+            for size in sizes_to_try(len(ahead)):
+                record = make((as_chunk(ahead[:size]), first))._record
+                if _value_deps(record):
+                    return None
+                if resumer.would_restore(record):
+                    return size
+            return None
+        return completed_size
 
     def _dispatch(self, jobs: Job | Iterable[Job], collectable: bool) -> list[Job]:
         """:meth:`dispatch`; *collectable* jobs' Results go to :meth:`collect`

@@ -22,6 +22,8 @@ and raises its exception (see :func:`corral.core.mapping.unchunked`). An abort
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +31,7 @@ from corral.errors import JobFailed, RemoteTraceback
 from corral.runtime.abort import abort_requested
 from corral.runtime.payload import dumps_error, dumps_value, import_function, loads_error
 from corral.safe_repr import describe_error
+from corral.units import format_span
 
 __all__ = ["ChunkRunner", "ChunkFailed", "PlainCalls", "PLAIN_TYPES"]
 
@@ -58,10 +61,14 @@ class ChunkRunner:
     :func:`corral.core.identity.job_digest`).
     """
 
-    def __init__(self, fn: Callable[..., Any] | str) -> None:
+    def __init__(self, fn: Callable[..., Any] | str, budget_s: float | None = None) -> None:
         #: The function, or ``"package.module:function"``, imported where the
         #: chunk runs (as a map of such a target imports it only there).
         self.fn = fn
+        #: Past this many seconds, the chunk ends after the call that runs,
+        #: leaving the rest to other jobs (``chunksize="auto"``: see
+        #: :mod:`corral.core.chunk_sizes`); None: every call runs here.
+        self.budget_s = budget_s
         if isinstance(fn, str):
             module, _, path = fn.partition(":")
             self.__module__, self.__qualname__ = module, path
@@ -74,7 +81,8 @@ class ChunkRunner:
     def __call__(self, calls: Sequence[tuple[Any, ...]], first: int) -> list[Any]:
         """The results of ``fn(*arguments)`` for each of *calls*, the map's
         items *first*, *first* + 1, ...; fewer if the job was asked to abort
-        (:func:`corral.abort_requested`), which makes it CANCELLED.
+        (:func:`corral.abort_requested`), which makes it CANCELLED, or ran past
+        its budget (the calls not run are then the map's to give to other jobs).
 
         Raises:
             ChunkFailed: a call raised, even SystemExit or KeyboardInterrupt,
@@ -84,6 +92,7 @@ class ChunkRunner:
         failures: dict[int, bytes] = {}
         first_error: tuple[int, BaseException] | None = None  # the cause ChunkFailed names
         fn = import_function(self.fn) if isinstance(self.fn, str) else self.fn
+        deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
         for index, arguments in enumerate(calls):
             try:
                 values.append(fn(*arguments))
@@ -92,6 +101,9 @@ class ChunkRunner:
                 failures[index] = dumps_error(error)
                 first_error = first_error or (index, error)
             if abort_requested():
+                break
+            if deadline is not None and time.monotonic() > deadline and index + 1 < len(calls):
+                _say_left(first + index + 1, first + len(calls) - 1, self.budget_s or 0.0)
                 break
         unsendable = _fail_unsendable(values, failures, first)
         if unsendable is not None and (first_error is None or unsendable[0] < first_error[0]):
@@ -102,6 +114,14 @@ class ChunkRunner:
 
     def __repr__(self) -> str:
         return f"<chunks of {self.__qualname__}>"
+
+
+def _say_left(first: int, last: int, budget_s: float) -> None:
+    """Note in the chunk's stderr (``corral logs``) that it stopped short, and
+    why: its row still names every call it was given."""
+    took = f"{budget_s * 1000:.0f} ms" if budget_s < 1 else format_span(budget_s)
+    print(f"corral: this chunk ran past its {took}; calls {first}-{last} of the map were left "
+          "to other jobs", file=sys.stderr, flush=True)
 
 
 def _fail_unsendable(values: list[Any], failures: dict[int, bytes], first: int

@@ -46,6 +46,8 @@ BACKEND = BackendInfo(
         # Dask has no walltime: the engine's deadline kills a job past it.
         enforces_walltime=False,
         packs_locally=False,
+        # A task costs the client and the scheduler about a millisecond or two.
+        chunk_seconds=0.1,
     ),
     factory="corral.backends.dask.backend:DaskBackend",
     option_help=option_help({

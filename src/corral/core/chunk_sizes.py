@@ -1,0 +1,191 @@
+"""``map(..., chunksize="auto")``: chunk sizes learnt from how long calls take.
+
+A job per call costs the driver tens of microseconds, which for calls of a
+few microseconds is most of the run; a fixed chunk size asks the user to know
+how long their calls take. With ``"auto"`` the map starts with a call per job
+and sizes each next chunk so that it runs about the backend's
+:attr:`~corral.backends.base.Capabilities.chunk_seconds` (5 ms on the local
+backend): tiny calls end up thousands to a job, calls that take longer than
+that keep a job each (and so their own status, output and journal row).
+
+The size follows the calls: it grows at most eightfold per batch of chunks
+(one slow first call cannot make the rest crawl, one fast one cannot make a
+chunk of a thousand slow calls), and falls at once when calls become slower.
+Calls within one chunk still run one after another: a call that is suddenly
+slow holds up the rest of its chunk, never the chunks after it (its worker
+gives those back, see :mod:`corral.core.ahead`).
+
+Sizes are powers of two. A journaled rerun recognises a chunk by its calls and
+first position, so to find the chunks an earlier run completed, whatever
+sizes it chose, it tries each power of two at the place it has reached, the
+largest first (see :func:`auto_chunks`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from corral.core.job import Job
+from corral.runtime.chunks import PLAIN_TYPES, ChunkFailed, PlainCalls
+
+__all__ = ["AutoChunks", "ChunkSizer", "LARGEST_AUTO_CHUNK", "auto_chunks", "as_chunk",
+           "sizes_to_try"]
+
+#: The most calls an automatic chunk holds: enough that a chunk of no-op calls
+#: costs the driver under 1 % of its run; few enough that the driver holds a
+#: map's unfinished calls in modest memory.
+LARGEST_AUTO_CHUNK = 4096
+#: The most a chunk size grows from one batch of chunks to the next.
+_GROWTH = 8
+
+
+class ChunkSizer:
+    """The size of the next chunk of an automatic map, learnt from the chunks
+    that ended (the feeder thread learns; the thread making chunks asks).
+
+    The time a call takes is the time of the chunks seen so far over their
+    calls, the older ones weighing half as much with each new chunk: a
+    chunk's own start-up makes a chunk of one call look slow, and one chunk
+    that a pause of the machine held up must not shrink the next ones much.
+    """
+
+    def __init__(self, seconds: float, largest: int = LARGEST_AUTO_CHUNK) -> None:
+        #: How long a chunk should run.
+        self.seconds = seconds
+        self.largest = largest
+        #: The size of the chunks made from now on (a power of two).
+        self.size = 1
+        self._calls = 0.0  # seen, weighed
+        self._took = 0.0  # seconds, weighed alike
+        self._lock = threading.Lock()
+
+    def learn(self, calls: int, seconds: float, afresh: bool = False) -> None:
+        """Size the next chunks knowing that a chunk of *calls* calls ran
+        *seconds*; *afresh*: forgetting the chunks before (it ran past its
+        budget: the calls are no longer what they were)."""
+        if calls <= 0:
+            return
+        with self._lock:
+            if afresh:
+                self._calls = self._took = 0.0
+            self._calls = self._calls / 2 + calls
+            self._took = self._took / 2 + max(0.0, seconds)
+            per_call = self._took / self._calls
+            wanted = self.largest if per_call <= 0 else int(self.seconds / per_call)
+            self.size = _power_of_two_at_most(max(1, min(wanted, self.size * _GROWTH,
+                                                         self.largest)))
+
+
+def _power_of_two_at_most(number: int) -> int:
+    return 1 << (number.bit_length() - 1)
+
+
+def as_chunk(calls: list[tuple]) -> list[tuple]:
+    """*calls* as a chunk's first argument: marked :class:`PlainCalls` when every
+    argument is a plain value (no Job to look for, no set to put in order)."""
+    if all(type(argument) in PLAIN_TYPES for arguments in calls for argument in arguments):
+        return PlainCalls(calls)
+    return calls
+
+
+def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer,
+                completed_size: Callable[[list[tuple], int], int | None] | None = None,
+                first: int = 0) -> Iterator[tuple[list[tuple], int]]:
+    """The argument tuples of *calls* in chunks sized by *sizer*, each with the
+    map's number of its first call (a ChunkRunner job's arguments).
+
+    *completed_size* (a journaled rerun) is asked, with the calls read ahead
+    and the place reached, for the size of a chunk an earlier run completed
+    there; such a chunk is made again as it was, so that it is restored rather
+    than run. It needs the input read up to the largest size ahead; without it,
+    no more is read than the next chunk holds. An error the input raises comes
+    after the chunks of the calls read before it. *first* is the map's number
+    of the first of *calls*.
+    """
+    ahead: list[tuple] = []
+    failure: Exception | None = None
+    while True:
+        wanted = sizer.largest if completed_size is not None else sizer.size
+        if failure is None and len(ahead) < wanted:
+            try:
+                ahead.extend(itertools.islice(calls, wanted - len(ahead)))
+            except Exception as error:  # the input's: raised after what was read before it
+                failure = error
+        if not ahead:
+            if failure is not None:
+                raise failure
+            return
+        size = completed_size(ahead, first) if completed_size is not None else None
+        if size is None:
+            size = min(sizer.size, len(ahead))
+        chunk, ahead = ahead[:size], ahead[size:]
+        yield as_chunk(chunk), first
+        first += len(chunk)
+
+
+def sizes_to_try(available: int, largest: int = LARGEST_AUTO_CHUNK) -> list[int]:
+    """The sizes an automatic map may have given a chunk at a place with
+    *available* calls left, largest first: the powers of two, and all that is
+    left (the last chunk of an input holds what remained)."""
+    most = max(1, min(available, largest))
+    sizes = [most]
+    size = _power_of_two_at_most(most)
+    if size == most:
+        size >>= 1
+    while size:
+        sizes.append(size)
+        size >>= 1
+    return sizes
+
+
+class AutoChunks:
+    """The chunks of one automatic map (a :class:`corral.core.mapping.FollowUp`):
+    sized as the calls before them ran; a chunk that ran past its budget (see
+    :class:`corral.runtime.chunks.ChunkRunner`) is followed by chunks for the
+    calls it left, sized from what it learnt, which run in parallel."""
+
+    def __init__(self, sizer: ChunkSizer, make: Callable[[tuple], Job],
+                 completed_size: Callable[[list[tuple], int], int | None] | None) -> None:
+        self.sizer = sizer
+        self._make = make
+        self._completed_size = completed_size
+
+    def chunks(self, calls: Iterator[tuple]) -> Iterator[tuple[list[tuple], int]]:
+        """The arguments of the chunk jobs of a map of *calls*."""
+        return auto_chunks(calls, self.sizer, self._completed_size)
+
+    def learn(self, job: Job) -> None:
+        ran = _calls_run(job)
+        if ran and job.started is not None and job.ended is not None:
+            self.sizer.learn(ran, job.ended - job.started, afresh=ran < len(_chunk_of(job)[0]))
+
+    def rest(self, job: Job) -> list[Job]:
+        calls, first = _chunk_of(job)
+        ran = _calls_run(job)
+        if ran is None or ran >= len(calls):
+            return []
+        return [self._make(arguments) for arguments in auto_chunks(
+            iter(calls[ran:]), self.sizer, self._completed_size, first + ran)]
+
+    def stops_short(self, job: Job, value: Any) -> bool:
+        return len(value) < len(_chunk_of(job)[0])
+
+
+def _chunk_of(job: Job) -> tuple[list[tuple], int]:
+    """A chunk job's calls and the map's number of the first."""
+    return job._record.spec.task.args  # type: ignore[union-attr]
+
+
+def _calls_run(job: Job) -> int | None:
+    """How many calls an ended chunk job ran (those before a stop, an abort);
+    None if it did not run them (cancelled, killed, lost)."""
+    try:
+        error = job.exception(0)
+    except BaseException:  # cancelled
+        return None
+    if error is None:
+        return len(job.result(0))
+    return len(error.values) if isinstance(error, ChunkFailed) else None

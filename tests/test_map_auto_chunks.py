@@ -1,0 +1,198 @@
+"""``map(..., chunksize="auto")``: chunk sizes learnt from how long the calls take.
+
+Tiny calls should go thousands to a job, as joblib batches them, without the
+user choosing a number; calls slower than a chunk's time keep a job each; a
+chunk whose calls turn slow hands the rest of its calls to other jobs instead
+of keeping a worker on them alone; and a journaled rerun finds the chunks an
+earlier run completed, whatever sizes that run chose.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import corral
+from corral import JobStatus
+from corral.core.chunk_sizes import ChunkSizer, sizes_to_try
+from corral.journal.store import read_jobs
+from corral.runtime.chunks import ChunkRunner
+from corral.runtime.spool import read_output
+
+import jobs
+
+
+def _calls_per_job(run_dir: Path) -> list[int]:
+    """How many calls each chunk job of the run held, from its command line
+    (``mod.fn(…) ×N: calls a-b of a map``), in the order they were made."""
+    return [int(job.command.split("×")[1].split(":")[0]) for job in read_jobs(run_dir)]
+
+
+def test_tiny_calls_go_thousands_to_a_job_and_every_result_comes_in_order(tmp_path: Path):
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        assert list(scheduler.map(jobs.square, range(20_000), chunksize="auto")) == [
+            number * number for number in range(20_000)]
+    sizes = _calls_per_job(tmp_path / "run")
+    assert sum(sizes) == 20_000
+    assert len(sizes) < 200  # a job per call would be 20,000
+    assert max(sizes) >= 1024
+    assert {job.status for job in read_jobs(tmp_path / "run")} == {JobStatus.COMPLETED}
+
+
+def test_an_automatic_map_takes_what_a_map_takes(tmp_path: Path):
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        assert list(scheduler.map(jobs.add, [1, 2, 3], [10, 20, 30], chunksize="auto")) == [
+            11, 22, 33]
+        assert list(scheduler.map(jobs.square, [], chunksize="auto")) == []
+        assert list(scheduler.map(jobs.square, [7], chunksize="auto")) == [49]
+        assert list(scheduler.map("operator:neg", range(5), chunksize="auto")) == [
+            0, -1, -2, -3, -4]
+        first = scheduler.submit(jobs.square, 4)
+        assert list(scheduler.map(jobs.add, [first, 1], [1, 2], chunksize="auto")) == [17, 3]
+
+
+def test_calls_slower_than_a_chunks_time_keep_a_job_each(tmp_path: Path):
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        pids = list(scheduler.map(jobs.pid_after, [0.03] * 12, chunksize="auto"))
+    assert len(pids) == 12
+    assert _calls_per_job(tmp_path / "run") == [1] * 12
+
+
+def test_a_chunk_whose_calls_turn_slow_leaves_the_rest_to_other_workers(tmp_path: Path):
+    """Thousands of tiny calls make the chunks big; the slow calls that follow
+    must not all run one after another in the big chunk that holds them."""
+    pauses = [0.0] * 6000 + [0.05] * 8
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        pids = list(scheduler.map(jobs.pid_after, pauses, chunksize="auto"))
+    assert len(pids) == 6008
+    assert len(set(pids[6000:])) == 2  # the slow calls ran on both workers
+    stored = read_jobs(tmp_path / "run")
+    assert {job.status for job in stored} == {JobStatus.COMPLETED}
+    assert len(stored) < 100
+    notes = [read_output(Path(job.jobdir) / "stderr") for job in stored if job.jobdir]
+    assert any(re.fullmatch(r"corral: this chunk ran past its 20 ms; calls \d+-\d+ of the map "
+                            r"were left to other jobs\n", note) for note in notes)
+
+
+def test_chunks_that_stop_short_are_followed_in_order(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    """With no time to spare, every chunk runs one call and leaves the rest to
+    the jobs that follow it: the map's results must still come whole and in order."""
+    monkeypatch.setattr("corral.core.scheduler.AUTO_CHUNK_BUDGET", 0)
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        assert list(scheduler.map(jobs.square, range(300), chunksize="auto")) == [
+            number * number for number in range(300)]
+    stored = read_jobs(tmp_path / "run")
+    assert len(stored) == 300  # one call ran in each
+    assert {job.status for job in stored} == {JobStatus.COMPLETED}
+
+
+def test_an_unread_automatic_map_still_runs_every_call(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("corral.core.scheduler.AUTO_CHUNK_BUDGET", 0)
+    log = tmp_path / "ran"
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        scheduler.map(jobs.note_and_square, [str(log)] * 50, range(50), chunksize="auto")
+    assert sorted(map(int, log.read_text().split())) == list(range(50))
+
+
+def test_leaving_an_automatic_map_early_cancels_what_was_not_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("corral.core.scheduler.AUTO_CHUNK_BUDGET", 0)
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        results = scheduler.map(jobs.pid_after, [0.02] * 40, chunksize="auto")
+        next(results)
+        results.close()
+        assert scheduler.wait(timeout=30)
+    statuses = {job.status for job in read_jobs(tmp_path / "run")}
+    assert JobStatus.CANCELLED in statuses
+    assert statuses <= {JobStatus.COMPLETED, JobStatus.CANCELLED}
+
+
+def test_a_call_that_raises_gives_the_results_before_it_then_its_exception(tmp_path: Path):
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler:
+        got = []
+        with pytest.raises(ValueError, match="negative: -1"):
+            for value in scheduler.map(jobs.square_unless_negative,
+                                       [*range(2000), -1, 5], chunksize="auto"):
+                got.append(value)
+    assert got == [number * number for number in range(2000)]
+
+
+def test_chunksize_auto_is_spelt_as_such(tmp_path: Path):
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        for bad in ("Auto", "automatic", "", b"auto"):
+            with pytest.raises(ValueError, match=r"^map\(\): chunksize must be a whole number "
+                                                 r".* or 'auto', not "):
+                scheduler.map(jobs.square, [1, 2], chunksize=bad)
+
+
+def _rerun_script(tmp_path: Path, log: Path) -> Path:
+    script = tmp_path / "squares.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        import corral
+        import jobs
+
+        numbers = list(range(3000))
+        if sys.argv[1] == "first":
+            numbers[2999] = -1
+        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
+            try:
+                results = list(scheduler.map(jobs.note_and_square, [{str(log)!r}] * 3000,
+                                             numbers, chunksize="auto"))
+                print(sum(results))
+            except ValueError as error:
+                print("raised", error)
+    """))
+    return script
+
+
+def test_a_journaled_rerun_finds_the_chunks_an_earlier_run_completed(tmp_path: Path):
+    """The first run's sizes came from its own timings; the rerun must find its
+    completed chunks all the same and run only the chunk that failed."""
+    log = tmp_path / "ran"
+    script = _rerun_script(tmp_path, log)
+    env = {"PYTHONPATH": f"{Path(__file__).parent}:{Path(corral.__file__).parent.parent}",
+           "PATH": "/usr/bin:/bin"}
+
+    def run(which: str) -> str:
+        return subprocess.run([sys.executable, str(script), which], capture_output=True,
+                              text=True, check=True, timeout=120, env=env).stdout
+
+    assert run("first") == "raised negative: -1\n"
+    assert sorted(map(int, log.read_text().split())) == [-1, *range(2999)]
+    failed = [job for job in read_jobs(tmp_path / "run") if job.status is JobStatus.FAILED]
+    assert len(failed) == 1
+    first, last = map(int, failed[0].command.split("calls ")[1].split(" ")[0].split("-"))
+    log.write_text("")
+    assert run("second") == f"{sum(n * n for n in range(3000))}\n"
+    assert sorted(map(int, log.read_text().split())) == list(range(first, last + 1))
+    log.write_text("")
+    assert run("second") == f"{sum(n * n for n in range(3000))}\n"
+    assert log.read_text() == ""  # every chunk restored
+
+
+def test_a_chunk_past_its_budget_ends_after_the_call_that_runs():
+    runner = ChunkRunner(jobs.pid_after, budget_s=0.05)
+    assert len(runner([(0.03,)] * 5, 0)) == 2
+    assert len(ChunkRunner(jobs.pid_after)([(0.0,)] * 5, 0)) == 5
+
+
+def test_sizes_grow_at_most_eightfold_and_fall_at_once():
+    sizer = ChunkSizer(seconds=0.005)
+    assert sizer.size == 1
+    sizer.learn(1, 0.000_001)
+    assert sizer.size == 8
+    sizer.learn(8, 0.000_008)
+    assert sizer.size == 64
+    sizer.learn(64, 0.640, afresh=True)  # 10 ms a call: one a chunk
+    assert sizer.size == 1
+    assert sizes_to_try(5) == [5, 4, 2, 1]
+    assert sizes_to_try(8) == [8, 4, 2, 1]
+    assert sizes_to_try(10_000)[0] == 4096
