@@ -34,6 +34,19 @@ def test_shutting_down_a_paused_scheduler_finishes_its_queued_jobs():
     assert [job.result(timeout=0) for job in queued] == [0, 1, 4]
 
 
+@pytest.mark.parametrize("chunksize", [1, "auto"])
+def test_shutting_down_a_paused_scheduler_finishes_a_map_it_was_running(
+        monkeypatch: pytest.MonkeyPatch, chunksize):
+    """BUG: the map's feeder, which dispatches the next calls as the ones
+    before end, was waited for before the scheduler resumed: it hung for ever."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 5)
+    with corral.Scheduler(cores=1) as sched:
+        squares = sched.map(jobs.square, range(40), chunksize=chunksize)
+        assert next(squares) == 0
+        sched.pause()
+    assert list(squares) == [number * number for number in range(1, 40)]
+
+
 def test_cancelling_the_next_job_of_a_full_queue_does_not_strand_the_rest(tmp_path, release):
     with corral.Scheduler(cores=2, queues={"io": 1}) as sched:
         first = sched.options(queue="io").submit(jobs.wait_for_file, str(release))

@@ -262,11 +262,16 @@ class Engine:
 
     def _begin_close(self) -> None:
         self._closing = True
+        self.resume_to_finish()
+
+    def resume_to_finish(self) -> None:
+        """Resume a paused scheduler that is shutting down: closing means
+        finishing what was dispatched (loop thread)."""
         if self.paused and self.packer:
             log.warning("shutting down a paused scheduler: resuming to finish %d queued jobs",
                         len(self.packer))
         if self.paused:
-            self.set_paused(False)  # closing means finishing what was dispatched
+            self.set_paused(False)
 
     # -- the loop ----------------------------------------------------------------------
 

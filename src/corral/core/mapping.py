@@ -270,7 +270,6 @@ class MapFeed:
             if unread:
                 self._cancel(unread, self._left_by, self.started)  # at once, not one by one
 
-
     def _take_following(self, handles: list[Job], deadline: float | None) -> Any:
         """:func:`_take_result`, and where that job stopped short, the jobs
         that finish its work put next in line."""

@@ -826,7 +826,12 @@ class Scheduler(Executor):
         ones with *cancel_futures*); then stop every worker process."""
         if wait:
             self._refuse_on_loop_thread("shutdown(wait=True)")
-        for feed in list(self._feeds):  # a map's calls not dispatched yet: all, or none
+        feeds = list(self._feeds)  # a map's calls not dispatched yet: all, or none
+        if feeds and wait and not cancel_futures and not self._shut:
+            # A feeder dispatches a map's next calls as the ones before end:
+            # paused, they would not, and shutdown would wait for ever.
+            self._engine.call(self._engine.resume_to_finish)
+        for feed in feeds:
             if wait and not cancel_futures:
                 feed.join()
             else:
