@@ -43,6 +43,7 @@ def main() -> None:
     workloads: dict[str, Callable[[corral.Scheduler], object]] = {
         "1,000 no-op calls": lambda s: noop_corral(s, 1000),
         "100,000 no-op calls, map(chunksize=1,000)": lambda s: map_corral(s, 100_000, 1000),
+        '100,000 no-op calls, map(chunksize="auto")': lambda s: map_corral(s, 100_000, "auto"),
         "200 `true` commands": lambda s: true_corral(s, 200),
         "layered DAG, 10,000 no-op calls": lambda s: dag_corral(s, graph),
         "submit -> result, one call (x200)": lambda s: latency(lambda: s.submit(noop)),

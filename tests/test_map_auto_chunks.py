@@ -33,6 +33,14 @@ def _calls_per_job(run_dir: Path) -> list[int]:
     return [int(job.command.split("×")[1].split(":")[0]) for job in read_jobs(run_dir)]
 
 
+def _calls_of(command: str) -> range:
+    """The map's calls a chunk job was given, from its command line."""
+    found = re.search(r"×\d+: calls? (\d+)(?:-(\d+))? of a map$", command)
+    assert found is not None, command
+    first = int(found.group(1))
+    return range(first, int(found.group(2) or first) + 1)
+
+
 def test_tiny_calls_go_thousands_to_a_job_and_every_result_comes_in_order(tmp_path: Path):
     with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
         assert list(scheduler.map(jobs.square, range(20_000), chunksize="auto")) == [
@@ -61,6 +69,7 @@ def test_calls_slower_than_a_chunks_time_keep_a_job_each(tmp_path: Path):
         pids = list(scheduler.map(jobs.pid_after, [0.03] * 12, chunksize="auto"))
     assert len(pids) == 12
     assert _calls_per_job(tmp_path / "run") == [1] * 12
+    assert read_jobs(tmp_path / "run")[3].command == "jobs.pid_after(…) ×1: call 3 of a map"
 
 
 def test_a_chunk_whose_calls_turn_slow_leaves_the_rest_to_other_workers(tmp_path: Path):
@@ -169,10 +178,9 @@ def test_a_journaled_rerun_finds_the_chunks_an_earlier_run_completed(tmp_path: P
     assert sorted(map(int, log.read_text().split())) == [-1, *range(2999)]
     failed = [job for job in read_jobs(tmp_path / "run") if job.status is JobStatus.FAILED]
     assert len(failed) == 1
-    first, last = map(int, failed[0].command.split("calls ")[1].split(" ")[0].split("-"))
     log.write_text("")
     assert run("second") == f"{sum(n * n for n in range(3000))}\n"
-    assert sorted(map(int, log.read_text().split())) == list(range(first, last + 1))
+    assert sorted(map(int, log.read_text().split())) == list(_calls_of(failed[0].command))
     log.write_text("")
     assert run("second") == f"{sum(n * n for n in range(3000))}\n"
     assert log.read_text() == ""  # every chunk restored

@@ -249,7 +249,8 @@ def describe(job: JobRecord) -> tuple[str, str, str]:
         command = f"{getattr(task.fn, '__module__', '?')}.{name}(…)"
         if isinstance(task.fn, ChunkRunner):
             calls, first = task.args
-            command += f" ×{len(calls)}: calls {first}-{first + len(calls) - 1} of a map"
+            command += (f" ×1: call {first} of a map" if len(calls) == 1 else
+                        f" ×{len(calls)}: calls {first}-{first + len(calls) - 1} of a map")
     elif isinstance(task, FunctionRef):
         kind, command = "function", f"{task.target}(…)"
     elif isinstance(task, Script):
