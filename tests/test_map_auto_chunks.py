@@ -19,10 +19,9 @@ import pytest
 
 import corral
 from corral import JobStatus
-from corral.core.chunk_sizes import ChunkSizer, sizes_to_try
+from corral.core.chunk_sizes import ChunkSizer
 from corral.journal.store import read_jobs
 from corral.runtime.chunks import ChunkRunner
-from corral.runtime.spool import read_output
 
 import jobs
 
@@ -83,9 +82,8 @@ def test_a_chunk_whose_calls_turn_slow_leaves_the_rest_to_other_workers(tmp_path
     stored = read_jobs(tmp_path / "run")
     assert {job.status for job in stored} == {JobStatus.COMPLETED}
     assert len(stored) < 100
-    notes = [read_output(Path(job.jobdir) / "stderr") for job in stored if job.jobdir]
-    assert any(re.fullmatch(r"corral: this chunk ran past its 20 ms; calls \d+-\d+ of the map "
-                            r"were left to other jobs\n", note) for note in notes)
+    assert any(re.fullmatch(r"stopped after call \d+, past its 20 ms; calls \d+-6007 went to "
+                            r"other jobs", job.reason or "") for job in stored)
 
 
 def test_chunks_that_stop_short_are_followed_in_order(tmp_path: Path,
@@ -141,7 +139,7 @@ def test_chunksize_auto_is_spelt_as_such(tmp_path: Path):
                 scheduler.map(jobs.square, [1, 2], chunksize=bad)
 
 
-def _rerun_script(tmp_path: Path, log: Path) -> Path:
+def _rerun_script(tmp_path: Path, log: Path, failing: int = 2999) -> Path:
     script = tmp_path / "squares.py"
     script.write_text(textwrap.dedent(f"""
         import sys
@@ -150,7 +148,7 @@ def _rerun_script(tmp_path: Path, log: Path) -> Path:
 
         numbers = list(range(3000))
         if sys.argv[1] == "first":
-            numbers[2999] = -1
+            numbers[{failing}] = -1
         with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
             try:
                 results = list(scheduler.map(jobs.note_and_square, [{str(log)!r}] * 3000,
@@ -162,17 +160,21 @@ def _rerun_script(tmp_path: Path, log: Path) -> Path:
     return script
 
 
-def test_a_journaled_rerun_finds_the_chunks_an_earlier_run_completed(tmp_path: Path):
-    """The first run's sizes came from its own timings; the rerun must find its
-    completed chunks all the same and run only the chunk that failed."""
-    log = tmp_path / "ran"
-    script = _rerun_script(tmp_path, log)
+def _runner(script: Path):
     env = {"PYTHONPATH": f"{Path(__file__).parent}:{Path(corral.__file__).parent.parent}",
            "PATH": "/usr/bin:/bin"}
 
     def run(which: str) -> str:
         return subprocess.run([sys.executable, str(script), which], capture_output=True,
                               text=True, check=True, timeout=120, env=env).stdout
+    return run
+
+
+def test_a_journaled_rerun_finds_the_chunks_an_earlier_run_completed(tmp_path: Path):
+    """The first run's sizes came from its own timings; the rerun must find its
+    completed chunks all the same and run only the chunk that failed."""
+    log = tmp_path / "ran"
+    run = _runner(_rerun_script(tmp_path, log))
 
     assert run("first") == "raised negative: -1\n"
     assert sorted(map(int, log.read_text().split())) == [-1, *range(2999)]
@@ -184,6 +186,22 @@ def test_a_journaled_rerun_finds_the_chunks_an_earlier_run_completed(tmp_path: P
     log.write_text("")
     assert run("second") == f"{sum(n * n for n in range(3000))}\n"
     assert log.read_text() == ""  # every chunk restored
+
+
+def test_a_rerun_keeps_the_earlier_chunks_around_one_that_failed_midway(tmp_path: Path):
+    """The chunks after a failed one start where the earlier run's did, so
+    those that completed are restored, not run again."""
+    log = tmp_path / "ran"
+    run = _runner(_rerun_script(tmp_path, log, failing=1500))
+    assert run("first") == "raised negative: -1\n"
+    completed = {call for job in read_jobs(tmp_path / "run")
+                 if job.status is JobStatus.COMPLETED for call in _calls_of(job.command)}
+    assert len(completed) > 1000
+    log.write_text("")
+    assert run("second") == f"{sum(n * n for n in range(3000))}\n"
+    again = set(map(int, log.read_text().split()))
+    assert 1500 in again
+    assert not again & completed
 
 
 def test_a_chunk_past_its_budget_ends_after_the_call_that_runs():
@@ -201,6 +219,3 @@ def test_sizes_grow_at_most_eightfold_and_fall_at_once():
     assert sizer.size == 64
     sizer.learn(64, 0.640, afresh=True)  # 10 ms a call: one a chunk
     assert sizer.size == 1
-    assert sizes_to_try(5) == [5, 4, 2, 1]
-    assert sizes_to_try(8) == [8, 4, 2, 1]
-    assert sizes_to_try(10_000)[0] == 4096

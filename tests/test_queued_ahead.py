@@ -259,9 +259,18 @@ def test_the_calls_a_map_leaves_unread_say_why_it_was_left(tmp_path: Path, relea
 def test_a_map_result_late_past_its_timeout_raises_timeout_error(tmp_path: Path, release):
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
         results = scheduler.map(jobs.wait_for_file, [str(release)], timeout=0.2)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match=r"^map\(\): a result was not there within the "
+                                               r"map's timeout$"):
             next(results)
         release.touch()
+
+
+def test_a_timeout_error_a_call_raised_is_the_calls_own_not_the_maps(tmp_path: Path):
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        results = scheduler.map(jobs.run_code, ["raise TimeoutError('the call gave up')"],
+                                timeout=30)
+        with pytest.raises(TimeoutError, match=r"^the call gave up$"):
+            next(results)
 
 
 def test_map_takes_a_function_by_name_and_refuses_what_is_not_a_function(tmp_path: Path):

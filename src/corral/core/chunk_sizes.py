@@ -15,10 +15,10 @@ Calls within one chunk still run one after another: a call that is suddenly
 slow holds up the rest of its chunk, never the chunks after it (its worker
 gives those back, see :mod:`corral.core.ahead`).
 
-Sizes are powers of two. A journaled rerun recognises a chunk by its calls and
-first position, so to find the chunks an earlier run completed, whatever
-sizes it chose, it tries each power of two at the place it has reached, the
-largest first (see :func:`auto_chunks`).
+A journaled rerun recognises a chunk by its calls and the place of its first
+call, so it makes its chunks where the earlier run's began as they were made
+(the journal names each chunk's calls), whatever sizes that run chose, and
+so finds those that completed (see :func:`auto_chunks`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from corral.core.job import Job
-from corral.runtime.chunks import PLAIN_TYPES, ChunkFailed, PlainCalls
+from corral.runtime.chunks import PLAIN_TYPES, ChunkFailed, ChunkRunner, PlainCalls
+from corral.units import format_span
 
-__all__ = ["AutoChunks", "ChunkSizer", "LARGEST_AUTO_CHUNK", "auto_chunks", "as_chunk",
-           "sizes_to_try"]
+__all__ = ["AutoChunks", "ChunkSizer", "EarlierChunks", "LARGEST_AUTO_CHUNK", "auto_chunks",
+           "as_chunk"]
 
 #: The most calls an automatic chunk holds: enough that a chunk of no-op calls
 #: costs the driver under 1 % of its run; few enough that the driver holds a
@@ -91,24 +92,34 @@ def as_chunk(calls: list[tuple]) -> list[tuple]:
     return calls
 
 
-def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer,
-                completed_size: Callable[[list[tuple], int], int | None] | None = None,
+class EarlierChunks(NamedTuple):
+    """What a journaled rerun knows of the chunks an earlier run made of the
+    same map (see :func:`auto_chunks`)."""
+
+    #: The sizes of the chunks made at the map's call N, largest first.
+    sizes_at: Callable[[int], list[int]]
+    #: Whether a chunk of these calls, starting at the map's call N, completed
+    #: (and so would be restored rather than run).
+    restorable: Callable[[list[tuple], int], bool]
+
+
+def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunks | None = None,
                 first: int = 0) -> Iterator[tuple[list[tuple], int]]:
     """The argument tuples of *calls* in chunks sized by *sizer*, each with the
     map's number of its first call (a ChunkRunner job's arguments).
 
-    *completed_size* (a journaled rerun) is asked, with the calls read ahead
-    and the place reached, for the size of a chunk an earlier run completed
-    there; such a chunk is made again as it was, so that it is restored rather
-    than run. It needs the input read up to the largest size ahead; without it,
-    no more is read than the next chunk holds. An error the input raises comes
-    after the chunks of the calls read before it. *first* is the map's number
-    of the first of *calls*.
+    In a journaled rerun (*earlier*), a chunk starts where an earlier run's
+    did is made as that one was: the one that completed, so that it is
+    restored rather than run, else the largest, so that the chunks after it
+    start where the earlier run's did. No more of the input is read than the
+    next chunk holds. An error the input raises comes after the chunks of the
+    calls read before it. *first* is the map's number of the first of *calls*.
     """
     ahead: list[tuple] = []
     failure: Exception | None = None
     while True:
-        wanted = sizer.largest if completed_size is not None else sizer.size
+        sizes = earlier.sizes_at(first) if earlier is not None else []
+        wanted = max(sizer.size, *sizes) if sizes else sizer.size
         if failure is None and len(ahead) < wanted:
             try:
                 ahead.extend(itertools.islice(calls, wanted - len(ahead)))
@@ -118,7 +129,7 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer,
             if failure is not None:
                 raise failure
             return
-        size = completed_size(ahead, first) if completed_size is not None else None
+        size = _earlier_size(earlier, sizes, ahead, first) if sizes else None
         if size is None:
             size = min(sizer.size, len(ahead))
         chunk, ahead = ahead[:size], ahead[size:]
@@ -126,19 +137,15 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer,
         first += len(chunk)
 
 
-def sizes_to_try(available: int, largest: int = LARGEST_AUTO_CHUNK) -> list[int]:
-    """The sizes an automatic map may have given a chunk at a place with
-    *available* calls left, largest first: the powers of two, and all that is
-    left (the last chunk of an input holds what remained)."""
-    most = max(1, min(available, largest))
-    sizes = [most]
-    size = _power_of_two_at_most(most)
-    if size == most:
-        size >>= 1
-    while size:
-        sizes.append(size)
-        size >>= 1
-    return sizes
+def _earlier_size(earlier: EarlierChunks | None, sizes: list[int], ahead: list[tuple],
+                  first: int) -> int | None:
+    """The size of the chunk to make at *first* as an earlier run made it, if any fits."""
+    assert earlier is not None
+    fitting = [size for size in sizes if size <= len(ahead)]
+    for size in fitting:
+        if earlier.restorable(ahead[:size], first):
+            return size
+    return fitting[0] if fitting else None
 
 
 class AutoChunks:
@@ -148,14 +155,17 @@ class AutoChunks:
     calls it left, sized from what it learnt, which run in parallel."""
 
     def __init__(self, sizer: ChunkSizer, make: Callable[[tuple], Job],
-                 completed_size: Callable[[list[tuple], int], int | None] | None) -> None:
+                 earlier: EarlierChunks | None, note: Callable[[Job, str], object]) -> None:
         self.sizer = sizer
         self._make = make
-        self._completed_size = completed_size
+        self._earlier = earlier
+        #: Gives a job a reason without a change of status (its row names every
+        #: call it was given: the reason says which it ran).
+        self._note = note
 
     def chunks(self, calls: Iterator[tuple]) -> Iterator[tuple[list[tuple], int]]:
         """The arguments of the chunk jobs of a map of *calls*."""
-        return auto_chunks(calls, self.sizer, self._completed_size)
+        return auto_chunks(calls, self.sizer, self._earlier)
 
     def learn(self, job: Job) -> None:
         ran = _calls_run(job)
@@ -167,11 +177,20 @@ class AutoChunks:
         ran = _calls_run(job)
         if ran is None or ran >= len(calls):
             return []
+        if job.exception(0) is None:  # (a failure's reason names the call that raised)
+            runner: ChunkRunner = job._record.spec.task.fn  # type: ignore[union-attr,assignment]
+            self._note(job, f"stopped after call {first + ran - 1}, past its "
+                            f"{_span(runner.budget_s or 0.0)}; calls {first + ran}-"
+                            f"{first + len(calls) - 1} went to other jobs")
         return [self._make(arguments) for arguments in auto_chunks(
-            iter(calls[ran:]), self.sizer, self._completed_size, first + ran)]
+            iter(calls[ran:]), self.sizer, self._earlier, first + ran)]
 
     def stops_short(self, job: Job, value: Any) -> bool:
         return len(value) < len(_chunk_of(job)[0])
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else format_span(seconds)
 
 
 def _chunk_of(job: Job) -> tuple[list[tuple], int]:

@@ -369,6 +369,11 @@ class Engine:
     def _note_waiting(self, job: JobRecord, reason: str) -> None:
         """Record why a QUEUED job has not started (the packer calls this only
         when the reason changes): ``job.reason`` and the journal's row."""
+        self.note_reason(job, reason)
+
+    def note_reason(self, job: JobRecord, reason: str) -> None:
+        """Set *job*'s reason, in its row too, without a change of status (loop
+        thread): why a job waits; what a chunk that stopped short left to others."""
         job.reason = reason
         if self.journal is not None:
             self.journal.touched(job)

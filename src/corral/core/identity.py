@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pickle
+import re
 import shlex
 import types
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from corral.runtime.chunks import ChunkRunner
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
 
-__all__ = ["job_digest", "describe"]
+__all__ = ["job_digest", "describe", "call_label", "chunk_place"]
 
 
 def _callable_identity(fn: Any) -> bytes:
@@ -235,6 +236,25 @@ def job_digest(job: JobRecord) -> str:
     return digest.hexdigest()[:24]
 
 
+def call_label(fn: Any) -> str:
+    """How a call's command reads: ``module.qualname(…)`` (a chunk's, its function's)."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return f"{getattr(fn, '__module__', '?')}.{name}(…)"
+
+
+#: A chunk's command as :func:`describe` writes it, read back by :func:`chunk_place`.
+_CHUNK_COMMAND = re.compile(r"(.*) ×(\d+): calls? (\d+)(?:-\d+)? of a map")
+
+
+def chunk_place(command: str) -> tuple[str, int, int] | None:
+    """``(the function's label, the map's number of its first call, how many
+    calls)`` of a chunk job's command; None for any other command."""
+    found = _CHUNK_COMMAND.fullmatch(command)
+    if found is None:
+        return None
+    return found.group(1), int(found.group(3)), int(found.group(2))
+
+
 def describe(job: JobRecord) -> tuple[str, str, str]:
     """``(kind, command line for people, spec as JSON)`` as the journal stores them.
 
@@ -245,8 +265,7 @@ def describe(job: JobRecord) -> tuple[str, str, str]:
     task = job.spec.task
     if isinstance(task, Call):
         kind = "call"
-        name = getattr(task.fn, "__qualname__", None) or repr(task.fn)
-        command = f"{getattr(task.fn, '__module__', '?')}.{name}(…)"
+        command = call_label(task.fn)
         if isinstance(task.fn, ChunkRunner):
             calls, first = task.args
             command += (f" ×1: call {first} of a map" if len(calls) == 1 else

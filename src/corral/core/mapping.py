@@ -39,9 +39,17 @@ def _take_result(handles: list[Job], deadline: float | None) -> Any:
     not read (:meth:`MapFeed.results`), its reason naming the timeout."""
     job = handles[-1]
     left = None if deadline is None else max(0.0, deadline - time.monotonic())
-    value = job.result(left)
+    try:
+        value = job.result(left)
+    except TimeoutError:
+        if job.done():  # the call's own
+            raise
+        raise TimeoutError(_LATE) from None
     handles.pop()
     return value
+
+
+_LATE = "map(): a result was not there within the map's timeout"
 
 
 class FollowUp(Protocol):
@@ -292,7 +300,7 @@ class MapFeed:
                                          "before every call was dispatched")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise TimeoutError("map(): a result was not there in time")
+                    raise TimeoutError(_LATE)
                 self._followed.wait(0.2 if left is None else min(0.2, left))
             return self._followers.pop(job)
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corral.core.identity import describe, job_digest
+from corral.core.identity import chunk_place, describe, job_digest
 from corral.core.record import COMPLETED_ALL_THE_SAME
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
@@ -64,6 +65,10 @@ class Resumer:
         #: Counter it would walk, a million entries, at every full collection).
         self._occurrences: dict[str, int] = {}
         self.first_free_id = previous.max_int_id + 1
+        #: Where the chunks of earlier automatic maps began, and their sizes
+        #: (see chunk_sizes_at), read when a map first asks.
+        self._chunk_sizes: dict[tuple[str, int], list[int]] | None = None
+        self._chunks_lock = threading.Lock()
 
     def plan(self, batch: list[JobRecord], new_id: Callable[[], int],
              is_taken: Callable[[str], bool], taken: set[str]) -> list[int | str]:
@@ -109,6 +114,21 @@ class Resumer:
             else:
                 self._clear_files(stored)
         return ids
+
+    def chunk_sizes_at(self, label: str, first: int) -> list[int]:
+        """The sizes, largest first, of the chunks earlier runs made of a map
+        of the function *label* (see :func:`corral.core.identity.call_label`)
+        starting at the map's call *first*; read from the journal once."""
+        with self._chunks_lock:
+            if self._chunk_sizes is None:
+                found: dict[tuple[str, int], set[int]] = {}
+                for command in self.previous.commands_ending(" of a map"):
+                    place = chunk_place(command)
+                    if place is not None:
+                        found.setdefault(place[:2], set()).add(place[2])
+                self._chunk_sizes = {place: sorted(sizes, reverse=True)
+                                     for place, sizes in found.items()}
+        return self._chunk_sizes.get((label, first), [])
 
     def would_restore(self, job: JobRecord) -> bool:
         """Whether :meth:`plan` would restore *job* if it were dispatched now: an

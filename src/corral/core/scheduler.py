@@ -32,7 +32,8 @@ from corral.errors import BackendError, ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result
-from corral.core.chunk_sizes import AutoChunks, ChunkSizer, as_chunk, sizes_to_try
+from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_chunk
+from corral.core.identity import call_label
 from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
 from corral.options import bounded_tuple, parse_options
@@ -158,9 +159,10 @@ class Submitter:
         deadline = None if timeout is None else time.monotonic() + timeout
         automatic = isinstance(chunksize, str) and chunksize == "auto"
         if not automatic and (type(chunksize) is not int or not 1 <= chunksize <= sys.maxsize):
-            raise ValueError(f"map(): chunksize must be a whole number of calls per job, from "
-                             f"1 (a job per call) to {sys.maxsize}, or 'auto', not "
-                             f"{safe_repr(chunksize)}")
+            too_large = type(chunksize) is int and chunksize > sys.maxsize
+            raise ValueError("map(): chunksize must be a whole number of calls per job, at least "
+                             "1 (a job per call)" + (", at most sys.maxsize" if too_large else "")
+                             + f", or 'auto', not {safe_repr(chunksize)}")
         task = make_task(fn, (), {})
         if not isinstance(task, (Call, FunctionRef)):
             raise ValueError(f"map() takes a callable or 'package.module:function', not "
@@ -169,9 +171,11 @@ class Submitter:
         window = MAP_WINDOW
         chunks = automatic or chunksize > 1  # type: ignore[operator]
         chunk_seconds = self._scheduler._engine.capabilities.chunk_seconds
+        runner = None
         if chunks:
-            task = make_task(ChunkRunner(task.fn if isinstance(task, Call) else task.target,
-                                         AUTO_CHUNK_BUDGET * chunk_seconds if automatic else None))
+            runner = ChunkRunner(task.fn if isinstance(task, Call) else task.target,
+                                 AUTO_CHUNK_BUDGET * chunk_seconds if automatic else None)
+            task = make_task(runner)
         spec_for = spec_maker(make_spec(task, {**self._defaults,
                                                **self._scheduler._with_profile({})}))
         scheduler = self._scheduler
@@ -192,8 +196,10 @@ class Submitter:
             # calls' worth of a fixed size); not more: the driver holds each chunk's calls.
             slots = scheduler._slots or CHUNK_WINDOW
             if automatic:
-                follow_up = AutoChunks(ChunkSizer(chunk_seconds), make,
-                                       scheduler._completed_chunks(make))
+                engine = scheduler._engine
+                follow_up = AutoChunks(
+                    ChunkSizer(chunk_seconds), make, scheduler._earlier_chunks(runner, make),
+                    lambda job, reason: engine.post(engine.note_reason, job._record, reason))
                 calls = follow_up.chunks(calls)
                 window = min(CHUNK_WINDOW, max(4, 2 * slots))
             else:
@@ -390,10 +396,9 @@ class Scheduler(Executor):
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int | Literal["auto"] = 1) -> Iterator[Any]:
-        """``fn`` over the *iterables*, each call a job (each *chunksize* calls,
-        above 1; as many as take about 5 ms locally with ``"auto"``), results in
-        order (see :meth:`Submitter.map`)."""
         return self._plain.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+
+    map.__doc__ = Submitter.map.__doc__  # the whole text, for help(Scheduler.map)
 
     @overload
     def job(self, func: Callable[P, R], /, **options: Any) -> QueuedFunction[P, R]: ...
@@ -435,26 +440,21 @@ class Scheduler(Executor):
         """
         return self._dispatch(jobs, collectable=True)
 
-    def _completed_chunks(self, make: Callable[[tuple], Job]
-                          ) -> Callable[[list[tuple], int], int | None] | None:
-        """For an automatic map (``chunksize="auto"``) of a journaled rerun: what
-        gives the size of the chunk an earlier run completed at a place, found
-        by trying each size the earlier run may have chosen there; None when
-        there is no earlier run. (A chunk with Jobs among its arguments is keyed
-        with theirs, known only when it is dispatched: it is not looked for.)"""
+    def _earlier_chunks(self, fn: Any, make: Callable[[tuple], Job]) -> EarlierChunks | None:
+        """What an automatic map (``chunksize="auto"``) of a journaled rerun
+        knows of the chunks earlier runs made of *fn*'s map; None when there
+        is no earlier run. (A chunk with Jobs among its arguments is keyed
+        with theirs, known only when it is dispatched: it is not restored.)"""
         resumer = self._resumer
         if resumer is None or not len(resumer.previous):
             return None
+        label = call_label(fn)
 
-        def completed_size(ahead: list[tuple], first: int) -> int | None:
-            for size in sizes_to_try(len(ahead)):
-                record = make((as_chunk(ahead[:size]), first))._record
-                if _value_deps(record):
-                    return None
-                if resumer.would_restore(record):
-                    return size
-            return None
-        return completed_size
+        def restorable(calls: list[tuple], first: int) -> bool:
+            record = make((as_chunk(calls), first))._record
+            return not _value_deps(record) and resumer.would_restore(record)
+
+        return EarlierChunks(lambda first: resumer.chunk_sizes_at(label, first), restorable)
 
     def _dispatch(self, jobs: Job | Iterable[Job], collectable: bool) -> list[Job]:
         """:meth:`dispatch`; *collectable* jobs' Results go to :meth:`collect`

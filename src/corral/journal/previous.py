@@ -103,6 +103,16 @@ class PreviousJobs(Generic[StoredJob]):
                 raise self._damaged(error) from None
         return found
 
+    def commands_ending(self, suffix: str) -> list[str]:
+        """The command lines of earlier jobs that end with *suffix*."""
+        pattern = "%" + suffix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._lock:
+            try:
+                return [command for (command,) in self._connection().execute(
+                    "SELECT command FROM jobs WHERE command LIKE ? ESCAPE '\\'", (pattern,))]
+            except sqlite3.Error as error:
+                raise self._damaged(error) from None
+
     def close(self) -> None:
         with self._lock:
             if self._db is not None:

@@ -22,7 +22,6 @@ and raises its exception (see :func:`corral.core.mapping.unchunked`). An abort
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,7 +30,6 @@ from corral.errors import JobFailed, RemoteTraceback
 from corral.runtime.abort import abort_requested
 from corral.runtime.payload import dumps_error, dumps_value, import_function, loads_error
 from corral.safe_repr import describe_error
-from corral.units import format_span
 
 __all__ = ["ChunkRunner", "ChunkFailed", "PlainCalls", "PLAIN_TYPES"]
 
@@ -102,9 +100,8 @@ class ChunkRunner:
                 first_error = first_error or (index, error)
             if abort_requested():
                 break
-            if deadline is not None and time.monotonic() > deadline and index + 1 < len(calls):
-                _say_left(first + index + 1, first + len(calls) - 1, self.budget_s or 0.0)
-                break
+            if deadline is not None and time.monotonic() > deadline:
+                break  # (the map gives the calls left to other jobs, and says so)
         unsendable = _fail_unsendable(values, failures, first)
         if unsendable is not None and (first_error is None or unsendable[0] < first_error[0]):
             first_error = unsendable
@@ -114,14 +111,6 @@ class ChunkRunner:
 
     def __repr__(self) -> str:
         return f"<chunks of {self.__qualname__}>"
-
-
-def _say_left(first: int, last: int, budget_s: float) -> None:
-    """Note in the chunk's stderr (``corral logs``) that it stopped short, and
-    why: its row still names every call it was given."""
-    took = f"{budget_s * 1000:.0f} ms" if budget_s < 1 else format_span(budget_s)
-    print(f"corral: this chunk ran past its {took}; calls {first}-{last} of the map were left "
-          "to other jobs", file=sys.stderr, flush=True)
 
 
 def _fail_unsendable(values: list[Any], failures: dict[int, bytes], first: int
