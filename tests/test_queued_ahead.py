@@ -31,11 +31,13 @@ _S = JobStatus
 @pytest.fixture
 def patient_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers that keep queued jobs however long the job before them runs, and
-    a driver that counts jobs of up to 10 s as short (a loaded machine makes
-    a process start slow), so that a test can act on jobs while they wait in
-    a worker's queue."""
+    a driver that counts jobs of up to 10 s as short and queues up to a second
+    of them behind one (a loaded machine makes a process start slow, and a
+    tiny call take a millisecond), so that a test can act on jobs while they
+    wait in a worker's queue."""
     monkeypatch.setenv("CORRAL_WORKER_PATIENCE_S", "600")
     monkeypatch.setattr("corral.core.ahead.LONG_S", 10.0)
+    monkeypatch.setattr("corral.core.ahead.QUEUED_WORK_S", 1.0)
 
 
 def known_to_be_short(scheduler: corral.Scheduler, tmp_path: Path) -> None:
