@@ -326,3 +326,16 @@ def pid_after(seconds: float) -> int:
     if seconds:
         time.sleep(seconds)
     return os.getpid()
+
+
+def note_and_raise_if_flagged(log: str, x: int, seconds: float, flag: str, bad: int) -> int:
+    """Note *x* in *log*; raise ValueError (after 0.3 s) if *x* is *bad* and the
+    file *flag* exists, else sleep *seconds* and return *x*. The arguments are
+    the same whether it raises or not, so a rerun recognises the call."""
+    append_line(log, str(x))
+    if x == bad and os.path.exists(flag):
+        time.sleep(0.3)
+        raise ValueError(f"flagged: {x}")
+    if seconds:
+        time.sleep(seconds)
+    return x

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from corral.journal.store import read_jobs
 from corral.runtime.chunks import ChunkRunner
 
 import jobs
+from support.waiting import wait_until
 
 
 def _calls_per_job(run_dir: Path) -> list[int]:
@@ -202,6 +204,60 @@ def test_a_rerun_keeps_the_earlier_chunks_around_one_that_failed_midway(tmp_path
     again = set(map(int, log.read_text().split()))
     assert 1500 in again
     assert not again & completed
+
+
+def test_a_rerun_does_not_take_the_chunk_sizes_of_another_map_of_the_same_function(
+        tmp_path: Path):
+    """BUG (attack review): where its own chunk had failed, a map took the
+    size of another map's chunk at that place, and ran its own completed calls
+    after it again."""
+    log, flag = tmp_path / "ran", tmp_path / "flag"
+    script = tmp_path / "two_maps.py"
+    script.write_text(textwrap.dedent(f"""
+        import corral
+        import jobs
+
+        def run(numbers, seconds):
+            count = len(numbers)
+            return list(scheduler.map(jobs.note_and_raise_if_flagged, [{str(log)!r}] * count,
+                                      numbers, [seconds] * count, [{str(flag)!r}] * count,
+                                      [10009] * count, chunksize="auto"))
+
+        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
+            run(range(3000), 0)
+            try:
+                run(range(10000, 10040), 0.01)  # a call a chunk: 10009's place is 9
+            except ValueError as error:
+                print("raised", error)
+    """))
+    run = _runner(script)
+    flag.touch()
+    assert run("first") == "raised flagged: 10009\n"
+    not_completed = {call + 10000 for job in read_jobs(tmp_path / "run")
+                     if job.status is not JobStatus.COMPLETED
+                     for call in _calls_of(job.command)}
+    flag.unlink()
+    log.write_text("")
+    assert run("second") == ""
+    again = set(map(int, log.read_text().split()))
+    assert 10009 in again
+    assert again <= not_completed, sorted(again - not_completed)
+
+
+def test_a_pause_once_shutdown_began_is_refused_not_waited_for(tmp_path: Path):
+    """Doubt (attack review): a pause that came while shutdown waited for a
+    map hung it until someone resumed."""
+    scheduler = corral.Scheduler(cores=1, workdir=tmp_path / "run")
+    results = scheduler.map(jobs.pid_after, [0.05] * 20, chunksize="auto")
+    closing = threading.Thread(target=scheduler.shutdown)
+    closing.start()
+    wait_until(lambda: scheduler._engine._finishing, message="shutdown to begin")
+    with pytest.raises(RuntimeError, match=r"^the scheduler is shutting down: it finishes the "
+                                           r"jobs it was given, and cannot be paused$"):
+        scheduler.pause()
+    closing.join(timeout=60)
+    assert not closing.is_alive()
+    assert len(list(results)) == 20
 
 
 def test_a_chunk_past_its_budget_ends_after_the_call_that_runs():

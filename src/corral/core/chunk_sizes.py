@@ -96,11 +96,12 @@ class EarlierChunks(NamedTuple):
     """What a journaled rerun knows of the chunks an earlier run made of the
     same map (see :func:`auto_chunks`)."""
 
-    #: The sizes of the chunks made at the map's call N, largest first.
+    #: The sizes of the chunks made at the map's call N, largest first (of
+    #: every map of the same function).
     sizes_at: Callable[[int], list[int]]
-    #: Whether a chunk of these calls, starting at the map's call N, completed
-    #: (and so would be restored rather than run).
-    restorable: Callable[[list[tuple], int], bool]
+    #: Whether an earlier run made a chunk of these very calls, starting at the
+    #: map's call N, and whether it completed (and so would be restored).
+    found: Callable[[list[tuple], int], tuple[bool, bool]]
 
 
 def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunks | None = None,
@@ -108,10 +109,10 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunk
     """The argument tuples of *calls* in chunks sized by *sizer*, each with the
     map's number of its first call (a ChunkRunner job's arguments).
 
-    In a journaled rerun (*earlier*), a chunk starts where an earlier run's
-    did is made as that one was: the one that completed, so that it is
-    restored rather than run, else the largest, so that the chunks after it
-    start where the earlier run's did. No more of the input is read than the
+    In a journaled rerun (*earlier*), where an earlier run made a chunk of the
+    same calls, the chunk is made as that one was: so that it is restored if
+    it completed, and so that the chunks after it start where the earlier
+    run's did. No more of the input is read than the
     next chunk holds. An error the input raises comes after the chunks of the
     calls read before it. *first* is the map's number of the first of *calls*.
     """
@@ -139,13 +140,19 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunk
 
 def _earlier_size(earlier: EarlierChunks | None, sizes: list[int], ahead: list[tuple],
                   first: int) -> int | None:
-    """The size of the chunk to make at *first* as an earlier run made it, if any fits."""
+    """The size of the chunk an earlier run made of the calls at *first*: the
+    one that completed, if one did; None if it made none of them."""
     assert earlier is not None
-    fitting = [size for size in sizes if size <= len(ahead)]
-    for size in fitting:
-        if earlier.restorable(ahead[:size], first):
+    made = None
+    for size in sizes:
+        if size > len(ahead):
+            continue
+        found, restorable = earlier.found(ahead[:size], first)
+        if restorable:
             return size
-    return fitting[0] if fitting else None
+        if found and made is None:
+            made = size
+    return made
 
 
 class AutoChunks:
@@ -177,7 +184,8 @@ class AutoChunks:
         ran = _calls_run(job)
         if ran is None or ran >= len(calls):
             return []
-        if job.exception(0) is None:  # (a failure's reason names the call that raised)
+        if job.exception(0) is None and job.reason is None:  # (a failure's names its call;
+            # a restored chunk's says so)
             runner: ChunkRunner = job._record.spec.task.fn  # type: ignore[union-attr,assignment]
             self._note(job, f"stopped after call {first + ran - 1}, past its "
                             f"{_span(runner.budget_s or 0.0)}; calls {first + ran}-"

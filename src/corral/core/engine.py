@@ -145,6 +145,7 @@ class Engine:
         self._to_resolve: list[tuple[JobRecord, BaseException | None]] = []
         self._sequence = itertools.count()
         self._closing = False
+        self._finishing = False  # shutting down, the jobs given finish: no pause (set_paused)
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self.stopped = threading.Event()    # the loop ended: no more calls are answered
@@ -229,7 +230,15 @@ class Engine:
 
     def set_paused(self, paused: bool) -> list[int | str]:
         """Pause or resume; return the ids of the jobs asked back from the
-        workers' queues (see :meth:`still_queued_ahead`)."""
+        workers' queues (see :meth:`still_queued_ahead`).
+
+        Raises:
+            RuntimeError: a pause once the scheduler shuts down, finishing
+                what was dispatched (it would wait for ever).
+        """
+        if paused and self._finishing:
+            raise RuntimeError("the scheduler is shutting down: it finishes the jobs it was "
+                               "given, and cannot be paused")
         was, self.paused = self.paused, paused
         self._gather_until = None  # paused, nothing is submitted: no window to wait for
         queued: list[int | str] = []
@@ -265,8 +274,9 @@ class Engine:
         self.resume_to_finish()
 
     def resume_to_finish(self) -> None:
-        """Resume a paused scheduler that is shutting down: closing means
-        finishing what was dispatched (loop thread)."""
+        """Resume a paused scheduler that is shutting down, and refuse pauses
+        from now on: closing means finishing what was dispatched (loop thread)."""
+        self._finishing = True
         if self.paused and self.packer:
             log.warning("shutting down a paused scheduler: resuming to finish %d queued jobs",
                         len(self.packer))

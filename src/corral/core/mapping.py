@@ -41,8 +41,8 @@ def _take_result(handles: list[Job], deadline: float | None) -> Any:
     left = None if deadline is None else max(0.0, deadline - time.monotonic())
     try:
         value = job.result(left)
-    except TimeoutError:
-        if job.done():  # the call's own
+    except TimeoutError as error:
+        if job.done() and not job.cancelled() and job.exception(0) is error:  # the call's own
             raise
         raise TimeoutError(_LATE) from None
     handles.pop()

@@ -65,9 +65,9 @@ class Resumer:
         #: Counter it would walk, a million entries, at every full collection).
         self._occurrences: dict[str, int] = {}
         self.first_free_id = previous.max_int_id + 1
-        #: Where the chunks of earlier automatic maps began, and their sizes
-        #: (see chunk_sizes_at), read when a map first asks.
-        self._chunk_sizes: dict[tuple[str, int], list[int]] | None = None
+        #: Where the chunks of earlier automatic maps began, and their sizes,
+        #: by function (see chunk_sizes_at), read when a map of it first asks.
+        self._chunk_sizes: dict[str, dict[int, list[int]]] = {}
         self._chunks_lock = threading.Lock()
 
     def plan(self, batch: list[JobRecord], new_id: Callable[[], int],
@@ -118,28 +118,30 @@ class Resumer:
     def chunk_sizes_at(self, label: str, first: int) -> list[int]:
         """The sizes, largest first, of the chunks earlier runs made of a map
         of the function *label* (see :func:`corral.core.identity.call_label`)
-        starting at the map's call *first*; read from the journal once."""
+        starting at the map's call *first*; read from the journal once a label."""
         with self._chunks_lock:
-            if self._chunk_sizes is None:
-                found: dict[tuple[str, int], set[int]] = {}
-                for command in self.previous.commands_ending(" of a map"):
+            places = self._chunk_sizes.get(label)
+            if places is None:
+                found: dict[int, set[int]] = {}
+                for command in self.previous.commands_starting(f"{label} ×"):
                     place = chunk_place(command)
-                    if place is not None:
-                        found.setdefault(place[:2], set()).add(place[2])
-                self._chunk_sizes = {place: sorted(sizes, reverse=True)
-                                     for place, sizes in found.items()}
-        return self._chunk_sizes.get((label, first), [])
+                    if place is not None and place[0] == label:
+                        found.setdefault(place[1], set()).add(place[2])
+                places = self._chunk_sizes[label] = {
+                    start: sorted(sizes, reverse=True) for start, sizes in found.items()}
+        return places.get(first, [])
 
-    def would_restore(self, job: JobRecord) -> bool:
-        """Whether :meth:`plan` would restore *job* if it were dispatched now: an
-        earlier run completed a job of the same key, whose result loads. Nothing
-        is counted or taken (an automatic map tries chunk sizes with it)."""
+    def earlier(self, job: JobRecord) -> tuple[bool, bool]:
+        """``(an earlier run made this very job, it would be restored)``, as
+        :meth:`plan` would key *job* if it were dispatched now. Nothing is
+        counted or taken (an automatic map finds its earlier chunks with it)."""
         if not len(self.previous) or job.always_new or job.id is not None:
-            return False
+            return False, False
         digest = job_digest(job)
-        key = f"{digest}#{self._occurrences.get(digest, 0) + 1}"
-        stored = self.previous.get(key)
-        return stored is not None and completed_before(stored) and _result_loads(stored)
+        stored = self.previous.get(f"{digest}#{self._occurrences.get(digest, 0) + 1}")
+        if stored is None:
+            return False, False
+        return True, completed_before(stored) and _result_loads(stored)
 
     @staticmethod
     def _clear_files(stored: StoredJob) -> None:

@@ -450,11 +450,11 @@ class Scheduler(Executor):
             return None
         label = call_label(fn)
 
-        def restorable(calls: list[tuple], first: int) -> bool:
+        def found(calls: list[tuple], first: int) -> tuple[bool, bool]:
             record = make((as_chunk(calls), first))._record
-            return not _value_deps(record) and resumer.would_restore(record)
+            return (False, False) if _value_deps(record) else resumer.earlier(record)
 
-        return EarlierChunks(lambda first: resumer.chunk_sizes_at(label, first), restorable)
+        return EarlierChunks(lambda first: resumer.chunk_sizes_at(label, first), found)
 
     def _dispatch(self, jobs: Job | Iterable[Job], collectable: bool) -> list[Job]:
         """:meth:`dispatch`; *collectable* jobs' Results go to :meth:`collect`

@@ -103,9 +103,9 @@ class PreviousJobs(Generic[StoredJob]):
                 raise self._damaged(error) from None
         return found
 
-    def commands_ending(self, suffix: str) -> list[str]:
-        """The command lines of earlier jobs that end with *suffix*."""
-        pattern = "%" + suffix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    def commands_starting(self, prefix: str) -> list[str]:
+        """The command lines of earlier jobs that begin with *prefix*."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self._lock:
             try:
                 return [command for (command,) in self._connection().execute(
