@@ -252,12 +252,59 @@ def test_a_pause_once_shutdown_began_is_refused_not_waited_for(tmp_path: Path):
     closing = threading.Thread(target=scheduler.shutdown)
     closing.start()
     wait_until(lambda: scheduler._engine._finishing, message="shutdown to begin")
-    with pytest.raises(RuntimeError, match=r"^the scheduler is shutting down: it finishes the "
+    with pytest.raises(RuntimeError, match=r"^the scheduler was shut down: it finishes the "
                                            r"jobs it was given, and cannot be paused$"):
         scheduler.pause()
     closing.join(timeout=60)
     assert not closing.is_alive()
     assert len(list(results)) == 20
+
+
+def test_a_scheduler_shut_down_before_any_job_is_not_paused_nor_restarted(tmp_path: Path):
+    """BUG (attack review): pause() was taken, and resume() started a control
+    loop on the closed backend, which crashed."""
+    scheduler = corral.Scheduler(cores=1, workdir=tmp_path / "run")
+    scheduler.shutdown()
+    with pytest.raises(RuntimeError, match=r"^the scheduler was shut down: "):
+        scheduler.pause()
+    scheduler.resume()
+    assert scheduler._engine._thread is None
+
+
+def test_a_rerun_takes_no_chunk_of_another_map_over_the_same_items(tmp_path: Path):
+    """BUG (attack review): map A completed; map B, of the same function over
+    the same items, failed midway. The rerun took B's completed chunks for
+    A's where their sizes differed, and ran A's own completed calls again."""
+    log, flag = tmp_path / "ran", tmp_path / "flag"
+    script = tmp_path / "same_items.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        import corral
+        import jobs
+
+        def run():
+            return list(scheduler.map(jobs.note_and_raise_if_flagged, [{str(log)!r}] * 3000,
+                                      range(3000), [0] * 3000, [{str(flag)!r}] * 3000,
+                                      [500] * 3000, chunksize="auto"))
+
+        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
+            run()  # map A
+            jobs.append_line({str(log)!r}, "B")
+            if sys.argv[1] == "first":
+                open({str(flag)!r}, "a").close()
+            try:
+                run()  # map B
+            except ValueError as error:
+                print("raised", error)
+    """))
+    run = _runner(script)
+    assert run("first") == "raised flagged: 500\n"
+    flag.unlink()
+    log.write_text("")
+    assert run("second") == ""
+    by_map_a, by_map_b = log.read_text().split("B\n")
+    assert by_map_a == ""  # every chunk of A had completed
+    assert "500\n" in by_map_b
 
 
 def test_a_chunk_past_its_budget_ends_after_the_call_that_runs():

@@ -163,7 +163,13 @@ class Engine:
     # -- talking to the loop from other threads ---------------------------------------
 
     def post(self, function: Callable[..., Any], *args: Any) -> None:
-        """Run ``function(*args)`` on the loop thread soon; do not wait."""
+        """Run ``function(*args)`` on the loop thread soon; do not wait. Once
+        the loop has ended (or a loop never started was closed) nothing is run:
+        a new loop on a closed backend would crash."""
+        if self.stopped.is_set():
+            log.debug("%s posted after the control loop ended: not run",
+                      getattr(function, "__name__", function))
+            return
         self._inbox.append((function, args, None))
         self._ensure_thread()
         self.backend.wake()
@@ -219,6 +225,7 @@ class Engine:
     def close(self, wait: bool) -> None:
         """Let the loop end once every job is final, then close the backend."""
         if self._thread is None:
+            self._finishing = True  # (no pause from now on, as after a loop's close)
             self.backend.close()
             self.stopped.set()
             self._run_on_stopped()
@@ -237,8 +244,8 @@ class Engine:
                 what was dispatched (it would wait for ever).
         """
         if paused and self._finishing:
-            raise RuntimeError("the scheduler is shutting down: it finishes the jobs it was "
-                               "given, and cannot be paused")
+            raise RuntimeError("the scheduler was shut down: it finishes the jobs it was given, "
+                               "and cannot be paused")
         was, self.paused = self.paused, paused
         self._gather_until = None  # paused, nothing is submitted: no window to wait for
         queued: list[int | str] = []

@@ -219,6 +219,8 @@ def job_digest(job: JobRecord) -> str:
         digest.update(b"chunk\0" + (b"function\0" + inner.encode() if isinstance(inner, str)
                                      else _callable_identity(inner))
                       + _arguments_bytes(args, kwargs))
+        if task.fn.series is not None:  # chunksize="auto": which map of the function
+            digest.update(b"\0map\0" + str(task.fn.series).encode())
     elif isinstance(task, Call):
         args, kwargs = job.call_parts
         digest.update(b"call\0" + _callable_identity(task.fn) + _arguments_bytes(args, kwargs))

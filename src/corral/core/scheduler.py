@@ -175,6 +175,8 @@ class Submitter:
         if chunks:
             runner = ChunkRunner(task.fn if isinstance(task, Call) else task.target,
                                  AUTO_CHUNK_BUDGET * chunk_seconds if automatic else None)
+            if automatic:
+                runner.series = self._scheduler._automatic_map_number(call_label(runner))
             task = make_task(runner)
         spec_for = spec_maker(make_spec(task, {**self._defaults,
                                                **self._scheduler._with_profile({})}))
@@ -362,6 +364,7 @@ class Scheduler(Executor):
             #: The feeders of map() calls that may still dispatch (see corral.core.mapping).
             self._feeds: weakref.WeakSet[MapFeed] = weakref.WeakSet()
             self._lock = threading.Lock()  # guards dispatching, the registry's ids and shutdown
+            self._automatic_maps: dict[str, int] = {}  # see _automatic_map_number
             self._registry = JobRegistry(
                 self._engine, self._resumer.first_free_id if self._resumer else 1,
                 keep_each_finished=self._resumer is not None)
@@ -439,6 +442,13 @@ class Scheduler(Executor):
             RuntimeError: the scheduler was shut down, or the interpreter is exiting.
         """
         return self._dispatch(jobs, collectable=True)
+
+    def _automatic_map_number(self, label: str) -> int:
+        """How many automatic maps of the function *label* this scheduler has
+        begun, this one included: a rerun of the same program numbers them alike."""
+        with self._lock:
+            number = self._automatic_maps[label] = self._automatic_maps.get(label, 0) + 1
+        return number
 
     def _earlier_chunks(self, fn: Any, make: Callable[[tuple], Job]) -> EarlierChunks | None:
         """What an automatic map (``chunksize="auto"``) of a journaled rerun

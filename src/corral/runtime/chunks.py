@@ -59,7 +59,8 @@ class ChunkRunner:
     :func:`corral.core.identity.job_digest`).
     """
 
-    def __init__(self, fn: Callable[..., Any] | str, budget_s: float | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any] | str, budget_s: float | None = None,
+                 series: int | None = None) -> None:
         #: The function, or ``"package.module:function"``, imported where the
         #: chunk runs (as a map of such a target imports it only there).
         self.fn = fn
@@ -67,6 +68,10 @@ class ChunkRunner:
         #: leaving the rest to other jobs (``chunksize="auto"``: see
         #: :mod:`corral.core.chunk_sizes`); None: every call runs here.
         self.budget_s = budget_s
+        #: Which automatic map of this function in its run the chunk belongs to
+        #: (1, 2, ...): part of its key, so that a rerun takes no map's chunks
+        #: for another's, whose boundaries differ (see corral.core.chunk_sizes).
+        self.series = series
         if isinstance(fn, str):
             module, _, path = fn.partition(":")
             self.__module__, self.__qualname__ = module, path
