@@ -102,19 +102,25 @@ class EarlierChunks(NamedTuple):
     #: Whether an earlier run made a chunk of these very calls, starting at the
     #: map's call N, and whether it completed (and so would be restored).
     found: Callable[[list[tuple], int], tuple[bool, bool]]
+    #: Where the first chunk made after the map's call N began (None: none).
+    next_start: Callable[[int], int | None]
 
 
 def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunks | None = None,
-                first: int = 0) -> Iterator[tuple[list[tuple], int]]:
+                first: int = 0, begin: Callable[[tuple], object] | None = None
+                ) -> Iterator[tuple[list[tuple], int]]:
     """The argument tuples of *calls* in chunks sized by *sizer*, each with the
     map's number of its first call (a ChunkRunner job's arguments).
 
-    In a journaled rerun (*earlier*), where an earlier run made a chunk of the
-    same calls, the chunk is made as that one was: so that it is restored if
-    it completed, and so that the chunks after it start where the earlier
-    run's did. No more of the input is read than the
-    next chunk holds. An error the input raises comes after the chunks of the
-    calls read before it. *first* is the map's number of the first of *calls*.
+    In a journaled rerun (*earlier*), where an earlier run completed a chunk
+    of the same calls, the chunk is made as that one was, and so restored.
+    Any other chunk ends no later than where the earlier run began its next
+    one (of this function), so that the chunks after it start where the
+    earlier run's did: after a chunk that failed, one that stopped short, or
+    calls that changed. No more of the input is read than the next chunk
+    holds. An error the input raises comes after the chunks of the calls read
+    before it. *first* is the map's number of the first of *calls*; *begin* is
+    told the arguments of the first call before any chunk is made.
     """
     ahead: list[tuple] = []
     failure: Exception | None = None
@@ -130,7 +136,11 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunk
             if failure is not None:
                 raise failure
             return
-        size = _earlier_size(earlier, sizes, ahead, first) if sizes else None
+        if begin is not None:
+            begin(ahead[0])
+            begin = None
+            sizes = earlier.sizes_at(first) if earlier is not None else []
+        size = _earlier_size(earlier, sizes, ahead, first) if earlier is not None else None
         if size is None:
             size = min(sizer.size, len(ahead))
         chunk, ahead = ahead[:size], ahead[size:]
@@ -138,11 +148,12 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunk
         first += len(chunk)
 
 
-def _earlier_size(earlier: EarlierChunks | None, sizes: list[int], ahead: list[tuple],
+def _earlier_size(earlier: EarlierChunks, sizes: list[int], ahead: list[tuple],
                   first: int) -> int | None:
-    """The size of the chunk an earlier run made of the calls at *first*: the
-    one that completed, if one did; None if it made none of them."""
-    assert earlier is not None
+    """The size of the chunk to make at *first* in a rerun: that of a chunk of
+    these calls an earlier run completed; else that of one it made of them
+    (failed, cancelled), cut where the earlier run's next chunk began; else
+    only that cut (None: no earlier chunk began after *first*)."""
     made = None
     for size in sizes:
         if size > len(ahead):
@@ -152,7 +163,10 @@ def _earlier_size(earlier: EarlierChunks | None, sizes: list[int], ahead: list[t
             return size
         if found and made is None:
             made = size
-    return made
+    following = earlier.next_start(first)
+    if following is None:
+        return made
+    return min(made or len(ahead), following - first)
 
 
 class AutoChunks:
@@ -162,17 +176,20 @@ class AutoChunks:
     calls it left, sized from what it learnt, which run in parallel."""
 
     def __init__(self, sizer: ChunkSizer, make: Callable[[tuple], Job],
-                 earlier: EarlierChunks | None, note: Callable[[Job, str], object]) -> None:
+                 earlier: EarlierChunks | None, note: Callable[[Job, str], object],
+                 begin: Callable[[tuple], object]) -> None:
         self.sizer = sizer
         self._make = make
         self._earlier = earlier
         #: Gives a job a reason without a change of status (its row names every
         #: call it was given: the reason says which it ran).
         self._note = note
+        #: Told the first call's arguments, before any chunk is made (and keyed).
+        self._begin = begin
 
     def chunks(self, calls: Iterator[tuple]) -> Iterator[tuple[list[tuple], int]]:
         """The arguments of the chunk jobs of a map of *calls*."""
-        return auto_chunks(calls, self.sizer, self._earlier)
+        return auto_chunks(calls, self.sizer, self._earlier, begin=self._begin)
 
     def learn(self, job: Job) -> None:
         ran = _calls_run(job)

@@ -226,6 +226,7 @@ class Engine:
         """Let the loop end once every job is final, then close the backend."""
         if self._thread is None:
             self._finishing = True  # (no pause from now on, as after a loop's close)
+            self.paused = False  # (nothing was dispatched: nothing is held)
             self.backend.close()
             self.stopped.set()
             self._run_on_stopped()

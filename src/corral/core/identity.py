@@ -32,7 +32,7 @@ from corral.runtime.chunks import ChunkRunner
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
 
-__all__ = ["job_digest", "describe", "call_label", "chunk_place"]
+__all__ = ["job_digest", "describe", "call_label", "chunk_place", "map_signature"]
 
 
 def _callable_identity(fn: Any) -> bytes:
@@ -219,7 +219,7 @@ def job_digest(job: JobRecord) -> str:
         digest.update(b"chunk\0" + (b"function\0" + inner.encode() if isinstance(inner, str)
                                      else _callable_identity(inner))
                       + _arguments_bytes(args, kwargs))
-        if task.fn.series is not None:  # chunksize="auto": which map of the function
+        if task.fn.series is not None and task.fn.series > 1:  # see map_signature
             digest.update(b"\0map\0" + str(task.fn.series).encode())
     elif isinstance(task, Call):
         args, kwargs = job.call_parts
@@ -236,6 +236,15 @@ def job_digest(job: JobRecord) -> str:
     for dep in job.deps:
         digest.update(b"\0after\0" + str(dep.key).encode())
     return digest.hexdigest()[:24]
+
+
+def map_signature(fn: Any, first_call: tuple) -> str:
+    """What an automatic map is told apart by, in a run, from the others it
+    could take chunks of in a rerun: its function and its first call's
+    arguments. Maps that share it are numbered in the order they begin, and
+    the number enters their chunks' keys (the first one's keys go without)."""
+    return hashlib.sha256(call_label(fn).encode() + b"\0" + _stable_bytes(first_call)
+                          ).hexdigest()[:24]
 
 
 def call_label(fn: Any) -> str:

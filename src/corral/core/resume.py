@@ -22,6 +22,7 @@ above every id the journal has seen.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import pickle
@@ -67,7 +68,7 @@ class Resumer:
         self.first_free_id = previous.max_int_id + 1
         #: Where the chunks of earlier automatic maps began, and their sizes,
         #: by function (see chunk_sizes_at), read when a map of it first asks.
-        self._chunk_sizes: dict[str, dict[int, list[int]]] = {}
+        self._chunk_sizes: dict[str, tuple[dict[int, list[int]], list[int]]] = {}
         self._chunks_lock = threading.Lock()
 
     def plan(self, batch: list[JobRecord], new_id: Callable[[], int],
@@ -118,7 +119,19 @@ class Resumer:
     def chunk_sizes_at(self, label: str, first: int) -> list[int]:
         """The sizes, largest first, of the chunks earlier runs made of a map
         of the function *label* (see :func:`corral.core.identity.call_label`)
-        starting at the map's call *first*; read from the journal once a label."""
+        starting at the map's call *first*."""
+        return self._chunk_places(label)[0].get(first, [])
+
+    def next_chunk_start(self, label: str, first: int) -> int | None:
+        """Where the first chunk an earlier run made of a map of *label* after
+        the map's call *first* began; None past the last one."""
+        starts = self._chunk_places(label)[1]
+        found = bisect.bisect_right(starts, first)
+        return starts[found] if found < len(starts) else None
+
+    def _chunk_places(self, label: str) -> tuple[dict[int, list[int]], list[int]]:
+        """``({start: sizes, largest first}, the starts in order)`` of the chunks
+        of *label*'s maps, read from the journal once a label."""
         with self._chunks_lock:
             places = self._chunk_sizes.get(label)
             if places is None:
@@ -127,9 +140,9 @@ class Resumer:
                     place = chunk_place(command)
                     if place is not None and place[0] == label:
                         found.setdefault(place[1], set()).add(place[2])
-                places = self._chunk_sizes[label] = {
-                    start: sorted(sizes, reverse=True) for start, sizes in found.items()}
-        return places.get(first, [])
+                sizes = {start: sorted(known, reverse=True) for start, known in found.items()}
+                places = self._chunk_sizes[label] = (sizes, sorted(sizes))
+        return places
 
     def earlier(self, job: JobRecord) -> tuple[bool, bool]:
         """``(an earlier run made this very job, it would be restored)``, as

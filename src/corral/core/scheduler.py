@@ -33,7 +33,7 @@ from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result
 from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_chunk
-from corral.core.identity import call_label
+from corral.core.identity import call_label, map_signature
 from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
 from corral.options import bounded_tuple, parse_options
@@ -175,8 +175,6 @@ class Submitter:
         if chunks:
             runner = ChunkRunner(task.fn if isinstance(task, Call) else task.target,
                                  AUTO_CHUNK_BUDGET * chunk_seconds if automatic else None)
-            if automatic:
-                runner.series = self._scheduler._automatic_map_number(call_label(runner))
             task = make_task(runner)
         spec_for = spec_maker(make_spec(task, {**self._defaults,
                                                **self._scheduler._with_profile({})}))
@@ -193,15 +191,12 @@ class Submitter:
             scheduler._cancel_many(jobs, driver_signals.unread_reason(left_by, began))
 
         follow_up = None
-        if chunks:
+        if runner is not None:
             # Enough chunks at once to keep every slot busy (at least MAP_WINDOW
             # calls' worth of a fixed size); not more: the driver holds each chunk's calls.
             slots = scheduler._slots or CHUNK_WINDOW
             if automatic:
-                engine = scheduler._engine
-                follow_up = AutoChunks(
-                    ChunkSizer(chunk_seconds), make, scheduler._earlier_chunks(runner, make),
-                    lambda job, reason: engine.post(engine.note_reason, job._record, reason))
+                follow_up = scheduler._automatic_chunks(runner, make, chunk_seconds)
                 calls = follow_up.chunks(calls)
                 window = min(CHUNK_WINDOW, max(4, 2 * slots))
             else:
@@ -364,7 +359,7 @@ class Scheduler(Executor):
             #: The feeders of map() calls that may still dispatch (see corral.core.mapping).
             self._feeds: weakref.WeakSet[MapFeed] = weakref.WeakSet()
             self._lock = threading.Lock()  # guards dispatching, the registry's ids and shutdown
-            self._automatic_maps: dict[str, int] = {}  # see _automatic_map_number
+            self._automatic_maps: dict[str, int] = {}  # by signature: see _automatic_map_number
             self._registry = JobRegistry(
                 self._engine, self._resumer.first_free_id if self._resumer else 1,
                 keep_each_finished=self._resumer is not None)
@@ -443,11 +438,25 @@ class Scheduler(Executor):
         """
         return self._dispatch(jobs, collectable=True)
 
-    def _automatic_map_number(self, label: str) -> int:
-        """How many automatic maps of the function *label* this scheduler has
-        begun, this one included: a rerun of the same program numbers them alike."""
+    def _automatic_chunks(self, runner: ChunkRunner, make: Callable[[tuple], Job],
+                          seconds: float) -> AutoChunks:
+        """The chunks of one ``map(chunksize="auto")`` of *runner*'s function."""
+        engine = self._engine
+
+        def begin(first_call: tuple) -> None:  # numbered before any chunk is keyed
+            runner.series = self._automatic_map_number(map_signature(runner, first_call))
+
+        return AutoChunks(
+            ChunkSizer(seconds), make, self._earlier_chunks(runner, make),
+            lambda job, reason: engine.post(engine.note_reason, job._record, reason), begin)
+
+    def _automatic_map_number(self, signature: str) -> int:
+        """How many automatic maps of the same function, whose first call was
+        the same (*signature*), this scheduler has begun, this one included.
+        Only such maps would take each other's chunks in a rerun; numbered in
+        the order they begin, as a rerun of the same program begins them."""
         with self._lock:
-            number = self._automatic_maps[label] = self._automatic_maps.get(label, 0) + 1
+            number = self._automatic_maps[signature] = self._automatic_maps.get(signature, 0) + 1
         return number
 
     def _earlier_chunks(self, fn: Any, make: Callable[[tuple], Job]) -> EarlierChunks | None:
@@ -464,7 +473,8 @@ class Scheduler(Executor):
             record = make((as_chunk(calls), first))._record
             return (False, False) if _value_deps(record) else resumer.earlier(record)
 
-        return EarlierChunks(lambda first: resumer.chunk_sizes_at(label, first), found)
+        return EarlierChunks(lambda first: resumer.chunk_sizes_at(label, first), found,
+                             lambda first: resumer.next_chunk_start(label, first))
 
     def _dispatch(self, jobs: Job | Iterable[Job], collectable: bool) -> list[Job]:
         """:meth:`dispatch`; *collectable* jobs' Results go to :meth:`collect`

@@ -68,9 +68,10 @@ class ChunkRunner:
         #: leaving the rest to other jobs (``chunksize="auto"``: see
         #: :mod:`corral.core.chunk_sizes`); None: every call runs here.
         self.budget_s = budget_s
-        #: Which automatic map of this function in its run the chunk belongs to
-        #: (1, 2, ...): part of its key, so that a rerun takes no map's chunks
-        #: for another's, whose boundaries differ (see corral.core.chunk_sizes).
+        #: Which of the automatic maps of this function that began with the
+        #: same call the chunk belongs to (1, 2, ...): part of its key, so that a
+        #: rerun takes no map's chunks for another's, whose boundaries differ
+        #: (see corral.core.identity.map_signature).
         self.series = series
         if isinstance(fn, str):
             module, _, path = fn.partition(":")
