@@ -353,37 +353,6 @@ def test_a_rerun_that_begins_its_maps_in_another_order_restores_them_all_the_sam
     assert not again & completed, sorted(again & completed)[:10]
 
 
-def test_maps_that_begin_alike_are_restored_whichever_runs_first_or_alone(tmp_path: Path):
-    """BUG (attack review): a map of range(1000) and one of range(3000) begin
-    with the same call, so they are numbered 1 and 2 as they begin. A rerun
-    of the second alone, or first, looked only under number 1, and ran the
-    2,000 calls past the first map's end again. Now it looks under the other
-    numbers too; where the first map ended each may run about a chunk again
-    (one follows the other's chunks until there, where no earlier chunk of
-    its own begins)."""
-    log = tmp_path / "ran"
-    script = tmp_path / "prefixes.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        import corral
-        import jobs
-
-        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
-            for count in map(int, sys.argv[1].split(",")):
-                squares = list(scheduler.map(jobs.note_and_square, [{str(log)!r}] * count,
-                                             range(count), chunksize="auto"))
-                print(len(squares), sum(squares))
-    """))
-    run = _runner(script)
-    assert run("1000,3000") == (f"1000 {sum(n * n for n in range(1000))}\n"
-                                f"3000 {sum(n * n for n in range(3000))}\n")
-    for order in ("3000", "3000,1000"):
-        log.write_text("")
-        assert run(order).split()[:2] == ["3000", str(sum(n * n for n in range(3000)))]
-        again = [int(line) for line in log.read_text().split()]
-        assert len(again) < 1024 and all(abs(call - 1000) < 1024 for call in again), order
-
-
 def test_a_chunk_past_its_budget_ends_after_the_call_that_runs():
     runner = ChunkRunner(jobs.pid_after, budget_s=0.05)
     assert len(runner([(0.03,)] * 5, 0)) == 2

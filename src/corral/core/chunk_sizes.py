@@ -100,23 +100,14 @@ class EarlierChunks(NamedTuple):
     #: every map of the same function).
     sizes_at: Callable[[int], list[int]]
     #: Whether an earlier run made a chunk of these very calls, starting at the
-    #: map's call N, as a chunk of the map numbered S among those of the same
-    #: function and first call (see corral.core.identity.map_signature), and
-    #: whether it completed (and so would be restored).
-    found: Callable[[list[tuple], int, int], tuple[bool, bool]]
+    #: map's call N, and whether it completed (and so would be restored).
+    found: Callable[[list[tuple], int], tuple[bool, bool]]
     #: Where the first chunk made after the map's call N began (None: none).
     next_start: Callable[[int], int | None]
 
 
-#: How many numbers of maps with the same function and first call a rerun
-#: tries for a chunk its own number does not find (see AutoChunks).
-SERIES_TRIED = 8
-
-
 def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunks | None = None,
-                first: int = 0, begin: Callable[[tuple], object] | None = None,
-                series: Callable[[int], list[int]] = lambda first: [1],
-                chosen: Callable[[int, int], object] = lambda first, series: None
+                first: int = 0, begin: Callable[[tuple], object] | None = None
                 ) -> Iterator[tuple[list[tuple], int]]:
     """The argument tuples of *calls* in chunks sized by *sizer*, each with the
     map's number of its first call (a ChunkRunner job's arguments).
@@ -129,9 +120,7 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunk
     calls that changed. No more of the input is read than the next chunk
     holds. An error the input raises comes after the chunks of the calls read
     before it. *first* is the map's number of the first of *calls*; *begin* is
-    told the arguments of the first call before any chunk is made. A completed
-    chunk is looked for under each number *series* gives, in turn; *chosen* is
-    told the place and number of one found.
+    told the arguments of the first call before any chunk is made.
     """
     ahead: list[tuple] = []
     failure: Exception | None = None
@@ -151,8 +140,7 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunk
             begin(ahead[0])
             begin = None
             sizes = earlier.sizes_at(first) if earlier is not None else []
-        size = (_earlier_size(earlier, sizes, ahead, first, series(first), chosen)
-                if earlier is not None else None)
+        size = _earlier_size(earlier, sizes, ahead, first) if earlier is not None else None
         if size is None:
             size = min(sizer.size, len(ahead))
         chunk, ahead = ahead[:size], ahead[size:]
@@ -160,24 +148,21 @@ def auto_chunks(calls: Iterator[tuple], sizer: ChunkSizer, earlier: EarlierChunk
         first += len(chunk)
 
 
-def _earlier_size(earlier: EarlierChunks, sizes: list[int], ahead: list[tuple], first: int,
-                  numbers: list[int], chosen: Callable[[int, int], object]) -> int | None:
+def _earlier_size(earlier: EarlierChunks, sizes: list[int], ahead: list[tuple],
+                  first: int) -> int | None:
     """The size of the chunk to make at *first* in a rerun: that of a chunk of
-    these calls an earlier run completed (under the first of *numbers* that
-    finds one, told to *chosen*); else that of one it made of them (failed,
-    cancelled), cut where the earlier run's next chunk began; else only that
-    cut (None: no earlier chunk began after *first*)."""
+    these calls an earlier run completed; else that of one it made of them
+    (failed, cancelled), cut where the earlier run's next chunk began; else
+    only that cut (None: no earlier chunk began after *first*)."""
     made = None
-    for number in numbers:
-        for size in sizes:
-            if size > len(ahead):
-                continue
-            found, restorable = earlier.found(ahead[:size], first, number)
-            if restorable:
-                chosen(first, number)
-                return size
-            if found and made is None and number == numbers[0]:
-                made = size
+    for size in sizes:
+        if size > len(ahead):
+            continue
+        found, restorable = earlier.found(ahead[:size], first)
+        if restorable:
+            return size
+        if found and made is None:
+            made = size
     following = earlier.next_start(first)
     if following is None:
         return made
@@ -190,48 +175,21 @@ class AutoChunks:
     :class:`corral.runtime.chunks.ChunkRunner`) is followed by chunks for the
     calls it left, sized from what it learnt, which run in parallel."""
 
-    def __init__(self, sizer: ChunkSizer, runner: ChunkRunner,
-                 make_for: Callable[[int], Callable[[tuple], Job]],
+    def __init__(self, sizer: ChunkSizer, make: Callable[[tuple], Job],
                  earlier: EarlierChunks | None, note: Callable[[Job, str], object],
                  begin: Callable[[tuple], object]) -> None:
         self.sizer = sizer
-        #: The map's runner: its ``series`` is the map's number, once *begin* has set it.
-        self._runner = runner
-        #: The maker of chunk jobs keyed as those of the map numbered N.
-        self._make_for = make_for
-        #: Where a rerun restores a chunk of a map of another number (the
-        #: same calls, where this map's number found none): place -> number.
-        self._chosen: dict[int, int] = {}
+        self._make = make
         self._earlier = earlier
         #: Gives a job a reason without a change of status (its row names every
         #: call it was given: the reason says which it ran).
         self._note = note
-        #: Told the first call's arguments, before any chunk is made (and keyed):
-        #: it numbers the map, and returns nothing.
+        #: Told the first call's arguments, before any chunk is made (and keyed).
         self._begin = begin
 
     def chunks(self, calls: Iterator[tuple]) -> Iterator[tuple[list[tuple], int]]:
         """The arguments of the chunk jobs of a map of *calls*."""
-        return self._chunks(calls, 0, self._begin)
-
-    def make(self, arguments: tuple) -> Job:
-        """The job of a chunk (``(calls, first)``): keyed as the earlier chunk a
-        rerun restores there, if it chose one of another map's number."""
-        number = self._chosen.pop(arguments[1], None)
-        return self._make_for(self._own() if number is None else number)(arguments)
-
-    def _chunks(self, calls: Iterator[tuple], first: int,
-                begin: Callable[[tuple], object] | None) -> Iterator[tuple[list[tuple], int]]:
-        return auto_chunks(calls, self.sizer, self._earlier, first, begin, self._numbers,
-                           self._chosen.__setitem__)
-
-    def _own(self) -> int:
-        return self._runner.series or 1
-
-    def _numbers(self, first: int) -> list[int]:
-        """The map numbers to look for an earlier chunk under: its own first."""
-        own = self._own()
-        return [own, *(number for number in range(1, SERIES_TRIED + 1) if number != own)]
+        return auto_chunks(calls, self.sizer, self._earlier, begin=self._begin)
 
     def learn(self, job: Job) -> None:
         ran = _calls_run(job)
@@ -249,8 +207,8 @@ class AutoChunks:
             self._note(job, f"stopped after call {first + ran - 1}, past its "
                             f"{_span(runner.budget_s or 0.0)}; calls {first + ran}-"
                             f"{first + len(calls) - 1} went to other jobs")
-        return [self.make(arguments)
-                for arguments in self._chunks(iter(calls[ran:]), first + ran, None)]
+        return [self._make(arguments) for arguments in auto_chunks(
+            iter(calls[ran:]), self.sizer, self._earlier, first + ran)]
 
     def stops_short(self, job: Job, value: Any) -> bool:
         return len(value) < len(_chunk_of(job)[0])

@@ -176,8 +176,8 @@ class Submitter:
             runner = ChunkRunner(task.fn if isinstance(task, Call) else task.target,
                                  AUTO_CHUNK_BUDGET * chunk_seconds if automatic else None)
             task = make_task(runner)
-        options = {**self._defaults, **self._scheduler._with_profile({})}
-        spec_for = spec_maker(make_spec(task, options))
+        spec_for = spec_maker(make_spec(task, {**self._defaults,
+                                               **self._scheduler._with_profile({})}))
         scheduler = self._scheduler
 
         def dispatch(batch: list[Job]) -> None:
@@ -196,8 +196,7 @@ class Submitter:
             # calls' worth of a fixed size); not more: the driver holds each chunk's calls.
             slots = scheduler._slots or CHUNK_WINDOW
             if automatic:
-                follow_up = scheduler._automatic_chunks(runner, make, options, chunk_seconds)
-                make = follow_up.make
+                follow_up = scheduler._automatic_chunks(runner, make, chunk_seconds)
                 calls = follow_up.chunks(calls)
                 window = min(CHUNK_WINDOW, max(4, 2 * slots))
             else:
@@ -440,28 +439,15 @@ class Scheduler(Executor):
         return self._dispatch(jobs, collectable=True)
 
     def _automatic_chunks(self, runner: ChunkRunner, make: Callable[[tuple], Job],
-                          options: dict[str, Any], seconds: float) -> AutoChunks:
-        """The chunks of one ``map(chunksize="auto")`` of *runner*'s function;
-        *make* makes its chunk jobs, of *options*."""
+                          seconds: float) -> AutoChunks:
+        """The chunks of one ``map(chunksize="auto")`` of *runner*'s function."""
         engine = self._engine
-        twins: dict[int, Callable[[tuple], Job]] = {}
-
-        def make_for(series: int) -> Callable[[tuple], Job]:
-            """The maker of chunks keyed as those of the map numbered *series*."""
-            if series == runner.series:
-                return make
-            twin = twins.get(series)
-            if twin is None:
-                spec_for = spec_maker(make_spec(make_task(
-                    ChunkRunner(runner.fn, runner.budget_s, series)), options))
-                twin = twins[series] = lambda arguments: Job._from_spec(spec_for(arguments))
-            return twin
 
         def begin(first_call: tuple) -> None:  # numbered before any chunk is keyed
             runner.series = self._automatic_map_number(map_signature(runner, first_call))
 
         return AutoChunks(
-            ChunkSizer(seconds), runner, make_for, self._earlier_chunks(runner, make_for),
+            ChunkSizer(seconds), make, self._earlier_chunks(runner, make),
             lambda job, reason: engine.post(engine.note_reason, job._record, reason), begin)
 
     def _automatic_map_number(self, signature: str) -> int:
@@ -473,19 +459,18 @@ class Scheduler(Executor):
             number = self._automatic_maps[signature] = self._automatic_maps.get(signature, 0) + 1
         return number
 
-    def _earlier_chunks(self, runner: ChunkRunner, make_for: Callable[[int], Callable[[tuple], Job]]
-                        ) -> EarlierChunks | None:
+    def _earlier_chunks(self, fn: Any, make: Callable[[tuple], Job]) -> EarlierChunks | None:
         """What an automatic map (``chunksize="auto"``) of a journaled rerun
-        knows of the chunks earlier runs made of *runner*'s function; None when
-        there is no earlier run. (A chunk with Jobs among its arguments is keyed
+        knows of the chunks earlier runs made of *fn*'s map; None when there
+        is no earlier run. (A chunk with Jobs among its arguments is keyed
         with theirs, known only when it is dispatched: it is not restored.)"""
         resumer = self._resumer
         if resumer is None or not len(resumer.previous):
             return None
-        label = call_label(runner)
+        label = call_label(fn)
 
-        def found(calls: list[tuple], first: int, series: int) -> tuple[bool, bool]:
-            record = make_for(series)((as_chunk(calls), first))._record
+        def found(calls: list[tuple], first: int) -> tuple[bool, bool]:
+            record = make((as_chunk(calls), first))._record
             return (False, False) if _value_deps(record) else resumer.earlier(record)
 
         return EarlierChunks(lambda first: resumer.chunk_sizes_at(label, first), found,
