@@ -353,6 +353,42 @@ def test_a_rerun_that_begins_its_maps_in_another_order_restores_them_all_the_sam
     assert not again & completed, sorted(again & completed)[:10]
 
 
+def test_a_map_never_takes_the_values_of_another_map_over_the_same_items(tmp_path: Path):
+    """Attack review: map A failed at a call that map B, over the same items,
+    then completed; a rerun must still run A's call (it raises again), and
+    restore all of B."""
+    log, flag = tmp_path / "ran", tmp_path / "flag"
+    script = tmp_path / "twins.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        import sys
+        import corral
+        import jobs
+
+        def run():
+            return sum(scheduler.map(jobs.note_and_raise_if_flagged, [{str(log)!r}] * 3000,
+                                     range(3000), [0] * 3000, [{str(flag)!r}] * 3000,
+                                     [1500] * 3000, chunksize="auto"))
+
+        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
+            open({str(flag)!r}, "a").close()
+            try:
+                run()  # map A
+            except ValueError as error:
+                print("A raised", error)
+            os.unlink({str(flag)!r})
+            jobs.append_line({str(log)!r}, "B")
+            print("B", run())
+    """))
+    run = _runner(script)
+    assert run("first") == f"A raised flagged: 1500\nB {sum(range(3000))}\n"
+    log.write_text("")
+    assert run("second") == f"A raised flagged: 1500\nB {sum(range(3000))}\n"
+    by_map_a, by_map_b = log.read_text().split("B\n")
+    assert "1500\n" in by_map_a
+    assert by_map_b == ""  # every chunk of B had completed
+
+
 def test_a_chunk_past_its_budget_ends_after_the_call_that_runs():
     runner = ChunkRunner(jobs.pid_after, budget_s=0.05)
     assert len(runner([(0.03,)] * 5, 0)) == 2
