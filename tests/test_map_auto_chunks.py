@@ -170,6 +170,32 @@ def _rerun_script(tmp_path: Path, log: Path, failing: int = 2999) -> Path:
     return script
 
 
+def _flagged_maps(tmp_path: Path, body: str):
+    """A journaled script (run it with the returned function, given its first
+    argument) that defines ``flagged(numbers, bad, seconds=0)``: a map of
+    :func:`jobs.note_and_raise_if_flagged` over *numbers*, each noted in the
+    file ``ran``, raising at *bad* while the file ``flag`` exists; then runs
+    *body* (script text, indented by 4) in its Scheduler."""
+    log, flag = tmp_path / "ran", tmp_path / "flag"
+    script = tmp_path / "flagged.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        import sys
+        import corral
+        import jobs
+
+        def flagged(numbers, bad, seconds=0):
+            numbers = list(numbers)
+            count = len(numbers)
+            return list(scheduler.map(jobs.note_and_raise_if_flagged, [{str(log)!r}] * count,
+                                      numbers, [seconds] * count, [{str(flag)!r}] * count,
+                                      [bad] * count, chunksize="auto"))
+
+        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
+    """) + textwrap.indent(textwrap.dedent(body), "    "))
+    return _runner(script)
+
+
 def _runner(script: Path):
     env = {"PYTHONPATH": f"{Path(__file__).parent}:{Path(corral.__file__).parent.parent}",
            "PATH": "/usr/bin:/bin"}
@@ -220,25 +246,13 @@ def test_a_rerun_does_not_take_the_chunk_sizes_of_another_map_of_the_same_functi
     size of another map's chunk at that place, and ran its own completed calls
     after it again."""
     log, flag = tmp_path / "ran", tmp_path / "flag"
-    script = tmp_path / "two_maps.py"
-    script.write_text(textwrap.dedent(f"""
-        import corral
-        import jobs
-
-        def run(numbers, seconds):
-            count = len(numbers)
-            return list(scheduler.map(jobs.note_and_raise_if_flagged, [{str(log)!r}] * count,
-                                      numbers, [seconds] * count, [{str(flag)!r}] * count,
-                                      [10009] * count, chunksize="auto"))
-
-        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
-            run(range(3000), 0)
-            try:
-                run(range(10000, 10040), 0.01)  # a call a chunk: 10009's place is 9
-            except ValueError as error:
-                print("raised", error)
-    """))
-    run = _runner(script)
+    run = _flagged_maps(tmp_path, """
+        flagged(range(3000), 10009)
+        try:
+            flagged(range(10000, 10040), 10009, 0.01)  # a call a chunk: 10009's place is 9
+        except ValueError as error:
+            print("raised", error)
+    """)
     flag.touch()
     assert run("first") == "raised flagged: 10009\n"
     not_completed = {call + 10000 for job in read_jobs(tmp_path / "run")
@@ -284,28 +298,16 @@ def test_a_rerun_takes_no_chunk_of_another_map_over_the_same_items(tmp_path: Pat
     the same items, failed midway. The rerun took B's completed chunks for
     A's where their sizes differed, and ran A's own completed calls again."""
     log, flag = tmp_path / "ran", tmp_path / "flag"
-    script = tmp_path / "same_items.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        import corral
-        import jobs
-
-        def run():
-            return list(scheduler.map(jobs.note_and_raise_if_flagged, [{str(log)!r}] * 3000,
-                                      range(3000), [0] * 3000, [{str(flag)!r}] * 3000,
-                                      [500] * 3000, chunksize="auto"))
-
-        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
-            run()  # map A
-            jobs.append_line({str(log)!r}, "B")
-            if sys.argv[1] == "first":
-                open({str(flag)!r}, "a").close()
-            try:
-                run()  # map B
-            except ValueError as error:
-                print("raised", error)
-    """))
-    run = _runner(script)
+    run = _flagged_maps(tmp_path, f"""
+        flagged(range(3000), 500)  # map A
+        jobs.append_line({str(log)!r}, "B")
+        if sys.argv[1] == "first":
+            open({str(flag)!r}, "a").close()
+        try:
+            flagged(range(3000), 500)  # map B
+        except ValueError as error:
+            print("raised", error)
+    """)
     assert run("first") == "raised flagged: 500\n"
     flag.unlink()
     log.write_text("")
@@ -320,26 +322,13 @@ def test_a_rerun_that_begins_its_maps_in_another_order_restores_them_all_the_sam
     """BUG (attack review): maps numbered by function in the order they began
     found none of their chunks when a rerun began them in another order."""
     log, flag = tmp_path / "ran", tmp_path / "flag"
-    script = tmp_path / "two_orders.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        import corral
-        import jobs
-
-        def run(start):
-            return list(scheduler.map(jobs.note_and_raise_if_flagged, [{str(log)!r}] * 2000,
-                                      range(start, start + 2000), [0] * 2000,
-                                      [{str(flag)!r}] * 2000, [start + 1500] * 2000,
-                                      chunksize="auto"))
-
-        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
-            for start in ((0, 10000) if sys.argv[1] == "first" else (10000, 0)):
-                try:
-                    run(start)
-                except ValueError as error:
-                    print("raised", error)
-    """))
-    run = _runner(script)
+    run = _flagged_maps(tmp_path, """
+        for start in ((0, 10000) if sys.argv[1] == "first" else (10000, 0)):
+            try:
+                flagged(range(start, start + 2000), start + 1500)
+            except ValueError as error:
+                print("raised", error)
+    """)
     flag.touch()
     assert run("first") == "raised flagged: 1500\nraised flagged: 11500\n"
     completed = {value for job in read_jobs(tmp_path / "run")
@@ -358,29 +347,16 @@ def test_a_map_never_takes_the_values_of_another_map_over_the_same_items(tmp_pat
     then completed; a rerun must still run A's call (it raises again), and
     restore all of B."""
     log, flag = tmp_path / "ran", tmp_path / "flag"
-    script = tmp_path / "twins.py"
-    script.write_text(textwrap.dedent(f"""
-        import os
-        import sys
-        import corral
-        import jobs
-
-        def run():
-            return sum(scheduler.map(jobs.note_and_raise_if_flagged, [{str(log)!r}] * 3000,
-                                     range(3000), [0] * 3000, [{str(flag)!r}] * 3000,
-                                     [1500] * 3000, chunksize="auto"))
-
-        with corral.Scheduler(cores=2, journal={str(tmp_path / "run")!r}) as scheduler:
-            open({str(flag)!r}, "a").close()
-            try:
-                run()  # map A
-            except ValueError as error:
-                print("A raised", error)
-            os.unlink({str(flag)!r})
-            jobs.append_line({str(log)!r}, "B")
-            print("B", run())
-    """))
-    run = _runner(script)
+    run = _flagged_maps(tmp_path, f"""
+        open({str(flag)!r}, "a").close()
+        try:
+            flagged(range(3000), 1500)  # map A
+        except ValueError as error:
+            print("A raised", error)
+        os.unlink({str(flag)!r})
+        jobs.append_line({str(log)!r}, "B")
+        print("B", sum(flagged(range(3000), 1500)))
+    """)
     assert run("first") == f"A raised flagged: 1500\nB {sum(range(3000))}\n"
     log.write_text("")
     assert run("second") == f"A raised flagged: 1500\nB {sum(range(3000))}\n"
