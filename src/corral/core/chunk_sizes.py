@@ -8,17 +8,22 @@ and sizes each next chunk so that it runs about the backend's
 backend): tiny calls end up thousands to a job, calls that take longer than
 that keep a job each (and so their own status, output and journal row).
 
-The size follows the calls: it grows at most eightfold per batch of chunks
-(one slow first call cannot make the rest crawl, one fast one cannot make a
-chunk of a thousand slow calls), and falls at once when calls become slower.
-Calls within one chunk still run one after another: a call that is suddenly
-slow holds up the rest of its chunk, never the chunks after it (its worker
-gives those back, see :mod:`corral.core.ahead`).
+The size follows the calls (:class:`ChunkSizer`): it grows at most eightfold
+from one chunk seen to the next (one fast call cannot make a chunk of a
+thousand slow ones), and falls as soon as chunks run longer. A chunk that runs
+past four times its time while calls remain stops after the call that runs
+(:class:`corral.runtime.chunks.ChunkRunner`), and :class:`AutoChunks` hands
+the calls it left to new chunks, sized from that chunk alone, which any
+worker takes: calls that turn slow do not queue behind each other on one
+worker, nor chunks behind a slow one (its worker gives those back, see
+:mod:`corral.core.ahead`).
 
-A journaled rerun recognises a chunk by its calls and the place of its first
-call, so it makes its chunks where the earlier run's began as they were made
-(the journal names each chunk's calls), whatever sizes that run chose, and
-so finds those that completed (see :func:`auto_chunks`).
+A journaled rerun recognises a chunk by its key: its function, its calls,
+the place of its first, and, among maps of one function that began with the
+same call, which of them it belongs to (see
+:func:`corral.core.identity.map_signature`). So it makes each chunk as the
+earlier run made one of the same calls, whatever sizes that run chose, and
+finds those that completed (see :func:`auto_chunks`).
 """
 
 from __future__ import annotations
