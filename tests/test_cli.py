@@ -231,6 +231,17 @@ def test_logs_prints_what_the_job_wrote_to_stdout_or_stderr(cli):
     assert cli.ok("logs", job, "--stderr").out == "to the errors\n"
 
 
+def test_logs_of_a_job_that_wrote_nothing_says_so(cli):
+    """Cold review: an empty page, exit 0, and nothing to say why."""
+    job = cli.submit("echo only to the errors >&2")
+    assert cli("wait", job).status == 0
+    shown = cli.ok("logs", job)
+    assert shown.out == ""
+    assert shown.err == (f"corral: job {job} 'echo' wrote nothing to its stdout (--stderr "
+                         "shows its standard error)\n")
+    assert cli.ok("logs", job, "--stderr").out == "only to the errors\n"
+
+
 def follow_until_the_end(cli: Corral, job: str, first: bytes,
                          then: Callable[[], object]) -> tuple[int, bytes, bytes]:
     """``corral logs JOB --follow``: read until *first* was printed (and check the

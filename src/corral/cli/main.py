@@ -556,7 +556,12 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
                                      JobStatus.SUBMITTED):
         click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
                    "no output yet (--follow waits for it)", err=True)
-    follow_output(run, job_id, stream, follow, sys.stdout)
+        return
+    if not follow_output(run, job_id, stream, follow, sys.stdout):  # an empty page says why
+        ended = run.job(job_id).status in TERMINAL
+        click.echo(f"corral: job {job.id} {job.name!r} wrote nothing to its {stream}"
+                   + ("" if ended else " so far")
+                   + ("" if show_stderr else " (--stderr shows its standard error)"), err=True)
 
 
 @cli.command()

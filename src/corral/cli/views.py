@@ -247,8 +247,9 @@ def _one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
-def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]) -> None:
-    """Print a job's output; with *follow*, keep printing until the job has ended.
+def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]) -> int:
+    """Print a job's output; with *follow*, keep printing until the job has
+    ended. Return how many bytes of the attempt shown last were printed.
 
     While a job runs its output is in a spool file; when it ends the output is
     moved to the job directory. Both hold the whole output, so one offset
@@ -271,7 +272,7 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
         if job.status is not JobStatus.RUNNING or job.live is None:
             printed += _write(_read_from(job.output_path(stream), printed), out, decoder)
             if job.status in TERMINAL or not follow or _orphaned(run, job):
-                return
+                return printed
             time.sleep(POLL_S)  # another process writes the journal; nothing to wait on
             continue
         chunk = _read_from(job.output_path(stream), printed)
@@ -282,7 +283,7 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
         if (later.status, later.live, later.attempts) == (job.status, job.live, job.attempts):
             printed += _write(chunk, out, decoder)
             if not follow or _orphaned(run, later):  # its driver died: it will not go on
-                return
+                return printed
 
 
 def _orphaned(run: Run, job: StoredJob) -> bool:
