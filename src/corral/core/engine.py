@@ -115,7 +115,7 @@ class Engine:
         #: ahead (see corral.core.ahead); None where the backend does not.
         self._pace = AheadPolicy() if self.capabilities.queues_ahead else None
         self.packer = packer
-        packer.on_waiting = self._note_waiting  # why QUEUED jobs wait, for status
+        packer.on_waiting = self.note_reason  # why QUEUED jobs wait, for status
         self.run_dir = run_dir
         self._run_dir_text = os.path.join(run_dir, "")  # job directories: this + id
         self.on_finish = on_finish
@@ -384,14 +384,10 @@ class Engine:
         if self.listeners:
             self.emit("status", job, old, new, reason)
 
-    def _note_waiting(self, job: JobRecord, reason: str) -> None:
-        """Record why a QUEUED job has not started (the packer calls this only
-        when the reason changes): ``job.reason`` and the journal's row."""
-        self.note_reason(job, reason)
-
     def note_reason(self, job: JobRecord, reason: str) -> None:
         """Set *job*'s reason, in its row too, without a change of status (loop
-        thread): why a job waits; what a chunk that stopped short left to others."""
+        thread): why a QUEUED job waits (the packer says so only when it
+        changes); what a chunk that stopped short left to others."""
         job.reason = reason
         if self.journal is not None:
             self.journal.touched(job)

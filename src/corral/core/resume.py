@@ -108,7 +108,7 @@ class Resumer:
                 continue
             ids.append(stored.id)
             taken.add(str(stored.id))
-            if completed_before(stored) and _result_loads(stored):
+            if _restorable(stored):
                 job.restored = stored
             elif stored.status not in TERMINAL and self._attachable(stored):
                 job.reattach = stored  # not submitted again: found by its native id
@@ -154,7 +154,7 @@ class Resumer:
         stored = self.previous.get(f"{digest}#{self._occurrences.get(digest, 0) + 1}")
         if stored is None:
             return False, False
-        return True, completed_before(stored) and _result_loads(stored)
+        return True, _restorable(stored)
 
     @staticmethod
     def _clear_files(stored: StoredJob) -> None:
@@ -174,6 +174,11 @@ def completed_before(stored: StoredJob) -> bool:
     return stored.status is JobStatus.COMPLETED or (
         stored.status is JobStatus.CANCELLED and stored.exit_code == 0
         and (stored.reason or "").endswith(COMPLETED_ALL_THE_SAME))
+
+
+def _restorable(stored: StoredJob) -> bool:
+    """Whether an earlier job is restored rather than run again."""
+    return completed_before(stored) and _result_loads(stored)
 
 
 def _result_loads(stored: StoredJob) -> bool:

@@ -169,7 +169,8 @@ class Submitter:
                              f"{safe_repr(fn)}")
         calls: Iterator[tuple] = zip(*iterables, strict=False)
         window = MAP_WINDOW
-        chunks = automatic or chunksize > 1  # type: ignore[operator]
+        fixed = None if automatic else int(chunksize)  # calls per job, if not learnt
+        chunks = fixed is None or fixed > 1
         chunk_seconds = self._scheduler._engine.capabilities.chunk_seconds
         runner = None
         if chunks:
@@ -195,13 +196,13 @@ class Submitter:
             # Enough chunks at once to keep every slot busy (at least MAP_WINDOW
             # calls' worth of a fixed size); not more: the driver holds each chunk's calls.
             slots = scheduler._slots or CHUNK_WINDOW
-            if automatic:
+            if fixed is None:
                 follow_up = scheduler._automatic_chunks(runner, make, chunk_seconds)
                 calls = follow_up.chunks(calls)
                 window = min(CHUNK_WINDOW, max(4, 2 * slots))
             else:
-                calls = chunked(calls, chunksize)  # type: ignore[arg-type]
-                window = max(-(-MAP_WINDOW // chunksize), min(CHUNK_WINDOW, 2 * slots))  # type: ignore[operator]
+                calls = chunked(calls, fixed)
+                window = max(-(-MAP_WINDOW // fixed), min(CHUNK_WINDOW, 2 * slots))
         feed = MapFeed(make, dispatch, cancel, calls, window, follow_up)
         scheduler._feeds.add(feed)
         results = feed.results(deadline)
