@@ -639,3 +639,15 @@ def test_large_arguments_and_results_through_a_map_never_deadlock_the_driver_and
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                           text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "3000"), done.stderr[-2000:]
+
+
+def test_jobs_handed_just_as_a_worker_goes_idle_all_run(tmp_path: Path):
+    # An idle worker reads its pipe in its main thread; a busy one in its
+    # doorbell thread. Bursts of tiny calls make workers flip between the two
+    # while jobs queued ahead arrive: every job must start, none twice.
+    with corral.Scheduler(cores=2, workdir=tmp_path) as scheduler:
+        for burst in range(400):
+            handles = [scheduler.submit(jobs.square, n) for n in range(burst % 9 + 1)]
+            assert [job.result(timeout=30) for job in handles] == \
+                [n * n for n in range(burst % 9 + 1)], f"burst {burst}"
+        assert all(job.status is _S.COMPLETED for job in handles)

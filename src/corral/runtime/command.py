@@ -14,7 +14,7 @@ command's pidfd and on its :class:`StopRequests` at once: the driver asks it
 to kill or terminate (abort) the command with a message on the request pipe,
 never with a signal, so a request can neither arrive before the command
 exists nor be taken for the next job's (the pipe keeps the order of what the
-driver sent; the worker's reader thread passes it on, tagged with the job).
+driver sent; the worker's doorbell thread passes it on, tagged with the job).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """A persistent worker process: runs jobs one after another.
 
-Started by the local backend as ``python -c ...worker.main()`` with two pipe
-file descriptors. Each message on the request pipe is one framed pickle: a
-request, a list of requests to run in that order, or ``(DROP, job ids)``.
+Started by the local backend as ``python -c ...worker.main()`` with three pipe
+file descriptors: requests, replies and a doorbell. Each message on the
+request pipe is one framed pickle: a request, a list of requests to run in
+that order, or ``(DROP, job ids)``.
 A request is a Python call::
 
     ("call", job_id, jobdir, payload, upstream, env, cwd, outcomes)
@@ -12,7 +13,10 @@ or a script or shell command (see :mod:`corral.runtime.command`)::
     ("command", job_id, jobdir, argv, environment, cwd)
 
 Requests the worker has not started wait in its queue (see :class:`_Queue`);
-the driver counts them as SUBMITTED. Each job's end is one message
+the driver counts them as SUBMITTED. An idle worker reads its next request
+in its main thread and starts it at once; a message for a busy worker comes
+with a byte on the doorbell pipe, which wakes a thread that reads it while
+the job runs. Each job's end is one message
 (:func:`corral.runtime.worker_process.reply_message`): when it started and
 ended, the pickled ``(job_id, ok, blob)``, and which queued job starts now.
 A queued job that starts when no reply could say so (the worker had gone
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -94,15 +99,28 @@ PATIENCE_VARIABLE = "CORRAL_WORKER_PATIENCE_S"
 
 
 class _Queue:
-    """Requests received and not started yet, in order; the thread that reads
-    them from the driver; and the lookout that gives them back when the job
-    before them runs long.
+    """Requests received and not started yet, in order; the reading of them
+    from the driver; and the lookout that gives them back when the job before
+    them runs long.
 
     The driver hands a worker its next jobs before the current one ends (they
     are SUBMITTED, not RUNNING), so that it never idles while the driver
-    catches up. A reader thread files every message as it arrives, also while
-    a job runs, so queued jobs can always be asked back (:data:`DROP`) and a
-    running command killed. Queued jobs must not wait behind a slow one: the
+    catches up. Who reads the request pipe depends on whether a job runs:
+
+    * An idle worker's main thread waits on the pipe itself, and starts the
+      request it reads at once. Handing it to the main thread from another
+      one cost a tiny job a third of its round trip.
+    * While a job runs, the driver rings the doorbell after each message it
+      sends (a queued job, a drop, a kill). That wakes the doorbell thread,
+      which reads every message the pipe holds. So queued jobs can always be
+      asked back (:data:`DROP`), and a running command killed.
+
+    One message at a time is read and filed, under :attr:`reading`: they are
+    filed in the order they were sent, whichever thread reads them. The
+    doorbell's end (the driver died, or let the worker go) ends a running
+    command, as the request pipe's end does.
+
+    Queued jobs must not wait behind a slow one: the
     lookout thread gives them back once the running job has run
     :data:`PATIENCE_S`, or the jobs run since the next one in line arrived
     have taken that long together (a line of a kind that became slower, each
@@ -114,9 +132,14 @@ class _Queue:
     long holds both threads up too.)
     """
 
-    def __init__(self, requests: Connection, replies: Connection,
+    def __init__(self, requests: Connection, replies: Connection, doorbell: int,
                  patience: float = PATIENCE_S) -> None:
         self.patience = patience
+        self._pipe = requests
+        #: Held by the thread that reads and files a message (see the class's docstring).
+        self.reading = threading.Lock()
+        self._waiting = select.poll()  # for the request pipe: poll(0) says if a message is there
+        self._waiting.register(requests.fileno(), select.POLLIN)
         #: (request, whether its start must be announced, :attr:`work_done` when
         #: it arrived): a job queued behind another is SUBMITTED for the driver
         #: until told it started.
@@ -125,7 +148,6 @@ class _Queue:
         self.work_done = 0.0
         self.replies = replies
         self.lock = threading.Lock()
-        self._arrived = threading.Condition(self.lock)
         self._watch = threading.Condition(self.lock)
         self._watching = False
         self._closed = False  # the driver's pipe has ended
@@ -140,19 +162,39 @@ class _Queue:
         self.stopped: dict[object, str] = {}
         #: Kills and terminates of the running command, for run_command.
         self.stop_requests = StopRequests()
-        threading.Thread(target=self._read, args=(requests,), daemon=True,
-                         name="corral-requests").start()
+        threading.Thread(target=self._answer_doorbell, args=(doorbell,), daemon=True,
+                         name="corral-doorbell").start()
 
-    def _read(self, requests: Connection) -> None:
+    def _answer_doorbell(self, doorbell: int) -> None:
+        """Read what the pipe holds each time the driver rings; stop when the
+        driver's end of the doorbell closes."""
+        while True:
+            try:
+                rung = os.read(doorbell, 4096)  # (every ring so far: one read is enough)
+            except OSError:
+                rung = b""
+            if not rung:
+                self._ended()
+                return
+            with self.reading:
+                while not self._closed and self._waiting.poll(0):
+                    self._read_one()
+
+    def _read_one(self) -> None:
+        """Read one message and file it (:attr:`reading` is held)."""
         try:
-            while True:
-                self._take(pickle.loads(requests.recv_bytes()))
+            message = self._pipe.recv_bytes()
         except (EOFError, OSError):
-            with self.lock:
-                self._closed = True
-                if self.running is not None and self.running[0] == "command":
-                    self.stop_requests.post(self.running[1], KILL)  # the driver is gone
-                self._arrived.notify_all()
+            self._ended()
+            return
+        self._take(pickle.loads(message))
+
+    def _ended(self) -> None:
+        """The driver is gone, or has let us go: no more requests come."""
+        with self.lock:
+            self._closed = True
+            if self.running is not None and self.running[0] == "command":
+                self.stop_requests.post(self.running[1], KILL)
 
     def _take(self, message: object) -> None:
         """File one message from the driver: a request, a list of them, a drop,
@@ -183,26 +225,32 @@ class _Queue:
                         request = (*request[:4], self._environment, request[5])
                     self._environment = request[4]
                 self.requests.append((request, queued, arrived))
-            self._arrived.notify()
             if self._current is not None:  # they arrived behind a running job: watch it
                 self._arm_lookout()
 
     def next(self, idle_exit: float | None = None) -> tuple[tuple, bool, float] | None:
-        """Wait for the request to run now; return it and whether its start
-        must be announced, or None when the pipe ended or nothing came for
-        *idle_exit* seconds. From now on it runs: it cannot be given back."""
-        with self.lock:
-            deadline = None if idle_exit is None else time.monotonic() + idle_exit
-            while not self.requests and not self._closed:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._arrived.wait(left)
-            if not self.requests:
+        """Wait for the request to run now, reading the pipe in this thread;
+        return it and whether its start must be announced, or None when the
+        pipe ended or nothing came for *idle_exit* seconds. From now on it
+        runs: it cannot be given back."""
+        deadline = None if idle_exit is None else time.monotonic() + idle_exit
+        while True:
+            with self.lock:
+                if self.requests:
+                    entry = self.requests.popleft()
+                    self.running = entry[0]
+                    return entry
+                if self._closed:
+                    return None
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return None
-            entry = self.requests.popleft()
-            self.running = entry[0]
-            return entry
+            with self.reading:
+                # The doorbell thread may have filed one while we waited for it.
+                if self.requests or self._closed:
+                    continue
+                if left is None or self._waiting.poll(left * 1000):
+                    self._read_one()
 
     def started(self, job_id: object) -> None:
         """The job now running; the lookout watches it while others wait behind it."""
@@ -349,7 +397,8 @@ def main() -> None:
     from multiprocessing.connection import Connection
 
     read_fd, write_fd, parent_pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    for fd in (read_fd, write_fd):  # a job's processes must not hold our pipes open
+    doorbell_fd = int(sys.argv[6])
+    for fd in (read_fd, write_fd, doorbell_fd):  # a job's processes must not hold our pipes open
         os.set_inheritable(fd, False)
     become_subreaper()
     bind_to_parent(parent_pid)
@@ -361,7 +410,7 @@ def main() -> None:
     # the first job's: the driver sends it only for the job it handed us.
     aborted_while_starting = abort.abort_requested()
     queue = _Queue(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
-                   float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
+                   doorbell_fd, float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
     home = os.getcwd()
     outcomes = OutcomeLog()
     idle_exit = float(os.environ.get(IDLE_EXIT_VARIABLE) or 0) or None

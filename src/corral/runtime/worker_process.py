@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-__all__ = ["WorkerProcess", "start_worker", "start_reaper", "call_request", "command_request",
-           "drop_request", "WorkerStartError", "Reply", "Started", "GivenBack",
+__all__ = ["WorkerProcess", "start_worker", "ring", "start_reaper", "call_request",
+           "command_request", "drop_request", "WorkerStartError", "Reply", "Started", "GivenBack",
            "reply_message", "started_message", "given_back_message", "read_message", "DROP",
            "MAX_REPLY_BYTES"]
 
@@ -64,17 +64,29 @@ class WorkerStartError(OSError):
 
 @dataclass
 class WorkerProcess:
-    """A started worker: its process and the two pipes to it."""
+    """A started worker: its process and the three pipes to it."""
 
     process: subprocess.Popen
     requests: Connection
     replies: Connection
     #: Where a running job's output can be read: the spool's stdout and stderr files.
     spool: tuple[str, str]
+    #: The write end of its doorbell (non-blocking): see :func:`ring`.
+    doorbell: int
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+
+def ring(doorbell: int) -> None:
+    """Wake a worker's doorbell thread, so that it reads the message just sent
+    while the worker runs a job (an idle worker reads its pipe without one).
+    Never blocks: a full doorbell has a ring on its way already."""
+    try:
+        os.write(doorbell, b"\1")
+    except OSError:  # full (a ring is pending), or the worker is gone (its pipe says so)
+        pass
 
 
 def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str]) -> WorkerProcess:
@@ -88,22 +100,25 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str])
 
     request_read, request_write = os.pipe2(os.O_CLOEXEC)
     reply_read, reply_write = os.pipe2(os.O_CLOEXEC)
+    doorbell_read, doorbell_write = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(doorbell_write, False)
     try:
         process = subprocess.Popen(
             [python, "-c", _BOOT, str(request_read), str(reply_write), str(os.getpid()),
-             spool_prefix, json.dumps(sys.path)],
-            pass_fds=(request_read, reply_write), stdin=subprocess.DEVNULL,
+             spool_prefix, json.dumps(sys.path), str(doorbell_read)],
+            pass_fds=(request_read, reply_write, doorbell_read), stdin=subprocess.DEVNULL,
             start_new_session=True, env=dict(environment),
         )
     except OSError as error:
-        for fd in (request_read, request_write, reply_read, reply_write):
+        for fd in (request_read, request_write, reply_read, reply_write, doorbell_read,
+                   doorbell_write):
             os.close(fd)
         raise WorkerStartError(f"cannot start a worker with {python}: {error}") from error
-    os.close(request_read)
-    os.close(reply_write)
+    for fd in (request_read, reply_write, doorbell_read):
+        os.close(fd)
     return WorkerProcess(process, Connection(request_write, readable=False),
                          Connection(reply_read, writable=False),
-                         (spool_prefix + ".stdout", spool_prefix + ".stderr"))
+                         (spool_prefix + ".stdout", spool_prefix + ".stderr"), doorbell_write)
 
 
 def call_request(job_id: object, jobdir: str, payload: bytes,

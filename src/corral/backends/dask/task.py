@@ -49,7 +49,7 @@ from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker import IDLE_EXIT_VARIABLE
 from corral.runtime.worker_process import (Reply, WorkerProcess, WorkerStartError, call_request,
-                                           command_request, read_message, start_reaper,
+                                           command_request, read_message, ring, start_reaper,
                                            start_worker)
 
 __all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "end_run", "CLAIMS",
@@ -383,10 +383,13 @@ class _Runner:
             self.worker.requests.send_bytes(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
 
     def tell(self, action: str, job_id: object) -> None:
+        """Ask it to kill or terminate the command it runs: the message, then a
+        ring, which has its doorbell thread read it while the job runs."""
         try:
             self.send((action, job_id))
         except OSError:  # it died: the task notices
-            pass
+            return
+        ring(self.worker.doorbell)
 
     def close(self) -> None:
         if self.closed:
@@ -399,7 +402,7 @@ class _Runner:
             pass
         kill_marked(MARK_VARIABLE, self.mark)  # what it started that left its tree
         for closing in (self.worker.requests.close, self.worker.replies.close,
-                        lambda: os.close(self.ended)):
+                        lambda: os.close(self.ended), lambda: os.close(self.worker.doorbell)):
             try:
                 closing()
             except OSError:

@@ -51,7 +51,7 @@ from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker_process import (GivenBack, Reply, Started, WorkerStartError,
                                            call_request,
                                            command_request, drop_request, read_message,
-                                           start_reaper, start_worker)
+                                           ring, start_reaper, start_worker)
 from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.local import BACKEND
 
@@ -122,12 +122,23 @@ class _Outbox(NamedTuple):
     worker: _Worker
 
 
+class _Outgoing:
+    """A message waiting in a worker's outbox: what of it is still to be
+    written, and whether the worker's doorbell is still to be rung for it."""
+
+    __slots__ = ("data", "ring")
+
+    def __init__(self, data: memoryview, ring: bool) -> None:
+        self.data = data
+        self.ring = ring
+
+
 class _Worker:
     """One persistent Python worker, the pipes to it, a pidfd that says when it
     has died, and the mark its processes carry (see corral.runtime.reaper)."""
 
-    def __init__(self, process: subprocess.Popen, requests, replies, gpu_key: tuple[int, ...],
-                 spool: tuple[str, str], mark: str):
+    def __init__(self, process: subprocess.Popen, requests, replies, doorbell: int,
+                 gpu_key: tuple[int, ...], spool: tuple[str, str], mark: str):
         self.mark = mark
         self.ended = os.pidfd_open(process.pid)
         self.gone = False  # forgotten by the backend
@@ -137,6 +148,7 @@ class _Worker:
         self.requests = requests
         self.request_fd: int = requests.fileno()  # (known also once requests is closed)
         self.replies = replies
+        self.doorbell = doorbell  # rung after a message for it while it runs a job
         #: Its messages, read many at a time (see corral.runtime.frames).
         self.reader = FrameReader(replies.fileno())
         self.gpu_key = gpu_key
@@ -151,7 +163,7 @@ class _Worker:
         self.starting = True
         #: What is still to be written to its request pipe, in order (see
         #: LocalBackend._send): the loop writes only what the pipe takes.
-        self.outbox: deque[memoryview] = deque()
+        self.outbox: deque[_Outgoing] = deque()
 
     @property
     def pid(self) -> int:
@@ -440,15 +452,18 @@ class LocalBackend:
         worker.handed.append((job_id, runs_command))
         worker.job_id = job_id
         self._busy.add(worker)
-        self._send(worker, [request] if worker.starting else request)
+        # Idle, its main thread waits on the pipe and reads this itself: no ring.
+        self._send(worker, [request] if worker.starting else request, ring=False)
 
-    def _send(self, worker: _Worker, message: object) -> None:
-        """Send *message* to *worker*, framed as ``Connection.send_bytes`` frames it.
+    def _send(self, worker: _Worker, message: object, ring: bool = True) -> None:
+        """Send *message* to *worker*, framed as ``Connection.send_bytes`` frames it,
+        and, with *ring*, ring its doorbell once the message is in the pipe:
+        a worker that runs a job reads it only then (see :mod:`corral.runtime.worker`).
 
         Never blocks: what the pipe does not take now waits in the worker's
         outbox, and the loop writes it when the pipe has room. A blocking
         write could wait forever: a worker that sends a large reply while
-        its reader thread waits for the queue's lock reads no request until
+        its doorbell thread waits for the queue's lock reads no request until
         the driver reads its replies, and the driver would be stuck writing.
         """
         if worker.gone:
@@ -456,26 +471,33 @@ class LocalBackend:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         header = (struct.pack("!i", len(data)) if len(data) <= 0x7FFFFFFF
                   else struct.pack("!iQ", -1, len(data)))
-        worker.outbox.append(memoryview(header + data))
+        worker.outbox.append(_Outgoing(memoryview(header + data), ring))
         if len(worker.outbox) == 1:
             self._write_outbox(worker)
 
     def _write_outbox(self, worker: _Worker) -> None:
-        """Write as much of *worker*'s outbox as its pipe takes; have the loop
-        wait for room for the rest."""
+        """Write as much of *worker*'s outbox as its pipe takes, and ring its
+        doorbell for the messages that need it as soon as their first bytes
+        are in (the worker reads the rest as it comes); have the loop wait
+        for room for the rest."""
         descriptor = worker.request_fd
+        rings = False
         try:
             while worker.outbox:
                 head = worker.outbox[0]
-                written = os.write(descriptor, head)
-                if written < len(head):
-                    worker.outbox[0] = head[written:]
+                written = os.write(descriptor, head.data)
+                if written and head.ring:
+                    rings, head.ring = True, False
+                if written < len(head.data):
+                    head.data = head.data[written:]
                     break
                 worker.outbox.popleft()
         except BlockingIOError:
             pass
         except OSError:  # it died: its reply pipe reports it
             worker.outbox.clear()
+        if rings:
+            ring(worker.doorbell)
         waiting = _Outbox(worker)
         try:
             self._selector.get_key(descriptor)
@@ -530,8 +552,8 @@ class LocalBackend:
             started = start_worker(self._python, spool, environment)
         except WorkerStartError as error:
             raise BackendError(str(error)) from error
-        worker = _Worker(started.process, started.requests, started.replies, gpus,
-                         started.spool, mark)
+        worker = _Worker(started.process, started.requests, started.replies, started.doorbell,
+                         gpus, started.spool, mark)
         os.set_blocking(started.requests.fileno(), False)  # see _send
         self._selector.register(started.replies.fileno(), selectors.EVENT_READ, worker)
         # The reply pipe's end alone may not tell: a process the job forked
@@ -573,6 +595,7 @@ class LocalBackend:
         self._selector.unregister(worker.replies.fileno())
         self._selector.unregister(worker.ended)
         os.close(worker.ended)
+        os.close(worker.doorbell)
         worker.replies.close()
         if not worker.requests.closed:
             worker.requests.close()
