@@ -82,17 +82,23 @@ def _note(name: str) -> None:
     _signalled_at = time.monotonic()
 
 
+#: The reason of jobs cancelled by each signal. Ctrl-C interrupts: a program
+#: (a REPL, a notebook) may catch it and go on, so it does not claim an end.
+_SIGNAL_REASONS = {"SIGTERM": "the driver was terminated (SIGTERM)",
+                   "SIGINT": "the driver was interrupted (Ctrl-C, SIGINT)"}
+
+
 def termination_reason() -> str | None:
     """Why unfinished jobs are cancelled if a signal ended the driver, else None."""
-    return None if _terminated_by is None else f"the driver was terminated ({_terminated_by})"
+    return None if _terminated_by is None else _SIGNAL_REASONS[_terminated_by]
 
 
 def reason_for(error: BaseException | None) -> str:
     """The reason given to jobs cancelled because *error* left a ``with`` block."""
     if isinstance(error, DriverTerminated):
-        return "the driver was terminated (SIGTERM)"
+        return _SIGNAL_REASONS["SIGTERM"]
     if isinstance(error, KeyboardInterrupt):
-        return "the driver was terminated (SIGINT)"
+        return _SIGNAL_REASONS["SIGINT"]
     return f"interrupted: the with block raised {type(error).__name__}"
 
 
