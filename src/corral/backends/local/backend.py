@@ -164,6 +164,8 @@ class _Worker:
         #: What is still to be written to its request pipe, in order (see
         #: LocalBackend._send): the loop writes only what the pipe takes.
         self.outbox: deque[_Outgoing] = deque()
+        #: The loop's selector waits for room in its request pipe (for the outbox).
+        self.awaits_room = False
 
     @property
     def pid(self) -> int:
@@ -498,16 +500,12 @@ class LocalBackend:
             worker.outbox.clear()
         if rings:
             ring(worker.doorbell)
-        waiting = _Outbox(worker)
-        try:
-            self._selector.get_key(descriptor)
-            registered = True
-        except KeyError:
-            registered = False
-        if worker.outbox and not registered:
-            self._selector.register(descriptor, selectors.EVENT_WRITE, waiting)
-        elif registered and not worker.outbox:
+        if worker.outbox and not worker.awaits_room:
+            self._selector.register(descriptor, selectors.EVENT_WRITE, _Outbox(worker))
+            worker.awaits_room = True
+        elif worker.awaits_room and not worker.outbox:
             self._selector.unregister(descriptor)
+            worker.awaits_room = False
 
     def _queue_behind(self, submission: Submission, queued: dict[_Worker, list[tuple]]) -> str:
         """Queue a job on the worker that has *submission.follows*: it starts
@@ -589,9 +587,10 @@ class LocalBackend:
     def _forget(self, worker: _Worker) -> None:
         """Stop listening to *worker* and close what we hold of it."""
         worker.gone = True
-        if worker.outbox:
-            worker.outbox.clear()
+        worker.outbox.clear()
+        if worker.awaits_room:
             self._selector.unregister(worker.request_fd)
+            worker.awaits_room = False
         self._selector.unregister(worker.replies.fileno())
         self._selector.unregister(worker.ended)
         os.close(worker.ended)
