@@ -23,7 +23,7 @@ import dask_cluster
 from corral import JobStatus
 from jobs import (add, hold_the_gil_after_a_child, raise_custom, report_environment,
                   spawn_tree_and_wait, square, talk, touch, wait_for_file, write_pid_and_wait,
-                  append_line)
+                  append_line, stop_when_asked)
 from support.cli import Corral
 from support.readme import example_blocks, run_example
 from support.processes import pids_alive
@@ -316,6 +316,17 @@ def test_a_calls_process_tree_is_killed_on_timeout(cluster, tmp_path):
     started = [int(pid) for pid in pid_file.read_text().split()]
     wait_until(lambda: not pids_alive(started), timeout=10,
                message="the call's process and its children to be killed")
+
+
+def test_an_aborted_call_sees_its_abort_and_stops_cleanly(cluster, tmp_path):
+    marker, started = tmp_path / "marker", tmp_path / "started"
+    with on(cluster, tmp_path, abort_grace=30) as sched:
+        job = sched.submit(stop_when_asked, str(marker), str(started))
+        wait_until(started.exists, timeout=60, message="the call to start")
+        assert sched.abort(job) == 1
+        assert not corral.wait([job], timeout=20).not_done, "not stopped well within its grace"
+    assert marker.read_text() == "stopped cleanly"
+    assert (job.status, job.record.reason) == (JobStatus.CANCELLED, "aborted")
 
 
 # -- faults -----------------------------------------------------------------------------------

@@ -651,3 +651,26 @@ def test_jobs_handed_just_as_a_worker_goes_idle_all_run(tmp_path: Path):
             assert [job.result(timeout=30) for job in handles] == \
                 [n * n for n in range(burst % 9 + 1)], f"burst {burst}"
         assert all(job.status is _S.COMPLETED for job in handles)
+
+
+def test_an_abort_of_a_call_that_just_started_from_a_workers_queue_reaches_it(tmp_path: Path):
+    """BUG (attack review of the doorbell): the driver counts a queued call
+    RUNNING once its worker's reply names it, and its abort signal could land
+    before the worker reset the flag for that call: the abort was wiped, and
+    the call ran on until killed after the grace period (13 of 40 tries). An
+    abort now names its job."""
+    def abort_as_it_starts(event: corral.Event) -> None:
+        if event.new is _S.RUNNING and event.job.name == "stop_when_asked":
+            scheduler.abort(event.job)
+
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run", abort_grace=20) as scheduler:
+        scheduler.on_event(abort_as_it_starts)
+        for attempt in range(40):
+            tiny = [scheduler.submit(jobs.square, n) for n in range(50)]
+            marker = tmp_path / f"stopped-{attempt}"
+            victim = scheduler.submit(jobs.stop_when_asked, str(marker),
+                                      str(tmp_path / f"started-{attempt}"))
+            assert not corral.wait([victim], timeout=60).not_done
+            assert (victim.status, victim.record.reason) == (_S.CANCELLED, "aborted")
+            assert marker.exists(), f"try {attempt}: the call never saw its abort; it was killed"
+            assert [job.result(timeout=30) for job in tiny] == [n * n for n in range(50)]

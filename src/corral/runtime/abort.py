@@ -1,7 +1,9 @@
 """The cooperative abort flag a running job can poll.
 
-``Scheduler.abort()`` asks running jobs to stop: a Python call in a worker gets
-SIGUSR1, a script or command gets SIGTERM. Either sets the flag read by
+``Scheduler.abort()`` asks running jobs to stop: a Python call in a local or
+Dask worker gets a message naming it (the worker sets the flag only if that
+job still runs, see :mod:`corral.runtime.worker`), one in a cluster job
+SIGUSR1, a script or command SIGTERM. Each sets the flag read by
 :func:`abort_requested`, so a long loop can save its state and return. A job
 that does not stop within the scheduler's grace period is killed.
 """
@@ -33,6 +35,12 @@ def reset() -> None:
     """Clear the flag before the next job runs in the same worker."""
     global _requested
     _requested = False
+
+
+def request() -> None:
+    """Set the flag: the job running in this process is asked to stop."""
+    global _requested
+    _requested = True
 
 
 def abort_requested() -> bool:

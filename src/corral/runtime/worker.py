@@ -59,7 +59,7 @@ from corral.runtime.payload import dumps_error
 from corral.runtime.spool import hand_over, open_spool
 from corral.runtime.threads import allow_signals
 from corral.runtime.outcomes import OutcomeLog
-from corral.runtime.worker_process import (DROP, MAX_REPLY_BYTES, given_back_message,
+from corral.runtime.worker_process import (ABORT, DROP, MAX_REPLY_BYTES, given_back_message,
                                            reply_message, started_message)
 
 if TYPE_CHECKING:
@@ -160,6 +160,8 @@ class _Queue:
         self._lookout: threading.Thread | None = None
         #: Queued commands the driver killed or terminated before they started.
         self.stopped: dict[object, str] = {}
+        #: Queued calls the driver aborted before they started (it counts them running).
+        self._abort_at_start: set[object] = set()
         #: Kills and terminates of the running command, for run_command.
         self.stop_requests = StopRequests()
         threading.Thread(target=self._answer_doorbell, args=(doorbell,), daemon=True,
@@ -216,6 +218,14 @@ class _Queue:
         if isinstance(message, tuple) and message[0] == DROP:
             self._give_back(set(message[1]))
             return
+        if isinstance(message, tuple) and message[0] == ABORT:
+            with self.lock:
+                if self.running is not None and self.running[1] == message[1]:
+                    abort.request()
+                elif any(entry[0][1] == message[1] for entry in self.requests):
+                    self._abort_at_start.add(message[1])
+                # else: about a job that ended since, whose abort came too late
+            return
         queued = isinstance(message, list)  # else one job for an idle worker: known running
         with self.lock:
             arrived = self.work_done
@@ -238,7 +248,7 @@ class _Queue:
             with self.lock:
                 if self.requests:
                     entry = self.requests.popleft()
-                    self.running = entry[0]
+                    self._begin(entry[0])
                     return entry
                 if self._closed:
                     return None
@@ -251,6 +261,16 @@ class _Queue:
                     continue
                 if left is None or self._waiting.poll(left * 1000):
                     self._read_one()
+
+    def _begin(self, request: tuple | None) -> None:
+        """*request* runs from now on (None: nothing): the abort flag is its own
+        from here, under the lock that an abort naming a job is filed under,
+        so an abort is never lost to the reset nor taken for the next job's."""
+        self.running = request
+        abort.reset()
+        if request is not None and request[1] in self._abort_at_start:
+            self._abort_at_start.discard(request[1])
+            abort.request()
 
     def started(self, job_id: object) -> None:
         """The job now running; the lookout watches it while others wait behind it."""
@@ -278,7 +298,7 @@ class _Queue:
         (killed with it, the job would be given back and run again)."""
         with self.lock:
             entry = self.requests.popleft() if self.requests else None
-            self.running = None if entry is None else entry[0]
+            self._begin(None if entry is None else entry[0])
             if self._current is not None:
                 self.work_done += time.monotonic() - self._current[1]
             self._current = None
@@ -328,7 +348,7 @@ class _Queue:
 
 
 def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
-                stop_requests: StopRequests, aborted_already: bool = False) -> bytes:
+                stop_requests: StopRequests) -> bytes:
     """Run one request and return the pickled ``(job_id, ok, blob)``, never raising."""
     if request[0] == "command":
         _, job_id, jobdir, argv, environment, cwd = request
@@ -337,8 +357,6 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
         outcomes_dir = None
     else:
         _, job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = request
-        if not aborted_already:
-            abort.reset()  # an abort of the previous job is not this one's
         ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
         reply = (job_id, ok, blob)
     kill_leftovers()
@@ -403,12 +421,11 @@ def main() -> None:
     become_subreaper()
     bind_to_parent(parent_pid)
     spool = _Spool(sys.argv[4])
+    # The driver aborts a call with a message naming it; SIGUSR1 asks the running
+    # job to stop too, as it does a cluster job's (see corral.runtime.batch).
     abort.listen(signal.SIGUSR1)
     signal.signal(signal.SIGINT, _pass_ctrl_c)  # Ctrl-C is the driver's to handle
     allow_signals()  # started by a thread that leaves them to the driver's main thread
-    # An abort that came while we started (SIGUSR1, held blocked until now) is
-    # the first job's: the driver sends it only for the job it handed us.
-    aborted_while_starting = abort.abort_requested()
     queue = _Queue(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
                    doorbell_fd, float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
     home = os.getcwd()
@@ -427,10 +444,8 @@ def main() -> None:
             queue.started(request[1])
             started = time.time()
             stopped = queue.stopped.pop(request[1], None)
-            blob = (run_request(request, home, spool, outcomes, queue.stop_requests,
-                                aborted_while_starting)
+            blob = (run_request(request, home, spool, outcomes, queue.stop_requests)
                     if stopped is None else _stopped_before_start(request, stopped))
-            aborted_while_starting = False
             entry = queue.finish(blob, started, time.time())
     except OSError:  # the reply pipe is gone: so is the driver
         return

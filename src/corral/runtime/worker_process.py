@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = ["WorkerProcess", "start_worker", "ring", "start_reaper", "call_request",
-           "command_request", "drop_request", "WorkerStartError", "Reply", "Started", "GivenBack",
-           "reply_message", "started_message", "given_back_message", "read_message", "DROP",
-           "MAX_REPLY_BYTES"]
+           "command_request", "drop_request", "abort_request", "ABORT", "WorkerStartError",
+           "Reply", "Started", "GivenBack", "reply_message", "started_message",
+           "given_back_message", "read_message", "DROP", "MAX_REPLY_BYTES"]
 
 #: ``(DROP, job ids)``: give back these queued jobs if they have not started.
 DROP = "drop"
+#: ``(ABORT, job id)``: set the abort flag for this call if it runs, or once it starts.
+ABORT = "abort"
 
 #: A reply's fixed part: when the job started and ended (epoch seconds), and
 #: the size of the pickled ``(job_id, ok, blob)`` that follows.
@@ -134,6 +136,13 @@ def command_request(job_id: object, jobdir: str, argv: Sequence[str],
     """The request that runs a script or shell command; *environment* None: the
     same as the worker's previous command's."""
     return ("command", job_id, jobdir, tuple(argv), environment, cwd)
+
+
+def abort_request(job_id: object) -> tuple:
+    """The request that asks a call to stop (:func:`corral.abort_requested`).
+    Naming the job, it cannot be taken for the next job's, as a signal that
+    arrived as one job ended and the next began was."""
+    return (ABORT, job_id)
 
 
 def drop_request(job_ids: Sequence[object]) -> tuple:

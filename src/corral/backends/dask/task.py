@@ -32,7 +32,6 @@ import itertools
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -48,7 +47,8 @@ from corral.runtime.proctree import kill_marked, kill_tree
 from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker import IDLE_EXIT_VARIABLE
-from corral.runtime.worker_process import (Reply, WorkerProcess, WorkerStartError, call_request,
+from corral.runtime.worker_process import (ABORT, Reply, WorkerProcess, WorkerStartError,
+                                           call_request,
                                            command_request, read_message, ring, start_reaper,
                                            start_worker)
 
@@ -172,10 +172,7 @@ def terminate_job(key: str) -> bool:
     if runner.runs_command:
         runner.tell(TERMINATE, runner.job_id)
     else:  # a call polls corral.abort_requested()
-        try:
-            os.kill(runner.worker.pid, signal.SIGUSR1)
-        except ProcessLookupError:
-            pass
+        runner.tell(ABORT, runner.job_id)
     return True
 
 
@@ -383,18 +380,25 @@ class _Runner:
             self.worker.requests.send_bytes(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
 
     def tell(self, action: str, job_id: object) -> None:
-        """Ask it to kill or terminate the command it runs: the message, then a
-        ring, which has its doorbell thread read it while the job runs."""
-        try:
-            self.send((action, job_id))
-        except OSError:  # it died: the task notices
-            return
-        ring(self.worker.doorbell)
+        """Ask it to kill or terminate the command it runs, or abort the call:
+        the message, then a ring, which has its doorbell thread read it while
+        the job runs. Under the pipe's lock, and not once closed: the
+        doorbell's number may by then be another file's."""
+        with self.pipe_lock:
+            if self.closed:
+                return
+            try:
+                self.worker.requests.send_bytes(pickle.dumps((action, job_id),
+                                                             pickle.HIGHEST_PROTOCOL))
+            except OSError:  # it died: the task notices
+                return
+            ring(self.worker.doorbell)
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+        with self.pipe_lock:  # (tell() may be writing from another thread)
+            if self.closed:
+                return
+            self.closed = True
         kill_tree(self.worker.pid)
         try:
             self.worker.process.wait(timeout=5)

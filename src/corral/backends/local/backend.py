@@ -30,7 +30,6 @@ import os
 import pickle
 import selectors
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -50,7 +49,8 @@ from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker_process import (GivenBack, Reply, Started, WorkerStartError,
                                            call_request,
-                                           command_request, drop_request, read_message,
+                                           abort_request, command_request, drop_request,
+                                           read_message,
                                            ring, start_reaper, start_worker)
 from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.local import BACKEND
@@ -369,7 +369,7 @@ class LocalBackend:
             elif runner is not None and runner.runs_command:  # SIGTERM to its process group
                 self._tell(runner, TERMINATE, job_id)
             elif runner is not None:  # a call polls corral.abort_requested()
-                os.kill(runner.pid, signal.SIGUSR1)
+                self._send(runner, abort_request(job_id))
         self._drop(queued)
 
     def _drop(self, job_ids: Collection[int | str]) -> None:
@@ -795,7 +795,8 @@ class LocalBackend:
         pipe left open there confuses the parent's copy (stale events, no EOF)."""
         descriptors = [self._wake_read, self._wake_write]
         for runner in [*self._busy, *self._idle]:
-            descriptors += [runner.requests.fileno(), runner.replies.fileno()]
+            descriptors += [runner.requests.fileno(), runner.replies.fileno(), runner.doorbell,
+                            runner.ended]
         try:
             descriptors.append(self._selector.fileno())
         except (AttributeError, ValueError, OSError):
