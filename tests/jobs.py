@@ -146,6 +146,18 @@ def stop_when_asked(marker: str, started: str) -> str:
     return "stopped"
 
 
+def mark_if_aborted_within(marker: str, seconds: float) -> str:
+    """Poll the abort flag for *seconds*; on an abort write *marker* and return
+    "aborted", else return "ran on"."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if corral.abort_requested():
+            Path(marker).write_text("aborted")
+            return "aborted"
+        time.sleep(0.01)
+    return "ran on"
+
+
 def ignore_abort(started: str) -> None:
     Path(started).touch()
     while True:

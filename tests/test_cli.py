@@ -556,6 +556,21 @@ def test_abort_stops_the_running_job_and_the_queue_goes_on(cli, tmp_path):
     assert cli.ok("logs", following).out == "the queue goes on\n"
 
 
+def test_abort_of_one_job_stops_it_and_refuses_one_that_is_not_running(cli, tmp_path):
+    stubborn = cli.submit(block(tmp_path / "never"))
+    cli.wait_for_status(stubborn, "RUNNING")
+    following = cli.submit("echo the queue goes on")
+    assert cli.status_of(following) == "QUEUED"
+    refused = cli("abort", following)
+    assert (refused.status, refused.out, refused.err) == (
+        2, "", f"corral: error: job {following} is not running (it is QUEUED); abort stops "
+               "running jobs: use corral cancel for others\n")
+    assert cli.ok("abort", stubborn).out == "aborting 1 job(s)\n"
+    assert cli("wait", stubborn, following).status == 1  # the aborted one did not complete
+    assert [row["STATUS"] for row in cli("status", stubborn, following).rows().values()] == [
+        "CANCELLED", "COMPLETED"]
+
+
 def test_clean_asks_first_and_deletes_only_the_files_of_finished_jobs(fresh, tmp_path):
     release = tmp_path / "release"
     finished = fresh.submit("echo kept in the journal")

@@ -23,7 +23,7 @@ import dask_cluster
 from corral import JobStatus
 from jobs import (add, hold_the_gil_after_a_child, raise_custom, report_environment,
                   spawn_tree_and_wait, square, talk, touch, wait_for_file, write_pid_and_wait,
-                  append_line, stop_when_asked)
+                  append_line, mark_if_aborted_within, stop_when_asked)
 from support.cli import Corral
 from support.readme import example_blocks, run_example
 from support.processes import pids_alive
@@ -327,6 +327,26 @@ def test_an_aborted_call_sees_its_abort_and_stops_cleanly(cluster, tmp_path):
         assert not corral.wait([job], timeout=20).not_done, "not stopped well within its grace"
     assert marker.read_text() == "stopped cleanly"
     assert (job.status, job.record.reason) == (JobStatus.CANCELLED, "aborted")
+
+
+def test_abort_stops_the_running_calls_and_the_calls_waiting_in_dask_run_on(cluster,
+                                                                               tmp_path):
+    """BUG (attack review): abort() asked the calls still waiting in Dask's
+    queue too: they were counted, never told, and ended CANCELLED "aborted"
+    all the same, killed or not (the queue was to go on)."""
+    with on(cluster, tmp_path, abort_grace=30) as sched:
+        calls = [sched.submit(mark_if_aborted_within, str(tmp_path / f"aborted-{n}"), 1.5)
+                 for n in range(10)]  # (the cluster has 4 slots)
+        wait_until(lambda: any(job.status is JobStatus.RUNNING for job in calls), timeout=60,
+                   message="calls to run")
+        asked = sched.abort()
+        assert sched.wait(timeout=120)
+    aborted = [job for job in calls if job.status is JobStatus.CANCELLED]
+    assert len(aborted) == asked and 0 < asked < len(calls)
+    for n, job in enumerate(calls):  # each aborted call saw its abort; none other did
+        assert (job in aborted) == (tmp_path / f"aborted-{n}").exists(), (job, job.reason)
+    assert [job.result() for job in calls if job not in aborted] == \
+        ["ran on"] * (len(calls) - asked)
 
 
 # -- faults -----------------------------------------------------------------------------------

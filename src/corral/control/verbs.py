@@ -188,14 +188,18 @@ def _resume(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 
 def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     job_id = request.get("id")
-    if job_id is None:  # (not those queued ahead in a worker: they are not running)
+    if job_id is None:  # (not those SUBMITTED to a backend's queue: they are not running)
         return {"aborted": scheduler.abort()}
     job, stored = _live_or_stored(scheduler, job_id)
     status = job.status if job is not None else stored.status
+    not_running = CorralError(f"job {job_id} is not running (it is {status.name}); abort "
+                              "stops running jobs: use corral cancel for others")
     if job is None or status not in ACTIVE:
-        raise CorralError(f"job {job_id} is not running (it is {status.name}); abort stops "
-                          "running jobs: use corral cancel for others")
-    scheduler.abort(job)
+        raise not_running
+    try:
+        scheduler.abort(job)
+    except ValueError:  # SUBMITTED to a backend's queue: waiting there, not running
+        raise not_running from None
     return {"aborted": 1}
 
 

@@ -1012,18 +1012,27 @@ class Engine:
 
     def abort(self, job: JobRecord | None) -> int:
         """Ask running jobs (or one) to stop; kill them after the grace period.
-        Returns how many were asked (not those queued ahead in a worker)."""
-        if job is not None and (job.final or job.status not in ACTIVE or self._queued_ahead(job)):
+        Returns how many were asked. A SUBMITTED job waits in a backend's
+        queue (a worker's, Dask's, a cluster's): it is not asked, and runs
+        when its turn comes, as the rest of the queue does."""
+        if job is not None and (job.final or not self._running(job)):
             raise ValueError(
                 f"job {job.id} {job.name!r} is {job.status.name}, not running; abort() stops "
                 "running jobs, use cancel() or remove() for others")
         targets = [job] if job is not None else [
-            j for j in self._active.values() if not j.final and not self._queued_ahead(j)]
+            j for j in self._active.values() if not j.final and self._running(j)]
         for target in targets:
             target.kill_intent = KillIntent.ABORT
             self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
         self.backend.terminate([target.dispatched_id for target in targets])
         return len(targets)
+
+    def _running(self, job: JobRecord) -> bool:
+        """RUNNING, or handed to an idle local worker, which starts it at once
+        (SUBMITTED until the loop reads that it did). A job SUBMITTED to a
+        queue (a worker's line, Dask's, a cluster's) is not running."""
+        return job.status is _S.RUNNING or (
+            job.status is _S.SUBMITTED and self._pace is not None and not job.handed_ahead)
 
     def _queued_ahead(self, job: JobRecord) -> bool:
         """Waiting in a worker's queue, handed ahead (not running)."""

@@ -749,9 +749,9 @@ class Scheduler(Executor):
     def abort(self, job: Job | int | str | None = None) -> int:
         """Stop the running job(s): ``corral.abort_requested()`` turns True in
         them, and after ``abort_grace`` seconds they are killed. They end
-        CANCELLED with reason "aborted"; the queue goes on (jobs handed ahead
-        to a worker, not started, are not running: they stay). Returns how
-        many jobs were asked to stop.
+        CANCELLED with reason "aborted"; the queue goes on: jobs SUBMITTED to
+        a backend's queue (a worker's, Dask's, a cluster's) are not running,
+        and run in their turn. Returns how many jobs were asked to stop.
 
         Raises:
             ValueError: *job* is not running.
