@@ -163,6 +163,25 @@ def test_a_job_cancelled_while_queued_in_a_worker_never_runs(tmp_path: Path, pat
     assert (tmp_path / "call-ran").exists()
 
 
+def test_abort_refuses_a_job_waiting_in_a_workers_queue_which_then_runs(tmp_path: Path,
+                                                                         patient_workers, release):
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run", abort_grace=0.2) as scheduler:
+        known_to_be_short(scheduler, tmp_path)
+        blocker = corral.Job(jobs.wait_for_file, (str(release),))
+        waiting = corral.Job(jobs.touch, (str(tmp_path / "ran"),))
+        scheduler.dispatch([blocker, waiting])
+        wait_until(lambda: waiting.status is _S.SUBMITTED, message="the call to be queued")
+        with pytest.raises(ValueError) as refused:
+            scheduler.abort(waiting)
+        assert str(refused.value) == (
+            f"job {waiting.id} 'touch' is SUBMITTED (waiting in its backend's queue: it runs "
+            "in its turn), not running; abort() stops running jobs, use cancel() or remove() "
+            "for others")
+        assert scheduler.abort() == 1  # the blocker, not the job behind it
+        waiting.result(timeout=30)
+    assert (tmp_path / "ran").exists()
+
+
 def test_jobs_queued_behind_a_worker_that_dies_run_elsewhere_unharmed(tmp_path: Path,
                                                                      patient_workers, release):
     pidfile = tmp_path / "pid"
@@ -351,8 +370,9 @@ def test_calls_holding_no_gpu_never_see_one_even_queued_on_a_gpu_worker(tmp_path
 
 def test_a_job_aborted_the_moment_it_was_handed_to_an_idle_worker_is_aborted(tmp_path: Path):
     """BUG: a job sent to an idle worker was taken for one queued ahead until
-    the worker's first update, and abort() refused it. (Asked before the job
-    reached its worker, the abort ends it after the grace period.)"""
+    the worker's first update, and abort() refused it. BUG (attack review):
+    asked as it became SUBMITTED, before it had a worker, the abort went
+    nowhere: the job never saw it, and was killed after the grace period."""
     marker, started = tmp_path / "marker", tmp_path / "started"
     refused: list[Exception] = []
     with corral.Scheduler(cores=1, workdir=tmp_path / "run", abort_grace=1) as scheduler:
@@ -368,6 +388,7 @@ def test_a_job_aborted_the_moment_it_was_handed_to_an_idle_worker_is_aborted(tmp
         assert scheduler.wait(timeout=30)
     assert refused == []
     assert job.status is _S.CANCELLED and job.record.reason == "aborted"
+    assert marker.read_text() == "stopped cleanly"  # it saw its abort: not killed
 
 
 @pytest.mark.parametrize("stop", ["interrupt", "shutdown", "clear"])
@@ -431,10 +452,16 @@ def test_the_replies_a_worker_sent_meanwhile_are_all_read_in_one_turn_of_the_loo
             completed_per_turn.append(sum(update.state is _S.COMPLETED for update in found))
             return found
 
-        gate = threading.Event()
+        gate, at_gate = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            at_gate.set()
+            gate.wait()
+
         scheduler._engine.backend.updates = counting  # type: ignore[method-assign]
-        scheduler._engine.post(gate.wait)  # the loop reads nothing until the line has run
-        release.touch()
+        scheduler._engine.post(hold)  # the loop reads nothing until the line has run
+        assert at_gate.wait(timeout=30), "the loop never reached the gate"
+        release.touch()  # (released before the loop held: it read some replies first)
         wait_until(lambda: all(path.exists() for path in files),
                    message="the worker to run the whole line")
         gate.set()

@@ -511,6 +511,11 @@ class Engine:
             return
         for job, native_id in zip(chosen, native_ids, strict=False):
             job.native_id = native_id or None
+        # An event callback aborted a job as it became SUBMITTED, before it had a
+        # worker to be told in (the abort went nowhere): tell it now.
+        asked = [job.dispatched_id for job in chosen if job.kill_intent is KillIntent.ABORT]
+        if asked:
+            self.backend.terminate(asked)
         if self._chains:
             self._queue_chained(chosen + attached)
         if self.journal is not None and self.capabilities.outlives_driver and chosen:
@@ -1016,9 +1021,11 @@ class Engine:
         queue (a worker's, Dask's, a cluster's): it is not asked, and runs
         when its turn comes, as the rest of the queue does."""
         if job is not None and (job.final or not self._running(job)):
+            waits = " (waiting in its backend's queue: it runs in its turn)" if (
+                job.status is _S.SUBMITTED) else ""
             raise ValueError(
-                f"job {job.id} {job.name!r} is {job.status.name}, not running; abort() stops "
-                "running jobs, use cancel() or remove() for others")
+                f"job {job.id} {job.name!r} is {job.status.name}{waits}, not running; abort() "
+                "stops running jobs, use cancel() or remove() for others")
         targets = [job] if job is not None else [
             j for j in self._active.values() if not j.final and self._running(j)]
         for target in targets:
