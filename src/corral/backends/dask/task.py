@@ -40,7 +40,7 @@ import threading
 import time
 import pickle
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from corral.runtime.command import KILL, TERMINATE, how_it_ended
 from corral.runtime.proctree import kill_marked, kill_tree
@@ -163,16 +163,23 @@ def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
                            reason=f"the Dask task failed: {type(error).__name__}: {error}")
 
 
+def _runs_a_task(runner: _Runner) -> bool:
+    return any(running.runner is runner for running in _RUNNING.values())
+
+
 def terminate_job(key: str) -> bool:
     """Ask the job running as *key* in this worker to stop cleanly (an abort);
     run by the driver through ``Client.run``. Whether it runs here."""
-    runner = _RUNNING.get(key)
-    if runner is None:
+    running = _RUNNING.get(key)
+    if running is None:
         return False
-    if runner.runs_command:
-        runner.tell(TERMINATE, runner.job_id)
+    # The job of *key*, not the runner's job now: it may have gone on to the
+    # next one meanwhile, and the worker ignores a message about a job it
+    # does not run.
+    if running.runs_command:
+        running.runner.tell(TERMINATE, running.job_id)
     else:  # a call polls corral.abort_requested()
-        runner.tell(ABORT, runner.job_id)
+        running.runner.tell(ABORT, running.job_id)
     return True
 
 
@@ -337,7 +344,17 @@ def _still_wanted() -> bool:
 
 #: (thread, run) -> the corral worker serving that Dask worker thread for that run.
 _RUNNERS: dict[tuple[int, str], _Runner] = {}
-_RUNNING: dict[str, _Runner] = {}  # key -> the runner running it, for terminate_job
+
+
+class _Running(NamedTuple):
+    """A task's job as it runs on a runner, for terminate_job."""
+
+    runner: _Runner
+    job_id: int | str
+    runs_command: bool
+
+
+_RUNNING: dict[str, _Running] = {}  # key -> its job on the runner running it
 _numbers = itertools.count(1)
 _token = f"dask-{os.getpid()}-{os.urandom(4).hex()}"
 _spool_root: list[str] = []
@@ -440,7 +457,7 @@ def _runner(run: str) -> _Runner:
     with _lock:
         stale = [(place, runner) for place, runner in _RUNNERS.items()
                  if (place[0] == thread and now - runner.last_used > IDLE_S)
-                 or (runner not in _RUNNING.values()  # idle, and exited by itself: reaped
+                 or (not _runs_a_task(runner)  # idle, and exited by itself: reaped
                      and runner.worker.process.poll() is not None)]
         for place, _ in stale:
             del _RUNNERS[place]
@@ -481,7 +498,7 @@ def end_run(run: str, share: str) -> int:
     (A runner still busy, its task cancelled a moment ago, goes once idle.)"""
     with _lock:
         idle = [place for place, runner in _RUNNERS.items()
-                if runner.run == run and runner not in _RUNNING.values()]
+                if runner.run == run and not _runs_a_task(runner)]
         closing = [_RUNNERS.pop(place) for place in idle]
         log = _claim_logs.pop(share, None)
     for runner in closing:
@@ -509,7 +526,7 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
             request = command_request(spec.job_id, jobdir, spec.argv,
                                       _command_environment(spec, runner), cwd)
         runner.job_id, runner.runs_command = spec.job_id, spec.call is None
-        _RUNNING[spec.key] = runner
+        _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None)
         try:
             runner.send(request)
             reply = _wait_for_reply(spec, runner, started)
