@@ -153,7 +153,10 @@ def test_a_request_no_queue_can_satisfy_is_refused_at_submit(make):
 
 def test_a_job_past_its_walltime_is_timed_out_by_the_runtime_or_else_by_sge(make):
     sched = make()
-    by_runtime = sched.options(walltime="2s").submit(sleep_for, 30)
+    # SGE's own limit well past the walltime (the last -l h_rt wins): the
+    # runtime's clock starts after its interpreter has, so with h_rt=2 a loaded
+    # machine let SGE kill the job first (seen once in CI).
+    by_runtime = sched.options(walltime="2s", extra_flags="-l h_rt=30").submit(sleep_for, 30)
     # A limit only SGE knows (the runtime was not told): SGE kills the job at
     # h_rt, it leaves no result, and qacct tells why.
     by_sge = sched.options(extra_flags="-l h_rt=2").submit(sleep_for, 30)
