@@ -394,7 +394,11 @@ class _Runner:
 
     def send(self, request: tuple) -> None:
         with self.pipe_lock:
-            self.worker.requests.send_bytes(pickle.dumps(request, pickle.HIGHEST_PROTOCOL))
+            self._write(request)
+
+    def _write(self, message: tuple) -> None:
+        """Write one message to its request pipe (the pipe's lock is held)."""
+        self.worker.requests.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
     def tell(self, action: str, job_id: object) -> None:
         """Ask it to kill or terminate the command it runs, or abort the call:
@@ -405,8 +409,7 @@ class _Runner:
             if self.closed:
                 return
             try:
-                self.worker.requests.send_bytes(pickle.dumps((action, job_id),
-                                                             pickle.HIGHEST_PROTOCOL))
+                self._write((action, job_id))
             except OSError:  # it died: the task notices
                 return
             ring(self.worker.doorbell)
