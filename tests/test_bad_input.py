@@ -231,6 +231,26 @@ def test_keyword_arguments_must_have_string_keys():
         Job(jobs.square, (), ["x"])
 
 
+def test_a_job_option_given_to_submit_for_a_function_that_cannot_take_it_is_refused(scheduler):
+    """Cold review: ``submit(slow, 1, tokens=2)`` went to the function, as
+    Executor.submit does, and the job failed only once it ran: "slow() got an
+    unexpected keyword argument 'tokens'"."""
+    with pytest.raises(TypeError, match=re.escape(
+            "square() takes no argument 'tokens', 'cores': submit() passes keyword arguments "
+            "to the function, as Executor.submit does; job options go in "
+            "scheduler.options(tokens=...).submit(square, ...)")):
+        scheduler.submit(jobs.square, 3, tokens=2, cores=1)
+    assert scheduler.jobs() == []
+    # A function that takes an argument of that name, or any keyword, gets it:
+    assert scheduler.submit(jobs.report_environment, "HOME").result(timeout=60) is not None
+    assert scheduler.submit(_takes_a_priority, priority=3).result(timeout=60) == 3
+    assert scheduler.submit(dict, cores=4).result(timeout=60) == {"cores": 4}
+
+
+def _takes_a_priority(priority: int) -> int:
+    return priority
+
+
 def test_an_endless_iterator_is_refused_instead_of_filling_memory():
     with pytest.raises(ValueError, match=r"^after=count\(\d+\) holds more than 1,000,000 items"):
         Job(jobs.noop, after=itertools.count())

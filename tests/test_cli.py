@@ -12,6 +12,7 @@ waits in the queue behind a running one on any machine (see support/cli.py).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -28,8 +29,8 @@ import pytest
 from corral.backends import backend_info
 from corral.options import JOB_OPTIONS
 
-from support.cli import (Corral, assert_one_line_error, kill_and_wait, pid_gone, read_until,
-                         status_rows)
+from support.cli import (CORRAL, Corral, assert_one_line_error, kill_and_wait, pid_gone,
+                         read_until, status_rows)
 from support.waiting import wait_until
 
 
@@ -231,6 +232,16 @@ def test_logs_prints_what_the_job_wrote_to_stdout_or_stderr(cli):
     assert cli.ok("logs", job, "--stderr").out == "to the errors\n"
 
 
+def test_logs_prints_output_that_is_not_utf8_byte_for_byte(cli):
+    """BUG (attack review): `corral logs` decoded the output, so a job's byte
+    0xff came out as U+FFFD (ef bf bd), and `corral logs 7 > copy` was no copy."""
+    job = cli.submit("printf", r"\377\376 ok\n")
+    assert cli("wait", job).status == 0
+    printed = subprocess.run([CORRAL, "logs", job], cwd=cli.cwd, env=cli.env,
+                             capture_output=True, timeout=60)
+    assert (printed.returncode, printed.stdout, printed.stderr) == (0, b"\xff\xfe ok\n", b"")
+
+
 def test_logs_of_a_job_that_wrote_nothing_says_so(cli):
     """Cold review: an empty page, exit 0, and nothing to say why."""
     job = cli.submit("echo only to the errors >&2")
@@ -303,11 +314,13 @@ def test_logs_follow_of_a_job_whose_driver_was_killed_returns(tmp_path):
 
 def test_wait_exits_0_when_every_job_completed_and_1_naming_the_failed_one(fresh):
     first, second = fresh.submit("true"), fresh.submit("echo fine")
-    assert fresh("wait").status == 0
+    done = fresh("wait")  # (no terminal: no progress bar, so a line says how it ended)
+    assert (done.status, done.out, done.err) == (0, "", "corral: 2 jobs ended: 2 completed\n")
     broken = fresh.submit("--name", "nightly-build", "echo oops; exit 5")
     waited = fresh("wait")
     assert waited.status == 1
-    assert waited.err == f"job {broken} 'nightly-build' FAILED: exit code 5\n"
+    assert waited.err == (f"job {broken} 'nightly-build' FAILED: exit code 5\n"
+                          "corral: 3 jobs ended: 2 completed, 1 failed\n")
     rows = fresh("status").rows()
     assert rows[broken]["NAME"] == "nightly-build"
     assert [rows[job]["STATUS"] for job in (first, second, broken)] == [
@@ -519,7 +532,7 @@ def test_cancel_of_an_unknown_or_finished_job_says_why(cli):
     assert cli("wait", done).status == 0
     unknown = cli("cancel", "424242")
     assert (unknown.status, unknown.out, unknown.err) == (
-        2, "", "corral: error: no job 424242 in this run\n")
+        2, "", "corral: error: no job 424242 in this run (neither an id nor a job's name)\n")
     finished = cli("cancel", done)
     assert (finished.status, finished.out, finished.err) == (
         2, "", f"corral: error: job {done} already ended COMPLETED\n")
@@ -548,7 +561,8 @@ def test_abort_stops_the_running_job_and_the_queue_goes_on(cli, tmp_path):
     assert cli.status_of(following) == "QUEUED"
     assert cli.ok("abort").out == "aborting 1 job(s)\n"
     waited = cli("wait", stubborn, following)  # an aborted job did not complete: exit 1
-    assert (waited.status, waited.err) == (1, f"job {stubborn} 'while' CANCELLED: aborted\n")
+    assert (waited.status, waited.err) == (1, f"job {stubborn} 'while' CANCELLED: aborted\n"
+                                              "corral: 2 jobs ended: 1 cancelled, 1 completed\n")
     rows = cli("status", stubborn, following).rows()
     assert rows[stubborn]["STATUS"] == "CANCELLED"
     assert rows[stubborn]["DETAIL"].startswith("aborted")
@@ -787,7 +801,7 @@ def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again
         assert waiter.poll() is None
         release.touch()
         _, err = waiter.communicate(timeout=30)
-        assert (waiter.returncode, err) == (0, b""), err
+        assert (waiter.returncode, err) == (0, b"corral: 2 jobs ended: 2 completed\n"), err
     finally:
         release.touch()
         if waiter is not None and waiter.poll() is None:
@@ -847,6 +861,29 @@ def test_the_daemon_packs_by_the_daemon_table_of_the_config(fresh, tmp_path):
     assert fresh("wait", first, second).status == 0
     unknown = fresh("submit", "--queue", "sloo", "true")
     assert_one_line_error(unknown, 2, r"asks for unknown queue 'sloo'; did you mean 'solo'\?$")
+
+
+def test_a_run_directory_made_with_only_its_corral_toml_takes_its_first_submit(fresh):
+    """BUG (cold review): the README says the daemon's settings come from a
+    corral.toml in the run directory, but a run directory holding one was
+    refused by the first submit as "not a corral run but holds other files"."""
+    fresh.run.mkdir(mode=0o700)
+    settings = fresh.run / "corral.toml"
+    settings.write_text('[daemon]\ncores = 1\nqueues = { io = 1 }\n')
+    job = fresh.submit("--queue", "io", "echo in the queue")
+    assert fresh("wait", job).status == 0
+    assert fresh.ok("logs", job).out == "in the queue\n"
+    assert settings.read_text() == '[daemon]\ncores = 1\nqueues = { io = 1 }\n'
+
+
+def test_a_refused_first_submit_keeps_the_corral_toml_made_for_the_run(fresh):
+    fresh.run.mkdir(mode=0o700)
+    settings = fresh.run / "corral.toml"
+    settings.write_text('[daemon]\ncores = 1\nqueues = { io = 1 }\n')
+    refused = fresh("submit", "--queue", "oi", "true")
+    assert_one_line_error(refused, 2, r"asks for unknown queue 'oi'; did you mean 'io'\?$")
+    assert sorted(os.listdir(fresh.run)) == ["corral.toml"]  # the run it made is gone, not this
+    assert fresh.daemon_pid() is None
 
 
 def test_a_queue_without_a_daemon_table_says_where_queues_are_set(fresh):
@@ -962,6 +999,169 @@ def test_requests_queued_when_a_driver_stops_are_told_it_is_stopping(tmp_path: P
     assert [reply.get("stopping") for reply in replies] == [True, True], replies
 
 
+# -- the control socket under misuse (attack review) -------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """A ControlServer in *tmp_path* whose handler records what it carries
+    out; ``hold`` keeps it busy inside a request until set."""
+    import threading
+    from types import SimpleNamespace
+
+    from corral.control.server import ControlServer
+
+    tmp_path.chmod(0o700)
+    state = SimpleNamespace(carried_out=[], busy=threading.Event(), hold=threading.Event())
+    state.hold.set()
+
+    def handler(request: dict) -> dict:
+        state.carried_out.append(request.get("n"))
+        state.busy.set()
+        state.hold.wait(30)
+        return {"served": request.get("n")}
+
+    server = ControlServer(handler, tmp_path)
+    server.start()
+    state.server, state.run = server, tmp_path
+    try:
+        yield state
+    finally:
+        state.hold.set()
+        server.stop()
+
+
+def _raw_client(run: Path):
+    import socket
+
+    from corral.control.server import _socket_path
+
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(30)
+    with _socket_path(run) as path:
+        client.connect(path)
+    return client
+
+
+def test_a_request_whose_client_gave_up_waiting_is_not_carried_out(served):
+    """BUG (attack review): `corral submit` to a daemon stopped with SIGSTOP said
+    "timed out" after 60 s, and the daemon, continued, ran the job all the
+    same: a script that submitted again ran it twice."""
+    import threading
+
+    from corral.control.server import send_request
+
+    served.hold.clear()
+    first = threading.Thread(target=send_request, args=(served.run, {"n": 1}))
+    first.start()
+    assert served.busy.wait(30)  # the driver is busy with the first request
+    with pytest.raises(corral_error(), match=r"did not answer within 0\.5 s \(stopped, or too "
+                                             r"busy\); it will not carry out the request unless "
+                                             r"it had already begun it: see corral status$"):
+        send_request(served.run, {"n": 2}, timeout=0.5)
+    served.hold.set()
+    first.join(30)
+    assert send_request(served.run, {"n": 3})["served"] == 3
+    assert served.carried_out == [1, 3]
+
+
+def test_a_client_that_trickles_its_request_holds_up_no_other(served):
+    """BUG (attack review): requests were read one at a time and the 5 s limit
+    was per read, so a client sending a byte every few seconds held every
+    `corral submit`, `pause` and `cancel` up for as long as it liked."""
+    import threading
+
+    from corral.control.server import send_request
+
+    done = threading.Event()
+
+    def trickle() -> None:
+        with _raw_client(served.run) as client:
+            for _ in range(15):
+                client.sendall(b" ")
+                if done.wait(1):
+                    return
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        assert send_request(served.run, {"n": 1})["served"] == 1
+        assert trickler.is_alive(), "the answer came only once the trickling client was done"
+    finally:
+        done.set()
+        trickler.join(30)
+
+
+def test_a_request_too_large_is_refused_saying_so(served):
+    from corral.control.server import _MAX_REQUEST, send_request
+
+    with pytest.raises(corral_error(), match=r"^the request is too large: 1,048,596 bytes, at "
+                                             r"most 1,048,576 \(a submit carries the command "
+                                             r"and the environment it runs in\)$"):
+        send_request(served.run, {"n": 1, "pad": "x" * _MAX_REQUEST})
+    with _raw_client(served.run) as client:  # a client that does not check first
+        try:
+            client.sendall(b'{"pad": "' + b"x" * (2 * _MAX_REQUEST))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it stopped reading at the limit: its answer says why
+        answer = json.loads(client.makefile("rb").readline())
+    assert answer == {"ok": False, "error": "the request is too large: over 1,048,576 bytes (a "
+                                            "submit carries the command and the environment "
+                                            "it runs in)"}
+    assert served.carried_out == []
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"[1, 2]\n", 'a request is a JSON object, such as {"verb": "ping"}'),
+    (b"{not json\n", "a request is one line of JSON; this one is not (Expecting property name "
+                     "enclosed in double quotes: line 1 column 2 (char 1))"),
+    (b'{"verb": ["ping"]}\n', "unknown request ['ping']; known: abort, cancel, clear, pause, "
+                              "ping, resume, stop, submit"),
+    (b'{"verb": "cancel", "ids": "12"}\n', "'ids' must be a list of job ids or names"),
+    (b'{"verb": "cancel", "ids": [true]}\n', "'ids' must be a list of job ids or names"),
+    (b'{"verb": "submit", "command": ["echo", 1]}\n',
+     "submit needs a command: a string, or a list of strings"),
+    (b'{"verb": "submit", "command": "true", "options": [1]}\n',
+     "'options' must be an object of job options"),
+    (b'{"verb": "abort", "id": [1]}\n', "'id' must be a job id or name"),
+])
+def test_a_request_of_the_wrong_shape_is_refused_naming_what_is_wrong(tmp_path, line, error):
+    """BUG (attack review): such requests were answered with Python's own
+    words ("'list' object has no attribute 'get'"), and ``"ids": "12"``
+    cancelled jobs 1 and 2."""
+    scheduler = corral_module().Scheduler(cores=1, journal=tmp_path / "run")
+    try:
+        with _raw_client(tmp_path / "run") as client:
+            client.sendall(line)
+            answer = json.loads(client.makefile("rb").readline())
+        assert answer == {"ok": False, "error": error}
+    finally:
+        scheduler.shutdown()
+
+
+def test_cancel_and_abort_take_a_jobs_name_as_submit_after_does(cli, tmp_path):
+    release = tmp_path / "release"
+    running = cli.submit("--name", "long-one", f"{block(release)}")
+    cli.wait_for_status(running, "RUNNING")
+    queued = cli.submit("--name", "waiting-one", "true")
+    assert cli.ok("cancel", "waiting-one").out == f"cancelled {queued}\n"
+    assert cli.ok("abort", "long-one").out == "aborting 1 job(s)\n"
+    assert cli("wait", running).status == 1
+    assert cli.status_of(running) == "CANCELLED"
+
+
+def corral_error() -> type:
+    from corral.errors import CorralError
+
+    return CorralError
+
+
+def corral_module():
+    import corral
+
+    return corral
+
+
 def test_a_daemon_whose_run_was_moved_away_as_it_started_settles_in_the_new_run(
         fresh, tmp_path):
     """BUG (attack review): a refused first submit moves its new run away
@@ -1017,7 +1217,8 @@ def test_waiting_for_a_job_cancelled_because_its_parent_failed_exits_1(cli, tmp_
     release.touch()
     waited = cli("wait", child)
     assert (waited.status, waited.err) == (
-        1, f"job {child} 'echo' CANCELLED: upstream job {parent} 'while' failed\n")
+        1, f"job {child} 'echo' CANCELLED: upstream job {parent} 'while' failed\n"
+           "corral: 1 job ended: 1 cancelled\n")
     assert cli("status", child).status == 1
 
 

@@ -714,7 +714,8 @@ def test_the_control_socket_pauses_resumes_and_cancels_a_live_run(tmp_path, rele
 
         reply = send_request(run, {"verb": "cancel", "ids": [queued[0].id, 99, blocker.id]})
         assert reply == {"ok": True, "cancelled": [queued[0].id], "problems": [
-            "no job 99 in this run", f"job {blocker.id} already ended COMPLETED"]}
+            "no job 99 in this run (neither an id nor a job's name)",
+            f"job {blocker.id} already ended COMPLETED"]}
         with pytest.raises(concurrent.futures.CancelledError, match="cancelled by user"):
             queued[0].result(timeout=30)
 

@@ -308,6 +308,28 @@ def test_a_damaged_journal_is_one_line_naming_the_file_and_what_is_wrong(tmp_pat
         corral.Scheduler(cores=1, journal=run)  # a driver does not resume from it either
 
 
+def test_a_read_only_journal_is_said_to_be_read_only_not_damaged(tmp_path, cli):
+    """BUG (attack review): a journal that could not be written (``chattr +i``,
+    a read-only mount; a 0400 file for a user other than root) was called
+    "not a corral journal, or damaged", with the advice to move it away: the
+    run's whole history."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        scheduler.submit(jobs.square, 2).result(timeout=30)
+    journal = run / "journal.db"
+    subprocess.run(["chattr", "+i", os.fspath(journal)], check=True)  # (root ignores modes)
+    try:
+        with pytest.raises(JournalError, match=(
+                rf"^cannot write the journal {re.escape(str(journal))}: it is read-only "
+                r"\(attempt to write a readonly database\); make it and its directory "
+                r"writable \(see ls -l, lsattr, mount\) to go on with this run; corral "
+                r"status and logs read it as it is$")):
+            corral.Scheduler(cores=1, journal=run)
+        assert cli("status").status == 0  # still read as it is
+    finally:
+        subprocess.run(["chattr", "-i", os.fspath(journal)], check=True)
+
+
 def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp_path, cli):
     """BUG: the rows of a live session sit in journal.db-wal; a crash that
     lost that file left a journal that ``corral status`` showed as "(no jobs)"."""

@@ -192,3 +192,13 @@ def test_the_line_escapes_control_characters_and_groups_only_what_is_the_same(tm
     assert "job 1 '\\x1b]0;pwned\\x07': exit code 1" in done.stderr
     assert "jobs 2, 3 'same': upstream job 1" in done.stderr
     assert "; job 4 'aaa" in done.stderr and "; job 5 'aaa" in done.stderr
+
+
+def test_jobs_named_together_are_named_in_order_of_their_ids():
+    """Cold review: a map whose results were no longer read said "jobs 200,
+    199, 198 'f'": its jobs were cancelled last first."""
+    from corral.core.summary import _grouped
+
+    examples = [(200, "f", "not read"), (199, "f", "not read"), ("setup", "f", "not read"),
+                (10, "f", "not read")]
+    assert _grouped(examples) == ["jobs 10, 199, 200, setup 'f': not read"]

@@ -18,6 +18,7 @@ The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 from __future__ import annotations
 
 from collections import Counter
+import contextlib
 import os
 import shlex
 import shutil
@@ -350,15 +351,18 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
 
 def _check_new_run_dir(run_dir: Path) -> bool:
     """Whether *run_dir* holds no run yet (this submit makes it); refuse a
-    directory with other files in it, which corral would make private and fill."""
+    directory with other files in it, which corral would make private and fill
+    (all but the run's own ``corral.toml``, its daemon's settings: made first)."""
+    from corral.config_files import CONFIG_NAME
     from corral.journal.store import journal_path
 
     if journal_path(run_dir).exists():
         return False
-    if run_dir.is_dir() and any(not _made_by_corral(entry.name)
+    if run_dir.is_dir() and any(not _made_by_corral(entry.name) and entry.name != CONFIG_NAME
                                 for entry in os.scandir(run_dir)):
         raise CommandError(f"{run_dir} is not a corral run but holds other files; give --run "
-                           "a new or empty directory (corral makes it private to you)")
+                           "a new or empty directory, or one with only a corral.toml (corral "
+                           "makes it private to you)")
     return True
 
 
@@ -415,7 +419,22 @@ def _undo_new_run(run_dir: Path) -> None:
             os.rename(run_dir, gone)
         except OSError:
             return
+    _keep_settings(gone, run_dir)
     shutil.rmtree(gone, ignore_errors=True)
+
+
+def _keep_settings(gone: Path, run_dir: Path) -> None:
+    """Put back the ``corral.toml`` the person had made in the run directory
+    before its first submit, which was refused (its settings may be why)."""
+    from corral.config_files import CONFIG_NAME
+
+    if not (gone / CONFIG_NAME).exists():
+        return
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(run_dir, 0o700)
+    if not (run_dir / CONFIG_NAME).exists():  # (a submit since then may have made the run)
+        with contextlib.suppress(OSError):
+            os.rename(gone / CONFIG_NAME, run_dir / CONFIG_NAME)
 
 
 def _has_jobs(run_dir: Path) -> bool:
@@ -578,7 +597,8 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     run = _open_run(context)
     if any(job.status not in TERMINAL for job in _select(run, ids)) and run.owner is None:
         _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
-    outcome = wait_with_progress(run, ids, timeout, sys.stderr.isatty())
+    shown = sys.stderr.isatty()
+    outcome = wait_with_progress(run, ids, timeout, shown)
     if outcome == "timeout":
         raise CommandError(f"jobs still unfinished after {format_span(timeout or 0)}",
                            EXIT_UNREACHABLE)
@@ -589,6 +609,11 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     failed = [job for job in jobs if job.status in _FAILED]
     for job in failed:
         click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}", err=True)
+    if not shown:  # (in a terminal, the progress bar stays and says as much)
+        counts = Counter(job.status.name.lower().replace("_", " ") for job in jobs)
+        click.echo(f"corral: {len(jobs)} job{'s' * (len(jobs) != 1)} ended: "
+                   + ", ".join(f"{count} {status}" for status, count in counts.most_common()),
+                   err=True)
     if failed:
         context.exit(EXIT_FAILED_JOB)
 
@@ -597,7 +622,7 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
 @click.argument("ids", nargs=-1, required=True)
 @click.pass_context
 def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
-    """Cancel jobs, running or not (a running job's processes are killed)."""
+    """Cancel jobs, by id or name, running or not (a running job's processes are killed)."""
     reply = _control(context, {"verb": "cancel", "ids": list(ids)})
     for job_id in reply["cancelled"]:
         click.echo(f"cancelled {job_id}")
@@ -627,8 +652,8 @@ def resume(context: click.Context) -> None:
 @click.argument("job_id", metavar="[ID]", required=False)
 @click.pass_context
 def abort(context: click.Context, job_id: str | None) -> None:
-    """Stop the running job(s); the queue goes on. They get abort_requested() and
-    SIGTERM, then are killed after the grace period."""
+    """Stop the running job(s), or the one ID (an id or a name); the queue goes on.
+    They get abort_requested() and SIGTERM, then are killed after the grace period."""
     request: dict[str, Any] = {"verb": "abort"}
     if job_id is not None:
         request["id"] = job_id

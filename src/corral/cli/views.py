@@ -304,9 +304,18 @@ def _read_from(path: str | None, offset: int) -> bytes:
 
 
 def _write(data: bytes, out: IO[str], decoder: codecs.IncrementalDecoder) -> int:
+    """Print *data* as the job wrote it, byte for byte where *out* takes bytes
+    (a terminal, a pipe, a file: ``corral logs 7 > copy`` keeps what is not
+    UTF-8); decoded, with U+FFFD for such bytes, where it takes only text."""
     if data:
-        out.write(decoder.decode(data))
-        out.flush()
+        binary = getattr(out, "buffer", None)
+        if binary is not None:
+            out.flush()
+            binary.write(data)
+            binary.flush()
+        else:
+            out.write(decoder.decode(data))
+            out.flush()
     return len(data)
 
 

@@ -31,8 +31,8 @@ from typing import Any
 from corral.errors import CorralError
 from corral.runtime.threads import start_thread
 
-__all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "Stopping",
-           "send_request"]
+__all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "RequestTooLarge",
+           "Stopping", "send_request"]
 
 log = logging.getLogger("corral.control")
 
@@ -75,18 +75,58 @@ def _socket_path(run_dir: Path) -> Iterator[str]:
         os.close(directory)
 
 
-def _read_line(connection: socket.socket) -> bytes:
+class RequestTooLarge(CorralError):
+    """A request over :data:`_MAX_REQUEST` bytes (the driver reads no more)."""
+
+
+def _too_large(size: int | None = None) -> RequestTooLarge:
+    """*size*: the request's, where known (the driver stops reading at the limit)."""
+    told = f"over {_MAX_REQUEST:,} bytes" if size is None else (
+        f"{size:,} bytes, at most {_MAX_REQUEST:,}")
+    return RequestTooLarge(f"the request is too large: {told} (a submit carries the command "
+                           "and the environment it runs in)")
+
+
+def _read_line(connection: socket.socket, deadline: float | None = None) -> bytes:
+    """One line from *connection*; with *deadline* (``time.monotonic()``), the
+    whole of it by then, however slowly it trickles in (TimeoutError).
+
+    Raises:
+        RequestTooLarge: (with *deadline*: a request) over :data:`_MAX_REQUEST` bytes.
+    """
     chunks = []
     size = 0
     while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            connection.settimeout(left)
         chunk = connection.recv(65536)
         if not chunk:
             break
         chunks.append(chunk)
         size += len(chunk)
-        if chunk.endswith(b"\n") or size > _MAX_REQUEST:
+        if chunk.endswith(b"\n"):
             break
+        if deadline is not None and size > _MAX_REQUEST:
+            raise _too_large()
     return b"".join(chunks)
+
+
+def _client_left(connection: socket.socket) -> bool:
+    """Whether the client closed its end: it gave up waiting (a driver stopped
+    with SIGSTOP, or busy), and was told so; its request must not be carried
+    out behind its back."""
+    connection.settimeout(0)  # (with a timeout, recv would wait for data first)
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False  # connected, and waiting for the answer
+    except OSError:
+        return True
+    finally:
+        connection.settimeout(_READ_PATIENCE_S)  # for the answer
 
 
 def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
@@ -101,6 +141,9 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
         CorralError: the driver went away without answering.
     """
     run_dir = Path(run_dir)
+    data = json.dumps(request).encode() + b"\n"
+    if len(data) > _MAX_REQUEST:
+        raise Refused(str(_too_large(len(data))))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.settimeout(timeout)
         with _socket_path(run_dir) as path:
@@ -116,14 +159,20 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
                         raise CorralError(f"the process driving {run_dir} takes no "
                                           "connection: it is too busy") from None
                     time.sleep(0.01)
+                except TimeoutError:
+                    raise _no_answer(run_dir, timeout) from None
         try:
-            connection.sendall(json.dumps(request).encode() + b"\n")
+            connection.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before it read everything: its answer says why
+        except TimeoutError:
+            raise _no_answer(run_dir, timeout) from None
         try:
             answer = _read_line(connection)
         except ConnectionResetError:
             answer = b""
+        except TimeoutError:
+            raise _no_answer(run_dir, timeout) from None
     if not answer:
         raise CorralError(f"the process driving {run_dir} closed the connection without answering")
     reply = json.loads(answer)
@@ -134,6 +183,16 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
     if not reply.get("ok"):
         raise Refused(reply.get("error") or "the request was refused")
     return reply
+
+
+def _no_answer(run_dir: Path, timeout: float) -> CorralError:
+    """Why a request got no answer, and what became of it: the driver drops a
+    request whose client has gone before it took it up (see
+    :func:`_client_left`), but one it had begun may still take effect."""
+    return CorralError(
+        f"the process driving {run_dir} did not answer within {timeout:g} s (stopped, or "
+        "too busy); it will not carry out the request unless it had already begun it: "
+        "see corral status")
 
 
 #: Seconds :func:`send_when_served` waits for a driver that holds the run but
@@ -180,10 +239,12 @@ def _close_listeners_in_child() -> None:
 os.register_at_fork(after_in_child=_close_listeners_in_child)
 
 
-#: Seconds the driver waits for a connected client's request. A client sends it
-#: as soon as it is connected; requests are served one at a time, so one that
-#: sends nothing holds the others up this long.
+#: Seconds the driver waits for the whole of a connected client's request. A
+#: client sends it as soon as it is connected; each connection is read on a
+#: thread of its own, so one that sends nothing holds up no other.
 _READ_PATIENCE_S = 5.0
+#: Connections read at once; a further one waits to be accepted.
+_READERS = 16
 #: The same, for each request queued on the socket of a driver that stops: one
 #: that sends nothing must not hold its exit up.
 _DRAIN_PATIENCE_S = 1.0
@@ -201,6 +262,11 @@ class ControlServer:
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: Requests are read concurrently but carried out one at a time, in
+        #: the order they arrived whole (the verbs were written for that).
+        self._serving = threading.RLock()
+        self._readers = threading.BoundedSemaphore(_READERS)
+        self._reading: set[threading.Thread] = set()
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -233,58 +299,116 @@ class ControlServer:
             except OSError:  # (none left)
                 break
             with connection:
-                try:
-                    self._answer(connection, patience=_DRAIN_PATIENCE_S)
-                except Exception:
-                    log.exception("control request failed")
+                self._answer(connection, patience=_DRAIN_PATIENCE_S)
         with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         listener.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
+        # A request being carried out ends first; those read meanwhile are told
+        # that this driver stops, and one still arriving gets a moment to.
+        if self._serving.acquire(timeout=10):
+            self._serving.release()
+        drained_by = time.monotonic() + _DRAIN_PATIENCE_S
+        for reader in list(self._reading):
+            if reader is not threading.current_thread():
+                reader.join(timeout=max(0.0, drained_by - time.monotonic()))
 
     def _serve(self) -> None:
         listener = self._listener
         while not self._stopping and listener is not None:
+            if not self._readers.acquire(timeout=0.1):
+                continue  # every reader busy: accept no more until one is done
             try:
                 connection, _ = listener.accept()
             except OSError:
+                self._readers.release()
                 return
+            reader = threading.Thread(target=self._read_and_answer, args=(connection,),
+                                      name="corral-control-request", daemon=True)
+            self._reading.add(reader)
+            reader.start()
+
+    def _read_and_answer(self, connection: socket.socket) -> None:
+        try:
             with connection:
-                try:
-                    self._answer(connection)
-                except Exception:
-                    log.exception("control request failed")
+                self._answer(connection)
+        finally:
+            self._reading.discard(threading.current_thread())
+            self._readers.release()
 
     def _answer(self, connection: socket.socket, patience: float = _READ_PATIENCE_S) -> None:
-        """Read one request from *connection* (waiting at most *patience*
-        seconds for it) and answer it."""
-        connection.settimeout(patience)
+        """Read one request from *connection* (all of it within *patience*
+        seconds) and answer it, unless its client has gone meanwhile."""
         uid = _peer_uid(connection)
+        too_large: RequestTooLarge | None = None
         try:
-            line = _read_line(connection)  # also from a stranger: replying first breaks its pipe
+            # Read also from a stranger: replying first would break its pipe.
+            line = _read_line(connection, deadline=time.monotonic() + patience)
         except TimeoutError:
-            log.info("a control client sent no request within %g s", patience)
+            log.info("a control client sent no whole request within %g s", patience)
+            return
+        except RequestTooLarge as error:
+            line, too_large = b"", error
+        except OSError as error:
+            log.info("a control client left before its request was read (%s)", error)
             return
         if uid != os.geteuid():
             log.warning("refused a control request from uid %s", uid)
             reply: dict[str, Any] = {"ok": False, "denied": True, "error": (
                 f"permission denied: this run belongs to uid {os.geteuid()}")}
+        elif too_large is not None:
+            reply = {"ok": False, "error": str(too_large)}
+        elif not self._take_turn():
+            reply = _stopping_reply(self.run_dir)
         else:
             try:
-                if self._stopping:
-                    raise Stopping(f"the process driving {self.run_dir} is stopping")
-                reply = {"ok": True, **self._handle(json.loads(line or b"{}"))}
-            except Stopping as error:
-                reply = {"ok": False, "stopping": True, "error": str(error)}
-            except Exception as error:
-                reply = {"ok": False, "error": str(error) or type(error).__name__}
+                if _client_left(connection):
+                    log.info("a control client gave up before its request was served; "
+                             "the request is not carried out")
+                    return
+                reply = self._reply_to(line)
+            finally:
+                self._serving.release()
         self.last_request = time.monotonic()
-        connection.sendall(json.dumps(reply).encode() + b"\n")
+        try:
+            connection.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError as error:
+            log.info("a control client left before its answer was sent (%s)", error)
+
+    def _take_turn(self) -> bool:
+        """Wait for the request before to be carried out; False (and no
+        turn) once the driver stops meanwhile."""
+        while not self._serving.acquire(timeout=0.1):
+            if self._stopping:
+                return False
+        return True
+
+    def _reply_to(self, line: bytes) -> dict[str, Any]:
+        try:
+            if self._stopping:
+                return _stopping_reply(self.run_dir)
+            try:
+                request = json.loads(line or b"{}")
+            except ValueError as error:
+                raise Refused(f"a request is one line of JSON; this one is not ({error})"
+                              ) from None
+            return {"ok": True, **self._handle(request)}
+        except Stopping as error:
+            return {"ok": False, "stopping": True, "error": str(error)}
+        except Exception as error:
+            if not isinstance(error, (CorralError, ValueError, TypeError)):
+                log.exception("control request failed: %.200r", line)
+            return {"ok": False, "error": str(error) or type(error).__name__}
 
     def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.handler(request)
+
+
+def _stopping_reply(run_dir: Path) -> dict[str, Any]:
+    return {"ok": False, "stopping": True,
+            "error": f"the process driving {run_dir} is stopping"}
 
 
 def _peer_uid(connection: socket.socket) -> int:

@@ -114,14 +114,27 @@ def _id_or_name(scheduler: Driver, given: Any) -> Any:
     return named.pop()
 
 
+def _job_refs(request: dict[str, Any], field: str) -> list[int | str]:
+    """The job ids or names a request lists in *field* (none if absent)."""
+    given = request.get(field) or []
+    if not isinstance(given, list) or not all(
+            type(item) in (int, str) for item in given):  # (not bool: True is no job)
+        raise CorralError(f"{field!r} must be a list of job ids or names")
+    return given
+
+
 def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     command = request.get("command")
-    if not command or not isinstance(command, (str, list)):
-        raise CorralError("submit needs a command")
+    if not command or not isinstance(command, (str, list)) or (
+            isinstance(command, list) and not all(isinstance(word, str) for word in command)):
+        raise CorralError("submit needs a command: a string, or a list of strings")
+    options = request.get("options") or {}
+    if not isinstance(options, dict):
+        raise CorralError("'options' must be an object of job options")
     _refuse_when_stopping(scheduler)
-    options = dict(request.get("options") or {})
+    options = dict(options)
     after = []
-    for parent in request.get("after") or []:
+    for parent in _job_refs(request, "after"):
         parent_id = _id_or_name(scheduler, parent)
         job, stored = _live_or_stored(scheduler, parent_id)
         if job is not None:
@@ -163,8 +176,9 @@ def _refuse_when_stopping(scheduler: Driver) -> None:
 
 def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     cancelled, problems = [], []
-    for job_id in request.get("ids") or []:
+    for given in _job_refs(request, "ids"):
         try:
+            job_id = _id_or_name(scheduler, given)
             job, stored = _live_or_stored(scheduler, job_id)
         except CorralError as error:
             problems.append(str(error))
@@ -187,9 +201,12 @@ def _resume(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
-    job_id = request.get("id")
-    if job_id is None:  # (not those SUBMITTED to a backend's queue: they are not running)
+    given = request.get("id")
+    if given is None:  # (not those SUBMITTED to a backend's queue: they are not running)
         return {"aborted": scheduler.abort()}
+    if type(given) not in (int, str):
+        raise CorralError("'id' must be a job id or name")
+    job_id = _id_or_name(scheduler, given)
     job, stored = _live_or_stored(scheduler, job_id)
     status = job.status if job is not None else stored.status
     not_running = CorralError(f"job {job_id} is not running (it is {status.name}); abort "
@@ -223,9 +240,11 @@ VERBS = {"ping": _ping, "submit": _submit, "cancel": _cancel, "pause": _pause,
          "resume": _resume, "abort": _abort, "clear": _clear, "stop": _stop}
 
 
-def handle(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
+def handle(scheduler: Driver, request: Any) -> dict[str, Any]:
+    if not isinstance(request, dict):
+        raise CorralError('a request is a JSON object, such as {"verb": "ping"}')
     verb = request.get("verb")
-    action = VERBS.get(verb)  # type: ignore[arg-type]
+    action = VERBS.get(verb) if isinstance(verb, str) else None
     if action is None:
         raise CorralError(f"unknown request {verb!r}; known: {', '.join(sorted(VERBS))}")
     return action(scheduler, request)

@@ -9,6 +9,7 @@ loop (:mod:`corral.core.engine`), which owns everything that changes afterwards.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import shutil
@@ -36,7 +37,7 @@ from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_ch
 from corral.core.identity import call_label, map_signature
 from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
-from corral.options import bounded_tuple, parse_options
+from corral.options import JOB_OPTIONS, bounded_tuple, parse_options
 from corral.core.packing import Packer
 from corral.core.registry import JobRegistry
 from corral.core.queued import P, QueuedFunction, R, queue_with
@@ -100,7 +101,14 @@ class Submitter:
         """Run ``fn(*args, **kwargs)`` as a job (Executor semantics); return its Job.
 
         A Job among the arguments is a dependency; its result is passed in its place.
+
+        Raises:
+            TypeError: a keyword argument is named like a job option
+                (``tokens=2``) and *fn* takes no such argument: it was meant
+                for the job (``scheduler.options(tokens=2).submit(fn)``).
         """
+        if kwargs and not _OPTION_NAMES.isdisjoint(kwargs):
+            _refuse_options_among_arguments(fn, kwargs)
         return self._make(make_task(fn, args, kwargs), {})
 
     @overload
@@ -1015,6 +1023,30 @@ def _value_deps(job: JobRecord) -> list[Job]:
                          "a worker (lists or dicts inside each other thousands of levels deep)"
                          ) from None
     return found
+
+
+#: Keyword arguments that submit() checks against its function's signature.
+_OPTION_NAMES = frozenset(JOB_OPTIONS) | {"profile"}
+
+
+def _refuse_options_among_arguments(fn: Any, kwargs: Mapping[str, Any]) -> None:
+    """submit() gives its keyword arguments to *fn*, as ``Executor.submit``
+    does; one named like a job option that *fn* cannot take is a job option
+    put in the wrong place, and the job would only fail later, when it ran."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins): let it run
+        return
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    misplaced = [name for name in kwargs if name in _OPTION_NAMES and (
+        name not in parameters or parameters[name].kind is inspect.Parameter.POSITIONAL_ONLY)]
+    if misplaced:
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        raise TypeError(
+            f"{name}() takes no argument {', '.join(map(repr, misplaced))}: submit() passes "
+            "keyword arguments to the function, as Executor.submit does; job options go in "
+            f"scheduler.options({misplaced[0]}=...).submit({name}, ...)")
 
 
 def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> None:

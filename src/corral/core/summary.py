@@ -88,11 +88,17 @@ def _grouped(examples: list[tuple[object, str, str]]) -> list[str]:
         together.setdefault((name, reason), []).append(job_id)
     said = []
     for (name, reason), ids in together.items():
+        ids.sort(key=_in_order)  # (a cascade of cancels ends its jobs last first)
         jobs = f"job {ids[0]}" if len(ids) == 1 else f"jobs {', '.join(map(str, ids))}"
         # (repr() escapes a name's control characters; a reason's are escaped here)
         said.append(f"{jobs} {_short(name, _NAME_CHARS)!r}: "
                     f"{printable(_short(reason, _REASON_CHARS))}")
     return said
+
+
+def _in_order(job_id: object) -> tuple[int, int, str]:
+    """Numbered ids by number, then named ones by name."""
+    return (0, job_id, "") if isinstance(job_id, int) else (1, 0, str(job_id))
 
 
 def _short(text: str, limit: int) -> str:

@@ -377,6 +377,12 @@ def _permission_message(path: Path) -> str:
 
 
 def _damaged(path: Path, error: object) -> JournalError:
+    if isinstance(error, sqlite3.OperationalError) and "readonly" in str(error):
+        # Whole, but not writable (its mode, chattr +i, a read-only mount): moving
+        # it away, as for a damaged one, would throw a good history away.
+        return JournalError(f"cannot write the journal {path}: it is read-only ({error}); "
+                            "make it and its directory writable (see ls -l, lsattr, mount) "
+                            "to go on with this run; corral status and logs read it as it is")
     return JournalError(f"{path} is not a corral journal, or it is damaged ({error}); "
                         f"{_MOVE_AWAY}")
 
