@@ -287,6 +287,54 @@ def test_a_comment_added_at_the_top_of_a_script_does_not_run_its_jobs_again(tmp_
     assert lines(log) == ["2", "3"], "the edited script ran its completed jobs again"
 
 
+FIXABLE_SCRIPT = """\
+import sys
+import corral
+
+def analyse(x):
+    if x == 3:
+        raise ValueError("bad 3")
+    return x * 10
+
+with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
+    results = [scheduler.submit(analyse, x) for x in range(5)]
+    scheduler.wait(timeout=60)
+    print([job.id for job in results])
+"""
+
+
+def test_a_fixed_function_runs_again_in_the_place_of_its_failed_jobs(tmp_path):
+    """BUG (cold review): after the function of a failed job was fixed, the
+    rerun ran every job under new ids and left the failed one's row beside
+    them: `corral status` and `corral wait` said the run failed, forever. A
+    job whose code changed now takes the id of the earlier job of the same
+    call (its slot), and counts its tries on."""
+    from support.cli import Corral
+
+    script, run = tmp_path / "analysis.py", tmp_path / "run"
+    cli = Corral(tmp_path / "home", run)
+
+    def run_script(text: str) -> str:
+        script.write_text(text)
+        done = subprocess.run([sys.executable, str(script), str(run)],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = run_script(FIXABLE_SCRIPT)
+    assert cli("status").status == 1
+    fixed = FIXABLE_SCRIPT.replace('raise ValueError("bad 3")', "x = 3")
+    assert run_script(fixed) == first  # the same ids
+    rows = cli("status", "--all").rows()
+    assert [(row["STATUS"], row["TRIES"]) for row in rows.values()] == [("COMPLETED", "2")] * 5
+    assert len(rows) == 5
+    assert cli("wait").status == 0
+    assert cli("status").status == 0
+    assert run_script(fixed) == first  # and a third run restores them all
+    assert [job.result_value() for job in corral.Run(run).jobs()] == [0, 10, 20, 30, 40]
+    assert [job.attempts for job in corral.Run(run).jobs()] == [2] * 5
+
+
 def test_a_partial_of_an_edited_function_runs_again(tmp_path):
     """BUG (attack review): a functools.partial was keyed by its pickle, which
     names its function only: after the function's body changed, a rerun

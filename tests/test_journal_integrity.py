@@ -427,7 +427,8 @@ def _writer_with_one_job(tmp_path: Path, jobdir: str, result: bytes):
     _create_journal(run / "journal.db", "script")
     writer = _Writer(os.fspath(run / "journal.db"), 1)
     writer.db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # a result "too big", cheaply
-    writer.write([("jobs", [("1", 1, 0, "key#1", "big", "call", "m.big(…)", "{}", [], 1)], None,
+    writer.write([("jobs", [("1", 1, 0, "key#1", "big", "call", "m.big(…)", "{}", [], 1,
+                             "key#1")], None,
                    [("running", None, None, 1, "pid 7", 1.0, None, jobdir, None, None, None,
                      "1")])])
     ended = EventColumns()

@@ -25,14 +25,15 @@ import shlex
 import types
 from typing import TYPE_CHECKING, Any
 
-from corral.spec import Call, FunctionRef, JobSpec, Script, Shell
+from corral.spec import Call, FunctionRef, JobSpec, Script
 from corral.journal.codec import encode_spec
 from corral.runtime.chunks import ChunkRunner
 
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
 
-__all__ = ["job_digest", "describe", "call_label", "chunk_place", "map_signature"]
+__all__ = ["job_digest", "job_digests", "describe", "call_label", "chunk_place",
+           "map_signature"]
 
 
 def _callable_identity(fn: Any) -> bytes:
@@ -211,31 +212,62 @@ _last_setting: tuple[tuple | None, bytes] = (None, b"")
 def job_digest(job: JobRecord) -> str:
     """A digest of what *job* does (see the module docstring); without the
     ``#n`` occurrence number, which the scheduler adds."""
+    return job_digests(job)[0]
+
+
+def job_digests(job: JobRecord) -> tuple[str, str]:
+    """``(the digest of what job does, the digest of its slot)``, both
+    without the ``#n`` occurrence number, which the scheduler adds.
+
+    Its *slot* is the same call with the code left out: the function by
+    module and name, not by bytecode, nor by the values it reads besides its
+    arguments; and its dependencies by their slots. When a rerun finds no
+    earlier job of its key (the function was fixed), the job of its slot is
+    the one it runs again in place of: it takes that job's id, so the run's
+    failed row becomes the new attempt's instead of staying failed beside
+    it. A command or a script has no code apart from its text: its slot is
+    its key.
+    """
     task = job.spec.task
-    digest = hashlib.sha256()
+    what: bytes
+    named: bytes | None = None  # what the slot has in place of *what*; None: no code
     if isinstance(task, Call) and isinstance(task.fn, ChunkRunner):  # map(chunksize=N)
         args, kwargs = job.call_parts  # (its calls' arguments, the first one's number)
         inner = task.fn.fn
-        digest.update(b"chunk\0" + (b"function\0" + inner.encode() if isinstance(inner, str)
-                                     else _callable_identity(inner))
-                      + _arguments_bytes(args, kwargs))
+        arguments = _arguments_bytes(args, kwargs)
+        if isinstance(inner, str):
+            what = b"chunk\0function\0" + inner.encode() + arguments
+        else:
+            what = b"chunk\0" + _callable_identity(inner) + arguments
+            named = b"chunk\0" + call_label(inner).encode() + arguments
         if task.fn.series is not None and task.fn.series > 1:  # see map_signature
-            digest.update(b"\0map\0" + str(task.fn.series).encode())
+            series = b"\0map\0" + str(task.fn.series).encode()
+            what += series
+            named = None if named is None else named + series
     elif isinstance(task, Call):
         args, kwargs = job.call_parts
-        digest.update(b"call\0" + _callable_identity(task.fn) + _arguments_bytes(args, kwargs))
+        arguments = _arguments_bytes(args, kwargs)
+        what = b"call\0" + _callable_identity(task.fn) + arguments
+        named = b"call\0" + call_label(task.fn).encode() + arguments
     elif isinstance(task, FunctionRef):
         args, kwargs = job.call_parts
-        digest.update(b"function\0" + task.target.encode() + _arguments_bytes(args, kwargs))
+        what = b"function\0" + task.target.encode() + _arguments_bytes(args, kwargs)
     elif isinstance(task, Script):
-        digest.update(b"script\0" + task.path.encode() + _stable_bytes(job.argv_template))
-    elif isinstance(task, Shell):
+        what = b"script\0" + task.path.encode() + _stable_bytes(job.argv_template)
+    else:  # a Shell command
         command = task.command if isinstance(task.command, str) else job.argv_template
-        digest.update(b"shell\0" + _stable_bytes(command))
-    digest.update(_setting_bytes(job.spec))
+        what = b"shell\0" + _stable_bytes(command)
+    setting = _setting_bytes(job.spec)
+    digest = hashlib.sha256(what + setting)
     for dep in job.deps:
         digest.update(b"\0after\0" + str(dep.key).encode())
-    return digest.hexdigest()[:24]
+    key = digest.hexdigest()[:24]
+    if named is None and all(dep.slot == dep.key for dep in job.deps):
+        return key, key
+    slot = hashlib.sha256((what if named is None else named) + setting)
+    for dep in job.deps:
+        slot.update(b"\0after\0" + str(dep.slot).encode())
+    return key, slot.hexdigest()[:24]
 
 
 def map_signature(fn: Any, first_call: tuple) -> str:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["JobRecord", "KillIntent", "DeadlineKind", "Owner", "NO_JOURNAL_ENTRY",
            "COMPLETED_ALL_THE_SAME", "cancel_future"]
 
-NO_JOURNAL_ENTRY = ("", "", "", "{}")
+NO_JOURNAL_ENTRY = ("", "", "", "", "{}")  # key, slot, kind, command, spec
 
 #: Ends the reason of a job cancelled while its worker was finishing it: it
 #: completed all the same, and a resumed run does not run it again.
@@ -137,7 +137,8 @@ class JobRecord:
 
     # -- the journal's view (set at dispatch when the scheduler keeps one) --------------------
     key: str | None = None
-    journal_entry: tuple[str, str, str, str] = NO_JOURNAL_ENTRY
+    slot: str | None = None  # the same call with the code left out (see identity.job_digests)
+    journal_entry: tuple[str, str, str, str, str] = NO_JOURNAL_ENTRY
     restored: StoredJob | None = None   # completed in an earlier run
     reattach: StoredJob | None = None   # still in the cluster's hands since an earlier run
     always_new: bool = False            # never matched against earlier runs (corral submit)

@@ -52,7 +52,7 @@ class FinishedJob:
     """
 
     # A journaled run keeps one per finished job: the fewer bytes, the better.
-    __slots__ = ("id", "name", "status", "key", "owner")
+    __slots__ = ("id", "name", "status", "key", "slot", "owner")
     final = True
     #: Never filled (only an unfinished job gets dependents), so shared by all.
     dependents: tuple[JobRecord, ...] = ()
@@ -62,6 +62,7 @@ class FinishedJob:
         self.name = record.name
         self.status = record.status
         self.key = record.key
+        self.slot = record.slot
         self.owner = owner
 
     @classmethod
@@ -69,9 +70,10 @@ class FinishedJob:
         """The stand-in for a finished job that a journaled run's registry kept
         as *entry* (see :func:`_finished_entry`)."""
         job = cls.__new__(cls)
-        key = entry.partition("\0")[2]
-        job.id, job.name, job.status, job.key, job.owner = (
-            job_id, name, _entry_status(entry), key or None, owner)
+        _, key, slot = entry.split("\0")
+        job.id, job.name, job.status, job.key, job.slot, job.owner = (
+            job_id, name, _entry_status(entry), key or None,
+            (key if slot == _SAME_AS_KEY else slot) or None, owner)
         return job
 
     def __repr__(self) -> str:
@@ -89,10 +91,15 @@ def _entry_status(entry: str) -> JobStatus:
     return _STATUS_BY_TEXT[entry.partition("\0")[0]]
 
 
+#: The slot of a finished job's entry when it is its key (kept once).
+_SAME_AS_KEY = "="
+
+
 def _finished_entry(record: JobRecord) -> str:
-    """A finished job as a journaled run's registry keeps it: its status and
-    key in one string, which the garbage collector does not track."""
-    return f"{record.status.value}\0{record.key or ''}"
+    """A finished job as a journaled run's registry keeps it: its status, key
+    and slot in one string, which the garbage collector does not track."""
+    slot = _SAME_AS_KEY if record.slot == record.key else record.slot or ""
+    return f"{record.status.value}\0{record.key or ''}\0{slot}"
 
 
 class JobRegistry:

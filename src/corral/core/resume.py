@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corral.core.identity import chunk_place, describe, job_digest
+from corral.core.identity import chunk_place, describe, job_digest, job_digests
 from corral.core.record import COMPLETED_ALL_THE_SAME
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
@@ -84,15 +84,18 @@ class Resumer:
         ids = []
         for job in batch:
             if job.always_new:
-                key = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
+                key = slot = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
             elif job.id is not None:
-                key = f"id:{job.id}"
+                key = slot = f"id:{job.id}"
             else:
-                digest = job_digest(job)
+                digest, slot_digest = job_digests(job)
                 seen = self._occurrences[digest] = self._occurrences.get(digest, 0) + 1
-                key = f"{digest}#{seen}"
-            job.key = key
-            job.journal_entry = (key, *describe(job))
+                # (The slot takes the key's number: one counter, not two, for
+                # a million jobs; jobs whose keys differ and slots do not share
+                # a slot, and the second finds it taken.)
+                key, slot = f"{digest}#{seen}", f"{slot_digest}#{seen}"
+            job.key, job.slot = key, slot
+            job.journal_entry = (key, slot, *describe(job))
             stored = None if job.always_new else self.previous.get(key)
             if stored is not None and is_taken(str(stored.id)):
                 stored = None
@@ -102,6 +105,13 @@ class Resumer:
                 stored = self.previous.by_id(str(job.id))
                 if stored is not None and completed_before(stored):
                     stored = None if stored.key != key else stored
+            if stored is None and slot != key:
+                stored = self._in_its_slot(slot, is_taken)
+                if stored is not None:  # the same call, its code changed: it runs again
+                    ids.append(stored.id)
+                    taken.add(str(stored.id))
+                    self._run_again(job, stored)
+                    continue
             if stored is None:
                 ids.append(job.id if job.id is not None else new_id())
                 taken.add(str(ids[-1]))
@@ -113,8 +123,27 @@ class Resumer:
             elif stored.status not in TERMINAL and self._attachable(stored):
                 job.reattach = stored  # not submitted again: found by its native id
             else:
-                self._clear_files(stored)
+                self._run_again(job, stored)
         return ids
+
+    def _in_its_slot(self, slot: str, is_taken: Callable[[str], bool]) -> StoredJob | None:
+        """The earlier job of *slot* that a job whose code changed runs again
+        in place of; None if there is none, or if it still runs in a cluster
+        (the old code runs there, and its row keeps following it)."""
+        if not len(self.previous):
+            return None
+        stored = self.previous.by_slot(slot)
+        if stored is None or is_taken(str(stored.id)):
+            return None
+        if stored.status not in TERMINAL and self._attachable(stored):
+            return None
+        return stored
+
+    def _run_again(self, job: JobRecord, stored: StoredJob) -> None:
+        """*job* runs again as the earlier *stored*: its tries go on counting
+        (a job that ran twice says so), its directory starts empty."""
+        job.attempts = stored.attempts
+        self._clear_files(stored)
 
     def chunk_sizes_at(self, label: str, first: int) -> list[int]:
         """The sizes, largest first, of the chunks earlier runs made of a map

@@ -83,6 +83,11 @@ class PreviousJobs(Generic[StoredJob]):
             return found
         return self._one("SELECT * FROM jobs WHERE id=?", self._ids[key])
 
+    def by_slot(self, slot: str) -> StoredJob | None:
+        """The latest earlier job in *slot* (see :func:`corral.core.identity.job_digests`),
+        read whole; None if none (or the journal is from before slots)."""
+        return self._one("SELECT * FROM jobs WHERE slot=? ORDER BY seq DESC LIMIT 1", slot)
+
     def by_id(self, job_id: str) -> StoredJob | None:
         """The earlier job whose id is *job_id* (as text), read whole; None if none."""
         found = self._whole_by_id.get(job_id)

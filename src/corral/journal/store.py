@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, int_id INTEGER, seq INTEGER, key TEXT, name TEXT, kind TEXT,
     command TEXT, spec TEXT, deps TEXT, status TEXT, reason TEXT, exit_code INTEGER,
     attempts INTEGER, native_id TEXT, started REAL, ended REAL, jobdir TEXT,
-    result BLOB, error BLOB, session INTEGER, live TEXT);
+    result BLOB, error BLOB, session INTEGER, live TEXT, slot TEXT);
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (key);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 CREATE TABLE IF NOT EXISTS events (
@@ -176,6 +176,8 @@ class StoredJob:
     error: bytes | None
     session: int | None
     live: tuple[str, str] | None = None  # stdout, stderr files while it runs
+    #: Its key with the code left out (see corral.core.identity.job_digests).
+    slot: str | None = None
     #: The journal file it was read from, for error messages.
     journal: str | None = field(default=None, compare=False, repr=False)
 
@@ -571,6 +573,9 @@ class Journal:
         self.session_kinds: dict[int, str] = dict(db.execute("SELECT id, kind FROM sessions"))
         if "backend" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
             db.execute("ALTER TABLE sessions ADD COLUMN backend TEXT")
+        if "slot" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+            db.execute("ALTER TABLE jobs ADD COLUMN slot TEXT")  # (NULL: from before slots)
+        db.execute("CREATE INDEX IF NOT EXISTS jobs_by_slot ON jobs (slot)")
         if meta.get(eventlog.META_KEY) != eventlog.META_VALUE:  # a journal from before batches:
             db.execute(eventlog.CREATE_TABLE)  # its event rows stay, and are read first
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -748,12 +753,13 @@ class Journal:
 
     # -- recording (control-loop thread) ------------------------------------------------------
 
-    def added(self, job: JournaledJob, key: str, kind: str, command: str, spec: str) -> None:
+    def added(self, job: JournaledJob, key: str, slot: str, kind: str, command: str,
+              spec: str) -> None:
         """Record a new job (*spec* is JSON); written at the next :meth:`flush`."""
         deps = [dep.id for dep in job.deps]  # JSON-encoded by the writer process
         self._new_jobs.append((
             str(job.id), job.id if isinstance(job.id, int) else None, self._seq, key, job.name,
-            kind, command, spec, deps, self.session))
+            kind, command, spec, deps, self.session, slot))
         self._seq += 1
         self._dirty[id(job)] = job
 
@@ -977,7 +983,7 @@ def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
         native_id=record["native_id"], started=record["started"], ended=record["ended"],
         jobdir=_path_text(record["jobdir"]), result=record["result"], error=record["error"],
         session=record["session"], live=tuple(live.split("\n", 1)) if live else None,
-        journal=os.fspath(path))
+        slot=record.get("slot"), journal=os.fspath(path))
 
 
 def _path_text(value: object) -> Any:

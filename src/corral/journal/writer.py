@@ -242,7 +242,7 @@ def _statements(messages: list[tuple], fold: bool
         groups.append((
             f"INSERT OR REPLACE INTO jobs ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' * len(columns))})",
-            [(*row[:8], _json_or_text(row[8]), row[9],
+            [(*row[:8], _json_or_text(row[8]), row[9], row[10],
               *(rows.get(row[0], _NO_STATE)[:-1] if fold else ())) for row in new_jobs],
             lambda row: f"job {row[0]}"))
         if fold:
@@ -263,7 +263,7 @@ def _statements(messages: list[tuple], fold: bool
 
 #: A job's columns as written when it is added, and those of its state.
 _JOB_COLUMNS = ("id", "int_id", "seq", "key", "name", "kind", "command", "spec", "deps",
-                "session")
+                "session", "slot")
 _STATE_COLUMNS = ("status", "reason", "exit_code", "attempts", "native_id", "started", "ended",
                   "jobdir", "result", "error", "live")
 #: The state of a job not known yet (all NULL), and its id.
