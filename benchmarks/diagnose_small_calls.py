@@ -1,7 +1,8 @@
-"""Where the time of small calls goes: two diagnostics behind RESULTS.md's notes.
+"""Where the time of small calls goes: three diagnostics behind RESULTS.md's notes.
 
-    python benchmarks/diagnose_small_calls.py steps   # a lone call's round trip, step by step
-    python benchmarks/diagnose_small_calls.py gc      # 1,000-call runs and the garbage collector
+    python benchmarks/diagnose_small_calls.py steps    # a lone call's round trip, step by step
+    python benchmarks/diagnose_small_calls.py gc       # 1,000-call runs and the garbage collector
+    python benchmarks/diagnose_small_calls.py journal  # the journal's own work per job
 
 ``steps`` stamps the wall clock (``time.time()``, comparable across processes) at
 each hop of ``scheduler.submit(noop).result()``: the control loop taking the job,
@@ -14,6 +15,13 @@ code it runs, and costs a little itself; read the differences, not the total.
 alternately and prints, per run, the ratio and how long the garbage collector
 ran during corral's part (``gc.callbacks``), to tell a slow run caused by a full
 collection from one caused by corral.
+
+``journal`` times, each alone with warm caches (the fastest of 7 repeats), the
+work a journaled run adds to the driver for every job: its key, its
+description, recording it and its four state changes, and its share of a
+batch's rows and pickling for the writer process. It sets their sum against a
+no-op job's whole cost without a journal, measured in the same run: what
+"the journal within 10 %" leaves for all of it.
 """
 
 from __future__ import annotations
@@ -115,17 +123,80 @@ def collections(runs: int) -> None:
                   f"{theirs * 1e3:.1f} ms, ratio {theirs / mine:.2f}")
 
 
+def journal_work(repeats: int = 7, number: int = 20_000) -> None:
+    import pickle
+    import tempfile
+    import timeit
+
+    from corral.core.identity import describe, job_digest
+    from corral.journal.eventlog import EventColumns
+    from corral.journal.store import Journal
+    from corral.status import JobStatus as S
+
+    with tempfile.TemporaryDirectory() as scratch:
+        with corral.Scheduler(cores=SLOTS, journal=Path(scratch, "run")) as scheduler:
+            handle = scheduler.submit(noop)
+            handle.result()
+        job = handle._record  # the engine's record of a finished no-op call
+        journal = Journal(Path(scratch, "timed"))
+
+        def fastest(work, per: int = 1) -> float:
+            return min(timeit.repeat(work, number=number, repeat=repeats)) / number / per
+
+        def record() -> None:
+            journal.added(job, *job.journal_entry)
+            journal.moved(job, None, S.QUEUED, None)
+            journal.moved(job, S.QUEUED, S.SUBMITTED, None)
+            journal.moved(job, S.SUBMITTED, S.RUNNING, None)
+            journal.moved(job, S.RUNNING, S.COMPLETED, None)
+
+        def forget() -> None:  # nothing timed here reaches the writer
+            journal._new_jobs, journal._dirty, journal._events = [], {}, EventColumns()
+
+        parts = {"the job's key (`job_digest`)": fastest(lambda: job_digest(job)),
+                 "its description: kind, command, spec as JSON": fastest(lambda: describe(job))}
+        parts["recording it and its 4 state changes"] = fastest(record)
+        forget()
+        for _ in range(100):
+            record()
+
+        def batch() -> bytes:
+            rows = [(job.status.value, job.reason, job.exit_code, job.attempts, job.native_id,
+                     job.started, job.ended, job.jobdir, job.result_blob, job.error_blob, None,
+                     str(job.id)) for _ in range(100)]
+            return pickle.dumps(("jobs", journal._new_jobs, journal._events.message(), rows),
+                                pickle.HIGHEST_PROTOCOL)
+
+        parts["its share of a batch of 100: rows and pickling"] = fastest(batch, per=100)
+        forget()
+        journal.close()
+    with corral.Scheduler(cores=SLOTS) as scheduler:
+        noop_corral(scheduler, 50)
+        per_job = statistics.median(timed(lambda: noop_corral(scheduler, 1000)) / 1000
+                                    for _ in range(5))
+    print("| the journal's work per job, alone | µs |\n| --- | --- |")
+    for label, seconds in parts.items():
+        print(f"| {label} | {seconds * 1e6:.2f} |")
+    total = sum(parts.values())
+    print(f"| all of it | {total * 1e6:.2f} |")
+    print(f"\na no-op job without a journal: {per_job * 1e6:.1f} µs (1,000 submits, median of 5); "
+          f"10 % of it is {per_job * 1e5:.1f} µs; the journal's work alone is "
+          f"{total / per_job * 100:.0f} % of it")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("steps", "gc"))
+    parser.add_argument("what", choices=("steps", "gc", "journal"))
     parser.add_argument("--rounds", type=int, default=2000, help="round trips for 'steps'")
     parser.add_argument("--runs", type=int, default=10, help="1,000-call runs for 'gc'")
     options = parser.parse_args()
     if options.what == "steps":
         steps(options.rounds)
-    else:
+    elif options.what == "gc":
         collections(options.runs)
+    else:
+        journal_work()
 
 
 if __name__ == "__main__":
