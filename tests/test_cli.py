@@ -1065,6 +1065,42 @@ def test_a_request_whose_client_gave_up_waiting_is_not_carried_out(served):
     assert served.carried_out == [1, 3]
 
 
+@pytest.mark.parametrize("how", ["shut its sending side", "sent stray bytes after the line"])
+def test_a_client_that_half_closes_or_sends_more_is_answered(served, how):
+    """BUG (attack review, round 2): a client that shut its sending side after
+    its request (socat, nc -N) was taken for one that had gone, and got no
+    answer, its request dropped; one whose last read held bytes after the
+    line waited 5 s and got none either."""
+    import socket
+
+    with _raw_client(served.run) as client:
+        if how == "shut its sending side":
+            client.sendall(b'{"n": 1}\n')
+            client.shutdown(socket.SHUT_WR)
+        else:
+            client.sendall(b'{"n": 1}\n \n{"n": 2}')
+        answer = json.loads(client.makefile("rb").readline())
+    assert answer == {"ok": True, "served": 1}
+    assert served.carried_out == [1]
+
+
+def test_stopping_with_many_silent_clients_queued_takes_a_moment_not_one_each(served):
+    """BUG (attack review, round 2): stop() read the connections queued on the
+    socket one after another, a second each: 100 silent ones held the daemon,
+    and the run, for 89 s."""
+    import threading
+
+    silent = [_raw_client(served.run) for _ in range(40)]
+    try:
+        stopper = threading.Thread(target=served.server.stop)
+        stopper.start()
+        stopper.join(20)
+        assert not stopper.is_alive(), "40 silent clients held the driver's stop up"
+    finally:
+        for client in silent:
+            client.close()
+
+
 def test_a_client_that_trickles_its_request_holds_up_no_other(served):
     """BUG (attack review): requests were read one at a time and the 5 s limit
     was per read, so a client sending a byte every few seconds held every
@@ -1148,6 +1184,20 @@ def test_cancel_and_abort_take_a_jobs_name_as_submit_after_does(cli, tmp_path):
     assert cli.ok("abort", "long-one").out == "aborting 1 job(s)\n"
     assert cli("wait", running).status == 1
     assert cli.status_of(running) == "CANCELLED"
+
+
+def test_a_name_made_of_digits_is_a_name_unless_it_is_an_id_as_corral_writes_it(cli, tmp_path):
+    """BUG (attack review, round 2): "01" was taken for job 1 and cancelled it,
+    and a name like "²" failed with "invalid literal for int()"."""
+    release = tmp_path / "release"
+    first = cli.submit("--name", "3", f"{block(release)}")
+    named = cli.submit("--name", "01", f"{block(release)}")
+    squared = cli.submit("--name", "²", f"{block(release)}")
+    assert cli.ok("cancel", "01").out == f"cancelled {named}\n"
+    assert cli.ok("cancel", "²").out == f"cancelled {squared}\n"
+    assert cli.status_of(first) in ("QUEUED", "RUNNING")
+    release.touch()
+    assert cli("wait", first).status == 0
 
 
 def corral_error() -> type:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -377,3 +378,35 @@ def test_an_abort_that_reaches_a_worker_still_starting_stops_its_first_job(
         assert marker.read_text() == "stopped cleanly"
         assert pids_alive([worker]) == [worker]  # its worker lives on, and serves the next job
         assert sched.submit(abs, -3).result(timeout=30) == 3
+
+
+@pytest.mark.parametrize("waits", ["result()", "exception()", "map()"])
+def test_waiting_for_a_job_in_a_done_callback_is_refused_instead_of_hanging(scheduler, waits):
+    """BUG (attack review): a done callback runs on the control loop's thread;
+    result() of another job there waited for that very thread, and the driver
+    hung for ever (SIGTERM could not end it)."""
+    said: list[str] = []
+
+    def wait_in_callback(_: corral.Job) -> None:
+        try:
+            if waits == "map()":
+                list(scheduler.map(jobs.square, [1, 2]))
+            else:
+                job = scheduler.submit(jobs.square, 3)
+                getattr(job, waits[:-2])()
+        except RuntimeError as error:
+            said.append(str(error))
+
+    first = scheduler.submit(jobs.square, 2)
+    first.add_done_callback(wait_in_callback)
+    assert first.result(timeout=30) == 4
+    wait_until(lambda: said, 30, "the callback to be refused")
+    if waits == "map()":
+        assert said == ["map() cannot be called from an on_event, on_finish or done callback: "
+                        "it would wait for the thread that runs them"]
+    else:
+        assert re.fullmatch(r"job \d+ 'square' is not done, and waiting for it cannot be done "
+                            r"in an on_event, on_finish or done callback: it would wait for the "
+                            r"thread that runs them \(add a done callback to the job instead\)",
+                            said[0]), said
+    assert scheduler.wait(timeout=30)  # and the scheduler goes on

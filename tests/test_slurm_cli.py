@@ -102,7 +102,7 @@ def test_without_a_driver_the_command_line_acts_on_the_jobs_in_slurm(slurm, tmp_
 
     cancelled = corral_command(*run, "cancel", "1", "99")
     assert cancelled.stdout.strip() == "cancelled 1"
-    assert "no job 99 in the run" in cancelled.stderr
+    assert "no job 99 in this run (neither an id nor a job's name)" in cancelled.stderr
     assert cancelled.returncode == 2
 
     (tmp_path / "release").touch()

@@ -171,15 +171,21 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     from corral.status import TERMINAL
 
     run = Run(run_dir)
-    jobs = [job for job in run.jobs(results=False) if job.status not in TERMINAL]
+    every = run.jobs(results=False)
+    jobs = [job for job in every if job.status not in TERMINAL]
+    problems = []
     if request["verb"] == "cancel":
+        from corral.control.verbs import id_or_name
+        from corral.errors import CorralError
+
+        given, request["ids"] = request["ids"], []
+        for job_ref in given:
+            try:
+                request["ids"].append(str(id_or_name(job_ref, every)))
+            except CorralError as error:
+                problems.append(str(error))
         wanted = set(request["ids"])
-        known = {str(job.id) for job in run.jobs(results=False)}
-        problems = [f"no job {job_id} in the run at {run_dir}" for job_id in request["ids"]
-                    if job_id not in known]
         jobs = [job for job in jobs if str(job.id) in wanted]
-    else:
-        problems = []
     on_cluster = run.cluster_jobs(jobs)
     unknown = run.jobs_of_unknown_backends(jobs)
     if unknown:  # a scheduler described in a config file not read here, or one with a mistake
@@ -199,8 +205,7 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     ids = [str(job.id) for job in chosen]
     if request["verb"] == "cancel":
         problems += [f"job {job_id} has already finished" for job_id in request["ids"]
-                     if job_id not in ids and not any(p.startswith(f"no job {job_id} ")
-                                                      for p in problems)]
+                     if job_id not in ids]
     return {"cancelled": ids, "problems": problems}
 
 

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -107,26 +108,26 @@ def _read_line(connection: socket.socket, deadline: float | None = None) -> byte
             break
         chunks.append(chunk)
         size += len(chunk)
-        if chunk.endswith(b"\n"):
-            break
-        if deadline is not None and size > _MAX_REQUEST:
+        newline = chunk.find(b"\n")  # (what follows the line, stray bytes, is ignored)
+        line_size = size if newline < 0 else size - len(chunk) + newline + 1
+        if deadline is not None and line_size > _MAX_REQUEST:
             raise _too_large()
-    return b"".join(chunks)
+        if newline >= 0:
+            break
+    line = b"".join(chunks)
+    return line[:line.index(b"\n") + 1] if b"\n" in line else line
 
 
 def _client_left(connection: socket.socket) -> bool:
-    """Whether the client closed its end: it gave up waiting (a driver stopped
-    with SIGSTOP, or busy), and was told so; its request must not be carried
-    out behind its back."""
-    connection.settimeout(0)  # (with a timeout, recv would wait for data first)
-    try:
-        return connection.recv(1, socket.MSG_PEEK) == b""
-    except BlockingIOError:
-        return False  # connected, and waiting for the answer
-    except OSError:
-        return True
-    finally:
-        connection.settimeout(_READ_PATIENCE_S)  # for the answer
+    """Whether the client closed its connection: it gave up waiting (a driver
+    stopped with SIGSTOP, or busy), and was told so; its request must not be
+    carried out behind its back. (A client that only shut its sending side,
+    as ``socat`` and ``nc -N`` do, still waits for the answer: that is no
+    hang-up.)"""
+    watch = select.poll()
+    watch.register(connection, select.POLLIN)
+    return any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+               for _, events in watch.poll(0))
 
 
 def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
@@ -227,13 +228,16 @@ _SERVERS: weakref.WeakSet[ControlServer] = weakref.WeakSet()
 
 
 def _close_listeners_in_child() -> None:
-    """A forked child must not hold the listening socket: callers would queue
-    on it, unanswered, after the driver is gone."""
+    """A forked child must not hold the listening socket, nor a connection
+    being answered: callers would wait on them, unanswered, after the driver
+    is gone, for as long as the child lives."""
     for server in list(_SERVERS):
         listener, server._listener = server._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError, ValueError):
-                listener.close()
+        held, server._connections = list(server._connections), set()
+        for connection in [listener, *held]:
+            if connection is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    connection.close()
 
 
 os.register_at_fork(after_in_child=_close_listeners_in_child)
@@ -244,7 +248,7 @@ os.register_at_fork(after_in_child=_close_listeners_in_child)
 #: thread of its own, so one that sends nothing holds up no other.
 _READ_PATIENCE_S = 5.0
 #: Connections read at once; a further one waits to be accepted.
-_READERS = 16
+_READERS = 64
 #: The same, for each request queued on the socket of a driver that stops: one
 #: that sends nothing must not hold its exit up.
 _DRAIN_PATIENCE_S = 1.0
@@ -267,6 +271,7 @@ class ControlServer:
         self._serving = threading.RLock()
         self._readers = threading.BoundedSemaphore(_READERS)
         self._reading: set[threading.Thread] = set()
+        self._connections: set[socket.socket] = set()  # accepted, not answered yet
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -293,13 +298,12 @@ class ControlServer:
         with contextlib.suppress(OSError), _socket_path(self.run_dir) as path:
             os.unlink(path)  # no new connection from now on
         listener.settimeout(0)
-        while True:  # those queued already
+        while True:  # those queued already: read together, each told this driver stops
             try:
                 connection, _ = listener.accept()
             except OSError:  # (none left)
                 break
-            with connection:
-                self._answer(connection, patience=_DRAIN_PATIENCE_S)
+            self._read_on_a_thread(connection, _DRAIN_PATIENCE_S)
         with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         listener.close()
@@ -307,7 +311,7 @@ class ControlServer:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
         # A request being carried out ends first; those read meanwhile are told
-        # that this driver stops, and one still arriving gets a moment to.
+        # that this driver stops, and those still arriving get a moment, together.
         if self._serving.acquire(timeout=10):
             self._serving.release()
         drained_by = time.monotonic() + _DRAIN_PATIENCE_S
@@ -325,18 +329,29 @@ class ControlServer:
             except OSError:
                 self._readers.release()
                 return
-            reader = threading.Thread(target=self._read_and_answer, args=(connection,),
-                                      name="corral-control-request", daemon=True)
-            self._reading.add(reader)
-            reader.start()
+            self._read_on_a_thread(connection, _READ_PATIENCE_S, counted=True)
 
-    def _read_and_answer(self, connection: socket.socket) -> None:
+    def _read_on_a_thread(self, connection: socket.socket, patience: float,
+                          counted: bool = False) -> None:
+        """Read and answer *connection* on a thread of its own (*counted*: one
+        of the :data:`_READERS`, released when done)."""
+        self._connections.add(connection)
+        reader = threading.Thread(target=self._read_and_answer,
+                                  args=(connection, patience, counted),
+                                  name="corral-control-request", daemon=True)
+        self._reading.add(reader)
+        reader.start()
+
+    def _read_and_answer(self, connection: socket.socket, patience: float,
+                         counted: bool) -> None:
         try:
             with connection:
-                self._answer(connection)
+                self._answer(connection, patience)
         finally:
+            self._connections.discard(connection)
             self._reading.discard(threading.current_thread())
-            self._readers.release()
+            if counted:
+                self._readers.release()
 
     def _answer(self, connection: socket.socket, patience: float = _READ_PATIENCE_S) -> None:
         """Read one request from *connection* (all of it within *patience*
@@ -397,8 +412,8 @@ class ControlServer:
             return {"ok": True, **self._handle(request)}
         except Stopping as error:
             return {"ok": False, "stopping": True, "error": str(error)}
-        except Exception as error:
-            if not isinstance(error, (CorralError, ValueError, TypeError)):
+        except Exception as error:  # (a refusal the verb says why of is no bug to log)
+            if not isinstance(error, (CorralError, ValueError, TypeError, RuntimeError)):
                 log.exception("control request failed: %.200r", line)
             return {"ok": False, "error": str(error) or type(error).__name__}
 

@@ -100,11 +100,23 @@ def _id_or_name(scheduler: Driver, given: Any) -> Any:
         return given
     from corral.journal.run import Run
 
-    stored = Run(scheduler._journal.run_dir).jobs(results=False)
-    if any(str(job.id) == str(given) for job in stored):
-        return given
-    named = {str(job.id) for job in stored if job.name == given}
-    named |= {str(job.id) for job in scheduler.jobs() if job.name == given}
+    return id_or_name(given, [*Run(scheduler._journal.run_dir).jobs(results=False),
+                              *scheduler.jobs()])
+
+
+def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
+    """The id of the one job of *jobs* (anything with ``id`` and ``name``)
+    whose id is *given*, else whose name is *given*.
+
+    Raises:
+        CorralError: no job has that id or name, or several have the name.
+    """
+    named = set()
+    for job in jobs:
+        if str(job.id) == str(given):
+            return given
+        if job.name == given:
+            named.add(str(job.id))
     if not named:
         raise CorralError(f"no job {given} in this run (neither an id nor a job's name)")
     if len(named) > 1:

@@ -915,6 +915,9 @@ class Engine:
 
     # -- control (loop thread) ---------------------------------------------------------------
 
+    def on_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
     def cancel(self, job: JobRecord, reason: str) -> bool:
         """Cancel *job* from any thread; True if it is cancelled now. One that
         waited in a worker's queue is taken back before this returns."""

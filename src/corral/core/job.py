@@ -164,6 +164,9 @@ class Job(Future):
             Exception: a Python job's own exception, with its remote traceback
                 as ``__cause__``; ``JobFailed``/``JobTimedOut``/``WorkerLost``
                 for commands, timeouts and crashed workers.
+            RuntimeError: the job is not done and this is one of its
+                scheduler's callbacks (on_event, on_finish, a done callback),
+                which run on the thread that would end it.
         """
         try:
             self._wait_done(timeout)
@@ -186,9 +189,21 @@ class Job(Future):
     def _wait_done(self, timeout: float | None) -> bool:
         """Whether the job is done, within *timeout* (in slices in the main
         thread: a Ctrl-C is never held until the job ends, see
-        :func:`corral.runtime.threads.wait_in_slices`)."""
+        :func:`corral.runtime.threads.wait_in_slices`).
+
+        Raises:
+            RuntimeError: the caller would wait in a callback of the job's
+                scheduler (on_event, on_finish, a done callback), on the one
+                thread that could end the job: it would wait for ever.
+        """
         if self.done():
             return True
+        owner = self._record.owner
+        if owner is not None and (timeout is None or timeout > 0) and owner.on_loop_thread():
+            raise RuntimeError(
+                f"job {self.id} {self.name!r} is not done, and waiting for it cannot be done in "
+                "an on_event, on_finish or done callback: it would wait for the thread that "
+                "runs them (add a done callback to the job instead)")
         return wait_in_slices(self._wait_once, timeout)
 
     def _wait_once(self, seconds: float | None) -> bool:

@@ -78,6 +78,11 @@ class Owner(Protocol):
         """Cancel the job from any thread; True if it is cancelled now."""
         ...
 
+    def on_loop_thread(self) -> bool:
+        """Whether this is the thread that runs the jobs' callbacks (and so
+        the thread that would have to end a job a caller here waited for)."""
+        ...
+
 
 @dataclass(slots=True, eq=False, weakref_slot=True)
 class JobRecord:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from corral.core.job import Job
     from corral.core.record import JobRecord, Owner
 
-__all__ = ["JobRegistry", "FinishedJob"]
+__all__ = ["JobRegistry", "FinishedJob", "is_number_text"]
 
 
 class FinishedJob:
@@ -78,6 +78,12 @@ class FinishedJob:
 
     def __repr__(self) -> str:
         return f"<finished job {self.id} {self.name!r} {self.status.name}>"
+
+
+def is_number_text(text: str) -> bool:
+    """Whether *text* is a job number as corral writes it: "7", not "07", "٧"
+    or "²" (names that look like numbers, which str.isdigit() would take)."""
+    return text.isascii() and text.isdigit() and len(text) < 19 and str(int(text)) == text
 
 
 #: What a name's table holds for a job still unfinished (its record is in
@@ -137,8 +143,7 @@ class JobRegistry:
         """Whether an id (as text: 7 and "7" name the same directory) is used."""
         if text in self._chosen_ids:
             return True
-        return (text.isdigit() and text == str(int(text))
-                and self._first_number <= int(text) < self.next_number)
+        return is_number_text(text) and self._first_number <= int(text) < self.next_number
 
     # -- the jobs ------------------------------------------------------------------------
 
@@ -218,7 +223,7 @@ class JobRegistry:
         it yet); None if not, or no longer known (a run without a journal
         keeps, per name, only the first that did not complete)."""
         forms: list[int | str] = [job_id]
-        if isinstance(job_id, str) and job_id.isdigit():
+        if isinstance(job_id, str) and is_number_text(job_id):
             forms.append(int(job_id))
         with self._lock:
             namesakes = self._by_name.get(name, {})

@@ -39,7 +39,7 @@ from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
 from corral.options import JOB_OPTIONS, bounded_tuple, parse_options
 from corral.core.packing import Packer
-from corral.core.registry import JobRegistry
+from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
 from corral.core.resume import Resumer
 from corral.journal.run import Run
@@ -163,7 +163,11 @@ class Submitter:
                 or a bad option (when called).
             TimeoutError: from the iterator, when a result is not there
                 *timeout* seconds after this call.
+            RuntimeError: called in an on_event, on_finish or done callback.
         """
+        # Its calls are dispatched by a thread that needs the loop: read there, they never
+        # would come.
+        self._scheduler._refuse_on_loop_thread("map()")
         deadline = None if timeout is None else time.monotonic() + timeout
         automatic = isinstance(chunksize, str) and chunksize == "auto"
         if not automatic and (type(chunksize) is not int or not 1 <= chunksize <= sys.maxsize):
@@ -810,7 +814,7 @@ class Scheduler(Executor):
     def _lookup(self, job_id: object) -> Job | None:
         """The live job with this id; ``"7"`` finds job 7 (ids come as text from outside)."""
         found = self._registry.get(job_id)
-        if found is None and isinstance(job_id, str) and job_id.isdigit():
+        if found is None and isinstance(job_id, str) and is_number_text(job_id):
             found = self._registry.get(int(job_id))
         return found
 
