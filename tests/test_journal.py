@@ -335,6 +335,55 @@ def test_a_fixed_function_runs_again_in_the_place_of_its_failed_jobs(tmp_path):
     assert [job.attempts for job in corral.Run(run).jobs()] == [2] * 5
 
 
+FACTORY_SCRIPT = """\
+import functools, sys
+import corral, steps
+
+def make(c):
+    def g(x):
+        raise ValueError("not yet")
+    return g
+
+with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
+    made = [scheduler.submit(make(c), 1) for c in (1, 2, 3)]
+    made += [scheduler.submit(lambda x, c=c: x / 0, 1) for c in (10, 20)]
+    made.append(scheduler.submit(functools.partial(steps.scale, 7), 1))
+    scheduler.wait(timeout=60)
+    print([job.id for job in made])
+"""
+
+
+def test_closures_lambdas_and_partials_fixed_run_again_in_their_places(tmp_path):
+    """BUG (attack review): jobs of closures made by one factory, of lambdas
+    made in a loop, share a slot: all of them took the one latest row, and a
+    fix left the others FAILED. A partial's slot held a memory address, new
+    every run."""
+    from support.cli import Corral
+
+    module, run, driver = tmp_path / "steps.py", tmp_path / "run", tmp_path / "driver.py"
+    cli = Corral(tmp_path / "home", run)
+
+    def run_with(script: str, body: str) -> str:
+        driver.write_text(script)
+        module.write_text(f"def scale(factor, value):\n    {body}\n")
+        done = subprocess.run([sys.executable, str(driver), str(run)],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+                                   "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"})
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    ids = run_with(FACTORY_SCRIPT, "raise ValueError('not yet')")
+    assert cli("wait").status == 1
+    fixed = FACTORY_SCRIPT.replace('raise ValueError("not yet")', "return c * x").replace(
+        "x / 0", "c * x")
+    assert run_with(fixed, "return factor * value") == ids
+    stored = corral.Run(run).jobs()
+    assert [(job.status, job.attempts) for job in stored] == [(JobStatus.COMPLETED, 2)] * 6
+    assert [job.result_value() for job in stored] == [1, 2, 3, 10, 20, 7]
+    assert cli("wait").status == 0
+
+
 def test_a_partial_of_an_edited_function_runs_again(tmp_path):
     """BUG (attack review): a functools.partial was keyed by its pickle, which
     names its function only: after the function's body changed, a rerun

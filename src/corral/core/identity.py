@@ -280,9 +280,17 @@ def map_signature(fn: Any, first_call: tuple) -> str:
 
 
 def call_label(fn: Any) -> str:
-    """How a call's command reads: ``module.qualname(…)`` (a chunk's, its function's)."""
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    return f"{getattr(fn, '__module__', '?')}.{name}(…)"
+    """How a call's command reads: ``module.qualname(…)`` (a chunk's, its
+    function's), never with a memory address, which the next run would not
+    know again: a partial names its function, ``functools.partial(module.f)(…)``,
+    and a callable object its class."""
+    if type(fn) is functools.partial:
+        return f"functools.partial({call_label(fn.func).removesuffix('(…)')})(…)"
+    name = getattr(fn, "__qualname__", None)
+    if not isinstance(name, str):
+        kind = type(fn)
+        return f"{kind.__module__}.{kind.__qualname__}(…)"
+    return f"{getattr(fn, '__module__', None) or '?'}.{name}(…)"
 
 
 #: A chunk's command as :func:`describe` writes it, read back by :func:`chunk_place`.

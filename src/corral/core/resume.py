@@ -65,6 +65,8 @@ class Resumer:
         #: strings and ints, which the garbage collector does not track (a
         #: Counter it would walk, a million entries, at every full collection).
         self._occurrences: dict[str, int] = {}
+        #: The same, of slots that are not keys (calls: see identity.job_digests).
+        self._slots_seen: dict[str, int] = {}
         self.first_free_id = previous.max_int_id + 1
         #: Where the chunks of earlier automatic maps began, and their sizes,
         #: by function (see chunk_sizes_at), read when a map of it first asks.
@@ -90,10 +92,12 @@ class Resumer:
             else:
                 digest, slot_digest = job_digests(job)
                 seen = self._occurrences[digest] = self._occurrences.get(digest, 0) + 1
-                # (The slot takes the key's number: one counter, not two, for
-                # a million jobs; jobs whose keys differ and slots do not share
-                # a slot, and the second finds it taken.)
-                key, slot = f"{digest}#{seen}", f"{slot_digest}#{seen}"
+                key = f"{digest}#{seen}"
+                if slot_digest == digest:
+                    slot = key
+                else:  # numbered apart: closures of one factory share a slot, not a key
+                    seen = self._slots_seen[slot_digest] = self._slots_seen.get(slot_digest, 0) + 1
+                    slot = f"{slot_digest}#{seen}"
             job.key, job.slot = key, slot
             job.journal_entry = (key, slot, *describe(job))
             stored = None if job.always_new else self.previous.get(key)
