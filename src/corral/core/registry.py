@@ -52,7 +52,7 @@ class FinishedJob:
     """
 
     # A journaled run keeps one per finished job: the fewer bytes, the better.
-    __slots__ = ("id", "name", "status", "key", "slot", "owner")
+    __slots__ = ("id", "name", "status", "key", "owner")
     final = True
     #: Never filled (only an unfinished job gets dependents), so shared by all.
     dependents: tuple[JobRecord, ...] = ()
@@ -62,7 +62,6 @@ class FinishedJob:
         self.name = record.name
         self.status = record.status
         self.key = record.key
-        self.slot = record.slot
         self.owner = owner
 
     @classmethod
@@ -70,19 +69,24 @@ class FinishedJob:
         """The stand-in for a finished job that a journaled run's registry kept
         as *entry* (see :func:`_finished_entry`)."""
         job = cls.__new__(cls)
-        _, key, slot = entry.split("\0")
-        job.id, job.name, job.status, job.key, job.slot, job.owner = (
-            job_id, name, _entry_status(entry), key or None,
-            (key if slot == _SAME_AS_KEY else slot) or None, owner)
+        key = entry.partition("\0")[2]
+        job.id, job.name, job.status, job.key, job.owner = (
+            job_id, name, _entry_status(entry), key or None, owner)
         return job
+
+    @property
+    def slot(self) -> str | None:
+        """Not kept (a million finished jobs would keep a million): a job that
+        depends on one the program let go of has, in its slot, that job's key."""
+        return self.key
 
     def __repr__(self) -> str:
         return f"<finished job {self.id} {self.name!r} {self.status.name}>"
 
 
 def is_number_text(text: str) -> bool:
-    """Whether *text* is a job number as corral writes it: "7", not "07", "٧"
-    or "²" (names that look like numbers, which str.isdigit() would take)."""
+    """Whether *text* is a job number as corral writes it: "7", not "07", an
+    Arabic-Indic seven or "²" (names that look like numbers, as str.isdigit() takes them)."""
     return text.isascii() and text.isdigit() and len(text) < 19 and str(int(text)) == text
 
 
@@ -97,15 +101,10 @@ def _entry_status(entry: str) -> JobStatus:
     return _STATUS_BY_TEXT[entry.partition("\0")[0]]
 
 
-#: The slot of a finished job's entry when it is its key (kept once).
-_SAME_AS_KEY = "="
-
-
 def _finished_entry(record: JobRecord) -> str:
-    """A finished job as a journaled run's registry keeps it: its status, key
-    and slot in one string, which the garbage collector does not track."""
-    slot = _SAME_AS_KEY if record.slot == record.key else record.slot or ""
-    return f"{record.status.value}\0{record.key or ''}\0{slot}"
+    """A finished job as a journaled run's registry keeps it: its status and
+    key in one string, which the garbage collector does not track."""
+    return f"{record.status.value}\0{record.key or ''}"
 
 
 class JobRegistry:

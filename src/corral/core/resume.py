@@ -61,12 +61,16 @@ class Resumer:
             if (stored.status in ACTIVE and stored.kind in ("shell", "script")
                     and not self._attachable(stored)):
                 _kill_stale_command(stored)
-        #: How often each digest was seen this session. A plain dict of
-        #: strings and ints, which the garbage collector does not track (a
-        #: Counter it would walk, a million entries, at every full collection).
-        self._occurrences: dict[str, int] = {}
+        #: How often each digest was seen this session, by the digest's hash:
+        #: a plain dict of ints, which the garbage collector does not track (a
+        #: Counter it would walk, a million entries, at every full collection),
+        #: and smaller than one by the digests' text (60 MB a million). Two
+        #: digests of one hash, about one chance in 40 million in a run of a
+        #: million jobs, would number a job #2 that is #1: it would run again,
+        #: never take another's result.
+        self._occurrences: dict[int, int] = {}
         #: The same, of slots that are not keys (calls: see identity.job_digests).
-        self._slots_seen: dict[str, int] = {}
+        self._slots_seen: dict[int, int] = {}
         self.first_free_id = previous.max_int_id + 1
         #: Where the chunks of earlier automatic maps began, and their sizes,
         #: by function (see chunk_sizes_at), read when a map of it first asks.
@@ -91,13 +95,12 @@ class Resumer:
                 key = slot = f"id:{job.id}"
             else:
                 digest, slot_digest = job_digests(job)
-                seen = self._occurrences[digest] = self._occurrences.get(digest, 0) + 1
+                seen = _counted(self._occurrences, digest)
                 key = f"{digest}#{seen}"
                 if slot_digest == digest:
                     slot = key
                 else:  # numbered apart: closures of one factory share a slot, not a key
-                    seen = self._slots_seen[slot_digest] = self._slots_seen.get(slot_digest, 0) + 1
-                    slot = f"{slot_digest}#{seen}"
+                    slot = f"{slot_digest}#{_counted(self._slots_seen, slot_digest)}"
             job.key, job.slot = key, slot
             job.journal_entry = (key, slot, *describe(job))
             stored = None if job.always_new else self.previous.get(key)
@@ -184,7 +187,7 @@ class Resumer:
         if not len(self.previous) or job.always_new or job.id is not None:
             return False, False
         digest = job_digest(job)
-        stored = self.previous.get(f"{digest}#{self._occurrences.get(digest, 0) + 1}")
+        stored = self.previous.get(f"{digest}#{self._occurrences.get(hash(digest), 0) + 1}")
         if stored is None:
             return False, False
         return True, _restorable(stored)
@@ -199,6 +202,12 @@ class Resumer:
                 os.unlink(os.path.join(stored.jobdir, name))
             except FileNotFoundError:
                 pass
+
+
+def _counted(seen: dict[int, int], digest: str) -> int:
+    """Count one more *digest* in *seen*; return how many there have been."""
+    number = seen[hash(digest)] = seen.get(hash(digest), 0) + 1
+    return number
 
 
 def completed_before(stored: StoredJob) -> bool:
