@@ -17,7 +17,7 @@ ran during corral's part (``gc.callbacks``), to tell a slow run caused by a full
 collection from one caused by corral.
 
 ``journal`` times, each alone with warm caches (the fastest of 7 repeats), the
-work a journaled run adds to the driver for every job: its key, its
+work a journaled run adds to the driver for every job: its key and slot, its
 description, recording it and its four state changes, and its share of a
 batch's rows and pickling for the writer process. It sets their sum against a
 no-op job's whole cost without a journal, measured in the same run: what
@@ -128,7 +128,7 @@ def journal_work(repeats: int = 7, number: int = 20_000) -> None:
     import tempfile
     import timeit
 
-    from corral.core.identity import describe, job_digest
+    from corral.core.identity import describe, job_digests
     from corral.journal.eventlog import EventColumns
     from corral.journal.store import Journal
     from corral.status import JobStatus as S
@@ -153,7 +153,7 @@ def journal_work(repeats: int = 7, number: int = 20_000) -> None:
         def forget() -> None:  # nothing timed here reaches the writer
             journal._new_jobs, journal._dirty, journal._events = [], {}, EventColumns()
 
-        parts = {"the job's key (`job_digest`)": fastest(lambda: job_digest(job)),
+        parts = {"the job's key and slot (`job_digests`)": fastest(lambda: job_digests(job)),
                  "its description: kind, command, spec as JSON": fastest(lambda: describe(job))}
         parts["recording it and its 4 state changes"] = fastest(record)
         forget()
