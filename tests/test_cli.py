@@ -716,7 +716,52 @@ def test_an_unknown_job_id_is_reported_by_status_logs_and_wait(script_run):
         run = re.escape(str(script_run.run))
         assert_one_line_error(script_run(*args), 2,
                               rf"^corral: error: no job 99 in the run at {run} "
-                              r"\(12 jobs; corral status --all lists them\)$")
+                              r"\(12 jobs, by id or name; corral status --all lists them\)$")
+
+
+def test_status_logs_and_wait_take_a_jobs_name_as_cancel_does(script_run):
+    """Cold review: `corral wait report` said there was no job report, which
+    `status --all` listed by that name (cancel and --after took names)."""
+    assert script_run.ok("logs", "job5").out == "job 5\n"
+    assert list(script_run.ok("status", "job5").rows()) == ["5"]
+    waited = script_run("wait", "job5", "job6")
+    assert (waited.status, waited.err) == (0, "corral: 2 jobs ended: 2 completed\n")
+    failed = script_run("wait", "first")
+    assert (failed.status, failed.err) == (1, "job 1 'first' FAILED: exit code 4\n"
+                                              "corral: 1 job ended: 1 failed\n")
+
+
+def test_status_of_a_run_whose_driver_died_with_jobs_unfinished_exits_3(tmp_path):
+    """Cold review: `corral status && echo ok` said all was well of a run whose
+    script was killed with its jobs RUNNING: nothing would ever end them."""
+    corral = Corral(tmp_path / "home", tmp_path / "run")
+    release = tmp_path / "release"
+    script = ("import sys, corral\n"
+              "with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:\n"
+              f"    scheduler.shell({block(release)!r}, name='held')\n")
+    driver = subprocess.Popen([sys.executable, "-c", script, os.fspath(corral.run)],
+                              env=corral.env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        corral.wait_for_status("1", "RUNNING")
+    finally:
+        kill_and_wait(driver.pid)
+    wait_until(lambda: corral("status").status == 3, 30, "the run to be seen driverless")
+    shown = corral("status")
+    assert shown.err == ("corral: no process drives the run: 1 unfinished job listed will not "
+                         "go on until it runs again (run the script again; corral submit "
+                         "starts a daemon)\n")
+    assert shown.rows()["1"]["STATUS"] == "RUNNING"
+
+
+def test_wait_on_a_run_without_jobs_says_so(tmp_path):
+    """Cold review: it said "corral: 0 jobs ended: "."""
+    corral = Corral(tmp_path / "home", tmp_path / "run")
+    subprocess.run([sys.executable, "-c", "import sys, corral\n"
+                    "corral.Scheduler(journal=sys.argv[1]).shutdown()", os.fspath(corral.run)],
+                   env=corral.env, check=True, timeout=60)
+    waited = corral("wait")
+    assert (waited.status, waited.out, waited.err) == (0, "", "corral: no jobs to wait for\n")
 
 
 def test_an_unknown_profile_is_reported_with_the_closest_name(tmp_path):

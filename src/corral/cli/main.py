@@ -522,6 +522,15 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                "read from the journal (its record of it is damaged)"))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
+    if run.owner is None:
+        on_cluster = run.cluster_jobs(jobs)  # (they run on without a driver)
+        stranded = [job for job in jobs
+                    if job.status not in TERMINAL and str(job.id) not in on_cluster]
+        if stranded:
+            click.echo(f"corral: no process drives the run: {len(stranded)} unfinished "
+                       f"job{'s' * (len(stranded) != 1)} listed will not go on until it runs "
+                       "again (run the script again; corral submit starts a daemon)", err=True)
+            context.exit(EXIT_UNREACHABLE)
 
 
 #: How many finished jobs ``corral status`` lists without ``--all``.
@@ -534,20 +543,33 @@ _FAILED_SHOWN = 10
 
 
 def _select(run, ids: tuple[str, ...]):
-    """The jobs named by *ids* (each read by its key: a big run costs no more),
+    """The jobs named by *ids*, each an id (read by its key: a big run costs no
+    more) or else the name of one job, as ``cancel`` and ``--after`` take it;
     or every job."""
+    from corral.control.verbs import AmbiguousName, id_or_name
+    from corral.errors import CorralError
+
     if not ids:
         return run.jobs(results=False)
     found, unknown = [], []
+    every = None
     for job_id in ids:
         try:
             found.append(run.job(job_id))
+            continue
         except KeyError:
+            pass
+        every = run.jobs(results=False) if every is None else every
+        try:
+            found.append(run.job(id_or_name(job_id, every)))
+        except AmbiguousName as error:
+            raise CommandError(str(error)) from None
+        except CorralError:
             unknown.append(job_id)
     if unknown:
         count = sum(run.overview(0, 0).counts.values())  # (counted, not read: a big run)
         raise CommandError(f"no job {', '.join(unknown)} in the run at {run.path} "
-                           f"({count} jobs; corral status --all lists them)")
+                           f"({count} jobs, by id or name; corral status --all lists them)")
     return found
 
 
@@ -581,6 +603,7 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
         click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
                    "no output yet (--follow waits for it)", err=True)
         return
+    job_id = str(job.id)  # (given by its name, perhaps)
     if not follow_output(run, job_id, stream, follow, sys.stdout):  # an empty page says why
         ended = run.job(job_id).status in TERMINAL
         click.echo(f"corral: job {job.id} {job.name!r} wrote nothing to its {stream}"
@@ -600,7 +623,9 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     from corral.units import format_span
 
     run = _open_run(context)
-    if any(job.status not in TERMINAL for job in _select(run, ids)) and run.owner is None:
+    chosen = _select(run, ids)
+    ids = tuple(str(job.id) for job in chosen) if ids else ()  # (names given: their ids)
+    if any(job.status not in TERMINAL for job in chosen) and run.owner is None:
         _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
     shown = sys.stderr.isatty()
     outcome = wait_with_progress(run, ids, timeout, shown)
@@ -614,7 +639,9 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     failed = [job for job in jobs if job.status in _FAILED]
     for job in failed:
         click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}", err=True)
-    if not shown:  # (in a terminal, the progress bar stays and says as much)
+    if not shown and not jobs:
+        click.echo("corral: no jobs to wait for", err=True)
+    elif not shown:  # (in a terminal, the progress bar stays and says as much)
         counts = Counter(job.status.name.lower().replace("_", " ") for job in jobs)
         click.echo(f"corral: {len(jobs)} job{'s' * (len(jobs) != 1)} ended: "
                    + ", ".join(f"{count} {status}" for status, count in counts.most_common()),

@@ -104,6 +104,10 @@ def _id_or_name(scheduler: Driver, given: Any) -> Any:
                               *scheduler.jobs()])
 
 
+class AmbiguousName(CorralError):
+    """Several jobs have the name given for one."""
+
+
 def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
     """The id of the one job of *jobs* (anything with ``id`` and ``name``)
     whose id is *given*, else whose name is *given*.
@@ -121,8 +125,8 @@ def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
         raise CorralError(f"no job {given} in this run (neither an id nor a job's name)")
     if len(named) > 1:
         ids = ", ".join(sorted(named, key=lambda text: (len(text), text)))
-        raise CorralError(f"the name {given!r} is ambiguous: jobs {ids} have it; "
-                          "give an id instead")
+        raise AmbiguousName(f"the name {given!r} is ambiguous: jobs {ids} have it; "
+                            "give an id instead")
     return named.pop()
 
 
