@@ -341,7 +341,8 @@ import corral, steps
 
 def make(c):
     def g(x):
-        raise ValueError("not yet")
+        if c:
+            raise ValueError("not yet")
     return g
 
 with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
@@ -376,12 +377,49 @@ def test_closures_lambdas_and_partials_fixed_run_again_in_their_places(tmp_path)
     ids = run_with(FACTORY_SCRIPT, "raise ValueError('not yet')")
     assert cli("wait").status == 1
     fixed = FACTORY_SCRIPT.replace('raise ValueError("not yet")', "return c * x").replace(
-        "x / 0", "c * x")
+        "x / 0", "c * x")  # (each closure reads its c before and after the fix)
     assert run_with(fixed, "return factor * value") == ids
     stored = corral.Run(run).jobs()
     assert [(job.status, job.attempts) for job in stored] == [(JobStatus.COMPLETED, 2)] * 6
     assert [job.result_value() for job in stored] == [1, 2, 3, 10, 20, 7]
     assert cli("wait").status == 0
+
+
+PARTIALS_SCRIPT = """\
+import functools, sys
+import corral, steps
+
+with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
+    made = [scheduler.submit(functools.partial(steps.train, sys.argv[2], rate=rate), 1)
+            for rate in map(float, sys.argv[3].split(","))]
+    print([(job.id, job.result(timeout=60), job.attempts) for job in made])
+"""
+
+
+def test_a_new_partial_before_unchanged_ones_runs_alone(tmp_path):
+    """BUG (attack review, round 3): partials of one function differ in their
+    bound arguments only, and those were no part of their slot: a new call
+    put before the others took the first one's place, which took the
+    second's, and so on; every unchanged call ran again."""
+    (tmp_path / "steps.py").write_text(
+        "def train(log, x, rate):\n"
+        "    with open(log, 'a') as handle:\n"
+        "        handle.write(f'{rate}\\n')\n"
+        "    return x * rate\n")
+    run, log = tmp_path / "run", tmp_path / "log"
+    (tmp_path / "driver.py").write_text(PARTIALS_SCRIPT)
+
+    def run_with(rates: str) -> str:
+        done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(run), str(log),
+                               rates], capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+                                   "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"})
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run_with("0.1,0.2,0.3") == "[(1, 0.1, 1), (2, 0.2, 1), (3, 0.3, 1)]\n"
+    assert run_with("0.05,0.1,0.2,0.3") == "[(4, 0.05, 1), (1, 0.1, 1), (2, 0.2, 1), (3, 0.3, 1)]\n"
+    assert sorted(lines(log)) == ["0.05", "0.1", "0.2", "0.3"]  # each ran once
 
 
 def test_a_partial_of_an_edited_function_runs_again(tmp_path):

@@ -36,27 +36,29 @@ __all__ = ["job_digest", "job_digests", "describe", "call_label", "chunk_place",
            "map_signature"]
 
 
-def _callable_identity(fn: Any) -> bytes:
-    """What a callable computes with: its code (cached per function) and the
-    values it reads besides its arguments — defaults, closure cells and the
-    plain-data globals it names — which are read afresh every time, since a
-    closure made with k=10 is another function than one made with k=2. A
-    ``functools.partial`` is its function's identity with the arguments it
-    binds (pickled, it names its function only, so an edit of the function's
-    body went unseen and a rerun restored results of the old code)."""
+def _callable_parts(fn: Any) -> tuple[bytes, bytes]:
+    """What a callable computes with, as ``(its code, the values it reads)``:
+    its code (cached per function) and the values it reads besides its
+    arguments — defaults, closure cells and the plain-data globals it names —
+    which are read afresh every time, since a closure made with k=10 is
+    another function than one made with k=2. A ``functools.partial`` is its
+    function's with the arguments it binds (pickled, it names its function
+    only, so an edit of the function's body went unseen and a rerun restored
+    results of the old code); a callable object is its class by name and its
+    state, both values. A job's key has both; its slot the values alone."""
     if type(fn) is functools.partial:
-        return (b"partial\0" + _callable_identity(fn.func)
-                + _arguments_bytes(fn.args, dict(fn.keywords)))
+        code, reads = _callable_parts(fn.func)
+        return b"partial\0" + code, reads + _arguments_bytes(fn.args, dict(fn.keywords))
     try:
         code = _cached_identity(fn)
     except TypeError:  # an unhashable callable object
         code = _identity(fn)
     if getattr(fn, "__code__", None) is None:
-        return code
+        return b"", code  # an object: its class by name, and its state
     if (not getattr(fn, "__closure__", None) and getattr(fn, "__defaults__", None) is None
             and getattr(fn, "__kwdefaults__", None) is None
             and not _global_names(fn.__code__)):  # reads nothing: the common tiny function
-        return code + _READS_NOTHING_BYTES
+        return code, _READS_NOTHING_BYTES
     cells = []
     for cell in getattr(fn, "__closure__", None) or ():
         try:
@@ -65,7 +67,7 @@ def _callable_identity(fn: Any) -> bytes:
             cells.append(None)
     read = (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None),
             tuple(cells), _plain_globals(fn))
-    return code + (_READS_NOTHING_BYTES if read == _READS_NOTHING else _stable_bytes(read))
+    return code, (_READS_NOTHING_BYTES if read == _READS_NOTHING else _stable_bytes(read))
 
 
 #: What a function that reads nothing besides its arguments reads (its bytes
@@ -220,8 +222,9 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
     without the ``#n`` occurrence number, which the scheduler adds.
 
     Its *slot* is the same call with the code left out: the function by
-    module and name, not by bytecode, nor by the values it reads besides its
-    arguments; and its dependencies by their slots. When a rerun finds no
+    module and name, not by bytecode, with the values it reads besides its
+    arguments (a closure's cells, a partial's bound arguments: a loop's
+    closures are different calls); and its dependencies by their slots. When a rerun finds no
     earlier job of its key (the function was fixed), the job of its slot is
     the one it runs again in place of: it takes that job's id, so the run's
     failed row becomes the new attempt's instead of staying failed beside
@@ -238,17 +241,19 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
         if isinstance(inner, str):
             what = b"chunk\0function\0" + inner.encode() + arguments
         else:
-            what = b"chunk\0" + _callable_identity(inner) + arguments
-            named = b"chunk\0" + call_label(inner).encode() + arguments
+            code, reads = _callable_parts(inner)
+            what = b"chunk\0" + code + reads + arguments
+            named = b"chunk\0" + call_label(inner).encode() + reads + arguments
         if task.fn.series is not None and task.fn.series > 1:  # see map_signature
             series = b"\0map\0" + str(task.fn.series).encode()
             what += series
             named = None if named is None else named + series
     elif isinstance(task, Call):
         args, kwargs = job.call_parts
+        code, reads = _callable_parts(task.fn)
         arguments = _arguments_bytes(args, kwargs)
-        what = b"call\0" + _callable_identity(task.fn) + arguments
-        named = b"call\0" + call_label(task.fn).encode() + arguments
+        what = b"call\0" + code + reads + arguments
+        named = b"call\0" + call_label(task.fn).encode() + reads + arguments
     elif isinstance(task, FunctionRef):
         args, kwargs = job.call_parts
         what = b"function\0" + task.target.encode() + _arguments_bytes(args, kwargs)
