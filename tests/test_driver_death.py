@@ -594,3 +594,45 @@ def test_a_caught_ctrl_c_is_not_blamed_for_a_later_map_left_early() -> None:
     first, second = json.loads(done.stdout)
     assert first == ["the driver was interrupted (Ctrl-C, SIGINT)"]
     assert second == ["the map's results were no longer read"]
+
+
+STUCK_DRIVER = """
+import concurrent.futures, os, sys, time
+import corral
+import corral.core.engine
+corral.core.engine.STUCK_S = 0.5  # (5 s in earnest)
+def hold_the_loop(_):
+    workers = [child.pid for child in __import__("psutil").Process().children()]
+    print(" ".join(map(str, workers)), flush=True)
+    concurrent.futures.wait([slow])  # for ever: this one cannot be refused
+
+with corral.Scheduler(cores=2) as scheduler:
+    slow = scheduler.submit(time.sleep, 300)
+    fast = scheduler.submit(time.sleep, 0.3)
+    fast.add_done_callback(hold_the_loop)  # (run by the loop: fast is not done yet)
+    slow.result()
+"""
+
+
+def test_sigterm_ends_a_driver_whose_control_loop_a_callback_holds(tmp_path):
+    """BUG (attack review, round 3): a done callback that waited for another
+    job with concurrent.futures.wait held the control loop for ever, and
+    SIGTERM did not end the driver: it waited for that loop to cancel the
+    jobs. It now waits STUCK_S, says why, and ends; its workers end with it."""
+    driver = subprocess.Popen([sys.executable, "-c", STUCK_DRIVER], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        workers = [int(pid) for pid in driver.stdout.readline().split()]
+        assert workers, driver.stderr.read()
+        wait_until(lambda: all(pids_alive(workers)), 30, "the workers")
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 143
+    assert ("the driver is ending, and its control loop has been in a callback of the "
+            "program's (on_event, on_finish or a done callback) for more than 0.5 s: it ends "
+            "without cancelling its jobs; their processes end with it") in err
+    _assert_all_gone_soon({f"worker {pid}": pid for pid in workers})

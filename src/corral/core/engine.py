@@ -46,7 +46,8 @@ from corral.backends.base import Submission, Update
 from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
-from corral.runtime.threads import signals_allowed, start_thread
+from corral.core import driver_signals
+from corral.runtime.threads import in_program_code_for, signals_allowed, start_thread
 from corral.spec import Call, FunctionRef, Script, Shell
 from corral.safe_repr import describe_error
 from corral.status import ACTIVE, PENDING, JobStatus
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from corral.core.packing import Packer
     from corral.journal.store import Journal
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "LoopStuck", "STUCK_S"]
 
 log = logging.getLogger("corral.engine")  # the name users filter on; kept when modules move
 
@@ -71,6 +72,15 @@ _STDERR_TAIL_LINES = 5
 #: job really starts, and the timeout counts from then (see Update.starting);
 #: one that never does (a start-up that hangs) is bounded all the same.
 WORKER_START_ALLOWANCE_S = 30.0
+
+
+#: Seconds a driver told to end waits for a control loop held in a callback.
+STUCK_S = 5.0
+
+
+class LoopStuck(CorralError):
+    """The driver is ending and a callback of the program's holds its control
+    loop (see :meth:`Engine.stuck`)."""
 
 
 class _Reply:
@@ -192,6 +202,8 @@ class Engine:
         while not reply.done.wait(0.5):
             if self.stopped.is_set():
                 return self._answer_after_stop(request)
+            if self.stuck():
+                raise LoopStuck(self._stuck_message())
         if reply.error is not None:
             raise reply.error
         return reply.value
@@ -917,6 +929,19 @@ class Engine:
 
     def on_loop_thread(self) -> bool:
         return threading.current_thread() is self._thread
+
+    def stuck(self) -> bool:
+        """Whether the driver was told to end (SIGTERM, Ctrl-C) and the loop has
+        been in a callback of the program's for more than :data:`STUCK_S`: a
+        callback that waits for ever must not keep the driver from ending."""
+        thread = self._thread
+        return (thread is not None and driver_signals.termination_reason() is not None
+                and in_program_code_for(thread) > STUCK_S)
+
+    def _stuck_message(self) -> str:
+        return (f"the driver is ending, and its control loop has been in a callback of the "
+                f"program's (on_event, on_finish or a done callback) for more than {STUCK_S:g} "
+                "s: it ends without cancelling its jobs; their processes end with it")
 
     def cancel(self, job: JobRecord, reason: str) -> bool:
         """Cancel *job* from any thread; True if it is cancelled now. One that

@@ -28,7 +28,7 @@ from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names,
 from corral.suggest import did_you_mean
 from corral.control.server import ControlServer
 from corral.control.verbs import handle as handle_request
-from corral.core.engine import Engine
+from corral.core.engine import Engine, LoopStuck
 from corral.errors import BackendError, ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
@@ -46,7 +46,7 @@ from corral.journal.run import Run
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
 from corral.runtime.payload import dumps_call, dumps_function
-from corral.runtime.threads import wait_in_slices
+from corral.runtime.threads import SLICE_S, wait_in_slices
 from corral.safe_repr import safe_repr
 from corral.spec import Call, FunctionRef, Script, Shell, Task, make_spec, make_task, spec_maker
 from corral.status import JobStatus, statuses_named
@@ -650,7 +650,11 @@ class Scheduler(Executor):
         if os.getpid() == self._owner_pid:
             reason = driver_signals.termination_reason()
             if reason is not None:  # SIGTERM/SIGINT ended the program: do not wait for jobs
-                self._engine.call(self._engine.interrupt, reason)
+                try:
+                    self._engine.call(self._engine.interrupt, reason)
+                except LoopStuck as stuck:
+                    self._give_up(stuck)
+                    return
             self.shutdown(wait=True)
 
     # -- results ------------------------------------------------------------------------
@@ -880,8 +884,13 @@ class Scheduler(Executor):
             try:
                 wait_in_slices(self._engine.finished.wait, None)
             except BaseException as error:  # Ctrl-C or SIGTERM while it waited: say which
-                self.interrupt(driver_signals.reason_for(error))
-                self._engine.finished.wait()
+                try:
+                    self.interrupt(driver_signals.reason_for(error))
+                    while not self._engine.finished.wait(SLICE_S):
+                        if self._engine.stuck():
+                            raise LoopStuck(self._engine._stuck_message()) from None
+                except LoopStuck as stuck:
+                    self._give_up(stuck)
                 raise
             self._remove_temporary_files()
             _open_schedulers.discard(self)  # (after shutdown(wait=False), exit waits for it)
@@ -947,8 +956,19 @@ class Scheduler(Executor):
     def __exit__(self, exc_type, exc, traceback) -> None:
         if exc_type is not None:  # SIGTERM and Ctrl-C arrive here too (see driver_signals)
             self._stop_maps("the with block was left by an exception")
-            self._engine.call(self._engine.interrupt, driver_signals.reason_for(exc))
+            try:
+                self._engine.call(self._engine.interrupt, driver_signals.reason_for(exc))
+            except LoopStuck as stuck:
+                self._give_up(stuck)
+                return  # (and the exception goes on: the driver ends)
         self.shutdown(wait=True)
+
+    def _give_up(self, stuck: LoopStuck) -> None:
+        """Leave a control loop that a callback holds while the driver ends:
+        its workers end with the driver's process (see corral.runtime.guard),
+        and the next run of a journaled script settles what it left."""
+        logging.getLogger("corral.scheduler").error("%s", stuck)
+        _open_schedulers.discard(self)  # (interpreter exit must not wait for it either)
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["DRIVER_SIGNALS", "SLICE_S", "start_thread", "allow_signals", "signals_allowed",
-           "wait_in_slices"]
+           "in_program_code_for", "wait_in_slices"]
 
 #: The signals that end a driver, and that only its main thread should receive.
 DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -81,14 +81,33 @@ def signals_allowed() -> Iterator[None]:
     the start of an outside program, which would otherwise inherit them blocked.
     The window is the start's few milliseconds. In a thread :func:`start_thread`
     did not start it changes nothing: a mask the program set is the program's."""
-    if threading.current_thread() not in _quiet_threads:
+    thread = threading.current_thread()
+    if thread not in _quiet_threads:
         yield
         return
     previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+    entered = thread not in _in_program_code
+    if entered:
+        _in_program_code[thread] = time.monotonic()
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if entered:
+            _in_program_code.pop(thread, None)
+
+
+#: Since when (monotonic) each of corral's threads runs the program's own code,
+#: a callback (see :func:`signals_allowed`, which surrounds every such call).
+_in_program_code: dict[threading.Thread, float] = {}
+
+
+def in_program_code_for(thread: threading.Thread) -> float:
+    """How many seconds *thread* has been running the program's own code (a
+    callback) at a stretch; 0 when it is not: a driver told to end does not
+    wait for ever for a control loop that a callback holds."""
+    since = _in_program_code.get(thread)
+    return 0.0 if since is None else time.monotonic() - since
 
 
 #: The longest the main thread waits at a stretch (see :func:`wait_in_slices`).
