@@ -408,12 +408,15 @@ def test_a_map_cut_short_by_the_scheduler_says_so_and_dispatches_nothing_more(
         scheduler.clear()
     else:
         scheduler.shutdown(wait=False)
+    stopped_at = len(list(marks.iterdir()))  # (on a loaded machine, a few windows in)
     with pytest.raises(CancelledError):
         for _ in results:
             pass
     scheduler.shutdown()
     ran = len(list(marks.iterdir()))
-    assert ran <= 20, f"{ran} calls ran after the map was stopped at the first window"
+    # At most the two windows dispatched then could still end; none dispatched after.
+    assert ran <= stopped_at + 2 * 5, f"{ran - stopped_at} calls ran after the map was stopped"
+    assert ran < 200
 
 
 def test_an_exception_in_the_with_block_stops_an_unread_map(
