@@ -287,6 +287,18 @@ def test_a_comment_added_at_the_top_of_a_script_does_not_run_its_jobs_again(tmp_
     assert lines(log) == ["2", "3"], "the edited script ran its completed jobs again"
 
 
+def _run_driver(tmp_path: Path, *args: str) -> str:
+    """Run ``tmp_path/driver.py`` with *args*, the test's own modules in
+    *tmp_path* importable (and no bytecode cached: they are edited between
+    runs); return what it printed."""
+    done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), *args],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+                               "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 FIXABLE_SCRIPT = """\
 import sys
 import corral
@@ -367,12 +379,7 @@ def test_closures_lambdas_and_partials_fixed_run_again_in_their_places(tmp_path)
     def run_with(script: str, body: str) -> str:
         driver.write_text(script)
         module.write_text(f"def scale(factor, value):\n    {body}\n")
-        done = subprocess.run([sys.executable, str(driver), str(run)],
-                              capture_output=True, text=True, timeout=60, check=False,
-                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
-                                   "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"})
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return _run_driver(tmp_path, str(run))
 
     ids = run_with(FACTORY_SCRIPT, "raise ValueError('not yet')")
     assert cli("wait").status == 1
@@ -410,12 +417,7 @@ def test_a_new_partial_before_unchanged_ones_runs_alone(tmp_path):
     (tmp_path / "driver.py").write_text(PARTIALS_SCRIPT)
 
     def run_with(rates: str) -> str:
-        done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(run), str(log),
-                               rates], capture_output=True, text=True, timeout=60, check=False,
-                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
-                                   "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"})
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return _run_driver(tmp_path, str(run), str(log), rates)
 
     assert run_with("0.1,0.2,0.3") == "[(1, 0.1, 1), (2, 0.2, 1), (3, 0.3, 1)]\n"
     assert run_with("0.05,0.1,0.2,0.3") == "[(4, 0.05, 1), (1, 0.1, 1), (2, 0.2, 1), (3, 0.3, 1)]\n"
@@ -434,12 +436,7 @@ def test_a_partial_of_an_edited_function_runs_again(tmp_path):
 
     def run_with(body: str) -> str:
         module.write_text(f"def scale(factor, value):\n    return {body}\n")
-        done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(run)],
-                              capture_output=True, text=True, timeout=60, check=False,
-                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
-                                   "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"})
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return _run_driver(tmp_path, str(run))
 
     assert run_with("factor * value") == "10\n"
     assert run_with("factor * value") == "10\n"
