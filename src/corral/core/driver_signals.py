@@ -21,7 +21,8 @@ import time
 
 from corral.errors import DriverTerminated
 
-__all__ = ["install", "uninstall", "termination_reason", "reason_for", "unread_reason"]
+__all__ = ["install", "uninstall", "termination_reason", "reason_for", "unread_reason",
+           "told_to_end_for", "ending_status"]
 
 _terminated_by: str | None = None
 #: When the last of them came (monotonic seconds): see :func:`unread_reason`.
@@ -77,9 +78,25 @@ def _on_sigint(signum: int, frame: object) -> None:
 
 
 def _note(name: str) -> None:
-    global _terminated_by, _signalled_at
+    global _terminated_by, _signalled_at, _ending_since
     _terminated_by = name
     _signalled_at = time.monotonic()
+    if _ending_since is None:
+        _ending_since = _signalled_at
+
+
+#: When the first of them came (monotonic seconds): see :func:`told_to_end_for`.
+_ending_since: float | None = None
+
+
+def told_to_end_for() -> float | None:
+    """Seconds since the first SIGTERM or SIGINT reached the driver; None if none has."""
+    return None if _ending_since is None else time.monotonic() - _ending_since
+
+
+def ending_status() -> int:
+    """The exit status of a driver that a signal ends: 143 (SIGTERM), 130 (SIGINT)."""
+    return 130 if _terminated_by == "SIGINT" else 143
 
 
 #: The reason of jobs cancelled by each signal. Ctrl-C interrupts: a program

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, cast
 from corral.core.ahead import AheadPolicy
 from corral.core.record import COMPLETED_ALL_THE_SAME, DeadlineKind, JobRecord, KillIntent
 from corral.result import Result
-from corral.errors import (CorralError, JobFailed, JobTimedOut, RemoteTraceback, WorkerLost)
+from corral.errors import (CorralError, DriverTerminated, JobFailed, JobTimedOut,
+                           RemoteTraceback, WorkerLost)
 from corral.backends import backend_info
 from corral.backends.base import Submission, Update
 from corral.events import Event
@@ -78,9 +79,10 @@ WORKER_START_ALLOWANCE_S = 30.0
 STUCK_S = 5.0
 
 
-class LoopStuck(CorralError):
+class LoopStuck(DriverTerminated):
     """The driver is ending and a callback of the program's holds its control
-    loop (see :meth:`Engine.stuck`)."""
+    loop (see :meth:`Engine.stuck`). A SystemExit, with the status the signal
+    gives (143, 130): wherever it is raised, uncaught it ends the program quietly."""
 
 
 class _Reply:
@@ -157,6 +159,7 @@ class Engine:
         self._closing = False
         self._finishing = False  # shutting down, the jobs given finish: no pause (set_paused)
         self._thread: threading.Thread | None = None
+        self._said_stuck = False  # (see stuck_error)
         self._thread_lock = threading.Lock()
         self.stopped = threading.Event()    # the loop ended: no more calls are answered
         self._inbox_closed = threading.Event()  # ... and it answered those it had
@@ -203,7 +206,7 @@ class Engine:
             if self.stopped.is_set():
                 return self._answer_after_stop(request)
             if self.stuck():
-                raise LoopStuck(self._stuck_message())
+                raise self.stuck_error()
         if reply.error is not None:
             raise reply.error
         return reply.value
@@ -931,17 +934,25 @@ class Engine:
         return threading.current_thread() is self._thread
 
     def stuck(self) -> bool:
-        """Whether the driver was told to end (SIGTERM, Ctrl-C) and the loop has
-        been in a callback of the program's for more than :data:`STUCK_S`: a
-        callback that waits for ever must not keep the driver from ending."""
+        """Whether, for more than :data:`STUCK_S`, the driver has been told to end
+        (SIGTERM, Ctrl-C) and its loop has been in a callback of the program's:
+        a callback that waits for ever must not keep the driver from ending (a
+        slow one that ends within the time is waited for)."""
         thread = self._thread
-        return (thread is not None and driver_signals.termination_reason() is not None
-                and in_program_code_for(thread) > STUCK_S)
+        told = driver_signals.told_to_end_for()
+        return (thread is not None and told is not None
+                and min(told, in_program_code_for(thread)) > STUCK_S)
 
-    def _stuck_message(self) -> str:
-        return (f"the driver is ending, and its control loop has been in a callback of the "
-                f"program's (on_event, on_finish or a done callback) for more than {STUCK_S:g} "
-                "s: it ends without cancelling its jobs; their processes end with it")
+    def stuck_error(self) -> LoopStuck:
+        """The :class:`LoopStuck` to raise, said in the log once."""
+        message = (f"the driver is ending, and its control loop has been in a callback of the "
+                   f"program's (on_event, on_finish or a done callback) for more than "
+                   f"{STUCK_S:g} s since: it ends without cancelling its jobs; their processes "
+                   "end with it")
+        if not self._said_stuck:
+            self._said_stuck = True
+            log.error("%s", message)
+        return LoopStuck(driver_signals.ending_status())
 
     def cancel(self, job: JobRecord, reason: str) -> bool:
         """Cancel *job* from any thread; True if it is cancelled now. One that

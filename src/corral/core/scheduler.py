@@ -888,7 +888,7 @@ class Scheduler(Executor):
                     self.interrupt(driver_signals.reason_for(error))
                     while not self._engine.finished.wait(SLICE_S):
                         if self._engine.stuck():
-                            raise LoopStuck(self._engine._stuck_message()) from None
+                            raise self._engine.stuck_error() from None
                 except LoopStuck as stuck:
                     self._give_up(stuck)
                 raise
@@ -964,10 +964,10 @@ class Scheduler(Executor):
         self.shutdown(wait=True)
 
     def _give_up(self, stuck: LoopStuck) -> None:
-        """Leave a control loop that a callback holds while the driver ends:
-        its workers end with the driver's process (see corral.runtime.guard),
-        and the next run of a journaled script settles what it left."""
-        logging.getLogger("corral.scheduler").error("%s", stuck)
+        """Leave a control loop that a callback holds while the driver ends
+        (the engine has said why): its workers end with the driver's process
+        (see corral.runtime.guard), and the next run of a journaled script
+        settles what it left."""
         _open_schedulers.discard(self)  # (interpreter exit must not wait for it either)
 
     def __repr__(self) -> str:
