@@ -5,6 +5,11 @@ The process that drives a run (a script's Scheduler or the daemon) serves
 connection: a line of JSON such as ``{"verb": "pause"}``, answered by a line
 of JSON, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
 
+A client waits for its answer (it may shut its sending side first). One that
+hangs up before the driver takes its request up has given up, as a client
+whose wait ran out tells its user it did: the request is dropped, never
+carried out behind its back.
+
 Only the run's user may talk to it: the socket lives in the 0700 run
 directory, is itself 0600, and the server also checks the caller's uid
 (``SO_PEERCRED``) and refuses anyone else, root included.

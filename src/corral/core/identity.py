@@ -224,12 +224,12 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
     Its *slot* is the same call with the code left out: the function by
     module and name, not by bytecode, with the values it reads besides its
     arguments (a closure's cells, a partial's bound arguments: a loop's
-    closures are different calls); and its dependencies by their slots. When a rerun finds no
-    earlier job of its key (the function was fixed), the job of its slot is
-    the one it runs again in place of: it takes that job's id, so the run's
-    failed row becomes the new attempt's instead of staying failed beside
-    it. A command or a script has no code apart from its text: its slot is
-    its key.
+    closures are different calls); and its dependencies by their slots.
+    When a rerun finds no earlier job of its key (the function was fixed),
+    the job of its slot is the one it runs again in place of: it takes that
+    job's id, so the run's failed row becomes the new attempt's instead of
+    staying failed beside it. A command or a script has no code apart from
+    its text: its slot is its key.
     """
     task = job.spec.task
     what: bytes

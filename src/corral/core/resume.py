@@ -99,7 +99,7 @@ class Resumer:
                 key = f"{digest}#{seen}"
                 if slot_digest == digest:
                     slot = key
-                else:  # numbered apart: closures of one factory share a slot, not a key
+                else:  # numbered apart: two versions of one call share a slot, not a key
                     slot = f"{slot_digest}#{_counted(self._slots_seen, slot_digest)}"
             job.key, job.slot = key, slot
             job.journal_entry = (key, slot, *describe(job))
