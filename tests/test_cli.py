@@ -743,6 +743,7 @@ def test_status_of_a_run_whose_driver_died_with_jobs_unfinished_exits_3(tmp_path
                               env=corral.env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
+        wait_until(lambda: (corral.run / "journal.db").exists(), 30, "the script to make its run")
         corral.wait_for_status("1", "RUNNING")
     finally:
         kill_and_wait(driver.pid)
