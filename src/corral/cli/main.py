@@ -501,12 +501,14 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
             notes.append(unlisted_note(overview.unfinished_left_out, overview.counts))
     else:
         jobs = _select(run, ids)
+    on_cluster = run.cluster_jobs(jobs)  # (they run on without a driver)
+    driven = run.owner is not None
     console = _console()
     console.print(run_header(run))
     for note in notes:  # above the table, where it is seen before the list is read as complete
         console.print(note)
-    console.print(status_table(jobs, driver_alive=run.owner is not None,
-                               cluster_jobs=run.cluster_jobs(jobs), paused=run.paused,
+    console.print(status_table(jobs, driver_alive=driven,
+                               cluster_jobs=on_cluster, paused=run.paused,
                                width=console.width,
                                unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)))
     for job in jobs if ids else ():  # the jobs asked for by id: their whole reason, and
@@ -522,8 +524,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                "read from the journal (its record of it is damaged)"))
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
-    if run.owner is None:
-        on_cluster = run.cluster_jobs(jobs)  # (they run on without a driver)
+    if not driven:
         stranded = [job for job in jobs
                     if job.status not in TERMINAL and str(job.id) not in on_cluster]
         if stranded:

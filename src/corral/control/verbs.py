@@ -113,7 +113,8 @@ def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
     whose id is *given*, else whose name is *given*.
 
     Raises:
-        CorralError: no job has that id or name, or several have the name.
+        AmbiguousName: several jobs have the name.
+        CorralError: no job has that id or name.
     """
     named = set()
     for job in jobs:

@@ -652,8 +652,8 @@ class Scheduler(Executor):
             if reason is not None:  # SIGTERM/SIGINT ended the program: do not wait for jobs
                 try:
                     self._engine.call(self._engine.interrupt, reason)
-                except LoopStuck as stuck:
-                    self._give_up(stuck)
+                except LoopStuck:
+                    self._give_up()
                     return
             self.shutdown(wait=True)
 
@@ -889,8 +889,8 @@ class Scheduler(Executor):
                     while not self._engine.finished.wait(SLICE_S):
                         if self._engine.stuck():
                             raise self._engine.stuck_error() from None
-                except LoopStuck as stuck:
-                    self._give_up(stuck)
+                except LoopStuck:
+                    self._give_up()
                 raise
             self._remove_temporary_files()
             _open_schedulers.discard(self)  # (after shutdown(wait=False), exit waits for it)
@@ -958,12 +958,12 @@ class Scheduler(Executor):
             self._stop_maps("the with block was left by an exception")
             try:
                 self._engine.call(self._engine.interrupt, driver_signals.reason_for(exc))
-            except LoopStuck as stuck:
-                self._give_up(stuck)
+            except LoopStuck:
+                self._give_up()
                 return  # (and the exception goes on: the driver ends)
         self.shutdown(wait=True)
 
-    def _give_up(self, stuck: LoopStuck) -> None:
+    def _give_up(self) -> None:
         """Leave a control loop that a callback holds while the driver ends
         (the engine has said why): its workers end with the driver's process
         (see corral.runtime.guard), and the next run of a journaled script
