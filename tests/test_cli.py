@@ -946,6 +946,84 @@ def test_a_bad_daemon_table_is_one_line_naming_file_line_and_key(fresh):
     assert fresh.daemon_pid() is None
 
 
+def test_an_idle_daemon_takes_up_a_changed_daemon_table_at_the_next_submit(fresh):
+    """BUG (cold review): the daemon kept the settings it started with, and a
+    queue added to corral.toml meanwhile was refused as unknown, in an error
+    that told the user to add the queue they had just added."""
+    fresh.config.write_text('[daemon]\ncores = 1\nqueues = { solo = 1 }\n')
+    first = fresh.submit("--queue", "solo", "true")
+    assert fresh("wait", first).status == 0
+    before = fresh.daemon_pid()
+    fresh.config.write_text('[daemon]\ncores = 1\nqueues = { solo = 1, gpu = 1 }\n')
+    second = fresh.ok("submit", "--queue", "gpu", "echo in gpu")
+    assert second.err == ""
+    assert fresh("wait", second.out.strip()).status == 0
+    assert fresh.ok("logs", second.out.strip()).out == "in gpu\n"
+    assert fresh.daemon_pid() not in (None, before)  # a new daemon, with the new table
+
+
+def test_a_busy_daemon_keeps_its_daemon_table_and_says_so(fresh, tmp_path):
+    fresh.config.write_text('[daemon]\ncores = 2\n')
+    release = tmp_path / "release"
+    running = fresh.submit(block(release))
+    fresh.config.write_text('[daemon]\ncores = 2\nqueues = { gpu = 1 }\n')
+    refused = fresh("submit", "--queue", "gpu", "true")
+    assert_one_line_error(refused, 2, r"asks for unknown queue 'gpu'; this scheduler has no "
+                                      r"queues \(.*\); the \[daemon\] table of the config "
+                                      r"changed since this run's daemon started; it keeps its "
+                                      r"old settings while it has unfinished jobs "
+                                      r"\(corral stop cancels them\)$")
+    taken = fresh("submit", "echo taken")
+    assert taken.status == 0 and re.fullmatch(r"\d+\n", taken.out), str(taken)
+    assert taken.err == ("corral: note: the [daemon] table of the config changed since this "
+                         "run's daemon started; it keeps its old settings while it has "
+                         "unfinished jobs (corral stop cancels them)\n")
+    release.touch()
+    assert fresh("wait", running, taken.out.strip()).status == 0
+    queued = fresh.ok("submit", "--queue", "gpu", "true")  # idle now: a daemon with the queue
+    assert queued.err == ""
+    assert fresh("wait", queued.out.strip()).status == 0
+
+
+def test_a_config_file_broken_under_a_running_daemon_refuses_submits_naming_it(fresh):
+    fresh.config.write_text('[daemon]\ncores = 1\n')
+    first = fresh.submit("true")
+    assert fresh("wait", first).status == 0
+    fresh.config.write_text('[daemon]\ncores = = 1\n')
+    refused = fresh("submit", "true")
+    assert_one_line_error(refused, 2, rf"^corral: error: {re.escape(str(fresh.config))}:2: "
+                                      r"invalid TOML .*\(the daemon reads its config files "
+                                      r"again when they change\)$")
+    fresh.config.write_text('[daemon]\ncores = 1\n')  # mended: the daemon takes jobs again
+    assert fresh("wait", fresh.submit("true")).status == 0
+
+
+def test_a_daemon_table_in_the_submitting_directory_gets_a_note_that_it_is_not_read(
+        fresh, tmp_path):
+    """BUG (cold review): a [daemon] table in the current directory's
+    corral.toml was ignored without a word when the run was elsewhere."""
+    (tmp_path / "corral.toml").write_text('[profiles.quick]\nwalltime = "1m"\n')
+    quiet = fresh.ok("submit", "true")
+    assert quiet.err == ""
+    (tmp_path / "corral.toml").write_text('[daemon]\nqueues = { io = 1 }\n')
+    noted = fresh.ok("submit", "true")
+    assert noted.err == (f"corral: note: the [daemon] table of {tmp_path / 'corral.toml'} is "
+                         f"not read: the daemon of {fresh.run} takes its settings from "
+                         f"{fresh.config} and {fresh.run / 'corral.toml'}\n")
+    assert fresh("wait", quiet.out.strip(), noted.out.strip()).status == 0
+
+
+def test_corral_stop_with_no_daemon_says_so_even_if_the_config_is_broken(fresh):
+    """BUG (cold review): a broken corral.toml made corral stop fail with its
+    parse error, when no daemon ran that it could have stopped."""
+    assert fresh("wait", fresh.submit("true")).status == 0
+    fresh.stop_daemon()
+    fresh.config.write_text('[daemon]\ncores = = 1\n')
+    outcome = fresh("stop")
+    assert_one_line_error(outcome, 3, r"^corral: error: no corral daemon runs for .*, so "
+                                      r"nothing runs there to stop$")
+
+
 def test_the_same_command_submitted_again_after_the_daemon_stopped_runs_again(fresh, tmp_path):
     first = fresh.submit("echo ran >> runs")
     assert fresh("wait", first).status == 0

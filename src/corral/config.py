@@ -44,6 +44,7 @@ __all__ = [
     "ConfigError",
     "DaemonSettings",
     "SmtpSettings",
+    "daemon_table_in",
     "load_config",
     "register_schedulers",
     "user_config_path",
@@ -233,6 +234,16 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
                                                for name, origin in schedulers.items()}),
                   sources=tuple(sources),
                   searched=tuple(searched))
+
+
+def daemon_table_in(path: Path) -> bool:
+    """Whether the config file at *path* has a ``[daemon]`` table (False if it
+    cannot be read: reading it for its own use says why)."""
+    try:
+        layer = _read(path)
+    except ValueError:
+        return False
+    return layer is not None and layer.has_table("daemon")
 
 
 def register_schedulers(config: Config) -> None:

@@ -112,18 +112,19 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     except PermissionError:
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
-    _check_config(run_dir)  # a bad config file is one line here, not a daemon that died
     if origin not in (None, "daemon"):
         if request["verb"] in _CLUSTER_VERBS:
+            _check_config(run_dir)  # it may describe the scheduler the jobs run on
             reply = _control_cluster_jobs(run_dir, request)
             if reply is not None:
                 return reply
         raise CommandError(
             f"no process drives the run at {run_dir}: it was made by a script, which is not "
             "running; run the script again to resume it", EXIT_UNREACHABLE)
-    if not start:
+    if not start:  # (whatever the config files say: no daemon reads them)
         raise CommandError(f"no corral daemon runs for {run_dir}, so nothing runs there "
                            f"to {request['verb']}", EXIT_UNREACHABLE)
+    _check_config(run_dir)  # a bad config file is one line here, not a daemon that died
     for attempt in range(_DAEMON_ROUNDS):
         try:
             ensure_daemon(run_dir)
@@ -344,6 +345,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         raise CommandError(_as_flag_message(str(error))) from None
     run_dir = _run_dir(context)
     new_run = _check_new_run_dir(run_dir)
+    _note_a_daemon_table_not_read(run_dir)
     try:
         reply = _control(context, {"verb": "submit", "command": command[0] if len(command) == 1
                                    else list(command), "options": options, "after": list(after)})
@@ -352,6 +354,31 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
             _undo_new_run(run_dir)
         raise
     click.echo(reply["id"])
+    if reply.get("note"):
+        click.echo(f"corral: note: {reply['note']}", err=True)
+
+
+def _note_a_daemon_table_not_read(run_dir: Path) -> None:
+    """Say that the ``[daemon]`` table of the submitting directory's
+    ``corral.toml`` is not the run's (when the run is elsewhere), rather than
+    leave the user to wonder why its queues are unknown."""
+    from corral.config import CONFIG_NAME, daemon_table_in, user_config_path
+
+    local = Path.cwd() / CONFIG_NAME
+    if not local.is_file() or any(_same_file(local, read) for read in (
+            run_dir / CONFIG_NAME, user_config_path())):
+        return
+    if daemon_table_in(local):
+        click.echo(f"corral: note: the [daemon] table of {local} is not read: the daemon of "
+                   f"{run_dir} takes its settings from {user_config_path()} and "
+                   f"{run_dir / CONFIG_NAME}", err=True)
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.samefile(second)
+    except OSError:
+        return False
 
 
 def _check_new_run_dir(run_dir: Path) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.control.server import Stopping
@@ -34,6 +34,9 @@ class Driver(Protocol):
 
     _owner_kind: str
     _stop_requested: threading.Event | None
+    #: The daemon's: reads its config files again if they changed, before a
+    #: submission; returns a note for the submitter (see corral.cli.daemon_settings).
+    _settings_check: Callable[[], str | None] | None
     _shut: bool     # shut down: it takes no more jobs
     _journal: Any   # its Journal (run_dir)
     _engine: Any    # its Engine (unfinished)
@@ -149,7 +152,20 @@ def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise CorralError("'options' must be an object of job options")
     _refuse_when_stopping(scheduler)
-    options = dict(options)
+    check = scheduler._settings_check
+    note = check() if check is not None else None
+    try:
+        job_id = _take_submission(scheduler, command, dict(options), request)
+    except (CorralError, ValueError, TypeError) as error:
+        if note is None or isinstance(error, Stopping):
+            raise
+        raise CorralError(f"{error}; {note}") from None
+    return {"id": job_id} if note is None else {"id": job_id, "note": note}
+
+
+def _take_submission(scheduler: Driver, command: str | list[str], options: dict[str, Any],
+                     request: dict[str, Any]) -> int | str | None:
+    """Make the job of a submit request; return its id (which it has: it is dispatched)."""
     after = []
     for parent in _job_refs(request, "after"):
         parent_id = _id_or_name(scheduler, parent)
@@ -180,7 +196,7 @@ def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     except RuntimeError:  # shut down meanwhile
         _refuse_when_stopping(scheduler)
         raise
-    return {"id": job.id}
+    return job.id
 
 
 def _refuse_when_stopping(scheduler: Driver) -> None:

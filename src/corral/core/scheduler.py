@@ -382,6 +382,8 @@ class Scheduler(Executor):
             self._owner_kind = _owner
             #: Set by the daemon: a ``corral stop`` request sets it (scripts refuse it).
             self._stop_requested: threading.Event | None = None
+            #: Set by the daemon: follows its config files (corral.cli.daemon_settings).
+            self._settings_check: Callable[[], str | None] | None = None
             if self._journal is not None:
                 self._detach_log = attach_run_log(self._journal.run_dir)
                 self._control = ControlServer(functools.partial(handle_request, self),

@@ -1,0 +1,94 @@
+"""Keep a running daemon's settings in step with the config files it read them from.
+
+A daemon reads its settings once, when it starts: the ``[daemon]`` table (cores,
+queues, tokens, backend), ``[smtp]`` and ``[schedulers.NAME]`` of the user's
+config and of ``corral.toml`` in the run directory. A person who edits one of
+those files while it runs (adds a queue, then submits to it) expects the next
+``corral submit`` to see the edit. So before each submission the daemon looks
+at the files again (one ``stat`` each) and, when one changed, reads them again:
+
+* ``[smtp]`` and ``[schedulers.NAME]`` take effect at once;
+* a changed ``[daemon]`` table cannot be applied to a running pool. With
+  nothing unfinished, the daemon stops instead of taking the job: the
+  submitter then starts a new daemon, with the new settings, and hands the
+  job to it (see :class:`corral.control.server.Stopping`). With jobs still
+  unfinished, the job is taken under the old settings, and the answer says
+  so, as does any refusal the old settings cause;
+* a file that no longer reads (a half-saved edit) refuses the submission with
+  the file's error, as a daemon starting would.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from corral.config import Config, load_config
+from corral.config_files import config_paths
+from corral.control.server import Stopping
+from corral.errors import CorralError
+
+__all__ = ["SettingsWatch"]
+
+#: What tells a file's version from another: None for a missing file.
+_Stamp = tuple[int, int, int] | None
+
+
+def _stamps(run_dir: Path) -> tuple[_Stamp, ...]:
+    stamps: list[_Stamp] = []
+    for path in config_paths(run_dir):
+        try:
+            status = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((status.st_ino, status.st_mtime_ns, status.st_size))
+    return tuple(stamps)
+
+
+class SettingsWatch:
+    """The daemon's settings, read again when its config files change."""
+
+    def __init__(self, run_dir: Path, config: Config, scheduler: Any,
+                 stop: threading.Event) -> None:
+        self._run_dir = run_dir
+        self._started_with = config.daemon
+        self._scheduler = scheduler
+        self._stop = stop
+        self._stamps = _stamps(run_dir)
+        #: Whether the files' [daemon] table differs from the one the daemon runs with.
+        self._table_changed = False
+
+    def before_submit(self) -> str | None:
+        """Read the config files again if they changed; return a note for the
+        submitter when the daemon keeps settings the files no longer say.
+
+        Raises:
+            Stopping: the [daemon] table changed and nothing is unfinished: the
+                daemon stops, and the submitter starts one with the new table.
+            CorralError: a config file no longer reads; the message says where.
+        """
+        stamps = _stamps(self._run_dir)
+        if stamps != self._stamps:
+            try:
+                config = load_config(cwd=self._run_dir)
+            except ValueError as error:
+                raise CorralError(f"{error} (the daemon reads its config files again when "
+                                  "they change)") from None
+            self._stamps = stamps
+            engine = self._scheduler._engine
+            if self._scheduler._config is None or config.smtp != self._scheduler._config.smtp:
+                engine.notifier = None  # made again from the new [smtp] at its next use
+            self._scheduler._config = config
+            self._table_changed = config.daemon != self._started_with
+        if not self._table_changed:
+            return None
+        if not self._scheduler._engine.unfinished:
+            self._stop.set()
+            raise Stopping(f"the daemon of {self._run_dir} restarts to take up the changed "
+                           "[daemon] table of its config")
+        return ("the [daemon] table of the config changed since this run's daemon started; "
+                "it keeps its old settings while it has unfinished jobs (corral stop "
+                "cancels them)")
