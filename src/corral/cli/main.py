@@ -364,12 +364,12 @@ def _note_a_daemon_table_not_read(run_dir: Path) -> None:
     leave the user to wonder why its queues are unknown."""
     from corral.config import CONFIG_NAME, daemon_table_in, user_config_path
 
-    local = Path.cwd() / CONFIG_NAME
-    if not local.is_file() or any(_same_file(local, read) for read in (
+    in_cwd = Path.cwd() / CONFIG_NAME
+    if not in_cwd.is_file() or any(_same_file(in_cwd, read) for read in (
             run_dir / CONFIG_NAME, user_config_path())):
         return
-    if daemon_table_in(local):
-        click.echo(f"corral: note: the [daemon] table of {local} is not read: the daemon of "
+    if daemon_table_in(in_cwd):
+        click.echo(f"corral: note: the [daemon] table of {in_cwd} is not read: the daemon of "
                    f"{run_dir} takes its settings from {user_config_path()} and "
                    f"{run_dir / CONFIG_NAME}", err=True)
 
