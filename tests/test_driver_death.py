@@ -208,6 +208,34 @@ def test_a_detached_grandchild_dies_with_its_job(scheduler: corral.Scheduler, tm
                message=f"the grandchild {grandchild} to be killed")
 
 
+def start_a_daemon_and_return(seconds: str) -> None:
+    subprocess.Popen(["setsid", "-f", "sleep", seconds])  # setsid exits once it has forked
+
+
+def test_a_daemon_a_call_starts_as_it_returns_dies_with_its_job(
+        scheduler: corral.Scheduler) -> None:
+    """BUG (attack): the daemon of a call's ``setsid -f`` outlived its job, and
+    the last one outlived the scheduler: its parent exited between the listing
+    of the worker's children and the killing of its tree, and the daemon,
+    adopted by the worker, was looked for no more."""
+    tags = [f"4321.{os.getpid()}{number:02d}" for number in range(10)]
+
+    def sleeping() -> list[str]:
+        return [tag for process in psutil.process_iter(["cmdline"])
+                for tag in tags if process.info["cmdline"] == ["sleep", tag]]
+
+    for tag in tags:
+        scheduler.submit(start_a_daemon_and_return, tag).result(timeout=30)
+    try:
+        wait_until(lambda: not sleeping(), timeout=5,
+                   message="every job's daemon to be killed with its job")
+    finally:
+        for process in psutil.process_iter(["cmdline"]):
+            if process.info["cmdline"] and process.info["cmdline"][1:] and \
+                    process.info["cmdline"][1] in tags:
+                process.kill()
+
+
 def test_an_aborted_command_gets_sigterm_and_its_grace(scheduler: corral.Scheduler,
                                                       tmp_path: Path) -> None:
     marker = tmp_path / "trapped"

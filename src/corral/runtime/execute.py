@@ -77,30 +77,41 @@ class _JobContext:
 def kill_leftovers() -> None:
     """Kill what the job left running, then reap every zombie we adopted.
 
+    The worker is a subreaper, so a child of the job's that exits as it is
+    killed, or just before (``setsid -f`` exits once it has forked), hands its
+    own children to the worker after they were looked for under it: the
+    worker's children are looked for again until none is left.
+
     The common case — the job started no process — costs one waitpid call.
     """
+    for _ in range(_KILL_ROUNDS):
+        if not _reap_ended_children():
+            return
+        import psutil
+
+        from corral.runtime.proctree import kill_tree
+
+        children = [child.pid for child in psutil.Process().children()]
+        for pid in children:
+            kill_tree(pid)
+        for pid in children:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+#: How often :func:`kill_leftovers` looks for children again (each round kills
+#: every process it finds, so a second round is rare and a third rarer still).
+_KILL_ROUNDS = 50
+
+
+def _reap_ended_children() -> bool:
+    """Reap every child of ours that has ended; return whether any still lives."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return  # no children at all
+            return False  # no children at all
         if pid == 0:
-            break  # children are alive: kill them below
-    import psutil
-
-    from corral.runtime.proctree import kill_tree
-
-    children = [child.pid for child in psutil.Process().children()]
-    for pid in children:
-        kill_tree(pid)
-    for pid in children:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    while True:  # orphans of the job's children that we adopted meanwhile
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                break
-        except ChildProcessError:
-            break
+            return True
