@@ -614,6 +614,22 @@ def test_clean_asks_first_and_deletes_only_the_files_of_finished_jobs(fresh, tmp
 # -- options and profiles -------------------------------------------------------------------------
 
 
+def test_duration_flags_offer_only_forms_they_take(tmp_path):
+    """BUG (cold review): --walltime's help offered "an int of seconds", and
+    --walltime 90 was then refused as ambiguous (Slurm reads 90 as minutes)."""
+    corral = Corral(tmp_path, tmp_path / "run")
+    helped = " ".join(corral.ok("submit", "--help").out.split())
+    for flag in ("--walltime", "--timeout"):
+        assert f"{flag} TEXT" in helped
+        assert "an int of seconds" not in helped
+        assert_one_line_error(corral("submit", flag, "90", "true"), 2,
+                              rf"^corral: error: {flag} '90' is ambiguous: write '90s' for "
+                              r"seconds or '90m' for minutes$")
+    assert "a duration with its unit or a clock, such as '90s'" in helped
+    listed = " ".join(corral.ok("options").out.split())
+    assert "--walltime takes only the strings (a bare number is refused)" in listed
+
+
 def test_options_lists_every_job_option_with_its_local_and_slurm_rendering(tmp_path):
     shown = Corral(tmp_path, tmp_path / "run").ok("options").out
     blocks: dict[str, dict[str, str]] = {}  # option: {"title": line, fact: value}

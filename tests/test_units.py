@@ -14,13 +14,14 @@ from corral.units import format_duration, format_memory, parse_duration, parse_m
 @pytest.mark.parametrize("text, megabytes", [
     (512, 512), ("512M", 512), ("512MB", 512), ("4G", 4096), ("4g", 4096), ("1.5GB", 1536),
     ("2T", 2 * 1024 * 1024), ("1024K", 1), ("1500K", 2), ("1GiB", 1024), (" 8 G ", 8192),
-    ("100", 100), ("1048576B", 1),
+    ("100", 100), ("1048576B", 1), ("4Gi", 4096), ("512Mi", 512),
 ])
 def test_memory_sizes_people_write_become_megabytes(text, megabytes):
     assert parse_memory(text) == megabytes
 
 
-@pytest.mark.parametrize("bad", ["4X", "G", "", "-1G", "0", 0, -5, "1.2.3G", True, None, [4]])
+@pytest.mark.parametrize("bad", ["4X", "G", "", "-1G", "0", 0, -5, "1.2.3G", True, None, [4],
+                                 "512i", "512iB"])
 def test_bad_memory_names_the_field_and_the_accepted_forms(bad):
     with pytest.raises(ValueError, match=r"memory=.*'4G'"):
         parse_memory(bad)
@@ -44,6 +45,26 @@ def test_a_bare_number_in_a_string_is_refused_as_ambiguous():
 def test_bad_durations_name_the_field_and_the_accepted_forms(bad):
     with pytest.raises(ValueError, match=r"timeout=.*('90s'|ambiguous|unknown time unit)"):
         parse_duration(bad, "timeout")
+
+
+@pytest.mark.parametrize("typo, message", [
+    ("1:70:00", "minutes must be below 60"), ("99:99", "seconds must be below 60"),
+    ("99:99:99", "seconds must be below 60"), ("1:00:60", "seconds must be below 60"),
+    ("2-24:00:00", "hours must be below 24"), ("1-30", "hours must be below 24"),
+    ("1-02:75", "minutes must be below 60"),
+])
+def test_a_clock_whose_later_fields_overflow_is_refused_naming_the_field(typo, message):
+    """BUG (attack, cold review): "1:70:00" and "99:99" were taken, as 2 h 10 m
+    and 100 m 39 s, when they are typos."""
+    with pytest.raises(ValueError, match=rf"^walltime='{typo}': {message} in a clock such as "
+                                         r"'1:30:00' or '2-00:00:00'$"):
+        parse_duration(typo)
+
+
+def test_the_first_field_of_a_clock_may_be_large():
+    assert parse_duration("90:00") == 5400
+    assert parse_duration("100:00:00") == 360000
+    assert parse_duration("1:59:59.5") == 7199.5
 
 
 def test_unknown_time_unit_is_named():

@@ -20,6 +20,7 @@ from corral.safe_repr import safe_repr as _shown
 __all__ = [
     "MEMORY_FORMS",
     "DURATION_FORMS",
+    "DURATION_TEXT_FORMS",
     "parse_memory",
     "parse_duration",
     "format_memory",
@@ -28,14 +29,17 @@ __all__ = [
 ]
 
 MEMORY_FORMS = "an int of megabytes or a string such as '512M', '4G', '1.5GB', '2T'"
-DURATION_FORMS = (
-    "an int of seconds or a string such as '90s', '30m', '2h', '1h30m', "
-    "'1:30:00', '30:00', '2-00:00:00'"
-)
+_DURATION_TEXTS = "'90s', '30m', '2h', '1h30m', '1:30:00', '30:00', '2-00:00:00'"
+DURATION_FORMS = f"an int of seconds or a string such as {_DURATION_TEXTS}"
+#: The same for a command line, where every value is text and a bare number
+#: is refused: Slurm's --time reads one as minutes, corral's API as seconds.
+DURATION_TEXT_FORMS = f"a duration with its unit or a clock, such as {_DURATION_TEXTS}"
 
 _MAX_MEGABYTES = 1024.0**4  # 1 EB: anything larger is a typo, not a request
 _MAX_SECONDS = 100 * 365 * 86400.0
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+# "4G", "4GB", "4GiB" and Kubernetes' "4Gi": all binary, as Slurm reads them.
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtp])(ib?|b)?|(b)?)\s*$",
+                     re.IGNORECASE)
 _MB_PER_PREFIX = {"": 1.0, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0**2, "p": 1024.0**3}
 
 _UNIT_SECONDS = {
@@ -68,11 +72,11 @@ def parse_memory(value: object, field: str = "memory") -> int:
         match = _MEMORY.match(value)
         if match is None:
             raise ValueError(f"{field}={_shown(value)} is not a memory size; use {MEMORY_FORMS}")
-        number, prefix, suffix = match.groups()
-        if not prefix and suffix and suffix.lower() == "b":
+        number, prefix, _, in_bytes = match.groups()
+        if in_bytes:
             megabytes = float(number) / (1024 * 1024)  # plain bytes, e.g. "1048576B"
         else:
-            megabytes = float(number) * _MB_PER_PREFIX[prefix.lower()]
+            megabytes = float(number) * _MB_PER_PREFIX[(prefix or "").lower()]
     if not math.isfinite(megabytes) or megabytes <= 0 or megabytes > _MAX_MEGABYTES:
         raise ValueError(f"{field}={_shown(value)} must be a positive memory size below 1 EB; "
                          f"use {MEMORY_FORMS}")
@@ -140,6 +144,7 @@ def _duration_text_seconds(text: str, field: str) -> float:
     if match is None:
         raise ValueError(f"{field}={_shown(text)} is not a duration; use {DURATION_FORMS}")
     days, first, second, third = match.groups()
+    _check_clock_fields(text, field, days, first, second, third)
     if second is None and third is None:
         if days is None:
             number = text.strip() if len(text) <= 40 else "N"  # only digits here
@@ -154,6 +159,25 @@ def _duration_text_seconds(text: str, field: str) -> float:
         return _whole(days) * 86400 + _whole(first) * 3600 + _whole(second) * 60  # D-HH:MM
     return (_whole(days or "0") * 86400 + _whole(first) * 3600 + _whole(second) * 60
             + float(third))
+
+
+def _check_clock_fields(text: str, field: str, days: str | None, first: str,
+                        second: str | None, third: str | None) -> None:
+    """Refuse a clock whose later fields overflow ("1:70:00", "99:99"): a typo
+    read as a longer time than meant, never what anyone writes on purpose.
+    The first field may be as large as it likes ("90:00" is 90 minutes)."""
+    if third is not None:  # [D-]HH:MM:SS
+        limits = [(third, 60, "seconds"), (second, 60, "minutes")]
+    elif second is not None:  # MM:SS, or D-HH:MM
+        limits = [(second, 60, "seconds" if days is None else "minutes")]
+    else:  # D-HH
+        limits = []
+    if days is not None:
+        limits.append((first, 24, "hours"))
+    for digits, limit, unit in limits:
+        if len(digits) > 40 or float(digits) >= limit:
+            raise ValueError(f"{field}={_shown(text)}: {unit} must be below {limit} in a clock "
+                             f"such as '1:30:00' or '2-00:00:00'")
 
 
 def format_memory(megabytes: int) -> str:

@@ -303,11 +303,16 @@ def _job_option_flags(command):
     this command and ``corral options``."""
     from corral.options import NOTIFY_WHEN
 
+    from corral.units import DURATION_FORMS, DURATION_TEXT_FORMS
+
     types = {"int": click.INT, "text": click.STRING, "choice": click.Choice(NOTIFY_WHEN)}
     for option in reversed(list(JOB_OPTIONS.values())):
         if option.cli:
+            # Typed, "90" is text: refused as ambiguous, so the help offers no bare number.
+            accepts = (DURATION_TEXT_FORMS if option.accepts == DURATION_FORMS
+                       else option.accepts)
             command = click.option(option.flag, option.name, type=types[option.cli],
-                                   help=f"{option.help} ({option.accepts})")(command)
+                                   help=f"{option.help} ({accepts})")(command)
     return command
 
 

@@ -27,7 +27,7 @@ from corral.backends.base import APPLIED_BY_CORRAL, NOT_USED
 from corral.options import JOB_OPTIONS
 from corral.safe_repr import printable
 from corral.status import TERMINAL, JobStatus
-from corral.units import format_span
+from corral.units import DURATION_FORMS, format_span
 
 if TYPE_CHECKING:
     from corral.config import Config
@@ -398,7 +398,10 @@ def options_table(backends: Sequence[str] | None = None) -> Group:
         facts.add_column(no_wrap=True, style="dim")
         # Wraps between words; folds only a word wider than the screen.
         facts.add_column(overflow="fold")
-        for label, value in (("accepts", option.accepts), ("units", option.units or "-"),
+        accepts = option.accepts
+        if accepts == DURATION_FORMS and option.cli:  # typed, "90" is text, and ambiguous
+            accepts += f"; {option.flag} takes only the strings (a bare number is refused)"
+        for label, value in (("accepts", accepts), ("units", option.units or "-"),
                              ("default", _default_text(option.default)),
                              *_on_each_backend(option.name, shown)):
             facts.add_row("", label, value)
