@@ -109,7 +109,11 @@ def test_a_cycle_through_names_is_refused_naming_the_jobs_in_it(scheduler):
 
 def test_a_name_in_after_never_refers_to_the_job_itself(scheduler):
     loop = Job(jobs.noop, name="loop", after=["loop"])
-    with pytest.raises(corral.DependencyError, match="after='loop', but no job has that name"):
+    # (The attack found "no job has that name" here, about a job of that very name.)
+    with pytest.raises(corral.DependencyError,
+                       match=r"^job 'loop' waits for after='loop', its own name: a job cannot "
+                             r"wait for itself \(after= a name waits for the other jobs of "
+                             r"that name\)$"):
         scheduler.dispatch([loop])
     earlier = scheduler.options(name="loop").submit(jobs.noop)
     later = scheduler.options(name="loop", after="loop").submit(jobs.noop)

@@ -128,6 +128,10 @@ def _after_records(record: JobRecord, named_here: dict[str, list[JobRecord]],
             continue
         matches: list[Any] = [other for other in named_here.get(item, []) if other is not record]
         matches += records_named(item)
+        if not matches and item == record.name:
+            raise DependencyError(
+                f"job {record.name!r} waits for after={item!r}, its own name: a job cannot "
+                "wait for itself (after= a name waits for the other jobs of that name)")
         if not matches:
             raise DependencyError(
                 f"job {record.name!r} waits for after={item!r}, but no job has that name; "
