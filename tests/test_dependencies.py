@@ -68,6 +68,23 @@ def test_depending_on_an_already_failed_job_cancels_at_once(scheduler):
         late.result(timeout=30)
 
 
+def test_jobs_submitted_after_a_failure_name_its_root_cause_down_the_chain(scheduler):
+    """BUG (attack): jobs submitted after their upstream job had failed each
+    named their own parent ("upstream job 2 'a' was cancelled"), while jobs
+    submitted before named the job that failed."""
+    broken = scheduler.options(name="boom").submit(jobs.raise_custom, "x")
+    with pytest.raises(jobs.CustomError):
+        broken.result(timeout=30)
+    first = scheduler.options(name="a").submit(jobs.identity, broken)
+    second = scheduler.options(name="b").submit(jobs.identity, first)
+    third = scheduler.options(name="c", after=[second]).submit(jobs.noop)
+    for job in (first, second, third):
+        with pytest.raises(concurrent.futures.CancelledError,
+                           match=rf"job {job.id} '{job.name}' was cancelled: upstream job 1 "
+                                 r"'boom' failed$"):
+            job.result(timeout=30)
+
+
 def test_cancelling_a_job_cancels_its_dependents(scheduler, release):
     blocker = scheduler.submit(jobs.wait_for_file, str(release))
     child = scheduler.submit(jobs.identity, blocker)

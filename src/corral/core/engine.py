@@ -1193,10 +1193,19 @@ def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
         return None, describe_error(error)
 
 
+_UPSTREAM = "upstream job "
+
+
 def _upstream_reason(parent: JobRecord) -> str:
+    """Why the jobs after *parent*, which did not complete, are cancelled: the
+    root cause, which a parent cancelled for its own upstream job passes on,
+    so that a cascade names it whether its jobs were submitted before the
+    failure or after."""
+    if parent.status is _S.CANCELLED and (parent.reason or "").startswith(_UPSTREAM):
+        return parent.reason  # type: ignore[return-value]
     what = {_S.FAILED: "failed", _S.CANCELLED: "was cancelled",
             _S.TIMED_OUT: "timed out"}.get(parent.status, parent.status.name)
-    return f"upstream job {parent.id} {parent.name!r} {what}"
+    return f"{_UPSTREAM}{parent.id} {parent.name!r} {what}"
 
 
 def _waiting_reason(job: JobRecord) -> str:
