@@ -87,7 +87,7 @@ def test_notify_without_an_smtp_table_is_refused_when_the_job_is_made(tmp_path, 
         assert scheduler.jobs() == []
     assert str(refused.value) == (
         "job 'abs': notify= needs a mail server and none is configured; set [smtp] host in "
-        f'{user_file} (e.g. host = "smtp.example.org", port = 587)')
+        f'{user_file} or {tmp_path / "corral.toml"} (e.g. host = "smtp.example.org", port = 587)')
 
 
 def test_a_config_given_without_smtp_names_the_user_config_file(tmp_path):
@@ -98,7 +98,10 @@ def test_a_config_given_without_smtp_names_the_user_config_file(tmp_path):
 
 
 def test_corral_submit_with_notify_and_no_smtp_is_one_line_naming_the_key(tmp_path):
+    """The daemon's config files are named, not the submitting directory's:
+    (a cold review set [smtp] there, and was told to set it in the user's file only)."""
     cli = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
+    (tmp_path / "corral.toml").write_text('[smtp]\nhost = "127.0.0.1"\n')
     try:
         outcome = cli("submit", "--notify", "me@example.org", "--", "true")
     finally:
@@ -106,7 +109,8 @@ def test_corral_submit_with_notify_and_no_smtp_is_one_line_naming_the_key(tmp_pa
     assert outcome.status == 2 and "Traceback" not in outcome.err, str(outcome)
     assert outcome.err.strip() == (
         "corral: error: job 'true': notify= needs a mail server and none is configured; set "
-        f'[smtp] host in {cli.config} (e.g. host = "smtp.example.org", port = 587)')
+        f'[smtp] host in {cli.config} or {cli.run / "corral.toml"} (e.g. host = '
+        '"smtp.example.org", port = 587)')
 
 
 # -- failure messages point only at files that last --------------------------------------------

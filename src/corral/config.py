@@ -155,10 +155,12 @@ class Config:
     searched: tuple[Path, ...] = ()
 
     def where_to_set_smtp(self) -> str:
-        """Where a person sets the mail server, for an error that needs one."""
-        user_file = self.searched[0] if self.searched else user_config_path()
-        return (f'set [smtp] host in {user_file} (e.g. host = "smtp.example.org", '
-                f"port = 587)")
+        """Where a person sets the mail server, for an error that needs one:
+        every file this config read or looked for (a daemon's are the user's
+        and its run directory's, not the submitting directory's)."""
+        files = " or ".join(map(str, self.searched or (user_config_path(),)))
+        return f'set [smtp] host in {files} (e.g. host = "smtp.example.org", port = 587)'
+
 
     def profile(self, name: str) -> dict[str, Any]:
         """Return a copy of the job options of profile *name*, as written.
