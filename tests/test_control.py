@@ -91,12 +91,19 @@ def test_abort_of_a_job_that_is_not_running_is_refused(scheduler):
         scheduler.abort(job)
 
 
-def test_clear_cancels_pending_jobs_and_leaves_the_running_one(tmp_path, release):
+def test_clear_removes_pending_jobs_and_leaves_the_running_one(tmp_path, release):
+    """clear() is remove() of every pending job: the cold review found no
+    "removed" events and the cleared jobs still listed in jobs()."""
+    seen: list[Event] = []
     with corral.Scheduler(cores=1) as sched:
+        sched.on_event(seen.append)
         running = sched.submit(jobs.wait_for_file, str(release), value="kept")
         wait_until(running.running)
         pending = [sched.submit(jobs.noop) for _ in range(4)]
         assert sched.clear() == 4
+        assert sched.jobs() == [running]
+        assert sorted(event.job.id for event in seen if event.kind == "removed") == [
+            job.id for job in pending]
         release.touch()
         assert running.result(timeout=30) == "kept"
     assert all(job.cancelled() and job.reason == "cleared" for job in pending)

@@ -1089,13 +1089,21 @@ class Engine:
         return job.status in PENDING or (self._chains and job.status is _S.SUBMITTED) or (
             self._queued_ahead(job))
 
-    def cancel_pending(self, reason: str) -> list[JobRecord]:
-        """Cancel every job that has not started; return them. (One that
-        waited in a worker's queue may have started meanwhile: it runs on.)"""
+    def cancel_pending(self, reason: str) -> list[tuple[JobRecord, Job]]:
+        """Cancel every job that has not started; return them with their
+        handles (a record lets go of its own once resolved). One that waited
+        in a worker's queue may have started meanwhile: it runs on."""
         self._read_ended_first(self._live.values())
         pending = [job for job in self._live.values() if self._not_started(job)]
+        handles = [(job, cast("Job", job.future)) for job in pending]
         self._cancel_all(pending, reason)
-        return pending
+        return handles
+
+    def announce_removed(self, handles: list[Job]) -> None:
+        """Send the "removed" event of each of *handles*, as remove() does."""
+        if self.listeners:
+            for handle in handles:
+                self.emit("removed", handle)
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Cancel everything, running jobs included, now."""

@@ -778,14 +778,19 @@ class Scheduler(Executor):
         return self._engine.call(self._engine.abort, target)
 
     def clear(self) -> int:
-        """Cancel every job that has not started; return how many. Jobs that
+        """:meth:`remove` every job that has not started (each ends CANCELLED,
+        reason "cleared", with a "removed" event); return how many. Jobs that
         waited in a worker's queue are taken back before this returns."""
         self._stop_maps("the queue was cleared")
         queued = self._engine.call(self._engine.queued_ahead_ids)
         asked = self._engine.call(self._engine.cancel_pending, "cleared")
         self._engine.wait_taken_back(queued, until_ended=True)
         # (not one a worker had started as it was asked back: that one runs on)
-        return sum(1 for record in asked if record.status is JobStatus.CANCELLED)
+        cleared = [handle for record, handle in asked if record.status is JobStatus.CANCELLED]
+        self._engine.call(self._engine.announce_removed, cleared)
+        for handle in cleared:
+            self._registry.forget(handle)
+        return len(cleared)
 
     def remove(self, job: Job | int | str) -> None:
         """Take a job that has not started out of the queue (it ends CANCELLED).
