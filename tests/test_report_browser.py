@@ -49,6 +49,9 @@ def test_the_report_shows_every_attempt_and_why_jobs_failed(browser, mixed_repor
     assert browser.find_element(By.ID, "failures-count").text == "(4)"
     jobs_card = browser.find_element(By.ID, "card-jobs").text
     assert "2 completed" in jobs_card and "1 failed" in jobs_card and "2 cancelled" in jobs_card
+    # (A cold review found the cores chart's curve of waiting jobs in no legend.)
+    legend = browser.find_element(By.ID, "legend").text
+    assert "waiting to start" in legend and "jobs waiting, over time (the cores chart)" in legend
     screenshot(browser, "report-mixed-run")
 
 

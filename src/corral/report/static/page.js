@@ -18,6 +18,7 @@
     RUNNING: 'running', SUBMITTED: 'requeued',
   };
   const AXIS = 22, GUTTER = 56, STRIP = 44;
+  const WAITING_CURVE = '#c26d00';  // how many jobs waited to start, over the cores chart
   let data = null;
   let view = null;           // [from, to] in ms
   let selected = -1;         // job index
@@ -220,6 +221,12 @@
     sw.style.height = '3px';
     item.append(sw, document.createTextNode('waiting to start'));
     box.append(item);
+    const count = el('span', { class: 'legend-item' });
+    const line = el('span', { class: 'swatch' });
+    line.style.background = WAITING_CURVE;
+    line.style.height = '2px';
+    count.append(line, document.createTextNode('jobs waiting, over time (the cores chart)'));
+    box.append(count);
   }
   function geometry() {
     const canvas = $('timeline');
@@ -385,7 +392,7 @@
     waits.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
     let waiting = 0, most = 0;
     for (const [, d] of waits) { waiting += d; most = Math.max(most, waiting); }
-    ctx.strokeStyle = '#c26d00';
+    ctx.strokeStyle = WAITING_CURVE;
     ctx.lineWidth = 1.5;
     ctx.beginPath();
     ctx.moveTo(GUTTER, top + height);
@@ -397,9 +404,9 @@
       ctx.lineTo(x, top + height - (waiting / most) * height);
     }
     ctx.stroke();
-    ctx.fillStyle = '#c26d00';
+    ctx.fillStyle = WAITING_CURVE;
     ctx.textAlign = 'right';
-    ctx.fillText(most + ' waiting', g.width - 4, top + 6);
+    ctx.fillText('at most ' + most + ' waiting', g.width - 4, top + 6);
     ctx.textAlign = 'left';
   }
   function barAt(px, py) {
