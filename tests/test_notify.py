@@ -48,6 +48,16 @@ def settings_for(port: int, **changes: object) -> SmtpSettings:
                         **changes)  # type: ignore[arg-type]
 
 
+def test_a_job_of_milliseconds_is_not_said_to_have_taken_a_second(
+        smtp_server: SmtpServer) -> None:
+    """BUG (cold review): a 1.3 ms job's mail said "duration 00:00:01"."""
+    notifier = Notifier(settings_for(smtp_server.port))
+    notifier.send(failed_notice(ended=1_700_000_000.0013), ["ann@example.org"])
+    notifier.close()
+    [mail] = smtp_server.wait_for(1)
+    assert "duration   0.0s\r\n" in mail.body
+
+
 def test_failed_job_mail_reaches_every_recipient(smtp_server: SmtpServer) -> None:
     notifier = Notifier(settings_for(smtp_server.port))
     notifier.send(failed_notice(), ["ann@example.org", "bob@example.org"])
@@ -63,7 +73,7 @@ def test_failed_job_mail_reaches_every_recipient(smtp_server: SmtpServer) -> Non
     body = mail.body
     assert "reason     exit code 3" in body
     assert "attempts   2" in body
-    assert "duration   00:01:30" in body
+    assert "duration   1m30s" in body  # as corral status shows it
     assert datetime.fromtimestamp(1_700_000_000.0).astimezone().isoformat(
         timespec="seconds") in body
     assert "host       node07" in body

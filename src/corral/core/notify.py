@@ -25,7 +25,7 @@ from email.utils import formatdate, make_msgid
 
 from corral.config import SmtpSettings
 from corral.runtime.threads import start_thread
-from corral.units import format_duration
+from corral.units import format_span
 
 __all__ = ["JobNotice", "Notifier", "compose"]
 
@@ -100,7 +100,7 @@ def _time(timestamp: float | None) -> str:
 def _body(record: JobNotice) -> str:
     duration = "-"
     if record.started is not None and record.ended is not None:
-        duration = format_duration(max(0.0, record.ended - record.started))
+        duration = format_span(record.ended - record.started)  # as corral status shows it
     rows = [
         ("status", record.status),
         ("reason", record.reason or "-"),
