@@ -202,6 +202,9 @@ def test_status_of_a_failed_call_shows_the_traceback_it_raised(tmp_path):
     assert below.startswith("Traceback (most recent call last):\n")
     assert below.endswith('    raise RuntimeError("this job fails on purpose")\n'
                           "RuntimeError: this job fails on purpose\n")
+    # begun at the job's function: corral's own frame above it is no help (cold review)
+    assert below.splitlines()[1].endswith(", in check_calibration"), below
+    assert "corral/runtime" not in below, below
     assert "raised:" not in corral("status").out  # the listing of the run stays a table
 
     database = sqlite3.connect(corral.run / "journal.db")

@@ -29,11 +29,14 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
         with _JobContext(job_id, env, cwd, home):
             try:
                 target, args, kwargs = loads_call(payload, tuple(upstream))
+            except BaseException as error:  # its pickle names what cannot be loaded here
+                return False, dumps_error(error)
+            try:
                 value = target(*args, **kwargs)
             except BaseException as error:  # the job's failure, reported, not ours
                 if isinstance(error, SystemExit) and error.code in (None, 0):
                     return True, dumps_value(None)
-                return False, dumps_error(error)
+                return False, dumps_error(_from_the_call_on(error))
             try:
                 return True, dumps_value(value)
             except Exception as error:
@@ -41,6 +44,15 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
                     f"the job's return value cannot be pickled: {describe_error(error)}"))
     except Exception as error:  # cannot even set the job up (a bad cwd)
         return False, dumps_error(error)
+
+
+def _from_the_call_on(error: BaseException) -> BaseException:
+    """*error* with its traceback begun at the called function: the frame of
+    :func:`run_call` above it is corral's, and of no use to whoever reads why
+    the job failed."""
+    if error.__traceback__ is not None and error.__traceback__.tb_next is not None:
+        return error.with_traceback(error.__traceback__.tb_next)
+    return error
 
 
 class _JobContext:
