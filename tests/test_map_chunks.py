@@ -210,6 +210,12 @@ def test_the_failed_chunks_traceback_shows_the_call_that_raised(tmp_path: Path):
                             "status", "1"], capture_output=True, text=True, timeout=60)
     assert 'raise ValueError(f"negative: {x}")' in shown.stdout
     assert "ValueError: negative: -2" in shown.stdout
+    # From the call on: corral's frames above it say nothing to the reader (cold review).
+    traceback = shown.stdout.partition("raised:\n")[2]
+    assert traceback.splitlines()[1].endswith(", in square_unless_negative"), traceback
+    assert "corral/runtime" not in traceback, traceback
+    assert traceback.endswith("\n\ncorral.runtime.chunks.ChunkFailed: call 1 of the map raised "
+                              "ValueError: negative: -2\n"), traceback
 
 
 def test_chunks_of_a_callable_without_a_name_are_named_as_its_jobs_are(tmp_path: Path):

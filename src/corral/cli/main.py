@@ -544,13 +544,13 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                width=console.width,
                                unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)))
     for job in jobs if ids else ():  # the jobs asked for by id: their whole reason, and
-        if job.reason:               # what their Python raised
+        if job.reason:               # what their Python raised, as lines of their own
             console.print(Text(printable(f"\njob {job.id} {job.name!r} {job.status.name}: "
-                                         f"{job.reason}")))
+                                         f"{job.reason}")), soft_wrap=True)
         traceback = job.traceback_text()
         if traceback:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} raised:\n"
-                                         f"{traceback.rstrip()}")))
+                                         f"{traceback.rstrip()}")), soft_wrap=True)
         elif traceback is None and job.error is not None:
             console.print(Text(f"\njob {job.id} {job.name!r}: the traceback it raised cannot be "
                                "read from the journal (its record of it is damaged)"))

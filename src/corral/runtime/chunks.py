@@ -28,7 +28,8 @@ from typing import Any
 
 from corral.errors import JobFailed, RemoteTraceback
 from corral.runtime.abort import abort_requested
-from corral.runtime.payload import dumps_error, dumps_value, import_function, loads_error
+from corral.runtime.payload import (dumps_error, dumps_value, import_function, loads_error,
+                                    without_corral_frames)
 from corral.safe_repr import describe_error
 
 __all__ = ["ChunkRunner", "ChunkFailed", "PlainCalls", "PLAIN_TYPES"]
@@ -102,6 +103,7 @@ class ChunkRunner:
                 values.append(fn(*arguments))
             except BaseException as error:  # the call's own, as an unchunked call's would be
                 values.append(None)
+                error = without_corral_frames(error)
                 failures[index] = dumps_error(error)
                 first_error = first_error or (index, error)
             if abort_requested():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from corral.runtime.payload import dumps_error, dumps_value, loads_call
+from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
 from corral.safe_repr import describe_error
 
 __all__ = ["run_call", "kill_leftovers"]
@@ -36,7 +36,7 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
             except BaseException as error:  # the job's failure, reported, not ours
                 if isinstance(error, SystemExit) and error.code in (None, 0):
                     return True, dumps_value(None)
-                return False, dumps_error(_from_the_call_on(error))
+                return False, dumps_error(without_corral_frames(error))
             try:
                 return True, dumps_value(value)
             except Exception as error:
@@ -44,15 +44,6 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
                     f"the job's return value cannot be pickled: {describe_error(error)}"))
     except Exception as error:  # cannot even set the job up (a bad cwd)
         return False, dumps_error(error)
-
-
-def _from_the_call_on(error: BaseException) -> BaseException:
-    """*error* with its traceback begun at the called function: the frame of
-    :func:`run_call` above it is corral's, and of no use to whoever reads why
-    the job failed."""
-    if error.__traceback__ is not None and error.__traceback__.tb_next is not None:
-        return error.with_traceback(error.__traceback__.tb_next)
-    return error
 
 
 class _JobContext:

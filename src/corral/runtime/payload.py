@@ -12,6 +12,7 @@ before the call.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import traceback
 import types
@@ -21,7 +22,7 @@ from typing import Any
 from corral.safe_repr import describe_error, writable_text
 
 __all__ = ["Upstream", "dumps_call", "dumps_function", "loads_call", "dumps_value", "dumps_error",
-           "loads_error", "error_traceback", "import_function"]
+           "loads_error", "error_traceback", "import_function", "without_corral_frames"]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -189,6 +190,21 @@ def dumps_value(value: Any) -> bytes:
         return pickle.dumps(value, _PROTOCOL)
     except Exception:
         return _dumps_by_value(value)
+
+
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def without_corral_frames(error: BaseException) -> BaseException:
+    """*error*, its traceback begun at the job's own code: the frames of
+    corral's runtime above it (the worker's call, a chunk's loop over its
+    calls) are of no use to whoever reads why the job failed. A ChunkFailed,
+    raised by corral itself, keeps no frame: its cause's traceback says where."""
+    frames = error.__traceback__
+    while frames is not None and os.path.dirname(frames.tb_frame.f_code.co_filename) == \
+            _RUNTIME_DIR:
+        frames = frames.tb_next
+    return error.with_traceback(frames)
 
 
 def dumps_error(error: BaseException) -> bytes:
