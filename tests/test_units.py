@@ -49,7 +49,7 @@ def test_bad_durations_name_the_field_and_the_accepted_forms(bad):
 
 @pytest.mark.parametrize("typo, message", [
     ("1:70:00", "minutes must be below 60"), ("99:99", "seconds must be below 60"),
-    ("99:99:99", "seconds must be below 60"), ("1:00:60", "seconds must be below 60"),
+    ("99:99:99", "minutes must be below 60"), ("1:00:60", "seconds must be below 60"),
     ("2-24:00:00", "hours must be below 24"), ("1-30", "hours must be below 24"),
     ("1-02:75", "minutes must be below 60"),
 ])
@@ -65,6 +65,17 @@ def test_the_first_field_of_a_clock_may_be_large():
     assert parse_duration("90:00") == 5400
     assert parse_duration("100:00:00") == 360000
     assert parse_duration("1:59:59.5") == 7199.5
+
+
+def test_the_seconds_of_a_clock_and_only_they_may_have_a_fraction():
+    """BUG (found while fixing the overflow): "1:30.5" raised a TypeError
+    from inside the parser instead of reading 90.5 s."""
+    assert parse_duration("1:30.5") == 90.5
+    assert parse_duration("1-00:00:01.25") == 86401.25
+    for misplaced in ("1-2:3.5", "1-12.5"):
+        with pytest.raises(ValueError, match=rf"^walltime='{misplaced}': only the seconds of a "
+                                             r"clock may have a fraction, as in '1:30:00\.5'$"):
+            parse_duration(misplaced)
 
 
 def test_unknown_time_unit_is_named():

@@ -50,8 +50,9 @@ _UNIT_SECONDS = {
 }
 _UNIT_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)", re.IGNORECASE)
 _UNIT_WHOLE = re.compile(r"^(?:\s*(?:\d+(?:\.\d*)?|\.\d+)\s*[a-z]+)+\s*$", re.IGNORECASE)
-# Slurm's clock forms: [D-]HH:MM:SS, [D-]HH:MM (only after a day), D-HH, MM:SS.
-_CLOCK = re.compile(r"^\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+(?:\.\d*)?))?\s*$")
+# Slurm's clock forms: [D-]HH:MM:SS, [D-]HH:MM (only after a day), D-HH, MM:SS; the
+# seconds may have a fraction.
+_CLOCK = re.compile(r"^\s*(?:(\d+)-)?(\d+(?::\d+){0,2})(\.\d*)?\s*$")
 
 
 def parse_memory(value: object, field: str = "memory") -> int:
@@ -143,41 +144,31 @@ def _duration_text_seconds(text: str, field: str) -> float:
     match = _CLOCK.match(text)
     if match is None:
         raise ValueError(f"{field}={_shown(text)} is not a duration; use {DURATION_FORMS}")
-    days, first, second, third = match.groups()
-    _check_clock_fields(text, field, days, first, second, third)
-    if second is None and third is None:
-        if days is None:
-            number = text.strip() if len(text) <= 40 else "N"  # only digits here
-            raise ValueError(
-                f"{field}={_shown(text)} is ambiguous: write '{number}s' for seconds "
-                f"or '{number}m' for minutes"
-            )
-        return _whole(days) * 86400 + _whole(first) * 3600  # D-HH
-    if third is None:
-        if days is None:
-            return _whole(first) * 60 + float(second)  # MM:SS
-        return _whole(days) * 86400 + _whole(first) * 3600 + _whole(second) * 60  # D-HH:MM
-    return (_whole(days or "0") * 86400 + _whole(first) * 3600 + _whole(second) * 60
-            + float(third))
+    days, clock, fraction = match.groups()
+    parts = [_whole(part) for part in clock.split(":")]
+    if days is None and len(parts) == 1:
+        number = text.strip() if len(text) <= 40 else "N"  # only digits here
+        raise ValueError(f"{field}={_shown(text)} is ambiguous: write '{number}s' for seconds "
+                         f"or '{number}m' for minutes")
+    # D-HH, D-HH:MM, [D-]HH:MM:SS, or MM:SS
+    names = _CLOCK_FIELDS[:len(parts)] if days is not None or len(parts) == 3 else _CLOCK_FIELDS[1:]
+    if fraction and names[-1] != "seconds":
+        raise ValueError(f"{field}={_shown(text)}: only the seconds of a clock may have a "
+                         "fraction, as in '1:30:00.5'")
+    total = 0.0 if days is None else _whole(days) * 86400.0
+    for position, (value, name) in enumerate(zip(parts, names, strict=True)):
+        limit = 24 if name == "hours" else 60
+        # The first field may be as large as it likes ("90:00" is 90 minutes), unless
+        # days come before it; a later one that overflows ("1:70:00") is a typo.
+        if (position > 0 or days is not None) and value >= limit:
+            raise ValueError(f"{field}={_shown(text)}: {name} must be below {limit} in a clock "
+                             "such as '1:30:00' or '2-00:00:00'")
+        total += value * _UNIT_SECONDS[name]
+    return total + (float("0" + fraction) if fraction else 0.0)
 
 
-def _check_clock_fields(text: str, field: str, days: str | None, first: str,
-                        second: str | None, third: str | None) -> None:
-    """Refuse a clock whose later fields overflow ("1:70:00", "99:99"): a typo
-    read as a longer time than meant, never what anyone writes on purpose.
-    The first field may be as large as it likes ("90:00" is 90 minutes)."""
-    if third is not None:  # [D-]HH:MM:SS
-        limits = [(third, 60, "seconds"), (second, 60, "minutes")]
-    elif second is not None:  # MM:SS, or D-HH:MM
-        limits = [(second, 60, "seconds" if days is None else "minutes")]
-    else:  # D-HH
-        limits = []
-    if days is not None:
-        limits.append((first, 24, "hours"))
-    for digits, limit, unit in limits:
-        if len(digits) > 40 or float(digits) >= limit:
-            raise ValueError(f"{field}={_shown(text)}: {unit} must be below {limit} in a clock "
-                             f"such as '1:30:00' or '2-00:00:00'")
+#: A clock's fields, largest first.
+_CLOCK_FIELDS = ("hours", "minutes", "seconds")
 
 
 def format_memory(megabytes: int) -> str:
