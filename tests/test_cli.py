@@ -630,7 +630,7 @@ def test_duration_flags_offer_only_forms_they_take(tmp_path):
                               r"seconds or '90m' for minutes$")
     assert "a duration with its unit or a clock, such as '90s'" in helped
     listed = " ".join(corral.ok("options").out.split())
-    assert "--walltime takes only the strings (a bare number is refused)" in listed
+    assert "(--walltime takes only the strings: a bare number is refused)" in listed
 
 
 def test_options_lists_every_job_option_with_its_local_and_slurm_rendering(tmp_path):

@@ -400,7 +400,7 @@ def options_table(backends: Sequence[str] | None = None) -> Group:
         facts.add_column(overflow="fold")
         accepts = option.accepts
         if accepts == DURATION_FORMS and option.cli:  # typed, "90" is text, and ambiguous
-            accepts += f"; {option.flag} takes only the strings (a bare number is refused)"
+            accepts += f" ({option.flag} takes only the strings: a bare number is refused)"
         for label, value in (("accepts", accepts), ("units", option.units or "-"),
                              ("default", _default_text(option.default)),
                              *_on_each_backend(option.name, shown)):
