@@ -981,6 +981,24 @@ def test_an_idle_daemon_takes_up_a_changed_daemon_table_at_the_next_submit(fresh
     assert fresh.daemon_pid() not in (None, before)  # a new daemon, with the new table
 
 
+def test_a_paused_daemon_restarting_for_a_changed_table_stays_paused(fresh, tmp_path):
+    """BUG (attack): the daemon that stopped to take up a changed [daemon]
+    table left the run unpaused (shutting down resumed it), so the job the
+    restart was for started at once."""
+    fresh.config.write_text('[daemon]\ncores = 1\n')
+    assert fresh("wait", fresh.submit("true")).status == 0
+    fresh.ok("pause")
+    before = fresh.daemon_pid()
+    fresh.config.write_text('[daemon]\ncores = 2\n')
+    held = fresh.submit("touch ran")
+    assert fresh.daemon_pid() not in (None, before)
+    assert fresh.status_of(held) == "QUEUED"
+    assert "PAUSED" in fresh.ok("status").out
+    assert not (tmp_path / "ran").exists()
+    fresh.ok("resume")
+    assert fresh("wait", held).status == 0 and (tmp_path / "ran").exists()
+
+
 def test_a_busy_daemon_keeps_its_daemon_table_and_says_so(fresh, tmp_path):
     fresh.config.write_text('[daemon]\ncores = 2\n')
     release = tmp_path / "release"

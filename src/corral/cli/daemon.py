@@ -197,10 +197,11 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
     Its packing comes from the ``[daemon]`` table of the user's config (and of
     ``corral.toml`` in the run directory).
     """
-    from corral.cli.daemon_settings import SettingsWatch
+    from corral.cli.daemon_settings import SettingsWatch, settings_stamps
     from corral.config import load_config
     from corral.core.scheduler import Scheduler
 
+    stamps = settings_stamps(run_dir)  # first: an edit made while they are read is seen
     config = load_config(cwd=run_dir)
     settings = config.daemon
     idle = idle if idle is not None else idle_seconds(settings.idle)
@@ -220,7 +221,8 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
     _settle_in(run_dir)
     stop = threading.Event()
     scheduler._stop_requested = stop
-    scheduler._settings_check = SettingsWatch(run_dir, config, scheduler, stop).before_submit
+    scheduler._settings_check = SettingsWatch(run_dir, config, stamps, scheduler,
+                                              stop).before_submit
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:

@@ -30,13 +30,15 @@ from corral.config_files import config_paths
 from corral.control.server import Stopping
 from corral.errors import CorralError
 
-__all__ = ["SettingsWatch"]
+__all__ = ["SettingsWatch", "settings_stamps"]
 
 #: What tells a file's version from another: None for a missing file.
 _Stamp = tuple[int, int, int] | None
 
 
-def _stamps(run_dir: Path) -> tuple[_Stamp, ...]:
+def settings_stamps(run_dir: Path) -> tuple[_Stamp, ...]:
+    """What tells the versions of *run_dir*'s daemon's config files apart
+    (taken before they are read: an edit made as they are read is then seen)."""
     stamps: list[_Stamp] = []
     for path in config_paths(run_dir):
         try:
@@ -51,13 +53,14 @@ def _stamps(run_dir: Path) -> tuple[_Stamp, ...]:
 class SettingsWatch:
     """The daemon's settings, read again when its config files change."""
 
-    def __init__(self, run_dir: Path, config: Config, scheduler: Any,
-                 stop: threading.Event) -> None:
+    def __init__(self, run_dir: Path, config: Config, stamps: tuple[_Stamp, ...],
+                 scheduler: Any, stop: threading.Event) -> None:
+        """*config* is what the daemon started with, read after *stamps* were taken."""
         self._run_dir = run_dir
         self._started_with = config.daemon
         self._scheduler = scheduler
         self._stop = stop
-        self._stamps = _stamps(run_dir)
+        self._stamps = stamps
         #: Whether the files' [daemon] table differs from the one the daemon runs with.
         self._table_changed = False
 
@@ -70,7 +73,7 @@ class SettingsWatch:
                 daemon stops, and the submitter starts one with the new table.
             CorralError: a config file no longer reads; the message says where.
         """
-        stamps = _stamps(self._run_dir)
+        stamps = settings_stamps(self._run_dir)
         if stamps != self._stamps:
             try:
                 config = load_config(cwd=self._run_dir)
