@@ -109,6 +109,25 @@ def test_clear_removes_pending_jobs_and_leaves_the_running_one(tmp_path, release
     assert all(job.cancelled() and job.reason == "cleared" for job in pending)
 
 
+def test_clear_in_a_callback_removes_the_jobs_workers_give_back_too(tmp_path):
+    """BUG (attack): clear() in a done callback (the loop thread, which cannot
+    wait for workers) left the jobs handed ahead to workers out of its count,
+    without their removed events, and listed in jobs()."""
+    removed: set[object] = set()
+    cleared: list[int] = []
+    with corral.Scheduler(cores=2) as sched:
+        sched.on_event(lambda event: removed.add(event.job.id) if event.kind == "removed"
+                       else None)
+        submitted = [sched.submit(jobs.sleep_for, 0.003) for _ in range(400)]
+        submitted[5].add_done_callback(lambda _: cleared.append(sched.clear()))
+        sched.wait(timeout=60)
+        cancelled = {job.id for job in submitted if job.cancelled()}
+        assert cancelled and cleared == [len(cancelled)]
+        assert removed == cancelled
+        assert sched.qsize("CANCELLED") == 0
+        assert not cancelled & {job.id for job in sched.jobs()}
+
+
 def test_remove_takes_a_pending_job_out_and_refuses_running_or_finished_ones(tmp_path, release):
     seen: list[Event] = []
     with corral.Scheduler(cores=1) as sched:

@@ -147,6 +147,10 @@ class Engine:
         self.uncollected = 0  # unfinished jobs whose Result will go to ``results``
         #: Told of every job made final (loop thread), e.g. the scheduler's registry.
         self.on_final: Callable[[JobRecord], Any] | None = None
+        #: Called with the Job of each job removed by clear() (see cancel_pending).
+        self.on_removed: Callable[[Job], Any] | None = None
+        #: The Jobs of records clear() removes once a worker has given them back, by id().
+        self._removing: dict[int, Job] = {}
         self.paused = False
         self._inbox: deque[tuple[Callable[..., Any], tuple, _Reply | None]] = deque()
         self._live: dict[int, JobRecord] = {}        # id(job) -> every job not yet final
@@ -303,7 +307,11 @@ class Engine:
         if self.paused and self.packer:
             log.warning("shutting down a paused scheduler: resuming to finish %d queued jobs",
                         len(self.packer))
-        if self.paused:
+        if self.paused and not self.unfinished:
+            # Nothing to finish: the journal keeps the run paused, for the daemon
+            # started after this one (a script starts unpaused whatever it says).
+            self.paused = False
+        elif self.paused:
             self.set_paused(False)
 
     # -- the loop ----------------------------------------------------------------------
@@ -843,6 +851,10 @@ class Engine:
             self._release_dependents(job)
         if self.on_final is not None:
             self.on_final(job)
+        if self._removing:
+            handle = self._removing.pop(id(job), None)
+            if handle is not None and job.status is _S.CANCELLED:  # taken back: not started
+                self._removed(handle)
         job.release_run_state()
 
     def _notify(self, job: JobRecord, notifier: Notifier) -> None:
@@ -1089,21 +1101,31 @@ class Engine:
         return job.status in PENDING or (self._chains and job.status is _S.SUBMITTED) or (
             self._queued_ahead(job))
 
-    def cancel_pending(self, reason: str) -> list[tuple[JobRecord, Job]]:
-        """Cancel every job that has not started; return them with their
-        handles (a record lets go of its own once resolved). One that waited
-        in a worker's queue may have started meanwhile: it runs on."""
+    def cancel_pending(self, reason: str, removing: bool = False) -> list[JobRecord]:
+        """Cancel every job that has not started; return them. One that waited
+        in a worker's queue may have started meanwhile: it runs on.
+
+        *removing* them (``clear()``), each one cancelled is also removed as
+        :meth:`remove` does: a "removed" event, and :attr:`on_removed`. One
+        being taken back from a worker's queue is, once it is back: it may
+        have started meanwhile.
+        """
         self._read_ended_first(self._live.values())
         pending = [job for job in self._live.values() if self._not_started(job)]
-        handles = [(job, cast("Job", job.future)) for job in pending]
+        handles = [(job, cast("Job", job.future)) for job in pending]  # let go of once resolved
         self._cancel_all(pending, reason)
-        return handles
+        for job, handle in handles if removing else ():
+            if not job.final:
+                self._removing[id(job)] = handle
+            elif job.status is _S.CANCELLED:
+                self._removed(handle)
+        return pending
 
-    def announce_removed(self, handles: list[Job]) -> None:
-        """Send the "removed" event of each of *handles*, as remove() does."""
+    def _removed(self, handle: Job) -> None:
         if self.listeners:
-            for handle in handles:
-                self.emit("removed", handle)
+            self.emit("removed", handle)
+        if self.on_removed is not None:
+            self.on_removed(handle)
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Cancel everything, running jobs included, now."""

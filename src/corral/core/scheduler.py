@@ -377,6 +377,7 @@ class Scheduler(Executor):
                 self._engine, self._resumer.first_free_id if self._resumer else 1,
                 keep_each_finished=self._resumer is not None)
             self._engine.on_final = self._registry.finished
+            self._engine.on_removed = self._registry.forget
             self._shut = False
             self._owner_pid = os.getpid()
             self._owner_kind = _owner
@@ -783,14 +784,13 @@ class Scheduler(Executor):
         waited in a worker's queue are taken back before this returns."""
         self._stop_maps("the queue was cleared")
         queued = self._engine.call(self._engine.queued_ahead_ids)
-        asked = self._engine.call(self._engine.cancel_pending, "cleared")
+        asked = self._engine.call(self._engine.cancel_pending, "cleared", True)
         self._engine.wait_taken_back(queued, until_ended=True)
-        # (not one a worker had started as it was asked back: that one runs on)
-        cleared = [handle for record, handle in asked if record.status is JobStatus.CANCELLED]
-        self._engine.call(self._engine.announce_removed, cleared)
-        for handle in cleared:
-            self._registry.forget(handle)
-        return len(cleared)
+        # Not one a worker had started as it was asked back: that one runs on. (On the
+        # loop thread, in a callback, those being taken back are counted: they are
+        # removed once back, which cannot be waited for there.)
+        return sum(1 for record in asked if record.status is JobStatus.CANCELLED
+                   or not record.final)
 
     def remove(self, job: Job | int | str) -> None:
         """Take a job that has not started out of the queue (it ends CANCELLED).
