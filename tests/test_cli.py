@@ -769,8 +769,7 @@ def test_status_of_a_run_whose_driver_died_with_jobs_unfinished_exits_3(tmp_path
     wait_until(lambda: corral("status").status == 3, 30, "the run to be seen driverless")
     shown = corral("status")
     assert shown.err == ("corral: no process drives the run: 1 unfinished job listed will not "
-                         "go on until it runs again (run the script again; corral submit "
-                         "starts a daemon)\n")
+                         "go on until it runs again (run the script again)\n")
     assert shown.rows()["1"]["STATUS"] == "RUNNING"
 
 
@@ -846,6 +845,8 @@ def test_status_shows_names_and_commands_with_brackets_as_typed(fresh):
 
 def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again(fresh, tmp_path):
     release, pids = tmp_path / "release", tmp_path / "pids"
+    failed = fresh.submit("exit 5")
+    assert fresh("wait", failed).status == 1
     running = fresh.submit(f"echo $$ >> {q(pids)}; {block(release)}; echo finished at last")
     queued = fresh.submit("echo the queued one")
     wait_until(pids.exists, message="the first job to start")
@@ -858,15 +859,24 @@ def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again
         kill_and_wait(daemon)
         orphaned = fresh("status")
         assert orphaned.header == f"run {fresh.run}: no driver running"
+        # An earlier failure neither hides this nor wins the exit status (cold review):
+        # the run cannot even finish. And its way on is a daemon's, not a script's.
+        assert (orphaned.status, orphaned.err) == (3, (
+            "corral: no process drives the run: 2 unfinished jobs listed will not go on until "
+            "it runs again (corral wait or corral submit starts a new daemon, which runs them "
+            "again)\n"))
 
-        waiter = fresh.popen("wait")  # the next command: it starts a new daemon
+        waiter = fresh.popen("wait", running, queued)  # the next command: a new daemon
         wait_until(lambda: len(pids.read_text().split()) == 2, message="the job to run again")
         assert fresh.daemon_pid() not in (None, daemon)
         wait_until(lambda: pid_gone(first_pid), 10, "the first run's process to be killed")
         assert waiter.poll() is None
         release.touch()
         _, err = waiter.communicate(timeout=30)
-        assert (waiter.returncode, err) == (0, b"corral: 2 jobs ended: 2 completed\n"), err
+        assert (waiter.returncode, err) == (0, b"corral: note: the run's daemon had stopped; a "
+                                               b"new one runs its unfinished jobs again (2 of "
+                                               b"those waited for)\n"
+                                               b"corral: 2 jobs ended: 2 completed\n"), err
     finally:
         release.touch()
         if waiter is not None and waiter.poll() is None:

@@ -554,16 +554,19 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         elif traceback is None and job.error is not None:
             console.print(Text(f"\njob {job.id} {job.name!r}: the traceback it raised cannot be "
                                "read from the journal (its record of it is damaged)"))
+    stranded = [] if driven else [job for job in jobs if job.status not in TERMINAL
+                                  and str(job.id) not in on_cluster]
+    if stranded:  # before a failure's exit status: the run cannot even finish
+        from corral.journal.store import read_meta
+
+        again = ("corral wait or corral submit starts a new daemon, which runs them again"
+                 if read_meta(run.path).get("origin") == "daemon" else "run the script again")
+        click.echo(f"corral: no process drives the run: {len(stranded)} unfinished "
+                   f"job{'s' * (len(stranded) != 1)} listed will not go on until it runs "
+                   f"again ({again})", err=True)
+        context.exit(EXIT_UNREACHABLE)
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
-    if not driven:
-        stranded = [job for job in jobs
-                    if job.status not in TERMINAL and str(job.id) not in on_cluster]
-        if stranded:
-            click.echo(f"corral: no process drives the run: {len(stranded)} unfinished "
-                       f"job{'s' * (len(stranded) != 1)} listed will not go on until it runs "
-                       "again (run the script again; corral submit starts a daemon)", err=True)
-            context.exit(EXIT_UNREACHABLE)
 
 
 #: How many finished jobs ``corral status`` lists without ``--all``.
@@ -658,8 +661,11 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     run = _open_run(context)
     chosen = _select(run, ids)
     ids = tuple(str(job.id) for job in chosen) if ids else ()  # (names given: their ids)
-    if any(job.status not in TERMINAL for job in chosen) and run.owner is None:
+    unfinished = sum(job.status not in TERMINAL for job in chosen)
+    if unfinished and run.owner is None:
         _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
+        click.echo(f"corral: note: the run's daemon had stopped; a new one runs its "
+                   f"unfinished jobs again ({unfinished} of those waited for)", err=True)
     shown = sys.stderr.isatty()
     outcome = wait_with_progress(run, ids, timeout, shown)
     if outcome == "timeout":
@@ -672,9 +678,9 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     failed = [job for job in jobs if job.status in _FAILED]
     for job in failed:
         click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}", err=True)
-    if not shown and not jobs:
+    if not jobs:
         click.echo("corral: no jobs to wait for", err=True)
-    elif not shown:  # (in a terminal, the progress bar stays and says as much)
+    else:  # (in a terminal too, below the bar: a line to read, and to scroll back to)
         counts = Counter(job.status.name.lower().replace("_", " ") for job in jobs)
         click.echo(f"corral: {len(jobs)} job{'s' * (len(jobs) != 1)} ended: "
                    + ", ".join(f"{count} {status}" for status, count in counts.most_common()),

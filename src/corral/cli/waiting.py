@@ -36,7 +36,9 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
     deadline = None if timeout is None else time.monotonic() + timeout
     wanted = {str(job_id) for job_id in ids}
     # On stderr, where *show* was decided: stdout is for results, even in a terminal.
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    # Red only once a job failed: rich's own colour for a bar on its way reads as an alarm.
+    line = BarColumn(complete_style="cyan", finished_style="green")
+    with Progress(TextColumn("{task.description}"), line, MofNCompleteColumn(),
                   _ElapsedColumn(), console=Console(stderr=True), disable=not show,
                   transient=False) as progress:
         bar = progress.add_task("waiting", total=None)
@@ -44,6 +46,8 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
             jobs = [job for job in run.jobs(results=False) if not wanted or str(job.id) in wanted]
             done = sum(job.status in TERMINAL for job in jobs)
             failed = sum(job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) for job in jobs)
+            if failed:
+                line.complete_style = line.finished_style = "red"
             progress.update(bar, total=len(jobs), completed=done,
                             description=f"{len(jobs) - done} to go, {failed} failed")
             if done == len(jobs):
