@@ -312,7 +312,19 @@ def test_logs_follow_of_a_job_whose_driver_was_killed_returns(tmp_path):
         driver.kill()
         driver.wait()
     followed = cli("logs", "1", "--follow", timeout=30)
-    assert (followed.status, followed.out) == (0, "said before\n")
+    assert (followed.status, followed.out) == (3, "said before\n")
+    assert followed.err == (f"corral: error: no process drives the run at {run} any more; "
+                            "job 1 will not go on\n")
+
+
+def test_logs_follow_of_a_job_that_fails_says_so_and_exits_1(cli, tmp_path):
+    """Cold review: it exited 0 and never said that the job it followed failed."""
+    release = tmp_path / "release"
+    job = cli.submit("--name", "second", f"echo before; {block(release)}; echo err >&2; exit 2")
+    cli.wait_for_status(job, "RUNNING")
+    returncode, rest, errors = follow_until_the_end(cli, job, b"before\n", release.touch)
+    assert (returncode, rest, errors) == (1, b"", f"corral: job {job} 'second' FAILED: exit "
+                                                  "code 2\n".encode())
 
 
 def test_wait_exits_0_when_every_job_completed_and_1_naming_the_failed_one(fresh):

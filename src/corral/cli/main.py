@@ -645,6 +645,15 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
         click.echo(f"corral: job {job.id} {job.name!r} wrote nothing to its {stream}"
                    + ("" if ended else " so far")
                    + ("" if show_stderr else " (--stderr shows its standard error)"), err=True)
+    if follow:  # followed to its end: how it ended, as wait says (corral logs -f 7 && ...)
+        ended_as = run.job(job_id)
+        if ended_as.status not in TERMINAL:  # its driver died
+            raise CommandError(f"no process drives the run at {run.path} any more; job "
+                               f"{job.id} will not go on", EXIT_UNREACHABLE)
+        if ended_as.status in _FAILED:
+            click.echo(f"corral: job {job.id} {job.name!r} {ended_as.status.name}: "
+                       f"{ended_as.reason}", err=True)
+            context.exit(EXIT_FAILED_JOB)
 
 
 @cli.command()
