@@ -108,12 +108,13 @@ with corral.Scheduler(cores=1) as scheduler:
 
 
 def test_jobs_that_share_a_reason_are_named_together_and_it_is_said_once(tmp_path):
-    """Cold review: the line said one reason three times, once per example."""
+    """Cold reviews: the line said one reason three times, once per example; then
+    "jobs 2, 3, 4 'leaf': ...; and 2 more", as if the two others had other reasons."""
     done = run_driver(tmp_path, SHARED_REASON)
 
     assert done.stderr == (
         "corral: 6 of 6 jobs did not complete: 1 failed (job 1 'root': exit code 1), "
-        "5 cancelled (jobs 2, 3, 4 'leaf': upstream job 1 'root' failed; and 2 more)\n")
+        "5 cancelled (jobs 2, 3, 4 and 2 more 'leaf': upstream job 1 'root' failed)\n")
 
 
 def read_log(run: Path) -> str:
@@ -201,4 +202,4 @@ def test_jobs_named_together_are_named_in_order_of_their_ids():
 
     examples = [(200, "f", "not read"), (199, "f", "not read"), ("setup", "f", "not read"),
                 (10, "f", "not read")]
-    assert _grouped(examples) == ["jobs 10, 199, 200, setup 'f': not read"]
+    assert _grouped(examples, {}) == ["jobs 10, 199, 200, setup 'f': not read"]

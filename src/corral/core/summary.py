@@ -39,12 +39,14 @@ class RunTally:
     Written by the control-loop thread only; read once the loop has ended.
     """
 
-    __slots__ = ("finished", "_counts", "_examples")
+    __slots__ = ("finished", "_counts", "_examples", "_alike")
 
     def __init__(self) -> None:
         self.finished = 0
         self._counts: dict[JobStatus, int] = {}
         self._examples: dict[JobStatus, list[tuple[object, str, str]]] = {}
+        #: Jobs past the examples with an example's name and reason, by both.
+        self._alike: dict[JobStatus, dict[tuple[str, str], int]] = {}
 
     def count(self, job: JobRecord) -> None:
         """Note a job made final (each job once)."""
@@ -55,6 +57,11 @@ class RunTally:
             examples = self._examples.setdefault(status, [])
             if len(examples) < _EXAMPLES:
                 examples.append(_example(job))
+                return
+            _, name, reason = _example(job)
+            if any(name == known and reason == said for _, known, said in examples):
+                alike = self._alike.setdefault(status, {})
+                alike[name, reason] = alike.get((name, reason), 0) + 1
 
     def summary(self) -> str | None:
         """The line to report, or None when every finished job completed."""
@@ -66,8 +73,10 @@ class RunTally:
                 continue
             missed += count
             examples = self._examples[status]
-            more = f"; and {count - len(examples)} more" if count > len(examples) else ""
-            parts.append(f"{count} {word} ({'; '.join(_grouped(examples))}{more})")
+            alike = self._alike.get(status, {})
+            others = count - len(examples) - sum(alike.values())
+            more = f"; and {others} more" if others else ""
+            parts.append(f"{count} {word} ({'; '.join(_grouped(examples, alike))}{more})")
         if not missed:
             return None
         noun = "job" if self.finished == 1 else "jobs"
@@ -78,11 +87,12 @@ def _example(job: JobRecord) -> tuple[object, str, str]:
     return job.id, job.name, job.reason or "?"
 
 
-def _grouped(examples: list[tuple[object, str, str]]) -> list[str]:
+def _grouped(examples: list[tuple[object, str, str]],
+             alike: dict[tuple[str, str], int]) -> list[str]:
     """The examples as the line says them: jobs of one name and one reason
     together (``jobs 4, 5 'eval': upstream job 3 'train' failed``), so that a
     reason many jobs share is said once (the same whole name and reason, not
-    only the same beginning)."""
+    only the same beginning), with how many more share them (*alike*)."""
     together: dict[tuple[str, str], list[object]] = {}
     for job_id, name, reason in examples:
         together.setdefault((name, reason), []).append(job_id)
@@ -90,6 +100,8 @@ def _grouped(examples: list[tuple[object, str, str]]) -> list[str]:
     for (name, reason), ids in together.items():
         ids.sort(key=_in_order)  # (a cascade of cancels ends its jobs last first)
         jobs = f"job {ids[0]}" if len(ids) == 1 else f"jobs {', '.join(map(str, ids))}"
+        if alike.get((name, reason)):
+            jobs = f"jobs {', '.join(map(str, ids))} and {alike[name, reason]} more"
         # (repr() escapes a name's control characters; a reason's are escaped here)
         said.append(f"{jobs} {_short(name, _NAME_CHARS)!r}: "
                     f"{printable(_short(reason, _REASON_CHARS))}")
