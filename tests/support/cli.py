@@ -191,8 +191,19 @@ class Corral:
         return None if row is None else row["STATUS"]
 
     def wait_for_status(self, job_id: str, wanted: str, timeout: float = 20) -> None:
-        wait_until(lambda: self.status_of(job_id) == wanted, timeout,
-                   f"job {job_id} to be {wanted} (last: {self.status_of(job_id)})")
+        """Wait until job *job_id* is *wanted* in the journal, read in-process: a
+        command per poll would keep a core busy starting interpreters (the
+        command shows what the journal says; status_of asks it)."""
+        wait_until(lambda: self._journal_status(job_id) == wanted, timeout,
+                   f"job {job_id} to be {wanted} (last: {self._journal_status(job_id)})")
+
+    def _journal_status(self, job_id: str) -> str | None:
+        from corral import Run
+
+        try:
+            return Run(self.run).job(job_id).status.name
+        except (FileNotFoundError, KeyError):
+            return None
 
     def daemon_pid(self) -> int | None:
         return owner_pid(self.run)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import threading
 from collections.abc import Mapping, Sequence
@@ -148,6 +147,8 @@ _found: dict[tuple[str, str], str] = {}
 
 
 def _look_up(program: str, search: str) -> str:
+    import shutil  # (a worker that runs no command never needs it)
+
     found = shutil.which(program, path=search)
     if found is None:
         raise FileNotFoundError(2, "No such file or directory", program)

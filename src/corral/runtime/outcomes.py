@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
-import socket
 import struct
 import time
 from typing import Any
@@ -45,7 +43,7 @@ class OutcomeLog:
                 os.mkdir(directory, 0o700)
             except FileExistsError:
                 pass
-            name = f"{socket.gethostname()}-{os.getpid()}"
+            name = f"{os.uname().nodename}-{os.getpid()}"
             descriptor = os.open(os.path.join(directory, name),
                                  os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._files[directory] = descriptor
@@ -98,4 +96,6 @@ def _records(data: bytes) -> list[tuple[tuple[Any, bool, bytes], float]]:
 
 
 def discard_outcomes(run_dir: str | os.PathLike[str]) -> None:
+    import shutil  # (the driver's, once: not at every worker's start)
+
     shutil.rmtree(outcomes_directory(run_dir), ignore_errors=True)

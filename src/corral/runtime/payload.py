@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import traceback
 import types
 import weakref
 from typing import Any
@@ -213,6 +212,8 @@ def dumps_error(error: BaseException) -> bytes:
     If the exception itself cannot be pickled (or unpickled), only its type
     name and text travel, and the driver raises ``JobFailed`` with them.
     """
+    import traceback  # (only for a job that failed: not at every worker's start)
+
     text = writable_text("".join(traceback.format_exception(error)))
     summary = writable_text(describe_error(error))
     blob: bytes | None
