@@ -94,6 +94,10 @@ def report_environment(*names: str) -> dict[str, str | None]:
     return {name: os.environ.get(name) for name in names} | {"cwd": os.getcwd()}
 
 
+def command_line() -> list[str]:
+    return list(sys.argv)
+
+
 def die(how: str) -> None:
     if how == "exit":
         os._exit(3)

@@ -21,6 +21,12 @@ def test_submitted_calls_return_their_results(scheduler):
     assert all(job.status is JobStatus.COMPLETED for job in handles)
 
 
+def test_a_call_sees_the_drivers_command_line_as_its_sys_argv(scheduler):
+    """Cold review: it saw the worker's (file descriptors and paths), so a
+    function that read its options with argparse read those."""
+    assert scheduler.submit(jobs.command_line).result(timeout=30) == sys.argv
+
+
 def test_map_returns_results_in_order(scheduler):
     assert list(scheduler.map(jobs.add, range(5), range(5))) == [0, 2, 4, 6, 8]
 

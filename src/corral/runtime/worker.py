@@ -41,6 +41,7 @@ that no process of a job can outlive the scheduler.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import select
@@ -421,6 +422,9 @@ def main() -> None:
     become_subreaper()
     bind_to_parent(parent_pid)
     spool = _Spool(sys.argv[4])
+    # The driver's, as a job run in the driver would see it (and as ProcessPoolExecutor's
+    # children do): not this process's file descriptors.
+    sys.argv[:] = json.loads(sys.argv[7])
     # The driver aborts a call with a message naming it; SIGUSR1 asks the running
     # job to stop too, as it does a cluster job's (see corral.runtime.batch).
     abort.listen(signal.SIGUSR1)

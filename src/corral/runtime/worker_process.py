@@ -108,7 +108,7 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str])
     try:
         process = subprocess.Popen(
             [python, "-c", _BOOT, str(request_read), str(reply_write), str(os.getpid()),
-             spool_prefix, json.dumps(sys.path), str(doorbell_read)],
+             spool_prefix, json.dumps(sys.path), str(doorbell_read), json.dumps(sys.argv)],
             pass_fds=(request_read, reply_write, doorbell_read), stdin=subprocess.DEVNULL,
             start_new_session=True, env=dict(environment),
         )
