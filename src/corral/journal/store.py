@@ -1107,6 +1107,9 @@ def read_overview(run_dir: str | os.PathLike[str], unfinished: int, finished: in
                "NULL AS error, session, live")
     try:
         with _reading(run_dir) as db:
+            # One snapshot for every question: asked one by one, the counts and the
+            # rows listed could tell of different moments of a run going on.
+            db.execute("BEGIN")
             path = journal_path(run_dir)
             known = tuple(status.value for status in JobStatus)
             found = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
