@@ -769,7 +769,8 @@ def test_status_of_a_run_whose_driver_died_with_jobs_unfinished_exits_3(tmp_path
     release = tmp_path / "release"
     script = ("import sys, corral\n"
               "with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:\n"
-              f"    scheduler.shell({block(release)!r}, name='held')\n")
+              f"    scheduler.shell({block(release)!r}, name='held')\n"
+              "    scheduler.shell('true', name='behind')\n")
     driver = subprocess.Popen([sys.executable, "-c", script, os.fspath(corral.run)],
                               env=corral.env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -780,9 +781,13 @@ def test_status_of_a_run_whose_driver_died_with_jobs_unfinished_exits_3(tmp_path
         kill_and_wait(driver.pid)
     wait_until(lambda: corral("status").status == 3, 30, "the run to be seen driverless")
     shown = corral("status")
-    assert shown.err == ("corral: no process drives the run: 1 unfinished job listed will not "
+    assert shown.err == ("corral: no process drives the run: 2 unfinished jobs listed will not "
                          "go on until it runs again (run the script again)\n")
     assert shown.rows()["1"]["STATUS"] == "RUNNING"
+    # what it waited for when its driver died is no longer why it waits (attack)
+    behind = corral("status", "2")
+    assert behind.out.endswith("\njob 2 'behind' QUEUED: its driver is gone: nothing runs it "
+                               "now\n"), behind.out
 
 
 def test_wait_on_a_run_without_jobs_says_so(tmp_path):

@@ -515,7 +515,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     """
     from rich.text import Text
 
-    from corral.cli.views import hidden_note, run_header, status_table, unlisted_note
+    from corral.cli.views import (ORPHANED_REASON, hidden_note, run_header, status_table,
+                                  unlisted_note)
     from corral.safe_repr import printable
 
     run = _open_run(context)
@@ -544,9 +545,12 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                width=console.width,
                                unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)))
     for job in jobs if ids else ():  # the jobs asked for by id: their whole reason, and
-        if job.reason:               # what their Python raised, as lines of their own
+        reason = job.reason          # what their Python raised, as lines of their own
+        if not driven and job.status not in TERMINAL and str(job.id) not in on_cluster:
+            reason = ORPHANED_REASON  # (not what it waited for when its driver died)
+        if reason:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} {job.status.name}: "
-                                         f"{job.reason}")), soft_wrap=True)
+                                         f"{reason}")), soft_wrap=True)
         traceback = job.traceback_text()
         if traceback:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} raised:\n"
