@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,40 @@ def test_a_call_sees_the_drivers_command_line_as_its_sys_argv(scheduler):
     """Cold review: it saw the worker's (file descriptors and paths), so a
     function that read its options with argparse read those."""
     assert scheduler.submit(jobs.command_line).result(timeout=30) == sys.argv
+
+
+SCRIPT_OF_ITS_OWN_CLASSES = """
+import dataclasses, functools, json, corral
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+def double(point):
+    return point.x * 2
+
+def add(a, b):
+    return a + b
+
+with corral.Scheduler(cores=1) as scheduler:
+    print(json.dumps([scheduler.submit(double, Point(21)).result(timeout=30),
+                      scheduler.submit(functools.partial(add, 5), 1).result(timeout=30),
+                      list(scheduler.map(double, [Point(1), Point(2)])),
+                      list(scheduler.map(double, [Point(3)] * 3, chunksize=2))]))
+"""
+
+
+def test_arguments_of_the_scripts_own_classes_and_partials_of_its_functions_travel(
+        tmp_path: Path):
+    """BUG (attack): an argument naming the script's __main__ (an instance of a
+    class it defines, a partial of its function) pickled by reference, and the
+    worker, whose __main__ is not the script, failed to load it;
+    ProcessPoolExecutor runs them."""
+    (tmp_path / "own.py").write_text(SCRIPT_OF_ITS_OWN_CLASSES)
+    done = subprocess.run([sys.executable, "own.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout) == [42, 6, [2, 4], [6, 6, 6]]
 
 
 def test_map_returns_results_in_order(scheduler):

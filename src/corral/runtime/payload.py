@@ -87,9 +87,12 @@ def dumps_function(target: Any) -> bytes:
     when the worker can import it, else the function by value."""
     if isinstance(target, str) or _importable(target):
         try:
-            return pickle.dumps(target, _PROTOCOL)
+            blob = pickle.dumps(target, _PROTOCOL)
         except Exception:
             pass
+        else:
+            if not _names_main(blob):  # (a partial of a function of the script does)
+                return blob
     if not isinstance(target, types.FunctionType):
         return _dumps_by_value(target)
     fingerprint = _fingerprint(target)
@@ -184,11 +187,21 @@ def _substitute(value: Any, values: list[Any]) -> Any:
 
 
 def dumps_value(value: Any) -> bytes:
-    """Pickle a job's return value, falling back to cloudpickle for lambdas and the like."""
+    """Pickle a job's arguments or return value, falling back to cloudpickle
+    for lambdas and the like, and for what names the program's ``__main__``."""
     try:
-        return pickle.dumps(value, _PROTOCOL)
+        blob = pickle.dumps(value, _PROTOCOL)
     except Exception:
         return _dumps_by_value(value)
+    return _dumps_by_value(value) if _names_main(blob) else blob
+
+
+def _names_main(blob: bytes) -> bool:
+    """Whether a plain pickle refers to something of the program's ``__main__``
+    by name (a class of the script, a function in a partial): the worker's
+    ``__main__`` is not the program's, so that must travel by value. (A string
+    that merely holds the text sends its value by cloudpickle too: slower, as right.)"""
+    return b"__main__" in blob or b"__mp_main__" in blob
 
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
