@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,32 @@ def test_arguments_of_the_scripts_own_classes_and_partials_of_its_functions_trav
                           text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
     assert json.loads(done.stdout) == [42, 6, [2, 4], [6, 6, 6]]
+
+
+def test_a_nan_timeout_waits_not_at_all_and_an_endless_one_waits_in_every_thread(scheduler,
+                                                                                  release):
+    """BUG (attack): result(timeout=nan) in the main thread waited for the job
+    (ProcessPoolExecutor raises TimeoutError at once), and timeout=inf waited
+    there but raised OverflowError in other threads."""
+    held = scheduler.submit(jobs.wait_for_file, str(release), value="done")
+    seen: dict[str, object] = {}
+
+    def in_a_thread() -> None:
+        try:
+            held.result(timeout=float("nan"))
+        except TimeoutError:
+            seen["nan"] = "TimeoutError"
+        seen["inf"] = held.result(timeout=float("inf"))
+
+    with pytest.raises(TimeoutError):
+        held.result(timeout=float("nan"))
+    waiter = threading.Thread(target=in_a_thread)
+    waiter.start()
+    wait_until(lambda: "nan" in seen, message="the thread's nan timeout")
+    release.touch()
+    assert held.result(timeout=1e300) == "done"
+    waiter.join(timeout=30)
+    assert seen == {"nan": "TimeoutError", "inf": "done"}
 
 
 def test_map_returns_results_in_order(scheduler):

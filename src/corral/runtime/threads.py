@@ -125,7 +125,16 @@ def wait_in_slices(wait: Callable[[float | None], bool], timeout: float | None) 
     main thread, but Python runs its handler as soon as the main thread runs
     again: between two slices, so a Ctrl-C is late by at most that much,
     instead of waiting for the job to end.
+
+    A *timeout* of NaN waits not at all (as ``concurrent.futures`` reads it);
+    one too long for the platform (``inf``, ``1e300``) waits without limit, in
+    every thread alike (a lock would raise OverflowError in all but the main one).
     """
+    if timeout is not None:
+        if timeout != timeout:  # NaN
+            timeout = 0.0
+        elif timeout >= threading.TIMEOUT_MAX:
+            timeout = None
     if threading.current_thread() is not threading.main_thread():
         return wait(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
