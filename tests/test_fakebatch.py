@@ -239,10 +239,11 @@ def test_the_scheduler_reads_qstat_rows_and_what_they_mean():
 
 @contextmanager
 def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: float = 30.0,
-                 shadows: dict[str, str] | None = None
+                 shadows: dict[str, str] | None = None, **options: object
                  ) -> Iterator[tuple[FakeBatch, corral.Scheduler]]:
-    """A fake cluster, and a Scheduler of this process on it that polls often;
-    *shadows* break some of its commands for the driver (see :func:`shadow`)."""
+    """A fake cluster, and a Scheduler of this process on it that polls often
+    (with more backend *options*); *shadows* break some of its commands for
+    the driver (see :func:`shadow`)."""
     cluster = FakeBatch(tmp_path / "fakebatch", forget_s=forget_s)
     cluster.root.mkdir()
     for name, value in cluster.environ().items():
@@ -252,7 +253,8 @@ def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: floa
     try:
         with registered(), corral.Scheduler(
                 backend="fakebatch", workdir=tmp_path / "run",
-                backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1}) as sched:
+                backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1,
+                                 **options}) as sched:
             yield cluster, sched
     finally:
         cluster.stop()
@@ -268,6 +270,53 @@ def shadow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, shell:
     script.write_text(f"#!/bin/sh\n{shell}\nexec {shlex.quote(os.fspath(BIN / command))} \"$@\"\n")
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def _server_down_while(flag: Path) -> str:
+    """A qsub that cannot reach its server while *flag* exists, as PBS's says it."""
+    return (f"if [ -e {shlex.quote(os.fspath(flag))} ]; then echo 'qsub: cannot connect to "
+            "server fakebatch (errno=111) Connection refused' >&2; exit 1; fi")
+
+
+def test_a_submission_that_cannot_reach_the_scheduler_is_tried_again_until_it_can(
+        tmp_path, monkeypatch, caplog):
+    """BUG (attack on a real Slurm): jobs submitted while slurmctld restarted
+    failed for good ("sbatch refused it: ... Unable to contact slurm
+    controller"); only the status query was asked again."""
+    down = tmp_path / "down"
+    down.touch()
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": _server_down_while(down)}) as (
+            cluster, sched):
+        job = sched.submit(square, 7)
+        wait_until(lambda: "trying again for up to 10m00s" in caplog.text,
+                   message="the refusal to be noted as one to try again")
+        assert not job.done() and cluster.calls("qsub") == []
+        down.unlink()
+        assert job.result(timeout=60) == 49
+    assert caplog.text.count("cannot connect to server") == 1  # said once, not at every try
+
+
+def test_a_scheduler_unreachable_for_longer_than_submit_retry_fails_the_jobs_saying_so(
+        tmp_path, monkeypatch):
+    down = tmp_path / "down"
+    down.touch()
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": _server_down_while(down)},
+                      submit_retry=0.5) as (cluster, sched):
+        job = sched.submit(square, 7)
+        with pytest.raises(corral.JobFailed, match=r"qsub refused it: qsub exited 1: qsub: cannot connect to "
+                                                   r"server fakebatch \(errno=111\) Connection "
+                                                   r"refused \(tried again for 0\.5s\)$"):
+            job.result(timeout=60)
+
+
+def test_a_refusal_that_is_not_about_reaching_the_scheduler_fails_at_once(
+        tmp_path, monkeypatch):
+    with on_fakebatch(tmp_path, monkeypatch, shadows={
+            "qsub": "echo 'qsub: Job exceeds queue resource limits' >&2; exit 1"}) as (_, sched):
+        job = sched.submit(square, 7)
+        with pytest.raises(corral.JobFailed, match=r"qsub refused it: qsub exited 1: qsub: Job exceeds queue "
+                                                   r"resource limits$"):
+            job.result(timeout=60)
 
 
 def test_a_status_query_printing_garbage_is_asked_again_and_the_job_goes_on(

@@ -60,6 +60,7 @@ from corral.backends.batch.settings import parse_settings, split_options
 from corral.errors import BackendError
 from corral.runtime.batch import CANCELLED_MARK, claim_for_cancel, read_result
 from corral.status import JobStatus
+from corral.units import format_span
 
 __all__ = ["BatchBackend", "UNREADABLE_STATUS_LIMIT"]
 
@@ -351,6 +352,8 @@ class BatchBackend:
             setup=group.placement.setup, python=group.placement.python or self._python,
             request=request))
         job_id, refusal = self._submit_script(request, directory)
+        if job_id is None and self._try_again_later(group, chunk, refusal):
+            return
         if job_id is None:
             if group.after and group.parents:
                 self._hold_back(group, chunk, refusal)
@@ -392,6 +395,32 @@ class BatchBackend:
                           f"follow it: look for it in {scheduler.title} (its script: "
                           f"{request.script})")
 
+    def _try_again_later(self, group: Group, chunk: list[list[Submission]],
+                         refusal: str) -> bool:
+        """Keep a submission the scheduler could not be reached for, to submit it
+        again at the next polls (held back: a pause holds it, a cancel drops
+        it), for ``submit_retry`` seconds; whether it was kept. Controllers
+        restart and fail over: their jobs must not fail for that."""
+        if not self.scheduler.could_not_reach(refusal):
+            return False
+        now = time.monotonic()
+        until = group.retry_until or now + self._settings.submit_retry
+        if now >= until:
+            for members in chunk:
+                for submission in members:
+                    self._updates.append(Update(submission.job_id, JobStatus.FAILED, reason=(
+                        f"{refusal} (tried again for {format_span(self._settings.submit_retry)})")))
+            return True
+        if group.retry_until is None:
+            log.warning("%s; trying again for up to %s", refusal,
+                        format_span(self._settings.submit_retry))
+        submissions = [submission for members in chunk for submission in members]
+        self._held_back.append(Group(group.resources, group.placement, (), group.bundle,
+                                     submissions, parents=group.parents, depth=group.depth,
+                                     retry_until=until,
+                                     next_try=now + self._settings.max_poll_interval))
+        return True
+
     def _hold_back(self, group: Group, chunk: list[list[Submission]], refusal: str) -> None:
         """Keep chained jobs the scheduler refused until their parents' outcome is
         known. A scheduler that drops the children of a failed job at once (PBS)
@@ -428,7 +457,7 @@ class BatchBackend:
                                             reason=upstream)
                                      for submission in group.submissions)
             elif not all(getattr(read_result(parent.jobdir), "ok", False)
-                         for parent in group.parents):
+                         for parent in group.parents) or time.monotonic() < group.next_try:
                 self._held_back.append(group)
             elif any(s.job_id in self._paused_held_back for s in group.submissions):
                 if not group.pause_noted:
@@ -439,7 +468,11 @@ class BatchBackend:
             else:
                 key = (group.resources, group.placement, group.bundle)
                 merged = ready.setdefault(key, Group(group.resources, group.placement, (),
-                                                     group.bundle, depth=group.depth))
+                                                     group.bundle, depth=group.depth,
+                                                     retry_until=group.retry_until))
+                if group.retry_until is not None:  # the earliest deadline of those merged
+                    merged.retry_until = min(merged.retry_until or group.retry_until,
+                                             group.retry_until)
                 merged.submissions.extend(group.submissions)
                 merged.parents += group.parents
                 merged.depth = max(merged.depth, group.depth)

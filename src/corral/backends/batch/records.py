@@ -34,6 +34,12 @@ class Group:
     depth: int = 0
     #: Held back and ready to go, but a pause holds it: said once in the log.
     pause_noted: bool = field(default=False, compare=False)
+    #: Its submission found the scheduler unreachable: until when (monotonic)
+    #: it is tried again (see BatchBackend._submit_chunk); None: never was.
+    retry_until: float | None = field(default=None, compare=False)
+    #: Not tried again before this (monotonic): a controller down is asked at the
+    #: slow poll's pace, not at every poll.
+    next_try: float = field(default=0.0, compare=False)
 
     @property
     def after_jobdirs(self) -> tuple[str, ...]:

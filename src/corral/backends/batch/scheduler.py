@@ -183,6 +183,23 @@ class BatchScheduler(ABC):
         """The job id from the submit command's output. Raises ValueError naming
         what was printed when there is none."""
 
+    #: What a submit command says when it could not reach the scheduler (its
+    #: controller restarting, a network blip), in lower case: such a refusal is
+    #: tried again for a while (``backend_options`` submit_retry), not the jobs'
+    #: failure. Slurm's "Unable to contact slurm controller (connect failure)",
+    #: "Socket timed out"; SGE's "unable to contact qmaster", "commlib error";
+    #: PBS's "cannot connect to server"; LSF's "LSF is down".
+    unreachable_signs: tuple[str, ...] = (
+        "unable to contact", "connect failure", "connection refused", "timed out",
+        "temporarily unavailable", "cannot connect", "can't connect", "commlib error",
+        "not responding", "lsf is down", "try again later")
+
+    def could_not_reach(self, message: str) -> bool:
+        """Whether a refused submission's *message* says the scheduler could
+        not be reached, rather than that it will not take the job."""
+        lowered = message.lower()
+        return any(sign in lowered for sign in self.unreachable_signs)
+
     def explain_refusal(self, request: SubmitRequest, message: str) -> str:
         """What a refused submission's jobs say after "qsub refused it: ": the
         scheduler's *message*, which a subclass may complete with what was asked

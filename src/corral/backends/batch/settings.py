@@ -19,6 +19,8 @@ BATCH_OPTIONS: dict[str, tuple[Any, str]] = {
     "array_throttle": (None, "at most this many tasks of one array run at once"),
     "max_array_size": (None, "split arrays below this many tasks (default: the cluster's limit)"),
     "user": (None, "whose jobs the status query lists (default: this user)"),
+    "submit_retry": (600.0, "how long a submission the scheduler could not be reached for "
+                            "is tried again before its jobs fail"),
 }
 
 
@@ -42,6 +44,7 @@ class BatchSettings:
     array_throttle: int | None = None
     max_array_size: int | None = None
     user: str | None = None
+    submit_retry: float = 600.0
 
 
 def split_options(options: dict[str, Any], own: Collection[str],
@@ -74,7 +77,7 @@ def parse_settings(options: dict[str, Any], title: str) -> BatchSettings:
     split_options(options, (), title)
     values = {name: default for name, (default, _) in BATCH_OPTIONS.items()}
     values.update(options)
-    for name in ("poll_interval", "max_poll_interval"):
+    for name in ("poll_interval", "max_poll_interval", "submit_retry"):
         values[name] = parse_duration(values[name], name)
         if values[name] <= 0:
             raise ValueError(f"{name}={options[name]!r} must be more than 0 seconds")
