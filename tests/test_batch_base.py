@@ -229,3 +229,19 @@ def test_scheduler_commands_started_from_corrals_threads_can_be_ended_by_sigterm
 
     start_thread(from_a_corral_thread, name="corral test").join(60)
     assert [said.get_nowait() for _ in range(3)] == [unblocked] * 3
+
+
+@pytest.mark.parametrize("message, unreachable", [
+    # what sbatch printed while an attack restarted a real slurmctld
+    ("sbatch exited 1: sbatch: error: Batch job submission failed: Unable to contact slurm "
+     "controller (connect failure)", True),
+    ("sbatch exited 1: sbatch: error: Batch job submission failed: Socket timed out on "
+     "send/recv operation", True),
+    ("sbatch exited 1: sbatch: error: Batch job submission failed: Requested node "
+     "configuration is not available", False),
+    ("sbatch exited 1: sbatch: error: Batch job submission failed: Invalid account or "
+     "account/partition combination specified", False),
+])
+def test_a_refusal_says_whether_the_scheduler_could_not_be_reached(message, unreachable):
+    """Only the first kind is tried again (submit_retry): the second never runs."""
+    assert SlurmScheduler().could_not_reach(message) is unreachable
