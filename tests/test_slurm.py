@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import slurm_cluster
 from support.cluster_jobs import (spaced_like_polls, submit_together, two_hundred_calls,
@@ -516,6 +517,34 @@ def test_the_timeout_option_cancels_the_slurm_job(slurm, make, release):
     assert job.status is JobStatus.TIMED_OUT
     wait_for_slurm_state(slurm, job.native_id, "CANCELLED")
     assert not release.exists()
+
+
+@pytest.mark.parametrize("ending", ["timeout", "cancel"])
+def test_a_command_that_ignores_sigterm_is_killed_with_its_children_on_slurm(
+        slurm, make, tmp_path, ending):
+    """BUG (attack): this cluster tracks a job's processes by parentage
+    (proctrack/linuxproc); the batch job died of scancel's SIGTERM, and the
+    command, which ignored it, and its child ran on, adopted by init, though
+    the job said "killed with its child processes"."""
+    tag = f"300.{os.getpid()}{len(ending)}"  # what this test's processes are found by
+    started = tmp_path / "started"
+    command = f"trap '' TERM; sleep {tag}1 & touch {started}; sleep {tag}2; wait"
+    sched = make()
+    job = sched.options(**({"timeout": "3s"} if ending == "timeout" else {})).shell(command)
+    wait_until(started.exists, timeout=60, message="the command to start")
+    if ending == "cancel":
+        assert job.cancel() is True
+    corral.wait([job], timeout=60)
+    assert job.status is (JobStatus.TIMED_OUT if ending == "timeout" else JobStatus.CANCELLED)
+
+    def left() -> list[int]:
+        return [process.pid for process in psutil.process_iter(["cmdline"])
+                if tag in " ".join(process.info["cmdline"] or ())]
+    try:
+        wait_until(lambda: not left(), timeout=20, message="the command's processes to end")
+    finally:
+        for pid in left():
+            os.kill(pid, signal.SIGKILL)
 
 
 # -- 7. pause, resume, interrupt --------------------------------------------------------------

@@ -322,6 +322,47 @@ class _Watchdog:
             os._exit(_failed_exit_status())
 
 
+#: How long what a job started may take to end once the scheduler's SIGTERM
+#: came, before it is killed: below any KillWait a site sets (Slurm's default
+#: is 30 s), after which the scheduler kills this process.
+TERM_GRACE_S = 2.0
+
+
+def _end_with_the_job(signum: int, frame: object) -> None:
+    """The scheduler ends the job (a cancel, a timeout, its walltime): end what
+    it started, then this process, as the signal meant. The scheduler's own
+    kill reaches only the processes it tracks, and one that tracks them by
+    parentage (Slurm's proctrack/linuxproc) loses those that outlive this
+    process: a command that ignores SIGTERM ran on, with its children, for ever.
+    Each child is told first (a command leads its own session) and killed with
+    everything under it after :data:`TERM_GRACE_S`."""
+    import psutil
+
+    from corral.runtime.proctree import kill_tree
+
+    children = psutil.Process().children()
+    leaders = []  # of their own groups (a command leads its session): not ours
+    for child in children:
+        try:
+            if os.getpgid(child.pid) == child.pid:
+                leaders.append(child.pid)
+                os.killpg(child.pid, signal.SIGTERM)
+            else:
+                child.terminate()
+        except (OSError, psutil.Error):
+            pass
+    psutil.wait_procs(children, timeout=TERM_GRACE_S)
+    for child in children:
+        kill_tree(child.pid)
+    for leader in leaders:
+        try:
+            os.killpg(leader, signal.SIGKILL)  # what its leader left behind in its group
+        except OSError:
+            pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
     """Run the bundle's jobs in turn; return how many were left for the driver
     and how many failed."""
@@ -370,6 +411,7 @@ def main() -> None:
     with open(sys.argv[1]) as handle:
         bundle = json.load(handle)
     abort.listen(signal.SIGUSR1)
+    signal.signal(signal.SIGTERM, _end_with_the_job)
     left, failed = run_bundle(bundle)
     if left:
         print(f"corral: {left} jobs left for lack of time; the driver submits them again",
