@@ -95,8 +95,10 @@ def kill_leftovers() -> None:
         from corral.runtime.proctree import kill_tree
 
         children = [child.pid for child in psutil.Process().children()]
-        for pid in children:
-            kill_tree(pid)
+        # Everything under this worker, frozen first, then killed: a child
+        # adopted between two looks is under it as well, and a chain of
+        # processes that keep forking and exiting is caught mid-step.
+        kill_tree(os.getpid(), include_root=False)
         for pid in children:
             try:
                 os.waitpid(pid, 0)
