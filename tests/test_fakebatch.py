@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 from jobs import add, square, wait_for_file
 from support.processes import pids_alive
@@ -318,6 +319,34 @@ def test_a_refusal_that_is_not_about_reaching_the_scheduler_fails_at_once(
         with pytest.raises(corral.JobFailed, match=r"qsub refused it: qsub exited 1: qsub: "
                                                    r"Job exceeds queue resource limits$"):
             job.result(timeout=60)
+
+
+def test_the_schedulers_sigterm_ends_what_a_jobs_child_started_too(tmp_path, monkeypatch):
+    """BUG (attack): on the scheduler's SIGTERM the batch job ended its
+    children, but a child that died at once (a shell) left its own children
+    running, adopted by init, where a scheduler tracking processes by
+    parentage would never find them."""
+    from jobs import run_shell
+
+    tag = f"300.{os.getpid()}9"
+
+    def sleeping() -> list[psutil.Process]:
+        return [process for process in psutil.process_iter(["cmdline"])
+                if (process.info["cmdline"] or [""])[-1].startswith(tag)]
+
+    with on_fakebatch(tmp_path, monkeypatch) as (_, sched):
+        job = sched.submit(run_shell, f"sleep {tag}1 & sleep {tag}2; wait")
+        try:
+            wait_until(lambda: len(sleeping()) == 2, timeout=30, message="the grandchildren")
+            batch_job = sleeping()[0].parent().parent()  # sleep <- sh <- the batch runtime
+            assert "corral.runtime.batch" in " ".join(batch_job.cmdline())
+            batch_job.send_signal(signal.SIGTERM)
+            wait_until(lambda: not sleeping(), timeout=20,
+                       message="the job's grandchildren to be killed with it")
+            corral.wait([job], timeout=30)
+        finally:
+            for process in sleeping():
+                process.kill()
 
 
 def test_a_status_query_printing_garbage_is_asked_again_and_the_job_goes_on(

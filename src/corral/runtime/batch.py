@@ -45,6 +45,7 @@ from typing import Any
 
 from corral.runtime import abort
 from corral.runtime.execute import kill_leftovers, run_call
+from corral.runtime.guard import become_subreaper
 from corral.runtime.payload import dumps_error, dumps_value
 
 __all__ = ["TASK_FILE", "STARTED_FILE", "RESULT_FILE", "CANCELLED_MARK", "BatchOutcome",
@@ -266,7 +267,9 @@ def _run_command(task: dict[str, Any], home: str) -> BatchOutcome:
 
 def _run_task(task: dict[str, Any], home: str) -> BatchOutcome:
     if task["argv"]:
-        return _run_command(task, home)
+        outcome = _run_command(task, home)
+        kill_leftovers()  # what it left running, adopted here: as on the local backend
+        return outcome
     upstream, problem = _upstream_values(task["upstream"])
     if problem is not None:
         return BatchOutcome(False, dumps_error(RuntimeError(problem)))
@@ -340,7 +343,8 @@ def _end_with_the_job(signum: int, frame: object) -> None:
 
     from corral.runtime.proctree import kill_tree
 
-    children = psutil.Process().children()
+    me = psutil.Process()
+    children = me.children()
     leaders = []  # of their own groups (a command leads its session): not ours
     for child in children:
         try:
@@ -352,8 +356,9 @@ def _end_with_the_job(signum: int, frame: object) -> None:
         except (OSError, psutil.Error):
             pass
     psutil.wait_procs(children, timeout=TERM_GRACE_S)
-    for child in children:
-        kill_tree(child.pid)
+    # Everything under this process, frozen, then killed: this process is a
+    # subreaper (see main), so what a child that ended left running is under it.
+    kill_tree(me.pid, include_root=False)
     for leader in leaders:
         try:
             os.killpg(leader, signal.SIGKILL)  # what its leader left behind in its group
@@ -389,6 +394,7 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
         if not _claim(jobdir):
             continue  # cancelled, or run by an earlier attempt of this bundle
         abort.reset()
+        signal.signal(signal.SIGTERM, _end_with_the_job)  # (a job before may have set its own)
         started = time.monotonic()
         output.to_job(jobdir)
         watchdog.arm(jobdir, walltime,
@@ -411,7 +417,8 @@ def main() -> None:
     with open(sys.argv[1]) as handle:
         bundle = json.load(handle)
     abort.listen(signal.SIGUSR1)
-    signal.signal(signal.SIGTERM, _end_with_the_job)
+    # Orphans of what the jobs start come to this process, not to init: ended with it.
+    become_subreaper()
     left, failed = run_bundle(bundle)
     if left:
         print(f"corral: {left} jobs left for lack of time; the driver submits them again",
