@@ -91,6 +91,24 @@ def test_a_nan_timeout_waits_not_at_all_and_an_endless_one_waits_in_every_thread
     assert seen == {"nan": "TimeoutError", "inf": "done"}
 
 
+def test_corral_wait_as_completed_and_collect_read_nan_and_inf_as_result_does(scheduler,
+                                                                              release):
+    """BUG (attack): corral.wait and corral.as_completed (concurrent.futures'
+    own) raised OverflowError for timeout=inf, as collect() did, and collect()
+    and as_completed waited without limit for NaN."""
+    held = scheduler.submit(jobs.wait_for_file, str(release), value="done")
+    assert corral.wait([held], timeout=float("nan")).not_done == {held}
+    with pytest.raises(TimeoutError):
+        next(corral.as_completed([held], timeout=float("nan")))
+    scheduler.dispatch([corral.Job(jobs.wait_for_file, (str(release),))])
+    with pytest.raises(TimeoutError):
+        scheduler.collect(1, timeout=float("nan"))
+    release.touch()
+    assert corral.wait([held], timeout=float("inf")).done == {held}
+    assert list(corral.as_completed([held], timeout=1e300)) == [held]
+    assert len(scheduler.collect(1, timeout=float("inf"))) == 1
+
+
 def test_map_returns_results_in_order(scheduler):
     assert list(scheduler.map(jobs.add, range(5), range(5))) == [0, 2, 4, 6, 8]
 

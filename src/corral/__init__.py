@@ -47,9 +47,10 @@ _EXPORTS = {
     "BackendError": "errors",
     "DriverTerminated": "errors",
     "RemoteTraceback": "errors",
+    "wait": "core.waiting",
+    "as_completed": "core.waiting",
 }
-_FROM_FUTURES = ("wait", "as_completed", "CancelledError", "FIRST_COMPLETED",
-                 "FIRST_EXCEPTION", "ALL_COMPLETED")
+_FROM_FUTURES = ("CancelledError", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED")
 
 __all__ = sorted([*_EXPORTS, *_FROM_FUTURES])
 
@@ -75,10 +76,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from concurrent.futures import FIRST_COMPLETED as FIRST_COMPLETED
     from concurrent.futures import FIRST_EXCEPTION as FIRST_EXCEPTION
     from concurrent.futures import CancelledError as CancelledError
-    from concurrent.futures import as_completed as as_completed
-    from concurrent.futures import wait as wait
 
     from corral.config import ConfigError as ConfigError
+    from corral.core.waiting import as_completed as as_completed
+    from corral.core.waiting import wait as wait
     from corral.core.job import Job as Job
     from corral.result import Result as Result
     from corral.core.scheduler import Scheduler as Scheduler

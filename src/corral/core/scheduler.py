@@ -46,7 +46,7 @@ from corral.journal.run import Run
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
 from corral.runtime.payload import dumps_call, dumps_function
-from corral.runtime.threads import SLICE_S, wait_in_slices
+from corral.runtime.threads import SLICE_S, plain_timeout, wait_in_slices
 from corral.safe_repr import safe_repr
 from corral.spec import Call, FunctionRef, Script, Shell, Task, make_spec, make_task, spec_maker
 from corral.status import JobStatus, statuses_named
@@ -689,7 +689,7 @@ class Scheduler(Executor):
                                      f"results are waiting and {engine.uncollected} dispatched "
                                      "jobs unfinished")
                 arrived = engine.results_ready.wait_for(
-                    lambda: len(engine.results) >= n or possible() < n, timeout)
+                    lambda: len(engine.results) >= n or possible() < n, plain_timeout(timeout))
                 if not arrived:
                     raise TimeoutError(f"only {len(engine.results)} of {n} results arrived "
                                        f"within {timeout} s")

@@ -35,8 +35,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["DRIVER_SIGNALS", "SLICE_S", "start_thread", "allow_signals", "signals_allowed",
-           "in_program_code_for", "wait_in_slices"]
+__all__ = ["DRIVER_SIGNALS", "SLICE_S", "plain_timeout", "start_thread", "allow_signals",
+           "signals_allowed", "in_program_code_for", "wait_in_slices"]
 
 #: The signals that end a driver, and that only its main thread should receive.
 DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -114,6 +114,18 @@ def in_program_code_for(thread: threading.Thread) -> float:
 SLICE_S = 0.25
 
 
+def plain_timeout(timeout: float | None) -> float | None:
+    """*timeout* as every wait of corral's reads it: NaN waits not at all (as
+    ``concurrent.futures`` reads it), and one too long for the platform
+    (``inf``, ``1e300``) waits without limit, where a lock would raise
+    OverflowError."""
+    if timeout is None:
+        return None
+    if timeout != timeout:  # NaN
+        return 0.0
+    return None if timeout >= threading.TIMEOUT_MAX else timeout
+
+
 def wait_in_slices(wait: Callable[[float | None], bool], timeout: float | None) -> bool:
     """Call *wait* (an ``Event.wait``: it returns True once what it waits for has
     happened) until it returns True or *timeout* seconds have passed; return its
@@ -130,11 +142,7 @@ def wait_in_slices(wait: Callable[[float | None], bool], timeout: float | None) 
     one too long for the platform (``inf``, ``1e300``) waits without limit, in
     every thread alike (a lock would raise OverflowError in all but the main one).
     """
-    if timeout is not None:
-        if timeout != timeout:  # NaN
-            timeout = 0.0
-        elif timeout >= threading.TIMEOUT_MAX:
-            timeout = None
+    timeout = plain_timeout(timeout)
     if threading.current_thread() is not threading.main_thread():
         return wait(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
