@@ -311,6 +311,18 @@ def test_a_scheduler_unreachable_for_longer_than_submit_retry_fails_the_jobs_say
             job.result(timeout=60)
 
 
+def test_submit_retry_0_fails_the_jobs_of_an_unreachable_scheduler_at_once(
+        tmp_path, monkeypatch):
+    """(The attack found no way to turn the retries off: 0 was refused.)"""
+    down = tmp_path / "down"
+    down.touch()
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qsub": _server_down_while(down)},
+                      submit_retry=0) as (_, sched):
+        job = sched.submit(square, 7)
+        with pytest.raises(corral.JobFailed, match=r"Connection refused$"):
+            job.result(timeout=60)
+
+
 def test_a_refusal_that_is_not_about_reaching_the_scheduler_fails_at_once(
         tmp_path, monkeypatch):
     with on_fakebatch(tmp_path, monkeypatch, shadows={

@@ -131,6 +131,8 @@ class BatchBackend:
         self._ended_by_signal: set[str] = set()
         #: Chained jobs the scheduler refused, waiting for their parents (see _hold_back).
         self._held_back: list[Group] = []
+        #: The refusals of an unreachable scheduler said in the log already.
+        self._retry_noted: set[str] = set()
         #: Held-back jobs a pause holds: not submitted until released.
         self._paused_held_back: set[int | str] = set()
         #: Batch jobs in which a job failed, which the scheduler keeps until they
@@ -401,7 +403,7 @@ class BatchBackend:
         again at the next polls (held back: a pause holds it, a cancel drops
         it), for ``submit_retry`` seconds; whether it was kept. Controllers
         restart and fail over: their jobs must not fail for that."""
-        if not self.scheduler.could_not_reach(refusal):
+        if not self._settings.submit_retry or not self.scheduler.could_not_reach(refusal):
             return False
         now = time.monotonic()
         until = group.retry_until or now + self._settings.submit_retry
@@ -411,7 +413,8 @@ class BatchBackend:
                     self._updates.append(Update(submission.job_id, JobStatus.FAILED, reason=(
                         f"{refusal} (tried again for {format_span(self._settings.submit_retry)})")))
             return True
-        if group.retry_until is None:
+        if group.retry_until is None and refusal not in self._retry_noted:
+            self._retry_noted.add(refusal)  # once, not once per group refused alike
             log.warning("%s; trying again for up to %s", refusal,
                         format_span(self._settings.submit_retry))
         submissions = [submission for members in chunk for submission in members]

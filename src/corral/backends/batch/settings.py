@@ -20,7 +20,7 @@ BATCH_OPTIONS: dict[str, tuple[Any, str]] = {
     "max_array_size": (None, "split arrays below this many tasks (default: the cluster's limit)"),
     "user": (None, "whose jobs the status query lists (default: this user)"),
     "submit_retry": (600.0, "how long a submission the scheduler could not be reached for "
-                            "is tried again before its jobs fail"),
+                            "is tried again before its jobs fail (0: not at all)"),
 }
 
 
@@ -77,7 +77,11 @@ def parse_settings(options: dict[str, Any], title: str) -> BatchSettings:
     split_options(options, (), title)
     values = {name: default for name, (default, _) in BATCH_OPTIONS.items()}
     values.update(options)
-    for name in ("poll_interval", "max_poll_interval", "submit_retry"):
+    if values["submit_retry"] in (0, "0", "0s") and values["submit_retry"] is not False:
+        values["submit_retry"] = 0.0  # no retry: the refusal is the jobs' failure at once
+    else:
+        values["submit_retry"] = parse_duration(values["submit_retry"], "submit_retry")
+    for name in ("poll_interval", "max_poll_interval"):
         values[name] = parse_duration(values[name], name)
         if values[name] <= 0:
             raise ValueError(f"{name}={options[name]!r} must be more than 0 seconds")
