@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import pickle
 import re
 import shlex
@@ -172,7 +173,10 @@ def _stable_bytes(value: Any) -> bytes:
     """
     value = _canonical(value)
     try:
-        return pickle.dumps(value, 4)
+        blob = pickle.dumps(value, 4)
+        if _SET_OPCODES[0] in blob or _SET_OPCODES[1] in blob:  # a set inside an object:
+            blob = _pickled_with_sets_in_order(value)           # _canonical did not see it
+        return blob
     except Exception:
         try:
             import cloudpickle
@@ -180,6 +184,29 @@ def _stable_bytes(value: Any) -> bytes:
             return cloudpickle.dumps(value, 4)
         except Exception:
             return repr(value).encode()
+
+
+#: Protocol 4's EMPTY_SET and FROZENSET: where neither byte is, no set was pickled.
+_SET_OPCODES = (pickle.EMPTY_SET, pickle.FROZENSET)
+
+
+class _SetsInOrder(pickle.Pickler):
+    """A pickler that writes every set in a fixed order, wherever it is (an
+    object's state too): a set's own order follows the interpreter's hash
+    seed, so its bytes, and the key of a job taking it, changed from run to
+    run, and a rerun ran the job again."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is set or kind is frozenset:
+            return (kind.__name__, tuple(sorted(_stable_bytes(item) for item in obj)))
+        return None
+
+
+def _pickled_with_sets_in_order(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _SetsInOrder(buffer, 4).dump(value)
+    return buffer.getvalue()
 
 
 _READS_NOTHING_BYTES = _stable_bytes(_READS_NOTHING)
