@@ -150,7 +150,7 @@ class Engine:
         #: Called with the Job of each job removed by clear() (see cancel_pending).
         self.on_removed: Callable[[Job], Any] | None = None
         #: The Jobs of records clear() removes once a worker has given them back, by id().
-        self._removing: dict[int, Job] = {}
+        self._removing: dict[int, Job | None] = {}
         self.paused = False
         self._inbox: deque[tuple[Callable[..., Any], tuple, _Reply | None]] = deque()
         self._live: dict[int, JobRecord] = {}        # id(job) -> every job not yet final
@@ -1112,7 +1112,8 @@ class Engine:
         """
         self._read_ended_first(self._live.values())
         pending = [job for job in self._live.values() if self._not_started(job)]
-        handles = [(job, cast("Job", job.future)) for job in pending]  # let go of once resolved
+        handles = [(job, cast("Job | None", job.future)) for job in pending]  # (let go of once
+        # resolved)
         self._cancel_all(pending, reason)
         for job, handle in handles if removing else ():
             if not job.final:
@@ -1121,7 +1122,9 @@ class Engine:
                 self._removed(handle)
         return pending
 
-    def _removed(self, handle: Job) -> None:
+    def _removed(self, handle: Job | None) -> None:
+        if handle is None:  # (a record whose Job was let go of: nothing holds it to tell)
+            return
         if self.listeners:
             self.emit("removed", handle)
         if self.on_removed is not None:
