@@ -122,7 +122,9 @@ def test_clear_in_a_callback_removes_the_jobs_workers_give_back_too(tmp_path):
         submitted[5].add_done_callback(lambda _: cleared.append(sched.clear()))
         sched.wait(timeout=60)
         cancelled = {job.id for job in submitted if job.cancelled()}
-        assert cancelled and cleared == [len(cancelled)]
+        # counted as it asks the workers for them back: one a worker started
+        # meanwhile (one per worker at most) runs on, and is neither removed nor cancelled
+        assert cancelled and 0 <= cleared[0] - len(cancelled) <= 2, (cleared, len(cancelled))
         assert removed == cancelled
         assert sched.qsize("CANCELLED") == 0
         assert not cancelled & {job.id for job in sched.jobs()}

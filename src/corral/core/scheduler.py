@@ -781,14 +781,17 @@ class Scheduler(Executor):
     def clear(self) -> int:
         """:meth:`remove` every job that has not started (each ends CANCELLED,
         reason "cleared", with a "removed" event); return how many. Jobs that
-        waited in a worker's queue are taken back before this returns."""
+        waited in a worker's queue are taken back before this returns; in a
+        callback, which cannot wait for that, they are counted as they are
+        asked back, and one a worker started meanwhile runs on."""
         self._stop_maps("the queue was cleared")
         queued = self._engine.call(self._engine.queued_ahead_ids)
         asked = self._engine.call(self._engine.cancel_pending, "cleared", True)
         self._engine.wait_taken_back(queued, until_ended=True)
         # Not one a worker had started as it was asked back: that one runs on. (On the
         # loop thread, in a callback, those being taken back are counted: they are
-        # removed once back, which cannot be waited for there.)
+        # removed once back, which cannot be waited for there; one a worker starts
+        # meanwhile, at most one a worker, is counted and runs on.)
         return sum(1 for record in asked if record.status is JobStatus.CANCELLED
                    or not record.final)
 
