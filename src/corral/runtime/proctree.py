@@ -31,29 +31,30 @@ def kill_tree(pid: int, *, include_root: bool = True) -> None:
     except psutil.Error:
         root = None
     frozen: dict[int, psutil.Process] = {}
-    for _ in range(20):
-        found = []
-        if root is not None:
-            if include_root:
-                found.append(root)
-            try:
-                found.extend(root.children(recursive=True))
-            except psutil.Error:
-                pass
-        fresh = [process for process in found if process.pid not in frozen]
-        if not fresh:
-            break
-        for process in fresh:
-            frozen[process.pid] = process
-            try:
-                process.suspend()
-            except psutil.Error:
-                pass
-    for process in frozen.values():
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
+    me = os.getpid()
+    try:
+        for _ in range(20):
+            found = []
+            if root is not None:
+                if include_root:
+                    found.append(root)
+                try:
+                    found.extend(root.children(recursive=True))
+                except psutil.Error:
+                    pass
+            # (never this process: a tree read while its parent dies may list it)
+            fresh = [process for process in found
+                     if process.pid not in frozen and process.pid != me]
+            if not fresh:
+                break
+            for process in fresh:
+                frozen[process.pid] = process
+                try:
+                    process.suspend()
+                except psutil.Error:
+                    pass
+    finally:  # whatever went wrong, nothing is left frozen: a stopped process never ends
+        _kill_all(frozen.values())
     if include_root:
         signal_group(pid, signal.SIGKILL)
 
@@ -85,28 +86,36 @@ def kill_marked(variable: str, prefix: str) -> int:
     import psutil
 
     frozen: dict[int, psutil.Process] = {}
-    for round_number in range(20):
-        if round_number:
-            fresh = [pid for pid in _pids_marked(needle) if pid != me and pid not in frozen]
-            # A frozen process's descendants too: one that rebuilt its environment
-            # (env -i) carries no mark, and would be orphaned once its parent dies.
-            fresh += [pid for pid in _descendants(frozen.values())
-                      if pid != me and pid not in frozen and pid not in fresh]
-        if not fresh:
-            break
-        for pid in fresh:
-            try:
-                process = psutil.Process(pid)
-                process.suspend()
-            except psutil.Error:
-                continue
-            frozen[pid] = process
-    for process in frozen.values():
+    try:
+        for round_number in range(20):
+            if round_number:
+                fresh = [pid for pid in _pids_marked(needle) if pid != me and pid not in frozen]
+                # A frozen process's descendants too: one that rebuilt its environment
+                # (env -i) carries no mark, and would be orphaned once its parent dies.
+                fresh += [pid for pid in _descendants(frozen.values())
+                          if pid != me and pid not in frozen and pid not in fresh]
+            if not fresh:
+                break
+            for pid in fresh:
+                try:
+                    process = psutil.Process(pid)
+                    process.suspend()
+                except psutil.Error:
+                    continue
+                frozen[pid] = process
+    finally:  # whatever went wrong, nothing is left frozen: a stopped process never ends
+        _kill_all(frozen.values())
+    return len(frozen)
+
+
+def _kill_all(processes: Iterable[psutil.Process]) -> None:
+    import psutil
+
+    for process in processes:
         try:
             process.kill()
         except psutil.Error:
             pass
-    return len(frozen)
 
 
 def _descendants(processes: Iterable[psutil.Process]) -> list[int]:
