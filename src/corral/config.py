@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 from corral.backends import (AUTO, DEFAULT_BACKEND, BackendInfo, backend_info, backend_names,
                              register_backend, unregister_backend)
-from corral.config_files import CONFIG_NAME, config_paths, user_config_path
+from corral.config_files import CONFIG_NAME, config_paths, same_file, user_config_path
 from corral.errors import CorralError
 from corral.options import parse_options
 from corral.safe_repr import safe_repr
@@ -208,7 +208,7 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
     """
     user_file, in_cwd = config_paths(cwd)
     searched = [user_file]
-    if not _same_file(in_cwd, user_file):
+    if not same_file(in_cwd, user_file):
         searched.append(in_cwd)
     profiles: dict[str, dict[str, Any]] = {}
     smtp: dict[str, _Origin] = {}
@@ -274,13 +274,6 @@ def _register(schedulers: Mapping[str, _Origin]) -> None:
                 continue
             unregister_backend(name)
         register_backend(info)
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    try:
-        return first.samefile(second)
-    except OSError:
-        return False
 
 
 # -- one file ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CONFIG_NAME", "user_config_path", "config_paths", "config_files_in"]
+__all__ = ["CONFIG_NAME", "user_config_path", "config_paths", "config_files_in", "same_file"]
 
 CONFIG_NAME = "corral.toml"
 
@@ -38,3 +38,11 @@ def config_paths(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, Path]
 def config_files_in(cwd: str | os.PathLike[str] | None = None) -> list[Path]:
     """Those of :func:`config_paths` that exist."""
     return [path for path in config_paths(cwd) if path.exists()]
+
+
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file (False if either is missing)."""
+    try:
+        return first.samefile(second)
+    except OSError:
+        return False

@@ -367,23 +367,17 @@ def _note_a_daemon_table_not_read(run_dir: Path) -> None:
     """Say that the ``[daemon]`` table of the submitting directory's
     ``corral.toml`` is not the run's (when the run is elsewhere), rather than
     leave the user to wonder why its queues are unknown."""
-    from corral.config import CONFIG_NAME, daemon_table_in, user_config_path
+    from corral.config import CONFIG_NAME, daemon_table_in
+    from corral.config_files import config_paths, same_file
 
     in_cwd = Path.cwd() / CONFIG_NAME
-    if not in_cwd.is_file() or any(_same_file(in_cwd, read) for read in (
-            run_dir / CONFIG_NAME, user_config_path())):
+    read = config_paths(run_dir)  # the daemon's: the user's file, then the run's
+    if not in_cwd.is_file() or any(same_file(in_cwd, path) for path in read):
         return
     if daemon_table_in(in_cwd):
         click.echo(f"corral: note: the [daemon] table of {in_cwd} is not read: the daemon of "
-                   f"{run_dir} takes its settings from {user_config_path()} and "
-                   f"{run_dir / CONFIG_NAME}", err=True)
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    try:
-        return first.samefile(second)
-    except OSError:
-        return False
+                   f"{run_dir} takes its settings from {' and '.join(map(str, read))}",
+                   err=True)
 
 
 def _check_new_run_dir(run_dir: Path) -> bool:
@@ -561,10 +555,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     stranded = [] if driven else [job for job in jobs if job.status not in TERMINAL
                                   and str(job.id) not in on_cluster]
     if stranded:  # before a failure's exit status: the run cannot even finish
-        from corral.journal.store import read_meta
-
         again = ("corral wait or corral submit starts a new daemon, which runs them again"
-                 if read_meta(run.path).get("origin") == "daemon" else "run the script again")
+                 if run.meta().get("origin") == "daemon" else "run the script again")
         click.echo(f"corral: no process drives the run: {len(stranded)} unfinished "
                    f"job{'s' * (len(stranded) != 1)} listed will not go on until it runs "
                    f"again ({again})", err=True)
