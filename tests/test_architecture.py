@@ -434,6 +434,29 @@ def test_status_says_a_job_of_a_backend_not_installed_here_may_still_run(tmp_pat
     assert "nothing runs it now" not in shown.stdout
 
 
+def test_status_knows_a_backend_an_installed_package_declares(tmp_path):
+    """corral's own backends are found without reading the installed packages'
+    entry points (a sixth of a `corral status`); any other name still is looked up there."""
+    run_dir = _run_left_to_an_unknown_backend(tmp_path)
+    site = tmp_path / "site"
+    _installed_plugin(site, "oursched_backend:BACKEND")
+    shown = subprocess.run([sys.executable, "-m", "corral.cli", "--run", os.fspath(run_dir),
+                            "status"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "COLUMNS": "200",
+                                "PYTHONPATH": os.pathsep.join([str(site), *sys.path])})
+    assert shown.returncode == 3, shown.stdout + shown.stderr  # its driver is gone
+    assert "unknown here" not in shown.stdout, shown.stdout
+
+
+def test_corrals_own_backends_are_found_by_name_before_any_other_is_looked_for():
+    code = ("import sys; from corral.backends import registered_info; "
+            f"print([registered_info(name).name for name in {CORRALS_OWN!r}]); "
+            "print('importlib.metadata' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60)
+    assert shown.stdout.split("\n")[:2] == [repr(CORRALS_OWN), "False"], shown.stderr
+
+
 def test_resuming_a_run_of_a_backend_not_installed_here_warns_that_it_may_still_run(
         tmp_path, caplog):
     run_dir = _run_left_to_an_unknown_backend(tmp_path)

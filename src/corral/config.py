@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import socket
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -88,7 +87,7 @@ def _rebuild_config_error(problem: str, path: Path, line: int | None,
 
 
 def _default_sender() -> str:
-    return f"corral@{socket.gethostname()}"
+    return f"corral@{os.uname().nodename}"
 
 
 @dataclass(frozen=True, slots=True)

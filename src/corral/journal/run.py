@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from corral.backends import backend_names, outlives_driver
+from corral.backends import is_registered, outlives_driver
 from corral.result import Result
 from corral.journal.store import (JOURNAL_FILE, JournalError, Overview, StoredJob, StoredSession,
                                   owner_of, read_overview,
@@ -107,11 +107,10 @@ class Run:
         not registered in this process (a site's backend not installed here):
         nothing here can tell whether they still run, nor reach them."""
         backends = read_session_backends(self.path)
-        known = set(backend_names())
         found = {}
         for job in jobs:
             backend = backends.get(job.session or 0)
-            if backend is not None and backend not in known and job.native_id:
+            if backend is not None and job.native_id and not is_registered(backend):
                 found[str(job.id)] = backend
         return found
 

@@ -51,7 +51,6 @@ import json
 import logging
 import os
 import pickle
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -623,7 +622,7 @@ class Journal:
                 "control it with the corral command, or use another run directory") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "kind": kind, "host": socket.gethostname(),
+        handle.write(json.dumps({"pid": os.getpid(), "kind": kind, "host": os.uname().nodename,
                                  "socket": "control.sock"}))
         handle.flush()
         return handle
@@ -639,7 +638,7 @@ class Journal:
         cursor = db.execute(
             "INSERT INTO sessions (pid, host, kind, argv, started, backend) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (os.getpid(), socket.gethostname(), kind, json.dumps(sys.argv), time.time(), backend))
+            (os.getpid(), os.uname().nodename, kind, json.dumps(sys.argv), time.time(), backend))
         session = cursor.lastrowid
         assert session is not None, "sqlite3 sets lastrowid after every INSERT"
         return session

@@ -27,14 +27,13 @@ def machine_tag() -> str:
     shared with other hosts (a scratch file system) holds their drivers'
     directories too, and their pids mean nothing here."""
     import hashlib
-    import socket
 
     try:
         with open("/proc/sys/kernel/random/boot_id") as boot:
             boot_id = boot.read().strip()
     except OSError:
         boot_id = ""
-    return hashlib.sha1(f"{socket.gethostname()}/{boot_id}".encode()).hexdigest()[:8]
+    return hashlib.sha1(f"{os.uname().nodename}/{boot_id}".encode()).hexdigest()[:8]
 
 
 def _start_ticks(pid: int) -> int | None:
