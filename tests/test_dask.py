@@ -6,6 +6,7 @@ chaining in Dask, a worker or the scheduler dying, and the daemon on Dask."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -543,6 +544,32 @@ def test_jobs_waiting_for_a_worker_that_left_for_good_fail_naming_why(own_cluste
         with pytest.raises(corral.JobFailed, match=r"no Dask worker left can run it: it asks "
                                                    r"for 1 GPU but no Dask worker declares a GPU"):
             waiting.result(timeout=60)
+
+
+def test_a_scheduler_that_went_away_is_reported_once_not_again_by_dask_at_shutdown(
+        own_cluster, tmp_path, capfd, caplog):
+    """distributed's client, closed while it tries to reconnect, logged its
+    cancelled attempt as an error with two tracebacks (about 35 lines)."""
+    release = tmp_path / "release"
+    sched = on(own_cluster, tmp_path)
+    try:
+        running = sched.submit(write_pid_and_wait, os.fspath(tmp_path / "pid"),
+                               os.fspath(release))
+        wait_until((tmp_path / "pid").exists, timeout=60, message="the job's pid")
+        own_cluster.processes[0].send_signal(signal.SIGKILL)
+        own_cluster.processes[0].wait()
+        with pytest.raises(corral.JobFailed, match="went away"):
+            running.result(timeout=60)
+    finally:
+        release.touch()
+        capfd.readouterr()
+        sched.shutdown()
+    said = capfd.readouterr().err
+    assert "Traceback" not in said and "distributed.client - ERROR" not in said, said
+    dask_said = [record.getMessage() for record in caplog.records
+                 if record.name.startswith("distributed") and record.levelno >= logging.ERROR]
+    assert not dask_said, dask_said
+    assert "1 failed (job 1 'write_pid_and_wait': the Dask scheduler at" in caplog.text  # corral's
 
 
 def test_an_address_that_is_not_a_dask_scheduler_is_an_error_not_a_hang(tmp_path):

@@ -22,6 +22,7 @@ loop never waits on Dask.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -32,7 +33,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -652,7 +653,11 @@ class DaskBackend:
         self._to_read.put(_STOP_READING)
         self._reader.join(timeout=30)
         if self._owns_client:
-            _quietly(lambda: self._client.close(timeout=10))
+            if self._gone is None:
+                _quietly(lambda: self._client.close(timeout=10))
+            else:  # its reconnecting, cancelled now, logs a traceback of what we said in a line
+                with _distributed_silenced():
+                    _quietly(lambda: self._client.close(timeout=10))
         if self._owned_cluster is not None:
             _quietly(lambda: self._owned_cluster.close(timeout=10))
         for share in self._share_dirs():
@@ -767,6 +772,26 @@ def _local_cluster(distributed: Any, options: dict[str, Any], cores: int | None,
                                     dashboard_address="127.0.0.1:0", resources=resources,
                                     silence_logs=logging.ERROR)
 
+
+
+@contextlib.contextmanager
+def _distributed_silenced() -> Iterator[None]:
+    """Drop what distributed's client logs meanwhile: closed after its scheduler
+    went away, the client logs its cancelled reconnection as an error with two
+    chained tracebacks (about 35 lines), after corral said in one line why the
+    jobs failed."""
+    loggers = [logging.getLogger(name) for name in ("distributed.client", "distributed.utils")]
+    for logger in loggers:
+        logger.addFilter(_drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_drop)
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
 
 
 def _quietly(action: Any) -> None:
