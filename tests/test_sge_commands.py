@@ -171,6 +171,16 @@ def test_no_jobs_is_an_empty_answer_and_a_banner_is_refused():
     ("qacct_exit3.txt", "52", (JobStatus.FAILED, "exit code 3"), 3),
     ("qacct_h_rt.txt", "53", (JobStatus.TIMED_OUT,
                               "killed by SGE at its h_rt limit (qacct failed 37)"), -9),
+    # The same failed 37, for memory (BUG, attack review: it read as TIMED_OUT at
+    # an h_rt the job never asked for), with and without a walltime asked for.
+    ("qacct_h_vmem.txt", "1161", (JobStatus.FAILED,
+                                  "killed by SGE for using more memory than it asked for "
+                                  "(h_vmem=200M a slot; its processes together reached "
+                                  "353.754MB; qacct failed 37)"), -9),
+    ("qacct_h_vmem_with_h_rt.txt", "1162", (JobStatus.FAILED,
+                                            "killed by SGE for using more memory than it asked "
+                                            "for (h_vmem=200M a slot; its processes together "
+                                            "reached 353.887MB; qacct failed 37)"), -9),
     ("qacct_deleted_running.txt", "47", (JobStatus.CANCELLED,
                                          "deleted (qdel) while running (qacct failed 100)"), -9),
     ("qacct_exit100_eqw.txt", "46", (JobStatus.FAILED, "SGE could not run it (qacct failed "

@@ -13,9 +13,14 @@ a real Son of Grid Engine 8.1.9 (``tests/recorded/sge/``). Facts that shaped it:
 * ``-hold_jid`` releases the children of a parent that ended in any way but
   exit status 100, which puts the parent itself in ``Eqw`` and keeps its
   children waiting for ever; deleting that parent then releases them.
-* ``qacct -j ID`` knows jobs that ran (``failed`` 37: killed at ``h_rt``;
+* ``qacct -j ID`` knows jobs that ran (``failed`` 37: killed at a limit;
   100 with exit status 137: deleted while running), never a job deleted
   while pending.
+* ``failed`` 37 is the same for ``h_rt``, ``h_cpu`` and ``h_vmem`` (a job
+  whose processes together use more than it asked for; one process alone is
+  stopped by its rlimit and fails by itself). Which one it was is read from
+  the record: the limits asked for (``category``), the time it ran
+  (``ru_wallclock``) and its peak memory (``maxvmem``).
 """
 
 from __future__ import annotations
@@ -38,11 +43,13 @@ PREDECESSOR_FAILED = "predecessor in error state"
 FINISHED = "finished"
 #: The letters of SGE's states that corral knows.
 _LETTERS = frozenset("qwhrtRsSTEd")
-#: ``failed`` codes of qacct and what they mean (others: a failure to start).
+#: ``failed`` codes of qacct and what they mean (others: a failure to start;
+#: 37, a limit, is told apart by :func:`_limit_enforced`).
 _FAILED_CODES: Mapping[int, Meaning] = {
-    37: (JobStatus.TIMED_OUT, "killed by SGE at its h_rt limit (qacct failed 37)"),
     100: (JobStatus.CANCELLED, "deleted (qdel) while running (qacct failed 100)"),
 }
+#: The ``failed`` code of a job killed at one of its limits.
+_AT_A_LIMIT = 37
 
 
 def job_number(native_id: str) -> str:
@@ -133,9 +140,40 @@ def parse_qacct(stdout: str) -> dict[str, NativeRow]:
         status = number(fields.get("exit_status", "").split(" ", 1)[0])
         # Killed by a signal: the shell's convention 128 + signal.
         signal = status - 128 if status is not None and 128 < status < 160 else None
-        rows[native] = NativeRow(native, FINISHED, fields.get("failed", ""),
-                                 None if signal else status, signal)
+        failed = fields.get("failed", "")
+        if _failed_code(failed) == _AT_A_LIMIT:
+            failed = f"{_AT_A_LIMIT} {_limit_enforced(fields)}"
+        rows[native] = NativeRow(native, FINISHED, failed, None if signal else status, signal)
     return rows
+
+
+def _limit_enforced(fields: Mapping[str, str]) -> str:
+    """Which limit a job of ``failed`` 37 was killed at, in words: its run
+    time, if it asked for one (``h_rt``) and ran that long, else its memory,
+    if it asked for a limit (``h_vmem``, with its peak), else its run time
+    (the one limit left that corral asks for)."""
+    asked = dict(re.findall(r"\b(h_rt|h_vmem)=([^,\s]+)", fields.get("category", "")))
+    ran = _seconds(fields.get("ru_wallclock", ""))
+    limit = _seconds(asked.get("h_rt", ""))
+    if limit is not None and ran is not None and ran >= limit - 1:
+        return "h_rt"
+    if "h_vmem" in asked:
+        peak = fields.get("maxvmem", "").strip()
+        return f"h_vmem {asked['h_vmem']}" + (f" {peak}" if peak else "")
+    return "h_rt"
+
+
+def _seconds(text: str) -> float | None:
+    """``"3s"``, ``"3"`` or ``"0:0:3"`` in seconds; None if it is none of them."""
+    text = text.strip().removesuffix("s")
+    try:
+        parts = [float(part) for part in text.split(":")]
+    except ValueError:
+        return None
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds
 
 
 def parse_sconf(stdout: str) -> dict[str, str]:
@@ -150,7 +188,20 @@ def parse_sconf(stdout: str) -> dict[str, str]:
 
 
 def _failed_code(reason: str) -> int:
-    return number(reason.split(":", 1)[0]) or 0
+    """The number that begins qacct's ``failed`` field (``"37  : qmaster..."``)."""
+    found = re.match(r"\s*([0-9]+)", reason)
+    return (number(found.group(1)) or 0) if found else 0
+
+
+def _at_a_limit(words: list[str]) -> Meaning:
+    """The meaning of a job killed at a limit, from :func:`_limit_enforced`'s words."""
+    if words[:1] == ["h_vmem"]:
+        asked, peak = [*words[1:], "", ""][:2]
+        return JobStatus.FAILED, (
+            f"killed by SGE for using more memory than it asked for (h_vmem={asked} a slot"
+            + (f"; its processes together reached {peak}" if peak else "")
+            + "; qacct failed 37)")
+    return JobStatus.TIMED_OUT, "killed by SGE at its h_rt limit (qacct failed 37)"
 
 
 def meaning_of(row: NativeRow) -> Meaning | None:
@@ -159,6 +210,8 @@ def meaning_of(row: NativeRow) -> Meaning | None:
     state = row.state
     if state == FINISHED:
         code = _failed_code(row.reason)
+        if code == _AT_A_LIMIT:
+            return _at_a_limit(row.reason.split()[1:])
         if code in _FAILED_CODES:
             return _FAILED_CODES[code]
         if code:
