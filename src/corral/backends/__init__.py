@@ -229,7 +229,7 @@ def registered_info(name: str) -> BackendInfo | None:
     if not _loaded:
         package = _BUILT_IN_BY_NAME.get(name)
         if package is not None:
-            return importlib.import_module(package).BACKEND  # type: ignore[no-any-return]
+            return importlib.import_module(package).BACKEND
     return _backends().get(name)
 
 
