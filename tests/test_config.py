@@ -163,6 +163,17 @@ BAD_FILES = {
     "after in a profile": (
         '[profiles.chain]\nafter = "prepare"\n',
         2, "profiles.chain.after", "after= names jobs of one run, so it cannot be part of a"),
+    "profile in a profile": (
+        '[profiles.nested]\nprofile = "big"\n',
+        2, "profiles.nested.profile",
+        "a profile cannot include another profile; copy the options it needs into it"),
+    "every bad profile at once": (
+        '[profiles.gpu]\ngpus = 1\n\n[profiles.bad]\nmemory = "4 gigs"\n\n'
+        '[profiles.typo]\nmemroy = "4G"\n',
+        5, "profiles.bad.memory",
+        "memory='4 gigs' is not a memory size; use an int of megabytes or a string such as "
+        "'512M', '4G', '1.5GB', '2T'; and 1 more: line 8: profiles.typo.memroy: unknown job "
+        "option 'memroy'; did you mean 'memory'?"),
     "inline table": (
         '[profiles]\nquick = { walltime = "5m", cores = 0 }\n',
         2, "profiles.quick.cores", "cores=0 must be an int >= 1"),

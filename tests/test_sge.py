@@ -260,16 +260,19 @@ def test_without_a_driver_the_command_line_acts_on_the_jobs_in_sge(contract_sge,
                "the parents running in SGE")
     paused = corral_command(*run, "pause")
     assert paused.returncode == 0, paused.stderr
-    assert "no driver runs: pause sent to SGE" in paused.stderr
+    assert "no driver runs: pause sent to SGE for those still pending of 3 job(s)" in paused.stderr
     child = natives[2]  # waits in SGE for its parents (-hold_jid); a pause holds it
     wait_until(lambda: sge_states().get(child) == "hqw", 30, "the pending child held in SGE")
     assert set(predecessors(child).split(",")) == set(natives[:2])  # both parent jobs
     resumed = corral_command(*run, "resume")
     assert resumed.returncode == 0, resumed.stderr
 
+    # Its child goes too: SGE would start it once its parent is deleted (BUG,
+    # attack review: a -hold_jid dependency lets go of a deleted parent).
     cancelled = corral_command(*run, "cancel", "1")
-    assert cancelled.stdout.strip() == "cancelled 1", cancelled.stderr
-    wait_until(lambda: natives[0] not in sge_states(), 30, "job 1 deleted in SGE")
+    assert cancelled.stdout.split("\n")[:2] == ["cancelled 1", "cancelled 3"], cancelled.stderr
+    wait_until(lambda: not {natives[0], child} & set(sge_states()), 30,
+               "job 1 and its child deleted in SGE")
 
     (tmp_path / "release").touch()
     again = run_driver(tmp_path, "finish", "sum")

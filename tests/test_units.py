@@ -27,6 +27,16 @@ def test_bad_memory_names_the_field_and_the_accepted_forms(bad):
         parse_memory(bad)
 
 
+@pytest.mark.parametrize("bad", [1.5, "1.5", " 0.5 "])
+def test_a_fraction_of_a_megabyte_without_a_unit_is_refused_as_surely_meant_otherwise(bad):
+    """BUG (attack review): memory=1.5 was taken as 1.5 MB (rounded up to 2),
+    where its writer surely meant 1.5 GB; SGE then killed the job."""
+    with pytest.raises(ValueError, match=r"^memory=.* is not a whole number of megabytes; give "
+                                         r"its unit, such as '[0-9.]+G', or use an int of "):
+        parse_memory(bad)
+    assert parse_memory(2048.0) == parse_memory("2048") == 2048  # whole: megabytes, as ever
+
+
 @pytest.mark.parametrize("text, seconds", [
     (90, 90), (1.5, 1.5), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400),
     ("1h30m", 5400), ("1:30:00", 5400), ("30:00", 1800), ("2-00:00:00", 172800),

@@ -56,6 +56,7 @@ _TABLES = ("smtp", "profiles", "daemon", "schedulers")
 _NOT_IN_PROFILES = {
     "after": "after= names jobs of one run, so it cannot be part of a profile in a config "
              "file; pass it when submitting",
+    "profile": "a profile cannot include another profile; copy the options it needs into it",
 }
 
 
@@ -186,12 +187,15 @@ class Config:
                          f"(profiles come from {sources})")
 
 
-def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
-    """Read the user's config file, then ``corral.toml`` in *cwd*, and check both.
+def load_config(cwd: str | os.PathLike[str] | None = None,
+                run_dir: str | os.PathLike[str] | None = None) -> Config:
+    """Read the user's config file, then ``corral.toml`` in *run_dir* (where
+    given: ``corral submit``'s, whose daemon reads that file too), then
+    ``corral.toml`` in *cwd*, and check them.
 
     *cwd* defaults to the current directory. A missing file counts as empty.
-    The local file overrides the user's: a profile in both is merged option by
-    option and ``[smtp]`` key by key, the local value winning. The SMTP password
+    Each file overrides those before it: a profile in several is merged option by
+    option and ``[smtp]`` key by key, the later value winning. The SMTP password
     is read from the environment variable named by ``smtp.password_env`` now.
 
     The ``[schedulers.NAME]`` tables are registered as backends (again: no-op;
@@ -207,8 +211,9 @@ def load_config(cwd: str | os.PathLike[str] | None = None) -> Config:
     """
     user_file, in_cwd = config_paths(cwd)
     searched = [user_file]
-    if not same_file(in_cwd, user_file):
-        searched.append(in_cwd)
+    for nearer in ([] if run_dir is None else [Path(run_dir) / CONFIG_NAME]) + [in_cwd]:
+        if not any(same_file(nearer, path) or nearer == path for path in searched):
+            searched.append(nearer)
     profiles: dict[str, dict[str, Any]] = {}
     smtp: dict[str, _Origin] = {}
     smtp_table = False  # an empty [smtp] table still means "the defaults: localhost:25"
@@ -305,6 +310,16 @@ class _Layer:
     def fail(self, key: tuple[str, ...], problem: str) -> NoReturn:
         raise ConfigError(problem, path=self.path, line=self.line(key), key=_dotted(key))
 
+    def fail_all(self, problems: list[tuple[tuple[str, ...], str]]) -> NoReturn:
+        """Raise one error for several *problems* of this file, ``(key, problem)``
+        in the file's order: the first's, its message going on with the others,
+        each with its line and key (still one line, as :class:`ConfigError` says)."""
+        (key, problem), others = problems[0], problems[1:]
+        if others:
+            problem += f"; and {len(others)} more: " + "; ".join(
+                f"line {self.line(other)}: {_dotted(other)}: {said}" for other, said in others)
+        self.fail(key, problem)
+
     def line(self, key: tuple[str, ...]) -> int | None:
         """The line that defines *key*, else the closest enclosing table's."""
         for end in range(len(key), 0, -1):
@@ -314,21 +329,29 @@ class _Layer:
         return None
 
     def profiles(self) -> dict[str, dict[str, Any]]:
+        """The ``[profiles.NAME]`` tables, every option checked. Every problem
+        is reported at once, in one error (see :meth:`fail_all`): a file is
+        then fixed in one round, not one round per typo."""
         checked = {}
+        problems: list[tuple[tuple[str, ...], str]] = []
         for name, options in self._data.get("profiles", {}).items():
             if not isinstance(options, dict):
-                self.fail(("profiles", name), f"a profile must be a table of job options "
-                                              f"([profiles.{_dotted((name,))}]), "
-                                              f"not {_kind(options)}")
+                problems.append((("profiles", name), f"a profile must be a table of job options "
+                                                     f"([profiles.{_dotted((name,))}]), "
+                                                     f"not {_kind(options)}"))
+                continue
             for option, value in options.items():
                 key = ("profiles", name, option)
                 if option in _NOT_IN_PROFILES:
-                    self.fail(key, _NOT_IN_PROFILES[option])
+                    problems.append((key, _NOT_IN_PROFILES[option]))
+                    continue
                 try:
                     parse_options({option: value})
                 except ValueError as error:
-                    self.fail(key, str(error))
+                    problems.append((key, str(error)))
             checked[name] = options
+        if problems:
+            self.fail_all(problems)
         return checked
 
     def daemon(self) -> dict[str, Any]:

@@ -69,11 +69,13 @@ def parse_memory(value: object, field: str = "memory") -> int:
             megabytes = float(value)
         except OverflowError:
             megabytes = math.inf
+        unitless = True
     else:
         match = _MEMORY.match(value)
         if match is None:
             raise ValueError(f"{field}={_shown(value)} is not a memory size; use {MEMORY_FORMS}")
         number, prefix, _, in_bytes = match.groups()
+        unitless = not prefix and not in_bytes
         if in_bytes:
             megabytes = float(number) / (1024 * 1024)  # plain bytes, e.g. "1048576B"
         else:
@@ -81,7 +83,14 @@ def parse_memory(value: object, field: str = "memory") -> int:
     if not math.isfinite(megabytes) or megabytes <= 0 or megabytes > _MAX_MEGABYTES:
         raise ValueError(f"{field}={_shown(value)} must be a positive memory size below 1 EB; "
                          f"use {MEMORY_FORMS}")
+    if unitless and megabytes != math.floor(megabytes):  # 1.5 is surely not 1.5 MB
+        raise ValueError(f"{field}={_shown(value)} is not a whole number of megabytes; give "
+                         f"its unit, such as '{_shown_number(megabytes)}G', or use {MEMORY_FORMS}")
     return math.ceil(megabytes)
+
+
+def _shown_number(number: float) -> str:
+    return f"{number:g}"
 
 
 def parse_duration(value: object, field: str = "walltime") -> float:

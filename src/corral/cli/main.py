@@ -185,7 +185,7 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
                 request["ids"].append(str(id_or_name(job_ref, every)))
             except CorralError as error:
                 problems.append(str(error))
-        wanted = set(request["ids"])
+        wanted = _with_dependents(set(request["ids"]), jobs)
         jobs = [job for job in jobs if str(job.id) in wanted]
     on_cluster = run.cluster_jobs(jobs)
     unknown = run.jobs_of_unknown_backends(jobs)
@@ -208,6 +208,24 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
         problems += [f"job {job_id} has already finished" for job_id in request["ids"]
                      if job_id not in ids]
     return {"cancelled": ids, "problems": problems}
+
+
+def _with_dependents(ids: set[str], unfinished: list[StoredJob]) -> set[str]:
+    """*ids* and every unfinished job that depends on one of them, however
+    indirectly: cancelled with no driver to cancel them in turn, they would
+    run in a scheduler whose dependency lets go when its parent is deleted
+    (Grid Engine's ``-hold_jid`` does)."""
+    dependents: dict[str, list[str]] = {}
+    for job in unfinished:
+        for dep in job.deps:
+            dependents.setdefault(str(dep), []).append(str(job.id))
+    found, todo = set(ids), list(ids)
+    while todo:
+        for dependent in dependents.get(todo.pop(), ()):
+            if dependent not in found:
+                found.add(dependent)
+                todo.append(dependent)
+    return found
 
 
 def _unreachable(unknown: dict[str, str]) -> str:
@@ -242,7 +260,8 @@ def _control_in_backend(backend: str, verb: str, jobs: list[StoredJob]) -> None:
     except BackendError as error:
         raise CommandError(str(error), EXIT_UNREACHABLE) from None
     ids = [str(job.id) for job in jobs]
-    click.echo(f"no driver runs: {verb} sent to {info.title} for "
+    which = "" if verb == "cancel" else "those still pending of "  # (a hold is for those)
+    click.echo(f"no driver runs: {verb} sent to {info.title} for {which}"
                f"{len(ids)} job(s) ({', '.join(ids)}); the script's next run records it",
                err=True)
 
@@ -337,7 +356,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     """
     options: dict[str, Any] = {}
     if profile is not None:
-        options.update(_profile_options(profile))
+        options.update(_profile_options(profile, _run_dir(context)))
     options.update({name: value for name, value in given.items() if value is not None})
     if workdir is not None and not workdir.is_dir():
         raise CommandError(f"--workdir {workdir}: not an existing directory")
@@ -479,11 +498,13 @@ def _has_jobs(run_dir: Path) -> bool:
         return True
 
 
-def _profile_options(name: str) -> dict[str, Any]:
+def _profile_options(name: str, run_dir: Path) -> dict[str, Any]:
+    """Profile *name* of the user's file, the run directory's ``corral.toml``
+    (the daemon's files) and this directory's, the later winning."""
     from corral.config import load_config
 
     try:
-        return load_config().profile(name)
+        return load_config(run_dir=run_dir).profile(name)
     except ValueError as error:
         raise CommandError(str(error)) from None
 
@@ -635,6 +656,10 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
         click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
                    "no output yet (--follow waits for it)", err=True)
         return
+    if not follow and job.status in TERMINAL and job.started is None:
+        click.echo(f"corral: job {job.id} {job.name!r} never started ({job.status.name}: "
+                   f"{job.reason}): no output", err=True)
+        return
     job_id = str(job.id)  # (given by its name, perhaps)
     if not follow_output(run, job_id, stream, follow, sys.stdout):  # an empty page says why
         ended = run.job(job_id).status in TERMINAL
@@ -652,10 +677,36 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
             context.exit(EXIT_FAILED_JOB)
 
 
+class _Seconds(click.ParamType):
+    """A waiting time: seconds as a number (``30``, ``0.5``), or a duration as
+    the job options write one (``90s``, ``1m``, ``1:30``). A bare number is
+    not ambiguous here, as it is for a job's walltime: no scheduler reads it."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = float(value)
+        except ValueError:
+            from corral.units import DURATION_TEXT_FORMS, parse_duration
+
+            try:
+                return parse_duration(value, "--timeout")
+            except ValueError:
+                self.fail(f"{value!r} is neither a number of seconds nor {DURATION_TEXT_FORMS}",
+                          param, ctx)
+        if not seconds >= 0 or seconds == float("inf"):
+            self.fail(f"{value!r} must be a number of seconds >= 0", param, ctx)
+        return seconds
+
+
 @cli.command()
 @click.argument("ids", nargs=-1)
-@click.option("--timeout", type=float, default=None,
-              help="give up after this many seconds (exit 3)")
+@click.option("--timeout", type=_Seconds(), default=None,
+              help="give up after this long (exit 3): seconds, or a duration such as '90s' "
+                   "or '5m'")
 @click.pass_context
 def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) -> None:
     """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any did not
@@ -712,16 +763,16 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
 @click.pass_context
 def pause(context: click.Context) -> None:
     """Start no new job; running ones finish."""
-    _control(context, {"verb": "pause"})
-    click.echo("paused")
+    reply = _control(context, {"verb": "pause"})
+    click.echo("paused" + (" (it already was)" if reply.get("was_paused") else ""))
 
 
 @cli.command()
 @click.pass_context
 def resume(context: click.Context) -> None:
     """Start jobs again after pause."""
-    _control(context, {"verb": "resume"})
-    click.echo("resumed")
+    reply = _control(context, {"verb": "resume"})
+    click.echo("resumed" + (" (it was not paused)" if reply.get("was_paused") is False else ""))
 
 
 @cli.command()
@@ -947,13 +998,15 @@ def _register_configured_backends(strict: bool = True) -> None:
 
 @cli.command()
 @click.argument("name", required=False)
-def profiles(name: str | None) -> None:
-    """List the profiles of the config files, or show profile NAME."""
+@click.pass_context
+def profiles(context: click.Context, name: str | None) -> None:
+    """List the profiles of the config files (the user's, the run directory's
+    and this directory's corral.toml), or show profile NAME."""
     from corral.cli.views import profiles_view
     from corral.config import load_config
 
     try:
-        config = load_config()
+        config = load_config(run_dir=_run_dir(context))
         chosen = None if name is None else {name: config.profile(name)}
     except ValueError as error:
         raise CommandError(str(error)) from None

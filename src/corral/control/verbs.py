@@ -224,13 +224,15 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
+    was = scheduler.paused
     scheduler.pause()
-    return {"paused": True}
+    return {"paused": True, "was_paused": was}
 
 
 def _resume(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
+    was = scheduler.paused
     scheduler.resume()
-    return {"paused": False}
+    return {"paused": False, "was_paused": was}
 
 
 def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:

@@ -642,9 +642,14 @@ class Scheduler(Executor):
                                 f"scheduler's pool has {self._tokens} ({where})")
 
     def _where_set(self, setting: str, example: str, in_python: str) -> str:
-        """Where a person sets a scheduler setting: the daemon's come from the config."""
+        """Where a person sets a scheduler setting: the daemon's come from the
+        config files it reads, named (a newcomer would otherwise write it in
+        the submitting directory's corral.toml, which the daemon does not read)."""
         if self._owner_kind == "daemon":
-            return f"set {setting} = {example} in the [daemon] table of your corral.toml"
+            from corral.config_files import config_paths
+
+            files = " or ".join(str(path) for path in config_paths(self._engine.run_dir))
+            return f"set {setting} = {example} in the [daemon] table of {files}"
         return in_python
 
     def _at_exit(self) -> None:
