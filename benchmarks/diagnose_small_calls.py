@@ -3,6 +3,7 @@
     python benchmarks/diagnose_small_calls.py steps    # a lone call's round trip, step by step
     python benchmarks/diagnose_small_calls.py gc       # 1,000-call runs and the garbage collector
     python benchmarks/diagnose_small_calls.py journal  # the journal's own work per job
+    python benchmarks/diagnose_small_calls.py cpu      # a round trip's CPU, by thread, vs its peer
 
 ``steps`` stamps the wall clock (``time.time()``, comparable across processes) at
 each hop of ``scheduler.submit(noop).result()``: the control loop taking the job,
@@ -15,6 +16,13 @@ code it runs, and costs a little itself; read the differences, not the total.
 alternately and prints, per run, the ratio and how long the garbage collector
 ran during corral's part (``gc.callbacks``), to tell a slow run caused by a full
 collection from one caused by corral.
+
+``cpu`` runs lone round trips (``submit(noop).result()``) through corral and through
+ProcessPoolExecutor, in turns, and prints for each what a round trip costs in CPU:
+the submitting thread in ``submit()`` and in ``result()`` (``time.thread_time``),
+each driver thread (``/proc/self/task``) and the worker processes. The wall time
+of a lone round trip is the sum of what lies on its path, so where the CPU goes
+says where the latency goes.
 
 ``journal`` times, each alone with warm caches (the fastest of 7 repeats), the
 work a journaled run adds to the driver for every job: its key and slot, its
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import gc
+import os
 import statistics
 import sys
 import time
@@ -184,17 +193,68 @@ def journal_work(repeats: int = 7, number: int = 20_000) -> None:
           f"{total / per_job * 100:.0f} % of it")
 
 
+def _threads_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process, by its Python name."""
+    import threading
+
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        found[names.get(int(task), task)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def round_trip_cpu(rounds: int, turns: int = 3) -> None:
+    import psutil
+
+    def measure(label: str, submit) -> None:
+        workers = psutil.Process().children(recursive=True)
+        threads, children = _threads_cpu(), sum(sum(w.cpu_times()[:2]) for w in workers)
+        in_submit = in_result = 0.0
+        for _ in range(rounds):
+            began = time.thread_time()
+            future = submit()
+            submitted = time.thread_time()
+            future.result()
+            in_submit += submitted - began
+            in_result += time.thread_time() - submitted
+        after = _threads_cpu()
+        spent = {name: (after[name] - threads.get(name, 0.0)) / rounds * 1e6 for name in after}
+        workers_spent = (sum(sum(w.cpu_times()[:2]) for w in workers) - children) / rounds * 1e6
+        shown = ", ".join(f"{name} {value:.0f}" for name, value in spent.items() if value >= 1)
+        print(f"{label}: submit() {in_submit / rounds * 1e6:.0f} µs, result() "
+              f"{in_result / rounds * 1e6:.0f} µs; threads: {shown} µs; workers "
+              f"{workers_spent:.0f} µs (a round trip, CPU)")
+
+    with corral.Scheduler(cores=SLOTS) as scheduler, cf.ProcessPoolExecutor(SLOTS) as pool:
+        for _ in range(300):  # warm up: workers started, code paths taken
+            scheduler.submit(noop).result()
+            pool.submit(noop).result()
+        for _ in range(turns):
+            measure("corral", lambda: scheduler.submit(noop))
+            measure("ProcessPoolExecutor", lambda: pool.submit(noop))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("steps", "gc", "journal"))
-    parser.add_argument("--rounds", type=int, default=2000, help="round trips for 'steps'")
+    parser.add_argument("what", choices=("steps", "gc", "journal", "cpu"))
+    parser.add_argument("--rounds", type=int, default=2000,
+                        help="round trips for 'steps' and 'cpu'")
     parser.add_argument("--runs", type=int, default=10, help="1,000-call runs for 'gc'")
     options = parser.parse_args()
     if options.what == "steps":
         steps(options.rounds)
     elif options.what == "gc":
         collections(options.runs)
+    elif options.what == "cpu":
+        round_trip_cpu(options.rounds)
     else:
         journal_work()
 
