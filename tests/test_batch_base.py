@@ -245,3 +245,20 @@ def test_scheduler_commands_started_from_corrals_threads_can_be_ended_by_sigterm
 def test_a_refusal_says_whether_the_scheduler_could_not_be_reached(message, unreachable):
     """Only the first kind is tried again (submit_retry): the second never runs."""
     assert SlurmScheduler().could_not_reach(message) is unreachable
+
+
+@pytest.mark.parametrize(("stderr", "done"), [
+    ("qdel: Job has finished 45.pbshost\n", True),  # OpenPBS, exit 35
+    ("qdel: Unknown Job Id 45.pbshost\n", True),  # OpenPBS, a job it forgot
+    ('denied: job "1143" does not exist\n', True),  # Grid Engine
+    ("scancel: error: Kill job error on job id 7: Job/step already completing or completed\n",
+     True),  # Slurm
+    ("Job <12>: Job has already finished\n", True),  # LSF
+    ("qdel: Job has finished 45.pbshost\nqdel: Unauthorized Request  46.pbshost\n", False),
+    ("qdel: cannot connect to server pbshost (errno=111)\n", False),
+    ("", False),
+])
+def test_a_cancel_that_only_says_its_jobs_had_ended_did_what_was_asked(stderr, done):
+    """With no driver, a cancel takes the job's dependents too, which the
+    scheduler may have deleted with it already (PBS does): not a failure."""
+    assert SlurmScheduler().cancel_answer_usable(1, stderr) is done

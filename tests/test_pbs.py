@@ -145,6 +145,46 @@ def test_pause_and_resume_without_a_driver_hold_and_release_a_queued_job(pbs_pat
         pbs_path.run("qdel", native)
 
 
+def test_pause_holds_and_resume_releases_the_subjobs_of_an_array(pbs_path, tmp_path):
+    """OpenPBS holds only a whole array: `qhold 12[0]` is an "Invalid request", and
+    the subjobs ran while the run was paused (BUG, attack review)."""
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    later = time.strftime("%H%M", time.localtime(time.time() + 3600))
+    done = pbs_path.run("qsub", "-J", "0-1", "-a", later, "-o", "/dev/null", "-j", "oe",
+                        str(script))
+    assert done.returncode == 0, done.stderr
+    array = done.stdout.strip()
+    subjobs = [array.replace("[]", f"[{index}]", 1) for index in (0, 1)]
+    try:
+        assert qstat_job(pbs_path, array)["job_state"] in ("Q", "W")
+        pbs_backend.control_without_driver("pause", subjobs)
+        wait_until(lambda: qstat_job(pbs_path, array)["job_state"] == "H", timeout=30,
+                   message="the array held")
+        pbs_backend.control_without_driver("resume", subjobs)
+        wait_until(lambda: qstat_job(pbs_path, array)["job_state"] != "H", timeout=30,
+                   message="the array released")
+    finally:
+        pbs_path.run("qdel", array)
+
+
+def test_a_cancel_without_a_driver_of_a_job_that_has_finished_did_what_was_asked(pbs_path,
+                                                                                tmp_path):
+    """PBS deletes a cancelled job's afterok dependents itself, and `corral cancel`
+    then deleted them too: qdel's "Job has finished" made it exit 3 (BUG, attack
+    review)."""
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    done = pbs_path.run("qsub", "-o", "/dev/null", "-j", "oe", str(script))
+    assert done.returncode == 0, done.stderr
+    native = done.stdout.strip()
+    wait_until(lambda: qstat_job(pbs_path, native)["job_state"] == "F", timeout=60,
+               message="the job to finish")
+    said = pbs_path.run("qdel", native)
+    assert (said.returncode, "Job has finished" in said.stderr) == (35, True), said
+    assert pbs_backend.control_without_driver("cancel", [native]) == ""
+
+
 # -- how many PBS commands a large run costs ---------------------------------------------
 
 

@@ -50,4 +50,4 @@ def control_without_driver(scheduler: BatchScheduler, verb: Verb | str,
             return ""
     argv = {Verb.CANCEL: scheduler.cancel_argv, Verb.PAUSE: scheduler.hold_argv,
             Verb.RESUME: scheduler.release_argv}[verb](native_ids)
-    return run_command(argv)
+    return run_command(argv, scheduler.cancel_answer_usable if verb is Verb.CANCEL else None)

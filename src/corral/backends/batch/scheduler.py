@@ -200,6 +200,22 @@ class BatchScheduler(ABC):
         lowered = message.lower()
         return any(sign in lowered for sign in self.unreachable_signs)
 
+    #: What a cancel command says of a job that had ended already, in lower case:
+    #: PBS's "Job has finished" and "Unknown Job Id", SGE's 'job "7" does not
+    #: exist', Slurm's "already completing or completed", LSF's "Job has already
+    #: finished". (With no driver, a cancel takes a job's dependents too, and the
+    #: scheduler may have deleted them with their parent already.)
+    already_ended_signs: tuple[str, ...] = (
+        "has finished", "has already finished", "unknown job id", "does not exist",
+        "already completing or completed")
+
+    def cancel_answer_usable(self, returncode: int, stderr: str) -> bool:
+        """Whether a cancel that exited *returncode* only said that jobs had
+        ended already: then it did what was asked."""
+        lines = [line.lower() for line in stderr.splitlines() if line.strip()]
+        return bool(lines) and all(any(sign in line for sign in self.already_ended_signs)
+                                   for line in lines)
+
     def explain_refusal(self, request: SubmitRequest, message: str) -> str:
         """What a refused submission's jobs say after "qsub refused it: ": the
         scheduler's *message*, which a subclass may complete with what was asked

@@ -213,10 +213,18 @@ class PbsProScheduler(BatchScheduler):
         return ["qsig", "-s", "SIGUSR1", *native_ids]
 
     def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
-        return ["qhold", *native_ids]
+        return ["qhold", *_whole_arrays(native_ids)]
 
     def release_argv(self, native_ids: Sequence[str]) -> list[str]:
-        return ["qrls", *native_ids]
+        return ["qrls", *_whole_arrays(native_ids)]
+
+
+def _whole_arrays(native_ids: Sequence[str]) -> list[str]:
+    """*native_ids* with each subjob's array in its place, once: OpenPBS holds and
+    releases only a whole array (``qhold 12[3]`` is an "Invalid request", and the
+    subjob ran while the run was paused). A hold asks for every pending job, so
+    an array's pending subjobs are all in it; its running ones run on."""
+    return list(dict.fromkeys(_job_of(native_id) for native_id in native_ids))
 
 
 class TorqueScheduler(PbsProScheduler):
@@ -227,6 +235,12 @@ class TorqueScheduler(PbsProScheduler):
 
     dialect: ClassVar[str] = "torque"
     template: ClassVar[Path] = Path(__file__).with_name("torque.sh.template")
+
+    def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
+        return ["qhold", *native_ids]  # (Torque holds an array task by its own id)
+
+    def release_argv(self, native_ids: Sequence[str]) -> list[str]:
+        return ["qrls", *native_ids]
     default_limits: ClassVar[ClusterLimits] = ClusterLimits(1, 300.0, False)
     forgotten_words: ClassVar[str] = "forgotten once it ended"
 
