@@ -348,6 +348,9 @@ def test_wait_with_a_timeout_gives_up_on_a_blocked_job(cli, tmp_path):
     outcome = cli("wait", "--timeout", "0.5", job)
     assert_one_line_error(outcome, 3, r"^corral: error: jobs still unfinished after 0\.5s$")
     assert time.monotonic() - started < 10
+    # A duration as the job options write one (BUG, cold review: '1s' was "not a valid float")
+    assert_one_line_error(cli("wait", "--timeout", "1s", job), 3,
+                          r"^corral: error: jobs still unfinished after 1\.0s$")
     assert cli.status_of(job) in ("QUEUED", "SUBMITTED", "RUNNING")
 
 
@@ -573,6 +576,8 @@ def test_clear_cancels_every_job_that_has_not_started(cli, tmp_path):
     never = cli.ok("logs", queued[0])  # (BUG, cold review: "wrote nothing to its stdout")
     assert never.err == (f"corral: job {queued[0]} 'touch' never started (CANCELLED: "
                          "cleared): no output\n")
+    followed = cli("logs", "--follow", queued[0])  # it ended so: exit 1, as a followed job's
+    assert (followed.status, followed.err) == (1, never.err)
 
 
 def test_abort_stops_the_running_job_and_the_queue_goes_on(cli, tmp_path):
@@ -741,6 +746,11 @@ def test_a_profile_of_the_run_directorys_corral_toml_serves_submits_from_any_dir
     (["submit", "--walltime", "30", "true"], 2,
      r"--walltime '30' is ambiguous: write '30s' for seconds or '30m' for minutes"),
     (["submit", "--timeout", "soon", "true"], 2, r"--timeout 'soon' is not a duration; use "),
+    (["wait", "--timeout", "soon"], 2,
+     r"Invalid value for '--timeout': 'soon' is neither a number of seconds nor a duration "
+     r"with its unit or a clock, such as '90s'"),
+    (["wait", "--timeout", "-1"], 2, r"'-1' must be a number of seconds >= 0"),
+    (["wait", "--timeout", "0s"], 2, r"--timeout='0s' must be a positive duration"),
     (["submit", "--notify-on", "never", "true"], 2,
      r"Invalid value for '--notify-on': 'never' is not one of 'failure', 'end'"),
     (["stauts"], 2, r"No such command 'stauts'\. Did you mean 'status'\? \(see 'corral --help'\)$"),
@@ -748,7 +758,8 @@ def test_a_profile_of_the_run_directorys_corral_toml_serves_submits_from_any_dir
     (["submit", "--workdir", "no-such-dir", "true"], 2,
      r"--workdir .*no-such-dir.*not an existing directory"),
 ], ids=["unknown-option", "bad-memory", "bad-cores", "zero-cores", "ambiguous-walltime",
-        "bad-timeout", "bad-notify-on", "unknown-verb", "no-command", "missing-workdir"])
+        "bad-timeout", "bad-wait-timeout", "negative-wait-timeout", "zero-wait-duration",
+        "bad-notify-on", "unknown-verb", "no-command", "missing-workdir"])
 def test_bad_input_is_one_line_with_exit_status_2_and_starts_no_daemon(tmp_path, args, status,
                                                                         pattern):
     corral = Corral(tmp_path, tmp_path / "run")

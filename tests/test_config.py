@@ -344,3 +344,17 @@ def test_an_unknown_daemon_backend_lists_the_registered_ones_and_the_closest(use
     assert str(caught.value) == (f"{project / 'corral.toml'}:2: daemon.backend: "
                                  "backend='slrum' must be one of 'local', 'slurm', 'sge', "
                                  "'pbs', 'lsf', 'dask', 'auto'; did you mean 'slurm'?")
+
+
+def test_a_file_of_many_bad_profiles_names_the_first_eleven_and_counts_the_rest(
+        project: Path) -> None:
+    """One line, not a megabyte of them (attack review: 20,000 bad profiles)."""
+    write(project / "corral.toml", "".join(f"[profiles.p{number}]\ncores = 0\n\n"
+                                           for number in range(15)))
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    said = str(caught.value)
+    assert said.startswith(f"{project / 'corral.toml'}:2: profiles.p0.cores: cores=0 must be")
+    assert "; and 14 more: line 5: profiles.p1.cores: " in said
+    assert "line 32: profiles.p10.cores" in said and "profiles.p11" not in said
+    assert said.endswith("; and 4 after those") and "\n" not in said

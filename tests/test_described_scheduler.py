@@ -593,6 +593,49 @@ def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver
     assert cluster.qstat(native)[native]["reason"] == "deleted"
 
 
+_DYING_DRIVER_OF_A_CHAIN = """
+import os, signal, sys, time, corral
+with corral.Scheduler(backend="fakeq", journal=sys.argv[1],
+                      backend_options={"poll_interval": 0.05}) as sched:
+    first = sched.options(name="first").shell("true")
+    second = sched.options(name="second", after=[first]).shell("sleep 60")
+    third = sched.options(name="third", after=[second]).shell("sleep 60")
+    while second.status is not corral.JobStatus.RUNNING or third.native_id is None:
+        time.sleep(0.01)
+    print(second.native_id, third.native_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_with_no_driver_a_cancel_takes_the_jobs_that_depend_on_it_not_a_finished_jobs(
+        config_dir, cluster):
+    """Its dependents go with a cancelled job (a scheduler may start them once it is
+    deleted); a finished job is not cancelled, nor are its dependents (BUG, attack
+    review: `cancel` of a finished job killed the job running after it)."""
+    from support.cli import CORRAL
+
+    (config_dir / "corral.toml").write_text(TABLE)
+    run = config_dir / "journal"
+    died = subprocess.run([sys.executable, "-c", _DYING_DRIVER_OF_A_CHAIN, os.fspath(run)],
+                          capture_output=True, text=True, timeout=60, cwd=config_dir)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    second, third = died.stdout.split()
+
+    def corral_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
+                              text=True, timeout=60, cwd=config_dir)
+
+    finished = corral_command("cancel", "first")
+    assert (finished.returncode, finished.stdout, finished.stderr) == (
+        2, "", "corral: error: job 1 has already finished\n")
+    assert cluster.qstat(second, third)[second]["reason"] != "deleted"
+    cancelled = corral_command("cancel", "2")
+    assert (cancelled.returncode, cancelled.stdout) == (0, "cancelled 2\ncancelled 3\n"), \
+        cancelled.stderr
+    assert [cluster.qstat(native)[native]["reason"] for native in (second, third)] == [
+        "deleted", "deleted"]
+
+
 def test_with_no_driver_a_run_on_a_table_not_read_here_says_so_and_a_broken_table_why(
         config_dir, cluster, tmp_path):
     from support.cli import CORRAL

@@ -281,3 +281,27 @@ def test_a_child_is_chained_in_sge_only_to_a_whole_job():
     of for (and failing with) every task of the array."""
     sge = SgeScheduler()
     assert sge.chains_on("12") and not sge.chains_on("12.3")
+
+
+@pytest.mark.parametrize("category, wallclock, meaning", [
+    ("-l h_rt=3600", "10s", (JobStatus.FAILED, "killed by SGE at a limit it did not ask for, "
+                                               "its queue's h_cpu or h_vmem (qacct failed 37)")),
+    ("-l h_rt=3600", None, (JobStatus.TIMED_OUT,
+                            "killed by SGE at its h_rt limit (qacct failed 37)")),
+    ("-l h_rt=0:1:0,h_vmem=2G,mem_free=1G", "61s", (JobStatus.TIMED_OUT,
+                                                    "killed by SGE at its h_rt limit (qacct "
+                                                    "failed 37)")),
+    (None, "10s", (JobStatus.FAILED, "killed by SGE at a limit it did not ask for, its "
+                                     "queue's h_cpu or h_vmem (qacct failed 37)")),
+])
+def test_a_job_killed_at_a_limit_is_timed_out_only_if_it_ran_to_its_h_rt(category, wallclock,
+                                                                         meaning):
+    """BUG (attack review): failed 37 read as TIMED_OUT at an h_rt the job was far
+    from, when its queue's limit (h_cpu, h_vmem) killed it. The record is the
+    recorded one, its category and wall clock changed."""
+    lines = [line for line in recorded("qacct_h_rt.txt").splitlines()
+             if not line.startswith(("category", "ru_wallclock"))]
+    lines += [f"category     {category}"] if category else []
+    lines += [f"ru_wallclock {wallclock}"] if wallclock else []
+    [row] = commands.parse_qacct("\n".join(lines) + "\n").values()
+    assert SgeScheduler().meaning(row) == meaning

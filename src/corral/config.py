@@ -53,6 +53,9 @@ __all__ = [
 
 _TABLES = ("smtp", "profiles", "daemon", "schedulers")
 #: Options a profile may not hold, and why.
+#: At most this many problems of a file follow the first in its one error.
+_MORE_PROBLEMS_SHOWN = 10
+
 _NOT_IN_PROFILES = {
     "after": "after= names jobs of one run, so it cannot be part of a profile in a config "
              "file; pass it when submitting",
@@ -316,8 +319,11 @@ class _Layer:
         each with its line and key (still one line, as :class:`ConfigError` says)."""
         (key, problem), others = problems[0], problems[1:]
         if others:
+            shown = others[:_MORE_PROBLEMS_SHOWN]
             problem += f"; and {len(others)} more: " + "; ".join(
-                f"line {self.line(other)}: {_dotted(other)}: {said}" for other, said in others)
+                f"line {self.line(other)}: {_dotted(other)}: {said}" for other, said in shown)
+            if len(others) > len(shown):
+                problem += f"; and {len(others) - len(shown)} after those"
         self.fail(key, problem)
 
     def line(self, key: tuple[str, ...]) -> int | None:

@@ -84,13 +84,10 @@ def parse_memory(value: object, field: str = "memory") -> int:
         raise ValueError(f"{field}={_shown(value)} must be a positive memory size below 1 EB; "
                          f"use {MEMORY_FORMS}")
     if unitless and megabytes != math.floor(megabytes):  # 1.5 is surely not 1.5 MB
+        meant = f"such as '{megabytes:g}G', " if megabytes < 64 else ""
         raise ValueError(f"{field}={_shown(value)} is not a whole number of megabytes; give "
-                         f"its unit, such as '{_shown_number(megabytes)}G', or use {MEMORY_FORMS}")
+                         f"its unit, {meant}or use {MEMORY_FORMS}")
     return math.ceil(megabytes)
-
-
-def _shown_number(number: float) -> str:
-    return f"{number:g}"
 
 
 def parse_duration(value: object, field: str = "walltime") -> float:

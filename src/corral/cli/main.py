@@ -185,15 +185,19 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
                 request["ids"].append(str(id_or_name(job_ref, every)))
             except CorralError as error:
                 problems.append(str(error))
-        wanted = _with_dependents(set(request["ids"]), jobs)
+        # (a finished job's dependents are not the cancel's: they run on)
+        wanted = _with_dependents({str(job.id) for job in jobs} & set(request["ids"]), jobs)
         jobs = [job for job in jobs if str(job.id) in wanted]
     on_cluster = run.cluster_jobs(jobs)
     unknown = run.jobs_of_unknown_backends(jobs)
     if unknown:  # a scheduler described in a config file not read here, or one with a mistake
         _register_configured_backends(strict=True)
         raise CommandError(_unreachable(unknown), EXIT_UNREACHABLE)
-    if not on_cluster:
-        return None
+    unfinished = {str(job.id) for job in jobs}
+    ended = [f"job {job_id} has already finished" for job_id in request.get("ids", ())
+             if job_id not in unfinished]
+    if not on_cluster:  # a driver would have to act: none runs, unless it only asked too late
+        return {"cancelled": [], "problems": problems + ended} if ended and not jobs else None
     chosen = [job for job in jobs if str(job.id) in on_cluster]
     if request["verb"] == "cancel":
         from corral.runtime.batch import claim_for_cancel
@@ -204,10 +208,12 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     for backend, members in _by_backend(chosen, on_cluster).items():
         _control_in_backend(backend, request["verb"], members)
     ids = [str(job.id) for job in chosen]
-    if request["verb"] == "cancel":
-        problems += [f"job {job_id} has already finished" for job_id in request["ids"]
-                     if job_id not in ids]
-    return {"cancelled": ids, "problems": problems}
+    # Named, unfinished, never handed to the scheduler: it waited in the dead driver.
+    unreachable = [f"job {job_id} was never handed to the scheduler (it waited for the driver, "
+                   "which is gone): the script's next run runs it"
+                   for job_id in request.get("ids", ()) if job_id in unfinished
+                   and job_id not in on_cluster]
+    return {"cancelled": ids, "problems": problems + ended + unreachable}
 
 
 def _with_dependents(ids: set[str], unfinished: list[StoredJob]) -> set[str]:
@@ -656,9 +662,11 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
         click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
                    "no output yet (--follow waits for it)", err=True)
         return
-    if not follow and job.status in TERMINAL and job.started is None:
+    if job.status in TERMINAL and job.started is None:
         click.echo(f"corral: job {job.id} {job.name!r} never started ({job.status.name}: "
                    f"{job.reason}): no output", err=True)
+        if follow and job.status in _FAILED:  # as a followed job that ended so says
+            context.exit(EXIT_FAILED_JOB)
         return
     job_id = str(job.id)  # (given by its name, perhaps)
     if not follow_output(run, job_id, stream, follow, sys.stdout):  # an empty page says why
@@ -694,8 +702,10 @@ class _Seconds(click.ParamType):
 
             try:
                 return parse_duration(value, "--timeout")
-            except ValueError:
-                self.fail(f"{value!r} is neither a number of seconds nor {DURATION_TEXT_FORMS}",
+            except ValueError as error:
+                said = str(error)
+                self.fail(said if "is not a duration" not in said else
+                          f"{value!r} is neither a number of seconds nor {DURATION_TEXT_FORMS}",
                           param, ctx)
         if not seconds >= 0 or seconds == float("inf"):
             self.fail(f"{value!r} must be a number of seconds >= 0", param, ctx)

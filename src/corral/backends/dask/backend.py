@@ -776,22 +776,28 @@ def _local_cluster(distributed: Any, options: dict[str, Any], cores: int | None,
 
 @contextlib.contextmanager
 def _distributed_silenced() -> Iterator[None]:
-    """Drop what distributed's client logs meanwhile: closed after its scheduler
-    went away, the client logs its cancelled reconnection as an error with two
-    chained tracebacks (about 35 lines), after corral said in one line why the
-    jobs failed."""
+    """Drop, meanwhile, what distributed logs of a cancelled reconnection:
+    closed after its scheduler went away, a client logs its attempt to
+    reconnect, cancelled by the close, as an error with two chained
+    tracebacks (about 35 lines), or that it failed to reconnect, after corral
+    said in one line why the jobs failed. Any other record passes, whichever
+    client it is about; each caller has a filter of its own (nested or
+    concurrent closes)."""
+    import asyncio
+
+    def not_a_cancelled_reconnection(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, asyncio.CancelledError)
+                    or record.getMessage().startswith("Failed to reconnect to scheduler"))
+
     loggers = [logging.getLogger(name) for name in ("distributed.client", "distributed.utils")]
     for logger in loggers:
-        logger.addFilter(_drop)
+        logger.addFilter(not_a_cancelled_reconnection)
     try:
         yield
     finally:
         for logger in loggers:
-            logger.removeFilter(_drop)
-
-
-def _drop(record: logging.LogRecord) -> bool:
-    return False
+            logger.removeFilter(not_a_cancelled_reconnection)
 
 
 def _quietly(action: Any) -> None:

@@ -149,18 +149,19 @@ def parse_qacct(stdout: str) -> dict[str, NativeRow]:
 
 def _limit_enforced(fields: Mapping[str, str]) -> str:
     """Which limit a job of ``failed`` 37 was killed at, in words: its run
-    time, if it asked for one (``h_rt``) and ran that long, else its memory,
-    if it asked for a limit (``h_vmem``, with its peak), else its run time
-    (the one limit left that corral asks for)."""
+    time (``h_rt``), if it asked for one and ran that long (or how long it ran
+    is not known); else its memory, if it asked for a limit (``h_vmem``, with
+    its peak); else one it did not ask for (its queue's ``h_cpu`` or ``h_vmem``):
+    ``"other"``."""
     asked = dict(re.findall(r"\b(h_rt|h_vmem)=([^,\s]+)", fields.get("category", "")))
     ran = _seconds(fields.get("ru_wallclock", ""))
     limit = _seconds(asked.get("h_rt", ""))
-    if limit is not None and ran is not None and ran >= limit - 1:
+    if limit is not None and (ran is None or ran >= limit - 1):
         return "h_rt"
     if "h_vmem" in asked:
-        peak = fields.get("maxvmem", "").strip()
+        peak = "".join(fields.get("maxvmem", "").split())  # "353.887 MB" too
         return f"h_vmem {asked['h_vmem']}" + (f" {peak}" if peak else "")
-    return "h_rt"
+    return "other"
 
 
 def _seconds(text: str) -> float | None:
@@ -201,6 +202,9 @@ def _at_a_limit(words: list[str]) -> Meaning:
             f"killed by SGE for using more memory than it asked for (h_vmem={asked} a slot"
             + (f"; its processes together reached {peak}" if peak else "")
             + "; qacct failed 37)")
+    if words[:1] == ["other"]:
+        return JobStatus.FAILED, ("killed by SGE at a limit it did not ask for, its queue's "
+                                  "h_cpu or h_vmem (qacct failed 37)")
     return JobStatus.TIMED_OUT, "killed by SGE at its h_rt limit (qacct failed 37)"
 
 
