@@ -865,8 +865,8 @@ def test_a_broken_config_file_is_reported_with_path_line_and_key(tmp_path, text,
     assert not corral.run.exists()
 
 
-@pytest.mark.parametrize("args", [["pause"], ["resume"], ["cancel", "1"], ["clear"], ["abort"],
-                                  ["stop"], ["submit", "true"]])
+@pytest.mark.parametrize("args", [["pause"], ["resume"], ["clear"], ["abort"], ["stop"],
+                                  ["submit", "true"]])
 def test_control_verbs_on_a_finished_script_run_say_no_process_drives_it(script_run, args):
     outcome = script_run(*args)
     assert_one_line_error(outcome, 3, rf"^corral: error: no process drives the run at "
@@ -874,6 +874,12 @@ def test_control_verbs_on_a_finished_script_run_say_no_process_drives_it(script_
                                       r"script, which is not running; run the script again to "
                                       r"resume it$")
     assert script_run.daemon_pid() is None
+
+
+def test_cancel_of_a_finished_scripts_job_says_it_has_finished(script_run):
+    """As a driver would say it: not that the script must run again to cancel it."""
+    outcome = script_run("cancel", "1")
+    assert_one_line_error(outcome, 2, r"^corral: error: job 1 has already finished$")
 
 
 @pytest.mark.parametrize("verb", ["stop", "abort"])

@@ -242,10 +242,15 @@ def test_a_chunked_map_reads_its_input_no_further_than_its_workers_need(
 
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
         results = scheduler.map(jobs.wait_for_file, paths(), range(100_000), chunksize=1000)
-        release.touch()
-        assert next(results) == 0
+        # Measured while the first chunk blocks the one worker: once chunks end, the
+        # map rightly reads on (measured after the first result, it read on as the
+        # next chunks ended, under load).
+        wait_until(lambda: scheduler.jobs(JobStatus.RUNNING), timeout=60,
+                   message="the first chunk to run")
         # two batches of two chunks (two per core), and one chunk read ahead
         assert len(read) <= 5 * 1000
+        release.touch()
+        assert next(results) == 0
         results.close()
 
 
