@@ -625,9 +625,12 @@ def test_with_no_driver_a_cancel_takes_the_jobs_that_depend_on_it_not_a_finished
         return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
                               text=True, timeout=60, cwd=config_dir)
 
-    finished = corral_command("cancel", "first")
+    finished = corral_command("cancel", "first", "1")
     assert (finished.returncode, finished.stdout, finished.stderr) == (
         2, "", "corral: error: job 1 has already finished\n")
+    unknown = corral_command("cancel", "99")  # (BUG: "no process drives the run")
+    assert (unknown.returncode, unknown.stderr) == (
+        2, "corral: error: no job 99 in this run (neither an id nor a job's name)\n")
     assert cluster.qstat(second, third)[second]["reason"] != "deleted"
     cancelled = corral_command("cancel", "2")
     assert (cancelled.returncode, cancelled.stdout) == (0, "cancelled 2\ncancelled 3\n"), \

@@ -161,9 +161,18 @@ def test_pause_holds_and_resume_releases_the_subjobs_of_an_array(pbs_path, tmp_p
         pbs_backend.control_without_driver("pause", subjobs)
         wait_until(lambda: qstat_job(pbs_path, array)["job_state"] == "H", timeout=30,
                    message="the array held")
+        # Its subjobs say Q: read so, a driver back after the pause never released them
+        # (BUG, second attack review). corral reads them held, as they are.
+        scheduler = PbsProScheduler()
+        shown = pbs_path.run(*scheduler.status_argv_for("root", subjobs))
+        rows = scheduler.parse_status(shown.stdout)
+        assert [scheduler.is_held(rows[native]) for native in subjobs] == [True, True]
         pbs_backend.control_without_driver("resume", subjobs)
         wait_until(lambda: qstat_job(pbs_path, array)["job_state"] != "H", timeout=30,
                    message="the array released")
+        rows = scheduler.parse_status(pbs_path.run(*scheduler.status_argv_for(
+            "root", subjobs)).stdout)
+        assert [scheduler.is_held(rows[native]) for native in subjobs] == [False, False]
     finally:
         pbs_path.run("qdel", array)
 

@@ -283,25 +283,33 @@ def test_a_child_is_chained_in_sge_only_to_a_whole_job():
     assert sge.chains_on("12") and not sge.chains_on("12.3")
 
 
-@pytest.mark.parametrize("category, wallclock, meaning", [
-    ("-l h_rt=3600", "10s", (JobStatus.FAILED, "killed by SGE at a limit it did not ask for, "
-                                               "its queue's h_cpu or h_vmem (qacct failed 37)")),
-    ("-l h_rt=3600", None, (JobStatus.TIMED_OUT,
-                            "killed by SGE at its h_rt limit (qacct failed 37)")),
-    ("-l h_rt=0:1:0,h_vmem=2G,mem_free=1G", "61s", (JobStatus.TIMED_OUT,
-                                                    "killed by SGE at its h_rt limit (qacct "
-                                                    "failed 37)")),
-    (None, "10s", (JobStatus.FAILED, "killed by SGE at a limit it did not ask for, its "
-                                     "queue's h_cpu or h_vmem (qacct failed 37)")),
+_QUEUE_LIMIT = (JobStatus.FAILED, "killed by SGE at a limit of its queue it did not ask for "
+                                  "(h_rt, h_cpu or h_vmem; qacct failed 37)")
+_H_RT = (JobStatus.TIMED_OUT, "killed by SGE at its h_rt limit (qacct failed 37)")
+
+
+@pytest.mark.parametrize("category, wallclock, peak, meaning", [
+    ("-l h_rt=3600", "10s", None, _QUEUE_LIMIT),  # far from its h_rt
+    ("-l h_rt=3600", None, None, _H_RT),  # how long it ran is not known
+    ("-l h_rt=0:1:0,h_vmem=2G,mem_free=1G", "61s", None, _H_RT),
+    (None, "10s", None, _QUEUE_LIMIT),
+    (None, "172800s", None, _QUEUE_LIMIT),  # the queue's h_rt, maybe: named among them
+    ("-l h_rt=INFINITY", "172800s", None, _QUEUE_LIMIT),
+    ("-l h_vmem=2G", "172800s", "100.000M", _QUEUE_LIMIT),  # its peak was far below
+    ("-l h_vmem=200M", "1s", "353.754MB", (
+        JobStatus.FAILED, "killed by SGE for using more memory than it asked for (h_vmem=200M "
+                          "a slot; its processes together reached 353.754MB; qacct failed 37)")),
 ])
 def test_a_job_killed_at_a_limit_is_timed_out_only_if_it_ran_to_its_h_rt(category, wallclock,
-                                                                         meaning):
-    """BUG (attack review): failed 37 read as TIMED_OUT at an h_rt the job was far
-    from, when its queue's limit (h_cpu, h_vmem) killed it. The record is the
-    recorded one, its category and wall clock changed."""
+                                                                         peak, meaning):
+    """BUG (attack reviews): failed 37 read as TIMED_OUT at an h_rt the job was far
+    from, when its queue's limit (h_cpu, h_vmem) killed it, and as memory when its
+    peak was far below what it asked for. The record is the recorded one, its
+    category, wall clock and peak changed."""
     lines = [line for line in recorded("qacct_h_rt.txt").splitlines()
-             if not line.startswith(("category", "ru_wallclock"))]
+             if not line.startswith(("category", "ru_wallclock", "maxvmem"))]
     lines += [f"category     {category}"] if category else []
     lines += [f"ru_wallclock {wallclock}"] if wallclock else []
+    lines += [f"maxvmem      {peak}"] if peak else []
     [row] = commands.parse_qacct("\n".join(lines) + "\n").values()
     assert SgeScheduler().meaning(row) == meaning

@@ -194,10 +194,12 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
         _register_configured_backends(strict=True)
         raise CommandError(_unreachable(unknown), EXIT_UNREACHABLE)
     unfinished = {str(job.id) for job in jobs}
-    ended = [f"job {job_id} has already finished" for job_id in request.get("ids", ())
-             if job_id not in unfinished]
-    if not on_cluster:  # a driver would have to act: none runs, unless it only asked too late
-        return {"cancelled": [], "problems": problems + ended} if ended and not jobs else None
+    ended = [f"job {job_id} has already finished"
+             for job_id in dict.fromkeys(request.get("ids", ())) if job_id not in unfinished]
+    if request["verb"] == "cancel" and not jobs:  # nothing it names is left to cancel
+        return {"cancelled": [], "problems": problems + ended}
+    if not on_cluster:  # a driver would have to act: none runs
+        return None
     chosen = [job for job in jobs if str(job.id) in on_cluster]
     if request["verb"] == "cancel":
         from corral.runtime.batch import claim_for_cancel
@@ -211,7 +213,7 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     # Named, unfinished, never handed to the scheduler: it waited in the dead driver.
     unreachable = [f"job {job_id} was never handed to the scheduler (it waited for the driver, "
                    "which is gone): the script's next run runs it"
-                   for job_id in request.get("ids", ()) if job_id in unfinished
+                   for job_id in dict.fromkeys(request.get("ids", ())) if job_id in unfinished
                    and job_id not in on_cluster]
     return {"cancelled": ids, "problems": problems + ended + unreachable}
 

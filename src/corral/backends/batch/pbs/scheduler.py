@@ -10,6 +10,7 @@ name ``"pbs"``; :func:`scheduler_for` picks one by the ``dialect`` option.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -156,7 +157,7 @@ class PbsProScheduler(BatchScheduler):
         return _job_of(native_id) == native_id  # PBS refuses afterok on one subjob
 
     def parse_status(self, stdout: str) -> dict[str, NativeRow]:
-        return parse_status_text(stdout)
+        return _held_with_their_array(parse_status_text(stdout))
 
     def limits_argv(self) -> list[str] | None:
         return ["qmgr", "-c", "print server"]
@@ -217,6 +218,19 @@ class PbsProScheduler(BatchScheduler):
 
     def release_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["qrls", *_whole_arrays(native_ids)]
+
+
+def _held_with_their_array(rows: dict[str, NativeRow]) -> dict[str, NativeRow]:
+    """*rows* with each queued subjob of a held array held too: OpenPBS holds
+    the array (``12[].host``, state H) and shows its subjobs queued (Q), which
+    will not start; read as queued, a held array was never released (a
+    driver that came back after a pause released only what it saw held)."""
+    held = {native for native, row in rows.items() if row.state == "H" and "[]" in native}
+    if not held:
+        return rows
+    return {native: (dataclasses.replace(row, state="H") if row.state == "Q"
+                     and _job_of(native) in held and native not in held else row)
+            for native, row in rows.items()}
 
 
 def _whole_arrays(native_ids: Sequence[str]) -> list[str]:

@@ -158,10 +158,21 @@ def _limit_enforced(fields: Mapping[str, str]) -> str:
     limit = _seconds(asked.get("h_rt", ""))
     if limit is not None and (ran is None or ran >= limit - 1):
         return "h_rt"
-    if "h_vmem" in asked:
-        peak = "".join(fields.get("maxvmem", "").split())  # "353.887 MB" too
+    peak = "".join(fields.get("maxvmem", "").split())  # "353.887 MB" too
+    if "h_vmem" in asked and not _below(peak, asked["h_vmem"]):
         return f"h_vmem {asked['h_vmem']}" + (f" {peak}" if peak else "")
     return "other"
+
+
+def _below(peak: str, limit: str) -> bool:
+    """Whether a peak memory (``353.754MB``) is known to be below a limit of one
+    slot (``200M``), so below the job's: then it was not killed for memory."""
+    from corral.units import parse_memory
+
+    try:
+        return parse_memory(peak) < parse_memory(limit)
+    except ValueError:  # unknown, "0.000B" or "INFINITY": it may have been
+        return False
 
 
 def _seconds(text: str) -> float | None:
@@ -203,8 +214,8 @@ def _at_a_limit(words: list[str]) -> Meaning:
             + (f"; its processes together reached {peak}" if peak else "")
             + "; qacct failed 37)")
     if words[:1] == ["other"]:
-        return JobStatus.FAILED, ("killed by SGE at a limit it did not ask for, its queue's "
-                                  "h_cpu or h_vmem (qacct failed 37)")
+        return JobStatus.FAILED, ("killed by SGE at a limit of its queue it did not ask for "
+                                  "(h_rt, h_cpu or h_vmem; qacct failed 37)")
     return JobStatus.TIMED_OUT, "killed by SGE at its h_rt limit (qacct failed 37)"
 
 
