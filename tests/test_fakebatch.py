@@ -240,12 +240,12 @@ def test_the_scheduler_reads_qstat_rows_and_what_they_mean():
 
 @contextmanager
 def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: float = 30.0,
-                 shadows: dict[str, str] | None = None, **options: object
+                 shadows: dict[str, str] | None = None, slots: int = 64, **options: object
                  ) -> Iterator[tuple[FakeBatch, corral.Scheduler]]:
-    """A fake cluster, and a Scheduler of this process on it that polls often
-    (with more backend *options*); *shadows* break some of its commands for
-    the driver (see :func:`shadow`)."""
-    cluster = FakeBatch(tmp_path / "fakebatch", forget_s=forget_s)
+    """A fake cluster of *slots*, and a Scheduler of this process on it that
+    polls often (with more backend *options*); *shadows* break some of its
+    commands for the driver (see :func:`shadow`)."""
+    cluster = FakeBatch(tmp_path / "fakebatch", forget_s=forget_s, slots=slots)
     cluster.root.mkdir()
     for name, value in cluster.environ().items():
         monkeypatch.setenv(name, value)
@@ -312,6 +312,30 @@ def test_a_scheduler_unreachable_past_submit_retry_fails_the_jobs_saying_so(
                                                    r"cannot connect to server fakebatch "
                                                    rf"\(errno=111\) Connection refused{ending}$"):
             job.result(timeout=60)
+
+
+def test_a_cancelled_job_the_scheduler_starts_all_the_same_does_not_run(tmp_path, monkeypatch):
+    """A cancel whose qdel did not reach the scheduler (or a job it starts before
+    the delete lands): the runtime must not run a job corral reported CANCELLED.
+    It is marked before the delete is sent, as a bundled job always was."""
+    broken = tmp_path / "qdel-broken"
+    broken.touch()
+    release, ran = tmp_path / "release", tmp_path / "ran"
+    qdel_down = (f"if [ -e {shlex.quote(os.fspath(broken))} ]; then echo 'qdel: cannot "
+                 "connect to server fakebatch (errno=111)' >&2; exit 1; fi")
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qdel": qdel_down}, slots=1) as (
+            cluster, sched):
+        blocker = sched.submit(wait_for_file, os.fspath(release), 1)
+        wait_until(lambda: blocker.status is JobStatus.RUNNING, message="the blocker to run")
+        waiting = sched.shell(f"touch {shlex.quote(os.fspath(ran))}")
+        wait_until(lambda: waiting.native_id is not None, message="the job to be submitted")
+        assert waiting.cancel() and waiting.status is JobStatus.CANCELLED
+        release.touch()
+        assert blocker.result(timeout=60) == 1
+        native = waiting.native_id
+        wait_until(lambda: cluster.qstat(native)[native]["state"] == "F", timeout=60,
+                   message="the fake cluster to start and end the cancelled job")
+    assert not ran.exists(), "a job reported CANCELLED ran"
 
 
 def test_a_refusal_that_is_not_about_reaching_the_scheduler_fails_at_once(

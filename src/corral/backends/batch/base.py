@@ -234,8 +234,10 @@ class BatchBackend:
         self._wake.set()
 
     def kill(self, job_ids: Collection[int | str]) -> None:
-        """Cancel the jobs now (a bundled job that has not started is just
-        marked, so its bundle skips it); each is reported CANCELLED."""
+        """Cancel the jobs now; each is reported CANCELLED. One that has not
+        started is marked first, so that the runtime never starts it: a bundle
+        skips it, and so does a batch job that the scheduler starts after all
+        (one whose submission was still on its way, with no id to cancel yet)."""
         to_cancel: set[str] = set()
         self._drop_held_back(set(job_ids))
         for job_id in job_ids:
@@ -243,7 +245,8 @@ class BatchBackend:
             if task is None:
                 continue
             job = self._jobs.get(task.native_id)
-            if task.bundled and claim_for_cancel(task.jobdir):
+            unstarted = bool(task.jobdir) and claim_for_cancel(task.jobdir)
+            if task.bundled and unstarted:
                 pass  # its bundle will skip it
             elif task.native_id:
                 # Running: end its batch job. Its bundle's jobs that have not
