@@ -237,7 +237,7 @@ class BatchBackend:
         """Cancel the jobs now; each is reported CANCELLED. One that has not
         started is marked first, so that the runtime never starts it: a bundle
         skips it, and so does a batch job that the scheduler starts after all
-        (one whose submission was still on its way, with no id to cancel yet)."""
+        (its delete failed, or came after the scheduler had started it)."""
         to_cancel: set[str] = set()
         self._drop_held_back(set(job_ids))
         for job_id in job_ids:

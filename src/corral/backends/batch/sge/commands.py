@@ -151,8 +151,8 @@ def _limit_enforced(fields: Mapping[str, str]) -> str:
     """Which limit a job of ``failed`` 37 was killed at, in words: its run
     time (``h_rt``), if it asked for one and ran that long (or how long it ran
     is not known); else its memory, if it asked for a limit (``h_vmem``, with
-    its peak); else one it did not ask for (its queue's ``h_cpu`` or ``h_vmem``):
-    ``"other"``."""
+    its peak) and its peak is not known to be below it; else a limit of its
+    queue that it did not ask for (``h_rt``, ``h_cpu`` or ``h_vmem``): ``"other"``."""
     asked = dict(re.findall(r"\b(h_rt|h_vmem)=([^,\s]+)", fields.get("category", "")))
     ran = _seconds(fields.get("ru_wallclock", ""))
     limit = _seconds(asked.get("h_rt", ""))
