@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import gc
-import os
 import statistics
 import sys
 import time
@@ -197,17 +196,11 @@ def _threads_cpu() -> dict[str, float]:
     """CPU seconds of each thread of this process, by its Python name."""
     import threading
 
+    import psutil
+
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
-    ticks = os.sysconf("SC_CLK_TCK")
-    found = {}
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        found[names.get(int(task), task)] = (int(fields[11]) + int(fields[12])) / ticks
-    return found
+    return {names.get(thread.id, str(thread.id)): thread.user_time + thread.system_time
+            for thread in psutil.Process().threads()}
 
 
 def round_trip_cpu(rounds: int, turns: int = 3) -> None:

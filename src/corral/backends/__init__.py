@@ -25,8 +25,7 @@ from corral.suggest import did_you_mean
 
 __all__ = ["AUTO", "DEFAULT_BACKEND", "BackendInfo", "Capabilities", "backend_info",
            "backend_names", "register_backend", "unregister_backend", "resolve_backend",
-           "make_backend", "outlives_driver", "is_registered", "registered_info",
-           "probe_backend", "Probe"]
+           "make_backend", "outlives_driver", "registered_info", "probe_backend", "Probe"]
 
 #: The name that stands for "the first registered backend that answers here".
 AUTO = "auto"
@@ -214,11 +213,6 @@ def outlives_driver(name: str | None) -> bool:
     counts as not: nothing here could reach its jobs."""
     info = registered_info(name) if isinstance(name, str) else None
     return info is not None and info.capabilities.outlives_driver
-
-
-def is_registered(name: str) -> bool:
-    """Whether a backend called *name* is registered here (no ``"auto"``)."""
-    return registered_info(name) is not None
 
 
 def registered_info(name: str) -> BackendInfo | None:

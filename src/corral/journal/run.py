@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from corral.backends import is_registered, outlives_driver
+from corral.backends import outlives_driver, registered_info
 from corral.result import Result
 from corral.journal.store import (JOURNAL_FILE, JournalError, Overview, StoredJob, StoredSession,
                                   owner_of, read_overview,
@@ -110,7 +110,7 @@ class Run:
         found = {}
         for job in jobs:
             backend = backends.get(job.session or 0)
-            if backend is not None and job.native_id and not is_registered(backend):
+            if backend is not None and job.native_id and registered_info(backend) is None:
                 found[str(job.id)] = backend
         return found
 

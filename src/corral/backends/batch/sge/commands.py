@@ -32,6 +32,7 @@ from collections.abc import Mapping
 
 from corral.backends.batch.scheduler import Meaning, NativeRow, number
 from corral.status import JobStatus
+from corral.units import parse_memory
 
 __all__ = ["job_number", "parse_qsub", "qstat_argv", "parse_qstat", "qacct_argv",
            "parse_qacct", "parse_sconf", "meaning_of", "per_slot_mb", "job_name",
@@ -167,8 +168,6 @@ def _limit_enforced(fields: Mapping[str, str]) -> str:
 def _below(peak: str, limit: str) -> bool:
     """Whether a peak memory (``353.754MB``) is known to be below a limit of one
     slot (``200M``), so below the job's: then it was not killed for memory."""
-    from corral.units import parse_memory
-
     try:
         return parse_memory(peak) < parse_memory(limit)
     except ValueError:  # unknown, "0.000B" or "INFINITY": it may have been
