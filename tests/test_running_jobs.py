@@ -266,6 +266,30 @@ def test_jobs_can_be_awaited_from_asyncio(scheduler):
     assert asyncio.run(main()) == (9, 16)
 
 
+def test_a_timeout_of_asyncio_wait_for_cancels_the_job_and_says_so_and_shield_keeps_it(
+        scheduler, tmp_path):
+    release = tmp_path / "release"
+
+    async def main():
+        abandoned = scheduler.submit(jobs.wait_for_file, str(tmp_path / "never"))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(abandoned, 0.5)
+        kept = scheduler.submit(jobs.wait_for_file, str(release), "kept")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(kept), 0.5)
+        assert not kept.done()
+        release.write_text("go")
+        return abandoned, await kept
+
+    abandoned, value = asyncio.run(main())
+    assert value == "kept"
+    with pytest.raises(concurrent.futures.CancelledError):
+        abandoned.result(timeout=30)
+    assert abandoned.status is JobStatus.CANCELLED
+    assert abandoned.reason == ("cancelled by asyncio: the task awaiting it was cancelled "
+                                "(a timeout of asyncio.wait_for, or Task.cancel())")
+
+
 def test_dispatch_then_collect_results_as_they_come(scheduler):
     batch = [corral.Job(jobs.square, (i,), id=f"run-{i}") for i in range(5)]
     scheduler.dispatch(batch)

@@ -218,9 +218,27 @@ class Job(Future):
         return f"job {self.id} {self.name!r} was cancelled: {self.reason or 'cancelled'}"
 
     def __await__(self):
+        """``await job``: as ``asyncio.wrap_future``, except that a cancel of the
+        awaiting task (a timeout of ``asyncio.wait_for``) says so in the job's
+        reason, where wrap_future's plain ``cancel()`` reads "cancelled by user"."""
         import asyncio
 
-        return asyncio.wrap_future(self).__await__()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+
+        def settle(job: Future) -> None:  # on the thread that resolved the job
+            try:
+                loop.call_soon_threadsafe(_copy_outcome, job, waiter)
+            except RuntimeError:  # the loop was closed meanwhile: nobody awaits it now
+                pass
+
+        def abandoned(waiter: Any) -> None:
+            if waiter.cancelled():
+                self._cancel_for(AWAIT_CANCELLED)
+
+        waiter.add_done_callback(abandoned)
+        self.add_done_callback(settle)
+        return waiter.__await__()
 
     # -- control -----------------------------------------------------------------
 
@@ -232,17 +250,40 @@ class Job(Future):
         before the request to give it back came (it then runs to its end).
         Blocks only for the scheduler to take note (ms).
         """
+        return self._cancel_for("cancelled by user")
+
+    def _cancel_for(self, reason: str) -> bool:
+        """:meth:`cancel`, giving *reason* as the job's."""
         if self.done():  # as Future.cancel: no need to ask a scheduler that may have stopped
             return self.cancelled()
         record = self._record
         if record.owner is not None:
-            return record.owner.cancel(record, "cancelled by user")
+            return record.owner.cancel(record, reason)
         if record.final:
             return self.cancelled()
-        record.move(JobStatus.CANCELLED, "cancelled by user")  # never dispatched: no engine
+        record.move(JobStatus.CANCELLED, reason)  # never dispatched: no engine
         record.final = True
         cancel_future(self)
         return True
+
+
+#: The reason of a job whose awaiting asyncio task was cancelled (see Job.__await__).
+AWAIT_CANCELLED = ("cancelled by asyncio: the task awaiting it was cancelled "
+                   "(a timeout of asyncio.wait_for, or Task.cancel())")
+
+
+def _copy_outcome(job: Future, waiter: Any) -> None:
+    """Resolve the asyncio Future *waiter* as *job* ended (on the event loop)."""
+    if waiter.done():
+        return
+    if job.cancelled():
+        waiter.cancel()
+        return
+    error = job.exception()
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(job.result())
 
 
 def doom(job: Job, reason: str) -> Job:
