@@ -90,6 +90,8 @@ def test_python_dash_m_corral_is_the_corral_command(tmp_path):
 def test_options_at_80_columns_never_breaks_a_word_of_the_registry(tmp_path):
     shown = Corral(tmp_path, tmp_path / "run", env={"COLUMNS": "80"}).ok("options").out
     assert max(len(line.rstrip()) for line in shown.splitlines()) <= 80
+    padded = [line for line in shown.splitlines() if line.endswith(" ")]
+    assert not padded, f"lines end in the spaces that pad a table's column: {padded[:3]}"
     words = set(shown.split())
     for name, option in JOB_OPTIONS.items():
         texts = [name, option.flag if option.cli else "", option.accepts, option.units or "",

@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections import Counter
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 from click.exceptions import NoArgsIsHelpError
@@ -637,9 +638,35 @@ def _select(run, ids: tuple[str, ...]):
 def _console():
     from rich.console import Console
 
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
+    if sys.stdout.isatty():
+        width, file = None, None
+    else:  # a file or a pipe: no spaces that pad the last column to the line's end
+        width = int(os.environ.get("COLUMNS", "160"))
+        file = cast("IO[str]", _LinesTrimmed(sys.stdout))
     # markup=False: names and commands are shown as typed, "[/]" and all
-    return Console(width=width, highlight=False, soft_wrap=False, markup=False)
+    return Console(width=width, file=file, highlight=False, soft_wrap=False, markup=False)
+
+
+class _LinesTrimmed:
+    """A text stream that drops the spaces at the end of each line written to
+    it: rich pads every row of a grid to its full width, which a file or a
+    ``grep`` then carries. (Rich writes each print whole, lines and all.)"""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_TRAILING_SPACES.sub("", text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's
+        return getattr(self._stream, name)
+
+
+_TRAILING_SPACES = re.compile(r" +(?=\n|$)")
 
 
 @cli.command()
