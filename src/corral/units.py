@@ -90,8 +90,9 @@ def parse_memory(value: object, field: str = "memory") -> int:
     return math.ceil(megabytes)
 
 
-def parse_duration(value: object, field: str = "walltime") -> float:
-    """Return *value* as a positive number of seconds.
+def parse_duration(value: object, field: str = "walltime", *, zero: bool = False) -> float:
+    """Return *value* as a positive number of seconds (*zero*: or 0, for a
+    wait that looks once, where a job's limit of 0 would be a mistake).
 
     A bare number in a string ("30") is refused as ambiguous: Slurm reads it as
     minutes while an int here means seconds, and guessing wrong kills jobs.
@@ -110,9 +111,12 @@ def parse_duration(value: object, field: str = "walltime") -> float:
             seconds = math.inf
     else:
         seconds = _parse_duration_text(value, field)
+    if zero and seconds == 0:
+        return 0.0
     if not math.isfinite(seconds) or seconds <= 0 or seconds > _MAX_SECONDS:
-        raise ValueError(f"{field}={_shown(value)} must be a positive duration of at most "
-                         f"100 years; use {DURATION_FORMS}")
+        which = "duration from 0 to" if zero else "positive duration of at most"
+        raise ValueError(f"{field}={_shown(value)} must be a {which} 100 years; "
+                         f"use {DURATION_FORMS}")
     return seconds
 
 

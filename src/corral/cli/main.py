@@ -730,7 +730,7 @@ class _Seconds(click.ParamType):
             from corral.units import DURATION_TEXT_FORMS, parse_duration
 
             try:
-                return parse_duration(value, "--timeout")
+                return parse_duration(value, "--timeout", zero=True)
             except ValueError as error:
                 said = str(error)
                 self.fail(said if "is not a duration" not in said else
