@@ -550,6 +550,8 @@ def test_cancel_stops_a_running_job_and_its_process(cli, tmp_path):
     assert cli.ok("cancel", job).out == f"cancelled {job}\n"
     wait_until(lambda: pid_gone(pid), message=f"the job's process {pid} to be gone")
     cli.wait_for_status(job, "CANCELLED")
+    # Asked again (a second terminal, a script's retry): done already, no error.
+    assert cli.ok("cancel", job).out == f"job {job} was already cancelled\n"
 
 
 def test_cancel_of_an_unknown_or_finished_job_says_why(cli):
@@ -885,6 +887,17 @@ def test_cancel_of_a_finished_scripts_job_says_it_has_finished(script_run):
     """As a driver would say it: not that the script must run again to cancel it."""
     outcome = script_run("cancel", "1")
     assert_one_line_error(outcome, 2, r"^corral: error: job 1 has already finished$")
+
+
+def test_cancel_of_a_scripts_cancelled_job_with_no_driver_is_done_already(tmp_path):
+    corral = Corral(tmp_path, tmp_path / "run")
+    script = ("import sys, corral\n"
+              "with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:\n"
+              "    scheduler.shell('sleep 60', name='long').cancel()\n")
+    subprocess.run([sys.executable, "-c", script, os.fspath(corral.run)], env=corral.env,
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    outcome = corral("cancel", "long")
+    assert (outcome.status, outcome.out, outcome.err) == (0, "job 1 was already cancelled\n", "")
 
 
 @pytest.mark.parametrize("verb", ["stop", "abort"])

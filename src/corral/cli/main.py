@@ -195,10 +195,14 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
         _register_configured_backends(strict=True)
         raise CommandError(_unreachable(unknown), EXIT_UNREACHABLE)
     unfinished = {str(job.id) for job in jobs}
-    ended = [f"job {job_id} has already finished"
-             for job_id in dict.fromkeys(request.get("ids", ())) if job_id not in unfinished]
+    finished = [job_id for job_id in dict.fromkeys(request.get("ids", ()))
+                if job_id not in unfinished]
+    cancelled_before = {str(job.id) for job in every if job.status is JobStatus.CANCELLED}
+    already = [job_id for job_id in finished if job_id in cancelled_before]
+    ended = [f"job {job_id} has already finished" for job_id in finished
+             if job_id not in cancelled_before]
     if request["verb"] == "cancel" and not jobs:  # nothing it names is left to cancel
-        return {"cancelled": [], "problems": problems + ended}
+        return {"cancelled": [], "already_cancelled": already, "problems": problems + ended}
     if not on_cluster:  # a driver would have to act: none runs
         return None
     chosen = [job for job in jobs if str(job.id) in on_cluster]
@@ -216,7 +220,8 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
                    "which is gone): the script's next run runs it"
                    for job_id in dict.fromkeys(request.get("ids", ())) if job_id in unfinished
                    and job_id not in on_cluster]
-    return {"cancelled": ids, "problems": problems + ended + unreachable}
+    return {"cancelled": ids, "already_cancelled": already,
+            "problems": problems + ended + unreachable}
 
 
 def _with_dependents(ids: set[str], unfinished: list[StoredJob]) -> set[str]:
@@ -792,6 +797,8 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
     reply = _control(context, {"verb": "cancel", "ids": list(ids)})
     for job_id in reply["cancelled"]:
         click.echo(f"cancelled {job_id}")
+    for job_id in reply.get("already_cancelled", ()):
+        click.echo(f"job {job_id} was already cancelled")
     for problem in reply["problems"]:
         click.echo(f"corral: error: {problem}", err=True)
     if reply["problems"]:

@@ -208,7 +208,10 @@ def _refuse_when_stopping(scheduler: Driver) -> None:
 
 
 def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
-    cancelled, problems = [], []
+    """Cancel the jobs named. One cancelled before is no problem (a cancel
+    asked twice, from two terminals or a script's retry, is done), but one
+    that ended otherwise is: it cannot be cancelled."""
+    cancelled, already, problems = [], [], []
     for given in _job_refs(request, "ids"):
         try:
             job_id = _id_or_name(scheduler, given)
@@ -216,11 +219,14 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         except CorralError as error:
             problems.append(str(error))
             continue
-        if job is not None and job.cancel():
+        status = job.status if job is not None else stored.status
+        if status is JobStatus.CANCELLED:
+            already.append(job_id)
+        elif job is not None and job.cancel():
             cancelled.append(job.id)
         else:
             problems.append(_ended(job_id, job.status if job is not None else stored.status))
-    return {"cancelled": cancelled, "problems": problems}
+    return {"cancelled": cancelled, "already_cancelled": already, "problems": problems}
 
 
 def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
