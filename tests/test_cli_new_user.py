@@ -61,6 +61,23 @@ def test_a_control_verb_on_a_run_that_does_not_exist_exits_3_and_creates_nothing
     assert command.daemon_pid() is None
 
 
+def test_run_may_follow_the_command_as_well_as_precede_it(tmp_path):
+    """`corral status --run DIR` was "No such option '--run'", where `corral
+    report --run DIR` worked (cold review)."""
+    run = os.fspath(tmp_path / "elsewhere")
+    command = Corral(tmp_path, tmp_path / "unused")
+    try:
+        assert command("submit", "--run", run, "--", "echo hi").out == "1\n"
+        assert command("wait", "--run", run).status == 0
+        assert "echo hi" in command("status", "--run", run).out
+        # A command's own --run wins over the group's.
+        assert command("--run", os.fspath(tmp_path / "other"), "logs", "1", "--run",
+                       run).out == "hi\n"
+    finally:
+        command("stop", "--run", run)
+    assert not (tmp_path / "unused").exists() and not (tmp_path / "other").exists()
+
+
 # -- no arguments -------------------------------------------------------------------------------
 
 

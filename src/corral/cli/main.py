@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 import contextlib
+import functools
 import os
 import re
 import shlex
@@ -35,6 +36,8 @@ from corral.options import JOB_OPTIONS, parse_options
 from corral.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from corral.journal.store import StoredJob
 
 __all__ = ["main", "cli"]
@@ -311,6 +314,28 @@ def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
         raise CommandError(str(error), EXIT_UNREACHABLE) from None
 
 
+def _run_here(context: click.Context, run_dir: Path | None) -> None:
+    """A command's own ``--run`` (``corral report --run DIR``) wins over the group's."""
+    if run_dir is not None:
+        run = run_dir.expanduser().resolve()
+        if run.exists() and not run.is_dir():
+            raise CommandError(f"--run {run}: not a directory (a run directory holds a journal)")
+        context.obj["run"] = run
+
+
+def _run_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Let *command* take ``--run DIR`` after its name too (``corral status --run
+    DIR``), where people put it as often as before it; there it wins over the group's."""
+    @functools.wraps(command)
+    def taking_run(*args: Any, run_dir: Path | None = None, **kwargs: Any) -> Any:
+        _run_here(click.get_current_context(), run_dir)
+        return command(*args, **kwargs)
+
+    return click.option("--run", "run_dir", type=click.Path(path_type=Path, readable=False),
+                        default=None, help="The run directory (as corral --run DIR).")(taking_run)
+
+
+
 # -- the command group -----------------------------------------------------------------------
 
 
@@ -351,6 +376,7 @@ def _job_option_flags(command):
 
 @cli.command(context_settings={"ignore_unknown_options": False,
                               "allow_interspersed_args": False})
+@_run_option
 @_job_option_flags
 @click.option("--after", multiple=True, metavar="ID|NAME",
               help="a job (its id, or its name if no other job has it) that must complete "
@@ -532,6 +558,7 @@ def _as_flag_message(message: str) -> str:
 
 
 @cli.command()
+@_run_option
 @click.option("--all", "show_all", is_flag=True, help="also list every finished job")
 @click.argument("ids", nargs=-1)
 @click.pass_context
@@ -675,6 +702,7 @@ _TRAILING_SPACES = re.compile(r" +(?=\n|$)")
 
 
 @cli.command()
+@_run_option
 @click.argument("job_id", metavar="ID")
 @click.option("--stderr", "show_stderr", is_flag=True, help="show standard error instead")
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
@@ -747,6 +775,7 @@ class _Seconds(click.ParamType):
 
 
 @cli.command()
+@_run_option
 @click.argument("ids", nargs=-1)
 @click.option("--timeout", type=_Seconds(), default=None,
               help="give up after this long (exit 3): seconds, or a duration such as '90s' "
@@ -790,6 +819,7 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
 
 
 @cli.command()
+@_run_option
 @click.argument("ids", nargs=-1, required=True)
 @click.pass_context
 def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
@@ -806,6 +836,7 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@_run_option
 @click.pass_context
 def pause(context: click.Context) -> None:
     """Start no new job; running ones finish."""
@@ -814,6 +845,7 @@ def pause(context: click.Context) -> None:
 
 
 @cli.command()
+@_run_option
 @click.pass_context
 def resume(context: click.Context) -> None:
     """Start jobs again after pause."""
@@ -822,6 +854,7 @@ def resume(context: click.Context) -> None:
 
 
 @cli.command()
+@_run_option
 @click.argument("job_id", metavar="[ID]", required=False)
 @click.pass_context
 def abort(context: click.Context, job_id: str | None) -> None:
@@ -835,6 +868,7 @@ def abort(context: click.Context, job_id: str | None) -> None:
 
 
 @cli.command()
+@_run_option
 @click.pass_context
 def clear(context: click.Context) -> None:
     """Cancel every job that has not started."""
@@ -843,6 +877,7 @@ def clear(context: click.Context) -> None:
 
 
 @cli.command()
+@_run_option
 @click.pass_context
 def stop(context: click.Context) -> None:
     """Stop the run's daemon; its unfinished jobs are cancelled."""
@@ -851,6 +886,7 @@ def stop(context: click.Context) -> None:
 
 
 @cli.command()
+@_run_option
 @click.option("--yes", "-y", is_flag=True, help="do not ask")
 @click.pass_context
 def clean(context: click.Context, yes: bool) -> None:
@@ -890,33 +926,18 @@ def _confirm(question: str) -> bool:
                            "pass --yes") from None
 
 
-def _run_here(context: click.Context, run_dir: Path | None) -> None:
-    """A command's own ``--run`` (``corral report --run DIR``) wins over the group's."""
-    if run_dir is not None:
-        run = run_dir.expanduser().resolve()
-        if run.exists() and not run.is_dir():
-            raise CommandError(f"--run {run}: not a directory (a run directory holds a journal)")
-        context.obj["run"] = run
-
-
-_RUN_HERE = click.option("--run", "run_dir", type=click.Path(path_type=Path, readable=False),
-                         default=None, help="The run directory (as corral --run DIR).")
-
-
 @cli.command()
-@_RUN_HERE
+@_run_option
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="where to write it (default report.html, or report.svg; - for stdout)")
 @click.option("--format", "format_", type=click.Choice(["html", "svg"]), default=None,
               help="html: the whole report (default); svg: the timeline as a picture")
 @click.pass_context
-def report(context: click.Context, run_dir: Path | None, output: Path | None,
-           format_: str | None) -> None:
+def report(context: click.Context, output: Path | None, format_: str | None) -> None:
     """Write the run's report: one HTML file with a summary, the jobs that did not
     complete and a timeline, viewable with no network; or the timeline as SVG."""
     from corral.report import choose_format, report_text, write_report
 
-    _run_here(context, run_dir)
     run = _open_run(context)
     try:
         chosen = choose_format(output if output is not None and str(output) != "-" else None,
@@ -938,19 +959,18 @@ def report(context: click.Context, run_dir: Path | None, output: Path | None,
 
 
 @cli.command()
-@_RUN_HERE
+@_run_option
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="the port to listen on (default: any free one)")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="the address to listen on; anything but loopback exposes your runs "
                    "to whoever reaches it and has the token")
 @click.pass_context
-def dashboard(context: click.Context, run_dir: Path | None, port: int, host: str) -> None:
+def dashboard(context: click.Context, port: int, host: str) -> None:
     """Serve a live page of the run (and of the others in your state directory) on
     this machine; prints its URL with the token it needs. Ctrl-C stops it."""
     from corral.web import MISSING_EXTRA
 
-    _run_here(context, run_dir)
     _open_run(context)  # a wrong --run is one line now, not a page that says so
     try:
         from corral.web.app import serve
@@ -1043,6 +1063,7 @@ def _register_configured_backends(strict: bool = True) -> None:
 
 
 @cli.command()
+@_run_option
 @click.argument("name", required=False)
 @click.pass_context
 def profiles(context: click.Context, name: str | None) -> None:
