@@ -696,6 +696,29 @@ def test_a_run_directory_that_others_may_enter_is_made_private(tmp_path):
         assert sched.run_dir == run
 
 
+def test_a_directory_of_other_files_is_refused_and_left_as_it_was(tmp_path, monkeypatch):
+    """journal="." in a group-shared project made it 0700 and filled it (cold review)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    os.chmod(project, 0o755)
+    (project / "data.csv").write_text("1,2\n")
+    monkeypatch.chdir(project)
+    with pytest.raises(ValueError, match=rf"^journal='\.': {re.escape(str(project))} is not a "
+                                         "corral run but holds other files; give a new or empty "
+                                         "directory, or an earlier run's"):
+        corral.Scheduler(cores=1, journal=".")
+    with pytest.raises(ValueError, match=r"^journal='' names no directory; give the run "
+                                         r"directory's path"):
+        corral.Scheduler(cores=1, journal="")  # os.environ.get("RUN", "")
+    assert stat.S_IMODE(project.stat().st_mode) == 0o755
+    assert os.listdir(project) == ["data.csv"]
+    # A directory with only the run's own corral.toml is the run's.
+    (project / "run").mkdir()
+    (project / "run" / "corral.toml").write_text("")
+    with corral.Scheduler(cores=1, journal="run") as sched:
+        assert sched.submit(jobs.square, 3).result(timeout=30) == 9
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: giving a directory to another uid "
                                               "needs root (run the suite as root to cover it)")
 def test_a_run_directory_of_another_user_is_refused_and_left_alone(tmp_path):
@@ -846,11 +869,14 @@ def test_the_control_socket_pauses_resumes_and_cancels_a_live_run(tmp_path, rele
         assert [job.status for job in queued] == [JobStatus.QUEUED] * 3  # paused: none started
 
         reply = send_request(run, {"verb": "cancel", "ids": [queued[0].id, 99, blocker.id]})
-        assert reply == {"ok": True, "cancelled": [queued[0].id], "problems": [
-            "no job 99 in this run (neither an id nor a job's name)",
-            f"job {blocker.id} already ended COMPLETED"]}
+        assert reply == {"ok": True, "cancelled": [queued[0].id], "already_cancelled": [],
+                         "problems": ["no job 99 in this run (neither an id nor a job's name)",
+                                      f"job {blocker.id} already ended COMPLETED"]}
         with pytest.raises(concurrent.futures.CancelledError, match="cancelled by user"):
             queued[0].result(timeout=30)
+        again = send_request(run, {"verb": "cancel", "ids": [queued[0].id]})
+        assert again == {"ok": True, "cancelled": [], "already_cancelled": [queued[0].id],
+                         "problems": []}
 
         ping = send_request(run, {"verb": "ping"})
         assert (ping["pid"], ping["paused"], ping["unfinished"]) == (os.getpid(), True, 2)
