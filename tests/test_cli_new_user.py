@@ -78,6 +78,13 @@ def test_run_may_follow_the_command_as_well_as_precede_it(tmp_path):
     assert not (tmp_path / "unused").exists() and not (tmp_path / "other").exists()
 
 
+@pytest.mark.parametrize("args", [["--run", "", "status"], ["status", "--run", ""]])
+def test_an_empty_run_is_refused_not_taken_for_the_current_directory(tmp_path, args):
+    command = Corral(tmp_path, tmp_path / "unused")
+    assert_one_line_error(command(*args), 2, r"^corral: error: Invalid value for '--run': '' "
+                                             r"names no directory; give the run directory's path")
+
+
 # -- no arguments -------------------------------------------------------------------------------
 
 

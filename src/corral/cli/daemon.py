@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from corral.control.server import NoDriver, send_request, send_when_served
+from corral.core.run_files import DAEMON_LOG
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.journal.store import RunInUse, StoredJob, private_file, private_run_dir, read_meta
 
 __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
 
-DAEMON_LOG = "daemon.log"
 _START_TIMEOUT_S = 20.0
 #: Daemons started at most by one command: one that finds the run held and
 #: nobody serving it (see :func:`ensure_daemon`) is followed by another.

@@ -323,6 +323,19 @@ def _run_here(context: click.Context, run_dir: Path | None) -> None:
         context.obj["run"] = run
 
 
+class _RunPath(click.Path):
+    """A run directory's path; an empty one is refused, where a path would
+    read it as the current directory (``--run "$UNSET"``)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, readable=False)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value == "":
+            self.fail("'' names no directory; give the run directory's path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _run_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """Let *command* take ``--run DIR`` after its name too (``corral status --run
     DIR``), where people put it as often as before it; there it wins over the group's."""
@@ -331,7 +344,7 @@ def _run_option(command: Callable[..., Any]) -> Callable[..., Any]:
         _run_here(click.get_current_context(), run_dir)
         return command(*args, **kwargs)
 
-    return click.option("--run", "run_dir", type=click.Path(path_type=Path, readable=False),
+    return click.option("--run", "run_dir", type=_RunPath(),
                         default=None, help="The run directory (as corral --run DIR).")(taking_run)
 
 
@@ -340,7 +353,7 @@ def _run_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--run", "run_dir", type=click.Path(path_type=Path, readable=False),
+@click.option("--run", "run_dir", type=_RunPath(),
               envvar="CORRAL_RUN",
               help="The run directory (default: $CORRAL_RUN, else the user's default run).")
 @click.version_option(package_name="corral", prog_name="corral")
@@ -443,30 +456,16 @@ def _check_new_run_dir(run_dir: Path) -> bool:
     """Whether *run_dir* holds no run yet (this submit makes it); refuse a
     directory with other files in it, which corral would make private and fill
     (all but the run's own ``corral.toml``, its daemon's settings: made first)."""
-    from corral.config_files import CONFIG_NAME
+    from corral.core.run_files import holds_other_files
     from corral.journal.store import journal_path
 
     if journal_path(run_dir).exists():
         return False
-    if run_dir.is_dir() and any(not _made_by_corral(entry.name) and entry.name != CONFIG_NAME
-                                for entry in os.scandir(run_dir)):
+    if holds_other_files(run_dir):
         raise CommandError(f"{run_dir} is not a corral run but holds other files; give --run "
                            "a new or empty directory, or one with only a corral.toml (corral "
                            "makes it private to you)")
     return True
-
-
-def _made_by_corral(name: str) -> bool:
-    """Whether a file of a run directory is one corral makes as a run starts: what
-    another `corral submit` started at the same moment has made so far."""
-    from corral.cli.daemon import DAEMON_LOG
-    from corral.control.server import SOCKET_FILE
-    from corral.core.runlog import LOG_FILE
-    from corral.journal.store import JOURNAL_FILE, LOCK_FILE
-    from corral.journal.writer_lock import WRITER_LOCK_FILE
-
-    return (name in (DAEMON_LOG, SOCKET_FILE, LOG_FILE, LOCK_FILE, WRITER_LOCK_FILE)
-            or name.startswith(JOURNAL_FILE))
 
 
 def _undo_new_run(run_dir: Path) -> None:

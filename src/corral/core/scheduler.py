@@ -43,6 +43,7 @@ from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
 from corral.core.resume import Resumer
 from corral.journal.run import Run
+from corral.core.run_files import holds_other_files
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
 from corral.runtime.payload import dumps_call, dumps_function
@@ -319,8 +320,8 @@ class Scheduler(Executor):
         if on_finish is not None and not callable(on_finish):
             raise ValueError(f"on_finish={on_finish!r} must be a callable taking a Job")
         grace = parse_duration(abort_grace, "abort_grace")
-        if journal is not None and not isinstance(journal, (str, os.PathLike)):
-            raise ValueError(f"journal={journal!r} must be a directory path")
+        if journal is not None:
+            _check_journal_dir(journal)
         _check_workdir(workdir)  # before anything is started that would need stopping
         _watch_interpreter_exit()
         _refuse_after_interpreter_exit()  # before anything is started
@@ -1163,6 +1164,22 @@ def _check_queues(queues: Mapping[str, int] | None) -> dict[str, int]:
             raise ValueError(f"queues: capacity of {name!r} is {capacity!r}; "
                              "it must be an int >= 1")
     return dict(queues)
+
+
+def _check_journal_dir(journal: object) -> None:
+    """Refuse a run directory corral must not make private and fill: one
+    that holds other files (see :mod:`corral.core.run_files`), or an empty
+    path, which would be the current directory unasked."""
+    if not isinstance(journal, (str, os.PathLike)):
+        raise ValueError(f"journal={journal!r} must be a directory path")
+    if not os.fspath(journal):
+        raise ValueError("journal='' names no directory; give the run directory's path (a new "
+                         "or empty directory, or an earlier run's)")
+    run_dir = Path(journal).expanduser()
+    if holds_other_files(run_dir):
+        raise ValueError(f"journal={os.fspath(journal)!r}: {run_dir.resolve()} is not a corral "
+                         "run but holds other files; give a new or empty directory, or an "
+                         "earlier run's (corral makes it private to you and fills it)")
 
 
 def _check_workdir(workdir: object) -> None:
