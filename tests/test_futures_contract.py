@@ -312,6 +312,26 @@ def test_cancel_of_a_running_job_kills_it_and_returns_true(scheduler, release):
     assert done.result(timeout=30) == 4 and done.cancel() is False
 
 
+def test_cancelling_jobs_one_by_one_in_order_starts_none_of_those_still_queued(
+        scheduler, release, monkeypatch):
+    """Each cancel of a running job freed the room that the next queued job was
+    started in, only for the next cancel to kill it: 1,000 such cancels took
+    21 s, every job begun (attack review). A cancel that kills now holds
+    starts back a moment (long here: the loop of cancels may be slow)."""
+    from corral.core import engine
+
+    monkeypatch.setattr(engine, "CANCEL_SETTLE_S", 2.0)
+    handles = [scheduler.submit(jobs.wait_for_file, str(release)) for _ in range(20)]
+    wait_until(lambda: sum(job.running() for job in handles) == 2, message="two jobs to run")
+    running = [job for job in handles if job.running()]
+    assert all(job.cancel() for job in handles)
+    begun = [job.id for job in handles if job.started is not None and job not in running]
+    assert begun == [], "queued jobs were started, to be killed by the next cancel"
+    assert [job.status for job in handles] == [JobStatus.CANCELLED] * 20
+    # The hold ends: the next job runs.
+    assert scheduler.submit(jobs.square, 3).result(timeout=30) == 9
+
+
 SUBMIT_AT_EXIT = """
 import atexit, corral
 
