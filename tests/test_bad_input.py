@@ -262,6 +262,17 @@ def test_an_endless_iterator_is_refused_instead_of_filling_memory():
 # -- ids --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("job_id", ["two\nlines", "x\x1b[31mred", "a\tb", "bell\x07"])
+def test_an_id_with_a_control_character_is_refused(job_id):
+    """A newline split the id's row of `corral status`, an escape went raw to
+    the terminal (attack review)."""
+    with pytest.raises(ValueError, match=rf"^id={re.escape(repr(job_id))} cannot be shown or "
+                       r"typed as it is \(it holds a control character: a newline, a tab…\): "
+                       r"a string id is a non-empty name .* without '/', NUL or control "
+                       r"characters"):
+        Job(jobs.noop, id=job_id)
+
+
 def test_an_id_too_long_for_a_directory_name_is_refused_before_the_job_runs(scheduler):
     with pytest.raises(ValueError, match=r"^id='xxxx*\.\.\.x*' cannot name a directory \(it is "
                        r"too long \(300 bytes\)\): a string id is a non-empty name of at most 200 "

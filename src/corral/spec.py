@@ -498,20 +498,25 @@ def check_job_id(job_id: object) -> None:
     problem = _id_text_problem(job_id)
     if problem:
         raise ValueError(
-            f"id={_shown(job_id)} cannot name a directory (it {problem}): a string id is a "
-            f"non-empty name of at most {MAX_ID_BYTES} bytes of UTF-8, without '/' or NUL, "
-            "and neither '.' nor '..'")
+            f"id={_shown(job_id)} {problem}: a string id is a non-empty name of at most "
+            f"{MAX_ID_BYTES} bytes of UTF-8, without '/', NUL or control characters, and "
+            "neither '.' nor '..'")
 
 
 def _id_text_problem(text: str) -> str | None:
     if text in ("", ".", ".."):
-        return "is empty, '.' or '..'"
+        return "cannot name a directory (it is empty, '.' or '..')"
     if "/" in text or "\0" in text:
-        return "holds '/' or NUL"
+        return "cannot name a directory (it holds '/' or NUL)"
     try:
         size = len(text.encode("utf-8"))
     except UnicodeError:
-        return "cannot be written as UTF-8"
+        return "cannot name a directory (it cannot be written as UTF-8)"
     if size > MAX_ID_BYTES:
-        return f"is too long ({size} bytes)"
+        return f"cannot name a directory (it is too long ({size} bytes))"
+    if _CONTROL.search(text):  # a newline split its row of `corral status`, an escape recoloured it
+        return "cannot be shown or typed as it is (it holds a control character: a newline, a tab…)"
     return None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

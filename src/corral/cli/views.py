@@ -118,7 +118,7 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
         detail = _detail(job, paused, orphaned=not driver_alive and not on_cluster,
                          unknown_backend=unknown_backend_jobs.get(str(job.id)),
                          unfollowed=not driver_alive and on_cluster)
-        cells = [str(job.id), _one_line(job.name),
+        cells = [_one_line(str(job.id)), _one_line(job.name),
                  Text(job.status.name, _STYLES.get(job.status, "")),
                  _elapsed(job, driver_alive or on_cluster), str(job.attempts)]
         if cluster_column:
