@@ -696,6 +696,27 @@ def test_a_run_directory_that_others_may_enter_is_made_private(tmp_path):
         assert sched.run_dir == run
 
 
+def test_a_run_log_that_cannot_be_written_says_so_once_and_the_run_goes_on(tmp_path):
+    """A full disk: logging printed a traceback for every record of corral.log,
+    800 lines among the program's output (attack review)."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    (run / "corral.log").symlink_to("/dev/full")  # every write: ENOSPC
+    script = ("import sys, corral\n"
+              "with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:\n"
+              "    for number in range(5):\n"
+              "        scheduler.shell('exit 3', name=f'bad{number}')\n")
+    done = subprocess.run([sys.executable, "-c", script, str(run)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == (f"corral: cannot write {run / 'corral.log'} (No space left on device): "
+                        "the run's log goes on without it")
+    assert lines[1].startswith("corral: 5 of 5 jobs did not complete: 5 failed")
+    assert len(lines) == 2, done.stderr
+    assert [job.status for job in corral.Scheduler.open(run).jobs()] == [JobStatus.FAILED] * 5
+
+
 def test_a_directory_of_other_files_is_refused_and_left_as_it_was(tmp_path, monkeypatch):
     """journal="." in a group-shared project made it 0700 and filled it (cold review)."""
     project = tmp_path / "project"

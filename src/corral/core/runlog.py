@@ -27,7 +27,7 @@ def attach_run_log(run_dir: Path) -> Callable[[], None]:
     from corral.journal.store import private_file
 
     private_file(run_dir / LOG_FILE)
-    file_handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    file_handler = _RunLogFile(run_dir / LOG_FILE)
     file_handler.setLevel(logging.INFO)
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     handlers: list[logging.Handler] = [file_handler]
@@ -50,6 +50,37 @@ def attach_run_log(run_dir: Path) -> Callable[[], None]:
         logger.setLevel(old_level)
 
     return detach
+
+
+class _RunLogFile(logging.FileHandler):
+    """``corral.log``, which says once, on stderr, that it cannot be written
+    (a full disk), and then stays quiet: logging's own handling printed a
+    traceback for every record, hundreds of lines among the program's output."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.failed = False
+
+    def handleError(self, record: logging.LogRecord | None) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        error = sys.exc_info()[1]
+        said = getattr(error, "strerror", None) or error
+        print(f"corral: cannot write {self.baseFilename} ({said}): the run's log goes on "
+              "without it", file=sys.stderr, flush=True)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            self.handleError(None)
+
+    def close(self) -> None:  # (its last flush fails as the others did)
+        try:
+            super().close()
+        except OSError:
+            self.handleError(None)
 
 
 class _ConsoleFormatter(logging.Formatter):
