@@ -696,6 +696,66 @@ def test_a_run_directory_that_others_may_enter_is_made_private(tmp_path):
         assert sched.run_dir == run
 
 
+def _on_a_read_only_mount(run: Path, *argv: str) -> subprocess.CompletedProcess:
+    """Run *argv* with *run* mounted read-only at ``<run>-ro``, in a mount
+    namespace of its own: nothing is left mounted, whatever happens."""
+    view = Path(f"{run}-ro")
+    view.mkdir(exist_ok=True)
+    script = (f'mount --bind "{run}" "{view}" && mount -o remount,ro,bind "{view}" && '
+              f'exec "$@"')
+    return subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", *argv],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a read-only mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_run_on_a_read_only_mount_can_be_read_and_says_why_it_cannot_be_cleaned(tmp_path):
+    """It was "not a corral journal, or it is damaged ...; move it away" (a WAL
+    journal read where SQLite may not write), and status opened the lock file
+    for writing (attack review)."""
+    from support.cli import CORRAL
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.shell("echo archived", name="old")
+    view = f"{run}-ro"
+    shown = _on_a_read_only_mount(run, CORRAL, "--run", view, "status")
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert "old" in shown.stdout and "COMPLETED" in shown.stdout
+    logs = _on_a_read_only_mount(tmp_path / "run", CORRAL, "--run", view, "logs", "old")
+    assert (logs.returncode, logs.stdout) == (0, "archived\n")
+    cleaned = _on_a_read_only_mount(run, CORRAL, "--run", view, "clean", "--yes")
+    assert (cleaned.returncode, cleaned.stderr) == (
+        3, f"corral: error: cannot delete anything in {view}: Read-only file system\n")
+    assert (run / "1" / "stdout").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a read-only mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_read_only_run_whose_last_changes_are_in_its_write_ahead_log_says_so(tmp_path):
+    from support.cli import CORRAL
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.shell("true", name="old")
+    # A driver killed with commits only in the log: one made here, never checkpointed.
+    code = ("import os, sqlite3, sys\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('PRAGMA wal_autocheckpoint=0')\n"
+            "db.execute(\"UPDATE jobs SET name='renamed'\")\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(run / "journal.db")], check=True, timeout=60)
+    assert (run / "journal.db-wal").stat().st_size > 0
+    # Read where its shared-memory file is, SQLite reads the log: here there is none.
+    (run / "journal.db-shm").unlink()
+    shown = _on_a_read_only_mount(run, CORRAL, "--run", f"{run}-ro", "status")
+    assert shown.returncode == 3
+    assert shown.stderr == (f"corral: error: cannot read the journal {run}-ro/journal.db: its "
+                            "directory cannot be written, and its latest changes are only in "
+                            "journal.db-wal, which SQLite reads only where it may write beside "
+                            "it; copy the run directory somewhere writable to read it\n")
+
+
 def test_a_run_log_that_cannot_be_written_says_so_once_and_the_run_goes_on(tmp_path):
     """A full disk: logging printed a traceback for every record of corral.log,
     800 lines among the program's output (attack review)."""

@@ -905,8 +905,12 @@ def clean(context: click.Context, yes: bool) -> None:
         return
     from corral.cli.views import note_cleaned
 
-    note_cleaned(run.path, [job for job in run.jobs("finished", results=False)
-                            if job.jobdir and Path(job.jobdir) in targets])
+    try:
+        note_cleaned(run.path, [job for job in run.jobs("finished", results=False)
+                                if job.jobdir and Path(job.jobdir) in targets])
+    except OSError as error:  # a read-only mount, a directory of another mode
+        raise CommandError(f"cannot delete anything in {run.path}: "
+                           f"{error.strerror or error}", EXIT_UNREACHABLE) from None
     for target in targets:
         shutil.rmtree(target, ignore_errors=True)
     click.echo(f"deleted the files of {len(targets)} job(s), {size / 1e6:.1f} MB")

@@ -340,6 +340,36 @@ def _open_for_reading(path: Path) -> sqlite3.Connection:
         connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30,
                                      isolation_level=None)
         connection.execute("PRAGMA busy_timeout=30000")
+        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")  # (where SQLite opens for real)
+    except sqlite3.OperationalError as error:
+        if os.access(path.parent, os.W_OK):
+            raise _damaged(path, error) from None
+        return _open_where_nothing_may_be_written(path)
+    except sqlite3.Error as error:
+        raise _damaged(path, error) from None
+    return connection
+
+
+def _open_where_nothing_may_be_written(path: Path) -> sqlite3.Connection:
+    """A connection to a journal in a directory that cannot be written (its
+    mode, a read-only mount, an archive): SQLite reads a journal in WAL mode
+    only where it may make its shared-memory file beside it, unless told the
+    file never changes. Nothing can change it there, but what a killed driver
+    left only in the write-ahead log would be missed: that is refused.
+
+    Raises:
+        JournalError: the write-ahead log holds changes, or the file cannot be read.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        raise JournalError(f"cannot read the journal {path}: its directory cannot be written, "
+                           f"and its latest changes are only in {wal.name}, which SQLite reads "
+                           "only where it may write beside it; copy the run directory "
+                           "somewhere writable to read it")
+    try:
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1",
+                                     uri=True, isolation_level=None)
+        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")
     except sqlite3.Error as error:
         raise _damaged(path, error) from None
     return connection
@@ -464,8 +494,8 @@ def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 
     Read from the lock file, and trusted only while its lock is held.
     """
-    try:
-        with open(Path(run_dir) / LOCK_FILE, "r+") as handle:
+    try:  # (read only: a shared lock needs no more, and a run on a read-only mount is read)
+        with open(Path(run_dir) / LOCK_FILE) as handle:
             return _owner_while_locked(handle)
     except FileNotFoundError:
         return None
