@@ -817,6 +817,12 @@ def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path):
     (tmp_path / "plain").write_text("not a run")
     with pytest.raises(ValueError, match="exists and is not a directory"):
         corral.Scheduler(cores=1, journal=tmp_path / "plain")
+    # Under a file, or where nothing can be made: named, not a bare OSError (cold review)
+    with pytest.raises(ValueError, match=rf"^run directory '{tmp_path}/plain/run' cannot be "
+                                         "made: Not a directory$"):
+        corral.Scheduler(cores=1, journal=tmp_path / "plain" / "run")
+    with pytest.raises(ValueError, match=r"^run directory '/proc/corral-run' cannot be made: "):
+        corral.Scheduler(cores=1, journal="/proc/corral-run")
 
 
 # -- 5. one driver per run --------------------------------------------------------------------

@@ -287,7 +287,11 @@ def private_run_dir(path: str | os.PathLike[str]) -> Path:
     run_dir = Path(path).expanduser().resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"run directory {os.fspath(path)!r} exists and is not a directory")
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:  # under /proc, a file, a read-only mount, another user's directory
+        raise ValueError(f"run directory {os.fspath(path)!r} cannot be made: "
+                         f"{error.strerror or error}") from None
     info = run_dir.stat()
     if info.st_uid != os.geteuid():
         raise ValueError(f"run directory {run_dir} belongs to another user (uid {info.st_uid})")
