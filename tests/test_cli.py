@@ -224,7 +224,20 @@ def test_logs_of_a_job_that_has_not_started_says_so(cli, tmp_path):
     assert (shown.status, shown.out) == (0, "")
     assert shown.err == (f"corral: job {waiting} 'later' has not started (WAITING): "
                          "no output yet (--follow waits for it)\n")
-    release.touch()
+    # Followed, it is printed as it comes, as the first attempt of a running job is: no
+    # "[corral: attempt 1]" (cold review), after a line that says what it waits for.
+    followed = cli.popen("logs", "--follow", waiting)
+    try:
+        said = followed.stderr.readline()  # (it follows the job from here on)
+        release.touch()
+        out, err = followed.communicate(timeout=60)
+    finally:
+        if followed.poll() is None:
+            followed.kill()
+            followed.communicate()
+    assert said == (f"corral: job {waiting} 'later' has not started (WAITING): waiting for "
+                    "it\n").encode()
+    assert (followed.returncode, out, err) == (0, b"later\n", b"")
     assert cli("wait", blocker, waiting).status == 0
 
 

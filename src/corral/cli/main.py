@@ -718,11 +718,13 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
     if was_cleaned(run.path, job):
         raise CommandError(f"job {job.id}'s output files were removed (corral clean)",
                            EXIT_UNREACHABLE)
-    if not follow and job.status in (JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED,
-                                     JobStatus.SUBMITTED):
+    if job.status in (JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED, JobStatus.SUBMITTED):
+        if not follow:
+            click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}):"
+                       " no output yet (--follow waits for it)", err=True)
+            return
         click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
-                   "no output yet (--follow waits for it)", err=True)
-        return
+                   "waiting for it", err=True)
     if job.status in TERMINAL and job.started is None:
         click.echo(f"corral: job {job.id} {job.name!r} never started ({job.status.name}: "
                    f"{job.reason}): no output", err=True)

@@ -265,10 +265,12 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
     while True:
         job = run.job(job_id)
         if job.attempts != attempt and follow:  # a retry writes its output anew
+            retried = attempt > 0  # (not the first attempt of a job that was queued)
             attempt, printed = job.attempts, 0
             decoder.reset()
-            out.write(f"\n[corral: attempt {attempt}]\n")
-            out.flush()
+            if retried:
+                out.write(f"\n[corral: attempt {attempt}]\n")
+                out.flush()
         if job.status is not JobStatus.RUNNING or job.live is None:
             printed += _write(_read_from(job.output_path(stream), printed), out, decoder)
             if job.status in TERMINAL or not follow or _orphaned(run, job):
