@@ -885,8 +885,19 @@ def test_a_broken_config_file_is_reported_with_path_line_and_key(tmp_path, text,
     assert not corral.run.exists()
 
 
-@pytest.mark.parametrize("args", [["pause"], ["resume"], ["clear"], ["abort"], ["stop"],
-                                  ["submit", "true"]])
+@pytest.mark.parametrize("verb", ["stop", "abort"])
+def test_stop_or_abort_of_a_finished_script_run_says_nothing_runs_not_to_run_it_again(
+        script_run, verb):
+    """It advised "run the script again to resume it" to one who wanted it to
+    stop (cold review)."""
+    outcome = script_run(verb)
+    assert_one_line_error(outcome, 3, rf"^corral: error: no process drives the run at "
+                                      rf"{re.escape(str(script_run.run))} \(it was made by a "
+                                      rf"script, which is not running\): nothing runs there to "
+                                      rf"{verb}$")
+
+
+@pytest.mark.parametrize("args", [["pause"], ["resume"], ["clear"], ["submit", "true"]])
 def test_control_verbs_on_a_finished_script_run_say_no_process_drives_it(script_run, args):
     outcome = script_run(*args)
     assert_one_line_error(outcome, 3, rf"^corral: error: no process drives the run at "

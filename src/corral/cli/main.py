@@ -122,6 +122,10 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
             reply = _control_cluster_jobs(run_dir, request)
             if reply is not None:
                 return reply
+        if request["verb"] in ("stop", "abort"):  # nothing to end: no advice to run it again
+            raise CommandError(f"no process drives the run at {run_dir} (it was made by a "
+                               f"script, which is not running): nothing runs there to "
+                               f"{request['verb']}", EXIT_UNREACHABLE)
         raise CommandError(
             f"no process drives the run at {run_dir}: it was made by a script, which is not "
             "running; run the script again to resume it", EXIT_UNREACHABLE)
