@@ -825,6 +825,40 @@ def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path):
         corral.Scheduler(cores=1, journal="/proc/corral-run")
 
 
+def test_a_journal_writer_that_dies_is_replaced_and_nothing_it_held_is_lost(tmp_path, caplog):
+    """Killed, it took the changes it had not committed with it: status was
+    stale for the rest of the run, the run ended with a JournalError, and the
+    next run ran a command again that had finished (attack review)."""
+    run, ran = tmp_path / "run", tmp_path / "ran"
+
+    def commands(sched: corral.Scheduler, round_: int) -> list[corral.Job]:
+        return [sched.shell(f"echo {round_}.{number} >> {ran}", name=f"round{round_}")
+                for number in range(10)]
+
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        assert [job.result(timeout=60) for job in commands(sched, 0)] == [None] * 10
+        for round_ in (1, 2):  # (a writer that took over may die too)
+            os.kill(sched._journal._writer.pid, signal.SIGKILL)
+            later = commands(sched, round_)
+            later += [sched.submit(jobs.square, number) for number in range(10)]
+            for job in later:
+                job.result(timeout=60)
+    taken_over = [record.getMessage() for record in caplog.records
+                  if "a new one took over" in record.getMessage()]
+    assert len(taken_over) == 2
+    assert taken_over[0].startswith(f"the journal writer of {run} ended (killed by signal 9; ")
+    stored = corral.Scheduler.open(run)
+    assert [job.status for job in stored.jobs()] == [JobStatus.COMPLETED] * 50
+    changes = [(event[0], event[3]) for event in stored.events()]
+    assert len(changes) == len(set(changes)) == 50 * 4  # each change once, none sent twice
+    assert len(ran.read_text().splitlines()) == 30
+    with corral.Scheduler(cores=2, journal=run) as sched:  # its rerun runs nothing again
+        for round_ in (0, 1, 2):
+            for job in commands(sched, round_):
+                job.result(timeout=60)
+    assert len(ran.read_text().splitlines()) == 30
+
+
 # -- 5. one driver per run --------------------------------------------------------------------
 
 

@@ -430,12 +430,12 @@ def _writer_with_one_job(tmp_path: Path, jobdir: str, result: bytes):
     writer.write([("jobs", [("1", 1, 0, "key#1", "big", "call", "m.big(…)", "{}", [], 1,
                              "key#1")], None,
                    [("running", None, None, 1, "pid 7", 1.0, None, jobdir, None, None, None,
-                     "1")])])
+                     "1")], 1)])
     ended = EventColumns()
     ended.add("1", 2.0, JobStatus.RUNNING, JobStatus.COMPLETED, None)
     writer.write([("jobs", [], ended.message(),
                    [("completed", None, None, 1, "pid 7", 1.0, 2.0, jobdir, result, None, None,
-                     "1")])])
+                     "1")], 2)])  # (each batch numbered, as the driver numbers them)
     return run, writer
 
 

@@ -65,6 +65,7 @@ from corral.backends import backend_names, outlives_driver
 from corral.errors import CorralError
 from corral.journal import eventlog
 from corral.journal.previous import PreviousJobs
+from corral.journal.unwritten import Unwritten
 from corral.journal.writer import HEADER, WRITING_KEY
 from corral.journal.writer_lock import note_writer, take_writer_lock
 from corral.status import TERMINAL, JobStatus
@@ -129,6 +130,8 @@ SEND_INTERVAL_S = 0.005
 #: call, paid several times for every job).
 _TEXT = {status: status.value for status in JobStatus}
 _LARGE_BATCH = 5000
+#: How many times a session replaces a writer that died (see Journal._take_over).
+_TAKEOVERS = 3
 
 _WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
                 "from corral.journal.writer import main; main()")
@@ -590,6 +593,8 @@ class Journal:
         self._failure: str | None = None
         self._last_send = 0.0
         db.close()  # from here on, the writer process owns the writing
+        self._unwritten = Unwritten(path, self.session)
+        self._takeovers = 0
         try:
             self._writer, self._pipe, self._answers = self._start_writer(writer_lock)
         finally:
@@ -846,23 +851,76 @@ class Journal:
         if wait:
             self._send(("sync",))
             answer = self._answers.readline()
+            if not answer and self._take_over("it ended before it answered"):
+                self._send(("sync",))
+                answer = self._answers.readline()
             if answer != b"ok\n":
                 problem = answer.decode(errors="replace").strip() or "the writer process died"
                 raise JournalError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: "
                                    f"{problem.removeprefix('error: ')}")
 
     def _send(self, message: tuple) -> None:
-        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        """Send *message* to the writer; a batch of changes is numbered and kept
+        until committed. A writer found dead is replaced (:meth:`_take_over`)."""
+        if self._broken:  # (said once already)
+            return
+        control = message[0] in ("sync", "stop")
+        data = (pickle.dumps(message, pickle.HIGHEST_PROTOCOL) if control
+                else self._unwritten.numbered(message))
         try:
             self._pipe.write(HEADER.pack(len(data)) + data)
-        except (BrokenPipeError, ValueError) as error:
-            if not self._broken:
-                self._broken = True
-                import logging
+        except BrokenPipeError as error:
+            if self._take_over(str(error)):  # (which sent this batch again, if it is one)
+                if control:
+                    self._send(message)
+                return
+            self._give_up(error)
+        except ValueError as error:  # the pipe was closed: the journal was closed
+            self._give_up(error)
 
-                logging.getLogger(__name__).error(
-                    "the journal writer of %s is gone (%s): the journal stops here",
-                    self.run_dir, error)
+    def _give_up(self, error: Exception) -> None:
+        if not self._broken:
+            self._broken = True
+            logging.getLogger(__name__).error(
+                "the journal writer of %s is gone (%s): the journal stops here",
+                self.run_dir, error)
+
+    def _take_over(self, why: str) -> bool:
+        """Start a writer in place of one that died, and send it the batches
+        the journal does not hold; whether that could be done. (Only so
+        often: a writer that dies at once each time is not started for ever.)"""
+        if self._broken or self._takeovers >= _TAKEOVERS:
+            return False
+        self._takeovers += 1
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+        try:
+            code = self._writer.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # its stdin closed, yet alive: it is not writing
+            self._writer.kill()
+            code = self._writer.wait()
+        self._answers.close()
+        try:
+            lock = take_writer_lock(self.run_dir)
+        except (OSError, TimeoutError) as error:
+            logging.getLogger(__name__).error("cannot replace the journal writer of %s: %s",
+                                              self.run_dir, error)
+            return False
+        try:
+            again = self._unwritten.not_committed()
+            self._writer, self._pipe, self._answers = self._start_writer(lock)
+        finally:
+            lock.close()
+        try:
+            for data in again:
+                self._pipe.write(HEADER.pack(len(data)) + data)
+        except BrokenPipeError:
+            return self._take_over("the writer that took over ended at once")
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        logging.getLogger(__name__).warning(
+            "the journal writer of %s ended (%s; %s): a new one took over, and was sent the "
+            "%d batches of changes it had not written", self.run_dir, how, why, len(again))
+        return True
 
     def _start_writer(self, lock: IO[str]) -> tuple[subprocess.Popen[bytes], IO[bytes], IO[bytes]]:
         """Start the writer process; return it, the pipe to it and the pipe of its answers.

@@ -8,15 +8,19 @@ on a core of its own.
 
 Messages are length-prefixed pickles on stdin:
 
-* ``("jobs", new_jobs, events, rows)`` — new job rows, event rows, state rows;
-* ``("meta", key, value)`` — a run-wide setting;
+* ``("jobs", new_jobs, events, rows, number)`` — new job rows, event rows,
+  state rows;
+* ``("meta", key, value, number)`` — a run-wide setting;
 * ``("sync",)`` — answer ``b"ok\\n"`` (or ``b"error: ...\\n"``, naming every
   row that could not be written so far) on stdout once everything before it
   is committed;
 * ``("stop", session, ended)`` — commit the rest, close the session, say
   ``b"error: ...\\n"`` if anything could not be written, exit (1 then).
 
-Its arguments: the journal's path and the session it writes for.
+Its arguments: the journal's path and the session it writes for. Each
+transaction also records the *number* of its last batch (:func:`written_key`),
+so that a writer that takes over from a dead one is sent only what this one
+had not committed (:mod:`corral.journal.unwritten`).
 
 Everything that arrives within a short interval is committed in one
 transaction (group commit). If the driver dies, the pipe's end of file makes
@@ -42,7 +46,7 @@ from corral.journal import eventlog
 
 from corral.runtime.threads import allow_signals
 
-__all__ = ["HEADER", "WRITING_KEY", "main"]
+__all__ = ["HEADER", "WRITING_KEY", "main", "written_key"]
 
 HEADER = struct.Struct("<I")
 
@@ -102,6 +106,12 @@ class _Reader:
 #: the write-ahead log (see :mod:`corral.journal.store`).
 WRITING_KEY = "writing"
 
+
+def written_key(session: int) -> str:
+    """The ``meta`` key of the number of the last batch of *session* committed
+    (see :mod:`corral.journal.unwritten`); removed when the session ends."""
+    return f"written {session}"
+
 #: How many problems the writer keeps word of, for the driver.
 _PROBLEMS_KEPT = 20
 
@@ -137,13 +147,18 @@ class _Writer:
         groups = _statements(messages, fold=True)
         if not groups:
             return
+        # The number of the batch, in the same transaction: what a writer that
+        # takes over from this one is sent again starts after it.
+        numbered = ("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [(written_key(self.session), str(max(message[-1] for message in messages)))],
+                    lambda row: "the number of the batch written")
         try:
-            self._commit(groups, one_by_one=False)
+            self._commit([*groups, numbered], one_by_one=False)
             return
         except Exception:  # some row is refused: find it, keep the others
             self._rollback()
         try:  # (a state refused must not take its job's row with it: not folded)
-            self._commit(_statements(messages, fold=False), one_by_one=True)
+            self._commit([*_statements(messages, fold=False), numbered], one_by_one=True)
         except Exception as error:  # the commit itself failed: disk full, I/O error
             self._rollback()
             self._note(f"{sum(len(rows) for _, rows, _ in groups)} changes were lost: {error}")
@@ -212,6 +227,7 @@ class _Writer:
                 self.db.execute("UPDATE sessions SET ended=? WHERE id=?", (ended, session))
             self.db.execute("DELETE FROM meta WHERE key=? AND value=?",
                             (WRITING_KEY, str(self.session)))
+            self.db.execute("DELETE FROM meta WHERE key=?", (written_key(self.session),))
             self.db.execute("COMMIT")
         except sqlite3.Error as error:
             self._rollback()
