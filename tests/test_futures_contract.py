@@ -321,6 +321,7 @@ def test_cancelling_jobs_one_by_one_in_order_starts_none_of_those_still_queued(
     from corral.core import engine
 
     monkeypatch.setattr(engine, "CANCEL_SETTLE_S", 2.0)
+    monkeypatch.setattr(engine, "CANCEL_SETTLE_MAX_S", 10.0)
     handles = [scheduler.submit(jobs.wait_for_file, str(release)) for _ in range(20)]
     wait_until(lambda: sum(job.running() for job in handles) == 2, message="two jobs to run")
     running = [job for job in handles if job.running()]

@@ -859,6 +859,30 @@ def test_a_journal_writer_that_dies_is_replaced_and_nothing_it_held_is_lost(tmp_
     assert len(ran.read_text().splitlines()) == 30
 
 
+def test_a_writer_stopped_as_the_run_ends_is_replaced_and_the_rest_written(tmp_path, caplog,
+                                                                            monkeypatch):
+    """Stopped (or killed just after it was told to end), it took what it held
+    with it: the rerun ran finished commands again (attack review 2)."""
+    from corral.journal import store
+
+    monkeypatch.setattr(store, "_WRITER_END_PATIENCE_S", 1.0)
+    run, ran = tmp_path / "run", tmp_path / "ran"
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        handles = [sched.shell(f"echo {number} >> {ran}") for number in range(10)]
+        for job in handles:
+            job.result(timeout=60)
+        os.kill(sched._journal._writer.pid, signal.SIGSTOP)
+        handles += [sched.shell(f"echo {number} >> {ran}") for number in range(10, 20)]
+        for job in handles:
+            job.result(timeout=60)
+    assert any("a new one took over" in record.getMessage() for record in caplog.records)
+    assert [job.status for job in corral.Scheduler.open(run).jobs()] == [JobStatus.COMPLETED] * 20
+    with corral.Scheduler(cores=2, journal=run) as sched:  # its rerun runs nothing again
+        for number in range(20):
+            sched.shell(f"echo {number} >> {ran}").result(timeout=60)
+    assert len(ran.read_text().splitlines()) == 20
+
+
 # -- 5. one driver per run --------------------------------------------------------------------
 
 

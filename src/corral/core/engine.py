@@ -100,10 +100,11 @@ class _Reply:
 #: that cancels its jobs one by one, in the order it submitted them, would
 #: otherwise see each queued job started in the room the cancel before freed,
 #: and killed by the next (1,000 such cancels took 21 s, each job begun).
-CANCEL_SETTLE_S = 0.1
+CANCEL_SETTLE_S = 0.03
 #: ... and at most this long from the first of cancels that follow each other
-#: closely: a program that cancels a job every few milliseconds for good does
-#: not stop every start.
+#: closely, after which cancels hold nothing back for as long: a program that
+#: cancels a running job every few milliseconds for good does not stop most
+#: starts.
 CANCEL_SETTLE_MAX_S = 1.0
 
 
@@ -137,6 +138,7 @@ class Engine:
         #: since when cancels have held starts back (see CANCEL_SETTLE_S).
         self._settle_until: float | None = None
         self._settling_since: float | None = None
+        self._unsettled_until = 0.0  # (after the longest hold, none for as long)
         self._pushes_seen = 0
         #: How many jobs to queue behind a running one, where workers take them
         #: ahead (see corral.core.ahead); None where the backend does not.
@@ -570,13 +572,20 @@ class Engine:
         """Whether a cancel that killed a running job came just now: then the
         room it freed is not handed out yet, for the next cancel is likely on
         its way (see CANCEL_SETTLE_S)."""
-        if time.monotonic() < self._settle_until:  # type: ignore[operator]
+        now = time.monotonic()
+        until, since = self._settle_until, self._settling_since
+        assert until is not None and since is not None, "set together"
+        if now < until:
             return True
+        if until - since >= CANCEL_SETTLE_MAX_S:  # held as long as may be: a pause from holding
+            self._unsettled_until = now + CANCEL_SETTLE_MAX_S
         self._settle_until = self._settling_since = None
         return False
 
     def _hold_starts_after_cancel(self) -> None:
         now = time.monotonic()
+        if now < self._unsettled_until:
+            return
         if self._settling_since is None:
             self._settling_since = now
         self._settle_until = min(now + CANCEL_SETTLE_S, self._settling_since + CANCEL_SETTLE_MAX_S)

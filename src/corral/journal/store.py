@@ -130,8 +130,13 @@ SEND_INTERVAL_S = 0.005
 #: call, paid several times for every job).
 _TEXT = {status: status.value for status in JobStatus}
 _LARGE_BATCH = 5000
-#: How many times a session replaces a writer that died (see Journal._take_over).
+#: How many writers that died a session replaces within a span: one that dies
+#: at once each time (see Journal._take_over) is not started for ever, and a
+#: daemon whose writer is killed now and then over days keeps its journal.
 _TAKEOVERS = 3
+_TAKEOVER_SPAN_S = 60.0
+#: How long a writer sent ``stop`` may take to commit the rest and end.
+_WRITER_END_PATIENCE_S = 60.0
 
 _WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
                 "from corral.journal.writer import main; main()")
@@ -594,7 +599,7 @@ class Journal:
         self._last_send = 0.0
         db.close()  # from here on, the writer process owns the writing
         self._unwritten = Unwritten(path, self.session)
-        self._takeovers = 0
+        self._takeovers: list[float] = []  # when writers were replaced (monotonic)
         try:
             self._writer, self._pipe, self._answers = self._start_writer(writer_lock)
         finally:
@@ -889,9 +894,11 @@ class Journal:
         """Start a writer in place of one that died, and send it the batches
         the journal does not hold; whether that could be done. (Only so
         often: a writer that dies at once each time is not started for ever.)"""
-        if self._broken or self._takeovers >= _TAKEOVERS:
+        now = time.monotonic()
+        recent = [when for when in self._takeovers if now - when < _TAKEOVER_SPAN_S]
+        if self._broken or len(recent) >= _TAKEOVERS:
             return False
-        self._takeovers += 1
+        self._takeovers = [*recent, now]
         with contextlib.suppress(OSError):
             self._pipe.close()
         try:
@@ -955,16 +962,14 @@ class Journal:
         self.previous.close()
         try:
             self.flush(force=True)
-            self._send(("stop", self.session, time.time()))
-            with contextlib.suppress(OSError):
-                self._pipe.close()
-            try:
-                code = self._writer.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._writer.kill()
-                code = self._writer.wait()
-            report = self._answers.read() or b""  # its last words: what it could not write
-            self._answers.close()
+            ended = time.time()
+            self._send(("stop", self.session, ended))
+            code, report = self._writer_ended()
+            # Killed (or stopped, and killed here) before its last commit: what it
+            # held is still kept here, for a writer that takes over.
+            if code < 0 and self._take_over("it ended before it had written all"):
+                self._send(("stop", self.session, ended))
+                code, report = self._writer_ended()
             if code == 0 and not self._broken:
                 from corral.runtime.outcomes import discard_outcomes
 
@@ -973,6 +978,21 @@ class Journal:
                 self._failure = _writer_failure(report, code)
         finally:
             self._release_lock()
+
+    def _writer_ended(self) -> tuple[int, bytes]:
+        """Let the writer finish (it was sent ``stop``); its exit status and its
+        last words (what it could not write). One that does not end within a
+        minute (stopped, stuck) is killed."""
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+        try:
+            code = self._writer.wait(timeout=_WRITER_END_PATIENCE_S)
+        except subprocess.TimeoutExpired:
+            self._writer.kill()
+            code = self._writer.wait()
+        report = self._answers.read() or b""
+        self._answers.close()
+        return code, report
 
     def raise_if_failed(self) -> None:
         """Raise, once, what the writer could not write during the session.
