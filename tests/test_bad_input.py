@@ -262,15 +262,17 @@ def test_an_endless_iterator_is_refused_instead_of_filling_memory():
 # -- ids --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("job_id", ["two\nlines", "x\x1b[31mred", "a\tb", "bell\x07"])
+@pytest.mark.parametrize("job_id", ["two\nlines", "x\x1b[31mred", "a\tb", "bell\x07",
+                                    "x\u2028y", "zero\u200bwidth"])
 def test_an_id_with_a_control_character_is_refused(job_id):
     """A newline split the id's row of `corral status`, an escape went raw to
-    the terminal (attack review)."""
+    the terminal (attack review); U+2028 showed as a space (attack review 2)."""
     with pytest.raises(ValueError, match=rf"^id={re.escape(repr(job_id))} cannot be shown or "
-                       r"typed as it is \(it holds a control character: a newline, a tab…\): "
-                       r"a string id is a non-empty name .* without '/', NUL or control "
-                       r"characters"):
+                       r"typed as it is \(it holds a control character or an invisible one: a "
+                       r"newline, a tab, a line separator…\): a string id is a non-empty name "
+                       r".* without '/', NUL or characters that do not print"):
         Job(jobs.noop, id=job_id)
+    assert Job(jobs.noop, id="a name with spaces, é and ✓").id == "a name with spaces, é and ✓"
 
 
 def test_an_id_too_long_for_a_directory_name_is_refused_before_the_job_runs(scheduler):

@@ -241,6 +241,27 @@ def test_logs_of_a_job_that_has_not_started_says_so(cli, tmp_path):
     assert cli("wait", blocker, waiting).status == 0
 
 
+def test_logs_follow_of_a_waiting_job_cancelled_meanwhile_says_it_never_started(cli, tmp_path):
+    """It said the job "wrote nothing to its stdout" (attack review 2)."""
+    release = tmp_path / "release"
+    blocker = cli.submit(block(release))
+    waiting = cli.submit("--after", blocker, "--name", "later", "echo later")
+    followed = cli.popen("logs", "--follow", waiting)
+    try:
+        followed.stderr.readline()  # "has not started (WAITING): waiting for it"
+        assert cli.ok("cancel", waiting).out == f"cancelled {waiting}\n"
+        out, err = followed.communicate(timeout=60)
+    finally:
+        if followed.poll() is None:
+            followed.kill()
+            followed.communicate()
+    assert (followed.returncode, out, err) == (
+        1, b"", f"corral: job {waiting} 'later' never started (CANCELLED: cancelled by user): "
+                "no output\n".encode())
+    release.touch()
+    assert cli("wait", blocker).status == 0
+
+
 def test_logs_prints_what_the_job_wrote_to_stdout_or_stderr(cli):
     job = cli.submit("echo to the output; echo to the errors >&2")
     assert cli("wait", job).status == 0
@@ -563,8 +584,9 @@ def test_cancel_stops_a_running_job_and_its_process(cli, tmp_path):
     assert cli.ok("cancel", job).out == f"cancelled {job}\n"
     wait_until(lambda: pid_gone(pid), message=f"the job's process {pid} to be gone")
     cli.wait_for_status(job, "CANCELLED")
-    # Asked again (a second terminal, a script's retry): done already, no error.
-    assert cli.ok("cancel", job).out == f"job {job} was already cancelled\n"
+    # Asked again (a second terminal, a script's retry): done already, no error; once
+    # however often it is named.
+    assert cli.ok("cancel", job, job).out == f"job {job} was already cancelled\n"
 
 
 def test_cancel_of_an_unknown_or_finished_job_says_why(cli):

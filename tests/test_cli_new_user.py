@@ -78,6 +78,21 @@ def test_run_may_follow_the_command_as_well_as_precede_it(tmp_path):
     assert not (tmp_path / "unused").exists() and not (tmp_path / "other").exists()
 
 
+def test_a_run_that_is_a_file_is_named_as_given_and_a_commands_own_run_wins(tmp_path):
+    """A bad $CORRAL_RUN stopped `corral status --run GOOD`, and was called
+    "--run" (attack review 2)."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    command = Corral(tmp_path, tmp_path / "unused", env={"CORRAL_RUN": os.fspath(afile)})
+    assert_one_line_error(command("status"), 2, rf"^corral: error: \$CORRAL_RUN "
+                                                rf"{re.escape(str(afile))}: not a directory")
+    assert_one_line_error(command("--run", os.fspath(afile), "status"), 2,
+                          rf"^corral: error: --run {re.escape(str(afile))}: not a directory")
+    shown = command("status", "--run", os.fspath(tmp_path / "none"))
+    assert "not a directory" not in shown.err and shown.status == 3  # (no run there)
+    assert command("options").status == 0  # a command that needs no run
+
+
 @pytest.mark.parametrize("args", [["--run", "", "status"], ["status", "--run", ""]])
 def test_an_empty_run_is_refused_not_taken_for_the_current_directory(tmp_path, args):
     command = Corral(tmp_path, tmp_path / "unused")

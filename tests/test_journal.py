@@ -798,6 +798,22 @@ def test_a_directory_of_other_files_is_refused_and_left_as_it_was(tmp_path, monk
     (project / "run" / "corral.toml").write_text("")
     with corral.Scheduler(cores=1, journal="run") as sched:
         assert sched.submit(jobs.square, 3).result(timeout=30) == 9
+    # A run whose journal was moved away, to start afresh, is one still (attack review 2)
+    (project / "run" / "journal.db").rename(project / "run" / "journal.db.bak")
+    with corral.Scheduler(cores=1, journal="run") as sched:
+        assert sched.submit(jobs.square, 4).result(timeout=30) == 16
+    # ... but a backup of a journal alone is the user's file, and a journal.db that is no
+    # corral journal is refused before the directory is made private or locked.
+    (project / "backup").mkdir(mode=0o755)
+    (project / "backup" / "journal.db.bak").write_bytes(b"")
+    with pytest.raises(ValueError, match="is not a corral run but holds other files"):
+        corral.Scheduler(cores=1, journal="backup")
+    (project / "other").mkdir(mode=0o755)
+    (project / "other" / "journal.db").write_text("a journal of my own\n")
+    with pytest.raises(CorralError, match="is not a corral journal, or it is damaged"):
+        corral.Scheduler(cores=1, journal="other")
+    assert os.listdir(project / "other") == ["journal.db"]
+    assert stat.S_IMODE((project / "other").stat().st_mode) == 0o755
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: giving a directory to another uid "

@@ -499,8 +499,8 @@ def check_job_id(job_id: object) -> None:
     if problem:
         raise ValueError(
             f"id={_shown(job_id)} {problem}: a string id is a non-empty name of at most "
-            f"{MAX_ID_BYTES} bytes of UTF-8, without '/', NUL or control characters, and "
-            "neither '.' nor '..'")
+            f"{MAX_ID_BYTES} bytes of UTF-8, without '/', NUL or characters that do not print, "
+            "and neither '.' nor '..'")
 
 
 def _id_text_problem(text: str) -> str | None:
@@ -514,9 +514,9 @@ def _id_text_problem(text: str) -> str | None:
         return "cannot name a directory (it cannot be written as UTF-8)"
     if size > MAX_ID_BYTES:
         return f"cannot name a directory (it is too long ({size} bytes))"
-    if _CONTROL.search(text):  # a newline split its row of `corral status`, an escape recoloured it
-        return "cannot be shown or typed as it is (it holds a control character: a newline, a tab…)"
+    if not text.replace(" ", "").isprintable():
+        # A newline split its row of `corral status`, an escape recoloured it,
+        # U+2028 showed as a space that cannot be typed back.
+        return ("cannot be shown or typed as it is (it holds a control character or an "
+                "invisible one: a newline, a tab, a line separator…)")
     return None
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

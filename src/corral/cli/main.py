@@ -66,7 +66,13 @@ def default_run_dir() -> Path:
 
 
 def _run_dir(context: click.Context) -> Path:
-    return context.obj["run"]
+    """The run directory chosen (checked only here: a bad ``$CORRAL_RUN`` must
+    not stop a command given its own ``--run``, nor one that needs no run)."""
+    run: Path = context.obj["run"]
+    if run.exists() and not run.is_dir():
+        raise CommandError(f"{context.obj['run_from']} {run}: not a directory (a run "
+                           "directory holds a journal)")
+    return run
 
 
 def _open_run(context: click.Context):
@@ -321,10 +327,7 @@ def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
 def _run_here(context: click.Context, run_dir: Path | None) -> None:
     """A command's own ``--run`` (``corral report --run DIR``) wins over the group's."""
     if run_dir is not None:
-        run = run_dir.expanduser().resolve()
-        if run.exists() and not run.is_dir():
-            raise CommandError(f"--run {run}: not a directory (a run directory holds a journal)")
-        context.obj["run"] = run
+        context.obj.update(run=run_dir.expanduser().resolve(), run_from="--run")
 
 
 class _RunPath(click.Path):
@@ -352,7 +355,6 @@ def _run_option(command: Callable[..., Any]) -> Callable[..., Any]:
                         default=None, help="The run directory (as corral --run DIR).")(taking_run)
 
 
-
 # -- the command group -----------------------------------------------------------------------
 
 
@@ -366,9 +368,9 @@ def cli(context: click.Context, run_dir: Path | None) -> None:
     """Run jobs with resources and dependencies, and watch or control a run from any
     terminal."""
     run = Path(run_dir if run_dir is not None else default_run_dir()).expanduser().resolve()
-    if run.exists() and not run.is_dir():
-        raise CommandError(f"--run {run}: not a directory (a run directory holds a journal)")
-    context.obj = {"run": run}
+    from_environment = (context.get_parameter_source("run_dir")
+                        is click.core.ParameterSource.ENVIRONMENT)
+    context.obj = {"run": run, "run_from": "$CORRAL_RUN" if from_environment else "--run"}
     _register_configured_backends(strict=False)  # a run on one shows its ids, is controlled
 
 
@@ -552,6 +554,14 @@ def _profile_options(name: str, run_dir: Path) -> dict[str, Any]:
         raise CommandError(str(error)) from None
 
 
+def _never_started(context: click.Context, job: StoredJob, follow: bool) -> None:
+    """Say that *job* ended without starting; a followed one that failed so exits 1."""
+    click.echo(f"corral: job {job.id} {job.name!r} never started ({job.status.name}: "
+               f"{job.reason}): no output", err=True)
+    if follow and job.status in _FAILED:  # as a followed job that ended so says
+        context.exit(EXIT_FAILED_JOB)
+
+
 def _as_flag_message(message: str) -> str:
     """Turn option names in an API message into the flags typed here."""
     for name, option in JOB_OPTIONS.items():
@@ -730,13 +740,13 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
         click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
                    "waiting for it", err=True)
     if job.status in TERMINAL and job.started is None:
-        click.echo(f"corral: job {job.id} {job.name!r} never started ({job.status.name}: "
-                   f"{job.reason}): no output", err=True)
-        if follow and job.status in _FAILED:  # as a followed job that ended so says
-            context.exit(EXIT_FAILED_JOB)
+        _never_started(context, job, follow)
         return
     job_id = str(job.id)  # (given by its name, perhaps)
     if not follow_output(run, job_id, stream, follow, sys.stdout):  # an empty page says why
+        if follow and (final := run.job(job_id)).status in TERMINAL and final.started is None:
+            _never_started(context, final, follow)  # (cancelled while it waited)
+            return
         ended = run.job(job_id).status in TERMINAL
         click.echo(f"corral: job {job.id} {job.name!r} wrote nothing to its {stream}"
                    + ("" if ended else " so far")

@@ -212,6 +212,7 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     asked twice, from two terminals or a script's retry, is done), but one
     that ended otherwise is: it cannot be cancelled."""
     cancelled, already, problems = [], [], []
+    seen: set[str] = set()
     for given in _job_refs(request, "ids"):
         try:
             job_id = _id_or_name(scheduler, given)
@@ -219,6 +220,9 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         except CorralError as error:
             problems.append(str(error))
             continue
+        if str(job_id) in seen:  # named twice (by its id and its name, say): answered once
+            continue
+        seen.add(str(job_id))
         status = job.status if job is not None else stored.status
         if status is JobStatus.CANCELLED:
             already.append(job_id)

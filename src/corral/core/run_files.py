@@ -24,21 +24,28 @@ __all__ = ["DAEMON_LOG", "made_by_corral", "holds_other_files"]
 DAEMON_LOG = "daemon.log"
 
 
+#: The files corral makes as a run starts: what another driver or ``corral
+#: submit`` started at the same moment may have made so far.
+_MADE_AT_THE_START = frozenset({
+    DAEMON_LOG, SOCKET_FILE, LOG_FILE, LOCK_FILE, WRITER_LOCK_FILE, JOURNAL_FILE,
+    *(JOURNAL_FILE + suffix for suffix in ("-wal", "-shm", "-journal"))})
+
+
 def made_by_corral(name: str) -> bool:
-    """Whether a file of a run directory is one corral makes as a run starts:
-    what another driver or ``corral submit`` started at the same moment has
-    made so far."""
-    return (name in (DAEMON_LOG, SOCKET_FILE, LOG_FILE, LOCK_FILE, WRITER_LOCK_FILE)
-            or name.startswith(JOURNAL_FILE))
+    """Whether a file of a run directory is one corral makes as a run starts
+    (``journal.db.bak`` is the user's)."""
+    return name in _MADE_AT_THE_START
 
 
 def holds_other_files(run_dir: Path) -> bool:
     """Whether *run_dir* is an existing directory that holds no run and files
-    corral did not make there (the run's ``corral.toml`` aside)."""
-    if journal_path(run_dir).exists():
-        return False
+    corral did not make there (the run's ``corral.toml`` aside). A directory
+    with the run's lock is one, also if its journal was moved away to start
+    the run afresh (its job directories are then the new run's to reuse)."""
     try:
-        entries = list(os.scandir(run_dir))
+        names = {entry.name for entry in os.scandir(run_dir)}
     except (FileNotFoundError, NotADirectoryError):
         return False
-    return any(not made_by_corral(entry.name) and entry.name != CONFIG_NAME for entry in entries)
+    if journal_path(run_dir).exists() or LOCK_FILE in names:
+        return False
+    return any(not made_by_corral(name) and name != CONFIG_NAME for name in names)

@@ -556,6 +556,9 @@ class Journal:
 
     def __init__(self, run_dir: str | os.PathLike[str], kind: str = "script",
                  backend: str | None = None) -> None:
+        existing = Path(run_dir).expanduser().resolve() / JOURNAL_FILE
+        if existing.is_file():  # no corral journal: refused before anything is made there
+            _check_header(existing)
         self.run_dir = private_run_dir(run_dir)
         self._lock = self._take_lock(kind)
         path = self.run_dir / JOURNAL_FILE
