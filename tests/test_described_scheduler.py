@@ -602,6 +602,10 @@ with corral.Scheduler(backend="fakeq", journal=sys.argv[1],
     third = sched.options(name="third", after=[second]).shell("sleep 60")
     while second.status is not corral.JobStatus.RUNNING or third.native_id is None:
         time.sleep(0.01)
+    # Killed only once the journal says so too (it lags the driver by milliseconds).
+    while [job.status for job in corral.Run(sys.argv[1]).jobs()][:2] != [
+            corral.JobStatus.COMPLETED, corral.JobStatus.RUNNING]:
+        time.sleep(0.01)
     print(second.native_id, third.native_id, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
