@@ -556,9 +556,7 @@ class Journal:
 
     def __init__(self, run_dir: str | os.PathLike[str], kind: str = "script",
                  backend: str | None = None) -> None:
-        existing = Path(run_dir).expanduser().resolve() / JOURNAL_FILE
-        if existing.is_file():  # no corral journal: refused before anything is made there
-            _check_header(existing)
+        self._refuse_what_is_no_journal(Path(run_dir).expanduser().resolve() / JOURNAL_FILE)
         self.run_dir = private_run_dir(run_dir)
         self._lock = self._take_lock(kind)
         path = self.run_dir / JOURNAL_FILE
@@ -608,6 +606,18 @@ class Journal:
         finally:
             writer_lock.close()  # the writer holds it now (or none was started)
         _OPEN_JOURNALS.add(self)
+
+    @staticmethod
+    def _refuse_what_is_no_journal(path: Path) -> None:
+        """Refuse a ``journal.db`` that is no SQLite file before the directory is
+        made private and locked (a directory of the user's own, given by mistake).
+        One that cannot be looked at is left to :func:`private_run_dir` to name."""
+        try:
+            exists = path.is_file()
+        except OSError:  # (another user's directory, say)
+            return
+        if exists:
+            _check_header(path)
 
     def _open_session(self, db: sqlite3.Connection, kind: str, backend: str | None,
                       meta: dict[str, str]) -> None:
