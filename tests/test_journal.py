@@ -1132,6 +1132,13 @@ def test_a_failed_job_mails_its_recipients_and_a_completed_one_only_when_asked(
     assert failure.recipients == ("me@example.org",)
     assert failure.mail_from == "corral@lab.example.org"
     assert f"corral --run {run} logs {failed.id} --stderr" in failure.body
+    # A call's traceback is in no log file: the mail shows it and where to see it again,
+    # and gives no exit code, which a call has not (cold review 2).
+    assert "  exit code  -\r\n" in failure.body
+    assert "The traceback it raised:\r\n    Traceback (most recent call last):" in failure.body
+    assert "raise CustomError(message)" in failure.body
+    assert failure.body.count("CustomError: disk full") >= 2  # the reason, the traceback's end
+    assert f"corral --run {run} status {failed.id}" in failure.body
 
 
 # -- found in review: ids, outcome logs, damaged journals, restored jobs --------------------------

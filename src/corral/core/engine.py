@@ -881,7 +881,7 @@ class Engine:
         self._to_resolve.append((job, error))
         self.tally.count(job)
         if notify and job.spec.notify and self.notifier is not None:
-            self._notify(job, self.notifier)
+            self._notify(job, self.notifier, error)
         with self.results_ready:
             if job.collectable:
                 self.results.append(job.result_view())
@@ -899,16 +899,18 @@ class Engine:
                 self._removed(handle)
         job.release_run_state()
 
-    def _notify(self, job: JobRecord, notifier: Notifier) -> None:
+    def _notify(self, job: JobRecord, notifier: Notifier,
+                error: BaseException | None = None) -> None:
         if job.spec.notify_on == "failure" and job.status not in (_S.FAILED, _S.TIMED_OUT):
             return
         from corral.core.notify import JobNotice
 
+        call = isinstance(job.spec.task, (Call, FunctionRef))  # (no exit code of its own)
         notice = JobNotice(
             job_id=job.dispatched_id, name=job.name, status=job.status.name, reason=job.reason,
-            exit_code=job.exit_code, started=job.started, ended=job.ended,
+            exit_code=None if call else job.exit_code, started=job.started, ended=job.ended,
             attempts=job.attempts, run_dir=None if self.journal is None else str(self.run_dir),
-            stderr_tail=_tail(job, "stderr"))
+            stderr_tail=_tail(job, "stderr"), traceback=_raised_traceback(error))
         notifier.send(notice, job.spec.notify)
 
     def _resolve_finished(self) -> None:
@@ -1252,6 +1254,19 @@ class Engine:
 def _job_of(job: JobRecord) -> Job:
     """The user's Job of a record the loop has not resolved yet (it holds it until then)."""
     return cast("Job", job.future)
+
+
+def _raised_traceback(error: BaseException | None) -> str:
+    """The worker's traceback of a call that raised (see :meth:`Engine._outcome`):
+    the cause of its own exception, or the rest of the JobFailed that stands for
+    one that could not be unpickled here. "" for anything else."""
+    if error is None:
+        return ""
+    if isinstance(error.__cause__, RemoteTraceback):
+        return str(error.__cause__)
+    if isinstance(error, JobFailed) and " raised " in str(error).split("\n", 1)[0]:
+        return str(error).partition("\n")[2]
+    return ""
 
 
 def _label(job: JobRecord) -> str:

@@ -32,6 +32,8 @@ __all__ = ["JobNotice", "Notifier", "compose"]
 log = logging.getLogger("corral.notify")  # the name users filter on; kept when modules move
 
 _SUBJECT_REASON_MAX = 120
+#: The last lines of a raised traceback a notice shows (``corral status`` shows all).
+_TRACEBACK_LINES = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,9 @@ class JobNotice:
     """What a notice says about one job: plain values, so it travels anywhere.
 
     ``started`` and ``ended`` are Unix timestamps; ``stderr_tail`` holds the
-    last lines of the job's stderr ("" when there were none).
+    last lines of the job's stderr ("" when there were none); ``traceback``
+    the one a Python call raised ("" for a command), which is in no output
+    file: ``corral status ID`` shows it.
     """
 
     job_id: int | str
@@ -53,6 +57,7 @@ class JobNotice:
     run_dir: str | None = None
     stderr_tail: str = ""
     host: str = field(default_factory=socket.gethostname)
+    traceback: str = ""
 
 
 def compose(record: JobNotice, sender: str, recipients: Sequence[str]) -> EmailMessage:
@@ -116,6 +121,11 @@ def _body(record: JobNotice) -> str:
     lines = [headline[0].upper() + headline[1:], ""]
     lines += [f"  {label:<10} {value}" for label, value in rows]
     lines.append("")
+    raised = record.traceback.rstrip("\n").splitlines()[-_TRACEBACK_LINES:]
+    if raised:
+        lines.append("The traceback it raised:")
+        lines += [f"    {line}" for line in raised]
+        lines.append("")
     tail = record.stderr_tail.rstrip("\n")
     if tail:
         lines.append("Last lines of stderr:")
@@ -126,6 +136,10 @@ def _body(record: JobNotice) -> str:
         command = shlex.join(["corral", "--run", record.run_dir, "logs", str(record.job_id),
                               "--stderr"])
         lines += ["", "See the whole log with:", f"    {command}"]
+        if raised:
+            command = shlex.join(["corral", "--run", record.run_dir, "status",
+                                  str(record.job_id)])
+            lines += ["and the whole traceback with:", f"    {command}"]
     lines += ["", "-- ", f"Sent by corral on {record.host}."]
     return "\n".join(lines) + "\n"
 
