@@ -935,6 +935,19 @@ def test_cancel_of_a_finished_scripts_job_says_it_has_finished(script_run):
     assert_one_line_error(outcome, 2, r"^corral: error: job 1 has already finished$")
 
 
+def test_a_script_run_that_ended_paused_is_not_shown_paused(tmp_path):
+    """Its next run starts unpaused whatever it left; status said PAUSED for ever
+    (cold review 2)."""
+    corral = Corral(tmp_path, tmp_path / "run")
+    script = ("import sys, corral\n"
+              "with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:\n"
+              "    scheduler.shell('true').result()\n"
+              "    scheduler.pause()\n")
+    subprocess.run([sys.executable, "-c", script, os.fspath(corral.run)], env=corral.env,
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    assert corral.ok("status").out.splitlines()[0] == f"run {corral.run}: no driver running"
+
+
 def test_cancel_of_a_scripts_cancelled_job_with_no_driver_is_done_already(tmp_path):
     corral = Corral(tmp_path, tmp_path / "run")
     script = ("import sys, corral\n"

@@ -51,7 +51,10 @@ def run_header(run: Run) -> Text:
     owner = run.owner
     driver = "no driver running" if owner is None else (
         f"driven by {owner.get('kind', '?')} pid {owner.get('pid', '?')}")
-    paused = ", PAUSED" if run.paused else ""
+    # A script's next run starts unpaused whatever the last one left: with no
+    # driver, only a daemon's run (whose next daemon starts paused) is PAUSED.
+    paused = ", PAUSED" if run.paused and (
+        owner is not None or run.meta().get("origin") == "daemon") else ""
     return Text(f"run {run.path}: {driver}{paused}")
 
 
