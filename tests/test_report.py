@@ -39,6 +39,29 @@ def embedded_data(page: str) -> dict:
     return json.loads(found.group(1))
 
 
+KILLED_THEN_RERUN = """
+import os, signal, sys, corral
+with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
+    jobs = [scheduler.shell(f"sleep 0.2; echo {number}") for number in range(8)]
+    if sys.argv[2] == "kill":
+        jobs[3].result()
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_run_and_its_rerun_count_their_cores_once(tmp_path: Path) -> None:
+    """The killed session was counted to the run's end, over its rerun's: a run
+    that kept both cores busy read as 35 % used (cold review 2)."""
+    run = tmp_path / "run"
+    for how in ("kill", "finish"):
+        subprocess.run([sys.executable, "-c", KILLED_THEN_RERUN, str(run), how], timeout=60,
+                       capture_output=True)
+    summary = read_view(corral.Run(run)).summary
+    assert summary.by_status == {"COMPLETED": 8}
+    assert summary.available_core_seconds is not None
+    assert summary.available_core_seconds <= 2 * summary.wall_seconds + 0.01
+
+
 def test_each_attempt_becomes_a_bar_with_its_outcome(mixed: Path) -> None:
     view = read_view(corral.Run(mixed))
     outcomes: dict[str, list[str]] = {}

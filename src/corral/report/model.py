@@ -295,13 +295,19 @@ def _native_kind(sessions: Sequence[SessionLike]) -> str:
 def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None,
                             last: float | None, now: float) -> float | None:
     """Each session's cores over the part of the run's span it drove; None when a
-    session that ran jobs did not say its cores (a cluster, an older journal)."""
+    session that ran jobs did not say its cores (a cluster, an older journal).
+    A session that never ended (its driver was killed) drove until the next one
+    began: counting it to the run's end counted the cores twice (a killed run
+    and its rerun read as a third used)."""
     if first is None or last is None:
         return None
     total = 0.0
+    starts = sorted(session.started for session in sessions if session.started is not None)
     for session in sessions:
         begin = max(first, session.started if session.started is not None else first)
-        end = min(last, session.ended if session.ended is not None else now)
+        later = [start for start in starts if start > begin]
+        ended = session.ended if session.ended is not None else (later[0] if later else now)
+        end = min(last, ended)
         if end <= begin:
             continue
         if session.cores is None:
