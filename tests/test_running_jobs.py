@@ -350,7 +350,9 @@ def test_nothing_can_be_submitted_after_shutdown():
     ({"backend": 4}, r"backend=4 must be a backend name such as 'local'; to set how many jobs run "
                      r"at once use Scheduler\(cores=N\)"),
     ({"backend": "lokal"}, r"unknown backend 'lokal'; did you mean 'local'\?"),
-    ({"cores": 0}, r"cores=0 must be an int >= 1"),
+    ({"cores": 0}, r"cores=0 must be an int >= 1, or None for all of this machine's CPUs$"),
+    ({"cores": -1}, r"cores=-1 must be an int >= 1, or None for all of this machine's CPUs "
+                    r"\(-1 means all CPUs to joblib\)$"),
     ({"memory": "much"}, r"memory='much' is not a memory size"),
     ({"queues": {"io": 0}}, r"queues: capacity of 'io' is 0; it must be an int >= 1"),
     ({"queues": ["io"]}, r"queues=\['io'\] must be a dict of queue names to capacities"),

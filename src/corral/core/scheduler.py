@@ -1144,11 +1144,18 @@ def _with_address(backend: str, address: Any,
     return {**(backend_options or {}), "address": address}
 
 
+#: What None means for each of the Scheduler's counts, for its error message.
+_NONE_MEANS = {"cores": "all of this machine's CPUs", "gpus": "the GPUs found here",
+               "max_jobs": "no limit", "tokens": "none"}
+
+
 def _check_int(name: str, value: Any, minimum: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum} (or None)")
+        joblib = " (-1 means all CPUs to joblib)" if name == "cores" and value == -1 else ""
+        raise ValueError(f"{name}={value!r} must be an int >= {minimum}, or None for "
+                         f"{_NONE_MEANS[name]}{joblib}")
     return value
 
 
