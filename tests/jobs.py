@@ -188,6 +188,16 @@ def hold_the_gil_after_a_child(pidfile: str) -> None:
     sum(range(10 ** 13))
 
 
+def busy_in_c(iterations: int, started: str | None = None) -> int:
+    """Sum *iterations* numbers in C code that holds the GIL throughout: none of
+    the worker's other threads (its doorbell, its lookout) runs meanwhile. 0 is
+    a job of microseconds, so that the driver learns the kind is short. With
+    *started*, that file is made first."""
+    if started is not None:
+        Path(started).touch()
+    return sum(range(iterations))
+
+
 def touch(path: str) -> None:
     Path(path).touch()
 

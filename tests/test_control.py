@@ -152,6 +152,36 @@ def test_remove_takes_a_pending_job_out_and_refuses_running_or_finished_ones(tmp
     assert [event.kind for event in seen if event.job is pending][-1] == "removed"
 
 
+def test_remove_of_a_job_its_worker_does_not_give_back_refuses(tmp_path):
+    """remove() of a job waiting in a worker's queue returned, with a "removed"
+    event, when the worker did not give it back: the job then ran to COMPLETED
+    (attack review 3). Here the job before it holds the GIL longer than remove()
+    waits, so the worker cannot answer in time: remove() refuses, and the job
+    is removed only if the worker gives it back after all."""
+    seen: list[Event] = []
+    started = tmp_path / "started"
+    with corral.Scheduler(cores=1) as sched:
+        sched.on_event(seen.append)
+        for _ in range(5):  # the kind is known short: the next one is queued behind
+            sched.submit(jobs.busy_in_c, 0).result(timeout=30)
+        busy = corral.Job(jobs.busy_in_c, (3 * 10**8, str(started)))
+        behind = corral.Job(jobs.busy_in_c, (0,))
+        sched.dispatch([busy, behind])  # one turn of the loop: behind is handed ahead
+        wait_until(started.exists, message="the job before it to hold the GIL")
+        assert behind.status is JobStatus.SUBMITTED  # in the worker's queue, behind busy
+        with pytest.raises(ValueError, match=rf"^cannot remove job {behind.id} 'busy_in_c': its "
+                                             r"worker did not give it back \(it started it, or "
+                                             r"the job before it holds the GIL\); use cancel\(\) "
+                                             r"or abort\(\) to stop it$"):
+            sched.remove(behind)
+        wait_until(behind.done, timeout=60, message="the job behind to end")
+        removed = [event for event in seen if event.job is behind and event.kind == "removed"]
+        if behind.cancelled():  # given back once the GIL was free: removed then
+            assert behind.reason == "removed" and len(removed) == 1
+        else:  # started: it ran, and nothing says it was removed
+            assert behind.result() == 0 and removed == [] and behind in sched.jobs()
+
+
 def test_cancel_kills_a_running_job_with_its_whole_process_tree(scheduler, tmp_path):
     pidfile = tmp_path / "pids"
     job = scheduler.submit(jobs.spawn_tree_and_wait, str(pidfile))

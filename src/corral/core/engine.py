@@ -1205,10 +1205,12 @@ class Engine:
         if job.status in ACTIVE and not self._not_started(job):
             raise ValueError(f"cannot remove job {job.id} {job.name!r}: it is {job.status.name}; "
                              "use cancel() or abort() to stop it")
-        handle = job.future  # let go of once the job is resolved
+        handle = cast("Job | None", job.future)  # let go of once the job is resolved
         self._cancel(job, "removed")
-        if self.listeners:
-            self.emit("removed", cast("Job", handle))
+        if not job.final:  # asked back from a worker's queue: removed once back, if it is
+            self._removing[id(job)] = handle  # (one the worker started runs on)
+        else:
+            self._removed(handle)
 
     # -- failure of the loop itself --------------------------------------------------------
 

@@ -804,14 +804,28 @@ class Scheduler(Executor):
     def remove(self, job: Job | int | str) -> None:
         """Take a job that has not started out of the queue (it ends CANCELLED).
 
+        One waiting in a worker's queue is asked back first; if the worker
+        does not give it back (it started it, or its job holds the GIL for
+        over a second), this raises, and the job runs on (or, given back
+        later after all, ends CANCELLED then, with its "removed" event).
+
         Raises:
-            ValueError: the job is running or finished, or unknown.
+            ValueError: the job is running or finished, or unknown, or its
+                worker did not give it back.
         """
         target = self._job(job)
-        queued = self._engine.call(self._engine.still_queued_ahead,
-                                   [target._record.dispatched_id])
-        self._engine.call(self._engine.remove, target._record)
+        record = target._record
+        queued = self._engine.call(self._engine.still_queued_ahead, [record.dispatched_id])
+        self._engine.call(self._engine.remove, record)
         self._engine.wait_taken_back(queued, until_ended=True)
+        on_loop = self._engine.on_loop_thread()  # (a callback cannot wait: removed once back)
+        if queued and record.status is not JobStatus.CANCELLED and not on_loop:
+            # It waited in a worker's queue, and the worker started it as it was asked
+            # back, or could not answer (wait_taken_back's limit): it runs on, as
+            # cancel() says by returning False.
+            raise ValueError(f"cannot remove job {record.id} {record.name!r}: its worker did not "
+                             "give it back (it started it, or the job before it holds the GIL); "
+                             "use cancel() or abort() to stop it")
         self._registry.forget(target)
 
     def interrupt(self, reason: str = "interrupted") -> None:
