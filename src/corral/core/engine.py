@@ -156,6 +156,9 @@ class Engine:
         self.tally = RunTally()  # how finished jobs ended, for the run's closing line
         self._outcomes_dir = None if journal is None else outcomes_directory(journal.run_dir)
         self.listeners: list[Callable[[Event], Any]] = []
+        #: How many events each listener raised on, by id(); those that did, kept alive.
+        self._listener_failures: dict[int, int] = {}
+        self._failing_listeners: list[Callable[[Event], Any]] = []
         #: Results of finished jobs that were handed over with dispatch(), for
         #: Scheduler.collect(); jobs from submit() and the like are not kept here.
         self.results: deque[Result] = deque()
@@ -353,6 +356,7 @@ class Engine:
             log.exception("corral's control loop crashed")
             self._fail_everything(crash)
         finally:
+            self._say_listener_failures()
             try:
                 self.backend.close()
             finally:
@@ -443,7 +447,24 @@ class Engine:
                 try:
                     listener(event)
                 except Exception:
-                    log.exception("event callback %r raised on %s", listener, event)
+                    self._listener_raised(listener, event)
+
+    def _listener_raised(self, listener: Callable[[Event], Any], event: Event) -> None:
+        """Log a listener's exception: its first with the traceback, its later
+        ones counted and said once the loop ends (one that raises on every
+        event printed a traceback for each, 1,200 for 300 jobs)."""
+        count = self._listener_failures[id(listener)] = (
+            self._listener_failures.get(id(listener), 0) + 1)
+        if count == 1:
+            log.exception("event callback %r raised on %s (its later exceptions are only "
+                          "counted)", listener, event)
+            self._failing_listeners.append(listener)
+
+    def _say_listener_failures(self) -> None:
+        for listener in self._failing_listeners:
+            count = self._listener_failures[id(listener)]
+            if count > 1:
+                log.error("event callback %r raised on %d events in all", listener, count)
 
     # -- adding jobs ---------------------------------------------------------------------
 
