@@ -33,7 +33,7 @@ from corral.control.server import NoDriver, send_request, send_when_served
 from corral.core.run_files import DAEMON_LOG
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
-from corral.journal.store import RunInUse, StoredJob, private_file, private_run_dir, read_meta
+from corral.journal.store import RunInUse, StoredJob, private_file, private_run_dir
 
 __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
 
@@ -225,9 +225,7 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
                                               stop).before_submit
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        if read_meta(run_dir).get("paused") == "1":
-            scheduler.pause()
+    try:  # (a run left paused: the Scheduler started paused, before it served a request)
         _resubmit(scheduler, run_dir)
         control = scheduler._control
         assert control is not None, "a scheduler with a journal serves its control socket"

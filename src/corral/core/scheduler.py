@@ -387,6 +387,8 @@ class Scheduler(Executor):
             #: Set by the daemon: follows its config files (corral.cli.daemon_settings).
             self._settings_check: Callable[[], str | None] | None = None
             if self._journal is not None:
+                if self._journal.left_paused:  # before it serves: a submit came first and ran
+                    self._engine.set_paused(True)
                 self._detach_log = attach_run_log(self._journal.run_dir)
                 self._control = ControlServer(functools.partial(handle_request, self),
                                               self._journal.run_dir)

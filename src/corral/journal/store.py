@@ -625,6 +625,8 @@ class Journal:
         *db*: the one connection the driver opens, before the writer takes over."""
         if kind != "daemon":  # a script starts unpaused, whatever a killed one left
             db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
+        #: Whether this (daemon's) session starts paused: the run was left paused.
+        self.left_paused = kind == "daemon" and meta.get("paused") == "1"
         #: Every earlier session's kind ("script", "daemon"), by session id.
         self.session_kinds: dict[int, str] = dict(db.execute("SELECT id, kind FROM sessions"))
         if "backend" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
