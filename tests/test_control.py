@@ -152,19 +152,22 @@ def test_remove_takes_a_pending_job_out_and_refuses_running_or_finished_ones(tmp
     assert [event.kind for event in seen if event.job is pending][-1] == "removed"
 
 
-def test_remove_of_a_job_its_worker_does_not_give_back_refuses(tmp_path):
+def test_remove_of_a_job_its_worker_does_not_give_back_refuses(tmp_path, monkeypatch):
     """remove() of a job waiting in a worker's queue returned, with a "removed"
     event, when the worker did not give it back: the job then ran to COMPLETED
     (attack review 3). Here the job before it holds the GIL longer than remove()
     waits, so the worker cannot answer in time: remove() refuses, and the job
     is removed only if the worker gives it back after all."""
+    from corral.core import engine
+
+    monkeypatch.setattr(engine, "TAKE_BACK_LIMIT_S", 0.2)  # (the GIL is held 5 times longer)
     seen: list[Event] = []
     started = tmp_path / "started"
     with corral.Scheduler(cores=1) as sched:
         sched.on_event(seen.append)
         for _ in range(5):  # the kind is known short: the next one is queued behind
             sched.submit(jobs.busy_in_c, 0).result(timeout=30)
-        busy = corral.Job(jobs.busy_in_c, (3 * 10**8, str(started)))
+        busy = corral.Job(jobs.busy_in_c, (10**8, str(started)))
         behind = corral.Job(jobs.busy_in_c, (0,))
         sched.dispatch([busy, behind])  # one turn of the loop: behind is handed ahead
         wait_until(started.exists, message="the job before it to hold the GIL")

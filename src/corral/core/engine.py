@@ -96,6 +96,10 @@ class _Reply:
         self.error: BaseException | None = None
 
 
+#: How long pause(), cancel() and remove() wait for a worker to give back the
+#: jobs waiting in its queue: one whose job holds the GIL cannot answer.
+TAKE_BACK_LIMIT_S = 1.0
+
 #: After a cancel kills a running job, how long no other job starts. A program
 #: that cancels its jobs one by one, in the order it submitted them, would
 #: otherwise see each queued job started in the room the cancel before freed,
@@ -1060,17 +1064,18 @@ class Engine:
         return [job.dispatched_id for job in self._active.values() if self._queued_ahead(job)]
 
     def wait_taken_back(self, job_ids: list[int | str], until_ended: bool,
-                        limit: float = 1.0) -> None:
+                        limit: float | None = None) -> None:
         """Return once each of *job_ids* — jobs that waited in a worker's queue
         when they were asked back — is back in corral's queue or has started
         (*until_ended*: has been reported ended, for a cancelled one), so that
         none starts after the pause or cancel returned; or after *limit*
-        seconds (a worker whose job holds the GIL cannot answer). From any
+        seconds (:data:`TAKE_BACK_LIMIT_S`: a worker whose job holds the GIL
+        cannot answer). From any
         thread but the loop's (there it returns at once)."""
         if threading.current_thread() is self._thread:
             return
         still = self._still_active if until_ended else self.still_queued_ahead
-        deadline = time.monotonic() + limit
+        deadline = time.monotonic() + (TAKE_BACK_LIMIT_S if limit is None else limit)
         with self._progress:
             self._progress_waiters += 1
         try:
