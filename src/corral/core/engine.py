@@ -160,9 +160,8 @@ class Engine:
         self.tally = RunTally()  # how finished jobs ended, for the run's closing line
         self._outcomes_dir = None if journal is None else outcomes_directory(journal.run_dir)
         self.listeners: list[Callable[[Event], Any]] = []
-        #: How many events each listener raised on, by id(); those that did, kept alive.
-        self._listener_failures: dict[int, int] = {}
-        self._failing_listeners: list[Callable[[Event], Any]] = []
+        #: Each listener that raised, by id(), and on how many events.
+        self._listener_failures: dict[int, tuple[Callable[[Event], Any], int]] = {}
         #: Results of finished jobs that were handed over with dispatch(), for
         #: Scheduler.collect(); jobs from submit() and the like are not kept here.
         self.results: deque[Result] = deque()
@@ -457,16 +456,14 @@ class Engine:
         """Log a listener's exception: its first with the traceback, its later
         ones counted and said once the loop ends (one that raises on every
         event printed a traceback for each, 1,200 for 300 jobs)."""
-        count = self._listener_failures[id(listener)] = (
-            self._listener_failures.get(id(listener), 0) + 1)
-        if count == 1:
+        _, count = self._listener_failures.get(id(listener), (listener, 0))
+        self._listener_failures[id(listener)] = (listener, count + 1)
+        if not count:
             log.exception("event callback %r raised on %s (its later exceptions are only "
                           "counted)", listener, event)
-            self._failing_listeners.append(listener)
 
     def _say_listener_failures(self) -> None:
-        for listener in self._failing_listeners:
-            count = self._listener_failures[id(listener)]
+        for listener, count in self._listener_failures.values():
             if count > 1:
                 log.error("event callback %r raised on %d events in all", listener, count)
 
@@ -1063,19 +1060,18 @@ class Engine:
         """The jobs waiting in a worker's queue now."""
         return [job.dispatched_id for job in self._active.values() if self._queued_ahead(job)]
 
-    def wait_taken_back(self, job_ids: list[int | str], until_ended: bool,
-                        limit: float | None = None) -> None:
+    def wait_taken_back(self, job_ids: list[int | str], until_ended: bool) -> None:
         """Return once each of *job_ids* — jobs that waited in a worker's queue
         when they were asked back — is back in corral's queue or has started
         (*until_ended*: has been reported ended, for a cancelled one), so that
-        none starts after the pause or cancel returned; or after *limit*
-        seconds (:data:`TAKE_BACK_LIMIT_S`: a worker whose job holds the GIL
-        cannot answer). From any
+        none starts after the pause or cancel returned; or after
+        :data:`TAKE_BACK_LIMIT_S` (a worker whose job holds the GIL cannot
+        answer). From any
         thread but the loop's (there it returns at once)."""
         if threading.current_thread() is self._thread:
             return
         still = self._still_active if until_ended else self.still_queued_ahead
-        deadline = time.monotonic() + (TAKE_BACK_LIMIT_S if limit is None else limit)
+        deadline = time.monotonic() + TAKE_BACK_LIMIT_S
         with self._progress:
             self._progress_waiters += 1
         try:

@@ -15,26 +15,21 @@ from pathlib import Path
 from corral.config_files import CONFIG_NAME
 from corral.control.server import SOCKET_FILE
 from corral.core.runlog import LOG_FILE
-from corral.journal.store import JOURNAL_FILE, LOCK_FILE, journal_path
+from corral.journal.store import JOURNAL_FILE, LOCK_FILE
 from corral.journal.writer_lock import WRITER_LOCK_FILE
 
-__all__ = ["DAEMON_LOG", "made_by_corral", "holds_other_files"]
+__all__ = ["DAEMON_LOG", "holds_other_files"]
 
 #: The log of the run's daemon (``corral submit``), beside the run's own.
 DAEMON_LOG = "daemon.log"
 
 
-#: The files corral makes as a run starts: what another driver or ``corral
-#: submit`` started at the same moment may have made so far.
-_MADE_AT_THE_START = frozenset({
-    DAEMON_LOG, SOCKET_FILE, LOG_FILE, LOCK_FILE, WRITER_LOCK_FILE, JOURNAL_FILE,
+#: The files corral makes as a run starts, and the run's own settings: what
+#: another driver or ``corral submit`` started at the same moment may have made
+#: so far (``journal.db.bak`` is the user's).
+_THE_RUNS_OWN = frozenset({
+    DAEMON_LOG, SOCKET_FILE, LOG_FILE, LOCK_FILE, WRITER_LOCK_FILE, CONFIG_NAME, JOURNAL_FILE,
     *(JOURNAL_FILE + suffix for suffix in ("-wal", "-shm", "-journal"))})
-
-
-def made_by_corral(name: str) -> bool:
-    """Whether a file of a run directory is one corral makes as a run starts
-    (``journal.db.bak`` is the user's)."""
-    return name in _MADE_AT_THE_START
 
 
 def holds_other_files(run_dir: Path) -> bool:
@@ -46,6 +41,6 @@ def holds_other_files(run_dir: Path) -> bool:
         names = {entry.name for entry in os.scandir(run_dir)}
     except (FileNotFoundError, NotADirectoryError):
         return False
-    if journal_path(run_dir).exists() or LOCK_FILE in names:
+    if JOURNAL_FILE in names or LOCK_FILE in names:
         return False
-    return any(not made_by_corral(name) and name != CONFIG_NAME for name in names)
+    return not names <= _THE_RUNS_OWN

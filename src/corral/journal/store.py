@@ -914,13 +914,7 @@ class Journal:
         if self._broken or len(recent) >= _TAKEOVERS:
             return False
         self._takeovers = [*recent, now]
-        with contextlib.suppress(OSError):
-            self._pipe.close()
-        try:
-            code = self._writer.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # its stdin closed, yet alive: it is not writing
-            self._writer.kill()
-            code = self._writer.wait()
+        code = self._reap_writer(10.0)  # (one whose stdin closed, yet alive, is not writing)
         self._answers.close()
         try:
             lock = take_writer_lock(self.run_dir)
@@ -998,16 +992,21 @@ class Journal:
         """Let the writer finish (it was sent ``stop``); its exit status and its
         last words (what it could not write). One that does not end within a
         minute (stopped, stuck) is killed."""
-        with contextlib.suppress(OSError):
-            self._pipe.close()
-        try:
-            code = self._writer.wait(timeout=_WRITER_END_PATIENCE_S)
-        except subprocess.TimeoutExpired:
-            self._writer.kill()
-            code = self._writer.wait()
+        code = self._reap_writer(_WRITER_END_PATIENCE_S)
         report = self._answers.read() or b""
         self._answers.close()
         return code, report
+
+    def _reap_writer(self, patience: float) -> int:
+        """Close the pipe to the writer, and return its exit status once it has
+        ended: within *patience* seconds, or killed then."""
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+        try:
+            return self._writer.wait(timeout=patience)
+        except subprocess.TimeoutExpired:
+            self._writer.kill()
+            return self._writer.wait()
 
     def raise_if_failed(self) -> None:
         """Raise, once, what the writer could not write during the session.

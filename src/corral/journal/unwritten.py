@@ -6,7 +6,8 @@ with it the end of a command that finished meanwhile, which the next run
 would run again. So the driver numbers each batch, keeps it until the
 journal says it is committed (the writer records the number of the last
 batch of each transaction in it, in the same transaction), and sends what
-is left to the writer that takes over (:meth:`corral.journal.store.Journal`).
+is left to the writer that takes over (``Journal._take_over`` in
+:mod:`corral.journal.store`).
 
 Asking the journal costs a query, so it is asked only when many batches, or
 many megabytes of them, are kept, and again only after as many more.
