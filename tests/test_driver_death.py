@@ -406,6 +406,7 @@ def test_a_child_forked_from_a_driver_dies_of_sigterm_as_usual(scheduler: corral
 def test_the_signal_handlers_are_corrals_only_while_a_scheduler_is_open() -> None:
     program = """
 import signal, corral
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job
 first = corral.Scheduler(cores=1)
 second = corral.Scheduler(cores=1)
 assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
