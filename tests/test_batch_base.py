@@ -25,6 +25,7 @@ from corral.runtime.batch import BatchOutcome
 from corral.runtime.threads import start_thread
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
+from support.processes import plain_mask_line
 
 SLURM = SlurmScheduler()
 
@@ -214,7 +215,7 @@ def test_scheduler_commands_started_from_corrals_threads_can_be_ended_by_sigterm
     """corral's threads block SIGINT and SIGTERM (they are the main thread's), and a
     program inherits its starter's mask. A site's submit wrapper that starts a
     daemon, or a hung probe, must still end when it is sent SIGTERM."""
-    unblocked = "SigBlk:\t0000000000000000\n"
+    unblocked = plain_mask_line()
     argv = ["grep", "SigBlk", "/proc/self/status"]
     said: queue.SimpleQueue[str] = queue.SimpleQueue()
 

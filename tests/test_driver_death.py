@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 from support.cli import CORRAL
-from support.processes import pids_alive
+from support.processes import pids_alive, plain_mask_line
 from support.waiting import wait_until
 
 import corral
@@ -503,7 +503,7 @@ def test_what_the_programs_own_callbacks_and_map_input_start_gets_a_plain_mask(
         job.add_done_callback(lambda _: seen.setdefault("done callback", _mask_of_a_child()))
         assert sum(sched.map(abs, numbers())) == sum(range(MAP_WINDOW + 2))
         corral.wait([job], timeout=30)
-    unblocked = "SigBlk:\t0000000000000000\n"
+    unblocked = plain_mask_line()
     assert seen == {"map input": unblocked, "on_event": unblocked, "on_finish": unblocked,
                     "done callback": unblocked}
 

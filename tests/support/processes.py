@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import threading
+
 import psutil
 
-__all__ = ["pids_alive", "SESSION_PROCESSES", "outside_session_processes"]
+__all__ = ["pids_alive", "SESSION_PROCESSES", "outside_session_processes", "plain_mask_line"]
 
 #: Processes a session-wide fixture started on purpose (a Dask cluster), which
 #: the check that no test leaves a process behind must not count, nor their
@@ -37,3 +41,17 @@ def outside_session_processes(processes: list[psutil.Process]) -> list[psutil.Pr
         if not lineage & SESSION_PROCESSES:
             kept.append(process)
     return kept
+
+
+def plain_mask_line() -> str:
+    """The ``SigBlk`` line of a process the main thread starts: what a program's
+    own processes get, and so what one started from corral's threads must get.
+    Not all zeros under every tool (``perf record`` blocks SIGWINCH in what it
+    runs), but never with Ctrl-C or SIGTERM blocked, which is what corral's
+    threads block for themselves."""
+    assert threading.current_thread() is threading.main_thread()
+    line = subprocess.run(["grep", "SigBlk", "/proc/self/status"], capture_output=True,
+                          text=True, check=True).stdout
+    mask = int(line.split()[1], 16)
+    assert not mask & (1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)), line
+    return line
