@@ -445,13 +445,16 @@ def _note_a_daemon_table_not_read(run_dir: Path) -> None:
     """Say that the ``[daemon]`` table of the submitting directory's
     ``corral.toml`` is not the run's (when the run is elsewhere), rather than
     leave the user to wonder why its queues are unknown."""
-    from corral.config import CONFIG_NAME, daemon_table_in
-    from corral.config_files import config_paths, same_file
+    from corral.config_files import CONFIG_NAME, config_paths, same_file
 
     in_cwd = Path.cwd() / CONFIG_NAME
-    read = config_paths(run_dir)  # the daemon's: the user's file, then the run's
-    if not in_cwd.is_file() or any(same_file(in_cwd, path) for path in read):
+    if not in_cwd.is_file():
         return
+    read = config_paths(run_dir)  # the daemon's: the user's file, then the run's
+    if any(same_file(in_cwd, path) for path in read):
+        return
+    from corral.config import daemon_table_in  # (the settings' checks: a fifth of a submit)
+
     if daemon_table_in(in_cwd):
         click.echo(f"corral: note: the [daemon] table of {in_cwd} is not read: the daemon of "
                    f"{run_dir} takes its settings from {' and '.join(map(str, read))}",

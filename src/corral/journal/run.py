@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from corral.backends import outlives_driver, registered_info
 from corral.result import Result
 from corral.journal.store import (JOURNAL_FILE, JournalError, Overview, StoredJob, StoredSession,
                                   owner_of, read_overview,
@@ -94,6 +93,8 @@ class Run:
         """``{job id: backend name}`` for those of *jobs* handed to a backend
         whose jobs outlive the driver, a cluster scheduler (their native ids
         are its job ids, and they run on without a driver)."""
+        from corral.backends import outlives_driver  # (only commands that act on jobs ask)
+
         backends = read_session_backends(self.path)
         found = {}
         for job in jobs:
@@ -106,6 +107,8 @@ class Run:
         """``{job id: backend name}`` for those of *jobs* handed to a backend that is
         not registered in this process (a site's backend not installed here):
         nothing here can tell whether they still run, nor reach them."""
+        from corral.backends import registered_info
+
         backends = read_session_backends(self.path)
         found = {}
         for job in jobs:

@@ -61,7 +61,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from corral.backends import backend_names, outlives_driver
 from corral.errors import CorralError
 from corral.journal import eventlog
 from corral.journal.previous import PreviousJobs
@@ -705,6 +704,8 @@ class Journal:
     def outlives_driver(self, job: StoredJob) -> bool:
         """Whether an unfinished job lives on without its driver: one handed to
         a cluster scheduler (it is found again by its native id), not a local process."""
+        from corral.backends import outlives_driver  # (the command line rarely asks)
+
         return (job.native_id is not None
                 and outlives_driver(self.session_backends.get(job.session or 0)))
 
@@ -712,6 +713,8 @@ class Journal:
         """Why an unfinished job of an earlier session is closed. One handed to a
         backend not installed here may still run there: said in its reason and
         logged, since the next run of the script runs it again here."""
+        from corral.backends import backend_names
+
         backend = self.session_backends.get(job.session or 0)
         if backend is None or job.native_id is None or backend in backend_names():
             return ORPHANED
