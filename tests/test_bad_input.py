@@ -494,3 +494,15 @@ def test_a_value_whose_own_methods_raise_is_refused_naming_the_option(name, valu
 def test_a_task_whose_fspath_raises_is_refused():
     with pytest.raises(ValueError, match=r"is a path that cannot be read as text; give a str path"):
         Job(_RaisingPath())
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"corse": 2}, r"^Scheduler\(\) takes no argument 'corse'; did you mean 'cores'\?$"),
+    ({"journl": "run"}, r"^Scheduler\(\) takes no argument 'journl'; did you mean 'journal'\?$"),
+    ({"walltime": "1h"}, r"^Scheduler\(\) takes no argument 'walltime': it is a job option, "
+                         r"which goes in scheduler\.options\(walltime=\.\.\.\)\.submit\(\.\.\.\)$"),
+    ({"xyzzy": 1}, r"^Scheduler\(\) takes no argument 'xyzzy'; its arguments are backend, cores, "),
+])
+def test_a_misspelt_or_misplaced_scheduler_argument_names_what_was_meant(given, message):
+    with pytest.raises(TypeError, match=message):
+        corral.Scheduler(**given)

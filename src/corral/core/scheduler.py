@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Never, overload
 
 from corral.core import driver_signals
 from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, make_backend,
@@ -296,7 +296,9 @@ class Scheduler(Executor):
                  config: Config | None = None,
                  backend_options: Mapping[str, Any] | None = None,
                  address: Any = None,
-                 _owner: str = "script") -> None:
+                 _owner: str = "script", **unknown: Never) -> None:
+        if unknown:
+            raise TypeError(_unknown_argument(next(iter(unknown))))
         if not isinstance(backend, str):
             raise ValueError(f"backend={backend!r} must be a backend name such as "
                              f"{DEFAULT_BACKEND!r}; to set how many jobs run at once use "
@@ -1103,6 +1105,18 @@ def _refuse_options_among_arguments(fn: Any, kwargs: Mapping[str, Any]) -> None:
             f"{name}() takes no argument {', '.join(map(repr, misplaced))}: submit() passes "
             "keyword arguments to the function, as Executor.submit does; job options go in "
             f"scheduler.options({misplaced[0]}=...).submit({name}, ...)")
+
+
+def _unknown_argument(name: str) -> str:
+    """Why ``Scheduler(name=...)`` is refused: the closest argument, or the
+    job option it is (those go to ``options()`` or ``submit``'s job)."""
+    arguments = [parameter for parameter in inspect.signature(Scheduler).parameters
+                 if not parameter.startswith("_") and parameter != "unknown"]
+    if name in JOB_OPTIONS:
+        return (f"Scheduler() takes no argument {name!r}: it is a job option, which goes in "
+                f"scheduler.options({name}=...).submit(...)")
+    hint = did_you_mean(name, arguments, otherwise="its arguments are " + ", ".join(arguments))
+    return f"Scheduler() takes no argument {name!r}; {hint}"
 
 
 def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> None:
