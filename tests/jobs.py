@@ -90,6 +90,16 @@ def wait_for_file(path: str, value=None, say: str | None = None, limit: float = 
     return value
 
 
+def say_then(text: str, then: str) -> None:
+    """Write a line to stdout and one to stderr, then die (``"exit"``) or wait
+    to be killed (``"wait"``: its timeout, a cancel)."""
+    print(f"out {text}", flush=True)
+    print(f"err {text}", file=sys.stderr, flush=True)
+    if then == "exit":
+        os._exit(3)
+    time.sleep(120)
+
+
 def report_environment(*names: str) -> dict[str, str | None]:
     return {name: os.environ.get(name) for name in names} | {"cwd": os.getcwd()}
 

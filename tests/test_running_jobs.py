@@ -202,6 +202,30 @@ def test_output_of_a_running_job_can_be_read_while_it_runs(scheduler, release):
     assert job.stdout == "halfway\n" and command.stdout == "step one\n"
 
 
+@pytest.mark.parametrize("ended_by", ["its timeout", "a cancel", "its worker's death"])
+def test_a_call_killed_or_lost_while_it_runs_keeps_what_it_wrote(scheduler, ended_by):
+    """BUG (cold review): a call is stopped by killing its worker, and what it
+    had written stayed in the worker's spool files: `job.stdout` and `corral
+    logs` said it wrote nothing, for the very jobs whose output is read most."""
+    options = {"timeout": "1s"} if ended_by == "its timeout" else {}
+    job = scheduler.options(**options).submit(
+        jobs.say_then, "last words", "exit" if ended_by == "its worker's death" else "wait")
+    if ended_by == "a cancel":
+        wait_until(lambda: job.stdout == "out last words\n", message="the job's first line")
+        assert job.cancel()
+    corral.wait([job], timeout=30)
+    assert job.status is {"its timeout": JobStatus.TIMED_OUT, "a cancel": JobStatus.CANCELLED,
+                          "its worker's death": JobStatus.FAILED}[ended_by]
+    assert job.stdout == "out last words\n" and job.stderr == "err last words\n"
+    # (A cancel ends the job at once; its worker's end, and so the move, follows.)
+    wait_until(lambda: (job.jobdir / "stdout").exists(), message="the job's own stdout file")
+    assert (job.jobdir / "stdout").read_text() == "out last words\n"
+    assert job.stdout == "out last words\n" and job.stderr == "err last words\n"
+    after = scheduler.submit(jobs.talk, "next")  # the next job on a new worker: its own output
+    after.result(timeout=30)
+    assert after.stdout == "py-out next\nchild-out next\n"
+
+
 def test_output_is_kept_after_a_temporary_workdir_is_removed():
     with corral.Scheduler(cores=1) as sched:
         job = sched.submit(jobs.talk, "kept")

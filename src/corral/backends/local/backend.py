@@ -46,6 +46,7 @@ from corral.status import JobStatus
 from corral.runtime.command import KILL, TERMINATE, describe_exit, how_it_ended
 from corral.runtime.frames import FrameReader
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
+from corral.runtime.spool import hand_over
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker_process import (GivenBack, Reply, Started, WorkerStartError,
                                            call_request,
@@ -203,6 +204,9 @@ class LocalBackend:
         self._busy: set[_Worker] = set()
         #: Every job handed over and not ended, running or queued, and its worker.
         self._running: dict[int | str, _Worker] = {}
+        #: The directory of each of those jobs: what a job wrote before its worker
+        #: died goes there (see _keep_what_it_wrote).
+        self._jobdirs: dict[int | str, str] = {}
         self._gpus_held: dict[int | str, tuple[int, ...]] = {}
         self._free_gpus = list(range(self._capacity.gpus or 0))
         self._killed: set[int | str] = set()
@@ -264,6 +268,7 @@ class LocalBackend:
                 native_ids.append("")
                 continue
             self._running[submission.job_id] = runner
+            self._jobdirs[submission.job_id] = str(submission.jobdir)
             native_ids.append(str(runner.pid))
             self._pending.append(Update(submission.job_id, JobStatus.RUNNING,
                                         native_id=str(runner.pid), live_output=runner.spool,
@@ -522,6 +527,7 @@ class LocalBackend:
             request = self._command_request(submission, worker, ())
         worker.handed.append((submission.job_id, submission.call is None))
         self._running[submission.job_id] = worker
+        self._jobdirs[submission.job_id] = str(submission.jobdir)
         queued.setdefault(worker, []).append(request)
         return str(worker.pid)
 
@@ -636,6 +642,7 @@ class LocalBackend:
         worker.handed.popleft()
         worker.job_id = None
         del self._running[job_id]
+        del self._jobdirs[job_id]
         self._release_gpus(job_id)
         ok, blob, ended = message.ok, message.blob, message.ended
         # A job killed as it ended is reported as it ended: the engine knows
@@ -684,6 +691,7 @@ class LocalBackend:
         for job_id in job_ids:
             if self._running.pop(job_id, None) is None:
                 continue
+            del self._jobdirs[job_id]
             if job_id in self._killed or job_id in self._withdrawn:
                 self._killed.discard(job_id)
                 self._withdrawn.discard(job_id)
@@ -724,6 +732,7 @@ class LocalBackend:
                 log.warning("idle worker %d died (%s)", worker.pid, describe_exit(returncode))
             return
         del self._running[job_id]
+        self._keep_what_it_wrote(worker, self._jobdirs.pop(job_id))
         self._release_gpus(job_id)
         if job_id in self._killed:
             self._killed.discard(job_id)
@@ -733,6 +742,25 @@ class LocalBackend:
                 job_id, JobStatus.FAILED, exit_code=returncode,
                 reason=f"worker lost: its process (pid {worker.pid}) {how_it_ended(returncode)}",
             ))
+
+    @staticmethod
+    def _keep_what_it_wrote(worker: _Worker, jobdir: str) -> None:
+        """Move what the job *worker* ran wrote before the worker died (killed
+        for the job's timeout, a cancel or an abort, or dead by itself) from
+        its spool files to the job's own, as the worker does after each job it
+        ends: the output of a job that did not end well is the one most read."""
+        for path, name in zip(worker.spool, ("stdout", "stderr"), strict=True):
+            try:
+                spool = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:  # (the worker died before it made it)
+                continue
+            try:
+                hand_over(spool, jobdir, name)
+            except OSError as error:
+                log.warning("the %s of job directory %s could not be kept: %s", name, jobdir,
+                            error)
+            finally:
+                os.close(spool)
 
     @staticmethod
     def _wait_gone(process: subprocess.Popen) -> int:
