@@ -446,6 +446,44 @@ def test_a_partial_of_an_edited_function_runs_again(tmp_path):
 # -- 3. reading a run: Scheduler.open ---------------------------------------------------------
 
 
+def test_a_driver_stopped_with_ctrl_z_is_named_at_once_and_gets_no_request_behind_its_back(
+        tmp_path):
+    """A command sent to a script suspended with Ctrl-Z (SIGSTOP here) waited
+    60 s for an answer that could not come. It is now told within a second or
+    so that the driver is stopped and how to continue it; `corral status`
+    says so too, and the request is not carried out once the driver runs again."""
+    from support.cli import Corral, assert_one_line_error
+
+    run, release = tmp_path / "run", tmp_path / "release"
+    cli = Corral(tmp_path / "home", run)
+    driver = start_driver(tmp_path, "mixed", run, release)
+    try:
+        wait_until(lambda: (run / "control.sock").exists() and JobStatus.RUNNING in [
+            job.status for job in corral.Scheduler.open(run).jobs()][3:4],
+            message="the driver serving, its job 4 running")
+        os.kill(driver.pid, signal.SIGSTOP)
+        wait_until(lambda: psutil.Process(driver.pid).status() == psutil.STATUS_STOPPED)
+        told = cli("pause", timeout=30)  # (not the 60 s of a driver that is only busy)
+        assert_one_line_error(told, 3, (
+            rf"the process driving {re.escape(str(run))} \(pid {driver.pid}\) is stopped "
+            rf"\(Ctrl-Z, SIGSTOP or a debugger\) and answers nothing until it runs again \(fg "
+            rf"in its terminal, or kill -CONT {driver.pid}\); it will not carry out this "
+            r"request unless it had already begun it: see corral status$"))
+        assert cli("status").header == (f"run {run}: driven by script pid {driver.pid}, which "
+                                        "is STOPPED (Ctrl-Z or SIGSTOP): it starts and answers "
+                                        "nothing")
+        os.kill(driver.pid, signal.SIGCONT)
+        wait_until(lambda: psutil.Process(driver.pid).status() != psutil.STATUS_STOPPED)
+        assert send_request(run, {"verb": "ping"})["ok"]  # it serves again, and so:
+        assert cli("status").header == f"run {run}: driven by script pid {driver.pid}"
+        release.touch()
+        assert finish(driver, tmp_path).endswith("finished\n")
+    finally:
+        if driver.poll() is None:  # (a failed assertion above)
+            driver.kill()
+            driver.wait()
+
+
 def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(tmp_path):
     run, release = tmp_path / "run", tmp_path / "release"
     driver = start_driver(tmp_path, "mixed", run, release)

@@ -51,6 +51,11 @@ def run_header(run: Run) -> Text:
     owner = run.owner
     driver = "no driver running" if owner is None else (
         f"driven by {owner.get('kind', '?')} pid {owner.get('pid', '?')}")
+    if owner is not None:
+        from corral.control.server import stopped_driver
+
+        if stopped_driver(run.path) is not None:
+            driver += ", which is STOPPED (Ctrl-Z or SIGSTOP): it starts and answers nothing"
     # A script's next run starts unpaused whatever the last one left: with no
     # driver, only a daemon's run (whose next daemon starts paused) is PAUSED.
     paused = ", PAUSED" if run.paused and (

@@ -37,8 +37,8 @@ from typing import Any
 from corral.errors import CorralError
 from corral.runtime.threads import start_thread
 
-__all__ = ["SOCKET_FILE", "ControlServer", "Denied", "NoDriver", "Refused", "RequestTooLarge",
-           "Stopping", "send_request"]
+__all__ = ["SOCKET_FILE", "ControlServer", "Denied", "DriverStopped", "NoDriver", "Refused",
+           "RequestTooLarge", "Stopping", "send_request", "stopped_driver"]
 
 log = logging.getLogger("corral.control")
 
@@ -79,6 +79,10 @@ def _socket_path(run_dir: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{directory}/{SOCKET_FILE}"
     finally:
         os.close(directory)
+
+
+class DriverStopped(CorralError):
+    """The driver is stopped (Ctrl-Z, SIGSTOP): it answers once it is continued."""
 
 
 class RequestTooLarge(CorralError):
@@ -174,6 +178,7 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
         except TimeoutError:
             raise _no_answer(run_dir, timeout) from None
         try:
+            _wait_for_answer(connection, run_dir, time.monotonic() + timeout)
             answer = _read_line(connection)
         except ConnectionResetError:
             answer = b""
@@ -189,6 +194,57 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
     if not reply.get("ok"):
         raise Refused(reply.get("error") or "the request was refused")
     return reply
+
+
+#: How long a driver may be seen stopped (Ctrl-Z, SIGSTOP, a debugger) before a
+#: request to it is given up, and how often it is looked at meanwhile.
+_STOPPED_PATIENCE_S = 1.0
+_STOPPED_LOOK_S = 0.25
+
+
+def _wait_for_answer(connection: socket.socket, run_dir: Path, deadline: float) -> None:
+    """Return once the answer is there to read; raise TimeoutError at *deadline*,
+    or :class:`DriverStopped` as soon as the driver is seen stopped for
+    :data:`_STOPPED_PATIENCE_S` (a script suspended with Ctrl-Z answers nothing
+    until it is resumed, and each command waited the whole timeout for it)."""
+    watch = select.poll()
+    watch.register(connection, select.POLLIN)
+    stopped_since: float | None = None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no answer in time")
+        if watch.poll(min(left, _STOPPED_LOOK_S) * 1000):
+            return
+        pid = stopped_driver(run_dir)
+        now = time.monotonic()
+        if pid is None:
+            stopped_since = None
+        elif stopped_since is None:
+            stopped_since = now
+        elif now - stopped_since >= _STOPPED_PATIENCE_S:
+            raise DriverStopped(
+                f"the process driving {run_dir} (pid {pid}) is stopped (Ctrl-Z, SIGSTOP or a "
+                f"debugger) and answers nothing until it runs again (fg in its terminal, or "
+                f"kill -CONT {pid}); it will not carry out this request unless it had already "
+                "begun it: see corral status")
+
+
+def stopped_driver(run_dir: Path) -> int | None:
+    """The pid of the run's driver if it runs on this host and is stopped."""
+    from corral.journal.store import owner_of
+
+    owner = owner_of(run_dir) or {}
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or owner.get("host", os.uname().nodename) != os.uname().nodename:
+        return None  # (a driver on another host of a shared file system: not seen from here)
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read()
+    except OSError:
+        return None
+    state = fields[fields.rindex(")") + 2:][:1]  # (the name before it may hold anything)
+    return pid if state in ("T", "t") else None
 
 
 def _no_answer(run_dir: Path, timeout: float) -> CorralError:
