@@ -879,10 +879,18 @@ def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path):
         corral.Scheduler(cores=1, journal="/proc/corral-run")
 
 
-def test_a_journal_writer_that_dies_is_replaced_and_nothing_it_held_is_lost(tmp_path, caplog):
+@pytest.mark.parametrize("driver_reads", ["what was committed", "nothing (sends all it kept)"])
+def test_a_journal_writer_that_dies_is_replaced_and_nothing_it_held_is_lost(
+        tmp_path, caplog, monkeypatch, driver_reads):
     """Killed, it took the changes it had not committed with it: status was
     stale for the rest of the run, the run ended with a JournalError, and the
-    next run ran a command again that had finished (attack review)."""
+    next run ran a command again that had finished (attack review). A driver
+    that cannot read the journal sends the new writer every batch it kept;
+    the writer skips those the journal holds, rather than write them twice."""
+    if driver_reads != "what was committed":
+        from corral.journal.unwritten import Unwritten
+
+        monkeypatch.setattr(Unwritten, "_committed", lambda self: 0)
     run, ran = tmp_path / "run", tmp_path / "ran"
 
     def commands(sched: corral.Scheduler, round_: int) -> list[corral.Job]:
@@ -903,8 +911,13 @@ def test_a_journal_writer_that_dies_is_replaced_and_nothing_it_held_is_lost(tmp_
     assert taken_over[0].startswith(f"the journal writer of {run} ended (killed by signal 9; ")
     stored = corral.Scheduler.open(run)
     assert [job.status for job in stored.jobs()] == [JobStatus.COMPLETED] * 50
-    changes = [(event[0], event[3]) for event in stored.events()]
-    assert len(changes) == len(set(changes)) == 50 * 4  # each change once, none sent twice
+    # Each change once, none sent twice: a batch sent again would repeat its rows
+    # exactly. (A job may pass through a state twice: handed ahead to a worker,
+    # then given back unstarted, it is QUEUED and SUBMITTED again, at other times.)
+    events = stored.events()
+    assert len(events) == len(set(events)) >= 50 * 4
+    assert sorted(event[0] for event in events if event[3] == "completed") == sorted(
+        str(number) for number in range(1, 51))
     assert len(ran.read_text().splitlines()) == 30
     with corral.Scheduler(cores=2, journal=run) as sched:  # its rerun runs nothing again
         for round_ in (0, 1, 2):

@@ -134,6 +134,12 @@ class _Writer:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._say_writing()
+        #: The number of the last batch of this session the journal holds: a
+        #: writer that takes over is sent what the driver could not tell was
+        #: committed (all it kept, if the driver could not read the journal; a
+        #: read-only connection cannot recover the log of a writer killed
+        #: mid-write), and writes only what comes after it.
+        self._written = self._last_written()
 
     def _say_writing(self) -> None:
         """Note in journal.db itself, before any commit that could sit only in
@@ -143,22 +149,34 @@ class _Writer:
                         (WRITING_KEY, str(self.session)))
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def _last_written(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?",
+                              (written_key(self.session),)).fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            return 0
+
     def write(self, messages: list[tuple]) -> None:
+        messages = [message for message in messages if message[-1] > self._written]
         groups = _statements(messages, fold=True)
         if not groups:
             return
+        last = max(message[-1] for message in messages)
         # The number of the batch, in the same transaction: what a writer that
         # takes over from this one is sent again starts after it.
         numbered = ("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                    [(written_key(self.session), str(max(message[-1] for message in messages)))],
+                    [(written_key(self.session), str(last))],
                     lambda row: "the number of the batch written")
         try:
             self._commit([*groups, numbered], one_by_one=False)
+            self._written = last
             return
         except Exception:  # some row is refused: find it, keep the others
             self._rollback()
         try:  # (a state refused must not take its job's row with it: not folded)
             self._commit([*_statements(messages, fold=False), numbered], one_by_one=True)
+            self._written = last
         except Exception as error:  # the commit itself failed: disk full, I/O error
             self._rollback()
             self._note(f"{sum(len(rows) for _, rows, _ in groups)} changes were lost: {error}")
