@@ -136,9 +136,8 @@ class _Writer:
         self._say_writing()
         #: The number of the last batch of this session the journal holds: a
         #: writer that takes over is sent what the driver could not tell was
-        #: committed (all it kept, if the driver could not read the journal; a
-        #: read-only connection cannot recover the log of a writer killed
-        #: mid-write), and writes only what comes after it.
+        #: committed (all it kept, if the driver could not read the journal),
+        #: and writes only what comes after it.
         self._written = self._last_written()
 
     def _say_writing(self) -> None:
