@@ -288,6 +288,10 @@ def test_logs_of_a_job_that_wrote_nothing_says_so(cli):
     assert shown.err == (f"corral: job {job} 'echo' wrote nothing to its stdout (--stderr "
                          "shows its standard error)\n")
     assert cli.ok("logs", job, "--stderr").out == "only to the errors\n"
+    silent = cli.submit("true")  # (cold review: pointed at --stderr, which held nothing either)
+    assert cli("wait", silent).status == 0
+    assert cli.ok("logs", silent).err == (f"corral: job {silent} 'true' wrote nothing, to its "
+                                          "stdout or its stderr\n")
 
 
 def follow_until_the_end(cli: Corral, job: str, first: bytes,

@@ -24,6 +24,7 @@ from corral.backends import backend_info, backend_names
 from corral.options import JOB_OPTIONS
 from corral.core.packing import Packer
 from corral.spec import Shell
+from corral.status import JobStatus
 from corral.units import format_span, parse_duration
 
 import jobs
@@ -174,8 +175,9 @@ def test_clean_without_a_terminal_says_to_pass_yes_and_logs_after_clean_says_why
     refused = fresh("clean")  # stdin is an empty pipe: nobody to answer the question
     assert refused.status == 2, str(refused)
     assert "Traceback" not in refused.err and refused.out == ""
-    assert refused.err.splitlines()[-1] == ("corral: error: refusing to delete without "
-                                            "confirmation: no terminal to ask; pass --yes")
+    assert refused.err.splitlines()[-1] == (
+        "corral: error: refusing to delete without confirmation: no answer came (its input "
+        "ended; it reads 'y' from a pipe too); pass --yes")
     assert (fresh.run / talker).is_dir()
 
     assert fresh.ok("clean", "--yes").out.startswith("deleted the files of 1 job(s)")
@@ -413,6 +415,16 @@ def test_wait_draws_its_progress_bar_on_a_terminal_stderr_and_keeps_stdout_clean
     assert waiting.returncode == 0
     assert b"1 to go" in drawn
     assert out == b"", "the progress bar must not go to stdout"
+
+
+def test_the_progress_bar_names_timed_out_and_cancelled_jobs_apart_from_failed_ones():
+    """Cold review: "0 to go, 2 failed" for 1 failed, 1 timed out and 8 cancelled."""
+    from corral.cli.waiting import progress_words
+
+    S = JobStatus
+    ended = [S.FAILED, S.TIMED_OUT, *[S.CANCELLED] * 8, S.COMPLETED, S.COMPLETED]
+    assert progress_words(ended) == "0 to go, 1 failed, 1 timed out, 8 cancelled"
+    assert progress_words([S.RUNNING, S.QUEUED, S.COMPLETED]) == "2 to go, 0 failed"
 
 
 def _read_terminal_until(fd: int, wanted: bytes, timeout: float = 20) -> bytes:

@@ -750,10 +750,16 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
         if follow and (final := run.job(job_id)).status in TERMINAL and final.started is None:
             _never_started(context, final, follow)  # (cancelled while it waited)
             return
-        ended = run.job(job_id).status in TERMINAL
-        click.echo(f"corral: job {job.id} {job.name!r} wrote nothing to its {stream}"
-                   + ("" if ended else " so far")
-                   + ("" if show_stderr else " (--stderr shows its standard error)"), err=True)
+        now = run.job(job_id)
+        ended = now.status in TERMINAL
+        if ended and not show_stderr and not _has_output(now.output_path("stderr")):
+            click.echo(f"corral: job {job.id} {job.name!r} wrote nothing, to its stdout or its "
+                       "stderr", err=True)
+        else:
+            click.echo(f"corral: job {job.id} {job.name!r} wrote nothing to its {stream}"
+                       + ("" if ended else " so far")
+                       + ("" if show_stderr else " (--stderr shows its standard error)"),
+                       err=True)
     if follow:  # followed to its end: how it ended, as wait says (corral logs -f 7 && ...)
         ended_as = run.job(job_id)
         if ended_as.status not in TERMINAL:  # its driver died
@@ -935,6 +941,13 @@ def clean(context: click.Context, yes: bool) -> None:
     click.echo(f"deleted the files of {len(targets)} job(s), {size / 1e6:.1f} MB")
 
 
+def _has_output(path: str | os.PathLike[str] | None) -> bool:
+    try:
+        return path is not None and os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
 def _confirm(question: str) -> bool:
     """Ask on stderr; with no answer to read (no terminal, input closed), refuse
     with a message that says how to go on instead of a bare "aborted"."""
@@ -944,8 +957,8 @@ def _confirm(question: str) -> bool:
         if sys.stdin is not None and sys.stdin.isatty():
             raise  # Ctrl-C or Ctrl-D at the prompt: the user chose to stop
         click.echo("", err=True)  # end the prompt's line
-        raise CommandError("refusing to delete without confirmation: no terminal to ask; "
-                           "pass --yes") from None
+        raise CommandError("refusing to delete without confirmation: no answer came (its "
+                           "input ended; it reads 'y' from a pipe too); pass --yes") from None
 
 
 @cli.command()

@@ -20,7 +20,7 @@ from corral.units import format_span
 if TYPE_CHECKING:
     from corral.journal.run import Run
 
-__all__ = ["wait_with_progress"]
+__all__ = ["progress_words", "wait_with_progress"]
 
 
 def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
@@ -45,11 +45,10 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
         while True:
             jobs = [job for job in run.jobs(results=False) if not wanted or str(job.id) in wanted]
             done = sum(job.status in TERMINAL for job in jobs)
-            failed = sum(job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) for job in jobs)
-            if failed:
+            if any(job.status in _BAD_ENDS for job in jobs):
                 line.complete_style = line.finished_style = "red"
             progress.update(bar, total=len(jobs), completed=done,
-                            description=f"{len(jobs) - done} to go, {failed} failed")
+                            description=progress_words([job.status for job in jobs]))
             if done == len(jobs):
                 return "done"
             if deadline is not None and time.monotonic() > deadline:
@@ -60,6 +59,24 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
                 if any(job.status not in TERMINAL for job in jobs):
                     return "orphaned"
             time.sleep(POLL_S)  # the journal is written by another process
+
+
+#: The ends that turn the bar red.
+_BAD_ENDS = (JobStatus.FAILED, JobStatus.TIMED_OUT)
+
+
+def progress_words(statuses: Sequence[JobStatus]) -> str:
+    """The bar's words: how many jobs are still to go, how many failed, and
+    how many timed out or were cancelled, where any were ("3 to go, 1 failed,
+    2 cancelled"): a bar that counts them as done says nothing else of them."""
+    done = sum(status in TERMINAL for status in statuses)
+    words = [f"{len(statuses) - done} to go",
+             f"{sum(status is JobStatus.FAILED for status in statuses)} failed"]
+    for status, word in ((JobStatus.TIMED_OUT, "timed out"), (JobStatus.CANCELLED, "cancelled")):
+        count = sum(each is status for each in statuses)
+        if count:
+            words.append(f"{count} {word}")
+    return ", ".join(words)
 
 
 class _ElapsedColumn(ProgressColumn):
