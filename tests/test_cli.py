@@ -1655,3 +1655,29 @@ def test_a_name_in_wide_characters_is_shown_whole_where_the_terminal_has_room():
     out = io.StringIO()
     Console(file=out, width=200, markup=False).print(status_table([job], driver_alive=False))
     assert "日本語の名前です " in out.getvalue()
+
+
+@pytest.mark.parametrize("idle", ["abc", "-1", "0", "0.001", "nan", "1e999"])
+def test_a_bad_daemon_idle_time_is_one_line_and_makes_no_run(tmp_path, idle):
+    """Attack review: a traceback tail from the daemon's log (exit 3), or, for
+    nan, a daemon that never went idle."""
+    corral = Corral(tmp_path / "home", tmp_path / "run", env={"CORRAL_DAEMON_IDLE": idle})
+    refused = corral("submit", "--", "true")
+    assert_one_line_error(refused, 2, rf"^corral: error: CORRAL_DAEMON_IDLE='{re.escape(idle)}' "
+                                      r"must be a number of seconds from 1 to 31,536,000 \(a "
+                                      r"year\)$")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("where, why", [
+    ("a-file/run", "the run at {run} cannot be reached: a part of its path is a file, not a "
+                   "directory"),
+    ("/proc/corral-run", "run directory '{run}' cannot be made: No such file or directory"),
+])
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, where, why):
+    """Attack review: a traceback (ValueError) under /proc or on a read-only
+    mount, a bare '[Errno 20] Not a directory' under a file."""
+    (tmp_path / "a-file").write_text("not a directory")
+    run = tmp_path / where
+    refused = Corral(tmp_path / "home", run)("submit", "--", "true")
+    assert_one_line_error(refused, 3, "^corral: error: " + re.escape(why.format(run=run)) + "$")

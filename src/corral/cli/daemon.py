@@ -20,6 +20,7 @@ Its own messages go to ``<run dir>/daemon.log`` and the run's ``corral.log``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import subprocess
@@ -55,10 +56,17 @@ def idle_seconds(default: float = 300.0) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise CorralError(f"CORRAL_DAEMON_IDLE={value!r} must be a number of seconds") from None
-    if seconds <= 0:
-        raise CorralError(f"CORRAL_DAEMON_IDLE={value!r} must be positive")
+        seconds = math.nan
+    if not _SHORTEST_IDLE_S <= seconds <= _LONGEST_IDLE_S:  # (NaN too: it never went idle)
+        raise CorralError(f"CORRAL_DAEMON_IDLE={value!r} must be a number of seconds from "
+                          f"{_SHORTEST_IDLE_S:g} to {_LONGEST_IDLE_S:,.0f} (a year)")
     return seconds
+
+
+#: The bounds of ``$CORRAL_DAEMON_IDLE``: a daemon must outlive the submit that
+#: started it, which it serves after it starts; and it must go idle some day.
+_SHORTEST_IDLE_S = 1.0
+_LONGEST_IDLE_S = 365 * 86400.0
 
 
 def ensure_daemon(run_dir: Path) -> dict[str, Any]:

@@ -139,9 +139,17 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         raise CommandError(f"no corral daemon runs for {run_dir}, so nothing runs there "
                            f"to {request['verb']}", EXIT_UNREACHABLE)
     _check_config(run_dir)  # a bad config file is one line here, not a daemon that died
+    from corral.cli.daemon import idle_seconds
+
+    try:
+        idle_seconds()  # (checked here too: the daemon's refusal would be its log's tail)
+    except CorralError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
     for attempt in range(_DAEMON_ROUNDS):
         try:
             ensure_daemon(run_dir)
+        except ValueError as error:  # its run directory cannot be made (read-only, /proc)
+            raise CommandError(str(error), EXIT_UNREACHABLE) from None
         except CorralError as error:
             raise CommandError(str(error), EXIT_UNREACHABLE) from None
         try:

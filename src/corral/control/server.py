@@ -164,6 +164,9 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
                     break
                 except (FileNotFoundError, ConnectionRefusedError) as error:
                     raise NoDriver(f"no corral process drives the run at {run_dir}") from error
+                except NotADirectoryError as error:  # (a file where a directory should be)
+                    raise CorralError(f"the run at {run_dir} cannot be reached: a part of its "
+                                      "path is a file, not a directory") from error
                 except BlockingIOError:  # its queue of connections is full: it is busy
                     if time.monotonic() >= busy_until:
                         raise CorralError(f"the process driving {run_dir} takes no "

@@ -508,7 +508,7 @@ def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:  # (read only: a shared lock needs no more, and a run on a read-only mount is read)
         with open(Path(run_dir) / LOCK_FILE) as handle:
             return _owner_while_locked(handle)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # (no run there: none under a file either)
         return None
 
 
