@@ -100,6 +100,10 @@ def say_then(text: str, then: str) -> None:
     time.sleep(120)
 
 
+def print_bytes(count: int) -> None:
+    sys.stdout.write("x" * count)
+
+
 def report_environment(*names: str) -> dict[str, str | None]:
     return {name: os.environ.get(name) for name in names} | {"cwd": os.getcwd()}
 

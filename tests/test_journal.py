@@ -745,6 +745,36 @@ def _on_a_read_only_mount(run: Path, *argv: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+FULL_DISK_PROGRAM = """
+import sys, corral
+sys.path.insert(0, sys.argv[2])
+import jobs
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
+    big = sched.submit(jobs.print_bytes, 1_800_000)
+    small = sched.submit(jobs.talk, "after")
+    corral.wait([big, small], timeout=60)
+print(big.status.name, big.exception())
+print(small.status.name, repr(small.stdout))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_output_that_fills_the_disk_fails_its_job_and_frees_the_disk_for_the_next(tmp_path):
+    """Attack review: the worker's spool kept what could not be saved, so the
+    disk stayed full and every later job failed too (its output appended to
+    the lost one's). On a 3 MB tmpfs of the test's own mount namespace."""
+    small_disk = tmp_path / "small"
+    small_disk.mkdir()
+    script = f'mount -t tmpfs -o size=3m tmpfs "{small_disk}" && exec "$@"'
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", sys.executable, "-c",
+                           FULL_DISK_PROGRAM, str(small_disk / "run"), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines() == [
+        "FAILED cannot save the job's output: [Errno 28] No space left on device",
+        "COMPLETED 'py-out after\\nchild-out after\\n'"], done.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a read-only mount needs root (run "
                                               "the suite as root to cover it)")
 def test_a_run_on_a_read_only_mount_can_be_read_and_says_why_it_cannot_be_cleaned(tmp_path):

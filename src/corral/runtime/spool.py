@@ -22,25 +22,31 @@ def open_spool(path: str) -> int:
 
 
 def hand_over(spool: int, jobdir: str, name: str) -> None:
-    """Copy what *spool* holds to ``jobdir/name`` (if anything) and empty it."""
+    """Copy what *spool* holds to ``jobdir/name`` (if anything) and empty it.
+
+    Emptied also when the copy fails (a full disk): kept, it would hold the
+    disk full for every job after, and go to the next job's file with its own.
+    """
     size = os.fstat(spool).st_size
     if not size:
         return
     try:
-        os.mkdir(jobdir, 0o700)
-    except FileExistsError:
-        pass
-    target = os.open(os.path.join(jobdir, name), _OUTPUT_FLAGS, 0o600)
-    try:
-        offset = 0
-        while offset < size:
-            sent = os.sendfile(target, spool, offset, size - offset)
-            if sent == 0:
-                break
-            offset += sent
+        try:
+            os.mkdir(jobdir, 0o700)
+        except FileExistsError:
+            pass
+        target = os.open(os.path.join(jobdir, name), _OUTPUT_FLAGS, 0o600)
+        try:
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(target, spool, offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        finally:
+            os.close(target)
     finally:
-        os.close(target)
-    os.ftruncate(spool, 0)
+        os.ftruncate(spool, 0)
 
 
 def read_output(path: str | os.PathLike[str]) -> str:

@@ -88,8 +88,14 @@ class _Spool:
                 stream.flush()
             except Exception:
                 pass
-        hand_over(1, jobdir, "stdout")
-        hand_over(2, jobdir, "stderr")
+        failed: OSError | None = None
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            try:
+                hand_over(fd, jobdir, name)
+            except OSError as error:  # (the other is moved all the same)
+                failed = failed or error
+        if failed is not None:
+            raise failed
 
 
 #: How long a job may run before the jobs queued behind it are given back to
