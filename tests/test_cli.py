@@ -987,6 +987,38 @@ def test_status_shows_names_and_commands_with_brackets_as_typed(fresh):
 # -- the daemon ----------------------------------------------------------------------------------
 
 
+def test_pause_on_a_run_whose_daemon_died_starts_the_next_one_paused_and_cancel_says_it_restarts(
+        fresh, tmp_path):
+    """Attack review: `corral pause` started a daemon that ran the dead one's
+    unfinished job again before it paused, and said "paused (it already was)";
+    cancel and clear restarted the other jobs without a word."""
+    release, pids = tmp_path / "release", tmp_path / "pids"
+    running = fresh.submit(f"echo $$ >> {q(pids)}; {block(release)}")
+    queued = fresh.submit("echo the queued one")
+    fresh.wait_for_status(running, "RUNNING")
+    try:
+        kill_and_wait(fresh.daemon_pid())
+        paused = fresh("pause")
+        assert (paused.status, paused.out, paused.err) == (0, "paused\n", (
+            "corral: note: the run's daemon had stopped; a new one takes up its 2 unfinished "
+            "job(s) again; paused, it starts none of them\n")), str(paused)
+        shown = fresh("status")
+        assert shown.header == f"run {fresh.run}: driven by daemon pid {fresh.daemon_pid()}, PAUSED"
+        assert [row["STATUS"] for row in shown.rows().values()] == ["QUEUED", "QUEUED"]
+        assert len(pids.read_text().split()) == 1  # the first job did not start again
+
+        kill_and_wait(fresh.daemon_pid())
+        cancelled = fresh("cancel", queued)
+        assert (cancelled.status, cancelled.err) == (0, (
+            "corral: note: the run's daemon had stopped; a new one takes up its 2 unfinished "
+            "job(s) again\n")), str(cancelled)
+        assert fresh.ok("resume").out == "resumed\n"  # (the run was left paused)
+        fresh.wait_for_status(running, "RUNNING")
+    finally:
+        release.touch()
+    assert fresh("wait", running).status == 0
+
+
 def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again(fresh, tmp_path):
     release, pids = tmp_path / "release", tmp_path / "pids"
     failed = fresh.submit("exit 5")

@@ -69,8 +69,9 @@ _SHORTEST_IDLE_S = 1.0
 _LONGEST_IDLE_S = 365 * 86400.0
 
 
-def ensure_daemon(run_dir: Path) -> dict[str, Any]:
-    """Return the ping answer of the run's driver, starting a daemon if none runs.
+def ensure_daemon(run_dir: Path, paused: bool = False) -> dict[str, Any]:
+    """Return the ping answer of the run's driver, starting a daemon if none runs
+    (*paused*: one that starts paused, before it runs again what a dead one left).
 
     Raises:
         CorralError: the daemon could not start (its log's last lines say why).
@@ -85,7 +86,8 @@ def ensure_daemon(run_dir: Path) -> dict[str, Any]:
         with open(run_dir / DAEMON_LOG, "ab") as log:
             written_before = log.seek(0, os.SEEK_END)
             process = subprocess.Popen(
-                [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir)],
+                [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir),
+                 *(["--paused"] if paused else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 cwd=run_dir, env=os.environ.copy())
         started = _wait_started(run_dir, process)
@@ -199,8 +201,10 @@ def _doomed_job(stored: StoredJob, reason: str):
     return doom(job, reason)
 
 
-def serve(run_dir: Path, idle: float | None = None) -> int:
-    """Run the daemon until idle or stopped; return the exit status.
+def serve(run_dir: Path, idle: float | None = None, paused: bool = False) -> int:
+    """Run the daemon until idle or stopped; return the exit status. *paused*:
+    start paused (``corral pause`` of a run whose daemon had died must not
+    start again the jobs it left unfinished).
 
     Its packing comes from the ``[daemon]`` table of the user's config (and of
     ``corral.toml`` in the run directory).
@@ -233,6 +237,8 @@ def serve(run_dir: Path, idle: float | None = None) -> int:
                                               stop).before_submit
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if paused:
+        scheduler.pause()
     try:  # (a run left paused: the Scheduler started paused, before it served a request)
         _resubmit(scheduler, run_dir)
         control = scheduler._control
@@ -301,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=None,
                         help="exit after this many seconds with nothing to do "
                              "(default: $CORRAL_DAEMON_IDLE, else [daemon] idle, else 300)")
+    parser.add_argument("--paused", action="store_true",
+                        help="start paused, before running again what a dead daemon left")
     options = parser.parse_args(argv)
-    return serve(options.run_dir, options.idle)
+    return serve(options.run_dir, options.idle, options.paused)
 
 
 if __name__ == "__main__":

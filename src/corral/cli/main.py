@@ -145,19 +145,43 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         idle_seconds()  # (checked here too: the daemon's refusal would be its log's tail)
     except CorralError as error:
         raise CommandError(str(error), EXIT_USAGE) from None
+    _note_what_a_new_daemon_runs_again(run_dir, request["verb"])
+    pausing = request["verb"] == "pause"
+    left_paused = pausing and read_meta(run_dir).get("paused") == "1"
     for attempt in range(_DAEMON_ROUNDS):
         try:
-            ensure_daemon(run_dir)
+            ensure_daemon(run_dir, paused=pausing)
         except ValueError as error:  # its run directory cannot be made (read-only, /proc)
             raise CommandError(str(error), EXIT_UNREACHABLE) from None
         except CorralError as error:
             raise CommandError(str(error), EXIT_UNREACHABLE) from None
         try:
-            return _send(run_dir, request)
+            reply = _send(run_dir, request)
         except NoDriver as error:  # it stopped meanwhile (corral stop, idle): start another
             if attempt + 1 == _DAEMON_ROUNDS:
                 raise CommandError(str(error), EXIT_UNREACHABLE) from None
+            continue
+        if pausing:  # (it started paused: whether the run was already, the journal said)
+            reply["was_paused"] = left_paused
+        return reply
     raise AssertionError("unreachable: the last round returns or raises")
+
+
+def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str) -> None:
+    """Say that the daemon this command starts on a run whose daemon died runs
+    its unfinished jobs again (``pause`` starts it paused: they wait)."""
+    from corral.journal.run import Run
+
+    if verb in ("submit", "ping"):  # (submit's job is why; wait says it in its own words)
+        return
+    try:
+        unfinished = sum(job.status not in TERMINAL for job in Run(run_dir).jobs(results=False))
+    except (CorralError, OSError):
+        return  # (what is wrong with the run, the daemon says)
+    if unfinished:
+        waits = "; paused, it starts none of them" if verb == "pause" else ""
+        click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
+                   f"{unfinished} unfinished job(s) again{waits}", err=True)
 
 
 #: Daemons one command starts at most when the one it reached stops meanwhile.
