@@ -1382,6 +1382,34 @@ def served(tmp_path: Path):
         server.stop()
 
 
+@pytest.mark.parametrize("raised, status", [
+    ("JournalError", 3), ("OSError", 3), ("ValueError", 2)])
+def test_a_request_the_run_could_not_carry_out_exits_3_and_one_refused_exits_2(
+        tmp_path, raised, status):
+    """Attack review: a submit that the journal could not record (a full disk,
+    a writer that died) exited 2, the status of bad input."""
+    from corral.control.server import ControlServer
+    from corral.journal.store import JournalError
+
+    failures = {"JournalError": JournalError("cannot write the journal J: database or disk is "
+                                             "full"),
+                "OSError": OSError(28, "No space left on device"),
+                "ValueError": ValueError("no job 'x'")}
+
+    def handler(request: dict) -> dict:
+        raise failures[raised]
+
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    server = ControlServer(handler, run)
+    server.start()
+    try:
+        told = Corral(tmp_path / "home", run)("pause")
+    finally:
+        server.stop()
+    assert_one_line_error(told, status, "^corral: error: " + re.escape(str(failures[raised])))
+
+
 def _raw_client(run: Path):
     import socket
 

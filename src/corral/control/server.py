@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import CorralError
+from corral.journal.store import JournalError
 from corral.runtime.threads import start_thread
 
 __all__ = ["SOCKET_FILE", "ControlServer", "Denied", "DriverStopped", "NoDriver", "Refused",
@@ -194,6 +195,8 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
         raise Denied(reply.get("error") or "permission denied")
     if reply.get("stopping"):
         raise Stopping(reply.get("error") or f"the process driving {run_dir} is stopping")
+    if reply.get("unavailable"):  # (the journal or the disk failed it, not its words)
+        raise CorralError(reply.get("error") or "the run could not carry out the request")
     if not reply.get("ok"):
         raise Refused(reply.get("error") or "the request was refused")
     return reply
@@ -476,6 +479,8 @@ class ControlServer:
             return {"ok": True, **self._handle(request)}
         except Stopping as error:
             return {"ok": False, "stopping": True, "error": str(error)}
+        except (JournalError, OSError) as error:  # not the request's fault: the run's state
+            return {"ok": False, "unavailable": True, "error": str(error) or type(error).__name__}
         except Exception as error:  # (a refusal the verb says why of is no bug to log)
             if not isinstance(error, (CorralError, ValueError, TypeError, RuntimeError)):
                 log.exception("control request failed: %.200r", line)
