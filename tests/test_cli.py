@@ -936,7 +936,7 @@ def test_control_verbs_on_a_finished_script_run_say_no_process_drives_it(script_
 def test_cancel_of_a_finished_scripts_job_says_it_has_finished(script_run):
     """As a driver would say it: not that the script must run again to cancel it."""
     outcome = script_run("cancel", "1")
-    assert_one_line_error(outcome, 2, r"^corral: error: job 1 has already finished$")
+    assert_one_line_error(outcome, 2, r"^corral: error: job 1 already ended FAILED$")
 
 
 def test_a_script_run_that_ended_paused_is_not_shown_paused(tmp_path):
@@ -961,6 +961,22 @@ def test_cancel_of_a_scripts_cancelled_job_with_no_driver_is_done_already(tmp_pa
                    cwd=tmp_path, check=True, capture_output=True, timeout=60)
     outcome = corral("cancel", "long")
     assert (outcome.status, outcome.out, outcome.err) == (0, "job 1 was already cancelled\n", "")
+
+
+def test_cancel_of_ended_or_unknown_jobs_of_a_daemons_run_starts_no_daemon(fresh):
+    """Attack review: `corral cancel 99999` on a finished run started a daemon
+    only to answer "no job", which then stayed up for its idle time."""
+    done = fresh.submit("true")
+    dropped = fresh.submit("sleep 60")
+    assert fresh.ok("cancel", dropped).out == f"cancelled {dropped}\n"
+    assert fresh("wait", done).status == 0
+    fresh.stop_daemon()
+    told = fresh("cancel", done, dropped, "99999")
+    assert (told.status, told.out) == (2, f"job {dropped} was already cancelled\n"), str(told)
+    assert told.err.splitlines() == [f"corral: error: job {done} already ended COMPLETED",
+                                     "corral: error: no job 99999 in this run (neither an id "
+                                     "nor a job's name)"]
+    assert fresh.daemon_pid() is None and not fresh.daemons
 
 
 @pytest.mark.parametrize("verb", ["stop", "abort"])

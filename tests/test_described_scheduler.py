@@ -631,7 +631,7 @@ def test_with_no_driver_a_cancel_takes_the_jobs_that_depend_on_it_not_a_finished
 
     finished = corral_command("cancel", "first", "1")
     assert (finished.returncode, finished.stdout, finished.stderr) == (
-        2, "", "corral: error: job 1 has already finished\n")
+        2, "", "corral: error: job 1 already ended COMPLETED\n")
     unknown = corral_command("cancel", "99")  # (BUG: "no process drives the run")
     assert (unknown.returncode, unknown.stderr) == (
         2, "corral: error: no job 99 in this run (neither an id nor a job's name)\n")

@@ -36,7 +36,7 @@ from corral.options import JOB_OPTIONS, parse_options
 from corral.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from corral.journal.store import StoredJob
 
@@ -135,6 +135,10 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         raise CommandError(
             f"no process drives the run at {run_dir}: it was made by a script, which is not "
             "running; run the script again to resume it", EXIT_UNREACHABLE)
+    if origin == "daemon" and request["verb"] == "cancel":
+        answer = _nothing_left_to_cancel(run_dir, request)
+        if answer is not None:
+            return answer
     if not start:  # (whatever the config files say: no daemon reads them)
         raise CommandError(f"no corral daemon runs for {run_dir}, so nothing runs there "
                            f"to {request['verb']}", EXIT_UNREACHABLE)
@@ -240,12 +244,7 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
         _register_configured_backends(strict=True)
         raise CommandError(_unreachable(unknown), EXIT_UNREACHABLE)
     unfinished = {str(job.id) for job in jobs}
-    finished = [job_id for job_id in dict.fromkeys(request.get("ids", ()))
-                if job_id not in unfinished]
-    cancelled_before = {str(job.id) for job in every if job.status is JobStatus.CANCELLED}
-    already = [job_id for job_id in finished if job_id in cancelled_before]
-    ended = [f"job {job_id} has already finished" for job_id in finished
-             if job_id not in cancelled_before]
+    already, ended = _ended_among(request.get("ids", ()), unfinished, every)
     if request["verb"] == "cancel" and not jobs:  # nothing it names is left to cancel
         return {"cancelled": [], "already_cancelled": already, "problems": problems + ended}
     if not on_cluster:  # a driver would have to act: none runs
@@ -267,6 +266,48 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
                    and job_id not in on_cluster]
     return {"cancelled": ids, "already_cancelled": already,
             "problems": problems + ended + unreachable}
+
+
+def _ended_among(ids: Sequence[str], unfinished: set[str], every: list[StoredJob]
+                 ) -> tuple[list[str], list[str]]:
+    """Of the jobs *ids* names, those not *unfinished*: the ids of those
+    cancelled already (no problem for a cancel), and what to say of the others."""
+    from corral.control.verbs import ended_message
+
+    status = {str(job.id): job.status for job in every}
+    finished = [job_id for job_id in dict.fromkeys(ids) if job_id not in unfinished]
+    return ([job_id for job_id in finished if status[job_id] is JobStatus.CANCELLED],
+            [ended_message(job_id, status[job_id]) for job_id in finished
+             if status[job_id] is not JobStatus.CANCELLED])
+
+
+def _nothing_left_to_cancel(run_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer to a cancel on a daemon's run with no daemon, when none of the
+    jobs it names is unfinished (unknown, ended, cancelled already): no daemon
+    is started to give it, which would stay up for its idle time (attack
+    review). None when one of them is unfinished: a daemon must cancel it."""
+    from corral.control.verbs import id_or_name
+    from corral.journal.run import Run
+
+    every = Run(run_dir).jobs(results=False)
+    unfinished = {str(job.id) for job in every if job.status not in TERMINAL}
+    already: list[str] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for job_ref in request["ids"]:  # (said in the order given, as the daemon says it)
+        try:
+            job_id = str(id_or_name(job_ref, every))
+        except CorralError as error:
+            problems.append(str(error))
+            continue
+        if job_id in unfinished:
+            return None
+        if job_id not in seen:  # (named twice, by its id and its name: answered once)
+            seen.add(job_id)
+            cancelled, ended = _ended_among([job_id], unfinished, every)
+            already += cancelled
+            problems += ended
+    return {"cancelled": [], "already_cancelled": already, "problems": problems}
 
 
 def _with_dependents(ids: set[str], unfinished: list[StoredJob]) -> set[str]:

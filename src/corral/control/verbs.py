@@ -85,7 +85,8 @@ def _live_or_stored(scheduler: Driver, job_id: Any):
         raise CorralError(f"no job {job_id} in this run") from None
 
 
-def _ended(job_id: Any, status: JobStatus) -> str:
+def ended_message(job_id: Any, status: JobStatus) -> str:
+    """Why a job that is not unfinished cannot be cancelled (nor waited after)."""
     if status in TERMINAL:
         return f"job {job_id} already ended {status.name}"
     return (f"job {job_id} is {status.name} in the journal but no longer held by the process "
@@ -180,7 +181,7 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
         if job is not None:
             after.append(job)
         elif status is not JobStatus.COMPLETED:  # nothing would ever end it
-            raise CorralError(f"{_ended(parent_id, status)}; a job after it would never run")
+            raise CorralError(f"{ended_message(parent_id, status)}; a job after it would never run")
     if after:
         options["after"] = after
     if options.get("env") is not None:
@@ -229,7 +230,7 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         elif job is not None and job.cancel():
             cancelled.append(job.id)
         else:
-            problems.append(_ended(job_id, job.status if job is not None else stored.status))
+            problems.append(ended_message(job_id, job.status if job is not None else stored.status))
     return {"cancelled": cancelled, "already_cancelled": already, "problems": problems}
 
 
