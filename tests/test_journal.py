@@ -909,6 +909,27 @@ def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path):
         corral.Scheduler(cores=1, journal="/proc/corral-run")
 
 
+def test_a_writer_taking_over_after_the_last_commit_of_a_stop_writes_nothing_twice(tmp_path):
+    """Attack review (round 2): the stop's last transaction forgot the number of
+    the last batch written, so a writer killed between that commit and its exit
+    was replaced by one that wrote the whole session's history again."""
+    from corral.journal.writer import _Writer
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.shell("true").result(timeout=30)
+    path = str(run / "journal.db")
+    first = _Writer(path, 99)
+    first.write([("meta", "mine", "first", 1), ("meta", "other", "first", 2)])
+    first.stop(None, None)
+    taking_over = _Writer(path, 99)  # sent all the driver kept, and what came after
+    taking_over.write([("meta", "mine", "again", 1), ("meta", "other", "again", 2),
+                       ("meta", "later", "new", 3)])
+    taking_over.stop(None, None)
+    meta = dict(sqlite3.connect(path).execute("SELECT key, value FROM meta"))
+    assert (meta["mine"], meta["other"], meta["later"]) == ("first", "first", "new")
+
+
 @pytest.mark.parametrize("driver_reads", ["what was committed", "nothing (sends all it kept)"])
 def test_a_journal_writer_that_dies_is_replaced_and_nothing_it_held_is_lost(
         tmp_path, caplog, monkeypatch, driver_reads):

@@ -244,7 +244,9 @@ class _Writer:
                 self.db.execute("UPDATE sessions SET ended=? WHERE id=?", (ended, session))
             self.db.execute("DELETE FROM meta WHERE key=? AND value=?",
                             (WRITING_KEY, str(self.session)))
-            self.db.execute("DELETE FROM meta WHERE key=?", (written_key(self.session),))
+            # (The number of the last batch written stays: a writer that takes over
+            # from this one, killed after this commit but before it exited, is
+            # sent every batch the driver kept, and must know they are written.)
             self.db.execute("COMMIT")
         except sqlite3.Error as error:
             self._rollback()
