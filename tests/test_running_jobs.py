@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,11 @@ def test_a_call_killed_or_lost_while_it_runs_keeps_what_it_wrote(scheduler, ende
     if ended_by == "a cancel":
         wait_until(lambda: job.stdout == "out last words\n", message="the job's first line")
         assert job.cancel()
+        read = set()  # (attack review: read as "" while its worker's spool was moved)
+        deadline = time.monotonic() + 30
+        while not (job.jobdir / "stdout").exists() and time.monotonic() < deadline:
+            read.add(job.stdout)
+        assert read <= {"out last words\n"}
     corral.wait([job], timeout=30)
     assert job.status is {"its timeout": JobStatus.TIMED_OUT, "a cancel": JobStatus.CANCELLED,
                           "its worker's death": JobStatus.FAILED}[ended_by]

@@ -211,11 +211,12 @@ class JobRecord:
         live = self.live_output
         if live is not None:
             path: Path | str = live[0] if stream == "stdout" else live[1]
-        elif self.jobdir is not None:
-            path = os.path.join(self.jobdir, stream)
-        else:
+            if os.path.exists(path) or self.jobdir is None:
+                return read_output(path)
+            # (Its worker died, and the spool was moved to the job's own file.)
+        if self.jobdir is None:
             return ""
-        return read_output(path)
+        return read_output(os.path.join(self.jobdir, stream))
 
     def keep_output(self) -> None:
         """Copy the output into memory before the job's files are deleted."""

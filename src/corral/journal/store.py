@@ -242,7 +242,9 @@ class StoredJob:
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"stream={stream!r} must be 'stdout' or 'stderr'")
         if self.live is not None and self.status is JobStatus.RUNNING:
-            return self.live[0] if stream == "stdout" else self.live[1]
+            live = self.live[0] if stream == "stdout" else self.live[1]
+            if os.path.exists(live) or not self.jobdir:  # (else: moved, its worker dead)
+                return live
         return os.path.join(self.jobdir, stream) if self.jobdir else None
 
     def output_written_at(self) -> float | None:

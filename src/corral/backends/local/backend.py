@@ -24,6 +24,7 @@ concrete GPU ids and sets ``CUDA_VISIBLE_DEVICES`` from them.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -132,6 +133,28 @@ class _Outgoing:
     def __init__(self, data: memoryview, ring: bool) -> None:
         self.data = data
         self.ring = ring
+
+
+def _move_spool(path: str, jobdir: str, name: str) -> None:
+    """Move a dead worker's spool file to ``jobdir/name``: renamed, at no cost
+    whatever its size, where both lie on one file system (a journaled run's
+    spools are in its run directory), else copied. The control loop does it:
+    a copy of gigabytes would hold every job up (attack review)."""
+    try:
+        os.mkdir(jobdir, 0o700)
+    except FileExistsError:
+        pass
+    try:
+        os.rename(path, os.path.join(jobdir, name))
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    spool = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        hand_over(spool, jobdir, name)
+    finally:
+        os.close(spool)
 
 
 class _Worker:
@@ -751,16 +774,13 @@ class LocalBackend:
         ends: the output of a job that did not end well is the one most read."""
         for path, name in zip(worker.spool, ("stdout", "stderr"), strict=True):
             try:
-                spool = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                if os.path.getsize(path):
+                    _move_spool(path, jobdir, name)
             except FileNotFoundError:  # (the worker died before it made it)
                 continue
-            try:
-                hand_over(spool, jobdir, name)
             except OSError as error:
                 log.warning("the %s of job directory %s could not be kept: %s", name, jobdir,
                             error)
-            finally:
-                os.close(spool)
 
     @staticmethod
     def _wait_gone(process: subprocess.Popen) -> int:
