@@ -466,9 +466,30 @@ def test_a_driver_stopped_with_ctrl_z_is_named_at_once_and_gets_no_request_behin
         told = cli("pause", timeout=30)  # (not the 60 s of a driver that is only busy)
         assert_one_line_error(told, 3, (
             rf"the process driving {re.escape(str(run))} \(pid {driver.pid}\) is stopped "
-            rf"\(Ctrl-Z, SIGSTOP or a debugger\) and answers nothing until it runs again \(fg "
-            rf"in its terminal, or kill -CONT {driver.pid}\); it will not carry out this "
-            r"request unless it had already begun it: see corral status$"))
+            rf"\(Ctrl-Z, SIGSTOP or a debugger\) and answers nothing until it runs again "
+            rf"\(kill -CONT {driver.pid}, or fg in the terminal it runs in\); it will not "
+            r"carry out this request unless it had already begun it: see corral status$"))
+        # Its queue of connections full of callers that gave up (attack review 2:
+        # 60 s then "too busy"), the next is still told at once that it is stopped.
+        import socket
+        from corral.control.server import _socket_path
+
+        queued = []
+        try:
+            with _socket_path(run) as path:
+                for _ in range(200):
+                    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    client.setblocking(False)
+                    try:
+                        client.connect(path)
+                    except BlockingIOError:
+                        client.close()
+                        break
+                    queued.append(client)
+            assert "is stopped" in cli("pause", timeout=30).err
+        finally:
+            for client in queued:
+                client.close()
         assert cli("status").header == (f"run {run}: driven by script pid {driver.pid}, which "
                                         "is STOPPED (Ctrl-Z or SIGSTOP): it starts and answers "
                                         "nothing")

@@ -54,7 +54,7 @@ def run_header(run: Run) -> Text:
     if owner is not None:
         from corral.control.server import stopped_driver
 
-        if stopped_driver(run.path) is not None:
+        if stopped_driver(run.path, traced=False) is not None:  # (one look: see there)
             driver += ", which is STOPPED (Ctrl-Z or SIGSTOP): it starts and answers nothing"
     # A script's next run starts unpaused whatever the last one left: with no
     # driver, only a daemon's run (whose next daemon starts paused) is PAUSED.

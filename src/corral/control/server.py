@@ -169,6 +169,7 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
                     raise CorralError(f"the run at {run_dir} cannot be reached: a part of its "
                                       "path is a file, not a directory") from error
                 except BlockingIOError:  # its queue of connections is full: it is busy
+                    _raise_if_stopped(run_dir)  # (or stopped, with earlier callers queued)
                     if time.monotonic() >= busy_until:
                         raise CorralError(f"the process driving {run_dir} takes no "
                                           "connection: it is too busy") from None
@@ -229,15 +230,25 @@ def _wait_for_answer(connection: socket.socket, run_dir: Path, deadline: float) 
         elif stopped_since is None:
             stopped_since = now
         elif now - stopped_since >= _STOPPED_PATIENCE_S:
-            raise DriverStopped(
-                f"the process driving {run_dir} (pid {pid}) is stopped (Ctrl-Z, SIGSTOP or a "
-                f"debugger) and answers nothing until it runs again (fg in its terminal, or "
-                f"kill -CONT {pid}); it will not carry out this request unless it had already "
-                "begun it: see corral status")
+            _raise_if_stopped(run_dir)
 
 
-def stopped_driver(run_dir: Path) -> int | None:
-    """The pid of the run's driver if it runs on this host and is stopped."""
+def _raise_if_stopped(run_dir: Path) -> None:
+    """Raise :class:`DriverStopped` if the run's driver is stopped now."""
+    pid = stopped_driver(run_dir)
+    if pid is not None:
+        raise DriverStopped(
+            f"the process driving {run_dir} (pid {pid}) is stopped (Ctrl-Z, SIGSTOP or a "
+            f"debugger) and answers nothing until it runs again (kill -CONT {pid}, or fg in "
+            "the terminal it runs in); it will not carry out this request unless it had "
+            "already begun it: see corral status")
+
+
+def stopped_driver(run_dir: Path, traced: bool = True) -> int | None:
+    """The pid of the run's driver if it runs on this host and is stopped
+    (*traced*: also in a tracing stop, which a debugger's breakpoint holds, but
+    ``strace`` makes for an instant at each system call: one look at a process
+    under strace often finds it so)."""
     from corral.journal.store import owner_of
 
     owner = owner_of(run_dir) or {}
@@ -250,7 +261,7 @@ def stopped_driver(run_dir: Path) -> int | None:
     except OSError:
         return None
     state = fields[fields.rindex(")") + 2:][:1]  # (the name before it may hold anything)
-    return pid if state in ("T", "t") else None
+    return pid if state == "T" or (traced and state == "t") else None
 
 
 def _no_answer(run_dir: Path, timeout: float) -> CorralError:
