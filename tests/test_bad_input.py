@@ -502,6 +502,8 @@ def test_a_task_whose_fspath_raises_is_refused():
     ({"walltime": "1h"}, r"^Scheduler\(\) takes no argument 'walltime': it is a job option, "
                          r"which goes in scheduler\.options\(walltime=\.\.\.\)\.submit\(\.\.\.\)$"),
     ({"xyzzy": 1}, r"^Scheduler\(\) takes no argument 'xyzzy'; its arguments are backend, cores, "),
+    ({"n_workers": 2}, r"^Scheduler\(\) takes no argument 'n_workers'; did you mean 'cores'\?$"),
+    ({"n_jobs": 2}, r"^Scheduler\(\) takes no argument 'n_jobs'; did you mean 'cores'\?$"),
 ])
 def test_a_misspelt_or_misplaced_scheduler_argument_names_what_was_meant(given, message):
     with pytest.raises(TypeError, match=message):

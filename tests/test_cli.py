@@ -1024,10 +1024,10 @@ def test_pause_on_a_run_whose_daemon_died_starts_the_next_one_paused_and_cancel_
         assert len(pids.read_text().split()) == 1  # the first job did not start again
 
         kill_and_wait(fresh.daemon_pid())
-        cancelled = fresh("cancel", queued)
+        cancelled = fresh("cancel", queued)  # (the run was left paused: so is the new daemon)
         assert (cancelled.status, cancelled.err) == (0, (
             "corral: note: the run's daemon had stopped; a new one takes up its 2 unfinished "
-            "job(s) again\n")), str(cancelled)
+            "job(s) again; paused, it starts none of them\n")), str(cancelled)
         assert fresh.ok("resume").out == "resumed\n"  # (the run was left paused)
         fresh.wait_for_status(running, "RUNNING")
     finally:
@@ -1749,6 +1749,7 @@ def test_a_bad_daemon_idle_time_is_one_line_and_makes_no_run(tmp_path, idle):
     ("a-file/run", "the run at {run} cannot be reached: a part of its path is a file, not a "
                    "directory"),
     ("/proc/corral-run", "run directory '{run}' cannot be made: No such file or directory"),
+    ("n" * 300, "{run}: File name too long"),
 ])
 def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, where, why):
     """Attack review: a traceback (ValueError) under /proc or on a read-only
@@ -1757,3 +1758,17 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, where, why):
     run = tmp_path / where
     refused = Corral(tmp_path / "home", run)("submit", "--", "true")
     assert_one_line_error(refused, 3, "^corral: error: " + re.escape(why.format(run=run)) + "$")
+
+
+def test_a_new_run_directory_past_the_socket_paths_limit_is_made_and_served(tmp_path):
+    """Attack review 2: "[Errno 2] No such file or directory" for a new run
+    whose path is over the 107 bytes of a socket's path (it is reached through
+    the directory, which did not exist yet)."""
+    run = tmp_path / ("d" * 60) / ("d" * 60) / "run"
+    corral = Corral(tmp_path / "home", run)
+    try:
+        job = corral.submit("echo far away")
+        assert corral("wait", job).status == 0
+        assert corral.ok("logs", job).out == "far away\n"
+    finally:
+        corral.stop_daemon()

@@ -214,7 +214,11 @@ class Corral:
         return _pin_to_one_cpu if self.daemon_pid() is None else None
 
     def _note_daemon(self) -> None:
-        pid = self.daemon_pid() if (self.run / "owner.lock").exists() else None
+        try:
+            held = (self.run / "owner.lock").exists()
+        except OSError:  # (a run path no file can have: a test of that)
+            held = False
+        pid = self.daemon_pid() if held else None
         if pid:
             self.daemons.add(pid)
 

@@ -175,6 +175,7 @@ def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str) -> None:
     """Say that the daemon this command starts on a run whose daemon died runs
     its unfinished jobs again (``pause`` starts it paused: they wait)."""
     from corral.journal.run import Run
+    from corral.journal.store import read_meta
 
     if verb in ("submit", "ping"):  # (submit's job is why; wait says it in its own words)
         return
@@ -183,7 +184,9 @@ def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str) -> None:
     except (CorralError, OSError):
         return  # (what is wrong with the run, the daemon says)
     if unfinished:
-        waits = "; paused, it starts none of them" if verb == "pause" else ""
+        left_paused = read_meta(run_dir).get("paused") == "1"
+        waits = ("; paused, it starts none of them" if verb == "pause" or (
+            left_paused and verb != "resume") else "")
         click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
                    f"{unfinished} unfinished job(s) again{waits}", err=True)
 
@@ -1196,6 +1199,13 @@ def _fail(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
+def _os_error_text(error: OSError) -> str:
+    """``'<file>': <why>`` rather than Python's ``[Errno 36] ...`` form."""
+    if error.filename is None or not error.strerror:
+        return str(error)
+    return f"{error.filename}: {error.strerror}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command; every error becomes one line and an exit status."""
     from corral.runtime.tempdirs import remove_dead_owners_tempdirs
@@ -1218,7 +1228,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(error.format_message(), error.exit_code)
     except CommandError as error:
         _fail(str(error), error.status)
-    except (CorralError, OSError) as error:
+    except OSError as error:  # (one the command did not word itself: its file and why)
+        _fail(_os_error_text(error), EXIT_UNREACHABLE)
+    except CorralError as error:
         _fail(str(error), EXIT_UNREACHABLE)
     except KeyboardInterrupt:
         _fail("interrupted", 130)

@@ -86,6 +86,25 @@ class DriverStopped(CorralError):
     """The driver is stopped (Ctrl-Z, SIGSTOP): it answers once it is continued."""
 
 
+@contextlib.contextmanager
+def _reachable_socket_path(run_dir: Path) -> Iterator[str]:
+    """:func:`_socket_path`, with a run directory that does not exist yet (a
+    long path is reached through the directory itself) as no driver, and one
+    that cannot be (a name too long) as one line naming it."""
+    try:
+        context = _socket_path(run_dir)
+        path = context.__enter__()
+    except FileNotFoundError as error:
+        raise NoDriver(f"no corral process drives the run at {run_dir}") from error
+    except OSError as error:
+        raise CorralError(f"the run at {run_dir} cannot be reached: "
+                          f"{error.strerror or error}") from error
+    try:
+        yield path
+    finally:
+        context.__exit__(None, None, None)
+
+
 class RequestTooLarge(CorralError):
     """A request over :data:`_MAX_REQUEST` bytes (the driver reads no more)."""
 
@@ -157,7 +176,7 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
         raise Refused(str(_too_large(len(data))))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.settimeout(timeout)
-        with _socket_path(run_dir) as path:
+        with _reachable_socket_path(run_dir) as path:
             busy_until = time.monotonic() + timeout
             while True:
                 try:

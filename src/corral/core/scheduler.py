@@ -1107,11 +1107,21 @@ def _refuse_options_among_arguments(fn: Any, kwargs: Mapping[str, Any]) -> None:
             f"scheduler.options({misplaced[0]}=...).submit({name}, ...)")
 
 
+#: What other tools call the arguments of a pool, by name: a close spelling
+#: would suggest another argument (n_workers: workdir).
+_PEERS_WORDS = {"n_jobs": "cores", "n_workers": "cores", "max_workers": "cores",
+                "processes": "cores", "num_cpus": "cores", "ncores": "cores",
+                "mem": "memory", "num_gpus": "gpus"}
+
+
 def _unknown_argument(name: str) -> str:
     """Why ``Scheduler(name=...)`` is refused: the closest argument, or the
     job option it is (those go to ``options()`` or ``submit``'s job)."""
     arguments = [parameter for parameter in inspect.signature(Scheduler).parameters
                  if not parameter.startswith("_") and parameter != "unknown"]
+    if name in _PEERS_WORDS:
+        return (f"Scheduler() takes no argument {name!r}; did you mean "
+                f"{_PEERS_WORDS[name]!r}?")
     if name in JOB_OPTIONS:
         return (f"Scheduler() takes no argument {name!r}: it is a job option, which goes in "
                 f"scheduler.options({name}=...).submit(...)")

@@ -46,6 +46,7 @@ as a run with no jobs, so:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -510,8 +511,10 @@ def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:  # (read only: a shared lock needs no more, and a run on a read-only mount is read)
         with open(Path(run_dir) / LOCK_FILE) as handle:
             return _owner_while_locked(handle)
-    except (FileNotFoundError, NotADirectoryError):  # (no run there: none under a file either)
-        return None
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+            return None  # (no run there: none under a file, none where no file can be)
+        raise
 
 
 def _owner_while_locked(handle: IO[str]) -> dict[str, Any] | None:
