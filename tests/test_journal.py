@@ -930,6 +930,23 @@ def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path):
         corral.Scheduler(cores=1, journal="/proc/corral-run")
 
 
+def test_a_sync_answers_for_the_problems_since_the_last_one_and_the_end_for_all(tmp_path):
+    """Attack review 2: once a full disk had lost some changes, every later
+    sync said so: each `corral submit` to the daemon exited 3, although its job
+    was journaled and ran (a script retrying on 3 ran it twice)."""
+    from corral.journal.writer import _Writer
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.shell("true").result(timeout=30)
+    writer = _Writer(str(run / "journal.db"), 99)
+    writer._note("3 changes were lost: database or disk is full")
+    assert writer.report_since_last_sync() == "3 changes were lost: database or disk is full"
+    assert writer.report_since_last_sync() is None  # (the disk was freed: later syncs are ok)
+    assert writer.report() == "3 changes were lost: database or disk is full"  # at the end
+    writer.stop(None, None)
+
+
 def test_a_writer_taking_over_after_the_last_commit_of_a_stop_writes_nothing_twice(tmp_path):
     """Attack review (round 2): the stop's last transaction forgot the number of
     the last batch written, so a writer killed between that commit and its exit

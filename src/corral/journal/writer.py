@@ -130,6 +130,10 @@ class _Writer:
         self.session = session
         self.problems: list[str] = []
         self._problem_count = 0
+        #: Those since the last sync's answer: a sync answers for its own batches
+        #: only (a full disk, freed since, must not fail every later submit).
+        self._unsaid: list[str] = []
+        self._unsaid_count = 0
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -223,14 +227,18 @@ class _Writer:
         self._problem_count += 1
         if len(self.problems) < _PROBLEMS_KEPT:
             self.problems.append(problem)
+        self._unsaid_count += 1
+        if len(self._unsaid) < 3:
+            self._unsaid.append(problem)
 
     def report(self) -> str | None:
-        """All problems so far as one line, or None."""
-        if not self.problems:
-            return None
-        text = "; ".join(self.problems[:3])
-        if self._problem_count > 3:
-            text += f" (and {self._problem_count - 3} more problems)"
+        """All problems so far as one line, or None (the session's end says them all)."""
+        return _one_line(self.problems, self._problem_count)
+
+    def report_since_last_sync(self) -> str | None:
+        """The problems since the last time this was asked, as one line, or None."""
+        text = _one_line(self._unsaid, self._unsaid_count)
+        self._unsaid, self._unsaid_count = [], 0
         return text
 
     def stop(self, session: int | None, ended: float | None) -> None:
@@ -389,7 +397,7 @@ def main() -> None:
                 writer.write(batch)
                 batch = []
                 if message[0] == "sync":
-                    problems = writer.report()
+                    problems = writer.report_since_last_sync()
                     os.write(replies, b"ok\n" if problems is None else
                              f"error: {problems}\n".encode(errors="replace"))
                 else:
@@ -399,6 +407,15 @@ def main() -> None:
         writer.write(batch)
         if reader.closed:  # the driver died: what it sent is written; nothing more comes
             _end(writer, replies, None, None, status=1)
+
+
+def _one_line(problems: list[str], count: int) -> str | None:
+    if not problems:
+        return None
+    text = "; ".join(problems[:3])
+    if count > 3:
+        text += f" (and {count - 3} more problems)"
+    return text
 
 
 def _end(writer: _Writer, replies: int, session: int | None, ended: float | None,
