@@ -31,10 +31,9 @@ import os
 import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from corral.runtime.spool import read_output
+from corral.runtime.spool import read_output, read_output_if_there
 from corral.spec import JobSpec
 from corral.result import Result
 from corral.runtime.threads import signals_allowed
@@ -210,9 +209,9 @@ class JobRecord:
             return self.kept_output[stream]
         live = self.live_output
         if live is not None:
-            path: Path | str = live[0] if stream == "stdout" else live[1]
-            if os.path.exists(path) or self.jobdir is None:
-                return read_output(path)
+            text = read_output_if_there(live[0] if stream == "stdout" else live[1])
+            if text is not None or self.jobdir is None:
+                return text or ""
             # (Its worker died, and the spool was moved to the job's own file.)
         if self.jobdir is None:
             return ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["open_spool", "hand_over", "read_output"]
+__all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there"]
 
 _OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
@@ -56,8 +56,15 @@ def read_output(path: str | os.PathLike[str]) -> str:
     and ``\r\n`` stays ``\r\n`` (no universal newlines), as ``corral logs``
     shows them; bytes that are not UTF-8 become U+FFFD.
     """
+    text = read_output_if_there(path)
+    return "" if text is None else text
+
+
+def read_output_if_there(path: str | os.PathLike[str]) -> str | None:
+    """:func:`read_output`, or None when there is no such file (a dead
+    worker's spool, moved to the job's own file as it was looked for)."""
     try:
         with open(path, "rb") as handle:
             return handle.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        return ""
+        return None
