@@ -40,11 +40,21 @@ def test_the_python_examples_in_the_readme_run(tmp_path):
         running[number] = subprocess.Popen(
             [sys.executable, str(example)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, cwd=example.parent)
-    for number, example_process in running.items():
-        out, err = example_process.communicate(timeout=120)
-        assert example_process.returncode == 0, f"example {number}:\n{err}"
-        if number == 0:  # the tour
-            assert "22.5" in out
+    try:
+        for number, example_process in running.items():
+            out, err = example_process.communicate(timeout=120)
+            assert example_process.returncode == 0, f"example {number}:\n{err}"
+            if number == 0:  # the tour
+                assert "22.5" in out
+    finally:  # (one failed: the others must not run on, unwatched, for ever)
+        for example_process in running.values():
+            if example_process.poll() is None:
+                example_process.terminate()  # (a driver ends its workers as it goes)
+                try:
+                    example_process.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    example_process.kill()
+                    example_process.communicate()
 
 
 def test_the_slurm_example_in_the_readme_runs_on_slurm(slurm, tmp_path):
