@@ -391,3 +391,29 @@ def test_sizes_grow_at_most_eightfold_and_fall_at_once():
     assert sizer.size == 64
     sizer.learn(64, 0.640, afresh=True)  # 10 ms a call: one a chunk
     assert sizer.size == 1
+
+
+def test_the_feeder_never_counts_a_list_the_reader_empties(monkeypatch):
+    """BUG (found hung for two hours after a loaded suite run): the map's
+    feeder thread was given the very lists the reader pops its results from.
+    Counting a batch's jobs, then watching each for its end, it could count a
+    job the reader took before it was watched, and wait for it for ever: the
+    README's million-call automatic map never returned. The feeder keeps lists
+    of its own."""
+    from concurrent.futures import Future
+
+    from corral.core import mapping
+
+    given: list[list] = []
+
+    def keep_the_feeders_lists(target, *, name, args=(), daemon=True):
+        given.append(args[0])
+        return threading.Thread(target=lambda: None)  # (not started: nothing to feed here)
+
+    monkeypatch.setattr(mapping, "start_thread", keep_the_feeders_lists)
+    feed = mapping.MapFeed(lambda arguments: Future(), lambda jobs: None,
+                           lambda jobs, left_by, started: None,
+                           iter([(number,) for number in range(5)]), window=10)
+    readers = feed._batches.get_nowait()
+    assert len(given) == 1 and given[0] is not readers and given[0] == readers
+    assert feed._send_batch() is None  # (the input is done: nothing more to share)

@@ -103,7 +103,10 @@ class MapFeed:
         self._input_error: Exception | None = None  # the input's, raised with the next batch
         first = self._next_batch()  # in the caller's thread: its errors are the caller's
         self._dispatch(first)
-        self._batches.put(first)
+        # The reader empties the lists it is given as it reads: the feeder keeps
+        # lists of its own (sharing one, it counted a job, then found it gone
+        # before it watched it, and waited for its end for ever).
+        self._batches.put(list(first))
         self._complete = self._input_done
         feed = self._feed if follow_up is None else self._feed_following
         self._thread = start_thread(feed, args=(first,), name="corral-map-feeder")
@@ -149,7 +152,7 @@ class MapFeed:
         if self._stop.is_set():  # made but not dispatched: the map is cut short
             return None
         self._dispatch(batch)
-        self._batches.put(batch)
+        self._batches.put(list(batch))  # (the reader's own: see __init__)
         if self._stop.is_set() and self._cut_short is None:
             self._cancel(batch, self._left_by, self.started)  # the reader left
             return None
