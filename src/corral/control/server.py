@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import CorralError
-from corral.journal.store import JournalError
+from corral.journal.store import JournalError, owner_of
 from corral.runtime.threads import start_thread
 
 __all__ = ["SOCKET_FILE", "ControlServer", "Denied", "DriverStopped", "NoDriver", "Refused",
@@ -188,7 +188,7 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
                     raise CorralError(f"the run at {run_dir} cannot be reached: a part of its "
                                       "path is a file, not a directory") from error
                 except BlockingIOError:  # its queue of connections is full: it is busy
-                    _raise_if_stopped(run_dir)  # (or stopped, with earlier callers queued)
+                    _raise_if_stopped(run_dir, traced=False)  # (or stopped, callers queued)
                     if time.monotonic() >= busy_until:
                         raise CorralError(f"the process driving {run_dir} takes no "
                                           "connection: it is too busy") from None
@@ -252,9 +252,10 @@ def _wait_for_answer(connection: socket.socket, run_dir: Path, deadline: float) 
             _raise_if_stopped(run_dir)
 
 
-def _raise_if_stopped(run_dir: Path) -> None:
-    """Raise :class:`DriverStopped` if the run's driver is stopped now."""
-    pid = stopped_driver(run_dir)
+def _raise_if_stopped(run_dir: Path, traced: bool = True) -> None:
+    """Raise :class:`DriverStopped` if the run's driver is stopped now (see
+    :func:`stopped_driver` for *traced*)."""
+    pid = stopped_driver(run_dir, traced)
     if pid is not None:
         raise DriverStopped(
             f"the process driving {run_dir} (pid {pid}) is stopped (Ctrl-Z, SIGSTOP or a "
@@ -268,8 +269,6 @@ def stopped_driver(run_dir: Path, traced: bool = True) -> int | None:
     (*traced*: also in a tracing stop, which a debugger's breakpoint holds, but
     ``strace`` makes for an instant at each system call: one look at a process
     under strace often finds it so)."""
-    from corral.journal.store import owner_of
-
     owner = owner_of(run_dir) or {}
     pid = owner.get("pid")
     if not isinstance(pid, int) or owner.get("host", os.uname().nodename) != os.uname().nodename:
@@ -305,8 +304,6 @@ def send_when_served(run_dir: str | os.PathLike[str], request: dict[str, Any],
     :data:`STARTING_DRIVER_PATIENCE_S`) while a live process holds the run but
     has not opened its socket yet (a driver or daemon starting); NoDriver at
     once when no process holds it."""
-    from corral.journal.store import owner_of
-
     deadline = time.monotonic() + (STARTING_DRIVER_PATIENCE_S if patience is None else patience)
     while True:
         try:
