@@ -149,9 +149,10 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
         idle_seconds()  # (checked here too: the daemon's refusal would be its log's tail)
     except CorralError as error:
         raise CommandError(str(error), EXIT_USAGE) from None
-    _note_what_a_new_daemon_runs_again(run_dir, request["verb"])
     pausing = request["verb"] == "pause"
-    left_paused = pausing and read_meta(run_dir).get("paused") == "1"
+    left_paused = (request["verb"] not in _VERBS_THAT_MAKE_A_RUN  # (none yet to read)
+                   and read_meta(run_dir).get("paused") == "1")
+    _note_what_a_new_daemon_runs_again(run_dir, request["verb"], pausing or left_paused)
     for attempt in range(_DAEMON_ROUNDS):
         try:
             ensure_daemon(run_dir, paused=pausing)
@@ -171,11 +172,11 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     raise AssertionError("unreachable: the last round returns or raises")
 
 
-def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str) -> None:
+def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str, paused: bool) -> None:
     """Say that the daemon this command starts on a run whose daemon died runs
-    its unfinished jobs again (``pause`` starts it paused: they wait)."""
+    its unfinished jobs again, or, *paused* (by ``pause``, or left so), that
+    they wait."""
     from corral.journal.run import Run
-    from corral.journal.store import read_meta
 
     if verb in ("submit", "ping"):  # (submit's job is why; wait says it in its own words)
         return
@@ -184,9 +185,7 @@ def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str) -> None:
     except (CorralError, OSError):
         return  # (what is wrong with the run, the daemon says)
     if unfinished:
-        left_paused = read_meta(run_dir).get("paused") == "1"
-        waits = ("; paused, it starts none of them" if verb == "pause" or (
-            left_paused and verb != "resume") else "")
+        waits = "; paused, it starts none of them" if paused and verb != "resume" else ""
         click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
                    f"{unfinished} unfinished job(s) again{waits}", err=True)
 
@@ -1200,7 +1199,7 @@ def _fail(message: str, status: int) -> NoReturn:
 
 
 def _os_error_text(error: OSError) -> str:
-    """``'<file>': <why>`` rather than Python's ``[Errno 36] ...`` form."""
+    """``<file>: <why>`` rather than Python's ``[Errno 36] ...`` form."""
     if error.filename is None or not error.strerror:
         return str(error)
     return f"{error.filename}: {error.strerror}"

@@ -20,7 +20,7 @@ import sqlite3
 from collections import deque
 from pathlib import Path
 
-from corral.journal.writer import written_key
+from corral.journal.writer import last_written
 
 __all__ = ["Unwritten"]
 
@@ -34,7 +34,7 @@ class Unwritten:
 
     def __init__(self, path: Path, session: int) -> None:
         self._path = path
-        self._key = written_key(session)
+        self._session = session
         self._kept: deque[tuple[int, bytes]] = deque()
         self._bytes = 0
         self._number = 0
@@ -71,12 +71,8 @@ class Unwritten:
             db = sqlite3.connect(f"{self._path.absolute().as_uri()}?mode=ro", uri=True,
                                  timeout=30, isolation_level=None)
             try:
-                row = db.execute("SELECT value FROM meta WHERE key=?", (self._key,)).fetchone()
+                return last_written(db, self._session)
             finally:
                 db.close()
         except sqlite3.Error:
-            return 0  # keep them all: sent again, what is in the journal is written again
-        try:
-            return int(row[0]) if row else 0
-        except ValueError:
-            return 0
+            return 0  # keep them all: sent again, the writer skips what the journal holds

@@ -46,7 +46,7 @@ from corral.journal import eventlog
 
 from corral.runtime.threads import allow_signals
 
-__all__ = ["HEADER", "WRITING_KEY", "main", "written_key"]
+__all__ = ["HEADER", "WRITING_KEY", "last_written", "main", "written_key"]
 
 HEADER = struct.Struct("<I")
 
@@ -107,6 +107,16 @@ class _Reader:
 WRITING_KEY = "writing"
 
 
+def last_written(db: sqlite3.Connection, session: int) -> int:
+    """The number of the last batch of *session* the journal *db* has committed
+    (0: none, or unreadable)."""
+    row = db.execute("SELECT value FROM meta WHERE key=?", (written_key(session),)).fetchone()
+    try:
+        return int(row[0]) if row else 0
+    except ValueError:
+        return 0
+
+
 def written_key(session: int) -> str:
     """The ``meta`` key of the number of the last batch of *session* committed
     (see :mod:`corral.journal.unwritten`); removed when the session ends."""
@@ -153,12 +163,7 @@ class _Writer:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _last_written(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?",
-                              (written_key(self.session),)).fetchone()
-        try:
-            return int(row[0]) if row else 0
-        except ValueError:
-            return 0
+        return last_written(self.db, self.session)
 
     def write(self, messages: list[tuple]) -> None:
         messages = [message for message in messages if message[-1] > self._written]
