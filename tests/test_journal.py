@@ -22,6 +22,8 @@ import jobs
 import journal_driver
 import psutil
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.processes import pids_alive
 from support.waiting import loop_barrier, wait_until
 from smtp_server import SmtpServer
@@ -1514,6 +1516,7 @@ def test_a_child_forked_from_the_driver_holds_neither_the_run_nor_its_socket(tmp
 
 
 EMPTY: dict = {}
+SHARED = (7, "x")
 
 
 @pytest.mark.parametrize(("job", "key"), [
@@ -1526,9 +1529,16 @@ EMPTY: dict = {}
     (lambda: corral.Job("json:dumps", args=(1, "two", None, 2.5, True, b"six"),
                         kwargs={"indent": 2, "sort_keys": False}), "de296846704ac4a6078bfbec"),
     (lambda: corral.Job("json:dumps", args=("same", "same")), "ea1cb4db9445090870c45b71"),
+    (lambda: corral.Job("json:dumps", args=([(n,) for n in range(300)], 0)),
+     "8393fd9ff6c32be11b1e7115"),
+    (lambda: corral.Job("json:dumps", args=([SHARED, SHARED],)), "87646605b6a4e3bb095724de"),
+    (lambda: corral.Job("json:dumps", args=({SHARED: SHARED},)), "a1e4bc49e6f6612a59977c85"),
+    (lambda: corral.Job("json:dumps", args=([{"a": [1, 2.5, None], "b": (b"\x8f", "s")},
+                                             [[143, 145]]],)), "b5fd205b31f86f825bca180b"),
 ], ids=["shell line", "function reference with a set and a dict", "argument list",
         "the same empty list and dict given twice", "plain arguments (hashed sooner)",
-        "one string given twice"])
+        "one string given twice", "a map's chunk of calls (its ints pickle as set opcodes)",
+        "one tuple given twice", "one tuple as a key and its value", "nested plain data"])
 def test_a_jobs_key_is_the_one_earlier_versions_of_corral_gave_it(job, key):
     """Keys match a new run's jobs to the journal's: if they changed with corral's
     version, a script resumed after an upgrade would run every finished job again.
@@ -1539,6 +1549,55 @@ def test_a_jobs_key_is_the_one_earlier_versions_of_corral_gave_it(job, key):
     record = job()._record
     _value_deps(record)  # (as dispatch does: the arguments, any Job in them replaced)
     assert job_digest(record) == key
+
+
+def test_the_keys_of_a_maps_chunks_are_those_earlier_versions_gave_them(tmp_path):
+    """A chunk of plain values is hashed from its plain pickle, not the long
+    way: the keys must not change (small ints' bytes look like a set's opcodes,
+    which sent the long way through its slow pickler)."""
+    run = tmp_path / "run"
+    items = [143, 145, "x", None, 2.5, 1j, b"\x8f", True] * 2
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        assert list(scheduler.map("builtins:str", items, chunksize=6)) == list(map(str, items))
+    assert sorted((job.id, job.key) for job in corral.Run(run).jobs()) == [
+        (1, "19d4e3a2c1a9aa330806168b#1"), (2, "d300aab02e7230f445ad090e#1"),
+        (3, "c24268c296e97052afe70518#1")]
+
+
+_ATOM = st.one_of(st.integers(-300, 300), st.integers(), st.floats(allow_nan=False),
+                  st.text(max_size=3), st.binary(max_size=3), st.none(), st.booleans())
+
+
+def _plain_data(children):
+    return st.one_of(st.lists(children, max_size=4), st.tuples(children, children),
+                     st.dictionaries(st.one_of(st.text(max_size=2), st.tuples(st.integers())),
+                                     children, max_size=3),
+                     st.frozensets(st.integers(), max_size=3), st.sets(st.text(max_size=2)))
+
+
+@given(st.recursive(_ATOM, _plain_data, max_leaves=20), st.data())
+@settings(max_examples=400, deadline=None)
+def test_the_quick_bytes_of_plain_arguments_are_those_of_the_long_way(value, data):
+    """Plain arguments are pickled as they are, not copied with their sets put
+    in order first: the bytes, which are keys of journaled jobs, must not
+    change, whatever the data, the same container given twice included (pickle
+    refers back to it, where the copy has two)."""
+    from corral.core.identity import _canonical_pickle, _stable_bytes
+
+    containers = [item for item in _walk(value) if type(item) in (list, tuple, dict) and item]
+    if containers:  # one of them given again, beside the value
+        value = [value, data.draw(st.sampled_from(containers))]
+    assert _stable_bytes(value) == _canonical_pickle(value)
+
+
+def _walk(value):
+    yield value
+    if type(value) in (list, tuple):
+        for item in value:
+            yield from _walk(item)
+    elif type(value) is dict:
+        for item in (*value, *value.values()):
+            yield from _walk(item)
 
 
 def test_a_failure_quoting_undecodable_bytes_is_journaled_with_the_job(tmp_path):

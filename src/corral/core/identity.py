@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import pickle
 import re
 import shlex
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.spec import Call, FunctionRef, JobSpec, Script
 from corral.journal.codec import encode_spec
-from corral.runtime.chunks import ChunkRunner
+from corral.runtime.chunks import ChunkRunner, PlainCalls
 
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
@@ -171,6 +172,12 @@ def _stable_bytes(value: Any) -> bytes:
     cloudpickle is close enough: at worst a job is not recognised and runs
     again, never the wrong way round.
     """
+    plain = _plain_pickle(value)
+    return plain if plain is not None else _canonical_pickle(value)
+
+
+def _canonical_pickle(value: Any) -> bytes:
+    """:func:`_stable_bytes` the long way, for any value."""
     value = _canonical(value)
     try:
         blob = pickle.dumps(value, 4)
@@ -209,6 +216,48 @@ def _pickled_with_sets_in_order(value: Any) -> bytes:
     return buffer.getvalue()
 
 
+#: The containers :func:`_canonical` copies, and so walks into.
+_CONTAINERS = frozenset({list, tuple, dict})
+_ATOMS_AND_CONTAINERS = _ATOMS | _CONTAINERS
+
+
+def _plain_pickle(value: Any) -> bytes | None:
+    """``pickle.dumps(value)`` when it is the very bytes :func:`_stable_bytes`
+    makes the long way, else None: when *value* is numbers, strings and None
+    in lists, tuples and dicts (keys too), no container met twice (pickle
+    would refer back to the first, where :func:`_canonical`'s copy has two).
+
+    The long way copies every container, then pickles the copy, and since the
+    bytes of small ints look like a set's opcodes, pickles it again, an
+    object at a time: a list of a thousand tuples of ints took 370 µs of the
+    driver's time, where these checks take 110, a container level at a time
+    at C speed. The bytes must stay the same: they are the keys of jobs
+    journaled by earlier versions, which a rerun finds done."""
+    level: list[Any] = [value]
+    counted = 0
+    ids: set[int] = set()
+    while True:
+        kinds = set(map(type, level))
+        if not kinds <= _ATOMS_AND_CONTAINERS:
+            return None  # a set, or an object _canonical leaves but may hold one
+        if kinds <= _ATOMS:
+            return pickle.dumps(value, 4)
+        if not kinds <= _CONTAINERS:
+            level = [item for item in level if type(item) in _CONTAINERS]
+        ids.update(map(id, level))
+        counted += len(level)
+        if len(ids) != counted:
+            return None  # a container twice (the empty tuple too: rare, and safe)
+        if dict in kinds:  # its keys too: one may be shared
+            level = list(itertools.chain.from_iterable(
+                itertools.chain(item, item.values()) if type(item) is dict else item
+                for item in level))
+        else:
+            level = list(itertools.chain.from_iterable(level))
+        if not level:
+            return pickle.dumps(value, 4)
+
+
 _READS_NOTHING_BYTES = _stable_bytes(_READS_NOTHING)
 
 
@@ -220,6 +269,16 @@ def _arguments_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
             type(value) in _ATOMS for value in kwargs.values()):
         return pickle.dumps((args, kwargs), 4)
     return _stable_bytes((args, kwargs))
+
+
+def _plain_calls_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """:func:`_arguments_bytes` of a chunk whose calls are :class:`PlainCalls`:
+    their plain pickle. The long way leaves the calls as they are (they are not
+    a plain list), copies the tuple around them, and finding a set's opcode among
+    the bytes of their small ints, pickled them all again, an object at a time,
+    to the same bytes: 150 µs of the driver's time a chunk of a thousand calls.
+    Nothing else is in a chunk's arguments but the number of its first call."""
+    return pickle.dumps((args, kwargs), 4)
 
 
 def _setting_bytes(spec: JobSpec) -> bytes:
@@ -264,7 +323,8 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
     if isinstance(task, Call) and isinstance(task.fn, ChunkRunner):  # map(chunksize=N)
         args, kwargs = job.call_parts  # (its calls' arguments, the first one's number)
         inner = task.fn.fn
-        arguments = _arguments_bytes(args, kwargs)
+        arguments = (_plain_calls_bytes(args, kwargs) if type(args[0]) is PlainCalls
+                     else _arguments_bytes(args, kwargs))
         if isinstance(inner, str):
             what = b"chunk\0function\0" + inner.encode() + arguments
         else:
