@@ -10,6 +10,7 @@ arbitrary values of every option in the registry.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -231,13 +232,97 @@ def test_keyword_arguments_must_have_string_keys():
         Job(jobs.square, (), ["x"])
 
 
+# -- calls their function cannot take, refused when the job is made ---------------------------
+
+
+class Counter:
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def add(self, step: int) -> int:
+        return self.start + step
+
+
+def _keyword_only(x: int, *, scale: int) -> int:
+    return x * scale
+
+
+def _with_timeout(fn):
+    """A decorator whose wrapper takes more than what it wraps."""
+    @functools.wraps(fn)
+    def wrapper(*args, timeout=None, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+square_with_timeout = _with_timeout(jobs.square)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda s: s.submit(jobs.square, 3, corse=2),
+     "square() takes no argument 'corse' (did you mean the job option 'cores'?): keyword "
+     "arguments go to the function, as with Executor.submit; job options go in "
+     "scheduler.options(cores=...).submit(square, ...)"),
+    (lambda s: s.submit(jobs.wait_for_file, "f", limt=3),
+     "wait_for_file() takes no argument 'limt'; did you mean 'limit'?"),
+    (lambda s: s.submit(jobs.square),
+     "square() cannot be called with these arguments: missing a required argument: 'x'"),
+    (lambda s: s.submit(jobs.square, 1, 2), "square() cannot be called with these arguments: "
+     "too many positional arguments: it takes 1, given 2"),
+    (lambda s: s.submit(jobs.square, 1, x=2), "square() cannot be called with these arguments: "
+     "multiple values for argument 'x'"),
+    (lambda s: s.submit(_keyword_only, 2), "_keyword_only() cannot be called with these "
+     "arguments: missing a required argument: 'scale'"),
+    (lambda s: s.submit(Counter(1).add, 1, 2), "Counter.add() cannot be called with these "
+     "arguments: too many positional arguments: it takes 2, given 3"),
+    (lambda s: s.submit(Counter), "Counter() cannot be called with these arguments: missing a "
+     "required argument: 'start'"),
+    (lambda s: s.submit(Job(jobs.square, (1, 2))), "square() cannot be called with these "
+     "arguments: too many positional arguments: it takes 1, given 2"),
+    (lambda s: s.submit(Job(corral.Call(jobs.square, (), {"z": 1}))),
+     "square() cannot be called with these arguments: got an unexpected keyword argument 'z'"),
+    (lambda s: list(s.map(jobs.square, [1], [2])), "map() calls with 2 arguments, one from each "
+     "iterable: square() cannot be called with these arguments: too many positional arguments: "
+     "it takes 1, given 2"),
+    (lambda s: list(s.map(jobs.square, [1], [2], chunksize="auto")), "map() calls with 2 "
+     "arguments, one from each iterable: square() cannot be called"),
+    (lambda s: s.job(jobs.square)(1, 2), "square() cannot be called with these arguments: too "
+     "many positional arguments"),
+    (lambda s: s.call("jobs:square", 1, 2), "square() cannot be called with these arguments: "
+     "too many positional arguments"),
+], ids=["a job option misspelt", "its own argument misspelt", "an argument missing",
+        "an argument too many", "an argument twice", "a keyword-only argument missing",
+        "a method's argument too many", "a class's argument missing", "Job(...)",
+        "Call(...)", "map() of two iterables", "map(chunksize='auto')", "a decorated function",
+        "a function by name, its module imported here"])
+def test_a_call_its_function_cannot_take_is_refused_when_the_job_is_made(scheduler, make,
+                                                                         message):
+    """Cold review: ``submit(f, 3, corse=2)`` was accepted, and the job failed
+    when a worker ran it (on a cluster: after its wait in the queue), where
+    the call could be checked against the function's signature at once."""
+    with pytest.raises(TypeError, match="^" + re.escape(message)):
+        make(scheduler)
+    assert scheduler.jobs() == []
+
+
+def test_calls_whose_function_has_no_signature_or_takes_more_than_it_says_run(scheduler):
+    """No false refusal: a builtin without a signature, a decorator whose wrapper
+    takes more than what it wraps, a partial, ``*args`` and ``**kwargs``."""
+    handles = [scheduler.submit(max, 3, 5), scheduler.submit(square_with_timeout, 4, timeout=9),
+               scheduler.submit(functools.partial(jobs.add, 1), 2, 3),
+               scheduler.submit(jobs.report_environment, "HOME"),
+               scheduler.submit(Counter(10).add, step=5)]
+    assert [handle.result(timeout=60) for handle in handles[:3]] == [5, 16, 6]
+    assert handles[4].result(timeout=60) == 15
+
+
 def test_a_job_option_given_to_submit_for_a_function_that_cannot_take_it_is_refused(scheduler):
     """Cold review: ``submit(slow, 1, tokens=2)`` went to the function, as
     Executor.submit does, and the job failed only once it ran: "slow() got an
     unexpected keyword argument 'tokens'"."""
     with pytest.raises(TypeError, match=re.escape(
-            "square() takes no argument 'tokens', 'cores': submit() passes keyword arguments "
-            "to the function, as Executor.submit does; job options go in "
+            "square() takes no argument 'tokens', 'cores': keyword arguments go to the "
+            "function, as with Executor.submit; job options go in "
             "scheduler.options(tokens=...).submit(square, ...)")):
         scheduler.submit(jobs.square, 3, tokens=2, cores=1)
     assert scheduler.jobs() == []

@@ -124,7 +124,10 @@ def test_a_function_reference_is_checked_without_running_the_modules_code(tmp_pa
 
     Job("lazy_names:anything")  # its __getattr__ may make it: the job will tell
     Job("odd_names:instance.made")  # a property: not evaluated here
-    Job("odd_names:K.static")
+    Job("odd_names:K.static", args=(1,))
+    with pytest.raises(TypeError, match=r"^K\.static\(\) cannot be called with these "
+                                        r"arguments: missing a required argument: 'x'$"):
+        Job("odd_names:K.static")  # read without calling anything, as a call's function is
     with pytest.raises(ValueError, match=r"^function reference 'odd_names:nothing': module "
                                          r"'odd_names' has no attribute 'nothing'$"):
         Job("odd_names:nothing")  # (its __dir__ raises: no hint, and no other error)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from corral.call_fit import check_call_fits
 from corral.options import (INT_LIMIT, JOB_OPTIONS, MAX_ITEMS, bounded_tuple, os_text_problem,
                       parse_options)
 from corral.safe_repr import safe_repr as _shown
@@ -151,16 +152,19 @@ class JobSpec:
 
 
 def make_task(task: object, args: Sequence[Any] = (),
-              kwargs: Mapping[str, Any] | None = None) -> Task:
+              kwargs: Mapping[str, Any] | None = None, *, arguments_later: bool = False) -> Task:
     """Turn what a user passed as a task into one of the four task kinds.
 
     A string is a ``"package.module:function"`` or a path to a ``.py`` script;
     a shell command must be given as :class:`Shell` so that it is never
-    confused with a script path.
+    confused with a script path. A callable must be able to take *args* and
+    *kwargs* (:func:`corral.call_fit.check_call_fits`), unless they come
+    later (*arguments_later*: a map's, which checks its calls itself).
 
     Raises:
         ValueError: the task is none of the accepted kinds, or names a script
             or module that does not exist.
+        TypeError: the callable cannot take the arguments.
     """
     args, kwargs = _arguments(args), _keyword_arguments(kwargs)
     if isinstance(task, (Call, FunctionRef, Script, Shell)):
@@ -181,6 +185,8 @@ def make_task(task: object, args: Sequence[Any] = (),
             "script; for a shell command use corral.Shell(...) or Scheduler.shell(...)"
         )
     if callable(task):
+        if not arguments_later:
+            check_call_fits(task, args, kwargs)
         return Call(task, args, kwargs)
     raise ValueError(
         f"task {_shown(task)} is not runnable: give a callable, 'package.module:function', "
@@ -229,7 +235,9 @@ def _checked(task: Task) -> Task:
     if isinstance(task, Call):
         if not callable(task.fn):
             raise ValueError(f"Call({_shown(task.fn)}, ...): the function is not callable")
-        return Call(task.fn, _arguments(task.args), _keyword_arguments(task.kwargs))
+        args, kwargs = _arguments(task.args), _keyword_arguments(task.kwargs)
+        check_call_fits(task.fn, args, kwargs)
+        return Call(task.fn, args, kwargs)
     if isinstance(task, Script):
         return _checked_script(task)
     return _checked_shell(task)
@@ -248,13 +256,17 @@ def _checked_function(task: FunctionRef) -> FunctionRef:
     if found is None:
         raise ValueError(f"function reference {_shown(target)}: no module named "
                          f"{_shown(module)} can be imported")
-    _check_function_name(target, sys.modules.get(module))
-    return FunctionRef(target, _arguments(task.args), _keyword_arguments(task.kwargs))
+    args, kwargs = _arguments(task.args), _keyword_arguments(task.kwargs)
+    function = _check_function_name(target, sys.modules.get(module))
+    if function is not None:
+        check_call_fits(function, args, kwargs)
+    return FunctionRef(target, args, kwargs)
 
 
-def _check_function_name(target: str, module: Any) -> None:
+def _check_function_name(target: str, module: Any) -> Callable[..., Any] | None:
     """Refuse a function name that *module* (when this process has imported it
     already) surely does not have: a typo then fails here, once, not in every job.
+    Return the function, when it is a plain one (its calls can be checked).
 
     Nothing of the module's runs here: names are looked up without calling a
     module's or a class's ``__getattr__`` or a property, and where one of those
@@ -263,7 +275,7 @@ def _check_function_name(target: str, module: Any) -> None:
     changed since this process started (the workers import it afresh).
     """
     if module is None or _changed_since_start(module):
-        return
+        return None
     module_name, _, path = target.partition(":")
     found, walked = module, list[str]()
     for part in path.split("."):
@@ -271,19 +283,21 @@ def _check_function_name(target: str, module: Any) -> None:
             found = inspect.getattr_static(found, part)
         except AttributeError:
             if _answers_dynamically(found):
-                return
+                return None
             owner = (_shown(f"{module_name}:{'.'.join(walked)}") if walked
                      else f"module {_shown(module_name)}")
             hint = did_you_mean(part, _public_names(found))
             raise ValueError(f"function reference {_shown(target)}: {owner} has no attribute "
                              f"{_shown(part)}" + (f"; {hint}" if hint else "")) from None
+        plain = not isinstance(found, classmethod)  # (which takes its class first)
         if isinstance(found, (staticmethod, classmethod)):
             found = found.__func__
         elif not callable(found) and hasattr(type(found), "__get__"):
-            return  # a property or another descriptor: what it gives is not looked at here
+            return None  # a property or another descriptor: what it gives is not looked at here
         walked.append(part)
     if not callable(found):
         raise ValueError(f"function reference {_shown(target)} is not callable")
+    return found if plain and isinstance(found, types.FunctionType) else None
 
 
 #: When this module was first imported: a module file changed since may differ

@@ -26,6 +26,7 @@ from corral.core import driver_signals
 from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, make_backend,
                              outlives_driver, resolve_backend)
 from corral.suggest import did_you_mean
+from corral.call_fit import check_map_fits
 from corral.control.server import ControlServer
 from corral.control.verbs import handle as handle_request
 from corral.core.engine import Engine, LoopStuck
@@ -104,12 +105,11 @@ class Submitter:
         A Job among the arguments is a dependency; its result is passed in its place.
 
         Raises:
-            TypeError: a keyword argument is named like a job option
-                (``tokens=2``) and *fn* takes no such argument: it was meant
-                for the job (``scheduler.options(tokens=2).submit(fn)``).
+            TypeError: *fn* cannot take these arguments (Python's words, and
+                for a keyword named like a job option, ``tokens=2`` or
+                ``tokns=2``, where job options go:
+                ``scheduler.options(tokens=2).submit(fn)``).
         """
-        if kwargs and not _OPTION_NAMES.isdisjoint(kwargs):
-            _refuse_options_among_arguments(fn, kwargs)
         return self._make(make_task(fn, args, kwargs), {})
 
     @overload
@@ -159,6 +159,7 @@ class Submitter:
         :mod:`corral.core.chunk_sizes`).
 
         Raises:
+            TypeError: *fn* cannot take one argument from each iterable.
             ValueError: *fn* is neither a callable nor ``"package.module:function"``,
                 *chunksize* is neither a whole number of at least 1 nor ``"auto"``,
                 or a bad option (when called).
@@ -176,10 +177,12 @@ class Submitter:
             raise ValueError("map(): chunksize must be a whole number of calls per job, at least "
                              "1 (a job per call)" + (", at most sys.maxsize" if too_large else "")
                              + f", or 'auto', not {safe_repr(chunksize)}")
-        task = make_task(fn, (), {})
+        task = make_task(fn, (), {}, arguments_later=True)
         if not isinstance(task, (Call, FunctionRef)):
             raise ValueError(f"map() takes a callable or 'package.module:function', not "
                              f"{safe_repr(fn)}")
+        if isinstance(task, Call):
+            check_map_fits(fn, len(iterables))
         calls: Iterator[tuple] = zip(*iterables, strict=False)
         window = MAP_WINDOW
         fixed = None if automatic else int(chunksize)  # calls per job, if not learnt
@@ -189,7 +192,7 @@ class Submitter:
         if chunks:
             runner = ChunkRunner(task.fn if isinstance(task, Call) else task.target,
                                  AUTO_CHUNK_BUDGET * chunk_seconds if automatic else None)
-            task = make_task(runner)
+            task = make_task(runner, arguments_later=True)
         spec_for = spec_maker(make_spec(task, {**self._defaults,
                                                **self._scheduler._with_profile({})}))
         scheduler = self._scheduler
@@ -1081,30 +1084,6 @@ def _value_deps(job: JobRecord) -> list[Job]:
                          "a worker (lists or dicts inside each other thousands of levels deep)"
                          ) from None
     return found
-
-
-#: Keyword arguments that submit() checks against its function's signature.
-_OPTION_NAMES = frozenset(JOB_OPTIONS) | {"profile"}
-
-
-def _refuse_options_among_arguments(fn: Any, kwargs: Mapping[str, Any]) -> None:
-    """submit() gives its keyword arguments to *fn*, as ``Executor.submit``
-    does; one named like a job option that *fn* cannot take is a job option
-    put in the wrong place, and the job would only fail later, when it ran."""
-    try:
-        parameters = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # no signature to read (some builtins): let it run
-        return
-    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
-        return
-    misplaced = [name for name in kwargs if name in _OPTION_NAMES and (
-        name not in parameters or parameters[name].kind is inspect.Parameter.POSITIONAL_ONLY)]
-    if misplaced:
-        name = getattr(fn, "__qualname__", None) or repr(fn)
-        raise TypeError(
-            f"{name}() takes no argument {', '.join(map(repr, misplaced))}: submit() passes "
-            "keyword arguments to the function, as Executor.submit does; job options go in "
-            f"scheduler.options({misplaced[0]}=...).submit({name}, ...)")
 
 
 #: What other tools call the arguments of a pool, by name: a close spelling

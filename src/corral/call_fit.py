@@ -1,0 +1,152 @@
+"""Whether a call's arguments fit its function, checked when its job is made.
+
+A call its function cannot take (a keyword misspelt, an argument too many or
+missing) would fail only once a worker ran it: minutes later behind a queue,
+hours later on a cluster, after its dependencies ran. The job is refused when
+it is made instead, in Python's own words. ``submit()`` gives its keyword
+arguments to the function, as ``Executor.submit`` does, so a job option put
+there (``cores=2``, or ``corse=2``) is the commonest such call: its error says
+where job options go.
+
+The function's signature is read once per function; a call whose positional
+arguments a quick count clears, without keywords, is not bound at all (a
+thousand submits of one function pay a dictionary lookup each).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from corral.options import JOB_OPTIONS
+from corral.suggest import closest
+
+__all__ = ["check_call_fits", "check_map_fits"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a function takes: its signature, and the counts of positional
+    arguments that bind without a look at the signature."""
+
+    signature: inspect.Signature
+    fewest: int  # positional parameters without a default
+    most: float  # all positional parameters (infinite with *args)
+    keyword_needed: bool  # a keyword-only parameter without a default
+    takes_any_keyword: bool  # **kwargs
+
+
+#: Shapes by function (a bound method's by its function); None: no signature
+#: to read (some builtins), and so no check. Weak: a closure made in a loop
+#: is not kept alive by having been submitted.
+_shapes: weakref.WeakKeyDictionary[Any, _Shape | None] = weakref.WeakKeyDictionary()
+
+
+def check_call_fits(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Refuse a call of *fn* that it cannot take.
+
+    Raises:
+        TypeError: naming the function and what does not fit (a keyword named
+            like a job option says where job options go).
+    """
+    bound_self: tuple[Any, ...] = ()
+    target = fn
+    if type(fn) is types.MethodType:  # a fresh object each time: shaped by its function
+        target, bound_self = fn.__func__, (fn.__self__,)
+    shape = _shape_of(target)
+    if shape is None:
+        return
+    count = len(args) + len(bound_self)
+    if not kwargs and not shape.keyword_needed and shape.fewest <= count <= shape.most:
+        return
+    try:
+        shape.signature.bind(*bound_self, *args, **kwargs)
+    except TypeError as error:
+        raise TypeError(_why(fn, shape, count, kwargs, str(error))) from None
+
+
+def check_map_fits(fn: Any, iterables: int) -> None:
+    """Refuse a ``map()`` whose calls *fn* cannot take: each takes one
+    argument from each of the *iterables*, so all its calls fit, or none.
+
+    Raises:
+        TypeError: as :func:`check_call_fits`.
+    """
+    try:
+        check_call_fits(fn, (None,) * iterables, {})
+    except TypeError as error:
+        raise TypeError(f"map() calls with {iterables} argument{'s' * (iterables != 1)}, "
+                        f"one from each iterable: {error}") from None
+
+
+def _shape_of(fn: Any) -> _Shape | None:
+    try:
+        return _shapes[fn]
+    except KeyError:
+        pass
+    except TypeError:  # neither hashable nor weakly referenced: read every time
+        return _read_shape(fn)
+    shape = _read_shape(fn)
+    try:
+        _shapes[fn] = shape
+    except TypeError:
+        pass
+    return shape
+
+
+def _read_shape(fn: Any) -> _Shape | None:
+    try:
+        # Not through __wrapped__: a decorator's wrapper may take more than
+        # what it wraps (a timeout of its own), and the wrapper is what runs.
+        signature = inspect.signature(fn, follow_wrapped=False)
+    except (TypeError, ValueError):  # no signature to read: let the call run
+        return None
+    kind = inspect.Parameter
+    positional = [parameter for parameter in signature.parameters.values()
+                  if parameter.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)]
+    kinds = {parameter.kind for parameter in signature.parameters.values()}
+    return _Shape(
+        signature,
+        fewest=sum(parameter.default is kind.empty for parameter in positional),
+        most=float("inf") if kind.VAR_POSITIONAL in kinds else len(positional),
+        keyword_needed=any(parameter.kind is kind.KEYWORD_ONLY and parameter.default is kind.empty
+                           for parameter in signature.parameters.values()),
+        takes_any_keyword=kind.VAR_KEYWORD in kinds)
+
+
+def _why(fn: Any, shape: _Shape, count: int, kwargs: Mapping[str, Any], problem: str) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    named = shape.signature.parameters
+    unknown = [] if shape.takes_any_keyword else [
+        keyword for keyword in kwargs if keyword not in named
+        or named[keyword].kind is inspect.Parameter.POSITIONAL_ONLY]
+    misplaced = [keyword for keyword in unknown if keyword in _OPTION_NAMES]
+    if misplaced:
+        return _options_go_elsewhere(name, misplaced, misplaced[0])
+    for keyword in unknown:
+        own = closest(keyword, [word for word in named if word not in kwargs])
+        if own is not None:
+            return f"{name}() takes no argument {keyword!r}; did you mean {own!r}?"
+        option = closest(keyword, _OPTION_NAMES)
+        if option is not None:
+            return _options_go_elsewhere(name, [keyword], option,
+                                         f" (did you mean the job option {option!r}?)")
+    if unknown:  # what Python's call says first, as it is surely wrong
+        problem = f"got an unexpected keyword argument {unknown[0]!r}"
+    elif problem == "too many positional arguments":  # (bind's words say no more)
+        problem += f": it takes {shape.most:.0f}, given {count}"
+    return f"{name}() cannot be called with these arguments: {problem}"
+
+
+def _options_go_elsewhere(name: str, keywords: list[str], option: str, said: str = "") -> str:
+    return (f"{name}() takes no argument {', '.join(map(repr, keywords))}{said}: keyword "
+            "arguments go to the function, as with Executor.submit; job options go in "
+            f"scheduler.options({option}=...).submit({name}, ...)")
+
+
+#: Job options by name, and ``profile``, which options() takes too.
+_OPTION_NAMES = frozenset(JOB_OPTIONS) | {"profile"}
