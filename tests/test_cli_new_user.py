@@ -247,6 +247,47 @@ def test_a_job_waiting_through_many_passes_is_told_why_once():
     assert told == [("big", "waiting for 2 free cores")]
 
 
+def test_every_queued_job_says_why_it_waits_not_only_the_first_in_line(fresh, tmp_path):
+    """Cold review: with one core busy, only the first of the queued jobs said
+    "waiting for 1 free core"; those behind it showed nothing, as if nothing
+    held them back (a pass stops at the first job that finds no core)."""
+    fresh.config.write_text('[daemon]\ncores = 1\n')
+    release = tmp_path / "release"
+    running = fresh.submit(block(release))
+    fresh.wait_for_status(running, "RUNNING")
+    behind = [fresh.submit("true") for _ in range(3)]
+    wanted = dict.fromkeys(behind, "waiting for 1 free core")
+    wait_until(lambda: {job: row["DETAIL"] for job, row in fresh("status").rows().items()
+                        if job in wanted} == wanted, message="every queued job's reason")
+    release.touch()
+    assert fresh("wait", running, *behind).status == 0
+
+
+def test_a_newcomer_is_told_why_it_waits_once_after_the_pass():
+    """The packer tells each job queued since its last pass that still waits
+    why, once: O(1) a job, whatever the number of passes."""
+    from corral.backends.base import Capacity
+
+    told: list[tuple[object, str]] = []
+    packer = Packer(Capacity(cores=1, memory_mb=None, gpus=None), None, {"io": 1}, 0)
+    packer.on_waiting = lambda job, reason: (told.append((job.id, reason)),
+                                             setattr(job, "reason", reason))
+    records = [corral.Job(Shell("true"), id=f"job{number}", queue="io" if number in (0, 3)
+                          else None)._record for number in range(4)]
+    for job in records:
+        job.move(corral.JobStatus.QUEUED)
+        packer.push(job)
+    assert packer.select(0.0) == [records[0]]
+    records[0].move(corral.JobStatus.SUBMITTED)  # as the engine moves what starts
+    packer.tell_newcomers()
+    for _ in range(1000):
+        assert packer.select(1.0) == []
+        packer.tell_newcomers()
+    assert sorted(told) == [("job1", "waiting for 1 free core"),
+                            ("job2", "waiting for 1 free core"),
+                            ("job3", "queue 'io' is full (1 running)")]
+
+
 # -- status hides older finished jobs, and says so ------------------------------------------------
 
 

@@ -543,6 +543,7 @@ class Engine:
                 behind[id(job)] = leader
         for job in chosen:
             job.handed_ahead = id(job) in behind
+        self.packer.tell_newcomers()
         if not chosen:
             return
         for job in chosen:

@@ -18,6 +18,10 @@ next job in line when the pass stops early, all cores busy or ``max_jobs``
 reached. The callback fires only when that reason changes, so a job waiting
 through a thousand passes for the same cores is one journal update, not a
 thousand; jobs deeper in the heap that no pass looked at keep their reason.
+A job that no pass looked at has one all the same: after the pass that
+follows its queueing, each newcomer still waiting is told once
+(:meth:`Packer.tell_newcomers`), so ``corral status`` says why every queued
+job waits, not only the first in line's.
 
 A backend whose workers take jobs ahead (``queues_ahead``) is handed, once
 every core is busy, jobs to run after a running one (:meth:`Packer.select_ahead`):
@@ -86,6 +90,8 @@ class Packer:
         #: Called as ``on_waiting(job, reason)`` when a QUEUED job's reason for
         #: waiting changes (see the module docstring); set by the engine.
         self.on_waiting: Callable[[JobRecord, str], object] | None = None
+        #: Jobs pushed since :meth:`tell_newcomers` last ran.
+        self._newcomers: list[JobRecord] = []
 
     def __len__(self) -> int:
         return len(self._ready) + sum(len(parked) for parked in self._parked.values())
@@ -98,6 +104,7 @@ class Packer:
         if not keep_place:
             job.place = next(self._sequence)
         heapq.heappush(self._ready, (-job.spec.priority, job.place, job))
+        self._newcomers.append(job)
 
     def select(self, now: float) -> list[JobRecord]:
         """Take resources for the jobs that start now and return them in order."""
@@ -154,6 +161,27 @@ class Packer:
             self._tell(job, f"waiting for a job slot (max_jobs={self.max_jobs})")
         elif self.free_cores < 1:
             self._tell(job, self._shortfall(job))
+
+    def tell_newcomers(self) -> None:
+        """Tell each job queued since the last call that still waits, without a
+        reason yet, why it waits: once, O(1) a job (the engine calls this after
+        a pass and the jobs it handed ahead, which are not waiting)."""
+        newcomers, self._newcomers = self._newcomers, []
+        if self.on_waiting is None:
+            return
+        for job in newcomers:
+            if job.status is JobStatus.QUEUED and job.reason is None:
+                self._tell(job, self._why_waiting(job))
+
+    def _why_waiting(self, job: JobRecord) -> str:
+        queue = job.spec.queue
+        if queue is not None and self.queue_running[queue] >= self.queue_limits[queue]:
+            return f"queue {queue!r} is full ({self.queue_limits[queue]} running)"
+        if len(self.running) >= self.max_jobs:
+            return f"waiting for a job slot (max_jobs={self.max_jobs})"
+        if not self._fits(job):
+            return self._shortfall(job)
+        return "waiting for the jobs ahead of it to start"
 
     def _shortfall(self, job: JobRecord) -> str:
         """What *job* lacks to start now, for its QUEUED reason. Free amounts
