@@ -1426,6 +1426,37 @@ def test_a_request_the_run_could_not_carry_out_exits_3_and_one_refused_exits_2(
     assert_one_line_error(told, status, "^corral: error: " + re.escape(str(failures[raised])))
 
 
+def test_a_submit_the_journal_could_not_record_exits_3_and_its_job_never_runs(fresh, tmp_path):
+    """Attack review: with the journal unwritable (here immutable; a failing
+    disk alike) ``corral submit`` said it failed and exited 3, and the job ran
+    all the same: submitted again, it ran twice. And a failure left over from
+    before a submit was blamed on the next one's job."""
+    fresh.submit("true")
+    assert fresh("wait", "1").status == 0
+    journal = [fresh.run / "journal.db", fresh.run / "journal.db-wal"]
+    marker, pidfile = tmp_path / "ran", tmp_path / "pid"
+    subprocess.run(["chattr", "+i", *map(os.fspath, journal)], check=True)
+    try:
+        assert_one_line_error(fresh("submit", f"echo $$ > {q(pidfile)}; sleep 0.5; "
+                                              f"touch {q(marker)}"), 3,
+                              r"^corral: error: cannot write the journal .*journal\.db: ")
+    finally:
+        subprocess.run(["chattr", "-i", *map(os.fspath, journal)], check=True)
+    left_over = fresh("submit", "true")  # what the cancel could not write is said first
+    if left_over.status != 0:
+        assert_one_line_error(left_over, 3, r"\(before this submit, which was not taken: "
+                                            r"submit again\)$")
+        job = fresh.submit("true")
+    else:
+        job = left_over.out.strip()
+    assert fresh("wait", job).status == 0
+    assert fresh.ok("status", job).rows()[job]["STATUS"] == "COMPLETED"
+    if pidfile.exists() and pidfile.read_text().strip():  # it had started: it was killed
+        pid = int(pidfile.read_text())
+        wait_until(lambda: pid_gone(pid), message="the refused job's shell to end")
+    assert not marker.exists()
+
+
 def _raw_client(run: Path):
     import socket
 

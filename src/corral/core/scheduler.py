@@ -52,7 +52,7 @@ from corral.runtime.threads import SLICE_S, plain_timeout, wait_in_slices
 from corral.safe_repr import safe_repr
 from corral.spec import Call, FunctionRef, Script, Shell, Task, make_spec, make_task, spec_maker
 from corral.status import JobStatus, statuses_named
-from corral.journal.store import Journal, StoredJob
+from corral.journal.store import Journal, JournalError, StoredJob
 from corral.runtime.tempdirs import (RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir,
                                      remove_dead_owners_tempdirs)
 from corral.units import parse_duration, parse_memory
@@ -868,11 +868,30 @@ class Scheduler(Executor):
         """Make and dispatch a job that ``corral submit`` sent over the control
         socket, and return once its id is in the journal (the id answered to
         the command is on disk). The same command submitted again is new work:
-        it is never matched against earlier runs."""
+        it is never matched against earlier runs.
+
+        Raises:
+            JournalError: the journal could not write what came before (no job
+                is made), or the job's own rows (the job is cancelled: the
+                command says it failed, so it must not run).
+        """
         job = Job(task, **options)
         job._record.always_new = True
+        # What the journal failed to write before is said now, to this command,
+        # before its job exists: after it, it would be taken for the job's own.
+        try:
+            self._flush_journal_now()
+        except JournalError as error:
+            raise JournalError(f"{error} (before this submit, which was not taken: "
+                               "submit again)") from None
         self.dispatch([job])
-        self._flush_journal_now()
+        try:
+            self._flush_journal_now()
+        except JournalError:
+            # The command is told its submit failed: the job must not run
+            # behind its back (a second submit would run it twice).
+            self._cancel_many([job], "its submit failed: the journal could not record it")
+            raise
         return job
 
     def _flush_journal_now(self) -> None:
