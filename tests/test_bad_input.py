@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import re
+import subprocess
 import sys
 from decimal import Decimal
 from fractions import Fraction
@@ -262,7 +263,7 @@ square_with_timeout = _with_timeout(jobs.square)
     (lambda s: s.submit(jobs.square, 3, corse=2),
      "square() takes no argument 'corse' (did you mean the job option 'cores'?): keyword "
      "arguments go to the function, as with Executor.submit; job options go in "
-     "scheduler.options(cores=...).submit(square, ...)"),
+     "scheduler.options(cores=...).submit(square, ...), or Job(square, ..., cores=...)"),
     (lambda s: s.submit(jobs.wait_for_file, "f", limt=3),
      "wait_for_file() takes no argument 'limt'; did you mean 'limit'?"),
     (lambda s: s.submit(jobs.square),
@@ -274,7 +275,7 @@ square_with_timeout = _with_timeout(jobs.square)
     (lambda s: s.submit(_keyword_only, 2), "_keyword_only() cannot be called with these "
      "arguments: missing a required argument: 'scale'"),
     (lambda s: s.submit(Counter(1).add, 1, 2), "Counter.add() cannot be called with these "
-     "arguments: too many positional arguments: it takes 2, given 3"),
+     "arguments: too many positional arguments: it takes 1, given 2"),
     (lambda s: s.submit(Counter), "Counter() cannot be called with these arguments: missing a "
      "required argument: 'start'"),
     (lambda s: s.submit(Job(jobs.square, (1, 2))), "square() cannot be called with these "
@@ -305,15 +306,73 @@ def test_a_call_its_function_cannot_take_is_refused_when_the_job_is_made(schedul
     assert scheduler.jobs() == []
 
 
+class StaticCall:
+    """Its ``__call__`` a staticmethod: Python 3.11's inspect drops its first parameter."""
+
+    __call__ = staticmethod(jobs.square)
+
+
+class LyingSignature:
+    @property
+    def __signature__(self):
+        raise RuntimeError("its own code, reading its signature")
+
+    def __call__(self, x):
+        return -x
+
+
+service = Counter(1)  # for a reference through an instance: its method comes bound
+
+
 def test_calls_whose_function_has_no_signature_or_takes_more_than_it_says_run(scheduler):
-    """No false refusal: a builtin without a signature, a decorator whose wrapper
-    takes more than what it wraps, a partial, ``*args`` and ``**kwargs``."""
+    """No false refusal (attack review of the check): a builtin without a
+    signature, a decorator whose wrapper takes more than what it wraps, a
+    partial, ``*args`` and ``**kwargs``, a callable object inspect misreads or
+    whose signature raises, a method named through an instance, a map of no
+    iterable."""
     handles = [scheduler.submit(max, 3, 5), scheduler.submit(square_with_timeout, 4, timeout=9),
                scheduler.submit(functools.partial(jobs.add, 1), 2, 3),
-               scheduler.submit(jobs.report_environment, "HOME"),
-               scheduler.submit(Counter(10).add, step=5)]
-    assert [handle.result(timeout=60) for handle in handles[:3]] == [5, 16, 6]
-    assert handles[4].result(timeout=60) == 15
+               scheduler.submit(Counter(10).add, step=5), scheduler.submit(StaticCall(), 3),
+               scheduler.submit(LyingSignature(), 2),
+               scheduler.call("test_bad_input:service.add", 2),
+               scheduler.submit(jobs.report_environment, "HOME")]
+    assert [handle.result(timeout=60) for handle in handles[:-1]] == [5, 16, 6, 15, 9, -2, 3]
+    assert list(scheduler.map(pow)) == []
+
+
+def test_a_function_patched_in_place_is_checked_as_it_is_now(scheduler):
+    """A notebook's autoreload replaces a function's code and defaults in place:
+    the signature read before must not refuse the calls it takes now."""
+    def later(x, y=10):
+        return x + y
+
+    def patched(x):
+        return x
+
+    scheduler.submit(patched, 1).result(timeout=60)
+    patched.__code__, patched.__defaults__ = later.__code__, later.__defaults__
+    assert scheduler.submit(patched, 1, 2).result(timeout=60) == 3
+    with pytest.raises(TypeError, match=r"^test_a_function_patched_in_place_is_checked_as_it_is_"
+                                        r"now.<locals>.patched\(\) cannot be called with these "
+                                        r"arguments: too many positional arguments"):
+        scheduler.submit(patched, 1, 2, 3)
+
+
+def test_a_module_edited_before_corral_was_imported_is_not_checked(tmp_path):
+    """The module this process imported may differ from its file, edited since
+    the process started (even before corral was imported): the worker imports
+    the file, so what it has decides, not the signature read here."""
+    module = tmp_path / "edited_first.py"
+    module.write_text("def fn(x):\n    return x\n")
+    os.utime(module, (0, 0))
+    program = ("import sys, pathlib, edited_first\n"
+               "pathlib.Path(sys.argv[1]).write_text('def fn(x, y):\\n    return x + y\\n')\n"
+               "import corral\n"
+               "with corral.Scheduler(cores=1) as scheduler:\n"
+               "    print(scheduler.call('edited_first:fn', 1, 2).result(timeout=60))\n")
+    done = subprocess.run([sys.executable, "-c", program, str(module)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.stdout == "3\n", done.stderr
 
 
 def test_a_job_option_given_to_submit_for_a_function_that_cannot_take_it_is_refused(scheduler):
@@ -323,7 +382,7 @@ def test_a_job_option_given_to_submit_for_a_function_that_cannot_take_it_is_refu
     with pytest.raises(TypeError, match=re.escape(
             "square() takes no argument 'tokens', 'cores': keyword arguments go to the "
             "function, as with Executor.submit; job options go in "
-            "scheduler.options(tokens=...).submit(square, ...)")):
+            "scheduler.options(tokens=...).submit(square, ...), or Job(square, ..., tokens=...)")):
         scheduler.submit(jobs.square, 3, tokens=2, cores=1)
     assert scheduler.jobs() == []
     # A function that takes an argument of that name, or any keyword, gets it:

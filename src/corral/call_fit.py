@@ -15,7 +15,9 @@ thousand submits of one function pay a dictionary lookup each).
 
 from __future__ import annotations
 
+import functools
 import inspect
+import operator
 import types
 import weakref
 from collections.abc import Mapping, Sequence
@@ -40,10 +42,17 @@ class _Shape:
     takes_any_keyword: bool  # **kwargs
 
 
-#: Shapes by function (a bound method's by its function); None: no signature
-#: to read (some builtins), and so no check. Weak: a closure made in a loop
-#: is not kept alive by having been submitted.
-_shapes: weakref.WeakKeyDictionary[Any, _Shape | None] = weakref.WeakKeyDictionary()
+#: Shapes of plain functions (a bound method's by its function), each with the
+#: code and defaults it was read from: one patched in place (a notebook's
+#: autoreload replaces ``__code__``) is read again. None: no check. Weak: a
+#: closure made in a loop is not kept alive by having been submitted.
+_shapes: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], _Shape | None]] = \
+    weakref.WeakKeyDictionary()
+
+#: What the check reads: plain functions, methods, partials of them, classes.
+#: Not other callable objects: ``inspect`` misreads some (a ``__call__`` that
+#: is a staticmethod loses its first parameter), and a refusal must be sure.
+_CHECKED = (types.FunctionType, types.MethodType, functools.partial, type)
 
 
 def check_call_fits(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -55,8 +64,8 @@ def check_call_fits(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
     """
     bound_self: tuple[Any, ...] = ()
     target = fn
-    if type(fn) is types.MethodType:  # a fresh object each time: shaped by its function
-        target, bound_self = fn.__func__, (fn.__self__,)
+    if type(fn) is types.MethodType and type(fn.__func__) is types.FunctionType:
+        target, bound_self = fn.__func__, (fn.__self__,)  # (a fresh object each time)
     shape = _shape_of(target)
     if shape is None:
         return
@@ -66,16 +75,20 @@ def check_call_fits(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
     try:
         shape.signature.bind(*bound_self, *args, **kwargs)
     except TypeError as error:
-        raise TypeError(_why(fn, shape, count, kwargs, str(error))) from None
+        raise TypeError(_why(fn, shape, len(args), len(bound_self), kwargs, str(error))
+                        ) from None
 
 
 def check_map_fits(fn: Any, iterables: int) -> None:
     """Refuse a ``map()`` whose calls *fn* cannot take: each takes one
     argument from each of the *iterables*, so all its calls fit, or none.
+    (A map of no iterable makes no call.)
 
     Raises:
         TypeError: as :func:`check_call_fits`.
     """
+    if not iterables:
+        return
     try:
         check_call_fits(fn, (None,) * iterables, {})
     except TypeError as error:
@@ -84,17 +97,16 @@ def check_map_fits(fn: Any, iterables: int) -> None:
 
 
 def _shape_of(fn: Any) -> _Shape | None:
-    try:
-        return _shapes[fn]
-    except KeyError:
-        pass
-    except TypeError:  # neither hashable nor weakly referenced: read every time
+    if not isinstance(fn, _CHECKED):
+        return None
+    if type(fn) is not types.FunctionType:  # few, and their parts may change: read each time
         return _read_shape(fn)
+    made_of = (fn.__code__, fn.__defaults__, fn.__kwdefaults__)
+    cached = _shapes.get(fn)
+    if cached is not None and all(map(operator.is_, cached[0], made_of)):
+        return cached[1]
     shape = _read_shape(fn)
-    try:
-        _shapes[fn] = shape
-    except TypeError:
-        pass
+    _shapes[fn] = (made_of, shape)
     return shape
 
 
@@ -103,7 +115,7 @@ def _read_shape(fn: Any) -> _Shape | None:
         # Not through __wrapped__: a decorator's wrapper may take more than
         # what it wraps (a timeout of its own), and the wrapper is what runs.
         signature = inspect.signature(fn, follow_wrapped=False)
-    except (TypeError, ValueError):  # no signature to read: let the call run
+    except Exception:  # none to read (some builtins), or its own code raised: let it run
         return None
     kind = inspect.Parameter
     positional = [parameter for parameter in signature.parameters.values()
@@ -118,12 +130,12 @@ def _read_shape(fn: Any) -> _Shape | None:
         takes_any_keyword=kind.VAR_KEYWORD in kinds)
 
 
-def _why(fn: Any, shape: _Shape, count: int, kwargs: Mapping[str, Any], problem: str) -> str:
+def _why(fn: Any, shape: _Shape, given: int, bound: int, kwargs: Mapping[str, Any],
+         problem: str) -> str:
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     named = shape.signature.parameters
     unknown = [] if shape.takes_any_keyword else [
-        keyword for keyword in kwargs if keyword not in named
-        or named[keyword].kind is inspect.Parameter.POSITIONAL_ONLY]
+        keyword for keyword in kwargs if keyword not in named]
     misplaced = [keyword for keyword in unknown if keyword in _OPTION_NAMES]
     if misplaced:
         return _options_go_elsewhere(name, misplaced, misplaced[0])
@@ -137,15 +149,16 @@ def _why(fn: Any, shape: _Shape, count: int, kwargs: Mapping[str, Any], problem:
                                          f" (did you mean the job option {option!r}?)")
     if unknown:  # what Python's call says first, as it is surely wrong
         problem = f"got an unexpected keyword argument {unknown[0]!r}"
-    elif problem == "too many positional arguments":  # (bind's words say no more)
-        problem += f": it takes {shape.most:.0f}, given {count}"
+    elif problem == "too many positional arguments":  # (bind's words say no more; a
+        problem += f": it takes {shape.most - bound:.0f}, given {given}"  # method's self aside)
     return f"{name}() cannot be called with these arguments: {problem}"
 
 
 def _options_go_elsewhere(name: str, keywords: list[str], option: str, said: str = "") -> str:
     return (f"{name}() takes no argument {', '.join(map(repr, keywords))}{said}: keyword "
             "arguments go to the function, as with Executor.submit; job options go in "
-            f"scheduler.options({option}=...).submit({name}, ...)")
+            f"scheduler.options({option}=...).submit({name}, ...), or Job({name}, ..., "
+            f"{option}=...)")
 
 
 #: Job options by name, and ``profile``, which options() takes too.

@@ -279,6 +279,7 @@ def _check_function_name(target: str, module: Any) -> Callable[..., Any] | None:
     module_name, _, path = target.partition(":")
     found, walked = module, list[str]()
     for part in path.split("."):
+        owner_of_found = found
         try:
             found = inspect.getattr_static(found, part)
         except AttributeError:
@@ -289,7 +290,12 @@ def _check_function_name(target: str, module: Any) -> Callable[..., Any] | None:
             hint = did_you_mean(part, _public_names(found))
             raise ValueError(f"function reference {_shown(target)}: {owner} has no attribute "
                              f"{_shown(part)}" + (f"; {hint}" if hint else "")) from None
-        plain = not isinstance(found, classmethod)  # (which takes its class first)
+        # What the worker's getattr gives as it is: a module's function, a
+        # class's own (unbound) or static one; not one bound on the way (a
+        # classmethod, a method of an instance, an enum member or a metaclass).
+        plain = isinstance(owner_of_found, types.ModuleType) or (
+            isinstance(owner_of_found, type) and vars(owner_of_found).get(part) is found
+            and not isinstance(found, classmethod))
         if isinstance(found, (staticmethod, classmethod)):
             found = found.__func__
         elif not callable(found) and hasattr(type(found), "__get__"):
@@ -300,9 +306,21 @@ def _check_function_name(target: str, module: Any) -> Callable[..., Any] | None:
     return found if plain and isinstance(found, types.FunctionType) else None
 
 
-#: When this module was first imported: a module file changed since may differ
-#: from what this process imported.
-_STARTED = time.time()
+def _process_started() -> float:
+    """When this process started (the epoch's seconds): a module file changed
+    since then may differ from what the process imported, even before corral
+    was imported. Where /proc cannot say, when this module was imported."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            ticks = int(stat.read().rpartition(b")")[2].split()[19])
+        with open("/proc/stat", "rb") as system:
+            booted = next(int(line.split()[1]) for line in system if line.startswith(b"btime"))
+        return booted + ticks / os.sysconf("SC_CLK_TCK") - 1  # (btime is whole seconds)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+_STARTED = _process_started()
 
 
 def _changed_since_start(module: Any) -> bool:
