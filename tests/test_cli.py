@@ -1366,6 +1366,39 @@ def test_requests_queued_when_a_driver_stops_are_told_it_is_stopping(tmp_path: P
     assert [reply.get("stopping") for reply in replies] == [True, True], replies
 
 
+def test_a_daemon_serves_no_request_before_it_has_taken_up_the_jobs_a_dead_one_left(
+        tmp_path: Path):
+    """BUG (flaky test, found by its root cause): a new daemon answered on its
+    control socket while it was still taking up a dead daemon's jobs, so a
+    `corral cancel 2` then said "job 2 is QUEUED in the journal but no longer
+    held by its driver". A daemon's server is started held and opened after."""
+    import threading
+
+    from corral.control.server import ControlServer, send_request
+
+    tmp_path.chmod(0o700)
+    carried_out = threading.Event()
+
+    def handler(request: dict) -> dict:
+        carried_out.set()
+        return {"served": request["n"]}
+
+    server = ControlServer(handler, tmp_path)
+    server.start(held=True)
+    answers: list[object] = []
+    client = threading.Thread(target=lambda: answers.append(send_request(tmp_path, {"n": 1})))
+    client.start()
+    try:
+        # (a negative check: a server that is not held carries it out at once)
+        assert not carried_out.wait(0.5), "a held server carried out a request"
+        server.open()
+        client.join(30)
+        assert [answer["served"] for answer in answers] == [1]  # type: ignore[index]
+    finally:
+        server.stop()
+        client.join(30)
+
+
 # -- the control socket under misuse (attack review) -------------------------------------------
 
 

@@ -239,10 +239,13 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False) -> int
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if paused:
         scheduler.pause()
+    control = scheduler._control
+    assert control is not None, "a scheduler with a journal serves its control socket"
     try:  # (a run left paused: the Scheduler started paused, before it served a request)
-        _resubmit(scheduler, run_dir)
-        control = scheduler._control
-        assert control is not None, "a scheduler with a journal serves its control socket"
+        try:  # the control socket reads requests but holds them until the jobs are taken up
+            _resubmit(scheduler, run_dir)
+        finally:
+            control.open()
         last_busy = time.monotonic()
         while not stop.wait(min(1.0, idle / 4)):
             now = time.monotonic()

@@ -367,7 +367,12 @@ class ControlServer:
         self._reading: set[threading.Thread] = set()
         self._connections: set[socket.socket] = set()  # accepted, not answered yet
 
-    def start(self) -> None:
+    def start(self, held: bool = False) -> None:
+        """Listen. *held*: read requests but carry none out until
+        :meth:`open` (a daemon takes up the jobs a dead one left first: a
+        ``corral cancel`` must find them)."""
+        if held:
+            self._serving.acquire()  # (released by open(), on this same thread)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with _socket_path(self.run_dir) as path:
             with contextlib.suppress(FileNotFoundError):
@@ -380,6 +385,10 @@ class ControlServer:
         self._listener = listener
         self._thread = start_thread(self._serve, name="corral-control")
         _SERVERS.add(self)
+
+    def open(self) -> None:
+        """Carry out requests from now on (after ``start(held=True)``)."""
+        self._serving.release()
 
     def stop(self) -> None:
         """Stop serving. A request already waiting for its turn is answered

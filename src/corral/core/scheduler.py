@@ -397,7 +397,8 @@ class Scheduler(Executor):
                 self._detach_log = attach_run_log(self._journal.run_dir)
                 self._control = ControlServer(functools.partial(handle_request, self),
                                               self._journal.run_dir)
-                self._control.start()
+                # A daemon answers no request before it has taken up a dead one's jobs.
+                self._control.start(held=_owner == "daemon")
             _open_schedulers.add(self)  # shut down at interpreter exit
         except BaseException:  # stop what was started, free the run for the next try
             self._backend.close()
