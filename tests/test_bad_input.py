@@ -291,11 +291,17 @@ square_with_timeout = _with_timeout(jobs.square)
      "many positional arguments"),
     (lambda s: s.call("jobs:square", 1, 2), "square() cannot be called with these arguments: "
      "too many positional arguments"),
+    (lambda s: s.map("jobs:square", [1], [2]), "map() calls with 2 arguments, one from each "
+     "iterable: square() cannot be called with these arguments: too many positional arguments"),
+    (lambda s: s.submit(functools.partial(jobs.square, 1), 2), "square() cannot be called with "
+     "these arguments: too many positional arguments: it takes 0, given 1 (after the 1 "
+     "positional and 0 keyword arguments of its functools.partial)"),
 ], ids=["a job option misspelt", "its own argument misspelt", "an argument missing",
         "an argument too many", "an argument twice", "a keyword-only argument missing",
         "a method's argument too many", "a class's argument missing", "Job(...)",
         "Call(...)", "map() of two iterables", "map(chunksize='auto')", "a decorated function",
-        "a function by name, its module imported here"])
+        "a function by name, its module imported here", "map() of a function by name",
+        "a partial, named by its function"])
 def test_a_call_its_function_cannot_take_is_refused_when_the_job_is_made(scheduler, make,
                                                                          message):
     """Cold review: ``submit(f, 3, corse=2)`` was accepted, and the job failed

@@ -297,6 +297,15 @@ def test_a_timeout_error_a_call_raised_is_the_calls_own_not_the_maps(tmp_path: P
 def test_map_takes_a_function_by_name_and_refuses_what_is_not_a_function(tmp_path: Path):
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
         assert list(scheduler.map("operator:neg", [1, 2])) == [-1, -2]
+        # BUG (new-user review): a function by name, of a module imported here, was
+        # checked as if called with no argument: every such map was refused.
+        assert list(scheduler.map("jobs:square", [1, 2])) == [1, 4]
+        assert list(scheduler.map("jobs:square", [3, 4], chunksize=2)) == [9, 16]
+        assert list(scheduler.map("json:dumps", [[1], {"k": 2}])) == ["[1]", '{"k": 2}']
+        with pytest.raises(TypeError, match=r"^map\(\) calls with 2 arguments, one from each "
+                                            r"iterable: square\(\) cannot be called with these "
+                                            r"arguments: too many positional arguments"):
+            scheduler.map("jobs:square", [1], [2])
         with pytest.raises(ValueError, match=r"^map\(\) takes a callable or "
                                              r"'package.module:function', not Shell"):
             scheduler.map(corral.Shell("true"), [1])

@@ -132,7 +132,7 @@ def _read_shape(fn: Any) -> _Shape | None:
 
 def _why(fn: Any, shape: _Shape, given: int, bound: int, kwargs: Mapping[str, Any],
          problem: str) -> str:
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    name = _name_of(fn)
     named = shape.signature.parameters
     unknown = [] if shape.takes_any_keyword else [
         keyword for keyword in kwargs if keyword not in named]
@@ -151,7 +151,18 @@ def _why(fn: Any, shape: _Shape, given: int, bound: int, kwargs: Mapping[str, An
         problem = f"got an unexpected keyword argument {unknown[0]!r}"
     elif problem == "too many positional arguments":  # (bind's words say no more; a
         problem += f": it takes {shape.most - bound:.0f}, given {given}"  # method's self aside)
+    if isinstance(fn, functools.partial):  # (its counts are what the partial leaves)
+        problem += f" (after the {len(fn.args)} positional and {len(fn.keywords)} keyword " \
+                   "arguments of its functools.partial)"
     return f"{name}() cannot be called with these arguments: {problem}"
+
+
+def _name_of(fn: Any) -> str:
+    """The function's name as its user wrote it: a partial's is its function's."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else type(fn).__qualname__
 
 
 def _options_go_elsewhere(name: str, keywords: list[str], option: str, said: str = "") -> str:

@@ -34,7 +34,8 @@ from corral.safe_repr import safe_repr as _shown
 from corral.suggest import did_you_mean
 
 __all__ = ["Call", "FunctionRef", "Script", "Shell", "Task", "Resources", "Placement", "JobSpec",
-           "make_task", "make_spec", "spec_options", "check_job_id", "MAX_ID_BYTES"]
+           "make_task", "make_spec", "named_function", "spec_options", "check_job_id",
+           "MAX_ID_BYTES"]
 
 _DOTTED_NAME = r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*"
 _FUNCTION_REF = re.compile(rf"{_DOTTED_NAME}:{_DOTTED_NAME}")
@@ -174,7 +175,7 @@ def make_task(task: object, args: Sequence[Any] = (),
     if isinstance(task, (str, os.PathLike)):
         text = _task_text(task)
         if _FUNCTION_REF.fullmatch(text):
-            return _checked(FunctionRef(text, args, kwargs))
+            return _checked_function(FunctionRef(text, args, kwargs), arguments_later)
         if text.endswith(".py") or os.path.isfile(text):
             if kwargs:
                 raise ValueError(f"script {_shown(text)} takes command-line arguments only, "
@@ -243,7 +244,7 @@ def _checked(task: Task) -> Task:
     return _checked_shell(task)
 
 
-def _checked_function(task: FunctionRef) -> FunctionRef:
+def _checked_function(task: FunctionRef, arguments_later: bool = False) -> FunctionRef:
     target = task.target
     if not isinstance(target, str) or not _FUNCTION_REF.fullmatch(target):
         raise ValueError(f"function reference {_shown(target)} must look like "
@@ -258,9 +259,16 @@ def _checked_function(task: FunctionRef) -> FunctionRef:
                          f"{_shown(module)} can be imported")
     args, kwargs = _arguments(task.args), _keyword_arguments(task.kwargs)
     function = _check_function_name(target, sys.modules.get(module))
-    if function is not None:
+    if function is not None and not arguments_later:
         check_call_fits(function, args, kwargs)
     return FunctionRef(target, args, kwargs)
+
+
+def named_function(target: str) -> Callable[..., Any] | None:
+    """The plain function a valid ``"package.module:function"`` names, when
+    this process has imported its module (unchanged since), else None: what
+    a map of it can check its calls against."""
+    return _check_function_name(target, sys.modules.get(target.partition(":")[0]))
 
 
 def _check_function_name(target: str, module: Any) -> Callable[..., Any] | None:

@@ -50,7 +50,8 @@ from corral.runtime.chunks import ChunkRunner
 from corral.runtime.payload import dumps_call, dumps_function
 from corral.runtime.threads import SLICE_S, plain_timeout, wait_in_slices
 from corral.safe_repr import safe_repr
-from corral.spec import Call, FunctionRef, Script, Shell, Task, make_spec, make_task, spec_maker
+from corral.spec import (Call, FunctionRef, Script, Shell, Task, make_spec, make_task,
+                         named_function, spec_maker)
 from corral.status import JobStatus, statuses_named
 from corral.journal.store import Journal, JournalError, StoredJob
 from corral.runtime.tempdirs import (RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir,
@@ -181,8 +182,9 @@ class Submitter:
         if not isinstance(task, (Call, FunctionRef)):
             raise ValueError(f"map() takes a callable or 'package.module:function', not "
                              f"{safe_repr(fn)}")
-        if isinstance(task, Call):
-            check_map_fits(fn, len(iterables))
+        function = task.fn if isinstance(task, Call) else named_function(task.target)
+        if function is not None:
+            check_map_fits(function, len(iterables))
         calls: Iterator[tuple] = zip(*iterables, strict=False)
         window = MAP_WINDOW
         fixed = None if automatic else int(chunksize)  # calls per job, if not learnt
