@@ -1035,6 +1035,27 @@ def test_pause_on_a_run_whose_daemon_died_starts_the_next_one_paused_and_cancel_
     assert fresh("wait", running).status == 0
 
 
+def test_cancel_of_a_job_a_dead_daemon_left_does_not_start_it_again_first(fresh, tmp_path):
+    """New-user review: after a kill -9 of the daemon, `corral cancel side`
+    started a new daemon that ran the job again (TRIES 2, a new process)
+    before the cancel reached it. The daemon a cancel or a clear starts holds
+    what it takes up until that request is carried out; the others then run."""
+    release, pids = tmp_path / "release", tmp_path / "pids"
+    side = fresh.submit("--name", "side", f"echo $$ >> {q(pids)}; {block(release)}")
+    other = fresh.submit(f"echo $$ >> {q(pids)}")
+    fresh.wait_for_status(side, "RUNNING")
+    try:
+        kill_and_wait(fresh.daemon_pid())
+        cancelled = fresh("cancel", "side")
+        assert cancelled.status == 0, str(cancelled)
+        assert fresh.status_of(side) == "CANCELLED"
+        assert fresh("wait", other).status == 0  # the job it did not cancel runs
+        assert len(pids.read_text().split()) == 2  # side once, other once
+        assert fresh("status").rows()[side]["TRIES"] == "1", fresh("status").out
+    finally:
+        release.touch()
+
+
 def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again(fresh, tmp_path):
     release, pids = tmp_path / "release", tmp_path / "pids"
     failed = fresh.submit("exit 5")

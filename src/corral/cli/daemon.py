@@ -69,9 +69,11 @@ _SHORTEST_IDLE_S = 1.0
 _LONGEST_IDLE_S = 365 * 86400.0
 
 
-def ensure_daemon(run_dir: Path, paused: bool = False) -> dict[str, Any]:
+def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> dict[str, Any]:
     """Return the ping answer of the run's driver, starting a daemon if none runs
-    (*paused*: one that starts paused, before it runs again what a dead one left).
+    (*paused*: one that starts paused, before it runs again what a dead one left;
+    *held*: one that starts none of those jobs before this command's request,
+    such as a cancel of one of them, is carried out: see :func:`serve`).
 
     Raises:
         CorralError: the daemon could not start (its log's last lines say why).
@@ -87,7 +89,7 @@ def ensure_daemon(run_dir: Path, paused: bool = False) -> dict[str, Any]:
             written_before = log.seek(0, os.SEEK_END)
             process = subprocess.Popen(
                 [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir),
-                 *(["--paused"] if paused else [])],
+                 *(["--paused"] if paused else []), *(["--held"] if held else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 cwd=run_dir, env=os.environ.copy())
         started = _wait_started(run_dir, process)
@@ -201,10 +203,14 @@ def _doomed_job(stored: StoredJob, reason: str):
     return doom(job, reason)
 
 
-def serve(run_dir: Path, idle: float | None = None, paused: bool = False) -> int:
+def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
+          held: bool = False) -> int:
     """Run the daemon until idle or stopped; return the exit status. *paused*:
     start paused (``corral pause`` of a run whose daemon had died must not
-    start again the jobs it left unfinished).
+    start again the jobs it left unfinished). *held*: start the jobs a dead
+    daemon left only once the first request other than a ping is carried out
+    (the one of the command that started this daemon: ``corral cancel 6``
+    must not start job 6 first), or after :data:`_HELD_FOR_COMMAND_S`.
 
     Its packing comes from the ``[daemon]`` table of the user's config (and of
     ``corral.toml`` in the run directory).
@@ -237,15 +243,19 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False) -> int
                                               stop).before_submit
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if paused:
-        scheduler.pause()
     control = scheduler._control
     assert control is not None, "a scheduler with a journal serves its control socket"
+    holding = held and not paused and not scheduler.paused
+    if paused or holding:
+        scheduler.pause()
     try:  # (a run left paused: the Scheduler started paused, before it served a request)
+        command_served = _CommandWatch(control) if holding else None
         try:  # the control socket reads requests but holds them until the jobs are taken up
             _resubmit(scheduler, run_dir)
         finally:
             control.open()
+        if command_served is not None:
+            command_served.wait_and_release(scheduler)
         last_busy = time.monotonic()
         while not stop.wait(min(1.0, idle / 4)):
             now = time.monotonic()
@@ -284,6 +294,39 @@ def _settle_in(run_dir: Path) -> None:
         os.close(descriptor)
 
 
+#: How long a held daemon (see :func:`serve`) waits for the request of the
+#: command that started it: it follows the start at once, unless that command died.
+_HELD_FOR_COMMAND_S = 10.0
+
+
+class _CommandWatch:
+    """Sees the first request other than a ping carried out, and whether any
+    was a pause (then the run stays paused), by wrapping the server's handler."""
+
+    def __init__(self, control) -> None:
+        self._control, self._handler = control, control.handler
+        self._served = threading.Event()
+        self._paused = False
+        control.handler = self._handle
+
+    def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        verb = request.get("verb") if isinstance(request, dict) else None
+        try:
+            return self._handler(request)
+        finally:
+            if verb != "ping":
+                self._paused = self._paused or verb == "pause"
+                self._served.set()
+
+    def wait_and_release(self, scheduler) -> None:
+        """Resume *scheduler* once the command's request is carried out (or
+        the wait is over), unless a request paused it meanwhile."""
+        self._served.wait(_HELD_FOR_COMMAND_S)
+        self._control.handler = self._handler
+        if not self._paused:
+            scheduler.resume()
+
+
 def _resubmit(scheduler, run_dir: Path) -> None:
     journal = scheduler._journal
     leftovers = _unfinished_submissions(journal)
@@ -312,8 +355,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: $CORRAL_DAEMON_IDLE, else [daemon] idle, else 300)")
     parser.add_argument("--paused", action="store_true",
                         help="start paused, before running again what a dead daemon left")
+    parser.add_argument("--held", action="store_true",
+                        help="run again what a dead daemon left only once the request of the "
+                             "command that starts this daemon is carried out")
     options = parser.parse_args(argv)
-    return serve(options.run_dir, options.idle, options.paused)
+    return serve(options.run_dir, options.idle, options.paused, options.held)
 
 
 if __name__ == "__main__":
