@@ -477,6 +477,8 @@ class Engine:
                 self.journal.added(job, *job.journal_entry)
             if self.listeners:
                 self.emit("added", job)
+            if job.recorded_first and not self._committed(job):
+                continue
             if job.restored is not None:
                 self._restore(job)
                 continue
@@ -500,6 +502,22 @@ class Engine:
             else:
                 self._move(job, _S.QUEUED)
                 self.packer.push(job)
+
+    def _committed(self, job: JobRecord) -> bool:
+        """Whether the journal committed *job*'s row; else it is cancelled, and
+        why is kept for its submitter. ``corral submit`` tells its command
+        whether the submit failed, so its job may start only once it is on
+        disk: one that ran after a failed submit ran behind the user's back,
+        and twice when they submitted again."""
+        assert self.journal is not None
+        try:
+            self.journal.flush(True)
+        except CorralError as error:  # (the journal's JournalError)
+            job.unrecorded = error
+            self._move(job, _S.CANCELLED, "its submit failed: the journal could not record it")
+            self._finalize(job)
+            return False
+        return True
 
     def _restore(self, job: JobRecord) -> None:
         """Make a job final from a previous run's journal, without running it."""

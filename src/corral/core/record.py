@@ -146,6 +146,8 @@ class JobRecord:
     restored: StoredJob | None = None   # completed in an earlier run
     reattach: StoredJob | None = None   # still in the cluster's hands since an earlier run
     always_new: bool = False            # never matched against earlier runs (corral submit)
+    recorded_first: bool = False        # starts only once its row is committed (corral submit)
+    unrecorded: Exception | None = None  # why that commit failed (it was cancelled)
     doomed: str | None = None           # cancelled as soon as it is added, with this reason
     result_blob: bytes | None = None
     error_blob: bytes | None = None

@@ -879,7 +879,7 @@ class Scheduler(Executor):
                 command says it failed, so it must not run).
         """
         job = Job(task, **options)
-        job._record.always_new = True
+        job._record.always_new = job._record.recorded_first = True
         # What the journal failed to write before is said now, to this command,
         # before its job exists: after it, it would be taken for the job's own.
         try:
@@ -888,13 +888,11 @@ class Scheduler(Executor):
             raise JournalError(f"{error} (before this submit, which was not taken: "
                                "submit again)") from None
         self.dispatch([job])
-        try:
-            self._flush_journal_now()
-        except JournalError:
-            # The command is told its submit failed: the job must not run
-            # behind its back (a second submit would run it twice).
-            self._cancel_many([job], "its submit failed: the journal could not record it")
-            raise
+        # The loop takes it in first, committing its row before it may start
+        # (a job the journal could not record is cancelled there, never run).
+        self._engine.call(_nothing)
+        if job._record.unrecorded is not None:
+            raise job._record.unrecorded
         return job
 
     def _flush_journal_now(self) -> None:
@@ -1252,3 +1250,7 @@ def _prepare_workdir(workdir: str | os.PathLike[str] | None,
     path = Path(workdir).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path, False
+
+
+def _nothing() -> None:
+    """Run on the control loop to wait for what was posted before it."""
