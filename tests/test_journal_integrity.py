@@ -34,6 +34,7 @@ import journal_driver
 from corral import JobStatus
 from corral.journal import eventlog
 from corral.core.record import COMPLETED_ALL_THE_SAME
+from corral.errors import CorralError
 from corral.journal.store import JournalError
 
 DRIVERS = Path(__file__).with_name("integrity_drivers.py")
@@ -321,13 +322,25 @@ def test_a_read_only_journal_is_said_to_be_read_only_not_damaged(tmp_path, cli):
     try:
         with pytest.raises(JournalError, match=(
                 rf"^cannot write the journal {re.escape(str(journal))}: it is read-only "
-                r"\(attempt to write a readonly database\); make it and its directory "
-                r"writable \(see ls -l, lsattr, mount\) to go on with this run; corral "
-                r"status and logs read it as it is$")):
+                r"\(attempt to write a readonly database\); make it, its journal.db-wal and "
+                r"journal.db-shm files and its directory writable \(see ls -l, lsattr, "
+                r"mount\) to go on with this run; corral status and logs read it as it is$")):
             corral.Scheduler(cores=1, journal=run)
         assert cli("status").status == 0  # still read as it is
     finally:
         subprocess.run(["chattr", "-i", os.fspath(journal)], check=True)
+    # Its directory unwritable (attack review, round 2): "damaged; move it away"
+    # was said again, and following it would have thrown the run's history away.
+    subprocess.run(["chattr", "+i", os.fspath(run)], check=True)
+    try:
+        with pytest.raises(CorralError) as refused:
+            corral.Scheduler(cores=1, journal=run)
+        said = str(refused.value)
+        assert "damaged" not in said and "move" not in said, said
+        assert re.search(rf"cannot (open|write|make)\b.* {re.escape(str(run))}", said), said
+        assert "directory may not be writable" in said, said
+    finally:
+        subprocess.run(["chattr", "-i", os.fspath(run)], check=True)
 
 
 def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp_path, cli):

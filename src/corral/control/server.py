@@ -374,13 +374,19 @@ class ControlServer:
         if held:
             self._serving.acquire()  # (released by open(), on this same thread)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with _socket_path(self.run_dir) as path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # left by a driver that died; we hold the run's lock
-            listener.bind(path)
-            # Not through the umask (process-wide, shared with the user's threads); the
-            # run directory (0700) already keeps others out while this is not yet done.
-            os.chmod(path, 0o600)
+        try:
+            with _socket_path(self.run_dir) as path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # left by a driver that died; we hold the run's lock
+                listener.bind(path)
+                # Not through the umask (process-wide, shared with the user's threads); the
+                # run directory (0700) already keeps others out while this is not yet done.
+                os.chmod(path, 0o600)
+        except OSError as error:
+            listener.close()
+            raise CorralError(f"cannot make the control socket of the run at {self.run_dir} "
+                              f"({error.strerror or error}): its directory may not be "
+                              "writable (see ls -l, lsattr, mount)") from None
         listener.listen(128)  # (many `corral submit &` at once connect together)
         self._listener = listener
         self._thread = start_thread(self._serve, name="corral-control")

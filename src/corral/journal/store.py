@@ -421,13 +421,24 @@ def _permission_message(path: Path) -> str:
     return f"permission denied: {path} may not be read"
 
 
+#: The files SQLite keeps beside a journal, as a message names them.
+_BESIDE = "journal.db-wal and journal.db-shm files"
+
+
 def _damaged(path: Path, error: object) -> JournalError:
     if isinstance(error, sqlite3.OperationalError) and "readonly" in str(error):
         # Whole, but not writable (its mode, chattr +i, a read-only mount): moving
         # it away, as for a damaged one, would throw a good history away.
         return JournalError(f"cannot write the journal {path}: it is read-only ({error}); "
-                            "make it and its directory writable (see ls -l, lsattr, mount) "
-                            "to go on with this run; corral status and logs read it as it is")
+                            f"make it, its {_BESIDE} and its directory writable (see ls -l, "
+                            "lsattr, mount) to go on with this run; corral status and logs "
+                            "read it as it is")
+    if isinstance(error, sqlite3.OperationalError) and "unable to open" in str(error):
+        # SQLite could not open a file it needs (its directory is not writable,
+        # a -wal or -shm file is not): no sign of damage, nothing to move away.
+        return JournalError(f"cannot open the journal {path} ({error}): its directory or its "
+                            f"{_BESIDE} may not be writable (see ls -l, lsattr, mount); corral "
+                            "status and logs read it as it is")
     return JournalError(f"{path} is not a corral journal, or it is damaged ({error}); "
                         f"{_MOVE_AWAY}")
 
