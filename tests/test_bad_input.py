@@ -11,6 +11,7 @@ arbitrary values of every option in the registry.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import math
 import os
@@ -26,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import corral
+from corral import call_fit
 from corral import Job, Shell
 from corral.config import Config
 from corral.options import JOB_OPTIONS
@@ -362,6 +364,74 @@ def test_a_function_patched_in_place_is_checked_as_it_is_now(scheduler):
                                         r"now.<locals>.patched\(\) cannot be called with these "
                                         r"arguments: too many positional arguments"):
         scheduler.submit(patched, 1, 2, 3)
+
+
+def _shows_what_it_wraps(fn):
+    """A wrapper that takes more than what it wraps, yet shows its signature
+    (for help() and editors), as some decorators do."""
+    @functools.wraps(fn)
+    def wrapper(*args, verbose=False, **kwargs):
+        return fn(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.signature(fn)
+    return wrapper
+
+
+class _Proxy:
+    """Passes for the function it wraps, as wrapt's proxies do (isinstance
+    sees a function), and takes a keyword of its own."""
+
+    def __init__(self, wrapped):
+        self._wrapped = wrapped
+
+    @property
+    def __class__(self):
+        return type(self._wrapped)
+
+    def __call__(self, *args, verbose=False, **kwargs):
+        return self._wrapped(*args, **kwargs)
+
+
+def test_calls_a_wrapper_takes_though_its_signature_says_otherwise_run(scheduler):
+    """No false refusal (attack review, round 2): Python's call ignores
+    ``__signature__``, and a proxy's isinstance answers for what it wraps; a
+    keyword default changed in place (its dict) is seen."""
+    assert scheduler.submit(_shows_what_it_wraps(jobs.square), 3, verbose=True
+                            ).result(timeout=60) == 9
+    call_fit.check_call_fits(_Proxy(jobs.square), (3,), {"verbose": True})  # (not picklable)
+
+    def scaled(x, *, factor):
+        return x * factor
+
+    scaled.__kwdefaults__ = {"factor": 2}
+    scheduler.submit(scaled, 1).result(timeout=60)
+    scaled.__kwdefaults__.clear()  # factor is required now
+    with pytest.raises(TypeError, match=r"missing a required argument: 'factor'"):
+        scheduler.submit(scaled, 1)
+
+
+def test_a_hint_names_only_what_a_keyword_can_pass_and_many_unknown_keywords_are_refused():
+    """Attack review, round 2: ``def star(*items)`` called with ``item=1`` was
+    told "did you mean 'items'?", which no keyword can pass; and a hundred
+    thousand unknown keywords were compared each with every name."""
+    def star(*items):
+        return items
+
+    with pytest.raises(TypeError, match=r"<locals>.star\(\) cannot be called with these "
+                                        r"arguments: got an unexpected keyword argument 'item'$"):
+        call_fit.check_call_fits(star, (), {"item": 1})
+    with pytest.raises(TypeError, match=r"^square\(\) cannot be called with these arguments: "
+                                        r"got an unexpected keyword argument 'k0'$"):
+        call_fit.check_call_fits(jobs.square, (1,), {f"k{n}": n for n in range(100_000)})
+
+
+def test_a_function_by_name_patched_here_or_re_exported_from_an_edited_file_is_not_checked(
+        scheduler, monkeypatch):
+    """Attack review, round 2: the worker imports the module afresh, so a
+    function patched into it here (or one its package takes in from a file
+    edited since) is not what it runs: such a call is not refused for it."""
+    monkeypatch.setattr(jobs, "square", lambda: None)  # (takes nothing, here only)
+    assert scheduler.call("jobs:square", 4).result(timeout=60) == 16
 
 
 def test_a_module_edited_before_corral_was_imported_is_not_checked(tmp_path):

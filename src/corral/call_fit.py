@@ -46,7 +46,8 @@ class _Shape:
 #: code and defaults it was read from: one patched in place (a notebook's
 #: autoreload replaces ``__code__``) is read again. None: no check. Weak: a
 #: closure made in a loop is not kept alive by having been submitted.
-_shapes: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], _Shape | None]] = \
+_shapes: weakref.WeakKeyDictionary[
+    Any, tuple[tuple[Any, ...], dict[str, Any] | None, _Shape | None]] = \
     weakref.WeakKeyDictionary()
 
 #: What the check reads: plain functions, methods, partials of them, classes.
@@ -97,20 +98,25 @@ def check_map_fits(fn: Any, iterables: int) -> None:
 
 
 def _shape_of(fn: Any) -> _Shape | None:
-    if not isinstance(fn, _CHECKED):
+    kind = type(fn)  # (not isinstance: a proxy, such as wrapt's, passes for what it wraps)
+    if not issubclass(kind, _CHECKED):
         return None
-    if type(fn) is not types.FunctionType:  # few, and their parts may change: read each time
+    if kind is not types.FunctionType:  # few, and their parts may change: read each time
         return _read_shape(fn)
-    made_of = (fn.__code__, fn.__defaults__, fn.__kwdefaults__)
+    keywords = fn.__kwdefaults__
+    made_of = (fn.__code__, fn.__defaults__, keywords, getattr(fn, "__signature__", None))
     cached = _shapes.get(fn)
-    if cached is not None and all(map(operator.is_, cached[0], made_of)):
-        return cached[1]
+    if (cached is not None and all(map(operator.is_, cached[0], made_of))
+            and (keywords is None or cached[1] == keywords)):  # (changed in place)
+        return cached[2]
     shape = _read_shape(fn)
-    _shapes[fn] = (made_of, shape)
+    _shapes[fn] = (made_of, None if keywords is None else dict(keywords), shape)
     return shape
 
 
 def _read_shape(fn: Any) -> _Shape | None:
+    if _claims_a_signature(fn):
+        return None
     try:
         # Not through __wrapped__: a decorator's wrapper may take more than
         # what it wraps (a timeout of its own), and the wrapper is what runs.
@@ -130,6 +136,25 @@ def _read_shape(fn: Any) -> _Shape | None:
         takes_any_keyword=kind.VAR_KEYWORD in kinds)
 
 
+def _claims_a_signature(fn: Any) -> bool:
+    """Whether *fn* (or what its partial or method calls) sets ``__signature__``:
+    ``inspect`` believes it, a call does not (a wrapper shows what it wraps,
+    for help() and editors, and takes more), so it cannot be checked."""
+    try:
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        if type(fn) is types.MethodType:
+            fn = fn.__func__
+        return getattr(fn, "__signature__", None) is not None
+    except Exception:  # a hostile attribute: no check
+        return True
+
+
+#: Unknown keywords looked at for a suggestion at most (each is compared with
+#: every parameter; a call of 100,000 unknown ones was refused after 10 s).
+_SUGGESTED_FOR = 3
+
+
 def _why(fn: Any, shape: _Shape, given: int, bound: int, kwargs: Mapping[str, Any],
          problem: str) -> str:
     name = _name_of(fn)
@@ -138,9 +163,11 @@ def _why(fn: Any, shape: _Shape, given: int, bound: int, kwargs: Mapping[str, An
         keyword for keyword in kwargs if keyword not in named]
     misplaced = [keyword for keyword in unknown if keyword in _OPTION_NAMES]
     if misplaced:
-        return _options_go_elsewhere(name, misplaced, misplaced[0])
-    for keyword in unknown:
-        own = closest(keyword, [word for word in named if word not in kwargs])
+        return _options_go_elsewhere(name, misplaced[:_SUGGESTED_FOR], misplaced[0])
+    by_keyword = [word for word, parameter in named.items() if word not in kwargs
+                  and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+    for keyword in unknown[:_SUGGESTED_FOR]:
+        own = closest(keyword, by_keyword)
         if own is not None:
             return f"{name}() takes no argument {keyword!r}; did you mean {own!r}?"
         option = closest(keyword, _OPTION_NAMES)

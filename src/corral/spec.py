@@ -311,7 +311,25 @@ def _check_function_name(target: str, module: Any) -> Callable[..., Any] | None:
         walked.append(part)
     if not callable(found):
         raise ValueError(f"function reference {_shown(target)} is not callable")
-    return found if plain and isinstance(found, types.FunctionType) else None
+    if not plain or type(found) is not types.FunctionType:  # (a proxy passes isinstance)
+        return None
+    return found if _as_a_worker_imports_it(found, module_name) else None
+
+
+def _as_a_worker_imports_it(function: types.FunctionType, module_name: str) -> bool:
+    """Whether *function* is what a worker's fresh import finds: defined in
+    the module named (or a module of its package, as a package's
+    ``__init__`` takes them in) from a file unchanged since this process
+    started. Not one patched in here from elsewhere, nor one re-exported
+    from a file edited since."""
+    defined_in = getattr(function, "__module__", None)
+    if not isinstance(defined_in, str) or not (
+            defined_in == module_name or defined_in.startswith(module_name + ".")):
+        return False
+    try:
+        return os.stat(function.__code__.co_filename).st_mtime < _STARTED
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _process_started() -> float:
