@@ -352,7 +352,7 @@ def test_logs_follow_of_a_job_whose_driver_was_killed_returns(tmp_path):
     followed = cli("logs", "1", "--follow", timeout=30)
     assert (followed.status, followed.out) == (3, "said before\n")
     assert followed.err == (f"corral: error: no process drives the run at {run} any more; "
-                            "job 1 will not go on\n")
+                            "job 1 will not go on (run the script again)\n")
 
 
 def test_logs_follow_of_a_job_that_fails_says_so_and_exits_1(cli, tmp_path):
@@ -384,15 +384,18 @@ def test_wait_with_a_timeout_gives_up_on_a_blocked_job(cli, tmp_path):
     job = cli.submit(block(tmp_path / "never"))
     started = time.monotonic()
     outcome = cli("wait", "--timeout", "0.5", job)
-    assert_one_line_error(outcome, 3, r"^corral: error: jobs still unfinished after 0\.5s$")
+    assert_one_line_error(outcome, 3, r"^corral: error: 1 job still unfinished after 0\.5s "
+                                      r"\(corral status lists them\)$")
     assert time.monotonic() - started < 10
     # A duration as the job options write one (BUG, cold review: '1s' was "not a valid float")
     assert_one_line_error(cli("wait", "--timeout", "1s", job), 3,
-                          r"^corral: error: jobs still unfinished after 1\.0s$")
+                          r"^corral: error: 1 job still unfinished after 1\.0s "
+                          r"\(corral status lists them\)$")
     # Zero looks once, written either way ('0s' was refused as not positive, where '0' was not)
     for zero in ("0", "0s"):
         assert_one_line_error(cli("wait", "--timeout", zero, job), 3,
-                              r"^corral: error: jobs still unfinished after 0\.0s$")
+                              r"^corral: error: 1 job still unfinished after 0\.0s "
+                              r"\(corral status lists them\)$")
     assert cli.status_of(job) in ("QUEUED", "SUBMITTED", "RUNNING")
 
 
@@ -1054,6 +1057,59 @@ def test_cancel_of_a_job_a_dead_daemon_left_does_not_start_it_again_first(fresh,
         assert fresh("status").rows()[side]["TRIES"] == "1", fresh("status").out
     finally:
         release.touch()
+
+
+def _has_open(pid: int, name: str) -> bool:
+    """Whether process *pid* has a file named *name* open."""
+    try:
+        return any(os.readlink(link).endswith(name) for link in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # (a descriptor closed while read)
+        return False
+
+
+def _polls_the_journal(pid: int) -> Callable[[], bool]:
+    """A condition: process *pid* has the journal open and has read files
+    at three more moments since (a waiting command's polls; its start reads
+    at one go), by its count of read calls."""
+    seen: list[int] = []
+
+    def polling() -> bool:
+        if not _has_open(pid, "journal.db"):
+            return False
+        try:
+            reads = int(Path(f"/proc/{pid}/io").read_text().split("syscr:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            return False
+        if not seen or reads != seen[-1]:
+            seen.append(reads)
+        return len(seen) > 3
+
+    return polling
+
+
+def test_wait_goes_on_when_the_daemon_dies_while_it_waits(fresh, tmp_path):
+    """New-user review: a `corral wait` that was waiting when the daemon was
+    killed gave up (exit 3) though a new `corral wait` starts a daemon that
+    runs the jobs again; it now does that itself."""
+    release, started = tmp_path / "release", tmp_path / "started"
+    job = fresh.submit(f"echo x >> {q(started)}; {block(release)}")
+    wait_until(started.exists, message="the job to start")
+    waiting = fresh.popen("wait", job)
+    try:
+        wait_until(_polls_the_journal(waiting.pid), message="wait to be waiting")
+        kill_and_wait(fresh.daemon_pid())
+        wait_until(lambda: len(started.read_text().split()) == 2,
+                   message="a new daemon to run the job again")
+        release.touch()
+        _, err = waiting.communicate(timeout=60)
+    finally:
+        release.touch()
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert waiting.returncode == 0, err
+    assert b"a new one runs its unfinished jobs again (1 of those waited for)" in err, err
+    assert fresh.status_of(job) == "COMPLETED"
 
 
 def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again(fresh, tmp_path):

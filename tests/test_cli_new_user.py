@@ -400,7 +400,8 @@ def test_status_time_and_wait_timeout_use_the_short_format(fresh, tmp_path):
     assert re.fullmatch(r"\d+\.\ds", fresh("status", job).rows()[job]["TIME"])
     blocked = fresh.submit(block(tmp_path / "never"))
     assert_one_line_error(fresh("wait", "--timeout", "0.5", blocked), 3,
-                          r"^corral: error: jobs still unfinished after 0\.5s$")
+                          r"^corral: error: 1 job still unfinished after 0\.5s "
+                          r"\(corral status lists them\)$")
 
 
 # -- tracebacks name the user's file ---------------------------------------------------------------

@@ -713,11 +713,9 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     stranded = [] if driven else [job for job in jobs if job.status not in TERMINAL
                                   and str(job.id) not in on_cluster]
     if stranded:  # before a failure's exit status: the run cannot even finish
-        again = ("corral wait or corral submit starts a new daemon, which runs them again"
-                 if run.meta().get("origin") == "daemon" else "run the script again")
         click.echo(f"corral: no process drives the run: {len(stranded)} unfinished "
                    f"job{'s' * (len(stranded) != 1)} listed will not go on until it runs "
-                   f"again ({again})", err=True)
+                   f"again ({_how_it_goes_on(run)})", err=True)
         context.exit(EXIT_UNREACHABLE)
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
@@ -844,11 +842,23 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
         ended_as = run.job(job_id)
         if ended_as.status not in TERMINAL:  # its driver died
             raise CommandError(f"no process drives the run at {run.path} any more; job "
-                               f"{job.id} will not go on", EXIT_UNREACHABLE)
+                               f"{job.id} will not go on ({_how_it_goes_on(run)})",
+                               EXIT_UNREACHABLE)
         if ended_as.status in _FAILED:
             click.echo(f"corral: job {job.id} {job.name!r} {ended_as.status.name}: "
                        f"{ended_as.reason}", err=True)
             context.exit(EXIT_FAILED_JOB)
+
+
+def _how_it_goes_on(run: Any) -> str:
+    """What makes the unfinished jobs of a run that no process drives go on."""
+    return ("corral wait or corral submit starts a new daemon, which runs them again"
+            if run.meta().get("origin") == "daemon" else "run the script again")
+
+
+#: Daemons one ``corral wait`` starts at most when the run's daemon dies while it
+#: waits (killed, or out of memory): as many as a new ``corral wait`` would, not for ever.
+_DAEMON_RESTARTS_IN_A_WAIT = 3
 
 
 class _Seconds(click.ParamType):
@@ -888,21 +898,30 @@ class _Seconds(click.ParamType):
 def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) -> None:
     """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any did not
     complete (failed, timed out or cancelled)."""
+    import time
+
     from corral.cli.waiting import wait_with_progress
     from corral.units import format_span
 
     run = _open_run(context)
     chosen = _select(run, ids)
     ids = tuple(str(job.id) for job in chosen) if ids else ()  # (names given: their ids)
-    unfinished = sum(job.status not in TERMINAL for job in chosen)
-    if unfinished and run.owner is None:
-        _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
-        click.echo(f"corral: note: the run's daemon had stopped; a new one runs its "
-                   f"unfinished jobs again ({unfinished} of those waited for)", err=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
     shown = sys.stderr.isatty()
-    outcome = wait_with_progress(run, ids, timeout, shown)
+    for _ in range(_DAEMON_RESTARTS_IN_A_WAIT + 1):
+        unfinished = sum(job.status not in TERMINAL for job in _select(run, ids))
+        if unfinished and run.owner is None:  # (before the wait, or during it: killed)
+            _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
+            click.echo(f"corral: note: the run's daemon had stopped; a new one runs its "
+                       f"unfinished jobs again ({unfinished} of those waited for)", err=True)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        outcome = wait_with_progress(run, ids, left, shown)
+        if outcome != "orphaned":
+            break
     if outcome == "timeout":
-        raise CommandError(f"jobs still unfinished after {format_span(timeout or 0)}",
+        unfinished = sum(job.status not in TERMINAL for job in _select(run, ids))
+        raise CommandError(f"{unfinished} job{'s' * (unfinished != 1)} still unfinished after "
+                           f"{format_span(timeout or 0)} (corral status lists them)",
                            EXIT_UNREACHABLE)
     if outcome == "orphaned":
         raise CommandError(f"no process drives the run at {run.path} any more; its unfinished "
