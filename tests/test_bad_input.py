@@ -467,6 +467,20 @@ def test_a_job_option_given_to_submit_for_a_function_that_cannot_take_it_is_refu
     assert scheduler.submit(dict, cores=4).result(timeout=60) == {"cores": 4}
 
 
+def test_a_function_keyword_given_to_call_is_told_to_go_in_kwargs(scheduler):
+    """New-user review: ``call("json:dumps", [1], indent=2)`` said "unknown job
+    option 'indent'; known options: ...", where call() takes the function's
+    keywords in kwargs={...} (the reverse of submit())."""
+    with pytest.raises(ValueError, match=re.escape(
+            "call() takes job options as keywords, and 'indent' is none; keyword arguments of "
+            "the function go in kwargs={...}: call('json:dumps', ..., kwargs={'indent': ...})")):
+        scheduler.call("json:dumps", [1], indent=2)
+    with pytest.raises(ValueError, match=r"unknown job option 'corse'; did you mean 'cores'"):
+        scheduler.call("json:dumps", [1], corse=2)
+    assert scheduler.call("json:dumps", [1], kwargs={"indent": 2}).result(timeout=60) == \
+        "[\n  1\n]"
+
+
 def _takes_a_priority(priority: int) -> int:
     return priority
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Never, overload
 from corral.core import driver_signals
 from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, make_backend,
                              outlives_driver, resolve_backend)
-from corral.suggest import did_you_mean
+from corral.suggest import closest, did_you_mean
 from corral.call_fit import check_map_fits
 from corral.control.server import ControlServer
 from corral.control.verbs import handle as handle_request
@@ -245,6 +245,12 @@ class Submitter:
         if not isinstance(target, str):
             raise ValueError(f"call() takes 'package.module:function', not {safe_repr(target)}; "
                              "use submit() for a callable")
+        stray = [name for name in options if name not in JOB_OPTIONS and name != "profile"
+                 and closest(name, JOB_OPTIONS) is None]
+        if stray:  # (a misspelt option is told the option it is like, further on)
+            raise ValueError(f"call() takes job options as keywords, and {stray[0]!r} is none; "
+                             f"keyword arguments of the function go in kwargs={{...}}: "
+                             f"call({target!r}, ..., kwargs={{{stray[0]!r}: ...}})")
         return self._make(make_task(FunctionRef(target, tuple(args), dict(kwargs or {}))), options)
 
     def _make(self, task: Any, options: Mapping[str, Any]) -> Job:
