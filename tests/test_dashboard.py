@@ -195,8 +195,8 @@ def test_the_page_follows_a_running_script_and_its_buttons_act_on_it(
     # The note first: the pause button is also disabled while the page still shows
     # the run paused, before its next poll.
     wait_until(lambda: "read-only: no corral process drives this run now"
-               in browser.find_element(By.ID, "control-note").text, 10,
-               "the page to say no driver runs")
+               in browser.find_element(By.ID, "control-note").text, 30,
+               "the page to say no driver runs")  # (a loaded machine: seen past 10 s)
     assert browser.find_element(By.ID, "btn-pause").get_attribute("disabled")
     assert job_status_shown(browser, "later") == "completed"
     screenshot(browser, "dashboard-finished")
