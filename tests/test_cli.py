@@ -1112,6 +1112,39 @@ def test_wait_goes_on_when_the_daemon_dies_while_it_waits(fresh, tmp_path):
     assert fresh.status_of(job) == "COMPLETED"
 
 
+def test_a_daemon_killed_while_held_for_a_cancel_leaves_the_run_unpaused(fresh, tmp_path):
+    """Attack review, round 3: the hold was a pause the journal kept, so a held
+    daemon that died left the run paused for good (corral wait then waited on
+    jobs nothing would start)."""
+    from corral.control.server import NoDriver, send_request
+    from corral.errors import CorralError
+
+    release = tmp_path / "release"
+    running = fresh.submit(block(release))
+    fresh.submit("true")
+    fresh.wait_for_status(running, "RUNNING")
+    kill_and_wait(fresh.daemon_pid())
+    held = subprocess.Popen([sys.executable, "-m", "corral.cli.daemon", str(fresh.run), "--held"],
+                            cwd=fresh.run, env=fresh.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def answers() -> bool:
+            try:
+                return send_request(fresh.run, {"verb": "ping"}, timeout=5)["ok"]
+            except (NoDriver, CorralError):  # (not listening yet, or still starting)
+                return False
+
+        wait_until(answers, message="the held daemon to serve")
+        assert send_request(fresh.run, {"verb": "ping"})["paused"]  # held: nothing starts
+        kill_and_wait(held.pid)
+    finally:
+        held.kill()
+        held.wait()
+    assert "PAUSED" not in fresh("status").header
+    release.touch()
+    assert fresh("wait").status == 0  # the next daemon runs both
+
+
 def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again(fresh, tmp_path):
     release, pids = tmp_path / "release", tmp_path / "pids"
     failed = fresh.submit("exit 5")

@@ -36,7 +36,7 @@ from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.journal.store import RunInUse, StoredJob, private_file, private_run_dir
 
-__all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "idle_seconds"]
+__all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "HELD_FOR", "idle_seconds"]
 
 _START_TIMEOUT_S = 20.0
 #: Daemons started at most by one command: one that finds the run held and
@@ -246,8 +246,10 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
     control = scheduler._control
     assert control is not None, "a scheduler with a journal serves its control socket"
     holding = held and not paused and not scheduler.paused
-    if paused or holding:
+    if paused:
         scheduler.pause()
+    elif holding:  # (not in the journal: a daemon that dies holding leaves no pause)
+        scheduler._engine.call(scheduler._engine.set_paused, True, False)
     try:  # (a run left paused: the Scheduler started paused, before it served a request)
         command_served = _CommandWatch(control) if holding else None
         try:  # the control socket reads requests but holds them until the jobs are taken up
@@ -297,16 +299,22 @@ def _settle_in(run_dir: Path) -> None:
 #: How long a held daemon (see :func:`serve`) waits for the request of the
 #: command that started it: it follows the start at once, unless that command died.
 _HELD_FOR_COMMAND_S = 10.0
+#: The requests a daemon is held for: a cancel must find the jobs it names
+#: taken up, and none of them started again. (Not clear: it cancels what has
+#: not started, and the job that ran when the daemon died is to run again.)
+HELD_FOR = ("cancel",)
 
 
 class _CommandWatch:
-    """Sees the first request other than a ping carried out, and whether any
-    was a pause (then the run stays paused), by wrapping the server's handler."""
+    """Sees the cancel of the command that started the daemon carried out,
+    and whether a request paused or resumed the run meanwhile, by wrapping
+    the server's handler. (Another command's submit may come first: it does
+    not end the hold.)"""
 
     def __init__(self, control) -> None:
         self._control, self._handler = control, control.handler
         self._served = threading.Event()
-        self._paused = False
+        self._decided = False
         control.handler = self._handle
 
     def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -314,8 +322,9 @@ class _CommandWatch:
         try:
             return self._handler(request)
         finally:
-            if verb != "ping":
-                self._paused = self._paused or verb == "pause"
+            if verb in ("pause", "resume"):  # the user's word: it stands
+                self._decided = True
+            if verb in HELD_FOR:
                 self._served.set()
 
     def wait_and_release(self, scheduler) -> None:
@@ -323,7 +332,7 @@ class _CommandWatch:
         the wait is over), unless a request paused it meanwhile."""
         self._served.wait(_HELD_FOR_COMMAND_S)
         self._control.handler = self._handler
-        if not self._paused:
+        if not self._decided:
             scheduler.resume()
 
 

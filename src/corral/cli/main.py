@@ -98,7 +98,7 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     the command line's own (a script's run is driven by the script only)."""
     from corral.control import server
     from corral.control.server import NoDriver
-    from corral.cli.daemon import ensure_daemon
+    from corral.cli.daemon import HELD_FOR, ensure_daemon
     from corral.journal.store import owner_of, read_meta
 
     run_dir = _run_dir(context)
@@ -156,7 +156,7 @@ def _control(context: click.Context, request: dict[str, Any], start: bool = True
     for attempt in range(_DAEMON_ROUNDS):
         try:
             ensure_daemon(run_dir, paused=pausing,
-                          held=request["verb"] in _VERBS_ON_JOBS_A_NEW_DAEMON_TAKES_UP)
+                          held=request["verb"] in HELD_FOR)
         except ValueError as error:  # its run directory cannot be made (read-only, /proc)
             raise CommandError(str(error), EXIT_UNREACHABLE) from None
         except CorralError as error:
@@ -190,10 +190,6 @@ def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str, paused: bool) -
         click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
                    f"{unfinished} unfinished job(s) again{waits}", err=True)
 
-
-#: Verbs that act on queued jobs: a daemon one of them starts on a run whose
-#: daemon died starts none of the jobs it takes up before the verb is carried out.
-_VERBS_ON_JOBS_A_NEW_DAEMON_TAKES_UP = ("cancel", "clear")
 
 #: Daemons one command starts at most when the one it reached stops meanwhile.
 _DAEMON_ROUNDS = 3

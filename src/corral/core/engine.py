@@ -278,9 +278,11 @@ class Engine:
             self._thread.join()
             self.finished.wait()
 
-    def set_paused(self, paused: bool) -> list[int | str]:
+    def set_paused(self, paused: bool, recorded: bool = True) -> list[int | str]:
         """Pause or resume; return the ids of the jobs asked back from the
-        workers' queues (see :meth:`still_queued_ahead`).
+        workers' queues (see :meth:`still_queued_ahead`). Not *recorded*: the
+        journal does not keep it (a daemon's own hold, see corral.cli.daemon,
+        must not leave the run paused if the daemon dies).
 
         Raises:
             RuntimeError: a pause once the scheduler shuts down, finishing
@@ -309,7 +311,7 @@ class Engine:
                 except Exception:
                     log.exception("could not %s the jobs waiting in the %s backend",
                                   "hold" if paused else "release", self.backend_name)
-        if self.journal is not None:
+        if self.journal is not None and recorded:
             self.journal.set_meta("paused", "1" if paused else "0")
         return queued
 
