@@ -477,6 +477,11 @@ def test_a_function_keyword_given_to_call_is_told_to_go_in_kwargs(scheduler):
         scheduler.call("json:dumps", [1], indent=2)
     with pytest.raises(ValueError, match=r"unknown job option 'corse'; did you mean 'cores'"):
         scheduler.call("json:dumps", [1], corse=2)
+    with pytest.raises(ValueError, match=r"'kwarg' is none; did you mean kwargs=\?$"):
+        scheduler.call("json:dumps", [1], kwarg={"indent": 2})
+    with pytest.raises(ValueError, match=r"'args' is none; the function's positional arguments "
+                                         r"follow its name: call\('json:dumps', 1, 2\)$"):
+        scheduler.call("json:dumps", args=[1])
     assert scheduler.call("json:dumps", [1], kwargs={"indent": 2}).result(timeout=60) == \
         "[\n  1\n]"
 

@@ -248,9 +248,7 @@ class Submitter:
         stray = [name for name in options if name not in JOB_OPTIONS and name != "profile"
                  and closest(name, JOB_OPTIONS) is None]
         if stray:  # (a misspelt option is told the option it is like, further on)
-            raise ValueError(f"call() takes job options as keywords, and {stray[0]!r} is none; "
-                             f"keyword arguments of the function go in kwargs={{...}}: "
-                             f"call({target!r}, ..., kwargs={{{stray[0]!r}: ...}})")
+            raise ValueError(_stray_call_keyword(target, stray[0]))
         return self._make(make_task(FunctionRef(target, tuple(args), dict(kwargs or {}))), options)
 
     def _make(self, task: Any, options: Mapping[str, Any]) -> Job:
@@ -1260,3 +1258,15 @@ def _prepare_workdir(workdir: str | os.PathLike[str] | None,
 
 def _nothing() -> None:
     """Run on the control loop to wait for what was posted before it."""
+
+
+def _stray_call_keyword(target: str, name: str) -> str:
+    """Why ``call(target, ..., name=...)`` is refused: call() takes job options
+    as keywords (the reverse of submit()), the function's in ``kwargs=``."""
+    said = f"call() takes job options as keywords, and {name!r} is none; "
+    if name == "args":
+        return said + f"the function's positional arguments follow its name: call({target!r}, 1, 2)"
+    if closest(name, ["kwargs"]) is not None:
+        return said + "did you mean kwargs=?"
+    return said + (f"keyword arguments of the function go in kwargs={{...}}: "
+                   f"call({target!r}, ..., kwargs={{{name!r}: ...}})")
