@@ -192,7 +192,8 @@ def test_a_detached_grandchild_dies_with_its_job(scheduler: corral.Scheduler, tm
                                                  kind: str, ending: str) -> None:
     pid_file = tmp_path / "grandchild.pid"
     then = "return" if ending == "normal end" else "sleep"
-    options = {"timeout": 1.5} if ending == "timeout" else {}
+    # (4 s: time for the grandchild to start and say so first, on a loaded machine too)
+    options = {"timeout": 4} if ending == "timeout" else {}
     if kind == "command":
         tail = "true" if then == "return" else "sleep 1000"
         job = scheduler.options(**options).shell(DETACH.format(pid_file=pid_file) + "; " + tail)
