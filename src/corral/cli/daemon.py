@@ -208,9 +208,9 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
     """Run the daemon until idle or stopped; return the exit status. *paused*:
     start paused (``corral pause`` of a run whose daemon had died must not
     start again the jobs it left unfinished). *held*: start the jobs a dead
-    daemon left only once the first request other than a ping is carried out
-    (the one of the command that started this daemon: ``corral cancel 6``
-    must not start job 6 first), or after :data:`_HELD_FOR_COMMAND_S`.
+    daemon left only once a request of :data:`HELD_FOR` is carried out (the
+    one of the command that started this daemon: ``corral cancel 6`` must
+    not start job 6 first), or after :data:`_HELD_FOR_COMMAND_S`.
 
     Its packing comes from the ``[daemon]`` table of the user's config (and of
     ``corral.toml`` in the run directory).
@@ -329,7 +329,7 @@ class _CommandWatch:
 
     def wait_and_release(self, scheduler) -> None:
         """Resume *scheduler* once the command's request is carried out (or
-        the wait is over), unless a request paused it meanwhile."""
+        the wait is over), unless a request paused or resumed it meanwhile."""
         self._served.wait(_HELD_FOR_COMMAND_S)
         self._control.handler = self._handler
         if not self._decided:
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paused", action="store_true",
                         help="start paused, before running again what a dead daemon left")
     parser.add_argument("--held", action="store_true",
-                        help="run again what a dead daemon left only once the request of the "
+                        help="run again what a dead daemon left only once the cancel of the "
                              "command that starts this daemon is carried out")
     options = parser.parse_args(argv)
     return serve(options.run_dir, options.idle, options.paused, options.held)

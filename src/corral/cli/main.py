@@ -904,8 +904,9 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     ids = tuple(str(job.id) for job in chosen) if ids else ()  # (names given: their ids)
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = sys.stderr.isatty()
-    for _ in range(_DAEMON_RESTARTS_IN_A_WAIT + 1):
-        unfinished = sum(job.status not in TERMINAL for job in _select(run, ids))
+    for restart in range(_DAEMON_RESTARTS_IN_A_WAIT + 1):
+        now = _select(run, ids) if restart else chosen  # (read once already)
+        unfinished = sum(job.status not in TERMINAL for job in now)
         if unfinished and run.owner is None:  # (before the wait, or during it: killed)
             _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
             click.echo(f"corral: note: the run's daemon had stopped; a new one runs its "
