@@ -1068,21 +1068,26 @@ def _has_open(pid: int, name: str) -> bool:
 
 
 def _polls_the_journal(pid: int) -> Callable[[], bool]:
-    """A condition: process *pid* has the journal open and has read files
-    at three more moments since (a waiting command's polls; its start reads
-    at one go), by its count of read calls."""
+    """A condition: process *pid* has been seen with the journal open, and
+    has read files at three more moments since, the last at least half a
+    second later (a waiting command's polls, 0.2 s apart; its start reads at
+    one go). The journal is open only while a poll reads it, so the sight of
+    it open is kept, not asked for again."""
+    opened_at: list[float] = []
     seen: list[int] = []
 
     def polling() -> bool:
-        if not _has_open(pid, "journal.db"):
-            return False
+        if not opened_at:
+            if not _has_open(pid, "journal.db"):
+                return False
+            opened_at.append(time.monotonic())
         try:
             reads = int(Path(f"/proc/{pid}/io").read_text().split("syscr:")[1].split()[0])
         except (OSError, IndexError, ValueError):
             return False
         if not seen or reads != seen[-1]:
             seen.append(reads)
-        return len(seen) > 3
+        return len(seen) > 3 and time.monotonic() - opened_at[0] > 0.5
 
     return polling
 
