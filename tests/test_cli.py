@@ -1059,6 +1059,33 @@ def test_cancel_of_a_job_a_dead_daemon_left_does_not_start_it_again_first(fresh,
         release.touch()
 
 
+def test_a_job_a_new_daemon_cannot_take_up_is_cancelled_with_its_children_only(fresh, tmp_path):
+    """A job a new daemon refuses to take up (its queue left the [daemon]
+    table meanwhile) is cancelled saying why, and so is the job after it; the
+    others run, a job after one that is taken up too."""
+    fresh.config.write_text('[daemon]\ncores = 1\nqueues = { io = 1 }\n')
+    release = tmp_path / "release"
+    blocker = fresh.submit(block(release))  # holds the one core: the others stay QUEUED
+    before = fresh.submit("echo before")
+    in_io = fresh.submit("--queue", "io", "echo in io")
+    child = fresh.submit("--after", in_io, "echo child")
+    after = fresh.submit("--after", before, "echo after")  # taken up with its parent: it runs
+    fresh.wait_for_status(blocker, "RUNNING")
+    kill_and_wait(fresh.daemon_pid())
+    fresh.config.write_text('[daemon]\ncores = 1\n')
+    release.touch()
+    waited = fresh("wait")
+    assert waited.status == 1, str(waited)
+    rows = fresh("status", "--all").rows()
+    assert {job: rows[job]["STATUS"] for job in (blocker, before, in_io, child, after)} == {
+        blocker: "COMPLETED", before: "COMPLETED", in_io: "CANCELLED", child: "CANCELLED",
+        after: "COMPLETED"}, fresh("status", "--all").out
+    said = fresh("status", in_io).out  # (exit 1: the job did not complete)
+    assert re.search(r"job \d+ 'echo' CANCELLED: cannot run again after the daemon restarted: "
+                     r"job 'echo' asks for unknown queue 'io'", said), said
+    assert f"CANCELLED: upstream job {in_io} 'echo' was cancelled" in fresh("status", child).out
+
+
 def _has_open(pid: int, name: str) -> bool:
     """Whether process *pid* has a file named *name* open."""
     try:
@@ -1090,6 +1117,47 @@ def _polls_the_journal(pid: int) -> Callable[[], bool]:
         return len(seen) > 3 and time.monotonic() - opened_at[0] > 0.5
 
     return polling
+
+
+SCRIPT_WITH_A_PAUSE = """
+import pathlib, sys, time, corral
+go = pathlib.Path(sys.argv[2])
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    scheduler.shell("echo first").result()
+    while not go.exists():  # every job made so far has ended; more are to come
+        time.sleep(0.02)
+    scheduler.shell("echo second").result()
+"""
+
+
+def test_wait_for_a_whole_script_run_waits_for_the_script_that_may_make_more(fresh, tmp_path):
+    """Attack of corral wait beside a 100,000-call map: it returned 0 with
+    870 jobs queued, having looked between two of the map's batches, when every
+    job made so far had ended. A whole run's wait now waits for its script."""
+    go = tmp_path / "go"
+    script = subprocess.Popen([sys.executable, "-c", SCRIPT_WITH_A_PAUSE, os.fspath(fresh.run),
+                               os.fspath(go)], env=fresh.env, cwd=tmp_path)
+    waiting = None
+    try:
+        wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
+            "STATUS") == "COMPLETED", message="the first job to end")
+        timed_out = fresh("wait", "--timeout", "1")
+        assert_one_line_error(timed_out, 3, (
+            rf"every job has ended, but the script that drives the run \(pid {script.pid}\) "
+            r"still runs after 1.0s; it may make more jobs$"))
+        waiting = fresh.popen("wait")
+        wait_until(_polls_the_journal(waiting.pid), message="wait to be waiting")
+        assert waiting.poll() is None, waiting.communicate()
+        go.touch()
+        _, err = waiting.communicate(timeout=60)
+        assert (waiting.returncode, err) == (0, b"corral: 2 jobs ended: 2 completed\n")
+    finally:
+        go.touch()
+        script.wait(timeout=60)
+        if waiting is not None and waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert script.returncode == 0
 
 
 def test_wait_goes_on_when_the_daemon_dies_while_it_waits(fresh, tmp_path):

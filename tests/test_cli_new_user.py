@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -465,8 +466,8 @@ def test_the_progress_bar_names_timed_out_and_cancelled_jobs_apart_from_failed_o
 
     S = JobStatus
     ended = [S.FAILED, S.TIMED_OUT, *[S.CANCELLED] * 8, S.COMPLETED, S.COMPLETED]
-    assert progress_words(ended) == "0 to go, 1 failed, 1 timed out, 8 cancelled"
-    assert progress_words([S.RUNNING, S.QUEUED, S.COMPLETED]) == "2 to go, 0 failed"
+    assert progress_words(Counter(ended)) == "0 to go, 1 failed, 1 timed out, 8 cancelled"
+    assert progress_words(Counter([S.RUNNING, S.QUEUED, S.COMPLETED])) == "2 to go, 0 failed"
 
 
 def _read_terminal_until(fd: int, wanted: bytes, timeout: float = 20) -> bytes:

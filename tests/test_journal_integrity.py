@@ -309,6 +309,33 @@ def test_a_damaged_journal_is_one_line_naming_the_file_and_what_is_wrong(tmp_pat
         corral.Scheduler(cores=1, journal=run)  # a driver does not resume from it either
 
 
+@pytest.mark.parametrize("damage", [_bad_status, _no_status], ids=["bad status", "no status"])
+def test_the_status_counts_a_wait_polls_say_a_damaged_status_as_every_reader_does(tmp_path,
+                                                                                   damage):
+    run = tmp_path / "run"
+    completed_run(run, tmp_path / "log")
+    message = damage(run)
+    for asked in (None, ["1"]):
+        with pytest.raises(JournalError, match=f"^{re.escape(message)}$"):
+            corral.Scheduler.open(run).status_counts(asked)
+
+
+def test_status_counts_count_the_run_or_the_jobs_asked_about_without_their_rows(tmp_path):
+    """What `corral wait` polls: counts per status from the journal's index
+    (it read every row five times a second, most of a core beside a big run)."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        ok = [scheduler.submit(abs, n) for n in range(1200)]  # (more ids than one query asks)
+        bad = scheduler.submit(divmod, 1, 0, name="bad")
+        corral.wait([*ok, bad])
+    opened = corral.Scheduler.open(run)
+    S = JobStatus
+    assert opened.status_counts() == {S.COMPLETED: 1200, S.FAILED: 1}
+    asked = [str(job.id) for job in ok[:700]] + [str(bad.id), str(bad.id), "no such job"]
+    assert opened.status_counts(asked) == {S.COMPLETED: 700, S.FAILED: 1}
+    assert opened.status_counts([]) == {}
+
+
 def test_a_read_only_journal_is_said_to_be_read_only_not_damaged(tmp_path, cli):
     """BUG (attack review): a journal that could not be written (``chattr +i``,
     a read-only mount; a 0400 file for a user other than root) was called

@@ -900,13 +900,15 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     from corral.units import format_span
 
     run = _open_run(context)
-    chosen = _select(run, ids)
-    ids = tuple(str(job.id) for job in chosen) if ids else ()  # (names given: their ids)
+    if ids:  # (names given: their ids)
+        ids = tuple(str(job.id) for job in _select(run, ids))
+    # Counted, not read: the rows of a run of 100,000 jobs take seconds to read.
+    unfinished_of = lambda counts: sum(  # noqa: E731
+        count for status, count in counts.items() if status not in TERMINAL)
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = sys.stderr.isatty()
-    for restart in range(_DAEMON_RESTARTS_IN_A_WAIT + 1):
-        now = _select(run, ids) if restart else chosen  # (read once already)
-        unfinished = sum(job.status not in TERMINAL for job in now)
+    for _ in range(_DAEMON_RESTARTS_IN_A_WAIT + 1):
+        unfinished = unfinished_of(run.status_counts(ids or None))
         if unfinished and run.owner is None:  # (before the wait, or during it: killed)
             _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
             click.echo(f"corral: note: the run's daemon had stopped; a new one runs its "
@@ -916,24 +918,33 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
         if outcome != "orphaned":
             break
     if outcome == "timeout":
-        unfinished = sum(job.status not in TERMINAL for job in _select(run, ids))
+        unfinished = unfinished_of(run.status_counts(ids or None))
+        owner = run.owner
+        if not unfinished and owner is not None:  # (the whole run's: its script may add more)
+            raise CommandError(f"every job has ended, but the script that drives the run (pid "
+                               f"{owner.get('pid')}) still runs after "
+                               f"{format_span(timeout or 0)}; it may make more jobs",
+                               EXIT_UNREACHABLE)
         raise CommandError(f"{unfinished} job{'s' * (unfinished != 1)} still unfinished after "
                            f"{format_span(timeout or 0)} (corral status lists them)",
                            EXIT_UNREACHABLE)
     if outcome == "orphaned":
         raise CommandError(f"no process drives the run at {run.path} any more; its unfinished "
                            "jobs will not progress", EXIT_UNREACHABLE)
-    jobs = _select(run, ids)
-    failed = [job for job in jobs if job.status in _FAILED]
-    for job in failed:
-        click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}", err=True)
-    if not jobs:
+    counts = Counter(run.status_counts(ids or None))
+    failed = sum(counts[status] for status in _FAILED)
+    if failed:  # (their rows are read only then)
+        for job in _select(run, ids):
+            if job.status in _FAILED:
+                click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}",
+                           err=True)
+    total = counts.total()
+    if not total:
         click.echo("corral: no jobs to wait for", err=True)
     else:  # (in a terminal too, below the bar: a line to read, and to scroll back to)
-        counts = Counter(job.status.name.lower().replace("_", " ") for job in jobs)
-        click.echo(f"corral: {len(jobs)} job{'s' * (len(jobs) != 1)} ended: "
-                   + ", ".join(f"{count} {status}" for status, count in counts.most_common()),
-                   err=True)
+        click.echo(f"corral: {total} job{'s' * (total != 1)} ended: " + ", ".join(
+            f"{count} {status.name.lower().replace('_', ' ')}"
+            for status, count in counts.most_common()), err=True)
     if failed:
         context.exit(EXIT_FAILED_JOB)
 
