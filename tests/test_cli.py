@@ -1313,6 +1313,18 @@ def test_the_daemon_packs_by_the_daemon_table_of_the_config(fresh, tmp_path):
     assert_one_line_error(unknown, 2, r"asks for unknown queue 'sloo'; did you mean 'solo'\?$")
 
 
+def test_a_relative_corral_config_is_the_daemons_too(fresh, tmp_path):
+    """Attack review: with CORRAL_CONFIG=my.toml the submit was checked against
+    its [daemon] table, but the daemon, running in the run directory, found
+    no my.toml there and went on without a word with none (a backend = "slurm"
+    ran the jobs here); it refused the queue the file names."""
+    (tmp_path / "my.toml").write_text('[daemon]\ncores = 1\nqueues = { io = 1 }\n')
+    relative = {"CORRAL_CONFIG": "my.toml"}
+    job = fresh.submit("--queue", "io", "echo in io", env=relative)
+    assert fresh("wait", job, env=relative).status == 0
+    assert fresh.ok("logs", job, env=relative).out == "in io\n"
+
+
 def test_a_run_directory_made_with_only_its_corral_toml_takes_its_first_submit(fresh):
     """BUG (cold review): the README says the daemon's settings come from a
     corral.toml in the run directory, but a run directory holding one was

@@ -32,6 +32,7 @@ from typing import Any
 
 from corral.control.server import NoDriver, send_request, send_when_served
 from corral.core.run_files import DAEMON_LOG
+from corral.config_files import user_config_path
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.journal.store import RunInUse, StoredJob, private_file, private_run_dir
@@ -91,7 +92,7 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
                 [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir),
                  *(["--paused"] if paused else []), *(["--held"] if held else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                cwd=run_dir, env=os.environ.copy())
+                cwd=run_dir, env=_daemon_environment())
         started = _wait_started(run_dir, process)
         if not isinstance(started, int):
             return started
@@ -110,6 +111,17 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
             raise CorralError(f"the corral daemon for {run_dir} exited ({code}) at start:\n"
                               f"{_tail(run_dir / DAEMON_LOG)}") from None
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _daemon_environment() -> dict[str, str]:
+    """This command's environment for the daemon, with ``$CORRAL_CONFIG`` made
+    absolute: the daemon runs in the run directory, where a relative one named
+    no file, and it went on silently with no [daemon] table (jobs meant for
+    Slurm ran here) while the command had checked the submit against it."""
+    environment = os.environ.copy()
+    if environment.get("CORRAL_CONFIG"):
+        environment["CORRAL_CONFIG"] = os.fspath(user_config_path().absolute())
+    return environment
 
 
 def _wait_started(run_dir: Path, process: subprocess.Popen[bytes]) -> dict[str, Any] | int:
