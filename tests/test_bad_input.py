@@ -525,6 +525,25 @@ def test_an_id_too_long_for_a_directory_name_is_refused_before_the_job_runs(sche
     assert longest.result(timeout=60) == 9
 
 
+@pytest.mark.parametrize("job_id", ["outcomes", "corral.log", "journal.db", "control.sock"])
+def test_an_id_naming_a_file_of_the_run_directory_is_refused_before_the_job_runs(tmp_path,
+                                                                                  job_id):
+    """Attack review: a job with id "outcomes" lost its output (the run's
+    outcome logs are removed at its end, its directory with them); one with id
+    "corral.log" ran, then failed to save its output, and ran again at every rerun."""
+    ran = tmp_path / "ran"
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        with pytest.raises(ValueError, match=(
+                rf"^job id '{re.escape(job_id)}' names a file corral keeps in a run directory, "
+                r"where the job's files would go: choose another \(these are taken: "
+                r"control.sock, corral.log, .*outcomes, owner.lock, writer.lock\)$")):
+            scheduler.dispatch([Job(corral.Shell(f"touch {ran}"), id=job_id)])
+        kept = scheduler.dispatch([Job(corral.Shell("echo kept"), id="outcome")])[0]
+        kept.result(timeout=60)
+    assert not ran.exists()
+    assert (tmp_path / "run" / "outcome" / "stdout").read_text() == "kept\n"
+
+
 @pytest.mark.parametrize("job_id", [2**63, -2**63 - 1, 10**30])
 def test_an_int_id_sqlite_cannot_store_is_refused(job_id):
     with pytest.raises(ValueError, match=rf"^id={job_id} must be an int from -2\*\*63 to "

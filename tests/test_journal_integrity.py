@@ -336,6 +336,26 @@ def test_status_counts_count_the_run_or_the_jobs_asked_about_without_their_rows(
     assert opened.status_counts([]) == {}
 
 
+def test_a_torn_page_of_the_status_index_is_said_to_be_damage_not_a_traceback(tmp_path, cli):
+    """Attack review: pointers of the index on status overwritten (a torn write,
+    bit rot) made `corral status` end in a traceback, ValueError: None is not a
+    valid JobStatus: the counts come from that index."""
+    run = tmp_path / "run"
+    completed_run(run, tmp_path / "log")
+    database = sqlite3.connect(run / "journal.db")
+    [(root,)] = database.execute(
+        "SELECT rootpage FROM sqlite_master WHERE name='jobs_by_status'").fetchall()
+    [(page_size,)] = database.execute("PRAGMA page_size").fetchall()
+    database.close()
+    with open(run / "journal.db", "r+b") as journal:
+        journal.seek((root - 1) * page_size + 8)  # the page's cell pointers
+        journal.write(b"\x4d\x8e" * 3)  # out of the page
+    message = (f"{run / 'journal.db'} is not a corral journal, or it is damaged (its index of "
+               f"job statuses holds None, which no job has); {MOVE_AWAY}")
+    assert_one_line_error(cli("status"), 3, f"^corral: error: {re.escape(message)}$")
+    assert_one_line_error(cli("wait"), 3, f"^corral: error: {re.escape(message)}$")
+
+
 def test_a_read_only_journal_is_said_to_be_read_only_not_damaged(tmp_path, cli):
     """BUG (attack review): a journal that could not be written (``chattr +i``,
     a read-only mount; a 0400 file for a user other than root) was called
@@ -370,9 +390,13 @@ def test_a_read_only_journal_is_said_to_be_read_only_not_damaged(tmp_path, cli):
         subprocess.run(["chattr", "-i", os.fspath(run)], check=True)
 
 
-def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp_path, cli):
+@pytest.mark.parametrize("torn", [False, True], ids=["deleted", "torn to its header"])
+def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp_path, cli,
+                                                                             torn):
     """BUG: the rows of a live session sit in journal.db-wal; a crash that
-    lost that file left a journal that ``corral status`` showed as "(no jobs)"."""
+    lost that file left a journal that ``corral status`` showed as "(no jobs)".
+    One torn to its 32-byte header, no frame after it, was taken as whole
+    (attack review): status showed the run as it was before that session."""
     run, log = tmp_path / "run", tmp_path / "log"
     driver = start_integrity_driver("hold", run, log)
 
@@ -387,7 +411,10 @@ def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp
     kill_once_ready(driver, b"36\n", first=kill_its_writer_first)
     wal = run / "journal.db-wal"
     assert wal.stat().st_size > 0  # what the session recorded is there, and only there
-    wal.unlink()  # the crash that loses it
+    if torn:
+        os.truncate(wal, 32)
+    else:
+        wal.unlink()  # the crash that loses it
     (run / "journal.db-shm").unlink()
 
     message = (f"{run / 'journal.db'} is incomplete: its write-ahead log journal.db-wal is "

@@ -17,8 +17,9 @@ from corral.control.server import SOCKET_FILE
 from corral.core.runlog import LOG_FILE
 from corral.journal.store import JOURNAL_FILE, LOCK_FILE
 from corral.journal.writer_lock import WRITER_LOCK_FILE
+from corral.runtime.outcomes import OUTCOMES_DIR
 
-__all__ = ["DAEMON_LOG", "holds_other_files"]
+__all__ = ["DAEMON_LOG", "NAMES_NO_JOB_MAY_TAKE", "holds_other_files"]
 
 #: The log of the run's daemon (``corral submit``), beside the run's own.
 DAEMON_LOG = "daemon.log"
@@ -30,6 +31,13 @@ DAEMON_LOG = "daemon.log"
 _THE_RUNS_OWN = frozenset({
     DAEMON_LOG, SOCKET_FILE, LOG_FILE, LOCK_FILE, WRITER_LOCK_FILE, CONFIG_NAME, JOURNAL_FILE,
     *(JOURNAL_FILE + suffix for suffix in ("-wal", "-shm", "-journal"))})
+
+
+#: What a job id may not be: a job's files go to ``<run directory>/<id>``, and
+#: a job named "outcomes" lost its output when the run's outcome logs were
+#: removed at its end; one named "corral.log" ran, then failed to save its
+#: output (and so ran again at every rerun).
+NAMES_NO_JOB_MAY_TAKE = _THE_RUNS_OWN | {OUTCOMES_DIR}
 
 
 def holds_other_files(run_dir: Path) -> bool:

@@ -44,7 +44,7 @@ from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
 from corral.core.resume import Resumer
 from corral.journal.run import Run
-from corral.core.run_files import holds_other_files
+from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE, holds_other_files
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
 from corral.runtime.payload import dumps_call, dumps_function
@@ -576,6 +576,10 @@ class Scheduler(Executor):
                                             or "\0" in job_id):
                 raise ValueError(f"job id {job_id!r} cannot name a directory: use a non-empty "
                                  "string without '/'")
+            if job_id in NAMES_NO_JOB_MAY_TAKE:
+                raise ValueError(f"job id {job_id!r} names a file corral keeps in a run "
+                                 f"directory, where the job's files would go: choose another "
+                                 f"(these are taken: {', '.join(sorted(NAMES_NO_JOB_MAY_TAKE))})")
             if job_id is not None:
                 if self._registry.id_taken(str(job_id)) or str(job_id) in taken:
                     raise ValueError(f"job id {job_id!r} is already used in this scheduler "

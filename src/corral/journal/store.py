@@ -444,11 +444,16 @@ def _damaged(path: Path, error: object) -> JournalError:
 
 
 def _log_missing(path: Path) -> bool:
-    """Whether journal.db has no write-ahead log beside it (or an empty one)."""
+    """Whether journal.db has no write-ahead log beside it, or one without a
+    frame (empty, or only its header: a torn one looked whole)."""
     try:
-        return os.stat(f"{path}-wal").st_size == 0
+        return os.stat(f"{path}-wal").st_size <= _WAL_HEADER_BYTES
     except FileNotFoundError:
         return True
+
+
+#: A write-ahead log's header, before its first frame (SQLite's file format, "WAL File Format").
+_WAL_HEADER_BYTES = 32
 
 
 def _checked_meta(db: sqlite3.Connection, path: Path,
@@ -1288,13 +1293,17 @@ def _status_counts(db: sqlite3.Connection, path: Path,
                                             f"({_marks(tuple(some))}) GROUP BY status", some):
                 found[status] = found.get(status, 0) + count
     known = tuple(status.value for status in JobStatus)
-    if any(status not in known for status in found):
+    unknown = [status for status in found if status not in known]
+    if unknown:
         # A row whose status is not one: read it as every reader does, which
         # names the file, the job and the value. (Asked only then: the
         # question reads the whole table.)
         _rows_to_jobs(db.execute(
             f"SELECT {_COLUMNS_BUT_RESULTS} FROM jobs WHERE status IS NULL OR status NOT IN "
             f"({_marks(known)}) LIMIT 1", known), path)
+        # No row has it: the index the counts come from is damaged (a torn page).
+        raise _damaged(path, f"its index of job statuses holds {unknown[0]!r}, which no "
+                             "job has")
     return {JobStatus(status): count for status, count in found.items()}
 
 
