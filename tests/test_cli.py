@@ -1313,6 +1313,24 @@ def test_the_daemon_packs_by_the_daemon_table_of_the_config(fresh, tmp_path):
     assert_one_line_error(unknown, 2, r"asks for unknown queue 'sloo'; did you mean 'solo'\?$")
 
 
+def test_a_daemon_whose_socket_file_was_deleted_makes_it_again(fresh, tmp_path):
+    """Attack review: after `rm RUN/control.sock` every command waited 30 s,
+    then said only that the daemon had not answered; `corral stop` could not
+    end it. The daemon looks every second and makes its socket file again."""
+    release = tmp_path / "release"
+    job = fresh.submit(block(release))
+    fresh.wait_for_status(job, "RUNNING")
+    try:
+        (fresh.run / "control.sock").unlink()
+        paused = fresh("pause", timeout=20)  # (30 s to give up before)
+        assert (paused.status, paused.out) == (0, "paused\n"), str(paused)
+        assert fresh.ok("resume").out == "resumed\n"
+    finally:
+        release.touch()
+    assert fresh("wait", job).status == 0
+    assert "the control socket of the run at" in (fresh.run / "daemon.log").read_text()
+
+
 def test_a_relative_corral_config_is_the_daemons_too(fresh, tmp_path):
     """Attack review: with CORRAL_CONFIG=my.toml the submit was checked against
     its [daemon] table, but the daemon, running in the run directory, found

@@ -291,10 +291,25 @@ def _no_tables(run: Path) -> str:
             f"sessions tables; {MOVE_AWAY}")
 
 
+def _a_fifo(run: Path) -> str:
+    """(Attack review: corral status waited for good for a writer of the FIFO.)"""
+    (run / "journal.db").unlink()
+    os.mkfifo(run / "journal.db")
+    return (f"{run / 'journal.db'} is not a corral journal, or it is damaged (it is no regular "
+            f"file); {MOVE_AWAY}")
+
+
+def _a_directory(run: Path) -> str:
+    (run / "journal.db").unlink()
+    (run / "journal.db").mkdir()
+    return (f"{run / 'journal.db'} is not a corral journal, or it is damaged (it is no regular "
+            f"file); {MOVE_AWAY}")
+
+
 @pytest.mark.parametrize("damage", [_bad_status, _no_status, _no_name, _bad_spec, _bad_time,
-                                    _empty_file, _no_tables],
+                                    _empty_file, _no_tables, _a_fifo, _a_directory],
                          ids=["bad status", "no status", "no name", "bad spec", "bad time",
-                              "empty file", "no tables"])
+                              "empty file", "no tables", "a FIFO", "a directory"])
 def test_a_damaged_journal_is_one_line_naming_the_file_and_what_is_wrong(tmp_path, cli, damage):
     """BUG: a bad status or spec gave a traceback; an empty journal.db showed
     "(no jobs)" with exit 0."""

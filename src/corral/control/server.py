@@ -347,6 +347,9 @@ _READERS = 64
 #: that sends nothing must not hold its exit up.
 _DRAIN_PATIENCE_S = 1.0
 
+#: How often, without requests, a driver looks whether its socket file is still there.
+_SOCKET_LOOK_S = 1.0
+
 
 class ControlServer:
     """Serves control requests for one Scheduler on a thread of its own."""
@@ -366,6 +369,8 @@ class ControlServer:
         self._readers = threading.BoundedSemaphore(_READERS)
         self._reading: set[threading.Thread] = set()
         self._connections: set[socket.socket] = set()  # accepted, not answered yet
+        self._listening = threading.Lock()  # guards _listener: stop() and a new socket file
+        self._socket_file = 0  # the inode of the socket file listened at
 
     def start(self, held: bool = False) -> None:
         """Listen. *held*: read requests but carry none out until
@@ -373,6 +378,12 @@ class ControlServer:
         ``corral cancel`` must find them)."""
         if held:
             self._serving.acquire()  # (released by open(), on this same thread)
+        self._listener = self._listen()
+        self._thread = start_thread(self._serve, name="corral-control")
+        _SERVERS.add(self)
+
+    def _listen(self) -> socket.socket:
+        """A listening socket at the run's socket file, made anew."""
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with _socket_path(self.run_dir) as path:
@@ -382,15 +393,40 @@ class ControlServer:
                 # Not through the umask (process-wide, shared with the user's threads); the
                 # run directory (0700) already keeps others out while this is not yet done.
                 os.chmod(path, 0o600)
+                self._socket_file = os.stat(path).st_ino
         except OSError as error:
             listener.close()
             raise CorralError(f"cannot make the control socket of the run at {self.run_dir} "
                               f"({error.strerror or error}): its directory may not be "
                               "writable (see ls -l, lsattr, mount)") from None
         listener.listen(128)  # (many `corral submit &` at once connect together)
-        self._listener = listener
-        self._thread = start_thread(self._serve, name="corral-control")
-        _SERVERS.add(self)
+        listener.settimeout(_SOCKET_LOOK_S)  # (accepted sockets block: see socket.accept)
+        return listener
+
+    def _keep_socket_file(self, listener: socket.socket) -> socket.socket:
+        """The listener to accept on: *listener*, or a new one where its
+        socket file was deleted or replaced (a clean-up of the run directory):
+        every command then waited 30 s for a driver it could not reach, and
+        said only that it had not answered; ``corral stop`` could not end it."""
+        try:
+            with _socket_path(self.run_dir) as path:
+                if os.stat(path).st_ino == self._socket_file:
+                    return listener
+        except FileNotFoundError:
+            pass
+        except OSError:  # (the run directory itself is gone: nothing to listen at)
+            return listener
+        with self._listening:
+            if self._listener is not listener:  # stopping: stop() closes what it took
+                return listener
+            try:
+                self._listener = self._listen()
+            except CorralError as error:
+                log.warning("%s", error)
+                return listener
+        listener.close()
+        log.warning("the control socket of the run at %s was gone: made again", self.run_dir)
+        return self._listener
 
     def open(self) -> None:
         """Carry out requests from now on (after ``start(held=True)``)."""
@@ -400,10 +436,11 @@ class ControlServer:
         """Stop serving. A request already waiting for its turn is answered
         that this driver is stopping (its client then waits for the run to be
         let go: see :class:`Stopping`), not left to find the connection closed."""
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        self._stopping = True
+        with self._listening:
+            listener, self._listener = self._listener, None
+            if listener is None:
+                return
+            self._stopping = True
         with contextlib.suppress(OSError), _socket_path(self.run_dir) as path:
             os.unlink(path)  # no new connection from now on
         listener.settimeout(0)
@@ -435,6 +472,10 @@ class ControlServer:
                 continue  # every reader busy: accept no more until one is done
             try:
                 connection, _ = listener.accept()
+            except TimeoutError:  # a moment without requests: is the socket file still there?
+                self._readers.release()
+                listener = self._keep_socket_file(listener)
+                continue
             except OSError:
                 self._readers.release()
                 return

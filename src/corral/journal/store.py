@@ -55,6 +55,7 @@ import pickle
 import sqlite3
 import subprocess
 import sys
+import stat
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator
@@ -399,10 +400,17 @@ def _check_header(path: Path) -> None:
         JournalError: the file is empty or no SQLite database.
     """
     try:
-        with open(path, "rb") as handle:
-            start = handle.read(len(_SQLITE_MAGIC))
+        # Without blocking, and refused unless a plain file: opening a FIFO there
+        # waited for a writer that never came (attack review: corral status hung).
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except PermissionError:
         raise PermissionError(_permission_message(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise _damaged(path, "it is no regular file")
+        start = os.read(descriptor, len(_SQLITE_MAGIC))
+    finally:
+        os.close(descriptor)
     if not start:
         raise JournalError(f"{path} is empty (0 bytes): it was truncated, or is no corral "
                            f"journal; {_MOVE_AWAY}")
