@@ -249,7 +249,7 @@ def test_logs_follow_of_a_waiting_job_cancelled_meanwhile_says_it_never_started(
     followed = cli.popen("logs", "--follow", waiting)
     try:
         followed.stderr.readline()  # "has not started (WAITING): waiting for it"
-        assert cli.ok("cancel", waiting).out == f"cancelled {waiting}\n"
+        assert cli.ok("cancel", waiting).out == f"cancelled {waiting} 'later'\n"
         out, err = followed.communicate(timeout=60)
     finally:
         if followed.poll() is None:
@@ -588,12 +588,12 @@ def test_cancel_stops_a_running_job_and_its_process(cli, tmp_path):
     wait_until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip(),
                message="the job to write its pid")
     pid = int((tmp_path / "pid").read_text())
-    assert cli.ok("cancel", job).out == f"cancelled {job}\n"
+    assert cli.ok("cancel", job).out == f"cancelled {job} 'echo'\n"
     wait_until(lambda: pid_gone(pid), message=f"the job's process {pid} to be gone")
     cli.wait_for_status(job, "CANCELLED")
     # Asked again (a second terminal, a script's retry): done already, no error; once
     # however often it is named.
-    assert cli.ok("cancel", job, job).out == f"job {job} was already cancelled\n"
+    assert cli.ok("cancel", job, job).out == f"job {job} 'echo' was already cancelled\n"
 
 
 def test_cancel_of_an_unknown_or_finished_job_says_why(cli):
@@ -963,7 +963,8 @@ def test_cancel_of_a_scripts_cancelled_job_with_no_driver_is_done_already(tmp_pa
     subprocess.run([sys.executable, "-c", script, os.fspath(corral.run)], env=corral.env,
                    cwd=tmp_path, check=True, capture_output=True, timeout=60)
     outcome = corral("cancel", "long")
-    assert (outcome.status, outcome.out, outcome.err) == (0, "job 1 was already cancelled\n", "")
+    assert (outcome.status, outcome.out, outcome.err) == (
+        0, "job 1 'long' was already cancelled\n", "")
 
 
 def test_cancel_of_ended_or_unknown_jobs_of_a_daemons_run_starts_no_daemon(fresh):
@@ -971,11 +972,12 @@ def test_cancel_of_ended_or_unknown_jobs_of_a_daemons_run_starts_no_daemon(fresh
     only to answer "no job", which then stayed up for its idle time."""
     done = fresh.submit("true")
     dropped = fresh.submit("sleep 60")
-    assert fresh.ok("cancel", dropped).out == f"cancelled {dropped}\n"
+    assert fresh.ok("cancel", dropped).out == f"cancelled {dropped} 'sleep'\n"
     assert fresh("wait", done).status == 0
     fresh.stop_daemon()
     told = fresh("cancel", done, dropped, "99999")
-    assert (told.status, told.out) == (2, f"job {dropped} was already cancelled\n"), str(told)
+    assert (told.status, told.out) == (
+        2, f"job {dropped} 'sleep' was already cancelled\n"), str(told)
     assert told.err.splitlines() == [f"corral: error: job {done} already ended COMPLETED",
                                      "corral: error: no job 99999 in this run (neither an id "
                                      "nor a job's name)"]
@@ -1850,7 +1852,7 @@ def test_cancel_and_abort_take_a_jobs_name_as_submit_after_does(cli, tmp_path):
     running = cli.submit("--name", "long-one", f"{block(release)}")
     cli.wait_for_status(running, "RUNNING")
     queued = cli.submit("--name", "waiting-one", "true")
-    assert cli.ok("cancel", "waiting-one").out == f"cancelled {queued}\n"
+    assert cli.ok("cancel", "waiting-one").out == f"cancelled {queued} 'waiting-one'\n"
     assert cli.ok("abort", "long-one").out == "aborting 1 job(s)\n"
     assert cli("wait", running).status == 1
     assert cli.status_of(running) == "CANCELLED"
@@ -1863,8 +1865,8 @@ def test_a_name_made_of_digits_is_a_name_unless_it_is_an_id_as_corral_writes_it(
     first = cli.submit("--name", "3", f"{block(release)}")
     named = cli.submit("--name", "01", f"{block(release)}")
     squared = cli.submit("--name", "²", f"{block(release)}")
-    assert cli.ok("cancel", "01").out == f"cancelled {named}\n"
-    assert cli.ok("cancel", "²").out == f"cancelled {squared}\n"
+    assert cli.ok("cancel", "01").out == f"cancelled {named} '01'\n"
+    assert cli.ok("cancel", "²").out == f"cancelled {squared} '²'\n"
     assert cli.status_of(first) in ("QUEUED", "RUNNING")
     release.touch()
     assert cli("wait", first).status == 0

@@ -588,7 +588,8 @@ def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver
     assert "FAKEQ ID" in listing.stdout and native in listing.stdout.split()
     assert "as last seen (no driver)" in listing.stdout  # not what fakeq says now
     cancelled = corral_command("cancel", "1")
-    assert (cancelled.returncode, cancelled.stdout.strip()) == (0, "cancelled 1"), cancelled
+    assert (cancelled.returncode, cancelled.stdout.strip()) == (0, "cancelled 1 'sleep'"), \
+        cancelled
     assert "no driver runs: cancel sent to fakeq" in cancelled.stderr
     assert cluster.qstat(native)[native]["reason"] == "deleted"
 
@@ -637,7 +638,8 @@ def test_with_no_driver_a_cancel_takes_the_jobs_that_depend_on_it_not_a_finished
         2, "corral: error: no job 99 in this run (neither an id nor a job's name)\n")
     assert cluster.qstat(second, third)[second]["reason"] != "deleted"
     cancelled = corral_command("cancel", "2")
-    assert (cancelled.returncode, cancelled.stdout) == (0, "cancelled 2\ncancelled 3\n"), \
+    assert (cancelled.returncode, cancelled.stdout) == (
+        0, "cancelled 2 'second'\ncancelled 3 'third'\n"), \
         cancelled.stderr
     assert [cluster.qstat(native)[native]["reason"] for native in (second, third)] == [
         "deleted", "deleted"]

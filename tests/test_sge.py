@@ -270,7 +270,8 @@ def test_without_a_driver_the_command_line_acts_on_the_jobs_in_sge(contract_sge,
     # Its child goes too: SGE would start it once its parent is deleted (BUG,
     # attack review: a -hold_jid dependency lets go of a deleted parent).
     cancelled = corral_command(*run, "cancel", "1")
-    assert cancelled.stdout.split("\n")[:2] == ["cancelled 1", "cancelled 3"], cancelled.stderr
+    assert cancelled.stdout.split("\n")[:2] == ["cancelled 1 'slow'", "cancelled 3 'add'"], \
+        cancelled.stderr
     wait_until(lambda: not {natives[0], child} & set(sge_states()), 30,
                "job 1 and its child deleted in SGE")
 

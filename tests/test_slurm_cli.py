@@ -101,7 +101,8 @@ def test_without_a_driver_the_command_line_acts_on_the_jobs_in_slurm(slurm, tmp_
                "the child released in Slurm")
 
     cancelled = corral_command(*run, "cancel", "1", "99")
-    assert cancelled.stdout.split("\n")[:2] == ["cancelled 1", "cancelled 3"]  # and its child
+    # (and its child)
+    assert cancelled.stdout.split("\n")[:2] == ["cancelled 1 'slow'", "cancelled 3 'add'"]
     assert "no job 99 in this run (neither an id nor a job's name)" in cancelled.stderr
     assert cancelled.returncode == 2
 

@@ -248,8 +248,10 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
         raise CommandError(_unreachable(unknown), EXIT_UNREACHABLE)
     unfinished = {str(job.id) for job in jobs}
     already, ended = _ended_among(request.get("ids", ()), unfinished, every)
+    names = {str(job.id): job.name for job in every}
     if request["verb"] == "cancel" and not jobs:  # nothing it names is left to cancel
-        return {"cancelled": [], "already_cancelled": already, "problems": problems + ended}
+        return {"cancelled": [], "already_cancelled": already, "problems": problems + ended,
+                "names": names}
     if not on_cluster:  # a driver would have to act: none runs
         return None
     chosen = [job for job in jobs if str(job.id) in on_cluster]
@@ -268,7 +270,7 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
                    for job_id in dict.fromkeys(request.get("ids", ())) if job_id in unfinished
                    and job_id not in on_cluster]
     return {"cancelled": ids, "already_cancelled": already,
-            "problems": problems + ended + unreachable}
+            "problems": problems + ended + unreachable, "names": names}
 
 
 def _ended_among(ids: Sequence[str], unfinished: set[str], every: list[StoredJob]
@@ -310,7 +312,8 @@ def _nothing_left_to_cancel(run_dir: Path, request: dict[str, Any]) -> dict[str,
             cancelled, ended = _ended_among([job_id], unfinished, every)
             already += cancelled
             problems += ended
-    return {"cancelled": [], "already_cancelled": already, "problems": problems}
+    return {"cancelled": [], "already_cancelled": already, "problems": problems,
+            "names": {str(job.id): job.name for job in every}}
 
 
 def _with_dependents(ids: set[str], unfinished: list[StoredJob]) -> set[str]:
@@ -956,10 +959,15 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
 def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
     """Cancel jobs, by id or name, running or not (a running job's processes are killed)."""
     reply = _control(context, {"verb": "cancel", "ids": list(ids)})
+    names = reply.get("names", {})  # (a daemon of an earlier version sends none)
+    # With its name: `cancel w30 w31` answered "cancelled 31" and "cancelled 32",
+    # which read as the wrong jobs (new-user review).
+    named = lambda job_id: (f"{job_id} {names[str(job_id)]!r}"  # noqa: E731
+                            if str(job_id) in names else str(job_id))
     for job_id in reply["cancelled"]:
-        click.echo(f"cancelled {job_id}")
+        click.echo(f"cancelled {named(job_id)}")
     for job_id in reply.get("already_cancelled", ()):
-        click.echo(f"job {job_id} was already cancelled")
+        click.echo(f"job {named(job_id)} was already cancelled")
     for problem in reply["problems"]:
         click.echo(f"corral: error: {problem}", err=True)
     if reply["problems"]:

@@ -213,6 +213,7 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     asked twice, from two terminals or a script's retry, is done), but one
     that ended otherwise is: it cannot be cancelled."""
     cancelled, already, problems = [], [], []
+    names: dict[str, str] = {}  # id -> name, for the command to say which job each id is
     seen: set[str] = set()
     for given in _job_refs(request, "ids"):
         try:
@@ -224,6 +225,7 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         if str(job_id) in seen:  # named twice (by its id and its name, say): answered once
             continue
         seen.add(str(job_id))
+        names[str(job_id)] = job.name if job is not None else stored.name
         status = job.status if job is not None else stored.status
         if status is JobStatus.CANCELLED:
             already.append(job_id)
@@ -231,7 +233,8 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
             cancelled.append(job.id)
         else:
             problems.append(ended_message(job_id, job.status if job is not None else stored.status))
-    return {"cancelled": cancelled, "already_cancelled": already, "problems": problems}
+    return {"cancelled": cancelled, "already_cancelled": already, "problems": problems,
+            "names": names}
 
 
 def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
