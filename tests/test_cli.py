@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -1143,16 +1144,19 @@ def test_wait_for_a_whole_script_run_waits_for_the_script_that_may_make_more(fre
     try:
         wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
             "STATUS") == "COMPLETED", message="the first job to end")
+        note = (f"corral: every job has ended; waiting for the script that drives the run "
+                f"(pid {script.pid}), which may make more")
         timed_out = fresh("wait", "--timeout", "1")
-        assert_one_line_error(timed_out, 3, (
-            rf"every job has ended, but the script that drives the run \(pid {script.pid}\) "
-            r"still runs after 1.0s; it may make more jobs$"))
+        assert (timed_out.status, timed_out.err.splitlines()) == (3, [note, (
+            f"corral: error: every job has ended, but the script that drives the run (pid "
+            f"{script.pid}) still runs after 1.0s; it may make more jobs")]), str(timed_out)
         waiting = fresh.popen("wait")
         wait_until(_polls_the_journal(waiting.pid), message="wait to be waiting")
         assert waiting.poll() is None, waiting.communicate()
         go.touch()
         _, err = waiting.communicate(timeout=60)
-        assert (waiting.returncode, err) == (0, b"corral: 2 jobs ended: 2 completed\n")
+        assert (waiting.returncode, err.decode().splitlines()) == (
+            0, [note, "corral: 2 jobs ended: 2 completed"])
     finally:
         go.touch()
         script.wait(timeout=60)
@@ -1160,6 +1164,32 @@ def test_wait_for_a_whole_script_run_waits_for_the_script_that_may_make_more(fre
             waiting.kill()
             waiting.wait()
     assert script.returncode == 0
+
+
+def test_wait_for_a_whole_run_whose_script_was_killed_says_it_may_be_unfinished(fresh,
+                                                                                  tmp_path):
+    """Attack review: a wait for a script's whole run exited 0 once the script
+    was killed, every job it had made being done (`corral wait && deploy`
+    deployed half a run); a script that closed the run is done, exit 0."""
+    script = subprocess.Popen([sys.executable, "-c", SCRIPT_WITH_A_PAUSE, os.fspath(fresh.run),
+                               os.fspath(tmp_path / "go")], env=fresh.env, cwd=tmp_path)
+    try:
+        wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
+            "STATUS") == "COMPLETED", message="the first job to end")
+    finally:
+        script.kill()
+        script.wait(timeout=60)
+    assert_one_line_error(fresh("wait"), 3, (
+        rf"^corral: error: the script that drove the run at {re.escape(str(fresh.run))} ended "
+        r"without closing it \(killed\?\): every job it made has ended, but it may not have "
+        r"made them all; run it again to finish the run \(what completed is not run again\)$"))
+    assert fresh("wait", "1").status == 0  # the job asked about is done
+    (tmp_path / "go").touch()
+    subprocess.run([sys.executable, "-c", SCRIPT_WITH_A_PAUSE, os.fspath(fresh.run),
+                    os.fspath(tmp_path / "go")], env=fresh.env, cwd=tmp_path, check=True,
+                   timeout=60)
+    finished = fresh("wait")
+    assert (finished.status, finished.err) == (0, "corral: 2 jobs ended: 2 completed\n")
 
 
 def test_wait_goes_on_when_the_daemon_dies_while_it_waits(fresh, tmp_path):
@@ -1331,6 +1361,31 @@ def test_a_daemon_whose_socket_file_was_deleted_makes_it_again(fresh, tmp_path):
         release.touch()
     assert fresh("wait", job).status == 0
     assert "the control socket of the run at" in (fresh.run / "daemon.log").read_text()
+
+
+def test_a_directory_in_place_of_the_socket_is_said_and_an_empty_one_taken_away(fresh):
+    """Attack review, round 2: a directory at control.sock could not be
+    unlinked, so the daemon kept its unreachable socket, warned every second,
+    and every command waited 30 s for it. An empty one is taken away; one that
+    holds files is said to be in the way, in a few seconds, and warned of once."""
+    fresh.submit("sleep 60")
+    socket_file = fresh.run / "control.sock"
+    socket_file.unlink()
+    socket_file.mkdir()
+    assert fresh("pause", timeout=20).out == "paused\n"  # made again in its place
+    socket_file.unlink()
+    socket_file.mkdir()
+    (socket_file / "kept").touch()
+    in_the_way = fresh("resume", timeout=20)
+    assert_one_line_error(in_the_way, 3, (
+        rf"^corral: error: the run at {re.escape(str(fresh.run))} cannot be reached: its "
+        r"control.sock is a directory, not the socket of its driver; remove it, and the "
+        r"driver makes its socket again within a second$"))
+    shutil.rmtree(socket_file)
+    assert fresh("resume", timeout=20).out == "resumed\n"
+    warned = [line for line in (fresh.run / "daemon.log").read_text().splitlines()
+              if "cannot make the control socket" in line]
+    assert len(warned) == 1, warned
 
 
 def test_a_relative_corral_config_is_the_daemons_too(fresh, tmp_path):
@@ -1890,8 +1945,6 @@ def test_a_daemon_whose_run_was_moved_away_as_it_started_settles_in_the_new_run(
     while another submit's daemon may be starting in it; that daemon made the
     run anew but kept the old directory as its working directory and its log,
     removed under it, and every job it ran failed: "worker lost"."""
-    import shutil
-
     fresh.run.mkdir(mode=0o700)
     gone = tmp_path / "gone"
     with (fresh.run / "daemon.log").open("ab") as log:  # as `corral submit` starts a daemon

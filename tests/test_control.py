@@ -482,3 +482,23 @@ def test_waiting_for_a_job_in_a_done_callback_is_refused_instead_of_hanging(sche
                             r"thread that runs them \(add a done callback to the job instead\)",
                             said[0]), said
     assert scheduler.wait(timeout=30)  # and the scheduler goes on
+
+
+DRIVER_WHOSE_RUN_GOES = """
+import shutil, sys, time, corral
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
+    shutil.rmtree(sys.argv[1])
+    time.sleep(2.5)  # the control thread looks at its socket file once a second meanwhile
+"""
+
+
+def test_a_driver_whose_run_directory_was_removed_does_not_warn_every_second(tmp_path):
+    """Attack review, round 2: the script said "cannot make the control socket of
+    the run ... its directory may not be writable" once a second for as long as
+    it ran, taking the directory removed for a socket file removed."""
+    import subprocess
+    import sys
+
+    ran = subprocess.run([sys.executable, "-c", DRIVER_WHOSE_RUN_GOES, str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=60)
+    assert "control socket" not in ran.stderr, ran.stderr

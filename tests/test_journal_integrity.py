@@ -646,6 +646,28 @@ def test_a_broken_writer_lock_is_refused_in_one_line_naming_it(tmp_path: Path,
     assert corral.Scheduler(cores=1, journal=tmp_path / "other").shutdown() is None
 
 
+@pytest.mark.parametrize("broken", ["a FIFO", "a directory"])
+def test_a_run_lock_that_is_no_file_is_refused_in_one_line_not_waited_on(tmp_path, cli,
+                                                                          broken):
+    """Attack review: a FIFO in place of owner.lock made corral status, wait and
+    a new Scheduler wait for good for a writer of the FIFO."""
+    run = tmp_path / "run"
+    completed_run(run, tmp_path / "log")
+    lock = run / "owner.lock"
+    lock.unlink()
+    if broken == "a FIFO":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    message = (f"{lock} is {broken}, not the run's lock file; move it "
+               "away, then the run can be read and driven again")
+    for command in ("status", "wait"):
+        assert_one_line_error(cli(command, timeout=20), 3,
+                              f"^corral: error: {re.escape(message)}$")
+    with pytest.raises(JournalError, match=f"^{re.escape(message)}$"):
+        corral.Scheduler(cores=1, journal=run)
+
+
 WAITING_DRIVER = """
 import sys
 import corral

@@ -903,8 +903,8 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     from corral.units import format_span
 
     run = _open_run(context)
-    if ids:  # (names given: their ids)
-        ids = tuple(str(job.id) for job in _select(run, ids))
+    if ids:  # (names given: their ids, each once)
+        ids = tuple(dict.fromkeys(str(job.id) for job in _select(run, ids)))
     # Counted, not read: the rows of a run of 100,000 jobs take seconds to read.
     unfinished_of = lambda counts: sum(  # noqa: E731
         count for status, count in counts.items() if status not in TERMINAL)
@@ -923,14 +923,20 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     if outcome == "timeout":
         unfinished = unfinished_of(run.status_counts(ids or None))
         owner = run.owner
-        if not unfinished and owner is not None:  # (the whole run's: its script may add more)
-            raise CommandError(f"every job has ended, but the script that drives the run (pid "
+        if not unfinished and not ids and owner is not None and owner.get("kind") != "daemon":
+            made = "every job has ended" if run.status_counts() else "it has made no job yet"
+            raise CommandError(f"{made}, but the script that drives the run (pid "
                                f"{owner.get('pid')}) still runs after "
                                f"{format_span(timeout or 0)}; it may make more jobs",
                                EXIT_UNREACHABLE)
         raise CommandError(f"{unfinished} job{'s' * (unfinished != 1)} still unfinished after "
                            f"{format_span(timeout or 0)} (corral status lists them)",
                            EXIT_UNREACHABLE)
+    if outcome == "cut short":
+        raise CommandError(f"the script that drove the run at {run.path} ended without closing "
+                           "it (killed?): every job it made has ended, but it may not have made "
+                           "them all; run it again to finish the run (what completed is not run "
+                           "again)", EXIT_UNREACHABLE)
     if outcome == "orphaned":
         raise CommandError(f"no process drives the run at {run.path} any more; its unfinished "
                            "jobs will not progress", EXIT_UNREACHABLE)

@@ -6,6 +6,7 @@ rich's progress machinery.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -28,14 +29,17 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
     """Wait until the jobs (all of the run when *ids* is empty, and its script
     if one drives it) have ended.
 
-    Returns "done", "timeout", or "orphaned" when no process drives the run
-    any more while jobs are unfinished.
+    Returns "done"; "timeout"; "orphaned" when no process drives the run any
+    more while jobs are unfinished; or "cut short" when the whole run's jobs
+    have ended but the script that made them ended without closing the run
+    (killed): it may not have made them all.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     deadline = None if timeout is None else time.monotonic() + timeout
     wanted = {str(job_id) for job_id in ids}
+    told_of_script = False
     # On stderr, where *show* was decided: stdout is for results, even in a terminal.
     # Red only once a job failed: rich's own colour for a bar on its way reads as an alarm.
     line = BarColumn(complete_style="cyan", finished_style="green")
@@ -55,9 +59,14 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
             script = _live_script(run) if done == total and not wanted else None
             if script is not None:
                 words += f"; script pid {script} may make more"
+                if not show and not told_of_script:  # (a bar says it where one is drawn)
+                    told_of_script = True
+                    print(f"corral: {'every job has ended' if total else 'no job yet'}; "
+                          f"waiting for the script that drives the run (pid {script}), "
+                          "which may make more", file=sys.stderr, flush=True)
             progress.update(bar, total=total, completed=done, description=words)
             if done == total and script is None:
-                return "done"
+                return "done" if wanted or not _cut_short(run) else "cut short"
             if deadline is not None and time.monotonic() > deadline:
                 return "timeout"
             if run.owner is None:  # (read again: it may have ended them as it went)
@@ -76,6 +85,27 @@ def _live_script(run: Run) -> int | None:
     if owner is None or owner.get("kind") == "daemon":
         return None
     return owner.get("pid") or 0
+
+
+def _cut_short(run: Run) -> bool:
+    """Whether the run's last session was a script's that never closed the
+    run (killed): every job it made may have ended, but it may not have made
+    them all (attack review: a wait on a script killed then said exit 0,
+    and ``corral wait && deploy`` deployed half a run). A session that
+    closed writes its end within moments of letting go of the run: looked
+    at for a second before it is believed cut short."""
+    for _ in range(_CLOSE_LOOKS):
+        sessions = run.sessions()
+        if not sessions or sessions[-1].kind != "script" or sessions[-1].ended is not None:
+            return False
+        if run.owner is not None:  # a new driver took the run meanwhile: its wait goes on
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+#: Looks at a last session's end before it is taken to have been cut short (POLL_S apart).
+_CLOSE_LOOKS = 5
 
 
 def _ended(counts: Mapping[JobStatus, int]) -> int:

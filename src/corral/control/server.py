@@ -27,6 +27,7 @@ import os
 import select
 import socket
 import struct
+import stat
 import threading
 import time
 import weakref
@@ -305,6 +306,7 @@ def send_when_served(run_dir: str | os.PathLike[str], request: dict[str, Any],
     has not opened its socket yet (a driver or daemon starting); NoDriver at
     once when no process holds it."""
     deadline = time.monotonic() + (STARTING_DRIVER_PATIENCE_S if patience is None else patience)
+    in_the_way_since: float | None = None  # since when something not a socket is in its place
     while True:
         try:
             return send_request(run_dir, request)
@@ -315,7 +317,35 @@ def send_when_served(run_dir: str | os.PathLike[str], request: dict[str, Any],
         except NoDriver:
             if owner_of(run_dir) is None or time.monotonic() >= deadline:
                 raise
+            kind = _not_a_socket(Path(run_dir))
+            if kind is None:
+                in_the_way_since = None
+            elif in_the_way_since is None:
+                in_the_way_since = time.monotonic()
+            elif time.monotonic() - in_the_way_since > _IN_THE_WAY_S:  # (no driver made it so)
+                raise CorralError(
+                    f"the run at {run_dir} cannot be reached: its {SOCKET_FILE} is a {kind}, "
+                    "not the socket of its driver; remove it, and the driver makes its socket "
+                    "again within a second") from None
         time.sleep(0.05)  # polling a socket another process is about to open
+
+
+def _not_a_socket(run_dir: Path) -> str | None:
+    """What is at the run's socket file if not a socket ("directory", "file"...);
+    None for a socket or nothing."""
+    try:
+        mode = os.lstat(run_dir / SOCKET_FILE).st_mode
+    except OSError:
+        return None
+    if stat.S_ISSOCK(mode):
+        return None
+    return ("directory" if stat.S_ISDIR(mode) else "symbolic link" if stat.S_ISLNK(mode)
+            else "regular file" if stat.S_ISREG(mode) else "special file")
+
+
+#: How long something else may sit where a live driver's socket should be
+#: before a command says so: a driver replaces a file there within a second.
+_IN_THE_WAY_S = 2.5
 
 
 _SERVERS: weakref.WeakSet[ControlServer] = weakref.WeakSet()
@@ -371,6 +401,7 @@ class ControlServer:
         self._connections: set[socket.socket] = set()  # accepted, not answered yet
         self._listening = threading.Lock()  # guards _listener: stop() and a new socket file
         self._socket_file = 0  # the inode of the socket file listened at
+        self._said = ""  # the last failure to make the socket again, warned of once
 
     def start(self, held: bool = False) -> None:
         """Listen. *held*: read requests but carry none out until
@@ -388,7 +419,10 @@ class ControlServer:
         try:
             with _socket_path(self.run_dir) as path:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # left by a driver that died; we hold the run's lock
+                    try:
+                        os.unlink(path)  # left by a driver that died; we hold the run's lock
+                    except IsADirectoryError:
+                        os.rmdir(path)  # (an empty one only: what is in one is someone's)
                 listener.bind(path)
                 # Not through the umask (process-wide, shared with the user's threads); the
                 # run directory (0700) already keeps others out while this is not yet done.
@@ -410,11 +444,12 @@ class ControlServer:
         said only that it had not answered; ``corral stop`` could not end it."""
         try:
             with _socket_path(self.run_dir) as path:
-                if os.stat(path).st_ino == self._socket_file:
+                if os.lstat(path).st_ino == self._socket_file:
                     return listener
         except FileNotFoundError:
-            pass
-        except OSError:  # (the run directory itself is gone: nothing to listen at)
+            if not self.run_dir.is_dir():  # the run directory itself is gone: nowhere to listen
+                return listener
+        except OSError:
             return listener
         with self._listening:
             if self._listener is not listener:  # stopping: stop() closes what it took
@@ -422,8 +457,11 @@ class ControlServer:
             try:
                 self._listener = self._listen()
             except CorralError as error:
-                log.warning("%s", error)
+                if str(error) != self._said:  # (once, not every second)
+                    self._said = str(error)
+                    log.warning("%s", error)
                 return listener
+        self._said = ""
         listener.close()
         log.warning("the control socket of the run at %s was gone: made again", self.run_dir)
         return self._listener

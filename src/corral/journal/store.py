@@ -532,6 +532,7 @@ def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 
     Read from the lock file, and trusted only while its lock is held.
     """
+    _refuse_unless_plain(Path(run_dir) / LOCK_FILE)
     try:  # (read only: a shared lock needs no more, and a run on a read-only mount is read)
         with open(Path(run_dir) / LOCK_FILE) as handle:
             return _owner_while_locked(handle)
@@ -539,6 +540,25 @@ def owner_of(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
             return None  # (no run there: none under a file, none where no file can be)
         raise
+
+
+def _refuse_unless_plain(path: Path) -> None:
+    """Refuse a run file that is there but no regular file: opening a FIFO put
+    in place of the lock file waited for good (attack review: corral status,
+    wait and a new Scheduler hung).
+
+    Raises:
+        JournalError: naming the file and what it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # (missing, or not reachable: the open that follows says which)
+    if not stat.S_ISREG(mode):
+        kind = "directory" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode) else \
+            "special file"
+        raise JournalError(f"{path} is a {kind}, not the run's lock file; move it away, then "
+                           "the run can be read and driven again")
 
 
 def _owner_while_locked(handle: IO[str]) -> dict[str, Any] | None:
@@ -691,6 +711,7 @@ class Journal:
     # -- ownership -----------------------------------------------------------------------
 
     def _take_lock(self, kind: str):
+        _refuse_unless_plain(self.run_dir / LOCK_FILE)
         private_file(self.run_dir / LOCK_FILE)
         # Not in a with-block: the open file is the lock, held until the session ends.
         handle = open(self.run_dir / LOCK_FILE, "a+")  # noqa: SIM115
