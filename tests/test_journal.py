@@ -1174,12 +1174,14 @@ def test_the_control_socket_pauses_resumes_and_cancels_a_live_run(tmp_path, rele
         reply = send_request(run, {"verb": "cancel", "ids": [queued[0].id, 99, blocker.id]})
         assert reply == {"ok": True, "cancelled": [queued[0].id], "already_cancelled": [],
                          "problems": ["no job 99 in this run (neither an id nor a job's name)",
-                                      f"job {blocker.id} already ended COMPLETED"]}
+                                      f"job {blocker.id} already ended COMPLETED"],
+                         "names": {str(queued[0].id): "square",
+                                   str(blocker.id): "wait_for_file"}}
         with pytest.raises(concurrent.futures.CancelledError, match="cancelled by user"):
             queued[0].result(timeout=30)
         again = send_request(run, {"verb": "cancel", "ids": [queued[0].id]})
         assert again == {"ok": True, "cancelled": [], "already_cancelled": [queued[0].id],
-                         "problems": []}
+                         "problems": [], "names": {str(queued[0].id): "square"}}
 
         ping = send_request(run, {"verb": "ping"})
         assert (ping["pid"], ping["paused"], ping["unfinished"]) == (os.getpid(), True, 2)

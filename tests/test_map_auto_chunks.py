@@ -57,7 +57,9 @@ def test_tiny_calls_go_thousands_to_a_job_and_every_result_comes_in_order(tmp_pa
     sizes = _calls_per_job(tmp_path / "run")
     assert sum(sizes) == 20_000
     assert len(sizes) < 200  # a job per call would be 20,000
-    assert max(sizes) >= 1024
+    # Sized to run 5 ms: a square takes 2-5 us on a quick machine, chunks of
+    # 1,024 and more; up to 10 on a loaded slow one (512 in a full run here).
+    assert max(sizes) >= 256
     assert {job.status for job in read_jobs(tmp_path / "run")} == {JobStatus.COMPLETED}
 
 
