@@ -541,6 +541,18 @@ def test_a_refused_first_submit_leaves_no_run_and_no_daemon(tmp_path, flags):
     assert command.daemon_pid() is None
 
 
+@pytest.mark.parametrize("flag", ["--name", "--queue", "--walltime"])
+def test_a_job_option_left_without_its_value_is_refused_not_given_the_next_word(fresh, flag):
+    """Attack review: `corral submit --name -- echo hi` named the job "--" (a
+    name that could not be typed back to cancel or logs)."""
+    refused = fresh("submit", flag, "--", "echo", "hi")
+    assert_one_line_error(refused, 2, (
+        rf"^corral: error: {flag} '--': no value of {flag} begins with '-'; was {flag}'s value "
+        r"left out\?$"))
+    assert fresh.daemon_pid() is None  # nothing was submitted, no run made
+    assert not fresh.run.exists()
+
+
 def test_submit_refuses_a_directory_that_holds_other_files(tmp_path):
     project = tmp_path / "project"
     project.mkdir(mode=0o755)

@@ -472,6 +472,10 @@ def _job_option_flags(command):
     return command
 
 
+#: The job options whose values may begin with '-' (a scheduler's own flags, shell lines).
+_MAY_BEGIN_WITH_DASH = frozenset({"extra_flags", "setup"})
+
+
 @cli.command(context_settings={"ignore_unknown_options": False,
                               "allow_interspersed_args": False})
 @_run_option
@@ -495,6 +499,13 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     options: dict[str, Any] = {}
     if profile is not None:
         options.update(_profile_options(profile, _run_dir(context)))
+    for name, value in given.items():
+        if isinstance(value, str) and value.startswith("-") and name not in _MAY_BEGIN_WITH_DASH:
+            # `--name -- echo hi` named the job "--" (attack review): no option's
+            # value begins with '-', and a name that did could not be typed back.
+            flag = JOB_OPTIONS[name].flag
+            raise CommandError(f"{flag} {value!r}: no value of {flag} begins with '-'; was "
+                               f"{flag}'s value left out?", EXIT_USAGE)
     options.update({name: value for name, value in given.items() if value is not None})
     if workdir is not None and not workdir.is_dir():
         raise CommandError(f"--workdir {workdir}: not an existing directory")
