@@ -910,37 +910,35 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     complete (failed, timed out or cancelled)."""
     import time
 
-    from corral.cli.waiting import wait_with_progress
+    from corral.cli.waiting import live_script, unfinished, wait_with_progress
     from corral.units import format_span
 
     run = _open_run(context)
     if ids:  # (names given: their ids, each once)
         ids = tuple(dict.fromkeys(str(job.id) for job in _select(run, ids)))
-    # Counted, not read: the rows of a run of 100,000 jobs take seconds to read.
-    unfinished_of = lambda counts: sum(  # noqa: E731
-        count for status, count in counts.items() if status not in TERMINAL)
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = sys.stderr.isatty()
     for _ in range(_DAEMON_RESTARTS_IN_A_WAIT + 1):
-        unfinished = unfinished_of(run.status_counts(ids or None))
-        if unfinished and run.owner is None:  # (before the wait, or during it: killed)
+        # Counted, not read: the rows of a run of 100,000 jobs take seconds to read.
+        waited_for = unfinished(run.status_counts(ids or None))
+        if waited_for and run.owner is None:  # (before the wait, or during it: killed)
             _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
             click.echo(f"corral: note: the run's daemon had stopped; a new one runs its "
-                       f"unfinished jobs again ({unfinished} of those waited for)", err=True)
+                       f"unfinished jobs again ({waited_for} of those waited for)", err=True)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         outcome = wait_with_progress(run, ids, left, shown)
         if outcome != "orphaned":
             break
     if outcome == "timeout":
-        unfinished = unfinished_of(run.status_counts(ids or None))
-        owner = run.owner
-        if not unfinished and not ids and owner is not None and owner.get("kind") != "daemon":
-            made = "every job has ended" if run.status_counts() else "it has made no job yet"
-            raise CommandError(f"{made}, but the script that drives the run (pid "
-                               f"{owner.get('pid')}) still runs after "
-                               f"{format_span(timeout or 0)}; it may make more jobs",
-                               EXIT_UNREACHABLE)
-        raise CommandError(f"{unfinished} job{'s' * (unfinished != 1)} still unfinished after "
+        counts = run.status_counts(ids or None)
+        waited_for = unfinished(counts)
+        script = None if waited_for or ids else live_script(run)
+        if script is not None:  # (a script's whole run: it may make more)
+            made = "every job has ended" if counts else "it has made no job yet"
+            raise CommandError(f"{made}, but the script that drives the run (pid {script}) "
+                               f"still runs after {format_span(timeout or 0)}; it may make "
+                               "more jobs", EXIT_UNREACHABLE)
+        raise CommandError(f"{waited_for} job{'s' * (waited_for != 1)} still unfinished after "
                            f"{format_span(timeout or 0)} (corral status lists them)",
                            EXIT_UNREACHABLE)
     if outcome == "cut short":

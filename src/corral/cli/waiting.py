@@ -21,7 +21,7 @@ from corral.units import format_span
 if TYPE_CHECKING:
     from corral.journal.run import Run
 
-__all__ = ["progress_words", "wait_with_progress"]
+__all__ = ["live_script", "progress_words", "unfinished", "wait_with_progress"]
 
 
 def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
@@ -56,7 +56,7 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
             if any(counts.get(status) for status in _BAD_ENDS):
                 line.complete_style = line.finished_style = "red"
             words = progress_words(counts)
-            script = _live_script(run) if done == total and not wanted else None
+            script = live_script(run) if done == total and not wanted else None
             if script is not None:
                 words += f"; script pid {script} may make more"
                 if not show and not told_of_script:  # (a bar says it where one is drawn)
@@ -71,12 +71,12 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
                 return "timeout"
             if run.owner is None:  # (read again: it may have ended them as it went)
                 counts = run.status_counts(wanted or None)
-                if _ended(counts) < sum(counts.values()):
+                if unfinished(counts):
                     return "orphaned"
             time.sleep(POLL_S)  # the journal is written by another process
 
 
-def _live_script(run: Run) -> int | None:
+def live_script(run: Run) -> int | None:
     """The pid of the script that drives *run*, while one does: a wait for
     the whole run waits for it too, since it may make more jobs (a map makes
     its calls a thousand at a time as they are read, and may have ended all
@@ -112,6 +112,11 @@ def _ended(counts: Mapping[JobStatus, int]) -> int:
     return sum(count for status, count in counts.items() if status in TERMINAL)
 
 
+def unfinished(counts: Mapping[JobStatus, int]) -> int:
+    """How many of the jobs counted by status (``Run.status_counts``) are unfinished."""
+    return sum(counts.values()) - _ended(counts)
+
+
 #: The ends that turn the bar red.
 _BAD_ENDS = (JobStatus.FAILED, JobStatus.TIMED_OUT)
 
@@ -121,7 +126,7 @@ def progress_words(counts: Mapping[JobStatus, int]) -> str:
     still to go, how many failed, and how many timed out or were cancelled,
     where any were ("3 to go, 1 failed, 2 cancelled"): a bar that counts them
     as done says nothing else of them."""
-    words = [f"{sum(counts.values()) - _ended(counts)} to go",
+    words = [f"{unfinished(counts)} to go",
              f"{counts.get(JobStatus.FAILED, 0)} failed"]
     for status, word in ((JobStatus.TIMED_OUT, "timed out"), (JobStatus.CANCELLED, "cancelled")):
         if counts.get(status):

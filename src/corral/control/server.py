@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import CorralError
-from corral.journal.store import JournalError, owner_of
+from corral.journal.store import JournalError, file_kind, owner_of
 from corral.runtime.threads import start_thread
 
 __all__ = ["SOCKET_FILE", "ControlServer", "Denied", "DriverStopped", "NoDriver", "Refused",
@@ -337,10 +337,7 @@ def _not_a_socket(run_dir: Path) -> str | None:
         mode = os.lstat(run_dir / SOCKET_FILE).st_mode
     except OSError:
         return None
-    if stat.S_ISSOCK(mode):
-        return None
-    return ("directory" if stat.S_ISDIR(mode) else "symbolic link" if stat.S_ISLNK(mode)
-            else "regular file" if stat.S_ISREG(mode) else "special file")
+    return None if stat.S_ISSOCK(mode) else file_kind(mode)
 
 
 #: How long something else may sit where a live driver's socket should be

@@ -572,14 +572,15 @@ class Scheduler(Executor):
                                     setting=error.setting) from None
             self._check_queue_and_tokens(job)
             job_id = job.id
-            if isinstance(job_id, str) and (job_id in ("", ".", "..") or "/" in job_id
-                                            or "\0" in job_id):
-                raise ValueError(f"job id {job_id!r} cannot name a directory: use a non-empty "
-                                 "string without '/'")
-            if job_id in NAMES_NO_JOB_MAY_TAKE:
-                raise ValueError(f"job id {job_id!r} names a file corral keeps in a run "
-                                 f"directory, where the job's files would go: choose another "
-                                 f"(these are taken: {', '.join(sorted(NAMES_NO_JOB_MAY_TAKE))})")
+            if isinstance(job_id, str):  # (most jobs' ids are numbered: None here)
+                if job_id in ("", ".", "..") or "/" in job_id or "\0" in job_id:
+                    raise ValueError(f"job id {job_id!r} cannot name a directory: use a "
+                                     "non-empty string without '/'")
+                if job_id in NAMES_NO_JOB_MAY_TAKE:
+                    raise ValueError(
+                        f"job id {job_id!r} names a file corral keeps in a run directory, where "
+                        f"the job's files would go: choose another (these are taken: "
+                        f"{', '.join(sorted(NAMES_NO_JOB_MAY_TAKE))})")
             if job_id is not None:
                 if self._registry.id_taken(str(job_id)) or str(job_id) in taken:
                     raise ValueError(f"job id {job_id!r} is already used in this scheduler "

@@ -75,7 +75,7 @@ __all__ = ["JOURNAL_FILE", "Journal", "JournalError", "StoredJob", "RunInUse", "
            "private_file",
            "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of",
            "read_session_backends", "read_sessions", "StoredSession", "JournaledJob",
-           "last_written"]
+           "last_written", "file_kind"]
 
 
 class JournaledJob(Protocol):
@@ -555,10 +555,19 @@ def _refuse_unless_plain(path: Path) -> None:
     except OSError:
         return  # (missing, or not reachable: the open that follows says which)
     if not stat.S_ISREG(mode):
-        kind = "directory" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode) else \
-            "special file"
-        raise JournalError(f"{path} is a {kind}, not the run's lock file; move it away, then "
-                           "the run can be read and driven again")
+        raise JournalError(f"{path} is a {file_kind(mode)}, not the run's lock file; move it "
+                           "away, then the run can be read and driven again")
+
+
+def file_kind(mode: int) -> str:
+    """What a file of this ``st_mode`` is, in words for a message ("directory",
+    "FIFO"...): said where something else sits in place of a run's own file."""
+    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISLNK, "symbolic link"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISREG, "regular file")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _owner_while_locked(handle: IO[str]) -> dict[str, Any] | None:
