@@ -1164,7 +1164,7 @@ def options(backends: tuple[str, ...]) -> None:
     """Every job option: what it accepts, its units, default, and what it becomes on
     each backend."""
     from corral.backends import backend_names
-    from corral.cli.views import options_table
+    from corral.cli.backend_views import options_table
 
     _register_configured_backends()
     for name in backends:
@@ -1183,7 +1183,7 @@ def backends(names: tuple[str, ...]) -> None:
 
     from corral.backends import (AUTO, DEFAULT_BACKEND, Probe, backend_info, backend_names,
                                  probe_backend)
-    from corral.cli.views import backends_view
+    from corral.cli.backend_views import backends_view
 
     _register_configured_backends()
     for name in names:
