@@ -1041,6 +1041,37 @@ def test_a_writer_stopped_as_the_run_ends_is_replaced_and_the_rest_written(tmp_p
     assert len(ran.read_text().splitlines()) == 20
 
 
+def test_a_stopped_writer_that_holds_up_the_run_is_named_and_the_run_goes_on_after(
+        tmp_path, caplog, monkeypatch):
+    """A writer stopped mid-run (SIGSTOP) filled its pipe, and the driver's loop
+    blocked on the next write with no word: no job ended, nothing said why."""
+    from corral.journal import writer_pipe
+
+    monkeypatch.setattr(writer_pipe, "QUIET_S", 0.5)
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        assert sched.submit(bytes, 1).result(timeout=60) == b"\0"
+        pid = sched._journal._writer.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:  # results of 200 kB each: more than the pipe holds
+            handles = [sched.submit(bytes, 200_000) for _ in range(20)]
+            wait_until(lambda: any("has taken nothing" in record.getMessage()
+                                   for record in caplog.records), timeout=60)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert all(len(job.result(timeout=60)) == 200_000 for job in handles)
+    said = [record.getMessage() for record in caplog.records if "journal writer" in
+            record.getMessage()]
+    assert re.fullmatch(
+        rf"the journal writer of {re.escape(str(run))} \(pid {pid}\) has taken nothing for "
+        rf"\d+ s \(it is stopped: SIGSTOP or a debugger; kill -CONT {pid} lets it go on\): "
+        r"the run waits for it", said[0]), said
+    assert re.fullmatch(rf"the journal writer of {re.escape(str(run))} \(pid {pid}\) takes "
+                        r"changes again, after \d+ s", said[1]), said
+    assert [job.status for job in corral.Scheduler.open(run).jobs()] == [
+        JobStatus.COMPLETED] * 21
+
+
 # -- 5. one driver per run --------------------------------------------------------------------
 
 

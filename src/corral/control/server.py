@@ -37,6 +37,7 @@ from typing import Any
 
 from corral.errors import CorralError
 from corral.journal.store import JournalError, file_kind, owner_of
+from corral.runtime.procstate import process_state
 from corral.runtime.threads import start_thread
 
 __all__ = ["SOCKET_FILE", "ControlServer", "Denied", "DriverStopped", "NoDriver", "Refused",
@@ -274,12 +275,7 @@ def stopped_driver(run_dir: Path, traced: bool = True) -> int | None:
     pid = owner.get("pid")
     if not isinstance(pid, int) or owner.get("host", os.uname().nodename) != os.uname().nodename:
         return None  # (a driver on another host of a shared file system: not seen from here)
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read()
-    except OSError:
-        return None
-    state = fields[fields.rindex(")") + 2:][:1]  # (the name before it may hold anything)
+    state = process_state(pid)
     return pid if state == "T" or (traced and state == "t") else None
 
 

@@ -68,6 +68,7 @@ from corral.journal import eventlog
 from corral.journal.previous import PreviousJobs
 from corral.journal.unwritten import Unwritten
 from corral.journal.writer import HEADER, WRITING_KEY
+from corral.journal.writer_pipe import write_to_writer
 from corral.journal.writer_lock import note_writer, take_writer_lock
 from corral.status import TERMINAL, JobStatus
 
@@ -950,7 +951,7 @@ class Journal:
         data = (pickle.dumps(message, pickle.HIGHEST_PROTOCOL) if control
                 else self._unwritten.numbered(message))
         try:
-            self._pipe.write(HEADER.pack(len(data)) + data)
+            self._write(data)
         except BrokenPipeError as error:
             if self._take_over(str(error)):  # (which sent this batch again, if it is one)
                 if control:
@@ -959,6 +960,12 @@ class Journal:
             self._give_up(error)
         except ValueError as error:  # the pipe was closed: the journal was closed
             self._give_up(error)
+
+    def _write(self, data: bytes) -> None:
+        """Write one message (*data*, framed here) to the writer: never blocked
+        without a word (see :mod:`corral.journal.writer_pipe`)."""
+        write_to_writer(self._pipe.fileno(), HEADER.pack(len(data)) + data, self._writer.pid,
+                        self.run_dir)
 
     def _give_up(self, error: Exception) -> None:
         if not self._broken:
@@ -991,7 +998,7 @@ class Journal:
             lock.close()
         try:
             for data in again:
-                self._pipe.write(HEADER.pack(len(data)) + data)
+                self._write(data)
         except BrokenPipeError:
             return self._take_over("the writer that took over ended at once")
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
@@ -1018,6 +1025,7 @@ class Journal:
         assert requests is not None and answers is not None, "both were asked for as pipes"
         with contextlib.suppress(OSError, AttributeError):  # (F_SETPIPE_SZ: Linux only)
             fcntl.fcntl(requests.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+        os.set_blocking(requests.fileno(), False)  # (see _write)
         return writer, requests, answers
 
     def close(self) -> None:
