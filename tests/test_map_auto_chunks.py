@@ -90,8 +90,11 @@ def test_a_chunk_whose_calls_turn_slow_leaves_the_rest_to_other_workers(tmp_path
     with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
         pids = list(scheduler.map(jobs.pid_after, pauses, chunksize="auto"))
     assert len(pids) == 6008
-    assert len(set(pids[6000:])) == 2  # the slow calls ran on both workers
     stored = read_jobs(tmp_path / "run")
+    # the slow calls ran on both workers (else: which jobs ran where, when, and why)
+    assert len(set(pids[6000:])) == 2, [
+        (job.id, job.native_id, job.started and round(job.started % 100, 3),
+         job.ended and round(job.ended % 100, 3), job.reason) for job in stored[-12:]]
     assert {job.status for job in stored} == {JobStatus.COMPLETED}
     assert len(stored) < 100
     assert any(re.fullmatch(r"stopped after call \d+, past its 20 ms; calls \d+-6007 went to "
