@@ -340,11 +340,13 @@ def test_calls_whose_function_has_no_signature_or_takes_more_than_it_says_run(sc
     iterable."""
     handles = [scheduler.submit(max, 3, 5), scheduler.submit(square_with_timeout, 4, timeout=9),
                scheduler.submit(functools.partial(jobs.add, 1), 2, 3),
+               scheduler.submit(functools.partial(Counter(10).add), 5),
                scheduler.submit(Counter(10).add, step=5), scheduler.submit(StaticCall(), 3),
                scheduler.submit(LyingSignature(), 2),
                scheduler.call("test_bad_input:service.add", 2),
                scheduler.submit(jobs.report_environment, "HOME")]
-    assert [handle.result(timeout=60) for handle in handles[:-1]] == [5, 16, 6, 15, 9, -2, 3]
+    assert [handle.result(timeout=60) for handle in handles[:-1]] == [5, 16, 6, 15, 15, 9, -2,
+                                                                     3]
     assert list(scheduler.map(pow)) == []
 
 
@@ -364,6 +366,13 @@ def test_a_function_patched_in_place_is_checked_as_it_is_now(scheduler):
                                         r"now.<locals>.patched\(\) cannot be called with these "
                                         r"arguments: too many positional arguments"):
         scheduler.submit(patched, 1, 2, 3)
+    # A partial's call too: its function's shape is the one read again.
+    assert scheduler.submit(functools.partial(patched, 1), 2).result(timeout=60) == 3
+    with pytest.raises(TypeError, match=r"patched\(\) cannot be called with these arguments: too "
+                                        r"many positional arguments: it takes 1, given 2 \(after "
+                                        r"the 1 positional and 0 keyword arguments of its "
+                                        r"functools.partial\)"):
+        scheduler.submit(functools.partial(patched, 1), 2, 3)
 
 
 def _shows_what_it_wraps(fn):
