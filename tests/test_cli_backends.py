@@ -27,8 +27,8 @@ def blocks(shown: str) -> dict[str, dict[str, str]]:
         elif line and not line[0].isspace():
             current = found[line.split()[0]] = {"title": line}
         elif line.strip():
-            fact, _, value = line.strip().partition(" ")
-            current[fact] = value.strip()
+            fact, *value = re.split(r" {2,}", line.strip(), maxsplit=1)  # (columns: 2 spaces)
+            current[fact] = value[0] if value else ""
     return found
 
 
@@ -80,6 +80,15 @@ def test_backends_shows_the_options_a_backend_takes_in_its_own_words(tmp_path):
     assert slurm["cores"] == "--cpus-per-task=N"
     assert slurm["walltime"] == "--time=<minutes, rounded up>"
     assert "queue" not in slurm  # corral applies it, on every backend alike
+    assert slurm["applied by corral"] == "queue, tokens, notify_on"
+
+
+def test_backends_names_the_options_corral_applies_itself_so_none_looks_missing(tmp_path):
+    """BUG (cold review): `corral backends local` left out after, priority, retries,
+    queue and tokens, which work there: corral applies them itself."""
+    local = blocks(Corral(tmp_path, tmp_path / "run").ok("backends", "local").out)["local"]
+    assert local["applied by corral"] == "queue, tokens, notify_on, after, priority, retries"
+    assert local["not used"] == "partition, account, qos, constraint, setup, extra_flags, bundle"
 
 
 def test_backends_of_an_unknown_name_says_which_exist(tmp_path):

@@ -74,7 +74,7 @@ def worker_with_gpu(cluster: dask_cluster.DaskCluster) -> int:
 def test_the_dask_example_in_the_readme_runs_on_a_local_cluster(tmp_path):
     [block] = [block for block in example_blocks() if 'backend="dask"' in block]
     done = run_example(block, tmp_path, "dask_example")
-    assert done.stdout == "CORRAL ON DASK None 3\n"
+    assert done.stdout == "CORRAL ON DASK 3\n"
 
 
 def test_a_job_sees_its_env_cwd_and_id_and_a_failure_keeps_its_remote_traceback(cluster,

@@ -492,9 +492,10 @@ def test_a_driver_stopped_with_ctrl_z_is_named_at_once_and_gets_no_request_behin
         finally:
             for client in queued:
                 client.close()
-        assert cli("status").header == (f"run {run}: driven by script pid {driver.pid}, which "
-                                        "is STOPPED (Ctrl-Z or SIGSTOP): it starts and answers "
-                                        "nothing")
+        assert cli("status").header == (
+            f"run {run}: driven by script pid {driver.pid}; the driver is STOPPED (Ctrl-Z or "
+            "SIGSTOP): it starts no job and answers no command until it runs again (kill -CONT "
+            f"{driver.pid})")
         os.kill(driver.pid, signal.SIGCONT)
         wait_until(lambda: psutil.Process(driver.pid).status() != psutil.STATUS_STOPPED)
         assert send_request(run, {"verb": "ping"})["ok"]  # it serves again, and so:

@@ -65,6 +65,11 @@ def backends_view(found: Mapping[str, Probe], auto: str) -> Group:
         for option, form in info.option_help.items():
             if form not in (NOT_USED, APPLIED_BY_CORRAL, "-", ""):
                 facts.add_row("", f"  {option}", form)
+        # (one line each: an option that works alike everywhere must not look missing)
+        for label, form in (("applied by corral", APPLIED_BY_CORRAL), ("not used", NOT_USED)):
+            options = [option for option, its in info.option_help.items() if its == form]
+            if options:
+                facts.add_row("", f"  {label}", ", ".join(options))
         blocks += [head, facts, Text("")]
     blocks.append(Text(f'backend="auto" chooses {auto} here. '
                        "Per option on every backend: corral options."))

@@ -47,16 +47,19 @@ def run_header(run: Run) -> Text:
     owner = run.owner
     driver = "no driver running" if owner is None else (
         f"driven by {owner.get('kind', '?')} pid {owner.get('pid', '?')}")
-    if owner is not None:
-        from corral.control.server import stopped_driver
-
-        if stopped_driver(run.path, traced=False) is not None:  # (one look: see there)
-            driver += ", which is STOPPED (Ctrl-Z or SIGSTOP): it starts and answers nothing"
     # A script's next run starts unpaused whatever the last one left: with no
     # driver, only a daemon's run (whose next daemon starts paused) is PAUSED.
     paused = ", PAUSED" if run.paused and (
         owner is not None or run.meta().get("origin") == "daemon") else ""
-    return Text(f"run {run.path}: {driver}{paused}")
+    stopped = ""
+    if owner is not None:
+        from corral.control.server import stopped_driver
+
+        pid = stopped_driver(run.path, traced=False)  # (one look: see there)
+        if pid is not None:
+            stopped = (f"; the driver is STOPPED (Ctrl-Z or SIGSTOP): it starts no job and "
+                       f"answers no command until it runs again (kill -CONT {pid})")
+    return Text(f"run {run.path}: {driver}{paused}{stopped}")
 
 
 def _elapsed(job: StoredJob, driver_alive: bool) -> str:
