@@ -3,6 +3,7 @@ process, controlled over its socket, private to its user, logged and mailed."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import gc
 import json
@@ -186,6 +187,34 @@ def test_a_second_run_returns_stored_results_without_running_the_jobs_again(tmp_
     assert [job.record.data for job in second] == [9, 16]
     assert [job.ended for job in second] == [job.ended for job in first]
     assert len(corral.Scheduler.open(run).jobs()) == 2  # the same two jobs, not four
+
+
+def test_a_rerun_of_a_large_batch_restores_its_completed_jobs_and_runs_its_failed_ones(tmp_path):
+    """Jobs dispatched together are looked up in the journal together (a few
+    queries for a thousand jobs, see PreviousJobs.read_ahead): each must still
+    find its own earlier job, whatever became of it."""
+    run, log = tmp_path / "run", tmp_path / "log"
+    values = [-value if value % 100 == 7 else value for value in range(1200)]
+
+    def script() -> list[corral.Job]:
+        with corral.Scheduler(cores=2, journal=run) as sched:
+            made = sched.dispatch([corral.Job(jobs.note_and_square, (str(log), value))
+                                   for value in values])
+            for job in made:
+                job.exception(timeout=120)
+        return made
+
+    first = script()
+    second = script()
+    logged = collections.Counter(lines(log))
+    assert {logged[str(value)] for value in values if value >= 0} == {1}  # restored
+    assert [logged[str(value)] for value in values if value < 0] == [2] * 12  # ran again
+    assert [job.id for job in second] == [job.id for job in first]
+    assert [job.status for job in second] == [
+        JobStatus.FAILED if value < 0 else JobStatus.COMPLETED for value in values]
+    assert [job.record.data for job in second if job.status is JobStatus.COMPLETED] == [
+        value * value for value in values if value >= 0]
+    assert {job.reason for job in second if job.status is JobStatus.COMPLETED} == {RESTORED}
 
 
 def test_failed_jobs_their_dependents_and_jobs_with_changed_arguments_run_again(tmp_path):

@@ -87,22 +87,13 @@ class Resumer:
         whose id is taken already (by an explicit ``id=``) is not matched: its
         key now belongs to another job.
         """
+        for job in batch:
+            self._key(job)
+        if len(batch) > 1:
+            self.previous.read_ahead(job.key for job in batch if not job.always_new)
         ids = []
         for job in batch:
-            if job.always_new:
-                key = slot = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
-            elif job.id is not None:
-                key = slot = f"id:{job.id}"
-            else:
-                digest, slot_digest = job_digests(job)
-                seen = _counted(self._occurrences, digest)
-                key = f"{digest}#{seen}"
-                if slot_digest == digest:
-                    slot = key
-                else:  # numbered apart: two versions of one call share a slot, not a key
-                    slot = f"{slot_digest}#{_counted(self._slots_seen, slot_digest)}"
-            job.key, job.slot = key, slot
-            job.journal_entry = (key, slot, *describe(job))
+            key, slot = job.key, job.slot
             stored = None if job.always_new else self.previous.get(key)
             if stored is not None and is_taken(str(stored.id)):
                 stored = None
@@ -132,6 +123,25 @@ class Resumer:
             else:
                 self._run_again(job, stored)
         return ids
+
+    def _key(self, job: JobRecord) -> None:
+        """Give *job* its key and slot (see :func:`corral.core.identity.job_digests`)
+        and its journal entry; the jobs of a batch in order, as the keys number
+        the same call's occurrences."""
+        if job.always_new:
+            key = slot = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
+        elif job.id is not None:
+            key = slot = f"id:{job.id}"
+        else:
+            digest, slot_digest = job_digests(job)
+            seen = _counted(self._occurrences, digest)
+            key = f"{digest}#{seen}"
+            if slot_digest == digest:
+                slot = key
+            else:  # numbered apart: two versions of one call share a slot, not a key
+                slot = f"{slot_digest}#{_counted(self._slots_seen, slot_digest)}"
+        job.key, job.slot = key, slot
+        job.journal_entry = (key, slot, *describe(job))
 
     def _in_its_slot(self, slot: str, is_taken: Callable[[str], bool]) -> StoredJob | None:
         """The earlier job of *slot* that a job whose code changed runs again

@@ -37,6 +37,9 @@ class _Stored(Protocol):
 StoredJob = TypeVar("StoredJob", bound=_Stored)
 
 #: The unfinished statuses, as the journal writes them.
+#: Ids in one query of :meth:`PreviousJobs.read_ahead` (SQLite's oldest limit of
+#: parameters is 999).
+_READ_AHEAD_AT_ONCE = 500
 _UNFINISHED = tuple(status.value for status in JobStatus if status not in TERMINAL)
 _MARKS = ", ".join("?" * len(_UNFINISHED))
 
@@ -63,6 +66,8 @@ class PreviousJobs(Generic[StoredJob]):
         self.max_int_id: int = db.execute("SELECT max(int_id) FROM jobs").fetchone()[0] or 0
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        #: Finished jobs read ahead by :meth:`read_ahead`, by key, until asked for.
+        self._ahead: dict[str, StoredJob] = {}
 
     def __len__(self) -> int:
         return len(self._whole) + len(self._ids)
@@ -81,7 +86,34 @@ class PreviousJobs(Generic[StoredJob]):
         found = self._whole.get(key)
         if found is not None or key not in self._ids:
             return found
+        found = self._ahead.pop(key, None)
+        if found is not None:
+            return found
         return self._one("SELECT * FROM jobs WHERE id=?", self._ids[key])
+
+    def read_ahead(self, keys: Iterable[str]) -> None:
+        """Read the finished earlier jobs of *keys* in a few queries, for the
+        :meth:`get` of each that follows (a rerun of a map asks for a
+        thousand jobs at a time: one query each cost it a fifth of its time).
+        What is read ahead and never asked for is dropped at the next call."""
+        ids = {self._ids[key]: key for key in keys
+               if key in self._ids and key not in self._whole}
+        self._ahead = {}
+        wanted = list(ids)
+        with self._lock:
+            db = self._connection()
+            for start in range(0, len(wanted), _READ_AHEAD_AT_ONCE):
+                part = wanted[start:start + _READ_AHEAD_AT_ONCE]
+                try:
+                    jobs = self._read(db.execute(
+                        f"SELECT * FROM jobs WHERE id IN ({', '.join('?' * len(part))})", part),
+                        self._path)
+                except sqlite3.Error as error:
+                    raise self._damaged(error) from None
+                for job in jobs:
+                    key = ids.get(str(job.id))
+                    if key is not None:
+                        self._ahead[key] = job
 
     def by_slot(self, slot: str) -> StoredJob | None:
         """The latest earlier job in *slot* (see :func:`corral.core.identity.job_digests`),
