@@ -87,13 +87,12 @@ class Resumer:
         whose id is taken already (by an explicit ``id=``) is not matched: its
         key now belongs to another job.
         """
-        for job in batch:
-            self._key(job)
+        keys = [self._key(job) for job in batch]
         if len(batch) > 1:
-            self.previous.read_ahead(job.key for job in batch if not job.always_new)
+            self.previous.read_ahead(key for (key, _), job in zip(keys, batch, strict=True)
+                                     if not job.always_new)
         ids = []
-        for job in batch:
-            key, slot = job.key, job.slot
+        for job, (key, slot) in zip(batch, keys, strict=True):
             stored = None if job.always_new else self.previous.get(key)
             if stored is not None and is_taken(str(stored.id)):
                 stored = None
@@ -124,10 +123,10 @@ class Resumer:
                 self._run_again(job, stored)
         return ids
 
-    def _key(self, job: JobRecord) -> None:
+    def _key(self, job: JobRecord) -> tuple[str, str]:
         """Give *job* its key and slot (see :func:`corral.core.identity.job_digests`)
-        and its journal entry; the jobs of a batch in order, as the keys number
-        the same call's occurrences."""
+        and its journal entry, and return them; the jobs of a batch in order, as
+        the keys number the same call's occurrences."""
         if job.always_new:
             key = slot = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
         elif job.id is not None:
@@ -142,6 +141,7 @@ class Resumer:
                 slot = f"{slot_digest}#{_counted(self._slots_seen, slot_digest)}"
         job.key, job.slot = key, slot
         job.journal_entry = (key, slot, *describe(job))
+        return key, slot
 
     def _in_its_slot(self, slot: str, is_taken: Callable[[str], bool]) -> StoredJob | None:
         """The earlier job of *slot* that a job whose code changed runs again
