@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import gc
 import json
 import logging
@@ -16,6 +17,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -1085,7 +1088,7 @@ def test_a_stopped_writer_that_holds_up_the_run_is_named_and_the_run_goes_on_aft
         os.kill(pid, signal.SIGSTOP)
         try:  # results of 200 kB each: more than the pipe holds
             handles = [sched.submit(bytes, 200_000) for _ in range(20)]
-            wait_until(lambda: any("has taken nothing" in record.getMessage()
+            wait_until(lambda: any("the run waits for it" in record.getMessage()
                                    for record in caplog.records), timeout=60)
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -1093,13 +1096,111 @@ def test_a_stopped_writer_that_holds_up_the_run_is_named_and_the_run_goes_on_aft
     said = [record.getMessage() for record in caplog.records if "journal writer" in
             record.getMessage()]
     assert re.fullmatch(
-        rf"the journal writer of {re.escape(str(run))} \(pid {pid}\) has taken nothing for "
-        rf"\d+ s \(it is stopped: SIGSTOP or a debugger; kill -CONT {pid} lets it go on\): "
-        r"the run waits for it", said[0]), said
-    assert re.fullmatch(rf"the journal writer of {re.escape(str(run))} \(pid {pid}\) takes "
-                        r"changes again, after \d+ s", said[1]), said
+        rf"the journal writer of {re.escape(str(run))} \(pid {pid}\) has (not taken anything|"
+        rf"taken only \d+ of \d+ KiB) in \d+ s \(it is stopped: kill -CONT {pid} lets it go "
+        r"on\): the run waits for it \(a writer that takes nothing for 20 s is replaced\)",
+        said[0]), said
+    assert re.fullmatch(rf"the journal writer of {re.escape(str(run))} \(pid {pid}\) goes on, "
+                        r"after \d+ s", said[1]), said
     assert [job.status for job in corral.Scheduler.open(run).jobs()] == [
         JobStatus.COMPLETED] * 21
+
+
+def test_a_writer_stopped_for_good_is_replaced_and_the_run_ends_with_every_row(
+        tmp_path, caplog, monkeypatch):
+    """A stopped writer that never went on held up the end of the run for ever
+    (leaving the with block, Ctrl-C and SIGTERM waited with it; attack review)."""
+    from corral.journal import store
+
+    monkeypatch.setattr(store, "_WRITER_STALL_PATIENCE_S", 1.0)
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        sched.submit(bytes, 1).result(timeout=60)
+        stopped = psutil.Process(sched._journal._writer.pid)
+        stopped.suspend()
+        handles = [sched.submit(bytes, 300_000) for _ in range(30)]
+        try:
+            assert all(len(job.result(timeout=60)) == 300_000 for job in handles)
+        finally:
+            with contextlib.suppress(psutil.NoSuchProcess):  # (the journal killed it already)
+                stopped.kill()
+    assert any(re.fullmatch(r"the journal writer of .* ended \(killed by signal 9; it took "
+                            r"nothing for \d+ s \(stopped\)\): a new one took over, and was "
+                            r"sent the \d+ batches of changes it had not written",
+                            record.getMessage()) for record in caplog.records), [
+        record.getMessage() for record in caplog.records]
+    assert [job.status for job in corral.Scheduler.open(run).jobs()] == [
+        JobStatus.COMPLETED] * 31
+
+
+def test_a_sync_a_stopped_writer_leaves_unanswered_is_named_and_answered_by_a_new_writer(
+        tmp_path, caplog, monkeypatch):
+    """corral submit waits for its job's row to be committed (a sync): a stopped
+    writer left the daemon waiting on its answer, without a word, past the
+    minute the command waits, and the job ran after the command said it had
+    failed (attack review)."""
+    from corral.journal import store, writer_pipe
+
+    monkeypatch.setattr(writer_pipe, "QUIET_S", 0.5)
+    monkeypatch.setattr(store, "_WRITER_STALL_PATIENCE_S", 1.5)
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        job = sched.submit(jobs.square, 3)
+        assert job.result(timeout=60) == 9
+        stopped = psutil.Process(sched._journal._writer.pid)
+        stopped.suspend()
+        try:
+            sched._journal.flush(wait=True)  # (what the daemon does for a corral submit)
+        finally:
+            with contextlib.suppress(psutil.NoSuchProcess):  # (the journal killed it already)
+                stopped.kill()
+    said = [record.getMessage() for record in caplog.records if "journal writer" in
+            record.getMessage()]
+    assert re.fullmatch(rf"the journal writer of {re.escape(str(run))} \(pid {stopped.pid}\) has "
+                        r"not answered in \d+ s \(it is stopped: kill -CONT \d+ lets it go on\): "
+                        r"the run waits for it \(a writer that takes nothing for 2 s is "
+                        r"replaced\)", said[0]), said
+    assert re.fullmatch(r".* ended \(killed by signal 9; it did not answer: it took nothing for "
+                        r"\d+ s \(stopped\)\): a new one took over.*", said[1]), said
+    assert [stored.status for stored in corral.Scheduler.open(run).jobs()] == [
+        JobStatus.COMPLETED]
+
+
+def test_a_writer_that_only_trickles_is_named_with_what_it_took(caplog, monkeypatch):
+    """A writer that takes a little at a time (a failing disk) held the loop in
+    one write for minutes without a word: only a writer that took nothing at
+    all was named (attack review)."""
+    from corral.journal import writer_pipe
+
+    monkeypatch.setattr(writer_pipe, "QUIET_S", 0.5)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    taken = bytearray()
+
+    def trickle() -> None:  # a pipe's worth, then 64 KiB at a time, slowly
+        while len(taken) < 2 << 20:
+            chunk = os.read(read_end, 64 << 10)
+            if not chunk:
+                return
+            taken.extend(chunk)
+            time.sleep(0.05)
+
+    reader = threading.Thread(target=trickle)
+    reader.start()
+    try:
+        writer_pipe.write_to_writer(write_end, bytes(2 << 20), os.getpid(), Path("/run"),
+                                    patience=30)
+    finally:
+        os.close(write_end)
+        reader.join()
+        os.close(read_end)
+    assert len(taken) == 2 << 20
+    said = [record.getMessage() for record in caplog.records]
+    assert re.fullmatch(rf"the journal writer of /run \(pid {os.getpid()}\) has taken only \d+ "
+                        r"of 2048 KiB in \d+ s: the run waits for it \(a writer that takes "
+                        r"nothing for 30 s is replaced\)", said[0]), said
+    assert re.fullmatch(rf"the journal writer of /run \(pid {os.getpid()}\) goes on, after \d+ s",
+                        said[1]), said
 
 
 # -- 5. one driver per run --------------------------------------------------------------------

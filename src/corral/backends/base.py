@@ -17,14 +17,10 @@ import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
+from corral.spec import Placement, Resources
 from corral.status import JobStatus
-
-if TYPE_CHECKING:  # (corral.spec at run time only where a Submission is made: the
-    # commands that only read a run's journal, `corral status`, ask the registry
-    # of backends without it)
-    from corral.spec import Placement, Resources
 
 __all__ = ["Capabilities", "BackendInfo", "Probe", "Submission", "Update", "Capacity", "Backend",
            "ClusterBackend", "QueuingBackend", "option_help", "APPLIED_BY_CORRAL", "NOT_USED"]
@@ -207,7 +203,7 @@ class Submission:
     outcomes: str | None = None
     #: Where on a cluster it goes (partition, setup lines, bundling...); the
     #: local backend ignores it.
-    placement: Placement = field(default_factory=lambda: _placement())
+    placement: Placement = field(default_factory=Placement)
     #: Ids of jobs still running in this backend that must complete first: the
     #: backend holds this job back itself (Slurm: ``--dependency=afterok``).
     after: tuple[int | str, ...] = ()
@@ -322,10 +318,3 @@ class ClusterBackend(Backend, Protocol):
 
     def release(self, job_ids: Collection[int | str]) -> None:
         """Undo :meth:`hold` (resume)."""
-
-
-def _placement() -> Placement:
-    """A Submission's placement when none is given: the job spec's default."""
-    from corral.spec import Placement
-
-    return Placement()

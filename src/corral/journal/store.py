@@ -68,7 +68,7 @@ from corral.journal import eventlog
 from corral.journal.previous import PreviousJobs
 from corral.journal.unwritten import Unwritten
 from corral.journal.writer import HEADER, WRITING_KEY
-from corral.journal.writer_pipe import write_to_writer
+from corral.journal.writer_pipe import WriterStalled, wait_for_answer, write_to_writer
 from corral.journal.writer_lock import note_writer, take_writer_lock
 from corral.status import TERMINAL, JobStatus
 
@@ -139,6 +139,10 @@ _TAKEOVERS = 3
 _TAKEOVER_SPAN_S = 60.0
 #: How long a writer sent ``stop`` may take to commit the rest and end.
 _WRITER_END_PATIENCE_S = 60.0
+#: How long a writer may take nothing (a full pipe) or leave a sync unanswered
+#: before it is killed and replaced (see corral.journal.writer_pipe): well
+#: within the minute a ``corral`` command waits for the driver's answer.
+_WRITER_STALL_PATIENCE_S = 20.0
 
 _WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
                 "from corral.journal.writer import main; main()")
@@ -933,10 +937,10 @@ class Journal:
             self._events = eventlog.EventColumns()
         if wait:
             self._send(("sync",))
-            answer = self._answers.readline()
-            if not answer and self._take_over("it ended before it answered"):
+            answer, why = self._answer()
+            if not answer and self._take_over(why):
                 self._send(("sync",))
-                answer = self._answers.readline()
+                answer, _ = self._answer()
             if answer != b"ok\n":
                 problem = answer.decode(errors="replace").strip() or "the writer process died"
                 raise JournalError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: "
@@ -952,7 +956,9 @@ class Journal:
                 else self._unwritten.numbered(message))
         try:
             self._write(data)
-        except BrokenPipeError as error:
+        except (BrokenPipeError, WriterStalled) as error:
+            if isinstance(error, WriterStalled):
+                self._writer.kill()  # (and _take_over starts another)
             if self._take_over(str(error)):  # (which sent this batch again, if it is one)
                 if control:
                     self._send(message)
@@ -963,9 +969,26 @@ class Journal:
 
     def _write(self, data: bytes) -> None:
         """Write one message (*data*, framed here) to the writer: never blocked
-        without a word (see :mod:`corral.journal.writer_pipe`)."""
+        without a word, nor for ever (see :mod:`corral.journal.writer_pipe`).
+
+        Raises:
+            BrokenPipeError: the writer is gone.
+            WriterStalled: it took nothing for :data:`_WRITER_STALL_PATIENCE_S`.
+        """
         write_to_writer(self._pipe.fileno(), HEADER.pack(len(data)) + data, self._writer.pid,
-                        self.run_dir)
+                        self.run_dir, _WRITER_STALL_PATIENCE_S)
+
+    def _answer(self) -> tuple[bytes, str]:
+        """The writer's answer to a sync, and, if there is none (b""), why: it
+        ended, or it answered nothing for :data:`_WRITER_STALL_PATIENCE_S` and
+        was killed."""
+        try:
+            wait_for_answer(self._answers.fileno(), self._writer.pid, self.run_dir,
+                            _WRITER_STALL_PATIENCE_S)
+        except WriterStalled as error:
+            self._writer.kill()
+            return b"", f"it did not answer: {error}"
+        return self._answers.readline(), "it ended before it answered"
 
     def _give_up(self, error: Exception) -> None:
         if not self._broken:
@@ -1001,6 +1024,9 @@ class Journal:
                 self._write(data)
         except BrokenPipeError:
             return self._take_over("the writer that took over ended at once")
+        except WriterStalled as error:
+            self._writer.kill()
+            return self._take_over(f"the writer that took over stalled: {error}")
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         logging.getLogger(__name__).warning(
             "the journal writer of %s ended (%s; %s): a new one took over, and was sent the "

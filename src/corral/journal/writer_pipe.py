@@ -1,15 +1,23 @@
-"""Writing to the journal writer's pipe, and saying why when it takes nothing.
+"""Talking to the journal writer, and saying why when it takes nothing.
 
 The driver hands its batches of changes to the writer process through a pipe
-of 1 MiB. While the writer commits, that is plenty; a writer that takes
-nothing (stopped with SIGSTOP or held by a debugger, or waiting on a hung
-file system) fills it, and the next write would block the driver's control
+of 1 MiB, and waits for its answer when a change must be committed before it
+goes on (a ``corral submit``'s job). While the writer commits, that is
+quick; a writer that takes nothing (stopped with SIGSTOP or held by a
+debugger, or waiting on a hung file system) would block the driver's control
 loop with no word: no job would start or end, no ``corral`` command would be
-answered, and nothing said why. So the pipe is written without blocking, and
-a write that has waited :data:`QUIET_S` says, once, what it waits for (and,
-when the writer takes up again, that it did). It still waits: every change
-must reach the journal, and one held back is the journal's to commit once
-the writer goes on.
+answered, and Ctrl-C would wait with it. So the pipe is written without
+blocking, and the answer waited for with a look at the clock:
+
+* after :data:`QUIET_S` of waiting the driver says, once, what it waits for
+  (the writer's pid and state), and when the writer goes on, that it did;
+* after the caller's *patience* with nothing taken, :class:`WriterStalled` is
+  raised: the journal replaces the writer (see ``Journal._take_over`` in
+  :mod:`corral.journal.store`), which loses nothing, as every batch is kept
+  until committed.
+
+A writer that is slow but takes something is waited for (and named): a new
+one would be no quicker on the same disk.
 """
 
 from __future__ import annotations
@@ -22,56 +30,109 @@ from pathlib import Path
 
 from corral.runtime.procstate import process_state
 
-__all__ = ["QUIET_S", "write_to_writer"]
+__all__ = ["QUIET_S", "WriterStalled", "write_to_writer", "wait_for_answer"]
 
-#: How long a write may find the pipe full, the writer taking nothing, before
-#: the driver says so.
+#: How long the driver waits on the writer before it says so.
 QUIET_S = 5.0
-#: How often a waiting write looks at the writer again.
+#: How often a waiting driver looks at the writer again.
 _LOOK_S = 1.0
 
 log = logging.getLogger(__name__)
 
 
-def write_to_writer(descriptor: int, data: bytes, writer_pid: int, run_dir: Path) -> None:
+class WriterStalled(TimeoutError):
+    """The writer took nothing, nor answered, for the patience it was given."""
+
+
+class _Wait:
+    """One wait on the writer: when it began, whether it was said, and the
+    give-up (see the module docstring)."""
+
+    def __init__(self, what: str, writer_pid: int, run_dir: Path, patience: float) -> None:
+        self.what, self.pid, self.run_dir, self.patience = what, writer_pid, run_dir, patience
+        self.began = time.monotonic()
+        self.stuck_since: float | None = None  # with nothing taken since
+        self.said_at: float | None = None
+
+    def blocked(self, done: str) -> None:
+        """Note that the writer takes nothing now (*done*: what it took so far);
+        say so once it has lasted, and give up after the patience."""
+        now = time.monotonic()
+        if self.stuck_since is None:
+            self.stuck_since = now
+        if now - self.stuck_since >= self.patience:
+            raise WriterStalled(f"it took nothing for {now - self.stuck_since:.0f} s "
+                                f"({_state_words(self.pid)})")
+        if self.said_at is None and now - self.began >= QUIET_S:
+            self.said_at = self.began
+            log.warning("the journal writer of %s (pid %d) has %s in %.0f s%s: the run waits "
+                        "for it (a writer that takes nothing for %.0f s is replaced)",
+                        self.run_dir, self.pid, done or f"not {self.what}", now - self.began,
+                        _why(self.pid), self.patience)
+
+    def moved(self) -> None:
+        """Note that the writer took something."""
+        self.stuck_since = None
+
+    def ended(self) -> None:
+        if self.said_at is not None:
+            log.warning("the journal writer of %s (pid %d) goes on, after %.0f s",
+                        self.run_dir, self.pid, time.monotonic() - self.said_at)
+
+
+def write_to_writer(descriptor: int, data: bytes, writer_pid: int, run_dir: Path,
+                    patience: float) -> None:
     """Write all of *data* to the writer's pipe (*descriptor*, non-blocking).
 
     Raises:
         BrokenPipeError: the writer is gone (its end of the pipe closed).
+        WriterStalled: it took nothing for *patience* seconds.
     """
     view = memoryview(data)
-    waiting_since: float | None = None  # blocked since, with no byte taken
-    said_at: float | None = None  # when the wait was said, until a byte is taken
+    wait = _Wait("taken anything", writer_pid, run_dir, patience)
     watch: select.poll | None = None
     while view:
         try:
-            view = view[os.write(descriptor, view):]
+            written = os.write(descriptor, view)
         except BlockingIOError:
-            now = time.monotonic()
-            if waiting_since is None:
-                waiting_since = now
-            elif said_at is None and now - waiting_since >= QUIET_S:
-                said_at = waiting_since
-                log.warning("the journal writer of %s (pid %d) has taken nothing for %.0f s%s: "
-                            "the run waits for it", run_dir, writer_pid, now - waiting_since,
-                            _why_it_waits(writer_pid))
+            taken = len(data) - len(view)
+            wait.blocked(f"taken only {taken >> 10} of {len(data) >> 10} KiB" if taken else "")
             if watch is None:
                 watch = select.poll()
                 watch.register(descriptor, select.POLLOUT)
             watch.poll(_LOOK_S * 1000)  # (a closed reader wakes it: the write then raises)
             continue
-        if said_at is not None:
-            log.warning("the journal writer of %s (pid %d) takes changes again, after %.0f s",
-                        run_dir, writer_pid, time.monotonic() - said_at)
-            said_at = None
-        waiting_since = None
+        view = view[written:]
+        wait.moved()
+    wait.ended()
 
 
-def _why_it_waits(pid: int) -> str:
+def wait_for_answer(descriptor: int, writer_pid: int, run_dir: Path, patience: float) -> None:
+    """Return once the writer's answer (or its end) can be read from *descriptor*.
+
+    Raises:
+        WriterStalled: nothing came for *patience* seconds.
+    """
+    wait = _Wait("answered", writer_pid, run_dir, patience)
+    watch = select.poll()
+    watch.register(descriptor, select.POLLIN)
+    while not watch.poll(_LOOK_S * 1000):
+        wait.blocked("")
+    wait.ended()
+
+
+def _why(pid: int) -> str:
     """What the writer's state says of why it takes nothing."""
     state = process_state(pid)
-    if state in ("T", "t"):
-        return f" (it is stopped: SIGSTOP or a debugger; kill -CONT {pid} lets it go on)"
+    if state == "T":
+        return f" (it is stopped: kill -CONT {pid} lets it go on)"
+    if state == "t":
+        return " (a debugger holds it: it goes on when the debugger lets it)"
     if state == "D":
         return " (it waits on the disk or a file system that does not answer)"
     return ""
+
+
+def _state_words(pid: int) -> str:
+    return {"T": "stopped", "t": "held by a debugger", "D": "waiting on the disk",
+            None: "gone"}.get(process_state(pid), "running")
