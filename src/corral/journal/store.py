@@ -68,7 +68,8 @@ from corral.journal import eventlog
 from corral.journal.previous import PreviousJobs
 from corral.journal.unwritten import Unwritten
 from corral.journal.writer import HEADER, WRITING_KEY
-from corral.journal.writer_pipe import WriterStalled, wait_for_answer, write_to_writer
+from corral.journal.writer_pipe import (WriterStalled, stopped_for, wait_for_answer, wait_for_end,
+                                       write_to_writer)
 from corral.journal.writer_lock import note_writer, take_writer_lock
 from corral.status import TERMINAL, JobStatus
 
@@ -663,6 +664,8 @@ class Journal:
         db.close()  # from here on, the writer process owns the writing
         self._unwritten = Unwritten(path, self.session)
         self._takeovers: list[float] = []  # when writers were replaced (monotonic)
+        self._writer_stopped_since: float | None = None  # (see _look_at_writer)
+        self._next_look = 0.0
         try:
             self._writer, self._pipe, self._answers = self._start_writer(writer_lock)
         finally:
@@ -900,10 +903,37 @@ class Journal:
         self._dirty[id(job)] = job
 
     def due_in(self) -> float | None:
-        """Seconds until what was recorded must be sent; None if nothing waits."""
+        """Seconds until what was recorded must be sent, or the writer, seen
+        stopped, looked at again; None if nothing waits."""
+        now = time.monotonic()
+        # Looked at while it may hold changes not committed yet (and until a
+        # stopped one was replaced): a stopped writer is caught, idle or not.
+        watched = (self._writer_stopped_since is not None
+                   or now - self._last_send < _WRITER_STALL_PATIENCE_S + 5.0)
+        look = max(0.0, self._next_look - now) if watched else None
         if not self._dirty:  # (every recorded change marks its job dirty)
-            return None
-        return max(0.0, self._last_send + SEND_INTERVAL_S - time.monotonic())
+            return look
+        send = max(0.0, self._last_send + SEND_INTERVAL_S - now)
+        return send if look is None else min(send, look)
+
+    def _look_at_writer(self) -> None:
+        """Replace a writer that has been stopped (SIGSTOP, a debugger) for
+        :data:`_WRITER_STALL_PATIENCE_S`, also while nothing waits on it: the
+        changes sent to it would be lost with a driver killed meanwhile.
+        Looked at once a second at most (a read of its state in /proc)."""
+        now = time.monotonic()
+        if now < self._next_look or self._broken:
+            return
+        self._next_look = now + 1.0
+        since = self._writer_stopped_since = stopped_for(self._writer.pid,
+                                                         self._writer_stopped_since)
+        if since is None or now - since < _WRITER_STALL_PATIENCE_S:
+            return
+        self._writer_stopped_since = None
+        self._writer.kill()
+        if not self._take_over(f"it was stopped for {now - since:.0f} s"):
+            self._give_up(OSError(f"its writer was stopped for {now - since:.0f} s and could "
+                                  "not be replaced"))
 
     def flush(self, wait: bool = False, force: bool = False) -> None:
         """Send what was recorded to the writer process, as one batch: at once
@@ -922,6 +952,7 @@ class Journal:
             JournalError: (with *wait*) the writer could not write something
                 (every such row is named; the rest of its batch is written).
         """
+        self._look_at_writer()
         if self._dirty and (
                 wait or force or len(self._events) >= _LARGE_BATCH
                 or time.monotonic() - self._last_send >= SEND_INTERVAL_S):
@@ -1017,6 +1048,7 @@ class Journal:
         try:
             again = self._unwritten.not_committed()
             self._writer, self._pipe, self._answers = self._start_writer(lock)
+            self._writer_stopped_since = None
         finally:
             lock.close()
         try:
@@ -1095,14 +1127,11 @@ class Journal:
 
     def _reap_writer(self, patience: float) -> int:
         """Close the pipe to the writer, and return its exit status once it has
-        ended: within *patience* seconds, or killed then."""
+        ended: within *patience* seconds, or killed then (or once it has been
+        stopped for :data:`_WRITER_STALL_PATIENCE_S`)."""
         with contextlib.suppress(OSError):
             self._pipe.close()
-        try:
-            return self._writer.wait(timeout=patience)
-        except subprocess.TimeoutExpired:
-            self._writer.kill()
-            return self._writer.wait()
+        return wait_for_end(self._writer, self.run_dir, patience, _WRITER_STALL_PATIENCE_S)
 
     def raise_if_failed(self) -> None:
         """Raise, once, what the writer could not write during the session.

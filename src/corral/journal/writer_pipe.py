@@ -11,13 +11,15 @@ blocking, and the answer waited for with a look at the clock:
 
 * after :data:`QUIET_S` of waiting the driver says, once, what it waits for
   (the writer's pid and state), and when the writer goes on, that it did;
-* after the caller's *patience* with nothing taken, :class:`WriterStalled` is
-  raised: the journal replaces the writer (see ``Journal._take_over`` in
-  :mod:`corral.journal.store`), which loses nothing, as every batch is kept
-  until committed.
+* a writer found *stopped* (SIGSTOP, a debugger) for the caller's *patience*
+  raises :class:`WriterStalled`: the journal replaces it (see
+  ``Journal._take_over`` in :mod:`corral.journal.store`), which loses nothing,
+  as every batch is kept until committed.
 
-A writer that is slow but takes something is waited for (and named): a new
-one would be no quicker on the same disk.
+A writer that runs is waited for however slow (and named): one that commits a
+backlog to a slow disk answers late but answers, and a new one would be no
+quicker on the same disk. :func:`stopped_for` tells the driver, between its
+writes, of a writer stopped while nothing waited on it.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from __future__ import annotations
 import logging
 import os
 import select
+import subprocess
 import time
 from pathlib import Path
 
 from corral.runtime.procstate import process_state
 
-__all__ = ["QUIET_S", "WriterStalled", "write_to_writer", "wait_for_answer"]
+__all__ = ["QUIET_S", "WriterStalled", "write_to_writer", "wait_for_answer", "wait_for_end",
+           "stopped_for"]
 
 #: How long the driver waits on the writer before it says so.
 QUIET_S = 5.0
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 class WriterStalled(TimeoutError):
-    """The writer took nothing, nor answered, for the patience it was given."""
+    """The writer was stopped for the patience it was given while the driver waited."""
 
 
 class _Wait:
@@ -51,28 +55,26 @@ class _Wait:
     def __init__(self, what: str, writer_pid: int, run_dir: Path, patience: float) -> None:
         self.what, self.pid, self.run_dir, self.patience = what, writer_pid, run_dir, patience
         self.began = time.monotonic()
-        self.stuck_since: float | None = None  # with nothing taken since
+        self.stopped_since: float | None = None
         self.said_at: float | None = None
 
     def blocked(self, done: str) -> None:
         """Note that the writer takes nothing now (*done*: what it took so far);
-        say so once it has lasted, and give up after the patience."""
+        say so once it has lasted, and give up on a writer stopped for the patience."""
         now = time.monotonic()
-        if self.stuck_since is None:
-            self.stuck_since = now
-        if now - self.stuck_since >= self.patience:
-            raise WriterStalled(f"it took nothing for {now - self.stuck_since:.0f} s "
-                                f"({_state_words(self.pid)})")
+        state = process_state(self.pid)
+        if state not in _STOPPED:
+            self.stopped_since = None
+        elif self.stopped_since is None:
+            self.stopped_since = now
+        elif now - self.stopped_since >= self.patience:
+            raise WriterStalled(f"it was {_STOPPED[state]} for {now - self.stopped_since:.0f} s")
         if self.said_at is None and now - self.began >= QUIET_S:
             self.said_at = self.began
             log.warning("the journal writer of %s (pid %d) has %s in %.0f s%s: the run waits "
-                        "for it (a writer that takes nothing for %.0f s is replaced)",
-                        self.run_dir, self.pid, done or f"not {self.what}", now - self.began,
-                        _why(self.pid), self.patience)
-
-    def moved(self) -> None:
-        """Note that the writer took something."""
-        self.stuck_since = None
+                        "for it (a writer stopped for %.0f s is replaced)", self.run_dir,
+                        self.pid, done or f"not {self.what}", now - self.began,
+                        _why(state, self.pid), self.patience)
 
     def ended(self) -> None:
         if self.said_at is not None:
@@ -103,7 +105,6 @@ def write_to_writer(descriptor: int, data: bytes, writer_pid: int, run_dir: Path
             watch.poll(_LOOK_S * 1000)  # (a closed reader wakes it: the write then raises)
             continue
         view = view[written:]
-        wait.moved()
     wait.ended()
 
 
@@ -121,9 +122,45 @@ def wait_for_answer(descriptor: int, writer_pid: int, run_dir: Path, patience: f
     wait.ended()
 
 
-def _why(pid: int) -> str:
+def wait_for_end(process: subprocess.Popen, run_dir: Path, patience: float,
+                 stopped_patience: float) -> int:
+    """Wait for the writer *process*, told to end, to end; its exit status. One
+    still there after *patience* seconds, or stopped for *stopped_patience*
+    (it would never end), is killed."""
+    wait = _Wait("ended", process.pid, run_dir, stopped_patience)
+    while True:
+        try:
+            code = process.wait(timeout=_LOOK_S)
+        except subprocess.TimeoutExpired:
+            try:
+                wait.blocked("")
+                if time.monotonic() - wait.began < patience:
+                    continue
+                why = f"it had not ended after {patience:.0f} s"
+            except WriterStalled as error:
+                why = str(error)
+            log.warning("the journal writer of %s (pid %d) is killed: %s", run_dir,
+                        process.pid, why)
+            process.kill()
+            return process.wait()
+        wait.ended()
+        return code
+
+
+def stopped_for(writer_pid: int, since: float | None) -> float | None:
+    """When the writer was first seen stopped (*since*, kept by the caller
+    between looks, or now), or None if it is not stopped now."""
+    if process_state(writer_pid) not in _STOPPED:
+        return None
+    return time.monotonic() if since is None else since
+
+
+#: The states of a stopped process, and what to call them.
+_STOPPED = {"T": "stopped", "t": "held by a debugger"}
+
+
+def _why(state: str | None, pid: int) -> str:
     """What the writer's state says of why it takes nothing."""
-    state = process_state(pid)
     if state == "T":
         return f" (it is stopped: kill -CONT {pid} lets it go on)"
     if state == "t":
@@ -131,8 +168,3 @@ def _why(pid: int) -> str:
     if state == "D":
         return " (it waits on the disk or a file system that does not answer)"
     return ""
-
-
-def _state_words(pid: int) -> str:
-    return {"T": "stopped", "t": "held by a debugger", "D": "waiting on the disk",
-            None: "gone"}.get(process_state(pid), "running")
