@@ -1074,6 +1074,12 @@ def test_a_writer_stopped_as_the_run_ends_is_replaced_and_the_rest_written(tmp_p
     assert len(ran.read_text().splitlines()) == 20
 
 
+def _writer_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the driver said of its journal writer, in order."""
+    return [record.getMessage() for record in caplog.records
+            if "journal writer" in record.getMessage()]
+
+
 def test_a_stopped_writer_that_holds_up_the_run_is_named_and_the_run_goes_on_after(
         tmp_path, caplog, monkeypatch):
     """A writer stopped mid-run (SIGSTOP) filled its pipe, and the driver's loop
@@ -1093,8 +1099,7 @@ def test_a_stopped_writer_that_holds_up_the_run_is_named_and_the_run_goes_on_aft
         finally:
             os.kill(pid, signal.SIGCONT)
         assert all(len(job.result(timeout=60)) == 200_000 for job in handles)
-    said = [record.getMessage() for record in caplog.records if "journal writer" in
-            record.getMessage()]
+    said = _writer_messages(caplog)
     assert re.fullmatch(
         rf"the journal writer of {re.escape(str(run))} \(pid {pid}\) has (not taken anything|"
         rf"taken only \d+ of \d+ KiB) in \d+ s \(it is stopped: kill -CONT {pid} lets it go "
@@ -1155,8 +1160,7 @@ def test_a_sync_a_stopped_writer_leaves_unanswered_is_named_and_answered_by_a_ne
         finally:
             with contextlib.suppress(psutil.NoSuchProcess):  # (the journal killed it already)
                 stopped.kill()
-    said = [record.getMessage() for record in caplog.records if "journal writer" in
-            record.getMessage()]
+    said = _writer_messages(caplog)
     assert re.fullmatch(rf"the journal writer of {re.escape(str(run))} \(pid {stopped.pid}\) has "
                         r"not answered in \d+ s \(it is stopped: kill -CONT \d+ lets it go on\): "
                         r"the run waits for it \(a writer stopped for 2 s is replaced\)",
@@ -1246,8 +1250,7 @@ def test_a_writer_stopped_as_the_run_ends_is_killed_and_the_rest_written_by_anot
         stopped = psutil.Process(sched._journal._writer.pid)
         sched._journal._next_look = float("inf")  # (not looked at during the run: at its end)
         stopped.suspend()
-    said = [record.getMessage() for record in caplog.records if "journal writer" in
-            record.getMessage()]
+    said = _writer_messages(caplog)
     assert any(re.fullmatch(rf"the journal writer of .* \(pid {stopped.pid}\) is killed: it was "
                             r"stopped for \d+ s", message) for message in said), said
     assert [job.status for job in corral.Scheduler.open(run).jobs()] == [JobStatus.COMPLETED] * 6
