@@ -1280,6 +1280,23 @@ def test_a_writer_that_runs_is_waited_for_however_late_it_answers(caplog, monkey
                         said[0]), said
 
 
+def test_a_journal_that_gave_up_leaves_the_loop_asleep(tmp_path, monkeypatch):
+    """Once the journal had given up (its writers died too often), the loop was
+    woken at once on every turn for the 25 s it watches a writer after a
+    batch: a core spun at 100 % (attack review 3)."""
+    from corral.journal import store
+
+    monkeypatch.setattr(store, "_TAKEOVERS", 0)  # the first writer that dies ends the journal
+    with (pytest.raises(store.JournalError, match="its writer process was killed by signal 9"),
+          corral.Scheduler(cores=2, journal=tmp_path / "run") as sched):
+        assert sched.submit(jobs.square, 2).result(timeout=60) == 4
+        psutil.Process(sched._journal._writer.pid).kill()
+        assert sched.submit(jobs.square, 3).result(timeout=60) == 9
+        wait_until(lambda: sched._journal._broken, timeout=30)
+        loop_barrier(sched)
+        assert sched._engine.call(sched._journal.due_in) is None  # nothing to send, no look
+
+
 # -- 5. one driver per run --------------------------------------------------------------------
 
 

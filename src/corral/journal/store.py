@@ -908,8 +908,8 @@ class Journal:
         now = time.monotonic()
         # Looked at while it may hold changes not committed yet (and until a
         # stopped one was replaced): a stopped writer is caught, idle or not.
-        watched = (self._writer_stopped_since is not None
-                   or now - self._last_send < _WRITER_STALL_PATIENCE_S + 5.0)
+        watched = not self._broken and (self._writer_stopped_since is not None
+                                        or now - self._last_send < _WRITER_STALL_PATIENCE_S + 5.0)
         look = max(0.0, self._next_look - now) if watched else None
         if not self._dirty:  # (every recorded change marks its job dirty)
             return look
