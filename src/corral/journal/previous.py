@@ -36,10 +36,10 @@ class _Stored(Protocol):
 
 StoredJob = TypeVar("StoredJob", bound=_Stored)
 
-#: The unfinished statuses, as the journal writes them.
 #: Ids in one query of :meth:`PreviousJobs.read_ahead` (SQLite's oldest limit of
 #: parameters is 999).
 _READ_AHEAD_AT_ONCE = 500
+#: The unfinished statuses, as the journal writes them.
 _UNFINISHED = tuple(status.value for status in JobStatus if status not in TERMINAL)
 _MARKS = ", ".join("?" * len(_UNFINISHED))
 

@@ -140,9 +140,9 @@ _TAKEOVERS = 3
 _TAKEOVER_SPAN_S = 60.0
 #: How long a writer sent ``stop`` may take to commit the rest and end.
 _WRITER_END_PATIENCE_S = 60.0
-#: How long a writer may take nothing (a full pipe) or leave a sync unanswered
-#: before it is killed and replaced (see corral.journal.writer_pipe): well
-#: within the minute a ``corral`` command waits for the driver's answer.
+#: How long a writer may be stopped (SIGSTOP, a debugger) before it is killed
+#: and replaced (see corral.journal.writer_pipe): well within the minute a
+#: ``corral`` command waits for the driver's answer.
 _WRITER_STALL_PATIENCE_S = 20.0
 
 _WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
@@ -1004,15 +1004,15 @@ class Journal:
 
         Raises:
             BrokenPipeError: the writer is gone.
-            WriterStalled: it took nothing for :data:`_WRITER_STALL_PATIENCE_S`.
+            WriterStalled: it was stopped for :data:`_WRITER_STALL_PATIENCE_S`.
         """
         write_to_writer(self._pipe.fileno(), HEADER.pack(len(data)) + data, self._writer.pid,
                         self.run_dir, _WRITER_STALL_PATIENCE_S)
 
     def _answer(self) -> tuple[bytes, str]:
         """The writer's answer to a sync, and, if there is none (b""), why: it
-        ended, or it answered nothing for :data:`_WRITER_STALL_PATIENCE_S` and
-        was killed."""
+        ended, or it was stopped for :data:`_WRITER_STALL_PATIENCE_S` and was
+        killed."""
         try:
             wait_for_answer(self._answers.fileno(), self._writer.pid, self.run_dir,
                             _WRITER_STALL_PATIENCE_S)

@@ -63,12 +63,10 @@ class _Wait:
         say so once it has lasted, and give up on a writer stopped for the patience."""
         now = time.monotonic()
         state = process_state(self.pid)
-        if state not in _STOPPED:
-            self.stopped_since = None
-        elif self.stopped_since is None:
-            self.stopped_since = now
-        elif now - self.stopped_since >= self.patience:
-            raise WriterStalled(f"it was {_STOPPED[state]} for {now - self.stopped_since:.0f} s")
+        self.stopped_since = _stopped_since(state, self.stopped_since, now)
+        if self.stopped_since is not None and now - self.stopped_since >= self.patience:
+            raise WriterStalled(f"it was {_STOPPED.get(state or '', 'stopped')} for "
+                                f"{now - self.stopped_since:.0f} s")
         if self.said_at is None and now - self.began >= QUIET_S:
             self.said_at = self.began
             log.warning("the journal writer of %s (pid %d) has %s in %.0f s%s: the run waits "
@@ -88,7 +86,7 @@ def write_to_writer(descriptor: int, data: bytes, writer_pid: int, run_dir: Path
 
     Raises:
         BrokenPipeError: the writer is gone (its end of the pipe closed).
-        WriterStalled: it took nothing for *patience* seconds.
+        WriterStalled: it was stopped for *patience* seconds while the pipe was full.
     """
     view = memoryview(data)
     wait = _Wait("taken anything", writer_pid, run_dir, patience)
@@ -112,7 +110,7 @@ def wait_for_answer(descriptor: int, writer_pid: int, run_dir: Path, patience: f
     """Return once the writer's answer (or its end) can be read from *descriptor*.
 
     Raises:
-        WriterStalled: nothing came for *patience* seconds.
+        WriterStalled: it was stopped for *patience* seconds before it answered.
     """
     wait = _Wait("answered", writer_pid, run_dir, patience)
     watch = select.poll()
@@ -150,9 +148,15 @@ def wait_for_end(process: subprocess.Popen, run_dir: Path, patience: float,
 def stopped_for(writer_pid: int, since: float | None) -> float | None:
     """When the writer was first seen stopped (*since*, kept by the caller
     between looks, or now), or None if it is not stopped now."""
-    if process_state(writer_pid) not in _STOPPED:
+    return _stopped_since(process_state(writer_pid), since, time.monotonic())
+
+
+def _stopped_since(state: str | None, since: float | None, now: float) -> float | None:
+    """*since* (or *now*, if it was not stopped before) while *state* is a
+    stopped one; None once it runs."""
+    if state not in _STOPPED:
         return None
-    return time.monotonic() if since is None else since
+    return now if since is None else since
 
 
 #: The states of a stopped process, and what to call them.
