@@ -165,8 +165,9 @@ def test_finished_jobs_are_forgotten_after_a_while(tmp_path):
     cluster.root.mkdir()
     try:
         job = submit(cluster, script(tmp_path, "true\n"))
-        ended(cluster, job)
-        wait_until(lambda: job not in cluster.qstat(), timeout=10,
+        # Listed from its submission on, so gone only once it ended and was
+        # forgotten (a look for its end may fall between the two: 0.5 s apart).
+        wait_until(lambda: job not in cluster.qstat(), timeout=30,
                    message="the finished job to be forgotten")
         refused = cluster.run("qsub", "-W", f"depend=afterok:{job}", script(tmp_path, "true\n"))
         assert (refused.returncode, refused.stderr) == (1, f"qsub: Unknown Job Id {job}\n")
