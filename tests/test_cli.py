@@ -2039,7 +2039,14 @@ def test_the_status_listing_prints_what_richs_table_would_print(color, width):
                 force_terminal=color, color_system="standard" if color else None).print(renderable)
         return out.getvalue()
 
-    assert printed(Listing(names, rows, widths)) == printed(table)
+    def printed_by_itself() -> str:  # (how corral status prints it: straight to a file)
+        out = io.StringIO()
+        Listing(names, rows, widths).print(Console(
+            file=out, width=width, highlight=False, soft_wrap=False, markup=False,
+            force_terminal=color, color_system="standard" if color else None))
+        return out.getvalue()
+
+    assert printed(Listing(names, rows, widths)) == printed(table) == printed_by_itself()
     assert ("a name to…" if width == 100 else "…") in printed(Listing(names, rows, widths))
 
 

@@ -21,7 +21,6 @@ from collections import Counter
 import contextlib
 import functools
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -702,10 +701,9 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     console.print(run_header(run))
     for note in notes:  # above the table, where it is seen before the list is read as complete
         console.print(note)
-    console.print(status_table(jobs, driver_alive=driven,
-                               cluster_jobs=on_cluster, paused=run.paused,
-                               width=console.width,
-                               unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)))
+    status_table(jobs, driver_alive=driven, cluster_jobs=on_cluster, paused=run.paused,
+                 width=console.width,
+                 unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)).print(console)
     for job in jobs if ids else ():  # the jobs asked for by id: their whole reason, and
         reason = job.reason          # what their Python raised, as lines of their own
         if not driven and job.status not in TERMINAL and str(job.id) not in on_cluster:
@@ -792,7 +790,8 @@ class _LinesTrimmed:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(_TRAILING_SPACES.sub("", text))
+        # (line by line: a regex over a 20,000-line table took a tenth of a second)
+        self._stream.write("\n".join([line.rstrip(" ") for line in text.split("\n")]))
         return len(text)
 
     def flush(self) -> None:
@@ -800,9 +799,6 @@ class _LinesTrimmed:
 
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's
         return getattr(self._stream, name)
-
-
-_TRAILING_SPACES = re.compile(r" +(?=\n|$)")
 
 
 @cli.command()

@@ -103,10 +103,11 @@ class Run:
         from corral.backends import outlives_driver  # (only commands that act on jobs ask)
 
         backends = read_session_backends(self.path)
+        outliving = {backend for backend in set(backends.values()) if outlives_driver(backend)}
         found = {}
         for job in jobs:
             backend = backends.get(job.session or 0)
-            if backend is not None and outlives_driver(backend) and job.native_id:
+            if backend in outliving and job.native_id:
                 found[str(job.id)] = backend
         return found
 
@@ -117,10 +118,12 @@ class Run:
         from corral.backends import registered_info
 
         backends = read_session_backends(self.path)
+        unknown = {backend for backend in set(backends.values())
+                   if isinstance(backend, str) and registered_info(backend) is None}
         found = {}
         for job in jobs:
             backend = backends.get(job.session or 0)
-            if backend is not None and job.native_id and registered_info(backend) is None:
+            if backend in unknown and job.native_id:
                 found[str(job.id)] = backend
         return found
 
