@@ -11,9 +11,11 @@ So each session locks ``writer.lock`` before it reads the journal, and hands
 the locked file to its writer process, which holds it (an inherited descriptor:
 the lock is the open file's) for as long as it lives, however its driver ends.
 The next session waits for that lock: a writer that is merely behind finishes
-its rows first; one that does not finish within :data:`EARLIER_WRITER_PATIENCE_S`
-(stopped, or stuck on a dead disk) is killed, and what it had not committed is
-lost, as it would be had it died with its driver.
+its rows first; one that is stopped (SIGSTOP, Ctrl-Z: nothing would ever let it go
+on, its driver gone) is let go on, to do the same; one that does not finish within
+:data:`EARLIER_WRITER_PATIENCE_S` (stuck on a dead disk, held by a debugger) is
+killed, and what it had not committed is lost, as it would be had it died with
+its driver.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ import signal
 import stat
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+from corral.runtime.procstate import process_state
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = ["WRITER_LOCK_FILE", "take_writer_lock", "note_writer"]
 
@@ -79,9 +86,10 @@ def take_writer_lock(run_dir: Path, patience: float | None = None) -> IO[str]:
             return handle
         handle.seek(0)
         pid = handle.read().strip()
+        continued = _continue_if_stopped(pid, run_dir)
         log.warning("waiting up to %g s for the journal writer of an earlier session of %s "
-                    "(pid %s, its driver gone) to write what it holds", patience, run_dir,
-                    pid or "?")
+                    "(pid %s, its driver gone%s) to write what it holds", patience, run_dir,
+                    pid or "?", "; it was stopped: let go on" if continued else "")
         if _locked_within(handle, patience):
             return handle
         log.warning("the journal writer of an earlier session of %s (pid %s) did not finish "
@@ -121,11 +129,32 @@ def _locked_within(handle: IO[str], seconds: float) -> bool:
         return True
 
 
+def _continue_if_stopped(pid_text: str, run_dir: Path) -> bool:
+    """Let the writer *pid_text* names go on if it is the journal writer of the
+    run in *run_dir* and stopped (SIGSTOP, Ctrl-Z); whether it was. Its driver
+    is gone, so nothing else would: killed instead, it would lose what it holds."""
+    process = _earlier_writer(pid_text, run_dir)
+    if process is None or process_state(process.pid) != "T":
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(process.pid, signal.SIGCONT)
+        return True
+    return False
+
+
 def _kill_writer(pid_text: str, run_dir: Path) -> None:
-    """Kill the process *pid_text* names if it is the journal writer of the
-    run in *run_dir* (a pid may have been reused since it was written)."""
+    """Kill the process *pid_text* names if it is the journal writer of the run in *run_dir*."""
+    process = _earlier_writer(pid_text, run_dir)
+    if process is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(process.pid, signal.SIGKILL)
+
+
+def _earlier_writer(pid_text: str, run_dir: Path) -> psutil.Process | None:
+    """The process *pid_text* names if it is the journal writer of the run in
+    *run_dir* (a pid may have been reused since it was written), else None."""
     if not pid_text.isdigit():
-        return
+        return None
     import psutil
 
     inside = os.fspath(run_dir) + os.sep
@@ -133,9 +162,8 @@ def _kill_writer(pid_text: str, run_dir: Path) -> None:
         process = psutil.Process(int(pid_text))
         words = process.cmdline()
     except psutil.Error:
-        return
+        return None
     if _WRITER_MARK not in " ".join(words) or not any(word.startswith(inside)
                                                       for word in words):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(process.pid, signal.SIGKILL)
+        return None
+    return process
