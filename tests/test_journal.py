@@ -1287,7 +1287,10 @@ def test_a_journal_that_gave_up_leaves_the_loop_asleep(tmp_path, monkeypatch):
     from corral.journal import store
 
     monkeypatch.setattr(store, "_TAKEOVERS", 0)  # the first writer that dies ends the journal
-    with (pytest.raises(store.JournalError, match="its writer process was killed by signal 9"),
+    with (pytest.raises(store.JournalError, match=(
+            rf"^cannot write the journal {re.escape(str(tmp_path / 'run' / 'journal.db'))}: it "
+            r"stopped at \d\d:\d\d:\d\d \(its writer process died\): no change after that is in "
+            r"it, no job submitted or ended since; the run went on without it$")),
           corral.Scheduler(cores=2, journal=tmp_path / "run") as sched):
         assert sched.submit(jobs.square, 2).result(timeout=60) == 4
         psutil.Process(sched._journal._writer.pid).kill()
@@ -1295,6 +1298,28 @@ def test_a_journal_that_gave_up_leaves_the_loop_asleep(tmp_path, monkeypatch):
         wait_until(lambda: sched._journal._broken, timeout=30)
         loop_barrier(sched)
         assert sched._engine.call(sched._journal.due_in) is None  # nothing to send, no look
+
+
+def test_a_journal_whose_writers_keep_dying_says_so_and_when_it_stopped(tmp_path):
+    """After its third replacement within a minute a writer that dies is not
+    replaced: the script was told only "the last changes may be missing", where
+    every change after that was (the run went on without its journal)."""
+    from corral.journal import store
+
+    with (pytest.raises(store.JournalError, match=(
+            r": it stopped at \d\d:\d\d:\d\d \(its writer process died; its writers died 4 times "
+            r"within 60 s, so no other is started\): no change after that is in it, no job "
+            r"submitted or ended since; the run went on without it$")),
+          corral.Scheduler(cores=2, journal=tmp_path / "run") as sched):
+        for number in range(4):
+            writer = sched._journal._writer.pid
+            psutil.Process(writer).kill()
+            assert sched.submit(jobs.square, number).result(timeout=60) == number ** 2
+            wait_until(lambda dead=writer: sched._journal._broken
+                       or sched._journal._writer.pid != dead,
+                       timeout=30, message="the dead writer to be seen")
+        assert sched._journal._broken
+        assert sched.submit(jobs.square, 9).result(timeout=60) == 81  # the run goes on
 
 
 # -- 5. one driver per run --------------------------------------------------------------------

@@ -107,7 +107,7 @@ class Run:
         found = {}
         for job in jobs:
             backend = backends.get(job.session or 0)
-            if backend in outliving and job.native_id:
+            if backend is not None and backend in outliving and job.native_id:
                 found[str(job.id)] = backend
         return found
 
@@ -123,7 +123,7 @@ class Run:
         found = {}
         for job in jobs:
             backend = backends.get(job.session or 0)
-            if backend in unknown and job.native_id:
+            if backend is not None and backend in unknown and job.native_id:
                 found[str(job.id)] = backend
         return found
 

@@ -660,6 +660,8 @@ class Journal:
         self.closed = False
         self._broken = False
         self._failure: str | None = None
+        #: What the journal says once it gave up (:meth:`_give_up`): when, and why.
+        self._stopped_here: str | None = None
         self._last_send = 0.0
         db.close()  # from here on, the writer process owns the writing
         self._unwritten = Unwritten(path, self.session)
@@ -1024,9 +1026,18 @@ class Journal:
     def _give_up(self, error: Exception) -> None:
         if not self._broken:
             self._broken = True
+            replaced = [when for when in self._takeovers
+                        if time.monotonic() - when < _TAKEOVER_SPAN_S]
+            again = (f"; its writers died {len(replaced) + 1} times within "
+                     f"{_TAKEOVER_SPAN_S:.0f} s, so no other is started"
+                     if len(replaced) >= _TAKEOVERS > 0 else "")
+            what = "its writer process died" if isinstance(error, BrokenPipeError) else error
+            self._stopped_here = (f"it stopped at {time.strftime('%H:%M:%S')} ({what}{again}): "
+                                  "no change after that is in it, no job submitted or ended "
+                                  "since; the run went on without it")
             logging.getLogger(__name__).error(
-                "the journal writer of %s is gone (%s): the journal stops here",
-                self.run_dir, error)
+                "the journal writer of %s is gone (%s%s): the journal stops here",
+                self.run_dir, what, again)
 
     def _take_over(self, why: str) -> bool:
         """Start a writer in place of one that died, and send it the batches
@@ -1112,7 +1123,7 @@ class Journal:
 
                 discard_outcomes(self.run_dir)  # everything they held is in the journal now
             else:
-                self._failure = _writer_failure(report, code)
+                self._failure = self._stopped_here or _writer_failure(report, code)
         finally:
             self._release_lock()
 
