@@ -1669,6 +1669,37 @@ def test_a_daemon_serves_no_request_before_it_has_taken_up_the_jobs_a_dead_one_l
         client.join(30)
 
 
+def test_a_daemon_whose_journal_gave_up_says_so_to_each_submit_and_how_to_go_on(fresh):
+    """A daemon whose journal writers died four times within a minute refused
+    every later submit with "the writer process died ... submit again", which
+    failed the same way again until the daemon was restarted by hand."""
+    import psutil
+
+    def writer_of(daemon: int) -> psutil.Process:
+        return next(child for child in psutil.Process(daemon).children()
+                    if "corral.journal.writer" in " ".join(child.cmdline()))
+
+    fresh.submit("true")
+    daemon = fresh.daemon_pid()
+    assert daemon is not None
+    for _ in range(3):  # each one replaced
+        writer_of(daemon).kill()
+        fresh.submit("true")
+    writer_of(daemon).kill()
+    refused = fresh("submit", "true")
+    assert refused.status != 0 and refused.out == ""
+    assert re.fullmatch(
+        r"corral: error: cannot write the journal .*journal\.db: it stopped at "
+        r"\d\d:\d\d:\d\d \(its writer process died; its writers died 4 times within 60 s, so no "
+        r"other is started\): no change after that is in it, no job submitted or ended since; "
+        r"the run went on without it \(this submit was not taken: this driver can journal no "
+        r"job any more; corral stop ends it, cancelling its unfinished jobs, and the next "
+        r"corral submit starts a new one\)\n", refused.err), refused.err
+    fresh.ok("stop")
+    wait_until(lambda: pid_gone(daemon), timeout=30, message="the daemon to stop")
+    fresh.submit("true")  # a new daemon, a new writer
+
+
 # -- the control socket under misuse (attack review) -------------------------------------------
 
 

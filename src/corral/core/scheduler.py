@@ -894,6 +894,11 @@ class Scheduler(Executor):
         try:
             self._flush_journal_now()
         except JournalError as error:
+            if self._journal is not None and self._journal.stopped:
+                raise JournalError(f"{error} (this submit was not taken: this driver can journal "
+                                   "no job any more; corral stop ends it, cancelling its "
+                                   "unfinished jobs, and the next corral submit starts a new "
+                                   "one)") from None
             raise JournalError(f"{error} (before this submit, which was not taken: "
                                "submit again)") from None
         self.dispatch([job])

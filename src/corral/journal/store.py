@@ -969,13 +969,16 @@ class Journal:
             self._new_jobs, self._dirty = [], {}
             self._events = eventlog.EventColumns()
         if wait:
-            self._send(("sync",))
-            answer, why = self._answer()
-            if not answer and self._take_over(why):
+            answer = b""
+            if self._stopped_here is None:  # (else there is no writer to ask)
                 self._send(("sync",))
-                answer, _ = self._answer()
+                answer, why = self._answer() if self._stopped_here is None else (b"", "")
+                if not answer and self._take_over(why):
+                    self._send(("sync",))
+                    answer, _ = self._answer()
             if answer != b"ok\n":
-                problem = answer.decode(errors="replace").strip() or "the writer process died"
+                problem = (self._stopped_here or answer.decode(errors="replace").strip()
+                           or "the writer process died")
                 raise JournalError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: "
                                    f"{problem.removeprefix('error: ')}")
 
@@ -1022,6 +1025,12 @@ class Journal:
             self._writer.kill()
             return b"", f"it did not answer: {error}"
         return self._answers.readline(), "it ended before it answered"
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the journal gave up (its writer died and could not be
+        replaced): nothing more is written to it in this session."""
+        return self._stopped_here is not None
 
     def _give_up(self, error: Exception) -> None:
         if not self._broken:
