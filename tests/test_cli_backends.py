@@ -63,6 +63,19 @@ def test_backends_names_the_scheduler_that_answers_and_auto_chooses_it(tmp_path)
     assert listed[""]["auto"].startswith('backend="auto" chooses slurm here.')
 
 
+def test_backends_and_options_of_auto_show_the_backend_it_chooses_here(tmp_path):
+    """Cold review: both said "unknown backend 'auto'", though an unknown name's
+    error lists auto among the known ones, and Scheduler(backend="auto") works."""
+    path = commands(tmp_path / "bin", {"sbatch": "exit 0", "squeue": "exit 0"})
+    corral = Corral(tmp_path, tmp_path / "run", env={"PATH": path})
+    listed = blocks(corral.ok("backends", "auto").out)
+    assert set(listed) == {"slurm", ""}
+    assert listed[""]["auto"].startswith('backend="auto" chooses slurm here.')
+    facts = [line.split()[0] for line in corral.ok("options", "--backend", "auto").out.splitlines()
+             if line.startswith("    ")]
+    assert "slurm" in facts and "local" not in facts
+
+
 def test_a_scheduler_whose_status_command_fails_is_not_here_with_its_message(tmp_path):
     path = commands(tmp_path / "bin", {"sbatch": "exit 0",
                                        "squeue": "echo 'squeue: error: Invalid user' >&2; exit 1"})

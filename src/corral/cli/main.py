@@ -1159,14 +1159,17 @@ def dashboard(context: click.Context, port: int, host: str) -> None:
 def options(backends: tuple[str, ...]) -> None:
     """Every job option: what it accepts, its units, default, and what it becomes on
     each backend."""
-    from corral.backends import backend_names
+    from corral.backends import AUTO, backend_names, resolve_backend
     from corral.cli.backend_views import options_table
 
     _register_configured_backends()
     for name in backends:
-        if name not in backend_names():
+        if name not in backend_names() and name != AUTO:
             raise CommandError(_unknown_backend(name))
-    _console().print(options_table(backends or None))
+    # "auto": the backend it chooses here (as Scheduler(backend="auto") would)
+    chosen = tuple(dict.fromkeys(resolve_backend(name) if name == AUTO else name
+                                 for name in backends))
+    _console().print(options_table(chosen or None))
 
 
 @cli.command()
@@ -1183,7 +1186,7 @@ def backends(names: tuple[str, ...]) -> None:
 
     _register_configured_backends()
     for name in names:
-        if name not in backend_names():
+        if name not in backend_names() and name != AUTO:
             raise CommandError(_unknown_backend(name))
     every = backend_names()
     with ThreadPoolExecutor(max_workers=len(every)) as pool:  # probes wait on commands
@@ -1192,7 +1195,8 @@ def backends(names: tuple[str, ...]) -> None:
                                           f"{AUTO!r} falls back to it")
     auto = next((name for name in every if name != DEFAULT_BACKEND and probes[name].answers
                  and backend_info(name).auto), DEFAULT_BACKEND)
-    shown = {name: probes[name] for name in (names or every)}
+    shown = {name: probes[name]  # ("auto": the backend it chooses)
+             for name in dict.fromkeys(auto if name == AUTO else name for name in names or every)}
     _console().print(backends_view(shown, auto))
 
 

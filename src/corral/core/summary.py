@@ -45,8 +45,9 @@ class RunTally:
         self.finished = 0
         self._counts: dict[JobStatus, int] = {}
         self._examples: dict[JobStatus, list[tuple[object, str, str]]] = {}
-        #: Jobs past the examples with an example's name and reason, by both.
-        self._alike: dict[JobStatus, dict[tuple[str, str], int]] = {}
+        #: Jobs past the examples with an example's name and reason, by both: how
+        #: many, and the first one's id (a lone one is named rather than counted).
+        self._alike: dict[JobStatus, dict[tuple[str, str], tuple[int, object]]] = {}
 
     def count(self, job: JobRecord) -> None:
         """Note a job made final (each job once)."""
@@ -58,10 +59,11 @@ class RunTally:
             if len(examples) < _EXAMPLES:
                 examples.append(_example(job))
                 return
-            _, name, reason = _example(job)
+            job_id, name, reason = _example(job)
             if any(name == known and reason == said for _, known, said in examples):
                 alike = self._alike.setdefault(status, {})
-                alike[name, reason] = alike.get((name, reason), 0) + 1
+                count, first = alike.get((name, reason), (0, job_id))
+                alike[name, reason] = (count + 1, first)
 
     def summary(self) -> str | None:
         """The line to report, or None when every finished job completed."""
@@ -74,7 +76,7 @@ class RunTally:
             missed += count
             examples = self._examples[status]
             alike = self._alike.get(status, {})
-            others = count - len(examples) - sum(alike.values())
+            others = count - len(examples) - sum(number for number, _ in alike.values())
             more = f"; and {others} more" if others else ""
             parts.append(f"{count} {word} ({'; '.join(_grouped(examples, alike))}{more})")
         if not missed:
@@ -88,7 +90,7 @@ def _example(job: JobRecord) -> tuple[object, str, str]:
 
 
 def _grouped(examples: list[tuple[object, str, str]],
-             alike: dict[tuple[str, str], int]) -> list[str]:
+             alike: dict[tuple[str, str], tuple[int, object]]) -> list[str]:
     """The examples as the line says them: jobs of one name and one reason
     together (``jobs 4, 5 'eval': upstream job 3 'train' failed``), so that a
     reason many jobs share is said once (the same whole name and reason, not
@@ -98,10 +100,13 @@ def _grouped(examples: list[tuple[object, str, str]],
         together.setdefault((name, reason), []).append(job_id)
     said = []
     for (name, reason), ids in together.items():
+        more, first = alike.get((name, reason), (0, None))
+        if more == 1:  # (naming it is no longer than "and 1 more")
+            ids.append(first)
         ids.sort(key=_in_order)  # (a cascade of cancels ends its jobs last first)
         jobs = f"job {ids[0]}" if len(ids) == 1 else f"jobs {', '.join(map(str, ids))}"
-        if alike.get((name, reason)):
-            jobs = f"jobs {', '.join(map(str, ids))} and {alike[name, reason]} more"
+        if more > 1:
+            jobs += f" and {more} more"
         # (repr() escapes a name's control characters; a reason's are escaped here)
         said.append(f"{jobs} {_short(name, _NAME_CHARS)!r}: "
                     f"{printable(_short(reason, _REASON_CHARS))}")
