@@ -24,8 +24,9 @@ from corral.runtime.threads import start_thread
 from corral.suggest import did_you_mean
 
 __all__ = ["AUTO", "DEFAULT_BACKEND", "BackendInfo", "Capabilities", "backend_info",
-           "backend_names", "register_backend", "unregister_backend", "resolve_backend",
-           "make_backend", "outlives_driver", "registered_info", "probe_backend", "Probe"]
+           "backend_names", "is_backend", "register_backend", "unregister_backend",
+           "resolve_backend", "make_backend", "outlives_driver", "registered_info",
+           "probe_backend", "Probe"]
 
 #: The name that stands for "the first registered backend that answers here".
 AUTO = "auto"
@@ -193,6 +194,14 @@ def _declared_name(package: str) -> str:
     return str(importlib.import_module(package).BACKEND.name)
 
 
+def is_backend(name: str) -> bool:
+    """Whether *name* is a registered backend. One of corral's own is known
+    without loading the installed packages' entry points (a sixth of a
+    Scheduler's start): an installed or registered backend cannot take a
+    built-in name."""
+    return name in _BUILT_IN_BY_NAME or name in _backends()
+
+
 def backend_names() -> tuple[str, ...]:
     """Every registered backend's name, in the order they were registered."""
     return tuple(_backends())
@@ -204,6 +213,10 @@ def backend_info(name: str) -> BackendInfo:
     Raises:
         ValueError: no backend has that name (the message suggests the closest).
     """
+    if not _loaded:  # (one of corral's own: see is_backend)
+        info = registered_info(name)
+        if info is not None:
+            return info
     return _backends()[resolve_backend(name)]
 
 
@@ -238,6 +251,8 @@ def resolve_backend(name: str) -> str:
     Raises:
         ValueError: *name* is not a registered backend (nor ``"auto"``).
     """
+    if isinstance(name, str) and name in _BUILT_IN_BY_NAME:  # (see is_backend)
+        return name
     backends = _backends()
     if name == AUTO:
         for info in list(backends.values()):

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Never, overload
 
 from corral.core import driver_signals
-from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, make_backend,
-                             outlives_driver, resolve_backend)
+from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, is_backend,
+                             make_backend, outlives_driver, resolve_backend)
 from corral.suggest import closest, did_you_mean
 from corral.call_fit import check_map_fits
 from corral.control.server import ControlServer
@@ -313,7 +313,7 @@ class Scheduler(Executor):
                              f"{DEFAULT_BACKEND!r}; to set how many jobs run at once use "
                              "Scheduler(cores=N)")
         self._config = config
-        if backend == AUTO or backend not in backend_names():  # maybe one the settings describe
+        if backend == AUTO or not is_backend(backend):  # maybe one the settings describe
             from corral.config import register_schedulers
 
             register_schedulers(self._loaded_config())
