@@ -419,10 +419,15 @@ class LocalBackend:
             kill_tree(runner.pid)
         for worker in self._idle:
             worker.requests.close()  # a clean EOF: the worker returns from main()
+        # Told before the workers are waited for, so that the reaper's exit and
+        # theirs overlap: nothing is left for it to guard (the busy ones' trees are
+        # killed above; a sweep after a lost worker also ends idle ones, ending anyway).
+        self._tell_reaper_to_go()
         for runner in busy + self._idle:
             self._wait_gone(runner.process)
             self._forget(runner)
-        self._stop_reaper()
+        if self._reaper is not None:
+            self._wait_gone(self._reaper)
         self._running.clear()
         self._busy.clear()
         self._idle.clear()
@@ -595,7 +600,9 @@ class LocalBackend:
             return
         self._reaper = start_reaper(self._python, self._token)
 
-    def _stop_reaper(self) -> None:
+    def _tell_reaper_to_go(self) -> None:
+        """Say farewell to the reaper (or ask it to sweep first, after a lost
+        worker); the caller waits for it to end."""
         reaper = self._reaper
         if reaper is None:
             return
@@ -605,7 +612,6 @@ class LocalBackend:
             reaper.stdin.close()
         except OSError:
             pass
-        self._wait_gone(reaper)
 
     def _retire(self, worker: _Worker) -> None:
         """Stop an idle worker (it runs no job: nothing is lost by killing it)."""
