@@ -1700,6 +1700,52 @@ def test_a_daemon_whose_journal_gave_up_says_so_to_each_submit_and_how_to_go_on(
     fresh.submit("true")  # a new daemon, a new writer
 
 
+FULL_THEN_FREED = """
+set -e
+mount -t tmpfs -o size=3m tmpfs "$SMALL"
+corral submit --name first -- "sleep 1" > /dev/null
+dd if=/dev/zero of="$SMALL/pad" bs=64k 2>/dev/null || true
+if corral submit --name j1 -- "echo j1" 2> "$SMALL/../refused"; then exit 9; fi
+rm "$SMALL/pad"
+for _ in $(seq 300); do  # until the daemon's journal shows first's end (a poll, 30 s at most)
+    corral status first | grep -q -e FAILED -e COMPLETED && break
+    sleep 0.1
+done
+corral submit --name later -- "echo later" > /dev/null
+corral wait later > /dev/null
+corral status --all > "$SMALL/../status" || true
+corral stop > /dev/null
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_daemon_on_a_disk_that_filled_and_was_freed_says_so_and_goes_on(fresh, tmp_path):
+    """Attack review: after the disk had been full a moment, the daemon's journal
+    showed a job RUNNING for ever that had ended, every change made while full
+    lost. Now a submit while full is refused saying so, its job cancelled, and
+    once there is room what was held is written and the daemon goes on."""
+    small = tmp_path / "small"
+    small.mkdir()
+    run = small / "run"
+    path = f"{os.path.dirname(CORRAL)}:{fresh.env['PATH']}"
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", FULL_THEN_FREED],
+                          env={**fresh.env, "SMALL": os.fspath(small), "CORRAL_RUN": os.fspath(run),
+                               "PATH": path}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done
+    refused = (tmp_path / "refused").read_text()
+    assert re.fullmatch(
+        r"corral: error: cannot write the journal .*/run/journal\.db: \d+ changes are not "
+        r"written yet: (database or disk is full|disk I/O error); they are written as soon as "
+        r"there is room \((this submit was not taken: its job 2 is cancelled; submit again once "
+        r"the journal can be written|before this submit, which was not taken: submit again)\)\n",
+        refused), refused
+    statuses = {row["NAME"]: row["STATUS"]
+                for row in status_rows((tmp_path / "status").read_text()).values()}
+    assert statuses["first"] in ("FAILED", "COMPLETED") and statuses["later"] == "COMPLETED"
+    assert statuses.get("j1", "CANCELLED") == "CANCELLED"
+
+
 # -- the control socket under misuse (attack review) -------------------------------------------
 
 

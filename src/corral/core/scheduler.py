@@ -906,7 +906,9 @@ class Scheduler(Executor):
         # (a job the journal could not record is cancelled there, never run).
         self._engine.call(_nothing)
         if job._record.unrecorded is not None:
-            raise job._record.unrecorded
+            raise JournalError(f"{job._record.unrecorded} (this submit was not taken: its job "
+                               f"{job.id} is cancelled; submit again once the journal can be "
+                               "written)") from None
         return job
 
     def _flush_journal_now(self) -> None:

@@ -80,10 +80,12 @@ class _Reader:
             if not chunk:
                 return
 
-    def fill(self, block: bool) -> None:
+    def fill(self, block: bool, timeout: float | None = None) -> None:
+        """Take what arrived; with *block*, wait for something first (at most
+        *timeout* seconds, if given)."""
         with self._arrived:
             if block:
-                self._arrived.wait_for(lambda: self._chunks)
+                self._arrived.wait_for(lambda: self._chunks, timeout)
             chunks, self._chunks = self._chunks, []
         for chunk in chunks:
             if chunk:
@@ -133,6 +135,13 @@ class _Writer:
     row: the batch is then written again row by row, and every row that
     cannot be written is named in :attr:`problems`, which the driver hears of
     (``sync`` and ``stop``). Nothing else of the batch is lost.
+
+    A transaction the disk has no room for (full, or failing: SQLite's FULL
+    and IOERR) loses nothing either: its batches are held and written again
+    with the next ones, and every second while nothing comes, until they fit
+    (they were lost once, and ``corral status`` showed jobs RUNNING for ever
+    that had ended while the disk was full). Only at the session's end are
+    those that still do not fit lost, and said to be.
     """
 
     def __init__(self, path: str, session: int) -> None:
@@ -144,15 +153,40 @@ class _Writer:
         #: only (a full disk, freed since, must not fail every later submit).
         self._unsaid: list[str] = []
         self._unsaid_count = 0
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._say_writing()
+        #: Batches a transaction had no room for, oldest first: written before the next.
+        self.held: list[tuple] = []
+        #: Why they are held, for every sync until they are written.
+        self._held_because = ""
         #: The number of the last batch of this session the journal holds: a
         #: writer that takes over is sent what the driver could not tell was
         #: committed (all it kept, if the driver could not read the journal),
-        #: and writes only what comes after it.
-        self._written = self._last_written()
+        #: and writes only what comes after it. (Read once the journal is open.)
+        self._written = 0
+        self._db: sqlite3.Connection | None = None
+        self._open()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "the journal is opened before it is written"
+        return self._db
+
+    def _open(self) -> sqlite3.Error | None:
+        """Open the journal, or say why there is no room to (a full disk: its
+        write-ahead log cannot be made); any other error is raised."""
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._db = db
+            self._say_writing()
+            self._written = self._last_written()
+        except sqlite3.Error as error:
+            self._db = None
+            db.close()
+            if not _no_room(error):
+                raise
+            return error
+        return None
 
     def _say_writing(self) -> None:
         """Note in journal.db itself, before any commit that could sit only in
@@ -165,7 +199,19 @@ class _Writer:
     def _last_written(self) -> int:
         return last_written(self.db, self.session)
 
-    def write(self, messages: list[tuple]) -> None:
+    def write(self, messages: list[tuple], last_chance: bool = False) -> None:
+        """Commit *messages* (after those held); with *last_chance*, what
+        still finds no room is lost, and said to be, instead of held."""
+        messages = [*self.held, *messages]
+        self.held = []
+        unopened = self._open() if self._db is None else None
+        if unopened is not None:  # (what it has written is not known yet: every batch held)
+            changes = sum(len(rows) for _, rows, _ in _statements(messages, fold=True))
+            if last_chance:
+                self._note(f"{changes} changes were lost: {unopened}")
+            elif messages:
+                self._hold(messages, changes, unopened)
+            return
         messages = [message for message in messages if message[-1] > self._written]
         groups = _statements(messages, fold=True)
         if not groups:
@@ -176,18 +222,54 @@ class _Writer:
         numbered = ("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [(written_key(self.session), str(last))],
                     lambda row: "the number of the batch written")
+        changes = sum(len(rows) for _, rows, _ in groups)
         try:
             self._commit([*groups, numbered], one_by_one=False)
             self._written = last
+            self._written_after_all()
             return
-        except Exception:  # some row is refused: find it, keep the others
+        except Exception as error:  # some row is refused: find it, keep the others
             self._rollback()
+            if _no_room(error) and not last_chance:
+                self._hold(messages, changes, error)
+                return
         try:  # (a state refused must not take its job's row with it: not folded)
             self._commit([*_statements(messages, fold=False), numbered], one_by_one=True)
             self._written = last
+            self._written_after_all()
         except Exception as error:  # the commit itself failed: disk full, I/O error
             self._rollback()
-            self._note(f"{sum(len(rows) for _, rows, _ in groups)} changes were lost: {error}")
+            if _no_room(error) and not last_chance:
+                self._hold(messages, changes, error)
+                return
+            self._note(f"{changes} changes were lost: {error}")
+
+    def _hold(self, messages: list[tuple], changes: int, error: Exception) -> None:
+        """Keep *messages* for the next try; say so on the driver's stderr once
+        for each time it happens (not among the problems: once written, they
+        are none), and every sync says it until then."""
+        self.held = messages
+        because = (f"{changes} changes are not written yet: {error}; they are written as soon "
+                   "as there is room")
+        if not self._held_because:
+            self._say(f"corral: cannot write the journal {self.path}: {because}")
+        self._held_because = because
+
+    def _written_after_all(self) -> None:
+        if self._held_because:
+            self._say(f"corral: the journal {self.path} is written again: what it held back "
+                      "is in it")
+            self._held_because = ""
+
+    @staticmethod
+    def _say(line: str) -> None:
+        with contextlib.suppress(OSError):  # (the driver's stderr may be on the full disk)
+            print(line, file=sys.stderr, flush=True)
+
+    def holding_back(self) -> str | None:
+        """Why changes are held (a sync cannot be answered "ok" then: its own
+        batches are among them), or None."""
+        return self._held_because if self.held else None
 
     def _commit(self, groups: list[tuple[str, list[tuple], Callable[[tuple], str]]],
                 one_by_one: bool) -> None:
@@ -221,7 +303,7 @@ class _Writer:
         self._note(f"{label} was not recorded: {type(error).__name__}: {error}")
 
     def _rollback(self) -> None:
-        if self.db.in_transaction:
+        if self._db is not None and self._db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
 
@@ -251,6 +333,12 @@ class _Writer:
         ended), withdraw the note that this session writes; then close, which
         moves the log into journal.db."""
         self._rollback()
+        if self.held or self._db is None:  # a last try: what still finds no room is lost now
+            self.write([], last_chance=True)
+        if self._db is None:
+            self._note("the end of the session was not recorded: the journal could not be "
+                       "opened")
+            return
         try:
             self.db.execute("BEGIN")
             if session is not None:
@@ -390,7 +478,8 @@ def main() -> None:
     reader = _Reader(sys.stdin.fileno())
     replies = sys.stdout.fileno()
     while True:
-        reader.fill(block=True)
+        # (while changes are held for want of room, they are tried again every second)
+        reader.fill(block=True, timeout=RETRY_HELD_S if writer.held else None)
         pending = reader.messages()
         if pending and pending[-1][0] == "jobs" and not reader.closed:
             time.sleep(GROUP_COMMIT_S)  # let more pile up: one commit for all of them
@@ -402,7 +491,7 @@ def main() -> None:
                 writer.write(batch)
                 batch = []
                 if message[0] == "sync":
-                    problems = writer.report_since_last_sync()
+                    problems = writer.report_since_last_sync() or writer.holding_back()
                     os.write(replies, b"ok\n" if problems is None else
                              f"error: {problems}\n".encode(errors="replace"))
                 else:
@@ -412,6 +501,19 @@ def main() -> None:
         writer.write(batch)
         if reader.closed:  # the driver died: what it sent is written; nothing more comes
             _end(writer, replies, None, None, status=1)
+
+
+#: Seconds between tries of changes held for want of room.
+RETRY_HELD_S = 1.0
+
+#: SQLite's primary result codes for a disk that takes no more: full, or failing.
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10
+
+
+def _no_room(error: Exception) -> bool:
+    """Whether *error* is the disk's (full, or an I/O error), not a row's."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)
 
 
 def _one_line(problems: list[str], count: int) -> str | None:
