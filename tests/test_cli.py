@@ -1578,6 +1578,40 @@ def test_a_stopping_driver_takes_no_job_and_its_client_waits_until_it_is_gone(tm
     assert scheduler.jobs() == []
 
 
+def test_a_driver_that_dies_before_it_answers_leaves_the_request_said_to_be_uncertain(
+        tmp_path: Path):
+    """Attack review: a submit whose daemon was killed before it answered said
+    only that the connection closed: whether the job was taken (the daemon may
+    have committed it just before) was the user's to guess."""
+    import socket
+    import threading
+
+    from corral.control.server import _socket_path, send_request
+
+    tmp_path.chmod(0o700)
+    with _socket_path(tmp_path) as path:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+    listener.listen()
+
+    def read_then_vanish() -> None:  # as a driver killed while it carried the request out
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(4096)
+
+    vanishing = threading.Thread(target=read_then_vanish)
+    vanishing.start()
+    try:
+        with pytest.raises(corral_error(), match=(
+                rf"^the process driving {re.escape(str(tmp_path))} closed the connection without "
+                r"answering \(did it die\?\): the request may or may not have been carried out; "
+                r"see corral status$")):
+            send_request(tmp_path, {"verb": "submit"})
+    finally:
+        vanishing.join(30)
+        listener.close()
+
+
 def test_requests_queued_when_a_driver_stops_are_told_it_is_stopping(tmp_path: Path):
     """BUG (attack review, round 2): a `corral submit` queued on the control
     socket as `corral stop` ended the daemon found the connection closed
@@ -1744,6 +1778,35 @@ def test_a_daemon_on_a_disk_that_filled_and_was_freed_says_so_and_goes_on(fresh,
                 for row in status_rows((tmp_path / "status").read_text()).values()}
     assert statuses["first"] in ("FAILED", "COMPLETED") and statuses["later"] == "COMPLETED"
     assert statuses.get("j1", "CANCELLED") == "CANCELLED"
+
+
+OUTPUT_LOST = """
+mount -t tmpfs -o size=3m tmpfs "$SMALL" || exit 9
+corral submit --name filler -- "head -c 10000000 /dev/zero" > /dev/null
+corral wait filler > /dev/null
+corral logs filler > /dev/null 2> "$SMALL/../logs"
+echo "logs $?" >> "$SMALL/../logs"
+corral stop > /dev/null
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_logs_of_a_job_whose_output_filled_the_disk_say_it_was_lost_not_that_it_wrote_nothing(
+        fresh, tmp_path):
+    """Attack review: corral logs said the job "wrote nothing", where it wrote 10 MB
+    that could not be saved."""
+    small = tmp_path / "small"
+    small.mkdir()
+    path = f"{os.path.dirname(CORRAL)}:{fresh.env['PATH']}"
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", OUTPUT_LOST],
+                          env={**fresh.env, "SMALL": os.fspath(small),
+                               "CORRAL_RUN": os.fspath(small / "run"), "PATH": path},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done
+    assert (tmp_path / "logs").read_text() == (
+        "corral: job 1 'filler': what it wrote was lost: [Errno 28] No space left on device (its "
+        "output could not be saved)\nlogs 0\n")
 
 
 # -- the control socket under misuse (attack review) -------------------------------------------

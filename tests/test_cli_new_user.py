@@ -95,6 +95,19 @@ def test_a_run_that_is_a_file_is_named_as_given_and_a_commands_own_run_wins(tmp_
     assert command("options").status == 0  # a command that needs no run
 
 
+def test_a_run_that_is_a_loop_of_links_is_one_line_not_a_traceback(tmp_path):
+    """Attack review: a traceback ending in RuntimeError: Symlink loop."""
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    loop = re.escape(str(tmp_path / "loop1"))
+    command = Corral(tmp_path, tmp_path / "unused", env={"CORRAL_RUN": str(tmp_path / "loop1")})
+    assert_one_line_error(command("submit", "--", "true"), 2, rf"^corral: error: \$CORRAL_RUN "
+                          rf"{loop}: a loop of symbolic links, which names no directory$")
+    assert_one_line_error(command("status", "--run", str(tmp_path / "loop1")), 2,
+                          rf"^corral: error: --run {loop}: a loop of symbolic links")
+    assert command("options").status == 0  # a command that needs no run
+
+
 @pytest.mark.parametrize("args", [["--run", "", "status"], ["status", "--run", ""]])
 def test_an_empty_run_is_refused_not_taken_for_the_current_directory(tmp_path, args):
     command = Corral(tmp_path, tmp_path / "unused")

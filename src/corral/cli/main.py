@@ -68,6 +68,9 @@ def _run_dir(context: click.Context) -> Path:
     """The run directory chosen (checked only here: a bad ``$CORRAL_RUN`` must
     not stop a command given its own ``--run``, nor one that needs no run)."""
     run: Path = context.obj["run"]
+    if _loops(run):
+        raise CommandError(f"{context.obj['run_from']} {run}: a loop of symbolic links, which "
+                           "names no directory")
     if run.exists() and not run.is_dir():
         raise CommandError(f"{context.obj['run_from']} {run}: not a directory (a run "
                            "directory holds a journal)")
@@ -405,7 +408,26 @@ def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
 def _run_here(context: click.Context, run_dir: Path | None) -> None:
     """A command's own ``--run`` (``corral report --run DIR``) wins over the group's."""
     if run_dir is not None:
-        context.obj.update(run=run_dir.expanduser().resolve(), run_from="--run")
+        context.obj.update(run=_resolved(run_dir), run_from="--run")
+
+
+def _resolved(path: Path) -> Path:
+    """*path* made absolute, its links followed where they lead somewhere (a
+    loop of links is said by :func:`_run_dir`, for the commands that use a run)."""
+    path = path.expanduser()
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # (RuntimeError up to Python 3.12, OSError after)
+        return path.absolute()
+
+
+def _loops(path: Path) -> bool:
+    """Whether following *path*'s symbolic links goes round in a loop."""
+    try:
+        path.resolve()
+    except (RuntimeError, OSError):  # (RuntimeError up to Python 3.12, OSError after)
+        return True
+    return False
 
 
 class _RunPath(click.Path):
@@ -445,7 +467,7 @@ def _run_option(command: Callable[..., Any]) -> Callable[..., Any]:
 def cli(context: click.Context, run_dir: Path | None) -> None:
     """Run jobs with resources and dependencies, and watch or control a run from any
     terminal."""
-    run = Path(run_dir if run_dir is not None else default_run_dir()).expanduser().resolve()
+    run = _resolved(Path(run_dir if run_dir is not None else default_run_dir()))
     from_environment = (context.get_parameter_source("run_dir")
                         is click.core.ParameterSource.ENVIRONMENT)
     context.obj = {"run": run, "run_from": "$CORRAL_RUN" if from_environment else "--run"}
@@ -809,9 +831,8 @@ class _LinesTrimmed:
 @click.pass_context
 def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -> None:
     """Print what job ID wrote to its standard output (or error)."""
-    from corral.cli.views import follow_output
-
-    from corral.cli.views import was_cleaned
+    from corral.cli.views import follow_output, was_cleaned
+    from corral.runtime.spool import NOT_SAVED
 
     run = _open_run(context)
     stream = "stderr" if show_stderr else "stdout"
@@ -836,7 +857,11 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
             return
         now = run.job(job_id)
         ended = now.status in TERMINAL
-        if ended and not show_stderr and not _has_output(now.output_path("stderr")):
+        if ended and NOT_SAVED in (now.reason or ""):  # (it wrote, and what it wrote is lost)
+            click.echo(f"corral: job {job.id} {job.name!r}: what it wrote was lost: "
+                       f"{now.reason.split(NOT_SAVED, 1)[1].removeprefix(': ')} (its output "
+                       "could not be saved)", err=True)
+        elif ended and not show_stderr and not _has_output(now.output_path("stderr")):
             click.echo(f"corral: job {job.id} {job.name!r} wrote nothing, to its stdout or its "
                        "stderr", err=True)
         else:

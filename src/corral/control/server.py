@@ -211,7 +211,9 @@ def send_request(run_dir: str | os.PathLike[str], request: dict[str, Any],
         except TimeoutError:
             raise _no_answer(run_dir, timeout) from None
     if not answer:
-        raise CorralError(f"the process driving {run_dir} closed the connection without answering")
+        raise CorralError(f"the process driving {run_dir} closed the connection without answering "
+                          "(did it die?): the request may or may not have been carried out; "
+                          "see corral status")
     reply = json.loads(answer)
     if reply.get("denied"):
         raise Denied(reply.get("error") or "permission denied")

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there"]
+__all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there", "NOT_SAVED"]
+
+#: How a job whose output could not be moved to its directory fails (a full disk):
+#: ``corral logs`` tells it from one that wrote nothing by these words.
+NOT_SAVED = "cannot save the job's output"
 
 _OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 

@@ -57,7 +57,7 @@ from corral.runtime.command import KILL, StopRequests, is_kill_or_terminate, run
 from corral.runtime.execute import kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper, bind_to_parent
 from corral.runtime.payload import dumps_error
-from corral.runtime.spool import hand_over, open_spool
+from corral.runtime.spool import NOT_SAVED, hand_over, open_spool
 from corral.runtime.threads import allow_signals
 from corral.runtime.outcomes import OutcomeLog
 from corral.runtime.worker_process import (ABORT, DROP, MAX_REPLY_BYTES, given_back_message,
@@ -370,7 +370,7 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
     try:
         spool.hand_over(jobdir)
     except OSError as error:
-        reply = (job_id, False, dumps_error(OSError(f"cannot save the job's output: {error}")))
+        reply = (job_id, False, dumps_error(OSError(f"{NOT_SAVED}: {error}")))
     blob = reply_blob(reply)
     if outcomes_dir is not None:
         try:
