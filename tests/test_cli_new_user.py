@@ -566,6 +566,17 @@ def test_a_job_option_left_without_its_value_is_refused_not_given_the_next_word(
     assert not fresh.run.exists()
 
 
+def test_a_name_that_is_a_number_is_refused_as_it_would_be_read_as_an_id(fresh):
+    """Attack review: `corral submit --name 5` was taken; logs and cancel 5 then
+    acted on job 5, never on the job named "5", without a word."""
+    refused = fresh("submit", "--name", "5", "--", "true")
+    assert_one_line_error(refused, 2, (
+        r"^corral: error: --name 5: a name that is a number would be taken for a job's id by "
+        r"logs, cancel, status and --after; give a name with a letter in it$"))
+    assert not fresh.run.exists()
+    assert fresh.submit("--name", "5b", "--", "true") == "1"  # (a letter in it: taken)
+
+
 def test_submit_refuses_a_directory_that_holds_other_files(tmp_path):
     project = tmp_path / "project"
     project.mkdir(mode=0o755)

@@ -49,7 +49,10 @@ def test_the_default_name_comes_from_the_task():
     ({"walltime": "30"}, r"walltime='30' is ambiguous"),
     ({"timeout": "forever"}, r"timeout='forever' is not a duration"),
     ({"priority": "high"}, r"priority='high' must be an int"),
-    ({"retries": -1}, r"retries=-1 must be an int >= 0"),
+    ({"retries": -1}, r"retries=-1 must be an int from 0 to 1,000"),
+    ({"retries": 1001}, r"retries=1001 is more than 1,000: a job that fails at once would be "
+                        r"run again as many times; ask for at most 1,000"),
+    ({"retries": 2**20000}, r"retries=<int of 20001 bits> is more than 1,000"),
     ({"name": ""}, r"name='' must be a non-empty string"),
     ({"after": [42]}, r"after: 42 is neither a Job nor the name of a job"),
     ({"cwd": "/no/such/dir"}, r"cwd='/no/such/dir' is not an existing directory"),

@@ -99,6 +99,21 @@ def _int_at_least(minimum: int) -> Callable[[Any, str], int]:
     return parse
 
 
+#: The most times a job may be run again: a failing job retried at once a hundred
+#: million times (a typo) kept a core busy and grew the journal 90 KB a second.
+MAX_RETRIES = 1000
+
+
+def _retries(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{field}={_shown(value)} must be an int from 0 to {MAX_RETRIES:,}")
+    if value > MAX_RETRIES:
+        raise ValueError(f"{field}={_shown(value)} is more than {MAX_RETRIES:,}: a job that fails "
+                         "at once would be run again as many times; ask for at most "
+                         f"{MAX_RETRIES:,}")
+    return value
+
+
 def _any_int(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not (
             -INT_LIMIT <= value < INT_LIMIT):
@@ -335,8 +350,8 @@ JOB_OPTIONS: dict[str, Option] = {
                "an int >= 0", "tokens", cli="int"),
         Option("priority", _any_int, 0, "higher runs first among ready jobs", "an int", "",
                cli="int"),
-        Option("retries", _int_at_least(0), 0, "times a failed job is run again", "an int >= 0",
-               "times", cli="int"),
+        Option("retries", _retries, 0, "times a failed job is run again",
+               f"an int from 0 to {MAX_RETRIES}", "times", cli="int"),
         Option("timeout", _duration, None,
                "kill the job and its whole process tree after this long (TIMED_OUT)",
                DURATION_FORMS, "seconds"),

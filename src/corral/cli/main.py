@@ -517,6 +517,8 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     several run as they are, without a shell (corral submit -- python train.py).
     The job gets this terminal's environment and directory.
     """
+    from corral.core.registry import is_number_text
+
     options: dict[str, Any] = {}
     if profile is not None:
         options.update(_profile_options(profile, _run_dir(context)))
@@ -528,6 +530,10 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
             raise CommandError(f"{flag} {value!r}: no value of {flag} begins with '-'; was "
                                f"{flag}'s value left out?", EXIT_USAGE)
     options.update({name: value for name, value in given.items() if value is not None})
+    if isinstance(options.get("name"), str) and is_number_text(options["name"]):
+        raise CommandError(f"--name {options['name']}: a name that is a number would be taken "
+                           "for a job's id by logs, cancel, status and --after; give a name with "
+                           "a letter in it", EXIT_USAGE)
     if workdir is not None and not workdir.is_dir():
         raise CommandError(f"--workdir {workdir}: not an existing directory")
     # The daemon runs elsewhere: a relative directory means the one seen from here.
