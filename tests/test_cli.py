@@ -1703,17 +1703,20 @@ def test_a_daemon_serves_no_request_before_it_has_taken_up_the_jobs_a_dead_one_l
         client.join(30)
 
 
-def test_a_daemon_whose_journal_gave_up_says_so_to_each_submit_and_how_to_go_on(fresh):
+def test_a_daemon_whose_journal_gave_up_says_so_to_each_submit_and_how_to_go_on(fresh,
+                                                                                 tmp_path):
     """A daemon whose journal writers died four times within a minute refused
     every later submit with "the writer process died ... submit again", which
-    failed the same way again until the daemon was restarted by hand."""
+    failed the same way again until the daemon was restarted by hand; status
+    said nothing of it, and wait waited for ever (attack review)."""
     import psutil
 
     def writer_of(daemon: int) -> psutil.Process:
         return next(child for child in psutil.Process(daemon).children()
                     if "corral.journal.writer" in " ".join(child.cmdline()))
 
-    fresh.submit("true")
+    release = tmp_path / "release"
+    blocked = fresh.submit(block(release))
     daemon = fresh.daemon_pid()
     assert daemon is not None
     for _ in range(3):  # each one replaced
@@ -1729,9 +1732,21 @@ def test_a_daemon_whose_journal_gave_up_says_so_to_each_submit_and_how_to_go_on(
         r"the run went on without it \(this submit was not taken: this driver can journal no "
         r"job any more; corral stop ends it, cancelling its unfinished jobs, and the next "
         r"corral submit starts a new one\)\n", refused.err), refused.err
+    stopped = (r"it stopped at \d\d:\d\d:\d\d \(its writer process died; its writers died 4 "
+               r"times within 60 s, so no other is started\): no change after that is in it, no "
+               r"job submitted or ended since; the run went on without it")
+    header = fresh("status").out.splitlines()[0]
+    assert re.fullmatch(rf"run .*: driven by daemon pid {daemon}; its JOURNAL STOPPED: "
+                        rf"{stopped}; corral stop ends its driver", header), header
+    waited = fresh("wait", blocked, timeout=60)
+    assert_one_line_error(waited, 3, rf"^corral: error: the journal of the run at .* stopped: "
+                                     rf"{stopped}; how its jobs end cannot be seen from here "
+                                     r"\(the driver's log says\); corral stop ends the driver$")
+    release.touch()
     fresh.ok("stop")
     wait_until(lambda: pid_gone(daemon), timeout=30, message="the daemon to stop")
     fresh.submit("true")  # a new daemon, a new writer
+    assert "JOURNAL STOPPED" not in fresh("status").out
 
 
 FULL_THEN_FREED = """

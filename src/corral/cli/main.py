@@ -976,6 +976,11 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     if outcome == "orphaned":
         raise CommandError(f"no process drives the run at {run.path} any more; its unfinished "
                            "jobs will not progress", EXIT_UNREACHABLE)
+    if outcome == "journal stopped":
+        raise CommandError(f"the journal of the run at {run.path} stopped: "
+                           f"{run.journal_stopped()}; how its jobs end cannot be seen from here "
+                           "(the driver's log says); corral stop ends the driver",
+                           EXIT_UNREACHABLE)
     counts = Counter(run.status_counts(ids or None))
     failed = sum(counts[status] for status in _FAILED)
     if failed:  # (their rows are read only then)

@@ -59,6 +59,10 @@ def run_header(run: Run) -> Text:
         if pid is not None:
             stopped = (f"; the driver is STOPPED (Ctrl-Z or SIGSTOP): it starts no job and "
                        f"answers no command until it runs again (kill -CONT {pid})")
+    stopped_journal = run.journal_stopped()
+    if stopped_journal is not None:  # (what follows may be stale: said before it is read)
+        ended = "" if owner is None else "; corral stop ends its driver"
+        stopped += f"; its JOURNAL STOPPED: {stopped_journal}{ended}"
     return Text(f"run {run.path}: {driver}{paused}{stopped}")
 
 

@@ -30,7 +30,8 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
     if one drives it) have ended.
 
     Returns "done"; "timeout"; "orphaned" when no process drives the run any
-    more while jobs are unfinished; or "cut short" when the whole run's jobs
+    more while jobs are unfinished; "journal stopped" when the driver's journal
+    gave up (no end would be seen); or "cut short" when the whole run's jobs
     have ended but the script that made them ended without closing the run
     (killed): it may not have made them all.
     """
@@ -73,6 +74,8 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
                 counts = run.status_counts(wanted or None)
                 if unfinished(counts):
                     return "orphaned"
+            elif run.journal_stopped() is not None:  # its ends would never be seen here
+                return "journal stopped"
             time.sleep(POLL_S)  # the journal is written by another process
 
 

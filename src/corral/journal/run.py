@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from corral.result import Result
-from corral.journal.store import (JOURNAL_FILE, JournalError, Overview, StoredJob, StoredSession,
-                                  owner_of, read_overview, read_status_counts,
+from corral.journal.store import (JOURNAL_FILE, STOPPED_FILE, JournalError, Overview, StoredJob,
+                                  StoredSession, owner_of, read_overview, read_status_counts,
                                   last_written, read_events,
                                   read_job, read_jobs, read_meta, read_session_backends,
                                   read_sessions)
@@ -162,6 +162,15 @@ class Run:
     def owner(self) -> dict[str, Any] | None:
         """The live process driving the run (pid, kind), or None."""
         return owner_of(self.path)
+
+    def journal_stopped(self) -> str | None:
+        """Why and when the journal stopped taking changes, if its last session
+        gave up on it (its writers kept dying): what became of the jobs since is
+        not in it. None while it is written."""
+        try:
+            return (self.path / STOPPED_FILE).read_text(errors="replace").strip() or None
+        except OSError:
+            return None
 
     def __repr__(self) -> str:
         return f"<Run {self.path}>"

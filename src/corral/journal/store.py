@@ -73,8 +73,8 @@ from corral.journal.writer_pipe import (WriterStalled, stopped_for, wait_for_ans
 from corral.journal.writer_lock import note_writer, take_writer_lock
 from corral.status import TERMINAL, JobStatus
 
-__all__ = ["JOURNAL_FILE", "Journal", "JournalError", "StoredJob", "RunInUse", "private_run_dir",
-           "private_file",
+__all__ = ["JOURNAL_FILE", "STOPPED_FILE", "Journal", "JournalError", "StoredJob", "RunInUse",
+           "private_run_dir", "private_file",
            "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of",
            "read_session_backends", "read_sessions", "StoredSession", "JournaledJob",
            "last_written", "file_kind"]
@@ -105,6 +105,10 @@ class JournaledJob(Protocol):
 
 JOURNAL_FILE = "journal.db"
 LOCK_FILE = "owner.lock"
+#: Where a session whose journal gave up says so (:meth:`Journal._give_up`): the
+#: journal itself takes nothing more, and ``corral status`` and ``wait`` read it
+#: there. The next session removes it.
+STOPPED_FILE = "journal-stopped"
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -631,6 +635,8 @@ class Journal:
                 writer_lock = take_writer_lock(self.run_dir)
             except OSError as error:  # (a broken lock file, or a writer that never let go)
                 raise JournalError(error.strerror or str(error)) from None
+            with contextlib.suppress(OSError):  # (an earlier session's word: this one writes)
+                (self.run_dir / STOPPED_FILE).unlink(missing_ok=True)
             if not path.exists():
                 _create_journal(path, kind)
             #: The last sign of an earlier driver's life: when it last wrote here.
@@ -1047,6 +1053,8 @@ class Journal:
             logging.getLogger(__name__).error(
                 "the journal writer of %s is gone (%s%s): the journal stops here",
                 self.run_dir, what, again)
+            with contextlib.suppress(OSError):  # (for corral status and wait; at best)
+                (self.run_dir / STOPPED_FILE).write_text(self._stopped_here + "\n")
 
     def _take_over(self, why: str) -> bool:
         """Start a writer in place of one that died, and send it the batches
