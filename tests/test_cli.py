@@ -2072,7 +2072,7 @@ def test_a_name_made_of_digits_is_a_name_unless_it_is_an_id_as_corral_writes_it(
     """BUG (attack review, round 2): "01" was taken for job 1 and cancelled it,
     and a name like "²" failed with "invalid literal for int()"."""
     release = tmp_path / "release"
-    first = cli.submit("--name", "3", f"{block(release)}")
+    first = cli.submit("--name", "three", f"{block(release)}")  # ("3" is refused: an id)
     named = cli.submit("--name", "01", f"{block(release)}")
     squared = cli.submit("--name", "²", f"{block(release)}")
     assert cli.ok("cancel", "01").out == f"cancelled {named} '01'\n"
