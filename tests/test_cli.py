@@ -1715,8 +1715,8 @@ def test_a_daemon_whose_journal_gave_up_says_so_to_each_submit_and_how_to_go_on(
         return next(child for child in psutil.Process(daemon).children()
                     if "corral.journal.writer" in " ".join(child.cmdline()))
 
-    release = tmp_path / "release"
-    blocked = fresh.submit(block(release))
+    release, ran = tmp_path / "release", tmp_path / "ran"
+    blocked = fresh.submit(f"echo ran >> {q(ran)}; {block(release)}")
     daemon = fresh.daemon_pid()
     assert daemon is not None
     for _ in range(3):  # each one replaced
@@ -1742,11 +1742,18 @@ def test_a_daemon_whose_journal_gave_up_says_so_to_each_submit_and_how_to_go_on(
     assert_one_line_error(waited, 3, rf"^corral: error: the journal of the run at .* stopped: "
                                      rf"{stopped}; how its jobs end cannot be seen from here "
                                      r"\(the driver's log says\); corral stop ends the driver$")
-    release.touch()
-    fresh.ok("stop")
+    fresh.ok("stop")  # which cancels the blocked job: the journal cannot say so
     wait_until(lambda: pid_gone(daemon), timeout=30, message="the daemon to stop")
+    release.touch()
     fresh.submit("true")  # a new daemon, a new writer
-    assert "JOURNAL STOPPED" not in fresh("status").out
+    shown = fresh("status", blocked)
+    assert "JOURNAL STOPPED" not in shown.out
+    # Not run again by the next daemon (attack review: stop's cancel was lost with the
+    # journal, and the next daemon ran the job a second time).
+    assert shown.rows()[blocked]["STATUS"] == "CANCELLED"
+    assert (f"job {blocked} 'echo' CANCELLED: its end was not recorded: the journal of its "
+            "session had stopped") in shown.out.splitlines()
+    assert fresh("wait").status == 1 and ran.read_text() == "ran\n"
 
 
 FULL_THEN_FREED = """

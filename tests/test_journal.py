@@ -836,7 +836,7 @@ import os, sys, time, corral
 run, pad = sys.argv[1], os.path.join(os.path.dirname(sys.argv[1]), "pad")
 with corral.Scheduler(cores=1, journal=run) as sched:
     first = sched.shell("sleep 0.5", name="first")
-    with open(pad, "wb") as filler:  # the disk full while it runs
+    with open(pad, "wb", buffering=0) as filler:  # the disk full while it runs
         try:
             while True:
                 filler.write(bytes(1 << 16))
@@ -888,6 +888,88 @@ def test_changes_a_full_disk_had_no_room_for_are_written_once_there_is_room(tmp_
     assert lines[2] == "ended without a journal error", done
     assert re.search(r"corral: the journal .*journal\.db is written again: what it held back is "
                      r"in it\n", done.stderr), done.stderr
+
+
+FULL_TO_THE_END_PROGRAM = """
+import os, sys, threading, corral
+run, pad = sys.argv[1], os.path.join(os.path.dirname(sys.argv[1]), "pad")
+
+def fill():  # the disk full while the jobs run, never freed
+    with open(pad, "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(bytes(1 << 16))
+                filler.flush()
+        except OSError:
+            pass
+
+with corral.Scheduler(cores=2, journal=run) as sched:
+    jobs = [sched.shell(f"true {number}") for number in range(600)]
+    jobs[100].result(timeout=60)
+    filled = threading.Thread(target=fill)
+    filled.start()
+    filled.join()
+    corral.wait(jobs, timeout=120)
+"""
+
+
+def _on_a_small_disk(tmp_path: Path, program: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run *program* (its argument: a run directory) with the run on a 3 MB tmpfs of
+    a mount namespace of its own; then ``corral status`` in the same namespace."""
+    from support.cli import CORRAL
+
+    small_disk = tmp_path / "small"
+    small_disk.mkdir()
+    script = (f'mount -t tmpfs -o size=3m tmpfs "{small_disk}" || exit 9; "$@"; code=$?; '
+              f'{CORRAL} --run "{small_disk}/run" status > /dev/null 2> "{tmp_path}/status"; '
+              'exit $code')
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", sys.executable, "-c",
+                           program, str(small_disk / "run")],
+                          capture_output=True, text=True, timeout=180)
+    return done, tmp_path / "status"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_disk_full_to_the_end_loses_the_held_changes_in_one_line(tmp_path):
+    """Attack review: the last try at the session's end wrote its rows one by
+    one, noted each refused (2,000 "was not recorded"), committed nothing, and
+    said "written again"."""
+    done, _ = _on_a_small_disk(tmp_path, FULL_TO_THE_END_PROGRAM)
+    assert done.returncode == 1, done
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"corral\.journal\.store\.JournalError: cannot write the journal .*: "
+                        r"\d+ changes were lost: (database or disk is full|disk I/O error)"
+                        r"(; the end of the session was not recorded: .*)?", last), done.stderr
+    assert "written again" not in done.stderr
+    assert not re.search(r"job \d+ was not recorded", done.stderr), done.stderr  # (no row's fault)
+
+
+CLOSED_THEN_FILLED_PROGRAM = """
+import os, sys, corral
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
+    sched.shell("true").result(timeout=60)
+with open(os.path.join(os.path.dirname(sys.argv[1]), "pad"), "wb", buffering=0) as filler:
+    try:  # full to the last page
+        while True:
+            filler.write(bytes(4096))
+            filler.flush()
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_status_of_a_run_whose_disk_is_full_says_so_not_that_the_journal_is_damaged(tmp_path):
+    """Attack review: corral status said the journal "is not a corral journal, or
+    it is damaged ...; move it away", where its disk was only full (SQLite could
+    not make its -shm file): the advice would throw a good history away."""
+    done, status = _on_a_small_disk(tmp_path, CLOSED_THEN_FILLED_PROGRAM)
+    assert done.returncode == 0, done
+    assert re.fullmatch(r"corral: error: cannot use the journal .*journal\.db \(.*\): the disk it "
+                        r"is on is full \(see df .*\); it is not damaged: free some space and run "
+                        r"this again\n", status.read_text()), status.read_text()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a read-only mount needs root (run "

@@ -167,10 +167,11 @@ class Run:
         """Why and when the journal stopped taking changes, if its last session
         gave up on it (its writers kept dying): what became of the jobs since is
         not in it. None while it is written."""
-        try:
-            return (self.path / STOPPED_FILE).read_text(errors="replace").strip() or None
+        try:  # (its first line: a second says the session closed since)
+            text = (self.path / STOPPED_FILE).read_text(errors="replace")
         except OSError:
             return None
+        return text.split("\n", 1)[0].strip() or None
 
     def __repr__(self) -> str:
         return f"<Run {self.path}>"

@@ -52,6 +52,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -67,7 +68,7 @@ from corral.errors import CorralError
 from corral.journal import eventlog
 from corral.journal.previous import PreviousJobs
 from corral.journal.unwritten import Unwritten
-from corral.journal.writer import HEADER, WRITING_KEY
+from corral.journal.writer import HEADER, WRITING_KEY, no_room
 from corral.journal.writer_pipe import (WriterStalled, stopped_for, wait_for_answer, wait_for_end,
                                        write_to_writer)
 from corral.journal.writer_lock import note_writer, take_writer_lock
@@ -451,6 +452,12 @@ def _damaged(path: Path, error: object) -> JournalError:
                             f"make it, its {_BESIDE} and its directory writable (see ls -l, "
                             "lsattr, mount) to go on with this run; corral status and logs "
                             "read it as it is")
+    if no_room(error) and _little_room(path.parent):
+        # SQLite could not make or grow a file it needs for want of room: the
+        # journal is whole (moving it away, as for a damaged one, would lose it).
+        return JournalError(f"cannot use the journal {path} ({error}): the disk it is on is "
+                            f"full (see df {path.parent}); it is not damaged: free some space "
+                            "and run this again")
     if isinstance(error, sqlite3.OperationalError) and "unable to open" in str(error):
         # SQLite could not open a file it needs (its directory is not writable,
         # a -wal or -shm file is not): no sign of damage, nothing to move away.
@@ -459,6 +466,15 @@ def _damaged(path: Path, error: object) -> JournalError:
                             "status and logs read it as it is")
     return JournalError(f"{path} is not a corral journal, or it is damaged ({error}); "
                         f"{_MOVE_AWAY}")
+
+
+def _little_room(directory: Path) -> bool:
+    """Whether the disk of *directory* is (all but) full: SQLite's I/O error on
+    a full disk is one (it cannot make its -shm file), as well as its FULL."""
+    try:
+        return shutil.disk_usage(directory).free < 1 << 20
+    except OSError:
+        return False
 
 
 def _log_missing(path: Path) -> bool:
@@ -635,6 +651,9 @@ class Journal:
                 writer_lock = take_writer_lock(self.run_dir)
             except OSError as error:  # (a broken lock file, or a writer that never let go)
                 raise JournalError(error.strerror or str(error)) from None
+            #: Whether the last session's journal stopped and that session then
+            #: closed: every job it left unfinished here ended, unrecorded.
+            self._ended_unrecorded = _closed_after_its_journal_stopped(self.run_dir)
             with contextlib.suppress(OSError):  # (an earlier session's word: this one writes)
                 (self.run_dir / STOPPED_FILE).unlink(missing_ok=True)
             if not path.exists():
@@ -755,9 +774,15 @@ class Journal:
                 "control it with the corral command, or use another run directory") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "kind": kind, "host": os.uname().nodename,
-                                 "socket": "control.sock"}))
-        handle.flush()
+        try:
+            handle.write(json.dumps({"pid": os.getpid(), "kind": kind,
+                                     "host": os.uname().nodename, "socket": "control.sock"}))
+            handle.flush()
+        except OSError as error:  # (a full disk: a one-line word, not a traceback)
+            with contextlib.suppress(OSError):  # (closing flushes again, and fails again)
+                handle.close()
+            raise JournalError(f"cannot start a session of the run at {self.run_dir}: "
+                               f"{error.strerror or error} (writing {LOCK_FILE})") from None
         return handle
 
     def _release_lock(self) -> None:
@@ -818,7 +843,8 @@ class Journal:
                    if job.status not in TERMINAL
                    and not self.outlives_driver(job)
                    and not (kind == "daemon" and job.kind == "shell" and job.session is not None
-                            and self.session_kinds.get(job.session) == "daemon")]
+                            and self.session_kinds.get(job.session) == "daemon"
+                            and not self._ended_unrecorded)]
         if not orphans:
             return
         now = time.time()
@@ -828,7 +854,8 @@ class Journal:
 
             outcomes = read_outcomes(self.run_dir)
         ended = [self._settled(job, outcomes) or replace(
-            job, status=JobStatus.CANCELLED, reason=self._orphaned_reason(job),
+            job, status=JobStatus.CANCELLED,
+            reason=_END_UNRECORDED if self._ended_unrecorded else self._orphaned_reason(job),
             ended=job.ended or self._died_at(job, now)) for job in orphans]
         db.execute("BEGIN")
         db.executemany(
@@ -842,7 +869,9 @@ class Journal:
         db.execute("COMMIT")
         for job in ended:
             self.last_change[str(job.id)] = now
-            if job.status is not JobStatus.CANCELLED:  # the Resumer must see the others as they are
+            # The Resumer must see the others as they are; a job whose end went
+            # unrecorded ended (a daemon must not take it for one to run again).
+            if job.status is not JobStatus.CANCELLED or self._ended_unrecorded:
                 self.previous.replace(job)
 
     def _died_at(self, job: StoredJob, now: float) -> float:
@@ -1141,6 +1170,10 @@ class Journal:
                 discard_outcomes(self.run_dir)  # everything they held is in the journal now
             else:
                 self._failure = self._stopped_here or _writer_failure(report, code)
+            if self._stopped_here is not None:  # (every job of this session has ended)
+                with contextlib.suppress(OSError), open(self.run_dir / STOPPED_FILE,
+                                                         "a") as stopped:
+                    stopped.write(f"{_SESSION_CLOSED}\n")
         finally:
             self._release_lock()
 
@@ -1173,6 +1206,22 @@ class Journal:
         failure, self._failure = self._failure, None
         if failure is not None:
             raise JournalError(f"cannot write the journal {self.run_dir / JOURNAL_FILE}: {failure}")
+
+
+#: The line a session whose journal had stopped adds to :data:`STOPPED_FILE` as it
+#: closes: its jobs all ended (cancelled, if nothing else), unrecorded.
+_SESSION_CLOSED = "the session that wrote this closed: every job it ran has ended"
+#: What such a job shows once the next session opens the run (a daemon's
+#: submissions are not run again: ``corral stop`` had cancelled them).
+_END_UNRECORDED = "its end was not recorded: the journal of its session had stopped"
+
+
+def _closed_after_its_journal_stopped(run_dir: Path) -> bool:
+    try:
+        lines = (run_dir / STOPPED_FILE).read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    return _SESSION_CLOSED in lines
 
 
 def _writer_failure(report: bytes, code: int) -> str:

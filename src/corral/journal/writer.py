@@ -157,6 +157,8 @@ class _Writer:
         self.held: list[tuple] = []
         #: Why they are held, for every sync until they are written.
         self._held_because = ""
+        #: When they are tried again (time.monotonic()).
+        self._next_try = 0.0
         #: The number of the last batch of this session the journal holds: a
         #: writer that takes over is sent what the driver could not tell was
         #: committed (all it kept, if the driver could not read the journal),
@@ -183,7 +185,7 @@ class _Writer:
         except sqlite3.Error as error:
             self._db = None
             db.close()
-            if not _no_room(error):
+            if not no_room(error):
                 raise
             return error
         return None
@@ -202,6 +204,9 @@ class _Writer:
     def write(self, messages: list[tuple], last_chance: bool = False) -> None:
         """Commit *messages* (after those held); with *last_chance*, what
         still finds no room is lost, and said to be, instead of held."""
+        if self.held and not last_chance and time.monotonic() < self._next_try:
+            self.held += messages  # (tried again once a second, not for every batch that comes)
+            return
         messages = [*self.held, *messages]
         self.held = []
         unopened = self._open() if self._db is None else None
@@ -230,8 +235,11 @@ class _Writer:
             return
         except Exception as error:  # some row is refused: find it, keep the others
             self._rollback()
-            if _no_room(error) and not last_chance:
-                self._hold(messages, changes, error)
+            if no_room(error):  # (no row's fault: none would fit alone either)
+                if last_chance:
+                    self._note(f"{changes} changes were lost: {error}")
+                else:
+                    self._hold(messages, changes, error)
                 return
         try:  # (a state refused must not take its job's row with it: not folded)
             self._commit([*_statements(messages, fold=False), numbered], one_by_one=True)
@@ -239,7 +247,7 @@ class _Writer:
             self._written_after_all()
         except Exception as error:  # the commit itself failed: disk full, I/O error
             self._rollback()
-            if _no_room(error) and not last_chance:
+            if no_room(error) and not last_chance:
                 self._hold(messages, changes, error)
                 return
             self._note(f"{changes} changes were lost: {error}")
@@ -249,6 +257,7 @@ class _Writer:
         for each time it happens (not among the problems: once written, they
         are none), and every sync says it until then."""
         self.held = messages
+        self._next_try = time.monotonic() + RETRY_HELD_S
         because = (f"{changes} changes are not written yet: {error}; they are written as soon "
                    "as there is room")
         if not self._held_because:
@@ -283,6 +292,8 @@ class _Writer:
                 try:
                     db.execute(sql, row)
                 except Exception as error:
+                    if no_room(error):  # the disk's, not the row's: the whole fails
+                        raise
                     self._write_refused(sql, row, label(row), error)
         if db.in_transaction:  # (an I/O error may have rolled it back already)
             db.execute("COMMIT")
@@ -510,7 +521,7 @@ RETRY_HELD_S = 1.0
 _SQLITE_FULL, _SQLITE_IOERR = 13, 10
 
 
-def _no_room(error: Exception) -> bool:
+def no_room(error: object) -> bool:
     """Whether *error* is the disk's (full, or an I/O error), not a row's."""
     code = getattr(error, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)

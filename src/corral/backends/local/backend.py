@@ -34,6 +34,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -222,6 +223,10 @@ class LocalBackend:
         self._python = python
         self._selector = selectors.DefaultSelector()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        #: Held to write a wake-up and to close the pipe: a thread that posted as the
+        #: loop closed wrote to a closed descriptor (EBADF at a rerun's end; once
+        #: its number is reused, a byte into whatever file has it now).
+        self._wake_lock = threading.Lock()
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
@@ -335,11 +340,14 @@ class LocalBackend:
         # (and the context switch it causes) while one is already on its way.
         if self._wake_pending or self._closed:
             return
-        self._wake_pending = True
-        try:
-            os.write(self._wake_write, b"\0")
-        except BlockingIOError:  # the pipe is full: a wake-up is already pending
-            pass
+        with self._wake_lock:
+            if self._closed:
+                return
+            self._wake_pending = True
+            try:
+                os.write(self._wake_write, b"\0")
+            except BlockingIOError:  # the pipe is full: a wake-up is already pending
+                pass
 
     def kill(self, job_ids: Collection[int | str]) -> None:
         queued = []
@@ -434,8 +442,9 @@ class LocalBackend:
         self._selector.close()
         if self._spool_dir is not None:
             shutil.rmtree(self._spool_dir, ignore_errors=True)
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        with self._wake_lock:  # (_closed is set: no wake-up writes from now on)
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     # -- GPUs ----------------------------------------------------------------------
 
