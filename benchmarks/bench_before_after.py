@@ -10,7 +10,11 @@ alternating, each in a fresh interpreter.
     python benchmarks/bench_before_after.py REV --write    # also refresh RESULTS.md
 
 Workloads (2 slots, pools warm): 1,000 no-op calls (and the submit() calls
-alone), 200 ``true`` commands.
+alone), 200 ``true`` commands; a script's own costs: ``import corral`` and
+``Scheduler()`` until it returns, and the ``with`` block's exit once every job
+has ended; and ``corral status --all`` of a run of 20,000 jobs (the command
+whole, interpreter and all, output to /dev/null), the run made once by this
+checkout.
 """
 
 from __future__ import annotations
@@ -22,18 +26,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent / "src"
 
 WORKLOAD = r"""
-import json, time, corral
+import json, time
+began = time.perf_counter()
+import corral
 
 def noop():
     return None
 
-with corral.Scheduler(cores=2) as scheduler:
+scheduler = corral.Scheduler(cores=2)
+start_up = time.perf_counter() - began
+with scheduler:
     warm_up = [scheduler.submit(noop) for _ in range(200)]
     warm_up += [scheduler.shell(["true"]) for _ in range(20)]
     for job in warm_up:
@@ -48,18 +57,37 @@ with corral.Scheduler(cores=2) as scheduler:
     for job in [scheduler.shell(["true"]) for _ in range(200)]:
         job.result()
     commands = time.perf_counter() - start
-print(json.dumps({"calls": calls, "submit": submitted, "commands": commands}))
+    leaving = time.perf_counter()
+end = time.perf_counter() - leaving
+print(json.dumps({"calls": calls, "submit": submitted, "commands": commands,
+                  "start": start_up, "end": end}))
+"""
+
+#: A journaled run of 20,000 finished jobs, for ``corral status --all``.
+BIG_RUN = r"""
+import sys, corral
+with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
+    for _ in scheduler.map(abs, range(20_000)):
+        pass
 """
 
 ROWS = (("calls", "1,000 no-op calls"), ("submit", "... of which the 1,000 submit() calls"),
-        ("commands", "200 `true` commands"))
+        ("commands", "200 `true` commands"),
+        ("start", "`import corral` and `Scheduler()`"),
+        ("end", "leaving the `with` block, every job ended"),
+        ("status", "`corral status --all`, 20,000 jobs, the whole command"))
 
 
-def measure(source: Path) -> dict[str, float]:
+def measure(source: Path, big_run: Path) -> dict[str, float]:
     environment = {**os.environ, "PYTHONPATH": os.fspath(source)}
     done = subprocess.run([sys.executable, "-c", WORKLOAD], env=environment, check=True,
                           capture_output=True, text=True)
-    return json.loads(done.stdout.splitlines()[-1])
+    found = json.loads(done.stdout.splitlines()[-1])
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "corral", "--run", os.fspath(big_run), "status",
+                    "--all"], env=environment, stdout=subprocess.DEVNULL, check=True)
+    found["status"] = time.perf_counter() - began
+    return found
 
 
 def main() -> None:
@@ -73,11 +101,14 @@ def main() -> None:
         tree = Path(scratch) / "tree"
         subprocess.run(["git", "-C", os.fspath(HERE.parent), "worktree", "add", "--detach", "-q",
                         os.fspath(tree), options.revision], check=True)
+        big_run = Path(scratch) / "big-run"
+        subprocess.run([sys.executable, "-c", BIG_RUN, os.fspath(big_run)], check=True,
+                       env={**os.environ, "PYTHONPATH": os.fspath(SOURCE)})
         try:
             runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
             for _ in range(options.repeat):
-                runs["before"].append(measure(tree / "src"))
-                runs["after"].append(measure(SOURCE))
+                runs["before"].append(measure(tree / "src", big_run))
+                runs["after"].append(measure(SOURCE, big_run))
         finally:
             subprocess.run(["git", "-C", os.fspath(HERE.parent), "worktree", "remove", "--force",
                             os.fspath(tree)], check=True)
