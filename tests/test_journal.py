@@ -831,18 +831,25 @@ def test_output_that_fills_the_disk_fails_its_job_and_frees_the_disk_for_the_nex
         "COMPLETED 'py-out after\\nchild-out after\\n'"], done.stderr
 
 
-FILLED_THEN_FREED_PROGRAM = """
+#: What the programs below begin with: fill(path, chunk) writes *chunk* bytes at a
+#: time to *path* until the disk has no room for more.
+FILL = """
+def fill(path, chunk=1 << 16):
+    with open(path, "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(bytes(chunk))
+        except OSError:
+            pass
+"""
+
+
+FILLED_THEN_FREED_PROGRAM = FILL + """
 import os, sys, time, corral
 run, pad = sys.argv[1], os.path.join(os.path.dirname(sys.argv[1]), "pad")
 with corral.Scheduler(cores=1, journal=run) as sched:
     first = sched.shell("sleep 0.5", name="first")
-    with open(pad, "wb", buffering=0) as filler:  # the disk full while it runs
-        try:
-            while True:
-                filler.write(bytes(1 << 16))
-                filler.flush()
-        except OSError:
-            pass
+    fill(pad)  # the disk full while it runs
     second = sched.shell("true", name="second")
     try:
         sched._journal.flush(wait=True)
@@ -890,23 +897,14 @@ def test_changes_a_full_disk_had_no_room_for_are_written_once_there_is_room(tmp_
                      r"in it\n", done.stderr), done.stderr
 
 
-FULL_TO_THE_END_PROGRAM = """
+FULL_TO_THE_END_PROGRAM = FILL + """
 import os, sys, threading, corral
 run, pad = sys.argv[1], os.path.join(os.path.dirname(sys.argv[1]), "pad")
-
-def fill():  # the disk full while the jobs run, never freed
-    with open(pad, "wb", buffering=0) as filler:
-        try:
-            while True:
-                filler.write(bytes(1 << 16))
-                filler.flush()
-        except OSError:
-            pass
 
 with corral.Scheduler(cores=2, journal=run) as sched:
     jobs = [sched.shell(f"true {number}") for number in range(600)]
     jobs[100].result(timeout=60)
-    filled = threading.Thread(target=fill)
+    filled = threading.Thread(target=fill, args=(pad,))  # never freed
     filled.start()
     filled.join()
     corral.wait(jobs, timeout=120)
@@ -945,17 +943,11 @@ def test_a_disk_full_to_the_end_loses_the_held_changes_in_one_line(tmp_path):
     assert not re.search(r"job \d+ was not recorded", done.stderr), done.stderr  # (no row's fault)
 
 
-CLOSED_THEN_FILLED_PROGRAM = """
+CLOSED_THEN_FILLED_PROGRAM = FILL + """
 import os, sys, corral
 with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
     sched.shell("true").result(timeout=60)
-with open(os.path.join(os.path.dirname(sys.argv[1]), "pad"), "wb", buffering=0) as filler:
-    try:  # full to the last page
-        while True:
-            filler.write(bytes(4096))
-            filler.flush()
-    except OSError:
-        pass
+fill(os.path.join(os.path.dirname(sys.argv[1]), "pad"), 4096)  # to the last page
 """
 
 
