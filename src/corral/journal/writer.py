@@ -201,10 +201,12 @@ class _Writer:
     def _last_written(self) -> int:
         return last_written(self.db, self.session)
 
-    def write(self, messages: list[tuple], last_chance: bool = False) -> None:
+    def write(self, messages: list[tuple], last_chance: bool = False, now: bool = False) -> None:
         """Commit *messages* (after those held); with *last_chance*, what
-        still finds no room is lost, and said to be, instead of held."""
-        if self.held and not last_chance and time.monotonic() < self._next_try:
+        still finds no room is lost, and said to be, instead of held. Held ones
+        are tried again once a second, or at once with *now* (a sync waits on
+        its answer: an unwritable journal made writable again is written then)."""
+        if self.held and not (last_chance or now) and time.monotonic() < self._next_try:
             self.held += messages  # (tried again once a second, not for every batch that comes)
             return
         messages = [*self.held, *messages]
@@ -499,7 +501,7 @@ def main() -> None:
         batch: list[tuple] = []
         for message in pending:
             if message[0] in ("sync", "stop"):
-                writer.write(batch)
+                writer.write(batch, now=True)
                 batch = []
                 if message[0] == "sync":
                     problems = writer.report_since_last_sync() or writer.holding_back()
