@@ -686,6 +686,65 @@ def test_clean_asks_first_and_deletes_only_the_files_of_finished_jobs(fresh, tmp
     assert fresh.ok("logs", running).out == "still running during clean\n"
 
 
+def _script_run(run: Path, command: str) -> None:
+    """A run of one shell job named a, made by a Python script that has ended."""
+    subprocess.run([sys.executable, "-c", (
+        "import sys, corral\n"
+        "with corral.Scheduler(journal=sys.argv[1]) as s:\n"
+        "    s.shell(sys.argv[2], name='a').exception()\n"), str(run), command],
+        check=True, timeout=60)
+
+
+def test_clean_and_logs_of_a_moved_or_copied_run_touch_only_its_own_files(tmp_path):
+    """Attack review: the journal records each job's directory where it was
+    made, so corral clean of a run moved away (or of a copy) deleted the files
+    of the run that lives at the old place now, and logs showed its output."""
+    _script_run(tmp_path / "runA", "echo first")
+    (tmp_path / "runA").rename(tmp_path / "old")
+    _script_run(tmp_path / "runA", "echo second")
+    old, new = Corral(tmp_path, tmp_path / "old"), Corral(tmp_path, tmp_path / "runA")
+    assert old.ok("logs", "1").out == "first\n"
+
+    assert old.ok("clean", "--yes").out == "deleted the files of 1 job(s), 0.0 MB\n"
+    assert (tmp_path / "runA" / "1" / "stdout").read_text() == "second\n"
+    assert new.ok("logs", "1").out == "second\n"
+    assert_one_line_error(old("logs", "1"), 3,
+                          r"job 1's output files were removed \(corral clean\)")
+
+    shutil.copytree(tmp_path / "runA", tmp_path / "copy")
+    copy = Corral(tmp_path, tmp_path / "copy")
+    assert copy.ok("clean", "--yes").out == "deleted the files of 1 job(s), 0.0 MB\n"
+    assert not (tmp_path / "copy" / "1").exists()
+    assert new.ok("logs", "1").out == "second\n"
+
+
+def test_a_rerun_of_a_copied_run_clears_the_copys_files_not_the_originals(tmp_path):
+    """A failed job runs again with its files cleared: those of the copy being
+    rerun, not of the run it was copied from."""
+    _script_run(tmp_path / "run", "echo try; exit 4")
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    _script_run(tmp_path / "copy", "echo try; exit 4")
+    assert (tmp_path / "run" / "1" / "stdout").read_text() == "try\n"
+    assert (tmp_path / "copy" / "1" / "stdout").read_text() == "try\n"
+    assert Corral(tmp_path, tmp_path / "copy")("status", "1").rows()["1"]["TRIES"] == "2"
+
+
+def test_clean_follows_no_link_in_place_of_a_jobs_directory_and_says_it_left_it(tmp_path):
+    """Attack review: a job directory replaced by a symbolic link was counted
+    (the size of what it points at) and reported deleted while nothing was."""
+    _script_run(tmp_path / "run", "echo out")
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "precious").write_text("x" * 2_000_000)
+    shutil.rmtree(tmp_path / "run" / "1")
+    (tmp_path / "run" / "1").symlink_to(decoy)
+    cleaned = Corral(tmp_path, tmp_path / "run")("clean", "--yes")
+    assert cleaned.status == 0 and cleaned.out == "nothing to clean\n"
+    assert cleaned.err == (f"corral: note: left the files of job 1 ({tmp_path}/run/1 -> {decoy}): "
+                           "a job's directory that is a symbolic link is not followed\n")
+    assert (decoy / "precious").stat().st_size == 2_000_000
+
+
 # -- options and profiles -------------------------------------------------------------------------
 
 

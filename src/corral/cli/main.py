@@ -22,7 +22,6 @@ import contextlib
 import functools
 import os
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
@@ -261,8 +260,8 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
         from corral.runtime.batch import claim_for_cancel
 
         for job in chosen:  # one that has not started never will, even if the scheduler lags
-            if job.jobdir:
-                claim_for_cancel(job.jobdir)
+            if job.directory:
+                claim_for_cancel(job.directory)
     for backend, members in _by_backend(chosen, on_cluster).items():
         _control_in_backend(backend, request["verb"], members)
     ids = [str(job.id) for job in chosen]
@@ -1077,15 +1076,18 @@ def stop(context: click.Context) -> None:
 @click.pass_context
 def clean(context: click.Context, yes: bool) -> None:
     """Delete the files of finished jobs (their records stay in the journal)."""
+    from corral.cli.cleaning import files_to_clean, remove_job_files
+
     run = _open_run(context)
-    targets = [Path(job.jobdir) for job in run.jobs("finished", results=False)
-               if job.jobdir and Path(job.jobdir).is_dir()]
-    if not targets:
+    finished = run.jobs("finished", results=False)
+    found = files_to_clean(finished)
+    for note in found.notes:
+        click.echo(f"corral: note: {note}", err=True)
+    if not found.directories:
         click.echo("nothing to clean")
         return
-    size = sum(entry.stat().st_size for target in targets for entry in target.iterdir()
-               if entry.is_file())
-    question = (f"delete the files of {len(targets)} finished job(s), {size / 1e6:.1f} MB, "
+    count, size = len(found.directories), found.size
+    question = (f"delete the files of {count} finished job(s), {size / 1e6:.1f} MB, "
                 f"in {run.path}?")
     if not yes and not _confirm(question):
         click.echo("nothing deleted")
@@ -1093,14 +1095,18 @@ def clean(context: click.Context, yes: bool) -> None:
     from corral.cli.views import note_cleaned
 
     try:
-        note_cleaned(run.path, [job for job in run.jobs("finished", results=False)
-                                if job.jobdir and Path(job.jobdir) in targets])
+        note_cleaned(run.path, [job for job in finished if job.directory in found.directories])
     except OSError as error:  # a read-only mount, a directory of another mode
         raise CommandError(f"cannot delete anything in {run.path}: "
                            f"{error.strerror or error}", EXIT_UNREACHABLE) from None
-    for target in targets:
-        shutil.rmtree(target, ignore_errors=True)
-    click.echo(f"deleted the files of {len(targets)} job(s), {size / 1e6:.1f} MB")
+    failures = remove_job_files(found.directories)
+    deleted = count - len(failures)
+    click.echo(f"deleted the files of {deleted} job(s), {size / 1e6:.1f} MB" if not failures
+               else f"deleted the files of {deleted} of {count} job(s)")
+    if failures:
+        raise CommandError("could not delete " + "; ".join(failures[:5])
+                           + (f" and {len(failures) - 5} more" if len(failures) > 5 else ""),
+                           EXIT_UNREACHABLE)
 
 
 def _has_output(path: str | os.PathLike[str] | None) -> bool:

@@ -345,8 +345,8 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
             time.sleep(POLL_S)  # another process writes the journal; nothing to wait on
             continue
         chunk = _read_from(job.output_path(stream), printed)
-        if not chunk and job.jobdir:  # moved out of the spool by a worker that was ending
-            chunk = _read_from(os.path.join(job.jobdir, stream), printed)
+        if not chunk and job.directory:  # moved out of the spool by a worker that was ending
+            chunk = _read_from(os.path.join(job.directory, stream), printed)
         time.sleep(POLL_S)  # longer than the journal's lag: time for it to say if the job ended
         later = run.job(job_id)
         if (later.status, later.live, later.attempts) == (job.status, job.live, job.attempts):
@@ -411,7 +411,8 @@ def note_cleaned(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob]) -> 
 def was_cleaned(run_dir: str | os.PathLike[str], job: StoredJob) -> bool:
     """Whether ``corral clean`` removed this attempt's files (a job run again
     since then has a new end time and files of its own)."""
-    if job.status not in TERMINAL or job.jobdir is None or os.path.isdir(job.jobdir):
+    directory = job.directory
+    if job.status not in TERMINAL or directory is None or os.path.isdir(directory):
         return False
     ended = _cleaned(run_dir).get(str(job.id), math.nan)
     return ended == job.ended

@@ -205,11 +205,12 @@ class Resumer:
     @staticmethod
     def _clear_files(stored: StoredJob) -> None:
         """A job that runs again starts with an empty job directory."""
-        if not stored.jobdir:
+        directory = stored.directory  # (where a copied run's are: not the original's)
+        if not directory:
             return
         for name in ("stdout", "stderr"):
             try:
-                os.unlink(os.path.join(stored.jobdir, name))
+                os.unlink(os.path.join(directory, name))
             except FileNotFoundError:
                 pass
 

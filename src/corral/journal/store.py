@@ -78,7 +78,7 @@ __all__ = ["JOURNAL_FILE", "STOPPED_FILE", "Journal", "JournalError", "StoredJob
            "private_run_dir", "private_file",
            "read_job", "read_jobs", "read_events", "read_meta", "journal_path", "owner_of",
            "read_session_backends", "read_sessions", "StoredSession", "JournaledJob",
-           "last_written", "file_kind"]
+           "last_written", "file_kind", "directory_now"]
 
 
 class JournaledJob(Protocol):
@@ -250,15 +250,32 @@ class StoredJob:
         except Exception:
             return None
 
+    @property
+    def directory(self) -> str | None:
+        """The job's directory as its run holds it now (None: it has none).
+
+        :attr:`jobdir` is where it was made: in a run that was moved or copied
+        since, that is the run's old place, where another run may live now
+        (``corral clean`` of a copy deleted the original's files, and ``logs``
+        showed the original's output). So the job's directory is the one of
+        the same name in this run when the one recorded is in another run's
+        directory, or in one that is gone, whether it exists or not. One made
+        elsewhere on purpose (``Scheduler(workdir=...)``) stays where it is.
+        """
+        if not self.jobdir or not self.journal:
+            return self.jobdir
+        return directory_now(self.jobdir, os.path.dirname(self.journal))
+
     def output_path(self, stream: str = "stdout") -> str | None:
         """Where *stream* is now: a spool file while the job runs, else its job file."""
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"stream={stream!r} must be 'stdout' or 'stderr'")
+        directory = self.directory
         if self.live is not None and self.status is JobStatus.RUNNING:
             live = self.live[0] if stream == "stdout" else self.live[1]
-            if os.path.exists(live) or not self.jobdir:  # (else: moved, its worker dead)
+            if os.path.exists(live) or not directory:  # (else: moved, its worker dead)
                 return live
-        return os.path.join(self.jobdir, stream) if self.jobdir else None
+        return os.path.join(directory, stream) if directory else None
 
     def output_written_at(self) -> float | None:
         """When the job last wrote to its stdout or stderr file (None: no file)."""
@@ -278,6 +295,21 @@ class StoredJob:
 
         path = self.output_path(stream)
         return "" if path is None else read_output(path)
+
+
+def directory_now(jobdir: str, run_dir: str) -> str:
+    """Where the job directory recorded as *jobdir* is in the run at *run_dir*
+    now (see :attr:`StoredJob.directory`): in this run, unless it was made
+    elsewhere on purpose (a directory that is no run's)."""
+    made_in, name = os.path.split(jobdir)
+    try:
+        if os.path.samefile(made_in, run_dir):
+            return jobdir
+    except OSError:  # (made_in is gone: the run was moved away from it)
+        return os.path.join(run_dir, name)
+    if os.path.lexists(os.path.join(made_in, JOURNAL_FILE)):  # another run's, now
+        return os.path.join(run_dir, name)
+    return jobdir
 
 
 def last_written(path: Path) -> float | None:
