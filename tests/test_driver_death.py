@@ -670,10 +670,59 @@ def test_sigterm_ends_a_driver_whose_control_loop_a_callback_holds(tmp_path, wai
             driver.wait()
     assert driver.returncode == 143, err
     assert "Traceback" not in err
-    assert ("the driver is ending, and its control loop has been in a callback of the "
-            "program's (on_event, on_finish or a done callback) for more than 0.5 s since: it "
-            "ends without cancelling its jobs; their processes end with it") in err
+    assert STUCK_SAID in err
     _assert_all_gone_soon({f"worker {pid}": pid for pid in workers})
+
+
+STUCK_SAID = ("the driver is ending, and its control loop has been in the program's own code (a "
+              "callback: on_event, on_finish or a done callback; or the unpickling of a job's "
+              "value) for more than 0.5 s since: it ends without cancelling its jobs; their "
+              "processes end with it")
+
+HANGING_VALUE_DRIVER = """
+import time, psutil, corral, corral.core.engine
+corral.core.engine.STUCK_S = 0.5  # (5 s in earnest)
+
+class Hangs:
+    def __reduce__(self):  # unpickled in the driver's control loop: says so, then sleeps
+        return (exec, ("open('unpickling', 'w').close(); import time; time.sleep(3600)",))
+
+def hanging_value():
+    return Hangs()
+
+with corral.Scheduler(cores=2) as scheduler:
+    slow = scheduler.submit(time.sleep, 300)
+    scheduler.submit(hanging_value)
+    while len(psutil.Process().children()) < 3:  # the reaper and two workers
+        time.sleep(0.05)
+    print(" ".join(str(child.pid) for child in psutil.Process().children()), flush=True)
+    slow.result()
+"""
+
+
+def test_sigterm_ends_a_driver_whose_control_loop_unpickles_a_value_for_ever(tmp_path):
+    """Attack review: a job's value whose unpickling waits for ever (its class's
+    __reduce__ names time.sleep) held the control loop, and SIGTERM, a second
+    one and Ctrl-C all left the driver waiting, its workers alive. It is the
+    program's own code, as a callback is: the driver ends STUCK_S after."""
+    script = tmp_path / "driver.py"
+    script.write_text(HANGING_VALUE_DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        children = [int(pid) for pid in driver.stdout.readline().split()]
+        assert children, driver.stderr.read()
+        wait_until((tmp_path / "unpickling").exists, 30, "the value's unpickling to begin")
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 143, err
+    assert "Traceback" not in err
+    assert STUCK_SAID in err
+    _assert_all_gone_soon({f"process {pid}": pid for pid in children})
 
 
 @pytest.mark.parametrize("in_callback_for, told_to_end_for, stuck", [

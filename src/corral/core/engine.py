@@ -48,7 +48,8 @@ from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
 from corral.core import driver_signals
-from corral.runtime.threads import in_program_code_for, signals_allowed, start_thread
+from corral.runtime.threads import (in_program_code_for, program_code_begins, program_code_ends,
+                                    signals_allowed, start_thread)
 from corral.spec import Call, FunctionRef, Script, Shell
 from corral.safe_repr import describe_error
 from corral.status import ACTIVE, PENDING, JobStatus
@@ -863,7 +864,11 @@ class Engine:
         if update.error is not None:
             if self.journal is not None:
                 job.error_blob = update.error
-            error, traceback_text, summary = loads_error(update.error)
+            counted = program_code_begins()  # (as _unpickled)
+            try:
+                error, traceback_text, summary = loads_error(update.error)
+            finally:
+                program_code_ends(counted)
             reason = f"raised {summary}"
             if update.reason:  # where it ran, e.g. the Slurm job
                 reason += f" ({update.reason})"
@@ -1044,10 +1049,10 @@ class Engine:
 
     def stuck_error(self) -> LoopStuck:
         """The :class:`LoopStuck` to raise, said in the log once."""
-        message = (f"the driver is ending, and its control loop has been in a callback of the "
-                   f"program's (on_event, on_finish or a done callback) for more than "
-                   f"{STUCK_S:g} s since: it ends without cancelling its jobs; their processes "
-                   "end with it")
+        message = (f"the driver is ending, and its control loop has been in the program's own "
+                   f"code (a callback: on_event, on_finish or a done callback; or the unpickling "
+                   f"of a job's value) for more than {STUCK_S:g} s since: it ends without "
+                   "cancelling its jobs; their processes end with it")
         if not self._said_stuck:
             self._said_stuck = True
             log.error("%s", message)
@@ -1323,10 +1328,13 @@ def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
     """(value, None), or (None, what went wrong) for a value this process cannot load."""
     if blob is None:
         return None, None
+    counted = program_code_begins()  # (a value's class may hang in it: the driver still ends)
     try:
         return pickle.loads(blob), None
     except BaseException as error:  # what loading it raised, SystemExit too, is the job's
         return None, describe_error(error)
+    finally:
+        program_code_ends(counted)
 
 
 _UPSTREAM = "upstream job "
