@@ -597,6 +597,21 @@ def test_cancel_stops_a_running_job_and_its_process(cli, tmp_path):
     assert cli.ok("cancel", job, job).out == f"job {job} 'echo' was already cancelled\n"
 
 
+def test_two_cancels_of_a_running_job_at_once_both_say_it_is_cancelled(fresh):
+    """Attack review: of two `corral cancel` of one running job, from two
+    shells at once, the second said in about one try of three that the job was
+    "RUNNING in the journal but no longer held by the process that drives the
+    run" (exit 2): the first had ended it, and the journal did not have it yet.
+    Six jobs, each cancelled twice at once: raced, not arranged."""
+    for _ in range(6):
+        job = fresh.submit("exec sleep 60")
+        fresh.wait_for_status(job, "RUNNING")
+        both = [fresh.popen("cancel", job), fresh.popen("cancel", job)]
+        said = sorted(process.communicate(timeout=60)[0].decode() for process in both)
+        assert [process.returncode for process in both] == [0, 0], said
+        assert said == [f"cancelled {job} 'exec'\n", f"job {job} 'exec' was already cancelled\n"]
+
+
 def test_cancel_of_an_unknown_or_finished_job_says_why(cli):
     done = cli.submit("true")
     assert cli("wait", done).status == 0

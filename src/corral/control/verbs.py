@@ -226,13 +226,18 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
             continue
         seen.add(str(job_id))
         names[str(job_id)] = job.name if job is not None else stored.name
-        status = job.status if job is not None else stored.status
+        if job is None:  # (ended here, the journal not written yet: a cancel racing this one)
+            status = scheduler._ended_as(stored.id, stored.name) or stored.status
+        else:
+            status = job.status
         if status is JobStatus.CANCELLED:
             already.append(job_id)
         elif job is not None and job.cancel():
             cancelled.append(job.id)
+        elif job is not None and job.status is JobStatus.CANCELLED:  # by a cancel racing this
+            already.append(job_id)
         else:
-            problems.append(ended_message(job_id, job.status if job is not None else stored.status))
+            problems.append(ended_message(job_id, job.status if job is not None else status))
     return {"cancelled": cancelled, "already_cancelled": already, "problems": problems,
             "names": names}
 
