@@ -763,6 +763,18 @@ def test_clean_follows_no_link_in_place_of_a_jobs_directory_and_says_it_left_it(
 # -- options and profiles -------------------------------------------------------------------------
 
 
+def test_a_memory_of_a_few_megabytes_without_a_unit_is_refused_as_gigabytes_meant(fresh):
+    """Cold review: --memory 4 was taken as 4 MB without a word (PBS and fyrd
+    habits mean gigabytes), and the job was packed as if it took nothing."""
+    corral = fresh
+    assert_one_line_error(corral("submit", "--memory", "4", "--", "true"), 2, (
+        r"^corral: error: --memory 4: a number without a unit is megabytes, and 4 MB is too "
+        r"little for a job; give the unit: --memory 4G \(or 4M if megabytes are meant\)$"))
+    assert not corral.run.exists()  # (refused before a daemon or run was made)
+    assert corral.submit("--memory", "4M", "--", "true") == "1"
+    assert corral.submit("--memory", "512", "--", "true") == "2"
+
+
 def test_duration_flags_offer_only_forms_they_take(tmp_path):
     """BUG (cold review): --walltime's help offered "an int of seconds", and
     --walltime 90 was then refused as ambiguous (Slurm reads 90 as minutes)."""

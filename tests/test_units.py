@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -91,6 +93,14 @@ def test_the_seconds_of_a_clock_and_only_they_may_have_a_fraction():
 def test_unknown_time_unit_is_named():
     with pytest.raises(ValueError, match="unknown time unit 'fortnights'"):
         parse_duration("2fortnights")
+
+
+@pytest.mark.parametrize("text", ["1e9h", "1.5E2m", "2e-1s", "1e3"])
+def test_a_number_with_an_exponent_is_refused_as_such_not_as_a_unit_e(text):
+    """Attack review: --timeout 1e9h was refused for "unknown time unit 'e'"."""
+    with pytest.raises(ValueError, match=rf"^timeout='{re.escape(text)}': a number with an "
+                                         r"exponent is not taken; write it out \(an int of "):
+        parse_duration(text, "timeout")
 
 
 @given(st.integers(min_value=1, max_value=10**7))

@@ -49,6 +49,7 @@ _UNIT_SECONDS = {
     "d": 86400, "day": 86400, "days": 86400,
 }
 _UNIT_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)", re.IGNORECASE)
+_EXPONENT = re.compile(r"\d\s*e[+-]?\d", re.IGNORECASE)
 _UNIT_WHOLE = re.compile(r"^(?:\s*(?:\d+(?:\.\d*)?|\.\d+)\s*[a-z]+)+\s*$", re.IGNORECASE)
 # Slurm's clock forms: [D-]HH:MM:SS, [D-]HH:MM (only after a day), D-HH, MM:SS; the
 # seconds may have a fraction.
@@ -140,6 +141,9 @@ def _whole(digits: str) -> int:
 
 
 def _duration_text_seconds(text: str, field: str) -> float:
+    if _EXPONENT.search(text):  # (else "1e9h" is said to have the unknown unit 'e')
+        raise ValueError(f"{field}={_shown(text)}: a number with an exponent is not taken; write "
+                         f"it out ({DURATION_FORMS})")
     if _UNIT_WHOLE.match(text):
         total = 0.0
         for number, unit in _UNIT_PART.findall(text):

@@ -492,6 +492,17 @@ def _job_option_flags(command):
     return command
 
 
+def _refuse_megabytes_meant_otherwise(memory: object) -> None:
+    """Refuse ``--memory 4``: a number without a unit is megabytes, as Slurm
+    reads it, but so little is no job's need: gigabytes were meant (a cold
+    review's PBS and fyrd habit), and the job ran packed as if it took none."""
+    if isinstance(memory, str) and memory.strip().isdigit() and int(memory) < 64:
+        number = int(memory)
+        raise CommandError(f"--memory {memory.strip()}: a number without a unit is megabytes, "
+                           f"and {number} MB is too little for a job; give the unit: --memory "
+                           f"{number}G (or {number}M if megabytes are meant)", EXIT_USAGE)
+
+
 #: The job options whose values may begin with '-' (a scheduler's own flags, shell lines).
 _MAY_BEGIN_WITH_DASH = frozenset({"extra_flags", "setup"})
 
@@ -533,6 +544,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         raise CommandError(f"--name {options['name']}: a name that is a number would be taken "
                            "for a job's id by logs, cancel, status and --after; give a name with "
                            "a letter in it", EXIT_USAGE)
+    _refuse_megabytes_meant_otherwise(options.get("memory"))
     if workdir is not None and not workdir.is_dir():
         raise CommandError(f"--workdir {workdir}: not an existing directory")
     # The daemon runs elsewhere: a relative directory means the one seen from here.
