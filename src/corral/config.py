@@ -43,7 +43,7 @@ __all__ = [
     "ConfigError",
     "DaemonSettings",
     "SmtpSettings",
-    "daemon_table_in",
+    "tables_in",
     "load_config",
     "register_schedulers",
     "user_config_path",
@@ -111,6 +111,11 @@ class SmtpSettings:
     starttls: bool = False
     ssl: bool = False
     timeout: float = 30.0
+    #: Why no mail can be sent: ``password_env`` names a variable that is not
+    #: set (``PATH:LINE: smtp.password_env: ...``). Said by a job that asks for
+    #: mail, not by every command that reads the file (corral profiles,
+    #: options and backends failed over a mail password).
+    unset_password: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,14 +250,14 @@ def load_config(cwd: str | os.PathLike[str] | None = None,
                   searched=tuple(searched))
 
 
-def daemon_table_in(path: Path) -> bool:
-    """Whether the config file at *path* has a ``[daemon]`` table (False if it
+def tables_in(path: Path, names: Iterable[str]) -> list[str]:
+    """Which of the tables *names* the config file at *path* has (none if it
     cannot be read: reading it for its own use says why)."""
     try:
         layer = _read(path)
     except ValueError:
-        return False
-    return layer is not None and layer.has_table("daemon")
+        return []
+    return [] if layer is None else [name for name in names if layer.has_table(name)]
 
 
 def register_schedulers(config: Config) -> None:
@@ -506,15 +511,17 @@ def _smtp_settings(keys: Mapping[str, _Origin]) -> SmtpSettings:
         fail("ssl", "ssl and starttls exclude each other: use ssl = true for a server that "
                     "speaks TLS from the start (port 465), starttls = true for one that "
                     "upgrades a plain connection (port 587)")
-    password = None
+    password = unset = None
     if "password_env" in values:
         variable = values["password_env"]
         if "username" not in values:
             fail("password_env", "a password needs a username: set smtp.username too")
         password = os.environ.get(variable)
-        if password is None:
-            fail("password_env", f"the environment variable {variable!r} is not set; "
-                                 "export it with the SMTP password")
+        if password is None:  # said when mail is asked for: corral profiles works without it
+            origin = keys["password_env"]
+            unset = str(ConfigError(f"the environment variable {variable!r} is not set; export "
+                                    "it with the SMTP password", path=origin.path,
+                                    line=origin.line, key="smtp.password_env"))
     settings = SmtpSettings()
     return SmtpSettings(
         host=values.get("host", settings.host),
@@ -525,6 +532,7 @@ def _smtp_settings(keys: Mapping[str, _Origin]) -> SmtpSettings:
         starttls=values.get("starttls", False),
         ssl=values.get("ssl", False),
         timeout=values.get("timeout", settings.timeout),
+        unset_password=unset,
     )
 
 

@@ -556,7 +556,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         raise CommandError(_as_flag_message(str(error))) from None
     run_dir = _run_dir(context)
     new_run = _check_new_run_dir(run_dir)
-    _note_a_daemon_table_not_read(run_dir)
+    _note_tables_not_read(run_dir, notify=options.get("notify") is not None)
     try:
         reply = _control(context, {"verb": "submit", "command": command[0] if len(command) == 1
                                    else list(command), "options": options, "after": list(after)})
@@ -569,10 +569,11 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         click.echo(f"corral: note: {reply['note']}", err=True)
 
 
-def _note_a_daemon_table_not_read(run_dir: Path) -> None:
+def _note_tables_not_read(run_dir: Path, notify: bool) -> None:
     """Say that the ``[daemon]`` table of the submitting directory's
-    ``corral.toml`` is not the run's (when the run is elsewhere), rather than
-    leave the user to wonder why its queues are unknown."""
+    ``corral.toml`` is not the run's (when the run is elsewhere), nor its
+    ``[smtp]`` table for a job that asks for mail, rather than leave the user
+    to wonder why its queues are unknown or no mail server is configured."""
     from corral.config_files import CONFIG_NAME, config_paths, same_file
 
     in_cwd = Path.cwd() / CONFIG_NAME
@@ -581,12 +582,14 @@ def _note_a_daemon_table_not_read(run_dir: Path) -> None:
     read = config_paths(run_dir)  # the daemon's: the user's file, then the run's
     if any(same_file(in_cwd, path) for path in read):
         return
-    from corral.config import daemon_table_in  # (the settings' checks: a fifth of a submit)
+    from corral.config import tables_in  # (the settings' checks: a fifth of a submit)
 
-    if daemon_table_in(in_cwd):
-        click.echo(f"corral: note: the [daemon] table of {in_cwd} is not read: the daemon of "
-                   f"{run_dir} takes its settings from {' and '.join(map(str, read))}",
-                   err=True)
+    tables = tables_in(in_cwd, ("daemon", "smtp") if notify else ("daemon",))
+    if tables:
+        said = " and ".join(f"[{name}]" for name in tables)
+        click.echo(f"corral: note: the {said} table{'s' * (len(tables) > 1)} of {in_cwd} "
+                   f"{'are' if len(tables) > 1 else 'is'} not read: the daemon of {run_dir} "
+                   f"takes its settings from {' and '.join(map(str, read))}", err=True)
 
 
 def _check_new_run_dir(run_dir: Path) -> bool:

@@ -635,7 +635,8 @@ class Scheduler(Executor):
         """The e-mail sender, made on first use from the [smtp] config.
 
         Raises:
-            ValueError: *job* asks for mail and the config has no ``[smtp]`` table.
+            ValueError: *job* asks for mail and the config has no ``[smtp]``
+                table, or its password variable is not set.
         """
         if self._engine.notifier is None:
             from corral.core.notify import Notifier
@@ -644,6 +645,9 @@ class Scheduler(Executor):
             if config.smtp is None:
                 raise ValueError(f"job {job.name!r}: notify= needs a mail server and none is "
                                  f"configured; {config.where_to_set_smtp()}")
+            if config.smtp.unset_password is not None:
+                raise ValueError(f"job {job.name!r}: notify= cannot send mail: "
+                                 f"{config.smtp.unset_password}")
             self._engine.notifier = Notifier(config.smtp)
         return self._engine.notifier
 
