@@ -116,6 +116,18 @@ def test_options_for_one_backend_shows_only_its_form_of_each_option(tmp_path):
     assert "    slurm    --cpus-per-task=N" in shown.splitlines()
 
 
+def test_options_named_are_the_only_ones_shown_and_a_typo_is_named(tmp_path):
+    """Cold review: `corral options memory` was refused (an unexpected extra
+    argument), where backends NAME and profiles NAME take a name."""
+    cli = Corral(tmp_path, tmp_path / "run")
+    shown = cli.ok("options", "memory", "walltime", "--backend", "slurm").out.splitlines()
+    assert [line.split()[0] for line in shown if line and not line.startswith(" ")] == [
+        "memory", "walltime"]
+    assert "    slurm    --mem=<MB>M" in shown
+    assert_one_line_error(cli("options", "memroy"), 2,
+                          r"^corral: error: unknown job option 'memroy'; did you mean 'memory'\?$")
+
+
 def test_options_for_an_unknown_backend_is_an_error_naming_it(tmp_path):
     outcome = Corral(tmp_path, tmp_path / "run")("options", "--backend", "nope")
     assert_one_line_error(outcome, 2, r"unknown backend 'nope' \(known: local, slurm")

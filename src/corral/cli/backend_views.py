@@ -87,15 +87,19 @@ def _capabilities_text(capabilities: Capabilities) -> str:
         or "-"
 
 
-def options_table(backends: Sequence[str] | None = None) -> Group:
+def options_table(backends: Sequence[str] | None = None,
+                  names: Sequence[str] | None = None) -> Group:
     """Every job option as a block of its own: a title line (name, flag, what it
     does) and one line per fact, with what it becomes on each of *backends* (all
-    registered ones by default). Blocks, not one wide table, so that at 80
-    columns text wraps only between words: a form like '1:30:00' or a flag
-    like '--cpus-per-task=N' is never broken across lines."""
+    registered ones by default); only the options *names*, if given. Blocks,
+    not one wide table, so that at 80 columns text wraps only between words:
+    a form like '1:30:00' or a flag like '--cpus-per-task=N' is never broken
+    across lines."""
     shown = list(backends) if backends is not None else list(backend_names())
     blocks: list[Any] = []
     for option in JOB_OPTIONS.values():
+        if names and option.name not in names:
+            continue
         flag = option.flag if option.cli else _FLAGS_ELSEWHERE.get(option.name, "-")
         title = Table.grid(padding=(0, 2), pad_edge=False)
         title.add_column(no_wrap=True)

@@ -1213,12 +1213,18 @@ def dashboard(context: click.Context, port: int, host: str) -> None:
 @cli.command()
 @click.option("--backend", "backends", multiple=True, metavar="NAME",
               help="Show only what the options become on this backend (repeatable).")
-def options(backends: tuple[str, ...]) -> None:
-    """Every job option: what it accepts, its units, default, and what it becomes on
-    each backend."""
+@click.argument("names", nargs=-1, metavar="[OPTION]...")
+def options(backends: tuple[str, ...], names: tuple[str, ...]) -> None:
+    """Every job option (or those named: corral options memory walltime): what it
+    accepts, its units, default, and what it becomes on each backend."""
     from corral.backends import AUTO, backend_names, resolve_backend
     from corral.cli.backend_views import options_table
+    from corral.options import JOB_OPTIONS, unknown_option_message
 
+    names = tuple(name.lstrip("-").replace("-", "_") for name in names)  # --memory too
+    for name in names:
+        if name not in JOB_OPTIONS:
+            raise CommandError(unknown_option_message(name, JOB_OPTIONS), EXIT_USAGE)
     _register_configured_backends()
     for name in backends:
         if name not in backend_names() and name != AUTO:
@@ -1226,7 +1232,7 @@ def options(backends: tuple[str, ...]) -> None:
     # "auto": the backend it chooses here (as Scheduler(backend="auto") would)
     chosen = tuple(dict.fromkeys(resolve_backend(name) if name == AUTO else name
                                  for name in backends))
-    _console().print(options_table(chosen or None))
+    _console().print(options_table(chosen or None, names or None))
 
 
 @cli.command()
