@@ -609,7 +609,7 @@ def test_two_cancels_of_a_running_job_at_once_both_say_it_is_cancelled(fresh):
         both = [fresh.popen("cancel", job), fresh.popen("cancel", job)]
         said = sorted(process.communicate(timeout=60)[0].decode() for process in both)
         assert [process.returncode for process in both] == [0, 0], said
-        assert said == [f"cancelled {job} 'exec'\n", f"job {job} 'exec' was already cancelled\n"]
+        assert said == [f"cancelled {job} 'sleep'\n", f"job {job} 'sleep' was already cancelled\n"]
 
 
 def test_cancel_of_an_unknown_or_finished_job_says_why(cli):

@@ -37,7 +37,20 @@ def test_string_tasks_are_module_functions_or_scripts(tmp_path):
 
 def test_the_default_name_comes_from_the_task():
     assert Job(jobs.square, (2,)).name == "square"
-    assert Job(Shell(["/usr/bin/env", "true"])).name == "env"
+    assert Job(Shell(["/usr/bin/env", "true"])).name == "true"
+
+
+@pytest.mark.parametrize("command, name", [
+    ("nproc; echo ok", "nproc"), ("make&&make test", "make"), ("(cd src && make)", "cd"),
+    ("python train.py --lr 0.1", "train.py"), ("python3 -u -m pkg.main x", "pkg.main"),
+    ("python3 -c 'print(1)'", "python3"), ("bash ./steps/run.sh", "run.sh"),
+    ("exec sleep 60", "sleep"), ("OMP_NUM_THREADS=1 nice -n 5 ./solve in.dat", "solve"),
+    ("$HOME/bin/tool", "tool"), ("'quoted'", "sh"), (["python3", "/work/fit.py"], "fit.py")])
+def test_a_commands_default_name_is_the_program_or_script_it_runs(command, name):
+    """Cold review: 'nproc; echo ok' was named 'nproc;', and every job of
+    `corral submit -- python ...` was named python, so that `corral cancel
+    python` found several. The key keeps the first word (see test_journal)."""
+    assert Job(Shell(command)).name == name
 
 
 @pytest.mark.parametrize("options, message", [

@@ -88,6 +88,16 @@ class Shell:
 
     @property
     def label(self) -> str:
+        words = self.command.split() if isinstance(self.command, str) else list(
+            map(str, self.command))
+        return command_label(words) or "sh"
+
+    @property
+    def first_word(self) -> str:
+        """The command's first word, its label before :func:`command_label`
+        read past prefixes and interpreters: what a job's key holds for the
+        name of a command not named otherwise, so that keys stay as earlier
+        versions made them (a journal resumed after an upgrade finds its jobs)."""
         if isinstance(self.command, str):
             words = self.command.split()
             return os.path.basename(words[0]) if words else "sh"
@@ -95,6 +105,40 @@ class Shell:
 
 
 Task = Call | FunctionRef | Script | Shell
+
+#: Words before the program a command runs: ``exec sleep 60`` is a sleep.
+_PREFIXES = frozenset({"exec", "env", "nohup", "nice", "time", "command", "stdbuf"})
+#: Programs that run a script: ``python train.py`` is named train.py.
+_INTERPRETER = re.compile(r"^(?:python[\d.]*|pypy[\d.]*|bash|sh|zsh|ksh|dash|perl|ruby|node|"
+                          r"Rscript|julia|php|lua|tclsh)$")
+#: What ends a command's first word in the shell: ``nproc; echo ok`` is an nproc.
+_SHELL_PUNCTUATION = re.compile(r"[;&|<>()`'\"{}]")
+
+
+def command_label(words: list[str]) -> str:
+    """A command's name for its job: the program it runs, after the words
+    that only prefix one (``exec``, ``env``, ``VAR=value``), or the script
+    an interpreter runs (``train.py`` of ``python train.py``, ``pkg.main``
+    of ``python -m pkg.main``); "" if none is found. Each job of
+    ``corral submit -- python ...`` was named python (cold review), and
+    ``corral cancel python`` then found several."""
+    words = [_SHELL_PUNCTUATION.split(word.lstrip("({"), 1)[0] for word in words]
+    while words and (os.path.basename(words[0]) in _PREFIXES or "=" in words[0]
+                     or words[0].startswith("-") or words[0].isdigit()):  # (nice -n 5 ...)
+        words.pop(0)
+    if not words or not words[0]:
+        return ""
+    program, rest = os.path.basename(words[0]), words[1:]
+    if not _INTERPRETER.match(program):
+        return program
+    for position, word in enumerate(rest):
+        if word == "-m" and position + 1 < len(rest) and rest[position + 1]:
+            return rest[position + 1]
+        if word in ("-c", "-e", "--eval", ""):  # code given inline: no script to name it
+            return program
+        if not word.startswith("-"):
+            return os.path.basename(word)
+    return program
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ import shlex
 import types
 from typing import TYPE_CHECKING, Any
 
-from corral.spec import Call, FunctionRef, JobSpec, Script
+from corral.spec import Call, FunctionRef, JobSpec, Script, Shell
 from corral.journal.codec import encode_spec
 from corral.runtime.chunks import ChunkRunner, PlainCalls
 
@@ -285,7 +285,10 @@ def _setting_bytes(spec: JobSpec) -> bytes:
     """The stable bytes of a job's name, directory and environment: those of
     the job before when they are the same (as in a loop of submits)."""
     global _last_setting
-    setting = (spec.name, spec.cwd, spec.env)
+    name = spec.name
+    if type(spec.task) is Shell and name == spec.task.label:  # (its default name: see first_word)
+        name = spec.task.first_word
+    setting = (name, spec.cwd, spec.env)
     last, made = _last_setting
     if setting != last:
         made = _stable_bytes(setting)
