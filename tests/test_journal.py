@@ -1455,6 +1455,23 @@ def test_a_journal_whose_writers_keep_dying_says_so_and_when_it_stopped(tmp_path
         assert sched.submit(jobs.square, 9).result(timeout=60) == 81  # the run goes on
 
 
+def test_a_writer_that_dies_with_nothing_more_to_send_is_replaced_and_its_changes_written(
+        tmp_path):
+    """A writer that died after it was sent changes was found only when the
+    next change was sent to it: a run that went quiet then kept its last
+    changes nowhere on disk, lost if the driver was killed meanwhile (and a
+    test that killed writers timed out waiting for one to be seen)."""
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as sched:
+        assert sched.submit(jobs.square, 3).result(timeout=60) == 9
+        dead = sched._journal._writer.pid
+        psutil.Process(dead).kill()
+        wait_until(lambda: sched._journal._writer.pid != dead, timeout=30,
+                   message="a writer in place of the dead one, with nothing more sent")
+        wait_until(lambda: [job.status for job in corral.Run(tmp_path / "run").jobs()] == [
+            JobStatus.COMPLETED], timeout=30, message="the job's end in the journal")
+        assert not sched._journal._broken
+
+
 # -- 5. one driver per run --------------------------------------------------------------------
 
 

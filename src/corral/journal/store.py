@@ -986,14 +986,19 @@ class Journal:
         return send if look is None else min(send, look)
 
     def _look_at_writer(self) -> None:
-        """Replace a writer that has been stopped (SIGSTOP, a debugger) for
-        :data:`_WRITER_STALL_PATIENCE_S`, also while nothing waits on it: the
-        changes sent to it would be lost with a driver killed meanwhile.
+        """Replace a writer that died, or that has been stopped (SIGSTOP, a
+        debugger) for :data:`_WRITER_STALL_PATIENCE_S`, also while nothing
+        waits on it: the changes sent to it would be lost with a driver killed
+        meanwhile (one that died was found only by the next change sent).
         Looked at once a second at most (a read of its state in /proc)."""
         now = time.monotonic()
         if now < self._next_look or self._broken:
             return
         self._next_look = now + 1.0
+        if self._writer.poll() is not None:  # died with changes sent that it may not have written
+            if not self._take_over("it was found dead"):
+                self._give_up(BrokenPipeError("its writer process died"))
+            return
         since = self._writer_stopped_since = stopped_for(self._writer.pid,
                                                          self._writer_stopped_since)
         if since is None or now - since < _WRITER_STALL_PATIENCE_S:
