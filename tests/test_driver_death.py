@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -655,13 +655,21 @@ def test_sigterm_ends_a_driver_whose_control_loop_a_callback_holds(tmp_path, wai
     SIGTERM did not end the driver: it waited for that loop to cancel the
     jobs. It now waits STUCK_S, says why, and ends; its workers end with it."""
     journal = os.fspath(tmp_path / "run") if "map" in waits else ""
-    driver = subprocess.Popen([sys.executable, "-c", STUCK_DRIVER.replace("WAIT", waits),
-                               journal], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=tmp_path)
+    _end_a_stuck_driver([sys.executable, "-c", STUCK_DRIVER.replace("WAIT", waits), journal],
+                        tmp_path, lambda workers: all(pids_alive(workers)), "the workers")
+
+
+def _end_a_stuck_driver(argv: list[str], cwd: Path, ready: Callable[[list[int]], bool],
+                        what: str) -> None:
+    """Start the driver *argv*, which prints the pids of its processes, send it
+    SIGTERM once *ready* (given them), and check that it ends, says why, and
+    leaves none of them behind."""
+    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=cwd)
     try:
-        workers = [int(pid) for pid in driver.stdout.readline().split()]
-        assert workers, driver.stderr.read()
-        wait_until(lambda: all(pids_alive(workers)), 30, "the workers")
+        children = [int(pid) for pid in driver.stdout.readline().split()]
+        assert children, driver.stderr.read()
+        wait_until(lambda: ready(children), 30, what)
         driver.send_signal(signal.SIGTERM)
         _, err = driver.communicate(timeout=30)
     finally:
@@ -671,7 +679,7 @@ def test_sigterm_ends_a_driver_whose_control_loop_a_callback_holds(tmp_path, wai
     assert driver.returncode == 143, err
     assert "Traceback" not in err
     assert STUCK_SAID in err
-    _assert_all_gone_soon({f"worker {pid}": pid for pid in workers})
+    _assert_all_gone_soon({f"process {pid}": pid for pid in children})
 
 
 STUCK_SAID = ("the driver is ending, and its control loop has been in the program's own code (a "
@@ -707,22 +715,9 @@ def test_sigterm_ends_a_driver_whose_control_loop_unpickles_a_value_for_ever(tmp
     program's own code, as a callback is: the driver ends STUCK_S after."""
     script = tmp_path / "driver.py"
     script.write_text(HANGING_VALUE_DRIVER)
-    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        children = [int(pid) for pid in driver.stdout.readline().split()]
-        assert children, driver.stderr.read()
-        wait_until((tmp_path / "unpickling").exists, 30, "the value's unpickling to begin")
-        driver.send_signal(signal.SIGTERM)
-        _, err = driver.communicate(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    assert driver.returncode == 143, err
-    assert "Traceback" not in err
-    assert STUCK_SAID in err
-    _assert_all_gone_soon({f"process {pid}": pid for pid in children})
+    _end_a_stuck_driver([sys.executable, str(script)], tmp_path,
+                        lambda _: (tmp_path / "unpickling").exists(),
+                        "the value's unpickling to begin")
 
 
 @pytest.mark.parametrize("in_callback_for, told_to_end_for, stuck", [
