@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -430,3 +431,31 @@ def test_a_fork_based_pool_in_the_same_program_does_not_disturb_corral(scheduler
         calls = [scheduler.submit(jobs.square, i) for i in range(30)]
         assert [job.result(timeout=60) for job in calls] == [i * i for i in range(30)]
         assert all(job.result(timeout=60) is None for job in commands)
+
+
+WRITE_AND_SAY_WHERE = """
+import os, sys
+sys.stdout.write(TEXT)
+sys.stdout.flush()
+result = os.fstat(1).st_ino
+"""
+
+
+def test_a_large_output_is_moved_to_the_jobs_file_not_copied_and_the_next_job_writes_afresh(
+        tmp_path):
+    """Attack review: a job that wrote 600 MB took 1.2 GB of disk while its
+    spool file was copied to its own. From 1 MB the spool file is renamed and
+    made anew; a small output is still copied (cheaper than a new file)."""
+    with corral.Scheduler(cores=1, workdir=tmp_path) as scheduler:
+        def run(text: str) -> tuple[corral.Job, int]:
+            job = scheduler.submit(jobs.run_code, WRITE_AND_SAY_WHERE.replace("TEXT", text))
+            return job, job.result(timeout=60)
+
+        large, large_spool = run("'x' * 3_000_000")
+        small, small_spool = run("'small'")
+        after, after_spool = run("'after'")
+    assert os.stat(large.jobdir / "stdout").st_ino == large_spool  # the very file it wrote
+    assert large.stdout == "x" * 3_000_000
+    assert small_spool != large_spool and os.stat(small.jobdir / "stdout").st_ino != small_spool
+    assert (small.stdout, after.stdout) == ("small", "after")
+    assert after_spool == small_spool  # (copied and emptied: the same spool goes on)

@@ -76,6 +76,7 @@ class _Spool:
     it: Python, a C extension or a child process."""
 
     def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
         for fd, name in ((1, "stdout"), (2, "stderr")):
             spool = open_spool(f"{prefix}.{name}")
             os.dup2(spool, fd)  # dup2 clears FD_CLOEXEC: children inherit 1 and 2
@@ -91,7 +92,7 @@ class _Spool:
         failed: OSError | None = None
         for fd, name in ((1, "stdout"), (2, "stderr")):
             try:
-                hand_over(fd, jobdir, name)
+                hand_over(fd, jobdir, name, f"{self.prefix}.{name}")
             except OSError as error:  # (the other is moved all the same)
                 failed = failed or error
         if failed is not None:
