@@ -59,6 +59,29 @@ def raise_custom(message: str) -> None:
     raise CustomError(message)
 
 
+class CodedError(Exception):
+    """Unpickled as pickle does it, ``CodedError(message)`` would fail: its
+    class takes two arguments and gives one to Exception."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class KeywordError(Exception):
+    def __init__(self, *, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def raise_coded(code: int, message: str) -> None:
+    raise CodedError(code, message)
+
+
+def raise_keyword(reason: str) -> None:
+    raise KeywordError(reason=reason)
+
+
 def raise_unpicklable() -> None:
     raise UnpicklableError("cannot travel")
 

@@ -99,8 +99,8 @@ def test_a_return_value_the_driver_cannot_load_fails_only_that_job(scheduler, tm
     code = (f"import sys; sys.path.insert(0, {str(module_dir)!r}); "
             "import private_kind; result = private_kind.Thing()")
     job = scheduler.submit(jobs.run_code, code)
-    with pytest.raises(corral.JobFailed, match=r"its return value cannot be unpickled here: "
-                                               r"ModuleNotFoundError"):
+    with pytest.raises(corral.JobFailed, match=r"^job \d+ 'run_code': its return value cannot "
+                                               r"be unpickled here: ModuleNotFoundError"):
         job.result(timeout=30)
     assert scheduler.submit(jobs.square, 3).result(timeout=30) == 9
 

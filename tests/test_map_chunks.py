@@ -80,12 +80,29 @@ def test_the_chunks_a_failed_chunk_leaves_unread_name_the_calls_exception(tmp_pa
                                                "loop reading them ended with ValueError")
 
 
-def test_an_exception_that_cannot_travel_is_raised_as_job_failed_naming_the_call(
-        tmp_path: Path):
+def test_an_exception_that_refuses_pickling_is_raised_at_its_call_as_itself(tmp_path: Path):
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
         got = []
-        with pytest.raises(corral.JobFailed, match=r"^call 2 of the map raised UnpicklableError"):
+        with pytest.raises(jobs.UnpicklableError, match=r"^cannot travel\ncorral: attributes "):
             for value in scheduler.map(jobs.raise_unpicklable_on, [5, 6, -7, 8], chunksize=4):
+                got.append(value)
+        assert got == [5, 6]
+
+
+def test_an_exception_that_cannot_travel_is_raised_as_job_failed_naming_the_call(
+        tmp_path: Path):
+    """An exception of a class the driver cannot import travels as its text."""
+    elsewhere = tmp_path / "only_in_worker"
+    elsewhere.mkdir()
+    (elsewhere / "private_errors.py").write_text("class PrivateError(Exception):\n    pass\n")
+    code = (f"import sys; sys.path.insert(0, {str(elsewhere)!r}); import private_errors; "
+            "raise private_errors.PrivateError('hidden')")
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        got = []
+        with pytest.raises(corral.JobFailed, match=r"^call 2 of the map raised PrivateError: "
+                                                   r"hidden"):
+            for value in scheduler.map(jobs.run_code, ["result = 5", "result = 6", code],
+                                       chunksize=3):
                 got.append(value)
         assert got == [5, 6]
 

@@ -130,10 +130,30 @@ def test_a_raised_exception_comes_back_as_itself_with_the_remote_traceback(sched
     assert job.reason == "raised CustomError: the sample was empty"
 
 
-def test_an_exception_that_cannot_be_pickled_still_reports_what_happened(scheduler):
+def test_an_exception_that_refuses_to_be_pickled_comes_back_as_itself_less_what_cannot_travel(
+        scheduler):
     job = scheduler.submit(jobs.raise_unpicklable)
-    with pytest.raises(corral.JobFailed, match=r"raised UnpicklableError: cannot travel"):
+    with pytest.raises(jobs.UnpicklableError, match=r"^cannot travel\n") as caught:
         job.result(timeout=30)
+    assert caught.value.__notes__ == [
+        "corral: attributes that could not travel from the worker: handle (TypeError: cannot "
+        "pickle '_thread.lock' object)"]
+    assert isinstance(caught.value.__cause__, corral.RemoteTraceback)
+    assert job.reason == "raised UnpicklableError: cannot travel"
+
+
+def test_an_exception_whose_class_takes_other_arguments_comes_back_as_itself(scheduler):
+    """Cold review: an exception made as CodedError(42, "boom") (its class
+    gives Exception one argument of two) or with keyword-only arguments came
+    back as JobFailed: `except CodedError` missed it and its attributes were
+    lost. Unpickled as pickle does it, it would call CodedError("boom")."""
+    with pytest.raises(jobs.CodedError, match=r"^boom$") as coded:  # (no note)
+        scheduler.submit(jobs.raise_coded, 42, "boom").result(timeout=30)
+    assert (coded.value.args, coded.value.code) == (("boom",), 42)
+    assert "raise_coded" in str(coded.value.__cause__)
+    with pytest.raises(jobs.KeywordError, match=r"^why$") as keyword:
+        scheduler.submit(jobs.raise_keyword, "why").result(timeout=30)
+    assert keyword.value.reason == "why" and not hasattr(keyword.value, "__notes__")
 
 
 def test_a_return_value_that_cannot_be_pickled_fails_the_job_clearly(scheduler):
@@ -295,6 +315,39 @@ def test_jobs_can_be_awaited_from_asyncio(scheduler):
         return first, second
 
     assert asyncio.run(main()) == (9, 16)
+
+
+def test_async_with_waits_for_the_jobs_while_the_event_loop_goes_on(tmp_path):
+    """Cold review: `async with corral.Scheduler()` raised TypeError (no
+    asynchronous context manager); it waits for the jobs as `with` does, in a
+    thread, and an exception leaving it cancels those left."""
+    release = tmp_path / "release"
+
+    async def main():
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while not release.exists():
+                ticks += 1
+                if ticks == 3:
+                    release.touch()  # (the loop ran while the block was being left)
+                await asyncio.sleep(0.05)
+
+        async with corral.Scheduler(cores=1) as scheduler:
+            waited = scheduler.submit(jobs.wait_for_file, str(release), 7)
+            ticker = asyncio.create_task(tick())
+        await ticker
+        with pytest.raises(ZeroDivisionError):
+            async with corral.Scheduler(cores=1) as scheduler:
+                left = scheduler.submit(jobs.sleep_for, 60)
+                raise ZeroDivisionError("the block fails")
+        return waited, left
+
+    waited, left = asyncio.run(main())
+    assert waited.result(timeout=0) == 7
+    assert left.status is JobStatus.CANCELLED
+    assert left.reason == "interrupted: the with block raised ZeroDivisionError"
 
 
 def test_a_timeout_of_asyncio_wait_for_cancels_the_job_and_says_so_and_shield_keeps_it(
@@ -459,3 +512,14 @@ def test_a_large_output_is_moved_to_the_jobs_file_not_copied_and_the_next_job_wr
     assert small_spool != large_spool and os.stat(small.jobdir / "stdout").st_ino != small_spool
     assert (small.stdout, after.stdout) == ("small", "after")
     assert after_spool == small_spool  # (copied and emptied: the same spool goes on)
+
+
+def test_a_jobs_own_keyboard_interrupt_is_not_said_to_be_a_ctrl_c(tmp_path):
+    """Cold review: a job that raised KeyboardInterrupt, re-raised by result()
+    as ProcessPoolExecutor does, left the other jobs cancelled for "the driver
+    was interrupted (Ctrl-C, SIGINT)", where nobody pressed Ctrl-C."""
+    with pytest.raises(KeyboardInterrupt), corral.Scheduler(cores=2, workdir=tmp_path) as scheduler:
+        other = scheduler.submit(jobs.sleep_for, 60)
+        scheduler.submit(jobs.run_code, "raise KeyboardInterrupt").result(timeout=60)
+    assert other.status is JobStatus.CANCELLED
+    assert other.reason == "interrupted: the with block raised KeyboardInterrupt"

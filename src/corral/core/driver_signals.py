@@ -115,7 +115,9 @@ def reason_for(error: BaseException | None) -> str:
     if isinstance(error, DriverTerminated):
         return _SIGNAL_REASONS["SIGTERM"]
     if isinstance(error, KeyboardInterrupt):
-        return _SIGNAL_REASONS["SIGINT"]
+        # (one that no Ctrl-C raised: a job's own, re-raised by result(), is not said to be one)
+        return (_SIGNAL_REASONS["SIGINT"] if _terminated_by == "SIGINT"
+                else "interrupted: the with block raised KeyboardInterrupt")
     return f"interrupted: the with block raised {type(error).__name__}"
 
 

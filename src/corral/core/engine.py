@@ -849,7 +849,7 @@ class Engine:
             if problem is not None:
                 reason = f"its return value cannot be unpickled here: {problem}"
                 return _S.FAILED, reason, None, JobFailed(
-                    f"{_label(job)} {reason}", job_id=job.id, status=_S.FAILED, reason=reason)
+                    f"{_label(job)}: {reason}", job_id=job.id, status=_S.FAILED, reason=reason)
             if job.feeds_values:
                 job.value_bytes = update.value
             if self.journal is not None:

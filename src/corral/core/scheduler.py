@@ -1040,6 +1040,17 @@ class Scheduler(Executor):
                 return  # (and the exception goes on: the driver ends)
         self.shutdown(wait=True)
 
+    async def __aenter__(self) -> Scheduler:
+        return self
+
+    async def __aexit__(self, exc_type, exc, traceback) -> None:
+        """``async with``: as ``with``, its wait for the jobs run in a thread,
+        so that the event loop goes on meanwhile (a cold review's asyncio
+        program tried it first)."""
+        import asyncio
+
+        await asyncio.to_thread(self.__exit__, exc_type, exc, traceback)
+
     def _give_up(self) -> None:
         """Leave a control loop that a callback holds while the driver ends
         (the engine has said why): its workers end with the driver's process

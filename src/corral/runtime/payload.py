@@ -222,21 +222,60 @@ def without_corral_frames(error: BaseException) -> BaseException:
 def dumps_error(error: BaseException) -> bytes:
     """Pickle an exception raised by a job with its traceback text.
 
-    If the exception itself cannot be pickled (or unpickled), only its type
-    name and text travel, and the driver raises ``JobFailed`` with them.
+    An exception that cannot be unpickled by calling its class travels as
+    its class, ``args`` and attributes (:class:`_Rebuilt`). If even that
+    cannot travel, only its type name and text do, and the driver raises
+    ``JobFailed`` with them.
     """
     import traceback  # (only for a job that failed: not at every worker's start)
 
     text = writable_text("".join(traceback.format_exception(error)))
     summary = writable_text(describe_error(error))
-    blob: bytes | None
-    try:
-        pickled = dumps_value(error)
-        pickle.loads(pickled)  # one that cannot be loaded again travels as text only
+    blob: bytes | None = None
+    for packed in (error, _Rebuilt(error)):
+        try:
+            pickled = dumps_value(packed)
+            pickle.loads(pickled)  # one that cannot be loaded again travels as text only
+        except Exception:
+            continue
         blob = pickled
-    except Exception:
-        blob = None
+        break
     return pickle.dumps((blob, text, summary), _PROTOCOL)
+
+
+class _Rebuilt:
+    """An exception that pickles, but cannot be unpickled as pickle does it:
+    by calling its class with its ``args`` (``MyError(code, message)`` calling
+    ``super().__init__(message)``, a keyword-only constructor). It travels as
+    its class, ``args`` and attributes instead, and is made again without
+    calling ``__init__``: the job's own exception type, with its attributes,
+    not ``JobFailed`` (a cold review's ``except MyError`` missed it). An
+    attribute that cannot be pickled (a lock) is left out, and a note says so."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple:
+        kept, left = {}, []
+        for name, value in vars(self.error).items():
+            try:
+                pickle.loads(dumps_value(value))
+            except Exception as problem:
+                left.append(f"{name} ({type(problem).__name__}: {problem})")
+            else:
+                kept[name] = value
+        return (_rebuild_exception, (type(self.error), self.error.args, kept, left))
+
+
+def _rebuild_exception(kind: type[BaseException], args: tuple, attributes: dict[str, Any],
+                       left: list[str]) -> BaseException:
+    error = kind.__new__(kind, *args)
+    error.args = args
+    vars(error).update(attributes)
+    if left:
+        error.add_note("corral: attributes that could not travel from the worker: "
+                       + ", ".join(left))
+    return error
 
 
 def error_traceback(blob: bytes) -> str:
