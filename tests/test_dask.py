@@ -91,6 +91,28 @@ def test_a_job_sees_its_env_cwd_and_id_and_a_failure_keeps_its_remote_traceback(
     assert failing.status is JobStatus.FAILED
 
 
+def test_the_programs_own_modules_beside_its_script_import_on_the_workers(
+        cluster, tmp_path, monkeypatch):
+    """Cold review: a module beside the script (pkg/mymod.py) imported in the
+    local backend's workers, whose sys.path is the driver's, but not on Dask's,
+    whose runners had the Dask worker's: ModuleNotFoundError, though the job
+    ran in the driver's directory."""
+    beside = tmp_path / "project"
+    (beside / "lab").mkdir(parents=True)
+    (beside / "lab" / "__init__.py").write_text("")
+    (beside / "lab" / "steps.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(os.fspath(beside))  # (as `python project/run.py` has it)
+    monkeypatch.delitem(sys.modules, "lab.steps", raising=False)
+    from lab.steps import triple  # type: ignore[import-not-found]
+
+    try:
+        with on(cluster, tmp_path) as sched:
+            assert sched.submit(triple, 5).result(timeout=60) == 15
+    finally:
+        sys.modules.pop("lab.steps", None)
+        sys.modules.pop("lab", None)
+
+
 def test_a_client_the_user_made_is_used_and_left_open(cluster, tmp_path):
     from distributed import Client
 

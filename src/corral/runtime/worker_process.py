@@ -92,9 +92,11 @@ def ring(doorbell: int) -> None:
         pass
 
 
-def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str]) -> WorkerProcess:
+def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str],
+                 path: Sequence[str] | None = None) -> WorkerProcess:
     """Start a worker with *python* in a session of its own, tied to this process
-    (it dies, with its jobs' processes, when this process dies).
+    (it dies, with its jobs' processes, when this process dies); its
+    ``sys.path`` is *path*, this process's by default.
 
     Raises:
         WorkerStartError: *python* cannot be started.
@@ -108,7 +110,8 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str])
     try:
         process = subprocess.Popen(
             [python, "-c", _BOOT, str(request_read), str(reply_write), str(os.getpid()),
-             spool_prefix, json.dumps(sys.path), str(doorbell_read), json.dumps(sys.argv)],
+             spool_prefix, json.dumps(sys.path if path is None else list(path)),
+             str(doorbell_read), json.dumps(sys.argv)],
             pass_fds=(request_read, reply_write, doorbell_read), stdin=subprocess.DEVNULL,
             start_new_session=True, env=dict(environment),
         )

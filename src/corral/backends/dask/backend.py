@@ -31,6 +31,7 @@ import queue
 import re
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -116,6 +117,9 @@ class DaskBackend:
         self._host = socket.gethostname()
         #: A job's directory where it gives none and the worker sees this one.
         self._cwd = os.getcwd()
+        #: The program's own directories (its script's, '' as the directory it
+        #: ran in), which a Dask worker's runner imports from as well.
+        self._path = tuple(os.path.abspath(entry or self._cwd) for entry in sys.path)
         self._owned_cluster: Any = None
         self._owns_client = True
         try:
@@ -272,6 +276,7 @@ class DaskBackend:
                         jobdir=str(submission.jobdir), share=str(share), topic=self._topic,
                         call=submission.call, upstream=upstream, argv=submission.argv,
                         env=submission.env, cwd=submission.cwd, default_cwd=self._cwd,
+                        driver_path=self._path,
                         outcomes=submission.outcomes, parent_ids=tuple(parent_ids))
         return spec, inputs
 

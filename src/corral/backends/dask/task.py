@@ -105,6 +105,10 @@ class TaskSpec:
     #: The driver's directory: the job's own where it gives none and this worker
     #: has it (else the job runs in the worker's).
     default_cwd: str | None = None
+    #: The driver's ``sys.path`` (its directories): those this worker has too
+    #: come after its own, so that the program's own modules, beside the
+    #: script, import here as they do in the local backend's workers.
+    driver_path: tuple[str, ...] = ()
     outcomes: str | None = None
     #: The corral ids of the parents passed to the task, for messages.
     parent_ids: tuple[int | str, ...] = ()
@@ -155,7 +159,7 @@ def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
             return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=(
                 f"worker lost: it was running on {taken_by}, which went away"))
     try:
-        return _run(spec, parents, _runner(spec.topic), visible, started)
+        return _run(spec, parents, _runner(spec.topic, spec.driver_path), visible, started)
     except WorkerStartError as error:
         return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=str(error))
     except Exception as error:  # a bug of ours must not turn into Dask's own retries
@@ -374,7 +378,7 @@ class _Runner:
     a later run of edited code must not get the old ones.
     """
 
-    def __init__(self, run: str) -> None:
+    def __init__(self, run: str, driver_path: tuple[str, ...] = ()) -> None:
         _start_reaper()
         number = next(_numbers)
         self.run = run
@@ -382,8 +386,11 @@ class _Runner:
         self.mark = f"{_token}.{number}."
         environment = dict(os.environ, **{MARK_VARIABLE: self.mark,
                                           IDLE_EXIT_VARIABLE: str(RUNNER_IDLE_EXIT_S)})
+        path = [*sys.path, *(entry for entry in driver_path
+                             if entry not in sys.path and os.path.isdir(entry))]
         self.worker: WorkerProcess = start_worker(
-            sys.executable, os.path.join(_spool_directory(), f"runner-{number}"), environment)
+            sys.executable, os.path.join(_spool_directory(), f"runner-{number}"), environment,
+            path)
         self.ended = os.pidfd_open(self.worker.pid)
         self.pipe_lock = threading.Lock()  # the task's thread and terminate_job both write
         self.runs_command = False
@@ -452,7 +459,7 @@ def _start_reaper() -> None:
             _reaper.append(start_reaper(sys.executable, _token))
 
 
-def _runner(run: str) -> _Runner:
+def _runner(run: str, driver_path: tuple[str, ...] = ()) -> _Runner:
     """This thread's corral worker for *run*, started on first use or after it
     died; this thread's runners that have been idle for :data:`IDLE_S` go."""
     thread = threading.get_ident()
@@ -471,7 +478,7 @@ def _runner(run: str) -> _Runner:
     if runner is None or runner.closed or runner.worker.process.poll() is not None:
         if runner is not None:
             runner.close()
-        runner = _Runner(run)
+        runner = _Runner(run, driver_path)
         with _lock:
             _RUNNERS[(thread, run)] = runner
     runner.last_used = now
