@@ -1472,6 +1472,38 @@ def test_a_writer_that_dies_with_nothing_more_to_send_is_replaced_and_its_change
         assert not sched._journal._broken
 
 
+def test_a_run_whose_journal_stopped_goes_on_at_the_next_driver_with_what_it_holds(tmp_path):
+    """Attack review: after a quiet run's writers died four times (each now
+    replaced at once) its journal stopped, and then every driver and command
+    refused the run for good ("its write-ahead log is missing or empty, but
+    session 1 never closed the journal"), though the journal held everything
+    it had recorded: the finished job was never restored again."""
+    from corral.journal import store
+
+    run = tmp_path / "run"
+    with pytest.raises(store.JournalError, match=r"its writers died 4 times within 60 s"), \
+            corral.Scheduler(cores=1, journal=run) as sched:
+        assert sched.submit(jobs.square, 7).result(timeout=60) == 49
+        sched._journal.flush(wait=True)
+        for _ in range(4):
+            dead = sched._journal._writer.pid
+            psutil.Process(dead).kill()
+            wait_until(lambda dead=dead: sched._journal._broken
+                       or sched._journal._writer.pid != dead, timeout=30,
+                       message="the dead writer to be seen")
+        assert sched._journal._broken
+    # As the last writer left it when it died just after its start, which
+    # checkpoints: every commit in journal.db, its log emptied (timing decides
+    # whether a run ends so; the driver made it refused for good).
+    with sqlite3.connect(run / "journal.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert (run / "journal.db-wal").stat().st_size == 0
+    assert [job.status for job in corral.Run(run).jobs()] == [JobStatus.COMPLETED]
+    with corral.Scheduler(cores=1, journal=run) as again:
+        restored = again.submit(jobs.square, 7)
+        assert restored.result(timeout=60) == 49 and restored.reason == RESTORED
+
+
 # -- 5. one driver per run --------------------------------------------------------------------
 
 

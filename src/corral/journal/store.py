@@ -686,6 +686,7 @@ class Journal:
             #: Whether the last session's journal stopped and that session then
             #: closed: every job it left unfinished here ended, unrecorded.
             self._ended_unrecorded = _closed_after_its_journal_stopped(self.run_dir)
+            stopped_before = _journal_stopped(self.run_dir)
             with contextlib.suppress(OSError):  # (an earlier session's word: this one writes)
                 (self.run_dir / STOPPED_FILE).unlink(missing_ok=True)
             if not path.exists():
@@ -697,7 +698,7 @@ class Journal:
             db = _open_for_writing(path)
             try:
                 meta = _checked_meta(db, path)
-                if log_was_missing and meta.get(WRITING_KEY):
+                if log_was_missing and meta.get(WRITING_KEY) and not stopped_before:
                     raise _log_lost(path, meta[WRITING_KEY])
                 self._open_session(db, kind, backend, meta)
             except sqlite3.DatabaseError as error:
@@ -1253,6 +1254,15 @@ _SESSION_CLOSED = "the session that wrote this closed: every job it ran has ende
 _END_UNRECORDED = "its end was not recorded: the journal of its session had stopped"
 
 
+def _journal_stopped(run_dir: Path) -> bool:
+    """Whether the journal of the run at *run_dir* stopped (its writers kept
+    dying, a disk failed), as :data:`STOPPED_FILE` says: its session never
+    closed it, and what its last writer held may be missing, which was said
+    then. Its log is not lost then, and the run goes on (it was refused for
+    good once, though nothing was lost: attack review)."""
+    return os.path.lexists(run_dir / STOPPED_FILE)
+
+
 def _closed_after_its_journal_stopped(run_dir: Path) -> bool:
     try:
         lines = (run_dir / STOPPED_FILE).read_text(errors="replace").splitlines()
@@ -1401,7 +1411,8 @@ def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
         driven = lambda: owner_of(run_dir) is not None  # noqa: E731
         try:
             meta = _checked_meta(connection, path, being_created=driven)
-            if log_was_missing and meta.get(WRITING_KEY) and not driven():
+            if (log_was_missing and meta.get(WRITING_KEY) and not driven()
+                    and not _journal_stopped(Path(run_dir))):
                 raise _log_lost(path, meta[WRITING_KEY])
         except sqlite3.DatabaseError as error:
             raise _damaged(path, error) from None
