@@ -1999,6 +1999,9 @@ def _dumps_job(args: tuple, kwargs: dict | None = None, **options) -> corral.Job
     (lambda: _dumps_job(args=(1, {3, 1, 2}), kwargs={"y": {"b": [1.5, None]}}, name="n"),
      "4573a82831db3b4b46a35268"),
     (lambda: corral.Job(corral.Shell(["python", "x.py", "--k", "3"])), "8d0d0e442c34df0eb58581d4"),
+    # Named, and as a command is named by default since (attack review): its key keeps the name.
+    (lambda: corral.Job(corral.Shell("exec echo e"), name="echo"), "15b65f46d91311b7a9a35c02"),
+    (lambda: corral.Job(corral.Shell("python3 fit.py")), "12f1f733bcd6714b7cd7697f"),
     (lambda: _dumps_job(args=([[]] * 3, {"a": EMPTY, "b": EMPTY})), "76383db745739be73eb76968"),
     (lambda: _dumps_job(args=(1, "two", None, 2.5, True, b"six"),
                         kwargs={"indent": 2, "sort_keys": False}), "de296846704ac4a6078bfbec"),
@@ -2009,6 +2012,7 @@ def _dumps_job(args: tuple, kwargs: dict | None = None, **options) -> corral.Job
     (lambda: _dumps_job(args=([{"a": [1, 2.5, None], "b": (b"\x8f", "s")}, [[143, 145]]],)),
      "b5fd205b31f86f825bca180b"),
 ], ids=["shell line", "function reference with a set and a dict", "argument list",
+        "a command named as it would be by default", "a command named by its script",
         "the same empty list and dict given twice", "plain arguments (hashed sooner)",
         "one string given twice", "a map's chunk of calls (its ints pickle as set opcodes)",
         "one tuple given twice", "one tuple as a key and its value", "nested plain data"])

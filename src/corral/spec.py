@@ -188,6 +188,10 @@ class JobSpec:
     notify: tuple[str, ...] = ()
     notify_on: str = "failure"
     placement: Placement = Placement()
+    #: Whether *name* was given (``name=``, ``--name``), not the task's label:
+    #: a command's key holds its first word in place of a label (see
+    #: :attr:`Shell.first_word`), never in place of a name given.
+    named: bool = False
 
     @property
     def kill_after_s(self) -> float | None:
@@ -522,6 +526,7 @@ def _checked_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
             partition=values["partition"], account=values["account"], qos=values["qos"],
             constraint=values["constraint"], setup=values["setup"],
             extra_flags=values["extra_flags"], python=values["python"], bundle=values["bundle"]),
+        named=values["name"] is not None,
     )
 
 

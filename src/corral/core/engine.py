@@ -188,6 +188,9 @@ class Engine:
         self._finishing = False  # shutting down, the jobs given finish: no pause (set_paused)
         self._thread: threading.Thread | None = None
         self._said_stuck = False  # (see stuck_error)
+        #: Since when the loop has been at work without waiting (monotonic;
+        #: None while it waits): see :meth:`stuck`.
+        self._busy_since: float | None = time.monotonic()
         self._thread_lock = threading.Lock()
         self.stopped = threading.Event()    # the loop ended: no more calls are answered
         self._inbox_closed = threading.Event()  # ... and it answered those it had
@@ -353,7 +356,10 @@ class Engine:
                     break
                 if self.journal is not None:
                     self.journal.flush()  # sent every few milliseconds, not every iteration
-                self._apply_all(self.backend.updates(self._wait_time()))
+                self._busy_since = None  # (waiting: it would answer a call at once)
+                updates = self.backend.updates(self._wait_time())
+                self._busy_since = time.monotonic()
+                self._apply_all(updates)
                 self._fire_deadlines()
                 if not self.paused:
                     self._start_ready()  # workers get their next job before anyone is woken
@@ -1039,20 +1045,26 @@ class Engine:
 
     def stuck(self) -> bool:
         """Whether, for more than :data:`STUCK_S`, the driver has been told to end
-        (SIGTERM, Ctrl-C) and its loop has been in a callback of the program's:
-        a callback that waits for ever must not keep the driver from ending (a
-        slow one that ends within the time is waited for)."""
+        (SIGTERM, Ctrl-C) and its loop has been in a callback of the program's,
+        or in one pass without waiting: a callback, or a value's ``__del__``,
+        that waits for ever must not keep the driver from ending (a slow one
+        that ends within the time is waited for)."""
         thread = self._thread
         told = driver_signals.told_to_end_for()
-        return (thread is not None and told is not None
-                and min(told, in_program_code_for(thread)) > STUCK_S)
+        if thread is None or told is None:
+            return False
+        busy = self._busy_since
+        # Held by the program's code: a callback, a value unpickled, or one let go
+        # whose __del__ waits for ever (no mark says that one: the pass's length does).
+        held = max(in_program_code_for(thread), 0.0 if busy is None else time.monotonic() - busy)
+        return min(told, held) > STUCK_S
 
     def stuck_error(self) -> LoopStuck:
         """The :class:`LoopStuck` to raise, said in the log once."""
-        message = (f"the driver is ending, and its control loop has been in the program's own "
-                   f"code (a callback: on_event, on_finish or a done callback; or the unpickling "
-                   f"of a job's value) for more than {STUCK_S:g} s since: it ends without "
-                   "cancelling its jobs; their processes end with it")
+        message = (f"the driver is ending, and its control loop has been held for more than "
+                   f"{STUCK_S:g} s since, by the program's own code (a callback: on_event, "
+                   f"on_finish or a done callback; a job's value unpickled or let go): it ends "
+                   "without cancelling its jobs; their processes end with it")
         if not self._said_stuck:
             self._said_stuck = True
             log.error("%s", message)

@@ -286,7 +286,7 @@ def _setting_bytes(spec: JobSpec) -> bytes:
     the job before when they are the same (as in a loop of submits)."""
     global _last_setting
     name = spec.name
-    if type(spec.task) is Shell and name == spec.task.label:  # (its default name: see first_word)
+    if type(spec.task) is Shell and not spec.named:  # (its default name: see first_word)
         name = spec.task.first_word
     setting = (name, spec.cwd, spec.env)
     last, made = _last_setting
