@@ -770,6 +770,10 @@ def test_a_memory_of_a_few_megabytes_without_a_unit_is_refused_as_gigabytes_mean
     assert_one_line_error(corral("submit", "--memory", "4", "--", "true"), 2, (
         r"^corral: error: --memory 4: a number without a unit is megabytes, and 4 MB is too "
         r"little for a job; give the unit: --memory 4G \(or 4M if megabytes are meant\)$"))
+    assert_one_line_error(corral("submit", "--memory", "4.0", "--", "true"), 2,
+                          r"^corral: error: --memory 4\.0: a number without a unit is megabytes")
+    assert_one_line_error(corral("submit", "--memory", "0", "--", "true"), 2,  # (no '0G' offered)
+                          r"^corral: error: --memory '0' must be a positive memory size")
     assert not corral.run.exists()  # (refused before a daemon or run was made)
     assert corral.submit("--memory", "4M", "--", "true") == "1"
     assert corral.submit("--memory", "512", "--", "true") == "2"

@@ -45,7 +45,10 @@ def test_the_default_name_comes_from_the_task():
     ("python train.py --lr 0.1", "train.py"), ("python3 -u -m pkg.main x", "pkg.main"),
     ("python3 -c 'print(1)'", "python3"), ("bash ./steps/run.sh", "run.sh"),
     ("exec sleep 60", "sleep"), ("OMP_NUM_THREADS=1 nice -n 5 ./solve in.dat", "solve"),
-    ("$HOME/bin/tool", "tool"), ("'quoted'", "sh"), (["python3", "/work/fit.py"], "fit.py")])
+    ("$HOME/bin/tool", "tool"), ("'quoted'", "sh"), (["python3", "/work/fit.py"], "fit.py"),
+    # (attack review: an option's value, a number that commands would read as an id)
+    ("exec python3 -W ignore -X dev train.py", "train.py"), ("python3 2", "python3"),
+    ("./7 now", "sh"), ("python3 ../steps/", "steps")])
 def test_a_commands_default_name_is_the_program_or_script_it_runs(command, name):
     """Cold review: 'nproc; echo ok' was named 'nproc;', and every job of
     `corral submit -- python ...` was named python, so that `corral cancel

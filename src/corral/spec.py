@@ -101,7 +101,7 @@ class Shell:
         if isinstance(self.command, str):
             words = self.command.split()
             return os.path.basename(words[0]) if words else "sh"
-        return os.path.basename(str(self.command[0]))
+        return os.path.basename(str(self.command[0])) if self.command else "sh"
 
 
 Task = Call | FunctionRef | Script | Shell
@@ -121,7 +121,8 @@ def command_label(words: list[str]) -> str:
     an interpreter runs (``train.py`` of ``python train.py``, ``pkg.main``
     of ``python -m pkg.main``); "" if none is found. Each job of
     ``corral submit -- python ...`` was named python (cold review), and
-    ``corral cancel python`` then found several."""
+    ``corral cancel python`` then found several. Never a number, which
+    commands would read as a job's id (``python 2`` is named python)."""
     words = [_SHELL_PUNCTUATION.split(word.lstrip("({"), 1)[0] for word in words]
     while words and (os.path.basename(words[0]) in _PREFIXES or "=" in words[0]
                      or words[0].startswith("-") or words[0].isdigit()):  # (nice -n 5 ...)
@@ -129,16 +130,33 @@ def command_label(words: list[str]) -> str:
     if not words or not words[0]:
         return ""
     program, rest = os.path.basename(words[0]), words[1:]
+    if program.isnumeric():  # (./7)
+        return ""
     if not _INTERPRETER.match(program):
         return program
-    for position, word in enumerate(rest):
-        if word == "-m" and position + 1 < len(rest) and rest[position + 1]:
-            return rest[position + 1]
-        if word in ("-c", "-e", "--eval", ""):  # code given inline: no script to name it
-            return program
-        if not word.startswith("-"):
-            return os.path.basename(word)
-    return program
+    script = _script_of(rest)
+    return program if not script or script.isnumeric() else script
+
+
+#: Interpreters' options that take the next word as their value (``python -W ignore``).
+_VALUED_OPTIONS = frozenset({"-W", "-X", "-o", "-O", "-r", "--require"})
+
+
+def _script_of(words: list[str]) -> str:
+    """The script (or ``-m`` module) an interpreter's *words* run; "" for none."""
+    skip = False
+    for position, word in enumerate(words):
+        if skip:
+            skip = False
+        elif word == "-m":
+            return words[position + 1] if position + 1 < len(words) else ""
+        elif word in ("-c", "-e", "--eval", ""):  # code given inline: no script to name it
+            return ""
+        elif word.startswith("-"):
+            skip = word in _VALUED_OPTIONS
+        else:
+            return os.path.basename(word.rstrip("/"))
+    return ""
 
 
 @dataclass(frozen=True, slots=True)

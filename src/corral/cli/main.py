@@ -21,6 +21,7 @@ from collections import Counter
 import contextlib
 import functools
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -496,10 +497,12 @@ def _refuse_megabytes_meant_otherwise(memory: object) -> None:
     """Refuse ``--memory 4``: a number without a unit is megabytes, as Slurm
     reads it, but so little is no job's need: gigabytes were meant (a cold
     review's PBS and fyrd habit), and the job ran packed as if it took none."""
-    if isinstance(memory, str) and memory.strip().isdigit() and int(memory) < 64:
-        number = int(memory)
-        raise CommandError(f"--memory {memory.strip()}: a number without a unit is megabytes, "
-                           f"and {number} MB is too little for a job; give the unit: --memory "
+    found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*", memory, re.ASCII) if isinstance(
+        memory, str) else None
+    if found is not None and 0 < float(found[1]) < 64:  # (0 is refused as no size at all)
+        number = found[1]
+        raise CommandError(f"--memory {number}: a number without a unit is megabytes, and "
+                           f"{number} MB is too little for a job; give the unit: --memory "
                            f"{number}G (or {number}M if megabytes are meant)", EXIT_USAGE)
 
 
