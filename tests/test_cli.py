@@ -701,13 +701,29 @@ def test_clean_asks_first_and_deletes_only_the_files_of_finished_jobs(fresh, tmp
     assert fresh.ok("logs", running).out == "still running during clean\n"
 
 
-def _script_run(run: Path, command: str) -> None:
+def _script_run(run: Path, command: str, workdir: Path | None = None) -> None:
     """A run of one shell job named a, made by a Python script that has ended."""
     subprocess.run([sys.executable, "-c", (
         "import sys, corral\n"
-        "with corral.Scheduler(journal=sys.argv[1]) as s:\n"
-        "    s.shell(sys.argv[2], name='a').exception()\n"), str(run), command],
-        check=True, timeout=60)
+        "with corral.Scheduler(journal=sys.argv[1], workdir=sys.argv[3] or None) as s:\n"
+        "    s.shell(sys.argv[2], name='a').exception()\n"), str(run), command,
+        str(workdir or "")], check=True, timeout=60)
+
+
+def test_a_moved_runs_job_files_in_a_folder_of_its_own_are_found_there(tmp_path):
+    """Attack review: with workdir= a folder inside the run, the recorded
+    directories of a run moved away were taken as made elsewhere on purpose:
+    logs showed, and clean deleted, the files of the run now at the old place."""
+    _script_run(tmp_path / "run", "echo first", tmp_path / "run" / "files")
+    (tmp_path / "run").rename(tmp_path / "old")
+    _script_run(tmp_path / "run", "echo second", tmp_path / "run" / "files")
+    old = Corral(tmp_path, tmp_path / "old")
+    assert old.ok("logs", "1").out == "first\n"
+    assert old.ok("clean", "--yes").out == "deleted the files of 1 job(s), 0.0 MB\n"
+    assert (tmp_path / "run" / "files" / "1" / "stdout").read_text() == "second\n"
+    assert not (tmp_path / "old" / "files" / "1").exists()
+    (tmp_path / "run").rename(tmp_path / "moved")  # (and its old place gone)
+    assert Corral(tmp_path, tmp_path / "moved").ok("logs", "1").out == "second\n"
 
 
 def test_clean_and_logs_of_a_moved_or_copied_run_touch_only_its_own_files(tmp_path):

@@ -299,17 +299,37 @@ class StoredJob:
 
 def directory_now(jobdir: str, run_dir: str) -> str:
     """Where the job directory recorded as *jobdir* is in the run at *run_dir*
-    now (see :attr:`StoredJob.directory`): in this run, unless it was made
-    elsewhere on purpose (a directory that is no run's)."""
-    made_in, name = os.path.split(jobdir)
-    try:
-        if os.path.samefile(made_in, run_dir):
+    now (see :attr:`StoredJob.directory`): in this run, at the same place
+    under it as it was made under the run's old place (its ``workdir=`` may
+    be a folder inside the run), unless it was made elsewhere on purpose (in
+    a directory of no run)."""
+    place = os.path.dirname(jobdir)
+    while True:
+        try:
+            if os.path.samefile(place, run_dir):
+                return jobdir
+        except OSError:  # gone: the run was moved away from it
+            return _where_it_came(jobdir, run_dir)
+        if os.path.lexists(os.path.join(place, JOURNAL_FILE)):  # another run's, now
+            return os.path.join(run_dir, os.path.relpath(jobdir, place))
+        parent = os.path.dirname(place)
+        if parent == place:  # (the root: made in no run's directory)
             return jobdir
-    except OSError:  # (made_in is gone: the run was moved away from it)
-        return os.path.join(run_dir, name)
-    if os.path.lexists(os.path.join(made_in, JOURNAL_FILE)):  # another run's, now
-        return os.path.join(run_dir, name)
-    return jobdir
+        place = parent
+
+
+def _where_it_came(jobdir: str, run_dir: str) -> str:
+    """The job directory of a run moved away from the place *jobdir* was made
+    in, which is gone: the deepest of its places under *run_dir* that exists
+    (``files/1`` of a run made with ``workdir="run/files"``), else the one of
+    its name."""
+    place = os.path.dirname(jobdir)
+    while os.path.dirname(place) != place:
+        candidate = os.path.join(run_dir, os.path.relpath(jobdir, place))
+        if os.path.isdir(candidate):
+            return candidate
+        place = os.path.dirname(place)
+    return os.path.join(run_dir, os.path.basename(jobdir))
 
 
 def last_written(path: Path) -> float | None:
