@@ -806,9 +806,11 @@ import sys, corral
 sys.path.insert(0, sys.argv[2])
 import jobs
 with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
-    big = sched.submit(jobs.print_bytes, 1_800_000)
+    moved = sched.submit(jobs.print_bytes, 1_800_000)  # (renamed, not copied: it fits)
+    big = sched.submit(jobs.print_bytes, 4_000_000)
     small = sched.submit(jobs.talk, "after")
-    corral.wait([big, small], timeout=60)
+    corral.wait([moved, big, small], timeout=60)
+print(moved.status.name, len(moved.stdout))
 print(big.status.name, big.exception())
 print(small.status.name, repr(small.stdout))
 """
@@ -827,6 +829,7 @@ def test_output_that_fills_the_disk_fails_its_job_and_frees_the_disk_for_the_nex
                            FULL_DISK_PROGRAM, str(small_disk / "run"), str(Path(__file__).parent)],
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines() == [
+        "COMPLETED 1800000",
         "FAILED cannot save the job's output: [Errno 28] No space left on device",
         "COMPLETED 'py-out after\\nchild-out after\\n'"], done.stderr
 

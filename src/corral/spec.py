@@ -580,14 +580,14 @@ def spec_options(spec: JobSpec) -> dict[str, Any]:
 
     Options at their registry default are left out, and so is ``after``: it
     holds Jobs, which only the run that made them can resolve (the journal
-    records dependencies by id instead). The name is left out when it is the
-    task's own label, which :func:`make_spec` gives it again.
+    records dependencies by id instead). The name is left out when none was
+    given (the task's own label, which :func:`make_spec` gives it again).
     """
     resources, placement = spec.resources, spec.placement
     values: dict[str, Any] = {
         "cores": resources.cores, "memory": resources.memory_mb,
         "walltime": resources.walltime_s, "gpus": resources.gpus,
-        "name": None if spec.name == spec.task.label else spec.name,
+        "name": spec.name if spec.named else None,
         "queue": spec.queue, "tokens": spec.tokens, "priority": spec.priority,
         "retries": spec.retries, "timeout": spec.timeout_s, "cwd": spec.cwd,
         "env": spec.env, "notify": spec.notify, "notify_on": spec.notify_on,

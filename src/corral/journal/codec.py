@@ -168,7 +168,7 @@ def _options_json(spec: JobSpec) -> str:
     """The options part of the JSON; jobs submitted alike share one (cached),
     since a run journals thousands of jobs with the same options."""
     global _last_options
-    key = (spec.resources, spec.placement, spec.name, spec.task.label, spec.queue, spec.tokens,
+    key = (spec.resources, spec.placement, spec.name, spec.named, spec.queue, spec.tokens,
            spec.priority, spec.retries, spec.timeout_s, spec.cwd, spec.env, spec.notify,
            spec.notify_on)
     last_key, last_text = _last_options
