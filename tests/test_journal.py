@@ -1475,6 +1475,33 @@ def test_a_writer_that_dies_with_nothing_more_to_send_is_replaced_and_its_change
         assert not sched._journal._broken
 
 
+def test_a_sync_that_a_stopped_writer_leaves_unanswered_past_the_last_replacement_says_so(
+        tmp_path, monkeypatch):
+    """Attack review: a writer stopped (SIGSTOP) while a sync waited on it,
+    when no other writer could be started, was said to have died."""
+    from corral.journal import store
+
+    monkeypatch.setattr(store, "_WRITER_STALL_PATIENCE_S", 1.0)
+    with pytest.raises(store.JournalError), \
+            corral.Scheduler(cores=1, journal=tmp_path / "run") as sched:
+        for number in range(store._TAKEOVERS):
+            assert sched.submit(jobs.square, number).result(timeout=60) == number ** 2
+            dead = sched._journal._writer.pid
+            psutil.Process(dead).kill()
+            wait_until(lambda dead=dead: sched._journal._writer.pid != dead, timeout=30,
+                       message="a writer in place of the dead one")
+        psutil.Process(sched._journal._writer.pid).suspend()
+        sched.submit(jobs.square, 2)
+        try:
+            sched._flush_journal_now()
+        except store.JournalError as error:
+            said = str(error)
+    # (checked out here: the with block's own JournalError would hide a failed check in it)
+    assert re.search(r": it stopped at \d\d:\d\d:\d\d \(its writer did not answer: it was "
+                     r"stopped for 1 s; its writers died 4 times within 60 s, so no other is "
+                     r"started\): no change after that is in it", said), said
+
+
 def test_a_run_whose_journal_stopped_goes_on_at_the_next_driver_with_what_it_holds(tmp_path):
     """Attack review: after a quiet run's writers died four times (each now
     replaced at once) its journal stopped, and then every driver and command

@@ -1069,6 +1069,8 @@ class Journal:
                 if not answer and self._take_over(why):
                     self._send(("sync",))
                     answer, _ = self._answer()
+                elif not answer and self._stopped_here is None:  # (said as it was: not "died")
+                    self._give_up(OSError(f"its writer {why.removeprefix('it ')}"))
             if answer != b"ok\n":
                 problem = (self._stopped_here or answer.decode(errors="replace").strip()
                            or "the writer process died")
