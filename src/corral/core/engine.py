@@ -48,8 +48,7 @@ from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
 from corral.core import driver_signals
-from corral.runtime.threads import (in_program_code_for, program_code_begins, program_code_ends,
-                                    signals_allowed, start_thread)
+from corral.runtime.threads import in_program_code_for, signals_allowed, start_thread
 from corral.spec import Call, FunctionRef, Script, Shell
 from corral.safe_repr import describe_error
 from corral.status import ACTIVE, PENDING, JobStatus
@@ -870,11 +869,7 @@ class Engine:
         if update.error is not None:
             if self.journal is not None:
                 job.error_blob = update.error
-            counted = program_code_begins()  # (as _unpickled)
-            try:
-                error, traceback_text, summary = loads_error(update.error)
-            finally:
-                program_code_ends(counted)
+            error, traceback_text, summary = loads_error(update.error)
             reason = f"raised {summary}"
             if update.reason:  # where it ran, e.g. the Slurm job
                 reason += f" ({update.reason})"
@@ -1340,13 +1335,10 @@ def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
     """(value, None), or (None, what went wrong) for a value this process cannot load."""
     if blob is None:
         return None, None
-    counted = program_code_begins()  # (a value's class may hang in it: the driver still ends)
-    try:
+    try:  # (one whose class hangs in it holds a pass: a driver told to end still ends, see stuck)
         return pickle.loads(blob), None
     except BaseException as error:  # what loading it raised, SystemExit too, is the job's
         return None, describe_error(error)
-    finally:
-        program_code_ends(counted)
 
 
 _UPSTREAM = "upstream job "

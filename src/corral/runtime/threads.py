@@ -36,8 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["DRIVER_SIGNALS", "SLICE_S", "plain_timeout", "start_thread", "allow_signals",
-           "signals_allowed", "in_program_code_for", "wait_in_slices", "program_code_begins",
-           "program_code_ends"]
+           "signals_allowed", "in_program_code_for", "wait_in_slices"]
 
 #: The signals that end a driver, and that only its main thread should receive.
 DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -101,25 +100,6 @@ def signals_allowed() -> Iterator[None]:
 #: Since when (monotonic) each of corral's threads runs the program's own code,
 #: a callback (see :func:`signals_allowed`, which surrounds every such call).
 _in_program_code: dict[threading.Thread, float] = {}
-
-
-def program_code_begins() -> bool:
-    """Count the calling thread as running the program's code from now: as
-    unpickling a job's value does (its classes' ``__setstate__``, or whatever
-    its ``__reduce__`` names, may wait for ever). Cheaper than
-    :func:`signals_allowed`: a value is unpickled for every job, and starts no
-    program. Returns whether it was counted here, for :func:`program_code_ends`."""
-    thread = threading.current_thread()
-    if thread in _in_program_code:
-        return False
-    _in_program_code[thread] = time.monotonic()
-    return True
-
-
-def program_code_ends(counted: bool) -> None:
-    """The end of what :func:`program_code_begins` counted."""
-    if counted:
-        _in_program_code.pop(threading.current_thread(), None)
 
 
 def in_program_code_for(thread: threading.Thread) -> float:
