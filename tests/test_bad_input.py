@@ -774,3 +774,39 @@ def test_a_task_whose_fspath_raises_is_refused():
 def test_a_misspelt_or_misplaced_scheduler_argument_names_what_was_meant(given, message):
     with pytest.raises(TypeError, match=message):
         corral.Scheduler(**given)
+
+
+def test_jobs_given_to_scheduler_wait_are_pointed_to_corral_wait(scheduler):
+    """Found by hand: ``scheduler.wait(jobs)`` raised "unsupported operand
+    type(s) for +: 'float' and 'list'" from inside corral."""
+    job = scheduler.submit(jobs.noop)
+    for passed in ([job], job, (job,)):
+        with pytest.raises(TypeError, match=r"^Scheduler\.wait\(\) waits for every job of the "
+                                            r"scheduler and takes only a timeout; to wait for "
+                                            r"some jobs: corral\.wait\(jobs\)"):
+            scheduler.wait(passed)
+    assert scheduler.wait(60) is True
+
+
+@pytest.mark.parametrize("wait", [
+    lambda scheduler, job, timeout: job.result(timeout=timeout),
+    lambda scheduler, job, timeout: job.exception(timeout=timeout),
+    lambda scheduler, job, timeout: scheduler.wait(timeout=timeout),
+    lambda scheduler, job, timeout: scheduler.collect(1, timeout=timeout),
+    lambda scheduler, job, timeout: corral.wait([job], timeout=timeout),
+    lambda scheduler, job, timeout: list(corral.as_completed([job], timeout=timeout)),
+], ids=["result", "exception", "Scheduler.wait", "collect", "corral.wait", "as_completed"])
+def test_a_timeout_that_is_no_number_is_named(scheduler, wait):
+    job = scheduler.dispatch(Job(jobs.noop))[0]
+    with pytest.raises(TypeError, match=r"^timeout must be a number of seconds or None, "
+                                        r"not str '5'$"):
+        wait(scheduler, job, "5")
+    assert job.result(timeout=60) is None
+
+
+def test_a_count_to_collect_that_is_no_int_is_named(scheduler):
+    scheduler.dispatch(Job(jobs.noop))
+    with pytest.raises(TypeError, match=r"^collect\(n\) takes how many results to wait for, "
+                                        r"an int, not str '1'$"):
+        scheduler.collect("1")
+    assert len(scheduler.collect(1, timeout=60)) == 1

@@ -20,7 +20,7 @@ from typing import Any
 
 from corral.core.record import JobRecord, cancel_future
 from corral.result import Result
-from corral.runtime.threads import wait_in_slices
+from corral.runtime.threads import plain_timeout, wait_in_slices
 from corral.spec import JobSpec, Task, check_job_id, make_spec, make_task
 from corral.status import JobStatus
 
@@ -196,6 +196,8 @@ class Job(Future):
                 scheduler (on_event, on_finish, a done callback), on the one
                 thread that could end the job: it would wait for ever.
         """
+        if timeout is not None:
+            timeout = plain_timeout(timeout)  # refused even if the job is done
         if self.done():
             return True
         owner = self._record.owner

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import numbers
 import os
 import shutil
 import sys
@@ -706,6 +707,11 @@ class Scheduler(Executor):
             ValueError: fewer than *n* results can ever arrive.
         """
         engine = self._engine
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"collect(n) takes how many results to wait for, an int, not "
+                            f"{type(n).__name__} {safe_repr(n)}")
+        n = int(n)
+        timeout = plain_timeout(timeout)
         if n > 0:
             self._refuse_on_loop_thread("collect(n)")
         with engine.results_ready:
@@ -718,7 +724,7 @@ class Scheduler(Executor):
                                      f"results are waiting and {engine.uncollected} dispatched "
                                      "jobs unfinished")
                 arrived = engine.results_ready.wait_for(
-                    lambda: len(engine.results) >= n or possible() < n, plain_timeout(timeout))
+                    lambda: len(engine.results) >= n or possible() < n, timeout)
                 if not arrived:
                     raise TimeoutError(f"only {len(engine.results)} of {n} results arrived "
                                        f"within {timeout} s")
@@ -730,8 +736,17 @@ class Scheduler(Executor):
         return results
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every dispatched job is finished; False if *timeout* passed first."""
+        """Wait until every dispatched job is finished; False if *timeout* passed first.
+
+        To wait for some jobs only, :func:`corral.wait` takes them, as
+        ``concurrent.futures.wait`` does.
+        """
         self._refuse_on_loop_thread("wait()")
+        if isinstance(timeout, Job) or _is_iterable(timeout):
+            raise TypeError("Scheduler.wait() waits for every job of the scheduler and takes "
+                            "only a timeout; to wait for some jobs: corral.wait(jobs) or "
+                            "job.result()")
+        timeout = plain_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for job in [job for job in self.jobs() if not job.done()]:
             # One job at a time, on its own condition: waiting on all of them at
@@ -1110,6 +1125,11 @@ def _refuse_after_interpreter_exit() -> None:
     Checked before a job is registered anywhere, so a refused job leaves no trace."""
     if _interpreter_exiting:
         raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
+def _is_iterable(value: object) -> bool:
+    """Whether *value* is a collection of things (jobs passed where a number was asked)."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes))
 
 
 def _label(job: JobRecord) -> str:

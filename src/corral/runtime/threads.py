@@ -28,12 +28,15 @@ stretch (:func:`wait_in_slices`).
 from __future__ import annotations
 
 import contextlib
+import numbers
 import signal
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from corral.safe_repr import safe_repr
 
 __all__ = ["DRIVER_SIGNALS", "SLICE_S", "plain_timeout", "start_thread", "allow_signals",
            "signals_allowed", "in_program_code_for", "wait_in_slices"]
@@ -118,9 +121,13 @@ def plain_timeout(timeout: float | None) -> float | None:
     """*timeout* as every wait of corral's reads it: NaN waits not at all (as
     ``concurrent.futures`` reads it), and one too long for the platform
     (``inf``, ``1e300``) waits without limit, where a lock would raise
-    OverflowError."""
+    OverflowError. Anything but a number of seconds is refused by name here,
+    not by a comparison deep inside a lock."""
     if timeout is None:
         return None
+    if not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__} {safe_repr(timeout)}")
     if timeout != timeout:  # NaN
         return 0.0
     return None if timeout >= threading.TIMEOUT_MAX else timeout
