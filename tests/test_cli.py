@@ -280,6 +280,24 @@ def test_logs_prints_output_that_is_not_utf8_byte_for_byte(cli):
     assert (printed.returncode, printed.stdout, printed.stderr) == (0, b"\xff\xfe ok\n", b"")
 
 
+def test_logs_of_a_large_output_prints_it_whole_without_holding_it_in_memory(cli):
+    """Attack review: `corral logs` read the whole output before printing any
+    of it (1 GB of output: 1 GB of memory, and a MemoryError past the RAM)."""
+    size = 300_000_000
+    job = cli.submit(f"head -c {size} /dev/zero")
+    assert cli("wait", job).status == 0
+    logs = subprocess.Popen([CORRAL, "logs", job], cwd=cli.cwd, env=cli.env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    assert logs.stdout is not None
+    printed = 0
+    while piece := logs.stdout.read(1 << 20):
+        printed += len(piece)
+    _, status, usage = os.wait4(logs.pid, 0)
+    logs.returncode = os.waitstatus_to_exitcode(status)
+    assert (logs.returncode, printed) == (0, size)
+    assert usage.ru_maxrss * 1024 < size / 3, f"{usage.ru_maxrss} KiB at most in memory"
+
+
 def test_logs_of_a_job_that_wrote_nothing_says_so(cli):
     """Cold review: an empty page, exit 0, and nothing to say why."""
     job = cli.submit("echo only to the errors >&2")
@@ -379,6 +397,32 @@ def test_wait_exits_0_when_every_job_completed_and_1_naming_the_failed_one(fresh
     assert rows[broken]["NAME"] == "nightly-build"
     assert [rows[job]["STATUS"] for job in (first, second, broken)] == [
         "COMPLETED", "COMPLETED", "FAILED"]
+
+
+def _sleeping_between_polls(pid: int) -> bool:
+    """Whether the process sleeps in ``time.sleep`` (the first it calls is its
+    poll loop's): past the interpreter's start-up and the command's imports."""
+    return "nanosleep" in Path(f"/proc/{pid}/wchan").read_text()
+
+
+@pytest.mark.parametrize("command", [("wait",), ("logs", "--follow")])
+def test_a_ctrl_c_of_wait_or_logs_exits_130_saying_the_run_goes_on(cli, tmp_path, command):
+    """Attack review: it said "corral: error: aborted" and exited 1, the status
+    of a failed job, as if the run had been aborted; its jobs ran on."""
+    job = cli.submit(block(tmp_path / "never"))
+    cli.wait_for_status(job, "RUNNING")
+    waiting = cli.popen(*command, job)
+    try:
+        wait_until(lambda: _sleeping_between_polls(waiting.pid), 30, "the command to poll")
+        waiting.send_signal(signal.SIGINT)
+        _, errors = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert (waiting.returncode, errors.decode().splitlines()[-1]) == (
+        130, "corral: error: interrupted; the run and its jobs go on")
+    assert cli.status_of(job) == "RUNNING"
 
 
 def test_wait_with_a_timeout_gives_up_on_a_blocked_job(cli, tmp_path):

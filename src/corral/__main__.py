@@ -1,5 +1,5 @@
 """``python -m corral``: the ``corral`` command, where its console script is not on PATH."""
 
-from corral.cli.main import main
+from corral.cli.entry import main
 
 main()

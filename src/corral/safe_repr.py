@@ -13,9 +13,10 @@ This module imports nothing of corral's: it is vocabulary.
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["safe_repr", "writable_text", "printable", "describe_error"]
+__all__ = ["safe_repr", "writable_text", "printable", "describe_error", "first_few"]
 
 #: Ints longer than this many bits are described, not spelled out.
 _MAX_INT_BITS = 256
@@ -100,3 +101,11 @@ def printable(text: str) -> str:
     """*text* with its control characters escaped (see :data:`_CONTROLS`),
     for a terminal; tabs and newlines stay."""
     return text.translate(_CONTROLS)
+
+
+def first_few(items: Sequence[str], most: int = 5, separator: str = ", ") -> str:
+    """The first *most* of *items* joined, and how many more there are: a
+    message about 20,000 jobs names a few, not all (one line of 129 KB)."""
+    shown = separator.join(items[:most])
+    return shown + (f" and {len(items) - most:,} more" if len(items) > most else "")
+

@@ -1,5 +1,5 @@
 """``python -m corral.cli``: the ``corral`` command without its console script."""
 
-from corral.cli.main import main
+from corral.cli.entry import main
 
 main()

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from corral.journal.store import StoredJob
+from corral.safe_repr import first_few
 
 __all__ = ["Cleanable", "files_to_clean", "remove_job_files"]
 
@@ -77,5 +78,4 @@ def _size(directory: str) -> int:
 
 
 def _listed(items: list[str]) -> str:
-    shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
-    return f"the files of job{'s' * (len(items) != 1)} {shown}"
+    return f"the files of job{'s' * (len(items) != 1)} {first_few(items, 3)}"

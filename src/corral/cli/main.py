@@ -30,8 +30,10 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 import click
 from click.exceptions import NoArgsIsHelpError
 
+from corral.cli.entry import EXIT_INTERRUPTED, INTERRUPTED
 from corral.errors import CorralError
 from corral.options import JOB_OPTIONS, parse_options
+from corral.safe_repr import first_few
 from corral.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
@@ -1122,9 +1124,7 @@ def clean(context: click.Context, yes: bool) -> None:
     click.echo(f"deleted the files of {deleted} job(s), {size / 1e6:.1f} MB" if not failures
                else f"deleted the files of {deleted} of {count} job(s)")
     if failures:
-        raise CommandError("could not delete " + "; ".join(failures[:5])
-                           + (f" and {len(failures) - 5} more" if len(failures) > 5 else ""),
-                           EXIT_UNREACHABLE)
+        raise CommandError("could not delete " + first_few(failures, 5, "; "), EXIT_UNREACHABLE)
 
 
 def _has_output(path: str | os.PathLike[str] | None) -> bool:
@@ -1342,8 +1342,8 @@ def main(argv: list[str] | None = None) -> None:
             error.ctx.info_name != "corral" else "corral"
         message = " ".join(error.format_message().split())
         _fail(f"{message} (see '{where} --help')", EXIT_USAGE)
-    except click.Abort:
-        _fail("aborted", EXIT_FAILED_JOB)
+    except (click.Abort, KeyboardInterrupt):  # (click makes a Ctrl-C an Abort)
+        _fail(INTERRUPTED, EXIT_INTERRUPTED)
     except click.ClickException as error:
         _fail(error.format_message(), error.exit_code)
     except CommandError as error:
@@ -1352,8 +1352,6 @@ def main(argv: list[str] | None = None) -> None:
         _fail(_os_error_text(error), EXIT_UNREACHABLE)
     except CorralError as error:
         _fail(str(error), EXIT_UNREACHABLE)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     sys.exit(status if isinstance(status, int) else 0)
 
 

@@ -339,7 +339,7 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
                 out.write(f"\n[corral: attempt {attempt}]\n")
                 out.flush()
         if job.status is not JobStatus.RUNNING or job.live is None:
-            printed += _write(_read_from(job.output_path(stream), printed), out, decoder)
+            printed += _copy_from(job.output_path(stream), printed, out, decoder)
             if job.status in TERMINAL or not follow or _orphaned(run, job):
                 return printed
             time.sleep(POLL_S)  # another process writes the journal; nothing to wait on
@@ -361,15 +361,41 @@ def _orphaned(run: Run, job: StoredJob) -> bool:
     return run.owner is None and str(job.id) not in run.cluster_jobs([job])
 
 
-def _read_from(path: str | None, offset: int) -> bytes:
+#: The most of a job's output read at a time: a 1 GB output is printed in
+#: pieces as it is read, not read whole into memory first.
+_PIECE = 1 << 20
+
+#: The most read from a running job's spool in one poll (held until the next
+#: poll says the same attempt still runs, see :func:`follow_output`).
+_SPOOL_PIECE = 64 << 20
+
+
+def _read_from(path: str | None, offset: int, most: int = _SPOOL_PIECE) -> bytes:
     if path is None:
         return b""
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
-            return handle.read()
+            return handle.read(most)
     except FileNotFoundError:
         return b""
+
+
+def _copy_from(path: str | None, offset: int, out: IO[str],
+               decoder: codecs.IncrementalDecoder) -> int:
+    """Print the file at *path* from *offset* to its end, a piece at a time;
+    return how many bytes were printed."""
+    if path is None:
+        return 0
+    copied = 0
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            while piece := handle.read(_PIECE):
+                copied += _write(piece, out, decoder)
+    except FileNotFoundError:
+        pass
+    return copied
 
 
 def _write(data: bytes, out: IO[str], decoder: codecs.IncrementalDecoder) -> int:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.control.server import Stopping
 from corral.errors import CorralError
+from corral.safe_repr import first_few
 from corral.spec import Shell
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
@@ -129,7 +130,7 @@ def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
     if not named:
         raise CorralError(f"no job {given} in this run (neither an id nor a job's name)")
     if len(named) > 1:
-        ids = ", ".join(sorted(named, key=lambda text: (len(text), text)))
+        ids = first_few(sorted(named, key=lambda text: (len(text), text)))
         raise AmbiguousName(f"the name {given!r} is ambiguous: jobs {ids} have it; "
                             "give an id instead")
     return named.pop()

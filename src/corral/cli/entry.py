@@ -1,0 +1,24 @@
+"""Where the ``corral`` console script starts: a Ctrl-C is said the same way
+whenever it comes, also while the command's modules are still being imported
+(a traceback of an import otherwise)."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main", "INTERRUPTED", "EXIT_INTERRUPTED"]
+
+EXIT_INTERRUPTED = 130  # a shell's own for a Ctrl-C
+
+#: What a Ctrl-C of a command says: what it stopped is the command, not the run.
+INTERRUPTED = "interrupted; the run and its jobs go on"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the ``corral`` command (:func:`corral.cli.main.main`)."""
+    try:
+        from corral.cli.main import main as run_command
+    except KeyboardInterrupt:
+        print(f"corral: error: {INTERRUPTED}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    run_command(argv)
