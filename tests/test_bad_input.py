@@ -810,3 +810,61 @@ def test_a_count_to_collect_that_is_no_int_is_named(scheduler):
                                         r"an int, not str '1'$"):
         scheduler.collect("1")
     assert len(scheduler.collect(1, timeout=60)) == 1
+
+
+@pytest.mark.parametrize("given, meant", [
+    ("cpus", "cores"), ("threads", "cores"), ("ntasks", "cores"), ("mem", "memory"),
+    ("time", "walltime"), ("timeout_min", "walltime"), ("num_gpus", "gpus"),
+    ("depends_on", "after"), ("job_name", "name"), ("workdir", "cwd"), ("email", "notify"),
+    ("modules", "setup"), ("slurm_partition", "partition"),
+])
+def test_another_tools_word_for_a_job_option_is_pointed_to_corrals(given, meant):
+    """Cold review (a fyrd user): ``cpus=2`` was offered 'gpus' (which asks for a
+    GPU), ``time="1h"`` 'timeout', ``nodes=2`` 'cores'; by spelling alone."""
+    with pytest.raises(ValueError, match=rf"^unknown job option '{given}'; did you mean "
+                                         rf"'{meant}'\?$"):
+        Job(jobs.noop, **{given: 2})
+
+
+def test_nodes_is_told_each_job_runs_on_one_node_and_how_to_ask_for_more():
+    with pytest.raises(ValueError, match=r"^unknown job option 'nodes'; corral runs each job on "
+                                         r"one node \(cores is its cores there\); a multi-node "
+                                         r"job asks its cluster through extra_flags, e\.g\. "
+                                         r"extra_flags=\['--nodes=2'\] on Slurm"):
+        Job(jobs.noop, nodes=2)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--cpus", r"^corral: error: no such option --cpus; did you mean --cores\?$"),
+    ("--time", r"^corral: error: no such option --time; did you mean --walltime\?$"),
+    ("--job-name", r"^corral: error: no such option --job-name; did you mean --name\?$"),
+    ("--bogus", r"^corral: error: No such option '--bogus'\..*\(see 'corral submit --help'\)$"),
+])
+def test_corral_submit_points_another_tools_flag_to_corrals(tmp_path, flag, message):
+    outcome = Corral(tmp_path / "home", tmp_path / "run")("submit", flag, "2", "true")
+    assert_one_line_error(outcome, 2, message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("given, meant", [("torque", "pbs"), ("Torque", "pbs"),
+                                          ("SLURM", "slurm"), ("gridengine", "sge"),
+                                          ("openpbs", "pbs")])
+def test_a_backend_named_as_its_scheduler_is_known_or_in_capitals_is_pointed_to(given, meant):
+    """Cold review: 'torque' (which the README says "pbs" serves) and 'SLURM'
+    got no suggestion, where a typo such as 'sitee' did."""
+    with pytest.raises(ValueError, match=rf"^unknown backend '{given}'; did you mean '{meant}'\?"):
+        corral.Scheduler(backend=given)
+
+
+def test_a_call_a_modules_builtin_function_cannot_take_is_refused_when_made(scheduler):
+    """Cold review: ``submit(print, "x", corse=2)`` was taken and failed when it ran."""
+    import math
+
+    with pytest.raises(TypeError, match=r"^print\(\) takes no argument 'corse' \(did you mean "
+                                        r"the job option 'cores'\?\)"):
+        scheduler.submit(print, "x", corse=2)
+    with pytest.raises(TypeError, match=r"^sqrt\(\) cannot be called with these arguments: too "
+                                        r"many positional arguments"):
+        scheduler.submit(math.sqrt, 1, 2)
+    assert scheduler.submit(math.sqrt, 16).result(timeout=60) == 4.0
+    assert scheduler.submit(print, "x", end="").result(timeout=60) is None

@@ -1363,7 +1363,7 @@ def test_wait_goes_on_when_the_daemon_dies_while_it_waits(fresh, tmp_path):
             waiting.kill()
             waiting.wait()
     assert waiting.returncode == 0, err
-    assert b"a new one runs its unfinished jobs again (1 of those waited for)" in err, err
+    assert b"a new one takes up its unfinished jobs again (1 of those waited for)" in err, err
     assert fresh.status_of(job) == "COMPLETED"
 
 
@@ -1431,7 +1431,7 @@ def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again
         release.touch()
         _, err = waiter.communicate(timeout=30)
         assert (waiter.returncode, err) == (0, b"corral: note: the run's daemon had stopped; a "
-                                               b"new one runs its unfinished jobs again (2 of "
+                                               b"new one takes up its unfinished jobs again (2 of "
                                                b"those waited for)\n"
                                                b"corral: 2 jobs ended: 2 completed\n"), err
     finally:

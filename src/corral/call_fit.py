@@ -50,10 +50,14 @@ _shapes: weakref.WeakKeyDictionary[
     Any, tuple[tuple[Any, ...], dict[str, Any] | None, _Shape | None]] = \
     weakref.WeakKeyDictionary()
 
+#: The shapes of modules' builtin functions (``math.sqrt``), which take no weak reference.
+_module_builtins: dict[Any, _Shape | None] = {}
+
 #: What the check reads: plain functions, methods, partials of them, classes.
 #: Not other callable objects: ``inspect`` misreads some (a ``__call__`` that
 #: is a staticmethod loses its first parameter), and a refusal must be sure.
-_CHECKED = (types.FunctionType, types.MethodType, functools.partial, type)
+_CHECKED = (types.FunctionType, types.MethodType, functools.partial, type,
+            types.BuiltinFunctionType)  # (a module's, with a signature: print, math.sqrt)
 
 
 def check_call_fits(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -119,6 +123,12 @@ def _shape_of(fn: Any) -> _Shape | None:
     kind = type(fn)  # (not isinstance: a proxy, such as wrapt's, passes for what it wraps)
     if not issubclass(kind, _CHECKED):
         return None
+    if kind is types.BuiltinFunctionType:
+        if not isinstance(fn.__self__, types.ModuleType):
+            return None  # an object's builtin method ([].append): made anew at each access
+        if fn not in _module_builtins:  # (a module's own: they never change, and are few)
+            _module_builtins[fn] = _read_shape(fn)
+        return _module_builtins[fn]
     if kind is not types.FunctionType:  # few, and their parts may change: read each time
         return _read_shape(fn)
     keywords = fn.__kwdefaults__

@@ -30,7 +30,7 @@ from corral.suggest import did_you_mean
 from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
-           "os_text_problem", "bounded_tuple", "INT_LIMIT", "MAX_ITEMS"]
+           "peers_word_hint", "os_text_problem", "bounded_tuple", "INT_LIMIT", "MAX_ITEMS"]
 
 #: Integer options (and int job ids) stay below this: SQLite stores 64-bit ints,
 #: and no count of cores or retries is larger.
@@ -381,8 +381,47 @@ JOB_OPTIONS: dict[str, Option] = {
 }
 
 
+#: Job options as other tools name them (fyrd, submitit, dask-jobqueue,
+#: Slurm's own flags), to the option meant: spelling alone points ``cpus``
+#: at ``gpus`` and ``time`` at ``timeout``, the wrong option each.
+_PEERS_WORDS = {
+    **dict.fromkeys(("cpus", "cpus_per_task", "ncpus", "n_cpus", "num_cpus", "ncores",
+                     "threads", "procs", "nprocs", "tasks", "ntasks"), "cores"),
+    **dict.fromkeys(("mem", "mem_mb", "mem_gb", "memory_mb", "memory_gb", "ram"), "memory"),
+    **dict.fromkeys(("time", "time_limit", "timelimit", "timeout_min", "runtime", "wall_time",
+                     "walltime_min", "duration"), "walltime"),
+    **dict.fromkeys(("ngpus", "num_gpus", "n_gpus", "gpus_per_node", "gpus_per_task", "gres"),
+                    "gpus"),
+    **dict.fromkeys(("depends", "depends_on", "dependencies", "dependency", "deps", "wait_for"),
+                    "after"),
+    **dict.fromkeys(("job_name", "jobname"), "name"),
+    **dict.fromkeys(("workdir", "chdir", "dir", "directory", "working_dir"), "cwd"),
+    **dict.fromkeys(("email", "mail", "mail_user"), "notify"),
+    **dict.fromkeys(("modules", "module", "preamble", "prologue"), "setup"),
+    **dict.fromkeys(("slurm_partition",), "partition"),
+    **dict.fromkeys(("max_retries", "retry", "attempts"), "retries"),
+}
+
+#: Words for what corral's options do not ask for, with where to go instead.
+_NOT_AN_OPTION = {
+    "nodes": "corral runs each job on one node (cores is its cores there); a multi-node job "
+             "asks its cluster through extra_flags, e.g. extra_flags=['--nodes=2'] on Slurm "
+             "(corral submit --extra-flags=--nodes=2)",
+}
+
+
+def peers_word_hint(name: str) -> str | None:
+    """What corral calls the job option another tool calls *name* (``cpus``:
+    "did you mean 'cores'?"), or where to go instead; None for other names."""
+    if name in _NOT_AN_OPTION:
+        return _NOT_AN_OPTION[name]
+    return f"did you mean {_PEERS_WORDS[name]!r}?" if name in _PEERS_WORDS else None
+
+
 def unknown_option_message(name: str, known: Iterable[str]) -> str:
     """A one-line error for an unknown option, with the closest known name."""
+    if (hint := peers_word_hint(name)) is not None:
+        return f"unknown job option {name!r}; {hint}"
     if name == "profile":
         return ("profile= names a set of options in the config files, which a Scheduler reads: "
                 "give it to scheduler.options(profile=...), shell/script/call(..., "

@@ -262,9 +262,21 @@ def resolve_backend(name: str) -> str:
     if isinstance(name, str) and name in backends:
         return name
     known = (*backends, AUTO)
-    hint = did_you_mean(name, known)
+    meant = _OTHER_NAMES.get(name.lower()) if isinstance(name, str) else None
+    if meant is None and isinstance(name, str) and name.lower() in known:
+        meant = name.lower()  # "SLURM"
+    hint = f"did you mean {meant!r}?" if meant in known else did_you_mean(name, known)
     raise ValueError(f"unknown backend {name!r}{'; ' + hint if hint else ''} "
                      f"(known: {', '.join(known)})")
+
+
+#: Schedulers served by a backend of another name.
+_OTHER_NAMES = {"torque": "pbs", "openpbs": "pbs", "pbspro": "pbs", "pbs_pro": "pbs",
+                "gridengine": "sge", "grid_engine": "sge", "uge": "sge", "soge": "sge",
+                "sungridengine": "sge", "oge": "sge", "son_of_grid_engine": "sge",
+                "ibm_lsf": "lsf", "spectrum_lsf": "lsf", "dask_jobqueue": "dask",
+                "distributed": "dask", "locally": "local", "multiprocessing": "local",
+                "processes": "local"}
 
 
 def make_backend(name: str, **settings: Any) -> Backend:

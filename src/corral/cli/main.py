@@ -32,7 +32,7 @@ from click.exceptions import NoArgsIsHelpError
 
 from corral.cli.entry import EXIT_INTERRUPTED, INTERRUPTED
 from corral.errors import CorralError
-from corral.options import JOB_OPTIONS, parse_options
+from corral.options import JOB_OPTIONS, parse_options, peers_word_hint
 from corral.safe_repr import first_few
 from corral.status import TERMINAL, JobStatus
 
@@ -969,7 +969,7 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
         waited_for = unfinished(run.status_counts(ids or None))
         if waited_for and run.owner is None:  # (before the wait, or during it: killed)
             _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
-            click.echo(f"corral: note: the run's daemon had stopped; a new one runs its "
+            click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
                        f"unfinished jobs again ({waited_for} of those waited for)", err=True)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         outcome = wait_with_progress(run, ids, left, shown)
@@ -1326,6 +1326,18 @@ def _os_error_text(error: OSError) -> str:
     return f"{error.filename}: {error.strerror}"
 
 
+def _no_such_option(error: click.NoSuchOption) -> str:
+    """Click's words for an unknown flag, or ours where the flag is another
+    tool's name for a job option (``--cpus``: click offers ``--gpus`` too)."""
+    where = f"corral {error.ctx.info_name}" if error.ctx is not None else "corral"
+    hint = (peers_word_hint(error.option_name.lstrip("-").replace("-", "_"))
+            if where == "corral submit" else None)
+    if hint is None:
+        return f"{' '.join(error.format_message().split())} (see '{where} --help')"
+    return (f"no such option {error.option_name}; "
+            + re.sub(r"'(\w+)'", lambda found: "--" + found[1].replace("_", "-"), hint))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command; every error becomes one line and an exit status."""
     from corral.runtime.tempdirs import remove_dead_owners_tempdirs
@@ -1337,6 +1349,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(error.ctx.get_help() if error.ctx is not None else cli.get_help(
             click.Context(cli, info_name="corral")))
         sys.exit(0)
+    except click.NoSuchOption as error:
+        _fail(_no_such_option(error), EXIT_USAGE)
     except click.UsageError as error:
         where = f"corral {error.ctx.info_name}" if error.ctx is not None and \
             error.ctx.info_name != "corral" else "corral"

@@ -660,7 +660,9 @@ class Scheduler(Executor):
             hint = "; " + did_you_mean(queue, known, cutoff=0.5, otherwise=(
                 f"known queues: {', '.join(known)}" if known else
                 f"this scheduler has no queues ({where})"))
-            raise ValueError(f"job {job.name!r} asks for unknown queue {queue!r}{hint}")
+            cluster = ("" if self._engine.capabilities.packs_locally else
+                       "; queue= is one of corral's own queues: a cluster's queue is partition=")
+            raise ValueError(f"job {job.name!r} asks for unknown queue {queue!r}{hint}{cluster}")
         if job.spec.tokens > self._tokens:
             where = self._where_set("tokens", "N", "Scheduler(tokens=N)")
             raise ResourceError(f"job {job.name!r} asks for {job.spec.tokens} tokens but the "
