@@ -661,3 +661,13 @@ def test_a_run_directory_with_a_line_break_is_refused_before_anything_is_submitt
         assert cluster.calls("qsub") == []
     finally:
         cluster.stop()
+
+
+def test_a_clusters_queue_asked_as_queue_is_pointed_to_partition(tmp_path, monkeypatch):
+    """Cold review (a Torque user): ``queue="batch"`` was "unknown queue", with
+    nothing to say that corral's queue= is its own and the cluster's is partition=."""
+    refused = (r"^job 'add' asks for unknown queue 'batch'; this scheduler has no queues "
+               r"\(.*\); queue= is one of corral's own queues: a cluster's queue is partition=$")
+    with on_fakebatch(tmp_path, monkeypatch) as (_, sched), \
+            pytest.raises(ValueError, match=refused):
+        sched.options(queue="batch").submit(add, 1, 2)
