@@ -342,3 +342,40 @@ def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path:
         assert first[job].outcome == Outcome.CANCELLED
         assert first[job].end < killed_at + 0.5, (
             "it ended when its driver died, not at the resume")
+
+
+def _journaled_status(run: Path, job_id: int) -> corral.JobStatus | None:
+    """The job's status in the journal as it is now (None before its row)."""
+    try:
+        return corral.Run(run).job(job_id).status
+    except KeyError:
+        return None
+
+
+def test_a_snapshot_of_a_live_run_reads_its_jobs_and_events_as_of_one_moment(tmp_path):
+    """Attack review: a report or dashboard of a live run drew jobs as QUEUED
+    beside the bar of their finished attempt: the jobs were read, then the
+    events, and the driver wrote between the two."""
+    import threading
+
+    release, path = tmp_path / "release", tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=path) as scheduler:
+        job = scheduler.submit(jobs.wait_for_file, str(release))
+        wait_until(lambda: _journaled_status(path, job.id) is corral.JobStatus.RUNNING)
+        run = corral.Run(path)
+        with run.snapshot():
+            before = run.jobs(results=False)[0].status
+            release.touch()
+            job.result(timeout=60)
+            # Another thread reads the journal as it is now: the end is written.
+            ended = threading.Thread(target=wait_until, args=(
+                lambda: _journaled_status(path, job.id) is corral.JobStatus.COMPLETED,))
+            ended.start()
+            ended.join(timeout=60)
+            changes = [event[3] for event in run.events(job.id)]
+            during = run.job(job.id).status
+        after = run.job(job.id).status
+    assert _journaled_status(path, job.id) is corral.JobStatus.COMPLETED
+    assert before is during is corral.JobStatus.RUNNING
+    assert after is corral.JobStatus.COMPLETED
+    assert "completed" not in changes and changes[-1] == "running", changes

@@ -7,6 +7,7 @@ tomorrow after it ended. Each call reads the journal afresh.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -17,7 +18,7 @@ from corral.journal.store import (JOURNAL_FILE, STOPPED_FILE, JournalError, Over
                                   StoredSession, owner_of, read_overview, read_status_counts,
                                   last_written, read_events,
                                   read_job, read_jobs, read_meta, read_session_backends,
-                                  read_sessions)
+                                  read_sessions, one_snapshot)
 from corral.status import JobStatus, statuses_named
 
 __all__ = ["Run"]
@@ -46,6 +47,12 @@ class Run:
         if wanted is None:
             return jobs
         return [job for job in jobs if job.status in wanted]
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which this thread's reads of the run all see it as it
+        was at the first (``with run.snapshot(): jobs, events = ...``), while
+        its driver goes on writing."""
+        return one_snapshot(self.path)
 
     def overview(self, unfinished: int, finished: int, failed: int = 0) -> Overview:
         """Counts per status, the first *unfinished* unfinished jobs and the last

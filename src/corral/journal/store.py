@@ -46,6 +46,7 @@ as a run with no jobs, so:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import fcntl
 import json
@@ -1411,9 +1412,42 @@ def _error_summary(blob: bytes) -> str:
         return "an exception that cannot be read back here"
 
 
+#: The connection each journal's reads share inside :func:`one_snapshot`, by path.
+_snapshots: contextvars.ContextVar[dict[Path, sqlite3.Connection]] = contextvars.ContextVar(
+    "corral_journal_snapshots")
+
+
+@contextlib.contextmanager
+def one_snapshot(run_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Let every read of the run's journal inside this block (by this thread)
+    see it as it was at the first: one connection in one read transaction.
+
+    A page made of the jobs and then the events, each read on its own, drew a
+    live run's job as QUEUED beside the bar of its finished attempt, written
+    between the two reads.
+    """
+    path = journal_path(run_dir)
+    entered = False
+    try:
+        with _reading(run_dir) as db:
+            entered = True
+            db.execute("BEGIN")
+            token = _snapshots.set({**_snapshots.get({}), path: db})
+            try:
+                yield
+            finally:
+                _snapshots.reset(token)
+                db.execute("ROLLBACK")  # (it only read)
+    except (_NotCreatedYet, FileNotFoundError):
+        if entered:
+            raise
+        yield  # (each read says so in its own way)
+
+
 @contextlib.contextmanager
 def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to a journal known to be whole.
+    """A read-only connection to a journal known to be whole (the one of the
+    :func:`one_snapshot` this thread is in, if any).
 
     Raises:
         FileNotFoundError: no run directory, or no journal in it.
@@ -1423,6 +1457,10 @@ def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
         _NotCreatedYet: a live driver is making it this instant.
     """
     path = journal_path(run_dir)
+    held = _snapshots.get({}).get(path)
+    if held is not None:
+        yield held
+        return
     if not path.exists():
         if not Path(run_dir).exists():
             raise FileNotFoundError(f"no run directory {os.fspath(run_dir)}")

@@ -12,6 +12,8 @@ through :class:`RunSource`, so that ``Run.report()`` can call down into it.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import time
 from collections import Counter
@@ -117,6 +119,8 @@ class RunSource(Protocol):
 
     def last_written(self) -> float | None: ...
 
+    def snapshot(self) -> contextlib.AbstractContextManager[None]: ...
+
 
 @dataclass
 class Summary:
@@ -177,8 +181,13 @@ def cores_of(job: StoredJobLike) -> int:
 
 def read_view(run: RunSource, now: float | None = None,
               tracebacks: int = TRACEBACKS_READ) -> RunView:
-    """Read *run* once: its jobs (without results), events and sessions, and the
-    tracebacks of its first *tracebacks* failed jobs."""
+    """Read *run* once, as it was at one moment: its jobs (without results),
+    events and sessions, and the tracebacks of its first *tracebacks* failed jobs."""
+    with run.snapshot():
+        return _read_view(run, now, tracebacks)
+
+
+def _read_view(run: RunSource, now: float | None, tracebacks: int) -> RunView:
     now = time.time() if now is None else now
     driven = run.owner is not None
     jobs = list(run.jobs(results=False))
