@@ -1692,6 +1692,66 @@ def test_the_control_socket_pauses_resumes_and_cancels_a_live_run(tmp_path, rele
     assert corral.Scheduler.open(run).job(queued[0].id).status is JobStatus.CANCELLED
 
 
+@pytest.mark.parametrize("when", ["before the end", "while the end waits"])
+def test_a_corral_pause_holds_through_the_end_of_the_with_block_until_resume(tmp_path, release,
+                                                                             when):
+    """Cold review (a CustomXepr user): a ``corral pause`` while the script
+    waited for its jobs at the end of its ``with`` block was refused ("the
+    scheduler was shut down ... cannot be paused"), and one made before was
+    undone there ("resuming to finish"): the operator's pause held nothing."""
+    run = tmp_path / "run"
+    sched = corral.Scheduler(cores=1, journal=run)
+    blocker = sched.submit(jobs.wait_for_file, str(release))
+    queued = [sched.submit(jobs.square, value) for value in (2, 3)]
+    ending = threading.Thread(target=sched.shutdown)
+    try:
+        wait_until(blocker.running)
+        if when == "before the end":
+            assert request_from_another_process(run, {"verb": "pause"})["paused"]
+        ending.start()
+        if when == "while the end waits":
+            wait_until(lambda: sched._engine._finishing, message="the end to begin")
+            assert request_from_another_process(run, {"verb": "pause"})["paused"]
+        said = (f"paused by corral pause, the scheduler's end waits for its 3 unfinished jobs "
+                f"until corral --run {run} resume (or cancel, clear)")
+        wait_until(lambda: said in (run / "corral.log").read_text(), message="the end to say so")
+        release.touch()
+        assert blocker.result(timeout=30) is None
+        loop_barrier(sched)
+        assert [job.status for job in queued] == [JobStatus.QUEUED] * 2 and ending.is_alive()
+        assert request_from_another_process(run, {"verb": "resume"})["was_paused"]
+        ending.join(timeout=60)
+        assert not ending.is_alive() and [job.result() for job in queued] == [4, 9]
+    finally:
+        release.touch()
+        sched.resume()
+        if ending.is_alive():
+            ending.join(timeout=60)
+
+
+def test_the_programs_own_pause_is_resumed_at_the_end_and_a_sigterm_says_no_resume(tmp_path):
+    """The program's own pause is resumed at its end (nobody else would); and
+    a driver ended by SIGTERM while paused said it was "resuming to finish 3
+    queued jobs" as it cancelled them (cold review)."""
+    script = tmp_path / "paused.py"
+    script.write_text(
+        "import os, signal, sys, corral, jobs\n"
+        "with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:\n"
+        "    sched.pause()\n"
+        "    queued = [sched.submit(jobs.square, value) for value in range(3)]\n"
+        "    if sys.argv[2] == 'term':\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    ended = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "finish"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert (ended.returncode, ended.stderr) == (
+        0, "corral: shutting down a paused scheduler: resuming to finish 3 queued jobs\n")
+    ended = subprocess.run([sys.executable, str(script), str(tmp_path / "again"), "term"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert ended.returncode == 143 and "resuming" not in ended.stderr, ended.stderr
+    assert "3 cancelled" in ended.stderr, ended.stderr
+
+
 def test_a_request_to_a_directory_nobody_drives_raises_no_driver(tmp_path):
     with pytest.raises(NoDriver, match=f"no corral process drives the run at {tmp_path}"):
         send_request(tmp_path, {"verb": "pause"})

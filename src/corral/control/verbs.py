@@ -59,6 +59,8 @@ class Driver(Protocol):
 
     def pause(self) -> None: ...
 
+    def _pause_by_person(self) -> None: ...
+
     def resume(self) -> None: ...
 
     def qsize(self, status: JobStatus | str | None = None) -> int: ...
@@ -245,7 +247,10 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 
 def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     was = scheduler.paused
-    scheduler.pause()
+    if scheduler._owner_kind == "script":
+        scheduler._pause_by_person()  # (holds through the script's end, see there)
+    else:
+        scheduler.pause()
     return {"paused": True, "was_paused": was}
 
 

@@ -184,6 +184,9 @@ class Engine:
         self._to_resolve: list[tuple[JobRecord, BaseException | None]] = []
         self._sequence = itertools.count()
         self._closing = False
+        #: Paused by a person (``corral pause`` of a script's run): such a pause
+        #: holds through the script's end, which waits for a ``corral resume``.
+        self.held_by_person = False
         self._finishing = False  # shutting down, the jobs given finish: no pause (set_paused)
         self._thread: threading.Thread | None = None
         self._said_stuck = False  # (see stuck_error)
@@ -281,20 +284,27 @@ class Engine:
             self._thread.join()
             self.finished.wait()
 
-    def set_paused(self, paused: bool, recorded: bool = True) -> list[int | str]:
+    def set_paused(self, paused: bool, recorded: bool = True,
+                   by_person: bool = False) -> list[int | str]:
         """Pause or resume; return the ids of the jobs asked back from the
         workers' queues (see :meth:`still_queued_ahead`). Not *recorded*: the
         journal does not keep it (a daemon's own hold, see corral.cli.daemon,
-        must not leave the run paused if the daemon dies).
+        must not leave the run paused if the daemon dies). *by_person*: a
+        ``corral pause`` of a script's run, which holds even while the script
+        waits for its jobs at its end (see :meth:`resume_to_finish`).
 
         Raises:
-            RuntimeError: a pause once the scheduler shuts down, finishing
-                what was dispatched (it would wait for ever).
+            RuntimeError: a pause of the program's own once the scheduler
+                shuts down, finishing what was dispatched (nobody would
+                resume it: it would wait for ever).
         """
-        if paused and self._finishing:
+        if paused and self._finishing and not by_person:
             raise RuntimeError("the scheduler was shut down: it finishes the jobs it was given, "
                                "and cannot be paused")
+        self.held_by_person = paused and (by_person or self.held_by_person)
         was, self.paused = self.paused, paused
+        if paused and not was and self._finishing:
+            self._say_the_end_waits()
         self._gather_until = None  # paused, nothing is submitted: no window to wait for
         queued: list[int | str] = []
         if paused and self._pace is not None:  # what waits in a worker's queue comes back
@@ -328,13 +338,30 @@ class Engine:
         self._closing = True
         self.resume_to_finish()
 
+    def _say_the_end_waits(self) -> None:
+        log.warning("paused by corral pause, the scheduler's end waits for its %d unfinished "
+                    "jobs until corral --run %s resume (or cancel, clear)",
+                    self.unfinished, self.run_dir)
+
+    def queued_count(self) -> int:
+        """How many jobs wait in the queue now (the packer's heap keeps a
+        cancelled job until it comes up: its length would count those too)."""
+        return sum(job.status is _S.QUEUED for job in self._live.values())
+
     def resume_to_finish(self) -> None:
         """Resume a paused scheduler that is shutting down, and refuse pauses
-        from now on: closing means finishing what was dispatched (loop thread)."""
-        self._finishing = True
-        if self.paused and self.packer:
+        from now on: closing means finishing what was dispatched (loop thread).
+        A pause by a person (``corral pause``) holds: they resume it, or
+        cancel what it holds, from where they paused it."""
+        first, self._finishing = not self._finishing, True
+        if self.paused and self.held_by_person and self.unfinished:
+            if first:
+                self._say_the_end_waits()
+            return
+        queued = self.queued_count()
+        if self.paused and queued:
             log.warning("shutting down a paused scheduler: resuming to finish %d queued jobs",
-                        len(self.packer))
+                        queued)
         if self.paused and not self.unfinished:
             # Nothing to finish: the journal keeps the run paused, for the daemon
             # started after this one (a script starts unpaused whatever it says).

@@ -803,6 +803,14 @@ class Scheduler(Executor):
         asked = self._engine.call(self._engine.set_paused, True)
         self._engine.wait_taken_back(asked, until_ended=False)
 
+    def _pause_by_person(self) -> None:
+        """``corral pause`` (or the dashboard's) of a script's run: as
+        :meth:`pause`, and it holds through the end of the ``with`` block,
+        which waits for the person's ``corral resume``, where the program's
+        own pause is resumed there (nobody else could)."""
+        asked = self._engine.call(self._engine.set_paused, True, True, True)
+        self._engine.wait_taken_back(asked, until_ended=False)
+
     def resume(self) -> None:
         """Start jobs again after :meth:`pause`."""
         self._engine.post(self._engine.set_paused, False)
