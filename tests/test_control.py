@@ -38,8 +38,10 @@ def test_pause_lets_the_running_job_finish_and_starts_nothing_until_resume(tmp_p
 
 
 def test_abort_asks_the_running_job_to_stop_and_the_queue_goes_on(tmp_path):
+    """What the aborted job returned is its record's data, in the journal too
+    (cold review: Run.results() said None where record.data had the value)."""
     marker, started = tmp_path / "marker", tmp_path / "started"
-    with corral.Scheduler(cores=1, abort_grace=30) as sched:
+    with corral.Scheduler(cores=1, abort_grace=30, journal=tmp_path / "run") as sched:
         polite = sched.submit(jobs.stop_when_asked, str(marker), str(started))
         after = sched.submit(jobs.square, 3)
         wait_until(started.exists)
@@ -50,6 +52,8 @@ def test_abort_asks_the_running_job_to_stop_and_the_queue_goes_on(tmp_path):
     assert marker.read_text() == "stopped cleanly"
     assert polite.status is JobStatus.CANCELLED and polite.reason == "aborted"
     assert polite.record.data == "stopped"
+    stored = {result.id: result for result in corral.Scheduler.open(tmp_path / "run").results()}
+    assert (stored[polite.id].status, stored[polite.id].data) == (JobStatus.CANCELLED, "stopped")
 
 
 def test_a_job_that_ignores_abort_is_killed_after_the_grace_period(tmp_path):
@@ -61,6 +65,8 @@ def test_a_job_that_ignores_abort_is_killed_after_the_grace_period(tmp_path):
         with pytest.raises(concurrent.futures.CancelledError, match="aborted"):
             stubborn.result(timeout=30)
         assert sched.submit(jobs.square, 2).result(timeout=30) == 4
+    # (cold review: "aborted" alone, as for a job that stopped by itself in time)
+    assert stubborn.reason == "aborted; killed 0.3s later, its grace period over"
 
 
 def test_a_script_can_poll_abort_requested_too(tmp_path):

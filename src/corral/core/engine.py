@@ -874,7 +874,13 @@ class Engine:
             reason = f"timed out after {format_span(limit)}; killed with its child processes"
             return _S.TIMED_OUT, reason, None, JobTimedOut(
                 f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
-        if intent is KillIntent.ABORT:
+        if intent is KillIntent.ABORT_KILLED and update.state is not _S.COMPLETED:
+            return (_S.CANCELLED, f"aborted; killed {format_span(self.abort_grace)} later, its "
+                    "grace period over", None, None)
+        if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED):
+            # Stopped by itself: what it returned (its partial work) is kept.
+            if self.journal is not None and update.state is _S.COMPLETED:
+                job.result_blob = update.value
             return _S.CANCELLED, "aborted", _unpickled(update.value)[0], None
         if update.state is _S.COMPLETED:
             value, problem = _unpickled(update.value)
@@ -1056,6 +1062,8 @@ class Engine:
                 continue
             if kind is DeadlineKind.TIMEOUT:
                 job.kill_intent = KillIntent.TIMEOUT
+            elif job.kill_intent is KillIntent.ABORT:
+                job.kill_intent = KillIntent.ABORT_KILLED
             log.info("killing job %s %r: %s", job.id, job.name,
                      "timeout" if kind is DeadlineKind.TIMEOUT else "abort grace period over")
             self.backend.kill([job.dispatched_id])

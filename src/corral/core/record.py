@@ -59,6 +59,7 @@ class KillIntent(enum.Enum):
     CANCEL = "cancel"    # cancelled (by the user, a failed parent, clear(), ...)
     TIMEOUT = "timeout"  # its ``timeout`` ran out: it ends TIMED_OUT
     ABORT = "abort"      # abort(): asked to stop, killed after the grace period
+    ABORT_KILLED = "abort killed"  # the same, its grace period over: it was killed
 
 
 class DeadlineKind(enum.Enum):

@@ -80,7 +80,8 @@ class Run:
 
     def results(self) -> list[Result]:
         """A :class:`corral.Result` for every finished job, with its value loaded
-        (None for a job that did not complete).
+        (None for a job that did not complete, but for one aborted that returned
+        what it had done, as its ``job.record.data`` held).
 
         Raises:
             corral.JournalError: a stored result cannot be loaded; a
@@ -93,7 +94,9 @@ class Run:
             except JournalError:
                 raise
             except Exception:  # the job's own exception, or JobFailed: it has no value
-                data = None
+                data = None  # (but one aborted that returned what it had: see below)
+                if job.status is JobStatus.CANCELLED and job.result is not None:
+                    data = job.load_result()
             results.append(Result(id=job.id, name=job.name, data=data, status=job.status,
                                   exit_code=job.exit_code, started=job.started, ended=job.ended,
                                   attempts=job.attempts, reason=job.reason))

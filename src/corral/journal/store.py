@@ -227,6 +227,14 @@ class StoredJob:
             raise JobFailed(f"job {self.id} {self.name!r} {self.status.name}: {self.reason}",
                             job_id=self.id, status=self.status, reason=self.reason,
                             exit_code=self.exit_code)
+        return self.load_result()
+
+    def load_result(self) -> Any:
+        """The stored return value, whatever the status (None if none is stored).
+
+        Raises:
+            JournalError: it cannot be loaded.
+        """
         return None if self.result is None else self._load("result", pickle.loads, self.result)
 
     def _load(self, what: str, load: Callable[[bytes], Any], blob: bytes) -> Any:
