@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import re
 import threading
 
 import pytest
@@ -192,3 +193,11 @@ def test_a_job_without_options_has_every_options_default_and_its_tasks_name(task
     assert plain.task is task and plain.name == task.label
     named = corral.spec.make_spec(task, {"name": "other"})
     assert named.name == "other" and corral.spec.make_spec(task, {}).name == task.label
+
+
+def test_the_job_docstring_names_every_job_option():
+    """Cold review: it left out notify, notify_on and the cluster's options."""
+    from corral.options import JOB_OPTIONS
+
+    doc = " ".join(corral.Job.__doc__.split())
+    assert [name for name in JOB_OPTIONS if not re.search(rf"\b{name}\b", doc)] == []

@@ -562,6 +562,12 @@ def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(
         with pytest.raises(ValueError, match=r"unknown status 'bogus'; use a JobStatus or one "
                                              r"of: new, waiting, .*finished"):
             mid.jobs("bogus")
+        # (cold review: "queued" was listed twice, and a CustomXepr user asks for "aborted")
+        with pytest.raises(ValueError, match=r"one of: new, waiting, queued, submitted, running, "
+                                             r"completed, failed, cancelled, timed_out, active, "
+                                             r"done, finished, history, pending; an aborted job is "
+                                             r"CANCELLED, its reason 'aborted'$"):
+            mid.jobs("aborted")
 
         assert mid.job(1).result_value() == 49 and mid.job("1").name == "square"
         with pytest.raises(jobs.CustomError, match="bad input") as raised:

@@ -110,5 +110,8 @@ def statuses_named(status: JobStatus | str) -> frozenset[JobStatus]:
         for member in JobStatus:
             if member.value == key:
                 return frozenset({member})
-    choices = [member.value for member in JobStatus] + sorted(STATUS_GROUPS)
-    raise ValueError(f"unknown status {status!r}; use a JobStatus or one of: {', '.join(choices)}")
+    choices = list(dict.fromkeys([member.value for member in JobStatus] + sorted(STATUS_GROUPS)))
+    aborted = ("; an aborted job is CANCELLED, its reason 'aborted'"
+               if isinstance(status, str) and status.strip().lower() == "aborted" else "")
+    raise ValueError(f"unknown status {status!r}; use a JobStatus or one of: "
+                     f"{', '.join(choices)}{aborted}")

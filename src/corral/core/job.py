@@ -40,8 +40,13 @@ class Job(Future):
         args, kwargs: arguments of the call (argv for a script).
         id: an id of your own (unique within the scheduler); default: a number.
         meta: anything you want to carry along; corral does not look at it.
-        **options: job options (cores, memory, walltime, gpus, name, after,
-            queue, tokens, priority, retries, timeout, cwd, env).
+        **options: job options: every one of ``corral.options.JOB_OPTIONS``
+            (cores, memory, walltime, gpus, name, after, queue, tokens,
+            priority, retries, timeout, cwd, env, notify, notify_on, and the
+            cluster's partition, account, qos, constraint, setup, extra_flags,
+            python, bundle); ``corral options`` lists them with what each
+            becomes on each backend. (``profile=`` is read by a Scheduler:
+            ``scheduler.options(profile=...)``.)
 
     Raises:
         ValueError: a bad task or option, naming the field and accepted forms.
