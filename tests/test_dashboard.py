@@ -263,3 +263,22 @@ def test_dashboard_bad_input_is_one_line(tmp_path: Path, cli: Corral) -> None:
                               rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use")
     finally:
         stop(served.process)
+
+
+def test_a_run_directory_removed_under_the_page_is_said_in_words(
+        browser, tmp_path: Path, cli: Corral) -> None:
+    """Attack review: the page showed the server's JSON, `cannot read the run:
+    {"error": "no run directory ..."}`."""
+    with corral.Scheduler(journal=cli.run, cores=1) as scheduler:
+        scheduler.submit(jobs.square, 3).result()
+    served = start_dashboard(cli)
+    try:
+        browser.get(served.url)
+        wait_until(lambda: browser.find_element(By.ID, "run-title").text == "run", 10,
+                   "the run shown")
+        cli.run.rename(tmp_path / "moved")
+        said = f"cannot read the run: no run directory {cli.run}"
+        wait_until(lambda: browser.find_element(By.ID, "updated").text == said, 10,
+                   "the page to say the run is gone")
+    finally:
+        stop(served.process)

@@ -379,3 +379,23 @@ def test_a_snapshot_of_a_live_run_reads_its_jobs_and_events_as_of_one_moment(tmp
     assert before is during is corral.JobStatus.RUNNING
     assert after is corral.JobStatus.COMPLETED
     assert "completed" not in changes and changes[-1] == "running", changes
+
+
+def test_bidirectional_controls_in_names_reasons_and_output_are_shown_not_applied(tmp_path):
+    """Attack review: a job named "\\u202eRTL\\u202c name" read "LTR name" on the
+    page, an exception "\\u202egnp.exe" read "exe.png", stdout "evil" read "live"."""
+    from corral.report.svg import render_svg
+    from corral.web.app import read_output
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        named = scheduler.options(name="\u202eRTL\u202c name").submit(jobs.square, 2)
+        failed = scheduler.submit(jobs.raise_custom, "\u202egnp.exe")
+        said = scheduler.shell("printf '\\342\\200\\256live'")
+        corral.wait([named, failed, said])
+    data = page_data(read_view(corral.Run(run)))
+    assert data["jobs"]["name"][0] == "\\u202eRTL\\u202c name"
+    assert "\\u202egnp.exe" in data["jobs"]["reason"][1] and "\u202e" not in json.dumps(
+        data, ensure_ascii=False)
+    assert read_output(run, str(said.id), "stdout", 0)["text"] == "\\u202elive"
+    assert "\u202e" not in render_svg(read_view(corral.Run(run)))

@@ -16,7 +16,8 @@ import reprlib
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["safe_repr", "writable_text", "printable", "describe_error", "first_few"]
+__all__ = ["safe_repr", "writable_text", "printable", "describe_error", "first_few",
+           "bidi_shown"]
 
 #: Ints longer than this many bits are described, not spelled out.
 _MAX_INT_BITS = 256
@@ -108,4 +109,17 @@ def first_few(items: Sequence[str], most: int = 5, separator: str = ", ") -> str
     message about 20,000 jobs names a few, not all (one line of 129 KB)."""
     shown = separator.join(items[:most])
     return shown + (f" and {len(items) - most:,} more" if len(items) > most else "")
+
+
+#: The characters that reorder the text around them (right-to-left overrides,
+#: isolates, marks), each to its escape.
+_BIDI = {code: f"\\u{code:04x}" for code in (
+    0x061c, 0x200e, 0x200f, *range(0x202a, 0x202f), *range(0x2066, 0x206a))}
+
+
+def bidi_shown(text: str) -> str:
+    """*text* with its bidirectional controls shown as escapes, for a page: a
+    job named ``"\\u202eexe.png"`` must not read "gnp.exe" there, nor output
+    "evil" read "live"; all else (newlines, other scripts) stays."""
+    return text.translate(_BIDI)
 

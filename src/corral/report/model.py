@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from corral.backends import backend_info, outlives_driver
 from corral.report.timeline import (Attempt, Outcome, assign_lanes, attempts_from_events,
                                    waiting_since)
+from corral.safe_repr import bidi_shown
 from corral.status import TERMINAL, JobStatus
 
 __all__ = ["RunSource", "RunView", "Summary", "read_view", "page_data", "stderr_tail"]
@@ -215,7 +216,7 @@ def _read_view(run: RunSource, now: float | None, tracebacks: int) -> RunView:
             except KeyError:  # gone between the two reads: the next read has it
                 text = None
             if text:
-                view.tracebacks[str(job.id)] = text[-TRACEBACK_CHARS:]
+                view.tracebacks[str(job.id)] = bidi_shown(text[-TRACEBACK_CHARS:])
     return view
 
 
@@ -409,12 +410,12 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
         },
         "jobs": {
             "id": [str(job.id) for job in jobs],
-            "name": [_cut(job.name, NAME_CHARS) for job in jobs],
+            "name": [_cut(bidi_shown(job.name), NAME_CHARS) for job in jobs],
             "status": [job.status.name for job in jobs],
-            "reason": [None if job.reason is None else _cut(job.reason, REASON_CHARS)
+            "reason": [None if job.reason is None else _cut(bidi_shown(job.reason), REASON_CHARS)
                        for job in jobs],
             "exit": [job.exit_code for job in jobs],
-            "command": [_cut(job.command) for job in jobs],
+            "command": [_cut(bidi_shown(job.command)) for job in jobs],
             "res": [_resources(job) for job in jobs],
             "cores": [cores_of(job) for job in jobs],
             "native": [job.native_id for job in jobs],
@@ -430,7 +431,8 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
             "s": [ms(a.start) for a in attempts],
             "e": [ms(a.end) for a in attempts],
             "o": [outcome_code[a.outcome] for a in attempts],
-            "why": [_cut(a.reason, REASON_CHARS) if a.reason and a.outcome != Outcome.COMPLETED
+            "why": [_cut(bidi_shown(a.reason), REASON_CHARS)
+                    if a.reason and a.outcome != Outcome.COMPLETED
                     else None for a in attempts],
         },
         "waiting": [[index[job], ms(since)] for job, since in view.waiting.items()],
@@ -483,6 +485,6 @@ def _tails(jobs: list[StoredJobLike], only_failures: int | None = None) -> dict[
             break
         tail = stderr_tail(job, chars)
         if tail:
-            tails[str(number)] = tail
+            tails[str(number)] = tail = bidi_shown(tail)
             budget -= len(tail)
     return tails

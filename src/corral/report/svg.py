@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 
 from corral.report.model import RunView
 from corral.report.timeline import Outcome
+from corral.safe_repr import bidi_shown
 
 __all__ = ["render_svg"]
 
@@ -43,7 +44,7 @@ def _step(span: float) -> float:
 
 def _text(value: str) -> str:
     """*value* as SVG text: escaped, and without what XML cannot hold."""
-    return escape(_NOT_XML.sub("\ufffd", value))
+    return escape(bidi_shown(_NOT_XML.sub("\ufffd", value)))
 
 
 def _label(seconds: float) -> str:

@@ -32,6 +32,7 @@ from corral.control.server import Denied, NoDriver, Refused, send_request
 from corral.errors import CorralError
 from corral.journal.run import Run
 from corral.journal.store import JournalError
+from corral.safe_repr import bidi_shown
 from corral.report.html import render_page, script_json
 from corral.web.guard import Guard
 from corral.web.runs import RunList
@@ -197,7 +198,7 @@ def read_output(run_dir: Path, job_id: str, stream: str, offset: int,
             start += 1
     at_the_end = offset + len(chunk) >= size
     end = len(chunk) if at_the_end and answer["done"] else _whole_characters(chunk)
-    answer["text"] = chunk[start:end].decode("utf-8", errors="replace")
+    answer["text"] = bidi_shown(chunk[start:end].decode("utf-8", errors="replace"))
     answer["offset"] = offset + end
     answer["skipped"] = answer["skipped"] + start if tail is not None else 0
     answer["more"] = not at_the_end

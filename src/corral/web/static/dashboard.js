@@ -29,6 +29,16 @@
     box.style.color = bad ? '#b3261e' : '';
   }
 
+  // The server's words for a refusal: its JSON's "error", else the text itself.
+  async function errorOf(answer) {
+    const text = await answer.text();
+    try {
+      const said = JSON.parse(text).error;
+      if (typeof said === 'string') return said.slice(0, 300);
+    } catch (notJson) { /* a proxy's page, say: shown as it came */ }
+    return text.slice(0, 300);
+  }
+
   // -- the run's state ---------------------------------------------------------------------
   async function poll() {
     const mine = generation;
@@ -45,8 +55,7 @@
         showControl(data.control);
         $('updated').textContent = '';
       } else if (answer.status !== 304) {
-        const text = await answer.text();
-        $('updated').textContent = 'cannot read the run: ' + text.slice(0, 300);
+        $('updated').textContent = 'cannot read the run: ' + await errorOf(answer);
       } else if (Corral.data() && Corral.data().live) {
         Corral.tick(Corral.data().now + (Date.now() - received));
         received = Date.now();
