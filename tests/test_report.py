@@ -23,7 +23,8 @@ from support.cli import Corral, assert_one_line_error
 from support.waiting import wait_until
 
 from corral.report.model import page_data, read_view
-from corral.report.timeline import Outcome, assign_lanes, attempts_from_events, waiting_since
+from corral.report.timeline import (Outcome, assign_lanes, attempts_from_events, waiting_since,
+                                   waits_that_ended_unstarted)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +207,37 @@ def test_attempts_from_events_handles_cluster_shaped_histories() -> None:
         ("2", 2, 6.0, None, Outcome.RUNNING)]
     assert attempts[2].queued == 3.0, "the wait of the second attempt starts at its requeue"
     assert assign_lanes(attempts) == 2
+    assert waits_that_ended_unstarted(events) == [("5", 0.0, 8.0)]
+
+
+def test_waits_that_ended_without_a_start_count_as_waiting_on_the_page(tmp_path) -> None:
+    """Attack review: after a killed driver's rerun, the jobs that had waited
+    through the first session were drawn waiting only from the rerun on (the
+    "jobs waiting" line said 14 where 84 waited): no bar held their first wait."""
+    events = [("1", 0.0, "new", "queued", None), ("1", 1.0, "queued", "submitted", None),
+              ("1", 1.5, "submitted", "running", None),
+              ("1", 3.0, "running", "cancelled", "its driver ended before it did"),
+              ("2", 0.0, "new", "queued", None),
+              ("2", 3.0, "queued", "cancelled", "its driver ended before it did"),
+              ("2", 9.0, "new", "queued", None), ("2", 9.5, "queued", "submitted", None),
+              ("2", 10.0, "submitted", "running", None),
+              ("2", 11.0, "running", "completed", None)]
+    assert waits_that_ended_unstarted(events) == [("2", 0.0, 3.0)]
+    script = tmp_path / "rerun.py"
+    script.write_text("import sys, corral\n"
+                      "with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:\n"
+                      "    jobs = [scheduler.shell(f'sleep {sys.argv[2]}', name=f'j{n}')\n"
+                      "            for n in range(3)]\n"
+                      "    if sys.argv[2] != '0':\n"
+                      "        corral.wait(jobs[:1])\n"
+                      "        import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n")
+    run = tmp_path / "run"
+    for sleep in ("0.3", "0"):
+        subprocess.run([sys.executable, str(script), str(run), sleep], timeout=60,
+                       capture_output=True)
+    data = page_data(read_view(corral.Run(run)))
+    first_session_waits = [wait for wait in data["waits"] if wait[1] < data["bars"]["s"][0]]
+    assert sorted(wait[0] for wait in first_session_waits) == [1, 2], data["waits"]
 
 
 def test_page_data_of_an_empty_run(tmp_path: Path) -> None:

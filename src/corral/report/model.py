@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from corral.backends import backend_info, outlives_driver
 from corral.report.timeline import (Attempt, Outcome, assign_lanes, attempts_from_events,
-                                   waiting_since)
+                                   waiting_since, waits_that_ended_unstarted)
 from corral.safe_repr import bidi_shown
 from corral.status import TERMINAL, JobStatus
 
@@ -173,6 +173,8 @@ class RunView:
     tracebacks: dict[str, str] = field(default_factory=dict)
     #: Jobs ready to start and not started, by job id, with when they became ready.
     waiting: dict[str, float] = field(default_factory=dict)
+    #: Waits that ended without a start (see timeline.waits_that_ended_unstarted).
+    unstarted_waits: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 def cores_of(job: StoredJobLike) -> int:
@@ -205,6 +207,8 @@ def _read_view(run: RunSource, now: float | None, tracebacks: int) -> RunView:
     lanes = assign_lanes(attempts)
     summary = _summarise(jobs, attempts, sessions, index, now)
     view = RunView(run.path, jobs, attempts, lanes, summary, now, driven, index)
+    view.unstarted_waits = [wait for wait in waits_that_ended_unstarted(events)
+                            if wait[0] in index]
     if driven:
         view.waiting = {job: since for job, since in waiting_since(events).items()
                         if job in index and jobs[index[job]].status in PENDING_OR_SUBMITTED}
@@ -436,6 +440,7 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
                     else None for a in attempts],
         },
         "waiting": [[index[job], ms(since)] for job, since in view.waiting.items()],
+        "waits": [[index[job], ms(began), ms(ended)] for job, began, ended in view.unstarted_waits],
         "failures": _failures(jobs),
         "slowest": _slowest(view),
         "traceback": {str(index[job_id]): text for job_id, text in view.tracebacks.items()

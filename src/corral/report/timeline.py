@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from corral.status import JobStatus
 
-__all__ = ["Attempt", "Outcome", "attempts_from_events", "assign_lanes", "waiting_since"]
+__all__ = ["Attempt", "Outcome", "attempts_from_events", "assign_lanes", "waiting_since",
+           "waits_that_ended_unstarted"]
 
 
 class Outcome:
@@ -119,6 +120,28 @@ def attempts_from_events(
             attempts.append(Attempt(job, track.count, track.queued, track.running, None,
                                     Outcome.RUNNING, None))
     return attempts
+
+
+def waits_that_ended_unstarted(events: Iterable[tuple[str, float, str | None, str, str | None]]
+                               ) -> list[tuple[str, float, float]]:
+    """``(job id, from, to)`` for each wait that ended without the job starting
+    (cancelled while queued, or its driver ended first and a later session took
+    it up): no bar holds them, yet jobs were waiting then."""
+    since: dict[str, float] = {}
+    ended: list[tuple[str, float, float]] = []
+    for job_id, time, old, new, _reason in events:
+        job = str(job_id)
+        if new == JobStatus.QUEUED.value:
+            since[job] = time
+        elif new == JobStatus.RUNNING.value:
+            since.pop(job, None)
+        elif new in _ENDINGS:
+            began = since.pop(job, None)
+            unstarted = old == JobStatus.QUEUED.value or (
+                old == JobStatus.SUBMITTED.value and new == JobStatus.CANCELLED.value)
+            if began is not None and unstarted and time > began:
+                ended.append((job, began, time))
+    return ended
 
 
 def waiting_since(events: Iterable[tuple[str, float, str | None, str, str | None]]

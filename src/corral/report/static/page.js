@@ -385,6 +385,9 @@
     for (let i = 0; i < b.job.length; i++) {
       if (b.q[i] !== null && b.q[i] < b.s[i]) waits.push([b.q[i], 1], [b.s[i], -1]);
     }
+    for (const [, from, to] of data.waits || []) {   // waits that ended unstarted
+      if (from !== null && to !== null) waits.push([from, 1], [to, -1]);
+    }
     for (const [, since] of data.waiting || []) {   // still waiting: up to now
       if (since !== null && since < data.now) waits.push([since, 1], [data.now, -1]);
     }
