@@ -816,7 +816,7 @@ def test_a_count_to_collect_that_is_no_int_is_named(scheduler):
     ("cpus", "cores"), ("threads", "cores"), ("ntasks", "cores"), ("mem", "memory"),
     ("time", "walltime"), ("timeout_min", "walltime"), ("num_gpus", "gpus"),
     ("depends_on", "after"), ("job_name", "name"), ("workdir", "cwd"), ("email", "notify"),
-    ("modules", "setup"), ("slurm_partition", "partition"),
+    ("modules", "setup"),
 ])
 def test_another_tools_word_for_a_job_option_is_pointed_to_corrals(given, meant):
     """Cold review (a fyrd user): ``cpus=2`` was offered 'gpus' (which asks for a
@@ -830,7 +830,7 @@ def test_nodes_is_told_each_job_runs_on_one_node_and_how_to_ask_for_more():
     with pytest.raises(ValueError, match=r"^unknown job option 'nodes'; corral runs each job on "
                                          r"one node \(cores is its cores there\); a multi-node "
                                          r"job asks its cluster through extra_flags, e\.g\. "
-                                         r"extra_flags=\['--nodes=2'\] on Slurm"):
+                                         r"extra_flags=\['--nodes=2'\]"):
         Job(jobs.noop, nodes=2)
 
 

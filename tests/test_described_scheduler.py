@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -581,7 +582,8 @@ def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver
 
     def corral_command(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
-                              text=True, timeout=60, cwd=config_dir)
+                              text=True, timeout=60, cwd=config_dir,
+                              env={**os.environ, "COLUMNS": "200"})
 
     listing = corral_command("status")
     assert listing.returncode == 0, listing.stderr
@@ -592,6 +594,15 @@ def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver
         cancelled
     assert "no driver runs: cancel sent to fakeq" in cancelled.stderr
     assert cluster.qstat(native)[native]["reason"] == "deleted"
+    # Cold review: status went on saying "as last seen", with no sign of the
+    # cancel, and a pause then held the jobs the cancel had deleted.
+    listing = corral_command("status")
+    assert re.search(r"RUNNING .* cancel sent to fakeq at \d\d:\d\d:\d\d \(no driver\)",
+                     listing.stdout), listing.stdout
+    paused = corral_command("pause")
+    assert (paused.returncode, paused.stderr) == (
+        0, "no driver runs: nothing left to pause: a cancel went to each of its cluster jobs "
+           "(1)\n"), paused
 
 
 _DYING_DRIVER_OF_A_CHAIN = """

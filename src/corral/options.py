@@ -398,14 +398,13 @@ _PEERS_WORDS = {
     **dict.fromkeys(("workdir", "chdir", "dir", "directory", "working_dir"), "cwd"),
     **dict.fromkeys(("email", "mail", "mail_user"), "notify"),
     **dict.fromkeys(("modules", "module", "preamble", "prologue"), "setup"),
-    **dict.fromkeys(("slurm_partition",), "partition"),
     **dict.fromkeys(("max_retries", "retry", "attempts"), "retries"),
 }
 
 #: Words for what corral's options do not ask for, with where to go instead.
 _NOT_AN_OPTION = {
     "nodes": "corral runs each job on one node (cores is its cores there); a multi-node job "
-             "asks its cluster through extra_flags, e.g. extra_flags=['--nodes=2'] on Slurm "
+             "asks its cluster through extra_flags, e.g. extra_flags=['--nodes=2'] "
              "(corral submit --extra-flags=--nodes=2)",
 }
 

@@ -259,6 +259,14 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
     if not on_cluster:  # a driver would have to act: none runs
         return None
     chosen = [job for job in jobs if str(job.id) in on_cluster]
+    if request["verb"] != "cancel":  # (a job a cancel went to is no longer there to hold)
+        from corral.cli.sent_without_driver import cancelled_without_driver
+
+        gone = cancelled_without_driver(run_dir, chosen)
+        chosen = [job for job in chosen if str(job.id) not in gone]
+        if gone and not chosen:
+            click.echo(f"no driver runs: nothing left to {request['verb']}: a cancel went to "
+                       f"each of its cluster jobs ({', '.join(sorted(gone, key=int))})", err=True)
     if request["verb"] == "cancel":
         from corral.runtime.batch import claim_for_cancel
 
@@ -266,7 +274,7 @@ def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, A
             if job.directory:
                 claim_for_cancel(job.directory)
     for backend, members in _by_backend(chosen, on_cluster).items():
-        _control_in_backend(backend, request["verb"], members)
+        _control_in_backend(run_dir, backend, request["verb"], members)
     ids = [str(job.id) for job in chosen]
     # Named, unfinished, never handed to the scheduler: it waited in the dead driver.
     unreachable = [f"job {job_id} was never handed to the scheduler (it waited for the driver, "
@@ -358,10 +366,11 @@ def _by_backend(jobs: list[StoredJob], backends: dict[str, str]) -> dict[str, li
     return grouped
 
 
-def _control_in_backend(backend: str, verb: str, jobs: list[StoredJob]) -> None:
+def _control_in_backend(run_dir: Path, backend: str, verb: str, jobs: list[StoredJob]) -> None:
     """Cancel, pause or resume *jobs* in their backend itself, as no driver can,
-    and say so on stderr."""
+    note it for ``corral status``, and say so on stderr."""
     from corral.backends import backend_info
+    from corral.cli.sent_without_driver import note_sent
     from corral.errors import BackendError
 
     info = backend_info(backend)
@@ -369,6 +378,7 @@ def _control_in_backend(backend: str, verb: str, jobs: list[StoredJob]) -> None:
         info.control_without_driver(verb, [str(job.native_id) for job in jobs])
     except BackendError as error:
         raise CommandError(str(error), EXIT_UNREACHABLE) from None
+    note_sent(run_dir, verb, info.title, jobs)
     ids = [str(job.id) for job in jobs]
     which = "" if verb == "cancel" else "those still pending of "  # (a hold is for those)
     click.echo(f"no driver runs: {verb} sent to {info.title} for {which}"
@@ -748,9 +758,12 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     console.print(run_header(run))
     for note in notes:  # above the table, where it is seen before the list is read as complete
         console.print(note)
+    from corral.cli.sent_without_driver import sent_requests
+
+    sent = {} if driven or not on_cluster else sent_requests(run.path, jobs)
     status_table(jobs, driver_alive=driven, cluster_jobs=on_cluster, paused=run.paused,
-                 width=console.width,
-                 unknown_backend_jobs=run.jobs_of_unknown_backends(jobs)).print(console)
+                 width=console.width, unknown_backend_jobs=run.jobs_of_unknown_backends(jobs),
+                 sent_without_driver=sent).print(console)
     for job in jobs if ids else ():  # the jobs asked for by id: their whole reason, and
         reason = job.reason          # what their Python raised, as lines of their own
         if not driven and job.status not in TERMINAL and str(job.id) not in on_cluster:

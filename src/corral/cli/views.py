@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from corral.config import Config
     from corral.journal.run import Run
     from corral.journal.store import StoredJob
+    from corral.cli.sent_without_driver import SentRequest
 
 __all__ = ["run_header", "status_table", "hidden_note", "unlisted_note", "follow_output",
            "profiles_view", "note_cleaned", "was_cleaned"]
@@ -113,14 +114,16 @@ def _detail(job: StoredJob, paused: bool, orphaned: bool = False,
 
 def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
                  cluster_jobs: Mapping[str, str] | None = None, paused: bool = False,
-                 width: int = 160, unknown_backend_jobs: Mapping[str, str] | None = None
-                 ) -> Listing:
+                 width: int = 160, unknown_backend_jobs: Mapping[str, str] | None = None,
+                 sent_without_driver: Mapping[str, SentRequest] | None = None) -> Listing:
     """The jobs as a table fitting *width* characters; *cluster_jobs* (``{id:
     backend}``, see :meth:`corral.Run.cluster_jobs`) adds a column with their
     cluster job ids; *paused* (the run is) is what its QUEUED jobs wait for;
     *unknown_backend_jobs* (``{id: backend}``) were handed to backends not
-    installed here."""
+    installed here; *sent_without_driver*, what ``corral cancel``/``pause``
+    sent to a cluster job while no driver ran."""
     cluster_jobs = cluster_jobs or {}
+    sent_without_driver = sent_without_driver or {}
     unknown_backend_jobs = unknown_backend_jobs or {}
     cluster_column = _native_id_column(cluster_jobs.values()) if cluster_jobs else None
     rows: list[list[Any]] = []
@@ -129,6 +132,8 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
         detail = _detail(job, paused, orphaned=not driver_alive and not on_cluster,
                          unknown_backend=unknown_backend_jobs.get(str(job.id)),
                          unfollowed=not driver_alive and on_cluster)
+        if detail == UNFOLLOWED_REASON and str(job.id) in sent_without_driver:
+            detail = sent_without_driver[str(job.id)].describe()  # (the cluster may lag it)
         cells = [_one_line(str(job.id)), _one_line(job.name),
                  Text(job.status.name, _STYLES.get(job.status, "")),
                  _elapsed(job, driver_alive or on_cluster), str(job.attempts)]
