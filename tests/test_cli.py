@@ -667,6 +667,26 @@ def test_cancel_of_an_unknown_or_finished_job_says_why(cli):
         2, "", f"corral: error: job {done} already ended COMPLETED\n")
 
 
+def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
+    """Cold review (CustomXepr's remove_items(i, j)): `corral cancel 3-5` said
+    "no job 3-5 in this run"."""
+    release = tmp_path / "release"
+    running = cli.submit(block(release))
+    cli.wait_for_status(running, "RUNNING")
+    queued = [cli.submit(f"touch ran-{number}") for number in range(4)]
+    first, last = queued[1], queued[2]
+    cancelled = cli.ok("cancel", f"{first}-{last}")
+    assert cancelled.out == f"cancelled {first} 'touch'\ncancelled {last} 'touch'\n"
+    rows = cli("status", f"{queued[0]}-{queued[-1]}").rows()
+    assert [row["STATUS"] for row in rows.values()] == ["QUEUED", "CANCELLED", "CANCELLED",
+                                                         "QUEUED"]
+    assert_one_line_error(cli("cancel", f"{last}-{first}"), 2,
+                          rf"the range {last}-{first} runs backwards; write {first}-{last}$")
+    assert_one_line_error(cli("status", "90-99"), 2, r"no job numbered 90 to 99 in the run at ")
+    release.touch()
+    assert cli("wait", running, queued[0], queued[-1]).status == 0
+
+
 def test_clear_cancels_every_job_that_has_not_started(cli, tmp_path):
     release = tmp_path / "release"
     running = cli.submit(f"{block(release)}; echo kept")

@@ -798,15 +798,49 @@ _UNFINISHED_SHOWN = 100
 _FAILED_SHOWN = 10
 
 
+#: ``3-7``: the jobs numbered 3 to 7 (CustomXepr's remove_items(3, 7)).
+_ID_RANGE = re.compile(r"(\d{1,18})-(\d{1,18})")
+
+
+def _with_ranges(run, ids: tuple[str, ...]) -> tuple[str, ...]:
+    """*ids* with each range ``A-B`` (that is no job's name) replaced by the
+    ids of the run's jobs numbered A to B, in order.
+
+    Raises:
+        CommandError: a range runs backwards, or no job is numbered in it.
+    """
+    if not any(_ID_RANGE.fullmatch(given) for given in ids):
+        return ids
+    every = run.jobs(results=False)
+    names = {job.name for job in every}
+    found: list[str] = []
+    for given in ids:
+        bounds = _ID_RANGE.fullmatch(given)
+        if bounds is None or given in names:
+            found.append(given)
+            continue
+        low, high = int(bounds[1]), int(bounds[2])
+        if low > high:
+            raise CommandError(f"the range {given} runs backwards; write {high}-{low}")
+        inside = [str(job.id) for job in every
+                  if isinstance(job.id, int) and low <= job.id <= high]
+        if not inside:
+            raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
+                               f"({len(every)} jobs; corral status --all lists them)")
+        found += inside
+    return tuple(dict.fromkeys(found))
+
+
 def _select(run, ids: tuple[str, ...]):
     """The jobs named by *ids*, each an id (read by its key: a big run costs no
-    more) or else the name of one job, as ``cancel`` and ``--after`` take it;
-    or every job."""
+    more), a range of ids (``3-7``) or else the name of one job, as ``cancel``
+    and ``--after`` take it; or every job."""
     from corral.control.verbs import AmbiguousName, id_or_name
     from corral.errors import CorralError
 
     if not ids:
         return run.jobs(results=False)
+    ids = _with_ranges(run, ids)
     found, unknown = [], []
     every = None
     for job_id in ids:
@@ -1036,7 +1070,10 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
 @click.argument("ids", nargs=-1, required=True)
 @click.pass_context
 def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
-    """Cancel jobs, by id or name, running or not (a running job's processes are killed)."""
+    """Cancel jobs, by id, range of ids (3-7) or name, running or not (a running job's
+    processes are killed)."""
+    if any(_ID_RANGE.fullmatch(given) for given in ids):
+        ids = _with_ranges(_open_run(context), ids)
     reply = _control(context, {"verb": "cancel", "ids": list(ids)})
     names = reply.get("names", {})  # (a daemon of an earlier version sends none)
     # With its name: `cancel w30 w31` answered "cancelled 31" and "cancelled 32",
