@@ -687,6 +687,28 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     assert cli("wait", running, queued[0], queued[-1]).status == 0
 
 
+def test_run_clean_deletes_finished_jobs_files_from_python(tmp_path):
+    """Cold review (fyrd's clean()): cleaning was the command line's only."""
+    import corral
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        kept, cleaned, failed = (scheduler.shell(f"echo {word}; exit {code}")
+                                 for word, code in (("kept", 0), ("gone", 0), ("failed", 3)))
+        corral.wait([kept, cleaned, failed])
+    opened = corral.Run(run)
+    done = opened.clean([cleaned.id, failed.id])
+    assert (sorted(done.jobs), done.failures) == (sorted([cleaned.id, failed.id]), [])
+    assert done.size > 0
+    assert not Path(opened.job(cleaned.id).directory).exists()
+    assert Path(opened.job(kept.id).directory, "stdout").read_text() == "kept\n"
+    said = Corral(tmp_path / "home", run)("logs", str(cleaned.id))
+    assert_one_line_error(said, 3, rf"job {cleaned.id}'s output files were removed "
+                                   r"\(corral clean\)")
+    assert opened.clean().jobs == [kept.id]  # the rest: only what is left
+    assert opened.job(kept.id).status is corral.JobStatus.COMPLETED  # its record stays
+
+
 def test_clear_cancels_every_job_that_has_not_started(cli, tmp_path):
     release = tmp_path / "release"
     running = cli.submit(f"{block(release)}; echo kept")

@@ -903,7 +903,8 @@ class _LinesTrimmed:
 @click.pass_context
 def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -> None:
     """Print what job ID wrote to its standard output (or error)."""
-    from corral.cli.views import follow_output, was_cleaned
+    from corral.cli.views import follow_output
+    from corral.journal.cleaning import was_cleaned
     from corral.runtime.spool import NOT_SAVED
 
     run = _open_run(context)
@@ -1146,7 +1147,7 @@ def stop(context: click.Context) -> None:
 @click.pass_context
 def clean(context: click.Context, yes: bool) -> None:
     """Delete the files of finished jobs (their records stay in the journal)."""
-    from corral.cli.cleaning import files_to_clean, remove_job_files
+    from corral.journal.cleaning import clean_jobs, files_to_clean
 
     run = _open_run(context)
     finished = run.jobs("finished", results=False)
@@ -1162,14 +1163,11 @@ def clean(context: click.Context, yes: bool) -> None:
     if not yes and not _confirm(question):
         click.echo("nothing deleted")
         return
-    from corral.cli.views import note_cleaned
-
     try:
-        note_cleaned(run.path, [job for job in finished if job.directory in found.directories])
+        failures = clean_jobs(run.path, finished, found).failures
     except OSError as error:  # a read-only mount, a directory of another mode
         raise CommandError(f"cannot delete anything in {run.path}: "
                            f"{error.strerror or error}", EXIT_UNREACHABLE) from None
-    failures = remove_job_files(found.directories)
     deleted = count - len(failures)
     click.echo(f"deleted the files of {deleted} job(s), {size / 1e6:.1f} MB" if not failures
                else f"deleted the files of {deleted} of {count} job(s)")

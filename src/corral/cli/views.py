@@ -8,8 +8,6 @@ view is a function of plain data: a :class:`~corral.journal.run.Run`, a list of
 from __future__ import annotations
 
 import codecs
-import json
-import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,7 +31,7 @@ if TYPE_CHECKING:
     from corral.cli.sent_without_driver import SentRequest
 
 __all__ = ["run_header", "status_table", "hidden_note", "unlisted_note", "follow_output",
-           "profiles_view", "note_cleaned", "was_cleaned"]
+           "profiles_view"]
 
 #: How often views that watch a run read its journal again.
 POLL_S = 0.2
@@ -419,43 +417,6 @@ def _write(data: bytes, out: IO[str], decoder: codecs.IncrementalDecoder) -> int
     return len(data)
 
 
-
-#: Which jobs' files ``corral clean`` removed: ``{job id: its end time}``. A
-#: job that printed nothing has no files either, so without this record
-#: ``corral logs`` could not tell "removed" from "nothing written".
-CLEANED_FILE = "cleaned.json"
-
-
-def note_cleaned(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob]) -> None:
-    """Add *jobs* to the run's record of cleaned jobs (atomically: temp file, rename)."""
-    path = os.path.join(run_dir, CLEANED_FILE)
-    record = _cleaned(run_dir)
-    record.update({str(job.id): job.ended for job in jobs})
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        json.dump(record, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def was_cleaned(run_dir: str | os.PathLike[str], job: StoredJob) -> bool:
-    """Whether ``corral clean`` removed this attempt's files (a job run again
-    since then has a new end time and files of its own)."""
-    directory = job.directory
-    if job.status not in TERMINAL or directory is None or os.path.isdir(directory):
-        return False
-    ended = _cleaned(run_dir).get(str(job.id), math.nan)
-    return ended == job.ended
-
-
-def _cleaned(run_dir: str | os.PathLike[str]) -> dict[str, float | None]:
-    try:
-        with open(os.path.join(run_dir, CLEANED_FILE)) as handle:
-            record = json.load(handle)
-    except (FileNotFoundError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def profiles_view(config: Config, chosen: dict[str, dict[str, Any]] | None) -> Group | Text:

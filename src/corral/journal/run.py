@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.result import Result
 from corral.journal.store import (JOURNAL_FILE, STOPPED_FILE, JournalError, Overview, StoredJob,
@@ -20,6 +20,9 @@ from corral.journal.store import (JOURNAL_FILE, STOPPED_FILE, JournalError, Over
                                   read_job, read_jobs, read_meta, read_session_backends,
                                   read_sessions, one_snapshot)
 from corral.status import JobStatus, statuses_named
+
+if TYPE_CHECKING:
+    from corral.journal.cleaning import Cleaned
 
 __all__ = ["Run"]
 
@@ -101,6 +104,22 @@ class Run:
                                   exit_code=job.exit_code, started=job.started, ended=job.ended,
                                   attempts=job.attempts, reason=job.reason))
         return results
+
+    def clean(self, ids: Collection[int | str] | None = None) -> Cleaned:
+        """Delete the files of the run's finished jobs (of those *ids*, if
+        given), as ``corral clean --yes`` does: their output and task files;
+        their records, results included, stay in the journal, and ``corral
+        logs`` says their files were removed. Unfinished jobs are left alone.
+
+        Raises:
+            OSError: nothing can be deleted here (a read-only run).
+        """
+        from corral.journal.cleaning import clean_jobs
+
+        wanted = None if ids is None else {str(job_id) for job_id in ids}
+        finished = [job for job in self.jobs("finished", results=False)
+                    if wanted is None or str(job.id) in wanted]
+        return clean_jobs(self.path, finished)
 
     def events(self, job_id: int | str | None = None) -> list[tuple[Any, ...]]:
         """State changes ``(job id, time, old, new, reason)``, oldest first."""

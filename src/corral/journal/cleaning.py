@@ -1,0 +1,157 @@
+"""What ``corral clean`` and :meth:`corral.Run.clean` may delete, and the deleting.
+
+A job's recorded directory is not trusted as it stands: a run copied or moved
+since recorded its jobs' directories at its old place, where another run may
+live now (clean of a copy deleted the original's files), and a directory
+replaced by a symbolic link points at files that are no job's. So only real
+directories are deleted, found where the run holds them now
+(:attr:`~corral.journal.store.StoredJob.directory`: never in another run's
+directory), and a link left is said, not passed over.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from corral.journal.store import StoredJob
+from corral.safe_repr import first_few
+from corral.status import TERMINAL
+
+__all__ = ["Cleanable", "Cleaned", "files_to_clean", "remove_job_files", "clean_jobs",
+           "note_cleaned", "was_cleaned", "CLEANED_FILE"]
+
+
+@dataclass
+class Cleanable:
+    """The job directories ``clean`` may delete, their size, and what it leaves, said."""
+
+    directories: list[str] = field(default_factory=list)
+    size: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def files_to_clean(jobs: Iterable[StoredJob]) -> Cleanable:
+    """The directories of the finished *jobs* of a run that are its to delete,
+    with their size (links inside not followed)."""
+    found = Cleanable()
+    linked = []
+    for job in jobs:
+        directory = job.directory
+        if not directory or not os.path.lexists(directory):
+            continue
+        if os.path.islink(directory):
+            linked.append(f"{job.id} ({directory} -> {os.readlink(directory)})")
+        elif not os.path.isdir(directory):
+            continue
+        else:
+            found.directories.append(directory)
+            found.size += _size(directory)
+    if linked:
+        found.notes.append(f"left {_listed(linked)}: a job's directory that is a symbolic link "
+                           "is not followed")
+    return found
+
+
+@dataclass
+class Cleaned:
+    """What a clean did: the jobs whose files it deleted, how many bytes, what
+    it left and said why (a link), and what it could not delete, and why."""
+
+    jobs: list[int | str] = field(default_factory=list)
+    size: int = 0
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def clean_jobs(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob],
+               found: Cleanable | None = None) -> Cleaned:
+    """Delete the files of the finished *jobs* of the run at *run_dir* (*found*:
+    what :func:`files_to_clean` found of them, if asked already), noting them
+    first, so that ``corral logs`` says they were removed, not that they wrote
+    nothing.
+
+    Raises:
+        OSError: the note cannot be written (a read-only run): nothing was deleted.
+    """
+    found = files_to_clean(jobs) if found is None else found
+    cleaned = [job for job in jobs if job.directory in found.directories]
+    if cleaned:
+        note_cleaned(run_dir, cleaned)
+    done = Cleaned(size=found.size, notes=list(found.notes))
+    for job in cleaned:
+        failed = remove_job_files([str(job.directory)])
+        done.failures += failed
+        if not failed:
+            done.jobs.append(job.id)
+    return done
+
+
+def remove_job_files(directories: list[str]) -> list[str]:
+    """Delete *directories*; return what could not be deleted, and why."""
+    failures: list[str] = []
+    for directory in directories:
+        problems: list[str] = []
+
+        def note(_: object, path: str, error: tuple, problems: list[str] = problems) -> None:
+            problems.append(f"{path}: {getattr(error[1], 'strerror', None) or error[1]}")
+
+        shutil.rmtree(directory, onerror=note)
+        if problems:
+            failures.append(problems[0])
+    return failures
+
+
+def _size(directory: str) -> int:
+    try:
+        with os.scandir(directory) as entries:
+            return sum(entry.stat(follow_symlinks=False).st_size for entry in entries
+                       if entry.is_file(follow_symlinks=False))
+    except OSError:
+        return 0
+
+
+def _listed(items: list[str]) -> str:
+    return f"the files of job{'s' * (len(items) != 1)} {first_few(items, 3)}"
+
+
+#: Which jobs' files ``corral clean`` removed: ``{job id: its end time}``. A
+#: job that printed nothing has no files either, so without this record
+#: ``corral logs`` could not tell "removed" from "nothing written".
+CLEANED_FILE = "cleaned.json"
+
+
+def note_cleaned(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob]) -> None:
+    """Add *jobs* to the run's record of cleaned jobs (atomically: temp file, rename)."""
+    path = os.path.join(run_dir, CLEANED_FILE)
+    record = _cleaned(run_dir)
+    record.update({str(job.id): job.ended for job in jobs})
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        json.dump(record, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def was_cleaned(run_dir: str | os.PathLike[str], job: StoredJob) -> bool:
+    """Whether ``corral clean`` removed this attempt's files (a job run again
+    since then has a new end time and files of its own)."""
+    directory = job.directory
+    if job.status not in TERMINAL or directory is None or os.path.isdir(directory):
+        return False
+    ended = _cleaned(run_dir).get(str(job.id), math.nan)
+    return ended == job.ended
+
+
+def _cleaned(run_dir: str | os.PathLike[str]) -> dict[str, float | None]:
+    try:
+        with open(os.path.join(run_dir, CLEANED_FILE)) as handle:
+            record = json.load(handle)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
