@@ -402,3 +402,43 @@ def note_and_raise_if_flagged(log: str, x: int, seconds: float, flag: str, bad: 
     if seconds:
         time.sleep(seconds)
     return x
+
+
+def unsettle_the_worker(how: str, where: str) -> str:
+    """Change what a worker process holds for every job after this one, as a
+    careless job may: its directory, environment, fds 1 and 2, sys.stdout, an
+    alarm. Prints a line first (it must reach this job's own output)."""
+    print("before", flush=True)
+    if how == "chdir":
+        os.makedirs(where, exist_ok=True)
+        os.chdir(where)
+        os.environ["CORRAL_TEST_LEAKED"] = "yes"
+        os.environ.pop("HOME", None)
+    elif how == "chdir-and-delete":
+        os.makedirs(where, exist_ok=True)
+        os.chdir(where)
+        os.rmdir(where)
+    elif how == "close-fd-1":
+        os.close(1)
+    elif how == "devnull":
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+    elif how == "close-sys-stdout":
+        sys.stdout.close()
+    elif how == "replace-sys-stdout":
+        os.makedirs(where, exist_ok=True)
+        sys.stdout = open(os.path.join(where, "mine"), "w")  # noqa: SIM115
+    elif how == "alarm":
+        import signal
+
+        signal.alarm(1)
+    return how
+
+
+def what_the_worker_holds(seconds: float = 0) -> tuple[str, str | None, str | None]:
+    """Print a line; after *seconds*, return the directory, $CORRAL_TEST_LEAKED and $HOME."""
+    print("hello")
+    time.sleep(seconds)
+    return os.getcwd(), os.environ.get("CORRAL_TEST_LEAKED"), os.environ.get("HOME")

@@ -523,3 +523,27 @@ def test_a_jobs_own_keyboard_interrupt_is_not_said_to_be_a_ctrl_c(tmp_path):
         scheduler.submit(jobs.run_code, "raise KeyboardInterrupt").result(timeout=60)
     assert other.status is JobStatus.CANCELLED
     assert other.reason == "interrupted: the with block raised KeyboardInterrupt"
+
+
+@pytest.mark.parametrize("how", ["chdir", "chdir-and-delete", "close-fd-1", "devnull",
+                                 "close-sys-stdout", "replace-sys-stdout", "alarm"])
+def test_what_a_job_changes_in_its_worker_does_not_reach_the_next_job(tmp_path, how):
+    """Attack review: a worker runs job after job, and the next job, even a
+    command, ran in the directory an earlier call moved to (or failed, it
+    deleted), with its environment; after one closed fd 1 or sys.stdout every
+    later job failed "cannot save the job's output"; after one pointed them at
+    /dev/null or replaced sys.stdout their output was lost; an alarm left set
+    killed the next job."""
+    where = tmp_path / "moved-to"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        first = scheduler.submit(jobs.unsettle_the_worker, how, str(where))
+        assert first.result(timeout=60) == how
+        if how not in ("close-fd-1", "devnull", "close-sys-stdout", "replace-sys-stdout"):
+            assert first.stdout == "before\n"
+        call = scheduler.submit(jobs.what_the_worker_holds, 1.5 if how == "alarm" else 0)
+        command = scheduler.shell("pwd; echo ${CORRAL_TEST_LEAKED-unset} $HOME")
+        assert call.result(timeout=60) == (os.getcwd(), None, os.environ.get("HOME"))
+        assert call.stdout == "hello\n"
+        assert command.result(timeout=60) is None
+        assert command.stdout == f"{os.getcwd()}\nunset {os.environ.get('HOME')}\n"
+        assert call.record.data[0] == os.getcwd()

@@ -179,8 +179,7 @@ def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, ho
     if "/" not in program:
         search = os.fsdecode(environment.get(b"PATH", os.fsencode(os.defpath)))
         program = _found.get((program, search)) or _look_up(program, search)
-    if cwd is not None:
-        os.chdir(cwd)
+    os.chdir(home if cwd is None else cwd)  # (whatever a job before moved the worker to)
     try:
         return os.posix_spawn(program, argv, environment, setsid=True,
                               setsigdef=_DEFAULT_SIGNALS, setsigmask=(), file_actions=[

@@ -57,10 +57,8 @@ class _JobContext:
         self.home = home
 
     def __enter__(self) -> None:
-        self.moved = self.cwd != self.home
-        if self.moved:
-            os.chdir(self.cwd)  # first: if it fails, nothing needs undoing
-        self.saved = {key: os.environ.get(key) for key in self.changes}
+        os.chdir(self.cwd)  # first: if it fails, nothing needs undoing
+        self.saved = _environment_now()
         for key, value in self.changes.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -68,13 +66,29 @@ class _JobContext:
                 os.environ[key] = value
 
     def __exit__(self, *exc: object) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if self.moved:  # also when the job's directory was deleted under it
-            os.chdir(self.home)
+        # The whole environment and the directory as they were, whatever the
+        # job changed itself (os.chdir, os.environ[...] = ...): a worker runs
+        # job after job, and the next one, a command too, would run there with
+        # them (attack review: a shell job wrote its files in the directory an
+        # earlier call had moved into).
+        _put_back_environment(self.saved)
+        os.chdir(self.home)  # (also when the job's directory was deleted under it)
+
+
+def _environment_now() -> dict[bytes, bytes]:
+    """The process's environment as ``os.environ`` holds it (bytes: no decoding)."""
+    return dict(os.environ._data)  # type: ignore[attr-defined]
+
+
+def _put_back_environment(saved: dict[bytes, bytes]) -> None:
+    data = os.environ._data  # type: ignore[attr-defined]
+    if data == saved:
+        return
+    for key in [key for key in data if key not in saved]:
+        del os.environ[os.fsdecode(key)]  # (os.environ's own encoding: the file system's)
+    for key, value in saved.items():
+        if data.get(key) != value:
+            os.environ[os.fsdecode(key)] = os.fsdecode(value)
 
 
 def kill_leftovers() -> None:

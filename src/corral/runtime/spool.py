@@ -33,7 +33,7 @@ def open_spool(path: str) -> int:
 RENAME_FROM_BYTES = 1 << 20
 
 
-def hand_over(spool: int, jobdir: str, name: str, path: str | None = None) -> None:
+def hand_over(spool: int, jobdir: str, name: str, path: str | None = None) -> bool:
     """Move what *spool* holds to ``jobdir/name`` (if anything) and empty it:
     copied, or, given the spool's *path* and from :data:`RENAME_FROM_BYTES`,
     renamed there, a new spool file taking its place under the same
@@ -41,10 +41,11 @@ def hand_over(spool: int, jobdir: str, name: str, path: str | None = None) -> No
 
     Emptied also when the copy fails (a full disk): kept, it would hold the
     disk full for every job after, and go to the next job's file with its own.
+    Returns whether the spool is a new file now (renamed).
     """
     size = os.fstat(spool).st_size
     if not size:
-        return
+        return False
     try:
         try:
             os.mkdir(jobdir, 0o700)
@@ -52,7 +53,7 @@ def hand_over(spool: int, jobdir: str, name: str, path: str | None = None) -> No
             pass
         if (path is not None and size >= RENAME_FROM_BYTES and _has_room(spool)
                 and _renamed(spool, path, jobdir, name)):
-            return
+            return True
         target = os.open(os.path.join(jobdir, name), _OUTPUT_FLAGS, 0o600)
         try:
             offset = 0
@@ -65,6 +66,7 @@ def hand_over(spool: int, jobdir: str, name: str, path: str | None = None) -> No
             os.close(target)
     finally:
         os.ftruncate(spool, 0)
+    return False
 
 
 def _has_room(spool: int) -> bool:

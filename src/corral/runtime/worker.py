@@ -73,30 +73,82 @@ IDLE_EXIT_VARIABLE = "CORRAL_WORKER_IDLE_EXIT_S"
 class _Spool:
     """Fds 1 and 2 of the worker, pointed at spool files for good (see
     :mod:`corral.runtime.spool`), so a job's output is caught whoever writes
-    it: Python, a C extension or a child process."""
+    it: Python, a C extension or a child process.
+
+    A job may close them, point them at /dev/null or replace ``sys.stdout``:
+    all of that is put back after it, or every later job of the worker failed
+    ("cannot save the job's output"), or printed nowhere (attack review)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        for fd, name in ((1, "stdout"), (2, "stderr")):
+        self._files: dict[int, tuple[int, int] | None] = {}
+        for fd, name in _STREAMS:
             spool = open_spool(f"{prefix}.{name}")
             os.dup2(spool, fd)  # dup2 clears FD_CLOEXEC: children inherit 1 and 2
             os.close(spool)
+            self._files[fd] = _file_of(fd)
 
     def hand_over(self, jobdir: str) -> None:
-        """Move what the last job wrote into *jobdir*."""
+        """Move what the last job wrote into *jobdir*, and point fds 1 and 2 and
+        Python's streams at the spool again where the job moved them."""
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
+        _put_back_python_streams()
         failed: OSError | None = None
-        for fd, name in ((1, "stdout"), (2, "stderr")):
+        for fd, name in _STREAMS:
+            path = f"{self.prefix}.{name}"
             try:
-                hand_over(fd, jobdir, name, f"{self.prefix}.{name}")
+                if _file_of(fd) != self._files[fd]:
+                    self._point_at_spool(fd, path)
+                if hand_over(fd, jobdir, name, path):
+                    self._files[fd] = _file_of(fd)  # (renamed: a new spool file)
             except OSError as error:  # (the other is moved all the same)
                 failed = failed or error
         if failed is not None:
             raise failed
+
+    def _point_at_spool(self, fd: int, path: str) -> None:
+        """Point *fd* at its spool file again (what the job wrote there before
+        it moved the fd stays, and is handed over)."""
+        spool = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if spool == fd:  # (the job closed it: the lowest free descriptor is that one)
+            os.set_inheritable(fd, True)
+        else:
+            try:
+                os.dup2(spool, fd)
+            finally:
+                os.close(spool)
+        self._files[fd] = _file_of(fd)
+
+
+_STREAMS = ((1, "stdout"), (2, "stderr"))
+
+
+def _file_of(fd: int) -> tuple[int, int] | None:
+    """Which file *fd* is open on (device, inode); None if it is closed."""
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _put_back_python_streams() -> None:
+    """``sys.stdout`` and ``sys.stderr`` as the worker set them, on fds 1 and
+    2, whatever the job assigned or closed; and no alarm of the job's left
+    to kill the next one (``signal.alarm`` outlives the call that set it)."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        original = getattr(sys, f"__{name}__")
+        if original is None or original.closed:
+            original = open(fd, "w", buffering=1, closefd=False,  # noqa: SIM115
+                            errors="backslashreplace")
+            setattr(sys, f"__{name}__", original)
+        if getattr(sys, name) is not original:
+            setattr(sys, name, original)
+    signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 #: How long a job may run before the jobs queued behind it are given back to
