@@ -200,6 +200,29 @@ def test_gpu_jobs_see_only_the_gpus_they_hold(tmp_path, release):
             sched.options(gpus=3).submit(jobs.noop)
 
 
+@pytest.mark.parametrize("visible, expected", [
+    ("2,3", ["2\n", "3\n"]),
+    ("GPU-8f2a,GPU-1111", ["GPU-1111\n", "GPU-8f2a\n"]),
+    ("5,7,-1,2", ["5\n", "7\n"]),
+])
+def test_gpu_jobs_get_the_drivers_own_gpus_by_their_names(tmp_path, monkeypatch, visible,
+                                                            expected):
+    """Attack review: with CUDA_VISIBLE_DEVICES=2,3 the jobs got GPUs 0 and 1
+    (another user's, perhaps): the list was counted, and its ids numbered anew."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    gate = tmp_path / "gate"
+    with corral.Scheduler(cores=2) as sched:
+        command = ("echo $CUDA_VISIBLE_DEVICES; "
+                   f"while [ ! -e {gate} ]; do sleep 0.01; done")
+        pair = [sched.shell(command, gpus=1) for _ in range(2)]
+        wait_until(lambda: all(job.running() for job in pair))
+        gate.touch()
+        with pytest.raises(corral.ResourceError, match="asks for 3 GPUs but the local backend "
+                                                       "has 2"):
+            sched.options(gpus=3).submit(jobs.noop)
+    assert sorted(job.stdout for job in pair) == expected
+
+
 def test_two_gpu_jobs_running_together_hold_different_gpus(tmp_path, tmp_path_factory):
     gate = tmp_path / "gate"
     with corral.Scheduler(cores=2, gpus=2) as sched:

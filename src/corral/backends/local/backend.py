@@ -80,11 +80,27 @@ def total_memory_mb() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
 
 
+def visible_gpus() -> list[str] | None:
+    """The GPUs ``CUDA_VISIBLE_DEVICES`` gives this process, as it names them
+    (indices or UUIDs), in order; None where it is not set. As CUDA reads it,
+    the list ends at the first entry that names no device ("-1", empty)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return None
+    names = []
+    for item in visible.split(","):
+        item = item.strip()
+        if not item or item.startswith("-"):
+            break
+        names.append(item)
+    return names
+
+
 def detect_gpus() -> int:
     """GPUs visible to this process: CUDA_VISIBLE_DEVICES if set, else ``nvidia-smi -L``."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = visible_gpus()
     if visible is not None:
-        return len([item for item in visible.split(",") if item.strip() and item.strip() != "-1"])
+        return len(visible)
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -237,6 +253,12 @@ class LocalBackend:
         self._jobdirs: dict[int | str, str] = {}
         self._gpus_held: dict[int | str, tuple[int, ...]] = {}
         self._free_gpus = list(range(self._capacity.gpus or 0))
+        #: What each of those is called in a job's CUDA_VISIBLE_DEVICES: the
+        #: driver's own list where it has one (its GPUs 2 and 3 are not 0 and
+        #: 1, which may be another user's), else their indices.
+        named = visible_gpus() or []
+        self._gpu_names = [named[index] if index < len(named) else str(index)
+                           for index in self._free_gpus]
         self._killed: set[int | str] = set()
         #: Jobs killed while they waited in a worker's queue: cancelled when given
         #: back; one the worker started meanwhile runs on (its outcome is real).
@@ -466,7 +488,7 @@ class LocalBackend:
     def _gpu_environment(self, gpus: tuple[int, ...]) -> dict[str, str]:
         if not self._capacity.gpus:
             return {}
-        return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+        return {"CUDA_VISIBLE_DEVICES": ",".join(self._gpu_names[gpu] for gpu in gpus)}
 
     # -- Python calls ------------------------------------------------------------
 
