@@ -321,6 +321,30 @@ def test_retries_run_a_failed_job_again(scheduler, tmp_path):
     assert job.attempts == 3 and job.record.attempts == 3
 
 
+def test_each_attempts_output_is_kept_beside_the_last_ones(tmp_path):
+    """Attack review: a retried job kept only its last attempt's output: the
+    traceback of the attempts that crashed was gone."""
+    counter = tmp_path / "calls"
+    crashing = ("import os, sys; path = sys.argv[1]\n"
+                "calls = int(open(path).read()) + 1 if os.path.exists(path) else 1\n"
+                "open(path, 'w').write(str(calls))\n"
+                "print('attempt', calls, flush=True); print('err', calls, file=sys.stderr)\n"
+                "if calls == 1: raise SystemExit(3)\n"
+                "if calls == 2: os._exit(4)\n")
+    script = tmp_path / "crashing.py"
+    script.write_text(crashing)
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        job = scheduler.script(script, str(counter), retries=2)
+        assert job.result(timeout=60) is None
+        jobdir = job.jobdir
+    assert job.attempts == 3 and job.stdout == "attempt 3\n"
+    assert {path.name: path.read_text() for path in jobdir.iterdir()
+            if path.name.startswith(("stdout", "stderr"))} == {
+        "stdout.1": "attempt 1\n", "stderr.1": "err 1\n",
+        "stdout.2": "attempt 2\n", "stderr.2": "err 2\n",
+        "stdout": "attempt 3\n", "stderr": "err 3\n"}
+
+
 def test_a_job_that_fails_more_often_than_its_retries_fails(scheduler, tmp_path):
     counter = tmp_path / "calls"
     seen: list[Event] = []

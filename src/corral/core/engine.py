@@ -23,6 +23,7 @@ Every state change goes through :meth:`Engine._move` (and so through
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -932,7 +933,7 @@ class Engine:
         if status in (_S.FAILED, _S.TIMED_OUT) and job.failures <= job.spec.retries:
             self._move(job, _S.QUEUED,
                        f"retry {job.failures} of {job.spec.retries} after: {reason}")
-            _forget_output(job)
+            _keep_earlier_output(job)
             self.packer.push(job)
             return
         self._move(job, status, reason)
@@ -946,7 +947,7 @@ class Engine:
                 again = False
             if again is True:
                 self._move(job, _S.QUEUED, "run again: on_finish asked for it")
-                _forget_output(job)
+                _keep_earlier_output(job)
                 self.packer.push(job)
                 return
         self._finalize(job, error)
@@ -1408,14 +1409,22 @@ def _log_failure(job: JobRecord, status: JobStatus, reason: str | None) -> None:
              " ".join((reason or "no reason given").split()), retry)
 
 
-def _forget_output(job: JobRecord) -> None:
-    """Remove a failed attempt's output files so the next attempt's stand alone."""
+def _keep_earlier_output(job: JobRecord) -> None:
+    """Move an attempt's output files aside, as ``stdout.N`` and ``stderr.N``
+    for attempt N, so that the next attempt's stand alone and the earlier
+    ones' tracebacks stay to be read (attack review: a retried job kept only
+    its last attempt's output)."""
+    if job.jobdir is None:
+        return
     for stream in ("stdout", "stderr"):
-        if job.jobdir is not None:
-            try:
-                os.unlink(os.path.join(job.jobdir, stream))
-            except FileNotFoundError:
-                pass
+        path = os.path.join(job.jobdir, stream)
+        try:
+            os.replace(path, f"{path}.{job.attempts}")
+        except FileNotFoundError:
+            pass
+        except OSError:  # (a directory gone read-only: the next attempt's stands alone)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _tail(job: JobRecord, stream: str) -> str:
