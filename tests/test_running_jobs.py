@@ -18,6 +18,7 @@ import corral
 from corral import JobStatus
 
 import jobs
+from support.processes import pids_alive
 from support.waiting import wait_until
 
 
@@ -547,3 +548,16 @@ def test_what_a_job_changes_in_its_worker_does_not_reach_the_next_job(tmp_path, 
         assert command.result(timeout=60) is None
         assert command.stdout == f"{os.getcwd()}\nunset {os.environ.get('HOME')}\n"
         assert call.record.data[0] == os.getcwd()
+
+
+def test_a_command_that_stops_its_worker_is_still_killed_at_its_timeout(tmp_path):
+    """Attack review: ``kill -STOP $PPID`` in a command stopped the worker that
+    was to kill it: its timeout never fired (the job RUNNING 20 s later), and a
+    SIGTERM of the driver did not end it."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        stopper = scheduler.options(timeout="1s").shell(
+            "echo $$ > pid; kill -STOP $PPID; sleep 600", cwd=str(tmp_path))
+        with pytest.raises(corral.JobTimedOut, match=r"timed out after 1\.0s"):
+            stopper.result(timeout=30)
+        assert scheduler.shell("echo after").result(timeout=30) is None
+    wait_until(lambda: not pids_alive([int((tmp_path / "pid").read_text())]))

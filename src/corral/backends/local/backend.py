@@ -28,6 +28,7 @@ import errno
 import itertools
 import logging
 import os
+import signal
 import pickle
 import selectors
 import shutil
@@ -65,6 +66,9 @@ log = logging.getLogger("corral.backends.local")
 #: Seconds a worker gets to kill the call it runs itself, when jobs wait
 #: behind it, before the backend kills the whole worker.
 _KILL_GRACE_S = 1.0
+#: How long a worker may take to kill the command it runs before it is killed
+#: itself (it kills the command's process group and waits for it to end).
+_COMMAND_KILL_GRACE_S = 5.0
 
 def default_cores() -> int:
     """All CPUs this process may use but one, and at least one."""
@@ -394,7 +398,11 @@ class LocalBackend:
             runner.doomed = True
             kill_tree(runner.pid)
         elif runner.runs_command:  # the worker kills it, reports it killed and goes on
+            _wake(runner.pid)  # (a command that stopped its worker, kill -STOP $PPID)
             self._tell(runner, KILL, job_id)
+            # A worker that cannot act on it (stopped again, or in D state) dies,
+            # and the command's processes with it, as a call's worker does.
+            self._kill_later[runner] = (job_id, time.monotonic() + _COMMAND_KILL_GRACE_S)
         elif len(runner.handed) == 1:  # a call runs in the worker itself: it dies with it
             runner.doomed = True
             kill_tree(runner.pid)
@@ -901,3 +909,12 @@ class LocalBackend:
                 pass
         except BlockingIOError:
             pass
+
+
+def _wake(pid: int) -> None:
+    """SIGCONT to a worker that may have been stopped (by its own job, or a
+    person's Ctrl-Z of it): a stopped worker reads no message."""
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except (ProcessLookupError, PermissionError):
+        pass
