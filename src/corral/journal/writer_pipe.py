@@ -170,5 +170,6 @@ def _why(state: str | None, pid: int) -> str:
     if state == "t":
         return " (a debugger holds it: it goes on when the debugger lets it)"
     if state == "D":
-        return " (it waits on the disk or a file system that does not answer)"
+        return (" (it waits on the disk: for a large value to be written, or on a disk or "
+                "file system that is slow or does not answer)")
     return ""
