@@ -430,6 +430,15 @@ def unsettle_the_worker(how: str, where: str) -> str:
     elif how == "replace-sys-stdout":
         os.makedirs(where, exist_ok=True)
         sys.stdout = open(os.path.join(where, "mine"), "w")  # noqa: SIM115
+    elif how == "rebind-environ":
+        os.environ = dict(os.environ, CORRAL_TEST_LEAKED="yes")  # noqa: B003
+    elif how == "ignore-signals":
+        import signal
+
+        for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+    elif how == "umask":
+        os.umask(0o777)
     elif how == "alarm":
         import signal
 

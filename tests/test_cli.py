@@ -298,6 +298,28 @@ def test_logs_of_a_large_output_prints_it_whole_without_holding_it_in_memory(cli
     assert usage.ru_maxrss * 1024 < size / 3, f"{usage.ru_maxrss} KiB at most in memory"
 
 
+def test_logs_of_a_running_job_prints_all_it_wrote_so_far_however_much(tmp_path,
+                                                                       monkeypatch):
+    """Attack review: `corral logs ID` of a running job printed at most one
+    piece of its spool (64 MiB) and exited 0, as if that were all."""
+    import io
+
+    import corral
+    from corral.cli import views
+
+    monkeypatch.setattr(views, "_SPOOL_PIECE", 1000)
+    release = tmp_path / "release"
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        job = scheduler.shell(f"head -c 4500 /dev/zero | tr '\\0' a; echo END; {block(release)}")
+        wait_until(lambda: job.stdout.endswith("END\n"))
+        run = corral.Run(tmp_path / "run")
+        wait_until(lambda: run.job(job.id).status is corral.JobStatus.RUNNING)
+        out = io.TextIOWrapper(io.BytesIO())
+        printed = views.follow_output(run, str(job.id), "stdout", False, out)
+        release.touch()
+    assert (printed, out.buffer.getvalue()) == (4504, b"a" * 4500 + b"END\n")
+
+
 def test_logs_of_a_job_that_wrote_nothing_says_so(cli):
     """Cold review: an empty page, exit 0, and nothing to say why."""
     job = cli.submit("echo only to the errors >&2")
@@ -685,6 +707,9 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     assert_one_line_error(cli("status", "90-99"), 2, r"no job numbered 90 to 99 in the run at ")
     release.touch()
     assert cli("wait", running, queued[0], queued[-1]).status == 0
+    # (attack review: a range over ended jobs said "already ended" of each, and exited 2)
+    assert cli.ok("cancel", f"{running}-{queued[-1]}").out == (
+        "nothing to cancel: every job in the range has ended\n")
 
 
 def test_run_clean_deletes_finished_jobs_files_from_python(tmp_path):
@@ -707,6 +732,13 @@ def test_run_clean_deletes_finished_jobs_files_from_python(tmp_path):
                                    r"\(corral clean\)")
     assert opened.clean().jobs == [kept.id]  # the rest: only what is left
     assert opened.job(kept.id).status is corral.JobStatus.COMPLETED  # its record stays
+    # (attack review: clean("12") cleaned jobs 1 and 2, a name or an unknown id nothing)
+    with pytest.raises(KeyError, match=r"no job '12' in the run at .* \(3 jobs\)"):
+        opened.clean("12")
+    with pytest.raises(KeyError, match=r"no job 99 in the run"):
+        opened.clean([99])
+    with pytest.raises(ValueError, match=r"the name 'echo' is ambiguous: jobs 1, 2, 3 have it"):
+        opened.clean("echo")
 
 
 def test_clear_cancels_every_job_that_has_not_started(cli, tmp_path):

@@ -204,6 +204,7 @@ def test_gpu_jobs_see_only_the_gpus_they_hold(tmp_path, release):
     ("2,3", ["2\n", "3\n"]),
     ("GPU-8f2a,GPU-1111", ["GPU-1111\n", "GPU-8f2a\n"]),
     ("5,7,-1,2", ["5\n", "7\n"]),
+    ("4,4,6", ["4\n", "6\n"]),
 ])
 def test_gpu_jobs_get_the_drivers_own_gpus_by_their_names(tmp_path, monkeypatch, visible,
                                                             expected):
@@ -221,6 +222,14 @@ def test_gpu_jobs_get_the_drivers_own_gpus_by_their_names(tmp_path, monkeypatch,
                                                        "has 2"):
             sched.options(gpus=3).submit(jobs.noop)
     assert sorted(job.stdout for job in pair) == expected
+
+
+def test_more_gpus_than_cuda_visible_devices_gives_is_refused(monkeypatch):
+    """Attack review: gpus=4 with CUDA_VISIBLE_DEVICES=2,3 gave four jobs 2, 3, 2, 3."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    with pytest.raises(ValueError, match=r"^gpus=4, but CUDA_VISIBLE_DEVICES gives this process "
+                                         r"2 GPU\(s\) \(2,3\): a job would share one"):
+        corral.Scheduler(gpus=4)
 
 
 def test_two_gpu_jobs_running_together_hold_different_gpus(tmp_path, tmp_path_factory):

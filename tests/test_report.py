@@ -408,6 +408,8 @@ def test_a_snapshot_of_a_live_run_reads_its_jobs_and_events_as_of_one_moment(tmp
             during = run.job(job.id).status
         after = run.job(job.id).status
     assert _journaled_status(path, job.id) is corral.JobStatus.COMPLETED
+    with run.snapshot(), run.snapshot():  # (attack review: "cannot start a transaction within")
+        assert read_view(run).summary.jobs == 1
     assert before is during is corral.JobStatus.RUNNING
     assert after is corral.JobStatus.COMPLETED
     assert "completed" not in changes and changes[-1] == "running", changes

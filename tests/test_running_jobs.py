@@ -527,7 +527,8 @@ def test_a_jobs_own_keyboard_interrupt_is_not_said_to_be_a_ctrl_c(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["chdir", "chdir-and-delete", "close-fd-1", "devnull",
-                                 "close-sys-stdout", "replace-sys-stdout", "alarm"])
+                                 "close-sys-stdout", "replace-sys-stdout", "alarm",
+                                 "rebind-environ"])
 def test_what_a_job_changes_in_its_worker_does_not_reach_the_next_job(tmp_path, how):
     """Attack review: a worker runs job after job, and the next job, even a
     command, ran in the directory an earlier call moved to (or failed, it
@@ -561,3 +562,63 @@ def test_a_command_that_stops_its_worker_is_still_killed_at_its_timeout(tmp_path
             stopper.result(timeout=30)
         assert scheduler.shell("echo after").result(timeout=30) is None
     wait_until(lambda: not pids_alive([int((tmp_path / "pid").read_text())]))
+
+
+def test_a_timed_out_commands_retry_on_the_same_worker_is_not_killed_for_it(tmp_path,
+                                                                           monkeypatch):
+    """Attack review: the worker of a command killed at its timeout was itself
+    to be killed if the command outlived the kill; the retry, started there
+    under the same id, was killed in its place ("worker lost ... SIGKILL")."""
+    from corral.backends.local import backend
+
+    monkeypatch.setattr(backend, "_COMMAND_KILL_GRACE_S", 0.5)
+    marker = tmp_path / "marker"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        job = scheduler.options(timeout=2, retries=1).shell(
+            f"if [ -e {marker} ]; then sleep 1; echo second; "
+            f"else touch {marker}; sleep 100; fi")
+        assert job.result(timeout=60) is None
+    assert (job.attempts, job.stdout) == (2, "second\n")
+
+
+@pytest.mark.parametrize("how", ["ignore-signals", "umask"])
+def test_signals_a_job_ignored_and_its_umask_do_not_reach_the_next_command(tmp_path, how):
+    """Attack review: a call's signal.signal(SIGTERM, SIG_IGN) made a later
+    command of its worker ignore SIGTERM (an abort waited out its grace);
+    its os.umask(0o777) made later jobs' files unreadable."""
+    probe = "umask; grep SigIgn /proc/$$/status; touch made; stat -c %a made"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        before = scheduler.shell(probe, cwd=str(tmp_path))
+        assert before.result(timeout=60) is None
+        (tmp_path / "made").unlink()
+        assert scheduler.submit(jobs.unsettle_the_worker, how, "").result(timeout=60) == how
+        after = scheduler.shell(probe, cwd=str(tmp_path))
+        assert after.result(timeout=60) is None
+        assert (scheduler.submit(jobs.what_the_worker_holds).result(timeout=60)[0]
+                == os.getcwd())
+    assert after.stdout == before.stdout
+
+
+HOME_REMOVED = """
+import os, shutil, sys, corral
+def remove_the_home():
+    shutil.rmtree(os.getcwd())
+    return "removed"
+def hello():
+    return "hello"
+with corral.Scheduler(cores=1) as scheduler:
+    print(scheduler.submit(remove_the_home).result(), scheduler.submit(hello).result(),
+          scheduler.shell("echo hi").result(), flush=True)
+"""
+
+
+def test_jobs_run_on_after_the_drivers_directory_was_removed(tmp_path):
+    """Attack review: once every job went back to the driver's directory, one
+    removed under them failed every job after, and the one that removed it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    ran = subprocess.run([sys.executable, "-c", HOME_REMOVED], cwd=home, capture_output=True,
+                         text=True, timeout=60, env={**os.environ,
+                                                     "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert (ran.returncode, ran.stdout) == (0, "removed hello None\n"), ran.stderr
+    assert not home.exists()

@@ -802,9 +802,10 @@ _FAILED_SHOWN = 10
 _ID_RANGE = re.compile(r"(\d{1,18})-(\d{1,18})")
 
 
-def _with_ranges(run, ids: tuple[str, ...]) -> tuple[str, ...]:
+def _with_ranges(run, ids: tuple[str, ...], unfinished: bool = False) -> tuple[str, ...]:
     """*ids* with each range ``A-B`` (that is no job's name) replaced by the
-    ids of the run's jobs numbered A to B, in order.
+    ids of the run's jobs numbered A to B, in order; with *unfinished*, only
+    those that have not ended (a cancel of a range: the rest are no error).
 
     Raises:
         CommandError: a range runs backwards, or no job is numbered in it.
@@ -822,12 +823,12 @@ def _with_ranges(run, ids: tuple[str, ...]) -> tuple[str, ...]:
         low, high = int(bounds[1]), int(bounds[2])
         if low > high:
             raise CommandError(f"the range {given} runs backwards; write {high}-{low}")
-        inside = [str(job.id) for job in every
-                  if isinstance(job.id, int) and low <= job.id <= high]
+        inside = [job for job in every if isinstance(job.id, int) and low <= job.id <= high]
         if not inside:
             raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
                                f"({len(every)} jobs; corral status --all lists them)")
-        found += inside
+        found += [str(job.id) for job in inside
+                  if not (unfinished and job.status in TERMINAL)]
     return tuple(dict.fromkeys(found))
 
 
@@ -1074,7 +1075,10 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
     """Cancel jobs, by id, range of ids (3-7) or name, running or not (a running job's
     processes are killed)."""
     if any(_ID_RANGE.fullmatch(given) for given in ids):
-        ids = _with_ranges(_open_run(context), ids)
+        ids = _with_ranges(_open_run(context), ids, unfinished=True)
+        if not ids:
+            click.echo("nothing to cancel: every job in the range has ended")
+            return
     reply = _control(context, {"verb": "cancel", "ids": list(ids)})
     names = reply.get("names", {})  # (a daemon of an earlier version sends none)
     # With its name: `cancel w30 w31` answered "cancelled 31" and "cancelled 32",

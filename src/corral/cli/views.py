@@ -354,6 +354,8 @@ def follow_output(run: Run, job_id: str, stream: str, follow: bool, out: IO[str]
         later = run.job(job_id)
         if (later.status, later.live, later.attempts) == (job.status, job.live, job.attempts):
             printed += _write(chunk, out, decoder)
+            if len(chunk) == _SPOOL_PIECE:  # more was there already: read on first
+                continue
             if not follow or _orphaned(run, later):  # its driver died: it will not go on
                 return printed
 
@@ -373,13 +375,13 @@ _PIECE = 1 << 20
 _SPOOL_PIECE = 64 << 20
 
 
-def _read_from(path: str | None, offset: int, most: int = _SPOOL_PIECE) -> bytes:
+def _read_from(path: str | None, offset: int) -> bytes:
     if path is None:
         return b""
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
-            return handle.read(most)
+            return handle.read(_SPOOL_PIECE)
     except FileNotFoundError:
         return b""
 

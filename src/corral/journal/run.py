@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral.result import Result
+from corral.safe_repr import first_few
 from corral.journal.store import (JOURNAL_FILE, STOPPED_FILE, JournalError, Overview, StoredJob,
                                   StoredSession, owner_of, read_overview, read_status_counts,
                                   last_written, read_events,
@@ -105,21 +106,32 @@ class Run:
                                   attempts=job.attempts, reason=job.reason))
         return results
 
-    def clean(self, ids: Collection[int | str] | None = None) -> Cleaned:
-        """Delete the files of the run's finished jobs (of those *ids*, if
-        given), as ``corral clean --yes`` does: their output and task files;
-        their records, results included, stay in the journal, and ``corral
-        logs`` says their files were removed. Unfinished jobs are left alone.
+    def clean(self, jobs: int | str | Collection[int | str] | None = None) -> Cleaned:
+        """Delete the files of the run's finished jobs (of *jobs*, ids or
+        names, if given), as ``corral clean --yes`` does: their output and
+        task files; their records, results included, stay in the journal,
+        and ``corral logs`` says their files were removed. An unfinished job
+        named is left alone, and said so in the answer's notes.
 
         Raises:
+            KeyError: a job named is not in the run.
+            ValueError: a name given is several jobs'.
             OSError: nothing can be deleted here (a read-only run).
         """
         from corral.journal.cleaning import clean_jobs
 
-        wanted = None if ids is None else {str(job_id) for job_id in ids}
-        finished = [job for job in self.jobs("finished", results=False)
-                    if wanted is None or str(job.id) in wanted]
-        return clean_jobs(self.path, finished)
+        every = self.jobs(results=False)
+        if jobs is None:
+            chosen = every
+        else:
+            chosen = [_one_job(given, every, self.path)
+                      for given in ([jobs] if isinstance(jobs, (int, str)) else jobs)]
+        finished = [job for job in chosen if job.status.is_terminal]
+        cleaned = clean_jobs(self.path, finished)
+        left = [str(job.id) for job in chosen if not job.status.is_terminal]
+        if left and jobs is not None:
+            cleaned.notes.append(f"left job(s) {', '.join(left)}: not finished")
+        return cleaned
 
     def events(self, job_id: int | str | None = None) -> list[tuple[Any, ...]]:
         """State changes ``(job id, time, old, new, reason)``, oldest first."""
@@ -204,3 +216,17 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.path}>"
+
+
+def _one_job(given: int | str, every: list[StoredJob], path: Path) -> StoredJob:
+    """The job of *every* whose id is *given*, else whose name it is."""
+    if isinstance(given, bool) or not isinstance(given, (int, str)):
+        raise TypeError(f"a job is named by its id or its name, not {given!r}")
+    by_id = [job for job in every if str(job.id) == str(given)]
+    named = by_id or [job for job in every if job.name == given]
+    if not named:
+        raise KeyError(f"no job {given!r} in the run at {path} ({len(every)} jobs)")
+    if len(named) > 1:
+        raise ValueError(f"the name {given!r} is ambiguous: jobs "
+                         f"{first_few([str(job.id) for job in named])} have it; give an id")
+    return named[0]

@@ -1435,6 +1435,9 @@ def one_snapshot(run_dir: str | os.PathLike[str]) -> Iterator[None]:
     between the two reads.
     """
     path = journal_path(run_dir)
+    if path in _snapshots.get({}):  # (within one already: that one holds)
+        yield
+        return
     entered = False
     try:
         with _reading(run_dir) as db:

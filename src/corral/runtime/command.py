@@ -25,6 +25,8 @@ import signal
 import threading
 from collections.abc import Mapping, Sequence
 
+from corral.runtime.execute import go_home
+
 __all__ = ["run_command", "describe_exit", "KILL", "TERMINATE", "StopRequests"]
 
 #: Messages the driver sends about a running command: ``(KILL, job_id)``.
@@ -179,7 +181,7 @@ def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, ho
     if "/" not in program:
         search = os.fsdecode(environment.get(b"PATH", os.fsencode(os.defpath)))
         program = _found.get((program, search)) or _look_up(program, search)
-    os.chdir(home if cwd is None else cwd)  # (whatever a job before moved the worker to)
+    go_home(home) if cwd is None else os.chdir(cwd)  # (wherever a job before moved it)
     try:
         return os.posix_spawn(program, argv, environment, setsid=True,
                               setsigdef=_DEFAULT_SIGNALS, setsigmask=(), file_actions=[
@@ -187,4 +189,4 @@ def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, ho
         ])
     finally:
         if cwd is not None:
-            os.chdir(home)
+            go_home(home)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
 from corral.safe_repr import describe_error
 
-__all__ = ["run_call", "kill_leftovers"]
+__all__ = ["run_call", "kill_leftovers", "go_home"]
 
 
 def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
@@ -53,11 +53,12 @@ class _JobContext:
                  home: str) -> None:
         self.changes = dict(env)
         self.changes["CORRAL_JOB_ID"] = str(job_id)
-        self.cwd = cwd or home
+        self.cwd = cwd
         self.home = home
 
     def __enter__(self) -> None:
-        os.chdir(self.cwd)  # first: if it fails, nothing needs undoing
+        # First: if it fails, nothing needs undoing.
+        go_home(self.home) if self.cwd is None else os.chdir(self.cwd)
         self.saved = _environment_now()
         for key, value in self.changes.items():
             if value is None:
@@ -72,23 +73,52 @@ class _JobContext:
         # them (attack review: a shell job wrote its files in the directory an
         # earlier call had moved into).
         _put_back_environment(self.saved)
-        os.chdir(self.home)  # (also when the job's directory was deleted under it)
+        go_home(self.home)  # (also when the job's directory was deleted under it)
+
+
+#: The process's own environment mapping: a job may rebind ``os.environ``.
+_ENVIRON = os.environ
+
+#: A descriptor of each home directory, by path: a home deleted while the
+#: worker runs is still entered (as a worker that never moved stays in it),
+#: not refused, which failed every job after.
+_home_fds: dict[str, int] = {}
+
+
+def go_home(home: str) -> None:
+    """Enter *home*, the directory jobs without a ``cwd`` run in (the driver's)."""
+    fd = _home_fds.get(home)
+    if fd is None:
+        try:
+            fd = _home_fds[home] = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:  # gone before this worker entered it: it runs where it is
+            return
+    try:
+        os.fchdir(fd)
+    except OSError:  # a job closed the descriptor: by its path, as it can be found
+        del _home_fds[home]
+        try:
+            os.chdir(home)
+        except OSError:
+            pass
 
 
 def _environment_now() -> dict[bytes, bytes]:
     """The process's environment as ``os.environ`` holds it (bytes: no decoding)."""
-    return dict(os.environ._data)  # type: ignore[attr-defined]
+    os.environ = _ENVIRON  # noqa: B003 (a job before may have made it a plain dict)
+    return dict(_ENVIRON._data)  # type: ignore[attr-defined]
 
 
 def _put_back_environment(saved: dict[bytes, bytes]) -> None:
-    data = os.environ._data  # type: ignore[attr-defined]
+    os.environ = _ENVIRON  # noqa: B003 (the same object, not a new environment)
+    data = _ENVIRON._data  # type: ignore[attr-defined]
     if data == saved:
         return
     for key in [key for key in data if key not in saved]:
-        del os.environ[os.fsdecode(key)]  # (os.environ's own encoding: the file system's)
+        del _ENVIRON[os.fsdecode(key)]  # (os.environ's own encoding: the file system's)
     for key, value in saved.items():
         if data.get(key) != value:
-            os.environ[os.fsdecode(key)] = os.fsdecode(value)
+            _ENVIRON[os.fsdecode(key)] = os.fsdecode(value)
 
 
 def kill_leftovers() -> None:

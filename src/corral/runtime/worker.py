@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import _signal  # type: ignore[import-not-found]  # (see _Settings)
 import select
 import signal
 import sys
@@ -89,14 +90,8 @@ class _Spool:
             self._files[fd] = _file_of(fd)
 
     def hand_over(self, jobdir: str) -> None:
-        """Move what the last job wrote into *jobdir*, and point fds 1 and 2 and
-        Python's streams at the spool again where the job moved them."""
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        _put_back_python_streams()
+        """Move what the last job wrote into *jobdir*, and point fds 1 and 2 at
+        the spool again where the job moved them (after :meth:`_Settings.put_back`)."""
         failed: OSError | None = None
         for fd, name in _STREAMS:
             path = f"{self.prefix}.{name}"
@@ -136,10 +131,44 @@ def _file_of(fd: int) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
+#: Signals a job may take over (ignore, handle) for the jobs after it too.
+_KEPT_SIGNALS = tuple(int(getattr(signal, name)) for name in (
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
+    "SIGCHLD", "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGXCPU", "SIGXFSZ", "SIGVTALRM",
+    "SIGPROF", "SIGWINCH") if hasattr(signal, name))
+
+
+class _Settings:
+    """What of the worker process a Python call may change for every job
+    after it, as the worker set it up: put back after each job (attack
+    review: a call's ``signal.signal(SIGTERM, SIG_IGN)`` made a later
+    command ignore its abort; its ``os.umask`` made later jobs' files
+    unreadable; its alarm killed the next job)."""
+
+    def __init__(self) -> None:
+        # (_signal's getsignal: the signal module's wraps each answer in an
+        # enum, 13 us a job for these; the raw one, under 1 us.)
+        self.handlers = [(signum, _signal.getsignal(signum)) for signum in _KEPT_SIGNALS]
+        self.umask = os.umask(0o022)
+        os.umask(self.umask)
+
+    def put_back(self) -> None:
+        for stream in (sys.stdout, sys.stderr):  # the job's own, wherever it put them
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        _put_back_python_streams()
+        signal.setitimer(signal.ITIMER_REAL, 0)  # (an alarm outlives the call that set it)
+        for signum, handler in self.handlers:
+            if _signal.getsignal(signum) is not handler:
+                signal.signal(signum, handler)
+        os.umask(self.umask)
+
+
 def _put_back_python_streams() -> None:
     """``sys.stdout`` and ``sys.stderr`` as the worker set them, on fds 1 and
-    2, whatever the job assigned or closed; and no alarm of the job's left
-    to kill the next one (``signal.alarm`` outlives the call that set it)."""
+    2, whatever the job assigned or closed."""
     for name, fd in (("stdout", 1), ("stderr", 2)):
         original = getattr(sys, f"__{name}__")
         if original is None or original.closed:
@@ -148,7 +177,6 @@ def _put_back_python_streams() -> None:
             setattr(sys, f"__{name}__", original)
         if getattr(sys, name) is not original:
             setattr(sys, name, original)
-    signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 #: How long a job may run before the jobs queued behind it are given back to
@@ -407,8 +435,8 @@ class _Queue:
                 self._give_back(None)
 
 
-def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
-                stop_requests: StopRequests) -> bytes:
+def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
+                outcomes: OutcomeLog, stop_requests: StopRequests) -> bytes:
     """Run one request and return the pickled ``(job_id, ok, blob)``, never raising."""
     if request[0] == "command":
         _, job_id, jobdir, argv, environment, cwd = request
@@ -420,6 +448,7 @@ def run_request(request: tuple, home: str, spool: _Spool, outcomes: OutcomeLog,
         ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
         reply = (job_id, ok, blob)
     kill_leftovers()
+    settings.put_back()
     try:
         spool.hand_over(jobdir)
     except OSError as error:
@@ -492,6 +521,7 @@ def main() -> None:
     queue = _Queue(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
                    doorbell_fd, float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
     home = os.getcwd()
+    settings = _Settings()  # (once the worker's own handlers are in place)
     outcomes = OutcomeLog()
     idle_exit = float(os.environ.get(IDLE_EXIT_VARIABLE) or 0) or None
     entry = None
@@ -507,7 +537,7 @@ def main() -> None:
             queue.started(request[1])
             started = time.time()
             stopped = queue.stopped.pop(request[1], None)
-            blob = (run_request(request, home, spool, outcomes, queue.stop_requests)
+            blob = (run_request(request, home, spool, settings, outcomes, queue.stop_requests)
                     if stopped is None else _stopped_before_start(request, stopped))
             entry = queue.finish(blob, started, time.time())
     except OSError:  # the reply pipe is gone: so is the driver

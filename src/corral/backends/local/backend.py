@@ -91,12 +91,13 @@ def visible_gpus() -> list[str] | None:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return None
-    names = []
+    names: list[str] = []
     for item in visible.split(","):
         item = item.strip()
         if not item or item.startswith("-"):
             break
-        names.append(item)
+        if item not in names:  # ("2,2" is one GPU: two jobs must not both hold it)
+            names.append(item)
     return names
 
 
@@ -234,6 +235,11 @@ class LocalBackend:
         if options:
             raise ValueError(f"the local backend takes no backend_options (got {sorted(options)}); "
                              "set cores, memory and gpus on the Scheduler")
+        visible = visible_gpus()
+        if gpus and visible is not None and gpus > len(visible):
+            raise ValueError(f"gpus={gpus}, but CUDA_VISIBLE_DEVICES gives this process "
+                             f"{len(visible)} GPU(s) ({','.join(visible) or 'none'}): a job "
+                             "would share one; give at most that many, or set it wider")
         self._capacity = Capacity(
             cores=default_cores() if cores is None else cores,
             memory_mb=total_memory_mb() if memory is None else memory,
@@ -709,6 +715,8 @@ class LocalBackend:
             return
         worker.handed.popleft()
         worker.job_id = None
+        if self._kill_later.get(worker, (None,))[0] == job_id:  # it ended: nothing overdue
+            del self._kill_later[worker]  # (its retry may run here next, under the same id)
         del self._running[job_id]
         del self._jobdirs[job_id]
         self._release_gpus(job_id)
