@@ -770,6 +770,11 @@ def test_a_task_whose_fspath_raises_is_refused():
     ({"xyzzy": 1}, r"^Scheduler\(\) takes no argument 'xyzzy'; its arguments are backend, cores, "),
     ({"n_workers": 2}, r"^Scheduler\(\) takes no argument 'n_workers'; did you mean 'cores'\?$"),
     ({"n_jobs": 2}, r"^Scheduler\(\) takes no argument 'n_jobs'; did you mean 'cores'\?$"),
+    ({"n_parallel": 2}, r"^Scheduler\(\) takes no argument 'n_parallel'; did you mean 'cores'\?$"),
+    ({"cpus": 2}, r"^Scheduler\(\) takes no argument 'cpus'; did you mean 'cores'\?$"),
+    ({"job_timeout": 10}, r"^Scheduler\(\) takes no argument 'job_timeout': that is the job "
+                          r"option 'timeout' here, which goes in scheduler\.options\(timeout="
+                          r"\.\.\.\)\.submit\(\.\.\.\) \(for every job of that Submitter"),
 ])
 def test_a_misspelt_or_misplaced_scheduler_argument_names_what_was_meant(given, message):
     with pytest.raises(TypeError, match=message):

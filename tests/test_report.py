@@ -433,3 +433,15 @@ def test_bidirectional_controls_in_names_reasons_and_output_are_shown_not_applie
         data, ensure_ascii=False)
     assert read_output(run, str(said.id), "stdout", 0)["text"] == "\\u202elive"
     assert "\u202e" not in render_svg(read_view(corral.Run(run)))
+
+
+def test_a_run_again_asked_by_on_finish_counts_as_a_retry(tmp_path):
+    """Cold review: the summary said "retries": 0 of a run whose on_finish had
+    run two jobs again (only retries= and requeues were counted)."""
+    run = tmp_path / "run"
+    again = lambda job: job.status is corral.JobStatus.FAILED and job.attempts < 2  # noqa: E731
+    with corral.Scheduler(cores=1, journal=run, on_finish=again) as scheduler:
+        job = scheduler.submit(jobs.count_attempts, str(tmp_path / "calls"), 1)
+        assert job.result(timeout=60) == 2
+    summary = read_view(corral.Run(run)).summary
+    assert (summary.retries, summary.attempts) == (1, 2)

@@ -208,3 +208,21 @@ def test_jobs_named_together_are_named_in_order_of_their_ids():
     examples = [(200, "f", "not read"), (199, "f", "not read"), ("setup", "f", "not read"),
                 (10, "f", "not read")]
     assert _grouped(examples, {}) == ["jobs 10, 199, 200, setup 'f': not read"]
+
+
+LOGGING_TO_A_FILE = DRIVER_HEAD + '''
+import logging
+logging.basicConfig(filename=sys.argv[1], level=logging.INFO)
+with corral.Scheduler(cores=1) as scheduler:
+    scheduler.shell("exit 3", name="boom")
+'''
+
+
+def test_the_closing_line_reaches_stderr_when_the_program_logs_to_a_file(tmp_path):
+    """Cold review (an e3 user's build script logs to a file): the line went
+    only to the program's log file, and stderr said nothing."""
+    log = tmp_path / "user.log"
+    done = run_driver(tmp_path, LOGGING_TO_A_FILE, str(log))
+    line = "1 of 1 job did not complete: 1 failed (job 1 'boom': exit code 3)"
+    assert (done.returncode, done.stderr) == (0, f"corral: {line}\n"), done
+    assert f"WARNING:corral:{line}" in log.read_text()

@@ -67,7 +67,9 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The public names, and the module's own dunders (not ``annotations``,
+    ``TYPE_CHECKING`` or ``import_module``, which are no API: a cold review)."""
+    return sorted({name for name in globals() if name.startswith("__")} | set(__all__))
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only

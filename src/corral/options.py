@@ -30,7 +30,8 @@ from corral.suggest import did_you_mean
 from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
-           "peers_word_hint", "os_text_problem", "bounded_tuple", "INT_LIMIT", "MAX_ITEMS"]
+           "peers_word", "peers_word_hint", "os_text_problem", "bounded_tuple", "INT_LIMIT",
+           "MAX_ITEMS"]
 
 #: Integer options (and int job ids) stay below this: SQLite stores 64-bit ints,
 #: and no count of cores or retries is larger.
@@ -399,6 +400,7 @@ _PEERS_WORDS = {
     **dict.fromkeys(("email", "mail", "mail_user"), "notify"),
     **dict.fromkeys(("modules", "module", "preamble", "prologue"), "setup"),
     **dict.fromkeys(("max_retries", "retry", "attempts"), "retries"),
+    **dict.fromkeys(("job_timeout", "max_duration", "time_out"), "timeout"),
 }
 
 #: Words for what corral's options do not ask for, with where to go instead.
@@ -407,6 +409,12 @@ _NOT_AN_OPTION = {
              "asks its cluster through extra_flags, e.g. extra_flags=['--nodes=2'] "
              "(corral submit --extra-flags=--nodes=2)",
 }
+
+
+def peers_word(name: str) -> str | None:
+    """The job option another tool's *name* stands for (``job_timeout``:
+    ``timeout``), or None."""
+    return _PEERS_WORDS.get(name)
 
 
 def peers_word_hint(name: str) -> str | None:

@@ -103,5 +103,23 @@ def warn_user(message: str) -> None:
     logger = logging.getLogger("corral")
     if logger.hasHandlers():
         logger.warning(message)
+        if not _reaches_the_console(logger):  # (a program that logs to a file: cold review)
+            print(f"corral: {message}", file=sys.stderr, flush=True)
     elif logger.isEnabledFor(logging.WARNING) and logging.lastResort is not None:
         print(f"corral: {message}", file=sys.stderr, flush=True)
+
+
+def _reaches_the_console(logger: logging.Logger) -> bool:
+    """Whether a warning of *logger* is printed on stderr or stdout by one of
+    the handlers it goes through (a program may log to a file only, where
+    nobody reads the line a person must see)."""
+    consoles = {sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__}
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if (isinstance(handler, logging.StreamHandler)
+                    and not isinstance(handler, logging.FileHandler)
+                    and handler.stream in consoles and handler.level <= logging.WARNING):
+                return True
+        current = current.parent if current.propagate else None
+    return False

@@ -39,7 +39,7 @@ from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_ch
 from corral.core.identity import call_label, map_signature
 from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
-from corral.options import JOB_OPTIONS, bounded_tuple, parse_options
+from corral.options import JOB_OPTIONS, bounded_tuple, parse_options, peers_word
 from corral.core.packing import Packer
 from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
@@ -1170,7 +1170,8 @@ def _value_deps(job: JobRecord) -> list[Job]:
 #: What other tools call the arguments of a pool, by name: a close spelling
 #: would suggest another argument (n_workers: workdir).
 _PEERS_WORDS = {"n_jobs": "cores", "n_workers": "cores", "max_workers": "cores",
-                "processes": "cores", "num_cpus": "cores", "ncores": "cores",
+                "processes": "cores", "num_cpus": "cores", "ncores": "cores", "cpus": "cores",
+                "ncpus": "cores", "n_cpus": "cores", "threads": "cores", "n_parallel": "cores",
                 "mem": "memory", "num_gpus": "gpus"}
 
 
@@ -1185,6 +1186,11 @@ def _unknown_argument(name: str) -> str:
     if name in JOB_OPTIONS:
         return (f"Scheduler() takes no argument {name!r}: it is a job option, which goes in "
                 f"scheduler.options({name}=...).submit(...)")
+    option = peers_word(name)
+    if option is not None:  # e3's job_timeout: a job option here, for all jobs of a Submitter
+        return (f"Scheduler() takes no argument {name!r}: that is the job option {option!r} "
+                f"here, which goes in scheduler.options({option}=...).submit(...) (for every "
+                f"job of that Submitter: submitter = scheduler.options({option}=...))")
     hint = did_you_mean(name, arguments, otherwise="its arguments are " + ", ".join(arguments))
     return f"Scheduler() takes no argument {name!r}; {hint}"
 

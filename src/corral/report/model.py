@@ -284,7 +284,9 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
         jobs=len(jobs), by_status=dict(by_status), first=first, last=last,
         busy_core_seconds=max(0.0, busy), available_core_seconds=available,
         peak_cores=_peak(attempts, cores, now),
-        retries=sum(1 for a in attempts if a.outcome in (Outcome.RETRIED, Outcome.REQUEUED)),
+        # Every attempt but a job's first: retries=, a requeue, on_finish asking for
+        # another run (cold review: those were not counted), a rerun after a driver died.
+        retries=len(attempts) - len({a.job for a in attempts}),
         attempts=len(attempts),
         backends=sorted({s.backend for s in sessions if s.backend}),  # None: not recorded
         native_ids=len({job.native_id for job in jobs if job.native_id}),
