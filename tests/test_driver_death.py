@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 from support.cli import CORRAL
-from support.processes import pids_alive, plain_mask_line
+from support.processes import pids_alive, plain_mask_line, signal_and_collect
 from support.waiting import wait_until
 
 import corral
@@ -666,16 +666,11 @@ def _end_a_stuck_driver(argv: list[str], cwd: Path, ready: Callable[[list[int]],
     leaves none of them behind."""
     driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               cwd=cwd)
-    try:
-        children = [int(pid) for pid in driver.stdout.readline().split()]
-        assert children, driver.stderr.read()
-        wait_until(lambda: ready(children), 30, what)
-        driver.send_signal(signal.SIGTERM)
-        _, err = driver.communicate(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
+    children = [int(pid) for pid in driver.stdout.readline().split()]
+    if not children:
+        driver.kill()
+    assert children, driver.communicate()[1]
+    _, err = signal_and_collect(driver, signal.SIGTERM, lambda: ready(children), what)
     assert driver.returncode == 143, err
     assert "Traceback" not in err
     assert STUCK_SAID in err

@@ -341,7 +341,7 @@ def test_status_counts_count_the_run_or_the_jobs_asked_about_without_their_rows(
     run = tmp_path / "run"
     with corral.Scheduler(cores=1, journal=run) as scheduler:
         ok = [scheduler.submit(abs, n) for n in range(1200)]  # (more ids than one query asks)
-        bad = scheduler.submit(divmod, 1, 0, name="bad")
+        bad = scheduler.options(name="bad").submit(divmod, 1, 0)
         corral.wait([*ok, bad])
     opened = corral.Scheduler.open(run)
     S = JobStatus

@@ -5,10 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
-__all__ = ["pids_alive", "SESSION_PROCESSES", "outside_session_processes", "plain_mask_line"]
+__all__ = ["pids_alive", "SESSION_PROCESSES", "outside_session_processes", "plain_mask_line",
+           "signal_and_collect"]
 
 #: Processes a session-wide fixture started on purpose (a Dask cluster), which
 #: the check that no test leaves a process behind must not count, nor their
@@ -55,3 +58,22 @@ def plain_mask_line() -> str:
     mask = int(line.split()[1], 16)
     assert not mask & (1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)), line
     return line
+
+
+def signal_and_collect(process: subprocess.Popen, signum: int,
+                       ready: Callable[[], bool] | None = None,
+                       what: str = "the process to be ready") -> tuple[Any, Any]:
+    """Send *signum* to *process* (once *ready* says it is, if given) and
+    return what it printed by its end; killed if it is not over in 30 s, or
+    if waiting for *ready* failed."""
+    from support.waiting import wait_until
+
+    try:
+        if ready is not None:
+            wait_until(ready, 30, what)
+        process.send_signal(signum)
+        return process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
