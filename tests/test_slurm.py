@@ -426,7 +426,9 @@ def test_a_job_past_a_walltime_of_seconds_is_timed_out_to_the_second(slurm, make
 @pytest.mark.timeout(300)
 def test_a_job_past_its_walltime_is_timed_out_by_the_runtime_or_else_by_slurm(slurm, make):
     sched = make()
-    job = sched.options(walltime="1m").submit(sleep_for, 300)
+    # A slow setup line spends two thirds of the minute: the limit counts from the script's
+    # start, so the runtime still ends the job first and says why.
+    job = sched.options(walltime="1m", setup="sleep 40").submit(sleep_for, 300)
     # The batch script itself outlives --time=1 (a setup line that hangs): Slurm's TIMEOUT.
     stuck = sched.options(walltime="1m", setup="sleep 300").submit(square, 2)
     with pytest.raises(corral.JobTimedOut):

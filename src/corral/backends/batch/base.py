@@ -340,8 +340,10 @@ class BatchBackend:
             log_path = taskfiles.log_path(directory, scheduler.name, index)
             for submission in members:
                 taskfiles.write_task(submission, log_path)
+            # Also for one job: its watchdog then fires before the scheduler's kill,
+            # which counts from the script's start (setup lines included).
             taskfiles.write_bundle(directory, index, [os.fspath(s.jobdir) for s in members],
-                                   time_limit if bundled else None)
+                                   time_limit)
         script = directory / "job.sh"
         # The script sends its own output to its log in its directory, so no
         # path of ours goes through the scheduler's %-patterns, which a '%' or
