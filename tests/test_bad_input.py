@@ -715,6 +715,21 @@ def test_a_hostile_command_or_target_is_refused_with_a_short_message(
         scheduler.shell(itertools.count())
 
 
+def test_a_job_formatted_into_a_command_is_refused_and_its_argument_form_shown(
+        scheduler: corral.Scheduler) -> None:
+    value = scheduler.submit(len, "abc")
+    with pytest.raises(ValueError, match=r"^the command holds <Job 1 'len' \w+>, a Job formatted "
+                                         r"into a string: that is its repr, not its result\. "
+                                         r"Pass the Job itself as an argument"):
+        scheduler.shell(f"echo got {value}")
+    with pytest.raises(ValueError, match=r"^the script's arguments hold <Job 1 'len' \w+>"):
+        scheduler.script("count.py", f"--n={value}")
+    shown = scheduler.shell(["sh", "-c", "echo got $0", value])
+    assert shown.result(timeout=30) is None and shown.stdout == "got 3\n"
+    # A command that merely looks alike is run as written.
+    assert scheduler.shell("echo '<Job 1>'").result(timeout=30) is None
+
+
 def test_an_environment_value_linux_cannot_pass_is_refused_when_the_job_is_made(
         scheduler: corral.Scheduler) -> None:
     with pytest.raises(ValueError, match=r"env: 'BIG'=.* is not a valid environment variable: "
@@ -837,6 +852,17 @@ def test_nodes_is_told_each_job_runs_on_one_node_and_how_to_ask_for_more():
                                          r"job asks its cluster through extra_flags, e\.g\. "
                                          r"extra_flags=\['--nodes=2'\]"):
         Job(jobs.noop, nodes=2)
+
+
+def test_an_output_file_option_is_told_where_a_jobs_output_goes(scheduler):
+    """Cold review (a Parsl user): ``shell("true", stdout="x.out")`` was offered
+    'timeout', by spelling alone."""
+    for word in ("stdout", "stderr"):
+        with pytest.raises(ValueError, match=rf"^unknown job option '{word}'; corral keeps each "
+                                             r"job's output in files of its own \(job\.stdout, "
+                                             r"job\.stderr; corral logs ID\); for a file of your "
+                                             r"choosing, redirect inside the command"):
+            scheduler.shell("true", **{word: "x.out"})
 
 
 @pytest.mark.parametrize("flag, message", [

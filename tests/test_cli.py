@@ -271,6 +271,26 @@ def test_logs_prints_what_the_job_wrote_to_stdout_or_stderr(cli):
     assert cli.ok("logs", job, "--stderr").out == "to the errors\n"
 
 
+def test_logs_attempt_prints_what_an_earlier_attempt_of_a_retried_job_wrote(cli, tmp_path):
+    """Cold review: a retried job's earlier attempts were kept as stdout.N and
+    stderr.N, and nothing showed them."""
+    count = tmp_path / "count"
+    job = cli.submit("--retries", "2",
+                     f"n=$(cat {q(count)} 2>/dev/null || echo 1); echo $((n + 1)) > {q(count)}; "
+                     "echo out $n; echo err $n >&2; [ $n -ge 3 ]")
+    assert cli("wait", job).status == 0
+    assert cli.ok("logs", job).out == "out 3\n"
+    assert cli.ok("logs", job, "--attempt", "1").out == "out 1\n"
+    assert cli.ok("logs", job, "--attempt", "2", "--stderr").out == "err 2\n"
+    assert cli.ok("logs", job, "--attempt", "3").out == "out 3\n"
+    assert_one_line_error(cli("logs", job, "--attempt", "4"), 2,
+                          rf"^corral: error: job {job} '.*' ran 3 attempts; --attempt takes 1 "
+                          r"to 3$")
+    assert_one_line_error(cli("logs", job, "--attempt", "1", "--follow"), 2,
+                          r"^corral: error: --follow follows the latest attempt; an earlier one "
+                          r"has ended")
+
+
 def test_logs_prints_output_that_is_not_utf8_byte_for_byte(cli):
     """BUG (attack review): `corral logs` decoded the output, so a job's byte
     0xff came out as U+FFFD (ef bf bd), and `corral logs 7 > copy` was no copy."""
@@ -1050,7 +1070,8 @@ def test_a_run_directory_without_a_journal_is_reported(tmp_path, args, given):
     assert_one_line_error(corral(*args), 3,  # the run cannot be reached, as for control verbs
                           rf"^corral: error: no corral run at {re.escape(str(run))} \(nothing was "
                           r"submitted there yet\); choose one with corral --run DIR COMMAND or "
-                          r"\$CORRAL_RUN$")
+                          r"\$CORRAL_RUN \(a script's run is seen from here when it journals: "
+                          r"Scheduler\(journal=DIR\)\)$")
 
 
 def test_an_unknown_job_id_is_reported_by_status_logs_and_wait(script_run):

@@ -149,6 +149,14 @@ BAD_FILES = {
     "syntax error": (
         '[profiles.short]\nwalltime = "30m"\nmemory = \n',
         3, None, "invalid TOML at column 10: Invalid value"),
+    "byte-order mark": (
+        '\ufeff[profiles.short]\nwalltime = "30m"\n',
+        1, None, "begins with a byte-order mark (U+FEFF), which TOML does not allow; save "
+                 "the file as UTF-8 without one"),
+    "nested too deeply": (
+        "[profiles.short]\nname = " + "[" * 100_000 + "]" * 100_000 + "\n",
+        2, None, "invalid TOML: values nested too deeply (arrays or tables inside each "
+                    "other)"),
     "unknown table": (
         '[smpt]\nhost = "x"\n',
         1, "smpt", "unknown table 'smpt'; did you mean 'smtp'?"),

@@ -354,3 +354,48 @@ def test_submit_after_interpreter_shutdown_is_refused_before_the_job_is_register
                           timeout=60)
     assert done.stdout.strip() == ("refused: cannot schedule new futures after interpreter "
                                    "shutdown; jobs: 0"), done.stderr
+
+
+ENDS_WITHOUT_SHUTDOWN = """\
+import corral
+scheduler = corral.Scheduler(cores=2)
+scheduler.shell("sleep 0.5 && echo first > first.txt")
+scheduler.shell("sleep 0.5 && echo second > second.txt")
+"""
+
+
+def test_a_program_ending_without_shutdown_tells_a_person_at_a_terminal_what_it_waits_for(
+        tmp_path):
+    """Cold review (a Parsl user): the program sat silent while its jobs ran on.
+    Its jobs still run to the end, as an Executor's do, and a stderr that is not
+    a terminal stays silent (CPython's test_interpreter_shutdown above)."""
+    script = tmp_path / "no_shutdown.py"
+    script.write_text(ENDS_WITHOUT_SHUTDOWN)
+    main, terminal = os.openpty()
+    try:
+        done = subprocess.run([sys.executable, os.fspath(script)], stdout=subprocess.PIPE,
+                              stderr=terminal, text=True, timeout=60, cwd=tmp_path)
+        os.close(terminal)
+        terminal = -1
+        said = b""
+        while chunk := _read_or_nothing(main):
+            said += chunk
+    finally:
+        os.close(main)
+        if terminal >= 0:
+            os.close(terminal)
+    assert done.returncode == 0
+    assert said.decode().strip() == (
+        "corral: the program ended with 2 jobs not finished; waiting for them (end a "
+        "with-block or call shutdown() to say when; shutdown(cancel_futures=True) drops "
+        "those not started)")
+    assert (tmp_path / "first.txt").read_text() == "first\n"
+    assert (tmp_path / "second.txt").read_text() == "second\n"
+
+
+def _read_or_nothing(fd: int) -> bytes:
+    """Read a pty whose other end is closed: Linux says EIO at its end."""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""

@@ -149,3 +149,16 @@ def test_multi_line_reason_stays_one_subject_line() -> None:
     assert "\n" not in subject
     assert subject.startswith("[corral] job 12 'train' FAILED: killed: out of memory x")
     assert subject.endswith("...")
+
+
+def test_a_reason_of_many_lines_stays_in_its_table_row_and_is_cut_short() -> None:
+    """Attack review: a reason's second line began at the margin (a "Bcc: ..."
+    line in the body, though no header)."""
+    notice = failed_notice(reason="line1\r\nBcc: evil@example.org\n\n" + "z" * 5000
+                           + "".join(f"\nmore {n}" for n in range(30)))
+    body = compose(notice, SENDER, ["ann@example.org"]).get_content()
+    row = body.split("  reason     ", 1)[1].split("\n  exit code", 1)[0].splitlines()
+    assert row[:4] == ["line1", " " * 13 + "Bcc: evil@example.org", " " * 13,
+                       " " * 13 + "z" * 1000 + " [... cut short]"]
+    assert row[-1] == " " * 13 + "[... 14 more lines]" and len(row) == 21
+    assert not any(line.startswith("Bcc") for line in body.splitlines())

@@ -430,8 +430,17 @@ def _read(path: Path) -> _Layer | None:
     except UnicodeDecodeError as error:
         line = raw[:error.start].count(b"\n") + 1
         raise ConfigError("not UTF-8 text, as TOML must be", path=path, line=line) from error
+    if text.startswith("\ufeff"):  # (an editor's "UTF-8 with BOM")
+        raise ConfigError("begins with a byte-order mark (U+FEFF), which TOML does not allow; "
+                          "save the file as UTF-8 without one", path=path, line=1)
     try:
         data = tomllib.loads(text)
+    except RecursionError as error:  # (arrays in arrays, thousands deep: attack review)
+        deep = re.search(r"[\[{](?:\s*[\[{]){63}", text)
+        raise ConfigError("invalid TOML: values nested too deeply (arrays or tables inside "
+                          "each other)", path=path,
+                          line=None if deep is None else text.count("\n", 0, deep.start()) + 1
+                          ) from error
     except tomllib.TOMLDecodeError as error:
         message = str(error)
         at = _TOML_POSITION.search(message)

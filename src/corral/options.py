@@ -408,6 +408,10 @@ _NOT_AN_OPTION = {
     "nodes": "corral runs each job on one node (cores is its cores there); a multi-node job "
              "asks its cluster through extra_flags, e.g. extra_flags=['--nodes=2'] "
              "(corral submit --extra-flags=--nodes=2)",
+    **dict.fromkeys(("stdout", "stderr", "output", "error", "log", "logfile"),
+                    "corral keeps each job's output in files of its own (job.stdout, "
+                    "job.stderr; corral logs ID); for a file of your choosing, redirect "
+                    "inside the command: 'cmd > out.txt 2> err.txt'"),
 }
 
 

@@ -89,7 +89,8 @@ def _open_run(context: click.Context):
         below = sorted(shlex.quote(str(path.parent))
                        for path in run_dir.glob("*/journal.db"))[:3]
         hint = (f"; did you mean {' or '.join(below)}?" if below else
-                "; choose one with corral --run DIR COMMAND or $CORRAL_RUN")
+                "; choose one with corral --run DIR COMMAND or $CORRAL_RUN (a script's "
+                "run is seen from here when it journals: Scheduler(journal=DIR))")
         raise CommandError(f"no corral run at {run_dir} (nothing was submitted there yet)"
                            f"{hint}", EXIT_UNREACHABLE) from None
     except PermissionError:
@@ -901,8 +902,11 @@ class _LinesTrimmed:
 @click.argument("job_id", metavar="ID")
 @click.option("--stderr", "show_stderr", is_flag=True, help="show standard error instead")
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
+@click.option("--attempt", type=click.IntRange(min=1), metavar="N",
+              help="what attempt N of a retried job wrote (default: its latest)")
 @click.pass_context
-def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -> None:
+def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
+         attempt: int | None) -> None:
     """Print what job ID wrote to its standard output (or error)."""
     from corral.cli.views import follow_output
     from corral.journal.cleaning import was_cleaned
@@ -914,6 +918,9 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
     if was_cleaned(run.path, job):
         raise CommandError(f"job {job.id}'s output files were removed (corral clean)",
                            EXIT_UNREACHABLE)
+    if attempt is not None and attempt != job.attempts:
+        _print_earlier_attempt(job, attempt, stream, follow)
+        return
     if job.status in (JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED, JobStatus.SUBMITTED):
         if not follow:
             click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}):"
@@ -953,6 +960,27 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool) -
             click.echo(f"corral: job {job.id} {job.name!r} {ended_as.status.name}: "
                        f"{ended_as.reason}", err=True)
             context.exit(EXIT_FAILED_JOB)
+
+
+def _print_earlier_attempt(job: Any, attempt: int, stream: str, follow: bool) -> None:
+    """Print what an earlier attempt of a retried job wrote: kept as
+    ``stdout.N`` beside the job's own files when the next attempt began (cold
+    review: nothing showed them)."""
+    from corral.cli.views import print_file
+
+    if follow:
+        raise CommandError("--follow follows the latest attempt; an earlier one has ended "
+                           "(leave out --attempt, or --follow)")
+    if attempt > job.attempts:
+        ran = (f"ran {job.attempts} attempt{'s' if job.attempts != 1 else ''}"
+               if job.attempts else "has not started")
+        raise CommandError(f"job {job.id} {job.name!r} {ran}; --attempt takes "
+                           + (f"1 to {job.attempts}" if job.attempts > 1 else "1 only"
+                              if job.attempts else "none yet"))
+    path = os.path.join(job.directory, f"{stream}.{attempt}") if job.directory else None
+    if not print_file(path, sys.stdout):
+        click.echo(f"corral: attempt {attempt} of job {job.id} {job.name!r} wrote nothing to "
+                   f"its {stream}", err=True)
 
 
 def _how_it_goes_on(run: Any) -> str:

@@ -386,6 +386,12 @@ def _read_from(path: str | None, offset: int) -> bytes:
         return b""
 
 
+def print_file(path: str | None, out: IO[str]) -> int:
+    """Print a finished file as it was written (see :func:`_write`); return
+    how many bytes were printed."""
+    return _copy_from(path, 0, out, codecs.getincrementaldecoder("utf-8")(errors="replace"))
+
+
 def _copy_from(path: str | None, offset: int, out: IO[str],
                decoder: codecs.IncrementalDecoder) -> int:
     """Print the file at *path* from *offset* to its end, a piece at a time;

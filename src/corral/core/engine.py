@@ -69,6 +69,10 @@ log = logging.getLogger("corral.engine")  # the name users filter on; kept when 
 
 _S = JobStatus
 _STDERR_TAIL_LINES = 5
+#: Bytes read from a failed job's stderr for its tail, and characters kept of
+#: each of its lines: an error message and a mail stay readable.
+_TAIL_BYTES = 64 * 1024
+_TAIL_LINE_CHARS = 1000
 #: Seconds a job handed to a worker still starting may wait for it, on top of
 #: its timeout, before the timeout kills it anyway: the worker says when the
 #: job really starts, and the timeout counts from then (see Update.starting);
@@ -1428,7 +1432,17 @@ def _keep_earlier_output(job: JobRecord) -> None:
 
 
 def _tail(job: JobRecord, stream: str) -> str:
-    text = job.read_output(stream).rstrip("\n")
+    """The last lines a failed job wrote, for its error and its notice mail:
+    read from the file's end, each line cut short (attack review: a command's
+    200 MB of stderr was read whole, on the control thread, into its error
+    message, and a 400 MB notice mail was lost)."""
+    text = job.read_output(stream, last_bytes=_TAIL_BYTES).rstrip("\n")
     if not text:
         return ""
-    return "\n".join(text.splitlines()[-_STDERR_TAIL_LINES:])
+    return "\n".join(_cut(line) for line in text.splitlines()[-_STDERR_TAIL_LINES:])
+
+
+def _cut(line: str) -> str:
+    if len(line) <= _TAIL_LINE_CHARS:
+        return line
+    return f"{line[:_TAIL_LINE_CHARS]} [... line cut short]"

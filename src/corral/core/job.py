@@ -13,7 +13,8 @@ The Future stays internally *pending* until the job is final, so that
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,10 @@ from corral.runtime.threads import plain_timeout, wait_in_slices
 from corral.spec import JobSpec, Task, check_job_id, make_spec, make_task
 from corral.status import JobStatus
 
-__all__ = ["Job", "Result"]
+__all__ = ["Job", "Result", "refuse_formatted_jobs"]
+
+#: A Job's repr, as ``f"echo {job}"`` puts it into a string.
+_JOB_REPR = re.compile(r"<Job (?:\d+|\?) '.*?' [A-Z_]+(?: on [^>]*)?>")
 
 
 class Job(Future):
@@ -300,3 +304,17 @@ def doom(job: Job, reason: str) -> Job:
     says what became of it."""
     job._record.doomed = reason
     return job
+
+
+def refuse_formatted_jobs(words: Iterable[Any], where: str, verb: str = "holds") -> None:
+    """Refuse a command whose strings hold a Job's repr: ``shell(f"echo {job}")``
+    formats the Job, not its result, and the command then failed in the shell's
+    words (a syntax error at ``<``), with nothing pointing at the cause (cold
+    review). A Job itself among a command's arguments is replaced by its result."""
+    for word in words:
+        if isinstance(word, str) and (found := _JOB_REPR.search(word)) is not None:
+            raise ValueError(
+                f"{where} {verb} {found.group()}, a Job formatted into a string: that is "
+                "its repr, not its result. Pass the Job itself as an argument, which "
+                "waits for it and is replaced by its result: shell([\"echo\", \"got\", job]), "
+                "or shell([\"sh\", \"-c\", \"echo got $0\", job]) for a shell line")

@@ -34,6 +34,9 @@ log = logging.getLogger("corral.notify")  # the name users filter on; kept when 
 _SUBJECT_REASON_MAX = 120
 #: The last lines of a raised traceback a notice shows (``corral status`` shows all).
 _TRACEBACK_LINES = 40
+#: Lines of a table value (a reason) a mail shows, and characters of each.
+_VALUE_LINES = 20
+_LINE_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,18 @@ def _time(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
+def _continued(value: str) -> str:
+    """A table value of several lines, its later lines under its first (attack
+    review: an exception's message of several lines broke the table, a line of
+    it at the margin), each cut short, and at most :data:`_VALUE_LINES` of them."""
+    lines = value.splitlines() or [""]
+    if len(lines) > _VALUE_LINES:
+        lines = [*lines[:_VALUE_LINES], f"[... {len(lines) - _VALUE_LINES:,} more lines]"]
+    cut = [line if len(line) <= _LINE_CHARS else f"{line[:_LINE_CHARS]} [... cut short]"
+           for line in lines]
+    return f"\n{' ' * 13}".join(cut)
+
+
 def _body(record: JobNotice) -> str:
     duration = "-"
     if record.started is not None and record.ended is not None:
@@ -119,7 +134,7 @@ def _body(record: JobNotice) -> str:
     ]
     headline = _headline(record)
     lines = [headline[0].upper() + headline[1:], ""]
-    lines += [f"  {label:<10} {value}" for label, value in rows]
+    lines += [f"  {label:<10} {_continued(value)}" for label, value in rows]
     lines.append("")
     raised = record.traceback.rstrip("\n").splitlines()[-_TRACEBACK_LINES:]
     if raised:

@@ -206,19 +206,21 @@ class JobRecord:
                       status=self.status, exit_code=self.exit_code, started=self.started,
                       ended=self.ended, attempts=self.attempts, reason=self.reason)
 
-    def read_output(self, stream: str) -> str:
-        """What the job wrote to *stream* (``"stdout"``/``"stderr"``) so far."""
+    def read_output(self, stream: str, last_bytes: int | None = None) -> str:
+        """What the job wrote to *stream* (``"stdout"``/``"stderr"``) so far;
+        with *last_bytes*, its end only (see :func:`read_output`)."""
         if self.kept_output is not None and stream in self.kept_output:
-            return self.kept_output[stream]
+            kept = self.kept_output[stream]
+            return kept if last_bytes is None else kept[-last_bytes:]
         live = self.live_output
         if live is not None:
-            text = read_output_if_there(live[0] if stream == "stdout" else live[1])
+            text = read_output_if_there(live[0] if stream == "stdout" else live[1], last_bytes)
             if text is not None or self.jobdir is None:
                 return text or ""
             # (Its worker died, and the spool was moved to the job's own file.)
         if self.jobdir is None:
             return ""
-        return read_output(os.path.join(self.jobdir, stream))
+        return read_output(os.path.join(self.jobdir, stream), last_bytes)
 
     def keep_output(self) -> None:
         """Copy the output into memory before the job's files are deleted."""

@@ -34,7 +34,7 @@ from corral.core.engine import Engine, LoopStuck
 from corral.errors import BackendError, ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
-from corral.core.job import Job, Result
+from corral.core.job import Job, Result, refuse_formatted_jobs
 from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_chunk
 from corral.core.identity import call_label, map_signature
 from corral.core.mapping import MapFeed, chunked, unchunked
@@ -232,12 +232,13 @@ class Submitter:
         if isinstance(command, (bytes, bytearray)) or not isinstance(command, (str, Iterable)):
             raise ValueError("shell() takes a command string or a list of arguments, not "
                              f"{safe_repr(command)}")
-        return self._make(make_task(Shell(command if isinstance(command, str)
-                                                 else bounded_tuple(command, "command"))),
-                          options)
+        checked = command if isinstance(command, str) else bounded_tuple(command, "command")
+        refuse_formatted_jobs([checked] if isinstance(checked, str) else checked, "the command")
+        return self._make(make_task(Shell(checked)), options)
 
     def script(self, path: str | os.PathLike[str], *argv: Any, **options: Any) -> Job:
         """Run ``python path argv…`` in a fresh interpreter."""
+        refuse_formatted_jobs(argv, "the script's arguments", verb="hold")
         return self._make(make_task(Script(os.fspath(path), tuple(argv))), options)
 
     def call(self, target: str, *args: Any, kwargs: Mapping[str, Any] | None = None,
@@ -690,7 +691,26 @@ class Scheduler(Executor):
                 except LoopStuck:
                     self._give_up()
                     return
+            else:
+                self._say_what_exit_waits_for()
             self.shutdown(wait=True)
+
+    def _say_what_exit_waits_for(self) -> None:
+        """A program that ends without ``shutdown()`` waits for its jobs, as
+        ``concurrent.futures`` does; it sat silent for as long (cold review: a
+        Parsl user's script, which relies on the DataFlowKernel's own exit).
+        Said to a person at a terminal only: an Executor's exit is silent, and
+        programs that read its stderr count on that (CPython's own tests do)."""
+        try:
+            at_a_terminal = sys.stderr is not None and sys.stderr.isatty()
+        except (ValueError, OSError):  # (closed)
+            at_a_terminal = False
+        left = sum(1 for job in self.jobs() if not job.done()) if at_a_terminal else 0
+        if left:
+            them = "them" if left > 1 else "it"
+            warn_user(f"the program ended with {left} job{'s' if left > 1 else ''} not "
+                      f"finished; waiting for {them} (end a with-block or call shutdown() "
+                      "to say when; shutdown(cancel_futures=True) drops those not started)")
 
     # -- results ------------------------------------------------------------------------
 

@@ -101,22 +101,32 @@ def _renamed(spool: int, path: str, jobdir: str, name: str) -> bool:
     return True
 
 
-def read_output(path: str | os.PathLike[str]) -> str:
+def read_output(path: str | os.PathLike[str], last_bytes: int | None = None) -> str:
     """A job's output file as text ("" when it wrote nothing, so has no file).
 
     The bytes are decoded as written: a progress bar's ``\r`` stays ``\r``
     and ``\r\n`` stays ``\r\n`` (no universal newlines), as ``corral logs``
-    shows them; bytes that are not UTF-8 become U+FFFD.
+    shows them; bytes that are not UTF-8 become U+FFFD. With *last_bytes*,
+    only the file's end: at most that many bytes, from a line's start where
+    one begins in them.
     """
-    text = read_output_if_there(path)
+    text = read_output_if_there(path, last_bytes)
     return "" if text is None else text
 
 
-def read_output_if_there(path: str | os.PathLike[str]) -> str | None:
+def read_output_if_there(path: str | os.PathLike[str],
+                         last_bytes: int | None = None) -> str | None:
     """:func:`read_output`, or None when there is no such file (a dead
     worker's spool, moved to the job's own file as it was looked for)."""
     try:
         with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", errors="replace")
+            if last_bytes is None:
+                return handle.read().decode("utf-8", errors="replace")
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(size - last_bytes, 0))
+            data = handle.read(last_bytes)
     except FileNotFoundError:
         return None
+    if size > last_bytes and (newline := data.find(b"\n", 0, len(data) - 1)) >= 0:
+        data = data[newline + 1:]  # (not half a line, nor half a character)
+    return data.decode("utf-8", errors="replace")
