@@ -188,12 +188,14 @@ def sleep_pool(pool: cf.ProcessPoolExecutor) -> None:
 
 
 def import_time(rounds: int = 15) -> tuple[float, float]:
-    """Median wall time of `python -c 'import corral'` and of `python -c pass`."""
+    """Median wall time of `python -c 'import corral'` and of `python -c pass`,
+    run alternately (one after the other, the load changing between them made
+    the difference negative in a cold review)."""
     def run(code: str) -> float:
         return timed(lambda: subprocess.run([sys.executable, "-c", code], check=True))
-    with_corral = statistics.median(run("import corral") for _ in range(rounds))
-    bare = statistics.median(run("pass") for _ in range(rounds))
-    return with_corral, bare
+    pairs = [(run("import corral"), run("pass")) for _ in range(rounds)]
+    return (statistics.median(with_corral for with_corral, _ in pairs),
+            statistics.median(bare for _, bare in pairs))
 
 
 # -- running them -------------------------------------------------------------------------

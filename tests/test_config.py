@@ -157,6 +157,9 @@ BAD_FILES = {
         "[profiles.short]\nname = " + "[" * 100_000 + "]" * 100_000 + "\n",
         2, None, "invalid TOML: values nested too deeply (arrays or tables inside each "
                     "other)"),
+    "profile without a name": (
+        '[profiles.""]\ncores = 2\n',
+        1, 'profiles.""', 'a profile needs a name: [profiles.short], not [profiles.""]'),
     "unknown table": (
         '[smpt]\nhost = "x"\n',
         1, "smpt", "unknown table 'smpt'; did you mean 'smtp'?"),

@@ -20,6 +20,16 @@ def test_collect_right_after_submit_waits_for_that_job(scheduler):
     assert result.data == 49
 
 
+@pytest.mark.parametrize("chunksize", [1, "auto"])
+def test_scheduler_wait_waits_for_every_call_of_a_map(scheduler, chunksize):
+    """Cold review (a futures user): wait() after a map of 5,000 calls returned
+    with a quarter of them run, the later ones not yet dispatched."""
+    results = scheduler.map(jobs.square, range(5000), chunksize=chunksize)
+    assert scheduler.wait(timeout=120) is True
+    scheduler.shutdown(cancel_futures=True)  # (would cancel what had not been dispatched)
+    assert list(results) == [n * n for n in range(5000)]
+
+
 def test_a_job_cancelled_before_dispatch_is_refused(scheduler):
     job = Job(jobs.noop)
     job.cancel()

@@ -346,6 +346,10 @@ class _Layer:
         checked = {}
         problems: list[tuple[tuple[str, ...], str]] = []
         for name, options in self._data.get("profiles", {}).items():
+            if not name.strip():  # (profile="" names no profile: attack review)
+                problems.append((("profiles", name), "a profile needs a name: "
+                                                     "[profiles.short], not [profiles.\"\"]"))
+                continue
             if not isinstance(options, dict):
                 problems.append((("profiles", name), f"a profile must be a table of job options "
                                                      f"([profiles.{_dotted((name,))}]), "

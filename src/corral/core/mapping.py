@@ -236,9 +236,10 @@ class MapFeed:
             self._cut_short = why
         self._stop.set()
 
-    def join(self) -> None:
-        """Wait until every call is dispatched."""
-        self._thread.join()
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every call is dispatched; False if *timeout* passed first."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def results(self, deadline: float | None) -> Iterator[Any]:
         """The results in order, as ``Executor.map`` yields them: a result not
