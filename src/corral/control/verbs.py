@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.control.server import Stopping
 from corral.errors import CorralError
-from corral.safe_repr import first_few
+from corral.job_refs import ambiguous_name, jobs_called
 from corral.spec import Shell
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
@@ -123,19 +123,12 @@ def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
         AmbiguousName: several jobs have the name.
         CorralError: no job has that id or name.
     """
-    named = set()
-    for job in jobs:
-        if str(job.id) == str(given):
-            return given
-        if job.name == given:
-            named.add(str(job.id))
+    named = jobs_called(given, jobs)
     if not named:
         raise CorralError(f"no job {given} in this run (neither an id nor a job's name)")
-    if len(named) > 1:
-        ids = first_few(sorted(named, key=lambda text: (len(text), text)))
-        raise AmbiguousName(f"the name {given!r} is ambiguous: jobs {ids} have it; "
-                            "give an id instead")
-    return named.pop()
+    if len({str(job.id) for job in named}) > 1:  # (a job both the journal and the driver list)
+        raise AmbiguousName(ambiguous_name(given, named))
+    return given if str(named[0].id) == str(given) else str(named[0].id)
 
 
 def _job_refs(request: dict[str, Any], field: str) -> list[int | str]:

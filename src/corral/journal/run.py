@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral.result import Result
-from corral.safe_repr import first_few
+from corral.job_refs import ambiguous_name, jobs_called
 from corral.journal.store import (JOURNAL_FILE, STOPPED_FILE, JournalError, Overview, StoredJob,
                                   StoredSession, owner_of, read_overview, read_status_counts,
                                   last_written, read_events,
@@ -222,11 +222,9 @@ def _one_job(given: int | str, every: list[StoredJob], path: Path) -> StoredJob:
     """The job of *every* whose id is *given*, else whose name it is."""
     if isinstance(given, bool) or not isinstance(given, (int, str)):
         raise TypeError(f"a job is named by its id or its name, not {given!r}")
-    by_id = [job for job in every if str(job.id) == str(given)]
-    named = by_id or [job for job in every if job.name == given]
+    named = jobs_called(given, every)
     if not named:
         raise KeyError(f"no job {given!r} in the run at {path} ({len(every)} jobs)")
     if len(named) > 1:
-        raise ValueError(f"the name {given!r} is ambiguous: jobs "
-                         f"{first_few([str(job.id) for job in named])} have it; give an id")
+        raise ValueError(ambiguous_name(given, named))
     return named[0]

@@ -1,0 +1,39 @@
+"""How a person names a job: by its id, else by its name.
+
+The command line, the control server and :meth:`corral.Run.clean` all take
+either, and must read them alike: an id wins over a name that looks like one
+(a job named "3" is job 3's only when no job 3 exists), and a name that
+several jobs share names none of them. Each caller raises its own error for
+a name that names nothing; an ambiguous one is said in one way everywhere.
+
+This module imports nothing of corral's but the vocabulary: it is vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from corral.safe_repr import first_few
+
+__all__ = ["jobs_called", "ambiguous_name"]
+
+_J = TypeVar("_J")
+
+
+def jobs_called(given: Any, jobs: Iterable[_J]) -> list[_J]:
+    """The job of *jobs* (anything with ``id`` and ``name``) whose id is
+    *given*, as a list of one; else every job whose name it is; [] for none."""
+    named = []
+    for job in jobs:
+        if str(job.id) == str(given):  # type: ignore[attr-defined]
+            return [job]
+        if job.name == given:  # type: ignore[attr-defined]
+            named.append(job)
+    return named
+
+
+def ambiguous_name(given: Any, named: Iterable[Any]) -> str:
+    """What to say of a name several jobs have: a few of their ids, and what to give."""
+    ids = first_few(sorted({str(job.id) for job in named}, key=lambda text: (len(text), text)))
+    return f"the name {given!r} is ambiguous: jobs {ids} have it; give an id instead"
