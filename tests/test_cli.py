@@ -667,6 +667,23 @@ def test_pause_keeps_queued_jobs_from_starting_until_resume(cli, tmp_path):
     assert cli.ok("resume").out == "resumed (it was not paused)\n"
 
 
+def test_status_of_a_queued_job_of_a_paused_run_gives_the_pause_as_its_reason(cli, tmp_path):
+    """Attack review: its table row said paused, the reason below it "waiting for
+    1 free core", as it was before the pause."""
+    release = tmp_path / "release"
+    running = cli.submit(block(release))
+    cli.wait_for_status(running, "RUNNING")
+    queued = cli.submit("true")
+    assert cli.ok("pause").out == "paused\n"
+    shown = cli("status", queued)
+    assert shown.rows()[queued]["DETAIL"] == "paused: starts after corral resume"
+    assert f"job {queued} 'true' QUEUED: paused: starts after corral resume" in shown.out
+    assert "free core" not in shown.out
+    assert cli.ok("resume").out == "resumed\n"
+    release.touch()
+    assert cli("wait", running, queued).status == 0
+
+
 def test_cancel_stops_a_running_job_and_its_process(cli, tmp_path):
     job = cli.submit("echo $$ > pid; exec sleep 60")
     wait_until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip(),

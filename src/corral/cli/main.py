@@ -734,8 +734,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     """
     from rich.text import Text
 
-    from corral.cli.views import (ORPHANED_REASON, hidden_note, run_header, status_table,
-                                  unlisted_note)
+    from corral.cli.views import (ORPHANED_REASON, PAUSED_REASON, hidden_note, run_header,
+                                  status_table, unlisted_note)
     from corral.safe_repr import printable
 
     run = _open_run(context)
@@ -769,6 +769,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         reason = job.reason          # what their Python raised, as lines of their own
         if not driven and job.status not in TERMINAL and str(job.id) not in on_cluster:
             reason = ORPHANED_REASON  # (not what it waited for when its driver died)
+        elif run.paused and job.status is JobStatus.QUEUED:
+            reason = PAUSED_REASON  # (not the room it waited for before: attack review)
         if reason:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} {job.status.name}: "
                                          f"{reason}")), soft_wrap=True)
