@@ -277,6 +277,24 @@ def test_output_is_kept_after_a_temporary_workdir_is_removed():
     assert job.stdout.startswith("py-out kept")
 
 
+def test_a_large_output_stays_in_its_file_until_its_job_is_freed_not_in_memory():
+    """Attack review: a temporary run copied every held job's output into memory
+    as it removed its files; 200 MB of stderr became 400 MB of the driver's."""
+    import gc
+
+    with corral.Scheduler(cores=1) as sched:
+        large = sched.shell("head -c 6000000 /dev/zero | tr '\\0' x")
+        small = sched.shell("echo small")
+        corral.wait([large, small], timeout=60)
+        run_dir = sched._run_dir
+    assert [path.name for path in run_dir.iterdir()] == [str(large.id)]
+    assert large._record.kept_output is None and small._record.kept_output is not None
+    assert len(large.stdout) == 6_000_000 and small.stdout == "small\n"
+    del large
+    gc.collect()
+    assert not run_dir.exists()
+
+
 def test_env_and_cwd_options_reach_python_calls_and_commands(scheduler, tmp_path):
     call = scheduler.options(env={"STAGE": "two"}, cwd=tmp_path).submit(
         jobs.report_environment, "STAGE", "CORRAL_JOB_ID")

@@ -222,17 +222,22 @@ class JobRecord:
             return ""
         return read_output(os.path.join(self.jobdir, stream), last_bytes)
 
-    def keep_output(self) -> None:
-        """Copy the output into memory before the job's files are deleted."""
-        kept: dict[str, str] = {}
+    def keep_output(self, most: int) -> bool:
+        """Copy the output into memory before the job's files are deleted;
+        False, copying nothing, when it is more than *most* bytes (its files
+        must stay, while anyone can read them: see Scheduler)."""
+        sizes: dict[str, int] = {}
         for stream in ("stdout", "stderr"):
             path = None if self.jobdir is None else os.path.join(self.jobdir, stream)
             try:
-                kept[stream] = (self.read_output(stream)
-                                if path is not None and os.path.getsize(path) else "")
+                sizes[stream] = 0 if path is None else os.path.getsize(path)
             except OSError:
-                kept[stream] = ""
-        self.kept_output = kept
+                sizes[stream] = 0
+        if sum(sizes.values()) > most:
+            return False
+        self.kept_output = {stream: self.read_output(stream) if size else ""
+                            for stream, size in sizes.items()}
+        return True
 
     # -- once final -------------------------------------------------------------------------
 

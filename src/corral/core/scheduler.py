@@ -8,6 +8,7 @@ loop (:mod:`corral.core.engine`), which owns everything that changes afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -1077,10 +1078,26 @@ class Scheduler(Executor):
         self.shutdown(wait=True)
 
     def _remove_temporary_files(self) -> None:
-        if self._temporary and self._run_dir.exists():
-            for job in self.jobs():
-                job._record.keep_output()
+        """Remove a run directory of this scheduler's own making. The output of
+        the jobs the program still holds is kept for ``job.stdout``: in memory,
+        or, past :data:`_OUTPUT_KEPT_IN_MEMORY`, in its files, which go when
+        the Job does, or at exit (attack review: 200 MB of a job's stderr became
+        400 MB of the driver's memory at shutdown)."""
+        if not (self._temporary and self._run_dir.exists()):
+            return
+        left = {}
+        for job in self.jobs():
+            record = job._record
+            if not record.keep_output(_OUTPUT_KEPT_IN_MEMORY) and record.jobdir is not None:
+                left[os.path.realpath(record.jobdir)] = job
+        if not left:
             shutil.rmtree(self._run_dir, ignore_errors=True)
+            return
+        for entry in os.scandir(self._run_dir):
+            if os.path.realpath(entry.path) not in left:
+                _remove_path(entry.path)
+        for jobdir, job in left.items():
+            weakref.finalize(job, _remove_job_files, jobdir, os.fspath(self._run_dir))
 
     def __enter__(self) -> Scheduler:
         return self
@@ -1165,6 +1182,27 @@ def _refuse_after_interpreter_exit() -> None:
     Checked before a job is registered anywhere, so a refused job leaves no trace."""
     if _interpreter_exiting:
         raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
+#: The most output (stdout and stderr together) of one job that a temporary run
+#: copies into memory when it removes its files; a job that wrote more keeps its
+#: files until its Job is freed (see Scheduler._remove_temporary_files).
+_OUTPUT_KEPT_IN_MEMORY = 4 << 20
+
+
+def _remove_path(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _remove_job_files(jobdir: str, run_dir: str) -> None:
+    """A temporary run's last files: a freed Job's, then the run directory once empty."""
+    shutil.rmtree(jobdir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(run_dir)
 
 
 def _is_iterable(value: object) -> bool:
