@@ -69,6 +69,21 @@ def test_a_job_that_ignores_abort_is_killed_after_the_grace_period(tmp_path):
     assert stubborn.reason == "aborted; killed 0.3s later, its grace period over"
 
 
+def test_a_job_being_aborted_says_so_until_it_ends(tmp_path):
+    """Cold review: through its grace period, status showed a plain RUNNING."""
+    started = tmp_path / "started"
+    with corral.Scheduler(cores=1, abort_grace=60, journal=tmp_path / "run") as sched:
+        stubborn = sched.submit(jobs.ignore_abort, str(started))
+        wait_until(started.exists)
+        sched.abort(stubborn)
+        aborting = "aborting: asked to stop; killed 60s after the ask unless it ends first"
+        wait_until(lambda: corral.Run(tmp_path / "run").job(stubborn.id).reason == aborting,
+                   message="the journal to say it is being aborted")
+        assert stubborn.status is JobStatus.RUNNING and stubborn.reason == aborting
+        assert stubborn.cancel() is True
+    assert stubborn.status is JobStatus.CANCELLED and "aborting" not in stubborn.reason
+
+
 def test_a_script_can_poll_abort_requested_too(tmp_path):
     marker = tmp_path / "marker"
     script = tmp_path / "loop.py"

@@ -1222,6 +1222,9 @@ class Engine:
         for target in targets:
             target.kill_intent = KillIntent.ABORT
             self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
+            # (Cold review: status said a plain RUNNING through the grace period.)
+            self.note_reason(target, f"aborting: asked to stop; killed {self.abort_grace:g}s "
+                                     "after the ask unless it ends first")
         self.backend.terminate([target.dispatched_id for target in targets])
         return len(targets)
 
