@@ -726,6 +726,11 @@ def test_a_job_formatted_into_a_command_is_refused_and_its_argument_form_shown(
         scheduler.script("count.py", f"--n={value}")
     shown = scheduler.shell(["sh", "-c", "echo got $0", value])
     assert shown.result(timeout=30) is None and shown.stdout == "got 3\n"
+    named = corral.Job(print, id="prep")  # (review: ids of words, names with quotes passed)
+    quoted = scheduler.options(name="it's").submit(len, "x")
+    for job in (named, quoted):
+        with pytest.raises(ValueError, match=r"^the command holds <Job .*, a Job formatted"):
+            scheduler.shell(f"echo {job}")
     # A command that merely looks alike is run as written.
     assert scheduler.shell("echo '<Job 1>'").result(timeout=30) is None
 

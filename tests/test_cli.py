@@ -291,6 +291,29 @@ def test_logs_attempt_prints_what_an_earlier_attempt_of_a_retried_job_wrote(cli,
                           r"has ended")
 
 
+def test_logs_of_a_job_waiting_for_its_retry_shows_the_attempt_that_ended(cli, tmp_path):
+    """Review: --attempt 1 of a job QUEUED for its second attempt said it had
+    not started, as plain logs did, without a word of the attempt that ended."""
+    release, ran = tmp_path / "release", tmp_path / "ran"
+    job = cli.submit("--retries", "1", f"if [ -e {q(ran)} ]; then echo second; else "
+                                       f"touch {q(ran)}; echo first; {block(release)}; exit 3; fi")
+    cli.wait_for_status(job, "RUNNING")
+    assert cli.ok("pause").out == "paused\n"
+    release.touch()
+    cli.wait_for_status(job, "QUEUED")
+    assert cli.ok("logs", job, "--attempt", "1").out == "first\n"
+    # (Review: the pause hid what ended the first attempt.)
+    assert cli("status", job).rows()[job]["DETAIL"].startswith(
+        "paused: starts after corral resume; retry")
+    waiting = cli.ok("logs", job)
+    assert (waiting.out, waiting.err) == ("", f"corral: job {job} 'if' has not started (QUEUED): "
+                                              "no output yet (--follow waits for it; what "
+                                              "attempt 1 wrote: --attempt 1)\n")
+    assert cli.ok("resume").out == "resumed\n"
+    assert cli("wait", job).status == 0
+    assert cli.ok("logs", job).out == "second\n"
+
+
 def test_logs_prints_output_that_is_not_utf8_byte_for_byte(cli):
     """BUG (attack review): `corral logs` decoded the output, so a job's byte
     0xff came out as U+FFFD (ef bf bd), and `corral logs 7 > copy` was no copy."""

@@ -244,6 +244,23 @@ def test_failed_jobs_their_dependents_and_jobs_with_changed_arguments_run_again(
     assert counter.read_text() == "2"
 
 
+def test_a_job_run_again_in_a_later_session_keeps_what_its_earlier_run_wrote(tmp_path):
+    """Review: a job run again by the next session deleted its earlier run's
+    output, where a retry keeps each attempt's as stdout.N."""
+    run, counter = tmp_path / "run", tmp_path / "counter"
+    command = (f"n=$(cat {counter} 2>/dev/null || echo 1); echo $((n + 1)) > {counter}; "
+               "echo run $n; echo err $n >&2; [ $n -ge 2 ]")
+    for _ in range(2):
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            job = sched.shell(command)
+            corral.wait([job], timeout=30)
+    assert job.status is JobStatus.COMPLETED and job.record.attempts == 2
+    directory = Path(corral.Run(run).job(job.id).directory)
+    assert (directory / "stdout").read_text() == "run 2\n"
+    assert (directory / "stdout.1").read_text() == "run 1\n"
+    assert (directory / "stderr.1").read_text() == "err 1\n"
+
+
 def test_identical_jobs_get_numbered_keys_and_a_job_with_an_id_is_keyed_by_it(tmp_path):
     run, log = tmp_path / "run", tmp_path / "log"
 

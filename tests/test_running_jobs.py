@@ -271,10 +271,14 @@ def test_a_call_killed_or_lost_while_it_runs_keeps_what_it_wrote(scheduler, ende
 def test_output_is_kept_after_a_temporary_workdir_is_removed():
     with corral.Scheduler(cores=1) as sched:
         job = sched.submit(jobs.talk, "kept")
-        job.result(timeout=30)
+        large = sched.shell("head -c 5000000 /dev/zero")  # (its files stay: see below)
+        corral.wait([job, large], timeout=30)
         run_dir = sched._run_dir
-    assert not run_dir.exists()
+        sched.shutdown()  # and again leaving the block (review: the second emptied job.stdout)
     assert job.stdout.startswith("py-out kept")
+    del large
+    __import__("gc").collect()
+    assert not run_dir.exists()
 
 
 def test_a_large_output_stays_in_its_file_until_its_job_is_freed_not_in_memory():

@@ -22,7 +22,3 @@ def main(argv: list[str] | None = None) -> None:
         print(f"corral: error: {INTERRUPTED}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     run_command(argv)
-
-
-if __name__ == "__main__":  # python -m corral.cli.entry, as the console script
-    main()

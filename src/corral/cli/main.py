@@ -1,10 +1,12 @@
 """The ``corral`` command: one verb per thing people do with a run.
 
-Read-only verbs (status, logs, wait, options, profiles) read the journal and
-config files directly, so they work with no driver alive. Control verbs
-(submit, cancel, pause, resume, abort, clear, stop) talk to the process that
-drives the run over its control socket; ``submit`` (and any control verb on a
-command-line run) starts the run's daemon first if none runs. Only ``submit``
+Read-only verbs (status, logs, options, profiles) read the journal and config
+files directly, so they work with no driver alive; ``wait`` reads them too, and
+starts a command-line run's daemon when its unfinished jobs need one to go on.
+Control verbs (submit, cancel, pause, resume, abort, clear, stop) talk to the
+process that drives the run over its control socket; ``submit`` (and cancel,
+pause, resume and clear on a command-line run) start the run's daemon first if
+none runs, ``abort`` and ``stop`` never do. Only ``submit``
 creates a run: any other verb on a directory without a journal exits 3.
 
 Every failure is one line on stderr — ``corral: error: ...`` — never a
@@ -734,7 +736,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     """
     from rich.text import Text
 
-    from corral.cli.views import (ORPHANED_REASON, PAUSED_REASON, hidden_note, run_header,
+    from corral.cli.views import (ORPHANED_REASON, hidden_note, paused_reason, run_header,
                                   status_table, unlisted_note)
     from corral.safe_repr import printable
 
@@ -770,7 +772,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         if not driven and job.status not in TERMINAL and str(job.id) not in on_cluster:
             reason = ORPHANED_REASON  # (not what it waited for when its driver died)
         elif run.paused and job.status is JobStatus.QUEUED:
-            reason = PAUSED_REASON  # (not the room it waited for before: attack review)
+            reason = paused_reason(job)  # (not the room it waited for before: attack review)
         if reason:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} {job.status.name}: "
                                          f"{reason}")), soft_wrap=True)
@@ -920,13 +922,18 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
     if was_cleaned(run.path, job):
         raise CommandError(f"job {job.id}'s output files were removed (corral clean)",
                            EXIT_UNREACHABLE)
-    if attempt is not None and attempt != job.attempts:
+    not_started = job.status in (JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED,
+                                 JobStatus.SUBMITTED)
+    # (A job waiting for its retry has ended attempt N, kept as stdout.N: review.)
+    if attempt is not None and (attempt != job.attempts or not_started):
         _print_earlier_attempt(job, attempt, stream, follow)
         return
-    if job.status in (JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED, JobStatus.SUBMITTED):
+    if not_started:
         if not follow:
+            earlier = (f"; what attempt {job.attempts} wrote: --attempt {job.attempts}"
+                       if job.attempts else "")
             click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}):"
-                       " no output yet (--follow waits for it)", err=True)
+                       f" no output yet (--follow waits for it{earlier})", err=True)
             return
         click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
                    "waiting for it", err=True)

@@ -1,8 +1,10 @@
-"""What the ``corral`` command shows: tables, followed logs, a progress bar.
+"""What the ``corral`` command shows: tables, notes, followed logs (the progress
+bar of ``corral wait`` is :mod:`corral.cli.waiting`'s).
 
-Kept apart from :mod:`corral.cli.main` (argument parsing and errors) so that each
-view is a function of plain data: a :class:`~corral.journal.run.Run`, a list of
-:class:`~corral.journal.store.StoredJob`, the option registry, a config.
+Kept apart from :mod:`corral.cli.main` (argument parsing and errors): the tables
+are functions of plain data (a :class:`~corral.journal.run.Run`, a list of
+:class:`~corral.journal.store.StoredJob`, the option registry, a config); the
+run's header looks at its owner's process, and :func:`follow_output` polls.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from corral.cli.sent_without_driver import SentRequest
 
 __all__ = ["run_header", "status_table", "hidden_note", "unlisted_note", "follow_output",
-           "profiles_view"]
+           "paused_reason", "profiles_view"]
 
 #: How often views that watch a run read its journal again.
 POLL_S = 0.2
@@ -87,6 +89,14 @@ ORPHANED_REASON = "its driver is gone: nothing runs it now"
 UNFOLLOWED_REASON = "as last seen (no driver)"
 
 
+def paused_reason(job: StoredJob) -> str:
+    """Why a QUEUED job of a paused run waits: the pause, and, for a retry, what
+    ended its attempt before (review: "retry 1 of 2 after: ..." was hidden)."""
+    if job.attempts and job.reason:
+        return f"{PAUSED_REASON}; {job.reason}"
+    return PAUSED_REASON
+
+
 def unknown_backend_reason(backend: str) -> str:
     """The DETAIL of an unfinished job of a backend not installed where status runs."""
     return f"may still run on {backend!r} (unknown here)"
@@ -102,7 +112,7 @@ def _detail(job: StoredJob, paused: bool, orphaned: bool = False,
     if unfollowed and job.status not in TERMINAL:
         return UNFOLLOWED_REASON
     if paused and job.status is JobStatus.QUEUED:
-        return PAUSED_REASON
+        return paused_reason(job)
     detail = job.reason or ""
     if job.exit_code not in (None, 0) and "exit code" not in detail and not \
             detail.startswith("raised "):  # a Python job's exception says it all

@@ -23,7 +23,6 @@ Every state change goes through :meth:`Engine._move` (and so through
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
@@ -48,6 +47,7 @@ from corral.backends.base import Submission, Update
 from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream, dumps_value, loads_error
+from corral.runtime.spool import keep_earlier_attempt
 from corral.core import driver_signals
 from corral.runtime.threads import in_program_code_for, signals_allowed, start_thread
 from corral.spec import Call, FunctionRef, Script, Shell
@@ -823,7 +823,9 @@ class Engine:
                 job.native_id = update.native_id or job.native_id
                 job.live_output = update.live_output
                 job.handed_ahead = False
-                self._move(job, _S.RUNNING)
+                # (Aborted while its idle worker took it up: it says so running, too.)
+                self._move(job, _S.RUNNING, self._aborting_reason()
+                           if job.kill_intent is KillIntent.ABORT else None)
                 self._arm_timeout(job, WORKER_START_ALLOWANCE_S if update.starting else 0.0)
             elif (job.status is _S.RUNNING and update.at is not None and job.started is not None
                   and update.at > job.started):
@@ -937,7 +939,7 @@ class Engine:
         if status in (_S.FAILED, _S.TIMED_OUT) and job.failures <= job.spec.retries:
             self._move(job, _S.QUEUED,
                        f"retry {job.failures} of {job.spec.retries} after: {reason}")
-            _keep_earlier_output(job)
+            keep_earlier_attempt(job.jobdir, job.attempts)
             self.packer.push(job)
             return
         self._move(job, status, reason)
@@ -951,7 +953,7 @@ class Engine:
                 again = False
             if again is True:
                 self._move(job, _S.QUEUED, "run again: on_finish asked for it")
-                _keep_earlier_output(job)
+                keep_earlier_attempt(job.jobdir, job.attempts)
                 self.packer.push(job)
                 return
         self._finalize(job, error)
@@ -1223,10 +1225,13 @@ class Engine:
             target.kill_intent = KillIntent.ABORT
             self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
             # (Cold review: status said a plain RUNNING through the grace period.)
-            self.note_reason(target, f"aborting: asked to stop; killed {self.abort_grace:g}s "
-                                     "after the ask unless it ends first")
+            self.note_reason(target, self._aborting_reason())
         self.backend.terminate([target.dispatched_id for target in targets])
         return len(targets)
+
+    def _aborting_reason(self) -> str:
+        return (f"aborting: asked to stop; killed {self.abort_grace:g}s after the ask unless it "
+                "ends first")
 
     def _running(self, job: JobRecord) -> bool:
         """RUNNING, or handed to an idle local worker, which starts it at once
@@ -1414,24 +1419,6 @@ def _log_failure(job: JobRecord, status: JobStatus, reason: str | None) -> None:
     what = "timed out" if status is _S.TIMED_OUT else "failed"
     log.info("job %s %r %s: %s%s", job.id, job.name, what,
              " ".join((reason or "no reason given").split()), retry)
-
-
-def _keep_earlier_output(job: JobRecord) -> None:
-    """Move an attempt's output files aside, as ``stdout.N`` and ``stderr.N``
-    for attempt N, so that the next attempt's stand alone and the earlier
-    ones' tracebacks stay to be read (attack review: a retried job kept only
-    its last attempt's output)."""
-    if job.jobdir is None:
-        return
-    for stream in ("stdout", "stderr"):
-        path = os.path.join(job.jobdir, stream)
-        try:
-            os.replace(path, f"{path}.{job.attempts}")
-        except FileNotFoundError:
-            pass
-        except OSError:  # (a directory gone read-only: the next attempt's stands alone)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
 
 def _tail(job: JobRecord, stream: str) -> str:

@@ -28,7 +28,7 @@ from corral.status import JobStatus
 __all__ = ["Job", "Result", "refuse_formatted_jobs"]
 
 #: A Job's repr, as ``f"echo {job}"`` puts it into a string.
-_JOB_REPR = re.compile(r"<Job (?:\d+|\?) '.*?' [A-Z_]+(?: on [^>]*)?>")
+_JOB_REPR = re.compile(r"<Job \S+ (?:'.*?'|\".*?\") [A-Z_]+(?: on [^>]*)?>")
 
 
 class Job(Future):

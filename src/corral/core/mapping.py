@@ -237,7 +237,8 @@ class MapFeed:
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until every call is dispatched; False if *timeout* passed first."""
+        """Wait until every call is dispatched (with a follow-up, as automatic
+        chunks have, until every job has ended); False if *timeout* passed first."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 

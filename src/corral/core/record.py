@@ -21,7 +21,8 @@ dispatch until the Future is resolved (the control loop must keep an
 unfinished job alive, a finished one must not be kept), and it never holds
 anything that holds it back.
 
-This module imports only vocabulary (spec, status) and the output reader.
+This module imports only vocabulary (spec, status) and the runtime's output
+reader and thread helpers.
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ class JobRecord:
         """Copy the output into memory before the job's files are deleted;
         False, copying nothing, when it is more than *most* bytes (its files
         must stay, while anyone can read them: see Scheduler)."""
+        if self.kept_output is not None:  # (a second shutdown: its files are gone by now)
+            return True
         sizes: dict[str, int] = {}
         for stream in ("stdout", "stderr"):
             path = None if self.jobdir is None else os.path.join(self.jobdir, stream)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import pickle
 import threading
 import uuid
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from corral.core.identity import chunk_place, describe, job_digest, job_digests
 from corral.core.record import COMPLETED_ALL_THE_SAME
+from corral.runtime.spool import keep_earlier_attempt
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
@@ -158,9 +158,11 @@ class Resumer:
 
     def _run_again(self, job: JobRecord, stored: StoredJob) -> None:
         """*job* runs again as the earlier *stored*: its tries go on counting
-        (a job that ran twice says so), its directory starts empty."""
+        (a job that ran twice says so), and what its last attempt wrote is
+        kept as that attempt's (``stdout.N``), as a retry's is."""
         job.attempts = stored.attempts
-        self._clear_files(stored)
+        # (Where a copied run's files are: not the original's.)
+        keep_earlier_attempt(stored.directory or None, stored.attempts)
 
     def chunk_sizes_at(self, label: str, first: int) -> list[int]:
         """The sizes, largest first, of the chunks earlier runs made of a map
@@ -201,18 +203,6 @@ class Resumer:
         if stored is None:
             return False, False
         return True, _restorable(stored)
-
-    @staticmethod
-    def _clear_files(stored: StoredJob) -> None:
-        """A job that runs again starts with an empty job directory."""
-        directory = stored.directory  # (where a copied run's are: not the original's)
-        if not directory:
-            return
-        for name in ("stdout", "stderr"):
-            try:
-                os.unlink(os.path.join(directory, name))
-            except FileNotFoundError:
-                pass
 
 
 def _counted(seen: dict[int, int], digest: str) -> int:

@@ -275,7 +275,8 @@ class Scheduler(Executor):
         queues: named queues and how many of their jobs may run at once, e.g. ``{"io": 2}``.
         tokens: a pool of tokens; a job with ``tokens=k`` holds k of them while it runs.
         workdir: directory for the jobs' files (``<workdir>/<job id>/stdout`` ...);
-            default a temporary one, removed at shutdown (outputs are kept in memory).
+            default a temporary one, removed at shutdown (outputs are kept in memory; one
+            of more than 4 MB in its files, until its Job is freed).
         on_finish: called with each finished Job (not cancelled ones); return True
             to run that job again.
         abort_grace: seconds an aborted job gets to stop by itself before it is killed.

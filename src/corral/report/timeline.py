@@ -50,7 +50,6 @@ _ENDINGS = {JobStatus.COMPLETED.value: Outcome.COMPLETED,
             JobStatus.FAILED.value: Outcome.FAILED,
             JobStatus.TIMED_OUT.value: Outcome.TIMED_OUT,
             JobStatus.CANCELLED.value: Outcome.CANCELLED}
-_HANDED_OVER = (JobStatus.SUBMITTED.value, JobStatus.RUNNING.value)
 
 
 @dataclass(slots=True)

@@ -9,9 +9,11 @@ A job that prints nothing costs no file operation at all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-__all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there", "NOT_SAVED"]
+__all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there", "NOT_SAVED",
+           "keep_earlier_attempt"]
 
 #: How a job whose output could not be moved to its directory fails (a full disk):
 #: ``corral logs`` tells it from one that wrote nothing by these words.
@@ -130,3 +132,22 @@ def read_output_if_there(path: str | os.PathLike[str],
     if size > last_bytes and (newline := data.find(b"\n", 0, len(data) - 1)) >= 0:
         data = data[newline + 1:]  # (not half a line, nor half a character)
     return data.decode("utf-8", errors="replace")
+
+
+def keep_earlier_attempt(jobdir: str | None, attempt: int) -> None:
+    """Move attempt *attempt*'s output files aside, as ``stdout.N`` and
+    ``stderr.N``, so that the next attempt's stand alone and the earlier ones'
+    tracebacks stay to be read (``corral logs --attempt N``): for a retry, and
+    for a job a later session runs again (reviews: a retried job kept only its
+    last attempt's output; a job run again lost its earlier run's)."""
+    if jobdir is None or attempt < 1:
+        return
+    for stream in ("stdout", "stderr"):
+        path = os.path.join(jobdir, stream)
+        try:
+            os.replace(path, f"{path}.{attempt}")
+        except FileNotFoundError:
+            pass
+        except OSError:  # (a directory gone read-only: the next attempt's stands alone)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
