@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 import corral
@@ -202,6 +203,12 @@ BAD = [
     (table(cancel='"qdel {ids}"'), 10, "schedulers.fakeq.cancel",
      "must be a command as a list of strings, such as [\"qstat\", \"-u\", \"{user}\"], not "
      "'qdel {ids}'"),
+    (table(submit='[""]'), 4, "schedulers.fakeq.submit",
+     "must start with the program to run, a name or a path without blanks around it, not ''"),
+    (table(status_columns='["id", "state", "id"]'), 7, "schedulers.fakeq.status_columns",
+     "column 'id' named twice; '-' for a column corral does not read"),
+    (table(directive_prefix='"#PBS\\nrm -rf /tmp/x"'), 14, "schedulers.fakeq.directive_prefix",
+     "must be one line, not '#PBS\\nrm -rf /tmp/x'"),
     (table(walltime_format='"hours"'), 15, "schedulers.fakeq.walltime_format",
      "'hours' is not one of 'seconds', 'minutes', 'hh:mm:ss'"),
     (table(forget_after='"soon"'), 20, "schedulers.fakeq.forget_after",
@@ -458,6 +465,46 @@ def test_jobs_dispatched_together_are_one_array_or_one_submission_each(
             for _, _, args in cluster.calls("qsub")] == submits
     assert backend_info("fakeq").option_help["bundle"] == (
         "one array task runs them in turn" if arrays else "one batch job runs them in turn")
+
+
+def test_a_submit_that_hangs_is_not_submitted_again_and_its_children_are_ended(
+        config_dir, cluster, monkeypatch):
+    """Attack review: a submit wrapper that submitted and then hung was timed
+    out, read as "scheduler unreachable" and run again every minute: the call
+    ran twice, and the wrapper's children were left."""
+    from corral.backends.batch import invoke
+
+    monkeypatch.setattr(invoke, "COMMAND_TIMEOUT_S", 2.0)
+    hang = f"1234.{os.getpid()}"  # (this test's own: no other's left-overs are counted)
+    (config_dir / "corral.toml").write_text(table(
+        submit=f"""["sh", "-c", 'qsub "$@"; sleep {hang}', "wrapper", "-o", "{{output}}"]"""))
+    with on_fakeq(config_dir) as sched:
+        job = sched.submit(abs, -3)
+        with pytest.raises(corral.JobFailed) as failed:
+            job.result(timeout=60)
+    assert str(failed.value).startswith(
+        "job 1 'abs' failed: sh could not run: it did not answer within 2 s; it may have "
+        "submitted the job all the same, which corral cannot follow: look for it in fakeq "
+        "(its script: ")
+    assert len(cluster.calls("qsub")) == 1
+    assert not [process for process in psutil.process_iter(["cmdline"])
+                if process.info["cmdline"] == ["sleep", hang]]
+
+
+def test_a_node_whose_clock_is_an_hour_behind_does_not_time_out_its_job(config_dir, cluster,
+                                                                         tmp_path):
+    """Attack review: the job's start as the node's clock wrote it was read
+    with the driver's: a 10-minute timeout fired after 0.7 s."""
+    skewed = tmp_path / "skewed"
+    skewed.mkdir()
+    (skewed / "sitecustomize.py").write_text(
+        "import time\n_real = time.time\ntime.time = lambda: _real() - 3600\n")
+    (config_dir / "corral.toml").write_text(TABLE)
+    with on_fakeq(config_dir) as sched:
+        job = sched.options(timeout="10m", setup=[f"export PYTHONPATH={skewed}"]).shell(
+            "sleep 1.5; echo done")
+        assert job.result(timeout=60) is None and job.stdout == "done\n"
+    assert job.record.started <= job.record.ended < job.record.started + 60
 
 
 def test_without_a_dependency_syntax_a_child_waits_in_corral(config_dir, cluster):

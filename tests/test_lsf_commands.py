@@ -171,6 +171,9 @@ def test_no_job_found_is_no_jobs_but_other_text_is_refused():
         LSF.parse_status("LSF is down\n")
     banner = "Cannot connect to LSF. Please wait ...\n" + recorded("bjobs_states.json")
     assert LSF.parse_status(banner) == LSF.parse_status(recorded("bjobs_states.json"))
+    # (attack review: a line after the object was "Extra data", five polls of it the end)
+    trailer = recorded("bjobs_states.json") + "\nWarning: LSF license expires in 5 days\n"
+    assert LSF.parse_status(trailer) == LSF.parse_status(recorded("bjobs_states.json"))
 
 
 def test_an_unknown_state_is_logged_and_polling_goes_on(tmp_path, caplog):

@@ -75,6 +75,24 @@ def test_torque_qsub_asks_nodes_ppn_mem_walltime_in_one_list_and_t_arrays():
         "-m", "n", "/runs/pbs/1/job.sh"]
 
 
+@pytest.mark.parametrize("changes, shown", [
+    ({"placement": Placement(partition="short;touch x")}, "'short;touch x'"),
+    ({"placement": Placement(account="lab$(touch x)")}, "'lab$(touch x)'"),
+    ({"placement": Placement(extra_flags=("-v", "A=`id`"))}, "'A=`id`'"),
+    ({"script": "/home/me/my runs/pbs/1/job.sh"}, "'/home/me/my runs/pbs/1/job.sh'"),
+])
+def test_torque_refuses_an_argument_its_wrappers_shell_would_read_as_more(changes, shown):
+    """Attack review: Slurm's Torque wrapper (qsub.pl) runs its arguments through a
+    shell: a partition "short;touch x" ran touch. PBS Pro's qsub takes them as they are."""
+    argv = TORQUE.submit_argv(request(**changes))
+    assert TORQUE.unsafe_argument(argv) == (
+        f"Torque's qsub (Slurm's Torque wrapper passes its arguments through a shell) cannot "
+        f"be given {shown}: letters, digits and _.,:=@%+/- only (for a path, a run directory "
+        "without spaces or shell characters)")
+    assert PRO.unsafe_argument(PRO.submit_argv(request(**changes))) is None
+    assert TORQUE.unsafe_argument(TORQUE.submit_argv(request())) is None
+
+
 @pytest.mark.parametrize("name, expected", [
     ("train", "train"), ("a b; rm -rf ~ $(x)", "a_b__rm_-rf_____x_"), ("3d", "j3d"),
     ("", "j"), ("x" * 300, "x" * 200)])

@@ -819,7 +819,7 @@ class Engine:
         if state is _S.RUNNING:
             job.cancel_reason = None  # its worker started it before being asked back: it runs
             if job.status is _S.SUBMITTED:
-                job.started = update.at or time.time()
+                job.started = _plausible_start(update.at, job.taken_at)
                 job.native_id = update.native_id or job.native_id
                 job.live_output = update.live_output
                 job.handed_ahead = False
@@ -831,7 +831,7 @@ class Engine:
                   and update.at > job.started):
                 # Its worker, started for it, says when it really began: its
                 # start-up does not count against its timeout.
-                job.started = update.at
+                job.started = _plausible_start(update.at, job.taken_at)
                 self._arm_timeout(job)
             return
         if state in ACTIVE:
@@ -1419,6 +1419,20 @@ def _log_failure(job: JobRecord, status: JobStatus, reason: str | None) -> None:
     what = "timed out" if status is _S.TIMED_OUT else "failed"
     log.info("job %s %r %s: %s%s", job.id, job.name, what,
              " ".join((reason or "no reason given").split()), retry)
+
+
+def _plausible_start(reported: float | None, taken_at: float) -> float:
+    """When a job started, as its backend says (a cluster node's clock), kept
+    within what the driver's own clock knows: not before the job was given room
+    (*taken_at*, monotonic; 0 for a job taken up from an earlier run), nor
+    after now. A node's clock an hour behind had a job's 10-minute timeout
+    fire at once (attack review)."""
+    now = time.time()
+    if reported is None:
+        return now
+    if taken_at:
+        reported = max(reported, now - max(0.0, time.monotonic() - taken_at))
+    return min(reported, now)
 
 
 def _tail(job: JobRecord, stream: str) -> str:

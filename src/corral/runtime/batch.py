@@ -26,7 +26,9 @@ after the first job, a job is started only if the time left covers its own
 walltime (or, without one, the longest job so far). What it leaves unclaimed
 the driver submits again. A job that runs past its walltime is killed by a
 watchdog, to the second (a scheduler's time limit may be in minutes), which
-records it as timed out and ends the batch job (unclaimed jobs go back to the driver).
+records it as timed out and ends the batch job (unclaimed jobs go back to the driver);
+the watchdog also ends a job a little before the scheduler's own limit would, counted
+from the batch script's start, so that the reason is recorded (see _Watchdog).
 """
 
 from __future__ import annotations
@@ -282,20 +284,32 @@ def _run_task(task: dict[str, Any], home: str) -> BatchOutcome:
 class _Watchdog:
     """Ends the bundle when the running job passes its walltime, recording why.
 
-    It also fires a little before the batch job's own time limit: the scheduler's clock
-    started before this interpreter did, and a job the scheduler kills leaves no result
-    file, only the scheduler's word for why."""
+    In a bundle it also fires :data:`MARGIN_S` before the batch job's own time
+    limit, which the scheduler counts from the batch script's start, setup lines
+    included: a job the scheduler kills leaves no result file, only the
+    scheduler's word for why. A job alone in its batch job is asked for its
+    walltime, no more (a margin on top would ask a partition for more than its
+    limit when the walltime is that limit), and its watchdog counts the walltime
+    from the job's start: where the scheduler's limit is the walltime to the
+    second, the scheduler may end it a moment first, and says why itself."""
 
     def __init__(self) -> None:
         self._timer: threading.Timer | None = None
 
-    def arm(self, jobdir: str, walltime: float | None, time_left: float | None) -> None:
+    def arm(self, jobdir: str, walltime: float | None, time_left: float | None,
+            began_after: float = 0.0) -> None:
+        """Fire after *walltime* or *time_left* (to the batch job's deadline),
+        whichever comes first; the job began *began_after* seconds after the
+        batch script did."""
         if walltime is None and time_left is None:
             return
         if time_left is not None and (walltime is None or time_left < walltime):
             delay = max(time_left, 0.0)
-            reason = (f"ran past its walltime of {walltime:g} s" if walltime is not None
-                      else "ran until its batch job's time limit")
+            reason = (f"reached its batch job's time limit, which counts from the batch "
+                      f"job's start ({began_after:.1f} s before this job's), less "
+                      f"{MARGIN_S:g} s to record this")
+            if walltime is not None:
+                reason += f", before its walltime of {walltime:g} s"
         else:
             assert walltime is not None
             delay, reason = walltime, f"ran past its walltime of {walltime:g} s"
@@ -416,7 +430,8 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
         started = time.monotonic()
         output.to_job(jobdir)
         watchdog.arm(jobdir, walltime,
-                     None if deadline is None else deadline - time.monotonic())
+                     None if deadline is None else deadline - time.monotonic(),
+                     began_after=started - begun)
         try:
             outcome = _run_task(task, home)
         except BaseException as error:  # our failure, not the job's: still record it

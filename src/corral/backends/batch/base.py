@@ -51,7 +51,7 @@ from typing import Any, ClassVar, TypeVar
 
 from corral.backends.base import Capacity, Submission, Update
 from corral.backends.batch import arrays, bundles, forgotten, outcomes, taskfiles
-from corral.backends.batch.invoke import CommandInFlight, run_command
+from corral.backends.batch.invoke import CommandInFlight, CommandTimedOut, run_command
 from corral.backends.batch.polling import PollClock
 from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
@@ -340,10 +340,10 @@ class BatchBackend:
             log_path = taskfiles.log_path(directory, scheduler.name, index)
             for submission in members:
                 taskfiles.write_task(submission, log_path)
-            # Also for one job: its watchdog then fires before the scheduler's kill,
-            # which counts from the script's start (setup lines included).
+            # (A job alone is asked for its walltime only, and its watchdog counts
+            # that from its own start: see the runtime's _Watchdog.)
             taskfiles.write_bundle(directory, index, [os.fspath(s.jobdir) for s in members],
-                                   time_limit)
+                                   time_limit if bundled else None)
         script = directory / "job.sh"
         # The script sends its own output to its log in its directory, so no
         # path of ours goes through the scheduler's %-patterns, which a '%' or
@@ -391,8 +391,14 @@ class BatchBackend:
             return None, (f"not submitted: the run directory {os.fspath(directory)!r} holds "
                           "a line break, which a scheduler's answer would not keep apart")
         argv = scheduler.submit_argv(request)
+        if (unsafe := scheduler.unsafe_argument(argv)) is not None:
+            return None, f"not submitted: {unsafe}"
         try:
             printed = self._run(argv)
+        except CommandTimedOut as error:  # not a refusal: submitting it again may run it twice
+            return None, (f"{error}; it may have submitted the job all the same, which corral "
+                          f"cannot follow: look for it in {scheduler.title} (its script: "
+                          f"{request.script})")
         except BackendError as error:
             return None, f"{argv[0]} refused it: {scheduler.explain_refusal(request, str(error))}"
         try:

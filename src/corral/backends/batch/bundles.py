@@ -1,11 +1,12 @@
 """Bundles (``bundle=N``: up to N jobs run in turn in one array task) and the
 jobs a bundle leaves.
 
-A bundle asks for the time all its jobs need plus the runtime's margin; the
-runtime (:mod:`corral.runtime.batch`) starts a job only when the time left
-covers it. A job the runtime did not take — out of time, or its batch job was
-cancelled for another job — is a *leftover*, submitted again (a few times at
-most) rather than failed.
+A bundle asks for the time all its jobs need plus the runtime's margin (a job
+alone asks for its walltime only: see the runtime's watchdog); the runtime
+(:mod:`corral.runtime.batch`) starts a job only when the time left covers it. A
+job the runtime did not take — out of time, or its batch job was cancelled for
+another job — is a *leftover*, submitted again (a few times at most) rather than
+failed.
 """
 
 from __future__ import annotations

@@ -35,13 +35,41 @@ def run_command(argv: Sequence[str], usable: Usable | None = None) -> str:
             names the program and ends with what it printed.
     """
     try:
-        with signals_allowed():
-            done = subprocess.run(list(argv), capture_output=True, encoding="utf-8",
-                                  errors="replace", timeout=COMMAND_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
+        process = _start(argv)
     except (OSError, subprocess.SubprocessError) as error:
         raise BackendError(f"{argv[0]} could not run: {error}") from None
-    return _stdout_of(argv, done.returncode, done.stdout, done.stderr, usable)
+    stdout, stderr = _finish(process, argv)
+    return _stdout_of(argv, process.returncode, stdout, stderr, usable)
+
+
+class CommandTimedOut(BackendError):
+    """A scheduler command did not answer in time: what it did meanwhile is
+    unknown (a submit may have submitted), unlike a refusal."""
+
+
+def _start(argv: Sequence[str]) -> subprocess.Popen[str]:
+    # A session of its own: a site's wrapper script may start children that
+    # hold its output open, and a time-out must end them too (attack review:
+    # a hung submit wrapper's child was left behind).
+    with signals_allowed():
+        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+                                start_new_session=True)
+
+
+def _finish(process: subprocess.Popen[str], argv: Sequence[str]) -> tuple[str, str]:
+    """What *process* printed once it ended; killed with its session past
+    :data:`COMMAND_TIMEOUT_S`, which raises :class:`CommandTimedOut`."""
+    try:
+        return process.communicate(timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        try:
+            process.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # a child that left the group holds the pipes
+            pass
+        raise CommandTimedOut(f"{argv[0]} could not run: it did not answer within "
+                              f"{COMMAND_TIMEOUT_S:.0f} s") from None
 
 
 def _stdout_of(argv: Sequence[str], returncode: int, stdout: str, stderr: str,
@@ -102,23 +130,8 @@ class CommandInFlight:
             with self._lock:
                 if self._abandoned:
                     raise BackendError(f"{self.argv[0]} was abandoned")
-                # A session of its own: a site's wrapper script may start children
-                # that hold its output open, and a time-out must end them too.
-                with signals_allowed():
-                    self._process = subprocess.Popen(
-                        self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
-                        start_new_session=True)
-            try:
-                stdout, stderr = self._process.communicate(timeout=COMMAND_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                _kill_group(self._process)
-                try:
-                    self._process.communicate(timeout=5)
-                except subprocess.TimeoutExpired:  # a child that left the group holds the pipes
-                    pass
-                raise BackendError(f"{self.argv[0]} could not run: it did not answer within "
-                                   f"{COMMAND_TIMEOUT_S:.0f} s") from None
+                self._process = _start(self.argv)
+            stdout, stderr = _finish(self._process, self.argv)
             self._output = _stdout_of(self.argv, self._process.returncode, stdout, stderr,
                                       self._usable)
         except BackendError as error:

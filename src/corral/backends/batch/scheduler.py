@@ -216,6 +216,12 @@ class BatchScheduler(ABC):
         return bool(lines) and all(any(sign in line for sign in self.already_ended_signs)
                                    for line in lines)
 
+    def unsafe_argument(self, argv: Sequence[str]) -> str | None:
+        """Why the submit command *argv* must not be run, or None: a dialect
+        whose submit command reads its arguments through a shell says which
+        argument a shell would read as more than a word."""
+        return None
+
     def explain_refusal(self, request: SubmitRequest, message: str) -> str:
         """What a refused submission's jobs say after "qsub refused it: ": the
         scheduler's *message*, which a subclass may complete with what was asked

@@ -123,11 +123,23 @@ def _text(value: Any, key: tuple[str, ...], *, blank: bool = False) -> str:
     return value
 
 
+def _one_line(value: Any, key: tuple[str, ...]) -> str:
+    """:func:`_text` of one line: a newline in a directive's prefix made a
+    line of the script's header a shell command (attack review)."""
+    text = _text(value, key)
+    if any(mark in text for mark in ("\n", "\r")):
+        _fail(key, f"must be one line, not {text!r}")
+    return text
+
+
 def _argv(value: Any, key: tuple[str, ...], placeholders: tuple[str, ...]) -> tuple[str, ...]:
     """A command as a list of strings whose ``{placeholders}`` are all known."""
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         _fail(key, f"must be a command as a list of strings, such as [\"qstat\", \"-u\", "
                    f"\"{{user}}\"], not {value!r}")
+    if not value[0].strip() or value[0] != value[0].strip():  # (attack review: [""] passed)
+        _fail(key, f"must start with the program to run, a name or a path without blanks "
+                   f"around it, not {value[0]!r}")
     for part in value:
         _check_fields(part, key, placeholders)
     return tuple(value)
@@ -226,6 +238,11 @@ def _parser(raw: Mapping[str, Any], prefix: str, default: Parser | None) -> Pars
                 _fail(columns_key, f"unknown column {column!r}; "
                       + did_you_mean(column, COLUMNS, otherwise=f"known: {', '.join(COLUMNS)}")
                       + " ('-' for a column corral does not read)")
+        twice = sorted({column for column in columns
+                        if column != "-" and columns.count(column) > 1})
+        if twice:  # (attack review: the later one was read, silently)
+            _fail(columns_key, f"column {twice[0]!r} named twice; '-' for a column corral does "
+                               "not read")
         return _check_parser(Parser(tuple(columns), None, skip), columns_key, set(columns))
     if regex_key[0] in raw:
         regex = _regex(raw[regex_key[0]], regex_key)
@@ -305,7 +322,7 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
         never_starts=MappingProxyType({
             reason: _choice(kind, ("never_starts", reason), ("dependency", "impossible"))
             for reason, kind in never.items()}),
-        directive_prefix=_text(raw["directive_prefix"], ("directive_prefix",))
+        directive_prefix=_one_line(raw["directive_prefix"], ("directive_prefix",))
         if "directive_prefix" in raw else None,
         directives=_directives(raw.get("directives", {})),
         memory_unit=_choice(raw.get("memory_unit", "MB"), ("memory_unit",), tuple(MEMORY_UNITS)),

@@ -127,7 +127,8 @@ def parse_bjobs(stdout: str) -> dict[str, NativeRow]:
         if re.search(r"No (unfinished )?job found", stdout) or not stdout.strip():
             return {}
         raise ValueError(f"bjobs printed no JSON: {stdout.strip()[:200]!r}")
-    document = json.loads(stdout[start:])
+    # (What follows the object, a warning line, is not part of it: attack review.)
+    document, _ = json.JSONDecoder().raw_decode(stdout, start)
     rows = {}
     for record in document.get("RECORDS", []):
         if not isinstance(record, dict) or "ERROR" in record:

@@ -45,6 +45,10 @@ _TERMINATED = "terminated"
 _TIMED_OUT: Meaning = (JobStatus.TIMED_OUT, "ran past its walltime (PBS Exit_status -29)")
 
 
+#: What every argument of Torque's qsub may hold: a shell reads it as one word.
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9_.,:=@%+/\[\]-]*")
+
+
 def pbs_name(name: str) -> str:
     """A job name both dialects take: PBS refuses spaces and most punctuation
     in ``-N``, and Slurm's Torque wrappers pass it through a shell."""
@@ -252,6 +256,18 @@ class TorqueScheduler(PbsProScheduler):
 
     def hold_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["qhold", *native_ids]  # (Torque holds an array task by its own id)
+
+    def unsafe_argument(self, argv: Sequence[str]) -> str | None:
+        # Slurm's Torque wrapper (qsub.pl) joins its arguments into a command line
+        # for a shell: a partition "short;touch x" ran touch, and a run directory
+        # with a space could not be submitted (attack review).
+        for argument in argv[1:]:
+            if not _SHELL_SAFE.fullmatch(argument):
+                return (f"Torque's qsub (Slurm's Torque wrapper passes its arguments through "
+                        f"a shell) cannot be given {argument!r}: letters, digits and "
+                        "_.,:=@%+/- only (for a path, a run directory without spaces or "
+                        "shell characters)")
+        return None
 
     def release_argv(self, native_ids: Sequence[str]) -> list[str]:
         return ["qrls", *native_ids]
