@@ -819,7 +819,9 @@ class Engine:
         if state is _S.RUNNING:
             job.cancel_reason = None  # its worker started it before being asked back: it runs
             if job.status is _S.SUBMITTED:
-                job.started = _plausible_start(update.at, job.taken_at)
+                # (A job handed ahead may start before the packer gives it room.)
+                job.started = _plausible_start(update.at,
+                                               0.0 if job.handed_ahead else job.taken_at)
                 job.native_id = update.native_id or job.native_id
                 job.live_output = update.live_output
                 job.handed_ahead = False
@@ -831,7 +833,7 @@ class Engine:
                   and update.at > job.started):
                 # Its worker, started for it, says when it really began: its
                 # start-up does not count against its timeout.
-                job.started = _plausible_start(update.at, job.taken_at)
+                job.started = _plausible_start(update.at, 0.0)
                 self._arm_timeout(job)
             return
         if state in ACTIVE:
@@ -1424,9 +1426,9 @@ def _log_failure(job: JobRecord, status: JobStatus, reason: str | None) -> None:
 def _plausible_start(reported: float | None, taken_at: float) -> float:
     """When a job started, as its backend says (a cluster node's clock), kept
     within what the driver's own clock knows: not before the job was given room
-    (*taken_at*, monotonic; 0 for a job taken up from an earlier run), nor
-    after now. A node's clock an hour behind had a job's 10-minute timeout
-    fire at once (attack review)."""
+    (*taken_at*, monotonic; 0 where that is unknown: a job taken up from an
+    earlier run, or handed ahead to a worker), nor after now. A node's clock an
+    hour behind had a job's 10-minute timeout fire at once (attack review)."""
     now = time.time()
     if reported is None:
         return now
