@@ -351,9 +351,9 @@ def test_logs_of_a_running_job_prints_all_it_wrote_so_far_however_much(tmp_path,
     import io
 
     import corral
-    from corral.cli import views
+    from corral.cli import logs
 
-    monkeypatch.setattr(views, "_SPOOL_PIECE", 1000)
+    monkeypatch.setattr(logs, "_SPOOL_PIECE", 1000)
     release = tmp_path / "release"
     with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
         job = scheduler.shell(f"head -c 4500 /dev/zero | tr '\\0' a; echo END; {block(release)}")
@@ -361,7 +361,7 @@ def test_logs_of_a_running_job_prints_all_it_wrote_so_far_however_much(tmp_path,
         run = corral.Run(tmp_path / "run")
         wait_until(lambda: run.job(job.id).status is corral.JobStatus.RUNNING)
         out = io.TextIOWrapper(io.BytesIO())
-        printed = views.follow_output(run, str(job.id), "stdout", False, out)
+        printed = logs.follow_output(run, str(job.id), "stdout", False, out)
         release.touch()
     assert (printed, out.buffer.getvalue()) == (4504, b"a" * 4500 + b"END\n")
 

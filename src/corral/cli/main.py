@@ -912,7 +912,7 @@ class _LinesTrimmed:
 def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
          attempt: int | None) -> None:
     """Print what job ID wrote to its standard output (or error)."""
-    from corral.cli.views import follow_output
+    from corral.cli.logs import follow_output
     from corral.journal.cleaning import was_cleaned
     from corral.runtime.spool import NOT_SAVED
 
@@ -975,7 +975,7 @@ def _print_earlier_attempt(job: Any, attempt: int, stream: str, follow: bool) ->
     """Print what an earlier attempt of a retried job wrote: kept as
     ``stdout.N`` beside the job's own files when the next attempt began (cold
     review: nothing showed them)."""
-    from corral.cli.views import print_file
+    from corral.cli.logs import print_file
 
     if follow:
         raise CommandError("--follow follows the latest attempt; an earlier one has ended "

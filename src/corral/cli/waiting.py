@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
-from corral.cli.views import POLL_S
+from corral.cli.logs import POLL_S
 from corral.status import TERMINAL, JobStatus
 from corral.units import format_span
 
