@@ -362,8 +362,14 @@ def test_logs_of_a_running_job_prints_all_it_wrote_so_far_however_much(tmp_path,
         wait_until(lambda: run.job(job.id).status is corral.JobStatus.RUNNING)
         out = io.TextIOWrapper(io.BytesIO())
         printed = logs.follow_output(run, str(job.id), "stdout", False, out)
+        # (Seen failing twice in full fast lanes under load, never alone: say what was seen.)
+        seen = run.job(job.id)
+        where = seen.output_path("stdout")
+        size = os.path.getsize(where) if where and os.path.exists(where) else None
+        found = (f"journal: {seen.status.name}, live {seen.live}, attempts {seen.attempts}; "
+                 f"reads {where} ({size} bytes); the driver's record: {job._record.live_output}")
         release.touch()
-    assert (printed, out.buffer.getvalue()) == (4504, b"a" * 4500 + b"END\n")
+    assert (printed, out.buffer.getvalue()) == (4504, b"a" * 4500 + b"END\n"), found
 
 
 def test_logs_of_a_job_that_wrote_nothing_says_so(cli):
