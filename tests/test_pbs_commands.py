@@ -87,7 +87,7 @@ def test_torque_refuses_an_argument_its_wrappers_shell_would_read_as_more(change
     argv = TORQUE.submit_argv(request(**changes))
     assert TORQUE.unsafe_argument(argv) == (
         f"Torque's qsub (Slurm's Torque wrapper passes its arguments through a shell) cannot "
-        f"be given {shown}: letters, digits and _.,:=@%+/- only (for a path, a run directory "
+        f"be given {shown}: letters, digits and _.,:=@%+/-[] only (for a path, a run directory "
         "without spaces or shell characters)")
     assert PRO.unsafe_argument(PRO.submit_argv(request(**changes))) is None
     assert TORQUE.unsafe_argument(TORQUE.submit_argv(request())) is None

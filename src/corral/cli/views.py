@@ -5,7 +5,7 @@ printed by :mod:`corral.cli.logs`, the progress bar of ``corral wait`` by
 Kept apart from :mod:`corral.cli.main` (argument parsing and errors): the tables
 are functions of plain data (a :class:`~corral.journal.run.Run`, a list of
 :class:`~corral.journal.store.StoredJob`, the option registry, a config); the
-run's header looks at its owner's process, and :func:`follow_output` polls.
+run's header looks at its owner's process.
 """
 
 from __future__ import annotations

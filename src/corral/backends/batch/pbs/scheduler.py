@@ -265,7 +265,7 @@ class TorqueScheduler(PbsProScheduler):
             if not _SHELL_SAFE.fullmatch(argument):
                 return (f"Torque's qsub (Slurm's Torque wrapper passes its arguments through "
                         f"a shell) cannot be given {argument!r}: letters, digits and "
-                        "_.,:=@%+/- only (for a path, a run directory without spaces or "
+                        "_.,:=@%+/-[] only (for a path, a run directory without spaces or "
                         "shell characters)")
         return None
 
