@@ -290,7 +290,7 @@ def _settle_in(run_dir: Path) -> None:
 
     The command that started it opened the log and chose the working
     directory before the daemon took the run; a refused first submit may have
-    moved that run away meanwhile (``corral.cli.main._undo_new_run``), and this
+    moved that run away meanwhile (``corral.cli.new_run.undo_new_run``), and this
     daemon then made the run anew. Its workers must not start in a removed
     directory, nor its log lines go to a removed file.
     """

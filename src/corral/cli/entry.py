@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["main", "INTERRUPTED", "EXIT_INTERRUPTED"]
+from corral.cli.exits import EXIT_INTERRUPTED, INTERRUPTED
 
-EXIT_INTERRUPTED = 130  # a shell's own for a Ctrl-C
-
-#: What a Ctrl-C of a command says: what it stopped is the command, not the run.
-INTERRUPTED = "interrupted; the run and its jobs go on"
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:

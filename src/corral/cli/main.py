@@ -19,462 +19,47 @@ The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 
 from __future__ import annotations
 
-from collections import Counter
-import contextlib
-import functools
 import os
 import re
-import shlex
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from corral.cli.entry import EXIT_INTERRUPTED, INTERRUPTED
+from corral.cli.config_checks import (note_tables_not_read, profile_options,
+                                      register_configured_backends)
+from corral.cli.console import make_console
+from corral.cli.control_requests import control_request
+from corral.cli.exits import (EXIT_FAILED_JOB, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE,
+                              INTERRUPTED, CommandError)
+from corral.cli.job_selection import ID_RANGE, select_jobs, with_ranges
+from corral.cli.new_run import check_new_run_dir, undo_new_run
+from corral.cli.run_dirs import (RunPath, chosen_run_dir, default_run_dir, how_it_goes_on,
+                                 open_run, resolved_path, run_option)
 from corral.errors import CorralError
 from corral.options import JOB_OPTIONS, parse_options, peers_word_hint
 from corral.safe_repr import first_few
 from corral.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
     from corral.journal.store import StoredJob
 
 __all__ = ["main", "cli"]
 
-EXIT_FAILED_JOB = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
 
 #: Ended without doing its work: what makes status and wait exit 1 (a cancelled
 #: job too, so that ``corral wait ID && deploy`` does not deploy).
 _FAILED = {JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED}
 
 
-class CommandError(Exception):
-    """A one-line error with its exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def default_run_dir() -> Path:
-    from platformdirs import user_state_path
-
-    return user_state_path("corral") / "default"
-
-
-def _run_dir(context: click.Context) -> Path:
-    """The run directory chosen (checked only here: a bad ``$CORRAL_RUN`` must
-    not stop a command given its own ``--run``, nor one that needs no run)."""
-    run: Path = context.obj["run"]
-    if _loops(run):
-        raise CommandError(f"{context.obj['run_from']} {run}: a loop of symbolic links, which "
-                           "names no directory")
-    if run.exists() and not run.is_dir():
-        raise CommandError(f"{context.obj['run_from']} {run}: not a directory (a run "
-                           "directory holds a journal)")
-    return run
-
-
-def _open_run(context: click.Context):
-    from corral.journal.run import Run
-
-    run_dir = _run_dir(context)
-    try:
-        return Run(run_dir)
-    except FileNotFoundError:
-        below = sorted(shlex.quote(str(path.parent))
-                       for path in run_dir.glob("*/journal.db"))[:3]
-        hint = (f"; did you mean {' or '.join(below)}?" if below else
-                "; choose one with corral --run DIR COMMAND or $CORRAL_RUN (a script's "
-                "run is seen from here when it journals: Scheduler(journal=DIR))")
-        raise CommandError(f"no corral run at {run_dir} (nothing was submitted there yet)"
-                           f"{hint}", EXIT_UNREACHABLE) from None
-    except PermissionError:
-        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
-                           "user", EXIT_UNREACHABLE) from None
-
-
-def _control(context: click.Context, request: dict[str, Any], start: bool = True) -> dict[str, Any]:
-    """Send *request* to the run's driver, starting the daemon when the run is
-    the command line's own (a script's run is driven by the script only)."""
-    from corral.control import server
-    from corral.control.server import NoDriver
-    from corral.cli.daemon import HELD_FOR, ensure_daemon
-    from corral.journal.store import owner_of, read_meta
-
-    run_dir = _run_dir(context)
-    try:
-        return _send(run_dir, request)
-    except NoDriver:
-        pass
-    holder = owner_of(run_dir)
-    if holder is not None:  # (send_when_served waited for it to serve)
-        raise CommandError(
-            f"process {holder.get('pid', '?')} ({holder.get('kind', 'a corral driver')}) "
-            f"holds the run at {run_dir} but has not answered within "
-            f"{server.STARTING_DRIVER_PATIENCE_S:g} s", EXIT_UNREACHABLE)
-    if request["verb"] not in _VERBS_THAT_MAKE_A_RUN:
-        _require_existing_run(run_dir)
-    origin = None
-    try:
-        origin = read_meta(run_dir).get("origin")
-    except FileNotFoundError:
-        pass
-    except PermissionError:
-        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
-                           "user", EXIT_UNREACHABLE) from None
-    if origin not in (None, "daemon"):
-        if request["verb"] in _CLUSTER_VERBS:
-            _check_config(run_dir)  # it may describe the scheduler the jobs run on
-            reply = _control_cluster_jobs(run_dir, request)
-            if reply is not None:
-                return reply
-        if request["verb"] in ("stop", "abort"):  # nothing to end: no advice to run it again
-            raise CommandError(f"no process drives the run at {run_dir} (it was made by a "
-                               f"script, which is not running): nothing runs there to "
-                               f"{request['verb']}", EXIT_UNREACHABLE)
-        raise CommandError(
-            f"no process drives the run at {run_dir}: it was made by a script, which is not "
-            "running; run the script again to resume it", EXIT_UNREACHABLE)
-    if origin == "daemon" and request["verb"] == "cancel":
-        answer = _nothing_left_to_cancel(run_dir, request)
-        if answer is not None:
-            return answer
-    if not start:  # (whatever the config files say: no daemon reads them)
-        raise CommandError(f"no corral daemon runs for {run_dir}, so nothing runs there "
-                           f"to {request['verb']}", EXIT_UNREACHABLE)
-    _check_config(run_dir)  # a bad config file is one line here, not a daemon that died
-    from corral.cli.daemon import idle_seconds
-
-    try:
-        idle_seconds()  # (checked here too: the daemon's refusal would be its log's tail)
-    except CorralError as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
-    pausing = request["verb"] == "pause"
-    left_paused = (request["verb"] not in _VERBS_THAT_MAKE_A_RUN  # (none yet to read)
-                   and read_meta(run_dir).get("paused") == "1")
-    _note_what_a_new_daemon_runs_again(run_dir, request["verb"], pausing or left_paused)
-    for attempt in range(_DAEMON_ROUNDS):
-        try:
-            ensure_daemon(run_dir, paused=pausing,
-                          held=request["verb"] in HELD_FOR)
-        except ValueError as error:  # its run directory cannot be made (read-only, /proc)
-            raise CommandError(str(error), EXIT_UNREACHABLE) from None
-        except CorralError as error:
-            raise CommandError(str(error), EXIT_UNREACHABLE) from None
-        try:
-            reply = _send(run_dir, request)
-        except NoDriver as error:  # it stopped meanwhile (corral stop, idle): start another
-            if attempt + 1 == _DAEMON_ROUNDS:
-                raise CommandError(str(error), EXIT_UNREACHABLE) from None
-            continue
-        if pausing:  # (it started paused: whether the run was already, the journal said)
-            reply["was_paused"] = left_paused
-        return reply
-    raise AssertionError("unreachable: the last round returns or raises")
-
-
-def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str, paused: bool) -> None:
-    """Say that the daemon this command starts on a run whose daemon died runs
-    its unfinished jobs again, or, *paused* (by ``pause``, or left so), that
-    they wait."""
-    from corral.journal.run import Run
-
-    if verb in ("submit", "ping"):  # (submit's job is why; wait says it in its own words)
-        return
-    try:
-        unfinished = sum(job.status not in TERMINAL for job in Run(run_dir).jobs(results=False))
-    except (CorralError, OSError):
-        return  # (what is wrong with the run, the daemon says)
-    if unfinished:
-        waits = "; paused, it starts none of them" if paused and verb != "resume" else ""
-        click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
-                   f"{unfinished} unfinished job(s) again{waits}", err=True)
-
-
-#: Daemons one command starts at most when the one it reached stops meanwhile.
-_DAEMON_ROUNDS = 3
-
-
-_CLUSTER_VERBS = ("cancel", "pause", "resume")
-
-#: Only submit may create a run; a typo in ``--run`` with any other verb must
-#: not leave a directory and a daemon behind and report success.
-_VERBS_THAT_MAKE_A_RUN = ("submit",)
-
-
-def _require_existing_run(run_dir: Path) -> None:
-    """Refuse (exit 3) a control verb on a directory that holds no journal."""
-    from corral.journal.store import journal_path
-
-    try:
-        exists = journal_path(run_dir).exists()
-    except PermissionError:
-        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
-                           "user", EXIT_UNREACHABLE) from None
-    if not exists:
-        raise CommandError(f"no corral run at {run_dir} (nothing was submitted there); "
-                           "choose one with corral --run DIR COMMAND or $CORRAL_RUN",
-                           EXIT_UNREACHABLE)
-
-
-def _control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
-    """No driver runs, but jobs it handed to a cluster scheduler still do: act on
-    them there (scancel, hold, release); None if there are none. The script's
-    next run attaches to them and finds what became of them."""
-    from corral.journal.run import Run
-    from corral.status import TERMINAL
-
-    run = Run(run_dir)
-    every = run.jobs(results=False)
-    jobs = [job for job in every if job.status not in TERMINAL]
-    problems = []
-    if request["verb"] == "cancel":
-        from corral.control.verbs import id_or_name
-        from corral.errors import CorralError
-
-        given, request["ids"] = request["ids"], []
-        for job_ref in given:
-            try:
-                request["ids"].append(str(id_or_name(job_ref, every)))
-            except CorralError as error:
-                problems.append(str(error))
-        # (a finished job's dependents are not the cancel's: they run on)
-        wanted = _with_dependents({str(job.id) for job in jobs} & set(request["ids"]), jobs)
-        jobs = [job for job in jobs if str(job.id) in wanted]
-    on_cluster = run.cluster_jobs(jobs)
-    unknown = run.jobs_of_unknown_backends(jobs)
-    if unknown:  # a scheduler described in a config file not read here, or one with a mistake
-        _register_configured_backends(strict=True)
-        raise CommandError(_unreachable(unknown), EXIT_UNREACHABLE)
-    unfinished = {str(job.id) for job in jobs}
-    already, ended = _ended_among(request.get("ids", ()), unfinished, every)
-    names = {str(job.id): job.name for job in every}
-    if request["verb"] == "cancel" and not jobs:  # nothing it names is left to cancel
-        return {"cancelled": [], "already_cancelled": already, "problems": problems + ended,
-                "names": names}
-    if not on_cluster:  # a driver would have to act: none runs
-        return None
-    chosen = [job for job in jobs if str(job.id) in on_cluster]
-    if request["verb"] != "cancel":  # (a job a cancel went to is no longer there to hold)
-        from corral.cli.sent_without_driver import cancelled_without_driver
-
-        gone = cancelled_without_driver(run_dir, chosen)
-        chosen = [job for job in chosen if str(job.id) not in gone]
-        if gone and not chosen:
-            click.echo(f"no driver runs: nothing left to {request['verb']}: a cancel went to "
-                       f"each of its cluster jobs ({', '.join(sorted(gone, key=int))})", err=True)
-    if request["verb"] == "cancel":
-        from corral.runtime.batch import claim_for_cancel
-
-        for job in chosen:  # one that has not started never will, even if the scheduler lags
-            if job.directory:
-                claim_for_cancel(job.directory)
-    for backend, members in _by_backend(chosen, on_cluster).items():
-        _control_in_backend(run_dir, backend, request["verb"], members)
-    ids = [str(job.id) for job in chosen]
-    # Named, unfinished, never handed to the scheduler: it waited in the dead driver.
-    unreachable = [f"job {job_id} was never handed to the scheduler (it waited for the driver, "
-                   "which is gone): the script's next run runs it"
-                   for job_id in dict.fromkeys(request.get("ids", ())) if job_id in unfinished
-                   and job_id not in on_cluster]
-    return {"cancelled": ids, "already_cancelled": already,
-            "problems": problems + ended + unreachable, "names": names}
-
-
-def _ended_among(ids: Sequence[str], unfinished: set[str], every: list[StoredJob]
-                 ) -> tuple[list[str], list[str]]:
-    """Of the jobs *ids* names, those not *unfinished*: the ids of those
-    cancelled already (no problem for a cancel), and what to say of the others."""
-    from corral.control.verbs import ended_message
-
-    status = {str(job.id): job.status for job in every}
-    finished = [job_id for job_id in dict.fromkeys(ids) if job_id not in unfinished]
-    return ([job_id for job_id in finished if status[job_id] is JobStatus.CANCELLED],
-            [ended_message(job_id, status[job_id]) for job_id in finished
-             if status[job_id] is not JobStatus.CANCELLED])
-
-
-def _nothing_left_to_cancel(run_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
-    """The answer to a cancel on a daemon's run with no daemon, when none of the
-    jobs it names is unfinished (unknown, ended, cancelled already): no daemon
-    is started to give it, which would stay up for its idle time (attack
-    review). None when one of them is unfinished: a daemon must cancel it."""
-    from corral.control.verbs import id_or_name
-    from corral.journal.run import Run
-
-    every = Run(run_dir).jobs(results=False)
-    unfinished = {str(job.id) for job in every if job.status not in TERMINAL}
-    already: list[str] = []
-    problems: list[str] = []
-    seen: set[str] = set()
-    for job_ref in request["ids"]:  # (said in the order given, as the daemon says it)
-        try:
-            job_id = str(id_or_name(job_ref, every))
-        except CorralError as error:
-            problems.append(str(error))
-            continue
-        if job_id in unfinished:
-            return None
-        if job_id not in seen:  # (named twice, by its id and its name: answered once)
-            seen.add(job_id)
-            cancelled, ended = _ended_among([job_id], unfinished, every)
-            already += cancelled
-            problems += ended
-    return {"cancelled": [], "already_cancelled": already, "problems": problems,
-            "names": {str(job.id): job.name for job in every}}
-
-
-def _with_dependents(ids: set[str], unfinished: list[StoredJob]) -> set[str]:
-    """*ids* and every unfinished job that depends on one of them, however
-    indirectly: cancelled with no driver to cancel them in turn, they would
-    run in a scheduler whose dependency lets go when its parent is deleted
-    (Grid Engine's ``-hold_jid`` does)."""
-    dependents: dict[str, list[str]] = {}
-    for job in unfinished:
-        for dep in job.deps:
-            dependents.setdefault(str(dep), []).append(str(job.id))
-    found, todo = set(ids), list(ids)
-    while todo:
-        for dependent in dependents.get(todo.pop(), ()):
-            if dependent not in found:
-                found.add(dependent)
-                todo.append(dependent)
-    return found
-
-
-def _unreachable(unknown: dict[str, str]) -> str:
-    """Why no driver and nothing here can act on jobs of backends unknown here."""
-    backends = sorted(set(unknown.values()))
-    ids = sorted(unknown, key=lambda job_id: (len(job_id), job_id))
-    return (f"no driver runs, and job(s) {', '.join(ids)} went to the "
-            f"backend {', '.join(map(repr, backends))}, unknown here: corral cannot reach "
-            "them. A scheduler described in a corral.toml is known where that file is read "
-            "(the user's file, or corral.toml in the current directory); a site's backend, "
-            "where its package is installed")
-
-
-def _by_backend(jobs: list[StoredJob], backends: dict[str, str]) -> dict[str, list[StoredJob]]:
-    """The jobs grouped by the backend that runs them (each session of a run
-    may have used another one)."""
-    grouped: dict[str, list[StoredJob]] = {}
-    for job in jobs:
-        grouped.setdefault(backends[str(job.id)], []).append(job)
-    return grouped
-
-
-def _control_in_backend(run_dir: Path, backend: str, verb: str, jobs: list[StoredJob]) -> None:
-    """Cancel, pause or resume *jobs* in their backend itself, as no driver can,
-    note it for ``corral status``, and say so on stderr."""
-    from corral.backends import backend_info
-    from corral.cli.sent_without_driver import note_sent
-    from corral.errors import BackendError
-
-    info = backend_info(backend)
-    try:
-        info.control_without_driver(verb, [str(job.native_id) for job in jobs])
-    except BackendError as error:
-        raise CommandError(str(error), EXIT_UNREACHABLE) from None
-    note_sent(run_dir, verb, info.title, jobs)
-    ids = [str(job.id) for job in jobs]
-    which = "" if verb == "cancel" else "those still pending of "  # (a hold is for those)
-    click.echo(f"no driver runs: {verb} sent to {info.title} for {which}"
-               f"{len(ids)} job(s) ({', '.join(ids)}); the script's next run records it",
-               err=True)
-
-
-def _check_config(run_dir: Path) -> None:
-    """Read the config as the run's daemon will: the user's file, and
-    ``corral.toml`` in the run directory (the daemon serves submissions from
-    any directory, so the submitting one's file is not its own)."""
-    from corral.config import load_config
-
-    try:
-        load_config(cwd=run_dir)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
-
-
-def _send(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
-    """send_request, with its failures turned into one-line errors (not NoDriver)."""
-    from corral.control.server import Denied, NoDriver, Refused, send_when_served
-
-    try:
-        return send_when_served(run_dir, request)
-    except NoDriver:
-        raise
-    except Denied as error:
-        raise CommandError(str(error), EXIT_UNREACHABLE) from None
-    except PermissionError:
-        raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
-                           "user", EXIT_UNREACHABLE) from None
-    except Refused as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
-    except CorralError as error:
-        raise CommandError(str(error), EXIT_UNREACHABLE) from None
-
-
-def _run_here(context: click.Context, run_dir: Path | None) -> None:
-    """A command's own ``--run`` (``corral report --run DIR``) wins over the group's."""
-    if run_dir is not None:
-        context.obj.update(run=_resolved(run_dir), run_from="--run")
-
-
-def _resolved(path: Path) -> Path:
-    """*path* made absolute, its links followed where they lead somewhere (a
-    loop of links is said by :func:`_run_dir`, for the commands that use a run)."""
-    path = path.expanduser()
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError):  # (RuntimeError up to Python 3.12, OSError after)
-        return path.absolute()
-
-
-def _loops(path: Path) -> bool:
-    """Whether following *path*'s symbolic links goes round in a loop."""
-    try:
-        path.resolve()
-    except (RuntimeError, OSError):  # (RuntimeError up to Python 3.12, OSError after)
-        return True
-    return False
-
-
-class _RunPath(click.Path):
-    """A run directory's path; an empty one is refused, where a path would
-    read it as the current directory (``--run "$UNSET"``)."""
-
-    def __init__(self) -> None:
-        super().__init__(path_type=Path, readable=False)
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value == "":
-            self.fail("'' names no directory; give the run directory's path", param, ctx)
-        return super().convert(value, param, ctx)
-
-
-def _run_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Let *command* take ``--run DIR`` after its name too (``corral status --run
-    DIR``), where people put it as often as before it; there it wins over the group's."""
-    @functools.wraps(command)
-    def taking_run(*args: Any, run_dir: Path | None = None, **kwargs: Any) -> Any:
-        _run_here(click.get_current_context(), run_dir)
-        return command(*args, **kwargs)
-
-    return click.option("--run", "run_dir", type=_RunPath(),
-                        default=None, help="The run directory (as corral --run DIR).")(taking_run)
-
-
 # -- the command group -----------------------------------------------------------------------
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--run", "run_dir", type=_RunPath(),
+@click.option("--run", "run_dir", type=RunPath(),
               envvar="CORRAL_RUN",
               help="The run directory (default: $CORRAL_RUN, else the user's default run).")
 @click.version_option(package_name="corral", prog_name="corral")
@@ -482,11 +67,11 @@ def _run_option(command: Callable[..., Any]) -> Callable[..., Any]:
 def cli(context: click.Context, run_dir: Path | None) -> None:
     """Run jobs with resources and dependencies, and watch or control a run from any
     terminal."""
-    run = _resolved(Path(run_dir if run_dir is not None else default_run_dir()))
+    run = resolved_path(Path(run_dir if run_dir is not None else default_run_dir()))
     from_environment = (context.get_parameter_source("run_dir")
                         is click.core.ParameterSource.ENVIRONMENT)
     context.obj = {"run": run, "run_from": "$CORRAL_RUN" if from_environment else "--run"}
-    _register_configured_backends(strict=False)  # a run on one shows its ids, is controlled
+    register_configured_backends(strict=False)  # a run on one shows its ids, is controlled
 
 
 def _job_option_flags(command):
@@ -527,7 +112,7 @@ _MAY_BEGIN_WITH_DASH = frozenset({"extra_flags", "setup"})
 
 @cli.command(context_settings={"ignore_unknown_options": False,
                               "allow_interspersed_args": False})
-@_run_option
+@run_option
 @_job_option_flags
 @click.option("--after", multiple=True, metavar="ID|NAME",
               help="a job (its id, or its name if no other job has it) that must complete "
@@ -549,7 +134,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
 
     options: dict[str, Any] = {}
     if profile is not None:
-        options.update(_profile_options(profile, _run_dir(context)))
+        options.update(profile_options(profile, chosen_run_dir(context)))
     for name, value in given.items():
         if isinstance(value, str) and value.startswith("-") and name not in _MAY_BEGIN_WITH_DASH:
             # `--name -- echo hi` named the job "--" (attack review): no option's
@@ -572,138 +157,20 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         parse_options(options)  # bad values are reported here, before the daemon starts
     except ValueError as error:
         raise CommandError(_as_flag_message(str(error))) from None
-    run_dir = _run_dir(context)
-    new_run = _check_new_run_dir(run_dir)
-    _note_tables_not_read(run_dir, notify=options.get("notify") is not None)
+    run_dir = chosen_run_dir(context)
+    new_run = check_new_run_dir(run_dir)
+    note_tables_not_read(run_dir, notify=options.get("notify") is not None)
     try:
-        reply = _control(context, {"verb": "submit", "command": command[0] if len(command) == 1
-                                   else list(command), "options": options, "after": list(after)})
+        given_command = command[0] if len(command) == 1 else list(command)
+        reply = control_request(context, {"verb": "submit", "command": given_command,
+                                          "options": options, "after": list(after)})
     except CommandError:
         if new_run:  # a refused first job leaves no run and no daemon behind
-            _undo_new_run(run_dir)
+            undo_new_run(run_dir)
         raise
     click.echo(reply["id"])
     if reply.get("note"):
         click.echo(f"corral: note: {reply['note']}", err=True)
-
-
-def _note_tables_not_read(run_dir: Path, notify: bool) -> None:
-    """Say that the ``[daemon]`` table of the submitting directory's
-    ``corral.toml`` is not the run's (when the run is elsewhere), nor its
-    ``[smtp]`` table for a job that asks for mail, rather than leave the user
-    to wonder why its queues are unknown or no mail server is configured."""
-    from corral.config_files import CONFIG_NAME, config_paths, same_file
-
-    in_cwd = Path.cwd() / CONFIG_NAME
-    if not in_cwd.is_file():
-        return
-    read = config_paths(run_dir)  # the daemon's: the user's file, then the run's
-    if any(same_file(in_cwd, path) for path in read):
-        return
-    from corral.config import tables_in  # (the settings' checks: a fifth of a submit)
-
-    tables = tables_in(in_cwd, ("daemon", "smtp") if notify else ("daemon",))
-    if tables:
-        said = " and ".join(f"[{name}]" for name in tables)
-        click.echo(f"corral: note: the {said} table{'s' * (len(tables) > 1)} of {in_cwd} "
-                   f"{'are' if len(tables) > 1 else 'is'} not read: the daemon of {run_dir} "
-                   f"takes its settings from {' and '.join(map(str, read))}", err=True)
-
-
-def _check_new_run_dir(run_dir: Path) -> bool:
-    """Whether *run_dir* holds no run yet (this submit makes it); refuse a
-    directory with other files in it, which corral would make private and fill
-    (all but the run's own ``corral.toml``, its daemon's settings: made first)."""
-    from corral.core.run_files import holds_other_files
-    from corral.journal.store import journal_path
-
-    if journal_path(run_dir).exists():
-        return False
-    if holds_other_files(run_dir):
-        raise CommandError(f"{run_dir} is not a corral run but holds other files; give --run "
-                           "a new or empty directory, or one with only a corral.toml (corral "
-                           "makes it private to you)")
-    return True
-
-
-def _undo_new_run(run_dir: Path) -> None:
-    """Stop the daemon this submit started and remove the run it made, unless
-    another submit started at the same moment on the new run has a job in it:
-    then the run is that one's too, and stays."""
-    import fcntl
-    import shutil
-    import time
-
-    from corral.control.server import NoDriver
-    from corral.journal.store import LOCK_FILE, owner_of
-
-    try:
-        _send(run_dir, {"verb": "stop", "unless_used": True})
-    except (NoDriver, OSError):
-        pass
-    except CommandError:  # it has another submit's jobs
-        return
-    deadline = time.monotonic() + 10
-    while owner_of(run_dir) is not None and time.monotonic() < deadline:
-        time.sleep(0.02)  # the daemon closes its journal, then lets go of the run
-    try:  # held while the run goes: a submit racing this one cannot take it meanwhile
-        lock = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115
-    except OSError:
-        return
-    with lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # another submit's daemon drives it now
-        if _has_jobs(run_dir):
-            return
-        # Moved out of the way first, and removed after: a daemon that another
-        # submit starts from now on makes the run anew, and nothing it writes is
-        # removed with this one. (Removed in place, a daemon that started while
-        # the removal ran lost its files under it.)
-        gone = run_dir.with_name(f".{run_dir.name}.removed-{os.getpid()}")
-        try:
-            os.rename(run_dir, gone)
-        except OSError:
-            return
-    _keep_settings(gone, run_dir)
-    shutil.rmtree(gone, ignore_errors=True)
-
-
-def _keep_settings(gone: Path, run_dir: Path) -> None:
-    """Put back the ``corral.toml`` the person had made in the run directory
-    before its first submit, which was refused (its settings may be why)."""
-    from corral.config_files import CONFIG_NAME
-
-    if not (gone / CONFIG_NAME).exists():
-        return
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(run_dir, 0o700)
-    if not (run_dir / CONFIG_NAME).exists():  # (a submit since then may have made the run)
-        with contextlib.suppress(OSError):
-            os.rename(gone / CONFIG_NAME, run_dir / CONFIG_NAME)
-
-
-def _has_jobs(run_dir: Path) -> bool:
-    from corral.journal.run import Run
-
-    try:
-        return bool(Run(run_dir).jobs(results=False))
-    except FileNotFoundError:  # no journal was made
-        return False
-    except Exception:  # unreadable: not ours to remove
-        return True
-
-
-def _profile_options(name: str, run_dir: Path) -> dict[str, Any]:
-    """Profile *name* of the user's file, the run directory's ``corral.toml``
-    (the daemon's files) and this directory's, the later winning."""
-    from corral.config import load_config
-
-    try:
-        return load_config(run_dir=run_dir).profile(name)
-    except ValueError as error:
-        raise CommandError(str(error)) from None
 
 
 def _never_started(context: click.Context, job: StoredJob, follow: bool) -> None:
@@ -723,7 +190,7 @@ def _as_flag_message(message: str) -> str:
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.option("--all", "show_all", is_flag=True, help="also list every finished job")
 @click.argument("ids", nargs=-1)
 @click.pass_context
@@ -740,7 +207,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                   status_table, unlisted_note)
     from corral.safe_repr import printable
 
-    run = _open_run(context)
+    run = open_run(context)
     notes = []
     if not ids and not show_all:  # a million-job run answers as fast as a small one
         overview = run.overview(_UNFINISHED_SHOWN, _FINISHED_SHOWN, _FAILED_SHOWN)
@@ -754,10 +221,10 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         if overview.unfinished_left_out:
             notes.append(unlisted_note(overview.unfinished_left_out, overview.counts))
     else:
-        jobs = _select(run, ids)
+        jobs = select_jobs(run, ids)
     on_cluster = run.cluster_jobs(jobs)  # (they run on without a driver)
     driven = run.owner is not None
-    console = _console()
+    console = make_console()
     console.print(run_header(run))
     for note in notes:  # above the table, where it is seen before the list is read as complete
         console.print(note)
@@ -788,7 +255,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     if stranded:  # before a failure's exit status: the run cannot even finish
         click.echo(f"corral: no process drives the run: {len(stranded)} unfinished "
                    f"job{'s' * (len(stranded) != 1)} listed will not go on until it runs "
-                   f"again ({_how_it_goes_on(run)})", err=True)
+                   f"again ({how_it_goes_on(run)})", err=True)
         context.exit(EXIT_UNREACHABLE)
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
@@ -803,106 +270,8 @@ _UNFINISHED_SHOWN = 100
 _FAILED_SHOWN = 10
 
 
-#: ``3-7``: the jobs numbered 3 to 7 (CustomXepr's remove_items(3, 7)).
-_ID_RANGE = re.compile(r"(\d{1,18})-(\d{1,18})")
-
-
-def _with_ranges(run, ids: tuple[str, ...], unfinished: bool = False) -> tuple[str, ...]:
-    """*ids* with each range ``A-B`` (that is no job's name) replaced by the
-    ids of the run's jobs numbered A to B, in order; with *unfinished*, only
-    those that have not ended (a cancel of a range: the rest are no error).
-
-    Raises:
-        CommandError: a range runs backwards, or no job is numbered in it.
-    """
-    if not any(_ID_RANGE.fullmatch(given) for given in ids):
-        return ids
-    every = run.jobs(results=False)
-    names = {job.name for job in every}
-    found: list[str] = []
-    for given in ids:
-        bounds = _ID_RANGE.fullmatch(given)
-        if bounds is None or given in names:
-            found.append(given)
-            continue
-        low, high = int(bounds[1]), int(bounds[2])
-        if low > high:
-            raise CommandError(f"the range {given} runs backwards; write {high}-{low}")
-        inside = [job for job in every if isinstance(job.id, int) and low <= job.id <= high]
-        if not inside:
-            raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
-                               f"({len(every)} jobs; corral status --all lists them)")
-        found += [str(job.id) for job in inside
-                  if not (unfinished and job.status in TERMINAL)]
-    return tuple(dict.fromkeys(found))
-
-
-def _select(run, ids: tuple[str, ...]):
-    """The jobs named by *ids*, each an id (read by its key: a big run costs no
-    more), a range of ids (``3-7``) or else the name of one job, as ``cancel``
-    and ``--after`` take it; or every job."""
-    from corral.control.verbs import AmbiguousName, id_or_name
-    from corral.errors import CorralError
-
-    if not ids:
-        return run.jobs(results=False)
-    ids = _with_ranges(run, ids)
-    found, unknown = [], []
-    every = None
-    for job_id in ids:
-        try:
-            found.append(run.job(job_id))
-            continue
-        except KeyError:
-            pass
-        every = run.jobs(results=False) if every is None else every
-        try:
-            found.append(run.job(id_or_name(job_id, every)))
-        except AmbiguousName as error:
-            raise CommandError(str(error)) from None
-        except CorralError:
-            unknown.append(job_id)
-    if unknown:
-        count = sum(run.overview(0, 0).counts.values())  # (counted, not read: a big run)
-        raise CommandError(f"no job {', '.join(unknown)} in the run at {run.path} "
-                           f"({count} jobs, by id or name; corral status --all lists them)")
-    return found
-
-
-def _console():
-    from rich.console import Console
-
-    if sys.stdout.isatty():
-        width, file = None, None
-    else:  # a file or a pipe: no spaces that pad the last column to the line's end
-        width = int(os.environ.get("COLUMNS", "160"))
-        file = cast("IO[str]", _LinesTrimmed(sys.stdout))
-    # markup=False: names and commands are shown as typed, "[/]" and all
-    return Console(width=width, file=file, highlight=False, soft_wrap=False, markup=False)
-
-
-class _LinesTrimmed:
-    """A text stream that drops the spaces at the end of each line written to
-    it: rich pads every row of a grid to its full width, which a file or a
-    ``grep`` then carries. (Rich writes each print whole, lines and all.)"""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        # (line by line: a regex over a 20,000-line table took a tenth of a second)
-        self._stream.write("\n".join([line.rstrip(" ") for line in text.split("\n")]))
-        return len(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's
-        return getattr(self._stream, name)
-
-
 @cli.command()
-@_run_option
+@run_option
 @click.argument("job_id", metavar="ID")
 @click.option("--stderr", "show_stderr", is_flag=True, help="show standard error instead")
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
@@ -916,9 +285,9 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
     from corral.journal.cleaning import was_cleaned
     from corral.runtime.spool import NOT_SAVED
 
-    run = _open_run(context)
+    run = open_run(context)
     stream = "stderr" if show_stderr else "stdout"
-    [job] = _select(run, (job_id,))
+    [job] = select_jobs(run, (job_id,))
     if was_cleaned(run.path, job):
         raise CommandError(f"job {job.id}'s output files were removed (corral clean)",
                            EXIT_UNREACHABLE)
@@ -947,9 +316,10 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
             return
         now = run.job(job_id)
         ended = now.status in TERMINAL
-        if ended and NOT_SAVED in (now.reason or ""):  # (it wrote, and what it wrote is lost)
+        reason = now.reason or ""
+        if ended and NOT_SAVED in reason:  # (it wrote, and what it wrote is lost)
             click.echo(f"corral: job {job.id} {job.name!r}: what it wrote was lost: "
-                       f"{now.reason.split(NOT_SAVED, 1)[1].removeprefix(': ')} (its output "
+                       f"{reason.split(NOT_SAVED, 1)[1].removeprefix(': ')} (its output "
                        "could not be saved)", err=True)
         elif ended and not show_stderr and not _has_output(now.output_path("stderr")):
             click.echo(f"corral: job {job.id} {job.name!r} wrote nothing, to its stdout or its "
@@ -963,7 +333,7 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
         ended_as = run.job(job_id)
         if ended_as.status not in TERMINAL:  # its driver died
             raise CommandError(f"no process drives the run at {run.path} any more; job "
-                               f"{job.id} will not go on ({_how_it_goes_on(run)})",
+                               f"{job.id} will not go on ({how_it_goes_on(run)})",
                                EXIT_UNREACHABLE)
         if ended_as.status in _FAILED:
             click.echo(f"corral: job {job.id} {job.name!r} {ended_as.status.name}: "
@@ -971,7 +341,7 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
             context.exit(EXIT_FAILED_JOB)
 
 
-def _print_earlier_attempt(job: Any, attempt: int, stream: str, follow: bool) -> None:
+def _print_earlier_attempt(job: StoredJob, attempt: int, stream: str, follow: bool) -> None:
     """Print what an earlier attempt of a retried job wrote: kept as
     ``stdout.N`` beside the job's own files when the next attempt began (cold
     review: nothing showed them)."""
@@ -990,12 +360,6 @@ def _print_earlier_attempt(job: Any, attempt: int, stream: str, follow: bool) ->
     if not print_file(path, sys.stdout):
         click.echo(f"corral: attempt {attempt} of job {job.id} {job.name!r} wrote nothing to "
                    f"its {stream}", err=True)
-
-
-def _how_it_goes_on(run: Any) -> str:
-    """What makes the unfinished jobs of a run that no process drives go on."""
-    return ("corral wait or corral submit starts a new daemon, which runs them again"
-            if run.meta().get("origin") == "daemon" else "run the script again")
 
 
 #: Daemons one ``corral wait`` starts at most when the run's daemon dies while it
@@ -1031,7 +395,7 @@ class _Seconds(click.ParamType):
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.argument("ids", nargs=-1)
 @click.option("--timeout", type=_Seconds(), default=None,
               help="give up after this long (exit 3): seconds, or a duration such as '90s' "
@@ -1045,16 +409,16 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     from corral.cli.waiting import live_script, unfinished, wait_with_progress
     from corral.units import format_span
 
-    run = _open_run(context)
+    run = open_run(context)
     if ids:  # (names given: their ids, each once)
-        ids = tuple(dict.fromkeys(str(job.id) for job in _select(run, ids)))
+        ids = tuple(dict.fromkeys(str(job.id) for job in select_jobs(run, ids)))
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = sys.stderr.isatty()
     for _ in range(_DAEMON_RESTARTS_IN_A_WAIT + 1):
         # Counted, not read: the rows of a run of 100,000 jobs take seconds to read.
         waited_for = unfinished(run.status_counts(ids or None))
         if waited_for and run.owner is None:  # (before the wait, or during it: killed)
-            _control(context, {"verb": "ping"})  # restarts the daemon of a command-line run
+            control_request(context, {"verb": "ping"})  # restarts the daemon of a command-line run
             click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
                        f"unfinished jobs again ({waited_for} of those waited for)", err=True)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -1089,7 +453,7 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
     counts = Counter(run.status_counts(ids or None))
     failed = sum(counts[status] for status in _FAILED)
     if failed:  # (their rows are read only then)
-        for job in _select(run, ids):
+        for job in select_jobs(run, ids):
             if job.status in _FAILED:
                 click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}",
                            err=True)
@@ -1105,18 +469,18 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.argument("ids", nargs=-1, required=True)
 @click.pass_context
 def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
     """Cancel jobs, by id, range of ids (3-7) or name, running or not (a running job's
     processes are killed)."""
-    if any(_ID_RANGE.fullmatch(given) for given in ids):
-        ids = _with_ranges(_open_run(context), ids, unfinished=True)
+    if any(ID_RANGE.fullmatch(given) for given in ids):
+        ids = with_ranges(open_run(context), ids, unfinished=True)
         if not ids:
             click.echo("nothing to cancel: every job in the range has ended")
             return
-    reply = _control(context, {"verb": "cancel", "ids": list(ids)})
+    reply = control_request(context, {"verb": "cancel", "ids": list(ids)})
     names = reply.get("names", {})  # (a daemon of an earlier version sends none)
     # With its name: `cancel w30 w31` answered "cancelled 31" and "cancelled 32",
     # which read as the wrong jobs (new-user review).
@@ -1133,25 +497,25 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.pass_context
 def pause(context: click.Context) -> None:
     """Start no new job; running ones finish."""
-    reply = _control(context, {"verb": "pause"})
+    reply = control_request(context, {"verb": "pause"})
     click.echo("paused" + (" (it already was)" if reply.get("was_paused") else ""))
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.pass_context
 def resume(context: click.Context) -> None:
     """Start jobs again after pause."""
-    reply = _control(context, {"verb": "resume"})
+    reply = control_request(context, {"verb": "resume"})
     click.echo("resumed" + (" (it was not paused)" if reply.get("was_paused") is False else ""))
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.argument("job_id", metavar="[ID]", required=False)
 @click.pass_context
 def abort(context: click.Context, job_id: str | None) -> None:
@@ -1160,37 +524,37 @@ def abort(context: click.Context, job_id: str | None) -> None:
     request: dict[str, Any] = {"verb": "abort"}
     if job_id is not None:
         request["id"] = job_id
-    reply = _control(context, request, start=False)
+    reply = control_request(context, request, start=False)
     click.echo(f"aborting {reply['aborted']} job(s)")
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.pass_context
 def clear(context: click.Context) -> None:
     """Cancel every job that has not started."""
-    reply = _control(context, {"verb": "clear"})
+    reply = control_request(context, {"verb": "clear"})
     click.echo(f"cleared {reply['cleared']} job(s)")
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.pass_context
 def stop(context: click.Context) -> None:
     """Stop the run's daemon; its unfinished jobs are cancelled."""
-    _control(context, {"verb": "stop"}, start=False)
+    control_request(context, {"verb": "stop"}, start=False)
     click.echo("stopping")
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.option("--yes", "-y", is_flag=True, help="do not ask")
 @click.pass_context
 def clean(context: click.Context, yes: bool) -> None:
     """Delete the files of finished jobs (their records stay in the journal)."""
     from corral.journal.cleaning import clean_jobs, files_to_clean
 
-    run = _open_run(context)
+    run = open_run(context)
     finished = run.jobs("finished", results=False)
     found = files_to_clean(finished)
     for note in found.notes:
@@ -1237,7 +601,7 @@ def _confirm(question: str) -> bool:
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="where to write it (default report.html, or report.svg; - for stdout)")
 @click.option("--format", "format_", type=click.Choice(["html", "svg"]), default=None,
@@ -1248,7 +612,7 @@ def report(context: click.Context, output: Path | None, format_: str | None) -> 
     complete and a timeline, viewable with no network; or the timeline as SVG."""
     from corral.report import choose_format, report_text, write_report
 
-    run = _open_run(context)
+    run = open_run(context)
     try:
         chosen = choose_format(output if output is not None and str(output) != "-" else None,
                                format_)
@@ -1269,7 +633,7 @@ def report(context: click.Context, output: Path | None, format_: str | None) -> 
 
 
 @cli.command()
-@_run_option
+@run_option
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="the port to listen on (default: any free one)")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -1281,7 +645,7 @@ def dashboard(context: click.Context, port: int, host: str) -> None:
     this machine; prints its URL with the token it needs. Ctrl-C stops it."""
     from corral.web import MISSING_EXTRA
 
-    _open_run(context)  # a wrong --run is one line now, not a page that says so
+    open_run(context)  # a wrong --run is one line now, not a page that says so
     try:
         from corral.web.app import serve
     except ImportError as error:
@@ -1291,13 +655,13 @@ def dashboard(context: click.Context, port: int, host: str) -> None:
     state_dir = default_run_dir().parent
 
     def ready(url: str) -> None:
-        click.echo(f"corral dashboard of {_run_dir(context)}\n  {url}\n"
+        click.echo(f"corral dashboard of {chosen_run_dir(context)}\n  {url}\n"
                    "(the token in the URL is the key: share it with no one; Ctrl-C stops)",
                    err=False)
         sys.stdout.flush()
 
     try:
-        serve(_run_dir(context), state_dir, host=host, port=port, ready=ready)
+        serve(chosen_run_dir(context), state_dir, host=host, port=port, ready=ready)
     except OSError as error:
         raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
@@ -1317,14 +681,14 @@ def options(backends: tuple[str, ...], names: tuple[str, ...]) -> None:
     for name in names:
         if name not in JOB_OPTIONS:
             raise CommandError(unknown_option_message(name, JOB_OPTIONS), EXIT_USAGE)
-    _register_configured_backends()
+    register_configured_backends()
     for name in backends:
         if name not in backend_names() and name != AUTO:
             raise CommandError(_unknown_backend(name))
     # "auto": the backend it chooses here (as Scheduler(backend="auto") would)
     chosen = tuple(dict.fromkeys(resolve_backend(name) if name == AUTO else name
                                  for name in backends))
-    _console().print(options_table(chosen or None, names or None))
+    make_console().print(options_table(chosen or None, names or None))
 
 
 @cli.command()
@@ -1339,7 +703,7 @@ def backends(names: tuple[str, ...]) -> None:
                                  probe_backend)
     from corral.cli.backend_views import backends_view
 
-    _register_configured_backends()
+    register_configured_backends()
     for name in names:
         if name not in backend_names() and name != AUTO:
             raise CommandError(_unknown_backend(name))
@@ -1352,7 +716,7 @@ def backends(names: tuple[str, ...]) -> None:
                  and backend_info(name).auto), DEFAULT_BACKEND)
     shown = {name: probes[name]  # ("auto": the backend it chooses)
              for name in dict.fromkeys(auto if name == AUTO else name for name in names or every)}
-    _console().print(backends_view(shown, auto))
+    make_console().print(backends_view(shown, auto))
 
 
 def _unknown_backend(name: str) -> str:
@@ -1365,25 +729,8 @@ def _unknown_backend(name: str) -> str:
     return f"unknown backend {name!r}"  # "auto": not a backend of its own
 
 
-def _register_configured_backends(strict: bool = True) -> None:
-    """Make the schedulers the config files describe (``[schedulers.NAME]``) known
-    here. A config file with a mistake is an error when *strict*; otherwise it is
-    left to the commands that read the config, which say what is wrong."""
-    from corral.config_files import config_files_in
-
-    if not config_files_in():  # nothing to register: not worth importing what reads them
-        return
-    from corral.config import load_config
-
-    try:
-        load_config()  # registers them
-    except ValueError as error:
-        if strict:
-            raise CommandError(str(error)) from None
-
-
 @cli.command()
-@_run_option
+@run_option
 @click.argument("name", required=False)
 @click.pass_context
 def profiles(context: click.Context, name: str | None) -> None:
@@ -1393,11 +740,11 @@ def profiles(context: click.Context, name: str | None) -> None:
     from corral.config import load_config
 
     try:
-        config = load_config(run_dir=_run_dir(context))
+        config = load_config(run_dir=chosen_run_dir(context))
         chosen = None if name is None else {name: config.profile(name)}
     except ValueError as error:
         raise CommandError(str(error)) from None
-    _console().print(profiles_view(config, chosen))
+    make_console().print(profiles_view(config, chosen))
 
 
 # -- entry point ----------------------------------------------------------------------------

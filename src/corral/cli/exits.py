@@ -1,0 +1,32 @@
+"""How the ``corral`` command ends: its exit statuses, and the one-line error
+that carries one.
+
+Apart from the commands, so that the entry point (which must say a Ctrl-C that
+comes while the commands are still being imported) and every module of the
+command share them without importing each other.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXIT_FAILED_JOB", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_INTERRUPTED",
+           "INTERRUPTED", "CommandError"]
+
+#: A job listed failed, timed out or was cancelled (status, wait, logs --follow).
+EXIT_FAILED_JOB = 1
+#: A usage error or bad input.
+EXIT_USAGE = 2
+#: The run cannot be reached or controlled.
+EXIT_UNREACHABLE = 3
+#: A shell's own for a Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+#: What a Ctrl-C of a command says: what it stopped is the command, not the run.
+INTERRUPTED = "interrupted; the run and its jobs go on"
+
+
+class CommandError(Exception):
+    """A one-line error with its exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,82 @@
+"""The jobs a command names: by id, by a range of ids (``3-7``) or by name, as
+``status``, ``logs``, ``wait`` and ``cancel`` take them."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from corral.cli.exits import CommandError
+from corral.status import TERMINAL
+
+if TYPE_CHECKING:
+    from corral.journal.run import Run
+    from corral.journal.store import StoredJob
+
+__all__ = ["ID_RANGE", "with_ranges", "select_jobs"]
+
+
+#: ``3-7``: the jobs numbered 3 to 7 (CustomXepr's remove_items(3, 7)).
+ID_RANGE = re.compile(r"(\d{1,18})-(\d{1,18})")
+
+
+def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False) -> tuple[str, ...]:
+    """*ids* with each range ``A-B`` (that is no job's name) replaced by the
+    ids of the run's jobs numbered A to B, in order; with *unfinished*, only
+    those that have not ended (a cancel of a range: the rest are no error).
+
+    Raises:
+        CommandError: a range runs backwards, or no job is numbered in it.
+    """
+    if not any(ID_RANGE.fullmatch(given) for given in ids):
+        return ids
+    every = run.jobs(results=False)
+    names = {job.name for job in every}
+    found: list[str] = []
+    for given in ids:
+        bounds = ID_RANGE.fullmatch(given)
+        if bounds is None or given in names:
+            found.append(given)
+            continue
+        low, high = int(bounds[1]), int(bounds[2])
+        if low > high:
+            raise CommandError(f"the range {given} runs backwards; write {high}-{low}")
+        inside = [job for job in every if isinstance(job.id, int) and low <= job.id <= high]
+        if not inside:
+            raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
+                               f"({len(every)} jobs; corral status --all lists them)")
+        found += [str(job.id) for job in inside
+                  if not (unfinished and job.status in TERMINAL)]
+    return tuple(dict.fromkeys(found))
+
+
+def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
+    """The jobs named by *ids*, each an id (read by its key: a big run costs no
+    more), a range of ids (``3-7``) or else the name of one job, as ``cancel``
+    and ``--after`` take it; or every job."""
+    from corral.control.verbs import AmbiguousName, id_or_name
+    from corral.errors import CorralError
+
+    if not ids:
+        return run.jobs(results=False)
+    ids = with_ranges(run, ids)
+    found, unknown = [], []
+    every = None
+    for job_id in ids:
+        try:
+            found.append(run.job(job_id))
+            continue
+        except KeyError:
+            pass
+        every = run.jobs(results=False) if every is None else every
+        try:
+            found.append(run.job(id_or_name(job_id, every)))
+        except AmbiguousName as error:
+            raise CommandError(str(error)) from None
+        except CorralError:
+            unknown.append(job_id)
+    if unknown:
+        count = sum(run.overview(0, 0).counts.values())  # (counted, not read: a big run)
+        raise CommandError(f"no job {', '.join(unknown)} in the run at {run.path} "
+                           f"({count} jobs, by id or name; corral status --all lists them)")
+    return found
