@@ -27,7 +27,6 @@ import heapq
 import itertools
 import logging
 import os
-import pickle
 import threading
 import time
 import weakref
@@ -38,23 +37,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from corral.core.ahead import AheadPolicy
+from corral.core.outcome import (EndingRules, decide_outcome, raised_traceback, stderr_tail,
+                                 unpickled)
 from corral.core.record import COMPLETED_ALL_THE_SAME, DeadlineKind, JobRecord, KillIntent
 from corral.result import Result
-from corral.errors import (CorralError, DriverTerminated, JobFailed, JobTimedOut,
-                           RemoteTraceback, WorkerLost)
+from corral.errors import (CorralError, DriverTerminated, JobFailed)
 from corral.backends import backend_info
 from corral.backends.base import Submission, Update
 from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
-from corral.runtime.payload import Upstream, dumps_value, loads_error
+from corral.runtime.payload import Upstream, dumps_value
 from corral.runtime.spool import keep_earlier_attempt
 from corral.core import driver_signals
 from corral.runtime.threads import in_program_code_for, signals_allowed, start_thread
 from corral.spec import Call, FunctionRef, Script, Shell
-from corral.safe_repr import describe_error
 from corral.status import ACTIVE, PENDING, JobStatus
 from corral.core.summary import RunTally
-from corral.units import format_span
 
 if TYPE_CHECKING:
     from corral.backends.base import Backend, Capabilities, ClusterBackend, QueuingBackend
@@ -68,11 +66,6 @@ __all__ = ["Engine", "LoopStuck", "STUCK_S"]
 log = logging.getLogger("corral.engine")  # the name users filter on; kept when modules move
 
 _S = JobStatus
-_STDERR_TAIL_LINES = 5
-#: Bytes read from a failed job's stderr for its tail, and characters kept of
-#: each of its lines: an error message and a mail stay readable.
-_TAIL_BYTES = 64 * 1024
-_TAIL_LINE_CHARS = 1000
 #: Seconds a job handed to a worker still starting may wait for it, on top of
 #: its timeout, before the timeout kills it anyway: the worker says when the
 #: job really starts, and the timeout counts from then (see Update.starting);
@@ -568,7 +561,7 @@ class Engine:
         job.started, job.ended, job.native_id = stored.started, stored.ended, stored.native_id
         job.jobdir = f"{self._run_dir_text}{job.id}"
         job.result_blob = stored.result
-        job.data = _unpickled(stored.result)[0]
+        job.data = unpickled(stored.result)[0]
         if job.feeds_values:
             job.value_bytes = stored.result
         # NEW -> COMPLETED is legal only here: it ran before
@@ -860,7 +853,9 @@ class Engine:
             began = update.began or job.started
             if began is not None:
                 self._pace.observe(job, job.ended - began)
-        self._settle(job, *self._outcome(job, update))
+        self._settle(job, *decide_outcome(job, update, EndingRules(
+            self.journal is not None, self._cluster_walltime, self.abort_grace,
+            self.files_are_temporary)))
 
     def _completed_all_the_same(self, job: JobRecord, update: Update) -> None:
         """*job* was cancelled while its worker was finishing it: its completion
@@ -873,64 +868,6 @@ class Engine:
         if self.journal is not None:
             job.result_blob = update.value
             self.journal.touched(job)
-
-    def _outcome(self, job: JobRecord, update: Update
-                 ) -> tuple[JobStatus, str | None, Any, BaseException | None]:
-        """Decide how an attempt ended: (status, reason, value, error)."""
-        intent = job.kill_intent
-        if intent is KillIntent.TIMEOUT:  # the limit that was armed (see _apply)
-            limit = (job.spec.timeout_s if self._cluster_walltime else job.spec.kill_after_s) or 0
-            reason = f"timed out after {format_span(limit)}; killed with its child processes"
-            return _S.TIMED_OUT, reason, None, JobTimedOut(
-                f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
-        if intent is KillIntent.ABORT_KILLED and update.state is not _S.COMPLETED:
-            return (_S.CANCELLED, f"aborted; killed {format_span(self.abort_grace)} later, its "
-                    "grace period over", None, None)
-        if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED):
-            # Stopped by itself: what it returned (its partial work) is kept.
-            if self.journal is not None and update.state is _S.COMPLETED:
-                job.result_blob = update.value
-            return _S.CANCELLED, "aborted", _unpickled(update.value)[0], None
-        if update.state is _S.COMPLETED:
-            value, problem = _unpickled(update.value)
-            if problem is not None:
-                reason = f"its return value cannot be unpickled here: {problem}"
-                return _S.FAILED, reason, None, JobFailed(
-                    f"{_label(job)}: {reason}", job_id=job.id, status=_S.FAILED, reason=reason)
-            if job.feeds_values:
-                job.value_bytes = update.value
-            if self.journal is not None:
-                job.result_blob = update.value
-            return _S.COMPLETED, None, value, None
-        if update.state is _S.CANCELLED:
-            return _S.CANCELLED, job.cancel_reason or update.reason or "cancelled", None, None
-        if update.state is _S.TIMED_OUT:
-            reason = update.reason or "ran past its walltime"
-            return _S.TIMED_OUT, reason, None, JobTimedOut(
-                f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason)
-        if update.error is not None:
-            if self.journal is not None:
-                job.error_blob = update.error
-            error, traceback_text, summary = loads_error(update.error)
-            reason = f"raised {summary}"
-            if update.reason:  # where it ran, e.g. the Slurm job
-                reason += f" ({update.reason})"
-            if error is None:
-                error = JobFailed(f"{_label(job)} {reason}\n{traceback_text}", job_id=job.id,
-                                  status=_S.FAILED, reason=reason)
-            else:
-                error.__cause__ = RemoteTraceback(traceback_text)
-            return _S.FAILED, reason, None, error
-        reason = update.reason or f"exit code {update.exit_code}"
-        kind = WorkerLost if reason.startswith("worker lost") else JobFailed
-        message = f"{_label(job)} failed: {reason}"
-        tail = _tail(job, "stderr")
-        if tail:
-            where = ("all of it is in job.stderr" if self.files_are_temporary
-                     else f"{job.jobdir}/stderr")
-            message += f"\nlast lines of its stderr ({where}):\n{tail}"
-        return _S.FAILED, reason, None, kind(message, job_id=job.id, status=_S.FAILED,
-                                             reason=reason, exit_code=update.exit_code)
 
     def _settle(self, job: JobRecord, status: JobStatus, reason: str | None, value: Any,
                 error: BaseException | None) -> None:
@@ -1001,7 +938,7 @@ class Engine:
             job_id=job.dispatched_id, name=job.name, status=job.status.name, reason=job.reason,
             exit_code=None if call else job.exit_code, started=job.started, ended=job.ended,
             attempts=job.attempts, run_dir=None if self.journal is None else str(self.run_dir),
-            stderr_tail=_tail(job, "stderr"), traceback=_raised_traceback(error))
+            stderr_tail=stderr_tail(job), traceback=raised_traceback(error))
         notifier.send(notice, job.spec.notify)
 
     def _resolve_finished(self) -> None:
@@ -1363,32 +1300,7 @@ def _job_of(job: JobRecord) -> Job:
     return cast("Job", job.future)
 
 
-def _raised_traceback(error: BaseException | None) -> str:
-    """The worker's traceback of a call that raised (see :meth:`Engine._outcome`):
-    the cause of its own exception, or the rest of the JobFailed that stands for
-    one that could not be unpickled here. "" for anything else."""
-    if error is None:
-        return ""
-    if isinstance(error.__cause__, RemoteTraceback):
-        return str(error.__cause__)
-    if isinstance(error, JobFailed) and " raised " in str(error).split("\n", 1)[0]:
-        return str(error).partition("\n")[2]
-    return ""
 
-
-def _label(job: JobRecord) -> str:
-    """A job as errors name it: ``job 7 'train'`` (made only when an error is)."""
-    return f"job {job.id} {job.name!r}"
-
-
-def _unpickled(blob: bytes | None) -> tuple[Any, str | None]:
-    """(value, None), or (None, what went wrong) for a value this process cannot load."""
-    if blob is None:
-        return None, None
-    try:  # (one whose class hangs in it holds a pass: a driver told to end still ends, see stuck)
-        return pickle.loads(blob), None
-    except BaseException as error:  # what loading it raised, SystemExit too, is the job's
-        return None, describe_error(error)
 
 
 _UPSTREAM = "upstream job "
@@ -1436,19 +1348,3 @@ def _plausible_start(reported: float | None, taken_at: float) -> float:
         reported = max(reported, now - max(0.0, time.monotonic() - taken_at))
     return min(reported, now)
 
-
-def _tail(job: JobRecord, stream: str) -> str:
-    """The last lines a failed job wrote, for its error and its notice mail:
-    read from the file's end, each line cut short (attack review: a command's
-    200 MB of stderr was read whole, on the control thread, into its error
-    message, and a 400 MB notice mail was lost)."""
-    text = job.read_output(stream, last_bytes=_TAIL_BYTES).rstrip("\n")
-    if not text:
-        return ""
-    return "\n".join(_cut(line) for line in text.splitlines()[-_STDERR_TAIL_LINES:])
-
-
-def _cut(line: str) -> str:
-    if len(line) <= _TAIL_LINE_CHARS:
-        return line
-    return f"{line[:_TAIL_LINE_CHARS]} [... line cut short]"

@@ -1,0 +1,180 @@
+"""How an attempt of a job ended, decided from its backend's last update: the
+status, the reason a person reads, the value and the exception its Future gets.
+
+Apart from :class:`~corral.core.engine.Engine`, which applies the decision
+(retry, run again, make final): what a timeout, an abort, a value that cannot
+be unpickled, a call that raised or a command's exit code each become is read
+here in one place, with none of the loop's state.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from corral.core.record import KillIntent
+from corral.errors import JobFailed, JobTimedOut, RemoteTraceback, WorkerLost
+from corral.runtime.payload import loads_error
+from corral.safe_repr import describe_error
+from corral.status import JobStatus
+from corral.units import format_span
+
+if TYPE_CHECKING:
+    from corral.backends.base import Update
+    from corral.core.record import JobRecord
+
+__all__ = ["Outcome", "EndingRules", "decide_outcome", "stderr_tail", "raised_traceback",
+           "unpickled"]
+
+_S = JobStatus
+_STDERR_TAIL_LINES = 5
+#: Bytes read from a failed job's stderr for its tail, and characters kept of
+#: each of its lines: an error message and a mail stay readable.
+_TAIL_BYTES = 64 * 1024
+_TAIL_LINE_CHARS = 1000
+
+
+class Outcome(NamedTuple):
+    """How one attempt ended."""
+
+    status: JobStatus
+    reason: str | None
+    value: Any
+    error: BaseException | None
+
+
+class EndingRules(NamedTuple):
+    """What of the run decides an ending, besides the job and its update."""
+
+    #: Whether the journal keeps results and errors (the job's blobs are set for it).
+    journaled: bool
+    #: Whether the backend enforces walltimes itself: a timeout then names the
+    #: walltime, not the local kill-after limit.
+    cluster_walltime: bool
+    #: Seconds an aborted job was given before it was killed.
+    abort_grace: float
+    #: Whether the job's files go with the run (its stderr is then in job.stderr).
+    files_are_temporary: bool
+
+
+def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
+    """How *job*'s attempt ended, by its *update*. Keeps the pickled value or
+    error on *job* where the journal or its dependents need them."""
+    intent = job.kill_intent
+    if intent is KillIntent.TIMEOUT:  # the limit that was armed (see Engine._apply)
+        limit = (job.spec.timeout_s if rules.cluster_walltime else job.spec.kill_after_s) or 0
+        reason = f"timed out after {format_span(limit)}; killed with its child processes"
+        return Outcome(_S.TIMED_OUT, reason, None, JobTimedOut(
+            f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason))
+    if intent is KillIntent.ABORT_KILLED and update.state is not _S.COMPLETED:
+        return Outcome(_S.CANCELLED, f"aborted; killed {format_span(rules.abort_grace)} later, "
+                       "its grace period over", None, None)
+    if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED):
+        # Stopped by itself: what it returned (its partial work) is kept.
+        if rules.journaled and update.state is _S.COMPLETED:
+            job.result_blob = update.value
+        return Outcome(_S.CANCELLED, "aborted", unpickled(update.value)[0], None)
+    if update.state is _S.COMPLETED:
+        return _completed(job, update, rules)
+    if update.state is _S.CANCELLED:
+        return Outcome(_S.CANCELLED, job.cancel_reason or update.reason or "cancelled", None,
+                       None)
+    if update.state is _S.TIMED_OUT:
+        reason = update.reason or "ran past its walltime"
+        return Outcome(_S.TIMED_OUT, reason, None, JobTimedOut(
+            f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason))
+    if update.error is not None:
+        return _raised(job, update, update.error, rules)
+    return _exited(job, update, rules)
+
+
+def _completed(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
+    """A job that returned: its value, unless this process cannot unpickle it."""
+    value, problem = unpickled(update.value)
+    if problem is not None:
+        reason = f"its return value cannot be unpickled here: {problem}"
+        return Outcome(_S.FAILED, reason, None, JobFailed(
+            f"{_label(job)}: {reason}", job_id=job.id, status=_S.FAILED, reason=reason))
+    if job.feeds_values:
+        job.value_bytes = update.value
+    if rules.journaled:
+        job.result_blob = update.value
+    return Outcome(_S.COMPLETED, None, value, None)
+
+
+def _raised(job: JobRecord, update: Update, blob: bytes, rules: EndingRules) -> Outcome:
+    """A call that raised: its own exception, with the worker's traceback as
+    its cause, or a JobFailed that carries the traceback when the exception
+    cannot be unpickled here."""
+    if rules.journaled:
+        job.error_blob = blob
+    error, traceback_text, summary = loads_error(blob)
+    reason = f"raised {summary}"
+    if update.reason:  # where it ran, e.g. the Slurm job
+        reason += f" ({update.reason})"
+    if error is None:
+        error = JobFailed(f"{_label(job)} {reason}\n{traceback_text}", job_id=job.id,
+                          status=_S.FAILED, reason=reason)
+    else:
+        error.__cause__ = RemoteTraceback(traceback_text)
+    return Outcome(_S.FAILED, reason, None, error)
+
+
+def _exited(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
+    """A command that exited non-zero, or a job whose worker was lost: the
+    error shows the last lines of its stderr and where the rest is."""
+    reason = update.reason or f"exit code {update.exit_code}"
+    kind = WorkerLost if reason.startswith("worker lost") else JobFailed
+    message = f"{_label(job)} failed: {reason}"
+    tail = stderr_tail(job)
+    if tail:
+        where = ("all of it is in job.stderr" if rules.files_are_temporary
+                 else f"{job.jobdir}/stderr")
+        message += f"\nlast lines of its stderr ({where}):\n{tail}"
+    return Outcome(_S.FAILED, reason, None, kind(message, job_id=job.id, status=_S.FAILED,
+                                                 reason=reason, exit_code=update.exit_code))
+
+
+def unpickled(blob: bytes | None) -> tuple[Any, str | None]:
+    """(value, None), or (None, what went wrong) for a value this process cannot load."""
+    if blob is None:
+        return None, None
+    try:  # (one whose class hangs in it holds a pass: a driver told to end still ends, see stuck)
+        return pickle.loads(blob), None
+    except BaseException as error:  # what loading it raised, SystemExit too, is the job's
+        return None, describe_error(error)
+
+
+def raised_traceback(error: BaseException | None) -> str:
+    """The worker's traceback of a call that raised (see :func:`_raised`): the
+    cause of its own exception, or the rest of the JobFailed that stands for
+    one that could not be unpickled here. "" for anything else."""
+    if error is None:
+        return ""
+    if isinstance(error.__cause__, RemoteTraceback):
+        return str(error.__cause__)
+    if isinstance(error, JobFailed) and " raised " in str(error).split("\n", 1)[0]:
+        return str(error).partition("\n")[2]
+    return ""
+
+
+def stderr_tail(job: JobRecord) -> str:
+    """The last lines a failed job wrote to its stderr, for its error and its
+    notice mail: read from the file's end, each line cut short (attack review:
+    a command's 200 MB of stderr was read whole, on the control thread, into
+    its error message, and a 400 MB notice mail was lost)."""
+    text = job.read_output("stderr", last_bytes=_TAIL_BYTES).rstrip("\n")
+    if not text:
+        return ""
+    return "\n".join(_cut(line) for line in text.splitlines()[-_STDERR_TAIL_LINES:])
+
+
+def _cut(line: str) -> str:
+    if len(line) <= _TAIL_LINE_CHARS:
+        return line
+    return f"{line[:_TAIL_LINE_CHARS]} [... line cut short]"
+
+
+def _label(job: JobRecord) -> str:
+    """A job as errors name it: ``job 7 'train'`` (made only when an error is)."""
+    return f"job {job.id} {job.name!r}"
