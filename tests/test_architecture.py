@@ -29,7 +29,7 @@ from corral.backends import (BackendInfo, Capabilities, backend_info, backend_na
                              unregister_backend)
 from corral.backends.local.backend import LocalBackend
 from corral.cli.views import status_table
-from corral.journal.store import StoredJob
+from corral.journal.stored import StoredJob
 from corral.options import JOB_OPTIONS
 from corral.status import JobStatus
 

@@ -591,7 +591,7 @@ def test_after_a_failed_job_the_journal_has_not_caught_up_with_is_refused(
     import corral
     from corral.control.verbs import handle
     from corral.errors import CorralError
-    from corral.journal.store import read_jobs
+    from corral.journal.reading import read_jobs
 
     with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
         release = tmp_path / "release"
@@ -1846,7 +1846,7 @@ def test_a_stopping_driver_takes_no_job_and_its_client_waits_until_it_is_gone(tm
 
     import corral
     from corral.control.server import Stopping, send_request, send_when_served
-    from corral.journal.store import owner_of
+    from corral.journal.files import owner_of
 
     scheduler = corral.Scheduler(cores=1, journal=tmp_path / "run")
     scheduler._stop_requested = threading.Event()
@@ -2158,7 +2158,7 @@ def test_a_request_the_run_could_not_carry_out_exits_3_and_one_refused_exits_2(
     """Attack review: a submit that the journal could not record (a full disk,
     a writer that died) exited 2, the status of bad input."""
     from corral.control.server import ControlServer
-    from corral.journal.store import JournalError
+    from corral.errors import JournalError
 
     failures = {"JournalError": JournalError("cannot write the journal J: database or disk is "
                                              "full"),
@@ -2509,7 +2509,7 @@ def test_a_name_in_wide_characters_is_shown_whole_where_the_terminal_has_room():
 
     from corral import JobStatus
     from corral.cli.views import status_table
-    from corral.journal.store import StoredJob
+    from corral.journal.stored import StoredJob
 
     job = StoredJob(id=1, key="k", name="日本語の名前です", kind="shell", command="true", spec={},
                     deps=(), status=JobStatus.COMPLETED, reason=None, exit_code=0, attempts=1,

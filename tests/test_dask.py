@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 import corral
-from corral.journal.store import read_jobs
+from corral.journal.reading import read_jobs
 import dask_cluster
 from corral import JobStatus
 from jobs import (add, hold_the_gil_after_a_child, raise_custom, report_environment,

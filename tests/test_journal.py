@@ -38,7 +38,8 @@ from corral.config import Config, SmtpSettings
 from corral.control.server import NoDriver, send_request
 from corral.errors import CorralError, RemoteTraceback
 from corral.runtime.outcomes import read_outcomes
-from corral.journal.store import RunInUse, owner_of
+from corral.errors import RunInUse
+from corral.journal.files import owner_of
 
 DRIVER = Path(__file__).with_name("journal_driver.py")
 RESTORED = "completed in an earlier run (from the journal)"
@@ -962,7 +963,7 @@ def test_a_disk_full_to_the_end_loses_the_held_changes_in_one_line(tmp_path):
     done, _ = _on_a_small_disk(tmp_path, FULL_TO_THE_END_PROGRAM)
     assert done.returncode == 1, done
     last = done.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(r"corral\.journal\.store\.JournalError: cannot write the journal .*: "
+    assert re.fullmatch(r"corral\.errors\.JournalError: cannot write the journal .*: "
                         r"\d+ changes were lost: (database or disk is full|disk I/O error)"
                         r"(; the end of the session was not recorded: .*)?", last), done.stderr
     assert "written again" not in done.stderr

@@ -35,7 +35,7 @@ from corral import JobStatus
 from corral.journal import eventlog
 from corral.core.record import COMPLETED_ALL_THE_SAME
 from corral.errors import CorralError
-from corral.journal.store import JournalError
+from corral.errors import JournalError
 
 DRIVERS = Path(__file__).with_name("integrity_drivers.py")
 MOVE_AWAY = "move it away to start the run afresh"
@@ -501,7 +501,7 @@ def _writer_with_one_job(tmp_path: Path, jobdir: str, result: bytes):
     """A journal writer (in this process) that has written one new job and, in a
     second batch, that job's end: the state row a refusal test looks at."""
     from corral.journal.eventlog import EventColumns
-    from corral.journal.store import _create_journal
+    from corral.journal.files import create_journal as _create_journal
     from corral.journal.writer import _Writer
 
     run = tmp_path / "run"
@@ -699,7 +699,7 @@ def test_the_corral_command_waits_for_a_driver_that_waits_for_an_earlier_writer(
     """While a script waited for a killed driver's writer, `corral pause` said
     "no process drives the run: it was made by a script, which is not
     running" (round-3 review). The command waits for the script to serve."""
-    from corral.journal.store import owner_of
+    from corral.journal.files import owner_of
 
     first, writer = _driver_with_a_lagging_writer(tmp_path)
     first.kill()

@@ -22,7 +22,7 @@ import pytest
 import corral
 from corral import JobStatus
 from corral.core.chunk_sizes import ChunkSizer
-from corral.journal.store import read_jobs
+from corral.journal.reading import read_jobs
 from corral.runtime.chunks import ChunkRunner
 
 import jobs

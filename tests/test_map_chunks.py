@@ -19,7 +19,7 @@ import pytest
 import corral
 from corral import JobStatus
 from support.waiting import wait_until
-from corral.journal.store import read_jobs
+from corral.journal.reading import read_jobs
 
 import jobs
 

@@ -25,9 +25,9 @@ _EXPORTS = {
     "Job": "core.job",
     "Result": "result",
     "Run": "journal.run",
-    "StoredJob": "journal.store",
-    "RunInUse": "journal.store",
-    "JournalError": "journal.store",
+    "StoredJob": "journal.stored",
+    "RunInUse": "errors",
+    "JournalError": "errors",
     "ConfigError": "config",
     "JobStatus": "status",
     "Event": "events",
@@ -98,9 +98,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from corral.errors import WorkerLost as WorkerLost
     from corral.events import Event as Event
     from corral.journal.run import Run as Run
-    from corral.journal.store import JournalError as JournalError
-    from corral.journal.store import RunInUse as RunInUse
-    from corral.journal.store import StoredJob as StoredJob
+    from corral.errors import JournalError as JournalError
+    from corral.errors import RunInUse as RunInUse
+    from corral.journal.stored import StoredJob as StoredJob
     from corral.runtime.abort import abort_requested as abort_requested
     from corral.spec import Call as Call
     from corral.spec import FunctionRef as FunctionRef

@@ -10,8 +10,8 @@
     ├── ResourceError (ValueError)    a job asks for more than the backend can ever give
     ├── DependencyError (ValueError)  a dependency cycle, or an unknown job name in after=
     ├── BackendError              the backend itself failed (cannot start workers, ...)
-    ├── JournalError              a run's journal is damaged or lost a row (journal/store.py)
-    └── RunInUse                  another driver holds the run (journal/store.py)
+    ├── JournalError              a run's journal is damaged or lost a row
+    └── RunInUse                  another driver holds the run
 
     SystemExit
     └── DriverTerminated          SIGTERM reached a driver with a live scheduler
@@ -35,6 +35,8 @@ __all__ = [
     "BackendError",
     "RemoteTraceback",
     "DriverTerminated",
+    "JournalError",
+    "RunInUse",
 ]
 
 
@@ -113,3 +115,14 @@ class DriverTerminated(SystemExit):
     removed. Uncaught, it ends the program with status 143 (128 + SIGTERM),
     without a traceback, as the default action would have.
     """
+
+
+class RunInUse(CorralError):
+    """Another live process drives this run directory."""
+
+
+class JournalError(CorralError):
+    """The journal cannot be read, or cannot be trusted: not a corral journal,
+    empty, missing what its write-ahead log held, a value corral cannot read,
+    or a write the writer process could not make. The message names the file
+    and what is wrong."""

@@ -113,7 +113,8 @@ def pid_gone(pid: int) -> bool:
 def owner_pid(run_dir: Path) -> int | None:
     """The pid in the run's lock file while a live driver holds the lock, else
     None (also where a test put something else in the lock file's place)."""
-    from corral.journal.store import JournalError, owner_of
+    from corral.errors import JournalError
+    from corral.journal.files import owner_of
 
     try:
         owner = owner_of(run_dir)

@@ -28,7 +28,8 @@ def control_request(context: click.Context, request: dict[str, Any],
     from corral.control import server
     from corral.control.server import NoDriver
     from corral.cli.daemon import HELD_FOR, ensure_daemon
-    from corral.journal.store import owner_of, read_meta
+    from corral.journal.files import owner_of
+    from corral.journal.reading import read_meta
 
     run_dir = chosen_run_dir(context)
     try:

@@ -35,7 +35,9 @@ from corral.core.run_files import DAEMON_LOG
 from corral.config_files import user_config_path
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
-from corral.journal.store import RunInUse, StoredJob, private_file, private_run_dir
+from corral.errors import RunInUse
+from corral.journal.files import private_file, private_run_dir
+from corral.journal.stored import StoredJob
 
 __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "HELD_FOR", "idle_seconds"]
 

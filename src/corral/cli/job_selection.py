@@ -11,7 +11,7 @@ from corral.status import TERMINAL
 
 if TYPE_CHECKING:
     from corral.journal.run import Run
-    from corral.journal.store import StoredJob
+    from corral.journal.stored import StoredJob
 
 __all__ = ["ID_RANGE", "with_ranges", "select_jobs"]
 

@@ -18,7 +18,7 @@ from corral.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
     from corral.journal.run import Run
-    from corral.journal.store import StoredJob
+    from corral.journal.stored import StoredJob
 
 __all__ = ["follow_output", "print_file", "POLL_S"]
 

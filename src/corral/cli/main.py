@@ -45,7 +45,7 @@ from corral.safe_repr import first_few
 from corral.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
-    from corral.journal.store import StoredJob
+    from corral.journal.stored import StoredJob
 
 __all__ = ["main", "cli"]
 

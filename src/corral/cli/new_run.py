@@ -19,7 +19,7 @@ def check_new_run_dir(run_dir: Path) -> bool:
     directory with other files in it, which corral would make private and fill
     (all but the run's own ``corral.toml``, its daemon's settings: made first)."""
     from corral.core.run_files import holds_other_files
-    from corral.journal.store import journal_path
+    from corral.journal.files import journal_path
 
     if journal_path(run_dir).exists():
         return False
@@ -39,7 +39,7 @@ def undo_new_run(run_dir: Path) -> None:
     import time
 
     from corral.control.server import NoDriver
-    from corral.journal.store import LOCK_FILE, owner_of
+    from corral.journal.files import LOCK_FILE, owner_of
 
     try:
         send_to_driver(run_dir, {"verb": "stop", "unless_used": True})

@@ -70,7 +70,7 @@ def open_run(context: click.Context) -> Run:
 
 def require_existing_run(run_dir: Path) -> None:
     """Refuse (exit 3) a control verb on a directory that holds no journal."""
-    from corral.journal.store import journal_path
+    from corral.journal.files import journal_path
 
     try:
         exists = journal_path(run_dir).exists()

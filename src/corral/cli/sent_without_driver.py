@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.journal.store import StoredJob
+from corral.journal.stored import StoredJob
 
 __all__ = ["SentRequest", "note_sent", "sent_requests", "cancelled_without_driver", "SENT_FILE"]
 

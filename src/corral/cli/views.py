@@ -4,7 +4,7 @@ printed by :mod:`corral.cli.logs`, the progress bar of ``corral wait`` by
 
 Kept apart from :mod:`corral.cli.main` (argument parsing and errors): the tables
 are functions of plain data (a :class:`~corral.journal.run.Run`, a list of
-:class:`~corral.journal.store.StoredJob`, the option registry, a config); the
+:class:`~corral.journal.stored.StoredJob`, the option registry, a config); the
 run's header looks at its owner's process.
 """
 
@@ -28,7 +28,7 @@ from corral.units import format_span
 if TYPE_CHECKING:
     from corral.config import Config
     from corral.journal.run import Run
-    from corral.journal.store import StoredJob
+    from corral.journal.stored import StoredJob
     from corral.cli.sent_without_driver import SentRequest
 
 __all__ = ["run_header", "status_table", "hidden_note", "unlisted_note", "paused_reason",

@@ -18,7 +18,7 @@ from corral.status import TERMINAL, JobStatus
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from corral.journal.store import StoredJob
+    from corral.journal.stored import StoredJob
 
 __all__ = ["control_cluster_jobs", "nothing_left_to_cancel"]
 

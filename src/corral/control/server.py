@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import CorralError
-from corral.journal.store import JournalError, file_kind, owner_of
+from corral.errors import JournalError
+from corral.journal.files import file_kind, owner_of
 from corral.runtime.procstate import process_state
 from corral.runtime.threads import start_thread
 

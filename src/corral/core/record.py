@@ -42,7 +42,7 @@ from corral.safe_repr import writable_text
 from corral.status import JobStatus, check_transition
 
 if TYPE_CHECKING:
-    from corral.journal.store import StoredJob
+    from corral.journal.stored import StoredJob
 
 __all__ = ["JobRecord", "KillIntent", "DeadlineKind", "Owner", "NO_JOURNAL_ENTRY",
            "COMPLETED_ALL_THE_SAME", "cancel_future"]

@@ -39,7 +39,7 @@ from corral.status import ACTIVE, TERMINAL, JobStatus
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
     from corral.journal.previous import PreviousJobs
-    from corral.journal.store import StoredJob
+    from corral.journal.stored import StoredJob
 
 __all__ = ["Resumer"]
 

@@ -24,7 +24,7 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"
 def attach_run_log(run_dir: Path) -> Callable[[], None]:
     """Send corral's log to ``run_dir/corral.log``; return what undoes it."""
     logger = logging.getLogger("corral")
-    from corral.journal.store import private_file
+    from corral.journal.files import private_file
 
     private_file(run_dir / LOG_FILE)
     file_handler = _RunLogFile(run_dir / LOG_FILE)

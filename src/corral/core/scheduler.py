@@ -55,7 +55,9 @@ from corral.safe_repr import safe_repr
 from corral.spec import (Call, FunctionRef, Script, Shell, Task, make_spec, make_task,
                          named_function, spec_maker)
 from corral.status import JobStatus, statuses_named
-from corral.journal.store import Journal, JournalError, StoredJob
+from corral.errors import JournalError
+from corral.journal.store import Journal
+from corral.journal.stored import StoredJob
 from corral.runtime.tempdirs import (RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir,
                                      remove_dead_owners_tempdirs)
 from corral.units import parse_duration, parse_memory

@@ -5,7 +5,7 @@ since recorded its jobs' directories at its old place, where another run may
 live now (clean of a copy deleted the original's files), and a directory
 replaced by a symbolic link points at files that are no job's. So only real
 directories are deleted, found where the run holds them now
-(:attr:`~corral.journal.store.StoredJob.directory`: never in another run's
+(:attr:`~corral.journal.stored.StoredJob.directory`: never in another run's
 directory), and a link left is said, not passed over.
 """
 
@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from corral.journal.store import StoredJob
+from corral.journal.stored import StoredJob
 from corral.safe_repr import first_few
 from corral.status import TERMINAL
 

@@ -24,7 +24,7 @@ __all__ = ["PreviousJobs"]
 
 
 class _Stored(Protocol):
-    """What is used here of a stored job (``corral.journal.store.StoredJob``)."""
+    """What is used here of a stored job (``corral.journal.stored.StoredJob``)."""
 
     @property
     def key(self) -> str: ...

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from corral.result import Result
 from corral.job_refs import ambiguous_name, jobs_called
-from corral.journal.store import (JOURNAL_FILE, STOPPED_FILE, JournalError, Overview, StoredJob,
-                                  StoredSession, owner_of, read_overview, read_status_counts,
-                                  last_written, read_events,
-                                  read_job, read_jobs, read_meta, read_session_backends,
-                                  read_sessions, one_snapshot)
+from corral.errors import JournalError
+from corral.journal.files import JOURNAL_FILE, STOPPED_FILE, owner_of
+from corral.journal.reading import (Overview, read_overview, read_status_counts, read_events,
+                                    read_job, read_jobs, read_meta, read_session_backends,
+                                    read_sessions, one_snapshot)
+from corral.journal.stored import StoredJob, StoredSession, last_written
 from corral.status import JobStatus, statuses_named
 
 if TYPE_CHECKING:

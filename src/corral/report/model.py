@@ -50,7 +50,7 @@ PENDING_OR_SUBMITTED = (JobStatus.QUEUED, JobStatus.SUBMITTED)
 
 
 class StoredJobLike(Protocol):
-    """What the report reads of a job: :class:`corral.journal.store.StoredJob` fits it."""
+    """What the report reads of a job: :class:`corral.journal.stored.StoredJob` fits it."""
 
     @property
     def id(self) -> int | str: ...
@@ -87,7 +87,7 @@ class StoredJobLike(Protocol):
 
 
 class SessionLike(Protocol):
-    """A driver session of the run: :class:`corral.journal.store.StoredSession` fits it."""
+    """A driver session of the run: :class:`corral.journal.stored.StoredSession` fits it."""
 
     @property
     def id(self) -> int: ...

@@ -31,7 +31,7 @@ from aiohttp import web
 from corral.control.server import Denied, NoDriver, Refused, send_request
 from corral.errors import CorralError
 from corral.journal.run import Run
-from corral.journal.store import JournalError
+from corral.errors import JournalError
 from corral.safe_repr import bidi_shown
 from corral.report.html import render_page, script_json
 from corral.web.guard import Guard

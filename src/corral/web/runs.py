@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.journal.run import Run
-from corral.journal.store import JOURNAL_FILE, owner_of
+from corral.journal.files import JOURNAL_FILE, owner_of
 from corral.report import page_data, read_view
 from corral.report.model import DASHBOARD_TAILS
 

@@ -1,0 +1,225 @@
+"""A job and a driver session as the journal holds them: what ``corral
+status``, the report and a resumed run read of a run, from any process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral.status import JobStatus
+from corral.errors import JournalError
+from corral.journal.files import JOURNAL_FILE
+
+__all__ = ["ORPHANED", "FOUND_IN_OUTCOME_LOG", "CALL_KINDS", "StoredJob", "directory_now",
+           "last_written", "StoredSession"]
+
+
+#: Why an unfinished job of a dead driver ends CANCELLED (README: "Unfinished work").
+ORPHANED = "its driver ended before it did (the next run of the script runs it again)"
+
+#: Why a call whose outcome only the outcome log knew ends COMPLETED or FAILED.
+FOUND_IN_OUTCOME_LOG = "found in the outcome log after its driver ended"
+
+CALL_KINDS = ("call", "function")  # the jobs whose workers log their outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """One job as the journal last recorded it (plain values, no live process)."""
+
+    id: int | str
+    key: str
+    name: str
+    kind: str
+    command: str
+    spec: dict[str, Any]
+    deps: tuple[int | str, ...]
+    status: JobStatus
+    reason: str | None
+    exit_code: int | None
+    attempts: int
+    native_id: str | None
+    started: float | None
+    ended: float | None
+    jobdir: str | None
+    result: bytes | None
+    error: bytes | None
+    session: int | None
+    live: tuple[str, str] | None = None  # stdout, stderr files while it runs
+    #: Its key with the code left out (see corral.core.identity.job_digests).
+    slot: str | None = None
+    #: The journal file it was read from, for error messages.
+    journal: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is JobStatus.COMPLETED
+
+    def result_value(self) -> Any:
+        """The job's return value (None for commands and unfinished jobs).
+
+        Raises:
+            Exception: the job's own exception, if it raised one (with its
+                remote traceback as ``__cause__``); JobFailed if it ended
+                FAILED/TIMED_OUT/CANCELLED otherwise.
+            JournalError: the stored result (or error) cannot be loaded: a
+                damaged value is never answered as None.
+        """
+        from corral.errors import JobFailed, RemoteTraceback
+        from corral.runtime.payload import loads_error
+
+        if self.error is not None:
+            error, traceback_text, _ = self._load("error", loads_error, self.error)
+            if error is not None:
+                error.__cause__ = RemoteTraceback(traceback_text)
+                raise error
+        if self.status in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED):
+            raise JobFailed(f"job {self.id} {self.name!r} {self.status.name}: {self.reason}",
+                            job_id=self.id, status=self.status, reason=self.reason,
+                            exit_code=self.exit_code)
+        return self.load_result()
+
+    def load_result(self) -> Any:
+        """The stored return value, whatever the status (None if none is stored).
+
+        Raises:
+            JournalError: it cannot be loaded.
+        """
+        return None if self.result is None else self._load("result", pickle.loads, self.result)
+
+    def _load(self, what: str, load: Callable[[bytes], Any], blob: bytes) -> Any:
+        try:
+            return load(blob)
+        except Exception as problem:
+            where = f" in {self.journal}" if self.journal else ""
+            raise JournalError(
+                f"job {self.id} {self.name!r}: its stored {what}{where} cannot be loaded "
+                f"({type(problem).__name__}: {problem}); the journal is damaged, or the value "
+                "needs code this process cannot import") from None
+
+    def traceback_text(self) -> str | None:
+        """The remote traceback of the exception the job raised, as text; None if it
+        raised none (or its record was read without results, or cannot be read)."""
+        from corral.runtime.payload import error_traceback
+
+        if self.error is None:
+            return None
+        try:
+            return error_traceback(self.error)
+        except Exception:
+            return None
+
+    @property
+    def directory(self) -> str | None:
+        """The job's directory as its run holds it now (None: it has none).
+
+        :attr:`jobdir` is where it was made: in a run that was moved or copied
+        since, that is the run's old place, where another run may live now
+        (``corral clean`` of a copy deleted the original's files, and ``logs``
+        showed the original's output). So the job's directory is the one of
+        the same name in this run when the one recorded is in another run's
+        directory, or in one that is gone, whether it exists or not. One made
+        elsewhere on purpose (``Scheduler(workdir=...)``) stays where it is.
+        """
+        if not self.jobdir or not self.journal:
+            return self.jobdir
+        return directory_now(self.jobdir, os.path.dirname(self.journal))
+
+    def output_path(self, stream: str = "stdout") -> str | None:
+        """Where *stream* is now: a spool file while the job runs, else its job file."""
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"stream={stream!r} must be 'stdout' or 'stderr'")
+        directory = self.directory
+        if self.live is not None and self.status is JobStatus.RUNNING:
+            live = self.live[0] if stream == "stdout" else self.live[1]
+            if os.path.exists(live) or not directory:  # (else: moved, its worker dead)
+                return live
+        return os.path.join(directory, stream) if directory else None
+
+    def output_written_at(self) -> float | None:
+        """When the job last wrote to its stdout or stderr file (None: no file)."""
+        times = []
+        for stream in ("stdout", "stderr"):
+            path = self.output_path(stream)
+            if path:
+                try:
+                    times.append(os.stat(path).st_mtime)
+                except OSError:
+                    pass
+        return max(times, default=None)
+
+    def output(self, stream: str = "stdout") -> str:
+        """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing."""
+        from corral.runtime.spool import read_output
+
+        path = self.output_path(stream)
+        return "" if path is None else read_output(path)
+
+
+def directory_now(jobdir: str, run_dir: str) -> str:
+    """Where the job directory recorded as *jobdir* is in the run at *run_dir*
+    now (see :attr:`StoredJob.directory`): in this run, at the same place
+    under it as it was made under the run's old place (its ``workdir=`` may
+    be a folder inside the run), unless it was made elsewhere on purpose (in
+    a directory of no run)."""
+    place = os.path.dirname(jobdir)
+    while True:
+        try:
+            if os.path.samefile(place, run_dir):
+                return jobdir
+        except OSError:  # gone: the run was moved away from it
+            return _where_it_came(jobdir, run_dir)
+        if os.path.lexists(os.path.join(place, JOURNAL_FILE)):  # another run's, now
+            return os.path.join(run_dir, os.path.relpath(jobdir, place))
+        parent = os.path.dirname(place)
+        if parent == place:  # (the root: made in no run's directory)
+            return jobdir
+        place = parent
+
+
+def _where_it_came(jobdir: str, run_dir: str) -> str:
+    """The job directory of a run moved away from the place *jobdir* was made
+    in, which is gone: the deepest of its places under *run_dir* that exists
+    (``files/1`` of a run made with ``workdir="run/files"``), else the one of
+    its name."""
+    place = os.path.dirname(jobdir)
+    while os.path.dirname(place) != place:
+        candidate = os.path.join(run_dir, os.path.relpath(jobdir, place))
+        if os.path.isdir(candidate):
+            return candidate
+        place = os.path.dirname(place)
+    return os.path.join(run_dir, os.path.basename(jobdir))
+
+
+def last_written(path: Path) -> float | None:
+    """When journal file *path* was last written: the newest modification time of
+    it and of its write-ahead log. An empty log is left out: a reader makes one
+    when it opens a journal whose writer has gone, and that is no write."""
+    times = []
+    for each in (path, path.with_name(path.name + "-wal")):
+        try:
+            info = each.stat()
+        except OSError:
+            continue
+        if info.st_size > 0:
+            times.append(info.st_mtime)
+    return max(times, default=None)
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """One driver session of a run: who drove it, on which backend, and what
+    that backend could run at once (``cores`` None: unknown, or a cluster that
+    packs on its own)."""
+
+    id: int
+    kind: str
+    backend: str | None
+    started: float | None
+    ended: float | None
+    cores: int | None
