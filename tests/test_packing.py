@@ -28,6 +28,20 @@ def test_by_default_all_cpus_but_one_are_used():
         assert sched._backend.capacity().cores == max(1, len(os.sched_getaffinity(0)) - 1)
 
 
+def test_more_cores_than_the_machine_has_run_that_many_jobs_at_once(tmp_path):
+    """``cores`` is what the packer hands out: jobs that mostly wait may ask the
+    machine for more than its CPUs (as the README says)."""
+    release = tmp_path / "release"
+    many = len(os.sched_getaffinity(0)) + 3
+    with corral.Scheduler(cores=many) as sched:
+        waiting = [sched.submit(jobs.wait_for_file, str(release)) for _ in range(many)]
+        wait_until(lambda: all(job.running() for job in waiting),
+                   message=f"all {many} jobs to run at once")
+        release.touch()
+        for job in waiting:
+            job.result(timeout=30)
+
+
 def test_jobs_share_the_cores_they_fit_in(scheduler, release):
     both = [scheduler.submit(jobs.wait_for_file, str(release)) for _ in range(2)]
     third = scheduler.submit(jobs.noop)
