@@ -288,6 +288,31 @@ def test_identical_jobs_get_numbered_keys_and_a_job_with_an_id_is_keyed_by_it(tm
     assert [job.result() for job in second] == [49, 49, 64]
 
 
+def test_a_job_whose_id_is_given_to_other_work_runs_again_and_so_do_its_dependents(
+        tmp_path, caplog):
+    """Cold review (a hypertunity port, trials numbered from a counter): after
+    the grid changed, trial 7 returned the old trial 7's result for other
+    hyperparameters, silently."""
+    run, log = tmp_path / "run", tmp_path / "log"
+
+    def trial(x: int) -> tuple[int, int]:
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            job = corral.Job(journal_driver.logged_square, (str(log), x), id=7)
+            sched.dispatch(job)
+            after = sched.submit(jobs.add, job, 1)
+            return job.result(timeout=30), after.result(timeout=30)
+
+    assert trial(3) == (9, 10)
+    with caplog.at_level(logging.WARNING, logger="corral"):
+        assert trial(4) == (16, 17)  # other arguments under id 7: run again, and its dependent
+    assert "job 7 'logged_square': its function, arguments or settings changed since the run " \
+           "that made it under this id; it runs again" in caplog.text
+    assert trial(4) == (16, 17)
+    assert lines(log) == ["3", "4"]  # the same work again: restored
+    stored = corral.Run(run).job(7)
+    assert stored.attempts == 2 and stored.key == "id:7"
+
+
 def test_a_dependent_of_a_restored_job_receives_the_restored_value(tmp_path):
     run, log = tmp_path / "run", tmp_path / "log"
     with corral.Scheduler(cores=2, journal=run) as sched:

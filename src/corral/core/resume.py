@@ -102,7 +102,15 @@ class Resumer:
                 stored = self.previous.by_id(str(job.id))
                 if stored is not None and completed_before(stored):
                     stored = None if stored.key != key else stored
-            if stored is None and slot != key:
+                if (stored is not None and completed_before(stored)
+                        and _did_other_work(stored, slot)):
+                    log.warning("job %s %r: its function, arguments or settings changed since the "
+                                "run that made it under this id; it runs again", job.id, job.name)
+                    ids.append(stored.id)
+                    taken.add(str(stored.id))
+                    self._run_again(job, stored)
+                    continue
+            if stored is None and slot != key and job.id is None:
                 stored = self._in_its_slot(slot, is_taken)
                 if stored is not None:  # the same call, its code changed: it runs again
                     ids.append(stored.id)
@@ -130,7 +138,10 @@ class Resumer:
         if job.always_new:
             key = slot = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
         elif job.id is not None:
-            key = slot = f"id:{job.id}"
+            # Found by its id; its slot says what it does, so that a rerun
+            # that gives the id to other work (a search's trials numbered from
+            # a counter, its grid changed) runs it again (see _did_other_work).
+            key, slot = f"id:{job.id}", f"id:{job.id}@{job_digests(job)[0]}"
         else:
             digest, slot_digest = job_digests(job)
             seen = _counted(self._occurrences, digest)
@@ -209,6 +220,14 @@ def _counted(seen: dict[int, int], digest: str) -> int:
     """Count one more *digest* in *seen*; return how many there have been."""
     number = seen[hash(digest)] = seen.get(hash(digest), 0) + 1
     return number
+
+
+def _did_other_work(stored: StoredJob, slot: str) -> bool:
+    """Whether the earlier job of an ``id=`` did other work than the job now
+    given that id: another function, other arguments, name, directory or
+    environment (hypertunity port: a changed grid's trial 7 returned the old
+    trial 7's result). A journal from before ids had slots cannot say: no."""
+    return stored.slot is not None and stored.slot != stored.key and stored.slot != slot
 
 
 def completed_before(stored: StoredJob) -> bool:
