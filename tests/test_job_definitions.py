@@ -85,6 +85,12 @@ def test_bad_options_name_the_option_and_what_it_accepts(options, message):
     (42, r"task 42 is not runnable: give a callable, 'package.module:function', a .py script"),
     ("ls -l", r"task 'ls -l' is neither 'package.module:function' nor a path to a .py script; "
               r"for a shell command use corral.Shell"),
+    # Another tool's way of naming a function (hypertunity's, a dotted path): what corral's is.
+    ("objective.py::objective", r"task 'objective.py::objective' is neither 'package.module:"
+                                r"function' nor a path to a .py script; did you mean "
+                                r"'objective:objective'\?; for a shell command"),
+    ("pkg/sub/mod.py::fit", r"did you mean 'pkg.sub.mod:fit'\?"),
+    ("pkg.mod.fit", r"task 'pkg.mod.fit' is neither .*; did you mean 'pkg.mod:fit'\?"),
     ("no_such_module_xyz:run", r"no module named 'no_such_module_xyz' can be imported"),
     # A module this process has imported is looked into (jobs is, above): a typo fails here.
     ("jobs:nop", r"function reference 'jobs:nop': module 'jobs' has no attribute 'nop'; "
@@ -99,6 +105,21 @@ def test_bad_options_name_the_option_and_what_it_accepts(options, message):
 def test_bad_tasks_are_refused_when_the_job_is_made(task, message):
     with pytest.raises(ValueError, match=message):
         Job(task)
+
+
+def test_a_shell_script_given_as_a_script_is_refused_with_the_command_that_runs_it(tmp_path):
+    """Cold review (PLAMS's runscripts are shell scripts): it ran with Python
+    and failed later with a SyntaxError."""
+    script = tmp_path / "calc.sh"
+    script.write_text("#!/usr/bin/env bash\necho calc $1\n")
+    with pytest.raises(ValueError, match=re.escape(
+            f"script '{script}' begins with #!/usr/bin/env bash, not Python, which a script job "
+            f"runs with; run it as a command: corral.Shell(['/usr/bin/env', 'bash', '{script}', "
+            f"'7']) or scheduler.shell(['/usr/bin/env', 'bash', '{script}', '7'])")):
+        Job(str(script), ["7"])
+    python = tmp_path / "calc.py"
+    python.write_text("#!/usr/bin/env python3\nprint('calc')\n")
+    assert Job(str(python)).spec.task.path == str(python)  # its own interpreter's line: taken
 
 
 def test_a_job_id_must_be_an_int_or_a_string():

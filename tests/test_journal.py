@@ -313,6 +313,31 @@ def test_a_job_whose_id_is_given_to_other_work_runs_again_and_so_do_its_dependen
     assert stored.attempts == 2 and stored.key == "id:7"
 
 
+def test_a_jobs_meta_is_journaled_and_given_back_by_results_and_corral_status(tmp_path):
+    """Cold review (a hypertunity port): a finished search could not be read
+    back with the hyperparameters each trial carried as its meta."""
+    run = tmp_path / "run"
+
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque trial settings>"
+
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        trial = corral.Job(jobs.square, (3,), id="trial-1", meta={"lr": 0.1, "depth": [2, 3]})
+        other = corral.Job(jobs.square, (4,), meta=Opaque())
+        sched.dispatch([trial, other])
+        live = {result.id: result.meta for result in sched.collect(2, timeout=30)}
+    assert live["trial-1"] == {"lr": 0.1, "depth": [2, 3]} and isinstance(live[other.id], Opaque)
+    stored = {result.id: result.meta for result in corral.Run(run).results()}
+    assert stored == {"trial-1": {"lr": 0.1, "depth": [2, 3]},
+                      other.id: "<opaque trial settings>"}  # not plain data: its repr
+    from support.cli import Corral
+
+    shown = Corral(tmp_path / "home", run)("status", "trial-1", str(other.id))
+    assert 'job trial-1 \'square\' meta: {"lr": 0.1, "depth": [2, 3]}' in shown.out
+    assert f"job {other.id} 'square' meta: <opaque trial settings>" in shown.out
+
+
 def test_a_dependent_of_a_restored_job_receives_the_restored_value(tmp_path):
     run, log = tmp_path / "run", tmp_path / "log"
     with corral.Scheduler(cores=2, journal=run) as sched:

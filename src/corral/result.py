@@ -32,6 +32,9 @@ class Result:
     ended: float | None
     attempts: int
     reason: str | None = None
+    #: What the job was given as ``meta=`` (read back from a journal: as JSON
+    #: gives it back, or its repr when it was not plain data).
+    meta: Any = None
 
     @property
     def ok(self) -> bool:

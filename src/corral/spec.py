@@ -249,8 +249,8 @@ def make_task(task: object, args: Sequence[Any] = (),
             return _checked(Script(text, args))
         raise ValueError(
             f"task {_shown(text)} is neither 'package.module:function' nor a path to a .py "
-            "script; for a shell command use corral.Shell(...) or Scheduler.shell(...)"
-        )
+            "script" + _function_ref_hint(text)
+            + "; for a shell command use corral.Shell(...) or Scheduler.shell(...)")
     if callable(task):
         if not arguments_later:
             check_call_fits(task, args, kwargs)
@@ -308,6 +308,19 @@ def _checked(task: Task) -> Task:
     if isinstance(task, Script):
         return _checked_script(task)
     return _checked_shell(task)
+
+
+def _function_ref_hint(text: str) -> str:
+    """``; did you mean 'mod:func'?`` for a function named another tool's way:
+    hypertunity's ``"mod.py::func"``, or ``"pkg.mod.func"``; else ""."""
+    found = re.fullmatch(r"(?P<module>[\w./]+?)(?:\.py)?::?(?P<name>\w+)", text)
+    if found is None:
+        found = re.fullmatch(r"(?P<module>\w+(?:\.\w+)*)\.(?P<name>\w+)", text)
+    if found is None:
+        return ""
+    module = found["module"].strip("./").replace("/", ".")
+    suggestion = f"{module}:{found['name']}"
+    return f"; did you mean {suggestion!r}?" if _FUNCTION_REF.fullmatch(suggestion) else ""
 
 
 def _checked_function(task: FunctionRef, arguments_later: bool = False) -> FunctionRef:
@@ -457,8 +470,29 @@ def _checked_script(task: Script) -> Script:
     if not os.path.isfile(path):
         raise ValueError(f"script {_shown(task.path)} does not exist")
     argv = _arguments(task.argv)
+    _refuse_other_interpreters(task.path, path, argv)
     _check_words(argv, f"script {_shown(task.path)}: argument")
     return Script(path, argv, task.python)
+
+
+def _refuse_other_interpreters(given: str, path: str, argv: tuple) -> None:
+    """Refuse a script whose first line names another interpreter than
+    Python's (``#!/bin/sh``): a Script runs with Python, where a shell script
+    failed later with a SyntaxError (cold review: PLAMS's runscripts are shell
+    scripts). A file without such a line is taken as Python."""
+    try:
+        with open(path, "rb") as script:
+            first = script.readline(256)
+    except OSError:
+        return  # (unreadable here: the job says why where it runs)
+    if not first.startswith(b"#!") or b"python" in first:
+        return
+    interpreter = first[2:].decode(errors="replace").strip()
+    # (By its interpreter: a command needs no execute bit, nor a path from $PATH.)
+    words = ", ".join(repr(str(word)) for word in (*interpreter.split(), given, *argv))
+    raise ValueError(f"script {_shown(given)} begins with #!{interpreter}, not Python, which "
+                     "a script job runs with; run it as a command: "
+                     f"corral.Shell([{words}]) or scheduler.shell([{words}])")
 
 
 def _checked_shell(task: Shell) -> Shell:

@@ -19,6 +19,7 @@ The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -243,6 +244,10 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         if reason:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} {job.status.name}: "
                                          f"{reason}")), soft_wrap=True)
+        if job.meta is not None:  # (what a search's trial carried: its hyperparameters)
+            meta = job.meta if isinstance(job.meta, str) else json.dumps(job.meta)
+            console.print(Text(printable(f"\njob {job.id} {job.name!r} meta: {meta}")),
+                          soft_wrap=True)
         traceback = job.traceback_text()
         if traceback:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} raised:\n"

@@ -432,4 +432,4 @@ def describe(job: JobRecord) -> tuple[str, str, str]:
         kind = "shell"
         command = (task.command if isinstance(task.command, str)
                    else shlex.join(str(word) for word in task.command))
-    return kind, command, encode_spec(job.spec)
+    return kind, command, encode_spec(job.spec, job.meta)

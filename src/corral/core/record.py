@@ -205,7 +205,8 @@ class JobRecord:
         """A :class:`Result` describing the job as it stands now."""
         return Result(id=self.id, name=self.name, data=self.data,  # type: ignore[arg-type]
                       status=self.status, exit_code=self.exit_code, started=self.started,
-                      ended=self.ended, attempts=self.attempts, reason=self.reason)
+                      ended=self.ended, attempts=self.attempts, reason=self.reason,
+                      meta=self.meta)
 
     def read_output(self, stream: str, last_bytes: int | None = None) -> str:
         """What the job wrote to *stream* (``"stdout"``/``"stderr"``) so far;

@@ -45,8 +45,9 @@ class JournaledSpec:
     options: dict[str, Any]
 
 
-def encode_spec(spec: JobSpec) -> str:
-    """*spec* as the JSON text the journal stores (see the module docstring).
+def encode_spec(spec: JobSpec, meta: Any = None) -> str:
+    """*spec* as the JSON text the journal stores (see the module docstring),
+    with the job's ``meta=`` when it has one (:func:`meta_record`).
 
     Called for every job of a journaled run, so it is built from parts: the
     options' JSON is shared by jobs submitted alike, and a call's task is one
@@ -57,7 +58,20 @@ def encode_spec(spec: JobSpec) -> str:
         task_json = '{"call": ' + _quoted(_call_name(task)) + "}"
     else:
         task_json = json.dumps(_task_record(task))
-    return '{"task": ' + task_json + ', "options": ' + _options_json(spec) + "}"
+    kept = "" if meta is None else ', "meta": ' + meta_record(meta)
+    return '{"task": ' + task_json + ', "options": ' + _options_json(spec) + kept + "}"
+
+
+def meta_record(meta: Any) -> str:
+    """A job's ``meta=`` as the journal keeps it, for ``corral status`` and
+    :meth:`corral.Run.results` to give back after the run (cold review: a
+    search's trials read back without the hyperparameters they carried): as
+    JSON when it is plain data (read back as JSON gives it: a tuple as a
+    list), else as its ``repr``, cut to a few hundred characters."""
+    try:
+        return json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(safe_repr(meta))
 
 
 def decode_spec(record: str | Mapping[str, Any]) -> JournaledSpec:

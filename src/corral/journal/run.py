@@ -104,7 +104,7 @@ class Run:
                     data = job.load_result()
             results.append(Result(id=job.id, name=job.name, data=data, status=job.status,
                                   exit_code=job.exit_code, started=job.started, ended=job.ended,
-                                  attempts=job.attempts, reason=job.reason))
+                                  attempts=job.attempts, reason=job.reason, meta=job.meta))
         return results
 
     def clean(self, jobs: int | str | Collection[int | str] | None = None) -> Cleaned:

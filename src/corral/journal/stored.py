@@ -57,6 +57,12 @@ class StoredJob:
     journal: str | None = field(default=None, compare=False, repr=False)
 
     @property
+    def meta(self) -> Any:
+        """What the job was given as ``meta=``: as JSON gives it back, or its
+        repr when it was not plain data; None if it had none."""
+        return self.spec.get("meta") if isinstance(self.spec, dict) else None
+
+    @property
     def ok(self) -> bool:
         return self.status is JobStatus.COMPLETED
 
