@@ -892,6 +892,19 @@ def test_a_backend_named_as_its_scheduler_is_known_or_in_capitals_is_pointed_to(
         corral.Scheduler(backend=given)
 
 
+def test_an_unknown_backend_says_where_a_sites_scheduler_would_be_described(tmp_path,
+                                                                            monkeypatch):
+    """Cold review (a PLAMS port): a script run away from its corral.toml heard
+    only that 'myq' was unknown; the command line said where tables are read."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CORRAL_CONFIG", str(tmp_path / "mine.toml"))
+    with pytest.raises(ValueError, match=r"^unknown backend 'myq' \(known: local, slurm, [^)]*\); "
+                       + re.escape("a site's own scheduler is known from a [schedulers.NAME] "
+                                   f"table of {tmp_path / 'mine.toml'} or of corral.toml in the "
+                                   "current directory") + "$"):
+        corral.Scheduler(backend="myq")
+
+
 def test_a_call_a_modules_builtin_function_cannot_take_is_refused_when_made(scheduler):
     """Cold review: ``submit(print, "x", corse=2)`` was taken and failed when it ran."""
     import math

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -1046,6 +1047,19 @@ def test_submit_with_a_profile_applies_it_and_flags_override_it(cli, tmp_path):
     assert (rows[overridden]["NAME"], rows[overridden]["STATUS"]) == ("mine", "COMPLETED")
 
 
+def test_a_profiles_directory_and_environment_hold_unless_workdir_is_given(fresh, tmp_path):
+    """Attack review: submit --profile dropped the profile's cwd and env for
+    the terminal's, though the Python API used them."""
+    there = tmp_path / "there"
+    there.mkdir()
+    fresh.config.write_text(f'[profiles.p]\ncwd = "{there}"\nenv = {{ A = "from-profile" }}\n')
+    job = fresh.submit("--profile", "p", "--", 'pwd; echo "A=$A B=$B"', env={"B": "terminal"})
+    elsewhere = fresh.submit("--profile", "p", "--workdir", str(tmp_path), "--", "pwd")
+    assert fresh("wait").status == 0
+    assert fresh.ok("logs", job).out == f"{there}\nA=from-profile B=terminal\n"
+    assert fresh.ok("logs", elsewhere).out == f"{tmp_path}\n"
+
+
 def test_a_profile_of_the_run_directorys_corral_toml_serves_submits_from_any_directory(fresh,
                                                                                      tmp_path):
     """BUG (cold review): the daemon reads the run directory's corral.toml, but
@@ -1133,11 +1147,21 @@ def test_status_logs_and_wait_take_a_jobs_name_as_cancel_does(script_run):
     `status --all` listed by that name (cancel and --after took names)."""
     assert script_run.ok("logs", "job5").out == "job 5\n"
     assert list(script_run.ok("status", "job5").rows()) == ["5"]
+    # Each job once, however often it is named (attack review: three rows of job 5).
+    assert script_run.ok("status", "5", "job5", "5").out.count("\n5 ") == 1
     waited = script_run("wait", "job5", "job6")
     assert (waited.status, waited.err) == (0, "corral: 2 jobs ended: 2 completed\n")
     failed = script_run("wait", "first")
     assert (failed.status, failed.err) == (1, "job 1 'first' FAILED: exit code 4\n"
                                               "corral: 1 job ended: 1 failed\n")
+
+
+def test_output_to_a_full_disk_is_one_line_saying_so(script_run):
+    """Attack review: "[Errno 28] No space left on device", Python's own words."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([CORRAL, "status"], env=script_run.env, cwd=script_run.cwd,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (3, "corral: error: No space left on device\n")
 
 
 def test_status_of_a_run_whose_driver_died_with_jobs_unfinished_exits_3(tmp_path):
@@ -1709,6 +1733,25 @@ def test_a_refused_first_submit_keeps_the_corral_toml_made_for_the_run(fresh):
     assert_one_line_error(refused, 2, r"asks for unknown queue 'oi'; did you mean 'io'\?$")
     assert sorted(os.listdir(fresh.run)) == ["corral.toml"]  # the run it made is gone, not this
     assert fresh.daemon_pid() is None
+
+
+def test_a_refused_first_submit_leaves_a_directory_that_was_there_as_it_was(fresh, tmp_path):
+    """Attack review: the undo removed the empty directory the person had made,
+    the current one too with --run ."""
+    here = tmp_path / "here"
+    here.mkdir(mode=0o755)
+    os.chmod(here, 0o755)  # (whatever the umask)
+    refused = fresh("--run", ".", "submit", "--after", "nosuchjob", "--", "true", cwd=here)
+    assert_one_line_error(refused, 2, r"no job nosuchjob")
+    assert os.listdir(here) == [] and stat.S_IMODE(here.stat().st_mode) == 0o755
+    assert fresh.daemon_pid() is None
+
+
+def test_a_refused_first_submit_removes_the_directories_it_made_above_the_run(fresh, tmp_path):
+    refused = fresh("--run", str(tmp_path / "deep" / "a" / "b"), "submit", "--after", "x",
+                    "--", "true")
+    assert_one_line_error(refused, 2, r"no job x")
+    assert not (tmp_path / "deep").exists()
 
 
 def test_a_queue_without_a_daemon_table_says_where_queues_are_set(fresh):

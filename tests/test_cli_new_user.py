@@ -193,6 +193,11 @@ def test_clean_without_a_terminal_says_to_pass_yes_and_logs_after_clean_says_why
         "corral: error: refusing to delete without confirmation: no answer came (its input "
         "ended; it reads 'y' from a pipe too); pass --yes")
     assert (fresh.run / talker).is_dir()
+    closed = subprocess.run(["sh", "-c", f'exec "{CORRAL}" clean <&-'], env=fresh.env,
+                            cwd=fresh.cwd, capture_output=True, text=True, timeout=60)
+    assert (closed.returncode, closed.stderr.splitlines()[-1:]) == (
+        2, refused.err.splitlines()[-1:]), "no input at all (attack review: a traceback)"
+    assert (fresh.run / talker).is_dir()
 
     assert fresh.ok("clean", "--yes").out.startswith("deleted the files of 1 job(s)")
     assert_one_line_error(fresh("logs", talker), 3,

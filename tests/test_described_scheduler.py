@@ -216,6 +216,12 @@ BAD = [
     (TABLE.replace('gpus = ["-l"', 'cpus = ["-l"'), 26, "schedulers.fakeq.directives.cpus",
      "'cpus' is not one of 'cores', 'memory', 'walltime', 'gpus', 'partition', 'account', "
      "'qos', 'constraint', 'name'; did you mean 'gpus'?"),
+    # (not "did you mean 'cores'?": nodes are not cores; cold review)
+    (TABLE.replace('gpus = ["-l"', 'nodes = ["-l"'), 26, "schedulers.fakeq.directives.nodes",
+     "'nodes' is not one of 'cores', 'memory', 'walltime', 'gpus', 'partition', 'account', "
+     "'qos', 'constraint', 'name'; corral has no job option for it: give the scheduler's own "
+     "flags with a job's extra_flags option (extra_flags=[\"--nodes=2\"]), or in this table's "
+     "submit command for every job"),
     (TABLE.replace('index_variable = "FAKEBATCH_ARRAY_INDEX"\n', ""), 29,
      "schedulers.fakeq.array.index_variable",
      "missing: an array needs argument (e.g. [\"-t\", \"{first}-{last}{throttle}\"]) and "

@@ -267,7 +267,17 @@ def resolve_backend(name: str) -> str:
         meant = name.lower()  # "SLURM"
     hint = f"did you mean {meant!r}?" if meant in known else did_you_mean(name, known)
     raise ValueError(f"unknown backend {name!r}{'; ' + hint if hint else ''} "
-                     f"(known: {', '.join(known)})")
+                     f"(known: {', '.join(known)}){'' if hint else _where_schedulers_are()}")
+
+
+def _where_schedulers_are() -> str:
+    """Where a site's scheduler would have been described (cold review: a
+    script run from another directory than its corral.toml's was told only
+    that the name was unknown)."""
+    from corral.config_files import CONFIG_NAME, user_config_path
+
+    return (f"; a site's own scheduler is known from a [schedulers.NAME] table of "
+            f"{user_config_path()} or of {CONFIG_NAME} in the current directory")
 
 
 #: Schedulers served by a backend of another name.

@@ -79,4 +79,5 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
         count = sum(run.overview(0, 0).counts.values())  # (counted, not read: a big run)
         raise CommandError(f"no job {', '.join(unknown)} in the run at {run.path} "
                            f"({count} jobs, by id or name; corral status --all lists them)")
-    return found
+    # Each once, as wait and cancel take them (status 1 1 n1 listed job 1 three times).
+    return list({str(job.id): job for job in found}.values())

@@ -152,8 +152,14 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     if workdir is not None and not workdir.is_dir():
         raise CommandError(f"--workdir {workdir}: not an existing directory")
     # The daemon runs elsewhere: a relative directory means the one seen from here.
-    options["cwd"] = os.path.abspath(workdir) if workdir is not None else os.getcwd()
-    options["env"] = dict(os.environ)
+    # (A profile's cwd and env hold unless --workdir is given: attack review.)
+    if workdir is not None or options.get("cwd") is None:
+        options["cwd"] = os.path.abspath(workdir) if workdir is not None else os.getcwd()
+    else:
+        options["cwd"] = os.path.abspath(os.path.expanduser(str(options["cwd"])))
+    profile_env = options.get("env")
+    if profile_env is None or isinstance(profile_env, dict):  # (else parse_options says why)
+        options["env"] = {**os.environ, **(profile_env or {})}
     try:
         parse_options(options)  # bad values are reported here, before the daemon starts
     except ValueError as error:
@@ -165,9 +171,9 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         given_command = command[0] if len(command) == 1 else list(command)
         reply = control_request(context, {"verb": "submit", "command": given_command,
                                           "options": options, "after": list(after)})
-    except CommandError:
-        if new_run:  # a refused first job leaves no run and no daemon behind
-            undo_new_run(run_dir)
+    except (CommandError, KeyboardInterrupt):
+        if new_run is not None:  # a refused first job leaves no run and no daemon behind
+            undo_new_run(new_run)
         raise
     click.echo(reply["id"])
     if reply.get("note"):
@@ -597,7 +603,7 @@ def _confirm(question: str) -> bool:
     with a message that says how to go on instead of a bare "aborted"."""
     try:
         return click.confirm(question, err=True)
-    except click.Abort:
+    except (click.Abort, RuntimeError):  # (RuntimeError: "input(): lost sys.stdin", <&-)
         if sys.stdin is not None and sys.stdin.isatty():
             raise  # Ctrl-C or Ctrl-D at the prompt: the user chose to stop
         click.echo("", err=True)  # end the prompt's line
@@ -762,9 +768,21 @@ def _fail(message: str, status: int) -> NoReturn:
 
 def _os_error_text(error: OSError) -> str:
     """``<file>: <why>`` rather than Python's ``[Errno 36] ...`` form."""
-    if error.filename is None or not error.strerror:
+    if not error.strerror:
         return str(error)
+    if error.filename is None:  # (its output, written to a full disk: /dev/full)
+        return error.strerror
     return f"{error.filename}: {error.strerror}"
+
+
+def _drop_unwritten_output() -> None:
+    """Point stdout at /dev/null, leaving behind what it could not write."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # (no real stdout: nothing is flushed)
+        return
 
 
 def _no_such_option(error: click.NoSuchOption) -> str:
@@ -781,10 +799,10 @@ def _no_such_option(error: click.NoSuchOption) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command; every error becomes one line and an exit status."""
-    from corral.runtime.tempdirs import remove_dead_owners_tempdirs
+    try:  # (a Ctrl-C from the first moment is one line too: attack review)
+        from corral.runtime.tempdirs import remove_dead_owners_tempdirs
 
-    remove_dead_owners_tempdirs()  # what drivers killed with SIGKILL left in /tmp
-    try:
+        remove_dead_owners_tempdirs()  # what drivers killed with SIGKILL left in /tmp
         status = cli.main(args=argv, prog_name="corral", standalone_mode=False)
     except NoArgsIsHelpError as error:  # plain `corral`: the help is the answer, not an error
         click.echo(error.ctx.get_help() if error.ctx is not None else cli.get_help(
@@ -804,6 +822,8 @@ def main(argv: list[str] | None = None) -> None:
     except CommandError as error:
         _fail(str(error), error.status)
     except OSError as error:  # (one the command did not word itself: its file and why)
+        if error.filename is None:  # its output could not be written: what is left of it
+            _drop_unwritten_output()  # would fail again as Python exits, and exit 120
         _fail(_os_error_text(error), EXIT_UNREACHABLE)
     except CorralError as error:
         _fail(str(error), EXIT_UNREACHABLE)

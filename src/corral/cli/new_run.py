@@ -6,41 +6,68 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from corral.cli.control_requests import send_to_driver
 from corral.cli.exits import CommandError
 
-__all__ = ["check_new_run_dir", "undo_new_run"]
+__all__ = ["NewRun", "check_new_run_dir", "undo_new_run"]
 
 
-def check_new_run_dir(run_dir: Path) -> bool:
-    """Whether *run_dir* holds no run yet (this submit makes it); refuse a
-    directory with other files in it, which corral would make private and fill
-    (all but the run's own ``corral.toml``, its daemon's settings: made first)."""
+@dataclass(frozen=True)
+class NewRun:
+    """A run a first submit makes, and what was there before it: what a refused
+    submit puts back (attack review: the undo removed a directory the person
+    had made, the current one with ``--run .``)."""
+
+    path: Path
+    #: The directory's mode if it existed before the submit (empty, or with
+    #: only a corral.toml); None if corral makes it.
+    mode_before: int | None
+    #: The highest directory corral makes for it (``--run a/b/c`` with no ``a``: ``a``).
+    first_made: Path | None
+
+
+def check_new_run_dir(run_dir: Path) -> NewRun | None:
+    """The run *run_dir* becomes, if it holds none yet (this submit makes it);
+    None if it is a run. Refuse a directory with other files in it, which
+    corral would make private and fill (all but the run's own ``corral.toml``,
+    its daemon's settings: made first)."""
     from corral.core.run_files import holds_other_files
     from corral.journal.files import journal_path
 
     if journal_path(run_dir).exists():
-        return False
+        return None
     if holds_other_files(run_dir):
         raise CommandError(f"{run_dir} is not a corral run but holds other files; give --run "
                            "a new or empty directory, or one with only a corral.toml (corral "
                            "makes it private to you)")
-    return True
+    try:
+        return NewRun(run_dir, stat.S_IMODE(run_dir.stat().st_mode), None)
+    except FileNotFoundError:
+        first = run_dir
+        while not first.parent.exists() and first.parent != first:
+            first = first.parent
+        return NewRun(run_dir, None, first)
+    except OSError:  # (a file in its path: making it says so, one line)
+        return NewRun(run_dir, None, None)
 
 
-def undo_new_run(run_dir: Path) -> None:
-    """Stop the daemon this submit started and remove the run it made, unless
+def undo_new_run(new: NewRun) -> None:
+    """Stop the daemon this submit started and take away the run it made, unless
     another submit started at the same moment on the new run has a job in it:
-    then the run is that one's too, and stays."""
+    then the run is that one's too, and stays. A directory that was there
+    before is left as it was, with what it held."""
     import fcntl
-    import shutil
     import time
 
     from corral.control.server import NoDriver
     from corral.journal.files import LOCK_FILE, owner_of
 
+    run_dir = new.path
     try:
         send_to_driver(run_dir, {"verb": "stop", "unless_used": True})
     except (NoDriver, OSError):
@@ -61,6 +88,9 @@ def undo_new_run(run_dir: Path) -> None:
             return  # another submit's daemon drives it now
         if _has_jobs(run_dir):
             return
+        if new.mode_before is not None:
+            _empty_again(run_dir, new.mode_before)
+            return
         # Moved out of the way first, and removed after: a daemon that another
         # submit starts from now on makes the run anew, and nothing it writes is
         # removed with this one. (Removed in place, a daemon that started while
@@ -70,22 +100,44 @@ def undo_new_run(run_dir: Path) -> None:
             os.rename(run_dir, gone)
         except OSError:
             return
-    _keep_settings(gone, run_dir)
     shutil.rmtree(gone, ignore_errors=True)
+    _remove_made_parents(run_dir, new.first_made)
 
 
-def _keep_settings(gone: Path, run_dir: Path) -> None:
-    """Put back the ``corral.toml`` the person had made in the run directory
-    before its first submit, which was refused (its settings may be why)."""
+def _empty_again(run_dir: Path, mode: int) -> None:
+    """Take out of a directory that was there before what the refused submit
+    put in it, and give it back its mode; called holding its lock file, which
+    goes last (a daemon another submit starts meanwhile finds the lock held and
+    says so; one started after makes the run anew)."""
     from corral.config_files import CONFIG_NAME
+    from corral.journal.files import LOCK_FILE
 
-    if not (gone / CONFIG_NAME).exists():
+    for entry in os.scandir(run_dir):
+        if entry.name in (CONFIG_NAME, LOCK_FILE):  # (the person's settings stay)
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+    with contextlib.suppress(OSError):
+        os.chmod(run_dir, mode)
+    with contextlib.suppress(OSError):
+        os.unlink(run_dir / LOCK_FILE)
+
+
+def _remove_made_parents(run_dir: Path, first_made: Path | None) -> None:
+    """Remove the directories above *run_dir* that the submit made, up to
+    *first_made*, where they are empty (``--run deep/a/b`` left ``deep/a``)."""
+    if first_made is None or first_made == run_dir:
         return
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(run_dir, 0o700)
-    if not (run_dir / CONFIG_NAME).exists():  # (a submit since then may have made the run)
-        with contextlib.suppress(OSError):
-            os.rename(gone / CONFIG_NAME, run_dir / CONFIG_NAME)
+    for parent in run_dir.parents:
+        try:
+            os.rmdir(parent)
+        except OSError:
+            return
+        if parent == first_made:
+            return
 
 
 def _has_jobs(run_dir: Path) -> bool:

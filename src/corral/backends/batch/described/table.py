@@ -363,9 +363,25 @@ def _directives(raw: Any) -> Mapping[str, tuple[str, ...]]:
         _fail(("directives",), "must be a table of resource directives, e.g. "
                                "{ cores = [\"-l\", \"ncpus={cores}\"] }")
     for resource in raw:
-        _choice(resource, ("directives", resource), DIRECTIVES)
+        if resource not in DIRECTIVES:
+            _fail(("directives", resource), _unknown_directive(resource))
     return MappingProxyType({resource: _argv(pieces, ("directives", resource), (resource,))
                              for resource, pieces in raw.items()})
+
+
+#: What other tools ask of a cluster that corral has no job option for (a
+#: "did you mean 'cores'?" for ``nodes`` misled: cold review).
+_NO_OPTION_FOR = frozenset({"nodes", "ntasks", "tasks", "ppn", "mpiprocs", "exclusive",
+                            "licenses", "mail", "email"})
+
+
+def _unknown_directive(resource: Any) -> str:
+    """Why *resource* cannot have a directive, and where its flags go instead."""
+    hint = None if resource in _NO_OPTION_FOR else did_you_mean(resource, DIRECTIVES)
+    return (f"{resource!r} is not one of {', '.join(map(repr, DIRECTIVES))}"
+            + (f"; {hint}" if hint else "; corral has no job option for it: give the "
+               "scheduler's own flags with a job's extra_flags option (extra_flags="
+               "[\"--nodes=2\"]), or in this table's submit command for every job"))
 
 
 def _array(raw: Any) -> ArraySyntax | None:
