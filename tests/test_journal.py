@@ -36,9 +36,8 @@ import corral
 from corral import JobStatus
 from corral.config import Config, SmtpSettings
 from corral.control.server import NoDriver, send_request
-from corral.errors import CorralError, RemoteTraceback
+from corral.errors import CorralError, JournalError, RemoteTraceback, RunInUse
 from corral.runtime.outcomes import read_outcomes
-from corral.errors import RunInUse
 from corral.journal.files import owner_of
 
 DRIVER = Path(__file__).with_name("journal_driver.py")
@@ -1497,7 +1496,7 @@ def test_a_journal_that_gave_up_leaves_the_loop_asleep(tmp_path, monkeypatch):
     from corral.journal import store
 
     monkeypatch.setattr(store, "_TAKEOVERS", 0)  # the first writer that dies ends the journal
-    with (pytest.raises(store.JournalError, match=(
+    with (pytest.raises(JournalError, match=(
             rf"^cannot write the journal {re.escape(str(tmp_path / 'run' / 'journal.db'))}: it "
             r"stopped at \d\d:\d\d:\d\d \(its writer process died\): no change after that is in "
             r"it, no job submitted or ended since; the run went on without it$")),
@@ -1514,9 +1513,8 @@ def test_a_journal_whose_writers_keep_dying_says_so_and_when_it_stopped(tmp_path
     """After its third replacement within a minute a writer that dies is not
     replaced: the script was told only "the last changes may be missing", where
     every change after that was (the run went on without its journal)."""
-    from corral.journal import store
 
-    with (pytest.raises(store.JournalError, match=(
+    with (pytest.raises(JournalError, match=(
             r": it stopped at \d\d:\d\d:\d\d \(its writer process died; its writers died 4 times "
             r"within 60 s, so no other is started\): no change after that is in it, no job "
             r"submitted or ended since; the run went on without it$")),
@@ -1556,7 +1554,7 @@ def test_a_sync_that_a_stopped_writer_leaves_unanswered_past_the_last_replacemen
     from corral.journal import store
 
     monkeypatch.setattr(store, "_WRITER_STALL_PATIENCE_S", 1.0)
-    with pytest.raises(store.JournalError), \
+    with pytest.raises(JournalError), \
             corral.Scheduler(cores=1, journal=tmp_path / "run") as sched:
         for number in range(store._TAKEOVERS):
             assert sched.submit(jobs.square, number).result(timeout=60) == number ** 2
@@ -1568,7 +1566,7 @@ def test_a_sync_that_a_stopped_writer_leaves_unanswered_past_the_last_replacemen
         sched.submit(jobs.square, 2)
         try:
             sched._flush_journal_now()
-        except store.JournalError as error:
+        except JournalError as error:
             said = str(error)
     # (checked out here: the with block's own JournalError would hide a failed check in it)
     assert re.search(r": it stopped at \d\d:\d\d:\d\d \(its writer did not answer: it was "
@@ -1582,10 +1580,9 @@ def test_a_run_whose_journal_stopped_goes_on_at_the_next_driver_with_what_it_hol
     refused the run for good ("its write-ahead log is missing or empty, but
     session 1 never closed the journal"), though the journal held everything
     it had recorded: the finished job was never restored again."""
-    from corral.journal import store
 
     run = tmp_path / "run"
-    with pytest.raises(store.JournalError, match=r"its writers died 4 times within 60 s"), \
+    with pytest.raises(JournalError, match=r"its writers died 4 times within 60 s"), \
             corral.Scheduler(cores=1, journal=run) as sched:
         assert sched.submit(jobs.square, 7).result(timeout=60) == 49
         sched._journal.flush(wait=True)

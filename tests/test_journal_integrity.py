@@ -501,12 +501,12 @@ def _writer_with_one_job(tmp_path: Path, jobdir: str, result: bytes):
     """A journal writer (in this process) that has written one new job and, in a
     second batch, that job's end: the state row a refusal test looks at."""
     from corral.journal.eventlog import EventColumns
-    from corral.journal.files import create_journal as _create_journal
+    from corral.journal.files import create_journal
     from corral.journal.writer import _Writer
 
     run = tmp_path / "run"
     run.mkdir()
-    _create_journal(run / "journal.db", "script")
+    create_journal(run / "journal.db", "script")
     writer = _Writer(os.fspath(run / "journal.db"), 1)
     writer.db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # a result "too big", cheaply
     writer.write([("jobs", [("1", 1, 0, "key#1", "big", "call", "m.big(…)", "{}", [], 1,

@@ -134,7 +134,7 @@ _VERBS_THAT_MAKE_A_RUN = ("submit",)
 
 
 def send_to_driver(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
-    """send_request, with its failures turned into one-line errors (not NoDriver)."""
+    """send_when_served, with its failures turned into one-line errors (not NoDriver)."""
     from corral.control.server import Denied, NoDriver, Refused, send_when_served
 
     try:

@@ -28,7 +28,6 @@ def control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, An
     them there (scancel, hold, release); None if there are none. The script's
     next run attaches to them and finds what became of them."""
     from corral.journal.run import Run
-    from corral.status import TERMINAL
 
     run = Run(run_dir)
     every = run.jobs(results=False)
@@ -36,7 +35,6 @@ def control_cluster_jobs(run_dir: Path, request: dict[str, Any]) -> dict[str, An
     problems = []
     if request["verb"] == "cancel":
         from corral.control.verbs import id_or_name
-        from corral.errors import CorralError
 
         given, request["ids"] = request["ids"], []
         for job_ref in given:

@@ -41,7 +41,7 @@ from corral.core.outcome import (EndingRules, decide_outcome, raised_traceback, 
                                  unpickled)
 from corral.core.record import COMPLETED_ALL_THE_SAME, DeadlineKind, JobRecord, KillIntent
 from corral.result import Result
-from corral.errors import (CorralError, DriverTerminated, JobFailed)
+from corral.errors import CorralError, DriverTerminated, JobFailed
 from corral.backends import backend_info
 from corral.backends.base import Submission, Update
 from corral.events import Event
@@ -1298,9 +1298,6 @@ class Engine:
 def _job_of(job: JobRecord) -> Job:
     """The user's Job of a record the loop has not resolved yet (it holds it until then)."""
     return cast("Job", job.future)
-
-
-
 
 
 _UPSTREAM = "upstream job "

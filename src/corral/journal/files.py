@@ -27,10 +27,10 @@ from corral.journal.writer import no_room
 
 __all__ = ["JOURNAL_FILE", "LOCK_FILE", "STOPPED_FILE", "SCHEMA_VERSION", "journal_path",
            "private_run_dir", "private_file", "MOVE_AWAY",
-           "open_for_writing", "open_for_reading", "check_header", "damaged_journal",
-           "log_missing", "checked_meta", "log_lost", "create_journal", "owner_of",
+           "open_for_writing", "open_for_reading", "check_header", "damaged_error",
+           "log_missing", "checked_meta", "lost_log_error", "create_journal", "owner_of",
            "refuse_unless_plain", "file_kind", "NotCreatedYet", "SESSION_CLOSED",
-           "journal_has_stopped", "closed_after_its_journal_stopped"]
+           "journal_has_stopped", "closed_after_its_journal_stopped", "journal_modified_at"]
 
 
 JOURNAL_FILE = "journal.db"
@@ -111,14 +111,14 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
     try:
         connection = sqlite3.connect(path, timeout=30, isolation_level=None)
     except sqlite3.Error as error:
-        raise damaged_journal(path, error) from None
+        raise damaged_error(path, error) from None
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
         connection.execute("PRAGMA busy_timeout=30000")
     except sqlite3.DatabaseError as error:
         connection.close()
-        raise damaged_journal(path, error) from None
+        raise damaged_error(path, error) from None
     return connection
 
 
@@ -138,10 +138,10 @@ def open_for_reading(path: Path) -> sqlite3.Connection:
         connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")  # (where SQLite opens for real)
     except sqlite3.OperationalError as error:
         if os.access(path.parent, os.W_OK):
-            raise damaged_journal(path, error) from None
+            raise damaged_error(path, error) from None
         return _open_where_nothing_may_be_written(path)
     except sqlite3.Error as error:
-        raise damaged_journal(path, error) from None
+        raise damaged_error(path, error) from None
     return connection
 
 
@@ -166,7 +166,7 @@ def _open_where_nothing_may_be_written(path: Path) -> sqlite3.Connection:
                                      uri=True, isolation_level=None)
         connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")
     except sqlite3.Error as error:
-        raise damaged_journal(path, error) from None
+        raise damaged_error(path, error) from None
     return connection
 
 
@@ -187,7 +187,7 @@ def check_header(path: Path) -> None:
         raise PermissionError(_permission_message(path)) from None
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise damaged_journal(path, "it is no regular file")
+            raise damaged_error(path, "it is no regular file")
         start = os.read(descriptor, len(_SQLITE_MAGIC))
     finally:
         os.close(descriptor)
@@ -195,7 +195,7 @@ def check_header(path: Path) -> None:
         raise JournalError(f"{path} is empty (0 bytes): it was truncated, or is no corral "
                            f"journal; {MOVE_AWAY}")
     if start != _SQLITE_MAGIC:
-        raise damaged_journal(path, "file is not a database")
+        raise damaged_error(path, "file is not a database")
 
 
 def _permission_message(path: Path) -> str:
@@ -213,7 +213,7 @@ def _permission_message(path: Path) -> str:
 _BESIDE = "journal.db-wal and journal.db-shm files"
 
 
-def damaged_journal(path: Path, error: object) -> JournalError:
+def damaged_error(path: Path, error: object) -> JournalError:
     if isinstance(error, sqlite3.OperationalError) and "readonly" in str(error):
         # Whole, but not writable (its mode, chattr +i, a read-only mount): moving
         # it away, as for a damaged one, would throw a good history away.
@@ -294,7 +294,7 @@ def checked_meta(db: sqlite3.Connection, path: Path,
     return meta
 
 
-def log_lost(path: Path, session: str) -> JournalError:
+def lost_log_error(path: Path, session: str) -> JournalError:
     """The error for a journal whose write-ahead log was lost while session
     *session*'s writer may have held commits only there."""
     return JournalError(
@@ -402,3 +402,18 @@ def closed_after_its_journal_stopped(run_dir: Path) -> bool:
 
 class NotCreatedYet(Exception):
     """A journal without tables whose live driver is making it (see :func:`checked_meta`)."""
+
+
+def journal_modified_at(path: Path) -> float | None:
+    """When journal file *path* was last written: the newest modification time of
+    it and of its write-ahead log. An empty log is left out: a reader makes one
+    when it opens a journal whose writer has gone, and that is no write."""
+    times = []
+    for each in (path, path.with_name(path.name + "-wal")):
+        try:
+            info = each.stat()
+        except OSError:
+            continue
+        if info.st_size > 0:
+            times.append(info.st_mtime)
+    return max(times, default=None)

@@ -22,7 +22,7 @@ from corral.journal.writer import WRITING_KEY
 from corral.status import JobStatus
 from corral.errors import JournalError
 from corral.journal.files import (JOURNAL_FILE, MOVE_AWAY, NotCreatedYet, checked_meta,
-                                  damaged_journal, journal_has_stopped, journal_path, log_lost,
+                                  damaged_error, journal_has_stopped, journal_path, lost_log_error,
                                   log_missing, open_for_reading, owner_of)
 from corral.journal.stored import StoredJob, StoredSession
 
@@ -201,13 +201,13 @@ def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
             meta = checked_meta(connection, path, being_created=driven)
             if (log_was_missing and meta.get(WRITING_KEY) and not driven()
                     and not journal_has_stopped(Path(run_dir))):
-                raise log_lost(path, meta[WRITING_KEY])
+                raise lost_log_error(path, meta[WRITING_KEY])
         except sqlite3.DatabaseError as error:
-            raise damaged_journal(path, error) from None
+            raise damaged_error(path, error) from None
         try:
             yield connection
         except sqlite3.DatabaseError as error:
-            raise damaged_journal(path, error) from None
+            raise damaged_error(path, error) from None
     finally:
         connection.close()
 
@@ -312,7 +312,7 @@ def _status_counts(db: sqlite3.Connection, path: Path,
             f"SELECT {_COLUMNS_BUT_RESULTS} FROM jobs WHERE status IS NULL OR status NOT IN "
             f"({_marks(known)}) LIMIT 1", known), path)
         # No row has it: the index the counts come from is damaged (a torn page).
-        raise damaged_journal(path, f"its index of job statuses holds {unknown[0]!r}, which no "
+        raise damaged_error(path, f"its index of job statuses holds {unknown[0]!r}, which no "
                              "job has")
     return {JobStatus(status): count for status, count in found.items()}
 

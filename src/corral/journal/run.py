@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from corral.result import Result
 from corral.job_refs import ambiguous_name, jobs_called
 from corral.errors import JournalError
-from corral.journal.files import JOURNAL_FILE, STOPPED_FILE, owner_of
+from corral.journal.files import JOURNAL_FILE, STOPPED_FILE, journal_modified_at, owner_of
 from corral.journal.reading import (Overview, read_overview, read_status_counts, read_events,
                                     read_job, read_jobs, read_meta, read_session_backends,
                                     read_sessions, one_snapshot)
-from corral.journal.stored import StoredJob, StoredSession, last_written
+from corral.journal.stored import StoredJob, StoredSession
 from corral.status import JobStatus, statuses_named
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class Run:
     def last_written(self) -> float | None:
         """When the journal was last written (its files' modification time): after
         a driver was killed, the last sign of its life."""
-        return last_written(self.path / JOURNAL_FILE)
+        return journal_modified_at(self.path / JOURNAL_FILE)
 
     def meta(self) -> dict[str, str]:
         """The run-wide settings the journal keeps (``paused``, ``origin``, ...)."""

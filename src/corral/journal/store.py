@@ -34,15 +34,17 @@ as a run with no jobs, so:
 
 * ``journal.db`` is made whole (schema and ``meta``, with its format version)
   under another name and renamed into place: a file without them, or an empty
-  one, is never a journal being born, it is damaged;
+  one, is never a journal being born, it is damaged
+  (:func:`~corral.journal.files.create_journal`, :func:`~corral.journal.files.checked_meta`);
 * the writer process records in ``meta`` (key :data:`WRITING_KEY`) that it may
   hold commits only in the write-ahead log, and moves that note into
   ``journal.db`` itself before it commits anything; it removes it when it
   ends. Readers open the journal read-only, so they never checkpoint nor
   remove ``journal.db-wal``. The note found with no log beside the file and no
-  driver alive therefore means the log, and what it held, was lost;
+  driver alive therefore means the log, and what it held, was lost
+  (:func:`~corral.journal.files.lost_log_error`);
 * a row with a value corral cannot read raises :class:`JournalError` naming
-  the file, the job and the value.
+  the file, the job and the value (:func:`~corral.journal.reading.check_rows`).
 """
 
 from __future__ import annotations
@@ -62,16 +64,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from corral.journal import eventlog
 from corral.errors import JournalError, RunInUse
+from corral.journal import eventlog
 from corral.journal.files import (JOURNAL_FILE, LOCK_FILE, MOVE_AWAY, SESSION_CLOSED, STOPPED_FILE,
                                   check_header, checked_meta, closed_after_its_journal_stopped,
-                                  create_journal, damaged_journal, journal_has_stopped, log_lost,
-                                  log_missing, open_for_writing, private_file, private_run_dir,
+                                  create_journal, damaged_error, journal_has_stopped,
+                                  journal_modified_at, log_missing, lost_log_error,
+                                  open_for_writing, private_file, private_run_dir,
                                   refuse_unless_plain)
 from corral.journal.reading import CAPACITY_KEY, check_rows, error_summary, rows_to_jobs
-from corral.journal.stored import (CALL_KINDS, FOUND_IN_OUTCOME_LOG, ORPHANED, StoredJob,
-                                   last_written)
+from corral.journal.stored import StoredJob
 from corral.journal.previous import PreviousJobs
 from corral.journal.unwritten import Unwritten
 from corral.journal.writer import HEADER, WRITING_KEY
@@ -81,6 +83,14 @@ from corral.journal.writer_lock import note_writer, take_writer_lock
 from corral.status import TERMINAL, JobStatus
 
 __all__ = ["Journal", "JournaledJob"]
+
+#: Why an unfinished job of a dead driver ends CANCELLED (README: "Unfinished work").
+_ORPHANED = "its driver ended before it did (the next run of the script runs it again)"
+
+#: Why a call whose outcome only the outcome log knew ends COMPLETED or FAILED.
+_FOUND_IN_OUTCOME_LOG = "found in the outcome log after its driver ended"
+
+_CALL_KINDS = ("call", "function")  # the jobs whose workers log their outcomes
 
 
 class JournaledJob(Protocol):
@@ -183,17 +193,17 @@ class Journal:
             if not path.exists():
                 create_journal(path, kind)
             #: The last sign of an earlier driver's life: when it last wrote here.
-            self._last_written = last_written(path)
+            self._last_written = journal_modified_at(path)
             check_header(path)
             log_was_missing = log_missing(path)
             db = open_for_writing(path)
             try:
                 meta = checked_meta(db, path)
                 if log_was_missing and meta.get(WRITING_KEY) and not stopped_before:
-                    raise log_lost(path, meta[WRITING_KEY])
+                    raise lost_log_error(path, meta[WRITING_KEY])
                 self._open_session(db, kind, backend, meta)
             except sqlite3.DatabaseError as error:
-                raise damaged_journal(path, error) from None
+                raise damaged_error(path, error) from None
         except BaseException:
             if db is not None:
                 db.close()
@@ -264,7 +274,7 @@ class Journal:
         #: The jobs of earlier sessions, by key, as they were left (a call
         #: settled from the outcome log as it ended).
         self.previous: PreviousJobs[StoredJob] = PreviousJobs(
-            db, path, rows_to_jobs, lambda error: damaged_journal(path, error))
+            db, path, rows_to_jobs, lambda error: damaged_error(path, error))
         #: When each unfinished job's latest attempt was queued, as far as the
         #: journal knows: a logged outcome that ended later is that attempt's.
         #: (Not the job's last event: the driver stamps RUNNING after it has
@@ -341,7 +351,7 @@ class Journal:
 
         backend = self.session_backends.get(job.session or 0)
         if backend is None or job.native_id is None or backend in backend_names():
-            return ORPHANED
+            return _ORPHANED
         logging.getLogger("corral").warning(
             "job %s %r was handed to the %r backend, which is not installed here; it may "
             "still run there (native id %s) and this run will run it again", job.id, job.name,
@@ -373,7 +383,7 @@ class Journal:
             return
         now = time.time()
         outcomes = {}
-        if any(job.kind in CALL_KINDS for job in orphans):
+        if any(job.kind in _CALL_KINDS for job in orphans):
             from corral.runtime.outcomes import read_outcomes
 
             outcomes = read_outcomes(self.run_dir)
@@ -414,7 +424,7 @@ class Journal:
         """*job* as its logged outcome ended it, or None if the log holds none
         newer than the journal's last word on it (an older one is an earlier
         attempt's: a retry, or a re-run that on_finish asked for)."""
-        found = outcomes.get(str(job.id)) if job.kind in CALL_KINDS else None
+        found = outcomes.get(str(job.id)) if job.kind in _CALL_KINDS else None
         if found is None or found[2] <= self.last_change.get(str(job.id), 0.0):
             return None
         ok, blob, ended = found
@@ -423,10 +433,10 @@ class Journal:
         if ok:
             return replace(job, status=JobStatus.COMPLETED, exit_code=0, ended=ended, result=blob,
                            error=None, attempts=attempts,
-                           reason=f"completed; {FOUND_IN_OUTCOME_LOG}")
+                           reason=f"completed; {_FOUND_IN_OUTCOME_LOG}")
         return replace(job, status=JobStatus.FAILED, exit_code=None, ended=ended, result=None,
                        error=blob, attempts=attempts,
-                       reason=f"raised {error_summary(blob)}; {FOUND_IN_OUTCOME_LOG}")
+                       reason=f"raised {error_summary(blob)}; {_FOUND_IN_OUTCOME_LOG}")
 
     def record_capacity(self, cores: int | None, memory_mb: int | None,
                         gpus: int | None) -> None:
@@ -752,8 +762,3 @@ def _writer_failure(report: bytes, code: int) -> str:
     if code < 0:
         return f"its writer process was killed by signal {-code}; the last changes may be missing"
     return f"its writer process ended with status {code}; the last changes may be missing"
-
-
-# -- reading (any process of the user) -------------------------------------------------------
-
-

@@ -8,24 +8,13 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from corral.status import JobStatus
 from corral.errors import JournalError
 from corral.journal.files import JOURNAL_FILE
 
-__all__ = ["ORPHANED", "FOUND_IN_OUTCOME_LOG", "CALL_KINDS", "StoredJob", "directory_now",
-           "last_written", "StoredSession"]
-
-
-#: Why an unfinished job of a dead driver ends CANCELLED (README: "Unfinished work").
-ORPHANED = "its driver ended before it did (the next run of the script runs it again)"
-
-#: Why a call whose outcome only the outcome log knew ends COMPLETED or FAILED.
-FOUND_IN_OUTCOME_LOG = "found in the outcome log after its driver ended"
-
-CALL_KINDS = ("call", "function")  # the jobs whose workers log their outcomes
+__all__ = ["StoredJob", "directory_now", "StoredSession"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,19 +191,6 @@ def _where_it_came(jobdir: str, run_dir: str) -> str:
     return os.path.join(run_dir, os.path.basename(jobdir))
 
 
-def last_written(path: Path) -> float | None:
-    """When journal file *path* was last written: the newest modification time of
-    it and of its write-ahead log. An empty log is left out: a reader makes one
-    when it opens a journal whose writer has gone, and that is no write."""
-    times = []
-    for each in (path, path.with_name(path.name + "-wal")):
-        try:
-            info = each.stat()
-        except OSError:
-            continue
-        if info.st_size > 0:
-            times.append(info.st_mtime)
-    return max(times, default=None)
 
 
 @dataclass(frozen=True)
