@@ -181,6 +181,25 @@ def test_submit_after_accepts_a_job_name_and_refuses_an_ambiguous_or_unknown_one
 # -- clean without a terminal, logs after clean ----------------------------------------------------
 
 
+def test_clean_of_some_jobs_keeps_the_others_files_and_leaves_unfinished_ones(fresh, tmp_path):
+    """Cold review (a PLAMS port): keeping the failed jobs' files and cleaning the
+    rest needed Python; corral clean took no ids."""
+    kept = fresh.submit("--name", "broken", "--", "echo why; exit 3")
+    cleaned = [fresh.submit("--name", f"ok{n}", "--", f"echo {n}") for n in range(2)]
+    release = tmp_path / "release"
+    running = fresh.submit("--", f"echo running; while [ ! -e {release} ]; do sleep 0.05; done")
+    assert fresh("wait", kept, *cleaned).status == 1
+    done = fresh("clean", "--yes", f"{cleaned[0]}-{cleaned[1]}", running)
+    assert done.status == 0, str(done)
+    assert done.out == "deleted the files of 2 job(s), 0.0 MB\n"
+    assert done.err == f"corral: note: left job(s) {running}: not finished\n"
+    assert fresh.ok("logs", kept).out == "why\n"  # not named: kept
+    assert not any((fresh.run / job).exists() for job in cleaned)
+    assert_one_line_error(fresh("clean", "--yes", "nosuch"), 2, r"no job nosuch in the run")
+    release.touch()
+    assert fresh("wait", running).status == 0
+
+
 def test_clean_without_a_terminal_says_to_pass_yes_and_logs_after_clean_says_why_it_is_empty(fresh):
     talker = fresh.submit("echo something to keep")
     silent = fresh.submit("true")

@@ -3,6 +3,7 @@ command against real processes, as the batch backend will use it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -260,6 +261,40 @@ def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: floa
             yield cluster, sched
     finally:
         cluster.stop()
+
+
+def test_clean_removes_the_batch_submissions_that_ran_only_the_jobs_it_cleans(tmp_path,
+                                                                            monkeypatch):
+    """Cold review (a PLAMS port): clean left every submission's job.sh, bundle
+    files and batch log behind."""
+    cluster = FakeBatch(tmp_path / "fakebatch", forget_s=30.0)
+    cluster.root.mkdir()
+    for name, value in cluster.environ().items():
+        monkeypatch.setenv(name, value)
+    run = tmp_path / "run"
+    try:
+        with registered(), corral.Scheduler(
+                backend="fakebatch", journal=run,
+                backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1}) as sched:
+            first = sched.submit(square, 3)
+            assert first.result(timeout=60) == 9  # (alone in its submission)
+            together = sched.dispatch([corral.Job(square, (n,)) for n in (4, 5)])  # (an array)
+            assert [job.result(timeout=60) for job in together] == [16, 25]
+    finally:
+        cluster.stop()
+    submissions = run / "fakebatch"
+
+    def ran() -> list[set[str]]:
+        return [{os.path.basename(jobdir) for bundle in directory.glob("*.json")
+                 for jobdir in json.loads(bundle.read_text())["jobdirs"]}
+                for directory in sorted(submissions.iterdir())]
+
+    assert sorted(map(sorted, ran())) == sorted(
+        [[str(first.id)], sorted(str(job.id) for job in together)])
+    corral.Run(run).clean([first.id, together[0].id])
+    assert ran() == [{str(job.id) for job in together}]  # the array ran one not cleaned
+    corral.Run(run).clean()
+    assert not submissions.exists()
 
 
 def shadow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, shell: str) -> None:

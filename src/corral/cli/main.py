@@ -560,14 +560,24 @@ def stop(context: click.Context) -> None:
 @cli.command()
 @run_option
 @click.option("--yes", "-y", is_flag=True, help="do not ask")
+@click.argument("ids", nargs=-1)
 @click.pass_context
-def clean(context: click.Context, yes: bool) -> None:
-    """Delete the files of finished jobs (their records stay in the journal)."""
+def clean(context: click.Context, yes: bool, ids: tuple[str, ...]) -> None:
+    """Delete the files of finished jobs, or of those of the IDS (ids, ranges such as
+    3-7, names) that have finished; their records stay in the journal."""
     from corral.journal.cleaning import clean_jobs, files_to_clean
 
     run = open_run(context)
-    finished = run.jobs("finished", results=False)
-    found = files_to_clean(finished)
+    if ids:  # (cold review: a PLAMS user keeps the failed jobs' files, cleans the rest)
+        chosen = select_jobs(run, ids)
+        finished = [job for job in chosen if job.status in TERMINAL]
+        left = [str(job.id) for job in chosen if job.status not in TERMINAL]
+        if left:
+            click.echo(f"corral: note: left job(s) {first_few(left, 10)}: not finished",
+                       err=True)
+    else:
+        finished = run.jobs("finished", results=False)
+    found = files_to_clean(finished, run.path)
     for note in found.notes:
         click.echo(f"corral: note: {note}", err=True)
     if not found.directories:

@@ -33,11 +33,17 @@ class Cleanable:
     directories: list[str] = field(default_factory=list)
     size: int = 0
     notes: list[str] = field(default_factory=list)
+    #: The directories of batch submissions (``<run>/<scheduler>/<n>``: the
+    #: script, bundle files, its log) whose every job is among those cleaned.
+    batch_directories: list[str] = field(default_factory=list)
 
 
-def files_to_clean(jobs: Iterable[StoredJob]) -> Cleanable:
+def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | None = None
+                   ) -> Cleanable:
     """The directories of the finished *jobs* of a run that are its to delete,
-    with their size (links inside not followed)."""
+    with their size (links inside not followed); with *run_dir*, also the
+    batch submissions of the run that ran only those jobs (cold review: a
+    clean left every job.sh and batch log of a cluster run)."""
     found = Cleanable()
     linked = []
     for job in jobs:
@@ -54,7 +60,49 @@ def files_to_clean(jobs: Iterable[StoredJob]) -> Cleanable:
     if linked:
         found.notes.append(f"left {_listed(linked)}: a job's directory that is a symbolic link "
                            "is not followed")
+    if run_dir is not None:
+        found.batch_directories = _batch_directories_of(found.directories, run_dir)
+        found.size += sum(_size(directory) for directory in found.batch_directories)
     return found
+
+
+def _batch_directories_of(jobdirs: list[str], run_dir: str | os.PathLike[str]) -> list[str]:
+    """The batch submission directories (where each job's task file says its
+    batch script logged) that ran none but *jobdirs*, and lie inside
+    *run_dir*: a copied run's task files name the original's, never deleted."""
+    from corral.backends.batch.taskfiles import batch_log_of
+
+    inside = os.path.realpath(run_dir) + os.sep
+    candidates = dict.fromkeys(
+        os.path.dirname(log) for log in map(batch_log_of, jobdirs) if log)
+    cleaned = {os.path.realpath(directory) for directory in jobdirs}
+    freed = []
+    for directory in candidates:
+        if (os.path.islink(directory) or not os.path.isdir(directory)
+                or not os.path.realpath(directory).startswith(inside)):
+            continue
+        ran = _jobdirs_in_bundles(directory)
+        if ran is not None and all(os.path.realpath(jobdir) in cleaned
+                                   or not os.path.lexists(jobdir) for jobdir in ran):
+            freed.append(directory)
+    return freed
+
+
+def _jobdirs_in_bundles(directory: str) -> list[str] | None:
+    """The job directories the bundle files of a batch submission list; None
+    when one cannot be read (then the submission is left as it is)."""
+    jobdirs: list[str] = []
+    try:
+        names = [name for name in os.listdir(directory) if name.endswith(".json")]
+        for name in names:
+            with open(os.path.join(directory, name)) as handle:
+                listed = json.load(handle).get("jobdirs")
+            if not isinstance(listed, list) or not all(isinstance(j, str) for j in listed):
+                return None
+            jobdirs += listed
+    except (OSError, ValueError, AttributeError):
+        return None
+    return jobdirs if names else None
 
 
 @dataclass
@@ -88,6 +136,12 @@ def clean_jobs(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob],
         done.failures += failed
         if not failed:
             done.jobs.append(job.id)
+    done.failures += remove_job_files(found.batch_directories)
+    for parent in dict.fromkeys(map(os.path.dirname, found.batch_directories)):
+        try:  # (the scheduler's folder of submissions, once it holds none)
+            os.rmdir(parent)
+        except OSError:
+            pass
     return done
 
 

@@ -119,7 +119,7 @@ class Run:
             ValueError: a name given is several jobs'.
             OSError: nothing can be deleted here (a read-only run).
         """
-        from corral.journal.cleaning import clean_jobs
+        from corral.journal.cleaning import clean_jobs, files_to_clean
 
         every = self.jobs(results=False)
         if jobs is None:
@@ -128,7 +128,7 @@ class Run:
             chosen = [_one_job(given, every, self.path)
                       for given in ([jobs] if isinstance(jobs, (int, str)) else jobs)]
         finished = [job for job in chosen if job.status.is_terminal]
-        cleaned = clean_jobs(self.path, finished)
+        cleaned = clean_jobs(self.path, finished, files_to_clean(finished, self.path))
         left = [str(job.id) for job in chosen if not job.status.is_terminal]
         if left and jobs is not None:
             cleaned.notes.append(f"left job(s) {', '.join(left)}: not finished")
