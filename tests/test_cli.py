@@ -973,6 +973,14 @@ def test_a_memory_of_a_few_megabytes_without_a_unit_is_refused_as_gigabytes_mean
     assert_one_line_error(corral("submit", "--memory", "0", "--", "true"), 2,  # (no '0G' offered)
                           r"^corral: error: --memory '0' must be a positive memory size")
     assert not corral.run.exists()  # (refused before a daemon or run was made)
+    # From a profile: its key is named, not a flag that was never typed (attack review).
+    corral.config.write_text('[profiles.small]\nmemory = "4"\nname = "42"\n')
+    assert_one_line_error(corral("submit", "--profile", "small", "--name", "n", "--", "true"), 2,
+                          r"^corral: error: profile 'small': memory = 4: a number without a "
+                          r"unit is megabytes, .*; give the unit: profile 'small': memory = 4G")
+    assert_one_line_error(corral("submit", "--profile", "small", "--memory", "1G", "--", "true"),
+                          2, r"^corral: error: profile 'small': name = 42: a name that is a "
+                             r"number would be taken for a job's id")
     assert corral.submit("--memory", "4M", "--", "true") == "1"
     assert corral.submit("--memory", "512", "--", "true") == "2"
 
@@ -1140,6 +1148,8 @@ def test_an_unknown_job_id_is_reported_by_status_logs_and_wait(script_run):
         assert_one_line_error(script_run(*args), 2,
                               rf"^corral: error: no job 99 in the run at {run} "
                               r"\(12 jobs, by id or name; corral status --all lists them\)$")
+    # An empty id is shown as one (attack review: "no job  in the run").
+    assert_one_line_error(script_run("status", ""), 2, r"^corral: error: no job '' in the run")
 
 
 def test_status_logs_and_wait_take_a_jobs_name_as_cancel_does(script_run):

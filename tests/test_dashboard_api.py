@@ -91,7 +91,7 @@ def test_output_of_an_unknown_job_says_so(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with corral.Scheduler(journal=run, cores=1) as scheduler:
         scheduler.shell("true").result()
-    with pytest.raises(KeyError, match=r"no job '9' in the run at .* \(1 jobs\)"):
+    with pytest.raises(KeyError, match=r"no job '9' in the run at .* \(1 job\)"):
         read_output(run, "9", "stdout", 0)
 
 

@@ -77,7 +77,9 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
             unknown.append(job_id)
     if unknown:
         count = sum(run.overview(0, 0).counts.values())  # (counted, not read: a big run)
-        raise CommandError(f"no job {', '.join(unknown)} in the run at {run.path} "
-                           f"({count} jobs, by id or name; corral status --all lists them)")
+        shown = ", ".join(ref if ref and ref.strip() == ref else repr(ref) for ref in unknown)
+        raise CommandError(f"no job {shown} in the run at {run.path} "
+                           f"({count} job{'s' * (count != 1)}, by id or name; corral status "
+                           "--all lists them)")
     # Each once, as wait and cancel take them (status 1 1 n1 listed job 1 three times).
     return list({str(job.id): job for job in found}.values())

@@ -94,7 +94,7 @@ def _job_option_flags(command):
     return command
 
 
-def _refuse_megabytes_meant_otherwise(memory: object) -> None:
+def _refuse_megabytes_meant_otherwise(memory: object, said: str = "--memory") -> None:
     """Refuse ``--memory 4``: a number without a unit is megabytes, as Slurm
     reads it, but so little is no job's need: gigabytes were meant (a cold
     review's PBS and fyrd habit), and the job ran packed as if it took none."""
@@ -102,8 +102,8 @@ def _refuse_megabytes_meant_otherwise(memory: object) -> None:
         memory, str) else None
     if found is not None and 0 < float(found[1]) < 64:  # (0 is refused as no size at all)
         number = found[1]
-        raise CommandError(f"--memory {number}: a number without a unit is megabytes, and "
-                           f"{number} MB is too little for a job; give the unit: --memory "
+        raise CommandError(f"{said} {number}: a number without a unit is megabytes, and "
+                           f"{number} MB is too little for a job; give the unit: {said} "
                            f"{number}G (or {number}M if megabytes are meant)", EXIT_USAGE)
 
 
@@ -144,11 +144,14 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
             raise CommandError(f"{flag} {value!r}: no value of {flag} begins with '-'; was "
                                f"{flag}'s value left out?", EXIT_USAGE)
     options.update({name: value for name, value in given.items() if value is not None})
+    # Named as the person gave it: the flag, or the profile's key (attack review).
+    said = {name: (JOB_OPTIONS[name].flag if given.get(name) is not None
+                   else f"profile {profile!r}: {name} =") for name in ("name", "memory")}
     if isinstance(options.get("name"), str) and is_number_text(options["name"]):
-        raise CommandError(f"--name {options['name']}: a name that is a number would be taken "
-                           "for a job's id by logs, cancel, status and --after; give a name with "
-                           "a letter in it", EXIT_USAGE)
-    _refuse_megabytes_meant_otherwise(options.get("memory"))
+        raise CommandError(f"{said['name']} {options['name']}: a name that is a number would be "
+                           "taken for a job's id by logs, cancel, status and --after; give a "
+                           "name with a letter in it", EXIT_USAGE)
+    _refuse_megabytes_meant_otherwise(options.get("memory"), said["memory"])
     if workdir is not None and not workdir.is_dir():
         raise CommandError(f"--workdir {workdir}: not an existing directory")
     # The daemon runs elsewhere: a relative directory means the one seen from here.

@@ -81,7 +81,8 @@ class Run:
             return read_job(self.path, job_id)  # one row by its key: a big run costs no more
         except KeyError:
             jobs = read_jobs(self.path, with_results=False)
-        raise KeyError(f"no job {job_id!r} in the run at {self.path} ({len(jobs)} jobs)")
+        raise KeyError(f"no job {job_id!r} in the run at {self.path} ({len(jobs)} "
+                       f"job{'s' * (len(jobs) != 1)})")
 
     def results(self) -> list[Result]:
         """A :class:`corral.Result` for every finished job, with its value loaded
