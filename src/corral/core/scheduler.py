@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
 import numbers
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Never, overload
 
 from corral.core import driver_signals
-from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, is_backend,
+from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, is_backend,
                              make_backend, outlives_driver, resolve_backend)
 from corral.suggest import closest, did_you_mean
 from corral.call_fit import check_map_fits
@@ -40,13 +39,16 @@ from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_ch
 from corral.core.identity import call_label, map_signature
 from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
-from corral.options import JOB_OPTIONS, bounded_tuple, parse_options, peers_word
+from corral.options import JOB_OPTIONS, bounded_tuple, parse_options
 from corral.core.packing import Packer
 from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
 from corral.core.resume import Resumer
+from corral.core.scheduler_setup import (check_journal_dir, check_workdir, checked_count,
+                                         checked_queues, prepare_workdir, remove_stale_spools,
+                                         tidy_after_dead_drivers, unknown_argument, with_address)
 from corral.journal.run import Run
-from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE, holds_other_files
+from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
 from corral.runtime.payload import dumps_call, dumps_function
@@ -58,8 +60,6 @@ from corral.status import JobStatus, statuses_named
 from corral.errors import JournalError
 from corral.journal.store import Journal
 from corral.journal.stored import StoredJob
-from corral.runtime.tempdirs import (RUN_PREFIX, SPOOL_PREFIX, make_owned_tempdir,
-                                     remove_dead_owners_tempdirs)
 from corral.units import parse_duration, parse_memory
 
 if TYPE_CHECKING:
@@ -313,7 +313,7 @@ class Scheduler(Executor):
                  address: Any = None,
                  _owner: str = "script", **unknown: Never) -> None:
         if unknown:
-            raise TypeError(_unknown_argument(next(iter(unknown))))
+            raise TypeError(unknown_argument(next(iter(unknown)), Scheduler))
         if not isinstance(backend, str):
             raise ValueError(f"backend={backend!r} must be a backend name such as "
                              f"{DEFAULT_BACKEND!r}; to set how many jobs run at once use "
@@ -327,22 +327,22 @@ class Scheduler(Executor):
         if backend_options is not None and not isinstance(backend_options, Mapping):
             raise ValueError(f"backend_options={backend_options!r} must be a dict of settings, "
                              "e.g. {'array_throttle': 8}")
-        backend_options = _with_address(backend, address, backend_options)
-        cores = _check_int("cores", cores, 1)
+        backend_options = with_address(backend, address, backend_options)
+        cores = checked_count("cores", cores, 1)
         memory_mb = None if memory is None else parse_memory(memory, "memory")
-        gpus = _check_int("gpus", gpus, 0)
-        self._max_jobs = _check_int("max_jobs", max_jobs, 1)
-        self._queues = _check_queues(queues)
-        self._tokens = _check_int("tokens", tokens, 0) or 0
+        gpus = checked_count("gpus", gpus, 0)
+        self._max_jobs = checked_count("max_jobs", max_jobs, 1)
+        self._queues = checked_queues(queues)
+        self._tokens = checked_count("tokens", tokens, 0) or 0
         if on_finish is not None and not callable(on_finish):
             raise ValueError(f"on_finish={on_finish!r} must be a callable taking a Job")
         grace = parse_duration(abort_grace, "abort_grace")
         if journal is not None:
-            _check_journal_dir(journal)
-        _check_workdir(workdir)  # before anything is started that would need stopping
+            check_journal_dir(journal)
+        check_workdir(workdir)  # before anything is started that would need stopping
         _watch_interpreter_exit()
         _refuse_after_interpreter_exit()  # before anything is started
-        _tidy_after_dead_drivers()
+        tidy_after_dead_drivers()
         driver_signals.install()
         self._journal: Journal | None = None
         self._resumer: Resumer | None = None
@@ -362,7 +362,7 @@ class Scheduler(Executor):
         if self._journal is not None and backend_info(backend).capabilities.packs_locally:
             # Spool files inside the run: a killed driver's are found (and removed) next time.
             settings["spool_parent"] = os.fspath(self._journal.run_dir)
-            _remove_stale_spools(self._journal.run_dir)
+            remove_stale_spools(self._journal.run_dir)
         try:
             self._backend = make_backend(backend, cores=cores, memory=memory_mb, gpus=gpus,
                                          options=dict(backend_options or {}), **settings)
@@ -373,7 +373,7 @@ class Scheduler(Executor):
             if workdir is None and self._journal is not None:
                 self._run_dir, self._temporary = self._journal.run_dir, False
             else:
-                self._run_dir, self._temporary = _prepare_workdir(
+                self._run_dir, self._temporary = prepare_workdir(
                     workdir, getattr(self._backend, "workdir_parent", None))
             capacity = self._backend.capacity()
             #: Jobs of one core that may run at once (None: the backend does not say).
@@ -1238,34 +1238,6 @@ def _value_deps(job: JobRecord) -> list[Job]:
     return found
 
 
-#: What other tools call the arguments of a pool, by name: a close spelling
-#: would suggest another argument (n_workers: workdir).
-_PEERS_WORDS = {"n_jobs": "cores", "n_workers": "cores", "max_workers": "cores",
-                "processes": "cores", "num_cpus": "cores", "ncores": "cores", "cpus": "cores",
-                "ncpus": "cores", "n_cpus": "cores", "threads": "cores", "n_parallel": "cores",
-                "mem": "memory", "num_gpus": "gpus"}
-
-
-def _unknown_argument(name: str) -> str:
-    """Why ``Scheduler(name=...)`` is refused: the closest argument, or the
-    job option it is (those go to ``options()`` or ``submit``'s job)."""
-    arguments = [parameter for parameter in inspect.signature(Scheduler).parameters
-                 if not parameter.startswith("_") and parameter != "unknown"]
-    if name in _PEERS_WORDS:
-        return (f"Scheduler() takes no argument {name!r}; did you mean "
-                f"{_PEERS_WORDS[name]!r}?")
-    if name in JOB_OPTIONS:
-        return (f"Scheduler() takes no argument {name!r}: it is a job option, which goes in "
-                f"scheduler.options({name}=...).submit(...)")
-    option = peers_word(name)
-    if option is not None:  # e3's job_timeout: a job option here, for all jobs of a Submitter
-        return (f"Scheduler() takes no argument {name!r}: that is the job option {option!r} "
-                f"here, which goes in scheduler.options({option}=...).submit(...) (for every "
-                f"job of that Submitter: submitter = scheduler.options({option}=...))")
-    hint = did_you_mean(name, arguments, otherwise="its arguments are " + ", ".join(arguments))
-    return f"Scheduler() takes no argument {name!r}; {hint}"
-
-
 def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> None:
     """Pickle *job*'s call into its payload. *functions* holds the functions
     this batch pickled so far, by ``id``, each with the object itself (which
@@ -1285,109 +1257,6 @@ def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> Non
         raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "
                          f"arguments cannot be pickled ({type(error).__name__}: {error})"
                          ) from error
-
-
-_tidied = False
-
-
-def _tidy_after_dead_drivers() -> None:
-    """Once per process: remove temporary and spool directories that drivers
-    killed with SIGKILL left in the system's temporary directory."""
-    global _tidied
-    if not _tidied:
-        _tidied = True
-        remove_dead_owners_tempdirs()
-
-
-def _remove_stale_spools(run_dir: Path) -> None:
-    """Spool directories of dead sessions (this process holds the run's lock)."""
-    for stale in run_dir.glob(f"{SPOOL_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _with_address(backend: str, address: Any,
-                  backend_options: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """*backend_options* with ``address`` in it, for a backend that takes one."""
-    if address is None:
-        return backend_options
-    if "address" not in backend_info(backend).backend_options:
-        takers = [name for name in backend_names()
-                  if "address" in backend_info(name).backend_options]
-        raise ValueError(f"address={address!r} is for a backend that connects to a scheduler "
-                         f"of its own ({', '.join(takers)}); the {backend} backend takes none")
-    if backend_options and ("address" in backend_options or "client" in backend_options):
-        raise ValueError("give the address once: address= or backend_options['address'], "
-                         "not both")
-    return {**(backend_options or {}), "address": address}
-
-
-#: What None means for each of the Scheduler's counts, for its error message.
-_NONE_MEANS = {"cores": "all of this machine's CPUs", "gpus": "the GPUs found here",
-               "max_jobs": "no limit", "tokens": "none"}
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        joblib = " (-1 means all CPUs to joblib)" if name == "cores" and value == -1 else ""
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}, or None for "
-                         f"{_NONE_MEANS[name]}{joblib}")
-    return value
-
-
-def _check_queues(queues: Mapping[str, int] | None) -> dict[str, int]:
-    if queues is None:
-        return {}
-    if not isinstance(queues, Mapping):
-        raise ValueError(f"queues={queues!r} must be a dict of queue names to capacities")
-    for name, capacity in queues.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"queues: {name!r} is not a queue name (a non-empty string)")
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"queues: capacity of {name!r} is {capacity!r}; "
-                             "it must be an int >= 1")
-    return dict(queues)
-
-
-def _check_journal_dir(journal: object) -> None:
-    """Refuse a run directory corral must not make private and fill: one
-    that holds other files (see :mod:`corral.core.run_files`), or an empty
-    path, which would be the current directory unasked."""
-    if not isinstance(journal, (str, os.PathLike)):
-        raise ValueError(f"journal={journal!r} must be a directory path")
-    if not os.fspath(journal):
-        raise ValueError("journal='' names no directory; give the run directory's path (a new "
-                         "or empty directory, or an earlier run's)")
-    run_dir = Path(journal).expanduser()
-    if holds_other_files(run_dir):
-        raise ValueError(f"journal={os.fspath(journal)!r}: {run_dir.resolve()} is not a corral "
-                         "run but holds other files; give a new or empty directory, or an "
-                         "earlier run's (corral makes it private to you and fills it)")
-
-
-def _check_workdir(workdir: object) -> None:
-    if workdir is None:
-        return
-    if not isinstance(workdir, (str, os.PathLike)):
-        raise ValueError(f"workdir={workdir!r} must be a directory path")
-    if os.path.exists(os.path.expanduser(workdir)) and not os.path.isdir(
-            os.path.expanduser(workdir)):
-        raise ValueError(f"workdir={os.fspath(workdir)!r} exists and is not a directory")
-
-
-def _prepare_workdir(workdir: str | os.PathLike[str] | None,
-                     temporary_parent: str | None = None) -> tuple[Path, bool]:
-    """The run's directory and whether it is temporary. A backend whose jobs run
-    elsewhere names a *temporary_parent* they can reach (a shared filesystem)."""
-    if workdir is None:
-        if temporary_parent is not None:
-            os.makedirs(temporary_parent, mode=0o700, exist_ok=True)
-        return Path(make_owned_tempdir(RUN_PREFIX, temporary_parent)), True
-    _check_workdir(workdir)
-    path = Path(workdir).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path, False
 
 
 def _nothing() -> None:
