@@ -39,18 +39,19 @@ from typing import TYPE_CHECKING, Any, cast
 from corral.core.ahead import AheadPolicy
 from corral.core.outcome import (EndingRules, decide_outcome, raised_traceback, stderr_tail,
                                  unpickled)
+from corral.core.submission import submission_for
 from corral.core.record import COMPLETED_ALL_THE_SAME, DeadlineKind, JobRecord, KillIntent
 from corral.result import Result
 from corral.errors import CorralError, DriverTerminated, JobFailed
 from corral.backends import backend_info
-from corral.backends.base import Submission, Update
+from corral.backends.base import Update
 from corral.events import Event
 from corral.runtime.outcomes import outcomes_directory
-from corral.runtime.payload import Upstream, dumps_value
+from corral.runtime.payload import Upstream
 from corral.runtime.spool import keep_earlier_attempt
 from corral.core import driver_signals
 from corral.runtime.threads import in_program_code_for, signals_allowed, start_thread
-from corral.spec import Call, FunctionRef, Script, Shell
+from corral.spec import Call, FunctionRef
 from corral.status import ACTIVE, PENDING, JobStatus
 from corral.core.summary import RunTally
 
@@ -617,7 +618,8 @@ class Engine:
         if attached:
             chosen = [job for job in chosen if job.reattach is None]
             self._attach(attached)
-        submissions = [self._submission(job, behind.get(id(job))) for job in chosen]
+        submissions = [submission_for(job, self._run_dir_text, self._outcomes_dir,
+                                      behind.get(id(job))) for job in chosen]
         try:
             native_ids = self.backend.submit(submissions) if submissions else []
         except Exception as error:
@@ -697,7 +699,8 @@ class Engine:
             job.attempts = max(job.attempts - 1, stored.attempts)
             log.info("job %s %r: attached to native job %s left by an earlier driver",
                      job.id, job.name, stored.native_id)
-            cluster.attach(self._submission(job), stored.native_id)
+            cluster.attach(submission_for(job, self._run_dir_text, self._outcomes_dir),
+                           stored.native_id)
         if not self.paused and self.capabilities.holds:  # a driver killed while paused
             cluster.release([job.dispatched_id for job in jobs])
 
@@ -748,45 +751,6 @@ class Engine:
                     self._move(dependent, _S.QUEUED,
                                "held by the cluster until its dependencies complete")
                     self.packer.push(dependent)
-
-    def _submission(self, job: JobRecord, leader: JobRecord | None = None) -> Submission:
-        """What the backend is handed for *job*: a pickled call with its
-        upstream values (or ids of parents still running), or a command line;
-        to run after *leader* on its worker, if given."""
-        task = job.spec.task
-        job.jobdir = f"{self._run_dir_text}{job.id}"
-        after = tuple(dep.id for dep in job.deps if not dep.final) if job.unmet else ()
-        call: bytes | None = None
-        upstream: tuple[bytes | int | str, ...] = ()
-        argv: tuple[str, ...] = ()
-        if isinstance(task, (Call, FunctionRef)):
-            call = job.payload
-            upstream = tuple(dep.dispatched_id if not dep.final else self._value_blob(dep)
-                             for dep in job.value_deps)
-        elif isinstance(task, Shell) and isinstance(task.command, str):
-            argv = ("/bin/sh", "-c", task.command)
-        else:
-            argv = tuple(self._argument_text(word, job) for word in job.argv_template)
-            if isinstance(task, Script):
-                argv = (task.python, task.path, *argv)
-        return Submission(job_id=job.dispatched_id, name=job.name, jobdir=job.jobdir,
-                          resources=job.spec.resources, call=call, upstream=upstream, argv=argv,
-                          cwd=job.spec.cwd, env=job.spec.env, outcomes=self._outcomes_dir,
-                          placement=job.spec.placement, after=after,
-                          priority=job.spec.priority,
-                          follows=None if leader is None else leader.dispatched_id)
-
-    @staticmethod
-    def _argument_text(word: Any, job: JobRecord) -> str:
-        if isinstance(word, Upstream):
-            word = job.value_deps[word.index].data
-        return str(word)
-
-    @staticmethod
-    def _value_blob(dep: JobRecord) -> bytes:
-        if dep.value_bytes is None:
-            dep.value_bytes = dumps_value(dep.data)
-        return dep.value_bytes
 
     # -- what the backend reports ----------------------------------------------------------
 
