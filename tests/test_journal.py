@@ -643,6 +643,9 @@ def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(
         assert "raise_custom" in str(raised.value.__cause__)
         assert mid.job(3).output("stdout") == "py-out hello\nchild-out hello\n"
         assert mid.job(3).output("stderr") == "py-err hello\nchild-err hello\n"
+        # As a live Job gives them (cold review: a stored job had another API).
+        assert (mid.job(3).stdout, mid.job(3).stderr) == ("py-out hello\nchild-out hello\n",
+                                                          "py-err hello\nchild-err hello\n")
         with pytest.raises(ValueError, match="stream='log' must be 'stdout' or 'stderr'"):
             mid.job(3).output("log")
         assert mid.job(4).result_value() is None  # still running

@@ -155,6 +155,17 @@ class StoredJob:
         path = self.output_path(stream)
         return "" if path is None else read_output(path)
 
+    @property
+    def stdout(self) -> str:
+        """What the job wrote to its standard output, as a live ``Job.stdout``
+        gives it (cold review: a job read back from the journal had another API)."""
+        return self.output("stdout")
+
+    @property
+    def stderr(self) -> str:
+        """What the job wrote to its standard error."""
+        return self.output("stderr")
+
 
 def directory_now(jobdir: str, run_dir: str) -> str:
     """Where the job directory recorded as *jobdir* is in the run at *run_dir*
