@@ -267,6 +267,11 @@ square_with_timeout = _with_timeout(jobs.square)
      "scheduler.options(cores=...).submit(square, ...), or Job(square, ..., cores=...)"),
     (lambda s: s.submit(jobs.wait_for_file, "f", limt=3),
      "wait_for_file() takes no argument 'limt'; did you mean 'limit'?"),
+    # A Job's id and meta are given where it is made (cold review, a hypertunity port).
+    (lambda s: s.submit(jobs.square, 3, id=7),
+     "square() takes no argument 'id': keyword arguments go to the function, as with "
+     "Executor.submit; a job's own id is given where it is made: "
+     "scheduler.dispatch(corral.Job(square, (...), id=...))"),
     (lambda s: s.submit(jobs.square),
      "square() cannot be called with these arguments: missing a required argument: 'x'"),
     (lambda s: s.submit(jobs.square, 1, 2), "square() cannot be called with these arguments: "
@@ -297,8 +302,9 @@ square_with_timeout = _with_timeout(jobs.square)
     (lambda s: s.submit(functools.partial(jobs.square, 1), 2), "square() cannot be called with "
      "these arguments: too many positional arguments: it takes 0, given 1 (after the 1 "
      "positional and 0 keyword arguments of its functools.partial)"),
-], ids=["a job option misspelt", "its own argument misspelt", "an argument missing",
-        "an argument too many", "an argument twice", "a keyword-only argument missing",
+], ids=["a job option misspelt", "its own argument misspelt", "a Job's id",
+        "an argument missing", "an argument too many", "an argument twice",
+        "a keyword-only argument missing",
         "a method's argument too many", "a class's argument missing", "Job(...)",
         "Call(...)", "map() of two iterables", "map(chunksize='auto')", "a decorated function",
         "a function by name, its module imported here", "map() of a function by name",

@@ -192,6 +192,11 @@ def _why(fn: Any, shape: _Shape, given: int, bound: int, kwargs: Mapping[str, An
     misplaced = [keyword for keyword in unknown if keyword in _OPTION_NAMES]
     if misplaced:
         return _options_go_elsewhere(name, misplaced[:_SUGGESTED_FOR], misplaced[0])
+    made = [keyword for keyword in unknown if keyword in _JOB_ARGUMENTS]
+    if made:  # (cold review, a hypertunity port: submit(f, x, id=7) said only "unexpected")
+        return (f"{name}() takes no argument {made[0]!r}: keyword arguments go to the "
+                f"function, as with Executor.submit; a job's own {made[0]} is given where it "
+                f"is made: scheduler.dispatch(corral.Job({name}, (...), {made[0]}=...))")
     by_keyword = [word for word, parameter in named.items() if word not in kwargs
                   and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
     for keyword in unknown[:_SUGGESTED_FOR]:
@@ -229,3 +234,5 @@ def _options_go_elsewhere(name: str, keywords: list[str], option: str, said: str
 
 #: Job options by name, and ``profile``, which options() takes too.
 _OPTION_NAMES = frozenset(JOB_OPTIONS) | {"profile"}
+#: What a Job takes besides its options, only where it is made (``corral.Job``).
+_JOB_ARGUMENTS = frozenset({"id", "meta"})
