@@ -4,9 +4,10 @@ Resuming a run means recognising, in a fresh process, the jobs that a previous
 process already ran. A job's *key* is therefore computed from what it does,
 never from memory addresses or submission times:
 
-* a job given an explicit ``id`` is keyed by that id, and what it does (the
-  digest below) is its slot: a rerun that gives the id to other work runs it
-  again, and its dependents, whose keys take that slot;
+* a job given an explicit ``id`` is keyed by that id: the id decides, also
+  where the digest of what it does (below, kept as its slot) cannot (its
+  arguments pickle differently in every process), and a rerun that gives the
+  id to other work is warned that it gets the stored result;
 * otherwise by a digest of its task (function by module, qualified name and
   bytecode; a ``module:function`` target, a script or a command by their text),
   its arguments, name, directory and environment, and the keys of the jobs it
@@ -356,8 +357,8 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
         what = b"shell\0" + _stable_bytes(command)
     setting = _setting_bytes(job.spec)
     digest = hashlib.sha256(what + setting)
-    for dep in job.deps:  # (an id's key is the id alone: its slot says what it did)
-        digest.update(b"\0after\0" + str(dep.slot if _keyed_by_id(dep) else dep.key).encode())
+    for dep in job.deps:
+        digest.update(b"\0after\0" + str(dep.key).encode())
     key = digest.hexdigest()[:24]
     if named is None and all(dep.slot == dep.key for dep in job.deps):
         return key, key
@@ -365,11 +366,6 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
     for dep in job.deps:
         slot.update(b"\0after\0" + str(dep.slot).encode())
     return key, slot.hexdigest()[:24]
-
-
-def _keyed_by_id(job: JobRecord) -> bool:
-    """Whether *job* was given its ``id=``, its key being that id alone."""
-    return str(job.key).startswith("id:")
 
 
 def map_signature(fn: Any, first_call: tuple) -> str:

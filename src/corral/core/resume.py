@@ -102,14 +102,6 @@ class Resumer:
                 stored = self.previous.by_id(str(job.id))
                 if stored is not None and completed_before(stored):
                     stored = None if stored.key != key else stored
-                if (stored is not None and completed_before(stored)
-                        and _did_other_work(stored, slot)):
-                    log.warning("job %s %r: its function, arguments or settings changed since the "
-                                "run that made it under this id; it runs again", job.id, job.name)
-                    ids.append(stored.id)
-                    taken.add(str(stored.id))
-                    self._run_again(job, stored)
-                    continue
             if stored is None and slot != key and job.id is None:
                 stored = self._in_its_slot(slot, is_taken)
                 if stored is not None:  # the same call, its code changed: it runs again
@@ -125,6 +117,8 @@ class Resumer:
             taken.add(str(stored.id))
             if _restorable(stored):
                 job.restored = stored
+                if job.id is not None:
+                    _restore_by_id(job, stored, slot)
             elif stored.status not in TERMINAL and self._attachable(stored):
                 job.reattach = stored  # not submitted again: found by its native id
             else:
@@ -139,8 +133,7 @@ class Resumer:
             key = slot = f"new:{uuid.uuid4().hex}"  # never matched: run it, whatever ran before
         elif job.id is not None:
             # Found by its id; its slot says what it does, so that a rerun
-            # that gives the id to other work (a search's trials numbered from
-            # a counter, its grid changed) runs it again (see _did_other_work).
+            # that gives the id to other work is told (see _did_other_work).
             key, slot = f"id:{job.id}", f"id:{job.id}@{job_digests(job)[0]}"
         else:
             digest, slot_digest = job_digests(job)
@@ -222,11 +215,26 @@ def _counted(seen: dict[int, int], digest: str) -> int:
     return number
 
 
+def _restore_by_id(job: JobRecord, stored: StoredJob, slot: str) -> None:
+    """Restore the job of an ``id=`` from *stored*, as the id decides, saying so
+    when the job now given that id does other work than the one that made the
+    stored result (cold review, a hypertunity port: trials numbered from a
+    counter, the grid changed, and trial 7 returned the old trial 7's result
+    without a word). Its row keeps the slot of the work that made the result:
+    the next rerun is told too (a journal from before slots: nothing known)."""
+    if _did_other_work(stored, slot):
+        log.warning("job %s %r: restored from the journal, though its function, arguments or "
+                    "settings are not those of the run that made that result (the id decides; "
+                    "give it another id, or use a new journal, to run it)", job.id, job.name)
+    key, _, kind, command, spec = job.journal_entry
+    job.journal_entry = (key, stored.slot or key, kind, command, spec)
+
+
 def _did_other_work(stored: StoredJob, slot: str) -> bool:
     """Whether the earlier job of an ``id=`` did other work than the job now
-    given that id: another function, other arguments, name, directory or
-    environment (hypertunity port: a changed grid's trial 7 returned the old
-    trial 7's result). A journal from before ids had slots cannot say: no."""
+    given that id: another function, other arguments (by their pickled bytes),
+    name, directory or environment. A journal from before ids had slots
+    cannot say: no."""
     return stored.slot is not None and stored.slot != stored.key and stored.slot != slot
 
 

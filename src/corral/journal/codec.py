@@ -62,16 +62,24 @@ def encode_spec(spec: JobSpec, meta: Any = None) -> str:
     return '{"task": ' + task_json + ', "options": ' + _options_json(spec) + kept + "}"
 
 
+#: The most of a job's meta the journal keeps as JSON: every reader of the
+#: run (status, report, dashboard) reads it (attack review: 10 MB a job).
+_META_MOST = 64 * 1024
+
+
 def meta_record(meta: Any) -> str:
     """A job's ``meta=`` as the journal keeps it, for ``corral status`` and
     :meth:`corral.Run.results` to give back after the run (cold review: a
     search's trials read back without the hyperparameters they carried): as
-    JSON when it is plain data (read back as JSON gives it: a tuple as a
-    list), else as its ``repr``, cut to a few hundred characters."""
+    JSON gives it back (a tuple as a list, keys as strings), a value JSON
+    cannot hold (a datetime, bytes) as its ``repr``; the whole as its repr,
+    cut to a few hundred characters, where that fails (NaN, tuple keys) or
+    would pass 64 KB."""
     try:
-        return json.dumps(meta, allow_nan=False)
+        text = json.dumps(meta, allow_nan=False, default=safe_repr)
     except (TypeError, ValueError, RecursionError):
         return json.dumps(safe_repr(meta))
+    return text if len(text) <= _META_MOST else json.dumps(safe_repr(meta))
 
 
 def decode_spec(record: str | Mapping[str, Any]) -> JournaledSpec:
