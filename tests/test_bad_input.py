@@ -539,7 +539,19 @@ def test_an_id_too_long_for_a_directory_name_is_refused_before_the_job_runs(sche
     assert longest.result(timeout=60) == 9
 
 
-@pytest.mark.parametrize("job_id", ["outcomes", "corral.log", "journal.db", "control.sock"])
+def test_an_id_that_is_a_backends_name_is_refused_before_the_job_runs(tmp_path):
+    """Attack review: a job with the id of the cluster backend it ran on had
+    the run's folder of batch submissions for its directory, and clean of it
+    deleted every submission, a queued job's too."""
+    refused = (r"^job id 'slurm' is a backend's name, which a cluster backend gives the folder "
+               r"of a run's batch submissions, where the job's files would go: choose another$")
+    with (corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler,
+          pytest.raises(ValueError, match=refused)):
+        scheduler.dispatch([Job(corral.Shell("true"), id="slurm")])
+
+
+@pytest.mark.parametrize("job_id", ["outcomes", "corral.log", "journal.db", "control.sock",
+                                    "cleaned.json"])
 def test_an_id_naming_a_file_of_the_run_directory_is_refused_before_the_job_runs(tmp_path,
                                                                                   job_id):
     """Attack review: a job with id "outcomes" lost its output (the run's
@@ -550,7 +562,7 @@ def test_an_id_naming_a_file_of_the_run_directory_is_refused_before_the_job_runs
         with pytest.raises(ValueError, match=(
                 rf"^job id '{re.escape(job_id)}' names a file corral keeps in a run directory, "
                 r"where the job's files would go: choose another \(these are taken: "
-                r"control.sock, corral.log, .*outcomes, owner.lock, writer.lock\)$")):
+                r"cleaned.json, control.sock, corral.log, .*outcomes, owner.lock, writer.lock\)$")):
             scheduler.dispatch([Job(corral.Shell(f"touch {ran}"), id=job_id)])
         kept = scheduler.dispatch([Job(corral.Shell("echo kept"), id="outcome")])[0]
         kept.result(timeout=60)

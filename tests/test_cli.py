@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from corral.backends import backend_info
@@ -1066,6 +1067,15 @@ def test_a_profiles_directory_and_environment_hold_unless_workdir_is_given(fresh
     assert fresh("wait").status == 0
     assert fresh.ok("logs", job).out == f"{there}\nA=from-profile B=terminal\n"
     assert fresh.ok("logs", elsewhere).out == f"{tmp_path}\n"
+    # A relative one is the file's (attack review: the daemon, which reads it from the run
+    # directory, died at start on it, whether the submit asked for the profile or not).
+    beside = fresh.config.parent / "beside"
+    beside.mkdir()
+    fresh.config.write_text('[profiles.p]\ncwd = "beside"\n')
+    relative = fresh("submit", "--profile", "p", "--", "pwd", cwd=tmp_path)
+    assert relative.status == 0, str(relative)
+    assert fresh("wait").status == 0
+    assert fresh.ok("logs", relative.out.strip()).out == f"{beside}\n"
 
 
 def test_a_profile_of_the_run_directorys_corral_toml_serves_submits_from_any_directory(fresh,
@@ -1755,6 +1765,28 @@ def test_a_refused_first_submit_leaves_a_directory_that_was_there_as_it_was(fres
     assert_one_line_error(refused, 2, r"no job nosuchjob")
     assert os.listdir(here) == [] and stat.S_IMODE(here.stat().st_mode) == 0o755
     assert fresh.daemon_pid() is None
+
+
+def test_a_ctrl_c_while_the_first_submits_daemon_starts_leaves_no_run_and_no_daemon(fresh):
+    """Attack review: interrupted while its daemon was starting, the submit
+    undid a run not made yet; the daemon then made it, and stayed 5 minutes."""
+    submitting = fresh.popen("submit", "--", "true")
+
+    def daemons() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            line = process.info["cmdline"] or []
+            if "corral.cli.daemon" in line and str(fresh.run) in line:
+                found.append(process)
+        return found
+
+    wait_until(daemons, message="the submit to start the run's daemon")
+    submitting.send_signal(signal.SIGINT)
+    _, errors = submitting.communicate(timeout=60)
+    assert (submitting.returncode, errors.decode().splitlines()[-1]) == (
+        130, "corral: error: interrupted; the run and its jobs go on")
+    wait_until(lambda: not daemons(), message="the daemon to be gone")
+    assert not fresh.run.exists()
 
 
 def test_a_refused_first_submit_removes_the_directories_it_made_above_the_run(fresh, tmp_path):

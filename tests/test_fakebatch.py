@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -291,10 +292,19 @@ def test_clean_removes_the_batch_submissions_that_ran_only_the_jobs_it_cleans(tm
 
     assert sorted(map(sorted, ran())) == sorted(
         [[str(first.id)], sorted(str(job.id) for job in together)])
-    corral.Run(run).clean([first.id, together[0].id])
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, symlinks=True)
+    # Nothing of a run is run by cleaning it (attack review: a task file was unpickled).
+    pwned = tmp_path / "pwned"
+    (copy / str(first.id) / "task").write_bytes(
+        b"cposix\nsystem\n(S'touch " + os.fsencode(pwned) + b"'\ntR.")
+    done = corral.Run(run).clean([first.id, together[0].id, first.id])
+    assert (done.jobs, done.failures) == ([first.id, together[0].id], [])  # (each once)
     assert ran() == [{str(job.id) for job in together}]  # the array ran one not cleaned
     corral.Run(run).clean()
     assert not submissions.exists()
+    corral.Run(copy).clean()  # a copy's own submissions go (its files name the original)
+    assert not (copy / "fakebatch").exists() and not pwned.exists()
 
 
 def shadow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, shell: str) -> None:

@@ -360,6 +360,12 @@ class _Layer:
                 if option in _NOT_IN_PROFILES:
                     problems.append((key, _NOT_IN_PROFILES[option]))
                     continue
+                if option == "cwd" and isinstance(value, str) and value:
+                    # Relative to this file, ~ expanded: the same directory for the
+                    # command, the daemon (in the run directory) and a script
+                    # (attack review: the daemon died at start on a relative one).
+                    value = options[option] = os.path.normpath(
+                        self.path.parent / os.path.expanduser(value))
                 try:
                     parse_options({option: value})
                 except ValueError as error:

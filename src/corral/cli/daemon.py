@@ -95,7 +95,11 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
                  *(["--paused"] if paused else []), *(["--held"] if held else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 cwd=run_dir, env=_daemon_environment())
-        started = _wait_started(run_dir, process)
+        try:
+            started = _wait_started(run_dir, process)
+        except KeyboardInterrupt:  # (attack review: it made the run after the submit gave up)
+            _end_unanswered(process)
+            raise
         if not isinstance(started, int):
             return started
         code = started
@@ -113,6 +117,22 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
             raise CorralError(f"the corral daemon for {run_dir} exited ({code}) at start:\n"
                               f"{_tail(run_dir / DAEMON_LOG)}") from None
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _end_unanswered(process: subprocess.Popen[bytes]) -> None:
+    """End a daemon this command started, and stopped waiting for (Ctrl-C),
+    before it makes a run nobody asked for any more: a refused or interrupted
+    first submit then finds the run's files to take away, and no daemon."""
+    process.terminate()  # (its SIGTERM: it closes what it opened)
+    try:
+        process.wait(_END_PATIENCE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+#: Seconds a daemon told to end as it starts is given before it is killed.
+_END_PATIENCE_S = 10.0
 
 
 def _daemon_environment() -> dict[str, str]:

@@ -593,11 +593,11 @@ def clean(context: click.Context, yes: bool, ids: tuple[str, ...]) -> None:
         click.echo("nothing deleted")
         return
     try:
-        failures = clean_jobs(run.path, finished, found).failures
+        done = clean_jobs(run.path, finished, found)
     except OSError as error:  # a read-only mount, a directory of another mode
         raise CommandError(f"cannot delete anything in {run.path}: "
                            f"{error.strerror or error}", EXIT_UNREACHABLE) from None
-    deleted = count - len(failures)
+    failures, deleted = done.failures, len(done.jobs)
     click.echo(f"deleted the files of {deleted} job(s), {size / 1e6:.1f} MB" if not failures
                else f"deleted the files of {deleted} of {count} job(s)")
     if failures:

@@ -15,6 +15,7 @@ from pathlib import Path
 from corral.config_files import CONFIG_NAME
 from corral.control.server import SOCKET_FILE
 from corral.core.runlog import LOG_FILE
+from corral.journal.cleaning import CLEANED_FILE
 from corral.journal.files import JOURNAL_FILE, LOCK_FILE, STOPPED_FILE
 from corral.journal.writer_lock import WRITER_LOCK_FILE
 from corral.runtime.outcomes import OUTCOMES_DIR
@@ -37,7 +38,8 @@ _THE_RUNS_OWN = frozenset({
 #: a job named "outcomes" lost its output when the run's outcome logs were
 #: removed at its end; one named "corral.log" ran, then failed to save its
 #: output (and so ran again at every rerun).
-NAMES_NO_JOB_MAY_TAKE = _THE_RUNS_OWN | {OUTCOMES_DIR, STOPPED_FILE}
+#: One named "cleaned.json" made the run uncleanable (attack review).
+NAMES_NO_JOB_MAY_TAKE = _THE_RUNS_OWN | {OUTCOMES_DIR, STOPPED_FILE, CLEANED_FILE}
 
 
 def holds_other_files(run_dir: Path) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Never, overload
 
 from corral.core import driver_signals
-from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, is_backend,
+from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, is_backend,
                              make_backend, outlives_driver, resolve_backend)
 from corral.suggest import closest, did_you_mean
 from corral.call_fit import check_map_fits
@@ -587,6 +587,11 @@ class Scheduler(Executor):
                         f"job id {job_id!r} names a file corral keeps in a run directory, where "
                         f"the job's files would go: choose another (these are taken: "
                         f"{', '.join(sorted(NAMES_NO_JOB_MAY_TAKE))})")
+                if job_id in backend_names():  # (attack review: clean of it took them all)
+                    raise ValueError(
+                        f"job id {job_id!r} is a backend's name, which a cluster backend gives "
+                        "the folder of a run's batch submissions, where the job's files would "
+                        "go: choose another")
             if job_id is not None:
                 if self._registry.id_taken(str(job_id)) or str(job_id) in taken:
                     raise ValueError(f"job id {job_id!r} is already used in this scheduler "

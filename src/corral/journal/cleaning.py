@@ -67,42 +67,63 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
 
 
 def _batch_directories_of(jobdirs: list[str], run_dir: str | os.PathLike[str]) -> list[str]:
-    """The batch submission directories (where each job's task file says its
-    batch script logged) that ran none but *jobdirs*, and lie inside
-    *run_dir*: a copied run's task files name the original's, never deleted."""
-    from corral.backends.batch.taskfiles import batch_log_of
-
-    inside = os.path.realpath(run_dir) + os.sep
-    candidates = dict.fromkeys(
-        os.path.dirname(log) for log in map(batch_log_of, jobdirs) if log)
-    cleaned = {os.path.realpath(directory) for directory in jobdirs}
+    """The batch submission folders of the run at *run_dir* (``<run>/<backend>/<n>``,
+    holding ``job.sh``) whose bundle files list none but the jobs of *jobdirs*
+    (or jobs whose directories are gone). Found by looking in the run
+    directory, never through a path a file names, and read as JSON only: a
+    run copied from another, or handed over by someone, is cleaned in itself,
+    and nothing in it is run (attack review: the task files were unpickled)."""
+    cleaned = {os.path.basename(os.path.normpath(directory)) for directory in jobdirs}
     freed = []
-    for directory in candidates:
-        if (os.path.islink(directory) or not os.path.isdir(directory)
-                or not os.path.realpath(directory).startswith(inside)):
+    for base in _entries(run_dir):
+        if not base.is_dir(follow_symlinks=False) or base.name in cleaned:
             continue
-        ran = _jobdirs_in_bundles(directory)
-        if ran is not None and all(os.path.realpath(jobdir) in cleaned
-                                   or not os.path.lexists(jobdir) for jobdir in ran):
-            freed.append(directory)
+        folders = _entries(base.path)
+        if any(not entry.is_dir(follow_symlinks=False) for entry in folders):
+            continue  # (a job's directory, with its files: not a folder of submissions)
+        for folder in folders:
+            ran = _jobs_in_bundles(folder.path) if folder.name.isdigit() else None
+            if ran and all(job in cleaned or not os.path.lexists(os.path.join(run_dir, job))
+                           for job in ran):
+                freed.append(folder.path)
     return freed
 
 
-def _jobdirs_in_bundles(directory: str) -> list[str] | None:
-    """The job directories the bundle files of a batch submission list; None
-    when one cannot be read (then the submission is left as it is)."""
-    jobdirs: list[str] = []
+def _entries(directory: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
     try:
-        names = [name for name in os.listdir(directory) if name.endswith(".json")]
-        for name in names:
-            with open(os.path.join(directory, name)) as handle:
-                listed = json.load(handle).get("jobdirs")
-            if not isinstance(listed, list) or not all(isinstance(j, str) for j in listed):
-                return None
-            jobdirs += listed
-    except (OSError, ValueError, AttributeError):
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except OSError:
+        return []
+
+
+#: The most of a bundle file read: it lists the job directories of one array task.
+_BUNDLE_MOST = 4 << 20
+
+
+def _jobs_in_bundles(folder: str) -> set[str] | None:
+    """The job ids (their directories' names) a batch submission's bundle files
+    list; None when it is no submission (no ``job.sh``) or one cannot be read
+    as such (then it is left as it is)."""
+    entries = {entry.name: entry for entry in _entries(folder)}
+    script = entries.get("job.sh")
+    if script is None or not script.is_file(follow_symlinks=False):
         return None
-    return jobdirs if names else None
+    jobs: set[str] = set()
+    for name, entry in entries.items():
+        if not name.endswith(".json"):
+            continue
+        if not entry.is_file(follow_symlinks=False):  # (a FIFO would hang the read)
+            return None
+        try:
+            with open(entry.path, "rb") as handle:
+                listed = json.loads(handle.read(_BUNDLE_MOST)).get("jobdirs")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            return None
+        if not isinstance(listed, list) or not all(isinstance(path, str) for path in listed):
+            return None
+        jobs.update(os.path.basename(os.path.normpath(path)) for path in listed)
+    return jobs or None
 
 
 @dataclass

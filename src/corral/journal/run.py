@@ -126,8 +126,9 @@ class Run:
         if jobs is None:
             chosen = every
         else:
-            chosen = [_one_job(given, every, self.path)
-                      for given in ([jobs] if isinstance(jobs, (int, str)) else jobs)]
+            chosen = list({str(job.id): job for job in (  # (each once: attack review)
+                _one_job(given, every, self.path)
+                for given in ([jobs] if isinstance(jobs, (int, str)) else jobs))}.values())
         finished = [job for job in chosen if job.status.is_terminal]
         cleaned = clean_jobs(self.path, finished, files_to_clean(finished, self.path))
         left = [str(job.id) for job in chosen if not job.status.is_terminal]
