@@ -243,11 +243,12 @@ def test_the_scheduler_reads_qstat_rows_and_what_they_mean():
 
 @contextmanager
 def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: float = 30.0,
-                 shadows: dict[str, str] | None = None, slots: int = 64, **options: object
+                 shadows: dict[str, str] | None = None, slots: int = 64,
+                 journal: Path | None = None, **options: object
                  ) -> Iterator[tuple[FakeBatch, corral.Scheduler]]:
     """A fake cluster of *slots*, and a Scheduler of this process on it that
-    polls often (with more backend *options*); *shadows* break some of its
-    commands for the driver (see :func:`shadow`)."""
+    polls often (with more backend *options*), journaled at *journal* if
+    given; *shadows* break some of its commands for the driver (see :func:`shadow`)."""
     cluster = FakeBatch(tmp_path / "fakebatch", forget_s=forget_s, slots=slots)
     cluster.root.mkdir()
     for name, value in cluster.environ().items():
@@ -255,8 +256,10 @@ def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: floa
     for command, shell in (shadows or {}).items():
         shadow(tmp_path, monkeypatch, command, shell)
     try:
+        where: dict[str, Path] = ({"journal": journal} if journal is not None
+                                  else {"workdir": tmp_path / "run"})
         with registered(), corral.Scheduler(
-                backend="fakebatch", workdir=tmp_path / "run",
+                backend="fakebatch", **where,
                 backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1,
                                  **options}) as sched:
             yield cluster, sched
@@ -268,21 +271,12 @@ def test_clean_removes_the_batch_submissions_that_ran_only_the_jobs_it_cleans(tm
                                                                             monkeypatch):
     """Cold review (a PLAMS port): clean left every submission's job.sh, bundle
     files and batch log behind."""
-    cluster = FakeBatch(tmp_path / "fakebatch", forget_s=30.0)
-    cluster.root.mkdir()
-    for name, value in cluster.environ().items():
-        monkeypatch.setenv(name, value)
     run = tmp_path / "run"
-    try:
-        with registered(), corral.Scheduler(
-                backend="fakebatch", journal=run,
-                backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1}) as sched:
-            first = sched.submit(square, 3)
-            assert first.result(timeout=60) == 9  # (alone in its submission)
-            together = sched.dispatch([corral.Job(square, (n,)) for n in (4, 5)])  # (an array)
-            assert [job.result(timeout=60) for job in together] == [16, 25]
-    finally:
-        cluster.stop()
+    with on_fakebatch(tmp_path, monkeypatch, journal=run) as (_, sched):
+        first = sched.submit(square, 3)
+        assert first.result(timeout=60) == 9  # (alone in its submission)
+        together = sched.dispatch([corral.Job(square, (n,)) for n in (4, 5)])  # (an array)
+        assert [job.result(timeout=60) for job in together] == [16, 25]
     submissions = run / "fakebatch"
 
     def ran() -> list[set[str]]:
