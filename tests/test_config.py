@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import textwrap
 from pathlib import Path
@@ -372,6 +373,21 @@ def test_an_unknown_daemon_backend_lists_the_registered_ones_and_the_closest(use
     assert str(caught.value) == (f"{project / 'corral.toml'}:2: daemon.backend: "
                                  "backend='slrum' must be one of 'local', 'slurm', 'sge', "
                                  "'pbs', 'lsf', 'dask', 'auto'; did you mean 'slurm'?")
+
+
+def test_a_profiles_cwd_is_its_files_and_an_empty_one_is_refused(project: Path,
+                                                                  monkeypatch) -> None:
+    """Attack review: a relative cwd was the reading process's (the daemon, in
+    the run directory, died at start on one); "" was the current directory."""
+    (project / "data").mkdir()
+    write(project / "corral.toml", '[profiles.here]\ncwd = "data"\n')
+    monkeypatch.chdir(project.parent)  # (not the file's directory)
+    assert load_config(run_dir=project).profile("here")["cwd"] == str(project / "data")
+    write(project / "corral.toml", '[profiles.none]\ncwd = ""\n')
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{project / 'corral.toml'}:2: profiles.none.cwd: cwd = '' names no directory; "
+            "leave it out for the directory a job is made in")):
+        load_config(run_dir=project)
 
 
 def test_a_file_of_many_bad_profiles_names_the_first_eleven_and_counts_the_rest(

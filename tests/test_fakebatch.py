@@ -295,8 +295,13 @@ def test_clean_removes_the_batch_submissions_that_ran_only_the_jobs_it_cleans(tm
     done = corral.Run(run).clean([first.id, together[0].id, first.id])
     assert (done.jobs, done.failures) == ([first.id, together[0].id], [])  # (each once)
     assert ran() == [{str(job.id) for job in together}]  # the array ran one not cleaned
+    mine = run / "mydata" / "0"  # shaped like a submission, but in no backend's folder
+    mine.mkdir(parents=True)
+    (mine / "job.sh").write_text("echo mine\n")
+    (mine / "0.json").write_text('{"jobdirs": ["gone"]}')
     corral.Run(run).clean()
     assert not submissions.exists()
+    assert (mine / "job.sh").exists()  # (attack review: it went, and its folder)
     corral.Run(copy).clean()  # a copy's own submissions go (its files name the original)
     assert not (copy / "fakebatch").exists() and not pwned.exists()
 

@@ -360,12 +360,16 @@ class _Layer:
                 if option in _NOT_IN_PROFILES:
                     problems.append((key, _NOT_IN_PROFILES[option]))
                     continue
-                if option == "cwd" and isinstance(value, str) and value:
+                if option == "cwd" and value == "":
+                    problems.append((key, "cwd = '' names no directory; leave it out for the "
+                                          "directory a job is made in"))
+                    continue
+                if option == "cwd" and isinstance(value, str):
                     # Relative to this file, ~ expanded: the same directory for the
                     # command, the daemon (in the run directory) and a script
                     # (attack review: the daemon died at start on a relative one).
                     value = options[option] = os.path.normpath(
-                        self.path.parent / os.path.expanduser(value))
+                        self.path.parent.absolute() / os.path.expanduser(value))
                 try:
                     parse_options({option: value})
                 except ValueError as error:

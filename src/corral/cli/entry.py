@@ -4,6 +4,7 @@ whenever it comes, also while the command's modules are still being imported
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from corral.cli.exits import EXIT_INTERRUPTED, INTERRUPTED
@@ -18,4 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"corral: error: {INTERRUPTED}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    run_command(argv)
+    try:
+        run_command(argv)
+    finally:  # Done, and said so: a Ctrl-C as the interpreter ends would end it by
+        # SIGINT with nothing said (attack review: a submit that had printed its id).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

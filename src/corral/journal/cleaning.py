@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from corral.errors import CorralError
 from corral.journal.stored import StoredJob
 from corral.safe_repr import first_few
 from corral.status import TERMINAL
@@ -45,12 +46,15 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
     batch submissions of the run that ran only those jobs (cold review: a
     clean left every job.sh and batch log of a cluster run)."""
     found = Cleanable()
-    linked = []
+    linked, shared = [], []
+    backends = _backends_of(run_dir) if run_dir is not None else set()
     for job in jobs:
         directory = job.directory
         if not directory or not os.path.lexists(directory):
             continue
-        if os.path.islink(directory):
+        if os.path.basename(directory) in backends:  # (an id from before such were refused)
+            shared.append(f"{job.id} ({directory})")
+        elif os.path.islink(directory):
             linked.append(f"{job.id} ({directory} -> {os.readlink(directory)})")
         elif not os.path.isdir(directory):
             continue
@@ -60,23 +64,41 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
     if linked:
         found.notes.append(f"left {_listed(linked)}: a job's directory that is a symbolic link "
                            "is not followed")
+    if shared:
+        found.notes.append(f"left {_listed(shared)}: its directory is also where a backend of "
+                           "the run keeps its batch submissions")
     if run_dir is not None:
-        found.batch_directories = _batch_directories_of(found.directories, run_dir)
+        found.batch_directories = _batch_directories_of(found.directories, run_dir, backends)
         found.size += sum(_size(directory) for directory in found.batch_directories)
     return found
 
 
-def _batch_directories_of(jobdirs: list[str], run_dir: str | os.PathLike[str]) -> list[str]:
+def _backends_of(run_dir: str | os.PathLike[str]) -> set[str]:
+    """The backends the run's sessions used: the names of the folders in which
+    they may have kept batch submissions."""
+    from corral.journal.reading import read_session_backends
+
+    try:
+        return {name for name in read_session_backends(run_dir).values() if name}
+    except (OSError, CorralError):
+        return set()
+
+
+def _batch_directories_of(jobdirs: list[str], run_dir: str | os.PathLike[str],
+                          backends: set[str]) -> list[str]:
     """The batch submission folders of the run at *run_dir* (``<run>/<backend>/<n>``,
-    holding ``job.sh``) whose bundle files list none but the jobs of *jobdirs*
-    (or jobs whose directories are gone). Found by looking in the run
-    directory, never through a path a file names, and read as JSON only: a
-    run copied from another, or handed over by someone, is cleaned in itself,
-    and nothing in it is run (attack review: the task files were unpickled)."""
+    holding ``job.sh``, under a folder named after one of the run's *backends*)
+    whose bundle files list none but the jobs of *jobdirs* (or jobs whose
+    directories are gone). Found by looking in the run directory, never through
+    a path a file names, and read as JSON only: a run copied from another, or
+    handed over by someone, is cleaned in itself, and nothing in it is run
+    (attack review: the task files were unpickled; numbered folders of a
+    person's own were taken for submissions)."""
     cleaned = {os.path.basename(os.path.normpath(directory)) for directory in jobdirs}
     freed = []
     for base in _entries(run_dir):
-        if not base.is_dir(follow_symlinks=False) or base.name in cleaned:
+        if (base.name not in backends or not base.is_dir(follow_symlinks=False)
+                or base.name in cleaned):
             continue
         folders = _entries(base.path)
         if any(not entry.is_dir(follow_symlinks=False) for entry in folders):
