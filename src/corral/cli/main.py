@@ -46,6 +46,8 @@ from corral.safe_repr import first_few
 from corral.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from corral.journal.stored import StoredJob
 
 __all__ = ["main", "cli"]
@@ -75,7 +77,7 @@ def cli(context: click.Context, run_dir: Path | None) -> None:
     register_configured_backends(strict=False)  # a run on one shows its ids, is controlled
 
 
-def _job_option_flags(command):
+def _job_option_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give *command* a flag for every job option the registry offers to the
     command line, with the registry's help: one list of options for the API,
     this command and ``corral options``."""
