@@ -598,6 +598,8 @@ def test_a_name_that_is_a_number_is_refused_as_it_would_be_read_as_an_id(fresh):
         r"^corral: error: --name 5: a name that is a number would be taken for a job's id by "
         r"logs, cancel, status and --after; give a name with a letter in it$"))
     assert not fresh.run.exists()
+    assert_one_line_error(fresh("submit", "--name", " 5", "--", "true"), 2,
+                          r"^corral: error: --name  5: a name that is a number")  # (shown as 5)
     assert fresh.submit("--name", "5b", "--", "true") == "1"  # (a letter in it: taken)
 
 

@@ -149,7 +149,8 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     # Named as the person gave it: the flag, or the profile's key (attack review).
     said = {name: (JOB_OPTIONS[name].flag if given.get(name) is not None
                    else f"profile {profile!r}: {name} =") for name in ("name", "memory")}
-    if isinstance(options.get("name"), str) and is_number_text(options["name"]):
+    # (" 7" too: a table shows it as 7, which status 7 reads as job 7: attack review)
+    if isinstance(options.get("name"), str) and is_number_text(options["name"].strip()):
         raise CommandError(f"{said['name']} {options['name']}: a name that is a number would be "
                            "taken for a job's id by logs, cancel, status and --after; give a "
                            "name with a letter in it", EXIT_USAGE)
