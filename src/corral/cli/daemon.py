@@ -20,6 +20,7 @@ Its own messages go to ``<run dir>/daemon.log`` and the run's ``corral.log``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +90,19 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
             pass
         run_dir = private_run_dir(run_dir)
         private_file(run_dir / DAEMON_LOG)
-        with open(run_dir / DAEMON_LOG, "ab") as log:
-            written_before = log.seek(0, os.SEEK_END)
-            process = subprocess.Popen(
-                [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir),
-                 *(["--paused"] if paused else []), *(["--held"] if held else [])],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                cwd=run_dir, env=_daemon_environment())
+        process = None
         try:
+            with open(run_dir / DAEMON_LOG, "ab") as log, _ctrl_c_after_the_start():
+                written_before = log.seek(0, os.SEEK_END)
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "corral.cli.daemon", os.fspath(run_dir),
+                     *(["--paused"] if paused else []), *(["--held"] if held else [])],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                    cwd=run_dir, env=_daemon_environment())
             started = _wait_started(run_dir, process)
         except KeyboardInterrupt:  # (attack review: it made the run after the submit gave up)
-            _end_unanswered(process)
+            if process is not None:
+                _end_unanswered(process)
             raise
         if not isinstance(started, int):
             return started
@@ -117,6 +121,24 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
             raise CorralError(f"the corral daemon for {run_dir} exited ({code}) at start:\n"
                               f"{_tail(run_dir / DAEMON_LOG)}") from None
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+@contextlib.contextmanager
+def _ctrl_c_after_the_start() -> Iterator[None]:
+    """Hold a Ctrl-C that comes while the daemon's process is being started
+    until its ``Popen`` is known, so that the daemon can be ended: one that
+    came within ``Popen`` left a daemon nobody knew of (seen under load)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _end_unanswered(process: subprocess.Popen[bytes]) -> None:
