@@ -244,7 +244,7 @@ def test_the_scheduler_reads_qstat_rows_and_what_they_mean():
 @contextmanager
 def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: float = 30.0,
                  shadows: dict[str, str] | None = None, slots: int = 64,
-                 journal: Path | None = None, **options: object
+                 journal: Path | None = None, workdir: Path | None = None, **options: object
                  ) -> Iterator[tuple[FakeBatch, corral.Scheduler]]:
     """A fake cluster of *slots*, and a Scheduler of this process on it that
     polls often (with more backend *options*), journaled at *journal* if
@@ -256,8 +256,9 @@ def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: floa
     for command, shell in (shadows or {}).items():
         shadow(tmp_path, monkeypatch, command, shell)
     try:
-        where: dict[str, Path] = ({"journal": journal} if journal is not None
-                                  else {"workdir": tmp_path / "run"})
+        where: dict[str, Path] = {} if journal is None else {"journal": journal}
+        if workdir is not None or journal is None:
+            where["workdir"] = workdir if workdir is not None else tmp_path / "run"
         with registered(), corral.Scheduler(
                 backend="fakebatch", **where,
                 backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1,
@@ -304,6 +305,19 @@ def test_clean_removes_the_batch_submissions_that_ran_only_the_jobs_it_cleans(tm
     assert (mine / "job.sh").exists()  # (attack review: it went, and its folder)
     corral.Run(copy).clean()  # a copy's own submissions go (its files name the original)
     assert not (copy / "fakebatch").exists() and not pwned.exists()
+
+
+def test_clean_finds_the_submissions_where_the_job_files_are_with_a_workdir_elsewhere(
+        tmp_path, monkeypatch):
+    """Docs review: with workdir= apart from the journal, submissions are made
+    beside the job files, where clean did not look."""
+    files = tmp_path / "files"
+    with on_fakebatch(tmp_path, monkeypatch, journal=tmp_path / "run", workdir=files) as (
+            _, sched):
+        assert sched.submit(square, 3).result(timeout=60) == 9
+    assert any((files / "fakebatch").iterdir())
+    corral.Run(tmp_path / "run").clean()
+    assert not (files / "fakebatch").exists()
 
 
 def shadow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, shell: str) -> None:

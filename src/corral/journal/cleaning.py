@@ -67,8 +67,12 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
     if shared:
         found.notes.append(f"left {_listed(shared)}: its directory is also where a backend of "
                            "the run keeps its batch submissions")
-    if run_dir is not None:
-        found.batch_directories = _batch_directories_of(found.directories, run_dir, backends)
+    if run_dir is not None:  # (in the run, or where its job files are: workdir= elsewhere)
+        roots = dict.fromkeys(os.path.realpath(root) for root in (
+            os.fspath(run_dir), *(os.path.dirname(directory) for directory in found.directories)))
+        found.batch_directories = [folder for root in roots
+                                   for folder in _batch_directories_of(found.directories, root,
+                                                                       backends)]
         found.size += sum(_size(directory) for directory in found.batch_directories)
     return found
 
