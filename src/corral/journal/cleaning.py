@@ -88,19 +88,22 @@ def _backends_of(run_dir: str | os.PathLike[str]) -> set[str]:
         return set()
 
 
-def _batch_directories_of(jobdirs: list[str], run_dir: str | os.PathLike[str],
+def _batch_directories_of(jobdirs: list[str], root: str | os.PathLike[str],
                           backends: set[str]) -> list[str]:
-    """The batch submission folders of the run at *run_dir* (``<run>/<backend>/<n>``,
-    holding ``job.sh``, under a folder named after one of the run's *backends*)
+    """The batch submission folders under *root*, the run directory or where
+    its job files are (``<root>/<backend>/<n>``, under a folder named after one
+    of the run's *backends*)
     whose bundle files list none but the jobs of *jobdirs* (or jobs whose
     directories are gone). Found by looking in the run directory, never through
     a path a file names, and read as JSON only: a run copied from another, or
     handed over by someone, is cleaned in itself, and nothing in it is run
     (attack review: the task files were unpickled; numbered folders of a
     person's own were taken for submissions)."""
+    from corral.backends.batch.taskfiles import jobs_of_submission  # (clean only: not logs)
+
     cleaned = {os.path.basename(os.path.normpath(directory)) for directory in jobdirs}
     freed = []
-    for base in _entries(run_dir):
+    for base in _entries(root):
         if (base.name not in backends or not base.is_dir(follow_symlinks=False)
                 or base.name in cleaned):
             continue
@@ -108,8 +111,8 @@ def _batch_directories_of(jobdirs: list[str], run_dir: str | os.PathLike[str],
         if any(not entry.is_dir(follow_symlinks=False) for entry in folders):
             continue  # (a job's directory, with its files: not a folder of submissions)
         for folder in folders:
-            ran = _jobs_in_bundles(folder.path) if folder.name.isdigit() else None
-            if ran and all(job in cleaned or not os.path.lexists(os.path.join(run_dir, job))
+            ran = jobs_of_submission(folder.path) if folder.name.isdigit() else None
+            if ran and all(job in cleaned or not os.path.lexists(os.path.join(root, job))
                            for job in ran):
                 freed.append(folder.path)
     return freed
@@ -121,35 +124,6 @@ def _entries(directory: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
             return list(entries)
     except OSError:
         return []
-
-
-#: The most of a bundle file read: it lists the job directories of one array task.
-_BUNDLE_MOST = 4 << 20
-
-
-def _jobs_in_bundles(folder: str) -> set[str] | None:
-    """The job ids (their directories' names) a batch submission's bundle files
-    list; None when it is no submission (no ``job.sh``) or one cannot be read
-    as such (then it is left as it is)."""
-    entries = {entry.name: entry for entry in _entries(folder)}
-    script = entries.get("job.sh")
-    if script is None or not script.is_file(follow_symlinks=False):
-        return None
-    jobs: set[str] = set()
-    for name, entry in entries.items():
-        if not name.endswith(".json"):
-            continue
-        if not entry.is_file(follow_symlinks=False):  # (a FIFO would hang the read)
-            return None
-        try:
-            with open(entry.path, "rb") as handle:
-                listed = json.loads(handle.read(_BUNDLE_MOST)).get("jobdirs")
-        except (OSError, ValueError, AttributeError, RecursionError):
-            return None
-        if not isinstance(listed, list) or not all(isinstance(path, str) for path in listed):
-            return None
-        jobs.update(os.path.basename(os.path.normpath(path)) for path in listed)
-    return jobs or None
 
 
 @dataclass

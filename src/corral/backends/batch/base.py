@@ -344,7 +344,7 @@ class BatchBackend:
             # that from its own start: see the runtime's _Watchdog.)
             taskfiles.write_bundle(directory, index, [os.fspath(s.jobdir) for s in members],
                                    time_limit if bundled else None)
-        script = directory / "job.sh"
+        script = directory / taskfiles.SCRIPT_FILE
         # The script sends its own output to its log in its directory, so no
         # path of ours goes through the scheduler's %-patterns, which a '%' or
         # a backslash in the run directory would break.

@@ -26,8 +26,10 @@ from corral.runtime.batch import CANCELLED_MARK, RESULT_FILE, STARTED_FILE, TASK
 
 __all__ = ["write_task", "write_bundle", "new_directory", "render_script", "script_for", "log_path",
            "read_started", "started_by_runtime", "start_time", "end_time", "live_files",
-           "batch_log_of", "tail_text", "printable"]
+           "batch_log_of", "tail_text", "printable", "jobs_of_submission", "SCRIPT_FILE"]
 
+#: The batch script of a submission, in its numbered directory.
+SCRIPT_FILE = "job.sh"
 _TAIL_LINES = 3
 #: The key of the task file that says where its batch job logs, for a later driver.
 _LOG_KEY = "batch_log"
@@ -84,6 +86,41 @@ def write_bundle(directory: Path, index: int, jobdirs: Sequence[str],
     """The bundle file of array task *index*: its jobs, in the order they run."""
     bundle = {"jobdirs": list(jobdirs), "time_limit_s": time_limit_s, "sys_path": sys.path}
     (directory / f"{index}.json").write_text(json.dumps(bundle))
+
+
+#: The most of a bundle file :func:`jobs_of_submission` reads.
+_BUNDLE_MOST = 4 << 20
+
+
+def jobs_of_submission(directory: str) -> set[str] | None:
+    """The jobs (their directories' names) a submission's bundle files list, read
+    as JSON only, without following links or opening anything but plain files
+    (``clean`` reads runs it may have been handed: a FIFO would hang it); None
+    when *directory* holds no submission (no :data:`SCRIPT_FILE`) or one that
+    cannot be read so."""
+    try:
+        with os.scandir(directory) as scanned:
+            entries = {entry.name: entry for entry in scanned}
+    except OSError:
+        return None
+    script = entries.get(SCRIPT_FILE)
+    if script is None or not script.is_file(follow_symlinks=False):
+        return None
+    jobs: set[str] = set()
+    for name, entry in entries.items():
+        if not name.endswith(".json"):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            return None
+        try:
+            with open(entry.path, "rb") as handle:
+                listed = json.loads(handle.read(_BUNDLE_MOST)).get("jobdirs")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            return None
+        if not isinstance(listed, list) or not all(isinstance(path, str) for path in listed):
+            return None
+        jobs.update(os.path.basename(os.path.normpath(path)) for path in listed)
+    return jobs or None
 
 
 #: How every batch script ends, whatever its scheduler: the user's setup lines (a
