@@ -847,6 +847,14 @@ def test_a_timeout_that_is_no_number_is_named(scheduler, wait):
     assert job.result(timeout=60) is None
 
 
+def test_hypertunitys_n_results_to_collect_points_to_n(scheduler):
+    scheduler.dispatch(Job(jobs.noop))
+    with pytest.raises(TypeError, match=r"^collect\(\) takes how many results to wait for as n, "
+                                        r"not n_results: collect\(1, timeout=...\)$"):
+        scheduler.collect(n_results=1, timeout=60)
+    assert len(scheduler.collect(1, timeout=60)) == 1
+
+
 def test_a_count_to_collect_that_is_no_int_is_named(scheduler):
     scheduler.dispatch(Job(jobs.noop))
     with pytest.raises(TypeError, match=r"^collect\(n\) takes how many results to wait for, "

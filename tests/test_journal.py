@@ -317,6 +317,35 @@ def test_a_job_whose_id_is_given_to_other_work_is_restored_as_the_id_decides_and
     assert lines(log) == ["3"]
 
 
+def test_a_failed_jobs_result_carries_what_its_job_raises_live_collected_and_stored(tmp_path):
+    """Cold review (a hypertunity port): a failed script's Result said only
+    "exit code 3", and read back from the journal its error lost the stderr
+    that said why."""
+    script = tmp_path / "fit.py"
+    script.write_text("import sys\nprint('loss diverged at epoch 4', file=sys.stderr)\n"
+                      "raise SystemExit(3)\n")
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        sched.dispatch([corral.Job(str(script), id="fit"),
+                        corral.Job(jobs.raise_custom, ("bad input",), id="call"),
+                        corral.Job(jobs.square, (3,), id="fine")])
+        collected = {result.id: result for result in sched.collect(3, timeout=60)}
+        live = sched.submit(jobs.raise_custom, "live one")
+        concurrent.futures.wait([live], timeout=60)
+        assert isinstance(live.record.error, jobs.CustomError)
+        assert str(live.record.error) == "live one"
+    stored = {result.id: result for result in corral.Run(run).results()}
+    for results in (collected, stored):
+        assert results["fine"].error is None and results["fine"].data == 9
+        assert isinstance(results["call"].error, jobs.CustomError)
+        assert str(results["call"].error) == "bad input"
+        failed = results["fit"].error
+        assert isinstance(failed, corral.JobFailed) and failed.exit_code == 3
+        assert str(failed).endswith("stderr):\nloss diverged at epoch 4"), str(failed)
+    assert str(stored["fit"].error).startswith("job fit 'fit.py' FAILED: exit code 3\n"
+                                               "last lines of its stderr (")
+
+
 def test_a_jobs_meta_is_journaled_and_given_back_by_results_and_corral_status(tmp_path):
     """Cold review (a hypertunity port): a finished search could not be read
     back with the hyperparameters each trial carried as its meta."""

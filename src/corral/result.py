@@ -20,7 +20,11 @@ class Result:
     """What a finished job left behind, as a plain record.
 
     ``data`` is the return value of a Python call (None for commands, or for
-    a job that did not complete); ``reason`` says why it ended as it did.
+    a job that did not complete); ``reason`` says why it ended as it did, and
+    ``error`` is what ``job.result()`` raises for a job that failed: the call's
+    own exception, or a :class:`corral.JobFailed` that ends with the last lines
+    of the job's stderr (a cold review: a failed script's Result said only
+    "exit code 3", and why was in its JobFailed alone).
     """
 
     id: int | str
@@ -35,6 +39,8 @@ class Result:
     #: What the job was given as ``meta=`` (read back from a journal: as JSON
     #: gives it back, or its repr when it was not plain data).
     meta: Any = None
+    #: The exception its ``result()`` raises; None unless it failed.
+    error: BaseException | None = None
 
     @property
     def ok(self) -> bool:

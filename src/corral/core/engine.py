@@ -876,7 +876,8 @@ class Engine:
             self._notify(job, self.notifier, error)
         with self.results_ready:
             if job.collectable:
-                self.results.append(job.result_view())
+                self.results.append(job.result_view(
+                    None if job.status is JobStatus.CANCELLED else error))
                 self.uncollected -= 1
             self.unfinished -= 1
             self.results_ready.notify_all()

@@ -148,7 +148,8 @@ class Job(Future):
     @property
     def record(self) -> Result:
         """A :class:`Result` describing the job as it stands now."""
-        return self._record.result_view()
+        failed = self.done() and not self.cancelled()
+        return self._record.result_view(self.exception(0) if failed else None)
 
     def running(self) -> bool:
         return self._record.status is JobStatus.RUNNING

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from corral.core.record import KillIntent
 from corral.errors import JobFailed, JobTimedOut, RemoteTraceback, WorkerLost
 from corral.runtime.payload import loads_error
+from corral.runtime.spool import TAIL_BYTES, last_lines
 from corral.safe_repr import describe_error
 from corral.status import JobStatus
 from corral.units import format_span
@@ -27,11 +28,6 @@ __all__ = ["Outcome", "EndingRules", "decide_outcome", "stderr_tail", "raised_tr
            "unpickled"]
 
 _S = JobStatus
-_STDERR_TAIL_LINES = 5
-#: Bytes read from a failed job's stderr for its tail, and characters kept of
-#: each of its lines: an error message and a mail stay readable.
-_TAIL_BYTES = 64 * 1024
-_TAIL_LINE_CHARS = 1000
 
 
 class Outcome(NamedTuple):
@@ -160,19 +156,8 @@ def raised_traceback(error: BaseException | None) -> str:
 
 def stderr_tail(job: JobRecord) -> str:
     """The last lines a failed job wrote to its stderr, for its error and its
-    notice mail: read from the file's end, each line cut short (attack review:
-    a command's 200 MB of stderr was read whole, on the control thread, into
-    its error message, and a 400 MB notice mail was lost)."""
-    text = job.read_output("stderr", last_bytes=_TAIL_BYTES).rstrip("\n")
-    if not text:
-        return ""
-    return "\n".join(_cut(line) for line in text.splitlines()[-_STDERR_TAIL_LINES:])
-
-
-def _cut(line: str) -> str:
-    if len(line) <= _TAIL_LINE_CHARS:
-        return line
-    return f"{line[:_TAIL_LINE_CHARS]} [... line cut short]"
+    notice mail, read from the file's end (see :func:`last_lines`)."""
+    return last_lines(job.read_output("stderr", last_bytes=TAIL_BYTES))
 
 
 def _label(job: JobRecord) -> str:

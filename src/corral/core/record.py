@@ -201,12 +201,13 @@ class JobRecord:
 
     # -- what people read -------------------------------------------------------------------
 
-    def result_view(self) -> Result:
-        """A :class:`Result` describing the job as it stands now."""
+    def result_view(self, error: BaseException | None = None) -> Result:
+        """A :class:`Result` describing the job as it stands now; *error* is
+        the exception its Job raises, if it failed."""
         return Result(id=self.id, name=self.name, data=self.data,  # type: ignore[arg-type]
                       status=self.status, exit_code=self.exit_code, started=self.started,
                       ended=self.ended, attempts=self.attempts, reason=self.reason,
-                      meta=self.meta)
+                      meta=self.meta, error=error)
 
     def read_output(self, stream: str, last_bytes: int | None = None) -> str:
         """What the job wrote to *stream* (``"stdout"``/``"stderr"``) so far;

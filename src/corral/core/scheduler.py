@@ -723,7 +723,8 @@ class Scheduler(Executor):
 
     # -- results ------------------------------------------------------------------------
 
-    def collect(self, n: int = 0, timeout: float | None = None) -> list[Result]:
+    def collect(self, n: int = 0, timeout: float | None = None, *,
+                n_results: None = None) -> list[Result]:
         """Return finished jobs' :class:`Result` records, each once, in finishing order.
 
         Only jobs handed over with :meth:`dispatch` are collected: a job from
@@ -733,11 +734,17 @@ class Scheduler(Executor):
         With ``n <= 0`` return what is available now; otherwise wait until at
         least *n* are available and return all of them.
 
+        *n_results*, hypertunity's name for *n*, is refused with a pointer to
+        *n* (a cold review: Python's own "unexpected keyword" said nothing of it).
+
         Raises:
             TimeoutError: *timeout* seconds passed before *n* results arrived.
             ValueError: fewer than *n* results can ever arrive.
         """
         engine = self._engine
+        if n_results is not None:
+            raise TypeError(f"collect() takes how many results to wait for as n, not n_results: "
+                            f"collect({safe_repr(n_results)}, timeout=...)")
         if isinstance(n, bool) or not isinstance(n, numbers.Integral):
             raise TypeError(f"collect(n) takes how many results to wait for, an int, not "
                             f"{type(n).__name__} {safe_repr(n)}")

@@ -95,17 +95,22 @@ class Run:
         """
         results = []
         for job in self.jobs("finished"):
+            error: BaseException | None = None
             try:
                 data = job.result_value()
             except JournalError:
                 raise
-            except Exception:  # the job's own exception, or JobFailed: it has no value
+            except Exception as raised:  # the job's own exception, or JobFailed: no value
                 data = None  # (but one aborted that returned what it had: see below)
-                if job.status is JobStatus.CANCELLED and job.result is not None:
-                    data = job.load_result()
+                if job.status is JobStatus.CANCELLED:
+                    if job.result is not None:
+                        data = job.load_result()
+                else:
+                    error = raised
             results.append(Result(id=job.id, name=job.name, data=data, status=job.status,
                                   exit_code=job.exit_code, started=job.started, ended=job.ended,
-                                  attempts=job.attempts, reason=job.reason, meta=job.meta))
+                                  attempts=job.attempts, reason=job.reason, meta=job.meta,
+                                  error=error))
         return results
 
     def clean(self, jobs: int | str | Collection[int | str] | None = None) -> Cleaned:

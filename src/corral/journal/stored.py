@@ -74,10 +74,22 @@ class StoredJob:
                 error.__cause__ = RemoteTraceback(traceback_text)
                 raise error
         if self.status in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED):
-            raise JobFailed(f"job {self.id} {self.name!r} {self.status.name}: {self.reason}",
-                            job_id=self.id, status=self.status, reason=self.reason,
-                            exit_code=self.exit_code)
+            raise JobFailed(self._failure(), job_id=self.id, status=self.status,
+                            reason=self.reason, exit_code=self.exit_code)
         return self.load_result()
+
+    def _failure(self) -> str:
+        """Why it has no value, as a live Job's JobFailed says it: with the last
+        lines of its stderr when it failed (a cold review: a failed script read
+        back said only "exit code 3")."""
+        message = f"job {self.id} {self.name!r} {self.status.name}: {self.reason}"
+        path = self.output_path("stderr")
+        if self.status is JobStatus.CANCELLED or path is None:
+            return message
+        from corral.runtime.spool import TAIL_BYTES, last_lines, read_output
+
+        tail = last_lines(read_output(path, last_bytes=TAIL_BYTES))
+        return f"{message}\nlast lines of its stderr ({path}):\n{tail}" if tail else message
 
     def load_result(self) -> Any:
         """The stored return value, whatever the status (None if none is stored).

@@ -13,11 +13,17 @@ import contextlib
 import os
 
 __all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there", "NOT_SAVED",
-           "keep_earlier_attempt"]
+           "keep_earlier_attempt", "TAIL_BYTES", "last_lines"]
 
 #: How a job whose output could not be moved to its directory fails (a full disk):
 #: ``corral logs`` tells it from one that wrote nothing by these words.
 NOT_SAVED = "cannot save the job's output"
+
+#: Bytes read from a failed job's stderr for the tail its error shows (see
+#: :func:`last_lines`).
+TAIL_BYTES = 64 * 1024
+_TAIL_LINES = 5
+_TAIL_LINE_CHARS = 1000
 
 _OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
@@ -114,6 +120,20 @@ def read_output(path: str | os.PathLike[str], last_bytes: int | None = None) -> 
     """
     text = read_output_if_there(path, last_bytes)
     return "" if text is None else text
+
+
+def last_lines(text: str) -> str:
+    """The last lines of *text* (a job's stderr end, read with
+    ``last_bytes=TAIL_BYTES``), each cut short, for an error message and a
+    notice mail: the live job's error and the stored job's give the same
+    (attack review: a command's 200 MB of stderr was read whole, on the
+    control thread, into its error message, and a 400 MB notice mail was lost)."""
+    text = text.rstrip("\n")
+    if not text:
+        return ""
+    return "\n".join(line if len(line) <= _TAIL_LINE_CHARS
+                     else f"{line[:_TAIL_LINE_CHARS]} [... line cut short]"
+                     for line in text.splitlines()[-_TAIL_LINES:])
 
 
 def read_output_if_there(path: str | os.PathLike[str],
