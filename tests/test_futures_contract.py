@@ -312,6 +312,19 @@ def test_cancel_of_a_running_job_kills_it_and_returns_true(scheduler, release):
     assert done.result(timeout=30) == 4 and done.cancel() is False
 
 
+def test_a_program_cannot_mark_a_job_running_itself(scheduler, release):
+    """Attack review: set_running_or_notify_cancel() marked the Future running,
+    and a cancel() then raised and left a Job whose result() never returned."""
+    job = scheduler.submit(jobs.wait_for_file, str(release))
+    with pytest.raises(RuntimeError, match=r"^<Job \d+ 'wait_for_file' .*> is started by its "
+                                           r"scheduler: set_running_or_notify_cancel\(\) is for "
+                                           r"an Executor's own futures \(job.running\(\) says"):
+        job.set_running_or_notify_cancel()
+    assert job.cancel() is True
+    with pytest.raises(futures.CancelledError):
+        job.result(timeout=30)
+
+
 def test_cancelling_jobs_one_by_one_in_order_starts_none_of_those_still_queued(
         scheduler, release, monkeypatch):
     """Each cancel of a running job freed the room that the next queued job was

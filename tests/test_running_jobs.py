@@ -387,6 +387,35 @@ def test_async_with_waits_for_the_jobs_while_the_event_loop_goes_on(tmp_path):
     assert left.reason == "interrupted: the with block raised ZeroDivisionError"
 
 
+def test_a_task_cancelled_while_its_async_with_block_waits_cancels_the_jobs(tmp_path):
+    """Attack review: the thread waiting for the jobs went on unseen, so Ctrl-C
+    under asyncio.run (which cancels the main task) or a timeout around the
+    block ended the program only once every job had ended."""
+    async def main():
+        started = asyncio.Event()
+        handles = []
+
+        async def leave_the_block():
+            async with corral.Scheduler(cores=2) as scheduler:
+                handles.extend(scheduler.submit(jobs.wait_for_file, str(tmp_path / "never"))
+                               for _ in range(3))
+                started.set()
+
+        task = asyncio.create_task(leave_the_block())
+        await started.wait()
+        await asyncio.sleep(0)  # (into __aexit__'s wait)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return handles
+
+    handles = asyncio.run(asyncio.wait_for(main(), 60))
+    assert [job.status for job in handles] == [JobStatus.CANCELLED] * 3
+    assert handles[0].reason == (
+        "interrupted: the task leaving the async with block was cancelled "
+        "(Ctrl-C under asyncio.run, a timeout, or Task.cancel())")
+
+
 def test_a_timeout_of_asyncio_wait_for_cancels_the_job_and_says_so_and_shield_keeps_it(
         scheduler, tmp_path):
     release = tmp_path / "release"

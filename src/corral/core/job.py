@@ -252,6 +252,14 @@ class Job(Future):
         self.add_done_callback(settle)
         return waiter.__await__()
 
+    def set_running_or_notify_cancel(self) -> bool:
+        """Refused: a job is started by its scheduler. (An Executor's method:
+        called by a program, it marked the Future running, and a later
+        cancel() then left a Job no result() ever returned from: attack review.)
+        ``job.running()`` says whether it runs."""
+        raise RuntimeError(f"{self!r} is started by its scheduler: set_running_or_notify_cancel() "
+                           "is for an Executor's own futures (job.running() says whether it runs)")
+
     # -- control -----------------------------------------------------------------
 
     def cancel(self) -> bool:

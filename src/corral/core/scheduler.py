@@ -1118,14 +1118,22 @@ class Scheduler(Executor):
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is not None:  # SIGTERM and Ctrl-C arrive here too (see driver_signals)
-            self._stop_maps("the with block was left by an exception")
-            try:
-                self._engine.call(self._engine.interrupt, driver_signals.reason_for(exc))
-            except LoopStuck:
-                self._give_up()
-                return  # (and the exception goes on: the driver ends)
+        # (SIGTERM and Ctrl-C arrive here too: see driver_signals)
+        if exc_type is not None and not self._interrupt(driver_signals.reason_for(exc)):
+            return  # (a stuck loop: the exception goes on, and the driver ends)
         self.shutdown(wait=True)
+
+    def _interrupt(self, reason: str) -> bool:
+        """Cancel every unfinished job with *reason*, as a with block left by
+        an exception does; False when the control loop is stuck (then the
+        driver is given up: see :meth:`_give_up`)."""
+        self._stop_maps("the with block was left by an exception")
+        try:
+            self._engine.call(self._engine.interrupt, reason)
+        except LoopStuck:
+            self._give_up()
+            return False
+        return True
 
     async def __aenter__(self) -> Scheduler:
         return self
@@ -1133,10 +1141,20 @@ class Scheduler(Executor):
     async def __aexit__(self, exc_type, exc, traceback) -> None:
         """``async with``: as ``with``, its wait for the jobs run in a thread,
         so that the event loop goes on meanwhile (a cold review's asyncio
-        program tried it first)."""
+        program tried it first). The task cancelled while it waits (Ctrl-C
+        under ``asyncio.run``, a timeout around the block) cancels the jobs,
+        as Ctrl-C in a ``with`` block does (attack review: the thread waited
+        on, unseen, and the program ended only when every job had)."""
         import asyncio
 
-        await asyncio.to_thread(self.__exit__, exc_type, exc, traceback)
+        leaving = asyncio.ensure_future(
+            asyncio.to_thread(self.__exit__, exc_type, exc, traceback))
+        try:
+            await asyncio.shield(leaving)
+        except asyncio.CancelledError:
+            if await asyncio.to_thread(self._interrupt, _TASK_CANCELLED):
+                await leaving
+            raise
 
     def _give_up(self) -> None:
         """Leave a control loop that a callback holds while the driver ends
@@ -1152,6 +1170,10 @@ class Scheduler(Executor):
         summary = ", ".join(f"{count} {name}" for name, count in counts.items()) or "no jobs"
         return f"<Scheduler {self._backend.name}: {summary}>"
 
+
+#: Why jobs end CANCELLED when the task leaving their ``async with`` block is.
+_TASK_CANCELLED = ("interrupted: the task leaving the async with block was cancelled "
+                   "(Ctrl-C under asyncio.run, a timeout, or Task.cancel())")
 
 #: Schedulers to shut down when the interpreter exits, as concurrent.futures
 #: does with its pools. Held weakly: a shut-down Scheduler the program dropped
