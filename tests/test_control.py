@@ -69,6 +69,21 @@ def test_a_job_that_ignores_abort_is_killed_after_the_grace_period(tmp_path):
     assert stubborn.reason == "aborted; killed 0.3s later, its grace period over"
 
 
+def test_an_aborted_job_whose_timeout_comes_within_the_grace_ends_cancelled_not_retried(
+        tmp_path):
+    """Attack review: the timeout took the abort's place, so the aborted job
+    ended TIMED_OUT and was started again, twice, by its retries."""
+    started = tmp_path / "started"
+    with corral.Scheduler(cores=1, abort_grace=60) as sched:
+        stubborn = sched.options(timeout="1s", retries=2).submit(jobs.ignore_abort, str(started))
+        wait_until(started.exists)
+        sched.abort(stubborn)
+        with pytest.raises(concurrent.futures.CancelledError, match="aborted"):
+            stubborn.result(timeout=30)
+    assert stubborn.status is JobStatus.CANCELLED and stubborn.attempts == 1
+    assert stubborn.reason == "aborted; killed by its timeout (1.0s) within its grace period"
+
+
 def test_a_job_being_aborted_says_so_until_it_ends(tmp_path):
     """Cold review: through its grace period, status showed a plain RUNNING."""
     started = tmp_path / "started"

@@ -122,6 +122,63 @@ def test_jobs_whose_walltime_ends_before_the_big_job_could_start_backfill_freely
     assert big.bypassed == 1  # no walltime: it might delay the big job, so it counts
 
 
+def queued_records(*specs: dict) -> list:
+    records = [Job(jobs.noop, **spec)._record for spec in specs]
+    for job in records:
+        job.move(JobStatus.QUEUED)  # the packer works on the engine's records
+    return records
+
+
+def test_a_head_waiting_for_a_token_holds_its_own_cores_once_passed_over_not_every_core():
+    """Attack review: once a head had been passed over MAX_BYPASS times the
+    whole pass stopped, so a job waiting for a licence token left three of
+    four cores idle for as long as the token's holder ran."""
+    holder, head, *others = queued_records({"tokens": 1}, {"tokens": 1},
+                                           *({} for _ in range(MAX_BYPASS + 5)))
+    packer = Packer(Capacity(cores=4, memory_mb=None, gpus=0), max_jobs=None, queues={}, tokens=1)
+    packer.push(holder)
+    assert packer.select(now=0.0) == [holder]
+    packer.push(head)
+    for job in others:
+        packer.push(job)
+    while head.bypassed < MAX_BYPASS:  # three free cores: they pass, three at a time
+        started = packer.select(now=0.0)
+        assert started and head not in started
+        for passed in started:
+            packer.release(passed)
+    assert len(packer.select(now=0.0)) == 2  # of three free cores, the head holds one
+    packer.release(holder)
+    assert packer.select(now=0.0)[0] is head  # (and one more in the core left)
+
+
+def test_a_head_waiting_for_memory_holds_its_share_of_memory_and_one_core():
+    big, head, small, light = queued_records({"memory": "3G"}, {"memory": "2G"},
+                                             {"memory": "1G"}, {})
+    head.bypassed = MAX_BYPASS
+    packer = Packer(Capacity(cores=4, memory_mb=4096, gpus=0), max_jobs=None, queues={}, tokens=0)
+    packer.push(big)
+    assert packer.select(now=0.0) == [big]
+    for job in (head, small, light):
+        packer.push(job)
+    assert packer.select(now=0.0) == [light]  # the free 1G is the head's: small waits
+
+
+def test_jobs_that_end_before_the_head_could_start_still_pass_once_it_was_passed_over():
+    """Attack review: after MAX_BYPASS passes the pass stopped at the head,
+    and short-walltime jobs the README lets through waited behind it."""
+    long, big, *short = queued_records({"walltime": "1h"}, {"cores": 2},
+                                       *({"walltime": "10m"} for _ in range(3)))
+    big.bypassed = MAX_BYPASS
+    packer = Packer(Capacity(cores=2, memory_mb=None, gpus=0), max_jobs=None, queues={}, tokens=0)
+    packer.push(long)
+    assert packer.select(now=0.0) == [long]
+    for job in (big, *short):
+        packer.push(job)
+    assert packer.select(now=0.0) == short[:1]
+    packer.release(short[0])
+    assert packer.select(now=0.0) == short[1:2]
+
+
 def test_a_line_behind_a_running_job_is_refilled_in_bulk_once_it_is_down_to_half():
     """Jobs handed ahead go in batches: one pass and one message to a worker
     carry many of them, not one job after every job that ends."""

@@ -971,8 +971,10 @@ class Engine:
                     or self._active.get(job.dispatched_id) is not job
                     or (kind is DeadlineKind.TIMEOUT and sequence != job.timeout_deadline)):
                 continue
-            if kind is DeadlineKind.TIMEOUT:
-                job.kill_intent = KillIntent.TIMEOUT
+            if kind is DeadlineKind.TIMEOUT:  # (aborted already: it ends CANCELLED, not
+                # retried as a timed-out job is: attack review)
+                job.kill_intent = (KillIntent.ABORT_TIMED_OUT if job.kill_intent in (
+                    KillIntent.ABORT, KillIntent.ABORT_KILLED) else KillIntent.TIMEOUT)
             elif job.kill_intent is KillIntent.ABORT:
                 job.kill_intent = KillIntent.ABORT_KILLED
             log.info("killing job %s %r: %s", job.id, job.name,

@@ -65,7 +65,11 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
     if intent is KillIntent.ABORT_KILLED and update.state is not _S.COMPLETED:
         return Outcome(_S.CANCELLED, f"aborted; killed {format_span(rules.abort_grace)} later, "
                        "its grace period over", None, None)
-    if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED):
+    if intent is KillIntent.ABORT_TIMED_OUT and update.state is not _S.COMPLETED:
+        limit = job.spec.kill_after_s or 0
+        return Outcome(_S.CANCELLED, f"aborted; killed by its timeout ({format_span(limit)}) "
+                       "within its grace period", None, None)
+    if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED, KillIntent.ABORT_TIMED_OUT):
         # Stopped by itself: what it returned (its partial work) is kept.
         if rules.journaled and update.state is _S.COMPLETED:
             job.result_blob = update.value

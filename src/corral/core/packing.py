@@ -10,7 +10,12 @@ A pass pops jobs while there is room:
   becomes the *head*; smaller jobs behind it may backfill around it, but only
   while that cannot starve it: a job whose walltime ends before the head
   could start anyway always may, any other job only until the head has been
-  passed over ``MAX_BYPASS`` times. After that the head's room is kept free.
+  passed over ``MAX_BYPASS`` times. After that the head's share of what is
+  free now is held for it, and a job passes only in what is free beyond that
+  share: a head waiting for a token or for memory keeps one core, not every
+  free core, and jobs that need neither go on starting (attack review: the
+  whole pass stopped there, and three of four cores idled for as long as a
+  licence job ran).
 
 Every job a pass looks at and leaves waiting is told why (``on_waiting``):
 the resource it lacks, its full queue, the head it must not pass, or, for the
@@ -138,7 +143,8 @@ class Packer:
                 put_back.append(entry)
             if head is not None:
                 looked_past_head += 1
-                if looked_past_head >= BACKFILL_DEPTH or head.bypassed >= MAX_BYPASS:
+                if looked_past_head >= BACKFILL_DEPTH or (
+                        head.bypassed >= MAX_BYPASS and self._nothing_may_pass(head, now, shadow)):
                     break
         for entry in put_back:
             heapq.heappush(ready, entry)
@@ -283,12 +289,22 @@ class Packer:
                     heapq.heappush(self._ready, entry)
                     room -= 1
 
-    def _fits(self, job: JobRecord) -> bool:
+    def _fits(self, job: JobRecord, beside: JobRecord | None = None) -> bool:
+        """Whether *job* fits in what is free now; *beside* a head whose room
+        is held, in what is free beyond the head's share of it."""
         resources = job.spec.resources
-        return (resources.cores <= self.free_cores
-                and (resources.memory_mb or 0) <= self.free_memory
-                and resources.gpus <= self.free_gpus
-                and job.spec.tokens <= self.free_tokens)
+        if beside is None:
+            return (resources.cores <= self.free_cores
+                    and (resources.memory_mb or 0) <= self.free_memory
+                    and resources.gpus <= self.free_gpus
+                    and job.spec.tokens <= self.free_tokens)
+        held = beside.spec.resources
+        return (resources.cores <= self.free_cores - min(self.free_cores, held.cores)
+                and (resources.memory_mb or 0)
+                <= self.free_memory - min(self.free_memory, held.memory_mb or 0)
+                and resources.gpus <= self.free_gpus - min(self.free_gpus, held.gpus)
+                and job.spec.tokens
+                <= self.free_tokens - min(self.free_tokens, beside.spec.tokens))
 
     def _take(self, job: JobRecord, now: float) -> None:
         resources = job.spec.resources
@@ -312,7 +328,18 @@ class Packer:
         if head.bypassed < MAX_BYPASS:
             head.bypassed += 1
             return True
-        return False
+        return self._fits(job, beside=head)
+
+    def _nothing_may_pass(self, head: JobRecord, now: float,
+                          shadow: list[float | None]) -> bool:
+        """Whether no job can pass a head whose room is held now: no core is
+        free beyond its share, and no job can end before it could start (or
+        that is not known). Ends a pass that would only look on for nothing."""
+        if self.free_cores - min(self.free_cores, head.spec.resources.cores) >= 1:
+            return False
+        if not shadow:
+            shadow.append(self._head_start_estimate(head))
+        return shadow[0] is None or shadow[0] <= now
 
     def _head_start_estimate(self, head: JobRecord) -> float | None:
         """When enough running jobs will have ended for *head* to fit, if every

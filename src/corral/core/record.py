@@ -61,6 +61,7 @@ class KillIntent(enum.Enum):
     TIMEOUT = "timeout"  # its ``timeout`` ran out: it ends TIMED_OUT
     ABORT = "abort"      # abort(): asked to stop, killed after the grace period
     ABORT_KILLED = "abort killed"  # the same, its grace period over: it was killed
+    ABORT_TIMED_OUT = "abort timed out"  # aborted, then killed by its timeout within the grace
 
 
 class DeadlineKind(enum.Enum):
