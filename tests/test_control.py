@@ -410,6 +410,28 @@ def test_on_finish_can_ask_for_a_job_to_run_again(tmp_path):
     assert finished == [1, 2, 3] and job.attempts == 3
 
 
+def test_on_finish_reads_a_jobs_outcome_with_result_and_exception(tmp_path):
+    """Attack review: result() and exception() raised "not done" in on_finish,
+    so e3's collect, which judges a job by its outcome, could not be ported."""
+    seen: list = []
+
+    def judge(job):
+        error = job.exception()
+        seen.append((job.name, job.status, type(error).__name__ if error else job.result()))
+        if error is not None:
+            with pytest.raises(type(error)):
+                job.result(timeout=0)
+
+    with corral.Scheduler(cores=1, on_finish=judge) as sched:
+        fine = sched.submit(jobs.square, 4)
+        broken = sched.submit(jobs.raise_custom, "no")
+        assert fine.result(timeout=30) == 16
+        with pytest.raises(jobs.CustomError):
+            broken.result(timeout=30)
+    assert seen == [("square", JobStatus.COMPLETED, 16),
+                    ("raise_custom", JobStatus.FAILED, "CustomError")]
+
+
 def test_events_tell_every_state_change_with_reasons(scheduler):
     seen: list[Event] = []
     lock = threading.Lock()

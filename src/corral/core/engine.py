@@ -572,12 +572,23 @@ class Engine:
         if self.listeners:
             self.emit("status", job, _S.NEW, _S.COMPLETED, job.reason)
         if self.on_finish is not None:  # it sees every finished job; running again is moot
-            try:
-                with signals_allowed():
-                    self.on_finish(_job_of(job))
-            except Exception:
-                log.exception("on_finish callback raised for %r", job.future)
+            self._ask_on_finish(job, None)
         self._finalize(job, notify=False)  # its notice, if any, went out in its own run
+
+    def _ask_on_finish(self, job: JobRecord, error: BaseException | None) -> bool:
+        """Show the finished *job* to on_finish, whose True asks for it to run
+        again. Its ``result()`` and ``exception()`` answer meanwhile, though
+        its Future is set only once the outcome is final (attack review: they
+        raised "not done", so on_finish could not judge a job by its outcome)."""
+        job.judged = (error,)
+        try:
+            with signals_allowed():
+                return self.on_finish(_job_of(job)) is True  # type: ignore[misc]
+        except Exception:
+            log.exception("on_finish callback raised for %r", job.future)
+            return False
+        finally:
+            job.judged = None
 
     # -- starting jobs -------------------------------------------------------------------
 
@@ -848,13 +859,8 @@ class Engine:
         self._move(job, status, reason)
         job.data = value
         if self.on_finish is not None and status is not _S.CANCELLED:
-            try:
-                with signals_allowed():
-                    again = self.on_finish(_job_of(job))
-            except Exception:
-                log.exception("on_finish callback raised for %r", job.future)
-                again = False
-            if again is True:
+            again = self._ask_on_finish(job, error)
+            if again:
                 self._move(job, _S.QUEUED, "run again: on_finish asked for it")
                 keep_earlier_attempt(job.jobdir, job.attempts)
                 self.packer.push(job)

@@ -178,6 +178,11 @@ class Job(Future):
                 scheduler's callbacks (on_event, on_finish, a done callback),
                 which run on the thread that would end it.
         """
+        judged = self._record.judged
+        if judged is not None and not self.done():  # shown to on_finish: see Engine
+            if judged[0] is not None:
+                raise judged[0]
+            return self._record.data
         try:
             self._wait_done(timeout)
             return super().result(0)  # (TimeoutError if it is not done yet)
@@ -190,6 +195,9 @@ class Job(Future):
         Raises:
             TimeoutError, concurrent.futures.CancelledError: as :meth:`result`.
         """
+        judged = self._record.judged
+        if judged is not None and not self.done():  # shown to on_finish: see Engine
+            return judged[0]
         try:
             self._wait_done(timeout)
             return super().exception(0)

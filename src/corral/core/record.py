@@ -154,6 +154,9 @@ class JobRecord:
     doomed: str | None = None           # cancelled as soon as it is added, with this reason
     result_blob: bytes | None = None
     error_blob: bytes | None = None
+    #: While on_finish decides on it: (the exception its result() will raise,
+    #: or None), so that on_finish reads its outcome before the Future is set.
+    judged: tuple[BaseException | None] | None = None
 
     @property
     def name(self) -> str:
