@@ -124,6 +124,20 @@ def test_a_cycle_through_names_is_refused_naming_the_jobs_in_it(scheduler):
     assert scheduler.jobs() == []  # nothing of a refused batch runs
 
 
+def test_a_cycle_of_jobs_of_one_name_is_refused_naming_each_by_its_place(scheduler):
+    """Attack review: it said only 'f' -> 'f' -> 'f'."""
+    holder: list = []
+    first = Job(jobs.identity, (holder,))
+    second = Job(jobs.identity, (first,))
+    holder.append(second)
+    with pytest.raises(corral.DependencyError,
+                       match=r"^dependency cycle: 'identity' \(#(1|2)\) -> 'identity' \(#(?!\1)"
+                             r"[12]\) -> 'identity' \(#\1\), by their places among the 2 jobs "
+                             r"dispatched together$"):
+        scheduler.dispatch([first, second])
+    assert scheduler.jobs() == []
+
+
 def test_a_name_in_after_never_refers_to_the_job_itself(scheduler):
     loop = Job(jobs.noop, name="loop", after=["loop"])
     # (The attack found "no job has that name" here, about a job of that very name.)

@@ -158,11 +158,11 @@ def _dependency_order(batch: list[JobRecord], members: set[int]) -> list[JobReco
                 ordered.append(dependent)
     if len(ordered) < len(batch):
         stuck = [job for job in batch if unmet[id(job)] > 0]
-        raise DependencyError(f"dependency cycle: {_describe_cycle(stuck)}")
+        raise DependencyError(f"dependency cycle: {_describe_cycle(stuck, batch)}")
     return ordered
 
 
-def _describe_cycle(stuck: list[JobRecord]) -> str:
+def _describe_cycle(stuck: list[JobRecord], batch: list[JobRecord]) -> str:
     stuck_ids = {id(job) for job in stuck}
     path: list[JobRecord] = []
     position: dict[int, int] = {}
@@ -172,4 +172,10 @@ def _describe_cycle(stuck: list[JobRecord]) -> str:
         path.append(job)
         job = next(dep for dep in job.deps if id(dep) in stuck_ids)
     cycle = [*path[position[id(job)]:], job]
-    return " -> ".join(repr(member.name) for member in cycle)
+    names = [member.name for member in path]
+    if len(set(names)) == len(names):
+        return " -> ".join(repr(member.name) for member in cycle)
+    # Names alone would not tell them apart ('f' -> 'f' -> 'f': attack review).
+    place = {id(job): number for number, job in enumerate(batch, 1)}
+    return " -> ".join(f"{member.name!r} (#{place[id(member)]})" for member in cycle) + (
+        f", by their places among the {len(batch)} jobs dispatched together")
