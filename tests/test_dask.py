@@ -230,6 +230,18 @@ def test_a_child_waits_for_its_parent_in_dask_not_in_corral(cluster, tmp_path):
         assert child.result(timeout=60) == 4
 
 
+def test_a_job_cancelled_in_dasks_queue_before_it_began_counts_no_try(cluster, tmp_path):
+    """Cold review (a Parsl port): a dependent cancelled because its parent
+    failed, which never ran, showed TRIES 1 on Dask and 0 locally."""
+    with on(cluster, tmp_path) as sched:
+        parent = sched.submit(raise_custom, "parent fails")
+        child = sched.submit(add, parent, 1)
+        with pytest.raises(corral.CancelledError):
+            child.result(timeout=60)
+    assert (parent.attempts, child.attempts) == (1, 0)
+    assert child.reason.startswith(f"upstream job {parent.id} 'raise_custom' failed")
+
+
 def test_fifty_equal_jobs_dispatched_together_go_to_dask_as_one_graph(cluster, tmp_path):
     """One ``client.map``: the Dask scheduler logs one graph update for all fifty."""
     from distributed import Client
@@ -397,6 +409,38 @@ def test_a_sigkilled_drivers_jobs_are_killed_on_the_workers(cluster, tmp_path):
     finally:
         driver.kill()
         driver.wait()
+
+
+def test_a_job_left_waiting_in_dask_by_a_killed_driver_counts_one_try_after_the_rerun(
+        cluster, tmp_path):
+    """Cold review (a Parsl port): each job that waited in Dask's queue when
+    the driver was killed showed TRIES 2 after the rerun, having run once."""
+    run, release = tmp_path / "run", tmp_path / "release"
+    driver_code = (
+        f"import corral, sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from jobs import add, wait_for_file\n"
+        f"with corral.Scheduler(backend='dask', address={cluster.address!r}, "
+        f"journal={str(run)!r}) as s:\n"
+        f"    print(s.submit(add, s.submit(wait_for_file, {str(release)!r}, 1), 1).result())\n")
+    driver = subprocess.Popen([sys.executable, "-c", driver_code], stdout=subprocess.PIPE)
+    def statuses() -> list[JobStatus]:
+        try:
+            return [job.status for job in corral.Run(run).jobs()]
+        except FileNotFoundError:  # (no journal yet)
+            return []
+
+    try:
+        wait_until(lambda: statuses() == [JobStatus.RUNNING, JobStatus.SUBMITTED], timeout=60,
+                   message="the parent to run and its child to wait in Dask")
+    finally:
+        driver.kill()
+        driver.wait()
+    release.touch()
+    rerun = subprocess.run([sys.executable, "-c", driver_code], capture_output=True, text=True,
+                           timeout=120)
+    assert rerun.stdout == "2\n", rerun.stderr
+    _parent, child = corral.Run(run).jobs()
+    assert child.attempts == 1  # (the parent ran once or twice: its first try may have ended)
 
 
 def test_a_sigkilled_worker_fails_its_job_as_worker_lost_and_the_rest_finish(own_cluster,

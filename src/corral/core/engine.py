@@ -460,6 +460,11 @@ class Engine:
     # -- state changes -----------------------------------------------------------------
 
     def _move(self, job: JobRecord, new: JobStatus, reason: str | None = None) -> None:
+        if new is _S.CANCELLED and job.status is _S.SUBMITTED and job.started is None:
+            # Cancelled in Dask's or a cluster's queue: an attempt that never
+            # began is none (cold review: a dependent cancelled upstream, which
+            # never ran, showed TRIES 1 on Dask).
+            job.attempts = max(job.attempts - 1, 0)
         old = job.move(new, reason)
         if self.journal is not None:
             self.journal.moved(job, old, new, reason)

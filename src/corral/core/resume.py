@@ -165,6 +165,9 @@ class Resumer:
         (a job that ran twice says so), and what its last attempt wrote is
         kept as that attempt's (``stdout.N``), as a retry's is."""
         job.attempts = stored.attempts
+        if stored.status is JobStatus.SUBMITTED and stored.started is None:
+            job.attempts -= 1  # (it waited in Dask's or a cluster's queue and never began:
+            # cold review, each such job showed one try more after a rerun)
         # (Where a copied run's files are: not the original's.)
         keep_earlier_attempt(stored.directory or None, stored.attempts)
 
