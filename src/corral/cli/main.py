@@ -216,8 +216,8 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     """
     from rich.text import Text
 
-    from corral.cli.views import (ORPHANED_REASON, hidden_note, paused_reason, run_header,
-                                  status_table, unlisted_note)
+    from corral.cli.views import (ORPHANED_REASON, earlier_tries, hidden_note, paused_reason,
+                                  run_header, status_table, unlisted_note)
     from corral.safe_repr import printable
 
     run = open_run(context)
@@ -256,6 +256,10 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
         if reason:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} {job.status.name}: "
                                          f"{reason}")), soft_wrap=True)
+        tries = earlier_tries(run, job) if job.attempts > 1 else []
+        if tries:  # (cold review: why a retried job's first try failed was only in corral.log)
+            console.print(Text(printable(f"\njob {job.id} {job.name!r} tries before the last:\n"
+                                         + "\n".join(tries))), soft_wrap=True)
         if job.meta is not None:  # (what a search's trial carried: its hyperparameters)
             meta = job.meta if isinstance(job.meta, str) else json.dumps(job.meta)
             console.print(Text(printable(f"\njob {job.id} {job.name!r} meta: {meta}")),

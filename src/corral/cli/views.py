@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from corral.cli.sent_without_driver import SentRequest
 
 __all__ = ["run_header", "status_table", "hidden_note", "unlisted_note", "paused_reason",
-           "profiles_view"]
+           "earlier_tries", "profiles_view"]
 
 
 _STYLES = {
@@ -92,6 +92,27 @@ def paused_reason(job: StoredJob) -> str:
     if job.attempts and job.reason:
         return f"{PAUSED_REASON}; {job.reason}"
     return PAUSED_REASON
+
+
+def earlier_tries(run: Run, job: StoredJob) -> list[str]:
+    """How each of *job*'s tries before its last one ended, as its journal's
+    state changes say (``"  12:03:55 retry 1 of 2 after: raised ..."``, at
+    local clock time): each try that went back to the queue, by a retry or
+    on_finish, with the reason it was given."""
+    lines = []
+    for _, at, old, new, reason in run.events(job.id):
+        if new == JobStatus.QUEUED.value and reason and (
+                old in _TRIED or (old == JobStatus.SUBMITTED.value and reason.startswith("retry"))):
+            when = time.strftime("%H:%M:%S", time.localtime(at))
+            lines.append(f"  {when} {_one_line(reason)}")
+    return lines
+
+
+#: The statuses from which a try goes back to the queue (and SUBMITTED, for a
+#: retry of a cluster's job that ended between two polls; otherwise a job
+#: handed ahead and given back unstarted: no try).
+_TRIED = frozenset(status.value for status in (
+    JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMED_OUT))
 
 
 def unknown_backend_reason(backend: str) -> str:
