@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -845,6 +846,18 @@ def test_a_timeout_that_is_no_number_is_named(scheduler, wait):
                                         r"not str '5'$"):
         wait(scheduler, job, "5")
     assert job.result(timeout=60) is None
+
+
+def test_a_job_inside_another_object_is_refused_saying_where_a_job_may_be(scheduler):
+    """Attack review: it said only "cannot pickle '_thread.RLock' object"."""
+    first = scheduler.submit(jobs.square, 2)
+    with pytest.raises(ValueError, match=r"job 'identity' cannot be sent to a worker: its "
+                                         r"function or arguments cannot be pickled \(TypeError: "
+                                         r"<Job 1 'square' .*> cannot be pickled: a job that needs "
+                                         r"its result takes it among its arguments \(directly, "
+                                         r"or in a list, tuple, set or dict\), not inside another "
+                                         r"object or a function's closure\)"):
+        scheduler.submit(jobs.identity, types.SimpleNamespace(job=first)).result(timeout=60)
 
 
 def test_hypertunitys_n_results_to_collect_points_to_n(scheduler):

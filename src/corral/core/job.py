@@ -260,6 +260,15 @@ class Job(Future):
         self.add_done_callback(settle)
         return waiter.__await__()
 
+    def __reduce_ex__(self, protocol: object) -> Any:
+        """Refused, saying where a Job may be: its process's scheduler runs it,
+        so a job that needs its result takes it among its arguments (attack
+        review: a Job inside another object said only "cannot pickle
+        '_thread.RLock' object")."""
+        raise TypeError(f"{self!r} cannot be pickled: a job that needs its result takes it "
+                        "among its arguments (directly, or in a list, tuple, set or dict), "
+                        "not inside another object or a function's closure")
+
     def set_running_or_notify_cancel(self) -> bool:
         """Refused: a job is started by its scheduler. (An Executor's method:
         called by a program, it marked the Future running, and a later
