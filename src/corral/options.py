@@ -351,7 +351,7 @@ JOB_OPTIONS: dict[str, Option] = {
                "an int >= 0", "tokens", cli="int"),
         Option("priority", _any_int, 0, "higher runs first among ready jobs", "an int", "",
                cli="int"),
-        Option("retries", _retries, 0, "times a failed job is run again",
+        Option("retries", _retries, 0, "times a failed or timed-out job is run again",
                f"an int from 0 to {MAX_RETRIES}", "times", cli="int"),
         Option("timeout", _duration, None,
                "kill the job and its whole process tree after this long (TIMED_OUT)",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 
 __all__ = ["JobStatus", "IllegalTransition", "check_transition", "TERMINAL", "PENDING", "ACTIVE",
-           "statuses_named"]
+           "statuses_named", "UPSTREAM", "upstream_reason"]
 
 
 class JobStatus(enum.Enum):
@@ -115,3 +115,19 @@ def statuses_named(status: JobStatus | str) -> frozenset[JobStatus]:
                if isinstance(status, str) and status.strip().lower() == "aborted" else "")
     raise ValueError(f"unknown status {status!r}; use a JobStatus or one of: "
                      f"{', '.join(choices)}{aborted}")
+
+
+#: How the reason of a job cancelled because a job it comes after did not complete begins.
+UPSTREAM = "upstream job "
+
+
+def upstream_reason(job_id: object, name: str, status: JobStatus, reason: str | None) -> str:
+    """Why the jobs after a job that ended *status* without completing are
+    cancelled: the root cause, which a job cancelled for its own upstream job
+    passes on, so that a cascade names it whether its jobs were submitted
+    before the failure or after (from a script or by ``corral submit --after``)."""
+    if status is JobStatus.CANCELLED and (reason or "").startswith(UPSTREAM):
+        return reason  # type: ignore[return-value]
+    what = {JobStatus.FAILED: "failed", JobStatus.CANCELLED: "was cancelled",
+            JobStatus.TIMED_OUT: "timed out"}.get(status, status.name)
+    return f"{UPSTREAM}{job_id} {name!r} {what}"

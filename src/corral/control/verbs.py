@@ -17,7 +17,7 @@ from corral.control.server import Stopping
 from corral.errors import CorralError
 from corral.job_refs import ambiguous_name, jobs_called
 from corral.spec import Shell
-from corral.status import ACTIVE, TERMINAL, JobStatus
+from corral.status import ACTIVE, TERMINAL, JobStatus, upstream_reason
 
 if TYPE_CHECKING:
     from corral.core.job import Job
@@ -49,7 +49,8 @@ class Driver(Protocol):
 
     def _flush_journal_now(self) -> None: ...
 
-    def _submit_from_outside(self, task: Task, options: dict[str, Any]) -> Job: ...
+    def _submit_from_outside(self, task: Task, options: dict[str, Any],
+                             doomed: str | None = None) -> Job: ...
 
     def _ended_as(self, job_id: int | str, name: str) -> JobStatus | None: ...
 
@@ -152,34 +153,42 @@ def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     check = scheduler._settings_check
     note = check() if check is not None else None
     try:
-        job_id = _take_submission(scheduler, command, dict(options), request)
+        job_id, doomed = _take_submission(scheduler, command, dict(options), request)
     except (CorralError, ValueError, TypeError) as error:
         if note is None or isinstance(error, Stopping):
             raise
         raise CorralError(f"{error}; {note}") from None
+    if doomed is not None:
+        note = "; ".join(filter(None, (f"job {job_id} is cancelled, and will not run: {doomed}",
+                                       note)))
     return {"id": job_id} if note is None else {"id": job_id, "note": note}
 
 
 def _take_submission(scheduler: Driver, command: str | list[str], options: dict[str, Any],
-                     request: dict[str, Any]) -> int | str | None:
-    """Make the job of a submit request; return its id (which it has: it is dispatched)."""
+                     request: dict[str, Any]) -> tuple[int | str | None, str | None]:
+    """Make the job of a submit request; return its id (which it has: it is
+    dispatched), and why it was cancelled at once, if it was."""
     after = []
+    doomed = None  # why it is cancelled at once: a job it comes after did not complete
     # (Each once: 10,000 --after of one job held every other submitter for 30 s.)
     for parent in dict.fromkeys(_job_refs(request, "after")):
         parent_id = _id_or_name(scheduler, parent)
         job, stored = _live_or_stored(scheduler, parent_id)
         if job is not None:
-            status = job.status
+            status, name, reason = job.status, job.name, job.reason
         else:  # ended, in this session or before: the loop knows how before the journal does
             status = scheduler._ended_as(stored.id, stored.name) or stored.status
+            name, reason = stored.name, stored.reason
         if status in TERMINAL and status is not JobStatus.COMPLETED:
-            raise CorralError(f"job {parent_id} ended {status.name}; a job after it "
-                              "would never run")
-        if job is not None:
+            # Taken, and cancelled as a job submitted a moment before the parent
+            # ended is (cold review: refused with exit 2 instead, as bad input,
+            # a nightly script stopped half-submitted when a step failed fast).
+            doomed = doomed or upstream_reason(parent_id, name, status, reason)
+        elif job is not None:
             after.append(job)
         elif status is not JobStatus.COMPLETED:  # nothing would ever end it
             raise CorralError(f"{ended_message(parent_id, status)}; a job after it would never run")
-    if after:
+    if after and doomed is None:
         options["after"] = after
     if options.get("env") is not None:
         # Exactly the submitter's environment, stored as what differs from ours
@@ -190,11 +199,11 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
                           **{name: None for name in os.environ if name not in given}}
     try:
         job = scheduler._submit_from_outside(
-            Shell(command if isinstance(command, str) else tuple(command)), options)
+            Shell(command if isinstance(command, str) else tuple(command)), options, doomed)
     except RuntimeError:  # shut down meanwhile
         _refuse_when_stopping(scheduler)
         raise
-    return job.id
+    return job.id, doomed
 
 
 def _refuse_when_stopping(scheduler: Driver) -> None:

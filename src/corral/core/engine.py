@@ -52,7 +52,7 @@ from corral.runtime.spool import keep_earlier_attempt
 from corral.core import driver_signals
 from corral.runtime.threads import in_program_code_for, signals_allowed, start_thread
 from corral.spec import Call, FunctionRef
-from corral.status import ACTIVE, PENDING, JobStatus
+from corral.status import ACTIVE, PENDING, JobStatus, upstream_reason
 from corral.core.summary import RunTally
 
 if TYPE_CHECKING:
@@ -1278,19 +1278,9 @@ def _job_of(job: JobRecord) -> Job:
     return cast("Job", job.future)
 
 
-_UPSTREAM = "upstream job "
-
-
 def _upstream_reason(parent: JobRecord) -> str:
-    """Why the jobs after *parent*, which did not complete, are cancelled: the
-    root cause, which a parent cancelled for its own upstream job passes on,
-    so that a cascade names it whether its jobs were submitted before the
-    failure or after."""
-    if parent.status is _S.CANCELLED and (parent.reason or "").startswith(_UPSTREAM):
-        return parent.reason  # type: ignore[return-value]
-    what = {_S.FAILED: "failed", _S.CANCELLED: "was cancelled",
-            _S.TIMED_OUT: "timed out"}.get(parent.status, parent.status.name)
-    return f"{_UPSTREAM}{parent.id} {parent.name!r} {what}"
+    """Why the jobs after *parent*, which did not complete, are cancelled."""
+    return upstream_reason(parent.id, parent.name, parent.status, parent.reason)
 
 
 def _waiting_reason(job: JobRecord) -> str:

@@ -951,11 +951,13 @@ class Scheduler(Executor):
         (see :meth:`JobRegistry.ended_as`); None if it did not end here."""
         return self._registry.ended_as(job_id, name)
 
-    def _submit_from_outside(self, task: Task, options: dict[str, Any]) -> Job:
+    def _submit_from_outside(self, task: Task, options: dict[str, Any],
+                             doomed: str | None = None) -> Job:
         """Make and dispatch a job that ``corral submit`` sent over the control
         socket, and return once its id is in the journal (the id answered to
         the command is on disk). The same command submitted again is new work:
-        it is never matched against earlier runs.
+        it is never matched against earlier runs. A *doomed* job is recorded
+        CANCELLED with that reason, and never runs (one after a job that failed).
 
         Raises:
             JournalError: the journal could not write what came before (no job
@@ -964,6 +966,7 @@ class Scheduler(Executor):
         """
         job = Job(task, **options)
         job._record.always_new = job._record.recorded_first = True
+        job._record.doomed = doomed
         # What the journal failed to write before is said now, to this command,
         # before its job exists: after it, it would be taken for the job's own.
         try:
