@@ -2620,6 +2620,30 @@ def test_a_name_in_wide_characters_is_shown_whole_where_the_terminal_has_room():
     assert "日本語の名前です " in out.getvalue()
 
 
+@pytest.mark.parametrize("status, detail", [
+    ("QUEUED", "waiting for 1 free core"),  # (the exit code is the last try's, not the wait's)
+    ("FAILED", "failed (exit code 1)")])
+def test_the_detail_gives_an_exit_code_only_for_the_try_that_ended(status, detail):
+    """Cold review: a retry waiting for a core read "waiting for 1 free core
+    (exit code 1)"."""
+    import io
+
+    from rich.console import Console
+
+    from corral import JobStatus
+    from corral.cli.views import status_table
+    from corral.journal.stored import StoredJob
+
+    reason = detail.removesuffix(" (exit code 1)")
+    job = StoredJob(id=1, key="k", name="shard", kind="shell", command="make test", spec={},
+                    deps=(), status=JobStatus[status], reason=reason, exit_code=1, attempts=1,
+                    native_id=None, started=1.0, ended=2.0, jobdir=None, result=None,
+                    error=None, session=1)
+    out = io.StringIO()
+    Console(file=out, width=200, markup=False).print(status_table([job], driver_alive=True))
+    assert re.search(rf" {re.escape(detail)}  +make test\n", out.getvalue()), out.getvalue()
+
+
 @pytest.mark.parametrize("idle", ["abc", "-1", "0", "0.001", "nan", "1e999"])
 def test_a_bad_daemon_idle_time_is_one_line_and_makes_no_run(tmp_path, idle):
     """Attack review: a traceback tail from the daemon's log (exit 3), or, for

@@ -132,8 +132,10 @@ def _detail(job: StoredJob, paused: bool, orphaned: bool = False,
     if paused and job.status is JobStatus.QUEUED:
         return paused_reason(job)
     detail = job.reason or ""
-    if job.exit_code not in (None, 0) and "exit code" not in detail and not \
-            detail.startswith("raised "):  # a Python job's exception says it all
+    # (Only an ended job's: a retry's waiting reason had its last try's exit code
+    # beside it, read as the wait's: cold review.)
+    if job.status in TERMINAL and job.exit_code not in (None, 0) and (
+            "exit code" not in detail and not detail.startswith("raised ")):  # (it says it all)
         detail = f"{detail} (exit code {job.exit_code})".strip()
     return detail
 
