@@ -91,6 +91,42 @@ def test_a_forgotten_job_is_decided_by_results_then_accounting_then_its_files(tm
     assert forgotten.verdict(job, False, None, SLURM, False) == (JobStatus.COMPLETED, "")
 
 
+def test_accounting_of_one_job_at_a_time_asks_each_and_one_it_cannot_answer_holds_none_up(
+        tmp_path):
+    """Review: SGE's qacct takes one job, and only the first forgotten job was
+    ever asked; when qacct could not answer it (deleted while pending), the
+    others were guessed once their forget time ran out: one the user had
+    deleted with qdel ended FAILED, to be retried."""
+    from corral.backends.batch.sge.backend import SgeBackend
+
+    recorded = Path(__file__).parent / "recorded" / "sge"
+    asked: list[str] = []
+
+    class SgeAnswering(SgeBackend):
+        def _run(self, argv, *args, **kwargs):
+            asked.append(" ".join(argv))
+            if argv[:2] == ["qacct", "-j"] and argv[-1] == "46":
+                raise BackendError("qacct exited 1: error: job id 46 not found")
+            if argv[:2] == ["qacct", "-j"] and argv[-1] == "47":
+                return (recorded / "qacct_deleted_running.txt").read_text()
+            raise AssertionError(f"not asked here: {argv}")
+
+    backend = SgeAnswering()
+    backend._limits = ClusterLimits(75000, forget_after_s=20.0, accounting=True)
+    for job_id, native_id in ((1, "46"), (2, "47")):
+        sub = submission(job_id, tmp_path)
+        taskfiles.write_task(sub, batch_log="")
+        backend.attach(sub, native_id)
+    lost = list(backend._jobs.values())
+    for job in lost:
+        job.missing = 1
+    backend._decide_forgotten(lost)
+    assert sorted(asked) == ["qacct -j 46", "qacct -j 47"]
+    assert [(update.job_id, update.state) for update in backend._updates] == [
+        (2, JobStatus.CANCELLED)]  # as accounting says; 46 waits for its forget time
+    assert sorted(backend._jobs) == ["46"]
+
+
 def test_a_forgotten_job_whose_upstream_failed_is_cancelled_naming_the_root_cause(tmp_path):
     """PBS removes the children of a failed job at once: a grandchild that
     never started names the grandparent that failed, as the engine would."""

@@ -135,6 +135,8 @@ def test_every_lsf_state_has_a_meaning_and_an_unknown_one_has_none():
     assert meanings["22011"] == meanings["22012"] == (
         JobStatus.CANCELLED, "killed by its owner (LSF TERM_OWNER)")
     assert meanings["22013"] == (JobStatus.FAILED, "out of memory (LSF TERM_MEMLIMIT)")
+    assert LSF.meaning(NativeRow("1", "EXIT", "TERM_BUCKET_KILL: job killed by bkill -b")) == (
+        JobStatus.CANCELLED, "killed with bkill -b (LSF TERM_BUCKET_KILL)")
     assert meanings["22017"] is None  # FROZEN: logged by the base, never a crash
     assert LSF.meaning(NativeRow("1", "EXIT", "TERM_CHKPNT: job killed after checkpointing")) \
         == (JobStatus.FAILED, "exited (LSF EXIT, TERM_CHKPNT: job killed after checkpointing)")

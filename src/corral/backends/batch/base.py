@@ -73,6 +73,10 @@ _T = TypeVar("_T")
 #: and jobs nobody can follow must not wait forever.
 UNREADABLE_STATUS_LIMIT = 5
 
+#: Accounting queries a poll makes where each takes one job (SGE's qacct, which
+#: reads the accounting file through: seconds on a large one).
+ACCOUNTING_QUERIES_PER_POLL = 4
+
 
 class BatchBackend:
     """Runs jobs as batch jobs of :attr:`scheduler`. See the module docstring.
@@ -698,16 +702,9 @@ class BatchBackend:
 
     def _decide_forgotten(self, lost: list[BatchJob]) -> None:
         """Jobs the status query no longer lists: see :mod:`~corral.backends.batch.forgotten`."""
-        rows: dict[str, NativeRow] = {}
         undecided = forgotten.undecided(lost)
         accounting = self._cluster_limits().accounting
-        argv = self.scheduler.accounting_argv([job.native_id for job in undecided]) \
-            if undecided and accounting else None
-        if argv is not None:
-            try:
-                rows = _parsed(self.scheduler.parse_accounting, self._run(argv))
-            except (BackendError, ValueError) as error:
-                log.warning("the accounting query failed: %s", error)
+        rows = self._ask_accounting(undecided) if undecided and accounting else {}
         forget_after = self._cluster_limits().forget_after_s
         now = time.monotonic()
         for job in lost:
@@ -729,6 +726,31 @@ class BatchBackend:
                 except BackendError as error:  # the usual answer: it is gone indeed
                     log.debug("%s", error)
             self._settle_ended(job, meaning[0], meaning[1], row)
+
+    def _ask_accounting(self, undecided: list[BatchJob]) -> dict[str, NativeRow]:
+        """What accounting says of *undecided* jobs: in one query, or, where it
+        takes one job (SGE's qacct), in one query each for the least asked few,
+        so that each is asked before its forget time runs out and one it cannot
+        answer (a job deleted while pending) holds up none of the others
+        (review: only the first was ever asked, and the rest were guessed)."""
+        scheduler = self.scheduler
+        if scheduler.accounting_takes_one_job:
+            queries = [[job] for job in sorted(undecided, key=lambda job: job.accounting_asks)
+                       [:ACCOUNTING_QUERIES_PER_POLL]]
+        else:
+            queries = [undecided]
+        rows: dict[str, NativeRow] = {}
+        for jobs in queries:
+            for job in jobs:
+                job.accounting_asks += 1
+            argv = scheduler.accounting_argv([job.native_id for job in jobs])
+            if argv is None:
+                continue
+            try:
+                rows.update(_parsed(scheduler.parse_accounting, self._run(argv)))
+            except (BackendError, ValueError) as error:
+                log.warning("the accounting query failed: %s", error)
+        return rows
 
     def _finish(self, task: TaskRecord, update: Update) -> None:
         """Report a task's final update, once, and stop following it."""

@@ -273,8 +273,13 @@ class BatchScheduler(ABC):
         return False
 
     def accounting_argv(self, native_ids: Sequence[str]) -> list[str] | None:
-        """A query of finished jobs the status query forgot; None: no accounting."""
+        """A query of finished jobs the status query forgot; None: no accounting.
+        With :attr:`accounting_takes_one_job`, it asks about the first only."""
         return None
+
+    #: Whether :meth:`accounting_argv` asks about one job only (``qacct -j``):
+    #: the base then runs it for each job it must decide, a few a poll.
+    accounting_takes_one_job: bool = False
 
     def parse_accounting(self, stdout: str) -> dict[str, NativeRow]:
         """Rows by native id from :meth:`accounting_argv`'s output."""

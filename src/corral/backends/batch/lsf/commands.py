@@ -169,6 +169,8 @@ _ENDED_BY: Mapping[str, Meaning] = {
     "TERM_DEADLINE": (JobStatus.TIMED_OUT, "missed its termination time (LSF TERM_DEADLINE)"),
     "TERM_OWNER": (JobStatus.CANCELLED, "killed by its owner (LSF TERM_OWNER)"),
     "TERM_FORCE_OWNER": (JobStatus.CANCELLED, "killed by its owner (LSF TERM_FORCE_OWNER)"),
+    # bkill -b, by its owner or an administrator (review: read as a failure, and retried)
+    "TERM_BUCKET_KILL": (JobStatus.CANCELLED, "killed with bkill -b (LSF TERM_BUCKET_KILL)"),
     "TERM_ADMIN": (JobStatus.CANCELLED, "killed by an LSF administrator (LSF TERM_ADMIN)"),
     "TERM_FORCE_ADMIN": (JobStatus.CANCELLED,
                          "killed by an LSF administrator (LSF TERM_FORCE_ADMIN)"),

@@ -106,9 +106,9 @@ class SgeScheduler(BatchScheduler):
     def granted_time_s(self, seconds: float) -> float:
         return float(math.ceil(seconds))
 
+    accounting_takes_one_job = True  # qacct -j: one job (all its tasks)
+
     def accounting_argv(self, native_ids: Sequence[str]) -> list[str] | None:
-        # qacct takes one job: the first here (all its tasks); the base asks
-        # again at the next poll for jobs still undecided.
         return commands.qacct_argv(native_ids[0]) if native_ids else None
 
     def limits_argv(self) -> list[str] | None:
