@@ -166,6 +166,15 @@ def test_no_jobs_is_an_empty_answer_and_a_banner_is_refused():
 
 # -- qacct and the configuration --------------------------------------------------------
 
+def test_a_job_that_died_by_a_signal_not_qdels_failed(tmp_path):
+    """Review: qacct's failed 100 is any death by a signal; a segfault was read
+    as "deleted (qdel)", cancelled and so never retried."""
+    scheduler = SgeScheduler()
+    text = recorded("qacct_deleted_running.txt").replace("137                  (Killed)", "139")
+    [row] = scheduler.parse_accounting(text).values()
+    assert scheduler.meaning(row) == (JobStatus.FAILED, "killed by signal 11 (qacct failed 100)")
+
+
 @pytest.mark.parametrize("name, native, meaning, exit_code", [
     ("qacct_ok.txt", "44", (JobStatus.COMPLETED, ""), 0),
     ("qacct_exit3.txt", "52", (JobStatus.FAILED, "exit code 3"), 3),

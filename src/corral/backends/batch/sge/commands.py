@@ -44,10 +44,14 @@ PREDECESSOR_FAILED = "predecessor in error state"
 FINISHED = "finished"
 #: The letters of SGE's states that corral knows.
 _LETTERS = frozenset("qwhrtRsSTEd")
+#: The ``failed`` code of a job that died by a signal: qdel's (SIGKILL, or the
+#: SIGTERM of a queue's notify), or any other.
+_DIED_BY_A_SIGNAL = 100
+_DELETING_SIGNALS = (9, 15)
 #: ``failed`` codes of qacct and what they mean (others: a failure to start;
 #: 37, a limit, is told apart by :func:`_limit_enforced`).
 _FAILED_CODES: Mapping[int, Meaning] = {
-    100: (JobStatus.CANCELLED, "deleted (qdel) while running (qacct failed 100)"),
+    _DIED_BY_A_SIGNAL: (JobStatus.CANCELLED, "deleted (qdel) while running (qacct failed 100)"),
 }
 #: The ``failed`` code of a job killed at one of its limits.
 _AT_A_LIMIT = 37
@@ -226,6 +230,9 @@ def meaning_of(row: NativeRow) -> Meaning | None:
         code = _failed_code(row.reason)
         if code == _AT_A_LIMIT:
             return _at_a_limit(row.reason.split()[1:])
+        if code == _DIED_BY_A_SIGNAL and row.signal not in (None, *_DELETING_SIGNALS):
+            # Not qdel's: a segfault, an abort (review: read as "deleted", never retried)
+            return JobStatus.FAILED, f"killed by signal {row.signal} (qacct failed 100)"
         if code in _FAILED_CODES:
             return _FAILED_CODES[code]
         if code:
