@@ -231,6 +231,15 @@ def test_torque_rows_from_the_wrappers_text():
     assert TORQUE.meaning(rows["1"]) == (JobStatus.COMPLETED, "")
 
 
+def test_torque_lists_array_tasks_with_t_and_the_wrappers_without_it():
+    """Review: with arrays on (a real Torque, max_array_size set) the query
+    without -t listed only an array's summary, never its tasks, so a running
+    task was taken as forgotten after 300 s and deleted."""
+    assert TORQUE.status_argv_for("me", ["7", "8"]) == ["qstat", "-f"]  # (wrappers: no -t)
+    assert TORQUE.status_argv_for("me", ["7", "12[0].srv", "12[1].srv"]) == [
+        "qstat", "-f", "-t"]
+
+
 def test_a_torque_exit_status_is_read_when_the_server_prints_one():
     text = recorded("torque_wrappers_qstat_f.txt").replace(
         "\tjob_state = C\n", "\tjob_state = C\n\texit_status = 271\n", 1)

@@ -291,7 +291,12 @@ class TorqueScheduler(PbsProScheduler):
         return ["qstat", "-f"]  # Slurm's wrappers know neither -x nor -t
 
     def status_argv_for(self, user: str, native_ids: Sequence[str]) -> list[str]:
-        return self.status_argv(user)  # the wrappers list the user's jobs alone
+        # The user's jobs alone, as the wrappers list them; an array's tasks (real
+        # Torque, max_array_size set) only with -t, which lists each one (review:
+        # without it a running task was never seen, so taken as forgotten, and deleted).
+        if any("[" in native for native in native_ids):
+            return [*self.status_argv(user), "-t"]
+        return self.status_argv(user)
 
     def limits_argv(self) -> list[str] | None:
         return None  # Torque's qmgr says nothing of arrays corral could use here
