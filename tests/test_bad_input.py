@@ -860,6 +860,18 @@ def test_a_job_inside_another_object_is_refused_saying_where_a_job_may_be(schedu
         scheduler.submit(jobs.identity, types.SimpleNamespace(job=first)).result(timeout=60)
 
 
+def test_a_job_copied_is_refused_as_the_one_handle_of_its_job(scheduler):
+    """Re-attack review: copy.copy(job) was told the Job "cannot be pickled"."""
+    import copy
+
+    job = scheduler.submit(jobs.square, 2)
+    for copying in (copy.copy, copy.deepcopy):
+        with pytest.raises(TypeError, match=r"^<Job 1 'square' .*> cannot be copied: it is the "
+                                            r"one handle of its job$"):
+            copying(job)
+    assert job.result(timeout=60) == 4
+
+
 def test_hypertunitys_n_results_to_collect_points_to_n(scheduler):
     scheduler.dispatch(Job(jobs.noop))
     with pytest.raises(TypeError, match=r"^collect\(\) takes how many results to wait for as n, "

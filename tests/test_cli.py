@@ -2620,6 +2620,26 @@ def test_a_name_in_wide_characters_is_shown_whole_where_the_terminal_has_room():
     assert "日本語の名前です " in out.getvalue()
 
 
+def test_earlier_tries_of_damaged_or_countless_rows_are_said_not_a_traceback():
+    """Re-attack review: a damaged row's time or reason made `corral status ID`
+    a traceback, and 1,000 retries printed 1,000 lines."""
+    import types
+
+    from corral.cli.views import earlier_tries
+
+    rows = [("1", "yesterday", "failed", "queued", "retry 1 of 99 after: exit code 1"),
+            ("1", 1e300, "failed", "queued", "retry 2 of 99 after: exit code 1"),
+            ("1", 5.0, "failed", "queued", b"\x01\x02"),
+            *(("1", 5.0, "running", "queued", f"retry {n} of 99 after: exit code 1")
+              for n in range(3, 100))]
+    run = types.SimpleNamespace(events=lambda job_id: rows)
+    lines = earlier_tries(run, types.SimpleNamespace(id=1))
+    assert lines[:2] == ["  ??:??:?? retry 1 of 99 after: exit code 1",
+                         "  ??:??:?? retry 2 of 99 after: exit code 1"]
+    assert len(lines) == 21 and lines[10] == "  ... 79 more ..."
+    assert lines[-1].endswith(" retry 99 of 99 after: exit code 1")
+
+
 @pytest.mark.parametrize("status, detail", [
     ("QUEUED", "waiting for 1 free core"),  # (the exit code is the last try's, not the wait's)
     ("FAILED", "failed (exit code 1)")])

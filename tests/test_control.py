@@ -432,6 +432,30 @@ def test_on_finish_reads_a_jobs_outcome_with_result_and_exception(tmp_path):
                     ("raise_custom", JobStatus.FAILED, "CustomError")]
 
 
+def test_while_on_finish_decides_other_threads_see_no_outcome_yet(tmp_path):
+    """Re-attack review: another thread's result() got the outcome on_finish
+    was deciding on, and then had the job run again."""
+    deciding, decided = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def again_once(job):
+        calls.append(job.result())
+        if len(calls) == 1:
+            deciding.set()
+            decided.wait(30)
+        return len(calls) == 1
+
+    with corral.Scheduler(cores=1, on_finish=again_once) as sched:
+        job = sched.submit(jobs.count_attempts, str(tmp_path / "count"), 0)
+        assert deciding.wait(30)
+        for look in (job.result, job.exception):
+            with pytest.raises(TimeoutError):
+                look(timeout=0)
+        decided.set()
+        assert job.result(timeout=30) == 2  # the outcome that stood: the second try's
+    assert calls == [1, 2]
+
+
 def test_events_tell_every_state_change_with_reasons(scheduler):
     seen: list[Event] = []
     lock = threading.Lock()

@@ -132,8 +132,9 @@ def test_a_cycle_of_jobs_of_one_name_is_refused_naming_each_by_its_place(schedul
     holder.append(second)
     with pytest.raises(corral.DependencyError,
                        match=r"^dependency cycle: 'identity' \(#(1|2)\) -> 'identity' \(#(?!\1)"
-                             r"[12]\) -> 'identity' \(#\1\), by their places among the 2 jobs "
-                             r"dispatched together$"):
+                             r"[12]\) -> 'identity' \(#\1\); #n is a job's place among the 2 "
+                             r"dispatched together: those given, then the unsubmitted jobs "
+                             r"they hold$"):
         scheduler.dispatch([first, second])
     assert scheduler.jobs() == []
 

@@ -102,7 +102,7 @@ def test_a_cancelled_running_job_was_killed_with_the_cancel_intent(scheduler, re
 
 def test_kill_intents_and_deadline_kinds_are_enums_not_strings():
     assert {intent.name for intent in KillIntent} == {"CANCEL", "TIMEOUT", "ABORT",
-                                                      "ABORT_KILLED"}
+                                                      "ABORT_KILLED", "ABORT_TIMED_OUT"}
     assert {kind.name for kind in DeadlineKind} == {"TIMEOUT", "ABORT_GRACE"}
     assert KillIntent.TIMEOUT != "timeout"  # compared as members, never as text
 

@@ -346,6 +346,48 @@ def test_a_failed_jobs_result_carries_what_its_job_raises_live_collected_and_sto
                                                "last lines of its stderr (")
 
 
+def test_a_stored_jobs_error_is_a_live_ones_kind_and_its_stderr_is_read_with_care(tmp_path):
+    """Re-attack review: a stored timed-out job raised JobFailed where a live one
+    raises JobTimedOut; an unreadable stderr raised its OSError; a terminal's
+    escapes in stderr went out in the message as they were."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        slow = sched.options(timeout="0.5s").shell("sleep 30", name="slow")
+        loud = sched.shell("printf 'red \\033[31m\\000 end\\n' >&2; exit 2", name="loud")
+        hidden = sched.shell("echo why >&2; exit 3", name="hidden")
+        corral.wait([slow, loud, hidden], timeout=60)
+    stderr = Path(corral.Run(run).job(hidden.id).directory) / "stderr"
+    stderr.unlink()
+    stderr.mkdir()
+    stored = {result.name: result.error for result in corral.Run(run).results()}
+    assert isinstance(stored["slow"], corral.JobTimedOut)
+    assert str(stored["loud"]).endswith("stderr):\nred \\x1b[31m\\x00 end")
+    assert isinstance(stored["hidden"], corral.JobFailed)
+    assert re.search(r"FAILED: exit code 3\n\(its stderr, .*/stderr, cannot be read: Is a "
+                     r"directory\)$", str(stored["hidden"]))
+
+
+def test_a_result_whose_error_cannot_be_pickled_is_still_saved_and_copied():
+    """Re-attack review: a Result holding an exception whose __init__ takes
+    other arguments than it keeps could no longer be pickled or deep-copied."""
+    import copy
+    import pickle
+
+    class KeywordOnly(Exception):
+        def __init__(self, n: int, *, where: str) -> None:
+            super().__init__(n)
+            self.where = where
+
+    result = corral.Result(7, "fit", None, corral.JobStatus.FAILED, 1, 1.0, 2.0, 1,
+                           "raised KeywordOnly: 3", error=KeywordOnly(3, where="here"))
+    saved = pickle.loads(pickle.dumps(result))
+    assert isinstance(saved.error, corral.JobFailed)
+    assert re.fullmatch(r"job 7 'fit' raised .*KeywordOnly: 3 \(an exception that cannot be "
+                        r"pickled, said here in words\)", str(saved.error))
+    assert saved == result  # (errors are not compared: each read makes its own)
+    assert copy.deepcopy(result).error is result.error
+
+
 def test_a_jobs_meta_is_journaled_and_given_back_by_results_and_corral_status(tmp_path):
     """Cold review (a hypertunity port): a finished search could not be read
     back with the hyperparameters each trial carried as its meta."""

@@ -416,6 +416,43 @@ def test_a_task_cancelled_while_its_async_with_block_waits_cancels_the_jobs(tmp_
         "(Ctrl-C under asyncio.run, a timeout, or Task.cancel())")
 
 
+def test_leaving_async_with_needs_no_thread_of_the_loops_executor_and_a_second_cancel_waits(
+        tmp_path):
+    """Re-attack review: the wait ran in the loop's default executor, so a
+    program whose own run_in_executor calls filled it cancelled nothing until
+    they ended; and a second cancel left the block before the jobs had ended."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        unblock = threading.Event()
+        blocker = loop.run_in_executor(None, unblock.wait, 60)  # (the pool's one thread)
+        started = asyncio.Event()
+        handles = []
+
+        async def leave_the_block():
+            async with corral.Scheduler(cores=2) as scheduler:
+                handles.extend(scheduler.submit(jobs.wait_for_file, str(tmp_path / "never"))
+                               for _ in range(2))
+                started.set()
+
+        task = asyncio.create_task(leave_the_block())
+        await started.wait()
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.sleep(0)
+        task.cancel()  # (asked again while the jobs are being ended)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        ended = [job.done() for job in handles]
+        unblock.set()
+        await blocker
+        return handles, ended
+
+    handles, ended = asyncio.run(asyncio.wait_for(main(), 60))
+    assert ended == [True, True]
+    assert [job.status for job in handles] == [JobStatus.CANCELLED] * 2
+
+
 def test_a_timeout_of_asyncio_wait_for_cancels_the_job_and_says_so_and_shield_keeps_it(
         scheduler, tmp_path):
     release = tmp_path / "release"

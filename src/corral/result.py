@@ -7,7 +7,9 @@ from stored rows, and neither needs the other to do so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import pickle
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from corral.status import JobStatus
@@ -39,9 +41,40 @@ class Result:
     #: What the job was given as ``meta=`` (read back from a journal: as JSON
     #: gives it back, or its repr when it was not plain data).
     meta: Any = None
-    #: The exception its ``result()`` raises; None unless it failed.
-    error: BaseException | None = None
+    #: The exception its ``result()`` raises; None unless it failed. (Not
+    #: compared: two reads of one journal make two exceptions of one failure.)
+    error: BaseException | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.status is JobStatus.COMPLETED
+
+    # A Result stays a record to save and copy, whatever its job raised (an
+    # exception whose __init__ takes other arguments than it keeps cannot be
+    # made again by pickle or deepcopy: re-attack review).
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        values = [getattr(self, part.name) for part in fields(self)]
+        values[-1] = _portable(self.error, self)
+        return (Result, tuple(values))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Result:
+        return Result(**{part.name: getattr(self, part.name) if part.name == "error"
+                         else copy.deepcopy(getattr(self, part.name), memo)
+                         for part in fields(self)})  # (an exception is kept, not copied)
+
+
+def _portable(error: BaseException | None, result: Result) -> BaseException | None:
+    """*error*, or, when it cannot be pickled, a JobFailed that says what it was."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        from corral.errors import JobFailed
+        from corral.safe_repr import describe_error
+
+        return JobFailed(f"job {result.id} {result.name!r} raised {describe_error(error)} (an "
+                         "exception that cannot be pickled, said here in words)",
+                         job_id=result.id, status=result.status, reason=result.reason)

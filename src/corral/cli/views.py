@@ -101,11 +101,22 @@ def earlier_tries(run: Run, job: StoredJob) -> list[str]:
     on_finish, with the reason it was given."""
     lines = []
     for _, at, old, new, reason in run.events(job.id):
-        if new == JobStatus.QUEUED.value and reason and (
+        if new != JobStatus.QUEUED.value or not isinstance(reason, str) or not reason or not (
                 old in _TRIED or (old == JobStatus.SUBMITTED.value and reason.startswith("retry"))):
+            continue
+        try:  # (a damaged row's time: said so, not a traceback: re-attack review)
             when = time.strftime("%H:%M:%S", time.localtime(at))
-            lines.append(f"  {when} {_one_line(reason)}")
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = "??:??:??"
+        lines.append(f"  {when} {_one_line(reason)}")
+    if len(lines) > _TRIES_SHOWN:  # (1,000 retries: their first and last few)
+        left_out = len(lines) - _TRIES_SHOWN
+        lines[_TRIES_SHOWN // 2:-_TRIES_SHOWN // 2] = [f"  ... {left_out} more ..."]
     return lines
+
+
+#: The most earlier tries :func:`earlier_tries` lists.
+_TRIES_SHOWN = 20
 
 
 #: The statuses from which a try goes back to the queue (and SUBMITTED, for a

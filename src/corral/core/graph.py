@@ -178,4 +178,5 @@ def _describe_cycle(stuck: list[JobRecord], batch: list[JobRecord]) -> str:
     # Names alone would not tell them apart ('f' -> 'f' -> 'f': attack review).
     place = {id(job): number for number, job in enumerate(batch, 1)}
     return " -> ".join(f"{member.name!r} (#{place[id(member)]})" for member in cycle) + (
-        f", by their places among the {len(batch)} jobs dispatched together")
+        f"; #n is a job's place among the {len(batch)} dispatched together: those given, "
+        "then the unsubmitted jobs they hold")

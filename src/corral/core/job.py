@@ -178,8 +178,8 @@ class Job(Future):
                 scheduler's callbacks (on_event, on_finish, a done callback),
                 which run on the thread that would end it.
         """
-        judged = self._record.judged
-        if judged is not None and not self.done():  # shown to on_finish: see Engine
+        judged = self._judged()
+        if judged is not None:  # shown to on_finish: see Engine._ask_on_finish
             if judged[0] is not None:
                 raise judged[0]
             return self._record.data
@@ -195,14 +195,24 @@ class Job(Future):
         Raises:
             TimeoutError, concurrent.futures.CancelledError: as :meth:`result`.
         """
-        judged = self._record.judged
-        if judged is not None and not self.done():  # shown to on_finish: see Engine
+        judged = self._judged()
+        if judged is not None:  # shown to on_finish: see Engine._ask_on_finish
             return judged[0]
         try:
             self._wait_done(timeout)
             return super().exception(0)
         except CancelledError:
             raise CancelledError(self._cancel_message()) from None
+
+    def _judged(self) -> tuple[BaseException | None] | None:
+        """The outcome on_finish is deciding on, to on_finish alone: on the
+        loop's thread, before the Future is set (re-attack review: another
+        thread's result() got an outcome on_finish then had run again)."""
+        record = self._record
+        judged = record.judged
+        if judged is None or self.done() or record.owner is None:
+            return None
+        return judged if record.owner.on_loop_thread() else None
 
     def _wait_done(self, timeout: float | None) -> bool:
         """Whether the job is done, within *timeout* (in slices in the main
@@ -268,6 +278,14 @@ class Job(Future):
         raise TypeError(f"{self!r} cannot be pickled: a job that needs its result takes it "
                         "among its arguments (directly, or in a list, tuple, set or dict), "
                         "not inside another object or a function's closure")
+
+    def __copy__(self) -> Job:
+        """Refused: a Job is the one handle of its job (a copy would never be
+        resolved); pass the Job itself."""
+        raise TypeError(f"{self!r} cannot be copied: it is the one handle of its job")
+
+    def __deepcopy__(self, memo: object) -> Job:
+        raise TypeError(f"{self!r} cannot be copied: it is the one handle of its job")
 
     def set_running_or_notify_cancel(self) -> bool:
         """Refused: a job is started by its scheduler. (An Executor's method:

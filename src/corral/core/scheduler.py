@@ -1142,22 +1142,12 @@ class Scheduler(Executor):
         return self
 
     async def __aexit__(self, exc_type, exc, traceback) -> None:
-        """``async with``: as ``with``, its wait for the jobs run in a thread,
-        so that the event loop goes on meanwhile (a cold review's asyncio
-        program tried it first). The task cancelled while it waits (Ctrl-C
-        under ``asyncio.run``, a timeout around the block) cancels the jobs,
-        as Ctrl-C in a ``with`` block does (attack review: the thread waited
-        on, unseen, and the program ended only when every job had)."""
-        import asyncio
+        """``async with``: as ``with``, its wait for the jobs off the event loop;
+        the task cancelled meanwhile cancels the jobs (see core.async_exit)."""
+        from corral.core.async_exit import leave_async_block
 
-        leaving = asyncio.ensure_future(
-            asyncio.to_thread(self.__exit__, exc_type, exc, traceback))
-        try:
-            await asyncio.shield(leaving)
-        except asyncio.CancelledError:
-            if await asyncio.to_thread(self._interrupt, _TASK_CANCELLED):
-                await leaving
-            raise
+        await leave_async_block(functools.partial(self.__exit__, exc_type, exc, traceback),
+                                functools.partial(self._interrupt, _TASK_CANCELLED))
 
     def _give_up(self) -> None:
         """Leave a control loop that a callback holds while the driver ends

@@ -60,12 +60,13 @@ class StoredJob:
 
         Raises:
             Exception: the job's own exception, if it raised one (with its
-                remote traceback as ``__cause__``); JobFailed if it ended
-                FAILED/TIMED_OUT/CANCELLED otherwise.
+                remote traceback as ``__cause__``); else JobTimedOut if it
+                timed out, as a live Job's result(), and JobFailed if it
+                ended FAILED or CANCELLED.
             JournalError: the stored result (or error) cannot be loaded: a
                 damaged value is never answered as None.
         """
-        from corral.errors import JobFailed, RemoteTraceback
+        from corral.errors import JobFailed, JobTimedOut, RemoteTraceback
         from corral.runtime.payload import loads_error
 
         if self.error is not None:
@@ -74,8 +75,9 @@ class StoredJob:
                 error.__cause__ = RemoteTraceback(traceback_text)
                 raise error
         if self.status in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED):
-            raise JobFailed(self._failure(), job_id=self.id, status=self.status,
-                            reason=self.reason, exit_code=self.exit_code)
+            kind = JobTimedOut if self.status is JobStatus.TIMED_OUT else JobFailed
+            raise kind(self._failure(), job_id=self.id, status=self.status,
+                       reason=self.reason, exit_code=self.exit_code)
         return self.load_result()
 
     def _failure(self) -> str:
@@ -88,7 +90,10 @@ class StoredJob:
             return message
         from corral.runtime.spool import TAIL_BYTES, last_lines, read_output
 
-        tail = last_lines(read_output(path, last_bytes=TAIL_BYTES))
+        try:
+            tail = last_lines(read_output(path, last_bytes=TAIL_BYTES))
+        except OSError as error:  # (unreadable: its job's error is still the answer)
+            return f"{message}\n(its stderr, {path}, cannot be read: {error.strerror or error})"
         return f"{message}\nlast lines of its stderr ({path}):\n{tail}" if tail else message
 
     def load_result(self) -> Any:

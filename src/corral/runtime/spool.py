@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from corral.safe_repr import printable
+
 __all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there", "NOT_SAVED",
            "keep_earlier_attempt", "TAIL_BYTES", "last_lines"]
 
@@ -124,16 +126,15 @@ def read_output(path: str | os.PathLike[str], last_bytes: int | None = None) -> 
 
 def last_lines(text: str) -> str:
     """The last lines of *text* (a job's stderr end, read with
-    ``last_bytes=TAIL_BYTES``), each cut short, for an error message and a
-    notice mail: the live job's error and the stored job's give the same
-    (attack review: a command's 200 MB of stderr was read whole, on the
-    control thread, into its error message, and a 400 MB notice mail was lost)."""
-    text = text.rstrip("\n")
-    if not text:
-        return ""
+    ``last_bytes=TAIL_BYTES``), each cut short and its control characters
+    escaped, for an error message and a notice mail: the live job's error
+    and the stored job's give the same (attack review: a command's 200 MB of
+    stderr was read whole, on the control thread, into its error message, and
+    a 400 MB notice mail was lost; re-attack: a terminal's escapes and NULs
+    went out as they were)."""
+    lines = [printable(line) for line in text.rstrip("\n").splitlines()[-_TAIL_LINES:]]
     return "\n".join(line if len(line) <= _TAIL_LINE_CHARS
-                     else f"{line[:_TAIL_LINE_CHARS]} [... line cut short]"
-                     for line in text.splitlines()[-_TAIL_LINES:])
+                     else f"{line[:_TAIL_LINE_CHARS]} [... line cut short]" for line in lines)
 
 
 def read_output_if_there(path: str | os.PathLike[str],
