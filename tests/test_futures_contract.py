@@ -250,6 +250,21 @@ def test_after_a_name_still_sees_finished_jobs_of_that_name_nobody_holds(schedul
     assert doomed.reason == f"upstream job {failed_id} 'prepare' failed"
 
 
+def test_after_the_name_of_a_cancelled_job_nobody_holds_is_cancelled_naming_it(scheduler,
+                                                                                 release):
+    """A review of the day's diff: the loop's request failed on such a job's
+    record, which keeps no reason (an AttributeError, and the job hung)."""
+    cancelled = scheduler.options(name="prepare").submit(jobs.wait_for_file, str(release))
+    cancelled_id = cancelled.id
+    assert cancelled.cancel()
+    del cancelled
+    gc.collect()
+    doomed = scheduler.options(after=["prepare"]).submit(jobs.square, 2)
+    with pytest.raises(futures.CancelledError):
+        doomed.result(timeout=30)
+    assert doomed.reason == f"upstream job {cancelled_id} 'prepare' was cancelled"
+
+
 def test_the_id_of_a_finished_job_nobody_holds_stays_taken(scheduler):
     scheduler.submit(jobs.noop).result(timeout=30)  # job 1
     scheduler.dispatch([Job(jobs.noop, id="mine")])

@@ -1279,8 +1279,10 @@ def _job_of(job: JobRecord) -> Job:
 
 
 def _upstream_reason(parent: JobRecord) -> str:
-    """Why the jobs after *parent*, which did not complete, are cancelled."""
-    return upstream_reason(parent.id, parent.name, parent.status, parent.reason)
+    """Why the jobs after *parent*, which did not complete, are cancelled (a
+    parent the program let go of is a FinishedJob, which keeps no reason)."""
+    return upstream_reason(parent.id, parent.name, parent.status,
+                           getattr(parent, "reason", None))
 
 
 def _waiting_reason(job: JobRecord) -> str:
