@@ -113,7 +113,9 @@ def test_accounting_of_one_job_at_a_time_asks_each_and_one_it_cannot_answer_hold
 
     backend = SgeAnswering()
     backend._limits = ClusterLimits(75000, forget_after_s=20.0, accounting=True)
-    for job_id, native_id in ((1, "46"), (2, "47")):
+    # (An array's tasks share one query: asked once, they hold up no other job.)
+    for job_id, native_id in ((1, "46.1"), (3, "46.2"), (4, "46.3"), (5, "46.4"), (6, "46.5"),
+                              (2, "47")):
         sub = submission(job_id, tmp_path)
         taskfiles.write_task(sub, batch_log="")
         backend.attach(sub, native_id)
@@ -124,7 +126,35 @@ def test_accounting_of_one_job_at_a_time_asks_each_and_one_it_cannot_answer_hold
     assert sorted(asked) == ["qacct -j 46", "qacct -j 47"]
     assert [(update.job_id, update.state) for update in backend._updates] == [
         (2, JobStatus.CANCELLED)]  # as accounting says; 46 waits for its forget time
-    assert sorted(backend._jobs) == ["46"]
+    assert sorted(backend._jobs) == ["46.1", "46.2", "46.3", "46.4", "46.5"]
+
+
+def test_accounting_of_one_job_at_a_time_asks_a_few_a_poll_the_least_asked_first(tmp_path):
+    from corral.backends.batch.base import ACCOUNTING_QUERIES_PER_POLL
+    from corral.backends.batch.sge.backend import SgeBackend
+
+    asked: list[str] = []
+
+    class SgeNotKnowing(SgeBackend):
+        def _run(self, argv, *args, **kwargs):
+            asked.append(argv[-1])
+            raise BackendError(f"qacct exited 1: error: job id {argv[-1]} not found")
+
+    backend = SgeNotKnowing()
+    backend._limits = ClusterLimits(75000, forget_after_s=20.0, accounting=True)
+    natives = [str(40 + number) for number in range(ACCOUNTING_QUERIES_PER_POLL + 2)]
+    for job_id, native_id in enumerate(natives, 1):
+        sub = submission(job_id, tmp_path)
+        taskfiles.write_task(sub, batch_log="")
+        backend.attach(sub, native_id)
+    for _ in range(2):
+        lost = list(backend._jobs.values())
+        for job in lost:
+            job.missing = 1
+        backend._decide_forgotten(lost)
+    first, second = asked[:ACCOUNTING_QUERIES_PER_POLL], asked[ACCOUNTING_QUERIES_PER_POLL:]
+    assert first == natives[:ACCOUNTING_QUERIES_PER_POLL]
+    assert second[:2] == natives[ACCOUNTING_QUERIES_PER_POLL:]  # then those not asked yet
 
 
 def test_a_forgotten_job_whose_upstream_failed_is_cancelled_naming_the_root_cause(tmp_path):

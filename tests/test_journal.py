@@ -385,7 +385,7 @@ def test_a_result_whose_error_cannot_be_pickled_is_still_saved_and_copied():
     assert re.fullmatch(r"job 7 'fit' raised .*KeywordOnly: 3 \(an exception that cannot be "
                         r"pickled, said here in words\)", str(saved.error))
     assert saved == result  # (errors are not compared: each read makes its own)
-    assert copy.deepcopy(result).error is result.error
+    assert copy.deepcopy(result).error is result.error is copy.copy(result).error
 
 
 def test_a_jobs_meta_is_journaled_and_given_back_by_results_and_corral_status(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from corral.status import JobStatus
@@ -41,7 +41,8 @@ class Result:
     #: What the job was given as ``meta=`` (read back from a journal: as JSON
     #: gives it back, or its repr when it was not plain data).
     meta: Any = None
-    #: The exception its ``result()`` raises; None unless it failed. (Not
+    #: The exception its ``result()`` raises: None for a job that completed or
+    #: was cancelled (whose result() raises CancelledError). (Not
     #: compared: two reads of one journal make two exceptions of one failure.)
     error: BaseException | None = field(default=None, compare=False)
 
@@ -54,14 +55,21 @@ class Result:
     # made again by pickle or deepcopy: re-attack review).
 
     def __reduce__(self) -> tuple[Any, ...]:
-        values = [getattr(self, part.name) for part in fields(self)]
-        values[-1] = _portable(self.error, self)
-        return (Result, tuple(values))
+        return (_rebuilt, (type(self), {part.name: _portable(self.error, self)
+                                        if part.name == "error" else getattr(self, part.name)
+                                        for part in fields(self)}))
+
+    def __copy__(self) -> Result:
+        return replace(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Result:
-        return Result(**{part.name: getattr(self, part.name) if part.name == "error"
-                         else copy.deepcopy(getattr(self, part.name), memo)
-                         for part in fields(self)})  # (an exception is kept, not copied)
+        return replace(self, **{part.name: copy.deepcopy(getattr(self, part.name), memo)
+                                for part in fields(self) if part.name != "error"})
+        # (its exception is kept, not copied)
+
+
+def _rebuilt(kind: type[Result], values: dict[str, Any]) -> Result:
+    return kind(**values)
 
 
 def _portable(error: BaseException | None, result: Result) -> BaseException | None:

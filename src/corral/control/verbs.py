@@ -184,11 +184,11 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
             # ended is (cold review: refused with exit 2 instead, as bad input,
             # a nightly script stopped half-submitted when a step failed fast).
             doomed = doomed or upstream_reason(parent_id, name, status, reason)
-        elif job is not None:
-            after.append(job)
-        elif status is not JobStatus.COMPLETED:  # nothing would ever end it
+        elif job is None and status is not JobStatus.COMPLETED:  # nothing would ever end it
             raise CorralError(f"{ended_message(parent_id, status)}; a job after it would never run")
-    if after and doomed is None:
+        if job is not None:  # (its row names them all, the one that dooms it too)
+            after.append(job)
+    if after:
         options["after"] = after
     if options.get("env") is not None:
         # Exactly the submitter's environment, stored as what differs from ours

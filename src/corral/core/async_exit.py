@@ -17,12 +17,15 @@ every job had).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from corral.runtime.threads import start_thread
 
 __all__ = ["leave_async_block"]
+
+log = logging.getLogger("corral")
 
 
 async def leave_async_block(wait_for_jobs: Callable[[], Any],
@@ -34,6 +37,7 @@ async def leave_async_block(wait_for_jobs: Callable[[], Any],
     try:
         await asyncio.shield(leaving)
     except asyncio.CancelledError:
+        leaving.add_done_callback(_read_outcome)  # (awaited or not below: never "unretrieved")
         cancelling = _on_own_thread(cancel_jobs)
         while True:
             try:
@@ -42,7 +46,15 @@ async def leave_async_block(wait_for_jobs: Callable[[], Any],
                 break
             except asyncio.CancelledError:  # asked again: the jobs are being ended
                 continue
+            except Exception:  # the cancel goes on, as asked: what failed is logged
+                log.exception("leaving an async with block whose task was cancelled")
+                break
         raise
+
+
+def _read_outcome(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 def _on_own_thread(function: Callable[[], Any]) -> asyncio.Future[Any]:

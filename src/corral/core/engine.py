@@ -67,6 +67,9 @@ __all__ = ["Engine", "LoopStuck", "STUCK_S"]
 log = logging.getLogger("corral.engine")  # the name users filter on; kept when modules move
 
 _S = JobStatus
+#: The kill intents of a job abort() asked to stop: a timeout that fires then
+#: keeps it aborted (it ends CANCELLED, not TIMED_OUT and retried).
+_ABORTING = frozenset({KillIntent.ABORT, KillIntent.ABORT_KILLED, KillIntent.ABORT_TIMED_OUT})
 #: Seconds a job handed to a worker still starting may wait for it, on top of
 #: its timeout, before the timeout kills it anyway: the worker says when the
 #: job really starts, and the timeout counts from then (see Update.starting);
@@ -984,8 +987,8 @@ class Engine:
                 continue
             if kind is DeadlineKind.TIMEOUT:  # (aborted already: it ends CANCELLED, not
                 # retried as a timed-out job is: attack review)
-                job.kill_intent = (KillIntent.ABORT_TIMED_OUT if job.kill_intent in (
-                    KillIntent.ABORT, KillIntent.ABORT_KILLED) else KillIntent.TIMEOUT)
+                job.kill_intent = (KillIntent.ABORT_TIMED_OUT if job.kill_intent in _ABORTING
+                                   else KillIntent.TIMEOUT)
             elif job.kill_intent is KillIntent.ABORT:
                 job.kill_intent = KillIntent.ABORT_KILLED
             log.info("killing job %s %r: %s", job.id, job.name,

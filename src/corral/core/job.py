@@ -148,6 +148,9 @@ class Job(Future):
     @property
     def record(self) -> Result:
         """A :class:`Result` describing the job as it stands now."""
+        judged = self._judged()  # (in on_finish: the outcome it decides on)
+        if judged is not None:
+            return self._record.result_view(judged[0])
         failed = self.done() and not self.cancelled()
         return self._record.result_view(self.exception(0) if failed else None)
 
@@ -282,10 +285,14 @@ class Job(Future):
     def __copy__(self) -> Job:
         """Refused: a Job is the one handle of its job (a copy would never be
         resolved); pass the Job itself."""
-        raise TypeError(f"{self!r} cannot be copied: it is the one handle of its job")
+        raise self._not_copied()
 
     def __deepcopy__(self, memo: object) -> Job:
-        raise TypeError(f"{self!r} cannot be copied: it is the one handle of its job")
+        """Refused, as :meth:`__copy__`."""
+        raise self._not_copied()
+
+    def _not_copied(self) -> TypeError:
+        return TypeError(f"{self!r} cannot be copied: it is the one handle of its job")
 
     def set_running_or_notify_cancel(self) -> bool:
         """Refused: a job is started by its scheduler. (An Executor's method:

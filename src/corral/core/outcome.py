@@ -57,18 +57,18 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
     """How *job*'s attempt ended, by its *update*. Keeps the pickled value or
     error on *job* where the journal or its dependents need them."""
     intent = job.kill_intent
-    if intent is KillIntent.TIMEOUT:  # the limit that was armed (see Engine._apply)
-        limit = (job.spec.timeout_s if rules.cluster_walltime else job.spec.kill_after_s) or 0
-        reason = f"timed out after {format_span(limit)}; killed with its child processes"
+    if intent is KillIntent.TIMEOUT:
+        reason = (f"timed out after {format_span(_armed_limit(job, rules))}; killed with its "
+                  "child processes")
         return Outcome(_S.TIMED_OUT, reason, None, JobTimedOut(
             f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason))
     if intent is KillIntent.ABORT_KILLED and update.state is not _S.COMPLETED:
         return Outcome(_S.CANCELLED, f"aborted; killed {format_span(rules.abort_grace)} later, "
                        "its grace period over", None, None)
     if intent is KillIntent.ABORT_TIMED_OUT and update.state is not _S.COMPLETED:
-        limit = job.spec.kill_after_s or 0
-        return Outcome(_S.CANCELLED, f"aborted; killed by its timeout ({format_span(limit)}) "
-                       "within its grace period", None, None)
+        return Outcome(_S.CANCELLED, f"aborted; killed by its timeout "
+                       f"({format_span(_armed_limit(job, rules))}) within its grace period",
+                       None, None)
     if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED, KillIntent.ABORT_TIMED_OUT):
         # Stopped by itself: what it returned (its partial work) is kept.
         if rules.journaled and update.state is _S.COMPLETED:
@@ -133,6 +133,12 @@ def _exited(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
         message += f"\nlast lines of its stderr ({where}):\n{tail}"
     return Outcome(_S.FAILED, reason, None, kind(message, job_id=job.id, status=_S.FAILED,
                                                  reason=reason, exit_code=update.exit_code))
+
+
+def _armed_limit(job: JobRecord, rules: EndingRules) -> float:
+    """The time limit corral armed for *job* (see Engine._arm_timeout): its
+    ``timeout`` where the cluster enforces the walltime, else the first of the two."""
+    return (job.spec.timeout_s if rules.cluster_walltime else job.spec.kill_after_s) or 0
 
 
 def unpickled(blob: bytes | None) -> tuple[Any, str | None]:

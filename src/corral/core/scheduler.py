@@ -1130,7 +1130,7 @@ class Scheduler(Executor):
         """Cancel every unfinished job with *reason*, as a with block left by
         an exception does; False when the control loop is stuck (then the
         driver is given up: see :meth:`_give_up`)."""
-        self._stop_maps("the with block was left by an exception")
+        self._stop_maps(f"the with block was left: {reason}")
         try:
             self._engine.call(self._engine.interrupt, reason)
         except LoopStuck:

@@ -734,20 +734,23 @@ class BatchBackend:
         answer (a job deleted while pending) holds up none of the others
         (review: only the first was ever asked, and the rest were guessed)."""
         scheduler = self.scheduler
-        if scheduler.accounting_takes_one_job:
-            queries = [[job] for job in sorted(undecided, key=lambda job: job.accounting_asks)
-                       [:ACCOUNTING_QUERIES_PER_POLL]]
-        else:
-            queries = [undecided]
+        queries: dict[tuple[str, ...], list[BatchJob]] = {}
+        if scheduler.accounting_takes_one_job:  # (an array's tasks share their job's query)
+            for job in undecided:
+                argv = scheduler.accounting_argv([job.native_id])
+                if argv is not None:
+                    queries.setdefault(tuple(argv), []).append(job)
+            least_asked = sorted(queries.items(),
+                                 key=lambda query: min(job.accounting_asks for job in query[1]))
+            queries = dict(least_asked[:ACCOUNTING_QUERIES_PER_POLL])
+        elif (together := scheduler.accounting_argv([job.native_id for job in undecided])):
+            queries[tuple(together)] = undecided
         rows: dict[str, NativeRow] = {}
-        for jobs in queries:
+        for query, jobs in queries.items():
             for job in jobs:
                 job.accounting_asks += 1
-            argv = scheduler.accounting_argv([job.native_id for job in jobs])
-            if argv is None:
-                continue
             try:
-                rows.update(_parsed(scheduler.parse_accounting, self._run(argv)))
+                rows.update(_parsed(scheduler.parse_accounting, self._run(list(query))))
             except (BackendError, ValueError) as error:
                 log.warning("the accounting query failed: %s", error)
         return rows
