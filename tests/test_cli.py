@@ -675,7 +675,7 @@ def test_retries_run_a_failing_job_again(cli, tmp_path):
     assert (row["STATUS"], row["TRIES"]) == ("COMPLETED", "3")
     assert (tmp_path / "count").read_text() == "3\n"
     # (Cold review: why its earlier tries failed was only in the run's corral.log.)
-    assert re.search(rf"\njob {job} '.*' tries before the last:\n"
+    assert re.search(rf"\njob {job} '.*' earlier tries:\n"
                      r"  \d\d:\d\d:\d\d retry 1 of 2 after: exit code 1\n"
                      r"  \d\d:\d\d:\d\d retry 2 of 2 after: exit code 1\n$", shown.out), shown.out
 
@@ -2627,9 +2627,9 @@ def test_earlier_tries_of_damaged_or_countless_rows_are_said_not_a_traceback():
 
     from corral.cli.views import earlier_tries
 
-    rows = [("1", "yesterday", "failed", "queued", "retry 1 of 99 after: exit code 1"),
-            ("1", 1e300, "failed", "queued", "retry 2 of 99 after: exit code 1"),
-            ("1", 5.0, "failed", "queued", b"\x01\x02"),
+    rows = [("1", "yesterday", "running", "queued", "retry 1 of 99 after: exit code 1"),
+            ("1", 1e300, "running", "queued", "retry 2 of 99 after: exit code 1"),
+            ("1", 5.0, "running", "queued", b"\x01\x02"),
             *(("1", 5.0, "running", "queued", f"retry {n} of 99 after: exit code 1")
               for n in range(3, 100))]
     run = types.SimpleNamespace(events=lambda job_id: rows)
@@ -2638,6 +2638,10 @@ def test_earlier_tries_of_damaged_or_countless_rows_are_said_not_a_traceback():
                          "  ??:??:?? retry 2 of 99 after: exit code 1"]
     assert len(lines) == 21 and lines[10] == "  ... 79 more ..."
     assert lines[-1].endswith(" retry 99 of 99 after: exit code 1")
+    again = [("1", 5.0, "completed", "queued", "run again: on_finish asked for it")]
+    run = types.SimpleNamespace(events=lambda job_id: again)
+    assert earlier_tries(run, types.SimpleNamespace(id=1))[0].endswith(
+        " COMPLETED; run again: on_finish asked for it")  # (what on_finish was shown)
 
 
 @pytest.mark.parametrize("status, detail", [

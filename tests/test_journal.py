@@ -367,6 +367,25 @@ def test_a_stored_jobs_error_is_a_live_ones_kind_and_its_stderr_is_read_with_car
                      r"directory\)$", str(stored["hidden"]))
 
 
+def test_a_stored_error_this_process_cannot_load_is_said_with_its_traceback(tmp_path):
+    """Review of the day's diff: it came back as a plain "FAILED: raised ..."
+    with the stderr's tail, where the live error keeps the worker's traceback."""
+    import dataclasses
+    import pickle
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        corral.wait([sched.submit(jobs.raise_custom, "bad")], timeout=60)
+    [stored] = corral.Run(run).jobs()
+    # As the worker sends one whose class could not travel: its name, text and traceback.
+    travelled = pickle.dumps((None, "Traceback (most recent call last):\n  in fit\nBoom: bad\n",
+                              "Boom: bad"))
+    with pytest.raises(corral.JobFailed) as raised:
+        dataclasses.replace(stored, error=travelled).result_value()
+    assert str(raised.value) == ("job 1 'raise_custom' raised Boom: bad\n"
+                                 "Traceback (most recent call last):\n  in fit\nBoom: bad\n")
+
+
 def test_a_result_whose_error_cannot_be_pickled_is_still_saved_and_copied():
     """Re-attack review: a Result holding an exception whose __init__ takes
     other arguments than it keeps could no longer be pickled or deep-copied."""

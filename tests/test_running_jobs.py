@@ -402,8 +402,7 @@ def test_a_task_cancelled_while_its_async_with_block_waits_cancels_the_jobs(tmp_
                 started.set()
 
         task = asyncio.create_task(leave_the_block())
-        await started.wait()
-        await asyncio.sleep(0)  # (into __aexit__'s wait)
+        await started.wait()  # (the block is left: the task waits in __aexit__)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -417,10 +416,20 @@ def test_a_task_cancelled_while_its_async_with_block_waits_cancels_the_jobs(tmp_
 
 
 def test_leaving_async_with_needs_no_thread_of_the_loops_executor_and_a_second_cancel_waits(
-        tmp_path):
+        tmp_path, monkeypatch):
     """Re-attack review: the wait ran in the loop's default executor, so a
     program whose own run_in_executor calls filled it cancelled nothing until
     they ended; and a second cancel left the block before the jobs had ended."""
+    cancelling, cancelled_again = threading.Event(), threading.Event()
+    interrupt = corral.Scheduler._interrupt
+
+    def interrupt_once_asked_again(self, reason):  # (the second cancel comes meanwhile)
+        cancelling.set()
+        cancelled_again.wait(30)
+        return interrupt(self, reason)
+
+    monkeypatch.setattr(corral.Scheduler, "_interrupt", interrupt_once_asked_again)
+
     async def main():
         loop = asyncio.get_running_loop()
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
@@ -437,10 +446,11 @@ def test_leaving_async_with_needs_no_thread_of_the_loops_executor_and_a_second_c
 
         task = asyncio.create_task(leave_the_block())
         await started.wait()
-        await asyncio.sleep(0)
         task.cancel()
-        await asyncio.sleep(0)
-        task.cancel()  # (asked again while the jobs are being ended)
+        while not cancelling.is_set():  # (no thread of the pool to wait on: it is taken)
+            await asyncio.sleep(0.01)
+        task.cancel()
+        cancelled_again.set()
         with pytest.raises(asyncio.CancelledError):
             await task
         ended = [job.done() for job in handles]

@@ -258,7 +258,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                          f"{reason}")), soft_wrap=True)
         tries = earlier_tries(run, job) if job.attempts > 1 else []
         if tries:  # (cold review: why a retried job's first try failed was only in corral.log)
-            console.print(Text(printable(f"\njob {job.id} {job.name!r} tries before the last:\n"
+            console.print(Text(printable(f"\njob {job.id} {job.name!r} earlier tries:\n"
                                          + "\n".join(tries))), soft_wrap=True)
         if job.meta is not None:  # (what a search's trial carried: its hyperparameters)
             meta = job.meta if isinstance(job.meta, str) else json.dumps(job.meta)

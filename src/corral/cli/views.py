@@ -94,11 +94,22 @@ def paused_reason(job: StoredJob) -> str:
     return PAUSED_REASON
 
 
+#: The statuses from which a try goes back to the queue (and SUBMITTED, for a
+#: retry of a cluster's job that ended between two polls; otherwise a job
+#: handed ahead and given back unstarted: no try).
+_TRIED = frozenset(status.value for status in (
+    JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMED_OUT))
+#: The statuses a try ended with before on_finish asked for it to run again.
+_ENDED = frozenset(status.value for status in TERMINAL)
+#: The most earlier tries :func:`earlier_tries` lists.
+_TRIES_SHOWN = 20
+
+
 def earlier_tries(run: Run, job: StoredJob) -> list[str]:
-    """How each of *job*'s tries before its last one ended, as its journal's
-    state changes say (``"  12:03:55 retry 1 of 2 after: raised ..."``, at
-    local clock time): each try that went back to the queue, by a retry or
-    on_finish, with the reason it was given."""
+    """How each of *job*'s tries that went back to the queue ended, as its
+    journal's state changes say (``"  12:03:55 retry 1 of 2 after: raised
+    ..."``, at local clock time): by a retry, with its reason, or by on_finish,
+    with the status the try had ended with."""
     lines = []
     for _, at, old, new, reason in run.events(job.id):
         if new != JobStatus.QUEUED.value or not isinstance(reason, str) or not reason or not (
@@ -108,22 +119,12 @@ def earlier_tries(run: Run, job: StoredJob) -> list[str]:
             when = time.strftime("%H:%M:%S", time.localtime(at))
         except (TypeError, ValueError, OverflowError, OSError):
             when = "??:??:??"
-        lines.append(f"  {when} {_one_line(reason)}")
+        ended = f"{old.upper()}; " if old in _ENDED else ""  # (what on_finish was shown)
+        lines.append(f"  {when} {_one_line(ended + reason)}")
     if len(lines) > _TRIES_SHOWN:  # (1,000 retries: their first and last few)
         left_out = len(lines) - _TRIES_SHOWN
         lines[_TRIES_SHOWN // 2:-_TRIES_SHOWN // 2] = [f"  ... {left_out} more ..."]
     return lines
-
-
-#: The most earlier tries :func:`earlier_tries` lists.
-_TRIES_SHOWN = 20
-
-
-#: The statuses from which a try goes back to the queue (and SUBMITTED, for a
-#: retry of a cluster's job that ended between two polls; otherwise a job
-#: handed ahead and given back unstarted: no try).
-_TRIED = frozenset(status.value for status in (
-    JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMED_OUT))
 
 
 def unknown_backend_reason(backend: str) -> str:

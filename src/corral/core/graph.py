@@ -172,7 +172,7 @@ def _describe_cycle(stuck: list[JobRecord], batch: list[JobRecord]) -> str:
         path.append(job)
         job = next(dep for dep in job.deps if id(dep) in stuck_ids)
     cycle = [*path[position[id(job)]:], job]
-    names = [member.name for member in path]
+    names = [member.name for member in cycle[:-1]]
     if len(set(names)) == len(names):
         return " -> ".join(repr(member.name) for member in cycle)
     # Names alone would not tell them apart ('f' -> 'f' -> 'f': attack review).

@@ -12,8 +12,8 @@ A pass pops jobs while there is room:
   could start anyway always may, any other job only until the head has been
   passed over ``MAX_BYPASS`` times. After that the head's share of what is
   free now is held for it, and a job passes only in what is free beyond that
-  share: a head waiting for a token or for memory keeps one core, not every
-  free core, and jobs that need neither go on starting (attack review: the
+  share: a head waiting for a token or for memory keeps its own cores, not
+  every free core, and jobs that need neither go on starting (attack review: the
   whole pass stopped there, and three of four cores idled for as long as a
   licence job ran).
 

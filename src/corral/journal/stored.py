@@ -70,10 +70,14 @@ class StoredJob:
         from corral.runtime.payload import loads_error
 
         if self.error is not None:
-            error, traceback_text, _ = self._load("error", loads_error, self.error)
+            error, traceback_text, summary = self._load("error", loads_error, self.error)
             if error is not None:
                 error.__cause__ = RemoteTraceback(traceback_text)
                 raise error
+            # (One this process cannot load: said with its traceback, as live.)
+            raise JobFailed(f"job {self.id} {self.name!r} raised {summary}\n{traceback_text}",
+                            job_id=self.id, status=self.status, reason=self.reason,
+                            exit_code=self.exit_code)
         if self.status in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED):
             kind = JobTimedOut if self.status is JobStatus.TIMED_OUT else JobFailed
             raise kind(self._failure(), job_id=self.id, status=self.status,

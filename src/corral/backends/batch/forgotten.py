@@ -17,7 +17,7 @@ from corral.backends.batch.records import BatchJob, TaskRecord
 from corral.backends.batch.scheduler import BatchScheduler, Meaning, NativeRow
 from corral.backends.batch.taskfiles import read_started, started_by_runtime
 from corral.runtime.batch import CANCELLED_MARK, read_result
-from corral.status import JobStatus
+from corral.status import JobStatus, upstream_reason
 
 __all__ = ["undecided", "verdict", "is_a_guess", "failed_upstream", "upstream_failure"]
 
@@ -65,7 +65,7 @@ def failed_upstream(tasks: Iterable[TaskRecord]) -> str | None:
     job 3 'train' failed"), looking past parents that never started either
     (the scheduler dropped them for the same cause); None when no result says so.
 
-    The words are the engine's (``corral.core.engine._upstream_reason``), so a
+    The words are the engine's (:func:`corral.status.upstream_reason`), so a
     child reads the same whichever of the engine or the scheduler dropped it.
     """
     return upstream_failure([parent for task in tasks for parent in task.group.parents])
@@ -82,13 +82,13 @@ def upstream_failure(parents: Iterable[TaskRecord]) -> str | None:
         seen.add(id(parent))
         result = read_result(parent.jobdir)
         if result is not None and not result.ok:
-            what = "timed out" if result.timed_out else "failed"
-            return f"upstream job {parent.job_id} {parent.name!r} {what}"
+            status = JobStatus.TIMED_OUT if result.timed_out else JobStatus.FAILED
+            return upstream_reason(parent.job_id, parent.name, status, None)
         if result is not None:
             continue
         started = read_started(parent.jobdir)
         if started == CANCELLED_MARK:  # claimed for cancel before its bundle reached it
-            return f"upstream job {parent.job_id} {parent.name!r} was cancelled"
+            return upstream_reason(parent.job_id, parent.name, JobStatus.CANCELLED, None)
         if not started:
             stack.extend(reversed(parent.group.parents))
     return None

@@ -288,7 +288,8 @@ class TorqueScheduler(PbsProScheduler):
         return ["-t", *super().array_args(request)[1:]] if request.array_size else []
 
     def status_argv(self, user: str) -> list[str]:
-        return ["qstat", "-f"]  # Slurm's wrappers know neither -x nor -t
+        return ["qstat", "-f"]  # Slurm's wrappers know neither -x nor -t (-t only for
+        # arrays, which they never get: see status_argv_for)
 
     def status_argv_for(self, user: str, native_ids: Sequence[str]) -> list[str]:
         # The user's jobs alone, as the wrappers list them; an array's tasks (real

@@ -45,14 +45,9 @@ FINISHED = "finished"
 #: The letters of SGE's states that corral knows.
 _LETTERS = frozenset("qwhrtRsSTEd")
 #: The ``failed`` code of a job that died by a signal: qdel's (SIGKILL, or the
-#: SIGTERM of a queue's notify), or any other.
+#: SIGTERM of a queue's notify), or any other (see :func:`_died_by_a_signal`).
 _DIED_BY_A_SIGNAL = 100
 _DELETING_SIGNALS = (9, 15)
-#: ``failed`` codes of qacct and what they mean (others: a failure to start;
-#: 37, a limit, is told apart by :func:`_limit_enforced`).
-_FAILED_CODES: Mapping[int, Meaning] = {
-    _DIED_BY_A_SIGNAL: (JobStatus.CANCELLED, "deleted (qdel) while running (qacct failed 100)"),
-}
 #: The ``failed`` code of a job killed at one of its limits.
 _AT_A_LIMIT = 37
 
@@ -222,6 +217,14 @@ def _at_a_limit(words: list[str]) -> Meaning:
     return JobStatus.TIMED_OUT, "killed by SGE at its h_rt limit (qacct failed 37)"
 
 
+def _died_by_a_signal(signal: int | None) -> Meaning:
+    """qacct's failed 100: deleted with qdel, or killed by a signal qdel does not
+    send, a segfault or an abort (review: read as "deleted", so never retried)."""
+    if signal in (None, *_DELETING_SIGNALS):
+        return JobStatus.CANCELLED, "deleted (qdel) while running (qacct failed 100)"
+    return JobStatus.FAILED, f"killed by signal {signal} (qacct failed 100)"
+
+
 def meaning_of(row: NativeRow) -> Meaning | None:
     """corral's status and words for a row of qstat or qacct; None for a state
     with letters corral does not know (the base logs it and polls on)."""
@@ -230,11 +233,8 @@ def meaning_of(row: NativeRow) -> Meaning | None:
         code = _failed_code(row.reason)
         if code == _AT_A_LIMIT:
             return _at_a_limit(row.reason.split()[1:])
-        if code == _DIED_BY_A_SIGNAL and row.signal not in (None, *_DELETING_SIGNALS):
-            # Not qdel's: a segfault, an abort (review: read as "deleted", never retried)
-            return JobStatus.FAILED, f"killed by signal {row.signal} (qacct failed 100)"
-        if code in _FAILED_CODES:
-            return _FAILED_CODES[code]
+        if code == _DIED_BY_A_SIGNAL:
+            return _died_by_a_signal(row.signal)
         if code:
             return JobStatus.FAILED, f"SGE could not run it (qacct failed {row.reason})"
         if row.signal:
