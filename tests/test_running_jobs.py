@@ -387,22 +387,29 @@ def test_async_with_waits_for_the_jobs_while_the_event_loop_goes_on(tmp_path):
     assert left.reason == "interrupted: the with block raised ZeroDivisionError"
 
 
+async def left_with_jobs_waiting(tmp_path, count: int) -> tuple[asyncio.Task, list]:
+    """A task that left an ``async with Scheduler()`` block holding *count*
+    jobs that wait for ever: it waits in ``__aexit__`` when this returns."""
+    started = asyncio.Event()
+    handles: list = []
+
+    async def leave_the_block():
+        async with corral.Scheduler(cores=2) as scheduler:
+            handles.extend(scheduler.submit(jobs.wait_for_file, str(tmp_path / "never"))
+                           for _ in range(count))
+            started.set()
+
+    task = asyncio.create_task(leave_the_block())
+    await started.wait()
+    return task, handles
+
+
 def test_a_task_cancelled_while_its_async_with_block_waits_cancels_the_jobs(tmp_path):
     """Attack review: the thread waiting for the jobs went on unseen, so Ctrl-C
     under asyncio.run (which cancels the main task) or a timeout around the
     block ended the program only once every job had ended."""
     async def main():
-        started = asyncio.Event()
-        handles = []
-
-        async def leave_the_block():
-            async with corral.Scheduler(cores=2) as scheduler:
-                handles.extend(scheduler.submit(jobs.wait_for_file, str(tmp_path / "never"))
-                               for _ in range(3))
-                started.set()
-
-        task = asyncio.create_task(leave_the_block())
-        await started.wait()  # (the block is left: the task waits in __aexit__)
+        task, handles = await left_with_jobs_waiting(tmp_path, 3)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -435,17 +442,7 @@ def test_leaving_async_with_needs_no_thread_of_the_loops_executor_and_a_second_c
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
         unblock = threading.Event()
         blocker = loop.run_in_executor(None, unblock.wait, 60)  # (the pool's one thread)
-        started = asyncio.Event()
-        handles = []
-
-        async def leave_the_block():
-            async with corral.Scheduler(cores=2) as scheduler:
-                handles.extend(scheduler.submit(jobs.wait_for_file, str(tmp_path / "never"))
-                               for _ in range(2))
-                started.set()
-
-        task = asyncio.create_task(leave_the_block())
-        await started.wait()
+        task, handles = await left_with_jobs_waiting(tmp_path, 2)
         task.cancel()
         while not cancelling.is_set():  # (no thread of the pool to wait on: it is taken)
             await asyncio.sleep(0.01)
