@@ -129,7 +129,8 @@ def test_accounting_of_one_job_at_a_time_asks_each_and_one_it_cannot_answer_hold
     assert sorted(backend._jobs) == ["46.1", "46.2", "46.3", "46.4", "46.5"]
 
 
-def test_accounting_of_one_job_at_a_time_asks_a_few_a_poll_the_least_asked_first(tmp_path):
+def test_accounting_of_one_job_at_a_time_asks_a_few_a_poll_the_longest_unasked_first(
+        tmp_path):
     from corral.backends.batch.base import ACCOUNTING_QUERIES_PER_POLL
     from corral.backends.batch.sge.backend import SgeBackend
 
@@ -155,6 +156,51 @@ def test_accounting_of_one_job_at_a_time_asks_a_few_a_poll_the_least_asked_first
     first, second = asked[:ACCOUNTING_QUERIES_PER_POLL], asked[ACCOUNTING_QUERIES_PER_POLL:]
     assert first == natives[:ACCOUNTING_QUERIES_PER_POLL]
     assert second[:2] == natives[ACCOUNTING_QUERIES_PER_POLL:]  # then those not asked yet
+
+
+def test_no_forgotten_job_is_guessed_before_accounting_was_asked_once_it_could_know(
+        tmp_path, monkeypatch):
+    """Re-attack review: SGE's qacct is asked of a few jobs a poll, and jobs
+    past their forget time were guessed FAILED (to be retried) without ever
+    being asked, or asked only before accounting was written: of 20 jobs
+    deleted at once with qdel, 8 ended FAILED."""
+    import json
+    import re
+    import time
+
+    from corral.backends.batch import base
+    from corral.backends.batch.sge.backend import SgeBackend
+    from corral.runtime.batch import STARTED_FILE
+
+    deleted = (Path(__file__).parent / "recorded" / "sge" / "qacct_deleted_running.txt"
+               ).read_text()
+    clock = [time.monotonic()]
+    flushed_at = clock[0] + 15.0  # (accounting knows nothing before it is flushed)
+
+    class SgeFlushingLate(SgeBackend):
+        def _run(self, argv, *args, **kwargs):
+            if argv[0] == "qdel":
+                raise BackendError("denied: job does not exist")
+            if clock[0] < flushed_at:
+                raise BackendError(f"qacct exited 1: error: job id {argv[-1]} not found")
+            return re.sub(r"jobnumber\s+\d+", f"jobnumber    {argv[-1]}", deleted)
+
+    backend = SgeFlushingLate()
+    backend._limits = ClusterLimits(75000, forget_after_s=20.0, accounting=True)
+    for job_id in range(1, 21):
+        sub = submission(job_id, tmp_path)
+        taskfiles.write_task(sub, batch_log="")
+        (sub.jobdir / STARTED_FILE).write_text(json.dumps({"time": time.time()}))
+        backend.attach(sub, str(2000 + job_id))
+    monkeypatch.setattr(base.time, "monotonic", lambda: clock[0])
+    for _ in range(40):  # a poll every 2 s, each job missing from every qstat since the qdel
+        clock[0] += 2.0
+        lost = list(backend._jobs.values())
+        for job in lost:
+            job.missing += 1
+        backend._decide_forgotten(lost)
+    ended = [update.state for update in backend._updates if update.state.is_terminal]
+    assert ended == [JobStatus.CANCELLED] * 20 and not backend._jobs
 
 
 def test_a_forgotten_job_whose_upstream_failed_is_cancelled_naming_the_root_cause(tmp_path):

@@ -360,6 +360,17 @@ def test_the_corral_command_also_removes_what_dead_drivers_left(tmp_path: Path) 
     assert not dead.exists() and unknown_start.exists()
 
 
+def test_a_process_that_ended_mid_sweep_does_not_stop_the_reaper() -> None:
+    """Re-attack review: a child that ended while the reaper walked the tree
+    raised NameError (psutil not imported there), and the sweep stopped."""
+    from corral.runtime.proctree import _descendants
+
+    ended = subprocess.Popen(["true"])
+    process = psutil.Process(ended.pid)
+    ended.wait()
+    assert _descendants([process]) == []
+
+
 def test_one_workers_mark_never_matches_anothers(tmp_path: Path) -> None:
     """Found by review: worker 1's orphans were looked up by prefix, which also
     matched workers 10-19 and killed their jobs."""

@@ -50,9 +50,11 @@ class Result:
     def ok(self) -> bool:
         return self.status is JobStatus.COMPLETED
 
-    # A Result stays a record to save and copy, whatever its job raised (an
+    # A Result stays a record to pickle and copy, whatever its job raised (an
     # exception whose __init__ takes other arguments than it keeps cannot be
-    # made again by pickle or deepcopy: re-attack review).
+    # made again by pickle or deepcopy: re-attack review). dataclasses.asdict,
+    # which deep-copies each field itself, still copies the error: for such
+    # an exception, leave it out (``{f.name: getattr(r, f.name) for f in ...}``).
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuilt, (type(self), {part.name: _portable(self.error, self)

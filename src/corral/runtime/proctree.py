@@ -119,6 +119,9 @@ def _kill_all(processes: Iterable[psutil.Process]) -> None:
 
 
 def _descendants(processes: Iterable[psutil.Process]) -> list[int]:
+    import psutil  # (as the rest of this module: only where it is needed; re-attack
+    # review: a child that ended mid-walk raised NameError here, and the reaper stopped)
+
     found: list[int] = []
     for process in processes:
         try:

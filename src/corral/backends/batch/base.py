@@ -714,7 +714,11 @@ class BatchBackend:
                 job.row = row  # accounting says it still runs: wait
                 continue
             guess = forgotten.is_a_guess(job, job in undecided, row)
-            if guess and (now - job.last_seen < forget_after or job.missing < 2):
+            # (Re-attack review: of 60 jobs deleted at once on SGE, whose qacct
+            # is asked of a few a poll, 20 were guessed FAILED, never asked.)
+            unasked = accounting and (job.accounting_asked_at is None
+                                      or job.accounting_asked_at < job.last_seen + forget_after)
+            if guess and (now - job.last_seen < forget_after or job.missing < 2 or unasked):
                 log.info("%s job %s is missing from %d status answer(s), %.0f s after it was "
                          "last listed (or followed); the scheduler forgets jobs after %.0f s: "
                          "waiting", self.scheduler.title, job.native_id, job.missing,
@@ -732,7 +736,9 @@ class BatchBackend:
         takes one job (SGE's qacct), in one query each for the least asked few,
         so that each is asked before its forget time runs out and one it cannot
         answer (a job deleted while pending) holds up none of the others
-        (review: only the first was ever asked, and the rest were guessed)."""
+        (review: only the first was ever asked, and the rest were guessed). The
+        longest unasked go first; a job is guessed only once asked after its
+        forget time, when accounting knows of it (see _decide_forgotten)."""
         scheduler = self.scheduler
         queries: dict[tuple[str, ...], list[BatchJob]] = {}
         if scheduler.accounting_takes_one_job:  # (an array's tasks share their job's query)
@@ -740,15 +746,16 @@ class BatchBackend:
                 argv = scheduler.accounting_argv([job.native_id])
                 if argv is not None:
                     queries.setdefault(tuple(argv), []).append(job)
-            least_asked = sorted(queries.items(),
-                                 key=lambda query: min(job.accounting_asks for job in query[1]))
-            queries = dict(least_asked[:ACCOUNTING_QUERIES_PER_POLL])
+            longest_unasked = sorted(queries.items(), key=lambda query: min(
+                job.accounting_asked_at or 0.0 for job in query[1]))
+            queries = dict(longest_unasked[:ACCOUNTING_QUERIES_PER_POLL])
         elif (together := scheduler.accounting_argv([job.native_id for job in undecided])):
             queries[tuple(together)] = undecided
         rows: dict[str, NativeRow] = {}
         for query, jobs in queries.items():
+            asked_at = time.monotonic()
             for job in jobs:
-                job.accounting_asks += 1
+                job.accounting_asked_at = asked_at
             try:
                 rows.update(_parsed(scheduler.parse_accounting, self._run(list(query))))
             except (BackendError, ValueError) as error:

@@ -82,6 +82,7 @@ class BatchJob:
     last_seen: float = 0.0
     #: Status answers in a row that did not list it: a single one never decides.
     missing: int = 0
-    #: How often accounting was asked about it: of the jobs a scheduler's
-    #: accounting takes one at a time, the least asked go first.
-    accounting_asks: int = 0
+    #: When accounting was last asked about it (monotonic; None: never). Of the
+    #: jobs a scheduler's accounting takes one at a time, the longest unasked go
+    #: first, and none is guessed before an ask made once accounting could know it.
+    accounting_asked_at: float | None = None
