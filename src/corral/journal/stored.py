@@ -59,10 +59,10 @@ class StoredJob:
         """The job's return value (None for commands and unfinished jobs).
 
         Raises:
-            Exception: the job's own exception, if it raised one (with its
-                remote traceback as ``__cause__``); else JobTimedOut if it
-                timed out, as a live Job's result(), and JobFailed if it
-                ended FAILED or CANCELLED.
+            Exception: as a live Job's result(): the job's own exception, if
+                it raised one (with its remote traceback as ``__cause__``);
+                else JobTimedOut if it timed out, JobFailed if it failed, and
+                concurrent.futures.CancelledError if it was cancelled.
             JournalError: the stored result (or error) cannot be loaded: a
                 damaged value is never answered as None.
         """
@@ -78,7 +78,12 @@ class StoredJob:
             raise JobFailed(f"job {self.id} {self.name!r} raised {summary}\n{traceback_text}",
                             job_id=self.id, status=self.status, reason=self.reason,
                             exit_code=self.exit_code)
-        if self.status in (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED):
+        if self.status is JobStatus.CANCELLED:  # (as a live Job's result(): cold review)
+            from concurrent.futures import CancelledError
+
+            raise CancelledError(f"job {self.id} {self.name!r} was cancelled: "
+                                 f"{self.reason or 'cancelled'}")
+        if self.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
             kind = JobTimedOut if self.status is JobStatus.TIMED_OUT else JobFailed
             raise kind(self._failure(), job_id=self.id, status=self.status,
                        reason=self.reason, exit_code=self.exit_code)
@@ -90,7 +95,7 @@ class StoredJob:
         back said only "exit code 3")."""
         message = f"job {self.id} {self.name!r} {self.status.name}: {self.reason}"
         path = self.output_path("stderr")
-        if self.status is JobStatus.CANCELLED or path is None:
+        if path is None:
             return message
         from corral.runtime.spool import TAIL_BYTES, last_lines, read_output
 
