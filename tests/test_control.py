@@ -88,6 +88,25 @@ def test_an_aborted_job_whose_timeout_comes_within_the_grace_ends_cancelled_not_
     assert stubborn.reason == "aborted; killed by its timeout (1.0s) within its grace period"
 
 
+def test_an_abort_is_an_event_before_the_status_event_that_ends_the_job(tmp_path):
+    """Cold review (a CustomXepr port): for the grace period a GUI listening to
+    events saw nothing, and could not show the job stopping."""
+    started = tmp_path / "started"
+    seen: list[corral.Event] = []
+    with corral.Scheduler(cores=1, abort_grace=0.3) as sched:
+        sched.on_event(seen.append)
+        stubborn = sched.submit(jobs.ignore_abort, str(started))
+        wait_until(started.exists)
+        sched.abort(stubborn)
+        with pytest.raises(concurrent.futures.CancelledError):
+            stubborn.result(timeout=30)
+    last_two = [(event.kind, event.new) for event in seen if event.job is stubborn][-2:]
+    assert last_two == [("aborting", JobStatus.RUNNING), ("status", JobStatus.CANCELLED)]
+    aborting = next(event for event in seen if event.kind == "aborting")
+    assert str(aborting) == (f"job {stubborn.id} 'ignore_abort' aborting (aborting: asked to "
+                             "stop; killed 0.3s after the ask unless it ends first)")
+
+
 def test_a_job_being_aborted_says_so_until_it_ends(tmp_path):
     """Cold review: through its grace period, status showed a plain RUNNING."""
     started = tmp_path / "started"

@@ -1,9 +1,11 @@
 """What ``Scheduler.on_event`` callbacks receive.
 
-Three kinds: ``"added"`` (a job entered the scheduler), ``"removed"``
-(``Scheduler.remove``) and ``"status"`` (a state change, with the old and new
-state and the reason). Callbacks run on the control-loop thread: keep them
-short, and hand long work to another thread.
+Four kinds: ``"added"`` (a job entered the scheduler), ``"removed"``
+(``Scheduler.remove``), ``"status"`` (a state change, with the old and new
+state and the reason) and ``"aborting"`` (``Scheduler.abort`` asked a running
+job to stop: its reason says until when it may; the status event that ends it
+follows). Callbacks run on the control-loop thread: keep them short, and hand
+long work to another thread.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ __all__ = ["Event"]
 class Event:
     """One thing that happened to one job."""
 
-    kind: Literal["added", "removed", "status"]
+    kind: Literal["added", "removed", "status", "aborting"]
     job: Job
     old: JobStatus | None
     new: JobStatus | None
@@ -34,4 +36,6 @@ class Event:
         if self.kind == "status":
             because = f" ({self.reason})" if self.reason else ""
             return f"job {self.job.id} {self.job.name!r}: {self.old} -> {self.new}{because}"
+        if self.kind == "aborting":
+            return f"job {self.job.id} {self.job.name!r} aborting ({self.reason})"
         return f"job {self.job.id} {self.job.name!r} {self.kind}"

@@ -1144,8 +1144,11 @@ class Engine:
         for target in targets:
             target.kill_intent = KillIntent.ABORT
             self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
-            # (Cold review: status said a plain RUNNING through the grace period.)
+            # (Cold review: status said a plain RUNNING through the grace period,
+            # and a GUI listening to events could not show the job stopping.)
             self.note_reason(target, self._aborting_reason())
+            if self.listeners:
+                self.emit("aborting", target, target.status, target.status, target.reason)
         self.backend.terminate([target.dispatched_id for target in targets])
         return len(targets)
 
