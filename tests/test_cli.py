@@ -856,6 +856,7 @@ def test_abort_stops_the_running_job_and_the_queue_goes_on(cli, tmp_path):
     assert rows[stubborn]["DETAIL"].startswith("aborted")
     assert rows[following]["STATUS"] == "COMPLETED"
     assert cli.ok("logs", following).out == "the queue goes on\n"
+    assert cli.ok("abort").out == "no job runs: nothing to abort\n"  # (was "aborting 0 job(s)")
 
 
 def test_abort_of_one_job_stops_it_and_refuses_one_that_is_not_running(cli, tmp_path):

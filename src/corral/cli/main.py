@@ -546,6 +546,9 @@ def abort(context: click.Context, job_id: str | None) -> None:
     if job_id is not None:
         request["id"] = job_id
     reply = control_request(context, request, start=False)
+    if not reply["aborted"]:  # (cold review: "aborting 0 job(s)" read as if it had done so)
+        click.echo("no job runs: nothing to abort")
+        return
     click.echo(f"aborting {reply['aborted']} job(s)")
 
 
