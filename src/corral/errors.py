@@ -37,6 +37,7 @@ __all__ = [
     "DriverTerminated",
     "JournalError",
     "RunInUse",
+    "cancelled_message",
 ]
 
 
@@ -126,3 +127,9 @@ class JournalError(CorralError):
     empty, missing what its write-ahead log held, a value corral cannot read,
     or a write the writer process could not make. The message names the file
     and what is wrong."""
+
+
+def cancelled_message(job_id: object, name: str, reason: str | None) -> str:
+    """The message of the CancelledError a cancelled job's result raises, live
+    (``Job.result()``) or read back (``StoredJob.result_value()``) alike."""
+    return f"job {job_id} {name!r} was cancelled: {reason or 'cancelled'}"

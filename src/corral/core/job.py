@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.core.record import JobRecord, cancel_future
+from corral.errors import cancelled_message
 from corral.result import Result
 from corral.runtime.threads import plain_timeout, wait_in_slices
 from corral.spec import JobSpec, Task, check_job_id, make_spec, make_task
@@ -248,7 +249,7 @@ class Job(Future):
             return self.done()
 
     def _cancel_message(self) -> str:
-        return f"job {self.id} {self.name!r} was cancelled: {self.reason or 'cancelled'}"
+        return cancelled_message(self.id, self.name, self.reason)
 
     def __await__(self):
         """``await job``: as ``asyncio.wrap_future``, except that a cancel of the

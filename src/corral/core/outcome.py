@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from corral.core.record import KillIntent
 from corral.errors import JobFailed, JobTimedOut, RemoteTraceback, WorkerLost
 from corral.runtime.payload import loads_error
-from corral.runtime.spool import TAIL_BYTES, last_lines
+from corral.runtime.spool import TAIL_BYTES, last_lines, with_stderr_tail
 from corral.safe_repr import describe_error
 from corral.status import JobStatus
 from corral.units import format_span
@@ -125,12 +125,8 @@ def _exited(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
     error shows the last lines of its stderr and where the rest is."""
     reason = update.reason or f"exit code {update.exit_code}"
     kind = WorkerLost if reason.startswith("worker lost") else JobFailed
-    message = f"{_label(job)} failed: {reason}"
-    tail = stderr_tail(job)
-    if tail:
-        where = ("all of it is in job.stderr" if rules.files_are_temporary
-                 else f"{job.jobdir}/stderr")
-        message += f"\nlast lines of its stderr ({where}):\n{tail}"
+    where = "all of it is in job.stderr" if rules.files_are_temporary else f"{job.jobdir}/stderr"
+    message = with_stderr_tail(f"{_label(job)} failed: {reason}", stderr_tail(job), where)
     return Outcome(_S.FAILED, reason, None, kind(message, job_id=job.id, status=_S.FAILED,
                                                  reason=reason, exit_code=update.exit_code))
 

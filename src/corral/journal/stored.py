@@ -66,7 +66,7 @@ class StoredJob:
             JournalError: the stored result (or error) cannot be loaded: a
                 damaged value is never answered as None.
         """
-        from corral.errors import JobFailed, JobTimedOut, RemoteTraceback
+        from corral.errors import JobFailed, JobTimedOut, RemoteTraceback, cancelled_message
         from corral.runtime.payload import loads_error
 
         if self.error is not None:
@@ -81,8 +81,7 @@ class StoredJob:
         if self.status is JobStatus.CANCELLED:  # (as a live Job's result(): cold review)
             from concurrent.futures import CancelledError
 
-            raise CancelledError(f"job {self.id} {self.name!r} was cancelled: "
-                                 f"{self.reason or 'cancelled'}")
+            raise CancelledError(cancelled_message(self.id, self.name, self.reason))
         if self.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
             kind = JobTimedOut if self.status is JobStatus.TIMED_OUT else JobFailed
             raise kind(self._failure(), job_id=self.id, status=self.status,
@@ -97,13 +96,13 @@ class StoredJob:
         path = self.output_path("stderr")
         if path is None:
             return message
-        from corral.runtime.spool import TAIL_BYTES, last_lines, read_output
+        from corral.runtime.spool import TAIL_BYTES, last_lines, read_output, with_stderr_tail
 
         try:
             tail = last_lines(read_output(path, last_bytes=TAIL_BYTES))
         except OSError as error:  # (unreadable: its job's error is still the answer)
             return f"{message}\n(its stderr, {path}, cannot be read: {error.strerror or error})"
-        return f"{message}\nlast lines of its stderr ({path}):\n{tail}" if tail else message
+        return with_stderr_tail(message, tail, path)
 
     def load_result(self) -> Any:
         """The stored return value, whatever the status (None if none is stored).

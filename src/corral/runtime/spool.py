@@ -15,7 +15,7 @@ import os
 from corral.safe_repr import printable
 
 __all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there", "NOT_SAVED",
-           "keep_earlier_attempt", "TAIL_BYTES", "last_lines"]
+           "keep_earlier_attempt", "TAIL_BYTES", "last_lines", "with_stderr_tail"]
 
 #: How a job whose output could not be moved to its directory fails (a full disk):
 #: ``corral logs`` tells it from one that wrote nothing by these words.
@@ -135,6 +135,12 @@ def last_lines(text: str) -> str:
     lines = [printable(line) for line in text.rstrip("\n").splitlines()[-_TAIL_LINES:]]
     return "\n".join(line if len(line) <= _TAIL_LINE_CHARS
                      else f"{line[:_TAIL_LINE_CHARS]} [... line cut short]" for line in lines)
+
+
+def with_stderr_tail(message: str, tail: str, where: object) -> str:
+    """A failed job's error *message* followed by its stderr's last lines
+    (:func:`last_lines`) and *where* the rest is; the message alone if none."""
+    return f"{message}\nlast lines of its stderr ({where}):\n{tail}" if tail else message
 
 
 def read_output_if_there(path: str | os.PathLike[str],
