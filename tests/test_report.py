@@ -63,6 +63,27 @@ def test_a_killed_run_and_its_rerun_count_their_cores_once(tmp_path: Path) -> No
     assert summary.available_core_seconds <= 2 * summary.wall_seconds + 0.01
 
 
+def test_the_time_no_driver_ran_between_a_kill_and_its_rerun_offers_no_cores(
+        tmp_path: Path) -> None:
+    """The killed session was counted up to its rerun's start: a run that kept
+    both cores busy while driven read as half used after a pause of a few
+    seconds between the kill and the rerun (a night, in real life)."""
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-c", KILLED_THEN_RERUN, str(run), "kill"], timeout=60,
+                   capture_output=True)
+    killed_at = time.time()
+    wait_until(lambda: time.time() > killed_at + 3, 5, "a downtime worth seeing")
+    subprocess.run([sys.executable, "-c", KILLED_THEN_RERUN, str(run), "finish"], timeout=60,
+                   capture_output=True)
+    summary = read_view(corral.Run(run)).summary
+    assert summary.by_status == {"COMPLETED": 8}
+    assert summary.wall_seconds > 3, "the span runs from the first run to the rerun's end"
+    assert summary.available_core_seconds is not None
+    assert summary.available_core_seconds <= 2 * (summary.wall_seconds - 3) + 0.01, (
+        "the downtime offered no cores")
+    assert summary.utilisation is not None and summary.utilisation > 0.5
+
+
 def test_each_attempt_becomes_a_bar_with_its_outcome(mixed: Path) -> None:
     view = read_view(corral.Run(mixed))
     outcomes: dict[str, list[str]] = {}

@@ -12,6 +12,7 @@ through :class:`RunSource`, so that ``Run.report()`` can call down into it.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 
 import os
@@ -279,7 +280,9 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
     cores = [cores_of(jobs[index[a.job]]) if a.job in index else 1 for a in attempts]
     busy = sum(((a.end if a.end is not None else now) - a.start) * c
                for a, c in zip(attempts, cores, strict=True))
-    available = _available_core_seconds(sessions, first, last, now)
+    signs = sorted([*(a.start for a in attempts), *(a.end for a in attempts if a.end is not None),
+                    *(a.queued for a in attempts if a.queued is not None)])
+    available = _available_core_seconds(sessions, first, last, now, signs)
     return Summary(
         jobs=len(jobs), by_status=dict(by_status), first=first, last=last,
         busy_core_seconds=max(0.0, busy), available_core_seconds=available,
@@ -309,12 +312,15 @@ def _native_kind(sessions: Sequence[SessionLike]) -> str:
 
 
 def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None,
-                            last: float | None, now: float) -> float | None:
+                            last: float | None, now: float, signs: list[float]) -> float | None:
     """Each session's cores over the part of the run's span it drove; None when a
     session that ran jobs did not say its cores (a cluster, an older journal).
-    A session that never ended (its driver was killed) drove until the next one
-    began: counting it to the run's end counted the cores twice (a killed run
-    and its rerun read as a third used)."""
+    A session that never ended (its driver was killed) drove until its last sign
+    of life before the next one began (*signs*: the attempts' starts and ends,
+    sorted): counting it to the run's end counted the cores twice (a killed run
+    and its rerun read as a third used), and to the next start counted the time
+    nobody drove the run as cores left idle (a run killed at night and rerun in
+    the morning read as 5 % used)."""
     if first is None or last is None:
         return None
     total = 0.0
@@ -322,7 +328,13 @@ def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None
     for session in sessions:
         begin = max(first, session.started if session.started is not None else first)
         later = [start for start in starts if start > begin]
-        ended = session.ended if session.ended is not None else (later[0] if later else now)
+        if session.ended is not None:
+            ended = session.ended
+        elif later:
+            before_next = signs[:bisect.bisect_right(signs, later[0])]
+            ended = before_next[-1] if before_next else begin
+        else:
+            ended = now
         end = min(last, ended)
         if end <= begin:
             continue
