@@ -591,6 +591,28 @@ def test_after_a_failed_job_is_taken_and_cancelled_as_when_it_fails_later(cli):
     assert not (cli.run / "never").exists()
 
 
+def test_after_a_job_of_an_earlier_daemon_keeps_it_as_a_dependency_in_its_row(fresh):
+    """Known left (a review): a job submitted after one that had ended under an
+    earlier daemon was recorded without that dependency: the report drew no
+    edge, and the row did not say what it had come after."""
+    import corral
+
+    done = fresh.submit("--name", "compile", "true")
+    failed = fresh.submit("--name", "lint", "exit 1")
+    fresh("wait", done, failed)
+    fresh.ok("stop")
+    child = fresh.submit("--after", "compile", "true")
+    doomed = fresh.submit("--after", done, "--after", "lint", "true")
+    assert fresh("wait", child).status == 0
+    run = corral.Run(fresh.run)
+    assert run.job(child).deps == (int(done),)
+    assert run.job(doomed).deps == (int(done), int(failed))
+    assert run.job(doomed).status is corral.JobStatus.CANCELLED
+    from corral.report.model import page_data, read_view
+
+    assert page_data(read_view(run))["jobs"]["deps"] == [[], [], [0], [0, 1]], "the edges drawn"
+
+
 def test_after_a_failed_job_the_journal_has_not_caught_up_with_is_cancelled(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """BUG (attack review): a parent that had failed and been let go, its

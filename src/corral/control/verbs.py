@@ -50,7 +50,8 @@ class Driver(Protocol):
     def _flush_journal_now(self) -> None: ...
 
     def _submit_from_outside(self, task: Task, options: dict[str, Any],
-                             doomed: str | None = None) -> Job: ...
+                             doomed: str | None = None,
+                             ended_deps: tuple[int | str, ...] = ()) -> Job: ...
 
     def _ended_as(self, job_id: int | str, name: str) -> JobStatus | None: ...
 
@@ -169,6 +170,7 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
     """Make the job of a submit request; return its id (which it has: it is
     dispatched), and why it was cancelled at once, if it was."""
     after = []
+    ended = []  # jobs it comes after that this driver no longer holds: in its row only
     doomed = None  # why it is cancelled at once: a job it comes after did not complete
     # (Each once: 10,000 --after of one job held every other submitter for 30 s.)
     for parent in dict.fromkeys(_job_refs(request, "after")):
@@ -188,6 +190,8 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
             raise CorralError(f"{ended_message(parent_id, status)}; a job after it would never run")
         if job is not None:  # (its row names them all, the one that dooms it too)
             after.append(job)
+        else:
+            ended.append(stored.id)
     if after:
         options["after"] = after
     if options.get("env") is not None:
@@ -199,7 +203,8 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
                           **{name: None for name in os.environ if name not in given}}
     try:
         job = scheduler._submit_from_outside(
-            Shell(command if isinstance(command, str) else tuple(command)), options, doomed)
+            Shell(command if isinstance(command, str) else tuple(command)), options, doomed,
+            tuple(ended))
     except RuntimeError:  # shut down meanwhile
         _refuse_when_stopping(scheduler)
         raise

@@ -152,6 +152,9 @@ class JobRecord:
     recorded_first: bool = False        # starts only once its row is committed (corral submit)
     unrecorded: Exception | None = None  # why that commit failed (it was cancelled)
     doomed: str | None = None           # cancelled as soon as it is added, with this reason
+    #: Jobs it comes after that had ended before it was made (``corral submit
+    #: --after`` a job the driver no longer holds): in its row, never waited for.
+    ended_deps: tuple[int | str, ...] = ()
     result_blob: bytes | None = None
     error_blob: bytes | None = None
     #: While on_finish decides on it: (the exception its result() will raise,

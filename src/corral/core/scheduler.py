@@ -952,12 +952,15 @@ class Scheduler(Executor):
         return self._registry.ended_as(job_id, name)
 
     def _submit_from_outside(self, task: Task, options: dict[str, Any],
-                             doomed: str | None = None) -> Job:
+                             doomed: str | None = None,
+                             ended_deps: tuple[int | str, ...] = ()) -> Job:
         """Make and dispatch a job that ``corral submit`` sent over the control
         socket, and return once its id is in the journal (the id answered to
         the command is on disk). The same command submitted again is new work:
         it is never matched against earlier runs. A *doomed* job is recorded
         CANCELLED with that reason, and never runs (one after a job that failed).
+        *ended_deps*: ids of jobs it comes after that had ended before (its row
+        names them, for the report's edges and a restarted daemon).
 
         Raises:
             JournalError: the journal could not write what came before (no job
@@ -967,6 +970,7 @@ class Scheduler(Executor):
         job = Job(task, **options)
         job._record.always_new = job._record.recorded_first = True
         job._record.doomed = doomed
+        job._record.ended_deps = ended_deps
         # What the journal failed to write before is said now, to this command,
         # before its job exists: after it, it would be taken for the job's own.
         try:

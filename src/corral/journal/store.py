@@ -100,6 +100,7 @@ class JournaledJob(Protocol):
 
     id: Any
     deps: Any  # its dependencies, each with an ``id``
+    ended_deps: tuple[Any, ...]  # ids of those that had ended before it was made
     status: JobStatus
     reason: str | None
     exit_code: int | None
@@ -456,6 +457,8 @@ class Journal:
               spec: str) -> None:
         """Record a new job (*spec* is JSON); written at the next :meth:`flush`."""
         deps = [dep.id for dep in job.deps]  # JSON-encoded by the writer process
+        if job.ended_deps:
+            deps += job.ended_deps
         self._new_jobs.append((
             str(job.id), job.id if isinstance(job.id, int) else None, self._seq, key, job.name,
             kind, command, spec, deps, self.session, slot))
