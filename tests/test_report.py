@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -245,15 +246,26 @@ def test_waits_that_ended_without_a_start_count_as_waiting_on_the_page(tmp_path)
               ("2", 11.0, "running", "completed", None)]
     assert waits_that_ended_unstarted(events) == [("2", 0.0, 3.0)]
     script = tmp_path / "rerun.py"
-    script.write_text("import sys, corral\n"
-                      "with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:\n"
-                      "    jobs = [scheduler.shell(f'sleep {sys.argv[2]}', name=f'j{n}')\n"
-                      "            for n in range(3)]\n"
-                      "    if sys.argv[2] != '0':\n"
-                      "        corral.wait(jobs[:1])\n"
-                      "        import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n")
+    script.write_text(textwrap.dedent("""\
+        import os, signal, sys, time, corral
+
+        def journaled_running(run, job):  # (then its row says j1 and j2 wait)
+            try:
+                return run.job(job.id).status is corral.JobStatus.RUNNING
+            except KeyError:
+                return False
+
+        with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
+            jobs = [scheduler.shell(f'sleep {sys.argv[2]}', name=f'j{n}') for n in range(3)]
+            if sys.argv[2] != '0':
+                deadline = time.monotonic() + 30
+                while not journaled_running(corral.Run(sys.argv[1]), jobs[0]) \\
+                        and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                os.kill(os.getpid(), signal.SIGKILL)
+        """))
     run = tmp_path / "run"
-    for sleep in ("0.3", "0"):
+    for sleep in ("5", "0"):
         subprocess.run([sys.executable, str(script), str(run), sleep], timeout=60,
                        capture_output=True)
     data = page_data(read_view(corral.Run(run)))
