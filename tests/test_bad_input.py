@@ -592,7 +592,7 @@ def test_an_id_that_is_neither_int_nor_string_is_refused():
 
 
 @pytest.mark.parametrize("option, message", [
-    ("after", r"^after: \[\[\[\[\.\.\.\]\]\]\] is neither a Job nor the name of a job$"),
+    ("after", r"^after: \[\[\[\[\.\.\.\]\]\]\] is neither a Job nor a job's name or id$"),
     ("env", r"^env=\[\[\[\[\.\.\.\]\]\]\] must be a mapping of variable names to strings$"),
     ("cores", r"^cores=\[\[\[\[\.\.\.\]\]\]\] must be an int >= 1"),
     ("walltime", r"^walltime=\[\[\[\[\.\.\.\]\]\]\] is not a duration"),

@@ -155,8 +155,51 @@ def test_a_name_in_after_never_refers_to_the_job_itself(scheduler):
 
 def test_after_an_unknown_name_is_refused(scheduler):
     with pytest.raises(corral.DependencyError,
-                       match=r"job 'noop' waits for after='setup', but no job has that name"):
+                       match=r"^job 'noop' waits for after='setup', but no job has that name or "
+                             r"id; dispatch that job first or in the same batch$"):
         scheduler.options(after="setup").submit(jobs.noop)
+    with pytest.raises(corral.DependencyError,
+                       match=r"^job 'noop' waits for after=999, but no job has that id; "):
+        scheduler.options(after=999).submit(jobs.noop)
+    with pytest.raises(corral.DependencyError,
+                       match=r"^job 'noop' waits for after='me', its own id: a job cannot wait "
+                             r"for itself$"):
+        scheduler.dispatch([Job(jobs.noop, id="me", after=["me"])])
+
+
+def test_after_an_id_waits_for_that_job(scheduler, tmp_path):
+    """Seed audit (e3, hypertunity: jobs keyed by id): after=["build"], the id
+    given to a job of the same batch, was refused as naming no job, and
+    after=[7] as neither a Job nor a name; corral submit --after takes both."""
+    release = tmp_path / "release"
+    build = Job(jobs.wait_for_file, (str(release),), id="build")
+    test = Job(jobs.noop, id="test", after=["build"])
+    scheduler.dispatch([build, test])
+    numbered = scheduler.submit(jobs.wait_for_file, str(release))
+    later = scheduler.options(after=[numbered.id]).submit(jobs.noop)
+    also = scheduler.options(after=str(numbered.id)).submit(jobs.noop)
+    assert [[dep.id for dep in job._record.deps] for job in (test, later, also)] == [
+        ["build"], [numbered.id], [numbered.id]]
+    assert not any(job.running() or job.done() for job in (test, later, also))
+    release.touch()
+    for job in (test, later, also):
+        job.result(timeout=30)
+    assert test.record.started >= build.record.ended
+    assert later.record.started >= numbered.record.ended
+
+
+def test_after_the_id_of_a_job_the_program_let_go_of_says_so(scheduler):
+    import gc
+
+    gone = scheduler.submit(jobs.noop)
+    gone.result(timeout=30)
+    gone_id = gone.id
+    del gone
+    gc.collect()
+    with pytest.raises(corral.DependencyError,
+                       match=rf"^after={gone_id}: job {gone_id} has finished and this program no "
+                             r"longer holds it; pass the Job itself$"):
+        scheduler.options(after=gone_id).submit(jobs.noop)
 
 
 def test_a_dependency_on_another_schedulers_job_is_refused(scheduler):

@@ -71,7 +71,7 @@ def test_a_commands_default_name_is_the_program_or_script_it_runs(command, name)
                         r"run again as many times; ask for at most 1,000"),
     ({"retries": 2**20000}, r"retries=<int of 20001 bits> is more than 1,000"),
     ({"name": ""}, r"name='' must be a non-empty string"),
-    ({"after": [42]}, r"after: 42 is neither a Job nor the name of a job"),
+    ({"after": [4.2]}, r"after: 4.2 is neither a Job nor a job's name or id"),
     ({"cwd": "/no/such/dir"}, r"cwd='/no/such/dir' is not an existing directory"),
     ({"env": {"A=B": "x"}}, r"env: 'A=B'='x' is not a valid environment variable"),
     ({"env": ["A"]}, r"env=\['A'\] must be a mapping"),

@@ -150,13 +150,15 @@ def _after(value: Any, field: str) -> tuple[Any, ...]:
     if value is None:
         return ()
     if isinstance(value, Mapping):
-        raise ValueError(f"{field}={_shown(value)} must be a Job, a job name, or a list of them")
+        raise ValueError(f"{field}={_shown(value)} must be a Job, a job's name or id, or a list "
+                         "of them")
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         value = (value,)
     items = bounded_tuple(value, field)
     for item in items:
-        if isinstance(item, bool) or not (isinstance(item, str) or hasattr(item, "_is_corral_job")):
-            raise ValueError(f"{field}: {_shown(item)} is neither a Job nor the name of a job")
+        if isinstance(item, bool) or not (isinstance(item, (str, int))
+                                          or hasattr(item, "_is_corral_job")):
+            raise ValueError(f"{field}: {_shown(item)} is neither a Job nor a job's name or id")
     return items
 
 

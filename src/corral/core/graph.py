@@ -1,7 +1,8 @@
 """Turn a batch of new jobs into a dependency graph the control loop can trust.
 
 Dependencies come from two places: a Job passed among another job's arguments
-(its result is passed in its place) and ``after=[...]`` (jobs or job names).
+(its result is passed in its place) and ``after=[...]`` (jobs, job names, or
+the ids of jobs no job is named after).
 :func:`plan_batch` finds them all, pulls in dependencies that were never
 dispatched, refuses cycles (naming the jobs in one) and returns the batch in
 an order where every job comes after its dependencies.
@@ -50,7 +51,8 @@ def replace_jobs(value: Any, found: list[Job]) -> Any:
 
 
 def plan_batch(jobs: Iterable[Job], records_named: Callable[[str], list[Any]],
-               value_deps: Callable[[JobRecord], list[Job]]) -> list[Job]:
+               value_deps: Callable[[JobRecord], list[Job]],
+               record_with_id: Callable[[int | str], Any] = lambda job_id: None) -> list[Job]:
     """Resolve dependencies of *jobs* and return them, and any undispatched
     dependency, in dependency order.
 
@@ -62,9 +64,11 @@ def plan_batch(jobs: Iterable[Job], records_named: Callable[[str], list[Any]],
             given name (a finished one may be a stand-in, see
             :class:`corral.core.registry.FinishedJob`).
         value_deps: the Jobs found among a job's arguments (computed once each).
+        record_with_id: the record of the dispatched job with this id, or None.
 
     Raises:
-        DependencyError: ``after=`` names no known job, or the batch has a cycle.
+        DependencyError: ``after=`` names or numbers no known job, or the batch
+            has a cycle.
     """
     pending = list(jobs)
     found_before: dict[int, list[Job]] = {}  # id() of a record -> its value_deps()
@@ -95,13 +99,19 @@ def plan_batch(jobs: Iterable[Job], records_named: Callable[[str], list[Any]],
     batch.reverse()
 
     named_here: dict[str, list[JobRecord]] = {}
+    with_id_here: dict[str, JobRecord] = {}  # the ids given with id= (others come later)
     for job in batch:
         named_here.setdefault(job.name, []).append(job._record)
+        if job._record.id is not None:
+            with_id_here[str(job._record.id)] = job._record
     for job in batch:
         record = job._record
         deps: list[Any] = []
         seen: set[tuple] = set()
-        for dep in _after_records(record, named_here, records_named) + record.value_deps:
+        after = _after_records(record, named_here, records_named,
+                               lambda job_id: with_id_here.get(str(job_id))
+                               or record_with_id(job_id))
+        for dep in after + record.value_deps:
             if _which_job(dep) not in seen:
                 seen.add(_which_job(dep))
                 deps.append(dep)
@@ -120,23 +130,36 @@ def _which_job(dep: Any) -> tuple:
 
 
 def _after_records(record: JobRecord, named_here: dict[str, list[JobRecord]],
-                   records_named: Callable[[str], list[Any]]) -> list[Any]:
+                   records_named: Callable[[str], list[Any]],
+                   record_with_id: Callable[[int | str], Any]) -> list[Any]:
+    """What *record*'s ``after=`` names: Jobs; every job of a name; else the
+    job of that id (e3 and hypertunity users key their jobs by id; ``corral
+    submit --after`` takes both). A number is an id."""
     found: list[Any] = []
     for item in record.spec.after:
         if isinstance(item, Job):
             found.append(item._record)
             continue
-        matches: list[Any] = [other for other in named_here.get(item, []) if other is not record]
-        matches += records_named(item)
+        matches: list[Any] = [] if isinstance(item, int) else [
+            other for other in named_here.get(item, []) if other is not record]
+        if not isinstance(item, int):
+            matches += records_named(item)
+        if not matches:
+            numbered = record_with_id(item)
+            if numbered is not None and numbered is not record:
+                matches.append(numbered)
         if not matches and item == record.name:
             raise DependencyError(
                 f"job {record.name!r} waits for after={item!r}, its own name: a job cannot "
                 "wait for itself (after= a name waits for the other jobs of that name)")
+        if not matches and str(item) == str(record.id):
+            raise DependencyError(f"job {record.name!r} waits for after={item!r}, its own id: "
+                                  "a job cannot wait for itself")
         if not matches:
             raise DependencyError(
-                f"job {record.name!r} waits for after={item!r}, but no job has that name; "
-                "dispatch that job first or in the same batch"
-            )
+                f"job {record.name!r} waits for after={item!r}, but no job has that "
+                f"{'id' if isinstance(item, int) else 'name or id'}; dispatch that job first "
+                "or in the same batch")
         found.extend(matches)
     return found
 

@@ -31,7 +31,7 @@ from corral.call_fit import check_map_fits
 from corral.control.server import ControlServer
 from corral.control.verbs import handle as handle_request
 from corral.core.engine import Engine, LoopStuck
-from corral.errors import BackendError, ResourceError
+from corral.errors import BackendError, DependencyError, ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result, refuse_formatted_jobs
@@ -532,7 +532,7 @@ class Scheduler(Executor):
                 raise BackendError(f"cannot dispatch jobs: this scheduler's control loop "
                                    f"crashed ({self._engine.crash!r}; see the log); make a "
                                    "new Scheduler")
-            batch = plan_batch(given, self._registry.named, _value_deps)
+            batch = plan_batch(given, self._registry.named, _value_deps, self._record_with_id)
             records = [job._record for job in batch]
             first_number = self._registry.next_number
             numbered: set[str] = set()
@@ -945,6 +945,15 @@ class Scheduler(Executor):
         if found is None and isinstance(job_id, str) and is_number_text(job_id):
             found = self._registry.get(int(job_id))
         return found
+
+    def _record_with_id(self, job_id: int | str) -> JobRecord | None:
+        """The record of the dispatched job *job_id* names in ``after=``, or
+        None; one that finished and was let go of cannot be waited after."""
+        found = self._lookup(job_id)
+        if found is None and self._registry.id_taken(str(job_id)):
+            raise DependencyError(f"after={job_id!r}: job {job_id} has finished and this program "
+                                  "no longer holds it; pass the Job itself")
+        return None if found is None else found._record
 
     def _ended_as(self, job_id: int | str, name: str) -> JobStatus | None:
         """How a job of this session that the program no longer holds ended
