@@ -2156,6 +2156,43 @@ def test_a_closure_or_a_global_with_another_value_is_other_work(tmp_path):
     assert run(10) == "30 11 True True"    # and now these are stored
 
 
+HELPER_SCRIPT = """
+import sys, corral
+SCALE = int(sys.argv[3])
+
+def prepare(x):
+    return x + {step} * SCALE
+
+def simulate(x):
+    return prepare(x) * 2
+
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
+    job = sched.submit(simulate, int(sys.argv[2]))
+    print(job.result(), job.reason is not None)
+"""
+
+
+def test_a_helper_of_the_scripts_own_that_changed_is_other_work(tmp_path):
+    """Cold review (a notebook user): a helper function edited in the script
+    (or a notebook cell) that the job's function calls was not part of the
+    job's key, so the rerun restored the old helper's results; so was a
+    constant only the helper reads."""
+    script = tmp_path / "helper.py"
+
+    def run(step: int, scale: int = 1) -> str:
+        script.write_text(HELPER_SCRIPT.replace("{step}", str(step)))
+        done = subprocess.run([sys.executable, os.fspath(script), os.fspath(tmp_path / "run"),
+                               "1", str(scale)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run(1) == "4 False"
+    assert run(1) == "4 True", "the same helper: restored"
+    assert run(100) == "202 False", "an edited helper: run again"
+    assert run(100, scale=2) == "402 False", "a constant the helper reads: run again"
+    assert run(100, scale=2) == "402 True"
+
+
 def test_jobs_a_killed_driver_left_running_end_when_the_next_session_starts(tmp_path):
     run, release = tmp_path / "run", tmp_path / "release"
     driver = start_driver(tmp_path, "mixed", run, release)

@@ -64,6 +64,10 @@ def _callable_parts(fn: Any) -> tuple[bytes, bytes]:
             and getattr(fn, "__kwdefaults__", None) is None
             and not _global_names(fn.__code__)):  # reads nothing: the common tiny function
         return code, _READS_NOTHING_BYTES
+    helpers = _helpers(fn)
+    if helpers:  # (none: the bytes as ever, so the keys of earlier runs still match)
+        code += b"\0uses\0" + b"\0".join(
+            name.encode() + b"=" + _cached_identity(helper) for name, helper in helpers)
     cells = []
     for cell in getattr(fn, "__closure__", None) or ():
         try:
@@ -71,7 +75,7 @@ def _callable_parts(fn: Any) -> tuple[bytes, bytes]:
         except ValueError:  # an empty cell
             cells.append(None)
     read = (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None),
-            tuple(cells), _plain_globals(fn))
+            tuple(cells), _plain_globals(fn, helpers))
     return code, (_READS_NOTHING_BYTES if read == _READS_NOTHING else _stable_bytes(read))
 
 
@@ -80,13 +84,43 @@ def _callable_parts(fn: Any) -> tuple[bytes, bytes]:
 _READS_NOTHING = (None, None, (), ())
 
 
-def _plain_globals(fn: Any) -> tuple:
-    """The globals *fn*'s code names whose values are plain data (numbers,
-    strings, containers of them): a constant at the top of a script that
-    changed means the job computes something else."""
+def _plain_globals(fn: Any, helpers: list[tuple[str, types.FunctionType]]) -> tuple:
+    """The globals *fn*'s code (and its *helpers*') names whose values are
+    plain data (numbers, strings, containers of them): a constant at the top
+    of a script that changed means the job computes something else."""
     space = getattr(fn, "__globals__", {})
-    return tuple((name, space[name]) for name in _global_names(fn.__code__)
+    names = _global_names(fn.__code__)
+    if helpers:
+        names = tuple(sorted({*names, *(name for _, helper in helpers
+                                        for name in _global_names(helper.__code__))}))
+    return tuple((name, space[name]) for name in names
                  if name in space and _is_plain(space[name]))
+
+
+#: At most this many helpers of a job's function are looked at (the first found).
+_HELPERS_SEEN = 64
+
+
+def _helpers(fn: Any) -> list[tuple[str, types.FunctionType]]:
+    """The functions of *fn*'s own module that its code names, and theirs in
+    turn, by name: what it calls there is part of what it computes (cold
+    review, a notebook user: a helper edited in the script or notebook, and
+    the rerun restored the results of the old one). Functions of other
+    modules are not followed: their code is the installed package's."""
+    module = getattr(fn, "__module__", None)
+    space = getattr(fn, "__globals__", None)
+    if module is None or space is None:
+        return []
+    found: dict[str, types.FunctionType] = {}
+    pending = [fn]
+    while pending and len(found) < _HELPERS_SEEN:
+        for name in _global_names(pending.pop().__code__):
+            value = space.get(name)
+            if (type(value) is types.FunctionType and value is not fn and name not in found
+                    and value.__module__ == module):
+                found[name] = value
+                pending.append(value)
+    return sorted(found.items())
 
 
 @functools.lru_cache(maxsize=256)
