@@ -102,14 +102,15 @@ _HELPERS_SEEN = 64
 
 
 def _helpers(fn: Any) -> list[tuple[str, types.FunctionType]]:
-    """The functions of *fn*'s own module that its code names, and theirs in
-    turn, by name: what it calls there is part of what it computes (cold
-    review, a notebook user: a helper edited in the script or notebook, and
-    the rerun restored the results of the old one). Functions of other
-    modules are not followed: their code is the installed package's."""
+    """For a function of the script (``__main__``: a script, a notebook), the
+    functions of the script that its code names, and theirs in turn, by name:
+    what it calls there is part of what it computes (cold review, a notebook
+    user: a helper edited in a cell, and the rerun restored the results of the
+    old one). A module's functions are not followed (the README says so): a
+    library's function names dozens, walked for every job."""
     module = getattr(fn, "__module__", None)
     space = getattr(fn, "__globals__", None)
-    if module is None or space is None:
+    if module != "__main__" or space is None:
         return []
     found: dict[str, types.FunctionType] = {}
     pending = [fn]
