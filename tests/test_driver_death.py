@@ -34,7 +34,10 @@ HERE = Path(__file__).parent
 DRIVER_DEATH_LIMIT_S = 2.0  # the promise: no job process 2 s after the driver died
 #: The reason of the jobs a signal cancelled, as `corral status` shows it.
 CANCELLED_BY = {signal.SIGTERM: "the driver was terminated (SIGTERM)",
-                signal.SIGINT: "the driver was interrupted (Ctrl-C, SIGINT)"}
+                signal.SIGINT: "the driver was interrupted (Ctrl-C, SIGINT)",
+                signal.SIGHUP: "the driver's terminal was closed (SIGHUP)"}
+#: The exit status of a driver each signal ended (SIGINT: re-raised, as Python does).
+EXIT_STATUS = {signal.SIGTERM: 143, signal.SIGHUP: 129, signal.SIGINT: -signal.SIGINT}
 
 
 def _read_pids(out: Path) -> dict[str, int]:
@@ -88,12 +91,15 @@ def _assert_all_gone_soon(pids: dict[str, int]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["plain", "journal"])
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
 @pytest.mark.parametrize("waits_in", ["result", "with"], ids=["in result()", "in with"])
 def test_a_terminated_driver_cancels_its_jobs_kills_their_processes_and_tidies_up(
         tmp_path: Path, mode: str, signum: int, waits_in: str) -> None:
     """The driver waits in job.result(), or in the with block's own wait (there
-    the jobs' reason said only "interrupted": cold review)."""
+    the jobs' reason said only "interrupted": cold review). SIGHUP (a terminal
+    closed, an ssh session dropped) ended it as SIGKILL does: the journal kept
+    its jobs RUNNING, with no reason (attack review)."""
     driver = _start_driver(mode, tmp_path, waits_in)
     pids = _wait_for_jobs_to_run(driver, tmp_path)
     run_dir = Path((tmp_path / "run_dir").read_text())
@@ -101,7 +107,7 @@ def test_a_terminated_driver_cancels_its_jobs_kills_their_processes_and_tidies_u
     _, stderr = driver.communicate(timeout=30)
     _assert_all_gone_soon(pids)
     # It ended as an exception in the with block ends it, with the usual exit status.
-    assert driver.returncode == (143 if signum == signal.SIGTERM else -signal.SIGINT), stderr
+    assert driver.returncode == EXIT_STATUS[signum], stderr
     reason = CANCELLED_BY[signum]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == {"shell": ["CANCELLED", reason], "call_with_a_child": ["CANCELLED", reason],
@@ -785,3 +791,30 @@ def test_a_loop_is_given_up_on_only_5_s_after_both_the_callback_and_the_signal_b
     with corral.Scheduler(cores=1) as scheduler:
         scheduler.submit(abs, 1).result(timeout=30)  # (the loop runs)
         assert scheduler._engine.stuck() is stuck
+
+
+GOES_ON_AFTER_CTRL_C = """
+import os, signal, sys, threading, corral
+scheduler = corral.Scheduler(cores=1)   # left open: the interpreter's exit waits for it
+first = scheduler.shell("sleep 60")
+try:
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    first.result()
+except KeyboardInterrupt:   # caught, as a REPL or a notebook does: the program goes on
+    first.cancel()
+    print("caught", flush=True)
+later = scheduler.shell(f"touch {sys.argv[1]}", name="analysis")
+"""
+
+
+def test_a_ctrl_c_the_program_caught_does_not_cancel_the_jobs_it_submits_after(
+        tmp_path: Path) -> None:
+    """Cold review (a notebook user): one Ctrl-C, caught by the REPL, marked
+    the program as ending for good: at exit, every job submitted since was
+    cancelled, "the driver was interrupted (Ctrl-C, SIGINT)", where the exit
+    waits for them without that Ctrl-C."""
+    made = tmp_path / "made"
+    done = subprocess.run([sys.executable, "-c", GOES_ON_AFTER_CTRL_C, os.fspath(made)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "caught\n", done.stderr
+    assert made.exists(), f"the job submitted after the Ctrl-C ran at exit: {done.stderr}"

@@ -109,12 +109,13 @@ class RemoteTraceback(Exception):
 
 
 class DriverTerminated(SystemExit):
-    """SIGTERM reached a program that runs a scheduler (see :mod:`corral.core.driver_signals`).
+    """SIGTERM (or SIGHUP) reached a program that runs a scheduler (see
+    :mod:`corral.core.driver_signals`).
 
     Raised in the main thread so that ``with Scheduler()`` blocks and
     ``finally`` clauses run: unfinished jobs are cancelled, temporary files
-    removed. Uncaught, it ends the program with status 143 (128 + SIGTERM),
-    without a traceback, as the default action would have.
+    removed. Uncaught, it ends the program with status 143 (128 + SIGTERM;
+    129 for SIGHUP), without a traceback, as the default action would have.
     """
 
 

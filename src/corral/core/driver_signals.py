@@ -5,11 +5,16 @@ Python's default SIGTERM action ends the process at once: no ``finally``, no
 stayed. While a scheduler lives, and only if the program left the default
 handler in place, SIGTERM raises :class:`corral.errors.DriverTerminated` (a
 ``SystemExit`` with status 143, so an uncaught one ends the program quietly
-with the status a shell expects). SIGINT keeps raising KeyboardInterrupt.
+with the status a shell expects); so does SIGHUP (the terminal closed, an ssh
+session dropped: status 129; ``nohup`` ignores it, and then so do we). SIGINT
+keeps raising KeyboardInterrupt.
 
-Either signal also marks the process as *terminating*: a scheduler left open
-outside a ``with`` block then cancels its jobs at interpreter exit instead of
-waiting for them, as it would after a normal end of the program.
+Each also marks the process as *terminating*: a scheduler left open outside a
+``with`` block then cancels its jobs at interpreter exit instead of waiting for
+them, as it would after a normal end of the program. A program that caught the
+exception and went on (a REPL, a notebook: every Ctrl-C is caught there) is
+not ending: the mark goes when its main thread dispatches a job again (see
+:func:`going_on`).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ def install() -> None:
     if _installed or threading.current_thread() is not threading.main_thread():
         return
     _installed = True
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    for signum in _ENDING:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _on_ending_signal)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
     global _fork_hook_set
@@ -61,14 +67,19 @@ def _restore_in_child() -> None:
     """Python's default handlers where ours are installed. Also run in a
     child forked from the driver (a fork-based pool), which is no driver:
     SIGTERM must end it, as its parent's pool expects."""
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum in _ENDING:
+        if signal.getsignal(signum) is _on_ending_signal:
+            signal.signal(signum, signal.SIG_DFL)
     if signal.getsignal(signal.SIGINT) is _on_sigint:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    _note("SIGTERM")
+#: The signals whose default action ends the process, raised as DriverTerminated.
+_ENDING = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_ending_signal(signum: int, frame: object) -> None:
+    _note(signal.Signals(signum).name)
     raise DriverTerminated(128 + signum)
 
 
@@ -89,20 +100,33 @@ def _note(name: str) -> None:
 _ending_since: float | None = None
 
 
+def going_on() -> None:
+    """The program goes on after a signal it caught (its main thread dispatches
+    a job): it is not ending, and a scheduler left open waits for its jobs at
+    exit again (cold review, a notebook user: one Ctrl-C, caught by the REPL,
+    had every job submitted since cancelled at exit, "the driver was
+    interrupted")."""
+    global _terminated_by, _ending_since
+    if _terminated_by is not None and threading.current_thread() is threading.main_thread():
+        _terminated_by = _ending_since = None
+
+
 def told_to_end_for() -> float | None:
     """Seconds since the first SIGTERM or SIGINT reached the driver; None if none has."""
     return None if _ending_since is None else time.monotonic() - _ending_since
 
 
 def ending_status() -> int:
-    """The exit status of a driver that a signal ends: 143 (SIGTERM), 130 (SIGINT)."""
-    return 130 if _terminated_by == "SIGINT" else 143
+    """The exit status of a driver that a signal ends: 143 (SIGTERM), 130
+    (SIGINT), 129 (SIGHUP)."""
+    return 128 + int(getattr(signal, _terminated_by or "SIGTERM"))
 
 
 #: The reason of jobs cancelled by each signal. Ctrl-C interrupts: a program
 #: (a REPL, a notebook) may catch it and go on, so it does not claim an end.
 _SIGNAL_REASONS = {"SIGTERM": "the driver was terminated (SIGTERM)",
-                   "SIGINT": "the driver was interrupted (Ctrl-C, SIGINT)"}
+                   "SIGINT": "the driver was interrupted (Ctrl-C, SIGINT)",
+                   "SIGHUP": "the driver's terminal was closed (SIGHUP)"}
 
 
 def termination_reason() -> str | None:
@@ -113,7 +137,8 @@ def termination_reason() -> str | None:
 def reason_for(error: BaseException | None) -> str:
     """The reason given to jobs cancelled because *error* left a ``with`` block."""
     if isinstance(error, DriverTerminated):
-        return _SIGNAL_REASONS["SIGTERM"]
+        hung_up = error.code == 128 + signal.SIGHUP
+        return _SIGNAL_REASONS["SIGHUP" if hung_up else "SIGTERM"]
     if isinstance(error, KeyboardInterrupt):
         # (one that no Ctrl-C raised: a job's own, re-raised by result(), is not said to be one)
         return (_SIGNAL_REASONS["SIGINT"] if _terminated_by == "SIGINT"

@@ -524,6 +524,7 @@ class Scheduler(Executor):
                 raise ValueError(f"{job!r} was already dispatched")
             if job.status is not JobStatus.NEW or job.done():
                 raise ValueError(f"{job!r} cannot be dispatched: it is {job.status.name}")
+        driver_signals.going_on()
         with self._lock:
             _refuse_after_interpreter_exit()  # before anything is registered
             if self._shut:
