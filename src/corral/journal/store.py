@@ -303,6 +303,11 @@ class Journal:
             except ValueError:
                 owner = {}
             handle.close()
+            if owner.get("pid") == os.getpid():  # (a notebook's cell run twice)
+                raise RunInUse(
+                    f"run directory {self.run_dir} is driven by a Scheduler this program made "
+                    "before and did not shut down: use that one, or call its shutdown() "
+                    "first") from None
             raise RunInUse(
                 f"run directory {self.run_dir} is driven by another process "
                 f"({owner.get('kind', 'a corral scheduler')}, pid {owner.get('pid', '?')}); "
