@@ -818,3 +818,20 @@ def test_a_ctrl_c_the_program_caught_does_not_cancel_the_jobs_it_submits_after(
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "caught\n", done.stderr
     assert made.exists(), f"the job submitted after the Ctrl-C ran at exit: {done.stderr}"
+
+
+CTRL_C_WHILE_EXIT_WAITS = """
+import os, signal, threading, corral
+scheduler = corral.Scheduler(cores=1)   # left open: the interpreter's exit waits for it
+scheduler.shell("sleep 60", name="analysis")
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+"""
+
+
+def test_ctrl_c_while_the_exit_waits_for_jobs_cancels_them_in_one_line(tmp_path: Path) -> None:
+    """Cold review (a notebook user): the jobs were cancelled and said so, and
+    then the interpreter printed a 20-line traceback of its own exit hook."""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_EXIT_WAITS],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stderr == ("corral: 1 of 1 job did not complete: 1 cancelled (job 1 'analysis': "
+                           "the driver was interrupted (Ctrl-C, SIGINT))\n")

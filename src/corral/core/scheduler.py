@@ -31,7 +31,7 @@ from corral.call_fit import check_map_fits
 from corral.control.server import ControlServer
 from corral.control.verbs import handle as handle_request
 from corral.core.engine import Engine, LoopStuck
-from corral.errors import BackendError, DependencyError, ResourceError
+from corral.errors import BackendError, DependencyError, DriverTerminated, ResourceError
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result, refuse_formatted_jobs
@@ -1214,7 +1214,13 @@ def _at_interpreter_exit() -> None:
     _interpreter_exiting = True
     for scheduler in list(_open_schedulers):
         try:  # one scheduler's failure must not leave the others running
-            scheduler._at_exit()
+            try:
+                scheduler._at_exit()
+            except (KeyboardInterrupt, DriverTerminated):
+                # Ctrl-C while the exit waited: the jobs were cancelled and waited for,
+                # and the one line said so; it printed a traceback of the interpreter's
+                # own as well (cold review). Again, to tidy up; the next see the signal.
+                scheduler._at_exit()
         except Exception:
             logging.getLogger("corral.scheduler").exception("could not shut %r down at exit",
                                                             scheduler)
