@@ -835,3 +835,28 @@ def test_ctrl_c_while_the_exit_waits_for_jobs_cancels_them_in_one_line(tmp_path:
                           capture_output=True, text=True, timeout=60)
     assert done.stderr == ("corral: 1 of 1 job did not complete: 1 cancelled (job 1 'analysis': "
                            "the driver was interrupted (Ctrl-C, SIGINT))\n")
+
+
+def test_a_signal_as_the_control_loop_starts_leaves_it_known(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Attack review (SIGTERM 0.2 s after a driver began, 2 of 20 tries): the
+    exception came as the loop's thread started, before the engine held it;
+    the with block's end took the loop for never started, closed the backend
+    under it, and the loop crashed ("I/O operation on closed epoll object")."""
+    from corral.core import engine as engine_module
+
+    real = engine_module.start_quietly
+
+    def started_then_interrupted(thread: threading.Thread) -> None:
+        real(thread)
+        raise KeyboardInterrupt  # a Ctrl-C handled as the signal mask is restored
+
+    monkeypatch.setattr(engine_module, "start_quietly", started_then_interrupted)
+    scheduler = corral.Scheduler(cores=1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            scheduler.submit(jobs.square, 3)
+    finally:
+        monkeypatch.undo()
+        scheduler.shutdown(wait=True)
+    assert "crashed" not in caplog.text

@@ -50,7 +50,7 @@ from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream
 from corral.runtime.spool import keep_earlier_attempt
 from corral.core import driver_signals
-from corral.runtime.threads import in_program_code_for, signals_allowed, start_thread
+from corral.runtime.threads import in_program_code_for, quiet_thread, signals_allowed, start_quietly
 from corral.spec import Call, FunctionRef
 from corral.status import ACTIVE, PENDING, JobStatus, upstream_reason
 from corral.core.summary import RunTally
@@ -267,14 +267,22 @@ class Engine:
         return reply.value
 
     def _ensure_thread(self) -> None:
-        if self._thread is None:
+        thread = self._thread
+        if thread is None or thread.ident is None:
             with self._thread_lock:
                 if self._thread is None:
-                    self._thread = start_thread(self._run, name="corral-control-loop")
+                    # Held before it starts: a SIGTERM's exception raised as it started
+                    # left it running unknown, and close() closed the backend under it
+                    # (attack review: "control loop crashed").
+                    self._thread = quiet_thread(self._run, name="corral-control-loop")
+                if self._thread.ident is None:  # (not started: the next post starts it)
+                    start_quietly(self._thread)
 
     def close(self, wait: bool) -> None:
         """Let the loop end once every job is final, then close the backend."""
-        if self._thread is None:
+        with self._thread_lock:  # (never started: a signal came between the two)
+            loop_runs = self._thread is not None and self._thread.ident is not None
+        if not loop_runs:
             self._finishing = True  # (no pause from now on, as after a loop's close)
             self.paused = False  # (nothing was dispatched: nothing is held)
             self.backend.close()
@@ -283,6 +291,7 @@ class Engine:
             return
         self.post(self._begin_close)
         if wait:
+            assert self._thread is not None
             self._thread.join()
             self.finished.wait()
 

@@ -413,7 +413,11 @@ class Scheduler(Executor):
                 self._control.start(held=_owner == "daemon")
             _open_schedulers.add(self)  # shut down at interpreter exit
         except BaseException:  # stop what was started, free the run for the next try
-            self._backend.close()
+            engine = getattr(self, "_engine", None)
+            if engine is not None:  # (its loop, if it runs, closes the backend: closed
+                engine.close(wait=True)  # under its wait, the loop crashed: attack review)
+            else:
+                self._backend.close()
             if self._control is not None:
                 self._control.stop()
             self._close_journal()

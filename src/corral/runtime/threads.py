@@ -38,11 +38,12 @@ from typing import Any
 
 from corral.safe_repr import safe_repr
 
-__all__ = ["DRIVER_SIGNALS", "SLICE_S", "plain_timeout", "start_thread", "allow_signals",
-           "signals_allowed", "in_program_code_for", "wait_in_slices"]
+__all__ = ["DRIVER_SIGNALS", "SLICE_S", "plain_timeout", "start_thread", "quiet_thread",
+           "start_quietly", "allow_signals", "signals_allowed", "in_program_code_for",
+           "wait_in_slices"]
 
 #: The signals that end a driver, and that only its main thread should receive.
-DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 #: What corral's threads block: those, and SIGUSR1, which asks a worker's call to
 #: stop (``abort()``). A worker these threads start inherits it blocked, so one
 #: sent while the worker still starts waits until it listens for it, instead
@@ -61,14 +62,27 @@ def start_thread(target: Callable[..., Any], *, name: str, args: tuple[Any, ...]
     for the moment of the start, then restored. One that arrives meanwhile
     waits, and is delivered to this thread as the mask is restored.
     """
+    thread = quiet_thread(target, name=name, args=args, daemon=daemon)
+    start_quietly(thread)
+    return thread
+
+
+def quiet_thread(target: Callable[..., Any], *, name: str, args: tuple[Any, ...] = (),
+                 daemon: bool = True) -> threading.Thread:
+    """A thread for :func:`start_quietly`, not started: for a caller that
+    must hold it before it starts (a signal's exception may come as it starts)."""
     thread = threading.Thread(target=target, name=name, args=args, daemon=daemon)
     _quiet_threads.add(thread)
+    return thread
+
+
+def start_quietly(thread: threading.Thread) -> None:
+    """Start *thread* (see :func:`start_thread`)."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
     try:
         thread.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    return thread
 
 
 def allow_signals() -> None:
