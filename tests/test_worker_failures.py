@@ -54,3 +54,78 @@ def test_a_lost_worker_counts_as_a_failure_for_retries(scheduler, tmp_path):
     job = scheduler.script(script, retries=1)
     job.result(timeout=30)
     assert job.attempts == 2
+
+
+SHORT_OF_DESCRIPTORS = """
+import os, resource, sys, time, corral
+with corral.Scheduler(cores=16) as scheduler:
+    scheduler.submit(abs, 1).result()   # its reaper and a first worker are started
+    corral.wait, corral.JobStatus   # (imported now: an import needs a descriptor)
+    used = len(os.listdir("/proc/self/fd"))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 12, hard))  # room for a few workers
+    jobs = ([scheduler.shell("sleep 0.1") for _ in range(24)]
+            + [scheduler.submit(time.sleep, 0.05) for _ in range(12)])
+    corral.wait(jobs)
+    print(sorted({job.status.name for job in jobs}),
+          len({job._record.native_id for job in jobs}) < 16)
+"""
+
+
+def test_jobs_that_cannot_start_for_want_of_descriptors_wait_for_running_ones(tmp_path):
+    """Attack review (``ulimit -n 64`` and 16 cores): the jobs that could not
+    start a worker (EMFILE) failed at once, 189 of 200 in 1.5 s, retries and
+    all, while 11 workers ran. They now wait for a running job's end, and run
+    on its worker."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SHORT_OF_DESCRIPTORS], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "['COMPLETED'] True\n", done.stderr
+    assert done.stderr.count("Too many open files") == 1, "said once, on stderr"
+    assert "it waits for a running job to end" in done.stderr
+
+
+PAUSED_WHILE_SHORT = """
+import os, resource, time, corral
+with corral.Scheduler(cores=16) as scheduler:
+    scheduler.submit(abs, 1).result()
+    corral.wait, corral.JobStatus   # (imported now: an import needs a descriptor)
+    used = len(os.listdir("/proc/self/fd"))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 12, hard))
+    jobs = [scheduler.shell("sleep 0.3") for _ in range(16)]
+    deadline = time.monotonic() + 30
+    def kept():  # by the backend, which could not start them yet
+        return [job for job in jobs if job.status is corral.JobStatus.SUBMITTED
+                and job._record.handed_ahead]
+    while len(kept()) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    waiting = kept()
+    waiting[-1].cancel()
+    scheduler.pause()
+    while any(job.status is corral.JobStatus.RUNNING for job in jobs):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    print(sorted({job.status.name for job in jobs}), len(waiting) > 2)
+    scheduler.resume()
+    corral.wait(jobs)
+    print(sorted({job.status.name for job in jobs if job is not waiting[-1]}),
+          waiting[-1].status.name)
+"""
+
+
+def test_jobs_waiting_for_descriptors_go_back_to_the_queue_on_pause(tmp_path):
+    """A job the backend could not start yet is not running: a pause gives it
+    back (nothing new starts while paused), a cancel ends it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PAUSED_WHILE_SHORT], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['CANCELLED', 'COMPLETED', 'QUEUED'] True",
+                                        "['COMPLETED'] CANCELLED"], done.stderr

@@ -658,6 +658,11 @@ class Engine:
             return
         for job, native_id in zip(chosen, native_ids, strict=False):
             job.native_id = native_id or None
+            if not native_id and self._pace is not None:
+                # Kept by the local backend until it can start (short of descriptors or
+                # processes, see LocalBackend._defer): as one in a worker's queue, a
+                # pause gives it back, and it has not begun.
+                job.handed_ahead = True
         # An event callback aborted a job as it became SUBMITTED, before it had a
         # worker to be told in (the abort went nowhere): tell it now.
         asked = [job.dispatched_id for job in chosen if job.kill_intent is KillIntent.ABORT]
