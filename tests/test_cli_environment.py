@@ -11,13 +11,15 @@ commands tried here read its journal.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.cli import CORRAL, Corral
+from support.cli import CORRAL, Corral, Outcome, assert_one_line_error
 
 #: A name no latin-1 or ascii terminal can write whole.
 NAME = "nämé ☃"
@@ -93,3 +95,54 @@ def test_names_a_terminal_cannot_encode_are_written_escaped(corral: Corral,
     assert b"\\u2603" in status.stdout, status.stdout
     said = "nämé".encode("latin-1") if encoding == "latin-1" else b"n\\xe4m\\xe9"
     assert said in status.stdout, status.stdout
+
+
+def test_commands_on_an_absolute_run_work_from_a_deleted_directory(
+        corral: Corral, tmp_path: Path) -> None:
+    # Was: "corral: error: No such file or directory" (its own config file was looked for).
+    for args, shown in ((("status",), NAME), (("--run", os.fspath(corral.run), "status"), NAME),
+                        (("logs", "1"), "☃\n")):
+        done = in_deleted_directory(corral, tmp_path, *args)
+        assert done.returncode == 0, (args, done)
+        assert shown.encode() in done.stdout, done
+
+
+@pytest.mark.parametrize(("args", "needed_for"), [
+    (("--run", "run", "status"), "--run run is relative to it"),
+    (("status", "--run", "run"), "--run run is relative to it"),
+    (("submit", "--workdir", "here", "true"), "--workdir here is relative to it"),
+    (("report",), "-o report.html is written in it"),
+], ids=" ".join)
+def test_a_relative_path_from_a_deleted_directory_is_one_line_that_says_so(
+        corral: Corral, tmp_path: Path, args, needed_for: str) -> None:
+    # Was: "corral: error: No such file or directory", exit 3, or -o's "cannot write it".
+    done = in_deleted_directory(corral, tmp_path, *args)
+    assert_one_line_error(as_outcome(args, done), 2,
+                          rf"current directory was deleted \({re.escape(needed_for)}")
+
+
+def test_submit_from_a_deleted_directory_is_refused_not_a_job_that_fails_later(
+        corral: Corral, tmp_path: Path) -> None:
+    """A job runs where it is submitted from: from a directory that is gone it
+    could only fail as it started; refused, the run gets no job."""
+    from corral import Run
+
+    jobs_before = len(Run(corral.run).jobs())
+    done = in_deleted_directory(corral, tmp_path, "submit", "--", "true")
+    assert_one_line_error(as_outcome(("submit",), done), 2,
+                          r"current directory was deleted \(a job runs in the directory it "
+                          r"is submitted from; --workdir DIR")
+    assert len(Run(corral.run).jobs()) == jobs_before
+    assert corral.daemon_pid() is None  # (no daemon was started for it)
+
+
+def in_deleted_directory(corral: Corral, tmp_path: Path, *args: str,
+                         ) -> subprocess.CompletedProcess[bytes]:
+    """``corral ARGS`` typed in a directory that was deleted (``mkdir d; cd d;
+    rmdir ../d`` in its shell): the child removes its own directory as it starts."""
+    gone = Path(tempfile.mkdtemp(dir=tmp_path))
+    return run_corral(corral, *args, cwd=gone, preexec=lambda: os.rmdir(gone))
+
+
+def as_outcome(args: tuple[str, ...], done: subprocess.CompletedProcess[bytes]) -> Outcome:
+    return Outcome(args, done.returncode, done.stdout.decode(), done.stderr.decode())

@@ -41,8 +41,8 @@ from corral.cli.exits import (EXIT_BROKEN_PIPE, EXIT_FAILED_JOB, EXIT_INTERRUPTE
                               EXIT_UNREACHABLE, EXIT_USAGE, INTERRUPTED, CommandError)
 from corral.cli.job_selection import ID_RANGE, select_jobs, with_ranges
 from corral.cli.new_run import check_new_run_dir, undo_new_run
-from corral.cli.run_dirs import (RunPath, chosen_run_dir, default_run_dir, how_it_goes_on,
-                                 open_run, resolved_path, run_option)
+from corral.cli.run_dirs import (RunPath, chosen_run_dir, current_directory, default_run_dir,
+                                 how_it_goes_on, open_run, resolved_path, run_option)
 from corral.cli.streams import (ReaderGone, drop_unwritten_output, flush_output,
                                 guard_standard_streams, reader_gone)
 from corral.errors import CorralError
@@ -186,14 +186,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
                            "taken for a job's id by logs, cancel, status and --after; give a "
                            "name with a letter in it", EXIT_USAGE)
     _refuse_megabytes_meant_otherwise(options.get("memory"), said["memory"])
-    if workdir is not None and not workdir.is_dir():
-        raise CommandError(f"--workdir {workdir}: not an existing directory")
-    # The daemon runs elsewhere: a relative directory means the one seen from here.
-    # (A profile's cwd and env hold unless --workdir is given: attack review.)
-    if workdir is not None or options.get("cwd") is None:
-        options["cwd"] = os.path.abspath(workdir) if workdir is not None else os.getcwd()
-    else:
-        options["cwd"] = os.path.abspath(os.path.expanduser(str(options["cwd"])))
+    options["cwd"] = _job_directory(workdir, options.get("cwd"), profile)
     profile_env = options.get("env")
     if profile_env is None or isinstance(profile_env, dict):  # (else parse_options says why)
         options["env"] = {**os.environ, **(profile_env or {})}
@@ -215,6 +208,27 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     click.echo(reply["id"])
     if reply.get("note"):
         click.echo(f"corral: note: {reply['note']}", err=True)
+
+
+def _job_directory(workdir: Path | None, profile_cwd: Any, profile: str | None) -> str:
+    """The absolute directory a submitted job runs in: ``--workdir``, else its
+    profile's ``cwd``, else the current directory. The daemon runs elsewhere: a
+    relative directory means the one seen from here. (A profile's cwd and env
+    hold unless --workdir is given: attack review.)
+
+    A current directory that was deleted is refused when it is needed (attack
+    review: the job was submitted, to fail when it started).
+    """
+    if workdir is None and profile_cwd is None:
+        return current_directory("a job runs in the directory it is submitted from; "
+                                 "--workdir DIR runs it elsewhere")
+    given = workdir if workdir is not None else Path(str(profile_cwd)).expanduser()
+    said = f"--workdir {workdir}" if workdir is not None else f"profile {profile!r}: cwd = {given}"
+    if not given.is_absolute():
+        given = Path(current_directory(f"{said} is relative to it"), given)
+    if workdir is not None and not given.is_dir():
+        raise CommandError(f"--workdir {workdir}: not an existing directory")
+    return os.path.abspath(given)
 
 
 def _never_started(context: click.Context, job: StoredJob, follow: bool) -> None:
@@ -688,6 +702,8 @@ def report(context: click.Context, output: Path | None, format_: str | None) -> 
         sys.stdout.write(report_text(run, chosen))
         return
     target = output if output is not None else Path(f"report.{chosen}")
+    if not target.expanduser().is_absolute():
+        current_directory(f"-o {target} is written in it; give -o an absolute path")
     if target.parent != Path() and not target.parent.expanduser().is_dir():
         raise CommandError(f"-o {target}: no directory {target.parent}")
     try:
