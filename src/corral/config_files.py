@@ -31,13 +31,25 @@ def user_config_path() -> Path:
 
 def config_paths(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
     """The files :func:`corral.config.load_config` reads for *cwd* (default: the
-    current directory), whether or not they exist: the user's, then the local one."""
-    return user_config_path(), Path(os.getcwd() if cwd is None else cwd) / CONFIG_NAME
+    current directory), whether or not they exist: the user's, then the local one.
+
+    A current directory that was deleted (under the shell that runs the command)
+    holds no file: the user's file stands in for its own, once more, which the
+    readers take once. (Attack review: every command failed there, given an
+    absolute run or not, with "No such file or directory".)
+    """
+    user_file = user_config_path()
+    if cwd is None:
+        try:
+            cwd = os.getcwd()
+        except FileNotFoundError:
+            return user_file, user_file
+    return user_file, Path(cwd) / CONFIG_NAME
 
 
 def config_files_in(cwd: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Those of :func:`config_paths` that exist."""
-    return [path for path in config_paths(cwd) if path.exists()]
+    """Those of :func:`config_paths` that exist, each once."""
+    return [path for path in dict.fromkeys(config_paths(cwd)) if path.exists()]
 
 
 def same_file(first: Path, second: Path) -> bool:

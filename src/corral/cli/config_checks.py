@@ -61,9 +61,9 @@ def note_tables_not_read(run_dir: Path, notify: bool) -> None:
     ``corral.toml`` is not the run's (when the run is elsewhere), nor its
     ``[smtp]`` table for a job that asks for mail, rather than leave the user
     to wonder why its queues are unknown or no mail server is configured."""
-    from corral.config_files import CONFIG_NAME, config_paths, same_file
+    from corral.config_files import config_paths, same_file
 
-    in_cwd = Path.cwd() / CONFIG_NAME
+    _, in_cwd = config_paths()  # (the user's file, where the current directory was deleted)
     if not in_cwd.is_file():
         return
     read = config_paths(run_dir)  # the daemon's: the user's file, then the run's

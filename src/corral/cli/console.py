@@ -3,9 +3,12 @@ or plain lines with no trailing spaces for a file or a pipe."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import IO, TYPE_CHECKING, Any, cast
+
+from corral.cli.streams import ReaderGone
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -16,15 +19,28 @@ __all__ = ["make_console"]
 def make_console() -> Console:
     """A console for this command's output (rich is imported only by the
     commands that print tables: ``corral logs`` does without it)."""
-    from rich.console import Console
-
     if sys.stdout.isatty():
         width, file = None, None
     else:  # a file or a pipe: no spaces that pad the last column to the line's end
         width = int(os.environ.get("COLUMNS", "160"))
         file = cast("IO[str]", _LinesTrimmed(sys.stdout))
     # markup=False: names and commands are shown as typed, "[/]" and all
-    return Console(width=width, file=file, highlight=False, soft_wrap=False, markup=False)
+    return _console_class()(width=width, file=file, highlight=False, soft_wrap=False,
+                            markup=False)
+
+
+@functools.cache
+def _console_class() -> type[Console]:
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            """End as :func:`corral.cli.main.main` ends every command whose reader
+            went away: rich's own way exits 1, which says a job failed (attack review)."""
+            self.quiet = True
+            raise ReaderGone
+
+    return _Console
 
 
 class _LinesTrimmed:

@@ -9,7 +9,7 @@ command share them without importing each other.
 from __future__ import annotations
 
 __all__ = ["EXIT_FAILED_JOB", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_INTERRUPTED",
-           "INTERRUPTED", "CommandError"]
+           "EXIT_BROKEN_PIPE", "INTERRUPTED", "CommandError"]
 
 #: A job listed failed, timed out or was cancelled (status, wait, logs --follow).
 EXIT_FAILED_JOB = 1
@@ -19,6 +19,9 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 #: A shell's own for a Ctrl-C.
 EXIT_INTERRUPTED = 130
+#: A shell's own for a process a broken pipe ended (``ls | head -1``): the
+#: reader of the output went away, which says nothing of the jobs.
+EXIT_BROKEN_PIPE = 141
 
 #: What a Ctrl-C of a command says: what it stopped is the command, not the run.
 INTERRUPTED = "interrupted; the run and its jobs go on"

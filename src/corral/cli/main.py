@@ -11,7 +11,8 @@ creates a run: any other verb on a directory without a journal exits 3.
 
 Every failure is one line on stderr — ``corral: error: ...`` — never a
 traceback. Exit status: 0 fine, 1 a job listed failed (status, wait), 2 a
-usage error or bad input, 3 the run cannot be reached or controlled.
+usage error or bad input, 3 the run cannot be reached or controlled, 141 the
+reader of its output went away (``| head -1``: said by no word, as ``ls`` does).
 
 The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 ``<user state dir>/corral/default``.
@@ -24,6 +25,8 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -34,12 +37,14 @@ from corral.cli.config_checks import (note_tables_not_read, profile_options,
                                       register_configured_backends)
 from corral.cli.console import make_console
 from corral.cli.control_requests import control_request
-from corral.cli.exits import (EXIT_FAILED_JOB, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE,
-                              INTERRUPTED, CommandError)
+from corral.cli.exits import (EXIT_BROKEN_PIPE, EXIT_FAILED_JOB, EXIT_INTERRUPTED,
+                              EXIT_UNREACHABLE, EXIT_USAGE, INTERRUPTED, CommandError)
 from corral.cli.job_selection import ID_RANGE, select_jobs, with_ranges
 from corral.cli.new_run import check_new_run_dir, undo_new_run
-from corral.cli.run_dirs import (RunPath, chosen_run_dir, default_run_dir, how_it_goes_on,
-                                 open_run, resolved_path, run_option)
+from corral.cli.run_dirs import (RunPath, chosen_run_dir, current_directory, default_run_dir,
+                                 how_it_goes_on, open_run, resolved_path, run_option)
+from corral.cli.streams import (ReaderGone, drop_unwritten_output, flush_output,
+                                guard_standard_streams, reader_gone)
 from corral.errors import CorralError
 from corral.options import JOB_OPTIONS, parse_options, peers_word_hint
 from corral.safe_repr import first_few
@@ -61,7 +66,33 @@ _FAILED = {JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED}
 # -- the command group -----------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@contextmanager
+def _said_if_reader_gone() -> Iterator[None]:
+    """Make a broken pipe of the command's output :class:`ReaderGone`, which
+    :func:`main` ends quietly: click makes it exit 1 (attack review: ``corral
+    status --all | head -1`` said a job had failed)."""
+    try:
+        yield
+    except BrokenPipeError as error:
+        if reader_gone(error):
+            raise ReaderGone from None
+        raise CommandError(_os_error_text(error), EXIT_UNREACHABLE) from None
+
+
+class _Commands(click.Group):
+    """The ``corral`` group: its commands' broken pipes are said by :func:`main`."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        with _said_if_reader_gone():  # (--help and --version print here)
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _said_if_reader_gone():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--run", "run_dir", type=RunPath(),
               envvar="CORRAL_RUN",
               help="The run directory (default: $CORRAL_RUN, else the user's default run).")
@@ -155,14 +186,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
                            "taken for a job's id by logs, cancel, status and --after; give a "
                            "name with a letter in it", EXIT_USAGE)
     _refuse_megabytes_meant_otherwise(options.get("memory"), said["memory"])
-    if workdir is not None and not workdir.is_dir():
-        raise CommandError(f"--workdir {workdir}: not an existing directory")
-    # The daemon runs elsewhere: a relative directory means the one seen from here.
-    # (A profile's cwd and env hold unless --workdir is given: attack review.)
-    if workdir is not None or options.get("cwd") is None:
-        options["cwd"] = os.path.abspath(workdir) if workdir is not None else os.getcwd()
-    else:
-        options["cwd"] = os.path.abspath(os.path.expanduser(str(options["cwd"])))
+    options["cwd"] = _job_directory(workdir, options.get("cwd"), profile)
     profile_env = options.get("env")
     if profile_env is None or isinstance(profile_env, dict):  # (else parse_options says why)
         options["env"] = {**os.environ, **(profile_env or {})}
@@ -184,6 +208,27 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     click.echo(reply["id"])
     if reply.get("note"):
         click.echo(f"corral: note: {reply['note']}", err=True)
+
+
+def _job_directory(workdir: Path | None, profile_cwd: Any, profile: str | None) -> str:
+    """The absolute directory a submitted job runs in: ``--workdir``, else its
+    profile's ``cwd``, else the current directory. The daemon runs elsewhere: a
+    relative directory means the one seen from here. (A profile's cwd and env
+    hold unless --workdir is given: attack review.)
+
+    A current directory that was deleted is refused when it is needed (attack
+    review: the job was submitted, to fail when it started).
+    """
+    if workdir is None and profile_cwd is None:
+        return current_directory("a job runs in the directory it is submitted from; "
+                                 "--workdir DIR runs it elsewhere")
+    given = workdir if workdir is not None else Path(str(profile_cwd)).expanduser()
+    said = f"--workdir {workdir}" if workdir is not None else f"profile {profile!r}: cwd = {given}"
+    if not given.is_absolute():
+        given = Path(current_directory(f"{said} is relative to it"), given)
+    if workdir is not None and not given.is_dir():
+        raise CommandError(f"--workdir {workdir}: not an existing directory")
+    return os.path.abspath(given)
 
 
 def _never_started(context: click.Context, job: StoredJob, follow: bool) -> None:
@@ -657,6 +702,8 @@ def report(context: click.Context, output: Path | None, format_: str | None) -> 
         sys.stdout.write(report_text(run, chosen))
         return
     target = output if output is not None else Path(f"report.{chosen}")
+    if not target.expanduser().is_absolute():
+        current_directory(f"-o {target} is written in it; give -o an absolute path")
     if target.parent != Path() and not target.parent.expanduser().is_dir():
         raise CommandError(f"-o {target}: no directory {target.parent}")
     try:
@@ -798,16 +845,6 @@ def _os_error_text(error: OSError) -> str:
     return f"{error.filename}: {error.strerror}"
 
 
-def _drop_unwritten_output() -> None:
-    """Point stdout at /dev/null, leaving behind what it could not write."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # (no real stdout: nothing is flushed)
-        return
-
-
 def _no_such_option(error: click.NoSuchOption) -> str:
     """Click's words for an unknown flag, or ours where the flag is another
     tool's name for a job option (``--cpus``: click offers ``--gpus`` too)."""
@@ -821,7 +858,34 @@ def _no_such_option(error: click.NoSuchOption) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the command; every error becomes one line and an exit status."""
+    """Run the command; every error becomes one line and an exit status.
+
+    Its output may go anywhere, closed and gone too (:mod:`corral.cli.streams`):
+    a reader that went away ends it quietly, with :data:`EXIT_BROKEN_PIPE`.
+    """
+    guard_standard_streams()  # (before anything opens a file that could take fd 1 or 2)
+    try:
+        try:
+            _run_command(argv)
+        finally:  # (what is left in the buffers fails here, where it can be said)
+            flush_output()
+    except ReaderGone:
+        _end_reader_gone()
+    except OSError as error:  # the last of its output, on a full disk or to a reader gone
+        if reader_gone(error):  # (or written outside the commands: corral | head -0)
+            _end_reader_gone()
+        drop_unwritten_output(1)
+        _fail(_os_error_text(error), EXIT_UNREACHABLE)
+
+
+def _end_reader_gone() -> NoReturn:
+    """End without a word (whom to say it to?), as ``ls | head -1`` does."""
+    drop_unwritten_output(1, 2)
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def _run_command(argv: list[str] | None) -> NoReturn:
+    """:func:`main`, its output aside."""
     try:  # (a Ctrl-C from the first moment is one line too: attack review)
         from corral.runtime.tempdirs import remove_dead_owners_tempdirs
 
@@ -846,7 +910,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(error), error.status)
     except OSError as error:  # (one the command did not word itself: its file and why)
         if error.filename is None:  # its output could not be written: what is left of it
-            _drop_unwritten_output()  # would fail again as Python exits, and exit 120
+            drop_unwritten_output(1)  # would fail again as Python exits, and exit 120
         _fail(_os_error_text(error), EXIT_UNREACHABLE)
     except CorralError as error:
         _fail(str(error), EXIT_UNREACHABLE)

@@ -9,6 +9,7 @@ own ``--run``, nor one that needs no run.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 __all__ = ["default_run_dir", "chosen_run_dir", "open_run", "require_existing_run",
-           "how_it_goes_on", "resolved_path", "RunPath", "run_option"]
+           "how_it_goes_on", "resolved_path", "current_directory", "RunPath", "run_option"]
 
 
 def default_run_dir() -> Path:
@@ -38,6 +39,9 @@ def chosen_run_dir(context: click.Context) -> Path:
     """The run directory chosen (checked only here: a bad ``$CORRAL_RUN`` must
     not stop a command given its own ``--run``, nor one that needs no run)."""
     run: Path = context.obj["run"]
+    if not run.is_absolute():  # (left so by resolved_path: the directory it is in is gone)
+        current_directory(f"{context.obj['run_from']} {run} is relative to it; give the run's "
+                          "absolute path")
     if _loops(run):
         raise CommandError(f"{context.obj['run_from']} {run}: a loop of symbolic links, which "
                            "names no directory")
@@ -97,12 +101,32 @@ def _run_here(context: click.Context, run_dir: Path | None) -> None:
 
 def resolved_path(path: Path) -> Path:
     """*path* made absolute, its links followed where they lead somewhere (a
-    loop of links is said by :func:`chosen_run_dir`, for the commands that use a run)."""
+    loop of links is said by :func:`chosen_run_dir`, for the commands that use a run;
+    a relative path in a current directory that was deleted is left relative, and
+    said there too: a command that uses no run goes on)."""
     path = path.expanduser()
     try:
         return path.resolve()
     except (RuntimeError, OSError):  # (RuntimeError up to Python 3.12, OSError after)
-        return path.absolute()
+        try:
+            return path.absolute()
+        except FileNotFoundError:
+            return path
+
+
+def current_directory(needed_for: str) -> str:
+    """The current directory, which *needed_for* says why the command needs.
+
+    Raises:
+        CommandError: it was deleted (under the shell that runs the command:
+            ``os.getcwd()`` fails), said in one line (attack review: "No such
+            file or directory", which named no file).
+    """
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise CommandError(f"the current directory was deleted ({needed_for}); cd to a "
+                           "directory that exists") from None
 
 
 def _loops(path: Path) -> bool:
