@@ -97,6 +97,23 @@ def test_names_a_terminal_cannot_encode_are_written_escaped(corral: Corral,
     assert said in status.stdout, status.stdout
 
 
+def test_a_run_whose_name_the_c_locale_cannot_say_is_read(tmp_path_factory) -> None:
+    """Attack review: under LC_ALL=C (Python's UTF-8 mode off), `corral logs`
+    and `report` of a run directory named with an 'é' crashed with a
+    UnicodeEncodeError (os.path.samefile of a job directory's recorded path)."""
+    home = tmp_path_factory.mktemp("locale")
+    made = Corral(home, home / "rün-é")
+    made.submit("--", "echo", "hello")
+    assert made("wait").status == 0
+    made.stop_daemon()
+    c_locale = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+                "PYTHONIOENCODING": ""}
+    for args in (("logs", "1"), ("report", "-o", os.fspath(home / "report.html"))):
+        done = run_corral(made, *args, env=c_locale)
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done
+    assert run_corral(made, "logs", "1", env=c_locale).stdout == b"hello\n"
+
+
 def test_commands_on_an_absolute_run_work_from_a_deleted_directory(
         corral: Corral, tmp_path: Path) -> None:
     # Was: "corral: error: No such file or directory" (its own config file was looked for).

@@ -203,7 +203,8 @@ def directory_now(jobdir: str, run_dir: str) -> str:
         try:
             if os.path.samefile(place, run_dir):
                 return jobdir
-        except OSError:  # gone: the run was moved away from it
+        except (OSError, UnicodeEncodeError):  # gone: the run was moved away from it (or
+            # its name cannot be said in this locale's encoding, LC_ALL=C: attack review)
             return _where_it_came(jobdir, run_dir)
         if os.path.lexists(os.path.join(place, JOURNAL_FILE)):  # another run's, now
             return os.path.join(run_dir, os.path.relpath(jobdir, place))

@@ -45,6 +45,11 @@ def report_text(run: RunSource, format: str = "html") -> str:
     return render_page(page_data(view), f"corral · {view.path.name}")
 
 
+#: A run's path read in a locale that cannot say its name (LC_ALL=C) holds its
+#: bytes as surrogates: written back as those bytes (attack review: a crash).
+_PATH_BYTES = "surrogateescape"
+
+
 def write_report(run: RunSource, path: str | os.PathLike[str],
                  format: str | None = None) -> Path:
     """Write the report of *run* to *path* (whole or not at all) and return it."""
@@ -53,12 +58,12 @@ def write_report(run: RunSource, path: str | os.PathLike[str],
     target = Path(path).expanduser()
     if target.is_symlink() or (target.exists() and not target.is_file()):
         # a link, /dev/stdout, a pipe: written through, never replaced
-        with open(target, "w", encoding="utf-8") as handle:
+        with open(target, "w", encoding="utf-8", errors=_PATH_BYTES) as handle:
             handle.write(text)
         return target.absolute()
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        partial.write_text(text, encoding="utf-8")
+        partial.write_text(text, encoding="utf-8", errors=_PATH_BYTES)
         os.replace(partial, target)  # whole or not at all
     finally:
         partial.unlink(missing_ok=True)
