@@ -2665,6 +2665,14 @@ def test_earlier_tries_of_damaged_or_countless_rows_are_said_not_a_traceback():
     run = types.SimpleNamespace(events=lambda job_id: again)
     assert earlier_tries(run, types.SimpleNamespace(id=1))[0].endswith(
         " COMPLETED; run again: on_finish asked for it")  # (what on_finish was shown)
+    # Chaos review: a try its driver's death ended said nothing, under TRIES 2.
+    orphaned = "its driver ended before it did (the next run of the script runs it again)"
+    killed = [("1", 5.0, "running", "cancelled", orphaned), ("1", 6.0, "new", "queued", None),
+              ("1", 7.0, "queued", "running", None), ("1", 8.0, "running", "completed", None)]
+    run = types.SimpleNamespace(events=lambda job_id: killed)
+    assert [line[11:] for line in earlier_tries(run, types.SimpleNamespace(id=1))] == [orphaned]
+    run = types.SimpleNamespace(events=lambda job_id: killed[:1])  # (its end, not a try's)
+    assert earlier_tries(run, types.SimpleNamespace(id=1)) == []
 
 
 @pytest.mark.parametrize("status, detail", [

@@ -21,6 +21,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from corral.journal.store import DRIVER_GONE
 from corral.safe_repr import printable
 from corral.status import TERMINAL, JobStatus
 from corral.units import format_span
@@ -108,12 +109,20 @@ _TRIES_SHOWN = 20
 def earlier_tries(run: Run, job: StoredJob) -> list[str]:
     """How each of *job*'s tries that went back to the queue ended, as its
     journal's state changes say (``"  12:03:55 retry 1 of 2 after: raised
-    ..."``, at local clock time): by a retry, with its reason, or by on_finish,
-    with the status the try had ended with."""
+    ..."``, at local clock time): by a retry, with its reason, by on_finish,
+    with the status the try had ended with, or by its driver's death."""
     lines = []
-    for _, at, old, new, reason in run.events(job.id):
-        if new != JobStatus.QUEUED.value or not isinstance(reason, str) or not reason or not (
-                old in _TRIED or (old == JobStatus.SUBMITTED.value and reason.startswith("retry"))):
+    events = run.events(job.id)
+    for number, (_, at, old, new, reason) in enumerate(events):
+        if not isinstance(reason, str) or not reason:
+            continue
+        # A try its driver's death ended, run again by the next session (chaos
+        # review: TRIES 2, and no word of the first): not its last event.
+        ended_with_driver = (new == JobStatus.CANCELLED.value and old in _TRIED
+                             and reason.startswith(DRIVER_GONE) and number + 1 < len(events))
+        back_to_queue = new == JobStatus.QUEUED.value and (
+            old in _TRIED or (old == JobStatus.SUBMITTED.value and reason.startswith("retry")))
+        if not (back_to_queue or ended_with_driver):
             continue
         try:  # (a damaged row's time: said so, not a traceback: re-attack review)
             when = time.strftime("%H:%M:%S", time.localtime(at))

@@ -82,10 +82,12 @@ from corral.journal.writer_pipe import (WriterStalled, stopped_for, wait_for_ans
 from corral.journal.writer_lock import note_writer, take_writer_lock
 from corral.status import TERMINAL, JobStatus
 
-__all__ = ["Journal", "JournaledJob"]
+__all__ = ["Journal", "JournaledJob", "DRIVER_GONE"]
 
-#: Why an unfinished job of a dead driver ends CANCELLED (README: "Unfinished work").
-_ORPHANED = "its driver ended before it did (the next run of the script runs it again)"
+#: How the reason of an unfinished job of a dead driver begins (it ends CANCELLED).
+DRIVER_GONE = "its driver ended before it did"
+#: Why it ends CANCELLED (README: "Unfinished work").
+_ORPHANED = f"{DRIVER_GONE} (the next run of the script runs it again)"
 
 #: Why a call whose outcome only the outcome log knew ends COMPLETED or FAILED.
 _FOUND_IN_OUTCOME_LOG = "found in the outcome log after its driver ended"
@@ -362,7 +364,7 @@ class Journal:
             "job %s %r was handed to the %r backend, which is not installed here; it may "
             "still run there (native id %s) and this run will run it again", job.id, job.name,
             backend, job.native_id)
-        return (f"its driver ended before it did; it was handed to the {backend!r} backend, "
+        return (f"{DRIVER_GONE}; it was handed to the {backend!r} backend, "
                 f"which is not installed here, and may still run there as {job.native_id} "
                 "(the next run of the script runs it again)")
 
