@@ -54,6 +54,7 @@ from corral.runtime.threads import in_program_code_for, quiet_thread, signals_al
 from corral.spec import Call, FunctionRef
 from corral.status import ACTIVE, PENDING, JobStatus, upstream_reason
 from corral.core.summary import RunTally
+from corral.core.runlog import warn_user
 
 if TYPE_CHECKING:
     from corral.backends.base import Backend, Capabilities, ClusterBackend, QueuingBackend
@@ -149,6 +150,7 @@ class Engine:
         #: How many jobs to queue behind a running one, where workers take them
         #: ahead (see corral.core.ahead); None where the backend does not.
         self._pace = AheadPolicy() if self.capabilities.queues_ahead else None
+        self._said_restored = False  # (that the run resumes: said at the first job restored)
         self.packer = packer
         packer.on_waiting = self.note_reason  # why QUEUED jobs wait, for status
         self.run_dir = run_dir
@@ -575,6 +577,11 @@ class Engine:
         stored = job.restored
         assert stored is not None
         job.restored = None
+        if not self._said_restored:  # (cold review, a notebook user: a rerun returned
+            # every result in 0.1 s, and nothing said they were an earlier run's)
+            self._said_restored = True
+            warn_user(f"resuming the run at {self.run_dir}: what completed in an earlier run "
+                      "is restored from its journal, not run again (see corral status)")
         job.exit_code, job.attempts = stored.exit_code, stored.attempts
         job.started, job.ended, job.native_id = stored.started, stored.ended, stored.native_id
         job.jobdir = f"{self._run_dir_text}{job.id}"
