@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from corral.journal import eventlog
 
@@ -546,7 +546,19 @@ def _end(writer: _Writer, replies: int, session: int | None, ended: float | None
     if problems is not None:
         with contextlib.suppress(OSError):
             os.write(replies, f"error: {problems}\n".encode(errors="replace"))
-    sys.exit(1 if problems is not None else status)
+    _exit(1 if problems is not None else status)
+
+
+def _exit(status: int) -> NoReturn:
+    """End the writer with *status*. Not by SystemExit: under ``PYTHONINSPECT``
+    (or ``python -i``) Python prints it as a traceback and ends with status 1,
+    and every journaled run ended with a false JournalError ("its writer
+    process ended with status 1", attack review). Nothing is left to run at
+    exit: the journal is closed, and what is said, flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
