@@ -44,6 +44,7 @@ from typing import NoReturn, TypeVar
 
 from corral.journal import eventlog
 
+from corral.runtime.stdfds import open_standard_fds
 from corral.runtime.threads import allow_signals
 
 __all__ = ["HEADER", "WRITING_KEY", "last_written", "main", "written_key"]
@@ -480,6 +481,10 @@ def _bind_none_and_bytes_quickly() -> None:
 
 
 def main() -> None:
+    # Its stdin and stdout are the driver's pipes; its stderr the driver's, if
+    # it had one (see corral.runtime.stdfds: a print to no stderr went down
+    # the answer pipe).
+    open_standard_fds()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when we stop
     allow_signals()  # SIGTERM ends us, whichever thread of the driver started us
     _bind_none_and_bytes_quickly()
