@@ -79,6 +79,16 @@ def test_a_driver_started_with_stdout_or_stderr_closed_loses_no_job(tmp_path, re
     assert done.returncode == 0
 
 
+def test_jobs_run_though_the_drivers_directory_was_deleted(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    results, done = _run_driver(tmp_path, cores=2, mode="delete-cwd", cwd=gone)
+    # Calls need no directory; one given a cwd that exists runs there; a
+    # command runs in the deleted directory, as it would from the driver.
+    assert results == [*(i * i for i in range(30)), str(tmp_path), None], done.stderr
+    assert done.returncode == 0, done.stderr
+
+
 def test_pythoninspect_does_not_fail_a_journaled_run(tmp_path):
     results, done = _run_driver(tmp_path, cores=2, journal=True, env={"PYTHONINSPECT": "1"})
     assert results == [i * i for i in range(30)], done.stderr

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from corral.runtime import abort
 from corral.runtime.command import KILL, StopRequests, is_kill_or_terminate, run_command
-from corral.runtime.execute import kill_leftovers, run_call
+from corral.runtime.execute import here_as_home, kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper, bind_to_parent
 from corral.runtime.payload import dumps_error
 from corral.safe_repr import describe_error
@@ -512,7 +512,7 @@ def main() -> None:
     parent_pid = int(sys.argv[3])
     for fd in (read_fd, write_fd, doorbell_fd):  # a job's processes must not hold our pipes open
         os.set_inheritable(fd, False)
-    home = os.getcwd()
+    home = here_as_home()
     # The spool first: what goes wrong from here on is in the stderr of the job
     # this worker was started for, not lost on the driver's terminal.
     spool = _Spool(sys.argv[4])
