@@ -40,10 +40,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from corral.journal import eventlog
 
+from corral.runtime.stdfds import open_standard_fds
 from corral.runtime.threads import allow_signals
 
 __all__ = ["HEADER", "WRITING_KEY", "last_written", "main", "written_key"]
@@ -480,6 +481,10 @@ def _bind_none_and_bytes_quickly() -> None:
 
 
 def main() -> None:
+    # Its stdin and stdout are the driver's pipes; its stderr the driver's, if
+    # it had one (see corral.runtime.stdfds: a print to no stderr went down
+    # the answer pipe).
+    open_standard_fds()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when we stop
     allow_signals()  # SIGTERM ends us, whichever thread of the driver started us
     _bind_none_and_bytes_quickly()
@@ -546,7 +551,19 @@ def _end(writer: _Writer, replies: int, session: int | None, ended: float | None
     if problems is not None:
         with contextlib.suppress(OSError):
             os.write(replies, f"error: {problems}\n".encode(errors="replace"))
-    sys.exit(1 if problems is not None else status)
+    _exit(1 if problems is not None else status)
+
+
+def _exit(status: int) -> NoReturn:
+    """End the writer with *status*. Not by SystemExit: under ``PYTHONINSPECT``
+    (or ``python -i``) Python prints it as a traceback and ends with status 1,
+    and every journaled run ended with a false JournalError ("its writer
+    process ended with status 1", attack review). Nothing is left to run at
+    exit: the journal is closed, and what is said, flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
 from corral.safe_repr import describe_error
 
-__all__ = ["run_call", "kill_leftovers", "go_home"]
+__all__ = ["run_call", "kill_leftovers", "go_home", "here_as_home"]
 
 
 def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
@@ -83,6 +83,27 @@ _ENVIRON = os.environ
 #: worker runs is still entered (as a worker that never moved stays in it),
 #: not refused, which failed every job after.
 _home_fds: dict[str, int] = {}
+
+
+def here_as_home() -> str:
+    """The directory this process is in, as the *home* of the jobs it runs
+    (see :func:`go_home`), held open from now on; its path, or, where it was
+    deleted, a name that no path has.
+
+    A worker runs its jobs without a ``cwd`` in the directory it was started
+    in, the driver's, which it needs no path for: a driver whose directory
+    was deleted while it ran lost every job as "exited with code 1" with no
+    word why, as ``os.getcwd()`` raised in each new worker (attack review).
+    Its jobs run there now, as they would in the driver itself."""
+    try:
+        home = os.getcwd()
+    except OSError:
+        home = "(a deleted directory)"
+    try:
+        _home_fds[home] = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # (no search permission: entered by its path, or not at all)
+        pass
+    return home
 
 
 def go_home(home: str) -> None:

@@ -18,6 +18,7 @@ import select
 import signal
 import sys
 
+from corral.runtime.stdfds import open_standard_fds
 from corral.runtime.threads import allow_signals
 
 __all__ = ["main", "MARK_VARIABLE", "FAREWELL", "SWEEP_AND_GO"]
@@ -33,6 +34,7 @@ MARK_VARIABLE = "CORRAL_WORKER_MARK"
 
 
 def main() -> None:
+    open_standard_fds()  # (its pidfd must not be fd 1 or 2: see corral.runtime.stdfds)
     driver_pid, driver_token = int(sys.argv[1]), sys.argv[2]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's
     allow_signals()  # SIGTERM ends us, whichever thread of the driver started us

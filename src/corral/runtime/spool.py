@@ -15,7 +15,8 @@ import os
 from corral.safe_repr import printable
 
 __all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there", "NOT_SAVED",
-           "keep_earlier_attempt", "TAIL_BYTES", "last_lines", "with_stderr_tail"]
+           "keep_earlier_attempt", "TAIL_BYTES", "last_lines", "with_stderr_tail",
+           "cannot_be_read"]
 
 #: How a job whose output could not be moved to its directory fails (a full disk):
 #: ``corral logs`` tells it from one that wrote nothing by these words.
@@ -139,14 +140,25 @@ def last_lines(text: str) -> str:
 
 def with_stderr_tail(message: str, tail: str, where: object) -> str:
     """A failed job's error *message* followed by its stderr's last lines
-    (:func:`last_lines`) and *where* the rest is; the message alone if none."""
-    return f"{message}\nlast lines of its stderr ({where}):\n{tail}" if tail else message
+    (:func:`last_lines`) and *where* the rest is; the message alone if none;
+    the message and the line that says so, where its stderr could not be read."""
+    if not tail:
+        return message
+    if _UNREADABLE in tail and tail.startswith("(its ") and "\n" not in tail:
+        return f"{message}\n{tail}"
+    return f"{message}\nlast lines of its stderr ({where}):\n{tail}"
 
 
 def read_output_if_there(path: str | os.PathLike[str],
                          last_bytes: int | None = None) -> str | None:
     """:func:`read_output`, or None when there is no such file (a dead
-    worker's spool, moved to the job's own file as it was looked for)."""
+    worker's spool, moved to the job's own file as it was looked for).
+
+    With *last_bytes* (the end of a failed job's stderr, for its error), a
+    file that cannot be read gives a line that says so, not an OSError: the
+    error is made on the control loop, which an EMFILE there crashed, failing
+    every later job with it (attack review). Read whole, it raises.
+    """
     try:
         with open(path, "rb") as handle:
             if last_bytes is None:
@@ -156,9 +168,24 @@ def read_output_if_there(path: str | os.PathLike[str],
             data = handle.read(last_bytes)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        if last_bytes is None:
+            raise
+        return cannot_be_read(path, error)
     if size > last_bytes and (newline := data.find(b"\n", 0, len(data) - 1)) >= 0:
         data = data[newline + 1:]  # (not half a line, nor half a character)
     return data.decode("utf-8", errors="replace")
+
+
+def cannot_be_read(path: str | os.PathLike[str], error: OSError) -> str:
+    """What a failed job's error says for an output file that could not be
+    read (a directory in its place, too many open files, a failing disk)."""
+    name = os.path.basename(path)
+    stream = next((each for each in ("stderr", "stdout") if each in name), "output")
+    return f"(its {stream}, {os.fspath(path)}{_UNREADABLE}{error.strerror or error})"
+
+
+_UNREADABLE = ", cannot be read: "
 
 
 def keep_earlier_attempt(jobdir: str | None, attempt: int) -> None:

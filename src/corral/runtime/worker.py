@@ -51,14 +51,16 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from corral.runtime import abort
 from corral.runtime.command import KILL, StopRequests, is_kill_or_terminate, run_command
-from corral.runtime.execute import kill_leftovers, run_call
+from corral.runtime.execute import here_as_home, kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper, bind_to_parent
 from corral.runtime.payload import dumps_error
+from corral.safe_repr import describe_error
 from corral.runtime.spool import NOT_SAVED, hand_over, open_spool
+from corral.runtime.stdfds import above_standard, open_standard_fds
 from corral.runtime.threads import allow_signals
 from corral.runtime.outcomes import OutcomeLog
 from corral.runtime.worker_process import (ABORT, DROP, MAX_REPLY_BYTES, given_back_message,
@@ -503,24 +505,34 @@ def main() -> None:
     """Serve requests until the request pipe closes."""
     from multiprocessing.connection import Connection
 
-    read_fd, write_fd, parent_pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    doorbell_fd = int(sys.argv[6])
+    # Its pipes above 0, 1 and 2, then those three open, before anything else
+    # opens a descriptor (see corral.runtime.stdfds).
+    read_fd, write_fd, doorbell_fd = (above_standard(int(sys.argv[at])) for at in (1, 2, 6))
+    open_standard_fds()
+    parent_pid = int(sys.argv[3])
     for fd in (read_fd, write_fd, doorbell_fd):  # a job's processes must not hold our pipes open
         os.set_inheritable(fd, False)
-    become_subreaper()
-    bind_to_parent(parent_pid)
+    home = here_as_home()
+    # The spool first: what goes wrong from here on is in the stderr of the job
+    # this worker was started for, not lost on the driver's terminal.
     spool = _Spool(sys.argv[4])
-    # The driver's, as a job run in the driver would see it (and as ProcessPoolExecutor's
-    # children do): not this process's file descriptors.
-    sys.argv[:] = json.loads(sys.argv[7])
-    # The driver aborts a call with a message naming it; SIGUSR1 asks the running
-    # job to stop too, as it does a cluster job's (see corral.runtime.batch).
-    abort.listen(signal.SIGUSR1)
-    signal.signal(signal.SIGINT, _pass_ctrl_c)  # Ctrl-C is the driver's to handle
-    allow_signals()  # started by a thread that leaves them to the driver's main thread
-    queue = _Queue(Connection(read_fd, writable=False), Connection(write_fd, readable=False),
-                   doorbell_fd, float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
-    home = os.getcwd()
+    _put_back_python_streams()  # (none where the driver had none: a job's print went nowhere)
+    try:
+        become_subreaper()
+        bind_to_parent(parent_pid)
+        # The driver's, as a job run in the driver would see it (and as ProcessPoolExecutor's
+        # children do): not this process's file descriptors.
+        sys.argv[:] = json.loads(sys.argv[7])
+        # The driver aborts a call with a message naming it; SIGUSR1 asks the running
+        # job to stop too, as it does a cluster job's (see corral.runtime.batch).
+        abort.listen(signal.SIGUSR1)
+        signal.signal(signal.SIGINT, _pass_ctrl_c)  # Ctrl-C is the driver's to handle
+        allow_signals()  # started by a thread that leaves them to the driver's main thread
+        queue = _Queue(Connection(read_fd, writable=False),
+                       Connection(write_fd, readable=False),
+                       doorbell_fd, float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
+    except Exception as error:
+        _cannot_start(error)
     settings = _Settings()  # (once the worker's own handlers are in place)
     outcomes = OutcomeLog()
     idle_exit = float(os.environ.get(IDLE_EXIT_VARIABLE) or 0) or None
@@ -542,3 +554,21 @@ def main() -> None:
             entry = queue.finish(blob, started, time.time())
     except OSError:  # the reply pipe is gone: so is the driver
         return
+
+
+def _cannot_start(error: Exception) -> NoReturn:
+    """End a worker that cannot serve, saying why on its stderr: the spool,
+    which the driver moves to the job it was started for, so the job's error
+    ends with these lines (attack review: with a tiny process limit every
+    job said only "worker lost: ... exited with code 1", and the real cause
+    went raw to the driver's terminal)."""
+    import traceback
+
+    traceback.print_exception(error)
+    hint = ""
+    if isinstance(error, RuntimeError) and "thread" in str(error):
+        hint = (": the worker needs threads of its own; is the limit on processes "
+                "(ulimit -u) or on memory reached?")
+    print(f"corral: the worker (pid {os.getpid()}) cannot start: {describe_error(error)}{hint}",
+          file=sys.stderr, flush=True)
+    os._exit(1)  # (SystemExit would print a traceback of its own under PYTHONINSPECT)

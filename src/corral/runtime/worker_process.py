@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 # job, is also made three times sooner).
 from typing import TYPE_CHECKING, NamedTuple
 
+from corral.runtime.stdfds import above_standard
+
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
@@ -106,6 +108,10 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str],
     request_read, request_write = os.pipe2(os.O_CLOEXEC)
     reply_read, reply_write = os.pipe2(os.O_CLOEXEC)
     doorbell_read, doorbell_write = os.pipe2(os.O_CLOEXEC)
+    # (a driver whose stdout was closed gave one of them fd 1: in the worker
+    # its spool went over it; see corral.runtime.stdfds)
+    request_read, reply_write, doorbell_read = (above_standard(fd) for fd in (
+        request_read, reply_write, doorbell_read))
     os.set_blocking(doorbell_write, False)
     try:
         process = subprocess.Popen(

@@ -1,0 +1,163 @@
+"""A driver started in a hostile environment: its stdout or stderr closed, its
+directory deleted, PYTHONINSPECT set, no room for threads, a job's output
+file unreadable. Its jobs run, or fail saying why (attack review)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import corral
+
+import jobs
+
+#: A driver that runs ``square`` over ``range(30)`` with the cores, journal and
+#: cwd-ful extra jobs it is told, and writes what each job gave (its value,
+#: or its error) as JSON to the file named first: its stdout may be closed.
+DRIVER = """
+import json, os, sys
+import corral
+sys.path.insert(0, {tests!r})
+import jobs
+
+out, cores, journal, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, sys.argv[4]
+if mode == "delete-cwd":
+    os.rmdir(os.getcwd())  # as `cd gone; python driver.py & rm -rf gone` does
+results = []
+with corral.Scheduler(cores=cores, journal=journal) as sched:
+    if mode == "talk":  # what each job wrote, too
+        submitted = [sched.submit(jobs.talk, str(i)) for i in range(30)]
+    else:
+        submitted = [sched.submit(jobs.square, i) for i in range(30)]
+    if mode == "delete-cwd":
+        submitted.append(sched.options(cwd=os.path.dirname(out)).submit(os.getcwd))
+        submitted.append(sched.shell("echo from a shell"))
+    for job in submitted:
+        try:
+            value = job.result(timeout=60)
+            results.append([value, job.stdout, job.stderr] if mode == "talk" else value)
+        except Exception as error:
+            results.append(f"{{type(error).__name__}}: {{error}}")
+with open(out, "w") as file:
+    json.dump(results, file)
+"""
+
+
+def _run_driver(tmp_path: Path, *, redirect: str = "", cores: int = 4, journal: bool = False,
+                mode: str = "", cwd: Path | None = None,
+                env: dict[str, str] | None = None) -> tuple[list, subprocess.CompletedProcess]:
+    """Run :data:`DRIVER` in a process of its own, with *redirect* applied to
+    its standard descriptors by a shell (``>&-`` closes its stdout); return
+    what its jobs gave and the finished process."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(tests=str(Path(__file__).parent)))
+    out = tmp_path / "results.json"
+    argv = [sys.executable, str(script), str(out), str(cores),
+            str(tmp_path / "run") if journal else "", mode]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
+    done = subprocess.run(["sh", "-c", f'exec "$@" {redirect}', "sh", *argv], cwd=cwd,
+                          capture_output=not redirect, text=True, timeout=120, env=environment)
+    assert out.exists(), done.stderr
+    return json.loads(out.read_text()), done
+
+
+@pytest.mark.parametrize("redirect", [">&-", "2>&-", "<&- >&- 2>&-"])
+@pytest.mark.parametrize("journal", [False, True], ids=["plain", "journaled"])
+def test_a_driver_started_with_stdout_or_stderr_closed_loses_no_job(tmp_path, redirect, journal):
+    # Each new worker could lose the race between its guard thread and its
+    # spool (some of 30 jobs failed as "worker lost" in most runs), and the
+    # first job of each worker that did not printed nowhere from Python.
+    results, done = _run_driver(tmp_path, redirect=redirect, journal=journal, mode="talk")
+    assert results == [[str(i), f"py-out {i}\nchild-out {i}\n", f"py-err {i}\nchild-err {i}\n"]
+                       for i in range(30)]
+    assert done.returncode == 0
+
+
+def test_jobs_run_though_the_drivers_directory_was_deleted(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    results, done = _run_driver(tmp_path, cores=2, mode="delete-cwd", cwd=gone)
+    # Calls need no directory; one given a cwd that exists runs there; a
+    # command runs in the deleted directory, as it would from the driver.
+    assert results == [*(i * i for i in range(30)), str(tmp_path), None], done.stderr
+    assert done.returncode == 0, done.stderr
+
+
+def test_pythoninspect_does_not_fail_a_journaled_run(tmp_path):
+    results, done = _run_driver(tmp_path, cores=2, journal=True, env={"PYTHONINSPECT": "1"})
+    assert results == [i * i for i in range(30)], done.stderr
+    assert "JournalError" not in done.stderr and "SystemExit" not in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 0
+
+
+#: A driver whose workers cannot start a thread: a stack limit too large to
+#: map is the default size of every new process's threads (the driver's own
+#: are given small stacks first). RLIMIT_NPROC would do it too, but not as root.
+NO_THREADS_DRIVER = """
+import resource, sys, threading
+import corral
+sys.path.insert(0, {tests!r})
+import jobs
+
+threading.stack_size(1 << 20)
+resource.setrlimit(resource.RLIMIT_STACK, ({stack}, resource.RLIM_INFINITY))
+with corral.Scheduler(cores=1) as sched:
+    job = sched.submit(jobs.square, 3)
+    try:
+        job.result(timeout=60)
+    except corral.WorkerLost as error:
+        print(error)
+"""
+
+_HUGE_STACK = 1 << 45
+
+
+def _threads_fail_under_a_huge_stack() -> bool:
+    """Whether a new process cannot start a thread under :data:`_HUGE_STACK`
+    (not where memory is overcommitted without limit)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if hard != resource.RLIM_INFINITY and hard < _HUGE_STACK:
+        return False
+    code = (f"import resource, threading; resource.setrlimit(resource.RLIMIT_STACK, "
+            f"({_HUGE_STACK}, resource.RLIM_INFINITY)); import subprocess, sys; "
+            "sys.exit(subprocess.run([sys.executable, '-c', 'import threading; "
+            "threading.Thread(target=int).start()'], capture_output=True).returncode)")
+    return subprocess.run([sys.executable, "-c", code], timeout=60).returncode != 0
+
+
+def test_a_worker_that_cannot_start_a_thread_says_so_in_its_jobs_error(tmp_path):
+    if not _threads_fail_under_a_huge_stack():
+        pytest.skip("threads start even under a huge stack limit here (memory overcommitted)")
+    script = tmp_path / "driver.py"
+    script.write_text(NO_THREADS_DRIVER.format(tests=str(Path(__file__).parent),
+                                               stack=_HUGE_STACK))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "worker lost" in done.stdout
+    assert "cannot start: RuntimeError: can't start new thread" in done.stdout, done.stdout
+    assert "ulimit -u" in done.stdout
+    assert "Traceback" not in done.stderr  # (not raw on the driver's terminal)
+
+
+def test_a_failed_jobs_unreadable_stderr_is_named_and_the_run_goes_on(scheduler):
+    probe = scheduler.submit(jobs.noop)
+    probe.result(timeout=30)
+    run_dir = probe.jobdir.parent
+    # The job puts a directory where its stderr file goes, then fails: its
+    # error's last lines of stderr cannot be read.
+    failing = scheduler.shell(f'mkdir -p "{run_dir}/$CORRAL_JOB_ID/stderr"; exit 3')
+    with pytest.raises(corral.JobFailed) as raised:
+        failing.result(timeout=30)
+    message = str(raised.value)
+    assert "exit code 3" in message
+    assert f"(its stderr, {failing.jobdir}/stderr, cannot be read: Is a directory)" in message
+    assert [scheduler.submit(jobs.square, i).result(timeout=30) for i in range(3)] == [0, 1, 4]
+
