@@ -114,6 +114,7 @@ with corral.Scheduler(cores=1) as sched:
         job.result(timeout=60)
     except corral.WorkerLost as error:
         print(error)
+    print("reason:", job.record.reason)
 """
 
 _HUGE_STACK = 1 << 45
@@ -145,6 +146,10 @@ def test_a_worker_that_cannot_start_a_thread_says_so_in_its_jobs_error(tmp_path)
     assert "cannot start: RuntimeError: can't start new thread" in done.stdout, done.stdout
     assert "ulimit -u" in done.stdout
     assert "Traceback" not in done.stderr  # (not raw on the driver's terminal)
+    reason = done.stdout.rpartition("reason: ")[2]
+    assert reason.startswith("worker lost: the worker (pid ") and (
+        "cannot start: RuntimeError" in reason), (
+        "its reason says why, not 'worker lost: exited with code 1'")
 
 
 def test_a_failed_jobs_unreadable_stderr_is_named_and_the_run_goes_on(scheduler):

@@ -23,6 +23,8 @@ import os
 import select
 import sys
 
+from corral.runtime.stdfds import open_standard_fds
+
 __all__ = ["guard_standard_streams", "ReaderGone", "reader_gone", "drop_unwritten_output",
            "flush_output"]
 
@@ -35,28 +37,10 @@ class ReaderGone(Exception):
 def guard_standard_streams() -> None:
     """Fill closed descriptors 0-2 with /dev/null and give Python a stdout and
     a stderr that escape what their encoding cannot write. Call it first."""
-    for fd in (0, 1, 2):  # lowest first: /dev/null opened for 0 lands on 0
-        _fill_if_closed(fd)
-    for name, fd in (("stdout", 1), ("stderr", 2)):
-        stream = getattr(sys, name)
-        if stream is None:  # (closed when Python started: it made no stream for it)
-            stream = open(fd, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
-                          closefd=False)  # (the command's for its whole life)
-            setattr(sys, name, stream)
-        elif hasattr(stream, "reconfigure"):
+    open_standard_fds()  # (as corral's own processes do)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-
-
-def _fill_if_closed(fd: int) -> None:
-    try:
-        os.fstat(fd)
-        return
-    except OSError:
-        pass
-    null = os.open(os.devnull, os.O_RDWR)
-    if null != fd:
-        os.dup2(null, fd)
-        os.close(null)
 
 
 def reader_gone(error: OSError) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Never, overload
 
 from corral.core import driver_signals
+from corral.runtime.stdfds import open_standard_fds
 from corral.backends import (AUTO, DEFAULT_BACKEND, backend_info, backend_names, is_backend,
                              make_backend, outlives_driver, resolve_backend)
 from corral.suggest import closest, did_you_mean
@@ -344,6 +345,9 @@ class Scheduler(Executor):
         _refuse_after_interpreter_exit()  # before anything is started
         tidy_after_dead_drivers()
         driver_signals.install()
+        # A driver started with stdout closed (`>&-`) opened its run's lock as fd 1:
+        # a write to stdout went into it (fix review). /dev/null there, as in its workers.
+        open_standard_fds()
         self._journal: Journal | None = None
         self._resumer: Resumer | None = None
         self._control: ControlServer | None = None

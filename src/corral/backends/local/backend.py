@@ -49,7 +49,7 @@ from corral.status import JobStatus
 from corral.runtime.command import KILL, TERMINATE, describe_exit, how_it_ended
 from corral.runtime.frames import FrameReader
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
-from corral.runtime.spool import hand_over
+from corral.runtime.spool import hand_over, read_output_if_there
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker_process import (GivenBack, Reply, Started, WorkerStartError,
                                            call_request,
@@ -62,6 +62,15 @@ from corral.backends.local import BACKEND
 __all__ = ["LocalBackend", "default_cores", "total_memory_mb", "detect_gpus", "SPOOL_PREFIX"]
 
 log = logging.getLogger("corral.backends.local")
+
+def _starting_failure(jobdir: str) -> str | None:
+    """The line a worker that could not start ended its stderr with (see
+    ``corral.runtime.worker._cannot_start``), without its prefix; None if none."""
+    tail = read_output_if_there(os.path.join(jobdir, "stderr"), last_bytes=1024) or ""
+    last = tail.rstrip("\n").rpartition("\n")[2]
+    prefix = "corral: the worker ("
+    return last.removeprefix("corral: ") if last.startswith(prefix) else None
+
 
 #: How often jobs that could not start for want of resources are tried again
 #: while nothing ends (a shortage caused by other programs may pass).
@@ -884,16 +893,19 @@ class LocalBackend:
                 log.warning("idle worker %d died (%s)", worker.pid, describe_exit(returncode))
             return
         del self._running[job_id]
-        self._keep_what_it_wrote(worker, self._jobdirs.pop(job_id))
+        jobdir = self._jobdirs.pop(job_id)
+        self._keep_what_it_wrote(worker, jobdir)
         self._release_gpus(job_id)
         if job_id in self._killed:
             self._killed.discard(job_id)
             self._pending.append(Update(job_id, JobStatus.CANCELLED, reason="killed"))
         else:
-            self._pending.append(Update(
-                job_id, JobStatus.FAILED, exit_code=returncode,
-                reason=f"worker lost: its process (pid {worker.pid}) {how_it_ended(returncode)}",
-            ))
+            reason = f"worker lost: its process (pid {worker.pid}) {how_it_ended(returncode)}"
+            if worker.starting:  # what it said as it could not start (review of a fix:
+                said = _starting_failure(jobdir)  # "worker lost" said nothing of the cause)
+                reason = reason if said is None else f"worker lost: {said}"
+            self._pending.append(Update(job_id, JobStatus.FAILED, exit_code=returncode,
+                                        reason=reason))
 
     @staticmethod
     def _keep_what_it_wrote(worker: _Worker, jobdir: str) -> None:
