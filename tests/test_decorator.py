@@ -162,11 +162,11 @@ def test_a_module_level_decorated_function_runs_in_workers_without_its_module(tm
     env = {**os.environ, "IMPORTS": str(imports), "SIDE": str(side), "RUN": str(tmp_path / "run"),
            "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
 
-    def drive() -> dict:
+    def drive(said: str = "") -> dict:
         done = subprocess.run([sys.executable, "driver.py"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        assert done.stderr == "", done.stderr  # nothing failed: no closing summary either
+        assert done.stderr == said, done.stderr  # nothing failed: no closing summary either
         return json.loads(done.stdout)
 
     first = drive()
@@ -175,6 +175,8 @@ def test_a_module_level_decorated_function_runs_in_workers_without_its_module(tm
     assert sorted(os.listdir(imports)) == [str(first["driver"])]  # no worker imported it
     assert os.listdir(side) == [str(first["worker"])]
 
-    second = drive()  # resumed: the journal knows both calls by the plain function
+    second = drive(f"corral: resuming the run at {tmp_path / 'run'}: what completed in an "
+                   "earlier run is restored from its journal, not run again (see corral "
+                   "status)\n")  # resumed: the journal knows both calls by the plain function
     assert second["factorial"] == 120 and second["worker"] == first["worker"]
     assert os.listdir(side) == [str(first["worker"])]  # record_pid did not run again
