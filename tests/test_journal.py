@@ -2195,6 +2195,45 @@ def test_a_helper_of_the_scripts_own_that_changed_is_other_work(tmp_path):
     assert run(100, scale=2) == "402 True"
 
 
+DECORATED_HELPER_SCRIPT = """
+import functools, sys, types, corral
+model = types.SimpleNamespace(prepare=lambda x: x)
+
+def prepare(x):  # the script's own, which simulate does not call (model.prepare is another)
+    return x + {unrelated}
+
+@functools.cache
+def step():
+    return {step}
+
+def simulate(x):
+    return model.prepare(x) * step()
+
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
+    job = sched.submit(simulate, 5)
+    print(job.result(), job.reason is not None)
+"""
+
+
+def test_a_decorated_helper_counts_and_an_attribute_of_its_name_does_not(tmp_path):
+    """Diff review: an edited functools.cache helper left the key as it was
+    (the rerun restored the old result), and a script function that merely
+    shared a name with an attribute the job's function reads made it run again."""
+    script = tmp_path / "decorated.py"
+
+    def run(step: int, unrelated: int) -> str:
+        script.write_text(DECORATED_HELPER_SCRIPT.replace("{step}", str(step))
+                          .replace("{unrelated}", str(unrelated)))
+        done = subprocess.run([sys.executable, os.fspath(script), os.fspath(tmp_path / "run")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run(2, 0) == "10 False"
+    assert run(2, 7) == "10 True", "prepare() is not the job's: restored"
+    assert run(3, 7) == "15 False", "an edited cached helper: run again"
+
+
 def test_jobs_a_killed_driver_left_running_end_when_the_next_session_starts(tmp_path):
     run, release = tmp_path / "run", tmp_path / "release"
     driver = start_driver(tmp_path, "mixed", run, release)

@@ -20,6 +20,7 @@ change what a finished job computed.
 
 from __future__ import annotations
 
+import dis
 import functools
 import hashlib
 import io
@@ -115,13 +116,37 @@ def _helpers(fn: Any) -> list[tuple[str, types.FunctionType]]:
     found: dict[str, types.FunctionType] = {}
     pending = [fn]
     while pending and len(found) < _HELPERS_SEEN:
-        for name in _global_names(pending.pop().__code__):
-            value = space.get(name)
-            if (type(value) is types.FunctionType and value is not fn and name not in found
-                    and value.__module__ == module):
-                found[name] = value
-                pending.append(value)
+        for name in _loaded_globals(pending.pop().__code__):
+            value, label = space.get(name), name
+            for _ in range(_WRAPPERS_SEEN):  # a decorated helper: the wrapper and what it
+                # wraps (diff review: an edited functools.cache helper was not seen)
+                if (type(value) is types.FunctionType and value is not fn and label not in found
+                        and value.__module__ == module):
+                    found[label] = value
+                    pending.append(value)
+                value, label = getattr(value, "__wrapped__", None), label + ".__wrapped__"
+                if value is None:
+                    break
     return sorted(found.items())
+
+
+#: How deep a helper's decorators are followed.
+_WRAPPERS_SEEN = 4
+
+
+@functools.lru_cache(maxsize=256)
+def _loaded_globals(code: types.CodeType) -> tuple[str, ...]:
+    """The names *code* (and the functions inside it) reads as globals: not
+    its attributes' names, which ``co_names`` holds too (diff review: a helper
+    named ``prepare`` was taken for ``model.prepare``)."""
+    names: set[str] = set()
+    pending = [code]
+    while pending:
+        current = pending.pop()
+        names.update(instruction.argval for instruction in dis.get_instructions(current)
+                     if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"))
+        pending.extend(const for const in current.co_consts if isinstance(const, types.CodeType))
+    return tuple(sorted(names))
 
 
 @functools.lru_cache(maxsize=256)

@@ -11,6 +11,7 @@ before the call.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -130,8 +131,30 @@ def _pickler_keeping_file_names() -> type:
                                   types.CodeType: lambda code: (
                                       _code_in_file, (reduce_code(code), code.co_filename))}
 
+            def reducer_override(self, obj: Any) -> Any:
+                if type(obj) is _CACHED and _of_the_script(getattr(obj, "__wrapped__", None)):
+                    settings = obj.cache_parameters()
+                    return _cached, (obj.__wrapped__, settings["maxsize"], settings["typed"])
+                return super().reducer_override(obj)
+
         _Pickler = Pickler
     return _Pickler
+
+
+#: What ``functools.cache`` and ``functools.lru_cache`` make of a function.
+_CACHED = type(functools.lru_cache(maxsize=None)(int))
+
+
+def _of_the_script(function: Any) -> bool:
+    return getattr(function, "__module__", None) in ("__main__", "__mp_main__")
+
+
+def _cached(function: Any, maxsize: int | None, typed: bool) -> Any:
+    """A cached function of the script, made again in the worker: cloudpickle
+    sends it by name, which the worker's ``__main__`` does not have (a job
+    calling a ``@functools.cache`` helper of the script, or of a notebook,
+    failed "Can't get attribute"; diff review). Its cache starts empty."""
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(function)
 
 
 def _code_in_file(reduced: tuple[Any, tuple], filename: str) -> types.CodeType:

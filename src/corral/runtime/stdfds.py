@@ -30,10 +30,14 @@ def open_standard_fds() -> None:
     """Point each of fds 0, 1 and 2 that is closed at /dev/null, and give
     Python a ``sys.stdin``, ``sys.stdout`` or ``sys.stderr`` where it had none
     (a print to a missing ``sys.stderr`` goes to ``sys.stdout``, which in the
-    journal writer is its answer pipe to the driver)."""
+    journal writer is its answer pipe to the driver). Only for the fds it
+    filled: one a program opened a file on since (a driver) is the program's,
+    and a print must not go into that file (diff review)."""
+    filled = []
     for fd in _STANDARD:
         if _is_open(fd):
             continue
+        filled.append(fd)
         null = os.open(os.devnull, os.O_RDWR)  # (the lowest free: *fd*, those below are open)
         if null != fd:
             os.dup2(null, fd)
@@ -41,7 +45,7 @@ def open_standard_fds() -> None:
         else:
             os.set_inheritable(fd, True)  # (os.open's are not: a child must find it there too)
     for fd, name in enumerate(("stdin", "stdout", "stderr")):
-        if getattr(sys, name) is None:
+        if fd in filled and getattr(sys, name) is None:
             stream = open(fd, "r" if fd == 0 else "w", buffering=1 if fd else -1,  # noqa: SIM115
                           closefd=False, errors="backslashreplace")
             setattr(sys, name, stream)

@@ -105,15 +105,16 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str],
     """
     from multiprocessing.connection import Connection
 
-    request_read, request_write = os.pipe2(os.O_CLOEXEC)
-    reply_read, reply_write = os.pipe2(os.O_CLOEXEC)
-    doorbell_read, doorbell_write = os.pipe2(os.O_CLOEXEC)
-    # (a driver whose stdout was closed gave one of them fd 1: in the worker
-    # its spool went over it; see corral.runtime.stdfds)
-    request_read, reply_write, doorbell_read = (above_standard(fd) for fd in (
-        request_read, reply_write, doorbell_read))
-    os.set_blocking(doorbell_write, False)
+    made: list[int] = []  # every fd made so far: closed if the start fails
     try:
+        for _ in range(3):
+            made.extend(os.pipe2(os.O_CLOEXEC))
+        # (a driver whose stdout was closed gave one of those the worker gets fd 1:
+        # in the worker its spool went over it; see corral.runtime.stdfds)
+        for place in (0, 3, 4):
+            made[place] = above_standard(made[place])
+        request_read, request_write, reply_read, reply_write, doorbell_read, doorbell_write = made
+        os.set_blocking(doorbell_write, False)
         process = subprocess.Popen(
             [python, "-c", _BOOT, str(request_read), str(reply_write), str(os.getpid()),
              spool_prefix, json.dumps(sys.path if path is None else list(path)),
@@ -121,9 +122,8 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str],
             pass_fds=(request_read, reply_write, doorbell_read), stdin=subprocess.DEVNULL,
             start_new_session=True, env=dict(environment),
         )
-    except OSError as error:
-        for fd in (request_read, request_write, reply_read, reply_write, doorbell_read,
-                   doorbell_write):
+    except OSError as error:  # (short of descriptors, a pipe made and the next not:
+        for fd in made:  # each start that failed leaked two, diff review)
             os.close(fd)
         raise WorkerStartError(f"cannot start a worker with {python}: {error}") from error
     for fd in (request_read, reply_write, doorbell_read):
