@@ -79,6 +79,29 @@ def test_a_driver_started_with_stdout_or_stderr_closed_loses_no_job(tmp_path, re
     assert done.returncode == 0
 
 
+OWN_FILE_ON_FD_1 = """
+import os, sys, corral
+data = open(sys.argv[1], "w")   # stdout is closed: the program's file takes fd 1
+assert data.fileno() == 1
+with corral.Scheduler(cores=1) as scheduler:
+    scheduler.submit(abs, -1).result(timeout=60)
+print("a print with no stdout")
+data.write("the program's own line\\n")
+data.close()
+"""
+
+
+def test_a_program_whose_own_file_took_fd_1_keeps_it_its_own(tmp_path):
+    """Diff review: with stdout closed, a Scheduler made Python a stdout on
+    fd 1, which was the program's own file: its prints went into that file."""
+    own = tmp_path / "data.txt"
+    done = subprocess.run([sys.executable, "-c", OWN_FILE_ON_FD_1, str(own)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=60, preexec_fn=lambda: os.close(1))
+    assert done.returncode in (0, 1), done.stderr  # (print to no stdout: Python's own way)
+    assert own.read_text() == "the program's own line\n"
+
+
 def test_jobs_run_though_the_drivers_directory_was_deleted(tmp_path):
     gone = tmp_path / "gone"
     gone.mkdir()
