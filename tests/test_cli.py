@@ -1668,6 +1668,28 @@ def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again
     assert fresh.ok("logs", queued).out == "the queued one\n"
 
 
+def test_a_command_a_killed_daemon_left_runs_again_with_its_submitters_environment(
+        fresh, tmp_path):
+    """Cold review (a sysadmin): a command was stored as what its environment
+    changed of the daemon's; run again by a new daemon (started by cron's
+    `corral wait`), it got the new daemon's environment: cron's HOME, and
+    without the submitter's own variables."""
+    release, seen = tmp_path / "release", tmp_path / "seen"
+    job = fresh("submit", "--", f'echo "$FOO $HOME" >> {q(seen)}; {block(release)}',
+                env={"FOO": "submitted", "HOME": str(tmp_path / "mine")}).out.strip()
+    wait_until(seen.exists, message="the command to start")
+    daemon = fresh.daemon_pid()
+    first = seen.read_text()
+    try:
+        kill_and_wait(daemon)
+        release.touch()
+        done = fresh("wait", job, env={"FOO": "", "HOME": str(tmp_path / "cron")})
+    finally:
+        release.touch()
+    assert done.status == 0, done.err
+    assert seen.read_text() == first * 2 == f"submitted {tmp_path / 'mine'}\n" * 2
+
+
 def test_the_daemon_exits_by_itself_once_idle(tmp_path):
     corral = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path, idle=1)
     try:

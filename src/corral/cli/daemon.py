@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import signal
@@ -39,6 +40,7 @@ from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.errors import RunInUse
 from corral.journal.files import private_file, private_run_dir
+from corral.journal.reading import read_meta
 from corral.journal.stored import StoredJob
 
 __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "HELD_FOR", "idle_seconds"]
@@ -221,7 +223,33 @@ def _unfinished_submissions(journal) -> list[StoredJob]:
             and journal.session_kinds.get(job.session) == "daemon"]
 
 
-def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, JobStatus]):
+#: The meta key of the environment a daemon's session ran with.
+ENVIRONMENT_KEY = "daemon_environment.{session}"
+
+
+def _environment_again(stored_env: dict[str, str | None], session: int | None,
+                       meta: dict[str, str]) -> dict[str, str | None] | None:
+    """A command's ``env`` option for this daemon: the submitter's environment,
+    which was stored as what differed from the environment of the daemon that
+    took the command. Applied to this daemon's own, the command ran with
+    another one (cold review, a sysadmin: a command a killed daemon left ran
+    again from cron with cron's HOME and without the submitter's variables).
+    An older journal, which kept no daemon's environment, gives it as stored."""
+    said = meta.get(ENVIRONMENT_KEY.format(session=session))
+    if said is None:
+        return stored_env or None
+    try:
+        then = json.loads(said)
+    except ValueError:
+        return stored_env
+    wanted = {**then, **stored_env}
+    wanted = {name: value for name, value in wanted.items() if value is not None}
+    return {**{name: value for name, value in wanted.items() if os.environ.get(name) != value},
+            **{name: None for name in os.environ if name not in wanted}}
+
+
+def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, JobStatus],
+             meta: dict[str, str]):
     """A Job for a command the journal left unfinished, with its old id and
     every option it was submitted with (its journaled spec, decoded by the
     same codec that encoded it); a job that cannot be made again is doomed,
@@ -242,7 +270,10 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
         journaled = decode_spec(stored.spec)
         if journaled.task is None:
             raise ValueError("the journal holds no command for it")
-        job = Job(journaled.task, id=stored.id, **{**journaled.options, "after": after or None})
+        options = {**journaled.options, "after": after or None}
+        # (A command submitted with the daemon's very environment has no env option.)
+        options["env"] = _environment_again(options.get("env") or {}, stored.session, meta)
+        job = Job(journaled.task, id=stored.id, **options)
     except (ValueError, TypeError) as error:  # a damaged spec, a directory removed since...
         return _doomed_job(stored, f"cannot run again after the daemon restarted: {error}")
     return job if doomed is None else doom(job, doomed)
@@ -293,6 +324,10 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
         # Now: a half-made client of a backend's may take its time to close at exit.
         os._exit(_REFUSED)
     _settle_in(run_dir)
+    journal = scheduler._journal
+    assert journal is not None, "a daemon's scheduler keeps the run's journal"
+    # The environment its jobs' are stored against (see _environment_again).
+    journal.set_meta(ENVIRONMENT_KEY.format(session=journal.session), json.dumps(dict(os.environ)))
     stop = threading.Event()
     scheduler._stop_requested = stop
     scheduler._settings_check = SettingsWatch(run_dir, config, stamps, scheduler,
@@ -397,12 +432,13 @@ def _resubmit(scheduler, run_dir: Path) -> None:
     leftovers = _unfinished_submissions(journal)
     if not leftovers:
         return
+    meta = read_meta(run_dir)
     upstream = {str(dep) for stored in leftovers for dep in stored.deps}
     finished = {job_id: status for job_id, status in journal.previous.statuses(upstream).items()
                 if status in TERMINAL}
     rebuilt: dict[str, Any] = {}
     for stored in leftovers:  # in submission order: parents first
-        job = _rebuild(stored, rebuilt, finished)
+        job = _rebuild(stored, rebuilt, finished, meta)
         try:
             scheduler.dispatch([job])
         except ValueError as error:  # e.g. its queue left the [daemon] table meanwhile
