@@ -112,7 +112,7 @@ def going_on() -> None:
 
 
 def told_to_end_for() -> float | None:
-    """Seconds since the first SIGTERM or SIGINT reached the driver; None if none has."""
+    """Seconds since the first SIGTERM, SIGHUP or SIGINT reached the driver; None if none has."""
     return None if _ending_since is None else time.monotonic() - _ending_since
 
 

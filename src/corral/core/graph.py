@@ -152,7 +152,7 @@ def _after_records(record: JobRecord, named_here: dict[str, list[JobRecord]],
             raise DependencyError(
                 f"job {record.name!r} waits for after={item!r}, its own name: a job cannot "
                 "wait for itself (after= a name waits for the other jobs of that name)")
-        if not matches and str(item) == str(record.id):
+        if not matches and record.id is not None and str(item) == str(record.id):
             raise DependencyError(f"job {record.name!r} waits for after={item!r}, its own id: "
                                   "a job cannot wait for itself")
         if not matches:

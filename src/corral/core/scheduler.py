@@ -1221,17 +1221,18 @@ def _at_interpreter_exit() -> None:
     global _interpreter_exiting
     _interpreter_exiting = True
     for scheduler in list(_open_schedulers):
-        try:  # one scheduler's failure must not leave the others running
+        for _ in range(3):  # Ctrl-C while the exit waited: the jobs were cancelled and
+            # waited for, and the one line said so; the interpreter printed a traceback
+            # of its own as well (cold review). Again, to tidy up; the next see the signal.
             try:
                 scheduler._at_exit()
+                break
             except (KeyboardInterrupt, DriverTerminated):
-                # Ctrl-C while the exit waited: the jobs were cancelled and waited for,
-                # and the one line said so; it printed a traceback of the interpreter's
-                # own as well (cold review). Again, to tidy up; the next see the signal.
-                scheduler._at_exit()
-        except Exception:
-            logging.getLogger("corral.scheduler").exception("could not shut %r down at exit",
-                                                            scheduler)
+                continue
+            except Exception:  # one scheduler's failure must not leave the others running
+                logging.getLogger("corral.scheduler").exception(
+                    "could not shut %r down at exit", scheduler)
+                break
 
 
 def _refuse_after_interpreter_exit() -> None:

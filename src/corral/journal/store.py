@@ -305,7 +305,8 @@ class Journal:
             except ValueError:
                 owner = {}
             handle.close()
-            if owner.get("pid") == os.getpid():  # (a notebook's cell run twice)
+            if (owner.get("pid"), owner.get("host")) == (os.getpid(), os.uname().nodename):
+                # (a notebook's cell run twice)
                 raise RunInUse(
                     f"run directory {self.run_dir} is driven by a Scheduler this program made "
                     "before and did not shut down: use that one, or call its shutdown() "

@@ -1,4 +1,4 @@
-"""corral's own threads leave SIGINT and SIGTERM to the main thread.
+"""corral's own threads leave SIGINT, SIGTERM and SIGHUP to the main thread.
 
 Python runs signal handlers only in the main thread. A signal the kernel hands
 to another thread still sets the flag, but a main thread blocked in a lock wait
@@ -38,9 +38,9 @@ from typing import Any
 
 from corral.safe_repr import safe_repr
 
-__all__ = ["DRIVER_SIGNALS", "SLICE_S", "plain_timeout", "start_thread", "quiet_thread",
-           "start_quietly", "allow_signals", "signals_allowed", "in_program_code_for",
-           "wait_in_slices"]
+__all__ = ["no_thread_left", "DRIVER_SIGNALS", "SLICE_S", "plain_timeout", "start_thread",
+           "quiet_thread", "start_quietly", "allow_signals", "signals_allowed",
+           "in_program_code_for", "wait_in_slices"]
 
 #: The signals that end a driver, and that only its main thread should receive.
 DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
@@ -56,7 +56,7 @@ _quiet_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 def start_thread(target: Callable[..., Any], *, name: str, args: tuple[Any, ...] = (),
                  daemon: bool = True) -> threading.Thread:
-    """Start a thread that never receives SIGINT or SIGTERM, and return it.
+    """Start a thread that never receives SIGINT, SIGTERM or SIGHUP, and return it.
 
     A new thread starts with its creator's mask: the signals are blocked here
     for the moment of the start, then restored. One that arrives meanwhile
@@ -94,7 +94,7 @@ def allow_signals() -> None:
 
 @contextlib.contextmanager
 def signals_allowed() -> Iterator[None]:
-    """Allow SIGINT and SIGTERM in the calling thread while the block runs: around
+    """Allow SIGINT, SIGTERM and SIGHUP in the calling thread while the block runs: around
     the start of an outside program, which would otherwise inherit them blocked.
     The window is the start's few milliseconds. In a thread :func:`start_thread`
     did not start it changes nothing: a mask the program set is the program's."""
@@ -173,3 +173,9 @@ def wait_in_slices(wait: Callable[[float | None], bool], timeout: float | None) 
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False
+
+
+def no_thread_left(error: BaseException) -> bool:
+    """Whether *error* is Python's for a thread it could not start (a limit
+    on processes or memory): a shortage that a job's end may end."""
+    return isinstance(error, RuntimeError) and "can't start new thread" in str(error)

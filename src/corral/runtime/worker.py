@@ -61,10 +61,10 @@ from corral.runtime.payload import dumps_error
 from corral.safe_repr import describe_error
 from corral.runtime.spool import NOT_SAVED, hand_over, open_spool
 from corral.runtime.stdfds import above_standard, open_standard_fds
-from corral.runtime.threads import allow_signals
+from corral.runtime.threads import allow_signals, no_thread_left
 from corral.runtime.outcomes import OutcomeLog
-from corral.runtime.worker_process import (ABORT, DROP, MAX_REPLY_BYTES, given_back_message,
-                                           reply_message, started_message)
+from corral.runtime.worker_process import (ABORT, CANNOT_START, DROP, MAX_REPLY_BYTES,
+                                           given_back_message, reply_message, started_message)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -566,9 +566,9 @@ def _cannot_start(error: Exception) -> NoReturn:
 
     traceback.print_exception(error)
     hint = ""
-    if isinstance(error, RuntimeError) and "thread" in str(error):
+    if no_thread_left(error):
         hint = (": the worker needs threads of its own; is the limit on processes "
                 "(ulimit -u) or on memory reached?")
-    print(f"corral: the worker (pid {os.getpid()}) cannot start: {describe_error(error)}{hint}",
+    print(f"{CANNOT_START.format(pid=os.getpid())}{describe_error(error)}{hint}",
           file=sys.stderr, flush=True)
     os._exit(1)  # (SystemExit would print a traceback of its own under PYTHONINSPECT)

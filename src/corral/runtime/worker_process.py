@@ -64,6 +64,11 @@ def start_reaper(python: str, token: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
+#: The opening of the last line a worker that cannot start writes on its stderr
+#: (its first job's): the driver takes it for that job's reason.
+CANNOT_START = "corral: the worker (pid {pid}) cannot start: "
+
+
 class WorkerStartError(OSError):
     """The worker's interpreter could not be started."""
 

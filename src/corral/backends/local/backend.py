@@ -50,9 +50,10 @@ from corral.runtime.command import KILL, TERMINATE, describe_exit, how_it_ended
 from corral.runtime.frames import FrameReader
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.spool import hand_over, read_output_if_there
+from corral.runtime.threads import no_thread_left
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
-from corral.runtime.worker_process import (GivenBack, Reply, Started, WorkerStartError,
-                                           call_request,
+from corral.runtime.worker_process import (CANNOT_START, GivenBack, Reply, Started,
+                                           WorkerStartError, call_request,
                                            abort_request, command_request, drop_request,
                                            read_message,
                                            ring, start_reaper, start_worker)
@@ -68,7 +69,7 @@ def _starting_failure(jobdir: str) -> str | None:
     ``corral.runtime.worker._cannot_start``), without its prefix; None if none."""
     tail = read_output_if_there(os.path.join(jobdir, "stderr"), last_bytes=1024) or ""
     last = tail.rstrip("\n").rpartition("\n")[2]
-    prefix = "corral: the worker ("
+    prefix = CANNOT_START.partition("{pid}")[0]
     return last.removeprefix("corral: ") if last.startswith(prefix) else None
 
 
@@ -88,7 +89,7 @@ def _short_of_resources(error: BaseException | None) -> bool:
     while error is not None and seen < 8:
         if isinstance(error, OSError) and error.errno in _SHORTAGES:
             return True
-        if isinstance(error, RuntimeError) and "can't start new thread" in str(error):
+        if no_thread_left(error):
             return True
         error, seen = error.__cause__ or error.__context__, seen + 1
     return False
