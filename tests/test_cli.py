@@ -1690,6 +1690,17 @@ def test_a_command_a_killed_daemon_left_runs_again_with_its_submitters_environme
     assert seen.read_text() == first * 2 == f"submitted {tmp_path / 'mine'}\n" * 2
 
 
+def test_wait_quiet_says_nothing_when_every_job_completed(fresh):
+    """Cold review (a sysadmin): `corral wait` said "3 jobs ended: 3 completed"
+    on stderr every night, and cron mails any output."""
+    done = fresh.submit("true")
+    assert fresh("wait", "-q", done).err == ""
+    failed = fresh.submit("exit 4")
+    said = fresh("wait", "--quiet", failed)
+    assert said.status == 1 and said.err == (f"job {failed} 'exit' FAILED: exit code 4\n"
+                                             "corral: 1 job ended: 1 failed\n")
+
+
 def test_the_daemon_exits_by_itself_once_idle(tmp_path):
     corral = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path, idle=1)
     try:

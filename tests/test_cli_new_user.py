@@ -681,3 +681,32 @@ def test_a_driver_whose_queue_of_connections_is_full_is_tried_again(tmp_path):
         server.join()
         for filler in waiting:
             filler.close()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_first_submit_cut_short_takes_its_new_run_away_and_says_so(
+        tmp_path, monkeypatch, capsys, signal_name):
+    """Cold review (a sysadmin): `timeout 0.3 corral submit` (SIGTERM) left a
+    run with no job and a daemon idling for five minutes; a Ctrl-C took the run
+    away but said "the run and its jobs go on"."""
+    import signal
+
+    from corral.cli import main as cli_main
+    from corral.cli.exits import Terminated
+
+    def cut_short(*args, **kwargs):
+        if signal_name == "SIGINT":
+            raise KeyboardInterrupt
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # the command's own handler
+        raise AssertionError("SIGTERM did not end the submit")
+
+    monkeypatch.setattr(cli_main, "control_request", cut_short)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as ended:
+        cli_main.main(["--run", str(run), "submit", "--", "true"])
+    assert ended.value.code == (143 if signal_name == "SIGTERM" else 130)
+    assert capsys.readouterr().err == ("corral: error: interrupted: nothing was submitted, and the "
+                                       "run this submit was making is taken away again\n")
+    assert not run.exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the process's own again"
+    assert Terminated  # (the exception SIGTERM raises in the command)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -38,7 +39,8 @@ from corral.cli.config_checks import (note_tables_not_read, profile_options,
 from corral.cli.console import make_console
 from corral.cli.control_requests import control_request
 from corral.cli.exits import (EXIT_BROKEN_PIPE, EXIT_FAILED_JOB, EXIT_INTERRUPTED,
-                              EXIT_UNREACHABLE, EXIT_USAGE, INTERRUPTED, CommandError)
+                              EXIT_TERMINATED, EXIT_UNREACHABLE, EXIT_USAGE, INTERRUPTED,
+                              TERMINATED, CommandError, Terminated, raise_terminated)
 from corral.cli.job_selection import ID_RANGE, select_jobs, with_ranges
 from corral.cli.new_run import check_new_run_dir, undo_new_run
 from corral.cli.run_dirs import (RunPath, chosen_run_dir, current_directory, default_run_dir,
@@ -201,9 +203,12 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         given_command = command[0] if len(command) == 1 else list(command)
         reply = control_request(context, {"verb": "submit", "command": given_command,
                                           "options": options, "after": list(after)})
-    except (CommandError, KeyboardInterrupt):
-        if new_run is not None:  # a refused first job leaves no run and no daemon behind
-            undo_new_run(new_run)
+    except (CommandError, KeyboardInterrupt, Terminated) as error:
+        if new_run is not None and undo_new_run(new_run) and not isinstance(error, CommandError):
+            # (a refused first job leaves no run and no daemon behind; nor does one cut short)
+            stopped = EXIT_INTERRUPTED if isinstance(error, KeyboardInterrupt) else EXIT_TERMINATED
+            raise CommandError("interrupted: nothing was submitted, and the run this submit was "
+                               "making is taken away again", stopped) from None
         raise
     click.echo(reply["id"])
     if reply.get("note"):
@@ -466,8 +471,11 @@ class _Seconds(click.ParamType):
 @click.option("--timeout", type=_Seconds(), default=None,
               help="give up after this long (exit 3): seconds, or a duration such as '90s' "
                    "or '5m'")
+@click.option("-q", "--quiet", is_flag=True,
+              help="say nothing when every job completed (for cron, which mails any output)")
 @click.pass_context
-def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) -> None:
+def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
+         quiet: bool) -> None:
     """Wait for jobs (default: all of the run) with a progress bar; exit 1 if any did not
     complete (failed, timed out or cancelled)."""
     import time
@@ -524,7 +532,9 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None) ->
                 click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}",
                            err=True)
     total = counts.total()
-    if not total:
+    if quiet and not failed:  # (cold review, a sysadmin: cron mailed every good night)
+        pass
+    elif not total:
         click.echo("corral: no jobs to wait for", err=True)
     else:  # (in a terminal too, below the bar: a line to read, and to scroll back to)
         click.echo(f"corral: {total} job{'s' * (total != 1)} ended: " + ", ".join(
@@ -864,11 +874,16 @@ def main(argv: list[str] | None = None) -> None:
     a reader that went away ends it quietly, with :data:`EXIT_BROKEN_PIPE`.
     """
     guard_standard_streams()  # (before anything opens a file that could take fd 1 or 2)
+    ours = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (a program's own is kept)
+    if ours:
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         try:
             _run_command(argv)
         finally:  # (what is left in the buffers fails here, where it can be said)
             flush_output()
+            if ours:  # (main() called in a program's process: its default again)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
     except ReaderGone:
         _end_reader_gone()
     except OSError as error:  # the last of its output, on a full disk or to a reader gone
@@ -904,6 +919,8 @@ def _run_command(argv: list[str] | None) -> NoReturn:
         _fail(f"{message} (see '{where} --help')", EXIT_USAGE)
     except (click.Abort, KeyboardInterrupt):  # (click makes a Ctrl-C an Abort)
         _fail(INTERRUPTED, EXIT_INTERRUPTED)
+    except Terminated:
+        _fail(TERMINATED, EXIT_TERMINATED)
     except click.ClickException as error:
         _fail(error.format_message(), error.exit_code)
     except CommandError as error:

@@ -56,11 +56,12 @@ def check_new_run_dir(run_dir: Path) -> NewRun | None:
         return NewRun(run_dir, None, None)
 
 
-def undo_new_run(new: NewRun) -> None:
+def undo_new_run(new: NewRun) -> bool:
     """Stop the daemon this submit started and take away the run it made, unless
     another submit started at the same moment on the new run has a job in it:
     then the run is that one's too, and stays. A directory that was there
-    before is left as it was, with what it held."""
+    before is left as it was, with what it held. Returns whether the run was
+    taken away (or emptied again)."""
     import fcntl
     import time
 
@@ -73,24 +74,26 @@ def undo_new_run(new: NewRun) -> None:
     except (NoDriver, OSError):
         pass
     except CommandError:  # it has another submit's jobs
-        return
+        return False
     deadline = time.monotonic() + 10
     while owner_of(run_dir) is not None and time.monotonic() < deadline:
         time.sleep(0.02)  # the daemon closes its journal, then lets go of the run
+    if not os.path.lexists(run_dir):
+        return True  # (cut short before the daemon made it: nothing to take away)
     try:  # held while the run goes: a submit racing this one cannot take it meanwhile
         lock = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115
     except OSError:
-        return
+        return False
     with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return  # another submit's daemon drives it now
+            return False  # another submit's daemon drives it now
         if _has_jobs(run_dir):
-            return
+            return False
         if new.mode_before is not None:
             _empty_again(run_dir, new.mode_before)
-            return
+            return True
         # Moved out of the way first, and removed after: a daemon that another
         # submit starts from now on makes the run anew, and nothing it writes is
         # removed with this one. (Removed in place, a daemon that started while
@@ -99,9 +102,10 @@ def undo_new_run(new: NewRun) -> None:
         try:
             os.rename(run_dir, gone)
         except OSError:
-            return
+            return False
     shutil.rmtree(gone, ignore_errors=True)
     _remove_made_parents(run_dir, new.first_made)
+    return True
 
 
 def _empty_again(run_dir: Path, mode: int) -> None:
