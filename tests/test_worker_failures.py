@@ -161,3 +161,28 @@ def test_a_worker_start_short_of_descriptors_leaks_none(tmp_path):
     said, left = done.stdout.splitlines()
     assert "Too many open files" in said
     assert left == "0", "no descriptor of the failed start is left open"
+
+
+IDLE_WORKERS_HOLD_THE_DESCRIPTORS = """
+import os, resource, time, corral
+with corral.Scheduler(cores=4, gpus=2) as scheduler:
+    corral.wait([scheduler.submit(time.sleep, 0.3) for _ in range(3)])  # three workers, idle now
+    corral.wait, corral.JobStatus
+    used = len(os.listdir("/proc/self/fd"))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 2, hard))  # no room for a new worker
+    gpu_job = scheduler.options(gpus=1).submit(os.getenv, "CUDA_VISIBLE_DEVICES")
+    print(gpu_job.result(timeout=60))
+"""
+
+
+def test_idle_workers_make_room_for_a_job_that_needs_a_worker_of_its_own(tmp_path):
+    """Re-attack review: a GPU job (which needs a worker started for its GPU)
+    failed "Too many open files" while three idle workers held the descriptors."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", IDLE_WORKERS_HOLD_THE_DESCRIPTORS],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n", done.stderr

@@ -366,6 +366,12 @@ class LocalBackend:
                       else self._start_command(submission, gpus))
         except Exception as error:  # this job cannot start; the others of the batch can
             self._release_gpus(submission.job_id)
+            if self._idle and _short_of_resources(error):
+                # Idle workers hold what it lacks (started for other GPUs, or for other
+                # jobs earlier): one goes, and it starts (re-attack review: it failed
+                # while three idle workers held the descriptors).
+                self._retire(self._idle.pop(0))
+                return self._start(submission)
             if self._busy and _short_of_resources(error):
                 self._defer(submission, error)
             else:
