@@ -186,6 +186,9 @@ def test_after_an_id_waits_for_that_job(scheduler, tmp_path):
         job.result(timeout=30)
     assert test.record.started >= build.record.ended
     assert later.record.started >= numbered.record.ended
+    texted = scheduler.dispatch([Job(jobs.noop, id="50")])[0]  # (7 and "7" are one id)
+    assert [dep.id for dep in scheduler.options(after=50).submit(jobs.noop)._record.deps] == [
+        texted.id]
 
 
 def test_after_the_id_of_a_job_the_program_let_go_of_says_so(scheduler):

@@ -189,3 +189,20 @@ def test_a_failed_jobs_unreadable_stderr_is_named_and_the_run_goes_on(scheduler)
     assert f"(its stderr, {failing.jobdir}/stderr, cannot be read: Is a directory)" in message
     assert [scheduler.submit(jobs.square, i).result(timeout=30) for i in range(3)] == [0, 1, 4]
 
+
+
+def test_a_run_whose_path_the_c_locale_cannot_say_keeps_its_log(tmp_path):
+    """Re-attack review: under LC_ALL=C (UTF-8 mode off) a rerun of a run named
+    with an 'é' said "cannot write .../corral.log (... surrogates not
+    allowed)", and its log lost the lines from then on."""
+    run = os.fsencode(tmp_path) + "/résumé".encode()
+    script = "import sys, corral\nwith corral.Scheduler(cores=1, journal=sys.argv[1]) as s:\n" \
+             "    s.submit(abs, -1).result(timeout=60)\n"
+    c_locale = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+                "PYTHONCOERCECLOCALE": "0"}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", script, run], capture_output=True,
+                              env=c_locale, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert b"cannot write" not in done.stderr, done.stderr
+    assert b"resuming the run at" in (Path(os.fsdecode(run)) / "corral.log").read_bytes()

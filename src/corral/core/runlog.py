@@ -58,7 +58,8 @@ class _RunLogFile(logging.FileHandler):
     traceback for every record, hundreds of lines among the program's output."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, encoding="utf-8")
+        super().__init__(path, encoding="utf-8", errors="surrogateescape")  # (a path
+        # of bytes this locale cannot say, LC_ALL=C: written as its bytes, re-attack review)
         self.failed = False
 
     def handleError(self, record: logging.LogRecord | None) -> None:

@@ -960,6 +960,8 @@ class Scheduler(Executor):
         """The record of the dispatched job *job_id* names in ``after=``, or
         None; one that finished and was let go of cannot be waited after."""
         found = self._lookup(job_id)
+        if found is None and isinstance(job_id, int):  # (7 and "7" name one job: re-attack)
+            found = self._registry.get(str(job_id))
         if found is None and self._registry.id_taken(str(job_id)):
             raise DependencyError(f"after={job_id!r}: job {job_id} has finished and this program "
                                   "no longer holds it; pass the Job itself")
