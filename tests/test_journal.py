@@ -2234,6 +2234,55 @@ def test_a_decorated_helper_counts_and_an_attribute_of_its_name_does_not(tmp_pat
     assert run(3, 7) == "15 False", "an edited cached helper: run again"
 
 
+HELPER_KINDS_SCRIPT = """
+import functools, sys, corral
+
+def scaled(x, k={value}):          # a helper's default
+    return x * k
+
+def make(k):
+    return lambda x: x * k
+closed = make({value})             # a helper that is a closure
+
+def base(x, k):
+    return x * k + {value}
+bound = functools.partial(base, k=1)   # a partial of the script's function
+
+def simulate(x):
+    return scaled(x) + closed(x) + bound(x)
+
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
+    job = sched.submit(simulate, 1)
+    print(job.result(), job.reason is not None)
+"""
+
+
+@pytest.mark.parametrize("edit", ["default", "closure", "partial"])
+def test_helpers_defaults_closures_and_partials_are_part_of_the_key(tmp_path, edit):
+    """Re-attack review: an edited helper's default, a helper made as a
+    closure with another value, and an edited function behind a partial each
+    left the key as it was, and the rerun restored the old result."""
+    script = tmp_path / "kinds.py"
+    values = {"default": ("2", "10"), "closure": ("2", "10"), "partial": ("2", "10")}[edit]
+
+    def run(value: str) -> str:
+        text = HELPER_KINDS_SCRIPT
+        for kind in ("default", "closure", "partial"):
+            line_value = value if kind == edit else values[0]
+            marker = {"default": "k={value}", "closure": "make({value})",
+                      "partial": "+ {value}"}[kind]
+            text = text.replace(marker, marker.replace("{value}", line_value))
+        script.write_text(text)
+        done = subprocess.run([sys.executable, os.fspath(script), os.fspath(tmp_path / "run")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run(values[0]) == "7 False"
+    assert run(values[0]) == "7 True"
+    assert run(values[1]).endswith(" False"), "edited: run again"
+
+
 def test_jobs_a_killed_driver_left_running_end_when_the_next_session_starts(tmp_path):
     run, release = tmp_path / "run", tmp_path / "release"
     driver = start_driver(tmp_path, "mixed", run, release)

@@ -29,7 +29,8 @@ import pickle
 import re
 import shlex
 import types
-from typing import TYPE_CHECKING, Any
+import weakref
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from corral.spec import Call, FunctionRef, JobSpec, Script, Shell
 from corral.journal.codec import encode_spec
@@ -66,18 +67,25 @@ def _callable_parts(fn: Any) -> tuple[bytes, bytes]:
             and not _global_names(fn.__code__)):  # reads nothing: the common tiny function
         return code, _READS_NOTHING_BYTES
     helpers = _helpers(fn)
-    if helpers:  # (none: the bytes as ever, so the keys of earlier runs still match)
-        code += b"\0uses\0" + b"\0".join(
-            name.encode() + b"=" + _cached_identity(helper) for name, helper in helpers)
+    read: tuple = (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None),
+                   _cells(fn), _plain_globals(fn, helpers.names if helpers else None))
+    if helpers is not None:  # (none: the bytes as ever, so the keys of earlier runs match)
+        code += helpers.code
+        read += (tuple((name, helper.__defaults__, helper.__kwdefaults__, _cells(helper))
+                       for name, helper in helpers.functions
+                       if helper.__defaults__ or helper.__kwdefaults__ or helper.__closure__),)
+    return code, (_READS_NOTHING_BYTES if read == _READS_NOTHING else _stable_bytes(read))
+
+
+def _cells(fn: Any) -> tuple:
+    """The values of *fn*'s closure cells (None for an empty one)."""
     cells = []
     for cell in getattr(fn, "__closure__", None) or ():
         try:
             cells.append(cell.cell_contents)
         except ValueError:  # an empty cell
             cells.append(None)
-    read = (getattr(fn, "__defaults__", None), getattr(fn, "__kwdefaults__", None),
-            tuple(cells), _plain_globals(fn, helpers))
-    return code, (_READS_NOTHING_BYTES if read == _READS_NOTHING else _stable_bytes(read))
+    return tuple(cells)
 
 
 #: What a function that reads nothing besides its arguments reads (its bytes
@@ -85,51 +93,79 @@ def _callable_parts(fn: Any) -> tuple[bytes, bytes]:
 _READS_NOTHING = (None, None, (), ())
 
 
-def _plain_globals(fn: Any, helpers: list[tuple[str, types.FunctionType]]) -> tuple:
-    """The globals *fn*'s code (and its *helpers*') names whose values are
-    plain data (numbers, strings, containers of them): a constant at the top
-    of a script that changed means the job computes something else."""
+def _plain_globals(fn: Any, names: tuple[str, ...] | None = None) -> tuple:
+    """The globals *fn*'s code names (or *names*: its and its helpers') whose
+    values are plain data (numbers, strings, containers of them): a constant
+    at the top of a script that changed means the job computes something else."""
     space = getattr(fn, "__globals__", {})
-    names = _global_names(fn.__code__)
-    if helpers:
-        names = tuple(sorted({*names, *(name for _, helper in helpers
-                                        for name in _global_names(helper.__code__))}))
-    return tuple((name, space[name]) for name in names
+    return tuple((name, space[name]) for name in names or _global_names(fn.__code__)
                  if name in space and _is_plain(space[name]))
 
 
-#: At most this many helpers of a job's function are looked at (the first found).
-_HELPERS_SEEN = 64
+class _ScriptHelpers(NamedTuple):
+    """What a function of the script calls of the script (see :func:`_helpers`)."""
+
+    functions: tuple[tuple[str, types.FunctionType], ...]  # by name, sorted
+    code: bytes  # their code, for the key
+    names: tuple[str, ...]  # every global name it and they name, for their constants
+    seen: tuple[tuple[str, Any], ...]  # the globals read to find them: unchanged, still right
 
 
-def _helpers(fn: Any) -> list[tuple[str, types.FunctionType]]:
+#: Per function of the script: its helpers as last found (a walk of a script of
+#: 500 functions took a millisecond a submit: re-attack review).
+_helpers_found: weakref.WeakKeyDictionary[Any, _ScriptHelpers] = weakref.WeakKeyDictionary()
+
+
+def _helpers(fn: Any) -> _ScriptHelpers | None:
     """For a function of the script (``__main__``: a script, a notebook), the
-    functions of the script that its code names, and theirs in turn, by name:
-    what it calls there is part of what it computes (cold review, a notebook
-    user: a helper edited in a cell, and the rerun restored the results of the
-    old one). A module's functions are not followed (the README says so): a
-    library's function names dozens, walked for every job."""
-    module = getattr(fn, "__module__", None)
-    space = getattr(fn, "__globals__", None)
-    if module != "__main__" or space is None:
-        return []
+    functions of the script that its code calls, and theirs in turn, by name
+    (a decorator's and a ``functools.partial``'s function too); None if it
+    calls none. What it calls there is part of what it computes (cold review,
+    a notebook user: a helper edited in a cell, and the rerun restored the
+    results of the old one). A module's functions are not followed (the
+    README says so): a library's function names dozens."""
+    if getattr(fn, "__module__", None) != "__main__":
+        return None
+    space = fn.__globals__
+    known = _helpers_found.get(fn)
+    if known is not None and all(space.get(name) is value for name, value in known.seen):
+        return known if known.functions else None
     found: dict[str, types.FunctionType] = {}
+    seen: dict[str, Any] = {}
     pending = [fn]
     while pending and len(found) < _HELPERS_SEEN:
         for name in _loaded_globals(pending.pop().__code__):
-            value, label = space.get(name), name
+            value = seen[name] = space.get(name)
+            label = name
             for _ in range(_WRAPPERS_SEEN):  # a decorated helper: the wrapper and what it
                 # wraps (diff review: an edited functools.cache helper was not seen)
                 if (type(value) is types.FunctionType and value is not fn and label not in found
-                        and value.__module__ == module):
+                        and value.__module__ == "__main__"):
                     found[label] = value
                     pending.append(value)
-                value, label = getattr(value, "__wrapped__", None), label + ".__wrapped__"
+                inner = value.func if type(value) is functools.partial else getattr(
+                    value, "__wrapped__", None)
+                value, label = inner, label + ".__wrapped__"
                 if value is None:
                     break
-    return sorted(found.items())
+    functions = tuple(sorted(found.items()))
+    names = tuple(sorted({name for each in (fn, *found.values())
+                          for name in _global_names(each.__code__)
+                          if not _not_data(seen.get(name))}))  # (seen: checked as it is)
+    code = b"\0uses\0" + b"\0".join(name.encode() + b"=" + _identity(helper)
+                                      for name, helper in functions)
+    _helpers_found[fn] = known = _ScriptHelpers(functions, code, names, tuple(seen.items()))
+    return known if functions else None
 
 
+def _not_data(value: Any) -> bool:
+    """A function, class or module: no constant of the script's (left out of
+    the names looked at for those; their identity is checked instead)."""
+    return callable(value) or isinstance(value, types.ModuleType)
+
+
+#: At most this many helpers of a job's function are followed (the first found).
+_HELPERS_SEEN = 64
 #: How deep a helper's decorators are followed.
 _WRAPPERS_SEEN = 4
 
