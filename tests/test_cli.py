@@ -1838,9 +1838,13 @@ def test_a_refused_first_submit_leaves_a_directory_that_was_there_as_it_was(fres
     assert fresh.daemon_pid() is None
 
 
-def test_a_ctrl_c_while_the_first_submits_daemon_starts_leaves_no_run_and_no_daemon(fresh):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_ctrl_c_while_the_first_submits_daemon_starts_leaves_no_run_and_no_daemon(
+        fresh, signum):
     """Attack review: interrupted while its daemon was starting, the submit
-    undid a run not made yet; the daemon then made it, and stayed 5 minutes."""
+    undid a run not made yet; the daemon then made it, and stayed 5 minutes.
+    Cold review (a sysadmin): it said "the run and its jobs go on" of the run
+    it had taken away, and a SIGTERM (timeout, a supervisor) left both."""
     submitting = fresh.popen("submit", "--", "true")
 
     def daemons() -> list[psutil.Process]:
@@ -1852,10 +1856,11 @@ def test_a_ctrl_c_while_the_first_submits_daemon_starts_leaves_no_run_and_no_dae
         return found
 
     wait_until(daemons, message="the submit to start the run's daemon")
-    submitting.send_signal(signal.SIGINT)
+    submitting.send_signal(signum)
     _, errors = submitting.communicate(timeout=60)
     assert (submitting.returncode, errors.decode().splitlines()[-1]) == (
-        130, "corral: error: interrupted; the run and its jobs go on")
+        128 + signum, "corral: error: interrupted: nothing was submitted, and the run this "
+                      "submit was making is taken away again")
     wait_until(lambda: not daemons(), message="the daemon to be gone")
     assert not fresh.run.exists()
 

@@ -36,6 +36,7 @@ from typing import Any
 from corral.control.server import NoDriver, send_request, send_when_served
 from corral.core.run_files import DAEMON_LOG
 from corral.config_files import user_config_path
+from corral.cli.exits import Terminated, raise_terminated
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.errors import RunInUse
@@ -102,7 +103,8 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                     cwd=run_dir, env=_daemon_environment())
             started = _wait_started(run_dir, process)
-        except KeyboardInterrupt:  # (attack review: it made the run after the submit gave up)
+        except (KeyboardInterrupt, Terminated):  # (attack review: it made the run after the
+            # submit gave up)
             if process is not None:
                 _end_unanswered(process)
             raise
@@ -127,20 +129,28 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
 
 @contextlib.contextmanager
 def _ctrl_c_after_the_start() -> Iterator[None]:
-    """Hold a Ctrl-C that comes while the daemon's process is being started
-    until its ``Popen`` is known, so that the daemon can be ended: one that
-    came within ``Popen`` left a daemon nobody knew of (seen under load)."""
+    """Hold a Ctrl-C (or the command's SIGTERM) that comes while the daemon's
+    process is being started until its ``Popen`` is known, so that the daemon
+    can be ended: one that came within ``Popen`` left a daemon nobody knew of
+    (seen under load)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    before = signal.signal(signal.SIGINT, lambda number, frame: held.append(number))
+    # (SIGTERM too where the command raises it: a supervisor's, timeout's)
+    signums = [signal.SIGINT] + ([signal.SIGTERM] if signal.getsignal(signal.SIGTERM)
+                                 is raise_terminated else [])
+    before = {signum: signal.signal(signum, lambda number, frame: held.append(number))
+              for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
-    if held:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    if signal.SIGINT in held:
         raise KeyboardInterrupt
+    if held:
+        raise Terminated
 
 
 def _end_unanswered(process: subprocess.Popen[bytes]) -> None:
