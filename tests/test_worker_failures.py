@@ -108,6 +108,7 @@ with corral.Scheduler(cores=16) as scheduler:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     waiting = kept()
+    print(waiting[0].reason.replace(__import__("sys").executable, "PYTHON"))
     waiting[-1].cancel()
     scheduler.pause()
     while any(job.status is corral.JobStatus.RUNNING for job in jobs):
@@ -122,16 +123,19 @@ with corral.Scheduler(cores=16) as scheduler:
 
 
 def test_jobs_waiting_for_descriptors_go_back_to_the_queue_on_pause(tmp_path):
-    """A job the backend could not start yet is not running: a pause gives it
-    back (nothing new starts while paused), a cancel ends it."""
+    """A job the backend could not start yet is not running, and says why it
+    waits (its row said SUBMITTED and nothing more); a pause gives it back
+    (nothing new starts while paused), a cancel ends it."""
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-c", PAUSED_WHILE_SHORT], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["['CANCELLED', 'COMPLETED', 'QUEUED'] True",
-                                        "['COMPLETED'] CANCELLED"], done.stderr
+    assert done.stdout.splitlines() == [
+        "waits to start: cannot start a worker with PYTHON: [Errno 24] Too many open files; "
+        "tried again when a running job ends",
+        "['CANCELLED', 'COMPLETED', 'QUEUED'] True", "['COMPLETED'] CANCELLED"], done.stderr
 
 
 A_START_SHORT_OF_DESCRIPTORS = """

@@ -834,6 +834,8 @@ class Engine:
                 self._arm_timeout(job)
             return
         if state in ACTIVE:
+            if state is _S.SUBMITTED and update.reason and job.status is _S.SUBMITTED:
+                self.note_reason(job, update.reason)  # why the backend has not started it yet
             return
         if state is _S.QUEUED:  # handed ahead and given back unstarted
             del self._active[job.dispatched_id]

@@ -399,6 +399,11 @@ class LocalBackend:
                         "and so do the next ones that cannot start", error)
         self._deferred[submission.job_id] = submission
         self._retry_at = time.monotonic() + _RETRY_START_S
+        # (Its row said SUBMITTED and nothing more, while the warning went to one
+        # terminal only: known left from the attack review.)
+        said = " ".join(str(error).split())
+        self._pending.append(Update(submission.job_id, JobStatus.SUBMITTED, reason=(
+            f"waits to start: {said}; tried again when a running job ends")))
 
     def _start_deferred(self) -> None:
         """Try the jobs that could not start again, in their order, until one
