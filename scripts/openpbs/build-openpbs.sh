@@ -35,10 +35,9 @@ if [ "${SKIP_APT:-0}" != 1 ]; then
           postgresql-contrib python3 python3-dev tcl-dev tk-dev swig libexpat1-dev libssl-dev
           libxext-dev libxft-dev libcjson-dev expat libedit2 tcl tk libical3 libcjson1 sudo"
     # shellcheck disable=SC2086
-    if ! apt-get -o DPkg::Lock::Timeout=600 install -y -q $PKGS >/dev/null 2>&1; then
-        apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-        apt-get -o DPkg::Lock::Timeout=600 install -y -q $PKGS >/dev/null
-    fi
+    # shellcheck source=../lib/apt.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
+    apt_install $PKGS
     # the Debian 'postgresql' package may auto-create+start a 'main' cluster on 5432; PBS
     # does not need it (it runs its own cluster in PBS_HOME/datastore on port 15007).
 fi

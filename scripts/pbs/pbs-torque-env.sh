@@ -17,14 +17,16 @@ set -euo pipefail
 ROOT=${PBS_TORQUE_ROOT:-${TMPDIR:-/tmp}/corral-pbs-torque}
 BIN=$ROOT/usr/bin
 if [ ! -x "$BIN/qsub" ]; then
+  # shellcheck source=../lib/apt.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
   need=()
   dpkg -s libslurm-perl >/dev/null 2>&1 || need+=(libslurm-perl)
   dpkg -s libslurmdb-perl >/dev/null 2>&1 || need+=(libslurmdb-perl)
   if [ ${#need[@]} -gt 0 ]; then
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1; apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null; }
+    apt_install "${need[@]}"
   fi
   work=$(mktemp -d)
-  (cd "$work" && { apt-get download slurm-wlm-torque >/dev/null 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1; apt-get download slurm-wlm-torque >/dev/null; }; })
+  (cd "$work" && { apt-get download slurm-wlm-torque >/dev/null 2>&1 || { apt_lock; _corral_apt_get update -qq || true; apt_unlock; apt-get download slurm-wlm-torque >/dev/null; }; })
   mkdir -p "$ROOT"
   dpkg -x "$work"/slurm-wlm-torque_*.deb "$ROOT"
   rm -rf "$work"

@@ -64,6 +64,9 @@ gridengine-exec shared/gridengineconfig boolean true
 gridengine-exec shared/gridenginecell string $SGE_CELL
 gridengine-exec shared/gridenginemaster string $HOST
 EOF
+    # shellcheck source=../lib/apt.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
+    apt_lock   # held across debconf and dpkg: both lock against other installs
     debconf-set-selections "$WORK/preseed"
     # Keep the packages' postinst from starting daemons through invoke-rc.d
     # (we start them ourselves below).  Only if no policy-rc.d exists already.
@@ -73,12 +76,10 @@ EOF
         chmod 755 /usr/sbin/policy-rc.d
         TMP_POLICY=1
     fi
-    if ! apt-cache show gridengine-master >/dev/null 2>&1; then
-        apt-get update -qq
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    apt_install --no-install-recommends \
         gridengine-common gridengine-client gridengine-master gridengine-exec \
-        > "$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; [ $TMP_POLICY = 1 ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install failed"; }
+        || { [ $TMP_POLICY = 1 ] && rm -f /usr/sbin/policy-rc.d; die "apt-get install failed"; }
+    apt_unlock
     [ $TMP_POLICY = 1 ] && rm -f /usr/sbin/policy-rc.d
     log "installed in $(elapsed "$T")s: $(dpkg-query -W -f='${Version}' gridengine-master)"
 fi

@@ -47,13 +47,9 @@ if [ "$ACCT" = 1 ]; then
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "installing ${pkgs[*]} ..."
-  apt-get update -qq
-  for try in 1 2 3 4 5 6 7 8 9 10; do   # dpkg lock may be held by someone else: retry
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" \
-      >"${TMPDIR:-/tmp}/start-slurm-apt.log" 2>&1 && break
-    grep -q 'Could not get lock\|dpkg was interrupted' "${TMPDIR:-/tmp}/start-slurm-apt.log" || { cat "${TMPDIR:-/tmp}/start-slurm-apt.log" >&2; exit 1; }
-    sleep 6
-  done
+  # shellcheck source=../lib/apt.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
+  apt_install --no-install-recommends "${pkgs[@]}"
   command -v slurmctld >/dev/null && command -v munged >/dev/null || { echo "install failed" >&2; exit 1; }
   echo "installed in $(since "$T_START") s"
 fi
