@@ -16,15 +16,17 @@
 set -euo pipefail
 ROOT=${PBS_TORQUE_ROOT:-${TMPDIR:-/tmp}/corral-pbs-torque}
 BIN=$ROOT/usr/bin
+# The wrappers' Perl modules are checked on every call, not only when the wrappers are
+# unpacked: wrappers kept in /tmp outlive a removed libslurm-perl ("Can't locate Slurm.pm").
+# shellcheck source=../lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
+need=()
+dpkg -s libslurm-perl >/dev/null 2>&1 || need+=(libslurm-perl)
+dpkg -s libslurmdb-perl >/dev/null 2>&1 || need+=(libslurmdb-perl)
+if [ ${#need[@]} -gt 0 ]; then
+  apt_install "${need[@]}" >&2
+fi
 if [ ! -x "$BIN/qsub" ]; then
-  # shellcheck source=../lib/apt.sh
-  source "$(dirname "${BASH_SOURCE[0]}")/../lib/apt.sh"
-  need=()
-  dpkg -s libslurm-perl >/dev/null 2>&1 || need+=(libslurm-perl)
-  dpkg -s libslurmdb-perl >/dev/null 2>&1 || need+=(libslurmdb-perl)
-  if [ ${#need[@]} -gt 0 ]; then
-    apt_install "${need[@]}"
-  fi
   work=$(mktemp -d)
   (cd "$work" && { apt-get download slurm-wlm-torque >/dev/null 2>&1 || { apt_lock; _corral_apt_get update -qq || true; apt_unlock; apt-get download slurm-wlm-torque >/dev/null; }; })
   mkdir -p "$ROOT"
