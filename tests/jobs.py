@@ -169,6 +169,18 @@ def leave_background_process(pidfile: str) -> str:
     return "done"
 
 
+def pool_squares(start_method: str) -> tuple[list[int], str]:
+    """Squares through a ``multiprocessing`` pool of *start_method*, and what
+    the job wrote on its stderr meanwhile."""
+    import contextlib
+    import io
+    import multiprocessing
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), multiprocessing.get_context(start_method).Pool(2) as pool:
+        return pool.map(square, range(4)), err.getvalue()
+
+
 def count_attempts(counter: str, fail_times: int) -> int:
     """Fail the first *fail_times* calls, counting calls in a file."""
     path = Path(counter)

@@ -374,6 +374,16 @@ def test_a_python_job_leaves_no_background_process_behind(scheduler, tmp_path):
     wait_until(lambda: not pids_alive([int(pidfile.read_text())]))
 
 
+def test_jobs_of_one_worker_each_start_a_forkserver_pool():
+    """Attack review: the fork server the first job's pool started was killed
+    with its leftovers, and every later job of that worker failed with
+    ChildProcessError ('forkserver', the default from Python 3.14)."""
+    with corral.Scheduler(cores=1) as sched:
+        outcomes = [sched.submit(jobs.pool_squares, "forkserver").result(timeout=60)
+                    for _ in range(3)]
+    assert outcomes == [([0, 1, 4, 9], "")] * 3
+
+
 def test_retries_run_a_failed_job_again(scheduler, tmp_path):
     counter = tmp_path / "calls"
     job = scheduler.options(retries=2).submit(jobs.count_attempts, str(counter), 2)

@@ -9,6 +9,7 @@ cannot drift between backends.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
@@ -169,6 +170,42 @@ def kill_leftovers() -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        _forget_multiprocessing_helpers()
+
+
+def _forget_multiprocessing_helpers() -> None:
+    """Forget the fork server and resource tracker a job's ``multiprocessing``
+    started in this process, now killed with the job's other leftovers.
+
+    The module keeps their pids for the next pool: the next job's
+    ``forkserver`` pool would ask ``waitpid`` after a process we reaped and
+    fail with ``ChildProcessError`` (every job after the first of a worker,
+    and the default start method from Python 3.14), and the resource tracker
+    would warn on the job's stderr that it "died unexpectedly". Forgotten,
+    each is started afresh when a job needs it. Only modules a job imported
+    are touched; nothing is imported here.
+    """
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    server = getattr(forkserver, "_forkserver", None)
+    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
+        _close_quietly(getattr(server, "_forkserver_alive_fd", None))
+        server._forkserver_address = None
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
+    tracker_module = sys.modules.get("multiprocessing.resource_tracker")
+    tracker = getattr(tracker_module, "_resource_tracker", None)
+    if tracker is not None and getattr(tracker, "_pid", None) is not None:
+        _close_quietly(getattr(tracker, "_fd", None))
+        tracker._fd = None
+        tracker._pid = None
+
+
+def _close_quietly(fd: object) -> None:
+    if isinstance(fd, int):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 #: How often :func:`kill_leftovers` looks for children again (each round kills
