@@ -286,6 +286,30 @@ def test_a_timeout_kills_the_whole_process_tree_and_ends_timed_out(scheduler, tm
     wait_until(lambda: not pids_alive(pids), message="the job's processes to die")
 
 
+def test_a_job_that_ended_while_a_callback_held_the_loop_keeps_its_outcome(tmp_path):
+    """Attack review: a callback held the control loop past another job's
+    timeout; that job ended on its own meanwhile (exit 0, its output written),
+    yet it was said TIMED_OUT, "killed with its child processes", and its
+    result was lost: the deadline fired before its end, waiting unread, was read."""
+    pidfile, release = tmp_path / "pid", tmp_path / "release"
+    with corral.Scheduler(cores=2, workdir=tmp_path / "run") as sched:
+        limited = sched.options(timeout=0.3, name="limited").shell(
+            f"echo $$ > {pidfile}; while [ ! -e {release} ]; do sleep 0.01; done; echo finished")
+        wait_until(lambda: limited.status is JobStatus.RUNNING and pidfile.exists())
+
+        def hold_the_loop(event: Event) -> None:
+            if event.job.name == "trigger" and event.new is JobStatus.RUNNING:
+                wait_until(lambda: time.time() > limited.started + 0.6)  # past its timeout
+                release.touch()
+                wait_until(lambda: not pids_alive([int(pidfile.read_text())]))
+                time.sleep(0.5)  # the worker's reply written (it waits for its command)
+
+        sched.on_event(hold_the_loop)
+        sched.options(name="trigger").submit(jobs.noop)
+        limited.result(timeout=60)
+    assert limited.status is JobStatus.COMPLETED and limited.stdout == "finished\n"
+
+
 SLOW_START = """import os, time
 if os.environ.get("CORRAL_TEST_SLOW_START"):  # a worker's interpreter, slow to start
     time.sleep(1.0)

@@ -81,6 +81,11 @@ WORKER_START_ALLOWANCE_S = 30.0
 #: Seconds a driver told to end waits for a control loop held in a callback.
 STUCK_S = 5.0
 
+#: A deadline due after the loop has not read the backend for this long (held by
+#: a callback) is fired only once what the backend has for it is read: a job
+#: that ended meanwhile keeps its outcome, not "timed out; killed".
+READ_AGAIN_AFTER_S = 0.05
+
 
 class LoopStuck(DriverTerminated):
     """The driver is ending and a callback of the program's holds its control
@@ -197,6 +202,7 @@ class Engine:
         #: Since when the loop has been at work without waiting (monotonic;
         #: None while it waits): see :meth:`stuck`.
         self._busy_since: float | None = time.monotonic()
+        self._read_at = time.monotonic()  # when the backend's updates were last read
         self._thread_lock = threading.Lock()
         self.stopped = threading.Event()    # the loop ended: no more calls are answered
         self._inbox_closed = threading.Event()  # ... and it answered those it had
@@ -396,8 +402,8 @@ class Engine:
                 if self.journal is not None:
                     self.journal.flush()  # sent every few milliseconds, not every iteration
                 self._busy_since = None  # (waiting: it would answer a call at once)
-                updates = self.backend.updates(self._wait_time())
-                self._busy_since = time.monotonic()
+                updates = self._read_updates(self._wait_time())
+                self._busy_since = self._read_at
                 self._apply_all(updates)
                 self._fire_deadlines()
                 if not self.paused:
@@ -794,6 +800,12 @@ class Engine:
 
     # -- what the backend reports ----------------------------------------------------------
 
+    def _read_updates(self, wait: float | None) -> list[Update]:
+        """The backend's updates, waiting up to *wait* seconds; notes when."""
+        updates = self.backend.updates(wait)
+        self._read_at = time.monotonic()
+        return updates
+
     def _apply_all(self, updates: list[Update]) -> None:
         """Apply the backend's updates. (A function of its own: a loop variable left
         in the loop would keep the last job's pickled result alive while it waits.)"""
@@ -1001,6 +1013,12 @@ class Engine:
     def _fire_deadlines(self) -> None:
         deadlines = self._deadlines
         now = time.monotonic()
+        if deadlines and deadlines[0][0] <= now and now - self._read_at > READ_AGAIN_AFTER_S:
+            # The loop was held since it last read the backend (a callback that
+            # blocks): a job whose end waits unread is not killed for its timeout
+            # and said TIMED_OUT "killed" (attack review: it had run to its end).
+            self._apply_all(self._read_updates(0))
+            now = time.monotonic()
         while deadlines and deadlines[0][0] <= now:
             _, sequence, kind, job_ref, attempt = heapq.heappop(deadlines)
             job = job_ref()
