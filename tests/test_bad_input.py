@@ -921,9 +921,39 @@ def test_an_output_file_option_is_told_where_a_jobs_output_goes(scheduler):
             scheduler.shell("true", **{word: "x.out"})
 
 
+@pytest.mark.parametrize("given, message", [
+    ({"timeout_min": 10}, "did you mean walltime='10m'?"),
+    ({"walltime_min": 1.5}, "did you mean walltime='1.5m'?"),
+    ({"mem_gb": 4}, "did you mean memory='4G'?"),
+    ({"mem_mb": 4000}, "did you mean memory='4000M'?"),
+    ({"slurm_time": 30}, "did you mean walltime='30m'?"),
+    ({"time": "01:00:00"}, "did you mean 'walltime'? (a bare number there is seconds: give the "
+                           "unit, as in '90m')"),
+    ({"mem": 4}, "did you mean 'memory'? (a bare number there is megabytes: give the unit, as "
+                 "in '4G')"),
+    ({"mem_per_cpu": "2G"}, "corral's memory is the whole job's: give memory= the memory per "
+                            "core times cores (mem_per_cpu='2G' with cores=4 is memory='8G')"),
+    ({"slurm_gres": "gpu:2"}, "did you mean 'gpus'?"),
+    ({"job_extra_directives": ["--exclusive"]}, "did you mean 'extra_flags'?"),
+    ({"job_script_prologue": ["module load x"]}, "did you mean 'setup'?"),
+    ({"qos_name": "high"}, "did you mean 'qos'?"),
+])
+def test_another_tools_option_with_a_unit_is_offered_with_its_unit(scheduler, given, message):
+    """Options review: submitit's timeout_min=10 was offered 'walltime', and
+    walltime=10 is ten seconds (mem_gb=4: memory=4 is four megabytes): a user
+    who followed the hint got a job killed at once, without a word."""
+    name = next(iter(given))
+    with pytest.raises(ValueError) as raised:
+        scheduler.options(**given)
+    assert str(raised.value) == f"unknown job option {name!r}; {message}"
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--cpus", r"^corral: error: no such option --cpus; did you mean --cores\?$"),
-    ("--time", r"^corral: error: no such option --time; did you mean --walltime\?$"),
+    ("--time", r"^corral: error: no such option --time; did you mean --walltime\? \(a bare "
+               r"number there is seconds: give the unit, as in 90m\)$"),
+    ("--mem-gb", r"^corral: error: no such option --mem-gb; did you mean --memory\? \(a bare "
+                 r"number there is megabytes: give the unit, as in 4G\)$"),
     ("--job-name", r"^corral: error: no such option --job-name; did you mean --name\?$"),
     ("--bogus", r"^corral: error: No such option '--bogus'\..*\(see 'corral submit --help'\)$"),
 ])

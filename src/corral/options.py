@@ -19,6 +19,7 @@ This module imports nothing of corral's but the other vocabulary modules.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -403,10 +404,39 @@ _PEERS_WORDS = {
     **dict.fromkeys(("modules", "module", "preamble", "prologue"), "setup"),
     **dict.fromkeys(("max_retries", "retry", "attempts"), "retries"),
     **dict.fromkeys(("job_timeout", "max_duration", "time_out"), "timeout"),
+    # submitit's slurm_* and dask-jobqueue's names of what corral's options say
+    **dict.fromkeys(("slurm_mem", "slurm_mem_gb"), "memory"),
+    "slurm_time": "walltime",
+    **dict.fromkeys(("slurm_cpus_per_task", "slurm_ntasks_per_node"), "cores"),
+    **dict.fromkeys(("slurm_gres", "slurm_gpus_per_node", "slurm_gpus_per_task"), "gpus"),
+    "slurm_partition": "partition",
+    **dict.fromkeys(("slurm_account", "project"), "account"),
+    **dict.fromkeys(("slurm_qos", "qos_name"), "qos"),
+    "slurm_constraint": "constraint", "slurm_job_name": "name",
+    **dict.fromkeys(("slurm_additional_parameters", "slurm_srun_args", "job_extra",
+                     "job_extra_directives"), "extra_flags"),
+    **dict.fromkeys(("slurm_setup", "job_script_prologue", "env_extra"), "setup"),
 }
+
+#: Other tools' options whose bare number has a unit corral's does not give a
+#: bare number (submitit's timeout_min=10 is ten minutes, corral's walltime=10
+#: ten seconds; mem_gb=4 is four gigabytes, memory=4 four megabytes): the hint
+#: writes the value with its unit, or says to give one.
+_PEERS_UNITS = {
+    **dict.fromkeys(("timeout_min", "walltime_min", "slurm_time"), "m"),
+    **dict.fromkeys(("mem_gb", "memory_gb", "slurm_mem_gb"), "G"),
+    **dict.fromkeys(("mem_mb", "memory_mb"), "M"),
+}
+
+#: What a bare number is in corral's options of a unit, and a value with one.
+_BARE_NUMBER = {"walltime": ("seconds", "'90m'"), "timeout": ("seconds", "'90m'"),
+                "memory": ("megabytes", "'4G'")}
 
 #: Words for what corral's options do not ask for, with where to go instead.
 _NOT_AN_OPTION = {
+    **dict.fromkeys(("mem_per_cpu", "slurm_mem_per_cpu", "memory_per_core"),
+                    "corral's memory is the whole job's: give memory= the memory per core "
+                    "times cores (mem_per_cpu='2G' with cores=4 is memory='8G')"),
     "nodes": "corral runs each job on one node (cores is its cores there); a multi-node job "
              "asks its cluster through extra_flags, e.g. extra_flags=['--nodes=2'] "
              "(corral submit --extra-flags=--nodes=2)",
@@ -423,17 +453,34 @@ def peers_word(name: str) -> str | None:
     return _PEERS_WORDS.get(name)
 
 
-def peers_word_hint(name: str) -> str | None:
+def peers_word_hint(name: str, value: object = None) -> str | None:
     """What corral calls the job option another tool calls *name* (``cpus``:
-    "did you mean 'cores'?"), or where to go instead; None for other names."""
+    "did you mean 'cores'?"), or where to go instead; None for other names.
+
+    Where the other tool's number has a unit corral's bare number does not,
+    the hint writes *value* with its unit (``timeout_min=10``: "did you mean
+    walltime='10m'?"), or, without a number, says what a bare one is here.
+    """
     if name in _NOT_AN_OPTION:
         return _NOT_AN_OPTION[name]
-    return f"did you mean {_PEERS_WORDS[name]!r}?" if name in _PEERS_WORDS else None
+    option = _PEERS_WORDS.get(name)
+    if option is None:
+        return None
+    unit = _PEERS_UNITS.get(name)
+    if (unit is not None and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
+        return f"did you mean {option}={f'{value:g}{unit}'!r}?"
+    if option in _BARE_NUMBER:
+        bare, example = _BARE_NUMBER[option]
+        return (f"did you mean {option!r}? (a bare number there is {bare}: give the unit, "
+                f"as in {example})")
+    return f"did you mean {option!r}?"
 
 
-def unknown_option_message(name: str, known: Iterable[str]) -> str:
-    """A one-line error for an unknown option, with the closest known name."""
-    if (hint := peers_word_hint(name)) is not None:
+def unknown_option_message(name: str, known: Iterable[str], value: object = None) -> str:
+    """A one-line error for an unknown option, with the closest known name
+    (and *value*, given, as that option would take it)."""
+    if (hint := peers_word_hint(name, value)) is not None:
         return f"unknown job option {name!r}; {hint}"
     if name == "profile":
         return ("profile= names a set of options in the config files, which a Scheduler reads: "
@@ -455,7 +502,7 @@ def parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in options.items():
         option = JOB_OPTIONS.get(name)
         if option is None:
-            raise ValueError(unknown_option_message(name, JOB_OPTIONS))
+            raise ValueError(unknown_option_message(name, JOB_OPTIONS, value))
         try:
             parsed[name] = option.parse(value, name)
         except (ValueError, TypeError):

@@ -864,7 +864,8 @@ def _no_such_option(error: click.NoSuchOption) -> str:
     if hint is None:
         return f"{' '.join(error.format_message().split())} (see '{where} --help')"
     return (f"no such option {error.option_name}; "
-            + re.sub(r"'(\w+)'", lambda found: "--" + found[1].replace("_", "-"), hint))
+            + re.sub(r"'(\w+)'", lambda found: ("--" + found[1].replace("_", "-")
+                                               if found[1] in JOB_OPTIONS else found[1]), hint))
 
 
 def main(argv: list[str] | None = None) -> None:
