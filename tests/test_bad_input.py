@@ -889,14 +889,14 @@ def test_a_count_to_collect_that_is_no_int_is_named(scheduler):
 
 
 @pytest.mark.parametrize("given, meant", [
-    ("cpus", "cores"), ("threads", "cores"), ("ntasks", "cores"), ("mem", "memory"),
-    ("time", "walltime"), ("timeout_min", "walltime"), ("num_gpus", "gpus"),
+    ("cpus", "cores"), ("threads", "cores"), ("ntasks", "cores"), ("num_gpus", "gpus"),
     ("depends_on", "after"), ("job_name", "name"), ("workdir", "cwd"), ("email", "notify"),
     ("modules", "setup"),
 ])
 def test_another_tools_word_for_a_job_option_is_pointed_to_corrals(given, meant):
     """Cold review (a fyrd user): ``cpus=2`` was offered 'gpus' (which asks for a
-    GPU), ``time="1h"`` 'timeout', ``nodes=2`` 'cores'; by spelling alone."""
+    GPU), ``time="1h"`` 'timeout', ``nodes=2`` 'cores'; by spelling alone. (Words
+    of options with a unit: test_another_tools_option_with_a_unit_is_offered_with_its_unit.)"""
     with pytest.raises(ValueError, match=rf"^unknown job option '{given}'; did you mean "
                                          rf"'{meant}'\?$"):
         Job(jobs.noop, **{given: 2})

@@ -1042,6 +1042,10 @@ def test_duration_flags_offer_only_forms_they_take(tmp_path):
                               rf"^corral: error: {flag} '90' is ambiguous: write '90s' for "
                               r"seconds or '90m' for minutes$")
     assert "a duration with its unit or a clock, such as '90s'" in helped
+    # A refused value is offered the forms a flag takes (options review).
+    assert_one_line_error(corral("submit", "--timeout", "0s", "true"), 2,
+                          r"^corral: error: --timeout '0s' must be a positive duration of at most "
+                          r"100 years; use a duration with its unit or a clock, such as '90s'")
     listed = " ".join(corral.ok("options").out.split())
     assert "(--walltime takes only the strings: a bare number is refused)" in listed
 
@@ -1061,6 +1065,27 @@ def test_options_lists_every_job_option_with_its_local_and_slurm_rendering(tmp_p
             assert blocks[name][backend] == backend_info(backend).option_help[name], (
                 name, blocks[name])
         assert option.help in blocks[name]["title"]
+
+
+def test_list_flags_given_again_add_to_the_list(fresh):
+    """Options review: a second --notify, --setup or --extra-flags replaced the
+    first without a word, though each takes a list."""
+    cli = fresh
+    cli.config.write_text('[smtp]\nhost = "127.0.0.1"\nport = 9\n')
+    job = cli.submit("--notify", "a@x.org", "--notify", "b@y.org",
+                        "--setup", "module load a", "--setup", "module load b",
+                        "--extra-flags", "--exclusive --nodes=2", "--extra-flags=--mem-bind=local",
+                        "--", "true")
+    from corral import Run
+
+    options = Run(cli.run).job(int(job)).spec["options"]
+    assert options["notify"] == ["a@x.org", "b@y.org"]
+    assert options["setup"] == ["module load a", "module load b"]
+    assert options["extra_flags"] == ["--exclusive", "--nodes=2", "--mem-bind=local"]
+    assert_one_line_error(cli("submit", "--notify", "a@x.org", "--notify", "-x", "true"), 2,
+                          r"^corral: error: --notify '-x': no value of --notify begins with '-'")
+    assert_one_line_error(cli("submit", "--extra-flags", "'unclosed", "true"), 2,
+                          r"^corral: error: --extra-flags \"'unclosed\" cannot be split into flags")
 
 
 def _write_profiles(tmp_path: Path) -> tuple[Path, Path]:

@@ -128,6 +128,25 @@ def test_options_named_are_the_only_ones_shown_and_a_typo_is_named(tmp_path):
                           r"^corral: error: unknown job option 'memroy'; did you mean 'memory'\?$")
 
 
+def test_options_shows_its_table_beside_a_misspelt_profile_and_says_what_is_wrong(tmp_path):
+    """Options review: a typo in a profile made `corral options`, the table
+    its author would open to find the right name, exit 2 with the config error."""
+    cli = Corral(tmp_path, tmp_path / "run")
+    cli.config.write_text('[profiles.short]\nmemroy = "2G"\n')
+    shown = cli("options", "memory")
+    assert shown.status == 0 and shown.out.startswith("memory  --memory  ")
+    assert shown.err == (f"corral: warning: {cli.config}:2: profiles.short.memroy: unknown job "
+                         "option 'memroy'; did you mean 'memory'? (fix it; the table leaves out "
+                         "the schedulers described there)\n")
+
+
+def test_options_of_profile_says_what_a_profile_is(tmp_path):
+    assert_one_line_error(Corral(tmp_path, tmp_path / "run")("options", "profile"), 2,
+                          r"^corral: error: profile names a set of job options in the config "
+                          r"files, not an option of its own: corral profiles lists them, corral "
+                          r"submit --profile NAME uses one$")
+
+
 def test_options_for_an_unknown_backend_is_an_error_naming_it(tmp_path):
     outcome = Corral(tmp_path, tmp_path / "run")("options", "--backend", "nope")
     assert_one_line_error(outcome, 2, r"unknown backend 'nope' \(known: local, slurm")

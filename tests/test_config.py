@@ -187,6 +187,17 @@ BAD_FILES = {
         "memory='4 gigs' is not a memory size; use an int of megabytes or a string such as "
         "'512M', '4G', '1.5GB', '2T'; and 1 more: line 8: profiles.typo.memroy: unknown job "
         "option 'memroy'; did you mean 'memory'?"),
+    "memory of a few megabytes": (
+        '[profiles.tiny]\nmemory = 4\n',
+        2, "profiles.tiny.memory", 'memory = 4 is megabytes without a unit, too little for a '
+                                   'job: write "4G" (or "4M" if megabytes are meant)'),
+    "walltime without a unit": (
+        '[profiles.tiny]\nwalltime = 10\n',
+        2, "profiles.tiny.walltime", 'walltime = 10 is ambiguous without a unit: write "10s" '
+                                     'for seconds or "10m" for minutes'),
+    "timeout without a unit": (
+        '[profiles.tiny]\ntimeout = 1.5\n',
+        2, "profiles.tiny.timeout", 'timeout = 1.5 is ambiguous without a unit: write "1.5s"'),
     "inline table": (
         '[profiles]\nquick = { walltime = "5m", cores = 0 }\n',
         2, "profiles.quick.cores", "cores=0 must be an int >= 1"),
@@ -329,6 +340,39 @@ def test_the_api_applies_a_profile_beneath_the_options_given(
         assert (hung.name, named.name) == ("quick", "mine")
         with pytest.raises(ValueError, match="unknown profile 'shrot'; did you mean 'short'"):
             scheduler.options(profile="shrot")
+
+
+def test_options_given_by_name_win_over_a_profile_named_later_in_the_chain(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options review: ``options(memory="8G").shell(cmd, profile="short")``
+    ran with the profile's 2G, where the README says the options given win."""
+    write(project / "corral.toml", """
+        [profiles.short]
+        memory = "2G"
+        walltime = "30m"
+    """)
+    monkeypatch.chdir(project)
+    with corral.Scheduler(cores=1) as scheduler:
+        big = scheduler.options(memory="8G")
+        for job in (big.shell("true", profile="short"),
+                    big.options(profile="short").shell("true"),
+                    scheduler.options(profile="short").options(memory="8G").shell("true")):
+            assert (job.spec.resources.memory_mb, job.spec.resources.walltime_s) == (8192, 1800)
+
+
+def test_a_profiles_environment_is_laid_over_variable_by_variable(
+        user_file: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options review: the local file's env replaced the user file's, and a
+    job's own env= replaced the profile's, where each adds its variables."""
+    write(user_file, '[profiles.omp]\nenv = { OMP_NUM_THREADS = "4", DROP = "x" }\n')
+    write(project / "corral.toml", '[profiles.omp]\nenv = { FOO = "1" }\n')
+    monkeypatch.chdir(project)
+    with corral.Scheduler(cores=1) as scheduler:
+        job = scheduler.options(env={"BAR": "2"}).shell(
+            'echo "$OMP_NUM_THREADS $FOO $BAR ${DROP-unset}"', profile="omp",
+            env={"DROP": None})
+        job.result(timeout=30)
+    assert job.stdout == "4 1 2 unset\n"
 
 
 def test_the_daemon_table_sets_how_the_daemon_packs_jobs(user_file: Path, project: Path) -> None:

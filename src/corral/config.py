@@ -32,7 +32,7 @@ from corral.backends import (AUTO, DEFAULT_BACKEND, BackendInfo, backend_info, b
                              register_backend, unregister_backend)
 from corral.config_files import CONFIG_NAME, config_paths, same_file, user_config_path
 from corral.errors import CorralError
-from corral.options import parse_options
+from corral.options import laid_over, megabytes_meant_otherwise, parse_options
 from corral.safe_repr import safe_repr
 from corral.suggest import did_you_mean
 from corral.units import DURATION_FORMS, parse_duration, parse_memory
@@ -236,7 +236,7 @@ def load_config(cwd: str | os.PathLike[str] | None = None,
         path = layer.path
         sources.append(path)
         for name, options in layer.profiles().items():
-            profiles.setdefault(name, {}).update(options)
+            profiles[name] = laid_over(profiles.get(name, {}), options)
         smtp.update(layer.smtp())
         smtp_table = smtp_table or layer.has_table("smtp")
         daemon.update(layer.daemon())
@@ -370,6 +370,10 @@ class _Layer:
                     # (attack review: the daemon died at start on a relative one).
                     value = options[option] = os.path.normpath(
                         self.path.parent.absolute() / os.path.expanduser(value))
+                problem = _bare_number_problem(option, value)
+                if problem is not None:
+                    problems.append((key, problem))
+                    continue
                 try:
                     parse_options({option: value})
                 except ValueError as error:
@@ -472,6 +476,22 @@ _TOML_POSITION = re.compile(r"\s*\(at line (?P<line>\d+), column (?P<column>\d+)
 
 
 # -- [smtp] ----------------------------------------------------------------------------------
+
+def _bare_number_problem(option: str, value: Any) -> str | None:
+    """Why a profile's number without a unit is refused, as the command line
+    refuses it (options review: ``memory = 4`` and ``walltime = 10`` in a
+    profile gave jobs 4 MB and 10 s where ``--memory 4`` and ``--walltime 10``
+    are refused): a duration's bare number is seconds to corral's Python API
+    and minutes to Slurm, and a few megabytes are no job's need."""
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if option in ("walltime", "timeout") and number is not None:
+        return (f"{option} = {number:g} is ambiguous without a unit: write \"{number:g}s\" for "
+                f"seconds or \"{number:g}m\" for minutes")
+    if option == "memory" and (few := megabytes_meant_otherwise(value)) is not None:
+        return (f"memory = {few} is megabytes without a unit, too little for a job: write "
+                f"\"{few}G\" (or \"{few}M\" if megabytes are meant)")
+    return None
+
 
 def _string(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value.strip():

@@ -32,7 +32,7 @@ from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_mem
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
            "peers_word", "peers_word_hint", "os_text_problem", "bounded_tuple", "INT_LIMIT",
-           "MAX_ITEMS"]
+           "MAX_ITEMS", "megabytes_meant_otherwise", "laid_over"]
 
 #: Integer options (and int job ids) stay below this: SQLite stores 64-bit ints,
 #: and no count of cores or retries is larger.
@@ -52,8 +52,9 @@ class Option:
     help: str
     accepts: str
     units: str = ""
-    #: How ``corral submit`` takes it: "int", "text" or "choice" (of the values
-    #: in *accepts*), or "" when the command line supplies it otherwise (the
+    #: How ``corral submit`` takes it: "int", "text", "choice" (of the values
+    #: in *accepts*), "list" (a text flag given once per item), or "" when the
+    #: command line supplies it otherwise (the
     #: job's directory and environment are the submitting shell's; ``--after``
     #: takes job ids).
     cli: str = "text"
@@ -62,6 +63,36 @@ class Option:
     def flag(self) -> str:
         """The option's ``corral submit`` flag, e.g. ``--notify-on``."""
         return "--" + self.name.replace("_", "-")
+
+
+def laid_over(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Options *top* over *base*, the later winning, but for ``env``, whose
+    variables are laid over the earlier ones' (None still unsets one): a
+    profile's ``OMP_NUM_THREADS`` and a job's own ``env={"SEED": "1"}`` both
+    reach the job (options review: the later env replaced the whole of it)."""
+    laid = {**base, **top}
+    below, above = base.get("env"), top.get("env")
+    if isinstance(below, Mapping) and isinstance(above, Mapping):
+        laid["env"] = {**below, **above}
+    return laid
+
+
+def megabytes_meant_otherwise(memory: object) -> str | None:
+    """The number of a memory without a unit so small that gigabytes were
+    surely meant (``4``, ``"4"``: four megabytes are no job's need; PBS and
+    fyrd habits), as text, or None. Refused where people type options, on
+    the command line and in a config file; the Python API takes a bare int as
+    megabytes, as its documentation says."""
+    if isinstance(memory, (int, float)) and not isinstance(memory, bool):
+        number = f"{memory:g}" if math.isfinite(memory) else None
+    elif isinstance(memory, str):
+        found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*", memory, re.ASCII)
+        number = found[1] if found is not None else None
+    else:
+        number = None
+    if number is None or not 0 < float(number) < 64:  # (0 is refused as no size at all)
+        return None
+    return number
 
 
 def os_text_problem(text: str) -> str | None:
@@ -365,7 +396,7 @@ JOB_OPTIONS: dict[str, Option] = {
                "a dict of str to str or None", "", cli=""),
         Option("notify", _addresses, (),
                "e-mail these addresses when the job fails (see notify_on)",
-               "an e-mail address or a list of them", ""),
+               "an e-mail address or a list of them", "", cli="list"),
         Option("notify_on", _notify_on, "failure", "when to send the notify e-mail",
                "'failure' or 'end'", "", cli="choice"),
         Option("partition", _text, None, "cluster partition to run in", "a partition name", ""),
@@ -374,9 +405,9 @@ JOB_OPTIONS: dict[str, Option] = {
         Option("constraint", _text, None, "node features the job needs", "e.g. 'avx512&ib'", ""),
         Option("setup", _lines, (), "shell lines run before the job on the cluster "
                "(module load, venv activation); they are code, run as given",
-               "a line or a list of lines", ""),
+               "a line or a list of lines", "", cli="list"),
         Option("extra_flags", _flags, (), "more flags for the cluster's submit command",
-               "a list of flags, or one string split like a shell", ""),
+               "a list of flags, or one string split like a shell", "", cli="list"),
         Option("python", _python, None, "Python interpreter that runs Python calls on the cluster "
                "(default: the driver's)", "a path or a name on PATH", ""),
         Option("bundle", _int_at_least(1), 1, "up to this many calls dispatched together, "

@@ -28,14 +28,15 @@ def check_config(run_dir: Path) -> None:
         raise CommandError(str(error)) from None
 
 
-def register_configured_backends(strict: bool = True) -> None:
+def register_configured_backends(strict: bool = True) -> str | None:
     """Make the schedulers the config files describe (``[schedulers.NAME]``) known
-    here. A config file with a mistake is an error when *strict*; otherwise it is
-    left to the commands that read the config, which say what is wrong."""
+    here. A config file with a mistake is an error when *strict*; otherwise what
+    is wrong is returned (None when nothing is), for the commands that read the
+    config to say."""
     from corral.config_files import config_files_in
 
     if not config_files_in():  # nothing to register: not worth importing what reads them
-        return
+        return None
     from corral.config import load_config
 
     try:
@@ -43,6 +44,8 @@ def register_configured_backends(strict: bool = True) -> None:
     except ValueError as error:
         if strict:
             raise CommandError(str(error)) from None
+        return str(error)
+    return None
 
 
 def profile_options(name: str, run_dir: Path) -> dict[str, Any]:

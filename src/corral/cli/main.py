@@ -48,7 +48,8 @@ from corral.cli.run_dirs import (RunPath, chosen_run_dir, current_directory, def
 from corral.cli.streams import (ReaderGone, drop_unwritten_output, flush_output,
                                 guard_standard_streams, reader_gone)
 from corral.errors import CorralError
-from corral.options import JOB_OPTIONS, parse_options, peers_word_hint
+from corral.options import (JOB_OPTIONS, megabytes_meant_otherwise, parse_options,
+                            peers_word_hint)
 from corral.safe_repr import first_few
 from corral.status import TERMINAL, JobStatus
 
@@ -118,25 +119,47 @@ def _job_option_flags(command: Callable[..., Any]) -> Callable[..., Any]:
 
     from corral.units import DURATION_FORMS, DURATION_TEXT_FORMS
 
-    types = {"int": click.INT, "text": click.STRING, "choice": click.Choice(NOTIFY_WHEN)}
+    types = {"int": click.INT, "text": click.STRING, "choice": click.Choice(NOTIFY_WHEN),
+             "list": click.STRING}
     for option in reversed(list(JOB_OPTIONS.values())):
         if option.cli:
             # Typed, "90" is text: refused as ambiguous, so the help offers no bare number.
             accepts = (DURATION_TEXT_FORMS if option.accepts == DURATION_FORMS
                        else option.accepts)
+            repeatable = option.cli == "list"
+            if repeatable:
+                accepts += "; repeat the flag for more"
             command = click.option(option.flag, option.name, type=types[option.cli],
+                                   multiple=repeatable,
                                    help=f"{option.help} ({accepts})")(command)
     return command
+
+
+def _gathered_list_flags(given: dict[str, Any]) -> dict[str, Any]:
+    """*given* with each repeatable flag's values as one option value (None
+    when the flag was not given): a second ``--notify`` used to replace the
+    first without a word (options review). Each ``--extra-flags`` is split like
+    a shell, as the option's one string is."""
+    gathered = dict(given)
+    for name, option in JOB_OPTIONS.items():
+        if option.cli == "list" and name in given:
+            values = given[name]
+            if not values:
+                gathered[name] = None
+            elif name == "extra_flags":
+                gathered[name] = [flag for value in values
+                                  for flag in option.parse(value, name)]
+            else:
+                gathered[name] = list(values)
+    return gathered
 
 
 def _refuse_megabytes_meant_otherwise(memory: object, said: str = "--memory") -> None:
     """Refuse ``--memory 4``: a number without a unit is megabytes, as Slurm
     reads it, but so little is no job's need: gigabytes were meant (a cold
     review's PBS and fyrd habit), and the job ran packed as if it took none."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*", memory, re.ASCII) if isinstance(
-        memory, str) else None
-    if found is not None and 0 < float(found[1]) < 64:  # (0 is refused as no size at all)
-        number = found[1]
+    number = megabytes_meant_otherwise(memory)
+    if number is not None:
         raise CommandError(f"{said} {number}: a number without a unit is megabytes, and "
                            f"{number} MB is too little for a job; give the unit: {said} "
                            f"{number}G (or {number}M if megabytes are meant)", EXIT_USAGE)
@@ -171,13 +194,19 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     options: dict[str, Any] = {}
     if profile is not None:
         options.update(profile_options(profile, chosen_run_dir(context)))
-    for name, value in given.items():
-        if isinstance(value, str) and value.startswith("-") and name not in _MAY_BEGIN_WITH_DASH:
-            # `--name -- echo hi` named the job "--" (attack review): no option's
-            # value begins with '-', and a name that did could not be typed back.
-            flag = JOB_OPTIONS[name].flag
-            raise CommandError(f"{flag} {value!r}: no value of {flag} begins with '-'; was "
-                               f"{flag}'s value left out?", EXIT_USAGE)
+    for name, values in given.items():
+        for value in values if isinstance(values, tuple) else (values,):
+            if (isinstance(value, str) and value.startswith("-")
+                    and name not in _MAY_BEGIN_WITH_DASH):
+                # `--name -- echo hi` named the job "--" (attack review): no option's
+                # value begins with '-', and a name that did could not be typed back.
+                flag = JOB_OPTIONS[name].flag
+                raise CommandError(f"{flag} {value!r}: no value of {flag} begins with '-'; was "
+                                   f"{flag}'s value left out?", EXIT_USAGE)
+    try:
+        given = _gathered_list_flags(given)
+    except ValueError as error:
+        raise CommandError(_as_flag_message(str(error))) from None
     options.update({name: value for name, value in given.items() if value is not None})
     # Named as the person gave it: the flag, or the profile's key (attack review).
     said = {name: (JOB_OPTIONS[name].flag if given.get(name) is not None
@@ -245,7 +274,12 @@ def _never_started(context: click.Context, job: StoredJob, follow: bool) -> None
 
 
 def _as_flag_message(message: str) -> str:
-    """Turn option names in an API message into the flags typed here."""
+    """Turn option names in an API message into the flags typed here, and the
+    forms it offers into those a flag takes (no bare number of seconds: options
+    review)."""
+    from corral.units import DURATION_FORMS, DURATION_TEXT_FORMS
+
+    message = message.replace(DURATION_FORMS, DURATION_TEXT_FORMS)
     for name, option in JOB_OPTIONS.items():
         message = message.replace(f"{name}=", f"{option.flag} ").replace(
             f"'{name}'", f"'{option.flag}'")
@@ -770,9 +804,18 @@ def options(backends: tuple[str, ...], names: tuple[str, ...]) -> None:
 
     names = tuple(name.lstrip("-").replace("-", "_") for name in names)  # --memory too
     for name in names:
+        if name == "profile":  # (the API's words for it name a Job made on its own)
+            raise CommandError("profile names a set of job options in the config files, not "
+                               "an option of its own: corral profiles lists them, corral "
+                               "submit --profile NAME uses one", EXIT_USAGE)
         if name not in JOB_OPTIONS:
             raise CommandError(unknown_option_message(name, JOB_OPTIONS), EXIT_USAGE)
-    register_configured_backends()
+    # The table a misspelt profile's user opens to find the right name: shown
+    # whatever the config files say, with what is wrong in them (options review).
+    problem = register_configured_backends(strict=False)
+    if problem is not None:
+        click.echo(f"corral: warning: {problem} (fix it; the table leaves out the schedulers "
+                   "described there)", err=True)
     for name in backends:
         if name not in backend_names() and name != AUTO:
             raise CommandError(_unknown_backend(name))

@@ -41,7 +41,7 @@ from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_ch
 from corral.core.identity import call_label, map_signature
 from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
-from corral.options import JOB_OPTIONS, bounded_tuple, parse_options
+from corral.options import JOB_OPTIONS, bounded_tuple, laid_over, parse_options
 from corral.core.packing import Packer
 from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
@@ -92,19 +92,37 @@ class Submitter:
     (naming the option and the accepted forms) for a bad one.
     """
 
-    def __init__(self, scheduler: Scheduler, defaults: Mapping[str, Any]) -> None:
+    def __init__(self, scheduler: Scheduler, defaults: Mapping[str, Any],
+                 profiled: Mapping[str, Any] | None = None) -> None:
         self._scheduler = scheduler
         self._defaults = dict(defaults)
+        # Options that profiles brought in: beneath every option given by name,
+        # wherever in the chain it was given (options review: a profile named
+        # after options(memory="8G") overrode its memory).
+        self._profiled = dict(profiled or {})
 
     def options(self, **options: Any) -> Submitter:
         """A submitter whose defaults are these *options* on top of the current ones.
 
         ``profile="name"`` brings in a named set of options from the config
-        files (see :mod:`corral.config`); options given here win over it.
+        files (see :mod:`corral.config`); options given by name, here or
+        earlier in the chain, win over it.
         """
-        options = self._scheduler._with_profile(options)
-        parse_options(options)
-        return Submitter(self._scheduler, {**self._defaults, **options})
+        profiled, options = self._layered(options)
+        parse_options({**profiled, **options})
+        return Submitter(self._scheduler, options, profiled)
+
+    def _layered(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The profiles' options and those given by name, with *options* on top."""
+        given = dict(options)
+        profiled = self._profiled
+        if "profile" in given:
+            profiled = laid_over(profiled, self._scheduler._profile(given.pop("profile")))
+        return profiled, laid_over(self._defaults, given)
+
+    def _job_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """A job's options: *options* on top of this submitter's, the profiles' beneath."""
+        return laid_over(*self._layered(options))
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Job:
         """Run ``fn(*args, **kwargs)`` as a job (Executor semantics); return its Job.
@@ -201,8 +219,7 @@ class Submitter:
             runner = ChunkRunner(task.fn if isinstance(task, Call) else task.target,
                                  AUTO_CHUNK_BUDGET * chunk_seconds if automatic else None)
             task = make_task(runner, arguments_later=True)
-        spec_for = spec_maker(make_spec(task, {**self._defaults,
-                                               **self._scheduler._with_profile({})}))
+        spec_for = spec_maker(make_spec(task, self._job_options({})))
         scheduler = self._scheduler
 
         def dispatch(batch: list[Job]) -> None:
@@ -259,7 +276,7 @@ class Submitter:
         return self._make(make_task(FunctionRef(target, tuple(args), dict(kwargs or {}))), options)
 
     def _make(self, task: Any, options: Mapping[str, Any]) -> Job:
-        job = Job._from_task(task, {**self._defaults, **self._scheduler._with_profile(options)})
+        job = Job._from_task(task, self._job_options(options))
         self._scheduler._dispatch([job], collectable=False)
         return job
 
@@ -637,13 +654,9 @@ class Scheduler(Executor):
             numbered.add(str(job_id))
             return job_id
 
-    def _with_profile(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """*options* with ``profile=`` replaced by the profile's options beneath them."""
-        if "profile" not in options:
-            return dict(options)
-        options = dict(options)
-        name = options.pop("profile")
-        return {**self._loaded_config().profile(name), **options}
+    def _profile(self, name: Any) -> dict[str, Any]:
+        """The options of profile *name* in the config files."""
+        return self._loaded_config().profile(name)
 
     def _loaded_config(self) -> Config:
         if self._config is None:
