@@ -902,6 +902,25 @@ def test_another_tools_word_for_a_job_option_is_pointed_to_corrals(given, meant)
         Job(jobs.noop, **{given: 2})
 
 
+def test_a_job_read_back_from_a_journal_is_refused_as_an_argument_and_in_after(tmp_path):
+    """Attack review: ``submit(f, Run(dir).job(1))`` passed the record itself
+    to f, where a live Job is waited for and replaced by its result."""
+    with corral.Scheduler(cores=1, journal=tmp_path / "earlier") as earlier:
+        earlier.options(name="sq").submit(jobs.square, 3).result(timeout=30)
+    stored = corral.Run(tmp_path / "earlier").job(1)
+    problem = (rf"job 1 'sq' of {re.escape(str(tmp_path / 'earlier' / 'journal.db'))} was read "
+               r"back from a journal: it is a record of another run, not a job of this one to "
+               r"wait for; pass its value, stored\.result_value\(\)$")
+    with corral.Scheduler(cores=1) as scheduler:
+        with pytest.raises(ValueError, match=rf"^an argument: {problem}"):
+            scheduler.submit(jobs.add, 1, stored)
+        with pytest.raises(ValueError, match=rf"^an argument: {problem}"):
+            scheduler.submit(jobs.total, [1, stored])
+        with pytest.raises(ValueError, match=rf"^after: {problem}"):
+            scheduler.options(after=[stored]).submit(jobs.noop)
+        assert scheduler.submit(jobs.add, 1, stored.result_value()).result(timeout=30) == 10
+
+
 def test_nodes_is_told_each_job_runs_on_one_node_and_how_to_ask_for_more():
     with pytest.raises(ValueError, match=r"^unknown job option 'nodes'; corral runs each job on "
                                          r"one node \(cores is its cores there\); a multi-node "

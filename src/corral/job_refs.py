@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from corral.safe_repr import first_few
 
-__all__ = ["jobs_called", "ambiguous_name"]
+__all__ = ["jobs_called", "ambiguous_name", "read_back_job_problem"]
 
 _J = TypeVar("_J")
 
@@ -37,3 +37,19 @@ def ambiguous_name(given: Any, named: Iterable[Any]) -> str:
     """What to say of a name several jobs have: a few of their ids, and what to give."""
     ids = first_few(sorted({str(job.id) for job in named}, key=lambda text: (len(text), text)))
     return f"the name {given!r} is ambiguous: jobs {ids} have it; give an id instead"
+
+
+def read_back_job_problem(given: Any) -> str | None:
+    """Why a job read back from a journal (``Run.job(1)``, a
+    :class:`corral.journal.stored.StoredJob`) cannot stand for a job of this
+    run, as an argument or in ``after=``; None for anything else.
+
+    Among a call's arguments it would be passed as the record itself, where a
+    live Job is waited for and replaced by its result (attack review).
+    """
+    if not getattr(given, "_is_read_back_corral_job", False):
+        return None
+    where = f" of {given.journal}" if getattr(given, "journal", None) else ""
+    return (f"job {given.id} {given.name!r}{where} was read back from a journal: it is a "
+            "record of another run, not a job of this one to wait for; pass its value, "
+            "stored.result_value()")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.safe_repr import safe_repr as _shown
+from corral.job_refs import read_back_job_problem
 from corral.suggest import did_you_mean
 from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
 
@@ -188,6 +189,8 @@ def _after(value: Any, field: str) -> tuple[Any, ...]:
         value = (value,)
     items = bounded_tuple(value, field)
     for item in items:
+        if (problem := read_back_job_problem(item)) is not None:
+            raise ValueError(f"{field}: {problem}")
         if isinstance(item, bool) or not (isinstance(item, (str, int))
                                           or hasattr(item, "_is_corral_job")):
             raise ValueError(f"{field}: {_shown(item)} is neither a Job nor a job's name or id")

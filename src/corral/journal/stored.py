@@ -8,7 +8,7 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from corral.status import JobStatus
 from corral.errors import JournalError
@@ -44,6 +44,9 @@ class StoredJob:
     slot: str | None = None
     #: The journal file it was read from, for error messages.
     journal: str | None = field(default=None, compare=False, repr=False)
+    #: What the vocabulary knows it by (it cannot import this layer):
+    #: :func:`corral.job_refs.read_back_job_problem`.
+    _is_read_back_corral_job: ClassVar[bool] = True
 
     @property
     def meta(self) -> Any:
