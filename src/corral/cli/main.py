@@ -586,10 +586,15 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
     """Cancel jobs, by id, range of ids (3-7) or name, running or not (a running job's
     processes are killed)."""
     if any(ID_RANGE.fullmatch(given) for given in ids):
-        ids = with_ranges(open_run(context), ids, unfinished=True)
+        run = open_run(context)
+        named_or_in_range = with_ranges(run, ids)
+        ids = with_ranges(run, ids, unfinished=True)
         if not ids:
             click.echo("nothing to cancel: every job in the range has ended")
             return
+        ended = [job_id for job_id in named_or_in_range if job_id not in ids]
+        if ended:  # (said, not an error: attack review found them left out without a word)
+            click.echo(f"left {', '.join(ended)}: ended already")
     reply = control_request(context, {"verb": "cancel", "ids": list(ids)})
     names = reply.get("names", {})  # (a daemon of an earlier version sends none)
     # With its name: `cancel w30 w31` answered "cancelled 31" and "cancelled 32",
