@@ -44,11 +44,15 @@ def test_abort_asks_the_running_job_to_stop_and_the_queue_goes_on(tmp_path):
     with corral.Scheduler(cores=1, abort_grace=30, journal=tmp_path / "run") as sched:
         polite = sched.submit(jobs.stop_when_asked, str(marker), str(started))
         after = sched.submit(jobs.square, 3)
+        dependent = sched.submit(jobs.identity, polite)
         wait_until(started.exists)
         sched.abort()
         with pytest.raises(concurrent.futures.CancelledError, match="was cancelled: aborted"):
             polite.result(timeout=30)
         assert after.result(timeout=30) == 9
+        # (attack review: said "was cancelled", where a person had aborted it)
+        wait_until(dependent.done)
+        assert dependent.reason == f"upstream job {polite.id} 'stop_when_asked' was aborted"
     assert marker.read_text() == "stopped cleanly"
     assert polite.status is JobStatus.CANCELLED and polite.reason == "aborted"
     assert polite.record.data == "stopped"

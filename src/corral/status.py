@@ -130,4 +130,6 @@ def upstream_reason(job_id: object, name: str, status: JobStatus, reason: str | 
         return reason  # type: ignore[return-value]
     what = {JobStatus.FAILED: "failed", JobStatus.CANCELLED: "was cancelled",
             JobStatus.TIMED_OUT: "timed out"}.get(status, status.name)
+    if status is JobStatus.CANCELLED and (reason or "").startswith("aborted"):
+        what = "was aborted"  # (abort(), corral abort: the words a person used)
     return f"{UPSTREAM}{job_id} {name!r} {what}"
