@@ -124,13 +124,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     the daemon, a batch job's runner) compiled every module it imported, about
     60 ms of CPU each time. Bytecode compiled here is read by all of them.
     It lands in the ``__pycache__`` folders Python itself uses (ignored by git).
+    A whole-suite session also starts OpenPBS's build here when it is not
+    installed (support/openpbs_early.py).
     """
     if hasattr(session.config, "workerinput"):  # an xdist worker: the controller did it
         return
     import compileall
 
+    from support.openpbs_early import start_openpbs_build
+
+    global _openpbs_build
+    _openpbs_build = start_openpbs_build(session.config)  # (off the cluster tests' path)
     for folder in (Path(corral.__file__).parent, Path(__file__).parent):  # and the drivers here
         compileall.compile_dir(folder, quiet=1)
+
+
+#: OpenPBS's build, started with the session (support/openpbs_early.py), or None.
+_openpbs_build: Any = None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from support.openpbs_early import end_openpbs_build
+
+    end_openpbs_build(_openpbs_build)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -102,3 +102,40 @@ def test_a_package_that_does_not_exist_fails_with_apts_own_words(
     assert install.wait(timeout=60) != 0
     said = install.stderr.read() if install.stderr else ""
     assert "Unable to locate package no-such-package" in said
+
+
+BUILD_OPENPBS = APT_LIB.parent.parent / "openpbs" / "build-openpbs.sh"
+
+
+def _build_openpbs(tmp_path: Path, **env: str) -> subprocess.Popen:
+    """build-openpbs.sh into a prefix of *tmp_path*, without apt, from a source
+    tarball that does not exist: a build that starts fails at once, saying so."""
+    return subprocess.Popen(
+        ["bash", str(BUILD_OPENPBS), str(tmp_path / "no-such-source.tar.gz")],
+        env={**os.environ, "PBS_PREFIX": str(tmp_path / "pbs"), "BUILD_DIR": str(tmp_path / "b"),
+             "SKIP_APT": "1", "CORRAL_OPENPBS_BUILD_LOCK": str(tmp_path / "lock"), **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_an_openpbs_build_waits_for_the_one_running_and_redoes_one_cut_short(tmp_path):
+    """The session starts OpenPBS's build in the background and the first OpenPBS
+    test calls the script too: the second waits for the first, then finds it
+    installed; a build cut short leaves a marker that has the next one build again
+    rather than trust a half-installed prefix."""
+    import fcntl
+
+    qsub = tmp_path / "pbs" / "bin" / "qsub"
+    qsub.parent.mkdir(parents=True)
+    qsub.write_text("#!/bin/sh\n")
+    qsub.chmod(0o755)
+    with open(tmp_path / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a build under way
+        waiting = _build_openpbs(tmp_path)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=1)
+    out, _ = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0 and "OpenPBS already installed at" in out
+    Path(f"{tmp_path / 'pbs'}.corral-build-in-progress").touch()  # a build was cut short
+    again = _build_openpbs(tmp_path)
+    out, _ = again.communicate(timeout=30)
+    assert again.returncode == 1 and "source tarball not found" in out
