@@ -181,6 +181,24 @@ def pool_squares(start_method: str) -> tuple[list[int], str]:
         return pool.map(square, range(4)), err.getvalue()
 
 
+def process_then_end_own_children(start_method: str) -> int | None:
+    """Run a no-op in a ``multiprocessing.Process``, then SIGKILL what the job has
+    under it (the fork server, the resource tracker) and reap them, as a tidy
+    job may; its exit code."""
+    import multiprocessing
+
+    import psutil
+
+    process = multiprocessing.get_context(start_method).Process(target=noop)
+    process.start()
+    process.join()
+    children = psutil.Process().children()
+    for child in children:
+        child.kill()
+    psutil.wait_procs(children, timeout=30)
+    return process.exitcode
+
+
 def count_attempts(counter: str, fail_times: int) -> int:
     """Fail the first *fail_times* calls, counting calls in a file."""
     path = Path(counter)

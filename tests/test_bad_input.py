@@ -902,23 +902,21 @@ def test_another_tools_word_for_a_job_option_is_pointed_to_corrals(given, meant)
         Job(jobs.noop, **{given: 2})
 
 
-def test_a_job_read_back_from_a_journal_is_refused_as_an_argument_and_in_after(tmp_path):
-    """Attack review: ``submit(f, Run(dir).job(1))`` passed the record itself
-    to f, where a live Job is waited for and replaced by its result."""
+def test_a_job_read_back_from_a_journal_is_a_record_among_arguments_and_refused_in_after(
+        tmp_path):
+    """Attack review: ``after=[Run(dir).job(1)]`` said it was "neither a Job nor a
+    job's name or id". Among a call's arguments it is a record, passed as
+    itself (re-attack: refusing it there broke a job that summarises a run)."""
     with corral.Scheduler(cores=1, journal=tmp_path / "earlier") as earlier:
         earlier.options(name="sq").submit(jobs.square, 3).result(timeout=30)
     stored = corral.Run(tmp_path / "earlier").job(1)
-    problem = (rf"job 1 'sq' of {re.escape(str(tmp_path / 'earlier' / 'journal.db'))} was read "
-               r"back from a journal: it is a record of another run, not a job of this one to "
-               r"wait for; pass its value, stored\.result_value\(\)$")
     with corral.Scheduler(cores=1) as scheduler:
-        with pytest.raises(ValueError, match=rf"^an argument: {problem}"):
-            scheduler.submit(jobs.add, 1, stored)
-        with pytest.raises(ValueError, match=rf"^an argument: {problem}"):
-            scheduler.submit(jobs.total, [1, stored])
-        with pytest.raises(ValueError, match=rf"^after: {problem}"):
+        with pytest.raises(ValueError, match=(
+                rf"^after: job 1 'sq' of {re.escape(str(tmp_path / 'earlier' / 'journal.db'))} "
+                r"was read back from a journal: it is a record, not a job of this Scheduler to "
+                r"wait for; give after= the Job that submit\(\) returned, or its id or name$")):
             scheduler.options(after=[stored]).submit(jobs.noop)
-        assert scheduler.submit(jobs.add, 1, stored.result_value()).result(timeout=30) == 10
+        assert scheduler.submit(jobs.identity, stored).result(timeout=30) == stored
 
 
 def test_nodes_is_told_each_job_runs_on_one_node_and_how_to_ask_for_more():
@@ -945,13 +943,19 @@ def test_an_output_file_option_is_told_where_a_jobs_output_goes(scheduler):
     ({"walltime_min": 1.5}, "did you mean walltime='1.5m'?"),
     ({"mem_gb": 4}, "did you mean memory='4G'?"),
     ({"mem_mb": 4000}, "did you mean memory='4000M'?"),
-    ({"slurm_time": 30}, "did you mean walltime='30m'?"),
+    ({"slurm_time": 30}, "did you mean 'walltime'? (a bare number there is seconds: give the "
+                         "unit, as in '90m')"),
     ({"time": "01:00:00"}, "did you mean 'walltime'? (a bare number there is seconds: give the "
                            "unit, as in '90m')"),
     ({"mem": 4}, "did you mean 'memory'? (a bare number there is megabytes: give the unit, as "
                  "in '4G')"),
-    ({"mem_per_cpu": "2G"}, "corral's memory is the whole job's: give memory= the memory per "
-                            "core times cores (mem_per_cpu='2G' with cores=4 is memory='8G')"),
+    ({"mem_per_cpu": "2G"}, "corral's memory is the whole job's: the memory per core times "
+                            "cores (2G a core on 4 cores is a memory of 8G)"),
+    ({"mem_mb": 1024000}, "did you mean memory='1024000M'?"),  # (not '1.024e+06M': re-attack)
+    ({"mem_gb": 1e300}, "did you mean 'memory'? (a bare number there is megabytes: give the "
+                        "unit, as in '4G')"),
+    ({"slurm_mem_gb": 4}, "did you mean memory='4G'?"),  # submitit's: a scheduler's prefix
+    ({"slurm_partition": "short"}, "did you mean 'partition'?"),
     ({"slurm_gres": "gpu:2"}, "did you mean 'gpus'?"),
     ({"job_extra_directives": ["--exclusive"]}, "did you mean 'extra_flags'?"),
     ({"job_script_prologue": ["module load x"]}, "did you mean 'setup'?"),
@@ -965,14 +969,17 @@ def test_another_tools_option_with_a_unit_is_offered_with_its_unit(scheduler, gi
     with pytest.raises(ValueError) as raised:
         scheduler.options(**given)
     assert str(raised.value) == f"unknown job option {name!r}; {message}"
+    with pytest.raises(ValueError) as raised:  # (re-attack: call() said "go in kwargs={...}")
+        scheduler.call("os:getpid", **given)
+    assert str(raised.value) == f"unknown job option {name!r}; {message}"
 
 
 @pytest.mark.parametrize("flag, message", [
     ("--cpus", r"^corral: error: no such option --cpus; did you mean --cores\?$"),
-    ("--time", r"^corral: error: no such option --time; did you mean --walltime\? \(a bare "
-               r"number there is seconds: give the unit, as in 90m\)$"),
-    ("--mem-gb", r"^corral: error: no such option --mem-gb; did you mean --memory\? \(a bare "
-                 r"number there is megabytes: give the unit, as in 4G\)$"),
+    ("--time", r"^corral: error: no such option --time; did you mean --walltime\? \(with its "
+               r"unit, as in 90m\)$"),
+    ("--mem-gb", r"^corral: error: no such option --mem-gb; did you mean --memory\? \(with its "
+                 r"unit, as in 4G\)$"),
     ("--job-name", r"^corral: error: no such option --job-name; did you mean --name\?$"),
     ("--bogus", r"^corral: error: No such option '--bogus'\..*\(see 'corral submit --help'\)$"),
 ])

@@ -1022,10 +1022,15 @@ def test_a_memory_of_a_few_megabytes_without_a_unit_is_refused_as_gigabytes_mean
                           r"^corral: error: --memory '0' must be a positive memory size")
     assert not corral.run.exists()  # (refused before a daemon or run was made)
     # From a profile: its key is named, not a flag that was never typed (attack review).
-    corral.config.write_text('[profiles.small]\nmemory = "4"\nname = "42"\n')
-    assert_one_line_error(corral("submit", "--profile", "small", "--name", "n", "--", "true"), 2,
-                          r"^corral: error: profile 'small': memory = 4: a number without a "
-                          r"unit is megabytes, .*; give the unit: profile 'small': memory = 4G")
+    # (options review: a profile's number 4, not only its text "4", is refused too)
+    for memory in ('"4"', "4"):
+        corral.config.write_text(f'[profiles.small]\nmemory = {memory}\n')
+        assert_one_line_error(
+            corral("submit", "--profile", "small", "--name", "n", "--", "true"), 2,
+            rf"^corral: error: {re.escape(str(corral.config))}:2: profiles\.small\.memory: "
+            r"memory = 4 is megabytes without a unit, too little for a job: write \"4G\" \(or "
+            r"\"4M\" if megabytes are meant\)$")
+    corral.config.write_text('[profiles.small]\nname = "42"\n')
     assert_one_line_error(corral("submit", "--profile", "small", "--memory", "1G", "--", "true"),
                           2, r"^corral: error: profile 'small': name = 42: a name that is a "
                              r"number would be taken for a job's id")

@@ -198,6 +198,9 @@ BAD_FILES = {
     "timeout without a unit": (
         '[profiles.tiny]\ntimeout = 1.5\n',
         2, "profiles.tiny.timeout", 'timeout = 1.5 is ambiguous without a unit: write "1.5s"'),
+    "walltime of zero": (  # (re-attack: "write '0s'" was offered)
+        '[profiles.tiny]\nwalltime = 0\n',
+        2, "profiles.tiny.walltime", "walltime=0 must be a positive duration"),
     "inline table": (
         '[profiles]\nquick = { walltime = "5m", cores = 0 }\n',
         2, "profiles.quick.cores", "cores=0 must be an int >= 1"),

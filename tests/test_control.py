@@ -412,6 +412,17 @@ def test_jobs_of_one_worker_each_start_a_forkserver_pool():
     assert outcomes == [([0, 1, 4, 9], "")] * 3
 
 
+def test_a_forkserver_pool_starts_after_a_job_that_ended_its_own_children():
+    """Re-attack review: a fork server already dead when its job ended (the job
+    killed its children, or the OOM killer did) was reaped, not killed, and the
+    next job's pool still failed with ChildProcessError."""
+    with corral.Scheduler(cores=1) as sched:
+        first = sched.submit(jobs.process_then_end_own_children, "forkserver")
+        assert first.result(timeout=60) == 0
+        assert sched.submit(jobs.pool_squares, "forkserver").result(timeout=60) == (
+            [0, 1, 4, 9], "")
+
+
 def test_retries_run_a_failed_job_again(scheduler, tmp_path):
     counter = tmp_path / "calls"
     job = scheduler.options(retries=2).submit(jobs.count_attempts, str(counter), 2)

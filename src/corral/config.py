@@ -18,6 +18,7 @@ typo in a profile is found before a job is submitted with it, and where it is.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import tomllib
@@ -484,6 +485,8 @@ def _bare_number_problem(option: str, value: Any) -> str | None:
     are refused): a duration's bare number is seconds to corral's Python API
     and minutes to Slurm, and a few megabytes are no job's need."""
     number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if number is not None and not (math.isfinite(number) and number > 0):
+        return None  # (out of range: parse_options says so, offering no "0s" or "infm")
     if option in ("walltime", "timeout") and number is not None:
         return (f"{option} = {number:g} is ambiguous without a unit: write \"{number:g}s\" for "
                 f"seconds or \"{number:g}m\" for minutes")

@@ -41,15 +41,13 @@ def ambiguous_name(given: Any, named: Iterable[Any]) -> str:
 
 def read_back_job_problem(given: Any) -> str | None:
     """Why a job read back from a journal (``Run.job(1)``, a
-    :class:`corral.journal.stored.StoredJob`) cannot stand for a job of this
-    run, as an argument or in ``after=``; None for anything else.
-
-    Among a call's arguments it would be passed as the record itself, where a
-    live Job is waited for and replaced by its result (attack review).
-    """
+    :class:`corral.journal.stored.StoredJob`) cannot be waited for in
+    ``after=``; None for anything else. (Among a call's arguments it is a
+    record like any value, passed as itself: a function may summarise an
+    earlier run's records.)"""
     if not getattr(given, "_is_read_back_corral_job", False):
         return None
     where = f" of {given.journal}" if getattr(given, "journal", None) else ""
     return (f"job {given.id} {given.name!r}{where} was read back from a journal: it is a "
-            "record of another run, not a job of this one to wait for; pass its value, "
-            "stored.result_value()")
+            "record, not a job of this Scheduler to wait for; give after= the Job that "
+            "submit() returned, or its id or name")

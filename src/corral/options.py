@@ -438,18 +438,13 @@ _PEERS_WORDS = {
     **dict.fromkeys(("modules", "module", "preamble", "prologue"), "setup"),
     **dict.fromkeys(("max_retries", "retry", "attempts"), "retries"),
     **dict.fromkeys(("job_timeout", "max_duration", "time_out"), "timeout"),
-    # submitit's slurm_* and dask-jobqueue's names of what corral's options say
-    **dict.fromkeys(("slurm_mem", "slurm_mem_gb"), "memory"),
-    "slurm_time": "walltime",
-    **dict.fromkeys(("slurm_cpus_per_task", "slurm_ntasks_per_node"), "cores"),
-    **dict.fromkeys(("slurm_gres", "slurm_gpus_per_node", "slurm_gpus_per_task"), "gpus"),
-    "slurm_partition": "partition",
-    **dict.fromkeys(("slurm_account", "project"), "account"),
-    **dict.fromkeys(("slurm_qos", "qos_name"), "qos"),
-    "slurm_constraint": "constraint", "slurm_job_name": "name",
-    **dict.fromkeys(("slurm_additional_parameters", "slurm_srun_args", "job_extra",
+    # dask-jobqueue's and submitit's words (submitit's slurm_mem is its "mem": below)
+    **dict.fromkeys(("project", "account_name"), "account"),
+    "qos_name": "qos",
+    **dict.fromkeys(("ntasks_per_node", "cpus_per_node"), "cores"),
+    **dict.fromkeys(("additional_parameters", "srun_args", "job_extra",
                      "job_extra_directives"), "extra_flags"),
-    **dict.fromkeys(("slurm_setup", "job_script_prologue", "env_extra"), "setup"),
+    **dict.fromkeys(("job_script_prologue", "env_extra"), "setup"),
 }
 
 #: Other tools' options whose bare number has a unit corral's does not give a
@@ -457,20 +452,20 @@ _PEERS_WORDS = {
 #: ten seconds; mem_gb=4 is four gigabytes, memory=4 four megabytes): the hint
 #: writes the value with its unit, or says to give one.
 _PEERS_UNITS = {
-    **dict.fromkeys(("timeout_min", "walltime_min", "slurm_time"), "m"),
-    **dict.fromkeys(("mem_gb", "memory_gb", "slurm_mem_gb"), "G"),
+    **dict.fromkeys(("timeout_min", "walltime_min"), "m"),
+    **dict.fromkeys(("mem_gb", "memory_gb"), "G"),
     **dict.fromkeys(("mem_mb", "memory_mb"), "M"),
 }
 
 #: What a bare number is in corral's options of a unit, and a value with one.
-_BARE_NUMBER = {"walltime": ("seconds", "'90m'"), "timeout": ("seconds", "'90m'"),
-                "memory": ("megabytes", "'4G'")}
+_BARE_NUMBER = {"walltime": ("seconds", "90m"), "timeout": ("seconds", "90m"),
+                "memory": ("megabytes", "4G")}
 
 #: Words for what corral's options do not ask for, with where to go instead.
 _NOT_AN_OPTION = {
-    **dict.fromkeys(("mem_per_cpu", "slurm_mem_per_cpu", "memory_per_core"),
-                    "corral's memory is the whole job's: give memory= the memory per core "
-                    "times cores (mem_per_cpu='2G' with cores=4 is memory='8G')"),
+    **dict.fromkeys(("mem_per_cpu", "memory_per_core", "mem_per_core"),
+                    "corral's memory is the whole job's: the memory per core times cores "
+                    "(2G a core on 4 cores is a memory of 8G)"),
     "nodes": "corral runs each job on one node (cores is its cores there); a multi-node job "
              "asks its cluster through extra_flags, e.g. extra_flags=['--nodes=2'] "
              "(corral submit --extra-flags=--nodes=2)",
@@ -481,34 +476,57 @@ _NOT_AN_OPTION = {
 }
 
 
+def _peers_name(name: str) -> str:
+    """*name* as :data:`_PEERS_WORDS` knows it: a word under a scheduler's prefix
+    (submitit's ``slurm_mem``, ``slurm_partition``) is the word after it."""
+    if name in _PEERS_WORDS or name in _NOT_AN_OPTION:
+        return name
+    _, _, word = name.partition("_")
+    return word if word in _PEERS_WORDS or word in _NOT_AN_OPTION or word in JOB_OPTIONS else name
+
+
 def peers_word(name: str) -> str | None:
     """The job option another tool's *name* stands for (``job_timeout``:
     ``timeout``), or None."""
-    return _PEERS_WORDS.get(name)
+    word = _peers_name(name)
+    return word if word in JOB_OPTIONS else _PEERS_WORDS.get(word)
 
 
-def peers_word_hint(name: str, value: object = None) -> str | None:
+def peers_word_hint(name: str, value: object = None, flags: bool = False) -> str | None:
     """What corral calls the job option another tool calls *name* (``cpus``:
     "did you mean 'cores'?"), or where to go instead; None for other names.
 
     Where the other tool's number has a unit corral's bare number does not,
     the hint writes *value* with its unit (``timeout_min=10``: "did you mean
-    walltime='10m'?"), or, without a number, says what a bare one is here.
+    walltime='10m'?"), or, without a number, says to give one (for *flags*,
+    which take no bare number, only that).
     """
-    if name in _NOT_AN_OPTION:
-        return _NOT_AN_OPTION[name]
-    option = _PEERS_WORDS.get(name)
+    word = _peers_name(name)
+    if word in _NOT_AN_OPTION:
+        return _NOT_AN_OPTION[word]
+    option = peers_word(name)
     if option is None:
         return None
-    unit = _PEERS_UNITS.get(name)
-    if (unit is not None and isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0):
-        return f"did you mean {option}={f'{value:g}{unit}'!r}?"
+    number = _plain_number(value)
+    if word in _PEERS_UNITS and number is not None:
+        return f"did you mean {option}={number + _PEERS_UNITS[word]!r}?"
     if option in _BARE_NUMBER:
         bare, example = _BARE_NUMBER[option]
+        if flags:
+            return f"did you mean {option!r}? (with its unit, as in {example})"
         return (f"did you mean {option!r}? (a bare number there is {bare}: give the unit, "
-                f"as in {example})")
+                f"as in {example!r})")
     return f"did you mean {option!r}?"
+
+
+def _plain_number(value: object) -> str | None:
+    """*value* written as a positive number without an exponent, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not (math.isfinite(value) and value > 0):
+        return None
+    text = str(int(value)) if float(value).is_integer() else repr(float(value))
+    return None if "e" in text or len(text) > 15 else text
 
 
 def unknown_option_message(name: str, known: Iterable[str], value: object = None) -> str:

@@ -127,12 +127,27 @@ def _job_option_flags(command: Callable[..., Any]) -> Callable[..., Any]:
             accepts = (DURATION_TEXT_FORMS if option.accepts == DURATION_FORMS
                        else option.accepts)
             repeatable = option.cli == "list"
-            if repeatable:
-                accepts += "; repeat the flag for more"
+            if repeatable:  # (the API's "or a list of them" is the flag given again here)
+                accepts = _ONE_VALUE.get(option.name, accepts) + "; repeat the flag for more"
             command = click.option(option.flag, option.name, type=types[option.cli],
                                    multiple=repeatable,
                                    help=f"{option.help} ({accepts})")(command)
     return command
+
+
+#: What one value of a repeatable flag is.
+_ONE_VALUE = {"notify": "an e-mail address", "setup": "a line of shell code",
+              "extra_flags": "flags, split like a shell"}
+
+
+def _split_flags(value: str) -> list[str]:
+    """One ``--extra-flags`` value's words, split like a shell."""
+    import shlex
+
+    try:
+        return shlex.split(value)
+    except ValueError as error:
+        raise ValueError(f"extra_flags={value!r} cannot be split into flags: {error}") from None
 
 
 def _gathered_list_flags(given: dict[str, Any]) -> dict[str, Any]:
@@ -146,9 +161,8 @@ def _gathered_list_flags(given: dict[str, Any]) -> dict[str, Any]:
             values = given[name]
             if not values:
                 gathered[name] = None
-            elif name == "extra_flags":
-                gathered[name] = [flag for value in values
-                                  for flag in option.parse(value, name)]
+            elif name == "extra_flags":  # (-l h_rt=60 given as two flags: one list)
+                gathered[name] = [word for value in values for word in _split_flags(value)]
             else:
                 gathered[name] = list(values)
     return gathered
@@ -281,6 +295,8 @@ def _as_flag_message(message: str) -> str:
 
     message = message.replace(DURATION_FORMS, DURATION_TEXT_FORMS)
     for name, option in JOB_OPTIONS.items():
+        if message.startswith(f"{name}: "):  # (a list's item: "extra_flags: 'x' is not a flag")
+            message = option.flag + message[len(name):]
         message = message.replace(f"{name}=", f"{option.flag} ").replace(
             f"'{name}'", f"'{option.flag}'")
     return message
@@ -594,7 +610,7 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
             return
         ended = [job_id for job_id in named_or_in_range if job_id not in ids]
         if ended:  # (said, not an error: attack review found them left out without a word)
-            click.echo(f"left {', '.join(ended)}: ended already")
+            click.echo(f"left {first_few(ended, 10)}: ended already")
     reply = control_request(context, {"verb": "cancel", "ids": list(ids)})
     names = reply.get("names", {})  # (a daemon of an earlier version sends none)
     # With its name: `cancel w30 w31` answered "cancelled 31" and "cancelled 32",
@@ -818,12 +834,13 @@ def options(backends: tuple[str, ...], names: tuple[str, ...]) -> None:
     # The table a misspelt profile's user opens to find the right name: shown
     # whatever the config files say, with what is wrong in them (options review).
     problem = register_configured_backends(strict=False)
+    for name in backends:
+        if name not in backend_names() and name != AUTO:
+            # (a scheduler the broken file describes: what is wrong there, not "unknown")
+            raise CommandError(problem if problem is not None else _unknown_backend(name))
     if problem is not None:
         click.echo(f"corral: warning: {problem} (fix it; the table leaves out the schedulers "
                    "described there)", err=True)
-    for name in backends:
-        if name not in backend_names() and name != AUTO:
-            raise CommandError(_unknown_backend(name))
     # "auto": the backend it chooses here (as Scheduler(backend="auto") would)
     chosen = tuple(dict.fromkeys(resolve_backend(name) if name == AUTO else name
                                  for name in backends))
@@ -907,7 +924,7 @@ def _no_such_option(error: click.NoSuchOption) -> str:
     """Click's words for an unknown flag, or ours where the flag is another
     tool's name for a job option (``--cpus``: click offers ``--gpus`` too)."""
     where = f"corral {error.ctx.info_name}" if error.ctx is not None else "corral"
-    hint = (peers_word_hint(error.option_name.lstrip("-").replace("-", "_"))
+    hint = (peers_word_hint(error.option_name.lstrip("-").replace("-", "_"), flags=True)
             if where == "corral submit" else None)
     if hint is None:
         return f"{' '.join(error.format_message().split())} (see '{where} --help')"

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from corral.core.job import Job
 from corral.errors import DependencyError
-from corral.job_refs import read_back_job_problem
-from corral.journal.stored import StoredJob
 from corral.runtime.chunks import PlainCalls
 from corral.runtime.payload import Upstream
 
@@ -43,8 +41,6 @@ def replace_jobs(value: Any, found: list[Job]) -> Any:
         if not value:
             return value
         return kind(replace_jobs(item, found) for item in value)
-    if kind is StoredJob:
-        raise ValueError(f"an argument: {read_back_job_problem(value)}")
     if kind is dict:
         if not value:
             return value

@@ -41,7 +41,8 @@ from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_ch
 from corral.core.identity import call_label, map_signature
 from corral.core.mapping import MapFeed, chunked, unchunked
 from corral.core.record import JobRecord
-from corral.options import JOB_OPTIONS, bounded_tuple, laid_over, parse_options
+from corral.options import (JOB_OPTIONS, bounded_tuple, laid_over, parse_options,
+                            peers_word_hint)
 from corral.core.packing import Packer
 from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
@@ -270,7 +271,7 @@ class Submitter:
             raise ValueError(f"call() takes 'package.module:function', not {safe_repr(target)}; "
                              "use submit() for a callable")
         stray = [name for name in options if name not in JOB_OPTIONS and name != "profile"
-                 and closest(name, JOB_OPTIONS) is None]
+                 and closest(name, JOB_OPTIONS) is None and peers_word_hint(name) is None]
         if stray:  # (a misspelt option is told the option it is like, further on)
             raise ValueError(_stray_call_keyword(target, stray[0]))
         return self._make(make_task(FunctionRef(target, tuple(args), dict(kwargs or {}))), options)

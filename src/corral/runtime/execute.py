@@ -153,6 +153,15 @@ def kill_leftovers() -> None:
 
     The common case — the job started no process — costs one waitpid call.
     """
+    try:
+        _kill_and_reap()
+    finally:
+        # Whether killed here or ended before (a job that killed its own children,
+        # the OOM killer), multiprocessing's helpers are gone (re-attack review).
+        _forget_multiprocessing_helpers()
+
+
+def _kill_and_reap() -> None:
     for _ in range(_KILL_ROUNDS):
         if not _reap_ended_children():
             return
@@ -170,7 +179,6 @@ def kill_leftovers() -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        _forget_multiprocessing_helpers()
 
 
 def _forget_multiprocessing_helpers() -> None:
