@@ -24,6 +24,7 @@ from support.cli import Corral, assert_one_line_error
 from support.waiting import wait_until
 
 from corral.report.model import page_data, read_view
+from corral.report.svg import COLOURS
 from corral.report.timeline import (Outcome, assign_lanes, attempts_from_events, waiting_since,
                                    waits_that_ended_unstarted)
 
@@ -155,6 +156,9 @@ def test_svg_timeline_has_one_rect_per_attempt(mixed: Path, tmp_path: Path) -> N
             if rect.find("{http://www.w3.org/2000/svg}title") is not None]
     assert len(bars) == EXPECTED_BARS
     assert any("broken" in bar.find("{http://www.w3.org/2000/svg}title").text for bar in bars)
+    # A failure of a few milliseconds is 3 px wide, as on the page (cold review: 0.86 px).
+    failed = [bar for bar in bars if bar.get("fill") == COLOURS[Outcome.FAILED]]
+    assert failed and min(float(bar.get("width")) for bar in failed) >= 3
     assert corral.Run(mixed).report(tmp_path / "again.svg").read_text().startswith("<svg")
 
 

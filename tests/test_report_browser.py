@@ -94,3 +94,34 @@ def test_a_hostile_job_name_shows_as_text(browser, tmp_path: Path) -> None:
     wait_until(lambda: bars_drawn(browser) == 1, 10, "the timeline to draw")
     assert hostile in browser.find_element(By.ID, "failures").text
     assert browser.execute_script("return window.owned === undefined")
+
+
+def test_a_report_of_a_run_still_going_says_when_and_failures_leave_the_timeline_near(
+        browser, tmp_path: Path) -> None:
+    """Cold review: a report written while jobs ran had no date (its running
+    bars end at "now", which the file never said), and a run of many failures
+    listed them all before the timeline, 45,000 px down the page."""
+    import jobs
+
+    release = tmp_path / "release"
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        failing = [scheduler.shell(f"echo failure {number} >&2; exit 1")
+                   for number in range(60)]
+        running = scheduler.submit(jobs.wait_for_file, str(release))
+        wait_until(lambda: running.status is corral.JobStatus.RUNNING
+                   and all(job.done() for job in failing))
+        run = corral.Run(tmp_path / "run")
+        wait_until(lambda: sorted(job.status.name for job in run.jobs(results=False))
+                   == ["FAILED"] * 60 + ["RUNNING"],
+                   message="the journal to hold them all")  # (its writer may lag the driver)
+        report = run.report(tmp_path / "report.html")
+        release.touch()
+    browser.get(report.as_uri())
+    wait_until(lambda: bars_drawn(browser) == 61, 10, "the timeline to draw every attempt")
+    assert " · as of " in browser.find_element(By.ID, "run-path").text
+    assert browser.find_element(By.ID, "failures-count").text == "(60)"
+    timeline_top = browser.execute_script(
+        "return document.getElementById('timeline-section').getBoundingClientRect().top"
+        " + window.scrollY")
+    assert timeline_top < 1500, timeline_top
+    screenshot(browser, "report-many-failures")

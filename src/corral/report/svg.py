@@ -100,8 +100,10 @@ def render_svg(view: RunView) -> str:
         start = attempt.start - origin
         stop = (attempt.end if attempt.end is not None else view.read_at) - origin
         title = _text(f"job {attempt.job} {names.get(attempt.job, '')[:200]} #{attempt.number}")
+        # A short failure still shows, as on the page (cold review: 0.5 px, unseen).
+        least = 0.5 if attempt.outcome in (Outcome.COMPLETED, Outcome.RUNNING) else 3
         out.append(f'<rect x="{x(start)}" y="{TOP + attempt.lane * lane_height + 1}" '
-                   f'width="{max(0.5, round((stop - start) * scale, 2))}" '
+                   f'width="{max(least, round((stop - start) * scale, 2))}" '
                    f'height="{max(1, lane_height - 2)}" fill="{COLOURS[attempt.outcome]}">'
                    f'<title>{title}</title></rect>')
     out.append("</svg>")

@@ -601,7 +601,8 @@
   Corral.show = function (next) {
     data = next;
     $('run-title').textContent = data.title;
-    $('run-path').textContent = data.path + (data.live ? '' : ' · as of ' + new Date(data.generated * 1000).toLocaleString());
+    // A file says when it was taken, a run still going too; the dashboard is now.
+    $('run-path').textContent = data.path + (Corral.dashboard ? '' : ' · as of ' + new Date(data.generated * 1000).toLocaleString());
     document.title = 'corral · ' + data.title;
     index();
     if (!wired) { wire(); wired = true; }
