@@ -199,6 +199,20 @@ def process_then_end_own_children(start_method: str) -> int | None:
     return process.exitcode
 
 
+def leave_shared_memory(start_method: str) -> str:
+    """Make a block of shared memory and leave it (closed, not unlinked), after
+    starting a process of *start_method*, as a job using a pool may; its name."""
+    import multiprocessing
+    from multiprocessing import shared_memory
+
+    process = multiprocessing.get_context(start_method).Process(target=noop)
+    process.start()
+    process.join()
+    block = shared_memory.SharedMemory(create=True, size=16)
+    block.close()
+    return block.name
+
+
 def count_attempts(counter: str, fail_times: int) -> int:
     """Fail the first *fail_times* calls, counting calls in a file."""
     path = Path(counter)

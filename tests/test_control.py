@@ -423,6 +423,16 @@ def test_a_forkserver_pool_starts_after_a_job_that_ended_its_own_children():
             [0, 1, 4, 9], "")
 
 
+def test_shared_memory_a_job_leaves_is_unlinked_when_it_ends():
+    """Re-attack review: the resource tracker was killed with the job's other
+    leftovers, and what it would have unlinked stayed in /dev/shm for good."""
+    with corral.Scheduler(cores=1) as sched:
+        name = sched.submit(jobs.leave_shared_memory, "spawn").result(timeout=60)
+        sched.submit(jobs.noop).result(timeout=60)  # (the same worker: the first has ended)
+        wait_until(lambda: not os.path.exists(f"/dev/shm/{name.lstrip('/')}"),
+                   message="the job's shared memory to be unlinked")
+
+
 def test_retries_run_a_failed_job_again(scheduler, tmp_path):
     counter = tmp_path / "calls"
     job = scheduler.options(retries=2).submit(jobs.count_attempts, str(counter), 2)

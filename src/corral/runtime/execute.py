@@ -9,6 +9,7 @@ cannot drift between backends.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -170,15 +171,57 @@ def _kill_and_reap() -> None:
         from corral.runtime.proctree import kill_tree
 
         children = [child.pid for child in psutil.Process().children()]
+        tracker = _resource_tracker_pid()
         # Everything under this worker, frozen first, then killed: a child
         # adopted between two looks is under it as well, and a chain of
         # processes that keep forking and exiting is caught mid-step.
-        kill_tree(os.getpid(), include_root=False)
+        kill_tree(os.getpid(), include_root=False, sparing=tracker)
+        if tracker is not None:
+            _end_resource_tracker(tracker)
         for pid in children:
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+
+
+def _resource_tracker_pid() -> int | None:
+    """The pid of the ``multiprocessing`` resource tracker a job started here, if any."""
+    tracker_module = sys.modules.get("multiprocessing.resource_tracker")
+    tracker = getattr(tracker_module, "_resource_tracker", None)
+    pid = getattr(tracker, "_pid", None)
+    return pid if isinstance(pid, int) and isinstance(getattr(tracker, "_fd", None), int) else None
+
+
+#: How long the resource tracker may take to unlink what a job leaked, and end.
+_TRACKER_END_S = 2.0
+
+
+def _end_resource_tracker(pid: int) -> None:
+    """Let the resource tracker end as at a process's exit, unlinking the
+    semaphores and shared memory the job's processes registered and left (a
+    SIGKILL left them in /dev/shm for good: re-attack review): the job's other
+    processes are dead, so closing our end is its last writer gone. One that
+    does not end in time is killed."""
+    import time
+
+    tracker = sys.modules["multiprocessing.resource_tracker"]._resource_tracker
+    _close_quietly(tracker._fd)
+    tracker._fd = None
+    deadline = time.monotonic() + _TRACKER_END_S
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _forget_multiprocessing_helpers() -> None:

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 __all__ = ["kill_tree", "signal_group", "kill_marked"]
 
 
-def kill_tree(pid: int, *, include_root: bool = True) -> None:
-    """SIGKILL *pid*'s descendants (and *pid* unless ``include_root=False``).
+def kill_tree(pid: int, *, include_root: bool = True, sparing: int | None = None) -> None:
+    """SIGKILL *pid*'s descendants (and *pid* unless ``include_root=False``), but
+    the process *sparing* (not its children).
 
     Never raises for processes that are already gone.
     """
@@ -44,7 +45,7 @@ def kill_tree(pid: int, *, include_root: bool = True) -> None:
                     pass
             # (never this process: a tree read while its parent dies may list it)
             fresh = [process for process in found
-                     if process.pid not in frozen and process.pid != me]
+                     if process.pid not in frozen and process.pid not in (me, sparing)]
             if not fresh:
                 break
             for process in fresh:
