@@ -44,7 +44,7 @@ from corral.cli.exits import (EXIT_BROKEN_PIPE, EXIT_FAILED_JOB, EXIT_INTERRUPTE
 from corral.cli.job_selection import ID_RANGE, select_jobs, with_ranges
 from corral.cli.new_run import check_new_run_dir, undo_new_run
 from corral.cli.run_dirs import (RunPath, chosen_run_dir, current_directory, default_run_dir,
-                                 how_it_goes_on, open_run, resolved_path, run_option)
+                                 open_run, resolved_path, run_option)
 from corral.cli.streams import (ReaderGone, drop_unwritten_output, flush_output,
                                 guard_standard_streams, reader_gone)
 from corral.errors import CorralError
@@ -376,7 +376,7 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     if stranded:  # before a failure's exit status: the run cannot even finish
         click.echo(f"corral: no process drives the run: {len(stranded)} unfinished "
                    f"job{'s' * (len(stranded) != 1)} listed will not go on until it runs "
-                   f"again ({how_it_goes_on(run)})", err=True)
+                   f"again ({run.how_unfinished_jobs_go_on()})", err=True)
         context.exit(EXIT_UNREACHABLE)
     if any(job.status in _FAILED for job in jobs):
         context.exit(EXIT_FAILED_JOB)
@@ -454,7 +454,7 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
         ended_as = run.job(job_id)
         if ended_as.status not in TERMINAL:  # its driver died
             raise CommandError(f"no process drives the run at {run.path} any more; job "
-                               f"{job.id} will not go on ({how_it_goes_on(run)})",
+                               f"{job.id} will not go on ({run.how_unfinished_jobs_go_on()})",
                                EXIT_UNREACHABLE)
         if ended_as.status in _FAILED:
             click.echo(f"corral: job {job.id} {job.name!r} {ended_as.status.name}: "

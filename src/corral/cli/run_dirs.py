@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 __all__ = ["default_run_dir", "chosen_run_dir", "open_run", "require_existing_run",
-           "how_it_goes_on", "resolved_path", "current_directory", "RunPath", "run_option"]
+           "resolved_path", "current_directory", "RunPath", "run_option"]
 
 
 def default_run_dir() -> Path:
@@ -85,12 +85,6 @@ def require_existing_run(run_dir: Path) -> None:
         raise CommandError(f"no corral run at {run_dir} (nothing was submitted there); "
                            "choose one with corral --run DIR COMMAND or $CORRAL_RUN",
                            EXIT_UNREACHABLE)
-
-
-def how_it_goes_on(run: Run) -> str:
-    """What makes the unfinished jobs of a run that no process drives go on."""
-    return ("corral wait or corral submit starts a new daemon, which runs them again"
-            if run.meta().get("origin") == "daemon" else "run the script again")
 
 
 def _run_here(context: click.Context, run_dir: Path | None) -> None:

@@ -190,6 +190,12 @@ class Run:
         """The run-wide settings the journal keeps (``paused``, ``origin``, ...)."""
         return read_meta(self.path)
 
+    def how_unfinished_jobs_go_on(self) -> str:
+        """What makes the unfinished jobs of this run go on once no process
+        drives it: a new daemon for a ``corral submit`` run, else its script."""
+        return ("corral wait or corral submit starts a new daemon, which runs them again"
+                if self.meta().get("origin") == "daemon" else "run the script again")
+
     def report(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
         """Write the run's report to *path* and return where it went: a
         self-contained HTML page (summary, failures, timeline) or, with

@@ -63,9 +63,11 @@ def driver_note(run: Run) -> dict[str, Any]:
     """Whether the page's controls can act, and why not."""
     owner = run.owner
     if owner is None:
+        # (with what makes its jobs go on, as corral status says: cold review)
         return {"driven": False, "paused": run.paused,
                 "why": "read-only: no corral process drives this run now (it ended, or its "
-                       "driver was stopped); the controls act through that process"}
+                       "driver was stopped); the controls act through that process; "
+                       f"{run.how_unfinished_jobs_go_on()}"}
     return {"driven": True, "paused": run.paused, "kind": owner.get("kind"),
             "pid": owner.get("pid"), "why": None}
 
