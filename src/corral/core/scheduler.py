@@ -123,6 +123,9 @@ class Submitter:
 
     def _job_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """A job's options: *options* on top of this submitter's, the profiles' beneath."""
+        if not self._profiled and "profile" not in options and not (
+                "env" in options and "env" in self._defaults):
+            return {**self._defaults, **options}  # (the same, on every submit's path)
         return laid_over(*self._layered(options))
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Job:
