@@ -132,3 +132,35 @@ def test_on_another_interface_the_origin_is_the_host_asked_for() -> None:
     guard6 = Guard("::", 8080, token="secret")
     asked6 = {"Host": "[2001:db8::1]:8080", TOKEN_HEADER: "secret"}
     assert guard6.refusal("POST", {**asked6, "Origin": "http://[2001:db8::1]:8080"}, {}) is None
+
+
+_KILLED_DRIVER = """
+import os, signal, sys, time, corral
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
+    sched.shell("true").result()
+    job = sched.shell("sleep 60")
+    while job.status is not corral.JobStatus.RUNNING:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_run_no_process_drives_says_what_makes_its_unfinished_jobs_go_on(tmp_path: Path):
+    """Cold review: the page of a run whose driver died said only "read-only",
+    where corral status says how its jobs go on (and of a finished run, nothing)."""
+    import subprocess
+    import sys
+
+    from corral.web.runs import driver_note
+
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-c", _KILLED_DRIVER, str(run)], timeout=60)
+    wait_until(lambda: corral.Run(run).owner is None, message="the killed driver's lock to go")
+    note = driver_note(corral.Run(run))
+    assert not note["driven"] and note["why"] == (
+        "read-only: no corral process drives this run now (it ended, or its driver was "
+        "stopped); the controls act through that process; run the script again")
+    with corral.Scheduler(cores=1, journal=tmp_path / "done") as sched:
+        sched.shell("true")
+    assert driver_note(corral.Run(tmp_path / "done"))["why"].endswith(
+        "the controls act through that process")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.journal.run import Run
+from corral.status import TERMINAL
 from corral.journal.files import JOURNAL_FILE, owner_of
 from corral.report import page_data, read_view
 from corral.report.model import DASHBOARD_TAILS
@@ -63,11 +64,13 @@ def driver_note(run: Run) -> dict[str, Any]:
     """Whether the page's controls can act, and why not."""
     owner = run.owner
     if owner is None:
-        # (with what makes its jobs go on, as corral status says: cold review)
+        # (with what makes its unfinished jobs go on, as corral status says: cold review)
+        unfinished = any(count for status, count in run.status_counts().items()
+                         if status not in TERMINAL)
+        going_on = f"; {run.how_unfinished_jobs_go_on()}" if unfinished else ""
         return {"driven": False, "paused": run.paused,
                 "why": "read-only: no corral process drives this run now (it ended, or its "
-                       "driver was stopped); the controls act through that process; "
-                       f"{run.how_unfinished_jobs_go_on()}"}
+                       f"driver was stopped); the controls act through that process{going_on}"}
     return {"driven": True, "paused": run.paused, "kind": owner.get("kind"),
             "pid": owner.get("pid"), "why": None}
 
