@@ -722,3 +722,25 @@ def test_the_corral_command_waits_for_a_driver_that_waits_for_an_earlier_writer(
             writer.resume()
         script.communicate("done\n", timeout=30)
     assert script.returncode == 0
+
+
+def test_a_completed_calls_result_the_journal_does_not_hold_is_never_read_as_none(tmp_path):
+    """Hostile-input review: a result too big for SQLite (a gigabyte) was left out
+    of its row, and the job read back and restored as having returned None."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        scheduler.submit(jobs.square, 3)
+        scheduler.submit(jobs.noop)
+    with contextlib.closing(sqlite3.connect(run / "journal.db")) as db, db:
+        db.execute("UPDATE jobs SET result = NULL WHERE name = 'square'")
+    stored = {job.name: job for job in corral.Run(run).jobs()}
+    with pytest.raises(corral.JournalError, match=r"^job 1 'square' completed, but its result is "
+                                                 r"not stored in .*journal\.db \(too big for the "
+                                                 r"journal, or the journal is damaged\); run it "
+                                                 r"again$"):
+        stored["square"].result_value()
+    assert stored["noop"].result_value() is None  # (None's own pickle: a value, kept)
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        again, restored = scheduler.submit(jobs.square, 3), scheduler.submit(jobs.noop)
+        assert again.result(timeout=30) == 9 and restored.result(timeout=30) is None
+    assert restored.reason.startswith("completed in an earlier run") and again.reason is None

@@ -258,6 +258,10 @@ def _result_loads(stored: StoredJob) -> bool:
     """Whether a completed job's stored result can be loaded; if not, the
     journal is damaged there (or the value needs code gone since), and the
     job must run again rather than hand its dependents None."""
+    if stored.result_lost:  # (hostile-input review: restored as None)
+        log.warning("job %s %r: its result is not stored (too big for the journal, or the "
+                    "journal is damaged); it runs again", stored.id, stored.name)
+        return False
     if stored.result is None:
         return True
     try:

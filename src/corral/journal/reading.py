@@ -105,7 +105,8 @@ def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
         native_id=record["native_id"], started=record["started"], ended=record["ended"],
         jobdir=_path_text(record["jobdir"]), result=record["result"], error=record["error"],
         session=record["session"], live=tuple(live.split("\n", 1)) if live else None,
-        slot=record.get("slot"), journal=os.fspath(path))
+        slot=record.get("slot"), journal=os.fspath(path),
+        results_read=bool(record.get("results_read", 1)))
 
 
 def _path_text(value: object) -> Any:
@@ -338,7 +339,8 @@ _IDS_A_QUERY = 500
 #: A job row's columns but its pickled result and error: what listings read.
 _COLUMNS_BUT_RESULTS = (
     "id, int_id, seq, key, name, kind, command, spec, deps, status, reason, exit_code, "
-    "attempts, native_id, started, ended, jobdir, NULL AS result, NULL AS error, session, live")
+    "attempts, native_id, started, ended, jobdir, NULL AS result, NULL AS error, session, live, "
+    "0 AS results_read")
 
 
 def _marks(values: tuple) -> str:

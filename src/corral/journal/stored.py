@@ -44,6 +44,8 @@ class StoredJob:
     slot: str | None = None
     #: The journal file it was read from, for error messages.
     journal: str | None = field(default=None, compare=False, repr=False)
+    #: Whether *result* and *error* were read (``Run.jobs(results=False)`` leaves them out).
+    results_read: bool = field(default=True, compare=False, repr=False)
     #: What the vocabulary knows it by (it cannot import this layer):
     #: :func:`corral.job_refs.read_back_job_problem`.
     _is_read_back_corral_job: ClassVar[bool] = True
@@ -107,12 +109,26 @@ class StoredJob:
             return f"{message}\n(its stderr, {path}, cannot be read: {error.strerror or error})"
         return with_stderr_tail(message, tail, path)
 
+    @property
+    def result_lost(self) -> bool:
+        """Whether it completed as a Python call whose value the journal does not
+        hold: a value too big for SQLite (a gigabyte), or a damaged row. A call
+        that returned None holds None's pickle, so this is never a None."""
+        return (self.results_read and self.result is None and self.status is JobStatus.COMPLETED
+                and self.kind in ("call", "function"))
+
     def load_result(self) -> Any:
         """The stored return value, whatever the status (None if none is stored).
 
         Raises:
-            JournalError: it cannot be loaded.
+            JournalError: it cannot be loaded, or a completed call's was not
+                recorded (never answered as None: hostile-input review).
         """
+        if self.result_lost:
+            where = f" in {self.journal}" if self.journal else ""
+            raise JournalError(f"job {self.id} {self.name!r} completed, but its result is not "
+                               f"stored{where} (too big for the journal, or the journal is "
+                               "damaged); run it again")
         return None if self.result is None else self._load("result", pickle.loads, self.result)
 
     def _load(self, what: str, load: Callable[[bytes], Any], blob: bytes) -> Any:
