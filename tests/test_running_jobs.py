@@ -734,3 +734,35 @@ def test_jobs_run_on_after_the_drivers_directory_was_removed(tmp_path):
                                                      "PYTHONPATH": os.pathsep.join(sys.path)})
     assert (ran.returncode, ran.stdout) == (0, "removed hello None\n"), ran.stderr
     assert not home.exists()
+
+
+SCRIPTS_OWN_TEXT = """
+import enum, os, pathlib, sys, corral
+
+class Mode(enum.StrEnum):
+    FAST = "fast"
+
+class Where(pathlib.PurePosixPath):
+    pass
+
+class Text(str):
+    pass
+
+with corral.Scheduler(cores=1) as scheduler:
+    jobs = [scheduler.options(env={"MODE": Mode.FAST}).call("os:getenv", "MODE"),
+            scheduler.options(env={"MODE": Mode.FAST}).shell('echo "$MODE"'),
+            scheduler.shell(Text("echo text")),
+            scheduler.shell(["echo", Mode.FAST, Where("/tmp")])]
+    for job in jobs:
+        print(job.result(timeout=60), job.stdout, end="|")
+"""
+
+
+def test_commands_and_env_of_the_scripts_own_text_types_run(tmp_path):
+    """Hostile-input review: a str subclass of the script's own (an enum.StrEnum
+    member) in a call's env= or as a command killed the worker ("worker
+    lost"): the worker cannot unpickle a class that lives in the script."""
+    done = subprocess.run([sys.executable, "-c", SCRIPTS_OWN_TEXT], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (
+        0, "fast |None fast\n|None text\n|None fast /tmp\n|"), done.stderr

@@ -242,7 +242,9 @@ def _env(value: Any, field: str) -> tuple[tuple[str, str | None], ...]:
                 f"{problem} (names are non-empty strings without '=', values are strings, or "
                 "None to unset the variable; neither may hold a NUL character)"
             )
-        pairs.append((key, item))
+        # (plain text: a str subclass of the script's own, a StrEnum's member, is
+        # not in the worker to unpickle, and the worker died: hostile-input review)
+        pairs.append((str.__str__(key), None if item is None else str.__str__(item)))
     return tuple(pairs)
 
 

@@ -472,7 +472,7 @@ def _checked_script(task: Script) -> Script:
     argv = _arguments(task.argv)
     _refuse_other_interpreters(task.path, path, argv)
     _check_words(argv, f"script {_shown(task.path)}: argument")
-    return Script(path, argv, task.python)
+    return Script(path, _plain_words(argv), task.python)
 
 
 def _refuse_other_interpreters(given: str, path: str, argv: tuple) -> None:
@@ -503,7 +503,7 @@ def _checked_shell(task: Shell) -> Shell:
         problem = os_text_problem(command)
         if problem:
             raise ValueError(f"shell command {_shown(command)} {problem}")
-        return Shell(command)
+        return Shell(str.__str__(command))  # (a str subclass of the script's: plain text)
     if isinstance(command, (bytes, bytearray, Mapping)) or not isinstance(command, Sequence):
         raise ValueError(f"shell command {_shown(command)} must be a string or a list of "
                          "arguments")
@@ -511,7 +511,7 @@ def _checked_shell(task: Shell) -> Shell:
     if not command:
         raise ValueError("shell command is an empty argument list")
     _check_words(command, "shell command: word")
-    return Shell(command)
+    return Shell(_plain_words(command))
 
 
 def _check_words(words: tuple[Any, ...], what: str) -> None:
@@ -525,6 +525,24 @@ def _check_words(words: tuple[Any, ...], what: str) -> None:
         if problem:
             raise ValueError(f"{what} {index} ({_shown(word)}) {problem}; command words are "
                              "strings, paths, numbers, or Jobs whose results are those")
+
+
+def _plain_words(words: tuple[Any, ...]) -> tuple[Any, ...]:
+    """*words* with those of the script's own types as their text: a worker
+    unpickles a command's words, and a class defined in ``__main__`` (an
+    ``enum.StrEnum``'s member) is not there to unpickle: the worker died and
+    the job read "worker lost" (hostile-input review)."""
+    if all(type(word) is str for word in words):
+        return words
+    return tuple(_plain_word(word) for word in words)
+
+
+def _plain_word(word: Any) -> Any:
+    if isinstance(word, str):
+        return str.__str__(word)
+    if type(word).__module__ != "__main__" or getattr(word, "_is_corral_job", False):
+        return word  # (a number, a path: the worker has their classes)
+    return os.fspath(word) if isinstance(word, os.PathLike) else str(word)
 
 
 def _word_problem(word: Any) -> str | None:
