@@ -729,3 +729,18 @@ def test_a_clusters_queue_asked_as_queue_is_pointed_to_partition(tmp_path, monke
     with on_fakebatch(tmp_path, monkeypatch) as (_, sched), \
             pytest.raises(ValueError, match=refused):
         sched.options(queue="batch").submit(add, 1, 2)
+
+
+def test_a_cancel_the_scheduler_refuses_says_the_job_may_still_run(tmp_path, monkeypatch):
+    """Cold review (a site's scheduler): a qdel that answered "permission denied"
+    left the job running in the cluster, and corral said it was cancelled."""
+    release = tmp_path / "release"
+    with on_fakebatch(tmp_path, monkeypatch, shadows={
+            "qdel": "echo 'qdel: permission denied' >&2; exit 3"}) as (_, sched):
+        job = sched.submit(wait_for_file, os.fspath(release), 1)
+        wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
+        assert job.cancel() and job.status is JobStatus.CANCELLED
+        assert job.reason == ("cancelled by user; but the scheduler refused to end it (qdel "
+                              "exited 3: qdel: permission denied): it may still run; check with "
+                              "the scheduler")
+        release.touch()  # (the fake cluster runs it to its end)

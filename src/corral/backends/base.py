@@ -277,9 +277,12 @@ class Backend(Protocol):
     def wake(self) -> None:
         """Make a blocked :meth:`updates` return now. Thread-safe."""
 
-    def kill(self, job_ids: Collection[int | str]) -> None:
+    def kill(self, job_ids: Collection[int | str]) -> Mapping[int | str, str] | None:
         """End the jobs now, with every process they started. Each is then
-        reported once more, as CANCELLED (or as what it finished with first)."""
+        reported once more, as CANCELLED (or as what it finished with first).
+
+        Returns what to say of jobs whose end is in doubt (a cluster refused to
+        delete them: they may run on), by job id; None when all went as asked."""
 
     def terminate(self, job_ids: Collection[int | str]) -> None:
         """Ask the jobs to stop cleanly (abort); they may ignore it."""

@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -85,6 +85,14 @@ STUCK_S = 5.0
 #: a callback) is fired only once what the backend has for it is read: a job
 #: that ended meanwhile keeps its outcome, not "timed out; killed".
 READ_AGAIN_AFTER_S = 0.05
+
+
+def _with_doubt(reason: str, job: JobRecord,
+                doubts: Mapping[int | str, str] | None) -> str:
+    """A cancelled job's *reason*, with what the backend doubts of its end (a
+    cluster that refused to delete it: cold review)."""
+    doubt = None if doubts is None else doubts.get(job.dispatched_id)
+    return reason if doubt is None else f"{reason}; but {doubt}"
 
 
 class LoopStuck(DriverTerminated):
@@ -1163,7 +1171,7 @@ class Engine:
             return True
         if job.status in ACTIVE:
             job.kill_intent = KillIntent.CANCEL
-            self.backend.kill([job.dispatched_id])
+            reason = _with_doubt(reason, job, self.backend.kill([job.dispatched_id]))
             self._hold_starts_after_cancel()
         self._move(job, _S.CANCELLED, reason)
         self._finalize(job)
@@ -1255,11 +1263,10 @@ class Engine:
         active = [job for job in jobs if job.status in ACTIVE]
         for job in active:
             job.kill_intent = KillIntent.CANCEL
-        if active:
-            self.backend.kill([job.dispatched_id for job in active])
+        doubts = self.backend.kill([job.dispatched_id for job in active]) if active else None
         cancelled = [job for job in jobs if not job.final]
         for job in cancelled:  # each with this reason, not "upstream ... was cancelled"
-            self._move(job, _S.CANCELLED, reason)
+            self._move(job, _S.CANCELLED, _with_doubt(reason, job, doubts))
             self._finalize(job, cascade=False)
         for job in cancelled:  # then whatever waited on them and was not among them
             self._release_dependents(job)

@@ -45,7 +45,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -237,12 +237,13 @@ class BatchBackend:
     def wake(self) -> None:
         self._wake.set()
 
-    def kill(self, job_ids: Collection[int | str]) -> None:
+    def kill(self, job_ids: Collection[int | str]) -> Mapping[int | str, str] | None:
         """Cancel the jobs now; each is reported CANCELLED. One that has not
         started is marked first, so that the runtime never starts it: a bundle
         skips it, and so does a batch job that the scheduler starts after all
         (its delete failed, or came after the scheduler had started it)."""
         to_cancel: set[str] = set()
+        said: list[Update] = []  # of jobs that may run on if their delete is refused
         self._drop_held_back(set(job_ids))
         for job_id in job_ids:
             task = self._tasks.get(job_id)
@@ -258,13 +259,30 @@ class BatchBackend:
                 to_cancel.add(task.native_id)
                 if job is not None:
                     job.runtime_ran = True
-            self._finish(task, Update(job_id, JobStatus.CANCELLED, task.native_id or None,
-                                      reason="cancelled"))
+            update = Update(job_id, JobStatus.CANCELLED, task.native_id or None,
+                            reason="cancelled")
+            if not unstarted:
+                said.append(update)
+            self._finish(task, update)
             if job is not None and not job.tasks:
                 to_cancel.add(job.native_id)  # nothing left for it to do
         to_cancel -= self._ended_by_signal  # deleted already: a second delete only errs
         if to_cancel:
-            self._run_quietly(self.scheduler.cancel_argv(sorted(to_cancel)))
+            refused = self._cancel_refused(self.scheduler.cancel_argv(sorted(to_cancel)))
+            if refused is not None:  # (cold review: "cancelled", and it ran on in the cluster)
+                return {update.job_id: f"the scheduler refused to end it ({refused}): it may "
+                                       "still run; check with the scheduler" for update in said}
+        return None
+
+    def _cancel_refused(self, argv: Sequence[str]) -> str | None:
+        """Run a cancel command; what it said if it refused (logged), else None.
+        A refusal that only says the jobs had ended already is no refusal."""
+        try:
+            run_command(argv, self.scheduler.cancel_answer_usable)
+        except BackendError as error:
+            log.warning("%s", error)
+            return str(error)
+        return None
 
     def terminate(self, job_ids: Collection[int | str]) -> None:
         """Ask running jobs to stop: SIGUSR1 to the batch script's runtime,
