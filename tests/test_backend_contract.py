@@ -319,6 +319,10 @@ def test_a_job_outlives_its_killed_driver_and_the_next_driver_attaches_to_it(bac
     assert (waiting["status"], waiting["value"]) == ("COMPLETED", 2)
     assert waiting["native_id"] == first["running"]  # followed, not submitted again
     assert len(lines(tmp_path / "side" / "b")) == 1
+    # When it ran, not when the next driver took it up (cold review: its start was the
+    # rerun's, after its end, and corral status showed 0.0s for a 6 s job).
+    assert waiting["started"] <= waiting["ended"]
+    assert abs(waiting["started"] - first["started"]) < 1.0, (waiting, first)
 
 
 def drive(name: str, run: str, release: str, side: str, mode: str) -> None:
@@ -343,7 +347,8 @@ def drive(name: str, run: str, release: str, side: str, mode: str) -> None:
             # committed a's completion (then a is found in the backend, not restored).
             _journaled_status(run, done.id, JobStatus.COMPLETED)
             stored = _journaled_status(run, waiting.id, JobStatus.RUNNING)
-            print(json.dumps({"running": waiting.native_id, "journaled": stored}), flush=True)
+            print(json.dumps({"running": waiting.native_id, "journaled": stored,
+                              "started": waiting.started}), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
         outcomes = []
         for job in (done, waiting):
@@ -352,7 +357,8 @@ def drive(name: str, run: str, release: str, side: str, mode: str) -> None:
             except Exception as error:  # reported to the test
                 value = f"{type(error).__name__}: {error}"
             outcomes.append({"status": job.status.name, "reason": job.reason,
-                             "native_id": job.native_id, "value": value})
+                             "native_id": job.native_id, "value": value,
+                             "started": job.started, "ended": job.ended})
         print(json.dumps({"jobs": outcomes}), flush=True)
 
 

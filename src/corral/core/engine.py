@@ -751,6 +751,10 @@ class Engine:
             assert stored is not None and stored.native_id is not None
             job.native_id = stored.native_id
             job.attempts = max(job.attempts - 1, stored.attempts)
+            # It started before this driver gave it room: its start is the cluster's,
+            # not clamped to now (cold review: it began after it ended, showed 0.0s).
+            job.taken_at = (0.0 if stored.started is None else
+                            time.monotonic() - max(0.0, time.time() - stored.started))
             log.info("job %s %r: attached to native job %s left by an earlier driver",
                      job.id, job.name, stored.native_id)
             cluster.attach(submission_for(job, self._run_dir_text, self._outcomes_dir),
