@@ -139,7 +139,9 @@ import os, signal, sys, time, corral
 with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:
     sched.shell("true").result()
     job = sched.shell("sleep 60")
-    while job.status is not corral.JobStatus.RUNNING:
+    # (killed once the journal holds it running: its writer may lag the driver)
+    while [stored.status for stored in corral.Run(sys.argv[1]).jobs(results=False)] != [
+            corral.JobStatus.COMPLETED, corral.JobStatus.RUNNING]:
         time.sleep(0.01)
     os.kill(os.getpid(), signal.SIGKILL)
 """
