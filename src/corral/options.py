@@ -33,7 +33,7 @@ from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_mem
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
            "peers_word", "peers_word_hint", "os_text_problem", "bounded_tuple", "INT_LIMIT",
-           "MAX_ITEMS", "megabytes_meant_otherwise", "laid_over"]
+           "MAX_ITEMS", "megabytes_meant_otherwise", "laid_over", "split_flags"]
 
 #: Integer options (and int job ids) stay below this: SQLite stores 64-bit ints,
 #: and no count of cores or retries is larger.
@@ -325,17 +325,21 @@ def _lines(value: Any, field: str) -> tuple[str, ...]:
     return lines
 
 
+def split_flags(text: str, field: str = "extra_flags") -> list[str]:
+    """The words of one string of flags, split as a shell splits them."""
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError as error:
+        raise ValueError(f"{field}={_shown(text)} cannot be split into flags: {error}") from None
+
+
 def _flags(value: Any, field: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        import shlex
-
-        try:
-            value = shlex.split(value)
-        except ValueError as error:
-            raise ValueError(f"{field}={_shown(value)} cannot be split into flags: "
-                             f"{error}") from None
+        value = split_flags(value, field)
     if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
         raise ValueError(f"{field}={_shown(value)} must be a list of flags such as ['--exclusive']")
     flags = bounded_tuple(value, field)

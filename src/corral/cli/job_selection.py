@@ -20,10 +20,12 @@ __all__ = ["ID_RANGE", "with_ranges", "select_jobs"]
 ID_RANGE = re.compile(r"(\d{1,18})-(\d{1,18})")
 
 
-def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False) -> tuple[str, ...]:
+def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False,
+                ended: list[str] | None = None) -> tuple[str, ...]:
     """*ids* with each range ``A-B`` (that is no job's name) replaced by the
     ids of the run's jobs numbered A to B, in order; with *unfinished*, only
-    those that have not ended (a cancel of a range: the rest are no error).
+    those that have not ended (a cancel of a range: the rest are no error),
+    which go to *ended* when given, for the caller to say.
 
     Raises:
         CommandError: a range runs backwards, or no job is numbered in it.
@@ -45,8 +47,12 @@ def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False) -> tup
         if not inside:
             raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
                                f"({len(every)} jobs; corral status --all lists them)")
-        found += [str(job.id) for job in inside
-                  if not (unfinished and job.status in TERMINAL)]
+        for job in inside:
+            if unfinished and job.status in TERMINAL:
+                if ended is not None:
+                    ended.append(str(job.id))
+            else:
+                found.append(str(job.id))
     return tuple(dict.fromkeys(found))
 
 

@@ -49,7 +49,7 @@ from corral.cli.streams import (ReaderGone, drop_unwritten_output, flush_output,
                                 guard_standard_streams, reader_gone)
 from corral.errors import CorralError
 from corral.options import (JOB_OPTIONS, megabytes_meant_otherwise, parse_options,
-                            peers_word_hint)
+                            peers_word_hint, split_flags)
 from corral.safe_repr import first_few
 from corral.status import TERMINAL, JobStatus
 
@@ -140,16 +140,6 @@ _ONE_VALUE = {"notify": "an e-mail address", "setup": "a line of shell code",
               "extra_flags": "flags, split like a shell"}
 
 
-def _split_flags(value: str) -> list[str]:
-    """One ``--extra-flags`` value's words, split like a shell."""
-    import shlex
-
-    try:
-        return shlex.split(value)
-    except ValueError as error:
-        raise ValueError(f"extra_flags={value!r} cannot be split into flags: {error}") from None
-
-
 def _gathered_list_flags(given: dict[str, Any]) -> dict[str, Any]:
     """*given* with each repeatable flag's values as one option value (None
     when the flag was not given): a second ``--notify`` used to replace the
@@ -162,7 +152,7 @@ def _gathered_list_flags(given: dict[str, Any]) -> dict[str, Any]:
             if not values:
                 gathered[name] = None
             elif name == "extra_flags":  # (-l h_rt=60 given as two flags: one list)
-                gathered[name] = [word for value in values for word in _split_flags(value)]
+                gathered[name] = [word for value in values for word in split_flags(value)]
             else:
                 gathered[name] = list(values)
     return gathered
@@ -602,13 +592,11 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
     """Cancel jobs, by id, range of ids (3-7) or name, running or not (a running job's
     processes are killed)."""
     if any(ID_RANGE.fullmatch(given) for given in ids):
-        run = open_run(context)
-        named_or_in_range = with_ranges(run, ids)
-        ids = with_ranges(run, ids, unfinished=True)
+        ended: list[str] = []
+        ids = with_ranges(open_run(context), ids, unfinished=True, ended=ended)
         if not ids:
             click.echo("nothing to cancel: every job in the range has ended")
             return
-        ended = [job_id for job_id in named_or_in_range if job_id not in ids]
         if ended:  # (said, not an error: attack review found them left out without a word)
             click.echo(f"left {first_few(ended, 10)}: ended already")
     reply = control_request(context, {"verb": "cancel", "ids": list(ids)})

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
 from corral.safe_repr import describe_error
@@ -185,10 +186,14 @@ def _kill_and_reap() -> None:
                 pass
 
 
+def _resource_tracker() -> Any:
+    """``multiprocessing``'s resource tracker of this process, if a job imported it."""
+    return getattr(sys.modules.get("multiprocessing.resource_tracker"), "_resource_tracker", None)
+
+
 def _resource_tracker_pid() -> int | None:
     """The pid of the ``multiprocessing`` resource tracker a job started here, if any."""
-    tracker_module = sys.modules.get("multiprocessing.resource_tracker")
-    tracker = getattr(tracker_module, "_resource_tracker", None)
+    tracker = _resource_tracker()
     pid = getattr(tracker, "_pid", None)
     return pid if isinstance(pid, int) and isinstance(getattr(tracker, "_fd", None), int) else None
 
@@ -205,7 +210,7 @@ def _end_resource_tracker(pid: int) -> None:
     does not end in time is killed."""
     import time
 
-    tracker = sys.modules["multiprocessing.resource_tracker"]._resource_tracker
+    tracker = _resource_tracker()
     _close_quietly(tracker._fd)
     tracker._fd = None
     deadline = time.monotonic() + _TRACKER_END_S
@@ -243,8 +248,7 @@ def _forget_multiprocessing_helpers() -> None:
         server._forkserver_address = None
         server._forkserver_alive_fd = None
         server._forkserver_pid = None
-    tracker_module = sys.modules.get("multiprocessing.resource_tracker")
-    tracker = getattr(tracker_module, "_resource_tracker", None)
+    tracker = _resource_tracker()
     if tracker is not None and getattr(tracker, "_pid", None) is not None:
         _close_quietly(getattr(tracker, "_fd", None))
         tracker._fd = None

@@ -243,7 +243,7 @@ class BatchBackend:
         skips it, and so does a batch job that the scheduler starts after all
         (its delete failed, or came after the scheduler had started it)."""
         to_cancel: set[str] = set()
-        said: list[Update] = []  # of jobs that may run on if their delete is refused
+        may_run_on: list[int | str] = []  # if their batch job's delete is refused
         self._drop_held_back(set(job_ids))
         for job_id in job_ids:
             task = self._tasks.get(job_id)
@@ -259,19 +259,18 @@ class BatchBackend:
                 to_cancel.add(task.native_id)
                 if job is not None:
                     job.runtime_ran = True
-            update = Update(job_id, JobStatus.CANCELLED, task.native_id or None,
-                            reason="cancelled")
             if not unstarted:
-                said.append(update)
-            self._finish(task, update)
+                may_run_on.append(job_id)
+            self._finish(task, Update(job_id, JobStatus.CANCELLED, task.native_id or None,
+                                      reason="cancelled"))
             if job is not None and not job.tasks:
                 to_cancel.add(job.native_id)  # nothing left for it to do
         to_cancel -= self._ended_by_signal  # deleted already: a second delete only errs
         if to_cancel:
             refused = self._cancel_refused(self.scheduler.cancel_argv(sorted(to_cancel)))
             if refused is not None:  # (cold review: "cancelled", and it ran on in the cluster)
-                return {update.job_id: f"the scheduler refused to end it ({refused}): it may "
-                                       "still run; check with the scheduler" for update in said}
+                return dict.fromkeys(may_run_on, f"the scheduler refused to end it ({refused}): "
+                                                 "it may still run; check with the scheduler")
         return None
 
     def _cancel_refused(self, argv: Sequence[str]) -> str | None:
