@@ -762,6 +762,33 @@ def test_an_environment_value_linux_cannot_pass_is_refused_when_the_job_is_made(
     assert scheduler.shell("true", env={"FINE": "x" * 100_000}).result(timeout=30) is None
 
 
+def test_a_command_linux_cannot_start_is_refused_when_the_job_is_made(
+        scheduler: corral.Scheduler, tmp_path) -> None:
+    """The OS refuses an argument of 128 KiB or more, and a command line over
+    ARG_MAX, only when the job starts ("Argument list too long"), long after
+    the line that made it."""
+    with pytest.raises(ValueError, match=r"^shell command 'echo xx.*' is 200,005 bytes long, and "
+                                         r"Linux refuses any one argument of 128 KiB or more "
+                                         r"\('Argument list too long'\); put a long script in a "
+                                         r"file and run the file"):
+        scheduler.shell("echo " + "x" * 200_000)
+    with pytest.raises(ValueError, match=r"^shell command: word 1 \('éé.*'\) is 140,000 bytes "
+                                         r"long, and Linux refuses any one argument of 128 KiB"):
+        scheduler.shell(["echo", "é" * 70_000])  # (bytes counted, not characters)
+    with pytest.raises(ValueError, match=r"^shell command: its words come to 3,000,035 bytes, "
+                                         r"more than the [\d,]+ KiB this system lets a command "
+                                         r"line hold"):
+        scheduler.shell(["echo"] + ["x" * 100_000] * 30)
+    script = tmp_path / "show.py"
+    script.write_text("import sys; print(len(sys.argv[1]))\n")
+    with pytest.raises(ValueError, match=r"^script '.*show.py': argument 0 \('xx.*'\) is 131,072 "
+                                         r"bytes long"):
+        scheduler.script(script, "x" * 131_072)
+    # Just under the limit still runs.
+    assert scheduler.shell(["echo", "x" * 131_000]).result(timeout=30) is None
+    assert scheduler.script(script, "x" * 131_071).result(timeout=30) is None
+
+
 class _RaisingIterable:
     def __iter__(self):
         raise RuntimeError("boom")

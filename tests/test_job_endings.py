@@ -14,6 +14,7 @@ import corral
 from corral import JobStatus
 from corral.config import Config, load_config, user_config_path
 
+import jobs
 from support.cli import Corral
 from support.waiting import wait_until
 
@@ -143,3 +144,33 @@ def test_a_failure_in_a_kept_run_directory_points_at_its_stderr_file(tmp_path):
 
     path = message.splitlines()[1].removeprefix("last lines of its stderr (").removesuffix("):")
     assert Path(path).read_text() == "disk full\n"
+
+
+# -- a reason is a line, however long the exception's text --------------------------------------
+
+
+def test_a_call_that_raised_with_a_huge_message_keeps_it_but_its_reason_is_a_line(tmp_path):
+    """A job that raised with a 5 MB message put all of it in its reason, and so
+    on every status line, event and mail, and in ``corral wait``'s summary
+    (hostile-input review). The exception keeps all of it."""
+    run_dir = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run_dir) as scheduler:
+        job = scheduler.submit(jobs.raise_custom, "start " + "y" * 5_000_000 + " end")
+        error = job.exception(timeout=60)
+    assert str(error) == "start " + "y" * 5_000_000 + " end"
+    assert job.reason is not None and len(job.reason) < 2_100
+    assert job.reason.startswith("raised CustomError: start yyy")
+    assert re.search(r"yyy \[\.\.\. 4,998,010 characters left out \.\.\.\] y{396} end$",
+                     job.reason)
+    outcome = Corral(tmp_path / "home", run_dir)("wait")
+    assert outcome.status == 1 and len(outcome.err) < 3_000, len(outcome.err)
+    assert "characters left out" in outcome.err
+
+
+def test_a_name_longer_than_a_status_line_can_show_is_refused_when_the_job_is_made():
+    with corral.Scheduler(cores=1) as scheduler:
+        with pytest.raises(ValueError, match=r"^name='nnn.*' is 5,000 characters long; a name is "
+                                             r"shown on every status line, so it may hold 1,024 "
+                                             r"at most$"):
+            scheduler.options(name="n" * 5_000).submit(print)
+        assert scheduler.options(name="n" * 1_024).submit(print).result(timeout=30) is None

@@ -32,7 +32,8 @@ from corral.suggest import did_you_mean
 from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
-           "peers_word", "peers_word_hint", "os_text_problem", "bounded_tuple", "INT_LIMIT",
+           "peers_word", "peers_word_hint", "os_text_problem", "too_long_argument_problem",
+           "os_text_bytes", "bounded_tuple", "INT_LIMIT",
            "MAX_ITEMS", "megabytes_meant_otherwise", "laid_over", "split_flags"]
 
 #: Integer options (and int job ids) stay below this: SQLite stores 64-bit ints,
@@ -168,7 +169,16 @@ def _name(value: Any, field: str) -> str | None:
     if problem:
         raise ValueError(f"{field}={_shown(value)} {problem}; give a non-empty string "
                          "without NUL characters")
+    if len(value) > MAX_NAME_CHARACTERS:
+        raise ValueError(f"{field}={_shown(value)} is {len(value):,} characters long; a name "
+                         f"is shown on every status line, so it may hold {MAX_NAME_CHARACTERS:,} "
+                         "at most")
     return value
+
+
+#: The longest name a job may be given (a hostile review gave one of 50 MB,
+#: which every ``corral status`` and event then carried).
+MAX_NAME_CHARACTERS = 1024
 
 
 def _is_utf8(text: str) -> bool:
@@ -262,16 +272,34 @@ def _variable_problem(key: Any, item: Any) -> str | None:
     problem = None if item is None else os_text_problem(item)
     if problem:
         return f"its value {problem}"
-    if item is not None and len(key) + 1 + len(item.encode("utf-8", "surrogateescape")) >= \
-            _MAX_ENVIRONMENT_STRING:
-        return (f"NAME=value is longer than the {_MAX_ENVIRONMENT_STRING // 1024} KiB Linux "
+    if item is not None and len(key) + 1 + os_text_bytes(item) >= MAX_ARGUMENT_BYTES:
+        return (f"NAME=value is longer than the {MAX_ARGUMENT_BYTES // 1024} KiB Linux "
                 "allows one environment string; pass large data in a file")
     return None
 
 
-#: Linux's MAX_ARG_STRLEN: no single "NAME=value" (or argument) may be longer,
-#: or the job fails to start with "Argument list too long".
-_MAX_ENVIRONMENT_STRING = 128 * 1024
+#: Linux's MAX_ARG_STRLEN: no single argument or "NAME=value" may be this long
+#: or longer, or the job fails to start with "Argument list too long".
+MAX_ARGUMENT_BYTES = 128 * 1024
+
+
+def os_text_bytes(text: str) -> int:
+    """How many bytes *text* takes as an argument, without its closing NUL."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def too_long_argument_problem(text: str) -> str | None:
+    """Why *text* is too long to be one argument of a command line, or None.
+
+    Checked when a job is made: the OS refuses it only when the job starts.
+    """
+    if len(text) < MAX_ARGUMENT_BYTES // 4:
+        return None  # (four bytes a character at most: the usual case, not encoded)
+    size = os_text_bytes(text)
+    if size < MAX_ARGUMENT_BYTES:
+        return None
+    return (f"is {size:,} bytes long, and Linux refuses any one argument of "
+            f"{MAX_ARGUMENT_BYTES // 1024} KiB or more ('Argument list too long')")
 
 
 _ADDRESS = re.compile(r"^[^@\s,;<>\0]+@[^@\s,;<>\0]+$")

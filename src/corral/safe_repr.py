@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["safe_repr", "writable_text", "printable", "describe_error", "first_few",
-           "bidi_shown"]
+           "bidi_shown", "shortened"]
 
 #: Ints longer than this many bits are described, not spelled out.
 _MAX_INT_BITS = 256
@@ -70,7 +70,23 @@ def describe_error(error: BaseException) -> str:
         text = str(error)
     except Exception as problem:
         text = f"<its str() raised {type(problem).__name__}>"
-    return f"{type(error).__qualname__}: {text}"
+    return f"{type(error).__qualname__}: {shortened(text)}"
+
+
+#: The most characters of an exception's text a job's reason carries: the
+#: reason is on every status line, event and mail, and a job that raised with
+#: a 50 MB message flooded ``corral wait`` (hostile-input review). The whole
+#: exception, and its traceback, stay the job's.
+MAX_REASON_CHARACTERS = 2000
+
+
+def shortened(text: str, most: int = MAX_REASON_CHARACTERS) -> str:
+    """*text*, or its start and end with how much was left out between them."""
+    if len(text) <= most:
+        return text
+    tail = most // 5
+    head = most - tail
+    return f"{text[:head]} [... {len(text) - head - tail:,} characters left out ...] {text[-tail:]}"
 
 
 def writable_text(text: str) -> str:

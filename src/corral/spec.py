@@ -28,8 +28,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from corral.call_fit import check_call_fits
-from corral.options import (INT_LIMIT, JOB_OPTIONS, MAX_ITEMS, bounded_tuple, os_text_problem,
-                      parse_options)
+from corral.options import (INT_LIMIT, JOB_OPTIONS, MAX_ARGUMENT_BYTES, MAX_ITEMS, bounded_tuple,
+                            os_text_bytes, os_text_problem, parse_options,
+                            too_long_argument_problem)
 from corral.safe_repr import safe_repr as _shown
 from corral.suggest import did_you_mean
 
@@ -500,9 +501,10 @@ def _checked_shell(task: Shell) -> Shell:
     if isinstance(command, str):
         if not command.strip():
             raise ValueError("shell command is empty")
-        problem = os_text_problem(command)
+        problem = os_text_problem(command) or too_long_argument_problem(command)
         if problem:
-            raise ValueError(f"shell command {_shown(command)} {problem}")
+            raise ValueError(f"shell command {_shown(command)} {problem}; put a long script in "
+                             "a file and run the file, and pass large data in a file")
         return Shell(str.__str__(command))  # (a str subclass of the script's: plain text)
     if isinstance(command, (bytes, bytearray, Mapping)) or not isinstance(command, Sequence):
         raise ValueError(f"shell command {_shown(command)} must be a string or a list of "
@@ -520,11 +522,41 @@ def _check_words(words: tuple[Any, ...], what: str) -> None:
     A word is a string, a path, a number (any object whose ``str`` is the
     word) or a Job, whose result is the word when it has run.
     """
+    characters = 0
     for index, word in enumerate(words):
         problem = _word_problem(word)
         if problem:
             raise ValueError(f"{what} {index} ({_shown(word)}) {problem}; command words are "
                              "strings, paths, numbers, or Jobs whose results are those")
+        text = _word_text(word)
+        if text is None:
+            continue
+        problem = too_long_argument_problem(text)
+        if problem:
+            raise ValueError(f"{what} {index} ({_shown(word)}) {problem}; pass large data in "
+                             "a file")
+        characters += len(text) + 1
+    if characters * 4 > _command_line_limit() and (total := sum(
+            os_text_bytes(text) + 1 for text in map(_word_text, words) if text is not None)) > \
+            _command_line_limit():
+        raise ValueError(f"{what.split(':')[0]}: its words come to {total:,} bytes, more than "
+                         f"the {_command_line_limit() // 1024:,} KiB this system lets a command "
+                         "line hold ('Argument list too long'); pass large data in a file")
+
+
+def _word_text(word: Any) -> str | None:
+    """A word's text as the OS gets it (None for a Job's result, known later)."""
+    if getattr(word, "_is_corral_job", False):
+        return None
+    return os.fspath(word) if isinstance(word, os.PathLike) else str(word)
+
+
+def _command_line_limit() -> int:
+    """ARG_MAX: what the words of a command line and its environment may come to."""
+    try:
+        return max(os.sysconf("SC_ARG_MAX"), MAX_ARGUMENT_BYTES)
+    except (ValueError, OSError):
+        return 2 * 1024 * 1024
 
 
 def _plain_words(words: tuple[Any, ...]) -> tuple[Any, ...]:
