@@ -151,6 +151,22 @@ def test_a_failing_command_fails_with_its_exit_code_as_reason(backend):
     assert job.reason.startswith("exit code 3") and job.stderr == "bad news\n"
 
 
+def test_a_job_whose_cwd_is_gone_could_not_start_and_says_so(backend, tmp_path):
+    """A call read "raised FileNotFoundError", as if its function had raised
+    (hostile-input review): the job never ran."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    scheduler = backend.scheduler()
+    removed = scheduler.submit(os.rmdir, os.fspath(gone))
+    call = scheduler.options(cwd=gone, after=[removed]).submit(square, 3)
+    command = scheduler.shell("echo ran", cwd=gone, after=[removed])
+    said = f"could not start: cannot enter its cwd '{gone}': No such file or directory"
+    for job in (call, command):
+        with pytest.raises(corral.JobFailed, match=f"failed: {said}"):
+            job.result(timeout=60)
+        assert job.reason.startswith(said)  # (a cluster's job id may follow)
+
+
 def test_stdout_and_stderr_are_the_jobs_own(backend):
     job = backend.scheduler().submit(talk, "hello")
     assert job.result(timeout=60) == "hello"

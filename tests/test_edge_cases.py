@@ -97,7 +97,8 @@ def test_a_job_whose_directory_vanished_fails_without_leaking_its_environment(tm
         doomed = sched.options(cwd=gone, env={"LEAK": "yes"}).submit(jobs.noop)
         shutil.rmtree(gone)
         sched.resume()
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(corral.JobFailed, match=r"^job 2 'noop' failed: could not start: cannot "
+                                                   r"enter its cwd '.*/gone': No such file"):
             doomed.result(timeout=30)
         assert sched.submit(jobs.report_environment, "LEAK").result(timeout=30)["LEAK"] is None
 

@@ -206,3 +206,33 @@ def test_a_run_whose_path_the_c_locale_cannot_say_keeps_its_log(tmp_path):
         assert done.returncode == 0, done.stderr
         assert b"cannot write" not in done.stderr, done.stderr
     assert b"resuming the run at" in (Path(os.fsdecode(run)) / "corral.log").read_bytes()
+
+
+READ_ONLY = """
+mount --bind "$PLACE" "$PLACE" && mount -o remount,bind,ro "$PLACE" || exit 9
+"$PYTHON" -c 'import corral, sys; corral.Scheduler(journal=sys.argv[1])' "$PLACE/run" \
+    2> "$PLACE/../python-said"
+echo "python $?"
+corral --run "$PLACE/run" submit true 2> "$PLACE/../corral-said"
+echo "corral $?"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a read-only mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_run_directory_on_a_read_only_mount_is_one_line_naming_it(tmp_path):
+    """The driver raised a bare OSError from a chmod, with a traceback through
+    corral's journal; ``corral submit`` said only "Read-only file system"
+    (hostile-input review). Both now name the directory and what to do."""
+    place = tmp_path / "place"
+    (place / "run").mkdir(parents=True)
+    (place / "run").chmod(0o755)  # (a directory corral would make private first)
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", READ_ONLY], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "PLACE": os.fspath(place), "PYTHON": sys.executable,
+                          "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
+    assert done.stdout == "python 1\ncorral 3\n", done
+    said = f"run directory '{place}/run' cannot be written: Read-only file system; choose one " \
+           "this user can write in"
+    assert (tmp_path / "python-said").read_text().splitlines()[-1] == f"ValueError: {said}"
+    assert (tmp_path / "corral-said").read_text() == f"corral: error: {said}\n"

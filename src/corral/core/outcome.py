@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from corral.core.record import KillIntent
 from corral.errors import JobFailed, JobTimedOut, RemoteTraceback, WorkerLost
+from corral.runtime.execute import CwdUnusable
 from corral.runtime.payload import loads_error
 from corral.runtime.spool import TAIL_BYTES, last_lines, with_stderr_tail
 from corral.safe_repr import describe_error
@@ -109,6 +110,12 @@ def _raised(job: JobRecord, update: Update, blob: bytes, rules: EndingRules) -> 
     if rules.journaled:
         job.error_blob = blob
     error, traceback_text, summary = loads_error(blob)
+    if isinstance(error, CwdUnusable):  # it never ran
+        reason = f"could not start: {error}"
+        if update.reason:
+            reason += f" ({update.reason})"
+        return Outcome(_S.FAILED, reason, None, JobFailed(
+            f"{_label(job)} failed: {reason}", job_id=job.id, status=_S.FAILED, reason=reason))
     reason = f"raised {summary}"
     if update.reason:  # where it ran, e.g. the Slurm job
         reason += f" ({update.reason})"

@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,8 +85,13 @@ def private_run_dir(path: str | os.PathLike[str]) -> Path:
     info = run_dir.stat()
     if info.st_uid != os.geteuid():
         raise ValueError(f"run directory {run_dir} belongs to another user (uid {info.st_uid})")
-    if info.st_mode & 0o077:
-        os.chmod(run_dir, 0o700)
+    try:
+        if info.st_mode & 0o077:
+            os.chmod(run_dir, 0o700)
+        tempfile.TemporaryFile(dir=run_dir).close()  # (a read-only mount, a 0o555 directory)
+    except OSError as error:
+        raise ValueError(f"run directory {os.fspath(path)!r} cannot be written: "
+                         f"{error.strerror or error}; choose one this user can write in") from None
     return run_dir
 
 

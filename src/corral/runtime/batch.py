@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.runtime import abort
-from corral.runtime.execute import kill_leftovers, run_call
+from corral.runtime.execute import enter_cwd, kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper
 from corral.runtime.payload import dumps_error, dumps_value
 
@@ -245,10 +245,13 @@ def _run_command(task: dict[str, Any], home: str) -> BatchOutcome:
         else:
             env[key] = value
     try:
+        if task["cwd"]:
+            enter_cwd(task["cwd"])  # (to name a cwd that cannot be entered as such)
+            os.chdir(home)
         process = subprocess.Popen(task["argv"], cwd=task["cwd"] or home, env=env,
                                    start_new_session=True)
     except (OSError, ValueError, TypeError) as error:  # ValueError: a NUL in an argument
-        return BatchOutcome(False, exit_code=127, reason=f"cannot start it: {error}")
+        return BatchOutcome(False, exit_code=127, reason=f"could not start: {error}")
     try:
         code = process.wait()
     except BaseException:

@@ -25,7 +25,7 @@ import signal
 import threading
 from collections.abc import Mapping, Sequence
 
-from corral.runtime.execute import go_home
+from corral.runtime.execute import enter_cwd, go_home
 
 __all__ = ["run_command", "describe_exit", "KILL", "TERMINATE", "StopRequests"]
 
@@ -181,7 +181,7 @@ def _spawn(argv: list[str], environment: dict[bytes, bytes], cwd: str | None, ho
     if "/" not in program:
         search = os.fsdecode(environment.get(b"PATH", os.fsencode(os.defpath)))
         program = _found.get((program, search)) or _look_up(program, search)
-    go_home(home) if cwd is None else os.chdir(cwd)  # (wherever a job before moved it)
+    go_home(home) if cwd is None else enter_cwd(cwd)  # (wherever a job before moved it)
     try:
         return os.posix_spawn(program, argv, environment, setsid=True,
                               setsigdef=_DEFAULT_SIGNALS, setsigmask=(), file_actions=[

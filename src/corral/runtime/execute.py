@@ -61,7 +61,7 @@ class _JobContext:
 
     def __enter__(self) -> None:
         # First: if it fails, nothing needs undoing.
-        go_home(self.home) if self.cwd is None else os.chdir(self.cwd)
+        go_home(self.home) if self.cwd is None else enter_cwd(self.cwd)
         self.saved = _environment_now()
         for key, value in self.changes.items():
             if value is None:
@@ -77,6 +77,23 @@ class _JobContext:
         # earlier call had moved into).
         _put_back_environment(self.saved)
         go_home(self.home)  # (also when the job's directory was deleted under it)
+
+
+class CwdUnusable(OSError):
+    """A job's ``cwd`` that cannot be entered: the job could not start, which
+    its reason says, not that it "raised FileNotFoundError" as if its function
+    had (hostile-input review)."""
+
+    def __str__(self) -> str:
+        return f"cannot enter its cwd {self.filename!r}: {self.strerror}"
+
+
+def enter_cwd(cwd: str) -> None:
+    """Enter a job's own directory, or raise :class:`CwdUnusable`."""
+    try:
+        os.chdir(cwd)
+    except OSError as error:
+        raise CwdUnusable(error.errno, error.strerror, cwd) from None
 
 
 #: The process's own environment mapping: a job may rebind ``os.environ``.
