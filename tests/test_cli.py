@@ -2290,6 +2290,34 @@ def test_a_daemon_on_a_disk_that_filled_and_was_freed_says_so_and_goes_on(fresh,
     assert statuses.get("j1", "CANCELLED") == "CANCELLED"
 
 
+START_ON_A_FULL_DISK = """
+mount -t tmpfs -o size=1m tmpfs "$SMALL" || exit 9
+head -c 2000000 /dev/zero > "$SMALL/filler" 2> /dev/null
+corral submit true 2> "$SMALL/../said"
+echo "submit $?" >> "$SMALL/../said"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_daemon_that_cannot_start_on_a_full_disk_says_the_disk_is_full(fresh, tmp_path):
+    """Hostile-input review: the daemon could not write a word to its log, and
+    `corral submit` said "exited (1) at start:" and nothing after it."""
+    small = tmp_path / "small"
+    small.mkdir()
+    path = f"{os.path.dirname(CORRAL)}:{fresh.env['PATH']}"
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", START_ON_A_FULL_DISK],
+                          env={**fresh.env, "SMALL": os.fspath(small),
+                               "CORRAL_RUN": os.fspath(small / "run"), "PATH": path},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done
+    assert re.fullmatch(
+        rf"corral: error: the corral daemon for {re.escape(str(small / 'run'))} exited "
+        rf"\(\d+\) at start:\n\(its log is empty: the disk that holds "
+        rf"{re.escape(str(small / 'run'))} is full; make room there, or choose a run directory "
+        r"on another disk\)\nsubmit 3\n", (tmp_path / "said").read_text())
+
+
 OUTPUT_LOST = """
 mount -t tmpfs -o size=3m tmpfs "$SMALL" || exit 9
 corral submit --name filler -- "head -c 10000000 /dev/zero" > /dev/null

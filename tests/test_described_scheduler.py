@@ -444,8 +444,13 @@ def test_a_running_state_the_table_does_not_know_is_logged_and_the_job_still_end
 
         wait_until(lambda: "in a state corral does not know: 'R'" in caplog.text, timeout=30,
                    message="the unknown state to be logged")
+        seen = len(cluster.calls("qstat"))
+        wait_until(lambda: len(cluster.calls("qstat")) >= seen + 3, timeout=30,
+                   message="three more status queries")
         release.touch()
         assert job.result(timeout=60) == "released"
+    # Said once, not at every poll (a sysadmin's review: the log filled with it).
+    assert caplog.text.count("in a state corral does not know") == 1, caplog.text
 
 
 def _wait_for(path: str) -> str:
@@ -608,6 +613,30 @@ def test_corral_backends_shows_a_described_scheduler_and_a_bad_table_is_one_erro
                               "schedulers.fakeq.states.Q: 'queued' is not one of 'pending', "
                               "'held', 'running', 'completed', 'failed', 'cancelled', "
                               "'timed_out', 'ended'\n")
+
+
+def test_a_daemon_that_cannot_see_the_table_of_its_backend_says_where_to_put_it(
+        config_dir, cluster, tmp_path):
+    """A sysadmin's review: with ``[daemon] backend = "fakeq"`` in the user
+    file and the table in the submitting directory's corral.toml, which the
+    daemon (in the run directory) does not read, ``corral submit`` printed the
+    daemon's traceback."""
+    from support.cli import CORRAL, assert_one_line_error, Outcome
+
+    (config_dir / "corral.toml").write_text(TABLE)
+    user = tmp_path / "user.toml"
+    user.write_text('[daemon]\nbackend = "fakeq"\n')
+    run = tmp_path / "run"
+    done = subprocess.run([CORRAL, "--run", os.fspath(run), "submit", "true"],
+                          capture_output=True, text=True, timeout=60, cwd=config_dir,
+                          env={**os.environ, "CORRAL_CONFIG": os.fspath(user)})
+    assert_one_line_error(
+        Outcome(("submit",), done.returncode, done.stdout, done.stderr), 3,
+        rf"^corral: error: the corral daemon for {re.escape(str(run))} could not start: "
+        rf"{re.escape(str(user))}:2: daemon\.backend: backend='fakeq' must be one of 'local', "
+        rf".*; \[schedulers\.fakeq\] is in {re.escape(str(config_dir / 'corral.toml'))}, which "
+        rf"the daemon does not read: put it in the run directory's "
+        rf"{re.escape(str(run / 'corral.toml'))} or in your user config {re.escape(str(user))}$")
 
 
 _DYING_DRIVER = """

@@ -35,7 +35,7 @@ from typing import Any
 
 from corral.control.server import NoDriver, send_request, send_when_served
 from corral.core.run_files import DAEMON_LOG
-from corral.config_files import user_config_path
+from corral.config_files import CONFIG_NAME, config_paths, same_file, user_config_path
 from corral.cli.exits import Terminated, raise_terminated
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
@@ -117,13 +117,14 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
             said = _refusal(run_dir / DAEMON_LOG, written_before)
             if code == _REFUSED and said:
                 raise CorralError(f"the corral daemon for {run_dir} could not start: "
-                                  f"{said}") from None
+                                  f"{said}{_unseen_table_hint(said, run_dir)}") from None
             if code == 0 and attempt + 1 < _START_ATTEMPTS:
                 # It found the run held (another daemon starting, or a refused
                 # first submit taking its new run away), and nobody serves it now.
                 continue
+            said = _tail(run_dir / DAEMON_LOG).strip() or _why_silent(run_dir)
             raise CorralError(f"the corral daemon for {run_dir} exited ({code}) at start:\n"
-                              f"{_tail(run_dir / DAEMON_LOG)}") from None
+                              f"{said}") from None
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -216,6 +217,42 @@ def _refusal(path: Path, offset: int) -> str:
     said = [line[len(_REFUSAL_MARK):] for line in written.splitlines()
             if line.startswith(_REFUSAL_MARK)]
     return said[-1] if said else ""
+
+
+def _why_silent(run_dir: Path) -> str:
+    """What to say of a daemon that exited at its start leaving its log empty:
+    on a full disk it could not write a word (the message was empty)."""
+    try:
+        room = os.statvfs(run_dir)
+    except OSError as error:
+        return f"(its log is empty, and {run_dir} cannot be looked at: {error.strerror})"
+    if room.f_bavail * room.f_frsize < 64 * 1024 or (room.f_files and not room.f_favail):
+        return (f"(its log is empty: the disk that holds {run_dir} is full; make room there, "
+                "or choose a run directory on another disk)")
+    return f"(its log, {run_dir / DAEMON_LOG}, is empty)"
+
+
+def _unseen_table_hint(said: str, run_dir: Path) -> str:
+    """Where a daemon refused a backend it does not know that the submitting
+    directory's ``corral.toml`` describes: the daemon reads the run
+    directory's file and the user's, not that one (a sysadmin's review got a
+    traceback, then only "must be one of")."""
+    import re
+    import tomllib
+
+    named = re.search(r"backend='([^']+)' must be one of", said)
+    user_file, here = config_paths()
+    if named is None or same_file(here, run_dir / CONFIG_NAME):
+        return ""
+    try:
+        tables = tomllib.loads(here.read_text(errors="replace")).get("schedulers")
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(tables, dict) or named.group(1) not in tables:
+        return ""
+    return (f"; [schedulers.{named.group(1)}] is in {here}, which the daemon does not read: "
+            f"put it in the run directory's {run_dir / CONFIG_NAME} or in your user config "
+            f"{user_file}")
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -317,10 +354,10 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
     from corral.core.scheduler import Scheduler
 
     stamps = settings_stamps(run_dir)  # first: an edit made while they are read is seen
-    config = load_config(cwd=run_dir)
-    settings = config.daemon
-    idle = idle if idle is not None else idle_seconds(settings.idle)
     try:
+        config = load_config(cwd=run_dir)
+        settings = config.daemon
+        idle = idle if idle is not None else idle_seconds(settings.idle)
         scheduler = Scheduler(backend=settings.backend, journal=run_dir, _owner="daemon",
                               config=config,
                               cores=settings.cores, memory=settings.memory_mb,

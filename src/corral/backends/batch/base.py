@@ -137,6 +137,8 @@ class BatchBackend:
         self._held_back: list[Group] = []
         #: The refusals of an unreachable scheduler said in the log already.
         self._retry_noted: set[str] = set()
+        #: The state words no meaning is known for, said in the log already.
+        self._unknown_states_noted: set[str] = set()
         #: Held-back jobs a pause holds: not submitted until released.
         self._paused_held_back: set[int | str] = set()
         #: Batch jobs in which a job failed, which the scheduler keeps until they
@@ -612,8 +614,11 @@ class BatchBackend:
             return
         meaning = self.scheduler.meaning(row)
         if meaning is None:
-            log.warning("%s job %s is in a state corral does not know: %r; still polling",
-                        self.scheduler.title, job.native_id, row.state)
+            if row.state not in self._unknown_states_noted:  # (not at every poll: once a word)
+                self._unknown_states_noted.add(row.state)
+                log.warning("%s job %s is in a state corral does not know: %r; still polling "
+                            "(said once for each such state)", self.scheduler.title,
+                            job.native_id, row.state)
             return
         status, words = meaning
         if status is JobStatus.SUBMITTED:
