@@ -671,6 +671,13 @@ def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver
     assert listing.returncode == 0, listing.stderr
     assert "FAKEQ ID" in listing.stdout and native in listing.stdout.split()
     assert "as last seen (no driver)" in listing.stdout  # not what fakeq says now
+    # From a directory that does not see the table, the job keeps its cluster id
+    # (a sysadmin's review: the column was dropped).
+    elsewhere = subprocess.run([CORRAL, "--run", os.fspath(run), "status"], capture_output=True,
+                               text=True, timeout=60, cwd=config_dir.parent,
+                               env={**os.environ, "COLUMNS": "200"})
+    assert "FAKEQ ID" in elsewhere.stdout and native in elsewhere.stdout.split(), elsewhere
+    assert "may still run on 'fakeq' (unknown here)" in elsewhere.stdout
     cancelled = corral_command("cancel", "1")
     assert (cancelled.returncode, cancelled.stdout.strip()) == (0, "cancelled 1 'sleep'"), \
         cancelled

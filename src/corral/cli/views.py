@@ -174,7 +174,10 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
     cluster_jobs = cluster_jobs or {}
     sent_without_driver = sent_without_driver or {}
     unknown_backend_jobs = unknown_backend_jobs or {}
-    cluster_column = _native_id_column(cluster_jobs.values()) if cluster_jobs else None
+    # (jobs of a backend not registered here, a site's scheduler whose table this
+    # directory does not see, keep their ids too: a sysadmin's review)
+    shown_ids = {**unknown_backend_jobs, **cluster_jobs}
+    cluster_column = _native_id_column(shown_ids.values()) if shown_ids else None
     rows: list[list[Any]] = []
     for job in jobs:
         on_cluster = str(job.id) in cluster_jobs  # it runs on without a driver
@@ -187,7 +190,7 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
                  Text(job.status.name, _STYLES.get(job.status, "")),
                  _elapsed(job, driver_alive or on_cluster), str(job.attempts)]
         if cluster_column:
-            cells.append(job.native_id if on_cluster else "")
+            cells.append(job.native_id or "" if str(job.id) in shown_ids else "")
         rows.append([*cells, _one_line(detail), _one_line(job.command)])
     names = ["ID", "NAME", "STATUS", "TIME", "TRIES"] + ([cluster_column] if cluster_column else [])
     names += ["DETAIL", "COMMAND"]
