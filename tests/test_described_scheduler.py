@@ -126,8 +126,12 @@ def test_a_table_in_corral_toml_becomes_a_backend_that_says_what_the_table_set(c
     caps = info.capabilities
     assert (caps.outlives_driver, caps.chains_dependencies, caps.holds,
             caps.enforces_walltime, caps.packs_locally) == (True, True, True, True, False)
-    assert info.option_help["cores"] == "-l ncpus={cores} in the script header (#PBS)"
-    assert info.option_help["after"] == "-W depend=afterok:{ids} while the parent is surely known"
+    assert info.option_help["cores"] == "-l ncpus=N in the script header (#PBS)"
+    assert info.option_help["memory"] == "-l mem=<MB> in the script header (#PBS)"
+    assert info.option_help["walltime"] == \
+        "-l walltime=<seconds, rounded up> in the script header (#PBS)"
+    assert info.option_help["after"] == \
+        "-W depend=afterok:<parents' ids, joined by ':'> while the parent is surely known"
     assert info.option_help["partition"] == NOT_USED
     assert "poll_interval" in info.backend_options
     load_config()  # read again: the same table is no new backend
@@ -604,7 +608,7 @@ def test_corral_backends_shows_a_described_scheduler_and_a_bad_table_is_one_erro
                            timeout=60, cwd=config_dir)
     assert shown.returncode == 0, shown.stderr
     assert "answers: qstat -u" in shown.stdout
-    assert "-l ncpus={cores} in the script header (#PBS)" in shown.stdout
+    assert "-l ncpus=N in the script header (#PBS)" in shown.stdout
     (config_dir / "corral.toml").write_text(table(states='{ Q = "queued" }'))
     refused = subprocess.run([CORRAL, "options", "--backend", "fakeq"], capture_output=True,
                              text=True, timeout=60, cwd=config_dir)

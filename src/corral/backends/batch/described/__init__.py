@@ -166,16 +166,34 @@ def _answers(table: Table, timeout: float = 5.0) -> Probe:
     return Probe(True, f"{' '.join(argv)} answered ([schedulers.{table.name}] of the settings)")
 
 
+def _value_shown(resource: str, table: Table) -> str:
+    """What fills a directive's placeholder, in the words of the built-in
+    schedulers' rows (``--mem=<MB>M``): a raw ``{memory}`` left the user to
+    guess its unit (a sysadmin's review)."""
+    if resource == "memory":
+        return f"<{table.memory_unit}, rounded up>" if table.memory_unit != "MB" else "<MB>"
+    if resource == "walltime":
+        return {"minutes": "<minutes, rounded up>", "hh:mm:ss": "<hh:mm:ss>"}.get(
+            table.walltime_format, "<seconds, rounded up>")
+    if resource in ("cores", "gpus"):
+        return "N"
+    return f"<{resource}>"
+
+
 def _option_help(table: Table) -> Mapping[str, str]:
     where = f" in the script header ({table.directive_prefix})" if table.directive_prefix \
         else ""
-    sent = {resource: " ".join(pieces) + where for resource, pieces in table.directives.items()}
+    sent = {resource: " ".join(piece.replace(f"{{{resource}}}", _value_shown(resource, table))
+                               for piece in pieces) + where
+            for resource, pieces in table.directives.items()}
     if "walltime" not in sent:
         sent["walltime"] = "not sent: corral ends the job at it"
     submit, array = table.submit[0], table.array is not None
     own = {
         **sent,
-        "after": (" ".join(table.dependency) + " while the parent is surely known"
+        "after": (" ".join(table.dependency).replace(
+            "{ids}", f"<parents' ids, joined by {table.dependency_separator!r}>")
+            + " while the parent is surely known"
                   if table.dependency else "the child waits in corral, then goes out"),
         "priority": "order of submission",
         "retries": f"a new {submit} per retry",
