@@ -495,3 +495,26 @@ def what_the_worker_holds(seconds: float = 0) -> tuple[str, str | None, str | No
     print("hello")
     time.sleep(seconds)
     return os.getcwd(), os.environ.get("CORRAL_TEST_LEAKED"), os.environ.get("HOME")
+
+
+#: How many times a :class:`CountedLoad` was unpickled in this process.
+LOADS_COUNTED = [0]
+
+
+def _load_counted(value: int) -> CountedLoad:
+    LOADS_COUNTED[0] += 1
+    return CountedLoad(value)
+
+
+class CountedLoad:
+    """A value that counts how often this process unpickles it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self):
+        return _load_counted, (self.value,)
+
+
+def counted_load(value: int) -> CountedLoad:
+    return CountedLoad(value)

@@ -455,6 +455,21 @@ def test_a_dependent_of_a_restored_job_receives_the_restored_value(tmp_path):
     assert lines(log) == ["3"]
 
 
+def test_a_restored_result_is_unpickled_once(tmp_path):
+    """A resumed run unpickled each restored result twice, once to check that
+    it loads and once to hand it over (hostile-input review: a large result
+    took twice its time)."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        assert sched.submit(jobs.counted_load, 7).result(timeout=30).value == 7
+    jobs.LOADS_COUNTED[0] = 0
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        again = sched.submit(jobs.counted_load, 7)
+        assert again.result(timeout=30).value == 7
+    assert again.reason == RESTORED
+    assert jobs.LOADS_COUNTED[0] == 1
+
+
 USER_SCRIPT = """\
 import sys
 import corral

@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from corral.core.ahead import AheadPolicy
-from corral.core.outcome import (EndingRules, decide_outcome, raised_traceback, stderr_tail,
-                                 unpickled)
+from corral.core.outcome import (EndingRules, decide_outcome, raised_traceback, stderr_tail)
 from corral.core.submission import submission_for
 from corral.core.record import COMPLETED_ALL_THE_SAME, DeadlineKind, JobRecord, KillIntent
 from corral.result import Result
@@ -599,8 +598,7 @@ class Engine:
         job.exit_code, job.attempts = stored.exit_code, stored.attempts
         job.started, job.ended, job.native_id = stored.started, stored.ended, stored.native_id
         job.jobdir = f"{self._run_dir_text}{job.id}"
-        job.result_blob = stored.result
-        job.data = unpickled(stored.result)[0]
+        job.result_blob = stored.result  # (job.data was loaded as the run planned it)
         if job.feeds_values:
             job.value_bytes = stored.result
         # NEW -> COMPLETED is legal only here: it ran before

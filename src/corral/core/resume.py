@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from corral.core.identity import chunk_place, describe, job_digest, job_digests
 from corral.core.record import COMPLETED_ALL_THE_SAME
@@ -115,8 +115,10 @@ class Resumer:
                 continue
             ids.append(stored.id)
             taken.add(str(stored.id))
-            if _restorable(stored):
+            restorable, value = _restorable(stored)
+            if restorable:
                 job.restored = stored
+                job.data = value  # (loaded once, here: Engine._restore keeps it)
                 if job.id is not None:
                     _restore_by_id(job, stored, slot)
             elif stored.status not in TERMINAL and self._attachable(stored):
@@ -209,7 +211,7 @@ class Resumer:
         stored = self.previous.get(f"{digest}#{self._occurrences.get(hash(digest), 0) + 1}")
         if stored is None:
             return False, False
-        return True, _restorable(stored)
+        return True, _restorable(stored)[0]
 
 
 def _counted(seen: dict[int, int], digest: str) -> int:
@@ -249,28 +251,29 @@ def completed_before(stored: StoredJob) -> bool:
         and (stored.reason or "").endswith(COMPLETED_ALL_THE_SAME))
 
 
-def _restorable(stored: StoredJob) -> bool:
-    """Whether an earlier job is restored rather than run again."""
-    return completed_before(stored) and _result_loads(stored)
+def _restorable(stored: StoredJob) -> tuple[bool, Any]:
+    """Whether an earlier job is restored rather than run again, and its value."""
+    if not completed_before(stored):
+        return False, None
+    return _loaded_result(stored)
 
 
-def _result_loads(stored: StoredJob) -> bool:
-    """Whether a completed job's stored result can be loaded; if not, the
-    journal is damaged there (or the value needs code gone since), and the
-    job must run again rather than hand its dependents None."""
+def _loaded_result(stored: StoredJob) -> tuple[bool, Any]:
+    """``(True, value)`` for a completed job whose stored result loads; else
+    ``(False, None)``: the journal is damaged there (or the value needs code
+    gone since), and the job must run again rather than hand its dependents None."""
     if stored.result_lost:  # (hostile-input review: restored as None)
         log.warning("job %s %r: its result is not stored (too big for the journal, or the "
                     "journal is damaged); it runs again", stored.id, stored.name)
-        return False
+        return False, None
     if stored.result is None:
-        return True
+        return True, None
     try:
-        pickle.loads(stored.result)
+        return True, pickle.loads(stored.result)
     except Exception as error:
         log.warning("job %s %r: its stored result cannot be loaded (%s: %s); it runs again",
                     stored.id, stored.name, type(error).__name__, error)
-        return False
-    return True
+        return False, None
 
 
 def _kill_stale_command(stored: StoredJob) -> None:

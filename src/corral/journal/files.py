@@ -90,6 +90,11 @@ def private_run_dir(path: str | os.PathLike[str]) -> Path:
             os.chmod(run_dir, 0o700)
         tempfile.TemporaryFile(dir=run_dir).close()  # (a read-only mount, a 0o555 directory)
     except OSError as error:
+        if journal_path(run_dir).exists():  # a run's history: never "choose another"
+            raise JournalError(f"cannot write in the run directory {run_dir}: "
+                               f"{error.strerror or error}; the directory may not be writable: "
+                               "make it writable (see ls -l, lsattr, mount) to go on with this "
+                               "run; corral status and logs read it as it is") from None
         raise ValueError(f"run directory {os.fspath(path)!r} cannot be written: "
                          f"{error.strerror or error}; choose one this user can write in") from None
     return run_dir
