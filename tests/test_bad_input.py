@@ -1037,6 +1037,11 @@ def test_an_unknown_backend_says_where_a_sites_scheduler_would_be_described(tmp_
                                    f"table of {tmp_path / 'mine.toml'} or of corral.toml in the "
                                    "current directory") + "$"):
         corral.Scheduler(backend="myq")
+    monkeypatch.setenv("CORRAL_SITE_CONFIG", str(tmp_path / "site.toml"))
+    with pytest.raises(ValueError, match=re.escape(
+            f"[schedulers.NAME] table of {tmp_path / 'site.toml'}, {tmp_path / 'mine.toml'} or "
+            "of corral.toml in the current directory")):
+        corral.Scheduler(backend="myq")
 
 
 def test_a_call_a_modules_builtin_function_cannot_take_is_refused_when_made(scheduler):

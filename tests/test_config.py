@@ -72,6 +72,35 @@ def test_local_file_overrides_the_user_file_key_by_key(user_file: Path, project:
     assert config.sources == (user_file, local)
 
 
+def test_the_site_file_is_read_first_and_the_user_file_overrides_it(
+        tmp_path: Path, user_file: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sysadmin's review: there was no file for a whole site, so each user had
+    to copy the site's scheduler table and profiles into their own."""
+    site = write(tmp_path / "etc" / "corral.toml", """
+        [profiles.short]
+        walltime = "30m"
+        memory = "2G"
+
+        [profiles.site_only]
+        cores = 4
+    """)
+    monkeypatch.setenv("CORRAL_SITE_CONFIG", str(site))
+    write(user_file, """
+        [profiles.short]
+        memory = "4G"
+    """)
+    config = load_config(cwd=project)
+    assert config.profile("short") == {"walltime": "30m", "memory": "4G"}
+    assert config.profile("site_only") == {"cores": 4}
+    assert config.sources == (site, user_file)
+    write(site, "[profiles.short]\nmemroy = 3\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(site))}:2: profiles\.short\.memroy: "
+                                          r"unknown job option 'memroy'"):
+        load_config(cwd=project)
+    monkeypatch.setenv("CORRAL_SITE_CONFIG", "")  # none: the machine's is not read
+    assert load_config(cwd=project).profile("short") == {"memory": "4G"}
+
+
 def test_local_file_is_read_from_the_current_directory(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(project / "corral.toml", '[profiles.quick]\nwalltime = "5m"\n')

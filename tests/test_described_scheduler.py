@@ -643,6 +643,37 @@ def test_a_daemon_that_cannot_see_the_table_of_its_backend_says_where_to_put_it(
         rf"{re.escape(str(run / 'corral.toml'))} or in your user config {re.escape(str(user))}$")
 
 
+def test_a_scheduler_described_in_the_site_file_serves_every_directory_and_the_daemon(
+        config_dir, cluster, tmp_path):
+    """The site's file (``$CORRAL_SITE_CONFIG``, else /etc/corral/corral.toml)
+    describes the scheduler once for every user and directory; a daemon reads
+    it too (a sysadmin's review: each user had to copy the table)."""
+    from support.cli import CORRAL
+
+    site = tmp_path / "etc" / "corral.toml"
+    site.parent.mkdir()
+    site.write_text(TABLE + '\n[daemon]\nbackend = "fakeq"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    env = {**os.environ, "CORRAL_SITE_CONFIG": os.fspath(site), "CORRAL_DAEMON_IDLE": "30"}
+
+    def corral_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
+                              text=True, timeout=60, cwd=elsewhere, env=env)
+
+    try:
+        job_id = corral_command("submit", "echo", "on", "the", "site's", "scheduler")
+        assert job_id.returncode == 0, job_id
+        waited = corral_command("wait", job_id.stdout.strip())
+        assert waited.returncode == 0, waited
+        assert cluster.calls("qsub"), "the job went through fakeq's qsub"
+        logs = corral_command("logs", job_id.stdout.strip())
+        assert logs.stdout == "on the site's scheduler\n", logs
+    finally:
+        corral_command("stop")
+
+
 _DYING_DRIVER = """
 import os, signal, sys, time, corral
 with corral.Scheduler(backend="fakeq", journal=sys.argv[1],

@@ -31,7 +31,8 @@ from typing import Any, NoReturn
 
 from corral.backends import (AUTO, DEFAULT_BACKEND, BackendInfo, backend_info, backend_names,
                              register_backend, unregister_backend)
-from corral.config_files import CONFIG_NAME, config_paths, same_file, user_config_path
+from corral.config_files import (CONFIG_NAME, config_paths, same_file, site_config_path,
+                                 user_config_path)
 from corral.errors import CorralError
 from corral.options import laid_over, megabytes_meant_otherwise, parse_options
 from corral.safe_repr import safe_repr
@@ -198,7 +199,8 @@ class Config:
 
 def load_config(cwd: str | os.PathLike[str] | None = None,
                 run_dir: str | os.PathLike[str] | None = None) -> Config:
-    """Read the user's config file, then ``corral.toml`` in *run_dir* (where
+    """Read the site's config file (:func:`corral.config_files.site_config_path`),
+    the user's, then ``corral.toml`` in *run_dir* (where
     given: ``corral submit``'s, whose daemon reads that file too), then
     ``corral.toml`` in *cwd*, and check them.
 
@@ -219,7 +221,9 @@ def load_config(cwd: str | os.PathLike[str] | None = None,
             file, line and key.
     """
     user_file, in_cwd = config_paths(cwd)
-    searched = [user_file]
+    site_file = site_config_path()
+    searched = [user_file] if site_file is None or same_file(site_file, user_file) else \
+        [site_file, user_file]
     for nearer in ([] if run_dir is None else [Path(run_dir) / CONFIG_NAME]) + [in_cwd]:
         if not any(same_file(nearer, path) or nearer == path for path in searched):
             searched.append(nearer)

@@ -1,4 +1,4 @@
-"""Where the config files are: the user's, and ``corral.toml`` in a directory.
+"""Where the config files are: the site's, the user's, and ``corral.toml`` in a directory.
 
 Apart from :mod:`corral.config`, which reads and checks them, so that a
 command that only needs to know whether there is any config to read (every
@@ -10,9 +10,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CONFIG_NAME", "user_config_path", "config_paths", "config_files_in", "same_file"]
+__all__ = ["CONFIG_NAME", "SITE_CONFIG", "site_config_path", "user_config_path", "config_paths",
+           "config_files_in", "same_file"]
 
 CONFIG_NAME = "corral.toml"
+
+#: The site's config file, read first, under every user's: where a sysadmin
+#: describes the site's scheduler (``[schedulers.NAME]``) and its profiles once.
+SITE_CONFIG = Path("/etc/corral") / CONFIG_NAME
+
+
+def site_config_path() -> Path | None:
+    """Return the site's config file: ``$CORRAL_SITE_CONFIG`` (set empty: none),
+    else :data:`SITE_CONFIG`. The file need not exist."""
+    override = os.environ.get("CORRAL_SITE_CONFIG")
+    if override is not None:
+        return Path(override).expanduser() if override else None
+    return SITE_CONFIG
 
 
 def user_config_path() -> Path:
@@ -48,8 +62,10 @@ def config_paths(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, Path]
 
 
 def config_files_in(cwd: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Those of :func:`config_paths` that exist, each once."""
-    return [path for path in dict.fromkeys(config_paths(cwd)) if path.exists()]
+    """The site's file and those of :func:`config_paths` that exist, each once."""
+    site = site_config_path()
+    paths = (*([site] if site is not None else []), *config_paths(cwd))
+    return [path for path in dict.fromkeys(paths) if path.exists()]
 
 
 def same_file(first: Path, second: Path) -> bool:

@@ -150,6 +150,7 @@ class Corral:
             "TMPDIR": os.fspath(self.tmp),
             "CORRAL_RUN": os.fspath(run),
             "CORRAL_CONFIG": os.fspath(self.config),
+            "CORRAL_SITE_CONFIG": "",  # (none of the machine's: see conftest)
             "CORRAL_DAEMON_IDLE": str(idle),
             "COLUMNS": "400",  # wide enough that no table cell is cut or folded
             "LANG": "C.UTF-8",

@@ -274,10 +274,12 @@ def _where_schedulers_are() -> str:
     """Where a site's scheduler would have been described (cold review: a
     script run from another directory than its corral.toml's was told only
     that the name was unknown)."""
-    from corral.config_files import CONFIG_NAME, user_config_path
+    from corral.config_files import CONFIG_NAME, site_config_path, user_config_path
 
-    return (f"; a site's own scheduler is known from a [schedulers.NAME] table of "
-            f"{user_config_path()} or of {CONFIG_NAME} in the current directory")
+    site = site_config_path()
+    return ("; a site's own scheduler is known from a [schedulers.NAME] table of "
+            + (f"{site}, " if site is not None else "")
+            + f"{user_config_path()} or of {CONFIG_NAME} in the current directory")
 
 
 #: Schedulers served by a backend of another name.

@@ -178,6 +178,9 @@ def _daemon_environment() -> dict[str, str]:
     environment = os.environ.copy()
     if environment.get("CORRAL_CONFIG"):
         environment["CORRAL_CONFIG"] = os.fspath(user_config_path().absolute())
+    if environment.get("CORRAL_SITE_CONFIG"):
+        environment["CORRAL_SITE_CONFIG"] = os.path.abspath(
+            os.path.expanduser(environment["CORRAL_SITE_CONFIG"]))
     return environment
 
 

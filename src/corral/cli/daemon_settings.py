@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.config import Config, load_config
-from corral.config_files import config_paths
+from corral.config_files import config_paths, site_config_path
 from corral.control.server import Stopping
 from corral.errors import CorralError
 
@@ -40,7 +40,8 @@ def settings_stamps(run_dir: Path) -> tuple[_Stamp, ...]:
     """What tells the versions of *run_dir*'s daemon's config files apart
     (taken before they are read: an edit made as they are read is then seen)."""
     stamps: list[_Stamp] = []
-    for path in config_paths(run_dir):
+    site = site_config_path()
+    for path in (*([site] if site is not None else []), *config_paths(run_dir)):
         try:
             status = os.stat(path)
         except OSError:
