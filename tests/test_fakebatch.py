@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -729,6 +730,31 @@ def test_a_clusters_queue_asked_as_queue_is_pointed_to_partition(tmp_path, monke
     with on_fakebatch(tmp_path, monkeypatch) as (_, sched), \
             pytest.raises(ValueError, match=refused):
         sched.options(queue="batch").submit(add, 1, 2)
+
+
+def test_a_cancel_the_scheduler_does_not_answer_holds_neither_cancel_nor_other_jobs(
+        tmp_path, monkeypatch, caplog):
+    """A sysadmin's review: a qdel that hung held ``cancel()``, and every other
+    job of the run, for the command's whole minute. Now the loop waits a few
+    seconds, says the job may still run, and logs the late answer."""
+    caplog.set_level(logging.INFO, logger="corral")
+    monkeypatch.setattr("corral.backends.batch.base.CANCEL_PATIENCE_S", 0.5)
+    release, answer = tmp_path / "release", tmp_path / "answer"
+    hung = f"while [ ! -e {shlex.quote(os.fspath(answer))} ]; do sleep 0.05; done"
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qdel": hung}) as (_, sched):
+        job = sched.submit(wait_for_file, os.fspath(release), 1)
+        wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
+        asked = time.monotonic()
+        assert job.cancel() and job.status is JobStatus.CANCELLED
+        assert time.monotonic() - asked < 10  # (the command's own limit is 60 s)
+        assert job.reason == ("cancelled by user; but the scheduler has not answered the cancel "
+                              "yet (qdel still runs after 0.5 s; its answer goes to the log): it "
+                              "may still run; check with the scheduler")
+        assert sched.submit(add, 2, 3).result(timeout=60) == 5  # the run goes on meanwhile
+        answer.touch()
+        wait_until(lambda: "qdel answered late: the cancel went through" in caplog.text,
+                   message="the late answer to be logged")
+    release.touch()
 
 
 def test_a_cancel_the_scheduler_refuses_says_the_job_may_still_run(tmp_path, monkeypatch):

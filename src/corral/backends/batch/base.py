@@ -51,7 +51,8 @@ from typing import Any, ClassVar, TypeVar
 
 from corral.backends.base import Capacity, Submission, Update
 from corral.backends.batch import arrays, bundles, forgotten, outcomes, taskfiles
-from corral.backends.batch.invoke import CommandInFlight, CommandTimedOut, run_command
+from corral.backends.batch.invoke import (COMMAND_TIMEOUT_S, CommandInFlight, CommandTimedOut,
+                                          run_command)
 from corral.backends.batch.polling import PollClock
 from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
@@ -72,6 +73,10 @@ _T = TypeVar("_T")
 #: glitch (polled again, backing off), this many a command that stays broken,
 #: and jobs nobody can follow must not wait forever.
 UNREADABLE_STATUS_LIMIT = 5
+
+#: How long the control loop waits for a cancel command's answer before it
+#: goes on without it (see BatchBackend._cancel_doubt).
+CANCEL_PATIENCE_S = 5.0
 
 #: Accounting queries a poll makes where each takes one job (SGE's qacct, which
 #: reads the accounting file through: seconds on a large one).
@@ -139,6 +144,8 @@ class BatchBackend:
         self._retry_noted: set[str] = set()
         #: The state words no meaning is known for, said in the log already.
         self._unknown_states_noted: set[str] = set()
+        #: Cancel commands that did not answer in time, answered in the log.
+        self._cancels_in_flight: list[CommandInFlight] = []
         #: Held-back jobs a pause holds: not submitted until released.
         self._paused_held_back: set[int | str] = set()
         #: Batch jobs in which a job failed, which the scheduler keeps until they
@@ -233,6 +240,8 @@ class BatchBackend:
                     self._poll(query)
             if self._held_back:
                 self._release_held_back()
+            if self._cancels_in_flight:
+                self._note_late_cancels()
         found, self._updates = self._updates, []
         return found
 
@@ -269,21 +278,48 @@ class BatchBackend:
                 to_cancel.add(job.native_id)  # nothing left for it to do
         to_cancel -= self._ended_by_signal  # deleted already: a second delete only errs
         if to_cancel:
-            refused = self._cancel_refused(self.scheduler.cancel_argv(sorted(to_cancel)))
-            if refused is not None:  # (cold review: "cancelled", and it ran on in the cluster)
-                return dict.fromkeys(may_run_on, f"the scheduler refused to end it ({refused}): "
-                                                 "it may still run; check with the scheduler")
+            doubt = self._cancel_doubt(self.scheduler.cancel_argv(sorted(to_cancel)))
+            if doubt is not None:  # (cold review: "cancelled", and it ran on in the cluster)
+                return dict.fromkeys(may_run_on, f"{doubt}: it may still run; check with the "
+                                                 "scheduler")
         return None
 
-    def _cancel_refused(self, argv: Sequence[str]) -> str | None:
-        """Run a cancel command; what it said if it refused (logged), else None.
-        A refusal that only says the jobs had ended already is no refusal."""
+    def _cancel_doubt(self, argv: Sequence[str]) -> str | None:
+        """Run a cancel command; None if it went through, else why the jobs may
+        still run: it refused (logged), or it has not answered yet. A refusal
+        that only says the jobs had ended already is no refusal.
+
+        It is waited for :data:`CANCEL_PATIENCE_S` at most: the control loop
+        waits on it, and a controller that hung held ``cancel()`` and every
+        other job for a minute (a sysadmin's review). Past that it goes on in
+        the background, what it answers is logged, and the jobs are said to be
+        in doubt."""
+        query = CommandInFlight(argv, self._wake, self.scheduler.cancel_answer_usable)
+        if not query.finished_within(CANCEL_PATIENCE_S):
+            self._cancels_in_flight.append(query)
+            return (f"the scheduler has not answered the cancel yet ({argv[0]} still runs after "
+                    f"{CANCEL_PATIENCE_S:g} s; its answer goes to the log)")
+        refused = self._cancel_answer(query)
+        return None if refused is None else f"the scheduler refused to end it ({refused})"
+
+    @staticmethod
+    def _cancel_answer(query: CommandInFlight) -> str | None:
         try:
-            run_command(argv, self.scheduler.cancel_answer_usable)
+            query.answer()
         except BackendError as error:
             log.warning("%s", error)
             return str(error)
         return None
+
+    def _note_late_cancels(self) -> None:
+        """Log what cancels that answered late said (see _cancel_doubt)."""
+        waiting = []
+        for query in self._cancels_in_flight:
+            if not query.finished:
+                waiting.append(query)
+            elif self._cancel_answer(query) is None:
+                log.info("%s answered late: the cancel went through", query.argv[0])
+        self._cancels_in_flight = waiting
 
     def terminate(self, job_ids: Collection[int | str]) -> None:
         """Ask running jobs to stop: SIGUSR1 to the batch script's runtime,
@@ -329,6 +365,9 @@ class BatchBackend:
         if self._query is not None:
             self._query.abandon()
             self._query = None
+        for late in self._cancels_in_flight:  # its answer, as a cancel made now would wait
+            late.finished_within(COMMAND_TIMEOUT_S + 10)  # (it ends itself at the timeout)
+        self._note_late_cancels()
         natives = sorted({task.native_id for task in self._tasks.values() if task.native_id}
                          | set(self._jobs))
         if natives:

@@ -107,6 +107,10 @@ class CommandInFlight:
     def finished(self) -> bool:
         return self._finished.is_set()
 
+    def finished_within(self, seconds: float) -> bool:
+        """Wait up to *seconds* for the command to end; whether it has."""
+        return self._finished.wait(seconds)
+
     def answer(self) -> str:
         """What the command printed, once :attr:`finished`.
 
