@@ -498,3 +498,26 @@ def test_every_batch_script_template_is_package_data():
         package = ".".join(template.parent.relative_to(SOURCE.parent).parts)
         assert any(template.match(pattern) for pattern in shipped.get(package, ())), (
             f"{template.relative_to(SOURCE.parent)} is not in [tool.setuptools.package-data]")
+
+
+#: What the commands people run most, on a run that has ended, have no use for:
+#: each costs a fresh `corral` interpreter milliseconds (a progress bar nobody
+#: sees, the driver's side of the journal, job specs, OpenSSL for one digest).
+_NOT_FOR_READING_A_RUN = ("logging", "rich.progress", "hashlib", "argparse", "corral.spec",
+                          "corral.journal.store", "corral.control.server", "corral.cli.daemon")
+
+
+@pytest.mark.parametrize("command", [["status"], ["wait"], ["logs", "1"]])
+def test_the_commands_that_read_a_run_import_only_what_they_use(tmp_path, command):
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        scheduler.submit(print, "x").result(timeout=30)
+    done = subprocess.run([os.fspath(Path(sys.executable).with_name("corral")), "--run",
+                           os.fspath(run), *command], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1",
+                               "CORRAL_CONFIG": os.fspath(tmp_path / "none.toml")})
+    assert done.returncode == 0, done.stderr
+    imported = set(re.findall(r"^import time:.*\|\s*([\w.]+)$", done.stderr, re.M))
+    assert "corral.cli.main" in imported  # (the list is read right)
+    assert imported.isdisjoint(_NOT_FOR_READING_A_RUN), \
+        sorted(imported & set(_NOT_FOR_READING_A_RUN))

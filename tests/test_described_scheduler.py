@@ -25,7 +25,7 @@ from corral.backends import backend_info, backend_names, probe_backend, unregist
 from corral.backends.batch.described import describe
 from corral.backends.batch.scheduler import NativeRow, SubmitRequest
 from corral.backends.batch.taskfiles import script_for
-from corral.backends.base import NOT_USED
+from corral.backends.info import NOT_USED
 from corral.config import ConfigError, load_config
 from corral.errors import BackendError
 from corral.spec import Placement, Resources

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.backends.base import Probe
+from corral.backends.info import Probe
 from corral.backends.batch.scheduler import NativeRow, NeverKind, SubmitRequest
 from corral.backends.batch.sge import BACKEND, answers, commands
 from corral.backends.batch.sge.backend import SgeBackend

@@ -14,14 +14,14 @@ a program or a test adds one for itself with :func:`register_backend`.
 from __future__ import annotations
 
 import importlib
-import logging
-import queue
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corral.backends.base import Backend, BackendInfo, Capabilities, Probe
-from corral.runtime.threads import start_thread
+from corral.backends.info import BackendInfo, Capabilities, Probe
 from corral.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from corral.backends.base import Backend
 
 __all__ = ["AUTO", "DEFAULT_BACKEND", "BackendInfo", "Capabilities", "backend_info",
            "backend_names", "is_backend", "register_backend", "unregister_backend",
@@ -74,6 +74,7 @@ def _installed_backends() -> list[BackendInfo]:
     """The backends installed packages declare under :data:`ENTRY_POINT_GROUP`. One
     that cannot be loaded is logged and left out: a broken plug-in must not stop
     runs on every other backend."""
+    import logging
     from importlib.metadata import entry_points
 
     found = []
@@ -149,6 +150,11 @@ def probe_backend(name: str) -> Probe:
     Raises:
         ValueError: no backend has that name.
     """
+    import logging  # (these modules serve every command's look at the registry: asked here)
+    import queue
+
+    from corral.runtime.threads import start_thread
+
     info = backend_info(name)
     if info.answers is None:
         return Probe(False, "it is never chosen by 'auto' (it has no probe)")

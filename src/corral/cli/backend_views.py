@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.backends import Capabilities, Probe, backend_info, backend_names
-from corral.backends.base import APPLIED_BY_CORRAL, NOT_USED
+from corral.backends.info import APPLIED_BY_CORRAL, NOT_USED
 from corral.options import JOB_OPTIONS
 from corral.units import DURATION_FORMS
 

@@ -27,7 +27,6 @@ def control_request(context: click.Context, request: dict[str, Any],
     the command line's own (a script's run is driven by the script only)."""
     from corral.control import server
     from corral.control.server import NoDriver
-    from corral.cli.daemon import HELD_FOR, ensure_daemon
     from corral.journal.files import owner_of
     from corral.journal.reading import read_meta
 
@@ -73,7 +72,7 @@ def control_request(context: click.Context, request: dict[str, Any],
         raise CommandError(f"no corral daemon runs for {run_dir}, so nothing runs there "
                            f"to {request['verb']}", EXIT_UNREACHABLE)
     check_config(run_dir)  # a bad config file is one line here, not a daemon that died
-    from corral.cli.daemon import idle_seconds
+    from corral.cli.daemon import HELD_FOR, ensure_daemon, idle_seconds  # (none answered)
 
     try:
         idle_seconds()  # (checked here too: the daemon's refusal would be its log's tail)

@@ -60,7 +60,6 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
     """The jobs named by *ids*, each an id (read by its key: a big run costs no
     more), a range of ids (``3-7``) or else the name of one job, as ``cancel``
     and ``--after`` take it; or every job."""
-    from corral.control.verbs import AmbiguousName, id_or_name
     from corral.errors import CorralError
 
     if not ids:
@@ -74,6 +73,8 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
             continue
         except KeyError:
             pass
+        from corral.control.verbs import AmbiguousName, id_or_name  # (only for a name)
+
         every = run.jobs(results=False) if every is None else every
         try:
             found.append(run.job(id_or_name(job_id, every)))

@@ -36,11 +36,12 @@ def check_new_run_dir(run_dir: Path) -> NewRun | None:
     None if it is a run. Refuse a directory with other files in it, which
     corral would make private and fill (all but the run's own ``corral.toml``,
     its daemon's settings: made first)."""
-    from corral.core.run_files import holds_other_files
     from corral.journal.files import journal_path
 
     if journal_path(run_dir).exists():
         return None
+    from corral.core.run_files import holds_other_files  # (a new run only)
+
     if holds_other_files(run_dir):
         raise CommandError(f"{run_dir} is not a corral run but holds other files; give --run "
                            "a new or empty directory, or one with only a corral.toml (corral "

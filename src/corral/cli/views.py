@@ -21,7 +21,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from corral.journal.store import DRIVER_GONE
+from corral.journal.stored import DRIVER_GONE
 from corral.safe_repr import printable
 from corral.status import TERMINAL, JobStatus
 from corral.units import format_span

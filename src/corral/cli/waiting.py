@@ -9,10 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
-
-from rich.progress import ProgressColumn, Task
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from corral.cli.logs import POLL_S
 from corral.status import TERMINAL, JobStatus
@@ -35,18 +32,10 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
     have ended but the script that made them ended without closing the run
     (killed): it may not have made them all.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     deadline = None if timeout is None else time.monotonic() + timeout
     wanted = {str(job_id) for job_id in ids}
     told_of_script = False
-    # On stderr, where *show* was decided: stdout is for results, even in a terminal.
-    # Red only once a job failed: rich's own colour for a bar on its way reads as an alarm.
-    line = BarColumn(complete_style="cyan", finished_style="green")
-    with Progress(TextColumn("{task.description}"), line, MofNCompleteColumn(),
-                  _ElapsedColumn(), console=Console(stderr=True), disable=not show,
-                  transient=False) as progress:
+    with (_progress_bar() if show else _NoBar()) as progress:
         bar = progress.add_task("waiting", total=None)
         while True:
             # Counts from the journal's index, not every row: a wait beside a run
@@ -55,7 +44,7 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
             counts = run.status_counts(wanted or None)
             total, done = sum(counts.values()), _ended(counts)
             if any(counts.get(status) for status in _BAD_ENDS):
-                line.complete_style = line.finished_style = "red"
+                progress.turn_red()
             words = progress_words(counts)
             script = live_script(run) if done == total and not wanted else None
             if script is not None:
@@ -137,8 +126,46 @@ def progress_words(counts: Mapping[JobStatus, int]) -> str:
     return ", ".join(words)
 
 
-class _ElapsedColumn(ProgressColumn):
-    """Time since the wait began, in the command's one format (format_span)."""
+class _NoBar:
+    """What a wait without a terminal draws: nothing (and rich's progress
+    module, a third of such a command's start-up, is not imported)."""
 
-    def render(self, task: Task) -> Text:
-        return Text(format_span(task.elapsed or 0.0), style="progress.elapsed")
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def add_task(self, description: str, total: float | None) -> int:
+        return 0
+
+    def update(self, task: int, **fields: object) -> None:
+        pass
+
+    def turn_red(self) -> None:
+        pass
+
+
+def _progress_bar() -> Any:
+    """The progress bar of a wait in a terminal, on stderr (where *show* was
+    decided: stdout is for results, even in a terminal): red only once a job
+    failed, since rich's own colour for a bar on its way reads as an alarm."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task,
+                               TextColumn)
+    from rich.text import Text
+
+    class ElapsedColumn(ProgressColumn):
+        """Time since the wait began, in the command's one format (format_span)."""
+
+        def render(self, task: Task) -> Text:
+            return Text(format_span(task.elapsed or 0.0), style="progress.elapsed")
+
+    line = BarColumn(complete_style="cyan", finished_style="green")
+
+    class Bar(Progress):
+        def turn_red(self) -> None:
+            line.complete_style = line.finished_style = "red"
+
+    return Bar(TextColumn("{task.description}"), line, MofNCompleteColumn(), ElapsedColumn(),
+               console=Console(stderr=True), transient=False)

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from corral.errors import JournalError
 from corral.journal import eventlog
-from corral.journal.writer import no_room
+from corral.journal.disk_errors import no_room
 
 __all__ = ["JOURNAL_FILE", "LOCK_FILE", "STOPPED_FILE", "SCHEMA_VERSION", "journal_path",
            "private_run_dir", "private_file", "MOVE_AWAY",

@@ -73,7 +73,7 @@ from corral.journal.files import (JOURNAL_FILE, LOCK_FILE, MOVE_AWAY, SESSION_CL
                                   open_for_writing, private_file, private_run_dir,
                                   refuse_unless_plain)
 from corral.journal.reading import CAPACITY_KEY, check_rows, error_summary, rows_to_jobs
-from corral.journal.stored import StoredJob
+from corral.journal.stored import DRIVER_GONE, StoredJob
 from corral.journal.previous import PreviousJobs
 from corral.journal.unwritten import Unwritten
 from corral.journal.writer import HEADER, WRITING_KEY
@@ -85,7 +85,6 @@ from corral.status import TERMINAL, JobStatus
 __all__ = ["Journal", "JournaledJob", "DRIVER_GONE"]
 
 #: How the reason of an unfinished job of a dead driver begins (it ends CANCELLED).
-DRIVER_GONE = "its driver ended before it did"
 #: Why it ends CANCELLED (README: "Unfinished work").
 _ORPHANED = f"{DRIVER_GONE} (the next run of the script runs it again)"
 

@@ -14,7 +14,11 @@ from corral.status import JobStatus
 from corral.errors import JournalError
 from corral.journal.files import JOURNAL_FILE
 
-__all__ = ["StoredJob", "directory_now", "StoredSession"]
+__all__ = ["StoredJob", "directory_now", "StoredSession", "DRIVER_GONE"]
+
+#: How the reason of a job whose driver died before it ended begins (here, not
+#: with the driver's side that writes it: ``corral status`` reads it too).
+DRIVER_GONE = "its driver ended before it did"
 
 
 @dataclass(frozen=True, slots=True)

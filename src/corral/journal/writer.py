@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 from corral.journal import eventlog
+from corral.journal.disk_errors import no_room
 
 from corral.runtime.stdfds import open_standard_fds
 from corral.runtime.threads import allow_signals
@@ -523,16 +524,6 @@ def main() -> None:
 
 #: Seconds between tries of changes held for want of room.
 RETRY_HELD_S = 1.0
-
-#: SQLite's primary result codes for a disk that takes no more: full, or failing.
-_SQLITE_FULL, _SQLITE_IOERR = 13, 10
-
-
-def no_room(error: object) -> bool:
-    """Whether *error* is the disk's (full, or an I/O error), not a row's."""
-    code = getattr(error, "sqlite_errorcode", None)
-    return isinstance(code, int) and code & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)
-
 
 def _one_line(problems: list[str], count: int) -> str | None:
     if not problems:

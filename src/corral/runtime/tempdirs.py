@@ -26,14 +26,27 @@ def machine_tag() -> str:
     """This machine since its last boot, in 8 hex digits: a temporary directory
     shared with other hosts (a scratch file system) holds their drivers'
     directories too, and their pids mean nothing here."""
-    import hashlib
+    global _machine_tag
+    if _machine_tag is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as boot:
+                boot_id = boot.read().strip()
+        except OSError:
+            boot_id = ""
+        named = f"{os.uname().nodename}/{boot_id}".encode()
+        try:  # (CPython's own SHA-1: hashlib loads OpenSSL, a tenth of a command's start)
+            import _sha1  # type: ignore[import-not-found]
 
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as boot:
-            boot_id = boot.read().strip()
-    except OSError:
-        boot_id = ""
-    return hashlib.sha1(f"{os.uname().nodename}/{boot_id}".encode()).hexdigest()[:8]
+            digest = _sha1.sha1(named).hexdigest()
+        except ImportError:
+            import hashlib
+
+            digest = hashlib.sha1(named).hexdigest()
+        _machine_tag = str(digest)[:8]
+    return _machine_tag
+
+
+_machine_tag: str | None = None
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -63,7 +76,6 @@ def remove_dead_owners_tempdirs(parent: str | None = None) -> list[str]:
     except OSError:
         return removed
     uid = os.getuid()
-    here = machine_tag()
     for entry in entries:
         match = _OWNED.match(entry.name)
         if match is None:
@@ -75,7 +87,7 @@ def remove_dead_owners_tempdirs(parent: str | None = None) -> list[str]:
         except OSError:
             continue
         machine, pid, started = match.group(1), int(match.group(2)), int(match.group(3))
-        if machine != here or started == 0 or _start_ticks(pid) == started:
+        if machine != machine_tag() or started == 0 or _start_ticks(pid) == started:
             continue  # its owner still runs (or its start time could not be read: keep it)
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(entry.path)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from corral.backends.batch import BATCH_CAPABILITIES
-from corral.backends.base import BackendInfo, option_help
+from corral.backends.info import BackendInfo, option_help
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, Meaning, NativeRow,
                                              NeverStarts, SubmitRequest)
 from corral.status import JobStatus

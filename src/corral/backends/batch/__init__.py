@@ -3,7 +3,7 @@ one shares lives here, each scheduler's own pieces in its folder."""
 
 from __future__ import annotations
 
-from corral.backends.base import Capabilities
+from corral.backends.info import Capabilities
 
 __all__ = ["BATCH_CAPABILITIES"]
 

@@ -11,7 +11,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 
-from corral.backends.base import Probe
+from corral.backends.info import Probe
 from corral.runtime.threads import signals_allowed
 
 __all__ = ["missing", "ask", "failed", "answered"]

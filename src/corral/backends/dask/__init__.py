@@ -9,7 +9,7 @@ imports dask.
 
 from __future__ import annotations
 
-from corral.backends.base import APPLIED_BY_CORRAL, BackendInfo, Capabilities, Probe, option_help
+from corral.backends.info import APPLIED_BY_CORRAL, BackendInfo, Capabilities, Probe, option_help
 
 __all__ = ["BACKEND", "INSTALL_HINT"]
 

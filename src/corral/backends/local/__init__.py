@@ -8,7 +8,7 @@ its code, in :mod:`corral.backends.local.backend`, is imported when one is made.
 from __future__ import annotations
 
 
-from corral.backends.base import APPLIED_BY_CORRAL, BackendInfo, Capabilities, option_help
+from corral.backends.info import APPLIED_BY_CORRAL, BackendInfo, Capabilities, option_help
 
 __all__ = ["BACKEND"]
 

@@ -101,7 +101,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from corral.backends.base import BackendInfo, Capabilities, Probe, option_help
+from corral.backends.info import BackendInfo, Capabilities, Probe, option_help
 from corral.backends.batch import probing
 from corral.backends.batch.described.table import Table, TableError, parse_table, render
 from corral.backends.batch.settings import options_help

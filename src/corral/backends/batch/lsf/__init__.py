@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.backends.base import BackendInfo, Probe, option_help
+from corral.backends.info import BackendInfo, Probe, option_help
 from corral.backends.batch import BATCH_CAPABILITIES, probing
 from corral.backends.batch.settings import options_help
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 from typing import Any
 
-from corral.backends.base import BackendInfo, Probe, option_help
+from corral.backends.info import BackendInfo, Probe, option_help
 from corral.backends.batch import BATCH_CAPABILITIES, probing
 from corral.backends.batch.settings import options_help
 

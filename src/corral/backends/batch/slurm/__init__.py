@@ -7,7 +7,7 @@ holds the probe ``backend="auto"`` runs; the backend's code, in
 
 from __future__ import annotations
 
-from corral.backends.base import BackendInfo, Probe, option_help
+from corral.backends.info import BackendInfo, Probe, option_help
 from corral.backends.batch import BATCH_CAPABILITIES, probing
 from corral.backends.batch.settings import options_help
 
