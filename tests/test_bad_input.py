@@ -775,7 +775,7 @@ def test_a_command_linux_cannot_start_is_refused_when_the_job_is_made(
     with pytest.raises(ValueError, match=r"^shell command: word 1 \('éé.*'\) is 140,000 bytes "
                                          r"long, and Linux refuses any one argument of 128 KiB"):
         scheduler.shell(["echo", "é" * 70_000])  # (bytes counted, not characters)
-    with pytest.raises(ValueError, match=r"^shell command: its words come to 3,000,035 bytes, "
+    with pytest.raises(ValueError, match=r"^shell command: its words come to 3,000,283 bytes, "
                                          r"more than the [\d,]+ KiB this system lets a command "
                                          r"line hold"):
         scheduler.shell(["echo"] + ["x" * 100_000] * 30)
@@ -784,6 +784,26 @@ def test_a_command_linux_cannot_start_is_refused_when_the_job_is_made(
     with pytest.raises(ValueError, match=r"^script '.*show.py': argument 0 \('xx.*'\) is 131,072 "
                                          r"bytes long"):
         scheduler.script(script, "x" * 131_072)
+    # Each word costs the OS a pointer too: 300,000 one-letter words do not fit.
+    with pytest.raises(ValueError, match=r"^shell command: its words come to 3,000,013 bytes"):
+        scheduler.shell(["true"] + ["a"] * 300_000)
+    # A script whose path holds a colon is named whole (the attack review's a:b.py).
+    colon = tmp_path / "a:b.py"
+    colon.write_text("pass\n")
+    with pytest.raises(ValueError, match=r"^script '.*/a:b\.py': its words come to"):
+        scheduler.script(colon, *["x" * 120_000] * 18)
+    # A str subclass is measured as it is sent: an enum's value, not its str().
+    import enum
+
+    class Big(str, enum.Enum):  # noqa: UP042 (its str() is "Big.WORD", not its value)
+        WORD = "y" * 200_000
+
+    with pytest.raises(ValueError, match=r"^shell command: word 1 \(.*\) is 200,000 bytes long"):
+        scheduler.shell(["echo", Big.WORD])
+    # A NUL is not told to go in a file.
+    with pytest.raises(ValueError, match=r"contains a NUL character \('\\0'\), which no "
+                                         r"argument, path or variable can hold$"):
+        scheduler.shell("echo \0 hi")
     # Just under the limit still runs.
     assert scheduler.shell(["echo", "x" * 131_000]).result(timeout=30) is None
     assert scheduler.script(script, "x" * 131_071).result(timeout=30) is None

@@ -1450,6 +1450,33 @@ def test_pause_on_a_run_whose_daemon_died_starts_the_next_one_paused_and_cancel_
     assert fresh("wait", running).status == 0
 
 
+def test_a_restarted_daemon_cancels_a_left_job_it_cannot_make_again_and_serves_on(
+        fresh, tmp_path):
+    """Attack review: a job left by a killed daemon that could not be made
+    again (its submitting directory gone) was stood in for by its command as
+    one string, which the new check refused (two words of 100,000 bytes are
+    fine, one string of 200,000 is not): the new daemon died at its start, and
+    the run took no submit ever after."""
+    release = tmp_path / "release"
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    blocker = fresh.submit(block(release), cwd=gone)
+    word = "a" * 100_000
+    left = fresh.submit("--after", blocker, "--", "echo", word, word, cwd=gone)
+    fresh.wait_for_status(blocker, "RUNNING")
+    try:
+        kill_and_wait(fresh.daemon_pid())
+        gone.rmdir()
+        later = fresh.submit("echo later")
+        assert fresh("wait", later).status == 0
+        row = fresh("status", "--all").rows()[left]
+        assert row["STATUS"] == "CANCELLED"
+        assert row["DETAIL"].startswith("cannot run again after the daemon restarted")
+        assert row["COMMAND"].startswith("echo aaaa")
+    finally:
+        release.touch()
+
+
 def test_cancel_of_a_job_a_dead_daemon_left_does_not_start_it_again_first(fresh, tmp_path):
     """New-user review: after a kill -9 of the daemon, `corral cancel side`
     started a new daemon that ran the job again (TRIES 2, a new process)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import subprocess
+import sys
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +105,26 @@ def test_a_job_whose_directory_vanished_fails_without_leaking_its_environment(tm
                                                    r"enter its cwd '.*/gone': No such file"):
             doomed.result(timeout=30)
         assert sched.submit(jobs.report_environment, "LEAK").result(timeout=30)["LEAK"] is None
+
+
+def test_a_journaled_job_whose_cwd_vanished_reads_back_as_not_started(tmp_path):
+    """Attack review: read back from the journal, it was corral's own OSError
+    subclass (not a JobFailed), and corral status said it "raised"."""
+    gone, run = tmp_path / "gone", tmp_path / "run"
+    gone.mkdir()
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        removed = sched.submit(os.rmdir, os.fspath(gone))
+        doomed = sched.options(cwd=gone, after=[removed]).submit(jobs.noop)
+        with pytest.raises(corral.JobFailed):
+            doomed.result(timeout=30)
+    [result] = [r for r in corral.Run(run).results() if r.id == doomed.id]
+    assert isinstance(result.error, corral.JobFailed), repr(result.error)
+    assert "could not start: cannot enter its cwd" in str(result.error)
+    shown = subprocess.run([os.fspath(Path(sys.executable).with_name("corral")), "--run",
+                            os.fspath(run), "status", str(doomed.id)], capture_output=True,
+                           text=True, timeout=60)
+    assert "raised" not in shown.stdout and "could not start: cannot enter its cwd" in \
+        shown.stdout, shown.stdout
 
 
 def test_a_return_value_the_driver_cannot_load_fails_only_that_job(scheduler, tmp_path):

@@ -236,3 +236,29 @@ def test_a_run_directory_on_a_read_only_mount_is_one_line_naming_it(tmp_path):
            "this user can write in"
     assert (tmp_path / "python-said").read_text().splitlines()[-1] == f"ValueError: {said}"
     assert (tmp_path / "corral-said").read_text() == f"corral: error: {said}\n"
+
+
+NO_INODES = """
+mount -t tmpfs -o size=1m,nr_inodes=8 tmpfs "$PLACE" || exit 9
+mkdir "$PLACE/run"
+i=0; while touch "$PLACE/f$i" 2> /dev/null; do i=$((i+1)); done
+"$PYTHON" -c 'import corral, sys; corral.Scheduler(journal=sys.argv[1])' "$PLACE/run" \\
+    2> "$PLACE/../python-said"
+echo "python $?"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_run_directory_on_a_full_disk_is_told_to_make_room_not_to_mind_permissions(tmp_path):
+    """Attack review: a disk out of room read as "choose one this user can
+    write in", as if permissions were the trouble."""
+    place = tmp_path / "place"
+    place.mkdir()
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", NO_INODES], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "PLACE": os.fspath(place), "PYTHON": sys.executable})
+    assert done.stdout == "python 1\n", done
+    assert (tmp_path / "python-said").read_text().splitlines()[-1] == (
+        f"ValueError: run directory '{place}/run' cannot be written: No space left on device; "
+        "make room there, or choose a run directory on another disk")

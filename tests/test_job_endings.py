@@ -162,9 +162,12 @@ def test_a_call_that_raised_with_a_huge_message_keeps_it_but_its_reason_is_a_lin
     assert job.reason.startswith("raised CustomError: start yyy")
     assert re.search(r"yyy \[\.\.\. 4,998,010 characters left out \.\.\.\] y{396} end$",
                      job.reason)
-    outcome = Corral(tmp_path / "home", run_dir)("wait")
+    cli = Corral(tmp_path / "home", run_dir)
+    outcome = cli("wait")
     assert outcome.status == 1 and len(outcome.err) < 3_000, len(outcome.err)
     assert "characters left out" in outcome.err
+    shown = cli("status", str(job.id))  # its traceback too (in failure mail as well)
+    assert shown.status == 1 and len(shown.out) < 12_000, len(shown.out)
 
 
 def test_a_name_longer_than_a_status_line_can_show_is_refused_when_the_job_is_made():
@@ -174,3 +177,6 @@ def test_a_name_longer_than_a_status_line_can_show_is_refused_when_the_job_is_ma
                                              r"at most$"):
             scheduler.options(name="n" * 5_000).submit(print)
         assert scheduler.options(name="n" * 1_024).submit(print).result(timeout=30) is None
+        with pytest.raises(ValueError, match=r"^queue='qqq.*' is 2,000 characters long; it may "
+                                             r"hold 1,024 at most$"):
+            scheduler.options(queue="q" * 2_000).submit(print)

@@ -170,9 +170,9 @@ def _name(value: Any, field: str) -> str | None:
         raise ValueError(f"{field}={_shown(value)} {problem}; give a non-empty string "
                          "without NUL characters")
     if len(value) > MAX_NAME_CHARACTERS:
-        raise ValueError(f"{field}={_shown(value)} is {len(value):,} characters long; a name "
-                         f"is shown on every status line, so it may hold {MAX_NAME_CHARACTERS:,} "
-                         "at most")
+        why = "a name is shown on every status line, so it" if field == "name" else "it"
+        raise ValueError(f"{field}={_shown(value)} is {len(value):,} characters long; {why} "
+                         f"may hold {MAX_NAME_CHARACTERS:,} at most")
     return value
 
 

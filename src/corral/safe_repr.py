@@ -81,8 +81,9 @@ MAX_REASON_CHARACTERS = 2000
 
 
 def shortened(text: str, most: int = MAX_REASON_CHARACTERS) -> str:
-    """*text*, or its start and end with how much was left out between them."""
-    if len(text) <= most:
+    """*text*, or its start and end with how much was left out between them
+    (never longer than *text*: a little over *most* is kept whole)."""
+    if len(text) <= most + 64:
         return text
     tail = most // 5
     head = most - tail

@@ -472,7 +472,7 @@ def _checked_script(task: Script) -> Script:
         raise ValueError(f"script {_shown(task.path)} does not exist")
     argv = _arguments(task.argv)
     _refuse_other_interpreters(task.path, path, argv)
-    _check_words(argv, f"script {_shown(task.path)}: argument")
+    _check_words(argv, f"script {_shown(task.path)}", "argument")
     return Script(path, _plain_words(argv), task.python)
 
 
@@ -501,7 +501,10 @@ def _checked_shell(task: Shell) -> Shell:
     if isinstance(command, str):
         if not command.strip():
             raise ValueError("shell command is empty")
-        problem = os_text_problem(command) or too_long_argument_problem(command)
+        problem = os_text_problem(command)
+        if problem:
+            raise ValueError(f"shell command {_shown(command)} {problem}")
+        problem = too_long_argument_problem(command)
         if problem:
             raise ValueError(f"shell command {_shown(command)} {problem}; put a long script in "
                              "a file and run the file, and pass large data in a file")
@@ -512,43 +515,65 @@ def _checked_shell(task: Shell) -> Shell:
     command = bounded_tuple(command, "shell command")
     if not command:
         raise ValueError("shell command is an empty argument list")
-    _check_words(command, "shell command: word")
+    _check_words(command, "shell command", "word")
     return Shell(_plain_words(command))
 
 
-def _check_words(words: tuple[Any, ...], what: str) -> None:
+def _check_words(words: tuple[Any, ...], whole: str, word_is: str) -> None:
     """Refuse command-line words the OS would refuse when the job starts.
 
     A word is a string, a path, a number (any object whose ``str`` is the
-    word) or a Job, whose result is the word when it has run.
+    word) or a Job, whose result is the word when it has run. *whole* names
+    the command ("shell command"), *word_is* what each word is to it.
     """
     characters = 0
+    texts: list[str] = []
     for index, word in enumerate(words):
-        problem = _word_problem(word)
+        text, problem = _word_text(word)
         if problem:
-            raise ValueError(f"{what} {index} ({_shown(word)}) {problem}; command words are "
-                             "strings, paths, numbers, or Jobs whose results are those")
-        text = _word_text(word)
+            raise ValueError(f"{whole}: {word_is} {index} ({_shown(word)}) {problem}; command "
+                             "words are strings, paths, numbers, or Jobs whose results are those")
         if text is None:
             continue
         problem = too_long_argument_problem(text)
         if problem:
-            raise ValueError(f"{what} {index} ({_shown(word)}) {problem}; pass large data in "
-                             "a file")
-        characters += len(text) + 1
-    if characters * 4 > _command_line_limit() and (total := sum(
-            os_text_bytes(text) + 1 for text in map(_word_text, words) if text is not None)) > \
-            _command_line_limit():
-        raise ValueError(f"{what.split(':')[0]}: its words come to {total:,} bytes, more than "
-                         f"the {_command_line_limit() // 1024:,} KiB this system lets a command "
-                         "line hold ('Argument list too long'); pass large data in a file")
+            raise ValueError(f"{whole}: {word_is} {index} ({_shown(word)}) {problem}; pass large "
+                             "data in a file")
+        texts.append(text)
+        characters += len(text)
+    # (each word also costs the OS its closing NUL and a pointer to it)
+    limit, overhead = _command_line_limit(), len(texts) * (1 + _POINTER_BYTES)
+    if characters * 4 + overhead > limit and (
+            total := sum(map(os_text_bytes, texts)) + overhead) > limit:
+        raise ValueError(f"{whole}: its words come to {total:,} bytes, more than the "
+                         f"{limit // 1024:,} KiB this system lets a command line hold ('Argument "
+                         "list too long'); pass large data in a file")
 
 
-def _word_text(word: Any) -> str | None:
-    """A word's text as the OS gets it (None for a Job's result, known later)."""
+#: What the OS counts for each word's pointer in a command line's size.
+_POINTER_BYTES = 8
+
+
+def _word_text(word: Any) -> tuple[str | None, str | None]:
+    """``(the word's text as the OS gets it, None)``, ``(None, None)`` for a
+    Job (its result is known later), or ``(None, why it is no word)``. Its
+    ``str()`` is taken once: a hostile one that answers once and then raises
+    must not pass the check and fail the job."""
     if getattr(word, "_is_corral_job", False):
-        return None
-    return os.fspath(word) if isinstance(word, os.PathLike) else str(word)
+        return None, None
+    if word is None or isinstance(word, (bytes, bytearray, Mapping, list, tuple, set, frozenset)):
+        return None, f"is a {type(word).__name__}, not one word"
+    try:
+        if isinstance(word, str):  # (as sent: a str subclass's own text, see _plain_word)
+            text = str.__str__(word)
+        else:
+            text = os.fspath(word) if isinstance(word, os.PathLike) else str(word)
+    except Exception:  # a hostile __str__, an int too long to write out
+        return None, "cannot be written as text"
+    if not isinstance(text, str):
+        return None, "is a path that is not text"
+    problem = os_text_problem(text)
+    return (None, problem) if problem else (text, None)
 
 
 def _command_line_limit() -> int:
@@ -575,20 +600,6 @@ def _plain_word(word: Any) -> Any:
     if type(word).__module__ != "__main__" or getattr(word, "_is_corral_job", False):
         return word  # (a number, a path: the worker has their classes)
     return os.fspath(word) if isinstance(word, os.PathLike) else str(word)
-
-
-def _word_problem(word: Any) -> str | None:
-    if getattr(word, "_is_corral_job", False):
-        return None  # its result is known only once it has run
-    if word is None or isinstance(word, (bytes, bytearray, Mapping, list, tuple, set, frozenset)):
-        return f"is a {type(word).__name__}, not one word"
-    try:
-        text = os.fspath(word) if isinstance(word, os.PathLike) else str(word)
-    except Exception:  # a hostile __str__, an int too long to write out
-        return "cannot be written as text"
-    if not isinstance(text, str):
-        return "is a path that is not text"
-    return os_text_problem(text)
 
 
 def make_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:

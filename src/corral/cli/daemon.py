@@ -333,10 +333,18 @@ def _doomed_job(stored: StoredJob, reason: str):
     """A stand-in for a journaled job that cannot run again: dispatched only
     to record, under its id and name, that it was cancelled and why."""
     from corral.core.job import Job, doom
+    from corral.options import MAX_NAME_CHARACTERS
+    from corral.safe_repr import shortened
     from corral.spec import Shell
 
-    # Its command as the journal shows it (never run), so ``corral status`` still shows it.
-    job = Job(Shell(stored.command or "true"), id=stored.id, name=stored.name or "job")
+    name = (stored.name or "job")[:MAX_NAME_CHARACTERS]
+    try:  # its command as the journal shows it (never run), so ``corral status`` still shows it
+        job = Job(Shell(stored.command or "true"), id=stored.id, name=name)
+    except (ValueError, TypeError):  # one that cannot be made now (too long to run, or a
+        # journal of a corral that took longer names): a stand-in that can, its row kept
+        # (attack review: the daemon died at its start on it, and the run with it)
+        shown = shortened((stored.command or "true").replace("\0", "\\0"), 1000)
+        job = Job(Shell(shown), id=stored.id, name=name)
     return doom(job, reason)
 
 

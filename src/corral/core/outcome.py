@@ -110,7 +110,8 @@ def _raised(job: JobRecord, update: Update, blob: bytes, rules: EndingRules) -> 
     if rules.journaled:
         job.error_blob = blob
     error, traceback_text, summary = loads_error(blob)
-    if isinstance(error, CwdUnusable):  # it never ran
+    if isinstance(error, CwdUnusable):  # it never ran: nothing raised, nothing to keep
+        job.error_blob = None  # (read back, it was corral's OSError, and "raised" in status)
         reason = f"could not start: {error}"
         if update.reason:
             reason += f" ({update.reason})"

@@ -90,13 +90,17 @@ def private_run_dir(path: str | os.PathLike[str]) -> Path:
             os.chmod(run_dir, 0o700)
         tempfile.TemporaryFile(dir=run_dir).close()  # (a read-only mount, a 0o555 directory)
     except OSError as error:
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         if journal_path(run_dir).exists():  # a run's history: never "choose another"
+            remedy = ("make room on its disk" if full else "the directory may not be writable: "
+                      "make it writable (see ls -l, lsattr, mount)")
             raise JournalError(f"cannot write in the run directory {run_dir}: "
-                               f"{error.strerror or error}; the directory may not be writable: "
-                               "make it writable (see ls -l, lsattr, mount) to go on with this "
-                               "run; corral status and logs read it as it is") from None
+                               f"{error.strerror or error}; {remedy} to go on with this run; "
+                               "corral status and logs read it as it is") from None
+        remedy = "make room there, or choose a run directory on another disk" if full else \
+            "choose one this user can write in"
         raise ValueError(f"run directory {os.fspath(path)!r} cannot be written: "
-                         f"{error.strerror or error}; choose one this user can write in") from None
+                         f"{error.strerror or error}; {remedy}") from None
     return run_dir
 
 

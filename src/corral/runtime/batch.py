@@ -245,9 +245,13 @@ def _run_command(task: dict[str, Any], home: str) -> BatchOutcome:
         else:
             env[key] = value
     try:
-        if task["cwd"]:
-            enter_cwd(task["cwd"])  # (to name a cwd that cannot be entered as such)
-            os.chdir(home)
+        if task["cwd"]:  # (entered first, to name a cwd that cannot be entered as such)
+            here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                enter_cwd(task["cwd"])
+                os.fchdir(here)  # (by descriptor: also where home was deleted meanwhile)
+            finally:
+                os.close(here)
         process = subprocess.Popen(task["argv"], cwd=task["cwd"] or home, env=env,
                                    start_new_session=True)
     except (OSError, ValueError, TypeError) as error:  # ValueError: a NUL in an argument

@@ -19,7 +19,7 @@ import types
 import weakref
 from typing import Any
 
-from corral.safe_repr import describe_error, writable_text
+from corral.safe_repr import describe_error, shortened, writable_text
 
 __all__ = ["Upstream", "dumps_call", "dumps_function", "loads_call", "dumps_value", "dumps_error",
            "loads_error", "error_traceback", "import_function", "without_corral_frames"]
@@ -253,6 +253,8 @@ def dumps_error(error: BaseException) -> bytes:
     import traceback  # (only for a job that failed: not at every worker's start)
 
     text = writable_text("".join(traceback.format_exception(error)))
+    if len(text) > _LONGEST_TRACEBACK_LINE:  # (a 50 MB message: in corral status ID, in mail)
+        text = "\n".join(shortened(line, _LONGEST_TRACEBACK_LINE) for line in text.split("\n"))
     summary = writable_text(describe_error(error))
     blob: bytes | None = None
     for packed in (error, _Rebuilt(error)):
@@ -264,6 +266,12 @@ def dumps_error(error: BaseException) -> bytes:
         blob = pickled
         break
     return pickle.dumps((blob, text, summary), _PROTOCOL)
+
+
+#: The most characters of a line of a job's traceback text kept (the exception
+#: itself keeps its whole message): the text is shown by ``corral status ID``
+#: and sent in failure mail, which a 50 MB message made a 50 MB mail.
+_LONGEST_TRACEBACK_LINE = 4000
 
 
 class _Rebuilt:
