@@ -2289,6 +2289,21 @@ corral stop > /dev/null
 """
 
 
+def _in_a_small_mount(fresh: Corral, tmp_path: Path, script: str) -> Path:
+    """Run the shell *script* in a mount namespace of its own, with $SMALL (the
+    directory returned, which the script mounts a small disk on) and the run
+    in it, and ``corral`` on PATH; it must exit 0."""
+    small = tmp_path / "small"
+    small.mkdir()
+    path = f"{os.path.dirname(CORRAL)}:{fresh.env['PATH']}"
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script],
+                          env={**fresh.env, "SMALL": os.fspath(small),
+                               "CORRAL_RUN": os.fspath(small / "run"), "PATH": path},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done
+    return small
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
                                               "the suite as root to cover it)")
 def test_a_daemon_on_a_disk_that_filled_and_was_freed_says_so_and_goes_on(fresh, tmp_path):
@@ -2296,14 +2311,7 @@ def test_a_daemon_on_a_disk_that_filled_and_was_freed_says_so_and_goes_on(fresh,
     showed a job RUNNING for ever that had ended, every change made while full
     lost. Now a submit while full is refused saying so, its job cancelled, and
     once there is room what was held is written and the daemon goes on."""
-    small = tmp_path / "small"
-    small.mkdir()
-    run = small / "run"
-    path = f"{os.path.dirname(CORRAL)}:{fresh.env['PATH']}"
-    done = subprocess.run(["unshare", "--mount", "sh", "-c", FULL_THEN_FREED],
-                          env={**fresh.env, "SMALL": os.fspath(small), "CORRAL_RUN": os.fspath(run),
-                               "PATH": path}, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done
+    _in_a_small_mount(fresh, tmp_path, FULL_THEN_FREED)
     refused = (tmp_path / "refused").read_text()
     assert re.fullmatch(
         r"corral: error: cannot write the journal .*/run/journal\.db: \d+ changes are not "
@@ -2330,14 +2338,7 @@ echo "submit $?" >> "$SMALL/../said"
 def test_a_daemon_that_cannot_start_on_a_full_disk_says_the_disk_is_full(fresh, tmp_path):
     """Hostile-input review: the daemon could not write a word to its log, and
     `corral submit` said "exited (1) at start:" and nothing after it."""
-    small = tmp_path / "small"
-    small.mkdir()
-    path = f"{os.path.dirname(CORRAL)}:{fresh.env['PATH']}"
-    done = subprocess.run(["unshare", "--mount", "sh", "-c", START_ON_A_FULL_DISK],
-                          env={**fresh.env, "SMALL": os.fspath(small),
-                               "CORRAL_RUN": os.fspath(small / "run"), "PATH": path},
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done
+    small = _in_a_small_mount(fresh, tmp_path, START_ON_A_FULL_DISK)
     assert re.fullmatch(
         rf"corral: error: the corral daemon for {re.escape(str(small / 'run'))} exited "
         rf"\(\d+\) at start:\n\(its log is empty: the disk that holds "
@@ -2361,14 +2362,7 @@ def test_logs_of_a_job_whose_output_filled_the_disk_say_it_was_lost_not_that_it_
         fresh, tmp_path):
     """Attack review: corral logs said the job "wrote nothing", where it wrote 10 MB
     that could not be saved."""
-    small = tmp_path / "small"
-    small.mkdir()
-    path = f"{os.path.dirname(CORRAL)}:{fresh.env['PATH']}"
-    done = subprocess.run(["unshare", "--mount", "sh", "-c", OUTPUT_LOST],
-                          env={**fresh.env, "SMALL": os.fspath(small),
-                               "CORRAL_RUN": os.fspath(small / "run"), "PATH": path},
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done
+    _in_a_small_mount(fresh, tmp_path, OUTPUT_LOST)
     assert (tmp_path / "logs").read_text() == (
         "corral: job 1 'filler': what it wrote was lost: [Errno 28] No space left on device (its "
         "output could not be saved)\nlogs 0\n")
