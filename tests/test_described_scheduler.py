@@ -674,6 +674,36 @@ def test_a_scheduler_described_in_the_site_file_serves_every_directory_and_the_d
         corral_command("stop")
 
 
+def test_a_command_that_cannot_see_the_runs_scheduler_starts_no_daemon_for_it(
+        config_dir, cluster, tmp_path):
+    """Re-attack: where the site's table was not read, ``corral cancel`` of a
+    job a killed daemon left on it started a daemon on the local backend and
+    said "cancelled", while the job ran on in the cluster."""
+    from support.cli import CORRAL, kill_and_wait, owner_pid
+
+    site = tmp_path / "etc" / "corral.toml"
+    site.parent.mkdir()
+    site.write_text(TABLE + '\n[daemon]\nbackend = "fakeq"\n')
+    run = tmp_path / "run"
+    env = {**os.environ, "CORRAL_SITE_CONFIG": os.fspath(site), "CORRAL_DAEMON_IDLE": "30"}
+
+    def corral_command(*args: str, **changes: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path, env={**env, **changes})
+
+    job = corral_command("submit", "sleep", "60").stdout.strip()
+    from support.waiting import wait_until
+
+    wait_until(lambda: "RUNNING" in corral_command("status").stdout, message="it to run")
+    kill_and_wait(owner_pid(run))
+    blind = corral_command("cancel", job, CORRAL_SITE_CONFIG="")
+    assert blind.returncode == 3, blind
+    assert blind.stderr.startswith("corral: error: cannot cancel: 1 unfinished job(s) of the run "
+                                   f"at {run} went to 'fakeq', which is not a backend here"), blind
+    assert owner_pid(run) is None and cluster.calls("qdel") == []
+    assert "RUNNING" in corral_command("status").stdout  # nothing was recorded over it
+
+
 _DYING_DRIVER = """
 import os, signal, sys, time, corral
 with corral.Scheduler(backend="fakeq", journal=sys.argv[1],

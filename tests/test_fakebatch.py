@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -752,9 +753,42 @@ def test_a_cancel_the_scheduler_does_not_answer_holds_neither_cancel_nor_other_j
                               "may still run; check with the scheduler")
         assert sched.submit(add, 2, 3).result(timeout=60) == 5  # the run goes on meanwhile
         answer.touch()
-        wait_until(lambda: "qdel answered late: the cancel went through" in caplog.text,
+        wait_until(lambda: re.search(r"qdel \S+ answered late: the cancel went through",
+                                     caplog.text),
                    message="the late answer to be logged")
     release.touch()
+
+
+def test_a_program_that_closes_while_a_cancel_hangs_waits_a_few_seconds_not_a_minute(
+        tmp_path, monkeypatch, caplog):
+    """Re-attack: the close waited for each unanswered cancel's whole minute."""
+    monkeypatch.setattr("corral.backends.batch.base.CANCEL_PATIENCE_S", 0.5)
+    release = tmp_path / "release"
+    with on_fakebatch(tmp_path, monkeypatch, shadows={"qdel": "sleep 600"}) as (_, sched):
+        job = sched.submit(wait_for_file, os.fspath(release), 1)
+        wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
+        job.cancel()
+        closing = time.monotonic()
+    assert time.monotonic() - closing < 20  # (the close's own cancel waits on qdel too)
+    assert "has not answered at the close: its jobs may still run" in caplog.text
+    release.touch()
+
+
+def test_a_job_over_the_runs_own_cap_on_a_cluster_is_refused_not_left_waiting(tmp_path,
+                                                                               monkeypatch):
+    """A sysadmin's review: with ``[daemon] cores = 2`` (or ``Scheduler(cores=2)``)
+    on a cluster backend, a 4-core job waited for ever, never submitted and
+    never said why; the local backend refuses such a job at once."""
+    with on_fakebatch(tmp_path, monkeypatch) as (cluster, sched):
+        sched._engine.backend._capacity = type(sched._engine.backend._capacity)(2, 2048, None)
+        with pytest.raises(corral.ResourceError, match=r"asks for 4 cores but cores=2 caps what "
+                                                       r"this run has in flight on fakebatch"):
+            sched.options(cores=4).submit(add, 1, 2)
+        with pytest.raises(corral.ResourceError, match=r"asks for 4096 MB of memory but "
+                                                       r"memory=2048 MB caps"):
+            sched.options(memory="4G").submit(add, 1, 2)
+        assert sched.options(cores=2).submit(add, 1, 2).result(timeout=60) == 3
+        assert cluster.calls("qsub")
 
 
 def test_a_cancel_the_scheduler_refuses_says_the_job_may_still_run(tmp_path, monkeypatch):

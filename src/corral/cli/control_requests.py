@@ -72,6 +72,7 @@ def control_request(context: click.Context, request: dict[str, Any],
         raise CommandError(f"no corral daemon runs for {run_dir}, so nothing runs there "
                            f"to {request['verb']}", EXIT_UNREACHABLE)
     check_config(run_dir)  # a bad config file is one line here, not a daemon that died
+    _refuse_a_daemon_blind_to_its_jobs(run_dir, request["verb"])
     from corral.cli.daemon import HELD_FOR, ensure_daemon, idle_seconds  # (none answered)
 
     try:
@@ -130,6 +131,29 @@ _CLUSTER_VERBS = ("cancel", "pause", "resume")
 #: Only submit may create a run; a typo in ``--run`` with any other verb must
 #: not leave a directory and a daemon behind and report success.
 _VERBS_THAT_MAKE_A_RUN = ("submit",)
+
+
+def _refuse_a_daemon_blind_to_its_jobs(run_dir: Path, verb: str) -> None:
+    """Refuse to start a daemon for a run whose unfinished jobs went to a
+    backend this process does not know (a site's scheduler whose table is
+    not in the files read here): it would take them up on another backend,
+    and a cancel would say "cancelled" of a job that runs on in the cluster
+    (re-attack review)."""
+    from corral.journal.run import Run
+    from corral.journal.files import journal_path
+
+    if not journal_path(run_dir).exists():
+        return
+    run = Run(run_dir)
+    unfinished = [job for job in run.jobs(results=False) if job.status not in TERMINAL]
+    unknown = run.jobs_of_unknown_backends(unfinished) if unfinished else {}
+    if unknown:
+        backends = ", ".join(sorted(set(unknown.values())))
+        raise CommandError(
+            f"cannot {verb}: {len(unknown)} unfinished job(s) of the run at {run_dir} went to "
+            f"{backends!r}, which is not a backend here (its [schedulers.NAME] table is not in "
+            "the config files this command reads); run it where that table is read",
+            EXIT_UNREACHABLE)
 
 
 def send_to_driver(run_dir: Path, request: dict[str, Any]) -> dict[str, Any]:

@@ -51,14 +51,14 @@ from typing import Any, ClassVar, TypeVar
 
 from corral.backends.base import Capacity, Submission, Update
 from corral.backends.batch import arrays, bundles, forgotten, outcomes, taskfiles
-from corral.backends.batch.invoke import (COMMAND_TIMEOUT_S, CommandInFlight, CommandTimedOut,
+from corral.backends.batch.invoke import (CommandInFlight, CommandTimedOut,
                                           run_command)
 from corral.backends.batch.polling import PollClock
 from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
                                              NeverKind, SubmitRequest)
 from corral.backends.batch.settings import parse_settings, split_options
-from corral.errors import BackendError
+from corral.errors import BackendError, ResourceError
 from corral.runtime.batch import CANCELLED_MARK, claim_for_cancel, read_result
 from corral.status import JobStatus
 from corral.units import format_span
@@ -162,9 +162,22 @@ class BatchBackend:
         return self._capacity
 
     def check(self, resources: Any) -> None:
-        """Nothing to check up front: the cluster decides what fits, and a request
-        it can never satisfy is found by its pending reason (see
-        :meth:`BatchScheduler.never_starts`)."""
+        """The cluster decides what fits, and a request it can never satisfy is
+        found by its pending reason (see :meth:`BatchScheduler.never_starts`).
+        But a cap the program set on what the run has in flight at once
+        (``Scheduler(cores=2)``, ``[daemon] cores``) is corral's own: a job over
+        it waited for ever, unsubmitted and unsaid (a sysadmin's review), so it
+        is refused now, as the local backend refuses one larger than the machine."""
+        have = self._capacity
+        for what, asked, limit, knob, unit in (
+            ("cores", resources.cores, have.cores, "cores", ""),
+            ("MB of memory", resources.memory_mb, have.memory_mb, "memory", " MB"),
+            ("GPUs", resources.gpus, have.gpus, "gpus", ""),
+        ):
+            if asked and limit is not None and asked > limit:
+                raise ResourceError(f"asks for {asked} {what} but {knob}={limit}{unit} caps what "
+                                    f"this run has in flight on {self.scheduler.title} at once",
+                                    setting=knob)
 
     def submit(self, batch: Sequence[Submission]) -> list[str]:
         if not batch:
@@ -303,11 +316,14 @@ class BatchBackend:
         return None if refused is None else f"the scheduler refused to end it ({refused})"
 
     @staticmethod
-    def _cancel_answer(query: CommandInFlight) -> str | None:
+    def _cancel_answer(query: CommandInFlight, late: bool = False) -> str | None:
         try:
             query.answer()
         except BackendError as error:
-            log.warning("%s", error)
+            if late:  # (which jobs: the reason sent the user to the log)
+                log.warning("%s answered late, refusing: %s", " ".join(query.argv), error)
+            else:
+                log.warning("%s", error)
             return str(error)
         return None
 
@@ -317,8 +333,8 @@ class BatchBackend:
         for query in self._cancels_in_flight:
             if not query.finished:
                 waiting.append(query)
-            elif self._cancel_answer(query) is None:
-                log.info("%s answered late: the cancel went through", query.argv[0])
+            elif self._cancel_answer(query, late=True) is None:
+                log.info("%s answered late: the cancel went through", " ".join(query.argv))
         self._cancels_in_flight = waiting
 
     def terminate(self, job_ids: Collection[int | str]) -> None:
@@ -365,9 +381,17 @@ class BatchBackend:
         if self._query is not None:
             self._query.abandon()
             self._query = None
-        for late in self._cancels_in_flight:  # its answer, as a cancel made now would wait
-            late.finished_within(COMMAND_TIMEOUT_S + 10)  # (it ends itself at the timeout)
-        self._note_late_cancels()
+        if self._cancels_in_flight:  # their answers, a little longer; then said and left
+            # (re-attack: waiting each one's minute held a closing program that long)
+            deadline = time.monotonic() + CANCEL_PATIENCE_S
+            for late in self._cancels_in_flight:
+                late.finished_within(max(0.0, deadline - time.monotonic()))
+            self._note_late_cancels()
+            for late in self._cancels_in_flight:
+                log.warning("%s has not answered at the close: its jobs may still run; check "
+                            "with the scheduler", " ".join(late.argv))
+                late.abandon()
+            self._cancels_in_flight = []
         natives = sorted({task.native_id for task in self._tasks.values() if task.native_id}
                          | set(self._jobs))
         if natives:
