@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from jobs import add, square, wait_for_file
+from jobs import add, square, wait_for_file, write_pid_and_wait
 from support.processes import pids_alive
 from support.waiting import wait_until
 from support.fakebatch.cluster import FakeBatch
@@ -742,9 +742,12 @@ def test_a_cancel_the_scheduler_does_not_answer_holds_neither_cancel_nor_other_j
     monkeypatch.setattr("corral.backends.batch.base.CANCEL_PATIENCE_S", 0.5)
     release, answer = tmp_path / "release", tmp_path / "answer"
     hung = f"while [ ! -e {shlex.quote(os.fspath(answer))} ]; do sleep 0.05; done"
+    pidfile = tmp_path / "pid"
     with on_fakebatch(tmp_path, monkeypatch, shadows={"qdel": hung}) as (_, sched):
-        job = sched.submit(wait_for_file, os.fspath(release), 1)
-        wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
+        job = sched.submit(write_pid_and_wait, os.fspath(pidfile), os.fspath(release))
+        # (its call under way: a job whose runtime has not begun is taken back, no doubt)
+        wait_until(lambda: job.status is JobStatus.RUNNING and pidfile.exists(),
+                   message="the job to run")
         asked = time.monotonic()
         assert job.cancel() and job.status is JobStatus.CANCELLED
         assert time.monotonic() - asked < 10  # (the command's own limit is 60 s)
@@ -764,9 +767,11 @@ def test_a_program_that_closes_while_a_cancel_hangs_waits_a_few_seconds_not_a_mi
     """Re-attack: the close waited for each unanswered cancel's whole minute."""
     monkeypatch.setattr("corral.backends.batch.base.CANCEL_PATIENCE_S", 0.5)
     release = tmp_path / "release"
+    pidfile = tmp_path / "pid"
     with on_fakebatch(tmp_path, monkeypatch, shadows={"qdel": "sleep 600"}) as (_, sched):
-        job = sched.submit(wait_for_file, os.fspath(release), 1)
-        wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
+        job = sched.submit(write_pid_and_wait, os.fspath(pidfile), os.fspath(release))
+        wait_until(lambda: job.status is JobStatus.RUNNING and pidfile.exists(),
+                   message="the job to run")
         job.cancel()
         closing = time.monotonic()
     assert time.monotonic() - closing < 20  # (the close's own cancel waits on qdel too)
