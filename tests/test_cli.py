@@ -113,6 +113,33 @@ def test_submits_started_at_once_on_a_new_run_all_land(fresh):
     assert fresh("wait").status == 0
 
 
+def test_a_new_run_taken_away_while_its_daemon_starts_is_made_anew(fresh, monkeypatch):
+    """A good submit racing a refused first one failed with "run: No such file
+    or directory" (CI): the refused one's undo took the new run away between
+    its making and its daemon's start. The start makes the run anew, and the
+    submit lands."""
+    from corral.cli import daemon
+
+    made_file = daemon.private_file
+    taken_away: list[Path] = []
+
+    def run_taken_away_once(path: Path) -> None:
+        made_file(path)
+        if not taken_away:  # (as the racing undo does: renamed away, then removed)
+            taken_away.append(path)
+            shutil.rmtree(path.parent)
+
+    for name, value in fresh.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(daemon, "private_file", run_taken_away_once)
+    answer = daemon.ensure_daemon(fresh.run)
+    fresh._note_daemon()
+    assert taken_away and answer.get("pid") == fresh.daemon_pid() is not None, answer
+    submitted = fresh("submit", "--", "echo anew")
+    assert (submitted.status, submitted.err) == (0, ""), submitted
+    assert fresh("wait").status == 0
+
+
 def test_a_refused_submit_racing_good_ones_on_a_new_run_leaves_their_run(fresh):
     """A refused first submit undoes the run it made, daemon and directory: it
     did so also when other submits started at the same moment had their jobs

@@ -709,7 +709,11 @@ import os, signal, sys, time, corral
 with corral.Scheduler(backend="fakeq", journal=sys.argv[1],
                       backend_options={"poll_interval": 0.05}) as sched:
     job = sched.shell("sleep 60")
-    while job.status is not corral.JobStatus.RUNNING and not job.done():
+    # Killed once its journal says RUNNING (its writer may lag the job by a
+    # moment: CI found it killed with SUBMITTED still written).
+    deadline = time.monotonic() + 30
+    while not corral.Run(sys.argv[1]).jobs("RUNNING", results=False):
+        assert time.monotonic() < deadline and not job.done(), job
         time.sleep(0.01)
     print(job.native_id, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)

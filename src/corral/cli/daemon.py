@@ -91,10 +91,10 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
             return send_when_served(run_dir, {"verb": "ping"})
         except NoDriver:
             pass
-        run_dir = private_run_dir(run_dir)
-        private_file(run_dir / DAEMON_LOG)
         process = None
         try:
+            run_dir = private_run_dir(run_dir)
+            private_file(run_dir / DAEMON_LOG)
             with open(run_dir / DAEMON_LOG, "ab") as log, _ctrl_c_after_the_start():
                 written_before = log.seek(0, os.SEEK_END)
                 process = subprocess.Popen(
@@ -103,6 +103,14 @@ def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> di
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                     cwd=run_dir, env=_daemon_environment())
             started = _wait_started(run_dir, process)
+        except FileNotFoundError:
+            # A refused first submit racing this one took the new run away
+            # between its making and the daemon's start (CI: "run: No such
+            # file or directory"): it is made anew, as a daemon would.
+            if process is None and attempt + 1 < _START_ATTEMPTS \
+                    and not os.path.lexists(run_dir):
+                continue
+            raise
         except (KeyboardInterrupt, Terminated):  # (attack review: it made the run after the
             # submit gave up)
             if process is not None:

@@ -89,6 +89,8 @@ def private_run_dir(path: str | os.PathLike[str]) -> Path:
         if info.st_mode & 0o077:
             os.chmod(run_dir, 0o700)
         tempfile.TemporaryFile(dir=run_dir).close()  # (a read-only mount, a 0o555 directory)
+    except FileNotFoundError:
+        raise  # taken away meanwhile (a refused first submit's undo): the caller may make it anew
     except OSError as error:
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         if journal_path(run_dir).exists():  # a run's history: never "choose another"
