@@ -145,6 +145,8 @@ def _refuse_a_daemon_blind_to_its_jobs(run_dir: Path, verb: str) -> None:
     if not journal_path(run_dir).exists():
         return
     run = Run(run_dir)
+    if not run.unknown_backends():  # (the usual case: no job row is read, of maybe millions)
+        return
     unfinished = [job for job in run.jobs(results=False) if job.status not in TERMINAL]
     unknown = run.jobs_of_unknown_backends(unfinished) if unfinished else {}
     if unknown:

@@ -164,17 +164,24 @@ class Run:
         """``{job id: backend name}`` for those of *jobs* handed to a backend that is
         not registered in this process (a site's backend not installed here):
         nothing here can tell whether they still run, nor reach them."""
-        from corral.backends import registered_info
-
         backends = read_session_backends(self.path)
-        unknown = {backend for backend in set(backends.values())
-                   if isinstance(backend, str) and registered_info(backend) is None}
+        unknown = self.unknown_backends(backends)
         found = {}
         for job in jobs:
             backend = backends.get(job.session or 0)
             if backend is not None and backend in unknown and job.native_id:
                 found[str(job.id)] = backend
         return found
+
+    def unknown_backends(self, backends: dict[int, str | None] | None = None) -> set[str]:
+        """The backends this run's sessions used that are not registered in this
+        process (from *backends*, the sessions' backends, when read already)."""
+        from corral.backends import registered_info
+
+        if backends is None:
+            backends = read_session_backends(self.path)
+        return {backend for backend in set(backends.values())
+                if isinstance(backend, str) and registered_info(backend) is None}
 
     def sessions(self) -> list[StoredSession]:
         """Each driver session of the run (script or daemon), oldest first, with
