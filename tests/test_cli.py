@@ -2373,6 +2373,43 @@ def test_a_daemon_that_cannot_start_on_a_full_disk_says_the_disk_is_full(fresh, 
         r"on another disk\)\nsubmit 3\n", (tmp_path / "said").read_text())
 
 
+STOP_ON_A_FULL_DISK = """
+mount -t tmpfs -o size=3m tmpfs "$SMALL" || exit 9
+corral submit --name first -- true > /dev/null
+corral wait > /dev/null
+dd if=/dev/zero of="$SMALL/pad" bs=64k 2>/dev/null
+corral stop > /dev/null || exit 8
+for _ in $(seq 300); do  # until the daemon has let go of the run (a poll, 30 s at most)
+    [ -s "$CORRAL_RUN/owner.lock" ] || break
+    sleep 0.1
+done
+corral status > "$SMALL/../full" 2>&1
+echo "status $?" >> "$SMALL/../full"
+rm "$SMALL/pad"
+corral submit --name later -- true > /dev/null 2> "$SMALL/../later" || exit 7
+corral wait > /dev/null 2>&1
+corral status --all > "$SMALL/../status" 2>&1
+corral stop > /dev/null
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_daemon_stopped_on_a_full_disk_leaves_a_run_that_reads_and_goes_on(fresh, tmp_path):
+    """Attack review: stopped while its disk was full, the daemon left a journal
+    that every command then called "incomplete ... what it recorded there is
+    lost; move it away", though nothing was lost: its write-ahead log had been
+    moved into journal.db, and only the note that the session writes stayed."""
+    _in_a_small_mount(fresh, tmp_path, STOP_ON_A_FULL_DISK)
+    full = (tmp_path / "full").read_text()
+    assert "incomplete" not in full and full.endswith("status 0\n"), full
+    assert status_rows(full)["1"]["STATUS"] == "COMPLETED", full
+    assert (tmp_path / "later").read_text() == ""
+    statuses = {row["NAME"]: row["STATUS"]
+                for row in status_rows((tmp_path / "status").read_text()).values()}
+    assert statuses == {"first": "COMPLETED", "later": "COMPLETED"}, statuses
+
+
 OUTPUT_LOST = """
 mount -t tmpfs -o size=3m tmpfs "$SMALL" || exit 9
 corral submit --name filler -- "head -c 10000000 /dev/zero" > /dev/null

@@ -1138,6 +1138,35 @@ def test_a_disk_full_to_the_end_loses_the_held_changes_in_one_line(tmp_path):
     assert not re.search(r"job \d+ was not recorded", done.stderr), done.stderr  # (no row's fault)
 
 
+WRITER_STOPPED_ON_A_FULL_DISK = FILL + """
+import os, sys, time
+from pathlib import Path
+from corral.journal.files import create_journal, journal_path
+from corral.journal.writer import _Writer
+run = Path(sys.argv[1])
+run.mkdir(mode=0o700)
+create_journal(journal_path(run), "script")
+writer = _Writer(os.fspath(journal_path(run)), 1)  # (its log emptied as it opens)
+fill(run.parent / "pad", 4096)  # to the last page: moving the log in frees nothing
+writer.stop(1, time.time())
+print(writer.problems)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_a_writer_stopped_with_no_room_at_all_leaves_a_journal_that_reads(tmp_path):
+    """Attack review: a session that ended on a full disk left the note that it
+    writes in journal.db and an empty log, which every reader took for a lost
+    log ("incomplete ... move it away"). With no room even for the end's few
+    pages, the note is taken out in place, and the end said not recorded."""
+    done, status = _on_a_small_disk(tmp_path, WRITER_STOPPED_ON_A_FULL_DISK)
+    assert done.returncode == 0, done
+    assert done.stdout == ("['the end of the session was not recorded (the disk is full); all "
+                           "else it wrote is in the journal']\n"), done
+    assert status.read_text() == "", status.read_text()
+
+
 CLOSED_THEN_FILLED_PROGRAM = FILL + """
 import os, sys, corral
 with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:

@@ -355,19 +355,57 @@ class _Writer:
                        "opened")
             return
         try:
-            self.db.execute("BEGIN")
-            if session is not None:
-                self.db.execute("UPDATE sessions SET ended=? WHERE id=?", (ended, session))
-            self.db.execute("DELETE FROM meta WHERE key=? AND value=?",
-                            (WRITING_KEY, str(self.session)))
-            # (The number of the last batch written stays: a writer that takes over
-            # from this one, killed after this commit but before it exited, is
-            # sent every batch the driver kept, and must know they are written.)
-            self.db.execute("COMMIT")
+            self._end_session(session, ended)
         except sqlite3.Error as error:
             self._rollback()
-            self._note(f"the end of the session was not recorded: {error}")
+            if not (no_room(error) and self._end_session_in_less_room(session, ended)):
+                self._note(f"the end of the session was not recorded: {error}")
         self.db.close()
+
+    def _end_session(self, session: int | None, ended: float | None) -> None:
+        self.db.execute("BEGIN")
+        if session is not None:
+            self.db.execute("UPDATE sessions SET ended=? WHERE id=?", (ended, session))
+        self.db.execute("DELETE FROM meta WHERE key=? AND value=?",
+                        (WRITING_KEY, str(self.session)))
+        # (The number of the last batch written stays: a writer that takes over
+        # from this one, killed after this commit but before it exited, is
+        # sent every batch the driver kept, and must know they are written.)
+        self.db.execute("COMMIT")
+
+    def _end_session_in_less_room(self, session: int | None, ended: float | None) -> bool:
+        """End the session on a full disk; whether it could be.
+
+        Closing moves the log into journal.db and empties it, so the note that
+        this session writes, left in journal.db, read as a log that was lost:
+        a daemon stopped on a full disk left a run that every command refused
+        ("incomplete ... move it away"), though nothing was lost (attack
+        review). So the log is moved in first, which frees its room, and the
+        end is written again; failing that, the note alone is taken out of
+        journal.db's own page, which needs no new room (no log either: a row
+        deleted in place), and the session reads as one whose driver died.
+        """
+        try:
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            return False
+        if busy:  # (a reader holds the log: it is not emptied, and stays whole)
+            return False
+        try:
+            self._end_session(session, ended)
+            return True
+        except sqlite3.Error:
+            self._rollback()
+        try:
+            if self.db.execute("PRAGMA journal_mode=OFF").fetchone()[0] != "off":
+                return False
+            self.db.execute("DELETE FROM meta WHERE key=? AND value=?",
+                            (WRITING_KEY, str(self.session)))
+        except sqlite3.Error:
+            return False
+        self._note("the end of the session was not recorded (the disk is full); all else it wrote "
+                   "is in the journal")
+        return True
 
 
 def _statements(messages: list[tuple], fold: bool
