@@ -173,6 +173,39 @@ def test_the_probe_answers_when_the_status_command_does(config_dir, cluster, mon
         assert probe_backend("fakeq") == corral.backends.Probe(False, "qstat is not on PATH")
 
 
+def test_the_probe_says_when_the_status_output_is_not_what_the_table_describes(
+        config_dir, cluster, tmp_path):
+    """A sysadmin's review: a table whose columns misread the status output, or
+    whose states lack a word the scheduler prints, answered "here" in `corral
+    backends`; the first sign was a run whose every poll failed, or jobs waited
+    on for ever."""
+    script = tmp_path / "listed.sh"
+    script.write_text("#!/bin/bash\nsleep 60\n")
+    native = subprocess.run(["qsub", "-o", "/dev/null", os.fspath(script)], capture_output=True,
+                            text=True, check=True, timeout=30).stdout.strip()
+    assert cluster.qstat(native)[native]["state"] in ("Q", "R")
+    user = __import__("getpass").getuser()
+    asked = f"qstat -u {user} -F text answered"
+
+    def probe(table_text: str) -> corral.backends.Probe:
+        (config_dir / "corral.toml").write_text(table_text)
+        load_config()
+        return probe_backend("fakeq")
+
+    assert probe(TABLE).why == f"{asked} ([schedulers.fakeq] of the settings)"
+    misread = probe(table(status_columns=None, status_regex="'^job (?P<id>\\d+) is "
+                                                             "(?P<state>\\w)'"))
+    assert not misread.answers and re.fullmatch(
+        rf"{asked}, but qstat printed no row corral can read: '{native}\s+[QR] .*': see "
+        r"status_columns \(or status_regex\) and status_skip in \[schedulers\.fakeq\] of the "
+        r"settings", misread.why), misread
+    unlisted = probe(table(states='{ F = "ended", D = "cancelled" }'))
+    assert unlisted.answers and re.fullmatch(
+        rf"{asked}, listing 1 job\(s\), but the state word\(s\) '[QR]' are not in the states "
+        r"of \[schedulers\.fakeq\] of the settings: jobs in them are waited on as they were",
+        unlisted.why), unlisted
+
+
 # -- bad tables -------------------------------------------------------------------------------
 
 BAD = [

@@ -155,7 +155,13 @@ def table_of(info: BackendInfo) -> Table | None:
 
 
 def _answers(table: Table, timeout: float = 5.0) -> Probe:
-    """Whether the table's status command answers with exit status 0 within *timeout*."""
+    """Whether the table's status command answers with exit status 0 within
+    *timeout*, and prints what the table says it does: output its columns or
+    regex cannot read, and state words missing from its ``states``, are said
+    here, where a person setting the table up looks (else they showed first as
+    a run whose polls failed, or jobs waited on for ever)."""
+    from corral.backends.batch.described.scheduler import status_rows
+
     argv = [render(part, {"user": getpass.getuser()}, f"schedulers.{table.name}.status")
             for part in table.status]
     if (absent := probing.missing(argv[0])) is not None:
@@ -163,7 +169,19 @@ def _answers(table: Table, timeout: float = 5.0) -> Probe:
     done = probing.answered(argv, timeout)
     if isinstance(done, Probe):
         return done
-    return Probe(True, f"{' '.join(argv)} answered ([schedulers.{table.name}] of the settings)")
+    asked, where = " ".join(argv), f"[schedulers.{table.name}] of the settings"
+    try:
+        rows = status_rows(table, done.stdout, argv[0])
+    except ValueError as error:
+        return Probe(False, f"{asked} answered, but {error}: see status_columns (or "
+                            f"status_regex) and status_skip in {where}")
+    unknown = sorted({row.state for row in rows.values()} - set(table.states))
+    if unknown:
+        words = ", ".join(repr(word) for word in unknown)
+        return Probe(True, f"{asked} answered, listing {len(rows)} job(s), but the state "
+                           f"word(s) {words} are not in the states of {where}: jobs in them "
+                           "are waited on as they were")
+    return Probe(True, f"{asked} answered ({where})")
 
 
 def _value_shown(resource: str, table: Table) -> str:

@@ -23,7 +23,7 @@ from corral.backends.batch.taskfiles import printable
 from corral.errors import BackendError
 from corral.status import JobStatus
 
-__all__ = ["DescribedScheduler", "scheduler_class"]
+__all__ = ["DescribedScheduler", "scheduler_class", "status_rows"]
 
 log = logging.getLogger(__name__)
 _NUMBER = re.compile("-?[0-9]{1,9}")
@@ -243,6 +243,15 @@ def _with_ids(argv: Sequence[str], native_ids: Sequence[str], separator: str,
         else:
             filled.append(render(part, {"ids": separator.join(native_ids)}, where))
     return filled
+
+
+def status_rows(table: Table, stdout: str, program: str) -> dict[str, NativeRow]:
+    """The rows of the status command's *stdout*, read as *table* says (for its probe).
+
+    Raises:
+        ValueError: as :func:`_rows`.
+    """
+    return _rows(table.status_parser, stdout, program, table.states, "status_skip", set())
 
 
 def _rows(parser: Parser, stdout: str, program: str, states: Mapping[str, StateWord],
