@@ -173,6 +173,26 @@ def test_the_probe_answers_when_the_status_command_does(config_dir, cluster, mon
         assert probe_backend("fakeq") == corral.backends.Probe(False, "qstat is not on PATH")
 
 
+def test_auto_takes_the_sites_described_scheduler_before_a_built_in_one_that_answers(
+        config_dir, cluster):
+    """A site that wraps PBS's commands in its own, described in a table, had
+    backend="auto" choose the built-in PBS backend, which also answers there
+    (and submitted past the site's wrappers): the site's table says how jobs
+    are submitted there."""
+    from corral.backends import resolve_backend
+
+    (config_dir / "corral.toml").write_text(TABLE)
+    load_config()
+    assert probe_backend("pbs").answers  # (the fake cluster's qstat speaks Torque too)
+    assert resolve_backend("auto") == "fakeq"
+    from support.cli import CORRAL
+
+    listed = subprocess.run([CORRAL, "backends", "auto"], capture_output=True, text=True,
+                            timeout=60, cwd=config_dir, env={**os.environ, "COLUMNS": "200"})
+    assert listed.returncode == 0 and 'backend="auto" chooses fakeq here' in listed.stdout, \
+        listed
+
+
 def test_the_probe_says_when_the_status_output_is_not_what_the_table_describes(
         config_dir, cluster, tmp_path):
     """A sysadmin's review: a table whose columns misread the status output, or

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["AUTO", "DEFAULT_BACKEND", "BackendInfo", "Capabilities", "backend_info",
            "backend_names", "is_backend", "register_backend", "unregister_backend",
            "resolve_backend", "make_backend", "outlives_driver", "registered_info",
-           "probe_backend", "Probe"]
+           "probe_backend", "Probe", "auto_order"]
 
 #: The name that stands for "the first registered backend that answers here".
 AUTO = "auto"
@@ -213,6 +213,17 @@ def backend_names() -> tuple[str, ...]:
     return tuple(_backends())
 
 
+def auto_order() -> tuple[str, ...]:
+    """Every registered backend's name in the order ``backend="auto"`` asks them:
+    a site's own first (described in settings, installed or registered), then
+    corral's. A site that describes its scheduler says how jobs are submitted
+    there: its table wraps the commands a built-in backend would take for its
+    own (a site's PBS behind wrappers went to the built-in PBS backend)."""
+    names = backend_names()
+    return (*(name for name in names if name not in _BUILT_IN_BY_NAME),
+            *(name for name in names if name in _BUILT_IN_BY_NAME))
+
+
 def backend_info(name: str) -> BackendInfo:
     """The registered backend called *name* (``"auto"`` resolved first).
 
@@ -250,7 +261,7 @@ def resolve_backend(name: str) -> str:
     """The registered backend *name* stands for.
 
     ``"auto"`` asks each registered backend that has an ``answers`` probe, in
-    order, whether it can be used here (Slurm: ``sbatch`` and ``squeue`` are
+    :func:`auto_order`, whether it can be used here (Slurm: ``sbatch`` and ``squeue`` are
     on PATH and ``squeue --me`` answers within a few seconds), and takes the
     first that does; else :data:`DEFAULT_BACKEND`.
 
@@ -261,7 +272,7 @@ def resolve_backend(name: str) -> str:
         return name
     backends = _backends()
     if name == AUTO:
-        for info in list(backends.values()):
+        for info in [backends[name] for name in auto_order()]:
             if info.auto and info.answers is not None and probe_backend(info.name).answers:
                 return info.name
         return DEFAULT_BACKEND

@@ -843,15 +843,15 @@ def backends(names: tuple[str, ...]) -> None:
     one backend="auto" chooses."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from corral.backends import (AUTO, DEFAULT_BACKEND, Probe, backend_info, backend_names,
-                                 probe_backend)
+    from corral.backends import (AUTO, DEFAULT_BACKEND, Probe, auto_order, backend_info,
+                                 backend_names, probe_backend)
     from corral.cli.backend_views import backends_view
 
     register_configured_backends()
     for name in names:
         if name not in backend_names() and name != AUTO:
             raise CommandError(_unknown_backend(name))
-    every = backend_names()
+    every = auto_order()  # (listed in the order "auto" asks them)
     with ThreadPoolExecutor(max_workers=len(every)) as pool:  # probes wait on commands
         probes = dict(zip(every, pool.map(probe_backend, every), strict=True))
     probes[DEFAULT_BACKEND] = Probe(True, "always: worker processes on this machine; "
