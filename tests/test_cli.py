@@ -2066,6 +2066,20 @@ def test_a_daemon_table_in_the_submitting_directory_gets_a_note_that_it_is_not_r
                          f"not read: the daemon of {fresh.run} takes its settings from "
                          f"{fresh.config} and {fresh.run / 'corral.toml'}\n")
     assert fresh("wait", quiet.out.strip(), noted.out.strip()).status == 0
+    site = tmp_path / "site.toml"  # (a site's file is read first: named too)
+    sited = fresh.ok("submit", "true", env={"CORRAL_SITE_CONFIG": os.fspath(site)})
+    assert sited.err.endswith(f"takes its settings from {site} and {fresh.config} and "
+                              f"{fresh.run / 'corral.toml'}\n"), sited.err
+
+
+def test_a_daemon_names_every_file_its_settings_come_from_the_sites_too(fresh, tmp_path):
+    """Where a person sets the daemon's queues: the site's file was left out."""
+    site = tmp_path / "site.toml"
+    refused = fresh("submit", "--queue", "gpu", "true",
+                    env={"CORRAL_SITE_CONFIG": os.fspath(site)})
+    assert_one_line_error(refused, 2, re.escape(
+        f"set queues = {{name = 2}} in the [daemon] table of {site} or {fresh.config} or "
+        f"{fresh.run / 'corral.toml'})"))
 
 
 def test_corral_stop_with_no_daemon_says_so_even_if_the_config_is_broken(fresh):

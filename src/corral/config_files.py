@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 __all__ = ["CONFIG_NAME", "SITE_CONFIG", "site_config_path", "user_config_path", "config_paths",
-           "config_files_in", "same_file"]
+           "config_files_in", "every_config_path", "same_file"]
 
 CONFIG_NAME = "corral.toml"
 
@@ -61,11 +61,17 @@ def config_paths(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, Path]
     return user_file, Path(cwd) / CONFIG_NAME
 
 
+def every_config_path(cwd: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The site's file and those of :func:`config_paths`, each once, whether or
+    not they exist: where a message tells a person to write a setting (one that
+    named only the user's and the local file sent a site's admin elsewhere)."""
+    site = site_config_path()
+    return list(dict.fromkeys((*([site] if site is not None else []), *config_paths(cwd))))
+
+
 def config_files_in(cwd: str | os.PathLike[str] | None = None) -> list[Path]:
     """The site's file and those of :func:`config_paths` that exist, each once."""
-    site = site_config_path()
-    paths = (*([site] if site is not None else []), *config_paths(cwd))
-    return [path for path in dict.fromkeys(paths) if path.exists()]
+    return [path for path in every_config_path(cwd) if path.exists()]
 
 
 def same_file(first: Path, second: Path) -> bool:

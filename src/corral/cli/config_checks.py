@@ -64,7 +64,7 @@ def note_tables_not_read(run_dir: Path, notify: bool) -> None:
     ``corral.toml`` is not the run's (when the run is elsewhere), nor its
     ``[smtp]`` table for a job that asks for mail, rather than leave the user
     to wonder why its queues are unknown or no mail server is configured."""
-    from corral.config_files import config_paths, same_file
+    from corral.config_files import config_paths, every_config_path, same_file
 
     _, in_cwd = config_paths()  # (the user's file, where the current directory was deleted)
     if not in_cwd.is_file():
@@ -79,4 +79,5 @@ def note_tables_not_read(run_dir: Path, notify: bool) -> None:
         said = " and ".join(f"[{name}]" for name in tables)
         click.echo(f"corral: note: the {said} table{'s' * (len(tables) > 1)} of {in_cwd} "
                    f"{'are' if len(tables) > 1 else 'is'} not read: the daemon of {run_dir} "
-                   f"takes its settings from {' and '.join(map(str, read))}", err=True)
+                   f"takes its settings from {' and '.join(map(str, every_config_path(run_dir)))}",
+                   err=True)
