@@ -518,3 +518,26 @@ class CountedLoad:
 
 def counted_load(value: int) -> CountedLoad:
     return CountedLoad(value)
+
+
+#: How many Loaded values this process has unpickled.
+LOADS = [0]
+
+
+def _load(value: int) -> Loaded:
+    LOADS[0] += 1
+    return Loaded(value)
+
+
+class Loaded:
+    """A value that counts its unpickling in the process that loads it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self):
+        return _load, (self.value,)
+
+
+def loaded(value: int) -> Loaded:
+    return Loaded(value)

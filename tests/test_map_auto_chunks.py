@@ -78,6 +78,18 @@ def test_an_automatic_map_takes_what_a_map_takes(tmp_path: Path):
         assert list(scheduler.map(jobs.add, [first, 1], [1, 2], chunksize="auto")) == [17, 3]
 
 
+def test_a_rerun_loads_the_results_of_each_restored_chunk_once(tmp_path: Path):
+    """A rerun unpickled every restored chunk's results twice: once to see
+    whether the chunk would be restored, once to restore it."""
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        list(scheduler.map(jobs.loaded, range(3000), chunksize="auto"))
+    jobs.LOADS[0] = 0
+    with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
+        again = list(scheduler.map(jobs.loaded, range(3000), chunksize="auto"))
+    assert [value.value for value in again] == list(range(3000))
+    assert jobs.LOADS[0] == 3000
+
+
 def test_calls_slower_than_a_chunks_time_keep_a_job_each(tmp_path: Path):
     with corral.Scheduler(cores=2, journal=tmp_path / "run") as scheduler:
         pids = list(scheduler.map(jobs.pid_after, [0.03] * 12, chunksize="auto"))

@@ -47,6 +47,9 @@ log = logging.getLogger("corral.resume")
 
 _STALE_START_TOLERANCE_S = 5.0
 
+#: How many chunks' loaded results :meth:`Resumer.earlier` keeps for :meth:`Resumer.plan`.
+_LOADED_KEPT = 256
+
 
 class Resumer:
     """Keys, ids and restored outcomes for a journaled scheduler."""
@@ -76,6 +79,12 @@ class Resumer:
         #: by function (see chunk_sizes_at), read when a map of it first asks.
         self._chunk_sizes: dict[str, tuple[dict[int, list[int]], list[int]]] = {}
         self._chunks_lock = threading.Lock()
+        #: ``{earlier job's id: (restorable, value)}`` of the chunks :meth:`earlier`
+        #: found lately: a map dispatches them soon after, and :meth:`plan` takes
+        #: their values rather than unpickle them again (a chunk's results,
+        #: thousands of them, were loaded twice in a rerun). The oldest go
+        #: beyond :data:`_LOADED_KEPT`: those of a map left unread.
+        self._loaded_lately: dict[int | str, tuple[bool, Any]] = {}
 
     def plan(self, batch: list[JobRecord], new_id: Callable[[], int],
              is_taken: Callable[[str], bool], taken: set[str]) -> list[int | str]:
@@ -115,7 +124,7 @@ class Resumer:
                 continue
             ids.append(stored.id)
             taken.add(str(stored.id))
-            restorable, value = _restorable(stored)
+            restorable, value = self._loaded(stored)
             if restorable:
                 job.restored = stored
                 job.data = value  # (loaded once, here: Engine._restore keeps it)
@@ -211,7 +220,22 @@ class Resumer:
         stored = self.previous.get(f"{digest}#{self._occurrences.get(hash(digest), 0) + 1}")
         if stored is None:
             return False, False
-        return True, _restorable(stored)[0]
+        loaded = _restorable(stored)
+        with self._chunks_lock:
+            self._loaded_lately[stored.id] = loaded
+            if len(self._loaded_lately) > _LOADED_KEPT:
+                del self._loaded_lately[next(iter(self._loaded_lately))]
+        return True, loaded[0]
+
+    def _loaded(self, stored: StoredJob) -> tuple[bool, Any]:
+        """:func:`_restorable` of *stored*, taken from what :meth:`earlier` loaded
+        if it did (and let go of there)."""
+        if self._loaded_lately:
+            with self._chunks_lock:
+                loaded = self._loaded_lately.pop(stored.id, None)
+            if loaded is not None:
+                return loaded
+        return _restorable(stored)
 
 
 def _counted(seen: dict[int, int], digest: str) -> int:
