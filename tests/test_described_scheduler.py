@@ -816,6 +816,49 @@ def test_the_command_line_shows_and_cancels_a_described_runs_jobs_with_no_driver
            "(1)\n"), paused
 
 
+@pytest.mark.parametrize("after_the_kill", ["cancel", "pause, then stop"])
+def test_a_job_a_killed_daemon_left_in_the_cluster_is_followed_and_deleted(
+        config_dir, cluster, tmp_path, after_the_kill):
+    """Helper review: after the daemon of a `corral submit` run was killed, a
+    `corral cancel` started a daemon held for it, which kept the job QUEUED, not
+    followed in the cluster: the cancel said "cancelled", and no qdel went out
+    (the job ran on). A `corral pause` showed it "QUEUED ... paused" while it
+    ran, and a `corral stop` then cancelled it the same way."""
+    from support.cli import CORRAL, kill_and_wait, owner_pid
+    from support.waiting import wait_until
+
+    site = tmp_path / "site.toml"
+    site.write_text(TABLE + '\n[daemon]\nbackend = "fakeq"\n')
+    run = tmp_path / "run"
+    env = {**os.environ, "CORRAL_SITE_CONFIG": os.fspath(site), "COLUMNS": "200"}
+
+    def corral_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
+                              text=True, timeout=60, cwd=config_dir, env=env)
+
+    try:
+        job = corral_command("submit", "sleep", "60").stdout.strip()
+        wait_until(lambda: "RUNNING" in corral_command("status").stdout, message="it to run")
+        native = next(iter(cluster.qstat()))
+        kill_and_wait(owner_pid(run))
+        if after_the_kill == "cancel":
+            ended = corral_command("cancel", job)
+            assert (ended.returncode, ended.stdout) == (0, f"cancelled {job} 'sleep'\n"), ended
+        else:
+            assert corral_command("pause").returncode == 0
+            listing = corral_command("status", "--all").stdout
+            assert "QUEUED" not in listing and native in listing.split(), listing
+            ended = corral_command("stop")
+            assert ended.returncode == 0, ended
+        wait_until(lambda: cluster.qstat(native)[native]["reason"] == "deleted",
+                   message="the job deleted in the cluster")
+        assert [call[2][-1] for call in cluster.calls("qdel")] == [native]
+        row = corral_command("status", "--all").stdout
+        assert re.search(rf"^{job}\s+sleep\s+CANCELLED\b", row, re.MULTILINE), row
+    finally:
+        corral_command("stop")
+
+
 _DYING_DRIVER_OF_A_CHAIN = """
 import os, signal, sys, time, corral
 with corral.Scheduler(backend="fakeq", journal=sys.argv[1],

@@ -537,6 +537,7 @@ class Engine:
 
     def add(self, jobs: list[JobRecord]) -> None:
         """Take in a batch in dependency order (loop thread)."""
+        left_in_cluster: list[JobRecord] = []
         for job in jobs:  # ``unfinished`` was counted by dispatch(), in the caller's thread
             self._live[id(job)] = job
             if self.journal is not None:
@@ -565,9 +566,32 @@ class Engine:
             job.unmet = unmet
             if unmet and not self._may_go_early(job):
                 self._move(job, _S.WAITING, _waiting_reason(job))
+            elif job.reattach is not None:
+                self._move(job, _S.QUEUED)
+                left_in_cluster.append(job)
             else:
                 self._move(job, _S.QUEUED)
                 self.packer.push(job)
+        if left_in_cluster:
+            self._take_up_left(left_in_cluster)
+
+    def _take_up_left(self, jobs: list[JobRecord]) -> None:
+        """Follow at once the jobs an earlier driver left in the cluster: they are
+        there already, so they take their room whatever is free, paused or held
+        as this driver may be. (Taken up only when the loop started jobs, a
+        daemon started paused by ``corral pause``, or held for a ``corral
+        cancel``, kept them QUEUED here while they ran in the cluster: status
+        said "paused", and a cancel or a stop said "cancelled" and sent the
+        cluster no delete: helper review.)"""
+        now = time.monotonic()
+        for job in jobs:
+            self.packer.take_running(job, now)
+            job.attempts += 1
+            self._active[job.dispatched_id] = job
+            self._move(job, _S.SUBMITTED)
+        self._attach(jobs)
+        if self._chains:
+            self._queue_chained(jobs)
 
     def _committed(self, job: JobRecord) -> bool:
         """Whether the journal committed *job*'s row; else it is cancelled, and

@@ -306,6 +306,11 @@ class Packer:
                 and job.spec.tokens
                 <= self.free_tokens - min(self.free_tokens, beside.spec.tokens))
 
+    def take_running(self, job: JobRecord, now: float) -> None:
+        """Hold the room of *job*, which runs already whether or not there is
+        room (one an earlier driver left in a cluster, followed again)."""
+        self._take(job, now)
+
     def _take(self, job: JobRecord, now: float) -> None:
         resources = job.spec.resources
         self.free_cores -= resources.cores
