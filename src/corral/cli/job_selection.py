@@ -32,21 +32,12 @@ def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False,
     """
     if not any(ID_RANGE.fullmatch(given) for given in ids):
         return ids
-    every = run.jobs(results=False)
-    names = {job.name for job in every}
     found: list[str] = []
     for given in ids:
-        bounds = ID_RANGE.fullmatch(given)
-        if bounds is None or given in names:
+        inside = _in_range(run, given)
+        if inside is None:
             found.append(given)
             continue
-        low, high = int(bounds[1]), int(bounds[2])
-        if low > high:
-            raise CommandError(f"the range {given} runs backwards; write {high}-{low}")
-        inside = [job for job in every if isinstance(job.id, int) and low <= job.id <= high]
-        if not inside:
-            raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
-                               f"({len(every)} jobs; corral status --all lists them)")
         for job in inside:
             if unfinished and job.status in TERMINAL:
                 if ended is not None:
@@ -54,6 +45,27 @@ def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False,
             else:
                 found.append(str(job.id))
     return tuple(dict.fromkeys(found))
+
+
+def _in_range(run: Run, given: str) -> list[StoredJob] | None:
+    """The jobs of the range *given* (``3-7``), read by their numbers (a big run
+    costs no more); None if it is no range, or a job's name.
+
+    Raises:
+        CommandError: the range runs backwards, or no job is numbered in it.
+    """
+    bounds = ID_RANGE.fullmatch(given)
+    if bounds is None or run.jobs_named(given):
+        return None
+    low, high = int(bounds[1]), int(bounds[2])
+    if low > high:
+        raise CommandError(f"the range {given} runs backwards; write {high}-{low}")
+    inside = [job for job in run.jobs_numbered(low, high) if isinstance(job.id, int)]
+    if not inside:
+        count = sum(run.overview(0, 0).counts.values())
+        raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
+                           f"({count} jobs; corral status --all lists them)")
+    return inside
 
 
 def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
@@ -64,10 +76,12 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
 
     if not ids:
         return run.jobs(results=False)
-    ids = with_ranges(run, ids)
     found, unknown = [], []
-    every = None
     for job_id in ids:
+        inside = _in_range(run, job_id)
+        if inside is not None:
+            found += inside
+            continue
         try:
             found.append(run.job(job_id))
             continue
@@ -75,9 +89,8 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
             pass
         from corral.control.verbs import AmbiguousName, id_or_name  # (only for a name)
 
-        every = run.jobs(results=False) if every is None else every
-        try:
-            found.append(run.job(id_or_name(job_id, every)))
+        try:  # (the jobs of that name only: a big run costs no more)
+            found.append(run.job(id_or_name(job_id, run.jobs_named(job_id))))
         except AmbiguousName as error:
             raise CommandError(str(error)) from None
         except CorralError:

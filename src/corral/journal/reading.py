@@ -228,6 +228,29 @@ def read_jobs(run_dir: str | os.PathLike[str], with_results: bool = True) -> lis
         return []
 
 
+def read_jobs_numbered(run_dir: str | os.PathLike[str], low: int, high: int) -> list[StoredJob]:
+    """The jobs whose ids are the numbers *low* to *high*, in dispatch order:
+    one query, not every row of the run made into a job (a range of a big
+    run took seconds, and a second a thousand jobs)."""
+    return _jobs_where(run_dir, "int_id BETWEEN ? AND ?", (low, high))
+
+
+def read_jobs_named(run_dir: str | os.PathLike[str], name: str) -> list[StoredJob]:
+    """The jobs called *name*, in dispatch order (one query, as above)."""
+    return _jobs_where(run_dir, "name = ?", (name,))
+
+
+def _jobs_where(run_dir: str | os.PathLike[str], condition: str,
+                parameters: tuple[object, ...]) -> list[StoredJob]:
+    try:
+        with _reading(run_dir) as db:
+            return rows_to_jobs(db.execute(f"SELECT {_COLUMNS_BUT_RESULTS} FROM jobs WHERE "
+                                           f"{condition} ORDER BY seq", parameters),
+                                journal_path(run_dir))
+    except NotCreatedYet:
+        return []
+
+
 @dataclass(frozen=True)
 class Overview:
     """What ``corral status`` shows of a run without reading every row: the

@@ -18,8 +18,9 @@ from corral.job_refs import ambiguous_name, jobs_called
 from corral.errors import JournalError
 from corral.journal.files import JOURNAL_FILE, STOPPED_FILE, journal_modified_at, owner_of
 from corral.journal.reading import (Overview, read_overview, read_status_counts, read_events,
-                                    read_job, read_jobs, read_meta, read_session_backends,
-                                    read_sessions, one_snapshot)
+                                    read_job, read_jobs, read_jobs_named, read_jobs_numbered,
+                                    read_meta, read_session_backends, read_sessions,
+                                    one_snapshot)
 from corral.journal.stored import StoredJob, StoredSession
 from corral.status import JobStatus, statuses_named
 
@@ -80,9 +81,18 @@ class Run:
         try:
             return read_job(self.path, job_id)  # one row by its key: a big run costs no more
         except KeyError:
-            jobs = read_jobs(self.path, with_results=False)
-        raise KeyError(f"no job {job_id!r} in the run at {self.path} ({len(jobs)} "
-                       f"job{'s' * (len(jobs) != 1)})")
+            count = sum(read_status_counts(self.path).values())  # (counted, not read)
+        raise KeyError(f"no job {job_id!r} in the run at {self.path} ({count} "
+                       f"job{'s' * (count != 1)})")
+
+    def jobs_numbered(self, low: int, high: int) -> list[StoredJob]:
+        """The jobs numbered *low* to *high*, in dispatch order (read by their
+        numbers: a big run costs no more), without their results."""
+        return read_jobs_numbered(self.path, low, high)
+
+    def jobs_named(self, name: str) -> list[StoredJob]:
+        """The jobs called *name*, in dispatch order, without their results."""
+        return read_jobs_named(self.path, name)
 
     def results(self) -> list[Result]:
         """A :class:`corral.Result` for every finished job, with its value loaded
