@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -696,24 +697,35 @@ def test_a_daemon_that_cannot_see_the_table_of_its_backend_says_where_to_put_it(
         rf"{re.escape(str(run / 'corral.toml'))} or in your user config {re.escape(str(user))}$")
 
 
+def _on_the_sites_scheduler(tmp_path: Path, site: Path, cwd: Path, **env: str
+                            ) -> tuple[Path, Callable[..., subprocess.CompletedProcess]]:
+    """A run in *tmp_path* whose daemon takes the fake scheduler from the site's
+    file *site* (written here), and a ``corral --run RUN ...`` that runs in *cwd*
+    with *env* added."""
+    from support.cli import CORRAL
+
+    site.write_text(TABLE + '\n[daemon]\nbackend = "fakeq"\n')
+    run = tmp_path / "run"
+    environment = {**os.environ, "CORRAL_SITE_CONFIG": os.fspath(site), **env}
+
+    def corral_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
+                              text=True, timeout=60, cwd=cwd, env=environment)
+
+    return run, corral_command
+
+
 def test_a_scheduler_described_in_the_site_file_serves_every_directory_and_the_daemon(
         config_dir, cluster, tmp_path):
     """The site's file (``$CORRAL_SITE_CONFIG``, else /etc/corral/corral.toml)
     describes the scheduler once for every user and directory; a daemon reads
     it too (a sysadmin's review: each user had to copy the table)."""
-    from support.cli import CORRAL
-
     site = tmp_path / "etc" / "corral.toml"
     site.parent.mkdir()
-    site.write_text(TABLE + '\n[daemon]\nbackend = "fakeq"\n')
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    run = tmp_path / "run"
-    env = {**os.environ, "CORRAL_SITE_CONFIG": os.fspath(site), "CORRAL_DAEMON_IDLE": "30"}
-
-    def corral_command(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
-                              text=True, timeout=60, cwd=elsewhere, env=env)
+    _, corral_command = _on_the_sites_scheduler(tmp_path, site, elsewhere,
+                                                CORRAL_DAEMON_IDLE="30")
 
     try:
         job_id = corral_command("submit", "echo", "on", "the", "site's", "scheduler")
@@ -824,17 +836,11 @@ def test_a_job_a_killed_daemon_left_in_the_cluster_is_followed_and_deleted(
     followed in the cluster: the cancel said "cancelled", and no qdel went out
     (the job ran on). A `corral pause` showed it "QUEUED ... paused" while it
     ran, and a `corral stop` then cancelled it the same way."""
-    from support.cli import CORRAL, kill_and_wait, owner_pid
+    from support.cli import kill_and_wait, owner_pid
     from support.waiting import wait_until
 
-    site = tmp_path / "site.toml"
-    site.write_text(TABLE + '\n[daemon]\nbackend = "fakeq"\n')
-    run = tmp_path / "run"
-    env = {**os.environ, "CORRAL_SITE_CONFIG": os.fspath(site), "COLUMNS": "200"}
-
-    def corral_command(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([CORRAL, "--run", os.fspath(run), *args], capture_output=True,
-                              text=True, timeout=60, cwd=config_dir, env=env)
+    run, corral_command = _on_the_sites_scheduler(tmp_path, tmp_path / "site.toml", config_dir,
+                                                  COLUMNS="200")
 
     try:
         job = corral_command("submit", "sleep", "60").stdout.strip()

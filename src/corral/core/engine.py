@@ -685,14 +685,11 @@ class Engine:
             chosen.remove(job)
         if not chosen:
             return
-        attached = [job for job in chosen if job.reattach is not None]
-        if attached:
-            chosen = [job for job in chosen if job.reattach is None]
-            self._attach(attached)
+        # (A job an earlier driver left in the cluster never comes here: add() follows it.)
         submissions = [submission_for(job, self._run_dir_text, self._outcomes_dir,
                                       behind.get(id(job))) for job in chosen]
         try:
-            native_ids = self.backend.submit(submissions) if submissions else []
+            native_ids = self.backend.submit(submissions)
         except Exception as error:
             log.exception("the %s backend could not start %d jobs", self.backend_name, len(chosen))
             for job in chosen:
@@ -712,7 +709,7 @@ class Engine:
         if asked:
             self.backend.terminate(asked)
         if self._chains:
-            self._queue_chained(chosen + attached)
+            self._queue_chained(chosen)
         if self.journal is not None and self.capabilities.outlives_driver and chosen:
             # Its cluster ids go to the journal now, not within the next few
             # milliseconds: a driver killed meanwhile left jobs running in the
