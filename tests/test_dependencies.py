@@ -186,9 +186,13 @@ def test_after_an_id_waits_for_that_job(scheduler, tmp_path):
         job.result(timeout=30)
     assert test.record.started >= build.record.ended
     assert later.record.started >= numbered.record.ended
-    texted = scheduler.dispatch([Job(jobs.noop, id="50")])[0]  # (7 and "7" are one id)
+    # (7 and "7" are one id; held, so that it is still a dependency to wait for: a
+    # no-op that ended first was no longer one to record, which CI once saw)
+    held = tmp_path / "held"
+    texted = scheduler.dispatch([Job(jobs.wait_for_file, (str(held),), id="50")])[0]
     assert [dep.id for dep in scheduler.options(after=50).submit(jobs.noop)._record.deps] == [
         texted.id]
+    held.touch()
 
 
 def test_after_the_id_of_a_job_the_program_let_go_of_says_so(scheduler):
