@@ -8,6 +8,7 @@ before them runs long; each keeps its own status, events, output and result.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -233,6 +234,38 @@ def test_map_dispatches_in_windows_reads_its_input_lazily_and_keeps_the_order(
         assert list(results) == [number * number for number in range(1, 30)]
         assert list(scheduler.map(jobs.add, [1, 2, 3], [10, 20])) == [11, 22]
         assert list(scheduler.map(jobs.square, [])) == []
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, "auto"])
+def test_an_item_that_cannot_be_pickled_raises_at_its_place_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunksize):
+    """BUG (attack review): the map raised at the start of the item's batch
+    of 1,000 (the results before it in that batch never came), and did not
+    say which item it was; Executor.map raises at the item itself."""
+    monkeypatch.setattr("corral.core.scheduler.MAP_WINDOW", 10)
+    items: list = list(range(40))
+    items[25] = threading.Lock()
+    got = []
+    with (corral.Scheduler(cores=2, workdir=tmp_path / "run") as scheduler,
+          pytest.raises(ValueError) as raised):
+        for value in scheduler.map(jobs.identity, items, chunksize=chunksize):
+            got.append(value)
+    if chunksize == 1:  # every result before the item, then its error
+        assert got == list(range(25))
+        assert str(raised.value).startswith("map(), input item 25 (counting from 0): job "
+                                            "'identity' cannot be sent to a worker")
+    else:  # the chunk that holds it is one job: the results before that chunk
+        assert got == list(range(len(got))) and len(got) >= (24 if chunksize == 3 else 10)
+        assert re.match(r"map\(\), chunk \d+ \(counting from 0\): job 'identity' cannot be "
+                        r"sent to a worker", str(raised.value))
+    assert "cannot pickle '_thread.lock' object" in str(raised.value)
+
+
+def test_a_bad_first_item_of_a_map_raises_from_map_itself(tmp_path: Path):
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        with pytest.raises(ValueError, match=r"^job 'identity' cannot be sent to a worker"):
+            scheduler.map(jobs.identity, [threading.Lock(), 1])
+        assert scheduler.jobs() == []
 
 
 def test_every_call_of_a_map_runs_even_if_no_result_is_read(

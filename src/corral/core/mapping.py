@@ -2,13 +2,15 @@
 
 ``Executor.map`` makes a Future per item before it returns, which for a
 million items is gigabytes. Here the first batch of calls is made and
-dispatched by ``map()`` itself (so a bad option or an argument that cannot
-be pickled raises there), and a feeder thread makes and dispatches the next
-batch each time the one before the last has finished: at most two batches
-run or wait at once, the iterables are read as the batches are made, and
-every call runs whether or not its result is ever read (the Scheduler waits
-for its feeders when it shuts down). Results come in order, each job let go
-once read, so a map whose results are read runs in flat memory.
+dispatched by ``map()`` itself (so a bad option raises there), and a feeder
+thread makes and dispatches the next batch each time the one before the last
+has finished: at most two batches run or wait at once, the iterables are
+read as the batches are made, and every call runs whether or not its result
+is ever read (the Scheduler waits for its feeders when it shuts down).
+Results come in order, each job let go once read, so a map whose results are
+read runs in flat memory. A call that cannot be dispatched (its argument
+cannot be pickled) raises at its own place, after the results of the calls
+before it, as ``Executor.map`` does.
 """
 
 from __future__ import annotations
@@ -76,9 +78,11 @@ class MapFeed:
 
     def __init__(self, make: Callable[[tuple], Job], dispatch: Callable[[list[Job]], object],
                  cancel: Callable[[list[Job], BaseException | None, float], object],
-                 calls: Iterator[tuple], window: int, follow_up: FollowUp | None = None
-                 ) -> None:
+                 calls: Iterator[tuple], window: int, follow_up: FollowUp | None = None,
+                 unit: str = "input item") -> None:
         self._make = make
+        self._unit = unit  # what each of the input's jobs is, in an error naming one
+        self._sent = 0  # the input's jobs dispatched so far
         self._follow_up = follow_up
         #: The jobs dispatched for what a job left undone, until the reader
         #: takes them (guarded by the condition, as the stopping is).
@@ -102,12 +106,15 @@ class MapFeed:
         self._ahead: list[tuple] = []  # the input's next item, read ahead (see _next_batch)
         self._input_error: Exception | None = None  # the input's, raised with the next batch
         first = self._next_batch()  # in the caller's thread: its errors are the caller's
-        self._dispatch(first)
+        first, error = self._dispatch_until_error(first)
+        if error is not None and not first:
+            raise error  # the map's first call: a bad option, most often
+        self._error = error  # raised after the results of the calls before it
         # The reader empties the lists it is given as it reads: the feeder keeps
         # lists of its own (sharing one, it counted a job, then found it gone
         # before it watched it, and waited for its end for ever).
         self._batches.put(list(first))
-        self._complete = self._input_done
+        self._complete = self._input_done and error is None
         feed = self._feed if follow_up is None else self._feed_following
         self._thread = start_thread(feed, args=(first,), name="corral-map-feeder")
 
@@ -144,22 +151,59 @@ class MapFeed:
 
     def _send_batch(self) -> list[Job] | None:
         """Make and dispatch the next batch; None when none was sent: the
-        input ended, or the map was stopped or left meanwhile."""
-        batch = self._next_batch()
+        input ended or failed, a call could not be dispatched (the error is
+        kept in ``_error``, and the calls before it are sent), or the map
+        was stopped or left meanwhile."""
+        if self._error is not None:
+            return None
+        try:
+            batch = self._next_batch()
+        except Exception as error:  # the input's: raised after the results before it
+            self._error = error
+            return None
         if not batch:
             self._complete = self._input_done  # (an input that raised is not)
             return None
         if self._stop.is_set():  # made but not dispatched: the map is cut short
             return None
-        self._dispatch(batch)
+        batch, self._error = self._dispatch_until_error(batch)
+        if not batch:
+            return None
         self._batches.put(list(batch))  # (the reader's own: see __init__)
         if self._stop.is_set() and self._cut_short is None:
             self._cancel(batch, self._left_by, self.started)  # the reader left
             return None
         # (Stopped meanwhile by a shutdown without wait: the batch was
         # dispatched, so it runs and its results are read.)
-        self._complete = self._input_done
+        self._complete = self._input_done and self._error is None
         return batch
+
+    def _dispatch_until_error(self, batch: list[Job]) -> tuple[list[Job], Exception | None]:
+        """Dispatch *batch*, or where one of its jobs cannot be dispatched
+        (dispatching is all or nothing), the jobs before that one: those
+        dispatched, and the error, which names the job's place in the map
+        unless it is the map's first (an error every call would raise)."""
+        try:
+            self._dispatch(batch)
+        except Exception as error:
+            if len(batch) > 1:
+                half = len(batch) // 2  # halved, so a batch of 1,000 is tried ~20 times
+                sent, failed = self._dispatch_until_error(batch[:half])
+                if failed is None:
+                    rest, failed = self._dispatch_until_error(batch[half:])
+                    sent = sent + rest
+                return sent, failed
+            if self._sent == 0:
+                return [], error
+            try:
+                placed = type(error)(f"map(), {self._unit} {self._sent:,} (counting from 0): "
+                                     f"{error}")
+            except Exception:  # an error type that takes other arguments: as it is
+                return [], error
+            placed.__cause__ = error.__cause__
+            return [], placed
+        self._sent += len(batch)
+        return batch, None
 
     def _feed(self, previous: list[Job]) -> None:
         try:

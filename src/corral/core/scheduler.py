@@ -191,7 +191,9 @@ class Submitter:
             TypeError: *fn* cannot take one argument from each iterable.
             ValueError: *fn* is neither a callable nor ``"package.module:function"``,
                 *chunksize* is neither a whole number of at least 1 nor ``"auto"``,
-                or a bad option (when called).
+                or a bad option (when called); from the iterator, at its place after
+                the results before it, for a call that cannot be pickled (its
+                message names the item, or the chunk, counting from 0).
             TimeoutError: from the iterator, when a result is not there
                 *timeout* seconds after this call.
             RuntimeError: called in an on_event, on_finish or done callback.
@@ -248,7 +250,8 @@ class Submitter:
             else:
                 calls = chunked(calls, fixed)
                 window = max(-(-MAP_WINDOW // fixed), min(CHUNK_WINDOW, 2 * slots))
-        feed = MapFeed(make, dispatch, cancel, calls, window, follow_up)
+        feed = MapFeed(make, dispatch, cancel, calls, window, follow_up,
+                       unit="chunk" if chunks else "input item")
         scheduler._feeds.add(feed)
         results = feed.results(deadline)
         return unchunked(results) if chunks else results
