@@ -849,6 +849,45 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     assert cli.ok("cancel", f"{running}-{queued[-1]}").out == (
         "nothing to cancel: every job in the range has ended\n")
 
+COUNTING_JOURNAL_OPENINGS = """
+import atexit, sqlite3, sys
+opened = [0]
+connect = sqlite3.connect
+
+def counted(*args, **kwargs):
+    opened[0] += 1
+    return connect(*args, **kwargs)
+
+sqlite3.connect = counted
+atexit.register(lambda: print(f"journal opened {opened[0]} times", file=sys.stderr))
+from corral.cli.entry import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_wide_range_of_a_big_run_opens_its_journal_a_few_times_not_once_a_job(tmp_path):
+    """Attack review: `corral status 1-20000` took 7 s and `corral wait
+    1-20000` 8.6 s on a 120,000-job run, both opening the journal once per
+    job (status to ask whether the run was paused, wait to read the failed
+    ones one id at a time); now 0.7 s and 0.85 s."""
+    import corral
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as scheduler:
+        made = [scheduler.shell("exit 3" if number == 150 else "true") for number in range(300)]
+        corral.wait(made, timeout=120)
+    counting = tmp_path / "counting.py"
+    counting.write_text(COUNTING_JOURNAL_OPENINGS)
+    env = Corral(tmp_path / "home", run).env
+    for verb in ("status", "wait"):
+        said = subprocess.run([sys.executable, os.fspath(counting), "--run", os.fspath(run),
+                               verb, "1-300"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert said.returncode == 1, said  # the failed job
+        assert "job 151 'exit' FAILED" in (said.stdout if verb == "status" else said.stderr)
+        opened = int(re.search(r"journal opened (\d+) times", said.stderr)[1])
+        assert opened < 30, f"corral {verb} 1-300 opened the journal {opened} times"
+
 
 def test_run_clean_deletes_finished_jobs_files_from_python(tmp_path):
     """Cold review (fyrd's clean()): cleaning was the command line's only."""
