@@ -279,6 +279,17 @@ def busy_in_c(iterations: int, started: str | None = None) -> int:
     return sum(range(iterations))
 
 
+def hold_gil(iterations: int, started: str | None = None, ended: str | None = None) -> int:
+    """:func:`busy_in_c`, writing this worker's pid to *started* first and
+    touching *ended* last, so a test sees whether the job began and ended."""
+    if started is not None:
+        write_atomically(started, str(os.getpid()))
+    total = sum(range(iterations))
+    if ended is not None:
+        Path(ended).touch()
+    return total
+
+
 def touch(path: str) -> None:
     Path(path).touch()
 

@@ -222,40 +222,83 @@ def test_remove_takes_a_pending_job_out_and_refuses_running_or_finished_ones(tmp
     assert [event.kind for event in seen if event.job is pending][-1] == "removed"
 
 
-def test_remove_of_a_job_its_worker_does_not_give_back_refuses(tmp_path, monkeypatch):
-    """remove() of a job waiting in a worker's queue returned, with a "removed"
-    event, when the worker did not give it back: the job then ran to COMPLETED
-    (attack review 3). Here the job before it holds the GIL longer than remove()
-    waits, so the worker cannot answer in time: remove() refuses, and the job
-    is removed only if the worker gives it back after all."""
+def _a_job_behind_one_that_holds_the_gil(sched, tmp_path):
+    """A job handed ahead to a worker whose current job holds the GIL 5 times
+    longer than TAKE_BACK_LIMIT_S (patched by the caller): the worker's threads
+    cannot give it back in time. Returns (the job, the one it waits behind,
+    its started file, its ended file)."""
+    for _ in range(5):  # the kind is known short: the next one is queued behind
+        sched.submit(jobs.hold_gil, 0).result(timeout=30)
+    started = tmp_path / "busy-started"
+    busy = corral.Job(jobs.hold_gil, (10**8, str(started)))
+    behind_started, behind_ended = tmp_path / "behind-started", tmp_path / "behind-ended"
+    behind = corral.Job(jobs.hold_gil, (3 * 10**8, str(behind_started), str(behind_ended)))
+    sched.dispatch([busy, behind])  # one turn of the loop: behind is handed ahead
+    wait_until(started.exists, message="the job before it to hold the GIL")
+    assert behind.status is JobStatus.SUBMITTED  # in the worker's queue, behind busy
+    return behind, busy, behind_started, behind_ended
+
+
+def _handing_ahead_at_any_speed(monkeypatch) -> None:
     from corral.core import engine
 
     monkeypatch.setattr(engine, "TAKE_BACK_LIMIT_S", 0.2)  # (the GIL is held 5 times longer)
     # Short as a loaded machine makes them: the job behind is handed ahead all the same.
     monkeypatch.setattr("corral.core.ahead.LONG_S", 10.0)
     monkeypatch.setattr("corral.core.ahead.QUEUED_WORK_S", 1.0)
+
+
+@pytest.mark.parametrize("verb", ["cancel", "remove"])
+def test_a_job_its_busy_worker_cannot_give_back_in_time_is_cancelled_and_never_runs(
+        tmp_path, monkeypatch, verb):
+    """BUG (attack review): cancel() of a job waiting behind a call that held
+    the GIL waited a second, returned False, and the job ended CANCELLED
+    seconds later; remove() raised "its worker did not give it back" and the
+    job was removed all the same. The worker reads the drop before it starts
+    its next job, so the job is settled CANCELLED at once, and never runs."""
+    _handing_ahead_at_any_speed(monkeypatch)
     seen: list[Event] = []
-    started = tmp_path / "started"
     with corral.Scheduler(cores=1) as sched:
         sched.on_event(seen.append)
-        for _ in range(5):  # the kind is known short: the next one is queued behind
-            sched.submit(jobs.busy_in_c, 0).result(timeout=30)
-        busy = corral.Job(jobs.busy_in_c, (10**8, str(started)))
-        behind = corral.Job(jobs.busy_in_c, (0,))
-        sched.dispatch([busy, behind])  # one turn of the loop: behind is handed ahead
-        wait_until(started.exists, message="the job before it to hold the GIL")
-        assert behind.status is JobStatus.SUBMITTED  # in the worker's queue, behind busy
-        with pytest.raises(ValueError, match=rf"^cannot remove job {behind.id} 'busy_in_c': its "
-                                             r"worker did not give it back \(it started it, or "
-                                             r"the job before it holds the GIL\); use cancel\(\) "
-                                             r"or abort\(\) to stop it$"):
+        behind, busy, behind_started, _ = _a_job_behind_one_that_holds_the_gil(sched, tmp_path)
+        if verb == "cancel":
+            assert behind.cancel() is True
+        else:
             sched.remove(behind)
-        wait_until(behind.done, timeout=60, message="the job behind to end")
-        removed = [event for event in seen if event.job is behind and event.kind == "removed"]
-        if behind.cancelled():  # given back once the GIL was free: removed then
-            assert behind.reason == "removed" and len(removed) == 1
-        else:  # started: it ran, and nothing says it was removed
-            assert behind.result() == 0 and removed == [] and behind in sched.jobs()
+        assert behind.cancelled() and behind.status is JobStatus.CANCELLED
+        assert behind.reason == ("cancelled by user" if verb == "cancel" else "removed")
+        busy.result(timeout=60)
+        sched.submit(jobs.hold_gil, 0).result(timeout=30)  # the worker has gone on since
+    assert not behind_started.exists(), "the cancelled job ran"
+    removed = [event for event in seen if event.job is behind and event.kind == "removed"]
+    assert len(removed) == (verb == "remove")
+    assert [event.new for event in seen if event.job is behind and event.kind == "status"][-1] \
+        is JobStatus.CANCELLED
+
+
+def test_a_job_settled_cancelled_that_its_worker_starts_after_all_is_killed(
+        tmp_path, monkeypatch):
+    """Should the worker start a job the engine settled CANCELLED without its
+    answer (it took the job up just as it was asked for it: here the drop
+    is never sent), the job is killed at once, so CANCELLED is what it did."""
+    from corral.backends.local.backend import LocalBackend
+
+    _handing_ahead_at_any_speed(monkeypatch)
+    monkeypatch.setattr(LocalBackend, "_drop", lambda backend, job_ids: None)
+    # Nor does the worker's lookout give it back for waiting behind a slow job.
+    monkeypatch.setenv("CORRAL_WORKER_PATIENCE_S", "600")
+    with corral.Scheduler(cores=1) as sched:
+        behind, busy, _, behind_ended = _a_job_behind_one_that_holds_the_gil(sched, tmp_path)
+        assert behind.cancel() is True
+        busy.result(timeout=60)
+        worker = int((tmp_path / "busy-started").read_text())  # (behind's too)
+        # Killed as soon as it says it starts the cancelled job (maybe before
+        # that job wrote its own start): an idle worker would live on.
+        wait_until(lambda: not pids_alive([worker]), timeout=30,
+                   message="the worker that started the cancelled job to be killed")
+        assert behind.status is JobStatus.CANCELLED
+        assert sched.submit(jobs.hold_gil, 0).result(timeout=30) == 0  # a new worker runs on
+    assert not behind_ended.exists()
 
 
 def test_cancel_kills_a_running_job_with_its_whole_process_tree(scheduler, tmp_path):

@@ -112,7 +112,10 @@ class _Reply:
 
 
 #: How long pause(), cancel() and remove() wait for a worker to give back the
-#: jobs waiting in its queue: one whose job holds the GIL cannot answer.
+#: jobs waiting in its queue: one whose job holds the GIL cannot answer. A
+#: job cancelled or removed that is not back by then is settled CANCELLED all
+#: the same (see Engine._settle_unanswered); a paused one stays SUBMITTED
+#: until it is back, and does not start meanwhile.
 TAKE_BACK_LIMIT_S = 1.0
 
 #: After a cancel kills a running job, how long no other job starts. A program
@@ -1101,7 +1104,8 @@ class Engine:
 
     def cancel(self, job: JobRecord, reason: str) -> bool:
         """Cancel *job* from any thread; True if it is cancelled now. One that
-        waited in a worker's queue is taken back before this returns."""
+        waited in a worker's queue is taken back before this returns, or,
+        its worker not answering, settled CANCELLED (see wait_taken_back)."""
         cancelled, queued = self.call(self._cancel_noting_queued, job, reason)
         if not queued:
             return cancelled
@@ -1133,7 +1137,9 @@ class Engine:
         (*until_ended*: has been reported ended, for a cancelled one), so that
         none starts after the pause or cancel returned; or after
         :data:`TAKE_BACK_LIMIT_S` (a worker whose job holds the GIL cannot
-        answer). From any
+        answer): then, *until_ended*, those still waiting are settled
+        CANCELLED without the worker's answer (:meth:`_settle_unanswered`),
+        so that a cancel() that returns has its outcome. From any
         thread but the loop's (there it returns at once)."""
         if threading.current_thread() is self._thread:
             return
@@ -1146,6 +1152,8 @@ class Engine:
                 turns = self._progress_turns  # read before asking: no turn goes unseen
                 job_ids = self.call(still, job_ids)
                 left = deadline - time.monotonic()
+                if job_ids and left <= 0 and until_ended:
+                    self.call(self._settle_unanswered, job_ids)
                 if not job_ids or left <= 0:
                     return
                 with self._progress:  # until the loop has applied updates again
@@ -1153,6 +1161,24 @@ class Engine:
         finally:
             with self._progress:
                 self._progress_waiters -= 1
+
+    def _settle_unanswered(self, job_ids: list[int | str]) -> None:
+        """Cancel those of *job_ids* still waiting, asked back, in the queue of
+        a worker that has not answered in :data:`TAKE_BACK_LIMIT_S`: its
+        current job holds the GIL, so its threads cannot give them back. The
+        drop is in its pipe and it reads that before it starts its next job,
+        so they will not start; should one start all the same (the worker
+        took it up just as it was asked), the backend kills it
+        (``abandon``), so that CANCELLED is what it did. (cancel() returned
+        False after a second, and the job ended CANCELLED seconds later.)"""
+        waiting = [self._active[job_id] for job_id in job_ids if job_id in self._active
+                   and self._queued_ahead(self._active[job_id])
+                   and self._active[job_id].cancel_reason is not None]
+        if not waiting:
+            return
+        cast("QueuingBackend", self.backend).abandon([job.dispatched_id for job in waiting])
+        self._apply_all([Update(job.dispatched_id, _S.CANCELLED, reason="killed")
+                         for job in waiting])
 
     def _moved_on(self, turns: int) -> bool:
         """Whether the loop applied updates since its count was *turns*, or ended."""

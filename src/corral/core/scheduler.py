@@ -873,8 +873,10 @@ class Scheduler(Executor):
 
         Jobs handed ahead to a worker are taken back; this returns once each
         is back in the queue or has started (the worker had begun it), so no
-        job starts after pause() returns (at most a second is waited for a
-        worker whose job holds the GIL and so cannot answer).
+        job starts after pause() returns. A worker whose job holds the GIL
+        cannot answer: after a second, this returns with its jobs still
+        SUBMITTED; they come back QUEUED when that job ends (the worker reads
+        the request before it starts the next).
         """
         asked = self._engine.call(self._engine.set_paused, True)
         self._engine.wait_taken_back(asked, until_ended=False)
@@ -929,9 +931,10 @@ class Scheduler(Executor):
         """Take a job that has not started out of the queue (it ends CANCELLED).
 
         One waiting in a worker's queue is asked back first; if the worker
-        does not give it back (it started it, or its job holds the GIL for
-        over a second), this raises, and the job runs on (or, given back
-        later after all, ends CANCELLED then, with its "removed" event).
+        had started it, this raises, and the job runs on. A worker that does
+        not answer within a second (its job holds the GIL) has the job
+        removed all the same: it reads the request before it starts its
+        next job (one it starts after all is killed).
 
         Raises:
             ValueError: the job is running or finished, or unknown, or its
@@ -945,11 +948,9 @@ class Scheduler(Executor):
         on_loop = self._engine.on_loop_thread()  # (a callback cannot wait: removed once back)
         if queued and record.status is not JobStatus.CANCELLED and not on_loop:
             # It waited in a worker's queue, and the worker started it as it was asked
-            # back, or could not answer (wait_taken_back's limit): it runs on, as
-            # cancel() says by returning False.
-            raise ValueError(f"cannot remove job {record.id} {record.name!r}: its worker did not "
-                             "give it back (it started it, or the job before it holds the GIL); "
-                             "use cancel() or abort() to stop it")
+            # back: it runs on, as cancel() says by returning False.
+            raise ValueError(f"cannot remove job {record.id} {record.name!r}: its worker had "
+                             "started it; use cancel() or abort() to stop it")
         self._registry.forget(target)
 
     def interrupt(self, reason: str = "interrupted") -> None:

@@ -385,7 +385,16 @@ class _Queue:
         """Send the reply of the job that ended and take the next one from the
         queue, as one step: a kill of the next job must find either this reply
         sent or that job still queued, never the finished job's reply unsent
-        (killed with it, the job would be given back and run again)."""
+        (killed with it, the job would be given back and run again).
+
+        What the pipe holds is read first: a drop or kill sent while the job
+        ran, which the doorbell thread could not read if the job held the
+        GIL, is acted on before the next job starts (the driver counts on
+        it: see Engine._settle_unanswered)."""
+        if self.requests:
+            with self.reading:
+                while not self._closed and self._waiting.poll(0):
+                    self._read_one()
         with self.lock:
             entry = self.requests.popleft() if self.requests else None
             self._begin(None if entry is None else entry[0])
