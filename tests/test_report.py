@@ -83,7 +83,9 @@ def test_the_time_no_driver_ran_between_a_kill_and_its_rerun_offers_no_cores(
     assert summary.available_core_seconds is not None
     assert summary.available_core_seconds <= 2 * (summary.wall_seconds - 3) + 0.01, (
         "the downtime offered no cores")
-    assert summary.utilisation is not None and summary.utilisation > 0.5
+    # Counted, the 3 s down would offer 6 more core-seconds: under 0.2. (Not 0.5: on a
+    # loaded machine the sessions' start-ups, offered and unused, made it 0.495.)
+    assert summary.utilisation is not None and summary.utilisation > 0.3
 
 
 def test_each_attempt_becomes_a_bar_with_its_outcome(mixed: Path) -> None:
