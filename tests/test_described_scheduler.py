@@ -865,6 +865,39 @@ def test_a_job_a_killed_daemon_left_in_the_cluster_is_followed_and_deleted(
         corral_command("stop")
 
 
+def test_a_daemon_started_paused_holds_the_pending_jobs_a_killed_daemon_left_in_the_cluster(
+        config_dir, cluster, tmp_path):
+    """A `corral pause` after the run's daemon was killed started a paused
+    daemon, which followed the jobs left in the cluster but held none: one
+    still pending there started while the run said it was paused. It is held
+    now, as a pause holds what the cluster has not started, and released by
+    `corral resume`."""
+    from support.cli import kill_and_wait, owner_pid
+    from support.waiting import wait_until
+
+    run, corral_command = _on_the_sites_scheduler(tmp_path, tmp_path / "site.toml", config_dir,
+                                                  COLUMNS="200", FAKEBATCH_SLOTS="1")
+    try:
+        corral_command("submit", "sleep", "60")
+        corral_command("submit", "sleep", "61")
+        wait_until(lambda: len(cluster.qstat()) == 2, message="both in the cluster")
+        states = {native: task["state"] for native, task in cluster.qstat().items()}
+        assert sorted(states.values()) == ["Q", "R"], states  # one slot: the second waits
+        pending = next(native for native, state in states.items() if state == "Q")
+        wait_until(lambda: "RUNNING" in corral_command("status").stdout,
+                   message="the run to see the first one run")
+        kill_and_wait(owner_pid(run))
+        assert corral_command("pause").returncode == 0
+        wait_until(lambda: cluster.qstat(pending)[pending]["state"] == "H",
+                   message="the pending job held in the cluster")
+        assert [call[2][-1] for call in cluster.calls("qhold")] == [pending]
+        assert corral_command("resume").returncode == 0
+        wait_until(lambda: cluster.qstat(pending)[pending]["state"] == "Q",
+                   message="the pending job released")
+    finally:
+        corral_command("stop")
+
+
 _DYING_DRIVER_OF_A_CHAIN = """
 import os, signal, sys, time, corral
 with corral.Scheduler(backend="fakeq", journal=sys.argv[1],

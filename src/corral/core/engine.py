@@ -340,19 +340,15 @@ class Engine:
             queued = self.queued_ahead_ids()
             if queued:
                 cast("QueuingBackend", self.backend).give_back(queued)
-        hold = (getattr(self._cluster, "hold" if paused else "release")
-                if self.capabilities.holds and self._cluster is not None else None)
-        if hold is not None and was != paused:  # a cluster holds what it has not started
+        holds = self.capabilities.holds and self._cluster is not None
+        if holds and was != paused:  # a cluster holds what it has not started
             # Release asks about running jobs too: a hold that reached a job as it
             # started may have stopped it running (LSF), and the backend knows which.
             asked = (_S.SUBMITTED,) if paused else (_S.SUBMITTED, _S.RUNNING)
-            waiting = [job.id for job in self._active.values() if job.status in asked]
+            waiting = [job.dispatched_id for job in self._active.values()
+                       if job.status in asked]
             if waiting:
-                try:
-                    hold(waiting)
-                except Exception:
-                    log.exception("could not %s the jobs waiting in the %s backend",
-                                  "hold" if paused else "release", self.backend_name)
+                self._hold_in_cluster(paused, waiting)
         if self.journal is not None and recorded:
             self.journal.set_meta("paused", "1" if paused else "0")
         return queued
@@ -596,6 +592,15 @@ class Engine:
         if self._chains:
             self._queue_chained(jobs)
 
+    def _hold_in_cluster(self, hold: bool, job_ids: list[int | str]) -> None:
+        """Hold (or release) *job_ids* in the cluster; a failure is logged."""
+        assert self._cluster is not None
+        try:
+            getattr(self._cluster, "hold" if hold else "release")(job_ids)
+        except Exception:
+            log.exception("could not %s the jobs waiting in the %s backend",
+                          "hold" if hold else "release", self.backend_name)
+
     def _committed(self, job: JobRecord) -> bool:
         """Whether the journal committed *job*'s row; else it is cancelled, and
         why is kept for its submitter. ``corral submit`` tells its command
@@ -767,10 +772,13 @@ class Engine:
         if cluster is None:
             raise RuntimeError(f"the {self.backend_name} backend cannot attach to jobs an "
                                "earlier driver left (a bug in corral)")
+        pending = []  # those not seen running when the earlier driver left them
         for job in jobs:
             stored, job.reattach = job.reattach, None
             # The resumer attaches only to a stored job with a native id to find it by.
             assert stored is not None and stored.native_id is not None
+            if stored.status is _S.SUBMITTED:
+                pending.append(job.dispatched_id)
             job.native_id = stored.native_id
             job.attempts = max(job.attempts - 1, stored.attempts)
             # It started before this driver gave it room: its start is the cluster's,
@@ -783,6 +791,11 @@ class Engine:
                            stored.native_id)
         if not self.paused and self.capabilities.holds:  # a driver killed while paused
             cluster.release([job.dispatched_id for job in jobs])
+        elif self.paused and self.capabilities.holds and pending:
+            # Held as a pause holds what the cluster has not started (only those: a
+            # hold may stop a running job): a daemon started paused by corral pause
+            # let those still pending start there.
+            self._hold_in_cluster(True, pending)
 
     # -- dependencies the backend holds (a cluster's afterok) ---------------------------------
 
