@@ -290,6 +290,13 @@ def hold_gil(iterations: int, started: str | None = None, ended: str | None = No
     return total
 
 
+def busy_then_note(iterations: int, path: str, tag: str) -> int:
+    """:func:`busy_in_c`, then a line *tag* added to *path*: each run leaves one."""
+    total = sum(range(iterations))
+    append_line(path, tag)
+    return total
+
+
 def touch(path: str) -> None:
     Path(path).touch()
 

@@ -889,6 +889,70 @@ def test_a_wide_range_of_a_big_run_opens_its_journal_a_few_times_not_once_a_job(
         assert opened < 30, f"corral {verb} 1-300 opened the journal {opened} times"
 
 
+WAIT_TELLING_WHEN_IT_KNOWS_ITS_JOBS = """
+import sys
+from pathlib import Path
+from corral.cli import job_selection
+select = job_selection.select_jobs
+
+def select_and_tell(run, ids):
+    jobs = select(run, ids)
+    Path(sys.argv[1]).touch()
+    return jobs
+
+job_selection.select_jobs = select_and_tell
+from corral.cli.entry import main
+main(sys.argv[2:])
+"""
+
+NAMED_X_LATER_AGAIN = """
+import sys, time, corral
+from pathlib import Path
+known, more, release = (Path(name) for name in sys.argv[2:5])
+with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
+    first = scheduler.shell(f"while [ ! -e {release} ]; do sleep 0.01; done; exit 3", name="x")
+    while not known.exists():
+        time.sleep(0.01)
+    scheduler.shell("exit 4", name="x")
+    scheduler.shell("exit 5", name="y")
+    more.touch()
+    corral.wait(scheduler.jobs())
+"""
+
+
+@pytest.mark.parametrize("asked", ["x", "1-3"])
+def test_wait_lists_the_failures_of_the_jobs_it_waited_for_not_those_made_since(
+        tmp_path, asked):
+    """Attack review: `corral wait x` failed with "the name 'x' is ambiguous"
+    when a second job named x was made during the wait, and `corral wait
+    1-3` listed failures of jobs 2 and 3, made during the wait, under a count
+    of one: the failures were looked up again by name or range at the end."""
+    import corral
+
+    known, more, release = (tmp_path / name for name in ("known", "more", "release"))
+    run = tmp_path / "run"
+    (tmp_path / "driver.py").write_text(NAMED_X_LATER_AGAIN)
+    (tmp_path / "waiting.py").write_text(WAIT_TELLING_WHEN_IT_KNOWS_ITS_JOBS)
+    env = Corral(tmp_path / "home", run).env
+    driver = subprocess.Popen([sys.executable, "driver.py", os.fspath(run), os.fspath(known),
+                               os.fspath(more), os.fspath(release)], cwd=tmp_path, env=env)
+    try:
+        wait_until(lambda: (run / "journal.db").exists() and any(
+            job.name == "x" for job in corral.Run(run).jobs()), message="job 1 made")
+        waiting = subprocess.Popen([sys.executable, "waiting.py", os.fspath(known), "--run",
+                                    os.fspath(run), "wait", asked], cwd=tmp_path, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(more.exists, timeout=60, message="the jobs made during the wait")
+        release.touch()
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        release.touch()
+        driver.wait(timeout=60)
+    assert (waiting.returncode, out) == (1, ""), err
+    assert err == ("job 1 'x' FAILED: exit code 3\n"
+                   "corral: 1 job ended: 1 failed\n"), err
+
+
 def test_run_clean_deletes_finished_jobs_files_from_python(tmp_path):
     """Cold review (fyrd's clean()): cleaning was the command line's only."""
     import corral

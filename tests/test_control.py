@@ -276,29 +276,42 @@ def test_a_job_its_busy_worker_cannot_give_back_in_time_is_cancelled_and_never_r
         is JobStatus.CANCELLED
 
 
-def test_a_job_settled_cancelled_that_its_worker_starts_after_all_is_killed(
+def test_a_settled_job_that_its_worker_ran_after_all_runs_once_over_a_rerun(
         tmp_path, monkeypatch):
-    """Should the worker start a job the engine settled CANCELLED without its
-    answer (it took the job up just as it was asked for it: here the drop
-    is never sent), the job is killed at once, so CANCELLED is what it did."""
+    """Attack review: a job settled CANCELLED without its worker's answer,
+    which the worker then started (here the drop is never sent) with jobs
+    behind it, completed before a kill reached it: its row said CANCELLED,
+    and a journaled rerun ran it a second time. It runs to its end now, and
+    its row says it completed all the same: over the run and its rerun, it
+    runs once, and the jobs behind it once each."""
     from corral.backends.local.backend import LocalBackend
 
     _handing_ahead_at_any_speed(monkeypatch)
     monkeypatch.setattr(LocalBackend, "_drop", lambda backend, job_ids: None)
-    # Nor does the worker's lookout give it back for waiting behind a slow job.
     monkeypatch.setenv("CORRAL_WORKER_PATIENCE_S", "600")
-    with corral.Scheduler(cores=1) as sched:
-        behind, busy, _, behind_ended = _a_job_behind_one_that_holds_the_gil(sched, tmp_path)
-        assert behind.cancel() is True
-        busy.result(timeout=60)
-        worker = int((tmp_path / "busy-started").read_text())  # (behind's too)
-        # Killed as soon as it says it starts the cancelled job (maybe before
-        # that job wrote its own start): an idle worker would live on.
-        wait_until(lambda: not pids_alive([worker]), timeout=30,
-                   message="the worker that started the cancelled job to be killed")
-        assert behind.status is JobStatus.CANCELLED
-        assert sched.submit(jobs.hold_gil, 0).result(timeout=30) == 0  # a new worker runs on
-    assert not behind_ended.exists()
+    notes = tmp_path / "notes"
+    for rerun in (False, True):
+        with corral.Scheduler(cores=1, journal=tmp_path / "run") as sched:
+            for _ in range(5):  # the kind is known short: the next ones are queued behind
+                sched.submit(jobs.busy_then_note, 0, str(notes), "warm").result(timeout=30)
+            busy = corral.Job(jobs.busy_then_note, (10**8, str(notes), "busy"))
+            behind = [corral.Job(jobs.busy_then_note, (0, str(notes), f"behind-{number}"))
+                      for number in range(3)]
+            sched.dispatch([busy, *behind])
+            if not rerun:
+                wait_until(lambda busy=busy, behind=behind: "busy" not in notes.read_text()
+                           and busy.status is JobStatus.RUNNING
+                           and all(job.status is JobStatus.SUBMITTED for job in behind),
+                           message="busy running, the rest behind")
+                assert behind[0].cancel() is True
+            assert sched.wait(timeout=60)
+        if not rerun:  # (its journal written out)
+            first_row = corral.Run(tmp_path / "run").job(behind[0].id)
+    assert (first_row.status, first_row.exit_code) == (JobStatus.CANCELLED, 0)
+    assert first_row.reason == ("cancelled by user; it had completed before the cancel "
+                                "reached it")
+    ran = notes.read_text().split()
+    assert [ran.count(f"behind-{number}") for number in range(3)] == [1, 1, 1], ran
 
 
 def test_cancel_kills_a_running_job_with_its_whole_process_tree(scheduler, tmp_path):

@@ -152,12 +152,6 @@ class QueuingBackend(Backend, Protocol):
         """Take these jobs back from the workers' queues if they have not
         started: each is then reported QUEUED (or, started meanwhile, runs on)."""
 
-    def abandon(self, job_ids: Collection[int | str]) -> None:
-        """These jobs, killed while they waited in a worker's queue (and not
-        given back yet), are settled by the engine without the worker's
-        answer: kill any of them the worker starts after all, and report
-        nothing more of them that counts."""
-
 
 class ClusterBackend(Backend, Protocol):
     """A batch scheduler: jobs outlive the driver, so it also can attach to a

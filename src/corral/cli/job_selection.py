@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from corral.journal.run import Run
     from corral.journal.stored import StoredJob
 
-__all__ = ["ID_RANGE", "with_ranges", "select_jobs"]
+__all__ = ["ID_RANGE", "with_ranges", "select_jobs", "jobs_with_ids"]
 
 
 #: ``3-7``: the jobs numbered 3 to 7 (CustomXepr's remove_items(3, 7)).
@@ -103,3 +103,27 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
                            "--all lists them)")
     # Each once, as wait and cancel take them (status 1 1 n1 listed job 1 three times).
     return list({str(job.id): job for job in found}.values())
+
+
+def jobs_with_ids(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
+    """The jobs whose ids are *ids* (ids as :func:`select_jobs` resolved them,
+    not names: a name another job took since names both), in dispatch order;
+    numbered ones read a block of consecutive numbers at a time, so the
+    20,000 ids of a range cost a query, not 20,000."""
+    wanted = set(ids)
+    numbered = [job_id for job_id in ids if _a_number(job_id)]
+    numbers = sorted({int(job_id) for job_id in numbered})
+    found: list[StoredJob] = []
+    start = 0
+    for at in range(1, len(numbers) + 1):
+        if at == len(numbers) or numbers[at] != numbers[at - 1] + 1:  # a block ends
+            found += [job for job in run.jobs_numbered(numbers[start], numbers[at - 1])
+                      if str(job.id) in wanted]
+            start = at
+    found += [run.job(job_id) for job_id in ids if not _a_number(job_id)]
+    return found
+
+
+def _a_number(job_id: str) -> bool:
+    """Whether *job_id* is a job's number as the journal writes it (not "07")."""
+    return job_id.isascii() and job_id.isdigit() and str(int(job_id)) == job_id

@@ -41,7 +41,7 @@ from corral.cli.control_requests import control_request
 from corral.cli.exits import (EXIT_BROKEN_PIPE, EXIT_FAILED_JOB, EXIT_INTERRUPTED,
                               EXIT_TERMINATED, EXIT_UNREACHABLE, EXIT_USAGE, INTERRUPTED,
                               TERMINATED, CommandError, Terminated, raise_terminated)
-from corral.cli.job_selection import ID_RANGE, select_jobs, with_ranges
+from corral.cli.job_selection import ID_RANGE, jobs_with_ids, select_jobs, with_ranges
 from corral.cli.new_run import check_new_run_dir, undo_new_run
 from corral.cli.run_dirs import (RunPath, chosen_run_dir, current_directory, default_run_dir,
                                  open_run, resolved_path, run_option)
@@ -525,7 +525,6 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
     from corral.units import format_span
 
     run = open_run(context)
-    given = ids  # (ranges and names as given: re-read as such, not one id at a time)
     if ids:  # (names given: their ids, each once)
         ids = tuple(dict.fromkeys(str(job.id) for job in select_jobs(run, ids)))
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -568,8 +567,8 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
                            EXIT_UNREACHABLE)
     counts = Counter(run.status_counts(ids or None))
     failed = sum(counts[status] for status in _FAILED)
-    if failed:  # (their rows are read only then)
-        for job in select_jobs(run, given):
+    if failed:  # (their rows are read only then; by the ids waited for, not one at a time)
+        for job in jobs_with_ids(run, ids) if ids else run.jobs(results=False):
             if job.status in _FAILED:
                 click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}",
                            err=True)

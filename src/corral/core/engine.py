@@ -1180,18 +1180,21 @@ class Engine:
         a worker that has not answered in :data:`TAKE_BACK_LIMIT_S`: its
         current job holds the GIL, so its threads cannot give them back. The
         drop is in its pipe and it reads that before it starts its next job,
-        so they will not start; should one start all the same (the worker
-        took it up just as it was asked), the backend kills it
-        (``abandon``), so that CANCELLED is what it did. (cancel() returned
-        False after a second, and the job ended CANCELLED seconds later.)"""
+        so they will not start. Each is settled as a cancelled running job
+        is: final now, and followed until its worker says how it ended.
+        Should the worker have taken one up just as it was asked for it, it
+        runs to its end (these are tiny jobs), and one that completed says
+        so in its row (see :meth:`_completed_all_the_same`): a resumed run
+        does not run it again. (cancel() returned False after a second, and
+        the job ended CANCELLED seconds later.)"""
         waiting = [self._active[job_id] for job_id in job_ids if job_id in self._active
                    and self._queued_ahead(self._active[job_id])
                    and self._active[job_id].cancel_reason is not None]
         if not waiting:
             return
-        cast("QueuingBackend", self.backend).abandon([job.dispatched_id for job in waiting])
-        self._apply_all([Update(job.dispatched_id, _S.CANCELLED, reason="killed")
-                         for job in waiting])
+        for job in waiting:
+            self._move(job, _S.CANCELLED, job.cancel_reason)
+            self._finalize(job)
 
     def _moved_on(self, turns: int) -> bool:
         """Whether the loop applied updates since its count was *turns*, or ended."""

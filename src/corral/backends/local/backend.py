@@ -305,9 +305,6 @@ class LocalBackend:
         #: Jobs killed while they waited in a worker's queue: cancelled when given
         #: back; one the worker started meanwhile runs on (its outcome is real).
         self._withdrawn: set[int | str] = set()
-        #: Of those, jobs the engine settled CANCELLED without waiting for
-        #: their worker (see abandon): killed if the worker starts one after all.
-        self._abandoned: set[int | str] = set()
         #: Workers asked to kill the call they run, and when to kill them instead.
         self._kill_later: dict[_Worker, tuple[int | str, float]] = {}
         self._pending: list[Update] = []
@@ -436,9 +433,6 @@ class LocalBackend:
         """Ask for these jobs back if they wait in a worker's queue; each then
         comes back as QUEUED, or, if it started meanwhile, runs on."""
         self._drop(self._take_deferred(job_ids, JobStatus.QUEUED, _NOT_STARTED))
-
-    def abandon(self, job_ids: Collection[int | str]) -> None:
-        self._abandoned.update(job_id for job_id in job_ids if job_id in self._withdrawn)
 
     def updates(self, timeout: float | None) -> list[Update]:
         if self._pending:
@@ -861,9 +855,6 @@ class LocalBackend:
         if handed_as_it_started:  # RUNNING already: this says when it began, no more
             return
         self._withdrawn.discard(job_id)  # it started before being asked back: it runs on
-        if job_id in self._abandoned:  # unless the engine said it was CANCELLED already
-            self._abandoned.discard(job_id)
-            self._killed.add(job_id)
         if job_id in self._killed:  # a kill that came too late to take it back
             self._kill_running(worker, job_id)
 
@@ -878,7 +869,6 @@ class LocalBackend:
             if job_id in self._killed or job_id in self._withdrawn:
                 self._killed.discard(job_id)
                 self._withdrawn.discard(job_id)
-                self._abandoned.discard(job_id)
                 self._pending.append(Update(job_id, JobStatus.CANCELLED, reason="killed"))
             else:
                 self._pending.append(Update(job_id, JobStatus.QUEUED, reason=_NOT_STARTED))
