@@ -256,8 +256,9 @@ def test_an_item_that_cannot_be_pickled_raises_at_its_place_naming_it(
                                             "'identity' cannot be sent to a worker")
     else:  # the chunk that holds it is one job: the results before that chunk
         assert got == list(range(len(got))) and len(got) >= (24 if chunksize == 3 else 10)
-        assert re.match(r"map\(\), chunk \d+ \(counting from 0\): job 'identity' cannot be "
-                        r"sent to a worker", str(raised.value))
+        said = re.match(r"map\(\), the chunk of input items (\d+) to (\d+) \(counting from "
+                        r"0\): job 'identity' cannot be sent to a worker", str(raised.value))
+        assert said and int(said[1]) == len(got) <= 25 <= int(said[2]), raised.value
     assert "cannot pickle '_thread.lock' object" in str(raised.value)
 
 

@@ -30,7 +30,7 @@ from corral.core.chunk_sizes import as_chunk
 from corral.runtime.chunks import ChunkFailed
 from corral.runtime.threads import signals_allowed, start_thread
 
-__all__ = ["MapFeed", "FollowUp", "chunked", "unchunked"]
+__all__ = ["MapFeed", "FollowUp", "chunked", "chunk_items", "unchunked"]
 
 _END = None  # put on the queue of batches after the last one
 
@@ -79,9 +79,11 @@ class MapFeed:
     def __init__(self, make: Callable[[tuple], Job], dispatch: Callable[[list[Job]], object],
                  cancel: Callable[[list[Job], BaseException | None, float], object],
                  calls: Iterator[tuple], window: int, follow_up: FollowUp | None = None,
-                 unit: str = "input item") -> None:
+                 where: Callable[[Job, int], str] | None = None) -> None:
         self._make = make
-        self._unit = unit  # what each of the input's jobs is, in an error naming one
+        #: Which of the input's items a job is, given the number of jobs before
+        #: it (an error names it): by default, the item of that number.
+        self._where = where or _item_at
         self._sent = 0  # the input's jobs dispatched so far
         self._follow_up = follow_up
         #: The jobs dispatched for what a job left undone, until the reader
@@ -196,8 +198,7 @@ class MapFeed:
             if self._sent == 0:
                 return [], error
             try:
-                placed = type(error)(f"map(), {self._unit} {self._sent:,} (counting from 0): "
-                                     f"{error}")
+                placed = type(error)(f"map(), {self._where(batch[0], self._sent)}: {error}")
             except Exception:  # an error type that takes other arguments: as it is
                 return [], error
             placed.__cause__ = error.__cause__
@@ -352,6 +353,17 @@ class MapFeed:
                     raise TimeoutError(_LATE)
                 self._followed.wait(0.2 if left is None else min(0.2, left))
             return self._followers.pop(job)
+
+
+def _item_at(job: Job, before: int) -> str:
+    return f"input item {before:,} (counting from 0)"
+
+
+def chunk_items(job: Job, before: int) -> str:
+    """Which input items a chunk job holds (its arguments: the calls, and the
+    number of the first)."""
+    calls, first = job._record.call_parts[0]
+    return f"the chunk of input items {first:,} to {first + len(calls) - 1:,} (counting from 0)"
 
 
 def chunked(calls: Iterator[tuple], size: int) -> Iterator[tuple[list[tuple], int]]:

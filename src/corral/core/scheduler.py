@@ -39,7 +39,7 @@ from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result, refuse_formatted_jobs
 from corral.core.chunk_sizes import AutoChunks, ChunkSizer, EarlierChunks, as_chunk
 from corral.core.identity import call_label, map_signature
-from corral.core.mapping import MapFeed, chunked, unchunked
+from corral.core.mapping import MapFeed, chunk_items, chunked, unchunked
 from corral.core.record import JobRecord
 from corral.options import (JOB_OPTIONS, bounded_tuple, laid_over, parse_options,
                             peers_word_hint)
@@ -191,9 +191,10 @@ class Submitter:
             TypeError: *fn* cannot take one argument from each iterable.
             ValueError: *fn* is neither a callable nor ``"package.module:function"``,
                 *chunksize* is neither a whole number of at least 1 nor ``"auto"``,
-                or a bad option (when called); from the iterator, at its place after
-                the results before it, for a call that cannot be pickled (its
-                message names the item, or the chunk, counting from 0).
+                or a bad option (when called), or the first call (or chunk) cannot
+                be pickled; from the iterator, at its place after the results
+                before it, for a later call that cannot be pickled (its message
+                names the input item, or the chunk's, counting from 0).
             TimeoutError: from the iterator, when a result is not there
                 *timeout* seconds after this call.
             RuntimeError: called in an on_event, on_finish or done callback.
@@ -251,7 +252,7 @@ class Submitter:
                 calls = chunked(calls, fixed)
                 window = max(-(-MAP_WINDOW // fixed), min(CHUNK_WINDOW, 2 * slots))
         feed = MapFeed(make, dispatch, cancel, calls, window, follow_up,
-                       unit="chunk" if chunks else "input item")
+                       chunk_items if chunks else None)
         scheduler._feeds.add(feed)
         results = feed.results(deadline)
         return unchunked(results) if chunks else results
@@ -1356,9 +1357,12 @@ def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> Non
             known = functions[id(target)] = (target, dumps_function(target))
         job.payload = dumps_call(target, args, kwargs, bool(job.value_deps), known[1])
     except Exception as error:
+        hint = "" if "open it in the job" in str(error) else (
+            "; make what cannot travel (a lock, a connection, an open file) in the function, "
+            "from what it is made of")
         raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "
                          f"arguments cannot be pickled ({type(error).__name__}: {error})"
-                         ) from error
+                         f"{hint}") from error
 
 
 def _nothing() -> None:

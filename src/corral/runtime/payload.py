@@ -15,9 +15,10 @@ import functools
 import io
 import os
 import pickle
+import sys
 import types
 import weakref
-from typing import Any
+from typing import Any, ClassVar
 
 from corral.safe_repr import describe_error, shortened, writable_text
 
@@ -125,11 +126,25 @@ def _pickler_keeping_file_names() -> type:
 
         reduce_code = getattr(internals, "_code_reduce", None)
 
+        reduce_text_file = cloudpickle.Pickler.dispatch_table.get(io.TextIOWrapper)
+
+        def refuse_open_file(handle: io.TextIOWrapper) -> Any:
+            if reduce_text_file is not None and handle in (sys.stdout, sys.stderr):
+                return reduce_text_file(handle)  # (the worker's own, by name)
+            raise TypeError(f"cannot pickle {type(handle).__name__!r} object: an open "
+                            f"file ({getattr(handle, 'name', '?')!r}) does not travel to a "
+                            "worker; pass its path and open it in the job")
+
+        # cloudpickle sends a file open for reading as a copy of what is left
+        # to read in it (a 50 MB file, once per job), silently; pickle and
+        # ProcessPoolExecutor refuse it, and so does this (cold review).
+        table = {**cloudpickle.Pickler.dispatch_table, io.TextIOWrapper: refuse_open_file}
+        if reduce_code is not None:  # else cloudpickle's own, file name lost
+            table[types.CodeType] = lambda code: (
+                _code_in_file, (reduce_code(code), code.co_filename))
+
         class Pickler(cloudpickle.Pickler):
-            if reduce_code is not None:  # else cloudpickle's own, file name lost
-                dispatch_table = {**cloudpickle.Pickler.dispatch_table,
-                                  types.CodeType: lambda code: (
-                                      _code_in_file, (reduce_code(code), code.co_filename))}
+            dispatch_table: ClassVar[dict] = table
 
             def reducer_override(self, obj: Any) -> Any:
                 if type(obj) is _CACHED and _of_the_script(getattr(obj, "__wrapped__", None)):
