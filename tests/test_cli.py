@@ -237,6 +237,12 @@ def test_status_of_a_failed_call_shows_the_traceback_it_raised(tmp_path):
     assert below.splitlines()[1].endswith(", in check_calibration"), below
     assert "corral/runtime" not in below, below
     assert "raised:" not in corral("status").out  # the listing of the run stays a table
+    # Its logs have nothing, and say where its traceback is (cold review: "wrote nothing").
+    said = corral("logs", "1")
+    assert (said.status, said.out) == (0, ""), said
+    assert said.err == ("corral: job 1 'check_calibration' wrote nothing, to its stdout or its "
+                        "stderr; it raised RuntimeError: this job fails on purpose (corral "
+                        "status 1 shows the traceback)\n")
 
     database = sqlite3.connect(corral.run / "journal.db")
     database.execute("UPDATE jobs SET error = x'00ff1234' WHERE id = '1'")
@@ -834,9 +840,16 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     first, last = queued[1], queued[2]
     cancelled = cli.ok("cancel", f"{first}-{last}")
     assert cancelled.out == f"cancelled {first} 'touch'\ncancelled {last} 'touch'\n"
-    rows = cli("status", f"{queued[0]}-{queued[-1]}").rows()
-    assert [row["STATUS"] for row in rows.values()] == ["QUEUED", "CANCELLED", "CANCELLED",
-                                                         "QUEUED"]
+    listed = cli("status", f"{queued[0]}-{queued[-1]}")
+    assert [row["STATUS"] for row in listed.rows().values()] == ["QUEUED", "CANCELLED",
+                                                                  "CANCELLED", "QUEUED"]
+    # Under the table, the whole reason of those of the range that did not complete only
+    # (cold review: status 1-2000 gave every job's reason a paragraph of its own).
+    paragraphs = [line for line in listed.out.split("\n\n", 1)[1].splitlines() if line]
+    assert paragraphs == [f"job {first} 'touch' CANCELLED: cancelled by user",
+                          f"job {last} 'touch' CANCELLED: cancelled by user"], listed.out
+    asked = cli("status", queued[0]).out  # asked for by id: its reason whatever it is
+    assert f"\njob {queued[0]} 'touch' QUEUED: " in asked, asked
     # Those of a range that ended are said to be left (attack review: not a word).
     assert cli.ok("cancel", f"{first}-{queued[-1]}").out == (
         f"left {first}, {last}: ended already\ncancelled {queued[-1]} 'touch'\n")

@@ -338,8 +338,16 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
     status_table(jobs, driver_alive=driven, cluster_jobs=on_cluster, paused=paused,
                  width=console.width, unknown_backend_jobs=run.jobs_of_unknown_backends(jobs),
                  sent_without_driver=sent).print(console)
-    for job in jobs if ids else ():  # the jobs asked for by id: their whole reason, and
-        reason = job.reason          # what their Python raised, as lines of their own
+    # The jobs asked for by id or name: their whole reason, and what their Python raised,
+    # as lines of their own; of a range, only those that did not complete (cold review:
+    # status 1-2000 repeated every row as a paragraph under the table).
+    named = {given for given in ids if not ID_RANGE.fullmatch(given)}
+    for job in jobs if ids else ():
+        if (str(job.id) not in named and job.name not in named
+                and job.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT,
+                                       JobStatus.CANCELLED)):
+            continue
+        reason = job.reason
         if not driven and job.status not in TERMINAL and str(job.id) not in on_cluster:
             reason = ORPHANED_REASON  # (not what it waited for when its driver died)
         elif paused and job.status is JobStatus.QUEUED:
@@ -434,8 +442,11 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
                        f"{reason.split(NOT_SAVED, 1)[1].removeprefix(': ')} (its output "
                        "could not be saved)", err=True)
         elif ended and not show_stderr and not _has_output(now.output_path("stderr")):
+            # (Cold review: a failed call's traceback is no output; say where it is.)
+            raised = (f"; it {reason} (corral status {job.id} shows the traceback)"
+                      if reason.startswith("raised ") else "")
             click.echo(f"corral: job {job.id} {job.name!r} wrote nothing, to its stdout or its "
-                       "stderr", err=True)
+                       f"stderr{raised}", err=True)
         else:
             click.echo(f"corral: job {job.id} {job.name!r} wrote nothing to its {stream}"
                        + ("" if ended else " so far")
