@@ -329,7 +329,10 @@ def test_repr_tells_the_state_at_a_glance(scheduler, release):
     release.touch()
     job.result(timeout=30)
     assert repr(job) == "<Job 1 'train' COMPLETED>"
-    assert repr(scheduler) == "<Scheduler local: 1 completed>"
+    cores = scheduler._slots
+    assert repr(scheduler) == f"<Scheduler local, {cores} core{'s' * (cores != 1)}: 1 completed>"
+    with corral.Scheduler(cores=2) as other:
+        assert repr(other) == "<Scheduler local, 2 cores: no jobs>"
 
 
 def test_result_with_a_timeout_raises_timeout_error_and_the_job_goes_on(scheduler, release):

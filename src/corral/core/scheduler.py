@@ -1208,7 +1208,10 @@ class Scheduler(Executor):
         for job in self.jobs():
             counts[job.status.name.lower()] = counts.get(job.status.name.lower(), 0) + 1
         summary = ", ".join(f"{count} {name}" for name, count in counts.items()) or "no jobs"
-        return f"<Scheduler {self._backend.name}: {summary}>"
+        # How many jobs of a core it runs at once (cold review: where all CPUs but one is
+        # one core, nothing showed why 200 calls ran one at a time).
+        cores = "" if self._slots is None else f", {self._slots} core{'s' * (self._slots != 1)}"
+        return f"<Scheduler {self._backend.name}{cores}: {summary}>"
 
 
 #: Why jobs end CANCELLED when the task leaving their ``async with`` block is.
