@@ -297,6 +297,16 @@ def busy_then_note(iterations: int, path: str, tag: str) -> int:
     return total
 
 
+def fail_first_try(number: int, marks: str) -> int:
+    """Raise on the first try of each *number* (a file in *marks* remembers it);
+    return *number* on the next."""
+    mark = Path(marks, str(number))
+    if not mark.exists():
+        mark.touch()
+        raise RuntimeError(f"first try of {number}")
+    return number
+
+
 def touch(path: str) -> None:
     Path(path).touch()
 

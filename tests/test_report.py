@@ -121,6 +121,25 @@ def test_the_summary_counts_states_retries_and_utilisation(mixed: Path) -> None:
     assert summary.peak_cores in (1, 2)
 
 
+def test_retried_tries_of_tiny_jobs_never_show_more_jobs_at_once_than_cores(
+        tmp_path: Path) -> None:
+    """Cold review: a report of a run on two cores said "peak cores 3", with a
+    third lane: a retried try ended, as the journal had it, when the loop read
+    that it did, milliseconds after its worker had begun the job handed to it
+    next. Here, on one core, 300 tiny calls, each failing once."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        made = [scheduler.options(retries=1).submit(jobs.fail_first_try, number, str(marks))
+                for number in range(300)]
+        corral.wait(made, timeout=120)
+    assert [job.result() for job in made] == list(range(300))
+    view = read_view(corral.Run(run))
+    assert view.summary.retries == 300
+    assert (view.summary.peak_cores, view.lanes) == (1, 1)
+
+
 def test_corral_report_writes_one_page_with_the_failures_and_their_stderr(
         mixed: Path, tmp_path: Path) -> None:
     cli = Corral(tmp_path, mixed)

@@ -485,7 +485,9 @@ class Engine:
 
     # -- state changes -----------------------------------------------------------------
 
-    def _move(self, job: JobRecord, new: JobStatus, reason: str | None = None) -> None:
+    def _move(self, job: JobRecord, new: JobStatus, reason: str | None = None,
+              at: float | None = None) -> None:
+        """Change *job*'s status, in the journal as made *at* (if not now)."""
         if new is _S.CANCELLED and job.status is _S.SUBMITTED and job.started is None:
             # Cancelled in Dask's or a cluster's queue: an attempt that never
             # began is none (cold review: a dependent cancelled upstream, which
@@ -493,7 +495,7 @@ class Engine:
             job.attempts = max(job.attempts - 1, 0)
         old = job.move(new, reason)
         if self.journal is not None:
-            self.journal.moved(job, old, new, reason)
+            self.journal.moved(job, old, new, reason, at)
         if self.listeners:
             self.emit("status", job, old, new, reason)
 
@@ -882,8 +884,9 @@ class Engine:
                 job.live_output = update.live_output
                 job.handed_ahead = False
                 # (Aborted while its idle worker took it up: it says so running, too.)
+                # Journaled when it began, as its end is when a try is retried (see _settle).
                 self._move(job, _S.RUNNING, self._aborting_reason()
-                           if job.kill_intent is KillIntent.ABORT else None)
+                           if job.kill_intent is KillIntent.ABORT else None, job.started)
                 self._arm_timeout(job, WORKER_START_ALLOWANCE_S if update.starting else 0.0)
             elif (job.status is _S.RUNNING and update.at is not None and job.started is not None
                   and update.at > job.started):
@@ -941,8 +944,11 @@ class Engine:
             job.failures += 1
             _log_failure(job, status, reason)
         if status in (_S.FAILED, _S.TIMED_OUT) and job.failures <= job.spec.retries:
+            # Journaled when the try ended, not when the loop read that it did: the
+            # report draws a retried try by these times (it drew one reaching into
+            # the start of the job its worker ran next, a third core on two).
             self._move(job, _S.QUEUED,
-                       f"retry {job.failures} of {job.spec.retries} after: {reason}")
+                       f"retry {job.failures} of {job.spec.retries} after: {reason}", job.ended)
             keep_earlier_attempt(job.jobdir, job.attempts)
             self.packer.push(job)
             return

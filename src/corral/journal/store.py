@@ -478,9 +478,9 @@ class Journal:
         self._dirty[id(job)] = job
 
     def moved(self, job: JournaledJob, old: JobStatus | None, new: JobStatus,
-              reason: str | None) -> None:
-        """Record a state change; written at the next :meth:`flush`."""
-        self._events.add(str(job.id), time.time(), old, new, reason)
+              reason: str | None, at: float | None = None) -> None:
+        """Record a state change (made *at*, if not now); written at the next :meth:`flush`."""
+        self._events.add(str(job.id), time.time() if at is None else at, old, new, reason)
         self._dirty[id(job)] = job
 
     def due_in(self) -> float | None:
