@@ -108,7 +108,7 @@ class MapFeed:
         self._ahead: list[tuple] = []  # the input's next item, read ahead (see _next_batch)
         self._input_error: Exception | None = None  # the input's, raised with the next batch
         first = self._next_batch()  # in the caller's thread: its errors are the caller's
-        first, error = self._dispatch_until_error(first)
+        first, error = _without_frames(*self._dispatch_until_error(first))
         if error is not None and not first:
             raise error  # the map's first call: a bad option, most often
         self._error = error  # raised after the results of the calls before it
@@ -168,7 +168,7 @@ class MapFeed:
             return None
         if self._stop.is_set():  # made but not dispatched: the map is cut short
             return None
-        batch, self._error = self._dispatch_until_error(batch)
+        batch, self._error = _without_frames(*self._dispatch_until_error(batch))
         if not batch:
             return None
         self._batches.put(list(batch))  # (the reader's own: see __init__)
@@ -353,6 +353,25 @@ class MapFeed:
                     raise TimeoutError(_LATE)
                 self._followed.wait(0.2 if left is None else min(0.2, left))
             return self._followers.pop(job)
+
+
+def _without_frames(sent: list[Job], error: Exception | None
+                    ) -> tuple[list[Job], Exception | None]:
+    """*sent* and *error*, which lets go of the frames it (and what caused it)
+    was raised through: they hold the batch, which the error, kept until it is
+    raised and by whoever catches it, kept alive (attack review: the jobs read
+    before it were never let go). Its message says what went wrong; their
+    frames were corral's own pickling."""
+    waiting: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while waiting:  # the error, what caused it, what it was raised in the handling of
+        each = waiting.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        each.__traceback__ = None  # (its frames lead to the feeder's, which hold batches too)
+        waiting += [each.__cause__, each.__context__]
+    return sent, error
 
 
 def _item_at(job: Job, before: int) -> str:
