@@ -202,6 +202,13 @@ def test_status_shows_the_last_ten_finished_jobs_and_the_failed_ones_unless_aske
     assert list(everything.rows()) == [str(number) for number in range(1, 13)]
     assert everything.rows()["1"]["STATUS"] == "FAILED"
     assert everything.status == 1
+    # Those in a state, all of them (cold review: of 50,000 jobs, no way to list the failed).
+    failed = script_run("status", "--state", "failed")
+    assert (list(failed.rows()), failed.status) == (["1"], 1)
+    done = script_run("status", "--state", "COMPLETED", "1-4")
+    assert (list(done.rows()), done.status) == (["2", "3", "4"], 0)
+    assert_one_line_error(script_run("status", "--state", "broken"), 2,
+                          r"--state: unknown status 'broken'; use one of: new, waiting, queued, ")
 
 
 FAILING_CALL = """

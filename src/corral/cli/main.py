@@ -51,7 +51,7 @@ from corral.errors import CorralError
 from corral.options import (JOB_OPTIONS, megabytes_meant_otherwise, parse_options,
                             peers_word_hint, split_flags)
 from corral.safe_repr import first_few
-from corral.status import TERMINAL, JobStatus
+from corral.status import TERMINAL, JobStatus, statuses_named
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -295,14 +295,18 @@ def _as_flag_message(message: str) -> str:
 @cli.command()
 @run_option
 @click.option("--all", "show_all", is_flag=True, help="also list every finished job")
+@click.option("--state", metavar="STATE", default=None,
+              help="list every job in this state (failed, timed_out, running, ...) or group "
+                   "(pending, active, finished)")
 @click.argument("ids", nargs=-1)
 @click.pass_context
-def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None:
+def status(context: click.Context, show_all: bool, state: str | None,
+           ids: tuple[str, ...]) -> None:
     """Show the run's jobs; exit 1 if a listed job failed, timed out or was cancelled.
 
     Without IDs: the first 100 unfinished jobs, the first 10 that failed or
     timed out, and the last 10 finished ones, with counts of the others (all
-    of them with --all).
+    of them with --all; those in a state with --state).
     """
     from rich.text import Text
 
@@ -310,9 +314,19 @@ def status(context: click.Context, show_all: bool, ids: tuple[str, ...]) -> None
                                   run_header, status_table, unlisted_note)
     from corral.safe_repr import printable
 
+    wanted = None
+    if state is not None:  # (cold review: of 50,000 jobs, no way to list the failed ones)
+        try:
+            wanted = statuses_named(state)
+        except ValueError as error:
+            raise CommandError(f"--state: {error}".replace("use a JobStatus or one of",
+                                                           "use one of")) from None
     run = open_run(context)
     notes = []
-    if not ids and not show_all:  # a million-job run answers as fast as a small one
+    if wanted is not None:  # (their rows only, by a query: a big run answers at once)
+        jobs = ([job for job in select_jobs(run, ids) if job.status in wanted] if ids
+                else run.jobs(state, results=False))
+    elif not ids and not show_all:  # a million-job run answers as fast as a small one
         overview = run.overview(_UNFINISHED_SHOWN, _FINISHED_SHOWN, _FAILED_SHOWN)
         jobs = overview.unfinished + overview.finished
         if overview.finished_left_out:

@@ -28,7 +28,8 @@ from corral.journal.stored import StoredJob, StoredSession
 
 __all__ = ["rows_to_jobs", "check_rows", "error_summary", "one_snapshot", "read_jobs", "Overview",
            "read_overview", "read_status_counts", "read_job", "read_events",
-           "read_session_backends", "CAPACITY_KEY", "read_sessions", "read_meta"]
+           "read_session_backends", "CAPACITY_KEY", "read_sessions", "read_meta", "read_jobs_in",
+           "read_jobs_named", "read_jobs_numbered"]
 
 
 def rows_to_jobs(cursor: sqlite3.Cursor, path: Path) -> list[StoredJob]:
@@ -238,6 +239,14 @@ def read_jobs_numbered(run_dir: str | os.PathLike[str], low: int, high: int) -> 
 def read_jobs_named(run_dir: str | os.PathLike[str], name: str) -> list[StoredJob]:
     """The jobs called *name*, in dispatch order (one query, as above)."""
     return _jobs_where(run_dir, "name = ?", (name,))
+
+
+def read_jobs_in(run_dir: str | os.PathLike[str], statuses: Collection[JobStatus]
+                 ) -> list[StoredJob]:
+    """The jobs in *statuses*, in dispatch order (one query, as above: the 12
+    that failed of a million-job run, not every row)."""
+    values = tuple(status.value for status in statuses)
+    return _jobs_where(run_dir, f"status IN ({_marks(values)})", values) if values else []
 
 
 def _jobs_where(run_dir: str | os.PathLike[str], condition: str,

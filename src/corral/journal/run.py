@@ -18,7 +18,8 @@ from corral.job_refs import ambiguous_name, jobs_called
 from corral.errors import JournalError
 from corral.journal.files import JOURNAL_FILE, STOPPED_FILE, journal_modified_at, owner_of
 from corral.journal.reading import (Overview, read_overview, read_status_counts, read_events,
-                                    read_job, read_jobs, read_jobs_named, read_jobs_numbered,
+                                    read_job, read_jobs, read_jobs_in, read_jobs_named,
+                                    read_jobs_numbered,
                                     read_meta, read_session_backends, read_sessions,
                                     one_snapshot)
 from corral.journal.stored import StoredJob, StoredSession
@@ -49,6 +50,8 @@ class Run:
         JobStatus, its name, or a group as in :meth:`Scheduler.jobs`).
         ``results=False`` leaves out the pickled results: much faster on big runs."""
         wanted = None if status is None else statuses_named(status)
+        if wanted is not None and not results:  # (those rows only: a query)
+            return read_jobs_in(self.path, wanted)
         jobs = read_jobs(self.path, with_results=results)
         if wanted is None:
             return jobs
