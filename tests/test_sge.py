@@ -305,8 +305,12 @@ def test_a_parent_that_fails_with_no_driver_holds_its_child_until_the_rerun_canc
     assert first[0] == "FAILED" and "failed with no driver" in first[1]
     assert second == ["COMPLETED", None]
     assert total[0] == "CANCELLED" and total[1] == "upstream job 1 'fail_when' failed"
-    wait_until(lambda: not {failing, fine, child} & set(sge_states()), 30,
-               "the run's jobs, the failed one included, to leave SGE")
+    try:
+        wait_until(lambda: not {failing, fine, child} & set(sge_states()), 30,
+                   "the run's jobs, the failed one included, to leave SGE")
+    except AssertionError as late:  # (which, and in what state: a loaded CI run failed here)
+        raise AssertionError(f"{late}; still there: {sge_states()} of failing {failing}, "
+                             f"fine {fine}, child {child}") from None
 
 
 def test_abort_deletes_the_sge_job_once(contract_sge, tmp_path, counted_commands, release,
