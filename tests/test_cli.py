@@ -1778,6 +1778,41 @@ def test_wait_for_a_whole_run_whose_script_was_killed_says_it_may_be_unfinished(
     assert (finished.status, finished.err) == (0, "corral: 2 jobs ended: 2 completed\n")
 
 
+INTERRUPTED_SCRIPT = """
+import sys, corral
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
+    scheduler.shell("true", name="first").result()
+    scheduler.shell(f"while [ ! -e {sys.argv[2]} ]; do sleep 0.01; done", name="held").result()
+    scheduler.shell("true", name="never made")
+"""
+
+
+def test_wait_for_a_whole_run_whose_script_was_interrupted_says_it_may_be_unfinished(
+        fresh, tmp_path):
+    """Cold review: a map of 50,000 calls interrupted by Ctrl-C after 3,000
+    left `corral wait` saying "3018 jobs ended", nothing more. The script
+    closed the run, so it was not "killed"; the journal notes now that it
+    left its with block early, and why, and wait says what that means."""
+    script = subprocess.Popen([sys.executable, "-c", INTERRUPTED_SCRIPT, os.fspath(fresh.run),
+                               os.fspath(tmp_path / "never")], env=fresh.env, cwd=tmp_path,
+                              stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("2", {}).get(
+            "STATUS") == "RUNNING", message="the held job to run")
+    finally:
+        script.send_signal(signal.SIGINT)
+        script.communicate(timeout=60)
+    assert script.returncode != 0
+    said = fresh("wait")
+    assert said.status == 1, str(said)
+    assert said.err.splitlines()[-2].startswith("corral: 2 jobs ended: "), str(said)
+    assert said.err.splitlines()[-1] == (
+        "corral: note: the script that drove the run left it early (the driver was interrupted "
+        "(Ctrl-C, SIGINT)): it may not have made all its jobs; run it again to finish the run "
+        "(what completed is not run again)"), str(said)
+    assert "note" not in fresh("wait", "1").err  # (asked about a job: that job's wait)
+
+
 def test_wait_goes_on_when_the_daemon_dies_while_it_waits(fresh, tmp_path):
     """New-user review: a `corral wait` that was waiting when the daemon was
     killed gave up (exit 3) though a new `corral wait` starts a daemon that

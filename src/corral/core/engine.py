@@ -1321,8 +1321,11 @@ class Engine:
         if self.on_removed is not None:
             self.on_removed(handle)
 
-    def interrupt(self, reason: str = "interrupted") -> None:
-        """Cancel everything, running jobs included, now."""
+    def interrupt(self, reason: str = "interrupted", left_early: bool = False) -> None:
+        """Cancel everything, running jobs included, now; *left_early*: because
+        the program left its ``with`` block (the journal notes why)."""
+        if left_early and self.journal is not None and self._live:
+            self.journal.record_left_early(reason)
         self._read_ended_first(self._live.values())
         self._cancel_all(list(self._live.values()), reason)
 

@@ -1179,7 +1179,7 @@ class Scheduler(Executor):
         driver is given up: see :meth:`_give_up`)."""
         self._stop_maps(f"the with block was left: {reason}")
         try:
-            self._engine.call(self._engine.interrupt, reason)
+            self._engine.call(self._engine.interrupt, reason, True)
         except LoopStuck:
             self._give_up()
             return False

@@ -28,8 +28,8 @@ from corral.journal.stored import StoredJob, StoredSession
 
 __all__ = ["rows_to_jobs", "check_rows", "error_summary", "one_snapshot", "read_jobs", "Overview",
            "read_overview", "read_status_counts", "read_job", "read_events",
-           "read_session_backends", "CAPACITY_KEY", "read_sessions", "read_meta", "read_jobs_in",
-           "read_jobs_named", "read_jobs_numbered"]
+           "read_session_backends", "CAPACITY_KEY", "LEFT_EARLY_KEY", "read_sessions", "read_meta",
+           "read_jobs_in", "read_jobs_named", "read_jobs_numbered"]
 
 
 def rows_to_jobs(cursor: sqlite3.Cursor, path: Path) -> list[StoredJob]:
@@ -429,6 +429,8 @@ def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str | No
 
 #: The ``meta`` key under which a session records its backend's capacity (JSON).
 CAPACITY_KEY = "capacity.{session}"
+#: Why a session's program left its ``with`` block early (see StoredSession.left_early).
+LEFT_EARLY_KEY = "left_early.{session}"
 
 
 def read_sessions(run_dir: str | os.PathLike[str]) -> list[StoredSession]:
@@ -439,7 +441,8 @@ def read_sessions(run_dir: str | os.PathLike[str]) -> list[StoredSession]:
             backend = "backend" if "backend" in columns else "NULL"
             rows = list(db.execute(f"SELECT id, kind, {backend}, started, ended FROM sessions "
                                    "ORDER BY id"))
-            meta = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'capacity.%'"))
+            meta = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'capacity.%' "
+                                   "OR key LIKE 'left_early.%'"))
     except NotCreatedYet:
         return []
     sessions = []
@@ -452,7 +455,8 @@ def read_sessions(run_dir: str | os.PathLike[str]) -> list[StoredSession]:
             int(session), str(kind), backend_name,
             started if isinstance(started, (int, float)) else None,
             ended if isinstance(ended, (int, float)) else None,
-            cores if isinstance(cores, int) and not isinstance(cores, bool) else None))
+            cores if isinstance(cores, int) and not isinstance(cores, bool) else None,
+            meta.get(LEFT_EARLY_KEY.format(session=session))))
     return sessions
 
 

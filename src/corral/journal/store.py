@@ -72,7 +72,8 @@ from corral.journal.files import (JOURNAL_FILE, LOCK_FILE, MOVE_AWAY, SESSION_CL
                                   journal_modified_at, log_missing, lost_log_error,
                                   open_for_writing, private_file, private_run_dir,
                                   refuse_unless_plain)
-from corral.journal.reading import CAPACITY_KEY, check_rows, error_summary, rows_to_jobs
+from corral.journal.reading import (CAPACITY_KEY, LEFT_EARLY_KEY, check_rows, error_summary,
+                                    rows_to_jobs)
 from corral.journal.stored import DRIVER_GONE, StoredJob
 from corral.journal.previous import PreviousJobs
 from corral.journal.unwritten import Unwritten
@@ -452,6 +453,11 @@ class Journal:
         utilisation (busy core-seconds against those available)."""
         self.set_meta(CAPACITY_KEY.format(session=self.session),
                       json.dumps({"cores": cores, "memory_mb": memory_mb, "gpus": gpus}))
+
+    def record_left_early(self, reason: str) -> None:
+        """Note that this session's program left its ``with`` block with jobs
+        unfinished, and why: ``corral wait`` says it may not have made them all."""
+        self.set_meta(LEFT_EARLY_KEY.format(session=self.session), reason)
 
     def set_meta(self, key: str, value: str) -> None:
         """Record a run-wide setting (e.g. ``paused``), after what is already queued."""

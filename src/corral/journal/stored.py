@@ -265,3 +265,6 @@ class StoredSession:
     started: float | None
     ended: float | None
     cores: int | None
+    #: Why its program left the ``with`` block before its jobs had ended (a
+    #: Ctrl-C, an exception), cancelling them; None if it did not.
+    left_early: str | None = None
