@@ -1778,6 +1778,45 @@ def test_wait_for_a_whole_run_whose_script_was_killed_says_it_may_be_unfinished(
     assert (finished.status, finished.err) == (0, "corral: 2 jobs ended: 2 completed\n")
 
 
+def test_wait_lists_the_failures_of_string_ids_that_read_as_numbers(tmp_path):
+    """Attack review: `corral wait 43`, 43 a string id, left its failure out of
+    the list, and a string id too big for a number crashed the wait."""
+    import corral
+
+    run = tmp_path / "run"
+    huge = "9" * 20
+    with corral.Scheduler(cores=2, journal=run) as scheduler:
+        made = [corral.Job(corral.Shell("exit 3"), id="43"),
+                corral.Job(corral.Shell("exit 4"), id=huge)]
+        scheduler.dispatch(made)
+        corral.wait(made, timeout=60)
+    corral_command = Corral(tmp_path / "home", run)
+    for job_id, code in (("43", 3), (huge, 4)):
+        said = corral_command("wait", job_id)
+        assert (said.status, said.err) == (1, (
+            f"job {job_id} 'exit' FAILED: exit code {code}\n"
+            "corral: 1 job ended: 1 failed\n")), str(said)
+
+
+def test_status_by_state_takes_a_state_by_its_name_and_refuses_a_damaged_row(tmp_path):
+    """Attack review: `--state queued` listed WAITING jobs too (queued is also
+    the group of pending ones), and a row whose status is none was left out
+    by --state where every other read says the journal is damaged."""
+    import corral
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as scheduler:
+        scheduler.shell("exit 3")
+        scheduler.shell("true")
+    corral_command = Corral(tmp_path / "home", run)
+    assert list(corral_command("status", "--state", "queued").rows()) == []
+    assert list(corral_command("status", "--state", "failed").rows()) == ["1"]
+    with sqlite3.connect(run / "journal.db") as db:
+        db.execute("UPDATE jobs SET status = 'bogus' WHERE id = '2'")
+    assert_one_line_error(corral_command("status", "--state", "failed"), 3,
+                          r"job 2 has the status 'bogus'")
+
+
 INTERRUPTED_SCRIPT = """
 import sys, corral
 with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:

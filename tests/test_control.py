@@ -310,6 +310,8 @@ def test_a_settled_job_that_its_worker_ran_after_all_runs_once_over_a_rerun(
     assert (first_row.status, first_row.exit_code) == (JobStatus.CANCELLED, 0)
     assert first_row.reason == ("cancelled by user; it had completed before the cancel "
                                 "reached it")
+    # It says when it ran, and as a try (attack review: no try, no time, no bar).
+    assert first_row.attempts == 1 and first_row.started <= first_row.ended
     ran = notes.read_text().split()
     assert [ran.count(f"behind-{number}") for number in range(3)] == [1, 1, 1], ran
 

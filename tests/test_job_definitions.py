@@ -158,8 +158,9 @@ def test_an_open_file_is_refused_not_sent_as_a_copy_of_what_it_holds(scheduler, 
         for arguments in ((handle,), (lambda: handle.read(),)):
             with pytest.raises(ValueError, match=r"cannot be pickled \(TypeError: cannot pickle "
                                                  r"'TextIOWrapper' object: an open file \('.*"
-                                                 r"data.txt'\) does not travel to a worker; pass "
-                                                 r"its path and open it in the job\)$"):
+                                                 r"data.txt'\) does not travel between "
+                                                 r"processes; pass its path, and open it where "
+                                                 r"it is read\)$"):
                 scheduler.submit(jobs.identity, *arguments)
     assert scheduler.jobs() == []
 

@@ -316,8 +316,10 @@ def status(context: click.Context, show_all: bool, state: str | None,
 
     wanted = None
     if state is not None:  # (cold review: of 50,000 jobs, no way to list the failed ones)
-        try:
-            wanted = statuses_named(state)
+        try:  # (a state by its name first: "queued" is also the group of pending ones)
+            wanted = ({JobStatus(state.strip().lower())}
+                      if state.strip().lower() in {member.value for member in JobStatus}
+                      else statuses_named(state))
         except ValueError as error:
             raise CommandError(f"--state: {error}".replace("use a JobStatus or one of",
                                                            "use one of")) from None
@@ -325,7 +327,7 @@ def status(context: click.Context, show_all: bool, state: str | None,
     notes = []
     if wanted is not None:  # (their rows only, by a query: a big run answers at once)
         jobs = ([job for job in select_jobs(run, ids) if job.status in wanted] if ids
-                else run.jobs(state, results=False))
+                else run.jobs_in(wanted))
     elif not ids and not show_all:  # a million-job run answers as fast as a small one
         overview = run.overview(_UNFINISHED_SHOWN, _FINISHED_SHOWN, _FAILED_SHOWN)
         jobs = overview.unfinished + overview.finished

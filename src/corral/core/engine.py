@@ -888,6 +888,15 @@ class Engine:
                 self._move(job, _S.RUNNING, self._aborting_reason()
                            if job.kill_intent is KillIntent.ABORT else None, job.started)
                 self._arm_timeout(job, WORKER_START_ALLOWANCE_S if update.starting else 0.0)
+            elif (job.final and job.status is _S.CANCELLED and job.started is None
+                  and job.handed_ahead):
+                # Settled CANCELLED without its busy worker's answer, which had taken
+                # it up all the same (see _settle_unanswered): its row says it ran
+                # (attack review: no try, no time, no bar in the report).
+                job.started = _plausible_start(update.at, 0.0)
+                job.attempts += 1
+                if self.journal is not None:
+                    self.journal.touched(job)
             elif (job.status is _S.RUNNING and update.at is not None and job.started is not None
                   and update.at > job.started):
                 # Its worker, started for it, says when it really began: its
@@ -932,6 +941,7 @@ class Engine:
         and says so: a resumed run then takes it as completed (see
         :func:`corral.core.resume.completed_before`) instead of running it again."""
         job.exit_code = 0 if update.exit_code is None else update.exit_code
+        job.ended = update.at or job.ended  # (when it did, not when it was cancelled)
         job.reason = f"{job.reason}; {COMPLETED_ALL_THE_SAME}"
         if self.journal is not None:
             job.result_blob = update.value

@@ -1360,7 +1360,7 @@ def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> Non
             known = functions[id(target)] = (target, dumps_function(target))
         job.payload = dumps_call(target, args, kwargs, bool(job.value_deps), known[1])
     except Exception as error:
-        hint = "" if "open it in the job" in str(error) else (
+        hint = "" if "open it where it is read" in str(error) else (
             "; make what cannot travel (a lock, a connection, an open file) in the function, "
             "from what it is made of")
         raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "

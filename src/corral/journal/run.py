@@ -51,7 +51,7 @@ class Run:
         ``results=False`` leaves out the pickled results: much faster on big runs."""
         wanted = None if status is None else statuses_named(status)
         if wanted is not None and not results:  # (those rows only: a query)
-            return read_jobs_in(self.path, wanted)
+            return self.jobs_in(wanted)
         jobs = read_jobs(self.path, with_results=results)
         if wanted is None:
             return jobs
@@ -87,6 +87,11 @@ class Run:
             count = sum(read_status_counts(self.path).values())  # (counted, not read)
         raise KeyError(f"no job {job_id!r} in the run at {self.path} ({count} "
                        f"job{'s' * (count != 1)})")
+
+    def jobs_in(self, statuses: Collection[JobStatus]) -> list[StoredJob]:
+        """The jobs in *statuses*, in dispatch order, without their results (read
+        by a query: the failed few of a big run cost no more)."""
+        return read_jobs_in(self.path, statuses)
 
     def jobs_numbered(self, low: int, high: int) -> list[StoredJob]:
         """The jobs numbered *low* to *high*, in dispatch order (read by their

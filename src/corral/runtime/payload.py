@@ -129,11 +129,11 @@ def _pickler_keeping_file_names() -> type:
         reduce_text_file = cloudpickle.Pickler.dispatch_table.get(io.TextIOWrapper)
 
         def refuse_open_file(handle: io.TextIOWrapper) -> Any:
-            if reduce_text_file is not None and handle in (sys.stdout, sys.stderr):
-                return reduce_text_file(handle)  # (the worker's own, by name)
+            if reduce_text_file is not None and handle in (sys.stdout, sys.stderr, sys.stdin):
+                return reduce_text_file(handle)  # (the other side's own, by name; stdin refused)
             raise TypeError(f"cannot pickle {type(handle).__name__!r} object: an open "
-                            f"file ({getattr(handle, 'name', '?')!r}) does not travel to a "
-                            "worker; pass its path and open it in the job")
+                            f"file ({getattr(handle, 'name', '?')!r}) does not travel between "
+                            "processes; pass its path, and open it where it is read")
 
         # cloudpickle sends a file open for reading as a copy of what is left
         # to read in it (a 50 MB file, once per job), silently; pickle and
