@@ -1203,14 +1203,11 @@ class Engine:
         so in its row (see :meth:`_completed_all_the_same`): a resumed run
         does not run it again. (cancel() returned False after a second, and
         the job ended CANCELLED seconds later.)"""
-        waiting = [self._active[job_id] for job_id in job_ids if job_id in self._active
-                   and self._queued_ahead(self._active[job_id])
-                   and self._active[job_id].cancel_reason is not None]
-        if not waiting:
-            return
-        for job in waiting:
-            self._move(job, _S.CANCELLED, job.cancel_reason)
-            self._finalize(job)
+        for job_id in job_ids:
+            job = self._active.get(job_id)
+            if job is not None and self._queued_ahead(job) and job.cancel_reason is not None:
+                self._move(job, _S.CANCELLED, job.cancel_reason)
+                self._finalize(job)
 
     def _moved_on(self, turns: int) -> bool:
         """Whether the loop applied updates since its count was *turns*, or ended."""

@@ -246,25 +246,20 @@ def read_jobs_in(run_dir: str | os.PathLike[str], statuses: Collection[JobStatus
     """The jobs in *statuses*, in dispatch order (one query, as above: the 12
     that failed of a million-job run, not every row)."""
     values = tuple(status.value for status in statuses)
-    if not values:
-        return []
-    try:
-        with _reading(run_dir) as db:
-            db.execute("BEGIN")  # (one snapshot for both)
-            # A row whose status is none is an error, as every full read says,
-            # not a row left out (attack review): the counts' check names it.
-            _status_counts(db, journal_path(run_dir))
-            return rows_to_jobs(db.execute(f"SELECT {_COLUMNS_BUT_RESULTS} FROM jobs WHERE "
-                                           f"status IN ({_marks(values)}) ORDER BY seq", values),
-                                journal_path(run_dir))
-    except NotCreatedYet:
-        return []
+    # A row whose status is none is an error, as every full read says, not a
+    # row left out (attack review): the counts' check names it.
+    return _jobs_where(run_dir, f"status IN ({_marks(values)})", values,
+                       statuses_checked=True) if values else []
 
 
 def _jobs_where(run_dir: str | os.PathLike[str], condition: str,
-                parameters: tuple[object, ...]) -> list[StoredJob]:
+                parameters: tuple[object, ...], statuses_checked: bool = False
+                ) -> list[StoredJob]:
     try:
         with _reading(run_dir) as db:
+            if statuses_checked:  # (in the snapshot the rows are read from)
+                db.execute("BEGIN")
+                _status_counts(db, journal_path(run_dir))
             return rows_to_jobs(db.execute(f"SELECT {_COLUMNS_BUT_RESULTS} FROM jobs WHERE "
                                            f"{condition} ORDER BY seq", parameters),
                                 journal_path(run_dir))
