@@ -19,6 +19,7 @@ from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
+from corral.core.lean_future import LeanFuture
 from corral.core.record import JobRecord, cancel_future
 from corral.errors import cancelled_message
 from corral.result import Result
@@ -32,7 +33,7 @@ __all__ = ["Job", "Result", "refuse_formatted_jobs"]
 _JOB_REPR = re.compile(r"<Job \S+ (?:'.*?'|\".*?\") [A-Z_]+(?: on [^>]*)?>")
 
 
-class Job(Future):
+class Job(LeanFuture):
     """One unit of work and its future result.
 
     Build one unsubmitted with ``Job(task, args, kwargs, **options)`` and hand
@@ -75,7 +76,7 @@ class Job(Future):
     def _from_spec(cls, spec: JobSpec) -> Job:
         """A job of an already validated spec (no option is checked again)."""
         job = cls.__new__(cls)
-        Future.__init__(job)
+        LeanFuture.__init__(job)
         job._record = JobRecord(spec)
         return job
 
@@ -189,7 +190,7 @@ class Job(Future):
             return self._record.data
         try:
             self._wait_done(timeout)
-            return super().result(0)  # (TimeoutError if it is not done yet)
+            return self._outcome_now()  # (TimeoutError if it is not done yet)
         except CancelledError:
             raise CancelledError(self._cancel_message()) from None
 
@@ -204,7 +205,7 @@ class Job(Future):
             return judged[0]
         try:
             self._wait_done(timeout)
-            return super().exception(0)
+            return self._exception_now()
         except CancelledError:
             raise CancelledError(self._cancel_message()) from None
 

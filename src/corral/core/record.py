@@ -30,10 +30,11 @@ from __future__ import annotations
 import enum
 import os
 import time
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from corral.core.lean_future import LeanFuture
 from corral.runtime.spool import read_output, read_output_if_there
 from corral.spec import JobSpec
 from corral.result import Result
@@ -112,7 +113,7 @@ class JobRecord:
     live_output: tuple[str, str] | None = None  # (stdout, stderr) files while a worker runs it
 
     # -- the link to the Job and the engine ------------------------------------------------
-    future: Future[Any] | None = None  # the Job to resolve: from dispatch until resolved
+    future: LeanFuture | None = None  # the Job to resolve: from dispatch until resolved
     owner: Owner | None = None         # the engine, once dispatched
 
     # -- filled in at dispatch, then owned by the control loop ------------------------------
@@ -274,13 +275,13 @@ class JobRecord:
         self.final = True
         if future is None:
             return
-        if getattr(future, "_done_callbacks", True):  # the program's code runs from them,
+        if future.__dict__.get("_done_callbacks"):  # the program's code runs from them,
             with signals_allowed():  # here: what it starts gets a plain mask (runtime.threads)
                 self._settle_future(future, error)
         else:
             self._settle_future(future, error)
 
-    def _settle_future(self, future: Future[Any], error: BaseException | None) -> None:
+    def _settle_future(self, future: LeanFuture, error: BaseException | None) -> None:
         # A program may have called the Future's executor-side set_result or
         # set_exception itself (a Job is a Future and keeps them): its word
         # stands, and the loop that resolves every job must not fail on this
@@ -288,18 +289,17 @@ class JobRecord:
         # per job.)
         try:
             if self.status is JobStatus.COMPLETED:
-                future.set_result(self.data)
+                future._resolve(self.data)
             elif self.status is JobStatus.CANCELLED:
                 if not future.done():
-                    cancel_future(future)
+                    future._resolve(cancelled=True)
             else:
-                future.set_exception(error)
+                future._resolve(exception=error)
         except InvalidStateError:
             pass
 
 
-def cancel_future(future: Future[Any]) -> None:
+def cancel_future(future: LeanFuture) -> None:
     """Resolve *future* as cancelled, even though corral kept it pending while
     the job ran (``Future.cancel`` alone refuses a running future)."""
-    Future.cancel(future)
-    Future.set_running_or_notify_cancel(future)
+    future._resolve(cancelled=True)

@@ -1,0 +1,137 @@
+"""A ``concurrent.futures.Future`` that makes its lock and lists only when used.
+
+A stock Future makes, as it is created, a Condition (an RLock, a deque and
+five bound methods) and two lists: ten objects the garbage collector tracks,
+for a lock that most jobs never need. A program that submits 1,000 small
+calls and then reads their results in turn waits on a few of them: the rest
+are done when it asks. Each tracked object counts toward the collector's
+next pass; in a 1,000-call run it ran 30 to 36 times, and its slowest passes
+were most of the spread between runs (benchmarks/RESULTS.md).
+
+:class:`LeanFuture` makes them on first use (``_condition``, ``_waiters``,
+``_done_callbacks`` are looked up through ``__getattr__``), answers
+``done()`` and ``cancelled()`` without the lock (one attribute read, atomic
+under the GIL), and resolves itself without the lock while nobody has made
+it (:meth:`LeanFuture._resolve`).
+
+Why resolving without the lock loses no waiter: everything that waits or
+watches (``Future.result``, ``concurrent.futures.wait``/``as_completed``,
+``add_done_callback``) first makes the Condition, then takes it, then reads
+the state. :meth:`LeanFuture._resolve` writes the state first and looks for
+the Condition after. So a watcher that read the state before it was written
+had made the Condition before that, and the resolver finds it and notifies
+under it (after the watcher's wait or waiter has let go of the lock); a
+watcher that reads it after sees the future done. The GIL orders these reads
+and writes as the code does.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER,
+                                      PENDING)
+from typing import Any
+
+__all__ = ["LeanFuture"]
+
+_DONE = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})
+_CANCELLED = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED})
+#: What ``__getattr__`` makes on first use, and how.
+_MADE_ON_USE = {"_condition": threading.Condition, "_waiters": list, "_done_callbacks": list}
+
+
+class LeanFuture(Future):
+    """A Future whose lock and lists are made when first used (module docstring)."""
+
+    def __init__(self) -> None:  # (not Future's: it makes them all now)
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for attributes not there yet: the three Future makes in __init__.
+        make = _MADE_ON_USE.get(name)
+        if make is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}",
+                                 name=name, obj=self)
+        # setdefault: two threads asking at once get the same one.
+        return self.__dict__.setdefault(name, make())
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED
+
+    def _outcome_now(self) -> Any:
+        """``Future.result(0)`` without the lock: the value, or raise the
+        exception, CancelledError, or TimeoutError if it is not done."""
+        state = self._state
+        if state in _CANCELLED:
+            raise CancelledError()
+        if state != FINISHED:
+            raise TimeoutError()
+        error = self._exception
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # (no cycle through the frame: as Future.result)
+        return self._result
+
+    def _exception_now(self) -> BaseException | None:
+        """``Future.exception(0)`` without the lock."""
+        state = self._state
+        if state in _CANCELLED:
+            raise CancelledError()
+        if state != FINISHED:
+            raise TimeoutError()
+        return self._exception
+
+    def _resolve(self, result: Any = None, exception: BaseException | None = None,
+                 cancelled: bool = False) -> None:
+        """Resolve as ``set_result``, ``set_exception`` or a cancel would, and
+        tell whoever waits; without the lock while nobody has made it.
+
+        Raises:
+            InvalidStateError: it is done already (a program called the
+                Future's own set_result, say).
+        """
+        condition = self.__dict__.get("_condition")
+        if condition is not None:  # someone waits or watches: as Future does, under the lock
+            with condition:
+                self._settle(result, exception, cancelled)
+                self._tell_waiters(exception, cancelled)
+                condition.notify_all()
+        else:
+            self._settle(result, exception, cancelled)
+            condition = self.__dict__.get("_condition")  # made meanwhile: see the docstring
+            if condition is not None:
+                with condition:
+                    self._tell_waiters(exception, cancelled)
+                    condition.notify_all()
+        for callback in self.__dict__.get("_done_callbacks", ()):
+            try:
+                callback(self)
+            except Exception:
+                LOGGER.exception("exception calling callback for %r", self)
+
+    def _settle(self, result: Any, exception: BaseException | None, cancelled: bool) -> None:
+        if self._state in _DONE:
+            raise InvalidStateError(f"{self!r} is done already")
+        if cancelled:
+            self._state = CANCELLED_AND_NOTIFIED
+        else:
+            self._result = result
+            self._exception = exception
+            self._state = FINISHED
+
+    def _tell_waiters(self, exception: BaseException | None, cancelled: bool) -> None:
+        for waiter in self.__dict__.get("_waiters", ()):
+            if cancelled:
+                waiter.add_cancelled(self)
+            elif exception is not None:
+                waiter.add_exception(self)
+            else:
+                waiter.add_result(self)
