@@ -2608,3 +2608,32 @@ def test_a_result_too_large_for_a_reply_becomes_the_jobs_failure_saying_why(
     assert isinstance(error, ValueError)
     assert re.match(r"^the job's result is too large to send back: 5,\d{3} bytes pickled, "
                     r"at most 1,000; write it to a file and return the path$", str(error))
+
+
+def test_a_runs_events_come_oldest_first_across_jobs_when_a_change_is_recorded_late(tmp_path):
+    """A try's start is recorded when the driver hears of it, with the time the
+    worker began it: after another job's later change. Run.events() of the
+    whole run still lists them oldest first (a timeline built from it)."""
+    from types import SimpleNamespace
+
+    from corral.journal.store import Journal
+
+    def job(job_id: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            id=job_id, name=f"job{job_id}", deps=[], ended_deps=(), status=JobStatus.RUNNING,
+            reason=None, exit_code=None, attempts=1, native_id=None, started=None, ended=None,
+            jobdir=None, result_blob=None, error_blob=None, live_output=None)
+
+    first, second = job(1), job(2)
+    journal = Journal(tmp_path / "run")
+    try:
+        for each in (first, second):
+            journal.added(each, f"key{each.id}", f"key{each.id}", "call", "f()", "{}")
+        journal.moved(first, JobStatus.QUEUED, JobStatus.RUNNING, None, at=1_000_200.0)
+        journal.moved(second, JobStatus.QUEUED, JobStatus.RUNNING, None, at=1_000_100.0)
+        journal.flush(wait=True)
+    finally:
+        journal.close()
+    events = corral.Scheduler.open(tmp_path / "run").events()
+    assert [(job_id, at) for job_id, at, *_ in events] == [("2", 1_000_100.0),
+                                                         ("1", 1_000_200.0)]

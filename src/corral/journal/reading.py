@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Callable, Collection, Iterator
@@ -407,18 +408,32 @@ def read_job(run_dir: str | os.PathLike[str], job_id: int | str) -> StoredJob:
 def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
                 ) -> list[tuple[str, float, str | None, str, str | None]]:
     """State changes as ``(job id, time, old, new, reason)``, oldest first
-    (see :mod:`corral.journal.eventlog`).
+    (see :mod:`corral.journal.eventlog`); a job's own in the order they were
+    recorded, which is the order they happened.
+
+    The journal holds them in the order the driver heard of them: a try's
+    start, heard of after another job's later change, is recorded with the
+    time its worker began it (as is a retried try's end). So the changes of
+    the whole run are put in time order here, ties as recorded (a damaged
+    time last).
 
     Raises:
         JournalError: a batch of changes is damaged.
     """
     try:
         with _reading(run_dir) as db:
-            return list(eventlog.read_events_from(db, None if job_id is None else str(job_id)))
+            if job_id is not None:
+                return list(eventlog.read_events_from(db, str(job_id)))
+            return sorted(eventlog.read_events_from(db), key=_time_or_last)
     except NotCreatedYet:
         return []
     except ValueError as error:
         raise JournalError(f"{journal_path(run_dir)}: {error}; {MOVE_AWAY}") from None
+
+
+def _time_or_last(event: tuple[Any, ...]) -> float:
+    at = event[1]
+    return at if isinstance(at, (int, float)) and not math.isnan(at) else math.inf
 
 
 def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str | None]:
