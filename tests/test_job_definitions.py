@@ -149,6 +149,18 @@ def test_unpicklable_arguments_are_refused_at_submission(scheduler):
     assert scheduler.jobs() == []
 
 
+def test_an_unpicklable_call_is_caught_as_pickle_and_process_pools_raise_it(scheduler):
+    """As a ValueError (every bad input here is one) and as the TypeError that
+    pickle and ProcessPoolExecutor raise: code written for either catches it."""
+    for caught in (TypeError, ValueError, corral.NotPicklable, corral.CorralError):
+        with pytest.raises(caught, match=r"^job 'identity' cannot be sent to a worker"):
+            scheduler.submit(jobs.identity, threading.Lock())
+    with pytest.raises(TypeError, match=r"^map\(\), input item 1 \(counting from 0\): job "
+                                        r"'identity' cannot be sent to a worker"):
+        list(scheduler.map(jobs.identity, [1, threading.Lock()]))
+    assert scheduler.jobs() == []
+
+
 def test_an_open_file_is_refused_not_sent_as_a_copy_of_what_it_holds(scheduler, tmp_path):
     """Cold review: a file open for reading went to the worker as a StringIO of
     what was left in it (cloudpickle's way), silently: a 1 MB file passed to

@@ -13,7 +13,7 @@ def test_the_public_names_are_pinned():
         "ALL_COMPLETED", "BackendError", "Call", "CancelledError", "ConfigError", "CorralError",
         "DependencyError", "DriverTerminated", "Event", "FIRST_COMPLETED", "FIRST_EXCEPTION",
         "FunctionRef", "Job", "JobError", "JobFailed", "JobStatus", "JournalError", "JobTimedOut",
-        "RemoteTraceback", "ResourceError",
+        "NotPicklable", "RemoteTraceback", "ResourceError",
         "Resources", "Result", "Run", "RunInUse", "Scheduler", "Script", "Shell", "StoredJob",
         "Submitter", "WorkerLost", "abort_requested", "as_completed", "wait",
     ])

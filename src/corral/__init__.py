@@ -44,6 +44,7 @@ _EXPORTS = {
     "JobTimedOut": "errors",
     "ResourceError": "errors",
     "DependencyError": "errors",
+    "NotPicklable": "errors",
     "BackendError": "errors",
     "DriverTerminated": "errors",
     "RemoteTraceback": "errors",
@@ -93,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from corral.errors import JobError as JobError
     from corral.errors import JobFailed as JobFailed
     from corral.errors import JobTimedOut as JobTimedOut
+    from corral.errors import NotPicklable as NotPicklable
     from corral.errors import RemoteTraceback as RemoteTraceback
     from corral.errors import ResourceError as ResourceError
     from corral.errors import WorkerLost as WorkerLost

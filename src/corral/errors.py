@@ -32,6 +32,7 @@ __all__ = [
     "JobTimedOut",
     "ResourceError",
     "DependencyError",
+    "NotPicklable",
     "BackendError",
     "RemoteTraceback",
     "DriverTerminated",
@@ -91,6 +92,13 @@ class ResourceError(CorralError, ValueError):
 
 class DependencyError(CorralError, ValueError):
     """Dependencies that can never be met: a cycle, or ``after=`` naming no known job."""
+
+
+class NotPicklable(CorralError, ValueError, TypeError):
+    """A job's function or arguments cannot be sent to a worker (they do not
+    pickle), said as the job is made. A ValueError, as every bad input is
+    here, and a TypeError, as pickle and ProcessPoolExecutor raise it: code
+    written for either catches it."""
 
 
 class BackendError(CorralError):

@@ -60,7 +60,7 @@ class QueuedFunction(Generic[P, R]):
         """Submit the call; a Job among the arguments is a dependency.
 
         Raises:
-            ValueError: the call cannot be sent to a worker (not picklable).
+            NotPicklable: the call cannot be sent to a worker (a ValueError and a TypeError).
             RuntimeError: the scheduler was shut down.
         """
         return self._submitter.submit(self.func, *args, **kwargs)

@@ -33,7 +33,8 @@ from corral.call_fit import check_map_fits
 from corral.control.server import ControlServer
 from corral.control.verbs import handle as handle_request
 from corral.core.engine import Engine, LoopStuck
-from corral.errors import BackendError, DependencyError, DriverTerminated, ResourceError
+from corral.errors import (BackendError, DependencyError, DriverTerminated, NotPicklable,
+                           ResourceError)
 from corral.events import Event
 from corral.core.graph import plan_batch, replace_jobs
 from corral.core.job import Job, Result, refuse_formatted_jobs
@@ -1363,7 +1364,7 @@ def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> Non
         hint = "" if "open it where it is read" in str(error) else (
             "; make what cannot travel (a lock, a connection, an open file) in the function, "
             "from what it is made of")
-        raise ValueError(f"job {job.name!r} cannot be sent to a worker: its function or "
+        raise NotPicklable(f"job {job.name!r} cannot be sent to a worker: its function or "
                          f"arguments cannot be pickled ({type(error).__name__}: {error})"
                          f"{hint}") from error
 
