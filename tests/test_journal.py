@@ -2637,3 +2637,42 @@ def test_a_runs_events_come_oldest_first_across_jobs_when_a_change_is_recorded_l
     events = corral.Scheduler.open(tmp_path / "run").events()
     assert [(job_id, at) for job_id, at, *_ in events] == [("2", 1_000_100.0),
                                                          ("1", 1_000_200.0)]
+
+
+def test_a_dependent_waits_for_a_parent_that_runs_again_and_is_not_restored_if_it_fails(tmp_path):
+    """A parent whose stored result is lost runs again in a rerun. Its
+    dependent, completed in the earlier run, is restored only once the parent
+    completed again; if the parent fails now, the dependent is cancelled as any
+    dependent of a failed job is (it was restored COMPLETED beside its FAILED parent)."""
+    run, log, flag = tmp_path / "run", str(tmp_path / "log"), str(tmp_path / "flag")
+
+    def make_jobs(scheduler: corral.Scheduler) -> tuple[corral.Job, corral.Job]:
+        parent = scheduler.submit(jobs.note_and_raise_if_flagged, log, 1, 0, flag, 1)
+        return parent, scheduler.submit(jobs.add, parent, 1)
+
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        parent, child = make_jobs(scheduler)
+        assert child.result(timeout=60) == 2
+    with sqlite3.connect(run / "journal.db") as db:  # the parent's result is lost
+        db.execute("UPDATE jobs SET result = NULL WHERE id = '1'")
+    db.close()
+
+    with corral.Scheduler(cores=1, journal=run) as scheduler:  # it completes again: restored
+        parent, child = make_jobs(scheduler)
+        assert child.result(timeout=60) == 2 and parent.result(timeout=60) == 1
+        assert child.reason == RESTORED
+    with sqlite3.connect(run / "journal.db") as db:
+        db.execute("UPDATE jobs SET result = NULL WHERE id = '1'")
+    db.close()
+
+    Path(flag).touch()
+    with corral.Scheduler(cores=1, journal=run) as scheduler:  # it fails now
+        parent, child = make_jobs(scheduler)
+        with pytest.raises(ValueError, match="flagged: 1"):
+            parent.result(timeout=60)
+        with pytest.raises(concurrent.futures.CancelledError, match=r"upstream job 1 .*failed"):
+            child.result(timeout=60)
+        assert (parent.status, child.status) == (JobStatus.FAILED, JobStatus.CANCELLED)
+    assert [job.status for job in corral.Scheduler.open(run).jobs()] == [
+        JobStatus.FAILED, JobStatus.CANCELLED]
+    assert Path(log).read_text().split() == ["1", "1", "1"]

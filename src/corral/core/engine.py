@@ -547,9 +547,6 @@ class Engine:
                 self.emit("added", job)
             if job.recorded_first and not self._committed(job):
                 continue
-            if job.restored is not None:
-                self._restore(job)
-                continue
             cancelled_because = job.doomed
             unmet = 0
             for dep in () if cancelled_because else job.deps:
@@ -565,7 +562,10 @@ class Engine:
                 self._finalize(job)
                 continue
             job.unmet = unmet
-            if unmet and not self._may_go_early(job):
+            if job.restored is not None and not unmet:
+                self._restore(job)
+            elif job.restored is not None or (unmet and not self._may_go_early(job)):
+                # (a restored job whose parent runs again is restored once it completed)
                 self._move(job, _S.WAITING, _waiting_reason(job))
             elif job.reattach is not None:
                 self._move(job, _S.QUEUED)
@@ -635,12 +635,13 @@ class Engine:
         job.result_blob = stored.result  # (job.data was loaded as the run planned it)
         if job.feeds_values:
             job.value_bytes = stored.result
-        # NEW -> COMPLETED is legal only here: it ran before
+        # NEW (or WAITING) -> COMPLETED is legal only here: it ran before
+        old = job.status
         job.move(_S.COMPLETED, "completed in an earlier run (from the journal)", checked=False)
         if self.journal is not None:
-            self.journal.moved(job, _S.NEW, _S.COMPLETED, job.reason)
+            self.journal.moved(job, old, _S.COMPLETED, job.reason)
         if self.listeners:
-            self.emit("status", job, _S.NEW, _S.COMPLETED, job.reason)
+            self.emit("status", job, old, _S.COMPLETED, job.reason)
         if self.on_finish is not None:  # it sees every finished job; running again is moot
             self._ask_on_finish(job, None)
         self._finalize(job, notify=False)  # its notice, if any, went out in its own run
@@ -817,8 +818,8 @@ class Engine:
         cluster job), and no callback may run one again; a command whose words
         come from a dependency's result must wait for that result here."""
         cluster = self._cluster
-        if cluster is None or self.on_finish is not None:
-            return False
+        if cluster is None or self.on_finish is not None or job.restored is not None:
+            return False  # (a restored job waits here for a parent that runs again: see add)
         if any(isinstance(word, Upstream) for word in job.argv_template):
             return False
         for dep in job.deps:
@@ -1036,6 +1037,9 @@ class Engine:
                     continue
                 dependent.unmet -= 1
                 if dependent.unmet == 0 and dependent.status is _S.WAITING:
+                    if dependent.restored is not None:
+                        self._restore(dependent)
+                        continue
                     self._move(dependent, _S.QUEUED)
                     self.packer.push(dependent)
             return
