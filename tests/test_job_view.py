@@ -27,7 +27,7 @@ SRC = Path(corral.__file__).resolve().parent
 
 #: What a Job may keep in its own ``__dict__``: the Future's fields and the
 #: link to its record. Everything else is the engine's business.
-FUTURE_FIELDS = set(vars(Future()))
+FUTURE_FIELDS = set(vars(Future())) | {"_claimed_by"}  # (who resolved it: lean_future)
 READ_ONLY = ("id", "name", "spec", "meta", "status", "reason", "exit_code", "native_id",
              "started", "ended", "attempts", "jobdir", "stdout", "stderr", "record")
 

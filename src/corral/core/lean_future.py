@@ -9,10 +9,10 @@ next pass; in a 1,000-call run it ran 30 to 36 times, and its slowest passes
 were most of the spread between runs (benchmarks/RESULTS.md).
 
 :class:`LeanFuture` makes them on first use (``_condition``, ``_waiters``,
-``_done_callbacks`` are looked up through ``__getattr__``), answers
-``done()`` and ``cancelled()`` without the lock (one attribute read, atomic
-under the GIL), and resolves itself without the lock while nobody has made
-it (:meth:`LeanFuture._resolve`).
+``_done_callbacks`` are class-level descriptors that store what they make in
+the instance), answers ``done()`` and ``cancelled()`` without the lock (one
+attribute read, atomic under the GIL), and resolves itself without the lock
+while nobody has made it (:meth:`LeanFuture._resolve`).
 
 Why resolving without the lock loses no waiter: everything that waits or
 watches (``Future.result``, ``concurrent.futures.wait``/``as_completed``,
@@ -23,40 +23,77 @@ had made the Condition before that, and the resolver finds it and notifies
 under it (after the watcher's wait or waiter has let go of the lock); a
 watcher that reads it after sees the future done. The GIL orders these reads
 and writes as the code does.
+
+Why two resolvers never both win (corral's loop resolving a job while the
+program calls the Future's own ``set_result``, say): each first claims the
+future with one ``dict.setdefault``, which is atomic (one C call under the
+GIL, and under the dict's own lock in a free-threaded build); the one that
+finds a claim there raises ``InvalidStateError`` and writes nothing. Checking
+the state and then writing it, as ``Future`` does under its lock, would leave
+a thread switch between the two (review: both then wrote, and each done
+callback ran twice). ``set_result``, ``set_exception`` and ``cancel`` all
+resolve through :meth:`LeanFuture._resolve`, so every path claims.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER,
-                                      PENDING)
+from concurrent.futures._base import (_STATE_TO_DESCRIPTION_MAP as _STATE_NAMES, CANCELLED,
+                                      CANCELLED_AND_NOTIFIED, FINISHED, LOGGER, PENDING)
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["LeanFuture"]
 
 _DONE = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})
 _CANCELLED = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED})
-#: What ``__getattr__`` makes on first use, and how.
-_MADE_ON_USE = {"_condition": threading.Condition, "_waiters": list, "_done_callbacks": list}
+
+
+class _MadeOnUse:
+    """A class attribute that makes the instance's own value on first read.
+
+    A non-data descriptor: once the value is in the instance's ``__dict__``,
+    that is found first and this is not called again. (Not ``__getattr__``:
+    that is also asked when a property raises AttributeError, and its own
+    error then hid the property's.)"""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        # setdefault: two threads asking at once get the same one.
+        return instance.__dict__.setdefault(self.name, self.make())
 
 
 class LeanFuture(Future):
     """A Future whose lock and lists are made when first used (module docstring)."""
+
+    _condition = _MadeOnUse(threading.Condition)
+    _waiters = _MadeOnUse(list)
+    _done_callbacks = _MadeOnUse(list)
 
     def __init__(self) -> None:  # (not Future's: it makes them all now)
         self._state = PENDING
         self._result = None
         self._exception = None
 
-    def __getattr__(self, name: str) -> Any:
-        # Only for attributes not there yet: the three Future makes in __init__.
-        make = _MADE_ON_USE.get(name)
-        if make is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}",
-                                 name=name, obj=self)
-        # setdefault: two threads asking at once get the same one.
-        return self.__dict__.setdefault(name, make())
+    def __repr__(self) -> str:
+        """As ``Future``'s, without its lock: an error that names the future
+        must not wait for a thread that is resolving it."""
+        state, error = self._state, self._exception
+        where = f"<{type(self).__name__} at {id(self):#x} state={_STATE_NAMES[state]}"
+        if state != FINISHED:
+            return where + ">"
+        if error is not None:
+            return f"{where} raised {type(error).__name__}>"
+        return f"{where} returned {type(self._result).__name__}>"
 
     def done(self) -> bool:
         return self._state in _DONE
@@ -89,15 +126,36 @@ class LeanFuture(Future):
             raise TimeoutError()
         return self._exception
 
+    def set_result(self, result: Any) -> None:
+        """As ``Future.set_result``: claims the future first (module docstring)."""
+        self._resolve(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """As ``Future.set_exception``: claims the future first (module docstring)."""
+        self._resolve(exception=exception)
+
+    def cancel(self) -> bool:
+        """As ``Future.cancel`` for a future nobody started: claims it first."""
+        if self._state not in (PENDING, *_CANCELLED):
+            return False
+        try:
+            self._resolve(cancelled=True)
+        except InvalidStateError:
+            return self.cancelled()
+        return True
+
     def _resolve(self, result: Any = None, exception: BaseException | None = None,
                  cancelled: bool = False) -> None:
         """Resolve as ``set_result``, ``set_exception`` or a cancel would, and
         tell whoever waits; without the lock while nobody has made it.
 
         Raises:
-            InvalidStateError: it is done already (a program called the
-                Future's own set_result, say).
+            InvalidStateError: it is resolved already, or being resolved by
+                another thread (which claimed it first: module docstring).
         """
+        claim = object()
+        if self.__dict__.setdefault("_claimed_by", claim) is not claim:
+            raise InvalidStateError(f"{self!r} is done already")
         condition = self.__dict__.get("_condition")
         if condition is not None:  # someone waits or watches: as Future does, under the lock
             with condition:
@@ -118,8 +176,6 @@ class LeanFuture(Future):
                 LOGGER.exception("exception calling callback for %r", self)
 
     def _settle(self, result: Any, exception: BaseException | None, cancelled: bool) -> None:
-        if self._state in _DONE:
-            raise InvalidStateError(f"{self!r} is done already")
         if cancelled:
             self._state = CANCELLED_AND_NOTIFIED
         else:
