@@ -2639,40 +2639,51 @@ def test_a_runs_events_come_oldest_first_across_jobs_when_a_change_is_recorded_l
                                                          ("1", 1_000_200.0)]
 
 
-def test_a_dependent_waits_for_a_parent_that_runs_again_and_is_not_restored_if_it_fails(tmp_path):
-    """A parent whose stored result is lost runs again in a rerun. Its
-    dependent, completed in the earlier run, is restored only once the parent
-    completed again; if the parent fails now, the dependent is cancelled as any
-    dependent of a failed job is (it was restored COMPLETED beside its FAILED parent)."""
-    run, log, flag = tmp_path / "run", str(tmp_path / "log"), str(tmp_path / "flag")
+def test_a_dependent_of_a_parent_that_runs_again_runs_again_too_and_is_cancelled_if_it_fails(
+        tmp_path):
+    """A parent whose stored result is lost runs again in a rerun, and may
+    return something else now: its dependent, completed in the earlier run,
+    runs again too (make's rule), with its tries counted on; if the parent
+    fails now, the dependent is cancelled as any dependent of a failed job is
+    (it was restored COMPLETED beside its FAILED parent; then, restored from
+    the parent's old value though the parent had run again: cold reviews)."""
+    run, flag = tmp_path / "run", str(tmp_path / "flag")
+    parent_log, child_log = str(tmp_path / "parent.log"), str(tmp_path / "child.log")
 
-    def make_jobs(scheduler: corral.Scheduler) -> tuple[corral.Job, corral.Job]:
-        parent = scheduler.submit(jobs.note_and_raise_if_flagged, log, 1, 0, flag, 1)
-        return parent, scheduler.submit(jobs.add, parent, 1)
+    def make_jobs(scheduler: corral.Scheduler) -> tuple[corral.Job, corral.Job, corral.Job]:
+        parent = scheduler.submit(jobs.note_and_raise_if_flagged, parent_log, 3, 0, flag, 3)
+        return (parent, scheduler.submit(jobs.note_and_square, child_log, parent),
+                scheduler.submit(jobs.square, 5))
+
+    def lose_the_parents_result() -> None:
+        with sqlite3.connect(run / "journal.db") as db:
+            db.execute("UPDATE jobs SET result = NULL WHERE id = '1'")
+        db.close()
 
     with corral.Scheduler(cores=1, journal=run) as scheduler:
-        parent, child = make_jobs(scheduler)
-        assert child.result(timeout=60) == 2
-    with sqlite3.connect(run / "journal.db") as db:  # the parent's result is lost
-        db.execute("UPDATE jobs SET result = NULL WHERE id = '1'")
-    db.close()
+        parent, child, other = make_jobs(scheduler)
+        assert child.result(timeout=60) == 9 and other.result(timeout=60) == 25
+    lose_the_parents_result()
 
-    with corral.Scheduler(cores=1, journal=run) as scheduler:  # it completes again: restored
-        parent, child = make_jobs(scheduler)
-        assert child.result(timeout=60) == 2 and parent.result(timeout=60) == 1
-        assert child.reason == RESTORED
-    with sqlite3.connect(run / "journal.db") as db:
-        db.execute("UPDATE jobs SET result = NULL WHERE id = '1'")
-    db.close()
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        parent, child, other = make_jobs(scheduler)
+        assert child.result(timeout=60) == 9 and parent.result(timeout=60) == 3
+        assert other.result(timeout=60) == 25
+        assert (child.reason, other.reason, child.attempts) == (None, RESTORED, 2)
+    assert Path(child_log).read_text().split() == ["3", "3"]
+    assert ("job 2 'note_and_square' completed in an earlier run, but a job it depends on "
+            "runs again in this one: it runs again too") in (run / "corral.log").read_text()
+    lose_the_parents_result()
 
     Path(flag).touch()
     with corral.Scheduler(cores=1, journal=run) as scheduler:  # it fails now
-        parent, child = make_jobs(scheduler)
-        with pytest.raises(ValueError, match="flagged: 1"):
+        parent, child, other = make_jobs(scheduler)
+        with pytest.raises(ValueError, match="flagged: 3"):
             parent.result(timeout=60)
         with pytest.raises(concurrent.futures.CancelledError, match=r"upstream job 1 .*failed"):
             child.result(timeout=60)
         assert (parent.status, child.status) == (JobStatus.FAILED, JobStatus.CANCELLED)
     assert [job.status for job in corral.Scheduler.open(run).jobs()] == [
-        JobStatus.FAILED, JobStatus.CANCELLED]
-    assert Path(log).read_text().split() == ["1", "1", "1"]
+        JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPLETED]
+    assert Path(parent_log).read_text().split() == ["3", "3", "3"]
+    assert Path(child_log).read_text().split() == ["3", "3"]

@@ -40,6 +40,7 @@ from corral.core.ahead import AheadPolicy
 from corral.core.outcome import (EndingRules, decide_outcome, raised_traceback, stderr_tail)
 from corral.core.submission import submission_for
 from corral.core.record import COMPLETED_ALL_THE_SAME, DeadlineKind, JobRecord, KillIntent
+from corral.core.resume import run_again
 from corral.result import Result
 from corral.errors import CorralError, DriverTerminated, JobFailed
 from corral.backends import backend_info
@@ -166,6 +167,7 @@ class Engine:
         #: ahead (see corral.core.ahead); None where the backend does not.
         self._pace = AheadPolicy() if self.capabilities.queues_ahead else None
         self._said_restored = False  # (that the run resumes: said at the first job restored)
+        self._said_run_again = False  # (that restored jobs run again after a parent: said once)
         self.packer = packer
         packer.on_waiting = self.note_reason  # why QUEUED jobs wait, for status
         self.run_dir = run_dir
@@ -562,10 +564,12 @@ class Engine:
                 self._finalize(job)
                 continue
             job.unmet = unmet
-            if job.restored is not None and not unmet:
-                self._restore(job)
-            elif job.restored is not None or (unmet and not self._may_go_early(job)):
-                # (a restored job whose parent runs again is restored once it completed)
+            if job.restored is not None:
+                if not unmet and all(_restored(dep) for dep in job.deps):
+                    self._restore(job)
+                    continue
+                self._run_again(job)
+            if unmet and not self._may_go_early(job):
                 self._move(job, _S.WAITING, _waiting_reason(job))
             elif job.reattach is not None:
                 self._move(job, _S.QUEUED)
@@ -619,6 +623,20 @@ class Engine:
             return False
         return True
 
+    def _run_again(self, job: JobRecord) -> None:
+        """*job* completed in an earlier run, but a job it depends on runs
+        (or ran) again in this one: its result may differ now (make's rule: a
+        target is rebuilt when a prerequisite is), so *job* runs again too."""
+        stored = job.restored
+        assert stored is not None
+        job.restored, job.data = None, None
+        run_again(job, stored)
+        if not self._said_run_again:
+            self._said_run_again = True
+            warn_user(f"job {job.id} {job.name!r} completed in an earlier run, but a job it "
+                      "depends on runs again in this one: it runs again too (and so does "
+                      "every such job)")
+
     def _restore(self, job: JobRecord) -> None:
         """Make a job final from a previous run's journal, without running it."""
         stored = job.restored
@@ -635,13 +653,12 @@ class Engine:
         job.result_blob = stored.result  # (job.data was loaded as the run planned it)
         if job.feeds_values:
             job.value_bytes = stored.result
-        # NEW (or WAITING) -> COMPLETED is legal only here: it ran before
-        old = job.status
-        job.move(_S.COMPLETED, "completed in an earlier run (from the journal)", checked=False)
+        # NEW -> COMPLETED is legal only here: it ran before
+        job.move(_S.COMPLETED, RESTORED_REASON, checked=False)
         if self.journal is not None:
-            self.journal.moved(job, old, _S.COMPLETED, job.reason)
+            self.journal.moved(job, _S.NEW, _S.COMPLETED, job.reason)
         if self.listeners:
-            self.emit("status", job, old, _S.COMPLETED, job.reason)
+            self.emit("status", job, _S.NEW, _S.COMPLETED, job.reason)
         if self.on_finish is not None:  # it sees every finished job; running again is moot
             self._ask_on_finish(job, None)
         self._finalize(job, notify=False)  # its notice, if any, went out in its own run
@@ -818,8 +835,8 @@ class Engine:
         cluster job), and no callback may run one again; a command whose words
         come from a dependency's result must wait for that result here."""
         cluster = self._cluster
-        if cluster is None or self.on_finish is not None or job.restored is not None:
-            return False  # (a restored job waits here for a parent that runs again: see add)
+        if cluster is None or self.on_finish is not None:
+            return False
         if any(isinstance(word, Upstream) for word in job.argv_template):
             return False
         for dep in job.deps:
@@ -1037,9 +1054,6 @@ class Engine:
                     continue
                 dependent.unmet -= 1
                 if dependent.unmet == 0 and dependent.status is _S.WAITING:
-                    if dependent.restored is not None:
-                        self._restore(dependent)
-                        continue
                     self._move(dependent, _S.QUEUED)
                     self.packer.push(dependent)
             return
@@ -1422,6 +1436,17 @@ def _upstream_reason(parent: JobRecord) -> str:
     parent the program let go of is a FinishedJob, which keeps no reason)."""
     return upstream_reason(parent.id, parent.name, parent.status,
                            getattr(parent, "reason", None))
+
+
+#: The reason of a job restored from the journal (COMPLETED in an earlier run).
+RESTORED_REASON = "completed in an earlier run (from the journal)"
+
+
+def _restored(dep: Any) -> bool:
+    """Whether the dependency *dep* was restored from the journal, not run in
+    this run. (A FinishedJob, a finished job's stand-in, keeps no reason: it
+    counts as restored, as a dependency of it by name or id cannot tell.)"""
+    return getattr(dep, "reason", RESTORED_REASON) == RESTORED_REASON
 
 
 def _waiting_reason(job: JobRecord) -> str:

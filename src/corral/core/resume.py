@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from corral.journal.previous import PreviousJobs
     from corral.journal.stored import StoredJob
 
-__all__ = ["Resumer"]
+__all__ = ["Resumer", "run_again"]
 
 log = logging.getLogger("corral.resume")
 
@@ -116,7 +116,7 @@ class Resumer:
                 if stored is not None:  # the same call, its code changed: it runs again
                     ids.append(stored.id)
                     taken.add(str(stored.id))
-                    self._run_again(job, stored)
+                    run_again(job, stored)
                     continue
             if stored is None:
                 ids.append(job.id if job.id is not None else new_id())
@@ -133,7 +133,7 @@ class Resumer:
             elif stored.status not in TERMINAL and self._attachable(stored):
                 job.reattach = stored  # not submitted again: found by its native id
             else:
-                self._run_again(job, stored)
+                run_again(job, stored)
         return ids
 
     def _key(self, job: JobRecord) -> tuple[str, str]:
@@ -170,17 +170,6 @@ class Resumer:
         if stored.status not in TERMINAL and self._attachable(stored):
             return None
         return stored
-
-    def _run_again(self, job: JobRecord, stored: StoredJob) -> None:
-        """*job* runs again as the earlier *stored*: its tries go on counting
-        (a job that ran twice says so), and what its last attempt wrote is
-        kept as that attempt's (``stdout.N``), as a retry's is."""
-        job.attempts = stored.attempts
-        if stored.status is JobStatus.SUBMITTED and stored.started is None:
-            job.attempts -= 1  # (it waited in Dask's or a cluster's queue and never began:
-            # cold review, each such job showed one try more after a rerun)
-        # (Where a copied run's files are: not the original's.)
-        keep_earlier_attempt(stored.directory or None, stored.attempts)
 
     def chunk_sizes_at(self, label: str, first: int) -> list[int]:
         """The sizes, largest first, of the chunks earlier runs made of a map
@@ -298,6 +287,18 @@ def _loaded_result(stored: StoredJob) -> tuple[bool, Any]:
         log.warning("job %s %r: its stored result cannot be loaded (%s: %s); it runs again",
                     stored.id, stored.name, type(error).__name__, error)
         return False, None
+
+
+def run_again(job: JobRecord, stored: StoredJob) -> None:
+    """*job* runs again as the earlier *stored*: its tries go on counting
+    (a job that ran twice says so), and what its last attempt wrote is
+    kept as that attempt's (``stdout.N``), as a retry's is."""
+    job.attempts = stored.attempts
+    if stored.status is JobStatus.SUBMITTED and stored.started is None:
+        job.attempts -= 1  # (it waited in Dask's or a cluster's queue and never began:
+        # cold review, each such job showed one try more after a rerun)
+    # (Where a copied run's files are: not the original's.)
+    keep_earlier_attempt(stored.directory or None, stored.attempts)
 
 
 def _kill_stale_command(stored: StoredJob) -> None:
