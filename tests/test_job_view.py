@@ -211,19 +211,24 @@ def test_core_control_and_journal_import_each_other_without_cycles():
     assert _cycles(graph) == []
 
 
-@pytest.mark.parametrize("call", [lambda job: job.set_result(42),
-                                  lambda job: job.set_exception(ValueError("from outside"))])
-def test_a_job_resolved_by_the_program_itself_does_not_stop_the_scheduler(call):
-    """A Job is a Future, so a program may resolve one itself (CPython's Future tests
-    do); the scheduler then keeps the program's word for it instead of crashing its
-    loop, and the other jobs go on."""
+@pytest.mark.parametrize(("call", "method"), [
+    (lambda job: job.set_result(42), "set_result"),
+    (lambda job: job.set_exception(ValueError("from outside")), "set_exception")])
+def test_a_dispatched_job_cannot_be_resolved_by_the_program(call, method):
+    """A Job is a Future, but once dispatched its scheduler resolves it: the
+    program's set_result was accepted, and result() then gave the program's
+    value while the job ran on and its dependents got the job's own (cold
+    review). An undispatched Job is a plain Future (CPython's Future tests)."""
     with corral.Scheduler(cores=1) as scheduler:
         first = scheduler.submit(pow, 2, 5)
-        call(first)
-        second = scheduler.submit(pow, 3, 3)
-        assert second.result(timeout=60) == 27
-        wait_until(lambda: first.status is corral.JobStatus.COMPLETED, timeout=60,
-                   message="the job the program resolved itself still runs to its end")
+        with pytest.raises(RuntimeError, match=rf"<Job 1 'pow' \w+> is resolved by its "
+                           rf"scheduler: {method}\(\) is for a Future nobody runs"):
+            call(first)
+        second = scheduler.submit(pow, first, 2)
+        assert (first.result(timeout=60), second.result(timeout=60)) == (32, 1024)
+    unsent = Job(pow, (2, 3))
+    unsent.set_result(8)
+    assert unsent.result(0) == 8
 
 
 def test_after_the_control_loop_crashed_a_new_job_is_refused_not_left_pending(caplog):

@@ -304,6 +304,24 @@ class Job(LeanFuture):
         raise RuntimeError(f"{self!r} is started by its scheduler: set_running_or_notify_cancel() "
                            "is for an Executor's own futures (job.running() says whether it runs)")
 
+    def set_result(self, result: Any) -> None:
+        """Refused once the job is dispatched: its scheduler resolves it. (It
+        was accepted, and left a job whose result() was the program's value
+        while it ran on and its dependents got its own: cold review.) A Job
+        nobody dispatched is a plain Future here, as CPython's Future tests use it."""
+        self._refuse_once_dispatched("set_result")
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Refused once the job is dispatched, as :meth:`set_result` is."""
+        self._refuse_once_dispatched("set_exception")
+        super().set_exception(exception)
+
+    def _refuse_once_dispatched(self, method: str) -> None:
+        if self._record.owner is not None:
+            raise RuntimeError(f"{self!r} is resolved by its scheduler: {method}() is for a "
+                               "Future nobody runs (job.cancel() stops the job)")
+
     # -- control -----------------------------------------------------------------
 
     def cancel(self) -> bool:

@@ -282,11 +282,10 @@ class JobRecord:
             self._settle_future(future, error)
 
     def _settle_future(self, future: LeanFuture, error: BaseException | None) -> None:
-        # A program may have called the Future's executor-side set_result or
-        # set_exception itself (a Job is a Future and keeps them): its word
-        # stands, and the loop that resolves every job must not fail on this
-        # one. (Asked by trying, not by done() first: that is one lock less
-        # per job.)
+        # A Job refuses set_result and set_exception once dispatched, but one
+        # set before (by a program that then dispatched it at the same moment)
+        # must not fail the loop that resolves every job: the earlier word
+        # stands. (Asked by trying: LeanFuture claims the future atomically.)
         try:
             if self.status is JobStatus.COMPLETED:
                 future._resolve(self.data)
