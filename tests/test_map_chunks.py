@@ -208,14 +208,14 @@ def test_a_result_that_cannot_travel_fails_its_own_call_not_the_results_before_i
     first call."""
     got = []
     with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler, \
-            pytest.raises(TypeError, match=r"^call 2's return value cannot be pickled: "
+            pytest.raises(corral.NotPicklable, match=r"^call 2's return value cannot be pickled: "
                                            r"TypeError: cannot pickle '_thread.lock' object$"):
         for value in scheduler.map(jobs.lock_on, range(6), chunksize=3):
             got.append(value)
     assert got == [0, 1]
     failed = [job for job in read_jobs(tmp_path / "run") if job.status is JobStatus.FAILED]
     assert [job.reason for job in failed] == [
-        "raised ChunkFailed: call 2 of the map raised TypeError: call 2's return value cannot "
+        "raised ChunkFailed: call 2 of the map raised NotPicklable: call 2's return value cannot "
         "be pickled: TypeError: cannot pickle '_thread.lock' object"]
 
 

@@ -159,7 +159,7 @@ def test_an_exception_whose_class_takes_other_arguments_comes_back_as_itself(sch
 
 def test_a_return_value_that_cannot_be_pickled_fails_the_job_clearly(scheduler):
     job = scheduler.submit(jobs.return_unpicklable)
-    with pytest.raises(TypeError, match="the job's return value cannot be pickled"):
+    with pytest.raises(corral.NotPicklable, match="the job's return value cannot be pickled"):
         job.result(timeout=30)
 
 

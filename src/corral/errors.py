@@ -96,9 +96,10 @@ class DependencyError(CorralError, ValueError):
 
 class NotPicklable(CorralError, ValueError, TypeError):
     """A job's function or arguments cannot be sent to a worker (they do not
-    pickle), said as the job is made. A ValueError, as every bad input is
-    here, and a TypeError, as pickle and ProcessPoolExecutor raise it: code
-    written for either catches it."""
+    pickle), said as the job is made; or a call's return value cannot be sent
+    back, raised by its result(). A ValueError, as every bad input is here,
+    and a TypeError, as pickle and ProcessPoolExecutor raise it: code written
+    for either catches it."""
 
 
 class BackendError(CorralError):

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from corral.errors import JobFailed, RemoteTraceback
+from corral.errors import JobFailed, NotPicklable, RemoteTraceback
 from corral.runtime.abort import abort_requested
 from corral.runtime.payload import (dumps_error, dumps_value, import_function, loads_error,
                                     without_corral_frames)
@@ -138,7 +138,7 @@ def _fail_unsendable(values: list[Any], failures: dict[int, bytes], first: int
         try:
             dumps_value(value)
         except Exception as error:
-            problem = TypeError(f"call {first + index}'s return value cannot be pickled: "
+            problem = NotPicklable(f"call {first + index}'s return value cannot be pickled: "
                                 f"{describe_error(error)}")
             values[index] = None
             failures[index] = dumps_error(problem)

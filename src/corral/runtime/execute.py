@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from corral.errors import NotPicklable
 from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
 from corral.safe_repr import describe_error
 
@@ -43,7 +44,7 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
             try:
                 return True, dumps_value(value)
             except Exception as error:
-                return False, dumps_error(TypeError(
+                return False, dumps_error(NotPicklable(
                     f"the job's return value cannot be pickled: {describe_error(error)}"))
     except Exception as error:  # cannot even set the job up (a bad cwd)
         return False, dumps_error(error)
