@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import InvalidStateError
+from concurrent.futures import InvalidStateError, wait
 from pathlib import Path
 
 import pytest
@@ -128,6 +128,39 @@ def test_a_cancel_and_a_result_at_once_leave_it_one_or_the_other():
         if not reached:
             break
         k += 1
+
+
+def test_waiting_for_all_neither_returns_early_nor_hangs_wherever_the_resolver_is_switched_out():
+    """``wait([x, y])`` while corral's loop resolves x: it returns once y is
+    done too, never before, and never hangs. (The loop wrote x's state, then
+    looked for a waiter, and told one that had counted x done already: wait()
+    returned with y pending, or never, its count gone below zero: attack review.)"""
+    k = 1
+    while True:
+        x, y = LeanFuture(), LeanFuture()
+        returned = threading.Event()
+        waited: list[tuple] = []
+
+        def wait_for_both(x=x, y=y, waited=waited, returned=returned) -> None:
+            waited.append(tuple(wait([x, y], timeout=30)))
+            returned.set()
+        pause = PauseAtLine(k)
+        resolver = pause.run(lambda x=x: x._resolve("x"))
+        reached = pause.reached()
+        waiter = threading.Thread(target=wait_for_both)
+        waiter.start()
+        waiter.join(0.05)  # (it may wait for a lock the resolver holds: then let it)
+        pause.go.set()
+        resolver.join(10)
+        assert not returned.wait(0.05), f"wait() returned with y pending (line {k})"
+        y.set_result("y")
+        assert returned.wait(10), f"wait() did not return once both were done (line {k})"
+        waiter.join(10)
+        assert waited == [({x, y}, set())], k
+        if not reached:
+            break
+        k += 1
+    assert k > 5
 
 
 def test_a_subclass_property_that_raises_attribute_error_shows_its_own_message():

@@ -11,18 +11,23 @@ were most of the spread between runs (benchmarks/RESULTS.md).
 :class:`LeanFuture` makes them on first use (``_condition``, ``_waiters``,
 ``_done_callbacks`` are class-level descriptors that store what they make in
 the instance), answers ``done()`` and ``cancelled()`` without the lock (one
-attribute read, atomic under the GIL), and resolves itself without the lock
+attribute read, atomic under the GIL), and resolves itself without its own lock
 while nobody has made it (:meth:`LeanFuture._resolve`).
 
-Why resolving without the lock loses no waiter: everything that waits or
+Why resolving without the lock loses no waiter and tells none twice: the
+Condition is made under one lock all LeanFutures share
+(:data:`_CONDITION_MADE`), and :meth:`LeanFuture._resolve` looks for it and,
+finding none, writes the state under that same lock. Everything that waits or
 watches (``Future.result``, ``concurrent.futures.wait``/``as_completed``,
-``add_done_callback``) first makes the Condition, then takes it, then reads
-the state. :meth:`LeanFuture._resolve` writes the state first and looks for
-the Condition after. So a watcher that read the state before it was written
-had made the Condition before that, and the resolver finds it and notifies
-under it (after the watcher's wait or waiter has let go of the lock); a
-watcher that reads it after sees the future done. The GIL orders these reads
-and writes as the code does.
+``add_done_callback``) makes the Condition first, then takes it, then reads
+the state. So either the Condition was there first, and the future is
+resolved under it as ``Future`` resolves (tell the waiters, notify); or the
+state was written first, and every watcher reads it done. (Writing the state
+first and then looking again for a Condition, as it did, left a window between
+the two: ``wait()`` could count the future done, install its waiter, and be
+told of the future again: it returned with another future pending, or never,
+as its count went below zero: attack review.) The shared lock is taken once
+per resolve and once per future someone watches, for a few instructions.
 
 Why two resolvers never both win (corral's loop resolving a job while the
 program calls the Future's own ``set_result``, say): each first claims the
@@ -50,6 +55,11 @@ _DONE = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})
 _CANCELLED = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED})
 
 
+#: Held while a LeanFuture's Condition is made, and while a future with none
+#: is resolved (module docstring).
+_CONDITION_MADE = threading.Lock()
+
+
 class _MadeOnUse:
     """A class attribute that makes the instance's own value on first read.
 
@@ -72,10 +82,20 @@ class _MadeOnUse:
         return instance.__dict__.setdefault(self.name, self.make())
 
 
+class _ConditionMadeOnUse(_MadeOnUse):
+    """The Condition: made under :data:`_CONDITION_MADE` (module docstring)."""
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        with _CONDITION_MADE:
+            return instance.__dict__.setdefault(self.name, self.make())
+
+
 class LeanFuture(Future):
     """A Future whose lock and lists are made when first used (module docstring)."""
 
-    _condition = _MadeOnUse(threading.Condition)
+    _condition = _ConditionMadeOnUse(threading.Condition)
     _waiters = _MadeOnUse(list)
     _done_callbacks = _MadeOnUse(list)
 
@@ -147,7 +167,7 @@ class LeanFuture(Future):
     def _resolve(self, result: Any = None, exception: BaseException | None = None,
                  cancelled: bool = False) -> None:
         """Resolve as ``set_result``, ``set_exception`` or a cancel would, and
-        tell whoever waits; without the lock while nobody has made it.
+        tell whoever waits; without its own lock while nobody has made it.
 
         Raises:
             InvalidStateError: it is resolved already, or being resolved by
@@ -156,19 +176,15 @@ class LeanFuture(Future):
         claim = object()
         if self.__dict__.setdefault("_claimed_by", claim) is not claim:
             raise InvalidStateError(f"{self!r} is done already")
-        condition = self.__dict__.get("_condition")
-        if condition is not None:  # someone waits or watches: as Future does, under the lock
+        with _CONDITION_MADE:
+            condition = self.__dict__.get("_condition")
+            if condition is None:  # nobody waits or watches, and nobody can start to now
+                self._settle(result, exception, cancelled)
+        if condition is not None:  # someone waits or watches: as Future does, under its lock
             with condition:
                 self._settle(result, exception, cancelled)
                 self._tell_waiters(exception, cancelled)
                 condition.notify_all()
-        else:
-            self._settle(result, exception, cancelled)
-            condition = self.__dict__.get("_condition")  # made meanwhile: see the docstring
-            if condition is not None:
-                with condition:
-                    self._tell_waiters(exception, cancelled)
-                    condition.notify_all()
         for callback in self.__dict__.get("_done_callbacks", ()):
             try:
                 callback(self)
