@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -507,3 +508,24 @@ def test_a_run_again_asked_by_on_finish_counts_as_a_retry(tmp_path):
         assert job.result(timeout=60) == 2
     summary = read_view(corral.Run(run)).summary
     assert (summary.retries, summary.attempts) == (1, 2)
+
+
+@pytest.mark.parametrize("damaged_time", [float("inf"), float("-inf"), float("nan")])
+def test_a_change_recorded_with_an_endless_time_is_left_out_of_the_report(
+        tmp_path: Path, damaged_time: float) -> None:
+    """A damaged events row whose time is infinite drew a bar without end: the
+    page's data could not be written (not JSON) and the SVG's time axis never
+    stopped (attack review). It is left out, as a row whose time is text is."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        assert scheduler.submit(jobs.square, 3).result(timeout=60) == 9
+    database = sqlite3.connect(run / "journal.db")
+    database.execute("INSERT INTO events (job_id, time, old, new, reason) "
+                     "VALUES ('1', ?, 'queued', 'running', 'damaged')", (damaged_time,))
+    database.commit()
+    database.close()
+    cli = Corral(tmp_path / "home", run)
+    cli.ok("report", "--format", "svg", "-o", str(tmp_path / "timeline.svg"), timeout=30)
+    cli.ok("report", "-o", str(tmp_path / "report.html"), timeout=30)
+    assert len(embedded_data((tmp_path / "report.html").read_text())["bars"]["s"]) == 1
+    assert [event[3] for event in corral.Run(run).events()][-1] == "running"  # (read, last)

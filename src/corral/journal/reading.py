@@ -433,7 +433,7 @@ def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
 
 def _time_or_last(event: tuple[Any, ...]) -> float:
     at = event[1]
-    return at if isinstance(at, (int, float)) and not math.isnan(at) else math.inf
+    return at if isinstance(at, (int, float)) and math.isfinite(at) else math.inf
 
 
 def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str | None]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 
+import math
 import os
 import time
 from collections import Counter
@@ -195,8 +196,10 @@ def _read_view(run: RunSource, now: float | None, tracebacks: int) -> RunView:
     now = time.time() if now is None else now
     driven = run.owner is not None
     jobs = list(run.jobs(results=False))
-    # a row with a damaged time is left out, not a traceback
-    events = [event for event in run.events() if isinstance(event[1], (int, float))]
+    # a row with a damaged time (not a number, or NaN or infinite) is left out, not a
+    # traceback (attack review: an infinite one drew a timeline without end, for ever)
+    events = [event for event in run.events()
+              if isinstance(event[1], (int, float)) and math.isfinite(event[1])]
     attempts = attempts_from_events(events)
     _use_recorded_times(attempts, jobs)
     sessions = list(run.sessions())
