@@ -29,6 +29,7 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.cli import Corral
 from support.processes import pids_alive
 from support.waiting import loop_barrier, wait_until
 from smtp_server import SmtpServer
@@ -2687,3 +2688,38 @@ def test_a_dependent_of_a_parent_that_runs_again_runs_again_too_and_is_cancelled
         JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPLETED]
     assert Path(parent_log).read_text().split() == ["3", "3", "3"]
     assert Path(child_log).read_text().split() == ["3", "3"]
+
+
+def test_a_dependent_cancelled_in_a_rerun_keeps_its_earlier_try_and_what_it_wrote(tmp_path):
+    """A job that completed in an earlier run, cancelled in this one because
+    the parent it depends on ran again and failed, still counts its earlier
+    try, and ``corral logs`` shows what that try wrote (cold review: TRIES 0,
+    and "never started" although its stdout.1 was there)."""
+    run, flag, log = tmp_path / "run", tmp_path / "flag", str(tmp_path / "log")
+
+    def parent_then_child(scheduler: corral.Scheduler) -> tuple[corral.Job, corral.Job]:
+        parent = scheduler.submit(jobs.note_and_raise_if_flagged, log, 3, 0, str(flag), 3)
+        with contextlib.suppress(ValueError):
+            parent.result(timeout=60)  # it has ended when its dependent is made
+        return parent, scheduler.submit(jobs.talk, parent)
+
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        assert parent_then_child(scheduler)[1].result(timeout=60) == 3
+    with sqlite3.connect(run / "journal.db") as db:  # the parent runs again, and fails
+        db.execute("UPDATE jobs SET result = NULL WHERE id = '1'")
+    db.close()
+    flag.touch()
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        child = parent_then_child(scheduler)[1]
+        with pytest.raises(concurrent.futures.CancelledError, match=r"upstream job 1 .*failed"):
+            child.result(timeout=60)
+    assert [(job.status, job.attempts) for job in corral.Scheduler.open(run).jobs()] == [
+        (JobStatus.FAILED, 2), (JobStatus.CANCELLED, 1)]
+    cli = Corral(tmp_path / "home", run)
+    said = cli("logs", "2")
+    assert (said.status, said.out) == (0, "")
+    assert said.err == ("corral: job 2 'talk' did not start again (CANCELLED: upstream job 1 "
+                           "'note_and_raise_if_flagged' failed); what its attempt 1, in an "
+                           "earlier run, wrote: --attempt 1\n")
+    assert cli.ok("logs", "2", "--attempt", "1").out.split("\n") == [
+        "py-out 3", "child-out 3", ""]

@@ -88,6 +88,8 @@ def test_the_demo_runs_and_shows_what_went_right_and_wrong(tmp_path):
     assert "after 2 attempts" in done.stdout
     assert "TIMED_OUT" in done.stdout and "upstream job 13 'calibrate' failed" in done.stdout
     assert "corral --run" in done.stdout
+    [kept] = tmp_path.glob("corral-demo-*")
+    assert f"its files stay until you remove them:  rm -r {kept}" in done.stdout
 
 
 def test_the_demo_resumes_from_its_journal(tmp_path):

@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"see it as a page with a timeline:    {command} --run {run} report -o report.html")
     print(f"resume it (finished jobs are not run again): {sys.executable} -m corral.demo "
           f"--run {run}")
+    if not options.run:  # (cold review: a newcomer picked another demo's leftover folder)
+        print(f"its files stay until you remove them:  rm -r {data}")
     return 0
 
 

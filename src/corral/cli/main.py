@@ -271,8 +271,13 @@ def _job_directory(workdir: Path | None, profile_cwd: Any, profile: str | None) 
 
 def _never_started(context: click.Context, job: StoredJob, follow: bool) -> None:
     """Say that *job* ended without starting; a followed one that failed so exits 1."""
-    click.echo(f"corral: job {job.id} {job.name!r} never started ({job.status.name}: "
-               f"{job.reason}): no output", err=True)
+    if job.attempts:  # it ran in an earlier run, and not in this one (cold review)
+        click.echo(f"corral: job {job.id} {job.name!r} did not start again ({job.status.name}:"
+                   f" {job.reason}); what its attempt {job.attempts}, in an earlier run, "
+                   f"wrote: --attempt {job.attempts}", err=True)
+    else:
+        click.echo(f"corral: job {job.id} {job.name!r} never started ({job.status.name}: "
+                   f"{job.reason}): no output", err=True)
     if follow and job.status in _FAILED:  # as a followed job that ended so says
         context.exit(EXIT_FAILED_JOB)
 
@@ -429,8 +434,10 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
                            EXIT_UNREACHABLE)
     not_started = job.status in (JobStatus.NEW, JobStatus.WAITING, JobStatus.QUEUED,
                                  JobStatus.SUBMITTED)
-    # (A job waiting for its retry has ended attempt N, kept as stdout.N: review.)
-    if attempt is not None and (attempt != job.attempts or not_started):
+    # (A job waiting for its retry has ended attempt N, kept as stdout.N: review. So has
+    # one that ran in an earlier run and did not start in this one: cold review.)
+    not_started_again = job.status in TERMINAL and job.started is None
+    if attempt is not None and (attempt != job.attempts or not_started or not_started_again):
         _print_earlier_attempt(job, attempt, stream, follow)
         return
     if not_started:

@@ -559,16 +559,16 @@ class Engine:
                     continue
                 dep.dependents.append(job)
                 unmet += 1
+            if job.restored is not None:
+                if cancelled_because is None and not unmet and all(map(_restored, job.deps)):
+                    self._restore(job)
+                    continue
+                self._not_restored(job, runs=cancelled_because is None)
             if cancelled_because is not None:
                 self._move(job, _S.CANCELLED, cancelled_because)
                 self._finalize(job)
                 continue
             job.unmet = unmet
-            if job.restored is not None:
-                if not unmet and all(_restored(dep) for dep in job.deps):
-                    self._restore(job)
-                    continue
-                self._run_again(job)
             if unmet and not self._may_go_early(job):
                 self._move(job, _S.WAITING, _waiting_reason(job))
             elif job.reattach is not None:
@@ -623,15 +623,17 @@ class Engine:
             return False
         return True
 
-    def _run_again(self, job: JobRecord) -> None:
+    def _not_restored(self, job: JobRecord, runs: bool) -> None:
         """*job* completed in an earlier run, but a job it depends on runs
         (or ran) again in this one: its result may differ now (make's rule: a
-        target is rebuilt when a prerequisite is), so *job* runs again too."""
+        target is rebuilt when a prerequisite is), so it *runs* again too, or
+        is cancelled if that job failed. Either way its tries go on counting
+        and what it wrote is kept as that try's (``stdout.N``)."""
         stored = job.restored
         assert stored is not None
         job.restored, job.data = None, None
         run_again(job, stored)
-        if not self._said_run_again:
+        if runs and not self._said_run_again:
             self._said_run_again = True
             warn_user(f"job {job.id} {job.name!r} completed in an earlier run, but a job it "
                       "depends on runs again in this one: it runs again too (and so does "

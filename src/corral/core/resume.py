@@ -299,6 +299,8 @@ def run_again(job: JobRecord, stored: StoredJob) -> None:
         # cold review, each such job showed one try more after a rerun)
     # (Where a copied run's files are: not the original's.)
     keep_earlier_attempt(stored.directory or None, stored.attempts)
+    if job.jobdir is None:  # (one cancelled before it starts keeps where they are: cold review)
+        job.jobdir = stored.directory or None
 
 
 def _kill_stale_command(stored: StoredJob) -> None:
