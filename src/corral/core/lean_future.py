@@ -42,6 +42,7 @@ resolve through :meth:`LeanFuture._resolve`, so every path claims.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (_STATE_TO_DESCRIPTION_MAP as _STATE_NAMES, CANCELLED,
@@ -61,15 +62,17 @@ _CONDITION_MADE = threading.Lock()
 
 
 class _MadeOnUse:
-    """A class attribute that makes the instance's own value on first read.
+    """A class attribute that makes the instance's own value on first read,
+    under *lock* if one is given.
 
     A non-data descriptor: once the value is in the instance's ``__dict__``,
     that is found first and this is not called again. (Not ``__getattr__``:
     that is also asked when a property raises AttributeError, and its own
     error then hid the property's.)"""
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], Any], lock: threading.Lock | None = None) -> None:
         self.make = make
+        self.lock = lock or contextlib.nullcontext()
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -78,24 +81,14 @@ class _MadeOnUse:
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        # setdefault: two threads asking at once get the same one.
-        return instance.__dict__.setdefault(self.name, self.make())
-
-
-class _ConditionMadeOnUse(_MadeOnUse):
-    """The Condition: made under :data:`_CONDITION_MADE` (module docstring)."""
-
-    def __get__(self, instance: object, owner: type | None = None) -> Any:
-        if instance is None:
-            return self
-        with _CONDITION_MADE:
+        with self.lock:  # setdefault: two threads asking at once get the same one
             return instance.__dict__.setdefault(self.name, self.make())
 
 
 class LeanFuture(Future):
     """A Future whose lock and lists are made when first used (module docstring)."""
 
-    _condition = _ConditionMadeOnUse(threading.Condition)
+    _condition = _MadeOnUse(threading.Condition, _CONDITION_MADE)
     _waiters = _MadeOnUse(list)
     _done_callbacks = _MadeOnUse(list)
 
