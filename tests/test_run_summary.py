@@ -92,7 +92,7 @@ def test_three_hundred_failures_make_one_short_line(tmp_path):
 
     [line] = done.stderr.splitlines()
     example = (r"job \d+ 'fail': raised RuntimeError: failure number \d+, "
-               r"with a long explanation x+\.\.\.")
+               r"with a long explanation\.\.\.")  # (cut where a word ends)
     assert re.fullmatch(rf"corral: 300 of 300 jobs did not complete: 300 failed "
                         rf"\({example}; {example}; {example}; and 297 more\)", line), line
     assert len(line) < 500
@@ -198,6 +198,22 @@ def test_the_line_escapes_control_characters_and_groups_only_what_is_the_same(tm
     assert "job 1 '\\x1b]0;pwned\\x07': exit code 1" in done.stderr
     assert "jobs 2, 3 'same': upstream job 1" in done.stderr
     assert "; job 4 'aaa" in done.stderr and "; job 5 'aaa" in done.stderr
+
+
+@pytest.mark.parametrize(("reason", "shown"), [
+    ("exit code 1", "exit code 1"),
+    ("raised ValueError: the value 123456789 is out of range " + "and more " * 20,
+     "raised ValueError: the value 123456789 is out of range and more and more and more "
+     "and more and..."),
+    ("word " * 17 + "exit code 137, and more", "word " * 17 + "exit code..."),
+    ("y" * 200, "y" * 97 + "..."),  # (no word ends near: cut where the limit is)
+])
+def test_a_long_reason_is_cut_where_a_word_ends_not_inside_a_number(reason, shown):
+    """Cold review: the line cut reasons mid-token, so "code 137" could read
+    as "code 13..."."""
+    from corral.core.summary import _short
+
+    assert _short(reason, 100) == shown
 
 
 def test_jobs_named_together_are_named_in_order_of_their_ids():

@@ -119,6 +119,13 @@ def _in_order(job_id: object) -> tuple[int, int, str]:
 
 
 def _short(text: str, limit: int) -> str:
-    """*text* on one line, cut to *limit* characters."""
+    """*text* on one line, cut to *limit* characters at a word's end where one
+    is near, so that a reason is not left with half a word or number."""
     flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit - 3]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space].rstrip(",;:")
+    return cut + "..."
