@@ -78,9 +78,15 @@ def test_tiny_calls_are_handed_ahead_yet_each_has_its_own_events_and_one_worker_
         loop_barrier(scheduler)
 
     assert handed_out[1] > 2, "never more jobs handed out than cores: nothing was queued ahead"
+    handed_out_and_back = [(_S.QUEUED, _S.SUBMITTED), (_S.SUBMITTED, _S.QUEUED)]
     for job in handles:
-        assert seen[job.id] == [(_S.NEW, _S.QUEUED), (_S.QUEUED, _S.SUBMITTED),
-                                (_S.SUBMITTED, _S.RUNNING), (_S.RUNNING, _S.COMPLETED)], job
+        changes = seen[job.id]
+        # A job queued behind one that ran long (a loaded machine) may be given back
+        # unstarted and handed out again, each time as a pair of events.
+        while changes[1:3] == handed_out_and_back:
+            del changes[1:3]
+        assert changes == [(_S.NEW, _S.QUEUED), (_S.QUEUED, _S.SUBMITTED),
+                           (_S.SUBMITTED, _S.RUNNING), (_S.RUNNING, _S.COMPLETED)], job
         assert job.started <= job.ended
     by_worker = defaultdict(list)
     for job in handles:
