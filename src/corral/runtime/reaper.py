@@ -19,7 +19,7 @@ import signal
 import sys
 
 from corral.runtime.stdfds import open_standard_fds
-from corral.runtime.threads import allow_signals
+from corral.runtime.signal_mask import allow_signals
 
 __all__ = ["main", "MARK_VARIABLE", "FAREWELL", "SWEEP_AND_GO"]
 

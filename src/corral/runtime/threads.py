@@ -36,19 +36,13 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from corral.runtime.signal_mask import BLOCKED as _BLOCKED
+from corral.runtime.signal_mask import DRIVER_SIGNALS, allow_signals
 from corral.safe_repr import safe_repr
 
 __all__ = ["no_thread_left", "DRIVER_SIGNALS", "SLICE_S", "plain_timeout", "start_thread",
            "quiet_thread", "start_quietly", "allow_signals", "signals_allowed",
            "in_program_code_for", "wait_in_slices"]
-
-#: The signals that end a driver, and that only its main thread should receive.
-DRIVER_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-#: What corral's threads block: those, and SIGUSR1, which asks a worker's call to
-#: stop (``abort()``). A worker these threads start inherits it blocked, so one
-#: sent while the worker still starts waits until it listens for it, instead
-#: of killing it (SIGUSR1's default).
-_BLOCKED = DRIVER_SIGNALS | {signal.SIGUSR1}
 
 #: The threads :func:`start_thread` started.
 _quiet_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
@@ -83,13 +77,6 @@ def start_quietly(thread: threading.Thread) -> None:
         thread.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def allow_signals() -> None:
-    """Unblock SIGINT, SIGTERM and SIGUSR1 in this process's calling thread: the
-    first act of a corral child process, which a thread of :func:`start_thread`
-    may have started (a worker: once it listens for SIGUSR1)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
 
 
 @contextlib.contextmanager
