@@ -899,7 +899,7 @@ def test_a_job_inside_another_object_is_refused_saying_where_a_job_may_be(schedu
     """Attack review: it said only "cannot pickle '_thread.RLock' object"."""
     first = scheduler.submit(jobs.square, 2)
     with pytest.raises(ValueError, match=r"job 'identity' cannot be sent to a worker: its "
-                                         r"function or arguments cannot be pickled \(TypeError: "
+                                         r"argument args\[0\] cannot be pickled \(TypeError: "
                                          r"<Job 1 'square' .*> cannot be pickled: a job that needs "
                                          r"its result takes it among its arguments \(directly, "
                                          r"or in a list, tuple, set or dict\), not inside another "

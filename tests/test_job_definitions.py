@@ -141,11 +141,27 @@ def test_jobs_are_futures():
 
 def test_unpicklable_arguments_are_refused_at_submission(scheduler):
     with pytest.raises(ValueError, match=r"^job 'identity' cannot be sent to a worker: its "
-                                         r"function or arguments cannot be pickled \(TypeError: "
+                                         r"argument args\[0\] cannot be pickled \(TypeError: "
                                          r"cannot pickle '_thread.lock' object\); make what "
                                          r"cannot travel \(a lock, a connection, an open file\) "
                                          r"in the function, from what it is made of$"):
         scheduler.submit(jobs.identity, threading.Lock())
+    assert scheduler.jobs() == []
+
+
+@pytest.mark.parametrize(("submit", "part"), [
+    (lambda scheduler, lock: scheduler.submit(jobs.add, 1, lock), r"its argument args\[1\]"),
+    (lambda scheduler, lock: scheduler.submit(jobs.wait_for_file, "/x", value=[lock]),
+     r"its keyword argument kwargs\['value'\]"),
+    (lambda scheduler, lock: scheduler.submit(lambda: lock), r"its function"),
+])
+def test_the_part_of_a_call_that_cannot_be_pickled_is_named(scheduler, submit, part):
+    """Cold review: "its function or arguments cannot be pickled" left a call
+    of twenty arguments to be searched by hand."""
+    with pytest.raises(corral.NotPicklable, match=rf"cannot be sent to a worker: {part} cannot "
+                                                  r"be pickled \(TypeError: cannot pickle "
+                                                  r"'_thread.lock' object\)"):
+        submit(scheduler, threading.Lock())
     assert scheduler.jobs() == []
 
 

@@ -55,7 +55,7 @@ from corral.journal.run import Run
 from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
-from corral.runtime.payload import dumps_call, dumps_function
+from corral.runtime.payload import dumps_call, dumps_function, unpicklable_part
 from corral.runtime.threads import SLICE_S, plain_timeout, wait_in_slices
 from corral.safe_repr import safe_repr
 from corral.spec import (Call, FunctionRef, Script, Shell, Task, make_spec, make_task,
@@ -1364,9 +1364,9 @@ def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> Non
         hint = "" if "open it where it is read" in str(error) else (
             "; make what cannot travel (a lock, a connection, an open file) in the function, "
             "from what it is made of")
-        raise NotPicklable(f"job {job.name!r} cannot be sent to a worker: its function or "
-                         f"arguments cannot be pickled ({type(error).__name__}: {error})"
-                         f"{hint}") from error
+        part = unpicklable_part(target, args, kwargs) or "its function or arguments"
+        raise NotPicklable(f"job {job.name!r} cannot be sent to a worker: {part} cannot be "
+                           f"pickled ({type(error).__name__}: {error}){hint}") from error
 
 
 def _nothing() -> None:

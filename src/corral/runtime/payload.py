@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from corral.safe_repr import describe_error, shortened, writable_text
 
 __all__ = ["Upstream", "dumps_call", "dumps_function", "loads_call", "dumps_value", "dumps_error",
+           "unpicklable_part",
            "loads_error", "error_traceback", "import_function", "without_corral_frames"]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -51,6 +52,24 @@ def dumps_call(target: Any, args: tuple, kwargs: dict, has_upstream: bool,
     if function_blob is None:
         function_blob = dumps_function(target)
     return pickle.dumps((function_blob, dumps_value((args, kwargs)), has_upstream), _PROTOCOL)
+
+
+def unpicklable_part(target: Any, args: tuple, kwargs: dict) -> str | None:
+    """Which part of a call that :func:`dumps_call` refused does not pickle, in
+    the words of a message ("its function", "its argument args[1]", "its keyword
+    argument kwargs['conn']"); None when each pickles alone. Run only once the
+    call was refused: it pickles each part again."""
+    parts: list[tuple[str, Any, Any]] = [("its function", dumps_function, target)]
+    parts += [(f"its argument args[{index}]", dumps_value, value)
+              for index, value in enumerate(args)]
+    parts += [(f"its keyword argument kwargs[{name!r}]", dumps_value, value)
+              for name, value in kwargs.items()]
+    for said, dumps, value in parts:
+        try:
+            dumps(value)
+        except Exception:
+            return said
+    return None
 
 
 def loads_call(payload: bytes, upstream: tuple[bytes, ...]) -> tuple[Any, tuple, dict]:
