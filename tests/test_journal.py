@@ -798,6 +798,9 @@ def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(
     assert times == sorted(times)
     assert {row[0] for row in after.events()} == {"1", "2", "3", "4", "5"}
     assert after.events(2)[-1][3:] == ("failed", "raised CustomError: bad input")
+    assert after.events("2") == after.events(2)
+    with pytest.raises(KeyError, match=r"no job 99 in the run at .* \(5 jobs\)"):
+        after.events(99)  # (cold review: an empty list, as if nothing had happened to it)
 
 
 def _as_an_older_journal(run: Path) -> int:

@@ -160,8 +160,18 @@ class Run:
         return cleaned
 
     def events(self, job_id: int | str | None = None) -> list[tuple[Any, ...]]:
-        """State changes ``(job id, time, old, new, reason)``, oldest first."""
-        return read_events(self.path, job_id)
+        """State changes ``(job id, time, old, new, reason)``, oldest first: the
+        run's, or those of the job with this id (``7`` or ``"7"``; the rows hold
+        it as text, as job directories are named).
+
+        Raises:
+            KeyError: no job with this id in the run (as :meth:`job`; an empty
+                list read as "nothing happened to it": cold review).
+        """
+        events = read_events(self.path, job_id)
+        if not events and job_id is not None:
+            self.job(job_id)  # raises for a job that is not there
+        return events
 
     def cluster_jobs(self, jobs: list[StoredJob]) -> dict[str, str]:
         """``{job id: backend name}`` for those of *jobs* handed to a backend
