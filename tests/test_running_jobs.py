@@ -34,6 +34,29 @@ def test_a_call_sees_the_drivers_command_line_as_its_sys_argv(scheduler):
     assert scheduler.submit(jobs.command_line).result(timeout=30) == sys.argv
 
 
+def test_a_worker_gets_the_drivers_sys_path_and_argv_whatever_their_entries_hold(tmp_path):
+    """They travel as the worker's arguments, one entry each: an empty entry, one
+    with spaces, a newline or a leading dash, and an argument that looks like a
+    number of entries, all arrive as they were."""
+    odd = tmp_path / "a b\nc -x"
+    odd.mkdir()
+    (odd / "oddly_placed.py").write_text("WHERE = 'odd'\n")
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import sys, corral\n"
+        f"sys.path[:0] = ['', {str(odd)!r}, '--']\n"
+        "def where():\n"
+        "    import oddly_placed\n"
+        "    return oddly_placed.WHERE, sys.path, sys.argv\n"
+        "if __name__ == '__main__':\n"
+        "    with corral.Scheduler(cores=1) as scheduler:\n"
+        "        found, path, argv = scheduler.submit(where).result(timeout=60)\n"
+        "    print(found, path == sys.path, argv == sys.argv, argv[1:])\n")
+    done = subprocess.run([sys.executable, str(script), "3", "", "-c", "x\ny"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.stdout == "odd True True ['3', '', '-c', 'x\\ny']\n", done.stderr
+
+
 SCRIPT_OF_ITS_OWN_CLASSES = """
 import dataclasses, functools, json, corral
 

@@ -41,7 +41,6 @@ that no process of a job can outlive the scheduler.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import _signal  # type: ignore[import-not-found]  # (see _Settings)
@@ -516,7 +515,7 @@ def main() -> None:
 
     # Its pipes above 0, 1 and 2, then those three open, before anything else
     # opens a descriptor (see corral.runtime.stdfds).
-    read_fd, write_fd, doorbell_fd = (above_standard(int(sys.argv[at])) for at in (1, 2, 6))
+    read_fd, write_fd, doorbell_fd = (above_standard(int(sys.argv[at])) for at in (1, 2, 5))
     open_standard_fds()
     parent_pid = int(sys.argv[3])
     for fd in (read_fd, write_fd, doorbell_fd):  # a job's processes must not hold our pipes open
@@ -531,7 +530,7 @@ def main() -> None:
         bind_to_parent(parent_pid)
         # The driver's, as a job run in the driver would see it (and as ProcessPoolExecutor's
         # children do): not this process's file descriptors.
-        sys.argv[:] = json.loads(sys.argv[7])
+        sys.argv[:] = sys.argv[7 + int(sys.argv[6]):]  # (after sys.path: see worker_process)
         # The driver aborts a call with a message naming it; SIGUSR1 asks the running
         # job to stop too, as it does a cluster job's (see corral.runtime.batch).
         abort.listen(signal.SIGUSR1)

@@ -9,11 +9,9 @@ death with its parent process.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import struct
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 # NamedTuples, not dataclasses: every worker imports this module at its start, and
@@ -23,7 +21,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from corral.runtime.stdfds import above_standard
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (subprocess is the driver's alone: each worker imports this module)
+    import subprocess
     from multiprocessing.connection import Connection
 
 __all__ = ["WorkerProcess", "start_worker", "ring", "start_reaper", "call_request",
@@ -42,8 +41,8 @@ _REPLY_HEAD = struct.Struct("<ddI")
 #: The largest pickled ``(job_id, ok, blob)`` a reply carries (its size is 32 bits).
 MAX_REPLY_BYTES = 2 ** 32 - 1
 
-_BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[5]); "
+_BOOT = (  # (sys.path and the driver's sys.argv as arguments: json's import was a tenth of it)
+    "import sys; _n = int(sys.argv[6]); sys.path[:] = sys.argv[7:7 + _n]; del _n; "
     "from corral.runtime.worker import main; main()"
 )
 
@@ -59,6 +58,8 @@ def start_reaper(python: str, token: str) -> subprocess.Popen:
     process dies (see :mod:`corral.runtime.reaper`): the backstop for a worker
     that cannot kill its own tree, its GIL held by a job's C code. Its stdin is
     the pipe through which this process says farewell."""
+    import subprocess
+
     return subprocess.Popen([python, "-c", _REAPER_BOOT, str(os.getpid()), token, *sys.path],
                             stdin=subprocess.PIPE, start_new_session=True)
 
@@ -109,6 +110,9 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str],
     """
     from multiprocessing.connection import Connection
 
+    import subprocess
+
+    path_given = sys.path if path is None else list(path)
     made: list[int] = []  # every fd made so far: closed if the start fails
     try:
         for _ in range(3):
@@ -121,8 +125,7 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str],
         os.set_blocking(doorbell_write, False)
         process = subprocess.Popen(
             [python, "-c", _BOOT, str(request_read), str(reply_write), str(os.getpid()),
-             spool_prefix, json.dumps(sys.path if path is None else list(path)),
-             str(doorbell_read), json.dumps(sys.argv)],
+             spool_prefix, str(doorbell_read), str(len(path_given)), *path_given, *sys.argv],
             pass_fds=(request_read, reply_write, doorbell_read), stdin=subprocess.DEVNULL,
             start_new_session=True, env=dict(environment),
         )
