@@ -32,6 +32,7 @@ import pytest
 from corral.backends import backend_info
 from corral.options import JOB_OPTIONS
 
+import jobs
 from support.cli import (CORRAL, Corral, assert_one_line_error, kill_and_wait, pid_gone,
                          read_until, status_rows)
 from support.processes import signal_and_collect
@@ -519,6 +520,31 @@ def test_wait_exits_0_when_every_job_completed_and_1_naming_the_failed_one(fresh
     assert rows[broken]["NAME"] == "nightly-build"
     assert [rows[job]["STATUS"] for job in (first, second, broken)] == [
         "COMPLETED", "COMPLETED", "FAILED"]
+
+
+def test_wait_names_the_first_ten_failures_on_a_line_each_and_counts_the_others(tmp_path):
+    """Cold review: 500 failures with long reasons made 500 lines of a megabyte,
+    with -q too, which cron mailed."""
+    import corral
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as scheduler:
+        failing = [scheduler.options(name=f"bad-{number}").submit(
+            jobs.raise_custom, f"case {number}: " + "a long explanation of it " * 80)
+            for number in range(24)]
+        cancelled = scheduler.shell("exit 4", after=failing[0])
+        corral.wait([*failing, cancelled])
+    for quiet in ([], ["-q"]):
+        waited = Corral(tmp_path / "home", run)("wait", *quiet)
+        lines = waited.err.splitlines()
+        assert waited.status == 1
+        assert len(lines) == 12, waited.err
+        assert all(re.fullmatch(r"job \d+ 'bad-\d+' FAILED: raised CustomError: case \d+: "
+                                r"(a long explanation of it ){6}a long explanation\.\.\.",
+                                line) for line in lines[:10]), waited.err
+        assert lines[10:] == ["corral: and 15 more that did not complete (corral status --state "
+                              "failed and corral status --state cancelled list them)",
+                              "corral: 25 jobs ended: 24 failed, 1 cancelled"]
 
 
 def _sleeping_between_polls(pid: int) -> bool:

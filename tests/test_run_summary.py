@@ -211,9 +211,9 @@ def test_the_line_escapes_control_characters_and_groups_only_what_is_the_same(tm
 def test_a_long_reason_is_cut_where_a_word_ends_not_inside_a_number(reason, shown):
     """Cold review: the line cut reasons mid-token, so "code 137" could read
     as "code 13..."."""
-    from corral.core.summary import _short
+    from corral.safe_repr import one_line
 
-    assert _short(reason, 100) == shown
+    assert one_line(reason, 100) == shown
 
 
 def test_jobs_named_together_are_named_in_order_of_their_ids():

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["safe_repr", "writable_text", "printable", "describe_error", "first_few",
-           "bidi_shown", "shortened"]
+           "bidi_shown", "shortened", "one_line"]
 
 #: Ints longer than this many bits are described, not spelled out.
 _MAX_INT_BITS = 256
@@ -88,6 +88,21 @@ def shortened(text: str, most: int = MAX_REASON_CHARACTERS) -> str:
     tail = most // 5
     head = most - tail
     return f"{text[:head]} [... {len(text) - head - tail:,} characters left out ...] {text[-tail:]}"
+
+
+def one_line(text: str, limit: int) -> str:
+    """*text* on one line, cut to *limit* characters at a word's end where one
+    is near, so that a reason is not left with half a word or number ("exit
+    code 13..." for "exit code 137"). For a line among many: a run's closing
+    line, ``corral wait``'s list of failures."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit - 3]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space].rstrip(",;:")
+    return cut + "..."
 
 
 def writable_text(text: str) -> str:

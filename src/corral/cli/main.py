@@ -20,6 +20,7 @@ The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -50,7 +51,7 @@ from corral.cli.streams import (ReaderGone, drop_unwritten_output, flush_output,
 from corral.errors import CorralError
 from corral.options import (JOB_OPTIONS, megabytes_meant_otherwise, parse_options,
                             peers_word_hint, split_flags)
-from corral.safe_repr import first_few
+from corral.safe_repr import first_few, one_line, printable
 from corral.status import TERMINAL, JobStatus, statuses_named
 
 if TYPE_CHECKING:
@@ -63,7 +64,8 @@ __all__ = ["main", "cli"]
 
 #: Ended without doing its work: what makes status and wait exit 1 (a cancelled
 #: job too, so that ``corral wait ID && deploy`` does not deploy).
-_FAILED = {JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED}
+_FAILED_IN_ORDER = (JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED)
+_FAILED = set(_FAILED_IN_ORDER)
 
 
 # -- the command group -----------------------------------------------------------------------
@@ -317,7 +319,6 @@ def status(context: click.Context, show_all: bool, state: str | None,
 
     from corral.cli.views import (ORPHANED_REASON, earlier_tries, hidden_note, paused_reason,
                                   run_header, status_table, unlisted_note)
-    from corral.safe_repr import printable
 
     wanted = None
     if state is not None:  # (cold review: of 50,000 jobs, no way to list the failed ones)
@@ -602,10 +603,19 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
     counts = Counter(run.status_counts(ids or None))
     failed = sum(counts[status] for status in _FAILED)
     if failed:  # (their rows are read only then; by the ids waited for, not one at a time)
-        for job in jobs_with_ids(run, ids) if ids else run.jobs(results=False):
-            if job.status in _FAILED:
-                click.echo(f"job {job.id} {job.name!r} {job.status.name}: {job.reason}",
-                           err=True)
+        failures = ((job for job in jobs_with_ids(run, ids) if job.status in _FAILED) if ids
+                    else iter(run.jobs_in(_FAILED)))
+        # The first few, a line each (cold review: 500 failures printed a megabyte,
+        # with -q too, for cron to mail).
+        for job in itertools.islice(failures, _FAILED_SHOWN):
+            click.echo(printable(f"job {job.id} {one_line(repr(job.name), 100)} "
+                                 f"{job.status.name}: {one_line(job.reason or '', 200)}"),
+                       err=True)
+        if failed > _FAILED_SHOWN:
+            listing = " and ".join(f"corral status --state {status.value}"
+                                   for status in _FAILED_IN_ORDER if counts[status])
+            click.echo(f"corral: and {failed - _FAILED_SHOWN:,} more that did not complete "
+                       f"({listing} list{'s' * (' and ' not in listing)} them)", err=True)
     total = counts.total()
     if quiet and not failed:  # (cold review, a sysadmin: cron mailed every good night)
         pass

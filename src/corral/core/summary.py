@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from corral.safe_repr import one_line as _short
 from corral.safe_repr import printable
 from corral.status import JobStatus
 
@@ -116,16 +117,3 @@ def _grouped(examples: list[tuple[object, str, str]],
 def _in_order(job_id: object) -> tuple[int, int, str]:
     """Numbered ids by number, then named ones by name."""
     return (0, job_id, "") if isinstance(job_id, int) else (1, 0, str(job_id))
-
-
-def _short(text: str, limit: int) -> str:
-    """*text* on one line, cut to *limit* characters at a word's end where one
-    is near, so that a reason is not left with half a word or number."""
-    flat = " ".join(str(text).split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[:limit - 3]
-    space = cut.rfind(" ")
-    if space >= limit // 2:
-        cut = cut[:space].rstrip(",;:")
-    return cut + "..."
