@@ -5,6 +5,7 @@ file unreadable. Its jobs run, or fail saying why (attack review)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import resource
 import subprocess
@@ -262,3 +263,53 @@ def test_a_run_directory_on_a_full_disk_is_told_to_make_room_not_to_mind_permiss
     assert (tmp_path / "python-said").read_text().splitlines()[-1] == (
         f"ValueError: run directory '{place}/run' cannot be written: No space left on device; "
         "make room there, or choose a run directory on another disk")
+
+
+ODD_SYS_PATH_DRIVER = """
+import pathlib, sys, corral
+sys.path += [None, 3, b"/nowhere", pathlib.Path(sys.argv[2])]  # (imports pass over the first three)
+def where():
+    import placed_by_a_path
+    return placed_by_a_path.WHERE
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
+    print(scheduler.submit(where).result(timeout=60), scheduler.shell("true").result(timeout=60))
+"""
+
+
+def test_entries_of_sys_path_that_are_not_text_neither_fail_a_job_nor_the_journal(tmp_path):
+    """Attack review: a None in sys.path failed every job's start (a worker got
+    sys.path as its arguments), and a pathlib.Path failed a journaled run's start
+    (its writer got sys.path as json)."""
+    placed = tmp_path / "placed"
+    placed.mkdir()
+    (placed / "placed_by_a_path.py").write_text("WHERE = 'found'\n")
+    (tmp_path / "driver.py").write_text(ODD_SYS_PATH_DRIVER)
+    done = subprocess.run([sys.executable, "driver.py", str(tmp_path / "run"), str(placed)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "found None\n"), done.stderr
+
+
+HUGE_SYS_PATH_DRIVER = """
+import sys, corral
+sys.path += ["/nowhere/" + "x" * 100 + str(number) for number in range(30_000)]
+journal = {"journal": sys.argv[1]} if len(sys.argv) > 1 else {}
+try:
+    with corral.Scheduler(cores=1, **journal) as scheduler:
+        scheduler.submit(print).result(timeout=60)
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+
+
+@pytest.mark.parametrize("journaled", [False, True])
+def test_a_sys_path_too_long_to_pass_to_a_process_is_named_as_the_cause(tmp_path, journaled):
+    """Attack review: 30,000 entries failed every job with a bare "Argument list too long"."""
+    (tmp_path / "driver.py").write_text(HUGE_SYS_PATH_DRIVER)
+    done = subprocess.run([sys.executable, "driver.py", *[str(tmp_path / "run")] * journaled],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    what = "the journal's writer" if journaled else (
+        r"the reaper \(which ends this run's jobs if this process dies\) with .*")
+    assert re.search(rf"cannot start {what}: Argument list too long \(30,0\d\d arguments, "
+                     r"3,\d{3},\d{3} bytes, most of them the entries of sys.path, which the "
+                     r"process needs to import what this one can: fewer entries in sys.path "
+                     r"or PYTHONPATH\)\n", done.stdout), done.stdout + done.stderr

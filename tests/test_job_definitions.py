@@ -149,20 +149,53 @@ def test_unpicklable_arguments_are_refused_at_submission(scheduler):
     assert scheduler.jobs() == []
 
 
+_A_LOCK = threading.Lock()
+
+
+def _reading_a_global_lock():
+    """A function that travels by value (it is local) and reads a global lock."""
+    def locked():
+        with _A_LOCK:
+            return 1
+    return locked
+
+
 @pytest.mark.parametrize(("submit", "part"), [
     (lambda scheduler, lock: scheduler.submit(jobs.add, 1, lock), r"its argument args\[1\]"),
     (lambda scheduler, lock: scheduler.submit(jobs.wait_for_file, "/x", value=[lock]),
      r"its keyword argument kwargs\['value'\]"),
-    (lambda scheduler, lock: scheduler.submit(lambda: lock), r"its function"),
+    (lambda scheduler, lock: scheduler.submit(lambda: lock),
+     r"its function <lambda>, through the variable 'lock' of its closure,"),
+    (lambda scheduler, lock: scheduler.submit(_reading_a_global_lock()),
+     r"its function locked, through the global '_A_LOCK' it reads,"),
 ])
 def test_the_part_of_a_call_that_cannot_be_pickled_is_named(scheduler, submit, part):
     """Cold review: "its function or arguments cannot be pickled" left a call
-    of twenty arguments to be searched by hand."""
+    of twenty arguments to be searched by hand, and a script's function that
+    uses a lock of the script's to be read for one."""
     with pytest.raises(corral.NotPicklable, match=rf"cannot be sent to a worker: {part} cannot "
                                                   r"be pickled \(TypeError: cannot pickle "
                                                   r"'_thread.lock' object\)"):
         submit(scheduler, threading.Lock())
     assert scheduler.jobs() == []
+
+
+class _StrRaises(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("its str fails too")
+
+
+class _ReduceRaises:
+    def __reduce__(self):
+        raise _StrRaises()
+
+
+def test_a_pickling_error_whose_text_cannot_be_made_is_still_said_as_not_picklable(scheduler):
+    """Attack review: the RuntimeError of the exception's __str__ came out instead."""
+    with pytest.raises(corral.NotPicklable, match=r"its argument args\[1\] cannot be pickled "
+                                                  r"\(_StrRaises: <its str\(\) raised "
+                                                  r"RuntimeError>\)"):
+        scheduler.submit(jobs.add, 1, _ReduceRaises())
 
 
 def test_an_unpicklable_call_is_caught_as_pickle_and_process_pools_raise_it(scheduler):

@@ -57,7 +57,7 @@ from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
 from corral.runtime.payload import dumps_call, dumps_function, unpicklable_part
 from corral.runtime.threads import SLICE_S, plain_timeout, wait_in_slices
-from corral.safe_repr import safe_repr
+from corral.safe_repr import describe_error, safe_repr
 from corral.spec import (Call, FunctionRef, Script, Shell, Task, make_spec, make_task,
                          named_function, spec_maker)
 from corral.status import JobStatus, statuses_named
@@ -1361,12 +1361,13 @@ def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> Non
             known = functions[id(target)] = (target, dumps_function(target))
         job.payload = dumps_call(target, args, kwargs, bool(job.value_deps), known[1])
     except Exception as error:
-        hint = "" if "open it where it is read" in str(error) else (
+        said = describe_error(error)  # (never raises: an exception's __str__ may: attack review)
+        hint = "" if "open it where it is read" in said else (
             "; make what cannot travel (a lock, a connection, an open file) in the function, "
             "from what it is made of")
         part = unpicklable_part(target, args, kwargs) or "its function or arguments"
         raise NotPicklable(f"job {job.name!r} cannot be sent to a worker: {part} cannot be "
-                           f"pickled ({type(error).__name__}: {error}){hint}") from error
+                           f"pickled ({said}){hint}") from error
 
 
 def _nothing() -> None:

@@ -141,7 +141,9 @@ _WRITER_END_PATIENCE_S = 60.0
 #: ``corral`` command waits for the driver's answer.
 _WRITER_STALL_PATIENCE_S = 20.0
 
-_WRITER_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(2)); "
+#: The writer's interpreter gets this process's sys.path as its arguments after
+#: the journal's path and the session's number (see path_arguments).
+_WRITER_BOOT = ("import sys; sys.path[:] = sys.argv[3:]; del sys.argv[3:]; "
                 "from corral.journal.writer import main; main()")
 
 
@@ -685,13 +687,17 @@ class Journal:
         It inherits the locked *lock* (see :mod:`corral.journal.writer_lock`) and
         so holds it as long as it lives, also after its driver was killed.
         """
-        import json as _json
+        from corral.runtime.worker_process import path_arguments, too_long_said
 
-        writer = subprocess.Popen(
-            [sys.executable, "-c", _WRITER_BOOT, os.fspath(self.run_dir / JOURNAL_FILE),
-             _json.dumps(sys.path), str(self.session)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
-            bufsize=0, close_fds=True, pass_fds=(lock.fileno(),))
+        arguments = [sys.executable, "-c", _WRITER_BOOT, os.fspath(self.run_dir / JOURNAL_FILE),
+                     str(self.session), *path_arguments()]
+        try:
+            writer = subprocess.Popen(
+                arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+                bufsize=0, close_fds=True, pass_fds=(lock.fileno(),))
+        except OSError as error:
+            raise OSError(error.errno, f"cannot start the journal's writer: "
+                                       f"{too_long_said(error, arguments)}") from error
         note_writer(lock, writer.pid)
         requests, answers = writer.stdin, writer.stdout
         assert requests is not None and answers is not None, "both were asked for as pipes"

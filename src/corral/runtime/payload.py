@@ -68,8 +68,38 @@ def unpicklable_part(target: Any, args: tuple, kwargs: dict) -> str | None:
         try:
             dumps(value)
         except Exception:
-            return said
+            return said + _through(value) if dumps is dumps_function else said
     return None
+
+
+def _through(function: Any) -> str:
+    """What of a function that does not pickle by value does not pickle: a
+    global it reads, a variable of its closure, or a default (cold review: "its
+    function cannot be pickled" for a script's ``LOCK`` the function uses);
+    nothing when none of those is it."""
+    if not isinstance(function, types.FunctionType):
+        return ""
+    code = function.__code__
+    candidates: list[tuple[str, Any]] = [
+        (f" {function.__name__}, through the global {name!r} it reads,", function.__globals__[name])
+        for name in code.co_names if name in function.__globals__]
+    for name, cell in zip(code.co_freevars, function.__closure__ or (), strict=False):
+        try:
+            candidates.append((f" {function.__name__}, through the variable {name!r} of its "
+                               "closure,", cell.cell_contents))
+        except ValueError:  # an empty cell
+            continue
+    defaults = [*(function.__defaults__ or ()), *(function.__kwdefaults__ or {}).values()]
+    candidates += [(f" {function.__name__}, through a default of its arguments,", value)
+                   for value in defaults]
+    for said, value in candidates:
+        if isinstance(value, types.ModuleType):
+            continue  # (a module travels by name)
+        try:
+            dumps_value(value)
+        except Exception:
+            return said
+    return ""
 
 
 def loads_call(payload: bytes, upstream: tuple[bytes, ...]) -> tuple[Any, tuple, dict]:

@@ -9,11 +9,12 @@ death with its parent process.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import struct
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 # NamedTuples, not dataclasses: every worker imports this module at its start, and
 # dataclasses' import of inspect was a fifth of that start (a Reply, made for every
 # job, is also made three times sooner).
@@ -25,7 +26,8 @@ if TYPE_CHECKING:  # (subprocess is the driver's alone: each worker imports this
     import subprocess
     from multiprocessing.connection import Connection
 
-__all__ = ["WorkerProcess", "start_worker", "ring", "start_reaper", "call_request",
+__all__ = ["WorkerProcess", "start_worker", "path_arguments", "too_long_said", "ring",
+           "start_reaper", "call_request",
            "command_request", "drop_request", "abort_request", "ABORT", "WorkerStartError",
            "Reply", "Started", "GivenBack", "reply_message", "started_message",
            "given_back_message", "read_message", "DROP", "MAX_REPLY_BYTES"]
@@ -53,6 +55,33 @@ _REAPER_BOOT = (
 )
 
 
+def path_arguments(path: Iterable[object] | None = None) -> list[str]:
+    """*path* (this process's ``sys.path`` by default) as a child interpreter's
+    arguments, one entry each: its text entries and paths. An entry of another
+    kind, which the import system passes over, is left out (attack review: a
+    ``None`` in sys.path failed every job's start)."""
+    arguments = []
+    for entry in sys.path if path is None else path:
+        if isinstance(entry, os.PathLike):
+            entry = entry.__fspath__()
+        if isinstance(entry, bytes):
+            entry = os.fsdecode(entry)
+        if isinstance(entry, str) and "\0" not in entry:
+            arguments.append(entry)
+    return arguments
+
+
+def too_long_said(error: OSError, arguments: Sequence[str]) -> str:
+    """*error*, and when the system refused the arguments as too long, that
+    they are mostly ``sys.path``'s, with how many entries and bytes it has."""
+    if error.errno != errno.E2BIG:
+        return str(error)
+    size = sum(len(os.fsencode(argument)) + 1 for argument in arguments)
+    return (f"{error.strerror} ({len(arguments):,} arguments, {size:,} bytes, most of them the "
+            "entries of sys.path, which the process needs to import what this one can: "
+            "fewer entries in sys.path or PYTHONPATH)")
+
+
 def start_reaper(python: str, token: str) -> subprocess.Popen:
     """Start the process that kills every process marked ``<token>.`` once this
     process dies (see :mod:`corral.runtime.reaper`): the backstop for a worker
@@ -60,8 +89,13 @@ def start_reaper(python: str, token: str) -> subprocess.Popen:
     the pipe through which this process says farewell."""
     import subprocess
 
-    return subprocess.Popen([python, "-c", _REAPER_BOOT, str(os.getpid()), token, *sys.path],
-                            stdin=subprocess.PIPE, start_new_session=True)
+    arguments = [python, "-c", _REAPER_BOOT, str(os.getpid()), token, *path_arguments()]
+    try:
+        return subprocess.Popen(arguments, stdin=subprocess.PIPE, start_new_session=True)
+    except OSError as error:
+        raise WorkerStartError(f"cannot start the reaper (which ends this run's jobs if this "
+                               f"process dies) with {python}: "
+                               f"{too_long_said(error, arguments)}") from error
 
 
 #: The opening of the last line a worker that cannot start writes on its stderr
@@ -112,7 +146,7 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str],
 
     import subprocess
 
-    path_given = sys.path if path is None else list(path)
+    path_given = path_arguments(path)
     made: list[int] = []  # every fd made so far: closed if the start fails
     try:
         for _ in range(3):
@@ -132,7 +166,8 @@ def start_worker(python: str, spool_prefix: str, environment: Mapping[str, str],
     except OSError as error:  # (short of descriptors, a pipe made and the next not:
         for fd in made:  # each start that failed leaked two, diff review)
             os.close(fd)
-        raise WorkerStartError(f"cannot start a worker with {python}: {error}") from error
+        said = too_long_said(error, path_given)
+        raise WorkerStartError(f"cannot start a worker with {python}: {said}") from error
     for fd in (request_read, reply_write, doorbell_read):
         os.close(fd)
     return WorkerProcess(process, Connection(request_write, readable=False),

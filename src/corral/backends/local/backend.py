@@ -719,11 +719,11 @@ class LocalBackend:
         while self._idle and len(self._idle) + len(self._busy) >= limit:
             self._retire(self._idle.pop(0))
         spool = os.path.join(self._spool_directory(), f"worker-{next(self._spool_numbers)}")
-        self._start_reaper()
         # Ends with a dot: worker 1's mark must not be a prefix of worker 12's.
         mark = f"{self._token}.{next(self._worker_numbers)}."
         environment = dict(os.environ, **self._gpu_environment(gpus), **{MARK_VARIABLE: mark})
         try:
+            self._start_reaper()
             started = start_worker(self._python, spool, environment)
         except WorkerStartError as error:
             raise BackendError(str(error)) from error
