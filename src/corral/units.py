@@ -84,6 +84,12 @@ def parse_memory(value: object, field: str = "memory") -> int:
     if not math.isfinite(megabytes) or megabytes <= 0 or megabytes > _MAX_MEGABYTES:
         raise ValueError(f"{field}={_shown(value)} must be a positive memory size below 1 EB; "
                          f"use {MEMORY_FORMS}")
+    if unitless and isinstance(value, str) and megabytes < 64:
+        # (A bare int is megabytes, as documented; text is what a person typed from a
+        # PBS or fyrd habit, and the CLI and config files refuse it: cold review.)
+        raise ValueError(f"{field}={_shown(value)} has no unit, and {megabytes:g} megabytes "
+                         f"are too little for a job: write '{megabytes:g}G' (or "
+                         f"'{megabytes:g}M' if megabytes are meant)")
     if unitless and megabytes != math.floor(megabytes):  # 1.5 is surely not 1.5 MB
         meant = f"such as '{megabytes:g}G', " if megabytes < 64 else ""
         raise ValueError(f"{field}={_shown(value)} is not a whole number of megabytes; give "
