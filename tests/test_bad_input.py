@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import types
 from decimal import Decimal
 from fractions import Fraction
@@ -221,6 +222,19 @@ def test_a_command_word_that_is_not_one_word_is_refused(scheduler, script, word,
         scheduler.shell(["echo", word])
     with pytest.raises(ValueError, match=rf"^script .*: argument 0 \(.*\) is a {kind}, not one "
                        "word"):
+        scheduler.script(script, word)
+
+
+@pytest.mark.parametrize("word", [threading.Lock(), object()])
+def test_a_command_word_whose_text_is_only_its_memory_address_is_refused(scheduler, script,
+                                                                         word):
+    """Cold review: a lock among the words ran as "<unlocked _thread.lock object at
+    0x7fa0...>", a mistake, and a different command every run."""
+    said = r"has no text of its own, only its type and memory address; command words are"
+    with pytest.raises(ValueError, match=rf"^shell command: word 1 \(<.* at 0x[0-9a-f]+>\) "
+                                         rf"{said}"):
+        scheduler.shell(["echo", word])
+    with pytest.raises(ValueError, match=rf"^script .*: argument 0 \(<.*>\) {said}"):
         scheduler.script(script, word)
 
 

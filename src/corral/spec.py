@@ -572,8 +572,16 @@ def _word_text(word: Any) -> tuple[str | None, str | None]:
         return None, "cannot be written as text"
     if not isinstance(text, str):
         return None, "is a path that is not text"
+    if not isinstance(word, str) and _AN_ADDRESS.search(text):
+        # (cold review: a lock among the words ran as "<unlocked _thread.lock object
+        # at 0x7fa0...>": surely a mistake, and a different word every run)
+        return None, "has no text of its own, only its type and memory address"
     problem = os_text_problem(text)
     return (None, problem) if problem else (text, None)
+
+
+#: The end of the text Python gives an object that defines none: ``<... at 0x7f...>``.
+_AN_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>\Z")
 
 
 def _command_line_limit() -> int:
