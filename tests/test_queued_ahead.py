@@ -266,16 +266,24 @@ def test_an_item_that_cannot_be_pickled_raises_at_its_place_naming_it(
                                             "'identity' cannot be sent to a worker")
     else:  # the chunk that holds it is one job: the results before that chunk
         assert got == list(range(len(got))) and len(got) >= (24 if chunksize == 3 else 10)
-        said = re.match(r"map\(\), the chunk of input items (\d+) to (\d+) \(counting from "
-                        r"0\): job 'identity' cannot be sent to a worker", str(raised.value))
+        said = re.match(r"map\(\), input item 25 \(counting from 0; in the chunk of items "
+                        r"(\d+) to (\d+)\): job 'identity' cannot be sent to a worker: the "
+                        r"arguments of one of its calls cannot be pickled", str(raised.value))
         assert said and int(said[1]) == len(got) <= 25 <= int(said[2]), raised.value
     assert "cannot pickle '_thread.lock' object" in str(raised.value)
 
 
 def test_a_bad_first_item_of_a_map_raises_from_map_itself(tmp_path: Path):
+    """Naming the item (cold review: none was named), as a bad function is not."""
     with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
-        with pytest.raises(ValueError, match=r"^job 'identity' cannot be sent to a worker"):
+        with pytest.raises(ValueError, match=r"^map\(\), input item 0 \(counting from 0\): "
+                                             r"job 'identity' cannot be sent to a worker: its "
+                                             r"argument args\[0\] cannot be pickled"):
             scheduler.map(jobs.identity, [threading.Lock(), 1])
+        lock = threading.Lock()
+        with pytest.raises(ValueError, match=r"^job '<lambda>' cannot be sent to a worker: its "
+                                             r"function <lambda>, through the variable 'lock'"):
+            scheduler.map(lambda item: lock, [1, 2])
         assert scheduler.jobs() == []
 
 

@@ -101,6 +101,12 @@ class NotPicklable(CorralError, ValueError, TypeError):
     and a TypeError, as pickle and ProcessPoolExecutor raise it: code written
     for either catches it."""
 
+    def __init__(self, *args: object, in_arguments: bool = False) -> None:
+        super().__init__(*args)
+        #: Whether what does not pickle is among the call's arguments (not its
+        #: function): an error of this call's, not of every call of a map.
+        self.in_arguments = in_arguments
+
 
 class BackendError(CorralError):
     """The backend could not do what was asked (start a worker, submit, query)."""

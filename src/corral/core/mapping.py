@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from corral.core.job import Job
 from corral.core.chunk_sizes import as_chunk
 from corral.runtime.chunks import ChunkFailed
+from corral.runtime.payload import dumps_value
 from corral.runtime.threads import signals_allowed, start_thread
 
 __all__ = ["MapFeed", "FollowUp", "chunked", "chunk_items", "unchunked"]
@@ -195,8 +196,8 @@ class MapFeed:
                     rest, failed = self._dispatch_until_error(batch[half:])
                     sent = sent + rest
                 return sent, failed
-            if self._sent == 0:
-                return [], error
+            if self._sent == 0 and not getattr(error, "in_arguments", False):
+                return [], error  # (an error every call would raise: a bad function)
             try:
                 placed = type(error)(f"map(), {self._where(batch[0], self._sent)}: {error}")
             except Exception:  # an error type that takes other arguments: as it is
@@ -380,9 +381,17 @@ def _item_at(job: Job, before: int) -> str:
 
 def chunk_items(job: Job, before: int) -> str:
     """Which input items a chunk job holds (its arguments: the calls, and the
-    number of the first)."""
+    number of the first), and the first whose arguments do not pickle, if one
+    does not (cold review: "the chunk of items 461 to 710" for item 700)."""
     calls, first = job._record.call_parts[0]
-    return f"the chunk of input items {first:,} to {first + len(calls) - 1:,} (counting from 0)"
+    held = f"the chunk of input items {first:,} to {first + len(calls) - 1:,} (counting from 0)"
+    for index, call in enumerate(calls):
+        try:
+            dumps_value(call)
+        except Exception:
+            return (f"input item {first + index:,} (counting from 0; in the chunk of items "
+                    f"{first:,} to {first + len(calls) - 1:,})")
+    return held
 
 
 def chunked(calls: Iterator[tuple], size: int) -> Iterator[tuple[list[tuple], int]]:

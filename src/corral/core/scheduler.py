@@ -1366,8 +1366,15 @@ def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> Non
             "; make what cannot travel (a lock, a connection, an open file) in the function, "
             "from what it is made of")
         part = unpicklable_part(target, args, kwargs) or "its function or arguments"
+        if isinstance(target, ChunkRunner) and part == "its argument args[0]":
+            part = "the arguments of one of its calls"  # (a chunk's: a list of calls)
+        # (Made where it is raised: an exception held by a local of this frame is a
+        # cycle through its traceback, which kept a map's jobs alive.)
         raise NotPicklable(f"job {job.name!r} cannot be sent to a worker: {part} cannot be "
-                           f"pickled ({said}){hint}") from error
+                           f"pickled ({said}){hint}",  # (the call's own, not every call's:
+                           # a map names its input item even for its first)
+                           in_arguments=part.startswith(("its argument", "its keyword",
+                                                         "the arguments"))) from error
 
 
 def _nothing() -> None:
