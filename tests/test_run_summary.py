@@ -87,6 +87,31 @@ def test_shutdown_with_wait_reports_a_timed_out_job_before_the_script_goes_on(tm
                            "timed out after 0.2s; killed with its child processes)\n")
 
 
+THREE_KINDS_OF_FAILURE = """
+import corral
+def fail(number):
+    if number < 40:
+        raise ValueError(f"bad value {number}")
+    if number < 50:
+        raise KeyError(f"k{number}")
+    raise RuntimeError(f"boom {number}")
+with corral.Scheduler(cores=2) as scheduler:
+    for number in range(60):
+        scheduler.submit(fail, number)
+"""
+
+
+def test_each_kind_of_failure_has_an_example_before_a_kind_has_two(tmp_path):
+    """Cold review: of 60 failures of three exceptions, the first three examples
+    were all ValueErrors, and the KeyErrors only "and 20 more"."""
+    done = run_driver(tmp_path, THREE_KINDS_OF_FAILURE)
+
+    assert re.fullmatch(r"corral: 60 of 60 jobs did not complete: 60 failed \(job 1 'fail': "
+                        r"raised ValueError: bad value 0; job (4[1-9]|50) 'fail': raised KeyError: "
+                        r"'k\d+'; job \d+ 'fail': raised RuntimeError: boom \d+; and 57 more\)\n",
+                        done.stderr), done.stderr
+
+
 def test_three_hundred_failures_make_one_short_line(tmp_path):
     done = run_driver(tmp_path, MANY_FAILURES)
 
