@@ -154,6 +154,10 @@ def test_calls_commands_scripts_and_module_functions_run_as_slurm_jobs(slurm, ma
                                                   "script complains\n")
     for job in jobs:
         assert NATIVE_ID.fullmatch(job.native_id or ""), job.native_id
+        # (corral reads a job's end from its result file, which the batch script
+        # writes a moment before it exits: Slurm may still say RUNNING then)
+        wait_until(lambda native=job.native_id: fields(scontrol_job(slurm, native))[
+            "JobState"] != "RUNNING", timeout=60, message=f"Slurm sees job {job.native_id} end")
         shown = fields(scontrol_job(slurm, job.native_id))
         base, _, task = job.native_id.partition("_")
         if task:

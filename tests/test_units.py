@@ -29,12 +29,15 @@ def test_bad_memory_names_the_field_and_the_accepted_forms(bad):
         parse_memory(bad)
 
 
-@pytest.mark.parametrize("bad", [1.5, "1.5", " 0.5 "])
-def test_a_fraction_of_a_megabyte_without_a_unit_is_refused_as_surely_meant_otherwise(bad):
+@pytest.mark.parametrize(("bad", "said"), [
+    (1.5, r"is not a whole number of megabytes; give its unit, such as '1.5G', or use an int of "),
+    ("1.5", r"has no unit, and 1.5 megabytes are too little for a job: write '1.5G'"),
+    (" 0.5 ", r"has no unit, and 0.5 megabytes are too little for a job: write '0.5G'"),
+])
+def test_a_fraction_of_a_megabyte_without_a_unit_is_refused_as_surely_meant_otherwise(bad, said):
     """BUG (attack review): memory=1.5 was taken as 1.5 MB (rounded up to 2),
     where its writer surely meant 1.5 GB; SGE then killed the job."""
-    with pytest.raises(ValueError, match=r"^memory=.* is not a whole number of megabytes; give "
-                                         r"its unit, such as '[0-9.]+G', or use an int of "):
+    with pytest.raises(ValueError, match=rf"^memory=.* {said}"):
         parse_memory(bad)
     assert parse_memory(2048.0) == parse_memory("2048") == 2048  # whole: megabytes, as ever
 
