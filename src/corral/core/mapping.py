@@ -384,14 +384,13 @@ def chunk_items(job: Job, before: int) -> str:
     number of the first), and the first whose arguments do not pickle, if one
     does not (cold review: "the chunk of items 461 to 710" for item 700)."""
     calls, first = job._record.call_parts[0]
-    held = f"the chunk of input items {first:,} to {first + len(calls) - 1:,} (counting from 0)"
+    span = f"{first:,} to {first + len(calls) - 1:,}"
     for index, call in enumerate(calls):
         try:
             dumps_value(call)
         except Exception:
-            return (f"input item {first + index:,} (counting from 0; in the chunk of items "
-                    f"{first:,} to {first + len(calls) - 1:,})")
-    return held
+            return f"input item {first + index:,} (counting from 0; in the chunk of items {span})"
+    return f"the chunk of input items {span} (counting from 0)"
 
 
 def chunked(calls: Iterator[tuple], size: int) -> Iterator[tuple[list[tuple], int]]:

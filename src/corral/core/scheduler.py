@@ -1373,8 +1373,7 @@ def _pickle_call(job: JobRecord, functions: dict[int, tuple[Any, bytes]]) -> Non
         raise NotPicklable(f"job {job.name!r} cannot be sent to a worker: {part} cannot be "
                            f"pickled ({said}){hint}",  # (the call's own, not every call's:
                            # a map names its input item even for its first)
-                           in_arguments=part.startswith(("its argument", "its keyword",
-                                                         "the arguments"))) from error
+                           in_arguments=not part.startswith("its function")) from error
 
 
 def _nothing() -> None:
