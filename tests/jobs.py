@@ -55,6 +55,12 @@ def identity(value):
     return value
 
 
+def run_a_job_of_its_own(value):
+    """A job that makes a Scheduler as it runs (not as its module is imported)."""
+    with corral.Scheduler(cores=1) as inner:
+        return inner.submit(identity, value).result(timeout=60)
+
+
 def raise_custom(message: str) -> None:
     raise CustomError(message)
 

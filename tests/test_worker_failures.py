@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import textwrap
 
 import pytest
 
@@ -190,3 +191,37 @@ def test_idle_workers_make_room_for_a_job_that_needs_a_worker_of_its_own(tmp_pat
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "0\n", done.stderr
+
+
+#: A module that makes a Scheduler at its top level. Bounded by a variable its
+#: workers inherit, so that without the refusal under test it starts one
+#: generation of workers, not workers without end.
+_MAKES_A_SCHEDULER_ON_IMPORT = textwrap.dedent("""
+    import os
+    import corral
+
+    def work(value):
+        return value
+
+    if os.environ.get("MADE_ON_IMPORT") is None:
+        os.environ["MADE_ON_IMPORT"] = "1"
+        runner = corral.Scheduler(cores=1)
+        runner.submit(work, 1)
+""")
+
+
+def test_a_module_that_makes_a_scheduler_as_it_is_imported_fails_its_job_not_the_machine(
+        scheduler, tmp_path, monkeypatch):
+    (tmp_path / "makes_one_on_import.py").write_text(_MAKES_A_SCHEDULER_ON_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))  # (workers get the driver's sys.path)
+    job = scheduler.call("makes_one_on_import:work", 7)
+    with pytest.raises(RuntimeError, match=(
+            r"^a corral.Scheduler was made while a corral worker was loading a job's "
+            r"function: module 'makes_one_on_import' makes it when it is imported, and each "
+            r"worker imports it again .* \(under `if __name__ == \"__main__\":`\)")):
+        job.result(timeout=60)
+    assert scheduler.submit(jobs.identity, "next").result(timeout=60) == "next"
+
+
+def test_a_job_may_make_a_scheduler_of_its_own_as_it_runs(scheduler):
+    assert scheduler.submit(jobs.run_a_job_of_its_own, 5).result(timeout=120) == 5

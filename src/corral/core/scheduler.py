@@ -55,6 +55,7 @@ from corral.journal.run import Run
 from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
+from corral.runtime.loading import refuse_while_loading
 from corral.runtime.payload import dumps_call, dumps_function, unpicklable_part
 from corral.runtime.threads import SLICE_S, plain_timeout, wait_in_slices
 from corral.safe_repr import describe_error, safe_repr
@@ -327,6 +328,8 @@ class Scheduler(Executor):
 
     Raises:
         ValueError: a bad argument, naming it and the accepted forms.
+        RuntimeError: made by a module's top level as a worker imports that
+            module to run a job of it (see :mod:`corral.runtime.loading`).
     """
 
     def __init__(self, backend: str = DEFAULT_BACKEND, cores: int | None = None,
@@ -340,6 +343,7 @@ class Scheduler(Executor):
                  backend_options: Mapping[str, Any] | None = None,
                  address: Any = None,
                  _owner: str = "script", **unknown: Never) -> None:
+        refuse_while_loading("a corral.Scheduler")  # (before it starts anything)
         if unknown:
             raise TypeError(unknown_argument(next(iter(unknown)), Scheduler))
         if not isinstance(backend, str):

@@ -20,6 +20,7 @@ import types
 import weakref
 from typing import Any, ClassVar
 
+from corral.runtime.loading import loading_job_code
 from corral.safe_repr import describe_error, shortened, writable_text
 
 __all__ = ["Upstream", "dumps_call", "dumps_function", "loads_call", "dumps_value", "dumps_error",
@@ -104,20 +105,21 @@ def _through(function: Any) -> str:
 
 def loads_call(payload: bytes, upstream: tuple[bytes, ...]) -> tuple[Any, tuple, dict]:
     """Unpickle a call and put the dependencies' results in place of their placeholders."""
-    function_blob, arguments_blob, has_upstream = pickle.loads(payload)
-    target = _loaded_functions.get(function_blob)
-    if target is None:
-        target = pickle.loads(function_blob)
-        if isinstance(target, str):
-            target = import_function(target)
-        if len(_loaded_functions) >= _FUNCTION_CACHE_SIZE:
-            _loaded_functions.clear()
-        _loaded_functions[function_blob] = target
-    args, kwargs = pickle.loads(arguments_blob)
-    if has_upstream:
-        values = [pickle.loads(blob) for blob in upstream]
-        args = _substitute(args, values)
-        kwargs = _substitute(kwargs, values)
+    with loading_job_code:  # (what it imports may not make a Scheduler: see the module)
+        function_blob, arguments_blob, has_upstream = pickle.loads(payload)
+        target = _loaded_functions.get(function_blob)
+        if target is None:
+            target = pickle.loads(function_blob)
+            if isinstance(target, str):
+                target = import_function(target)
+            if len(_loaded_functions) >= _FUNCTION_CACHE_SIZE:
+                _loaded_functions.clear()
+            _loaded_functions[function_blob] = target
+        args, kwargs = pickle.loads(arguments_blob)
+        if has_upstream:
+            values = [pickle.loads(blob) for blob in upstream]
+            args = _substitute(args, values)
+            kwargs = _substitute(kwargs, values)
     return target, args, kwargs
 
 
@@ -253,7 +255,8 @@ def import_function(reference: str) -> Any:
     import importlib
 
     module_name, _, attribute_path = reference.partition(":")
-    found: Any = importlib.import_module(module_name)
+    with loading_job_code:  # (a chunk's calls import theirs as the chunk runs)
+        found: Any = importlib.import_module(module_name)
     for attribute in attribute_path.split("."):
         found = getattr(found, attribute)
     return found
