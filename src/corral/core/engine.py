@@ -683,6 +683,8 @@ class Engine:
     # -- starting jobs -------------------------------------------------------------------
 
     def _start_ready(self) -> None:
+        if not self.packer.has_waiting():
+            return
         if self._gather_s and self._still_gathering():
             return
         if self._settle_until is not None and self._still_settling():

@@ -101,6 +101,12 @@ class Packer:
     def __len__(self) -> int:
         return len(self._ready) + sum(len(parked) for parked in self._parked.values())
 
+    def has_waiting(self) -> bool:
+        """Whether any job waits here, or any is still to be told why: when
+        none does, a pass would do nothing (most passes of the control loop,
+        which wakes for every update)."""
+        return bool(self._ready or self._newcomers) or any(self._parked.values())
+
     def push(self, job: JobRecord, keep_place: bool = False) -> None:
         """Make a QUEUED job a candidate; *keep_place*: where it was in line
         before (a job given back unstarted), else behind every job queued so far."""
