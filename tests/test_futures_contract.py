@@ -36,6 +36,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import types
 import unittest
 import weakref
@@ -359,6 +360,22 @@ def test_cancelling_jobs_one_by_one_in_order_starts_none_of_those_still_queued(
     assert [job.status for job in handles] == [JobStatus.CANCELLED] * 20
     # The hold ends: the next job runs.
     assert scheduler.submit(jobs.square, 3).result(timeout=30) == 9
+
+
+def test_the_control_loop_rests_after_a_cancel_leaves_nothing_to_start(scheduler, release):
+    """A cancel that kills holds starts back a moment; with no job waiting to
+    start, the hold must still end, or the loop would wake at once, ever after,
+    to find it over (a whole core for nothing)."""
+    job = scheduler.submit(jobs.wait_for_file, str(release))
+    wait_until(job.running, message="the job to run")
+    assert job.cancel()
+    loop = scheduler._engine._thread
+    clock = time.pthread_getcpuclockid(loop.ident)
+    time.sleep(0.5)  # (the hold, CANCEL_SETTLE_S, ends in this)
+    before = time.clock_gettime(clock)
+    time.sleep(1.0)  # the interval measured, not a wait for an event
+    spent = time.clock_gettime(clock) - before
+    assert spent < 0.2, f"the idle control loop used {spent:.2f} s of CPU in 1 s"
 
 
 SUBMIT_AT_EXIT = """

@@ -683,11 +683,11 @@ class Engine:
     # -- starting jobs -------------------------------------------------------------------
 
     def _start_ready(self) -> None:
-        if not self.packer.has_waiting():
-            return
         if self._gather_s and self._still_gathering():
             return
         if self._settle_until is not None and self._still_settling():
+            return
+        if not self.packer.has_waiting():  # (after those: they end their holds as time passes)
             return
         chosen = self.packer.select(time.monotonic())
         behind: dict[int, JobRecord] = {}  # id(job) -> the job it is queued after
