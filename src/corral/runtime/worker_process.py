@@ -89,7 +89,10 @@ def start_reaper(python: str, token: str) -> subprocess.Popen:
     the pipe through which this process says farewell."""
     import subprocess
 
-    arguments = [python, "-c", _REAPER_BOOT, str(os.getpid()), token, *path_arguments()]
+    # -S: no site module: it runs no code of the user's, and is given sys.path whole
+    # (a sixth of its start-up, 27 -> 23 ms of CPU, once per scheduler).
+    arguments = [python, "-S", "-c", _REAPER_BOOT, str(os.getpid()), token,
+                 *path_arguments()]
     try:
         return subprocess.Popen(arguments, stdin=subprocess.PIPE, start_new_session=True)
     except OSError as error:
