@@ -659,6 +659,28 @@ def test_a_waiting_job_says_which_jobs_it_waits_for(tmp_path, release):
         release.touch()
 
 
+def test_a_waiting_jobs_reason_names_the_jobs_it_still_waits_for_as_others_complete(tmp_path,
+                                                                                   release):
+    """Cold review: "after jobs 1, 2, 3 and 21 more" named the three that had completed."""
+    quick_release = tmp_path / "quick"
+    with corral.Scheduler(cores=5) as sched:
+        quick = [sched.options(name="quick").submit(jobs.wait_for_file, str(quick_release))
+                 for _ in range(3)]
+        slow = [sched.options(name="slow").submit(jobs.wait_for_file, str(release))
+                for _ in range(2)]
+        child = sched.options(after=quick + slow).submit(jobs.noop)
+        loop_barrier(sched)
+        assert child.reason == (f"after jobs {quick[0].id} 'quick', {quick[1].id} 'quick', "
+                                f"{quick[2].id} 'quick' and 2 more")
+        quick_release.touch()
+        wait_until(lambda: all(job.done() for job in quick), message="the quick jobs to end")
+        loop_barrier(sched)
+        assert child.reason == f"after jobs {slow[0].id} 'slow', {slow[1].id} 'slow'"
+        slow[0].cancel()
+        wait_until(child.done, message="the child to be cancelled with its dependency")
+        release.touch()
+
+
 def abort_aware(release: str) -> bool:
     """Return whether an abort was asked of this call (waiting for one, or for *release*)."""
     while not corral.abort_requested() and not os.path.exists(release):

@@ -1057,9 +1057,13 @@ class Engine:
                 if dependent.final:
                     continue
                 dependent.unmet -= 1
-                if dependent.unmet == 0 and dependent.status is _S.WAITING:
+                if dependent.status is not _S.WAITING:
+                    continue
+                if dependent.unmet == 0:
                     self._move(dependent, _S.QUEUED)
                     self.packer.push(dependent)
+                elif any(named is job for named in dependent.named_waits):
+                    self.note_reason(dependent, _waiting_reason(dependent))
             return
         reason = _upstream_reason(job)  # the root cause, for the whole cascade
         broken = [job]
@@ -1454,11 +1458,26 @@ def _restored(dep: Any) -> bool:
 
 
 def _waiting_reason(job: JobRecord) -> str:
-    """Which unfinished jobs a WAITING job waits for (at most three named)."""
-    parents = [dep for dep in job.deps if not dep.final]
-    named = ", ".join(f"{dep.id} {dep.name!r}" for dep in parents[:3])
-    more = f" and {len(parents) - 3} more" if len(parents) > 3 else ""
-    return f"after job{'s' if len(parents) > 1 else ''} {named}{more}"
+    """Which unfinished jobs a WAITING job waits for: the first three named,
+    and how many more (its ``unmet``). Made again each time one it names
+    completes (cold review: "after jobs 1, 2, 3 and 21 more" named the three
+    that had finished), from the first unfinished one on: dependencies only
+    ever finish, so a fan-in of n costs O(n) in all, not O(n) each time."""
+    deps = job.deps
+    start = job.waits_from
+    while start < len(deps) and deps[start].final:
+        start += 1
+    job.waits_from = start
+    named = []
+    for dep in itertools.islice(deps, start, None):
+        if not dep.final:
+            named.append(dep)
+            if len(named) == 3:
+                break
+    job.named_waits = tuple(named)
+    text = ", ".join(f"{dep.id} {dep.name!r}" for dep in named)
+    more = f" and {job.unmet - len(named)} more" if job.unmet > len(named) else ""
+    return f"after job{'s' if job.unmet > 1 else ''} {text}{more}"
 
 
 def _log_failure(job: JobRecord, status: JobStatus, reason: str | None) -> None:

@@ -124,6 +124,11 @@ class JobRecord:
     call_parts: tuple[tuple, dict] = ((), {})   # arguments, Jobs replaced by placeholders
     argv_template: tuple[Any, ...] = ()         # command words, Jobs replaced
     unmet: int = 0
+    #: The dependencies its WAITING reason names (the first three unfinished)
+    #: and where in ``deps`` the unfinished ones begin: the reason is made again
+    #: when one it names ends, from there (see engine._waiting_reason).
+    named_waits: tuple[Any, ...] = ()
+    waits_from: int = 0
     final: bool = False
     kill_intent: KillIntent | None = None
     #: The sequence number of its timeout's deadline now: an earlier one,
