@@ -88,18 +88,22 @@ def test_huge_numbers_are_refused_with_a_readable_message():
         Job(jobs.noop, memory=HUGE)
 
 
-@pytest.mark.parametrize(("memory", "number"), [("4", "4"), (" 16 ", "16"), ("1.5", "1.5")])
-def test_a_memory_text_of_few_megabytes_without_a_unit_is_refused_as_gigabytes_meant(
-        memory, number):
-    """Cold review: memory="4" ran as 4 MB (a cluster would kill the job), where
-    --memory 4 and a config file's memory = 4 were refused; an int of megabytes
-    stays as documented."""
-    with pytest.raises(ValueError, match=rf"^memory='{memory}' has no unit, and {number} "
-                                         rf"megabytes are too little for a job: write "
-                                         rf"'{number}G' \(or '{number}M' if megabytes are "
-                                         r"meant\)$"):
+@pytest.mark.parametrize(("memory", "shown", "number"), [
+    ("4", "'4'", "4"), (" 16 ", "' 16 '", "16"), ("1.5", "'1.5'", "1.5"), (4, "4", "4"),
+    (63, "63", "63"), (1.5, "1.5", "1.5")])
+def test_a_memory_of_few_megabytes_without_a_unit_is_refused_as_gigabytes_meant(
+        memory, shown, number):
+    """Cold reviews: memory="4" ran as 4 MB (a cluster would kill the job), where
+    --memory 4 and a config file's memory = 4 were refused; then memory=4, an int."""
+    with pytest.raises(ValueError, match=rf"^memory={re.escape(shown)} has no unit, and "
+                                         rf"{number} megabytes are too little for a job: "
+                                         rf"write '{number}G' \(or '{number}M' if megabytes "
+                                         r"are meant\)$"):
         Job(jobs.noop, memory=memory)
-    assert Job(jobs.noop, memory=4).spec.resources.memory_mb == 4
+    with pytest.raises(ValueError, match=rf"^memory={re.escape(shown)} has no unit"):
+        corral.Scheduler(memory=memory)
+    assert Job(jobs.noop, memory=64).spec.resources.memory_mb == 64
+    assert Job(jobs.noop, memory="4M").spec.resources.memory_mb == 4
     assert Job(jobs.noop, memory="4000").spec.resources.memory_mb == 4000
 
 

@@ -1360,7 +1360,8 @@ def test_a_profile_of_the_run_directorys_corral_toml_serves_submits_from_any_dir
     (["submit", "--memroy", "4G", "true"], 2,
      r"No such option '--memroy'\. Did you mean '--memory'\? \(see 'corral submit --help'\)$"),
     (["submit", "--memory", "lots", "true"], 2,
-     r"--memory 'lots' is not a memory size; use an int of megabytes or a string such as '512M'"),
+     r"--memory 'lots' is not a memory size; use an int of megabytes \(64 or more\) or a string "
+     r"such as '512M'"),
     (["submit", "--cores", "x", "true"], 2,
      r"Invalid value for '--cores': 'x' is not a valid integer"),
     (["submit", "--cores", "0", "true"], 2, r"--cores 0 must be an int >= 1"),

@@ -213,8 +213,9 @@ BAD_FILES = {
         '[profiles.gpu]\ngpus = 1\n\n[profiles.bad]\nmemory = "4 gigs"\n\n'
         '[profiles.typo]\nmemroy = "4G"\n',
         5, "profiles.bad.memory",
-        "memory='4 gigs' is not a memory size; use an int of megabytes or a string such as "
-        "'512M', '4G', '1.5GB', '2T'; and 1 more: line 8: profiles.typo.memroy: unknown job "
+        "memory='4 gigs' is not a memory size; use an int of megabytes (64 or more) or a "
+        "string such as '512M', '4G', '1.5GB', '2T'; and 1 more: line 8: profiles.typo.memroy: "
+        "unknown job "
         "option 'memroy'; did you mean 'memory'?"),
     "memory of a few megabytes": (
         '[profiles.tiny]\nmemory = 4\n',

@@ -30,7 +30,9 @@ def test_bad_memory_names_the_field_and_the_accepted_forms(bad):
 
 
 @pytest.mark.parametrize(("bad", "said"), [
-    (1.5, r"is not a whole number of megabytes; give its unit, such as '1.5G', or use an int of "),
+    (1.5, r"has no unit, and 1.5 megabytes are too little for a job: write '1.5G'"),
+    (100.5, r"is not a whole number of megabytes; give its unit, or use an int of megabytes "
+            r"\(64 or more\)"),
     ("1.5", r"has no unit, and 1.5 megabytes are too little for a job: write '1.5G'"),
     (" 0.5 ", r"has no unit, and 0.5 megabytes are too little for a job: write '0.5G'"),
 ])

@@ -82,9 +82,8 @@ def laid_over(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]
 def megabytes_meant_otherwise(memory: object) -> str | None:
     """The number of a memory without a unit so small that gigabytes were
     surely meant (``4``, ``"4"``: four megabytes are no job's need; PBS and
-    fyrd habits), as text, or None. Refused where people type options, on
-    the command line and in a config file; the Python API takes a bare int as
-    megabytes, as its documentation says."""
+    fyrd habits), as text, or None. The command line and a config file say
+    so in their own words; :func:`corral.units.parse_memory` refuses it too."""
     if isinstance(memory, (int, float)) and not isinstance(memory, bool):
         number = f"{memory:g}" if math.isfinite(memory) else None
     elif isinstance(memory, str):

@@ -28,7 +28,8 @@ __all__ = [
     "format_span",
 ]
 
-MEMORY_FORMS = "an int of megabytes or a string such as '512M', '4G', '1.5GB', '2T'"
+MEMORY_FORMS = ("an int of megabytes (64 or more) or a string such as '512M', '4G', '1.5GB', "
+                "'2T'")
 _DURATION_TEXTS = "'90s', '30m', '2h', '1h30m', '1:30:00', '30:00', '2-00:00:00'"
 DURATION_FORMS = f"an int of seconds or a string such as {_DURATION_TEXTS}"
 #: The same for a command line, where every value is text and a bare number
@@ -84,9 +85,10 @@ def parse_memory(value: object, field: str = "memory") -> int:
     if not math.isfinite(megabytes) or megabytes <= 0 or megabytes > _MAX_MEGABYTES:
         raise ValueError(f"{field}={_shown(value)} must be a positive memory size below 1 EB; "
                          f"use {MEMORY_FORMS}")
-    if unitless and isinstance(value, str) and megabytes < 64:
-        # (A bare int is megabytes, as documented; text is what a person typed from a
-        # PBS or fyrd habit, and the CLI and config files refuse it: cold review.)
+    if unitless and megabytes < 64:
+        # Four megabytes are no job's need: gigabytes were meant (PBS and fyrd
+        # habits), and a cluster would kill the job. The text "4" first, then the
+        # int 4 too, which ran as 4 MB (cold reviews); "4M" says megabytes.
         raise ValueError(f"{field}={_shown(value)} has no unit, and {megabytes:g} megabytes "
                          f"are too little for a job: write '{megabytes:g}G' (or "
                          f"'{megabytes:g}M' if megabytes are meant)")
