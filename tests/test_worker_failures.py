@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
 
 import pytest
 
@@ -193,34 +192,110 @@ def test_idle_workers_make_room_for_a_job_that_needs_a_worker_of_its_own(tmp_pat
     assert done.stdout == "0\n", done.stderr
 
 
-#: A module that makes a Scheduler at its top level. Bounded by a variable its
-#: workers inherit, so that without the refusal under test it starts one
-#: generation of workers, not workers without end.
-_MAKES_A_SCHEDULER_ON_IMPORT = textwrap.dedent("""
-    import os
-    import corral
+#: Modules a worker imports, each bounded by a variable its workers inherit,
+#: so that without the refusal under test they start one generation of
+#: workers, not workers without end.
+_SUBMITS_ON_IMPORT = """
+import os
+import corral
 
-    def work(value):
-        return value
+def work(value):
+    return value
 
-    if os.environ.get("MADE_ON_IMPORT") is None:
-        os.environ["MADE_ON_IMPORT"] = "1"
-        runner = corral.Scheduler(cores=1)
-        runner.submit(work, 1)
-""")
+if os.environ.get("SUBMITTED_ON_IMPORT") is None:
+    os.environ["SUBMITTED_ON_IMPORT"] = "1"
+    runner = corral.Scheduler(cores=1)
+    runner.submit(work, 1)
+"""
+
+_IMPORTS_IT_AS_IT_RUNS = """
+def work(value):
+    from submits_on_import import work as inner  # (a lazy import: no import cycle)
+    return inner(value)
+"""
+
+_UNPICKLING_SUBMITS = """
+import os
+import corral
+
+class Restless:
+    def __getstate__(self):
+        return {"restless": True}
+
+    def __setstate__(self, state):
+        if os.environ.get("SUBMITTED_ON_LOAD") is None:
+            os.environ["SUBMITTED_ON_LOAD"] = "1"
+            corral.Scheduler(cores=1).submit(abs, -1)
+
+def kind(value):
+    return type(value).__name__
+"""
+
+_HOLDS_A_SCHEDULER = """
+import corral
+
+scheduler = corral.Scheduler(cores=1)
+
+def helper(value):
+    return value + 1
+
+@scheduler.job
+def train(value):
+    return helper(value) * 2
+"""
+
+_REFUSED = (r"^jobs were submitted while a corral worker was importing module "
+            r"'submits_on_import', whose top level submits them, and each worker that imports it "
+            r"would submit them again: workers without end\. Submit only where the module runs "
+            r"as the program \(under `if __name__ == \"__main__\":`\) or inside a function$")
 
 
-def test_a_module_that_makes_a_scheduler_as_it_is_imported_fails_its_job_not_the_machine(
-        scheduler, tmp_path, monkeypatch):
-    (tmp_path / "makes_one_on_import.py").write_text(_MAKES_A_SCHEDULER_ON_IMPORT)
+@pytest.fixture
+def modules(tmp_path, monkeypatch):
+    for name, source in [("submits_on_import", _SUBMITS_ON_IMPORT),
+                         ("imports_it_as_it_runs", _IMPORTS_IT_AS_IT_RUNS),
+                         ("unpickling_submits", _UNPICKLING_SUBMITS),
+                         ("holds_a_scheduler", _HOLDS_A_SCHEDULER)]:
+        (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))  # (workers get the driver's sys.path)
-    job = scheduler.call("makes_one_on_import:work", 7)
-    with pytest.raises(RuntimeError, match=(
-            r"^a corral.Scheduler was made while a corral worker was loading a job's "
-            r"function: module 'makes_one_on_import' makes it when it is imported, and each "
-            r"worker imports it again .* \(under `if __name__ == \"__main__\":`\)")):
+
+
+def test_a_module_that_submits_jobs_as_it_is_imported_fails_its_job_not_the_machine(
+        scheduler, modules):
+    job = scheduler.call("submits_on_import:work", 7)
+    with pytest.raises(RuntimeError, match=_REFUSED):
         job.result(timeout=60)
     assert scheduler.submit(jobs.identity, "next").result(timeout=60) == "next"
+
+
+def test_a_module_imported_by_a_running_job_may_not_submit_as_it_is_imported_either(
+        scheduler, modules):
+    """Attack review: a lazy import inside the job's function escaped the
+    check of the job's loading, and started a generation of workers each."""
+    job = scheduler.call("imports_it_as_it_runs:work", 7)
+    with pytest.raises(RuntimeError, match=_REFUSED):
+        job.result(timeout=60)
+
+
+def test_an_argument_whose_unpickling_submits_fails_its_job_saying_so(scheduler, modules):
+    import unpickling_submits
+
+    job = scheduler.submit(unpickling_submits.kind, unpickling_submits.Restless())
+    with pytest.raises(RuntimeError, match=r"^jobs were submitted while a corral worker was "
+                                           r"loading a job's function or arguments, whose "
+                                           r"unpickling submits them"):
+        job.result(timeout=60)
+
+
+def test_a_module_that_only_holds_a_scheduler_for_its_decorated_functions_runs_them(modules):
+    """Attack review: a module's Scheduler for its @scheduler.job functions,
+    made when a worker imported the module, was refused: every job failed."""
+    import holds_a_scheduler
+
+    try:
+        assert holds_a_scheduler.train(2).result(timeout=60) == 6
+    finally:
+        holds_a_scheduler.scheduler.shutdown()
 
 
 def test_a_job_may_make_a_scheduler_of_its_own_as_it_runs(scheduler):

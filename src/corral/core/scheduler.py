@@ -55,7 +55,7 @@ from corral.journal.run import Run
 from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
-from corral.runtime.loading import refuse_while_loading
+from corral.runtime.loading import refuse_submission_while_importing
 from corral.runtime.payload import dumps_call, dumps_function, unpicklable_part
 from corral.runtime.threads import SLICE_S, plain_timeout, wait_in_slices
 from corral.safe_repr import describe_error, safe_repr
@@ -204,6 +204,7 @@ class Submitter:
         # Its calls are dispatched by a thread that needs the loop: read there, they never
         # would come.
         self._scheduler._refuse_on_loop_thread("map()")
+        refuse_submission_while_importing()  # (its calls are dispatched by another thread)
         deadline = None if timeout is None else time.monotonic() + timeout
         automatic = isinstance(chunksize, str) and chunksize == "auto"
         if not automatic and (type(chunksize) is not int or not 1 <= chunksize <= sys.maxsize):
@@ -328,8 +329,6 @@ class Scheduler(Executor):
 
     Raises:
         ValueError: a bad argument, naming it and the accepted forms.
-        RuntimeError: made by a module's top level as a worker imports that
-            module to run a job of it (see :mod:`corral.runtime.loading`).
     """
 
     def __init__(self, backend: str = DEFAULT_BACKEND, cores: int | None = None,
@@ -343,7 +342,6 @@ class Scheduler(Executor):
                  backend_options: Mapping[str, Any] | None = None,
                  address: Any = None,
                  _owner: str = "script", **unknown: Never) -> None:
-        refuse_while_loading("a corral.Scheduler")  # (before it starts anything)
         if unknown:
             raise TypeError(unknown_argument(next(iter(unknown)), Scheduler))
         if not isinstance(backend, str):
@@ -555,6 +553,7 @@ class Scheduler(Executor):
     def _dispatch(self, jobs: Job | Iterable[Job], collectable: bool) -> list[Job]:
         """:meth:`dispatch`; *collectable* jobs' Results go to :meth:`collect`
         (those of submit() and the like do not: nobody would collect them)."""
+        refuse_submission_while_importing()  # (in a worker: see corral.runtime.loading)
         given = [jobs] if isinstance(jobs, Job) else list(jobs)
         for job in given:
             if not isinstance(job, Job):

@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 from corral.runtime import abort
 from corral.runtime.execute import enter_cwd, kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper
+from corral.runtime.loading import mark_worker_process
 from corral.runtime.payload import dumps_error, dumps_value
 
 __all__ = ["TASK_FILE", "STARTED_FILE", "RESULT_FILE", "CANCELLED_MARK", "BatchOutcome",
@@ -454,6 +455,7 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
 
 def main() -> None:
     """Entry point of the batch script: ``main()`` with the bundle file in argv[1]."""
+    mark_worker_process()
     with open(sys.argv[1]) as handle:
         bundle = json.load(handle)
     abort.listen(signal.SIGUSR1)

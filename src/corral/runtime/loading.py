@@ -1,13 +1,20 @@
-"""Know when a worker is loading a job's code, so that a Scheduler made by
-that code's import can be refused.
+"""Refuse jobs submitted by a module's import inside a corral worker.
 
-A worker imports the module of the function it runs. A module that makes a
-Scheduler and submits jobs when it is imported (no ``if __name__ ==
-"__main__":`` around it) would then, in every worker, start workers that
-import it again: processes without end, until the machine stalls. Python's
-multiprocessing refuses a pool made during a child's start for the same
-reason. A Scheduler made while the job *runs* (a job that runs jobs of its
-own) is fine: only the loading is watched.
+A worker imports the module of the function it runs (and any module that
+function imports as it runs). A module that submits jobs when it is imported
+(no ``if __name__ == "__main__":`` around it) would then, in every worker
+that imports it, submit them again, to workers that import it again:
+processes without end, until the machine stalls. Python's multiprocessing
+refuses a pool started during a child's start-up for the same reason.
+
+So in a corral worker process (:func:`mark_worker_process`), a submission
+is refused while the submitting thread runs a module's top level (a
+``<module>`` frame of a module other than the worker's own ``__main__``), or
+unpickles a job's function or arguments (:data:`loading_job_code`: a class's
+``__setstate__``). Merely *making* a Scheduler there is fine (a module that
+holds one for its ``@scheduler.job`` functions); so is a job that submits
+jobs of its own as it runs; and so are the processes a job starts, which are
+programs of their own.
 """
 
 from __future__ import annotations
@@ -17,12 +24,22 @@ import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["loading_job_code", "refuse_while_loading"]
+__all__ = ["loading_job_code", "mark_worker_process", "refuse_submission_while_importing"]
+
+#: Set in a corral worker (and a cluster job's runner): only there can a
+#: submission at import start workers without end.
+_in_worker = False
+
+
+def mark_worker_process() -> None:
+    """Say that this process runs jobs for corral (its main calls this first)."""
+    global _in_worker
+    _in_worker = True
 
 
 class _Depth(threading.local):
     """How deep this thread is in loading a job's code. Per thread: a Dask
-    worker loads one job while a job in a thread beside it may make a Scheduler."""
+    worker loads one job while a job in a thread beside it may submit jobs."""
 
     depth = 0
 
@@ -31,9 +48,9 @@ _state = _Depth()
 
 
 class _Loading:
-    """``with loading_job_code:`` marks this thread as importing or unpickling
-    a job's function and arguments. (A class, not a generator: it is on every
-    call's way in the worker.)"""
+    """``with loading_job_code:`` marks this thread as unpickling a job's
+    function and arguments (or importing the module of a ``"module:function"``).
+    A class, not a generator: it is on every call's way in the worker."""
 
     def __enter__(self) -> None:
         _state.depth += 1
@@ -45,30 +62,41 @@ class _Loading:
 loading_job_code = _Loading()
 
 
-def refuse_while_loading(what: str) -> None:
-    """Raise if this thread is loading a job's code.
+def refuse_submission_while_importing() -> None:
+    """Raise if this is a corral worker whose thread imports a module or loads
+    a job's code now: a submission there would be made again by every worker
+    that loads it.
 
     Raises:
-        RuntimeError: naming the module whose import makes *what*.
+        RuntimeError: naming the module whose import submits.
     """
-    if not _state.depth:
+    if not _in_worker:
         return
-    module = _importing_module()
-    where = f"module {module!r} makes" if module else "the job's code makes"
+    module = _module_being_imported(sys._getframe(1))
+    if module is None and not _state.depth:
+        return
+    if module is not None:
+        where = (f"importing module {module!r}, whose top level submits them, and each worker "
+                 "that imports it would submit them again")
+    else:
+        where = ("loading a job's function or arguments, whose unpickling submits them, and "
+                 "each worker that loads such a job would submit them again")
     raise RuntimeError(
-        f"{what} was made while a corral worker was loading a job's function: {where} it "
-        "when it is imported, and each worker imports it again to load its job, which "
-        "would start workers without end. Make it only where the module runs as the "
-        "program (under `if __name__ == \"__main__\":`) or inside a function")
+        f"jobs were submitted while a corral worker was {where}: workers without end. Submit "
+        "only where the module runs as the program (under `if __name__ == \"__main__\":`) or "
+        "inside a function")
 
 
-def _importing_module() -> str | None:
-    """The name of the module whose top level runs in this thread now (the
-    innermost one: the module that makes the Scheduler, not what imported it)."""
-    frame: FrameType | None = sys._getframe(2)
+def _module_being_imported(frame: FrameType | None) -> str | None:
+    """The name of the innermost module whose top level runs in this thread's
+    stack (the module that submits, not what imported it), leaving out the
+    worker's own ``__main__``; None if none does."""
     while frame is not None:
         if frame.f_code.co_name == "<module>":
             name = frame.f_globals.get("__name__")
-            return name if isinstance(name, str) else None
+            # (Not __main__, nor a "<run_path>" that runpy or exec() names code.)
+            if isinstance(name, str) and name not in ("__main__", "__mp_main__") and (
+                    not name.startswith("<")):
+                return name
         frame = frame.f_back
     return None

@@ -56,6 +56,7 @@ from corral.runtime import abort
 from corral.runtime.command import KILL, StopRequests, is_kill_or_terminate, run_command
 from corral.runtime.execute import here_as_home, kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper, bind_to_parent
+from corral.runtime.loading import mark_worker_process
 from corral.runtime.payload import dumps_error
 from corral.safe_repr import describe_error
 from corral.runtime.spool import NOT_SAVED, hand_over, open_spool
@@ -516,6 +517,7 @@ def main() -> None:
     # Its pipes above 0, 1 and 2, then those three open, before anything else
     # opens a descriptor (see corral.runtime.stdfds).
     read_fd, write_fd, doorbell_fd = (above_standard(int(sys.argv[at])) for at in (1, 2, 5))
+    mark_worker_process()
     open_standard_fds()
     parent_pid = int(sys.argv[3])
     for fd in (read_fd, write_fd, doorbell_fd):  # a job's processes must not hold our pipes open
