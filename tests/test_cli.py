@@ -210,6 +210,9 @@ def test_status_shows_the_last_ten_finished_jobs_and_the_failed_ones_unless_aske
     assert (list(done.rows()), done.status) == (["2", "3", "4"], 0)
     assert_one_line_error(script_run("status", "--state", "broken"), 2,
                           r"--state: unknown status 'broken'; use one of: new, waiting, queued, ")
+    assert_one_line_error(script_run("status", "--state", "runing"), 2,  # (cold review)
+                          r"--state: unknown status 'runing' \(did you mean 'running'\?\); use "
+                          r"one of: new, waiting, ")
 
 
 FAILING_CALL = """

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import enum
 
+from corral.suggest import did_you_mean
+
 __all__ = ["JobStatus", "IllegalTransition", "check_transition", "TERMINAL", "PENDING", "ACTIVE",
            "statuses_named", "UPSTREAM", "upstream_reason"]
 
@@ -111,10 +113,11 @@ def statuses_named(status: JobStatus | str) -> frozenset[JobStatus]:
             if member.value == key:
                 return frozenset({member})
     choices = list(dict.fromkeys([member.value for member in JobStatus] + sorted(STATUS_GROUPS)))
-    aborted = ("; an aborted job is CANCELLED, its reason 'aborted'"
-               if isinstance(status, str) and status.strip().lower() == "aborted" else "")
-    raise ValueError(f"unknown status {status!r}; use a JobStatus or one of: "
-                     f"{', '.join(choices)}{aborted}")
+    typed = status.strip().lower() if isinstance(status, str) else status
+    aborted = "; an aborted job is CANCELLED, its reason 'aborted'" if typed == "aborted" else ""
+    meant = "" if aborted else did_you_mean(typed, choices)
+    raise ValueError(f"unknown status {status!r}{f' ({meant})' if meant else ''}; use a "
+                     f"JobStatus or one of: {', '.join(choices)}{aborted}")
 
 
 #: How the reason of a job cancelled because a job it comes after did not complete begins.
