@@ -584,8 +584,9 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
             raise CommandError(f"{made}, but the script that drives the run (pid {script}) "
                                f"still runs after {format_span(timeout or 0)}; it may make "
                                "more jobs", EXIT_UNREACHABLE)
+        paused = "; the run is paused: corral resume lets it go on" if run.paused else ""
         raise CommandError(f"{waited_for} job{'s' * (waited_for != 1)} still unfinished after "
-                           f"{format_span(timeout or 0)} (corral status lists them)",
+                           f"{format_span(timeout or 0)} (corral status lists them){paused}",
                            EXIT_UNREACHABLE)
     if outcome == "cut short":
         raise CommandError(f"the script that drove the run at {run.path} ended without closing "
