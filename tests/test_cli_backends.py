@@ -126,6 +126,8 @@ def test_options_named_are_the_only_ones_shown_and_a_typo_is_named(tmp_path):
     assert "    slurm    --mem=<MB>M" in shown
     assert_one_line_error(cli("options", "memroy"), 2,
                           r"^corral: error: unknown job option 'memroy'; did you mean 'memory'\?$")
+    # By the flag corral submit --help shows for it, too (cold review).
+    assert cli.ok("options", "workdir").out.startswith("cwd  --workdir  directory the job runs in")
 
 
 def test_options_shows_its_table_beside_a_misspelt_profile_and_says_what_is_wrong(tmp_path):

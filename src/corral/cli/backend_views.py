@@ -34,6 +34,16 @@ def _default_text(value: Any) -> str:
 _FLAGS_ELSEWHERE = {"after": "--after ID|NAME", "cwd": "--workdir", "env": "(your shell's)"}
 
 
+def option_of_flag(word: str) -> str:
+    """The job option the command line's flag ``--word`` sets (``workdir``:
+    ``cwd``), else *word*: ``corral options workdir`` finds what ``corral
+    submit --help`` calls it (cold review)."""
+    for option, flag in _FLAGS_ELSEWHERE.items():
+        if flag.split()[0] == f"--{word}":
+            return option
+    return word
+
+
 def _on_each_backend(option: str, backends: Sequence[str]) -> list[tuple[str, str]]:
     """``(backend name, what *option* becomes there)`` for each of *backends*:
     each backend says it in its own BackendInfo.option_help."""

@@ -861,10 +861,11 @@ def options(backends: tuple[str, ...], names: tuple[str, ...]) -> None:
     """Every job option (or those named: corral options memory walltime): what it
     accepts, its units, default, and what it becomes on each backend."""
     from corral.backends import AUTO, backend_names, resolve_backend
-    from corral.cli.backend_views import options_table
+    from corral.cli.backend_views import option_of_flag, options_table
     from corral.options import JOB_OPTIONS, unknown_option_message
 
-    names = tuple(name.lstrip("-").replace("-", "_") for name in names)  # --memory too
+    names = tuple(option_of_flag(name.lstrip("-").replace("-", "_"))  # --memory, --workdir too
+                  for name in names)
     for name in names:
         if name == "profile":  # (the API's words for it name a Job made on its own)
             raise CommandError("profile names a set of job options in the config files, not "
