@@ -603,7 +603,8 @@ def test_jobs_and_qsize_filter_by_status_or_group(scheduler, release):
     assert scheduler.jobs("running") == [blocker]
     assert scheduler.qsize("history") == 1 and scheduler.qsize(JobStatus.COMPLETED) == 1
     assert scheduler.qsize() == 2
-    with pytest.raises(ValueError, match=r"unknown status 'runing'; use a JobStatus or one of"):
+    with pytest.raises(ValueError, match=r"unknown status 'runing' \(did you mean "
+                                         r"'running'\?\); use a JobStatus or one of"):
         scheduler.jobs("runing")
     release.touch()
 

@@ -43,7 +43,8 @@ _DIRECTORIES = ["/", tempfile.gettempdir(), os.path.dirname(__file__)]
 #: journaled as dependency ids, not in the spec).
 VALID = {
     "cores": st.integers(min_value=1, max_value=2**63 - 1),
-    "memory": st.integers(min_value=1, max_value=2**40) | st.sampled_from(["512M", "4G", "1.5GB"]),
+    "memory": (st.integers(min_value=64, max_value=2**40)
+               | st.sampled_from(["512M", "4G", "1.5GB", "4M", "1M", "63M"])),
     "walltime": _DURATION,
     "gpus": st.integers(min_value=0, max_value=64),
     "name": _TEXT,

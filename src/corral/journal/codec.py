@@ -102,7 +102,17 @@ def decode_spec(record: str | Mapping[str, Any]) -> JournaledSpec:
         task_record, options = record, _flat_options(record)
     if not isinstance(task_record, Mapping) or not isinstance(options, Mapping):
         raise ValueError(f"the journaled spec {safe_repr(record)} has no task and options")
-    return JournaledSpec(_task_from(task_record), dict(options))
+    return JournaledSpec(_task_from(task_record), _with_megabytes_said(dict(options)))
+
+
+def _with_megabytes_said(options: dict[str, Any]) -> dict[str, Any]:
+    """*options*, a memory of few megabytes written with its unit: the journal
+    keeps megabytes as an int, which the options refuse below 64 as gigabytes
+    surely meant; a job made with ``memory="4M"`` is rebuilt so (attack review)."""
+    memory = options.get("memory")
+    if type(memory) is int and 0 < memory < 64:
+        options["memory"] = f"{memory}M"
+    return options
 
 
 def rebuild_spec(record: str | Mapping[str, Any], task: Task | None = None) -> JobSpec:

@@ -37,14 +37,10 @@ def mark_worker_process() -> None:
     _in_worker = True
 
 
-class _Depth(threading.local):
-    """How deep this thread is in loading a job's code. Per thread: a Dask
-    worker loads one job while a job in a thread beside it may submit jobs."""
-
-    depth = 0
-
-
-_state = _Depth()
+#: How deep each thread (by ident) is in loading a job's code, while it is.
+#: Per thread: a Dask worker loads one job while a job in a thread beside it
+#: may submit jobs.
+_loading_depth: dict[int, int] = {}
 
 
 class _Loading:
@@ -53,10 +49,14 @@ class _Loading:
     A class, not a generator: it is on every call's way in the worker."""
 
     def __enter__(self) -> None:
-        _state.depth += 1
+        thread = threading.get_ident()
+        _loading_depth[thread] = _loading_depth.get(thread, 0) + 1
 
     def __exit__(self, *exc_info: Any) -> None:
-        _state.depth -= 1
+        thread = threading.get_ident()
+        depth = _loading_depth.pop(thread) - 1
+        if depth:
+            _loading_depth[thread] = depth
 
 
 loading_job_code = _Loading()
@@ -73,7 +73,7 @@ def refuse_submission_while_importing() -> None:
     if not _in_worker:
         return
     module = _module_being_imported(sys._getframe(1))
-    if module is None and not _state.depth:
+    if module is None and threading.get_ident() not in _loading_depth:
         return
     if module is not None:
         where = (f"importing module {module!r}, whose top level submits them, and each worker "
