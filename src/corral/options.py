@@ -483,7 +483,7 @@ _PEERS_WORDS = {
 
 #: Other tools' options whose bare number has a unit corral's does not give a
 #: bare number (submitit's timeout_min=10 is ten minutes, corral's walltime=10
-#: ten seconds; mem_gb=4 is four gigabytes, memory=4 four megabytes): the hint
+#: ten seconds; mem_gb=4 is four gigabytes, memory=4 refused as megabytes): the hint
 #: writes the value with its unit, or says to give one.
 _PEERS_UNITS = {
     **dict.fromkeys(("timeout_min", "walltime_min"), "m"),
