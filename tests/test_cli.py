@@ -210,6 +210,8 @@ def test_status_shows_the_last_ten_finished_jobs_and_the_failed_ones_unless_aske
     assert (list(done.rows()), done.status) == (["2", "3", "4"], 0)
     assert_one_line_error(script_run("status", "--state", "broken"), 2,
                           r"--state: unknown status 'broken'; use one of: new, waiting, queued, ")
+    either = script_run("status", "--state", "failed,completed", "1-4")  # (attack review)
+    assert (list(either.rows()), either.status) == (["1", "2", "3", "4"], 1)
     assert_one_line_error(script_run("status", "--state", "runing"), 2,  # (cold review)
                           r"--state: unknown status 'runing' \(did you mean 'running'\?\); use "
                           r"one of: new, waiting, ")
@@ -2066,6 +2068,15 @@ def test_the_daemon_packs_by_the_daemon_table_of_the_config(fresh, tmp_path):
     assert fresh("wait", first, second).status == 0
     unknown = fresh("submit", "--queue", "sloo", "true")
     assert_one_line_error(unknown, 2, r"asks for unknown queue 'sloo'; did you mean 'solo'\?$")
+
+
+def test_a_daemon_memory_of_few_megabytes_with_its_unit_starts_the_daemon(fresh):
+    """Attack review: memory = "48M" was passed on as the int 48, which the
+    Scheduler refuses as gigabytes meant: the daemon could not start."""
+    fresh.config.write_text('[daemon]\nmemory = "48M"\n')
+    assert fresh("wait", fresh.submit("--memory", "32M", "true")).status == 0
+    assert_one_line_error(fresh("submit", "--memory", "64M", "true"), 2,
+                          r"asks for 64 MB of memory but the local backend has 48;")
 
 
 def test_a_daemon_whose_socket_file_was_deleted_makes_it_again(fresh, tmp_path):

@@ -128,6 +128,7 @@ def test_options_named_are_the_only_ones_shown_and_a_typo_is_named(tmp_path):
                           r"^corral: error: unknown job option 'memroy'; did you mean 'memory'\?$")
     # By the flag corral submit --help shows for it, too (cold review).
     assert cli.ok("options", "workdir").out.startswith("cwd  --workdir  directory the job runs in")
+    assert cli.ok("options", "--workdir").out.startswith("cwd  --workdir  ")  # (attack review)
 
 
 def test_options_shows_its_table_beside_a_misspelt_profile_and_says_what_is_wrong(tmp_path):

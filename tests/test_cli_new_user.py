@@ -242,6 +242,9 @@ def test_status_says_what_a_queued_job_waits_for_cores_a_queue_or_a_pause(fresh,
     assert_one_line_error(fresh("wait", "--timeout", "0.2", behind_cores), 3,  # (cold review)
                           r"^corral: error: 1 job still unfinished after 0\.2s \(corral status "
                           r"lists them\); the run is paused: corral resume lets it go on$")
+    assert_one_line_error(fresh("wait", "--timeout", "0.2", running), 3,  # (a pause holds
+                          r"^corral: error: 1 job still unfinished after 0\.2s \(corral status "
+                          r"lists them\)$")                           # no running job back)
     fresh.ok("resume")
     release.touch()
     assert fresh("wait", running, behind_cores).status == 0

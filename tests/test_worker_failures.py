@@ -208,6 +208,41 @@ if os.environ.get("SUBMITTED_ON_IMPORT") is None:
     runner.submit(work, 1)
 """
 
+_SUBMITS_FROM_A_THREAD_ON_IMPORT = """
+import os
+import threading
+import corral
+
+def work(value):
+    return value
+
+def submit():
+    if os.environ.get("SUBMITTED_FROM_A_THREAD") is None:
+        os.environ["SUBMITTED_FROM_A_THREAD"] = "1"
+        with corral.Scheduler(cores=1) as runner:
+            runner.submit(work, 1).result(timeout=60)
+
+helper = threading.Thread(target=submit)
+helper.start()
+helper.join()
+"""
+
+_EXECS_A_SUBMISSION = """
+import corral
+
+def leaf(value):
+    return value * 2
+
+def run_leaf():
+    with corral.Scheduler(cores=1) as inner:
+        return inner.submit(leaf, 21).result(timeout=60)
+
+def through_exec():
+    found = {}
+    exec("found['value'] = run_leaf()", globals(), {"found": found})
+    return found["value"]
+"""
+
 _IMPORTS_IT_AS_IT_RUNS = """
 def work(value):
     from submits_on_import import work as inner  # (a lazy import: no import cycle)
@@ -255,7 +290,9 @@ def modules(tmp_path, monkeypatch):
     for name, source in [("submits_on_import", _SUBMITS_ON_IMPORT),
                          ("imports_it_as_it_runs", _IMPORTS_IT_AS_IT_RUNS),
                          ("unpickling_submits", _UNPICKLING_SUBMITS),
-                         ("holds_a_scheduler", _HOLDS_A_SCHEDULER)]:
+                         ("holds_a_scheduler", _HOLDS_A_SCHEDULER),
+                         ("submits_from_a_thread", _SUBMITS_FROM_A_THREAD_ON_IMPORT),
+                         ("execs_a_submission", _EXECS_A_SUBMISSION)]:
         (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))  # (workers get the driver's sys.path)
 
@@ -266,6 +303,23 @@ def test_a_module_that_submits_jobs_as_it_is_imported_fails_its_job_not_the_mach
     with pytest.raises(RuntimeError, match=_REFUSED):
         job.result(timeout=60)
     assert scheduler.submit(jobs.identity, "next").result(timeout=60) == "next"
+
+
+def test_a_thread_a_module_starts_and_joins_as_it_is_imported_may_not_submit_either(
+        scheduler, modules):
+    """Attack review: a thread started at import had no import in its own
+    stack, and each worker's thread started the next generation of workers.
+    Refused in that thread, whose exception Python prints to the job's stderr."""
+    job = scheduler.call("submits_from_a_thread:work", 7)
+    assert job.result(timeout=60) == 7
+    assert ("RuntimeError: jobs were submitted while a corral worker was importing module "
+            "'submits_from_a_thread'") in job.stderr
+
+
+def test_a_job_may_submit_through_exec_in_its_modules_namespace(scheduler, modules):
+    """Attack review: exec'd code runs as '<module>' in the module's globals,
+    and was taken for the module's import."""
+    assert scheduler.call("execs_a_submission:through_exec").result(timeout=120) == 42
 
 
 def test_a_module_imported_by_a_running_job_may_not_submit_as_it_is_imported_either(

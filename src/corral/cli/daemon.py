@@ -379,7 +379,9 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
         idle = idle if idle is not None else idle_seconds(settings.idle)
         scheduler = Scheduler(backend=settings.backend, journal=run_dir, _owner="daemon",
                               config=config,
-                              cores=settings.cores, memory=settings.memory_mb,
+                              cores=settings.cores,  # (megabytes said: "48M" is no 48 GB)
+                              memory=None if settings.memory_mb is None
+                              else f"{settings.memory_mb}M",
                               gpus=settings.gpus, queues=dict(settings.queues),
                               tokens=settings.tokens, address=settings.address,
                               backend_options=dict(settings.backend_options) or None)

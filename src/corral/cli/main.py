@@ -52,7 +52,7 @@ from corral.errors import CorralError
 from corral.options import (JOB_OPTIONS, megabytes_meant_otherwise, parse_options,
                             peers_word_hint, split_flags)
 from corral.safe_repr import first_few, one_line, printable
-from corral.status import TERMINAL, JobStatus, statuses_named
+from corral.status import PENDING, TERMINAL, JobStatus, statuses_named
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -304,7 +304,7 @@ def _as_flag_message(message: str) -> str:
 @click.option("--all", "show_all", is_flag=True, help="also list every finished job")
 @click.option("--state", metavar="STATE", default=None,
               help="list every job in this state (failed, timed_out, running, ...) or group "
-                   "(pending, active, finished)")
+                   "(pending, active, finished); several with commas: running,queued")
 @click.argument("ids", nargs=-1)
 @click.pass_context
 def status(context: click.Context, show_all: bool, state: str | None,
@@ -320,12 +320,14 @@ def status(context: click.Context, show_all: bool, state: str | None,
     from corral.cli.views import (ORPHANED_REASON, earlier_tries, hidden_note, paused_reason,
                                   run_header, status_table, unlisted_note)
 
-    wanted = None
+    wanted: set[JobStatus] | None = None
     if state is not None:  # (cold review: of 50,000 jobs, no way to list the failed ones)
         try:  # (a state by its name first: "queued" is also the group of pending ones)
-            wanted = ({JobStatus(state.strip().lower())}
-                      if state.strip().lower() in {member.value for member in JobStatus}
-                      else statuses_named(state))
+            wanted = set()
+            for one in state.split(","):  # running,queued: either (attack review)
+                wanted |= ({JobStatus(one.strip().lower())}
+                           if one.strip().lower() in {member.value for member in JobStatus}
+                           else statuses_named(one))
         except ValueError as error:
             raise CommandError(f"--state: {error}".replace("use a JobStatus or one of",
                                                            "use one of")) from None
@@ -584,7 +586,9 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
             raise CommandError(f"{made}, but the script that drives the run (pid {script}) "
                                f"still runs after {format_span(timeout or 0)}; it may make "
                                "more jobs", EXIT_UNREACHABLE)
-        paused = "; the run is paused: corral resume lets it go on" if run.paused else ""
+        held = any(counts.get(status) for status in PENDING)  # (a running one is not)
+        paused = ("; the run is paused: corral resume lets it go on" if held and run.paused
+                  else "")
         raise CommandError(f"{waited_for} job{'s' * (waited_for != 1)} still unfinished after "
                            f"{format_span(timeout or 0)} (corral status lists them){paused}",
                            EXIT_UNREACHABLE)
@@ -853,7 +857,7 @@ def dashboard(context: click.Context, port: int, host: str) -> None:
         raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})  # (--memory: an option)
 @click.option("--backend", "backends", multiple=True, metavar="NAME",
               help="Show only what the options become on this backend (repeatable).")
 @click.argument("names", nargs=-1, metavar="[OPTION]...")

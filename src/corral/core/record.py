@@ -124,9 +124,9 @@ class JobRecord:
     call_parts: tuple[tuple, dict] = ((), {})   # arguments, Jobs replaced by placeholders
     argv_template: tuple[Any, ...] = ()         # command words, Jobs replaced
     unmet: int = 0
-    #: The dependencies its WAITING reason names (the first three unfinished)
-    #: and where in ``deps`` the unfinished ones begin: the reason is made again
-    #: when one it names ends, from there (see engine._waiting_reason).
+    #: The dependencies its WAITING reason names (three unfinished) and where
+    #: in ``deps`` the search for others to name goes on: the reason is made
+    #: again when one it names ends (see engine._waiting_reason).
     named_waits: tuple[Any, ...] = ()
     waits_from: int = 0
     final: bool = False

@@ -8,8 +8,9 @@ processes without end, until the machine stalls. Python's multiprocessing
 refuses a pool started during a child's start-up for the same reason.
 
 So in a corral worker process (:func:`mark_worker_process`), a submission
-is refused while the submitting thread runs a module's top level (a
-``<module>`` frame of a module other than the worker's own ``__main__``), or
+is refused while a thread runs a module's top level (a ``<module>`` frame of
+a module other than the worker's own ``__main__``: the submitting thread's,
+or another's that started it and waits), or while the submitting thread
 unpickles a job's function or arguments (:data:`loading_job_code`: a class's
 ``__setstate__``). Merely *making* a Scheduler there is fine (a module that
 holds one for its ``@scheduler.job`` functions); so is a job that submits
@@ -72,7 +73,10 @@ def refuse_submission_while_importing() -> None:
     """
     if not _in_worker:
         return
-    module = _module_being_imported(sys._getframe(1))
+    # Any thread's: a module's top level may start a thread that submits, and
+    # join it (attack review).
+    module = next(filter(None, map(_module_being_imported, sys._current_frames().values())),
+                  None)
     if module is None and threading.get_ident() not in _loading_depth:
         return
     if module is not None:
@@ -88,15 +92,20 @@ def refuse_submission_while_importing() -> None:
 
 
 def _module_being_imported(frame: FrameType | None) -> str | None:
-    """The name of the innermost module whose top level runs in this thread's
-    stack (the module that submits, not what imported it), leaving out the
-    worker's own ``__main__``; None if none does."""
+    """The name of the innermost module whose top level runs in the stack of
+    *frame* (the module that submits, not what imported it), leaving out the
+    worker's own ``__main__``; None if none does.
+
+    A module's own code is compiled from its file: code run by ``exec()``,
+    ``eval()`` or doctest in a module's namespace is named ``<module>`` too,
+    but comes from a string (attack review: a job that exec'd a call that
+    submits was refused)."""
     while frame is not None:
-        if frame.f_code.co_name == "<module>":
+        code = frame.f_code
+        if code.co_name == "<module>":
             name = frame.f_globals.get("__name__")
-            # (Not __main__, nor a "<run_path>" that runpy or exec() names code.)
-            if isinstance(name, str) and name not in ("__main__", "__mp_main__") and (
-                    not name.startswith("<")):
+            if (isinstance(name, str) and name not in ("__main__", "__mp_main__")
+                    and code.co_filename == frame.f_globals.get("__file__")):
                 return name
         frame = frame.f_back
     return None
