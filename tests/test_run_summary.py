@@ -109,7 +109,8 @@ def test_each_kind_of_failure_has_an_example_before_a_kind_has_two(tmp_path):
     # (Examples in the order the jobs ended: two workers may end job 2 before job 1.)
     assert re.fullmatch(r"corral: 60 of 60 jobs did not complete: 60 failed \(job \d+ 'fail': "
                         r"raised ValueError: bad value \d+; job (4[1-9]|50) 'fail': raised "
-                        r"KeyError: 'k\d+'; job \d+ 'fail': raised RuntimeError: boom \d+; and 57 more\)\n",
+                        r"KeyError: 'k\d+'; job \d+ 'fail': raised RuntimeError: boom \d+; and 57 "
+                        r"more\)\n",
                         done.stderr), done.stderr
 
 
