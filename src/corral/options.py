@@ -29,7 +29,8 @@ from typing import Any
 from corral.safe_repr import safe_repr as _shown
 from corral.job_refs import read_back_job_problem
 from corral.suggest import did_you_mean
-from corral.units import DURATION_FORMS, MEMORY_FORMS, parse_duration, parse_memory
+from corral.units import (DURATION_FORMS, FEWEST_BARE_MEGABYTES, MEMORY_FORMS, parse_duration,
+                          parse_memory)
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
            "peers_word", "peers_word_hint", "os_text_problem", "too_long_argument_problem",
@@ -91,7 +92,7 @@ def megabytes_meant_otherwise(memory: object) -> str | None:
         number = found[1] if found is not None else None
     else:
         number = None
-    if number is None or not 0 < float(number) < 64:  # (0 is refused as no size at all)
+    if number is None or not 0 < float(number) < FEWEST_BARE_MEGABYTES:  # (0: no size at all)
         return None
     return number
 

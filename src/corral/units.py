@@ -18,6 +18,7 @@ from datetime import timedelta
 from corral.safe_repr import safe_repr as _shown
 
 __all__ = [
+    "FEWEST_BARE_MEGABYTES",
     "MEMORY_FORMS",
     "DURATION_FORMS",
     "DURATION_TEXT_FORMS",
@@ -28,8 +29,13 @@ __all__ = [
     "format_span",
 ]
 
-MEMORY_FORMS = ("an int of megabytes (64 or more) or a string such as '512M', '4G', '1.5GB', "
-                "'2T'")
+#: The fewest megabytes a memory without a unit may be: below, gigabytes were
+#: surely meant (``memory=4``: PBS and fyrd habits), and four megabytes are no
+#: job's need. What corral keeps as an int of megabytes is said with its unit
+#: (``"4M"``) when it is passed on as an option.
+FEWEST_BARE_MEGABYTES = 64
+MEMORY_FORMS = (f"an int of megabytes ({FEWEST_BARE_MEGABYTES} or more) or a string such as "
+                "'512M', '4G', '1.5GB', '2T'")
 _DURATION_TEXTS = "'90s', '30m', '2h', '1h30m', '1:30:00', '30:00', '2-00:00:00'"
 DURATION_FORMS = f"an int of seconds or a string such as {_DURATION_TEXTS}"
 #: The same for a command line, where every value is text and a bare number
@@ -85,10 +91,9 @@ def parse_memory(value: object, field: str = "memory") -> int:
     if not math.isfinite(megabytes) or megabytes <= 0 or megabytes > _MAX_MEGABYTES:
         raise ValueError(f"{field}={_shown(value)} must be a positive memory size below 1 EB; "
                          f"use {MEMORY_FORMS}")
-    if unitless and megabytes < 64:
-        # Four megabytes are no job's need: gigabytes were meant (PBS and fyrd
-        # habits), and a cluster would kill the job. The text "4" first, then the
-        # int 4 too, which ran as 4 MB (cold reviews); "4M" says megabytes.
+    if unitless and megabytes < FEWEST_BARE_MEGABYTES:
+        # A cluster would kill the job. The text "4" first, then the int 4 too,
+        # which ran as 4 MB (cold reviews); "4M" says megabytes.
         raise ValueError(f"{field}={_shown(value)} has no unit, and {megabytes:g} megabytes "
                          f"are too little for a job: write '{megabytes:g}G' (or "
                          f"'{megabytes:g}M' if megabytes are meant)")

@@ -325,8 +325,8 @@ def status(context: click.Context, show_all: bool, state: str | None,
         try:  # (a state by its name first: "queued" is also the group of pending ones)
             wanted = set()
             for one in state.split(","):  # running,queued: either (attack review)
-                wanted |= ({JobStatus(one.strip().lower())}
-                           if one.strip().lower() in {member.value for member in JobStatus}
+                key = one.strip().lower()
+                wanted |= ({JobStatus(key)} if key in {member.value for member in JobStatus}
                            else statuses_named(one))
         except ValueError as error:
             raise CommandError(f"--state: {error}".replace("use a JobStatus or one of",

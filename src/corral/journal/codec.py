@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.safe_repr import safe_repr
+from corral.units import FEWEST_BARE_MEGABYTES
 from corral.spec import (Call, FunctionRef, JobSpec, Script, Shell, Task, make_spec, make_task,
                    spec_options)
 
@@ -110,7 +111,7 @@ def _with_megabytes_said(options: dict[str, Any]) -> dict[str, Any]:
     keeps megabytes as an int, which the options refuse below 64 as gigabytes
     surely meant; a job made with ``memory="4M"`` is rebuilt so (attack review)."""
     memory = options.get("memory")
-    if type(memory) is int and 0 < memory < 64:
+    if type(memory) is int and 0 < memory < FEWEST_BARE_MEGABYTES:
         options["memory"] = f"{memory}M"
     return options
 

@@ -105,7 +105,7 @@ def _through(function: Any) -> str:
 
 def loads_call(payload: bytes, upstream: tuple[bytes, ...]) -> tuple[Any, tuple, dict]:
     """Unpickle a call and put the dependencies' results in place of their placeholders."""
-    with loading_job_code:  # (what it imports may not make a Scheduler: see the module)
+    with loading_job_code:  # (what it unpickles may not submit jobs: see the module)
         function_blob, arguments_blob, has_upstream = pickle.loads(payload)
         target = _loaded_functions.get(function_blob)
         if target is None:
