@@ -91,6 +91,12 @@ MOMCFG=$PBS_HOME/mom_priv/config
 for line in '$usecp *:/ /' '$min_check_poll 1' '$max_check_poll 2'; do
     grep -qxF "$line" "$MOMCFG" 2>/dev/null || echo "$line" >> "$MOMCFG"
 done
+# ---- job environment: PBS starts each job in its owner's login shell. A profile that runs
+# `pyenv init` rehashes under a lock file, and a job killed mid-rehash (a cancel test) leaves
+# the lock behind: every later login shell then waited 60 s for it, and every job with it.
+# With no wait, a stale lock costs a skipped rehash and nothing else.
+ENVFILE=$PBS_HOME/pbs_environment
+grep -qxF 'PYENV_REHASH_TIMEOUT=0' "$ENVFILE" 2>/dev/null || echo 'PYENV_REHASH_TIMEOUT=0' >> "$ENVFILE"
 
 # ---- daemons, all inside the namespace
 mkdir -p "$CORRAL_DIR"
