@@ -865,3 +865,98 @@ def test_a_signal_as_the_control_loop_starts_leaves_it_known(
         monkeypatch.undo()
         scheduler.shutdown(wait=True)
     assert "crashed" not in caplog.text
+
+
+_TALKER = """
+import sys
+sys.path[:0] = [{tests!r}]
+import corral, jobs
+with corral.Scheduler(cores=1, journal={run!r}) as scheduler:
+    job = scheduler.submit(jobs.wait_for_file, {release!r}, 7, say="said before the kill")
+    print(job.result(), flush=True)
+"""
+
+
+def test_what_a_job_wrote_before_its_driver_was_killed_is_kept_as_its_earlier_try(
+        tmp_path: Path) -> None:
+    """Cold review: the next driver removed the dead one's spool, which held all the
+    interrupted try had written; after the rerun `corral logs 1 --attempt 1` said it
+    "wrote nothing". Now the try's output moves to the job's files first, and the
+    rerun keeps it as ``stdout.1``."""
+    run, release, script = _kill_the_talker(tmp_path)
+    # Released once its worker is gone, or the killed try would end well after all.
+    worker = int(corral.Scheduler.open(run).job(1).native_id)
+    wait_until(lambda: not pids_alive([worker]), timeout=30, message="the dead worker gone")
+    release.touch()
+    rerun = subprocess.run([sys.executable, os.fspath(script)], capture_output=True, text=True,
+                           timeout=120)
+    assert rerun.stdout.strip() == "7", rerun.stderr
+    assert corral.Scheduler.open(run).job(1).attempts == 2  # the killed try and the rerun
+    assert _corral_logs(run, "1", "--attempt", "1").strip() == "said before the kill"
+    assert (run / "1" / "stdout.1").read_text() == "said before the kill\n"
+    assert not list(run.glob("corral-spool-*/worker-*"))  # moved, not copied and left
+
+
+def test_a_killed_drivers_output_is_kept_also_when_no_rerun_takes_the_job_up(
+        tmp_path: Path) -> None:
+    """The next driver runs other work: the job ends as cancelled, its output in its file."""
+    run, _, _ = _kill_the_talker(tmp_path)
+    corral.Scheduler(cores=1, journal=run).shutdown()
+    assert not list(run.glob("corral-spool-*"))
+    assert _corral_logs(run, "1").strip() == "said before the kill"
+    assert corral.Scheduler.open(run).job(1).stdout == "said before the kill\n"
+
+
+def _kill_the_talker(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Run a journaled driver whose job prints a line and waits for a release
+    file, and SIGKILL it once the line is in the job's spool; return the run,
+    the release file and the driver's script."""
+    run, release = tmp_path / "run", tmp_path / "release"
+    script = tmp_path / "talker.py"
+    script.write_text(_TALKER.format(tests=os.fspath(Path(__file__).parent), run=os.fspath(run),
+                                     release=os.fspath(release)))
+    driver = subprocess.Popen([sys.executable, os.fspath(script)], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "said before the kill" in _corral_logs(run, "1"), timeout=60,
+                   message="the job's line in its spool")
+    finally:
+        driver.kill()
+        driver.wait()
+    return run, release, script
+
+
+def test_a_journal_that_names_files_outside_its_spools_moves_none_of_them(
+        tmp_path: Path) -> None:
+    """The spool paths come from journal.db, a file a hostile or damaged journal could
+    make name anything: only a dead driver's spool files right under the run are taken."""
+    from corral.runtime.spool import keep_dead_drivers_spool
+
+    run = tmp_path / "run"
+    spool = run / "corral-spool-host.1.1-abcdefgh"
+    spool.mkdir(parents=True)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not a job's\n")
+    elsewhere = tmp_path / "corral-spool-x"
+    elsewhere.mkdir()
+    (elsewhere / "worker-1.stdout").write_text("a spool of another run\n")
+    (spool / "worker-2.stdout").symlink_to(precious)
+    jobdir = run / "1"
+    for live in [(os.fspath(precious), os.fspath(precious)),
+                 (os.fspath(elsewhere / "worker-1.stdout"), os.fspath(elsewhere / "w.stderr")),
+                 (os.fspath(spool / "worker-2.stdout"), os.fspath(spool / "worker-2.stderr")),
+                 (os.fspath(spool / ".." / ".." / "precious.txt"), "")]:
+        keep_dead_drivers_spool(live, os.fspath(jobdir), os.fspath(run))
+    assert precious.read_text() == "not a job's\n"
+    assert (elsewhere / "worker-1.stdout").exists()
+    assert not jobdir.exists()
+    (spool / "worker-3.stdout").write_text("the job's own\n")
+    own = (os.fspath(spool / "worker-3.stdout"), os.fspath(spool / "worker-3.stderr"))
+    keep_dead_drivers_spool(own, os.fspath(jobdir), os.fspath(run))
+    assert (jobdir / "stdout").read_text() == "the job's own\n"
+    assert not (jobdir / "stderr").exists()
+
+
+def _corral_logs(run: Path, *args: str) -> str:
+    shown = subprocess.run([CORRAL, "--run", os.fspath(run), "logs", *args],
+                           capture_output=True, text=True, timeout=60)
+    return shown.stdout

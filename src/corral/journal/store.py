@@ -384,12 +384,13 @@ class Journal:
         ``corral status`` and ``corral wait``. A daemon keeps its
         predecessors' submissions as they are: it runs them again at once, and
         a ``corral wait`` on them should not see them end meanwhile."""
-        orphans = [job for job in self.previous.unfinished()
-                   if job.status not in TERMINAL
-                   and not self.outlives_driver(job)
-                   and not (kind == "daemon" and job.kind == "shell" and job.session is not None
-                            and self.session_kinds.get(job.session) == "daemon"
-                            and not self._ended_unrecorded)]
+        left = [job for job in self.previous.unfinished()
+                if job.status not in TERMINAL and not self.outlives_driver(job)]
+        self._keep_what_they_wrote(left)
+        orphans = [job for job in left
+                   if not (kind == "daemon" and job.kind == "shell" and job.session is not None
+                           and self.session_kinds.get(job.session) == "daemon"
+                           and not self._ended_unrecorded)]
         if not orphans:
             return
         now = time.time()
@@ -418,6 +419,17 @@ class Journal:
             # unrecorded ended (a daemon must not take it for one to run again).
             if job.status is not JobStatus.CANCELLED or self._ended_unrecorded:
                 self.previous.replace(job)
+
+    def _keep_what_they_wrote(self, jobs: list[StoredJob]) -> None:
+        """Move the output of *jobs* that ran when their driver died from its
+        spool files, which this session removes, to their job directories;
+        a job run again keeps it as its earlier try's (``stdout.1``). Renamed,
+        the files keep their times, which :meth:`_died_at` reads."""
+        from corral.runtime.spool import keep_dead_drivers_spool
+
+        for job in jobs:
+            if job.live is not None and job.directory:
+                keep_dead_drivers_spool(job.live, job.directory, os.fspath(self.run_dir))
 
     def _died_at(self, job: StoredJob, now: float) -> float:
         """When an orphan stopped: its processes died with its driver, whose last

@@ -10,13 +10,16 @@ A job that prints nothing costs no file operation at all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 
+from corral.runtime.tempdirs import SPOOL_PREFIX
 from corral.safe_repr import printable
 
 __all__ = ["open_spool", "hand_over", "read_output", "read_output_if_there", "NOT_SAVED",
            "keep_earlier_attempt", "TAIL_BYTES", "last_lines", "with_stderr_tail",
-           "cannot_be_read"]
+           "cannot_be_read", "move_spool_file", "keep_dead_drivers_spool"]
 
 #: How a job whose output could not be moved to its directory fails (a full disk):
 #: ``corral logs`` tells it from one that wrote nothing by these words.
@@ -186,6 +189,54 @@ def cannot_be_read(path: str | os.PathLike[str], error: OSError) -> str:
 
 
 _UNREADABLE = ", cannot be read: "
+
+
+def move_spool_file(path: str, jobdir: str, name: str) -> None:
+    """Move a dead worker's spool file to ``jobdir/name``: renamed, at no cost
+    whatever its size, where both lie on one file system (a journaled run's
+    spools are in its run directory), else copied. The control loop does it:
+    a copy of gigabytes would hold every job up (attack review)."""
+    try:
+        os.mkdir(jobdir, 0o700)
+    except FileExistsError:
+        pass
+    try:
+        os.rename(path, os.path.join(jobdir, name))
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    spool = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        hand_over(spool, jobdir, name)
+    finally:
+        os.close(spool)
+
+
+def keep_dead_drivers_spool(live: tuple[str, str], jobdir: str, run_dir: str) -> None:
+    """Move what a job wrote before its driver was killed, from the spool files
+    the journal names (*live*) to its own ``stdout`` and ``stderr`` in *jobdir*:
+    the next driver removes the dead one's spools, and the job's interrupted
+    try kept nothing (cold review: ``corral logs 1 --attempt 1`` said it "wrote
+    nothing" after the rerun). Only regular files of a spool directory right
+    under *run_dir* are taken, never one the job already has: the paths come
+    from a file on disk, which a damaged or hostile journal could make name any
+    file. Nothing is raised; what cannot be moved stays to be removed."""
+    home = os.path.realpath(run_dir)
+    for path, name in zip(live, ("stdout", "stderr"), strict=True):
+        folder = os.path.dirname(path)
+        if (os.path.dirname(os.path.realpath(folder)) != home
+                or not os.path.basename(folder).startswith(SPOOL_PREFIX)
+                or not os.path.basename(path).startswith("worker-")):
+            continue
+        try:
+            found = os.lstat(path)
+            if (not stat.S_ISREG(found.st_mode) or not found.st_size
+                    or os.path.lexists(os.path.join(jobdir, name))):
+                continue
+            move_spool_file(path, jobdir, name)
+        except OSError:
+            continue
 
 
 def keep_earlier_attempt(jobdir: str | None, attempt: int) -> None:

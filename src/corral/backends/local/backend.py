@@ -49,7 +49,7 @@ from corral.status import JobStatus
 from corral.runtime.command import KILL, TERMINATE, describe_exit, how_it_ended
 from corral.runtime.frames import FrameReader
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
-from corral.runtime.spool import hand_over, read_output_if_there
+from corral.runtime.spool import move_spool_file, read_output_if_there
 from corral.runtime.threads import no_thread_left
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker_process import (CANNOT_START, GivenBack, Reply, Started,
@@ -187,28 +187,6 @@ class _Outgoing:
     def __init__(self, data: memoryview, ring: bool) -> None:
         self.data = data
         self.ring = ring
-
-
-def _move_spool(path: str, jobdir: str, name: str) -> None:
-    """Move a dead worker's spool file to ``jobdir/name``: renamed, at no cost
-    whatever its size, where both lie on one file system (a journaled run's
-    spools are in its run directory), else copied. The control loop does it:
-    a copy of gigabytes would hold every job up (attack review)."""
-    try:
-        os.mkdir(jobdir, 0o700)
-    except FileExistsError:
-        pass
-    try:
-        os.rename(path, os.path.join(jobdir, name))
-        return
-    except OSError as error:
-        if error.errno != errno.EXDEV:
-            raise
-    spool = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        hand_over(spool, jobdir, name)
-    finally:
-        os.close(spool)
 
 
 class _Worker:
@@ -928,7 +906,7 @@ class LocalBackend:
         for path, name in zip(worker.spool, ("stdout", "stderr"), strict=True):
             try:
                 if os.path.getsize(path):
-                    _move_spool(path, jobdir, name)
+                    move_spool_file(path, jobdir, name)
             except FileNotFoundError:  # (the worker died before it made it)
                 continue
             except OSError as error:
