@@ -253,6 +253,27 @@ def test_jobs_named_together_are_named_in_order_of_their_ids():
     assert _grouped(examples, {}) == ["jobs 10, 199, 200, setup 'f': not read"]
 
 
+def test_the_jobs_a_reason_names_are_its_lowest_ids_whatever_order_they_ended_in():
+    """Cold review: a map's five jobs cancelled last first read "jobs 9, 10 and 3 more"."""
+    from types import SimpleNamespace
+
+    from corral import JobStatus
+    from corral.core.summary import RunTally
+
+    summary = RunTally()
+    for job_id in (10, 9, 8, 7, 6):
+        summary.count(SimpleNamespace(id=job_id, name="nap", status=JobStatus.CANCELLED,
+                                      reason="cancelled by user"))
+    assert summary.summary() == ("5 of 5 jobs did not complete: 5 cancelled "
+                                 "(jobs 6, 7, 8 and 2 more 'nap': cancelled by user)")
+    lone = RunTally()
+    for job_id in (5, 4, 3, 2):
+        lone.count(SimpleNamespace(id=job_id, name="nap", status=JobStatus.CANCELLED,
+                                   reason="cancelled by user"))
+    assert lone.summary() == ("4 of 4 jobs did not complete: 4 cancelled "
+                              "(jobs 2, 3, 4, 5 'nap': cancelled by user)")
+
+
 LOGGING_TO_A_FILE = DRIVER_HEAD + '''
 import logging
 logging.basicConfig(filename=sys.argv[1], level=logging.INFO)

@@ -61,7 +61,14 @@ class RunTally:
                 examples.append(_example(job))
                 return
             job_id, name, reason = _example(job)
-            if any(name == known and reason == said for _, known, said in examples):
+            same = [place for place, (_, known, said) in enumerate(examples)
+                    if known == name and said == reason]
+            if same:
+                # The lowest ids are the ones named: a cascade of cancels ends its
+                # jobs last first, and "jobs 9, 10 and 3 more" hid 6 to 8 (cold review).
+                last = max(same, key=lambda place: _in_order(examples[place][0]))
+                if _in_order(job_id) < _in_order(examples[last][0]):
+                    job_id, examples[last] = examples[last][0], (job_id, name, reason)
                 alike = self._alike.setdefault(status, {})
                 count, first = alike.get((name, reason), (0, job_id))
                 alike[name, reason] = (count + 1, first)
