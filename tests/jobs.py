@@ -249,6 +249,16 @@ def mark_if_aborted_within(marker: str, seconds: float) -> str:
     return "ran on"
 
 
+def whole_unless_aborted(release: str) -> str:
+    """Run until *release* exists ("whole"), or stop early on an abort and
+    return that partial work ("stopped early"), as a map's chunk does."""
+    while not os.path.exists(release):
+        if corral.abort_requested():
+            return "stopped early"
+        time.sleep(0.01)
+    return "whole"
+
+
 def ignore_abort(started: str) -> None:
     Path(started).touch()
     while True:

@@ -180,6 +180,40 @@ def test_a_job_cancelled_as_it_completed_keeps_its_outcome_and_is_not_run_again(
     assert lines(log) == ["7"]  # it ran once
 
 
+def test_a_job_aborted_and_cancelled_as_it_stopped_early_runs_again_whole(tmp_path):
+    """Attack review: a map's chunk asked to abort stops after the call that runs
+    and returns the calls it made; a cancel of the map's unread jobs that crossed
+    that answer kept it as "completed before the cancel reached it", and the rerun
+    restored the short chunk: the map lost calls and shifted the rest, silently."""
+    import select
+
+    run, release = tmp_path / "run", tmp_path / "release"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        job = sched.submit(jobs.whole_unless_aborted, str(release))
+        engine, record = sched._engine, job._record
+        wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
+        wait_until(lambda: not engine.backend._running[record.dispatched_id].starting,
+                   message="the worker to say it started the job")
+
+        def abort_then_cancel_once_it_answered() -> object:
+            engine.abort(record)
+            worker = engine.backend._running[record.dispatched_id]
+            ready, _, _ = select.select([worker.replies], [], [], 30)
+            assert ready, "the job never stopped"
+            return engine._cancel(record, "cancelled by the test")
+
+        assert engine.call(abort_then_cancel_once_it_answered) is True
+    [stored] = corral.Scheduler.open(run).jobs()
+    assert stored.status is JobStatus.CANCELLED
+    assert stored.reason == "cancelled by the test"  # not "... completed before the cancel"
+
+    release.touch()
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        again = sched.submit(jobs.whole_unless_aborted, str(release))
+        assert again.result(timeout=30) == "whole"
+    assert again.reason != RESTORED
+
+
 # -- 2. resume never re-runs a finished call --------------------------------------------------
 
 

@@ -704,6 +704,7 @@ class Engine:
         for job in chosen:
             job.attempts += 1
             job.kill_intent = None
+            job.asked_to_abort = False
             job.bypassed = 0
             job.started = job.ended = job.exit_code = None
             job.result_blob = job.error_blob = None
@@ -961,7 +962,12 @@ class Engine:
         was already on its way. It stays CANCELLED (``cancel()`` said so, and its
         Future is cancelled), but its row keeps the exit code and the result,
         and says so: a resumed run then takes it as completed (see
-        :func:`corral.core.resume.completed_before`) instead of running it again."""
+        :func:`corral.core.resume.completed_before`) instead of running it again.
+        Not one asked to abort before: its completion may be what it did
+        before it stopped early, a map's chunk short of its calls (attack
+        review: a rerun restored one and its map lost calls without a word)."""
+        if job.asked_to_abort:
+            return
         job.exit_code = 0 if update.exit_code is None else update.exit_code
         job.ended = update.at or job.ended  # (when it did, not when it was cancelled)
         job.reason = f"{job.reason}; {COMPLETED_ALL_THE_SAME}"
@@ -1296,6 +1302,7 @@ class Engine:
             j for j in self._active.values() if not j.final and self._running(j)]
         for target in targets:
             target.kill_intent = KillIntent.ABORT
+            target.asked_to_abort = True
             self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
             # (Cold review: status said a plain RUNNING through the grace period,
             # and a GUI listening to events could not show the job stopping.)

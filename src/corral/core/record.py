@@ -131,6 +131,10 @@ class JobRecord:
     waits_from: int = 0
     final: bool = False
     kill_intent: KillIntent | None = None
+    #: Asked to abort in this attempt: a cancel after it replaces its kill
+    #: intent, and what it returns then may be the partial work of a job that
+    #: stopped early (a chunk of a map), never taken for a completion.
+    asked_to_abort: bool = False
     #: The sequence number of its timeout's deadline now: an earlier one,
     #: counted from before its worker really started it, no longer counts.
     timeout_deadline: int = 0
