@@ -944,7 +944,8 @@ def test_a_journal_that_names_files_outside_its_spools_moves_none_of_them(
     for live in [(os.fspath(precious), os.fspath(precious)),
                  (os.fspath(elsewhere / "worker-1.stdout"), os.fspath(elsewhere / "w.stderr")),
                  (os.fspath(spool / "worker-2.stdout"), os.fspath(spool / "worker-2.stderr")),
-                 (os.fspath(spool / ".." / ".." / "precious.txt"), "")]:
+                 (os.fspath(spool / ".." / ".." / "precious.txt"), ""),
+                 (os.fspath(spool / "worker-2.std\0out"), os.fspath(spool / "worker-2.stderr"))]:
         keep_dead_drivers_spool(live, os.fspath(jobdir), os.fspath(run))
     assert precious.read_text() == "not a job's\n"
     assert (elsewhere / "worker-1.stdout").exists()
@@ -954,6 +955,26 @@ def test_a_journal_that_names_files_outside_its_spools_moves_none_of_them(
     keep_dead_drivers_spool(own, os.fspath(jobdir), os.fspath(run))
     assert (jobdir / "stdout").read_text() == "the job's own\n"
     assert not (jobdir / "stderr").exists()
+
+
+@pytest.mark.parametrize("live", ["{spool}/worker-1.stdout",
+                                  "{spool}/worker-1.std\0out\n{spool}/x"],
+                         ids=["one path", "a NUL"])
+def test_a_damaged_live_column_stops_neither_the_next_driver_nor_corral_logs(
+        tmp_path: Path, live: str) -> None:
+    """Re-attack review: a ``live`` column with one path, or a NUL, raised in the
+    next driver (the run could not go on) and in every reader of the job."""
+    import sqlite3
+
+    run, _, _ = _kill_the_talker(tmp_path)
+    [spool] = run.glob("corral-spool-*")
+    with sqlite3.connect(run / "journal.db") as db:
+        db.execute("UPDATE jobs SET live=? WHERE id='1'", (live.format(spool=spool),))
+    shown = subprocess.run([CORRAL, "--run", os.fspath(run), "logs", "1"], capture_output=True,
+                           text=True, timeout=60)
+    assert "Traceback" not in shown.stderr, shown.stderr
+    corral.Scheduler(cores=1, journal=run).shutdown()  # and the run goes on
+    assert corral.Scheduler.open(run).job(1).status is JobStatus.CANCELLED
 
 
 def _corral_logs(run: Path, *args: str) -> str:

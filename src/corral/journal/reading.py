@@ -106,7 +106,7 @@ def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
         reason=record["reason"], exit_code=record["exit_code"], attempts=record["attempts"] or 0,
         native_id=record["native_id"], started=record["started"], ended=record["ended"],
         jobdir=_path_text(record["jobdir"]), result=record["result"], error=record["error"],
-        session=record["session"], live=tuple(live.split("\n", 1)) if live else None,
+        session=record["session"], live=_two_paths(live),
         slot=record.get("slot"), journal=os.fspath(path),
         results_read=bool(record.get("results_read", 1)))
 
@@ -114,6 +114,16 @@ def _stored_job(record: dict[str, Any], path: Path) -> StoredJob:
 def _path_text(value: object) -> Any:
     """A path column as text: the writer keeps a path that is no UTF-8 as bytes."""
     return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _two_paths(live: object) -> tuple[str, str] | None:
+    """A ``live`` column's stdout and stderr files; None unless it holds both
+    (a damaged one with one path crashed every reader of its job, and the next
+    driver: re-attack review)."""
+    if not isinstance(live, str):
+        return None
+    stdout, newline, stderr = live.partition("\n")
+    return (stdout, stderr) if newline and stdout and stderr else None
 
 
 def _json_column(record: dict[str, Any], column: str, kind: type, empty: str,

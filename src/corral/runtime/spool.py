@@ -225,7 +225,8 @@ def keep_dead_drivers_spool(live: tuple[str, str], jobdir: str, run_dir: str) ->
     home = os.path.realpath(run_dir)
     for path, name in zip(live, ("stdout", "stderr"), strict=True):
         folder = os.path.dirname(path)
-        if (os.path.dirname(os.path.realpath(folder)) != home
+        if ("\0" in path + jobdir  # (a NUL, which no path holds: re-attack review)
+                or os.path.dirname(os.path.realpath(folder)) != home
                 or not os.path.basename(folder).startswith(SPOOL_PREFIX)
                 or not os.path.basename(path).startswith("worker-")):
             continue
