@@ -259,6 +259,14 @@ def whole_unless_aborted(release: str) -> str:
     return "whole"
 
 
+def stop_as_if_aborted() -> str:
+    """Return partial work with the abort flag set, as a job an abort reached does."""
+    from corral.runtime import abort
+
+    abort.request()
+    return "stopped early"
+
+
 def ignore_abort(started: str) -> None:
     Path(started).touch()
     while True:

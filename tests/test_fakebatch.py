@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from jobs import add, square, wait_for_file, write_pid_and_wait
+from jobs import add, square, stop_as_if_aborted, wait_for_file, write_pid_and_wait
 from support.processes import pids_alive
 from support.waiting import wait_until
 from support.fakebatch.cluster import FakeBatch
@@ -809,3 +809,23 @@ def test_a_cancel_the_scheduler_refuses_says_the_job_may_still_run(tmp_path, mon
                               "exited 3: qdel: permission denied): it may still run; check with "
                               "the scheduler")
         release.touch()  # (the fake cluster runs it to its end)
+
+
+def test_a_job_its_runtime_saw_aborted_ends_aborted_for_any_driver_and_runs_again(
+        tmp_path, monkeypatch):
+    """Re-attack review: after `corral abort`, a driver killed before it read the
+    aborted chunk's result file left it to the next driver, which took the chunk's
+    partial work for a completion and restored it: the map lost calls silently.
+    The runtime notes the abort in the result file; any driver ends the job as
+    aborted (here one that never asked), and a rerun runs it again."""
+    run = tmp_path / "run"
+    with on_fakebatch(tmp_path, monkeypatch, journal=run) as (_, sched):
+        job = sched.submit(stop_as_if_aborted)
+        corral.wait([job], timeout=60)
+    assert (job.status, job.reason) == (JobStatus.CANCELLED, "aborted")
+    (tmp_path / "again").mkdir()
+    with on_fakebatch(tmp_path / "again", monkeypatch, journal=run) as (_, sched):
+        again = sched.submit(stop_as_if_aborted)
+        corral.wait([again], timeout=60)
+    assert (again.status, again.reason) == (JobStatus.CANCELLED, "aborted")  # ran, not restored
+    assert corral.Scheduler.open(run).job(again.id).attempts == 2

@@ -214,6 +214,23 @@ def test_a_job_aborted_and_cancelled_as_it_stopped_early_runs_again_whole(tmp_pa
     assert again.reason != RESTORED
 
 
+def test_a_call_an_abort_reached_leaves_no_outcome_a_next_driver_would_take_as_completed(
+        tmp_path):
+    """Re-attack review: a chunk that an abort stopped short logged its short
+    list as its outcome; its driver killed before it journaled the abort, the
+    next one restored the chunk as completed and its map lost calls. The outcome
+    log is what that next driver reads: an aborted call is not in it."""
+    from corral.runtime.outcomes import read_outcomes
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        aborted = sched.submit(jobs.stop_as_if_aborted)
+        plain = sched.submit(jobs.square, 3)
+        corral.wait([aborted, plain], timeout=30)
+        logged = read_outcomes(run)  # (a session that ends well removes its log)
+    assert str(plain.id) in logged and str(aborted.id) not in logged
+
+
 # -- 2. resume never re-runs a finished call --------------------------------------------------
 
 

@@ -100,6 +100,9 @@ class Update:
     #: a second RUNNING update says when its code really began, and its
     #: timeout counts from then (a worker's start-up is not the job's time).
     starting: bool = False
+    #: An end the job reached after an abort asked it to stop: ended as an
+    #: aborted job, whichever driver asked (see corral.runtime.batch.BatchOutcome).
+    aborted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

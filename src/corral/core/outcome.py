@@ -70,7 +70,8 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
         return Outcome(_S.CANCELLED, f"aborted; killed by its timeout "
                        f"({format_span(_armed_limit(job, rules))}) within its grace period",
                        None, None)
-    if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED, KillIntent.ABORT_TIMED_OUT):
+    if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED, KillIntent.ABORT_TIMED_OUT) or (
+            update.aborted):  # (asked by a driver before this one: re-attack review)
         # Stopped by itself: what it returned (its partial work) is kept.
         if rules.journaled and update.state is _S.COMPLETED:
             job.result_blob = update.value

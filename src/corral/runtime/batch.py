@@ -92,6 +92,11 @@ class BatchOutcome(NamedTuple):
     reason: str | None = None
     #: Killed by the runtime's watchdog for running past its walltime.
     timed_out: bool = False
+    #: Asked to abort while it ran: a completed call's value may be the partial
+    #: work of one that stopped early (a map's chunk short of its calls), which
+    #: a driver that did not ask (the next one, after a kill) must not take for
+    #: a completion.
+    aborted: bool = False
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -447,6 +452,8 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
         finally:
             watchdog.disarm()
             output.back()
+        if outcome.ok and abort.abort_requested():
+            outcome = outcome._replace(aborted=True)
         write_atomically(os.path.join(jobdir, RESULT_FILE), pickle.dumps(outcome))
         longest = max(longest, time.monotonic() - started, 1e-6)
         failed += not outcome.ok

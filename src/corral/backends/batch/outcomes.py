@@ -22,7 +22,8 @@ def from_result(task: TaskRecord, outcome: BatchOutcome, title: str) -> Update:
     if outcome.ok:
         return Update(task.job_id, JobStatus.COMPLETED, task.native_id,
                       exit_code=outcome.exit_code,
-                      value=None if task.is_command else outcome.blob)
+                      value=None if task.is_command else outcome.blob,
+                      aborted=getattr(outcome, "aborted", False))  # (an older runtime's: none)
     if outcome.timed_out:
         return Update(task.job_id, JobStatus.TIMED_OUT, task.native_id,
                       reason=f"{outcome.reason} ({where})")
