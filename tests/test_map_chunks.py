@@ -350,3 +350,25 @@ def test_an_exception_whose_str_raises_is_still_the_calls_own(tmp_path: Path, ch
         for value in scheduler.map(jobs.raise_unprintable_on, range(4), chunksize=chunksize):
             got.append(value)
     assert got == [0]
+
+
+def test_a_stored_chunk_short_of_its_calls_runs_again_instead_of_shifting_the_results(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Attack review: an aborted chunk's partial list, kept as a completion (as a
+    journal written before that was fixed may hold), was restored by the rerun:
+    the map yielded fewer results, each later one beside the wrong item."""
+    import pickle
+    import sqlite3
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        assert list(sched.map(jobs.square, range(40), chunksize=10)) == [x * x for x in range(40)]
+    with sqlite3.connect(run / "journal.db") as db:  # job 2 holds items 10 to 19
+        db.execute("UPDATE jobs SET result=? WHERE id='2'",
+                   (pickle.dumps([x * x for x in range(10, 14)]),))
+    with corral.Scheduler(cores=2, journal=run) as sched:
+        assert list(sched.map(jobs.square, range(40), chunksize=10)) == [x * x for x in range(40)]
+    assert "fewer results than its chunk has calls (it stopped early); it runs again" in (
+        caplog.text)
+    ran_again = corral.Scheduler.open(run).job(2)
+    assert (ran_again.status, ran_again.attempts) == (JobStatus.COMPLETED, 2)

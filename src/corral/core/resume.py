@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.core.identity import chunk_place, describe, job_digest, job_digests
 from corral.core.record import COMPLETED_ALL_THE_SAME
+from corral.runtime.chunks import ChunkRunner
 from corral.runtime.spool import keep_earlier_attempt
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
@@ -125,6 +126,10 @@ class Resumer:
             ids.append(stored.id)
             taken.add(str(stored.id))
             restorable, value = self._loaded(stored)
+            if restorable and _short_chunk(job, value):
+                log.warning("job %s %r: its stored result holds fewer results than its chunk "
+                            "has calls (it stopped early); it runs again", stored.id, stored.name)
+                restorable = False
             if restorable:
                 job.restored = stored
                 job.data = value  # (loaded once, here: Engine._restore keeps it)
@@ -254,6 +259,19 @@ def _did_other_work(stored: StoredJob, slot: str) -> bool:
     name, directory or environment. A journal from before ids had slots
     cannot say: no."""
     return stored.slot is not None and stored.slot != stored.key and stored.slot != slot
+
+
+def _short_chunk(job: JobRecord, value: Any) -> bool:
+    """Whether *value*, stored for a chunk of a map of fixed ``chunksize``,
+    holds fewer results than the chunk has calls: what an aborted chunk
+    returned, which a journal written before that was fixed could keep as a
+    completion. Restored, it would hand each later result to the wrong item.
+    (An automatic map's chunk may stop short by design: its map runs the rest.)"""
+    runner = getattr(job.spec.task, "fn", None)
+    if not isinstance(runner, ChunkRunner) or runner.budget_s is not None:
+        return False
+    arguments = job.call_parts[0]
+    return bool(arguments) and isinstance(value, list) and len(value) < len(arguments[0])
 
 
 def completed_before(stored: StoredJob) -> bool:
