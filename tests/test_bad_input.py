@@ -96,9 +96,9 @@ def test_a_memory_of_few_megabytes_without_a_unit_is_refused_as_gigabytes_meant(
     """Cold reviews: memory="4" ran as 4 MB (a cluster would kill the job), where
     --memory 4 and a config file's memory = 4 were refused; then memory=4, an int."""
     with pytest.raises(ValueError, match=rf"^memory={re.escape(shown)} has no unit, and "
-                                         rf"{number} megabytes are too little for a job: "
-                                         rf"write '{number}G' \(or '{number}M' if megabytes "
-                                         r"are meant\)$"):
+                                         rf"{number} megabytes are so little that gigabytes "
+                                         rf"are likely meant: write '{number}G' \(or "
+                                         rf"'{number}M' if megabytes are meant\)$"):
         Job(jobs.noop, memory=memory)
     with pytest.raises(ValueError, match=rf"^memory={re.escape(shown)} has no unit"):
         corral.Scheduler(memory=memory)

@@ -1195,8 +1195,9 @@ def test_a_memory_of_a_few_megabytes_without_a_unit_is_refused_as_gigabytes_mean
     habits mean gigabytes), and the job was packed as if it took nothing."""
     corral = fresh
     assert_one_line_error(corral("submit", "--memory", "4", "--", "true"), 2, (
-        r"^corral: error: --memory 4: a number without a unit is megabytes, and 4 MB is too "
-        r"little for a job; give the unit: --memory 4G \(or 4M if megabytes are meant\)$"))
+        r"^corral: error: --memory 4: a number without a unit is megabytes, and 4 MB is so "
+        r"little that gigabytes are likely meant; give the unit: --memory 4G \(or 4M if "
+        r"megabytes are meant\)$"))
     assert_one_line_error(corral("submit", "--memory", "4.0", "--", "true"), 2,
                           r"^corral: error: --memory 4\.0: a number without a unit is megabytes")
     assert_one_line_error(corral("submit", "--memory", "0", "--", "true"), 2,  # (no '0G' offered)
@@ -1209,8 +1210,8 @@ def test_a_memory_of_a_few_megabytes_without_a_unit_is_refused_as_gigabytes_mean
         assert_one_line_error(
             corral("submit", "--profile", "small", "--name", "n", "--", "true"), 2,
             rf"^corral: error: {re.escape(str(corral.config))}:2: profiles\.small\.memory: "
-            r"memory = 4 is megabytes without a unit, too little for a job: write \"4G\" \(or "
-            r"\"4M\" if megabytes are meant\)$")
+            r"memory = 4 is megabytes without a unit, so little that gigabytes are likely "
+            r"meant: write \"4G\" \(or \"4M\" if megabytes are meant\)$")
     corral.config.write_text('[profiles.small]\nname = "42"\n')
     assert_one_line_error(corral("submit", "--profile", "small", "--memory", "1G", "--", "true"),
                           2, r"^corral: error: profile 'small': name = 42: a name that is a "

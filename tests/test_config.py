@@ -219,8 +219,9 @@ BAD_FILES = {
         "option 'memroy'; did you mean 'memory'?"),
     "memory of a few megabytes": (
         '[profiles.tiny]\nmemory = 4\n',
-        2, "profiles.tiny.memory", 'memory = 4 is megabytes without a unit, too little for a '
-                                   'job: write "4G" (or "4M" if megabytes are meant)'),
+        2, "profiles.tiny.memory", 'memory = 4 is megabytes without a unit, so little that '
+                                   'gigabytes are likely meant: write "4G" (or "4M" if megabytes '
+                                   'are meant)'),
     "walltime without a unit": (
         '[profiles.tiny]\nwalltime = 10\n',
         2, "profiles.tiny.walltime", 'walltime = 10 is ambiguous without a unit: write "10s" '

@@ -30,11 +30,14 @@ def test_bad_memory_names_the_field_and_the_accepted_forms(bad):
 
 
 @pytest.mark.parametrize(("bad", "said"), [
-    (1.5, r"has no unit, and 1.5 megabytes are too little for a job: write '1.5G'"),
+    (1.5, r"has no unit, and 1.5 megabytes are so little that gigabytes are likely meant: "
+          r"write '1.5G'"),
     (100.5, r"is not a whole number of megabytes; give its unit, or use an int of megabytes "
             r"\(64 or more\)"),
-    ("1.5", r"has no unit, and 1.5 megabytes are too little for a job: write '1.5G'"),
-    (" 0.5 ", r"has no unit, and 0.5 megabytes are too little for a job: write '0.5G'"),
+    ("1.5", r"has no unit, and 1.5 megabytes are so little that gigabytes are likely meant: "
+            r"write '1.5G'"),
+    (" 0.5 ", r"has no unit, and 0.5 megabytes are so little that gigabytes are likely "
+              r"meant: write '0.5G'"),
 ])
 def test_a_fraction_of_a_megabyte_without_a_unit_is_refused_as_surely_meant_otherwise(bad, said):
     """BUG (attack review): memory=1.5 was taken as 1.5 MB (rounded up to 2),

@@ -495,8 +495,8 @@ def _bare_number_problem(option: str, value: Any) -> str | None:
         return (f"{option} = {number:g} is ambiguous without a unit: write \"{number:g}s\" for "
                 f"seconds or \"{number:g}m\" for minutes")
     if option == "memory" and (few := megabytes_meant_otherwise(value)) is not None:
-        return (f"memory = {few} is megabytes without a unit, too little for a job: write "
-                f"\"{few}G\" (or \"{few}M\" if megabytes are meant)")
+        return (f"memory = {few} is megabytes without a unit, so little that gigabytes are "
+                f"likely meant: write \"{few}G\" (or \"{few}M\" if megabytes are meant)")
     return None
 
 

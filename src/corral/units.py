@@ -95,8 +95,8 @@ def parse_memory(value: object, field: str = "memory") -> int:
         # A cluster would kill the job. The text "4" first, then the int 4 too,
         # which ran as 4 MB (cold reviews); "4M" says megabytes.
         raise ValueError(f"{field}={_shown(value)} has no unit, and {megabytes:g} megabytes "
-                         f"are too little for a job: write '{megabytes:g}G' (or "
-                         f"'{megabytes:g}M' if megabytes are meant)")
+                         f"are so little that gigabytes are likely meant: write "
+                         f"'{megabytes:g}G' (or '{megabytes:g}M' if megabytes are meant)")
     if unitless and megabytes != math.floor(megabytes):  # 1.5 is surely not 1.5 MB
         meant = f"such as '{megabytes:g}G', " if megabytes < 64 else ""
         raise ValueError(f"{field}={_shown(value)} is not a whole number of megabytes; give "

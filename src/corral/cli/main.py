@@ -167,8 +167,9 @@ def _refuse_megabytes_meant_otherwise(memory: object, said: str = "--memory") ->
     number = megabytes_meant_otherwise(memory)
     if number is not None:
         raise CommandError(f"{said} {number}: a number without a unit is megabytes, and "
-                           f"{number} MB is too little for a job; give the unit: {said} "
-                           f"{number}G (or {number}M if megabytes are meant)", EXIT_USAGE)
+                           f"{number} MB is so little that gigabytes are likely meant; give "
+                           f"the unit: {said} {number}G (or {number}M if megabytes are meant)",
+                           EXIT_USAGE)
 
 
 #: The job options whose values may begin with '-' (a scheduler's own flags, shell lines).
