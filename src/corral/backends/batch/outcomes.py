@@ -23,7 +23,7 @@ def from_result(task: TaskRecord, outcome: BatchOutcome, title: str) -> Update:
         return Update(task.job_id, JobStatus.COMPLETED, task.native_id,
                       exit_code=outcome.exit_code,
                       value=None if task.is_command else outcome.blob,
-                      aborted=getattr(outcome, "aborted", False))  # (an older runtime's: none)
+                      aborted=outcome.aborted)
     if outcome.timed_out:
         return Update(task.job_id, JobStatus.TIMED_OUT, task.native_id,
                       reason=f"{outcome.reason} ({where})")
