@@ -155,6 +155,10 @@ class QueuingBackend(Backend, Protocol):
         """Take these jobs back from the workers' queues if they have not
         started: each is then reported QUEUED (or, started meanwhile, runs on)."""
 
+    def hold_replies(self, seconds: float) -> None:
+        """Wait up to *seconds* without reading the workers' replies, unless
+        :meth:`wake` is called or something else is due meanwhile."""
+
 
 class ClusterBackend(Backend, Protocol):
     """A batch scheduler: jobs outlive the driver, so it also can attach to a

@@ -25,9 +25,11 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from corral.core.record import JobRecord
 
-__all__ = ["AheadPolicy", "QUEUED_WORK_S", "LONG_S", "MAX_DEPTH"]
+__all__ = ["AheadPolicy", "QUEUED_WORK_S", "LONG_S", "MAX_DEPTH", "REPLY_WAIT_S"]
 
 #: Work to keep queued per running job: a few turns of the driver's loop. (2 ms
 #: gave commands of about 1 ms lines of one, a message and a wake-up each;
@@ -38,6 +40,11 @@ QUEUED_WORK_S = 0.005
 LONG_S = 0.01
 #: The longest line behind one running job.
 MAX_DEPTH = 64
+#: The longest the control loop leaves workers' replies unread while every
+#: running job has work queued behind it (see :meth:`AheadPolicy.reply_wait`).
+REPLY_WAIT_S = 0.002
+#: A shorter wait than this saves too little to be worth a system call.
+_SHORTEST_REPLY_WAIT_S = 0.0002
 #: Weight of the newest duration in a kind's running mean.
 _WEIGHT = 0.2
 #: Kinds remembered at most (a run with ever new names must not grow this).
@@ -65,6 +72,34 @@ class AheadPolicy:
             return False
         typical = self._typical.get(_kind(running))
         return typical is not None and typical < LONG_S
+
+    def reply_wait(self, lines: list[deque[JobRecord] | None]) -> float:
+        """How long the control loop may leave replies unread, given the
+        running jobs' *lines* (see :meth:`corral.core.packing.Packer.lines_of_running`):
+        0 unless every running job has jobs queued behind it, else half the
+        work queued in the shortest line, at most :data:`REPLY_WAIT_S`.
+
+        Why: each time the loop wakes for a reply costs it about as much CPU
+        as the jobs it then handles, for its code and data have left the
+        processor's caches meanwhile. Woken for every reply of short commands,
+        the driver spent 200 µs of CPU a `true` command; reading the replies
+        a few at a time, 110 (see benchmarks/RESULTS.md). No worker idles
+        meanwhile: each has at least the other half of its line's work to do,
+        and a reply read later changes nothing that the job itself reports
+        (its start and end are the worker's times).
+        """
+        if not lines:
+            return 0.0
+        shortest = REPLY_WAIT_S * 2
+        for line in lines:
+            if line is None or len(line) < 2:
+                return 0.0
+            typical = self._typical.get(_kind(line[-1]))
+            if typical is None:
+                return 0.0
+            shortest = min(shortest, (len(line) - 1) * typical)
+        wait = shortest / 2
+        return wait if wait >= _SHORTEST_REPLY_WAIT_S else 0.0
 
     def observe(self, job: JobRecord, seconds: float) -> None:
         """Learn from an attempt of *job* that ran *seconds*."""

@@ -410,6 +410,7 @@ class Engine:
                 if self.journal is not None:
                     self.journal.flush()  # sent every few milliseconds, not every iteration
                 self._busy_since = None  # (waiting: it would answer a call at once)
+                self._hold_replies()
                 updates = self._read_updates(self._wait_time())
                 self._busy_since = self._read_at
                 self._apply_all(updates)
@@ -871,6 +872,18 @@ class Engine:
                     self.packer.push(dependent)
 
     # -- what the backend reports ----------------------------------------------------------
+
+    def _hold_replies(self) -> None:
+        """While every worker has jobs queued, leave its replies a moment, so
+        that one wake-up reads several (see AheadPolicy.reply_wait); never
+        past a deadline, and never with a request waiting."""
+        if self._pace is None or self._inbox or self.paused or not self.packer.has_waiting():
+            return
+        wait = self._pace.reply_wait(self.packer.lines_of_running())
+        if wait and self._deadlines:
+            wait = min(wait, self._deadlines[0][0] - time.monotonic())
+        if wait > 0:
+            cast("QueuingBackend", self.backend).hold_replies(wait)
 
     def _read_updates(self, wait: float | None) -> list[Update]:
         """The backend's updates, waiting up to *wait* seconds; notes when."""

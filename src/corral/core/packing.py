@@ -260,6 +260,12 @@ class Packer:
             self._nothing_ahead = (self._changes, id(ready[0][2]), ready[0][2].status)
         return chosen
 
+    def lines_of_running(self) -> list[deque[JobRecord] | None]:
+        """Each running job's line (it first, then the jobs queued in its
+        worker behind it), None for one with nothing queued behind it."""
+        line_of = self._line_of
+        return [line_of.get(key) for key in self.running]
+
     def release(self, job: JobRecord) -> None:
         """Give back what *job* held; a parked job of its queue becomes a candidate.
         A job queued behind it takes its room instead (see :meth:`select_ahead`)."""

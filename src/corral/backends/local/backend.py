@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import pickle
+import select
 import selectors
 import shutil
 import struct
@@ -264,6 +265,8 @@ class LocalBackend:
         #: its number is reused, a byte into whatever file has it now).
         self._wake_lock = threading.Lock()
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._wake_poll = select.poll()  # the wake pipe alone: see hold_replies
+        self._wake_poll.register(self._wake_read, select.POLLIN)
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
         #: Every job handed over and not ended, running or queued, and its worker.
@@ -441,6 +444,15 @@ class LocalBackend:
             self._start_deferred()
         found, self._pending = self._pending, []
         return found
+
+    def hold_replies(self, seconds: float) -> None:
+        """Wait up to *seconds*, leaving workers' replies unread, unless woken
+        (:meth:`wake`) or something is due: the loop then reads several
+        replies at once (see :meth:`corral.core.ahead.AheadPolicy.reply_wait`)."""
+        if (self._wake_pending or self._pending or self._deferred or self._kill_later
+                or any(worker.awaits_room for worker in self._busy)):
+            return
+        self._wake_poll.poll(seconds * 1000)
 
     def wake(self) -> None:
         # One byte in the pipe is enough to wake the loop: skip the system call
