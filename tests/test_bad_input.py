@@ -1062,6 +1062,12 @@ def test_another_tools_option_with_a_unit_is_offered_with_its_unit(scheduler, gi
                  r"unit, as in 4G\)$"),
     ("--job-name", r"^corral: error: no such option --job-name; did you mean --name\?$"),
     ("--bogus", r"^corral: error: No such option '--bogus'\..*\(see 'corral submit --help'\)$"),
+    # (cold review: these two job options have no flag, and were answered
+    # "did you mean --env?")
+    ("--env", r"^corral: error: no such option --env: the job gets this terminal's environment; "
+              r"set a variable in the command itself \(corral submit -- env NAME=value"),
+    ("--cwd", r"^corral: error: no such option --cwd: the job runs in this terminal's "
+              r"directory; cd there first"),
 ])
 def test_corral_submit_points_another_tools_flag_to_corrals(tmp_path, flag, message):
     outcome = Corral(tmp_path / "home", tmp_path / "run")("submit", flag, "2", "true")

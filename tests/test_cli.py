@@ -1022,6 +1022,11 @@ def test_run_clean_deletes_finished_jobs_files_from_python(tmp_path):
     said = Corral(tmp_path / "home", run)("logs", str(cleaned.id))
     assert_one_line_error(said, 3, rf"job {cleaned.id}'s output files were removed "
                                    r"\(corral clean\)")
+    # (cold review: its stdout read "", as if it had written nothing)
+    with pytest.raises(FileNotFoundError, match=rf"^job {cleaned.id}'s output files were "
+                                                r"removed \(corral clean\)$"):
+        _ = opened.job(cleaned.id).stdout
+    assert opened.job(kept.id).stdout == "kept\n"
     assert opened.clean().jobs == [kept.id]  # the rest: only what is left
     assert opened.job(kept.id).status is corral.JobStatus.COMPLETED  # its record stays
     # (attack review: clean("12") cleaned jobs 1 and 2, a name or an unknown id nothing)

@@ -967,11 +967,25 @@ def _os_error_text(error: OSError) -> str:
     return f"{error.filename}: {error.strerror}"
 
 
+#: Job options of Python's that ``corral submit`` takes from the terminal
+#: instead of a flag: what to do instead (cold review: ``--env`` was answered
+#: "did you mean --env?").
+_NO_SUBMIT_FLAG = {
+    "env": "the job gets this terminal's environment; set a variable in the command "
+           "itself (corral submit -- env NAME=value program ...), or export it first",
+    "cwd": "the job runs in this terminal's directory; cd there first, or give a shell "
+           "command (corral submit -- 'cd DIR && program ...')",
+}
+
+
 def _no_such_option(error: click.NoSuchOption) -> str:
     """Click's words for an unknown flag, or ours where the flag is another
     tool's name for a job option (``--cpus``: click offers ``--gpus`` too)."""
     where = f"corral {error.ctx.info_name}" if error.ctx is not None else "corral"
-    hint = (peers_word_hint(error.option_name.lstrip("-").replace("-", "_"), flags=True)
+    typed = error.option_name.lstrip("-").replace("-", "_")
+    if where == "corral submit" and typed in _NO_SUBMIT_FLAG:
+        return f"no such option {error.option_name}: {_NO_SUBMIT_FLAG[typed]}"
+    hint = (peers_word_hint(typed, flags=True)
             if where == "corral submit" else None)
     if hint is None:
         return f"{' '.join(error.format_message().split())} (see '{where} --help')"

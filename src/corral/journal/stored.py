@@ -197,11 +197,25 @@ class StoredJob:
         return max(times, default=None)
 
     def output(self, stream: str = "stdout") -> str:
-        """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing."""
+        """What the job wrote to *stream* (``"stdout"`` or ``"stderr"``), "" if nothing.
+
+        Raises:
+            FileNotFoundError: ``corral clean`` removed the job's files (cold
+                review: its output read as "", as if it had written nothing,
+                where ``corral logs`` said that it was removed).
+        """
         from corral.runtime.spool import read_output
 
         path = self.output_path(stream)
-        return "" if path is None else read_output(path)
+        if path is None:
+            return ""
+        if self.journal and not os.path.exists(path):
+            from corral.journal.cleaning import was_cleaned
+
+            if was_cleaned(os.path.dirname(self.journal), self):
+                raise FileNotFoundError(f"job {self.id}'s output files were removed "
+                                        "(corral clean)")
+        return read_output(path)
 
     @property
     def stdout(self) -> str:
