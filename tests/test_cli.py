@@ -29,8 +29,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+import corral
 from corral.backends import backend_info
 from corral.options import JOB_OPTIONS
+from corral.report.timeline import attempts_from_events
 
 import jobs
 from support.cli import (CORRAL, Corral, assert_one_line_error, kill_and_wait, pid_gone,
@@ -1790,6 +1792,39 @@ def test_wait_for_a_whole_script_run_waits_for_the_script_that_may_make_more(fre
     assert script.returncode == 0
 
 
+def test_a_command_submitted_into_a_running_scripts_run_runs_there_and_the_script_waits(
+        fresh, tmp_path):
+    """Cold review: this worked and was not said anywhere. The script's
+    scheduler takes the command as one of its jobs, and its ``with`` block
+    does not end before it has."""
+    go, release = tmp_path / "go", tmp_path / "release"
+    two_cores = SCRIPT_WITH_A_PAUSE.replace("cores=1", "cores=2")  # (the command holds one)
+    script = subprocess.Popen([sys.executable, "-c", two_cores, os.fspath(fresh.run),
+                               os.fspath(go)], env=fresh.env, cwd=tmp_path)
+    try:
+        wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
+            "STATUS") == "COMPLETED", message="the script's first job to end")
+        submitted = fresh.ok("submit", "--", f"{block(release)}; echo from the command line")
+        job = submitted.out.strip()
+        fresh.wait_for_status(job, "RUNNING")
+        header = fresh("status").header  # (the script runs it: no daemon was started)
+        assert header.endswith(f"pid {script.pid}") and "daemon" not in header, header
+        go.touch()
+        wait_until(lambda: fresh("status").rows().get("3", {}).get("STATUS") == "COMPLETED",
+                   message="the script's second job to end")
+        assert script.poll() is None  # its with block waits for the command's job
+        release.touch()
+        assert script.wait(timeout=60) == 0
+    finally:
+        go.touch()
+        release.touch()
+        if script.poll() is None:
+            script.kill()
+        script.wait()
+    assert fresh("status").rows()[job]["STATUS"] == "COMPLETED"
+    assert fresh.ok("logs", job).out == "from the command line\n"
+
+
 def test_wait_for_a_whole_run_whose_script_was_killed_says_it_may_be_unfinished(fresh,
                                                                                   tmp_path):
     """Attack review: a wait for a script's whole run exited 0 once the script
@@ -1994,6 +2029,16 @@ def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again
     assert [rows[job]["STATUS"] for job in (running, queued)] == ["COMPLETED", "COMPLETED"]
     assert fresh.ok("logs", running).out == "finished at last\n"
     assert fresh.ok("logs", queued).out == "the queued one\n"
+    # The try the daemon's death ended is in the job's history, as a script's is (cold
+    # review: TRIES said 2, and `status ID` and the report knew of one try only).
+    said = fresh.ok("status", running).out
+    assert re.search(rf"\njob {running} '.*' earlier tries:\n  \d\d:\d\d:\d\d its driver "
+                     r"ended before it did \(its daemon's; the next daemon ran it again\)\n",
+                     said), said
+    assert "earlier tries" not in fresh.ok("status", queued).out  # (it had not begun)
+    tries = [attempt.outcome for attempt in attempts_from_events(corral.Run(fresh.run).events())
+             if attempt.job == str(running)]
+    assert tries == ["cancelled", "completed"]
 
 
 def test_a_command_a_killed_daemon_left_runs_again_with_its_submitters_environment(

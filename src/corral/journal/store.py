@@ -88,6 +88,8 @@ __all__ = ["Journal", "JournaledJob", "DRIVER_GONE"]
 #: How the reason of an unfinished job of a dead driver begins (it ends CANCELLED).
 #: Why it ends CANCELLED (README: "Unfinished work").
 _ORPHANED = f"{DRIVER_GONE} (the next run of the script runs it again)"
+#: Why a try of a ``corral submit`` job ended with its daemon (the next daemon runs it again).
+_ORPHANED_BY_DAEMON = f"{DRIVER_GONE} (its daemon's; the next daemon ran it again)"
 
 #: Why a call whose outcome only the outcome log knew ends COMPLETED or FAILED.
 _FOUND_IN_OUTCOME_LOG = "found in the outcome log after its driver ended"
@@ -391,9 +393,20 @@ class Journal:
                    if not (kind == "daemon" and job.kind == "shell" and job.session is not None
                            and self.session_kinds.get(job.session) == "daemon"
                            and not self._ended_unrecorded)]
+        now = time.time()
+        # A try of a kept one that had begun ended with its daemon all the same:
+        # its history says so, as an orphan's does, while its row stays as it is
+        # (cold review: TRIES said 2, and the report and `corral status ID` knew
+        # of one try only).
+        kept = [job for job in left if job not in orphans and job.started is not None]
+        if kept:
+            db.execute("BEGIN")
+            db.execute(eventlog.INSERT, eventlog.pack(
+                (str(job.id), self._died_at(job, now), job.status, JobStatus.CANCELLED,
+                 _ORPHANED_BY_DAEMON) for job in kept))
+            db.execute("COMMIT")
         if not orphans:
             return
-        now = time.time()
         outcomes = {}
         if any(job.kind in _CALL_KINDS for job in orphans):
             from corral.runtime.outcomes import read_outcomes
