@@ -43,8 +43,9 @@ MAX_DEPTH = 64
 #: The longest the control loop leaves workers' replies unread while every
 #: running job has work queued behind it (see :meth:`AheadPolicy.reply_wait`).
 REPLY_WAIT_S = 0.002
-#: A shorter wait than this saves too little to be worth a system call.
-_SHORTEST_REPLY_WAIT_S = 0.0002
+#: A shorter wait than this saves too little to be worth a system call (and
+#: the wait is in whole milliseconds: see LocalBackend.hold_replies).
+_SHORTEST_REPLY_WAIT_S = 0.001
 #: Weight of the newest duration in a kind's running mean.
 _WEIGHT = 0.2
 #: Kinds remembered at most (a run with ever new names must not grow this).

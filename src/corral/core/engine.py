@@ -876,12 +876,18 @@ class Engine:
     def _hold_replies(self) -> None:
         """While every worker has jobs queued, leave its replies a moment, so
         that one wake-up reads several (see AheadPolicy.reply_wait); never
-        past a deadline, and never with a request waiting."""
+        past a deadline, and never with a request waiting. The hold counts
+        from the last read: a reply that came during this turn of the loop has
+        waited already (attack review: results came up to 3.4 ms late, p99)."""
         if self._pace is None or self._inbox or self.paused or not self.packer.has_waiting():
             return
         wait = self._pace.reply_wait(self.packer.lines_of_running())
-        if wait and self._deadlines:
-            wait = min(wait, self._deadlines[0][0] - time.monotonic())
+        if not wait:
+            return
+        now = time.monotonic()
+        wait -= now - self._read_at
+        if self._deadlines:
+            wait = min(wait, self._deadlines[0][0] - now)
         if wait > 0:
             cast("QueuingBackend", self.backend).hold_replies(wait)
 

@@ -448,11 +448,14 @@ class LocalBackend:
     def hold_replies(self, seconds: float) -> None:
         """Wait up to *seconds*, leaving workers' replies unread, unless woken
         (:meth:`wake`) or something is due: the loop then reads several
-        replies at once (see :meth:`corral.core.ahead.AheadPolicy.reply_wait`)."""
-        if (self._wake_pending or self._pending or self._deferred or self._kill_later
-                or any(worker.awaits_room for worker in self._busy)):
+        replies at once (see :meth:`corral.core.ahead.AheadPolicy.reply_wait`).
+        In whole milliseconds, rounded down: ``poll`` rounds up, and 0.4 ms
+        asked waited 1.1 (attack review), longer than the work the workers had."""
+        milliseconds = int(seconds * 1000)
+        if (milliseconds < 1 or self._wake_pending or self._pending or self._deferred
+                or self._kill_later or any(worker.awaits_room for worker in self._busy)):
             return
-        self._wake_poll.poll(seconds * 1000)
+        self._wake_poll.poll(milliseconds)
 
     def wake(self) -> None:
         # One byte in the pipe is enough to wake the loop: skip the system call
