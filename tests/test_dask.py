@@ -671,3 +671,19 @@ def test_a_child_that_dropped_its_environment_dies_with_a_sigkilled_worker(own_c
             job.result(timeout=60)
     wait_until(lambda: not pids_alive(started), timeout=20,
                message="every process of the job to be killed")
+
+
+def test_a_runner_busy_with_a_cancelled_command_as_its_run_ends_goes_with_it(cluster, tmp_path):
+    """Attack review: a runner still busy with a task cancelled a moment ago
+    when its driver ended normally stayed three minutes (its idle exit), then
+    as a zombie of the Dask worker; it now goes once that task has ended."""
+    shell_pid = tmp_path / "pid"
+    with on(cluster, tmp_path) as sched:
+        job = sched.shell(f"echo $$ > {shell_pid}; exec sleep 4321")
+        wait_until(lambda: shell_pid.exists() and shell_pid.read_text().strip(), timeout=60,
+                   message="the command to start")
+        runner = dask_worker_of(int(shell_pid.read_text()))  # corral's worker process
+        assert job.cancel()
+    # (the driver told the workers its run ended as the cancel reached the task)
+    wait_until(lambda: not pids_alive([runner]), timeout=30,
+               message="the runner to go with its run")

@@ -398,6 +398,8 @@ class _Runner:
         self.sent_environment: dict[bytes, bytes] | None = None
         self.last_used = time.monotonic()
         self.closed = False
+        #: Its run ended while it ran a task (just cancelled): it goes when the task ends.
+        self.run_ended = False
 
     def send(self, request: tuple) -> None:
         with self.pipe_lock:
@@ -505,10 +507,18 @@ def _retire(runner: _Runner) -> None:
 def end_run(run: str, share: str) -> int:
     """Close this worker's runners of the run *run* and its claim log (*share*);
     run by the driver through ``Client.run`` when it shuts down. How many closed.
-    (A runner still busy, its task cancelled a moment ago, goes once idle.)"""
+    A runner still busy, its task cancelled a moment ago, goes when that task
+    ends (attack review: such runners outlived their run by three minutes, their
+    idle exit, and stayed as zombies of the Dask worker)."""
     with _lock:
-        idle = [place for place, runner in _RUNNERS.items()
-                if runner.run == run and not _runs_a_task(runner)]
+        idle = []
+        for place, runner in _RUNNERS.items():
+            if runner.run != run:
+                continue
+            if _runs_a_task(runner):
+                runner.run_ended = True
+            else:
+                idle.append(place)
         closing = [_RUNNERS.pop(place) for place in idle]
         log = _claim_logs.pop(share, None)
     for runner in closing:
@@ -536,13 +546,18 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
             request = command_request(spec.job_id, jobdir, spec.argv,
                                       _command_environment(spec, runner), cwd)
         runner.job_id, runner.runs_command = spec.job_id, spec.call is None
-        _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None)
+        with _lock:  # (end_run reads it under the lock)
+            _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None)
         try:
             runner.send(request)
             reply = _wait_for_reply(spec, runner, started)
         finally:
-            _RUNNING.pop(spec.key, None)
+            with _lock:
+                _RUNNING.pop(spec.key, None)
+                run_ended = runner.run_ended
             runner.last_used = time.monotonic()
+            if run_ended:
+                _retire(runner)
         ended = time.time()
         stdout = stderr = None
         if not visible:  # sent back with the outcome
