@@ -407,6 +407,14 @@ def raise_if_negative_else_wait(x: int, release: str) -> int:
     return x
 
 
+def sleep_then_note(log: str, seconds: float, x: int) -> int:
+    """Sleep *seconds*, then note *x* as a line of *log* and return it: a line
+    says the call ran to its end."""
+    time.sleep(seconds)
+    append_line(log, str(x))
+    return x
+
+
 def note_then_sleep(log: str, seconds: float) -> None:
     """Note a line in *log*, then sleep *seconds*."""
     append_line(log, "ran")

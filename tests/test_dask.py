@@ -23,8 +23,8 @@ from corral.journal.reading import read_jobs
 import dask_cluster
 from corral import JobStatus
 from jobs import (add, hold_the_gil_after_a_child, raise_custom, report_environment,
-                  spawn_tree_and_wait, square, talk, touch, wait_for_file, write_pid_and_wait,
-                  append_line, mark_if_aborted_within, stop_when_asked)
+                  sleep_then_note, spawn_tree_and_wait, square, talk, touch, wait_for_file,
+                  write_pid_and_wait, append_line, mark_if_aborted_within, stop_when_asked)
 from support.cli import Corral
 from support.readme import example_blocks, run_example
 from support.processes import pids_alive
@@ -687,3 +687,27 @@ def test_a_runner_busy_with_a_cancelled_command_as_its_run_ends_goes_with_it(clu
     # (the driver told the workers its run ended as the cancel reached the task)
     wait_until(lambda: not pids_alive([runner]), timeout=30,
                message="the runner to go with its run")
+
+
+def test_calls_of_a_map_left_early_that_ran_to_their_end_do_not_run_again_in_the_rerun(
+        cluster, tmp_path):
+    """Attack review: leaving a journaled map's loop early cancels its unread
+    calls, and Dask drops the result of a task cancelled as it ends; 7 to 19 calls
+    of 20 ms that had run to their end were recorded CANCELLED with no try, and
+    the rerun ran them again. They are recorded as having completed all the same
+    (from the task's word, or the run's outcome log), as the local backend does."""
+    from functools import partial
+
+    log = tmp_path / "log"  # a line per call that ran to its end
+    calls = partial(sleep_then_note, str(log), 0.02)
+    with on(cluster, tmp_path, journal=tmp_path / "run") as sched:
+        for result in sched.map(calls, range(400)):
+            if result == 100:
+                break
+    ran_on = len(log.read_text().split())
+    assert ran_on > 101  # (the map's calls in flight ran on)
+    with on(cluster, tmp_path, journal=tmp_path / "run") as sched:
+        assert list(sched.map(calls, range(400))) == list(range(400))
+    lines = log.read_text().split()
+    assert sorted(lines, key=int) == [str(x) for x in range(400)], (
+        f"ran twice: {sorted({x for x in lines if lines.count(x) > 1}, key=int)}")

@@ -989,6 +989,9 @@ class Engine:
             return
         job.exit_code = 0 if update.exit_code is None else update.exit_code
         job.ended = update.at or job.ended  # (when it did, not when it was cancelled)
+        if job.started is None:  # (on Dask: cancelled before its start was heard of, it ran)
+            job.started = update.began or job.ended
+            job.attempts += 1
         job.reason = f"{job.reason}; {COMPLETED_ALL_THE_SAME}"
         if self.journal is not None:
             job.result_blob = update.value

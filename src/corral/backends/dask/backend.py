@@ -47,6 +47,7 @@ from corral.backends.dask.task import (CLAIMS, PAUSED, Ending, TaskOutcome, Task
                                        run_job, terminate_job)
 from corral.errors import BackendError
 from corral.runtime.command import describe_exit
+from corral.runtime.outcomes import read_outcomes
 from corral.runtime.threads import start_thread
 from corral.spec import Resources
 from corral.status import JobStatus
@@ -60,6 +61,10 @@ _KEY_NAME = re.compile(r"[^A-Za-z0-9_]+")
 #: Seconds after a worker went away that the jobs waiting in Dask are checked
 #: against the workers left (a killed worker's nanny brings it back before).
 RECHECK_AFTER_S = 10.0
+#: How long a job killed while its task may run waits for the task to say that
+#: it completed all the same (see DaskBackend.kill): the task looks at its state
+#: every WATCH_S (0.05 s), and its event then passes the scheduler.
+LATE_END_S = 0.5
 #: Tells the reader thread to stop.
 _STOP_READING = object()
 #: Seconds a scheduler's description of its workers is reused by the submit check.
@@ -79,6 +84,8 @@ class _Sent:
     priority: int
     jobdir: Path
     asked: Resources
+    #: When it went (epoch seconds): an outcome logged earlier is an earlier try's.
+    sent_at: float = dataclasses.field(default_factory=time.time)
 
 
 def _import_distributed() -> Any:
@@ -139,6 +146,9 @@ class DaskBackend:
         self._sent: dict[int | str, _Sent] = {}         # job id -> what went to Dask, until it ends
         self._held: list[_Sent] = []                    # tasks that found the run paused
         self._recheck_at: float | None = None           # when to look for unrunnable jobs
+        #: Keys killed while their task may run: (until when its end may come, when
+        #: killed), oldest first. Settled by the task's word, else as killed then.
+        self._killed_late: dict[str, tuple[float, float]] = {}
         self._paused = False
         self._to_read: queue.SimpleQueue[Any] = queue.SimpleQueue()  # for the reader thread
         self._attempts = itertools.count(1)
@@ -375,6 +385,9 @@ class DaskBackend:
         if self._recheck_at is not None:
             until = max(0.0, self._recheck_at - time.monotonic())
             timeout = until if timeout is None else min(timeout, until)
+        if self._killed_late:  # (the first is the soonest: all wait as long)
+            until = max(0.0, next(iter(self._killed_late.values()))[0] - time.monotonic())
+            timeout = until if timeout is None else min(timeout, until)
         if not self._pending:
             self._woken.wait(timeout)
         self._woken.clear()
@@ -389,15 +402,74 @@ class DaskBackend:
             except queue.Empty:
                 break
             if kind == "event":
-                self._started_event(item)
+                if item[0] == "completed":
+                    self._completed_as_killed(item)
+                else:
+                    self._started_event(item)
             elif kind == "removed":
                 self._worker_removed(*item)
             elif kind == "results":
                 self._results(item)
             else:
                 self._ended_without_result(*item)
+        if self._killed_late:
+            self._settle_killed()
         found, self._pending = self._pending, []
         return found
+
+    def _settle_killed(self) -> None:
+        """Settle the jobs whose tasks did not say in time that they completed
+        all the same: as completed where the run's outcome log has this try's
+        result (a journaled call), else as killed.
+
+        A task that ends before Dask's cancel reaches its worker (60 ms and
+        more on a busy one) cannot tell: its result is dropped all the same,
+        and the outcome log, which the worker writes before it replies, is
+        then the only word of it (attack review: a dozen calls of a map left
+        early ran again in the rerun)."""
+        now = time.monotonic()
+        expired: list[tuple[str, float]] = []
+        while self._killed_late:
+            key, (until, killed_at) = next(iter(self._killed_late.items()))
+            if until > now:
+                break
+            del self._killed_late[key]
+            expired.append((key, killed_at))
+        if not expired:
+            return
+        logged: dict[str, tuple[bool, bytes, float]] = {}
+        directories = {sent.spec.outcomes for key, _ in expired
+                       if (sent := self._sent.get(self._job_of.get(key, ""))) is not None
+                       and sent.spec.outcomes}
+        for directory in directories:
+            logged.update(read_outcomes(os.path.dirname(directory)))
+        for key, killed_at in expired:
+            job_id = self._job_of.get(key)
+            if job_id is None:
+                continue
+            sent = self._sent.get(job_id)
+            entry = logged.get(str(job_id))
+            if entry is not None and entry[0] and sent is not None and entry[2] >= sent.sent_at:
+                self._settle(key, Update(job_id, JobStatus.COMPLETED, exit_code=0,
+                                         value=entry[1], at=entry[2]))
+            else:
+                self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="killed",
+                                         at=killed_at))
+
+    def _completed_as_killed(self, message: Any) -> None:
+        """A task's word that its job completed as Dask cancelled it (see
+        corral.backends.dask.task._say_it_completed_all_the_same)."""
+        _, key, ending, blob, started, ended = message
+        if key not in self._killed_late:
+            return
+        job_id = self._job_of.get(key)
+        if job_id is None:
+            return
+        outcome = TaskOutcome(Ending(ending), ok=True, blob=blob, returncode=0,
+                              started=started, ended=ended)
+        update = self._outcome_update(job_id, outcome)
+        update.began = started or None
+        self._settle(key, update)
 
     # -- the reader thread ----------------------------------------------------------------------
 
@@ -519,6 +591,9 @@ class DaskBackend:
             if job_id is None:  # killed or lost meanwhile: reported then
                 continue
             if isinstance(outcome, TaskOutcome) and outcome.ending is Ending.HELD:
+                if future.key in self._killed_late:  # killed as it came back: not sent again
+                    self._settle(future.key, Update(job_id, JobStatus.CANCELLED, reason="killed"))
+                    continue
                 self._futures.pop(job_id, None)
                 sent = self._sent[job_id]
                 if self._paused:
@@ -576,7 +651,7 @@ class DaskBackend:
     def _ended_without_result(self, future: Any, said: str) -> None:
         key = future.key
         job_id = self._job_of.get(key)
-        if job_id is None:
+        if job_id is None or key in self._killed_late:  # (that waits for its task's word)
             return
         if future.status == "cancelled":
             if "scheduler-connection-lost" in said or self._client.status != "running":
@@ -596,6 +671,7 @@ class DaskBackend:
         job_id = self._job_of.pop(key, None)
         if job_id is None:
             return
+        self._killed_late.pop(key, None)
         self._started.pop(key, None)
         self._futures.pop(job_id, None)
         self._sent.pop(job_id, None)
@@ -607,17 +683,26 @@ class DaskBackend:
     # -- ending jobs --------------------------------------------------------------------------
 
     def kill(self, job_ids: Collection[int | str]) -> None:
+        """Cancel the jobs in Dask. One whose task has finished keeps its
+        outcome (the reader brings it); one whose task may run is settled when
+        the task says it completed all the same, else as killed after
+        :data:`LATE_END_S`: Dask drops a cancelled task's result, and a job that
+        ran to its end was recorded CANCELLED, which a journaled rerun ran again
+        (attack review). The others are reported now, before Dask cancels the
+        job's dependents too: the engine then names this job as their cause."""
         futures = []
+        now = time.monotonic()
         for job_id in job_ids:
             key = self._keys.get(job_id)
-            if key is None or key not in self._job_of:
+            if key is None or key not in self._job_of or key in self._killed_late:
                 continue
             future = self._futures.get(job_id)
-            if future is not None:
+            if future is None:
+                self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="killed"))
+                continue
+            self._killed_late[key] = (now + LATE_END_S, time.time())
+            if future.status != "finished":  # (a finished one's outcome is on its way)
                 futures.append(future)
-            # Reported now, before Dask cancels the job's dependents too: the engine
-            # then names this job as their cause.
-            self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="killed"))
         if futures:
             self._cancel(futures)
 
