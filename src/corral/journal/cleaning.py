@@ -11,17 +11,15 @@ directory), and a link left is said, not passed over.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from corral.errors import CorralError
+from corral.journal.cleaned import CLEANED_FILE, note_cleaned, was_cleaned
 from corral.journal.stored import StoredJob
 from corral.safe_repr import first_few
-from corral.status import TERMINAL
 
 __all__ = ["Cleanable", "Cleaned", "files_to_clean", "remove_job_files", "clean_jobs",
            "note_cleaned", "was_cleaned", "CLEANED_FILE"]
@@ -192,41 +190,3 @@ def _size(directory: str) -> int:
 
 def _listed(items: list[str]) -> str:
     return f"the files of job{'s' * (len(items) != 1)} {first_few(items, 3)}"
-
-
-#: Which jobs' files ``corral clean`` removed: ``{job id: its end time}``. A
-#: job that printed nothing has no files either, so without this record
-#: ``corral logs`` could not tell "removed" from "nothing written".
-CLEANED_FILE = "cleaned.json"
-
-
-def note_cleaned(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob]) -> None:
-    """Add *jobs* to the run's record of cleaned jobs (atomically: temp file, rename)."""
-    path = os.path.join(run_dir, CLEANED_FILE)
-    record = _cleaned(run_dir)
-    record.update({str(job.id): job.ended for job in jobs})
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        json.dump(record, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def was_cleaned(run_dir: str | os.PathLike[str], job: StoredJob) -> bool:
-    """Whether ``corral clean`` removed this attempt's files (a job run again
-    since then has a new end time and files of its own)."""
-    directory = job.directory
-    if job.status not in TERMINAL or directory is None or os.path.isdir(directory):
-        return False
-    ended = _cleaned(run_dir).get(str(job.id), math.nan)
-    return ended == job.ended
-
-
-def _cleaned(run_dir: str | os.PathLike[str]) -> dict[str, float | None]:
-    try:
-        with open(os.path.join(run_dir, CLEANED_FILE)) as handle:
-            record = json.load(handle)
-    except (FileNotFoundError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}

@@ -210,7 +210,7 @@ class StoredJob:
         if path is None:
             return ""
         if self.journal and not os.path.exists(path):
-            from corral.journal.cleaning import was_cleaned
+            from corral.journal.cleaned import was_cleaned
 
             if was_cleaned(os.path.dirname(self.journal), self):
                 raise FileNotFoundError(f"job {self.id}'s output files were removed "
