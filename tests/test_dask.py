@@ -711,3 +711,20 @@ def test_calls_of_a_map_left_early_that_ran_to_their_end_do_not_run_again_in_the
     lines = log.read_text().split()
     assert sorted(lines, key=int) == [str(x) for x in range(400)], (
         f"ran twice: {sorted({x for x in lines if lines.count(x) > 1}, key=int)}")
+
+
+def test_the_dependents_of_a_job_killed_by_its_timeout_name_it_as_their_cause(cluster, tmp_path):
+    """Attack review: a killed job whose task may run is settled once its task
+    can say how it ended, and Dask cancels its dependents meanwhile: they read
+    "cancelled in Dask" instead of naming the job that timed out."""
+    import time
+
+    with on(cluster, tmp_path) as sched:
+        parent = sched.options(timeout=0.5).submit(time.sleep, 30)
+        child = sched.submit(add, parent, 1)
+        grandchild = sched.submit(add, child, 1)
+        corral.wait([parent, child, grandchild], timeout=60)
+    assert parent.status is JobStatus.TIMED_OUT
+    for job in (child, grandchild):
+        assert (job.status, job.reason) == (
+            JobStatus.CANCELLED, f"upstream job {parent.id} 'sleep' timed out"), job.reason

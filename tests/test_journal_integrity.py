@@ -795,3 +795,44 @@ def test_a_completed_calls_result_the_journal_does_not_hold_is_never_read_as_non
         again, restored = scheduler.submit(jobs.square, 3), scheduler.submit(jobs.noop)
         assert again.result(timeout=30) == 9 and restored.result(timeout=30) is None
     assert restored.reason.startswith("completed in an earlier run") and again.reason is None
+
+
+def test_outcomes_read_again_since_a_time_are_those_that_ended_since_and_whole(tmp_path):
+    """What the Dask backend reads after each batch of kills (attack review: it
+    read the whole log every time, a second's stall of the control loop a
+    cancel at 570 MB): only the calls that ended since the time asked, the
+    latest record of each, and a record half written not before it is whole."""
+    import pickle
+    import time
+
+    from corral.runtime.outcomes import OutcomeLog, OutcomesSince, outcomes_directory
+
+    directory = outcomes_directory(tmp_path)
+    log, reader = OutcomeLog(), OutcomesSince(tmp_path)
+    for job_id in (1, 2):
+        log.append(directory, pickle.dumps((job_id, True, b"old")))
+    assert set(reader.read(0.0)) == {"1", "2"}
+    between = time.time()
+    wait_until(lambda: time.time() > between, message="the clock to move on")
+    log.append(directory, pickle.dumps((2, True, b"new")))
+    log.append(directory, pickle.dumps((3, False, b"error")))
+    found = reader.read(between)
+    assert {job: entry[:2] for job, entry in found.items()} == {"2": (True, b"new"),
+                                                                "3": (False, b"error")}
+    assert set(reader.read(0.0)) == {"1", "2", "3"}  # (further back than a mark: all again)
+    [name] = os.listdir(directory)
+    record = pickle.dumps((4, True, b"late"))
+    with open(os.path.join(directory, name), "ab") as handle:  # its header and half of it
+        handle.write(len(record).to_bytes(4, "little") + struct_time_now() + record[:5])
+    assert "4" not in reader.read(between)
+    with open(os.path.join(directory, name), "ab") as handle:
+        handle.write(record[5:])
+    assert reader.read(between)["4"][:2] == (True, b"late")
+
+
+def struct_time_now() -> bytes:
+    """An outcome record's end time, as the log writes it (a little-endian double)."""
+    import struct
+    import time
+
+    return struct.pack("<d", time.time())

@@ -47,7 +47,7 @@ from corral.backends.dask.task import (CLAIMS, PAUSED, Ending, TaskOutcome, Task
                                        run_job, terminate_job)
 from corral.errors import BackendError
 from corral.runtime.command import describe_exit
-from corral.runtime.outcomes import read_outcomes
+from corral.runtime.outcomes import OutcomesSince
 from corral.runtime.threads import start_thread
 from corral.spec import Resources
 from corral.status import JobStatus
@@ -149,6 +149,8 @@ class DaskBackend:
         #: Keys killed while their task may run: (until when its end may come, when
         #: killed), oldest first. Settled by the task's word, else as killed then.
         self._killed_late: dict[str, tuple[float, float]] = {}
+        #: The run's outcome logs, read only as far back as killed jobs were sent.
+        self._outcome_readers: dict[str, OutcomesSince] = {}
         self._paused = False
         self._to_read: queue.SimpleQueue[Any] = queue.SimpleQueue()  # for the reader thread
         self._attempts = itertools.count(1)
@@ -438,11 +440,18 @@ class DaskBackend:
         if not expired:
             return
         logged: dict[str, tuple[bool, bytes, float]] = {}
-        directories = {sent.spec.outcomes for key, _ in expired
-                       if (sent := self._sent.get(self._job_of.get(key, ""))) is not None
-                       and sent.spec.outcomes}
-        for directory in directories:
-            logged.update(read_outcomes(os.path.dirname(directory)))
+        since: dict[str, float] = {}  # outcomes directory -> the earliest try's send
+        for key, _ in expired:
+            sent = self._sent.get(self._job_of.get(key, ""))
+            if sent is not None and sent.spec.outcomes:
+                directory = sent.spec.outcomes
+                since[directory] = min(since.get(directory, sent.sent_at), sent.sent_at)
+        for directory, earliest in since.items():
+            reader = self._outcome_readers.get(directory)
+            if reader is None:
+                reader = self._outcome_readers[directory] = OutcomesSince(
+                    os.path.dirname(directory))
+            logged.update(reader.read(earliest))
         for key, killed_at in expired:
             job_id = self._job_of.get(key)
             if job_id is None:
@@ -657,6 +666,12 @@ class DaskBackend:
             if "scheduler-connection-lost" in said or self._client.status != "running":
                 self._gone = f"the Dask scheduler at {self.address} went away"
                 self._settle(key, Update(job_id, JobStatus.FAILED, reason=self._gone))
+            elif self._killed_late:
+                # Most likely a dependent of a job killed just now, which Dask cancels
+                # with it: it waits as long, so that the engine, once it knows how
+                # that job ended, names it as the cause (attack review: "cancelled in
+                # Dask" where a timed-out parent was).
+                self._killed_late[key] = (time.monotonic() + LATE_END_S, time.time())
             else:  # someone cancelled it in Dask
                 self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="cancelled in Dask"))
         elif said.startswith("KilledWorker"):
