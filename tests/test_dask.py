@@ -728,3 +728,43 @@ def test_the_dependents_of_a_job_killed_by_its_timeout_name_it_as_their_cause(cl
     for job in (child, grandchild):
         assert (job.status, job.reason) == (
             JobStatus.CANCELLED, f"upstream job {parent.id} 'sleep' timed out"), job.reason
+
+
+def test_calls_a_driver_killed_just_after_leaving_a_map_had_run_do_not_run_again(cluster,
+                                                                                  tmp_path):
+    """Attack review: a killed job whose task may run is settled only half a
+    second later (see the test above), and the journal records it CANCELLED at
+    once; a driver killed in between left calls that had completed for the
+    rerun to run again. The next session finds them in the run's outcome log."""
+    import time
+
+    run, log = tmp_path / "run", tmp_path / "log"
+    driver_code = (
+        f"import corral, functools, os, signal, sys; sys.path.insert(0, "
+        f"{str(Path(__file__).parent)!r})\n"
+        "from jobs import sleep_then_note\n"
+        f"calls = functools.partial(sleep_then_note, {str(log)!r}, 0.02)\n"
+        f"with corral.Scheduler(backend='dask', address={cluster.address!r}, "
+        f"journal={str(run)!r}) as s:\n"
+        "    if len(sys.argv) > 1:\n"
+        "        print(len(list(s.map(calls, range(200)))))\n"
+        "    else:\n"
+        "        for result in s.map(calls, range(200)):\n"
+        "            if result == 60:\n"
+        "                break  # (which cancels the calls not read)\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", driver_code], timeout=120)
+    seen = [log.stat().st_size, time.monotonic()]
+
+    def written_out() -> bool:  # (the tasks of the dead driver end or are killed)
+        size = log.stat().st_size
+        if size != seen[0]:
+            seen[:] = [size, time.monotonic()]
+        return time.monotonic() - seen[1] > 1.0
+    wait_until(written_out, timeout=30, message="the first run's calls to end")
+    rerun = subprocess.run([sys.executable, "-c", driver_code, "again"], capture_output=True,
+                           text=True, timeout=120)
+    assert rerun.stdout == "200\n", rerun.stderr
+    lines = log.read_text().split()
+    assert sorted(lines, key=int) == [str(x) for x in range(200)], (
+        f"ran twice: {sorted({x for x in lines if lines.count(x) > 1}, key=int)}")

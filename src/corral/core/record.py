@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.core.lean_future import LeanFuture
+from corral.journal.stored import COMPLETED_ALL_THE_SAME
 from corral.runtime.spool import read_output, read_output_if_there
 from corral.spec import JobSpec
 from corral.result import Result
@@ -50,9 +51,6 @@ __all__ = ["JobRecord", "KillIntent", "DeadlineKind", "Owner", "NO_JOURNAL_ENTRY
 
 NO_JOURNAL_ENTRY = ("", "", "", "", "{}")  # key, slot, kind, command, spec
 
-#: Ends the reason of a job cancelled while its worker was finishing it: it
-#: completed all the same, and a resumed run does not run it again.
-COMPLETED_ALL_THE_SAME = "it had completed before the cancel reached it"
 
 
 class KillIntent(enum.Enum):

@@ -74,7 +74,7 @@ from corral.journal.files import (JOURNAL_FILE, LOCK_FILE, MOVE_AWAY, SESSION_CL
                                   refuse_unless_plain)
 from corral.journal.reading import (CAPACITY_KEY, LEFT_EARLY_KEY, check_rows, error_summary,
                                     rows_to_jobs)
-from corral.journal.stored import DRIVER_GONE, StoredJob
+from corral.journal.stored import COMPLETED_ALL_THE_SAME, DRIVER_GONE, StoredJob
 from corral.journal.previous import PreviousJobs
 from corral.journal.unwritten import Unwritten
 from corral.journal.writer import HEADER, WRITING_KEY
@@ -292,6 +292,7 @@ class Journal:
         except ValueError as error:
             raise JournalError(f"{self.run_dir / JOURNAL_FILE}: {error}; {MOVE_AWAY}") from None
         self._close_orphans(db, kind)
+        self._settle_cancelled_that_completed(db)
 
     # -- ownership -----------------------------------------------------------------------
 
@@ -432,6 +433,51 @@ class Journal:
             # unrecorded ended (a daemon must not take it for one to run again).
             if job.status is not JobStatus.CANCELLED or self._ended_unrecorded:
                 self.previous.replace(job)
+
+    def _settle_cancelled_that_completed(self, db: sqlite3.Connection) -> None:
+        """Mark the calls a dead driver recorded CANCELLED whose logged outcome
+        says that they completed all the same, as the engine would have: kept
+        CANCELLED, with their result and :data:`COMPLETED_ALL_THE_SAME`, so that
+        the rerun restores them rather than runs them again.
+
+        A Dask job killed as it ended is settled only when its task, or the
+        outcome log, can say how it ended, half a second later (see
+        ``DaskBackend.kill``), and the journal records it CANCELLED at once: a
+        driver killed in between left completed calls for the rerun to run
+        again (attack review). The log exists only after such a death: a
+        session that ends well removes it."""
+        from corral.runtime.outcomes import outcomes_directory, read_outcomes
+
+        if not os.path.isdir(outcomes_directory(self.run_dir)):
+            return
+        cancelled = [row[0] for row in db.execute(
+            "SELECT id FROM jobs WHERE status=? AND kind IN (?, ?) AND reason NOT LIKE ?",
+            (JobStatus.CANCELLED.value, *_CALL_KINDS, f"%{COMPLETED_ALL_THE_SAME}"))]
+        if not cancelled:
+            return
+        outcomes = read_outcomes(self.run_dir)
+        completed = {job_id: outcomes[job_id] for job_id in cancelled
+                     if job_id in outcomes and outcomes[job_id][0]}
+        if not completed:
+            return
+        queued = eventlog.last_queued(db, set(completed))
+        settled = []
+        for job_id, (_, blob, ended) in completed.items():
+            job = self.previous.by_id(job_id)
+            if job is None or ended <= queued.get(job_id, 0.0):  # an earlier try's
+                continue
+            settled.append(replace(job, exit_code=0, ended=ended, result=blob,
+                                   attempts=max(job.attempts, 1),
+                                   reason=f"{job.reason or 'cancelled'}; {COMPLETED_ALL_THE_SAME}"))
+        if not settled:
+            return
+        db.execute("BEGIN")
+        db.executemany("UPDATE jobs SET reason=?, exit_code=0, ended=?, result=?, attempts=? "
+                       "WHERE id=?", [(job.reason, job.ended, job.result, job.attempts,
+                                       str(job.id)) for job in settled])
+        db.execute("COMMIT")
+        for job in settled:
+            self.previous.replace(job)
 
     def _keep_what_they_wrote(self, jobs: list[StoredJob]) -> None:
         """Move the output of *jobs* that ran when their driver died from its

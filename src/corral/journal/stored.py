@@ -14,11 +14,17 @@ from corral.status import JobStatus
 from corral.errors import JournalError
 from corral.journal.files import JOURNAL_FILE
 
-__all__ = ["StoredJob", "directory_now", "StoredSession", "DRIVER_GONE"]
+__all__ = ["StoredJob", "directory_now", "StoredSession", "DRIVER_GONE",
+           "COMPLETED_ALL_THE_SAME"]
 
 #: How the reason of a job whose driver died before it ended begins (here, not
 #: with the driver's side that writes it: ``corral status`` reads it too).
 DRIVER_GONE = "its driver ended before it did"
+
+#: Ends the reason of a job cancelled while its worker was finishing it: it
+#: completed all the same, and a resumed run does not run it again. (Here: the
+#: journal settles such jobs a dead driver left, as well as the engine.)
+COMPLETED_ALL_THE_SAME = "it had completed before the cancel reached it"
 
 
 @dataclass(frozen=True, slots=True)
