@@ -52,7 +52,6 @@ __all__ = ["JobRecord", "KillIntent", "DeadlineKind", "Owner", "NO_JOURNAL_ENTRY
 NO_JOURNAL_ENTRY = ("", "", "", "", "{}")  # key, slot, kind, command, spec
 
 
-
 class KillIntent(enum.Enum):
     """Why corral asked the backend to kill a job: it decides how the job ends."""
 

@@ -291,8 +291,10 @@ class Journal:
                 db, {str(job.id) for job in self.previous.unfinished()})
         except ValueError as error:
             raise JournalError(f"{self.run_dir / JOURNAL_FILE}: {error}; {MOVE_AWAY}") from None
+        self._outcomes_read: dict[str, tuple[bool, bytes, float]] | None = None
         self._close_orphans(db, kind)
         self._settle_cancelled_that_completed(db)
+        self._outcomes_read = None  # (their results: read once, kept no longer)
 
     # -- ownership -----------------------------------------------------------------------
 
@@ -410,9 +412,7 @@ class Journal:
             return
         outcomes = {}
         if any(job.kind in _CALL_KINDS for job in orphans):
-            from corral.runtime.outcomes import read_outcomes
-
-            outcomes = read_outcomes(self.run_dir)
+            outcomes = self._logged_outcomes()
         ended = [self._settled(job, outcomes) or replace(
             job, status=JobStatus.CANCELLED,
             reason=_END_UNRECORDED if self._ended_unrecorded else self._orphaned_reason(job),
@@ -434,6 +434,16 @@ class Journal:
             if job.status is not JobStatus.CANCELLED or self._ended_unrecorded:
                 self.previous.replace(job)
 
+    def _logged_outcomes(self) -> dict[str, tuple[bool, bytes, float]]:
+        """The run's outcome logs (see :mod:`corral.runtime.outcomes`), read
+        once while the journal is opened: the orphans and the cancelled calls
+        of a dead driver are both settled from them."""
+        if self._outcomes_read is None:
+            from corral.runtime.outcomes import read_outcomes
+
+            self._outcomes_read = read_outcomes(self.run_dir)
+        return self._outcomes_read
+
     def _settle_cancelled_that_completed(self, db: sqlite3.Connection) -> None:
         """Mark the calls a dead driver recorded CANCELLED whose logged outcome
         says that they completed all the same, as the engine would have: kept
@@ -446,7 +456,7 @@ class Journal:
         driver killed in between left completed calls for the rerun to run
         again (attack review). The log exists only after such a death: a
         session that ends well removes it."""
-        from corral.runtime.outcomes import outcomes_directory, read_outcomes
+        from corral.runtime.outcomes import outcomes_directory
 
         if not os.path.isdir(outcomes_directory(self.run_dir)):
             return
@@ -455,7 +465,7 @@ class Journal:
             (JobStatus.CANCELLED.value, *_CALL_KINDS, f"%{COMPLETED_ALL_THE_SAME}"))]
         if not cancelled:
             return
-        outcomes = read_outcomes(self.run_dir)
+        outcomes = self._logged_outcomes()
         completed = {job_id: outcomes[job_id] for job_id in cancelled
                      if job_id in outcomes and outcomes[job_id][0]}
         if not completed:
