@@ -331,6 +331,12 @@ def fail_first_try(number: int, marks: str) -> int:
     return number
 
 
+def note_and_fail_first_try(log: str, number: int, marks: str) -> int:
+    """Note *number* as a line of *log* (one per try), then :func:`fail_first_try`."""
+    append_line(log, str(number))
+    return fail_first_try(number, marks)
+
+
 def touch(path: str) -> None:
     Path(path).touch()
 

@@ -22,6 +22,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -1790,6 +1791,97 @@ def test_wait_for_a_whole_script_run_waits_for_the_script_that_may_make_more(fre
             waiting.kill()
             waiting.wait()
     assert script.returncode == 0
+
+
+CHANGE = re.compile(r"\d\d:\d\d:\d\d\.\d{3}  job (\d+) '([^']*)'  (.*)")
+
+
+def changes(out: str) -> list[tuple[str, str, str]]:
+    """``corral events`` lines as ``(id, name, what changed)``, each checked."""
+    found = [CHANGE.fullmatch(line) for line in out.splitlines()]
+    assert all(found), out
+    return [match.groups() for match in found]  # type: ignore[union-attr]
+
+
+def test_events_prints_the_latest_changes_or_all_or_those_of_some_jobs(script_run):
+    """Cold review (an experiment queue): status changes were told to the
+    driver's callbacks only; a person in another terminal polled status."""
+    latest = script_run.ok("events")
+    assert latest.err == ("corral: earlier changes left out (the last 20 are shown; --all "
+                          "lists every one)\n")
+    assert len(changes(latest.out)) == 20
+    assert changes(latest.out)[-1] == ("12", "job12", "RUNNING -> COMPLETED")
+    everything = changes(script_run.ok("events", "--all").out)
+    assert everything[-20:] == changes(latest.out) and len(everything) == 12 * 4
+    assert [change for change in everything if change[0] == "1"] == [
+        ("1", "first", "NEW -> QUEUED"), ("1", "first", "QUEUED -> SUBMITTED"),
+        ("1", "first", "SUBMITTED -> RUNNING"), ("1", "first", "RUNNING -> FAILED: exit code 4")]
+    some = script_run.ok("events", "first", "11-12", "--last", "5")
+    assert len(changes(some.out)) == 5 and {change[0] for change in changes(some.out)} == {
+        "11", "12"} and changes(some.out)[-1] == ("12", "job12", "RUNNING -> COMPLETED")
+    refused = script_run("events", "99")
+    assert refused.status == 2 and "no job 99 in the run" in refused.err, refused
+    assert script_run("events", "--last", "0").status == 2
+
+
+def test_events_follow_prints_changes_as_they_happen_until_the_script_ends(fresh, tmp_path):
+    release = tmp_path / "release"
+    script = subprocess.Popen([sys.executable, "-c", SCRIPT_READING_IN_ORDER,
+                               os.fspath(fresh.run), block(release)],
+                              env=fresh.env, cwd=tmp_path, stdout=subprocess.DEVNULL)
+    following = None
+    try:
+        wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
+            "STATUS") == "RUNNING", message="the first job to run")
+        following = fresh.popen("events", "--follow")
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(
+            line.decode() for line in following.stdout))
+        reader.start()
+        wait_until(lambda: any("job 1 'while'  SUBMITTED -> RUNNING" in line for line in lines),
+                   message="the running job's start to be printed")
+        assert not any("COMPLETED" in line for line in lines)
+        release.touch()
+        assert following.wait(timeout=60) == 0  # the script ended: nothing more will change
+        reader.join(timeout=10)
+        assert changes("".join(lines))[-2:] == [("2", "echo", "SUBMITTED -> RUNNING"),
+                                                ("2", "echo", "RUNNING -> COMPLETED")]
+    finally:
+        release.touch()
+        script.wait(timeout=60)
+        if following is not None and following.poll() is None:
+            following.kill()
+            following.wait()
+
+
+SCRIPT_READING_IN_ORDER = """
+import sys, corral
+with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
+    jobs = [scheduler.shell(sys.argv[2]), scheduler.shell("echo next")]
+    print([job.result() for job in jobs])
+"""
+
+
+def test_abort_of_a_scripts_job_says_the_script_reads_it_as_cancelled(fresh, tmp_path):
+    """Cold review (an experiment queue): `corral abort` ("the queue goes on")
+    of a script that read results in order, as the README's examples do,
+    ended the script's run, its queue cancelled, and the command had said
+    only "aborting 1 job(s)"."""
+    script = subprocess.Popen([sys.executable, "-c", SCRIPT_READING_IN_ORDER,
+                               os.fspath(fresh.run), block(tmp_path / "never")],
+                              env=fresh.env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
+            "STATUS") == "RUNNING", message="the first job to run")
+        assert fresh.ok("abort").out == (
+            "aborting 1 job(s)\n(they end CANCELLED: where the script reads their result() it "
+            "raises CancelledError, and unless the script catches it, its run ends there)\n")
+        _, err = script.communicate(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    assert script.returncode == 1 and "CancelledError" in err, err
 
 
 def test_a_command_submitted_into_a_running_scripts_run_runs_there_and_the_script_waits(

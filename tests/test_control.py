@@ -523,6 +523,30 @@ def test_each_attempts_output_is_kept_beside_the_last_ones(tmp_path):
         "stdout": "attempt 3\n", "stderr": "err 3\n"}
 
 
+@pytest.mark.parametrize("kind", ["call", "command"])
+def test_a_retry_keeps_its_place_in_line_ahead_of_jobs_queued_after_it(tmp_path, kind):
+    """Cold review (an experiment queue): a failed measurement's retry went
+    behind every job queued since (A, B, C, D, then A again): on a queue of
+    long jobs, hours later. It keeps its place now; only the job its worker
+    had already taken (handed ahead while A ran) may run before it."""
+    log, marks = tmp_path / "log", tmp_path / "marks"
+    marks.mkdir()
+    with corral.Scheduler(cores=1) as sched:
+        sched.pause()
+        if kind == "call":
+            first = sched.options(retries=1).submit(jobs.note_and_fail_first_try, str(log), 0,
+                                                    str(marks))
+        else:
+            first = sched.options(retries=1).shell(
+                f"echo 0 >> {log}; [ -e {marks}/0 ] || {{ touch {marks}/0; exit 1; }}")
+        later = [sched.submit(jobs.note_and_square, str(log), x) for x in (1, 2, 3, 4)]
+        sched.resume()
+        corral.wait([first, *later], timeout=60)
+    assert first.attempts == 2 and first.status is JobStatus.COMPLETED
+    order = log.read_text().split()
+    assert order[0] == "0" and order.index("0", 1) <= 2, order
+
+
 def test_a_job_that_fails_more_often_than_its_retries_fails(scheduler, tmp_path):
     counter = tmp_path / "calls"
     seen: list[Event] = []

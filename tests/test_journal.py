@@ -1954,6 +1954,40 @@ def test_a_corral_pause_holds_through_the_end_of_the_with_block_until_resume(tmp
             ending.join(timeout=60)
 
 
+def test_the_programs_own_resume_leaves_a_persons_pause_in_place_and_says_so(tmp_path, release,
+                                                                            caplog):
+    """Cold review (an experiment queue): a script's pause()/resume() around a
+    batch of submits lifted an operator's ``corral pause`` made meanwhile, and
+    measurements started under it without a word."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        blocker = sched.submit(jobs.wait_for_file, str(release))
+        wait_until(blocker.running)
+        sched.pause()
+        assert request_from_another_process(run, {"verb": "pause"})["was_paused"]
+        batch = [sched.submit(jobs.square, value) for value in (2, 3)]
+        with caplog.at_level(logging.WARNING, logger="corral"):
+            sched.resume()
+            release.touch()
+            assert blocker.result(timeout=30) is None
+            loop_barrier(sched)
+        assert sched.paused and [job.status for job in batch] == [JobStatus.QUEUED] * 2
+        assert ("resume() leaves the run paused: a person paused it (corral pause); "
+                "corral resume lifts that") in caplog.text
+        assert request_from_another_process(run, {"verb": "resume"}) == {
+            "ok": True, "paused": False, "was_paused": True}
+        assert [job.result(timeout=30) for job in batch] == [4, 9]
+
+
+def test_a_persons_resume_also_lifts_the_programs_own_pause(tmp_path):
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.pause()
+        queued = sched.submit(jobs.square, 4)
+        assert request_from_another_process(run, {"verb": "resume"})["was_paused"]
+        assert queued.result(timeout=30) == 16 and not sched.paused
+
+
 def test_the_programs_own_pause_is_resumed_at_the_end_and_a_sigterm_says_no_resume(tmp_path):
     """The program's own pause is resumed at its end (nobody else would); and
     a driver ended by SIGTERM while paused said it was "resuming to finish 3

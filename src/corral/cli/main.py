@@ -544,6 +544,31 @@ class _Seconds(click.ParamType):
         return seconds
 
 
+#: How many of the latest changes ``corral events`` prints without ``--all``.
+_CHANGES_SHOWN = 20
+
+
+@cli.command()
+@run_option
+@click.argument("ids", nargs=-1)
+@click.option("--all", "show_all", is_flag=True, help="every change, not only the last ones")
+@click.option("--last", type=click.IntRange(min=1), default=_CHANGES_SHOWN, show_default=True,
+              metavar="N", help="how many of the latest changes to print")
+@click.option("--follow", "-f", is_flag=True,
+              help="then print each change as it happens, until no process drives the run")
+@click.pass_context
+def events(context: click.Context, ids: tuple[str, ...], show_all: bool, last: int,
+           follow: bool) -> None:
+    """Print the run's state changes (of the jobs IDS: ids, ranges 3-7 or names),
+    one a line: when, which job, from which status to which, and why."""
+    from corral.cli.changes import print_changes
+
+    run = open_run(context)
+    only = {str(job.id) for job in select_jobs(run, ids)} if ids else None
+    print_changes(run, only, None if show_all else last, follow, sys.stdout,
+                  lambda line: click.echo(line, err=True))
+
+
 @cli.command()
 @run_option
 @click.argument("ids", nargs=-1)
@@ -697,7 +722,9 @@ def resume(context: click.Context) -> None:
 @click.pass_context
 def abort(context: click.Context, job_id: str | None) -> None:
     """Stop the running job(s), or the one ID (an id or a name); the queue goes on.
-    They get abort_requested() and SIGTERM, then are killed after the grace period."""
+    They get abort_requested() and SIGTERM, then are killed after the grace period.
+    They end CANCELLED: in a script, their result() raises CancelledError, which
+    ends the script's run unless it reads with corral.as_completed and skips them."""
     request: dict[str, Any] = {"verb": "abort"}
     if job_id is not None:
         request["id"] = job_id
@@ -706,6 +733,9 @@ def abort(context: click.Context, job_id: str | None) -> None:
         click.echo("no job runs: nothing to abort")
         return
     click.echo(f"aborting {reply['aborted']} job(s)")
+    if reply.get("kind") == "script":  # (cold review: one abort ended a night's queue)
+        click.echo("(they end CANCELLED: where the script reads their result() it raises "
+                   "CancelledError, and unless the script catches it, its run ends there)")
 
 
 @cli.command()

@@ -63,7 +63,7 @@ class Driver(Protocol):
 
     def _pause_by_person(self) -> None: ...
 
-    def resume(self) -> None: ...
+    def _resume_by_person(self) -> None: ...
 
     def qsize(self, status: JobStatus | str | None = None) -> int: ...
 
@@ -264,14 +264,16 @@ def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 
 def _resume(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     was = scheduler.paused
-    scheduler.resume()
+    scheduler._resume_by_person()
     return {"paused": False, "was_paused": was}
 
 
 def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     given = request.get("id")
+    # (the kind: a script reads an aborted job's result as CancelledError, and
+    # one that does not expect it ends its run: corral abort says so)
     if given is None:  # (not those SUBMITTED to a backend's queue: they are not running)
-        return {"aborted": scheduler.abort()}
+        return {"aborted": scheduler.abort(), "kind": scheduler._owner_kind}
     if type(given) not in (int, str):
         raise CorralError("'id' must be a job id or name")
     job_id = _id_or_name(scheduler, given)
@@ -285,7 +287,7 @@ def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         scheduler.abort(job)
     except ValueError:  # SUBMITTED to a backend's queue: waiting there, not running
         raise not_running from None
-    return {"aborted": 1}
+    return {"aborted": 1, "kind": scheduler._owner_kind}
 
 
 def _clear(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:

@@ -332,6 +332,14 @@ class Engine:
         if paused and self._finishing and not by_person:
             raise RuntimeError("the scheduler was shut down: it finishes the jobs it was given, "
                                "and cannot be paused")
+        if not paused and self.held_by_person and not by_person:
+            # The program's own resume() lifts the program's pause only: a
+            # person who paused the run from outside resumes it (cold review:
+            # a script's pause()/resume() around a batch of submits started
+            # jobs under an operator's corral pause, without a word).
+            log.warning("resume() leaves the run paused: a person paused it (corral pause); "
+                        "corral resume lifts that")
+            return []
         self.held_by_person = paused and (by_person or self.held_by_person)
         was, self.paused = self.paused, paused
         if paused and not was and self._finishing:
@@ -1010,7 +1018,9 @@ class Engine:
             self._move(job, _S.QUEUED,
                        f"retry {job.failures} of {job.spec.retries} after: {reason}", job.ended)
             keep_earlier_attempt(job.jobdir, job.attempts)
-            self.packer.push(job)
+            # In its place in line, not behind every job queued since (cold
+            # review: an experiment's "not homed, try again" ran hours later).
+            self.packer.push(job, keep_place=True)
             return
         self._move(job, status, reason)
         job.data = value
@@ -1019,7 +1029,7 @@ class Engine:
             if again:
                 self._move(job, _S.QUEUED, "run again: on_finish asked for it")
                 keep_earlier_attempt(job.jobdir, job.attempts)
-                self.packer.push(job)
+                self.packer.push(job, keep_place=True)
                 return
         self._finalize(job, error)
 

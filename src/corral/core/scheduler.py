@@ -895,8 +895,15 @@ class Scheduler(Executor):
         self._engine.wait_taken_back(asked, until_ended=False)
 
     def resume(self) -> None:
-        """Start jobs again after :meth:`pause`."""
+        """Start jobs again after :meth:`pause`. A pause a person made from
+        outside (``corral pause``, the dashboard) holds on: they lift it
+        (``corral resume``), and this logs a warning that it does."""
         self._engine.post(self._engine.set_paused, False)
+
+    def _resume_by_person(self) -> None:
+        """``corral resume`` (or the dashboard's): lifts every pause, a
+        person's and the program's own."""
+        self._engine.post(self._engine.set_paused, False, True, True)
 
     @property
     def paused(self) -> bool:

@@ -30,7 +30,8 @@ from typing import Any
 from corral.status import JobStatus
 
 __all__ = ["STATUS_CODES", "NO_STATUS", "CREATE_TABLE", "INSERT", "META_KEY", "META_VALUE",
-           "EventColumns", "batch_row", "pack", "unpack", "read_events_from", "last_queued"]
+           "EventColumns", "batch_row", "pack", "unpack", "read_events_from", "last_queued",
+           "changes_after", "latest_changes"]
 
 #: Each status's number in ``moves``. Only ever appended to: journals store these.
 STATUS_CODES: dict[JobStatus, int] = {status: code for code, status in enumerate((
@@ -196,6 +197,60 @@ def _columns(row: tuple[Any, Any, Any, Any]
     if not all(isinstance(reason, str) for reason in reasons.values()):
         raise ValueError("a batch of state changes is damaged: a reason is not text")
     return jobs, times, moves, reasons
+
+
+def changes_after(db: sqlite3.Connection, seq: int, only: set[str] | None
+                  ) -> tuple[list[tuple[str, float, str | None, str, str | None]], int]:
+    """The changes recorded in the batches after batch *seq* (of the jobs in
+    *only*, ids as text, if given), and the number of the last batch there
+    is: what a reader that follows the run has not seen yet. After batch 0:
+    every change, those of a journal's ``events`` rows (from before the
+    batches) first.
+
+    Raises:
+        ValueError: a batch of changes is damaged.
+    """
+    found = [] if seq else [event for event in read_events_from_table(db)
+                            if only is None or event[0] in only]
+    if not _has_batches(db):
+        return found, seq
+    for number, *row in db.execute("SELECT seq, jobs, times, moves, reasons FROM event_batches "
+                                   "WHERE seq > ? ORDER BY seq", (seq,)):
+        seq = number
+        found += (event for event in unpack(row) if only is None or event[0] in only)
+    return found, seq
+
+
+def latest_changes(db: sqlite3.Connection, count: int, only: set[str] | None
+                   ) -> tuple[list[tuple[str, float, str | None, str, str | None]], bool, int]:
+    """The last *count* changes (of the jobs in *only*, if given), oldest
+    first, whether there were earlier ones, and the number of the last batch:
+    read from the end, so that a million jobs' run costs no more.
+
+    Raises:
+        ValueError: a batch of changes is damaged.
+    """
+    found: list[tuple[str, float, str | None, str, str | None]] = []
+    last = 0
+    if _has_batches(db):
+        for number, *row in db.execute("SELECT seq, jobs, times, moves, reasons "
+                                       "FROM event_batches ORDER BY seq DESC"):
+            last = last or number
+            found[:0] = [event for event in unpack(row) if only is None or event[0] in only]
+            if len(found) > count:
+                return found[-count:], True, last
+    if len(found) <= count:  # (a journal from before the batches: its rows are older)
+        older = [event for event in read_events_from_table(db) if only is None
+                 or event[0] in only]
+        found[:0] = older
+    return found[-count:], len(found) > count, last
+
+
+def read_events_from_table(db: sqlite3.Connection
+                           ) -> list[tuple[str, float, str | None, str, str | None]]:
+    """The changes of the ``events`` table, one row each (journals written
+    before the batches), oldest first."""
+    return list(db.execute("SELECT job_id, time, old, new, reason FROM events ORDER BY seq"))
 
 
 def last_queued(db: sqlite3.Connection, only: set[str]) -> dict[str, float]:

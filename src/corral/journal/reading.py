@@ -441,6 +441,54 @@ def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
         raise JournalError(f"{journal_path(run_dir)}: {error}; {MOVE_AWAY}") from None
 
 
+def read_changes_after(run_dir: str | os.PathLike[str], seq: int, only: set[str] | None
+                       ) -> tuple[list[tuple[str, float, str | None, str, str | None]], int]:
+    """:func:`corral.journal.eventlog.changes_after` of the run's journal.
+
+    Raises:
+        JournalError: a batch of changes is damaged.
+    """
+    try:
+        with _reading(run_dir) as db:
+            return eventlog.changes_after(db, seq, only)
+    except NotCreatedYet:
+        return [], seq
+    except ValueError as error:
+        raise JournalError(f"{journal_path(run_dir)}: {error}; {MOVE_AWAY}") from None
+
+
+def read_latest_changes(run_dir: str | os.PathLike[str], count: int, only: set[str] | None
+                        ) -> tuple[list[tuple[str, float, str | None, str, str | None]],
+                                   bool, int]:
+    """:func:`corral.journal.eventlog.latest_changes` of the run's journal.
+
+    Raises:
+        JournalError: a batch of changes is damaged.
+    """
+    try:
+        with _reading(run_dir) as db:
+            return eventlog.latest_changes(db, count, only)
+    except NotCreatedYet:
+        return [], False, 0
+    except ValueError as error:
+        raise JournalError(f"{journal_path(run_dir)}: {error}; {MOVE_AWAY}") from None
+
+
+def read_job_names(run_dir: str | os.PathLike[str], ids: Collection[str]) -> dict[str, str]:
+    """``{job id: name}`` of the jobs with these ids (as text), read by their key."""
+    names: dict[str, str] = {}
+    wanted = list(ids)
+    try:
+        with _reading(run_dir) as db:
+            for start in range(0, len(wanted), 500):  # (SQLite's limit on bound values)
+                part = wanted[start:start + 500]
+                names.update(db.execute(
+                    f"SELECT id, name FROM jobs WHERE id IN ({_marks(tuple(part))})", part))
+    except NotCreatedYet:
+        pass
+    return names
+
+
 def _time_or_last(event: tuple[Any, ...]) -> float:
     at = event[1]
     return at if isinstance(at, (int, float)) and math.isfinite(at) else math.inf

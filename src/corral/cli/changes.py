@@ -1,0 +1,90 @@
+"""The run's state changes as ``corral events`` prints them: the latest, or
+all, and followed as the journal records them, one line each.
+
+What ``Scheduler.on_event`` tells a callback in the driver, for a person in
+another terminal (cold review: an experiment queue's operator polled
+``corral status`` for them): when each job was queued, started, ended, and
+why, as the journal has it, so also after the driver is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
+
+from corral.cli.logs import POLL_S
+from corral.journal.reading import read_changes_after, read_job_names, read_latest_changes
+
+if TYPE_CHECKING:
+    from corral.journal.run import Run
+
+__all__ = ["print_changes", "change_line"]
+
+Change = tuple[str, float, "str | None", str, "str | None"]
+
+
+def print_changes(run: Run, only: set[str] | None, count: int | None, follow: bool,
+                  out: IO[str], note: Callable[[str], None]) -> None:
+    """Print the last *count* changes (all: None) of the jobs in *only* (ids as
+    text; None: every job), oldest first; with *follow*, then each new one as
+    it is recorded, until no process drives the run any more. *note* is told
+    when earlier changes were left out."""
+    if count is None:
+        changes, seq = read_changes_after(run.path, 0, only)
+    else:
+        changes, more, seq = read_latest_changes(run.path, count, only)
+        if more:
+            note(f"corral: earlier changes left out (the last {count} are shown; --all lists "
+                 "every one)")
+    names = _Names(run)
+    _print(changes, names, out)
+    while follow:
+        driven = run.owner is not None  # (before the read: what it wrote last is read then)
+        changes, seq = read_changes_after(run.path, seq, only)
+        _print(changes, names, out)
+        if not driven:
+            return
+        time.sleep(POLL_S)  # another process writes the journal; nothing to wait on
+
+
+def _print(changes: list[Change], names: _Names, out: IO[str]) -> None:
+    if not changes:
+        return
+    names.learn({change[0] for change in changes})
+    # In the order they happened: a try's start is recorded when the driver
+    # heard of it, stamped with its worker's time (see read_events).
+    for change in sorted(changes, key=lambda change: change[1]):
+        out.write(change_line(change, names.of(change[0])) + "\n")
+    out.flush()
+
+
+def change_line(change: Change, name: str | None) -> str:
+    """``12:03:55.120  job 3 'measure'  QUEUED -> RUNNING`` and ``: reason`` if it
+    has one, on one line; at local clock time."""
+    job_id, at, old, new, reason = change
+    try:
+        when = time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+    except (TypeError, ValueError, OverflowError, OSError):
+        when = "??:??:??.???"
+    named = f"job {job_id}" + (f" {name!r}" if name else "")
+    move = f"{old.upper()} -> {new.upper()}" if old else new.upper()
+    said = f": {' '.join(reason.split())}" if reason else ""
+    return f"{when}  {named}  {move}{said}"
+
+
+class _Names:
+    """The names of the jobs printed, read once per job (by key: a million
+    jobs' run costs no more)."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._known: dict[str, str] = {}
+
+    def learn(self, ids: set[str]) -> None:
+        unknown = ids - self._known.keys()
+        if unknown:
+            self._known.update(read_job_names(self._run.path, unknown))
+
+    def of(self, job_id: str) -> str | None:
+        return self._known.get(job_id)
