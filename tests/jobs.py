@@ -337,6 +337,35 @@ def note_and_fail_first_try(log: str, number: int, marks: str) -> int:
     return fail_first_try(number, marks)
 
 
+def fork_and_leave_the_child(how: str, log: str | None = None) -> tuple[str, int, int]:
+    """Fork; the child ends as *how* says ("return", "raise", "exit": not with
+    os._exit, as it should); the parent waits for it and returns ``("parent",
+    its pid, the child's exit status)``. With *log*, each process that returns
+    notes its pid there."""
+    child = os.fork()
+    if child == 0:
+        if log is not None:
+            append_line(log, f"child {os.getpid()}")
+        if how == "raise":
+            raise ValueError("the child raised")
+        if how == "exit":
+            sys.exit(0)
+        return ("child", os.getpid(), 0)
+    _, status = os.waitpid(child, 0)
+    if log is not None:
+        append_line(log, f"parent {os.getpid()}")
+    return ("parent", os.getpid(), os.waitstatus_to_exitcode(status))
+
+
+def fork_on_zero_and_note_pid(log: str, x: int) -> int:
+    """Note which process ran call *x*; call 0 forks first, and its child
+    returns (see :func:`fork_and_leave_the_child`)."""
+    if x == 0:
+        fork_and_leave_the_child("return")
+    append_line(log, f"{x} {os.getpid()}")
+    return x
+
+
 def touch(path: str) -> None:
     Path(path).touch()
 

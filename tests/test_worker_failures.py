@@ -354,3 +354,31 @@ def test_a_module_that_only_holds_a_scheduler_for_its_decorated_functions_runs_t
 
 def test_a_job_may_make_a_scheduler_of_its_own_as_it_runs(scheduler):
     assert scheduler.submit(jobs.run_a_job_of_its_own, 5).result(timeout=120) == 5
+
+
+@pytest.mark.parametrize("how, status", [("return", 0), ("raise", 1), ("exit", 0)])
+def test_a_forked_child_that_returns_into_the_worker_ends_there(tmp_path, how, status):
+    """Attack review: a call's forked child that returned, raised or called
+    sys.exit (where os._exit was meant) came back into the worker's loop: its
+    outcome was reported as the job's, it served the worker's next jobs, and
+    the job itself ran on in the real worker, unwatched past its timeout."""
+    with corral.Scheduler(cores=1) as sched:
+        forked = sched.options(timeout=30).submit(jobs.fork_and_leave_the_child, how)
+        said, parent, child_status = forked.result(timeout=30)
+        assert (said, child_status) == ("parent", status)
+        assert {sched.submit(os.getpid).result(timeout=30) for _ in range(5)} == {parent}
+    if how == "raise":
+        assert "ValueError: the child raised" in forked.stderr
+
+
+def test_a_forked_child_in_a_chunk_runs_none_of_the_chunks_next_calls(tmp_path):
+    log = tmp_path / "log"
+    with corral.Scheduler(cores=1) as sched:
+        values = list(sched.map(jobs.fork_on_zero_and_note_pid, [str(log)] * 5, range(5),
+                                chunksize=5))
+        worker = sched.submit(os.getpid).result(timeout=30)
+    assert values == list(range(5))
+    lines = log.read_text().splitlines()
+    # The child notes call 0 as its own, and ends there: calls 1 to 4 ran once, in the worker.
+    assert sorted(lines) == sorted([f"0 {lines[0].split()[1]}"] + [
+        f"{x} {worker}" for x in range(5)]) and lines[0].split()[1] != str(worker), lines

@@ -28,6 +28,7 @@ from typing import Any
 
 from corral.errors import JobFailed, NotPicklable, RemoteTraceback
 from corral.runtime.abort import abort_requested
+from corral.runtime.forked import FORKED, end_if_forked, watch_for_forks
 from corral.runtime.payload import (dumps_error, dumps_value, import_function, loads_error,
                                     without_corral_frames)
 from corral.safe_repr import describe_error
@@ -98,14 +99,19 @@ class ChunkRunner:
         first_error: tuple[int, BaseException] | None = None  # the cause ChunkFailed names
         fn = import_function(self.fn) if isinstance(self.fn, str) else self.fn
         deadline = None if self.budget_s is None else time.monotonic() + self.budget_s
+        watch_for_forks()
+        forked = FORKED  # (read after each call: see corral.runtime.forked)
         for index, arguments in enumerate(calls):
             try:
                 values.append(fn(*arguments))
             except BaseException as error:  # the call's own, as an unchunked call's would be
+                end_if_forked(error)  # (a child must not run the chunk's next calls)
                 values.append(None)
                 error = without_corral_frames(error)
                 failures[index] = dumps_error(error)
                 first_error = first_error or (index, error)
+            if forked[0]:
+                end_if_forked()
             if abort_requested():
                 break
             if deadline is not None and time.monotonic() > deadline:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from corral.errors import NotPicklable
+from corral.runtime.forked import end_if_forked, watch_for_forks
 from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
 from corral.safe_repr import describe_error
 
@@ -29,6 +30,7 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
     *blob* is the pickled return value when *ok*, else a packed exception
     (see :mod:`corral.runtime.payload`). ``SystemExit(0)`` counts as success.
     """
+    watch_for_forks()
     try:
         with _JobContext(job_id, env, cwd, home):
             try:
@@ -38,9 +40,11 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
             try:
                 value = target(*args, **kwargs)
             except BaseException as error:  # the job's failure, reported, not ours
+                end_if_forked(error)
                 if isinstance(error, SystemExit) and error.code in (None, 0):
                     return True, dumps_value(None)
                 return False, dumps_error(without_corral_frames(error))
+            end_if_forked()
             try:
                 return True, dumps_value(value)
             except Exception as error:
