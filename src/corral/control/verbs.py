@@ -222,8 +222,15 @@ def _refuse_when_stopping(scheduler: Driver) -> None:
 def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     """Cancel the jobs named. One cancelled before is no problem (a cancel
     asked twice, from two terminals or a script's retry, is done), but one
-    that ended otherwise is: it cannot be cancelled."""
-    cancelled, already, problems = [], [], []
+    that ended otherwise is: it cannot be cancelled, unless it is among the
+    ids of a range (``ended_ok``), which a cancel may find ended since the
+    command read the journal: those are answered as ``ended`` (attack review:
+    ``corral cancel 1-300`` of a busy run exited 2, "already ended COMPLETED")."""
+    cancelled, already, problems, ended = [], [], [], []
+    ended_ok = request.get("ended_ok") or []
+    if not isinstance(ended_ok, list):
+        raise CorralError("'ended_ok' must be a list of job ids")
+    ended_ok = {str(job_id) for job_id in ended_ok}
     names: dict[str, str] = {}  # id -> name, for the command to say which job each id is
     seen: set[str] = set()
     for given in _job_refs(request, "ids"):
@@ -248,9 +255,13 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         elif job is not None and job.status is JobStatus.CANCELLED:  # by a cancel racing this
             already.append(job_id)
         else:
-            problems.append(ended_message(job_id, job.status if job is not None else status))
+            status = job.status if job is not None else status
+            if str(job_id) in ended_ok and status in TERMINAL:
+                ended.append(job_id)
+            else:
+                problems.append(ended_message(job_id, status))
     return {"cancelled": cancelled, "already_cancelled": already, "problems": problems,
-            "names": names}
+            "names": names, "ended": ended}
 
 
 def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
