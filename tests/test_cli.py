@@ -1812,10 +1812,11 @@ def test_events_prints_the_latest_changes_or_all_or_those_of_some_jobs(script_ru
     assert len(changes(latest.out)) == 20
     assert changes(latest.out)[-1] == ("12", "job12", "RUNNING -> COMPLETED")
     everything = changes(script_run.ok("events", "--all").out)
-    assert everything[-20:] == changes(latest.out) and len(everything) == 12 * 4
-    assert [change for change in everything if change[0] == "1"] == [
-        ("1", "first", "NEW -> QUEUED"), ("1", "first", "QUEUED -> SUBMITTED"),
-        ("1", "first", "SUBMITTED -> RUNNING"), ("1", "first", "RUNNING -> FAILED: exit code 4")]
+    # (at least 4 a job: one handed to a busy worker ahead and given back has more)
+    assert set(changes(latest.out)) <= set(everything) and len(everything) >= 12 * 4
+    first = [change for change in everything if change[0] == "1"]
+    assert (first[0], first[-1]) == (("1", "first", "NEW -> QUEUED"),
+                                     ("1", "first", "RUNNING -> FAILED: exit code 4"))
     some = script_run.ok("events", "first", "11-12", "--last", "5")
     assert len(changes(some.out)) == 5 and {change[0] for change in changes(some.out)} == {
         "11", "12"} and changes(some.out)[-1] == ("12", "job12", "RUNNING -> COMPLETED")
