@@ -18,7 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from jobs import add, square, stop_as_if_aborted, wait_for_file, write_pid_and_wait
+from jobs import (add, note_run_then_wait, square, stop_as_if_aborted, wait_for_file,
+                  write_pid_and_wait)
 from support.processes import pids_alive
 from support.waiting import wait_until
 from support.fakebatch.cluster import FakeBatch
@@ -799,10 +800,14 @@ def test_a_job_over_the_runs_own_cap_on_a_cluster_is_refused_not_left_waiting(tm
 def test_a_cancel_the_scheduler_refuses_says_the_job_may_still_run(tmp_path, monkeypatch):
     """Cold review (a site's scheduler): a qdel that answered "permission denied"
     left the job running in the cluster, and corral said it was cancelled."""
-    release = tmp_path / "release"
+    release, started = tmp_path / "release", tmp_path / "started"
     with on_fakebatch(tmp_path, monkeypatch, shadows={
             "qdel": "echo 'qdel: permission denied' >&2; exit 3"}) as (_, sched):
-        job = sched.submit(wait_for_file, os.fspath(release), 1)
+        job = sched.submit(note_run_then_wait, os.fspath(started), os.fspath(release), 1)
+        # Begun in the cluster, not only RUNNING as the cluster says: one the cancel
+        # claims before its runtime does never starts, and is no doubt (a loaded
+        # machine's CI run).
+        wait_until(started.exists, message="the job to begin")
         wait_until(lambda: job.status is JobStatus.RUNNING, message="the job to run")
         assert job.cancel() and job.status is JobStatus.CANCELLED
         assert job.reason == ("cancelled by user; but the scheduler refused to end it (qdel "
