@@ -894,6 +894,9 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     # Those of a range that ended are said to be left (attack review: not a word).
     assert cli.ok("cancel", f"{first}-{queued[-1]}").out == (
         f"left {first}, {last}: ended already\ncancelled {queued[-1]} 'touch'\n")
+    # One named alone too is answered as such, not also "left" (re-attack review).
+    both = cli.ok("cancel", str(first), f"{first}-{last}")
+    assert both.out == f"left {last}: ended already\njob {first} 'touch' was already cancelled\n"
     assert_one_line_error(cli("cancel", f"{last}-{first}"), 2,
                           rf"the range {last}-{first} runs backwards; write {first}-{last}$")
     assert_one_line_error(cli("status", "90-99"), 2, r"no job numbered 90 to 99 in the run at ")
@@ -1823,6 +1826,22 @@ def test_events_prints_the_latest_changes_or_all_or_those_of_some_jobs(script_ru
     refused = script_run("events", "99")
     assert refused.status == 2 and "no job 99 in the run" in refused.err, refused
     assert script_run("events", "--last", "0").status == 2
+
+
+def test_events_escapes_control_characters_of_a_reason(fresh, tmp_path):
+    """Re-attack review: an exception's text with terminal escapes went to the
+    terminal as it was (corral status escapes it)."""
+    made = subprocess.run([sys.executable, "-c",
+                           "import sys, corral\n"
+                           "def fail(text):\n"
+                           "    raise ValueError(text)\n"
+                           "with corral.Scheduler(cores=1, journal=sys.argv[1]) as sched:\n"
+                           "    sched.submit(fail, 'red \\x1b[31mRED')\n",
+                           os.fspath(fresh.run)], env=fresh.env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "1 failed" in made.stderr, made.stderr
+    shown = fresh.ok("events", "1").out
+    assert "\x1b" not in shown and "red \\x1b[31mRED" in shown, shown
 
 
 def test_events_follow_prints_changes_as_they_happen_until_the_script_ends(fresh, tmp_path):

@@ -575,6 +575,24 @@ def test_on_finish_can_ask_for_a_job_to_run_again(tmp_path):
     assert finished == [1, 2, 3] and job.attempts == 3
 
 
+def test_a_job_on_finish_runs_again_lets_the_jobs_queued_behind_it_start(tmp_path):
+    """Re-attack review: run again in its place in line (as a retry is), a job
+    that on_finish runs again until another job has made its file never let
+    that job start, on one core: the run looped for ever."""
+    flag = tmp_path / "flag"
+
+    def again_until_made(job):
+        return job.record.data is False
+
+    with corral.Scheduler(cores=1, on_finish=again_until_made) as sched:
+        sched.pause()
+        poll = sched.submit(os.path.exists, str(flag))
+        maker = sched.submit(jobs.touch, str(flag))
+        sched.resume()
+        assert poll.result(timeout=30) is True and maker.result(timeout=30) is None
+    assert poll.attempts >= 2
+
+
 def test_on_finish_reads_a_jobs_outcome_with_result_and_exception(tmp_path):
     """Attack review: result() and exception() raised "not done" in on_finish,
     so e3's collect, which judges a job by its outcome, could not be ported."""

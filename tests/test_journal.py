@@ -853,6 +853,28 @@ def test_an_older_journals_changes_are_read_and_a_new_session_adds_its_own_after
         "queued", "submitted", "running", "completed"]
 
 
+def test_a_reader_that_follows_an_older_journal_reads_its_rows_once(tmp_path):
+    """Re-attack review: `corral events --follow` on a journal from before the
+    batches printed its whole history again at every poll, while the new
+    session had written no batch yet."""
+    from corral.journal import eventlog
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        for value in range(3):
+            sched.submit(abs, -value)
+    assert _as_an_older_journal(run) == 3 * 4
+    database = sqlite3.connect(run / "journal.db")
+    database.execute(eventlog.CREATE_TABLE)  # as a new session makes it, before its first batch
+    first, seq = eventlog.changes_after(database, 0, None, with_older=True)
+    assert len(first) == 12 and seq == 0
+    assert eventlog.changes_after(database, seq, None) == ([], 0)
+    latest, more, last = eventlog.latest_changes(database, 5, {"1", "3"})
+    assert (len(latest), more, last) == (5, True, 0)
+    assert sorted(job_id for job_id, *_ in latest) == ["1", "3", "3", "3", "3"]
+    database.close()
+
+
 def _damaged_journal(tmp_path: Path, *statements: str, values: Sequence[int] = (-1,)) -> Path:
     """A run of ``abs(value)`` calls, one per value (ids 1, 2...), all finished,
     whose journal *statements* (SQL) then damage; returns the run directory."""
@@ -1783,6 +1805,74 @@ def test_a_second_driver_is_refused_while_the_first_lives_and_welcome_after(tmp_
         restored = second.submit(jobs.square, 3)
         assert restored.result(timeout=30) == 9 and restored.reason == RESTORED
     assert owner_of(run) is None
+
+
+def test_a_command_run_again_from_another_directory_runs_again_in_its_place(
+        tmp_path, monkeypatch, caplog):
+    """Cold review (a build engineer): a rerun from another checkout restored
+    `cat VERSION` from the first one, and its dependents with it. The
+    directory is kept with the row and compared; a journal from before has
+    none, and restores as it did."""
+    run = tmp_path / "run"
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "VERSION").write_text(f"version {name}\n")
+
+    def build() -> tuple[corral.Job, corral.Job]:
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            version = sched.shell("cat VERSION", name="version")
+            after = sched.shell("echo after", name="after", after=[version])
+        return version, after
+
+    monkeypatch.chdir(tmp_path / "a")
+    assert build()[0].stdout == "version a\n"
+    monkeypatch.chdir(tmp_path / "b")
+    with caplog.at_level(logging.WARNING, logger="corral"):
+        version, after = build()
+    assert (version.stdout, version.id, version.attempts) == ("version b\n", 1, 2)
+    assert after.reason != RESTORED and after.attempts == 2  # (make's rule)
+    assert (f"job 1 'version' completed in an earlier run, but it ran in {tmp_path / 'a'}, "
+            f"and runs in {tmp_path / 'b'} now: it runs again") in caplog.text
+    version, after = build()
+    assert (version.reason, after.reason) == (RESTORED, RESTORED)
+    assert len(corral.Scheduler.open(run).jobs()) == 2
+
+
+def test_a_script_edited_since_runs_again_in_its_place(tmp_path, monkeypatch):
+    run, script = tmp_path / "run", tmp_path / "gen.py"
+    monkeypatch.chdir(tmp_path)
+
+    def generate() -> corral.Job:
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            return sched.script(str(script))
+
+    script.write_text("print('gen v1')\n")
+    assert generate().stdout == "gen v1\n"
+    script.write_text("print('gen v2')\n")
+    again = generate()
+    assert (again.stdout, again.id, again.attempts) == ("gen v2\n", 1, 2)
+    assert generate().reason == RESTORED
+
+
+def test_a_named_commands_fixed_command_runs_again_in_its_row(tmp_path):
+    """Cold review (a build engineer): a step's fixed command ran as a new job
+    beside the failed one, whose row kept the run red for corral wait, and made
+    its name ambiguous. A command given a name has its name for its slot."""
+    run = tmp_path / "run"
+
+    def build(command: str) -> tuple[corral.Job, corral.Job]:
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            compile_step = sched.shell(command, name="compile")
+            link = sched.shell("echo linked", name="link", after=[compile_step])
+            corral.wait([compile_step, link])
+        return compile_step, link
+
+    failed, cancelled = build("exit 3")
+    assert (failed.status, cancelled.status) == (JobStatus.FAILED, JobStatus.CANCELLED)
+    fixed, linked = build("echo compiled")
+    assert (fixed.id, fixed.stdout, linked.id, linked.stdout) == (1, "compiled\n", 2, "linked\n")
+    assert [(job.id, job.status) for job in corral.Scheduler.open(run).jobs()] == [
+        (1, JobStatus.COMPLETED), (2, JobStatus.COMPLETED)]
 
 
 def test_after_a_name_whose_jobs_finished_and_were_dropped_resumes_onto_the_same_job(tmp_path):

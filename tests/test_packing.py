@@ -312,3 +312,17 @@ def test_two_gpu_jobs_running_together_hold_different_gpus(tmp_path, tmp_path_fa
         wait_until(lambda: all(job.running() for job in pair))
         gate.touch()
     assert sorted(job.stdout for job in pair) == ["0\n", "1\n"]
+
+
+def test_a_job_never_placed_that_keeps_its_place_gets_one_and_ties_with_none():
+    """Re-attack review: a job taken up from a cluster after its driver died was
+    never pushed, so its place was the default 0, which the first job pushed
+    had too; retried "in its place", the two tied in the heap, and heapq
+    compared the records themselves (TypeError on the control loop)."""
+    first, taken_up = queued_records({}, {})
+    packer = Packer(Capacity(cores=1, memory_mb=None, gpus=0), max_jobs=None, queues={},
+                    tokens=0)
+    packer.push(first)
+    packer.push(taken_up, keep_place=True)
+    assert 0 < first.place < taken_up.place
+    assert packer.select(now=0.0) == [first]

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING
 
 from corral.cli.logs import POLL_S
 from corral.journal.reading import read_changes_after, read_job_names, read_latest_changes
+from corral.safe_repr import printable
 
 if TYPE_CHECKING:
     from corral.journal.run import Run
@@ -31,7 +32,7 @@ def print_changes(run: Run, only: set[str] | None, count: int | None, follow: bo
     it is recorded, until no process drives the run any more. *note* is told
     when earlier changes were left out."""
     if count is None:
-        changes, seq = read_changes_after(run.path, 0, only)
+        changes, seq = read_changes_after(run.path, 0, only, with_older=True)
     else:
         changes, more, seq = read_latest_changes(run.path, count, only)
         if more:
@@ -69,8 +70,12 @@ def change_line(change: Change, name: str | None) -> str:
         when = "??:??:??.???"
     named = f"job {job_id}" + (f" {name!r}" if name else "")
     move = f"{old.upper()} -> {new.upper()}" if old else new.upper()
-    said = f": {' '.join(reason.split())}" if reason else ""
+    said = f": {printable(' '.join(reason.split()))}" if reason else ""
     return f"{when}  {named}  {move}{said}"
+
+
+#: The most job names :class:`_Names` keeps (the jobs of a batch or two).
+_NAMES_KEPT = 10_000
 
 
 class _Names:
@@ -83,6 +88,9 @@ class _Names:
 
     def learn(self, ids: set[str]) -> None:
         unknown = ids - self._known.keys()
+        if len(self._known) + len(unknown) > _NAMES_KEPT:  # (following a million jobs' run)
+            self._known = {}
+            unknown = ids
         if unknown:
             self._known.update(read_job_names(self._run.path, unknown))
 

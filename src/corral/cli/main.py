@@ -682,6 +682,8 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
         if not ids:
             click.echo("nothing to cancel: every job in the range has ended")
             return
+        ended = [job_id for job_id in ended if job_id not in given]  # (named alone: its own
+        # answer, an error, not also "left": re-attack review)
         if ended:  # (said, not an error: attack review found them left out without a word)
             click.echo(f"left {first_few(ended, 10)}: ended already")
         # Those of a range that end before the cancel reaches them are no error

@@ -1029,7 +1029,10 @@ class Engine:
             if again:
                 self._move(job, _S.QUEUED, "run again: on_finish asked for it")
                 keep_earlier_attempt(job.jobdir, job.attempts)
-                self.packer.push(job, keep_place=True)
+                # Behind what is queued, unlike a retry: a job that on_finish runs
+                # again until another job has done its part must let that one
+                # start (re-attack review: in its place, it looped for ever).
+                self.packer.push(job)
                 return
         self._finalize(job, error)
 

@@ -81,7 +81,7 @@ class Packer:
         self.queue_running = {name: 0 for name in queues}
         self._parked: dict[str, list[_Entry]] = {name: [] for name in queues}
         self._ready: list[_Entry] = []
-        self._sequence = itertools.count()
+        self._sequence = itertools.count(1)  # (0: a job never placed, see push)
         self.running: dict[int, JobRecord] = {}  # by id(job): what holds resources now
         #: Jobs handed ahead: by id(job), the line it is in: a running job
         #: first, then those queued behind it, each taking the room next.
@@ -109,10 +109,12 @@ class Packer:
 
     def push(self, job: JobRecord, keep_place: bool = False) -> None:
         """Make a QUEUED job a candidate; *keep_place*: where it was in line
-        before (a job given back unstarted), else behind every job queued so far."""
+        before (a job given back unstarted, a retry), else behind every job
+        queued so far."""
         self.pushes += 1
         self._changes += 1
-        if not keep_place:
+        if not keep_place or not job.place:  # (one never placed here: taken up from a
+            # cluster after a driver died; a tie of places would compare the jobs themselves)
             job.place = next(self._sequence)
         heapq.heappush(self._ready, (-job.spec.priority, job.place, job))
         self._newcomers.append(job)

@@ -122,13 +122,8 @@ def read_events_from(db: sqlite3.Connection, job_id: str | None = None
     if job_id is None:
         rows = db.execute("SELECT jobs, times, moves, reasons FROM event_batches ORDER BY seq")
     else:
-        # The batches that name the job, and those damaged in a way that could
-        # hide that they do (read, so that their damage is told, not skipped).
-        rows = db.execute(
-            "SELECT jobs, times, moves, reasons FROM event_batches WHERE instr(jobs, ?) IS NOT 0 "
-            "OR typeof(jobs) != 'text' OR typeof(times) != 'blob' OR typeof(moves) != 'blob' "
-            "OR length(times) != 8 * json_array_length(jobs) "
-            "OR length(moves) != 2 * json_array_length(jobs) ORDER BY seq", (json.dumps(job_id),))
+        rows = db.execute("SELECT jobs, times, moves, reasons FROM event_batches "
+                          f"WHERE 1{_naming({job_id})} ORDER BY seq", _quoted({job_id}))
     try:
         for row in rows:
             for event in unpack(row):
@@ -199,51 +194,85 @@ def _columns(row: tuple[Any, Any, Any, Any]
     return jobs, times, moves, reasons
 
 
-def changes_after(db: sqlite3.Connection, seq: int, only: set[str] | None
+def changes_after(db: sqlite3.Connection, seq: int, only: set[str] | None,
+                  with_older: bool = False
                   ) -> tuple[list[tuple[str, float, str | None, str, str | None]], int]:
     """The changes recorded in the batches after batch *seq* (of the jobs in
     *only*, ids as text, if given), and the number of the last batch there
-    is: what a reader that follows the run has not seen yet. After batch 0:
-    every change, those of a journal's ``events`` rows (from before the
-    batches) first.
+    is: what a reader that follows the run has not seen yet. *with_older*:
+    the changes of a journal's ``events`` rows (from before the batches)
+    first, for a reader's first look.
 
     Raises:
         ValueError: a batch of changes is damaged.
     """
-    found = [] if seq else [event for event in read_events_from_table(db)
-                            if only is None or event[0] in only]
+    found = [] if not with_older else [event for event in read_events_from_table(db)
+                                       if only is None or event[0] in only]
     if not _has_batches(db):
         return found, seq
-    for number, *row in db.execute("SELECT seq, jobs, times, moves, reasons FROM event_batches "
-                                   "WHERE seq > ? ORDER BY seq", (seq,)):
-        seq = number
+    # The last batch first: those up to it are committed, named or not.
+    last = db.execute("SELECT max(seq) FROM event_batches").fetchone()[0] or 0
+    if last <= seq:
+        return found, seq
+    for row in db.execute("SELECT jobs, times, moves, reasons FROM event_batches "
+                          f"WHERE seq > ? AND seq <= ?{_naming(only)} ORDER BY seq",
+                          (seq, last, *_quoted(only))):
         found += (event for event in unpack(row) if only is None or event[0] in only)
-    return found, seq
+    return found, last
 
 
 def latest_changes(db: sqlite3.Connection, count: int, only: set[str] | None
                    ) -> tuple[list[tuple[str, float, str | None, str, str | None]], bool, int]:
     """The last *count* changes (of the jobs in *only*, if given), oldest
     first, whether there were earlier ones, and the number of the last batch:
-    read from the end, so that a million jobs' run costs no more.
+    read from the end (and, for a few jobs, only the batches that name them),
+    so that a million jobs' run costs no more.
 
     Raises:
         ValueError: a batch of changes is damaged.
     """
-    found: list[tuple[str, float, str | None, str, str | None]] = []
+    pieces: list[list[tuple[str, float, str | None, str, str | None]]] = []  # newest first
+    gathered = 0
     last = 0
     if _has_batches(db):
-        for number, *row in db.execute("SELECT seq, jobs, times, moves, reasons "
-                                       "FROM event_batches ORDER BY seq DESC"):
-            last = last or number
-            found[:0] = [event for event in unpack(row) if only is None or event[0] in only]
-            if len(found) > count:
-                return found[-count:], True, last
-    if len(found) <= count:  # (a journal from before the batches: its rows are older)
-        older = [event for event in read_events_from_table(db) if only is None
-                 or event[0] in only]
-        found[:0] = older
+        last = db.execute("SELECT max(seq) FROM event_batches").fetchone()[0] or 0
+        for row in db.execute("SELECT jobs, times, moves, reasons FROM event_batches"
+                              f" WHERE seq <= ?{_naming(only)} ORDER BY seq DESC",
+                              (last, *_quoted(only))):
+            piece = [event for event in unpack(row) if only is None or event[0] in only]
+            pieces.append(piece)
+            gathered += len(piece)
+            if gathered > count:
+                break
+    if gathered <= count:  # (a journal from before the batches: its rows are older)
+        pieces.append([event for event in read_events_from_table(db)
+                       if only is None or event[0] in only])
+    found = [event for piece in reversed(pieces) for event in piece]
     return found[-count:], len(found) > count, last
+
+
+#: How many jobs' changes are looked for by their ids in each batch's text
+#: first (as ``corral status ID`` does), rather than by unpacking every batch.
+_FEW = 20
+
+
+def _naming(only: set[str] | None) -> str:
+    """The SQL that keeps the batches naming one of a few jobs (see _quoted),
+    and those damaged in a way that could hide that they do (read, so that
+    their damage is told, not skipped); none for many jobs, or all."""
+    if only is None or len(only) > _FEW:
+        return ""
+    return (" AND (" + " OR ".join("instr(jobs, ?) IS NOT 0" for _ in only)
+            + " OR typeof(jobs) != 'text' OR typeof(times) != 'blob' OR typeof(moves) != 'blob'"
+            " OR length(times) != 8 * json_array_length(jobs)"
+            " OR length(moves) != 2 * json_array_length(jobs))")
+
+
+def _quoted(only: set[str] | None) -> tuple[str, ...]:
+    """The ids of :func:`_naming`'s jobs as the batches' JSON quotes them."""
+    if only is None or len(only) > _FEW:
+        return ()
+    return tuple(json.dumps(job_id) for job_id in sorted(only))
 
 
 def read_events_from_table(db: sqlite3.Connection

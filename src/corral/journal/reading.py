@@ -441,7 +441,8 @@ def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
         raise JournalError(f"{journal_path(run_dir)}: {error}; {MOVE_AWAY}") from None
 
 
-def read_changes_after(run_dir: str | os.PathLike[str], seq: int, only: set[str] | None
+def read_changes_after(run_dir: str | os.PathLike[str], seq: int, only: set[str] | None,
+                       with_older: bool = False
                        ) -> tuple[list[tuple[str, float, str | None, str, str | None]], int]:
     """:func:`corral.journal.eventlog.changes_after` of the run's journal.
 
@@ -450,7 +451,7 @@ def read_changes_after(run_dir: str | os.PathLike[str], seq: int, only: set[str]
     """
     try:
         with _reading(run_dir) as db:
-            return eventlog.changes_after(db, seq, only)
+            return eventlog.changes_after(db, seq, only, with_older)
     except NotCreatedYet:
         return [], seq
     except ValueError as error:
