@@ -10,8 +10,9 @@ never from memory addresses or submission times:
   id to other work is warned that it gets the stored result;
 * otherwise by a digest of its task (function by module, qualified name and
   bytecode; a ``module:function`` target, a script or a command by their text),
-  its arguments, name, directory and environment, and the keys of the jobs it
-  depends on. Identical jobs submitted several times are numbered in order
+  its arguments, name, ``cwd=`` and ``env=``, and the keys of the jobs it
+  depends on (the directory a command runs in without a ``cwd=``, and its
+  script's content, are kept beside the key: see :mod:`corral.core.provenance`). Identical jobs submitted several times are numbered in order
   (``…#2``), so a deterministic script maps onto its previous run job by job.
 
 Resources, retries and priority are left out: asking for more memory does not
@@ -33,6 +34,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from corral.spec import Call, FunctionRef, JobSpec, Script, Shell
+from corral.core.provenance import made_in
 from corral.journal.codec import encode_spec
 from corral.runtime.chunks import ChunkRunner, PlainCalls
 
@@ -417,7 +419,9 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
     the job of its slot is the one it runs again in place of: it takes that
     job's id, so the run's failed row becomes the new attempt's instead of
     staying failed beside it. A command or a script has no code apart from
-    its text: its slot is its key.
+    its text: its slot is its key, but for a command given a ``name=``,
+    whose slot is its name (a build's step whose command was fixed runs
+    again in its row, not beside it: cold review).
     """
     task = job.spec.task
     what: bytes
@@ -451,6 +455,8 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
     else:  # a Shell command
         command = task.command if isinstance(task.command, str) else job.argv_template
         what = b"shell\0" + _stable_bytes(command)
+        if job.spec.named:  # a named step: its edited command runs again in its place
+            named = b"shell step\0" + job.spec.name.encode("utf-8", "surrogatepass")
     setting = _setting_bytes(job.spec)
     digest = hashlib.sha256(what + setting)
     for dep in job.deps:
@@ -524,4 +530,5 @@ def describe(job: JobRecord) -> tuple[str, str, str]:
         kind = "shell"
         command = (task.command if isinstance(task.command, str)
                    else shlex.join(str(word) for word in task.command))
-    return kind, command, encode_spec(job.spec, job.meta)
+    made = None if kind == "call" or kind == "function" else made_in(job.spec)
+    return kind, command, encode_spec(job.spec, job.meta, made)

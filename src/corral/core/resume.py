@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral.core.identity import chunk_place, describe, job_digest, job_digests
+from corral.core.provenance import changed_since
 from corral.core.record import COMPLETED_ALL_THE_SAME
 from corral.runtime.chunks import ChunkRunner
 from corral.runtime.spool import keep_earlier_attempt
@@ -130,6 +131,12 @@ class Resumer:
                 log.warning("job %s %r: its stored result holds fewer results than its chunk "
                             "has calls (it stopped early); it runs again", stored.id, stored.name)
                 restorable = False
+            if restorable and stored.kind in ("shell", "script"):
+                changed = changed_since(job.spec, stored.spec)
+                if changed is not None:  # (its text is its key: see corral.core.provenance)
+                    log.warning("job %s %r completed in an earlier run, but %s: it runs again",
+                                stored.id, stored.name, changed)
+                    restorable = False
             if restorable:
                 job.restored = stored
                 job.data = value  # (loaded once, here: Engine._restore keeps it)

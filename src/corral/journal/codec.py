@@ -46,9 +46,10 @@ class JournaledSpec:
     options: dict[str, Any]
 
 
-def encode_spec(spec: JobSpec, meta: Any = None) -> str:
+def encode_spec(spec: JobSpec, meta: Any = None, made: dict[str, str] | None = None) -> str:
     """*spec* as the JSON text the journal stores (see the module docstring),
-    with the job's ``meta=`` when it has one (:func:`meta_record`).
+    with the job's ``meta=`` when it has one (:func:`meta_record`), and where
+    a command or script was made to run (see :mod:`corral.core.provenance`).
 
     Called for every job of a journaled run, so it is built from parts: the
     options' JSON is shared by jobs submitted alike, and a call's task is one
@@ -60,6 +61,8 @@ def encode_spec(spec: JobSpec, meta: Any = None) -> str:
     else:
         task_json = json.dumps(_task_record(task))
     kept = "" if meta is None else ', "meta": ' + meta_record(meta)
+    if made is not None:
+        kept += ', "made": ' + json.dumps(made)
     return '{"task": ' + task_json + ', "options": ' + _options_json(spec) + kept + "}"
 
 
