@@ -260,6 +260,7 @@ def test_status_of_a_failed_call_shows_the_traceback_it_raised(tmp_path):
                         "stderr; it raised RuntimeError: this job fails on purpose (corral "
                         "status 1 shows the traceback)\n")
 
+
     database = sqlite3.connect(corral.run / "journal.db")
     database.execute("UPDATE jobs SET error = x'00ff1234' WHERE id = '1'")
     database.commit()
@@ -267,6 +268,21 @@ def test_status_of_a_failed_call_shows_the_traceback_it_raised(tmp_path):
     damaged = corral("status", "1")
     assert damaged.out.endswith("\njob 1 'check_calibration': the traceback it raised cannot be "
                                 "read from the journal (its record of it is damaged)\n")
+
+
+def test_status_of_a_failed_command_shows_the_last_lines_of_its_stderr(cli):
+    """Cold review (a build engineer): a failed compile step said "exit code 2",
+    and the compiler's error took a `corral logs --stderr` more."""
+    failing = cli.submit("echo compiling; echo 'error: c.c:1: syntax error' >&2; exit 2")
+    assert cli("wait", failing).status == 1
+    shown = cli("status", failing)
+    assert shown.status == 1
+    assert shown.out.endswith(
+        f"\njob {failing} 'echo' FAILED: exit code 2\n\njob {failing} 'echo': last lines of "
+        f"its stderr ({cli.run / failing / 'stderr'}):\nerror: c.c:1: syntax error\n"), shown.out
+    quiet = cli.submit("exit 3")  # nothing on its stderr: nothing more said
+    assert cli("wait", quiet).status == 1
+    assert cli("status", quiet).out.endswith(f"\njob {quiet} 'exit' FAILED: exit code 3\n")
 
 
 def test_logs_of_a_job_that_has_not_started_says_so(cli, tmp_path):

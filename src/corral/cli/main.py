@@ -395,6 +395,13 @@ def status(context: click.Context, show_all: bool, state: str | None,
         elif traceback is None and job.error is not None:
             console.print(Text(f"\njob {job.id} {job.name!r}: the traceback it raised cannot be "
                                "read from the journal (its record of it is damaged)"))
+        elif job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+            # (cold review, a build engineer: a failed compile said "exit code 2"; the
+            # compiler's error took a corral logs --stderr more)
+            tail = job.stderr_tail()
+            if tail is not None:
+                console.print(Text(printable(f"\njob {job.id} {job.name!r}: {tail}")),
+                              soft_wrap=True)
     stranded = [] if driven else [job for job in jobs if job.status not in TERMINAL
                                   and str(job.id) not in on_cluster]
     if stranded:  # before a failure's exit status: the run cannot even finish

@@ -108,16 +108,23 @@ class StoredJob:
         lines of its stderr when it failed (a cold review: a failed script read
         back said only "exit code 3")."""
         message = f"job {self.id} {self.name!r} {self.status.name}: {self.reason}"
+        tail = self.stderr_tail()
+        return message if tail is None else f"{message}\n{tail}"
+
+    def stderr_tail(self) -> str | None:
+        """``last lines of its stderr (PATH):`` and those lines, or a line
+        saying it cannot be read; None when it wrote nothing there (or has no
+        files)."""
         path = self.output_path("stderr")
         if path is None:
-            return message
+            return None
         from corral.runtime.spool import TAIL_BYTES, last_lines, read_output, with_stderr_tail
 
         try:
             tail = last_lines(read_output(path, last_bytes=TAIL_BYTES))
         except OSError as error:  # (unreadable: its job's error is still the answer)
-            return f"{message}\n(its stderr, {path}, cannot be read: {error.strerror or error})"
-        return with_stderr_tail(message, tail, path)
+            return f"(its stderr, {path}, cannot be read: {error.strerror or error})"
+        return with_stderr_tail("", tail, path).lstrip("\n") or None
 
     @property
     def result_lost(self) -> bool:
