@@ -155,6 +155,18 @@ def test_a_profile_given_to_a_job_made_on_its_own_says_where_it_belongs():
         Job(jobs.noop, profile="short")
 
 
+def test_an_id_given_as_a_job_option_says_where_it_belongs(tmp_path):
+    """Cold review (a build engineer): shell(cmd, id=...) said only "unknown job
+    option 'id'" and listed the options."""
+    said = (r"^id= is given where a job is made on its own: corral.Job\(task, args, kwargs, "
+            r"id=...\), then scheduler.dispatch\(\[...\]\)")
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        with pytest.raises(ValueError, match=said):
+            scheduler.shell("true", id="compile")
+        with pytest.raises(ValueError, match=said):
+            scheduler.options(id="compile")
+
+
 # -- text the operating system cannot take -----------------------------------------------------
 
 

@@ -573,6 +573,10 @@ def unknown_option_message(name: str, known: Iterable[str], value: object = None
         return ("profile= names a set of options in the config files, which a Scheduler reads: "
                 "give it to scheduler.options(profile=...), shell/script/call(..., "
                 "profile=...) or corral submit --profile, not to a Job made on its own")
+    if name == "id":  # (cold review: a build's steps keyed by id, told nothing of how)
+        return ("id= is given where a job is made on its own: corral.Job(task, args, kwargs, "
+                "id=...), then scheduler.dispatch([...]) (a job option applies to many jobs; "
+                "an id names one)")
     known = sorted(known)
     hint = did_you_mean(name, known, otherwise=f"known options: {', '.join(known)}")
     return f"unknown job option {name!r}; {hint}"
