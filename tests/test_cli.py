@@ -283,6 +283,12 @@ def test_status_of_a_failed_command_shows_the_last_lines_of_its_stderr(cli):
     quiet = cli.submit("exit 3")  # nothing on its stderr: nothing more said
     assert cli("wait", quiet).status == 1
     assert cli("status", quiet).out.endswith(f"\njob {quiet} 'exit' FAILED: exit code 3\n")
+    # Of a range, the reasons only (re-attack review: 5,000 failed commands' tails).
+    ranged = cli("status", f"{failing}-{quiet}").out
+    assert "last lines" not in ranged and f"job {failing} 'echo' FAILED" in ranged
+    assert cli.ok("clean", "--yes", failing)
+    assert cli("status", failing).out.endswith(
+        f"\njob {failing} 'echo': its output files were removed (corral clean)\n")
 
 
 def test_logs_of_a_job_that_has_not_started_says_so(cli, tmp_path):

@@ -1838,20 +1838,66 @@ def test_a_command_run_again_from_another_directory_runs_again_in_its_place(
     assert len(corral.Scheduler.open(run).jobs()) == 2
 
 
-def test_a_script_edited_since_runs_again_in_its_place(tmp_path, monkeypatch):
+def test_a_script_modified_since_it_ran_runs_again_in_its_place(tmp_path, monkeypatch):
+    """As make compares a target with its sources: a script written before its
+    job began (by a job it runs after, here) is no change; one edited after
+    it ran is (re-attack review: a digest taken when the job was made told a
+    generated script changed at every other rerun)."""
     run, script = tmp_path / "run", tmp_path / "gen.py"
     monkeypatch.chdir(tmp_path)
 
-    def generate() -> corral.Job:
+    def generate(version: str) -> corral.Job:
         with corral.Scheduler(cores=1, journal=run) as sched:
-            return sched.script(str(script))
+            writes = sched.shell(f"echo \"print('gen {version}')\" > {script}", name="write")
+            return sched.script(str(script), after=[writes])
 
-    script.write_text("print('gen v1')\n")
-    assert generate().stdout == "gen v1\n"
-    script.write_text("print('gen v2')\n")
-    again = generate()
-    assert (again.stdout, again.id, again.attempts) == ("gen v2\n", 1, 2)
-    assert generate().reason == RESTORED
+    script.write_text("print('before any run')\n")
+    assert generate("v1").stdout == "gen v1\n"
+    assert generate("v1").reason == RESTORED  # written by its parent, before it began
+    script.write_text("print('edited by hand')\n")
+    again = generate("v1")  # the parent restored: the hand's edit runs
+    assert (again.stdout, again.id, again.attempts) == ("edited by hand\n", 2, 2)
+    assert generate("v1").reason == RESTORED
+
+
+def test_a_restored_job_keeps_where_its_result_was_made(tmp_path, monkeypatch):
+    """Re-attack review: a restore wrote its row again with where the rerun
+    was, not where the result was made; one from a directory since removed,
+    none at all, and later runs from anywhere restored it."""
+    run = tmp_path / "run"
+    for name in ("a", "gone", "b"):
+        (tmp_path / name).mkdir()
+
+    def where() -> corral.Job:
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            return sched.shell("pwd", name="where")
+
+    monkeypatch.chdir(tmp_path / "a")
+    assert where().stdout == f"{tmp_path / 'a'}\n"
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()
+    assert where().reason == RESTORED  # (where it runs now cannot be known)
+    monkeypatch.chdir(tmp_path / "b")
+    assert where().stdout == f"{tmp_path / 'b'}\n"
+
+
+def test_a_named_step_added_in_front_of_others_of_its_name_runs_alone(tmp_path):
+    """Re-attack review: a command's slot is its name and its place among those
+    of its name; a step added first took the next one's completed row, that
+    one the next's, and every step ran again. A named slot takes only a row
+    that did not complete."""
+    run, ledger = tmp_path / "run", tmp_path / "ledger"
+
+    def steps(*items: str) -> list[corral.Job]:
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            return [sched.shell(f"echo {item} >> {ledger}", name="test") for item in items]
+
+    steps("a", "b", "c")
+    ledger.unlink()
+    again = steps("new", "a", "b", "c")
+    assert ledger.read_text() == "new\n"
+    assert [job.reason for job in again[1:]] == [RESTORED] * 3
+    assert again[0].id == 4
 
 
 def test_a_named_commands_fixed_command_runs_again_in_its_row(tmp_path):

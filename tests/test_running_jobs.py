@@ -210,14 +210,17 @@ def test_the_stderr_tail_of_a_huge_stderr_is_its_last_lines_cut_short(scheduler)
     """Attack review: 200 MB of stderr were read whole into the error message
     (and the notice mail), on the control thread."""
     job = scheduler.shell("head -c 3000000 /dev/zero | tr '\\0' y >&2; echo >&2; "
-                          "head -c 20000 /dev/zero | tr '\\0' x >&2; echo >&2; "
+                          "head -c 20000 /dev/zero | tr '\\0' x >&2; "
+                          "echo ' error: at its end' >&2; "
                           "echo the last words >&2; exit 1")
     with pytest.raises(corral.JobFailed) as caught:
         job.result(timeout=60)
     message = str(caught.value)
-    assert message.endswith("x [... line cut short]\nthe last words"), message[-200:]
+    # A long line keeps its end, where an error says what went wrong (re-attack review).
+    assert message.endswith("[line cut short ...] " + "x" * 982 + " error: at its end\n"
+                            "the last words"), message[-200:]
     assert len(message) < 2000 and "y" not in message.partition("\n")[2].partition(":")[2]
-    assert len(job.stderr) == 3_020_017  # all of it is still in job.stderr
+    assert len(job.stderr) == 3_020_035  # all of it is still in job.stderr
 
 
 def test_a_command_that_cannot_start_fails_with_the_reason(scheduler):

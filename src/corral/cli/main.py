@@ -320,6 +320,7 @@ def status(context: click.Context, show_all: bool, state: str | None,
 
     from corral.cli.views import (ORPHANED_REASON, earlier_tries, hidden_note, paused_reason,
                                   run_header, status_table, unlisted_note)
+    from corral.journal.cleaning import was_cleaned
 
     wanted: set[JobStatus] | None = None
     if state is not None:  # (cold review: of 50,000 jobs, no way to list the failed ones)
@@ -395,10 +396,12 @@ def status(context: click.Context, show_all: bool, state: str | None,
         elif traceback is None and job.error is not None:
             console.print(Text(f"\njob {job.id} {job.name!r}: the traceback it raised cannot be "
                                "read from the journal (its record of it is damaged)"))
-        elif job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+        elif job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT) and (
+                str(job.id) in named or job.name in named):  # (not each of a range's)
             # (cold review, a build engineer: a failed compile said "exit code 2"; the
             # compiler's error took a corral logs --stderr more)
-            tail = job.stderr_tail()
+            tail = ("its output files were removed (corral clean)" if was_cleaned(run.path, job)
+                    else job.stderr_tail())
             if tail is not None:
                 console.print(Text(printable(f"\njob {job.id} {job.name!r}: {tail}")),
                               soft_wrap=True)

@@ -11,9 +11,11 @@ never from memory addresses or submission times:
 * otherwise by a digest of its task (function by module, qualified name and
   bytecode; a ``module:function`` target, a script or a command by their text),
   its arguments, name, ``cwd=`` and ``env=``, and the keys of the jobs it
-  depends on (the directory a command runs in without a ``cwd=``, and its
-  script's content, are kept beside the key: see :mod:`corral.core.provenance`). Identical jobs submitted several times are numbered in order
-  (``…#2``), so a deterministic script maps onto its previous run job by job.
+  depends on (the directory a command runs in without a ``cwd=`` is kept
+  beside the key, and a script's file is compared with when it ran: see
+  :mod:`corral.core.provenance`). Identical jobs submitted several times are
+  numbered in order (``…#2``), so a deterministic script maps onto its
+  previous run job by job.
 
 Resources, retries and priority are left out: asking for more memory does not
 change what a finished job computed.
@@ -421,7 +423,8 @@ def job_digests(job: JobRecord) -> tuple[str, str]:
     staying failed beside it. A command or a script has no code apart from
     its text: its slot is its key, but for a command given a ``name=``,
     whose slot is its name (a build's step whose command was fixed runs
-    again in its row, not beside it: cold review).
+    again in its row, not beside it: cold review; the Resumer lets such a
+    slot take only a row that did not complete, see Resumer._in_its_slot).
     """
     task = job.spec.task
     what: bytes
@@ -530,5 +533,4 @@ def describe(job: JobRecord) -> tuple[str, str, str]:
         kind = "shell"
         command = (task.command if isinstance(task.command, str)
                    else shlex.join(str(word) for word in task.command))
-    made = None if kind == "call" or kind == "function" else made_in(job.spec)
-    return kind, command, encode_spec(job.spec, job.meta, made)
+    return kind, command, encode_spec(job.spec, job.meta, made_in(job.spec))

@@ -1,14 +1,20 @@
-"""Where a command or a script ran, and what its script file held, kept with
-its journal row: a rerun from another directory, or after the script was
-edited, runs it again in its place rather than restore what it did before.
+"""Where a command or a script ran, and whether its script changed since:
+a rerun from another directory, or after the script was edited, runs it
+again in its place rather than restore what it did before.
 
 A command or a script is keyed by its text (see :mod:`corral.core.identity`):
 ``cat VERSION`` is the same text in every directory, and ``python build.py``
-the same after ``build.py`` changed. Putting the directory and the file's
-digest in the key would have run every command of every earlier journal again
-after an upgrade; kept beside it, they are compared only where they were
-recorded (cold review, a build engineer: a rerun from another checkout
-restored the first checkout's output without a word).
+the same after ``build.py`` changed (cold review, a build engineer: a rerun
+from another checkout restored the first checkout's output without a word).
+Putting the directory in the key would have run every command of every
+earlier journal again after an upgrade; it is kept beside it, in the row's
+spec (``"made"``), and compared only where it was recorded. A restored job
+keeps the record of the run that made its result.
+
+A script's file is compared as make compares a target with its sources: by
+its modification time against when the job began. A digest taken when the
+job was made told of a script generated, or edited, while the job waited,
+as changed since it ran (re-attack review).
 
 What a job inherits from its driver's environment is not compared: a
 terminal's variables change between any two runs; what matters is given as
@@ -17,7 +23,6 @@ terminal's variables change between any two runs; what matters is given as
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -25,61 +30,35 @@ from corral.spec import JobSpec, Script, Shell
 
 __all__ = ["made_in", "changed_since"]
 
-#: Digests of script files by (path, inode, size, mtime): a rerun of a
-#: thousand jobs of one script reads it once.
-_digests: dict[tuple[str, int, int, int], str] = {}
-_DIGESTS_KEPT = 256
-
 
 def made_in(spec: JobSpec) -> dict[str, str] | None:
-    """``{"dir": the directory a command or script runs in when it sets none,
-    "script": the digest of its script file}`` of what can be known now;
-    None for a Python call (its code is in its key)."""
-    task = spec.task
-    if not isinstance(task, (Shell, Script)):
+    """``{"dir": the directory a command or script runs in}`` when it sets no
+    ``cwd=`` (its own is in its key) and the directory can be known; None
+    otherwise, and for a Python call (its code is in its key)."""
+    if spec.cwd is not None or not isinstance(spec.task, (Shell, Script)):
         return None
-    made: dict[str, str] = {}
-    if spec.cwd is None:
-        try:
-            made["dir"] = os.getcwd()
-        except OSError:  # (the driver's directory was removed under it: nothing to compare)
-            pass
-    if isinstance(task, Script):
-        digest = _file_digest(task.path if spec.cwd is None
-                              else os.path.join(spec.cwd, task.path))
-        if digest is not None:
-            made["script"] = digest
-    return made or None
-
-
-def changed_since(spec: JobSpec, stored_spec: Any) -> str | None:
-    """Why a command or script would not do what its earlier run (whose
-    journaled spec is *stored_spec*) did: another directory, an edited
-    script; None when nothing recorded differs."""
-    before = stored_spec.get("made") if isinstance(stored_spec, dict) else None
-    if not isinstance(before, dict):  # (a journal from before: nothing recorded)
-        return None
-    now = made_in(spec) or {}
-    if isinstance(before.get("dir"), str) and "dir" in now and before["dir"] != now["dir"]:
-        return f"it ran in {before['dir']}, and runs in {now['dir']} now"
-    if (isinstance(before.get("script"), str) and "script" in now
-            and before["script"] != now["script"]):
-        assert isinstance(spec.task, Script)
-        return f"its script {spec.task.path} changed since"
-    return None
-
-
-def _file_digest(path: str) -> str | None:
     try:
-        with open(path, "rb") as handle:
-            status = os.fstat(handle.fileno())
-            seen = (os.path.abspath(path), status.st_ino, status.st_size, status.st_mtime_ns)
-            digest = _digests.get(seen)
-            if digest is None:
-                digest = hashlib.sha256(handle.read()).hexdigest()[:24]
-                if len(_digests) >= _DIGESTS_KEPT:
-                    _digests.clear()
-                _digests[seen] = digest
-    except OSError:  # (a script not there yet, or not readable: it fails when it runs)
+        return {"dir": os.getcwd()}
+    except OSError:  # (the driver's directory was removed under it: nothing to compare)
         return None
-    return digest
+
+
+def changed_since(spec: JobSpec, stored_spec: Any, started: float | None) -> str | None:
+    """Why a command or script would not do what its earlier run did (whose
+    journaled spec is *stored_spec*, begun at *started*): another directory,
+    or a script modified since it began; None when nothing known differs."""
+    before = stored_spec.get("made") if isinstance(stored_spec, dict) else None
+    now = made_in(spec)
+    if (isinstance(before, dict) and isinstance(before.get("dir"), str) and now is not None
+            and before["dir"] != now["dir"]):
+        return f"it ran in {before['dir']}, and runs in {now['dir']} now"
+    task = spec.task
+    if isinstance(task, Script) and started is not None:
+        path = task.path if spec.cwd is None else os.path.join(spec.cwd, task.path)
+        try:
+            modified = os.stat(path).st_mtime
+        except OSError:  # (gone: it fails when it runs, as it would have)
+            return None
+        if modified > started:
+            return f"its script {task.path} was modified since it ran"
+    return None

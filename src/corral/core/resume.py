@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, Any
 from corral.core.identity import chunk_place, describe, job_digest, job_digests
 from corral.core.provenance import changed_since
 from corral.core.record import COMPLETED_ALL_THE_SAME
+from corral.journal.codec import encode_spec
 from corral.runtime.chunks import ChunkRunner
 from corral.runtime.spool import keep_earlier_attempt
+from corral.spec import Shell
 from corral.status import ACTIVE, TERMINAL, JobStatus
 
 if TYPE_CHECKING:
@@ -114,7 +116,7 @@ class Resumer:
                 if stored is not None and completed_before(stored):
                     stored = None if stored.key != key else stored
             if stored is None and slot != key and job.id is None:
-                stored = self._in_its_slot(slot, is_taken)
+                stored = self._in_its_slot(slot, is_taken, isinstance(job.spec.task, Shell))
                 if stored is not None:  # the same call, its code changed: it runs again
                     ids.append(stored.id)
                     taken.add(str(stored.id))
@@ -132,11 +134,13 @@ class Resumer:
                             "has calls (it stopped early); it runs again", stored.id, stored.name)
                 restorable = False
             if restorable and stored.kind in ("shell", "script"):
-                changed = changed_since(job.spec, stored.spec)
+                changed = changed_since(job.spec, stored.spec, stored.started)
                 if changed is not None:  # (its text is its key: see corral.core.provenance)
                     log.warning("job %s %r completed in an earlier run, but %s: it runs again",
                                 stored.id, stored.name, changed)
                     restorable = False
+                else:  # (its row keeps where the result was made: re-attack review)
+                    _keep_where_it_was_made(job, stored)
             if restorable:
                 job.restored = stored
                 job.data = value  # (loaded once, here: Engine._restore keeps it)
@@ -170,14 +174,21 @@ class Resumer:
         job.journal_entry = (key, slot, *describe(job))
         return key, slot
 
-    def _in_its_slot(self, slot: str, is_taken: Callable[[str], bool]) -> StoredJob | None:
+    def _in_its_slot(self, slot: str, is_taken: Callable[[str], bool],
+                     named_command: bool = False) -> StoredJob | None:
         """The earlier job of *slot* that a job whose code changed runs again
         in place of; None if there is none, or if it still runs in a cluster
-        (the old code runs there, and its row keeps following it)."""
+        (the old code runs there, and its row keeps following it). A named
+        command's slot is its name and its place among the commands of that
+        name: it takes only a row that did not complete (a step added in front
+        of a loop's others took the next one's row, each the next's, and all
+        ran again: re-attack review)."""
         if not len(self.previous):
             return None
         stored = self.previous.by_slot(slot)
         if stored is None or is_taken(str(stored.id)):
+            return None
+        if named_command and completed_before(stored):
             return None
         if stored.status not in TERMINAL and self._attachable(stored):
             return None
@@ -258,6 +269,17 @@ def _restore_by_id(job: JobRecord, stored: StoredJob, slot: str) -> None:
                     "give it another id, or use a new journal, to run it)", job.id, job.name)
     key, _, kind, command, spec = job.journal_entry
     job.journal_entry = (key, stored.slot or key, kind, command, spec)
+
+
+def _keep_where_it_was_made(job: JobRecord, stored: StoredJob) -> None:
+    """The journal entry of *job*, restored from *stored*, with *stored*'s
+    record of where its result was made (or none, as a journal from before
+    has): the row is written again, and a rerun from the first directory
+    after one from another was told it "ran in" the second."""
+    made = stored.spec.get("made") if isinstance(stored.spec, dict) else None
+    key, slot, kind, command, _ = job.journal_entry
+    job.journal_entry = (key, slot, kind, command, encode_spec(
+        job.spec, job.meta, made if isinstance(made, dict) else None))
 
 
 def _did_other_work(stored: StoredJob, slot: str) -> bool:

@@ -137,8 +137,10 @@ def last_lines(text: str) -> str:
     a 400 MB notice mail was lost; re-attack: a terminal's escapes and NULs
     went out as they were)."""
     lines = [printable(line) for line in text.rstrip("\n").splitlines()[-_TAIL_LINES:]]
+    # A long line keeps its end, where a message says what went wrong
+    # (re-attack review: an error after 100 MB of progress never showed).
     return "\n".join(line if len(line) <= _TAIL_LINE_CHARS
-                     else f"{line[:_TAIL_LINE_CHARS]} [... line cut short]" for line in lines)
+                     else f"[line cut short ...] {line[-_TAIL_LINE_CHARS:]}" for line in lines)
 
 
 def with_stderr_tail(message: str, tail: str, where: object) -> str:
