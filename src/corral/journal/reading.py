@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from corral.journal import eventlog
 from corral.journal.writer import WRITING_KEY
@@ -430,15 +430,11 @@ def read_events(run_dir: str | os.PathLike[str], job_id: int | str | None = None
     Raises:
         JournalError: a batch of changes is damaged.
     """
-    try:
-        with _reading(run_dir) as db:
-            if job_id is not None:
-                return list(eventlog.read_events_from(db, str(job_id)))
-            return sorted(eventlog.read_events_from(db), key=_time_or_last)
-    except NotCreatedYet:
-        return []
-    except ValueError as error:
-        raise JournalError(f"{journal_path(run_dir)}: {error}; {MOVE_AWAY}") from None
+    if job_id is not None:
+        return _read_changes(run_dir, lambda db: list(eventlog.read_events_from(
+            db, str(job_id))), [])
+    return _read_changes(run_dir, lambda db: sorted(eventlog.read_events_from(db),
+                                                    key=_time_or_last), [])
 
 
 def read_changes_after(run_dir: str | os.PathLike[str], seq: int, only: set[str] | None,
@@ -449,13 +445,9 @@ def read_changes_after(run_dir: str | os.PathLike[str], seq: int, only: set[str]
     Raises:
         JournalError: a batch of changes is damaged.
     """
-    try:
-        with _reading(run_dir) as db:
-            return eventlog.changes_after(db, seq, only, with_older)
-    except NotCreatedYet:
-        return [], seq
-    except ValueError as error:
-        raise JournalError(f"{journal_path(run_dir)}: {error}; {MOVE_AWAY}") from None
+    nothing: list[tuple[str, float, str | None, str, str | None]] = []
+    return _read_changes(run_dir, lambda db: eventlog.changes_after(db, seq, only, with_older),
+                         (nothing, seq))
 
 
 def read_latest_changes(run_dir: str | os.PathLike[str], count: int, only: set[str] | None
@@ -466,11 +458,27 @@ def read_latest_changes(run_dir: str | os.PathLike[str], count: int, only: set[s
     Raises:
         JournalError: a batch of changes is damaged.
     """
+    nothing: list[tuple[str, float, str | None, str, str | None]] = []
+    return _read_changes(run_dir, lambda db: eventlog.latest_changes(db, count, only),
+                         (nothing, False, 0))
+
+
+_Read = TypeVar("_Read")
+
+
+def _read_changes(run_dir: str | os.PathLike[str], read: Callable[[sqlite3.Connection], _Read],
+                  before_any: _Read) -> _Read:
+    """``read(db)`` of the run's journal; *before_any* while a live driver is
+    making it.
+
+    Raises:
+        JournalError: a batch of changes is damaged.
+    """
     try:
         with _reading(run_dir) as db:
-            return eventlog.latest_changes(db, count, only)
+            return read(db)
     except NotCreatedYet:
-        return [], False, 0
+        return before_any
     except ValueError as error:
         raise JournalError(f"{journal_path(run_dir)}: {error}; {MOVE_AWAY}") from None
 
