@@ -101,7 +101,7 @@
       : coreSeconds(s.busy_core_seconds) + ' of ' + coreSeconds(s.available_core_seconds) + ' core-s busy';
     box.append(card('utilisation', util, utilSub));
     box.append(card('peak cores', s.peak_cores));
-    box.append(card('attempts', s.attempts, s.retries + ' beyond each job\'s first: retries and reruns'));
+    box.append(card('attempts', s.attempts, s.retries + ' retried or rerun'));
     box.append(card('backend', s.backends.join(', ') || '–',
       s.native_ids + ' ' + (s.native_ids === 1 ? s.native_kind.replace(/s$/, '') : s.native_kind)));
   }
