@@ -52,6 +52,7 @@ def steps(rounds: int) -> None:
     from corral.backends.local import backend as local_backend
     from corral.backends.local.backend import LocalBackend
     from corral.core.engine import Engine
+    from corral.core.lean_future import LeanFuture
 
     stamps: dict[str, float] = {}
 
@@ -71,7 +72,8 @@ def steps(rounds: int) -> None:
     stamp_around(Engine, "add", "the control loop takes the job")
     stamp_around(LocalBackend, "_send", "the request is written to the worker", after=True)
     stamp_around(LocalBackend, "_read_reply", "the control loop reads the reply")
-    stamp_around(cf.Future, "set_result", "the Future is set")
+    # A job's Future is corral's own (core/lean_future.py), not cf.Future.
+    stamp_around(LeanFuture, "_resolve", "the Future is set", after=True)
     read_message = local_backend.read_message
 
     def read_and_stamp(data: bytes):

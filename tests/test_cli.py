@@ -3365,3 +3365,29 @@ def test_a_new_run_directory_past_the_socket_paths_limit_is_made_and_served(tmp_
         assert corral.ok("logs", job).out == "far away\n"
     finally:
         corral.stop_daemon()
+
+
+def test_wait_shows_the_last_lines_of_a_failed_commands_stderr(fresh):
+    """Cold review (a build engineer): `corral wait` said "exit code 2", and the
+    compiler's error took a `corral logs --stderr` more."""
+    compile_step = fresh.submit("--name", "compile",
+                                "echo compiling; echo 'error: c.c:1: syntax error' >&2; exit 2")
+    silent = fresh.submit("--name", "silent", "exit 3")
+    waited = fresh("wait")
+    assert waited.status == 1
+    assert waited.err == (
+        f"job {compile_step} 'compile' FAILED: exit code 2\n"
+        f"  last lines of its stderr ({fresh.run / compile_step / 'stderr'}):\n"
+        "  error: c.c:1: syntax error\n"
+        f"job {silent} 'silent' FAILED: exit code 3\n"
+        "corral: 2 jobs ended: 2 failed\n"), waited.err
+
+
+def test_wait_shows_the_stderr_of_three_failures_at_most(fresh):
+    failing = [fresh.submit("--name", f"step-{number}", f"echo 'broke {number}' >&2; exit 1")
+               for number in range(5)]
+    waited = fresh("wait")
+    assert waited.status == 1
+    assert [line for line in waited.err.splitlines() if line.startswith("  broke")] == [
+        "  broke 0", "  broke 1", "  broke 2"], waited.err
+    assert waited.err.count("FAILED: exit code 1") == len(failing)

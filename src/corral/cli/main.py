@@ -424,6 +424,17 @@ _UNFINISHED_SHOWN = 100
 #: first ones, however old (the others are counted).
 _FAILED_SHOWN = 10
 
+#: Of those, how many failed commands' and scripts' stderr tails ``corral wait`` prints.
+_TAILS_SHOWN = 3
+
+#: The failures whose stderr may say why (a cancelled job's does not).
+_TAILED = (JobStatus.FAILED, JobStatus.TIMED_OUT)
+
+
+def _indented(text: str) -> str:
+    """*text* with each line indented, to read as part of the line above it."""
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
 
 @cli.command()
 @run_option
@@ -648,10 +659,22 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
                     else iter(run.jobs_in(_FAILED)))
         # The first few, a line each (cold review: 500 failures printed a megabyte,
         # with -q too, for cron to mail).
+        from corral.journal.cleaning import was_cleaned
+
+        tails_left = _TAILS_SHOWN
         for job in itertools.islice(failures, _FAILED_SHOWN):
             click.echo(printable(f"job {job.id} {one_line(repr(job.name), 100)} "
                                  f"{job.status.name}: {one_line(job.reason or '', 200)}"),
                        err=True)
+            # A command's or script's reason is its exit code: the last lines of
+            # its stderr say why (cold review, a build engineer: `corral wait`
+            # said "exit code 2", and the compiler's error took a `corral logs
+            # --stderr` more). A call's reason is its exception already.
+            if tails_left and job.kind not in ("call", "function") and job.status in _TAILED:
+                tail = job.stderr_tail() if not was_cleaned(run.path, job) else None
+                if tail is not None:
+                    tails_left -= 1
+                    click.echo(printable(_indented(tail)), err=True)
         if failed > _FAILED_SHOWN:
             listing = " and ".join(f"corral status --state {status.value}"
                                    for status in _FAILED_IN_ORDER if counts[status])
