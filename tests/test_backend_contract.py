@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,6 +186,36 @@ def test_cancelling_a_running_job_ends_it_and_its_process(backend, tmp_path, rel
     assert job.status is JobStatus.CANCELLED
     wait_until(lambda: not pids_alive([int(pid_file.read_text())]), timeout=10,
                message="the cancelled job's process to end")
+
+
+def test_a_command_cancelled_while_it_runs_ends_with_its_children(backend, tmp_path):
+    """Cold review (Grid Engine): qdel's SIGKILL ended the batch job, and the
+    command, which leads a session of its own, ran on with its child, outside
+    the cluster's accounting."""
+    job, started = _command_with_a_child(backend.scheduler(), tmp_path)
+    wait_for_status(job, JobStatus.RUNNING)
+    assert job.cancel()
+    with pytest.raises(corral.CancelledError):
+        job.result(timeout=60)
+    wait_until(lambda: not pids_alive(started), timeout=15,
+               message="the cancelled command and its child to end")
+
+
+def test_a_command_past_its_timeout_ends_with_its_children(backend, tmp_path):
+    job, started = _command_with_a_child(backend.scheduler().options(timeout=3), tmp_path)
+    with pytest.raises(corral.JobTimedOut):
+        job.result(timeout=60)
+    wait_until(lambda: not pids_alive(started), timeout=15,
+               message="the timed-out command and its child to end")
+
+
+def _command_with_a_child(scheduler: Any, tmp_path: Path) -> tuple[corral.Job, list[int]]:
+    """A command that starts a child and waits for it; its pid and the child's,
+    once both run."""
+    pids = tmp_path / "pids"
+    job = scheduler.shell(f"sleep 300 & echo $$ $! > {pids}.tmp && mv {pids}.tmp {pids}; wait")
+    wait_until(pids.exists, timeout=60, message="the command to start its child")
+    return job, [int(pid) for pid in pids.read_text().split()]
 
 
 def test_a_job_past_its_timeout_is_timed_out(backend, release):
