@@ -280,6 +280,18 @@ def test_keyword_arguments_must_have_string_keys():
         Job(jobs.square, (), ["x"])
 
 
+@pytest.mark.parametrize(("given", "shown"), [((5,), "5"), ((5, {"lr": 0.1}), "5, {'lr': 0.1}"),
+                                              (("trial-3",), "'trial-3'")])
+def test_an_id_given_by_position_as_hypertunity_did_says_to_give_it_by_name(given, shown):
+    """Cold review (a hypertunity user): Job(task, args, 5) said "kwargs=5 must be a
+    dict", and Job(task, args, 5, meta) "takes from 2 to 4 positional arguments"."""
+    with pytest.raises(TypeError) as raised:
+        Job(jobs.square, (3,), *given)
+    assert str(raised.value) == (
+        "Job() takes task, args and kwargs by position, and id= and meta= by name: "
+        f"Job(task, args, id=..., meta=...), not Job(task, args, {shown})")
+
+
 # -- calls their function cannot take, refused when the job is made ---------------------------
 
 

@@ -23,6 +23,7 @@ from corral.core.lean_future import LeanFuture
 from corral.core.record import JobRecord, cancel_future
 from corral.errors import cancelled_message
 from corral.result import Result
+from corral.safe_repr import safe_repr
 from corral.runtime.threads import plain_timeout, wait_in_slices
 from corral.spec import JobSpec, Task, check_job_id, make_spec, make_task
 from corral.status import JobStatus
@@ -61,9 +62,14 @@ class Job(LeanFuture):
     _is_corral_job = True
 
     def __init__(self, task: object, args: Sequence[Any] = (),
-                 kwargs: Mapping[str, Any] | None = None, *, id: int | str | None = None,
-                 meta: Any = None, **options: Any) -> None:
+                 kwargs: Mapping[str, Any] | None = None, *more: Any,
+                 id: int | str | None = None, meta: Any = None, **options: Any) -> None:
         super().__init__()
+        if more or isinstance(kwargs, (int, str)):  # hypertunity's Job(task, args, id, meta)
+            given = ", ".join(safe_repr(value) for value in (kwargs, *more))
+            raise TypeError(f"Job() takes task, args and kwargs by position, and id= and meta= "
+                            f"by name: Job(task, args, id=..., meta=...), not Job(task, args, "
+                            f"{given})")
         spec = make_spec(make_task(task, args, kwargs), options)
         check_job_id(id)
         self._record = JobRecord(spec, id=id, meta=meta)

@@ -1132,6 +1132,13 @@ class Scheduler(Executor):
         """The directory holding the jobs' files (and the journal, if any)."""
         return self._run_dir
 
+    @property
+    def backend(self) -> str:
+        """The name of the backend that runs the jobs: ``"local"``, ``"slurm"``,
+        a scheduler described in settings, ...; for ``backend="auto"``, the one
+        chosen (cold review: only the repr said it)."""
+        return self._backend.name
+
     @staticmethod
     def open(path: str | os.PathLike[str]) -> Run:
         """Read a journaled run back: its jobs, statuses and results.

@@ -124,7 +124,8 @@ class DescribedScheduler(BatchScheduler):
             job_id_variable=table.job_id_variable,
             array_job_id_variable=(array and array.job_id_variable) or table.job_id_variable,
             index_variable=array.index_variable if array else _UNSET,
-            restart_count_variable=table.restart_count_variable or _UNSET)
+            restart_count_variable=table.restart_count_variable or _UNSET,
+            notify_signals=int(table.notify_signals))
 
     # -- watching --------------------------------------------------------------------------
 

@@ -108,6 +108,7 @@ class Table:
     restart_count_variable: str | None
     failed_exit_status: int
     forget_after_s: float
+    notify_signals: bool
 
 
 # -- checking one value ------------------------------------------------------------------------
@@ -271,7 +272,7 @@ _KEYS = ("title", "description", "submit", "job_id", "status", "status_columns",
          "accounting_columns", "accounting_regex", "accounting_skip", "never_starts",
          "directive_prefix", "directives", "memory_unit", "walltime_format", "array",
          "dependency", "dependency_separator", "ids_separator", "job_id_variable",
-         "restart_count_variable", "failed_exit_status", "forget_after")
+         "restart_count_variable", "failed_exit_status", "forget_after", "notify_signals")
 _ARRAY_KEYS = ("argument", "index_variable", "first_index", "job_id_variable", "task_id",
                "max_size", "throttle")
 _REQUIRED = ("submit", "job_id", "status", "states", "cancel", "job_id_variable")
@@ -340,6 +341,7 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
         if "restart_count_variable" in raw else None,
         failed_exit_status=_int(raw.get("failed_exit_status", 1), ("failed_exit_status",), 1, 255),
         forget_after_s=_forget_after(raw.get("forget_after", "5m")),
+        notify_signals=_flag(raw.get("notify_signals", False), ("notify_signals",)),
     )
 
 
@@ -349,6 +351,12 @@ def _job_id(value: Any) -> re.Pattern[str]:
         _fail(("job_id",), f"must have exactly one group, the id, such as '^(\\d+)', "
                            f"not {regex.groups}")
     return regex
+
+
+def _flag(value: Any, key: tuple[str, ...]) -> bool:
+    if not isinstance(value, bool):
+        _fail(key, f"must be true or false, not {value!r}")
+    return value
 
 
 def _forget_after(value: Any) -> float:
