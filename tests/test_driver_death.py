@@ -981,3 +981,45 @@ def _corral_logs(run: Path, *args: str) -> str:
     shown = subprocess.run([CORRAL, "--run", os.fspath(run), "logs", *args],
                            capture_output=True, text=True, timeout=60)
     return shown.stdout
+
+
+ALL_KILLED_DRIVER = """
+import sys, corral
+pids = sys.argv[2]
+with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
+    scheduler.shell(f"sleep 300 & echo $$ $! > {pids}.tmp && mv {pids}.tmp {pids}; wait",
+                    name="long").result()
+"""
+
+
+def test_commands_left_when_a_driver_and_all_its_helpers_were_killed_end_at_the_next_session(
+        tmp_path):
+    """Attack review: `pkill -9 python` killed the driver, its journal writer, its
+    reaper and its workers at once; the command ran on, and the next run of the
+    script ran it again beside it."""
+    script, run, pids = tmp_path / "driver.py", tmp_path / "run", tmp_path / "pids"
+    script.write_text(ALL_KILLED_DRIVER)
+    driver = subprocess.Popen([sys.executable, os.fspath(script), os.fspath(run),
+                               os.fspath(pids)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(pids.exists, timeout=60, message="the command to start its child")
+        command = [int(pid) for pid in pids.read_text().split()]
+        corral_processes = [psutil.Process(driver.pid), *psutil.Process(driver.pid).children()]
+        for process in corral_processes:  # all frozen first: none can act on another's end
+            process.suspend()
+        for process in corral_processes:
+            process.kill()
+        driver.wait(timeout=30)
+        assert pids_alive(command) == command, "the premise: nothing killed the command"
+        with corral.Scheduler(cores=1, journal=run) as scheduler:
+            assert not pids_alive(command), "ended as the next session started"
+            left = {job.name: job for job in scheduler.open(run).jobs()}
+            assert left["long"].status is JobStatus.CANCELLED
+        # Swept once: a later session finds nothing left to sweep.
+        with corral.Scheduler(cores=1, journal=run) as scheduler:
+            pass
+    finally:
+        for pid in pids_alive([int(pid) for pid in pids.read_text().split()]
+                              if pids.exists() else []):
+            os.kill(pid, signal.SIGKILL)

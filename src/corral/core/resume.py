@@ -36,6 +36,8 @@ from corral.core.provenance import changed_since
 from corral.core.record import COMPLETED_ALL_THE_SAME
 from corral.journal.codec import encode_spec
 from corral.runtime.chunks import ChunkRunner
+from corral.runtime.proctree import kill_marked
+from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.spool import keep_earlier_attempt
 from corral.spec import Shell
 from corral.status import ACTIVE, TERMINAL, JobStatus
@@ -43,9 +45,10 @@ from corral.status import ACTIVE, TERMINAL, JobStatus
 if TYPE_CHECKING:
     from corral.core.record import JobRecord
     from corral.journal.previous import PreviousJobs
+    from corral.journal.store import Journal
     from corral.journal.stored import StoredJob
 
-__all__ = ["Resumer", "run_again"]
+__all__ = ["Resumer", "run_again", "sweep_left_processes"]
 
 log = logging.getLogger("corral.resume")
 
@@ -348,6 +351,20 @@ def run_again(job: JobRecord, stored: StoredJob) -> None:
     keep_earlier_attempt(stored.directory or None, stored.attempts)
     if job.jobdir is None:  # (one cancelled before it starts keeps where they are: cold review)
         job.jobdir = stored.directory or None
+
+
+def sweep_left_processes(journal: Journal) -> None:
+    """Kill what earlier sessions of the run that were killed left running on
+    this machine, by the mark in its environment: when a driver dies its
+    reaper kills its jobs' processes, but not when the reaper was killed with
+    it, and a job run again would then run twice at once (attack review)."""
+    for key, mark in journal.marks_left.items():
+        killed = kill_marked(MARK_VARIABLE, mark + ".")
+        if killed:
+            log.warning("killed %d process%s left running by a driver of this run that was "
+                        "killed (%s); their jobs run again", killed, "es" * (killed != 1),
+                        key.replace("worker_mark.", "session "))
+        journal.swept(key)
 
 
 def _kill_stale_command(stored: StoredJob) -> None:

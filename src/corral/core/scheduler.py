@@ -47,7 +47,7 @@ from corral.options import (JOB_OPTIONS, bounded_tuple, laid_over, parse_options
 from corral.core.packing import Packer
 from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
-from corral.core.resume import Resumer
+from corral.core.resume import Resumer, sweep_left_processes
 from corral.core.scheduler_setup import (check_journal_dir, check_workdir, checked_count,
                                          checked_queues, prepare_workdir, remove_stale_spools,
                                          tidy_after_dead_drivers, unknown_argument, with_address)
@@ -396,12 +396,18 @@ class Scheduler(Executor):
             # Spool files inside the run: a killed driver's are found (and removed) next time.
             settings["spool_parent"] = os.fspath(self._journal.run_dir)
             remove_stale_spools(self._journal.run_dir)
+        if self._journal is not None:
+            sweep_left_processes(self._journal)  # before anything runs again
         try:
             self._backend = make_backend(backend, cores=cores, memory=memory_mb, gpus=gpus,
                                          options=dict(backend_options or {}), **settings)
         except BaseException:
             self._close_journal()
             raise
+        # The local backend's: what its jobs' processes carry (see sweep_left_processes).
+        mark: str | None = getattr(self._backend, "worker_mark", None)
+        if self._journal is not None and mark is not None:
+            self._journal.record_worker_mark(mark)
         try:
             if workdir is None and self._journal is not None:
                 self._run_dir, self._temporary = self._journal.run_dir, False

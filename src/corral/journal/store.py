@@ -96,6 +96,9 @@ _FOUND_IN_OUTCOME_LOG = "found in the outcome log after its driver ended"
 
 _CALL_KINDS = ("call", "function")  # the jobs whose workers log their outcomes
 
+#: The meta key of a session's worker mark (see Journal.record_worker_mark).
+WORKER_MARK_KEY = "worker_mark.{session}"
+
 
 class JournaledJob(Protocol):
     """What the journal reads of a job it records: the engine's record
@@ -276,6 +279,7 @@ class Journal:
         self.session_backends: dict[int, str | None] = dict(
             db.execute("SELECT id, backend FROM sessions"))
         self.session = self._start_session(db, kind, backend)
+        self.marks_left = self._marks_left(db, meta)
         path = self.run_dir / JOURNAL_FILE
         check_rows(db, path)  # (the finished jobs are read whole only when matched)
         #: The jobs of earlier sessions, by key, as they were left (a call
@@ -341,6 +345,32 @@ class Journal:
             handle.seek(0)
             handle.truncate()
             handle.close()
+
+    def _marks_left(self, db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, str]:
+        """``{meta key: mark}`` of the earlier sessions on this machine that never
+        ended (killed), whose processes carry that mark (see
+        :meth:`record_worker_mark`): their jobs' commands may still run.
+
+        Each is swept once (see :meth:`swept`): a session whose driver, writer,
+        reaper and workers were all killed at once (`pkill -9 python`) left its
+        commands running, and the next run ran them a second time beside them
+        (attack review)."""
+        host = os.uname().nodename
+        left = {}
+        for session, on, ended in db.execute("SELECT id, host, ended FROM sessions"):
+            key = WORKER_MARK_KEY.format(session=session)
+            if ended is None and on == host and meta.get(key):
+                left[key] = meta[key]
+        return left
+
+    def record_worker_mark(self, mark: str) -> None:
+        """Record the mark in the environment of every process of this session's
+        jobs (a local backend's), for the next session to sweep if this one is killed."""
+        self.set_meta(WORKER_MARK_KEY.format(session=self.session), mark)
+
+    def swept(self, key: str) -> None:
+        """The processes of an earlier session's mark (:attr:`marks_left`) are gone."""
+        self.set_meta(key, "")
 
     def _start_session(self, db: sqlite3.Connection, kind: str, backend: str | None) -> int:
         cursor = db.execute(

@@ -307,6 +307,13 @@ class LocalBackend:
 
     # -- what the scheduler asks -------------------------------------------------
 
+    @property
+    def worker_mark(self) -> str:
+        """The mark in the environment of every process of this backend's jobs
+        (``<it>.<worker number>.``): a journal records it, so that a run that
+        follows a killed one kills what it left (see corral.core.resume)."""
+        return self._token
+
     def capacity(self) -> Capacity:
         return self._capacity
 
