@@ -1453,6 +1453,12 @@ def test_an_unknown_job_id_is_reported_by_status_logs_and_wait(script_run):
                               r"\(12 jobs, by id or name; corral status --all lists them\)$")
     # An empty id is shown as one (attack review: "no job  in the run").
     assert_one_line_error(script_run("status", ""), 2, r"^corral: error: no job '' in the run")
+    # A control character is escaped: the error stays one line, and nothing reaches the
+    # terminal to act on it (attack review).
+    for given in ("a\nb", "\x1b[2Jab\x07"):
+        for verb in ("status", "logs"):
+            assert_one_line_error(script_run(verb, given), 2,
+                                  rf"^corral: error: no job {re.escape(repr(given))} in the run")
 
 
 def test_status_logs_and_wait_take_a_jobs_name_as_cancel_does(script_run):
@@ -2808,6 +2814,33 @@ def test_a_daemon_that_cannot_start_on_a_full_disk_says_the_disk_is_full(fresh, 
         rf"\(\d+\) at start:\n\(its log is empty: the disk that holds "
         rf"{re.escape(str(small / 'run'))} is full; make room there, or choose a run directory "
         r"on another disk\)\nsubmit 3\n", (tmp_path / "said").read_text())
+
+
+CLEAN_ON_A_FULL_DISK = """
+mount -t tmpfs -o size=3m tmpfs "$SMALL" || exit 9
+corral submit --name big -- "head -c 1000000 /dev/zero" > /dev/null
+corral wait > /dev/null
+dd if=/dev/zero of="$SMALL/pad" bs=64k 2>/dev/null
+corral clean --yes > "$SMALL/../cleaned" 2>&1
+echo "clean $?" >> "$SMALL/../cleaned"
+corral logs big > "$SMALL/../logs" 2>&1
+echo "logs $?" >> "$SMALL/../logs"
+rm "$SMALL/pad"
+corral stop > /dev/null
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: a tmpfs mount needs root (run "
+                                              "the suite as root to cover it)")
+def test_clean_on_a_full_disk_deletes_and_then_notes_what_it_deleted(fresh, tmp_path):
+    """Attack review: the command one reaches for to free space refused to delete
+    anything ("cannot delete anything ...: No space left on device"): it noted the
+    jobs before deleting their files, and could not write the note."""
+    _in_a_small_mount(fresh, tmp_path, CLEAN_ON_A_FULL_DISK)
+    assert (tmp_path / "cleaned").read_text() == (
+        "deleted the files of 1 job(s), 1.0 MB\nclean 0\n")
+    assert (tmp_path / "logs").read_text() == (
+        "corral: error: job 1's output files were removed (corral clean)\nlogs 3\n")
 
 
 STOP_ON_A_FULL_DISK = """

@@ -97,7 +97,10 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
             unknown.append(job_id)
     if unknown:
         count = sum(run.overview(0, 0).counts.values())  # (counted, not read: a big run)
-        shown = ", ".join(ref if ref and ref.strip() == ref else repr(ref) for ref in unknown)
+        # Quoted where it is blank at an end or holds a control character, which
+        # would break the one line of the error or act on the terminal (attack review).
+        shown = ", ".join(ref if ref and ref.strip() == ref and ref.isprintable() else repr(ref)
+                          for ref in unknown)
         raise CommandError(f"no job {shown} in the run at {run.path} "
                            f"({count} job{'s' * (count != 1)}, by id or name; corral status "
                            "--all lists them)")

@@ -837,6 +837,8 @@ def clean(context: click.Context, yes: bool, ids: tuple[str, ...]) -> None:
     except OSError as error:  # a read-only mount, a directory of another mode
         raise CommandError(f"cannot delete anything in {run.path}: "
                            f"{error.strerror or error}", EXIT_UNREACHABLE) from None
+    for note in done.notes[len(found.notes):]:  # (what the clean itself found to say)
+        click.echo(f"corral: note: {note}", err=True)
     failures, deleted = done.failures, len(done.jobs)
     click.echo(f"deleted the files of {deleted} job(s), {size / 1e6:.1f} MB" if not failures
                else f"deleted the files of {deleted} of {count} job(s)")

@@ -7,6 +7,7 @@ says that its output was removed (rather than reading as empty), and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,11 +44,17 @@ def note_cleaned(run_dir: str | os.PathLike[str], jobs: Sequence[_Attempt]) -> N
     record = _cleaned(run_dir)
     record.update({str(job.id): job.ended for job in jobs})
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        json.dump(record, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                  "w") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:  # (a full disk: the part written would hold on to its space)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def was_cleaned(run_dir: str | os.PathLike[str], job: _Attempt) -> bool:

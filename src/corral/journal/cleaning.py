@@ -11,6 +11,7 @@ directory), and a link left is said, not passed over.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -142,19 +143,34 @@ def clean_jobs(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob],
     first, so that ``corral logs`` says they were removed, not that they wrote
     nothing.
 
+    On a full disk the files go first, which makes room for the note (attack
+    review: the clean one reaches for to free space refused to delete anything).
+
     Raises:
         OSError: the note cannot be written (a read-only run): nothing was deleted.
     """
     found = files_to_clean(jobs) if found is None else found
     cleaned = [job for job in jobs if job.directory in found.directories]
+    noted = False
     if cleaned:
-        note_cleaned(run_dir, cleaned)
+        try:
+            note_cleaned(run_dir, cleaned)
+            noted = True
+        except OSError as error:
+            if error.errno not in _DISK_FULL:
+                raise
     done = Cleaned(size=found.size, notes=list(found.notes))
     for job in cleaned:
         failed = remove_job_files([str(job.directory)])
         done.failures += failed
         if not failed:
             done.jobs.append(job.id)
+    if cleaned and not noted:
+        try:
+            note_cleaned(run_dir, [job for job in cleaned if job.id in done.jobs])
+        except OSError as error:
+            done.notes.append(f"the record of cleaned jobs cannot be written ({error.strerror}):"
+                              " corral logs says their output is empty, not removed")
     done.failures += remove_job_files(found.batch_directories)
     for parent in dict.fromkeys(map(os.path.dirname, found.batch_directories)):
         try:  # (the scheduler's folder of submissions, once it holds none)
@@ -162,6 +178,10 @@ def clean_jobs(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob],
         except OSError:
             pass
     return done
+
+
+#: The errors of a disk (or a quota) that is full.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def remove_job_files(directories: list[str]) -> list[str]:
