@@ -254,7 +254,8 @@ def test_a_job_attached_by_a_later_driver_reports_its_batch_scripts_log(tmp_path
                                          SLURM)
     finally:
         backend._closed = True  # nothing was submitted: no scancel to run
-    assert update.reason == ("failed (Slurm job 88); stderr ends: corral: a setup line failed "
+    assert update.reason == ("failed (Slurm job 88); its batch job's log ends: corral: a setup "
+                             "line failed "
                              "(exit status 127); the job did not start")
 
 

@@ -9,7 +9,7 @@ import os
 from corral.backends.base import Update
 from corral.backends.batch.records import BatchJob, TaskRecord
 from corral.backends.batch.scheduler import BatchScheduler, NativeRow
-from corral.backends.batch.taskfiles import tail_text
+from corral.backends.batch.taskfiles import batch_log_tail
 from corral.runtime.batch import STARTED_FILE, BatchOutcome
 from corral.status import JobStatus
 
@@ -37,7 +37,7 @@ def from_result(task: TaskRecord, outcome: BatchOutcome, title: str) -> Update:
         reason = loads_error(outcome.blob)[2]
     text = reason or f"exit code {outcome.exit_code}"
     return Update(task.job_id, JobStatus.FAILED, task.native_id, exit_code=outcome.exit_code,
-                  reason=f"{text} ({where}){tail_text(task.jobdir, '')}")
+                  reason=f"{text} ({where})")
 
 
 def from_scheduler(task: TaskRecord, job: BatchJob, status: JobStatus, words: str,
@@ -53,5 +53,5 @@ def from_scheduler(task: TaskRecord, job: BatchJob, status: JobStatus, words: st
                  else "the batch job ended without running it")
     reason = f"{words} ({scheduler.title} job {job.native_id})"
     if status is not JobStatus.CANCELLED:
-        reason += tail_text(task.jobdir, job.log_path)
+        reason += batch_log_tail(task.jobdir, job.log_path)
     return Update(task.job_id, status, job.native_id, exit_code=exit_code, reason=reason)

@@ -26,7 +26,7 @@ from corral.runtime.batch import CANCELLED_MARK, RESULT_FILE, STARTED_FILE, TASK
 
 __all__ = ["write_task", "write_bundle", "new_directory", "render_script", "script_for", "log_path",
            "read_started", "started_by_runtime", "start_time", "end_time", "live_files",
-           "batch_log_of", "tail_text", "printable", "jobs_of_submission", "SCRIPT_FILE"]
+           "batch_log_of", "batch_log_tail", "printable", "jobs_of_submission", "SCRIPT_FILE"]
 
 #: The batch script of a submission, in its numbered directory.
 SCRIPT_FILE = "job.sh"
@@ -206,19 +206,29 @@ def batch_log_of(jobdir: str) -> str:
     return found if isinstance(found, str) else ""
 
 
-def tail_text(jobdir: str, batch_log: str) -> str:
-    """The last lines of the job's stderr (or else of its batch log), for a reason."""
-    for path in (os.path.join(jobdir, "stderr"), batch_log):
-        if not path:
-            continue
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - 2000))
-                lines = handle.read().decode(errors="replace").strip().splitlines()
-        except OSError:
-            continue
-        if lines:
-            tail = " | ".join(line.strip() for line in lines[-_TAIL_LINES:])
-            return f"; stderr ends: {tail[-300:]}"
-    return ""
+def batch_log_tail(jobdir: str, batch_log: str) -> str:
+    """The last lines of the batch script's log, for the reason of a job that
+    left no result (a setup line that failed says so there), when the job's
+    own stderr is empty: the job's error shows the last lines of that one
+    (its reason once carried them too, so a failed job's error said them twice,
+    and a command's reason differed from the local backend's: cold reviews)."""
+    if not batch_log or _has_content(os.path.join(jobdir, "stderr")):
+        return ""
+    try:
+        with open(batch_log, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 2000))
+            lines = handle.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    if not lines:
+        return ""
+    tail = " | ".join(line.strip() for line in lines[-_TAIL_LINES:])
+    return f"; its batch job's log ends: {tail[-300:]}"
+
+
+def _has_content(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
