@@ -247,7 +247,8 @@ def test_the_scheduler_reads_qstat_rows_and_what_they_mean():
 @contextmanager
 def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: float = 30.0,
                  shadows: dict[str, str] | None = None, slots: int = 64,
-                 journal: Path | None = None, workdir: Path | None = None, **options: object
+                 journal: Path | None = None, workdir: Path | None = None,
+                 max_jobs: int | None = None, **options: object
                  ) -> Iterator[tuple[FakeBatch, corral.Scheduler]]:
     """A fake cluster of *slots*, and a Scheduler of this process on it that
     polls often (with more backend *options*), journaled at *journal* if
@@ -263,12 +264,31 @@ def on_fakebatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_s: floa
         if workdir is not None or journal is None:
             where["workdir"] = workdir if workdir is not None else tmp_path / "run"
         with registered(), corral.Scheduler(
-                backend="fakebatch", **where,
+                backend="fakebatch", max_jobs=max_jobs, **where,
                 backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1,
                                  **options}) as sched:
             yield cluster, sched
     finally:
         cluster.stop()
+
+
+def test_a_child_the_cluster_could_hold_that_corral_holds_for_max_jobs_says_so(tmp_path,
+                                                                               monkeypatch):
+    """Cold review (a PLAMS port): such children said "held by the cluster until its
+    dependencies complete", with no cluster id: corral held them, for max_jobs."""
+    release = tmp_path / "release"
+    with on_fakebatch(tmp_path, monkeypatch, max_jobs=1) as (_, sched):
+        parent = corral.Job(wait_for_file, (os.fspath(release),))
+        children = [corral.Job(corral.Shell("true"), after=parent) for _ in range(2)]
+        sched.dispatch([parent, *children])  # (made together: chained once it is submitted)
+        try:
+            wait_until(lambda: [(child.status, child.reason) for child in children] == [
+                (JobStatus.QUEUED, "waiting for a job slot (max_jobs=1)")] * 2, timeout=30,
+                message="the children to say why they wait")
+        finally:
+            release.touch()
+        corral.wait(children, timeout=60)
+        assert [child.status for child in children] == [JobStatus.COMPLETED] * 2
 
 
 def test_clean_removes_the_batch_submissions_that_ran_only_the_jobs_it_cleans(tmp_path,

@@ -875,8 +875,11 @@ class Engine:
             for dependent in job.dependents:
                 if (dependent.status is _S.WAITING and not dependent.final
                         and self._chainable(dependent)):
-                    self._move(dependent, _S.QUEUED,
-                               "held by the cluster until its dependencies complete")
+                    # No reason of its own: the packer says why it waits, if it does
+                    # (cold review: "held by the cluster until its dependencies
+                    # complete" stood on jobs corral held for max_jobs), and once
+                    # submitted the cluster says it holds it.
+                    self._move(dependent, _S.QUEUED)
                     self.packer.push(dependent)
 
     # -- what the backend reports ----------------------------------------------------------
