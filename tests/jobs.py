@@ -636,3 +636,10 @@ class Loaded:
 
 def loaded(value: int) -> Loaded:
     return Loaded(value)
+
+
+def run_a_child_for(seconds: float) -> int:
+    """Run ``sleep`` as a child and return its exit status (negative: killed by that signal)."""
+    import subprocess
+
+    return subprocess.run(["sleep", str(seconds)]).returncode

@@ -305,7 +305,7 @@ BAD = [
     (TABLE.replace('task_id = "{job}_{index}"', 'task_id = "{job}_{index:{nope}}"'), 34,
      "schedulers.fakeq.array.task_id", "{index:{nope}} in '{job}_{index:{nope}}': a "
      "placeholder takes no conversion or format spec; write {index}"),
-    (table(notify_signals='"yes"'), 22, "schedulers.fakeq.notify_signals",
+    (table(commands_in_job_group='"yes"'), 22, "schedulers.fakeq.commands_in_job_group",
      "must be true or false, not 'yes'"),
     (TABLE.replace("ncpus={cores}", "ncpus={cores:s}"), 23, "schedulers.fakeq.directives.cores",
      "{cores:s} in 'ncpus={cores:s}': a placeholder takes no conversion or format spec; "
@@ -394,15 +394,15 @@ def test_the_rendered_script_of_the_test_table_matches_its_golden_file():
     assert "#PBS -N 'it'\"'\"'s $HOME?; rm -rf ~'\n" in rendered  # one quoted line, no code
 
 
-def test_a_scheduler_that_warns_of_its_kills_tells_the_runtime_in_the_script():
-    """Cold review (Grid Engine described here, submitting with -notify): the
-    runtime must end a job's command at the warning, which SIGKILL does not reach."""
+def test_a_scheduler_that_signals_the_jobs_group_tells_the_runtime_in_the_script():
+    """Cold review (Grid Engine described here): its qdel's SIGKILL reaches the
+    batch job's process group only; a command must run in it."""
     def exported(text: str) -> str:
         rendered = script_for(scheduler_of(text), directory=Path("/runs/fakeq/7"), tasks=1,
                               setup=(), python="python3", request=request())
-        return re.search(r"CORRAL_NOTIFY_SIGNALS=(\S*)", rendered).group(1)
+        return re.search(r"CORRAL_COMMANDS_IN_JOB_GROUP=(\S*)", rendered).group(1)
 
-    assert (exported(TABLE), exported(table(notify_signals="true"))) == ("0", "1")
+    assert (exported(TABLE), exported(table(commands_in_job_group="true"))) == ("0", "1")
 
 
 def test_the_job_id_is_read_by_the_table_regex_or_the_output_is_quoted():

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -327,3 +328,39 @@ def test_abort_deletes_the_sge_job_once(contract_sge, tmp_path, counted_commands
             job.result(timeout=60)
     assert counts_of(counted_commands)["qdel"] == 1
     assert "does not exist" not in caplog.text
+
+
+# -- suspend --------------------------------------------------------------------------------------
+
+
+def test_a_suspended_job_stops_with_its_command_and_its_calls_children_live_on(make, tmp_path):
+    """Grid Engine suspends a job by stopping its process group: a command that led
+    a session of its own ran on, suspended (re-attack review); and the -notify that
+    once warned of qdel's kill sent SIGUSR1 to the group first, which killed what a
+    call had started."""
+    from jobs import run_a_child_for
+
+    ticks = tmp_path / "ticks"
+    sched = make()
+    call = sched.submit(run_a_child_for, 6)
+    command = sched.shell(f"for i in $(seq 12); do date +%s.%N >> {ticks}; sleep 0.5; done")
+    wait_until(lambda: ticks.exists() and call.status is JobStatus.RUNNING, timeout=60,
+               message="both jobs to run")
+    suspended = sorted({job.native_id.split(".")[0] for job in (call, command)})  # (an array?)
+
+    def all_suspended() -> bool:
+        states = [state for native, state in sge_states().items()
+                  if native.split(".")[0] in suspended]
+        return len(states) == 2 and all("s" in state for state in states)
+
+    subprocess.run(["qmod", "-sj", *suspended], check=True, capture_output=True, timeout=30)
+    try:
+        wait_until(all_suspended, timeout=30, message="the suspend")
+        stopped_at = len(ticks.read_text().split())
+        time.sleep(3)  # (not a wait for an event: how long it stays stopped is the point)
+        assert len(ticks.read_text().split()) <= stopped_at + 1, "the command ran on"
+    finally:
+        subprocess.run(["qmod", "-usj", *suspended], capture_output=True, timeout=30)
+    assert call.result(timeout=120) == 0, "its child ended by a signal"
+    command.result(timeout=120)
+    assert len(ticks.read_text().split()) == 12

@@ -13,7 +13,7 @@
 # failure status when a job failed, so that the scheduler holds back its dependents.
 export CORRAL_BATCH_JOB_ID_VAR=FAKEBATCH_JOBID CORRAL_ARRAY_JOB_ID_VAR=FAKEBATCH_JOBID \
     CORRAL_ARRAY_INDEX_VAR=FAKEBATCH_ARRAY_INDEX CORRAL_RESTART_COUNT_VAR=CORRAL_NOT_SET_BY_THE_SCHEDULER \
-    CORRAL_FAILED_EXIT_STATUS=1 CORRAL_NOTIFY_SIGNALS=0
+    CORRAL_FAILED_EXIT_STATUS=1 CORRAL_COMMANDS_IN_JOB_GROUP=0
 exec >>'/home/ann/runs/it'"'"'s 100%/fakeq/7'/"fakeq-${FAKEBATCH_ARRAY_INDEX:-0}.out" 2>&1
 set -e
 trap 'echo "corral: a setup line failed (exit status $?); the job did not start" >&2' ERR

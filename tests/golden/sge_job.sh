@@ -12,9 +12,11 @@ exec >>'/home/ann/runs/it'"'"'s 100%/sge/7'/"sge-${CORRAL_SGE_TASK}.out" 2>&1
 # corral's runtime reads SGE's variables through these names, and ends with exit
 # status 100 when a job failed: SGE then holds the batch job in error (Eqw),
 # which keeps its -hold_jid dependents from starting (any other status releases them).
+# qdel kills and a suspend stops the job's process group, with no SIGTERM first: the
+# runtime runs the job's commands in it, not in sessions of their own.
 export CORRAL_SGE_TASK CORRAL_BATCH_JOB_ID_VAR=JOB_ID CORRAL_ARRAY_JOB_ID_VAR=JOB_ID \
     CORRAL_ARRAY_INDEX_VAR=CORRAL_SGE_TASK CORRAL_RESTART_COUNT_VAR=RESTARTED \
-    CORRAL_FAILED_EXIT_STATUS=100
+    CORRAL_FAILED_EXIT_STATUS=100 CORRAL_COMMANDS_IN_JOB_GROUP=1
 set -e
 trap 'echo "corral: a setup line failed (exit status $?); the job did not start" >&2' ERR
 module load python/3.11

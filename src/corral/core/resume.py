@@ -358,13 +358,25 @@ def sweep_left_processes(journal: Journal) -> None:
     this machine, by the mark in its environment: when a driver dies its
     reaper kills its jobs' processes, but not when the reaper was killed with
     it, and a job run again would then run twice at once (attack review)."""
-    for key, mark in journal.marks_left.items():
+    for key, (mark, pid, started) in journal.marks_left.items():
+        if _still_runs(pid, started):  # a copy of a run that goes on: not ours to end
+            continue
         killed = kill_marked(MARK_VARIABLE, mark + ".")
         if killed:
             log.warning("killed %d process%s left running by a driver of this run that was "
                         "killed (%s); their jobs run again", killed, "es" * (killed != 1),
                         key.replace("worker_mark.", "session "))
         journal.swept(key)
+
+
+def _still_runs(pid: int, started: float) -> bool:
+    """Whether the driver of a session that began at *started* still runs as *pid*."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() <= started + _STALE_START_TOLERANCE_S
+    except (psutil.Error, TypeError, ValueError):
+        return False
 
 
 def _kill_stale_command(stored: StoredJob) -> None:

@@ -346,10 +346,12 @@ class Journal:
             handle.truncate()
             handle.close()
 
-    def _marks_left(self, db: sqlite3.Connection, meta: dict[str, str]) -> dict[str, str]:
-        """``{meta key: mark}`` of the earlier sessions on this machine that never
-        ended (killed), whose processes carry that mark (see
-        :meth:`record_worker_mark`): their jobs' commands may still run.
+    def _marks_left(self, db: sqlite3.Connection, meta: dict[str, str]
+                    ) -> dict[str, tuple[str, int, float]]:
+        """``{meta key: (mark, driver pid, start)}`` of the earlier sessions on
+        this machine that never ended (killed, or a copy of a run that still
+        goes on), whose processes carry that mark (see :meth:`record_worker_mark`):
+        their jobs' commands may still run.
 
         Each is swept once (see :meth:`swept`): a session whose driver, writer,
         reaper and workers were all killed at once (`pkill -9 python`) left its
@@ -357,10 +359,11 @@ class Journal:
         (attack review)."""
         host = os.uname().nodename
         left = {}
-        for session, on, ended in db.execute("SELECT id, host, ended FROM sessions"):
+        for session, on, ended, pid, started in db.execute(
+                "SELECT id, host, ended, pid, started FROM sessions"):
             key = WORKER_MARK_KEY.format(session=session)
             if ended is None and on == host and meta.get(key):
-                left[key] = meta[key]
+                left[key] = (meta[key], pid, started)
         return left
 
     def record_worker_mark(self, mark: str) -> None:

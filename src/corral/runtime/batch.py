@@ -76,10 +76,12 @@ SCHEDULER_VARIABLES = {
 }
 #: Where the batch script says with which status to end when a job failed.
 FAILED_EXIT_STATUS_VAR = "CORRAL_FAILED_EXIT_STATUS"
-#: Set (to 1) by a batch script whose scheduler warns of a kill with SIGUSR2
-#: and of a suspend with SIGUSR1 (Grid Engine's ``qsub -notify``): see
-#: :func:`_heed_warnings`.
-NOTIFY_SIGNALS_VAR = "CORRAL_NOTIFY_SIGNALS"
+#: Set (to 1) by a batch script whose scheduler ends and suspends a job by
+#: signalling its process group, with no SIGTERM first (Grid Engine's ``qdel``
+#: is a SIGKILL, its suspend a SIGSTOP): a command then runs in that group, not
+#: in a session of its own, which the signals would not reach (cold review: a
+#: cancelled or timed-out command ran on after its batch job was gone).
+COMMANDS_IN_JOB_GROUP_VAR = "CORRAL_COMMANDS_IN_JOB_GROUP"
 
 
 class BatchOutcome(NamedTuple):
@@ -263,7 +265,7 @@ def _run_command(task: dict[str, Any], home: str) -> BatchOutcome:
             finally:
                 os.close(here)
         process = subprocess.Popen(task["argv"], cwd=task["cwd"] or home, env=env,
-                                   start_new_session=True)
+                                   start_new_session=_in_a_session_of_its_own())
     except (OSError, ValueError, TypeError) as error:  # ValueError: a NUL in an argument
         return BatchOutcome(False, exit_code=127, reason=f"could not start: {error}")
     try:
@@ -362,6 +364,11 @@ class _Watchdog:
 TERM_GRACE_S = 2.0
 
 
+def _in_a_session_of_its_own() -> bool:
+    """Whether a command leads a session of its own (see :data:`COMMANDS_IN_JOB_GROUP_VAR`)."""
+    return os.environ.get(COMMANDS_IN_JOB_GROUP_VAR) != "1"
+
+
 def _end_with_the_job(signum: int, frame: object) -> None:
     """The scheduler ends the job (a cancel, a timeout, its walltime): end what
     it started, then this process, as the signal meant. The scheduler's own
@@ -399,32 +406,6 @@ def _end_with_the_job(signum: int, frame: object) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _warned_of_kills() -> bool:
-    return os.environ.get(NOTIFY_SIGNALS_VAR) == "1"
-
-
-def _heed_warnings() -> None:
-    """Listen for the driver's abort (SIGUSR1), or, under a scheduler that
-    warns of its kills (:data:`NOTIFY_SIGNALS_VAR`), end the job at the warning.
-
-    Grid Engine's ``qdel`` kills a running job with SIGKILL, which this
-    process cannot act on: a command, which leads a session of its own, ran
-    on after its cancel or timeout, outside the cluster's accounting (cold
-    review). Submitted with ``-notify``, the job gets SIGUSR2 first, and ends
-    what it started then, as at a SIGTERM. Its SIGUSR1 then warns of a
-    suspend, not an abort (the driver aborts there by deleting the job):
-    heard, and let pass."""
-    if _warned_of_kills():
-        signal.signal(signal.SIGUSR1, _let_pass)  # (not SIG_IGN: commands would inherit it)
-        signal.signal(signal.SIGUSR2, _end_with_the_job)
-    else:
-        abort.listen(signal.SIGUSR1)
-
-
-def _let_pass(signum: int, frame: object) -> None:
-    """A signal heard and let pass."""
-
-
 def _script_began() -> float:
     """When the batch script began, on the monotonic clock.
 
@@ -454,7 +435,6 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
     watchdog = _Watchdog()
     longest = 0.0
     left = failed = 0
-    warned = _warned_of_kills()
     for jobdir in bundle["jobdirs"]:
         try:
             with open(os.path.join(jobdir, TASK_FILE), "rb") as handle:
@@ -471,8 +451,6 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
             continue  # cancelled, or run by an earlier attempt of this bundle
         abort.reset()
         signal.signal(signal.SIGTERM, _end_with_the_job)  # (a job before may have set its own)
-        if warned:
-            signal.signal(signal.SIGUSR2, _end_with_the_job)
         started = time.monotonic()
         output.to_job(jobdir)
         watchdog.arm(jobdir, walltime,
@@ -498,7 +476,7 @@ def main() -> None:
     mark_worker_process()
     with open(sys.argv[1]) as handle:
         bundle = json.load(handle)
-    _heed_warnings()
+    abort.listen(signal.SIGUSR1)
     # Orphans of what the jobs start come to this process, not to init: ended with it.
     become_subreaper()
     left, failed = run_bundle(bundle)

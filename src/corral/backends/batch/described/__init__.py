@@ -89,11 +89,10 @@ The keys:
   in a job; ``failed_exit_status`` (default 1): the batch job's exit status when a
   job in it failed; ``forget_after`` (default 5 minutes): how long the status query
   still lists an ended job.
-* ``notify_signals`` (default false): true where the scheduler warns of a kill with
-  SIGUSR2 and of a suspend with SIGUSR1 (Grid Engine's ``qsub -notify``, which
-  ``submit`` must then pass). corral's runtime ends the job's command at the
-  warning: a scheduler that kills with SIGKILL alone does not reach it, as it leads
-  a session of its own.
+* ``commands_in_job_group`` (default false): true where the scheduler ends and
+  suspends a job by signalling its process group, with no SIGTERM first (Grid
+  Engine's ``qdel`` and suspend). A job's command then runs in that group: in a
+  session of its own, as elsewhere, the SIGKILL would leave it running.
 
 This package is light: the table is checked here (:func:`describe`); the
 scheduler's code is imported when a backend is made.

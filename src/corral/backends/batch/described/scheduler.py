@@ -125,7 +125,7 @@ class DescribedScheduler(BatchScheduler):
             array_job_id_variable=(array and array.job_id_variable) or table.job_id_variable,
             index_variable=array.index_variable if array else _UNSET,
             restart_count_variable=table.restart_count_variable or _UNSET,
-            notify_signals=int(table.notify_signals))
+            commands_in_job_group=int(table.commands_in_job_group))
 
     # -- watching --------------------------------------------------------------------------
 

@@ -108,7 +108,7 @@ class Table:
     restart_count_variable: str | None
     failed_exit_status: int
     forget_after_s: float
-    notify_signals: bool
+    commands_in_job_group: bool
 
 
 # -- checking one value ------------------------------------------------------------------------
@@ -272,7 +272,8 @@ _KEYS = ("title", "description", "submit", "job_id", "status", "status_columns",
          "accounting_columns", "accounting_regex", "accounting_skip", "never_starts",
          "directive_prefix", "directives", "memory_unit", "walltime_format", "array",
          "dependency", "dependency_separator", "ids_separator", "job_id_variable",
-         "restart_count_variable", "failed_exit_status", "forget_after", "notify_signals")
+         "restart_count_variable", "failed_exit_status", "forget_after",
+         "commands_in_job_group")
 _ARRAY_KEYS = ("argument", "index_variable", "first_index", "job_id_variable", "task_id",
                "max_size", "throttle")
 _REQUIRED = ("submit", "job_id", "status", "states", "cancel", "job_id_variable")
@@ -341,7 +342,8 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
         if "restart_count_variable" in raw else None,
         failed_exit_status=_int(raw.get("failed_exit_status", 1), ("failed_exit_status",), 1, 255),
         forget_after_s=_forget_after(raw.get("forget_after", "5m")),
-        notify_signals=_flag(raw.get("notify_signals", False), ("notify_signals",)),
+        commands_in_job_group=_flag(raw.get("commands_in_job_group", False),
+                                    ("commands_in_job_group",)),
     )
 
 

@@ -54,9 +54,7 @@ class SgeScheduler(BatchScheduler):
         # -V: the job sees the driver's environment, as sbatch's default does on
         # Slurm, so a script behaves alike on both; -r n: corral retries, not SGE;
         # -C '': no "#$" line of the setup is read as a qsub option.
-        # -notify: SIGUSR2 warns of a qdel's SIGKILL, at which the runtime ends the
-        # commands it started (their own sessions, which the SIGKILL does not reach).
-        argv = ["qsub", "-terse", "-notify", "-V", "-r", "n", "-w", "e", "-C", "", "-S",
+        argv = ["qsub", "-terse", "-V", "-r", "n", "-w", "e", "-C", "", "-S",
                 "/bin/bash", "-wd", os.path.dirname(request.script),
                 "-N", commands.job_name(request.name), "-o", request.output, "-j", "y"]
         if resources.cores > 1:
@@ -147,8 +145,9 @@ class SgeScheduler(BatchScheduler):
         return ["qdel", *native_ids]
 
     def signal_argv(self, native_ids: Sequence[str]) -> list[str]:
-        # SGE signals a job only around a suspend or a kill (qsub -notify, whose
-        # SIGUSR1 warns of a suspend, not an abort): abort deletes.
+        # SGE signals a job only around a suspend or a kill (qsub -notify), and
+        # -notify's SIGUSR1, to the job's whole process group, kills what a call
+        # started that does not handle it (re-attack review): abort deletes.
         return ["qdel", *native_ids]
 
     signal_ends_job: ClassVar[bool] = True
