@@ -154,7 +154,9 @@ def open_for_reading(path: Path) -> sqlite3.Connection:
         connection.execute("PRAGMA busy_timeout=30000")
         connection.execute("SELECT 1 FROM sqlite_master LIMIT 1")  # (where SQLite opens for real)
     except sqlite3.OperationalError as error:
-        if os.access(path.parent, os.W_OK):
+        # On a full disk too (re-attack review: `corral clean`, the way to make
+        # room, could not read the run it was to clean).
+        if os.access(path.parent, os.W_OK) and not _full(path.parent):
             raise damaged_error(path, error) from None
         return _open_where_nothing_may_be_written(path)
     except sqlite3.Error as error:
@@ -162,9 +164,22 @@ def open_for_reading(path: Path) -> sqlite3.Connection:
     return connection
 
 
+def _full(directory: Path) -> bool:
+    """Whether the disk that holds *directory* has no room left for a file of SQLite's."""
+    try:
+        found = os.statvfs(directory)
+    except OSError:
+        return False
+    return found.f_bavail * found.f_frsize < _ROOM_TO_READ
+
+
+#: What SQLite needs beside a journal to read it: its shared-memory file (32 KiB).
+_ROOM_TO_READ = 64 * 1024
+
+
 def _open_where_nothing_may_be_written(path: Path) -> sqlite3.Connection:
     """A connection to a journal in a directory that cannot be written (its
-    mode, a read-only mount, an archive): SQLite reads a journal in WAL mode
+    mode, a read-only mount, an archive, a full disk): SQLite reads a journal in WAL mode
     only where it may make its shared-memory file beside it, unless told the
     file never changes. Nothing can change it there, but what a killed driver
     left only in the write-ahead log would be missed: that is refused.
