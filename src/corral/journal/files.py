@@ -189,10 +189,11 @@ def _open_where_nothing_may_be_written(path: Path) -> sqlite3.Connection:
     """
     wal = path.with_name(path.name + "-wal")
     if wal.exists() and wal.stat().st_size:
-        raise JournalError(f"cannot read the journal {path}: its directory cannot be written, "
-                           f"and its latest changes are only in {wal.name}, which SQLite reads "
-                           "only where it may write beside it; copy the run directory "
-                           "somewhere writable to read it")
+        raise JournalError(f"cannot read the journal {path}: nothing can be written beside it "
+                           f"(a read-only directory, or a full disk), and its latest changes are "
+                           f"only in {wal.name}, which SQLite reads only where it may write "
+                           "beside it; free some space, or copy the run directory somewhere "
+                           "writable, to read it")
     try:
         connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1",
                                      uri=True, isolation_level=None)
