@@ -358,25 +358,28 @@ def sweep_left_processes(journal: Journal) -> None:
     this machine, by the mark in its environment: when a driver dies its
     reaper kills its jobs' processes, but not when the reaper was killed with
     it, and a job run again would then run twice at once (attack review)."""
-    for key, (mark, pid, started) in journal.marks_left.items():
-        if _still_runs(pid, started):  # a copy of a run that goes on: not ours to end
-            continue
+    for session, (mark, pid, started) in journal.marks_left.items():
+        created = _created(pid)
+        if created is not None and created <= started + _STALE_START_TOLERANCE_S:
+            continue  # its driver still runs (this is a copy of a run that goes on): not ours
         killed = kill_marked(MARK_VARIABLE, mark + ".")
         if killed:
             log.warning("killed %d process%s left running by a driver of this run that was "
-                        "killed (%s); their jobs run again", killed, "es" * (killed != 1),
-                        key.replace("worker_mark.", "session "))
-        journal.swept(key)
+                        "killed (session %d); their jobs run again", killed,
+                        "es" * (killed != 1), session)
+        journal.swept(session)
 
 
-def _still_runs(pid: int, started: float) -> bool:
-    """Whether the driver of a session that began at *started* still runs as *pid*."""
+def _created(pid: int | None) -> float | None:
+    """When process *pid* started (None: there is no such process, or no pid)."""
+    if not isinstance(pid, int):  # (psutil.Process(None) would be this process)
+        return None
     import psutil
 
     try:
-        return psutil.Process(pid).create_time() <= started + _STALE_START_TOLERANCE_S
-    except (psutil.Error, TypeError, ValueError):
-        return False
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError):
+        return None
 
 
 def _kill_stale_command(stored: StoredJob) -> None:
@@ -387,14 +390,9 @@ def _kill_stale_command(stored: StoredJob) -> None:
     """
     if not stored.native_id or not stored.native_id.isdigit() or stored.started is None:
         return
-    import psutil
-
     pid = int(stored.native_id)
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.Error:
-        return
-    if abs(created - stored.started) > _STALE_START_TOLERANCE_S:
+    created = _created(pid)
+    if created is None or abs(created - stored.started) > _STALE_START_TOLERANCE_S:
         return
     log.warning("killing job %s's command (pid %d), left running by a driver that died; "
                 "it runs again", stored.id, pid)

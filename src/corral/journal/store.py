@@ -347,8 +347,8 @@ class Journal:
             handle.close()
 
     def _marks_left(self, db: sqlite3.Connection, meta: dict[str, str]
-                    ) -> dict[str, tuple[str, int, float]]:
-        """``{meta key: (mark, driver pid, start)}`` of the earlier sessions on
+                    ) -> dict[int, tuple[str, int, float]]:
+        """``{session: (mark, driver pid, start)}`` of the earlier sessions on
         this machine that never ended (killed, or a copy of a run that still
         goes on), whose processes carry that mark (see :meth:`record_worker_mark`):
         their jobs' commands may still run.
@@ -363,7 +363,7 @@ class Journal:
                 "SELECT id, host, ended, pid, started FROM sessions"):
             key = WORKER_MARK_KEY.format(session=session)
             if ended is None and on == host and meta.get(key):
-                left[key] = (meta[key], pid, started)
+                left[session] = (meta[key], pid, started)
         return left
 
     def record_worker_mark(self, mark: str) -> None:
@@ -371,9 +371,9 @@ class Journal:
         jobs (a local backend's), for the next session to sweep if this one is killed."""
         self.set_meta(WORKER_MARK_KEY.format(session=self.session), mark)
 
-    def swept(self, key: str) -> None:
-        """The processes of an earlier session's mark (:attr:`marks_left`) are gone."""
-        self.set_meta(key, "")
+    def swept(self, session: int) -> None:
+        """The processes of an earlier *session*'s mark (:attr:`marks_left`) are gone."""
+        self.set_meta(WORKER_MARK_KEY.format(session=session), "")
 
     def _start_session(self, db: sqlite3.Connection, kind: str, backend: str | None) -> int:
         cursor = db.execute(

@@ -54,9 +54,9 @@ class SgeScheduler(BatchScheduler):
         # -V: the job sees the driver's environment, as sbatch's default does on
         # Slurm, so a script behaves alike on both; -r n: corral retries, not SGE;
         # -C '': no "#$" line of the setup is read as a qsub option.
-        argv = ["qsub", "-terse", "-V", "-r", "n", "-w", "e", "-C", "", "-S",
-                "/bin/bash", "-wd", os.path.dirname(request.script),
-                "-N", commands.job_name(request.name), "-o", request.output, "-j", "y"]
+        argv = ["qsub", "-terse", "-V", "-r", "n", "-w", "e", "-C", "", "-S", "/bin/bash",
+                "-wd", os.path.dirname(request.script), "-N", commands.job_name(request.name),
+                "-o", request.output, "-j", "y"]
         if resources.cores > 1:
             argv += ["-pe", self.settings["parallel_environment"], str(resources.cores)]
         if resources.memory_mb is not None:
