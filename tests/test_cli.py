@@ -1816,12 +1816,19 @@ def test_wait_for_a_whole_script_run_waits_for_the_script_that_may_make_more(fre
         assert (waiting.returncode, err.decode().splitlines()) == (
             0, [note, "corral: 2 jobs ended: 2 completed"])
     finally:
-        go.touch()
-        script.wait(timeout=60)
-        if waiting is not None and waiting.poll() is None:
-            waiting.kill()
-            waiting.wait()
+        _release_and_end(go, script, waiting)
     assert script.returncode == 0
+
+
+def _release_and_end(gate: Path, script: subprocess.Popen,
+                     watcher: subprocess.Popen | None) -> None:
+    """A test's end: let the *script* past its *gate* and wait for it, and
+    kill the corral command that watched it if it still runs."""
+    gate.touch()
+    script.wait(timeout=60)
+    if watcher is not None and watcher.poll() is None:
+        watcher.kill()
+        watcher.wait()
 
 
 CHANGE = re.compile(r"\d\d:\d\d:\d\d\.\d{3}  job (\d+) '([^']*)'  (.*)")
@@ -1895,11 +1902,7 @@ def test_events_follow_prints_changes_as_they_happen_until_the_script_ends(fresh
         assert changes("".join(lines))[-2:] == [("2", "echo", "SUBMITTED -> RUNNING"),
                                                 ("2", "echo", "RUNNING -> COMPLETED")]
     finally:
-        release.touch()
-        script.wait(timeout=60)
-        if following is not None and following.poll() is None:
-            following.kill()
-            following.wait()
+        _release_and_end(release, script, following)
 
 
 SCRIPT_READING_IN_ORDER = """
