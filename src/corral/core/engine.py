@@ -576,6 +576,8 @@ class Engine:
             if cancelled_because is not None:
                 self._move(job, _S.CANCELLED, cancelled_because)
                 self._finalize(job)
+                if job.reattach is not None:
+                    self._delete_left_in_cluster(job)
                 continue
             job.unmet = unmet
             if unmet and not self._may_go_early(job):
@@ -795,6 +797,20 @@ class Engine:
         self._gather_until = None
         self._pushes_seen = self.packer.pushes
         return False
+
+    def _delete_left_in_cluster(self, job: JobRecord) -> None:
+        """Delete from the cluster a job an earlier driver left there, which
+        this run cancels as it comes (its parent failed before it was submitted
+        again). Else it stays there: held for ever behind its failed parent, or
+        started, to fail, once that parent is deleted at the close (seen in CI
+        on Grid Engine: the child ran and ended in error state, Eqw)."""
+        assert self._cluster is not None and job.reattach is not None
+        stored, job.reattach = job.reattach, None
+        assert stored.native_id is not None
+        self._cluster.attach(submission_for(job, self._run_dir_text, self._outcomes_dir),
+                             stored.native_id)
+        job.kill_intent = KillIntent.CANCEL
+        self.backend.kill([job.dispatched_id])
 
     def _attach(self, jobs: list[JobRecord]) -> None:
         """Follow jobs an earlier driver left in the cluster's hands (by native id).
