@@ -1042,6 +1042,14 @@ def test_an_output_file_option_is_told_where_a_jobs_output_goes(scheduler):
             scheduler.shell("true", **{word: "x.out"})
 
 
+def test_hypertunitys_output_file_is_told_where_a_scripts_result_goes(scheduler):
+    with pytest.raises(ValueError, match=r"^unknown job option 'output_file'; a command or "
+                                         r"script writes its result, as JSON, to the file "
+                                         r"\$CORRAL_RESULT_FILE names, and job\.result\(\) "
+                                         r"returns it"):
+        scheduler.shell("true", output_file="out.json")
+
+
 @pytest.mark.parametrize("given, message", [
     ({"timeout_min": 10}, "did you mean walltime='10m'?"),
     ({"walltime_min": 1.5}, "did you mean walltime='1.5m'?"),

@@ -504,10 +504,14 @@ _NOT_AN_OPTION = {
     "nodes": "corral runs each job on one node (cores is its cores there); a multi-node job "
              "asks its cluster through extra_flags, e.g. extra_flags=['--nodes=2'] "
              "(corral submit --extra-flags=--nodes=2)",
-    **dict.fromkeys(("stdout", "stderr", "output", "error", "log", "logfile"),
+    **dict.fromkeys(("stdout", "stderr", "output", "error", "log", "logfile", "outfile",
+                     "errfile"),
                     "corral keeps each job's output in files of its own (job.stdout, "
                     "job.stderr; corral logs ID); for a file of your choosing, redirect "
                     "inside the command: 'cmd > out.txt 2> err.txt'"),
+    **dict.fromkeys(("output_file", "result_file"),
+                    "a command or script writes its result, as JSON, to the file "
+                    "$CORRAL_RESULT_FILE names, and job.result() returns it"),
 }
 
 

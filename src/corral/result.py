@@ -21,7 +21,8 @@ __all__ = ["Result"]
 class Result:
     """What a finished job left behind, as a plain record.
 
-    ``data`` is the return value of a Python call (None for commands, or for
+    ``data`` is the return value of a Python call, or the JSON a command or
+    script wrote to ``$CORRAL_RESULT_FILE`` (None where it wrote none, or for
     a job that did not complete); ``reason`` says why it ended as it did, and
     ``error`` is what ``job.result()`` raises for a job that failed: the call's
     own exception, or a :class:`corral.JobFailed` that ends with the last lines

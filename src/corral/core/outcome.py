@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from corral.core.record import KillIntent
 from corral.errors import JobFailed, JobTimedOut, RemoteTraceback, WorkerLost
+from corral.runtime.command_result import read_command_result
 from corral.runtime.execute import CwdUnusable
-from corral.runtime.payload import loads_error
+from corral.runtime.payload import dumps_value, loads_error
 from corral.runtime.spool import TAIL_BYTES, last_lines, with_stderr_tail
 from corral.safe_repr import describe_error
+from corral.spec import Script, Shell
 from corral.status import JobStatus
 from corral.units import format_span
 
@@ -91,16 +93,27 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
 
 
 def _completed(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
-    """A job that returned: its value, unless this process cannot unpickle it."""
-    value, problem = unpickled(update.value)
-    if problem is not None:
-        reason = f"its return value cannot be unpickled here: {problem}"
-        return Outcome(_S.FAILED, reason, None, JobFailed(
-            f"{_label(job)}: {reason}", job_id=job.id, status=_S.FAILED, reason=reason))
+    """A job that returned: its value, unless this process cannot unpickle it;
+    a command's, the JSON it left in its result file (see
+    :mod:`corral.runtime.command_result`)."""
+    blob = update.value
+    if isinstance(job.spec.task, (Script, Shell)):
+        value, why = read_command_result(job.jobdir)
+        if why is not None:
+            return Outcome(_S.FAILED, why, None, JobFailed(
+                f"{_label(job)}: {why}", job_id=job.id, status=_S.FAILED, reason=why))
+        if value is not None:
+            blob = dumps_value(value)
+    else:
+        value, problem = unpickled(blob)
+        if problem is not None:
+            reason = f"its return value cannot be unpickled here: {problem}"
+            return Outcome(_S.FAILED, reason, None, JobFailed(
+                f"{_label(job)}: {reason}", job_id=job.id, status=_S.FAILED, reason=reason))
     if job.feeds_values:
-        job.value_bytes = update.value
+        job.value_bytes = blob
     if rules.journaled:
-        job.result_blob = update.value
+        job.result_blob = blob
     return Outcome(_S.COMPLETED, None, value, None)
 
 

@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 
+from corral.runtime.command_result import RESULT_FILE_NAME
 from corral.runtime.tempdirs import SPOOL_PREFIX
 from corral.safe_repr import printable
 
@@ -250,8 +251,8 @@ def keep_earlier_attempt(jobdir: str | None, attempt: int) -> None:
     last attempt's output; a job run again lost its earlier run's)."""
     if jobdir is None or attempt < 1:
         return
-    for stream in ("stdout", "stderr"):
-        path = os.path.join(jobdir, stream)
+    for stream in ("stdout", "stderr", RESULT_FILE_NAME):  # (a retry that writes no
+        path = os.path.join(jobdir, stream)                # result has none)
         try:
             os.replace(path, f"{path}.{attempt}")
         except FileNotFoundError:

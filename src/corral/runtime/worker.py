@@ -53,13 +53,14 @@ from collections import deque
 from typing import TYPE_CHECKING, NoReturn
 
 from corral.runtime import abort
+from corral.runtime.command_result import RESULT_FILE_NAME, RESULT_FILE_VARIABLE
 from corral.runtime.command import KILL, StopRequests, is_kill_or_terminate, run_command
 from corral.runtime.execute import here_as_home, kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper, bind_to_parent
 from corral.runtime.loading import mark_worker_process
 from corral.runtime.payload import dumps_error
 from corral.safe_repr import describe_error
-from corral.runtime.spool import NOT_SAVED, hand_over, open_spool
+from corral.runtime.spool import NOT_SAVED, hand_over, move_spool_file, open_spool
 from corral.runtime.stdfds import above_standard, open_standard_fds
 from corral.runtime.threads import allow_signals, no_thread_left
 from corral.runtime.outcomes import OutcomeLog
@@ -107,6 +108,27 @@ class _Spool:
         if failed is not None:
             raise failed
 
+    @property
+    def result_path(self) -> str:
+        """Where a command run here writes its result (see
+        :mod:`corral.runtime.command_result`), until :meth:`hand_over_result`."""
+        return f"{self.prefix}.{RESULT_FILE_NAME}"
+
+    def hand_over_result(self, jobdir: str) -> None:
+        """Move the result file a command wrote, if it wrote one, into *jobdir*;
+        one that cannot be moved is removed, not left to the next command."""
+        path = self.result_path
+        if not os.path.lexists(path):  # (most commands write none: one stat)
+            return
+        try:
+            move_spool_file(path, jobdir, RESULT_FILE_NAME)
+        except OSError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+
     def _point_at_spool(self, fd: int, path: str) -> None:
         """Point *fd* at its spool file again (what the job wrote there before
         it moved the fd stays, and is handed over)."""
@@ -122,6 +144,8 @@ class _Spool:
 
 
 _STREAMS = ((1, "stdout"), (2, "stderr"))
+#: The variable naming a command's result file (see corral.runtime.command_result).
+_RESULT_VARIABLE = RESULT_FILE_VARIABLE.encode()
 
 
 def _file_of(fd: int) -> tuple[int, int] | None:
@@ -451,9 +475,16 @@ def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
     """Run one request and return the pickled ``(job_id, ok, blob)``, never raising."""
     if request[0] == "command":
         _, job_id, jobdir, argv, environment, cwd = request
+        # Its result file beside its output in the spool, handed over with it:
+        # its job's directory is made only once it has something to hold.
+        environment = {**environment, _RESULT_VARIABLE: os.fsencode(spool.result_path)}
         reply: tuple = (job_id, None, run_command(job_id, argv, environment, cwd, home,
                                                   stop_requests))
         outcomes_dir = None
+        try:
+            spool.hand_over_result(jobdir)
+        except OSError as error:
+            reply = (job_id, False, dumps_error(OSError(f"{NOT_SAVED}: {error}")))
     else:
         _, job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = request
         ok, blob = run_call(job_id, payload, upstream, env, cwd, home)

@@ -1,0 +1,56 @@
+"""A command's or script's result: the JSON it leaves in ``$CORRAL_RESULT_FILE``.
+
+A Python call returns its value; a command has only its exit status and its
+output. So that a script's job has data too (hypertunity's ``output_file``,
+where a script dumps what it found), every command is told a path in its
+job's directory; what it writes there, as JSON, is its job's result:
+``job.result()``, ``Result.data``, a dependent's argument and the journal's
+row. JSON, not pickle: a shell script, an R script or a C++ program can write
+it, and a file that cannot be read as JSON says so in the job's reason rather
+than passing for a string.
+
+The driver reads the file when the command has exited 0: one ``open`` per
+command, none per call. A file left by an earlier attempt is moved aside with
+that attempt's output (see :func:`corral.runtime.spool.keep_earlier_attempt`),
+so a retry that writes none has none.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["RESULT_FILE_NAME", "RESULT_FILE_VARIABLE", "MAX_RESULT_BYTES", "read_command_result"]
+
+#: The file, in the job's directory, whose JSON is a command's result.
+RESULT_FILE_NAME = "result.json"
+#: The environment variable that names that file to the command.
+RESULT_FILE_VARIABLE = "CORRAL_RESULT_FILE"
+#: Larger results are refused: the driver reads them between other jobs' events.
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+
+
+def read_command_result(jobdir: str | None) -> tuple[Any, str | None]:
+    """``(value, None)``: the JSON the command wrote (None where it wrote no
+    file); or ``(None, why)`` where the file is there but is no result."""
+    if not jobdir:
+        return None, None
+    path = os.path.join(jobdir, RESULT_FILE_NAME)
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_RESULT_BYTES:
+                return None, (f"its result file {path} holds {size:,} bytes, more than "
+                              f"{MAX_RESULT_BYTES // 2**20} MiB: write large data to a file "
+                              "of your own and put its path in the result")
+            text = handle.read()
+    except FileNotFoundError:
+        return None, None
+    except OSError as error:
+        return None, f"its result file {path} cannot be read: {error.strerror or error}"
+    import json  # (here: workers import this module for its names, and start without json)
+
+    try:
+        return json.loads(text), None
+    except ValueError as error:  # (UnicodeDecodeError is one too)
+        return None, f"its result file {path} is not JSON: {error}"

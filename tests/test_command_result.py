@@ -1,0 +1,60 @@
+"""A command's or script's result is the JSON it leaves in ``$CORRAL_RESULT_FILE``
+(hypertunity's ``output_file``), on the local backend; every backend's is a
+contract story (``test_a_scripts_result_is_the_json_it_left_where_corral_said``)."""
+
+from __future__ import annotations
+
+import pytest
+
+import corral
+from corral.runtime import command_result
+from corral.status import JobStatus
+
+WRITE = 'printf %s "$0" > "$CORRAL_RESULT_FILE"'
+
+
+def test_a_command_that_writes_no_result_has_none(tmp_path):
+    with corral.Scheduler(cores=1) as scheduler:
+        assert scheduler.shell("true").result(timeout=60) is None
+
+
+def test_a_result_file_that_is_not_json_fails_the_job_naming_the_file(tmp_path):
+    with corral.Scheduler(cores=1) as scheduler:
+        job = scheduler.shell(["sh", "-c", WRITE, "{'loss': 1}"])
+        with pytest.raises(corral.JobFailed) as raised:
+            job.result(timeout=60)
+    assert job.status is JobStatus.FAILED
+    assert job.reason.startswith("its result file ") and "/result.json is not JSON: " in job.reason
+    assert "Expecting property name enclosed in double quotes" in str(raised.value)
+
+
+def test_a_result_file_past_the_limit_fails_the_job_and_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(command_result, "MAX_RESULT_BYTES", 4)
+    with corral.Scheduler(cores=1) as scheduler:
+        job = scheduler.shell(["sh", "-c", WRITE, "[1, 2, 3]"])
+        with pytest.raises(corral.JobFailed):
+            job.result(timeout=60)
+    assert job.reason.endswith("holds 9 bytes, more than 0 MiB: write large data to a file "
+                               "of your own and put its path in the result")
+
+
+def test_a_retry_that_writes_no_result_does_not_return_the_failed_trys(tmp_path):
+    """The first try writes its result, then fails; the second writes none."""
+    marker = tmp_path / "tried"
+    command = (f'if [ -e {marker} ]; then exit 0; fi; touch {marker}; '
+               'echo 41 > "$CORRAL_RESULT_FILE"; exit 1')
+    with corral.Scheduler(cores=1, journal=tmp_path / "run") as scheduler:
+        job = scheduler.options(retries=1).shell(command)
+        assert job.result(timeout=60) is None
+    assert job.record.attempts == 2
+    assert (tmp_path / "run" / str(job.id) / "result.json.1").read_text() == "41\n"
+
+
+def test_a_journaled_commands_result_comes_back_on_resume_and_in_the_run(tmp_path):
+    run = tmp_path / "run"
+    for _ in range(2):  # the second run restores it: the command does not run again
+        with corral.Scheduler(cores=1, journal=run) as scheduler:
+            job = scheduler.shell(["sh", "-c", WRITE + "; echo ran", '{"loss": 0.5}'])
+            assert job.result(timeout=60) == {"loss": 0.5}
+    assert job.stdout == "ran\n"  # its one run's output, restored
+    assert [r.data for r in corral.Run(run).results()] == [{"loss": 0.5}]
