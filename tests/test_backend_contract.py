@@ -77,6 +77,14 @@ def mark_then_wait(pid_file: str, release: str, side: str, name: str, value: int
     return logged(side, name, value)
 
 
+def mark_then_wait_changed(pid_file: str, release: str, side: str, name: str, value: int) -> int:
+    """:func:`mark_then_wait` edited (its code, as a rerun's driver has it)."""
+    Path(pid_file + ".partial").write_text(str(os.getpid()))
+    os.replace(pid_file + ".partial", pid_file)
+    wait_for_file(release)
+    return logged(side, name, value) + 0 * len(name)
+
+
 # -- the backends (one module each in tests/support/harnesses) --------------------------------
 
 
@@ -142,6 +150,34 @@ def test_a_script_gets_its_arguments(backend, tmp_path):
     job = backend.scheduler().script(script, "a b", "c")
     job.result(timeout=60)
     assert job.stdout == "script got ['a b', 'c']\n"
+
+
+def test_a_scripts_result_is_the_json_it_left_where_corral_said(backend, tmp_path):
+    """hypertunity's output_file: a script's data reaches result(), Result.data
+    and a job that takes it as an argument (which waits for it in the driver)."""
+    script = tmp_path / "trial.py"
+    script.write_text("import json, os, sys\n"
+                      "x = float(sys.argv[1])\n"
+                      "with open(os.environ['CORRAL_RESULT_FILE'], 'w') as out:\n"
+                      "    json.dump({'x': x, 'loss': (x - 2) ** 2}, out)\n")
+    scheduler = backend.scheduler()
+    trial = scheduler.script(script, "3")
+    taken = scheduler.submit(dict, trial, seen=True)
+    assert trial.result(timeout=60) == {"x": 3.0, "loss": 1.0}
+    assert taken.result(timeout=60) == {"x": 3.0, "loss": 1.0, "seen": True}
+
+
+def test_a_job_without_a_cwd_runs_in_the_drivers_directory(backend, tmp_path, monkeypatch):
+    """As the README says, on every backend (fyrd review: on PBS they ran in
+    $HOME, where ./step.sh and data/ were not found)."""
+    here = tmp_path / "project"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    scheduler = backend.scheduler()
+    command = scheduler.shell("pwd")
+    assert scheduler.submit(os.getcwd).result(timeout=60) == str(here)
+    command.result(timeout=60)
+    assert command.stdout == f"{here}\n"
 
 
 def test_a_failing_command_fails_with_its_exit_code_as_reason(backend):
@@ -366,8 +402,15 @@ def test_a_job_outlives_its_killed_driver_and_the_next_driver_attaches_to_it(bac
     assert first["running"]  # the backend's id of the job that outlived its driver
     waiting = second["jobs"][1]
     assert (waiting["status"], waiting["value"]) == ("COMPLETED", 2)
-    assert waiting["native_id"] == first["running"]  # followed, not submitted again
+    # Followed, not submitted again, though its code changed (submitit review: the new
+    # code ran beside the old, and the old row stayed RUNNING for good); told so.
+    assert waiting["native_id"] == first["running"]
     assert len(lines(tmp_path / "side" / "b")) == 1
+    assert ("its code changed since an earlier driver submitted it, but it still runs in the "
+            f"cluster ({first['running']}) with the code it had then") in (
+                tmp_path / "finish.out").read_text()
+    assert [job.status for job in corral.Run(tmp_path / "journal").jobs()] == [
+        JobStatus.COMPLETED] * 2
     # When it ran, not when the next driver took it up (cold review: its start was the
     # rerun's, after its end, and corral status showed 0.0s for a 6 s job). b waits for
     # the release, so it started between the first driver's launch and the release.
@@ -388,6 +431,8 @@ def drive(name: str, run: str, release: str, side: str, mode: str) -> None:
     if spec.prepare_driver is not None:  # this driver's own process: nothing to leave clean
         spec.prepare_driver()
     options = json.loads(os.environ.get("CORRAL_TEST_BACKEND_OPTIONS", "{}"))
+    if mode == "finish":  # b's code changed since the killed driver submitted it
+        stories.mark_then_wait.__code__ = stories.mark_then_wait_changed.__code__
     with corral.Scheduler(**scheduler_options(name, options), journal=run) as sched:
         done = sched.submit(stories.logged, side, "a", 1)
         waiting = sched.submit(stories.mark_then_wait, os.path.join(side, "b.pid"), release,

@@ -21,7 +21,7 @@ from corral.backends.batch.scheduler import ClusterLimits, NativeRow, NeverKind
 from corral.backends.batch.slurm.backend import SlurmBackend
 from corral.backends.batch.slurm.scheduler import SlurmScheduler
 from corral.errors import BackendError
-from corral.runtime.batch import BatchOutcome
+from corral.runtime.batch import BatchOutcome, claim_for_cancel
 from corral.runtime.threads import start_thread
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
@@ -89,6 +89,19 @@ def test_a_forgotten_job_is_decided_by_results_then_accounting_then_its_files(tm
         JobStatus.CANCELLED, "cancelled in Slurm")
     assert forgotten.verdict(job, True, NativeRow("9", "RUNNING"), SLURM, True) is None
     assert forgotten.verdict(job, False, None, SLURM, False) == (JobStatus.COMPLETED, "")
+
+
+def test_a_forgotten_job_cancelled_before_it_started_is_decided_by_the_cancels_mark(tmp_path):
+    """``corral cancel`` with no driver marks a pending job so: the next driver
+    waited Slurm's forget time (5 minutes) before it believed it (submitit review)."""
+    subs = [submission(job_id, tmp_path) for job_id in (1, 2)]
+    for sub in subs:
+        taskfiles.write_task(sub, batch_log="")
+    job = BatchJob("9", "", [task_of(sub) for sub in subs])
+    assert claim_for_cancel(os.fspath(subs[0].jobdir))
+    assert forgotten.undecided([job]) == [job]  # job 2 may have run: its files do not say
+    assert claim_for_cancel(os.fspath(subs[1].jobdir))
+    assert forgotten.undecided([job]) == []
 
 
 def test_accounting_of_one_job_at_a_time_asks_each_and_one_it_cannot_answer_holds_none_up(

@@ -34,16 +34,32 @@ def write_job(run: Path, name: str, argv: list[str], walltime_s: float | None = 
 
 
 def run_runtime(run: Path, jobdirs: list[Path], env: dict[str, str],
-                time_limit_s: float | None = None) -> subprocess.CompletedProcess:
-    """Run the runtime on a bundle of *jobdirs*, as a batch script would."""
+                time_limit_s: float | None = None, home: str | None = None,
+                started_in: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the runtime on a bundle of *jobdirs*, as a batch script would
+    (started in *started_in*, the driver's directory being *home*)."""
     bundle = run / "0.json"
     bundle.write_text(json.dumps({"jobdirs": [os.fspath(d) for d in jobdirs],
-                                  "time_limit_s": time_limit_s, "sys_path": sys.path}))
+                                  "time_limit_s": time_limit_s, "sys_path": sys.path,
+                                  **({} if home is None else {"home": home})}))
     clean = {key: value for key, value in os.environ.items()
              if not key.startswith(("SLURM_", "CORRAL_"))}
     return subprocess.run([sys.executable, "-c", "from corral.runtime.batch import main; main()",
                            os.fspath(bundle)], env={**clean, **env}, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=started_in)
+
+
+def test_jobs_run_where_the_scheduler_started_them_when_the_drivers_directory_is_not_here(
+        tmp_path):
+    """A node without the driver's file system: said in the batch job's log."""
+    jobdir = write_job(tmp_path, "job", ["pwd"])
+    done = run_runtime(tmp_path, [jobdir], PBS_LIKE, home="/nonexistent/project",
+                       started_in=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (jobdir / "stdout").read_text() == f"{tmp_path}\n"
+    assert done.stderr == (f"corral: jobs without a cwd run in {tmp_path}: the driver's "
+                           "directory /nonexistent/project cannot be entered here (No such "
+                           "file or directory)\n")
 
 
 def test_a_requeued_batch_job_runs_again_the_job_it_had_claimed_on_any_scheduler(tmp_path):

@@ -2068,6 +2068,21 @@ def test_wait_for_a_whole_run_whose_script_was_interrupted_says_it_may_be_unfini
     assert "note" not in fresh("wait", "1").err  # (asked about a job: that job's wait)
 
 
+def test_wait_for_a_run_whose_script_raised_before_its_first_job_is_no_success(
+        fresh, tmp_path):
+    """fyrd review: `corral wait && next_step` said "no jobs to wait for" and
+    exited 0 after the pipeline's script had crashed at its first submit."""
+    crashed = subprocess.run(
+        [sys.executable, "-c", "import corral, sys\n"
+         "with corral.Scheduler(journal=sys.argv[1]) as scheduler:\n"
+         "    scheduler.submit(print, 1, name='oops')\n", os.fspath(fresh.run)],
+        env=fresh.env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "TypeError" in crashed.stderr
+    assert_one_line_error(fresh("wait"), 3, (
+        rf"^corral: error: the script that drove the run at {re.escape(str(fresh.run))} left "
+        r"it early \(interrupted: the with block raised TypeError\) before it made any job$"))
+
+
 def test_wait_goes_on_when_the_daemon_dies_while_it_waits(fresh, tmp_path):
     """New-user review: a `corral wait` that was waiting when the daemon was
     killed gave up (exit 3) though a new `corral wait` starts a daemon that

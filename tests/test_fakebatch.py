@@ -744,13 +744,19 @@ def test_a_run_directory_with_a_line_break_is_refused_before_anything_is_submitt
         cluster.stop()
 
 
-def test_a_clusters_queue_asked_as_queue_is_pointed_to_partition(tmp_path, monkeypatch):
+@pytest.mark.parametrize("owner, words", [("script", ("queue=", "partition=")),
+                                          ("daemon", ("--queue", "--partition"))])
+def test_a_clusters_queue_asked_as_queue_is_pointed_to_partition(tmp_path, monkeypatch, owner,
+                                                                 words):
     """Cold review (a Torque user): ``queue="batch"`` was "unknown queue", with
-    nothing to say that corral's queue= is its own and the cluster's is partition=."""
-    refused = (r"^job 'add' asks for unknown queue 'batch'; this scheduler has no queues "
-               r"\(.*\); queue= is one of corral's own queues: a cluster's queue is partition=$")
+    nothing to say that corral's queue= is its own and the cluster's is partition=;
+    ``corral submit --queue`` is told the flags (fyrd review: it was told partition=)."""
+    refused = (rf"^job 'add' asks for unknown queue 'batch'; this scheduler has no queues "
+               rf"\(.*\); {words[0]} is one of corral's own queues: a cluster's queue is "
+               rf"{words[1]}$")
     with on_fakebatch(tmp_path, monkeypatch) as (_, sched), \
             pytest.raises(ValueError, match=refused):
+        sched._owner_kind = owner  # (the daemon's Scheduler is made so: see corral.cli.daemon)
         sched.options(queue="batch").submit(add, 1, 2)
 
 

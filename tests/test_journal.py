@@ -754,6 +754,11 @@ def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(
             mid.jobs("aborted")
 
         assert mid.job(1).result_value() == 49 and mid.job("1").name == "square"
+        # (submitit review: None, as if the running job had returned None)
+        with pytest.raises(concurrent.futures.InvalidStateError,
+                           match=r"^job 4 .* has not finished \(RUNNING when the journal last "
+                                 r"heard of it\): it has no value yet$"):
+            mid.job(4).result_value()
         with pytest.raises(jobs.CustomError, match="bad input") as raised:
             mid.job(2).result_value()
         assert isinstance(raised.value.__cause__, RemoteTraceback)
@@ -765,7 +770,6 @@ def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(
                                                           "py-err hello\nchild-err hello\n")
         with pytest.raises(ValueError, match="stream='log' must be 'stdout' or 'stderr'"):
             mid.job(3).output("log")
-        assert mid.job(4).result_value() is None  # still running
         assert mid.job(5).deps == (4,)
         with pytest.raises(KeyError, match=f"no job 99 in the run at {run} \\(5 jobs\\)"):
             mid.job(99)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import corral
 from corral import JobStatus
 from corral.core.chunk_sizes import ChunkSizer
 from corral.journal.reading import read_jobs
+from corral.runtime import chunks
 from corral.runtime.chunks import ChunkRunner
 
 import jobs
@@ -396,10 +398,18 @@ def test_a_map_never_takes_the_values_of_another_map_over_the_same_items(tmp_pat
     assert by_map_b == ""  # every chunk of B had completed
 
 
-def test_a_chunk_past_its_budget_ends_after_the_call_that_runs():
-    runner = ChunkRunner(jobs.pid_after, budget_s=0.05)
-    assert len(runner([(0.03,)] * 5, 0)) == 2
-    assert len(ChunkRunner(jobs.pid_after)([(0.0,)] * 5, 0)) == 5
+def test_a_chunk_past_its_budget_ends_after_the_call_that_runs(monkeypatch):
+    """On a clock each call moves 30 ms on (a real sleep overshot the budget
+    on a loaded machine, and the chunk ended after one call)."""
+    clock = [0.0]
+
+    def takes_30_ms() -> float:
+        clock[0] += 0.03
+        return clock[0]
+
+    monkeypatch.setattr(chunks, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    assert ChunkRunner(takes_30_ms, budget_s=0.05)([()] * 5, 0) == [0.03, 0.06]
+    assert len(ChunkRunner(takes_30_ms)([()] * 5, 0)) == 5
 
 
 def test_sizes_grow_at_most_eightfold_and_fall_at_once():

@@ -53,7 +53,7 @@ def request(**changes) -> SubmitRequest:
 
 def test_pbs_pro_qsub_asks_one_chunk_a_walltime_an_array_from_zero_and_afterok():
     assert PRO.submit_argv(request()) == [
-        "qsub", "-N", "train_model__+4_", "-j", "oe", "-o", "/dev/null",
+        "qsub", "-N", "train_model+4", "-j", "oe", "-o", "/dev/null",
         "-l", "select=1:ncpus=4:mem=2048mb:ngpus=1", "-l", "walltime=01:01:02",
         "-J", "0-4%2", "-q", "long", "-A", "proj7",
         "-W", "depend=afterok:12.pbshost:13[2].pbshost", "-m", "n", "/runs/pbs/1/job.sh"]
@@ -63,13 +63,13 @@ def test_a_lone_pbs_job_is_no_array_and_is_never_rerun():
     argv = PRO.submit_argv(request(array_size=None, throttle=None, dependencies=(),
                                    resources=Resources(), time_limit_s=None,
                                    placement=Placement()))
-    assert argv == ["qsub", "-N", "train_model__+4_", "-j", "oe", "-o", "/dev/null",
+    assert argv == ["qsub", "-N", "train_model+4", "-j", "oe", "-o", "/dev/null",
                     "-l", "select=1:ncpus=1", "-r", "n", "/runs/pbs/1/job.sh"]
 
 
 def test_torque_qsub_asks_nodes_ppn_mem_walltime_in_one_list_and_t_arrays():
     assert TORQUE.submit_argv(request()) == [
-        "qsub", "-N", "train_model__+4_", "-j", "oe", "-o", "/dev/null",
+        "qsub", "-N", "train_model+4", "-j", "oe", "-o", "/dev/null",
         "-l", "nodes=1:gpus=1:ppn=4,mem=2048mb,walltime=01:01:02", "-t", "0-4%2",
         "-q", "long", "-A", "proj7", "-W", "depend=afterok:12.pbshost:13[2].pbshost",
         "-m", "n", "/runs/pbs/1/job.sh"]
@@ -95,7 +95,7 @@ def test_torque_refuses_an_argument_its_wrappers_shell_would_read_as_more(change
 
 @pytest.mark.parametrize("name, expected", [
     ("train", "train"), ("a b; rm -rf ~ $(x)", "a_b__rm_-rf_____x_"), ("3d", "j3d"),
-    ("", "j"), ("x" * 300, "x" * 200)])
+    ("", "j"), ("x" * 300, "x" * 200), ("train (+4)", "train+4")])
 def test_job_names_keep_only_what_qsub_and_a_shell_take(name, expected):
     assert pbs_name(name) == expected
 

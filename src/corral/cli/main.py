@@ -681,6 +681,11 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
             click.echo(f"corral: and {failed - _FAILED_SHOWN:,} more that did not complete "
                        f"({listing} list{'s' * (' and ' not in listing)} them)", err=True)
     total = counts.total()
+    last = run.sessions()[-1:] if not ids else []
+    if not total and last and last[0].kind == "script" and last[0].left_early:
+        raise CommandError(f"the script that drove the run at {run.path} left it early "
+                           f"({last[0].left_early}) before it made any job",
+                           EXIT_UNREACHABLE)  # (fyrd review: "no jobs to wait for", exit 0)
     if quiet and not failed:  # (cold review, a sysadmin: cron mailed every good night)
         pass
     elif not total:
@@ -689,8 +694,7 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
         click.echo(f"corral: {total} job{'s' * (total != 1)} ended: " + ", ".join(
             f"{count} {status.name.lower().replace('_', ' ')}"
             for status, count in counts.most_common()), err=True)
-    last = run.sessions()[-1:] if not ids and not (quiet and not failed) else []
-    if last and last[0].kind == "script" and last[0].left_early:
+    if last and not (quiet and not failed) and last[0].kind == "script" and last[0].left_early:
         # (Cold review: a map of 50,000 calls interrupted after 3,000 said "3018 jobs
         # ended", as if that were the run.)
         click.echo(f"corral: note: the script that drove the run left it early "

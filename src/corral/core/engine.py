@@ -51,7 +51,7 @@ from corral.runtime.payload import Upstream
 from corral.runtime.spool import keep_earlier_attempt
 from corral.core import driver_signals
 from corral.runtime.threads import in_program_code_for, quiet_thread, signals_allowed, start_quietly
-from corral.spec import Call, FunctionRef
+from corral.spec import Call, FunctionRef, Script, Shell
 from corral.status import ACTIVE, PENDING, JobStatus, upstream_reason
 from corral.core.summary import RunTally
 from corral.core.runlog import warn_user
@@ -863,11 +863,15 @@ class Engine:
         """A cluster may hold *job* back on its unfinished dependencies itself
         when each runs there now, on its last try (a retry would be another
         cluster job), and no callback may run one again; a command whose words
-        come from a dependency's result must wait for that result here."""
+        come from a dependency's result, and a job that takes a command's
+        result, must wait for that result here."""
         cluster = self._cluster
         if cluster is None or self.on_finish is not None:
             return False
         if any(isinstance(word, Upstream) for word in job.argv_template):
+            return False
+        if any(not dep.final and isinstance(dep.spec.task, (Script, Shell))
+               for dep in job.value_deps):  # its value is read here, from its result file
             return False
         for dep in job.deps:
             if dep.final:
@@ -1417,8 +1421,10 @@ class Engine:
 
     def interrupt(self, reason: str = "interrupted", left_early: bool = False) -> None:
         """Cancel everything, running jobs included, now; *left_early*: because
-        the program left its ``with`` block (the journal notes why)."""
-        if left_early and self.journal is not None and self._live:
+        the program left its ``with`` block (the journal notes why, also with
+        no job left: a script that raised before its first job left a run that
+        ``corral wait`` called a success; fyrd review)."""
+        if left_early and self.journal is not None:
             self.journal.record_left_early(reason)
         self._read_ended_first(self._live.values())
         self._cancel_all(list(self._live.values()), reason)

@@ -120,6 +120,11 @@ class Resumer:
                     stored = None if stored.key != key else stored
             if stored is None and slot != key and job.id is None:
                 stored = self._in_its_slot(slot, is_taken, isinstance(job.spec.task, Shell))
+                if stored is not None and self._still_in_cluster(stored):
+                    ids.append(stored.id)
+                    taken.add(str(stored.id))
+                    _follow_old_code(job, stored)
+                    continue
                 if stored is not None:  # the same call, its code changed: it runs again
                     ids.append(stored.id)
                     taken.add(str(stored.id))
@@ -193,9 +198,10 @@ class Resumer:
             return None
         if named_command and completed_before(stored):
             return None
-        if stored.status not in TERMINAL and self._attachable(stored):
-            return None
         return stored
+
+    def _still_in_cluster(self, stored: StoredJob) -> bool:
+        return stored.status not in TERMINAL and self._attachable(stored)
 
     def chunk_sizes_at(self, label: str, first: int) -> list[int]:
         """The sizes, largest first, of the chunks earlier runs made of a map
@@ -251,6 +257,21 @@ class Resumer:
             if loaded is not None:
                 return loaded
         return _restorable(stored)
+
+
+def _follow_old_code(job: JobRecord, stored: StoredJob) -> None:
+    """*job*'s code changed since an earlier driver submitted it, which still
+    runs in the cluster with the code it had then: follow that one, as a job
+    whose code is unchanged would be, rather than submit the new code beside
+    it (submitit review: both ran, and the old rows stayed RUNNING for good).
+    Its row keeps the old key, so the next run, once it has ended, runs the new code."""
+    log.warning("job %s %r: its code changed since an earlier driver submitted it, but it still "
+                "runs in the cluster (%s) with the code it had then: followed, not submitted "
+                "again; to run the new code, cancel it (corral cancel %s) and run this again",
+                stored.id, stored.name, stored.native_id, stored.id)
+    job.key = stored.key
+    job.journal_entry = (stored.key, *job.journal_entry[1:])
+    job.reattach = stored
 
 
 def _counted(seen: dict[int, int], digest: str) -> int:

@@ -711,8 +711,10 @@ class Scheduler(Executor):
             hint = "; " + did_you_mean(queue, known, cutoff=0.5, otherwise=(
                 f"known queues: {', '.join(known)}" if known else
                 f"this scheduler has no queues ({where})"))
+            daemon = self._owner_kind == "daemon"  # (fyrd review: told partition= in a shell)
             cluster = ("" if self._engine.capabilities.packs_locally else
-                       "; queue= is one of corral's own queues: a cluster's queue is partition=")
+                       f"; {'--queue' if daemon else 'queue='} is one of corral's own queues: "
+                       f"a cluster's queue is {'--partition' if daemon else 'partition='}")
             raise ValueError(f"job {job.name!r} asks for unknown queue {queue!r}{hint}{cluster}")
         if job.spec.tokens > self._tokens:
             where = self._where_set("tokens", "N", "Scheduler(tokens=N)")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from corral.status import JobStatus
+from corral.status import TERMINAL, JobStatus
 from corral.errors import JournalError
 from corral.journal.files import JOURNAL_FILE
 
@@ -71,9 +71,13 @@ class StoredJob:
         return self.status is JobStatus.COMPLETED
 
     def result_value(self) -> Any:
-        """The job's return value (None for commands and unfinished jobs).
+        """The job's return value: a call's, or the JSON a command left (None
+        for a command that left none).
 
         Raises:
+            concurrent.futures.InvalidStateError: the job has not finished (an
+                answer of None could not be told from a call that returned
+                None: submitit review).
             Exception: as a live Job's result(): the job's own exception, if
                 it raised one (with its remote traceback as ``__cause__``);
                 else JobTimedOut if it timed out, JobFailed if it failed, and
@@ -93,6 +97,12 @@ class StoredJob:
             raise JobFailed(f"job {self.id} {self.name!r} raised {summary}\n{traceback_text}",
                             job_id=self.id, status=self.status, reason=self.reason,
                             exit_code=self.exit_code)
+        if self.status not in TERMINAL:
+            from concurrent.futures import InvalidStateError
+
+            raise InvalidStateError(f"job {self.id} {self.name!r} has not finished "
+                                    f"({self.status.name} when the journal last heard of "
+                                    "it): it has no value yet")
         if self.status is JobStatus.CANCELLED:  # (as a live Job's result(): cold review)
             from concurrent.futures import CancelledError
 

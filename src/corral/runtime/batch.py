@@ -424,13 +424,27 @@ def _script_began() -> float:
     return now - min(max(ran_for, 0.0), 24 * 3600.0)
 
 
+def _home(driver_directory: object) -> str:
+    """Where the bundle's jobs without a ``cwd`` run: the driver's directory,
+    entered here, or, where this node cannot enter it (not shared), the one
+    the scheduler started the batch job in, saying so in its log."""
+    if isinstance(driver_directory, str) and driver_directory:
+        try:
+            os.chdir(driver_directory)
+        except OSError as error:
+            print(f"corral: jobs without a cwd run in {os.getcwd()}: the driver's directory "
+                  f"{driver_directory} cannot be entered here ({error.strerror or error})",
+                  file=sys.stderr)
+    return os.getcwd()
+
+
 def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
     """Run the bundle's jobs in turn; return how many were left for the driver
     and how many failed."""
     begun = _script_began()
     limit = bundle.get("time_limit_s")
     deadline = None if limit is None else begun + limit - MARGIN_S
-    home = os.getcwd()
+    home = _home(bundle.get("home"))
     output = _Output()
     watchdog = _Watchdog()
     longest = 0.0

@@ -25,9 +25,15 @@ _ACTIVE = (JobStatus.SUBMITTED, JobStatus.RUNNING)
 
 
 def undecided(forgotten: Iterable[BatchJob]) -> list[BatchJob]:
-    """The forgotten jobs whose result files do not tell everything."""
-    return [job for job in forgotten
-            if not all(read_result(task.jobdir) is not None for task in job.tasks)]
+    """The forgotten jobs whose files do not tell everything: a job's result,
+    or the mark of a cancel that came before it started (``corral cancel``
+    with no driver writes one too: the next driver waited the scheduler's
+    forget time, five minutes on Slurm, before it believed it; submitit review)."""
+    return [job for job in forgotten if not all(map(_told_by_its_files, job.tasks))]
+
+
+def _told_by_its_files(task: TaskRecord) -> bool:
+    return read_result(task.jobdir) is not None or read_started(task.jobdir) == CANCELLED_MARK
 
 
 def verdict(job: BatchJob, is_undecided: bool, row: NativeRow | None,

@@ -83,8 +83,12 @@ def write_task(submission: Submission, batch_log: str) -> None:
 
 def write_bundle(directory: Path, index: int, jobdirs: Sequence[str],
                  time_limit_s: float | None) -> None:
-    """The bundle file of array task *index*: its jobs, in the order they run."""
-    bundle = {"jobdirs": list(jobdirs), "time_limit_s": time_limit_s, "sys_path": sys.path}
+    """The bundle file of array task *index*: its jobs, in the order they run,
+    and the driver's directory, where those without a ``cwd`` run as they do
+    locally (a scheduler starts a batch job in its own choice of directory:
+    PBS in ``$HOME``, Grid Engine where corral's ``-wd`` says; fyrd review)."""
+    bundle = {"jobdirs": list(jobdirs), "time_limit_s": time_limit_s, "sys_path": sys.path,
+              "home": os.getcwd()}
     (directory / f"{index}.json").write_text(json.dumps(bundle))
 
 

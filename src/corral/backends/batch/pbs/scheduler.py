@@ -51,7 +51,9 @@ _SHELL_SAFE = re.compile(r"[A-Za-z0-9_.,:=@%+/\[\]-]*")
 
 def pbs_name(name: str) -> str:
     """A job name both dialects take: PBS refuses spaces and most punctuation
-    in ``-N``, and Slurm's Torque wrappers pass it through a shell."""
+    in ``-N``, and Slurm's Torque wrappers pass it through a shell. An array's
+    ``"first (+N)"`` is ``first+N`` (fyrd review: qstat showed ``first__+1_``)."""
+    name = re.sub(r" \(\+(\d+)\)\Z", r"+\1", name)
     cleaned = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:200]
     return cleaned if cleaned[:1].isalpha() else f"j{cleaned}"
 
