@@ -136,6 +136,57 @@ def test_without_an_address_a_local_cluster_runs_the_jobs_and_goes_at_shutdown(t
                message="the LocalCluster's worker to end with the scheduler")
 
 
+def test_a_program_that_ends_with_a_job_running_waits_for_it_and_exits(cluster, tmp_path):
+    """As on this machine, outside a with block (a notebook's pattern). Dask
+    review: the exit hung for ever, "cannot schedule new futures after
+    interpreter shutdown", and the job was recorded as ended by a SIGTERM."""
+    program = tmp_path / "program.py"
+    program.write_text(
+        "import sys, time, corral\n"
+        "sched = corral.Scheduler(backend='dask', address=sys.argv[1], journal=sys.argv[2])\n"
+        "sched.submit(time.sleep, 1.5)\n"
+        "time.sleep(0.3)\n")
+    done = subprocess.run([sys.executable, os.fspath(program), cluster.address,
+                           os.fspath(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "cannot schedule new futures" not in done.stderr
+    assert [job.status for job in read_jobs(tmp_path / "run")] == [JobStatus.COMPLETED]
+
+
+def test_the_runs_own_caps_hold_on_dask_too(cluster, tmp_path):
+    """Dask review: cores=1 ran three jobs at once, and a job asking for more
+    than the cap was accepted; the README says neither happens on any backend."""
+    with on(cluster, tmp_path, cores=1) as sched:
+        with pytest.raises(corral.ResourceError, match=r"asks for 2 cores but cores=1 caps what "
+                                                       r"this run has in flight on Dask at once"):
+            sched.options(cores=2).submit(add, 1, 2)
+        first = sched.submit(write_pid_and_wait, os.fspath(tmp_path / "pid"),
+                             os.fspath(tmp_path / "go"))
+        second = sched.submit(add, 1, 2)
+        wait_until((tmp_path / "pid").exists, timeout=60, message="the first job to start")
+        assert second.status is JobStatus.QUEUED  # the cap's one core is taken
+        (tmp_path / "go").touch()
+        assert (first.result(timeout=60), second.result(timeout=60)) == (None, 3)
+
+
+def test_with_no_address_the_scheduler_dasks_configuration_names_is_used(cluster, tmp_path,
+                                                                          monkeypatch):
+    """As a plain Client() does (dask review: a LocalCluster was started instead)."""
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.address)
+    import dask
+
+    dask.config.refresh()
+    try:
+        with corral.Scheduler(backend="dask", workdir=tmp_path / "run") as sched:
+            assert sched.submit(add, 1, 2).result(timeout=60) == 3
+            assert sched._backend._owned_cluster is None
+            assert sched._backend._client.scheduler.address == cluster.address
+    finally:
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+        dask.config.refresh()
+
+
 def test_a_cluster_object_is_connected_to_and_left_running(tmp_path):
     from distributed import Client, LocalCluster
 

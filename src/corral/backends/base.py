@@ -19,6 +19,7 @@ from typing import ClassVar, Protocol
 
 from corral.backends.info import (APPLIED_BY_CORRAL, NOT_USED, BackendInfo,
                                   Capabilities, Probe, option_help)
+from corral.errors import ResourceError
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
 
@@ -112,6 +113,25 @@ class Capacity:
     cores: int | None
     memory_mb: int | None
     gpus: int | None
+
+    def check(self, resources: Resources, where: str) -> None:
+        """Refuse a job over a cap the program set on what the run has in
+        flight where the cluster packs (``Scheduler(cores=2)``, ``[daemon]
+        cores``): it would wait for ever, unsubmitted and unsaid (a sysadmin's
+        review), so it is refused when it is made, as the local backend refuses
+        one larger than the machine.
+
+        Raises:
+            ResourceError: naming the request and the cap.
+        """
+        for what, asked, limit, knob, unit in (
+            ("cores", resources.cores, self.cores, "cores", ""),
+            ("MB of memory", resources.memory_mb, self.memory_mb, "memory", " MB"),
+            ("GPUs", resources.gpus, self.gpus, "gpus", ""),
+        ):
+            if asked and limit is not None and asked > limit:
+                raise ResourceError(f"asks for {asked} {what} but {knob}={limit}{unit} caps what "
+                                    f"this run has in flight on {where} at once", setting=knob)
 
 
 class Backend(Protocol):

@@ -1258,9 +1258,15 @@ def _watch_interpreter_exit() -> None:
     (waiting for their jobs) and refuse new jobs from then on.
 
     The hook runs with threading's own exit hooks, before ``atexit``
-    handlers, like the one of ``concurrent.futures.thread``.
+    handlers. Those run last registered first, and the one of
+    ``concurrent.futures.thread`` refuses every pool's new work from then on:
+    it is imported first, so that this hook runs before it (a Dask client's
+    calls go through such a pool: the exit with a job running hung for ever,
+    "cannot schedule new futures after interpreter shutdown"; dask review).
     """
     global _exit_hook_registered, _interpreter_exiting
+    import concurrent.futures.thread  # noqa: F401 (its exit hook registered before ours)
+
     with _exit_hook_lock:
         if not _exit_hook_registered:
             try:

@@ -58,7 +58,7 @@ from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
                                              NeverKind, SubmitRequest)
 from corral.backends.batch.settings import parse_settings, split_options
-from corral.errors import BackendError, ResourceError
+from corral.errors import BackendError
 from corral.runtime.batch import CANCELLED_MARK, claim_for_cancel, read_result
 from corral.status import JobStatus
 from corral.units import format_span
@@ -163,21 +163,9 @@ class BatchBackend:
 
     def check(self, resources: Any) -> None:
         """The cluster decides what fits, and a request it can never satisfy is
-        found by its pending reason (see :meth:`BatchScheduler.never_starts`).
-        But a cap the program set on what the run has in flight at once
-        (``Scheduler(cores=2)``, ``[daemon] cores``) is corral's own: a job over
-        it waited for ever, unsubmitted and unsaid (a sysadmin's review), so it
-        is refused now, as the local backend refuses one larger than the machine."""
-        have = self._capacity
-        for what, asked, limit, knob, unit in (
-            ("cores", resources.cores, have.cores, "cores", ""),
-            ("MB of memory", resources.memory_mb, have.memory_mb, "memory", " MB"),
-            ("GPUs", resources.gpus, have.gpus, "gpus", ""),
-        ):
-            if asked and limit is not None and asked > limit:
-                raise ResourceError(f"asks for {asked} {what} but {knob}={limit}{unit} caps what "
-                                    f"this run has in flight on {self.scheduler.title} at once",
-                                    setting=knob)
+        found by its pending reason (see :meth:`BatchScheduler.never_starts`);
+        a cap of the run's own is corral's (see :meth:`Capacity.check`)."""
+        self._capacity.check(resources, self.scheduler.title)
 
     def submit(self, batch: Sequence[Submission]) -> list[str]:
         if not batch:

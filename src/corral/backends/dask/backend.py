@@ -129,6 +129,7 @@ class DaskBackend:
         self._path = tuple(os.path.abspath(entry or self._cwd) for entry in sys.path)
         self._owned_cluster: Any = None
         self._owns_client = True
+        self._capacity = Capacity(cores, memory, gpus)  # None: no cap of the run's own
         try:
             self._client = self._connect(distributed, options, cores, memory, gpus)
         except BaseException:  # a LocalCluster started for a Client that failed
@@ -183,6 +184,13 @@ class DaskBackend:
                              "('tcp://host:8786'), a distributed.Client or a cluster object")
         if given:
             return self._client_for(distributed, given, timeout)
+        import dask
+
+        configured = dask.config.get("scheduler-address", None)
+        if configured:  # ($DASK_SCHEDULER_ADDRESS: where a plain Client() goes; dask review)
+            log.info("connecting to the Dask scheduler that Dask's configuration names: %s",
+                     configured)
+            return self._client_for(distributed, configured, timeout)
         self._owned_cluster = _local_cluster(distributed, options, cores, memory, gpus)
         log.info("started a Dask LocalCluster at %s (dashboard: %s)",
                  self._owned_cluster.scheduler_address,
@@ -218,9 +226,13 @@ class DaskBackend:
     # -- what the scheduler asks --------------------------------------------------------------
 
     def capacity(self) -> Capacity:
-        return Capacity(None, None, None)  # Dask places the jobs
+        """Dask places the jobs; corral packs only under the caps the program
+        set on what the run has in flight (dask review: ``cores=1`` ran three
+        jobs at once, as the README says it does not on any backend)."""
+        return self._capacity
 
     def check(self, resources: Resources) -> None:
+        self._capacity.check(resources, "Dask")
         refused = refusal(resources, self._current_workers())
         if refused is not None:
             raise refused
