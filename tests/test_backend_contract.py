@@ -406,8 +406,8 @@ def test_a_job_outlives_its_killed_driver_and_the_next_driver_attaches_to_it(bac
     # code ran beside the old, and the old row stayed RUNNING for good); told so.
     assert waiting["native_id"] == first["running"]
     assert len(lines(tmp_path / "side" / "b")) == 1
-    assert ("its code changed since an earlier driver submitted it, but it still runs in the "
-            f"cluster ({first['running']}) with the code it had then") in (
+    assert ("its code changed since an earlier driver submitted it to the cluster "
+            f"({first['running']}) with the code it had then") in (
                 tmp_path / "finish.out").read_text()
     assert [job.status for job in corral.Run(tmp_path / "journal").jobs()] == [
         JobStatus.COMPLETED] * 2

@@ -4,6 +4,8 @@ contract story (``test_a_scripts_result_is_the_json_it_left_where_corral_said``)
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import corral
@@ -34,8 +36,49 @@ def test_a_result_file_past_the_limit_fails_the_job_and_says_what_to_do(tmp_path
         job = scheduler.shell(["sh", "-c", WRITE, "[1, 2, 3]"])
         with pytest.raises(corral.JobFailed):
             job.result(timeout=60)
-    assert job.reason.endswith("holds 9 bytes, more than 0 MiB: write large data to a file "
-                               "of your own and put its path in the result")
+    assert job.reason.endswith("holds more than 0 MiB: write large data to a file of your own "
+                               "and put its path in the result")
+
+
+DEEP = "python3 -c \"print('[' * {0} + ']' * {0})\" > \"$CORRAL_RESULT_FILE\""
+
+
+@pytest.mark.parametrize("made, why", [
+    ('rm -f "$CORRAL_RESULT_FILE"; mkfifo "$CORRAL_RESULT_FILE"', "is not a regular file"),
+    ('ln -s /dev/zero "$CORRAL_RESULT_FILE"', "is not a regular file"),
+    (DEEP.format(5000), "nests its JSON too deep to be read here"),
+    (DEEP.format(500), "its result file's JSON cannot be kept (nested too deep?): "),
+    ('(while :; do echo 1 > "$CORRAL_RESULT_FILE.t"; mv "$CORRAL_RESULT_FILE.t" '
+     '"$CORRAL_RESULT_FILE"; done) & sleep 0.2', None),
+], ids=["fifo", "link to /dev/zero", "deep", "deep to pickle", "a child writing on"])
+def test_a_result_file_that_would_hold_the_driver_fails_its_job_and_the_rest_run(made, why):
+    """Attack reviews: the control loop blocked for good in open() on a FIFO,
+    read /dev/zero until memory ran out, and crashed on RecursionError (deep
+    JSON) or on a PicklingError (less deep); a child the command left writing
+    gave its result to the next command of the same worker."""
+    with corral.Scheduler(cores=1) as scheduler:
+        job = scheduler.shell(made)
+        after = scheduler.shell("true")  # on the same worker, the one core's
+        if why is None:
+            assert job.result(timeout=60) in (1, 2)
+        else:
+            with pytest.raises((corral.JobFailed, OSError)):
+                job.result(timeout=60)
+            assert why in job.reason
+        assert after.result(timeout=60) is None
+        assert scheduler.submit(pow, 2, 5).result(timeout=60) == 32
+
+
+def test_the_driver_reads_only_a_regular_file_not_through_a_link(tmp_path):
+    """Where the command writes the file itself (a cluster, Dask), the driver
+    reads it: it must not block on a FIFO nor read a device."""
+    os.mkfifo(tmp_path / "result.json")
+    assert command_result.read_command_result(os.fspath(tmp_path)) == (
+        None, f"its result file {tmp_path}/result.json is not a regular file")
+    os.unlink(tmp_path / "result.json")
+    os.symlink("/dev/zero", tmp_path / "result.json")
+    assert command_result.read_command_result(os.fspath(tmp_path)) == (
+        None, f"its result file {tmp_path}/result.json cannot be read: a symbolic link")
 
 
 def test_a_retry_that_writes_no_result_does_not_return_the_failed_trys(tmp_path):
@@ -58,3 +101,13 @@ def test_a_journaled_commands_result_comes_back_on_resume_and_in_the_run(tmp_pat
             assert job.result(timeout=60) == {"loss": 0.5}
     assert job.stdout == "ran\n"  # its one run's output, restored
     assert [r.data for r in corral.Run(run).results()] == [{"loss": 0.5}]
+
+
+def test_a_word_with_a_nul_from_an_upstream_result_fails_the_command_not_its_worker():
+    """Re-attack review: "worker lost ... ValueError: embedded null byte"."""
+    with corral.Scheduler(cores=1) as scheduler:
+        word = scheduler.submit(str, "a\0b")
+        echo = scheduler.shell(["echo", word])
+        with pytest.raises(corral.JobFailed):
+            echo.result(timeout=60)
+    assert echo.reason == "could not start: embedded null byte"

@@ -575,6 +575,32 @@ def test_on_finish_can_ask_for_a_job_to_run_again(tmp_path):
     assert finished == [1, 2, 3] and job.attempts == 3
 
 
+def test_on_finish_may_interrupt_the_run_once_one_job_is_good_enough(tmp_path):
+    """Attack review: interrupt() and cancel() of the job on_finish was told
+    of raised IllegalTransition (COMPLETED to CANCELLED), and every queued job
+    ran on. The job told of keeps its end; cancel() of it is False."""
+    said: list = []
+
+    def enough(job):
+        said.append(job.cancel())
+        sched.interrupt("one was good enough")
+
+    with corral.Scheduler(cores=1, on_finish=enough) as sched:
+        trials = [sched.submit(jobs.noop) for _ in range(4)]
+        corral.wait(trials, timeout=30)
+    assert [trial.status for trial in trials] == [JobStatus.COMPLETED] + [JobStatus.CANCELLED] * 3
+    assert said == [False] and trials[1].reason == "one was good enough"
+
+
+def test_an_event_callback_may_cancel_the_job_it_is_told_ended(tmp_path):
+    said: list = []
+    with corral.Scheduler(cores=1) as sched:
+        sched.on_event(lambda event: said.append((event.new, event.job.cancel()))
+                       if event.new is not None and event.new.is_terminal else None)
+        sched.submit(jobs.noop).result(timeout=30)
+    assert said == [(JobStatus.COMPLETED, False)]
+
+
 def test_a_job_on_finish_runs_again_lets_the_jobs_queued_behind_it_start(tmp_path):
     """Re-attack review: run again in its place in line (as a retry is), a job
     that on_finish runs again until another job has made its file never let

@@ -420,6 +420,8 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
         last_busy = time.monotonic()
         while not stop.wait(min(1.0, idle / 4)):
             now = time.monotonic()
+            if scheduler._engine.stopped.is_set():  # its control loop crashed (logged): the
+                break  # next command's daemon takes the run up (attack review: it never exited)
             if scheduler._engine.unfinished:
                 last_busy = now
             quiet_since = max(last_busy, control.last_request)

@@ -1332,7 +1332,7 @@ class Engine:
             self.backend.kill([job.dispatched_id for job in asked])
 
     def _cancel(self, job: JobRecord, reason: str) -> bool:
-        if job.final:
+        if job.final or job.status.is_terminal:  # (ended, its callbacks not yet done)
             return job.status is _S.CANCELLED
         if self._queued_ahead(job):
             self._withdraw([job], reason)
@@ -1419,12 +1419,14 @@ class Engine:
         if self.on_removed is not None:
             self.on_removed(handle)
 
-    def interrupt(self, reason: str = "interrupted", left_early: bool = False) -> None:
+    def interrupt(self, reason: str = "interrupted", left_early: bool = False,
+                  failed: bool = True) -> None:
         """Cancel everything, running jobs included, now; *left_early*: because
-        the program left its ``with`` block (the journal notes why, also with
-        no job left: a script that raised before its first job left a run that
-        ``corral wait`` called a success; fyrd review)."""
-        if left_early and self.journal is not None:
+        the program left its ``with`` block (the journal notes why), *failed*
+        unless by ``sys.exit(0)``. A failure is noted also with no job left: a
+        script that raised before its first job left a run that ``corral wait``
+        called a success (fyrd review)."""
+        if left_early and self.journal is not None and (self._live or failed):
             self.journal.record_left_early(reason)
         self._read_ended_first(self._live.values())
         self._cancel_all(list(self._live.values()), reason)
@@ -1433,7 +1435,10 @@ class Engine:
         """Cancel *jobs*, killing the active ones with one backend call (one scancel)."""
         handed_ahead = [job for job in jobs if not job.final and self._queued_ahead(job)]
         self._withdraw(handed_ahead, reason)
-        jobs = [job for job in jobs if not (job.final or self._queued_ahead(job))]
+        # (Ended but not yet final: the job an on_finish or event callback is
+        # told of, which keeps how it ended; attack review: IllegalTransition.)
+        jobs = [job for job in jobs
+                if not (job.final or job.status.is_terminal or self._queued_ahead(job))]
         active = [job for job in jobs if job.status in ACTIVE]
         for job in active:
             job.kill_intent = KillIntent.CANCEL

@@ -103,7 +103,13 @@ def _completed(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
             return Outcome(_S.FAILED, why, None, JobFailed(
                 f"{_label(job)}: {why}", job_id=job.id, status=_S.FAILED, reason=why))
         if value is not None:
-            blob = dumps_value(value)
+            try:  # (JSON nested some 500 deep parses, and cannot be pickled: re-attack review)
+                blob = dumps_value(value)
+            except Exception as error:  # (cloudpickle's PicklingError, RecursionError)
+                why = (f"its result file's JSON cannot be kept (nested too deep?): "
+                       f"{describe_error(error)}")
+                return Outcome(_S.FAILED, why, None, JobFailed(
+                    f"{_label(job)}: {why}", job_id=job.id, status=_S.FAILED, reason=why))
     else:
         value, problem = unpickled(blob)
         if problem is not None:

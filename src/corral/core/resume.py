@@ -265,12 +265,15 @@ def _follow_old_code(job: JobRecord, stored: StoredJob) -> None:
     whose code is unchanged would be, rather than submit the new code beside
     it (submitit review: both ran, and the old rows stayed RUNNING for good).
     Its row keeps the old key, so the next run, once it has ended, runs the new code."""
-    log.warning("job %s %r: its code changed since an earlier driver submitted it, but it still "
-                "runs in the cluster (%s) with the code it had then: followed, not submitted "
-                "again; to run the new code, cancel it (corral cancel %s) and run this again",
-                stored.id, stored.name, stored.native_id, stored.id)
+    log.warning("job %s %r: its code changed since an earlier driver submitted it to the "
+                "cluster (%s) with the code it had then, which it runs (or ran): followed, not "
+                "submitted again; to run the new code once it has ended, run this again",
+                stored.id, stored.name, stored.native_id)
+    # Its row keeps saying what runs there (re-attack review: the new command text
+    # stood beside the old command's result).
+    _, slot, kind, _, spec = job.journal_entry
     job.key = stored.key
-    job.journal_entry = (stored.key, *job.journal_entry[1:])
+    job.journal_entry = (stored.key, slot, kind, stored.command, spec)
     job.reattach = stored
 
 

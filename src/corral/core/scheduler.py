@@ -1195,17 +1195,18 @@ class Scheduler(Executor):
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         # (SIGTERM and Ctrl-C arrive here too: see driver_signals)
-        if exc_type is not None and not self._interrupt(driver_signals.reason_for(exc)):
+        failed = not (isinstance(exc, SystemExit) and exc.code in (0, None))
+        if exc_type is not None and not self._interrupt(driver_signals.reason_for(exc), failed):
             return  # (a stuck loop: the exception goes on, and the driver ends)
         self.shutdown(wait=True)
 
-    def _interrupt(self, reason: str) -> bool:
+    def _interrupt(self, reason: str, failed: bool = True) -> bool:
         """Cancel every unfinished job with *reason*, as a with block left by
-        an exception does; False when the control loop is stuck (then the
-        driver is given up: see :meth:`_give_up`)."""
+        an exception does (*failed*: not ``sys.exit(0)``); False when the
+        control loop is stuck (then the driver is given up: see :meth:`_give_up`)."""
         self._stop_maps(f"the with block was left: {reason}")
         try:
-            self._engine.call(self._engine.interrupt, reason, True)
+            self._engine.call(self._engine.interrupt, reason, True, failed)
         except LoopStuck:
             self._give_up()
             return False

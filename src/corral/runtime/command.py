@@ -79,8 +79,8 @@ def run_command(job_id: object, argv: Sequence[str], environment: Mapping[bytes,
     """
     try:
         pid = _spawn(list(argv), dict(environment), cwd, home)
-    except OSError as error:
-        return None, str(error)
+    except (OSError, ValueError) as error:  # ValueError: a NUL in a word an upstream job's
+        return None, str(error)  # result gave it (re-attack review: the worker died of it)
     try:
         ended = os.pidfd_open(pid)
     except OSError:  # cannot watch it: wait for it, kills still reach it through the tree

@@ -17,7 +17,9 @@ so a retry that writes none has none.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from typing import Any
 
 __all__ = ["RESULT_FILE_NAME", "RESULT_FILE_VARIABLE", "MAX_RESULT_BYTES", "read_command_result"]
@@ -32,25 +34,41 @@ MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 def read_command_result(jobdir: str | None) -> tuple[Any, str | None]:
     """``(value, None)``: the JSON the command wrote (None where it wrote no
-    file); or ``(None, why)`` where the file is there but is no result."""
+    file); or ``(None, why)`` where something is there but is no result.
+
+    The driver's control loop reads it, so nothing the command left there may
+    hold it (attack review): a FIFO would block ``open()`` for good, a link to
+    ``/dev/zero`` never ends, and JSON nested a thousand deep raised
+    RecursionError out of the loop. Only a regular file is read (not through a
+    link, never blocking), at most :data:`MAX_RESULT_BYTES` of it.
+    """
     if not jobdir:
         return None, None
     path = os.path.join(jobdir, RESULT_FILE_NAME)
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_RESULT_BYTES:
-                return None, (f"its result file {path} holds {size:,} bytes, more than "
-                              f"{MAX_RESULT_BYTES // 2**20} MiB: write large data to a file "
-                              "of your own and put its path in the result")
-            text = handle.read()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None, None
+    except OSError as error:  # (ELOOP: a symbolic link)
+        what = "a symbolic link" if error.errno == errno.ELOOP else error.strerror or error
+        return None, f"its result file {path} cannot be read: {what}"
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None, f"its result file {path} is not a regular file"
+        with open(descriptor, "rb", closefd=False) as handle:
+            text = handle.read(MAX_RESULT_BYTES + 1)
     except OSError as error:
         return None, f"its result file {path} cannot be read: {error.strerror or error}"
+    finally:
+        os.close(descriptor)
+    if len(text) > MAX_RESULT_BYTES:
+        return None, (f"its result file {path} holds more than {MAX_RESULT_BYTES // 2**20} MiB: "
+                      "write large data to a file of your own and put its path in the result")
     import json  # (here: workers import this module for its names, and start without json)
 
     try:
         return json.loads(text), None
     except ValueError as error:  # (UnicodeDecodeError is one too)
         return None, f"its result file {path} is not JSON: {error}"
+    except RecursionError:
+        return None, f"its result file {path} nests its JSON too deep to be read here"

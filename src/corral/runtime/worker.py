@@ -46,6 +46,7 @@ import pickle
 import _signal  # type: ignore[import-not-found]  # (see _Settings)
 import select
 import signal
+import stat
 import sys
 import threading
 import time
@@ -118,9 +119,14 @@ class _Spool:
         """Move the result file a command wrote, if it wrote one, into *jobdir*;
         one that cannot be moved is removed, not left to the next command."""
         path = self.result_path
-        if not os.path.lexists(path):  # (most commands write none: one stat)
+        try:
+            found = os.lstat(path)  # (most commands write none: one stat)
+        except FileNotFoundError:
             return
         try:
+            if not stat.S_ISREG(found.st_mode):  # (a copy across file systems would follow a
+                raise OSError(f"its result file {jobdir}/{RESULT_FILE_NAME} is not a regular "
+                              "file")  # link, and empty its target: re-attack review)
             move_spool_file(path, jobdir, RESULT_FILE_NAME)
         except OSError:
             try:
@@ -481,15 +487,16 @@ def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
         reply: tuple = (job_id, None, run_command(job_id, argv, environment, cwd, home,
                                                   stop_requests))
         outcomes_dir = None
-        try:
-            spool.hand_over_result(jobdir)
-        except OSError as error:
-            reply = (job_id, False, dumps_error(OSError(f"{NOT_SAVED}: {error}")))
     else:
         _, job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = request
         ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
         reply = (job_id, ok, blob)
     kill_leftovers()
+    if request[0] == "command":  # (after its leftovers: a child it left writing its result
+        try:  # file made it again after the hand-over, for the next command; re-attack review)
+            spool.hand_over_result(jobdir)
+        except OSError as error:
+            reply = (job_id, False, dumps_error(OSError(f"{NOT_SAVED}: {error}")))
     settings.put_back()
     try:
         spool.hand_over(jobdir)

@@ -87,8 +87,12 @@ def write_bundle(directory: Path, index: int, jobdirs: Sequence[str],
     and the driver's directory, where those without a ``cwd`` run as they do
     locally (a scheduler starts a batch job in its own choice of directory:
     PBS in ``$HOME``, Grid Engine where corral's ``-wd`` says; fyrd review)."""
+    try:
+        home: str | None = os.getcwd()
+    except OSError:  # deleted under the driver: they run where the scheduler starts them
+        home = None  # (re-attack review: the submit failed)
     bundle = {"jobdirs": list(jobdirs), "time_limit_s": time_limit_s, "sys_path": sys.path,
-              "home": os.getcwd()}
+              "home": home}
     (directory / f"{index}.json").write_text(json.dumps(bundle))
 
 
