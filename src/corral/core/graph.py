@@ -28,25 +28,33 @@ def replace_jobs(value: Any, found: list[Job]) -> Any:
     """Return *value* with every Job inside (lists, tuples, dicts, sets) replaced
     by an :class:`Upstream` placeholder; the jobs are appended to *found*. A
     chunk's :class:`PlainCalls` holds none."""
+    places = {id(job): index for index, job in enumerate(found)}
+    return _replaced(value, found, places)
+
+
+def _replaced(value: Any, found: list[Job], places: dict[int, int]) -> Any:
+    """:func:`replace_jobs`, each Job's place in *found* looked up in *places*
+    (attack review: a search of *found* for each made a fan-in of 20,000 jobs
+    take 23 s to submit)."""
     if type(value) is PlainCalls:
         return value
     if isinstance(value, Job):
-        for index, job in enumerate(found):
-            if job is value:
-                return Upstream(index)
-        found.append(value)
-        return Upstream(len(found) - 1)
+        place = places.get(id(value))
+        if place is None:
+            place = places[id(value)] = len(found)
+            found.append(value)
+        return Upstream(place)
     kind = type(value)
     if kind is tuple or kind is list:
         if not value:
             return value
-        return kind(replace_jobs(item, found) for item in value)
+        return kind(_replaced(item, found, places) for item in value)
     if kind is dict:
         if not value:
             return value
-        return {key: replace_jobs(item, found) for key, item in value.items()}
+        return {key: _replaced(item, found, places) for key, item in value.items()}
     if kind is set or kind is frozenset:
-        return kind(replace_jobs(item, found) for item in value)
+        return kind(_replaced(item, found, places) for item in value)
     return value
 
 
