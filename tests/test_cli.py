@@ -1204,6 +1204,16 @@ def test_a_rerun_of_a_copied_run_clears_the_copys_files_not_the_originals(tmp_pa
     assert Corral(tmp_path, tmp_path / "copy")("status", "1").rows()["1"]["TRIES"] == "2"
 
 
+def test_files_another_clean_deleted_first_are_no_failure(tmp_path):
+    """Attack review: two `corral clean --yes` at once, and one exited 3, "could
+    not delete ...: No such file or directory", though the files were gone."""
+    from corral.journal.cleaning import remove_job_files
+
+    (tmp_path / "8").mkdir()
+    assert remove_job_files([os.fspath(tmp_path / "7"), os.fspath(tmp_path / "8")]) == []
+    assert not (tmp_path / "8").exists()
+
+
 def test_clean_follows_no_link_in_place_of_a_jobs_directory_and_says_it_left_it(tmp_path):
     """Attack review: a job directory replaced by a symbolic link was counted
     (the size of what it points at) and reported deleted while nothing was."""

@@ -191,6 +191,8 @@ def remove_job_files(directories: list[str]) -> list[str]:
         problems: list[str] = []
 
         def note(_: object, path: str, error: tuple, problems: list[str] = problems) -> None:
+            if isinstance(error[1], FileNotFoundError):  # gone already: what was asked
+                return  # (attack review: two cleans at once, and one said it failed)
             problems.append(f"{path}: {getattr(error[1], 'strerror', None) or error[1]}")
 
         shutil.rmtree(directory, onerror=note)
