@@ -232,10 +232,10 @@ class DaskBackend:
         return self._capacity
 
     def check(self, resources: Resources) -> None:
-        self._capacity.check(resources, "Dask")
-        refused = refusal(resources, self._current_workers())
+        refused = refusal(resources, self._current_workers())  # (first: it names the workers)
         if refused is not None:
             raise refused
+        self._capacity.check(resources, "Dask")
 
     def submit(self, batch: Sequence[Submission]) -> list[str]:
         keys = [self._new_key(submission) for submission in batch]
