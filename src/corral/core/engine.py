@@ -51,7 +51,7 @@ from corral.runtime.payload import Upstream
 from corral.runtime.spool import keep_earlier_attempt
 from corral.core import driver_signals
 from corral.runtime.threads import in_program_code_for, quiet_thread, signals_allowed, start_quietly
-from corral.spec import Call, FunctionRef, Script, Shell
+from corral.spec import Call, FunctionRef
 from corral.status import ACTIVE, PENDING, JobStatus, upstream_reason
 from corral.core.summary import RunTally
 from corral.core.runlog import warn_user
@@ -870,7 +870,7 @@ class Engine:
             return False
         if any(isinstance(word, Upstream) for word in job.argv_template):
             return False
-        if any(not dep.final and isinstance(dep.spec.task, (Script, Shell))
+        if any(not dep.final and dep.runs_a_command
                for dep in job.value_deps):  # its value is read here, from its result file
             return False
         for dep in job.deps:

@@ -19,7 +19,6 @@ from corral.runtime.execute import CwdUnusable
 from corral.runtime.payload import dumps_value, loads_error
 from corral.runtime.spool import TAIL_BYTES, last_lines, with_stderr_tail
 from corral.safe_repr import describe_error
-from corral.spec import Script, Shell
 from corral.status import JobStatus
 from corral.units import format_span
 
@@ -97,7 +96,7 @@ def _completed(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
     a command's, the JSON it left in its result file (see
     :mod:`corral.runtime.command_result`)."""
     blob = update.value
-    if isinstance(job.spec.task, (Script, Shell)):
+    if job.runs_a_command:
         value, why = read_command_result(job.jobdir)
         if why is not None:
             return Outcome(_S.FAILED, why, None, JobFailed(

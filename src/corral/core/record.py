@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from corral.core.lean_future import LeanFuture
 from corral.journal.stored import COMPLETED_ALL_THE_SAME
 from corral.runtime.spool import read_output, read_output_if_there
-from corral.spec import JobSpec
+from corral.spec import JobSpec, Script, Shell
 from corral.result import Result
 from corral.runtime.threads import signals_allowed
 from corral.safe_repr import writable_text
@@ -171,6 +171,12 @@ class JobRecord:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def runs_a_command(self) -> bool:
+        """A command or script, not a Python call: its result is the JSON it
+        leaves in its result file (see :mod:`corral.runtime.command_result`)."""
+        return isinstance(self.spec.task, (Script, Shell))
 
     @property
     def dispatched_id(self) -> int | str:

@@ -154,7 +154,7 @@ class Resumer:
                 job.data = value  # (loaded once, here: Engine._restore keeps it)
                 if job.id is not None:
                     _restore_by_id(job, stored, slot)
-            elif stored.status not in TERMINAL and self._attachable(stored):
+            elif self._still_in_cluster(stored):
                 job.reattach = stored  # not submitted again: found by its native id
             else:
                 run_again(job, stored)
@@ -201,6 +201,7 @@ class Resumer:
         return stored
 
     def _still_in_cluster(self, stored: StoredJob) -> bool:
+        """Whether *stored* was left unfinished in a cluster this run can attach to."""
         return stored.status not in TERMINAL and self._attachable(stored)
 
     def chunk_sizes_at(self, label: str, first: int) -> list[int]:
