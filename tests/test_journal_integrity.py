@@ -492,6 +492,34 @@ def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp
     assert lines(log) == ["6"]
 
 
+def test_a_writer_killed_before_its_first_commit_leaves_a_run_the_next_session_opens(tmp_path,
+                                                                                    cli):
+    """CI: a driver, its writer and its workers killed at once, the writer
+    before it had committed anything of its session, left a run every later
+    session refused ("incomplete ... what it recorded there is lost ... move
+    it away"), though nothing was lost: the writer had emptied the log when it
+    noted that it writes."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        assert sched.submit(jobs.square, 7).result(timeout=60) == 49
+    started_then_killed = ("import os, sys\n"
+                           "from corral.journal.writer import _Writer\n"
+                           "_Writer(sys.argv[1], 2)\n"
+                           "os.kill(os.getpid(), 9)\n")
+    writer = subprocess.run([sys.executable, "-c", started_then_killed,
+                             os.fspath(run / "journal.db")], capture_output=True, text=True)
+    assert writer.returncode == -signal.SIGKILL, writer.stderr
+    with sqlite3.connect(f"file:{run / 'journal.db'}?mode=ro", uri=True) as db:
+        assert dict(db.execute("SELECT key, value FROM meta"))["writing"] == "2"  # the premise
+
+    status = cli("status")
+    assert status.status == 0, str(status)
+    assert [row["STATUS"] for row in status.rows().values()] == ["COMPLETED"]
+    with corral.Scheduler(cores=1, journal=run) as again:
+        restored = again.submit(jobs.square, 7)
+        assert restored.result(timeout=60) == 49 and restored.reason == RESTORED
+
+
 def test_a_run_whose_driver_was_killed_but_whose_writer_finished_is_read_as_it_was(tmp_path, cli):
     """The other side of the check above: a killed driver's writer commits what
     it was sent and says it is done, so its journal is whole, not "incomplete"."""

@@ -195,10 +195,18 @@ class _Writer:
     def _say_writing(self) -> None:
         """Note in journal.db itself, before any commit that could sit only in
         the write-ahead log, that this session writes: a reader that finds the
-        note but no log knows that the log was lost."""
+        note but no log knows that the log was lost.
+
+        The checkpoint that moves the note into journal.db leaves the log its
+        length (RESTART, not TRUNCATE): a writer killed before its first commit
+        left an emptied log beside its note, which read as one lost, and the
+        next session refused the run ("incomplete ... move it away") though
+        nothing was lost (CI, a driver and its writer killed at once). A log
+        emptied or deleted behind a live session's back is still told apart.
+        """
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                         (WRITING_KEY, str(self.session)))
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("PRAGMA wal_checkpoint(RESTART)")
 
     def _last_written(self) -> int:
         return last_written(self.db, self.session)
