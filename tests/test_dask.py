@@ -633,6 +633,12 @@ def test_workers_that_do_not_see_the_run_directory_send_the_output_back(tmp_path
             assert (command.stdout, command.stderr) == ("command out\n", "command err\n")
             first = sched.submit(square, 3)
             assert sched.submit(add, first, 1).result(timeout=60) == 10
+            # (A review: the command's result file was written where nobody read it.)
+            script = sched.shell('echo \'{"loss": 0.25}\' > "$CORRAL_RESULT_FILE"')
+            assert script.result(timeout=60) == {"loss": 0.25}
+            not_json = sched.shell('echo oops > "$CORRAL_RESULT_FILE"')
+            with pytest.raises(corral.JobFailed, match=r"result file .*/result\.json is not JSON"):
+                not_json.result(timeout=60)
     finally:
         dask_cluster.stop(cluster)
 

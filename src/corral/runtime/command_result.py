@@ -22,7 +22,8 @@ import os
 import stat
 from typing import Any
 
-__all__ = ["RESULT_FILE_NAME", "RESULT_FILE_VARIABLE", "MAX_RESULT_BYTES", "read_command_result"]
+__all__ = ["RESULT_FILE_NAME", "RESULT_FILE_VARIABLE", "MAX_RESULT_BYTES", "read_command_result",
+           "read_result_bytes"]
 
 #: The file, in the job's directory, whose JSON is a command's result.
 RESULT_FILE_NAME = "result.json"
@@ -45,22 +46,9 @@ def read_command_result(jobdir: str | None) -> tuple[Any, str | None]:
     if not jobdir:
         return None, None
     path = os.path.join(jobdir, RESULT_FILE_NAME)
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None, None
-    except OSError as error:  # (ELOOP: a symbolic link)
-        what = "a symbolic link" if error.errno == errno.ELOOP else error.strerror or error
-        return None, f"its result file {path} cannot be read: {what}"
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            return None, f"its result file {path} is not a regular file"
-        with open(descriptor, "rb", closefd=False) as handle:
-            text = handle.read(MAX_RESULT_BYTES + 1)
-    except OSError as error:
-        return None, f"its result file {path} cannot be read: {error.strerror or error}"
-    finally:
-        os.close(descriptor)
+    text, why = read_result_bytes(path)
+    if text is None:
+        return None, why
     if len(text) > MAX_RESULT_BYTES:
         return None, (f"its result file {path} holds more than {MAX_RESULT_BYTES // 2**20} MiB: "
                       "write large data to a file of your own and put its path in the result")
@@ -72,3 +60,26 @@ def read_command_result(jobdir: str | None) -> tuple[Any, str | None]:
         return None, f"its result file {path} is not JSON: {error}"
     except RecursionError:
         return None, f"its result file {path} nests its JSON too deep to be read here"
+
+
+def read_result_bytes(path: str) -> tuple[bytes | None, str | None]:
+    """``(content, None)``: the bytes of the result file *path*, at most one
+    more than :data:`MAX_RESULT_BYTES` (so that one too large can be told);
+    ``(None, None)`` where there is none; ``(None, why)`` where something is
+    there that is no regular file, or cannot be read."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, None
+    except OSError as error:  # (ELOOP: a symbolic link)
+        what = "a symbolic link" if error.errno == errno.ELOOP else error.strerror or error
+        return None, f"its result file {path} cannot be read: {what}"
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None, f"its result file {path} is not a regular file"
+        with open(descriptor, "rb", closefd=False) as handle:
+            return handle.read(MAX_RESULT_BYTES + 1), None
+    except OSError as error:
+        return None, f"its result file {path} cannot be read: {error.strerror or error}"
+    finally:
+        os.close(descriptor)

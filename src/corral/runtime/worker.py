@@ -86,6 +86,8 @@ class _Spool:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
+        #: :attr:`result_path` as a command's environment holds it.
+        self.result_path_bytes = os.fsencode(self.result_path)
         self._files: dict[int, tuple[int, int] | None] = {}
         for fd, name in _STREAMS:
             spool = open_spool(f"{prefix}.{name}")
@@ -483,7 +485,8 @@ def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
         _, job_id, jobdir, argv, environment, cwd = request
         # Its result file beside its output in the spool, handed over with it:
         # its job's directory is made only once it has something to hold.
-        environment = {**environment, _RESULT_VARIABLE: os.fsencode(spool.result_path)}
+        # (Set in the dict kept for the next commands: it is the same path for them all.)
+        environment[_RESULT_VARIABLE] = spool.result_path_bytes
         reply: tuple = (job_id, None, run_command(job_id, argv, environment, cwd, home,
                                                   stop_requests))
         outcomes_dir = None

@@ -47,6 +47,7 @@ from corral.backends.dask.task import (CLAIMS, PAUSED, Ending, TaskOutcome, Task
                                        run_job, terminate_job)
 from corral.errors import BackendError
 from corral.runtime.command import describe_exit
+from corral.runtime.command_result import RESULT_FILE_NAME
 from corral.runtime.outcomes import OutcomesSince
 from corral.runtime.threads import start_thread
 from corral.spec import Resources
@@ -657,8 +658,9 @@ class DaskBackend:
         return Update(job_id, JobStatus.FAILED, reason=outcome.reason, at=at)
 
     def _save_output(self, job_id: int | str, outcome: TaskOutcome) -> None:
-        """Write output the task sent back (its worker did not see the run directory)."""
-        if outcome.stdout is None and outcome.stderr is None:
+        """Write output and a result file the task sent back (its worker did
+        not see the run directory)."""
+        if outcome.stdout is None and outcome.stderr is None and outcome.result_file is None:
             return
         sent = self._sent.get(job_id)
         jobdir = sent.jobdir if sent is not None else None
@@ -668,6 +670,8 @@ class DaskBackend:
         for name, data in (("stdout", outcome.stdout), ("stderr", outcome.stderr)):
             if data:
                 (jobdir / name).write_bytes(data)
+        if outcome.result_file is not None:  # (an empty one too: it is no JSON, and says so)
+            (jobdir / RESULT_FILE_NAME).write_bytes(outcome.result_file)
 
     def _ended_without_result(self, future: Any, said: str) -> None:
         key = future.key

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 from corral.runtime.command import KILL, TERMINATE, how_it_ended
+from corral.runtime.command_result import RESULT_FILE_NAME, RESULT_FILE_VARIABLE, read_result_bytes
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
@@ -131,6 +132,9 @@ class TaskOutcome:
     #: The job's output, where the workers do not see the run directory.
     stdout: bytes | None = None
     stderr: bytes | None = None
+    #: What a command left in its result file, where the workers do not see
+    #: the run directory (the driver reads it as it reads one written there).
+    result_file: bytes | None = None
 
     @property
     def completed(self) -> bool:
@@ -568,7 +572,7 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
                                    cwd, spec.outcomes if visible else None)
         else:
             request = command_request(spec.job_id, jobdir, spec.argv,
-                                      _command_environment(spec, runner), cwd)
+                                      _command_environment(spec, runner, jobdir), cwd)
         runner.job_id, runner.runs_command = spec.job_id, spec.call is None
         with _lock:  # (end_run reads it under the lock)
             _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None)
@@ -583,14 +587,16 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
             if run_ended:
                 _retire(runner)
         ended = time.time()
-        stdout = stderr = None
+        stdout = stderr = result_file = None
         if not visible:  # sent back with the outcome
             stdout = _read_output(os.path.join(jobdir, "stdout"))
             stderr = _read_output(os.path.join(jobdir, "stderr"))
+            if spec.call is None:
+                result_file, _ = read_result_bytes(os.path.join(jobdir, RESULT_FILE_NAME))
 
         def outcome(ending: Ending, **fields: Any) -> TaskOutcome:
             return TaskOutcome(ending, started=started, ended=ended, stdout=stdout,
-                               stderr=stderr, **fields)
+                               stderr=stderr, result_file=result_file, **fields)
 
         if reply is None:  # cancelled in Dask: killed
             return outcome(Ending.KILLED)
@@ -606,9 +612,12 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
             shutil.rmtree(jobdir, ignore_errors=True)
 
 
-def _command_environment(spec: TaskSpec, runner: _Runner) -> dict[bytes, bytes] | None:
+def _command_environment(spec: TaskSpec, runner: _Runner, jobdir: str
+                         ) -> dict[bytes, bytes] | None:
     """The command's environment: this worker's, the job's own, and the
-    runner's mark; None when it is the one the runner's last command had."""
+    runner's mark; None when it is the one the runner's last command had.
+    Its result file is in *jobdir*, the worker's own where it does not see
+    the run directory (a review: the command wrote it where nobody read it)."""
     environment = dict(os.environb)
     environment[b"CORRAL_JOB_ID"] = str(spec.job_id).encode()
     for key, value in spec.env:
@@ -616,6 +625,9 @@ def _command_environment(spec: TaskSpec, runner: _Runner) -> dict[bytes, bytes] 
             environment.pop(os.fsencode(key), None)
         else:
             environment[os.fsencode(key)] = os.fsencode(value)
+    if RESULT_FILE_VARIABLE.encode() in environment:
+        environment[RESULT_FILE_VARIABLE.encode()] = os.fsencode(
+            os.path.join(jobdir, RESULT_FILE_NAME))
     environment[MARK_VARIABLE.encode()] = runner.mark.encode()
     if environment == runner.sent_environment:
         return None
