@@ -304,8 +304,10 @@ def _as_flag_message(message: str) -> str:
 @run_option
 @click.option("--all", "show_all", is_flag=True, help="also list every finished job")
 @click.option("--state", metavar="STATE", default=None,
-              help="list every job in this state (failed, timed_out, running, ...) or group "
-                   "(pending, active, finished); several with commas: running,queued")
+              help="list every job in this state (failed, timed_out, running, ...) or group: "
+                   "pending (not handed to the backend yet), active (submitted, which a "
+                   "cluster may still hold in its queue, or running), finished; several with "
+                   "commas: running,queued")
 @click.argument("ids", nargs=-1)
 @click.pass_context
 def status(context: click.Context, show_all: bool, state: str | None,
