@@ -44,13 +44,18 @@ DEEP = "python3 -c \"print('[' * {0} + ']' * {0})\" > \"$CORRAL_RESULT_FILE\""
 
 
 @pytest.mark.parametrize("made, why", [
-    ('rm -f "$CORRAL_RESULT_FILE"; mkfifo "$CORRAL_RESULT_FILE"', "is not a regular file"),
-    ('ln -s /dev/zero "$CORRAL_RESULT_FILE"', "is not a regular file"),
+    ('rm -f "$CORRAL_RESULT_FILE"; mkfifo "$CORRAL_RESULT_FILE"',
+     "its result file ($CORRAL_RESULT_FILE) is a FIFO, not a regular file"),
+    ('ln -s /dev/zero "$CORRAL_RESULT_FILE"',
+     "its result file ($CORRAL_RESULT_FILE) is a symbolic link, not a regular file"),
+    # (Re-attack review: a directory could not be removed, and failed every later command.)
+    ('mkdir "$CORRAL_RESULT_FILE"; touch "$CORRAL_RESULT_FILE/x"',
+     "its result file ($CORRAL_RESULT_FILE) is a directory, not a regular file"),
     (DEEP.format(5000), "nests its JSON too deep to be read here"),
     (DEEP.format(500), "its result file's JSON cannot be kept (nested too deep?): "),
     ('(while :; do echo 1 > "$CORRAL_RESULT_FILE.t"; mv "$CORRAL_RESULT_FILE.t" '
      '"$CORRAL_RESULT_FILE"; done) & sleep 0.2', None),
-], ids=["fifo", "link to /dev/zero", "deep", "deep to pickle", "a child writing on"])
+], ids=["fifo", "link to /dev/zero", "directory", "deep", "deep to pickle", "a child writing on"])
 def test_a_result_file_that_would_hold_the_driver_fails_its_job_and_the_rest_run(made, why):
     """Attack reviews: the control loop blocked for good in open() on a FIFO,
     read /dev/zero until memory ran out, and crashed on RecursionError (deep
@@ -66,6 +71,7 @@ def test_a_result_file_that_would_hold_the_driver_fails_its_job_and_the_rest_run
                 job.result(timeout=60)
             assert why in job.reason
         assert after.result(timeout=60) is None
+        assert scheduler.shell('echo 7 > "$CORRAL_RESULT_FILE"').result(timeout=60) == 7
         assert scheduler.submit(pow, 2, 5).result(timeout=60) == 32
 
 

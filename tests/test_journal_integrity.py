@@ -492,32 +492,76 @@ def test_a_journal_whose_write_ahead_log_was_lost_is_refused_not_shown_empty(tmp
     assert lines(log) == ["6"]
 
 
-def test_a_writer_killed_before_its_first_commit_leaves_a_run_the_next_session_opens(tmp_path,
-                                                                                    cli):
+def _meta_in_the_file_alone(run: Path) -> dict[str, str]:
+    """journal.db's ``meta`` as the file alone holds it (its log not read)."""
+    with contextlib.closing(sqlite3.connect(f"file:{run / 'journal.db'}?immutable=1",
+                                            uri=True)) as db:
+        return dict(db.execute("SELECT key, value FROM meta"))
+
+
+def _run_in_a_killed_process(program: str, *args: object) -> None:
+    done = subprocess.run([sys.executable, "-c", program, *map(os.fspath, args)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def test_sessions_killed_before_their_first_commit_leave_a_run_the_next_session_opens(tmp_path,
+                                                                                     cli):
     """CI: a driver, its writer and its workers killed at once, the writer
     before it had committed anything of its session, left a run every later
     session refused ("incomplete ... what it recorded there is lost ... move
     it away"), though nothing was lost: the writer had emptied the log when it
-    noted that it writes."""
+    noted that it writes. And (re-attack review) a driver killed as it opened
+    the run again, before its own writer's note, left the same: the earlier
+    session's note in journal.db, its log moved in and deleted."""
     run = tmp_path / "run"
     with corral.Scheduler(cores=1, journal=run) as sched:
         assert sched.submit(jobs.square, 7).result(timeout=60) == 49
-    started_then_killed = ("import os, sys\n"
-                           "from corral.journal.writer import _Writer\n"
-                           "_Writer(sys.argv[1], 2)\n"
-                           "os.kill(os.getpid(), 9)\n")
-    writer = subprocess.run([sys.executable, "-c", started_then_killed,
-                             os.fspath(run / "journal.db")], capture_output=True, text=True)
-    assert writer.returncode == -signal.SIGKILL, writer.stderr
-    with sqlite3.connect(f"file:{run / 'journal.db'}?mode=ro", uri=True) as db:
-        assert dict(db.execute("SELECT key, value FROM meta"))["writing"] == "2"  # the premise
+    _run_in_a_killed_process("import os, sys\n"
+                             "from corral.journal.writer import _Writer\n"
+                             "_Writer(sys.argv[1], 2)\n"
+                             "os.kill(os.getpid(), 9)\n", run / "journal.db")
+    assert _meta_in_the_file_alone(run)["writing"] == "2"  # the premise
+    status = cli("status")
+    assert status.status == 0, str(status)
+    assert [row["STATUS"] for row in status.rows().values()] == ["COMPLETED"]
 
+    _run_in_a_killed_process("import os, sys, corral\n"
+                             "from corral.journal.store import Journal\n"
+                             "Journal._start_writer = lambda *_: os.kill(os.getpid(), 9)\n"
+                             "corral.Scheduler(cores=1, journal=sys.argv[1])\n", run)
+    assert not (run / "journal.db-wal").exists()  # the premise: the log moved in at the close
     status = cli("status")
     assert status.status == 0, str(status)
     assert [row["STATUS"] for row in status.rows().values()] == ["COMPLETED"]
     with corral.Scheduler(cores=1, journal=run) as again:
         restored = again.submit(jobs.square, 7)
         assert restored.result(timeout=60) == 49 and restored.reason == RESTORED
+
+
+def test_the_note_that_a_session_writes_reaches_journal_db_once_a_reader_lets_go(tmp_path):
+    """Re-attack review: a reader in the middle of a read as the writer started
+    kept the writer's note out of journal.db (its checkpoint could not move
+    it in), and after it every commit sat in the log alone: a log lost then
+    went unnoticed, and the run read as if that session never was."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        sched.submit(jobs.square, 2).result(timeout=60)
+    reader = sqlite3.connect(f"file:{run / 'journal.db'}?mode=ro", uri=True,
+                             isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM jobs").fetchone()  # its snapshot: held
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            assert sched.submit(jobs.square, 3).result(timeout=60) == 9
+            sched._journal.flush(wait=True)
+            assert "writing" not in _meta_in_the_file_alone(run)  # the premise: held out
+            reader.execute("COMMIT")
+            assert sched.submit(jobs.square, 4).result(timeout=60) == 16
+            sched._journal.flush(wait=True)
+            assert _meta_in_the_file_alone(run)["writing"] == "2"
+    finally:
+        reader.close()
 
 
 def test_a_run_whose_driver_was_killed_but_whose_writer_finished_is_read_as_it_was(tmp_path, cli):

@@ -211,6 +211,11 @@ class Journal:
                 meta = checked_meta(db, path)
                 if log_was_missing and meta.get(WRITING_KEY) and not stopped_before:
                     raise lost_log_error(path, meta[WRITING_KEY])
+                if meta.get(WRITING_KEY):  # its log is whole: the note has said what it had to
+                    # (Left, the close below moves the log in and deletes it, and a driver
+                    # killed before its writer's own note left a run refused as incomplete
+                    # though nothing was lost: re-attack review.)
+                    db.execute("DELETE FROM meta WHERE key=?", (WRITING_KEY,))
                 self._open_session(db, kind, backend, meta)
             except sqlite3.DatabaseError as error:
                 raise damaged_error(path, error) from None

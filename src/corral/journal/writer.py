@@ -167,6 +167,8 @@ class _Writer:
         #: and writes only what comes after it. (Read once the journal is open.)
         self._written = 0
         self._db: sqlite3.Connection | None = None
+        #: Whether the note that this session writes is still only in the log.
+        self._note_only_in_log = False
         self._open()
 
     @property
@@ -195,18 +197,27 @@ class _Writer:
     def _say_writing(self) -> None:
         """Note in journal.db itself, before any commit that could sit only in
         the write-ahead log, that this session writes: a reader that finds the
-        note but no log knows that the log was lost.
-
-        The checkpoint that moves the note into journal.db leaves the log its
-        length (RESTART, not TRUNCATE): a writer killed before its first commit
-        left an emptied log beside its note, which read as one lost, and the
-        next session refused the run ("incomplete ... move it away") though
-        nothing was lost (CI, a driver and its writer killed at once). A log
-        emptied or deleted behind a live session's back is still told apart.
-        """
+        note but no log knows that the log was lost."""
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                         (WRITING_KEY, str(self.session)))
-        self.db.execute("PRAGMA wal_checkpoint(RESTART)")
+        self._note_only_in_log = True
+        self._move_note_in()
+
+    def _move_note_in(self) -> None:
+        """Checkpoint, so that the note of :meth:`_say_writing` is in journal.db.
+
+        A reader in the middle of a read holds the log's frames after its
+        snapshot out of the file: the note stayed only in the log then, and a
+        lost log went unnoticed (re-attack review). So it is tried again after
+        each commit until the log is all in. PASSIVE: it waits for nobody
+        (RESTART held the writer 30 s behind such a reader), and leaves the log
+        its length: a writer killed before its first commit left an emptied
+        log beside its note, which read as a lost one (CI)."""
+        try:
+            busy, in_log, moved = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return
+        self._note_only_in_log = bool(busy) or moved < in_log
 
     def _last_written(self) -> int:
         return last_written(self.db, self.session)
@@ -277,6 +288,8 @@ class _Writer:
         self._held_because = because
 
     def _written_after_all(self) -> None:
+        if self._note_only_in_log:
+            self._move_note_in()
         if self._held_because:
             self._say(f"corral: the journal {self.path} is written again: what it held back "
                       "is in it")

@@ -127,14 +127,11 @@ class _Spool:
             return
         try:
             if not stat.S_ISREG(found.st_mode):  # (a copy across file systems would follow a
-                raise OSError(f"its result file {jobdir}/{RESULT_FILE_NAME} is not a regular "
-                              "file")  # link, and empty its target: re-attack review)
-            move_spool_file(path, jobdir, RESULT_FILE_NAME)
+                raise OSError(f"its result file (${RESULT_FILE_VARIABLE}) is "  # link, and
+                              f"{_kind_of_file(found.st_mode)}, not a regular file")  # empty
+            move_spool_file(path, jobdir, RESULT_FILE_NAME)  # its target: re-attack review)
         except OSError:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            _remove_whatever_is_at(path, found.st_mode)
             raise
 
     def _point_at_spool(self, fd: int, path: str) -> None:
@@ -149,6 +146,31 @@ class _Spool:
             finally:
                 os.close(spool)
         self._files[fd] = _file_of(fd)
+
+
+def _kind_of_file(mode: int) -> str:
+    """What a file that is no regular one is, in words."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a device"
+
+
+def _remove_whatever_is_at(path: str, mode: int) -> None:
+    """Remove what a command left at its result file's path, a directory with
+    all it holds too: left there, it failed every later command of this worker
+    (re-attack review: one ``mkdir "$CORRAL_RESULT_FILE"``). The path is the
+    worker's own, in its spool directory: nothing of anyone else's is there."""
+    try:
+        if stat.S_ISDIR(mode):
+            import shutil  # (only here: a worker starts without it)
+
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 _STREAMS = ((1, "stdout"), (2, "stderr"))

@@ -572,7 +572,7 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
                                    cwd, spec.outcomes if visible else None)
         else:
             request = command_request(spec.job_id, jobdir, spec.argv,
-                                      _command_environment(spec, runner, jobdir), cwd)
+                                      _command_environment(spec, runner), cwd)
         runner.job_id, runner.runs_command = spec.job_id, spec.call is None
         with _lock:  # (end_run reads it under the lock)
             _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None)
@@ -612,22 +612,20 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
             shutil.rmtree(jobdir, ignore_errors=True)
 
 
-def _command_environment(spec: TaskSpec, runner: _Runner, jobdir: str
-                         ) -> dict[bytes, bytes] | None:
+def _command_environment(spec: TaskSpec, runner: _Runner) -> dict[bytes, bytes] | None:
     """The command's environment: this worker's, the job's own, and the
     runner's mark; None when it is the one the runner's last command had.
-    Its result file is in *jobdir*, the worker's own where it does not see
-    the run directory (a review: the command wrote it where nobody read it)."""
+    (The runner names the result file itself, one path for all its commands:
+    the job's own would make every environment differ, and be sent whole.)"""
     environment = dict(os.environb)
     environment[b"CORRAL_JOB_ID"] = str(spec.job_id).encode()
     for key, value in spec.env:
+        if key == RESULT_FILE_VARIABLE:
+            continue
         if value is None:
             environment.pop(os.fsencode(key), None)
         else:
             environment[os.fsencode(key)] = os.fsencode(value)
-    if RESULT_FILE_VARIABLE.encode() in environment:
-        environment[RESULT_FILE_VARIABLE.encode()] = os.fsencode(
-            os.path.join(jobdir, RESULT_FILE_NAME))
     environment[MARK_VARIABLE.encode()] = runner.mark.encode()
     if environment == runner.sent_environment:
         return None
