@@ -420,6 +420,8 @@ def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path:
     data = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
     outcomes = [data["outcomes"][code] for code in data["bars"]["o"]]
     assert outcomes == [Outcome.UNKNOWN, Outcome.UNKNOWN]
+    unfinished = [job for job in corral.Run(run).jobs() if not job.status.is_terminal]
+    assert data["orphaned"] == len(unfinished) == 3, "the page says that nothing runs them now"
     assert None not in data["bars"]["e"], "no bar runs on to the time of reading"
     talking = data["bars"]["job"].index(data["jobs"]["name"].index("talker"))
     assert data["bars"]["e"][talking] - data["bars"]["s"][talking] >= 500, (
@@ -437,6 +439,38 @@ def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path:
         assert first[job].outcome == Outcome.CANCELLED
         assert first[job].end < killed_at + 0.5, (
             "it ended when its driver died, not at the resume")
+
+
+KILLED_WHILE_TWO_RUN = """
+import os, signal, sys, time, corral
+with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
+    jobs = [scheduler.shell(f"sleep 60; echo {number}") for number in range(2)]
+    while any(job.status is not corral.JobStatus.RUNNING for job in jobs):
+        time.sleep(0.01)
+    scheduler._journal.flush(wait=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_runs_cut_off_jobs_end_when_it_died_while_a_new_driver_runs(tmp_path: Path
+                                                                           ) -> None:
+    """Cold review: after a killed run was started again, the jobs its driver's
+    death had cut off ran on to "now" on the page until the new driver took
+    them up (or for ever, if its script no longer asked for them), and the
+    utilisation read 101 %."""
+    run = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_TWO_RUN, str(run)],
+                            timeout=60, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    killed_at = time.time()
+    wait_until(lambda: time.time() > killed_at + 1, 5, "a downtime worth seeing")
+    with corral.Scheduler(cores=2, journal=run):  # a new driver, that has not asked for them
+        wait_until(lambda: time.time() > killed_at + 2, 5, "the new driver to run a while")
+        view = read_view(corral.Run(run))
+    cut_off = [a for a in view.attempts if a.job in ("1", "2")]
+    assert all(a.end is not None and a.end < killed_at + 0.5 for a in cut_off), cut_off
+    assert view.summary.utilisation is not None and view.summary.utilisation <= 1
+    assert page_data(view)["summary"]["cores_now"] == 2, "the rate a live page counts on at"
 
 
 def _journaled_status(run: Path, job_id: int) -> corral.JobStatus | None:

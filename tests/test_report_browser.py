@@ -125,3 +125,65 @@ def test_a_report_of_a_run_still_going_says_when_and_failures_leave_the_timeline
         " + window.scrollY")
     assert timeline_top < 1500, timeline_top
     screenshot(browser, "report-many-failures")
+
+
+def test_a_live_pages_utilisation_counts_on_at_the_cores_of_the_driver_now(
+        browser, mixed_report: Path) -> None:
+    """Cold review: after a killed run was run again, the page counted the cores
+    offered between two readings at the run's average rate, which the time no
+    driver ran it had lowered: with every core busy, utilisation read 101 %."""
+    browser.get(mixed_report.as_uri())
+    wait_until(lambda: bars_drawn(browser) == EXPECTED_BARS, 10, "the timeline to draw")
+    utilisation, summary = browser.execute_script("""
+        const d = Corral.data(), s = d.summary;
+        d.bars.e = d.bars.e.map((end, i) => i < 2 ? null : end);  // two jobs run now
+        const held = d.jobs.cores[d.bars.job[0]] + d.jobs.cores[d.bars.job[1]];
+        // 100 s of wall time, half of it with no driver; every core busy while driven
+        s.wall_seconds = 100; s.available_core_seconds = 50 * held;
+        s.busy_core_seconds = 50 * held; s.cores_now = held;
+        Corral.tick(d.now + 10000);
+        return [s.utilisation, document.getElementById('summary').textContent];""")
+    assert utilisation == pytest.approx(1.0)
+    assert "100 %" in summary
+
+
+def test_a_run_whose_driver_is_gone_says_so_above_all_and_long_words_wrap(
+        browser, tmp_path: Path) -> None:
+    """Cold review: a killed run's page said "7 running" and no more; a reason
+    thousands of characters long made a tooltip that hid the timeline, and a
+    long name gave its card a scroll bar of its own."""
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_ONE_RUNS, str(run)],
+                            timeout=60, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    page = corral.Run(run).report(tmp_path / "report.html")
+    browser.get(page.as_uri())
+    wait_until(lambda: bars_drawn(browser) == 2, 10, "the timeline to draw")
+    assert browser.find_element(By.ID, "card-orphaned").text == (
+        "no driver\n1 unfinished\njob: its driver is gone, and nothing runs it now; the next "
+        "run of the script runs it again")
+    failure = browser.find_element(By.CSS_SELECTOR, "#failures .failure")
+    assert failure.size["width"] <= browser.find_element(By.ID, "failures").size["width"]
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= browser.execute_script("return window.innerWidth"), "no sideways scroll"
+    hover(browser, 0)
+    tip = browser.find_element(By.ID, "tip")
+    assert tip.is_displayed() and tip.size["height"] < 400, tip.size
+    screenshot(browser, "report-driver-gone")
+
+
+KILLED_WHILE_ONE_RUNS = """
+import os, signal, sys, time, corral
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
+    broken = scheduler.shell("echo " + "K" * 3000 + " >&2; exit 3", name="Z" * 1024)
+    corral.wait([broken])
+    running = scheduler.shell("sleep 60")
+    while running.status is not corral.JobStatus.RUNNING:
+        time.sleep(0.01)
+    scheduler._journal.flush(wait=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""

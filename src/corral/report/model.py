@@ -147,6 +147,9 @@ class Summary:
     native_ids: int
     #: What the native ids are: worker process ids on this machine, or a cluster's job ids.
     native_kind: str = "native ids"
+    #: The cores the session driving the run now offers (None: none does, or it did
+    #: not say): a live page counts the core-seconds offered on at that rate.
+    cores_now: int | None = None
 
     @property
     def wall_seconds(self) -> float:
@@ -177,6 +180,9 @@ class RunView:
     waiting: dict[str, float] = field(default_factory=dict)
     #: Waits that ended without a start (see timeline.waits_that_ended_unstarted).
     unstarted_waits: list[tuple[str, float, float]] = field(default_factory=list)
+    #: Unfinished jobs that nothing runs now: their driver is gone, and their
+    #: backend's jobs end with it (``corral status`` says "its driver is gone").
+    orphaned: int = 0
 
 
 def cores_of(job: StoredJobLike) -> int:
@@ -216,6 +222,10 @@ def _read_view(run: RunSource, now: float | None, tracebacks: int) -> RunView:
     if driven:
         view.waiting = {job: since for job, since in waiting_since(events).items()
                         if job in index and jobs[index[job]].status in PENDING_OR_SUBMITTED}
+    else:  # (cold review: the page showed them "running", and said nothing of the driver)
+        backends = {session.id: session.backend for session in sessions}
+        view.orphaned = sum(1 for job in jobs if job.status not in TERMINAL
+                            and not outlives_driver(backends.get(job.session or 0)))
     for number in _failures(jobs)[:tracebacks]:
         job = jobs[number]
         if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
@@ -296,7 +306,10 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
         attempts=len(attempts),
         backends=sorted({s.backend for s in sessions if s.backend}),  # None: not recorded
         native_ids=len({job.native_id for job in jobs if job.native_id}),
-        native_kind=_native_kind(sessions))
+        native_kind=_native_kind(sessions),
+        cores_now=next((session.cores for session in sorted(
+            sessions, key=lambda session: session.started or 0.0, reverse=True)[:1]
+            if session.ended is None), None))
 
 
 def _native_kind(sessions: Sequence[SessionLike]) -> str:
@@ -415,6 +428,7 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
         "title": view.path.name,
         "generated": view.read_at,
         "live": view.live,
+        "orphaned": view.orphaned,
         "origin": origin,
         "now": ms(view.read_at),
         "lanes": view.lanes,
@@ -428,6 +442,7 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
             "retries": summary.retries, "attempts": summary.attempts,
             "backends": summary.backends, "native_ids": summary.native_ids,
             "native_kind": summary.native_kind,
+            "cores_now": summary.cores_now if view.live else None,
         },
         "jobs": {
             "id": [str(job.id) for job in jobs],

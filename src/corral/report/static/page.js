@@ -104,6 +104,15 @@
     box.append(card('attempts', s.attempts, s.retries + ' retried or rerun'));
     box.append(card('backend', s.backends.join(', ') || '–',
       s.native_ids + ' ' + (s.native_ids === 1 ? s.native_kind.replace(/s$/, '') : s.native_kind)));
+    if (data.orphaned) {  // (cold review: a killed run's page said "7 running" and no more)
+      const gone = card('no driver', data.orphaned + ' unfinished',
+        data.orphaned === 1
+          ? 'job: its driver is gone, and nothing runs it now; the next run of the script runs it again'
+          : 'jobs: their driver is gone, and nothing runs them now; the next run of the script runs them again');
+      gone.id = 'card-orphaned';
+      gone.classList.add('warning');
+      box.prepend(gone);
+    }
   }
   function jobLink(n) {
     const a = el('a', { class: 'job', tabindex: '0' }, 'job ' + data.jobs.id[n] + ' ' + quoted(data.jobs.name[n]));
@@ -435,22 +444,33 @@
     }
     return best;
   }
+  const TIP_CHARS = 300;
+  /** *text* cut to *most* characters, its end kept (where a traceback says what went wrong). */
+  function brief(text, most) {
+    return text.length <= most ? text : '…' + text.slice(text.length - most + 1);
+  }
+  /** What a job's native id is here: its worker's pid where the run packs on this machine. */
+  function nativeLabel() {
+    return data.summary.native_kind === 'worker pids' ? 'worker pid' : 'native id';
+  }
   function tip(i, px, py) {
     const box = $('tip');
     if (i < 0) { box.hidden = true; return; }
     const b = data.bars, n = b.job[i];
     box.replaceChildren();
     const e = b.e[i] === null ? data.now : b.e[i];
-    box.append(el('div', null, 'job ' + data.jobs.id[n] + ' ' + quoted(data.jobs.name[n]) + ' · attempt ' + b.n[i]));
+    box.append(el('div', null, 'job ' + data.jobs.id[n] + ' ' + quoted(brief(data.jobs.name[n], 120)) + ' · attempt ' + b.n[i]));
     box.append(el('div', null, OUTCOME_LABEL[data.outcomes[b.o[i]]] + ' after ' + seconds(e - b.s[i])
       + (b.q[i] !== null && b.q[i] < b.s[i] ? ' · waited ' + seconds(b.s[i] - b.q[i]) : '')));
-    box.append(el('div', null, data.jobs.command[n]));
-    box.append(el('div', null, data.jobs.res[n] + (data.jobs.native[n] ? ' · native id ' + data.jobs.native[n] : '')));
-    if (b.why[i]) box.append(el('div', null, b.why[i]));
+    // A few lines each, whatever their length: the job's panel has them whole (cold
+    // review: a 3,000-character reason made a tooltip that hid the whole timeline).
+    box.append(el('div', null, brief(data.jobs.command[n], TIP_CHARS)));
+    box.append(el('div', null, data.jobs.res[n] + (data.jobs.native[n] ? ' · ' + nativeLabel() + ' ' + data.jobs.native[n] : '')));
+    if (b.why[i]) box.append(el('div', null, brief(b.why[i], TIP_CHARS)));
     const trace = data.traceback && data.traceback[n];
-    if (trace) box.append(el('div', { class: 'tail' }, lastLines(trace, 4)));
+    if (trace) box.append(el('div', { class: 'tail' }, brief(lastLines(trace, 4), TIP_CHARS)));
     const tail = data.stderr && data.stderr[n];
-    if (tail) box.append(el('div', { class: 'tail' }, lastLines(tail, 6)));
+    if (tail) box.append(el('div', { class: 'tail' }, brief(lastLines(tail, 6), TIP_CHARS)));
     box.hidden = false;
     const wrap = $('timeline-wrap').getBoundingClientRect();
     const w = box.offsetWidth, h = box.offsetHeight;
@@ -573,7 +593,7 @@
     row('resources', j.res[n]);
     row('attempts', j.attempts[n]);
     row('exit code', j.exit[n]);
-    row('native id', j.native[n]);
+    row(nativeLabel(), j.native[n]);
     const times = el('span', { id: 'attempt-times' }, attemptTimes(n));
     row('attempt times', times);
     const parents = el('span');
@@ -624,7 +644,10 @@
     if (delta > 0) {       // the clock moves on for what runs: the numbers too
       let held = 0;
       for (let i = 0; i < data.bars.job.length; i++) if (data.bars.e[i] === null) held += data.jobs.cores[data.bars.job[i]];
-      const rate = s.available_core_seconds && s.wall_seconds ? s.available_core_seconds / s.wall_seconds : null;
+      // (Cold review: the run's average rate, lowered by the time no driver ran it
+      // after a kill, let utilisation climb past 100 % between two readings.)
+      const rate = s.available_core_seconds === null ? null
+        : s.cores_now || (s.wall_seconds ? s.available_core_seconds / s.wall_seconds : null);
       if (held || (data.waiting || []).length) {
         s.wall_seconds += delta;
         s.busy_core_seconds += held * delta;
