@@ -307,6 +307,8 @@ BAD = [
      "placeholder takes no conversion or format spec; write {index}"),
     (table(commands_in_job_group='"yes"'), 22, "schedulers.fakeq.commands_in_job_group",
      "must be true or false, not 'yes'"),
+    (table(cancel_ended_words='"gone"'), 22, "schedulers.fakeq.cancel_ended_words",
+     "must be a list of strings, such as [\"job already gone\"], not 'gone'"),
     (TABLE.replace("ncpus={cores}", "ncpus={cores:s}"), 23, "schedulers.fakeq.directives.cores",
      "{cores:s} in 'ncpus={cores:s}': a placeholder takes no conversion or format spec; "
      "write {cores}"),
@@ -351,6 +353,18 @@ def test_ids_are_one_argument_each_or_joined_inside_a_longer_one():
     assert sched.hold_argv(["7", "8_1"]) == ["qhold", "--jobs=7 8_1"]
     assert sched.status_argv("ann") == ["qstat", "-u", "ann", "-F", "text"]
     assert sched.array_task_id("12", 3) == "12_3"
+    # (Cold review: -hold_jid {ids} became "-hold_jid 7 8_1", and a job with two
+    # parents was refused by every scheduler that takes one list after the flag.)
+    # (Cold review: a site's cancel said "job already gone", and the job read as
+    # refused, "may still run".)
+    gone = "mydel: 1026: Job already GONE\n"
+    assert not sched.cancel_answer_usable(1, gone)
+    assert scheduler_of(table(cancel_ended_words='["job already gone"]')).cancel_answer_usable(
+        1, gone)
+    hold_jid = scheduler_of(table(dependency='["-hold_jid", "{ids}"]',
+                                  dependency_separator='","'))
+    assert hold_jid.submit_argv(request(array_size=None))[-4:] == [
+        "-hold_jid", "7,8_1", "-V", "/runs/1/job.sh"]
 
 
 def test_a_template_that_cannot_be_filled_fails_naming_its_key():
@@ -600,6 +614,22 @@ def test_without_a_dependency_syntax_a_child_waits_in_corral(config_dir, cluster
     assert not any("-W" in call[2] for call in cluster.calls("qsub"))
     assert backend_info("fakeq").option_help["after"] == \
         "the child waits in corral, then goes out"
+
+
+def test_a_chained_job_the_scheduler_refuses_waits_in_corral_and_says_why(config_dir, cluster,
+                                                                          caplog):
+    """Cold review: a table's dependency flag the scheduler did not take refused
+    every chained job, and only corral.log said so, at INFO: the DAG lost its
+    chaining in the scheduler without a word."""
+    (config_dir / "corral.toml").write_text(table(dependency='["--wait-for", "{ids}"]'))
+    with caplog.at_level(logging.WARNING, logger="corral"), on_fakeq(config_dir) as sched:
+        parent = sched.submit(abs, -2)
+        child = sched.options(after=[parent]).submit(abs, -5)
+        assert (parent.result(timeout=60), child.result(timeout=60)) == (2, 5)
+    said = [record.getMessage() for record in caplog.records
+            if record.levelno == logging.WARNING and "wait for their parents here" in
+            record.getMessage()]
+    assert len(said) == 1 and "unknown argument '--wait-for'" in said[0], caplog.text
 
 
 def test_without_hold_commands_pause_cannot_act_with_no_driver(config_dir):

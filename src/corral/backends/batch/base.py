@@ -516,8 +516,13 @@ class BatchBackend:
         the child must end CANCELLED naming it, as on every backend; a refusal for
         another cause comes again, unchained, once the parents completed."""
         submissions = [submission for members in chunk for submission in members]
-        log.info("%s; %d job(s) chained to %s wait for their parents here", refusal,
-                 len(submissions), ", ".join(group.after))
+        # A refusal with every parent well is no failed parent's: said where a person
+        # sees it (cold review: a table's wrong dependency flag refused every chained
+        # job, and corral.log alone said so, at INFO).
+        unexplained = forgotten.upstream_failure(group.parents) is None
+        log.log(logging.WARNING if unexplained else logging.INFO,
+                "%s; %d job(s) chained to %s wait for their parents here", refusal,
+                len(submissions), ", ".join(group.after))
         self._held_back.append(Group(group.resources, group.placement, (), group.bundle,
                                      submissions, parents=group.parents, depth=group.depth))
 

@@ -83,12 +83,22 @@ The keys:
   ``throttle`` (``{limit}``; without it ``array_throttle`` is not applied) and
   ``job_id_variable`` (the array's id, default the job's).
 * ``dependency``: the submit arguments that make a job wait for others to end
-  well (``{ids}`` joined by ``dependency_separator``, default ``:``). Without it a
+  well (``{ids}`` joined by ``dependency_separator``, default ``:``, also where it
+  stands alone: ``["-hold_jid", "{ids}"]`` gives ``-hold_jid 7,8``). Without it a
   child waits in corral for its parents and is submitted once they completed.
 * ``job_id_variable``/``restart_count_variable``: the variables the scheduler sets
   in a job; ``failed_exit_status`` (default 1): the batch job's exit status when a
   job in it failed; ``forget_after`` (default 5 minutes): how long the status query
-  still lists an ended job.
+  still lists an ended job. A status command that drops a job as soon as it ends
+  wants it short (``"10s"``): a job the scheduler killed, which wrote no result,
+  reads as running until then (one that wrote its result is decided at once).
+* ``cancel_ended_words``: more words (any case) by which the cancel command says
+  that a job had ended already (``["already gone"]``), besides the built-in
+  schedulers' ("has finished", "does not exist", "unknown job id", ...): such an
+  answer is no refusal.
+* Placeholders of resources are numbers alone, without a unit: ``{memory}`` in
+  ``memory_unit``, ``{walltime}`` as ``walltime_format`` says, ``{cores}`` and
+  ``{gpus}`` counts. Every command runs with the driver's environment.
 * ``commands_in_job_group`` (default false): true where the scheduler ends and
   suspends a job by signalling its process group, with no SIGTERM first (Grid
   Engine's ``qdel`` and suspend). A job's command then runs in that group: in a

@@ -63,7 +63,8 @@ class DescribedScheduler(BatchScheduler):
                       for part in table.array.argument]
         if request.dependencies:
             extra += _with_ids(table.dependency or (), request.dependencies,
-                               table.dependency_separator, self._key("dependency"))
+                               table.dependency_separator, self._key("dependency"),
+                               one_per_id=False)
         extra += request.placement.extra_flags
         placed = [i for i, part in enumerate(table.submit) if "script" in fields_of(part)]
         submit = table.submit if placed else (*table.submit, "{script}")
@@ -214,7 +215,9 @@ def scheduler_class(table: Table) -> type[DescribedScheduler]:
         "failed_exit_status": table.failed_exit_status,
         "default_limits": ClusterLimits(array.max_size if array else 1, table.forget_after_s,
                                         table.accounting is not None),
-        "forgotten_words": f"no longer listed by {table.status[0]} once it ended"})
+        "forgotten_words": f"no longer listed by {table.status[0]} once it ended",
+        "already_ended_signs": (*DescribedScheduler.already_ended_signs,
+                                *table.cancel_ended_words)})
 
 
 class _TableTemplate(string.Template):
@@ -234,12 +237,14 @@ def _walltime(seconds: float, form: str) -> str:
 
 
 def _with_ids(argv: Sequence[str], native_ids: Sequence[str], separator: str,
-              where: str) -> list[str]:
+              where: str, one_per_id: bool = True) -> list[str]:
     """*argv* with ``{ids}``: an element that is just ``{ids}`` becomes one argument
-    per id; in a longer element the ids are joined by *separator*."""
+    per id (with *one_per_id*: a cancel or status command's list); in a longer
+    element, or without *one_per_id*, the ids are joined by *separator*
+    (``-hold_jid {ids}`` is one argument: cold review, it became ``-hold_jid 1 2``)."""
     filled: list[str] = []
     for part in argv:
-        if part == "{ids}":
+        if part == "{ids}" and one_per_id:
             filled += native_ids
         else:
             filled.append(render(part, {"ids": separator.join(native_ids)}, where))

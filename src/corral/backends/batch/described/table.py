@@ -109,6 +109,8 @@ class Table:
     failed_exit_status: int
     forget_after_s: float
     commands_in_job_group: bool
+    #: More words (lower case) by which the cancel command says a job had ended already.
+    cancel_ended_words: tuple[str, ...] = ()
 
 
 # -- checking one value ------------------------------------------------------------------------
@@ -273,7 +275,7 @@ _KEYS = ("title", "description", "submit", "job_id", "status", "status_columns",
          "directive_prefix", "directives", "memory_unit", "walltime_format", "array",
          "dependency", "dependency_separator", "ids_separator", "job_id_variable",
          "restart_count_variable", "failed_exit_status", "forget_after",
-         "commands_in_job_group")
+         "commands_in_job_group", "cancel_ended_words")
 _ARRAY_KEYS = ("argument", "index_variable", "first_index", "job_id_variable", "task_id",
                "max_size", "throttle")
 _REQUIRED = ("submit", "job_id", "status", "states", "cancel", "job_id_variable")
@@ -344,7 +346,15 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
         forget_after_s=_forget_after(raw.get("forget_after", "5m")),
         commands_in_job_group=_flag(raw.get("commands_in_job_group", False),
                                     ("commands_in_job_group",)),
+        cancel_ended_words=_words(raw.get("cancel_ended_words", []), ("cancel_ended_words",)),
     )
+
+
+def _words(value: Any, key: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of non-empty strings, in lower case (they are looked for so)."""
+    if not isinstance(value, list):
+        _fail(key, f"must be a list of strings, such as [\"job already gone\"], not {value!r}")
+    return tuple(_one_line(word, key).lower() for word in value)
 
 
 def _job_id(value: Any) -> re.Pattern[str]:
