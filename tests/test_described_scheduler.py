@@ -172,6 +172,12 @@ def test_the_probe_answers_when_the_status_command_does(config_dir, cluster, mon
     with monkeypatch.context() as patched:
         patched.setenv("PATH", "/nonexistent")
         assert probe_backend("fakeq") == corral.backends.Probe(False, "qstat is not on PATH")
+    # (Cold review: a typo in the cancel command showed only once a job was cancelled,
+    # and a path that does not exist was "not on PATH".)
+    (config_dir / "corral.toml").write_text(table(cancel='["/opt/site/bin/qdell", "{ids}"]'))
+    load_config()
+    assert probe_backend("fakeq") == corral.backends.Probe(
+        False, "/opt/site/bin/qdell is not a program one may run")
 
 
 def test_auto_takes_the_sites_described_scheduler_before_a_built_in_one_that_answers(

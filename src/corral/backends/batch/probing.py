@@ -18,10 +18,12 @@ __all__ = ["missing", "ask", "failed", "answered"]
 
 
 def missing(*commands: str) -> Probe | None:
-    """"X is not on PATH" for the first of *commands* that is not; None when all are."""
+    """"X is not on PATH" for the first of *commands* that is not (for a path:
+    that it is no program there); None when all are."""
     for name in commands:
         if shutil.which(name) is None:
-            return Probe(False, f"{name} is not on PATH")
+            return Probe(False, f"{name} is not a program one may run" if "/" in name
+                         else f"{name} is not on PATH")
     return None
 
 

@@ -178,7 +178,9 @@ def _answers(table: Table, timeout: float = 5.0) -> Probe:
 
     argv = [render(part, {"user": getpass.getuser()}, f"schedulers.{table.name}.status")
             for part in table.status]
-    if (absent := probing.missing(argv[0])) is not None:
+    # (the submit and cancel commands too: cold review, a typo in one showed only
+    # when the first job failed)
+    if (absent := probing.missing(argv[0], table.submit[0], table.cancel[0])) is not None:
         return absent
     done = probing.answered(argv, timeout)
     if isinstance(done, Probe):
