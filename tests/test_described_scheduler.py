@@ -233,6 +233,14 @@ def test_the_probe_says_when_the_status_output_is_not_what_the_table_describes(
         rf"{asked}, listing 1 job\(s\), but the state word\(s\) '[QR]' are not in the states "
         r"of \[schedulers\.fakeq\] of the settings: jobs in them are waited on as they were",
         unlisted.why), unlisted
+    # (Cold review: words in another case, and a header line read as a job, left a
+    # person to guess what was wrong.)
+    state = cluster.qstat(native)[native]["state"]
+    lower = probe(table(states='{ q = "pending", r = "running", F = "ended" }'))
+    assert lower.why.endswith(f"were; {state!r} is {state.lower()!r} in states (state words "
+                              "match as written)"), lower
+    header = probe(table(status_skip="0"))
+    assert header.why.endswith("; a line of the header read as a job? (status_skip = 0)"), header
 
 
 # -- bad tables -------------------------------------------------------------------------------

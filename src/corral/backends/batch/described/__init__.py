@@ -196,8 +196,23 @@ def _answers(table: Table, timeout: float = 5.0) -> Probe:
         words = ", ".join(repr(word) for word in unknown)
         return Probe(True, f"{asked} answered, listing {len(rows)} job(s), but the state "
                            f"word(s) {words} are not in the states of {where}: jobs in them "
-                           "are waited on as they were")
+                           "are waited on as they were" + _hints(unknown, table))
     return Probe(True, f"{asked} answered ({where})")
+
+
+def _hints(unknown: list[str], table: Table) -> str:
+    """What may be wrong where state words are not in the table (cold review: a
+    separator line read as a job, and words in another case, left a person to
+    guess): the words as the table spells them, and a header line read as a job."""
+    spelled = {word.lower(): word for word in table.states}
+    hints = [f"{word!r} is {spelled[word.lower()]!r} in states (state words match as "
+             "written)" for word in unknown if word.lower() in spelled]
+    headings = {"state", "st", "status", *(table.status_parser.columns or ())}
+    if any(word.lower() in headings or not any(character.isalnum() for character in word)
+           for word in unknown):  # (a column's heading, or a line of dashes)
+        hints.append(f"a line of the header read as a job? (status_skip = "
+                     f"{table.status_parser.skip})")
+    return "".join(f"; {hint}" for hint in hints)
 
 
 def _value_shown(resource: str, table: Table) -> str:
