@@ -386,6 +386,21 @@ def test_jobs_can_be_awaited_from_asyncio(scheduler):
     assert asyncio.run(main()) == (9, 16)
 
 
+def test_asyncio_wait_given_a_job_says_to_pass_a_task_and_takes_one(scheduler):
+    """Race review: asyncio.wait([job]) put its loop's callback on the Job, which
+    corral's thread ran: the program hung for good."""
+    async def main():
+        job = scheduler.submit(jobs.square, 5)
+        with pytest.raises(TypeError, match=r"^<Job \d+ 'square' \w+> is no asyncio future: "
+                                            r"asyncio\.wait\(\) takes tasks; pass "
+                                            r"asyncio\.ensure_future\(job\), or await the job$"):
+            await asyncio.wait_for(asyncio.wait([job]), 30)
+        done, _ = await asyncio.wait([asyncio.ensure_future(job)], timeout=30)
+        return [task.result() for task in done]
+
+    assert asyncio.run(main()) == [25]
+
+
 def test_async_with_waits_for_the_jobs_while_the_event_loop_goes_on(tmp_path):
     """Cold review: `async with corral.Scheduler()` raised TypeError (no
     asynchronous context manager); it waits for the jobs as `with` does, in a

@@ -50,7 +50,8 @@ from corral.runtime.outcomes import outcomes_directory
 from corral.runtime.payload import Upstream
 from corral.runtime.spool import keep_earlier_attempt
 from corral.core import driver_signals
-from corral.runtime.threads import in_program_code_for, quiet_thread, signals_allowed, start_quietly
+from corral.runtime.threads import (in_program_code_for, logged_and_passed, quiet_thread,
+                                    signals_allowed, start_quietly)
 from corral.spec import Call, FunctionRef
 from corral.status import ACTIVE, PENDING, JobStatus, upstream_reason
 from corral.core.summary import RunTally
@@ -237,6 +238,7 @@ class Engine:
         if self.stopped.is_set():
             log.debug("%s posted after the control loop ended: not run",
                       getattr(function, "__name__", function))
+            self._fail_if_new_jobs(function, args)
             return
         self._inbox.append((function, args, None))
         self._ensure_thread()
@@ -527,7 +529,9 @@ class Engine:
             for listener in list(self.listeners):
                 try:
                     listener(event)
-                except Exception:
+                except BaseException as raised:
+                    if not logged_and_passed(raised):
+                        raise
                     self._listener_raised(listener, event)
 
     def _listener_raised(self, listener: Callable[[Event], Any], event: Event) -> None:
@@ -685,7 +689,9 @@ class Engine:
         try:
             with signals_allowed():
                 return self.on_finish(_job_of(job)) is True  # type: ignore[misc]
-        except Exception:
+        except BaseException as raised:
+            if not logged_and_passed(raised):
+                raise
             log.exception("on_finish callback raised for %r", job.future)
             return False
         finally:
@@ -1488,6 +1494,26 @@ class Engine:
         with self.results_ready:
             self.results_ready.notify_all()
 
+    def _fail_if_new_jobs(self, function: Callable[..., Any], args: tuple) -> None:
+        """Fail the jobs of an :meth:`add` the loop ended without running, as a
+        crash fails the jobs it knows: submitted as it crashed, they stayed NEW
+        for ever, and ``result()`` never returned (race review)."""
+        if function != self.add:
+            return
+        reason = (f"corral's scheduler crashed: {self.crash!r}" if self.crash is not None
+                  else "corral's control loop had ended")
+        jobs = [job for job in args[0] if not job.final]
+        for job in jobs:
+            job.move(_S.FAILED, reason, checked=False)
+            try:
+                job.resolve(CorralError(f"job {job.id} {job.name!r}: {reason}"))
+            except Exception:
+                pass
+        with self.results_ready:  # (as the crash left them: nothing more comes)
+            self.unfinished = max(0, self.unfinished - len(jobs))
+            self.uncollected = max(0, self.uncollected - sum(job.collectable for job in jobs))
+            self.results_ready.notify_all()
+
     def _answer_leftover_calls(self) -> None:
         """Answer the calls that came after the loop's last round, as the loop
         would have (``cancel()`` of a job that just finished returns False);
@@ -1496,6 +1522,7 @@ class Engine:
             while self._inbox:
                 function, args, reply = self._inbox.popleft()
                 if reply is None:
+                    self._fail_if_new_jobs(function, args)
                     continue
                 try:
                     reply.value = function(*args)

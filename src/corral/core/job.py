@@ -14,7 +14,7 @@ The Future stays internally *pending* until the job is final, so that
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,16 @@ class Job(LeanFuture):
 
     def _cancel_message(self) -> str:
         return cancelled_message(self.id, self.name, self.reason)
+
+    def add_done_callback(self, fn: Callable[[Future], object]) -> None:
+        """As ``Future.add_done_callback``, but refusing ``asyncio.wait()``'s own
+        callback: it takes futures of its event loop, and a Job's callbacks run
+        on corral's thread, so ``asyncio.wait([job])`` hung for good (race
+        review); a clear error says what to pass instead."""
+        if getattr(fn, "__module__", None) == "asyncio.tasks":
+            raise TypeError(f"{self!r} is no asyncio future: asyncio.wait() takes tasks; pass "
+                            "asyncio.ensure_future(job), or await the job")
+        super().add_done_callback(fn)
 
     def __await__(self):
         """``await job``: as ``asyncio.wrap_future``, except that a cancel of the

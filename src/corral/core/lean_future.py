@@ -50,6 +50,8 @@ from concurrent.futures._base import (_STATE_TO_DESCRIPTION_MAP as _STATE_NAMES,
 from collections.abc import Callable
 from typing import Any
 
+from corral.runtime.threads import logged_and_passed
+
 __all__ = ["LeanFuture"]
 
 _DONE = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})
@@ -181,7 +183,9 @@ class LeanFuture(Future):
         for callback in self.__dict__.get("_done_callbacks", ()):
             try:
                 callback(self)
-            except Exception:
+            except BaseException as error:
+                if not logged_and_passed(error):
+                    raise
                 LOGGER.exception("exception calling callback for %r", self)
 
     def _settle(self, result: Any, exception: BaseException | None, cancelled: bool) -> None:

@@ -166,3 +166,13 @@ def no_thread_left(error: BaseException) -> bool:
     """Whether *error* is Python's for a thread it could not start (a limit
     on processes or memory): a shortage that a job's end may end."""
     return isinstance(error, RuntimeError) and "can't start new thread" in str(error)
+
+
+def logged_and_passed(error: BaseException) -> bool:
+    """Whether *error*, raised by a program's callback (a Future's done
+    callback, ``on_finish``, an event listener), is logged and the caller goes
+    on: any but a Ctrl-C of the main thread. (Race review: a callback's
+    ``sys.exit()`` or KeyboardInterrupt, caught as no Exception, stopped the
+    control loop and failed every job of the run.)"""
+    return not (isinstance(error, KeyboardInterrupt)
+                and threading.current_thread() is threading.main_thread())
