@@ -5,6 +5,7 @@ contract story (``test_a_scripts_result_is_the_json_it_left_where_corral_said``)
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -73,6 +74,26 @@ def test_a_result_file_that_would_hold_the_driver_fails_its_job_and_the_rest_run
         assert after.result(timeout=60) is None
         assert scheduler.shell('echo 7 > "$CORRAL_RESULT_FILE"').result(timeout=60) == 7
         assert scheduler.submit(pow, 2, 5).result(timeout=60) == 32
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="NOT TESTED: chattr +i needs root (run the "
+                                              "suite as root to cover it)")
+def test_a_result_path_that_cannot_be_cleared_fails_only_its_own_command():
+    """Re-attack review: a directory holding an immutable file, left at the
+    result file's path, could not be removed, and failed every later command
+    of the worker (even `true`), each with the first one's error."""
+    made = ('mkdir "$CORRAL_RESULT_FILE"; touch "$CORRAL_RESULT_FILE/x"; '
+            'chattr +i "$CORRAL_RESULT_FILE/x"; echo "$CORRAL_RESULT_FILE"')
+    with corral.Scheduler(cores=1) as scheduler:
+        stuck = scheduler.shell(made)
+        with pytest.raises(OSError, match=r"is a directory, not a regular file"):
+            stuck.result(timeout=60)
+        try:
+            assert scheduler.shell("true").result(timeout=60) is None
+            assert scheduler.shell('echo 7 > "$CORRAL_RESULT_FILE"').result(timeout=60) == 7
+        finally:
+            subprocess.run(["chattr", "-i", os.path.join(stuck.stdout.strip(), "x")],
+                           check=True)
 
 
 def test_the_driver_reads_only_a_regular_file_not_through_a_link(tmp_path):

@@ -323,6 +323,9 @@ BAD = [
      "must be true or false, not 'yes'"),
     (table(cancel_ended_words='"gone"'), 22, "schedulers.fakeq.cancel_ended_words",
      "must be a list of strings, such as [\"job already gone\"], not 'gone'"),
+    (table(cancel_ended_words='["job gone", "e"]'), 22, "schedulers.fakeq.cancel_ended_words",
+     "'e' is too short: a cancel error holding it anywhere would read as a job that had "
+     "ended; give the scheduler's whole phrase"),
     (TABLE.replace("ncpus={cores}", "ncpus={cores:s}"), 23, "schedulers.fakeq.directives.cores",
      "{cores:s} in 'ncpus={cores:s}': a placeholder takes no conversion or format spec; "
      "write {cores}"),

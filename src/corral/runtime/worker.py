@@ -86,6 +86,8 @@ class _Spool:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
+        #: Which result path this worker's commands are given (see :meth:`hand_over_result`).
+        self._result_generation = 0
         #: :attr:`result_path` as a command's environment holds it.
         self.result_path_bytes = os.fsencode(self.result_path)
         self._files: dict[int, tuple[int, int] | None] = {}
@@ -115,7 +117,8 @@ class _Spool:
     def result_path(self) -> str:
         """Where a command run here writes its result (see
         :mod:`corral.runtime.command_result`), until :meth:`hand_over_result`."""
-        return f"{self.prefix}.{RESULT_FILE_NAME}"
+        generation = f".{self._result_generation}" if self._result_generation else ""
+        return f"{self.prefix}{generation}.{RESULT_FILE_NAME}"
 
     def hand_over_result(self, jobdir: str) -> None:
         """Move the result file a command wrote, if it wrote one, into *jobdir*;
@@ -131,7 +134,10 @@ class _Spool:
                               f"{_kind_of_file(found.st_mode)}, not a regular file")  # empty
             move_spool_file(path, jobdir, RESULT_FILE_NAME)  # its target: re-attack review)
         except OSError:
-            _remove_whatever_is_at(path, found.st_mode)
+            if not _removed(path, found.st_mode):  # (one that cannot be removed, a directory
+                # holding an immutable file, would fail every later command: they get another)
+                self._result_generation += 1
+                self.result_path_bytes = os.fsencode(self.result_path)
             raise
 
     def _point_at_spool(self, fd: int, path: str) -> None:
@@ -157,11 +163,12 @@ def _kind_of_file(mode: int) -> str:
     return "a device"
 
 
-def _remove_whatever_is_at(path: str, mode: int) -> None:
+def _removed(path: str, mode: int) -> bool:
     """Remove what a command left at its result file's path, a directory with
     all it holds too: left there, it failed every later command of this worker
-    (re-attack review: one ``mkdir "$CORRAL_RESULT_FILE"``). The path is the
-    worker's own, in its spool directory: nothing of anyone else's is there."""
+    (re-attack review: one ``mkdir "$CORRAL_RESULT_FILE"``); whether it is gone.
+    The path is the worker's own, in its spool directory: nothing of anyone
+    else's is there."""
     try:
         if stat.S_ISDIR(mode):
             import shutil  # (only here: a worker starts without it)
@@ -169,8 +176,11 @@ def _remove_whatever_is_at(path: str, mode: int) -> None:
             shutil.rmtree(path)
         else:
             os.unlink(path)
-    except OSError:
+    except FileNotFoundError:
         pass
+    except OSError:
+        return False
+    return True
 
 
 _STREAMS = ((1, "stdout"), (2, "stderr"))

@@ -354,7 +354,16 @@ def _words(value: Any, key: tuple[str, ...]) -> tuple[str, ...]:
     """A list of non-empty strings, in lower case (they are looked for so)."""
     if not isinstance(value, list):
         _fail(key, f"must be a list of strings, such as [\"job already gone\"], not {value!r}")
-    return tuple(_one_line(word, key).lower() for word in value)
+    words = tuple(_one_line(word, key).lower() for word in value)
+    for word in words:
+        if len(word.strip()) < _SHORTEST_WORDS:  # (re-attack review: "e" read every error
+            _fail(key, f"{word!r} is too short: a cancel error holding it anywhere would "  # as
+                       "read as a job that had ended; give the scheduler's whole phrase")  # gone)
+    return words
+
+
+#: The fewest characters of a cancel_ended_words entry.
+_SHORTEST_WORDS = 5
 
 
 def _job_id(value: Any) -> re.Pattern[str]:
