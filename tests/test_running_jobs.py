@@ -206,6 +206,19 @@ def test_a_failing_command_reports_exit_code_and_stderr_tail(scheduler):
     assert job.record.exit_code == 7 and job.reason == "exit code 7"
 
 
+def test_a_call_that_exits_with_a_status_reports_that_status(scheduler):
+    """A call's sys.exit(2) read exit code 1, where the same code as a script
+    exits 2 (a review, stop 55)."""
+    exited = scheduler.submit(sys.exit, 2)
+    with pytest.raises(SystemExit):
+        exited.result(timeout=30)
+    assert exited.record.exit_code == 2 and exited.reason == "raised SystemExit: 2"
+    raised = scheduler.submit(jobs.raise_custom, "no")
+    with pytest.raises(jobs.CustomError):
+        raised.result(timeout=30)
+    assert raised.record.exit_code == 1
+
+
 def test_the_stderr_tail_of_a_huge_stderr_is_its_last_lines_cut_short(scheduler):
     """Attack review: 200 MB of stderr were read whole into the error message
     (and the notice mail), on the control thread."""

@@ -144,6 +144,8 @@ def _raised(job: JobRecord, update: Update, blob: bytes, rules: EndingRules) -> 
                           status=_S.FAILED, reason=reason)
     else:
         error.__cause__ = RemoteTraceback(traceback_text)
+        if isinstance(error, SystemExit) and type(error.code) is int and error.code:
+            job.exit_code = error.code  # (as the call's own process would have exited: it was 1)
     return Outcome(_S.FAILED, reason, None, error)
 
 
