@@ -140,11 +140,12 @@ def test_a_live_pages_utilisation_counts_on_at_the_cores_of_the_driver_now(
         const held = d.jobs.cores[d.bars.job[0]] + d.jobs.cores[d.bars.job[1]];
         // 100 s of wall time, half of it with no driver; every core busy while driven
         s.wall_seconds = 100; s.available_core_seconds = 50 * held;
-        s.busy_core_seconds = 50 * held; s.cores_now = held;
+        s.busy_core_seconds = 50 * held; s.cores_now = held; s.undriven_seconds = 50;
         Corral.tick(d.now + 10000);
         return [s.utilisation, document.getElementById('summary').textContent];""")
     assert utilisation == pytest.approx(1.0)
     assert "100 %" in summary
+    assert "of it with no driver" in summary  # (and the wall time says how much was down time)
 
 
 def test_a_run_whose_driver_is_gone_says_so_above_all_and_long_words_wrap(

@@ -141,6 +141,8 @@ class Summary:
     available_core_seconds: float | None
     #: The most cores held at one moment.
     peak_cores: int
+    #: Seconds of the span no driver ran the run (between a killed one and its rerun).
+    undriven_seconds: float
     retries: int
     attempts: int
     backends: list[str]
@@ -295,10 +297,11 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
                for a, c in zip(attempts, cores, strict=True))
     signs = sorted([*(a.start for a in attempts), *(a.end for a in attempts if a.end is not None),
                     *(a.queued for a in attempts if a.queued is not None)])
-    available = _available_core_seconds(sessions, first, last, now, signs)
+    available, undriven = _available_core_seconds(sessions, first, last, now, signs)
     return Summary(
         jobs=len(jobs), by_status=dict(by_status), first=first, last=last,
         busy_core_seconds=max(0.0, busy), available_core_seconds=available,
+        undriven_seconds=undriven if sessions else 0.0,
         peak_cores=_peak(attempts, cores, now),
         # Every attempt but a job's first: retries=, a requeue, on_finish asking for
         # another run (cold review: those were not counted), a rerun after a driver died.
@@ -328,18 +331,24 @@ def _native_kind(sessions: Sequence[SessionLike]) -> str:
 
 
 def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None,
-                            last: float | None, now: float, signs: list[float]) -> float | None:
-    """Each session's cores over the part of the run's span it drove; None when a
-    session that ran jobs did not say its cores (a cluster, an older journal).
-    A session that never ended (its driver was killed) drove until its last sign
-    of life before the next one began (*signs*: the attempts' starts and ends,
-    sorted): counting it to the run's end counted the cores twice (a killed run
-    and its rerun read as a third used), and to the next start counted the time
-    nobody drove the run as cores left idle (a run killed at night and rerun in
-    the morning read as 5 % used)."""
+                            last: float | None, now: float, signs: list[float]
+                            ) -> tuple[float | None, float]:
+    """``(core-seconds offered, seconds no session drove)`` over the run's span.
+
+    Each session offers its cores over the part of the span it drove; None
+    when a session that ran jobs did not say its cores (a cluster, an older
+    journal). A session that never ended (its driver was killed) drove until
+    its last sign of life before the next one began (*signs*: the attempts'
+    starts and ends, sorted): counting it to the run's end counted the cores
+    twice (a killed run and its rerun read as a third used), and to the next
+    start counted the time nobody drove the run as cores left idle (a run
+    killed at night and rerun in the morning read as 5 % used). That time is
+    the second number: the page says how much of the wall time it was (cold
+    review: a rerun's wall time held the night, and nothing said so)."""
     if first is None or last is None:
-        return None
-    total = 0.0
+        return None, 0.0
+    total: float | None = 0.0
+    spans: list[tuple[float, float]] = []
     starts = sorted(session.started for session in sessions if session.started is not None)
     for session in sessions:
         begin = max(first, session.started if session.started is not None else first)
@@ -354,10 +363,22 @@ def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None
         end = min(last, ended)
         if end <= begin:
             continue
-        if session.cores is None:
-            return None
-        total += session.cores * (end - begin)
-    return total or None
+        spans.append((begin, end))
+        if session.cores is None or total is None:
+            total = None
+        else:
+            total += session.cores * (end - begin)
+    return total or None, max(0.0, (last - first) - _covered(spans))
+
+
+def _covered(spans: list[tuple[float, float]]) -> float:
+    """How long the union of *spans* lasts."""
+    covered, reach = 0.0, -math.inf
+    for begin, end in sorted(spans):
+        if end > reach:
+            covered += end - max(begin, reach)
+            reach = end
+    return covered
 
 
 def _peak(attempts: list[Attempt], cores: list[int], now: float) -> int:
@@ -438,6 +459,7 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
             "wall_seconds": summary.wall_seconds,
             "busy_core_seconds": summary.busy_core_seconds,
             "available_core_seconds": summary.available_core_seconds,
+            "undriven_seconds": summary.undriven_seconds,
             "utilisation": summary.utilisation, "peak_cores": summary.peak_cores,
             "retries": summary.retries, "attempts": summary.attempts,
             "backends": summary.backends, "native_ids": summary.native_ids,

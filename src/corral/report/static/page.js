@@ -94,7 +94,10 @@
     jobs.append(states);
     jobs.id = 'card-jobs';
     box.append(jobs);
-    box.append(card('wall time', seconds(s.wall_seconds * 1000), data.live ? 'so far' : ''));
+    const undriven = s.undriven_seconds >= 1 && s.undriven_seconds >= s.wall_seconds / 100
+      ? seconds(s.undriven_seconds * 1000) + ' of it with no driver' : '';
+    box.append(card('wall time', seconds(s.wall_seconds * 1000),
+      [data.live ? 'so far' : '', undriven].filter(Boolean).join(' · ')));
     const util = s.utilisation === null ? '–' : (100 * s.utilisation).toFixed(0) + ' %';
     const utilSub = s.attempts === 0 ? 'no job has run yet' : s.available_core_seconds === null
       ? coreSeconds(s.busy_core_seconds) + ' core-s busy (the backend did not say its cores)'
