@@ -64,7 +64,6 @@ def test_a_killed_run_and_its_rerun_count_their_cores_once(tmp_path: Path) -> No
     assert summary.by_status == {"COMPLETED": 8}
     assert summary.available_core_seconds is not None
     assert summary.available_core_seconds <= 2 * summary.wall_seconds + 0.01
-    assert summary.undriven_seconds < 1, "the rerun began as the kill left the run"
 
 
 def test_the_time_no_driver_ran_between_a_kill_and_its_rerun_offers_no_cores(
