@@ -8,11 +8,9 @@ directory, environment, resources and place in the line behind a running job.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from corral.backends.base import Submission
-from corral.runtime.command_result import RESULT_FILE_NAME, RESULT_FILE_VARIABLE
 from corral.runtime.payload import Upstream, dumps_value
 from corral.spec import Call, FunctionRef, Script, Shell
 
@@ -44,12 +42,9 @@ def submission_for(job: JobRecord, run_dir_text: str, outcomes: str | None,
         argv = tuple(_argument_text(word, job) for word in job.argv_template)
         if isinstance(task, Script):
             argv = (task.python, task.path, *argv)
-    env = job.spec.env
-    if argv:  # where it may leave its result (see corral.runtime.command_result)
-        env = (*env, (RESULT_FILE_VARIABLE, os.path.join(job.jobdir, RESULT_FILE_NAME)))
     return Submission(job_id=job.dispatched_id, name=job.name, jobdir=job.jobdir,
                       resources=job.spec.resources, call=call, upstream=upstream, argv=argv,
-                      cwd=job.spec.cwd, env=env, outcomes=outcomes,
+                      cwd=job.spec.cwd, env=job.spec.env, outcomes=outcomes,
                       placement=job.spec.placement, after=after,
                       priority=job.spec.priority,
                       follows=None if leader is None else leader.dispatched_id)

@@ -47,6 +47,7 @@ import time
 from typing import Any, NamedTuple
 
 from corral.runtime import abort
+from corral.runtime.command_result import RESULT_FILE_NAME, RESULT_FILE_VARIABLE
 from corral.runtime.execute import enter_cwd, kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper
 from corral.runtime.loading import mark_worker_process
@@ -248,7 +249,7 @@ def _upstream_values(entries: list[Any]) -> tuple[list[bytes], str | None]:
     return values, None
 
 
-def _run_command(task: dict[str, Any], home: str) -> BatchOutcome:
+def _run_command(task: dict[str, Any], home: str, jobdir: str) -> BatchOutcome:
     env = dict(os.environ)
     env["CORRAL_JOB_ID"] = str(task["job_id"])
     for key, value in task["env"]:
@@ -256,6 +257,10 @@ def _run_command(task: dict[str, Any], home: str) -> BatchOutcome:
             env.pop(key, None)
         else:
             env[key] = value
+    # Where it may leave its result (see corral.runtime.command_result): in its
+    # job's directory, which the driver reads; set here, where the command runs,
+    # as the local worker sets its own.
+    env[RESULT_FILE_VARIABLE] = os.path.join(jobdir, RESULT_FILE_NAME)
     try:
         if task["cwd"]:  # (entered first, to name a cwd that cannot be entered as such)
             here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -286,9 +291,9 @@ def _run_command(task: dict[str, Any], home: str) -> BatchOutcome:
     return BatchOutcome(False, exit_code=code, reason=f"exit code {code}")
 
 
-def _run_task(task: dict[str, Any], home: str) -> BatchOutcome:
+def _run_task(task: dict[str, Any], home: str, jobdir: str) -> BatchOutcome:
     if task["argv"]:
-        outcome = _run_command(task, home)
+        outcome = _run_command(task, home, jobdir)
         kill_leftovers()  # what it left running, adopted here: as on the local backend
         return outcome
     upstream, problem = _upstream_values(task["upstream"])
@@ -471,7 +476,7 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
                      None if deadline is None else deadline - time.monotonic(),
                      began_after=started - begun)
         try:
-            outcome = _run_task(task, home)
+            outcome = _run_task(task, home, jobdir)
         except BaseException as error:  # our failure, not the job's: still record it
             outcome = BatchOutcome(False, dumps_error(error))
         finally:

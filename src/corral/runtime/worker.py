@@ -516,8 +516,11 @@ def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
     if request[0] == "command":
         _, job_id, jobdir, argv, environment, cwd = request
         # Its result file beside its output in the spool, handed over with it:
-        # its job's directory is made only once it has something to hold.
-        # (Set in the dict kept for the next commands: it is the same path for them all.)
+        # its job's directory is made only once it has something to hold. One
+        # path for all the worker's commands, set in the dict kept for the next
+        # ones: a path of each job's made every environment differ, sent whole
+        # (200 `true` commands took 13 % more). Set here, after the job's own
+        # environment: a CORRAL_RESULT_FILE of the program's does not count.
         environment[_RESULT_VARIABLE] = spool.result_path_bytes
         reply: tuple = (job_id, None, run_command(job_id, argv, environment, cwd, home,
                                                   stop_requests))

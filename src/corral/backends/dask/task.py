@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 from corral.runtime.command import KILL, TERMINATE, how_it_ended
-from corral.runtime.command_result import RESULT_FILE_NAME, RESULT_FILE_VARIABLE, read_result_bytes
+from corral.runtime.command_result import RESULT_FILE_NAME, read_result_bytes
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
@@ -614,14 +614,10 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
 
 def _command_environment(spec: TaskSpec, runner: _Runner) -> dict[bytes, bytes] | None:
     """The command's environment: this worker's, the job's own, and the
-    runner's mark; None when it is the one the runner's last command had.
-    (The runner names the result file itself, one path for all its commands:
-    the job's own would make every environment differ, and be sent whole.)"""
+    runner's mark; None when it is the one the runner's last command had."""
     environment = dict(os.environb)
     environment[b"CORRAL_JOB_ID"] = str(spec.job_id).encode()
     for key, value in spec.env:
-        if key == RESULT_FILE_VARIABLE:
-            continue
         if value is None:
             environment.pop(os.fsencode(key), None)
         else:

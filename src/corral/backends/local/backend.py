@@ -48,7 +48,6 @@ from corral.runtime.proctree import kill_marked, kill_tree
 from corral.spec import Resources
 from corral.status import JobStatus
 from corral.runtime.command import KILL, TERMINATE, describe_exit, how_it_ended
-from corral.runtime.command_result import RESULT_FILE_VARIABLE
 from corral.runtime.frames import FrameReader
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.spool import move_spool_file, read_output_if_there
@@ -959,8 +958,6 @@ class LocalBackend:
         environment = _environment_bytes()
         environment[b"CORRAL_JOB_ID"] = str(submission.job_id).encode()
         for key, value in (*self._gpu_environment(gpus).items(), *submission.env):
-            if key == RESULT_FILE_VARIABLE:  # (the worker names its own: a path of each job's
-                continue  # made every environment differ, sent whole: 200 `true` took 13 % more)
             if value is None:  # unset for this job
                 environment.pop(os.fsencode(key), None)
             else:
