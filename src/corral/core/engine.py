@@ -1479,15 +1479,7 @@ class Engine:
             self._resolve_finished()
         except Exception:
             log.exception("could not resolve finished jobs after the crash")
-        for job in list(self._live.values()):
-            if job.final:
-                continue
-            # Unchecked: a crash may end a job in any state.
-            job.move(_S.FAILED, f"corral's scheduler crashed: {crash!r}", checked=False)
-            try:
-                job.resolve(CorralError(f"job {job.id} {job.name!r}: {job.reason}"))
-            except Exception:
-                pass
+        _fail_unchecked(self._live.values(), f"corral's scheduler crashed: {crash!r}")
         self._live.clear()
         self._active.clear()
         self.unfinished = self.uncollected = 0
@@ -1500,15 +1492,9 @@ class Engine:
         for ever, and ``result()`` never returned (race review)."""
         if function != self.add:
             return
-        reason = (f"corral's scheduler crashed: {self.crash!r}" if self.crash is not None
-                  else "corral's control loop had ended")
         jobs = [job for job in args[0] if not job.final]
-        for job in jobs:
-            job.move(_S.FAILED, reason, checked=False)
-            try:
-                job.resolve(CorralError(f"job {job.id} {job.name!r}: {reason}"))
-            except Exception:
-                pass
+        _fail_unchecked(jobs, f"corral's scheduler crashed: {self.crash!r}"
+                        if self.crash is not None else "corral's control loop had ended")
         with self.results_ready:  # (as the crash left them: nothing more comes)
             self.unfinished = max(0, self.unfinished - len(jobs))
             self.uncollected = max(0, self.uncollected - sum(job.collectable for job in jobs))
@@ -1531,6 +1517,19 @@ class Engine:
                 reply.done.set()
         finally:
             self._inbox_closed.set()
+
+
+def _fail_unchecked(jobs: Iterable[JobRecord], reason: str) -> None:
+    """Fail the unfinished of *jobs* for *reason*, the loop's end: unchecked,
+    as it may end a job in any state, and resolved with a CorralError."""
+    for job in list(jobs):
+        if job.final:
+            continue
+        job.move(_S.FAILED, reason, checked=False)
+        try:
+            job.resolve(CorralError(f"job {job.id} {job.name!r}: {reason}"))
+        except Exception:
+            pass
 
 
 def _job_of(job: JobRecord) -> Job:
