@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -211,9 +211,10 @@ def _read_view(run: RunSource, now: float | None, tracebacks: int) -> RunView:
     attempts = attempts_from_events(events)
     _use_recorded_times(attempts, jobs)
     sessions = list(run.sessions())
+    dies_with_driver = _dies_with_its_driver(sessions)
     if not driven:
         last_sign = max([event[1] for event in events] + [run.last_written() or 0.0])
-        _settle_unknown_ends(attempts, jobs, sessions, last_sign)
+        _settle_unknown_ends(attempts, jobs, dies_with_driver, last_sign)
     index = {str(job.id): number for number, job in enumerate(jobs)}
     attempts = [attempt for attempt in attempts if attempt.job in index]  # no row: not drawn
     lanes = assign_lanes(attempts)
@@ -225,9 +226,8 @@ def _read_view(run: RunSource, now: float | None, tracebacks: int) -> RunView:
         view.waiting = {job: since for job, since in waiting_since(events).items()
                         if job in index and jobs[index[job]].status in PENDING_OR_SUBMITTED}
     else:  # (cold review: the page showed them "running", and said nothing of the driver)
-        backends = {session.id: session.backend for session in sessions}
-        view.orphaned = sum(1 for job in jobs if job.status not in TERMINAL
-                            and not outlives_driver(backends.get(job.session or 0)))
+        view.orphaned = sum(1 for job in jobs
+                            if job.status not in TERMINAL and dies_with_driver(job))
     for number in _failures(jobs)[:tracebacks]:
         job = jobs[number]
         if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
@@ -266,18 +266,24 @@ def _use_recorded_times(attempts: list[Attempt], jobs: list[StoredJobLike]) -> N
             attempt.queued = min(attempt.queued, attempt.start)
 
 
+def _dies_with_its_driver(sessions: Sequence[SessionLike]) -> Callable[[StoredJobLike], bool]:
+    """Whether a job ran on a backend whose jobs end with their driver (the
+    local one's), not on one that runs them on (a cluster's)."""
+    backends = {session.id: session.backend for session in sessions}
+    return lambda job: not outlives_driver(backends.get(job.session or 0))
+
+
 def _settle_unknown_ends(attempts: list[Attempt], jobs: list[StoredJobLike],
-                         sessions: Sequence[SessionLike], last_sign: float) -> None:
+                         dies_with_driver: Callable[[StoredJobLike], bool],
+                         last_sign: float) -> None:
     """No driver runs the run: an attempt the journal shows running on a backend
     whose jobs die with their driver ended when it died, at a moment nobody
     recorded; draw it to the last sign of life (the journal's last write, or the
     job's own output's), as UNKNOWN (``corral status`` says "?" for it)."""
-    backends = {session.id: session.backend for session in sessions}
     by_id = {str(job.id): job for job in jobs}
     for attempt in attempts:
         job = by_id.get(attempt.job)
-        if attempt.end is not None or job is None or outlives_driver(
-                backends.get(job.session or 0)):
+        if attempt.end is not None or job is None or not dies_with_driver(job):
             continue
         attempt.end = max(attempt.start, last_sign, job.output_written_at() or 0.0)
         attempt.outcome = Outcome.UNKNOWN
