@@ -254,7 +254,7 @@ class _Writer:
         try:
             self._commit([*groups, numbered], one_by_one=False)
             self._written = last
-            self._written_after_all()
+            self._after_commit()
             return
         except Exception as error:  # some row is refused: find it, keep the others
             self._rollback()
@@ -267,7 +267,7 @@ class _Writer:
         try:  # (a state refused must not take its job's row with it: not folded)
             self._commit([*_statements(messages, fold=False), numbered], one_by_one=True)
             self._written = last
-            self._written_after_all()
+            self._after_commit()
         except Exception as error:  # the commit itself failed: disk full, I/O error
             self._rollback()
             if no_room(error) and not last_chance:
@@ -287,7 +287,9 @@ class _Writer:
             self._say(f"corral: cannot write the journal {self.path}: {because}")
         self._held_because = because
 
-    def _written_after_all(self) -> None:
+    def _after_commit(self) -> None:
+        """Move the session's note in if a reader kept it out; say that what
+        was held back is written."""
         if self._note_only_in_log:
             self._move_note_in()
         if self._held_because:
