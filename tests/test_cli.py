@@ -601,16 +601,16 @@ def test_wait_with_a_timeout_gives_up_on_a_blocked_job(cli, tmp_path):
     job = cli.submit(block(tmp_path / "never"))
     started = time.monotonic()
     outcome = cli("wait", "--timeout", "0.5", job)
-    assert_one_line_error(outcome, 3, r"^corral: error: 1 job still unfinished after 0\.5s "
+    assert_one_line_error(outcome, 124, r"^corral: error: 1 job still unfinished after 0\.5s "
                                       r"\(corral status lists them\)$")
     assert time.monotonic() - started < 10
     # A duration as the job options write one (BUG, cold review: '1s' was "not a valid float")
-    assert_one_line_error(cli("wait", "--timeout", "1s", job), 3,
+    assert_one_line_error(cli("wait", "--timeout", "1s", job), 124,
                           r"^corral: error: 1 job still unfinished after 1\.0s "
                           r"\(corral status lists them\)$")
     # Zero looks once, written either way ('0s' was refused as not positive, where '0' was not)
     for zero in ("0", "0s"):
-        assert_one_line_error(cli("wait", "--timeout", zero, job), 3,
+        assert_one_line_error(cli("wait", "--timeout", zero, job), 124,
                               r"^corral: error: 1 job still unfinished after 0\.0s "
                               r"\(corral status lists them\)$")
     assert cli.status_of(job) in ("QUEUED", "SUBMITTED", "RUNNING")
@@ -1815,7 +1815,7 @@ def test_wait_for_a_whole_script_run_waits_for_the_script_that_may_make_more(fre
         note = (f"corral: every job has ended; waiting for the script that drives the run "
                 f"(pid {script.pid}), which may make more")
         timed_out = fresh("wait", "--timeout", "1")
-        assert (timed_out.status, timed_out.err.splitlines()) == (3, [note, (
+        assert (timed_out.status, timed_out.err.splitlines()) == (124, [note, (
             f"corral: error: every job has ended, but the script that drives the run (pid "
             f"{script.pid}) still runs after 1.0s; it may make more jobs")]), str(timed_out)
         waiting = fresh.popen("wait")

@@ -239,10 +239,10 @@ def test_status_says_what_a_queued_job_waits_for_cores_a_queue_or_a_pause(fresh,
     fresh.ok("pause")
     assert (fresh("status", behind_cores).rows()[behind_cores]["DETAIL"]
             == "paused: starts after corral resume")
-    assert_one_line_error(fresh("wait", "--timeout", "0.2", behind_cores), 3,  # (cold review)
+    assert_one_line_error(fresh("wait", "--timeout", "0.2", behind_cores), 124,  # (cold review)
                           r"^corral: error: 1 job still unfinished after 0\.2s \(corral status "
                           r"lists them\); the run is paused: corral resume lets it go on$")
-    assert_one_line_error(fresh("wait", "--timeout", "0.2", running), 3,  # (a pause holds
+    assert_one_line_error(fresh("wait", "--timeout", "0.2", running), 124,  # (a pause holds
                           r"^corral: error: 1 job still unfinished after 0\.2s \(corral status "
                           r"lists them\)$")                           # no running job back)
     fresh.ok("resume")
@@ -443,7 +443,7 @@ def test_status_time_and_wait_timeout_use_the_short_format(fresh, tmp_path):
     assert fresh("wait", job).status == 0
     assert re.fullmatch(r"\d+\.\ds", fresh("status", job).rows()[job]["TIME"])
     blocked = fresh.submit(block(tmp_path / "never"))
-    assert_one_line_error(fresh("wait", "--timeout", "0.5", blocked), 3,
+    assert_one_line_error(fresh("wait", "--timeout", "0.5", blocked), 124,
                           r"^corral: error: 1 job still unfinished after 0\.5s "
                           r"\(corral status lists them\)$")
 

@@ -8,7 +8,7 @@ command share them without importing each other.
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED_JOB", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_INTERRUPTED",
+__all__ = ["EXIT_FAILED_JOB", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_TIMED_OUT", "EXIT_INTERRUPTED",
            "EXIT_BROKEN_PIPE", "EXIT_TERMINATED", "INTERRUPTED", "TERMINATED", "Terminated",
            "raise_terminated", "CommandError"]
 
@@ -18,6 +18,10 @@ EXIT_FAILED_JOB = 1
 EXIT_USAGE = 2
 #: The run cannot be reached or controlled.
 EXIT_UNREACHABLE = 3
+#: ``wait --timeout`` ran out while the run still goes on: ``timeout(1)``'s own
+#: status, apart from 3, so that a script tells "wait again" from "nothing
+#: drives these jobs any more" (both were 3).
+EXIT_TIMED_OUT = 124
 #: A shell's own for a Ctrl-C.
 EXIT_INTERRUPTED = 130
 #: A shell's own for SIGTERM (a supervisor's, ``timeout``'s).

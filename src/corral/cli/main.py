@@ -40,8 +40,8 @@ from corral.cli.config_checks import (note_tables_not_read, profile_options,
 from corral.cli.console import make_console
 from corral.cli.control_requests import control_request
 from corral.cli.exits import (EXIT_BROKEN_PIPE, EXIT_FAILED_JOB, EXIT_INTERRUPTED,
-                              EXIT_TERMINATED, EXIT_UNREACHABLE, EXIT_USAGE, INTERRUPTED,
-                              TERMINATED, CommandError, Terminated, raise_terminated)
+                              EXIT_TERMINATED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, EXIT_USAGE,
+                              INTERRUPTED, TERMINATED, CommandError, Terminated, raise_terminated)
 from corral.cli.job_selection import ID_RANGE, jobs_with_ids, select_jobs, with_ranges
 from corral.cli.new_run import check_new_run_dir, undo_new_run
 from corral.cli.run_dirs import (RunPath, chosen_run_dir, current_directory, default_run_dir,
@@ -596,7 +596,7 @@ def events(context: click.Context, ids: tuple[str, ...], show_all: bool, last: i
 @run_option
 @click.argument("ids", nargs=-1)
 @click.option("--timeout", type=_Seconds(), default=None,
-              help="give up after this long (exit 3): seconds, or a duration such as '90s' "
+              help="give up after this long (exit 124): seconds, or a duration such as '90s' "
                    "or '5m'")
 @click.option("-q", "--quiet", is_flag=True,
               help="say nothing when every job completed (for cron, which mails any output)")
@@ -634,13 +634,13 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
             made = "every job has ended" if counts else "it has made no job yet"
             raise CommandError(f"{made}, but the script that drives the run (pid {script}) "
                                f"still runs after {format_span(timeout or 0)}; it may make "
-                               "more jobs", EXIT_UNREACHABLE)
+                               "more jobs", EXIT_TIMED_OUT)
         held = any(counts.get(status) for status in PENDING)  # (a running one is not)
         paused = ("; the run is paused: corral resume lets it go on" if held and run.paused
                   else "")
         raise CommandError(f"{waited_for} job{'s' * (waited_for != 1)} still unfinished after "
                            f"{format_span(timeout or 0)} (corral status lists them){paused}",
-                           EXIT_UNREACHABLE)
+                           EXIT_TIMED_OUT)
     if outcome == "cut short":
         raise CommandError(f"the script that drove the run at {run.path} ended without closing "
                            "it (killed?): every job it made has ended, but it may not have made "
