@@ -9,6 +9,7 @@ import itertools
 import json
 import re
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -190,6 +191,16 @@ def test_scheduler_open_report_from_python(mixed: Path, tmp_path: Path) -> None:
     written = corral.Scheduler.open(mixed).report(tmp_path / "r.html")
     assert written == (tmp_path / "r.html").resolve()
     assert len(embedded_data(written.read_text())["bars"]["s"]) == EXPECTED_BARS
+
+
+def test_a_report_written_again_keeps_the_permissions_its_owner_gave_it(
+        mixed: Path, tmp_path: Path) -> None:
+    target = tmp_path / "private.html"
+    corral.Run(mixed).report(target)
+    target.chmod(0o600)  # (it holds arguments, reasons and stderr tails)
+    corral.Run(mixed).report(target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600, "the umask's mode came back"
+    assert embedded_data(target.read_text())["path"] == str(mixed)
 
 
 def test_report_bad_input_is_one_line(mixed: Path, tmp_path: Path) -> None:

@@ -64,7 +64,21 @@ def write_report(run: RunSource, path: str | os.PathLike[str],
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
         partial.write_text(text, encoding="utf-8", errors=_PATH_BYTES)
+        _keep_mode_of(target, partial)
         os.replace(partial, target)  # whole or not at all
     finally:
         partial.unlink(missing_ok=True)
     return target.resolve()
+
+
+def _keep_mode_of(target: Path, replacement: Path) -> None:
+    """Give *replacement* the permissions of the *target* it replaces, if any.
+
+    A report rewritten in place must not widen what its owner narrowed: a
+    ``chmod 600 report.html`` (a report holds arguments, reasons and stderr
+    tails) came back 0644 from the umask after the next write (review)."""
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return
+    os.chmod(replacement, mode & 0o7777)
