@@ -922,8 +922,16 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     assert_one_line_error(cli("cancel", f"{last}-{first}"), 2,
                           rf"the range {last}-{first} runs backwards; write {first}-{last}$")
     assert_one_line_error(cli("status", "90-99"), 2, r"no job numbered 90 to 99 in the run at ")
+    # A range wins over a job named like it, as an id does over a name (review: a job
+    # named "2-3" took the range from every command); the name answers where no job is
+    # numbered in it.
+    ranged = f"{queued[0]}-{queued[-1]}"
+    impostor = cli.submit("--name", ranged, "--after", running, "true")
+    assert list(cli("status", ranged).rows()) == queued
+    far = cli.submit("--name", "90-99", "--after", running, "true")
+    assert list(cli("status", "90-99").rows()) == [far]
     release.touch()
-    assert cli("wait", running, queued[0]).status == 0
+    assert cli("wait", running, queued[0], impostor, far).status == 0
     # (attack review: a range over ended jobs said "already ended" of each, and exited 2)
     assert cli.ok("cancel", f"{running}-{queued[-1]}").out == (
         "nothing to cancel: every job in the range has ended\n")

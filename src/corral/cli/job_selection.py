@@ -22,7 +22,7 @@ ID_RANGE = re.compile(r"(\d{1,18})-(\d{1,18})")
 
 def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False,
                 ended: list[str] | None = None) -> tuple[str, ...]:
-    """*ids* with each range ``A-B`` (that is no job's name) replaced by the
+    """*ids* with each range ``A-B`` replaced by the
     ids of the run's jobs numbered A to B, in order; with *unfinished*, only
     those that have not ended (a cancel of a range: the rest are no error),
     which go to *ended* when given, for the caller to say.
@@ -49,18 +49,22 @@ def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False,
 
 def _in_range(run: Run, given: str) -> list[StoredJob] | None:
     """The jobs of the range *given* (``3-7``), read by their numbers (a big run
-    costs no more); None if it is no range, or a job's name.
+    costs no more); None if it is no range, or numbers no job but names one.
 
     Raises:
         CommandError: the range runs backwards, or no job is numbered in it.
     """
     bounds = ID_RANGE.fullmatch(given)
-    if bounds is None or run.jobs_named(given):
+    if bounds is None:
         return None
     low, high = int(bounds[1]), int(bounds[2])
+    inside = [job for job in run.jobs_numbered(low, high) if isinstance(job.id, int)]
+    # A range wins over a name that looks like one, as an id does (job_refs):
+    # a job named "1-3" took the range from every command (review).
+    if not inside and run.jobs_named(given):
+        return None
     if low > high:
         raise CommandError(f"the range {given} runs backwards; write {high}-{low}")
-    inside = [job for job in run.jobs_numbered(low, high) if isinstance(job.id, int)]
     if not inside:
         count = sum(run.overview(0, 0).counts.values())
         raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
