@@ -204,6 +204,21 @@ def test_a_job_whose_cwd_is_gone_could_not_start_and_says_so(backend, tmp_path):
         assert job.reason.startswith(said)  # (a cluster's job id may follow)
 
 
+def test_a_job_may_run_in_the_directory_a_job_before_it_makes(backend, tmp_path):
+    """A build's `mkdir build`, then a command in `build` (review: refused when
+    it was made, as not an existing directory); without after= it still is."""
+    build = tmp_path / "build"
+    scheduler = backend.scheduler()
+    made = scheduler.shell(f"mkdir {build}")
+    inside = scheduler.shell("pwd", cwd=build, after=[made])
+    inside.result(timeout=60)
+    assert inside.stdout == f"{build}\n"
+    with pytest.raises(ValueError, match=r"cwd='.*/nowhere' is not an existing directory \(a "
+                                         r"job that runs after the one that makes it may "
+                                         r"name it: after=\)"):
+        scheduler.shell("pwd", cwd=tmp_path / "nowhere")
+
+
 def test_stdout_and_stderr_are_the_jobs_own(backend):
     job = backend.scheduler().submit(talk, "hello")
     assert job.result(timeout=60) == "hello"

@@ -652,6 +652,14 @@ def test_a_relative_workdir_is_taken_from_the_current_directory(cli, tmp_path):
     assert cli.ok("logs", job).out == f"{tmp_path / 'sub'}\n"
 
 
+def test_a_workdir_that_a_job_before_makes_is_taken_with_after(cli, tmp_path):
+    build = tmp_path / "build"
+    made = cli.submit(f"mkdir {build}")
+    inside = cli.submit("--after", made, "--workdir", os.fspath(build), "pwd")
+    assert cli("wait", inside).status == 0
+    assert cli.ok("logs", inside).out == f"{build}\n"
+
+
 def test_a_job_sees_the_environment_of_the_command_that_submitted_it(cli):
     cli.ok("resume")  # the daemon runs already, started without the variable below
     job = cli.submit('echo "[$ONLY_FOR_THIS_SUBMIT]"',
@@ -1436,7 +1444,8 @@ def test_a_profile_of_the_run_directorys_corral_toml_serves_submits_from_any_dir
     (["stauts"], 2, r"No such command 'stauts'\. Did you mean 'status'\? \(see 'corral --help'\)$"),
     (["submit"], 2, r"Missing argument 'COMMAND\.\.\.'\. \(see 'corral submit --help'\)$"),
     (["submit", "--workdir", "no-such-dir", "true"], 2,
-     r"--workdir .*no-such-dir.*not an existing directory"),
+     r"--workdir .*no-such-dir.*not an existing directory \(a job that runs after the one "
+     r"that makes it may name it: --after\)$"),
 ], ids=["unknown-option", "bad-memory", "bad-cores", "zero-cores", "ambiguous-walltime",
         "bad-timeout", "bad-wait-timeout", "negative-wait-timeout", "endless-wait-duration",
         "bad-notify-on", "unknown-verb", "no-command", "missing-workdir"])

@@ -633,6 +633,7 @@ def _plain_fields() -> tuple[Any, ...]:
 def _checked_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
     values = {name: option.default for name, option in JOB_OPTIONS.items()}
     values.update(parse_options(options))
+    check_cwd_exists(values["cwd"], values["after"])
     resources = Resources(
         cores=values["cores"], memory_mb=values["memory"],
         walltime_s=values["walltime"], gpus=values["gpus"],
@@ -650,6 +651,20 @@ def _checked_spec(task: Task, options: Mapping[str, Any]) -> JobSpec:
         named=values["name"] is not None,
     )
 
+
+
+def check_cwd_exists(cwd: str | None, after: Sequence[Any]) -> None:
+    """Refuse a *cwd* that is no directory, unless the job waits for others:
+    one of them may make it (a build's ``mkdir build``, then a command run in
+    ``build``: refused when it was made, review). Where it is still missing
+    when the job starts, the job fails, naming it.
+
+    Raises:
+        ValueError: *cwd* is not an existing directory and nothing comes first.
+    """
+    if cwd is not None and not after and not os.path.isdir(cwd):
+        raise ValueError(f"cwd={cwd!r} is not an existing directory (a job that runs after "
+                         "the one that makes it may name it: after=)")
 
 
 def spec_maker(template: JobSpec) -> Callable[[tuple[Any, ...]], JobSpec]:

@@ -224,7 +224,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
                            "taken for a job's id by logs, cancel, status and --after; give a "
                            "name with a letter in it", EXIT_USAGE)
     _refuse_megabytes_meant_otherwise(options.get("memory"), said["memory"])
-    options["cwd"] = _job_directory(workdir, options.get("cwd"), profile)
+    options["cwd"] = _job_directory(workdir, options.get("cwd"), profile, waits=bool(after))
     profile_env = options.get("env")
     if profile_env is None or isinstance(profile_env, dict):  # (else parse_options says why)
         options["env"] = {**os.environ, **(profile_env or {})}
@@ -251,7 +251,8 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         click.echo(f"corral: note: {reply['note']}", err=True)
 
 
-def _job_directory(workdir: Path | None, profile_cwd: Any, profile: str | None) -> str:
+def _job_directory(workdir: Path | None, profile_cwd: Any, profile: str | None,
+                   waits: bool) -> str:
     """The absolute directory a submitted job runs in: ``--workdir``, else its
     profile's ``cwd``, else the current directory. The daemon runs elsewhere: a
     relative directory means the one seen from here. (A profile's cwd and env
@@ -267,8 +268,9 @@ def _job_directory(workdir: Path | None, profile_cwd: Any, profile: str | None) 
     said = f"--workdir {workdir}" if workdir is not None else f"profile {profile!r}: cwd = {given}"
     if not given.is_absolute():
         given = Path(current_directory(f"{said} is relative to it"), given)
-    if workdir is not None and not given.is_dir():
-        raise CommandError(f"--workdir {workdir}: not an existing directory")
+    if workdir is not None and not waits and not given.is_dir():  # (one --after may make it)
+        raise CommandError(f"--workdir {workdir}: not an existing directory (a job that runs "
+                           "after the one that makes it may name it: --after)")
     return os.path.abspath(given)
 
 
