@@ -75,10 +75,23 @@ def test_a_commands_default_name_is_the_program_or_script_it_runs(command, name)
     ({"cwd": "/no/such/dir"}, r"cwd='/no/such/dir' is not an existing directory"),
     ({"env": {"A=B": "x"}}, r"env: 'A=B'='x' is not a valid environment variable"),
     ({"env": ["A"]}, r"env=\['A'\] must be a mapping"),
+    # (review: 3,000 variables of 1 KB failed 'Argument list too long' when the job started)
+    ({"env": {f"V{number}": "z" * 1000 for number in range(3000)}},
+     r"env: the job's environment comes to [\d,]+ bytes with the one it is laid over, more "
+     r"than the [\d,]+ a program can start with here \(ARG_MAX [\d,]+, less room for its "
+     r"command\): it would fail 'Argument list too long'; pass large data in a file$"),
 ])
 def test_bad_options_name_the_option_and_what_it_accepts(options, message):
     with pytest.raises(ValueError, match=message):
         Job(jobs.noop, **options)
+
+
+def test_a_big_environment_that_a_program_can_still_start_with_is_taken(scheduler):
+    """Half a megabyte of variables: counted against ARG_MAX, and well under it."""
+    big = {f"V{number}": "z" * 1000 for number in range(500)}
+    job = scheduler.shell("echo ${#V499}", env=big)
+    job.result(timeout=60)
+    assert job.stdout == "1000\n"
 
 
 @pytest.mark.parametrize("task, message", [

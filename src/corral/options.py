@@ -252,7 +252,38 @@ def _env(value: Any, field: str) -> tuple[tuple[str, str | None], ...]:
         # (plain text: a str subclass of the script's own, a StrEnum's member, is
         # not in the worker to unpickle, and the worker died: hostile-input review)
         pairs.append((str.__str__(key), None if item is None else str.__str__(item)))
+    _check_environment_size(pairs, field)
     return tuple(pairs)
+
+
+#: Room left under ARG_MAX for a command's own words and corral's variables.
+_EXEC_HEADROOM = 192 * 1024
+
+
+def _check_environment_size(pairs: list[tuple[str, str | None]], field: str) -> None:
+    """Refuse an environment that, with the one it is laid over, no program
+    can start with: Linux counts every ``NAME=value`` and its pointer against
+    ARG_MAX, and a command then failed "Argument list too long" when it
+    started, not when it was made (review: 3,000 variables of 1 KB)."""
+    if sum(len(key) + len(item or "") for key, item in pairs) < 64 * 1024:
+        return  # (the usual case, counted cheaply: the environment alone decides)
+    merged = dict(os.environ)
+    for key, item in pairs:
+        if item is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = item
+    size = sum(len(os.fsencode(key)) + len(os.fsencode(item)) + 2 + 8
+               for key, item in merged.items())
+    try:
+        limit = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        limit = 2 * 1024 * 1024
+    if size > limit - _EXEC_HEADROOM:
+        raise ValueError(f"{field}: the job's environment comes to {size:,} bytes with the one "
+                         f"it is laid over, more than the {limit - _EXEC_HEADROOM:,} a program "
+                         f"can start with here (ARG_MAX {limit:,}, less room for its command): "
+                         "it would fail 'Argument list too long'; pass large data in a file")
 
 
 def _variable_problem(key: Any, item: Any) -> str | None:
