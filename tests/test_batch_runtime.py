@@ -19,6 +19,7 @@ from corral.backends.batch import taskfiles
 from corral.runtime import batch
 from corral.runtime.batch import BatchOutcome, read_result
 from corral.spec import Resources
+from support.processes import pids_alive
 
 #: What a PBS-like template would export: names that are no Slurm's.
 PBS_LIKE = {"CORRAL_BATCH_JOB_ID_VAR": "PBS_JOBID", "CORRAL_ARRAY_JOB_ID_VAR": "PBS_ARRAY_ID",
@@ -108,18 +109,35 @@ def test_a_job_past_its_walltime_leaves_a_timed_out_outcome(tmp_path):
                               "processes")
 
 
+def test_a_command_past_its_walltime_gets_sigterm_and_its_grace(tmp_path):
+    """As a cancel or the scheduler's own kill does (review: killed at once, its
+    trap never ran); one that ignores SIGTERM is killed after the grace."""
+    marker = tmp_path / "trapped"
+    trapping = write_job(tmp_path, "trapping", [
+        "sh", "-c", f"trap 'echo bye > {marker}; exit 0' TERM; sleep 60 & wait"], walltime_s=0.5)
+    done = run_runtime(tmp_path, [trapping], PBS_LIKE)
+    assert done.returncode == 100, done.stderr
+    assert marker.read_text() == "bye\n"
+    outcome = read_result(os.fspath(trapping))
+    assert outcome is not None and outcome.timed_out
+    stubborn = write_job(tmp_path, "stubborn", [
+        "sh", "-c", f"trap '' TERM; echo $$ > {tmp_path}/pid; sleep 60"], walltime_s=0.5)
+    assert run_runtime(tmp_path, [stubborn], PBS_LIKE).returncode == 100
+    assert not pids_alive([int((tmp_path / "pid").read_text())])
+
+
 def test_a_job_as_long_as_its_batch_jobs_limit_is_ended_by_corral_before_the_scheduler_does(
         tmp_path):
     # The scheduler's clock started before the interpreter did: waiting the whole walltime
     # would let the scheduler kill the job first, leaving no result file and no reason.
     jobdir = write_job(tmp_path, "slow", ["sleep", "60"], walltime_s=30)
-    done = run_runtime(tmp_path, [jobdir], PBS_LIKE, time_limit_s=3)
+    done = run_runtime(tmp_path, [jobdir], PBS_LIKE, time_limit_s=5)
     assert done.returncode == 100, done.stderr  # the failure status: dependents held
     outcome = read_result(os.fspath(jobdir))
-    assert outcome is not None and outcome.timed_out
+    assert outcome is not None and outcome.timed_out, outcome
     # (Review: it said "ran past its walltime of 30 s" after a second of its 30.)
     assert re.fullmatch(r"reached its batch job's time limit, which counts from the batch job's "
-                        r"start \(\d+\.\d s before this job's\), less 2 s to record this, "
+                        r"start \(\d+\.\d s before this job's\), less 4 s to record this, "
                         r"before its walltime of 30 s; killed with its child processes",
                         outcome.reason), outcome.reason
 

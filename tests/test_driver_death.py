@@ -255,6 +255,35 @@ def test_an_aborted_command_gets_sigterm_and_its_grace(scheduler: corral.Schedul
     assert (job.status.name, job.reason) == ("CANCELLED", "aborted")
 
 
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_killed_command_gets_sigterm_and_its_grace_and_reads_killed(
+        scheduler: corral.Scheduler, tmp_path: Path, how: str) -> None:
+    """Review: a timeout or a cancel killed a command at once, and its trap
+    never ran. A trap that exits 0 is no completion: the job stays TIMED_OUT
+    or CANCELLED, and a resumed run would run it again."""
+    marker = tmp_path / "trapped"
+    job = scheduler.shell(f"trap 'echo bye > {marker}; exit 0' TERM; "
+                          f"touch {tmp_path}/ready; sleep 60 & wait",
+                          timeout="1s" if how == "timeout" else None)
+    wait_until((tmp_path / "ready").exists, message="the command to set its trap")
+    if how == "cancel":
+        job.cancel()
+    corral.wait([job], timeout=30)  # (a cancel ends the job at once; its process follows)
+    wait_until(marker.exists, message="the command's trap to run")
+    assert marker.read_text() == "bye\n"
+    assert job.status.name == ("TIMED_OUT" if how == "timeout" else "CANCELLED")
+    assert "completed" not in (job.reason or ""), job.reason
+
+
+def test_a_killed_command_that_ignores_sigterm_is_killed_after_its_grace(
+        scheduler: corral.Scheduler, tmp_path: Path) -> None:
+    job = scheduler.shell(f"trap '' TERM; echo $$ > {tmp_path}/pid; sleep 60", timeout="1s")
+    with pytest.raises(corral.JobTimedOut):
+        job.result(timeout=30)
+    wait_until(lambda: not pids_alive([int((tmp_path / "pid").read_text())]),
+               message="the command to be killed")
+
+
 def test_a_command_that_cannot_start_fails_with_the_reason(scheduler: corral.Scheduler) -> None:
     job = scheduler.shell(["no-such-program-here", "x"])
     with pytest.raises(corral.JobFailed, match=r"could not start: .*No such file or directory"):

@@ -47,6 +47,7 @@ import time
 from typing import Any, NamedTuple
 
 from corral.runtime import abort
+from corral.runtime.command import TERM_GRACE_S
 from corral.runtime.command_result import RESULT_FILE_NAME, RESULT_FILE_VARIABLE
 from corral.runtime.execute import enter_cwd, kill_leftovers, run_call
 from corral.runtime.guard import become_subreaper
@@ -64,7 +65,7 @@ RESULT_FILE = "result"
 CANCELLED_MARK = b"cancelled\n"
 #: Seconds a bundle keeps free at the end of its allocation (the backend adds
 #: them to the time it asks for).
-MARGIN_S = 2.0
+MARGIN_S = 2.0 + TERM_GRACE_S
 
 #: The runtime's table of a scheduler's variables: for each thing it needs to
 #: know, the variable in which the batch script puts the *name* of the
@@ -319,6 +320,9 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._timer: threading.Timer | None = None
+        #: Set once it fired: the job's own end, which its SIGTERM brings
+        #: during the grace, must not write over the timed-out result.
+        self.fired = threading.Event()
 
     def arm(self, jobdir: str, walltime: float | None, time_left: float | None,
             began_after: float = 0.0) -> None:
@@ -346,27 +350,19 @@ class _Watchdog:
             self._timer.cancel()
             self._timer = None
 
-    @staticmethod
-    def _expire(jobdir: str, why: str) -> None:
+    def _expire(self, jobdir: str, why: str) -> None:
+        self.fired.set()
         reason = f"{why}; killed with its child processes"
         try:
             write_atomically(os.path.join(jobdir, RESULT_FILE),
                              pickle.dumps(BatchOutcome(False, reason=reason, timed_out=True)))
         finally:
-            from corral.runtime.proctree import kill_tree
-            import psutil
-
-            for child in psutil.Process().children():
-                kill_tree(child.pid)
+            _end_what_it_started()  # (its SIGTERM and grace, as on the local backend)
             # The failure status, as for any failed job: SGE releases the
             # -hold_jid dependents of a batch job that ends with any other.
             os._exit(_failed_exit_status())
 
 
-#: How long what a job started may take to end once the scheduler's SIGTERM
-#: came, before it is killed: below any KillWait a site sets (Slurm's default
-#: is 30 s), after which the scheduler kills this process.
-TERM_GRACE_S = 2.0
 
 
 def _in_a_session_of_its_own() -> bool:
@@ -379,9 +375,16 @@ def _end_with_the_job(signum: int, frame: object) -> None:
     it started, then this process, as the signal meant. The scheduler's own
     kill reaches only the processes it tracks, and one that tracks them by
     parentage (Slurm's proctrack/linuxproc) loses those that outlive this
-    process: a command that ignores SIGTERM ran on, with its children, for ever.
-    Each child is told first (a command leads its own session) and killed with
-    everything under it after :data:`TERM_GRACE_S`."""
+    process: a command that ignores SIGTERM ran on, with its children, for ever."""
+    _end_what_it_started()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _end_what_it_started() -> None:
+    """Each child is told first with SIGTERM (a command leads its own session)
+    and killed with everything under it after :data:`TERM_GRACE_S`, below any
+    KillWait a site sets (Slurm's default is 30 s)."""
     import psutil
 
     from corral.runtime.proctree import kill_tree
@@ -407,8 +410,6 @@ def _end_with_the_job(signum: int, frame: object) -> None:
             os.killpg(leader, signal.SIGKILL)  # what its leader left behind in its group
         except OSError:
             pass
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _script_began() -> float:
@@ -481,6 +482,8 @@ def run_bundle(bundle: dict[str, Any]) -> tuple[int, int]:
             outcome = BatchOutcome(False, dumps_error(error))
         finally:
             watchdog.disarm()
+            if watchdog.fired.is_set():  # it ends this process, its result written
+                threading.Event().wait()
             output.back()
         if outcome.ok and abort.abort_requested():
             outcome = outcome._replace(aborted=True)

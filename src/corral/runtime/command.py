@@ -23,15 +23,24 @@ import os
 import select
 import signal
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 from corral.runtime.execute import enter_cwd, go_home
 
-__all__ = ["run_command", "describe_exit", "KILL", "TERMINATE", "StopRequests"]
+__all__ = ["run_command", "describe_exit", "KILL", "TERMINATE", "StopRequests",
+           "TERM_GRACE_S"]
 
 #: Messages the driver sends about a running command: ``(KILL, job_id)``.
 KILL = "kill"
 TERMINATE = "terminate"
+
+#: How long a command that is killed (its timeout, a cancel) has between the
+#: SIGTERM to its process group and the SIGKILL to everything it started: a
+#: shell's ``trap ... TERM`` runs, as under Slurm (whose KillWait is 30 s) or
+#: ``timeout(1)``. Killed at once before, no cleanup ran (review). Well under
+#: the driver's own wait for a worker that cannot act (local backend).
+TERM_GRACE_S = 2.0
 
 
 class StopRequests:
@@ -86,20 +95,38 @@ def run_command(job_id: object, argv: Sequence[str], environment: Mapping[bytes,
     except OSError:  # cannot watch it: wait for it, kills still reach it through the tree
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status), None
+    kill_at = None  # once killed: when its grace is over
+    killed = False
     try:
         while True:
-            ready, _, _ = select.select([ended, stop_requests.fileno()], [], [])
+            wait = None if kill_at is None else max(0.0, kill_at - time.monotonic())
+            ready, _, _ = select.select([ended, stop_requests.fileno()], [], [], wait)
             if ended in ready:
                 break
+            if kill_at is not None and time.monotonic() >= kill_at:
+                _kill_everything_we_started()
+                kill_at = None
             for action in stop_requests.take(job_id):
-                if action == KILL:
+                if action == KILL and kill_at is None:
+                    if select.select([ended], [], [], 0)[0]:
+                        break  # it ended first: as it ended, not as killed
+                    _signal_group(pid, signal.SIGTERM)
+                    kill_at = time.monotonic() + TERM_GRACE_S
+                    killed = True
+                elif action == KILL:  # asked twice: no more grace
                     _kill_everything_we_started()
                 elif action == TERMINATE:
                     _signal_group(pid, signal.SIGTERM)
     finally:
         os.close(ended)
+    if kill_at is not None:  # it ended within its grace: what it started goes too
+        _kill_everything_we_started()
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), None
+    code = os.waitstatus_to_exitcode(status)
+    # A trap that exits 0 on the kill's SIGTERM did not complete the command's
+    # work: said killed by it, not taken for a completion (a resumed run would
+    # not run it again).
+    return (-signal.SIGTERM if killed and code == 0 else code), None
 
 
 def describe_exit(returncode: int) -> str:

@@ -47,7 +47,7 @@ from corral.errors import BackendError, ResourceError
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.spec import Resources
 from corral.status import JobStatus
-from corral.runtime.command import KILL, TERMINATE, describe_exit, how_it_ended
+from corral.runtime.command import KILL, TERM_GRACE_S, TERMINATE, describe_exit, how_it_ended
 from corral.runtime.frames import FrameReader
 from corral.runtime.reaper import FAREWELL, MARK_VARIABLE, SWEEP_AND_GO
 from corral.runtime.spool import move_spool_file, read_output_if_there
@@ -100,8 +100,9 @@ def _short_of_resources(error: BaseException | None) -> bool:
 #: behind it, before the backend kills the whole worker.
 _KILL_GRACE_S = 1.0
 #: How long a worker may take to kill the command it runs before it is killed
-#: itself (it kills the command's process group and waits for it to end).
-_COMMAND_KILL_GRACE_S = 5.0
+#: itself (it gives the command's process group its SIGTERM and grace, then
+#: kills all it started, and waits for it to end).
+_COMMAND_KILL_GRACE_S = TERM_GRACE_S + 3.0
 
 def default_cores() -> int:
     """All CPUs this process may use but one, and at least one."""
