@@ -1246,6 +1246,45 @@ def test_clean_follows_no_link_in_place_of_a_jobs_directory_and_says_it_left_it(
     assert (decoy / "precious").stat().st_size == 2_000_000
 
 
+def test_clean_deletes_no_directory_outside_the_run_that_no_mark_gives_it(tmp_path):
+    """Attack review: a journal naming a directory of the user's own (a run
+    handed over, or edited) made corral clean delete that whole tree."""
+    _script_run(tmp_path / "run", "echo out")
+    victim = tmp_path / "thesis"
+    victim.mkdir()
+    (victim / "chapter1.tex").write_text("years of work")
+    with sqlite3.connect(tmp_path / "run" / "journal.db") as journal:
+        journal.execute("update jobs set jobdir = ? where int_id = 1", (os.fspath(victim),))
+    cleaned = Corral(tmp_path, tmp_path / "run")("clean", "--yes")
+    assert (cleaned.status, cleaned.out) == (0, "nothing to clean\n")
+    assert cleaned.err == (
+        f"corral: note: left the files of job 1 ({victim}): its directory is outside the run, "
+        "in a folder no .corral-run file marks as this run's workdir= (another run's, or a "
+        "journal handed over or edited)\n")
+    assert (victim / "chapter1.tex").read_text() == "years of work"
+
+
+def test_two_runs_are_refused_one_workdir_and_clean_deletes_in_the_runs_own(tmp_path):
+    """Attack review: run B took run A's job directories in a shared workdir=
+    (A's logs showed B's output), and a clean of A deleted B's files."""
+    shared = tmp_path / "jobfiles"
+    with corral.Scheduler(journal=tmp_path / "runA", workdir=shared) as scheduler:
+        scheduler.shell("echo from A").result(timeout=60)
+    with pytest.raises(ValueError, match=(
+            rf"^workdir='{shared}' holds the job files of the run at {tmp_path}/runA: the two "
+            r"runs would write into each other's job directories; give each run a workdir of "
+            r"its own$")):
+        corral.Scheduler(journal=tmp_path / "runB", workdir=shared)
+    run_a = Corral(tmp_path, tmp_path / "runA")
+    assert run_a.ok("logs", "1").out == "from A\n"
+    assert run_a.ok("clean", "--yes").out.startswith("deleted the files of 1 job(s)")
+    assert not (shared / "1").exists()
+    shutil.rmtree(tmp_path / "runA")  # a run gone leaves its workdir to the next
+    with corral.Scheduler(journal=tmp_path / "runB", workdir=shared) as scheduler:
+        scheduler.shell("echo from B").result(timeout=60)
+    assert Corral(tmp_path, tmp_path / "runB").ok("logs", "1").out == "from B\n"
+
+
 # -- options and profiles -------------------------------------------------------------------------
 
 

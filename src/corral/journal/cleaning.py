@@ -6,7 +6,9 @@ live now (clean of a copy deleted the original's files), and a directory
 replaced by a symbolic link points at files that are no job's. So only real
 directories are deleted, found where the run holds them now
 (:attr:`~corral.journal.stored.StoredJob.directory`: never in another run's
-directory), and a link left is said, not passed over.
+directory), and a link left is said, not passed over. One outside the run is
+deleted only in a workdir the run marked as its own
+(:mod:`corral.journal.workdir_mark`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from corral.errors import CorralError
 from corral.journal.cleaned import CLEANED_FILE, note_cleaned, was_cleaned
 from corral.journal.stored import StoredJob
+from corral.journal.workdir_mark import WORKDIR_MARK, marked_for
 from corral.safe_repr import first_few
 
 __all__ = ["Cleanable", "Cleaned", "files_to_clean", "remove_job_files", "clean_jobs",
@@ -45,16 +48,18 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
     batch submissions of the run that ran only those jobs (cold review: a
     clean left every job.sh and batch log of a cluster run)."""
     found = Cleanable()
-    linked, shared = [], []
+    linked, shared, foreign = [], [], []
     backends = _backends_of(run_dir) if run_dir is not None else set()
     for job in jobs:
         directory = job.directory
         if not directory or not os.path.lexists(directory):
             continue
-        if os.path.basename(directory) in backends:  # (an id from before such were refused)
-            shared.append(f"{job.id} ({directory})")
-        elif os.path.islink(directory):
+        if os.path.islink(directory):
             linked.append(f"{job.id} ({directory} -> {os.readlink(directory)})")
+        elif run_dir is not None and not marked_for(directory, run_dir):
+            foreign.append(f"{job.id} ({directory})")
+        elif os.path.basename(directory) in backends:  # (an id from before such were refused)
+            shared.append(f"{job.id} ({directory})")
         elif not os.path.isdir(directory):
             continue
         else:
@@ -63,6 +68,10 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
     if linked:
         found.notes.append(f"left {_listed(linked)}: a job's directory that is a symbolic link "
                            "is not followed")
+    if foreign:
+        found.notes.append(f"left {_listed(foreign)}: its directory is outside the run, in a "
+                           f"folder no {WORKDIR_MARK} file marks as this run's workdir= (another "
+                           "run's, or a journal handed over or edited)")
     if shared:
         found.notes.append(f"left {_listed(shared)}: its directory is also where a backend of "
                            "the run keeps its batch submissions")
@@ -149,7 +158,7 @@ def clean_jobs(run_dir: str | os.PathLike[str], jobs: Sequence[StoredJob],
     Raises:
         OSError: the note cannot be written (a read-only run): nothing was deleted.
     """
-    found = files_to_clean(jobs) if found is None else found
+    found = files_to_clean(jobs, run_dir) if found is None else found
     cleaned = [job for job in jobs if job.directory in found.directories]
     noted = False
     if cleaned:
