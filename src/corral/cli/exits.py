@@ -9,8 +9,8 @@ command share them without importing each other.
 from __future__ import annotations
 
 __all__ = ["EXIT_FAILED_JOB", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_TIMED_OUT",
-           "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "EXIT_TERMINATED", "INTERRUPTED", "TERMINATED", "Terminated",
-           "raise_terminated", "CommandError"]
+           "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE", "EXIT_TERMINATED", "INTERRUPTED",
+           "TERMINATED", "Terminated", "raise_terminated", "CommandError"]
 
 #: A job listed failed, timed out or was cancelled (status, wait, logs --follow).
 EXIT_FAILED_JOB = 1
