@@ -1433,6 +1433,12 @@ def test_a_profiles_directory_and_environment_hold_unless_workdir_is_given(fresh
     assert relative.status == 0, str(relative)
     assert fresh("wait").status == 0
     assert fresh.ok("logs", relative.out.strip()).out == f"{beside}\n"
+    # One not made yet is said in the command's words, the profile and --after named
+    # (attack review: the Python API's "cwd=... after=)").
+    fresh.config.write_text(f'[profiles.p]\ncwd = "{tmp_path}/later"\n')
+    assert_one_line_error(fresh("submit", "--profile", "p", "--", "pwd"), 2, (
+        rf"^corral: error: profile 'p': cwd = {tmp_path}/later: not an existing directory \(a "
+        r"job that runs after the one that makes it may name it: --after\)$"))
 
 
 def test_a_profile_of_the_run_directorys_corral_toml_serves_submits_from_any_directory(fresh,

@@ -268,9 +268,9 @@ def _job_directory(workdir: Path | None, profile_cwd: Any, profile: str | None,
     said = f"--workdir {workdir}" if workdir is not None else f"profile {profile!r}: cwd = {given}"
     if not given.is_absolute():
         given = Path(current_directory(f"{said} is relative to it"), given)
-    if workdir is not None and not waits and not given.is_dir():  # (one --after may make it)
-        raise CommandError(f"--workdir {workdir}: not an existing directory (a job that runs "
-                           "after the one that makes it may name it: --after)")
+    if not waits and not given.is_dir():  # (one --after may make it)
+        raise CommandError(f"{said}: not an existing directory (a job that runs after the one "
+                           "that makes it may name it: --after)")
     return os.path.abspath(given)
 
 
