@@ -57,7 +57,9 @@ ID STATE EXIT SIGNAL REASON
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A working directory whose corral.toml a test writes; no user file; the
     schedulers the test's config registered are forgotten afterwards."""
-    monkeypatch.setenv("CORRAL_CONFIG", os.fspath(tmp_path / "no-user-file.toml"))
+    empty = tmp_path / "empty-user-file.toml"
+    empty.write_text("")
+    monkeypatch.setenv("CORRAL_CONFIG", os.fspath(empty))
     monkeypatch.chdir(tmp_path)
     before = set(backend_names())
     yield tmp_path
@@ -274,6 +276,12 @@ BAD = [
     (table(cancel=None), 1, "schedulers.fakeq.cancel",
      "missing: every scheduler table needs submit, job_id, status, states, cancel, "
      "job_id_variable"),
+    # (attack review: a bare qdel ran, and the job read CANCELLED and ran on)
+    (table(cancel='["qdel"]'), 10, "schedulers.fakeq.cancel",
+     "must hold {ids}, where corral puts the job ids, such as [\"qdel\", \"{ids}\"]; "
+     "without it the command names no job"),
+    (table(hold='["qhold", "-u", "me"]'), 11, "schedulers.fakeq.hold",
+     "must hold {ids}, where corral puts the job ids, such as [\"qhold\", \"{ids}\"]"),
     (table(cancel='"qdel {ids}"'), 10, "schedulers.fakeq.cancel",
      "must be a command as a list of strings, such as [\"qstat\", \"-u\", \"{user}\"], not "
      "'qdel {ids}'"),

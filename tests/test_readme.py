@@ -69,7 +69,8 @@ def test_the_scheduler_table_in_the_readme_is_one_corral_accepts_and_uses(tmp_pa
     listed by ``corral backends`` with what the table set."""
     [table] = re.findall(r"```toml\n(\[schedulers\..*?)```", README, re.S)
     (tmp_path / "corral.toml").write_text(table)
-    env = {**os.environ, "CORRAL_CONFIG": os.fspath(tmp_path / "no-user-file.toml")}
+    (tmp_path / "empty-user-file.toml").write_text("")
+    env = {**os.environ, "CORRAL_CONFIG": os.fspath(tmp_path / "empty-user-file.toml")}
     done = subprocess.run([os.fspath(Path(sys.executable).with_name("corral")), "backends",
                            "ourq"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
                           env=env)

@@ -148,6 +148,19 @@ def _argv(value: Any, key: tuple[str, ...], placeholders: tuple[str, ...]) -> tu
     return tuple(value)
 
 
+def _ids_argv(value: Any, key: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`_argv` of a command about jobs, which must name them: a
+    ``cancel = ["qdel"]`` ran a bare qdel, the job read CANCELLED and ran on,
+    and ``["qdel", "-u", "me"]`` would cancel every job of the user (attack
+    review)."""
+    argv = _argv(value, key, _IDS)
+    if not any(field == "ids" for part in argv
+               for _, field, _, _ in _FORMATTER.parse(part)):
+        _fail(key, f"must hold {{ids}}, where corral puts the job ids, such as "
+                   f"[\"{argv[0]}\", \"{{ids}}\"]; without it the command names no job")
+    return argv
+
+
 def _check_fields(text: str, key: tuple[str, ...], placeholders: tuple[str, ...]) -> None:
     """Each ``{field}`` of *text* is one of *placeholders*, bare: a conversion or
     format spec (``{ids:d}``, ``{output!r}``, ``{index:{x}}``) is refused here, or it
@@ -298,8 +311,10 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
         present, absent = ("hold", "release") if "hold" in raw else ("release", "hold")
         _fail((present,), f"{absent} is missing: give both (pause holds, resume releases) "
                           "or neither")
-    optional = {key: _argv(raw[key], (key,), _IDS) for key in
-                ("hold", "release", "signal", "accounting") if key in raw}
+    optional = {key: _ids_argv(raw[key], (key,)) for key in
+                ("hold", "release", "signal") if key in raw}
+    if "accounting" in raw:
+        optional["accounting"] = _argv(raw["accounting"], ("accounting",), _IDS)
     states = raw["states"]
     if not isinstance(states, dict) or not states:
         _fail(("states",), "must be a table of the scheduler's state words, e.g. "
@@ -319,7 +334,7 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
         status=_argv(raw["status"], ("status",), ("user",)), status_parser=status_parser,
         states=MappingProxyType({word: StateWord(_choice(meaning, ("states", word), words))
                                  for word, meaning in states.items()}),
-        cancel=_argv(raw["cancel"], ("cancel",), _IDS),
+        cancel=_ids_argv(raw["cancel"], ("cancel",)),
         hold=optional.get("hold"), release=optional.get("release"),
         signal=optional.get("signal"), accounting=optional.get("accounting"),
         accounting_parser=_parser(raw, "accounting", status_parser),
@@ -333,7 +348,7 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
         walltime_format=_choice(raw.get("walltime_format", "seconds"), ("walltime_format",),
                                 WALLTIME_FORMATS),
         array=_array(raw.get("array", False)),
-        dependency=_argv(raw["dependency"], ("dependency",), _IDS) if "dependency" in raw
+        dependency=_ids_argv(raw["dependency"], ("dependency",)) if "dependency" in raw
         else None,
         dependency_separator=_text(raw.get("dependency_separator", ":"),
                                    ("dependency_separator",), blank=True),
