@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import corral
+
 from corral.backends.info import Probe
 from corral.backends.batch.scheduler import NativeRow, NeverKind, SubmitRequest
 from corral.backends.batch.sge import BACKEND, answers, commands
@@ -53,13 +55,13 @@ def test_qsub_gets_a_script_never_b_y_with_each_value_one_argument():
 
 def test_resources_become_a_parallel_environment_per_slot_memory_and_h_rt():
     argv = SgeScheduler().submit_argv(request(
-        resources=Resources(cores=3, memory_mb=1000, gpus=2), time_limit_s=89.2,
+        resources=Resources(cores=3, memory_mb=1000, gpus=6), time_limit_s=89.2,
         placement=Placement(partition="long.q", account="proj", constraint="arch=lx-amd64",
                             extra_flags=("-p", "-5"))))
     text = " ".join(argv)
     assert "-pe smp 3" in text
     assert "-l h_vmem=334M" in text  # 1000 MB over 3 slots, rounded up: SGE counts per slot
-    assert "-l h_rt=90" in text and "-l gpu=2" in text
+    assert "-l h_rt=90" in text and "-l gpu=2" in text  # 6 over 3 slots: SGE counts per slot
     assert "-q long.q" in text and "-P proj" in text and "-l arch=lx-amd64" in text
     assert argv[-3:] == ["-p", "-5", "/runs/r1/sge/3/job.sh"]
 
@@ -68,8 +70,25 @@ def test_the_sites_names_for_pe_memory_and_gpus_are_backend_options():
     scheduler = SgeScheduler(parallel_environment="mpi", memory_resource="mem_free",
                              gpu_resource="gpus")
     text = " ".join(scheduler.submit_argv(request(resources=Resources(cores=2, memory_mb=100,
-                                                                       gpus=1))))
+                                                                       gpus=2))))
     assert "-pe mpi 2" in text and "-l mem_free=50M" in text and "-l gpus=1" in text
+
+
+def test_gpus_that_do_not_share_out_over_the_slots_are_refused_unless_counted_per_job():
+    """Attack review: cores=4, gpus=2 asked -l gpu=2, which SGE multiplies by the 4
+    slots of the job: 8 GPUs, a job that waits for ever."""
+    with pytest.raises(corral.ResourceError, match=(
+            r"^asks for 2 GPUs on 4 cores, but Grid Engine counts -l gpu=N per slot: ask for "
+            r"a multiple of the cores, or, where the site's gpu complex is consumable JOB, set "
+            r"backend_options gpus_counted_per='job'$")):
+        SgeBackend().check(Resources(cores=4, gpus=2))
+    per_job = SgeBackend(options={"gpus_counted_per": "job"})
+    per_job.check(Resources(cores=4, gpus=2))
+    assert "-l gpu=2" in " ".join(per_job.scheduler.submit_argv(
+        request(resources=Resources(cores=4, gpus=2))))
+    with pytest.raises(ValueError, match=r"^gpus_counted_per='task' must be 'slot' \(the gpu "
+                                         r"complex is consumable YES\) or 'job'"):
+        SgeBackend(options={"gpus_counted_per": "task"})
 
 
 @pytest.mark.parametrize("option, value", [("parallel_environment", "smp 4"),

@@ -58,7 +58,7 @@ from corral.backends.batch.records import BatchJob, Group, TaskRecord
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, NativeRow,
                                              NeverKind, SubmitRequest)
 from corral.backends.batch.settings import parse_settings, split_options
-from corral.errors import BackendError
+from corral.errors import BackendError, ResourceError
 from corral.runtime.batch import CANCELLED_MARK, claim_for_cancel, read_result
 from corral.status import JobStatus
 from corral.units import format_span
@@ -164,8 +164,13 @@ class BatchBackend:
     def check(self, resources: Any) -> None:
         """The cluster decides what fits, and a request it can never satisfy is
         found by its pending reason (see :meth:`BatchScheduler.never_starts`);
-        a cap of the run's own is corral's (see :meth:`Capacity.check`)."""
+        a cap of the run's own is corral's (see :meth:`Capacity.check`), and
+        one the scheduler cannot be asked for is refused (see
+        :meth:`BatchScheduler.request_problem`)."""
         self._capacity.check(resources, self.scheduler.title)
+        problem = self.scheduler.request_problem(resources)
+        if problem is not None:
+            raise ResourceError(problem)
 
     def submit(self, batch: Sequence[Submission]) -> list[str]:
         if not batch:

@@ -174,6 +174,12 @@ class BatchScheduler(ABC):
 
     # -- submitting ------------------------------------------------------------------------
 
+    def request_problem(self, resources: Resources) -> str | None:
+        """Why this scheduler cannot be asked for *resources* as corral would
+        ask (a resource it has no way to request), or None: said when the job
+        is made, not found when it runs without what it needed."""
+        return None
+
     @abstractmethod
     def submit_argv(self, request: SubmitRequest) -> list[str]:
         """The command that submits *request*."""

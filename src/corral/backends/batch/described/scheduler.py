@@ -21,6 +21,7 @@ from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, Mean
                                              NeverKind, NeverStarts, SubmitRequest)
 from corral.backends.batch.taskfiles import printable
 from corral.errors import BackendError
+from corral.spec import Resources
 from corral.status import JobStatus
 
 __all__ = ["DescribedScheduler", "scheduler_class", "status_rows"]
@@ -76,6 +77,18 @@ class DescribedScheduler(BatchScheduler):
     def _key(self, *key: str) -> str:
         """Where a template is in the config files, for an error filling it."""
         return ".".join(("schedulers", self.table.name, *key))
+
+    def request_problem(self, resources: Resources) -> str | None:
+        """A job asking for GPUs or memory that the table has no directive to
+        ask for ran without them, dropped without a word (attack review)."""
+        for resource, asked, what in (("gpus", resources.gpus, f"{resources.gpus} GPUs"),
+                                      ("memory", resources.memory_mb,
+                                       f"{resources.memory_mb} MB of memory")):
+            if asked and resource not in self.table.directives:
+                return (f"asks for {what}, but [schedulers.{self.table.name}] has no "
+                        f"{resource} directive to ask {self.table.title} for it; add one to "
+                        f"[schedulers.{self.table.name}.directives], or leave {resource} out")
+        return None
 
     def _directives(self, request: SubmitRequest) -> list[list[str]]:
         """Each resource directive the request sets, filled in."""

@@ -28,6 +28,9 @@ OWN_OPTIONS: dict[str, tuple[Any, str]] = {
     "memory_resource": ("h_vmem", "the resource a job's memory is asked as, per slot "
                                   "(qsub -l NAME=<memory / cores>M): h_vmem, mem_free..."),
     "gpu_resource": ("gpu", "the consumable resource GPUs are asked as (qsub -l NAME=N)"),
+    "gpus_counted_per": ("slot", "how the site's gpu_resource complex counts: 'slot' "
+                                 "(consumable YES, SGE's default: N per slot, so corral asks "
+                                 "gpus / cores) or 'job' (consumable JOB: corral asks gpus)"),
 }
 
 
@@ -61,7 +64,8 @@ BACKEND = BackendInfo(
         "cores": "-pe <parallel_environment> N (none for 1 core)",
         "memory": "-l <memory_resource>=<MB / cores, rounded up>M: SGE counts it per slot",
         "walltime": "-l h_rt=<seconds>",
-        "gpus": "-l <gpu_resource>=N",
+        "gpus": "-l <gpu_resource>=<N / cores>, a whole number per slot (with "
+                "gpus_counted_per='job': N)",
         "name": "-N (letters, digits and _.+-,()[] kept; an array: the first job's name "
                 "and '(+N)')",
         "after": "-hold_jid ID while the parent is known (a whole array for one of its tasks)",

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from corral.backends.batch.scheduler import (BatchScheduler, ClusterLimits, Meaning, NativeRow,
                                              NeverKind, NeverStarts, SubmitRequest, number)
 from corral.backends.batch.sge import OWN_OPTIONS, commands
+from corral.spec import Resources
 
 __all__ = ["SgeScheduler"]
 
@@ -40,12 +41,34 @@ class SgeScheduler(BatchScheduler):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
+        counted = self.settings["gpus_counted_per"]
+        if counted not in ("slot", "job"):
+            raise ValueError(f"gpus_counted_per={counted!r} must be 'slot' (the gpu complex is "
+                             "consumable YES) or 'job' (consumable JOB)")
         for option, (default, _) in OWN_OPTIONS.items():
+            if option == "gpus_counted_per":
+                continue
             value = self.settings[option]
             if not isinstance(value, str) or not _RESOURCE_NAME.match(value):
                 what = "parallel environment" if option.startswith("parallel") else "resource"
                 raise ValueError(f"{option}={value!r} must be the name of an SGE {what} "
                                  f"(letters, digits, '_', '.', '-'; e.g. {default!r})")
+
+    def _per_slot(self, resources: Resources) -> bool:
+        return self.settings["gpus_counted_per"] == "slot" and resources.cores > 1
+
+    def _gpus_asked(self, resources: Resources) -> int:
+        """The N of ``-l gpu=N``: SGE multiplies a consumable by the slots of a
+        parallel job, so 2 GPUs on 4 cores asked ``gpu=2`` were 8 (attack review)."""
+        return resources.gpus // resources.cores if self._per_slot(resources) else resources.gpus
+
+    def request_problem(self, resources: Resources) -> str | None:
+        if resources.gpus and self._per_slot(resources) and resources.gpus % resources.cores:
+            return (f"asks for {resources.gpus} GPUs on {resources.cores} cores, but Grid Engine "
+                    f"counts -l {self.settings['gpu_resource']}=N per slot: ask for a multiple "
+                    f"of the cores, or, where the site's {self.settings['gpu_resource']} complex "
+                    "is consumable JOB, set backend_options gpus_counted_per='job'")
+        return None
 
     def submit_argv(self, request: SubmitRequest) -> list[str]:
         """qsub with one argument per value, never ``-b y`` (which would parse
@@ -65,7 +88,7 @@ class SgeScheduler(BatchScheduler):
         if request.time_limit_s is not None:
             argv += ["-l", f"h_rt={math.ceil(request.time_limit_s)}"]
         if resources.gpus:
-            argv += ["-l", f"{self.settings['gpu_resource']}={resources.gpus}"]
+            argv += ["-l", f"{self.settings['gpu_resource']}={self._gpus_asked(resources)}"]
         for flag, value in (("-q", placement.partition), ("-P", placement.account),
                             ("-l", placement.constraint)):
             if value is not None:
