@@ -704,6 +704,23 @@ def test_array_options_the_table_cannot_send_are_refused(config_dir, text, optio
     assert str(raised.value) == message
 
 
+@pytest.mark.parametrize(("directive", "options", "asked"), [
+    ('gpus = ["-l", "ngpus={gpus}"]\n', {"gpus": 2}, "2 GPUs"),
+    ('memory = ["-l", "mem={memory}"]\n', {"memory": "2G"}, "2048 MB of memory"),
+])
+def test_a_resource_the_table_has_no_directive_for_is_refused_when_the_job_is_made(
+        config_dir, directive, options, asked):
+    """Attack review: gpus=2 ran with no GPUs asked for, dropped without a word."""
+    (config_dir / "corral.toml").write_text(TABLE.replace(directive, ""))
+    resource = directive.split(" ", 1)[0]
+    with on_fakeq(config_dir) as scheduler:
+        with pytest.raises(corral.ResourceError, match=(
+                rf"^job 'true' asks for {asked}, but \[schedulers\.fakeq\] has no {resource} "
+                rf"directive to ask fakeq for it; add one to \[schedulers\.fakeq\.directives\], "
+                rf"or leave {resource} out$")):
+            scheduler.shell("true", **options)
+
+
 def test_the_local_files_table_replaces_the_users_whole(config_dir, monkeypatch):
     user = config_dir / "user.toml"
     user.write_text(table(title='"from the user file"'))
