@@ -713,12 +713,11 @@ def test_a_resource_the_table_has_no_directive_for_is_refused_when_the_job_is_ma
     """Attack review: gpus=2 ran with no GPUs asked for, dropped without a word."""
     (config_dir / "corral.toml").write_text(TABLE.replace(directive, ""))
     resource = directive.split(" ", 1)[0]
-    with on_fakeq(config_dir) as scheduler:
-        with pytest.raises(corral.ResourceError, match=(
-                rf"^job 'true' asks for {asked}, but \[schedulers\.fakeq\] has no {resource} "
-                rf"directive to ask fakeq for it; add one to \[schedulers\.fakeq\.directives\], "
-                rf"or leave {resource} out$")):
-            scheduler.shell("true", **options)
+    with on_fakeq(config_dir) as scheduler, pytest.raises(corral.ResourceError, match=(
+            rf"^job 'true' asks for {asked}, but \[schedulers\.fakeq\] has no {resource} "
+            rf"directive to ask fakeq for it; add one to \[schedulers\.fakeq\.directives\], "
+            rf"or leave {resource} out$")):
+        scheduler.shell("true", **options)
 
 
 def test_the_local_files_table_replaces_the_users_whole(config_dir, monkeypatch):
