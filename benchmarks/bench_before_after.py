@@ -101,7 +101,7 @@ ROWS = (("calls", "1,000 no-op calls"), ("submit", "... of which the 1,000 submi
 
 def measure(source: Path, big_run: Path, small_run: Path) -> dict[str, float]:
     environment = {**os.environ, "PYTHONPATH": os.fspath(source),
-                   "CORRAL_CONFIG": os.fspath(small_run.parent / "no-user-file.toml"),
+                   "CORRAL_CONFIG": os.devnull,
                    "CORRAL_SITE_CONFIG": ""}
     done = subprocess.run([sys.executable, "-c", WORKLOAD], env=environment, check=True,
                           capture_output=True, text=True)

@@ -1122,12 +1122,14 @@ def test_an_unknown_backend_says_where_a_sites_scheduler_would_be_described(tmp_
     """Cold review (a PLAMS port): a script run away from its corral.toml heard
     only that 'myq' was unknown; the command line said where tables are read."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.toml").write_text("")
     monkeypatch.setenv("CORRAL_CONFIG", str(tmp_path / "mine.toml"))
     with pytest.raises(ValueError, match=r"^unknown backend 'myq' \(known: local, slurm, [^)]*\); "
                        + re.escape("a site's own scheduler is known from a [schedulers.NAME] "
                                    f"table of {tmp_path / 'mine.toml'} or of corral.toml in the "
                                    "current directory") + "$"):
         corral.Scheduler(backend="myq")
+    (tmp_path / "site.toml").write_text("")
     monkeypatch.setenv("CORRAL_SITE_CONFIG", str(tmp_path / "site.toml"))
     with pytest.raises(ValueError, match=re.escape(
             f"[schedulers.NAME] table of {tmp_path / 'site.toml'}, {tmp_path / 'mine.toml'} or "

@@ -17,9 +17,12 @@ from corral.errors import CorralError
 
 @pytest.fixture
 def user_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The user's config file, through $CORRAL_CONFIG (not written yet)."""
-    path = tmp_path / "home" / "corral.toml"
-    monkeypatch.setenv("CORRAL_CONFIG", str(path))
+    """The user's config file, in the platform's place under a private
+    $XDG_CONFIG_HOME (not written yet: a file $CORRAL_CONFIG names must exist)."""
+    monkeypatch.delenv("CORRAL_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home"))
+    path = tmp_path / "home" / "corral" / "corral.toml"
+    assert user_config_path() == path
     return path
 
 
@@ -321,8 +324,8 @@ def test_an_unreadable_file_is_an_error(project: Path) -> None:
 
     with pytest.raises(ConfigError) as caught:
         load_config(cwd=project)
-    assert str(caught.value) == (f"{project / 'corral.toml'}: cannot read the config file: "
-                                 f"{os.strerror(21)}")
+    assert str(caught.value) == (f"{project / 'corral.toml'}: a directory, not a regular file; "
+                                 "a config file is a TOML text file, and nothing else is read")
 
 
 def test_unknown_profile_suggests_the_closest_name(user_file: Path, project: Path) -> None:
@@ -480,3 +483,149 @@ def test_a_file_of_many_bad_profiles_names_the_first_eleven_and_counts_the_rest(
     assert "; and 14 more: line 5: profiles.p1.cores: " in said
     assert "line 32: profiles.p10.cores" in said and "profiles.p11" not in said
     assert said.endswith("; and 4 after those") and "\n" not in said
+
+
+@pytest.mark.parametrize(("idle", "seconds"), [("0.01s", "0.01"), (0.5, "0.5"),
+                                               ("366d", "31,622,400")])
+def test_a_daemon_idle_time_out_of_the_variables_range_is_refused(
+        idle: object, seconds: str, project: Path) -> None:
+    """Attack review: idle = "0.01s" was taken, though $CORRAL_DAEMON_IDLE
+    refuses it, and every submit then failed on a daemon that had exited."""
+    path = write(project / "corral.toml", f"[daemon]\nidle = {idle!r}\n".replace("'", '"'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    assert str(caught.value) == (f"{path}:2: daemon.idle: idle={idle!r} is {seconds} s; the "
+                                 "seconds a daemon waits idle must be from 1 to 31,536,000 "
+                                 "(a year)")
+    write(path, '[daemon]\nidle = "1s"\n')
+    assert load_config(cwd=project).daemon.idle == 1.0
+
+
+def test_the_daemon_idle_variable_has_the_same_bounds_as_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from corral.cli.daemon import idle_seconds
+
+    monkeypatch.setenv("CORRAL_DAEMON_IDLE", "0.01")
+    with pytest.raises(CorralError, match=r"^CORRAL_DAEMON_IDLE='0.01' must be a number of "
+                                          r"seconds from 1 to 31,536,000 \(a year\)$"):
+        idle_seconds()
+    monkeypatch.setenv("CORRAL_DAEMON_IDLE", "1")
+    assert idle_seconds() == 1.0
+
+
+def test_corral_config_set_to_dev_null_reads_no_user_file(tmp_path: Path, project: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The conventional "no file" (a test's, a CI's): not refused as no regular file."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", os.fspath(tmp_path / "xdg"))
+    monkeypatch.delenv("CORRAL_CONFIG", raising=False)
+    write(tmp_path / "xdg" / "corral" / "corral.toml", "[profiles.mine]\ncores = 1\n")
+    assert "mine" in load_config(cwd=project).profiles
+    monkeypatch.setenv("CORRAL_CONFIG", os.devnull)
+    assert "mine" not in load_config(cwd=project).profiles
+
+
+@pytest.mark.parametrize(("variable", "instead"), [
+    ("CORRAL_CONFIG", "unset it to read {platform}, or set it to /dev/null to read none"),
+    ("CORRAL_SITE_CONFIG", "set it empty to read no site file"),
+])
+def test_a_file_a_variable_names_must_exist(variable: str, instead: str, tmp_path: Path,
+                                            project: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack review: a misspelt $CORRAL_CONFIG was read as an empty file, and
+    the job its [daemon] table would have refused ran here. (A missing file in
+    a default place is still no config: the user_file fixture's.)"""
+    from corral.config_files import platform_config_path
+
+    missing = tmp_path / "site-setings.toml"
+    monkeypatch.setenv(variable, str(missing))
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    instead = instead.format(platform=platform_config_path())
+    assert str(caught.value) == (f"{missing}: no such file, yet ${variable} names it; create "
+                                 f"it, correct ${variable}, or {instead}")
+    write(missing, "[profiles.short]\ncores = 1\n")
+    assert load_config(cwd=project).profile("short") == {"cores": 1}
+
+
+_LOAD_CONFIG = "from corral.config import load_config\nload_config()\n"
+
+
+@pytest.mark.parametrize(("make", "kind"), [
+    (lambda path: os.mkfifo(path) or path, "a FIFO"),
+    (lambda path: Path("/dev/zero"), "a character device"),
+])
+def test_a_config_file_that_is_no_regular_file_is_refused_unread(
+        make, kind: str, tmp_path: Path) -> None:
+    """Attack review: a FIFO named as the config hung every command, and
+    /dev/zero was read until memory ran out. (A process of its own, with a
+    memory limit and a timeout, so that a regression fails and does not hang.)"""
+    import resource
+    import subprocess
+    import sys
+
+    path = make(tmp_path / "fifo.toml")
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+
+    done = subprocess.run([sys.executable, "-c", _LOAD_CONFIG], capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path, preexec_fn=limited,
+                          env={**os.environ, "CORRAL_CONFIG": str(path)})
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"corral.config.ConfigError: {path}: {kind}, not a regular file; a config file is a "
+        "TOML text file, and nothing else is read")
+
+
+def test_a_config_file_is_read_up_to_a_megabyte(project: Path) -> None:
+    """A larger file is no settings (a log named by mistake), and is not read whole."""
+    from corral.config import MAX_CONFIG_BYTES
+
+    path = project / "corral.toml"
+    path.write_text("#" * (MAX_CONFIG_BYTES - 1) + "\n")
+    assert load_config(cwd=project).sources == (path,)
+    path.write_text("#" * MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    assert str(caught.value) == (f"{path}: larger than 1 MB, the most corral reads of a config "
+                                 "file; is it the right file?")
+
+
+def test_the_queues_example_of_the_daemon_table_is_toml(project: Path) -> None:
+    """Attack review: it read "queues = {{ gpu = 1, io = 4 }}"."""
+    import tomllib
+
+    path = write(project / "corral.toml", '[daemon]\nqueues = ["gpu"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    assert str(caught.value) == (f"{path}:2: daemon.queues: queues must be a table of queue "
+                                 "names and how many of their jobs may run at once, e.g. "
+                                 "queues = { gpu = 1, io = 4 }")
+    example = str(caught.value).split("e.g. ")[1]
+    assert tomllib.loads(example) == {"queues": {"gpu": 1, "io": 4}}
+
+
+_NFC, _NFD = "caf\u00e9", "cafe\u0301"
+
+
+@pytest.mark.parametrize(("written", "asked"), [(_NFC, _NFD), (_NFD, _NFC), (_NFC, _NFC)])
+def test_a_profile_name_is_found_whatever_its_unicode_form(
+        written: str, asked: str, user_file: Path, project: Path) -> None:
+    """Attack review: "unknown profile 'café'; did you mean 'café'?" for a name
+    typed with a combining accent (NFD) where the file has the precomposed é."""
+    write(user_file, f'[profiles."{written}"]\ncores = 2\n')
+    write(project / "corral.toml", f'[profiles."{asked}"]\nmemory = "2G"\n')
+    config = load_config(cwd=project)
+    assert config.profile(asked) == config.profile(written) == {"cores": 2, "memory": "2G"}
+    assert list(config.profiles) == [_NFC]
+
+
+def test_one_profile_name_in_two_unicode_forms_in_one_file_is_refused(project: Path) -> None:
+    path = write(project / "corral.toml",
+                 f'[profiles."{_NFC}"]\ncores = 2\n\n[profiles."{_NFD}"]\ncores = 3\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project)
+    assert str(caught.value) == (f'{path}:4: profiles."{_NFD}": the same name as profile '
+                                 f"'{_NFC}' before it, in another Unicode form (NFC and NFD); "
+                                 "give one of them another name")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_an_unreachable_scheduler_is_an_error_within_the_connect_timeout(tmp_pat
                                         r"backend_options = \{ n_workers = 2 \}"),
 ])
 def test_a_bad_dask_daemon_table_names_the_key(table, message, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("CORRAL_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("CORRAL_CONFIG", os.devnull)
     config = tmp_path / "corral.toml"
     config.write_text(f'[daemon]\nbackend = "dask"\n{table}\n')
     with pytest.raises(ConfigError, match=message):
@@ -89,7 +90,7 @@ def test_a_bad_dask_daemon_table_names_the_key(table, message, tmp_path, monkeyp
 
 
 def test_the_daemon_table_carries_the_address_and_options(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("CORRAL_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("CORRAL_CONFIG", os.devnull)
     config = tmp_path / "corral.toml"
     config.write_text('[daemon]\nbackend = "dask"\naddress = "tcp://10.0.0.5:8786"\n'
                       'backend_options = { connect_timeout = 30 }\n')

@@ -221,7 +221,7 @@ def test_corral_commands_of_another_user_fail_with_one_permission_line(root_run,
     os.chown(home, other.uid, other.gid)
     outcome = other.corral_cmd(args, {"HOME": os.fspath(home), "TMPDIR": os.fspath(home),
                                       "CORRAL_RUN": os.fspath(root_run.run),
-                                      "CORRAL_CONFIG": os.fspath(home / "none.toml")}, home)
+                                      "CORRAL_CONFIG": os.devnull}, home)
     assert_one_line_error(outcome, 3, rf"^corral: error: permission denied: the run at "
                                       rf"{re.escape(str(root_run.run))} belongs to another user$")
     assert not Run(root_run.run).paused
@@ -239,7 +239,7 @@ def test_status_of_another_user_on_a_run_directory_made_0755_is_one_permission_l
     try:
         outcome = other.corral_cmd(["status"], {
             "HOME": os.fspath(home), "TMPDIR": os.fspath(home),
-            "CORRAL_RUN": os.fspath(root_run.run), "CORRAL_CONFIG": os.fspath(home / "none.toml")},
+            "CORRAL_RUN": os.fspath(root_run.run), "CORRAL_CONFIG": os.devnull},
             home)
     finally:
         root_run.run.chmod(0o700)
@@ -263,7 +263,7 @@ def others_run(other: OtherUser, base: Path) -> Iterator[tuple[Path, int]]:
     home.chmod(0o700)
     run = home / "run"
     env = {"HOME": os.fspath(home), "TMPDIR": os.fspath(home), "CORRAL_RUN": os.fspath(run),
-           "CORRAL_CONFIG": os.fspath(home / "none.toml"), "CORRAL_DAEMON_IDLE": "30"}
+           "CORRAL_CONFIG": os.devnull, "CORRAL_DAEMON_IDLE": "30"}
     submitted = other.corral_cmd(["submit", "echo their own job"], env, home)
     daemon = owner_pid(run)
     try:

@@ -21,7 +21,9 @@ import copy
 import math
 import os
 import re
+import stat
 import tomllib
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -31,7 +33,8 @@ from typing import Any, NoReturn
 
 from corral.backends import (AUTO, DEFAULT_BACKEND, BackendInfo, backend_info, backend_names,
                              register_backend, unregister_backend)
-from corral.config_files import (CONFIG_NAME, config_paths, same_file, site_config_path,
+from corral.config_files import (CONFIG_NAME, config_paths, named_by_variables,
+                                 platform_config_path, same_file, site_config_path,
                                  user_config_path)
 from corral.errors import CorralError
 from corral.options import laid_over, megabytes_meant_otherwise, parse_options
@@ -44,11 +47,15 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaemonSettings",
+    "MAX_CONFIG_BYTES",
     "SmtpSettings",
     "tables_in",
+    "scheduler_names_in",
     "load_config",
     "register_schedulers",
     "user_config_path",
+    "check_idle",
+    "profile_key",
 ]
 
 #: The file name of both the user's config file and the local one.
@@ -184,8 +191,8 @@ class Config:
             known = ", ".join(sorted(self.profiles)) or "none are defined"
             raise ValueError(f"profile={safe_repr(name)} must be the name of a [profiles.NAME] "
                              f"table of the config files (known profiles: {known})")
-        if name in self.profiles:
-            return copy.deepcopy(dict(self.profiles[name]))
+        if profile_key(name) in self.profiles:
+            return copy.deepcopy(dict(self.profiles[profile_key(name)]))
         if not self.profiles:
             where = " or ".join(str(path) for path in self.searched) or "a corral.toml file"
             raise ValueError(f"unknown profile {safe_repr(name)}: no profiles are defined; "
@@ -197,6 +204,13 @@ class Config:
                          f"(profiles come from {sources})")
 
 
+def profile_key(name: str) -> str:
+    """*name* as profiles are known by: its Unicode NFC form, so that "café"
+    typed with a combining accent (a macOS file name, a paste) finds the file's
+    precomposed one, not "unknown profile 'café'; did you mean 'café'?"."""
+    return unicodedata.normalize("NFC", name)
+
+
 def load_config(cwd: str | os.PathLike[str] | None = None,
                 run_dir: str | os.PathLike[str] | None = None) -> Config:
     """Read the site's config file (:func:`corral.config_files.site_config_path`),
@@ -204,7 +218,8 @@ def load_config(cwd: str | os.PathLike[str] | None = None,
     given: ``corral submit``'s, whose daemon reads that file too), then
     ``corral.toml`` in *cwd*, and check them.
 
-    *cwd* defaults to the current directory. A missing file counts as empty.
+    *cwd* defaults to the current directory. A missing file counts as empty,
+    unless an environment variable names it (:func:`named_by_variables`).
     Each file overrides those before it: a profile in several is merged option by
     option and ``[smtp]`` key by key, the later value winning. The SMTP password
     is read from the environment variable named by ``smtp.password_env`` now.
@@ -214,7 +229,9 @@ def load_config(cwd: str | os.PathLike[str] | None = None,
     backend`` is checked, which may name one.
 
     Raises:
-        ConfigError: a file cannot be read or is not valid TOML, or holds an
+        ConfigError: a file cannot be read (or is no regular file, or is over
+            :data:`MAX_CONFIG_BYTES`), or a variable names one that does not
+            exist, or it is not valid TOML, or holds an
             unknown table, an unknown or invalid job option in a profile, a
             bad ``[smtp]`` key or value, or a bad scheduler table (or one named
             as a backend that is not described in settings); the error names
@@ -232,7 +249,9 @@ def load_config(cwd: str | os.PathLike[str] | None = None,
     smtp_table = False  # an empty [smtp] table still means "the defaults: localhost:25"
     daemon: dict[str, Any] = {}
     sources = []
-    layers = [layer for layer in map(_read, searched) if layer is not None]
+    named = named_by_variables()
+    layers = [layer for layer in (_read(path, named.get(path)) for path in searched)
+              if layer is not None]
     schedulers: dict[str, _Origin] = {}
     for layer in layers:
         schedulers.update(layer.schedulers())
@@ -263,6 +282,19 @@ def tables_in(path: Path, names: Iterable[str]) -> list[str]:
     except ValueError:
         return []
     return [] if layer is None else [name for name in names if layer.has_table(name)]
+
+
+def scheduler_names_in(path: Path) -> set[str]:
+    """The NAMEs of the ``[schedulers.NAME]`` tables of the config file at *path*,
+    the rest of it unchecked (none where it cannot be parsed): whether a mistake
+    in a file is what keeps a scheduler it describes unknown."""
+    try:
+        raw = _read_bytes(path, None)
+        data = tomllib.loads(raw.decode("utf-8")) if raw is not None else {}
+    except (ValueError, RecursionError):  # (ConfigError, not UTF-8, not TOML)
+        return set()
+    tables = data.get("schedulers")
+    return set(tables) if isinstance(tables, dict) else set()
 
 
 def register_schedulers(config: Config) -> None:
@@ -350,7 +382,12 @@ class _Layer:
         then fixed in one round, not one round per typo."""
         checked = {}
         problems: list[tuple[tuple[str, ...], str]] = []
+        written: dict[str, str] = {}  # each profile's key: the name as the file writes it
         for name, options in self._data.get("profiles", {}).items():
+            if profile_key(name) in written:
+                problems.append((("profiles", name), _written_twice(written[profile_key(name)])))
+                continue
+            written[profile_key(name)] = name
             if not name.strip():  # (profile="" names no profile: attack review)
                 problems.append((("profiles", name), "a profile needs a name: "
                                                      "[profiles.short], not [profiles.\"\"]"))
@@ -383,7 +420,7 @@ class _Layer:
                     parse_options({option: value})
                 except ValueError as error:
                     problems.append((key, str(error)))
-            checked[name] = options
+            checked[profile_key(name)] = options
         if problems:
             self.fail_all(problems)
         return checked
@@ -440,14 +477,78 @@ class _Layer:
         return checked
 
 
-def _read(path: Path) -> _Layer | None:
+#: The most of a config file that is read: a larger one is no settings (a log or
+#: a data file named by mistake), and one without end (/dev/zero) was read until
+#: memory ran out (attack review).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _read(path: Path, variable: str | None = None) -> _Layer | None:
+    """The config file at *path*, parsed; None where there is none, unless the
+    environment variable *variable* names it (a file a person asked for)."""
+    raw = _read_bytes(path, variable)
+    return None if raw is None else _parsed(path, raw)
+
+
+def _read_bytes(path: Path, variable: str | None) -> bytes | None:
+    """The bytes of the regular file at *path*, at most :data:`MAX_CONFIG_BYTES`.
+
+    ``/dev/null`` is the conventional "no file" (``CORRAL_CONFIG=/dev/null``
+    reads none). Anything else is refused before it is opened: every command
+    reads the config, and a FIFO there hung them all (attack review). It is looked at
+    again once open, without waiting (O_NONBLOCK), in case it was swapped meanwhile.
+    """
+    if os.fspath(path) == os.devnull:
+        return b""
     try:
-        raw = path.read_bytes()
+        _check_regular(path, os.stat(path).st_mode)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return None
+        if variable is None:
+            return None
+        raise ConfigError(_missing_named_file(variable), path=path) from None
     except OSError as error:
-        raise ConfigError(f"cannot read the config file: {error.strerror or error}",
-                          path=path) from error
+        raise _unreadable(path, error) from error
+    try:
+        _check_regular(path, os.fstat(descriptor).st_mode)
+        with open(descriptor, "rb", closefd=False) as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise _unreadable(path, error) from error
+    finally:
+        os.close(descriptor)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES // 2**20} MB, the most corral reads "
+                          "of a config file; is it the right file?", path=path)
+    return raw
+
+
+def _missing_named_file(variable: str) -> str:
+    """Why a file that the environment variable *variable* names, and that does
+    not exist, is refused, and what to do instead."""
+    instead = (f"unset it to read {platform_config_path()}, or set it to {os.devnull} to read "
+               "none" if variable == "CORRAL_CONFIG" else "set it empty to read no site file")
+    return f"no such file, yet ${variable} names it; create it, correct ${variable}, or {instead}"
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    """Refuse a config file that is not a regular file, naming what it is."""
+    if stat.S_ISREG(mode):
+        return
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    raise ConfigError(f"{kind}, not a regular file; a config file is a TOML text file, and "
+                      "nothing else is read", path=path)
+
+
+def _unreadable(path: Path, error: OSError) -> ConfigError:
+    return ConfigError(f"cannot read the config file: {error.strerror or error}", path=path)
+
+
+def _parsed(path: Path, raw: bytes) -> _Layer:
+    """The config file *path* holding *raw*, checked table by table."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -600,14 +701,34 @@ def _daemon_memory(value: Any, name: str) -> tuple[str, int]:
     return "memory_mb", parse_memory(value, name)
 
 
+#: How long a daemon may wait idle ([daemon] idle, $CORRAL_DAEMON_IDLE): long
+#: enough to serve the submit that started it, which asks once it has started;
+#: short enough that it goes some day.
+SHORTEST_IDLE_S = 1.0
+LONGEST_IDLE_S = 365 * 86400.0
+
+
+def check_idle(seconds: float, said: str) -> float:
+    """Return *seconds* where a daemon may wait that long idle; else raise a
+    ValueError, *said* followed by the range. The one check of the config's key
+    and of the variable: the file took 0.01 s, which the variable refused, and
+    every submit then failed on a daemon gone before it was asked (attack review).
+    """
+    if not SHORTEST_IDLE_S <= seconds <= LONGEST_IDLE_S:  # (NaN too: it never went idle)
+        raise ValueError(f"{said} from {SHORTEST_IDLE_S:g} to {LONGEST_IDLE_S:,.0f} (a year)")
+    return seconds
+
+
 def _daemon_idle(value: Any, name: str) -> tuple[str, float]:
-    return "idle", _timeout(value, name)
+    seconds = _timeout(value, name)
+    return "idle", check_idle(seconds, f"{name}={value!r} is {seconds:,.10g} s; the seconds a "
+                                       "daemon waits idle must be")
 
 
 def _queues(value: Any, name: str) -> tuple[str, Mapping[str, int]]:
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a table of queue names and how many of their jobs "
-                         "may run at once, e.g. queues = {{ gpu = 1, io = 4 }}")
+                         "may run at once, e.g. queues = { gpu = 1, io = 4 }")
     for queue, capacity in value.items():
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"{name}.{queue}={capacity!r} must be an int >= 1")
@@ -737,6 +858,13 @@ def _dotted(key: Iterable[str]) -> str:
 
 
 # -- messages ---------------------------------------------------------------------------------
+
+def _written_twice(first: str) -> str:
+    """Why a profile named as one before it, in another Unicode form, is refused:
+    names are compared in their NFC form (:func:`profile_key`)."""
+    return (f"the same name as profile {first!r} before it, in another Unicode form (NFC "
+            "and NFD); give one of them another name")
+
 
 def _unknown(what: str, name: str, known: Iterable[str]) -> str:
     known = list(known)

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 __all__ = ["CONFIG_NAME", "SITE_CONFIG", "site_config_path", "user_config_path", "config_paths",
-           "config_files_in", "every_config_path", "same_file"]
+           "config_files_in", "every_config_path", "same_file", "named_by_variables",
+           "platform_config_path"]
 
 CONFIG_NAME = "corral.toml"
 
@@ -38,9 +39,29 @@ def user_config_path() -> Path:
     override = os.environ.get("CORRAL_CONFIG")
     if override:
         return Path(override).expanduser()
+    return platform_config_path()
+
+
+def platform_config_path() -> Path:
+    """The user's config file where ``$CORRAL_CONFIG`` names none."""
     import platformdirs  # only needed when no override is set
 
     return platformdirs.user_config_path("corral") / CONFIG_NAME
+
+
+def named_by_variables() -> dict[Path, str]:
+    """The config files an environment variable names, each with that variable
+    (``CORRAL_SITE_CONFIG``, ``CORRAL_CONFIG``): files a person asked for, which
+    must exist. A missing file in a default place is no config; a misspelt
+    variable's was read as none too, and the job meant for its settings ran
+    under none of them (attack review)."""
+    named = {}
+    site = site_config_path()
+    if site is not None and os.environ.get("CORRAL_SITE_CONFIG"):
+        named[site] = "CORRAL_SITE_CONFIG"
+    if os.environ.get("CORRAL_CONFIG"):
+        named[user_config_path()] = "CORRAL_CONFIG"
+    return named
 
 
 def config_paths(cwd: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:

@@ -144,6 +144,7 @@ class Corral:
         self.cwd = cwd or home
         self.tmp = home / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.config.touch()  # (empty: a file $CORRAL_CONFIG names must exist)
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.fspath(home),

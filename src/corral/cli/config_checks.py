@@ -13,7 +13,7 @@ import click
 from corral.cli.exits import CommandError
 
 __all__ = ["check_config", "register_configured_backends", "profile_options",
-           "note_tables_not_read"]
+           "note_tables_not_read", "unknown_backend_said"]
 
 
 def check_config(run_dir: Path) -> None:
@@ -46,6 +46,22 @@ def register_configured_backends(strict: bool = True) -> str | None:
             raise CommandError(str(error)) from None
         return str(error)
     return None
+
+
+def unknown_backend_said(name: str, unknown: str, problem: str | None) -> str:
+    """What a command says of backend *name*, which is not known: *unknown*
+    (that it is unknown, with the closest names), and *problem*, a config file's
+    mistake, if any. Only the mistake where a file has a ``[schedulers.NAME]``
+    table: NAME is then a scheduler the mistake keeps unknown. (Attack review:
+    "slrum" was told only of a profile's mistake in another table.)"""
+    if problem is None:
+        return unknown
+    from corral.config import scheduler_names_in
+    from corral.config_files import config_files_in
+
+    if any(name in scheduler_names_in(path) for path in config_files_in()):
+        return problem
+    return f"{unknown}; and a config file has a mistake: {problem}"
 
 
 def profile_options(name: str, run_dir: Path) -> dict[str, Any]:

@@ -61,20 +61,16 @@ def idle_seconds(default: float = 300.0) -> float:
     value = os.environ.get("CORRAL_DAEMON_IDLE")
     if value is None:
         return default
+    from corral.config import check_idle  # (the bounds of [daemon] idle too)
+
     try:
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not _SHORTEST_IDLE_S <= seconds <= _LONGEST_IDLE_S:  # (NaN too: it never went idle)
-        raise CorralError(f"CORRAL_DAEMON_IDLE={value!r} must be a number of seconds from "
-                          f"{_SHORTEST_IDLE_S:g} to {_LONGEST_IDLE_S:,.0f} (a year)")
-    return seconds
-
-
-#: The bounds of ``$CORRAL_DAEMON_IDLE``: a daemon must outlive the submit that
-#: started it, which it serves after it starts; and it must go idle some day.
-_SHORTEST_IDLE_S = 1.0
-_LONGEST_IDLE_S = 365 * 86400.0
+    try:
+        return check_idle(seconds, f"CORRAL_DAEMON_IDLE={value!r} must be a number of seconds")
+    except ValueError as error:
+        raise CorralError(str(error)) from None
 
 
 def ensure_daemon(run_dir: Path, paused: bool = False, held: bool = False) -> dict[str, Any]:

@@ -951,6 +951,7 @@ def options(backends: tuple[str, ...], names: tuple[str, ...]) -> None:
     accepts, its units, default, and what it becomes on each backend."""
     from corral.backends import AUTO, backend_names, resolve_backend
     from corral.cli.backend_views import option_of_flag, options_table
+    from corral.cli.config_checks import unknown_backend_said
     from corral.options import JOB_OPTIONS, unknown_option_message
 
     names = tuple(option_of_flag(name.lstrip("-").replace("-", "_"))  # --memory, --workdir too
@@ -967,8 +968,9 @@ def options(backends: tuple[str, ...], names: tuple[str, ...]) -> None:
     problem = register_configured_backends(strict=False)
     for name in backends:
         if name not in backend_names() and name != AUTO:
-            # (a scheduler the broken file describes: what is wrong there, not "unknown")
-            raise CommandError(problem if problem is not None else _unknown_backend(name))
+            # (a scheduler the broken file describes: what is wrong there; a typo:
+            # that it is unknown, which the file's mistake hid: attack review)
+            raise CommandError(unknown_backend_said(name, _unknown_backend(name), problem))
     if problem is not None:
         click.echo(f"corral: warning: {problem} (fix it; the table leaves out the schedulers "
                    "described there)", err=True)
