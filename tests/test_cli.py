@@ -1754,10 +1754,9 @@ def test_a_restarted_daemon_cancels_a_left_job_it_cannot_make_again_and_serves_o
     release = tmp_path / "release"
     gone = tmp_path / "gone"
     gone.mkdir()
-    blocker = fresh.submit(block(release), cwd=gone)
-    word = "a" * 100_000
-    left = fresh.submit("--after", blocker, "--", "echo", word, word, cwd=gone)
-    fresh.wait_for_status(blocker, "RUNNING")
+    word = "a" * 100_000  # (no after=: a job with one may name a cwd not made yet)
+    left = fresh.submit("--", "sh", "-c", block(release), word, word, cwd=gone)
+    fresh.wait_for_status(left, "RUNNING")
     try:
         kill_and_wait(fresh.daemon_pid())
         gone.rmdir()
@@ -1766,7 +1765,7 @@ def test_a_restarted_daemon_cancels_a_left_job_it_cannot_make_again_and_serves_o
         row = fresh("status", "--all").rows()[left]
         assert row["STATUS"] == "CANCELLED"
         assert row["DETAIL"].startswith("cannot run again after the daemon restarted")
-        assert row["COMMAND"].startswith("echo aaaa")
+        assert row["COMMAND"].startswith("sh -c ")
     finally:
         release.touch()
 
@@ -2594,6 +2593,7 @@ def test_a_daemon_table_in_the_submitting_directory_gets_a_note_that_it_is_not_r
 def test_a_daemon_names_every_file_its_settings_come_from_the_sites_too(fresh, tmp_path):
     """Where a person sets the daemon's queues: the site's file was left out."""
     site = tmp_path / "site.toml"
+    site.write_text("")
     refused = fresh("submit", "--queue", "gpu", "true",
                     env={"CORRAL_SITE_CONFIG": os.fspath(site)})
     assert_one_line_error(refused, 2, re.escape(
@@ -3525,3 +3525,22 @@ def test_wait_shows_the_stderr_of_three_failures_at_most(fresh):
     assert [line for line in waited.err.splitlines() if line.startswith("  broke")] == [
         "  broke 0", "  broke 1", "  broke 2"], waited.err
     assert waited.err.count("FAILED: exit code 1") == len(failing)
+
+
+def test_options_for_a_misspelt_backend_says_it_is_unknown_whatever_the_config_says(tmp_path):
+    """Attack review: a profile's mistake in the user's file was all that
+    ``corral options --backend slrum`` said. A scheduler that a broken file
+    describes is told of that file's mistake alone."""
+    corral = Corral(tmp_path, tmp_path / "run")
+    corral.config.write_text("[profiles.a]\nmemory = 5\n")
+    said = assert_one_line_error(corral("options", "--backend", "slrum", "memory"), 2,
+                                 r"^corral: error: unknown backend 'slrum'; did you mean "
+                                 r"'slurm'\? \(known: local, slurm")
+    assert said.endswith(f"; and a config file has a mistake: {corral.config}:2: "
+                         "profiles.a.memory: memory = 5 is megabytes without a unit, so little "
+                         'that gigabytes are likely meant: write "5G" (or "5M" if megabytes '
+                         "are meant)")
+    corral.config.write_text("[schedulers.mine]\nsubmit = 5\n")
+    assert_one_line_error(corral("options", "--backend", "mine"), 2,
+                          rf"^corral: error: {re.escape(str(corral.config))}:1: "
+                          r"schedulers\.mine\.job_id: missing: every scheduler table needs")
