@@ -5,6 +5,9 @@ LSF itself is closed source; its output formats are tested in test_lsf_commands.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +23,7 @@ from corral.backends.batch.lsf.backend import control_without_driver
 from corral.status import JobStatus
 
 POLL = {"poll_interval": 0.05, "max_poll_interval": 0.1}
+TESTS = os.fspath(Path(__file__).parent)
 
 
 @contextmanager
@@ -101,6 +105,18 @@ def test_a_child_of_a_failed_parent_is_chained_with_done_then_killed_naming_the_
     assert any(child.native_id in args for _, _, args in lsf.calls("bkill"))
 
 
+def test_where_bparams_says_lsf_reserves_per_task_the_rusage_is_per_core(tmp_path, monkeypatch):
+    """RESOURCE_RESERVE_PER_TASK = Y in bparams -a: rusage[mem=] is the job's
+    memory divided by its cores; -M, in MB too, stays the job's total."""
+    with fake_lsf(tmp_path, monkeypatch, reserve_per_task=True) as cluster:
+        with scheduler(tmp_path) as sched:
+            job = sched.options(cores=4, memory="1G").submit(square, 3)
+            assert job.result(timeout=60) == 9
+        (bsub,) = submitted(cluster)
+    assert (bsub[bsub.index("-M") + 1], bsub[bsub.index("-R") + 1]) == (
+        "1024MB", "rusage[mem=256MB] span[hosts=1]")
+
+
 def test_a_job_past_its_run_limit_is_timed_out_by_lsf(lsf, tmp_path):
     """bsub -W 1 (a minute of 0.5 s on this fake): LSF kills it, TERM_RUNLIMIT."""
     with scheduler(tmp_path) as sched:
@@ -174,6 +190,78 @@ def test_with_no_driver_pause_stops_only_pending_jobs_and_cancel_kills(tmp_path,
         wait_until(lambda: cluster.bjobs(hog)[hog]["STAT"] == "DONE")
 
 
+#: A journaled driver that submits a job and dies (SIGKILL) once it runs and the
+#: journal holds its LSF id: the job runs on with no driver.
+DYING_DRIVER = """
+import os, sys, time
+import corral
+from jobs import wait_for_file
+run, gate = sys.argv[1], sys.argv[2]
+with corral.Scheduler(backend="lsf", journal=run,
+                      backend_options={"poll_interval": 0.05, "max_poll_interval": 0.1}) as sched:
+    job = sched.submit(wait_for_file, gate, None, None)
+    while job.status.name != "RUNNING" or job.native_id not in {
+            stored.native_id for stored in corral.Scheduler.open(run).jobs(results=False)}:
+        time.sleep(0.02)
+    print(job.native_id, flush=True)
+    os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_rerun_decides_a_job_lsf_killed_and_cleaned_while_no_driver_ran(tmp_path, monkeypatch):
+    """The job is killed outside corral while no driver runs, and LSF cleans it
+    after CLEAN_PERIOD; the user has no other job, so bjobs says "No job found"
+    on stderr and exits 255. The rerun must decide the job, not poll for ever
+    (review F2: it stayed SUBMITTED)."""
+    gate = tmp_path / "gate"
+    with fake_lsf(tmp_path, monkeypatch, forget_s=0.3) as cluster:
+        script = tmp_path / "driver.py"
+        script.write_text(DYING_DRIVER)
+        died = subprocess.run(
+            [sys.executable, os.fspath(script), os.fspath(tmp_path / "run"), os.fspath(gate)],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, *sys.path])})
+        assert died.returncode == -signal.SIGKILL, died.stderr
+        native = died.stdout.strip()
+        assert cluster.run("bkill", native).returncode == 0
+        wait_until(lambda: cluster.bjobs() == {}, message="LSF to clean the killed job")
+        assert cluster.run("bjobs", "-json", "-o", "jobid", "-a").stderr == "No job found\n"
+        with corral.Scheduler(backend="lsf", journal=tmp_path / "run",
+                              backend_options=POLL) as sched:
+            job = sched.submit(wait_for_file, os.fspath(gate), None, None)
+            with pytest.raises(corral.JobFailed):
+                job.result(timeout=60)
+        assert job.native_id == native
+        assert job.reason.startswith("LSF no longer knows the job and it left no result"), \
+            job.reason
+
+
+def test_with_no_driver_resume_lets_a_job_stopped_as_it_started_go_on(lsf, tmp_path):
+    """A driverless pause lists pending jobs, then bstops them: one that started
+    in between is suspended running (USUSP). Resume must bresume it too, or it
+    holds its slots, stopped, for good (review F4)."""
+    ticks, gate = tmp_path / "ticks", tmp_path / "gate"
+    job = bsub(lsf, f"while [ ! -e {gate} ]; do echo x >> {ticks}; sleep 0.01; done")
+    wait_until(ticks.exists)
+    assert lsf.run("bstop", job).returncode == 0  # the race, made sure
+    assert lsf.bjobs(job)[job]["STAT"] == "USUSP"
+    assert control_without_driver("pause", [job]) == ""  # not pending: left alone
+    assert control_without_driver("resume", [job]) == f"Job <{job}> is being resumed\n"
+    assert lsf.bjobs(job)[job]["STAT"] == "RUN"
+    gate.touch()
+    wait_until(lambda: lsf.bjobs(job)[job]["STAT"] == "DONE")
+
+
+def test_with_no_driver_cancel_of_a_job_lsf_cleaned_still_kills_the_others(lsf):
+    """bkill says "No matching job found" of a job LSF cleaned after CLEAN_PERIOD
+    and exits 255: that job ended long ago, so the cancel did what was asked
+    (review F3: it raised, and the kills it made went unrecorded)."""
+    live = bsub(lsf, "sleep 30")
+    said = control_without_driver("cancel", [live, "4242"])
+    assert said == f"Job <{live}> is being terminated\n"
+    assert lsf.bjobs(live)[live]["EXIT_REASON"] == "TERM_OWNER: job killed by owner"
+
+
 # -- the fake itself: LSF's behaviour where corral relies on it --------------------------------
 
 
@@ -229,8 +317,19 @@ def test_the_fake_bsub_refuses_bad_input_as_lsf_words_it(lsf, argv, message):
 
 
 def test_bkill_of_unknown_or_finished_jobs_says_so(lsf):
+    """On stderr, with exit status 255; what it killed all the same on stdout."""
     job = bsub(lsf, "true")
     wait_until(lambda: lsf.bjobs(job)[job]["STAT"] == "DONE")
-    refused = lsf.run("bkill", job, "999")
-    assert (refused.returncode, refused.stderr) == (
-        255, f"Job <999>: No matching job found\nJob <{job}>: Job has already finished\n")
+    live = bsub(lsf, "sleep 30")
+    refused = lsf.run("bkill", job, "999", live)
+    assert (refused.returncode, refused.stderr, refused.stdout) == (
+        255, f"Job <999>: No matching job found\nJob <{job}>: Job has already finished\n",
+        f"Job <{live}> is being terminated\n")
+
+
+def test_bjobs_with_no_job_to_list_says_so_on_stderr(lsf):
+    """As LSF answers in text (batchtools, OSC's ood_core; not recorded for -json)."""
+    listed = lsf.run("bjobs", "-json", "-o", "jobid stat", "-a", "-u", "all")
+    assert (listed.returncode, listed.stderr, listed.stdout) == (255, "No job found\n", "")
+    unfinished = lsf.run("bjobs", "-json", "-o", "jobid stat", "-u", "all")
+    assert (unfinished.returncode, unfinished.stderr) == (255, "No unfinished job found\n")

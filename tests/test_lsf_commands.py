@@ -12,7 +12,7 @@ import pytest
 
 import corral
 from corral.backends import backend_info
-from corral.backends.batch.lsf.scheduler import LsfScheduler
+from corral.backends.batch.lsf.scheduler import LsfLimits, LsfScheduler
 from corral.backends.batch.scheduler import NativeRow, NeverKind, SubmitRequest
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
@@ -44,7 +44,7 @@ def test_bsub_gets_one_argument_per_setting_and_the_script_as_a_quoted_command()
         array_size=50, throttle=8, dependencies=("7", "8[2]")))
     assert argv == [
         "bsub", "-rn", "-J", "train[1-50]%8", "-o", "/dev/null", "-n", "4",
-        "-M", "524288", "-R", "select[avx2] rusage[mem=524288] span[hosts=1]", "-W", "2",
+        "-M", "512MB", "-R", "select[avx2] rusage[mem=512MB] span[hosts=1]", "-W", "2",
         "-gpu", "num=2", "-q", "short", "-P", "proj1", "-w", "done(7) && done(8[2])",
         "-G", "lab", "/bin/bash", "'/home/ann/run'\"'\"'s/lsf/1/job.sh'"]
 
@@ -55,9 +55,18 @@ def test_a_lone_job_on_one_core_asks_for_nothing_more():
         "'/home/ann/run'\"'\"'s/lsf/1/job.sh'"]
 
 
-@pytest.mark.parametrize(("unit", "amount"), [("KB", "1536000"), ("MB", "1500"), ("GB", "2"),
-                                              ("tb", "1"), ("M", "1500")])
-def test_memory_goes_in_the_sites_unit_for_limits_rounded_up(unit, amount):
+def test_memory_goes_in_megabytes_with_the_unit_written_out():
+    """A plain number is read in the site's LSF_UNIT_FOR_LIMITS, KB unless set:
+    32G went out as 33554432, 32 TB where the site says MB (review F5). LSF
+    10.1.0.2, the first with bjobs -json, reads a unit after the number."""
+    argv = LSF.submit_argv(request(resources=Resources(cores=8, memory_mb=32 * 1024)))
+    assert argv[argv.index("-M") + 1] == "32768MB"
+    assert argv[argv.index("-R") + 1] == "rusage[mem=32768MB] span[hosts=1]"
+
+
+@pytest.mark.parametrize(("unit", "amount"), [("KB", "1536000KB"), ("MB", "1500MB"),
+                                              ("GB", "2GB"), ("tb", "1TB"), ("M", "1500MB")])
+def test_memory_goes_in_unit_for_limits_rounded_up_naming_the_unit(unit, amount):
     argv = LsfScheduler(unit_for_limits=unit).submit_argv(
         request(resources=Resources(cores=1, memory_mb=1500)))
     assert argv[argv.index("-M") + 1] == amount
@@ -178,6 +187,22 @@ def test_no_job_found_is_no_jobs_but_other_text_is_refused():
     assert LSF.parse_status(trailer) == LSF.parse_status(recorded("bjobs_states.json"))
 
 
+@pytest.mark.parametrize(("stderr", "usable"), [
+    (recorded("bjobs_none.txt"), True),  # bjobs -a -u alice: exit status 255
+    ("No unfinished job found\n", True),  # without -a
+    ("Job <7> is not found\nJob <8[2]> is not found\n", True),  # asked for by id
+    ("No job found\nLSF is down. Please wait ...\n", False),
+    ("-json: Illegal option\n", False),
+    ("", False),
+])
+def test_bjobs_that_found_no_job_says_so_on_stderr_and_that_is_an_answer(stderr, usable):
+    """LSF says it on stderr and exits 255 (batchtools, OSC's ood_core): read as
+    a failed query, a rerun whose jobs LSF cleaned after CLEAN_PERIOD polled for
+    ever (review F2). Its stdout, nothing, is then no jobs."""
+    assert LSF.status_answer_usable(255, stderr) is usable
+    assert LSF.parse_status("") == {}
+
+
 def test_an_unknown_state_is_logged_and_polling_goes_on(tmp_path, caplog):
     """The base's poller on a FROZEN row: a warning naming it, no update, no crash."""
     from corral.backends.batch.lsf.backend import LsfBackend
@@ -202,11 +227,51 @@ def test_bparams_gives_the_array_limit_and_the_clean_period():
     assert LSF.parse_limits("nothing here") == LSF.default_limits  # LSF's defaults
 
 
+def test_bparams_tells_whether_lsf_reserves_memory_per_task():
+    assert LSF.parse_limits(recorded("bparams_a_per_task.txt")) == LsfLimits(
+        4000, 3600.0, False, reserve_per_task=True)
+    assert LSF.parse_limits(recorded("bparams_a.txt")).reserve_per_task is False
+    assert LSF.parse_limits("RESOURCE_RESERVE_PER_SLOT = y").reserve_per_task is True
+    assert LSF.parse_limits("RESOURCE_RESERVE_PER_TASK = N").reserve_per_task is False
+    assert LSF.default_limits.reserve_per_task is False  # bparams unreadable: per host
+
+
+def test_where_lsf_reserves_per_task_the_rusage_is_the_jobs_memory_divided_by_its_cores():
+    """Sent whole, 8 cores and 32G reserved 256 GB there, and maybe never
+    started (review F6). -M stays the total: it limits a process, or the job."""
+    per_task = LSF.for_cluster(LSF.parse_limits(recorded("bparams_a_per_task.txt")))
+    argv = per_task.submit_argv(request(resources=Resources(cores=8, memory_mb=32 * 1024)))
+    assert (argv[argv.index("-M") + 1], argv[argv.index("-R") + 1]) == (
+        "32768MB", "rusage[mem=4096MB] span[hosts=1]")
+    argv = per_task.submit_argv(request(resources=Resources(cores=8, memory_mb=1500)))
+    assert argv[argv.index("-R") + 1] == "rusage[mem=188MB] span[hosts=1]"  # rounded up
+    argv = per_task.submit_argv(request(resources=Resources(cores=1, memory_mb=1500)))
+    assert argv[argv.index("-R") + 1] == "rusage[mem=1500MB]"
+    # Per host (the default, and this cluster): the job's total, and LSF itself unchanged.
+    per_host = LSF.for_cluster(LSF.parse_limits(recorded("bparams_a.txt")))
+    assert per_host is LSF and LSF.reserve_per_task is False
+    argv = per_host.submit_argv(request(resources=Resources(cores=8, memory_mb=32 * 1024)))
+    assert argv[argv.index("-R") + 1] == "rusage[mem=32768MB] span[hosts=1]"
+
+
 def test_control_commands():
     assert LSF.cancel_argv(["12", "13[2]"]) == ["bkill", "12", "13[2]"]
     assert LSF.signal_argv(["12"]) == ["bkill", "-s", "USR1", "12"]
     assert LSF.hold_argv(["12"]) == ["bstop", "12"]
     assert LSF.release_argv(["12"]) == ["bresume", "12"]
+
+
+@pytest.mark.parametrize(("stderr", "usable"), [
+    ("Job <4242>: No matching job found\n", True),  # cleaned after CLEAN_PERIOD
+    ("Job <11>: Job has already finished\n", True),
+    ("Job <4242>: No matching job found\nJob <11>: Job has already finished\n", True),
+    ("Job <4242>: No matching job found\nJob <12>: Permission denied\n", False),
+    ("", False),
+])
+def test_bkill_of_a_job_lsf_no_longer_knows_did_what_was_asked(stderr, usable):
+    """(Review F3: read as a refusal, a driverless cancel of a run holding one
+    cleaned job failed, and left unrecorded the kills it made.)"""
+    assert LSF.cancel_answer_usable(255, stderr) is usable
 
 
 def write_command(folder: Path, name: str, body: str) -> None:
@@ -221,6 +286,21 @@ def write_command(folder: Path, name: str, body: str) -> None:
     ("echo 'ls_getclustername(): LIM is down; try later' >&2; exit 255", False,
      "lsid failed: ls_getclustername(): LIM is down; try later"),
     ("echo 'OpenPBS 23.06'", False, "lsid does not name LSF: OpenPBS 23.06"),
+    # No bjobs -json before 10.1.0.2: every job would be submitted, then never
+    # followed (review F1: the status query failed and was asked again for ever).
+    (f"cat {RECORDED / 'lsid_9.1.txt'}", False,
+     "lsid says LSF 9.1.3.0, but corral needs LSF 10.1.0.2 or later (the first whose bjobs "
+     "has -json)"),
+    (f"cat {RECORDED / 'lsid_10.1.0.0.txt'}", False,
+     "lsid says LSF 10.1.0.0, but corral needs LSF 10.1.0.2 or later (the first whose bjobs "
+     "has -json)"),
+    ("echo 'IBM Spectrum LSF Standard 10.1, May 25 2016'", False,
+     "lsid says LSF 10.1, but corral needs LSF 10.1.0.2 or later (the first whose bjobs "
+     "has -json)"),
+    ("echo 'IBM Spectrum LSF Standard 10.1.0.2, Dec 1 2016'", True,
+     "lsid says IBM Spectrum LSF Standard 10.1.0.2, Dec 1 2016"),
+    ("echo 'IBM Spectrum LSF Standard, no version'", True,  # cannot tell: not refused
+     "lsid says IBM Spectrum LSF Standard, no version"),
     ("sleep 30", False, "lsid did not answer within 0.5 s"),
 ])
 def test_the_probe_says_what_lsid_answered(tmp_path, monkeypatch, lsid, answers, why):
@@ -241,6 +321,7 @@ def test_every_job_option_and_own_option_is_described():
     info = backend_info("lsf")
     assert "unit_for_limits" in info.backend_options and "KB" in \
         info.backend_options["unit_for_limits"]
-    assert info.option_help["memory"] == "-R rusage[mem=N] and -M N, in unit_for_limits"
+    assert info.option_help["memory"] == \
+        "-R rusage[mem=<N>MB] (per core where LSF reserves per task) and -M <N>MB"
 
 

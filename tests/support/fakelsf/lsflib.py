@@ -163,7 +163,11 @@ def _exit_fields(task: dict) -> tuple[str, str]:
 
 def bjobs(args: list[str]) -> None:
     """``bjobs -json -o "FIELD ..." [-a] [-u USER] [ID...]``: LSF's JSON, one
-    record per job or array element; without ``-a`` finished ones are left out."""
+    record per job or array element; without ``-a`` finished ones are left out.
+    With no job to list, ``No job found`` (``No unfinished job found`` without
+    ``-a``) on stderr and exit status 255, as LSF answers in text: whether
+    ``-json`` answers an empty document instead is recorded nowhere, and corral
+    must read both."""
     if "-json" not in args or "-o" not in args:
         fail("bjobs", "this fake prints only -json -o output", 2)
     fields = args[args.index("-o") + 1].split()
@@ -185,6 +189,8 @@ def bjobs(args: list[str]) -> None:
                   if task["state"] in (QUEUED, HELD) and task.get("pend_reason") else "",
                   "job_name": task["name"], "user": task["owner"]}
         records.append({field.upper(): values.get(field, "") for field in fields})
+    if not records and not ids:  # as text-mode bjobs says it (batchtools, OSC's ood_core)
+        fail("", "No job found" if "-a" in args else "No unfinished job found", 255)
     print(json.dumps({"COMMAND": "bjobs", "JOBS": len(records), "RECORDS": records}, indent=2))
 
 
@@ -203,17 +209,15 @@ def bkill(args: list[str]) -> None:
     if args[:1] == ["-s"]:
         signum = signal.Signals["SIG" + args[1].removeprefix("SIG")]
         args = args[2:]
-    said, status = [], 0
+    said, refused = [], []
     with qlib.locked_state() as state:
         chosen = _chosen("bkill", state, args)
         for wanted in args:
             if not qlib.select(state, [wanted]):
-                said.append(f"Job <{wanted}>: No matching job found")
-                status = 255
+                refused.append(f"Job <{wanted}>: No matching job found")
         for native, task in chosen.items():
             if task["state"] == FINISHED:
-                said.append(f"Job <{native}>: Job has already finished")
-                status = 255
+                refused.append(f"Job <{native}>: Job has already finished")
             elif signum is not None:
                 if task["state"] == RUNNING:
                     with contextlib.suppress(ProcessLookupError):
@@ -224,9 +228,10 @@ def bkill(args: list[str]) -> None:
                     qlib.kill_task(native)
                 qlib.finish(task, exit_status=None, signum=None, reason="deleted")
                 said.append(f"Job <{native}> is being terminated")
-    if said:
-        print("\n".join(said), file=sys.stderr if status else sys.stdout)
-    sys.exit(status)
+    if said:  # what it did on stdout, what it refused on stderr (ERT's LSF driver tests)
+        print("\n".join(said))
+    if refused:
+        fail("", "\n".join(refused), 255)
 
 
 def bstop(args: list[str], stop: bool = True) -> None:
@@ -252,10 +257,12 @@ def bstop(args: list[str], stop: bool = True) -> None:
 
 
 def bparams(args: list[str]) -> None:
-    """``bparams -a``: the parameters corral reads, as ``NAME = value`` lines."""
+    """``bparams -a``: the parameters corral reads, as ``NAME = value`` lines
+    (RESOURCE_RESERVE_PER_TASK from ``$FAKELSF_RESERVE_PER_TASK``, N by default)."""
     print("System default queue for batch processing:\n    DEFAULT_QUEUE = normal\n"
           f"    CLEAN_PERIOD = {int(qlib.FORGET_S)}\n"
-          f"    MAX_JOB_ARRAY_SIZE = {qlib.MAX_ARRAY}\n    MBD_SLEEP_TIME = 10")
+          f"    MAX_JOB_ARRAY_SIZE = {qlib.MAX_ARRAY}\n    MBD_SLEEP_TIME = 10\n"
+          f"    RESOURCE_RESERVE_PER_TASK = {os.environ.get('FAKELSF_RESERVE_PER_TASK') or 'N'}")
 
 
 def lsid(args: list[str]) -> None:

@@ -7,7 +7,7 @@ import getpass
 from collections.abc import Sequence
 
 from corral.backends.batch.invoke import run_command
-from corral.backends.batch.scheduler import BatchScheduler
+from corral.backends.batch.scheduler import BatchScheduler, NativeRow
 from corral.errors import BackendError
 
 __all__ = ["Verb", "control_without_driver"]
@@ -36,7 +36,7 @@ def control_without_driver(scheduler: BatchScheduler, verb: Verb | str,
     except ValueError:
         raise ValueError(f"unknown verb {verb!r} for batch jobs with no driver "
                          f"(known: {', '.join(v.value for v in Verb)})") from None
-    if verb is not Verb.CANCEL:  # hold/release only what the scheduler still has pending
+    if verb is not Verb.CANCEL:  # hold what is pending, release what is pending or held
         argv = scheduler.status_argv_for(getpass.getuser(), list(native_ids))
         output = run_command(argv, scheduler.status_answer_usable)
         try:
@@ -45,9 +45,19 @@ def control_without_driver(scheduler: BatchScheduler, verb: Verb | str,
             raise BackendError(f"{argv[0]} printed what corral cannot read ({error}): "
                                f"{output.strip()[:300]!r}") from None
         native_ids = [native for native in native_ids
-                      if native in rows and scheduler.is_pending(rows[native])]
+                      if native in rows and _applies(scheduler, verb, rows[native])]
         if not native_ids:
             return ""
     argv = {Verb.CANCEL: scheduler.cancel_argv, Verb.PAUSE: scheduler.hold_argv,
             Verb.RESUME: scheduler.release_argv}[verb](native_ids)
     return run_command(argv, scheduler.cancel_answer_usable if verb is Verb.CANCEL else None)
+
+
+def _applies(scheduler: BatchScheduler, verb: Verb, row: NativeRow) -> bool:
+    """Whether a hold (*verb* PAUSE) or a release (RESUME) is for the job of *row*.
+    A hold is for pending jobs only. A release is also for a held job that runs:
+    a hold that reached a job just as it started stops it where the scheduler
+    can (LSF's bstop: USUSP), and the driver's release lets such a job go on too."""
+    if verb is Verb.PAUSE:
+        return scheduler.is_pending(row)
+    return scheduler.is_pending(row) or scheduler.is_held(row)

@@ -10,7 +10,11 @@ Formats corral relies on:
   [{field: "text", ...}]}``: every value a string, ``""`` for none; an array
   element is ``JOBID`` with its ``JOBINDEX`` (``0`` outside arrays), which
   corral spells ``123[4]``, as ``bkill`` and ``-w "done(...)"`` take it.
-* ``bparams -a`` prints ``NAME = value`` lines (``CLEAN_PERIOD``, ``MAX_JOB_ARRAY_SIZE``).
+* ``bjobs`` that finds none of the jobs asked for says so on stderr and exits
+  255: ``No job found`` (``-a``), ``No unfinished job found`` (without it), ``Job
+  <123> is not found`` (for an id) -- batchtools and OSC's ood_core read it so.
+* ``bparams -a`` prints ``NAME = value`` lines (``CLEAN_PERIOD``, ``MAX_JOB_ARRAY_SIZE``,
+  ``RESOURCE_RESERVE_PER_TASK``).
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from corral.backends.batch.scheduler import Meaning, NativeRow, SubmitRequest, n
 from corral.status import JobStatus
 
 __all__ = ["UNITS", "BJOBS_FIELDS", "bsub_argv", "parse_bsub", "bjobs_argv", "parse_bjobs",
-           "parse_bparams", "memory_in", "walltime_minutes", "state_of", "exit_code_of",
-           "NEVER_REASON", "safe_name"]
+           "says_no_jobs", "parse_bparams", "reserves_per_task", "memory_in", "walltime_minutes",
+           "state_of", "exit_code_of", "NEVER_REASON", "safe_name"]
 
-#: LSF_UNIT_FOR_LIMITS values and their size in KB (LSF's default unit is KB).
+#: The units ``-M`` and ``rusage[mem=]`` take after a number, and their size in KB.
 UNITS: Mapping[str, int] = {"KB": 1, "MB": 1024, "GB": 1024 ** 2, "TB": 1024 ** 3,
                             "PB": 1024 ** 4, "EB": 1024 ** 5}
 
@@ -35,6 +39,7 @@ UNITS: Mapping[str, int] = {"KB": 1, "MB": 1024, "GB": 1024 ** 2, "TB": 1024 ** 
 BJOBS_FIELDS = ("jobid", "jobindex", "stat", "exit_code", "exit_reason", "pend_reason")
 
 _SUBMITTED = re.compile(r"Job <(\d+)> is submitted")
+_NO_JOBS = re.compile(r"No (unfinished )?job found|Job <[^>]*> is not found")
 _PARAMETER = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*=\s*(\S+)", re.MULTILINE)
 
 
@@ -43,10 +48,14 @@ def walltime_minutes(seconds: float) -> int:
     return max(1, math.ceil(seconds / 60))
 
 
-def memory_in(unit: str, megabytes: int) -> int:
-    """*megabytes* in the site's LSF_UNIT_FOR_LIMITS *unit*, rounded up (a
-    request never shrinks below what the job asked for)."""
-    return max(1, math.ceil(megabytes * 1024 / UNITS[unit]))
+def memory_in(unit: str, megabytes: int, shares: int = 1) -> str:
+    """*megabytes* (split in *shares*) in *unit*, rounded up (a request never
+    shrinks below what the job asked for), with the unit after it: ``32768MB``.
+    A plain number is read in the site's LSF_UNIT_FOR_LIMITS (KB by default, MB
+    in most installs), which corral cannot see; a unit is read as written by LSF
+    10.1.0.2 on, the first that has the ``bjobs -json`` corral needs
+    (Snakemake-Profiles/lsf#18; nextflow writes ``MB`` since its PR #5217)."""
+    return f"{max(1, math.ceil(megabytes * 1024 / (UNITS[unit] * shares)))}{unit}"
 
 
 def safe_name(name: str) -> str:
@@ -55,8 +64,17 @@ def safe_name(name: str) -> str:
     return re.sub(r"[\[\]%]", "_", name) or "corral"
 
 
-def bsub_argv(request: SubmitRequest, unit: str) -> list[str]:
+def bsub_argv(request: SubmitRequest, unit: str, reserve_per_task: bool = False) -> list[str]:
     """``bsub`` with one argument per setting, the script as its command.
+
+    Memory is the job's total. Where LSF reserves ``rusage[mem=]`` per task
+    (*reserve_per_task*: RESOURCE_RESERVE_PER_TASK=Y in ``bparams -a``), the
+    rusage is that total divided by the cores, rounded up: sent whole, 8 cores
+    would reserve 8 times the memory and maybe never start. ``-M`` stays the
+    total: it limits a process, or the whole job with LSB_JOB_MEMLIMIT=Y (in
+    lsf.conf, which corral cannot see), so divided it could kill a job at a
+    fraction of what it asked for; where cgroups enforce it, LSF multiplies it by
+    the tasks on the host, which only loosens it.
 
     The command is ``/bin/bash <quoted script path>``: LSF keeps the command
     line and runs it with a shell on the node, so the path is shell-quoted once,
@@ -76,9 +94,9 @@ def bsub_argv(request: SubmitRequest, unit: str) -> list[str]:
     # cores, one host (corral's cores serve one process, not a spread of tasks).
     requirement = [f"select[{placement.constraint}]"] if placement.constraint else []
     if resources.memory_mb is not None:
-        amount = memory_in(unit, resources.memory_mb)
-        requirement.append(f"rusage[mem={amount}]")
-        argv += ["-M", str(amount)]
+        shares = resources.cores if reserve_per_task else 1
+        requirement.append(f"rusage[mem={memory_in(unit, resources.memory_mb, shares)}]")
+        argv += ["-M", memory_in(unit, resources.memory_mb)]
     if resources.cores > 1:
         requirement.append("span[hosts=1]")
     if requirement:
@@ -112,6 +130,14 @@ def bjobs_argv(user: str) -> list[str]:
     """One query for every job of *user*, finished ones (``-a``) within
     CLEAN_PERIOD included, one record per array element."""
     return ["bjobs", "-json", "-o", " ".join(BJOBS_FIELDS), "-a", "-u", user]
+
+
+def says_no_jobs(stderr: str) -> bool:
+    """Whether a failed ``bjobs`` only said that it found none of the jobs asked
+    for. LSF says so on stderr and exits 255; read as a failure, a user with no
+    job left in LSF (a rerun after CLEAN_PERIOD) would be polled for ever."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return bool(lines) and all(_NO_JOBS.fullmatch(line) for line in lines)
 
 
 def parse_bjobs(stdout: str) -> dict[str, NativeRow]:
@@ -149,6 +175,14 @@ def parse_bjobs(stdout: str) -> dict[str, NativeRow]:
 def parse_bparams(stdout: str) -> dict[str, str]:
     """``bparams -a`` as a dict of its ``NAME = value`` lines."""
     return {name: value for name, value in _PARAMETER.findall(stdout)}
+
+
+def reserves_per_task(params: Mapping[str, str]) -> bool:
+    """Whether LSF reserves a job's ``rusage`` once per task (slot), not per host:
+    RESOURCE_RESERVE_PER_TASK=Y, or its older name RESOURCE_RESERVE_PER_SLOT=Y
+    (IBM, "Enabling per-task memory reservation"; toil reads both from ``bparams -a``)."""
+    return any(params.get(name, "").upper() == "Y"
+               for name in ("RESOURCE_RESERVE_PER_TASK", "RESOURCE_RESERVE_PER_SLOT"))
 
 
 # -- meaning ---------------------------------------------------------------------------------
