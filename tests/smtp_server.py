@@ -68,6 +68,9 @@ class SmtpServer:
         self._controller: Controller | None = None
         self.accepting = threading.Event()
         self.accepting.set()
+        #: Set once a client's message has come to DATA (and is held there while
+        #: :attr:`accepting` is clear).
+        self.at_data = threading.Event()
         self.host = HOST
         self.port = 0
 
@@ -102,6 +105,7 @@ class SmtpServer:
     # aiosmtpd hooks, called in the server's thread ------------------------------------------
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.at_data.set()
         await asyncio.get_running_loop().run_in_executor(None, self.accepting.wait, 10.0)
         message = email.message_from_bytes(envelope.original_content or envelope.content,
                                            policy=email.policy.default)

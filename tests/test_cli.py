@@ -1355,6 +1355,31 @@ def test_options_lists_every_job_option_with_its_local_and_slurm_rendering(tmp_p
         assert option.help in blocks[name]["title"]
 
 
+def test_a_daemon_whose_smtp_table_changed_still_mails_the_jobs_before_the_change(fresh,
+                                                                                   tmp_path):
+    """Attack review: an edit of [smtp] (its timeout alone) while the daemon ran
+    dropped its mail sender; a job submitted before with --notify failed, and
+    no mail went, nor did anything say so."""
+    from smtp_server import SmtpServer
+
+    server = SmtpServer().start()
+    try:
+        release = tmp_path / "release"
+        fresh.config.write_text(f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\n'
+                                'timeout = "5s"\n')
+        watched = fresh.submit("--notify", "me@example.org", "--", f"{block(release)}; exit 3")
+        fresh.wait_for_status(watched, "RUNNING")
+        fresh.config.write_text(f'[smtp]\nhost = "127.0.0.1"\nport = {server.port}\n'
+                                'timeout = "6s"\n')
+        other = fresh.submit("true")
+        release.touch()
+        assert fresh("wait", watched, other).status == 1
+        [mail] = server.wait_for(1, timeout=30)
+        assert mail.message["Subject"] == f"[corral] job {watched} 'while' FAILED: exit code 3"
+    finally:
+        server.stop()
+
+
 def test_list_flags_given_again_add_to_the_list(fresh):
     """Options review: a second --notify, --setup or --extra-flags replaced the
     first without a word, though each takes a list."""

@@ -256,6 +256,9 @@ BAD_FILES = {
     "ssl with starttls": (
         '[smtp]\nssl = true\nstarttls = true\n',
         2, "smtp.ssl", "ssl and starttls exclude each other"),
+    "sender with a line break": (  # (attack review: every notice failed to compose)
+        '[smtp]\nfrom = "a@b.org\\nBcc: x@y.org"\n',
+        2, "smtp.from", "from='a@b.org\\nBcc: x@y.org' must be an e-mail address"),
     "bad timeout": (
         '[smtp]\ntimeout = "soon"\n',
         2, "smtp.timeout", "timeout='soon' is not a duration"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -113,7 +114,9 @@ def test_delivery_to_a_closed_port_is_logged_not_raised(
 def test_send_returns_at_once_and_close_waits_for_queued_mail(smtp_server: SmtpServer) -> None:
     notifier = Notifier(settings_for(smtp_server.port))
     smtp_server.accepting.clear()  # the server holds every message at DATA
-    for job_id in range(3):
+    notifier.send(failed_notice(job_id=0), ["ann@example.org"])
+    assert smtp_server.at_data.wait(10), "the first notice never reached the server"
+    for job_id in range(1, 3):  # (queued behind the held delivery: one digest of both)
         notifier.send(failed_notice(job_id=job_id), ["ann@example.org"])
     assert notifier.sent == 0  # send() did not wait for the held delivery
 
@@ -125,8 +128,8 @@ def test_send_returns_at_once_and_close_waits_for_queued_mail(smtp_server: SmtpS
     closer.join(10)
     assert not closer.is_alive()
 
-    assert (notifier.sent, notifier.failed) == (3, 0)
-    assert len(smtp_server.received) == 3  # already there when close() returned
+    assert (notifier.sent, notifier.failed) == (2, 0)
+    assert len(smtp_server.received) == 2  # already there when close() returned
     with pytest.raises(RuntimeError, match="closed"):
         notifier.send(failed_notice(), ["ann@example.org"])
 
@@ -162,3 +165,63 @@ def test_a_reason_of_many_lines_stays_in_its_table_row_and_is_cut_short() -> Non
                        " " * 13 + "z" * 1000 + " [... cut short]"]
     assert row[-1] == " " * 13 + "[... 14 more lines]" and len(row) == 21
     assert not any(line.startswith("Bcc") for line in body.splitlines())
+
+
+def test_notices_that_pile_up_for_the_same_addresses_go_in_one_digest(
+        smtp_server: SmtpServer) -> None:
+    """Attack review: 500 jobs failing at once made 500 mails, one connection
+    each, and most were lost when the program ended."""
+    notifier = Notifier(settings_for(smtp_server.port))
+    smtp_server.accepting.clear()
+    notifier.send(failed_notice(job_id=1), ["ann@example.org"])
+    assert smtp_server.at_data.wait(10)
+    for job_id in range(2, 501):
+        notifier.send(failed_notice(job_id=job_id, stderr_tail="line a\nline b\n"),
+                      ["ann@example.org"])
+    notifier.send(failed_notice(job_id=999), ["bob@example.org"])  # (other addresses: apart)
+    smtp_server.accepting.set()
+    notifier.close()
+    assert (notifier.sent, notifier.failed) == (5, 0)  # 1, 200, 200, 99 and bob's
+    mails = smtp_server.wait_for(5)
+    digest = mails[1]
+    assert digest.message["Subject"] == (
+        "[corral] 200 jobs FAILED, the first job 2 'train' FAILED: exit code 3")
+    assert digest.recipients == ("ann@example.org",)
+    assert "Job 201 'train' FAILED: exit code 3\r\n    line a\r\n    line b\r\n" in digest.body
+    assert "corral --run '/runs/my run' status --all" in digest.body
+    assert [mail.recipients for mail in mails].count(("bob@example.org",)) == 1
+    assert sum(len(mail.message["X-Corral-Job"].split(", ")) for mail in mails) == 501
+
+
+def test_a_notice_no_mail_can_say_is_logged_and_the_others_go(
+        smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Attack review: composing a notice raised on the control loop's thread
+    (a run directory whose name is no UTF-8; a sender with a line break), and
+    every job of the run failed "corral's scheduler crashed"."""
+    broken = Notifier(dataclasses.replace(settings_for(smtp_server.port),
+                                          sender="a@b.org\nBcc: x@y.org"))
+    with caplog.at_level(logging.ERROR, logger="corral.notify"):
+        broken.send(failed_notice(), ["ann@example.org"])  # must not raise
+        broken.close()
+    assert (broken.sent, broken.failed) == (0, 1)
+    assert "could not compose the notice of job(s) 12: " in caplog.text
+    notifier = Notifier(settings_for(smtp_server.port))
+    notifier.send(failed_notice(run_dir="/runs/r\udce9sultats"), ["ann@example.org"])
+    notifier.close()
+    [mail] = smtp_server.wait_for(1)
+    assert "run dir    /runs/r\\udce9sultats" in mail.body
+
+
+def test_a_close_that_gives_up_names_the_jobs_whose_notices_it_left(
+        smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture) -> None:
+    notifier = Notifier(settings_for(smtp_server.port))
+    smtp_server.accepting.clear()
+    notifier.send(failed_notice(job_id=1), ["ann@example.org"])
+    assert smtp_server.at_data.wait(10)
+    notifier.send(failed_notice(job_id=2), ["ann@example.org"])
+    notifier.send(failed_notice(job_id=3), ["ann@example.org"])
+    with caplog.at_level(logging.WARNING, logger="corral.notify"):
+        notifier.close(timeout=0.2)
+    assert (f"3 job notice(s) not delivered through 127.0.0.1:{smtp_server.port} after 0.2 s, "
+            "given up: queued, of jobs 2, 3; 1 being delivered, which the server may yet "
+            "take") in caplog.text

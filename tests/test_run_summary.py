@@ -7,6 +7,7 @@ subprocess, its stderr read whole.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -202,6 +203,22 @@ def test_every_mail_sent_or_failed_is_in_corral_log(tmp_path, smtp_server):
     assert "ERROR corral.notify [pid " in read_log(lost_run)
     assert (f"could not e-mail {subject} to me@example.org through SMTP server "
             f"127.0.0.1:{broken.smtp.port}: ConnectionRefusedError") in read_log(lost_run)
+
+
+def test_a_run_whose_directory_name_is_no_utf8_mails_its_failure_and_runs_on(tmp_path,
+                                                                             smtp_server):
+    """Attack review: composing the notice raised UnicodeEncodeError on the
+    control loop, and every other job failed "corral's scheduler crashed"."""
+    run = tmp_path / os.fsdecode(b"r\xe9sultats")
+    working = Config(smtp=SmtpSettings(host=smtp_server.host, port=smtp_server.port,
+                                       sender="corral@lab.example.org", timeout=5.0))
+    with corral.Scheduler(cores=1, journal=run, config=working) as scheduler:
+        failing = scheduler.options(notify="me@example.org").shell("exit 3")
+        after = [scheduler.shell("true") for _ in range(3)]
+        assert all(job.result(timeout=60) is None for job in after)
+    assert failing.status is corral.JobStatus.FAILED
+    [mail] = smtp_server.wait_for(1)
+    assert "r\\udce9sultats" in mail.body
 
 
 ESCAPES_AND_LONG_REASONS = """

@@ -615,7 +615,9 @@ def _port(value: Any, name: str) -> int:
 
 
 def _sender(value: Any, name: str) -> str:
-    if not isinstance(value, str) or "@" not in parseaddr(value)[1]:
+    # (A line break made every notice fail to compose: attack review.)
+    if (not isinstance(value, str) or "@" not in parseaddr(value)[1]
+            or not value.isprintable()):
         raise ValueError(f"{name}={value!r} must be an e-mail address such as "
                          "'corral@lab.example.org'")
     return value

@@ -20,15 +20,21 @@ at the files again (one ``stat`` each) and, when one changed, reads them again:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.config import Config, load_config
 from corral.config_files import config_paths, site_config_path
 from corral.control.server import Stopping
 from corral.errors import CorralError
+
+if TYPE_CHECKING:
+    from corral.core.engine import Engine
+
+log = logging.getLogger("corral.daemon")
 
 __all__ = ["SettingsWatch", "settings_stamps"]
 
@@ -84,7 +90,7 @@ class SettingsWatch:
             self._stamps = stamps
             engine = self._scheduler._engine
             if self._scheduler._config is None or config.smtp != self._scheduler._config.smtp:
-                engine.notifier = None  # made again from the new [smtp] at its next use
+                _take_new_smtp(engine, config)
             self._scheduler._config = config
             self._table_changed = config.daemon != self._started_with
         if not self._table_changed:
@@ -96,3 +102,26 @@ class SettingsWatch:
         return ("the [daemon] table of the config changed since this run's daemon started; "
                 "it keeps its old settings while it has unfinished jobs (corral stop "
                 "cancels them)")
+
+
+def _take_new_smtp(engine: Engine, config: Config) -> None:
+    """Send the notices of jobs to come through the changed ``[smtp]`` table;
+    those queued already go out through the old one, which is closed once
+    they are delivered. (The old sender was dropped unclosed: what it held was
+    lost, and jobs submitted before the change, with notify=, sent no mail at
+    all unless a later submit asked for mail too: attack review.) A table that
+    can no longer send keeps the old sender, and says so in the daemon's log."""
+    old = engine.notifier
+    if old is None:
+        return  # made from the new table at its first use
+    smtp = config.smtp
+    if smtp is None or smtp.unset_password is not None:
+        log.warning("the [smtp] table of the config changed and cannot send mail (%s); "
+                    "notices go on through the one the daemon read before",
+                    "it is gone" if smtp is None else smtp.unset_password)
+        return
+    from corral.core.notify import Notifier
+    from corral.runtime.threads import start_thread
+
+    engine.notifier = Notifier(smtp)
+    start_thread(old.close, name="corral-notify-old")

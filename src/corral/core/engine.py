@@ -1076,8 +1076,12 @@ class Engine:
         job.final = True
         self._to_resolve.append((job, error))
         self.tally.count(job)
-        if notify and job.spec.notify and self.notifier is not None:
-            self._notify(job, self.notifier, error)
+        notifier = self.notifier
+        if notify and job.spec.notify and notifier is not None:
+            try:
+                self._notify(job, notifier, error)
+            except Exception:  # a lost mail must not stop the loop (attack review: it did)
+                log.exception("could not queue the e-mail notice of job %s", job.dispatched_id)
         with self.results_ready:
             if job.collectable:
                 self.results.append(job.result_view(

@@ -2,8 +2,11 @@
 
 A job's ``notify=`` addresses get one message when it fails (or whenever it
 ends, with ``notify_on="end"``). A mail server can be slow or down, so
-:class:`Notifier` only queues messages; one background thread delivers them
-through the ``[smtp]`` settings of :mod:`corral.config`. A delivery that fails
+:class:`Notifier` only queues notices; one background thread composes and
+delivers them through the ``[smtp]`` settings of :mod:`corral.config`. Notices
+that pile up for the same addresses while it delivers go together in one
+digest: 500 jobs failing at once made 500 mails, most lost when the program
+ended (attack review). A delivery that fails
 is logged on ``corral.core.notify`` (so in a journaled run's ``corral.log``, as is
 every message delivered) and counted; it never raises into the code that
 asked for it, because a lost e-mail must not fail or stall a run.
@@ -27,7 +30,7 @@ from corral.config import SmtpSettings
 from corral.runtime.threads import start_thread
 from corral.units import format_span
 
-__all__ = ["JobNotice", "Notifier", "compose"]
+__all__ = ["JobNotice", "Notifier", "compose", "compose_digest", "DIGEST_MAX"]
 
 log = logging.getLogger("corral.notify")  # the name users filter on; kept when modules move
 
@@ -37,6 +40,10 @@ _TRACEBACK_LINES = 40
 #: Lines of a table value (a reason) a mail shows, and characters of each.
 _VALUE_LINES = 20
 _LINE_CHARS = 1000
+#: The most notices one digest holds.
+DIGEST_MAX = 200
+#: Lines of stderr a digest shows of each job.
+_DIGEST_TAIL_LINES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +85,45 @@ def compose(record: JobNotice, sender: str, recipients: Sequence[str]) -> EmailM
     message["Message-ID"] = make_msgid("corral", domain=record.host)  # getfqdn() may block
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
     message["X-Corral-Job"] = str(record.job_id)
-    message.set_content(_body(record))
+    message.set_content(_sayable(_body(record)))
     return message
+
+
+def compose_digest(records: Sequence[JobNotice], sender: str,
+                   recipients: Sequence[str]) -> EmailMessage:
+    """One e-mail for several notices: a line and the stderr tail of each, and
+    where to see the rest."""
+    first = records[0]
+    statuses = sorted({record.status for record in records})
+    message = EmailMessage()
+    message["Subject"] = (f"[corral] {len(records)} jobs {'/'.join(statuses)}, the first "
+                          f"{_headline(first)}")
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid("corral", domain=first.host)
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Corral-Job"] = ", ".join(str(record.job_id) for record in records)
+    lines = [f"{len(records)} jobs ended so, in the order they ended:", ""]
+    for record in records:
+        headline = _headline(record)
+        lines.append(headline[0].upper() + headline[1:])
+        tail = record.stderr_tail.rstrip("\n").splitlines()[-_DIGEST_TAIL_LINES:]
+        lines += [f"    {line[:_LINE_CHARS]}" for line in tail]
+    runs = sorted({record.run_dir for record in records if record.run_dir})
+    if runs:
+        lines += ["", "See each job's logs with:"]
+        lines += [f"    {shlex.join(['corral', '--run', run, 'status', '--all'])}" for run in runs]
+    lines += ["", "-- ", f"Sent by corral on {first.host}."]
+    message.set_content(_sayable("\n".join(lines) + "\n"))
+    return message
+
+
+def _sayable(text: str) -> str:
+    """*text* as a mail can carry it: a run directory whose name is no UTF-8
+    (held as surrogates) made every notice fail to compose, and the error
+    crashed the run (attack review)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _headline(record: JobNotice) -> str:
@@ -96,7 +140,7 @@ def _headline(record: JobNotice) -> str:
 
 
 def _subject(record: JobNotice) -> str:
-    return f"[corral] {_headline(record)}"
+    return _sayable(f"[corral] {_headline(record)}")
 
 
 def _time(timestamp: float | None) -> str:
@@ -163,7 +207,8 @@ class Notifier:
     """Deliver job notices in the background through one SMTP server.
 
     :meth:`send` queues and returns at once; a daemon thread, started on the
-    first send, opens one SMTP connection per message. A failed delivery is
+    first send, opens one SMTP connection per message: one notice, or a digest
+    of those queued for the same addresses (at most :data:`DIGEST_MAX`). A failed delivery is
     logged on ``corral.core.notify`` (naming server and recipients) and counted in
     :attr:`failed`, never raised. :meth:`close` waits for the queue to drain.
     All methods are thread-safe.
@@ -172,8 +217,8 @@ class Notifier:
     def __init__(self, settings: SmtpSettings) -> None:
         self._settings = settings
         self._condition = threading.Condition()
-        self._queue: collections.deque[tuple[EmailMessage, tuple[str, ...]]] = collections.deque()
-        self._busy = 0  # messages queued or being delivered
+        self._queue: collections.deque[tuple[JobNotice, tuple[str, ...]]] = collections.deque()
+        self._busy = 0  # notices queued or being delivered
         self._sent = 0
         self._failed = 0
         self._closed = False
@@ -207,11 +252,10 @@ class Notifier:
         recipients = tuple(recipients)
         if not recipients:
             raise ValueError(f"no recipients for the notice of job {notice.job_id}")
-        message = compose(notice, self._settings.sender, recipients)
-        with self._condition:
+        with self._condition:  # (composed by the thread: a failure there stops no run)
             if self._closed:
                 raise RuntimeError("the notifier is closed; no more notices can be sent")
-            self._queue.append((message, recipients))
+            self._queue.append((notice, recipients))
             self._busy += 1
             if self._thread is None:
                 self._thread = start_thread(self._deliver_all, name="corral-notify")
@@ -231,9 +275,11 @@ class Notifier:
             drained = self._condition.wait_for(lambda: self._busy == 0, timeout)
             left, thread = self._busy, self._thread
         if not drained:
-            log.warning("%d job notice(s) not yet delivered through %s:%d after %.3g s; "
-                        "giving up on them", left, self._settings.host, self._settings.port,
-                        timeout)
+            with self._condition:
+                queued = [str(notice.job_id) for notice, _ in self._queue]
+            log.warning("%d job notice(s) not delivered through %s:%d after %.3g s, given up: "
+                        "%s", left, self._settings.host, self._settings.port, timeout,
+                        _not_delivered(queued, left - len(queued)))
             return
         if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -244,15 +290,43 @@ class Notifier:
                 self._condition.wait_for(lambda: self._queue or self._closed)
                 if not self._queue:
                     return
-                message, recipients = self._queue.popleft()
-            delivered = self._deliver(message, recipients)
+                notices, recipients = self._take_for_one_message()
+            delivered = self._compose_and_deliver(notices, recipients)
             with self._condition:
-                self._busy -= 1
+                self._busy -= len(notices)
                 if delivered:
                     self._sent += 1
                 else:
                     self._failed += 1
                 self._condition.notify_all()
+
+    def _take_for_one_message(self) -> tuple[list[JobNotice], tuple[str, ...]]:
+        """The first queued notice and the others queued for the same
+        addresses, up to :data:`DIGEST_MAX` (called with the lock held)."""
+        first, recipients = self._queue.popleft()
+        notices = [first]
+        others: list[tuple[JobNotice, tuple[str, ...]]] = []
+        while self._queue and len(notices) < DIGEST_MAX:
+            notice, to = self._queue.popleft()
+            if to == recipients:
+                notices.append(notice)
+            else:
+                others.append((notice, to))
+        self._queue.extendleft(reversed(others))
+        return notices, recipients
+
+    def _compose_and_deliver(self, notices: list[JobNotice],
+                             recipients: tuple[str, ...]) -> bool:
+        sender = self._settings.sender
+        try:
+            message = (compose(notices[0], sender, recipients) if len(notices) == 1
+                       else compose_digest(notices, sender, recipients))
+        except Exception as error:  # a notice no mail can say: logged, and the run goes on
+            log.error("could not compose the notice of job(s) %s: %s: %s",
+                      ", ".join(str(notice.job_id) for notice in notices[:10]),
+                      type(error).__name__, " ".join(str(error).split()))
+            return False
+        return self._deliver(message, recipients)
 
     def _deliver(self, message: EmailMessage, recipients: tuple[str, ...]) -> bool:
         settings = self._settings
@@ -272,6 +346,19 @@ class Notifier:
         log.info("e-mailed %r to %s through SMTP server %s", message["Subject"],
                  ", ".join(recipients), server)
         return True
+
+
+def _not_delivered(queued: list[str], in_flight: int) -> str:
+    """Which notices a close gave up on: the jobs of those still queued, and
+    one being delivered, which the server may yet have taken."""
+    said = []
+    if queued:
+        shown = ", ".join(queued[:20]) + (f" and {len(queued) - 20:,} more" if len(queued) > 20
+                                          else "")
+        said.append(f"queued, of jobs {shown}")
+    if in_flight > 0:
+        said.append(f"{in_flight} being delivered, which the server may yet take")
+    return "; ".join(said) or "none queued"
 
 
 def _smtp_send(settings: SmtpSettings, message: EmailMessage,
