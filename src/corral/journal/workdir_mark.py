@@ -25,9 +25,25 @@ _JOURNAL = "journal.db"
 
 
 def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
-    """Whether *path* is *folder* or lies under it (links resolved)."""
-    real, base = os.path.realpath(path), os.path.realpath(folder)
-    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+    """Whether *path* is *folder* or lies under it: one of its places is the
+    same directory as *folder* (a run seen through a bind mount, a link, is
+    the same run)."""
+    try:
+        target = os.stat(folder)
+    except OSError:
+        return False
+    place = os.path.abspath(path)
+    while True:
+        try:
+            found = os.stat(place)
+            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+                return True
+        except OSError:
+            pass
+        parent = os.path.dirname(place)
+        if parent == place:
+            return False
+        place = parent
 
 
 def _owner(workdir: str | os.PathLike[str]) -> str | None:
