@@ -938,6 +938,9 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     assert list(cli("status", ranged).rows()) == queued
     far = cli.submit("--name", "90-99", "--after", running, "true")
     assert list(cli("status", "90-99").rows()) == [far]
+    assert_one_line_error(cli("logs", ranged), 2, (  # (re-attack review: a traceback)
+        rf"^corral: error: corral logs shows one job, and {ranged} is jobs "
+        rf"{', '.join(queued)}; give one of them$"))
     release.touch()
     assert cli("wait", running, queued[0], impostor, far).status == 0
     # (attack review: a range over ended jobs said "already ended" of each, and exited 2)
@@ -1271,10 +1274,26 @@ def test_two_runs_are_refused_one_workdir_and_clean_deletes_in_the_runs_own(tmp_
     with corral.Scheduler(journal=tmp_path / "runA", workdir=shared) as scheduler:
         scheduler.shell("echo from A").result(timeout=60)
     with pytest.raises(ValueError, match=(
-            rf"^workdir='{shared}' holds the job files of the run at {tmp_path}/runA: the two "
-            r"runs would write into each other's job directories; give each run a workdir of "
-            r"its own$")):
+            rf"^workdir='{shared}': it holds the job files of the run at {tmp_path}/runA: the "
+            r"two runs would write into each other's job directories; give each run a workdir "
+            r"of its own$")):
         corral.Scheduler(journal=tmp_path / "runB", workdir=shared)
+    # Nor a run without a journal, nor another run's own directory (re-attack review)
+    with pytest.raises(ValueError, match=r"it holds the job files of the run at "):
+        corral.Scheduler(workdir=shared)
+    with pytest.raises(ValueError, match=rf"it is the run directory of another run "
+                                         rf"\({tmp_path}/runA\)"):
+        corral.Scheduler(journal=tmp_path / "runC", workdir=tmp_path / "runA")
+    # A mark that is a link is replaced, not written through (re-attack review)
+    (tmp_path / "elsewhere").mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("mine")
+    (tmp_path / "elsewhere" / ".corral-run").symlink_to(victim)
+    with pytest.raises(ValueError, match=r"its \.corral-run is no regular file \(a link, a "
+                                         r"FIFO\), which corral neither reads nor writes "
+                                         r"through; remove it$"):
+        corral.Scheduler(journal=tmp_path / "runD", workdir=tmp_path / "elsewhere")
+    assert victim.read_text() == "mine"
     run_a = Corral(tmp_path, tmp_path / "runA")
     assert run_a.ok("logs", "1").out == "from A\n"
     assert run_a.ok("clean", "--yes").out.startswith("deleted the files of 1 job(s)")

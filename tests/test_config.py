@@ -526,6 +526,11 @@ def test_corral_config_set_to_dev_null_reads_no_user_file(tmp_path: Path, projec
     assert "mine" in load_config(cwd=project).profiles
     monkeypatch.setenv("CORRAL_CONFIG", os.devnull)
     assert "mine" not in load_config(cwd=project).profiles
+    # A link to it too: the usual way to switch a file off (re-attack review)
+    (tmp_path / "xdg" / "corral" / "corral.toml").unlink()
+    (tmp_path / "xdg" / "corral" / "corral.toml").symlink_to(os.devnull)
+    monkeypatch.delenv("CORRAL_CONFIG")
+    assert "mine" not in load_config(cwd=project).profiles
 
 
 @pytest.mark.parametrize(("variable", "instead"), [

@@ -498,7 +498,7 @@ def _read_bytes(path: Path, variable: str | None) -> bytes | None:
     reads the config, and a FIFO there hung them all (attack review). It is looked at
     again once open, without waiting (O_NONBLOCK), in case it was swapped meanwhile.
     """
-    if os.fspath(path) == os.devnull:
+    if os.path.realpath(path) == os.devnull:  # (also a link to it: re-attack review)
         return b""
     try:
         _check_regular(path, os.stat(path).st_mode)

@@ -457,7 +457,11 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
 
     run = open_run(context)
     stream = "stderr" if show_stderr else "stdout"
-    [job] = select_jobs(run, (job_id,))
+    chosen = select_jobs(run, (job_id,))
+    if len(chosen) != 1:  # (a range: re-attack review, a traceback)
+        raise CommandError(f"corral logs shows one job, and {job_id} is jobs "
+                           f"{first_few([str(job.id) for job in chosen], 5)}; give one of them")
+    [job] = chosen
     if was_cleaned(run.path, job):
         raise CommandError(f"job {job.id}'s output files were removed (corral clean)",
                            EXIT_UNREACHABLE)

@@ -52,7 +52,7 @@ from corral.core.scheduler_setup import (check_journal_dir, check_workdir, check
                                          checked_queues, prepare_workdir, remove_stale_spools,
                                          tidy_after_dead_drivers, unknown_argument, with_address)
 from corral.journal.run import Run
-from corral.journal.workdir_mark import claim_workdir
+from corral.journal.workdir_mark import check_workdir_free, claim_workdir
 from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
@@ -417,6 +417,8 @@ class Scheduler(Executor):
                     workdir, getattr(self._backend, "workdir_parent", None))
                 if self._journal is not None:
                     claim_workdir(self._run_dir, self._journal.run_dir)
+                elif not self._temporary:
+                    check_workdir_free(self._run_dir, None)
             capacity = self._backend.capacity()
             #: Jobs of one core that may run at once (None: the backend does not say).
             self._slots = capacity.cores

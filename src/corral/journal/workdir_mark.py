@@ -14,8 +14,9 @@ only where that mark names the run.
 from __future__ import annotations
 
 import os
+import stat
 
-__all__ = ["WORKDIR_MARK", "claim_workdir", "marked_for", "inside"]
+__all__ = ["WORKDIR_MARK", "claim_workdir", "check_workdir_free", "marked_for", "inside"]
 
 #: The file in a workdir that names the run directory whose job files it holds.
 WORKDIR_MARK = ".corral-run"
@@ -46,13 +47,66 @@ def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool
         place = parent
 
 
+#: What :func:`_owner` says of a mark that is no regular file (a FIFO, a link).
+_NOT_A_MARK = "(not a mark)"
+
+
 def _owner(workdir: str | os.PathLike[str]) -> str | None:
+    """The run directory the mark in *workdir* names; None where there is no
+    mark. Read without following a link or waiting on a FIFO (re-attack
+    review: a FIFO there hung every Scheduler and clean)."""
     try:
-        with open(os.path.join(workdir, WORKDIR_MARK), encoding="utf-8",
-                  errors="surrogateescape") as handle:
-            return handle.read(4096).strip() or None
-    except (OSError, ValueError):
+        descriptor = os.open(os.path.join(workdir, WORKDIR_MARK),
+                             os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None
+    except OSError:
+        return _NOT_A_MARK
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return _NOT_A_MARK
+        return os.read(descriptor, 4096).decode("utf-8", "surrogateescape").strip() or None
+    except OSError:
+        return _NOT_A_MARK
+    finally:
+        os.close(descriptor)
+
+
+_COLLIDE = (": the two runs would write into each other's job directories; give each run a "
+            "workdir of its own")
+
+
+def _run_elsewhere(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[str] | None
+                   ) -> str | None:
+    """Another run whose job files *workdir* holds, or None: one its mark
+    names while that run's journal is there, or the run *workdir* itself is
+    (re-attack review: a run's own directory, unmarked, was taken)."""
+    owner = _owner(workdir)
+    if owner == _NOT_A_MARK:
+        return (f"its {WORKDIR_MARK} is no regular file (a link, a FIFO), which corral "
+                "neither reads nor writes through; remove it")
+    mine = None if run_dir is None else os.path.realpath(run_dir)
+    if owner is not None and owner != mine and os.path.exists(os.path.join(owner, _JOURNAL)):
+        return f"it holds the job files of the run at {owner}{_COLLIDE}"
+    if os.path.exists(os.path.join(workdir, _JOURNAL)) and (
+            run_dir is None or not inside(workdir, run_dir)):
+        return f"it is the run directory of another run ({os.path.realpath(workdir)}){_COLLIDE}"
+    return None
+
+
+def check_workdir_free(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[str] | None
+                       ) -> None:
+    """Refuse *workdir* where another run's job files are: a run without a
+    journal (*run_dir* None) too would write into their directories.
+
+    Raises:
+        ValueError: naming the other run.
+    """
+    if run_dir is not None and inside(workdir, run_dir):
+        return
+    problem = _run_elsewhere(workdir, run_dir)
+    if problem is not None:
+        raise ValueError(f"workdir={os.fspath(workdir)!r}: {problem}")
 
 
 def claim_workdir(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> None:
@@ -65,17 +119,21 @@ def claim_workdir(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     """
     if inside(workdir, run_dir):
         return
+    check_workdir_free(workdir, run_dir)
     mine = os.path.realpath(run_dir)
-    owner = _owner(workdir)
-    if owner == mine:
+    if _owner(workdir) == mine:
         return
-    if owner is not None and os.path.exists(os.path.join(owner, _JOURNAL)):
-        raise ValueError(f"workdir={os.fspath(workdir)!r} holds the job files of the run at "
-                         f"{owner}: the two runs would write into each other's job directories; "
-                         "give each run a workdir of its own")
-    with open(os.path.join(workdir, WORKDIR_MARK), "w", encoding="utf-8",
-              errors="surrogateescape") as handle:
-        handle.write(mine + "\n")
+    # Made anew, never through a link another user left there (re-attack review:
+    # the run wrote its mark into whatever file the link named).
+    path = os.path.join(workdir, WORKDIR_MARK)
+    partial = f"{path}.{os.getpid()}"
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(descriptor, os.fsencode(mine) + b"\n")
+    finally:
+        os.close(descriptor)
+    os.replace(partial, path)
 
 
 def marked_for(directory: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> bool:
