@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -273,6 +274,35 @@ def test_a_killed_command_gets_sigterm_and_its_grace_and_reads_killed(
     assert marker.read_text() == "bye\n"
     assert job.status.name == ("TIMED_OUT" if how == "timeout" else "CANCELLED")
     assert "completed" not in (job.reason or ""), job.reason
+
+
+def test_the_grace_of_a_killed_command_lasts_for_what_it_started_too(
+        scheduler: corral.Scheduler, tmp_path: Path) -> None:
+    """Re-attack review: a shell without a trap died of the SIGTERM at once, and
+    its child, still in its own TERM handler, was killed with it."""
+    marker = tmp_path / "child-cleaned"
+    child = (f"trap 'sleep 0.5; echo done > {marker}; exit 0' TERM; "
+             f"touch {tmp_path}/ready; sleep 60 & wait")
+    job = scheduler.shell(f"sh -c {shlex.quote(child)}; true", timeout="1s")
+    wait_until((tmp_path / "ready").exists, message="the child to set its trap")
+    corral.wait([job], timeout=30)
+    assert job.status.name == "TIMED_OUT"
+    wait_until(marker.exists, message="the child's trap to finish within the grace")
+
+
+def test_an_aborted_command_is_not_sent_sigterm_again_when_its_grace_is_over(
+        tmp_path: Path) -> None:
+    """Re-attack review: after the abort's grace the kill sent a second SIGTERM
+    and 2 s more, so its trap ran twice."""
+    count = tmp_path / "terms"
+    with corral.Scheduler(cores=1, abort_grace=0.5) as scheduler:
+        job = scheduler.shell(f"trap 'echo term >> {count}' TERM; touch {tmp_path}/ready; "
+                              "while :; do sleep 0.05; done")
+        wait_until((tmp_path / "ready").exists, message="the command to set its trap")
+        scheduler.abort(job)
+        corral.wait([job], timeout=30)
+    assert job.reason.startswith("aborted; killed 0.5s later"), job.reason
+    assert count.read_text() == "term\n"
 
 
 def test_a_killed_command_that_ignores_sigterm_is_killed_after_its_grace(

@@ -387,7 +387,7 @@ def _end_what_it_started() -> None:
     KillWait a site sets (Slurm's default is 30 s)."""
     import psutil
 
-    from corral.runtime.proctree import kill_tree
+    from corral.runtime.proctree import kill_tree, wait_for_descendants
 
     me = psutil.Process()
     children = me.children()
@@ -401,7 +401,7 @@ def _end_what_it_started() -> None:
                 child.terminate()
         except (OSError, psutil.Error):
             pass
-    psutil.wait_procs(children, timeout=TERM_GRACE_S)
+    wait_for_descendants(time.monotonic() + TERM_GRACE_S)  # (all it started, not its leader)
     # Everything under this process, frozen, then killed: this process is a
     # subreaper (see main), so what a child that ended left running is under it.
     kill_tree(me.pid, include_root=False)

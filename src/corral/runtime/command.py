@@ -96,7 +96,7 @@ def run_command(job_id: object, argv: Sequence[str], environment: Mapping[bytes,
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status), None
     kill_at = None  # once killed: when its grace is over
-    killed = False
+    killed = terminated = False
     try:
         while True:
             wait = None if kill_at is None else max(0.0, kill_at - time.monotonic())
@@ -107,21 +107,25 @@ def run_command(job_id: object, argv: Sequence[str], environment: Mapping[bytes,
                 _kill_everything_we_started()
                 kill_at = None
             for action in stop_requests.take(job_id):
-                if action == KILL and kill_at is None:
+                if action == KILL and kill_at is None and not terminated:
                     if select.select([ended], [], [], 0)[0]:
                         break  # it ended first: as it ended, not as killed
                     _signal_group(pid, signal.SIGTERM)
                     kill_at = time.monotonic() + TERM_GRACE_S
                     killed = True
-                elif action == KILL:  # asked twice: no more grace
+                elif action == KILL:  # asked twice, or after an abort's grace: no more
                     _kill_everything_we_started()
                 elif action == TERMINATE:
                     _signal_group(pid, signal.SIGTERM)
+                    terminated = True
     finally:
         os.close(ended)
-    if kill_at is not None:  # it ended within its grace: what it started goes too
-        _kill_everything_we_started()
     _, status = os.waitpid(pid, 0)
+    if kill_at is not None:  # it ended within its grace: what it started has the rest
+        from corral.runtime.proctree import wait_for_descendants
+
+        wait_for_descendants(kill_at)
+        _kill_everything_we_started()
     code = os.waitstatus_to_exitcode(status)
     # A trap that exits 0 on the kill's SIGTERM did not complete the command's
     # work: said killed by it, not taken for a completion (a resumed run would

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import psutil
 
-__all__ = ["kill_tree", "signal_group", "kill_marked"]
+__all__ = ["kill_tree", "signal_group", "kill_marked", "wait_for_descendants"]
 
 
 def kill_tree(pid: int, *, include_root: bool = True, sparing: int | None = None) -> None:
@@ -58,6 +58,28 @@ def kill_tree(pid: int, *, include_root: bool = True, sparing: int | None = None
         _kill_all(frozen.values())
     if include_root:
         signal_group(pid, signal.SIGKILL)
+
+
+def wait_for_descendants(deadline: float) -> None:
+    """Wait until this process has no live descendant, or until *deadline* (on
+    the monotonic clock): the grace a killed job's SIGTERM gives lasts for all
+    it started, not only for the process that led it (re-attack review: a
+    shell without a trap died at once, and its child, still cleaning up, was
+    killed with it). What this process adopted (a subreaper's) counts."""
+    import time
+
+    import psutil
+
+    me = psutil.Process()
+    while time.monotonic() < deadline:
+        try:
+            alive = [child for child in me.children(recursive=True)
+                     if child.status() != psutil.STATUS_ZOMBIE]
+        except psutil.Error:
+            continue
+        if not alive:
+            return
+        time.sleep(0.05)
 
 
 def signal_group(pid: int, signum: int) -> None:
