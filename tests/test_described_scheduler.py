@@ -705,6 +705,7 @@ def test_array_options_the_table_cannot_send_are_refused(config_dir, text, optio
 
 
 @pytest.mark.parametrize(("directive", "options", "asked"), [
+    ('cores = ["-l", "ncpus={cores}"]\n', {"cores": 4}, "4 cores"),  # (re-attack review)
     ('gpus = ["-l", "ngpus={gpus}"]\n', {"gpus": 2}, "2 GPUs"),
     ('memory = ["-l", "mem={memory}"]\n', {"memory": "2G"}, "2048 MB of memory"),
 ])

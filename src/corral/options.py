@@ -265,8 +265,6 @@ def _check_environment_size(pairs: list[tuple[str, str | None]], field: str) -> 
     can start with: Linux counts every ``NAME=value`` and its pointer against
     ARG_MAX, and a command then failed "Argument list too long" when it
     started, not when it was made (review: 3,000 variables of 1 KB)."""
-    if sum(len(key) + len(item or "") for key, item in pairs) < 64 * 1024:
-        return  # (the usual case, counted cheaply: the environment alone decides)
     merged = dict(os.environ)
     for key, item in pairs:
         if item is None:

@@ -63,7 +63,12 @@ def write_report(run: RunSource, path: str | os.PathLike[str],
         return target.absolute()
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        partial.write_text(text, encoding="utf-8", errors=_PATH_BYTES)
+        # Private until it has the old file's mode and group: the text was
+        # readable to all for a moment as it was written (re-attack review).
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             0o600)
+        with open(descriptor, "w", encoding="utf-8", errors=_PATH_BYTES) as handle:
+            handle.write(text)
         _keep_mode_of(target, partial)
         os.replace(partial, target)  # whole or not at all
     finally:
@@ -78,7 +83,25 @@ def _keep_mode_of(target: Path, replacement: Path) -> None:
     ``chmod 600 report.html`` (a report holds arguments, reasons and stderr
     tails) came back 0644 from the umask after the next write (review)."""
     try:
-        mode = target.stat().st_mode
+        old = target.stat()
     except FileNotFoundError:
+        os.chmod(replacement, 0o666 & ~_umask())  # a new file: as any file made here
         return
-    os.chmod(replacement, mode & 0o7777)
+    try:
+        os.chown(replacement, -1, old.st_gid)  # (its group too, where one may give it)
+    except OSError:
+        pass
+    os.chmod(replacement, old.st_mode & 0o7777)
+
+
+def _umask() -> int:
+    """This process's umask, read where no other thread can see it change
+    (``os.umask`` sets it to read it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022

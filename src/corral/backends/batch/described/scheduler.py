@@ -79,9 +79,11 @@ class DescribedScheduler(BatchScheduler):
         return ".".join(("schedulers", self.table.name, *key))
 
     def request_problem(self, resources: Resources) -> str | None:
-        """A job asking for GPUs or memory that the table has no directive to
-        ask for ran without them, dropped without a word (attack review)."""
-        for resource, asked, what in (("gpus", resources.gpus, f"{resources.gpus} GPUs"),
+        """A job asking for cores, GPUs or memory that the table has no
+        directive to ask for ran without them, dropped without a word (attack
+        review)."""
+        for resource, asked, what in (("cores", resources.cores > 1, f"{resources.cores} cores"),
+                                      ("gpus", resources.gpus, f"{resources.gpus} GPUs"),
                                       ("memory", resources.memory_mb,
                                        f"{resources.memory_mb} MB of memory")):
             if asked and resource not in self.table.directives:
