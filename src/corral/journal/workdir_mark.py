@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import stat
 
+from corral.journal.files import JOURNAL_FILE
+
 __all__ = ["WORKDIR_MARK", "claim_workdir", "check_workdir_free", "marked_for", "inside"]
 
 #: The file in a workdir that names the run directory whose job files it holds.
 WORKDIR_MARK = ".corral-run"
 
-#: The journal a run directory holds (as ``corral.journal.files`` names it).
-_JOURNAL = "journal.db"
 
 
 def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
@@ -86,9 +86,9 @@ def _run_elsewhere(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[s
         return (f"its {WORKDIR_MARK} is no regular file (a link, a FIFO), which corral "
                 "neither reads nor writes through; remove it")
     mine = None if run_dir is None else os.path.realpath(run_dir)
-    if owner is not None and owner != mine and os.path.exists(os.path.join(owner, _JOURNAL)):
+    if owner is not None and owner != mine and os.path.exists(os.path.join(owner, JOURNAL_FILE)):
         return f"it holds the job files of the run at {owner}{_COLLIDE}"
-    if os.path.exists(os.path.join(workdir, _JOURNAL)) and (
+    if os.path.exists(os.path.join(workdir, JOURNAL_FILE)) and (
             run_dir is None or not inside(workdir, run_dir)):
         return f"it is the run directory of another run ({os.path.realpath(workdir)}){_COLLIDE}"
     return None
