@@ -382,3 +382,32 @@ def test_a_forked_child_in_a_chunk_runs_none_of_the_chunks_next_calls(tmp_path):
     # The child notes call 0 as its own, and ends there: calls 1 to 4 ran once, in the worker.
     assert sorted(lines) == sorted([f"0 {lines[0].split()[1]}"] + [
         f"{x} {worker}" for x in range(5)]) and lines[0].split()[1] != str(worker), lines
+
+
+def test_a_kill_that_came_as_a_command_ended_on_its_own_does_not_kill_its_retry():
+    """The driver kills a command (its timeout) just as it ends on its own,
+    fails, and is retried on the same worker under the same id: the kill was
+    the first attempt's, and the retry must run."""
+    from multiprocessing import Pipe
+
+    from corral.runtime.command import KILL
+    from corral.runtime.worker import _Queue
+
+    requests_out, requests_in = Pipe(duplex=False)
+    replies_out, replies_in = Pipe(duplex=False)
+    doorbell_out, doorbell_in = os.pipe()
+    try:
+        queue = _Queue(requests_out, replies_in, doorbell_out)
+        attempt = ("command", 7, ["true"], None, {}, None)
+        with queue.lock:
+            queue._begin(attempt)
+        queue._take((KILL, 7))  # filed while the first attempt was still running
+        with queue.lock:
+            queue._begin(attempt)  # it ended, failed, and its retry starts here
+        assert queue.stop_requests.take(7) == []
+        queue._take((KILL, 7))  # a kill of the retry itself still reaches it
+        assert queue.stop_requests.take(7) == [KILL]
+    finally:
+        os.close(doorbell_in)  # (the doorbell thread ends with it)
+        for end in (requests_out, requests_in, replies_out, replies_in):
+            end.close()

@@ -64,6 +64,14 @@ class StopRequests:
         except BlockingIOError:  # full: a wake-up is pending anyway
             pass
 
+    def forget(self) -> None:
+        """Drop every request posted so far: a new command starts, and those
+        were about the one before it. A retry has its job's id: a kill posted
+        as the first attempt ended on its own was taken by the retry, and
+        killed it at its start."""
+        with self._lock:
+            self._pending = []
+
     def take(self, job_id: object) -> list[str]:
         """The requests about *job_id* (those about earlier jobs are stale: dropped)."""
         try:

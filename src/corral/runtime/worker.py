@@ -422,6 +422,7 @@ class _Queue:
         so an abort is never lost to the reset nor taken for the next job's."""
         self.running = request
         abort.reset()
+        self.stop_requests.forget()  # (kills posted until now were the job's before)
         if request is not None and request[1] in self._abort_at_start:
             self._abort_at_start.discard(request[1])
             abort.request()
