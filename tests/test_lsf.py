@@ -333,3 +333,21 @@ def test_bjobs_with_no_job_to_list_says_so_on_stderr(lsf):
     assert (listed.returncode, listed.stderr, listed.stdout) == (255, "No job found\n", "")
     unfinished = lsf.run("bjobs", "-json", "-o", "jobid stat", "-u", "all")
     assert (unfinished.returncode, unfinished.stderr) == (255, "No unfinished job found\n")
+
+
+def test_a_qos_lsf_has_no_equivalent_for_is_warned_of_once_and_the_job_runs(
+        lsf, tmp_path, caplog):
+    with scheduler(tmp_path) as sched:
+        jobs = [sched.options(qos="high").submit(square, i) for i in range(3)]
+        assert [job.result(timeout=30) for job in jobs] == [0, 1, 4]
+    warnings = [record.getMessage() for record in caplog.records if "qos" in record.getMessage()]
+    assert warnings == ["job 'square' asks for qos='high', which corral cannot ask LSF for: it "
+                        "runs without it (and so does every later job that asks for it). If LSF "
+                        "has an equivalent, pass it as it is with extra_flags=[...]"]
+    assert all("-q" not in args and "high" not in args for args in submitted(lsf))
+
+
+def test_placement_on_the_local_backend_is_ignored_without_a_word(tmp_path, caplog):
+    with corral.Scheduler(workdir=tmp_path / "run") as sched:
+        assert sched.options(qos="high", partition="gpu").submit(square, 3).result(timeout=30) == 9
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]

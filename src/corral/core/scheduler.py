@@ -48,6 +48,7 @@ from corral.core.packing import Packer
 from corral.core.registry import JobRegistry, is_number_text
 from corral.core.queued import P, QueuedFunction, R, queue_with
 from corral.core.resume import Resumer, sweep_left_processes
+from corral.core.unused_placement import UnusedPlacement
 from corral.core.scheduler_setup import (check_journal_dir, check_workdir, checked_count,
                                          checked_queues, prepare_workdir, remove_stale_spools,
                                          tidy_after_dead_drivers, unknown_argument, with_address)
@@ -430,6 +431,7 @@ class Scheduler(Executor):
                                   capabilities=backend_info(backend).capabilities)
             self._engine.on_stopped = self._finish_outside_loop
             self._engine.files_are_temporary = self._temporary
+            self._unused_placement = UnusedPlacement(backend)
             self._plain = Submitter(self, {})
             #: The feeders of map() calls that may still dispatch (see corral.core.mapping).
             self._feeds: weakref.WeakSet[MapFeed] = weakref.WeakSet()
@@ -626,6 +628,8 @@ class Scheduler(Executor):
                     error.setting, "N", f"raise Scheduler({error.setting}=...)")
                 raise ResourceError(f"job {job.name!r} {error}{hint}",
                                     setting=error.setting) from None
+            if self._unused_placement.options:  # (a cluster's: none for the local backend)
+                self._unused_placement.note(job.name, job.spec.placement)
             self._check_queue_and_tokens(job)
             job_id = job.id
             if isinstance(job_id, str):  # (most jobs' ids are numbered: None here)
