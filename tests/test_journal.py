@@ -2922,3 +2922,37 @@ def test_a_dependent_cancelled_in_a_rerun_keeps_its_earlier_try_and_what_it_wrot
                            "earlier run, wrote: --attempt 1\n")
     assert cli.ok("logs", "2", "--attempt", "1").out.split("\n") == [
         "py-out 3", "child-out 3", ""]
+
+
+def _claim_at_once(barrier, run_dir, workdir, answers):
+    from corral.journal.workdir_mark import claim_workdir
+
+    barrier.wait()
+    try:
+        claim_workdir(workdir, run_dir)
+        answers.put("taken")
+    except ValueError:
+        answers.put("refused")
+
+
+def test_two_runs_claiming_one_workdir_at_the_same_moment_do_not_both_get_it(tmp_path):
+    """Review: two runs started together each found a free workdir free, and
+    both took it (about 1 start in 20 here); one of them must be refused."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        workdir = tmp_path / f"jobfiles{round_}"
+        workdir.mkdir()
+        runs = [tmp_path / f"{name}{round_}" for name in "ab"]
+        for run in runs:
+            run.mkdir()
+            (run / "journal.db").touch()
+        barrier, answers = fork.Barrier(2), fork.Queue()
+        claims = [fork.Process(target=_claim_at_once, args=(barrier, run, workdir, answers))
+                  for run in runs]
+        for claim in claims:
+            claim.start()
+        for claim in claims:
+            claim.join(30)
+        assert sorted(answers.get(timeout=5) for _ in claims) == ["refused", "taken"]

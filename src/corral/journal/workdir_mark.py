@@ -13,8 +13,11 @@ only where that mark names the run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
 
 from corral.journal.files import JOURNAL_FILE
 
@@ -119,6 +122,24 @@ def claim_workdir(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     """
     if inside(workdir, run_dir):
         return
+    with _claiming(workdir):
+        _claim(workdir, run_dir)
+
+
+@contextlib.contextmanager
+def _claiming(workdir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the workdir's lock while its mark is checked and written: two
+    runs started together each found it free, and both took it (review)."""
+    descriptor = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):  # (a filesystem without locks: as before)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # (the lock goes with it)
+
+
+def _claim(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> None:
     check_workdir_free(workdir, run_dir)
     mine = os.path.realpath(run_dir)
     if _owner(workdir) == mine:
