@@ -225,3 +225,22 @@ def test_a_close_that_gives_up_names_the_jobs_whose_notices_it_left(
     assert (f"3 job notice(s) not delivered through 127.0.0.1:{smtp_server.port} after 0.2 s, "
             "given up: queued, of jobs 2, 3; 1 being delivered, which the server may yet "
             "take") in caplog.text
+
+
+def test_hurry_ends_a_close_that_waits_on_a_server_that_does_not_answer(
+        smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Review: Ctrl-C still waited the 10 s of a calm end on a stalled server."""
+    notifier = Notifier(settings_for(smtp_server.port))
+    smtp_server.accepting.clear()
+    notifier.send(failed_notice(job_id=1), ["ann@example.org"])
+    assert smtp_server.at_data.wait(10)
+    closer = threading.Thread(target=notifier.close, kwargs={"timeout": 300})
+    with caplog.at_level(logging.WARNING, logger="corral.notify"):
+        closer.start()
+        closer.join(0.05)
+        assert closer.is_alive(), "close() returned while mail was being delivered"
+        notifier.hurry(0.1)
+        closer.join(30)
+        assert not closer.is_alive(), "close() waited on after hurry()"
+    assert "1 job notice(s) not delivered through" in caplog.text
+    assert "given up: 1 being delivered, which the server may yet take" in caplog.text

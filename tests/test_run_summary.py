@@ -7,6 +7,7 @@ subprocess, its stderr read whole.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -307,3 +308,22 @@ def test_the_closing_line_reaches_stderr_when_the_program_logs_to_a_file(tmp_pat
     line = "1 of 1 job did not complete: 1 failed (job 1 'boom': exit code 3)"
     assert (done.returncode, done.stderr) == (0, f"corral: {line}\n"), done
     assert f"WARNING:corral:{line}" in log.read_text()
+
+
+def test_ctrl_c_waits_a_second_at_most_for_mail_a_stalled_server_holds(tmp_path, smtp_server,
+                                                                      caplog):
+    """Review: the program's end after Ctrl-C waited 10 s on a mail server
+    that took the connection but never answered the message."""
+    stalled = Config(smtp=SmtpSettings(host=smtp_server.host, port=smtp_server.port,
+                                       sender="corral@lab.example.org", timeout=60.0))
+    smtp_server.accepting.clear()
+    with caplog.at_level(logging.WARNING, logger="corral.notify"), pytest.raises(
+            KeyboardInterrupt):
+        with corral.Scheduler(cores=1, journal=tmp_path / "run", config=stalled) as scheduler:
+            failing = scheduler.options(notify="me@example.org").shell("exit 3")
+            with pytest.raises(corral.JobFailed):
+                failing.result(timeout=60)
+            assert smtp_server.at_data.wait(30), "the notice never reached the server"
+            raise KeyboardInterrupt
+    assert ("1 job notice(s) not delivered through "
+            f"{smtp_server.host}:{smtp_server.port} after 1 s, given up") in caplog.text

@@ -223,6 +223,10 @@ class Notifier:
         self._failed = 0
         self._closed = False
         self._thread: threading.Thread | None = None
+        #: When close() gives up on what is queued (time.monotonic()); None: not closing.
+        self._give_up_at: float | None = None
+        #: The most close() waits, once hurried (see hurry()).
+        self._patience = float("inf")
 
     @property
     def sent(self) -> int:
@@ -264,25 +268,38 @@ class Notifier:
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new notices, wait up to *timeout* s for queued ones, stop the thread.
 
-        Messages still queued after *timeout* are logged as not sent; the
-        thread is a daemon, so it cannot keep the process alive. Calling
-        ``close`` again is harmless.
+        Messages still queued after *timeout* (or after :meth:`hurry`) are
+        logged as not sent; the thread is a daemon, so it cannot keep the
+        process alive. Calling ``close`` again is harmless.
         """
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
         with self._condition:
             self._closed = True
             self._condition.notify_all()
-            drained = self._condition.wait_for(lambda: self._busy == 0, timeout)
-            left, thread = self._busy, self._thread
-        if not drained:
+            self._give_up_at = started + min(timeout, self._patience)
+            while self._busy and (left := self._give_up_at - time.monotonic()) > 0:
+                self._condition.wait(left)
+            left_over, thread, give_up_at = self._busy, self._thread, self._give_up_at
+        if left_over:
             with self._condition:
                 queued = [str(notice.job_id) for notice, _ in self._queue]
             log.warning("%d job notice(s) not delivered through %s:%d after %.3g s, given up: "
-                        "%s", left, self._settings.host, self._settings.port, timeout,
-                        _not_delivered(queued, left - len(queued)))
+                        "%s", left_over, self._settings.host, self._settings.port,
+                        give_up_at - started, _not_delivered(queued, left_over - len(queued)))
             return
         if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(max(0.0, give_up_at - time.monotonic()))
+
+    def hurry(self, patience: float = 1.0) -> None:
+        """Have :meth:`close` wait at most *patience* s for what is queued
+        (from now, if it waits already): a person pressed Ctrl-C, and the
+        program's end must not wait 10 s on a mail server that does not
+        answer (review)."""
+        with self._condition:
+            self._patience = min(self._patience, patience)
+            if self._give_up_at is not None:
+                self._give_up_at = min(self._give_up_at, time.monotonic() + patience)
+                self._condition.notify_all()
 
     def _deliver_all(self) -> None:
         while True:

@@ -987,6 +987,15 @@ class Scheduler(Executor):
         calls of a map not dispatched yet); *reason* is what their status says."""
         self._stop_maps(f"the scheduler was interrupted ({reason})")
         self._engine.call(self._engine.interrupt, reason)
+        self._hurry_mail()
+
+    def _hurry_mail(self) -> None:
+        """Give the mail still queued a second at most, not the 10 s of a
+        calm end: a person stops the program (review: Ctrl-C waited on a mail
+        server that did not answer)."""
+        notifier = self._engine.notifier
+        if notifier is not None:
+            notifier.hurry()
 
     def _stop_maps(self, why: str) -> None:
         """Dispatch no more calls of any map (its iterator raises CancelledError)."""
@@ -1205,6 +1214,8 @@ class Scheduler(Executor):
     def __exit__(self, exc_type, exc, traceback) -> None:
         # (SIGTERM and Ctrl-C arrive here too: see driver_signals)
         failed = not (isinstance(exc, SystemExit) and exc.code in (0, None))
+        if isinstance(exc, (KeyboardInterrupt, DriverTerminated)):
+            self._hurry_mail()
         if exc_type is not None and not self._interrupt(driver_signals.reason_for(exc), failed):
             return  # (a stuck loop: the exception goes on, and the driver ends)
         self.shutdown(wait=True)
