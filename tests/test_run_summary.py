@@ -317,13 +317,13 @@ def test_ctrl_c_waits_a_second_at_most_for_mail_a_stalled_server_holds(tmp_path,
     stalled = Config(smtp=SmtpSettings(host=smtp_server.host, port=smtp_server.port,
                                        sender="corral@lab.example.org", timeout=60.0))
     smtp_server.accepting.clear()
-    with caplog.at_level(logging.WARNING, logger="corral.notify"), pytest.raises(
-            KeyboardInterrupt):
-        with corral.Scheduler(cores=1, journal=tmp_path / "run", config=stalled) as scheduler:
-            failing = scheduler.options(notify="me@example.org").shell("exit 3")
-            with pytest.raises(corral.JobFailed):
-                failing.result(timeout=60)
-            assert smtp_server.at_data.wait(30), "the notice never reached the server"
-            raise KeyboardInterrupt
+    with caplog.at_level(logging.WARNING, logger="corral.notify"), \
+            pytest.raises(KeyboardInterrupt), \
+            corral.Scheduler(cores=1, journal=tmp_path / "run", config=stalled) as scheduler:
+        failing = scheduler.options(notify="me@example.org").shell("exit 3")
+        with pytest.raises(corral.JobFailed):
+            failing.result(timeout=60)
+        assert smtp_server.at_data.wait(30), "the notice never reached the server"
+        raise KeyboardInterrupt
     assert ("1 job notice(s) not delivered through "
             f"{smtp_server.host}:{smtp_server.port} after 1 s, given up") in caplog.text
