@@ -2421,6 +2421,23 @@ def test_a_daemon_whose_socket_file_was_deleted_makes_it_again(fresh, tmp_path):
     assert "the control socket of the run at" in (fresh.run / "daemon.log").read_text()
 
 
+def test_a_daemon_whose_run_directory_was_deleted_ends_its_jobs_and_itself(fresh, tmp_path):
+    """Review: after `rm -rf RUN`, the next `corral submit` made a new run
+    there, and the two daemons took turns making control.sock: the submit
+    reached the old one, whose jobs nobody could see, and it ran on unseen."""
+    pidfile = tmp_path / "sleeper"
+    job = fresh.submit(f"echo $$ > {pidfile}; exec sleep 300")
+    fresh.wait_for_status(job, "RUNNING")
+    wait_until(pidfile.exists)
+    old_daemon, sleeper = fresh.daemon_pid(), int(pidfile.read_text())
+    shutil.rmtree(fresh.run)
+    wait_until(lambda: pid_gone(sleeper) and pid_gone(old_daemon), 30,
+               "the deleted run's daemon and its job to end")
+    assert fresh.ok("submit", "--", "echo", "anew").out == "1\n"
+    assert fresh("wait", "1").status == 0
+    assert fresh.ok("logs", "1").out == "anew\n"
+
+
 def test_a_directory_in_place_of_the_socket_is_said_and_an_empty_one_taken_away(fresh):
     """Attack review, round 2: a directory at control.sock could not be
     unlinked, so the daemon kept its unreachable socket, warned every second,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
@@ -40,11 +41,13 @@ from corral.cli.exits import Terminated, raise_terminated
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.errors import RunInUse
-from corral.journal.files import private_file, private_run_dir
+from corral.journal.files import directory_identity, private_file, private_run_dir
 from corral.journal.reading import read_meta
 from corral.journal.stored import StoredJob
 
 __all__ = ["ensure_daemon", "serve", "DAEMON_LOG", "HELD_FOR", "idle_seconds"]
+
+log = logging.getLogger("corral.daemon")
 
 _START_TIMEOUT_S = 20.0
 #: Daemons started at most by one command: one that finds the run held and
@@ -400,6 +403,10 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     control = scheduler._control
     assert control is not None, "a scheduler with a journal serves its control socket"
+    # A run directory deleted under the daemon (and made again by the next
+    # command, for another run) left it running its jobs, unseen and beyond
+    # reach, for as long as they ran: it ends them and itself (review).
+    identity, lost = directory_identity(run_dir), False
     holding = held and not paused and not scheduler.paused
     if paused:
         scheduler.pause()
@@ -418,16 +425,23 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
             now = time.monotonic()
             if scheduler._engine.stopped.is_set():  # its control loop crashed (logged): the
                 break  # next command's daemon takes the run up (attack review: it never exited)
+            if directory_identity(run_dir) != identity:
+                lost = True
+                break
             if scheduler._engine.unfinished:
                 last_busy = now
             quiet_since = max(last_busy, control.last_request)
             if now - quiet_since >= idle:
                 break
     finally:
-        if stop.is_set():
+        if lost:
+            log.warning("the run directory %s was deleted: its jobs are ended, and the daemon "
+                        "with them", run_dir)
+            scheduler.interrupt("the run directory was deleted")
+        elif stop.is_set():
             scheduler.interrupt("the daemon was stopped (corral stop or a signal)")
         scheduler.shutdown(wait=True)
-    return 0
+    return 1 if lost else 0
 
 
 def _settle_in(run_dir: Path) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 
 from corral.errors import CorralError
 from corral.errors import JournalError
-from corral.journal.files import file_kind, owner_of
+from corral.journal.files import directory_identity, file_kind, owner_of
 from corral.runtime.procstate import process_state
 from corral.runtime.threads import start_thread
 
@@ -398,6 +398,9 @@ class ControlServer:
         self._listening = threading.Lock()  # guards _listener: stop() and a new socket file
         self._socket_file = 0  # the inode of the socket file listened at
         self._said = ""  # the last failure to make the socket again, warned of once
+        #: The run directory as it was at the start: one deleted and made
+        #: again at its path is another run's, whose socket is not ours to make.
+        self._run_dir_identity = directory_identity(run_dir)
 
     def start(self, held: bool = False) -> None:
         """Listen. *held*: read requests but carry none out until
@@ -443,7 +446,10 @@ class ControlServer:
                 if os.lstat(path).st_ino == self._socket_file:
                     return listener
         except FileNotFoundError:
-            if not self.run_dir.is_dir():  # the run directory itself is gone: nowhere to listen
+            if directory_identity(self.run_dir) != self._run_dir_identity:
+                # The run directory is gone, or another run's is at its path:
+                # two daemons took turns making the socket there (review), and
+                # `corral submit` reached the one whose run was deleted.
                 return listener
         except OSError:
             return listener

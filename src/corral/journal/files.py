@@ -26,7 +26,8 @@ from corral.errors import JournalError
 from corral.journal import eventlog
 from corral.journal.disk_errors import no_room
 
-__all__ = ["JOURNAL_FILE", "LOCK_FILE", "STOPPED_FILE", "SCHEMA_VERSION", "journal_path",
+__all__ = ["directory_identity", "JOURNAL_FILE", "LOCK_FILE", "STOPPED_FILE", "SCHEMA_VERSION",
+           "journal_path",
            "private_run_dir", "private_file", "MOVE_AWAY",
            "open_for_writing", "open_for_reading", "check_header", "damaged_error",
            "log_missing", "checked_meta", "lost_log_error", "create_journal", "owner_of",
@@ -414,6 +415,18 @@ def _owner_while_locked(handle: IO[str]) -> dict[str, Any] | None:
 #: The line a session whose journal had stopped adds to :data:`STOPPED_FILE` as it
 #: closes: its jobs all ended (cancelled, if nothing else), unrecorded.
 SESSION_CLOSED = "the session that wrote this closed: every job it ran has ended"
+
+
+def directory_identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """What tells the directory at *path* from another made there later
+    (device and inode); None where there is none. A run directory deleted
+    under its driver, and made again by the next ``corral submit``, is
+    another run's."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
 
 
 def journal_has_stopped(run_dir: Path) -> bool:
