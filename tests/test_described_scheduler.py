@@ -165,6 +165,18 @@ def test_a_scheduler_made_by_name_reads_the_config_that_describes_it(config_dir,
                              "#PBS -l walltime=600\n#PBS -N first\n")
 
 
+def test_a_placement_option_the_table_has_no_directive_for_is_warned_of_naming_the_table(
+        config_dir, cluster, caplog):
+    """Attack review: the warning advised extra_flags, where a site's table
+    sends the option once it has a directive for it."""
+    (config_dir / "corral.toml").write_text(TABLE)
+    with on_fakeq(config_dir) as sched:
+        assert sched.options(qos="fast").submit(abs, -3).result(timeout=60) == 3
+    assert ("job 'abs' asks for qos='fast', which corral cannot ask fakeq for: it runs without "
+            "it (and so does every later job that asks for it); to send it, add a qos line to "
+            "[schedulers.fakeq.directives] in the config") in caplog.text
+
+
 def test_the_probe_answers_when_the_status_command_does(config_dir, cluster, monkeypatch):
     (config_dir / "corral.toml").write_text(TABLE)
     load_config()

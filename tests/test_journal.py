@@ -2956,3 +2956,20 @@ def test_two_runs_claiming_one_workdir_at_the_same_moment_do_not_both_get_it(tmp
         for claim in claims:
             claim.join(30)
         assert sorted(answers.get(timeout=5) for _ in claims) == ["refused", "taken"]
+
+
+def test_a_workdir_someone_else_holds_locked_is_still_taken(tmp_path):
+    """Attack review: under `flock DIR python prog.py` the run waited for
+    ever on the lock its own wrapper held."""
+    import fcntl
+
+    workdir = tmp_path / "jobfiles"
+    workdir.mkdir()
+    held = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with corral.Scheduler(journal=tmp_path / "run", workdir=workdir) as scheduler:
+            assert scheduler.shell("echo taken").result(timeout=60) is None
+        assert (workdir / ".corral-run").read_text() == f"{tmp_path / 'run'}\n"
+    finally:
+        os.close(held)

@@ -338,11 +338,14 @@ def test_bjobs_with_no_job_to_list_says_so_on_stderr(lsf):
 def test_a_qos_lsf_has_no_equivalent_for_is_warned_of_once_and_the_job_runs(
         lsf, tmp_path, caplog):
     with scheduler(tmp_path) as sched:
+        assert sched.submit(square, 5).result(timeout=30) == 25
+        with pytest.raises(ValueError, match="already used"):  # refused: nothing said yet
+            sched.dispatch([corral.Job(square, (1,), id=1, qos="high")])
         jobs = [sched.options(qos="high").submit(square, i) for i in range(3)]
         assert [job.result(timeout=30) for job in jobs] == [0, 1, 4]
     warnings = [record.getMessage() for record in caplog.records if "qos" in record.getMessage()]
     assert warnings == ["job 'square' asks for qos='high', which corral cannot ask LSF for: it "
-                        "runs without it (and so does every later job that asks for it). If LSF "
+                        "runs without it (and so does every later job that asks for it); if LSF "
                         "has an equivalent, pass it as it is with extra_flags=[...]"]
     assert all("-q" not in args and "high" not in args for args in submitted(lsf))
 

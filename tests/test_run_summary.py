@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -327,3 +328,38 @@ def test_ctrl_c_waits_a_second_at_most_for_mail_a_stalled_server_holds(tmp_path,
         raise KeyboardInterrupt
     assert ("1 job notice(s) not delivered through "
             f"{smtp_server.host}:{smtp_server.port} after 1 s, given up") in caplog.text
+
+
+STALLED_MAIL_WITHOUT_WITH = """
+import sys, corral
+from corral.config import Config, SmtpSettings
+config = Config(smtp=SmtpSettings(host="127.0.0.1", port=int(sys.argv[1]), timeout=60.0))
+scheduler = corral.Scheduler(cores=1, config=config)  # no with-block: its end is at exit
+failing = scheduler.options(notify="me@example.org").shell("exit 3")
+corral.wait([failing])
+print("failed", flush=True)
+scheduler.shell("sleep 300").result()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_program_without_a_with_block_stopped_by_a_signal_gives_mail_a_second(
+        tmp_path, smtp_server, signum):
+    """Attack review: without a with-block, the exit hook waited the 10 s of
+    a calm end on a mail server that did not answer."""
+    smtp_server.accepting.clear()
+    script = tmp_path / "driver.py"
+    script.write_text(STALLED_MAIL_WITHOUT_WITH)
+    driver = subprocess.Popen([sys.executable, script, str(smtp_server.port)], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, "CORRAL_CONFIG": os.devnull})
+    try:
+        assert driver.stdout.readline() == "failed\n"
+        assert smtp_server.at_data.wait(30), "the notice never reached the server"
+        driver.send_signal(signum)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+        driver.wait()
+    assert (f"1 job notice(s) not delivered through 127.0.0.1:{smtp_server.port} after 1 s, "
+            "given up") in err

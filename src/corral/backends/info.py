@@ -133,6 +133,11 @@ class BackendInfo:
     #: that would start machinery of its own to run anything (Dask without an
     #: address starts a LocalCluster) is chosen only by its name.
     auto: bool = True
+    #: What to do about a placement option (``{option}``) it has no way to ask
+    #: for, said with the warning of the first job that asks for one; None:
+    #: pass the scheduler's own flag with ``extra_flags`` (a site's table adds
+    #: a directive instead).
+    placement_hint: str | None = None
 
     @property
     def native_id_column(self) -> str:

@@ -628,8 +628,6 @@ class Scheduler(Executor):
                     error.setting, "N", f"raise Scheduler({error.setting}=...)")
                 raise ResourceError(f"job {job.name!r} {error}{hint}",
                                     setting=error.setting) from None
-            if self._unused_placement.options:  # (a cluster's: none for the local backend)
-                self._unused_placement.note(job.name, job.spec.placement)
             self._check_queue_and_tokens(job)
             job_id = job.id
             if isinstance(job_id, str):  # (most jobs' ids are numbered: None here)
@@ -666,6 +664,9 @@ class Scheduler(Executor):
         for job in batch:
             for dep in job.value_deps:
                 dep.feeds_values = True
+        if self._unused_placement.options:  # (a cluster's; once the batch is sure to go)
+            for job in batch:
+                self._unused_placement.note(job.name, job.spec.placement)
         return ids
 
     def _new_id(self, taken: set[str], numbered: set[str]) -> int:
@@ -747,6 +748,7 @@ class Scheduler(Executor):
         if os.getpid() == self._owner_pid:
             reason = driver_signals.termination_reason()
             if reason is not None:  # SIGTERM/SIGINT ended the program: do not wait for jobs
+                self._hurry_mail()
                 try:
                     self._engine.call(self._engine.interrupt, reason)
                 except LoopStuck:
@@ -987,12 +989,12 @@ class Scheduler(Executor):
         calls of a map not dispatched yet); *reason* is what their status says."""
         self._stop_maps(f"the scheduler was interrupted ({reason})")
         self._engine.call(self._engine.interrupt, reason)
-        self._hurry_mail()
 
     def _hurry_mail(self) -> None:
         """Give the mail still queued a second at most, not the 10 s of a
-        calm end: a person stops the program (review: Ctrl-C waited on a mail
-        server that did not answer)."""
+        calm end: a person stops the program with Ctrl-C or SIGTERM (review:
+        it waited on a mail server that did not answer). Not for interrupt()
+        itself, nor a daemon's stop: nobody waits on their end."""
         notifier = self._engine.notifier
         if notifier is not None:
             notifier.hurry()
@@ -1119,6 +1121,7 @@ class Scheduler(Executor):
             try:
                 wait_in_slices(self._engine.finished.wait, None)
             except BaseException as error:  # Ctrl-C or SIGTERM while it waited: say which
+                self._hurry_mail()
                 try:
                     self.interrupt(driver_signals.reason_for(error))
                     while not self._engine.finished.wait(SLICE_S):

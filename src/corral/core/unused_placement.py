@@ -7,7 +7,8 @@ script written for one cluster must still run on another by changing the
 backend's name, as it runs on a laptop, whose local backend ignores all
 placement by design. So the first job of a run to ask for each such option
 draws one warning, which names the option, the backend, and the way round it
-(``extra_flags``, sent to the scheduler as they are).
+(``extra_flags``, sent to the scheduler as they are; a directive, for a site's
+own scheduler described in the config).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class UnusedPlacement:
         self.options: tuple[str, ...] = (
             tuple(ignored) if len(ignored) < len(_OPTIONS) else ())
         self._title = info.title
+        self._hint = info.placement_hint or (
+            f"if {info.title} has an equivalent, pass it as it is with extra_flags=[...]")
         self._said: set[str] = set()
 
     def note(self, job_name: str, placement: Placement) -> None:
@@ -48,6 +51,5 @@ class UnusedPlacement:
                 continue
             self._said.add(option)
             log.warning("job %r asks for %s=%r, which corral cannot ask %s for: it runs "
-                        "without it (and so does every later job that asks for it). If %s has "
-                        "an equivalent, pass it as it is with extra_flags=[...]",
-                        job_name, option, value, self._title, self._title)
+                        "without it (and so does every later job that asks for it); %s",
+                        job_name, option, value, self._title, self._hint.format(option=option))

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Iterator
 
 from corral.journal.files import JOURNAL_FILE
@@ -129,14 +130,36 @@ def claim_workdir(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[st
 @contextlib.contextmanager
 def _claiming(workdir: str | os.PathLike[str]) -> Iterator[None]:
     """Hold the workdir's lock while its mark is checked and written: two
-    runs started together each found it free, and both took it (review)."""
-    descriptor = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    runs started together each found it free, and both took it (review).
+
+    Best effort: a lock held for longer than a claim takes is someone
+    else's (``flock DIR cmd`` around the program itself, attack review: the
+    run waited for ever), and a workdir this user may write but not read
+    cannot be opened to lock; the claim then goes ahead unlocked, as before."""
     try:
-        with contextlib.suppress(OSError):  # (a filesystem without locks: as before)
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        descriptor = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + _CLAIM_PATIENCE_S
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+            except OSError:  # (a filesystem without locks)
+                break
         yield
     finally:
         os.close(descriptor)  # (the lock goes with it)
+
+
+#: How long a claim waits for another's to be over (a claim takes milliseconds).
+_CLAIM_PATIENCE_S = 2.0
 
 
 def _claim(workdir: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> None:

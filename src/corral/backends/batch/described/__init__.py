@@ -146,7 +146,9 @@ def describe(name: str, raw: Mapping[str, Any]) -> BackendInfo:
                                   packs_locally=False),
         factory=f"{_MODULE}:backend_{key}", option_help=_option_help(table),
         answers=lambda: _answers(table), backend_options=options_help(),
-        driverless_control=f"{_MODULE}:control_{key}")
+        driverless_control=f"{_MODULE}:control_{key}",
+        placement_hint=(f"to send it, add a {{option}} line to [schedulers.{table.name}."
+                        "directives] in the config"))
 
 
 def table_for_key(key: str) -> Table:
