@@ -21,14 +21,15 @@ import pytest
 
 import corral
 import jobs
-from report_runs import BROKEN_MESSAGE, EXPECTED_BARS, EXPECTED_STATUS, mixed_run
+from report_runs import (BROKEN_MESSAGE, DAY, EXPECTED_BARS, EXPECTED_STATUS, MONDAY, mixed_run,
+                         night_between_runs, plain_run)
 from support.cli import Corral, assert_one_line_error
 from support.waiting import wait_until
 
 from corral.report.model import page_data, read_view
 from corral.report.svg import COLOURS
-from corral.report.timeline import (Outcome, assign_lanes, attempts_from_events, waiting_since,
-                                   waits_that_ended_unstarted)
+from corral.report.timeline import (Break, Outcome, ShownTime, assign_lanes, attempts_from_events,
+                                   waiting_since, waits_that_ended_unstarted)
 
 
 @pytest.fixture(scope="module")
@@ -576,3 +577,96 @@ def test_a_change_recorded_with_an_endless_time_is_left_out_of_the_report(
     cli.ok("report", "-o", str(tmp_path / "report.html"), timeout=30)
     assert len(embedded_data((tmp_path / "report.html").read_text())["bars"]["s"]) == 1
     assert [event[3] for event in corral.Run(run).events()][-1] == "running"  # (read, last)
+
+
+def _svg_bars(svg: str) -> list[ElementTree.Element]:
+    """The SVG's attempts: its rects with a title, in the order they are painted."""
+    space = "{http://www.w3.org/2000/svg}"
+    return [rect for rect in ElementTree.fromstring(svg).iter(f"{space}rect")
+            if rect.find(f"{space}title") is not None and rect.get("fill") != "url(#break)"]
+
+
+def test_a_night_between_a_run_and_its_rerun_is_drawn_narrow(tmp_path: Path) -> None:
+    """Review: a run run again the next morning drew the night to scale: its two
+    sessions' 50 bars were slivers a few pixels wide at either end of an empty axis."""
+    from corral.report.svg import render_svg
+
+    view = read_view(night_between_runs(tmp_path / "run"))
+    [night] = view.breaks
+    evening_done, morning = MONDAY + 10 * 3600 + 299.5, MONDAY + DAY
+    assert (night.start, night.end) == (evening_done, morning)
+    assert night.undriven == pytest.approx(night.end - night.start - 0.5), (
+        "the first driver ended half a second after its last job: no driver after that")
+    shown = ShownTime(view.breaks, view.summary.first)
+    drawn = shown(view.summary.last - view.summary.first)
+    assert shown(morning - view.summary.first) - shown(evening_done - view.summary.first) == (
+        pytest.approx(night.shown))
+    assert night.shown < 0.1 * drawn, "the night takes a sliver; the 500 s of work the rest"
+    assert view.summary.wall_seconds == pytest.approx(morning + 199.5 - (MONDAY + 10 * 3600)), (
+        "the wall time is still the whole span")
+    data = page_data(view)
+    assert data["breaks"] == [[299500.0, 50400000.0, round(night.shown * 1000, 1),
+                               round(night.undriven * 1000, 1)]]
+
+    svg = render_svg(view)
+    evening = [bar for bar in _svg_bars(svg) if " first " in bar.find(
+        "{http://www.w3.org/2000/svg}title").text]
+    right = max(float(bar.get("x")) + float(bar.get("width")) for bar in evening)
+    assert right > 400, f"the first session's 30 bars end at x={right} of 1000"
+    assert "13.92 h with no driver, drawn narrow" in svg
+
+
+@pytest.mark.parametrize(("name", "second_try", "breaks"), [
+    # a pause of 20 s between two minutes of work reads well to scale
+    ("a short pause", ("b", [(80.0, 80.0, 140.0, "completed")]), 0),
+    # a job ready and not started for an hour while its driver ran: that stall is the picture
+    ("a stall", ("b", [(60.0, 3660.0, 3720.0, "completed")]), 0),
+    # a daemon with nothing to do for an hour: drawn narrow, "with nothing running"
+    ("an idle daemon", ("b", [(3600.0, 3600.0, 3660.0, "completed")]), 1),
+])
+def test_only_long_stretches_in_which_nothing_ran_nor_waited_are_drawn_narrow(
+        tmp_path: Path, name: str, second_try: tuple, breaks: int) -> None:
+    run = plain_run(tmp_path / "run", [("a", [(0.0, 0.0, 60.0, "completed")]), second_try],
+                    [(0.0, second_try[1][0][2] + 1)])
+    view = read_view(run)
+    assert len(view.breaks) == breaks, name
+    if breaks:
+        [idle] = view.breaks
+        assert (idle.start, idle.end, idle.undriven) == (60.0, 3600.0, 0.0)
+
+
+def test_shown_time_narrows_each_break_and_keeps_the_rest_to_scale() -> None:
+    breaks = [Break(10.0, 110.0, 5.0, 0.0), Break(200.0, 1200.0, 5.0, 1000.0)]
+    shown = ShownTime(breaks, origin=0.0)
+    assert [shown(t) for t in (0.0, 10.0, 60.0, 110.0, 150.0, 200.0, 1200.0, 1300.0)] == [
+        0.0, 10.0, 12.5, 15.0, 55.0, 105.0, 110.0, 210.0]
+    assert shown.segments(1300.0) == [(0.0, 10.0), (110.0, 200.0), (1200.0, 1300.0)]
+
+
+def test_the_svg_of_a_long_wide_run_keeps_short_bars_and_failures_and_fits_a_page(
+        tmp_path: Path) -> None:
+    """Review: in the SVG of a run of days a job of seconds was a 0.5 px bar, faint
+    to nothing, and a failure could be painted over by its neighbours; 20,000 jobs
+    at once drew 20,000 lanes of 2 px, a picture 40,000 px tall."""
+    from corral.report.svg import LANES_HEIGHT, TOP, WIDTH, render_svg
+
+    tried = [("three days", [(MONDAY, MONDAY, MONDAY + 3 * DAY, "completed")])]
+    for n in range(200):
+        start = MONDAY + n * 1200
+        tried.append((f"short {n}", [(start, start, start + 2, "completed")]))
+        tried.append((f"shorter {n}", [(start + 600, start + 600, start + 601,
+                                        "failed" if n % 10 == 0 else "completed")]))
+    tried += [(f"wide {n}", [(MONDAY, MONDAY, MONDAY + DAY, "completed")]) for n in range(3000)]
+    svg = render_svg(read_view(plain_run(tmp_path / "run", tried, [(MONDAY, MONDAY + 3 * DAY)])))
+    bars = _svg_bars(svg)
+    assert min(float(bar.get("width")) for bar in bars) >= 1
+    fills = [bar.get("fill") for bar in bars]
+    failed = COLOURS[Outcome.FAILED]
+    assert fills.index(failed) > max(n for n, fill in enumerate(fills) if fill != failed), (
+        "failures are painted last, over what was widened next to them")
+    root = ElementTree.fromstring(svg)
+    assert float(root.get("height")) <= TOP + LANES_HEIGHT + 30
+    for text in root.iter("{http://www.w3.org/2000/svg}text"):
+        if (text.text or "").startswith("+"):
+            assert float(text.get("x")) + 6.2 * len(text.text) <= WIDTH, text.text
+    assert "72.00 h" in svg, "the span in hours, not 259200.0 s"

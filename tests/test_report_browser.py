@@ -12,7 +12,9 @@ from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 
 import corral
-from report_runs import BROKEN_MESSAGE, EXPECTED_BARS, mixed_run
+from corral.report import write_report
+from report_runs import (BROKEN_MESSAGE, DAY, EXPECTED_BARS, MONDAY, mixed_run, night_between_runs,
+                         plain_run)
 from support.browser import screenshot
 from support.waiting import wait_until
 
@@ -188,3 +190,71 @@ with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
     scheduler._journal.flush(wait=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
+
+
+def bar_of(data: dict, name: str) -> int:
+    """The first bar of the job called *name*."""
+    return data["bars"]["job"].index(data["jobs"]["name"].index(name))
+
+
+def test_a_night_between_a_run_and_its_rerun_is_drawn_narrow_and_says_so(
+        browser, tmp_path: Path) -> None:
+    """Review: a run run again the next morning drew the night to scale, and its
+    50 bars as two slivers at either end of an empty axis."""
+    page = write_report(night_between_runs(tmp_path / "run"), tmp_path / "night.html")
+    browser.get(page.as_uri())
+    wait_until(lambda: bars_drawn(browser) == 50, 10, "the timeline to draw every attempt")
+    canvas = browser.find_element(By.ID, "timeline")
+    data = browser.execute_script("return Corral.data()")
+    first, last = (browser.execute_script("return Corral.barCentre(arguments[0])",
+                                          bar_of(data, name)) for name in ("first 0", "first 29"))
+    assert last["x"] - first["x"] > 400, "the evening's 30 bars spread over half the width"
+    assert canvas.get_attribute("data-breaks") == "1"
+    assert browser.find_element(By.ID, "legend-break").text == "nothing ran: drawn narrow"
+    ticks = canvas.get_attribute("data-ticks").split(" | ")
+    assert any(tick.startswith("+14 h") for tick in ticks), (
+        "after the break, the axis goes on from the morning's own time", ticks)
+
+    hover(browser, bar_of(data, "again 7"))  # (where it is drawn is where the pointer finds it)
+    tip = browser.find_element(By.ID, "tip")
+    wait_until(tip.is_displayed, 5, "the tooltip to show")
+    assert '"again 7"' in tip.text and "failed after 9.50 s" in tip.text, tip.text
+    centre = browser.execute_script("return Corral.breakCentre(0)")
+    ActionChains(browser).move_to_element_with_offset(
+        canvas, int(centre["x"] - canvas.size["width"] / 2),
+        int(centre["y"] - canvas.size["height"] / 2)).perform()
+    wait_until(lambda: "with no driver" in tip.text, 5, "the break to say what it is")
+    assert tip.text.startswith("13.92 h with no driver"), tip.text
+    screenshot(browser, "report-night-between-runs")
+
+
+def test_a_run_of_days_on_thousands_of_slots_fits_the_page_and_says_its_dates(
+        browser, tmp_path: Path) -> None:
+    """Review: 3,000 jobs at once drew 3,000 lanes of 3 px, the page's end 9,000 px
+    down (20,000: a canvas too tall to draw on a HiDPI screen); a job of two days
+    read "9:00:00 AM → 9:00:00 AM"; zoomed in on a run of days, every tick of the
+    axis read "+25.05 h"."""
+    tried = [(f"task {n}", [(MONDAY, MONDAY + n, MONDAY + n + DAY * (1 + n % 3 / 2),
+                             "failed" if n % 500 == 7 else "completed")]) for n in range(3000)]
+    run = plain_run(tmp_path / "run", tried, [(MONDAY, MONDAY + 3 * DAY)], cores=3000)
+    browser.get(write_report(run, tmp_path / "days.html").as_uri())
+    wait_until(lambda: bars_drawn(browser) == 3000, 10, "the timeline to draw every attempt")
+    canvas = browser.find_element(By.ID, "timeline")
+    assert canvas.size["height"] <= 600, canvas.size
+
+    browser.execute_script("Corral.select(arguments[0])", 2)  # 09:00:02 Monday to Wednesday
+    times = browser.find_element(By.ID, "attempt-times").text
+    monday, wednesday = browser.execute_script(
+        "const d = Corral.data(), at = (ms) => new Date(d.origin * 1000 + ms).toLocaleDateString();"
+        "return [at(d.bars.s[2]), at(d.bars.e[2])]")
+    assert monday != wednesday and monday in times and wednesday in times, times
+
+    origin = ScrollOrigin.from_element(canvas, 0, 0)
+    zoom = ActionChains(browser)
+    for _ in range(5):
+        zoom.scroll_from_origin(origin, 0, -1600)
+    zoom.perform()
+    wait_until(lambda: "s" in canvas.get_attribute("data-ticks"), 5, "a zoom to seconds")
+    ticks = canvas.get_attribute("data-ticks").split(" | ")
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), ticks
+    screenshot(browser, "report-days-thousands-of-slots")

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from corral.backends import backend_info, outlives_driver
-from corral.report.timeline import (Attempt, Outcome, assign_lanes, attempts_from_events,
-                                   waiting_since, waits_that_ended_unstarted)
+from corral.report.timeline import (Attempt, Break, Outcome, assign_lanes, attempts_from_events,
+                                   idle_breaks, waiting_since, waits_that_ended_unstarted)
 from corral.safe_repr import bidi_shown
 from corral.status import TERMINAL, JobStatus
 
@@ -152,6 +152,8 @@ class Summary:
     #: The cores the session driving the run now offers (None: none does, or it did
     #: not say): a live page counts the core-seconds offered on at that rate.
     cores_now: int | None = None
+    #: When a driver ran the run: (from, to), within the span.
+    driven: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def wall_seconds(self) -> float:
@@ -185,6 +187,8 @@ class RunView:
     #: Unfinished jobs that nothing runs now: their driver is gone, and their
     #: backend's jobs end with it (``corral status`` says "its driver is gone").
     orphaned: int = 0
+    #: Long stretches in which nothing ran, drawn narrow (see timeline.idle_breaks).
+    breaks: list[Break] = field(default_factory=list)
 
 
 def cores_of(job: StoredJobLike) -> int:
@@ -228,6 +232,7 @@ def _read_view(run: RunSource, now: float | None, tracebacks: int) -> RunView:
     else:  # (cold review: the page showed them "running", and said nothing of the driver)
         view.orphaned = sum(1 for job in jobs
                             if job.status not in TERMINAL and dies_with_driver(job))
+    view.breaks = _breaks(view)
     for number in _failures(jobs)[:tracebacks]:
         job = jobs[number]
         if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
@@ -264,6 +269,22 @@ def _use_recorded_times(attempts: list[Attempt], jobs: list[StoredJobLike]) -> N
             continue
         if attempt.queued is not None:
             attempt.queued = min(attempt.queued, attempt.start)
+
+
+def _breaks(view: RunView) -> list[Break]:
+    """The long idle stretches of *view*'s span (see :func:`idle_breaks`).
+
+    A run with no session recorded (an older journal) counts as driven all along,
+    as its summary does."""
+    summary = view.summary
+    if summary.first is None or summary.last is None:
+        return []
+    running = [(a.start, a.end if a.end is not None else view.read_at) for a in view.attempts]
+    waiting = [*((a.queued, a.start) for a in view.attempts if a.queued is not None),
+               *((began, ended) for _, began, ended in view.unstarted_waits),
+               *((since, view.read_at) for since in view.waiting.values())]
+    driven = summary.driven if summary.undriven_seconds > 0 else [(summary.first, summary.last)]
+    return idle_breaks(running, waiting, driven, summary.first, summary.last)
 
 
 def _dies_with_its_driver(sessions: Sequence[SessionLike]) -> Callable[[StoredJobLike], bool]:
@@ -303,7 +324,8 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
                for a, c in zip(attempts, cores, strict=True))
     signs = sorted([*(a.start for a in attempts), *(a.end for a in attempts if a.end is not None),
                     *(a.queued for a in attempts if a.queued is not None)])
-    available, undriven = _available_core_seconds(sessions, first, last, now, signs)
+    spans = _driven_spans(sessions, first, last, now, signs)
+    available, undriven = _available_core_seconds(spans, first, last)
     return Summary(
         jobs=len(jobs), by_status=dict(by_status), first=first, last=last,
         busy_core_seconds=max(0.0, busy), available_core_seconds=available,
@@ -318,7 +340,8 @@ def _summarise(jobs: list[StoredJobLike], attempts: list[Attempt], sessions: Seq
         native_kind=_native_kind(sessions),
         cores_now=next((session.cores for session in sorted(
             sessions, key=lambda session: session.started or 0.0, reverse=True)[:1]
-            if session.ended is None), None))
+            if session.ended is None), None),
+        driven=[(begin, end) for begin, end, _ in spans])
 
 
 def _native_kind(sessions: Sequence[SessionLike]) -> str:
@@ -336,25 +359,19 @@ def _native_kind(sessions: Sequence[SessionLike]) -> str:
     return "worker pids"
 
 
-def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None,
-                            last: float | None, now: float, signs: list[float]
-                            ) -> tuple[float | None, float]:
-    """``(core-seconds offered, seconds no session drove)`` over the run's span.
+def _driven_spans(sessions: Sequence[SessionLike], first: float | None, last: float | None,
+                  now: float, signs: list[float]) -> list[tuple[float, float, int | None]]:
+    """``(from, to, cores)`` of each session, over the part of the run's span it drove.
 
-    Each session offers its cores over the part of the span it drove; None
-    when a session that ran jobs did not say its cores (a cluster, an older
-    journal). A session that never ended (its driver was killed) drove until
-    its last sign of life before the next one began (*signs*: the attempts'
-    starts and ends, sorted): counting it to the run's end counted the cores
-    twice (a killed run and its rerun read as a third used), and to the next
-    start counted the time nobody drove the run as cores left idle (a run
-    killed at night and rerun in the morning read as 5 % used). That time is
-    the second number: the page says how much of the wall time it was (cold
-    review: a rerun's wall time held the night, and nothing said so)."""
+    A session that never ended (its driver was killed) drove until its last
+    sign of life before the next one began (*signs*: the attempts' starts and
+    ends, sorted): counting it to the run's end counted the cores twice (a
+    killed run and its rerun read as a third used), and to the next start
+    counted the time nobody drove the run as cores left idle (a run killed at
+    night and rerun in the morning read as 5 % used)."""
     if first is None or last is None:
-        return None, 0.0
-    total: float | None = 0.0
-    spans: list[tuple[float, float]] = []
+        return []
+    spans: list[tuple[float, float, int | None]] = []
     starts = sorted(session.started for session in sessions if session.started is not None)
     for session in sessions:
         begin = max(first, session.started if session.started is not None else first)
@@ -367,14 +384,31 @@ def _available_core_seconds(sessions: Sequence[SessionLike], first: float | None
         else:
             ended = now
         end = min(last, ended)
-        if end <= begin:
-            continue
-        spans.append((begin, end))
-        if session.cores is None or total is None:
+        if end > begin:
+            spans.append((begin, end, session.cores))
+    return spans
+
+
+def _available_core_seconds(spans: list[tuple[float, float, int | None]], first: float | None,
+                            last: float | None) -> tuple[float | None, float]:
+    """``(core-seconds offered, seconds no session drove)`` over the run's span,
+    from the sessions' *spans* (:func:`_driven_spans`).
+
+    Each session offers its cores over the part of the span it drove; None
+    when a session that ran jobs did not say its cores (a cluster, an older
+    journal). The time no session drove is the second number: the page says
+    how much of the wall time it was (cold review: a rerun's wall time held the
+    night, and nothing said so)."""
+    if first is None or last is None:
+        return None, 0.0
+    total: float | None = 0.0
+    for begin, end, cores in spans:
+        if cores is None or total is None:
             total = None
         else:
-            total += session.cores * (end - begin)
-    return total or None, max(0.0, (last - first) - _covered(spans))
+            total += cores * (end - begin)
+    covered = _covered([(begin, end) for begin, end, _ in spans])
+    return total or None, max(0.0, (last - first) - covered)
 
 
 def _covered(spans: list[tuple[float, float]]) -> float:
@@ -499,6 +533,10 @@ def page_data(view: RunView, tails: str = "all") -> dict[str, Any]:
                     if a.reason and a.outcome != Outcome.COMPLETED
                     else None for a in attempts],
         },
+        # [from, to, drawn width, of it with no driver]: a night between a run and its
+        # rerun drawn narrow, as a break in the axis (review: it left both a sliver)
+        "breaks": [[ms(item.start), ms(item.end), round(item.shown * 1000, 1),
+                    round(item.undriven * 1000, 1)] for item in view.breaks],
         "waiting": [[index[job], ms(since)] for job, since in view.waiting.items()],
         "waits": [[index[job], ms(began), ms(ended)] for job, began, ended in view.unstarted_waits],
         "failures": _failures(jobs),

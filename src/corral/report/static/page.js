@@ -18,12 +18,22 @@
     RUNNING: 'running', SUBMITTED: 'requeued',
   };
   const AXIS = 22, GUTTER = 56, STRIP = 44;
+  // The lanes take at most this height: past it they share pixel rows, and each bar
+  // keeps a pixel (review: 20,000 lanes made a canvas 60,000 px tall, the page's end
+  // a minute's scrolling away, and too tall for a browser to draw at all on a HiDPI screen).
+  const LANES_HEIGHT = 520;
+  // Outcomes drawn in this order, the failures last: a bar widened to stay visible
+  // must not hide one of them, among thousands of short ones.
+  const DRAW_ORDER = ['completed', 'running', 'unknown', 'requeued', 'retried', 'cancelled',
+    'timed_out', 'failed'];
   const WAITING_CURVE = '#c26d00';  // how many jobs waited to start, over the cores chart
   let data = null;
   let view = null;           // [from, to] in ms
   let selected = -1;         // job index
   let byLane = [];           // lane -> bar indices sorted by start
-  let end = 1;               // the last moment drawn (ms)
+  let end = 1;               // where the last moment is drawn (ms of the drawn axis)
+  let manyDays = false;      // the run spans more than one calendar day
+  let breaks = [];           // long idle stretches drawn narrow: [from, to, shown, no driver, cut before]
   let laneHeight = 16;
   let wired = false;
   const hovered = { failures: false, 'job-list': false };  // lists under the pointer stay still
@@ -66,8 +76,11 @@
   function coreSeconds(value) {
     return value < 10 ? value.toFixed(2) : value < 1000 ? value.toFixed(1) : Math.round(value).toLocaleString();
   }
+  /** The wall-clock time of *ms*, with its date where the run spans days (review: a
+   * job of three days read "8:53:20 AM → 8:53:20 AM", a job of the third day as of the first). */
   function clock(ms) {
-    return new Date(data.origin * 1000 + ms).toLocaleTimeString();
+    const at = new Date(data.origin * 1000 + ms);
+    return manyDays ? at.toLocaleString() : at.toLocaleTimeString();
   }
   Corral.seconds = seconds;
   const quoted = (name) => '"' + name + '"';
@@ -206,12 +219,64 @@
   function index() {
     const b = data.bars;
     byLane = Array.from({ length: data.lanes }, () => []);
-    end = 1;
+    let last = 1;
     for (let i = 0; i < b.job.length; i++) {
       byLane[b.lane[i]].push(i);
-      end = Math.max(end, b.e[i] === null ? data.now : b.e[i]);
+      last = Math.max(last, b.e[i] === null ? data.now : b.e[i]);
     }
     for (const lane of byLane) lane.sort((x, y) => b.s[x] - b.s[y]);
+    breaks = [];
+    let cut = 0;
+    for (const [from, to, shown, undriven] of data.breaks || []) {
+      breaks.push([from, to, shown, undriven, cut]);
+      cut += to - from - shown;
+    }
+    end = toShown(last);
+    manyDays = new Date(data.origin * 1000).toDateString() !== new Date(data.origin * 1000 + last).toDateString();
+  }
+
+  // -- the drawn axis: a long stretch in which nothing ran is drawn narrow ----------------
+  // (review: a run killed at night and run again in the morning drew both sessions as
+  // slivers at the ends of an empty day). Mirrors corral.report.timeline.ShownTime.
+  /** Where moment *t* (ms from the run's start) is drawn, in ms of the drawn axis. */
+  function toShown(t) {
+    let lo = 0, hi = breaks.length - 1, found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (breaks[mid][0] <= t) { found = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    if (found < 0) return t;
+    const [from, to, shown, , cut] = breaks[found];
+    if (t >= to) return t - cut - (to - from - shown);
+    return from - cut + ((t - from) * shown) / (to - from);
+  }
+  /** The moment drawn at *d* (ms of the drawn axis): toShown's inverse. */
+  function toReal(d) {
+    for (let k = breaks.length - 1; k >= 0; k--) {
+      const [from, to, shown, , cut] = breaks[k];
+      const at = from - cut;
+      if (d >= at + shown) return d + cut + (to - from - shown);
+      if (d >= at) return from + ((d - at) * (to - from)) / shown;
+    }
+    return d;
+  }
+  /** The break drawn at *d* (ms of the drawn axis), or -1. */
+  function breakAt(d) {
+    return breaks.findIndex(([from, , shown, , cut]) => d >= from - cut && d <= from - cut + shown);
+  }
+  /** The stretches of [*from*, *to*] (drawn ms) drawn to scale, in ms from the start. */
+  function toScale(from, to) {
+    const out = [];
+    let start = toReal(from);
+    const stop = toReal(to);
+    for (const [bFrom, bTo] of breaks) {
+      if (bTo <= start) continue;
+      if (bFrom >= stop) break;
+      if (bFrom > start) out.push([start, bFrom]);
+      start = bTo;
+    }
+    if (stop > start) out.push([start, stop]);
+    return out;
   }
   function legend() {
     const box = $('legend');
@@ -223,6 +288,13 @@
       const sw = el('span', { class: 'swatch' });
       sw.style.background = colour(name);
       item.append(sw, document.createTextNode(OUTCOME_LABEL[name] || name));
+      box.append(item);
+    }
+    if ((data.breaks || []).length) {
+      const item = el('span', { class: 'legend-item', id: 'legend-break' });
+      const sw = el('span', { class: 'swatch' });
+      sw.style.background = 'repeating-linear-gradient(135deg, #f4f5f7 0 3px, #c9ced4 3px 4px)';
+      item.append(sw, document.createTextNode('nothing ran: drawn narrow'));
       box.append(item);
     }
     const b = data.bars;
@@ -243,8 +315,9 @@
   function geometry() {
     const canvas = $('timeline');
     const width = canvas.parentElement.clientWidth || 800;
-    laneHeight = Math.max(3, Math.min(20, Math.floor(520 / Math.max(1, data.lanes))));
-    const height = AXIS + Math.max(1, data.lanes) * laneHeight + STRIP + 6;
+    const lanes = Math.max(1, data.lanes);
+    laneHeight = lanes * 3 <= LANES_HEIGHT ? Math.min(20, Math.floor(LANES_HEIGHT / lanes)) : LANES_HEIGHT / lanes;
+    const height = Math.ceil(AXIS + lanes * laneHeight + STRIP + 6);
     return { width, height, plot: width - GUTTER - 8 };
   }
   function draw() {
@@ -261,8 +334,8 @@
     ctx.clearRect(0, 0, g.width, g.height);
     const [from, to] = view;
     const scale = g.plot / Math.max(1e-9, to - from);
-    const X = (t) => GUTTER + (t - from) * scale;
-    axis(ctx, g, from, to, X);
+    const X = (t) => GUTTER + (toShown(t) - from) * scale;
+    const labels = axis(ctx, g, from, to, X);
     const b = data.bars;
     const top = AXIS;
     // waits first, under the bars
@@ -290,20 +363,24 @@
       const name = data.outcomes[b.o[i]];
       (byColour[name] = byColour[name] || []).push(i);
     }
-    for (const [name, bars] of Object.entries(byColour)) {
+    const barHeight = Math.max(1, laneHeight - 2 * gap);  // lanes sharing a pixel row: a pixel each
+    const names = Object.keys(byColour).sort((x, y) => DRAW_ORDER.indexOf(x) - DRAW_ORDER.indexOf(y));
+    for (const name of names) {
       ctx.fillStyle = colour(name);
       const least = name === 'completed' || name === 'running' ? 1 : 3;  // a short failure still shows
-      for (const i of bars) {
+      for (const i of byColour[name]) {
         const e = b.e[i] === null ? data.now : b.e[i];
         const x0 = Math.max(GUTTER, X(b.s[i])), x1 = Math.min(g.width, X(e));
         const width = x1 - x0 > 4 ? x1 - x0 - 1 : Math.max(least, x1 - x0);  // a seam between neighbours
-        ctx.fillRect(x0, top + b.lane[i] * laneHeight + gap, width, laneHeight - 2 * gap);
+        ctx.fillRect(x0, top + b.lane[i] * laneHeight + gap, width, barHeight);
       }
     }
     if (selected >= 0) outlineJob(ctx, X, top);
     strip(ctx, g, X, from, to);
     canvas.dataset.bars = String(drawn);
     canvas.dataset.total = String(b.job.length);
+    canvas.dataset.breaks = String(breaks.length);
+    canvas.dataset.ticks = labels.join(' | ');   // what the axis says, as text
     if (!Corral.firstDrawMs) Corral.firstDrawMs = performance.now();
   }
   function outlineJob(ctx, X, top) {
@@ -327,7 +404,7 @@
       ctx.setLineDash(job === selected ? [] : [3, 2]);
       ctx.strokeStyle = '#111';
       ctx.lineWidth = job === selected ? 2 : 1;
-      ctx.strokeRect(x0, top + b.lane[i] * laneHeight + 0.5, Math.max(2, x1 - x0), laneHeight - 1);
+      ctx.strokeRect(x0, top + b.lane[i] * laneHeight + 0.5, Math.max(2, x1 - x0), Math.max(3, laneHeight - 1));
     }
     ctx.setLineDash([]);
   }
@@ -338,6 +415,27 @@
     for (const s of steps) if (s >= raw) return s;
     return steps[steps.length - 1] * Math.ceil(raw / steps[steps.length - 1]);
   }
+  /** A tick's label: its offset from the run's start, as precise as the ticks' *step*
+   * (review: zoomed in on a long run, every tick read "+35.81 h"). */
+  function tickLabel(t, step) {
+    if (t === 0) return '0';
+    const sign = t < 0 ? '−' : '+', a = Math.round(Math.abs(t) * 1000) / 1000;
+    if (a < 1000 && step < 1000) return sign + Math.round(a) + ' ms';
+    if (step % 86400000 === 0) return sign + a / 86400000 + ' d';
+    const units = step % 3600000 === 0 ? 1 : step % 60000 === 0 ? 2 : 3;   // h, min, s
+    const decimals = step >= 1000 ? 0 : step >= 100 ? 1 : step >= 10 ? 2 : 3;
+    const parts = [[Math.floor(a / 3600000), ' h'], [Math.floor((a % 3600000) / 60000), ' min'],
+      [(a % 60000) / 1000, ' s']].slice(0, units);
+    while (parts.length > 1 && parts[parts.length - 1][0] === 0) parts.pop();
+    while (parts.length > 1 && parts[0][0] === 0) parts.shift();
+    return sign + parts.map(([n, unit]) => (unit === ' s' ? n.toFixed(decimals) : n) + unit).join(' ');
+  }
+  /** How long a break lasted, and why nothing ran in it. */
+  function breakText(k) {
+    const [from, to, , undriven] = breaks[k];
+    return seconds(to - from) + (undriven >= (to - from) / 2 ? ' with no driver' : ' with nothing running');
+  }
+  /** The grid, its labels (returned), the breaks, and the lanes' names. */
   function axis(ctx, g, from, to, X) {
     const step = niceStep(to - from, g.plot);
     ctx.fillStyle = '#66707a';
@@ -346,21 +444,66 @@
     ctx.font = '11px system-ui, sans-serif';
     ctx.textBaseline = 'middle';
     const bottom = AXIS + data.lanes * laneHeight;
-    for (let t = Math.ceil(from / step) * step; t <= to; t += step) {
-      const x = Math.round(X(t)) + 0.5;
-      ctx.beginPath();
-      ctx.moveTo(x, AXIS - 4);
-      ctx.lineTo(x, bottom + STRIP);
-      ctx.stroke();
-      ctx.fillText(t === 0 ? '0' : (t < 0 ? '−' : '+') + seconds(Math.abs(t)), x + 3, AXIS / 2);
+    const taken = drawBreaks(ctx, g, X, bottom);   // labels' [from, to] x, kept apart
+    const fits = (x0, x1) => x1 <= g.width && !taken.some(([a, z]) => x0 < z + 6 && x1 > a - 6);
+    const labels = [];
+    for (const [a, z] of toScale(from, to)) {
+      for (let t = Math.ceil(a / step) * step; t <= z; t += step) {
+        const x = Math.round(X(t)) + 0.5;
+        ctx.beginPath();
+        ctx.moveTo(x, AXIS - 4);
+        ctx.lineTo(x, bottom + STRIP);
+        ctx.stroke();
+        const label = tickLabel(t, step), width = ctx.measureText(label).width;
+        if (!fits(x + 3, x + 3 + width)) continue;
+        ctx.fillText(label, x + 3, AXIS / 2);
+        taken.push([x + 3, x + 3 + width]);
+        labels.push(label);
+      }
     }
     ctx.textAlign = 'right';
-    const every = Math.ceil(12 / laneHeight);
-    for (let lane = 0; lane < data.lanes; lane += every) {
-      ctx.fillText('slot ' + (lane + 1), GUTTER - 6, AXIS + lane * laneHeight + laneHeight / 2);
+    // a label every 1, 2, 5, 10, ... lanes; past 999, numbers alone fit the gutter
+    const every = niceStep(12 / laneHeight, 90);
+    for (let lane = 0; lane < data.lanes; lane = lane === 0 && every > 1 ? every - 1 : lane + every) {
+      const label = lane === 0 || data.lanes < 1000 ? 'slot ' + (lane + 1) : String(lane + 1);
+      ctx.fillText(label, GUTTER - 6, AXIS + lane * laneHeight + laneHeight / 2);
     }
     ctx.fillText('cores', GUTTER - 6, bottom + STRIP / 2 + 2);
     ctx.textAlign = 'left';
+    return labels;
+  }
+  /** Each break in view as a hatched band, its length over it where it fits; returns
+   * the labels' extents. */
+  function drawBreaks(ctx, g, X, bottom) {
+    const taken = [];
+    for (let k = 0; k < breaks.length; k++) {
+      const [from, to] = breaks[k];
+      const x0 = Math.max(GUTTER, X(from)), x1 = Math.min(g.width, X(to));
+      if (x1 <= x0) continue;
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(x0, AXIS - 4, x1 - x0, bottom + STRIP - AXIS + 4);
+      ctx.clip();
+      ctx.fillStyle = '#f4f5f7';
+      ctx.fillRect(x0, AXIS - 4, x1 - x0, bottom + STRIP - AXIS + 4);
+      ctx.strokeStyle = '#c9ced4';
+      ctx.beginPath();
+      for (let x = x0 - (bottom + STRIP); x < x1; x += 6) {   // hatching
+        ctx.moveTo(x, bottom + STRIP);
+        ctx.lineTo(x + bottom + STRIP, 0);
+      }
+      ctx.stroke();
+      ctx.restore();
+      const label = '⋯ ' + seconds(to - from) + ' ⋯', width = ctx.measureText(label).width;
+      const centre = (x0 + x1) / 2;
+      if (width <= Math.max(x1 - x0, 0) + 40 && centre - width / 2 >= GUTTER && centre + width / 2 <= g.width) {
+        ctx.textAlign = 'center';
+        ctx.fillText(label, centre, AXIS / 2);
+        ctx.textAlign = 'left';
+        taken.push([centre - width / 2, centre + width / 2]);
+      }
+    }
+    return taken;
   }
   function strip(ctx, g, X, from, to) {
     // cores held over time, under the lanes
@@ -429,8 +572,9 @@
     const g = geometry();
     const lane = Math.floor((py - AXIS) / laneHeight);
     if (lane < 0 || lane >= data.lanes || px < GUTTER) return -1;
-    const t = from + ((px - GUTTER) / g.plot) * (to - from);
-    const slack = (3 / g.plot) * (to - from);
+    const d = from + ((px - GUTTER) / g.plot) * (to - from);
+    const t = toReal(d);
+    const slack = toReal(d + (3 / g.plot) * (to - from)) - t;
     const b = data.bars, bars = byLane[lane];
     let lo = 0, hi = bars.length - 1, found = -1;
     while (lo <= hi) {           // the last bar starting before t + slack
@@ -456,9 +600,31 @@
   function nativeLabel() {
     return data.summary.native_kind === 'worker pids' ? 'worker pid' : 'native id';
   }
+  /** The break under the pointer at *px*, or -1. */
+  function breakUnder(px) {
+    const [from, to] = view;
+    return px < GUTTER ? -1 : breakAt(from + ((px - GUTTER) / geometry().plot) * (to - from));
+  }
+  function placeTip(box, px, py) {
+    box.hidden = false;
+    const wrap = $('timeline-wrap').getBoundingClientRect();
+    const w = box.offsetWidth, h = box.offsetHeight;
+    box.style.left = Math.max(0, Math.min(px + 14, wrap.width - w - 4)) + 'px';
+    box.style.top = Math.max(0, py + 14 + h > wrap.height ? py - h - 10 : py + 14) + 'px';
+  }
+  function breakTip(k, px, py) {
+    const box = $('tip');
+    box.replaceChildren(el('div', null, breakText(k)),
+      el('div', null, 'drawn narrow: ' + clock(breaks[k][0]) + ' → ' + clock(breaks[k][1])));
+    placeTip(box, px, py);
+  }
   function tip(i, px, py) {
     const box = $('tip');
-    if (i < 0) { box.hidden = true; return; }
+    if (i < 0) {
+      const k = px === undefined ? -1 : breakUnder(px);
+      if (k >= 0) breakTip(k, px, py); else box.hidden = true;
+      return;
+    }
     const b = data.bars, n = b.job[i];
     box.replaceChildren();
     const e = b.e[i] === null ? data.now : b.e[i];
@@ -474,11 +640,7 @@
     if (trace) box.append(el('div', { class: 'tail' }, brief(lastLines(trace, 4), TIP_CHARS)));
     const tail = data.stderr && data.stderr[n];
     if (tail) box.append(el('div', { class: 'tail' }, brief(lastLines(tail, 6), TIP_CHARS)));
-    box.hidden = false;
-    const wrap = $('timeline-wrap').getBoundingClientRect();
-    const w = box.offsetWidth, h = box.offsetHeight;
-    box.style.left = Math.max(0, Math.min(px + 14, wrap.width - w - 4)) + 'px';
-    box.style.top = Math.max(0, py + 14 + h > wrap.height ? py - h - 10 : py + 14) + 'px';
+    placeTip(box, px, py);
   }
   function wire() {
     const canvas = $('timeline');
@@ -673,10 +835,17 @@
     const g = geometry();
     const b = data.bars, [from, to] = view;
     const e = b.e[i] === null ? data.now : b.e[i];
-    const X = (t) => GUTTER + ((t - from) / (to - from)) * g.plot;
+    const X = (t) => GUTTER + ((toShown(t) - from) / (to - from)) * g.plot;
     const x0 = Math.max(GUTTER, X(b.s[i])), x1 = Math.min(g.width, X(e));
     if (x1 < GUTTER || x0 > g.width) return null;
     return { x: (x0 + x1) / 2, y: AXIS + b.lane[i] * laneHeight + laneHeight / 2 };
+  };
+  /** Where break *k* (data.breaks) is drawn, in the canvas's CSS pixels (null when out of view). */
+  Corral.breakCentre = function (k) {
+    const g = geometry(), [from, to] = view, [bFrom, bTo] = breaks[k];
+    const X = (t) => GUTTER + ((toShown(t) - from) / (to - from)) * g.plot;
+    const x0 = Math.max(GUTTER, X(bFrom)), x1 = Math.min(g.width, X(bTo));
+    return x1 <= x0 ? null : { x: (x0 + x1) / 2, y: AXIS + (data.lanes * laneHeight) / 2 };
   };
   /** An empty page for the run at *path* (switched to, not read yet, or unreadable). */
   Corral.clear = function (path) {
@@ -687,7 +856,7 @@
         utilisation: null, peak_cores: 0, retries: 0, attempts: 0, backends: [], native_ids: 0, native_kind: 'native ids' },
       jobs: { id: [], name: [], status: [], reason: [], exit: [], command: [], res: [], cores: [], native: [], attempts: [], deps: [], ended: [] },
       bars: { job: [], n: [], lane: [], q: [], s: [], e: [], o: [], why: [] },
-      failures: [], slowest: [], traceback: {}, stderr: {},
+      breaks: [], failures: [], slowest: [], traceback: {}, stderr: {},
     };
     Corral.show(empty);
   };
