@@ -430,7 +430,9 @@ def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path:
     # time, which must not count as the driver's last sign of life.
     wait_until(lambda: not (run / "journal.db-wal").exists(), 10, "the writer to finish")
     killed_at = time.time()
-    wait_until(lambda: time.time() > killed_at + 1, 5, "a downtime worth seeing")
+    # (Margins of seconds: a loaded machine's last writes come late; what is
+    # ruled out is a bar that runs on to the reading, 3 s and more later.)
+    wait_until(lambda: time.time() > killed_at + 3, 10, "a downtime worth seeing")
     data = embedded_data(corral.Run(run).report(tmp_path / "r.html").read_text())
     outcomes = [data["outcomes"][code] for code in data["bars"]["o"]]
     assert outcomes == [Outcome.UNKNOWN, Outcome.UNKNOWN]
@@ -440,7 +442,7 @@ def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path:
     talking = data["bars"]["job"].index(data["jobs"]["name"].index("talker"))
     assert data["bars"]["e"][talking] - data["bars"]["s"][talking] >= 500, (
         "the talker's bar spans the half second it talked")
-    assert data["origin"] + data["bars"]["e"][talking] / 1000 < killed_at + 0.5, (
+    assert data["origin"] + data["bars"]["e"][talking] / 1000 < killed_at + 2, (
         "and ends when the driver died, not when the report was read")
     assert data["live"] is False
 
@@ -451,7 +453,7 @@ def test_a_killed_drivers_jobs_end_when_it_died_not_before_nor_forever(tmp_path:
     first = {a.job: a for a in view.attempts if a.number == 1}
     for job in ("1", "2"):
         assert first[job].outcome == Outcome.CANCELLED
-        assert first[job].end < killed_at + 0.5, (
+        assert first[job].end < killed_at + 2, (
             "it ended when its driver died, not at the resume")
 
 
@@ -479,10 +481,11 @@ def test_a_killed_runs_cut_off_jobs_end_when_it_died_while_a_new_driver_runs(tmp
     killed_at = time.time()
     wait_until(lambda: time.time() > killed_at + 1, 5, "a downtime worth seeing")
     with corral.Scheduler(cores=2, journal=run):  # a new driver, that has not asked for them
-        wait_until(lambda: time.time() > killed_at + 2, 5, "the new driver to run a while")
+        wait_until(lambda: time.time() > killed_at + 4, 10, "the new driver to run a while")
         view = read_view(corral.Run(run))
     cut_off = [a for a in view.attempts if a.job in ("1", "2")]
-    assert all(a.end is not None and a.end < killed_at + 0.5 for a in cut_off), cut_off
+    # (within 2 s of the death, on a loaded machine; "now" is 4 s and more after it)
+    assert all(a.end is not None and a.end < killed_at + 2 for a in cut_off), cut_off
     assert view.summary.utilisation is not None and view.summary.utilisation <= 1
     assert page_data(view)["summary"]["cores_now"] == 2, "the rate a live page counts on at"
 
