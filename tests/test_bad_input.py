@@ -1093,13 +1093,16 @@ def test_another_tools_option_with_a_unit_is_offered_with_its_unit(scheduler, gi
     ("--mem-gb", r"^corral: error: no such option --mem-gb; did you mean --memory\? \(with its "
                  r"unit, as in 4G\)$"),
     ("--job-name", r"^corral: error: no such option --job-name; did you mean --name\?$"),
-    ("--bogus", r"^corral: error: No such option '--bogus'\..*\(see 'corral submit --help'\)$"),
+    # (cold review: `corral submit --lr 0.2 -- python train.py`)
+    ("--bogus", r"^corral: error: No such option '--bogus'\..*\(see 'corral submit --help'\); "
+                r"the command's own options go after it: corral submit \[OPTIONS\] -- COMMAND "
+                r"\[ITS OPTIONS\]$"),
     # (cold review: these two job options have no flag, and were answered
     # "did you mean --env?")
     ("--env", r"^corral: error: no such option --env: the job gets this terminal's environment; "
               r"set a variable in the command itself \(corral submit -- env NAME=value"),
-    ("--cwd", r"^corral: error: no such option --cwd: the job runs in this terminal's "
-              r"directory; cd there first"),
+    ("--cwd", r"^corral: error: no such option --cwd: the directory a job runs in is "
+              r"--workdir DIR \(else this terminal's directory\)$"),
 ])
 def test_corral_submit_points_another_tools_flag_to_corrals(tmp_path, flag, message):
     outcome = Corral(tmp_path / "home", tmp_path / "run")("submit", flag, "2", "true")

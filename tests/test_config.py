@@ -637,3 +637,14 @@ def test_one_profile_name_in_two_unicode_forms_in_one_file_is_refused(project: P
     assert str(caught.value) == (f'{path}:4: profiles."{_NFD}": the same name as profile '
                                  f"'{_NFC}' before it, in another Unicode form (NFC and NFD); "
                                  "give one of them another name")
+
+
+def test_corral_profiles_with_the_config_variable_on_dev_null_names_no_file_to_add_to(tmp_path):
+    """Cold review: it said "add a [profiles.NAME] table to /dev/null"."""
+    from support.cli import Corral
+
+    cli = Corral(tmp_path / "home", tmp_path / "run")
+    listed = cli("profiles", env={"CORRAL_CONFIG": os.devnull})
+    assert listed.status == 0 and listed.out.startswith(
+        "no profiles defined; add a [profiles.NAME] table to ")
+    assert "/dev/null" not in listed.out and "corral.toml" in listed.out

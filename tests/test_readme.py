@@ -99,7 +99,8 @@ def test_the_demo_resumes_from_its_journal(tmp_path):
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     written = (tmp_path / "demo" / "text-0.txt").stat().st_mtime_ns
-    again = subprocess.run([sys.executable, "-m", "corral.demo", "--run", str(run)],
+    # (resumed by a relative path, the completed jobs are still recognised: cold review)
+    again = subprocess.run([sys.executable, "-m", "corral.demo", "--run", "demo/run"],
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "total words: 10000" in again.stdout

@@ -17,6 +17,7 @@ the jobs that completed from the journal instead of running them again.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -76,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="a run directory of an earlier demo to resume")
     options = parser.parse_args(argv)
-    data = options.run.parent if options.run else Path(tempfile.mkdtemp(prefix="corral-demo-"))
-    run = options.run or data / "run"
+    # Absolute: the jobs' arguments hold paths under it, and a job is recognised
+    # by its arguments (cold review: resumed as tmp/corral-demo-x/run, every job
+    # that the absolute path had completed ran again).
+    run = Path(os.path.abspath(options.run)) if options.run else None
+    data = run.parent if run else Path(tempfile.mkdtemp(prefix="corral-demo-"))
+    run = run or data / "run"
     print(f"corral demo: files in {data}\n")
     events: list[corral.Event] = []
     with corral.Scheduler(cores=2, journal=run) as scheduler:

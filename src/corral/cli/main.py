@@ -20,6 +20,7 @@ The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import os
@@ -1063,8 +1064,7 @@ def _os_error_text(error: OSError) -> str:
 _NO_SUBMIT_FLAG = {
     "env": "the job gets this terminal's environment; set a variable in the command "
            "itself (corral submit -- env NAME=value program ...), or export it first",
-    "cwd": "the job runs in this terminal's directory; cd there first, or give a shell "
-           "command (corral submit -- 'cd DIR && program ...')",
+    "cwd": "the directory a job runs in is --workdir DIR (else this terminal's directory)",
 }
 
 
@@ -1078,6 +1078,12 @@ def _no_such_option(error: click.NoSuchOption) -> str:
     hint = (peers_word_hint(typed, flags=True)
             if where == "corral submit" else None)
     if hint is None:
+        if where == "corral submit" and not difflib.get_close_matches(
+                typed, [name.lstrip("-") for name in error.possibilities or []], cutoff=0.75):
+            # (no typo of one of ours: cold review, `corral submit --lr 0.2 -- python train.py`)
+            return (f"{' '.join(error.format_message().split())} (see '{where} --help'); the "
+                    "command's own options go after it: corral submit [OPTIONS] -- COMMAND "
+                    "[ITS OPTIONS]")
         return f"{' '.join(error.format_message().split())} (see '{where} --help')"
     return (f"no such option {error.option_name}; "
             + re.sub(r"'(\w+)'", lambda found: ("--" + found[1].replace("_", "-")

@@ -10,6 +10,7 @@ run's header looks at its owner's process.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -376,7 +377,12 @@ def profiles_view(config: Config, chosen: dict[str, dict[str, Any]] | None) -> G
                                                    for name, values in config.profiles.items()}
     sources = ", ".join(str(path) for path in config.sources) or "no config file found"
     if not profiles:
-        searched = " or ".join(str(path) for path in config.searched)
+        # (a config variable naming /dev/null reads none: not a file to add to, cold review)
+        files = [path for path in config.searched if os.path.realpath(path) != os.devnull]
+        if not files:
+            return Text("no profiles defined: the config variables name /dev/null, so no config "
+                        "file is read")
+        searched = " or ".join(str(path) for path in files)
         return Text(f"no profiles defined; add a [profiles.NAME] table to {searched}")
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("PROFILE")
