@@ -2973,3 +2973,34 @@ def test_a_workdir_someone_else_holds_locked_is_still_taken(tmp_path):
         assert (workdir / ".corral-run").read_text() == f"{tmp_path / 'run'}\n"
     finally:
         os.close(held)
+
+
+def test_a_run_place_tells_a_run_deleted_from_one_moved_or_replaced(tmp_path):
+    """Review: a daemon judged its run by the path, and made its socket again
+    in a directory `rm -rf` was still emptying (which then could not be
+    removed), and in another run's directory made at the path since."""
+    from corral.journal.files import RunPlace
+
+    run = tmp_path / "run"
+    with corral.Scheduler(journal=run):
+        pass
+    place = RunPlace(run)
+    try:
+        assert (place.deleted(), place.here()) == (False, True)
+        (run / "many").mkdir()  # an rm -rf under way: the journal is gone, the directory not yet
+        (run / "journal.db").unlink()
+        assert (place.deleted(), place.here()) == (True, False)
+    finally:
+        place.close()
+    with corral.Scheduler(journal=run):  # a new run there
+        pass
+    place = RunPlace(run)
+    try:
+        moved = tmp_path / "moved"
+        run.rename(moved)
+        assert (place.deleted(), place.here()) == (False, False), "moved is not deleted"
+        with corral.Scheduler(journal=run):  # another run at the old path
+            pass
+        assert (place.deleted(), place.here()) == (False, False), "its path is another run's"
+    finally:
+        place.close()

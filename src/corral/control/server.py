@@ -37,7 +37,7 @@ from typing import Any
 
 from corral.errors import CorralError
 from corral.errors import JournalError
-from corral.journal.files import directory_identity, file_kind, owner_of
+from corral.journal.files import RunPlace, file_kind, owner_of
 from corral.runtime.procstate import process_state
 from corral.runtime.threads import start_thread
 
@@ -400,7 +400,7 @@ class ControlServer:
         self._said = ""  # the last failure to make the socket again, warned of once
         #: The run directory as it was at the start: one deleted and made
         #: again at its path is another run's, whose socket is not ours to make.
-        self._run_dir_identity = directory_identity(run_dir)
+        self._place = RunPlace(run_dir)
 
     def start(self, held: bool = False) -> None:
         """Listen. *held*: read requests but carry none out until
@@ -446,12 +446,13 @@ class ControlServer:
                 if os.lstat(path).st_ino == self._socket_file:
                     return listener
         except FileNotFoundError:
-            if directory_identity(self.run_dir) != self._run_dir_identity:
-                # The run directory is gone, or another run's is at its path:
-                # two daemons took turns making the socket there (review), and
-                # `corral submit` reached the one whose run was deleted.
-                return listener
+            pass
         except OSError:
+            return listener
+        if not self._place.here():
+            # The run directory is being deleted, or gone, or another run's is
+            # at its path: two daemons took turns making the socket there, and
+            # `corral submit` reached the one whose run was deleted (review).
             return listener
         with self._listening:
             if self._listener is not listener:  # stopping: stop() closes what it took
@@ -482,7 +483,9 @@ class ControlServer:
                 return
             self._stopping = True
         with contextlib.suppress(OSError), _socket_path(self.run_dir) as path:
-            os.unlink(path)  # no new connection from now on
+            if os.lstat(path).st_ino == self._socket_file:  # (not another run's, made since)
+                os.unlink(path)  # no new connection from now on
+        self._place.close()
         listener.settimeout(0)
         while True:  # those queued already: read together, each told this driver stops
             try:

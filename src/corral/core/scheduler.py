@@ -1217,7 +1217,8 @@ class Scheduler(Executor):
     def __exit__(self, exc_type, exc, traceback) -> None:
         # (SIGTERM and Ctrl-C arrive here too: see driver_signals)
         failed = not (isinstance(exc, SystemExit) and exc.code in (0, None))
-        if isinstance(exc, (KeyboardInterrupt, DriverTerminated)):
+        if isinstance(exc, (KeyboardInterrupt, DriverTerminated)) or (
+                driver_signals.termination_reason() is not None):  # (async with: a cancel)
             self._hurry_mail()
         if exc_type is not None and not self._interrupt(driver_signals.reason_for(exc), failed):
             return  # (a stuck loop: the exception goes on, and the driver ends)

@@ -26,7 +26,7 @@ from corral.errors import JournalError
 from corral.journal import eventlog
 from corral.journal.disk_errors import no_room
 
-__all__ = ["directory_identity", "JOURNAL_FILE", "LOCK_FILE", "STOPPED_FILE", "SCHEMA_VERSION",
+__all__ = ["RunPlace", "JOURNAL_FILE", "LOCK_FILE", "STOPPED_FILE", "SCHEMA_VERSION",
            "journal_path",
            "private_run_dir", "private_file", "MOVE_AWAY",
            "open_for_writing", "open_for_reading", "check_header", "damaged_error",
@@ -417,16 +417,65 @@ def _owner_while_locked(handle: IO[str]) -> dict[str, Any] | None:
 SESSION_CLOSED = "the session that wrote this closed: every job it ran has ended"
 
 
-def directory_identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """What tells the directory at *path* from another made there later
-    (device and inode); None where there is none. A run directory deleted
-    under its driver, and made again by the next ``corral submit``, is
-    another run's."""
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
+class RunPlace:
+    """Whether a run's directory is still where its driver left it.
+
+    A run directory deleted under its driver (``rm -rf RUN``) and made again
+    by the next ``corral submit`` is another run's: its driver must end, and
+    never make its socket there (review: two daemons took turns at one
+    control.sock). Told by the directory's descriptor, held from the start,
+    not by its path: an ``rm -rf`` of many files takes seconds, and the
+    directory keeps its inode until its last entry goes (the socket made again
+    meanwhile made the ``rmdir`` fail). Its journal gone from it is a run
+    deleted; the directory renamed (``mv RUN elsewhere``) is not. (The journal
+    itself is looked up, never held open: closing a descriptor of it would
+    drop this process's SQLite locks on it.)
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = os.fspath(run_dir)
+        try:
+            self._directory: int | None = os.open(
+                self.run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            self._directory = None
+        self._journal = self._journal_identity()
+
+    def _journal_identity(self) -> tuple[int, int] | None:
+        if self._directory is None:
+            return None
+        try:
+            found = os.stat(JOURNAL_FILE, dir_fd=self._directory, follow_symlinks=False)
+        except OSError:
+            return None
+        return (found.st_dev, found.st_ino)
+
+    def deleted(self) -> bool:
+        """Whether the run directory or its journal was deleted (not moved)."""
+        if self._directory is None:
+            return False
+        try:
+            if os.fstat(self._directory).st_nlink == 0:
+                return True
+        except OSError:
+            return True
+        return self._journal is not None and self._journal_identity() != self._journal
+
+    def here(self) -> bool:
+        """Whether the run is still at its path, whole: its socket may be made there."""
+        if self._directory is None or self.deleted():
+            return False
+        try:
+            held, there = os.fstat(self._directory), os.stat(self.run_dir)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+    def close(self) -> None:
+        if self._directory is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._directory)
+            self._directory = None
 
 
 def journal_has_stopped(run_dir: Path) -> bool:
