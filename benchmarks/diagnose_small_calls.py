@@ -1,9 +1,10 @@
-"""Where the time of small calls goes: three diagnostics behind RESULTS.md's notes.
+"""Where the time of small calls goes: the diagnostics behind RESULTS.md's notes.
 
     python benchmarks/diagnose_small_calls.py steps    # a lone call's round trip, step by step
     python benchmarks/diagnose_small_calls.py gc       # 1,000-call runs and the garbage collector
     python benchmarks/diagnose_small_calls.py journal  # the journal's own work per job
     python benchmarks/diagnose_small_calls.py cpu      # a round trip's CPU, by thread, vs its peer
+    python benchmarks/diagnose_small_calls.py journal-cpu  # no-op calls' CPU by thread, both ways
 
 ``steps`` stamps the wall clock (``time.time()``, comparable across processes) at
 each hop of ``scheduler.submit(noop).result()``: the control loop taking the job,
@@ -30,6 +31,11 @@ description, recording it and its four state changes, and its share of a
 batch's rows and pickling for the writer process. It sets their sum against a
 no-op job's whole cost without a journal, measured in the same run: what
 "the journal within 10 %" leaves for all of it.
+
+``journal-cpu`` runs 20,000 no-op submits at a time through a journaled and a
+plain scheduler, in turns, and prints what each job cost in CPU on each driver
+thread and, for the journaled one, in its writer process: the journal's cost
+as the run pays it, caches cold, where ``journal`` times its pieces warm.
 """
 
 from __future__ import annotations
@@ -236,10 +242,53 @@ def round_trip_cpu(rounds: int, turns: int = 3) -> None:
             measure("ProcessPoolExecutor", lambda: pool.submit(noop))
 
 
+def journal_cpu(turns: int = 3, number: int = 20_000) -> None:
+    import tempfile
+    import threading
+
+    import psutil
+
+    def by_id() -> dict[int, float]:
+        return {thread.id: thread.user_time + thread.system_time
+                for thread in psutil.Process().threads()}
+
+    def measure(label: str, scheduler: corral.Scheduler, writer: psutil.Process | None) -> None:
+        # (by thread id: both schedulers' loop threads have one name)
+        loop = scheduler._engine._thread.native_id
+        threads = by_id()
+        wrote = sum(writer.cpu_times()[:2]) if writer is not None else 0.0
+        began = time.perf_counter()
+        for job in [scheduler.submit(noop) for _ in range(number)]:
+            job.result()
+        elapsed = time.perf_counter() - began
+        if writer is not None:
+            scheduler._engine.call(scheduler._journal.flush, True)  # all of it written
+        after = by_id()
+        caller = (after[threading.get_native_id()] - threads[threading.get_native_id()])
+        others = sum(after[tid] - threads.get(tid, 0.0) for tid in after
+                     if tid not in (loop, threading.get_native_id()))
+        spent = {"caller": caller, "control loop": after[loop] - threads[loop],
+                 "other threads": others}
+        shown = ", ".join(f"{name} {value / number * 1e6:.0f}" for name, value in spent.items())
+        if writer is not None:
+            shown += f", writer process {(sum(writer.cpu_times()[:2]) - wrote) / number * 1e6:.0f}"
+        print(f"{label}: {elapsed / number * 1e6:.0f} µs a job; CPU a job: {shown} µs")
+
+    with tempfile.TemporaryDirectory() as scratch, corral.Scheduler(cores=SLOTS) as plain, \
+            corral.Scheduler(cores=SLOTS, journal=Path(scratch, "run")) as journaled:
+        for scheduler in (plain, journaled):
+            noop_corral(scheduler, 50)
+        journaled._engine.call(journaled._journal.flush, True)
+        writer = psutil.Process(journaled._journal._writer.pid)
+        for _ in range(turns):
+            measure("journal off", plain, None)
+            measure("journal on ", journaled, writer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("steps", "gc", "journal", "cpu"))
+    parser.add_argument("what", choices=("steps", "gc", "journal", "cpu", "journal-cpu"))
     parser.add_argument("--rounds", type=int, default=2000,
                         help="round trips for 'steps' and 'cpu'")
     parser.add_argument("--runs", type=int, default=10, help="1,000-call runs for 'gc'")
@@ -250,6 +299,8 @@ def main() -> None:
         collections(options.runs)
     elif options.what == "cpu":
         round_trip_cpu(options.rounds)
+    elif options.what == "journal-cpu":
+        journal_cpu()
     else:
         journal_work()
 
