@@ -49,6 +49,16 @@ def settings_for(port: int, **changes: object) -> SmtpSettings:
                         **changes)  # type: ignore[arg-type]
 
 
+def notifier_held_at_data(server: SmtpServer, first_job: int = 1) -> Notifier:
+    """A notifier whose first notice (of job *first_job*) the server holds at
+    DATA until ``server.accepting`` is set: what is sent next queues behind it."""
+    notifier = Notifier(settings_for(server.port))
+    server.accepting.clear()
+    notifier.send(failed_notice(job_id=first_job), ["ann@example.org"])
+    assert server.at_data.wait(10), "the first notice never reached the server"
+    return notifier
+
+
 def test_a_job_of_milliseconds_is_not_said_to_have_taken_a_second(
         smtp_server: SmtpServer) -> None:
     """BUG (cold review): a 1.3 ms job's mail said "duration 00:00:01"."""
@@ -112,10 +122,7 @@ def test_delivery_to_a_closed_port_is_logged_not_raised(
 
 
 def test_send_returns_at_once_and_close_waits_for_queued_mail(smtp_server: SmtpServer) -> None:
-    notifier = Notifier(settings_for(smtp_server.port))
-    smtp_server.accepting.clear()  # the server holds every message at DATA
-    notifier.send(failed_notice(job_id=0), ["ann@example.org"])
-    assert smtp_server.at_data.wait(10), "the first notice never reached the server"
+    notifier = notifier_held_at_data(smtp_server, first_job=0)
     for job_id in range(1, 3):  # (queued behind the held delivery: one digest of both)
         notifier.send(failed_notice(job_id=job_id), ["ann@example.org"])
     assert notifier.sent == 0  # send() did not wait for the held delivery
@@ -171,10 +178,7 @@ def test_notices_that_pile_up_for_the_same_addresses_go_in_one_digest(
         smtp_server: SmtpServer) -> None:
     """Attack review: 500 jobs failing at once made 500 mails, one connection
     each, and most were lost when the program ended."""
-    notifier = Notifier(settings_for(smtp_server.port))
-    smtp_server.accepting.clear()
-    notifier.send(failed_notice(job_id=1), ["ann@example.org"])
-    assert smtp_server.at_data.wait(10)
+    notifier = notifier_held_at_data(smtp_server)
     for job_id in range(2, 501):
         notifier.send(failed_notice(job_id=job_id, stderr_tail="line a\nline b\n"),
                       ["ann@example.org"])
@@ -214,10 +218,7 @@ def test_a_notice_no_mail_can_say_is_logged_and_the_others_go(
 
 def test_a_close_that_gives_up_names_the_jobs_whose_notices_it_left(
         smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture) -> None:
-    notifier = Notifier(settings_for(smtp_server.port))
-    smtp_server.accepting.clear()
-    notifier.send(failed_notice(job_id=1), ["ann@example.org"])
-    assert smtp_server.at_data.wait(10)
+    notifier = notifier_held_at_data(smtp_server)
     notifier.send(failed_notice(job_id=2), ["ann@example.org"])
     notifier.send(failed_notice(job_id=3), ["ann@example.org"])
     with caplog.at_level(logging.WARNING, logger="corral.notify"):
@@ -230,10 +231,7 @@ def test_a_close_that_gives_up_names_the_jobs_whose_notices_it_left(
 def test_hurry_ends_a_close_that_waits_on_a_server_that_does_not_answer(
         smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture) -> None:
     """Review: Ctrl-C still waited the 10 s of a calm end on a stalled server."""
-    notifier = Notifier(settings_for(smtp_server.port))
-    smtp_server.accepting.clear()
-    notifier.send(failed_notice(job_id=1), ["ann@example.org"])
-    assert smtp_server.at_data.wait(10)
+    notifier = notifier_held_at_data(smtp_server)
     closer = threading.Thread(target=notifier.close, kwargs={"timeout": 300})
     with caplog.at_level(logging.WARNING, logger="corral.notify"):
         closer.start()
