@@ -41,7 +41,7 @@ from corral.cli.exits import Terminated, raise_terminated
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.errors import RunInUse
-from corral.journal.files import RunPlace, private_file, private_run_dir
+from corral.journal.files import private_file, private_run_dir
 from corral.journal.reading import read_meta
 from corral.journal.stored import StoredJob
 
@@ -406,7 +406,7 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
     # A run directory deleted under the daemon (and made again by the next
     # command, for another run) left it running its jobs, unseen and beyond
     # reach, for as long as they ran: it ends them and itself (review).
-    place, lost = RunPlace(run_dir), False
+    lost = False
     holding = held and not paused and not scheduler.paused
     if paused:
         scheduler.pause()
@@ -425,7 +425,7 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
             now = time.monotonic()
             if scheduler._engine.stopped.is_set():  # its control loop crashed (logged): the
                 break  # next command's daemon takes the run up (attack review: it never exited)
-            if place.deleted():
+            if control.run_deleted():
                 lost = True
                 break
             if scheduler._engine.unfinished:
@@ -441,7 +441,6 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
         elif stop.is_set():
             scheduler.interrupt("the daemon was stopped (corral stop or a signal)")
         scheduler.shutdown(wait=True)
-        place.close()
     return 1 if lost else 0
 
 

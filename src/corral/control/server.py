@@ -469,6 +469,11 @@ class ControlServer:
         log.warning("the control socket of the run at %s was gone: made again", self.run_dir)
         return self._listener
 
+    def run_deleted(self) -> bool:
+        """Whether the run directory (or its journal) was deleted under this
+        driver; a run moved elsewhere is not (see :class:`RunPlace`)."""
+        return self._place.deleted()
+
     def open(self) -> None:
         """Carry out requests from now on (after ``start(held=True)``)."""
         self._serving.release()
