@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -1049,6 +1050,17 @@ with corral.Scheduler(cores=2, journal=sys.argv[1]) as scheduler:
     scheduler.shell(f"sleep 300 & echo $$ $! > {pids}.tmp && mv {pids}.tmp {pids}; wait",
                     name="long").result()
 """
+
+
+def test_the_mark_of_a_sessions_processes_is_in_the_journal_before_any_job_can_run(tmp_path):
+    """CI failure: the mark went to the writer process on its own; a writer slow
+    to commit it, killed with the driver, left the next session nothing to sweep
+    by, and a command killed-driver left ran on."""
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run):
+        with sqlite3.connect(run / "journal.db") as db:  # (another reader, as the next session)
+            marks = db.execute("SELECT value FROM meta WHERE key LIKE 'worker_mark.%'").fetchall()
+    assert len(marks) == 1 and marks[0][0], marks
 
 
 def test_commands_left_when_a_driver_and_all_its_helpers_were_killed_end_at_the_next_session(

@@ -373,8 +373,13 @@ class Journal:
 
     def record_worker_mark(self, mark: str) -> None:
         """Record the mark in the environment of every process of this session's
-        jobs (a local backend's), for the next session to sweep if this one is killed."""
+        jobs (a local backend's), for the next session to sweep if this one is killed.
+
+        Committed before this returns, so before any job runs: sent on its own, a
+        writer slow to take it (a busy machine) let a driver killed with it leave
+        a command the next session knew nothing of (CI failure)."""
         self.set_meta(WORKER_MARK_KEY.format(session=self.session), mark)
+        self.flush(wait=True)
 
     def swept(self, session: int) -> None:
         """The processes of an earlier *session*'s mark (:attr:`marks_left`) are gone."""
