@@ -1057,9 +1057,9 @@ def test_the_mark_of_a_sessions_processes_is_in_the_journal_before_any_job_can_r
     to commit it, killed with the driver, left the next session nothing to sweep
     by, and a command killed-driver left ran on."""
     run = tmp_path / "run"
-    with corral.Scheduler(cores=1, journal=run):
-        with sqlite3.connect(run / "journal.db") as db:  # (another reader, as the next session)
-            marks = db.execute("SELECT value FROM meta WHERE key LIKE 'worker_mark.%'").fetchall()
+    with corral.Scheduler(cores=1, journal=run), sqlite3.connect(run / "journal.db") as db:
+        # (another reader, as the next session would be)
+        marks = db.execute("SELECT value FROM meta WHERE key LIKE 'worker_mark.%'").fetchall()
     assert len(marks) == 1 and marks[0][0], marks
 
 
