@@ -406,11 +406,11 @@ class Scheduler(Executor):
         except BaseException:
             self._close_journal()
             raise
-        # The local backend's: what its jobs' processes carry (see sweep_left_processes).
-        mark: str | None = getattr(self._backend, "worker_mark", None)
-        if self._journal is not None and mark is not None:
-            self._journal.record_worker_mark(mark)
         try:
+            # The local backend's: what its jobs' processes carry (see sweep_left_processes).
+            mark: str | None = getattr(self._backend, "worker_mark", None)
+            if self._journal is not None and mark is not None:
+                self._journal.record_worker_mark(mark)
             if workdir is None and self._journal is not None:
                 self._run_dir, self._temporary = self._journal.run_dir, False
             else:
