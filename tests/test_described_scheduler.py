@@ -838,6 +838,29 @@ def test_a_scheduler_described_in_the_site_file_serves_every_directory_and_the_d
         corral_command("stop")
 
 
+def test_corral_submit_of_a_placement_option_the_scheduler_cannot_send_says_so_each_time(
+        config_dir, cluster, tmp_path):
+    """Re-attack review: the warning went to the daemon's log only, and the
+    person who typed --qos saw nothing."""
+    site = tmp_path / "etc" / "corral.toml"
+    site.parent.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _, corral_command = _on_the_sites_scheduler(tmp_path, site, elsewhere,
+                                                CORRAL_DAEMON_IDLE="30")
+    said = ("corral: note: qos='fast' is not sent: corral cannot ask fakeq for it, and the "
+            "job runs without it (to send it, add a qos line to [schedulers.fakeq.directives] "
+            "in the config)\n")
+    try:
+        for _ in range(2):  # each time: each submit is its own person's act
+            submitted = corral_command("submit", "--qos", "fast", "true")
+            assert submitted.returncode == 0 and submitted.stderr == said, submitted
+        plain = corral_command("submit", "--memory", "1G", "true")  # (it has a directive)
+        assert plain.returncode == 0 and plain.stderr == "", plain
+    finally:
+        corral_command("stop")
+
+
 def test_a_command_that_cannot_see_the_runs_scheduler_starts_no_daemon_for_it(
         config_dir, cluster, tmp_path):
     """Re-attack: where the site's table was not read, ``corral cancel`` of a

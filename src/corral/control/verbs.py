@@ -55,6 +55,8 @@ class Driver(Protocol):
 
     def _ended_as(self, job_id: int | str, name: str) -> JobStatus | None: ...
 
+    def _placement_unused(self, options: dict[str, Any]) -> str | None: ...
+
     def jobs(self, status: JobStatus | str | None = None) -> list[Job]: ...
 
     def dispatch(self, jobs: Job | Iterable[Job]) -> list[Job]: ...
@@ -159,9 +161,8 @@ def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         if note is None or isinstance(error, Stopping):
             raise
         raise CorralError(f"{error}; {note}") from None
-    if doomed is not None:
-        note = "; ".join(filter(None, (f"job {job_id} is cancelled, and will not run: {doomed}",
-                                       note)))
+    cancelled = None if doomed is None else f"job {job_id} is cancelled, and will not run: {doomed}"
+    note = "; ".join(filter(None, (cancelled, scheduler._placement_unused(options), note))) or None
     return {"id": job_id} if note is None else {"id": job_id, "note": note}
 
 

@@ -669,6 +669,11 @@ class Scheduler(Executor):
                 self._unused_placement.note(job.name, job.spec.placement)
         return ids
 
+    def _placement_unused(self, options: Mapping[str, Any]) -> str | None:
+        """What a ``corral submit`` of *options* is told of the placement
+        options this run's backend cannot send (see corral.core.unused_placement)."""
+        return self._unused_placement.unused_in(options)
+
     def _new_id(self, taken: set[str], numbered: set[str]) -> int:
         """The next number not taken by an explicit ``id=`` (this batch's or earlier)."""
         registry = self._registry

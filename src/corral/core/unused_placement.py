@@ -14,6 +14,7 @@ own scheduler described in the config).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from corral.backends import backend_info
 from corral.backends.info import NOT_USED
@@ -53,3 +54,13 @@ class UnusedPlacement:
             log.warning("job %r asks for %s=%r, which corral cannot ask %s for: it runs "
                         "without it (and so does every later job that asks for it); %s",
                         job_name, option, value, self._title, self._hint.format(option=option))
+
+    def unused_in(self, options: Mapping[str, object]) -> str | None:
+        """What the person who submits a job with *options* (``corral submit``)
+        is told of the options it sets that this backend does not use: each
+        time, as the warning above goes to the run's log, which a person at
+        another terminal does not read (re-attack review)."""
+        return "; ".join(
+            f"{option}={options[option]!r} is not sent: corral cannot ask {self._title} for "
+            f"it, and the job runs without it ({self._hint.format(option=option)})"
+            for option in self.options if options.get(option)) or None
