@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -263,6 +264,43 @@ def test_dashboard_bad_input_is_one_line(tmp_path: Path, cli: Corral) -> None:
                               rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use")
     finally:
         stop(served.process)
+
+
+def fetch_until(url: str, done: threading.Event, answered: list[int]) -> None:
+    """Fetch *url* over and over until *done* or its server stops listening."""
+    while not done.is_set():
+        try:
+            answered.append(fetch(url)[0])
+        except OSError:
+            return
+
+
+def test_sigterm_ends_a_dashboard_in_the_middle_of_answering(tmp_path: Path, cli: Corral) -> None:
+    """Cold review: ``kill`` while pages were being fetched was taken for one
+    answer's error and swallowed; the dashboard served on, at times spinning a core."""
+    with corral.Scheduler(journal=cli.run, cores=1):
+        pass
+    for _ in range(5):
+        served = start_dashboard(cli)
+        done, answered = threading.Event(), []
+        fetchers = [threading.Thread(target=fetch_until, args=(
+            f"{served.base}/?token={served.token}", done, answered)) for _ in range(4)]
+        for fetcher in fetchers:
+            fetcher.start()
+        try:
+            wait_until(lambda: len(answered) >= 8, 30,  # noqa: B023 (waited for at once)
+                       "the dashboard to answer")
+            assert set(answered) == {200}, answered
+            served.process.send_signal(signal.SIGTERM)
+            status = served.process.wait(timeout=15)
+            said = served.process.stderr.read().decode()
+        finally:
+            done.set()
+            for fetcher in fetchers:
+                fetcher.join()
+            stop(served.process)
+        assert (status, said) == (
+            143, "corral: error: terminated (SIGTERM); the run and its jobs go on\n")
 
 
 def test_a_run_directory_removed_under_the_page_is_said_in_words(

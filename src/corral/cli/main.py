@@ -942,9 +942,11 @@ def dashboard(context: click.Context, port: int, host: str) -> None:
         sys.stdout.flush()
 
     try:
-        serve(chosen_run_dir(context), state_dir, host=host, port=port, ready=ready)
+        terminated = serve(chosen_run_dir(context), state_dir, host=host, port=port, ready=ready)
     except OSError as error:
         raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    if terminated:
+        raise Terminated
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})  # (--memory: an option)

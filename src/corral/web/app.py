@@ -18,8 +18,10 @@ threads: a big run being read never stalls another request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 from importlib import resources
 from collections.abc import Awaitable, Callable
@@ -217,6 +219,10 @@ def _whole_characters(chunk: bytes) -> int:
     return len(chunk)
 
 
+#: How long the end of a dashboard waits for answers under way.
+_SHUTDOWN_TIMEOUT_S = 2.0
+
+
 async def _serve(guard: Guard, runs: RunList, ready: Callable[[str], None],
                  stop: asyncio.Event | None) -> None:
     runner = web.AppRunner(make_app(guard, runs), access_log=None, handle_signals=False)
@@ -231,7 +237,8 @@ async def _serve(guard: Guard, runs: RunList, ready: Callable[[str], None],
         await runner.cleanup()
         raise
     guard.port = listening.getsockname()[1]
-    site = web.SockSite(runner, listening)
+    # Pages poll, so nothing is lost by cutting a slow answer short at the end.
+    site = web.SockSite(runner, listening, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
     await site.start()
     host = f"[{guard.host}]" if ":" in guard.host else guard.host
     ready(f"http://{host}:{guard.port}/?token={guard.token}")
@@ -242,11 +249,32 @@ async def _serve(guard: Guard, runs: RunList, ready: Callable[[str], None],
 
 
 def serve(run_dir: Path, state_dir: Path | None, host: str = "127.0.0.1", port: int = 0,
-          ready: Callable[[str], None] = print) -> None:
-    """Serve the dashboard until interrupted; *ready* gets its URL (with the token)."""
+          ready: Callable[[str], None] = print) -> bool:
+    """Serve the dashboard until interrupted; *ready* gets its URL (with the token).
+
+    Returns whether SIGTERM ended it (the command line says so and exits 143).
+    SIGTERM is the event loop's to handle: an exception a signal handler raised
+    in one of the loop's callbacks was taken for that callback's error, logged
+    and swallowed, and the dashboard served on after ``kill``, at times
+    spinning a core (cold review)."""
     guard = Guard(host, port)
     runs = RunList(run_dir, state_dir)
+    terminated = False
+
+    async def until_stopped() -> None:
+        stop = asyncio.Event()
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            stop.set()
+
+        with contextlib.suppress(ValueError, RuntimeError):  # (no signals off the main thread)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+        await _serve(guard, runs, ready, stop)
+
     try:
-        asyncio.run(_serve(guard, runs, ready, None))
+        asyncio.run(until_stopped())
     except KeyboardInterrupt:
         pass
+    return terminated
