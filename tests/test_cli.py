@@ -2558,7 +2558,8 @@ def test_a_bad_daemon_table_is_one_line_naming_file_line_and_key(fresh):
     fresh.config.write_text('[daemon]\ncores = 2\nqueues = { solo = 0 }\n')
     outcome = fresh("submit", "true")
     assert_one_line_error(outcome, 2, rf"^corral: error: {re.escape(str(fresh.config))}:3: "
-                                      r"daemon\.queues: queues\.solo=0 must be an int >= 1$")
+                                      r"daemon\.queues: queues\.solo=0 must be an int from 1 to "
+                                      r"2147483647$")
     assert fresh.daemon_pid() is None
 
 

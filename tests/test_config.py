@@ -267,7 +267,13 @@ BAD_FILES = {
         3, "daemon.queue", "unknown daemon setting 'queue'; did you mean 'queues'?"),
     "daemon queue capacity": (
         '[daemon]\nqueues = { gpu = 0 }\n',
-        2, "daemon.queues", "queues.gpu=0 must be an int >= 1"),
+        2, "daemon.queues", "queues.gpu=0 must be an int from 1 to 2147483647"),
+    "daemon queue without a name": (  # (attack review: it stopped the daemon, naming no file)
+        '[daemon]\nqueues = { "" = 1 }\n',
+        2, "daemon.queues", "queues: '' is not a queue name; give each queue a name"),
+    "daemon cores of 20 digits": (  # (attack review: "int too large to convert", no file)
+        '[daemon]\ncores = 100000000000000000000\n',
+        2, "daemon.cores", "cores=100000000000000000000 must be an int from 1 to 2147483647"),
     "daemon memory": (
         '[daemon]\nmemory = "plenty"\n',
         2, "daemon.memory", "memory='plenty' is not a memory size"),

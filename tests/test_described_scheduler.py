@@ -339,6 +339,21 @@ BAD = [
     (TABLE.replace('task_id = "{job}_{index}"', 'task_id = "{job}_{index:{nope}}"'), 34,
      "schedulers.fakeq.array.task_id", "{index:{nope}} in '{job}_{index:{nope}}': a "
      "placeholder takes no conversion or format spec; write {index}"),
+    # (attack review, the four below: each passed, to fail or mislead only when jobs ran)
+    (table(directive_prefix='"PBS"'), 14, "schedulers.fakeq.directive_prefix",
+     "'PBS' must begin with '#' (such as \"#PBS\"): the job script is a shell script, and a "
+     "line without it would run as a command"),
+    (table(submit='["qsub\\u0000", "{script}"]'), 4, "schedulers.fakeq.submit",
+     "'qsub\\x00' holds a NUL character (\\0), which no command may take"),
+    (TABLE.replace('task_id = "{job}_{index}"', 'task_id = "{job}"'), 34,
+     "schedulers.fakeq.array.task_id", "'{job}' must hold both {job} and {index}, as the "
+     "scheduler names one task of an array"),
+    (TABLE.replace('"{first}-{last}{throttle}"]', '"1-2"]'), 30,
+     "schedulers.fakeq.array.argument", "['-t', '1-2'] must hold {last} or {size}, where corral "
+     "puts how many tasks the array has"),
+    (TABLE.replace('"{first}-{last}{throttle}"]', '"{first}-{last}", "{throttle}"]'), 30,
+     "schedulers.fakeq.array.argument", "\"{throttle}\" alone is an empty argument when no "
+     "throttle is asked: join it to another"),
     (table(commands_in_job_group='"yes"'), 22, "schedulers.fakeq.commands_in_job_group",
      "must be true or false, not 'yes'"),
     (table(cancel_ended_words='"gone"'), 22, "schedulers.fakeq.cancel_ended_words",

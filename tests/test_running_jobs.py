@@ -604,13 +604,19 @@ def test_nothing_can_be_submitted_after_shutdown():
     ({"backend": 4}, r"backend=4 must be a backend name such as 'local'; to set how many jobs run "
                      r"at once use Scheduler\(cores=N\)"),
     ({"backend": "lokal"}, r"unknown backend 'lokal'; did you mean 'local'\?"),
-    ({"cores": 0}, r"cores=0 must be an int >= 1, or None for all of this machine's CPUs$"),
-    ({"cores": -1}, r"cores=-1 must be an int >= 1, or None for all of this machine's CPUs "
-                    r"\(-1 means all CPUs to joblib\)$"),
+    ({"cores": 0}, r"cores=0 must be an int from 1 to 2147483647, or None for the backend's "
+                   r"own \(on this machine: all its CPUs but one\)$"),
+    ({"cores": -1}, r"cores=-1 must be an int from 1 to 2147483647, or None for the backend's "
+                    r"own \(on this machine: all its CPUs but one\) \(-1 means all CPUs to "
+                    r"joblib\)$"),
+    ({"cores": 10**20}, r"cores=100000000000000000000 must be an int from 1 to 2147483647"),
+    # (Attack review: 10**8 took a minute and 12 GB, each GPU numbered.)
+    ({"gpus": 10**8}, r"gpus=100000000: no machine has that many; the local backend counts at "
+                      r"most 4096"),
     ({"memory": "much"}, r"memory='much' is not a memory size"),
     ({"queues": {"io": 0}}, r"queues: capacity of 'io' is 0; it must be an int >= 1"),
     ({"queues": ["io"]}, r"queues=\['io'\] must be a dict of queue names to capacities"),
-    ({"tokens": -2}, r"tokens=-2 must be an int >= 0"),
+    ({"tokens": -2}, r"tokens=-2 must be an int from 0 to 2147483647"),
     ({"on_finish": "yes"}, r"on_finish='yes' must be a callable taking a Job"),
     ({"abort_grace": "0"}, r"abort_grace='0' is ambiguous"),
 ])

@@ -691,10 +691,17 @@ def _smtp_settings(keys: Mapping[str, _Origin]) -> SmtpSettings:
 
 # -- [daemon] ---------------------------------------------------------------------------------
 
+#: Above any real count (a 20-digit one stopped the daemon with "int too large
+#: to convert", naming no file: attack review); the Scheduler's bound too.
+_LARGEST_COUNT = 2**31 - 1
+
+
 def _count(minimum: int) -> Callable[[Any, str], tuple[str, int]]:
     def check(value: Any, name: str) -> tuple[str, int]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+        if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+                or value > _LARGEST_COUNT):
+            raise ValueError(f"{name}={value!r} must be an int from {minimum} to "
+                             f"{_LARGEST_COUNT}")
         return name, value
     return check
 
@@ -732,8 +739,9 @@ def _queues(value: Any, name: str) -> tuple[str, Mapping[str, int]]:
         raise ValueError(f"{name} must be a table of queue names and how many of their jobs "
                          "may run at once, e.g. queues = { gpu = 1, io = 4 }")
     for queue, capacity in value.items():
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"{name}.{queue}={capacity!r} must be an int >= 1")
+        if not queue:  # (taken here, it stopped the daemon, naming no file: attack review)
+            raise ValueError(f"{name}: {queue!r} is not a queue name; give each queue a name")
+        _count(1)(capacity, f"{name}.{queue}")
     return "queues", MappingProxyType(dict(value))
 
 

@@ -88,17 +88,22 @@ def with_address(backend: str, address: Any,
 
 
 #: What None means for each of the Scheduler's counts, for its error message.
-_NONE_MEANS = {"cores": "all of this machine's CPUs", "gpus": "the GPUs found here",
-               "max_jobs": "no limit", "tokens": "none"}
+_NONE_MEANS = {"cores": "the backend's own (on this machine: all its CPUs but one)",
+               "gpus": "the GPUs found here", "max_jobs": "no limit", "tokens": "none"}
+
+#: A bound on every count, far above any real one: a number from a config file
+#: of 20 digits stopped a daemon with "int too large to convert" (attack review).
+_LARGEST_COUNT = 2**31 - 1
 
 
 def checked_count(name: str, value: Any, minimum: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or value > _LARGEST_COUNT):
         joblib = " (-1 means all CPUs to joblib)" if name == "cores" and value == -1 else ""
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}, or None for "
-                         f"{_NONE_MEANS[name]}{joblib}")
+        raise ValueError(f"{name}={value!r} must be an int from {minimum} to {_LARGEST_COUNT}, "
+                         f"or None for {_NONE_MEANS[name]}{joblib}")
     return value
 
 

@@ -104,6 +104,10 @@ _KILL_GRACE_S = 1.0
 #: kills all it started, and waits for it to end).
 _COMMAND_KILL_GRACE_S = TERM_GRACE_S + 3.0
 
+#: The most GPUs one machine is taken to have: the local backend numbers each one.
+MOST_GPUS = 4096
+
+
 def default_cores() -> int:
     """All CPUs this process may use but one, and at least one."""
     try:
@@ -247,6 +251,9 @@ class LocalBackend:
         if options:
             raise ValueError(f"the local backend takes no backend_options (got {sorted(options)}); "
                              "set cores, memory and gpus on the Scheduler")
+        if gpus is not None and gpus > MOST_GPUS:  # (each is numbered: 10**8 took 12 GB)
+            raise ValueError(f"gpus={gpus}: no machine has that many; the local backend "
+                             f"counts at most {MOST_GPUS} (attack review)")
         visible = visible_gpus()
         if gpus and visible is not None and gpus > len(visible):
             raise ValueError(f"gpus={gpus}, but CUDA_VISIBLE_DEVICES gives this process "

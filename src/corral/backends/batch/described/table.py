@@ -123,7 +123,15 @@ def _text(value: Any, key: tuple[str, ...], *, blank: bool = False) -> str:
     """A non-empty string (*blank*: one of spaces is fine, a separator)."""
     if not isinstance(value, str) or not (value if blank else value.strip()):
         _fail(key, f"must be a non-empty string, not {value!r}")
+    _no_nul(value, key)
     return value
+
+
+def _no_nul(text: str, key: tuple[str, ...]) -> None:
+    """No NUL character: no command line or file name can hold one (attack review:
+    it passed here, to fail each submit with a traceback naming no key)."""
+    if "\0" in text:
+        _fail(key, f"{text!r} holds a NUL character (\\0), which no command may take")
 
 
 def _one_line(value: Any, key: tuple[str, ...]) -> str:
@@ -144,6 +152,7 @@ def _argv(value: Any, key: tuple[str, ...], placeholders: tuple[str, ...]) -> tu
         _fail(key, f"must start with the program to run, a name or a path without blanks "
                    f"around it, not {value[0]!r}")
     for part in value:
+        _no_nul(part, key)
         _check_fields(part, key, placeholders)
     return tuple(value)
 
@@ -341,7 +350,7 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
         never_starts=MappingProxyType({
             reason: _choice(kind, ("never_starts", reason), ("dependency", "impossible"))
             for reason, kind in never.items()}),
-        directive_prefix=_one_line(raw["directive_prefix"], ("directive_prefix",))
+        directive_prefix=_directive_prefix(raw["directive_prefix"])
         if "directive_prefix" in raw else None,
         directives=_directives(raw.get("directives", {})),
         memory_unit=_choice(raw.get("memory_unit", "MB"), ("memory_unit",), tuple(MEMORY_UNITS)),
@@ -363,6 +372,18 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
                                     ("commands_in_job_group",)),
         cancel_ended_words=_words(raw.get("cancel_ended_words", []), ("cancel_ended_words",)),
     )
+
+
+def _directive_prefix(value: Any) -> str:
+    """One line that begins with ``#``: a comment to the shell. "PBS" without its
+    ``#`` made each directive a command at the top of the job script, run with
+    its errors unseen and no resources asked (attack review)."""
+    prefix = _one_line(value, ("directive_prefix",))
+    if not prefix.startswith("#"):
+        _fail(("directive_prefix",), f"{prefix!r} must begin with '#' (such as \"#PBS\"): "
+                                     "the job script is a shell script, and a line without it "
+                                     "would run as a command")
+    return prefix
 
 
 def _words(value: Any, key: tuple[str, ...]) -> tuple[str, ...]:
@@ -428,6 +449,24 @@ def _unknown_directive(resource: Any) -> str:
                "[\"--nodes=2\"]), or in this table's submit command for every job"))
 
 
+def _array_argument(value: Any) -> tuple[str, ...]:
+    """The submit's array argument, which says how many tasks there are (its
+    ``{last}`` or ``{size}``: "1-2" ran two tasks of three, the third read
+    cancelled) and never puts an empty argument on the command line (a lone
+    "{throttle}" did when no throttle was asked, and every array failed):
+    attack review."""
+    key = ("array", "argument")
+    argument = _argv(value, key, ("first", "last", "size", "throttle"))
+    fields = {field for part in argument for field in fields_of(part)}
+    if not fields & {"last", "size"}:
+        _fail(key, f"{list(argument)!r} must hold {{last}} or {{size}}, where corral puts how "
+                   "many tasks the array has, such as [\"-t\", \"{first}-{last}{throttle}\"]")
+    if "{throttle}" in argument:
+        _fail(key, "\"{throttle}\" alone is an empty argument when no throttle is asked: join "
+                   "it to another, such as \"{first}-{last}{throttle}\"")
+    return argument
+
+
 def _array(raw: Any) -> ArraySyntax | None:
     if raw is False:
         return None
@@ -444,12 +483,15 @@ def _array(raw: Any) -> ArraySyntax | None:
                                   "\"{first}-{last}{throttle}\"]) and index_variable")
     task_id = _text(raw.get("task_id", "{job}_{index}"), ("array", "task_id"))
     _check_fields(task_id, ("array", "task_id"), ("job", "index"))
+    if {"job", "index"} - set(fields_of(task_id)):  # (attack review: "{job}" made every
+        _fail(("array", "task_id"),  # task the array's, read running or gone at random)
+              f"{task_id!r} must hold both {{job}} and {{index}}, as the scheduler names "
+              "one task of an array (such as \"{job}_{index}\" or \"{job}[{index}]\")")
     throttle = raw.get("throttle")
     if throttle is not None:
         _check_fields(_text(throttle, ("array", "throttle")), ("array", "throttle"), ("limit",))
     return ArraySyntax(
-        argument=_argv(raw["argument"], ("array", "argument"),
-                       ("first", "last", "size", "throttle")),
+        argument=_array_argument(raw["argument"]),
         index_variable=_variable(raw["index_variable"], ("array", "index_variable")),
         first_index=_int(raw.get("first_index", 1), ("array", "first_index"), 0),
         job_id_variable=_variable(raw["job_id_variable"], ("array", "job_id_variable"))
