@@ -9,9 +9,11 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from corral.backends.base import Submission
+from corral.backends.info import Probe
 from corral.backends.batch import arrays, bundles, control, forgotten, outcomes, taskfiles
 from corral.backends.batch.invoke import CommandInFlight, run_command
 from corral.backends.batch.polling import PollClock
@@ -26,6 +28,7 @@ from corral.runtime.threads import start_thread
 from corral.spec import Placement, Resources
 from corral.status import JobStatus
 from support.processes import plain_mask_line
+from support.waiting import wait_until
 
 SLURM = SlurmScheduler()
 
@@ -310,6 +313,25 @@ def test_a_scheduler_answer_that_is_not_utf8_is_read_with_the_bytes_replaced():
     printed = run_command([sys.executable, "-c", "import sys; "
                            "sys.stdout.buffer.write(b'job 7 in /home/\\xe9t\\xe9\\n')"])
     assert printed == "job 7 in /home/\ufffdt\ufffd\n"
+
+
+def test_a_scheduler_command_that_prints_without_end_is_stopped_and_said(monkeypatch):
+    """Attack review: a status command of ``yes`` took 4 GB in 10 s, bound for the
+    kernel's out-of-memory killer; it is stopped at a bound, with all it started."""
+    from corral.backends.batch import invoke
+
+    monkeypatch.setattr(invoke, "MOST_OUTPUT_BYTES", 1 << 20)
+    mark = f"yes-{os.getpid()}"
+    argv = ["sh", "-c", f'yes "{mark}" & yes "{mark}" >&2 & wait']
+    with pytest.raises(BackendError, match=r"^sh printed more than 1 MB: no answer of a "
+                                           r"scheduler is that long; it was stopped$"):
+        invoke.run_command(argv)
+    # (a probe, as `corral backends` asks one: it says no, and why)
+    assert ask(argv, timeout=30) == Probe(False, "sh printed more than 1 MB: no answer of a "
+                                                 "scheduler is that long; it was stopped")
+    wait_until(lambda: not [process for process in psutil.process_iter(["cmdline"])
+                            if mark in (process.info["cmdline"] or [])], 10,
+               "what the command started to be gone")
 
 
 def test_a_failed_command_whose_output_is_still_an_answer_is_read():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import selectors
 import signal
 import subprocess
 import threading
@@ -12,7 +14,8 @@ from collections.abc import Callable, Sequence
 from corral.errors import BackendError
 from corral.runtime.threads import signals_allowed, start_thread
 
-__all__ = ["run_command", "CommandInFlight", "COMMAND_TIMEOUT_S", "Usable"]
+__all__ = ["run_command", "CommandInFlight", "COMMAND_TIMEOUT_S", "Usable", "start_command",
+           "collect_output", "CommandTimedOut"]
 
 #: A scheduler command that takes longer is hung (a controller that is down):
 #: the caller logs it and tries again at the next poll.
@@ -35,10 +38,10 @@ def run_command(argv: Sequence[str], usable: Usable | None = None) -> str:
             names the program and ends with what it printed.
     """
     try:
-        process = _start(argv)
+        process = start_command(argv)
     except (OSError, subprocess.SubprocessError) as error:
         raise BackendError(f"{argv[0]} could not run: {error}") from None
-    stdout, stderr = _finish(process, argv)
+    stdout, stderr = collect_output(process, argv)
     return _stdout_of(argv, process.returncode, stdout, stderr, usable)
 
 
@@ -47,29 +50,73 @@ class CommandTimedOut(BackendError):
     unknown (a submit may have submitted), unlike a refusal."""
 
 
-def _start(argv: Sequence[str]) -> subprocess.Popen[str]:
+def start_command(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start a scheduler's command, its output read by :func:`collect_output`."""
     # A session of its own: a site's wrapper script may start children that
     # hold its output open, and a time-out must end them too (attack review:
     # a hung submit wrapper's child was left behind).
     with signals_allowed():
         return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
-                                start_new_session=True)
+                                stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _finish(process: subprocess.Popen[str], argv: Sequence[str]) -> tuple[str, str]:
-    """What *process* printed once it ended; killed with its session past
-    :data:`COMMAND_TIMEOUT_S`, which raises :class:`CommandTimedOut`."""
+#: The most a scheduler command may print, on each stream: far above any real
+#: answer (a status of 100,000 jobs is some 10 MB), and a bound to what one that
+#: prints without end costs (a status command of ``yes`` took 4 GB in 10 s and
+#: headed for the kernel's out-of-memory killer: attack review).
+MOST_OUTPUT_BYTES = 64 * 2**20
+
+
+def collect_output(process: subprocess.Popen[bytes], argv: Sequence[str],
+                   timeout: float | None = None) -> tuple[str, str]:
+    """What *process* printed once it ended, each stream decoded (bytes that are
+    not UTF-8 replaced). Killed with its session past *timeout* seconds (default
+    :data:`COMMAND_TIMEOUT_S`), which raises :class:`CommandTimedOut`, or once a
+    stream passes :data:`MOST_OUTPUT_BYTES`, which raises :class:`BackendError`."""
+    assert process.stdout is not None and process.stderr is not None, "started with pipes"
+    timeout = COMMAND_TIMEOUT_S if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    out_fd, err_fd = process.stdout.fileno(), process.stderr.fileno()
+    read: dict[int, list[bytes]] = {out_fd: [], err_fd: []}
+    sizes = dict.fromkeys(read, 0)
     try:
-        return process.communicate(timeout=COMMAND_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
+        with selectors.DefaultSelector() as selector:
+            for fd in read:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:  # (a child that left its group may hold the pipes open)
+                    _kill_group(process)
+                    raise _timed_out(argv, timeout)
+                for key, _ in selector.select(left):
+                    data = os.read(key.fd, 1 << 16)
+                    if not data:
+                        selector.unregister(key.fd)
+                        continue
+                    sizes[key.fd] += len(data)
+                    if sizes[key.fd] > MOST_OUTPUT_BYTES:
+                        _kill_group(process)
+                        raise BackendError(
+                            f"{argv[0]} printed more than {MOST_OUTPUT_BYTES >> 20} MB: no "
+                            "answer of a scheduler is that long; it was stopped")
+                    read[key.fd].append(data)
         try:
-            process.communicate(timeout=5)
-        except subprocess.TimeoutExpired:  # a child that left the group holds the pipes
-            pass
-        raise CommandTimedOut(f"{argv[0]} could not run: it did not answer within "
-                              f"{COMMAND_TIMEOUT_S:.0f} s") from None
+            process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise _timed_out(argv, timeout) from None
+    finally:
+        process.stdout.close()
+        process.stderr.close()
+        if process.returncode is None:  # (killed above: reaped, not left a zombie)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+    return (b"".join(read[out_fd]).decode("utf-8", "replace"),
+            b"".join(read[err_fd]).decode("utf-8", "replace"))
+
+
+def _timed_out(argv: Sequence[str], timeout: float) -> CommandTimedOut:
+    return CommandTimedOut(f"{argv[0]} could not run: it did not answer within {timeout:.0f} s")
 
 
 def _stdout_of(argv: Sequence[str], returncode: int, stdout: str, stderr: str,
@@ -98,7 +145,7 @@ class CommandInFlight:
         self._finished = threading.Event()
         self._output = ""
         self._error: BackendError | None = None
-        self._process: subprocess.Popen[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._abandoned = False
         start_thread(self._run, args=(done,), name=f"corral {self.argv[0]}")
@@ -134,8 +181,8 @@ class CommandInFlight:
             with self._lock:
                 if self._abandoned:
                     raise BackendError(f"{self.argv[0]} was abandoned")
-                self._process = _start(self.argv)
-            stdout, stderr = _finish(self._process, self.argv)
+                self._process = start_command(self.argv)
+            stdout, stderr = collect_output(self._process, self.argv)
             self._output = _stdout_of(self.argv, self._process.returncode, stdout, stderr,
                                       self._usable)
         except BackendError as error:
@@ -147,7 +194,7 @@ class CommandInFlight:
             done.set()
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL *process* and every process of its session (it leads one)."""
     try:
         os.killpg(process.pid, signal.SIGKILL)

@@ -4,15 +4,13 @@ in its own words. Light on purpose: a scheduler's package ``__init__`` imports i
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 
+from corral.backends.batch.invoke import CommandTimedOut, collect_output, start_command
 from corral.backends.info import Probe
-from corral.runtime.threads import signals_allowed
+from corral.errors import BackendError
 
 __all__ = ["missing", "ask", "failed", "answered"]
 
@@ -32,20 +30,15 @@ def ask(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]
     Probe saying no when it cannot run or does not answer within *timeout* seconds,
     after killing it and whatever it started (a hung wrapper's children too)."""
     try:
-        with signals_allowed():
-            process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       start_new_session=True)
+        process = start_command(argv)
     except (OSError, subprocess.SubprocessError) as error:
         return Probe(False, f"{argv[0]} could not run ({error})")
     try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):  # one that left the session
-            process.communicate(timeout=2)  # may hold the pipes: not waited for further
+        out, err = collect_output(process, argv, timeout)
+    except CommandTimedOut:
         return Probe(False, f"{' '.join(argv)} did not answer within {timeout:g} s")
+    except BackendError as error:  # (it printed without end: attack review)
+        return Probe(False, str(error))
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
