@@ -654,3 +654,28 @@ def test_corral_profiles_with_the_config_variable_on_dev_null_names_no_file_to_a
     assert listed.status == 0 and listed.out.startswith(
         "no profiles defined; add a [profiles.NAME] table to ")
     assert "/dev/null" not in listed.out and "corral.toml" in listed.out
+
+
+def test_messages_that_say_where_to_set_something_name_no_device(tmp_path, monkeypatch):
+    """Cold and attack reviews: with CORRAL_CONFIG=/dev/null, the errors of a
+    missing profile, a notify= without a mail server and a daemon's unknown
+    queue said to add a table to /dev/null."""
+    from support.cli import Corral
+
+    monkeypatch.setenv("CORRAL_CONFIG", os.devnull)
+    monkeypatch.setenv("CORRAL_SITE_CONFIG", "")
+    monkeypatch.chdir(tmp_path)
+    with corral.Scheduler(cores=1) as scheduler:
+        with pytest.raises(ValueError) as no_profile:
+            scheduler.options(profile="fast").submit(abs, -1)
+        with pytest.raises(ValueError) as no_server:
+            scheduler.options(notify="me@example.org").submit(abs, -1)
+    assert str(no_profile.value) == ("unknown profile 'fast': no profiles are defined; add a "
+                                     f"[profiles.fast] table to {tmp_path / 'corral.toml'}")
+    assert str(no_server.value).endswith(f"set [smtp] host in {tmp_path / 'corral.toml'} (e.g. "
+                                         'host = "smtp.example.org", port = 587)')
+    cli = Corral(tmp_path / "home", tmp_path / "run")
+    refused = cli("submit", "--queue", "io", "true",
+                  env={"CORRAL_CONFIG": os.devnull, "CORRAL_SITE_CONFIG": ""})
+    assert refused.status != 0 and refused.err.endswith(
+        f"in the [daemon] table of {tmp_path / 'run' / 'corral.toml'})\n"), refused.err

@@ -35,7 +35,7 @@ from corral.backends import (AUTO, DEFAULT_BACKEND, BackendInfo, backend_info, b
                              register_backend, unregister_backend)
 from corral.config_files import (CONFIG_NAME, config_paths, named_by_variables,
                                  platform_config_path, same_file, site_config_path,
-                                 user_config_path)
+                                 user_config_path, where_to_write)
 from corral.errors import CorralError
 from corral.options import laid_over, megabytes_meant_otherwise, parse_options
 from corral.safe_repr import safe_repr
@@ -175,7 +175,7 @@ class Config:
         """Where a person sets the mail server, for an error that needs one:
         every file this config read or looked for (a daemon's are the user's
         and its run directory's, not the submitting directory's)."""
-        files = " or ".join(map(str, self.searched or (user_config_path(),)))
+        files = where_to_write(self.searched or (user_config_path(),))
         return f'set [smtp] host in {files} (e.g. host = "smtp.example.org", port = 587)'
 
 
@@ -194,7 +194,7 @@ class Config:
         if profile_key(name) in self.profiles:
             return copy.deepcopy(dict(self.profiles[profile_key(name)]))
         if not self.profiles:
-            where = " or ".join(str(path) for path in self.searched) or "a corral.toml file"
+            where = where_to_write(self.searched)
             raise ValueError(f"unknown profile {safe_repr(name)}: no profiles are defined; "
                              f"add a [profiles.{_dotted((name,))}] table to {where}")
         names = sorted(self.profiles)

@@ -8,11 +8,13 @@ command that only needs to know whether there is any config to read (every
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["CONFIG_NAME", "SITE_CONFIG", "site_config_path", "user_config_path", "config_paths",
            "config_files_in", "every_config_path", "same_file", "named_by_variables",
-           "platform_config_path"]
+           "platform_config_path", "where_to_write"]
 
 CONFIG_NAME = "corral.toml"
 
@@ -88,6 +90,23 @@ def every_config_path(cwd: str | os.PathLike[str] | None = None) -> list[Path]:
     named only the user's and the local file sent a site's admin elsewhere)."""
     site = site_config_path()
     return list(dict.fromkeys((*([site] if site is not None else []), *config_paths(cwd))))
+
+
+def where_to_write(paths: Iterable[Path]) -> str:
+    """The files of *paths* a person may write a setting in, for a message
+    ("... in A or B"): not /dev/null nor another device, which a config variable
+    names to read no file (cold review: messages said to add a table to /dev/null)."""
+    files = [str(path) for path in dict.fromkeys(paths) if not _is_device(path)]
+    return " or ".join(files) or ("a config file (none is read now: the config variables "
+                                  "name /dev/null)")
+
+
+def _is_device(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def config_files_in(cwd: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -10,7 +10,6 @@ run's header looks at its owner's process.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from corral.config_files import where_to_write
 from corral.journal.stored import DRIVER_GONE
 from corral.safe_repr import printable
 from corral.status import TERMINAL, JobStatus
@@ -377,13 +377,8 @@ def profiles_view(config: Config, chosen: dict[str, dict[str, Any]] | None) -> G
                                                    for name, values in config.profiles.items()}
     sources = ", ".join(str(path) for path in config.sources) or "no config file found"
     if not profiles:
-        # (a config variable naming /dev/null reads none: not a file to add to, cold review)
-        files = [path for path in config.searched if os.path.realpath(path) != os.devnull]
-        if not files:
-            return Text("no profiles defined: the config variables name /dev/null, so no config "
-                        "file is read")
-        searched = " or ".join(str(path) for path in files)
-        return Text(f"no profiles defined; add a [profiles.NAME] table to {searched}")
+        return Text("no profiles defined; add a [profiles.NAME] table to "
+                    + where_to_write(config.searched))
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("PROFILE")
     table.add_column("OPTIONS", overflow="fold")

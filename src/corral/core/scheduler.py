@@ -741,9 +741,9 @@ class Scheduler(Executor):
         config files it reads, named (a newcomer would otherwise write it in
         the submitting directory's corral.toml, which the daemon does not read)."""
         if self._owner_kind == "daemon":
-            from corral.config_files import every_config_path
+            from corral.config_files import every_config_path, where_to_write
 
-            files = " or ".join(str(path) for path in every_config_path(self._engine.run_dir))
+            files = where_to_write(every_config_path(self._engine.run_dir))
             return f"set {setting} = {example} in the [daemon] table of {files}"
         return in_python
 
