@@ -274,6 +274,10 @@ BAD_FILES = {
     "daemon cores of 20 digits": (  # (attack review: "int too large to convert", no file)
         '[daemon]\ncores = 100000000000000000000\n',
         2, "daemon.cores", "cores=100000000000000000000 must be an int from 1 to 2147483647"),
+    "profile name with an escape sequence": (  # (attack review: it rewrote the terminal)
+        '[profiles."x\\u001b]0;owned\\u0007"]\ncores = 2\n',
+        1, 'profiles."x\\u001b]0;owned\\u0007"', "'x\\x1b]0;owned\\x07': a profile's name is "
+                                                 "shown and typed: give it no control character"),
     "daemon memory": (
         '[daemon]\nmemory = "plenty"\n',
         2, "daemon.memory", "memory='plenty' is not a memory size"),

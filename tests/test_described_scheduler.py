@@ -354,6 +354,9 @@ BAD = [
     (TABLE.replace('"{first}-{last}{throttle}"]', '"{first}-{last}", "{throttle}"]'), 30,
      "schedulers.fakeq.array.argument", "\"{throttle}\" alone is an empty argument when no "
      "throttle is asked: join it to another"),
+    (table(title='"fake\\u001b]0;owned\\u0007"'), 2, "schedulers.fakeq.title",
+     "'fake\\x1b]0;owned\\x07' is shown to people: give it no control character, tab, "
+     "newline or invisible mark"),
     (table(commands_in_job_group='"yes"'), 22, "schedulers.fakeq.commands_in_job_group",
      "must be true or false, not 'yes'"),
     (table(cancel_ended_words='"gone"'), 22, "schedulers.fakeq.cancel_ended_words",

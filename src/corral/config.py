@@ -18,6 +18,7 @@ typo in a profile is found before a job is submitted with it, and where it is.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import re
@@ -38,7 +39,7 @@ from corral.config_files import (CONFIG_NAME, config_paths, named_by_variables,
                                  user_config_path, where_to_write)
 from corral.errors import CorralError
 from corral.options import laid_over, megabytes_meant_otherwise, parse_options
-from corral.safe_repr import safe_repr
+from corral.safe_repr import printable, safe_repr, shows_as_written
 from corral.suggest import did_you_mean
 from corral.units import DURATION_FORMS, parse_duration, parse_memory
 
@@ -391,6 +392,11 @@ class _Layer:
             if not name.strip():  # (profile="" names no profile: attack review)
                 problems.append((("profiles", name), "a profile needs a name: "
                                                      "[profiles.short], not [profiles.\"\"]"))
+                continue
+            if not shows_as_written(name):  # (attack review: an ESC sequence in a name
+                problems.append((("profiles", name),  # rewrote the terminal of `corral profiles`)
+                                 f"{safe_repr(name)}: a profile's name is shown and typed: give "
+                                 "it no control character, tab, newline or invisible mark"))
                 continue
             if not isinstance(options, dict):
                 problems.append((("profiles", name), f"a profile must be a table of job options "
@@ -863,8 +869,10 @@ def _unquote(part: str) -> str:
 
 
 def _dotted(key: Iterable[str]) -> str:
-    """Write a key path as TOML would: ``profiles.short.memory``, quoting odd parts."""
-    return ".".join(part if re.fullmatch(_BARE, part) else f'"{part}"' for part in key)
+    """Write a key path as TOML would: ``profiles.short.memory``, quoting odd parts
+    (their control characters escaped: a message shows the key to a terminal)."""
+    return ".".join(part if re.fullmatch(_BARE, part)
+                    else printable(json.dumps(part, ensure_ascii=False)) for part in key)
 
 
 # -- messages ---------------------------------------------------------------------------------

@@ -136,6 +136,12 @@ def printable(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+def shows_as_written(text: str) -> bool:
+    """Whether *text* is one line a terminal shows as it is: no control
+    character, invisible reordering mark, tab or newline."""
+    return printable(text) == text and "\t" not in text and "\n" not in text
+
+
 def first_few(items: Sequence[str], most: int = 5, separator: str = ", ") -> str:
     """The first *most* of *items* joined, and how many more there are: a
     message about 20,000 jobs names a few, not all (one line of 129 KB)."""

@@ -1047,7 +1047,8 @@ def profiles(context: click.Context, name: str | None) -> None:
 
 
 def _fail(message: str, status: int) -> NoReturn:
-    click.echo(f"corral: error: {message}", err=True)
+    # (Escaped here, whatever it quotes: a config key, a file name, a scheduler's words.)
+    click.echo(f"corral: error: {printable(message)}", err=True)
     sys.exit(status)
 
 

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from corral.errors import BackendError
+from corral.safe_repr import safe_repr, shows_as_written
 from corral.suggest import did_you_mean
 from corral.units import parse_duration
 
@@ -132,6 +133,17 @@ def _no_nul(text: str, key: tuple[str, ...]) -> None:
     it passed here, to fail each submit with a traceback naming no key)."""
     if "\0" in text:
         _fail(key, f"{text!r} holds a NUL character (\\0), which no command may take")
+
+
+def _shown(value: Any, key: tuple[str, ...]) -> str:
+    """:func:`_text` that a terminal shows as it is (``corral backends``, a column
+    of ``corral status``): an ESC sequence in a title retitled the terminal of
+    whoever listed the backends of a cloned project's corral.toml (attack review)."""
+    text = _text(value, key)
+    if not shows_as_written(text):
+        _fail(key, f"{safe_repr(text)} is shown to people: give it no control character, tab, "
+                   "newline or invisible mark")
+    return text
 
 
 def _one_line(value: Any, key: tuple[str, ...]) -> str:
@@ -335,9 +347,9 @@ def parse_table(name: str, raw: Mapping[str, Any]) -> Table:
                                  "or \"impossible\"")
     status_parser = _parser(raw, "status", None)
     return Table(
-        name=name, title=_text(raw.get("title", name), ("title",)),
-        description=_text(raw.get("description", f"the scheduler [schedulers.{name}] of the "
-                                                  "config files"), ("description",)),
+        name=name, title=_shown(raw.get("title", name), ("title",)),
+        description=_shown(raw.get("description", f"the scheduler [schedulers.{name}] of the "
+                                                    "config files"), ("description",)),
         submit=_argv(raw["submit"], ("submit",), ("name", "output", "script")),
         job_id=_job_id(raw["job_id"]),
         status=_argv(raw["status"], ("status",), ("user",)), status_parser=status_parser,
