@@ -1072,6 +1072,16 @@ def test_hypertunitys_output_file_is_told_where_a_scripts_result_goes(scheduler)
     ({"job_extra_directives": ["--exclusive"]}, "did you mean 'extra_flags'?"),
     ({"job_script_prologue": ["module load x"]}, "did you mean 'setup'?"),
     ({"qos_name": "high"}, "did you mean 'qos'?"),
+    # (attack review: spelling alone offered gpus, account, name and memory)
+    ({"cpu": 2}, "did you mean 'cores'?"),
+    ({"ncpu": 2}, "did you mean 'cores'?"),
+    ({"core_count": 2}, "did you mean 'cores'?"),
+    ({"gpu_count": 1}, "did you mean 'gpus'?"),
+    ({"queue_name": "io"}, "did you mean 'queue'?"),
+    ({"partition_name": "short"}, "did you mean 'partition'?"),
+    ({"walltime_hours": 4}, "did you mean walltime='4h'?"),
+    ({"memory_per_cpu": "2G"}, "corral's memory is the whole job's: the memory per core times "
+                               "cores (2G a core on 4 cores is a memory of 8G)"),
 ])
 def test_another_tools_option_with_a_unit_is_offered_with_its_unit(scheduler, given, message):
     """Options review: submitit's timeout_min=10 was offered 'walltime', and

@@ -488,12 +488,18 @@ JOB_OPTIONS: dict[str, Option] = {
 #: at ``gpus`` and ``time`` at ``timeout``, the wrong option each.
 _PEERS_WORDS = {
     **dict.fromkeys(("cpus", "cpus_per_task", "ncpus", "n_cpus", "num_cpus", "ncores",
-                     "threads", "procs", "nprocs", "tasks", "ntasks"), "cores"),
+                     "threads", "procs", "nprocs", "tasks", "ntasks",
+                     # (attack review: spelling pointed these at gpus and account)
+                     "cpu", "ncpu", "core", "n_cores", "num_cores", "core_count", "cpu_count"),
+                    "cores"),
     **dict.fromkeys(("mem", "mem_mb", "mem_gb", "memory_mb", "memory_gb", "ram"), "memory"),
     **dict.fromkeys(("time", "time_limit", "timelimit", "timeout_min", "runtime", "wall_time",
-                     "walltime_min", "duration"), "walltime"),
-    **dict.fromkeys(("ngpus", "num_gpus", "n_gpus", "gpus_per_node", "gpus_per_task", "gres"),
-                    "gpus"),
+                     "walltime_min", "duration", "walltime_hours", "time_hours", "hours"),
+                    "walltime"),
+    **dict.fromkeys(("ngpus", "num_gpus", "n_gpus", "gpus_per_node", "gpus_per_task", "gres",
+                     "gpu", "ngpu", "gpu_count"), "gpus"),
+    "queue_name": "queue",
+    "partition_name": "partition",
     **dict.fromkeys(("depends", "depends_on", "dependencies", "dependency", "deps", "wait_for"),
                     "after"),
     **dict.fromkeys(("job_name", "jobname"), "name"),
@@ -517,6 +523,7 @@ _PEERS_WORDS = {
 #: writes the value with its unit, or says to give one.
 _PEERS_UNITS = {
     **dict.fromkeys(("timeout_min", "walltime_min"), "m"),
+    **dict.fromkeys(("walltime_hours", "time_hours", "hours"), "h"),
     **dict.fromkeys(("mem_gb", "memory_gb"), "G"),
     **dict.fromkeys(("mem_mb", "memory_mb"), "M"),
 }
@@ -527,7 +534,7 @@ _BARE_NUMBER = {"walltime": ("seconds", "90m"), "timeout": ("seconds", "90m"),
 
 #: Words for what corral's options do not ask for, with where to go instead.
 _NOT_AN_OPTION = {
-    **dict.fromkeys(("mem_per_cpu", "memory_per_core", "mem_per_core"),
+    **dict.fromkeys(("mem_per_cpu", "memory_per_core", "mem_per_core", "memory_per_cpu"),
                     "corral's memory is the whole job's: the memory per core times cores "
                     "(2G a core on 4 cores is a memory of 8G)"),
     "nodes": "corral runs each job on one node (cores is its cores there); a multi-node job "
