@@ -1050,6 +1050,20 @@ def test_hypertunitys_output_file_is_told_where_a_scripts_result_goes(scheduler)
         scheduler.shell("true", output_file="out.json")
 
 
+@pytest.mark.parametrize("walltime", [1.5, 4, 59])
+def test_a_walltime_as_a_bare_number_under_a_minute_is_refused_as_hours_or_minutes_meant(
+        walltime):
+    """Cold review: walltime=1.5, meant as hours, killed the job after 1.5 s."""
+    with pytest.raises(ValueError) as raised:
+        Job(jobs.noop, walltime=walltime)
+    assert str(raised.value) == (
+        f"walltime={walltime!r} is {walltime:g} seconds, which no walltime is meant to be: give "
+        f"its unit, '{walltime:g}h' for hours or '{walltime:g}m' for minutes ('{walltime:g}s' if "
+        "seconds are meant)")
+    assert Job(jobs.noop, walltime=f"{walltime}s").spec.resources.walltime_s == walltime
+    assert Job(jobs.noop, walltime=60).spec.resources.walltime_s == 60
+
+
 @pytest.mark.parametrize("given, message", [
     ({"timeout_min": 10}, "did you mean walltime='10m'?"),
     ({"walltime_min": 1.5}, "did you mean walltime='1.5m'?"),

@@ -429,13 +429,30 @@ def _duration(value: Any, field: str) -> float | None:
     return None if value is None else parse_duration(value, field)
 
 
+#: A walltime given as a bare number below this many seconds is refused: no
+#: cluster job is asked for under a minute, so hours or minutes were meant.
+FEWEST_BARE_WALLTIME_S = 60
+
+
+def _walltime(value: Any, field: str) -> float | None:
+    """A duration, where a bare number of under a minute is refused (cold
+    review: walltime=1.5, meant as hours, killed the job after 1.5 s without a
+    word; a config file and the command line refuse every bare number)."""
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value < FEWEST_BARE_WALLTIME_S):
+        raise ValueError(f"{field}={value!r} is {value:g} seconds, which no walltime is meant "
+                         f"to be: give its unit, '{value:g}h' for hours or '{value:g}m' for "
+                         f"minutes ('{value:g}s' if seconds are meant)")
+    return _duration(value, field)
+
+
 JOB_OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
         Option("cores", _int_at_least(1), 1, "CPU cores the job uses", "an int >= 1", "cores",
                cli="int"),
         Option("memory", _memory, None, "memory the job needs (binary units)", MEMORY_FORMS, "MB"),
-        Option("walltime", _duration, None,
+        Option("walltime", _walltime, None,
                "how long the job may run; the job is killed (TIMED_OUT) past it", DURATION_FORMS,
                "seconds"),
         Option("gpus", _int_at_least(0), 0,
