@@ -643,3 +643,17 @@ def run_a_child_for(seconds: float) -> int:
     import subprocess
 
     return subprocess.run(["sleep", str(seconds)]).returncode
+
+
+class _Trap:
+    """A value whose unpickling creates the file *path*: proof of code run by loading it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def trap_for_loaders(path: str) -> _Trap:
+    return _Trap(path)

@@ -439,6 +439,30 @@ def test_a_jobs_meta_is_journaled_and_given_back_by_results_and_corral_status(tm
     assert f"job {other.id} 'square' meta: <opaque trial settings>" in shown.out
 
 
+def test_corral_status_of_a_completed_job_shows_its_result_if_plain_data_and_runs_no_code(
+        tmp_path):
+    """Cold review: what a command left in $CORRAL_RESULT_FILE could be read only
+    from Python. A value that is not plain data is named, never loaded: loading
+    a pickle may run anything it names."""
+    from support.cli import Corral
+
+    run, trap = tmp_path / "run", tmp_path / "trap"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        plain = sched.submit(jobs.square, 12)
+        command = sched.shell('echo \'{"loss": 0.25, "ok": true}\' > "$CORRAL_RESULT_FILE"')
+        trapped = sched.submit(jobs.trap_for_loaders, str(trap))
+        corral.wait([plain, command, trapped], timeout=60)
+    trap.unlink()  # (made as the driver took the result: as any Python would)
+    shown = Corral(tmp_path / "home", run)("status", *(str(job.id) for job in
+                                                         (plain, command, trapped)))
+    assert f"job {plain.id} 'square' result: 144\n" in shown.out
+    assert f"job {command.id} 'echo' result: {{\"loss\": 0.25, \"ok\": true}}\n" in shown.out
+    assert (f"job {trapped.id} 'trap_for_loaders' result: not plain data (its pickle names "
+            f"io.open): not loaded here, which would run its code; in Python: "
+            f"corral.Run(RUN).job('{trapped.id}').result_value()") in shown.out
+    assert not trap.exists()
+
+
 def test_a_dependent_of_a_restored_job_receives_the_restored_value(tmp_path):
     run, log = tmp_path / "run", tmp_path / "log"
     with corral.Scheduler(cores=2, journal=run) as sched:

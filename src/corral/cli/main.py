@@ -394,6 +394,14 @@ def status(context: click.Context, show_all: bool, state: str | None,
             meta = job.meta if isinstance(job.meta, str) else json.dumps(job.meta)
             console.print(Text(printable(f"\njob {job.id} {job.name!r} meta: {meta}")),
                           soft_wrap=True)
+        if (job.status is JobStatus.COMPLETED and job.result is not None
+                and (str(job.id) in named or job.name in named)):  # (cold review)
+            from corral.cli.result_shown import shown_result
+
+            as_json = job.kind not in ("call", "function")  # (what it wrote, as it wrote it)
+            console.print(Text(printable(f"\njob {job.id} {job.name!r} result: "
+                                         f"{shown_result(job.result, job.id, as_json)}")),
+                          soft_wrap=True)
         traceback = job.traceback_text()
         if traceback:
             console.print(Text(printable(f"\njob {job.id} {job.name!r} raised:\n"
