@@ -198,6 +198,11 @@ def test_clean_of_some_jobs_keeps_the_others_files_and_leaves_unfinished_ones(fr
     assert_one_line_error(fresh("clean", "--yes", "nosuch"), 2, r"no job nosuch in the run")
     release.touch()
     assert fresh("wait", running).status == 0
+    silent = fresh.submit("--", "true")  # wrote nothing: no files to delete
+    assert fresh("wait", silent).status == 0
+    # (cold review: "2 job(s)" of 5 finished read as three forgotten; two were cleaned above)
+    assert fresh.ok("clean", "--yes").out == ("deleted the files of 2 job(s), 0.0 MB (the other "
+                                             "3 finished have none)\n")
 
 
 def test_clean_without_a_terminal_says_to_pass_yes_and_logs_after_clean_says_why_it_is_empty(fresh):

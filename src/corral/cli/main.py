@@ -848,8 +848,11 @@ def clean(context: click.Context, yes: bool, ids: tuple[str, ...]) -> None:
         click.echo("nothing to clean")
         return
     count, size = len(found.directories), found.size
+    # (cold review: "3 job(s)" of 9 finished read as 6 forgotten)
+    others = len(finished) - count
+    none_left = f" (the other {others} finished have none)" if others > 0 else ""
     question = (f"delete the files of {count} finished job(s), {size / 1e6:.1f} MB, "
-                f"in {run.path}?")
+                f"in {run.path}{none_left}?")
     if not yes and not _confirm(question):
         click.echo("nothing deleted")
         return
@@ -861,8 +864,8 @@ def clean(context: click.Context, yes: bool, ids: tuple[str, ...]) -> None:
     for note in done.notes[len(found.notes):]:  # (what the clean itself found to say)
         click.echo(f"corral: note: {note}", err=True)
     failures, deleted = done.failures, len(done.jobs)
-    click.echo(f"deleted the files of {deleted} job(s), {size / 1e6:.1f} MB" if not failures
-               else f"deleted the files of {deleted} of {count} job(s)")
+    click.echo(f"deleted the files of {deleted} job(s), {size / 1e6:.1f} MB{none_left}"
+               if not failures else f"deleted the files of {deleted} of {count} job(s)")
     if failures:
         raise CommandError("could not delete " + first_few(failures, 5, "; "), EXIT_UNREACHABLE)
 
