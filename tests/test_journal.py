@@ -2261,6 +2261,8 @@ def test_a_failed_job_mails_its_recipients_and_a_completed_one_only_when_asked(
     with corral.Scheduler(cores=2, journal=run, config=config) as sched:
         noisy = sched.options(notify="me@example.org")
         failed = noisy.submit(jobs.raise_custom, "disk full")
+        # Its mail first: notices queued while another is sent go together in one digest.
+        wait_until(lambda: len(smtp_server.received) == 1, 30, "the failure's mail")
         quiet = noisy.submit(jobs.square, 2)
         told = noisy.options(notify_on="end").submit(jobs.square, 3)
         sched.wait(timeout=30)

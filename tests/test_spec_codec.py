@@ -45,7 +45,8 @@ VALID = {
     "cores": st.integers(min_value=1, max_value=2**63 - 1),
     "memory": (st.integers(min_value=64, max_value=2**40)
                | st.sampled_from(["512M", "4G", "1.5GB", "4M", "1M", "63M"])),
-    "walltime": _DURATION,
+    # (a bare number under a minute is refused as hours or minutes meant)
+    "walltime": _DURATION.filter(lambda value: not isinstance(value, (int, float)) or value >= 60),
     "gpus": st.integers(min_value=0, max_value=64),
     "name": _TEXT,
     "queue": _TEXT,
