@@ -29,7 +29,8 @@ from typing import Any
 from corral.safe_repr import safe_repr as _shown
 from corral.job_refs import read_back_job_problem
 from corral.suggest import did_you_mean
-from corral.units import (DURATION_FORMS, FEWEST_BARE_MEGABYTES, MEMORY_FORMS, parse_duration,
+from corral.units import (DURATION_FORMS, FEWEST_BARE_MEGABYTES, FEWEST_BARE_WALLTIME_S,
+                          MEMORY_FORMS, parse_duration,
                           parse_memory)
 
 __all__ = ["Option", "JOB_OPTIONS", "NOTIFY_WHEN", "parse_options", "unknown_option_message",
@@ -427,11 +428,6 @@ def _memory(value: Any, field: str) -> int | None:
 
 def _duration(value: Any, field: str) -> float | None:
     return None if value is None else parse_duration(value, field)
-
-
-#: A walltime given as a bare number below this many seconds is refused: no
-#: cluster job is asked for under a minute, so hours or minutes were meant.
-FEWEST_BARE_WALLTIME_S = 60
 
 
 def _walltime(value: Any, field: str) -> float | None:

@@ -34,6 +34,9 @@ __all__ = [
 #: job's need. What corral keeps as an int of megabytes is said with its unit
 #: (``"4M"``) when it is passed on as an option.
 FEWEST_BARE_MEGABYTES = 64
+#: A walltime given as a bare number below this many seconds is refused: no
+#: cluster job is asked for under a minute, so hours or minutes were meant.
+FEWEST_BARE_WALLTIME_S = 60
 MEMORY_FORMS = (f"an int of megabytes ({FEWEST_BARE_MEGABYTES} or more) or a string such as "
                 "'512M', '4G', '1.5GB', '2T'")
 _DURATION_TEXTS = "'90s', '30m', '2h', '1h30m', '1:30:00', '30:00', '2-00:00:00'"

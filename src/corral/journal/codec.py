@@ -27,10 +27,11 @@ import json
 from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii as _quoted
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from corral.safe_repr import safe_repr
-from corral.units import FEWEST_BARE_MEGABYTES
+from corral.units import FEWEST_BARE_MEGABYTES, FEWEST_BARE_WALLTIME_S
 from corral.spec import (Call, FunctionRef, JobSpec, Script, Shell, Task, make_spec, make_task,
                    spec_options)
 
@@ -106,16 +107,22 @@ def decode_spec(record: str | Mapping[str, Any]) -> JournaledSpec:
         task_record, options = record, _flat_options(record)
     if not isinstance(task_record, Mapping) or not isinstance(options, Mapping):
         raise ValueError(f"the journaled spec {safe_repr(record)} has no task and options")
-    return JournaledSpec(_task_from(task_record), _with_megabytes_said(dict(options)))
+    return JournaledSpec(_task_from(task_record), _with_units_said(dict(options)))
 
 
-def _with_megabytes_said(options: dict[str, Any]) -> dict[str, Any]:
-    """*options*, a memory of few megabytes written with its unit: the journal
-    keeps megabytes as an int, which the options refuse below 64 as gigabytes
-    surely meant; a job made with ``memory="4M"`` is rebuilt so (attack review)."""
+def _with_units_said(options: dict[str, Any]) -> dict[str, Any]:
+    """*options*, a memory of few megabytes and a walltime of under a minute
+    written with their units: the journal keeps megabytes and seconds as bare
+    numbers, which the options refuse when so small (gigabytes, or hours or
+    minutes, surely meant); a job made with ``memory="4M"`` (attack review) or
+    ``walltime="2s"`` is rebuilt so."""
     memory = options.get("memory")
     if type(memory) is int and 0 < memory < FEWEST_BARE_MEGABYTES:
         options["memory"] = f"{memory}M"
+    walltime = options.get("walltime")
+    if isinstance(walltime, (int, float)) and not isinstance(walltime, bool) \
+            and 0 < walltime < FEWEST_BARE_WALLTIME_S:
+        options["walltime"] = f"{Decimal(repr(walltime)):f}s"  # (no exponent: it is refused)
     return options
 
 
