@@ -74,12 +74,14 @@ The keys:
   ``memory_unit`` KB/MB/GB, ``walltime`` in ``walltime_format`` seconds/minutes/
   hh:mm:ss, ``gpus``, ``partition``, ``account``, ``qos``, ``constraint``,
   ``name``) the arguments that ask for it, with the resource's placeholder. With
-  ``directive_prefix`` they are lines of the script's header, else arguments of
-  the submit command. A resource with no directive is not sent; with no
+  ``directive_prefix`` (a comment to the shell: it begins with ``#``) they are
+  lines of the script's header, else arguments of the submit command. A resource with no directive is not sent; with no
   ``walltime`` directive corral ends a job at its walltime itself.
 * ``array = false`` (the default): one submission per job. Else a table:
-  ``argument``, ``index_variable`` (set in each task, unset outside arrays),
-  ``first_index`` (default 1), ``task_id``, ``max_size`` (default 1000),
+  ``argument`` (with ``{last}`` or ``{size}``; ``{throttle}`` joined to another
+  piece, as it is empty when no throttle is asked), ``index_variable`` (set in
+  each task, unset outside arrays), ``first_index`` (default 1), ``task_id``
+  (with ``{job}`` and ``{index}``, default ``{job}_{index}``), ``max_size`` (default 1000),
   ``throttle`` (``{limit}``; without it ``array_throttle`` is not applied) and
   ``job_id_variable`` (the array's id, default the job's).
 * ``dependency``: the submit arguments that make a job wait for others to end
