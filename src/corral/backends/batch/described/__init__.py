@@ -75,8 +75,9 @@ The keys:
   hh:mm:ss, ``gpus``, ``partition``, ``account``, ``qos``, ``constraint``,
   ``name``) the arguments that ask for it, with the resource's placeholder. With
   ``directive_prefix`` (a comment to the shell: it begins with ``#``) they are
-  lines of the script's header, else arguments of the submit command. A resource with no directive is not sent; with no
-  ``walltime`` directive corral ends a job at its walltime itself.
+  lines of the script's header, else arguments of the submit command. A resource
+  with no directive is not sent; with no ``walltime`` directive corral ends a job
+  at its walltime itself.
 * ``array = false`` (the default): one submission per job. Else a table:
   ``argument`` (with ``{last}`` or ``{size}``; ``{throttle}`` joined to another
   piece, as it is empty when no throttle is asked), ``index_variable`` (set in
