@@ -3606,3 +3606,25 @@ def test_options_for_a_misspelt_backend_says_it_is_unknown_whatever_the_config_s
     assert_one_line_error(corral("options", "--backend", "mine"), 2,
                           rf"^corral: error: {re.escape(str(corral.config))}:1: "
                           r"schedulers\.mine\.job_id: missing: every scheduler table needs")
+
+
+def test_a_second_daemon_is_refused_where_the_runs_lock_and_socket_were_deleted(fresh):
+    """Attack review: with owner.lock and control.sock deleted, the next submit
+    started a second daemon on the run; a job ran twice at once, and the two
+    killed each other's journal writers."""
+    first = fresh.submit("--", "sleep", "30")
+    fresh.wait_for_status(first, "RUNNING")
+    daemon = fresh.daemon_pid()
+    (fresh.run / "owner.lock").unlink()
+    (fresh.run / "control.sock").unlink()
+    try:
+        assert_one_line_error(
+            fresh("submit", "--", "echo", "twice"), 3,
+            rf"^corral: error: the corral daemon for {re.escape(str(fresh.run))} could not "
+            rf"start: run directory {re.escape(str(fresh.run))} is driven by another process "
+            rf"\(daemon, pid {daemon}\), though its owner\.lock was taken away: control it "
+            rf"with the corral command, or end it first \(kill {daemon}\); never delete the "
+            r"lock of a run that runs$")
+        assert psutil.pid_exists(daemon)
+    finally:
+        kill_and_wait(daemon)  # (it cannot be reached: its socket is gone)

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -746,6 +747,31 @@ def test_a_driver_stopped_with_ctrl_z_is_named_at_once_and_gets_no_request_behin
         if driver.poll() is None:  # (a failed assertion above)
             driver.kill()
             driver.wait()
+
+
+def test_a_run_whose_lock_file_was_deleted_is_still_refused_while_its_driver_runs(tmp_path):
+    """Attack review: an `rm owner.lock` (a "stale lock" cleaned by hand) let a second
+    driver take the run the first still drove; jobs ran twice at once. A copy of the
+    running run is no such run, and is taken."""
+    run, release = tmp_path / "run", tmp_path / "release"
+    driver = start_driver(tmp_path, "mixed", run, release)
+    try:
+        wait_until(lambda: (run / "control.sock").exists() and any(
+            job.status is JobStatus.RUNNING for job in corral.Scheduler.open(run).jobs()),
+            message="the driver to run a job")
+        shutil.copytree(run, tmp_path / "copy", ignore=shutil.ignore_patterns("control.sock"))
+        (run / "owner.lock").unlink()
+        with pytest.raises(RunInUse) as refused:
+            corral.Scheduler(cores=1, journal=run)
+        assert str(refused.value) == (
+            f"run directory {run} is driven by another process (script, pid {driver.pid}), "
+            "though its owner.lock was taken away: control it with the corral command, or end "
+            f"it first (kill {driver.pid}); never delete the lock of a run that runs")
+        with corral.Scheduler(cores=1, journal=tmp_path / "copy"):
+            pass  # (its driver's files are in the original)
+    finally:
+        release.touch()
+    assert finish(driver, tmp_path).splitlines()[-1] == "finished"
 
 
 def test_a_run_is_read_from_another_process_while_it_goes_on_and_after_it_ended(tmp_path):

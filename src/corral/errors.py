@@ -26,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "CorralError",
+    "RunLockTakenAway",
     "JobError",
     "JobFailed",
     "WorkerLost",
@@ -136,6 +137,12 @@ class DriverTerminated(SystemExit):
 
 class RunInUse(CorralError):
     """Another live process drives this run directory."""
+
+
+class RunLockTakenAway(RunInUse):
+    """Another live process drives this run directory, though its lock file was
+    deleted: no race between two starts, which a daemon that loses one ends on
+    without a word, but a run no second driver may take (see corral.journal.store)."""
 
 
 class JournalError(CorralError):

@@ -40,7 +40,7 @@ from corral.config_files import CONFIG_NAME, config_paths, same_file, user_confi
 from corral.cli.exits import Terminated, raise_terminated
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
-from corral.errors import RunInUse
+from corral.errors import RunInUse, RunLockTakenAway
 from corral.journal.files import private_file, private_run_dir
 from corral.journal.reading import read_meta
 from corral.journal.stored import StoredJob
@@ -384,6 +384,9 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
                               gpus=settings.gpus, queues=dict(settings.queues),
                               tokens=settings.tokens, address=settings.address,
                               backend_options=dict(settings.backend_options) or None)
+    except RunLockTakenAway as error:  # (not a race: said, as a refusal is)
+        print(f"{_REFUSAL_MARK}{error}", file=sys.stderr, flush=True)
+        os._exit(_REFUSED)
     except RunInUse:
         return 0  # another daemon won the race to start; it serves the run
     except Exception as error:  # its settings, or its backend, refused

@@ -64,13 +64,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from corral.errors import JournalError, RunInUse
+from corral.errors import CorralError, JournalError, RunInUse, RunLockTakenAway
 from corral.journal import eventlog
 from corral.journal.files import (JOURNAL_FILE, LOCK_FILE, MOVE_AWAY, SESSION_CLOSED, STOPPED_FILE,
                                   check_header, checked_meta, closed_after_its_journal_stopped,
                                   create_journal, damaged_error, journal_has_stopped,
                                   journal_modified_at, log_missing, lost_log_error,
-                                  open_for_writing, private_file, private_run_dir,
+                                  open_for_reading, open_for_writing, private_file,
+                                  private_run_dir,
                                   refuse_unless_plain)
 from corral.journal.reading import (CAPACITY_KEY, LEFT_EARLY_KEY, check_rows, error_summary,
                                     rows_to_jobs)
@@ -189,6 +190,7 @@ class Journal:
         db: sqlite3.Connection | None = None
         writer_lock: IO[str] | None = None
         try:
+            self._refuse_a_driver_that_lost_its_lock(path)  # (before its writer is waited for)
             # A killed driver's writer may still be writing: its rows come first.
             try:
                 writer_lock = take_writer_lock(self.run_dir)
@@ -343,6 +345,31 @@ class Journal:
             raise JournalError(f"cannot start a session of the run at {self.run_dir}: "
                                f"{error.strerror or error} (writing {LOCK_FILE})") from None
         return handle
+
+    def _refuse_a_driver_that_lost_its_lock(self, path: Path) -> None:
+        """Refuse the run while a driver of an unended session still holds files in
+        it: the lock is a file, found by its path, and an ``rm owner.lock`` (a
+        "stale lock" cleaned by hand) let a second driver take a run the first
+        still drove, kill its journal writer and run its jobs twice at once
+        (attack review). A copy of a running run is no such run: its driver's
+        files are in the original. A journal that cannot be read is left to the
+        checks that follow, which say what is wrong with it."""
+        try:
+            if not path.is_file():
+                return
+            with contextlib.closing(open_for_reading(path)) as db:
+                unended = db.execute("SELECT pid, kind FROM sessions WHERE ended IS NULL "
+                                     "AND host=?", (os.uname().nodename,)).fetchall()
+        except (OSError, sqlite3.Error, CorralError):
+            return
+        for pid, owner in unended:
+            if isinstance(pid, int) and pid != os.getpid() and _holds_files_in(pid,
+                                                                               self.run_dir):
+                raise RunLockTakenAway(
+                    f"run directory {self.run_dir} is driven by another process ({owner}, pid "
+                    f"{pid}), though its {LOCK_FILE} was taken away: control it with the "
+                    f"corral command, or end it first (kill {pid}); never delete the lock of a "
+                    "run that runs")
 
     def _release_lock(self) -> None:
         handle, self._lock = self._lock, None
@@ -908,3 +935,21 @@ def _writer_failure(report: bytes, code: int) -> str:
     if code < 0:
         return f"its writer process was killed by signal {-code}; the last changes may be missing"
     return f"its writer process ended with status {code}; the last changes may be missing"
+
+
+def _holds_files_in(pid: int, directory: Path) -> bool:
+    """Whether process *pid* has a file of *directory* open (one deleted since too),
+    as /proc says; False where it cannot be told (no such process, another user's)."""
+    inside = f"{directory}/"
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+        except OSError:
+            continue
+        if target.startswith(inside):
+            return True
+    return False
