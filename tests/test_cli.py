@@ -3628,3 +3628,21 @@ def test_a_second_daemon_is_refused_where_the_runs_lock_and_socket_were_deleted(
         assert psutil.pid_exists(daemon)
     finally:
         kill_and_wait(daemon)  # (it cannot be reached: its socket is gone)
+
+
+def test_a_cancel_and_a_clear_are_in_the_journal_when_they_are_answered(fresh):
+    """Attack review: a daemon killed as it answered "cancelled" had not written it;
+    the next daemon ran the cancelled jobs (8 times in 10)."""
+    assert fresh("wait", fresh.submit("--", "true")).status == 0  # (the run and its daemon)
+    fresh.ok("pause")
+    cancelled = [int(fresh.submit("--", "echo", str(n))) for n in range(3)]
+    cleared = [fresh.submit("--", "echo", "later") for _ in range(2)]
+    from corral.control.server import send_request
+
+    daemon = fresh.daemon_pid()
+    assert send_request(fresh.run, {"verb": "cancel", "ids": cancelled})["cancelled"]
+    assert send_request(fresh.run, {"verb": "clear"})["cleared"] == 2
+    os.kill(daemon, signal.SIGKILL)  # as it answered: whatever it had not written is lost
+    kill_and_wait(daemon)
+    run = corral.Run(fresh.run)
+    assert [run.job(job).status for job in cancelled + cleared] == [corral.JobStatus.CANCELLED] * 5

@@ -261,6 +261,8 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
                 ended.append(job_id)
             else:
                 problems.append(ended_message(job_id, status))
+    if cancelled:  # in the journal before the answer, as a submit is (attack review: a
+        scheduler._flush_journal_now()  # daemon killed as it answered ran them next time)
     return {"cancelled": cancelled, "already_cancelled": already, "problems": problems,
             "names": names, "ended": ended}
 
@@ -303,7 +305,10 @@ def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clear(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
-    return {"cleared": scheduler.clear()}
+    cleared = scheduler.clear()
+    if cleared:  # (in the journal before the answer, as a cancel)
+        scheduler._flush_journal_now()
+    return {"cleared": cleared}
 
 
 def _stop(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
