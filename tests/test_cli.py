@@ -13,6 +13,7 @@ waits in the queue behind a running one on any machine (see support/cli.py).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -3646,3 +3647,34 @@ def test_a_cancel_and_a_clear_are_in_the_journal_when_they_are_answered(fresh):
     kill_and_wait(daemon)
     run = corral.Run(fresh.run)
     assert [run.job(job).status for job in cancelled + cleared] == [corral.JobStatus.CANCELLED] * 5
+
+
+def test_a_script_on_the_run_of_a_killed_daemon_leaves_its_commands_to_the_next_daemon(
+        fresh, tmp_path, caplog):
+    """Attack review: a script opened on the run closed a killed daemon's commands
+    as CANCELLED, "the next run of the script runs it again", which no script had;
+    the next daemon did not run them either."""
+    release = tmp_path / "release"
+    running = fresh.submit(f"{block(release)}; echo ran")
+    queued = fresh.submit("echo queued")
+    fresh.wait_for_status(running, "RUNNING")
+    kill_and_wait(fresh.daemon_pid())
+    # (A zombie's other threads may hold its files a moment longer: its lock too.)
+    wait_until(lambda: fresh.daemon_pid() is None, 10, "the killed daemon's lock to be free")
+    try:
+        for _ in range(2):  # (a script may open the run many times)
+            with caplog.at_level(logging.WARNING, logger="corral"), \
+                    corral.Scheduler(cores=1, journal=fresh.run):
+                pass
+        assert caplog.messages.count(
+            "2 commands that corral submit gave a daemon of this run, which was killed, are left "
+            f"for the next corral command's daemon to run again (corral --run {fresh.run} "
+            "wait)") == 2
+        release.touch()
+        assert fresh("wait", running, queued).status == 0  # (a new daemon: it runs them)
+    finally:
+        release.touch()
+    assert fresh.ok("logs", queued).out == "queued\n"
+    tries = [attempt.outcome for attempt in attempts_from_events(corral.Run(fresh.run).events())
+             if attempt.job == str(running)]
+    assert tries == ["cancelled", "completed"]

@@ -456,22 +456,33 @@ class Journal:
         one transaction: were this session killed next, the one after must not
         find a finished call CANCELLED and run it again. A job run again in
         this session gets its row back; the others stop looking RUNNING to
-        ``corral status`` and ``corral wait``. A daemon keeps its
-        predecessors' submissions as they are: it runs them again at once, and
-        a ``corral wait`` on them should not see them end meanwhile."""
+        ``corral status`` and ``corral wait``. What ``corral submit`` gave a
+        daemon is kept as it is: a daemon runs it again at once, and a ``corral
+        wait`` on it should not see it end meanwhile; a script leaves it for the
+        next daemon (attack review: a script on the run of a killed daemon
+        closed its commands as the script's, to run again by a rerun of a
+        script that never had them)."""
         left = [job for job in self.previous.unfinished()
                 if job.status not in TERMINAL and not self.outlives_driver(job)]
         self._keep_what_they_wrote(left)
         orphans = [job for job in left
-                   if not (kind == "daemon" and job.kind == "shell" and job.session is not None
+                   if not (job.kind == "shell" and job.session is not None
                            and self.session_kinds.get(job.session) == "daemon"
                            and not self._ended_unrecorded)]
+        if kind != "daemon" and len(orphans) < len(left):
+            count = len(left) - len(orphans)
+            logging.getLogger("corral").warning(
+                "%d command%s that corral submit gave a daemon of this run, which was killed, "
+                "%s left for the next corral command's daemon to run again (corral --run %s "
+                "wait)", count, "s" * (count != 1), "are" if count != 1 else "is", self.run_dir)
         now = time.time()
         # A try of a kept one that had begun ended with its daemon all the same:
         # its history says so, as an orphan's does, while its row stays as it is
         # (cold review: TRIES said 2, and the report and `corral status ID` knew
         # of one try only).
-        kept = [job for job in left if job not in orphans and job.started is not None]
+        # (By the daemon that takes them up: a script may open the run many times.)
+        kept = [job for job in left if job not in orphans and job.started is not None
+                and kind == "daemon"]
         if kept:
             db.execute("BEGIN")
             db.execute(eventlog.INSERT, eventlog.pack(
