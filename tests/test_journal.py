@@ -737,6 +737,11 @@ def test_a_driver_stopped_with_ctrl_z_is_named_at_once_and_gets_no_request_behin
             f"run {run}: driven by script pid {driver.pid}; the driver is STOPPED (Ctrl-Z or "
             "SIGSTOP): it starts no job and answers no command until it runs again (kill -CONT "
             f"{driver.pid})")
+        # (Attack review: a wait counted time without a word, without a terminal nothing.)
+        waited = cli("wait", "--timeout", "3", timeout=30)
+        assert waited.err.startswith(
+            f"corral: the run's driver (pid {driver.pid}) is STOPPED (Ctrl-Z or SIGSTOP): no job "
+            f"goes on until it runs again (kill -CONT {driver.pid})\n"), waited.err
         os.kill(driver.pid, signal.SIGCONT)
         wait_until(lambda: psutil.Process(driver.pid).status() != psutil.STATUS_STOPPED)
         assert send_request(run, {"verb": "ping"})["ok"]  # it serves again, and so:

@@ -35,6 +35,7 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
     deadline = None if timeout is None else time.monotonic() + timeout
     wanted = {str(job_id) for job_id in ids}
     told_of_script = False
+    stopped = _StoppedDriver(run, show)
     with (_progress_bar() if show else _NoBar()) as progress:
         bar = progress.add_task("waiting", total=None)
         while True:
@@ -54,6 +55,8 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
                     print(f"corral: {'every job has ended' if total else 'no job yet'}; "
                           f"waiting for the script that drives the run (pid {script}), "
                           "which may make more", file=sys.stderr, flush=True)
+            if done < total and stopped.looked_at():
+                words += f"; its driver is STOPPED (kill -CONT {stopped.pid})"
             progress.update(bar, total=total, completed=done, description=words)
             if done == total and script is None:
                 return "done" if wanted or not _cut_short(run) else "cut short"
@@ -66,6 +69,35 @@ def wait_with_progress(run: Run, ids: Sequence[str], timeout: float | None,
             elif run.journal_stopped() is not None:  # its ends would never be seen here
                 return "journal stopped"
             time.sleep(POLL_S)  # the journal is written by another process
+
+
+class _StoppedDriver:
+    """Whether the run's driver is stopped (Ctrl-Z, SIGSTOP), looked at now and
+    then: a wait on it counted time without a word, and printed nothing at all
+    without a terminal (attack review). Said once on stderr each time it stops,
+    where no bar shows it."""
+
+    def __init__(self, run: Run, show: bool) -> None:
+        self._run, self._show = run, show
+        self._next_look = time.monotonic() + _STOPPED_LOOK_S
+        self.pid: int | None = None
+
+    def looked_at(self) -> bool:
+        """Whether the driver was stopped at the last look (one taken if it is time)."""
+        if time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + _STOPPED_LOOK_S
+            from corral.control.server import stopped_driver
+
+            was, self.pid = self.pid, stopped_driver(self._run.path, traced=False)
+            if self.pid is not None and was is None and not self._show:
+                print(f"corral: the run's driver (pid {self.pid}) is STOPPED (Ctrl-Z or "
+                      f"SIGSTOP): no job goes on until it runs again (kill -CONT {self.pid})",
+                      file=sys.stderr, flush=True)
+        return self.pid is not None
+
+
+#: Seconds between looks at whether the driver is stopped (one reads /proc).
+_STOPPED_LOOK_S = 1.0
 
 
 def live_script(run: Run) -> int | None:
