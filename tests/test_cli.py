@@ -683,6 +683,13 @@ def test_after_waits_until_the_parent_completed(cli, tmp_path):
     assert cli.ok("logs", child).out == "parent output\n"
 
 
+def test_after_with_a_range_of_ids_says_it_takes_none(cli):
+    """Attack review: ``--after 1-3`` said "no job 1-3" and not why."""
+    assert_one_line_error(cli("submit", "--after", "1-3", "true"), 2,
+                          r"no job 1-3 in this run \(neither an id nor a job's name\); --after "
+                          r"takes job ids and names, not ranges: give one --after for each job$")
+
+
 def test_after_a_failed_job_is_taken_and_cancelled_as_when_it_fails_later(cli):
     """Cold review (a nightly build script): a job after one that had already
     failed was refused with exit 2, as bad input, so a `set -e` script stopped

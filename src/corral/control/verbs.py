@@ -9,6 +9,7 @@ finished instead of "unknown job".
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -175,7 +176,14 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
     doomed = None  # why it is cancelled at once: a job it comes after did not complete
     # (Each once: 10,000 --after of one job held every other submitter for 30 s.)
     for parent in dict.fromkeys(_job_refs(request, "after")):
-        parent_id = _id_or_name(scheduler, parent)
+        try:
+            parent_id = _id_or_name(scheduler, parent)
+        except CorralError as error:
+            # (attack review: "no job 1-3" alone did not say why)
+            if isinstance(parent, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", parent):
+                raise CorralError(f"{error}; --after takes job ids and names, not ranges: give "
+                                  "one --after for each job") from None
+            raise
         job, stored = _live_or_stored(scheduler, parent_id)
         if job is not None:
             status, name, reason = job.status, job.name, job.reason
