@@ -87,6 +87,7 @@ def collect_output(process: subprocess.Popen[bytes], argv: Sequence[str],
                 left = deadline - time.monotonic()
                 if left <= 0:  # (a child that left its group may hold the pipes open)
                     _kill_group(process)
+                    _drain(selector)
                     raise _timed_out(argv, timeout)
                 for key, _ in selector.select(left):
                     data = os.read(key.fd, 1 << 16)
@@ -96,6 +97,7 @@ def collect_output(process: subprocess.Popen[bytes], argv: Sequence[str],
                     sizes[key.fd] += len(data)
                     if sizes[key.fd] > MOST_OUTPUT_BYTES:
                         _kill_group(process)
+                        _drain(selector)
                         raise BackendError(
                             f"{argv[0]} printed more than {MOST_OUTPUT_BYTES >> 20} MB: no "
                             "answer of a scheduler is that long; it was stopped")
@@ -113,6 +115,21 @@ def collect_output(process: subprocess.Popen[bytes], argv: Sequence[str],
                 process.wait(timeout=5)
     return (b"".join(read[out_fd]).decode("utf-8", "replace"),
             b"".join(read[err_fd]).decode("utf-8", "replace"))
+
+
+def _drain(selector: selectors.BaseSelector) -> None:
+    """Read what a killed command's pipes still hold, until its processes have
+    closed them (they are gone then) or :data:`_DRAIN_S` passed (one that left
+    its session holds them): a caller that goes on finds them ended."""
+    deadline = time.monotonic() + _DRAIN_S
+    while selector.get_map() and (left := deadline - time.monotonic()) > 0:
+        for key, _ in selector.select(left):
+            if not os.read(key.fd, 1 << 16):
+                selector.unregister(key.fd)
+
+
+#: The most seconds :func:`_drain` waits for a killed command's pipes to close.
+_DRAIN_S = 5.0
 
 
 def _timed_out(argv: Sequence[str], timeout: float) -> CommandTimedOut:
