@@ -3061,3 +3061,28 @@ def test_a_run_place_tells_a_run_deleted_from_one_moved_or_replaced(tmp_path):
         assert (place.deleted(), place.here()) == (False, False), "its path is another run's"
     finally:
         place.close()
+
+
+def test_a_writer_whose_driver_died_waiting_for_a_sync_ends_well_and_the_run_reads(tmp_path):
+    """Re-attack review: a driver killed while it waited for a sync (now sent as
+    every journaled Scheduler starts) left its writer to die on the answer's
+    broken pipe, its note of writing kept: every later command refused the run as
+    incomplete, "move it away", though nothing was lost."""
+    from corral.journal.store import Journal
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        assert sched.submit(jobs.square, 3).result(timeout=60) == 9
+    journal = Journal(run)
+    writer = psutil.Process(journal._writer.pid)
+    writer.suspend()
+    journal._send(("sync",))  # as flush(wait=True) sends it; its answer never read:
+    journal._answers.close()  # the driver is gone
+    writer.resume()
+    journal._pipe.close()  # (all that is left of a dead driver: its end of the pipe)
+    journal._release_lock()
+    journal.closed = True  # (nothing of it is left to close)
+    assert writer.wait(timeout=30) == 1  # ended as when its driver dies, not by a traceback
+    assert [job.status for job in corral.Run(run).jobs()] == [JobStatus.COMPLETED]
+    with corral.Scheduler(cores=1, journal=run) as sched:  # not refused as incomplete
+        assert sched.submit(jobs.square, 3).result(timeout=60) == 9

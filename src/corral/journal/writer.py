@@ -39,6 +39,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -557,6 +558,17 @@ def main() -> None:
     writer = _Writer(sys.argv[1], int(sys.argv[2]))
     reader = _Reader(sys.stdin.fileno())
     replies = sys.stdout.fileno()
+    try:
+        _serve(writer, reader, replies)
+    except BaseException:  # ended as when the driver dies, its note taken away: an
+        traceback.print_exc()  # uncaught error left the note, and the run was refused as
+        _end(writer, replies, None, None, status=1)  # incomplete (re-attack review)
+
+
+def _serve(writer: _Writer, reader: _Reader, replies: int) -> NoReturn:
+    """Write what the driver sends, answer its syncs, and end when it says so or
+    is gone. A sync whose answer finds the driver gone (killed as it waited)
+    is no error: what follows is written, and the end comes with its pipe's."""
     while True:
         # (while changes are held for want of room, they are tried again every second)
         reader.fill(block=True, timeout=RETRY_HELD_S if writer.held else None)
@@ -572,8 +584,9 @@ def main() -> None:
                 batch = []
                 if message[0] == "sync":
                     problems = writer.report_since_last_sync() or writer.holding_back()
-                    os.write(replies, b"ok\n" if problems is None else
-                             f"error: {problems}\n".encode(errors="replace"))
+                    with contextlib.suppress(OSError):  # (the driver is gone: see above)
+                        os.write(replies, b"ok\n" if problems is None else
+                                 f"error: {problems}\n".encode(errors="replace"))
                 else:
                     _end(writer, replies, message[1], message[2])
             else:
