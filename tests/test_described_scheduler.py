@@ -173,7 +173,7 @@ def test_a_placement_option_the_table_has_no_directive_for_is_warned_of_naming_t
     with on_fakeq(config_dir) as sched:
         assert sched.options(qos="fast").submit(abs, -3).result(timeout=60) == 3
     assert ("job 'abs' asks for qos='fast', which corral cannot ask fakeq for: it runs without "
-            "it (and so does every later job that asks for it); to send it, add a qos line to "
+            "it (and so does every later job that asks for it); to send it, add a line for qos to "
             "[schedulers.fakeq.directives] in the config") in caplog.text
 
 
@@ -867,7 +867,7 @@ def test_corral_submit_of_a_placement_option_the_scheduler_cannot_send_says_so_e
     _, corral_command = _on_the_sites_scheduler(tmp_path, site, elsewhere,
                                                 CORRAL_DAEMON_IDLE="30")
     said = ("corral: note: qos='fast' is not sent: corral cannot ask fakeq for it, and the "
-            "job runs without it (to send it, add a qos line to [schedulers.fakeq.directives] "
+            "job runs without it (to send it, add a line for qos to [schedulers.fakeq.directives] "
             "in the config)\n")
     try:
         for _ in range(2):  # each time: each submit is its own person's act

@@ -3086,3 +3086,20 @@ def test_a_writer_whose_driver_died_waiting_for_a_sync_ends_well_and_the_run_rea
     assert [job.status for job in corral.Run(run).jobs()] == [JobStatus.COMPLETED]
     with corral.Scheduler(cores=1, journal=run) as sched:  # not refused as incomplete
         assert sched.submit(jobs.square, 3).result(timeout=60) == 9
+
+
+def test_a_shown_result_is_bounded_and_keeps_what_it_shows_as_written():
+    """Re-attack review: crafted results took gigabytes (a set of range(10**8)), a
+    deep list raised a traceback, and a path's spaces were collapsed."""
+    import pickle
+
+    from corral.cli.result_shown import shown_result
+
+    # 200,000 lists, each in the next, written as pickle opcodes (pickle.dumps recurses).
+    deep_blob = b"\x80\x04" + b"]" * 200_000 + b"a" * 199_999 + b"."
+    assert shown_result(deep_blob, 1, as_json=True).startswith("[[[[")
+    assert shown_result(pickle.dumps({"path": "/data/my     file"}), 2, as_json=True) == (
+        '{"path": "/data/my     file"}')
+    huge_set = b"\x80\x04cbuiltins\nset\ncbuiltins\nrange\nJ\x00\xe1\xf5\x05\x85R\x85R."
+    assert shown_result(huge_set, 3, as_json=False).startswith(
+        "not plain data (its pickle names builtins.range)")

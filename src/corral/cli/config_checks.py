@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from corral.safe_repr import printable
+
 from corral.cli.exits import CommandError
 
 __all__ = ["check_config", "register_configured_backends", "profile_options",
@@ -93,7 +95,9 @@ def note_tables_not_read(run_dir: Path, notify: bool) -> None:
     tables = tables_in(in_cwd, ("daemon", "smtp") if notify else ("daemon",))
     if tables:
         said = " and ".join(f"[{name}]" for name in tables)
-        click.echo(f"corral: note: the {said} table{'s' * (len(tables) > 1)} of {in_cwd} "
-                   f"{'are' if len(tables) > 1 else 'is'} not read: the daemon of {run_dir} "
-                   f"takes its settings from {' and '.join(map(str, every_config_path(run_dir)))}",
-                   err=True)
+        # (escaped: a directory's name may hold what acts on a terminal, re-attack review)
+        click.echo(printable(
+            f"corral: note: the {said} table{'s' * (len(tables) > 1)} of {in_cwd} "
+            f"{'are' if len(tables) > 1 else 'is'} not read: the daemon of {run_dir} "
+            f"takes its settings from {' and '.join(map(str, every_config_path(run_dir)))}"),
+            err=True)

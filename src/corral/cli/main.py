@@ -249,7 +249,7 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         raise
     click.echo(reply["id"])
     if reply.get("note"):
-        click.echo(f"corral: note: {reply['note']}", err=True)
+        click.echo(f"corral: note: {printable(reply['note'])}", err=True)
 
 
 def _job_directory(workdir: Path | None, profile_cwd: Any, profile: str | None,
@@ -843,7 +843,7 @@ def clean(context: click.Context, yes: bool, ids: tuple[str, ...]) -> None:
         finished = run.jobs("finished", results=False)
     found = files_to_clean(finished, run.path)
     for note in found.notes:
-        click.echo(f"corral: note: {note}", err=True)
+        click.echo(f"corral: note: {printable(note)}", err=True)
     if not found.directories:
         click.echo("nothing to clean")
         return
@@ -862,7 +862,7 @@ def clean(context: click.Context, yes: bool, ids: tuple[str, ...]) -> None:
         raise CommandError(f"cannot delete anything in {run.path}: "
                            f"{error.strerror or error}", EXIT_UNREACHABLE) from None
     for note in done.notes[len(found.notes):]:  # (what the clean itself found to say)
-        click.echo(f"corral: note: {note}", err=True)
+        click.echo(f"corral: note: {printable(note)}", err=True)
     failures, deleted = done.failures, len(done.jobs)
     click.echo(f"deleted the files of {deleted} job(s), {size / 1e6:.1f} MB{none_left}"
                if not failures else f"deleted the files of {deleted} of {count} job(s)")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from corral.backends import backend_info
 from corral.backends.info import NOT_USED
+from corral.safe_repr import safe_repr
 from corral.spec import Placement
 
 __all__ = ["UnusedPlacement"]
@@ -61,6 +62,7 @@ class UnusedPlacement:
         time, as the warning above goes to the run's log, which a person at
         another terminal does not read (re-attack review)."""
         return "; ".join(
-            f"{option}={options[option]!r} is not sent: corral cannot ask {self._title} for "
-            f"it, and the job runs without it ({self._hint.format(option=option)})"
+            f"{option}={safe_repr(options[option])} is not sent: corral cannot ask "
+            f"{self._title} for it, and the job runs without it "
+            f"({self._hint.format(option=option)})"
             for option in self.options if options.get(option)) or None

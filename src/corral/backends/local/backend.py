@@ -251,9 +251,9 @@ class LocalBackend:
         if options:
             raise ValueError(f"the local backend takes no backend_options (got {sorted(options)}); "
                              "set cores, memory and gpus on the Scheduler")
-        if gpus is not None and gpus > MOST_GPUS:  # (each is numbered: 10**8 took 12 GB)
-            raise ValueError(f"gpus={gpus}: no machine has that many; the local backend "
-                             f"counts at most {MOST_GPUS} (attack review)")
+        if gpus is not None and gpus > MOST_GPUS:  # (each is numbered: 10**8 took 12 GB,
+            raise ValueError(f"gpus={gpus}: no machine has that many; the local backend "  # attack
+                             f"counts at most {MOST_GPUS}")  # review)
         visible = visible_gpus()
         if gpus and visible is not None and gpus > len(visible):
             raise ValueError(f"gpus={gpus}, but CUDA_VISIBLE_DEVICES gives this process "

@@ -150,7 +150,7 @@ def describe(name: str, raw: Mapping[str, Any]) -> BackendInfo:
         factory=f"{_MODULE}:backend_{key}", option_help=_option_help(table),
         answers=lambda: _answers(table), backend_options=options_help(),
         driverless_control=f"{_MODULE}:control_{key}",
-        placement_hint=(f"to send it, add a {{option}} line to [schedulers.{table.name}."
+        placement_hint=(f"to send it, add a line for {{option}} to [schedulers.{table.name}."
                         "directives] in the config"))
 
 
