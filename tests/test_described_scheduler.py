@@ -346,8 +346,13 @@ BAD = [
     (table(submit='["qsub\\u0000", "{script}"]'), 4, "schedulers.fakeq.submit",
      "'qsub\\x00' holds a NUL character (\\0), which no command may take"),
     (TABLE.replace('task_id = "{job}_{index}"', 'task_id = "{job}"'), 34,
-     "schedulers.fakeq.array.task_id", "'{job}' must hold both {job} and {index}, as the "
-     "scheduler names one task of an array"),
+     "schedulers.fakeq.array.task_id", "'{job}' must hold both {job} and {index}, apart, as "
+     "the scheduler names one task of an array"),
+    (TABLE.replace('task_id = "{job}_{index}"', 'task_id = "{job}{index}"'), 34,
+     "schedulers.fakeq.array.task_id", "'{job}{index}' must hold both {job} and {index}, "
+     "apart"),
+    (TABLE.replace('"{first}-{last}{throttle}"]', '"{first}-{last}", " {throttle}"]'), 30,
+     "schedulers.fakeq.array.argument", "\"{throttle}\" alone is an empty argument"),
     (TABLE.replace('"{first}-{last}{throttle}"]', '"1-2"]'), 30,
      "schedulers.fakeq.array.argument", "['-t', '1-2'] must hold {last} or {size}, where corral "
      "puts how many tasks the array has"),

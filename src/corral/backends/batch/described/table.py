@@ -473,7 +473,7 @@ def _array_argument(value: Any) -> tuple[str, ...]:
     if not fields & {"last", "size"}:
         _fail(key, f"{list(argument)!r} must hold {{last}} or {{size}}, where corral puts how "
                    "many tasks the array has, such as [\"-t\", \"{first}-{last}{throttle}\"]")
-    if "{throttle}" in argument:
+    if "{throttle}" in (part.strip() for part in argument):
         _fail(key, "\"{throttle}\" alone is an empty argument when no throttle is asked: join "
                    "it to another, such as \"{first}-{last}{throttle}\"")
     return argument
@@ -495,9 +495,11 @@ def _array(raw: Any) -> ArraySyntax | None:
                                   "\"{first}-{last}{throttle}\"]) and index_variable")
     task_id = _text(raw.get("task_id", "{job}_{index}"), ("array", "task_id"))
     _check_fields(task_id, ("array", "task_id"), ("job", "index"))
-    if {"job", "index"} - set(fields_of(task_id)):  # (attack review: "{job}" made every
-        _fail(("array", "task_id"),  # task the array's, read running or gone at random)
-              f"{task_id!r} must hold both {{job}} and {{index}}, as the scheduler names "
+    if {"job", "index"} - set(fields_of(task_id)) or "{job}{index}" in task_id:  # (attack
+        # review: "{job}" made every task the array's, read running or gone at random; and
+        # "{job}{index}" reads job 1's task 23 as job 12's task 3)
+        _fail(("array", "task_id"),
+              f"{task_id!r} must hold both {{job}} and {{index}}, apart, as the scheduler names "
               "one task of an array (such as \"{job}_{index}\" or \"{job}[{index}]\")")
     throttle = raw.get("throttle")
     if throttle is not None:
