@@ -34,6 +34,25 @@ def _python3_is_this_python() -> None:
 
 _python3_is_this_python()
 
+
+def _ctrl_c_reaches_the_tests_processes() -> None:
+    """Let the processes the tests start take SIGINT as Ctrl-C again.
+
+    A shell starts a command put in the background (``pytest ... &``, a CI
+    runner's step) with SIGINT ignored, and every process started from it
+    inherits that: the tests that press Ctrl-C on a driver, ``corral wait``
+    or ``corral logs`` then waited out their timeouts (7 of them failed, each
+    after 30-60 s). A handler of our own is reset at ``exec``, so the
+    processes started from here begin with SIGINT's default again.
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_ctrl_c_reaches_the_tests_processes()
+
 #: Test modules' assertion-rewritten bytecode is kept between sessions even where
 #: ``PYTHONDONTWRITEBYTECODE`` is set (as on our CI machines): rewritten afresh, the
 #: collection took about 6 s of CPU in each xdist worker and the controller, a
