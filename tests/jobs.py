@@ -657,3 +657,24 @@ class _Trap:
 
 def trap_for_loaders(path: str) -> _Trap:
     return _Trap(path)
+
+
+def clean_up_when_stopped(marker: str, started: str, go_on: bool = False) -> int:
+    """Say it started (*started*), then sleep; when corral stops it, its
+    ``finally`` writes *marker*. With *go_on* it catches JobStopped and keeps
+    sleeping, as a call that swallows every exception would."""
+    Path(started).write_text(str(os.getpid()))
+    try:
+        while True:
+            try:
+                time.sleep(60)
+            except corral.JobStopped:
+                if not go_on:
+                    raise
+    finally:
+        Path(marker).write_text("cleaned up")
+
+
+def sleep_then_return(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

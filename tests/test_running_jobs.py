@@ -830,3 +830,64 @@ def test_commands_and_env_of_the_scripts_own_text_types_run(tmp_path):
                           text=True, timeout=120, cwd=tmp_path)
     assert (done.returncode, done.stdout) == (
         0, "fast |None fast\n|None text\n|None fast /tmp\n|"), done.stderr
+
+
+# -- a call corral stops: JobStopped, its finally blocks, its worker ----------------------------
+
+
+@pytest.mark.parametrize("stopped_by", ["its timeout", "a cancel"])
+def test_a_call_corral_stops_runs_its_finally_blocks_and_its_worker_goes_on(
+        scheduler, tmp_path, stopped_by):
+    """Before, a timed-out or cancelled call was stopped by killing its worker:
+    no finally block or with block of the call ran (a lock file, a temporary
+    directory, a half-written output stayed behind)."""
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    options = {"timeout": "1s"} if stopped_by == "its timeout" else {}
+    job = scheduler.options(**options).submit(jobs.clean_up_when_stopped, str(marker),
+                                              str(started))
+    wait_until(started.exists, message="the call to start")
+    if stopped_by == "a cancel":
+        assert job.cancel()
+    corral.wait([job], timeout=30)
+    wait_until(marker.exists, timeout=10, message="the call's finally block")
+    assert marker.read_text() == "cleaned up"
+    if stopped_by == "its timeout":
+        assert job.status is JobStatus.TIMED_OUT
+        assert "stopped by JobStopped raised in it (its finally blocks ran)" in job.reason
+        error = job.exception()
+        assert isinstance(error, corral.JobTimedOut)
+        # Where the call was when it was stopped: its own line, not corral's handler.
+        assert "time.sleep(60)" in str(error.__cause__)
+        assert "interrupt.py" not in str(error.__cause__)
+    else:
+        assert job.status is JobStatus.CANCELLED
+    worker = int(started.read_text())
+    assert scheduler.submit(os.getpid).result(timeout=30) == worker, "the same worker goes on"
+
+
+def test_a_call_that_goes_on_after_jobstopped_is_killed_after_its_grace(scheduler, tmp_path):
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    job = scheduler.options(timeout="1s").submit(jobs.clean_up_when_stopped, str(marker),
+                                                 str(started), go_on=True)
+    wait_until(started.exists, message="the call to start")
+    corral.wait([job], timeout=30)
+    assert job.status is JobStatus.TIMED_OUT
+    assert job.reason == "timed out after 1.0s; killed with its child processes"
+    assert not marker.exists(), "killed: its finally block never ran"
+    wait_until(lambda: not pids_alive([int(started.read_text())]), timeout=10,
+               message="its worker to be killed")
+    assert scheduler.submit(jobs.square, 3).result(timeout=30) == 9  # on a new worker
+
+
+def test_stops_that_race_the_end_of_calls_never_fail_a_job_or_lose_a_worker(scheduler):
+    """A stop that arrives as a call returns lands in the worker's own code, or
+    in the next call of the same worker (a retry has the same id): each call
+    here ends COMPLETED or TIMED_OUT, none FAILED or its worker lost."""
+    made = [scheduler.options(timeout=0.05 + 0.002 * (index % 10)).submit(
+        jobs.sleep_then_return, 0.05 + 0.002 * (index % 7)) for index in range(60)]
+    corral.wait(made, timeout=120)
+    endings = {job.status for job in made}
+    assert endings <= {JobStatus.COMPLETED, JobStatus.TIMED_OUT}, [
+        (job.status, job.reason) for job in made if job.status not in (
+            JobStatus.COMPLETED, JobStatus.TIMED_OUT)]
+    assert scheduler.submit(jobs.square, 4).result(timeout=30) == 16

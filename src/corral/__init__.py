@@ -42,6 +42,7 @@ _EXPORTS = {
     "JobFailed": "errors",
     "WorkerLost": "errors",
     "JobTimedOut": "errors",
+    "JobStopped": "errors",
     "ResourceError": "errors",
     "DependencyError": "errors",
     "NotPicklable": "errors",
@@ -93,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from corral.errors import DriverTerminated as DriverTerminated
     from corral.errors import JobError as JobError
     from corral.errors import JobFailed as JobFailed
+    from corral.errors import JobStopped as JobStopped
     from corral.errors import JobTimedOut as JobTimedOut
     from corral.errors import NotPicklable as NotPicklable
     from corral.errors import RemoteTraceback as RemoteTraceback

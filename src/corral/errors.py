@@ -16,6 +16,9 @@
     SystemExit
     └── DriverTerminated          SIGTERM reached a driver with a live scheduler
 
+    BaseException
+    └── JobStopped                raised inside a Python call corral stops (timeout, cancel)
+
 A Python job that raises is re-raised with its *own* exception type from
 ``Job.result()``; its traceback in the job's process is attached as the
 ``__cause__`` (a :class:`RemoteTraceback`). Cancelled jobs raise
@@ -37,6 +40,7 @@ __all__ = [
     "BackendError",
     "RemoteTraceback",
     "DriverTerminated",
+    "JobStopped",
     "JournalError",
     "RunInUse",
     "cancelled_message",
@@ -77,6 +81,19 @@ class WorkerLost(JobFailed):
 
 class JobTimedOut(JobError):
     """The job ran past its ``timeout`` (or ``walltime``) and was killed with its children."""
+
+
+class JobStopped(BaseException):
+    """Raised inside a running Python call that corral stops: its timeout ran
+    out, or it was cancelled. It comes where the call is (a ``time.sleep`` or a
+    wait is cut short), so that its ``finally`` blocks and ``with`` blocks run:
+    a lock file removed, a connection closed, partial work saved, as a
+    command's shell gets SIGTERM first. A BaseException, as KeyboardInterrupt
+    is, so that an ``except Exception`` does not keep the call going. A call
+    still running two seconds later (in C code that does not return to Python,
+    or one that went on after catching this) is killed with its worker. The
+    job ends TIMED_OUT or CANCELLED as before; where the call was when it was
+    stopped is the ``__cause__`` of its error."""
 
 
 class ResourceError(CorralError, ValueError):

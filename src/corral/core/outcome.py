@@ -60,10 +60,7 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
     error on *job* where the journal or its dependents need them."""
     intent = job.kill_intent
     if intent is KillIntent.TIMEOUT:
-        reason = (f"timed out after {format_span(_armed_limit(job, rules))}; killed with its "
-                  "child processes")
-        return Outcome(_S.TIMED_OUT, reason, None, JobTimedOut(
-            f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT, reason=reason))
+        return _timed_out(job, update, rules)
     if intent is KillIntent.ABORT_KILLED and update.state is not _S.COMPLETED:
         return Outcome(_S.CANCELLED, f"aborted; killed {format_span(rules.abort_grace)} later, "
                        "its grace period over", None, None)
@@ -89,6 +86,31 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
     if update.error is not None:
         return _raised(job, update, update.error, rules)
     return _exited(job, update, rules)
+
+
+def _timed_out(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
+    """A job corral stopped for its timeout. A Python call that ended within
+    its grace, once JobStopped was raised in it (see corral.runtime.interrupt),
+    says how, and where it was then is its error's cause: where a hung call hung."""
+    limit = format_span(_armed_limit(job, rules))
+    ended_itself = not job.runs_a_command and (
+        (update.state is _S.COMPLETED and update.value is not None)
+        or (update.state is _S.FAILED and update.error is not None))
+    traceback_text = None
+    if not ended_itself:
+        reason = f"timed out after {limit}; killed with its child processes"
+    elif update.error is None:
+        reason = f"timed out after {limit}; it returned as it was being stopped"
+    else:
+        _, traceback_text, summary = loads_error(update.error)
+        reason = (f"timed out after {limit}; stopped by JobStopped raised in it (its finally "
+                  "blocks ran), its child processes killed" if summary.startswith("JobStopped")
+                  else f"timed out after {limit}; it raised {summary} as it was being stopped")
+    error = JobTimedOut(f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT,
+                        reason=reason)
+    if traceback_text is not None:
+        error.__cause__ = RemoteTraceback(traceback_text)
+    return Outcome(_S.TIMED_OUT, reason, None, error)
 
 
 def _completed(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:

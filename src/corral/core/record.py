@@ -238,9 +238,11 @@ class JobRecord:
         live = self.live_output
         if live is not None:
             text = read_output_if_there(live[0] if stream == "stdout" else live[1], last_bytes)
-            if text is not None or self.jobdir is None:
+            if text or self.jobdir is None:
                 return text or ""
-            # (Its worker died, and the spool was moved to the job's own file.)
+            # Nothing there: its worker died, and the spool was moved to the job's
+            # own file, or it handed the spool over as the job ended (a call
+            # cancelled while it ran reads as CANCELLED before that end is heard).
         if self.jobdir is None:
             return ""
         return read_output(os.path.join(self.jobdir, stream), last_bytes)

@@ -14,8 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from corral.errors import NotPicklable
+from corral.errors import JobStopped, NotPicklable
 from corral.runtime.forked import end_if_forked, watch_for_forks
+from corral.runtime.interrupt import NOW
 from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
 from corral.safe_repr import describe_error
 
@@ -37,9 +38,16 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
                 target, args, kwargs = loads_call(payload, tuple(upstream))
             except BaseException as error:  # its pickle names what cannot be loaded here
                 return False, dumps_error(error)
+            now = NOW
             try:
+                now.calling = job_id  # (attribute stores: no signal handler runs between)
+                if now.stopping == job_id:  # stopped while it was being loaded
+                    now.stopping = None
+                    raise JobStopped("corral stopped this call before it began")
                 value = target(*args, **kwargs)
+                now.calling = None
             except BaseException as error:  # the job's failure, reported, not ours
+                now.calling = None
                 end_if_forked(error)
                 if isinstance(error, SystemExit) and error.code in (None, 0):
                     return True, dumps_value(None)
@@ -50,6 +58,8 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
             except Exception as error:
                 return False, dumps_error(NotPicklable(
                     f"the job's return value cannot be pickled: {describe_error(error)}"))
+    except JobStopped as error:  # its stop came as the call ended: it is still the job's
+        return False, dumps_error(error)
     except Exception as error:  # cannot even set the job up (a bad cwd)
         return False, dumps_error(error)
 

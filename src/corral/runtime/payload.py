@@ -20,6 +20,7 @@ import types
 import weakref
 from typing import Any, ClassVar
 
+from corral.errors import JobStopped
 from corral.runtime.loading import loading_job_code
 from corral.safe_repr import describe_error, shortened, writable_text
 
@@ -306,7 +307,23 @@ def without_corral_frames(error: BaseException) -> BaseException:
     while frames is not None and os.path.dirname(frames.tb_frame.f_code.co_filename) == \
             _RUNTIME_DIR:
         frames = frames.tb_next
+    if isinstance(error, JobStopped):  # it ends where the call was, not in the signal handler
+        frames = _without_runtime_tail(frames)
     return error.with_traceback(frames)
+
+
+def _without_runtime_tail(frames: types.TracebackType | None) -> types.TracebackType | None:
+    """*frames* without the frames of corral's runtime at their end."""
+    kept = []
+    while frames is not None:
+        kept.append(frames)
+        frames = frames.tb_next
+    while kept and os.path.dirname(kept[-1].tb_frame.f_code.co_filename) == _RUNTIME_DIR:
+        kept.pop()
+    rebuilt = None
+    for frame in reversed(kept):
+        rebuilt = types.TracebackType(rebuilt, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    return rebuilt
 
 
 def dumps_error(error: BaseException) -> bytes:

@@ -53,7 +53,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, NoReturn
 
-from corral.runtime import abort
+from corral.runtime import abort, interrupt
 from corral.runtime.command_result import RESULT_FILE_NAME, RESULT_FILE_VARIABLE
 from corral.runtime.command import KILL, StopRequests, is_kill_or_terminate, run_command
 from corral.runtime.execute import here_as_home, kill_leftovers, run_call
@@ -198,10 +198,10 @@ def _file_of(fd: int) -> tuple[int, int] | None:
 
 
 #: Signals a job may take over (ignore, handle) for the jobs after it too.
-_KEPT_SIGNALS = tuple(int(getattr(signal, name)) for name in (
+_KEPT_SIGNALS = (*(int(getattr(signal, name)) for name in (
     "SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
     "SIGCHLD", "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGXCPU", "SIGXFSZ", "SIGVTALRM",
-    "SIGPROF", "SIGWINCH") if hasattr(signal, name))
+    "SIGPROF", "SIGWINCH") if hasattr(signal, name)), interrupt.STOP_SIGNAL)
 
 
 class _Settings:
@@ -362,8 +362,11 @@ class _Queue:
             about: object = message[1]  # type: ignore[index]
             with self.lock:
                 if self.running is not None and self.running[1] == about:
-                    if self.running[0] != "command":  # a call: it dies with its worker
-                        _die_with_everything()
+                    if self.running[0] != "command":
+                        # JobStopped is raised in the call, which runs its finally
+                        # blocks; the driver kills this worker if it goes on.
+                        interrupt.stop(about)
+                        return
                     self.stop_requests.post(about, action)
                 elif any(entry[0][1] == about for entry in self.requests):
                     self.stopped[about] = action
@@ -422,6 +425,7 @@ class _Queue:
         so an abort is never lost to the reset nor taken for the next job's."""
         self.running = request
         abort.reset()
+        interrupt.forget()
         self.stop_requests.forget()  # (kills posted until now were the job's before)
         if request is not None and request[1] in self._abort_at_start:
             self._abort_at_start.discard(request[1])
@@ -568,15 +572,6 @@ def reply_blob(reply: tuple) -> bytes:
     return pickle.dumps((reply[0], False, dumps_error(too_large)), pickle.HIGHEST_PROTOCOL)
 
 
-def _die_with_everything() -> None:
-    """Kill this worker and every process its job started: the one way to stop
-    a call (it runs in this process)."""
-    from corral.runtime.proctree import kill_tree
-
-    kill_tree(os.getpid(), include_root=False)  # (it would stop itself before its killing)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _stopped_before_start(request: tuple, action: str) -> bytes:
     """The reply for a command killed or terminated before it started: as if
     it had been killed by that signal at once."""
@@ -617,6 +612,7 @@ def main() -> None:
         # The driver aborts a call with a message naming it; SIGUSR1 asks the running
         # job to stop too, as it does a cluster job's (see corral.runtime.batch).
         abort.listen(signal.SIGUSR1)
+        interrupt.listen()  # (before _Settings: a call that takes the signal gives it back)
         signal.signal(signal.SIGINT, _pass_ctrl_c)  # Ctrl-C is the driver's to handle
         allow_signals()  # started by a thread that leaves them to the driver's main thread
         queue = _Queue(Connection(read_fd, writable=False),

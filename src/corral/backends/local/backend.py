@@ -96,9 +96,9 @@ def _short_of_resources(error: BaseException | None) -> bool:
     return False
 
 
-#: Seconds a worker gets to kill the call it runs itself, when jobs wait
-#: behind it, before the backend kills the whole worker.
-_KILL_GRACE_S = 1.0
+#: Seconds a call gets to end once JobStopped was raised in it (its finally
+#: blocks), as a command gets after its SIGTERM, before its worker is killed.
+_CALL_STOP_GRACE_S = TERM_GRACE_S
 #: How long a worker may take to kill the command it runs before it is killed
 #: itself (it gives the command's process group its SIGTERM and grace, then
 #: kills all it started, and waits for it to end).
@@ -514,17 +514,16 @@ class LocalBackend:
             # A worker that cannot act on it (stopped again, or in D state) dies,
             # and the command's processes with it, as a call's worker does.
             self._kill_later[runner] = (job_id, time.monotonic() + _COMMAND_KILL_GRACE_S)
-        elif len(runner.handed) == 1:  # a call runs in the worker itself: it dies with it
-            runner.doomed = True
-            kill_tree(runner.pid)
         else:
-            # Jobs wait behind it, and the worker may have gone on to them
-            # since its last message: take them back, and let the worker
-            # kill itself only if this job still runs. A call that holds the
-            # GIL keeps the worker from acting: it is killed a moment later.
+            # A call runs in the worker itself: the worker raises JobStopped in
+            # it, if it still runs, so that its finally blocks run (see
+            # corral.runtime.interrupt), and is killed if the call goes on.
+            # Jobs waiting behind it are taken back: the worker may have gone
+            # on to them since its last message.
+            _wake(runner.pid)  # (a call that stopped its worker, os.kill(os.getpid(), SIGSTOP))
             self._drop([entry[0] for entry in runner.handed if entry[0] != job_id])
             self._tell(runner, KILL, job_id)
-            self._kill_later[runner] = (job_id, time.monotonic() + _KILL_GRACE_S)
+            self._kill_later[runner] = (job_id, time.monotonic() + _CALL_STOP_GRACE_S)
 
     def _kill_overdue(self) -> None:
         """Kill the workers still running a job they were asked to kill."""
