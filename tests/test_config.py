@@ -278,6 +278,13 @@ BAD_FILES = {
         '[profiles."x\\u001b]0;owned\\u0007"]\ncores = 2\n',
         1, 'profiles."x\\u001b]0;owned\\u0007"', "'x\\x1b]0;owned\\x07': a profile's name is "
                                                  "shown and typed: give it no control character"),
+    "profile name with an invisible word joiner": (  # (re-attack review: passed as written)
+        '[profiles."gpu\\u2060"]\ncores = 2\n',
+        1, 'profiles."gpu\\u2060"', "'gpu\\u2060': a profile's name is shown and typed: give it "
+                                    "no control character"),
+    "a number of 5,000 digits": (  # (attack review: Python's own message, no file or line)
+        "[daemon]\n\ncores = " + "9" * 5000 + "\n",
+        3, None, "invalid TOML: a number of more than 4,300 digits, more than Python reads"),
     "daemon memory": (
         '[daemon]\nmemory = "plenty"\n',
         2, "daemon.memory", "memory='plenty' is not a memory size"),

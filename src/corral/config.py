@@ -581,6 +581,13 @@ def _parsed(path: Path, raw: bytes) -> _Layer:
             line = text.count("\n") + (0 if text.endswith("\n") else 1)
             problem = f"invalid TOML: {message}"
         raise ConfigError(problem, path=path, line=line) from error
+    except ValueError as error:  # (Python reads no integer of more than 4,300 digits:
+        # its own message named neither the file nor the line: attack review)
+        long = re.search(r"[0-9_]{4300,}", text)
+        raise ConfigError("invalid TOML: a number of more than 4,300 digits, more than Python "
+                          "reads; nothing here counts that high", path=path,
+                          line=None if long is None else text.count("\n", 0, long.start()) + 1
+                          ) from error
     return _Layer(path, text, data)
 
 

@@ -124,10 +124,15 @@ def writable_text(text: str) -> str:
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))
              if code not in (0x09, 0x0a)}
 #: ... and the invisible characters that reorder or hide text (bidirectional
-#: overrides and isolates, zero-width marks), as ``\uNNNN``: "evil\u202etxt.exe"
-#: must not read as "evilexe.txt".
+#: overrides, isolates and marks, zero-width and joining marks, fillers that
+#: show as blanks, the line and paragraph separators, tag characters), as
+#: ``\uNNNN``: "evil\u202etxt.exe" must not read as "evilexe.txt", nor two
+#: names that look alike be told apart by a character no one sees.
 _CONTROLS.update({code: f"\\u{code:04x}" for code in (
-    *range(0x200b, 0x2010), *range(0x202a, 0x202f), *range(0x2066, 0x206a), 0xfeff)})
+    0x00ad, 0x034f, 0x061c, 0x115f, 0x1160, 0x17b4, 0x17b5, 0x180e, *range(0x200b, 0x2010),
+    0x2028, 0x2029, *range(0x202a, 0x202f), *range(0x2060, 0x2065), *range(0x2066, 0x2070),
+    0x3164, 0xfeff, 0xffa0, *range(0xfff9, 0xfffc))})
+_CONTROLS.update({code: f"\\U{code:08x}" for code in range(0xe0000, 0xe0080)})
 
 
 def printable(text: str) -> str:
