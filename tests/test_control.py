@@ -340,7 +340,8 @@ def test_a_timeout_kills_the_whole_process_tree_and_ends_timed_out(scheduler, tm
     pidfile = tmp_path / "pids"
     job = scheduler.options(timeout=1).submit(jobs.spawn_tree_and_wait, str(pidfile))
     with pytest.raises(corral.JobTimedOut,
-                       match=r"timed out after 1\.0s; killed with its child processes"):
+                       match=r"timed out after 1\.0s; stopped by JobStopped raised in it, "
+                             r"its child processes killed"):
         job.result(timeout=60)
     assert job.status is JobStatus.TIMED_OUT
     pids = [int(pid) for pid in pidfile.read_text().split()[1:]]

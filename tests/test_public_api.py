@@ -12,7 +12,8 @@ def test_the_public_names_are_pinned():
     assert corral.__all__ == sorted([
         "ALL_COMPLETED", "BackendError", "Call", "CancelledError", "ConfigError", "CorralError",
         "DependencyError", "DriverTerminated", "Event", "FIRST_COMPLETED", "FIRST_EXCEPTION",
-        "FunctionRef", "Job", "JobError", "JobFailed", "JobStatus", "JournalError", "JobTimedOut",
+        "FunctionRef", "Job", "JobError", "JobFailed", "JobStatus", "JobStopped", "JournalError",
+        "JobTimedOut",
         "NotPicklable", "RemoteTraceback", "ResourceError",
         "Resources", "Result", "Run", "RunInUse", "Scheduler", "Script", "Shell", "StoredJob",
         "Submitter", "WorkerLost", "abort_requested", "as_completed", "wait",

@@ -853,7 +853,8 @@ def test_a_call_corral_stops_runs_its_finally_blocks_and_its_worker_goes_on(
     assert marker.read_text() == "cleaned up"
     if stopped_by == "its timeout":
         assert job.status is JobStatus.TIMED_OUT
-        assert "stopped by JobStopped raised in it (its finally blocks ran)" in job.reason
+        assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its "
+                              "child processes killed")
         error = job.exception()
         assert isinstance(error, corral.JobTimedOut)
         # Where the call was when it was stopped: its own line, not corral's handler.
@@ -891,3 +892,25 @@ def test_stops_that_race_the_end_of_calls_never_fail_a_job_or_lose_a_worker(sche
         (job.status, job.reason) for job in made if job.status not in (
             JobStatus.COMPLETED, JobStatus.TIMED_OUT)]
     assert scheduler.submit(jobs.square, 4).result(timeout=30) == 16
+
+
+def test_where_a_journaled_call_was_when_its_timeout_stopped_it_is_shown_from_the_journal(
+        tmp_path):
+    """Cold review: the line a hung call hung on was in its error's __cause__ in
+    Python only; `corral status ID` and the journal's StoredJob said nothing."""
+    from support.cli import Corral
+
+    run, started = tmp_path / "run", tmp_path / "started"
+    with corral.Scheduler(cores=1, journal=run) as scheduler:
+        job = scheduler.options(timeout="1s", name="hangs").submit(
+            jobs.clean_up_when_stopped, str(tmp_path / "cleaned"), str(started))
+        corral.wait([job], timeout=30)
+    stored = corral.Run(run).job(job.id)
+    with pytest.raises(corral.JobTimedOut) as caught:
+        stored.result_value()
+    assert "time.sleep(60)" in str(caught.value.__cause__)
+    outcome = Corral(tmp_path / "home", run)("status", str(job.id))
+    assert outcome.status == 1, str(outcome)  # (a job of it did not complete)
+    shown = outcome.out
+    assert f"job {job.id} 'hangs' was on this line when its timeout stopped it:" in shown
+    assert "time.sleep(60)" in shown and "corral.errors.JobStopped" in shown

@@ -404,7 +404,9 @@ def status(context: click.Context, show_all: bool, state: str | None,
                           soft_wrap=True)
         traceback = job.traceback_text()
         if traceback:
-            console.print(Text(printable(f"\njob {job.id} {job.name!r} raised:\n"
+            said = ("was on this line when its timeout stopped it"
+                    if job.status is JobStatus.TIMED_OUT else "raised")
+            console.print(Text(printable(f"\njob {job.id} {job.name!r} {said}:\n"
                                          f"{traceback.rstrip()}")), soft_wrap=True)
         elif traceback is None and job.error is not None:
             console.print(Text(f"\njob {job.id} {job.name!r}: the traceback it raised cannot be "

@@ -103,9 +103,11 @@ def _timed_out(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
         reason = f"timed out after {limit}; it returned as it was being stopped"
     else:
         _, traceback_text, summary = loads_error(update.error)
-        reason = (f"timed out after {limit}; stopped by JobStopped raised in it (its finally "
-                  "blocks ran), its child processes killed" if summary.startswith("JobStopped")
+        reason = (f"timed out after {limit}; stopped by JobStopped raised in it, its child "
+                  "processes killed" if summary.startswith("JobStopped")
                   else f"timed out after {limit}; it raised {summary} as it was being stopped")
+        if rules.journaled:  # (corral status ID and the report show where it was)
+            job.error_blob = update.error
     error = JobTimedOut(f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT,
                         reason=reason)
     if traceback_text is not None:

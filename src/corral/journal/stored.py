@@ -90,6 +90,12 @@ class StoredJob:
 
         if self.error is not None:
             error, traceback_text, summary = self._load("error", loads_error, self.error)
+            if self.status is JobStatus.TIMED_OUT:  # a call stopped at its timeout: its
+                # JobStopped says where it was, as a live Job's JobTimedOut does
+                timed_out = JobTimedOut(f"job {self.id} {self.name!r} {self.reason}",
+                                        job_id=self.id, status=self.status, reason=self.reason)
+                timed_out.__cause__ = RemoteTraceback(traceback_text)
+                raise timed_out
             if error is not None:
                 error.__cause__ = RemoteTraceback(traceback_text)
                 raise error
