@@ -1355,7 +1355,7 @@ def test_duration_flags_offer_only_forms_they_take(tmp_path):
         assert "an int of seconds" not in helped
         assert_one_line_error(corral("submit", flag, "90", "true"), 2,
                               rf"^corral: error: {flag} '90' is ambiguous: write '90s' for "
-                              r"seconds or '90m' for minutes$")
+                              r"seconds \(1m30s\) or '90m' for minutes \(1h30m\)$")
     assert "a duration with its unit or a clock, such as '90s'" in helped
     # A refused value is offered the forms a flag takes (options review).
     assert_one_line_error(corral("submit", "--timeout", "0s", "true"), 2,

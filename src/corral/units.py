@@ -178,8 +178,11 @@ def _duration_text_seconds(text: str, field: str) -> float:
     parts = [_whole(part) for part in clock.split(":")]
     if days is None and len(parts) == 1:
         number = text.strip() if len(text) <= 40 else "N"  # only digits here
-        raise ValueError(f"{field}={_shown(text)} is ambiguous: write '{number}s' for seconds "
-                         f"or '{number}m' for minutes")
+        spans = (f" ({format_span(parts[0])})", f" ({format_span(parts[0] * 60)})") if (
+            parts[0] >= 60 and len(text) <= 40) else ("", "")  # (cold review: '3600m'
+        # was offered for an hour with no word that it is 60 hours)
+        raise ValueError(f"{field}={_shown(text)} is ambiguous: write '{number}s' for seconds"
+                         f"{spans[0]} or '{number}m' for minutes{spans[1]}")
     # D-HH, D-HH:MM, [D-]HH:MM:SS, or MM:SS
     names = _CLOCK_FIELDS[:len(parts)] if days is not None or len(parts) == 3 else _CLOCK_FIELDS[1:]
     if fraction and names[-1] != "seconds":
