@@ -678,3 +678,51 @@ def clean_up_when_stopped(marker: str, started: str, go_on: bool = False) -> int
 def sleep_then_return(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def wait_on_a_thread_that_talks(started: str) -> None:
+    """Start a thread that prints for a minute and wait for it: the common
+    shape of a call whose work is in a thread (a pool's future, a join)."""
+    def talk() -> None:
+        for count in range(600):
+            print(f"left-over thread {count}", flush=True)
+            time.sleep(0.1)
+
+    worker = threading.Thread(target=talk)
+    worker.start()
+    Path(started).write_text(str(os.getpid()))
+    worker.join()
+
+
+def log_then_sleep(log: str, index: int) -> int:
+    with open(log, "a") as handle:
+        handle.write(f"call {index}\n")
+    time.sleep(0.15)
+    return index
+
+
+def _busy(seconds: float) -> None:
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        pass
+
+
+class _SlowToFree:
+    def __del__(self) -> None:
+        _busy(0.03)
+
+
+def make_garbage_slow_to_free(marker: str, started: str) -> None:
+    """Spend three quarters of its time in ``__del__``, where a raised exception is dropped."""
+    Path(started).write_text(str(os.getpid()))
+    try:
+        while True:
+            _SlowToFree()
+            _busy(0.01)
+    finally:
+        Path(marker).write_text("cleaned up")
+
+
+def block_every_signal() -> int:
+    signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals))
+    return os.getpid()

@@ -914,3 +914,58 @@ def test_where_a_journaled_call_was_when_its_timeout_stopped_it_is_shown_from_th
     shown = outcome.out
     assert f"job {job.id} 'hangs' was on this line when its timeout stopped it:" in shown
     assert "time.sleep(60)" in shown and "corral.errors.JobStopped" in shown
+
+
+def test_a_stopped_call_whose_work_goes_on_in_a_thread_ends_with_its_worker(scheduler, tmp_path):
+    """Attack review: the main thread, waiting on join(), took JobStopped; the
+    thread it waited for ran on in the worker, and printed into the next job's output."""
+    started = tmp_path / "started"
+    job = scheduler.options(timeout="1s").submit(jobs.wait_on_a_thread_that_talks, str(started))
+    wait_until(started.exists, message="the call to start")
+    corral.wait([job], timeout=30)
+    assert job.status is JobStatus.TIMED_OUT
+    assert job.reason == "timed out after 1.0s; killed with its child processes"
+    wait_until(lambda: not pids_alive([int(started.read_text())]), timeout=10,
+               message="its worker, and the thread, to end")
+    after = scheduler.submit(jobs.talk, "next")
+    after.result(timeout=30)
+    assert after.stdout == "py-out next\nchild-out next\n"
+
+
+def test_a_stopped_chunk_runs_none_of_its_later_calls(scheduler, tmp_path):
+    """Attack review: a map's chunk took JobStopped for one call's failure and
+    went on with the next calls."""
+    log = tmp_path / "calls"
+    with pytest.raises(corral.JobTimedOut):
+        list(scheduler.options(timeout="1s").map(jobs.log_then_sleep, [str(log)] * 20,
+                                                 range(20), chunksize=20))
+    ran = log.read_text().split("\n")[:-1]
+    assert 5 <= len(ran) <= 8, ran  # 1 s of 0.15 s calls, and none after the stop
+
+
+def test_a_call_stopped_while_in_a_finalizer_is_stopped_as_it_leaves_it(scheduler, tmp_path):
+    """Attack review: raised in a __del__, JobStopped was printed and dropped:
+    the call ran on, was killed 2 s later, and its finally never ran."""
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    job = scheduler.options(timeout="1s").submit(jobs.make_garbage_slow_to_free, str(marker),
+                                                 str(started))
+    corral.wait([job], timeout=30)
+    assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its child "
+                          "processes killed")
+    assert marker.read_text() == "cleaned up"
+    assert "JobStopped" not in job.stderr  # (no "Exception ignored in __del__")
+
+
+def test_a_call_that_blocks_signals_leaves_the_next_call_stoppable(tmp_path):
+    """Attack review: the mask a call set stayed on its worker: the next job's
+    timeout could not raise JobStopped, and its finally never ran."""
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        worker = scheduler.submit(jobs.block_every_signal).result(timeout=30)
+        job = scheduler.options(timeout="1s").submit(jobs.clean_up_when_stopped, str(marker),
+                                                     str(started))
+        corral.wait([job], timeout=30)
+    assert int(started.read_text()) == worker
+    assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its child "
+                          "processes killed")
+    assert marker.read_text() == "cleaned up"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from corral.core.record import KillIntent
 from corral.errors import JobFailed, JobTimedOut, RemoteTraceback, WorkerLost
 from corral.runtime.command_result import read_command_result
-from corral.runtime.execute import CwdUnusable
+from corral.runtime.execute import BEFORE_IT_BEGAN, CwdUnusable
 from corral.runtime.payload import dumps_value, loads_error
 from corral.runtime.spool import TAIL_BYTES, last_lines, with_stderr_tail
 from corral.safe_repr import describe_error
@@ -103,9 +103,13 @@ def _timed_out(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
         reason = f"timed out after {limit}; it returned as it was being stopped"
     else:
         _, traceback_text, summary = loads_error(update.error)
-        reason = (f"timed out after {limit}; stopped by JobStopped raised in it, its child "
-                  "processes killed" if summary.startswith("JobStopped")
-                  else f"timed out after {limit}; it raised {summary} as it was being stopped")
+        if not summary.startswith("JobStopped"):
+            reason = f"timed out after {limit}; it raised {summary} as it was being stopped"
+        elif summary.endswith(BEFORE_IT_BEGAN):  # (attack review: said "raised in it")
+            reason = f"timed out after {limit}, before its call began (its arguments were loading)"
+        else:
+            reason = (f"timed out after {limit}; stopped by JobStopped raised in it, its child "
+                      "processes killed")
         if rules.journaled:  # (corral status ID and the report show where it was)
             job.error_blob = update.error
     error = JobTimedOut(f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT,

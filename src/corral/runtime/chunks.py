@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from corral.errors import JobFailed, NotPicklable, RemoteTraceback
+from corral.errors import JobFailed, JobStopped, NotPicklable, RemoteTraceback
 from corral.runtime.abort import abort_requested
 from corral.runtime.forked import FORKED, end_if_forked, watch_for_forks
 from corral.runtime.payload import (dumps_error, dumps_value, import_function, loads_error,
@@ -106,6 +106,8 @@ class ChunkRunner:
                 values.append(fn(*arguments))
             except BaseException as error:  # the call's own, as an unchunked call's would be
                 end_if_forked(error)  # (a child must not run the chunk's next calls)
+                if isinstance(error, JobStopped):  # corral stops the whole chunk, not one call
+                    raise  # (attack review: the chunk's later calls ran on after a cancel)
                 values.append(None)
                 error = without_corral_frames(error)
                 failures[index] = dumps_error(error)

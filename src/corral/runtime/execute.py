@@ -23,6 +23,10 @@ from corral.safe_repr import describe_error
 __all__ = ["run_call", "kill_leftovers", "go_home", "here_as_home"]
 
 
+#: How the JobStopped of a call stopped as its arguments loaded ends.
+BEFORE_IT_BEGAN = "before it began"
+
+
 def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
              env: tuple[tuple[str, str | None], ...], cwd: str | None,
              home: str) -> tuple[bool, bytes]:
@@ -43,7 +47,7 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
                 now.calling = job_id  # (attribute stores: no signal handler runs between)
                 if now.stopping == job_id:  # stopped while it was being loaded
                     now.stopping = None
-                    raise JobStopped("corral stopped this call before it began")
+                    raise JobStopped(f"corral stopped this call {BEFORE_IT_BEGAN}")
                 value = target(*args, **kwargs)
                 now.calling = None
             except BaseException as error:  # the job's failure, reported, not ours

@@ -215,6 +215,9 @@ class _Settings:
         # (_signal's getsignal: the signal module's wraps each answer in an
         # enum, 13 us a job for these; the raw one, under 1 us.)
         self.handlers = [(signum, _signal.getsignal(signum)) for signum in _KEPT_SIGNALS]
+        # (attack review: a call that blocked signals blocked corral's stop and
+        # abort signals for every job after it)
+        self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
         self.umask = os.umask(0o022)
         os.umask(self.umask)
 
@@ -226,6 +229,8 @@ class _Settings:
                 pass
         _put_back_python_streams()
         signal.setitimer(signal.ITIMER_REAL, 0)  # (an alarm outlives the call that set it)
+        if signal.pthread_sigmask(signal.SIG_BLOCK, ()) != self.mask:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         for signum, handler in self.handlers:
             if _signal.getsignal(signum) is not handler:
                 signal.signal(signum, handler)
@@ -572,6 +577,14 @@ def reply_blob(reply: tuple) -> bytes:
     return pickle.dumps((reply[0], False, dumps_error(too_large)), pickle.HIGHEST_PROTOCOL)
 
 
+def _die_with_everything() -> None:
+    """Kill this worker and every process its job started."""
+    from corral.runtime.proctree import kill_tree
+
+    kill_tree(os.getpid(), include_root=False)  # (it would stop itself before its killing)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _stopped_before_start(request: tuple, action: str) -> bytes:
     """The reply for a command killed or terminated before it started: as if
     it had been killed by that signal at once."""
@@ -638,6 +651,11 @@ def main() -> None:
             stopped = queue.stopped.pop(request[1], None)
             blob = (run_request(request, home, spool, settings, outcomes, queue.stop_requests)
                     if stopped is None else _stopped_before_start(request, stopped))
+            if interrupt.left_threads(request[1]):
+                # A call stopped by corral whose work goes on in threads it
+                # started: they end with this worker, which the driver replaces
+                # (the stop it asked for reads as a kill there).
+                _die_with_everything()
             entry = queue.finish(blob, started, time.time())
     except OSError:  # the reply pipe is gone: so is the driver
         return
