@@ -724,5 +724,5 @@ def make_garbage_slow_to_free(marker: str, started: str) -> None:
 
 
 def block_every_signal() -> int:
-    signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals))
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     return os.getpid()
