@@ -74,7 +74,8 @@ def test_a_job_that_ignores_abort_is_killed_after_the_grace_period(tmp_path):
             stubborn.result(timeout=30)
         assert sched.submit(jobs.square, 2).result(timeout=30) == 4
     # (cold review: "aborted" alone, as for a job that stopped by itself in time)
-    assert stubborn.reason == "aborted; killed 0.3s later, its grace period over"
+    # (a call: JobStopped raised in it, so its finally blocks ran)
+    assert stubborn.reason == "aborted; stopped by JobStopped 0.3s later, its grace period over"
 
 
 def test_an_aborted_job_whose_timeout_comes_within_the_grace_ends_cancelled_not_retried(
@@ -89,7 +90,8 @@ def test_an_aborted_job_whose_timeout_comes_within_the_grace_ends_cancelled_not_
         with pytest.raises(concurrent.futures.CancelledError, match="aborted"):
             stubborn.result(timeout=30)
     assert stubborn.status is JobStatus.CANCELLED and stubborn.attempts == 1
-    assert stubborn.reason == "aborted; killed by its timeout (1.0s) within its grace period"
+    assert stubborn.reason == ("aborted; stopped by JobStopped at its timeout (1.0s) within its "
+                               "grace period")
 
 
 def test_an_abort_is_an_event_before_the_status_event_that_ends_the_job(tmp_path):

@@ -62,10 +62,12 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
     if intent is KillIntent.TIMEOUT:
         return _timed_out(job, update, rules)
     if intent is KillIntent.ABORT_KILLED and update.state is not _S.COMPLETED:
-        return Outcome(_S.CANCELLED, f"aborted; killed {format_span(rules.abort_grace)} later, "
+        how = "stopped by JobStopped" if _took_jobstopped(job, update) else "killed"
+        return Outcome(_S.CANCELLED, f"aborted; {how} {format_span(rules.abort_grace)} later, "
                        "its grace period over", None, None)
     if intent is KillIntent.ABORT_TIMED_OUT and update.state is not _S.COMPLETED:
-        return Outcome(_S.CANCELLED, f"aborted; killed by its timeout "
+        how = ("stopped by JobStopped at" if _took_jobstopped(job, update) else "killed by")
+        return Outcome(_S.CANCELLED, f"aborted; {how} its timeout "
                        f"({format_span(_armed_limit(job, rules))}) within its grace period",
                        None, None)
     if intent in (KillIntent.ABORT, KillIntent.ABORT_KILLED, KillIntent.ABORT_TIMED_OUT) or (
@@ -86,6 +88,14 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
     if update.error is not None:
         return _raised(job, update, update.error, rules)
     return _exited(job, update, rules)
+
+
+def _took_jobstopped(job: JobRecord, update: Update) -> bool:
+    """Whether *job*, a Python call corral stopped, ended by JobStopped raised
+    in it (its finally blocks ran), not by its worker's kill."""
+    if job.runs_a_command or update.state is not _S.FAILED or update.error is None:
+        return False
+    return loads_error(update.error)[2].startswith("JobStopped")
 
 
 def _timed_out(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
