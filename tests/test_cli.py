@@ -3661,6 +3661,36 @@ def test_a_cancel_and_a_clear_are_in_the_journal_when_they_are_answered(fresh):
     assert [run.job(job).status for job in cancelled + cleared] == [corral.JobStatus.CANCELLED] * 5
 
 
+def test_a_stop_answered_by_a_daemon_killed_at_once_is_carried_out_by_the_next_daemon(
+        fresh, tmp_path):
+    """Attack review: `corral stop` was answered before it cancelled anything;
+    a daemon killed right after answering left its jobs to the next daemon, which ran them."""
+    release = tmp_path / "release"
+    running = fresh.submit(f"{block(release)}; echo ran")
+    fresh.wait_for_status(running, "RUNNING")
+    fresh.ok("pause")
+    queued = fresh.submit("--", "echo", "queued")
+    from corral.control.server import send_request
+
+    daemon = fresh.daemon_pid()
+    try:
+        assert send_request(fresh.run, {"verb": "stop"}) == {"ok": True}
+        os.kill(daemon, signal.SIGKILL)  # as it answered: before it had cancelled anything
+        kill_and_wait(daemon)
+        wait_until(lambda: fresh.daemon_pid() is None, 10, "the killed daemon's lock to be free")
+        later = fresh.submit("--", "echo", "later")  # a new daemon: it finishes the stop first
+        fresh.ok("resume")  # (the run stays paused, as it was left)
+        assert fresh("wait", later).status == 0
+    finally:
+        release.touch()
+    run = corral.Run(fresh.run)
+    for job in (running, queued):
+        assert (run.job(job).status, run.job(job).reason) == (
+            corral.JobStatus.CANCELLED, "the daemon was stopped (corral stop or a signal)")
+    assert fresh.ok("logs", later).out == "later\n"
+    assert "ran" not in fresh("logs", running).out
+
+
 def test_a_script_on_the_run_of_a_killed_daemon_leaves_its_commands_to_the_next_daemon(
         fresh, tmp_path, caplog):
     """Attack review: a script opened on the run closed a killed daemon's commands

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.control.server import NoDriver, send_request, send_when_served
+from corral.control.verbs import STOP_ASKED_KEY, STOPPED_REASON
 from corral.core.run_files import DAEMON_LOG
 from corral.config_files import CONFIG_NAME, config_paths, same_file, user_config_path
 from corral.cli.exits import Terminated, raise_terminated
@@ -415,10 +416,16 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
         scheduler.pause()
     elif holding:  # (not in the journal: a daemon that dies holding leaves no pause)
         scheduler._engine.call(scheduler._engine.set_paused, True, False)
+    stop_left = bool(read_meta(run_dir).get(STOP_ASKED_KEY))
+    held_already = paused or holding or scheduler.paused
+    if stop_left:  # nothing it left may start before its stop is carried out
+        scheduler._engine.call(scheduler._engine.set_paused, True, False)
     try:  # (a run left paused: the Scheduler started paused, before it served a request)
         command_served = _CommandWatch(control) if holding else None
         try:  # the control socket reads requests but holds them until the jobs are taken up
             _resubmit(scheduler, run_dir)
+            if stop_left:
+                _finish_the_stop(scheduler, release=not held_already)
         finally:
             control.open()
         if command_served is not None:
@@ -442,9 +449,23 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
                         "with them", run_dir)
             scheduler.interrupt("the run directory was deleted")
         elif stop.is_set():
-            scheduler.interrupt("the daemon was stopped (corral stop or a signal)")
+            scheduler.interrupt(STOPPED_REASON)
+            journal.set_meta(STOP_ASKED_KEY, "")  # (carried out: written after the cancels)
         scheduler.shutdown(wait=True)
     return 1 if lost else 0
+
+
+def _finish_the_stop(scheduler: Any, release: bool) -> None:
+    """Carry out a ``corral stop`` that a daemon answered and was killed before
+    it had cancelled its jobs: cancel what it left (in a cluster too), as it
+    would have, instead of running it again; *release*: then let new jobs start."""
+    log.warning("the daemon before this one was stopped (corral stop) and ended before it "
+                "had cancelled its jobs: they are cancelled now")
+    scheduler.interrupt(STOPPED_REASON)
+    scheduler._journal.set_meta(STOP_ASKED_KEY, "")
+    scheduler._flush_journal_now()
+    if release:
+        scheduler._engine.call(scheduler._engine.set_paused, False, False)
 
 
 def _settle_in(run_dir: Path) -> None:

@@ -220,6 +220,12 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
     return job.id, doomed
 
 
+#: The journal's meta key that says ``corral stop`` was answered and not yet carried out.
+STOP_ASKED_KEY = "stop_asked"
+#: What the jobs a stopped daemon cancels say.
+STOPPED_REASON = "the daemon was stopped (corral stop or a signal)"
+
+
 def _refuse_when_stopping(scheduler: Driver) -> None:
     """Take no job a stopping daemon would cancel (``corral stop``) or could
     not run (shut down once idle): the submitter then starts a new daemon."""
@@ -327,6 +333,11 @@ def _stop(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         # A refused first submit undoes the run it made, unless another submit
         # started at the same moment has a job in it already.
         raise CorralError("the run has jobs of another submit: it stays")
+    # In the journal before it is answered, as a cancel is: a daemon killed
+    # right after answering left its jobs to the next daemon, which ran them
+    # (attack review). That one finishes the stop (see corral.cli.daemon).
+    scheduler._journal.set_meta(STOP_ASKED_KEY, "1")
+    scheduler._flush_journal_now()
     scheduler._stop_requested.set()
     return {}
 
