@@ -726,3 +726,72 @@ def make_garbage_slow_to_free(marker: str, started: str) -> None:
 def block_every_signal() -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     return os.getpid()
+
+
+def clean_up_slowly_when_stopped(marks: str) -> None:
+    """Sleep until stopped; its finally takes a second, and notes whether it
+    was cut short."""
+    def mark(line: str) -> None:
+        with open(marks, "a") as handle:
+            handle.write(line + "\n")
+
+    try:
+        time.sleep(60)
+    finally:
+        mark("cleanup begins")
+        try:
+            time.sleep(1)
+            mark("cleanup done")
+        except BaseException as error:
+            mark(f"cleanup cut short by {type(error).__name__}")
+            raise
+
+
+_POOL: list = []
+
+
+def leave_a_thread_pool() -> int:
+    """Leave a thread pool behind in the worker, as a module-level pool does."""
+    import concurrent.futures
+
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(2))
+    return _POOL[0].submit(pow, 3, 2).result()
+
+
+def stopped_or_turned_into_an_error(log: str, index: int) -> int:
+    """A map's call that takes JobStopped and raises an error of its own."""
+    with open(log, "a") as handle:
+        handle.write(f"call {index}\n")
+    try:
+        time.sleep(0.3)
+    except corral.JobStopped:
+        raise RuntimeError("cleanup failed while stopping") from None
+    return index
+
+
+def import_slowly(folder: str) -> None:
+    """Import a module whose import takes a minute."""
+    sys.path.insert(0, folder)
+    import slow_to_import  # noqa: F401
+
+
+def _slow_to_close():
+    try:
+        yield 1
+    finally:
+        _busy(0.03)
+
+
+def drop_generators_slow_to_close(marker: str, started: str) -> None:
+    """Spend three quarters of its time closing generators it drops, where
+    Python drops what is raised, as in a ``__del__``."""
+    Path(started).write_text(str(os.getpid()))
+    try:
+        while True:
+            opened = _slow_to_close()
+            next(opened)
+            del opened
+            _busy(0.01)
+    finally:
+        Path(marker).write_text("cleaned up")

@@ -849,8 +849,8 @@ def test_a_call_corral_stops_runs_its_finally_blocks_and_its_worker_goes_on(
     if stopped_by == "a cancel":
         assert job.cancel()
     corral.wait([job], timeout=30)
-    wait_until(marker.exists, timeout=10, message="the call's finally block")
-    assert marker.read_text() == "cleaned up"
+    wait_until(lambda: marker.exists() and marker.read_text() == "cleaned up", timeout=10,
+               message="the call's finally block")
     if stopped_by == "its timeout":
         assert job.status is JobStatus.TIMED_OUT
         assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its "
@@ -969,3 +969,66 @@ def test_a_call_that_blocks_signals_leaves_the_next_call_stoppable(tmp_path):
     assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its child "
                           "processes killed")
     assert marker.read_text() == "cleaned up"
+
+
+def test_a_second_stop_of_a_call_does_not_cut_its_finally_blocks_short(scheduler, tmp_path):
+    """Re-attack review: a cancel after the timeout raised a second JobStopped
+    inside the call's finally block."""
+    marks = tmp_path / "marks"
+    job = scheduler.options(timeout="0.5s").submit(jobs.clean_up_slowly_when_stopped, str(marks))
+    wait_until(lambda: marks.exists(), message="the finally block to begin")
+    job.cancel()
+    # (The job reads CANCELLED at once; its finally block goes on.)
+    wait_until(lambda: marks.read_text().count("\n") == 2, message="the finally block to end")
+    assert marks.read_text() == "cleanup begins\ncleanup done\n"
+
+
+def test_threads_an_earlier_job_left_do_not_end_the_worker_of_a_stopped_call(tmp_path):
+    """Re-attack review: any thread in the worker counted as the stopped call's."""
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        assert scheduler.submit(jobs.leave_a_thread_pool).result(timeout=30) == 9
+        job = scheduler.options(timeout="1s").submit(jobs.clean_up_when_stopped, str(marker),
+                                                     str(started))
+        corral.wait([job], timeout=30)
+        assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its "
+                              "child processes killed")
+        assert scheduler.submit(os.getpid).result(timeout=30) == int(started.read_text())
+
+
+def test_a_chunk_stops_whole_when_a_call_turns_jobstopped_into_its_own_error(scheduler, tmp_path):
+    """Re-attack review: only a JobStopped itself stopped the chunk; a call that
+    raised its own error in its place let the later calls run."""
+    log = tmp_path / "calls"
+    with pytest.raises(corral.JobTimedOut):
+        list(scheduler.options(timeout="0.5s").map(
+            jobs.stopped_or_turned_into_an_error, [str(log)] * 10, range(10), chunksize=10))
+    assert log.read_text().split("\n")[:-1] == ["call 0", "call 1"]
+
+
+def test_a_call_stopped_in_the_middle_of_an_import_ends_its_worker(scheduler, tmp_path):
+    """Re-attack review: JobStopped in an import leaves modules half made in a
+    worker that lives on (an extension that loads once per process then fails
+    every later job there): the worker ends, and a new one runs the next job."""
+    (tmp_path / "slow_to_import.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(tmp_path / 'started')!r}).write_text("
+        "__import__('os').getpid().__str__())\ntime.sleep(60)\n")
+    job = scheduler.options(timeout="1s").submit(jobs.import_slowly, str(tmp_path))
+    corral.wait([job], timeout=30)
+    assert job.status is JobStatus.TIMED_OUT
+    wait_until(lambda: not pids_alive([int((tmp_path / "started").read_text())]), timeout=10,
+               message="the worker whose import was cut short to end")
+    assert scheduler.submit(jobs.square, 5).result(timeout=30) == 25
+
+
+def test_a_call_stopped_while_a_dropped_generator_closes_is_stopped_after(scheduler, tmp_path):
+    """Re-attack review: a JobStopped raised in a generator's finalizer (or a
+    weakref or gc callback) was printed and dropped; the call was killed later."""
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    job = scheduler.options(timeout="1s").submit(jobs.drop_generators_slow_to_close,
+                                                 str(marker), str(started))
+    corral.wait([job], timeout=30)
+    assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its child "
+                          "processes killed")
+    assert marker.read_text() == "cleaned up"
+    assert "Exception ignored" not in job.stderr

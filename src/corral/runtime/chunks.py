@@ -29,6 +29,7 @@ from typing import Any
 from corral.errors import JobFailed, JobStopped, NotPicklable, RemoteTraceback
 from corral.runtime.abort import abort_requested
 from corral.runtime.forked import FORKED, end_if_forked, watch_for_forks
+from corral.runtime.interrupt import NOW as STOPPING
 from corral.runtime.payload import (dumps_error, dumps_value, import_function, loads_error,
                                     without_corral_frames)
 from corral.safe_repr import describe_error
@@ -116,6 +117,9 @@ class ChunkRunner:
                 end_if_forked()
             if abort_requested():
                 break
+            if STOPPING.asked is not None:  # (a call that caught JobStopped, or turned it
+                # into an error of its own: the chunk stops all the same: re-attack review)
+                raise JobStopped("corral stopped this chunk of a map between two of its calls")
             if deadline is not None and time.monotonic() > deadline:
                 break  # (the map gives the calls left to other jobs, and says so)
         unsendable = _fail_unsendable(values, failures, first)

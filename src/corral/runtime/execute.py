@@ -16,7 +16,7 @@ from typing import Any
 
 from corral.errors import JobStopped, NotPicklable
 from corral.runtime.forked import end_if_forked, watch_for_forks
-from corral.runtime.interrupt import NOW
+from corral.runtime.interrupt import NOW, call_begins
 from corral.runtime.payload import dumps_error, dumps_value, loads_call, without_corral_frames
 from corral.safe_repr import describe_error
 
@@ -43,6 +43,7 @@ def run_call(job_id: object, payload: bytes, upstream: Sequence[bytes],
             except BaseException as error:  # its pickle names what cannot be loaded here
                 return False, dumps_error(error)
             now = NOW
+            call_begins()
             try:
                 now.calling = job_id  # (attribute stores: no signal handler runs between)
                 if now.stopping == job_id:  # stopped while it was being loaded

@@ -523,7 +523,9 @@ class LocalBackend:
             _wake(runner.pid)  # (a call that stopped its worker, os.kill(os.getpid(), SIGSTOP))
             self._drop([entry[0] for entry in runner.handed if entry[0] != job_id])
             self._tell(runner, KILL, job_id)
-            self._kill_later[runner] = (job_id, time.monotonic() + _CALL_STOP_GRACE_S)
+            if self._kill_later.get(runner, (None,))[0] != job_id:  # (a second stop, a cancel
+                # after its timeout, gives it no more time: re-attack review)
+                self._kill_later[runner] = (job_id, time.monotonic() + _CALL_STOP_GRACE_S)
 
     def _kill_overdue(self) -> None:
         """Kill the workers still running a job they were asked to kill."""
