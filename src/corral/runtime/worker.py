@@ -651,10 +651,10 @@ def main() -> None:
             stopped = queue.stopped.pop(request[1], None)
             blob = (run_request(request, home, spool, settings, outcomes, queue.stop_requests)
                     if stopped is None else _stopped_before_start(request, stopped))
-            if interrupt.left_threads(request[1]):
+            if interrupt.must_end(request[1]):
                 # A call stopped by corral whose work goes on in threads it
-                # started: they end with this worker, which the driver replaces
-                # (the stop it asked for reads as a kill there).
+                # started, or whose import was cut short: the worker ends with
+                # them, and the driver replaces it (the stop reads as a kill there).
                 _die_with_everything()
             entry = queue.finish(blob, started, time.time())
     except OSError:  # the reply pipe is gone: so is the driver
