@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from corral.control.server import NoDriver, send_request, send_when_served
-from corral.control.verbs import STOP_ASKED_KEY, STOPPED_REASON
+from corral.control.server import STOP_ASKED_FILE, NoDriver, send_request, send_when_served
+from corral.control.verbs import STOPPED_REASON
 from corral.core.run_files import DAEMON_LOG
 from corral.config_files import CONFIG_NAME, config_paths, same_file, user_config_path
 from corral.cli.exits import Terminated, raise_terminated
@@ -416,7 +416,7 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
         scheduler.pause()
     elif holding:  # (not in the journal: a daemon that dies holding leaves no pause)
         scheduler._engine.call(scheduler._engine.set_paused, True, False)
-    stop_left = bool(read_meta(run_dir).get(STOP_ASKED_KEY))
+    stop_left = (run_dir / STOP_ASKED_FILE).exists()
     held_already = paused or holding or scheduler.paused
     if stop_left:  # nothing it left may start before its stop is carried out
         scheduler._engine.call(scheduler._engine.set_paused, True, False)
@@ -450,7 +450,7 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
             scheduler.interrupt("the run directory was deleted")
         elif stop.is_set():
             scheduler.interrupt(STOPPED_REASON)
-            journal.set_meta(STOP_ASKED_KEY, "")  # (carried out: written after the cancels)
+            _stop_carried_out(run_dir)
         scheduler.shutdown(wait=True)
     return 1 if lost else 0
 
@@ -462,10 +462,16 @@ def _finish_the_stop(scheduler: Any, release: bool) -> None:
     log.warning("the daemon before this one was stopped (corral stop) and ended before it "
                 "had cancelled its jobs: they are cancelled now")
     scheduler.interrupt(STOPPED_REASON)
-    scheduler._journal.set_meta(STOP_ASKED_KEY, "")
-    scheduler._flush_journal_now()
+    _stop_carried_out(scheduler._journal.run_dir)
     if release:
         scheduler._engine.call(scheduler._engine.set_paused, False, False)
+
+
+def _stop_carried_out(run_dir: Path) -> None:
+    """Take the note of a pending ``corral stop`` away: its cancels are with
+    the journal's writer, which writes them if this daemon dies now."""
+    with contextlib.suppress(OSError):
+        os.unlink(run_dir / STOP_ASKED_FILE)
 
 
 def _settle_in(run_dir: Path) -> None:

@@ -8,13 +8,15 @@ finished instead of "unknown job".
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from corral.control.server import Stopping
+from corral.control.server import STOP_ASKED_FILE, Stopping
 from corral.errors import CorralError
 from corral.job_refs import ambiguous_name, jobs_called
 from corral.spec import Shell
@@ -220,8 +222,6 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
     return job.id, doomed
 
 
-#: The journal's meta key that says ``corral stop`` was answered and not yet carried out.
-STOP_ASKED_KEY = "stop_asked"
 #: What the jobs a stopped daemon cancels say.
 STOPPED_REASON = "the daemon was stopped (corral stop or a signal)"
 
@@ -333,11 +333,12 @@ def _stop(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         # A refused first submit undoes the run it made, unless another submit
         # started at the same moment has a job in it already.
         raise CorralError("the run has jobs of another submit: it stays")
-    # In the journal before it is answered, as a cancel is: a daemon killed
-    # right after answering left its jobs to the next daemon, which ran them
-    # (attack review). That one finishes the stop (see corral.cli.daemon).
-    scheduler._journal.set_meta(STOP_ASKED_KEY, "1")
-    scheduler._flush_journal_now()
+    # Noted before it is answered: a daemon killed right after answering left its
+    # jobs to the next daemon, which ran them (attack review); the next one now
+    # finishes the stop (see corral.cli.daemon).
+    with contextlib.suppress(OSError):  # (a run directory gone: it stops all the same)
+        os.close(os.open(os.path.join(scheduler._journal.run_dir, STOP_ASKED_FILE),
+                         os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     scheduler._stop_requested.set()
     return {}
 

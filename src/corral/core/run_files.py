@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from corral.config_files import CONFIG_NAME
-from corral.control.server import SOCKET_FILE
+from corral.control.server import SOCKET_FILE, STOP_ASKED_FILE
 from corral.core.runlog import LOG_FILE
 from corral.journal.cleaning import CLEANED_FILE
 from corral.journal.files import JOURNAL_FILE, LOCK_FILE, STOPPED_FILE
@@ -39,7 +39,8 @@ _THE_RUNS_OWN = frozenset({
 #: removed at its end; one named "corral.log" ran, then failed to save its
 #: output (and so ran again at every rerun).
 #: One named "cleaned.json" made the run uncleanable (attack review).
-NAMES_NO_JOB_MAY_TAKE = _THE_RUNS_OWN | {OUTCOMES_DIR, STOPPED_FILE, CLEANED_FILE}
+NAMES_NO_JOB_MAY_TAKE = _THE_RUNS_OWN | {OUTCOMES_DIR, STOPPED_FILE, CLEANED_FILE,
+                                         STOP_ASKED_FILE}
 
 
 def holds_other_files(run_dir: Path) -> bool:
