@@ -112,10 +112,15 @@ def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str, paused: bool) -
     if verb in ("submit", "ping"):  # (submit's job is why; wait says it in its own words)
         return
     try:
-        unfinished = sum(job.status not in TERMINAL for job in Run(run_dir).jobs(results=False))
+        run = Run(run_dir)
+        unfinished = sum(job.status not in TERMINAL for job in run.jobs(results=False))
     except (CorralError, OSError):
         return  # (what is wrong with the run, the daemon says)
-    if unfinished:
+    if unfinished and run.stop_pending():
+        click.echo(f"corral: note: the run's daemon had stopped before it carried out a corral "
+                   f"stop; a new one does, cancelling its {unfinished} unfinished job(s)",
+                   err=True)
+    elif unfinished:
         waits = "; paused, it starts none of them" if paused and verb != "resume" else ""
         click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
                    f"{unfinished} unfinished job(s) again{waits}", err=True)

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from corral.control.server import STOP_ASKED_FILE, NoDriver, send_request, send_when_served
+from corral.control.server import NoDriver, send_request, send_when_served
 from corral.control.verbs import STOPPED_REASON
 from corral.core.run_files import DAEMON_LOG
 from corral.config_files import CONFIG_NAME, config_paths, same_file, user_config_path
@@ -42,7 +42,7 @@ from corral.cli.exits import Terminated, raise_terminated
 from corral.errors import CorralError
 from corral.status import TERMINAL, JobStatus
 from corral.errors import RunInUse, RunLockTakenAway
-from corral.journal.files import private_file, private_run_dir
+from corral.journal.files import STOP_ASKED_FILE, private_file, private_run_dir
 from corral.journal.reading import read_meta
 from corral.journal.stored import StoredJob
 

@@ -636,9 +636,12 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
         # Counted, not read: the rows of a run of 100,000 jobs take seconds to read.
         waited_for = unfinished(run.status_counts(ids or None))
         if waited_for and run.owner is None:  # (before the wait, or during it: killed)
+            stop_pending = run.stop_pending()  # (before the new daemon carries it out)
             control_request(context, {"verb": "ping"})  # restarts the daemon of a command-line run
-            click.echo(f"corral: note: the run's daemon had stopped; a new one takes up its "
-                       f"unfinished jobs again ({waited_for} of those waited for)", err=True)
+            what = ("carries out the corral stop it had not, cancelling its unfinished jobs"
+                    if stop_pending else "takes up its unfinished jobs again")
+            click.echo(f"corral: note: the run's daemon had stopped; a new one {what} "
+                       f"({waited_for} of those waited for)", err=True)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         outcome = wait_with_progress(run, ids, left, shown)
         if outcome != "orphaned":

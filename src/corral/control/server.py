@@ -47,12 +47,6 @@ __all__ = ["SOCKET_FILE", "ControlServer", "Denied", "DriverStopped", "NoDriver"
 log = logging.getLogger("corral.control")
 
 SOCKET_FILE = "control.sock"
-#: Made in the run directory as ``corral stop`` is answered, removed once the
-#: daemon has cancelled its jobs: a daemon killed in between leaves the stop to
-#: the next one (see corral.cli.daemon). A file, not a journal row: the journal's
-#: writer may be holding its rows back for want of room, and the stop must not
-#: wait on it, nor add to what it holds.
-STOP_ASKED_FILE = "stop-asked"
 _MAX_REQUEST = 1 << 20
 _SUN_PATH_MAX = 107
 

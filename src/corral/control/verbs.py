@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from corral.control.server import STOP_ASKED_FILE, Stopping
+from corral.control.server import Stopping
+from corral.journal.files import STOP_ASKED_FILE
 from corral.errors import CorralError
 from corral.job_refs import ambiguous_name, jobs_called
 from corral.spec import Shell

@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 from corral.config_files import CONFIG_NAME
-from corral.control.server import SOCKET_FILE, STOP_ASKED_FILE
+from corral.control.server import SOCKET_FILE
 from corral.core.runlog import LOG_FILE
 from corral.journal.cleaning import CLEANED_FILE
-from corral.journal.files import JOURNAL_FILE, LOCK_FILE, STOPPED_FILE
+from corral.journal.files import JOURNAL_FILE, LOCK_FILE, STOP_ASKED_FILE, STOPPED_FILE
 from corral.journal.writer_lock import WRITER_LOCK_FILE
 from corral.runtime.outcomes import OUTCOMES_DIR
 

@@ -45,6 +45,13 @@ LOCK_FILE = "owner.lock"
 #: session removes it.
 STOPPED_FILE = "journal-stopped"
 
+#: Made in the run directory as ``corral stop`` is answered, removed once the
+#: daemon has cancelled its jobs: a daemon killed in between leaves the stop to
+#: the next one (see corral.cli.daemon). A file, not a journal row: the journal's
+#: writer may be holding its rows back for want of room, and the stop must not
+#: wait on it, nor add to what it holds.
+STOP_ASKED_FILE = "stop-asked"
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from corral.result import Result
 from corral.job_refs import ambiguous_name, jobs_called
 from corral.errors import JournalError
-from corral.journal.files import JOURNAL_FILE, STOPPED_FILE, journal_modified_at, owner_of
+from corral.journal.files import (JOURNAL_FILE, STOP_ASKED_FILE, STOPPED_FILE, journal_modified_at,
+                                  owner_of)
 from corral.journal.reading import (Overview, read_overview, read_status_counts, read_events,
                                     read_job, read_jobs, read_jobs_in, read_jobs_named,
                                     read_jobs_numbered,
@@ -228,8 +229,17 @@ class Run:
     def how_unfinished_jobs_go_on(self) -> str:
         """What makes the unfinished jobs of this run go on once no process
         drives it: a new daemon for a ``corral submit`` run, else its script."""
-        return ("corral wait or corral submit starts a new daemon, which runs them again"
-                if self.meta().get("origin") == "daemon" else "run the script again")
+        if self.meta().get("origin") != "daemon":
+            return "run the script again"
+        if self.stop_pending():
+            return ("corral stop was asked, and its daemon ended before it had cancelled them: "
+                    "the next daemon (corral wait or corral submit) cancels them")
+        return "corral wait or corral submit starts a new daemon, which runs them again"
+
+    def stop_pending(self) -> bool:
+        """Whether ``corral stop`` was answered and its daemon ended before it had
+        cancelled the run's jobs: the next daemon cancels them, not runs them."""
+        return (self.path / STOP_ASKED_FILE).exists()
 
     def report(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
         """Write the run's report to *path* and return where it went: a
