@@ -795,3 +795,15 @@ def drop_generators_slow_to_close(marker: str, started: str) -> None:
             _busy(0.01)
     finally:
         Path(marker).write_text("cleaned up")
+
+
+def set_an_unraisable_hook() -> int:
+    sys.unraisablehook = lambda unraisable: None
+    return os.getpid()
+
+
+def run_a_scheduler_of_its_own(started: str) -> None:
+    """Make a Scheduler, without a with block, and wait on its job."""
+    inner = corral.Scheduler(cores=1)
+    Path(started).write_text(str(os.getpid()))
+    inner.submit(time.sleep, 60).result()

@@ -620,7 +620,8 @@ def test_an_id_naming_a_file_of_the_run_directory_is_refused_before_the_job_runs
         with pytest.raises(ValueError, match=(
                 rf"^job id '{re.escape(job_id)}' names a file corral keeps in a run directory, "
                 r"where the job's files would go: choose another \(these are taken: "
-                r"cleaned.json, control.sock, corral.log, .*outcomes, owner.lock, writer.lock\)$")):
+                r"cleaned.json, control.sock, corral.log, .*outcomes, owner.lock, stop-asked, "
+                r"writer.lock\)$")):
             scheduler.dispatch([Job(corral.Shell(f"touch {ran}"), id=job_id)])
         kept = scheduler.dispatch([Job(corral.Shell("echo kept"), id="outcome")])[0]
         kept.result(timeout=60)

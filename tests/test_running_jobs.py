@@ -1032,3 +1032,29 @@ def test_a_call_stopped_while_a_dropped_generator_closes_is_stopped_after(schedu
                           "processes killed")
     assert marker.read_text() == "cleaned up"
     assert "Exception ignored" not in job.stderr
+
+
+def test_a_stopped_call_whose_own_scheduler_goes_on_ends_with_its_worker(scheduler, tmp_path):
+    """Re-attack review: threads named corral-... were taken for the worker's
+    own, so a stopped call's Scheduler went on beside the next job."""
+    started = tmp_path / "started"
+    job = scheduler.options(timeout="2s").submit(jobs.run_a_scheduler_of_its_own, str(started))
+    corral.wait([job], timeout=30)
+    assert job.status is JobStatus.TIMED_OUT
+    wait_until(lambda: not pids_alive([int(started.read_text())]), timeout=10,
+               message="the worker, and the call's own Scheduler, to end")
+
+
+def test_a_hook_an_earlier_call_set_does_not_keep_the_next_call_from_being_stopped(tmp_path):
+    """Re-attack review: the unraisable hook a call set stayed on its worker, and
+    a later call's JobStopped, dropped in a generator's finalizer, was lost."""
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        worker = scheduler.submit(jobs.set_an_unraisable_hook).result(timeout=30)
+        job = scheduler.options(timeout="1s").submit(jobs.drop_generators_slow_to_close,
+                                                     str(marker), str(started))
+        corral.wait([job], timeout=30)
+    assert int(started.read_text()) == worker
+    assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its child "
+                          "processes killed")
+    assert marker.read_text() == "cleaned up"

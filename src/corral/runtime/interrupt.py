@@ -166,6 +166,12 @@ def call_begins() -> None:
     NOW.threads_before = (_thread._count(), threading._active.copy())  # type: ignore[attr-defined]
 
 
+#: The threads of the worker's own a call may see start: by name, not by a
+#: "corral-" prefix, which a Scheduler made in the call shares (re-attack review:
+#: a stopped call's own Scheduler ran its jobs on beside the next job).
+_WORKERS_OWN = frozenset({"corral-stop", "corral-lookout", "corral-doorbell", "corral-guard"})
+
+
 def must_end(job_id: object) -> bool:
     """Whether the worker must end rather than run another job after the call
     of *job_id*, asked to stop: it left threads of its own running, where its
@@ -177,7 +183,7 @@ def must_end(job_id: object) -> bool:
         return True
     count_before, before = NOW.threads_before
     now = threading._active.copy()  # type: ignore[attr-defined]
-    if any(ident not in before and not thread.name.startswith("corral-")
+    if any(ident not in before and thread.name not in _WORKERS_OWN
            for ident, thread in now.items()):
         return True
     # Threads started with _thread alone are counted but not listed.

@@ -218,6 +218,8 @@ class _Settings:
         # (attack review: a call that blocked signals blocked corral's stop and
         # abort signals for every job after it)
         self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        # (re-attack review: a call's own hook took the stop's re-arming from the jobs after)
+        self.unraisable = sys.unraisablehook
         self.umask = os.umask(0o022)
         os.umask(self.umask)
 
@@ -231,6 +233,8 @@ class _Settings:
         signal.setitimer(signal.ITIMER_REAL, 0)  # (an alarm outlives the call that set it)
         if signal.pthread_sigmask(signal.SIG_BLOCK, ()) != self.mask:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        if sys.unraisablehook is not self.unraisable:
+            sys.unraisablehook = self.unraisable
         for signum, handler in self.handlers:
             if _signal.getsignal(signum) is not handler:
                 signal.signal(signum, handler)
