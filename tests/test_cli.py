@@ -594,7 +594,7 @@ def test_a_ctrl_c_of_wait_or_logs_exits_130_saying_the_run_goes_on(cli, tmp_path
     _, errors = signal_and_collect(waiting, signal.SIGINT,
                                    lambda: _sleeping_between_polls(waiting.pid), "it to poll")
     assert (waiting.returncode, errors.decode().splitlines()[-1]) == (
-        130, "corral: error: interrupted; the run and its jobs go on")
+        130, "corral: interrupted; the run and its jobs go on")
     assert cli.status_of(job) == "RUNNING"
 
 
@@ -602,17 +602,17 @@ def test_wait_with_a_timeout_gives_up_on_a_blocked_job(cli, tmp_path):
     job = cli.submit(block(tmp_path / "never"))
     started = time.monotonic()
     outcome = cli("wait", "--timeout", "0.5", job)
-    assert_one_line_error(outcome, 124, r"^corral: error: 1 job still unfinished after 0\.5s "
+    assert_one_line_error(outcome, 124, r"^corral: 1 job still unfinished after 0\.5s "
                                       r"\(corral status lists them\)$")
     assert time.monotonic() - started < 10
     # A duration as the job options write one (BUG, cold review: '1s' was "not a valid float")
     assert_one_line_error(cli("wait", "--timeout", "1s", job), 124,
-                          r"^corral: error: 1 job still unfinished after 1\.0s "
+                          r"^corral: 1 job still unfinished after 1\.0s "
                           r"\(corral status lists them\)$")
     # Zero looks once, written either way ('0s' was refused as not positive, where '0' was not)
     for zero in ("0", "0s"):
         assert_one_line_error(cli("wait", "--timeout", zero, job), 124,
-                              r"^corral: error: 1 job still unfinished after 0\.0s "
+                              r"^corral: 1 job still unfinished after 0\.0s "
                               r"\(corral status lists them\)$")
     assert cli.status_of(job) in ("QUEUED", "SUBMITTED", "RUNNING")
 
@@ -1929,7 +1929,7 @@ def test_wait_for_a_whole_script_run_waits_for_the_script_that_may_make_more(fre
                 f"(pid {script.pid}), which may make more")
         timed_out = fresh("wait", "--timeout", "1")
         assert (timed_out.status, timed_out.err.splitlines()) == (124, [note, (
-            f"corral: error: every job has ended, but the script that drives the run (pid "
+            f"corral: every job has ended, but the script that drives the run (pid "
             f"{script.pid}) still runs after 1.0s; it may make more jobs")]), str(timed_out)
         waiting = fresh.popen("wait")
         wait_until(_polls_the_journal(waiting.pid), message="wait to be waiting")
@@ -2539,7 +2539,7 @@ def test_a_ctrl_c_while_the_first_submits_daemon_starts_leaves_no_run_and_no_dae
     submitting.send_signal(signum)
     _, errors = submitting.communicate(timeout=60)
     assert (submitting.returncode, errors.decode().splitlines()[-1]) == (
-        128 + signum, "corral: error: interrupted: nothing was submitted, and the run this "
+        128 + signum, "corral: interrupted: nothing was submitted, and the run this "
                       "submit was making is taken away again")
     wait_until(lambda: not daemons(), message="the daemon to be gone")
     assert not fresh.run.exists()

@@ -245,10 +245,10 @@ def test_status_says_what_a_queued_job_waits_for_cores_a_queue_or_a_pause(fresh,
     assert (fresh("status", behind_cores).rows()[behind_cores]["DETAIL"]
             == "paused: starts after corral resume")
     assert_one_line_error(fresh("wait", "--timeout", "0.2", behind_cores), 124,  # (cold review)
-                          r"^corral: error: 1 job still unfinished after 0\.2s \(corral status "
+                          r"^corral: 1 job still unfinished after 0\.2s \(corral status "
                           r"lists them\); the run is paused: corral resume lets it go on$")
     assert_one_line_error(fresh("wait", "--timeout", "0.2", running), 124,  # (a pause holds
-                          r"^corral: error: 1 job still unfinished after 0\.2s \(corral status "
+                          r"^corral: 1 job still unfinished after 0\.2s \(corral status "
                           r"lists them\)$")                           # no running job back)
     fresh.ok("resume")
     release.touch()
@@ -449,7 +449,7 @@ def test_status_time_and_wait_timeout_use_the_short_format(fresh, tmp_path):
     assert re.fullmatch(r"\d+\.\ds", fresh("status", job).rows()[job]["TIME"])
     blocked = fresh.submit(block(tmp_path / "never"))
     assert_one_line_error(fresh("wait", "--timeout", "0.5", blocked), 124,
-                          r"^corral: error: 1 job still unfinished after 0\.5s "
+                          r"^corral: 1 job still unfinished after 0\.5s "
                           r"\(corral status lists them\)$")
 
 
@@ -716,7 +716,7 @@ def test_a_first_submit_cut_short_takes_its_new_run_away_and_says_so(
     with pytest.raises(SystemExit) as ended:
         cli_main.main(["--run", str(run), "submit", "--", "true"])
     assert ended.value.code == (143 if signal_name == "SIGTERM" else 130)
-    assert capsys.readouterr().err == ("corral: error: interrupted: nothing was submitted, and the "
+    assert capsys.readouterr().err == ("corral: interrupted: nothing was submitted, and the "
                                        "run this submit was making is taken away again\n")
     assert not run.exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the process's own again"

@@ -300,7 +300,7 @@ def test_sigterm_ends_a_dashboard_in_the_middle_of_answering(tmp_path: Path, cli
                 fetcher.join()
             stop(served.process)
         assert (status, said) == (
-            143, "corral: error: terminated (SIGTERM); the run and its jobs go on\n")
+            143, "corral: terminated (SIGTERM); the run and its jobs go on\n")
 
 
 def test_a_run_directory_removed_under_the_page_is_said_in_words(

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from corral.cli.main import main as run_command
     except KeyboardInterrupt:
-        print(f"corral: error: {INTERRUPTED}", file=sys.stderr)
+        print(f"corral: {INTERRUPTED}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     try:
         run_command(argv)

@@ -1064,8 +1064,15 @@ def profiles(context: click.Context, name: str | None) -> None:
 
 def _fail(message: str, status: int) -> NoReturn:
     # (Escaped here, whatever it quotes: a config key, a file name, a scheduler's words.)
-    click.echo(f"corral: error: {printable(message)}", err=True)
+    # A wait that ran out, a Ctrl-C or a SIGTERM of the command is no error: the
+    # run goes on, and the line says so without the word (cold review).
+    label = "" if status in _ENDINGS_NOT_ERRORS else "error: "
+    click.echo(f"corral: {label}{printable(message)}", err=True)
     sys.exit(status)
+
+
+#: The exit statuses of a command stopped, not failed (see :func:`_fail`).
+_ENDINGS_NOT_ERRORS = frozenset({EXIT_TIMED_OUT, EXIT_INTERRUPTED, EXIT_TERMINATED})
 
 
 def _os_error_text(error: OSError) -> str:
