@@ -425,7 +425,7 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
         try:  # the control socket reads requests but holds them until the jobs are taken up
             _resubmit(scheduler, run_dir)
             if stop_left:
-                _finish_the_stop(scheduler, release=not held_already)
+                _finish_the_stop(scheduler, run_dir, release=not held_already)
         finally:
             control.open()
         if command_served is not None:
@@ -455,14 +455,14 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
     return 1 if lost else 0
 
 
-def _finish_the_stop(scheduler: Any, release: bool) -> None:
+def _finish_the_stop(scheduler: Any, run_dir: Path, release: bool) -> None:
     """Carry out a ``corral stop`` that a daemon answered and was killed before
     it had cancelled its jobs: cancel what it left (in a cluster too), as it
     would have, instead of running it again; *release*: then let new jobs start."""
     log.warning("the daemon before this one was stopped (corral stop) and ended before it "
                 "had cancelled its jobs: they are cancelled now")
     scheduler.interrupt(STOPPED_REASON)
-    _stop_carried_out(scheduler._journal.run_dir)
+    _stop_carried_out(run_dir)
     if release:
         scheduler._engine.call(scheduler._engine.set_paused, False, False)
 

@@ -9,7 +9,6 @@ finished instead of "unknown job".
 from __future__ import annotations
 
 import contextlib
-
 import os
 import re
 import threading

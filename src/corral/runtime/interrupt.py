@@ -31,7 +31,8 @@ import signal
 import sys
 import threading
 import time
-from types import FrameType
+from collections.abc import Callable
+from types import CodeType, FrameType
 from typing import Any
 
 from corral.errors import JobStopped
@@ -73,11 +74,7 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
 
 def _in_a_finalizer(frame: FrameType | None) -> bool:
     """Whether *frame* runs inside a ``__del__``, which drops what is raised in it."""
-    while frame is not None:
-        if frame.f_code.co_name == "__del__":
-            return True
-        frame = frame.f_back
-    return False
+    return _some_frame(frame, lambda code: code.co_name == "__del__")
 
 
 def _importing(frame: FrameType | None) -> bool:
@@ -85,8 +82,13 @@ def _importing(frame: FrameType | None) -> bool:
     half made in ``sys.modules``, or an extension half set up (one that refuses
     to load twice, as numpy's does, then fails every later job of the worker).
     (Seen here: the traceback loses the import machinery's frames.)"""
+    return _some_frame(frame, lambda code: code.co_filename.startswith("<frozen importlib"))
+
+
+def _some_frame(frame: FrameType | None, test: Callable[[CodeType], bool]) -> bool:
+    """Whether the code of *frame*, or of a frame it was called from, passes *test*."""
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
+        if test(frame.f_code):
             return True
         frame = frame.f_back
     return False

@@ -304,8 +304,7 @@ def without_corral_frames(error: BaseException) -> BaseException:
     calls) are of no use to whoever reads why the job failed. A ChunkFailed,
     raised by corral itself, keeps no frame: its cause's traceback says where."""
     frames = error.__traceback__
-    while frames is not None and os.path.dirname(frames.tb_frame.f_code.co_filename) == \
-            _RUNTIME_DIR:
+    while frames is not None and _in_runtime(frames):
         frames = frames.tb_next
     if isinstance(error, JobStopped):  # it ends where the call was, not in the signal handler
         frames = _without_runtime_tail(frames)
@@ -318,12 +317,17 @@ def _without_runtime_tail(frames: types.TracebackType | None) -> types.Traceback
     while frames is not None:
         kept.append(frames)
         frames = frames.tb_next
-    while kept and os.path.dirname(kept[-1].tb_frame.f_code.co_filename) == _RUNTIME_DIR:
+    while kept and _in_runtime(kept[-1]):
         kept.pop()
     rebuilt = None
     for frame in reversed(kept):
         rebuilt = types.TracebackType(rebuilt, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
     return rebuilt
+
+
+def _in_runtime(frame: types.TracebackType) -> bool:
+    """Whether *frame* is one of corral's runtime (not of the job's code)."""
+    return os.path.dirname(frame.tb_frame.f_code.co_filename) == _RUNTIME_DIR
 
 
 def dumps_error(error: BaseException) -> bytes:
