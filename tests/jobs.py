@@ -444,10 +444,16 @@ def raise_if_negative_else_wait(x: int, release: str) -> int:
 
 def sleep_then_note(log: str, seconds: float, x: int) -> int:
     """Sleep *seconds*, then note *x* as a line of *log* and return it: a line
-    says the call ran to its end."""
+    says the call ran to its end, unless *x* is a line of ``<log>.stopped`` too
+    (corral stopped it between its note and its return: it did not complete,
+    and rightly runs again in a rerun)."""
     time.sleep(seconds)
-    append_line(log, str(x))
-    return x
+    try:
+        append_line(log, str(x))
+        return x
+    except corral.JobStopped:
+        append_line(log + ".stopped", str(x))
+        raise
 
 
 def note_then_sleep(log: str, seconds: float) -> None:

@@ -70,10 +70,15 @@ def logged(side: str, name: str, value: int) -> int:
 
 
 def mark_then_wait(pid_file: str, release: str, side: str, name: str, value: int) -> int:
-    """Say it runs (its pid in *pid_file*), wait for *release*, then log and return."""
+    """Say it runs (its pid in *pid_file*), wait for *release*, then log and
+    return; stopped by corral meanwhile, say so in ``<pid_file>.stopped``."""
     Path(pid_file + ".partial").write_text(str(os.getpid()))
     os.replace(pid_file + ".partial", pid_file)
-    wait_for_file(release)
+    try:
+        wait_for_file(release)
+    except corral.JobStopped:
+        Path(pid_file + ".stopped").touch()
+        raise
     return logged(side, name, value)
 
 
@@ -237,9 +242,14 @@ def wait_noting_a_stop(pid_file: str, release: str, stopped: str) -> None:
         raise
 
 
+#: The harnesses whose calls run in a corral worker, which raises JobStopped in
+#: a call it is told to stop and goes on to its next job.
+_STOPPED_IN_PLACE = ("local", "dask", "dask_local")
+
+
 def test_cancelling_a_running_job_ends_it_and_its_process(backend, tmp_path, release):
-    """A local call is stopped by JobStopped raised in it, and its worker goes
-    on; elsewhere the job's process (a batch job's, a Dask runner) is killed."""
+    """A call run by a corral worker (local, Dask) is stopped by JobStopped
+    raised in it, and its worker goes on; a batch job's process is killed."""
     pid_file, stopped = tmp_path / "pid", tmp_path / "stopped"
     job = backend.scheduler().submit(wait_noting_a_stop, os.fspath(pid_file),
                                      os.fspath(release), os.fspath(stopped))
@@ -249,7 +259,7 @@ def test_cancelling_a_running_job_ends_it_and_its_process(backend, tmp_path, rel
     with pytest.raises(corral.CancelledError):
         job.result(timeout=30)
     assert job.status is JobStatus.CANCELLED
-    if backend.name == "local":
+    if backend.name in _STOPPED_IN_PLACE:
         wait_until(stopped.exists, timeout=10, message="the cancelled call to be stopped")
         assert pids_alive([int(pid_file.read_text())]), "its worker goes on to the next job"
     else:
@@ -383,11 +393,13 @@ def test_a_run_whose_driver_was_sigkilled_resumes_and_runs_each_job_once(backend
     (tmp_path / "side").mkdir()
     first = driver_report(start_driver(backend, tmp_path, "kill"), tmp_path, "kill")
     if not info_of(backend.name).capabilities.outlives_driver:
-        # Its job dies with it, a moment later: released before that, it could log
-        # its line and die before logging its outcome (and rightly run again).
+        # Its job ends with it, a moment later (stopped, or killed with its
+        # process): released before that, it could log its line and end before
+        # logging its outcome (and rightly run again).
         job_b = int((tmp_path / "side" / "b.pid").read_text())
-        wait_until(lambda: not pids_alive([job_b]), timeout=10,
-                   message="job b's process to die with its driver")
+        stopped = tmp_path / "side" / "b.pid.stopped"
+        wait_until(lambda: stopped.exists() or not pids_alive([job_b]), timeout=10,
+                   message="job b to end with its driver")
     (tmp_path / "release").touch()
     second = driver_report(start_driver(backend, tmp_path, "finish"), tmp_path, "finish")
     assert [job["value"] for job in second["jobs"]] == [1, 2]

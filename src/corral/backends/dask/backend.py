@@ -46,7 +46,7 @@ from corral.backends.dask.resources import (CORES, GPU, MEMORY, WorkerCapacity, 
 from corral.backends.dask.task import (CLAIMS, PAUSED, Ending, TaskOutcome, TaskSpec, end_run,
                                        run_job, terminate_job)
 from corral.errors import BackendError
-from corral.runtime.command import describe_exit
+from corral.runtime.command import TERM_GRACE_S, describe_exit
 from corral.runtime.command_result import RESULT_FILE_NAME
 from corral.runtime.outcomes import OutcomesSince
 from corral.runtime.threads import start_thread
@@ -62,9 +62,10 @@ _KEY_NAME = re.compile(r"[^A-Za-z0-9_]+")
 #: Seconds after a worker went away that the jobs waiting in Dask are checked
 #: against the workers left (a killed worker's nanny brings it back before).
 RECHECK_AFTER_S = 10.0
-#: How long a job killed while its task may run waits for the task to say that
-#: it completed all the same (see DaskBackend.kill): the task looks at its state
-#: every WATCH_S (0.05 s), and its event then passes the scheduler.
+#: How long a job killed while its task may run waits for the task to say how
+#: it ended (see DaskBackend.kill): the task looks at its state every WATCH_S
+#: (0.05 s), and its event then passes the scheduler. One known to have started
+#: waits TERM_GRACE_S longer: its call may run its finally blocks that long.
 LATE_END_S = 0.5
 #: Tells the reader thread to stop.
 _STOP_READING = object()
@@ -149,7 +150,7 @@ class DaskBackend:
         self._held: list[_Sent] = []                    # tasks that found the run paused
         self._recheck_at: float | None = None           # when to look for unrunnable jobs
         #: Keys killed while their task may run: (until when its end may come, when
-        #: killed), oldest first. Settled by the task's word, else as killed then.
+        #: killed). Settled by the task's word, else as killed then.
         self._killed_late: dict[str, tuple[float, float]] = {}
         #: The run's outcome logs, read only as far back as killed jobs were sent.
         self._outcome_readers: dict[str, OutcomesSince] = {}
@@ -400,8 +401,9 @@ class DaskBackend:
         if self._recheck_at is not None:
             until = max(0.0, self._recheck_at - time.monotonic())
             timeout = until if timeout is None else min(timeout, until)
-        if self._killed_late:  # (the first is the soonest: all wait as long)
-            until = max(0.0, next(iter(self._killed_late.values()))[0] - time.monotonic())
+        if self._killed_late:
+            until = max(0.0, min(until for until, _ in self._killed_late.values())
+                        - time.monotonic())
             timeout = until if timeout is None else min(timeout, until)
         if not self._pending:
             self._woken.wait(timeout)
@@ -419,6 +421,8 @@ class DaskBackend:
             if kind == "event":
                 if item[0] == "completed":
                     self._completed_as_killed(item)
+                elif item[0] == "stopped":
+                    self._stopped_event(item)
                 else:
                     self._started_event(item)
             elif kind == "removed":
@@ -443,15 +447,12 @@ class DaskBackend:
         then the only word of it (attack review: a dozen calls of a map left
         early ran again in the rerun)."""
         now = time.monotonic()
-        expired: list[tuple[str, float]] = []
-        while self._killed_late:
-            key, (until, killed_at) = next(iter(self._killed_late.items()))
-            if until > now:
-                break
-            del self._killed_late[key]
-            expired.append((key, killed_at))
+        expired = [(key, killed_at) for key, (until, killed_at) in self._killed_late.items()
+                   if until <= now]
         if not expired:
             return
+        for key, _ in expired:
+            del self._killed_late[key]
         logged: dict[str, tuple[bool, bytes, float]] = {}
         since: dict[str, float] = {}  # outcomes directory -> the earliest try's send
         for key, _ in expired:
@@ -477,6 +478,14 @@ class DaskBackend:
             else:
                 self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="killed",
                                          at=killed_at))
+
+    def _stopped_event(self, message: Any) -> None:
+        """A task's word that its job, killed, did not complete (or completed
+        with a result too large for the word): settled now, from the run's
+        outcome log where it has this try's."""
+        key = message[1]
+        if key in self._killed_late:
+            self._killed_late[key] = (0.0, self._killed_late[key][1])
 
     def _completed_as_killed(self, message: Any) -> None:
         """A task's word that its job completed as Dask cancelled it (see
@@ -560,6 +569,9 @@ class DaskBackend:
         job_id = self._job_of.get(key)
         if job_id is None or key in self._started:
             return
+        if key in self._killed_late:  # (killed before this word came: see kill)
+            until, killed_at = self._killed_late[key]
+            self._killed_late[key] = (until + TERM_GRACE_S, killed_at)
         self._watch(worker)
         self._started[key] = worker
         self._pending.append(Update(job_id, JobStatus.RUNNING, native_id=key, at=started,
@@ -687,7 +699,9 @@ class DaskBackend:
                 # with it: it waits as long, so that the engine, once it knows how
                 # that job ended, names it as the cause (attack review: "cancelled in
                 # Dask" where a timed-out parent was).
-                self._killed_late[key] = (time.monotonic() + LATE_END_S, time.time())
+                latest = max(until for until, _ in self._killed_late.values())
+                self._killed_late[key] = (max(latest, time.monotonic() + LATE_END_S),
+                                          time.time())
             else:  # someone cancelled it in Dask
                 self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="cancelled in Dask"))
         elif said.startswith("KilledWorker"):
@@ -716,11 +730,13 @@ class DaskBackend:
     def kill(self, job_ids: Collection[int | str]) -> None:
         """Cancel the jobs in Dask. One whose task has finished keeps its
         outcome (the reader brings it); one whose task may run is settled when
-        the task says it completed all the same, else as killed after
-        :data:`LATE_END_S`: Dask drops a cancelled task's result, and a job that
-        ran to its end was recorded CANCELLED, which a journaled rerun ran again
-        (attack review). The others are reported now, before Dask cancels the
-        job's dependents too: the engine then names this job as their cause."""
+        the task says how it ended (it stops the job as the local backend does:
+        see corral.backends.dask.task), else as killed after :data:`LATE_END_S`,
+        and :data:`TERM_GRACE_S` more once it is known to have started: Dask
+        drops a cancelled task's result, and a job that ran to its end was
+        recorded CANCELLED, which a journaled rerun ran again (attack review).
+        The others are reported now, before Dask cancels the job's dependents
+        too: the engine then names this job as their cause."""
         futures = []
         now = time.monotonic()
         for job_id in job_ids:
@@ -731,7 +747,8 @@ class DaskBackend:
             if future is None:
                 self._settle(key, Update(job_id, JobStatus.CANCELLED, reason="killed"))
                 continue
-            self._killed_late[key] = (now + LATE_END_S, time.time())
+            grace = TERM_GRACE_S if key in self._started else 0.0
+            self._killed_late[key] = (now + LATE_END_S + grace, time.time())
             if future.status != "finished":  # (a finished one's outcome is on its way)
                 futures.append(future)
         if futures:

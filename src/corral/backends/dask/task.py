@@ -13,7 +13,12 @@ Dask worker.
 While it waits, the task looks every :data:`WATCH_S` seconds at its own
 state in the Dask worker. Dask marks a
 running task ``cancelled`` when its client cancels it or goes away (a driver
-killed), and the task then kills the job's process tree.
+killed), and the task then stops the job as the local backend does: a call
+gets :class:`corral.JobStopped` raised in it and runs its ``finally`` blocks,
+a command gets SIGTERM; either is killed with its process tree if it is still
+running :data:`~corral.runtime.command.TERM_GRACE_S` later. A call that
+returned meanwhile completed, and the task says so (see
+:func:`_say_how_it_ended_when_cancelled`).
 
 Dask re-runs a task whose worker died (its nanny restarts the worker and the
 scheduler reschedules the task), a retry corral must decide on, per the job's
@@ -42,7 +47,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from corral.runtime.command import KILL, TERMINATE, how_it_ended
+from corral.runtime.command import KILL, TERM_GRACE_S, TERMINATE, how_it_ended
 from corral.runtime.command_result import RESULT_FILE_NAME, read_result_bytes
 from corral.runtime.proctree import kill_marked, kill_tree
 from corral.runtime.reaper import MARK_VARIABLE
@@ -167,8 +172,8 @@ def run_job(spec: TaskSpec, parents: list[TaskOutcome]) -> TaskOutcome:
                 f"worker lost: it was running on {taken_by}, which went away"))
     try:
         outcome = _run(spec, parents, _runner(spec.topic, spec.driver_path), visible, started)
-        if outcome.completed and not _still_wanted():
-            _say_it_completed_all_the_same(spec, outcome)
+        if not _still_wanted():
+            _say_how_it_ended_when_cancelled(spec, outcome)
         return outcome
     except WorkerStartError as error:
         return TaskOutcome(Ending.LOST, started=started, ended=time.time(), reason=str(error))
@@ -336,21 +341,30 @@ def _announce(spec: TaskSpec, started: float, runner: _Runner) -> None:
         pass
 
 
-def _say_it_completed_all_the_same(spec: TaskSpec, outcome: TaskOutcome) -> None:
-    """Tell the driver, by an event, that the job completed although Dask
-    cancelled its task meanwhile: Dask drops a cancelled task's result, and
-    the driver would record a job that ran to its end CANCELLED, which a
-    journaled rerun runs again (attack review: a dozen calls of 20 ms of a map
-    left early). A call's result goes with it only up to
-    :data:`LATE_RESULT_LIMIT`: a larger one is left to run again."""
-    if outcome.blob is not None and len(outcome.blob) > LATE_RESULT_LIMIT:
-        return
+def _say_how_it_ended_when_cancelled(spec: TaskSpec, outcome: TaskOutcome) -> None:
+    """Tell the driver, by an event, how the job of a task Dask cancelled
+    ended: Dask drops a cancelled task's result.
+
+    One that completed all the same (it ended as the cancel came, or returned
+    as it was being stopped) would be recorded CANCELLED, and a journaled
+    rerun ran it again (attack review: a dozen calls of 20 ms of a map left
+    early); its result goes with the word only up to :data:`LATE_RESULT_LIMIT`,
+    and a larger one is left to the run's outcome log, or to run again. One
+    that did not is settled at once, rather than when the driver gives up
+    waiting for a word."""
+    message: tuple
+    if not outcome.completed:
+        message = ("stopped", spec.key)
+    elif outcome.blob is not None and len(outcome.blob) > LATE_RESULT_LIMIT:
+        message = ("stopped", spec.key)  # (the driver looks in the outcome log)
+    else:
+        message = ("completed", spec.key, outcome.ending.value, outcome.blob, outcome.started,
+                   outcome.ended)
     try:
         from distributed import get_worker
 
-        get_worker().log_event(spec.topic, ("completed", spec.key, outcome.ending.value,
-                                            outcome.blob, outcome.started, outcome.ended))
-    except Exception:  # the driver then records it as cancelled, as before
+        get_worker().log_event(spec.topic, message)
+    except Exception:  # the driver then settles it when it stops waiting for a word
         pass
 
 
@@ -650,8 +664,9 @@ def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> Reply | 
             _announce(spec, started, runner)
             announced, wait = True, WATCH_S
         if not _still_wanted():
-            _kill(runner)
-            return None
+            reply = _stop(runner)
+            # (a call that returned as it was being stopped completed)
+            return reply if reply is not None and reply.ok is True else None
 
 
 def _reply(message: bytes) -> Reply:
@@ -661,18 +676,28 @@ def _reply(message: bytes) -> Reply:
     return reply
 
 
-def _kill(runner: _Runner) -> None:
-    """Kill the running job with every process it started."""
-    if runner.runs_command:  # the runner kills the command's tree and replies
-        runner.tell(KILL, runner.job_id)
-        ready, _, _ = select.select([runner.worker.replies], [], [], 5)
-        if ready:
-            try:
-                runner.worker.replies.recv_bytes()
-                return
-            except (EOFError, OSError):
-                pass
-    _retire(runner)  # a call runs in the runner itself: it goes with its tree
+def _stop(runner: _Runner) -> Reply | None:
+    """Stop the running job, as the local backend does, and return the
+    runner's reply, or None where it had to be killed.
+
+    A call gets :class:`corral.JobStopped` raised in it, so that its
+    ``finally`` blocks run, and the runner goes on to the next job; one still
+    running :data:`TERM_GRACE_S` later is killed with the runner (and every
+    process it started). A command gets SIGTERM, then SIGKILL, from the runner.
+    Killing the runner at once, as before, could land between a call's last
+    side effect and the runner's record of its outcome, and a rerun after a
+    killed driver ran such a call again (CI: 1 in a few dozen runs)."""
+    runner.tell(KILL, runner.job_id)
+    # (a command's runner kills its tree after TERM_GRACE_S itself, and replies)
+    ready, _, _ = select.select([runner.worker.replies], [], [],
+                                TERM_GRACE_S + (3.0 if runner.runs_command else 0.0))
+    if ready:
+        try:
+            return _reply(runner.worker.replies.recv_bytes())
+        except (EOFError, OSError):  # (it ended itself: threads of the call ran on)
+            pass
+    _retire(runner)
+    return None
 
 
 def _runner_died(runner: _Runner) -> str:
