@@ -422,6 +422,33 @@ def test_a_call_past_its_timeout_runs_its_finally_and_its_runner_takes_the_next_
         assert pids_alive([runner]), "its runner goes on to the next job"
 
 
+def test_a_call_stopped_because_its_driver_was_killed_reads_as_ended_with_its_driver(
+        cluster, tmp_path):
+    """Dask cancels the tasks of a killed driver, and the call gets JobStopped;
+    its runner logged that failure, and the next session read it as the call's
+    own: FAILED, "raised JobStopped" (re-attack review)."""
+    run, marker, started = tmp_path / "run", tmp_path / "cleaned", tmp_path / "started"
+    driver_code = (
+        f"import corral, os, signal, sys, time; sys.path.insert(0, "
+        f"{str(Path(__file__).parent)!r})\n"
+        "from jobs import clean_up_when_stopped\n"
+        f"s = corral.Scheduler(backend='dask', address={cluster.address!r}, "
+        f"journal={str(run)!r})\n"
+        f"s.submit(clean_up_when_stopped, {str(marker)!r}, {str(started)!r})\n"
+        "deadline = time.monotonic() + 60\n"
+        f"while not os.path.exists({str(started)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", driver_code], timeout=120)
+    assert started.exists(), "the call never started"
+    wait_until(marker.exists, timeout=30, message="the call's finally block")
+    with on(cluster, tmp_path, journal=run):
+        pass
+    (job,) = corral.Run(run).jobs()
+    assert job.status is JobStatus.CANCELLED, job.reason
+    assert "its driver ended before it did" in job.reason
+
+
 def test_a_call_that_goes_on_after_jobstopped_is_killed_with_its_runner(cluster, tmp_path):
     marker, started = tmp_path / "cleaned", tmp_path / "started"
     with on(cluster, tmp_path) as sched:

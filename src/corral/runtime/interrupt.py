@@ -37,7 +37,8 @@ from typing import Any
 
 from corral.errors import JobStopped
 
-__all__ = ["STOP_SIGNAL", "NOW", "listen", "stop", "forget", "call_begins", "must_end"]
+__all__ = ["STOP_SIGNAL", "NOW", "listen", "stop", "forget", "call_begins", "must_end",
+           "asked_to_stop"]
 
 #: A real-time signal, which no job is likely to take for its own use.
 STOP_SIGNAL = int(signal.SIGRTMIN) + 2
@@ -161,6 +162,11 @@ def forget() -> None:
     the stop came, and a retry runs under the same id) is not its own."""
     NOW.stopping = NOW.asked = None
     NOW.import_cut = False
+
+
+def asked_to_stop(job_id: object) -> bool:
+    """Whether the call of *job_id*, now ended, was asked to stop."""
+    return NOW.asked == job_id
 
 
 def call_begins() -> None:

@@ -558,8 +558,11 @@ def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
     # A call asked to abort may return partial work (a map's chunk short of its
     # calls): not an outcome the next driver may take for a completion after
     # this one died (re-attack review: a rerun restored such a chunk and its map
-    # lost calls without a word). Unlogged, it runs again there.
-    if outcomes_dir is not None and not abort.abort_requested():
+    # lost calls without a word). Unlogged, it runs again there. Nor is the
+    # failure of a call corral stopped: a Dask call stopped because its driver
+    # died read "raised JobStopped" in the next session, not "its driver ended".
+    if (outcomes_dir is not None and not abort.abort_requested()
+            and (reply[1] or not interrupt.asked_to_stop(job_id))):
         try:
             outcomes.append(outcomes_dir, blob)
         except OSError as error:
