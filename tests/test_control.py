@@ -78,6 +78,21 @@ def test_a_job_that_ignores_abort_is_killed_after_the_grace_period(tmp_path):
     assert stubborn.reason == "aborted; stopped by JobStopped 0.3s later, its grace period over"
 
 
+def test_a_call_that_goes_on_after_its_abort_and_jobstopped_is_killed_and_says_so(tmp_path):
+    """Review: it read "aborted; killed 0.3s later", though the kill came 2 s
+    after that, once JobStopped had not ended it."""
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    with corral.Scheduler(cores=1, abort_grace=0.3) as sched:
+        stubborn = sched.submit(jobs.clean_up_when_stopped, str(marker), str(started), go_on=True)
+        wait_until(started.exists)
+        sched.abort(stubborn)
+        with pytest.raises(concurrent.futures.CancelledError, match="aborted"):
+            stubborn.result(timeout=30)
+    assert stubborn.reason == ("aborted; its grace period (0.3s) over, JobStopped did not end "
+                               "it, and it was killed")
+    assert not marker.exists()
+
+
 def test_an_aborted_job_whose_timeout_comes_within_the_grace_ends_cancelled_not_retried(
         tmp_path):
     """Attack review: the timeout took the abort's place, so the aborted job

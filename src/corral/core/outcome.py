@@ -62,9 +62,15 @@ def decide_outcome(job: JobRecord, update: Update, rules: EndingRules) -> Outcom
     if intent is KillIntent.TIMEOUT:
         return _timed_out(job, update, rules)
     if intent is KillIntent.ABORT_KILLED and update.state is not _S.COMPLETED:
-        how = "stopped by JobStopped" if _took_jobstopped(job, update) else "killed"
-        return Outcome(_S.CANCELLED, f"aborted; {how} {format_span(rules.abort_grace)} later, "
-                       "its grace period over", None, None)
+        grace = format_span(rules.abort_grace)
+        if _took_jobstopped(job, update):
+            reason = f"aborted; stopped by JobStopped {grace} later, its grace period over"
+        elif job.runs_a_command:
+            reason = f"aborted; killed {grace} later, its grace period over"
+        else:  # (cold review: "killed 1.0s later" where the kill came 2 s after that)
+            reason = (f"aborted; its grace period ({grace}) over, JobStopped did not end it, "
+                      "and it was killed")
+        return Outcome(_S.CANCELLED, reason, None, None)
     if intent is KillIntent.ABORT_TIMED_OUT and update.state is not _S.COMPLETED:
         how = ("stopped by JobStopped at" if _took_jobstopped(job, update) else "killed by")
         return Outcome(_S.CANCELLED, f"aborted; {how} its timeout "
