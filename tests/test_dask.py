@@ -414,10 +414,14 @@ def test_a_call_past_its_timeout_runs_its_finally_and_its_runner_takes_the_next_
     marker, started = tmp_path / "cleaned", tmp_path / "started"
     with on(cluster, tmp_path) as sched:
         job = sched.options(timeout=1).submit(clean_up_when_stopped, str(marker), str(started))
-        with pytest.raises(corral.JobTimedOut):
+        with pytest.raises(corral.JobTimedOut) as raised:
             job.result(timeout=60)
         assert job.status is JobStatus.TIMED_OUT
-        wait_until(marker.exists, timeout=10, message="the call's finally block")
+        assert job.reason == ("timed out after 1.0s; stopped by JobStopped raised in it, its "
+                              "child processes killed")
+        # Where it hung, as on the local backend:
+        assert "time.sleep(60)" in str(raised.value.__cause__)
+        assert marker.read_text() == "cleaned up"
         runner = int(started.read_text())
         assert pids_alive([runner]), "its runner goes on to the next job"
 

@@ -419,8 +419,8 @@ class DaskBackend:
             except queue.Empty:
                 break
             if kind == "event":
-                if item[0] == "completed":
-                    self._completed_as_killed(item)
+                if item[0] == "ended":
+                    self._ended_as_killed(item)
                 elif item[0] == "stopped":
                     self._stopped_event(item)
                 else:
@@ -480,23 +480,24 @@ class DaskBackend:
                                          at=killed_at))
 
     def _stopped_event(self, message: Any) -> None:
-        """A task's word that its job, killed, did not complete (or completed
-        with a result too large for the word): settled now, from the run's
-        outcome log where it has this try's."""
+        """A task's word that its job was killed (or ended with a result too
+        large for the word): settled now, from the run's outcome log where it
+        has this try's."""
         key = message[1]
         if key in self._killed_late:
             self._killed_late[key] = (0.0, self._killed_late[key][1])
 
-    def _completed_as_killed(self, message: Any) -> None:
-        """A task's word that its job completed as Dask cancelled it (see
-        corral.backends.dask.task._say_it_completed_all_the_same)."""
-        _, key, ending, blob, started, ended = message
+    def _ended_as_killed(self, message: Any) -> None:
+        """A task's word of how its job ended as Dask cancelled it: it
+        completed all the same, or a call raised as it was stopped (see
+        corral.backends.dask.task._say_how_it_ended_when_cancelled)."""
+        _, key, ending, ok, blob, returncode, started, ended = message
         if key not in self._killed_late:
             return
         job_id = self._job_of.get(key)
         if job_id is None:
             return
-        outcome = TaskOutcome(Ending(ending), ok=True, blob=blob, returncode=0,
+        outcome = TaskOutcome(Ending(ending), ok=ok, blob=blob, returncode=returncode,
                               started=started, ended=ended)
         update = self._outcome_update(job_id, outcome)
         update.began = started or None

@@ -348,18 +348,17 @@ def _say_how_it_ended_when_cancelled(spec: TaskSpec, outcome: TaskOutcome) -> No
     One that completed all the same (it ended as the cancel came, or returned
     as it was being stopped) would be recorded CANCELLED, and a journaled
     rerun ran it again (attack review: a dozen calls of 20 ms of a map left
-    early); its result goes with the word only up to :data:`LATE_RESULT_LIMIT`,
-    and a larger one is left to the run's outcome log, or to run again. One
-    that did not is settled at once, rather than when the driver gives up
-    waiting for a word."""
-    message: tuple
-    if not outcome.completed:
-        message = ("stopped", spec.key)
-    elif outcome.blob is not None and len(outcome.blob) > LATE_RESULT_LIMIT:
-        message = ("stopped", spec.key)  # (the driver looks in the outcome log)
-    else:
-        message = ("completed", spec.key, outcome.ending.value, outcome.blob, outcome.started,
-                   outcome.ended)
+    early). A call that raised as it was stopped sends its error: the one
+    of a timeout says where it was (JobStopped's traceback), as on the local
+    backend. The result or error goes with the word only up to
+    :data:`LATE_RESULT_LIMIT`; without one (a larger one, or a job that was
+    killed) the driver settles the job at once, from the run's outcome log
+    where that has it, rather than when it gives up waiting for a word."""
+    killed = outcome.ending is not Ending.CALL and not outcome.completed
+    too_large = outcome.blob is not None and len(outcome.blob) > LATE_RESULT_LIMIT
+    message: tuple = ("stopped", spec.key) if killed or too_large else (
+        "ended", spec.key, outcome.ending.value, outcome.ok, outcome.blob, outcome.returncode,
+        outcome.started, outcome.ended)
     try:
         from distributed import get_worker
 
@@ -665,8 +664,9 @@ def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> Reply | 
             announced, wait = True, WATCH_S
         if not _still_wanted():
             reply = _stop(runner)
-            # (a call that returned as it was being stopped completed)
-            return reply if reply is not None and reply.ok is True else None
+            # A call's reply: it returned, or raised (JobStopped, where it was
+            # then), as it was being stopped; a command's is a kill's.
+            return reply if reply is not None and reply.ok is not None else None
 
 
 def _reply(message: bytes) -> Reply:
