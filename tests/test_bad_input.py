@@ -63,8 +63,8 @@ def script(tmp_path: Path) -> Path:
 
 def test_a_clock_too_long_to_compute_is_refused_not_an_overflow():
     with pytest.raises(ValueError, match=r"^walltime='9{47}\.\.\.9{45}:00' must be a positive "
-                       r"duration of at most 100 years; use an int of seconds or a string such as "
-                       r"'90s', '30m', '2h', '1h30m', '1:30:00', '30:00', '2-00:00:00'$"):
+                       r"duration of at most 100 years; use a number of seconds or a string "
+                       r"such as '90s', '30m', '2h', '1h30m', '1:30:00', '30:00', '2-00:00:00'$"):
         Job(jobs.noop, walltime=TOO_LONG_CLOCK)
 
 

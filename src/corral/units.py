@@ -40,7 +40,7 @@ FEWEST_BARE_WALLTIME_S = 60
 MEMORY_FORMS = (f"an int of megabytes ({FEWEST_BARE_MEGABYTES} or more) or a string such as "
                 "'512M', '4G', '1.5GB', '2T'")
 _DURATION_TEXTS = "'90s', '30m', '2h', '1h30m', '1:30:00', '30:00', '2-00:00:00'"
-DURATION_FORMS = f"an int of seconds or a string such as {_DURATION_TEXTS}"
+DURATION_FORMS = f"a number of seconds or a string such as {_DURATION_TEXTS}"
 #: The same for a command line, where every value is text and a bare number
 #: is refused: Slurm's --time reads one as minutes, corral's API as seconds.
 DURATION_TEXT_FORMS = f"a duration with its unit or a clock, such as {_DURATION_TEXTS}"

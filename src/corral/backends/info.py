@@ -71,6 +71,9 @@ DRIVERLESS_VERBS = ("cancel", "pause", "resume")
 APPLIED_BY_CORRAL = "not sent: corral applies it"
 #: The help of an option the backend ignores.
 NOT_USED = "not used"
+#: What a timeout does where a corral worker runs the job (local, Dask).
+STOPPED_IN_PLACE = ("a call gets JobStopped (its finally blocks run), a command SIGTERM; "
+                    "killed with its process tree 2 s later if still running")
 #: Options corral applies itself, alike on every backend.
 _SAME_ON_EVERY_BACKEND = {
     "queue": APPLIED_BY_CORRAL,

@@ -9,7 +9,8 @@ imports dask.
 
 from __future__ import annotations
 
-from corral.backends.info import APPLIED_BY_CORRAL, BackendInfo, Capabilities, Probe, option_help
+from corral.backends.info import (APPLIED_BY_CORRAL, STOPPED_IN_PLACE, BackendInfo, Capabilities,
+                                  Probe, option_help)
 
 __all__ = ["BACKEND", "INSTALL_HINT"]
 
@@ -53,13 +54,13 @@ BACKEND = BackendInfo(
     option_help=option_help({
         "cores": "Dask resource 'cores' where workers declare it",
         "memory": "Dask resource 'memory' (bytes) where workers declare it",
-        "walltime": "killed with its process tree past it",
+        "walltime": f"stopped past it: {STOPPED_IN_PLACE}",
         "gpus": "Dask resource 'GPU': a worker must declare it",
         "name": "shown in status",
         "after": "chained in Dask (the parents' futures)",
         "priority": "Dask's task priority (higher first)",
         "retries": APPLIED_BY_CORRAL,
-        "timeout": "killed with its process tree",
+        "timeout": STOPPED_IN_PLACE,
         "cwd": "chdir before it starts (default: the driver's, where the worker has it)",
         "env": "set on top of the Dask worker's environment",
         "python": "the Dask worker's",

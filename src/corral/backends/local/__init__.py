@@ -8,7 +8,8 @@ its code, in :mod:`corral.backends.local.backend`, is imported when one is made.
 from __future__ import annotations
 
 
-from corral.backends.info import APPLIED_BY_CORRAL, BackendInfo, Capabilities, option_help
+from corral.backends.info import (APPLIED_BY_CORRAL, STOPPED_IN_PLACE, BackendInfo, Capabilities,
+                                  option_help)
 
 __all__ = ["BACKEND"]
 
@@ -35,13 +36,13 @@ BACKEND = BackendInfo(
     option_help=option_help({
         "cores": "packed against Scheduler(cores=...)",
         "memory": "packed against Scheduler(memory=...)",
-        "walltime": "killed with its process tree past it",
+        "walltime": f"stopped past it: {STOPPED_IN_PLACE}",
         "gpus": "ids in CUDA_VISIBLE_DEVICES",
         "name": "shown in status",
         "after": APPLIED_BY_CORRAL,
         "priority": APPLIED_BY_CORRAL,
         "retries": APPLIED_BY_CORRAL,
-        "timeout": "killed with its process tree",
+        "timeout": STOPPED_IN_PLACE,
         "cwd": "chdir before the job starts",
         "env": "set in the job's environment",
         "python": "the driver's",
