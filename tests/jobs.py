@@ -681,6 +681,30 @@ def clean_up_when_stopped(marker: str, started: str, go_on: bool = False) -> int
         Path(marker).write_text("cleaned up")
 
 
+def stop_myself_then_clean_up(marker: str, started: str) -> None:
+    """Say it started (*started*), stop its own process (SIGSTOP), then sleep;
+    its ``finally`` writes *marker*."""
+    Path(started).write_text(str(os.getpid()))
+    try:
+        os.kill(os.getpid(), signal.SIGSTOP)
+        time.sleep(60)
+    finally:
+        Path(marker).write_text("cleaned up")
+
+
+def partial_unless_released(started: str, release: str) -> str:
+    """Say it started (*started*), wait for *release* and return "whole"; a
+    stop its bare ``except:`` swallows makes it say so (``<started>.caught``)
+    and return "partial", as a sloppy call would."""
+    Path(started).write_text(str(os.getpid()))
+    try:
+        wait_for_file(release)
+    except BaseException:  # (the sloppy call under test)
+        Path(started + ".caught").touch()
+        return "partial"
+    return "whole"
+
+
 def sleep_then_return(seconds: float) -> float:
     time.sleep(seconds)
     return seconds

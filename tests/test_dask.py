@@ -22,10 +22,10 @@ import corral
 from corral.journal.reading import read_jobs
 import dask_cluster
 from corral import JobStatus
-from jobs import (add, clean_up_when_stopped, hold_the_gil_after_a_child, raise_custom,
-                  report_environment, sleep_then_note, spawn_tree_and_wait, square, talk, touch,
-                  wait_for_file, write_pid_and_wait, append_line, mark_if_aborted_within,
-                  stop_when_asked)
+from jobs import (add, append_line, clean_up_when_stopped, hold_the_gil_after_a_child,
+                  mark_if_aborted_within, raise_custom, report_environment, sleep_then_note,
+                  spawn_tree_and_wait, square, stop_myself_then_clean_up, stop_when_asked, talk,
+                  touch, wait_for_file, write_pid_and_wait)
 from support.cli import Corral
 from support.readme import example_blocks, run_example
 from support.processes import pids_alive
@@ -451,6 +451,49 @@ def test_a_call_stopped_because_its_driver_was_killed_reads_as_ended_with_its_dr
     (job,) = corral.Run(run).jobs()
     assert job.status is JobStatus.CANCELLED, job.reason
     assert "its driver ended before it did" in job.reason
+
+
+def test_a_call_that_swallowed_the_stop_of_its_killed_driver_runs_again_in_the_rerun(
+        cluster, tmp_path):
+    """Attack review: a call whose bare except: swallowed the JobStopped of its
+    killed driver's cancelled task returned its partial work; the runner logged
+    it as the call's outcome, and the rerun restored it as the job's result."""
+    run, started, release = tmp_path / "run", tmp_path / "started", tmp_path / "release"
+    driver_code = (
+        f"import corral, os, signal, sys, time; sys.path.insert(0, "
+        f"{str(Path(__file__).parent)!r})\n"
+        "from jobs import partial_unless_released\n"
+        f"with corral.Scheduler(backend='dask', address={cluster.address!r}, "
+        f"journal={str(run)!r}) as s:\n"
+        f"    job = s.submit(partial_unless_released, {str(started)!r}, {str(release)!r})\n"
+        "    if len(sys.argv) > 1:\n"
+        "        print(job.result(timeout=60), job.reason)\n"
+        "    else:\n"
+        "        deadline = time.monotonic() + 60\n"
+        f"        while not os.path.exists({str(started)!r}) and time.monotonic() < deadline:\n"
+        "            time.sleep(0.01)\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", driver_code], timeout=120)
+    assert started.exists(), "the call never started"
+    wait_until(Path(f"{started}.caught").exists, timeout=30,
+               message="the call to catch its stop and return")
+    release.touch()
+    rerun = subprocess.run([sys.executable, "-c", driver_code, "again"], capture_output=True,
+                           text=True, timeout=120)
+    assert rerun.stdout.split()[0] == "whole", (rerun.stdout, rerun.stderr)
+
+
+def test_a_cancelled_call_that_stopped_its_own_process_still_runs_its_finally(cluster,
+                                                                             tmp_path):
+    """Attack review: the runner a call had stopped (SIGSTOP) read no stop, and
+    was killed after the grace with no finally run; the local backend wakes it."""
+    marker, started = tmp_path / "cleaned", tmp_path / "started"
+    with on(cluster, tmp_path) as sched:
+        job = sched.submit(stop_myself_then_clean_up, str(marker), str(started))
+        wait_until(lambda: started.exists() and job.status is JobStatus.RUNNING, timeout=60,
+                   message="the call to start and stop itself")
+        assert job.cancel()
+        wait_until(marker.exists, timeout=10, message="the call's finally block")
 
 
 def test_a_call_that_goes_on_after_jobstopped_is_killed_with_its_runner(cluster, tmp_path):

@@ -180,6 +180,32 @@ def test_a_job_cancelled_as_it_completed_keeps_its_outcome_and_is_not_run_again(
     assert lines(log) == ["7"]  # it ran once
 
 
+def test_a_call_that_caught_jobstopped_and_returned_is_no_completion(tmp_path):
+    """Attack review: a call whose bare except: swallowed the cancel's
+    JobStopped returned its partial work, which the journal kept as "it had
+    completed before the cancel reached it" and the rerun restored as the
+    job's result. It is a stopped call's: CANCELLED, and the rerun runs it."""
+    run, started, release = tmp_path / "run", tmp_path / "started", tmp_path / "release"
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        job = sched.submit(jobs.partial_unless_released, str(started), str(release))
+        wait_until(started.exists, message="the call to start")
+        assert job.cancel()
+        timed = sched.options(timeout=0.5).submit(jobs.partial_unless_released,
+                                                  str(tmp_path / "also"), str(release))
+        with pytest.raises(corral.JobTimedOut):
+            timed.result(timeout=30)
+    assert timed.reason == ("timed out after 0.5s; stopped by JobStopped raised in it, its "
+                            "child processes killed")
+    stored = corral.Run(run).job(job.id)
+    assert (stored.status, stored.reason) == (JobStatus.CANCELLED, "cancelled by user")
+
+    release.touch()
+    with corral.Scheduler(cores=1, journal=run) as sched:
+        again = sched.submit(jobs.partial_unless_released, str(started), str(release))
+        assert again.result(timeout=30) == "whole"
+    assert again.reason != RESTORED
+
+
 def test_a_job_aborted_and_cancelled_as_it_stopped_early_runs_again_whole(tmp_path):
     """Attack review: a map's chunk asked to abort stops after the call that runs
     and returns the calls it made; a cancel of the map's unread jobs that crossed

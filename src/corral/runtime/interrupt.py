@@ -38,8 +38,11 @@ from typing import Any
 from corral.errors import JobStopped
 
 __all__ = ["STOP_SIGNAL", "NOW", "listen", "stop", "forget", "call_begins", "must_end",
-           "asked_to_stop"]
+           "asked_to_stop", "took_the_stop", "CAUGHT_AND_RETURNED"]
 
+#: The error of a call that caught JobStopped and returned (see took_the_stop).
+CAUGHT_AND_RETURNED = ("it caught JobStopped and returned; what it returned may be partial, "
+                       "and is not kept")
 #: A real-time signal, which no job is likely to take for its own use.
 STOP_SIGNAL = int(signal.SIGRTMIN) + 2
 #: How often the signal is sent again while the call has not taken it, and for how long.
@@ -52,12 +55,14 @@ class _Now:
     one was asked to stop (kept until the next job begins), and the threads
     there were as the call began."""
 
-    __slots__ = ("calling", "stopping", "asked", "threads_before", "import_cut")
+    __slots__ = ("calling", "stopping", "asked", "taken", "threads_before", "import_cut")
 
     def __init__(self) -> None:
         self.calling: object = None
         self.stopping: object = None
         self.asked: object = None
+        #: The call JobStopped was raised in (kept until the next job begins).
+        self.taken: object = None
         self.threads_before: tuple[int, dict[int, Any]] = (0, {})
         self.import_cut = False
 
@@ -69,6 +74,7 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     if NOW.stopping is None or NOW.stopping != NOW.calling or _in_a_finalizer(frame):
         return  # (in a __del__: it would be dropped there; the signal comes again)
     NOW.stopping = None  # once: a second raise could land in its finally blocks
+    NOW.taken = NOW.calling
     NOW.import_cut = NOW.import_cut or _importing(frame)
     raise JobStopped("corral stopped this call: its timeout ran out, or it was cancelled")
 
@@ -160,13 +166,19 @@ def _send_again(job_id: object, main: int, arm: bool) -> None:
 def forget() -> None:
     """A new job begins: a stop meant for the one before (it may have ended as
     the stop came, and a retry runs under the same id) is not its own."""
-    NOW.stopping = NOW.asked = None
+    NOW.stopping = NOW.asked = NOW.taken = None
     NOW.import_cut = False
 
 
 def asked_to_stop(job_id: object) -> bool:
     """Whether the call of *job_id*, now ended, was asked to stop."""
     return NOW.asked == job_id
+
+
+def took_the_stop(job_id: object) -> bool:
+    """Whether JobStopped was raised in the call of *job_id*, now ended: one
+    that returned all the same caught it, and what it returned may be partial."""
+    return NOW.taken == job_id
 
 
 def call_begins() -> None:

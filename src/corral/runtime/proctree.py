@@ -82,6 +82,16 @@ def wait_for_descendants(deadline: float) -> None:
         time.sleep(0.05)
 
 
+def wake(pid: int) -> None:
+    """SIGCONT to a worker that may have been stopped (by its own job, or a
+    person's Ctrl-Z of it): a stopped worker reads no message, and a call it
+    is told to stop would take no JobStopped."""
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def signal_group(pid: int, signum: int) -> None:
     """Send *signum* to the process group led by *pid*, if it still exists."""
     try:

@@ -53,6 +53,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, NoReturn
 
+from corral.errors import JobStopped
 from corral.runtime import abort, interrupt
 from corral.runtime.command_result import RESULT_FILE_NAME, RESULT_FILE_VARIABLE
 from corral.runtime.command import KILL, StopRequests, is_kill_or_terminate, run_command
@@ -542,6 +543,12 @@ def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
     else:
         _, job_id, jobdir, payload, upstream, env, cwd, outcomes_dir = request
         ok, blob = run_call(job_id, payload, upstream, env, cwd, home)
+        if ok and interrupt.took_the_stop(job_id) and not abort.abort_requested():
+            # It caught JobStopped and returned: not a completion, which a
+            # cancelled job would keep and a rerun restore (attack review: a
+            # bare except: made a partial sum the run's result). An aborted
+            # call's partial work is kept, as when it stops by itself.
+            ok, blob = False, dumps_error(JobStopped(interrupt.CAUGHT_AND_RETURNED))
         reply = (job_id, ok, blob)
     kill_leftovers()
     if request[0] == "command":  # (after its leftovers: a child it left writing its result

@@ -49,7 +49,7 @@ from typing import Any, NamedTuple, cast
 
 from corral.runtime.command import KILL, TERM_GRACE_S, TERMINATE, how_it_ended
 from corral.runtime.command_result import RESULT_FILE_NAME, read_result_bytes
-from corral.runtime.proctree import kill_marked, kill_tree
+from corral.runtime.proctree import kill_marked, kill_tree, wake
 from corral.runtime.reaper import MARK_VARIABLE
 from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker import IDLE_EXIT_VARIABLE
@@ -687,6 +687,7 @@ def _stop(runner: _Runner) -> Reply | None:
     Killing the runner at once, as before, could land between a call's last
     side effect and the runner's record of its outcome, and a rerun after a
     killed driver ran such a call again (CI: 1 in a few dozen runs)."""
+    wake(runner.worker.pid)  # (a call that stopped its runner: attack review)
     runner.tell(KILL, runner.job_id)
     # (a command's runner kills its tree after TERM_GRACE_S itself, and replies)
     ready, _, _ = select.select([runner.worker.replies], [], [],

@@ -28,7 +28,6 @@ import errno
 import itertools
 import logging
 import os
-import signal
 import pickle
 import select
 import selectors
@@ -44,7 +43,7 @@ from collections.abc import Collection, Sequence
 from typing import ClassVar, NamedTuple, cast
 
 from corral.errors import BackendError, ResourceError
-from corral.runtime.proctree import kill_marked, kill_tree
+from corral.runtime.proctree import kill_marked, kill_tree, wake
 from corral.spec import Resources
 from corral.status import JobStatus
 from corral.runtime.command import KILL, TERM_GRACE_S, TERMINATE, describe_exit, how_it_ended
@@ -509,7 +508,7 @@ class LocalBackend:
             runner.doomed = True
             kill_tree(runner.pid)
         elif runner.runs_command:  # the worker kills it, reports it killed and goes on
-            _wake(runner.pid)  # (a command that stopped its worker, kill -STOP $PPID)
+            wake(runner.pid)  # (a command that stopped its worker, kill -STOP $PPID)
             self._tell(runner, KILL, job_id)
             # A worker that cannot act on it (stopped again, or in D state) dies,
             # and the command's processes with it, as a call's worker does.
@@ -520,7 +519,7 @@ class LocalBackend:
             # corral.runtime.interrupt), and is killed if the call goes on.
             # Jobs waiting behind it are taken back: the worker may have gone
             # on to them since its last message.
-            _wake(runner.pid)  # (a call that stopped its worker, os.kill(os.getpid(), SIGSTOP))
+            wake(runner.pid)  # (a call that stopped its worker, os.kill(os.getpid(), SIGSTOP))
             self._drop([entry[0] for entry in runner.handed if entry[0] != job_id])
             self._tell(runner, KILL, job_id)
             if self._kill_later.get(runner, (None,))[0] != job_id:  # (a second stop, a cancel
@@ -1028,10 +1027,3 @@ class LocalBackend:
             pass
 
 
-def _wake(pid: int) -> None:
-    """SIGCONT to a worker that may have been stopped (by its own job, or a
-    person's Ctrl-Z of it): a stopped worker reads no message."""
-    try:
-        os.kill(pid, signal.SIGCONT)
-    except (ProcessLookupError, PermissionError):
-        pass
