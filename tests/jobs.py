@@ -692,6 +692,17 @@ def stop_myself_then_clean_up(marker: str, started: str) -> None:
         Path(marker).write_text("cleaned up")
 
 
+def note_with_a_slow_finally(log: str, release: str, finally_s: float) -> None:
+    """Note "begin" in *log* and wait for *release*; its ``finally`` takes
+    *finally_s* seconds, then notes "end"."""
+    append_line(log, "begin")
+    try:
+        wait_for_file(release)
+    finally:
+        time.sleep(finally_s)
+        append_line(log, "end")
+
+
 def partial_unless_released(started: str, release: str) -> str:
     """Say it started (*started*), wait for *release* and return "whole"; a
     stop its bare ``except:`` swallows makes it say so (``<started>.caught``)

@@ -24,7 +24,8 @@ import dask_cluster
 from corral import JobStatus
 from jobs import (add, append_line, clean_up_when_stopped, hold_the_gil_after_a_child,
                   mark_if_aborted_within, raise_custom, report_environment, sleep_then_note,
-                  spawn_tree_and_wait, square, stop_myself_then_clean_up, stop_when_asked, talk,
+                  spawn_tree_and_wait, square,
+                  stop_myself_then_clean_up, stop_when_asked, talk,
                   touch, wait_for_file, write_pid_and_wait)
 from support.cli import Corral
 from support.readme import example_blocks, run_example
@@ -494,6 +495,33 @@ def test_a_cancelled_call_that_stopped_its_own_process_still_runs_its_finally(cl
                    message="the call to start and stop itself")
         assert job.cancel()
         wait_until(marker.exists, timeout=10, message="the call's finally block")
+
+
+def test_a_rerun_waits_for_the_killed_drivers_calls_to_end_their_finally_blocks(cluster,
+                                                                                tmp_path):
+    """Attack review: a killed driver's calls get JobStopped and their grace,
+    and a rerun started meanwhile ran the same job beside the old one's
+    finally blocks (which could remove what the new one had just made)."""
+    run, log, release = tmp_path / "run", tmp_path / "log", tmp_path / "release"
+    driver_code = (
+        f"import corral, os, signal, sys, time; sys.path.insert(0, "
+        f"{str(Path(__file__).parent)!r})\n"
+        "from jobs import note_with_a_slow_finally, wait_for_file\n"
+        f"with corral.Scheduler(backend='dask', address={cluster.address!r}, "
+        f"journal={str(run)!r}) as s:\n"
+        "    if len(sys.argv) > 1:\n"
+        f"        open({str(release)!r}, 'w').close()\n"
+        f"    job = s.submit(note_with_a_slow_finally, {str(log)!r}, {str(release)!r}, 1.8)\n"
+        "    if len(sys.argv) > 1:\n"
+        "        job.result(timeout=60)\n"
+        "    else:\n"
+        f"        wait_for_file({str(log)!r}, limit=60)\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", driver_code], timeout=120)
+    rerun = subprocess.run([sys.executable, "-c", driver_code, "again"], capture_output=True,
+                           text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert log.read_text().split() == ["begin", "end", "begin", "end"]
 
 
 def test_a_call_that_goes_on_after_jobstopped_is_killed_with_its_runner(cluster, tmp_path):

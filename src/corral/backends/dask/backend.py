@@ -44,7 +44,7 @@ from corral.backends.dask import BACKEND, INSTALL_HINT
 from corral.backends.dask.resources import (CORES, GPU, MEMORY, WorkerCapacity, dask_resources,
                                             refusal)
 from corral.backends.dask.task import (CLAIMS, PAUSED, Ending, TaskOutcome, TaskSpec, end_run,
-                                       run_job, terminate_job)
+                                       run_job, terminate_job, wait_for_stopped_attempts)
 from corral.errors import BackendError
 from corral.runtime.command import TERM_GRACE_S, describe_exit
 from corral.runtime.command_result import RESULT_FILE_NAME
@@ -67,6 +67,8 @@ RECHECK_AFTER_S = 10.0
 #: (0.05 s), and its event then passes the scheduler. One known to have started
 #: waits TERM_GRACE_S longer: its call may run its finally blocks that long.
 LATE_END_S = 0.5
+#: How a session's Dask directory in the run directory is named, before its token.
+_SHARE_PREFIX = ".dask-"
 #: Tells the reader thread to stop.
 _STOP_READING = object()
 #: Seconds a scheduler's description of its workers is reused by the submit check.
@@ -326,13 +328,31 @@ class DaskBackend:
         """This backend's directory in the run: the attempts' claims (see
         corral.backends.dask.task); a worker that finds it sees the run directory.
         Removed at close; a killed driver's is small (a file per Dask worker
-        process) and left: another driver may be using the same directory."""
+        process) and left: another driver may be using the same directory.
+        Found left, the jobs of that driver that the workers still stop are
+        waited for first (see task.wait_for_stopped_attempts)."""
         share = self._share_of(run_dir)
         if run_dir not in self._shares:
+            left_by_another = any(run_dir.glob(f"{_SHARE_PREFIX}*"))
             share.mkdir(mode=0o700, parents=True, exist_ok=True)
             (share / CLAIMS).mkdir(mode=0o700, exist_ok=True)
             self._shares.add(run_dir)
+            if left_by_another and self._gone is None:
+                self._wait_for_stopped_attempts(run_dir)
         return share
+
+    def _wait_for_stopped_attempts(self, run_dir: Path) -> None:
+        """Wait until no worker runs a job in *run_dir* for another session (a
+        killed driver's, in its grace), for at most the grace and a moment."""
+        limit = TERM_GRACE_S + 0.5
+
+        def wait() -> None:
+            try:
+                self._client.run(wait_for_stopped_attempts, str(run_dir), self._topic, limit)
+            except Exception as error:  # (best effort, as the stop itself)
+                log.debug("could not wait for a killed driver's jobs: %s", error)
+
+        start_thread(wait, name="corral dask earlier attempts").join(timeout=limit + 2)
 
     # -- pause -----------------------------------------------------------------------------
 
@@ -369,7 +389,7 @@ class DaskBackend:
             self._send(again)
 
     def _share_of(self, run_dir: Path) -> Path:
-        return run_dir / f".dask-{self._token}"
+        return run_dir / f"{_SHARE_PREFIX}{self._token}"
 
     def _share_dirs(self) -> list[Path]:
         return [self._share_of(run_dir) for run_dir in self._shares]

@@ -58,7 +58,8 @@ from corral.runtime.worker_process import (ABORT, Reply, WorkerProcess, WorkerSt
                                            command_request, read_message, ring, start_reaper,
                                            start_worker)
 
-__all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "end_run", "CLAIMS",
+__all__ = ["TaskSpec", "TaskOutcome", "Ending", "run_job", "terminate_job", "end_run",
+           "wait_for_stopped_attempts", "CLAIMS",
            "PAUSED",
            "WATCH_S", "OUTPUT_LIMIT"]
 
@@ -392,11 +393,14 @@ _RUNNERS: dict[tuple[int, str], _Runner] = {}
 
 
 class _Running(NamedTuple):
-    """A task's job as it runs on a runner, for terminate_job."""
+    """A task's job as it runs on a runner, for terminate_job and
+    wait_for_stopped_attempts."""
 
     runner: _Runner
     job_id: int | str
     runs_command: bool
+    #: The run's Dask directory (see TaskSpec.share).
+    share: str
 
 
 _RUNNING: dict[str, _Running] = {}  # key -> its job on the runner running it
@@ -545,6 +549,28 @@ def _retire(runner: _Runner) -> None:
     runner.close()
 
 
+async def wait_for_stopped_attempts(run_dir: str, run: str, limit: float) -> int:
+    """Wait, up to *limit* seconds, until this worker runs no job in *run_dir*
+    (where the sessions' Dask directories are, see TaskSpec.share) for a
+    session other than *run*; return how many it still runs. Run by a new session's driver through
+    ``Client.run`` (on the worker's event loop, so it must not block it).
+
+    A killed driver's tasks are cancelled, and their calls get their grace to
+    end (see :func:`_stop`); a rerun started meanwhile ran the same job beside
+    the old one's ``finally`` blocks, which could remove what the new one
+    had just made (attack review)."""
+    import asyncio
+
+    deadline = time.monotonic() + limit
+    while True:
+        with _lock:
+            left = sum(1 for running in _RUNNING.values() if running.runner.run != run
+                       and os.path.dirname(running.share) == run_dir)
+        if not left or time.monotonic() >= deadline:
+            return left
+        await asyncio.sleep(WATCH_S)
+
+
 def end_run(run: str, share: str) -> int:
     """Close this worker's runners of the run *run* and its claim log (*share*);
     run by the driver through ``Client.run`` when it shuts down. How many closed.
@@ -588,7 +614,7 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
                                       _command_environment(spec, runner), cwd)
         runner.job_id, runner.runs_command = spec.job_id, spec.call is None
         with _lock:  # (end_run reads it under the lock)
-            _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None)
+            _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None, spec.share)
         try:
             runner.send(request)
             reply = _wait_for_reply(spec, runner, started)
