@@ -213,6 +213,24 @@ def test_higher_priority_runs_first(tmp_path, release):
     assert ran_one_after_another(blocker, high, low)
 
 
+def test_a_job_whose_dependency_completes_goes_ahead_of_the_jobs_submitted_after_it(
+        tmp_path, release):
+    """Cold review: a pipeline's next step, waiting for the step before, joined
+    the line behind the 300 calls of a map submitted after it, where Dask (and
+    a cluster's age priority) starts it first. It keeps its place from when
+    it was submitted."""
+    log = tmp_path / "log"
+    with corral.Scheduler(cores=1) as sched:
+        first = sched.submit(jobs.wait_for_file, str(release))
+        step = sched.options(after=[first]).submit(jobs.append_line, str(log), "step")
+        later = [sched.submit(jobs.append_line, str(log), f"later-{number}")
+                 for number in range(20)]
+        wait_until(first.running)
+        release.touch()
+    assert log.read_text().split() == ["step"] + [f"later-{number}" for number in range(20)]
+    assert ran_one_after_another(first, step, *later)
+
+
 def test_a_named_queue_limits_how_many_of_its_jobs_run_at_once(tmp_path, release):
     with corral.Scheduler(cores=2, queues={"io": 1}) as sched:
         io_jobs = [sched.options(queue="io").submit(jobs.sleep_for, 0.05) for _ in range(3)]

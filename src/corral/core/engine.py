@@ -586,6 +586,7 @@ class Engine:
             job.unmet = unmet
             if unmet and not self._may_go_early(job):
                 self._move(job, _S.WAITING, _waiting_reason(job))
+                self.packer.hold_place(job)
             elif job.reattach is not None:
                 self._move(job, _S.QUEUED)
                 left_in_cluster.append(job)
@@ -906,7 +907,7 @@ class Engine:
                     # complete" stood on jobs corral held for max_jobs), and once
                     # submitted the cluster says it holds it.
                     self._move(dependent, _S.QUEUED)
-                    self.packer.push(dependent)
+                    self.packer.push(dependent, keep_place=True)
 
     # -- what the backend reports ----------------------------------------------------------
 
@@ -1135,7 +1136,7 @@ class Engine:
                     continue
                 if dependent.unmet == 0:
                     self._move(dependent, _S.QUEUED)
-                    self.packer.push(dependent)
+                    self.packer.push(dependent, keep_place=True)  # (see hold_place)
                 elif any(named is job for named in dependent.named_waits):
                     self.note_reason(dependent, _waiting_reason(dependent))
             return

@@ -107,6 +107,14 @@ class Packer:
         which wakes for every update)."""
         return bool(self._ready or self._newcomers) or any(self._parked.values())
 
+    def hold_place(self, job: JobRecord) -> None:
+        """Give *job*, which waits for its dependencies, its place in line now:
+        pushed once they complete (with *keep_place*), it goes ahead of the jobs
+        submitted after it, as Dask and a cluster's age priority order them
+        (cold review: a pipeline's next step waited behind a whole map
+        submitted after it)."""
+        job.place = next(self._sequence)
+
     def push(self, job: JobRecord, keep_place: bool = False) -> None:
         """Make a QUEUED job a candidate; *keep_place*: where it was in line
         before (a job given back unstarted, a retry), else behind every job
