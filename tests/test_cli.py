@@ -2058,6 +2058,26 @@ def test_abort_of_a_scripts_job_says_the_script_reads_it_as_cancelled(fresh, tmp
     assert script.returncode == 1 and "CancelledError" in err, err
 
 
+
+def test_cancel_of_a_scripts_job_says_the_script_reads_it_as_cancelled(fresh, tmp_path):
+    """Cold review: `corral cancel` of ten calls of a script's map ended the
+    script's whole pipeline, and the command had said only which it cancelled."""
+    script = subprocess.Popen([sys.executable, "-c", SCRIPT_READING_IN_ORDER,
+                               os.fspath(fresh.run), block(tmp_path / "never")],
+                              env=fresh.env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
+            "STATUS") == "RUNNING", message="the first job to run")
+        assert fresh.ok("cancel", "1").out == (
+            "cancelled 1 'while'\n(they end CANCELLED: where the script reads their result() it "
+            "raises CancelledError, and unless the script catches it, its run ends there)\n")
+        _, err = script.communicate(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    assert script.returncode == 1 and "CancelledError" in err, err
+
 def test_a_command_submitted_into_a_running_scripts_run_runs_there_and_the_script_waits(
         fresh, tmp_path):
     """Cold review: this worked and was not said anywhere. The script's

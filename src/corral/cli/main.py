@@ -757,6 +757,8 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
                             if str(job_id) in names else str(job_id))
     for job_id in reply["cancelled"]:
         click.echo(f"cancelled {named(job_id)}")
+    if reply["cancelled"] and reply.get("kind") == "script":  # (cold review: cancelling
+        click.echo(_ENDS_THE_SCRIPT_UNLESS_CAUGHT)  # 10 calls of a map ended its pipeline)
     for job_id in reply.get("already_cancelled", ()):
         click.echo(f"job {named(job_id)} was already cancelled")
     if reply.get("ended"):
@@ -786,6 +788,12 @@ def resume(context: click.Context) -> None:
     click.echo("resumed" + (" (it was not paused)" if reply.get("was_paused") is False else ""))
 
 
+#: What a script's run does with jobs cancelled or aborted from outside.
+_ENDS_THE_SCRIPT_UNLESS_CAUGHT = (
+    "(they end CANCELLED: where the script reads their result() it raises "
+    "CancelledError, and unless the script catches it, its run ends there)")
+
+
 @cli.command()
 @run_option
 @click.argument("job_id", metavar="[ID]", required=False)
@@ -804,8 +812,7 @@ def abort(context: click.Context, job_id: str | None) -> None:
         return
     click.echo(f"aborting {reply['aborted']} job(s)")
     if reply.get("kind") == "script":  # (cold review: one abort ended a night's queue)
-        click.echo("(they end CANCELLED: where the script reads their result() it raises "
-                   "CancelledError, and unless the script catches it, its run ends there)")
+        click.echo(_ENDS_THE_SCRIPT_UNLESS_CAUGHT)
 
 
 @cli.command()

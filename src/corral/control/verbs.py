@@ -278,7 +278,7 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     if cancelled:  # in the journal before the answer, as a submit is (attack review: a
         scheduler._flush_journal_now()  # daemon killed as it answered ran them next time)
     return {"cancelled": cancelled, "already_cancelled": already, "problems": problems,
-            "names": names, "ended": ended}
+            "names": names, "ended": ended, "kind": scheduler._owner_kind}
 
 
 def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
