@@ -260,6 +260,10 @@ def test_status_of_a_failed_call_shows_the_traceback_it_raised(tmp_path):
     assert said.err == ("corral: job 1 'check_calibration' wrote nothing, to its stdout or its "
                         "stderr; it raised RuntimeError: this job fails on purpose (corral "
                         "status 1 shows the traceback)\n")
+    said = corral("logs", "1", "--stderr")  # (cold review: only "wrote nothing" there)
+    assert said.err == ("corral: job 1 'check_calibration' wrote nothing to its stderr; it "
+                        "raised RuntimeError: this job fails on purpose (corral status 1 shows "
+                        "the traceback)\n")
 
 
     database = sqlite3.connect(corral.run / "journal.db")

@@ -510,13 +510,12 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
                        "could not be saved)", err=True)
         elif ended and not show_stderr and not _has_output(now.output_path("stderr")):
             # (Cold review: a failed call's traceback is no output; say where it is.)
-            raised = (f"; it {reason} (corral status {job.id} shows the traceback)"
-                      if reason.startswith("raised ") else "")
             click.echo(f"corral: job {job.id} {job.name!r} wrote nothing, to its stdout or its "
-                       f"stderr{raised}", err=True)
+                       f"stderr{_traceback_elsewhere(job.id, reason)}", err=True)
         else:
             click.echo(f"corral: job {job.id} {job.name!r} wrote nothing to its {stream}"
                        + ("" if ended else " so far")
+                       + (_traceback_elsewhere(job.id, reason) if show_stderr and ended else "")
                        + ("" if show_stderr else " (--stderr shows its standard error)"),
                        err=True)
     if follow:  # followed to its end: how it ended, as wait says (corral logs -f 7 && ...)
@@ -786,6 +785,14 @@ def resume(context: click.Context) -> None:
     """Start jobs again after pause."""
     reply = control_request(context, {"verb": "resume"})
     click.echo("resumed" + (" (it was not paused)" if reply.get("was_paused") is False else ""))
+
+
+def _traceback_elsewhere(job_id: object, reason: str) -> str:
+    """Where the traceback of a call that raised is, when its output has none
+    (cold review: `corral logs 7 --stderr` said only that it wrote nothing)."""
+    if not reason.startswith("raised "):
+        return ""
+    return f"; it {reason} (corral status {job_id} shows the traceback)"
 
 
 #: What a script's run does with jobs cancelled or aborted from outside.
