@@ -2092,12 +2092,14 @@ def test_the_control_socket_pauses_resumes_and_cancels_a_live_run(tmp_path, rele
                          "problems": ["no job 99 in this run (neither an id nor a job's name)",
                                       f"job {blocker.id} already ended COMPLETED"],
                          "names": {str(queued[0].id): "square",
-                                   str(blocker.id): "wait_for_file"}, "ended": []}
+                                   str(blocker.id): "wait_for_file"}, "ended": [],
+                         "kind": "script"}
         with pytest.raises(concurrent.futures.CancelledError, match="cancelled by user"):
             queued[0].result(timeout=30)
         again = send_request(run, {"verb": "cancel", "ids": [queued[0].id]})
         assert again == {"ok": True, "cancelled": [], "already_cancelled": [queued[0].id],
-                         "problems": [], "names": {str(queued[0].id): "square"}, "ended": []}
+                         "problems": [], "names": {str(queued[0].id): "square"}, "ended": [],
+                         "kind": "script"}
 
         ping = send_request(run, {"verb": "ping"})
         assert (ping["pid"], ping["paused"], ping["unfinished"]) == (os.getpid(), True, 2)

@@ -107,7 +107,7 @@ def test_unknown_time_unit_is_named():
 def test_a_number_with_an_exponent_is_refused_as_such_not_as_a_unit_e(text):
     """Attack review: --timeout 1e9h was refused for "unknown time unit 'e'"."""
     with pytest.raises(ValueError, match=rf"^timeout='{re.escape(text)}': a number with an "
-                                         r"exponent is not taken; write it out \(an int of "):
+                                         r"exponent is not taken; write it out \(a number of "):
         parse_duration(text, "timeout")
 
 
