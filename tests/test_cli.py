@@ -582,6 +582,24 @@ def test_wait_names_the_first_ten_failures_on_a_line_each_and_counts_the_others(
                               "corral: 25 jobs ended: 24 failed, 1 cancelled"]
 
 
+def test_wait_lists_the_latest_sessions_failures_first(tmp_path):
+    """Cold review: a rerun whose edited code made new jobs listed the earlier
+    pass's twelve stale rows, and the new pass's failure fell under "and 3 more"."""
+    import corral
+
+    run = tmp_path / "run"
+    with corral.Scheduler(cores=2, journal=run) as scheduler:
+        corral.wait([scheduler.options(name=f"old-{number}").submit(jobs.raise_custom, "old")
+                     for number in range(12)])
+    with corral.Scheduler(cores=2, journal=run) as scheduler:
+        corral.wait([scheduler.options(name="new").submit(jobs.raise_custom, "new")])
+    waited = Corral(tmp_path / "home", run)("wait")
+    lines = waited.err.splitlines()
+    assert waited.status == 1
+    assert lines[0] == "job 13 'new' FAILED: raised CustomError: new", waited.err
+    assert [line.split()[2] for line in lines[1:10]] == [f"'old-{n}'" for n in range(9)]
+
+
 def _sleeping_between_polls(pid: int) -> bool:
     """Whether the process sleeps in ``time.sleep`` (the first it calls is its
     poll loop's): past the interpreter's start-up and the command's imports."""

@@ -676,8 +676,12 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
     counts = Counter(run.status_counts(ids or None))
     failed = sum(counts[status] for status in _FAILED)
     if failed:  # (their rows are read only then; by the ids waited for, not one at a time)
+        # Those of the latest session first (cold review: a rerun whose edited
+        # code made new jobs listed the earlier pass's stale rows, and the new
+        # pass's real failures fell under "and 200 more"); in dispatch order
+        # within a session.
         failures = ((job for job in jobs_with_ids(run, ids) if job.status in _FAILED) if ids
-                    else iter(run.jobs_in(_FAILED)))
+                    else iter(sorted(run.jobs_in(_FAILED), key=lambda job: -(job.session or 0))))
         # The first few, a line each (cold review: 500 failures printed a megabyte,
         # with -q too, for cron to mail).
         from corral.journal.cleaning import was_cleaned
