@@ -194,8 +194,8 @@ def test_a_call_that_caught_jobstopped_and_returned_is_no_completion(tmp_path):
                                                   str(tmp_path / "also"), str(release))
         with pytest.raises(corral.JobTimedOut):
             timed.result(timeout=30)
-    assert timed.reason == ("timed out after 0.5s; stopped by JobStopped raised in it, its "
-                            "child processes killed")
+    assert timed.reason == ("timed out after 0.5s; it caught JobStopped and returned; what it "
+                            "returned may be partial, and is not kept")
     stored = corral.Run(run).job(job.id)
     assert (stored.status, stored.reason) == (JobStatus.CANCELLED, "cancelled by user")
 

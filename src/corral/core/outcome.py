@@ -16,6 +16,7 @@ from corral.core.record import KillIntent
 from corral.errors import JobFailed, JobTimedOut, RemoteTraceback, WorkerLost
 from corral.runtime.command_result import read_command_result
 from corral.runtime.execute import BEFORE_IT_BEGAN, CwdUnusable
+from corral.runtime.interrupt import CAUGHT_AND_RETURNED
 from corral.runtime.payload import dumps_value, loads_error
 from corral.runtime.spool import TAIL_BYTES, last_lines, with_stderr_tail
 from corral.safe_repr import describe_error
@@ -123,11 +124,14 @@ def _timed_out(job: JobRecord, update: Update, rules: EndingRules) -> Outcome:
             reason = f"timed out after {limit}; it raised {summary} as it was being stopped"
         elif summary.endswith(BEFORE_IT_BEGAN):  # (attack review: said "raised in it")
             reason = f"timed out after {limit}, before its call began (its arguments were loading)"
+        elif summary.endswith(CAUGHT_AND_RETURNED):
+            reason = f"timed out after {limit}; {CAUGHT_AND_RETURNED}"
+            traceback_text = None  # (where it was is not known: it went on)
         else:
             reason = (f"timed out after {limit}; stopped by JobStopped raised in it, its child "
                       "processes killed")
-        if rules.journaled:  # (corral status ID and the report show where it was)
-            job.error_blob = update.error
+        if rules.journaled and traceback_text is not None:  # (corral status ID and the
+            job.error_blob = update.error  # report show where it was)
     error = JobTimedOut(f"{_label(job)} {reason}", job_id=job.id, status=_S.TIMED_OUT,
                         reason=reason)
     if traceback_text is not None:
