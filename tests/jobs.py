@@ -838,6 +838,21 @@ def drop_generators_slow_to_close(marker: str, started: str) -> None:
         Path(marker).write_text("cleaned up")
 
 
+def close_a_generator_slowly_then_return() -> str:
+    """Drop a generator whose finalizer sleeps a second (where Python drops
+    what is raised), then return "whole" at once."""
+    def slow_to_close():
+        try:
+            yield 1
+        finally:
+            time.sleep(1.0)
+
+    opened = slow_to_close()
+    next(opened)
+    del opened
+    return "whole"
+
+
 def set_an_unraisable_hook() -> int:
     sys.unraisablehook = lambda unraisable: None
     return os.getpid()

@@ -1034,6 +1034,20 @@ def test_a_call_stopped_while_a_dropped_generator_closes_is_stopped_after(schedu
     assert "Exception ignored" not in job.stderr
 
 
+def test_a_stop_dropped_in_a_finalizer_does_not_make_a_call_that_returned_look_caught(
+        scheduler):
+    """Re-attack review: the stop, raised in a generator's finalizer and dropped
+    there, counted as taken; the call that then returned was said to have
+    caught JobStopped, and its whole value was called partial."""
+    job = scheduler.options(timeout="0.5s").submit(jobs.close_a_generator_slowly_then_return)
+    corral.wait([job], timeout=30)
+    assert job.status is JobStatus.TIMED_OUT
+    # (the stop sent again may reach the call as it returns, or not)
+    assert job.reason in ("timed out after 0.5s; it returned as it was being stopped",
+                          "timed out after 0.5s; stopped by JobStopped raised in it, its "
+                          "child processes killed"), job.reason
+
+
 def test_a_stopped_call_whose_own_scheduler_goes_on_ends_with_its_worker(scheduler, tmp_path):
     """Re-attack review: threads named corral-... were taken for the worker's
     own, so a stopped call's Scheduler went on beside the next job."""

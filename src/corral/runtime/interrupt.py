@@ -107,6 +107,10 @@ def _unraisable(hook: Any) -> Any:
     everything else to *hook*."""
     def unraisable(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, JobStopped):
+            # Not taken: a call that returns before it comes again did not catch
+            # it (re-attack review: a generator's finalizer dropped it, and the
+            # call's whole value was called partial and thrown away).
+            NOW.taken = None
             if NOW.asked is not None and NOW.asked == NOW.calling:
                 # Armed again and sent a moment later, from the sender's thread: armed
                 # here, a signal on its way was raised in this hook and lost again.
