@@ -522,6 +522,30 @@ def test_a_rerun_waits_for_the_killed_drivers_calls_to_end_their_finally_blocks(
                            text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert log.read_text().split() == ["begin", "end", "begin", "end"]
+    # The killed driver's Dask directory went once waited for: no later session waits.
+    assert not list(run.glob(".dask-*"))
+
+
+def test_a_session_beside_another_in_one_directory_leaves_its_dask_directory_alone(
+        cluster, tmp_path):
+    """A session that finds another's Dask directory waits for that one's jobs
+    and removes it only where its driver is dead: two programs with one
+    workdir each keep theirs."""
+    release = tmp_path / "release"
+    def session() -> corral.Scheduler:
+        return corral.Scheduler(backend="dask", address=cluster.address,
+                                workdir=tmp_path / "shared")
+
+    with session() as first:
+        waiting = first.submit(wait_for_file, str(release))
+        wait_until(lambda: waiting.status is JobStatus.RUNNING, timeout=60,
+                   message="the first session's job to run")
+        (theirs,) = (tmp_path / "shared").glob(".dask-*")
+        with session() as second:
+            assert second.submit(square, 3).result(timeout=60) == 9
+            assert theirs.is_dir()
+        release.touch()
+        assert waiting.result(timeout=60) is None
 
 
 def test_a_call_that_goes_on_after_jobstopped_is_killed_with_its_runner(cluster, tmp_path):

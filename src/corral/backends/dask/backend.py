@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 
 from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.dask import BACKEND, INSTALL_HINT
+from corral.backends.dask import shares
 from corral.backends.dask.resources import (CORES, GPU, MEMORY, WorkerCapacity, dask_resources,
                                             refusal)
 from corral.backends.dask.task import (CLAIMS, PAUSED, Ending, TaskOutcome, TaskSpec, end_run,
@@ -67,8 +68,6 @@ RECHECK_AFTER_S = 10.0
 #: (0.05 s), and its event then passes the scheduler. One known to have started
 #: waits TERM_GRACE_S longer: its call may run its finally blocks that long.
 LATE_END_S = 0.5
-#: How a session's Dask directory in the run directory is named, before its token.
-_SHARE_PREFIX = ".dask-"
 #: Tells the reader thread to stop.
 _STOP_READING = object()
 #: Seconds a scheduler's description of its workers is reused by the submit check.
@@ -327,32 +326,36 @@ class DaskBackend:
     def _share(self, run_dir: Path) -> Path:
         """This backend's directory in the run: the attempts' claims (see
         corral.backends.dask.task); a worker that finds it sees the run directory.
-        Removed at close; a killed driver's is small (a file per Dask worker
-        process) and left: another driver may be using the same directory.
-        Found left, the jobs of that driver that the workers still stop are
-        waited for first (see task.wait_for_stopped_attempts)."""
+        Removed at close; a killed driver's is left, and the next session
+        waits for the jobs of that driver the workers still stop, then removes
+        it (see corral.backends.dask.shares)."""
         share = self._share_of(run_dir)
         if run_dir not in self._shares:
-            left_by_another = any(run_dir.glob(f"{_SHARE_PREFIX}*"))
             share.mkdir(mode=0o700, parents=True, exist_ok=True)
             (share / CLAIMS).mkdir(mode=0o700, exist_ok=True)
+            shares.mark_as_ours(share)
             self._shares.add(run_dir)
-            if left_by_another and self._gone is None:
-                self._wait_for_stopped_attempts(run_dir)
+            left = shares.left_by_dead_drivers(run_dir, share)
+            if left and self._gone is None and self._wait_for_stopped_attempts(run_dir):
+                shares.remove(left)
         return share
 
-    def _wait_for_stopped_attempts(self, run_dir: Path) -> None:
+    def _wait_for_stopped_attempts(self, run_dir: Path) -> bool:
         """Wait until no worker runs a job in *run_dir* for another session (a
-        killed driver's, in its grace), for at most the grace and a moment."""
+        killed driver's, in its grace), for at most the grace and a moment;
+        whether every worker said so."""
         limit = TERM_GRACE_S + 0.5
+        answers: dict[str, Any] = {}
 
         def wait() -> None:
             try:
-                self._client.run(wait_for_stopped_attempts, str(run_dir), self._topic, limit)
+                answers.update(self._client.run(wait_for_stopped_attempts, str(run_dir),
+                                                self._topic, limit))
             except Exception as error:  # (best effort, as the stop itself)
                 log.debug("could not wait for a killed driver's jobs: %s", error)
 
         start_thread(wait, name="corral dask earlier attempts").join(timeout=limit + 2)
+        return bool(answers) and not any(dict(answers).values())
 
     # -- pause -----------------------------------------------------------------------------
 
@@ -389,7 +392,7 @@ class DaskBackend:
             self._send(again)
 
     def _share_of(self, run_dir: Path) -> Path:
-        return run_dir / f"{_SHARE_PREFIX}{self._token}"
+        return run_dir / f"{shares.PREFIX}{self._token}"
 
     def _share_dirs(self) -> list[Path]:
         return [self._share_of(run_dir) for run_dir in self._shares]
@@ -828,10 +831,10 @@ class DaskBackend:
         seconds at most)."""
         if self._gone is not None or not self._shares:
             return
-        shares = [str(share) for share in self._share_dirs()]
+        directories = [str(share) for share in self._share_dirs()]
 
         def end() -> None:
-            for share in shares:
+            for share in directories:
                 _quietly(lambda share=share: self._client.run(end_run, self._topic, share))
 
         start_thread(end, name="corral dask end run").join(timeout=5)
