@@ -838,6 +838,19 @@ def drop_generators_slow_to_close(marker: str, started: str) -> None:
         Path(marker).write_text("cleaned up")
 
 
+def clean_up_slowly_then_return_partial(started: str, stopping: str) -> str:
+    """Say it started (*started*) and sleep; stopped, say so (*stopping*),
+    take a second to clean up, and return "partial"."""
+    Path(started).touch()
+    try:
+        time.sleep(60)
+    except corral.JobStopped:
+        Path(stopping).touch()
+        time.sleep(1.0)
+        return "partial"
+    return "whole"
+
+
 def close_a_generator_slowly_then_return() -> str:
     """Drop a generator whose finalizer sleeps a second (where Python drops
     what is raised), then return "whole" at once."""

@@ -78,6 +78,21 @@ def test_a_job_that_ignores_abort_is_killed_after_the_grace_period(tmp_path):
     assert stubborn.reason == "aborted; stopped by JobStopped 0.3s later, its grace period over"
 
 
+def test_an_abort_of_a_job_its_timeout_is_stopping_leaves_it_to_time_out(tmp_path):
+    """Re-attack review: abort() in the grace of a job its timeout stopped made
+    it CANCELLED "aborted", and kept what its call returned meanwhile."""
+    started, stopping = tmp_path / "started", tmp_path / "stopping"
+    with corral.Scheduler(cores=1) as sched:
+        job = sched.options(timeout=0.5).submit(jobs.clean_up_slowly_then_return_partial,
+                                                str(started), str(stopping))
+        wait_until(stopping.exists, message="the timeout to stop the call")
+        assert sched.abort() == 0
+        with pytest.raises(corral.JobTimedOut):
+            job.result(timeout=30)
+    assert job.status is JobStatus.TIMED_OUT
+    assert job.record.data is None
+
+
 def test_a_call_that_goes_on_after_its_abort_and_jobstopped_is_killed_and_says_so(tmp_path):
     """Review: it read "aborted; killed 0.3s later", though the kill came 2 s
     after that, once JobStopped had not ended it."""

@@ -1369,6 +1369,10 @@ class Engine:
                 "stops running jobs, use cancel() or remove() for others")
         targets = [job] if job is not None else [
             j for j in self._active.values() if not j.final and self._running(j)]
+        # One its timeout is stopping is left to end TIMED_OUT (re-attack review: an
+        # abort in its grace made it "aborted", and kept what its call returned).
+        targets = [target for target in targets
+                   if target.kill_intent not in (KillIntent.TIMEOUT, KillIntent.CANCEL)]
         for target in targets:
             target.kill_intent = KillIntent.ABORT
             target.asked_to_abort = True
