@@ -39,7 +39,9 @@ def left_by_dead_drivers(run_dir: Path, own: Path) -> list[Path]:
     or a corral from before names)."""
     left = []
     for share in run_dir.glob(f"{PREFIX}*"):
-        if share != own and share.is_dir() and not _driven_here(share):
+        # (not a link: what it points to is no session's, and must not be removed)
+        if (share != own and not share.is_symlink() and share.is_dir()
+                and not _driven_here(share)):
             left.append(share)
     return left
 

@@ -1,0 +1,52 @@
+"""Which Dask directories of a run's sessions a new session waits for and
+removes (corral.backends.dask.shares): only those of dead drivers, never what
+a link points to."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from corral.backends.dask import shares
+
+
+def _session(run: Path, token: str, driver: str | None) -> Path:
+    share = run / f"{shares.PREFIX}{token}"
+    (share / "claims").mkdir(parents=True)
+    if driver is not None:
+        (share / "driver").write_text(driver)
+    return share
+
+
+def _dead_pid() -> int:
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    return int(ended.stdout)
+
+
+def test_only_dead_drivers_directories_are_left_and_only_this_hosts_are_removed(tmp_path):
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("keep me")
+    own = _session(run, "own", None)
+    shares.mark_as_ours(own)
+    here = socket.gethostname()
+    live = _session(run, "live", f"{here} {os.getpid()}")
+    dead = _session(run, "dead", f"{here} {_dead_pid()}")
+    unnamed = _session(run, "unnamed", None)
+    garbled = _session(run, "garbled", "not a driver line at all")
+    remote = _session(run, "remote", f"another-host-{here} {os.getpid()}")
+    (run / f"{shares.PREFIX}link").symlink_to(elsewhere)
+    (run / f"{shares.PREFIX}file").write_text("a file, not a session's directory")
+
+    left = shares.left_by_dead_drivers(run, own)
+
+    assert sorted(left) == sorted([dead, unnamed, garbled, remote])
+    shares.remove(left)
+    assert not dead.exists() and not unnamed.exists() and not garbled.exists()
+    assert remote.is_dir()  # (another host's driver may live: its own to remove)
+    assert own.is_dir() and live.is_dir()
+    assert (elsewhere / "precious").read_text() == "keep me"
