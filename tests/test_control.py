@@ -83,14 +83,33 @@ def test_an_abort_of_a_job_its_timeout_is_stopping_leaves_it_to_time_out(tmp_pat
     it CANCELLED "aborted", and kept what its call returned meanwhile."""
     started, stopping = tmp_path / "started", tmp_path / "stopping"
     with corral.Scheduler(cores=1) as sched:
-        job = sched.options(timeout=0.5).submit(jobs.clean_up_slowly_then_return_partial,
-                                                str(started), str(stopping))
+        job = sched.options(timeout=0.5, retries=1).submit(
+            jobs.clean_up_slowly_then_return_partial, str(started), str(stopping))
         wait_until(stopping.exists, message="the timeout to stop the call")
-        assert sched.abort() == 0
+        assert sched.abort() == 1  # (being stopped: asked, as far as the caller knows)
+        assert sched.abort(job) == 1
         with pytest.raises(corral.JobTimedOut):
             job.result(timeout=30)
     assert job.status is JobStatus.TIMED_OUT
     assert job.record.data is None
+    assert job.attempts == 1  # not retried after the abort (re-attack review)
+
+
+def test_a_second_abort_does_not_ask_a_job_being_aborted_again(tmp_path):
+    """Re-attack review: abort() again re-asked the jobs being aborted: a
+    command got a second SIGTERM (its trap ran twice), and its grace began
+    again."""
+    count, ready = tmp_path / "terms", tmp_path / "ready"
+    with corral.Scheduler(cores=1, abort_grace=2) as sched:
+        job = sched.shell(f"trap 'echo term >> {count}' TERM; touch {ready}; "
+                          "while :; do sleep 0.05; done")
+        wait_until(ready.exists, message="the command to set its trap")
+        assert sched.abort() == 1
+        wait_until(count.exists, message="the first SIGTERM's trap")
+        assert sched.abort() == 1  # (still being stopped)
+        assert sched.abort(job) == 1
+        corral.wait([job], timeout=30)
+    assert count.read_text() == "term\n"
 
 
 def test_a_call_that_goes_on_after_its_abort_and_jobstopped_is_killed_and_says_so(tmp_path):

@@ -1041,7 +1041,8 @@ class Engine:
         if status in (_S.FAILED, _S.TIMED_OUT):
             job.failures += 1
             _log_failure(job, status, reason)
-        if status in (_S.FAILED, _S.TIMED_OUT) and job.failures <= job.spec.retries:
+        if (status in (_S.FAILED, _S.TIMED_OUT) and job.failures <= job.spec.retries
+                and not job.asked_to_abort):  # (one its timeout stopped as it was aborted)
             # Journaled when the try ended, not when the loop read that it did: the
             # report draws a retried try by these times (it drew one reaching into
             # the start of the job its worker ran next, a third core on two).
@@ -1358,9 +1359,15 @@ class Engine:
 
     def abort(self, job: JobRecord | None) -> int:
         """Ask running jobs (or one) to stop; kill them after the grace period.
-        Returns how many were asked. A SUBMITTED job waits in a backend's
-        queue (a worker's, Dask's, a cluster's): it is not asked, and runs
-        when its turn comes, as the rest of the queue does."""
+        Returns how many were asked, or are being stopped already. A SUBMITTED
+        job waits in a backend's queue (a worker's, Dask's, a cluster's): it is
+        not asked, and runs when its turn comes, as the rest of the queue does.
+
+        One its timeout is stopping is left to end TIMED_OUT, but is not
+        retried (re-attack review: an abort in its grace made it "aborted" and
+        kept what its call returned; left alone, its retry ran after the
+        abort). One being aborted already keeps its grace (a second abort
+        started it afresh)."""
         if job is not None and (job.final or not self._running(job)):
             waits = " (waiting in its backend's queue: it runs in its turn)" if (
                 job.status is _S.SUBMITTED) else ""
@@ -1369,11 +1376,11 @@ class Engine:
                 "stops running jobs, use cancel() or remove() for others")
         targets = [job] if job is not None else [
             j for j in self._active.values() if not j.final and self._running(j)]
-        # One its timeout is stopping is left to end TIMED_OUT (re-attack review: an
-        # abort in its grace made it "aborted", and kept what its call returned).
-        targets = [target for target in targets
-                   if target.kill_intent not in (KillIntent.TIMEOUT, KillIntent.CANCEL)]
+        asked = [target for target in targets if target.kill_intent is None]
         for target in targets:
+            if target.kill_intent is KillIntent.TIMEOUT:
+                target.asked_to_abort = True  # (no retry)
+        for target in asked:
             target.kill_intent = KillIntent.ABORT
             target.asked_to_abort = True
             self._add_deadline(self.abort_grace, DeadlineKind.ABORT_GRACE, target)
@@ -1382,7 +1389,7 @@ class Engine:
             self.note_reason(target, self._aborting_reason())
             if self.listeners:
                 self.emit("aborting", target, target.status, target.status, target.reason)
-        self.backend.terminate([target.dispatched_id for target in targets])
+        self.backend.terminate([target.dispatched_id for target in asked])
         return len(targets)
 
     def _aborting_reason(self) -> str:
