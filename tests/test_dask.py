@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -541,9 +542,15 @@ def test_a_session_beside_another_in_one_directory_leaves_its_dask_directory_alo
         wait_until(lambda: waiting.status is JobStatus.RUNNING, timeout=60,
                    message="the first session's job to run")
         (theirs,) = (tmp_path / "shared").glob(".dask-*")
+        dead = tmp_path / "shared" / ".dask-0000000000"  # (a killed driver's, long gone)
+        (dead / "claims").mkdir(parents=True)
+        (dead / "driver").write_text(f"{socket.gethostname()} 999999999 1")
         with session() as second:
             assert second.submit(square, 3).result(timeout=60) == 9
             assert theirs.is_dir()
+            # Removed: the first session's running job is not the dead one's to wait for
+            # (re-attack review: it was waited for, and the dead directory stayed).
+            assert not dead.exists()
         release.touch()
         assert waiting.result(timeout=60) is None
 

@@ -27,26 +27,37 @@ def _dead_pid() -> int:
     return int(ended.stdout)
 
 
+def _started(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19].decode()
+
+
 def test_only_dead_drivers_directories_are_left_and_only_this_hosts_are_removed(tmp_path):
     run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "precious").write_text("keep me")
-    own = _session(run, "own", None)
-    shares.mark_as_ours(own)
-    here = socket.gethostname()
-    live = _session(run, "live", f"{here} {os.getpid()}")
-    dead = _session(run, "dead", f"{here} {_dead_pid()}")
+    own = run / f"{shares.PREFIX}own"
+    shares.make(own, ("claims",))
+    here, parent = socket.gethostname(), os.getppid()
+    live = _session(run, "live", f"{here} {parent} {_started(parent)}")
+    dead = _session(run, "dead", f"{here} {_dead_pid()} 12345")
+    # A pid used again (a container restarted): another process, or this one.
+    reused = _session(run, "reused", f"{here} {parent} 1")
+    mine_before = _session(run, "mine-before", f"{here} {os.getpid()} 1")
+    # (another Scheduler of this program: two in one notebook)
+    mine_too = _session(run, "mine-too", f"{here} {os.getpid()} {_started(os.getpid())}")
     unnamed = _session(run, "unnamed", None)
     garbled = _session(run, "garbled", "not a driver line at all")
-    remote = _session(run, "remote", f"another-host-{here} {os.getpid()}")
+    remote = _session(run, "remote", f"another-host-{here} {parent} {_started(parent)}")
     (run / f"{shares.PREFIX}link").symlink_to(elsewhere)
     (run / f"{shares.PREFIX}file").write_text("a file, not a session's directory")
 
     left = shares.left_by_dead_drivers(run, own)
 
-    assert sorted(left) == sorted([dead, unnamed, garbled, remote])
+    assert sorted(left) == sorted([dead, reused, mine_before, unnamed, garbled, remote])
+    assert shares.token_of(dead) == "dead"
     shares.remove(left)
-    assert not dead.exists() and not unnamed.exists() and not garbled.exists()
+    assert not any(path.exists() for path in (dead, reused, mine_before, unnamed, garbled))
     assert remote.is_dir()  # (another host's driver may live: its own to remove)
-    assert own.is_dir() and live.is_dir()
+    assert own.is_dir() and (own / "claims").is_dir() and live.is_dir() and mine_too.is_dir()
     assert (elsewhere / "precious").read_text() == "keep me"
+    assert not list(run.glob(".making*"))

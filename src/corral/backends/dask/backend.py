@@ -123,7 +123,7 @@ class DaskBackend:
                              f"(it takes {', '.join(_OPTIONS)})")
         distributed = _import_distributed()
         self._token = os.urandom(5).hex()
-        self._topic = f"corral-{self._token}"
+        self._topic = _topic_of(self._token)
         self._host = socket.gethostname()
         #: A job's directory where it gives none and the worker sees this one.
         self._cwd = os.getcwd()
@@ -331,26 +331,24 @@ class DaskBackend:
         it (see corral.backends.dask.shares)."""
         share = self._share_of(run_dir)
         if run_dir not in self._shares:
-            share.mkdir(mode=0o700, parents=True, exist_ok=True)
-            (share / CLAIMS).mkdir(mode=0o700, exist_ok=True)
-            shares.mark_as_ours(share)
+            shares.make(share, (CLAIMS,))
             self._shares.add(run_dir)
             left = shares.left_by_dead_drivers(run_dir, share)
-            if left and self._gone is None and self._wait_for_stopped_attempts(run_dir):
+            if left and self._gone is None and self._wait_for_stopped_attempts(
+                    [_topic_of(shares.token_of(dead)) for dead in left]):
                 shares.remove(left)
         return share
 
-    def _wait_for_stopped_attempts(self, run_dir: Path) -> bool:
-        """Wait until no worker runs a job in *run_dir* for another session (a
-        killed driver's, in its grace), for at most the grace and a moment;
-        whether every worker said so."""
+    def _wait_for_stopped_attempts(self, topics: list[str]) -> bool:
+        """Wait until no worker runs a job for the sessions of *topics* (killed
+        drivers', their calls in their grace), for at most the grace and a
+        moment; whether every worker said so."""
         limit = TERM_GRACE_S + 0.5
         answers: dict[str, Any] = {}
 
         def wait() -> None:
             try:
-                answers.update(self._client.run(wait_for_stopped_attempts, str(run_dir),
-                                                self._topic, limit))
+                answers.update(self._client.run(wait_for_stopped_attempts, topics, limit))
             except Exception as error:  # (best effort, as the stop itself)
                 log.debug("could not wait for a killed driver's jobs: %s", error)
 
@@ -960,6 +958,11 @@ def _distributed_silenced() -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(not_a_cancelled_reconnection)
+
+
+def _topic_of(token: str) -> str:
+    """The topic of the session of *token*: its tasks' events, its runners' run."""
+    return f"corral-{token}"
 
 
 def _quietly(action: Any) -> None:

@@ -399,8 +399,6 @@ class _Running(NamedTuple):
     runner: _Runner
     job_id: int | str
     runs_command: bool
-    #: The run's Dask directory (see TaskSpec.share).
-    share: str
 
 
 _RUNNING: dict[str, _Running] = {}  # key -> its job on the runner running it
@@ -549,11 +547,11 @@ def _retire(runner: _Runner) -> None:
     runner.close()
 
 
-async def wait_for_stopped_attempts(run_dir: str, run: str, limit: float) -> int:
-    """Wait, up to *limit* seconds, until this worker runs no job in *run_dir*
-    (where the sessions' Dask directories are, see TaskSpec.share) for a
-    session other than *run*; return how many it still runs. Run by a new session's driver through
-    ``Client.run`` (on the worker's event loop, so it must not block it).
+async def wait_for_stopped_attempts(runs: list[str], limit: float) -> int:
+    """Wait, up to *limit* seconds, until this worker runs no job for the
+    sessions *runs* (killed drivers'); return how many it still runs. Run by
+    a new session's driver through ``Client.run`` (on the worker's event
+    loop, so it must not block it).
 
     A killed driver's tasks are cancelled, and their calls get their grace to
     end (see :func:`_stop`); a rerun started meanwhile ran the same job beside
@@ -564,8 +562,7 @@ async def wait_for_stopped_attempts(run_dir: str, run: str, limit: float) -> int
     deadline = time.monotonic() + limit
     while True:
         with _lock:
-            left = sum(1 for running in _RUNNING.values() if running.runner.run != run
-                       and os.path.dirname(running.share) == run_dir)
+            left = sum(1 for running in _RUNNING.values() if running.runner.run in runs)
         if not left or time.monotonic() >= deadline:
             return left
         await asyncio.sleep(WATCH_S)
@@ -614,7 +611,7 @@ def _run(spec: TaskSpec, parents: list[TaskOutcome], runner: _Runner, visible: b
                                       _command_environment(spec, runner), cwd)
         runner.job_id, runner.runs_command = spec.job_id, spec.call is None
         with _lock:  # (end_run reads it under the lock)
-            _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None, spec.share)
+            _RUNNING[spec.key] = _Running(runner, spec.job_id, spec.call is None)
         try:
             runner.send(request)
             reply = _wait_for_reply(spec, runner, started)
