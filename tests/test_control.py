@@ -82,7 +82,13 @@ def test_an_abort_of_a_job_its_timeout_is_stopping_leaves_it_to_time_out(tmp_pat
     """Re-attack review: abort() in the grace of a job its timeout stopped made
     it CANCELLED "aborted", and kept what its call returned meanwhile."""
     started, stopping = tmp_path / "started", tmp_path / "stopping"
-    with corral.Scheduler(cores=1) as sched:
+    asked_again: list[object] = []
+
+    def run_it_again(job: corral.Job) -> bool:  # (nor does on_finish run it again)
+        asked_again.append(job)
+        return True
+
+    with corral.Scheduler(cores=1, on_finish=run_it_again) as sched:
         job = sched.options(timeout=0.5, retries=1).submit(
             jobs.clean_up_slowly_then_return_partial, str(started), str(stopping))
         wait_until(stopping.exists, message="the timeout to stop the call")
@@ -93,6 +99,7 @@ def test_an_abort_of_a_job_its_timeout_is_stopping_leaves_it_to_time_out(tmp_pat
     assert job.status is JobStatus.TIMED_OUT
     assert job.record.data is None
     assert job.attempts == 1  # not retried after the abort (re-attack review)
+    assert asked_again == []
 
 
 def test_a_second_abort_does_not_ask_a_job_being_aborted_again(tmp_path):

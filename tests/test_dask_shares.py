@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from corral.backends.dask import shares
+from support.waiting import wait_until
 
 
 def _session(run: Path, token: str, driver: str | None) -> Path:
@@ -29,6 +30,23 @@ def _dead_pid() -> int:
 
 def _started(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19].decode()
+
+
+def test_a_killed_driver_its_parent_has_not_reaped_is_dead(tmp_path):
+    """Review: a zombie keeps its /proc entry and its start time."""
+    run = tmp_path / "run"
+    own = run / f"{shares.PREFIX}own"
+    shares.make(own, ("claims",))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat")
+        wait_until(lambda: stat.read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z",
+                   timeout=30, message="the child to end, unreaped")
+        zombie = _session(run, "zombie", f"{socket.gethostname()} {child.pid} "
+                                         f"{_started(child.pid)}")
+        assert shares.left_by_dead_drivers(run, own) == [zombie]
+    finally:
+        child.wait()
 
 
 def test_only_dead_drivers_directories_are_left_and_only_this_hosts_are_removed(tmp_path):

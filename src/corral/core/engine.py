@@ -1055,7 +1055,7 @@ class Engine:
             return
         self._move(job, status, reason)
         job.data = value
-        if self.on_finish is not None and status is not _S.CANCELLED:
+        if self.on_finish is not None and status is not _S.CANCELLED and not job.asked_to_abort:
             again = self._ask_on_finish(job, error)
             if again:
                 self._move(job, _S.QUEUED, "run again: on_finish asked for it")

@@ -444,7 +444,7 @@ class DaskBackend:
                     self._ended_as_killed(item)
                 elif item[0] == "stopped":
                     self._stopped_event(item)
-                else:
+                elif item[0] == "start":  # (a word of another version's is not taken for one)
                     self._started_event(item)
             elif kind == "removed":
                 self._worker_removed(*item)
@@ -458,9 +458,9 @@ class DaskBackend:
         return found
 
     def _settle_killed(self) -> None:
-        """Settle the jobs whose tasks did not say in time that they completed
-        all the same: as completed where the run's outcome log has this try's
-        result (a journaled call), else as killed.
+        """Settle the killed jobs whose tasks said they were stopped, or said
+        nothing in time: as completed where the run's outcome log has this
+        try's result (a journaled call), else as killed.
 
         A task that ends before Dask's cancel reaches its worker (60 ms and
         more on a busy one) cannot tell: its result is dropped all the same,

@@ -86,10 +86,12 @@ def _driver(share: Path) -> tuple[str | None, int | None, str | None]:
 
 def _started(pid: int) -> str | None:
     """When process *pid* started (as /proc says, in clock ticks), or None if
-    it does not run."""
+    it does not run (a zombie, killed and not yet reaped, does not)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
-        return fields[19].decode()  # (field 22 of the file; the name, field 2, may hold spaces)
-    except (OSError, IndexError):
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):  # (fields 3 and 22 of the file;
+        return None  # the name, field 2, may hold spaces)
+    return fields[19].decode()

@@ -666,9 +666,9 @@ def _command_environment(spec: TaskSpec, runner: _Runner) -> dict[bytes, bytes] 
 
 
 def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> Reply | str | None:
-    """The runner's reply; None once Dask cancelled the task (the job is then
-    killed); or why the runner died (a string). The job is announced once it has
-    run :data:`ANNOUNCE_AFTER_S`."""
+    """The runner's reply (once Dask cancelled the task: as the job ended when
+    it was stopped); None where it had to be killed; or why the runner died (a
+    string). The job is announced once it has run :data:`ANNOUNCE_AFTER_S`."""
     replies = runner.worker.replies
     watched: list[Any] = [replies, runner.ended]
     wait = ANNOUNCE_AFTER_S
@@ -686,10 +686,10 @@ def _wait_for_reply(spec: TaskSpec, runner: _Runner, started: float) -> Reply | 
             _announce(spec, started, runner)
             announced, wait = True, WATCH_S
         if not _still_wanted():
-            reply = _stop(runner)
-            # A call's reply: it returned, or raised (JobStopped, where it was
-            # then), as it was being stopped; a command's is a kill's.
-            return reply if reply is not None and reply.ok is not None else None
+            # How it ended as it was stopped: a call returned, or raised (JobStopped,
+            # where it was then); a command was killed (its exit status says so, a
+            # trap's exit 0 too), or had exited by itself as the stop came.
+            return _stop(runner)
 
 
 def _reply(message: bytes) -> Reply:
