@@ -2058,19 +2058,25 @@ with corral.Scheduler(journal=sys.argv[1], cores=1) as scheduler:
 """
 
 
-def test_abort_of_a_scripts_job_says_the_script_reads_it_as_cancelled(fresh, tmp_path):
+@pytest.mark.parametrize("command, said", [
+    (("abort",), "aborting 1 job(s)"),
+    (("cancel", "1"), "cancelled 1 'while'"),
+])
+def test_abort_or_cancel_of_a_scripts_job_says_the_script_reads_it_as_cancelled(
+        fresh, tmp_path, command, said):
     """Cold review (an experiment queue): `corral abort` ("the queue goes on")
     of a script that read results in order, as the README's examples do,
     ended the script's run, its queue cancelled, and the command had said
-    only "aborting 1 job(s)"."""
+    only "aborting 1 job(s)"; `corral cancel` of ten calls of a script's map
+    ended its whole pipeline, and said only which it cancelled."""
     script = subprocess.Popen([sys.executable, "-c", SCRIPT_READING_IN_ORDER,
                                os.fspath(fresh.run), block(tmp_path / "never")],
                               env=fresh.env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
             "STATUS") == "RUNNING", message="the first job to run")
-        assert fresh.ok("abort").out == (
-            "aborting 1 job(s)\n(they end CANCELLED: where the script reads their result() it "
+        assert fresh.ok(*command).out == (
+            f"{said}\n(they end CANCELLED: where the script reads their result() it "
             "raises CancelledError, and unless the script catches it, its run ends there)\n")
         _, err = script.communicate(timeout=60)
     finally:
@@ -2079,26 +2085,6 @@ def test_abort_of_a_scripts_job_says_the_script_reads_it_as_cancelled(fresh, tmp
             script.wait()
     assert script.returncode == 1 and "CancelledError" in err, err
 
-
-
-def test_cancel_of_a_scripts_job_says_the_script_reads_it_as_cancelled(fresh, tmp_path):
-    """Cold review: `corral cancel` of ten calls of a script's map ended the
-    script's whole pipeline, and the command had said only which it cancelled."""
-    script = subprocess.Popen([sys.executable, "-c", SCRIPT_READING_IN_ORDER,
-                               os.fspath(fresh.run), block(tmp_path / "never")],
-                              env=fresh.env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(lambda: fresh.run.exists() and fresh("status").rows().get("1", {}).get(
-            "STATUS") == "RUNNING", message="the first job to run")
-        assert fresh.ok("cancel", "1").out == (
-            "cancelled 1 'while'\n(they end CANCELLED: where the script reads their result() it "
-            "raises CancelledError, and unless the script catches it, its run ends there)\n")
-        _, err = script.communicate(timeout=60)
-    finally:
-        if script.poll() is None:
-            script.kill()
-            script.wait()
-    assert script.returncode == 1 and "CancelledError" in err, err
 
 def test_a_command_submitted_into_a_running_scripts_run_runs_there_and_the_script_waits(
         fresh, tmp_path):

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -428,23 +429,35 @@ def test_a_call_past_its_timeout_runs_its_finally_and_its_runner_takes_the_next_
         assert pids_alive([runner]), "its runner goes on to the next job"
 
 
+def _driver_program(cluster: dask_cluster.DaskCluster, run: Path, names: str, body: str) -> str:
+    """A driver program on *cluster*, journaled in *run*, that imports *names*
+    from the tests' jobs and runs *body* (its lines indented as in a module)
+    with the Scheduler ``s`` open; ``sys.argv[1:]`` tells a rerun from a run."""
+    return (f"import corral, functools, os, signal, sys, time; sys.path.insert(0, "
+            f"{str(Path(__file__).parent)!r})\n"
+            f"from jobs import {names}\n"
+            f"with corral.Scheduler(backend='dask', address={cluster.address!r}, "
+            f"journal={str(run)!r}) as s:\n" + textwrap.indent(textwrap.dedent(body), "    "))
+
+
+def _kill_once(started: Path) -> str:
+    """Driver lines that SIGKILL the driver once *started* exists."""
+    return (f"deadline = time.monotonic() + 60\n"
+            f"while not os.path.exists({str(started)!r}) and time.monotonic() < deadline:\n"
+            "    time.sleep(0.01)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+
+
 def test_a_call_stopped_because_its_driver_was_killed_reads_as_ended_with_its_driver(
         cluster, tmp_path):
     """Dask cancels the tasks of a killed driver, and the call gets JobStopped;
     its runner logged that failure, and the next session read it as the call's
     own: FAILED, "raised JobStopped" (re-attack review)."""
     run, marker, started = tmp_path / "run", tmp_path / "cleaned", tmp_path / "started"
-    driver_code = (
-        f"import corral, os, signal, sys, time; sys.path.insert(0, "
-        f"{str(Path(__file__).parent)!r})\n"
-        "from jobs import clean_up_when_stopped\n"
-        f"s = corral.Scheduler(backend='dask', address={cluster.address!r}, "
-        f"journal={str(run)!r})\n"
+    driver_code = _driver_program(
+        cluster, run, "clean_up_when_stopped",
         f"s.submit(clean_up_when_stopped, {str(marker)!r}, {str(started)!r})\n"
-        "deadline = time.monotonic() + 60\n"
-        f"while not os.path.exists({str(started)!r}) and time.monotonic() < deadline:\n"
-        "    time.sleep(0.01)\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n")
+        + _kill_once(started))
     subprocess.run([sys.executable, "-c", driver_code], timeout=120)
     assert started.exists(), "the call never started"
     wait_until(marker.exists, timeout=30, message="the call's finally block")
@@ -461,20 +474,12 @@ def test_a_call_that_swallowed_the_stop_of_its_killed_driver_runs_again_in_the_r
     killed driver's cancelled task returned its partial work; the runner logged
     it as the call's outcome, and the rerun restored it as the job's result."""
     run, started, release = tmp_path / "run", tmp_path / "started", tmp_path / "release"
-    driver_code = (
-        f"import corral, os, signal, sys, time; sys.path.insert(0, "
-        f"{str(Path(__file__).parent)!r})\n"
-        "from jobs import partial_unless_released\n"
-        f"with corral.Scheduler(backend='dask', address={cluster.address!r}, "
-        f"journal={str(run)!r}) as s:\n"
-        f"    job = s.submit(partial_unless_released, {str(started)!r}, {str(release)!r})\n"
-        "    if len(sys.argv) > 1:\n"
-        "        print(job.result(timeout=60), job.reason)\n"
-        "    else:\n"
-        "        deadline = time.monotonic() + 60\n"
-        f"        while not os.path.exists({str(started)!r}) and time.monotonic() < deadline:\n"
-        "            time.sleep(0.01)\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    driver_code = _driver_program(
+        cluster, run, "partial_unless_released",
+        f"job = s.submit(partial_unless_released, {str(started)!r}, {str(release)!r})\n"
+        "if len(sys.argv) > 1:\n"
+        "    print(job.result(timeout=60), job.reason)\n"
+        "else:\n" + textwrap.indent(_kill_once(started), "    "))
     subprocess.run([sys.executable, "-c", driver_code], timeout=120)
     assert started.exists(), "the call never started"
     wait_until(Path(f"{started}.caught").exists, timeout=30,
@@ -504,20 +509,14 @@ def test_a_rerun_waits_for_the_killed_drivers_calls_to_end_their_finally_blocks(
     and a rerun started meanwhile ran the same job beside the old one's
     finally blocks (which could remove what the new one had just made)."""
     run, log, release = tmp_path / "run", tmp_path / "log", tmp_path / "release"
-    driver_code = (
-        f"import corral, os, signal, sys, time; sys.path.insert(0, "
-        f"{str(Path(__file__).parent)!r})\n"
-        "from jobs import note_with_a_slow_finally, wait_for_file\n"
-        f"with corral.Scheduler(backend='dask', address={cluster.address!r}, "
-        f"journal={str(run)!r}) as s:\n"
-        "    if len(sys.argv) > 1:\n"
-        f"        open({str(release)!r}, 'w').close()\n"
-        f"    job = s.submit(note_with_a_slow_finally, {str(log)!r}, {str(release)!r}, 1.8)\n"
-        "    if len(sys.argv) > 1:\n"
-        "        job.result(timeout=60)\n"
-        "    else:\n"
-        f"        wait_for_file({str(log)!r}, limit=60)\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    driver_code = _driver_program(
+        cluster, run, "note_with_a_slow_finally",
+        "if len(sys.argv) > 1:\n"
+        f"    open({str(release)!r}, 'w').close()\n"
+        f"job = s.submit(note_with_a_slow_finally, {str(log)!r}, {str(release)!r}, 1.8)\n"
+        "if len(sys.argv) > 1:\n"
+        "    job.result(timeout=60)\n"
+        "else:\n" + textwrap.indent(_kill_once(log), "    "))
     subprocess.run([sys.executable, "-c", driver_code], timeout=120)
     rerun = subprocess.run([sys.executable, "-c", driver_code, "again"], capture_output=True,
                            text=True, timeout=120)
