@@ -5,6 +5,7 @@
     python benchmarks/diagnose_small_calls.py journal  # the journal's own work per job
     python benchmarks/diagnose_small_calls.py cpu      # a round trip's CPU, by thread, vs its peer
     python benchmarks/diagnose_small_calls.py journal-cpu  # no-op calls' CPU by thread, both ways
+    python benchmarks/diagnose_small_calls.py linger   # lone round trips, workers lingering or not
 
 ``steps`` stamps the wall clock (``time.time()``, comparable across processes) at
 each hop of ``scheduler.submit(noop).result()``: the control loop taking the job,
@@ -31,6 +32,12 @@ description, recording it and its four state changes, and its share of a
 batch's rows and pickling for the writer process. It sets their sum against a
 no-op job's whole cost without a journal, measured in the same run: what
 "the journal within 10 %" leaves for all of it.
+
+``linger`` runs lone round trips (``submit(noop).result()``) through a
+Scheduler whose workers wait awake a moment after a lone job (the default,
+see ``corral.runtime.worker.LINGER_S``) and through one whose workers never
+do, in turns, with no pause between round trips and with a 1 ms pause: the
+round trip's median and what the workers' CPU cost for each.
 
 ``journal-cpu`` runs 20,000 no-op submits at a time through a journaled and a
 plain scheduler, in turns, and prints what each job cost in CPU on each driver
@@ -285,12 +292,59 @@ def journal_cpu(turns: int = 3, number: int = 20_000) -> None:
             measure("journal on ", journaled, writer)
 
 
+def linger(rounds: int, turns: int = 5) -> None:
+    """Lone round trips with workers that linger after a lone job (the
+    default) and with workers that never do (CORRAL_WORKER_LINGER_S=0), in
+    turns, each a fresh Scheduler; with no pause between round trips and
+    with a 1 ms pause, where lingering catches nothing and must cost nothing."""
+    import os
+
+    import psutil
+
+    from corral.runtime.worker import LINGER_VARIABLE
+
+    def measure(pause: float) -> tuple[float, float]:
+        with corral.Scheduler(cores=SLOTS) as scheduler:
+            for _ in range(300):  # warm up: workers started, code paths taken
+                scheduler.submit(noop).result()
+            workers = psutil.Process().children(recursive=True)
+            worked = sum(sum(worker.cpu_times()[:2]) for worker in workers)
+            samples = []
+            for _ in range(rounds):
+                began = time.perf_counter()
+                scheduler.submit(noop).result()
+                samples.append(time.perf_counter() - began)
+                if pause:
+                    time.sleep(pause)
+            worked = sum(sum(worker.cpu_times()[:2]) for worker in workers) - worked
+        return statistics.median(samples), worked / rounds
+
+    for pause in (0.0, 0.001):
+        figures: dict[str, list[tuple[float, float]]] = {"lingering": [], "never": []}
+        for _ in range(turns):
+            for label, setting in (("lingering", None), ("never", "0")):
+                if setting is None:
+                    os.environ.pop(LINGER_VARIABLE, None)
+                else:
+                    os.environ[LINGER_VARIABLE] = setting
+                figures[label].append(measure(pause))
+        os.environ.pop(LINGER_VARIABLE, None)
+        for label, runs in figures.items():
+            print(f"pause {pause * 1e3:g} ms, workers {label}: round trip "
+                  f"{statistics.median(run[0] for run in runs) * 1e6:.0f} µs (runs: "
+                  + ", ".join(f"{run[0] * 1e6:.0f}" for run in runs)
+                  + f"), worker CPU {statistics.median(run[1] for run in runs) * 1e6:.0f} µs "
+                  "a round trip (medians of "
+                  f"{turns} turns of {rounds})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("steps", "gc", "journal", "cpu", "journal-cpu"))
+    parser.add_argument("what", choices=("steps", "gc", "journal", "cpu", "journal-cpu",
+                                         "linger"))
     parser.add_argument("--rounds", type=int, default=2000,
-                        help="round trips for 'steps' and 'cpu'")
+                        help="round trips for 'steps', 'cpu' and 'linger'")
     parser.add_argument("--runs", type=int, default=10, help="1,000-call runs for 'gc'")
     options = parser.parse_args()
     if options.what == "steps":
@@ -301,6 +355,8 @@ def main() -> None:
         round_trip_cpu(options.rounds)
     elif options.what == "journal-cpu":
         journal_cpu()
+    elif options.what == "linger":
+        linger(options.rounds)
     else:
         journal_work()
 

@@ -66,8 +66,9 @@ from corral.runtime.spool import NOT_SAVED, hand_over, move_spool_file, open_spo
 from corral.runtime.stdfds import above_standard, open_standard_fds
 from corral.runtime.threads import allow_signals, no_thread_left
 from corral.runtime.outcomes import OutcomeLog
-from corral.runtime.worker_process import (ABORT, CANNOT_START, DROP, MAX_REPLY_BYTES,
-                                           given_back_message, reply_message, started_message)
+from corral.runtime.worker_process import (ABORT, CANNOT_START, DROP, LONE, MAX_REPLY_BYTES,
+                                           given_back_message, reply_message, started_message,
+                                           usable_cpus)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -260,6 +261,23 @@ def _put_back_python_streams() -> None:
 PATIENCE_S = 0.02
 #: Overrides PATIENCE_S where set (tests hold queued jobs in a worker with it).
 PATIENCE_VARIABLE = "CORRAL_WORKER_PATIENCE_S"
+#: How long a worker that ran a lone job (see
+#: :func:`corral.runtime.worker_process.lone_request`) waits awake for its next
+#: request before it sleeps. Longer than a lone round trip's gap between a
+#: reply and the next request here (about 0.25 ms), short enough that a
+#: driver that sends nothing more wastes next to nothing. It does so only
+#: while that pays and costs no one (see :meth:`_Queue.may_linger`).
+LINGER_S = 0.0005
+#: Overrides LINGER_S where set, up to MOST_LINGER_S (0: never;
+#: ``benchmarks/diagnose_small_calls.py linger`` compares both).
+LINGER_VARIABLE = "CORRAL_WORKER_LINGER_S"
+#: The longest linger LINGER_VARIABLE may ask for: a worker awake for long
+#: would take a CPU from others for nothing.
+MOST_LINGER_S = 0.01
+#: The most lone jobs a worker passes without lingering after lingering
+#: caught nothing many times in a row: it then tries once in this many, so a
+#: caller that pauses between its jobs pays under 1 % of LINGER_S a job.
+MOST_LINGERS_SKIPPED = 128
 
 
 class _Queue:
@@ -273,7 +291,9 @@ class _Queue:
 
     * An idle worker's main thread waits on the pipe itself, and starts the
       request it reads at once. Handing it to the main thread from another
-      one cost a tiny job a third of its round trip.
+      one cost a tiny job a third of its round trip. After a lone job (see
+      :func:`corral.runtime.worker_process.lone_request`) it waits awake a
+      moment first (:data:`LINGER_S`), where that pays and costs no one.
     * While a job runs, the driver rings the doorbell after each message it
       sends (a queued job, a drop, a kill). That wakes the doorbell thread,
       which reads every message the pipe holds. So queued jobs can always be
@@ -297,8 +317,19 @@ class _Queue:
     """
 
     def __init__(self, requests: Connection, replies: Connection, doorbell: int,
-                 patience: float = PATIENCE_S) -> None:
+                 patience: float = PATIENCE_S, linger: float = LINGER_S) -> None:
         self.patience = patience
+        #: Seconds to wait awake for the next request after a lone job (see LINGER_S).
+        self.linger = linger
+        #: Whether the last request taken was a lone job's: the next wait may linger.
+        self._lingers = False
+        #: Lone jobs still to pass without lingering, since it caught nothing lately.
+        self._lingers_to_skip = 0
+        #: How many to pass after the next miss: one after a catch, twice as
+        #: many after each miss in a row, up to MOST_LINGERS_SKIPPED.
+        self._skips_after_miss = 1
+        #: The CPUs this process may run on (see may_linger).
+        self._cpus = usable_cpus()
         self._pipe = requests
         #: Held by the thread that reads and files a message (see the class's docstring).
         self.reading = threading.Lock()
@@ -393,6 +424,10 @@ class _Queue:
                     self._abort_at_start.add(message[1])
                 # else: about a job that ended since, whose abort came too late
             return
+        self._lingers = isinstance(message, tuple) and message[0] == LONE
+        if self._lingers:
+            message = message[1]
+            assert isinstance(message, tuple), "a lone job is one request"
         queued = isinstance(message, list)  # else one job for an idle worker: known running
         with self.lock:
             arrived = self.work_done
@@ -426,8 +461,42 @@ class _Queue:
                 # The doorbell thread may have filed one while we waited for it.
                 if self.requests or self._closed:
                     continue
+                lone, self._lingers = self._lingers, False  # (once: as a lone job ends)
+                if (lone and self.may_linger()
+                        and self._awake_until_request(min(self.linger, left or self.linger))):
+                    self._read_one()
+                    continue
                 if left is None or self._waiting.poll(left * 1000):
                     self._read_one()
+
+    def may_linger(self) -> bool:
+        """Whether to wait awake for the next request after a lone job: not
+        while lingering lately caught nothing (a caller that pauses between
+        its jobs gains nothing by it, and paid up to LINGER_S of CPU a job:
+        attack review), nor where it would take a CPU from another process:
+        fewer must run beside this one than there are CPUs (other drivers'
+        workers lingering at once took a third of their throughput)."""
+        if self.linger <= 0:
+            return False
+        if self._lingers_to_skip:
+            self._lingers_to_skip -= 1
+            return False
+        return cpu_to_spare(self._cpus)
+
+    def _awake_until_request(self, seconds: float) -> bool:
+        """Wait up to *seconds* for a request without sleeping; whether one
+        came (see LINGER_S). It yields the CPU at each look, so a process
+        waiting for this CPU runs first; on an idle machine the wait keeps a
+        CPU busy for its length."""
+        until = time.perf_counter() + seconds
+        while not self._waiting.poll(0):
+            if time.perf_counter() >= until:
+                self._lingers_to_skip = self._skips_after_miss
+                self._skips_after_miss = min(2 * self._skips_after_miss, MOST_LINGERS_SKIPPED)
+                return False
+            os.sched_yield()
+        self._skips_after_miss = 1
+        return True
 
     def _begin(self, request: tuple | None) -> None:
         """*request* runs from now on (None: nothing): the abort flag is its own
@@ -523,6 +592,35 @@ class _Queue:
                 continue
             if self._current is current:
                 self._give_back(None)
+
+
+def cpu_to_spare(cpus: int, loadavg: str = "/proc/loadavg") -> bool:
+    """Whether fewer processes run now beside this one than there are *cpus*
+    (the runnable count of *loadavg*, which counts this one too). False
+    where it cannot be read: lingering is only worth it where it is sure
+    to cost no one."""
+    try:
+        descriptor = os.open(loadavg, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(descriptor, 256)
+        finally:
+            os.close(descriptor)
+        running = int(text.split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return running - 1 < cpus
+
+
+def seconds_from_environment(name: str, default: float, most: float) -> float:
+    """The seconds the environment variable *name* sets, at most *most*;
+    *default* where it is unset or not a number of seconds from 0 up."""
+    try:
+        seconds = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    if not 0 <= seconds < float("inf"):  # (NaN fails it too)
+        return default
+    return min(seconds, most)
 
 
 def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
@@ -644,7 +742,8 @@ def main() -> None:
         allow_signals()  # started by a thread that leaves them to the driver's main thread
         queue = _Queue(Connection(read_fd, writable=False),
                        Connection(write_fd, readable=False),
-                       doorbell_fd, float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S))
+                       doorbell_fd, float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S),
+                       seconds_from_environment(LINGER_VARIABLE, LINGER_S, MOST_LINGER_S))
     except Exception as error:
         _cannot_start(error)
     settings = _Settings()  # (once the worker's own handlers are in place)

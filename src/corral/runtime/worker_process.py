@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # (subprocess is the driver's alone: each worker imports this
 
 __all__ = ["WorkerProcess", "start_worker", "path_arguments", "too_long_said", "ring",
            "start_reaper", "call_request",
-           "command_request", "drop_request", "abort_request", "ABORT", "WorkerStartError",
+           "command_request", "drop_request", "abort_request", "lone_request", "ABORT", "LONE",
+           "WorkerStartError", "usable_cpus",
            "Reply", "Started", "GivenBack", "reply_message", "started_message",
            "given_back_message", "read_message", "DROP", "MAX_REPLY_BYTES"]
 
@@ -36,6 +37,9 @@ __all__ = ["WorkerProcess", "start_worker", "path_arguments", "too_long_said", "
 DROP = "drop"
 #: ``(ABORT, job id)``: set the abort flag for this call if it runs, or once it starts.
 ABORT = "abort"
+#: ``(LONE, request)``: run this request, which the driver runs with a CPU to
+#: spare, and wait for the next one awake a moment after it (see :func:`lone_request`).
+LONE = "lone"
 
 #: A reply's fixed part: when the job started and ended (epoch seconds), and
 #: the size of the pickled ``(job_id, ok, blob)`` that follows.
@@ -198,6 +202,28 @@ def abort_request(job_id: object) -> tuple:
     Naming the job, it cannot be taken for the next job's, as a signal that
     arrived as one job ended and the next began was."""
     return (ABORT, job_id)
+
+
+def lone_request(request: tuple) -> tuple:
+    """*request* for an idle worker, from a driver that runs it with a CPU to
+    spare: once it ends, the worker waits for its next request awake for a
+    moment (:data:`corral.runtime.worker.LINGER_S`) before it sleeps.
+
+    A job submitted once the one before has returned (``submit(f).result()``
+    in a loop) reaches a worker that has just gone to sleep, and waking a
+    sleeping process on another CPU took about a third of such a round trip
+    here (a virtual machine's idle CPU, or a deep C-state, takes tens of
+    microseconds to wake, and the process's caches are cold). Only a driver
+    that leaves a CPU free for itself asks for it: a worker awake beside
+    every busy CPU would slow the driver it waits for."""
+    return (LONE, request)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def drop_request(job_ids: Sequence[object]) -> tuple:

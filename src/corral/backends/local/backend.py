@@ -55,8 +55,9 @@ from corral.runtime.tempdirs import SPOOL_PREFIX, make_owned_tempdir
 from corral.runtime.worker_process import (CANNOT_START, GivenBack, Reply, Started,
                                            WorkerStartError, call_request,
                                            abort_request, command_request, drop_request,
+                                           lone_request,
                                            read_message,
-                                           ring, start_reaper, start_worker)
+                                           ring, start_reaper, start_worker, usable_cpus)
 from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.local import BACKEND
 
@@ -109,11 +110,7 @@ MOST_GPUS = 4096
 
 def default_cores() -> int:
     """All CPUs this process may use but one, and at least one."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
-    return max(1, usable - 1)
+    return max(1, usable_cpus() - 1)
 
 
 def total_memory_mb() -> int:
@@ -276,6 +273,9 @@ class LocalBackend:
         self._wake_poll.register(self._wake_read, select.POLLIN)
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
+        #: The CPUs this process may run on: while fewer workers than that are
+        #: busy, one handed a job lingers after it (see lone_request).
+        self._cpus = usable_cpus()
         #: Every job handed over and not ended, running or queued, and its worker.
         self._running: dict[int | str, _Worker] = {}
         #: The directory of each of those jobs: what a job wrote before its worker
@@ -638,8 +638,14 @@ class LocalBackend:
         worker.handed.append((job_id, runs_command))
         worker.job_id = job_id
         self._busy.add(worker)
+        if worker.starting:
+            message: object = [request]
+        elif len(self._busy) < self._cpus:  # a CPU left for the driver: see lone_request
+            message = lone_request(request)
+        else:
+            message = request
         # Idle, its main thread waits on the pipe and reads this itself: no ring.
-        self._send(worker, [request] if worker.starting else request, ring=False)
+        self._send(worker, message, ring=False)
 
     def _send(self, worker: _Worker, message: object, ring: bool = True) -> None:
         """Send *message* to *worker*, framed as ``Connection.send_bytes`` frames it,

@@ -1,0 +1,176 @@
+"""A worker that ran a lone job waits for its next request awake a moment
+(corral.runtime.worker_process.lone_request): what the driver asks for, and
+what the worker does with it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from multiprocessing import Pipe
+
+import pytest
+
+import corral
+import corral.backends.local.backend as local_backend
+
+import jobs
+
+
+@pytest.fixture
+def lone_marks(monkeypatch):
+    """Whether each job the local backend handed to an idle worker went as a lone one."""
+    marks: list[bool] = []
+    original = local_backend.lone_request
+
+    def noted(request):
+        marks[-1] = True
+        return original(request)
+
+    original_hand_to = local_backend.LocalBackend._hand_to
+
+    def hand_to(self, worker, job_id, request, runs_command):
+        marks.append(False)
+        return original_hand_to(self, worker, job_id, request, runs_command)
+
+    monkeypatch.setattr(local_backend, "lone_request", noted)
+    monkeypatch.setattr(local_backend.LocalBackend, "_hand_to", hand_to)
+    return marks
+
+
+@pytest.mark.parametrize("cpus, expected", [(3, [True, True]), (2, [True, False]),
+                                            (1, [False, False])])
+def test_a_job_lingers_only_while_a_cpu_is_left_for_the_driver(lone_marks, tmp_path, cpus,
+                                                               expected):
+    with corral.Scheduler(cores=2) as sched:
+        sched._backend._cpus = cpus
+        # Two started workers (a starting one is sent its job as a queue instead).
+        for job in [sched.submit(jobs.sleep_then_return, 0.3) for _ in range(2)]:
+            job.result(timeout=60)
+        lone_marks.clear()
+        both = [sched.submit(jobs.sleep_then_return, 0.3) for _ in range(2)]
+        assert [job.result(timeout=60) for job in both] == [0.3, 0.3]
+    # The first of two jobs handed out together finds one CPU busy, the second two.
+    assert lone_marks == expected
+
+
+@pytest.fixture
+def yields(monkeypatch):
+    """How often the worker's queue gave up the CPU while it waited awake; a
+    machine that always has a CPU to spare (the check reads /proc/loadavg)."""
+    import corral.runtime.worker as worker
+
+    counted = [0]
+
+    def counting() -> None:
+        counted[0] += 1
+
+    monkeypatch.setattr(worker.os, "sched_yield", counting)
+    monkeypatch.setattr(worker, "cpu_to_spare", lambda cpus: True)
+    return counted
+
+
+class _Queue:
+    """A worker's request queue on real pipes, and a way to send it requests."""
+
+    def __init__(self, linger: float) -> None:
+        from corral.runtime.worker import _Queue as Queue
+
+        self._requests_out, self._requests_in = Pipe(duplex=False)
+        self._replies_out, self._replies_in = Pipe(duplex=False)
+        self._doorbell_out, self._doorbell_in = os.pipe()
+        self.queue = Queue(self._requests_out, self._replies_in, self._doorbell_out,
+                           linger=linger)
+
+    def run(self, job_id: int, lone: bool) -> None:
+        """File a request for *job_id*, as a lone one or not, and start it."""
+        from corral.runtime.worker_process import lone_request
+
+        request = ("call", job_id, "/nowhere", b"", (), (), None, None)
+        self.queue._take(lone_request(request) if lone else request)
+        entry = self.queue.next()
+        assert entry is not None and entry[0][1] == job_id
+
+    def next_sent_after(self, job_id: int, delay: float) -> None:
+        """Wait for the next request, which is sent *delay* seconds from now."""
+        import pickle
+
+        request = ("call", job_id, "/nowhere", b"", (), (), None, None)
+        sender = threading.Timer(delay, self._requests_in.send_bytes, [pickle.dumps(request)])
+        sender.start()
+        entry = self.queue.next(idle_exit=60)
+        sender.join()
+        assert entry is not None and entry[0][1] == job_id
+
+    def close(self) -> None:
+        os.close(self._doorbell_in)  # (the doorbell thread ends with it)
+        os.close(self._doorbell_out)
+        for end in (self._requests_out, self._requests_in, self._replies_out, self._replies_in):
+            end.close()
+
+
+@pytest.fixture
+def queue():
+    made = _Queue(linger=0.3)
+    yield made
+    made.close()
+
+
+def test_a_worker_waits_awake_after_a_lone_job_and_asleep_after_another(queue, yields):
+    queue.run(1, lone=True)
+    queue.next_sent_after(2, 0.1)  # caught while it waited awake
+    assert yields[0] > 0
+    yields[0] = 0
+    queue.run(3, lone=False)
+    queue.next_sent_after(4, 0.1)
+    assert yields[0] == 0
+
+
+def test_a_worker_lingers_less_and_less_while_that_catches_nothing(queue, yields):
+    """A caller that pauses between its jobs gains nothing by a linger: after
+    each miss in a row, twice as many lone jobs pass without one."""
+    def lingered(job_id: int, delay: float) -> bool:
+        yields[0] = 0
+        queue.run(job_id, lone=True)
+        queue.next_sent_after(job_id + 1, delay)
+        return yields[0] > 0
+
+    assert lingered(1, 0.5)  # awake for 0.3 s in vain, then asleep until it came
+    assert not lingered(3, 0.05)  # one passed
+    assert lingered(5, 0.5)  # tried again, in vain
+    assert not lingered(7, 0.05) and not lingered(9, 0.05)  # two passed
+    assert lingered(11, 0.05)  # tried again, and caught: each one lingers again
+    assert lingered(13, 0.5)
+    assert not lingered(15, 0.05)
+
+
+@pytest.mark.parametrize("loadavg, spare", [
+    ("0.52 0.41 0.30 1/312 4242\n", True),   # this process alone
+    ("0.52 0.41 0.30 2/312 4242\n", True),   # and one more: a CPU of the two is free
+    ("0.52 0.41 0.30 3/312 4242\n", False),  # two more: both CPUs are wanted
+    ("0.52 0.41 0.30\n", False),             # unreadable: not sure, so no
+    ("", False),
+])
+def test_a_worker_lingers_only_with_a_cpu_to_spare(tmp_path, loadavg, spare):
+    from corral.runtime.worker import cpu_to_spare
+
+    path = tmp_path / "loadavg"
+    path.write_text(loadavg)
+    assert cpu_to_spare(2, str(path)) is spare
+    assert cpu_to_spare(2, str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("given, seconds", [
+    (None, 0.0005), ("0", 0.0), ("0.002", 0.002), ("1e9", 0.01), ("inf", 0.0005),
+    ("nan", 0.0005), ("-1", 0.0005), ("soon", 0.0005),
+])
+def test_a_linger_set_in_the_environment_is_bounded(monkeypatch, given, seconds):
+    """A linger of hours would keep a CPU busy for nothing; one that is no
+    number of seconds is the default rather than a worker that cannot start."""
+    from corral.runtime.worker import (LINGER_S, LINGER_VARIABLE, MOST_LINGER_S,
+                                       seconds_from_environment)
+
+    if given is None:
+        monkeypatch.delenv(LINGER_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(LINGER_VARIABLE, given)
+    assert seconds_from_environment(LINGER_VARIABLE, LINGER_S, MOST_LINGER_S) == seconds
