@@ -159,18 +159,26 @@ def test_a_worker_lingers_only_with_a_cpu_to_spare(tmp_path, loadavg, spare):
     assert cpu_to_spare(2, str(tmp_path / "missing")) is False
 
 
-@pytest.mark.parametrize("given, seconds", [
-    (None, 0.0005), ("0", 0.0), ("0.002", 0.002), ("1e9", 0.01), ("inf", 0.0005),
-    ("nan", 0.0005), ("-1", 0.0005), ("soon", 0.0005),
-])
-def test_a_linger_set_in_the_environment_is_bounded(monkeypatch, given, seconds):
-    """A linger of hours would keep a CPU busy for nothing; one that is no
-    number of seconds is the default rather than a worker that cannot start."""
-    from corral.runtime.worker import (LINGER_S, LINGER_VARIABLE, MOST_LINGER_S,
-                                       seconds_from_environment)
+@pytest.mark.parametrize("given", ["off", "nan", "-1", "1", "inf"])
+def test_a_bad_linger_setting_is_refused_when_the_scheduler_is_made(monkeypatch, given):
+    """One that is no number of seconds, or one of hours, which would keep a
+    CPU busy for nothing: refused by name, not taken for the default."""
+    monkeypatch.setenv("CORRAL_WORKER_LINGER_S", given)
+    with pytest.raises(ValueError) as refused:
+        corral.Scheduler(cores=1)
+    assert str(refused.value) == (
+        f"CORRAL_WORKER_LINGER_S={given!r}: give a number of seconds from 0 to 0.01 that a "
+        "worker waits awake for its next job after a lone one (0: never), or unset it for the "
+        "default")
+
+
+@pytest.mark.parametrize("given, seconds", [(None, 0.0005), ("", 0.0005), ("0", 0.0),
+                                            (" 0.002 ", 0.002), ("0.01", 0.01)])
+def test_a_linger_setting_is_read_by_each_worker(monkeypatch, given, seconds):
+    from corral.runtime.worker import _linger
 
     if given is None:
-        monkeypatch.delenv(LINGER_VARIABLE, raising=False)
+        monkeypatch.delenv("CORRAL_WORKER_LINGER_S", raising=False)
     else:
-        monkeypatch.setenv(LINGER_VARIABLE, given)
-    assert seconds_from_environment(LINGER_VARIABLE, LINGER_S, MOST_LINGER_S) == seconds
+        monkeypatch.setenv("CORRAL_WORKER_LINGER_S", given)
+    assert _linger() == seconds

@@ -67,8 +67,8 @@ from corral.runtime.stdfds import above_standard, open_standard_fds
 from corral.runtime.threads import allow_signals, no_thread_left
 from corral.runtime.outcomes import OutcomeLog
 from corral.runtime.worker_process import (ABORT, CANNOT_START, DROP, LONE, MAX_REPLY_BYTES,
-                                           given_back_message, reply_message, started_message,
-                                           usable_cpus)
+                                           given_back_message, linger_from_environment,
+                                           reply_message, started_message, usable_cpus)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -268,12 +268,7 @@ PATIENCE_VARIABLE = "CORRAL_WORKER_PATIENCE_S"
 #: driver that sends nothing more wastes next to nothing. It does so only
 #: while that pays and costs no one (see :meth:`_Queue.may_linger`).
 LINGER_S = 0.0005
-#: Overrides LINGER_S where set, up to MOST_LINGER_S (0: never;
-#: ``benchmarks/diagnose_small_calls.py linger`` compares both).
-LINGER_VARIABLE = "CORRAL_WORKER_LINGER_S"
-#: The longest linger LINGER_VARIABLE may ask for: a worker awake for long
-#: would take a CPU from others for nothing.
-MOST_LINGER_S = 0.01
+# (corral.runtime.worker_process.LINGER_VARIABLE overrides it.)
 #: The most lone jobs a worker passes without lingering after lingering
 #: caught nothing many times in a row: it then tries once in this many, so a
 #: caller that pauses between its jobs pays under 1 % of LINGER_S a job.
@@ -611,16 +606,14 @@ def cpu_to_spare(cpus: int, loadavg: str = "/proc/loadavg") -> bool:
     return running - 1 < cpus
 
 
-def seconds_from_environment(name: str, default: float, most: float) -> float:
-    """The seconds the environment variable *name* sets, at most *most*;
-    *default* where it is unset or not a number of seconds from 0 up."""
+def _linger() -> float:
+    """LINGER_S, or what the environment sets instead (the driver refused a
+    bad setting already; one changed since is taken for unset)."""
     try:
-        seconds = float(os.environ.get(name) or default)
+        seconds = linger_from_environment()
     except ValueError:
-        return default
-    if not 0 <= seconds < float("inf"):  # (NaN fails it too)
-        return default
-    return min(seconds, most)
+        seconds = None
+    return LINGER_S if seconds is None else seconds
 
 
 def run_request(request: tuple, home: str, spool: _Spool, settings: _Settings,
@@ -743,7 +736,7 @@ def main() -> None:
         queue = _Queue(Connection(read_fd, writable=False),
                        Connection(write_fd, readable=False),
                        doorbell_fd, float(os.environ.get(PATIENCE_VARIABLE) or PATIENCE_S),
-                       seconds_from_environment(LINGER_VARIABLE, LINGER_S, MOST_LINGER_S))
+                       _linger())
     except Exception as error:
         _cannot_start(error)
     settings = _Settings()  # (once the worker's own handlers are in place)

@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # (subprocess is the driver's alone: each worker imports this
 __all__ = ["WorkerProcess", "start_worker", "path_arguments", "too_long_said", "ring",
            "start_reaper", "call_request",
            "command_request", "drop_request", "abort_request", "lone_request", "ABORT", "LONE",
-           "WorkerStartError", "usable_cpus",
+           "WorkerStartError", "usable_cpus", "linger_from_environment", "LINGER_VARIABLE",
+           "MOST_LINGER_S",
            "Reply", "Started", "GivenBack", "reply_message", "started_message",
            "given_back_message", "read_message", "DROP", "MAX_REPLY_BYTES"]
 
@@ -217,6 +218,38 @@ def lone_request(request: tuple) -> tuple:
     that leaves a CPU free for itself asks for it: a worker awake beside
     every busy CPU would slow the driver it waits for."""
     return (LONE, request)
+
+
+#: Sets how long a worker waits awake after a lone job, in seconds, up to
+#: MOST_LINGER_S (0: never); read by each worker as it starts (see
+#: corral.runtime.worker.LINGER_S, and ``benchmarks/diagnose_small_calls.py
+#: linger``, which compares both ways).
+LINGER_VARIABLE = "CORRAL_WORKER_LINGER_S"
+#: The longest linger LINGER_VARIABLE may ask for: a worker awake for long
+#: would take a CPU from others for nothing.
+MOST_LINGER_S = 0.01
+
+
+def linger_from_environment() -> float | None:
+    """The linger :data:`LINGER_VARIABLE` sets; None where it is unset or empty.
+
+    Raises:
+        ValueError: it is not a number of seconds from 0 to MOST_LINGER_S,
+            naming the variable and what it holds.
+    """
+    given = os.environ.get(LINGER_VARIABLE, "").strip()
+    if not given:
+        return None
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds <= MOST_LINGER_S:  # (NaN fails it too)
+        raise ValueError(
+            f"{LINGER_VARIABLE}={given!r}: give a number of seconds from 0 to {MOST_LINGER_S:g} "
+            "that a worker waits awake for its next job after a lone one (0: never), or "
+            "unset it for the default")
+    return seconds
 
 
 def usable_cpus() -> int:

@@ -57,7 +57,8 @@ from corral.runtime.worker_process import (CANNOT_START, GivenBack, Reply, Start
                                            abort_request, command_request, drop_request,
                                            lone_request,
                                            read_message,
-                                           ring, start_reaper, start_worker, usable_cpus)
+                                           linger_from_environment, ring, start_reaper,
+                                           start_worker, usable_cpus)
 from corral.backends.base import Capabilities, Capacity, Submission, Update
 from corral.backends.local import BACKEND
 
@@ -247,6 +248,7 @@ class LocalBackend:
         if options:
             raise ValueError(f"the local backend takes no backend_options (got {sorted(options)}); "
                              "set cores, memory and gpus on the Scheduler")
+        linger_from_environment()  # a bad setting is refused here, not in every worker
         if gpus is not None and gpus > MOST_GPUS:  # (each is numbered: 10**8 took 12 GB,
             raise ValueError(f"gpus={gpus}: no machine has that many; the local backend "  # attack
                              f"counts at most {MOST_GPUS}")  # review)
