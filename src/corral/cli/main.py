@@ -812,8 +812,9 @@ _ENDS_THE_SCRIPT_UNLESS_CAUGHT = (
 def abort(context: click.Context, job_id: str | None) -> None:
     """Stop the running job(s), or the one ID (an id or a name); the queue goes on.
     They get abort_requested() and SIGTERM, then are killed after the grace period.
-    They end CANCELLED: in a script, their result() raises CancelledError, which
-    ends the script's run unless it reads with corral.as_completed and skips them."""
+    They end CANCELLED (one its timeout was already stopping ends TIMED_OUT): in a
+    script, their result() raises CancelledError, which ends the script's run unless
+    it reads with corral.as_completed and skips them."""
     request: dict[str, Any] = {"verb": "abort"}
     if job_id is not None:
         request["id"] = job_id
