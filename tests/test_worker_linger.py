@@ -125,22 +125,81 @@ def test_a_worker_waits_awake_after_a_lone_job_and_asleep_after_another(queue, y
     assert yields[0] == 0
 
 
+def _lingered(queue, yields, job_id: int, delay: float) -> bool:
+    """Whether the worker waited awake after lone job *job_id*, whose next
+    request came *delay* seconds later."""
+    yields[0] = 0
+    queue.run(job_id, lone=True)
+    queue.next_sent_after(job_id + 1, delay)
+    return yields[0] > 0
+
+
 def test_a_worker_lingers_less_and_less_while_that_catches_nothing(queue, yields):
     """A caller that pauses between its jobs gains nothing by a linger: after
-    each miss in a row, twice as many lone jobs pass without one."""
-    def lingered(job_id: int, delay: float) -> bool:
-        yields[0] = 0
-        queue.run(job_id, lone=True)
-        queue.next_sent_after(job_id + 1, delay)
-        return yields[0] > 0
+    each miss twice as many lone jobs pass without one, after each catch half
+    as many."""
+    assert _lingered(queue, yields, 1, 0.5)  # awake for 0.3 s in vain, then asleep
+    assert not _lingered(queue, yields, 3, 0.05)  # one passed
+    assert _lingered(queue, yields, 5, 0.5)  # tried again, in vain
+    assert not _lingered(queue, yields, 7, 0.05)
+    assert not _lingered(queue, yields, 9, 0.05)  # two passed
+    assert _lingered(queue, yields, 11, 0.05)  # tried again, and caught: 4 becomes 2
+    assert _lingered(queue, yields, 13, 0.5)
+    assert not _lingered(queue, yields, 15, 0.05)
+    assert not _lingered(queue, yields, 17, 0.05)  # two passed
+    assert _lingered(queue, yields, 19, 0.05)
 
-    assert lingered(1, 0.5)  # awake for 0.3 s in vain, then asleep until it came
-    assert not lingered(3, 0.05)  # one passed
-    assert lingered(5, 0.5)  # tried again, in vain
-    assert not lingered(7, 0.05) and not lingered(9, 0.05)  # two passed
-    assert lingered(11, 0.05)  # tried again, and caught: each one lingers again
-    assert lingered(13, 0.5)
-    assert not lingered(15, 0.05)
+
+def test_a_worker_does_not_linger_without_a_cpu_to_spare_or_when_told_never(
+        queue, yields, monkeypatch):
+    import corral.runtime.worker as worker
+
+    monkeypatch.setattr(worker, "cpu_to_spare", lambda cpus: False)
+    assert not _lingered(queue, yields, 1, 0.05)
+    monkeypatch.setattr(worker, "cpu_to_spare", lambda cpus: True)
+    queue.queue.linger = 0.0
+    assert not _lingered(queue, yields, 3, 0.05)
+
+
+def test_a_stopped_clock_does_not_keep_a_worker_awake(queue, yields, monkeypatch):
+    """A job that left time.perf_counter frozen (freezegun) must not make the
+    worker's wait endless: it looks a bounded number of times."""
+    import corral.runtime.worker as worker
+
+    monkeypatch.setattr(worker.time, "perf_counter", lambda: 1000.0)
+    assert queue.queue._awake_until_request(0.001) is False
+    assert 0 < yields[0] <= 0.001 * worker.LOOKS_PER_SECOND + 1
+
+
+@pytest.mark.parametrize("layout, cpus", [
+    ({}, None),                                                       # nothing to read
+    ({"cgroup": "0::/app.slice/job\n", "cpu.max": "max 100000"}, None),  # v2, no limit
+    ({"cgroup": "0::/app.slice/job\n", "app.slice/cpu.max": "150000 100000",
+      "app.slice/job/cpu.max": "max 100000"}, 1.5),                   # v2, a parent's limit
+    ({"cgroup": "0::/\n", "cpu.max": "50000 100000"}, 0.5),           # v2, a container's
+    ({"cgroup": "4:cpu,cpuacct:/docker/x\n1:name=systemd:/\n",
+      "cpu,cpuacct/docker/x/cpu.cfs_quota_us": "200000",
+      "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000",
+      "cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000"}, 2.0),
+    ({"cgroup": "4:cpu:/x\n", "cpu/x/cpu.cfs_quota_us": "garbled"}, None),
+])
+def test_a_cgroups_cpu_quota_is_read(tmp_path, layout, cpus):
+    """Under a CPU quota (a container's --cpus, a Kubernetes limit), a
+    worker lingering as if every CPU of the machine were its own took the
+    quota its driver needed."""
+    from corral.runtime.worker_process import cpu_quota
+
+    mounted = tmp_path / "sys"
+    mounted.mkdir()
+    for name, text in layout.items():
+        if name == "cgroup":
+            continue
+        (mounted / name).parent.mkdir(parents=True, exist_ok=True)
+        (mounted / name).write_text(text)
+    listed = tmp_path / "cgroup"
+    if "cgroup" in layout:
+        listed.write_text(layout["cgroup"])
+    assert cpu_quota(str(listed), str(mounted)) == cpus
 
 
 @pytest.mark.parametrize("loadavg, spare", [

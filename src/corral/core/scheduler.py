@@ -302,7 +302,8 @@ class Scheduler(Executor):
             (``"slurm"``, ``"sge"``, ``"pbs"``, ``"lsf"``, or one described in
             the settings), ``"dask"``, or ``"auto"``: the first scheduler that
             answers here, else local (``corral backends`` lists them and why).
-        cores: cores to pack jobs into; default all CPUs but one (at least 1).
+        cores: cores to pack jobs into; default all CPUs but one (at least 1): those
+            this process may run on, and no more than its cgroup's CPU quota allows.
         memory: memory to pack jobs into (``"16G"``, int MB); default all of it.
         gpus: GPUs to hand out; default those visible (CUDA_VISIBLE_DEVICES or nvidia-smi).
         max_jobs: at most this many jobs run at once, whatever their size.
