@@ -275,8 +275,8 @@ class LocalBackend:
         self._wake_poll.register(self._wake_read, select.POLLIN)
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
-        #: The CPUs this process may run on: while fewer workers than that are
-        #: busy, one handed a job lingers after it (see lone_request).
+        #: The CPUs this process may use (see usable_cpus): while fewer workers
+        #: than that are busy, one handed a job lingers after it (see lone_request).
         self._cpus = usable_cpus()
         #: Every job handed over and not ended, running or queued, and its worker.
         self._running: dict[int | str, _Worker] = {}
