@@ -301,7 +301,7 @@ def linger(rounds: int, turns: int = 5) -> None:
 
     import psutil
 
-    from corral.runtime.worker import LINGER_VARIABLE
+    from corral.runtime.worker_process import LINGER_VARIABLE
 
     def measure(pause: float) -> tuple[float, float]:
         with corral.Scheduler(cores=SLOTS) as scheduler:

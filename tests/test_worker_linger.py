@@ -161,14 +161,20 @@ def test_a_worker_does_not_linger_without_a_cpu_to_spare_or_when_told_never(
     assert not _lingered(queue, yields, 3, 0.05)
 
 
-def test_a_stopped_clock_does_not_keep_a_worker_awake(queue, yields, monkeypatch):
-    """A job that left time.perf_counter frozen (freezegun) must not make the
-    worker's wait endless: it looks a bounded number of times."""
+@pytest.mark.parametrize("stopped", ["perf_counter", "monotonic", "clock_gettime"])
+def test_a_stopped_clock_does_not_keep_a_worker_awake(queue, yields, monkeypatch, stopped):
+    """A job that left the time module's clocks frozen (freezegun) must not
+    make the worker's wait long: it times it by a clock taken at its start,
+    and looks a bounded number of times whatever the clock says."""
     import corral.runtime.worker as worker
 
-    monkeypatch.setattr(worker.time, "perf_counter", lambda: 1000.0)
+    monkeypatch.setattr(worker.time, stopped, lambda *_: 1000.0)
     assert queue.queue._awake_until_request(0.001) is False
     assert 0 < yields[0] <= 0.001 * worker.LOOKS_PER_SECOND + 1
+    monkeypatch.setattr(worker, "_monotonic_clock", lambda *_: 1000.0)  # even that one
+    yields[0] = 0
+    assert queue.queue._awake_until_request(0.001) is False
+    assert yields[0] == 0.001 * worker.LOOKS_PER_SECOND + 1
 
 
 @pytest.mark.parametrize("layout, cpus", [
@@ -182,6 +188,9 @@ def test_a_stopped_clock_does_not_keep_a_worker_awake(queue, yields, monkeypatch
       "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000",
       "cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000"}, 2.0),
     ({"cgroup": "4:cpu:/x\n", "cpu/x/cpu.cfs_quota_us": "garbled"}, None),
+    ({"cgroup": "0::/\n", "cpu.max": "9" * 400 + " 1"}, None),  # too large for a float
+    ({"cgroup": "4:cpu:/x\n", "cpu/x/cpu.cfs_quota_us": "9" * 400,
+      "cpu/x/cpu.cfs_period_us": "1"}, None),
 ])
 def test_a_cgroups_cpu_quota_is_read(tmp_path, layout, cpus):
     """Under a CPU quota (a container's --cpus, a Kubernetes limit), a

@@ -260,7 +260,10 @@ def usable_cpus() -> int:
     with workers that lingered as if there were two: attack review)."""
     cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count() or 1)
-    quota = cpu_quota()
+    try:
+        quota = cpu_quota()
+    except Exception:  # (a limit too large for a float: attack review; never a failed start)
+        quota = None
     return cpus if quota is None else max(1, min(cpus, int(quota)))
 
 
@@ -302,13 +305,13 @@ def _quota_of(directory: str) -> float | None:
     try:
         allowed, period = read("cpu.max")[:2]  # v2: "max 100000" or "150000 100000"
         return None if allowed == "max" else int(allowed) / int(period)
-    except (OSError, ValueError, ZeroDivisionError):
+    except (OSError, ValueError, ZeroDivisionError, OverflowError):
         pass
     try:  # v1: -1 for no limit
         quota, every = int(read("cpu.cfs_quota_us")[0]), int(read("cpu.cfs_period_us")[0])
-    except (OSError, ValueError, IndexError):
+        return quota / every if quota > 0 and every > 0 else None
+    except (OSError, ValueError, IndexError, OverflowError):
         return None
-    return quota / every if quota > 0 and every > 0 else None
 
 
 def drop_request(job_ids: Sequence[object]) -> tuple:
