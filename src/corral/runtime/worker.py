@@ -267,8 +267,8 @@ PATIENCE_VARIABLE = "CORRAL_WORKER_PATIENCE_S"
 #: reply and the next request here (about 0.25 ms), short enough that a
 #: driver that sends nothing more wastes next to nothing. It does so only
 #: while that pays and costs no one (see :meth:`_Queue.may_linger`).
+#: corral.runtime.worker_process.LINGER_VARIABLE overrides it.
 LINGER_S = 0.0005
-# (corral.runtime.worker_process.LINGER_VARIABLE overrides it.)
 #: The most lone jobs a worker passes without lingering after lingering
 #: caught nothing many times in a row: it then tries once in this many, so a
 #: caller that pauses between its jobs pays under 1 % of LINGER_S a job.
@@ -332,8 +332,9 @@ class _Queue:
         #: catch that undid every miss let a line of jobs alternating short
         #: and long gaps linger in vain twice in six jobs: re-attack review).
         self._skips_after_miss = 1
-        #: The CPUs this process may run on (see may_linger).
-        self._cpus = usable_cpus()
+        #: The CPUs this process may use (see may_linger), read at the first
+        #: lone job's end: a worker that never runs one (Dask's) never reads them.
+        self._cpus: int | None = None
         self._pipe = requests
         #: Held by the thread that reads and files a message (see the class's docstring).
         self.reading = threading.Lock()
@@ -485,6 +486,8 @@ class _Queue:
         if self._lingers_to_skip:
             self._lingers_to_skip -= 1
             return False
+        if self._cpus is None:
+            self._cpus = usable_cpus()
         return cpu_to_spare(self._cpus)
 
     def _awake_until_request(self, seconds: float) -> bool:

@@ -284,7 +284,8 @@ def cpu_quota(cgroups: str = "/proc/self/cgroup", mounted: str = "/sys/fs/cgroup
             continue
         # Where the hierarchy is mounted: v2 at the top (or "unified" beside v1), v1 by
         # its controllers' names.
-        for below in (("", "unified") if not parts[1] else (parts[1], "cpu", "cpu,cpuacct")):
+        mounts = ("", "unified") if not parts[1] else (parts[1], "cpu", "cpu,cpuacct")
+        for below in dict.fromkeys(mounts):  # (each once: "cpu" may be the name listed)
             base, here = os.path.join(mounted, below), parts[2].strip("/")
             while True:  # (a container sees its own cgroup at the top: "/" or a path not there)
                 quota = _quota_of(os.path.join(base, here))
