@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -40,6 +41,7 @@ from corral import JobStatus
 from corral.config import Config, SmtpSettings
 from corral.control.server import NoDriver, send_request
 from corral.errors import CorralError, JournalError, RemoteTraceback, RunInUse
+from corral.runtime.chunks import ChunkRunner
 from corral.runtime.outcomes import read_outcomes
 from corral.journal.files import owner_of
 
@@ -2760,6 +2762,44 @@ def test_the_quick_bytes_of_plain_arguments_are_those_of_the_long_way(value, dat
     if containers:  # one of them given again, beside the value
         value = [value, data.draw(st.sampled_from(containers))]
     assert _stable_bytes(value) == _canonical_pickle(value)
+
+
+_PLAIN_ITEM = st.one_of(st.integers(), st.floats(), st.complex_numbers(), st.text(max_size=40),
+                       st.binary(max_size=300), st.none(), st.booleans(),
+                       st.just("__main__"), st.just(b"__mp_main__"))
+
+
+@given(st.lists(st.tuples(_PLAIN_ITEM) | st.tuples(_PLAIN_ITEM, _PLAIN_ITEM), min_size=1,
+                max_size=50), st.integers(0, 10**6), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_a_chunks_key_bytes_taken_from_its_payload_are_those_pickled_again(calls, first, large):
+    """A chunk of plain calls is keyed by its arguments' pickle of protocol 4;
+    a pickled chunk takes it from its payload (protocol 5, the worker's) rather
+    than pickle a thousand calls again. The bytes must be the same, or every
+    journal written before would be rerun in full after an upgrade: big chunks
+    (pickle's 64 KB frames) and text naming ``__main__`` (cloudpickle's) included."""
+    from corral.core.identity import _plain_calls_bytes
+    from corral.core.chunk_sizes import as_chunk
+    from corral.runtime.payload import dumps_call
+
+    if large:
+        calls = calls * (70_000 // len(calls) + 1)
+    args = (as_chunk(calls), first)
+    payload = dumps_call(ChunkRunner(str), args, {}, False)
+    assert _plain_calls_bytes(args, {}, payload) == pickle.dumps((args, {}), 4)
+
+
+def test_a_chunks_key_takes_its_arguments_pickle_from_its_payload(monkeypatch):
+    """The chunk's calls are not pickled a second time for its key."""
+    from corral.core import identity
+    from corral.core.chunk_sizes import as_chunk
+    from corral.runtime.payload import dumps_call
+
+    args = (as_chunk([(number,) for number in range(1000)]), 0)
+    payload = dumps_call(ChunkRunner(str), args, {}, False)
+    expected = pickle.dumps((args, {}), 4)
+    monkeypatch.setattr(identity.pickle, "dumps", None)  # (any pickling here would raise)
+    assert identity._plain_calls_bytes(args, {}, payload) == expected
 
 
 def _walk(value):
