@@ -960,6 +960,14 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     assert_one_line_error(cli("cancel", f"{last}-{first}"), 2,
                           rf"the range {last}-{first} runs backwards; write {first}-{last}$")
     assert_one_line_error(cli("status", "90-99"), 2, r"no job numbered 90 to 99 in the run at ")
+    # A range with an end left out is told so, by the driver and from the journal
+    # (cold review: "no job 1- in this run", and no more).
+    assert_one_line_error(cli("cancel", f"{first}-"), 2,
+                          rf"no job {first}- in this run \(neither an id nor a job's name; a "
+                          r"range of ids needs both ends, as in 3-7\)$")
+    assert_one_line_error(cli("status", "--", f"-{last}"), 2,
+                          rf"no job -{last} in the run at .*; a range of ids needs both ends, "
+                          r"as in 3-7\)$")
     # A range wins over a job named like it, as an id does over a name (review: a job
     # named "2-3" took the range from every command); the name answers where no job is
     # numbered in it.
@@ -1704,13 +1712,26 @@ def test_stop_or_abort_of_a_finished_script_run_says_nothing_runs_not_to_run_it_
                                       rf"{verb}$")
 
 
-@pytest.mark.parametrize("args", [["pause"], ["resume"], ["clear"], ["submit", "true"]])
+@pytest.mark.parametrize("args", [["pause"], ["resume"], ["clear"]])
 def test_control_verbs_on_a_finished_script_run_say_no_process_drives_it(script_run, args):
     outcome = script_run(*args)
     assert_one_line_error(outcome, 3, rf"^corral: error: no process drives the run at "
                                       rf"{re.escape(str(script_run.run))}: it was made by a "
                                       r"script, which is not running; run the script again to "
                                       r"resume it$")
+    assert script_run.daemon_pid() is None
+
+
+def test_a_submit_to_a_finished_script_run_says_where_a_command_can_go(script_run):
+    """Cold review: one who wanted to run a command was told only to run the
+    script again."""
+    outcome = script_run("submit", "true")
+    assert_one_line_error(outcome, 3, rf"^corral: error: no process drives the run at "
+                                      rf"{re.escape(str(script_run.run))}: it was made by a "
+                                      r"script, which is not running, and takes no command of "
+                                      r"yours then; submit it to a run of its own \(corral "
+                                      r"--run OTHER_DIR submit \.\.\.\), or run the script "
+                                      r"again to resume its run$")
     assert script_run.daemon_pid() is None
 
 

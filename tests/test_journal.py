@@ -1017,6 +1017,20 @@ def test_opening_a_path_without_a_journal_says_what_is_missing(tmp_path):
         corral.Scheduler.open(tmp_path)
 
 
+def test_opening_a_workdir_for_its_results_says_a_journal_keeps_them(tmp_path):
+    """Cold review, a submitit user: AutoExecutor(folder) became
+    Scheduler(workdir=folder), and Scheduler.open(folder) said only that no
+    journal was there."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "folder") as scheduler:
+        scheduler.submit(abs, -1).result(timeout=30)
+    with pytest.raises(FileNotFoundError) as raised:
+        corral.Scheduler.open(tmp_path / "folder").results()
+    assert str(raised.value) == (
+        f"{tmp_path / 'folder'} holds no corral journal (journal.db): a run is journaled where "
+        "Scheduler(journal=DIR) or `corral --run DIR submit` puts it (Scheduler(workdir=DIR) "
+        "keeps only the jobs' files)")
+
+
 def test_a_run_read_while_its_driver_creates_the_journal_has_no_jobs_yet(tmp_path):
     """BUG: between creating journal.db and creating its tables, a starting driver
     leaves an empty SQLite database; a reader polling then (`corral status`, or

@@ -107,3 +107,20 @@ def test_the_demo_resumes_from_its_journal(tmp_path):
     # 4 writes, 4 counts, the total, top-words and flaky completed before; the rest ran again
     assert "11 jobs came from the journal of the earlier run" in again.stdout
     assert (tmp_path / "demo" / "text-0.txt").stat().st_mtime_ns == written  # not written again
+
+
+def test_the_demo_resumed_from_another_directory_runs_none_of_its_commands_again(tmp_path):
+    """Cold review: the printed resume command, run from another directory, ran
+    the demo's shell commands (and the job after them) again: they ran in the
+    current directory, and a command is another job where it runs elsewhere."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "later").mkdir()
+    run = tmp_path / "demo" / "run"
+    first = subprocess.run([sys.executable, "-m", "corral.demo", "--run", str(run)],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([sys.executable, "-m", "corral.demo", "--run", str(run)],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path / "later")
+    assert again.returncode == 0, again.stderr
+    assert "11 jobs came from the journal of the earlier run" in again.stdout, again.stdout
+    assert "runs in" not in again.stderr, again.stderr

@@ -91,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
                      write_text, str(data / f"text-{i}.txt"), 1000 * (i + 1), i)
                  for i in range(4)]
         counted = [str(data / f"count-{i}.txt") for i in range(4)]
+        # A command runs where it is told (else in the current directory, and a
+        # resume from another one would run it again there: cold review).
         counts = [scheduler.shell(f"wc -w < {data / f'text-{i}.txt'} > {counted[i]}",
-                                  name=f"count-{i}", after=[text])
+                                  name=f"count-{i}", after=[text], cwd=data)
                   for i, text in enumerate(texts)]
         total = scheduler.options(name="total", after=counts).submit(add_counts, counted)
         top = scheduler.shell(f"cat {data}/text-*.txt | tr ' ' '\\n' | sort | uniq -c "
-                              "| sort -rn | head -3", name="top-words", after=texts)
+                              "| sort -rn | head -3", name="top-words", after=texts, cwd=data)
         retried = scheduler.options(name="flaky", retries=1).submit(flaky, str(data / "marker"))
         hung = scheduler.options(name="stuck", timeout="1s").submit(stuck)
         broken = scheduler.options(name="calibrate").submit(missing_input)

@@ -61,6 +61,12 @@ def control_request(context: click.Context, request: dict[str, Any],
             raise CommandError(f"no process drives the run at {run_dir} (it was made by a "
                                f"script, which is not running): nothing runs there to "
                                f"{request['verb']}", EXIT_UNREACHABLE)
+        if request["verb"] == "submit":  # (cold review: told only to run the script again)
+            raise CommandError(
+                f"no process drives the run at {run_dir}: it was made by a script, which is "
+                "not running, and takes no command of yours then; submit it to a run of its "
+                "own (corral --run OTHER_DIR submit ...), or run the script again to resume "
+                "its run", EXIT_UNREACHABLE)
         raise CommandError(
             f"no process drives the run at {run_dir}: it was made by a script, which is not "
             "running; run the script again to resume it", EXIT_UNREACHABLE)

@@ -118,6 +118,18 @@ def _id_or_name(scheduler: Driver, given: Any) -> Any:
                               *scheduler.jobs()])
 
 
+def half_range_hint(refs: Iterable[Any]) -> str:
+    """What to add where *refs* named no job and one of them is a range with
+    an end left out (``3-``, ``-7``): that a range needs both (cold review:
+    ``corral cancel 1-`` said only that there was no job "1-")."""
+    if any(_HALF_RANGE.fullmatch(str(ref)) for ref in refs):
+        return "; a range of ids needs both ends, as in 3-7"
+    return ""
+
+
+_HALF_RANGE = re.compile(r"\d+-|-\d+")
+
+
 class AmbiguousName(CorralError):
     """Several jobs have the name given for one."""
 
@@ -132,7 +144,8 @@ def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
     """
     named = jobs_called(given, jobs)
     if not named:
-        raise CorralError(f"no job {given} in this run (neither an id nor a job's name)")
+        raise CorralError(f"no job {given} in this run (neither an id nor a job's name"
+                          f"{half_range_hint([given])})")
     if len({str(job.id) for job in named}) > 1:  # (a job both the journal and the driver list)
         raise AmbiguousName(ambiguous_name(given, named))
     return given if str(named[0].id) == str(given) else str(named[0].id)

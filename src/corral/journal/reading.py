@@ -205,7 +205,10 @@ def _reading(run_dir: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
     if not path.exists():
         if not Path(run_dir).exists():
             raise FileNotFoundError(f"no run directory {os.fspath(run_dir)}")
-        raise FileNotFoundError(f"{os.fspath(run_dir)} holds no corral journal ({JOURNAL_FILE})")
+        raise FileNotFoundError(
+            f"{os.fspath(run_dir)} holds no corral journal ({JOURNAL_FILE}): a run is "
+            "journaled where Scheduler(journal=DIR) or `corral --run DIR submit` puts it "
+            "(Scheduler(workdir=DIR) keeps only the jobs' files)")
     log_was_missing = log_missing(path)  # before connecting: a reader's connection makes one
     connection = open_for_reading(path)
     try:
