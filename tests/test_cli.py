@@ -860,7 +860,12 @@ def test_timeout_kills_a_job_that_runs_too_long(cli, tmp_path):
 def test_pause_keeps_queued_jobs_from_starting_until_resume(cli, tmp_path):
     assert cli.ok("pause").out == "paused\n"
     first = cli.submit("touch first-ran")
-    second = cli.submit("touch second-ran")
+    # Its submit says it waits for a resume (attack review: a pause outlives its daemon,
+    # and nothing said so).
+    submitted = cli.ok("submit", "touch second-ran")
+    second = submitted.out.strip()
+    assert submitted.err == (f"corral: note: the run is paused: job {second} starts once it is "
+                             "resumed (corral resume)\n")
     # One more request: the daemon has had its chance to start them. It says the
     # run already was paused (BUG, cold review: it said "paused" as if it had done it).
     assert cli.ok("pause").out == "paused (it already was)\n"
@@ -965,25 +970,44 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     assert_one_line_error(cli("cancel", f"{first}-"), 2,
                           rf"no job {first}- in this run \(neither an id nor a job's name; a "
                           r"range of ids needs both ends, as in 3-7\)$")
+    # ... and a command that takes one job, given a range (attack review: `abort 1-2`).
+    assert_one_line_error(cli("abort", f"{first}-{last}"), 2,
+                          rf"no job {first}-{last} in this run \(neither an id nor a job's "
+                          r"name; this command takes one job, not a range\)$")
     assert_one_line_error(cli("status", "--", f"-{last}"), 2,
                           rf"no job -{last} in the run at .*; a range of ids needs both ends, "
                           r"as in 3-7\)$")
-    # A range wins over a job named like it, as an id does over a name (review: a job
-    # named "2-3" took the range from every command); the name answers where no job is
-    # numbered in it.
     ranged = f"{queued[0]}-{queued[-1]}"
-    impostor = cli.submit("--name", ranged, "--after", running, "true")
-    assert list(cli("status", ranged).rows()) == queued
-    far = cli.submit("--name", "90-99", "--after", running, "true")
-    assert list(cli("status", "90-99").rows()) == [far]
     assert_one_line_error(cli("logs", ranged), 2, (  # (re-attack review: a traceback)
         rf"^corral: error: corral logs shows one job, and {ranged} is jobs "
         rf"{', '.join(queued)}; give one of them$"))
     release.touch()
-    assert cli("wait", running, queued[0], impostor, far).status == 0
+    assert cli("wait", running, queued[0]).status == 0
     # (attack review: a range over ended jobs said "already ended" of each, and exited 2)
     assert cli.ok("cancel", f"{running}-{queued[-1]}").out == (
         "nothing to cancel: every job in the range has ended\n")
+
+
+RANGE_NAMED_RUN = """
+import sys, corral
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
+    for number in range(4):
+        scheduler.shell(f"echo {number}")
+    scheduler.shell("echo impostor", name="1-4")
+    scheduler.shell("echo far", name="90-99")
+"""
+
+
+def test_a_range_wins_over_a_job_named_like_it_where_it_numbers_jobs(tmp_path):
+    """A range wins over a job named like it, as an id does over a name (review: a
+    job named "2-3" took the range from every command); the name answers where no
+    job is numbered in it. (`corral submit` refuses such names; a script may give them.)"""
+    corral = Corral(tmp_path, tmp_path / "run")
+    subprocess.run([sys.executable, "-c", RANGE_NAMED_RUN, os.fspath(corral.run)],
+                   env=corral.env, cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    assert list(corral("status", "1-4").rows()) == ["1", "2", "3", "4"]
+    assert list(corral("status", "90-99").rows()) == ["6"]
+    assert corral.ok("logs", "90-99").out == "far\n"
 
 COUNTING_JOURNAL_OPENINGS = """
 import atexit, sqlite3, sys
@@ -2045,6 +2069,29 @@ def test_events_escapes_control_characters_of_a_reason(fresh, tmp_path):
     assert "\x1b" not in shown and "red \\x1b[31mRED" in shown, shown
 
 
+def test_events_follow_of_a_daemon_killed_with_jobs_unfinished_says_so(fresh, tmp_path):
+    """Attack review: `corral events --follow` ended with exit 0 and no word when
+    the daemon was killed with jobs unfinished, as if the run had ended."""
+    release = tmp_path / "release"
+    running = fresh.submit(block(release))
+    fresh.wait_for_status(running, "RUNNING")
+    following = fresh.popen("events", "--follow")
+    try:
+        kill_and_wait(fresh.daemon_pid())
+        _, err = following.communicate(timeout=30)
+        assert following.returncode == 3, err
+        assert err.decode() == (
+            f"corral: error: no process drives the run at {fresh.run} any more; its 1 "
+            "unfinished job will not progress (corral wait or corral submit starts a new "
+            "daemon, which runs them again)\n")
+    finally:
+        release.touch()
+        if following.poll() is None:
+            following.kill()
+            following.communicate()
+    assert fresh("wait", running).status == 0  # (a new daemon runs it again)
+
+
 def test_events_follow_prints_changes_as_they_happen_until_the_script_ends(fresh, tmp_path):
     release = tmp_path / "release"
     script = subprocess.Popen([sys.executable, "-c", SCRIPT_READING_IN_ORDER,
@@ -2369,6 +2416,11 @@ def test_a_killed_daemon_is_restarted_by_the_next_command_and_its_jobs_run_again
     tries = [attempt.outcome for attempt in attempts_from_events(corral.Run(fresh.run).events())
              if attempt.job == str(running)]
     assert tries == ["cancelled", "completed"]
+    # The one that had not begun goes on from where it was left (attack review: its
+    # history said NEW -> QUEUED again, once for each daemon killed).
+    changes = [(old, new) for _, _, old, new, _ in corral.Run(fresh.run).events(queued)]
+    assert changes == [("new", "queued"), ("queued", "submitted"), ("submitted", "running"),
+                       ("running", "completed")], changes
 
 
 def test_a_command_a_killed_daemon_left_runs_again_with_its_submitters_environment(

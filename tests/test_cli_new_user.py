@@ -612,6 +612,12 @@ def test_a_name_that_is_a_number_is_refused_as_it_would_be_read_as_an_id(fresh):
     assert_one_line_error(fresh("submit", "--name", " 5", "--", "true"), 2,
                           r"^corral: error: --name  5: a name that is a number")  # (shown as 5)
     assert fresh.submit("--name", "5b", "--", "true") == "1"  # (a letter in it: taken)
+    # Nor one that is a range (attack review: `corral cancel 2-3` cancelled jobs 2 and 3,
+    # not the job named "2-3", which --after took for that job).
+    assert_one_line_error(fresh("submit", "--name", "2-3", "--", "true"), 2, (
+        r"^corral: error: --name 2-3: a name that is a range of ids would be taken for the "
+        r"jobs numbered in it by cancel, status and logs; give a name with a letter in it$"))
+    assert fresh.submit("--name", "2-3b", "--", "true") == "2"
 
 
 def test_submit_refuses_a_directory_that_holds_other_files(tmp_path):

@@ -30,7 +30,12 @@ def print_changes(run: Run, only: set[str] | None, count: int | None, follow: bo
     """Print the last *count* changes (all: None) of the jobs in *only* (ids as
     text; None: every job), oldest first; with *follow*, then each new one as
     it is recorded, until no process drives the run any more. *note* is told
-    when earlier changes were left out."""
+    when earlier changes were left out.
+
+    Raises:
+        CommandError: (with *follow*) the driver went with jobs of *only*
+            unfinished (attack review: a daemon killed, and it ended as if
+            the run had)."""
     if count is None:
         changes, seq = read_changes_after(run.path, 0, only, with_older=True)
     else:
@@ -45,8 +50,22 @@ def print_changes(run: Run, only: set[str] | None, count: int | None, follow: bo
         changes, seq = read_changes_after(run.path, seq, only)
         _print(changes, names, out)
         if not driven:
+            _say_if_left_unfinished(run, only)
             return
         time.sleep(POLL_S)  # another process writes the journal; nothing to wait on
+
+
+def _say_if_left_unfinished(run: Run, only: set[str] | None) -> None:
+    """Raise, as ``corral wait`` does, if jobs of *only* (None: all) are left
+    unfinished with no process to drive them."""
+    from corral.cli.exits import EXIT_UNREACHABLE, CommandError
+    from corral.cli.waiting import unfinished
+
+    left = unfinished(run.status_counts(tuple(only) if only else None))
+    if left:
+        raise CommandError(f"no process drives the run at {run.path} any more; its {left} "
+                           f"unfinished job{'s' * (left != 1)} will not progress "
+                           f"({run.how_unfinished_jobs_go_on()})", EXIT_UNREACHABLE)
 
 
 def _print(changes: list[Change], names: _Names, out: IO[str]) -> None:

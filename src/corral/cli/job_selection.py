@@ -68,7 +68,7 @@ def _in_range(run: Run, given: str) -> list[StoredJob] | None:
     if not inside:
         count = sum(run.overview(0, 0).counts.values())
         raise CommandError(f"no job numbered {low} to {high} in the run at {run.path} "
-                           f"({count} jobs; corral status --all lists them)")
+                           f"({count} job{'s' * (count != 1)}; corral status --all lists them)")
     return inside
 
 
@@ -100,7 +100,7 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
         except CorralError:
             unknown.append(job_id)
     if unknown:
-        from corral.control.verbs import half_range_hint
+        from corral.control.verbs import range_hint
 
         count = sum(run.overview(0, 0).counts.values())  # (counted, not read: a big run)
         # Quoted where it is blank at an end or holds a control character, which
@@ -109,7 +109,7 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
                           for ref in unknown)
         raise CommandError(f"no job {shown} in the run at {run.path} "
                            f"({count} job{'s' * (count != 1)}, by id or name; corral status "
-                           f"--all lists them{half_range_hint(unknown)})")
+                           f"--all lists them{range_hint(unknown)})")
     # Each once, as wait and cancel take them (status 1 1 n1 listed job 1 three times).
     return list({str(job.id): job for job in found}.values())
 

@@ -224,6 +224,10 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
         raise CommandError(f"{said['name']} {options['name']}: a name that is a number would be "
                            "taken for a job's id by logs, cancel, status and --after; give a "
                            "name with a letter in it", EXIT_USAGE)
+    if isinstance(options.get("name"), str) and ID_RANGE.fullmatch(options["name"].strip()):
+        raise CommandError(f"{said['name']} {options['name']}: a name that is a range of ids "
+                           "would be taken for the jobs numbered in it by cancel, status and "
+                           "logs; give a name with a letter in it", EXIT_USAGE)
     _refuse_megabytes_meant_otherwise(options.get("memory"), said["memory"])
     options["cwd"] = _job_directory(workdir, options.get("cwd"), profile, waits=bool(after))
     profile_env = options.get("env")

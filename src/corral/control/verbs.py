@@ -118,16 +118,21 @@ def _id_or_name(scheduler: Driver, given: Any) -> Any:
                               *scheduler.jobs()])
 
 
-def half_range_hint(refs: Iterable[Any]) -> str:
-    """What to add where *refs* named no job and one of them is a range with
-    an end left out (``3-``, ``-7``): that a range needs both (cold review:
-    ``corral cancel 1-`` said only that there was no job "1-")."""
-    if any(_HALF_RANGE.fullmatch(str(ref)) for ref in refs):
+def range_hint(refs: Iterable[Any]) -> str:
+    """What to add where *refs* named no job and one of them looks like a range:
+    one with an end left out (``3-``, ``-7``) needs both (cold review: ``corral
+    cancel 1-`` said only that there was no job "1-"); a whole one reaches here
+    only from a command that takes one job (attack review: ``corral abort 1-2``)."""
+    shown = [str(ref) for ref in refs]
+    if any(_HALF_RANGE.fullmatch(ref) for ref in shown):
         return "; a range of ids needs both ends, as in 3-7"
+    if any(_RANGE.fullmatch(ref) for ref in shown):
+        return "; this command takes one job, not a range"
     return ""
 
 
 _HALF_RANGE = re.compile(r"\d+-|-\d+")
+_RANGE = re.compile(r"\d+-\d+")
 
 
 class AmbiguousName(CorralError):
@@ -145,7 +150,7 @@ def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
     named = jobs_called(given, jobs)
     if not named:
         raise CorralError(f"no job {given} in this run (neither an id nor a job's name"
-                          f"{half_range_hint([given])})")
+                          f"{range_hint([given])})")
     if len({str(job.id) for job in named}) > 1:  # (a job both the journal and the driver list)
         raise AmbiguousName(ambiguous_name(given, named))
     return given if str(named[0].id) == str(given) else str(named[0].id)
@@ -178,7 +183,11 @@ def _submit(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
             raise
         raise CorralError(f"{error}; {note}") from None
     cancelled = None if doomed is None else f"job {job_id} is cancelled, and will not run: {doomed}"
-    note = "; ".join(filter(None, (cancelled, scheduler._placement_unused(options), note))) or None
+    # (attack review: a pause outlives its daemon, and the submit said nothing of it)
+    held = (f"the run is paused: job {job_id} starts once it is resumed (corral resume)"
+            if doomed is None and scheduler.paused else None)
+    note = "; ".join(filter(None, (cancelled, held, scheduler._placement_unused(options),
+                                   note))) or None
     return {"id": job_id} if note is None else {"id": job_id, "note": note}
 
 

@@ -303,6 +303,10 @@ class Journal:
         except ValueError as error:
             raise JournalError(f"{self.run_dir / JOURNAL_FILE}: {error}; {MOVE_AWAY}") from None
         self._outcomes_read: dict[str, tuple[bool, bytes, float]] | None = None
+        #: The status each job a killed daemon left before it began was left in,
+        #: by id, until this daemon moves it: its history goes on from there
+        #: (see :meth:`moved`).
+        self._taken_up: dict[str, JobStatus] = {}
         self._close_orphans(db, kind)
         self._settle_cancelled_that_completed(db)
         self._outcomes_read = None  # (their results: read once, kept no longer)
@@ -483,6 +487,9 @@ class Journal:
         # (By the daemon that takes them up: a script may open the run many times.)
         kept = [job for job in left if job not in orphans and job.started is not None
                 and kind == "daemon"]
+        if kind == "daemon":
+            self._taken_up = {str(job.id): job.status for job in left
+                              if job not in orphans and job.started is None}
         if kept:
             db.execute("BEGIN")
             db.execute(eventlog.INSERT, eventlog.pack(
@@ -649,7 +656,17 @@ class Journal:
 
     def moved(self, job: JournaledJob, old: JobStatus | None, new: JobStatus,
               reason: str | None, at: float | None = None) -> None:
-        """Record a state change (made *at*, if not now); written at the next :meth:`flush`."""
+        """Record a state change (made *at*, if not now); written at the next :meth:`flush`.
+
+        A job that a killed daemon left before it began, taken up again, goes
+        on from the status it was left in: not NEW again (attack review: its
+        history said NEW -> QUEUED once per daemon killed), and without a change
+        of status, no change is told."""
+        if old is JobStatus.NEW and self._taken_up:
+            old = self._taken_up.pop(str(job.id), old)
+            if old is new:
+                self._dirty[id(job)] = job
+                return
         self._events.add(str(job.id), time.time() if at is None else at, old, new, reason)
         self._dirty[id(job)] = job
 
