@@ -973,7 +973,7 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     # ... and a command that takes one job, given a range (attack review: `abort 1-2`).
     assert_one_line_error(cli("abort", f"{first}-{last}"), 2,
                           rf"no job {first}-{last} in this run \(neither an id nor a job's "
-                          r"name; this command takes one job, not a range\)$")
+                          r"name\); abort takes one job, by id or name, not a range$")
     assert_one_line_error(cli("status", "--", f"-{last}"), 2,
                           rf"no job -{last} in the run at .*; a range of ids needs both ends, "
                           r"as in 3-7\)$")

@@ -119,20 +119,15 @@ def _id_or_name(scheduler: Driver, given: Any) -> Any:
 
 
 def range_hint(refs: Iterable[Any]) -> str:
-    """What to add where *refs* named no job and one of them looks like a range:
-    one with an end left out (``3-``, ``-7``) needs both (cold review: ``corral
-    cancel 1-`` said only that there was no job "1-"); a whole one reaches here
-    only from a command that takes one job (attack review: ``corral abort 1-2``)."""
-    shown = [str(ref) for ref in refs]
-    if any(_HALF_RANGE.fullmatch(ref) for ref in shown):
+    """What to add where *refs* named no job and one of them is a range with
+    an end left out (``3-``, ``-7``): that a range needs both (cold review:
+    ``corral cancel 1-`` said only that there was no job "1-")."""
+    if any(_HALF_RANGE.fullmatch(str(ref)) for ref in refs):
         return "; a range of ids needs both ends, as in 3-7"
-    if any(_RANGE.fullmatch(ref) for ref in shown):
-        return "; this command takes one job, not a range"
     return ""
 
 
 _HALF_RANGE = re.compile(r"\d+-|-\d+")
-_RANGE = re.compile(r"\d+-\d+")
 
 
 class AmbiguousName(CorralError):
@@ -326,7 +321,12 @@ def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         return {"aborted": scheduler.abort(), "kind": scheduler._owner_kind}
     if type(given) not in (int, str):
         raise CorralError("'id' must be a job id or name")
-    job_id = _id_or_name(scheduler, given)
+    try:
+        job_id = _id_or_name(scheduler, given)
+    except CorralError as error:  # (attack review: `abort 1-2` said only "no job 1-2")
+        if isinstance(given, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", given):
+            raise CorralError(f"{error}; abort takes one job, by id or name, not a range") from None
+        raise
     job, stored = _live_or_stored(scheduler, job_id)
     status = job.status if job is not None else stored.status
     not_running = CorralError(f"job {job_id} is not running (it is {status.name}); abort "
