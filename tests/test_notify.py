@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from smtp_server import SmtpServer
@@ -242,3 +247,133 @@ def test_hurry_ends_a_close_that_waits_on_a_server_that_does_not_answer(
         assert not closer.is_alive(), "close() waited on after hurry()"
     assert "1 job notice(s) not delivered through" in caplog.text
     assert "given up: 1 being delivered, which the server may yet take" in caplog.text
+
+
+# -- notices kept on disk until they are sent -------------------------------------------------
+
+
+def test_a_kept_notice_waits_on_disk_until_it_is_delivered(smtp_server: SmtpServer,
+                                                           tmp_path) -> None:
+    """A journaled run keeps each queued notice in a file, so that a driver
+    killed before it sends it does not lose it; the file goes once it is sent."""
+    kept = tmp_path / "notices"
+    notifier = Notifier(settings_for(smtp_server.port), keep_in=kept)
+    smtp_server.accepting.clear()
+    notifier.send(failed_notice(job_id=7), ["ann@example.org"])
+    assert smtp_server.at_data.wait(10), "the notice never reached the server"
+    assert len(list(kept.glob("*.json"))) == 1  # on its way: still kept
+    smtp_server.accepting.set()
+    notifier.close()
+    assert "job 7" in smtp_server.wait_for(1)[0].message["Subject"]
+    assert list(kept.iterdir()) == []
+
+
+def test_notices_a_killed_process_left_are_sent_by_the_next_notifier_and_said(
+        smtp_server: SmtpServer, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """Attack review: a daemon killed with mail queued lost it without a word."""
+    kept = tmp_path / "notices"
+    # A process that keeps two notices it cannot send (its server never answers), killed.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        script = (
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from corral.config import SmtpSettings\n"
+            "from corral.core.notify import JobNotice, Notifier\n"
+            "notifier = Notifier(SmtpSettings(host='127.0.0.1', port=int(sys.argv[2]), "
+            "sender='corral@lab.example.org', timeout=60.0), keep_in=Path(sys.argv[1]))\n"
+            "for job in (3, 4):\n"
+            "    notifier.send(JobNotice(job_id=job, name='fit', status='FAILED', "
+            "reason='exit code 1', exit_code=1, started=None, ended=None, attempts=1, "
+            "run_dir=None), ['ann@example.org'])\n"
+            "print('queued', flush=True)\n"
+            "time.sleep(60)\n")
+        killed = subprocess.Popen([sys.executable, "-c", script, str(kept),
+                                   str(silent.getsockname()[1])], stdout=subprocess.PIPE)
+        assert killed.stdout is not None and killed.stdout.readline() == b"queued\n"
+        killed.kill()
+        killed.wait(timeout=10)
+    assert len(list(kept.glob("*.json"))) == 2
+    (kept / "99999999-1.1.json").write_text("{not json")  # damaged: said and removed
+    with caplog.at_level(logging.INFO, logger="corral.notify"):
+        notifier = Notifier(settings_for(smtp_server.port), keep_in=kept)
+        notifier.close()
+    [mail] = smtp_server.wait_for(1)  # the two, for the same address: one digest
+    assert "Job 3 'fit' FAILED" in mail.body and "Job 4 'fit' FAILED" in mail.body, mail.body
+    said = [record.getMessage() for record in caplog.records]
+    assert "sending 2 job notice(s) that a driver of this run, killed, had not sent (of jobs " \
+           "3, 4)" in said, said
+    assert any(line.startswith(f"a job notice left in {kept / '99999999-1.1.json'} cannot be "
+                               "read (JSONDecodeError:") for line in said), said
+    assert list(kept.iterdir()) == []
+
+
+KILLED_WITH_MAIL_QUEUED = """
+import sys, time, corral
+
+def fail():
+    raise ValueError("bad row 17")
+
+with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
+    jobs = [scheduler.options(notify="ann@example.org", name=f"fit-{n}").submit(fail)
+            for n in range(2)]
+    corral.wait(jobs)
+    print("failed", flush=True)
+    time.sleep(60)  # killed here, its mail not sent
+"""
+
+
+def _killed_with_mail_queued(tmp_path) -> tuple[Path, Path, dict[str, str]]:
+    """A journaled script whose two failed jobs' mails were queued for a mail
+    server that never answers, killed: its run, its config file, its environment."""
+    run = tmp_path / "run"
+    config = tmp_path / "user-corral.toml"  # (not ./corral.toml: that one is read whatever)
+    with socket.socket() as silent:  # a mail server that never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        config.write_text(f'[smtp]\nhost = "127.0.0.1"\nport = {silent.getsockname()[1]}\n'
+                          f'from = "{SENDER}"\ntimeout = 60\n')
+        env = {**os.environ, "CORRAL_CONFIG": str(config)}
+        killed = subprocess.Popen([sys.executable, "-c", KILLED_WITH_MAIL_QUEUED, str(run)],
+                                  env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            assert killed.stdout is not None and killed.stdout.readline() == b"failed\n"
+        finally:
+            os.killpg(killed.pid, signal.SIGKILL)
+            killed.wait(timeout=10)
+    return run, config, env
+
+
+def _run_again(run: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import sys, corral\n"
+                           "with corral.Scheduler(cores=1, journal=sys.argv[1]):\n    pass\n",
+                           str(run)], env=env, cwd=run.parent, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_mail_a_killed_script_had_not_sent_is_sent_by_its_next_run(smtp_server: SmtpServer,
+                                                                    tmp_path) -> None:
+    """Attack review: a driver killed with failure mails queued lost them, and
+    its log said nothing, though it claims every mail sent or not."""
+    run, config, env = _killed_with_mail_queued(tmp_path)
+    config.write_text(f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_server.port}\n'
+                      f'from = "{SENDER}"\ntimeout = 10\n')
+    rerun = _run_again(run, env)
+    assert rerun.returncode == 0, rerun.stderr
+    [mail] = smtp_server.wait_for(1)
+    assert "Job 1 'fit-0' FAILED" in mail.body and "Job 2 'fit-1' FAILED" in mail.body, mail.body
+    log = (run / "corral.log").read_text()
+    assert "sending 2 job notice(s) that a driver of this run, killed, had not sent (of jobs " \
+           "1, 2)" in log, log
+    assert list((run / "notices").iterdir()) == []
+
+
+def test_mail_a_killed_script_left_waits_for_a_run_that_can_send_it_and_says_so(tmp_path) -> None:
+    run, _, env = _killed_with_mail_queued(tmp_path)
+    rerun = _run_again(run, {**env, "CORRAL_CONFIG": "/dev/null"})
+    assert rerun.returncode == 0, rerun.stderr
+    assert (f"job notices left unsent in {run / 'notices'} by a killed driver wait there: no "
+            "[smtp] table to send them through") in rerun.stderr, rerun.stderr
+    assert len(list((run / "notices").glob("*.json"))) == 2

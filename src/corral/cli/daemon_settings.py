@@ -123,5 +123,5 @@ def _take_new_smtp(engine: Engine, config: Config) -> None:
     from corral.core.notify import Notifier
     from corral.runtime.threads import start_thread
 
-    engine.notifier = Notifier(smtp)
+    engine.notifier = Notifier(smtp, keep_in=old.keep_in)
     start_thread(old.close, name="corral-notify-old")

@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from pathlib import Path
 
 from corral.config import SmtpSettings
+from corral.core.kept_notices import forget, keep, left_behind
 from corral.runtime.threads import start_thread
+from corral.safe_repr import first_few
 from corral.units import format_span
 
 __all__ = ["JobNotice", "Notifier", "compose", "compose_digest", "DIGEST_MAX"]
@@ -212,12 +215,21 @@ class Notifier:
     logged on ``corral.core.notify`` (naming server and recipients) and counted in
     :attr:`failed`, never raised. :meth:`close` waits for the queue to drain.
     All methods are thread-safe.
+
+    With *keep_in* (a journaled run's ``notices`` folder), each notice waits
+    there on disk until it was delivered or its failure logged, and what a
+    killed driver left there is sent first (see :mod:`corral.core.kept_notices`).
     """
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, keep_in: Path | None = None) -> None:
         self._settings = settings
+        self.keep_in = keep_in
         self._condition = threading.Condition()
-        self._queue: collections.deque[tuple[JobNotice, tuple[str, ...]]] = collections.deque()
+        #: Each notice with its recipients and the file it is kept in (if any).
+        self._queue: collections.deque[_Queued] = collections.deque()
+        self._kept_count = 0
+        #: The files of the notices being delivered.
+        self._in_flight: list[Path] = []
         self._busy = 0  # notices queued or being delivered
         self._sent = 0
         self._failed = 0
@@ -227,6 +239,8 @@ class Notifier:
         self._give_up_at: float | None = None
         #: The most close() waits, once hurried (see hurry()).
         self._patience = float("inf")
+        if keep_in is not None:
+            self._send_what_was_left(keep_in)
 
     @property
     def sent(self) -> int:
@@ -259,11 +273,41 @@ class Notifier:
         with self._condition:  # (composed by the thread: a failure there stops no run)
             if self._closed:
                 raise RuntimeError("the notifier is closed; no more notices can be sent")
-            self._queue.append((notice, recipients))
+            self._queue.append((notice, recipients, self._kept(notice, recipients)))
             self._busy += 1
             if self._thread is None:
                 self._thread = start_thread(self._deliver_all, name="corral-notify")
             self._condition.notify_all()
+
+    def _kept(self, notice: JobNotice, recipients: tuple[str, ...]) -> Path | None:
+        """The file *notice* waits in (called with the lock held); None when it
+        is kept nowhere, or cannot be written (said once, and the mail goes on)."""
+        if self.keep_in is None:
+            return None
+        self._kept_count += 1
+        try:
+            return keep(self.keep_in, notice, recipients, self._kept_count)
+        except OSError as error:
+            if self._kept_count == 1 or not self._said_unkept:
+                log.warning("could not keep job notices in %s until they are sent (%s): a "
+                            "driver killed before it sends them loses them", self.keep_in, error)
+            self._said_unkept = True
+            return None
+
+    _said_unkept = False
+
+    def _send_what_was_left(self, directory: Path) -> None:
+        """Queue the notices a killed driver of the run left undelivered."""
+        left = left_behind(directory)
+        if not left:
+            return
+        log.warning("sending %d job notice(s) that a driver of this run, killed, had not sent "
+                    "(of jobs %s)", len(left),
+                    first_few([str(notice.job_id) for _, notice, _ in left], 20))
+        with self._condition:
+            self._queue.extend((notice, recipients, path) for path, notice, recipients in left)
+            self._busy += len(left)
+            self._thread = start_thread(self._deliver_all, name="corral-notify")
 
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new notices, wait up to *timeout* s for queued ones, stop the thread.
@@ -282,7 +326,11 @@ class Notifier:
             left_over, thread, give_up_at = self._busy, self._thread, self._give_up_at
         if left_over:
             with self._condition:
-                queued = [str(notice.job_id) for notice, _ in self._queue]
+                queued = [str(notice.job_id) for notice, _, _ in self._queue]
+                # Given up, and said so: not sent again by a later driver.
+                for path in [*self._in_flight, *(kept for _, _, kept in self._queue)]:
+                    if path is not None:
+                        forget(path)
             log.warning("%d job notice(s) not delivered through %s:%d after %.3g s, given up: "
                         "%s", left_over, self._settings.host, self._settings.port,
                         give_up_at - started, _not_delivered(queued, left_over - len(queued)))
@@ -307,9 +355,13 @@ class Notifier:
                 self._condition.wait_for(lambda: self._queue or self._closed)
                 if not self._queue:
                     return
-                notices, recipients = self._take_for_one_message()
+                notices, recipients, kept = self._take_for_one_message()
+                self._in_flight = kept
             delivered = self._compose_and_deliver(notices, recipients)
             with self._condition:
+                for path in kept:  # (delivered, or its failure logged)
+                    forget(path)
+                self._in_flight = []
                 self._busy -= len(notices)
                 if delivered:
                     self._sent += 1
@@ -317,20 +369,24 @@ class Notifier:
                     self._failed += 1
                 self._condition.notify_all()
 
-    def _take_for_one_message(self) -> tuple[list[JobNotice], tuple[str, ...]]:
+    def _take_for_one_message(self) -> tuple[list[JobNotice], tuple[str, ...], list[Path]]:
         """The first queued notice and the others queued for the same
-        addresses, up to :data:`DIGEST_MAX` (called with the lock held)."""
-        first, recipients = self._queue.popleft()
+        addresses, up to :data:`DIGEST_MAX`, and the files they are kept in
+        (called with the lock held)."""
+        first, recipients, first_kept = self._queue.popleft()
         notices = [first]
-        others: list[tuple[JobNotice, tuple[str, ...]]] = []
+        kept = [] if first_kept is None else [first_kept]
+        others: list[_Queued] = []
         while self._queue and len(notices) < DIGEST_MAX:
-            notice, to = self._queue.popleft()
-            if to == recipients:
-                notices.append(notice)
+            queued = self._queue.popleft()
+            if queued[1] == recipients:
+                notices.append(queued[0])
+                if queued[2] is not None:
+                    kept.append(queued[2])
             else:
-                others.append((notice, to))
+                others.append(queued)
         self._queue.extendleft(reversed(others))
-        return notices, recipients
+        return notices, recipients, kept
 
     def _compose_and_deliver(self, notices: list[JobNotice],
                              recipients: tuple[str, ...]) -> bool:
@@ -365,14 +421,16 @@ class Notifier:
         return True
 
 
+#: A queued notice: the notice, its recipients, and the file it is kept in (None: none).
+_Queued = tuple[JobNotice, tuple[str, ...], "Path | None"]
+
+
 def _not_delivered(queued: list[str], in_flight: int) -> str:
     """Which notices a close gave up on: the jobs of those still queued, and
     one being delivered, which the server may yet have taken."""
     said = []
     if queued:
-        shown = ", ".join(queued[:20]) + (f" and {len(queued) - 20:,} more" if len(queued) > 20
-                                          else "")
-        said.append(f"queued, of jobs {shown}")
+        said.append(f"queued, of jobs {first_few(queued, 20)}")
     if in_flight > 0:
         said.append(f"{in_flight} being delivered, which the server may yet take")
     return "; ".join(said) or "none queued"

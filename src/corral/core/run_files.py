@@ -14,6 +14,7 @@ from pathlib import Path
 
 from corral.config_files import CONFIG_NAME
 from corral.control.server import SOCKET_FILE
+from corral.core.kept_notices import NOTICES_DIR
 from corral.core.runlog import LOG_FILE
 from corral.journal.cleaning import CLEANED_FILE
 from corral.journal.files import JOURNAL_FILE, LOCK_FILE, STOP_ASKED_FILE, STOPPED_FILE
@@ -40,7 +41,7 @@ _THE_RUNS_OWN = frozenset({
 #: output (and so ran again at every rerun).
 #: One named "cleaned.json" made the run uncleanable (attack review).
 NAMES_NO_JOB_MAY_TAKE = _THE_RUNS_OWN | {OUTCOMES_DIR, STOPPED_FILE, CLEANED_FILE,
-                                         STOP_ASKED_FILE}
+                                         STOP_ASKED_FILE, NOTICES_DIR}
 
 
 def holds_other_files(run_dir: Path) -> bool:

@@ -54,6 +54,7 @@ from corral.core.scheduler_setup import (check_journal_dir, check_workdir, check
                                          tidy_after_dead_drivers, unknown_argument, with_address)
 from corral.journal.run import Run
 from corral.journal.workdir_mark import check_workdir_free, claim_workdir
+from corral.core.kept_notices import NOTICES_DIR
 from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
@@ -454,6 +455,7 @@ class Scheduler(Executor):
                 if self._journal.left_paused:  # before it serves: a submit came first and ran
                     self._engine.set_paused(True)
                 self._detach_log = attach_run_log(self._journal.run_dir)
+                self._send_notices_left()
                 self._control = ControlServer(functools.partial(handle_request, self),
                                               self._journal.run_dir)
                 # A daemon answers no request before it has taken up a dead one's jobs.
@@ -716,8 +718,38 @@ class Scheduler(Executor):
             if config.smtp.unset_password is not None:
                 raise ValueError(f"job {job.name!r}: notify= cannot send mail: "
                                  f"{config.smtp.unset_password}")
-            self._engine.notifier = Notifier(config.smtp)
+            self._engine.notifier = Notifier(config.smtp, keep_in=self._notices_dir())
         return self._engine.notifier
+
+    def _notices_dir(self) -> Path | None:
+        """Where a journaled run's notices wait until they are sent."""
+        return None if self._journal is None else self._journal.run_dir / NOTICES_DIR
+
+    def _send_notices_left(self) -> None:
+        """Send the job notices a killed driver of this run left undelivered
+        (see :mod:`corral.core.kept_notices`) through the config's ``[smtp]``;
+        with no mail server to send them through, say that they wait."""
+        directory = self._notices_dir()
+        if directory is None or not directory.is_dir():
+            return
+        with os.scandir(directory) as entries:
+            if next(entries, None) is None:
+                return
+        log = logging.getLogger("corral.notify")
+        try:
+            smtp = self._loaded_config().smtp
+        except Exception as error:  # (a script that sends no mail must still run)
+            log.warning("job notices left unsent in %s by a killed driver wait there: the "
+                        "config cannot be read (%s)", directory, error)
+            return
+        if smtp is None or smtp.unset_password is not None:
+            log.warning("job notices left unsent in %s by a killed driver wait there: %s",
+                        directory, "no [smtp] table to send them through" if smtp is None
+                        else smtp.unset_password)
+            return
+        from corral.core.notify import Notifier
+
+        self._engine.notifier = Notifier(smtp, keep_in=directory)
 
     def _check_queue_and_tokens(self, job: JobRecord) -> None:
         queue = job.spec.queue
