@@ -968,15 +968,20 @@ def test_a_range_of_ids_is_cancelled_and_listed_as_its_jobs(cli, tmp_path):
     # A range with an end left out is told so, by the driver and from the journal
     # (cold review: "no job 1- in this run", and no more).
     assert_one_line_error(cli("cancel", f"{first}-"), 2,
-                          rf"no job {first}- in this run \(neither an id nor a job's name; a "
-                          r"range of ids needs both ends, as in 3-7\)$")
+                          rf"no job {first}- in this run \(neither an id nor a job's name\); "
+                          r"a range of ids needs both ends, as in 3-7$")
     # ... and a command that takes one job, given a range (attack review: `abort 1-2`).
     assert_one_line_error(cli("abort", f"{first}-{last}"), 2,
                           rf"no job {first}-{last} in this run \(neither an id nor a job's "
                           r"name\); abort takes one job, by id or name, not a range$")
     assert_one_line_error(cli("status", "--", f"-{last}"), 2,
-                          rf"no job -{last} in the run at .*; a range of ids needs both ends, "
-                          r"as in 3-7\)$")
+                          rf"no job -{last} in the run at .*\); a range of ids needs both "
+                          r"ends, as in 3-7$")
+    # Not by one that takes one job: it would be told to give a range (re-attack review).
+    assert_one_line_error(cli("logs", f"{first}-"), 2,
+                          rf"no job {first}- in the run at .* corral status --all lists them\)$")
+    assert_one_line_error(cli("submit", "--after", f"{first}-", "true"), 2,
+                          rf"no job {first}- in this run \(neither an id nor a job's name\)$")
     ranged = f"{queued[0]}-{queued[-1]}"
     assert_one_line_error(cli("logs", ranged), 2, (  # (re-attack review: a traceback)
         rf"^corral: error: corral logs shows one job, and {ranged} is jobs "

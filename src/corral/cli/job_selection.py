@@ -72,7 +72,7 @@ def _in_range(run: Run, given: str) -> list[StoredJob] | None:
     return inside
 
 
-def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
+def select_jobs(run: Run, ids: tuple[str, ...], ranges: bool = True) -> list[StoredJob]:
     """The jobs named by *ids*, each an id (read by its key: a big run costs no
     more), a range of ids (``3-7``) or else the name of one job, as ``cancel``
     and ``--after`` take it; or every job."""
@@ -109,7 +109,7 @@ def select_jobs(run: Run, ids: tuple[str, ...]) -> list[StoredJob]:
                           for ref in unknown)
         raise CommandError(f"no job {shown} in the run at {run.path} "
                            f"({count} job{'s' * (count != 1)}, by id or name; corral status "
-                           f"--all lists them{range_hint(unknown)})")
+                           f"--all lists them){range_hint(unknown) if ranges else ''}")
     # Each once, as wait and cancel take them (status 1 1 n1 listed job 1 three times).
     return list({str(job.id): job for job in found}.values())
 

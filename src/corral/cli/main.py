@@ -472,7 +472,7 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
 
     run = open_run(context)
     stream = "stderr" if show_stderr else "stdout"
-    chosen = select_jobs(run, (job_id,))
+    chosen = select_jobs(run, (job_id,), ranges=False)  # (no range: not told to give one)
     if len(chosen) != 1:  # (a range: re-attack review, a traceback)
         raise CommandError(f"corral logs shows one job, and {job_id} is jobs "
                            f"{first_few([str(job.id) for job in chosen], 5)}; give one of them")

@@ -119,9 +119,10 @@ def _id_or_name(scheduler: Driver, given: Any) -> Any:
 
 
 def range_hint(refs: Iterable[Any]) -> str:
-    """What to add where *refs* named no job and one of them is a range with
-    an end left out (``3-``, ``-7``): that a range needs both (cold review:
-    ``corral cancel 1-`` said only that there was no job "1-")."""
+    """What a command that takes ranges adds where *refs* named no job and one
+    of them is a range with an end left out (``3-``, ``-7``): that a range
+    needs both (cold review: ``corral cancel 1-`` said only that there was no
+    job "1-"). Not said by one that takes one job: it would be told a range."""
     if any(_HALF_RANGE.fullmatch(str(ref)) for ref in refs):
         return "; a range of ids needs both ends, as in 3-7"
     return ""
@@ -144,8 +145,7 @@ def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
     """
     named = jobs_called(given, jobs)
     if not named:
-        raise CorralError(f"no job {given} in this run (neither an id nor a job's name"
-                          f"{range_hint([given])})")
+        raise CorralError(f"no job {given} in this run (neither an id nor a job's name)")
     if len({str(job.id) for job in named}) > 1:  # (a job both the journal and the driver list)
         raise AmbiguousName(ambiguous_name(given, named))
     return given if str(named[0].id) == str(given) else str(named[0].id)
@@ -269,8 +269,8 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         try:
             job_id = _id_or_name(scheduler, given)
             job, stored = _live_or_stored(scheduler, job_id)
-        except CorralError as error:
-            problems.append(str(error))
+        except CorralError as error:  # (cancel takes ranges: a half one is told so)
+            problems.append(f"{error}{range_hint([given])}")
             continue
         if str(job_id) in seen:  # named twice (by its id and its name, say): answered once
             continue

@@ -18,11 +18,9 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from corral.core.notify import JobNotice
+from typing import Any, TypeVar
 
 __all__ = ["NOTICES_DIR", "keep", "forget", "left_behind"]
 
@@ -32,9 +30,13 @@ log = logging.getLogger("corral.notify")
 NOTICES_DIR = "notices"
 
 
-def keep(directory: Path, notice: JobNotice, recipients: tuple[str, ...], number: int) -> Path:
-    """Write *notice* for *recipients* to a new file in *directory* (made if
-    missing), whole or not at all; return its path.
+#: A notice, as :mod:`corral.core.notify` makes it (a dataclass of plain values).
+Notice = TypeVar("Notice")
+
+
+def keep(directory: Path, notice: Any, recipients: tuple[str, ...], number: int) -> Path:
+    """Write *notice* (a dataclass of plain values) for *recipients* to a new
+    file in *directory* (made if missing), whole or not at all; return its path.
 
     Raises:
         OSError: it cannot be written.
@@ -60,11 +62,11 @@ def forget(path: Path) -> None:
         log.warning("could not remove the kept job notice %s: %s", path, error)
 
 
-def left_behind(directory: Path) -> list[tuple[Path, JobNotice, tuple[str, ...]]]:
+def left_behind(directory: Path, make: Callable[..., Notice]
+                ) -> list[tuple[Path, Notice, tuple[str, ...]]]:
     """The notices in *directory* that processes no longer running left
-    undelivered, oldest first. One that cannot be read is logged and removed."""
-    from corral.core.notify import JobNotice
-
+    undelivered, oldest first, each made again by *make* from its fields. One
+    that cannot be read is logged and removed."""
     try:
         names = sorted(os.listdir(directory), key=_order)
     except OSError:
@@ -81,7 +83,7 @@ def left_behind(directory: Path) -> list[tuple[Path, JobNotice, tuple[str, ...]]
             continue
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            notice = JobNotice(**data["notice"])
+            notice = make(**data["notice"])
             recipients = tuple(str(address) for address in data["recipients"])
         except (OSError, ValueError, TypeError, KeyError) as error:
             log.warning("a job notice left in %s cannot be read (%s: %s); it is removed unsent",

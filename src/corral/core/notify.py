@@ -298,7 +298,7 @@ class Notifier:
 
     def _send_what_was_left(self, directory: Path) -> None:
         """Queue the notices a killed driver of the run left undelivered."""
-        left = left_behind(directory)
+        left = left_behind(directory, JobNotice)
         if not left:
             return
         log.warning("sending %d job notice(s) that a driver of this run, killed, had not sent "
