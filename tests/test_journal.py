@@ -3159,3 +3159,30 @@ def test_a_shown_result_is_bounded_and_keeps_what_it_shows_as_written():
     huge_set = b"\x80\x04cbuiltins\nset\ncbuiltins\nrange\nJ\x00\xe1\xf5\x05\x85R\x85R."
     assert shown_result(huge_set, 3, as_json=False).startswith(
         "not plain data (its pickle names builtins.range)")
+
+
+def test_a_try_two_killed_daemons_left_running_is_said_to_have_ended_once(tmp_path):
+    """Re-attack review: a daemon that took up a job a killed one had left
+    running wrote that its try ended with that daemon, and kept its row for
+    itself to run again; killed before it did, the next daemon wrote the same
+    end again, and the history read RUNNING -> CANCELLED twice."""
+    from types import SimpleNamespace
+
+    from corral.journal.store import Journal
+
+    run = tmp_path / "run"
+    command = SimpleNamespace(
+        id=1, name="train", deps=[], ended_deps=(), status=JobStatus.RUNNING, reason=None,
+        exit_code=None, attempts=1, native_id=None, started=1_000_000.0, ended=None,
+        jobdir=None, result_blob=None, error_blob=None, live_output=None)
+    first = Journal(run, kind="daemon")  # the daemon that ran it, then was killed
+    first.added(command, "key1", "key1", "shell", "train", "{}")
+    first.moved(command, JobStatus.NEW, JobStatus.QUEUED, None)
+    first.moved(command, JobStatus.QUEUED, JobStatus.RUNNING, None)
+    first.flush(wait=True)
+    first.close()  # (its row still RUNNING, as a killed daemon leaves it)
+    for _ in range(2):  # two daemons that took it up, each gone before it ran it again
+        Journal(run, kind="daemon").close()
+    changes = [(old, new) for _, _, old, new, _ in corral.Run(run).events(1)]
+    assert changes == [("new", "queued"), ("queued", "running"), ("running", "cancelled")], \
+        changes

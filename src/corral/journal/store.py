@@ -82,7 +82,7 @@ from corral.journal.writer import HEADER, WRITING_KEY
 from corral.journal.writer_pipe import (WriterStalled, stopped_for, wait_for_answer, wait_for_end,
                                        write_to_writer)
 from corral.journal.writer_lock import note_writer, take_writer_lock
-from corral.status import TERMINAL, JobStatus
+from corral.status import ACTIVE, TERMINAL, JobStatus
 
 __all__ = ["Journal", "JournaledJob", "DRIVER_GONE"]
 
@@ -485,11 +485,13 @@ class Journal:
         # (cold review: TRIES said 2, and the report and `corral status ID` knew
         # of one try only).
         # (By the daemon that takes them up: a script may open the run many times.)
-        kept = [job for job in left if job not in orphans and job.started is not None
-                and kind == "daemon"]
+        # (Running ones: one QUEUED for a retry has begun before, but no try of it
+        # ran: re-attack review, its history said it was cancelled.)
+        kept = [job for job in left if job not in orphans and job.status in ACTIVE
+                and kind == "daemon" and not self._closed_already(db, job)]
         if kind == "daemon":
             self._taken_up = {str(job.id): job.status for job in left
-                              if job not in orphans and job.started is None}
+                              if job not in orphans and job.status not in ACTIVE}
         if kept:
             db.execute("BEGIN")
             db.execute(eventlog.INSERT, eventlog.pack(
@@ -521,6 +523,18 @@ class Journal:
             # unrecorded ended (a daemon must not take it for one to run again).
             if job.status is not JobStatus.CANCELLED or self._ended_unrecorded:
                 self.previous.replace(job)
+
+    @staticmethod
+    def _closed_already(db: sqlite3.Connection, job: StoredJob) -> bool:
+        """Whether the history of *job*, left running by a killed daemon, says
+        already that its try ended so: a daemon killed before it had run the
+        job again left its row as it was (re-attack review: two daemons killed
+        in quick succession each told the same try's end)."""
+        try:
+            [(_, _, _, new, reason)], _, _ = eventlog.latest_changes(db, 1, {str(job.id)})
+        except ValueError:  # (none, or damaged: the closing line is written)
+            return False
+        return new == JobStatus.CANCELLED.value and reason == _ORPHANED_BY_DAEMON
 
     def _logged_outcomes(self) -> dict[str, tuple[bool, bytes, float]]:
         """The run's outcome logs (see :mod:`corral.runtime.outcomes`), read
