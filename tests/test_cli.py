@@ -2098,6 +2098,24 @@ def test_events_follow_of_a_daemon_killed_with_jobs_unfinished_says_so(fresh, tm
     assert fresh("wait", running).status == 0  # (a new daemon runs it again)
 
 
+def test_events_follow_of_some_jobs_ends_once_they_have_ended(fresh, tmp_path):
+    """Re-attack review: `events --follow 1` of an ended job went on until the
+    daemon idled out, as `wait 1` and `logs --follow 1` do not."""
+    release = tmp_path / "release"
+    quick = fresh.submit("true")
+    slow = fresh.submit(block(release))
+    try:
+        assert fresh("wait", quick).status == 0
+        fresh.wait_for_status(slow, "RUNNING")
+        followed = fresh("events", "--follow", quick, timeout=30)
+        assert followed.status == 0, followed
+        assert changes(followed.out)[-1] == (quick, "true", "RUNNING -> COMPLETED")
+        assert fresh.status_of(slow) == "RUNNING"  # (the run goes on: it ended all the same)
+    finally:
+        release.touch()
+    assert fresh("wait", slow).status == 0
+
+
 def test_events_follow_prints_changes_as_they_happen_until_the_script_ends(fresh, tmp_path):
     release = tmp_path / "release"
     script = subprocess.Popen([sys.executable, "-c", SCRIPT_READING_IN_ORDER,

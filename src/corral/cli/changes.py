@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from corral.cli.logs import POLL_S
+from corral.cli.waiting import unfinished
 from corral.journal.reading import read_changes_after, read_job_names, read_latest_changes
 from corral.safe_repr import printable
 
@@ -29,7 +30,8 @@ def print_changes(run: Run, only: set[str] | None, count: int | None, follow: bo
                   out: IO[str], note: Callable[[str], None]) -> None:
     """Print the last *count* changes (all: None) of the jobs in *only* (ids as
     text; None: every job), oldest first; with *follow*, then each new one as
-    it is recorded, until no process drives the run any more. *note* is told
+    it is recorded, until the jobs of *only* have ended or no process drives
+    the run any more. *note* is told
     when earlier changes were left out.
 
     Raises:
@@ -47,8 +49,13 @@ def print_changes(run: Run, only: set[str] | None, count: int | None, follow: bo
     _print(changes, names, out)
     while follow:
         driven = run.owner is not None  # (before the read: what it wrote last is read then)
+        # The jobs asked for ended: nothing more of theirs comes (re-attack review: it
+        # followed an ended job until the daemon idled out, five minutes).
+        ended = only is not None and not unfinished(run.status_counts(tuple(only)))
         changes, seq = read_changes_after(run.path, seq, only)
         _print(changes, names, out)
+        if ended:
+            return
         if not driven:
             _say_if_left_unfinished(run, only)
             return
@@ -59,7 +66,6 @@ def _say_if_left_unfinished(run: Run, only: set[str] | None) -> None:
     """Raise, as ``corral wait`` does, if jobs of *only* (None: all) are left
     unfinished with no process to drive them."""
     from corral.cli.exits import EXIT_UNREACHABLE, CommandError
-    from corral.cli.waiting import unfinished
 
     left = unfinished(run.status_counts(tuple(only) if only else None))
     if left:

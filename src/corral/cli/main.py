@@ -598,7 +598,8 @@ _CHANGES_SHOWN = 20
 @click.option("--last", type=click.IntRange(min=1), default=_CHANGES_SHOWN, show_default=True,
               metavar="N", help="how many of the latest changes to print")
 @click.option("--follow", "-f", is_flag=True,
-              help="then print each change as it happens, until no process drives the run")
+              help="then print each change as it happens, until the jobs IDS have ended "
+                   "(all: until no process drives the run)")
 @click.pass_context
 def events(context: click.Context, ids: tuple[str, ...], show_all: bool, last: int,
            follow: bool) -> None:
