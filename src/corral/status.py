@@ -17,11 +17,12 @@ This module imports nothing of corral's: it is vocabulary.
 from __future__ import annotations
 
 import enum
+import re
 
 from corral.suggest import did_you_mean
 
 __all__ = ["JobStatus", "IllegalTransition", "check_transition", "TERMINAL", "PENDING", "ACTIVE",
-           "statuses_named", "UPSTREAM", "upstream_reason"]
+           "statuses_named", "UPSTREAM", "upstream_reason", "retry_reason", "failures_before_retry"]
 
 
 class JobStatus(enum.Enum):
@@ -136,3 +137,21 @@ def upstream_reason(job_id: object, name: str, status: JobStatus, reason: str | 
     if status is JobStatus.CANCELLED and (reason or "").startswith("aborted"):
         what = "was aborted"  # (abort(), corral abort: the words a person used)
     return f"{UPSTREAM}{job_id} {name!r} {what}"
+
+
+def retry_reason(failures: int, retries: int, reason: str | None) -> str:
+    """Why a job that failed is queued again: its *failures* so far, of the
+    *retries* it may have, and why the last try failed."""
+    return f"retry {failures} of {retries} after: {reason}"
+
+
+def failures_before_retry(reason: str | None) -> int | None:
+    """The failures so far that a :func:`retry_reason` counts; None for any
+    other reason. A daemon that takes up a job a killed one had queued for
+    its retry goes on counting from there (re-attack review: the budget began
+    again, and ``--retries 2`` ran a job four times)."""
+    match = _RETRY.match(reason or "")
+    return None if match is None else int(match[1])
+
+
+_RETRY = re.compile(r"retry (\d{1,9}) of \d+ after: ")

@@ -53,7 +53,7 @@ from corral.core import driver_signals
 from corral.runtime.threads import (in_program_code_for, logged_and_passed, quiet_thread,
                                     signals_allowed, start_quietly)
 from corral.spec import Call, FunctionRef
-from corral.status import ACTIVE, PENDING, JobStatus, upstream_reason
+from corral.status import ACTIVE, PENDING, JobStatus, retry_reason, upstream_reason
 from corral.core.summary import RunTally
 from corral.core.runlog import warn_user
 
@@ -1047,7 +1047,7 @@ class Engine:
             # report draws a retried try by these times (it drew one reaching into
             # the start of the job its worker ran next, a third core on two).
             self._move(job, _S.QUEUED,
-                       f"retry {job.failures} of {job.spec.retries} after: {reason}", job.ended)
+                       retry_reason(job.failures, job.spec.retries, reason), job.ended)
             keep_earlier_attempt(job.jobdir, job.attempts)
             # In its place in line, not behind every job queued since (cold
             # review: an experiment's "not homed, try again" ran hours later).

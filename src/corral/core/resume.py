@@ -62,8 +62,11 @@ class Resumer:
     """Keys, ids and restored outcomes for a journaled scheduler."""
 
     def __init__(self, previous: PreviousJobs[StoredJob], run_dir: Path,
-                 attachable: Callable[[StoredJob], bool] | None = None) -> None:
+                 attachable: Callable[[StoredJob], bool] | None = None,
+                 failures: dict[str, int] | None = None) -> None:
         self.previous = previous
+        #: Failed tries so far of the jobs a killed daemon left with a retry to come.
+        self._failures = failures or {}
         #: Whether an unfinished job still runs in a cluster this run can attach to.
         self._attachable = attachable or (lambda stored: False)
         self.run_dir = run_dir
@@ -128,7 +131,7 @@ class Resumer:
                 if stored is not None:  # the same call, its code changed: it runs again
                     ids.append(stored.id)
                     taken.add(str(stored.id))
-                    run_again(job, stored)
+                    self._run_again(job, stored)
                     continue
             if stored is None:
                 ids.append(job.id if job.id is not None else new_id())
@@ -157,8 +160,14 @@ class Resumer:
             elif self._still_in_cluster(stored):
                 job.reattach = stored  # not submitted again: found by its native id
             else:
-                run_again(job, stored)
+                self._run_again(job, stored)
         return ids
+
+    def _run_again(self, job: JobRecord, stored: StoredJob) -> None:
+        """:func:`run_again`, its failed tries counted on where a killed daemon
+        left them (its retries are not granted anew)."""
+        run_again(job, stored)
+        job.failures = self._failures.get(str(stored.id), 0)
 
     def _key(self, job: JobRecord) -> tuple[str, str]:
         """Give *job* its key and slot (see :func:`corral.core.identity.job_digests`)

@@ -394,7 +394,8 @@ class Scheduler(Executor):
                 def attachable(stored: StoredJob) -> bool:
                     return (current.outlives_driver(stored) and current.session_backends.get(
                         stored.session or 0) == backend)
-            self._resumer = Resumer(self._journal.previous, self._journal.run_dir, attachable)
+            self._resumer = Resumer(self._journal.previous, self._journal.run_dir, attachable,
+                                    self._journal.failures_so_far)
         settings: dict[str, Any] = {}
         if self._journal is not None and backend_info(backend).capabilities.packs_locally:
             # Spool files inside the run: a killed driver's are found (and removed) next time.

@@ -82,7 +82,7 @@ from corral.journal.writer import HEADER, WRITING_KEY
 from corral.journal.writer_pipe import (WriterStalled, stopped_for, wait_for_answer, wait_for_end,
                                        write_to_writer)
 from corral.journal.writer_lock import note_writer, take_writer_lock
-from corral.status import ACTIVE, TERMINAL, JobStatus
+from corral.status import ACTIVE, TERMINAL, JobStatus, failures_before_retry
 
 __all__ = ["Journal", "JournaledJob", "DRIVER_GONE"]
 
@@ -91,6 +91,8 @@ __all__ = ["Journal", "JournaledJob", "DRIVER_GONE"]
 _ORPHANED = f"{DRIVER_GONE} (the next run of the script runs it again)"
 #: Why a try of a ``corral submit`` job ended with its daemon (the next daemon runs it again).
 _ORPHANED_BY_DAEMON = f"{DRIVER_GONE} (its daemon's; the next daemon ran it again)"
+#: How many of a job's latest changes are read back for its count of failures.
+_HISTORY_READ_BACK = 200
 
 #: Why a call whose outcome only the outcome log knew ends COMPLETED or FAILED.
 _FOUND_IN_OUTCOME_LOG = "found in the outcome log after its driver ended"
@@ -307,6 +309,9 @@ class Journal:
         #: by id, until this daemon moves it: its history goes on from there
         #: (see :meth:`moved`).
         self._taken_up: dict[str, JobStatus] = {}
+        #: The tries that failed so far of each job a killed daemon left with a
+        #: retry to come, by id: the daemon that takes it up goes on counting.
+        self.failures_so_far: dict[str, int] = {}
         self._close_orphans(db, kind)
         self._settle_cancelled_that_completed(db)
         self._outcomes_read = None  # (their results: read once, kept no longer)
@@ -492,6 +497,11 @@ class Journal:
         if kind == "daemon":
             self._taken_up = {str(job.id): job.status for job in left
                               if job not in orphans and job.status not in ACTIVE}
+            for job in left:
+                if job not in orphans and job.started is not None:
+                    failures = self._failures_so_far(db, job)
+                    if failures:
+                        self.failures_so_far[str(job.id)] = failures
         if kept:
             db.execute("BEGIN")
             db.execute(eventlog.INSERT, eventlog.pack(
@@ -523,6 +533,22 @@ class Journal:
             # unrecorded ended (a daemon must not take it for one to run again).
             if job.status is not JobStatus.CANCELLED or self._ended_unrecorded:
                 self.previous.replace(job)
+
+    @staticmethod
+    def _failures_so_far(db: sqlite3.Connection, job: StoredJob) -> int:
+        """How many tries of *job* failed since its history last began: what
+        its latest retry said (see :func:`corral.status.failures_before_retry`)."""
+        try:
+            changes, _, _ = eventlog.latest_changes(db, _HISTORY_READ_BACK, {str(job.id)})
+        except ValueError:  # (damaged: counted from none, as before)
+            return 0
+        for _, _, old, new, reason in reversed(changes):
+            counted = failures_before_retry(reason) if new == JobStatus.QUEUED.value else None
+            if counted is not None:
+                return counted
+            if old in (None, JobStatus.NEW.value):  # (it began again here: a rerun)
+                return 0
+        return 0
 
     @staticmethod
     def _closed_already(db: sqlite3.Connection, job: StoredJob) -> bool:
