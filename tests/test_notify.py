@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -10,12 +11,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from smtp_server import SmtpServer
+from support.waiting import wait_until
 
 from corral.config import SmtpSettings
 from corral.core.notify import JobNotice, Notifier, compose
@@ -293,12 +296,15 @@ def test_notices_a_killed_process_left_are_sent_by_the_next_notifier_and_said(
                                    str(silent.getsockname()[1])], stdout=subprocess.PIPE)
         assert killed.stdout is not None and killed.stdout.readline() == b"queued\n"
         killed.kill()
-        killed.wait(timeout=10)
+        # Not reaped yet, a zombie, as a supervisor that starts the next driver first
+        # leaves it (attack review: its notices were taken for a live driver's).
+        wait_until(lambda: _state(killed.pid) == "Z", message="the killed one to be a zombie")
     assert len(list(kept.glob("*.json"))) == 2
     (kept / "99999999-1.1.json").write_text("{not json")  # damaged: said and removed
     with caplog.at_level(logging.INFO, logger="corral.notify"):
         notifier = Notifier(settings_for(smtp_server.port), keep_in=kept)
         notifier.close()
+    killed.wait(timeout=10)
     [mail] = smtp_server.wait_for(1)  # the two, for the same address: one digest
     assert "Job 3 'fit' FAILED" in mail.body and "Job 4 'fit' FAILED" in mail.body, mail.body
     said = [record.getMessage() for record in caplog.records]
@@ -322,6 +328,81 @@ with corral.Scheduler(cores=1, journal=sys.argv[1]) as scheduler:
     print("failed", flush=True)
     time.sleep(60)  # killed here, its mail not sent
 """
+
+
+def _state(pid: int) -> str:
+    """The state letter of process *pid* (R, S, Z...)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rfind(")") + 2]
+
+
+def test_what_else_lies_among_the_kept_notices_is_said_or_left_never_followed(
+        smtp_server: SmtpServer, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """Attack review: a FIFO named like a notice hung every driver of the run at
+    its start, a name with "²" for a number crashed it, a link was followed to
+    a notice outside the run and sent, and a recipient string was mailed one
+    character at a time."""
+    kept = tmp_path / "notices"
+    kept.mkdir()
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"recipients": ["eve@example.org"],
+                                   "notice": dataclasses.asdict(failed_notice())}))
+    os.mkfifo(kept / "99999998-1.1.json")
+    (kept / "99999998-1.2.json").symlink_to(outside)
+    (kept / "99999998-1.3.json").write_text(json.dumps(
+        {"recipients": "bob@example.org", "notice": dataclasses.asdict(failed_notice())}))
+    (kept / "1-1.².json").write_text("{}")  # (no name a notifier writes: left as it is)
+    with caplog.at_level(logging.INFO, logger="corral.notify"):
+        Notifier(settings_for(smtp_server.port), keep_in=kept).close()
+    said = "\n".join(record.getMessage() for record in caplog.records)
+    for number, why in ((1, "ValueError: not a regular file"),
+                        (2, "OSError: [Errno 40] Too many levels of symbolic links"),
+                        (3, "ValueError: its recipients are no list of addresses")):
+        assert (f"a job notice left in {kept / f'99999998-1.{number}.json'} cannot be read "
+                f"({why}") in said, said
+    assert smtp_server.received == [] and outside.exists()
+    assert sorted(path.name for path in kept.iterdir()) == ["1-1.².json"]
+
+
+def test_two_notifiers_of_one_process_keep_their_notices_apart(smtp_server: SmtpServer,
+                                                              tmp_path) -> None:
+    """Attack review: a daemon whose [smtp] table changed made a second notifier
+    beside the first, whose files took the same names: one notice overwrote
+    another, and the first's give-up removed the second's."""
+    kept = tmp_path / "notices"
+    first = Notifier(settings_for(smtp_server.port), keep_in=kept)
+    smtp_server.accepting.clear()
+    first.send(failed_notice(job_id=1), ["ann@example.org"])
+    assert smtp_server.at_data.wait(10)
+    second = Notifier(settings_for(smtp_server.port), keep_in=kept)
+    second.send(failed_notice(job_id=3), ["bob@example.org"])
+    assert len(list(kept.glob("*.json"))) == 2
+    smtp_server.accepting.set()
+    first.close()
+    second.close()
+    subjects = sorted(mail.message["Subject"] for mail in smtp_server.wait_for(2))
+    assert "job 1" in subjects[0] and "job 3" in subjects[1], subjects
+    assert list(kept.iterdir()) == []
+
+
+def test_a_program_that_sent_no_mail_waits_little_for_what_an_earlier_one_left(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """Attack review: a script that sent no mail waited 10 s at its end for a
+    server that did not answer, to send what a killed driver had left."""
+    kept = tmp_path / "notices"
+    kept.mkdir()
+    (kept / "99999997-1.1.json").write_text(json.dumps(
+        {"recipients": ["ann@example.org"], "notice": dataclasses.asdict(failed_notice())}))
+    with socket.socket() as silent, caplog.at_level(logging.WARNING, logger="corral.notify"):
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        notifier = Notifier(dataclasses.replace(settings_for(silent.getsockname()[1]),
+                                                timeout=30.0), keep_in=kept)
+        began = time.monotonic()
+        notifier.close()
+        waited = time.monotonic() - began
+    assert waited < 5, waited
+    assert any("given up" in record.getMessage() for record in caplog.records), caplog.text
 
 
 def _killed_with_mail_queued(tmp_path) -> tuple[Path, Path, dict[str, str]]:

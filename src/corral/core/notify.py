@@ -227,7 +227,8 @@ class Notifier:
         self._condition = threading.Condition()
         #: Each notice with its recipients and the file it is kept in (if any).
         self._queue: collections.deque[_Queued] = collections.deque()
-        self._kept_count = 0
+        #: Notices sent through :meth:`send` (not left by an earlier driver).
+        self._own = 0
         #: The files of the notices being delivered.
         self._in_flight: list[Path] = []
         self._busy = 0  # notices queued or being delivered
@@ -275,6 +276,7 @@ class Notifier:
                 raise RuntimeError("the notifier is closed; no more notices can be sent")
             self._queue.append((notice, recipients, self._kept(notice, recipients)))
             self._busy += 1
+            self._own += 1
             if self._thread is None:
                 self._thread = start_thread(self._deliver_all, name="corral-notify")
             self._condition.notify_all()
@@ -284,11 +286,10 @@ class Notifier:
         is kept nowhere, or cannot be written (said once, and the mail goes on)."""
         if self.keep_in is None:
             return None
-        self._kept_count += 1
         try:
-            return keep(self.keep_in, notice, recipients, self._kept_count)
+            return keep(self.keep_in, notice, recipients)
         except OSError as error:
-            if self._kept_count == 1 or not self._said_unkept:
+            if not self._said_unkept:
                 log.warning("could not keep job notices in %s until they are sent (%s): a "
                             "driver killed before it sends them loses them", self.keep_in, error)
             self._said_unkept = True
@@ -297,8 +298,14 @@ class Notifier:
     _said_unkept = False
 
     def _send_what_was_left(self, directory: Path) -> None:
-        """Queue the notices a killed driver of the run left undelivered."""
-        left = left_behind(directory, JobNotice)
+        """Queue the notices a killed driver of the run left undelivered.
+        Never raises: what is found there must not stop the run."""
+        try:
+            left = left_behind(directory, JobNotice)
+        except Exception as error:
+            log.error("could not read the job notices left in %s (%s: %s)", directory,
+                      type(error).__name__, error)
+            return
         if not left:
             return
         log.warning("sending %d job notice(s) that a driver of this run, killed, had not sent "
@@ -320,6 +327,9 @@ class Notifier:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+            if not self._own:  # (only an earlier driver's: a program that sent no mail
+                # must not wait 10 s on a server that does not answer: attack review)
+                timeout = min(timeout, LEFT_OVER_PATIENCE_S)
             self._give_up_at = started + min(timeout, self._patience)
             while self._busy and (left := self._give_up_at - time.monotonic()) > 0:
                 self._condition.wait(left)
@@ -420,6 +430,10 @@ class Notifier:
                  ", ".join(recipients), server)
         return True
 
+
+#: The most :meth:`Notifier.close` waits for notices an earlier driver left,
+#: when it was given none of its own.
+LEFT_OVER_PATIENCE_S = 1.0
 
 #: A queued notice: the notice, its recipients, and the file it is kept in (None: none).
 _Queued = tuple[JobNotice, tuple[str, ...], "Path | None"]

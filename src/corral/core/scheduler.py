@@ -54,7 +54,7 @@ from corral.core.scheduler_setup import (check_journal_dir, check_workdir, check
                                          tidy_after_dead_drivers, unknown_argument, with_address)
 from corral.journal.run import Run
 from corral.journal.workdir_mark import check_workdir_free, claim_workdir
-from corral.core.kept_notices import NOTICES_DIR
+from corral.core.kept_notices import NOTICES_DIR, waiting
 from corral.core.run_files import NAMES_NO_JOB_MAY_TAKE
 from corral.core.runlog import attach_run_log, warn_user
 from corral.runtime.chunks import ChunkRunner
@@ -731,11 +731,8 @@ class Scheduler(Executor):
         (see :mod:`corral.core.kept_notices`) through the config's ``[smtp]``;
         with no mail server to send them through, say that they wait."""
         directory = self._notices_dir()
-        if directory is None or not directory.is_dir():
+        if directory is None or not waiting(directory):
             return
-        with os.scandir(directory) as entries:
-            if next(entries, None) is None:
-                return
         log = logging.getLogger("corral.notify")
         try:
             smtp = self._loaded_config().smtp
