@@ -101,9 +101,10 @@ with corral.Scheduler(cores=16) as scheduler:
     resource.setrlimit(resource.RLIMIT_NOFILE, (used + 12, hard))
     jobs = [scheduler.shell("sleep 0.3") for _ in range(16)]
     deadline = time.monotonic() + 30
-    def kept():  # by the backend, which could not start them yet
+    def kept():  # by the backend, which could not start them yet (and says so: a job
+        # handed ahead to a worker behind a running one is SUBMITTED too, with no reason)
         return [job for job in jobs if job.status is corral.JobStatus.SUBMITTED
-                and job._record.handed_ahead]
+                and job._record.handed_ahead and job.reason is not None]
     while len(kept()) < 3:
         assert time.monotonic() < deadline
         time.sleep(0.01)
