@@ -131,6 +131,15 @@ def range_hint(refs: Iterable[Any]) -> str:
 _HALF_RANGE = re.compile(r"\d+-|-\d+")
 
 
+def _is_a_range(given: Any) -> bool:
+    """Whether *given*, which named no job, is a range of ids (``3-7``): said
+    to commands that take one job (abort, --after) rather than "no job 3-7"."""
+    return isinstance(given, str) and _RANGE.fullmatch(given) is not None
+
+
+_RANGE = re.compile(r"\s*\d+\s*-\s*\d+\s*")
+
+
 class AmbiguousName(CorralError):
     """Several jobs have the name given for one."""
 
@@ -199,7 +208,7 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
             parent_id = _id_or_name(scheduler, parent)
         except CorralError as error:
             # (attack review: "no job 1-3" alone did not say why)
-            if isinstance(parent, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", parent):
+            if _is_a_range(parent):
                 raise CorralError(f"{error}; --after takes job ids and names, not ranges: give "
                                   "one --after for each job") from None
             raise
@@ -324,7 +333,7 @@ def _abort(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     try:
         job_id = _id_or_name(scheduler, given)
     except CorralError as error:  # (attack review: `abort 1-2` said only "no job 1-2")
-        if isinstance(given, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", given):
+        if _is_a_range(given):
             raise CorralError(f"{error}; abort takes one job, by id or name, not a range") from None
         raise
     job, stored = _live_or_stored(scheduler, job_id)

@@ -492,16 +492,18 @@ class Journal:
         # (By the daemon that takes them up: a script may open the run many times.)
         # (Running ones: one QUEUED for a retry has begun before, but no try of it
         # ran: re-attack review, its history said it was cancelled.)
+        # The latest changes of each that ran or runs, read once: whether its try's
+        # end is told already, and how many of its tries failed.
+        histories = {str(job.id): _latest_changes(db, job) for job in left
+                     if kind == "daemon" and job not in orphans
+                     and (job.status in ACTIVE or job.started is not None)}
         kept = [job for job in left if job not in orphans and job.status in ACTIVE
-                and kind == "daemon" and not self._closed_already(db, job)]
+                and kind == "daemon" and not _closed_already(histories[str(job.id)])]
         if kind == "daemon":
             self._taken_up = {str(job.id): job.status for job in left
                               if job not in orphans and job.status not in ACTIVE}
-            for job in left:
-                if job not in orphans and job.started is not None:
-                    failures = self._failures_so_far(db, job)
-                    if failures:
-                        self.failures_so_far[str(job.id)] = failures
+            self.failures_so_far = {job_id: failures for job_id, history in histories.items()
+                                    if (failures := _failures_so_far(history))}
         if kept:
             db.execute("BEGIN")
             db.execute(eventlog.INSERT, eventlog.pack(
@@ -533,34 +535,6 @@ class Journal:
             # unrecorded ended (a daemon must not take it for one to run again).
             if job.status is not JobStatus.CANCELLED or self._ended_unrecorded:
                 self.previous.replace(job)
-
-    @staticmethod
-    def _failures_so_far(db: sqlite3.Connection, job: StoredJob) -> int:
-        """How many tries of *job* failed since its history last began: what
-        its latest retry said (see :func:`corral.status.failures_before_retry`)."""
-        try:
-            changes, _, _ = eventlog.latest_changes(db, _HISTORY_READ_BACK, {str(job.id)})
-        except ValueError:  # (damaged: counted from none, as before)
-            return 0
-        for _, _, old, new, reason in reversed(changes):
-            counted = failures_before_retry(reason) if new == JobStatus.QUEUED.value else None
-            if counted is not None:
-                return counted
-            if old in (None, JobStatus.NEW.value):  # (it began again here: a rerun)
-                return 0
-        return 0
-
-    @staticmethod
-    def _closed_already(db: sqlite3.Connection, job: StoredJob) -> bool:
-        """Whether the history of *job*, left running by a killed daemon, says
-        already that its try ended so: a daemon killed before it had run the
-        job again left its row as it was (re-attack review: two daemons killed
-        in quick succession each told the same try's end)."""
-        try:
-            [(_, _, _, new, reason)], _, _ = eventlog.latest_changes(db, 1, {str(job.id)})
-        except ValueError:  # (none, or damaged: the closing line is written)
-            return False
-        return new == JobStatus.CANCELLED.value and reason == _ORPHANED_BY_DAEMON
 
     def _logged_outcomes(self) -> dict[str, tuple[bool, bytes, float]]:
         """The run's outcome logs (see :mod:`corral.runtime.outcomes`), read
@@ -1021,3 +995,34 @@ def _holds_files_in(pid: int, directory: Path) -> bool:
         if target.startswith(inside):
             return True
     return False
+
+
+def _latest_changes(db: sqlite3.Connection, job: StoredJob
+                    ) -> list[tuple[str, float, str | None, str, str | None]]:
+    """The latest changes of *job* (at most :data:`_HISTORY_READ_BACK`), oldest
+    first; none if they cannot be read (damaged: what follows assumes nothing)."""
+    try:
+        return eventlog.latest_changes(db, _HISTORY_READ_BACK, {str(job.id)})[0]
+    except ValueError:
+        return []
+
+
+def _closed_already(history: list[tuple[str, float, str | None, str, str | None]]) -> bool:
+    """Whether a job's *history*, left running by a killed daemon, says already
+    that its try ended so: a daemon killed before it had run the job again left
+    its row as it was (re-attack review: two daemons killed in quick succession
+    each told the same try's end)."""
+    return bool(history) and history[-1][3] == JobStatus.CANCELLED.value \
+        and history[-1][4] == _ORPHANED_BY_DAEMON
+
+
+def _failures_so_far(history: list[tuple[str, float, str | None, str, str | None]]) -> int:
+    """How many tries failed since a job's *history* last began: what its
+    latest retry said (see :func:`corral.status.failures_before_retry`)."""
+    for _, _, old, new, reason in reversed(history):
+        counted = failures_before_retry(reason) if new == JobStatus.QUEUED.value else None
+        if counted is not None:
+            return counted
+        if old in (None, JobStatus.NEW.value):  # (it began again here: a rerun)
+            return 0
+    return 0
