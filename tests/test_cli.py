@@ -2686,7 +2686,7 @@ def test_a_ctrl_c_while_the_first_submits_daemon_starts_leaves_no_run_and_no_dae
     _, errors = submitting.communicate(timeout=60)
     assert (submitting.returncode, errors.decode().splitlines()[-1]) == (
         128 + signum, "corral: interrupted: nothing was submitted, and the run this "
-                      "submit was making is taken away again")
+                      "command was making is taken away again")
     wait_until(lambda: not daemons(), message="the daemon to be gone")
     assert not fresh.run.exists()
 

@@ -52,14 +52,46 @@ def fresh(tmp_path: Path) -> Iterator[Corral]:
 # -- a typo in --run ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [["pause"], ["resume"], ["clear"], ["cancel", "1"], ["abort"],
-                                  ["stop"]], ids=lambda args: args[0])
+@pytest.mark.parametrize("args", [["resume"], ["clear"], ["cancel", "1"], ["abort"], ["stop"]],
+                         ids=lambda args: args[0])
 def test_a_control_verb_on_a_run_that_does_not_exist_exits_3_and_creates_nothing(tmp_path, args):
     typo = tmp_path / "runs" / "nightyl"
     command = Corral(tmp_path, tmp_path / "unused")
     outcome = command("--run", os.fspath(typo), *args)
     assert_one_line_error(outcome, 3, rf"^corral: error: no corral run at {re.escape(str(typo))} ")
-    assert not typo.exists(), "only submit may create a run"
+    assert not typo.exists(), "only submit and pause may create a run"
+    assert command.daemon_pid() is None
+
+
+def test_pause_before_the_first_submit_readies_a_run_whose_jobs_wait_for_resume(fresh):
+    """Cold review: a person who wanted to line jobs up and start them together
+    could not pause a run before its first job ("no corral run"), and the first
+    submit started at once. The answer says the run is new, and where, so a
+    mistyped --run is seen at once."""
+    paused = fresh("pause")
+    assert (paused.status, paused.out, paused.err) == (
+        0, f"paused a new, empty run at {fresh.run}: the jobs submitted to it wait until "
+           "corral resume\n", ""), str(paused)
+    assert fresh.ok("status").header == (f"run {fresh.run}: driven by daemon pid "
+                                         f"{fresh.daemon_pid()}, PAUSED")
+    fresh.ok("stop")  # (the pause is the run's: a daemon started later holds the jobs too)
+    jobs = [fresh.submit("--", "echo", str(n)) for n in range(2)]
+    details = {job: row["DETAIL"] for job, row in fresh.ok("status").rows().items()}
+    assert details == dict.fromkeys(jobs, "paused: starts after corral resume")
+    assert fresh.ok("resume").out == "resumed\n"
+    assert fresh("wait").status == 0
+    assert [fresh.ok("logs", job).out for job in jobs] == ["0\n", "1\n"]
+
+
+def test_pause_refuses_to_make_a_run_in_a_directory_of_other_files(tmp_path):
+    busy = tmp_path / "notes"
+    busy.mkdir()
+    (busy / "todo.txt").write_text("keep me")
+    command = Corral(tmp_path / "home", busy)
+    assert_one_line_error(command("pause"), 2, rf"^corral: error: {re.escape(str(busy))} is not "
+                                               r"a corral run but holds other files; give --run "
+                                               r"a new or empty directory")
+    assert [path.name for path in busy.iterdir()] == ["todo.txt"]
     assert command.daemon_pid() is None
 
 

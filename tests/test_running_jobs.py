@@ -404,7 +404,7 @@ def test_asyncio_wait_given_a_job_says_to_pass_a_task_and_takes_one(scheduler):
     corral's thread ran: the program hung for good."""
     async def main():
         job = scheduler.submit(jobs.square, 5)
-        with pytest.raises(TypeError, match=r"^<Job \d+ 'square' \w+> is no asyncio future: "
+        with pytest.raises(TypeError, match=r"^<Job \d+ 'square' [^>]+> is no asyncio future: "
                                             r"asyncio\.wait\(\) takes tasks; pass "
                                             r"asyncio\.ensure_future\(job\), or await the job$"):
             await asyncio.wait_for(asyncio.wait([job]), 30)

@@ -43,14 +43,15 @@ def control_request(context: click.Context, request: dict[str, Any],
             f"{server.STARTING_DRIVER_PATIENCE_S:g} s", EXIT_UNREACHABLE)
     if request["verb"] not in _VERBS_THAT_MAKE_A_RUN:
         require_existing_run(run_dir)
-    origin = None
+    meta: dict[str, str] = {}
     try:
-        origin = read_meta(run_dir).get("origin")
-    except FileNotFoundError:
+        meta = read_meta(run_dir)
+    except FileNotFoundError:  # (a run this command makes)
         pass
     except PermissionError:
         raise CommandError(f"permission denied: the run at {run_dir} belongs to another "
                            "user", EXIT_UNREACHABLE) from None
+    origin = meta.get("origin")
     if origin not in (None, "daemon"):
         if request["verb"] in _CLUSTER_VERBS:
             check_config(run_dir)  # it may describe the scheduler the jobs run on
@@ -86,8 +87,7 @@ def control_request(context: click.Context, request: dict[str, Any],
     except CorralError as error:
         raise CommandError(str(error), EXIT_USAGE) from None
     pausing = request["verb"] == "pause"
-    left_paused = (request["verb"] not in _VERBS_THAT_MAKE_A_RUN  # (none yet to read)
-                   and read_meta(run_dir).get("paused") == "1")
+    left_paused = meta.get("paused") == "1"
     _note_what_a_new_daemon_runs_again(run_dir, request["verb"], pausing or left_paused)
     for attempt in range(_DAEMON_ROUNDS):
         try:
@@ -139,9 +139,11 @@ _DAEMON_ROUNDS = 3
 _CLUSTER_VERBS = ("cancel", "pause", "resume")
 
 
-#: Only submit may create a run; a typo in ``--run`` with any other verb must
-#: not leave a directory and a daemon behind and report success.
-_VERBS_THAT_MAKE_A_RUN = ("submit",)
+#: Only submit, and pause (which readies a run for jobs that wait for a resume),
+#: may create a run; a typo in ``--run`` with any other verb must not leave a
+#: directory and a daemon behind and report success. (Pause says that its run
+#: is new, and where.)
+_VERBS_THAT_MAKE_A_RUN = ("submit", "pause")
 
 
 def _refuse_a_daemon_blind_to_its_jobs(run_dir: Path, verb: str) -> None:

@@ -44,7 +44,7 @@ from corral.cli.exits import (EXIT_BROKEN_PIPE, EXIT_FAILED_JOB, EXIT_INTERRUPTE
                               EXIT_TERMINATED, EXIT_TIMED_OUT, EXIT_UNREACHABLE, EXIT_USAGE,
                               INTERRUPTED, TERMINATED, CommandError, Terminated, raise_terminated)
 from corral.cli.job_selection import ID_RANGE, jobs_with_ids, select_jobs, with_ranges
-from corral.cli.new_run import check_new_run_dir, undo_new_run
+from corral.cli.new_run import making_run
 from corral.cli.run_dirs import (RunPath, chosen_run_dir, current_directory, default_run_dir,
                                  open_run, resolved_path, run_option)
 from corral.cli.streams import (ReaderGone, drop_unwritten_output, flush_output,
@@ -238,19 +238,11 @@ def submit(context: click.Context, command: tuple[str, ...], after: tuple[str, .
     except ValueError as error:
         raise CommandError(_as_flag_message(str(error))) from None
     run_dir = chosen_run_dir(context)
-    new_run = check_new_run_dir(run_dir)
-    note_tables_not_read(run_dir, notify=options.get("notify") is not None)
-    try:
+    with making_run(run_dir, "nothing was submitted"):
+        note_tables_not_read(run_dir, notify=options.get("notify") is not None)
         given_command = command[0] if len(command) == 1 else list(command)
         reply = control_request(context, {"verb": "submit", "command": given_command,
                                           "options": options, "after": list(after)})
-    except (CommandError, KeyboardInterrupt, Terminated) as error:
-        if new_run is not None and undo_new_run(new_run) and not isinstance(error, CommandError):
-            # (a refused first job leaves no run and no daemon behind; nor does one cut short)
-            stopped = EXIT_INTERRUPTED if isinstance(error, KeyboardInterrupt) else EXIT_TERMINATED
-            raise CommandError("interrupted: nothing was submitted, and the run this submit was "
-                               "making is taken away again", stopped) from None
-        raise
     click.echo(reply["id"])
     if reply.get("note"):
         click.echo(f"corral: note: {printable(reply['note'])}", err=True)
@@ -782,8 +774,15 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
 @run_option
 @click.pass_context
 def pause(context: click.Context) -> None:
-    """Start no new job; running ones finish."""
-    reply = control_request(context, {"verb": "pause"})
+    """Start no new job; running ones finish. On a directory that holds no run
+    yet, make the run paused: the jobs submitted to it wait for resume."""
+    run_dir = chosen_run_dir(context)
+    with making_run(run_dir, "nothing was paused") as new_run:
+        reply = control_request(context, {"verb": "pause"})
+    if new_run is not None:  # (said in full: a mistyped --run is seen here, not later)
+        click.echo(f"paused a new, empty run at {run_dir}: the jobs submitted to it wait "
+                   "until corral resume")
+        return
     click.echo("paused" + (" (it already was)" if reply.get("was_paused") else ""))
 
 

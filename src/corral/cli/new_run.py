@@ -1,6 +1,7 @@
-"""A run made by ``corral submit``: the directory checked before it is made,
-and the run taken away again when its first job was refused (no run and no
-daemon are left behind by a submit that failed)."""
+"""A run made by ``corral submit`` or ``corral pause``: the directory checked
+before it is made, and the run taken away again when the command that made it
+was refused or cut short (no run and no daemon are left behind by a submit
+that failed)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import contextlib
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from corral.cli.control_requests import send_to_driver
-from corral.cli.exits import CommandError
+from corral.cli.exits import EXIT_INTERRUPTED, EXIT_TERMINATED, CommandError, Terminated
 
-__all__ = ["NewRun", "check_new_run_dir", "undo_new_run"]
+__all__ = ["NewRun", "check_new_run_dir", "making_run", "undo_new_run"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,23 @@ def check_new_run_dir(run_dir: Path) -> NewRun | None:
         return NewRun(run_dir, None, first)
     except OSError:  # (a file in its path: making it says so, one line)
         return NewRun(run_dir, None, None)
+
+
+@contextlib.contextmanager
+def making_run(run_dir: Path, nothing_done: str) -> Iterator[NewRun | None]:
+    """Around a command that may make the run at *run_dir* (the first submit,
+    or a pause that readies a run before its first job): a refusal, a Ctrl-C
+    or a SIGTERM takes the run it was making away again, and one cut short
+    says so, beginning with *nothing_done* ("nothing was submitted")."""
+    new_run = check_new_run_dir(run_dir)
+    try:
+        yield new_run
+    except (CommandError, KeyboardInterrupt, Terminated) as error:
+        if new_run is not None and undo_new_run(new_run) and not isinstance(error, CommandError):
+            stopped = EXIT_INTERRUPTED if isinstance(error, KeyboardInterrupt) else EXIT_TERMINATED
+            raise CommandError(f"interrupted: {nothing_done}, and the run this command was "
+                               "making is taken away again", stopped) from None
+        raise
 
 
 def undo_new_run(new: NewRun) -> bool:
