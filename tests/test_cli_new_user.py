@@ -755,7 +755,7 @@ def test_a_first_submit_cut_short_takes_its_new_run_away_and_says_so(
         cli_main.main(["--run", str(run), "submit", "--", "true"])
     assert ended.value.code == (143 if signal_name == "SIGTERM" else 130)
     assert capsys.readouterr().err == ("corral: interrupted: nothing was submitted, and the "
-                                       "run this submit was making is taken away again\n")
+                                       "run this command was making is taken away again\n")
     assert not run.exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the process's own again"
     assert Terminated  # (the exception SIGTERM raises in the command)

@@ -27,7 +27,6 @@ import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -310,6 +309,8 @@ def register_schedulers(config: Config) -> None:
 def _register(schedulers: Mapping[str, _Origin]) -> None:
     """Register each described scheduler, replacing one described earlier under
     its name with another table; refuse a name any other backend has."""
+    if not schedulers:  # (the reader of tables costs every command 25 ms)
+        return
     from corral.backends.batch.described import table_of
 
     for name, origin in schedulers.items():
@@ -447,6 +448,8 @@ class _Layer:
 
     def schedulers(self) -> dict[str, _Origin]:
         """Each ``[schedulers.NAME]`` table as its (unregistered) backend."""
+        if not self._data.get("schedulers"):  # (its reader costs every command 25 ms)
+            return {}
         from corral.backends.batch.described import TableError, describe
 
         described = {}
@@ -629,6 +632,8 @@ def _port(value: Any, name: str) -> int:
 
 def _sender(value: Any, name: str) -> str:
     # (A line break made every notice fail to compose: attack review.)
+    from email.utils import parseaddr  # (8 ms: only a config with an [smtp] table pays)
+
     if (not isinstance(value, str) or "@" not in parseaddr(value)[1]
             or not value.isprintable()):
         raise ValueError(f"{name}={value!r} must be an e-mail address such as "

@@ -10,7 +10,6 @@ This module imports nothing of corral's: vocabulary modules may use it.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 __all__ = ["closest", "did_you_mean"]
@@ -32,6 +31,8 @@ def closest(word: object, known: Iterable[str], *, cutoff: float = 0.6,
         for name in names:
             if name.startswith(word):
                 return name
+    import difflib  # (only a mistyped name pays its import: every command imports this)
+
     close = difflib.get_close_matches(word, names, n=1, cutoff=cutoff)
     return close[0] if close else None
 

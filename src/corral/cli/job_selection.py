@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from corral.cli.exits import CommandError
-from corral.status import TERMINAL
 
 if TYPE_CHECKING:
     from corral.journal.run import Run
@@ -20,12 +20,13 @@ __all__ = ["ID_RANGE", "with_ranges", "select_jobs", "jobs_with_ids"]
 ID_RANGE = re.compile(r"(\d{1,18})-(\d{1,18})")
 
 
-def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False,
-                ended: list[str] | None = None) -> tuple[str, ...]:
-    """*ids* with each range ``A-B`` replaced by the
-    ids of the run's jobs numbered A to B, in order; with *unfinished*, only
-    those that have not ended (a cancel of a range: the rest are no error),
-    which go to *ended* when given, for the caller to say.
+def with_ranges(run: Run, ids: tuple[str, ...],
+                wanted: Callable[[StoredJob], bool] | None = None,
+                left: list[str] | None = None) -> tuple[str, ...]:
+    """*ids* with each range ``A-B`` replaced by the ids of the run's jobs
+    numbered A to B, in order; with *wanted*, only those it takes (a cancel of
+    a range takes the unfinished ones: the rest are no error), the others
+    going to *left* when given, for the caller to say.
 
     Raises:
         CommandError: a range runs backwards, or no job is numbered in it.
@@ -39,11 +40,10 @@ def with_ranges(run: Run, ids: tuple[str, ...], unfinished: bool = False,
             found.append(given)
             continue
         for job in inside:
-            if unfinished and job.status in TERMINAL:
-                if ended is not None:
-                    ended.append(str(job.id))
-            else:
+            if wanted is None or wanted(job):
                 found.append(str(job.id))
+            elif left is not None:
+                left.append(str(job.id))
     return tuple(dict.fromkeys(found))
 
 

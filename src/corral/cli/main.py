@@ -20,7 +20,6 @@ The run directory is ``--run DIR``, else ``$CORRAL_RUN``, else
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import os
@@ -737,7 +736,7 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
     if any(ID_RANGE.fullmatch(given) for given in ids):
         ended: list[str] = []
         given = set(ids)
-        ids = with_ranges(open_run(context), ids, unfinished=True, ended=ended)
+        ids = with_ranges(open_run(context), ids, lambda job: job.status not in TERMINAL, ended)
         if not ids:
             click.echo("nothing to cancel: every job in the range has ended")
             return
@@ -768,6 +767,39 @@ def cancel(context: click.Context, ids: tuple[str, ...]) -> None:
         click.echo(f"corral: error: {problem}", err=True)
     if reply["problems"]:
         context.exit(EXIT_USAGE)
+
+
+@cli.command()
+@run_option
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_context
+def rerun(context: click.Context, ids: tuple[str, ...]) -> None:
+    """Run ended jobs again, each as a new job: the same command, directory,
+    environment and options. Print the new ids, one a line, in the order of
+    the jobs. By id, name or range of ids (3-7: those in it that ended without
+    completing). Jobs run again together keep their order."""
+    if any(ID_RANGE.fullmatch(given) for given in ids):
+        left: list[str] = []
+        given = set(ids)
+        ids = with_ranges(open_run(context), ids, _went_wrong, left)
+        left = [job_id for job_id in left if job_id not in given]
+        if left:
+            click.echo(f"corral: note: left {first_few(left, 10)}: completed, or not ended",
+                       err=True)
+        if not ids:
+            click.echo("nothing to run again: every job in the range completed or has not "
+                       "ended")
+            return
+    reply = control_request(context, {"verb": "rerun", "ids": list(ids)})
+    for _, new_id in reply["ids"]:
+        click.echo(new_id)
+    if reply.get("note"):
+        click.echo(f"corral: note: {printable(reply['note'])}", err=True)
+
+
+def _went_wrong(job: Any) -> bool:
+    """Whether *job* ended without completing: what a range of ``rerun`` takes."""
+    return job.status in TERMINAL and job.status is not JobStatus.COMPLETED
 
 
 @cli.command()
@@ -1127,6 +1159,8 @@ def _no_such_option(error: click.NoSuchOption) -> str:
     hint = (peers_word_hint(typed, flags=True)
             if where == "corral submit" else None)
     if hint is None:
+        import difflib  # (only a mistyped option pays its import)
+
         if where == "corral submit" and not difflib.get_close_matches(
                 typed, [name.lstrip("-") for name in error.possibilities or []], cutoff=0.75):
             # (no typo of one of ours: cold review, `corral submit --lr 0.2 -- python train.py`)

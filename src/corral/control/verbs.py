@@ -199,11 +199,39 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
                      request: dict[str, Any]) -> tuple[int | str | None, str | None]:
     """Make the job of a submit request; return its id (which it has: it is
     dispatched), and why it was cancelled at once, if it was."""
-    after = []
-    ended = []  # jobs it comes after that this driver no longer holds: in its row only
+    after, ended, doomed = _parents(scheduler, _job_refs(request, "after"))
+    if after:
+        options["after"] = after
+    if options.get("env") is not None:
+        # Exactly the submitter's environment, stored as what differs from ours
+        # (no copy of every variable, or secret): changes, and None to unset.
+        given = options["env"]
+        options["env"] = {**{name: value for name, value in given.items()
+                             if os.environ.get(name) != value},
+                          **{name: None for name in os.environ if name not in given}}
+    job = _made_from_outside(scheduler, Shell(command if isinstance(command, str)
+                                              else tuple(command)), options, doomed, ended)
+    return job.id, doomed
+
+
+#: The jobs a new job comes after: see :func:`_parents`.
+_Parents = tuple["list[Job]", list[int | str], str | None]
+
+
+def _parents(scheduler: Driver, refs: Iterable[int | str]) -> _Parents:
+    """The jobs a new job comes after, given by id or name: ``(those this
+    driver holds, which it waits for; the ids of those that ended before, which
+    only its row names; why it is cancelled at once, if one of them ended
+    without completing)``.
+
+    Raises:
+        CorralError: a ref names no job, or one that nothing will ever end.
+    """
+    after: list[Job] = []
+    ended: list[int | str] = []  # jobs it comes after that this driver no longer holds
     doomed = None  # why it is cancelled at once: a job it comes after did not complete
     # (Each once: 10,000 --after of one job held every other submitter for 30 s.)
-    for parent in dict.fromkeys(_job_refs(request, "after")):
+    for parent in dict.fromkeys(refs):
         try:
             parent_id = _id_or_name(scheduler, parent)
         except CorralError as error:
@@ -229,23 +257,92 @@ def _take_submission(scheduler: Driver, command: str | list[str], options: dict[
             after.append(job)
         else:
             ended.append(stored.id)
-    if after:
-        options["after"] = after
-    if options.get("env") is not None:
-        # Exactly the submitter's environment, stored as what differs from ours
-        # (no copy of every variable, or secret): changes, and None to unset.
-        given = options["env"]
-        options["env"] = {**{name: value for name, value in given.items()
-                             if os.environ.get(name) != value},
-                          **{name: None for name in os.environ if name not in given}}
+    return after, ended, doomed
+
+
+def _made_from_outside(scheduler: Driver, task: Task, options: dict[str, Any],
+                       doomed: str | None, ended: list[int | str]) -> Job:
+    """The job a command made (submit, rerun), dispatched and in the journal."""
     try:
-        job = scheduler._submit_from_outside(
-            Shell(command if isinstance(command, str) else tuple(command)), options, doomed,
-            tuple(ended))
+        return scheduler._submit_from_outside(task, options, doomed, tuple(ended))
     except RuntimeError:  # shut down meanwhile
         _refuse_when_stopping(scheduler)
         raise
-    return job.id, doomed
+
+
+def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
+    """Run ended jobs again (``corral rerun``), each as a new job with the same
+    task and options: its command or script, directory, environment (as its
+    row keeps it: what differed from the daemon's), resources, name, retries
+    and notices. A new job is new work, as a submitted one is.
+
+    Jobs run again together keep their order: one that came after another of
+    them comes after its new job. All or none: every job is checked before any
+    is made (see :func:`_rerun_plan`)."""
+    from corral.journal.run import Run
+
+    _refuse_when_stopping(scheduler)
+    check = scheduler._settings_check  # (config files edited since: as a submit does)
+    settings_note = check() if check is not None else None
+    scheduler._flush_journal_now()  # (every job's row as this driver knows it)
+    known = {str(job.id): job for job in Run(scheduler._journal.run_dir).jobs(results=False)}
+    chosen: dict[str, Any] = {}
+    for given in _job_refs(request, "ids"):
+        try:
+            job_id = str(given) if str(given) in known else str(id_or_name(given, known.values()))
+        except CorralError as error:  # (rerun takes ranges: a half one is told so)
+            raise CorralError(f"{error}{range_hint([given])}") from None
+        chosen.setdefault(job_id, known[job_id])
+    if not chosen:
+        raise CorralError("rerun needs the ids or names of ended jobs")
+    made_as = {job_id: place for place, job_id in enumerate(known)}  # (parents first)
+    planned = [_rerun_plan(scheduler, stored, chosen, known)
+               for stored in sorted(chosen.values(), key=lambda job: made_as[str(job.id)])]
+    made: dict[str, Job] = {}
+    for stored, task, options, (after, ended, doomed) in planned:
+        after = [*after, *(made[str(parent)] for parent in stored.deps if str(parent) in made)]
+        made[str(stored.id)] = _made_from_outside(
+            scheduler, task, {**options, "after": after} if after else options, doomed, ended)
+    held = ("the run is paused: the new jobs start once it is resumed (corral resume)"
+            if scheduler.paused else None)
+    answer: dict[str, Any] = {"ids": [[stored.id, made[str(stored.id)].id]
+                                      for stored, *_ in planned]}
+    note = "; ".join(filter(None, (held, settings_note)))
+    return {**answer, "note": note} if note else answer
+
+
+def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: dict[str, Any]
+                ) -> tuple[Any, Task, dict[str, Any], _Parents]:
+    """``(stored, its task, its options, its parents outside *chosen*)`` for
+    :func:`_rerun`. Refused: a job that has not ended; a Python call, whose
+    function and arguments the journal does not hold; one that came after a
+    job left out of *chosen* that ended without completing (it would be
+    cancelled at once: the person is told to run both).
+
+    Raises:
+        CorralError: saying which job, and why.
+    """
+    from corral.journal.codec import decode_spec
+
+    said = f"job {stored.id} {stored.name!r}"
+    status = scheduler._ended_as(stored.id, stored.name) or stored.status
+    if status not in TERMINAL:
+        raise CorralError(f"{said} is {status.name}: only an ended job runs again")
+    try:
+        journaled = decode_spec(stored.spec)
+    except ValueError as error:
+        raise CorralError(f"{said} cannot run again: {error}") from None
+    if journaled.task is None:
+        raise CorralError(f"{said} is a Python call, whose function and arguments the journal "
+                          "does not hold: its script runs it again when run again")
+    left_out = [parent for parent in stored.deps if str(parent) not in chosen]
+    for parent in left_out:
+        row = known.get(str(parent))
+        ended_as = None if row is None else scheduler._ended_as(row.id, row.name) or row.status
+        if ended_as in TERMINAL and ended_as is not JobStatus.COMPLETED:
+            raise CorralError(f"{said} came after job {parent}, which ended {ended_as.name}: "
+                              f"run them again together (corral rerun {parent} {stored.id})")
+    return stored, journaled.task, journaled.options, _parents(scheduler, left_out)
 
 
 #: What the jobs a stopped daemon cancels say.
@@ -374,7 +471,7 @@ def _stop(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-VERBS = {"ping": _ping, "submit": _submit, "cancel": _cancel, "pause": _pause,
+VERBS = {"ping": _ping, "submit": _submit, "rerun": _rerun, "cancel": _cancel, "pause": _pause,
          "resume": _resume, "abort": _abort, "clear": _clear, "stop": _stop}
 
 

@@ -1,0 +1,126 @@
+"""``corral rerun``: ended jobs run again as new jobs, with what they had.
+
+Through the real ``corral`` executable (tests/support/cli.py), a real daemon
+and real shell jobs; one test drives the run from a real Scheduler instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import corral
+
+import jobs
+from support.cli import Corral, assert_one_line_error
+
+#: A job that fails while the flag file exists, and says where it ran once it does not.
+_FLAGGED = "test ! -e {flag} && echo ran in $(pwd) with FOO=$FOO"
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Corral]:
+    """A run (and daemon) of this test's own."""
+    command = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
+    yield command
+    command.settle()
+    command.stop_daemon()
+
+
+def _failed_and_its_dependent(fresh: Corral, tmp_path: Path) -> tuple[str, str, Path]:
+    """Job "prepare" fails (its flag exists) in *tmp_path*/data with FOO=bar,
+    and job "train", after it, is cancelled: (their ids, the flag)."""
+    flag, data = tmp_path / "flag", tmp_path / "data"
+    flag.touch()
+    data.mkdir()
+    prepare = fresh.submit("--name", "prepare", "--workdir", os.fspath(data), "--",
+                           _FLAGGED.format(flag=shlex.quote(os.fspath(flag))),
+                           env={"FOO": "bar"})
+    train = fresh.submit("--name", "train", "--after", "prepare", "--", "echo trained")
+    assert fresh("wait").status == 1
+    return prepare, train, flag
+
+
+def test_a_failed_job_and_the_one_cancelled_after_it_run_again_in_order(fresh, tmp_path):
+    prepare, train, flag = _failed_and_its_dependent(fresh, tmp_path)
+    flag.unlink()
+    rerun = fresh.ok("rerun", train, prepare)  # (given in any order: run in the run's)
+    new_prepare, new_train = rerun.out.split()
+    assert rerun.err == ""
+    assert fresh("wait", new_prepare, new_train).status == 0
+    rows = fresh("status", "--all").rows()
+    assert {job: (rows[job]["NAME"], rows[job]["STATUS"]) for job in rows} == {
+        prepare: ("prepare", "FAILED"), train: ("train", "CANCELLED"),
+        new_prepare: ("prepare", "COMPLETED"), new_train: ("train", "COMPLETED")}
+    # The same directory and environment, though rerun from elsewhere, without FOO.
+    assert fresh.ok("logs", new_prepare).out == f"ran in {tmp_path / 'data'} with FOO=bar\n"
+    history = [(job, new) for job, _, _, new, _ in corral.Run(fresh.run).events()]
+    assert history.index((new_train, "running")) > history.index((new_prepare, "completed"))
+
+
+def test_a_job_whose_upstream_failed_is_refused_alone_and_told_to_run_both(fresh, tmp_path):
+    prepare, train, _ = _failed_and_its_dependent(fresh, tmp_path)
+    assert_one_line_error(fresh("rerun", train), 2, rf"^corral: error: job {train} 'train' came "
+                                                    rf"after job {prepare}, which ended FAILED: "
+                                                    rf"run them again together \(corral rerun "
+                                                    rf"{prepare} {train}\)$")
+    assert len(fresh("status", "--all").rows()) == 2, "all or none: nothing was made"
+
+
+def test_a_range_runs_again_those_in_it_that_went_wrong_and_says_which_it_left(fresh, tmp_path):
+    prepare, _, flag = _failed_and_its_dependent(fresh, tmp_path)
+    done = fresh.submit("--", "echo done")
+    assert fresh("wait", done).status == 0
+    flag.unlink()
+    fresh.ok("pause")
+    rerun = fresh.ok("rerun", f"{prepare}-{done}")
+    assert len(rerun.out.split()) == 2
+    assert rerun.err == (f"corral: note: left {done}: completed, or not ended\n"
+                         "corral: note: the run is paused: the new jobs start once it is "
+                         "resumed (corral resume)\n")
+    statuses = {job: row["STATUS"] for job, row in fresh("status").rows().items()
+                if job in rerun.out.split()}
+    assert sorted(statuses.values()) == ["QUEUED", "WAITING"]  # (the second after the first)
+    fresh.ok("resume")
+    assert fresh("wait", *rerun.out.split()).status == 0
+    nothing = fresh.ok("rerun", f"{done}-{done}")
+    assert nothing.out == ("nothing to run again: every job in the range completed or has not "
+                           "ended\n")
+
+
+def test_what_cannot_run_again_is_refused_naming_the_job(fresh, tmp_path):
+    release = tmp_path / "release"
+    running = fresh.submit("--", f"while [ ! -e {shlex.quote(os.fspath(release))} ]; do "
+                                 "sleep 0.02; done")
+    fresh.wait_for_status(running, "RUNNING")
+    assert_one_line_error(fresh("rerun", running), 2, rf"^corral: error: job {running} 'while' "
+                                                      r"is RUNNING: only an ended job runs again$")
+    release.touch()
+    assert_one_line_error(fresh("rerun", "nosuch"), 2, r"^corral: error: no job nosuch in this "
+                                                       r"run \(neither an id nor a job's name\)$")
+    assert_one_line_error(fresh("rerun", "1-"), 2, r"^corral: error: no job 1- in this run .*; a "
+                                                   r"range of ids needs both ends, as in 3-7$")
+
+
+def test_a_python_call_is_refused_its_script_runs_it_again(tmp_path):
+    """A script's run, driven by its Scheduler, takes a rerun of a command,
+    not of a call: the journal does not hold a call's function and arguments."""
+    run = tmp_path / "run"
+    command = Corral(tmp_path / "home", run)
+    with corral.Scheduler(journal=run, cores=1) as scheduler:
+        call = scheduler.submit(jobs.square_unless_negative, -1)
+        echo = scheduler.shell("echo again", name="echo")
+        corral.wait([call, echo])
+        assert_one_line_error(command("rerun", str(call.id)), 2, (
+            rf"^corral: error: job {call.id} 'square_unless_negative' is a Python call, whose "
+            r"function and arguments the journal does not hold: its script runs it again when "
+            r"run again$"))
+        again = command.ok("rerun", str(echo.id)).out.strip()
+        assert re.fullmatch(r"\d+", again)
+        assert command("wait", again).status == 0
+        assert command.ok("logs", again).out == "again\n"
