@@ -3429,7 +3429,9 @@ def test_a_request_too_large_is_refused_saying_so(served):
     (b"{not json\n", "a request is one line of JSON; this one is not (Expecting property name "
                      "enclosed in double quotes: line 1 column 2 (char 1))"),
     (b'{"verb": ["ping"]}\n', "unknown request ['ping']; known: abort, cancel, clear, pause, "
-                              "ping, resume, stop, submit"),
+                              "ping, rerun, resume, stop, submit"),
+    (b'{"verb": "rerun", "ids": []}\n', "rerun needs the ids or names of ended jobs"),
+    (b'{"verb": "rerun", "ids": [1.5]}\n', "'ids' must be a list of job ids or names"),
     (b'{"verb": "cancel", "ids": "12"}\n', "'ids' must be a list of job ids or names"),
     (b'{"verb": "cancel", "ids": [true]}\n', "'ids' must be a list of job ids or names"),
     (b'{"verb": "submit", "command": ["echo", 1]}\n',

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,74 @@ def test_pause_refuses_to_make_a_run_in_a_directory_of_other_files(tmp_path):
                                                r"a new or empty directory")
     assert [path.name for path in busy.iterdir()] == ["todo.txt"]
     assert command.daemon_pid() is None
+
+
+def test_a_paused_run_is_said_to_be_by_wait_and_logs_and_its_stop_counts_what_it_cancels(
+        fresh):
+    """Cold review: `corral wait` on a paused run waited in silence (for ever,
+    in a cron job), `logs --follow` said only "waiting for it", and `corral
+    stop` said "stopping" while it cancelled the jobs lined up."""
+    fresh.ok("pause")
+    first = fresh.submit("--", "echo one")
+    fresh.submit("--", "echo two")
+    waited = fresh("wait", "--timeout", "0.2")
+    assert waited.status == 124
+    assert waited.err.splitlines()[0] == ("corral: note: the run is paused: the jobs that have "
+                                          "not started wait for corral resume"), str(waited)
+    following = fresh.popen("logs", "--follow", first)
+    try:
+        said = following.stderr.readline().decode()
+    finally:
+        following.kill()
+        following.communicate()
+    assert said == (f"corral: job {first} 'echo' has not started (QUEUED): waiting for it; the "
+                    "run is paused: it starts after corral resume\n")
+    assert fresh.ok("stop").out == "stopping: cancelling its 2 unfinished job(s)\n"
+
+
+def test_a_run_inside_another_runs_directory_is_refused(fresh, tmp_path):
+    """Cold review: a run made in ``nest/2`` shared its directory with the job 2
+    of the run ``nest``, and ``corral clean 2`` deleted it."""
+    assert fresh("wait", fresh.submit("true")).status == 0
+    for inner in (fresh.run / "2", fresh.run / "deeper" / "run"):
+        for args in (["pause"], ["submit", "true"]):
+            refused = fresh("--run", os.fspath(inner), *args)
+            assert_one_line_error(refused, 2, rf"^corral: error: run directory "
+                                              rf"'{re.escape(str(inner))}' is inside the run at "
+                                              rf"'{re.escape(str(fresh.run))}', whose jobs' "
+                                              r"directories are named by their ids: give a "
+                                              r"directory outside it$")
+            assert not inner.exists()
+    with pytest.raises(ValueError, match=r"is inside the run at .*: give a directory outside it$"):
+        corral.Scheduler(journal=fresh.run / "from-a-script")
+
+
+def test_clean_leaves_a_job_directory_that_holds_a_run_of_its_own(fresh):
+    """A run made inside another by an earlier version is no job's file."""
+    job = fresh.submit("--", "echo two")
+    assert fresh("wait", job).status == 0
+    inner = fresh.run / job / "inner"
+    inner.mkdir()
+    (inner / "journal.db").write_bytes((fresh.run / "journal.db").read_bytes())
+    cleaned = fresh.ok("clean", "--yes", job)
+    assert cleaned.out == "nothing to clean\n"
+    assert cleaned.err == (f"corral: note: left the files of job {job} ({fresh.run / job}): its "
+                           "directory holds a run of its own (a journal.db), which is no job's "
+                           "file to delete\n")
+    assert (inner / "journal.db").exists()
+
+
+def test_a_script_may_not_take_up_a_run_of_the_corral_command(fresh):
+    """Cold review: a script opened a run a person had paused for the jobs
+    they lined up, ran at once and dropped the pause."""
+    fresh.ok("pause")
+    fresh.ok("stop")
+    with pytest.raises(corral.JournalError, match=rf"^{re.escape(str(fresh.run))} is a run of the "
+                                                  r"corral command \(made by corral submit or "
+                                                  r"corral pause\), whose daemon drives it: give "
+                                                  r"the script a journal directory of its own$"):
+        corral.Scheduler(journal=fresh.run)
+    assert fresh.ok("status").header == f"run {fresh.run}: no driver running, PAUSED"
 
 
 def test_run_may_follow_the_command_as_well_as_precede_it(tmp_path):
@@ -276,7 +345,11 @@ def test_status_says_what_a_queued_job_waits_for_cores_a_queue_or_a_pause(fresh,
     fresh.ok("pause")
     assert (fresh("status", behind_cores).rows()[behind_cores]["DETAIL"]
             == "paused: starts after corral resume")
-    assert_one_line_error(fresh("wait", "--timeout", "0.2", behind_cores), 124,  # (cold review)
+    waited = fresh("wait", "--timeout", "0.2", behind_cores)
+    note, _, rest = waited.err.partition("\n")  # (said first: a wait without --timeout too)
+    assert note == ("corral: note: the run is paused: the jobs that have not started wait for "
+                    "corral resume"), str(waited)
+    assert_one_line_error(replace(waited, err=rest), 124,  # (cold review)
                           r"^corral: 1 job still unfinished after 0\.2s \(corral status "
                           r"lists them\); the run is paused: corral resume lets it go on$")
     assert_one_line_error(fresh("wait", "--timeout", "0.2", running), 124,  # (a pause holds

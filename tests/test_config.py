@@ -506,7 +506,7 @@ def test_a_file_of_many_bad_profiles_names_the_first_eleven_and_counts_the_rest(
 
 
 @pytest.mark.parametrize(("idle", "seconds"), [("0.01s", "0.01"), (0.5, "0.5"),
-                                               ("366d", "31,622,400")])
+                                               ("366d", "31,622,400"), ("0s", "0"), (0, "0")])
 def test_a_daemon_idle_time_out_of_the_variables_range_is_refused(
         idle: object, seconds: str, project: Path) -> None:
     """Attack review: idle = "0.01s" was taken, though $CORRAL_DAEMON_IDLE

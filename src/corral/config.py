@@ -647,9 +647,9 @@ def _bool(value: Any, name: str) -> bool:
     raise ValueError(f"{name}={value!r} must be true or false")
 
 
-def _timeout(value: Any, name: str) -> float:
+def _timeout(value: Any, name: str, zero: bool = False) -> float:
     if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        return parse_duration(value, name)
+        return parse_duration(value, name, zero=zero)
     raise ValueError(f"{name}={value!r} is not a duration; use {DURATION_FORMS}")
 
 
@@ -747,7 +747,7 @@ def check_idle(seconds: float, said: str) -> float:
 
 
 def _daemon_idle(value: Any, name: str) -> tuple[str, float]:
-    seconds = _timeout(value, name)
+    seconds = _timeout(value, name, zero=True)  # (0 too: check_idle says the range)
     return "idle", check_idle(seconds, f"{name}={value!r} is {seconds:,.10g} s; the seconds a "
                                        "daemon waits idle must be")
 

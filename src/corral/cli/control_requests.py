@@ -115,7 +115,7 @@ def _note_what_a_new_daemon_runs_again(run_dir: Path, verb: str, paused: bool) -
     they wait."""
     from corral.journal.run import Run
 
-    if verb in ("submit", "ping"):  # (submit's job is why; wait says it in its own words)
+    if verb == "ping":  # (wait says it in its own words; a submit says it too: cold review)
         return
     try:
         run = Run(run_dir)

@@ -486,8 +486,10 @@ def logs(context: click.Context, job_id: str, show_stderr: bool, follow: bool,
             click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}):"
                        f" no output yet (--follow waits for it{earlier})", err=True)
             return
+        paused = ("; the run is paused: it starts after corral resume"
+                  if job.status is not JobStatus.SUBMITTED and run.paused else "")
         click.echo(f"corral: job {job.id} {job.name!r} has not started ({job.status.name}): "
-                   "waiting for it", err=True)
+                   f"waiting for it{paused}", err=True)
     if job.status in TERMINAL and job.started is None:
         _never_started(context, job, follow)
         return
@@ -627,6 +629,10 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
         ids = tuple(dict.fromkeys(str(job.id) for job in select_jobs(run, ids)))
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = sys.stderr.isatty()
+    if run.paused and any(run.status_counts(ids or None).get(status) for status in PENDING):
+        # (cold review: a wait on a paused run waited in silence, for ever without --timeout)
+        click.echo("corral: note: the run is paused: the jobs that have not started wait for "
+                   "corral resume", err=True)
     for _ in range(_DAEMON_RESTARTS_IN_A_WAIT + 1):
         # Counted, not read: the rows of a run of 100,000 jobs take seconds to read.
         waited_for = unfinished(run.status_counts(ids or None))
@@ -811,7 +817,8 @@ def pause(context: click.Context) -> None:
     run_dir = chosen_run_dir(context)
     with making_run(run_dir, "nothing was paused") as new_run:
         reply = control_request(context, {"verb": "pause"})
-    if new_run is not None:  # (said in full: a mistyped --run is seen here, not later)
+    if new_run is not None and not reply.get("jobs"):  # (said in full: a mistyped --run
+        # is seen here, not later)
         click.echo(f"paused a new, empty run at {run_dir}: the jobs submitted to it wait "
                    "until corral resume")
         return
@@ -877,8 +884,11 @@ def clear(context: click.Context) -> None:
 @click.pass_context
 def stop(context: click.Context) -> None:
     """Stop the run's daemon; its unfinished jobs are cancelled."""
-    control_request(context, {"verb": "stop"}, start=False)
-    click.echo("stopping")
+    reply = control_request(context, {"verb": "stop"}, start=False)
+    unfinished = reply.get("unfinished")  # (a daemon of an earlier version sends none)
+    # (cold review: jobs lined up behind a pause were cancelled without a word)
+    click.echo("stopping" + (f": cancelling its {unfinished} unfinished job(s)"
+                             if unfinished else ""))
 
 
 @cli.command()

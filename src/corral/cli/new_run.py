@@ -38,10 +38,14 @@ def check_new_run_dir(run_dir: Path) -> NewRun | None:
     None if it is a run. Refuse a directory with other files in it, which
     corral would make private and fill (all but the run's own ``corral.toml``,
     its daemon's settings: made first)."""
-    from corral.journal.files import journal_path
+    from corral.journal.files import journal_path, refuse_a_run_inside_a_run
 
     if journal_path(run_dir).exists():
         return None
+    try:
+        refuse_a_run_inside_a_run(run_dir.resolve())
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     from corral.core.run_files import holds_other_files  # (a new run only)
 
     if holds_other_files(run_dir):

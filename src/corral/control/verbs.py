@@ -410,7 +410,9 @@ def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         scheduler._pause_by_person()  # (holds through the script's end, see there)
     else:
         scheduler.pause()
-    return {"paused": True, "was_paused": was}
+    # (how many jobs it holds: a pause that made the run says "empty" only if none came
+    # in meanwhile from another terminal's first submit: cold review)
+    return {"paused": True, "was_paused": was, "jobs": len(scheduler.jobs())}
 
 
 def _resume(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
@@ -468,7 +470,7 @@ def _stop(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         os.close(os.open(os.path.join(scheduler._journal.run_dir, STOP_ASKED_FILE),
                          os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     scheduler._stop_requested.set()
-    return {}
+    return {"unfinished": scheduler._engine.unfinished}
 
 
 VERBS = {"ping": _ping, "submit": _submit, "rerun": _rerun, "cancel": _cancel, "pause": _pause,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from corral.errors import CorralError
 from corral.journal.cleaned import CLEANED_FILE, note_cleaned, was_cleaned
+from corral.journal.files import JOURNAL_FILE
 from corral.journal.stored import StoredJob
 from corral.journal.workdir_mark import WORKDIR_MARK, marked_for
 from corral.safe_repr import first_few
@@ -48,7 +49,7 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
     batch submissions of the run that ran only those jobs (cold review: a
     clean left every job.sh and batch log of a cluster run)."""
     found = Cleanable()
-    linked, shared, foreign = [], [], []
+    linked, shared, foreign, runs = [], [], [], []
     backends = _backends_of(run_dir) if run_dir is not None else set()
     for job in jobs:
         directory = job.directory
@@ -62,6 +63,8 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
             shared.append(f"{job.id} ({directory})")
         elif not os.path.isdir(directory):
             continue
+        elif _holds_a_run(directory):
+            runs.append(f"{job.id} ({directory})")
         else:
             found.directories.append(directory)
             found.size += _size(directory)
@@ -72,6 +75,9 @@ def files_to_clean(jobs: Iterable[StoredJob], run_dir: str | os.PathLike[str] | 
         found.notes.append(f"left {_listed(foreign)}: its directory is outside the run, in a "
                            f"folder no {WORKDIR_MARK} file marks as this run's workdir= (another "
                            "run's, or a journal handed over or edited)")
+    if runs:
+        found.notes.append(f"left {_listed(runs)}: its directory holds a run of its own (a "
+                           f"{JOURNAL_FILE}), which is no job's file to delete")
     if shared:
         found.notes.append(f"left {_listed(shared)}: its directory is also where a backend of "
                            "the run keeps its batch submissions")
@@ -208,6 +214,13 @@ def remove_job_files(directories: list[str]) -> list[str]:
         if problems:
             failures.append(problems[0])
     return failures
+
+
+def _holds_a_run(directory: str) -> bool:
+    """Whether a journal lies anywhere in *directory*: a run made inside this
+    one by an earlier version, which no clean of a job may delete with it
+    (cold review: one did). Links are not followed; job directories are small."""
+    return any(JOURNAL_FILE in files for _, _, files in os.walk(directory))
 
 
 def _size(directory: str) -> int:

@@ -28,7 +28,7 @@ from corral.journal.disk_errors import no_room
 
 __all__ = ["RunPlace", "JOURNAL_FILE", "LOCK_FILE", "STOPPED_FILE", "SCHEMA_VERSION",
            "journal_path",
-           "private_run_dir", "private_file", "MOVE_AWAY",
+           "private_run_dir", "refuse_a_run_inside_a_run", "private_file", "MOVE_AWAY",
            "open_for_writing", "open_for_reading", "check_header", "damaged_error",
            "log_missing", "checked_meta", "lost_log_error", "create_journal", "owner_of",
            "refuse_unless_plain", "file_kind", "NotCreatedYet", "SESSION_CLOSED",
@@ -75,6 +75,25 @@ def journal_path(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / JOURNAL_FILE
 
 
+def refuse_a_run_inside_a_run(run_dir: Path) -> None:
+    """Refuse to make a run in a directory inside another run's: that run
+    names its jobs' directories by their ids, so one of its jobs could write
+    into this run, and a clean of it delete this run (cold review: ``corral
+    clean 2`` of the run ``nest`` deleted the run ``nest/2``). A run made so by
+    an earlier version opens as before.
+
+    Raises:
+        ValueError: naming the run it is inside.
+    """
+    if (run_dir / JOURNAL_FILE).exists():
+        return
+    for parent in run_dir.parents:
+        if (parent / JOURNAL_FILE).is_file():
+            raise ValueError(f"run directory {os.fspath(run_dir)!r} is inside the run at "
+                             f"{os.fspath(parent)!r}, whose jobs' directories are named by their "
+                             "ids: give a directory outside it")
+
+
 def private_run_dir(path: str | os.PathLike[str]) -> Path:
     """Create (or check) a run directory only its user may enter.
 
@@ -85,6 +104,7 @@ def private_run_dir(path: str | os.PathLike[str]) -> Path:
     run_dir = Path(path).expanduser().resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"run directory {os.fspath(path)!r} exists and is not a directory")
+    refuse_a_run_inside_a_run(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:  # under /proc, a file, a read-only mount, another user's directory
