@@ -84,6 +84,19 @@ def test_pause_before_the_first_submit_readies_a_run_whose_jobs_wait_for_resume(
     assert [fresh.ok("logs", job).out for job in jobs] == ["0\n", "1\n"]
 
 
+def test_a_pause_told_to_one_terminal_is_not_undone_by_another_commands_failure(fresh):
+    """Attack review: a first submit refused (or cut short) on a new run undid
+    the run, though a pause from another terminal had been served in it and
+    said "paused": the next submit ran at once. The undo that command runs,
+    run here by hand: the run, its daemon and its pause stay."""
+    from corral.cli.new_run import NewRun, undo_new_run
+
+    fresh.ok("pause")
+    assert undo_new_run(NewRun(fresh.run, None, None)) is False
+    assert fresh.ok("status").header == (f"run {fresh.run}: driven by daemon pid "
+                                         f"{fresh.daemon_pid()}, PAUSED")
+
+
 def test_pause_refuses_to_make_a_run_in_a_directory_of_other_files(tmp_path):
     busy = tmp_path / "notes"
     busy.mkdir()

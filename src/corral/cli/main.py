@@ -819,8 +819,8 @@ def pause(context: click.Context) -> None:
         reply = control_request(context, {"verb": "pause"})
     if new_run is not None and not reply.get("jobs"):  # (said in full: a mistyped --run
         # is seen here, not later)
-        click.echo(f"paused a new, empty run at {run_dir}: the jobs submitted to it wait "
-                   "until corral resume")
+        click.echo(f"paused a new, empty run at {printable(str(run_dir))}: the jobs "
+                   "submitted to it wait until corral resume")
         return
     click.echo("paused" + (" (it already was)" if reply.get("was_paused") else ""))
 

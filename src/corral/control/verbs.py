@@ -42,6 +42,9 @@ class Driver(Protocol):
     #: submission; returns a note for the submitter (see corral.cli.daemon_settings).
     _settings_check: Callable[[], str | None] | None
     _shut: bool     # shut down: it takes no more jobs
+    #: Whether a pause request was served: a command that made the run and
+    #: failed then leaves it (see _stop).
+    _paused_by_request: bool
     _journal: Any   # its Journal (run_dir)
     _engine: Any    # its Engine (unfinished)
 
@@ -410,9 +413,13 @@ def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         scheduler._pause_by_person()  # (holds through the script's end, see there)
     else:
         scheduler.pause()
-    # (how many jobs it holds: a pause that made the run says "empty" only if none came
-    # in meanwhile from another terminal's first submit: cold review)
-    return {"paused": True, "was_paused": was, "jobs": len(scheduler.jobs())}
+    # Served: a first submit or pause that fails now leaves the run (attack review: its
+    # undo removed a run whose pause another terminal had been told of).
+    scheduler._paused_by_request = True
+    engine = scheduler._engine  # (jobs this driver took: a pause that made the run says
+    # "empty" only if none came in meanwhile from another terminal's first submit)
+    return {"paused": True, "was_paused": was,
+            "jobs": engine.unfinished + engine.tally.finished}
 
 
 def _resume(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
@@ -459,10 +466,10 @@ def _stop(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     if scheduler._stop_requested is None:
         raise CorralError("this run is driven by a script; stop the script itself "
                           "(or cancel its jobs)")
-    if request.get("unless_used") and scheduler.jobs():
-        # A refused first submit undoes the run it made, unless another submit
-        # started at the same moment has a job in it already.
-        raise CorralError("the run has jobs of another submit: it stays")
+    if request.get("unless_used") and (scheduler.jobs() or scheduler._paused_by_request):
+        # A refused first submit (or pause) undoes the run it made, unless another
+        # command started at the same moment has a job in it, or paused it, already.
+        raise CorralError("another command has a job in the run, or paused it: it stays")
     # Noted before it is answered: a daemon killed right after answering left its
     # jobs to the next daemon, which ran them (attack review); the next one now
     # finishes the stop (see corral.cli.daemon).

@@ -450,6 +450,7 @@ class Scheduler(Executor):
             self._owner_kind = _owner
             #: Set by the daemon: a ``corral stop`` request sets it (scripts refuse it).
             self._stop_requested: threading.Event | None = None
+            self._paused_by_request = False  # (see corral.control.verbs: _pause, _stop)
             #: Set by the daemon: follows its config files (corral.cli.daemon_settings).
             self._settings_check: Callable[[], str | None] | None = None
             if self._journal is not None:
