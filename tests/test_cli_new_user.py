@@ -164,17 +164,22 @@ def test_clean_leaves_a_job_directory_that_holds_a_run_of_its_own(fresh):
     assert (inner / "journal.db").exists()
 
 
-def test_a_script_may_not_take_up_a_run_of_the_corral_command(fresh):
+def test_a_script_may_not_take_up_a_paused_run_of_the_corral_command(fresh):
     """Cold review: a script opened a run a person had paused for the jobs
     they lined up, ran at once and dropped the pause."""
     fresh.ok("pause")
     fresh.ok("stop")
-    with pytest.raises(corral.JournalError, match=rf"^{re.escape(str(fresh.run))} is a run of the "
-                                                  r"corral command \(made by corral submit or "
-                                                  r"corral pause\), whose daemon drives it: give "
-                                                  r"the script a journal directory of its own$"):
+    run = re.escape(str(fresh.run))
+    with pytest.raises(corral.JournalError, match=(
+            rf"^the run at {run} is paused \(corral pause\), and its jobs wait for corral "
+            r"resume, but a script would start its own at once: resume it first \(corral --run "
+            rf"{run} resume\), or give the script a journal directory of its own$")):
         corral.Scheduler(journal=fresh.run)
     assert fresh.ok("status").header == f"run {fresh.run}: no driver running, PAUSED"
+    assert fresh.ok("resume").out == "resumed\n"
+    fresh.ok("stop")
+    with corral.Scheduler(journal=fresh.run) as scheduler:  # (resumed, it may)
+        assert scheduler.submit(jobs.square, 3).result(timeout=30) == 9
 
 
 def test_run_may_follow_the_command_as_well_as_precede_it(tmp_path):

@@ -2093,8 +2093,8 @@ def test_the_control_socket_pauses_resumes_and_cancels_a_live_run(tmp_path, rele
         wait_until(blocker.running)
         socket_mode = (run / "control.sock").stat().st_mode
         assert stat.S_ISSOCK(socket_mode) and stat.S_IMODE(socket_mode) == 0o600
-        assert request_from_another_process(run, {"verb": "pause"}) == {"ok": True, "paused": True,
-                                                                    "was_paused": False}
+        assert request_from_another_process(run, {"verb": "pause"}) == {
+            "ok": True, "paused": True, "was_paused": False, "jobs": 1}
         assert sched.paused
         wait_until(lambda: corral.Scheduler.open(run).paused, message="the journal to say paused")
         queued = [sched.submit(jobs.square, value) for value in (1, 2, 3)]

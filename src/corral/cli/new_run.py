@@ -40,7 +40,10 @@ def check_new_run_dir(run_dir: Path) -> NewRun | None:
     its daemon's settings: made first)."""
     from corral.journal.files import journal_path, refuse_a_run_inside_a_run
 
-    if journal_path(run_dir).exists():
+    try:
+        if journal_path(run_dir).exists():
+            return None
+    except OSError:  # (another user's run, say: what the request meets says it, in one line)
         return None
     try:
         refuse_a_run_inside_a_run(run_dir.resolve())

@@ -269,14 +269,15 @@ class Journal:
         """Record this session and settle what earlier ones left unfinished, through
         *db*: the one connection the driver opens, before the writer takes over.
 
-        A script may not take up a run of the ``corral`` command's daemon (cold
-        review: it ran at once in a run a person had paused for the jobs they
-        lined up, dropped the pause, and left a run that took submits as a
-        daemon's while holding a script's jobs)."""
-        if kind == "script" and meta.get("origin") == "daemon":
-            raise JournalError(f"{self.run_dir} is a run of the corral command (made by corral "
-                               "submit or corral pause), whose daemon drives it: give the "
-                               "script a journal directory of its own")
+        A script may not take up a run of the ``corral`` command that a person
+        paused (cold review: it ran at once in a run paused for the jobs lined
+        up in it, and dropped the pause); one not paused it may (it leaves the
+        daemon's commands to the next daemon: see :meth:`_close_orphans`)."""
+        if kind == "script" and meta.get("origin") == "daemon" and meta.get("paused") == "1":
+            raise JournalError(f"the run at {self.run_dir} is paused (corral pause), and its "
+                               "jobs wait for corral resume, but a script would start its own "
+                               f"at once: resume it first (corral --run {self.run_dir} resume), "
+                               "or give the script a journal directory of its own")
         if kind != "daemon":  # a script starts unpaused, whatever a killed one left
             db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
         #: Whether this (daemon's) session starts paused: the run was left paused.
