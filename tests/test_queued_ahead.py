@@ -7,6 +7,7 @@ before them runs long; each keeps its own status, events, output and result.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -336,6 +337,25 @@ def test_a_map_result_late_past_its_timeout_raises_timeout_error(tmp_path: Path,
                                                r"map's timeout$"):
             next(results)
         release.touch()
+
+
+@pytest.mark.parametrize("chunksize", [1, 100, "auto"])
+def test_a_map_of_an_endless_input_never_read_stops_dispatching_at_its_timeout(
+        tmp_path: Path, chunksize):
+    """Attack review: given a timeout and never read, a map of an endless
+    generator dispatched for ever, and the with block never ended. Past its
+    timeout it dispatches nothing more; read then, it gives what ran and then
+    TimeoutError where the calls never dispatched would have come."""
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        results = scheduler.map(abs, itertools.count(), timeout=0.5, chunksize=chunksize)
+        assert scheduler.wait(timeout=60), "the map dispatched past its timeout"
+        made = scheduler.qsize()
+        read = 0
+        with pytest.raises(TimeoutError, match=r"^map\(\): a result was not there within the "
+                                               r"map's timeout$"):
+            for read, value in enumerate(results, 1):
+                assert value == read - 1
+        assert read > 0 and scheduler.qsize() <= made
 
 
 def test_a_timeout_error_a_call_raised_is_the_calls_own_not_the_maps(tmp_path: Path):

@@ -80,8 +80,15 @@ class MapFeed:
     def __init__(self, make: Callable[[tuple], Job], dispatch: Callable[[list[Job]], object],
                  cancel: Callable[[list[Job], BaseException | None, float], object],
                  calls: Iterator[tuple], window: int, follow_up: FollowUp | None = None,
-                 where: Callable[[Job, int], str] | None = None) -> None:
+                 where: Callable[[Job, int], str] | None = None,
+                 deadline: float | None = None) -> None:
         self._make = make
+        #: The map's timeout, as a time.monotonic() deadline: past it, nothing more
+        #: is dispatched, read or not (attack review: a map of an endless
+        #: generator, given a timeout and never read, ran for ever), and the
+        #: reader meets TimeoutError where the calls not dispatched would come.
+        self._deadline = deadline
+        self._timed_out = False
         #: Which of the input's items a job is, given the number of jobs before
         #: it (an error names it): by default, the item of that number.
         self._where = where or _item_at
@@ -155,9 +162,9 @@ class MapFeed:
     def _send_batch(self) -> list[Job] | None:
         """Make and dispatch the next batch; None when none was sent: the
         input ended or failed, a call could not be dispatched (the error is
-        kept in ``_error``, and the calls before it are sent), or the map
-        was stopped or left meanwhile."""
-        if self._error is not None:
+        kept in ``_error``, and the calls before it are sent), the map was
+        stopped or left meanwhile, or its timeout passed."""
+        if self._error is not None or self._past_deadline():
             return None
         try:
             batch = self._next_batch()
@@ -213,7 +220,8 @@ class MapFeed:
                 batch = self._send_batch()
                 if batch is None:
                     break
-                while not self._stop.is_set() and wait_futures(previous, timeout=0.2).not_done:
+                while (not self._stop.is_set() and not self._past_deadline()
+                       and wait_futures(previous, timeout=0.2).not_done):
                     pass
                 previous = batch
         except BaseException as error:  # told to the reader when it gets there
@@ -239,7 +247,7 @@ class MapFeed:
         input_left = unfinished = len(first)  # of the input's jobs; of all
         watch(first, True)
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._past_deadline():
                 while not self._complete and input_left <= self._window:
                     batch = self._send_batch()
                     if batch is None:
@@ -274,6 +282,12 @@ class MapFeed:
             with self._followed:
                 self._followed.notify_all()  # a reader waiting for followers: there are none
 
+    def _past_deadline(self) -> bool:
+        """Whether the map's timeout has passed (then it dispatches nothing more)."""
+        if self._deadline is not None and not self._timed_out and not self._complete:
+            self._timed_out = time.monotonic() >= self._deadline
+        return self._timed_out
+
     def stop(self, why: str | None = None) -> None:
         """Dispatch nothing more; *why* (the scheduler's shutdown or interrupt)
         is raised by the iterator where the calls not dispatched would have
@@ -300,6 +314,8 @@ class MapFeed:
                     if got is _END:
                         if self._error is not None:
                             raise self._error
+                        if self._timed_out and not self._complete:
+                            raise TimeoutError(_LATE)
                         if self._cut_short is not None and not self._complete:
                             raise CancelledError(f"map(): {self._cut_short} before every "
                                                  "call was dispatched")
@@ -347,6 +363,8 @@ class MapFeed:
                 if not self._thread.is_alive():  # stopped, or failed, before it got there
                     if self._error is not None:
                         raise self._error
+                    if self._timed_out:
+                        raise TimeoutError(_LATE)
                     raise CancelledError(f"map(): {self._cut_short or 'the map was stopped'} "
                                          "before every call was dispatched")
                 left = None if deadline is None else deadline - time.monotonic()

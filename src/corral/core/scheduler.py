@@ -258,7 +258,7 @@ class Submitter:
                 calls = chunked(calls, fixed)
                 window = max(-(-MAP_WINDOW // fixed), min(CHUNK_WINDOW, 2 * slots))
         feed = MapFeed(make, dispatch, cancel, calls, window, follow_up,
-                       chunk_items if chunks else None)
+                       chunk_items if chunks else None, deadline)
         scheduler._feeds.add(feed)
         results = feed.results(deadline)
         return unchunked(results) if chunks else results
