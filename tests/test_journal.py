@@ -498,6 +498,30 @@ def test_a_restored_result_is_unpickled_once(tmp_path):
     assert jobs.LOADS_COUNTED[0] == 1
 
 
+def test_a_rerun_leaves_the_results_of_restored_jobs_as_the_journal_holds_them(tmp_path):
+    """Attack review: each rerun wrote every restored job's result into the
+    journal again (a 400 MB one took 11 s of its shutdown). A trigger in the
+    journal counts the writes of a result (an update of it, or its row made
+    again): a rerun that restores makes none, and the results read back are
+    whole."""
+    run = tmp_path / "run"
+    for rerun in (False, True):
+        with corral.Scheduler(cores=1, journal=run) as sched:
+            made = [sched.submit(jobs.square, value) for value in range(5)]
+            assert [job.result(timeout=30) for job in made] == [0, 1, 4, 9, 16]
+            assert [job.reason == RESTORED for job in made] == [rerun] * 5
+        if not rerun:
+            with contextlib.closing(sqlite3.connect(run / "journal.db")) as db, db:
+                db.executescript(  # (a row made again is inserted: its result with it)
+                    "CREATE TABLE result_writes (id TEXT); CREATE TRIGGER result_written "
+                    "AFTER UPDATE OF result ON jobs BEGIN INSERT INTO result_writes "
+                    "VALUES (new.id); END; CREATE TRIGGER row_made AFTER INSERT ON jobs "
+                    "BEGIN INSERT INTO result_writes VALUES (new.id); END;")
+    with contextlib.closing(sqlite3.connect(run / "journal.db")) as db:
+        assert db.execute("SELECT count(*) FROM result_writes").fetchone() == (0,)
+    assert [job.result_value() for job in corral.Run(run).jobs()] == [0, 1, 4, 9, 16]
+
+
 USER_SCRIPT = """\
 import sys
 import corral

@@ -41,6 +41,7 @@ from corral.core.outcome import (EndingRules, decide_outcome, raised_traceback, 
 from corral.core.submission import submission_for
 from corral.core.record import COMPLETED_ALL_THE_SAME, DeadlineKind, JobRecord, KillIntent
 from corral.core.resume import run_again
+from corral.journal.kept_result import KEPT_RESULT
 from corral.result import Result
 from corral.errors import CorralError, DriverTerminated, JobFailed
 from corral.backends import backend_info
@@ -668,7 +669,9 @@ class Engine:
         job.exit_code, job.attempts = stored.exit_code, stored.attempts
         job.started, job.ended, job.native_id = stored.started, stored.ended, stored.native_id
         job.jobdir = f"{self._run_dir_text}{job.id}"
-        job.result_blob = stored.result  # (job.data was loaded as the run planned it)
+        # The row of its id holds the result: not written again (job.data was loaded
+        # as the run planned it). Restored under another id, its row is new.
+        job.result_blob = KEPT_RESULT if str(job.id) == str(stored.id) else stored.result
         if job.feeds_values:
             job.value_bytes = stored.result
         # NEW -> COMPLETED is legal only here: it ran before

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 from corral.journal import eventlog
+from corral.journal.kept_result import KeptResult
 from corral.journal.disk_errors import no_room
 
 from corral.runtime.stdfds import open_standard_fds
@@ -452,22 +453,26 @@ def _statements(messages: list[tuple], fold: bool
     groups: list[tuple[str, list[tuple], Callable[[tuple], str]]] = []
     if new_jobs:
         columns = _JOB_COLUMNS + (_STATE_COLUMNS if fold else ())
-        groups.append((
-            f"INSERT OR REPLACE INTO jobs ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))})",
-            [(*row[:8], _json_or_text(row[8]), row[9], row[10],
-              *(rows.get(row[0], _NO_STATE)[:-1] if fold else ())) for row in new_jobs],
-            lambda row: f"job {row[0]}"))
+        inserted: tuple[list[tuple], list[tuple]] = ([], [])  # (as they are, results kept)
+        for row in new_jobs:
+            state = rows.get(row[0], _NO_STATE)
+            inserted[type(state[_RESULT]) is KeptResult].append(
+                (*row[:8], _json_or_text(row[8]), row[9], row[10], *(state[:-1] if fold else ())))
+        for inserts, statement in zip(inserted, (_insert(columns), _insert_keeping_result(columns)),
+                                      strict=True):
+            if inserts:
+                groups.append((statement, inserts, lambda row: f"job {row[0]}"))
         if fold:
             for row in new_jobs:
                 rows.pop(row[0], None)
     if events:
         groups.append((eventlog.INSERT, events,
                        lambda row: f"a batch of {len(row[2]) // 2} state changes"))
-    if rows:
-        groups.append((
-            f"UPDATE jobs SET {', '.join(f'{column}=?' for column in _STATE_COLUMNS)} WHERE id=?",
-            list(rows.values()), lambda row: f"the state of job {row[-1]}"))
+    full = [row for row in rows.values() if type(row[_RESULT]) is not KeptResult]
+    kept = [row for row in rows.values() if type(row[_RESULT]) is KeptResult]
+    for state_rows, statement in ((full, _UPDATE_STATE), (kept, _UPDATE_STATE_BUT_RESULT)):
+        if state_rows:
+            groups.append((statement, state_rows, lambda row: f"the state of job {row[-1]}"))
     if metas:
         groups.append(("INSERT OR REPLACE INTO meta VALUES (?, ?)", metas,
                        lambda row: f"the run setting {row[0]!r}"))
@@ -479,6 +484,30 @@ _JOB_COLUMNS = ("id", "int_id", "seq", "key", "name", "kind", "command", "spec",
                 "session", "slot")
 _STATE_COLUMNS = ("status", "reason", "exit_code", "attempts", "native_id", "started", "ended",
                   "jobdir", "result", "error", "live")
+_RESULT = _STATE_COLUMNS.index("result")
+
+
+def _insert(columns: tuple[str, ...]) -> str:
+    return (f"INSERT OR REPLACE INTO jobs ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})")
+
+
+def _insert_keeping_result(columns: tuple[str, ...]) -> str:
+    """:func:`_insert` of a job restored from the row of its id, whose result
+    that row keeps (a REPLACE would empty it: the row is made again)."""
+    return (f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            "ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{column}=excluded.{column}" for column in columns
+                        if column not in ("id", "result")))
+
+
+#: A state row's UPDATE, and one that leaves the result as it is (numbered
+#: parameters: the row keeps its shape, its KeptResult bound and not used).
+_UPDATE_STATE = (f"UPDATE jobs SET {', '.join(f'{column}=?' for column in _STATE_COLUMNS)} "
+                 "WHERE id=?")
+_UPDATE_STATE_BUT_RESULT = "UPDATE jobs SET {} WHERE id=?{}".format(
+    ", ".join(f"{column}=?{number}" for number, column in enumerate(_STATE_COLUMNS, 1)
+              if column != "result"), len(_STATE_COLUMNS) + 1)
 #: The state of a job not known yet (all NULL), and its id.
 _NO_STATE = (None,) * (len(_STATE_COLUMNS) + 1)
 
