@@ -953,16 +953,20 @@ def test_a_timeout_that_is_no_number_is_named(scheduler, wait):
     assert job.result(timeout=60) is None
 
 
-def test_a_job_inside_another_object_is_refused_saying_where_a_job_may_be(scheduler):
-    """Attack review: it said only "cannot pickle '_thread.RLock' object"."""
+@pytest.mark.parametrize("holder", [lambda job: types.SimpleNamespace(job=job),
+                                    lambda job: {job: 1}], ids=["an object", "a dict's key"])
+def test_a_job_inside_another_object_is_refused_saying_where_a_job_may_be(scheduler, holder):
+    """Attack review: it said only "cannot pickle '_thread.RLock' object"; then,
+    for a Job as a dict's key, that a Job may be in a dict."""
     first = scheduler.submit(jobs.square, 2)
     with pytest.raises(ValueError, match=r"job 'identity' cannot be sent to a worker: its "
                                          r"argument args\[0\] cannot be pickled \(TypeError: "
                                          r"<Job 1 'square' .*> cannot be pickled: a job that needs "
                                          r"its result takes it among its arguments \(directly, "
-                                         r"or in a list, tuple, set or dict\), not inside another "
-                                         r"object or a function's closure\)"):
-        scheduler.submit(jobs.identity, types.SimpleNamespace(job=first)).result(timeout=60)
+                                         r"or in a list, tuple or set, or as a dict's value\), "
+                                         r"not as a dict's key, inside another object or in a "
+                                         r"function's closure\)"):
+        scheduler.submit(jobs.identity, holder(first)).result(timeout=60)
 
 
 def test_a_job_copied_is_refused_as_the_one_handle_of_its_job(scheduler):

@@ -1446,6 +1446,11 @@ def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path):
     with pytest.raises(ValueError, match=rf"^run directory '{tmp_path}/plain/run' cannot be "
                                          "made: Not a directory$"):
         corral.Scheduler(cores=1, journal=tmp_path / "plain" / "run")
+    for option in ("journal", "workdir"):  # (attack review: "embedded null byte", no more)
+        with pytest.raises(ValueError, match=rf"^{option}='.*/run\\x00x' holds a NUL character, "
+                                             r"which no path may$"):
+            corral.Scheduler(cores=1, **{option: f"{tmp_path}/run\0x"})
+    assert sorted(os.listdir(tmp_path)) == ["plain"]
     with pytest.raises(ValueError, match=r"^run directory '/proc/corral-run' cannot be made: "):
         corral.Scheduler(cores=1, journal="/proc/corral-run")
 

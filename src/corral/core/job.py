@@ -297,8 +297,9 @@ class Job(LeanFuture):
         review: a Job inside another object said only "cannot pickle
         '_thread.RLock' object")."""
         raise TypeError(f"{self!r} cannot be pickled: a job that needs its result takes it "
-                        "among its arguments (directly, or in a list, tuple, set or dict), "
-                        "not inside another object or a function's closure")
+                        "among its arguments (directly, or in a list, tuple or set, or as a "
+                        "dict's value), not as a dict's key, inside another object or in a "
+                        "function's closure")
 
     def __copy__(self) -> Job:
         """Refused: a Job is the one handle of its job (a copy would never be

@@ -130,6 +130,7 @@ def check_journal_dir(journal: object) -> None:
     if not os.fspath(journal):
         raise ValueError("journal='' names no directory; give the run directory's path (a new "
                          "or empty directory, or an earlier run's)")
+    _refuse_nul("journal", journal)
     run_dir = Path(journal).expanduser()
     if holds_other_files(run_dir):
         raise ValueError(f"journal={os.fspath(journal)!r}: {run_dir.resolve()} is not a corral "
@@ -137,11 +138,19 @@ def check_journal_dir(journal: object) -> None:
                          "earlier run's (corral makes it private to you and fills it)")
 
 
+def _refuse_nul(name: str, path: str | os.PathLike[str]) -> None:
+    """Refuse a path with a NUL in it, naming the option (attack review: a bare
+    "embedded null byte" named neither)."""
+    if "\0" in os.fspath(path):
+        raise ValueError(f"{name}={os.fspath(path)!r} holds a NUL character, which no path may")
+
+
 def check_workdir(workdir: object) -> None:
     if workdir is None:
         return
     if not isinstance(workdir, (str, os.PathLike)):
         raise ValueError(f"workdir={workdir!r} must be a directory path")
+    _refuse_nul("workdir", workdir)
     if os.path.exists(os.path.expanduser(workdir)) and not os.path.isdir(
             os.path.expanduser(workdir)):
         raise ValueError(f"workdir={os.fspath(workdir)!r} exists and is not a directory")
