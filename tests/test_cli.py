@@ -3796,6 +3796,24 @@ def test_a_second_daemon_is_refused_where_the_runs_lock_and_socket_were_deleted(
         kill_and_wait(daemon)  # (it cannot be stopped by a command: its lock is gone)
 
 
+def test_a_daemon_makes_its_deleted_lock_file_again_and_commands_find_it(fresh, tmp_path):
+    """Attack review: with owner.lock deleted under a live daemon, `corral
+    status` said no driver ran the run, and `corral wait` tried to start a
+    daemon four times, then gave up, while the daemon finished the jobs."""
+    release = tmp_path / "release"
+    running = fresh.submit(f"{block(release)}; echo ran")
+    queued = fresh.submit("echo queued")
+    fresh.wait_for_status(running, "RUNNING")
+    daemon = fresh.daemon_pid()
+    (fresh.run / "owner.lock").unlink()
+    wait_until(lambda: fresh.daemon_pid() == daemon, 10, "the lock file to be made again")
+    assert fresh("status").header == f"run {fresh.run}: driven by daemon pid {daemon}"
+    release.touch()
+    waited = fresh("wait", running, queued)
+    assert (waited.status, waited.err) == (0, "corral: 2 jobs ended: 2 completed\n"), str(waited)
+    assert "the lock file of the run at" in (fresh.run / "corral.log").read_text()
+
+
 def test_a_cancel_and_a_clear_are_in_the_journal_when_they_are_answered(fresh):
     """Attack review: a daemon killed as it answered "cancelled" had not written it;
     the next daemon ran the cancelled jobs (8 times in 10)."""

@@ -380,10 +380,14 @@ _SOCKET_LOOK_S = 1.0
 class ControlServer:
     """Serves control requests for one Scheduler on a thread of its own."""
 
-    def __init__(self, handler: Callable[[dict[str, Any]], dict[str, Any]], run_dir: Path) -> None:
+    def __init__(self, handler: Callable[[dict[str, Any]], dict[str, Any]], run_dir: Path,
+                 keep_lock_file: Callable[[], None] | None = None) -> None:
         #: Answers one request (see :func:`corral.control.verbs.handle`); given
         #: by the Scheduler, bound to itself, so that this module imports neither.
         self.handler = handler
+        #: Makes the run's lock file again if it was deleted (the journal's):
+        #: called with the socket file's look, while the run is still here.
+        self._keep_lock_file = keep_lock_file
         self.run_dir = run_dir
         self.last_request = 0.0  # time.monotonic() of the last request served
         self._listener: socket.socket | None = None
@@ -523,6 +527,8 @@ class ControlServer:
             except TimeoutError:  # a moment without requests: is the socket file still there?
                 self._readers.release()
                 listener = self._keep_socket_file(listener)
+                if self._keep_lock_file is not None and self._place.here():
+                    self._keep_lock_file()  # (and the lock file: status reads it)
                 continue
             except OSError:
                 self._readers.release()

@@ -459,7 +459,8 @@ class Scheduler(Executor):
                 self._detach_log = attach_run_log(self._journal.run_dir)
                 self._send_notices_left()
                 self._control = ControlServer(functools.partial(handle_request, self),
-                                              self._journal.run_dir)
+                                              self._journal.run_dir,
+                                              self._journal.keep_lock_file)
                 # A daemon answers no request before it has taken up a dead one's jobs.
                 self._control.start(held=_owner == "daemon")
             _open_schedulers.add(self)  # shut down at interpreter exit

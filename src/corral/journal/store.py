@@ -390,6 +390,43 @@ class Journal:
                     f"corral command, or end it first (kill {pid}); never delete the lock of a "
                     "run that runs")
 
+    def keep_lock_file(self) -> None:
+        """Make the run's lock file again, locked, where it was deleted while
+        this driver holds the run (an ``rm`` of a "stale" lock): every command
+        then took the run for one no process drives (attack review: ``corral
+        status`` said its driver was gone, and ``corral wait`` tried to start a
+        daemon four times). Called about once a second by the control server's
+        thread, which has seen that the run directory is still this one; a file
+        someone else made in its place meanwhile is left alone."""
+        handle, path = self._lock, self.run_dir / LOCK_FILE
+        if handle is None or handle.closed:
+            return
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(handle.fileno()).st_ino:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        try:
+            made = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           0o600)
+        except OSError:
+            return
+        new = os.fdopen(made, "a+")
+        try:
+            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            handle.seek(0)
+            new.write(handle.read())
+            new.flush()
+        except (OSError, ValueError):
+            new.close()
+            return
+        self._lock = new
+        handle.close()
+        logging.getLogger(__name__).warning("the lock file of the run at %s was gone: made "
+                                            "again", self.run_dir)
+
     def _release_lock(self) -> None:
         handle, self._lock = self._lock, None
         if handle is not None:
