@@ -1862,6 +1862,13 @@ def test_pause_on_a_run_whose_daemon_died_starts_the_next_one_paused_and_cancel_
         assert (cancelled.status, cancelled.err) == (0, (
             "corral: note: the run's daemon had stopped; a new one takes up its 2 unfinished "
             "job(s) again; paused, it starts none of them\n")), str(cancelled)
+        kill_and_wait(fresh.daemon_pid())
+        waited = fresh("wait", "--timeout", "0.2", running)  # (attack review: it said less)
+        assert waited.err.splitlines()[:2] == [
+            "corral: note: the run is paused: the jobs that have not started wait for corral "
+            "resume", "corral: note: the run's daemon had stopped; a new one takes up its "
+            "unfinished jobs again (1 of those waited for); paused, it starts none of them"], str(
+                waited)
         assert fresh.ok("resume").out == "resumed\n"  # (the run was left paused)
         fresh.wait_for_status(running, "RUNNING")
     finally:

@@ -641,8 +641,10 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
             control_request(context, {"verb": "ping"})  # restarts the daemon of a command-line run
             what = ("carries out the corral stop it had not, cancelling its unfinished jobs"
                     if stop_pending else "takes up its unfinished jobs again")
+            paused = ("; paused, it starts none of them" if not stop_pending and run.paused
+                      else "")  # (as the other commands say it: attack review)
             click.echo(f"corral: note: the run's daemon had stopped; a new one {what} "
-                       f"({waited_for} of those waited for)", err=True)
+                       f"({waited_for} of those waited for){paused}", err=True)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         outcome = wait_with_progress(run, ids, left, shown)
         if outcome != "orphaned":
