@@ -11,7 +11,7 @@ This module imports nothing of corral's but the vocabulary: it is vocabulary.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any, TypeVar
 
 from corral.safe_repr import first_few
@@ -21,15 +21,24 @@ __all__ = ["jobs_called", "ambiguous_name", "read_back_job_problem"]
 _J = TypeVar("_J")
 
 
-def jobs_called(given: Any, jobs: Iterable[_J]) -> list[_J]:
+def jobs_called(given: Any, jobs: Iterable[_J], superseded: Container[str] = ()) -> list[_J]:
     """The job of *jobs* (anything with ``id`` and ``name``) whose id is
-    *given*, as a list of one; else every job whose name it is; [] for none."""
+    *given*, as a list of one; else every job whose name it is; [] for none.
+    Where several have the name and one alone is not *superseded* (ids of
+    jobs ``corral rerun`` ran again), that one: a name names the latest run
+    of its job (cold review: after one rerun, every command refused the name
+    as ambiguous)."""
     named = []
     for job in jobs:
         if str(job.id) == str(given):  # type: ignore[attr-defined]
             return [job]
         if job.name == given:  # type: ignore[attr-defined]
             named.append(job)
+    if len(named) > 1 and superseded:
+        current = [job for job in named
+                   if str(job.id) not in superseded]  # type: ignore[attr-defined]
+        if len(current) == 1:
+            return current
     return named
 
 

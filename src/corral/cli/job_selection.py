@@ -94,7 +94,7 @@ def select_jobs(run: Run, ids: tuple[str, ...], ranges: bool = True) -> list[Sto
         from corral.control.verbs import AmbiguousName, id_or_name  # (only for a name)
 
         try:  # (the jobs of that name only: a big run costs no more)
-            found.append(run.job(id_or_name(job_id, run.jobs_named(job_id))))
+            found.append(run.job(id_or_name(job_id, run.jobs_named(job_id), run.reruns())))
         except AmbiguousName as error:
             raise CommandError(str(error)) from None
         except CorralError:

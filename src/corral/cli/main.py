@@ -363,7 +363,7 @@ def status(context: click.Context, show_all: bool, state: str | None,
     paused = run.paused  # (read once: per job, status 1-20000 spent 7 s opening the journal)
     status_table(jobs, driver_alive=driven, cluster_jobs=on_cluster, paused=paused,
                  width=console.width, unknown_backend_jobs=run.jobs_of_unknown_backends(jobs),
-                 sent_without_driver=sent).print(console)
+                 sent_without_driver=sent, reruns=run.reruns()).print(console)
     # The jobs asked for by id or name: their whole reason, and what their Python raised,
     # as lines of their own; of a range, only those that did not complete (cold review:
     # status 1-2000 repeated every row as a paragraph under the table).
@@ -678,14 +678,22 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
                            "(the driver's log says); corral stop ends the driver",
                            EXIT_UNREACHABLE)
     counts = Counter(run.status_counts(ids or None))
+    # A whole run's jobs that corral rerun ran again are not counted: their
+    # reruns are (cold review: a nightly wait failed for every failure fixed).
+    superseded = [] if ids else jobs_with_ids(run, tuple(run.reruns()))
+    counts.subtract(job.status for job in superseded)
+    counts = +counts
     failed = sum(counts[status] for status in _FAILED)
     if failed:  # (their rows are read only then; by the ids waited for, not one at a time)
         # Those of the latest session first (cold review: a rerun whose edited
         # code made new jobs listed the earlier pass's stale rows, and the new
         # pass's real failures fell under "and 200 more"); in dispatch order
         # within a session.
+        run_again = {str(job.id) for job in superseded}
         failures = ((job for job in jobs_with_ids(run, ids) if job.status in _FAILED) if ids
-                    else iter(sorted(run.jobs_in(_FAILED), key=lambda job: -(job.session or 0))))
+                    else iter(sorted((job for job in run.jobs_in(_FAILED)
+                                      if str(job.id) not in run_again),
+                                     key=lambda job: -(job.session or 0))))
         # The first few, a line each (cold review: 500 failures printed a megabyte,
         # with -q too, for cron to mail).
         from corral.journal.cleaning import was_cleaned
@@ -722,7 +730,9 @@ def wait(context: click.Context, ids: tuple[str, ...], timeout: float | None,
     else:  # (in a terminal too, below the bar: a line to read, and to scroll back to)
         click.echo(f"corral: {total} job{'s' * (total != 1)} ended: " + ", ".join(
             f"{count} {status.name.lower().replace('_', ' ')}"
-            for status, count in counts.most_common()), err=True)
+            for status, count in counts.most_common())
+            + (f" ({len(superseded)} more ran again, counted by their reruns)"
+               if superseded else ""), err=True)
     if last and not (quiet and not failed) and last[0].kind == "script" and last[0].left_early:
         # (Cold review: a map of 50,000 calls interrupted after 3,000 said "3018 jobs
         # ended", as if that were the run.)
@@ -787,16 +797,25 @@ def rerun(context: click.Context, ids: tuple[str, ...]) -> None:
     the jobs. By id, name or range of ids (3-7: those in it that ended without
     completing). Jobs run again together keep their order."""
     if any(ID_RANGE.fullmatch(given) for given in ids):
+        run = open_run(context)
+        reruns = run.reruns()
         left: list[str] = []
         given = set(ids)
-        ids = with_ranges(open_run(context), ids, _went_wrong, left)
+        ids = with_ranges(run, ids, lambda job: _went_wrong(job) and str(job.id) not in reruns,
+                          left)
         left = [job_id for job_id in left if job_id not in given]
-        if left:
-            click.echo(f"corral: note: left {first_few(left, 10)}: completed, or not ended",
+        again = [job_id for job_id in left if job_id in reruns]  # (cold review: a range ran
+        # a failed job a second time beside its rerun)
+        others = [job_id for job_id in left if job_id not in reruns]
+        if others:
+            click.echo(f"corral: note: left {first_few(others, 10)}: completed, or not ended",
                        err=True)
-        if not ids:
-            click.echo("nothing to run again: every job in the range completed or has not "
-                       "ended")
+        if again:
+            click.echo(f"corral: note: left {first_few(again, 10)}: run again already (corral "
+                       "status shows as which)", err=True)
+        if not ids:  # (said on stderr: `corral wait $(corral rerun 3-7)` reads stdout)
+            click.echo("corral: nothing to run again: every job in the range completed, has "
+                       "not ended, or was run again already", err=True)
             return
     reply = control_request(context, {"verb": "rerun", "ids": list(ids)})
     for _, new_id in reply["ids"]:

@@ -165,13 +165,17 @@ def _detail(job: StoredJob, paused: bool, orphaned: bool = False,
 def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
                  cluster_jobs: Mapping[str, str] | None = None, paused: bool = False,
                  width: int = 160, unknown_backend_jobs: Mapping[str, str] | None = None,
-                 sent_without_driver: Mapping[str, SentRequest] | None = None) -> Listing:
+                 sent_without_driver: Mapping[str, SentRequest] | None = None,
+                 reruns: Mapping[str, str] | None = None) -> Listing:
     """The jobs as a table fitting *width* characters; *cluster_jobs* (``{id:
     backend}``, see :meth:`corral.Run.cluster_jobs`) adds a column with their
     cluster job ids; *paused* (the run is) is what its QUEUED jobs wait for;
     *unknown_backend_jobs* (``{id: backend}``) were handed to backends not
     installed here; *sent_without_driver*, what ``corral cancel``/``pause``
-    sent to a cluster job while no driver ran."""
+    sent to a cluster job while no driver ran; *reruns* (``{id: id}``), which
+    job ``corral rerun`` ran again as which (cold review: nothing said it)."""
+    reruns = reruns or {}
+    rerun_of = {new: old for old, new in reruns.items()}
     cluster_jobs = cluster_jobs or {}
     sent_without_driver = sent_without_driver or {}
     unknown_backend_jobs = unknown_backend_jobs or {}
@@ -187,6 +191,9 @@ def status_table(jobs: Sequence[StoredJob], driver_alive: bool = True,
                          unfollowed=not driver_alive and on_cluster)
         if detail == UNFOLLOWED_REASON and str(job.id) in sent_without_driver:
             detail = sent_without_driver[str(job.id)].describe()  # (the cluster may lag it)
+        detail = "; ".join(filter(None, (
+            f"rerun of job {rerun_of[str(job.id)]}" if str(job.id) in rerun_of else "", detail,
+            f"run again as job {reruns[str(job.id)]}" if str(job.id) in reruns else "")))
         cells = [_one_line(str(job.id)), _one_line(job.name),
                  Text(job.status.name, _STYLES.get(job.status, "")),
                  _elapsed(job, driver_alive or on_cluster), str(job.attempts)]

@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.control.server import Stopping
@@ -117,8 +117,8 @@ def _id_or_name(scheduler: Driver, given: Any) -> Any:
         return given
     from corral.journal.run import Run
 
-    return id_or_name(given, [*Run(scheduler._journal.run_dir).jobs(results=False),
-                              *scheduler.jobs()])
+    run = Run(scheduler._journal.run_dir)
+    return id_or_name(given, [*run.jobs(results=False), *scheduler.jobs()], run.reruns())
 
 
 def range_hint(refs: Iterable[Any]) -> str:
@@ -147,15 +147,16 @@ class AmbiguousName(CorralError):
     """Several jobs have the name given for one."""
 
 
-def id_or_name(given: Any, jobs: Iterable[Any]) -> Any:
+def id_or_name(given: Any, jobs: Iterable[Any], superseded: Container[str] = ()) -> Any:
     """The id of the one job of *jobs* (anything with ``id`` and ``name``)
-    whose id is *given*, else whose name is *given*.
+    whose id is *given*, else whose name is *given* (of several, the one not
+    *superseded*: see :func:`corral.job_refs.jobs_called`).
 
     Raises:
         AmbiguousName: several jobs have the name.
         CorralError: no job has that id or name.
     """
-    named = jobs_called(given, jobs)
+    named = jobs_called(given, jobs, superseded)
     if not named:
         raise CorralError(f"no job {given} in this run (neither an id nor a job's name)")
     if len({str(job.id) for job in named}) > 1:  # (a job both the journal and the driver list)
@@ -282,30 +283,38 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     Jobs run again together keep their order: one that came after another of
     them comes after its new job. All or none: every job is checked before any
     is made (see :func:`_rerun_plan`)."""
+    from corral.journal.reading import RERUN_KEY
     from corral.journal.run import Run
 
     _refuse_when_stopping(scheduler)
     check = scheduler._settings_check  # (config files edited since: as a submit does)
     settings_note = check() if check is not None else None
     scheduler._flush_journal_now()  # (every job's row as this driver knows it)
-    known = {str(job.id): job for job in Run(scheduler._journal.run_dir).jobs(results=False)}
+    run = Run(scheduler._journal.run_dir)
+    known = {str(job.id): job for job in run.jobs(results=False)}
+    reruns = run.reruns()
     chosen: dict[str, Any] = {}
     for given in _job_refs(request, "ids"):
         try:
-            job_id = str(given) if str(given) in known else str(id_or_name(given, known.values()))
+            job_id = (str(given) if str(given) in known
+                      else str(id_or_name(given, known.values(), reruns)))
         except CorralError as error:  # (rerun takes ranges: a half one is told so)
             raise CorralError(f"{error}{range_hint([given])}") from None
         chosen.setdefault(job_id, known[job_id])
     if not chosen:
         raise CorralError("rerun needs the ids or names of ended jobs")
     made_as = {job_id: place for place, job_id in enumerate(known)}  # (parents first)
-    planned = [_rerun_plan(scheduler, stored, chosen, known)
+    planned = [_rerun_plan(scheduler, stored, chosen, known, reruns)
                for stored in sorted(chosen.values(), key=lambda job: made_as[str(job.id)])]
     made: dict[str, Job] = {}
     for stored, task, options, (after, ended, doomed) in planned:
         after = [*after, *(made[str(parent)] for parent in stored.deps if str(parent) in made)]
-        made[str(stored.id)] = _made_from_outside(
+        made[str(stored.id)] = job = _made_from_outside(
             scheduler, task, {**options, "after": after} if after else options, doomed, ended)
+        # (which job ran which again: status says it, and a range or a name takes the new)
+        scheduler._engine.call(scheduler._journal.set_meta,
+                               RERUN_KEY.format(job=stored.id), str(job.id))
+    scheduler._flush_journal_now()
     held = ("the run is paused: the new jobs start once it is resumed (corral resume)"
             if scheduler.paused else None)
     answer: dict[str, Any] = {"ids": [[stored.id, made[str(stored.id)].id]
@@ -314,38 +323,81 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     return {**answer, "note": note} if note else answer
 
 
-def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: dict[str, Any]
-                ) -> tuple[Any, Task, dict[str, Any], _Parents]:
+def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: dict[str, Any],
+                reruns: dict[str, str]) -> tuple[Any, Task, dict[str, Any], _Parents]:
     """``(stored, its task, its options, its parents outside *chosen*)`` for
-    :func:`_rerun`. Refused: a job that has not ended; a Python call, whose
-    function and arguments the journal does not hold; one that came after a
-    job left out of *chosen* that ended without completing (it would be
-    cancelled at once: the person is told to run both).
+    :func:`_rerun`. Refused: a job that has not ended; one run again already
+    (cold review: a range ran a failed experiment a second time, at once,
+    beside its rerun); a Python call, whose function and arguments the
+    journal does not hold; one whose options no longer hold (its directory
+    removed); one that came after a job left out of *chosen* that ended
+    without completing (it would be cancelled at once: the person is told
+    which to run together).
 
     Raises:
         CorralError: saying which job, and why.
     """
     from corral.journal.codec import decode_spec
+    from corral.journal.reading import latest_rerun
+    from corral.spec import make_spec
 
     said = f"job {stored.id} {stored.name!r}"
     status = scheduler._ended_as(stored.id, stored.name) or stored.status
     if status not in TERMINAL:
         raise CorralError(f"{said} is {status.name}: only an ended job runs again")
+    if str(stored.id) in reruns:
+        latest = latest_rerun(str(stored.id), reruns)
+        raise CorralError(f"{said} was run again already, as job {reruns[str(stored.id)]}"
+                          + (f" (the latest: job {latest})" if latest != reruns[str(stored.id)]
+                             else "") + f"; run that one again (corral rerun {latest})")
     try:
         journaled = decode_spec(stored.spec)
+        if journaled.task is not None:
+            make_spec(journaled.task, journaled.options)  # (all or none: checked before any)
     except ValueError as error:
         raise CorralError(f"{said} cannot run again: {error}") from None
     if journaled.task is None:
         raise CorralError(f"{said} is a Python call, whose function and arguments the journal "
                           "does not hold: its script runs it again when run again")
-    left_out = [parent for parent in stored.deps if str(parent) not in chosen]
-    for parent in left_out:
-        row = known.get(str(parent))
-        ended_as = None if row is None else scheduler._ended_as(row.id, row.name) or row.status
-        if ended_as in TERMINAL and ended_as is not JobStatus.COMPLETED:
-            raise CorralError(f"{said} came after job {parent}, which ended {ended_as.name}: "
-                              f"run them again together (corral rerun {parent} {stored.id})")
+    # A parent run again since stands for itself by its latest run: its outcome
+    # counts, and a new job waits for that one, if it has not ended.
+    left_out = [latest_rerun(str(parent), reruns) for parent in stored.deps
+                if str(parent) not in chosen]
+    if any(_went_wrong(scheduler, known.get(str(parent))) for parent in left_out):
+        together = sorted({*chosen, *_failed_ancestors(scheduler, stored, chosen, known, reruns)},
+                          key=lambda job_id: (len(job_id), job_id))
+        parent = next(parent for parent in left_out
+                      if _went_wrong(scheduler, known.get(str(parent))))
+        raise CorralError(f"{said} came after job {parent}, which did not complete: run them "
+                          f"again together (corral rerun {' '.join(together)})")
     return stored, journaled.task, journaled.options, _parents(scheduler, left_out)
+
+
+def _went_wrong(scheduler: Driver, row: Any) -> bool:
+    """Whether the journal's *row* (None: no such job) ended without completing."""
+    if row is None:
+        return False
+    status = scheduler._ended_as(row.id, row.name) or row.status
+    return status in TERMINAL and status is not JobStatus.COMPLETED
+
+
+def _failed_ancestors(scheduler: Driver, stored: Any, chosen: dict[str, Any],
+                      known: dict[str, Any], reruns: dict[str, str]) -> set[str]:
+    """The jobs *stored* comes after, up its line (each by its latest run),
+    that did not complete and are not in *chosen*: those to run again with it
+    (cold review: the hint named one level up at a time)."""
+    from corral.journal.reading import latest_rerun
+
+    found: set[str] = set()
+    waiting = [str(parent) for parent in stored.deps]
+    while waiting:
+        job_id = latest_rerun(waiting.pop(), reruns)
+        row = known.get(job_id)
+        if row is None or job_id in found or job_id in chosen or not _went_wrong(scheduler, row):
+            continue
+        found.add(job_id)
+        waiting += [str(parent) for parent in row.deps]
+    return found
 
 
 #: What the jobs a stopped daemon cancels say.

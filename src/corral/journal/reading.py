@@ -523,6 +523,25 @@ def read_session_backends(run_dir: str | os.PathLike[str]) -> dict[int, str | No
 CAPACITY_KEY = "capacity.{session}"
 #: Why a session's program left its ``with`` block early (see StoredSession.left_early).
 LEFT_EARLY_KEY = "left_early.{session}"
+#: The ``meta`` key that says a job was run again by ``corral rerun``: its value
+#: is the new job's id.
+RERUN_KEY = "rerun.{job}"
+
+
+def read_reruns(run_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """``{id of a job run again: id of the job that ran it again}``."""
+    prefix = RERUN_KEY.format(job="")
+    return {key[len(prefix):]: value for key, value in read_meta(run_dir).items()
+            if key.startswith(prefix)}
+
+
+def latest_rerun(job_id: str, reruns: dict[str, str]) -> str:
+    """The id of the last job in the line of reruns from *job_id* (itself if none)."""
+    seen = {job_id}
+    while job_id in reruns and reruns[job_id] not in seen:
+        job_id = reruns[job_id]
+        seen.add(job_id)
+    return job_id
 
 
 def read_sessions(run_dir: str | os.PathLike[str]) -> list[StoredSession]:

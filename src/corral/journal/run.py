@@ -21,7 +21,8 @@ from corral.journal.files import (JOURNAL_FILE, STOP_ASKED_FILE, STOPPED_FILE, j
 from corral.journal.reading import (Overview, read_overview, read_status_counts, read_events,
                                     read_job, read_jobs, read_jobs_in, read_jobs_named,
                                     read_jobs_numbered,
-                                    read_meta, read_session_backends, read_sessions,
+                                    read_meta, read_reruns, read_session_backends,
+                                    read_sessions,
                                     one_snapshot)
 from corral.journal.stored import StoredJob, StoredSession
 from corral.status import JobStatus, statuses_named
@@ -236,6 +237,10 @@ class Run:
                     "the next daemon (corral wait or corral submit) cancels them")
         return "corral wait or corral submit starts a new daemon, which runs them again"
 
+    def reruns(self) -> dict[str, str]:
+        """``{id: id}``: each job ``corral rerun`` ran again, and the job that did."""
+        return read_reruns(self.path)
+
     def stop_pending(self) -> bool:
         """Whether ``corral stop`` was answered and its daemon ended before it had
         cancelled the run's jobs: the next daemon cancels them, not runs them."""
@@ -281,7 +286,7 @@ def _one_job(given: int | str, every: list[StoredJob], path: Path) -> StoredJob:
     """The job of *every* whose id is *given*, else whose name it is."""
     if isinstance(given, bool) or not isinstance(given, (int, str)):
         raise TypeError(f"a job is named by its id or its name, not {given!r}")
-    named = jobs_called(given, every)
+    named = jobs_called(given, every, superseded=read_reruns(path))
     if not named:
         raise KeyError(f"no job {given!r} in the run at {path} ({len(every)} jobs)")
     if len(named) > 1:
