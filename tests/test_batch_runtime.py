@@ -20,6 +20,7 @@ from corral.runtime import batch
 from corral.runtime.batch import BatchOutcome, read_result
 from corral.spec import Resources
 from support.processes import pids_alive
+from support.waiting import wait_until
 
 #: What a PBS-like template would export: names that are no Slurm's.
 PBS_LIKE = {"CORRAL_BATCH_JOB_ID_VAR": "PBS_JOBID", "CORRAL_ARRAY_JOB_ID_VAR": "PBS_ARRAY_ID",
@@ -123,7 +124,8 @@ def test_a_command_past_its_walltime_gets_sigterm_and_its_grace(tmp_path):
     stubborn = write_job(tmp_path, "stubborn", [
         "sh", "-c", f"trap '' TERM; echo $$ > {tmp_path}/pid; sleep 60"], walltime_s=0.5)
     assert run_runtime(tmp_path, [stubborn], PBS_LIKE).returncode == 100
-    assert not pids_alive([int((tmp_path / "pid").read_text())])
+    stubborn_pid = int((tmp_path / "pid").read_text())  # (killed: gone once the kernel is done)
+    wait_until(lambda: not pids_alive([stubborn_pid]), 10, "the stubborn command to be gone")
 
 
 def test_a_job_as_long_as_its_batch_jobs_limit_is_ended_by_corral_before_the_scheduler_does(
