@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -3786,12 +3785,8 @@ def test_a_second_daemon_is_refused_where_the_runs_lock_and_socket_were_deleted(
     try:
         submitted = fresh("submit", "--", "echo", "twice")
         if submitted.status != 0:  # (no socket yet: a second daemon was started, and refused)
-            # (first, that a new one takes up the job: the command sees no live owner)
-            note, _, rest = submitted.err.partition("\n")
-            assert note == ("corral: note: the run's daemon had stopped; a new one takes up "
-                            "its 1 unfinished job(s) again"), str(submitted)
             assert_one_line_error(
-                replace(submitted, err=rest), 3,
+                submitted, 3,
                 rf"^corral: error: the corral daemon for {re.escape(str(fresh.run))} could not "
                 rf"start: run directory {re.escape(str(fresh.run))} is driven by another "
                 rf"process \(daemon, pid {daemon}\), though its owner\.lock was taken away: "
@@ -3815,6 +3810,10 @@ def test_a_daemon_makes_its_deleted_lock_file_again_and_commands_find_it(fresh, 
     (fresh.run / "owner.lock").unlink()
     wait_until(lambda: fresh.daemon_pid() == daemon, 10, "the lock file to be made again")
     assert fresh("status").header == f"run {fresh.run}: driven by daemon pid {daemon}"
+    # An empty one in its place, as a driver refused at its start leaves (re-attack review):
+    (fresh.run / "owner.lock").unlink()
+    (fresh.run / "owner.lock").touch()
+    wait_until(lambda: fresh.daemon_pid() == daemon, 10, "the empty lock file to be taken")
     release.touch()
     waited = fresh("wait", running, queued)
     assert (waited.status, waited.err) == (0, "corral: 2 jobs ended: 2 completed\n"), str(waited)

@@ -171,9 +171,10 @@ def test_a_script_may_not_take_up_a_paused_run_of_the_corral_command(fresh):
     fresh.ok("stop")
     run = re.escape(str(fresh.run))
     with pytest.raises(corral.JournalError, match=(
-            rf"^the run at {run} is paused \(corral pause\), and its jobs wait for corral "
-            r"resume, but a script would start its own at once: resume it first \(corral --run "
-            rf"{run} resume\), or give the script a journal directory of its own$")):
+            rf"^the run at {run} is paused \(corral pause\): the jobs submitted to it wait for "
+            r"corral resume, but a script would start its own at once: resume it first "
+            rf"\(corral --run {run} resume\), or give the script a journal directory of its "
+            r"own$")):
         corral.Scheduler(journal=fresh.run)
     assert fresh.ok("status").header == f"run {fresh.run}: no driver running, PAUSED"
     assert fresh.ok("resume").out == "resumed\n"

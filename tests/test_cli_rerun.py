@@ -17,7 +17,10 @@ import pytest
 import corral
 
 import jobs
-from support.cli import Corral, assert_one_line_error
+from support.cli import Corral, assert_one_line_error, kill_and_wait
+
+#: Shell code that returns once the file *release* exists.
+_BLOCK = "while [ ! -e {release} ]; do sleep 0.02; done"
 
 #: A job that fails while the flag file exists, and says where it ran once it does not.
 _FLAGGED = "test ! -e {flag} && echo ran in $(pwd) with FOO=$FOO"
@@ -49,8 +52,8 @@ def _failed_and_its_dependent(fresh: Corral, tmp_path: Path) -> tuple[str, str, 
 def test_a_failed_job_and_the_one_cancelled_after_it_run_again_in_order(fresh, tmp_path):
     prepare, train, flag = _failed_and_its_dependent(fresh, tmp_path)
     flag.unlink()
-    rerun = fresh.ok("rerun", train, prepare)  # (given in any order: run in the run's)
-    new_prepare, new_train = rerun.out.split()
+    rerun = fresh.ok("rerun", train, prepare)  # (given in any order: made parents first)
+    new_train, new_prepare = rerun.out.split()  # (printed in the order given)
     assert rerun.err == ""
     assert fresh("wait", new_prepare, new_train).status == 0
     rows = fresh("status", "--all").rows()
@@ -61,6 +64,38 @@ def test_a_failed_job_and_the_one_cancelled_after_it_run_again_in_order(fresh, t
     assert fresh.ok("logs", new_prepare).out == f"ran in {tmp_path / 'data'} with FOO=bar\n"
     history = [(job, new) for job, _, _, new, _ in corral.Run(fresh.run).events()]
     assert history.index((new_train, "running")) > history.index((new_prepare, "completed"))
+
+
+def test_a_rerun_by_a_later_daemon_runs_with_the_environment_the_job_had(fresh, tmp_path):
+    """Re-attack review: the row keeps the environment as what differed from
+    its daemon's; applied to a later daemon's, started from another shell,
+    the submitter's variables were lost."""
+    prepare, _, flag = _failed_and_its_dependent(fresh, tmp_path)
+    flag.unlink()
+    fresh.ok("stop")  # (the next daemon starts from this test's shell: no FOO)
+    new = fresh.ok("rerun", prepare, env={"FOO": "other"}).out.strip()
+    assert fresh("wait", new).status == 0
+    assert fresh.ok("logs", new).out == f"ran in {tmp_path / 'data'} with FOO=bar\n"
+
+
+def test_a_rerun_keeps_parents_first_where_a_takeover_reordered_the_journal(fresh, tmp_path):
+    """Re-attack review: the journal's order, which a daemon's takeover
+    changes, made a child's new job before its parent's, and it ran at once
+    although the parent failed again."""
+    release = tmp_path / "release"
+    blocked = _BLOCK.format(release=shlex.quote(os.fspath(release)))
+    parent = fresh.submit("--name", "parent", "--", f"{blocked}; exit 1")
+    child = fresh.submit("--name", "child", "--after", parent, "--", "echo child")
+    fresh.ok("cancel", child)
+    fresh.wait_for_status(parent, "RUNNING")
+    kill_and_wait(fresh.daemon_pid())
+    release.touch()
+    assert fresh("wait", parent).status == 1  # (a new daemon ran it again, after the child)
+    new_parent, new_child = fresh.ok("rerun", parent, child).out.split()
+    assert fresh("wait", new_parent, new_child).status == 1
+    rows = fresh("status", "--all").rows()
+    assert (rows[new_child]["STATUS"], rows[new_child]["DETAIL"]) == (
+        "CANCELLED", f"rerun of job {child}; upstream job {new_parent} 'parent' failed")
 
 
 def test_a_job_whose_upstream_failed_is_refused_alone_and_told_to_run_both(fresh, tmp_path):

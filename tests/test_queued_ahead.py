@@ -15,6 +15,7 @@ import subprocess
 import sys
 from concurrent.futures import CancelledError
 import threading
+import time
 from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -356,6 +357,27 @@ def test_a_map_of_an_endless_input_never_read_stops_dispatching_at_its_timeout(
             for read, value in enumerate(results, 1):
                 assert value == read - 1
         assert read > 0 and scheduler.qsize() <= made
+
+
+def test_a_batch_whose_input_was_read_past_the_maps_timeout_is_not_dispatched(tmp_path: Path):
+    """Re-attack review: the deadline was looked at before a batch was read,
+    so a slow input's batch, read past it, was dispatched and ran unread."""
+    from corral.core.scheduler import MAP_WINDOW
+
+    def slow_after_two_batches():
+        for number in range(3 * MAP_WINDOW):
+            if number == 2 * MAP_WINDOW - 10:  # (read by the feeder: the first batch is in)
+                time.sleep(1.0)  # the input itself is slow: what the map must stand
+            yield number
+
+    with corral.Scheduler(cores=1, workdir=tmp_path / "run") as scheduler:
+        results = scheduler.map(abs, slow_after_two_batches(), timeout=0.5)
+        assert scheduler.wait(timeout=60)
+        assert scheduler.qsize() == MAP_WINDOW  # the first batch alone
+        read = []
+        with pytest.raises(TimeoutError):
+            read.extend(results)
+        assert read == list(range(MAP_WINDOW))
 
 
 def test_a_timeout_error_a_call_raised_is_the_calls_own_not_the_maps(tmp_path: Path):

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from corral.journal.session_env import ENVIRONMENT_KEY, environment_again
 from corral.control.server import NoDriver, send_request, send_when_served
 from corral.control.verbs import STOPPED_REASON
 from corral.core.run_files import DAEMON_LOG
@@ -281,31 +282,6 @@ def _unfinished_submissions(journal) -> list[StoredJob]:
             and journal.session_kinds.get(job.session) == "daemon"]
 
 
-#: The meta key of the environment a daemon's session ran with.
-ENVIRONMENT_KEY = "daemon_environment.{session}"
-
-
-def _environment_again(stored_env: dict[str, str | None], session: int | None,
-                       meta: dict[str, str]) -> dict[str, str | None] | None:
-    """A command's ``env`` option for this daemon: the submitter's environment,
-    which was stored as what differed from the environment of the daemon that
-    took the command. Applied to this daemon's own, the command ran with
-    another one (cold review, a sysadmin: a command a killed daemon left ran
-    again from cron with cron's HOME and without the submitter's variables).
-    An older journal, which kept no daemon's environment, gives it as stored."""
-    said = meta.get(ENVIRONMENT_KEY.format(session=session))
-    if said is None:
-        return stored_env or None
-    try:
-        then = json.loads(said)
-    except ValueError:
-        return stored_env
-    wanted = {**then, **stored_env}
-    wanted = {name: value for name, value in wanted.items() if value is not None}
-    return {**{name: value for name, value in wanted.items() if os.environ.get(name) != value},
-            **{name: None for name in os.environ if name not in wanted}}
-
-
 def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, JobStatus],
              meta: dict[str, str]):
     """A Job for a command the journal left unfinished, with its old id and
@@ -330,7 +306,7 @@ def _rebuild(stored: StoredJob, rebuilt: dict[str, Any], finished: dict[str, Job
             raise ValueError("the journal holds no command for it")
         options = {**journaled.options, "after": after or None}
         # (A command submitted with the daemon's very environment has no env option.)
-        options["env"] = _environment_again(options.get("env") or {}, stored.session, meta)
+        options["env"] = environment_again(options.get("env") or {}, stored.session, meta)
         job = Job(journaled.task, id=stored.id, **options)
     except (ValueError, TypeError) as error:  # a damaged spec, a directory removed since...
         return _doomed_job(stored, f"cannot run again after the daemon restarted: {error}")
@@ -397,7 +373,7 @@ def serve(run_dir: Path, idle: float | None = None, paused: bool = False,
     _settle_in(run_dir)
     journal = scheduler._journal
     assert journal is not None, "a daemon's scheduler keeps the run's journal"
-    # The environment its jobs' are stored against (see _environment_again).
+    # The environment its jobs' are stored against (see environment_again).
     journal.set_meta(ENVIRONMENT_KEY.format(session=journal.session), json.dumps(dict(os.environ)))
     stop = threading.Event()
     scheduler._stop_requested = stop

@@ -59,6 +59,8 @@ class Driver(Protocol):
                              doomed: str | None = None,
                              ended_deps: tuple[int | str, ...] = ()) -> Job: ...
 
+    def _check_from_outside(self, task: Task, options: dict[str, Any]) -> None: ...
+
     def _ended_as(self, job_id: int | str, name: str) -> JobStatus | None: ...
 
     def _placement_unused(self, options: dict[str, Any]) -> str | None: ...
@@ -292,6 +294,7 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     scheduler._flush_journal_now()  # (every job's row as this driver knows it)
     run = Run(scheduler._journal.run_dir)
     known = {str(job.id): job for job in run.jobs(results=False)}
+    meta = run.meta()
     reruns = run.reruns()
     chosen: dict[str, Any] = {}
     for given in _job_refs(request, "ids"):
@@ -303,9 +306,8 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         chosen.setdefault(job_id, known[job_id])
     if not chosen:
         raise CorralError("rerun needs the ids or names of ended jobs")
-    made_as = {job_id: place for place, job_id in enumerate(known)}  # (parents first)
-    planned = [_rerun_plan(scheduler, stored, chosen, known, reruns)
-               for stored in sorted(chosen.values(), key=lambda job: made_as[str(job.id)])]
+    planned = [_rerun_plan(scheduler, stored, chosen, known, reruns, meta)
+               for stored in _parents_first(chosen)]
     made: dict[str, Job] = {}
     for stored, task, options, (after, ended, doomed) in planned:
         after = [*after, *(made[str(parent)] for parent in stored.deps if str(parent) in made)]
@@ -317,16 +319,20 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     scheduler._flush_journal_now()
     held = ("the run is paused: the new jobs start once it is resumed (corral resume)"
             if scheduler.paused else None)
-    answer: dict[str, Any] = {"ids": [[stored.id, made[str(stored.id)].id]
-                                      for stored, *_ in planned]}
+    # (in the order given: `read a b < <(corral rerun 4 5)`)
+    answer: dict[str, Any] = {"ids": [[stored.id, made[job_id].id]
+                                      for job_id, stored in chosen.items()]}
     note = "; ".join(filter(None, (held, settings_note)))
     return {**answer, "note": note} if note else answer
 
 
 def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: dict[str, Any],
-                reruns: dict[str, str]) -> tuple[Any, Task, dict[str, Any], _Parents]:
+                reruns: dict[str, str], meta: dict[str, str]
+                ) -> tuple[Any, Task, dict[str, Any], _Parents]:
     """``(stored, its task, its options, its parents outside *chosen*)`` for
-    :func:`_rerun`. Refused: a job that has not ended; one run again already
+    :func:`_rerun`; its environment is the one it ran with (re-attack review:
+    applied to this daemon's, the row's difference from another daemon's lost
+    the submitter's variables). Refused: a job that has not ended; one run again already
     (cold review: a range ran a failed experiment a second time, at once,
     beside its rerun); a Python call, whose function and arguments the
     journal does not hold; one whose options no longer hold (its directory
@@ -339,7 +345,7 @@ def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: d
     """
     from corral.journal.codec import decode_spec
     from corral.journal.reading import latest_rerun
-    from corral.spec import make_spec
+    from corral.journal.session_env import environment_again
 
     said = f"job {stored.id} {stored.name!r}"
     status = scheduler._ended_as(stored.id, stored.name) or stored.status
@@ -351,14 +357,21 @@ def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: d
                           + (f" (the latest: job {latest})" if latest != reruns[str(stored.id)]
                              else "") + f"; run that one again (corral rerun {latest})")
     try:
-        journaled = decode_spec(stored.spec)
-        if journaled.task is not None:
-            make_spec(journaled.task, journaled.options)  # (all or none: checked before any)
+        journaled = decode_spec(stored.spec or {})
     except ValueError as error:
         raise CorralError(f"{said} cannot run again: {error}") from None
     if journaled.task is None:
         raise CorralError(f"{said} is a Python call, whose function and arguments the journal "
-                          "does not hold: its script runs it again when run again")
+                          "does not hold: its script runs it again when run again"
+                          if stored.kind in ("call", "function") else
+                          f"{said} cannot run again: the journal holds no command for it")
+    options = {**journaled.options,
+               "env": environment_again(journaled.options.get("env") or {}, stored.session,
+                                        meta)}
+    try:  # (all or none: every job checked before any is made)
+        scheduler._check_from_outside(journaled.task, options)
+    except (ValueError, TypeError, CorralError) as error:
+        raise CorralError(f"{said} cannot run again: {error}") from None
     # A parent run again since stands for itself by its latest run: its outcome
     # counts, and a new job waits for that one, if it has not ended.
     left_out = [latest_rerun(str(parent), reruns) for parent in stored.deps
@@ -370,7 +383,31 @@ def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: d
                       if _went_wrong(scheduler, known.get(str(parent))))
         raise CorralError(f"{said} came after job {parent}, which did not complete: run them "
                           f"again together (corral rerun {' '.join(together)})")
-    return stored, journaled.task, journaled.options, _parents(scheduler, left_out)
+    return stored, journaled.task, options, _parents(scheduler, left_out)
+
+
+def _parents_first(chosen: dict[str, Any]) -> list[Any]:
+    """The jobs of *chosen*, each after those of them it came after (re-attack
+    review: in the journal's order, which a daemon's takeover changes, a child
+    was made before its parent's new job, and ran at once)."""
+    ordered: list[Any] = []
+    placed: set[str] = set()
+    seen: set[str] = set()  # (a damaged journal's loop of parents is cut where it closes)
+    for first in chosen:
+        waiting = [(first, False)]
+        while waiting:
+            job_id, parents_done = waiting.pop()
+            if job_id in placed or (not parents_done and job_id in seen):
+                continue
+            if parents_done:
+                placed.add(job_id)
+                ordered.append(chosen[job_id])
+                continue
+            seen.add(job_id)
+            waiting.append((job_id, True))
+            waiting += [(str(parent), False) for parent in chosen[job_id].deps
+                        if str(parent) in chosen and str(parent) not in placed]
+    return ordered
 
 
 def _went_wrong(scheduler: Driver, row: Any) -> bool:
@@ -460,6 +497,10 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
+    # A stopping daemon's pause would end with it: the command starts the next
+    # daemon, paused (re-attack review: one stopped by a refused first submit's
+    # undo said "paused", and the undo then took the run away).
+    _refuse_when_stopping(scheduler)
     was = scheduler.paused
     if scheduler._owner_kind == "script":
         scheduler._pause_by_person()  # (holds through the script's end, see there)

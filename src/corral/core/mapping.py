@@ -116,6 +116,8 @@ class MapFeed:
         self._ahead: list[tuple] = []  # the input's next item, read ahead (see _next_batch)
         self._input_error: Exception | None = None  # the input's, raised with the next batch
         first = self._next_batch()  # in the caller's thread: its errors are the caller's
+        if self._past_deadline():  # (read past the timeout: nothing is dispatched)
+            first = []
         first, error = _without_frames(*self._dispatch_until_error(first))
         if error is not None and not first:
             raise error  # the map's first call: a bad option, most often
@@ -124,7 +126,7 @@ class MapFeed:
         # lists of its own (sharing one, it counted a job, then found it gone
         # before it watched it, and waited for its end for ever).
         self._batches.put(list(first))
-        self._complete = self._input_done and error is None
+        self._complete = self._input_done and error is None and not self._timed_out
         feed = self._feed if follow_up is None else self._feed_following
         self._thread = start_thread(feed, args=(first,), name="corral-map-feeder")
 
@@ -174,7 +176,9 @@ class MapFeed:
         if not batch:
             self._complete = self._input_done  # (an input that raised is not)
             return None
-        if self._stop.is_set():  # made but not dispatched: the map is cut short
+        # Made but not dispatched: the map is cut short, or its timeout passed while
+        # the input was read (re-attack review: a slow input's batch went after it).
+        if self._stop.is_set() or self._past_deadline():
             return None
         batch, self._error = _without_frames(*self._dispatch_until_error(batch))
         if not batch:

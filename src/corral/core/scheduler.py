@@ -1113,6 +1113,14 @@ class Scheduler(Executor):
                                "written)") from None
         return job
 
+    def _check_from_outside(self, task: Task, options: dict[str, Any]) -> None:
+        """Raise what :meth:`_submit_from_outside` would for this job's options,
+        resources, queue and tokens, and make nothing: a command that makes
+        several jobs checks them all first (``corral rerun``: all or none)."""
+        record = Job(task, **{**options, "after": None})._record
+        self._backend.check(record.spec.resources)
+        self._check_queue_and_tokens(record)
+
     def _flush_journal_now(self) -> None:
         """Return once everything the loop recorded so far is in the journal."""
         if self._journal is not None:

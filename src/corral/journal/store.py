@@ -56,6 +56,7 @@ import logging
 import os
 import pickle
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -274,10 +275,11 @@ class Journal:
         up in it, and dropped the pause); one not paused it may (it leaves the
         daemon's commands to the next daemon: see :meth:`_close_orphans`)."""
         if kind == "script" and meta.get("origin") == "daemon" and meta.get("paused") == "1":
-            raise JournalError(f"the run at {self.run_dir} is paused (corral pause), and its "
-                               "jobs wait for corral resume, but a script would start its own "
-                               f"at once: resume it first (corral --run {self.run_dir} resume), "
-                               "or give the script a journal directory of its own")
+            raise JournalError(f"the run at {self.run_dir} is paused (corral pause): the jobs "
+                               "submitted to it wait for corral resume, but a script would "
+                               f"start its own at once: resume it first (corral --run "
+                               f"{self.run_dir} resume), or give the script a journal "
+                               "directory of its own")
         if kind != "daemon":  # a script starts unpaused, whatever a killed one left
             db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', '0')")
         #: Whether this (daemon's) session starts paused: the run was left paused.
@@ -396,8 +398,10 @@ class Journal:
         then took the run for one no process drives (attack review: ``corral
         status`` said its driver was gone, and ``corral wait`` tried to start a
         daemon four times). Called about once a second by the control server's
-        thread, which has seen that the run directory is still this one; a file
-        someone else made in its place meanwhile is left alone."""
+        thread, which has seen that the run directory is still this one. A
+        plain file made in its place that no process holds locked (a driver
+        refused at its start leaves an empty one: re-attack review) is taken;
+        one locked, or a link or a directory, is left alone."""
         handle, path = self._lock, self.run_dir / LOCK_FILE
         if handle is None or handle.closed:
             return
@@ -409,15 +413,19 @@ class Journal:
         except OSError:
             return
         try:
-            made = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                           0o600)
+            made = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                           | os.O_CLOEXEC, 0o600)
         except OSError:
             return
-        new = os.fdopen(made, "a+")
+        new = os.fdopen(made, "r+")
         try:
-            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not stat.S_ISREG(os.fstat(made).st_mode):
+                raise OSError("not a plain file")
+            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (held by another: left alone)
             handle.seek(0)
-            new.write(handle.read())
+            owner = handle.read()
+            new.truncate(0)
+            new.write(owner)
             new.flush()
         except (OSError, ValueError):
             new.close()
