@@ -278,9 +278,11 @@ def _made_from_outside(scheduler: Driver, task: Task, options: dict[str, Any],
 
 def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     """Run ended jobs again (``corral rerun``), each as a new job with the same
-    task and options: its command or script, directory, environment (as its
-    row keeps it: what differed from the daemon's), resources, name, retries
-    and notices. A new job is new work, as a submitted one is.
+    task and options: its command or script, directory, the environment it
+    ran with, resources, name, retries and notices. A new job is new work, as
+    a submitted one is; the journal's meta says which job it ran again
+    (``rerun.OLD``), written as each is made, so that no later range takes
+    the old one again.
 
     Jobs run again together keep their order: one that came after another of
     them comes after its new job. All or none: every job is checked before any
@@ -332,9 +334,9 @@ def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: d
     """``(stored, its task, its options, its parents outside *chosen*)`` for
     :func:`_rerun`; its environment is the one it ran with (re-attack review:
     applied to this daemon's, the row's difference from another daemon's lost
-    the submitter's variables). Refused: a job that has not ended; one run again already
-    (cold review: a range ran a failed experiment a second time, at once,
-    beside its rerun); a Python call, whose function and arguments the
+    the submitter's variables). Refused: a job that has not ended; one run
+    again already (cold review: a range ran a failed experiment a second
+    time, at once, beside its rerun); a Python call, whose function and arguments the
     journal does not hold; one whose options no longer hold (its directory
     removed); one that came after a job left out of *chosen* that ended
     without completing (it would be cancelled at once: the person is told
