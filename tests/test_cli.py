@@ -3814,6 +3814,17 @@ def test_a_daemon_makes_its_deleted_lock_file_again_and_commands_find_it(fresh, 
     (fresh.run / "owner.lock").unlink()
     (fresh.run / "owner.lock").touch()
     wait_until(lambda: fresh.daemon_pid() == daemon, 10, "the empty lock file to be taken")
+    # A FIFO (it ended the serving thread) and another file linked in are left alone, and
+    # the daemon goes on serving (second re-attack review):
+    precious = tmp_path / "precious"
+    precious.write_text("keep me")
+    for stranger in (lambda lock: os.mkfifo(lock), lambda lock: os.link(precious, lock)):
+        (fresh.run / "owner.lock").unlink()
+        stranger(fresh.run / "owner.lock")
+        assert fresh.ok("resume").out == "resumed (it was not paused)\n"  # (a second on)
+        assert fresh.daemon_pid() is None and precious.read_text() == "keep me"
+    (fresh.run / "owner.lock").unlink()
+    wait_until(lambda: fresh.daemon_pid() == daemon, 10, "the lock file to be made again")
     release.touch()
     waited = fresh("wait", running, queued)
     assert (waited.status, waited.err) == (0, "corral: 2 jobs ended: 2 completed\n"), str(waited)

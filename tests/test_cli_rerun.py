@@ -184,6 +184,26 @@ def test_a_job_whose_directory_is_gone_is_refused_and_none_is_made(fresh, tmp_pa
     assert len(fresh("status", "--all").rows()) == 2, "all or none: nothing was made"
 
 
+def test_a_job_run_in_a_directory_its_parent_makes_runs_again_with_it(fresh, tmp_path):
+    """Second re-attack review: the check of all before any refused a child
+    whose directory its parent makes, as a submit with --after takes it."""
+    out = tmp_path / "out"
+    maker = fresh.submit("--name", "mk", "--", f"mkdir -p {shlex.quote(os.fspath(out))}; exit 1")
+    fresh.submit("--name", "use", "--after", "mk", "--workdir", os.fspath(out), "--",
+                 "pwd")
+    assert fresh("wait").status == 1
+    out.rmdir()
+    again = fresh.ok("rerun", "mk", "use", "use").out.split()  # (a new id a name given)
+    assert again[1] == again[2] and len(set(again)) == 2
+    assert fresh("wait", *again).status == 1  # (mk fails again, after making out)
+    status = fresh("status")
+    assert status.rows()[again[1]]["STATUS"] == "CANCELLED" and status.status == 1
+    assert out.is_dir()
+    fixed = fresh.ok("rerun", again[0], again[1]).out.split()
+    assert fresh("wait", *fixed).status == 1  # (mk still exits 1: the person fixes nothing)
+    assert fresh("status", maker).status == 1  # (asked for: it failed)
+
+
 def test_what_cannot_run_again_is_refused_naming_the_job(fresh, tmp_path):
     release = tmp_path / "release"
     running = fresh.submit("--", f"while [ ! -e {shlex.quote(os.fspath(release))} ]; do "

@@ -361,9 +361,10 @@ def status(context: click.Context, show_all: bool, state: str | None,
 
     sent = {} if driven or not on_cluster else sent_requests(run.path, jobs)
     paused = run.paused  # (read once: per job, status 1-20000 spent 7 s opening the journal)
+    reruns = run.reruns()
     status_table(jobs, driver_alive=driven, cluster_jobs=on_cluster, paused=paused,
                  width=console.width, unknown_backend_jobs=run.jobs_of_unknown_backends(jobs),
-                 sent_without_driver=sent, reruns=run.reruns()).print(console)
+                 sent_without_driver=sent, reruns=reruns).print(console)
     # The jobs asked for by id or name: their whole reason, and what their Python raised,
     # as lines of their own; of a range, only those that did not complete (cold review:
     # status 1-2000 repeated every row as a paragraph under the table).
@@ -422,7 +423,9 @@ def status(context: click.Context, show_all: bool, state: str | None,
                    f"job{'s' * (len(stranded) != 1)} listed will not go on until it runs "
                    f"again ({run.how_unfinished_jobs_go_on()})", err=True)
         context.exit(EXIT_UNREACHABLE)
-    if any(job.status in _FAILED for job in jobs):
+    # (a job corral rerun ran again counts by its rerun, as wait counts it, unless asked for)
+    run_again = {} if ids else reruns
+    if any(job.status in _FAILED and str(job.id) not in run_again for job in jobs):
         context.exit(EXIT_FAILED_JOB)
 
 

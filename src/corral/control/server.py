@@ -528,7 +528,10 @@ class ControlServer:
                 self._readers.release()
                 listener = self._keep_socket_file(listener)
                 if self._keep_lock_file is not None and self._place.here():
-                    self._keep_lock_file()  # (and the lock file: status reads it)
+                    try:  # (and the lock file: status reads it)
+                        self._keep_lock_file()
+                    except Exception:  # (never the end of the serving thread)
+                        log.exception("cannot make the lock file of %s again", self.run_dir)
                 continue
             except OSError:
                 self._readers.release()

@@ -59,7 +59,7 @@ class Driver(Protocol):
                              doomed: str | None = None,
                              ended_deps: tuple[int | str, ...] = ()) -> Job: ...
 
-    def _check_from_outside(self, task: Task, options: dict[str, Any]) -> None: ...
+    def _check_from_outside(self, task: Task, options: dict[str, Any], waits: bool) -> None: ...
 
     def _ended_as(self, job_id: int | str, name: str) -> JobStatus | None: ...
 
@@ -299,6 +299,7 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     meta = run.meta()
     reruns = run.reruns()
     chosen: dict[str, Any] = {}
+    named: list[str] = []  # each ref's job, twice if named twice: a new id a ref
     for given in _job_refs(request, "ids"):
         try:
             job_id = (str(given) if str(given) in known
@@ -306,6 +307,7 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
         except CorralError as error:  # (rerun takes ranges: a half one is told so)
             raise CorralError(f"{error}{range_hint([given])}") from None
         chosen.setdefault(job_id, known[job_id])
+        named.append(job_id)
     if not chosen:
         raise CorralError("rerun needs the ids or names of ended jobs")
     planned = [_rerun_plan(scheduler, stored, chosen, known, reruns, meta)
@@ -321,9 +323,9 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     scheduler._flush_journal_now()
     held = ("the run is paused: the new jobs start once it is resumed (corral resume)"
             if scheduler.paused else None)
-    # (in the order given: `read a b < <(corral rerun 4 5)`)
-    answer: dict[str, Any] = {"ids": [[stored.id, made[job_id].id]
-                                      for job_id, stored in chosen.items()]}
+    # (in the order given, one a ref: `read a b < <(corral rerun 4 5)`)
+    answer: dict[str, Any] = {"ids": [[chosen[job_id].id, made[job_id].id]
+                                      for job_id in named]}
     note = "; ".join(filter(None, (held, settings_note)))
     return {**answer, "note": note} if note else answer
 
@@ -370,10 +372,6 @@ def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: d
     options = {**journaled.options,
                "env": environment_again(journaled.options.get("env") or {}, stored.session,
                                         meta)}
-    try:  # (all or none: every job checked before any is made)
-        scheduler._check_from_outside(journaled.task, options)
-    except (ValueError, TypeError, CorralError) as error:
-        raise CorralError(f"{said} cannot run again: {error}") from None
     # A parent run again since stands for itself by its latest run: its outcome
     # counts, and a new job waits for that one, if it has not ended.
     left_out = [latest_rerun(str(parent), reruns) for parent in stored.deps
@@ -385,7 +383,13 @@ def _rerun_plan(scheduler: Driver, stored: Any, chosen: dict[str, Any], known: d
                       if _went_wrong(scheduler, known.get(str(parent))))
         raise CorralError(f"{said} came after job {parent}, which did not complete: run them "
                           f"again together (corral rerun {' '.join(together)})")
-    return stored, journaled.task, options, _parents(scheduler, left_out)
+    parents = _parents(scheduler, left_out)
+    waits = bool(parents[0]) or any(str(parent) in chosen for parent in stored.deps)
+    try:  # (all or none: every job checked before any is made)
+        scheduler._check_from_outside(journaled.task, options, waits)
+    except (ValueError, TypeError, CorralError) as error:
+        raise CorralError(f"{said} cannot run again: {error}") from None
+    return stored, journaled.task, options, parents
 
 
 def _parents_first(chosen: dict[str, Any]) -> list[Any]:
@@ -501,8 +505,10 @@ def _cancel(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
 def _pause(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     # A stopping daemon's pause would end with it: the command starts the next
     # daemon, paused (re-attack review: one stopped by a refused first submit's
-    # undo said "paused", and the undo then took the run away).
-    _refuse_when_stopping(scheduler)
+    # undo said "paused", and the undo then took the run away). A script's holds
+    # while it waits at its end (shut down, its jobs still running).
+    if scheduler._stop_requested is not None:
+        _refuse_when_stopping(scheduler)
     was = scheduler.paused
     if scheduler._owner_kind == "script":
         scheduler._pause_by_person()  # (holds through the script's end, see there)

@@ -1113,11 +1113,15 @@ class Scheduler(Executor):
                                "written)") from None
         return job
 
-    def _check_from_outside(self, task: Task, options: dict[str, Any]) -> None:
+    def _check_from_outside(self, task: Task, options: dict[str, Any], waits: bool) -> None:
         """Raise what :meth:`_submit_from_outside` would for this job's options,
         resources, queue and tokens, and make nothing: a command that makes
-        several jobs checks them all first (``corral rerun``: all or none)."""
-        record = Job(task, **{**options, "after": None})._record
+        several jobs checks them all first (``corral rerun``: all or none).
+        One that *waits* for others may name a directory they make."""
+        checked = {**options, "after": None}
+        if waits:
+            checked["cwd"] = None  # (see spec.check_cwd_exists)
+        record = Job(task, **checked)._record
         self._backend.check(record.spec.resources)
         self._check_queue_and_tokens(record)
 

@@ -417,10 +417,14 @@ class Journal:
                            | os.O_CLOEXEC, 0o600)
         except OSError:
             return
+        found = os.fstat(made)
+        # (Not a FIFO, nor a file linked in from elsewhere, which would be written over:
+        # second re-attack review, the FIFO ended the control thread for good.)
+        if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
+            os.close(made)
+            return
         new = os.fdopen(made, "r+")
         try:
-            if not stat.S_ISREG(os.fstat(made).st_mode):
-                raise OSError("not a plain file")
             fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (held by another: left alone)
             handle.seek(0)
             owner = handle.read()
