@@ -81,6 +81,18 @@ def scheduler(tmp_path: Path) -> Iterator[corral.Scheduler]:
 
 
 @pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Any]:
+    """The ``corral`` command on a run (and daemon) of this test's own
+    (support.cli.Corral), its daemon stopped at the end."""
+    from support.cli import Corral
+
+    command = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
+    yield command
+    command.settle()
+    command.stop_daemon()
+
+
+@pytest.fixture
 def release(tmp_path: Path) -> Path:
     """A file whose creation lets blocking test jobs end."""
     return tmp_path / "release"

@@ -37,15 +37,10 @@ from corral.options import JOB_OPTIONS
 from corral.report.timeline import attempts_from_events
 
 import jobs
-from support.cli import (CORRAL, Corral, assert_one_line_error, kill_and_wait, pid_gone,
+from support.cli import (CORRAL, Corral, assert_one_line_error, block, kill_and_wait, pid_gone,
                          read_until, status_rows)
 from support.processes import signal_and_collect
 from support.waiting import wait_until
-
-
-def block(release: Path) -> str:
-    """Shell code that returns once *release* exists (the job's own polling)."""
-    return f"while [ ! -e {shlex.quote(os.fspath(release))} ]; do sleep 0.02; done"
 
 
 def q(path: Path) -> str:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import pty
 import re
-import shlex
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,24 +28,10 @@ from corral.status import JobStatus
 from corral.units import format_span, parse_duration
 
 import jobs
-from support.cli import CORRAL, Corral, assert_one_line_error
+from support.cli import CORRAL, Corral, assert_one_line_error, block
 from support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def block(release: Path) -> str:
-    """Shell code that returns once *release* exists."""
-    return f"while [ ! -e {shlex.quote(os.fspath(release))} ]; do sleep 0.02; done"
-
-
-@pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[Corral]:
-    """A run (and daemon) of this test's own."""
-    corral_command = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
-    yield corral_command
-    corral_command.settle()
-    corral_command.stop_daemon()
 
 
 # -- a typo in --run ----------------------------------------------------------------------------
@@ -168,7 +152,7 @@ def test_a_script_may_not_take_up_a_paused_run_of_the_corral_command(fresh):
     """Cold review: a script opened a run a person had paused for the jobs
     they lined up, ran at once and dropped the pause."""
     fresh.ok("pause")
-    fresh.ok("stop")
+    fresh.stop_daemon()  # (gone, not stopping: else the run is in use)
     run = re.escape(str(fresh.run))
     with pytest.raises(corral.JournalError, match=(
             rf"^the run at {run} is paused \(corral pause\): the jobs submitted to it wait for "
@@ -178,7 +162,7 @@ def test_a_script_may_not_take_up_a_paused_run_of_the_corral_command(fresh):
         corral.Scheduler(journal=fresh.run)
     assert fresh.ok("status").header == f"run {fresh.run}: no driver running, PAUSED"
     assert fresh.ok("resume").out == "resumed\n"
-    fresh.ok("stop")
+    fresh.stop_daemon()
     with corral.Scheduler(journal=fresh.run) as scheduler:  # (resumed, it may)
         assert scheduler.submit(jobs.square, 3).result(timeout=30) == 9
 

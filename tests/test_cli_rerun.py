@@ -9,30 +9,16 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 import corral
 
 import jobs
-from support.cli import Corral, assert_one_line_error, kill_and_wait
-
-#: Shell code that returns once the file *release* exists.
-_BLOCK = "while [ ! -e {release} ]; do sleep 0.02; done"
+from support.cli import Corral, assert_one_line_error, block, kill_and_wait
 
 #: A job that fails while the flag file exists, and says where it ran once it does not.
 _FLAGGED = "test ! -e {flag} && echo ran in $(pwd) with FOO=$FOO"
-
-
-@pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[Corral]:
-    """A run (and daemon) of this test's own."""
-    command = Corral(tmp_path / "home", tmp_path / "run", cwd=tmp_path)
-    yield command
-    command.settle()
-    command.stop_daemon()
 
 
 def _failed_and_its_dependent(fresh: Corral, tmp_path: Path) -> tuple[str, str, Path]:
@@ -83,8 +69,7 @@ def test_a_rerun_keeps_parents_first_where_a_takeover_reordered_the_journal(fres
     changes, made a child's new job before its parent's, and it ran at once
     although the parent failed again."""
     release = tmp_path / "release"
-    blocked = _BLOCK.format(release=shlex.quote(os.fspath(release)))
-    parent = fresh.submit("--name", "parent", "--", f"{blocked}; exit 1")
+    parent = fresh.submit("--name", "parent", "--", f"{block(release)}; exit 1")
     child = fresh.submit("--name", "child", "--after", parent, "--", "echo child")
     fresh.ok("cancel", child)
     fresh.wait_for_status(parent, "RUNNING")

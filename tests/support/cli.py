@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -59,6 +60,11 @@ class Outcome:
     @property
     def header(self) -> str:
         return self.out.splitlines()[0] if self.out else ""
+
+
+def block(release: Path) -> str:
+    """Shell code that returns once *release* exists (the job's own polling)."""
+    return f"while [ ! -e {shlex.quote(os.fspath(release))} ]; do sleep 0.02; done"
 
 
 def status_rows(text: str) -> dict[str, dict[str, str]]:
