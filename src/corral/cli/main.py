@@ -321,6 +321,7 @@ def status(context: click.Context, show_all: bool, state: str | None,
     from corral.cli.views import (ORPHANED_REASON, earlier_tries, hidden_note, paused_reason,
                                   run_header, status_table, unlisted_note)
     from corral.journal.cleaning import was_cleaned
+    from corral.journal.reading import reruns_in
 
     wanted: set[JobStatus] | None = None
     if state is not None:  # (cold review: of 50,000 jobs, no way to list the failed ones)
@@ -360,8 +361,8 @@ def status(context: click.Context, show_all: bool, state: str | None,
     from corral.cli.sent_without_driver import sent_requests
 
     sent = {} if driven or not on_cluster else sent_requests(run.path, jobs)
-    paused = run.paused  # (read once: per job, status 1-20000 spent 7 s opening the journal)
-    reruns = run.reruns()
+    settings = run.meta()  # (read once: per job, status 1-20000 spent 7 s opening the journal)
+    paused, reruns = settings.get("paused") == "1", reruns_in(settings)
     status_table(jobs, driver_alive=driven, cluster_jobs=on_cluster, paused=paused,
                  width=console.width, unknown_backend_jobs=run.jobs_of_unknown_backends(jobs),
                  sent_without_driver=sent, reruns=reruns).print(console)
@@ -804,8 +805,8 @@ def rerun(context: click.Context, ids: tuple[str, ...]) -> None:
         reruns = run.reruns()
         left: list[str] = []
         given = set(ids)
-        ids = with_ranges(run, ids, lambda job: _went_wrong(job) and str(job.id) not in reruns,
-                          left)
+        ids = with_ranges(run, ids, lambda job: job.status in _FAILED and str(job.id) not in
+                          reruns, left)  # (ended without completing, and not run again)
         left = [job_id for job_id in left if job_id not in given]
         again = [job_id for job_id in left if job_id in reruns]  # (cold review: a range ran
         # a failed job a second time beside its rerun)
@@ -825,11 +826,6 @@ def rerun(context: click.Context, ids: tuple[str, ...]) -> None:
         click.echo(new_id)
     if reply.get("note"):
         click.echo(f"corral: note: {printable(reply['note'])}", err=True)
-
-
-def _went_wrong(job: Any) -> bool:
-    """Whether *job* ended without completing: what a range of ``rerun`` takes."""
-    return job.status in TERMINAL and job.status is not JobStatus.COMPLETED
 
 
 @cli.command()

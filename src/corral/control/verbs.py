@@ -287,7 +287,7 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     Jobs run again together keep their order: one that came after another of
     them comes after its new job. All or none: every job is checked before any
     is made (see :func:`_rerun_plan`)."""
-    from corral.journal.reading import RERUN_KEY
+    from corral.journal.reading import RERUN_KEY, reruns_in
     from corral.journal.run import Run
 
     _refuse_when_stopping(scheduler)
@@ -297,7 +297,7 @@ def _rerun(scheduler: Driver, request: dict[str, Any]) -> dict[str, Any]:
     run = Run(scheduler._journal.run_dir)
     known = {str(job.id): job for job in run.jobs(results=False)}
     meta = run.meta()
-    reruns = run.reruns()
+    reruns = reruns_in(meta)
     chosen: dict[str, Any] = {}
     named: list[str] = []  # each ref's job, twice if named twice: a new id a ref
     for given in _job_refs(request, "ids"):

@@ -530,9 +530,13 @@ RERUN_KEY = "rerun.{job}"
 
 def read_reruns(run_dir: str | os.PathLike[str]) -> dict[str, str]:
     """``{id of a job run again: id of the job that ran it again}``."""
+    return reruns_in(read_meta(run_dir))
+
+
+def reruns_in(meta: dict[str, str]) -> dict[str, str]:
+    """:func:`read_reruns` from the run's *meta*, read already."""
     prefix = RERUN_KEY.format(job="")
-    return {key[len(prefix):]: value for key, value in read_meta(run_dir).items()
-            if key.startswith(prefix)}
+    return {key[len(prefix):]: value for key, value in meta.items() if key.startswith(prefix)}
 
 
 def latest_rerun(job_id: str, reruns: dict[str, str]) -> str:
